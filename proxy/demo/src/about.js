@@ -1,0 +1,3 @@
+import { greet } from 'lib/greet';
+
+document.getElementById('greeting').textContent = greet('visitor');

@@ -1,0 +1,616 @@
+//! Merging a ticket's overrides into a page's import map.
+//!
+//! Import maps do not chain: a specifier is mapped once and the result is
+//! fetched as is. So pointing `/src/lib/greet.js` at the ticket's URL is not
+//! enough when the page's map already sends some other specifier (an alias, a
+//! prefix, a scope) straight to `/src/lib/greet.js`; every such route has to be
+//! pointed at the ticket's URL too, or it would keep loading production.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::ticket::{ModuleRef, OverrideSet};
+
+/// Why a page's import map could not be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("import map is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("import map is not a JSON object")]
+    NotAnObject,
+    #[error("import map has the wrong shape: {0}")]
+    BadShape(&'static str),
+    #[error("import map is longer than {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// Merges `overrides` into the page's import map text and returns the new
+/// map's text, already escaped for a `<script>` element.
+pub fn merge(
+    original: &str,
+    overrides: &OverrideSet,
+    page_url: &Url,
+    max_len: usize,
+) -> Result<String, MergeError> {
+    // Checked before parsing so a hostile page cannot make us parse megabytes.
+    if original.len() > max_len {
+        return Err(MergeError::TooLarge { limit: max_len });
+    }
+    let mut root = if original.trim().is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_str::<Value>(original) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(MergeError::NotAnObject),
+            Err(e) => return Err(MergeError::InvalidJson(e.to_string())),
+        }
+    };
+    validate(&root)?;
+    let resolver = Resolver { page: page_url };
+    for (spec, module) in overrides {
+        let target = Target::new(spec, module, &resolver);
+        apply(&mut root, &target, &resolver);
+    }
+    let text = serde_json::to_string(&Value::Object(root))
+        .map_err(|e| MergeError::InvalidJson(e.to_string()))?;
+    Ok(escape_for_script(&text))
+}
+
+/// The map inserted into a page that has none: `{"imports": {spec: url, …}}`, escaped.
+pub fn fresh(overrides: &OverrideSet) -> String {
+    let imports: Map<String, Value> = overrides
+        .iter()
+        .map(|(spec, module)| (spec.clone(), Value::String(module.url())))
+        .collect();
+    let mut root = Map::new();
+    root.insert("imports".to_owned(), Value::Object(imports));
+    escape_for_script(&Value::Object(root).to_string())
+}
+
+/// Escapes JSON text for inclusion in a `<script>` element: `<` `>` `&`
+/// U+2028 U+2029 become `\u003c` `\u003e` `\u0026` `\u2028` `\u2029`.
+///
+/// Script element contents are raw text, so HTML entities would reach the JSON
+/// parser verbatim; JSON escapes are the only form that both the HTML
+/// tokenizer ignores and the JSON parser decodes. Those characters can only
+/// occur inside JSON strings, where a `\u` escape is always valid.
+pub fn escape_for_script(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The sha256 CSP source of a script's text: `'sha256-<base64>'`.
+pub fn csp_hash_source(script_text: &str) -> String {
+    let digest = Sha256::digest(script_text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// Rejects maps a browser would reject (or partly ignore), so that we never
+/// hand the page a map whose meaning we did not understand.
+fn validate(root: &Map<String, Value>) -> Result<(), MergeError> {
+    if let Some(imports) = root.get("imports") {
+        check_string_map(
+            imports,
+            "imports must be an object",
+            "imports values must be strings",
+        )?;
+    }
+    if let Some(scopes) = root.get("scopes") {
+        let Value::Object(scopes) = scopes else {
+            return Err(MergeError::BadShape("scopes must be an object"));
+        };
+        for scope in scopes.values() {
+            check_string_map(
+                scope,
+                "each scope must be an object",
+                "scope values must be strings",
+            )?;
+        }
+    }
+    if let Some(integrity) = root.get("integrity") {
+        check_string_map(
+            integrity,
+            "integrity must be an object",
+            "integrity values must be strings",
+        )?;
+    }
+    Ok(())
+}
+
+fn check_string_map(
+    value: &Value,
+    not_object: &'static str,
+    not_string: &'static str,
+) -> Result<(), MergeError> {
+    let Value::Object(map) = value else {
+        return Err(MergeError::BadShape(not_object));
+    };
+    if map.values().all(Value::is_string) {
+        Ok(())
+    } else {
+        Err(MergeError::BadShape(not_string))
+    }
+}
+
+/// Resolves URL-like specifiers and addresses the way the browser does for an
+/// inline map, whose base URL is the page's URL.
+struct Resolver<'a> {
+    page: &'a Url,
+}
+
+impl Resolver<'_> {
+    /// `None` for bare specifiers: the browser never parses those as URLs.
+    fn resolve(&self, s: &str) -> Option<Url> {
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
+            return self.page.join(s).ok();
+        }
+        Url::parse(s)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+    }
+
+    /// The resolved path of `s` when it names a same-origin resource without a
+    /// query: a query makes it a different URL, so a different module.
+    fn same_origin_path(&self, s: &str) -> Option<String> {
+        let url = self.resolve(s)?;
+        if url.origin() != self.page.origin() || url.query().is_some() {
+            return None;
+        }
+        Some(url.path().to_owned())
+    }
+}
+
+/// One override, with its production path normalised the way resolved URLs
+/// are (percent-encoding, dot segments) so the two compare as equals.
+struct Target<'a> {
+    spec: &'a str,
+    is_path_spec: bool,
+    path: String,
+    url: String,
+    sri: String,
+}
+
+impl<'a> Target<'a> {
+    fn new(spec: &'a str, module: &ModuleRef, resolver: &Resolver<'_>) -> Self {
+        let path = resolver
+            .page
+            .join(&module.path)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_else(|_| module.path.clone());
+        Target {
+            spec,
+            is_path_spec: spec.starts_with('/'),
+            path,
+            url: module.url(),
+            sri: module.hash.sri(),
+        }
+    }
+
+    fn is_referred_to_by(&self, s: &str, resolver: &Resolver<'_>) -> bool {
+        resolver.same_origin_path(s).as_deref() == Some(self.path.as_str())
+    }
+
+    /// When `s` resolves to a same-origin directory containing the module,
+    /// the rest of the module's path below it (never empty).
+    fn rest_below<'t>(&'t self, s: &str, resolver: &Resolver<'_>) -> Option<&'t str> {
+        let prefix = resolver.same_origin_path(s)?;
+        if !prefix.ends_with('/') {
+            return None;
+        }
+        self.path
+            .strip_prefix(prefix.as_str())
+            .filter(|rest| !rest.is_empty())
+    }
+}
+
+fn apply(root: &mut Map<String, Value>, target: &Target<'_>, resolver: &Resolver<'_>) {
+    let imports = root
+        .entry("imports")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(imports) = imports {
+        imports.insert(target.spec.to_owned(), Value::String(target.url.clone()));
+        // Another spelling of the same URL would otherwise still win for
+        // whichever spelling the browser keeps after normalising keys.
+        for (key, value) in imports.iter_mut() {
+            if key != target.spec && target.is_referred_to_by(key, resolver) {
+                *value = Value::String(target.url.clone());
+            }
+        }
+        redirect_routes(imports, target, resolver);
+    }
+
+    if let Some(Value::Object(scopes)) = root.get_mut("scopes") {
+        for scope in scopes.values_mut() {
+            if let Value::Object(scope) = scope {
+                redirect_routes(scope, target, resolver);
+                unshadow(scope, target, resolver);
+            }
+        }
+    }
+
+    if let Some(Value::Object(integrity)) = root.get_mut("integrity") {
+        // Production's digest would make the browser refuse the ticket's body.
+        integrity.retain(|key, _| !target.is_referred_to_by(key, resolver));
+        integrity.insert(target.url.clone(), Value::String(target.sri.clone()));
+    }
+}
+
+/// Points every entry whose result is the production module at the ticket's
+/// URL. A prefix entry cannot be edited without moving its siblings too, so it
+/// gets a more specific entry for just this module, which browsers prefer.
+fn redirect_routes(map: &mut Map<String, Value>, target: &Target<'_>, resolver: &Resolver<'_>) {
+    let mut specific = Vec::new();
+    for (key, value) in map.iter_mut() {
+        let Value::String(address) = value else {
+            continue;
+        };
+        if target.is_referred_to_by(address, resolver) {
+            *value = Value::String(target.url.clone());
+        } else if key.ends_with('/') && address.ends_with('/') {
+            if let Some(rest) = target.rest_below(address, resolver) {
+                specific.push(format!("{key}{rest}"));
+            }
+        }
+    }
+    for key in specific {
+        map.insert(key, Value::String(target.url.clone()));
+    }
+}
+
+/// A scope is consulted before `imports`, so a scope entry that matches the
+/// override's specifier would hide the override for every module in it.
+fn unshadow(scope: &mut Map<String, Value>, target: &Target<'_>, resolver: &Resolver<'_>) {
+    let mut has_exact = false;
+    let mut covered_by_prefix = false;
+    for (key, value) in scope.iter_mut() {
+        if key == target.spec || target.is_referred_to_by(key, resolver) {
+            *value = Value::String(target.url.clone());
+            has_exact = true;
+        } else if key.ends_with('/') {
+            let covers = if target.is_path_spec {
+                target.rest_below(key, resolver).is_some()
+            } else {
+                resolver.resolve(key).is_none() && target.spec.starts_with(key.as_str())
+            };
+            covered_by_prefix |= covers;
+        }
+    }
+    if covered_by_prefix && !has_exact {
+        scope.insert(target.spec.to_owned(), Value::String(target.url.clone()));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ticket::Hash;
+
+    const MAX: usize = 64 * 1024;
+
+    fn page() -> Url {
+        Url::parse("https://shop.example/checkout/index.html").unwrap()
+    }
+
+    fn module(path: &str) -> ModuleRef {
+        ModuleRef {
+            path: path.into(),
+            hash: Hash::of(path.as_bytes()),
+            size: 1,
+        }
+    }
+
+    fn set(entries: &[(&str, &str)]) -> OverrideSet {
+        entries
+            .iter()
+            .map(|(spec, path)| (spec.to_string(), module(path)))
+            .collect()
+    }
+
+    fn greet() -> OverrideSet {
+        set(&[("/src/lib/greet.js", "/src/lib/greet.js")])
+    }
+
+    fn greet_url() -> String {
+        module("/src/lib/greet.js").url()
+    }
+
+    fn merged(original: &str, overrides: &OverrideSet) -> Value {
+        let text = merge(original, overrides, &page(), MAX).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn replaces_an_existing_import_in_place() {
+        let out = merged(
+            r#"{"imports":{"a":"/a.js","/src/lib/greet.js":"/src/lib/greet.js","z":"/z.js"}}"#,
+            &greet(),
+        );
+        let keys: Vec<&String> = out["imports"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["a", "/src/lib/greet.js", "z"]);
+        assert_eq!(out["imports"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(out["imports"]["a"], "/a.js");
+    }
+
+    #[test]
+    fn appends_to_imports_and_creates_them_when_missing() {
+        let out = merged(r#"{"imports":{"a":"/a.js"}}"#, &greet());
+        let keys: Vec<&String> = out["imports"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["a", "/src/lib/greet.js"]);
+
+        let out = merged(r#"{"scopes":{},"x-vendor":[1,2]}"#, &greet());
+        assert_eq!(out["imports"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(out["x-vendor"], serde_json::json!([1, 2]));
+    }
+
+    #[test]
+    fn bare_alias_pointing_at_the_module_is_patched() {
+        let out = merged(
+            r#"{"imports":{"lib/greet":"/src/lib/greet.js","other":"/src/lib/other.js"}}"#,
+            &greet(),
+        );
+        assert_eq!(out["imports"]["lib/greet"], greet_url());
+        assert_eq!(out["imports"]["other"], "/src/lib/other.js");
+    }
+
+    #[test]
+    fn bare_specifier_override_patches_its_key_and_aliases() {
+        let overrides = set(&[("@shop/cart", "/assets/cart-1a2b.js")]);
+        let url = module("/assets/cart-1a2b.js").url();
+        let out = merged(
+            r#"{"imports":{"@shop/cart":"/assets/cart-1a2b.js","cart":"./../assets/cart-1a2b.js"}}"#,
+            &overrides,
+        );
+        assert_eq!(out["imports"]["@shop/cart"], url);
+        assert_eq!(out["imports"]["cart"], url);
+    }
+
+    #[test]
+    fn prefix_alias_gets_a_specific_entry() {
+        let out = merged(
+            r#"{"imports":{"lib/":"/src/lib/","/src/":"/src/"},"scopes":{"/admin/":{"v/":"https://shop.example/src/"}}}"#,
+            &greet(),
+        );
+        let imports = out["imports"].as_object().unwrap();
+        assert_eq!(imports["lib/"], "/src/lib/");
+        assert_eq!(imports["lib/greet.js"], greet_url());
+        assert_eq!(imports["/src/"], "/src/");
+        // `/src/` + `lib/greet.js` is the override's own key, already set.
+        assert_eq!(imports["/src/lib/greet.js"], greet_url());
+        assert_eq!(imports.len(), 4);
+        assert_eq!(out["scopes"]["/admin/"]["v/lib/greet.js"], greet_url());
+    }
+
+    #[test]
+    fn prefix_alias_with_existing_specific_key_is_set_not_duplicated() {
+        let out = merged(
+            r#"{"imports":{"lib/greet.js":"/old.js","lib/":"/src/lib/"}}"#,
+            &greet(),
+        );
+        let keys: Vec<&String> = out["imports"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["lib/greet.js", "lib/", "/src/lib/greet.js"]);
+        assert_eq!(out["imports"]["lib/greet.js"], greet_url());
+    }
+
+    #[test]
+    fn scope_exact_key_and_prefix_shadow_are_patched() {
+        let out = merged(
+            r#"{"imports":{},"scopes":{
+                "/a/":{"/src/lib/greet.js":"/src/lib/greet-old.js"},
+                "/b/":{"/src/lib/":"/legacy/lib/"},
+                "/c/":{"/other/":"/x/"},
+                "/d/":{"./../src/lib/greet.js":"/v1.js","/src/":"/v2/"}
+            }}"#,
+            &greet(),
+        );
+        let scopes = &out["scopes"];
+        assert_eq!(scopes["/a/"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(scopes["/b/"]["/src/lib/"], "/legacy/lib/");
+        assert_eq!(scopes["/b/"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(scopes["/c/"].as_object().unwrap().len(), 1);
+        // The differently written exact key already wins over the prefix.
+        assert_eq!(scopes["/d/"]["./../src/lib/greet.js"], greet_url());
+        assert_eq!(scopes["/d/"].as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn scope_shadowing_a_bare_specifier_is_patched() {
+        let overrides = set(&[("@shop/cart", "/assets/cart-1a2b.js")]);
+        let url = module("/assets/cart-1a2b.js").url();
+        let out = merged(
+            r#"{"scopes":{
+                "/a/":{"@shop/cart":"/assets/cart-old.js"},
+                "/b/":{"@shop/":"/legacy/shop/"},
+                "/c/":{"@other/":"/legacy/other/","/assets/":"/old-assets/"}
+            }}"#,
+            &overrides,
+        );
+        let scopes = &out["scopes"];
+        assert_eq!(scopes["/a/"]["@shop/cart"], url);
+        assert_eq!(scopes["/b/"]["@shop/cart"], url);
+        assert_eq!(scopes["/b/"]["@shop/"], "/legacy/shop/");
+        assert_eq!(scopes["/c/"].as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn integrity_entry_is_replaced() {
+        let out = merged(
+            r#"{"imports":{},"integrity":{"/src/lib/greet.js":"sha384-old","./../src/lib/greet.js":"sha384-old2","/src/x.js":"sha384-x"}}"#,
+            &greet(),
+        );
+        let integrity = out["integrity"].as_object().unwrap();
+        let keys: Vec<&String> = integrity.keys().collect();
+        let url = greet_url();
+        assert_eq!(keys, ["/src/x.js", url.as_str()]);
+        assert_eq!(integrity[&url], module("/src/lib/greet.js").hash.sri());
+
+        let out = merged(r#"{"imports":{}}"#, &greet());
+        assert!(out.get("integrity").is_none());
+    }
+
+    #[test]
+    fn relative_and_absolute_same_origin_keys_are_recognised() {
+        let out = merged(
+            r#"{"imports":{
+                "../src/lib/greet.js":"/a.js",
+                "https://shop.example/src/lib/greet.js":"/b.js",
+                "https://SHOP.example:443/src/lib/greet.js":"/c.js",
+                "x":"https://shop.example/src/lib/greet.js",
+                "y":"/src/lib/greet.js?v=2"
+            }}"#,
+            &greet(),
+        );
+        let imports = &out["imports"];
+        assert_eq!(imports["../src/lib/greet.js"], greet_url());
+        assert_eq!(
+            imports["https://shop.example/src/lib/greet.js"],
+            greet_url()
+        );
+        assert_eq!(
+            imports["https://SHOP.example:443/src/lib/greet.js"],
+            greet_url()
+        );
+        assert_eq!(imports["x"], greet_url());
+        // A query makes it another URL, hence another module.
+        assert_eq!(imports["y"], "/src/lib/greet.js?v=2");
+    }
+
+    #[test]
+    fn cross_origin_urls_are_not_the_same_path() {
+        let original = r#"{"imports":{
+            "https://cdn.example/src/lib/greet.js":"/a.js",
+            "x":"https://cdn.example/src/lib/greet.js",
+            "y":"//cdn.example/src/lib/greet.js",
+            "z":"http://shop.example/src/lib/greet.js",
+            "p/":"https://cdn.example/src/lib/"
+        },"scopes":{"/s/":{"https://cdn.example/src/lib/":"/q/"}}}"#;
+        let out = merged(original, &greet());
+        let imports = out["imports"].as_object().unwrap();
+        assert_eq!(imports["https://cdn.example/src/lib/greet.js"], "/a.js");
+        assert_eq!(imports["x"], "https://cdn.example/src/lib/greet.js");
+        assert_eq!(imports["y"], "//cdn.example/src/lib/greet.js");
+        assert_eq!(imports["z"], "http://shop.example/src/lib/greet.js");
+        assert!(!imports.contains_key("p/greet.js"));
+        assert_eq!(out["scopes"]["/s/"].as_object().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn hostile_specifiers_are_escaped_and_round_trip() {
+        let hostile = [
+            "</script><script>alert(1)</script>",
+            "line\u{2028}sep\u{2029}",
+            "&amp;<!--",
+        ];
+        let overrides: OverrideSet = hostile
+            .iter()
+            .map(|s| (s.to_string(), module("/src/lib/greet.js")))
+            .collect();
+        let original = r#"{"imports":{"k>":"/v&.js"},"note":"</SCRIPT>"}"#;
+        for text in [
+            merge(original, &overrides, &page(), MAX).unwrap(),
+            fresh(&overrides),
+        ] {
+            assert!(
+                !text.contains(['<', '>', '&', '\u{2028}', '\u{2029}']),
+                "{text}"
+            );
+            let back: Value = serde_json::from_str(&text).unwrap();
+            for s in hostile {
+                assert_eq!(back["imports"][s], greet_url());
+            }
+        }
+        let back: Value =
+            serde_json::from_str(&merge(original, &overrides, &page(), MAX).unwrap()).unwrap();
+        assert_eq!(back["imports"]["k>"], "/v&.js");
+        assert_eq!(back["note"], "</SCRIPT>");
+    }
+
+    #[test]
+    fn escape_for_script_uses_json_escapes() {
+        assert_eq!(
+            escape_for_script("\"<a&b>\u{2028}\u{2029}\""),
+            r#""\u003ca\u0026b\u003e\u2028\u2029""#
+        );
+    }
+
+    #[test]
+    fn fresh_lists_every_override() {
+        let overrides = set(&[
+            ("/src/lib/greet.js", "/src/lib/greet.js"),
+            ("@shop/cart", "/assets/cart.js"),
+        ]);
+        let back: Value = serde_json::from_str(&fresh(&overrides)).unwrap();
+        assert_eq!(back.as_object().unwrap().len(), 1);
+        assert_eq!(back["imports"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(
+            back["imports"]["@shop/cart"],
+            module("/assets/cart.js").url()
+        );
+    }
+
+    #[test]
+    fn csp_hash_source_is_quoted_sha256() {
+        // sha256("") is well known.
+        assert_eq!(
+            csp_hash_source(""),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+        );
+    }
+
+    #[test]
+    fn bad_input_gives_the_right_error() {
+        let err = |s: &str| merge(s, &greet(), &page(), MAX).unwrap_err();
+        assert!(matches!(err("{"), MergeError::InvalidJson(_)));
+        assert!(matches!(err("[]"), MergeError::NotAnObject));
+        assert!(matches!(err("\"x\""), MergeError::NotAnObject));
+        assert!(matches!(
+            err(r#"{"imports":[]}"#),
+            MergeError::BadShape("imports must be an object")
+        ));
+        assert!(matches!(
+            err(r#"{"imports":{"a":1}}"#),
+            MergeError::BadShape(_)
+        ));
+        assert!(matches!(err(r#"{"scopes":[]}"#), MergeError::BadShape(_)));
+        assert!(matches!(
+            err(r#"{"scopes":{"/a/":"x"}}"#),
+            MergeError::BadShape(_)
+        ));
+        assert!(matches!(
+            err(r#"{"scopes":{"/a/":{"b":null}}}"#),
+            MergeError::BadShape(_)
+        ));
+        assert!(matches!(
+            err(r#"{"integrity":{"a":false}}"#),
+            MergeError::BadShape(_)
+        ));
+        let big = format!(r#"{{"imports":{{"a":"{}"}}}}"#, "x".repeat(100));
+        assert!(matches!(
+            merge(&big, &greet(), &page(), 50),
+            Err(MergeError::TooLarge { limit: 50 })
+        ));
+    }
+
+    #[test]
+    fn whitespace_only_original_is_an_empty_map() {
+        for original in ["", "  \n\t ", "\n {\"imports\":{}} \n"] {
+            let out = merged(original, &greet());
+            assert_eq!(out["imports"]["/src/lib/greet.js"], greet_url());
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Process wiring: the background runtime for the store and the snapshot
+//! refresher, the Pingora server with its listener (TLS optional), and a
+//! graceful shutdown on SIGTERM and SIGINT alike.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+
+use crate::config::Config;
+use crate::service::StampProxy;
+use crate::snapshot::{run_refresher, SnapshotCell};
+use crate::store::{self, SharedStore};
+
+/// SIGTERM and SIGINT both shut down gracefully: stop accepting, let requests
+/// in flight finish within the grace period. (Pingora's default treats SIGINT
+/// as a fast shutdown that cuts them off.)
+struct GracefulSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            log::error!("cannot install signal handlers; stop the proxy with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM: shutting down gracefully"),
+            _ = int.recv() => log::info!("SIGINT: shutting down gracefully"),
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// A failure to start, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("cannot start the background runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start the demo: {0}")]
+    Demo(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Runs the proxy until a shutdown signal; returns when it has stopped.
+pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("stamp-background")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+
+    // Refuse early and clearly rather than let Pingora panic on a busy port.
+    std::net::TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen {
+        addr: cfg.listen.to_string(),
+        reason: e.to_string(),
+    })?;
+
+    let store: SharedStore = background.block_on(store::open(&cfg.store, &cfg.redis_prefix))?;
+    if demo {
+        let addr = background
+            .block_on(crate::demo::start_origin())
+            .map_err(|e| StartError::Demo(e.to_string()))?;
+        cfg.origin = crate::config::parse_origin(&format!("http://{addr}"), None, None, true)
+            .map_err(StartError::Demo)?;
+        background
+            .block_on(crate::demo::seed(&store))
+            .map_err(|e| StartError::Demo(e.to_string()))?;
+    }
+
+    let cell = Arc::new(SnapshotCell::default());
+    // A first snapshot before serving, bounded: a store that is down must not
+    // keep production traffic from flowing.
+    background.block_on(async {
+        let mut sets = std::collections::HashMap::new();
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            cell.refresh(&store, &mut sets, true),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("store not ready ({e}); serving production until it is"),
+            Err(_) => log::warn!("store slow to answer; serving production until it does"),
+        }
+    });
+    background.spawn(run_refresher(
+        store.clone(),
+        cell.clone(),
+        cfg.poll_interval,
+    ));
+
+    let secs = |d: Duration| d.as_secs().max(u64::from(d.subsec_nanos() > 0));
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(secs(cfg.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(secs(cfg.shutdown_timeout)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let cfg = Arc::new(cfg);
+    let mut service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        StampProxy::new(cfg.clone(), cell, store.clone()),
+        "stamp-proxy",
+    );
+    let addr = cfg.listen.to_string();
+    match &cfg.tls {
+        Some(tls) => {
+            let cert = tls.cert.to_string_lossy();
+            let key = tls.key.to_string_lossy();
+            let mut settings = TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| StartError::Tls(format!("{cert} / {key}: {e}")))?;
+            settings.enable_h2();
+            service.add_tls_with_settings(&addr, None, settings);
+        }
+        None => service.add_tcp(&addr),
+    }
+    server.add_service(service);
+
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    log::info!(
+        "stamp-proxy listening on {scheme}://{addr} → origin {} (store: {})",
+        cfg.origin.url,
+        store.describe()
+    );
+    if demo {
+        println!("stamp-proxy demo is running:");
+        println!("  production:        {scheme}://{addr}/");
+        println!("  ticket DEMO-1:     {scheme}://{addr}/?dev=DEMO-1");
+        println!("  back to production {scheme}://{addr}/?stamp=off");
+        println!("  health:            {scheme}://{addr}/__stamp/health");
+        println!("Press Ctrl-C to stop.");
+    }
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulSignals),
+    });
+    background.shutdown_timeout(Duration::from_secs(1));
+    log::info!("stamp-proxy stopped");
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! The embedded persistent store (redb), for a single proxy instance.

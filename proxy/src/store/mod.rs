@@ -1,0 +1,166 @@
+//! Ticket state and module bodies: one `Store` trait, an embedded persistent
+//! implementation (redb) and a Redis implementation for a fleet.
+//!
+//! Everything the request path needs is read through [`Store::state`] into an
+//! in-memory snapshot (see `snapshot.rs`); the request path never waits on the
+//! store to decide or rewrite a page. Writers use [`Store::commit`], which
+//! applies a ticket change, an overlay change and a history event atomically,
+//! guarded by the ticket's expected version (optimistic concurrency).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::ticket::{Hash, OverrideSet, Stage, TicketKey};
+
+pub mod embedded;
+pub mod redis;
+
+/// Store failures. `Conflict` is a caller-visible outcome (someone else moved
+/// the ticket first); the others are infrastructure problems.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ticket {key} changed concurrently (expected version {expected:?}, found {found:?})")]
+    Conflict {
+        key: TicketKey,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot open store {location}: {reason}")]
+    Open { location: String, reason: String },
+}
+
+/// A ticket's record. Stage override sets are referenced by content address
+/// ([`crate::ticket::set_id`]), so promotion is a pointer copy whatever the
+/// number of modules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRecord {
+    pub key: TicketKey,
+    pub stage: Stage,
+    /// Bumped by every commit of this ticket; the optimistic-concurrency token.
+    pub version: u64,
+    /// The current (mutable) dev overrides.
+    pub dev: Hash,
+    /// Snapshot taken at dev→qa.
+    pub qa: Option<Hash>,
+    /// Snapshot taken at qa→prod.
+    pub prod: Option<Hash>,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One entry of a ticket's append-only history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    pub at_ms: u64,
+    /// `upload`, `delete`, `promote`, `revert`, `close`, `reopen`, `sign-off`, …
+    pub event: String,
+    pub from: Option<Stage>,
+    pub to: Option<Stage>,
+    /// Token name of whoever did it.
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// How a commit changes the production overlay (the ordered list of released
+/// tickets). Applied inside the same transaction as the ticket change, so two
+/// concurrent releases never lose one another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayOp {
+    Keep,
+    /// Append the ticket (removing an earlier occurrence first).
+    Append,
+    /// Remove the ticket if present.
+    Remove,
+}
+
+/// One atomic change of one ticket.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The new record. Its `version` must be `expected_version + 1` (or 1 for a
+    /// new ticket); the store checks and refuses otherwise.
+    pub ticket: TicketRecord,
+    /// The version the writer read; `None` means "the ticket must not exist yet".
+    pub expected_version: Option<u64>,
+    pub overlay: OverlayOp,
+    pub event: Option<HistoryEvent>,
+}
+
+/// Everything the request path needs, read at one consistent point.
+#[derive(Debug, Clone, Default)]
+pub struct StoreState {
+    /// Global change counter: bumped by every commit.
+    pub version: u64,
+    pub tickets: Vec<TicketRecord>,
+    /// Released tickets in promotion order (later wins on the same module).
+    pub overlay: Vec<TicketKey>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Human-readable location, without credentials (for logs and /health).
+    fn describe(&self) -> String;
+
+    /// Stores a module body under its sha256; idempotent.
+    async fn put_module(&self, body: Bytes) -> Result<Hash, StoreError>;
+    async fn get_module(&self, hash: &Hash) -> Result<Option<Bytes>, StoreError>;
+    /// The subset of `hashes` the store does not hold.
+    async fn missing_modules(&self, hashes: &[Hash]) -> Result<Vec<Hash>, StoreError>;
+
+    /// Stores an override set under [`crate::ticket::set_id`]; idempotent.
+    async fn put_set(&self, set: &OverrideSet) -> Result<Hash, StoreError>;
+    async fn get_set(&self, id: &Hash) -> Result<Option<OverrideSet>, StoreError>;
+
+    async fn get_ticket(&self, key: &TicketKey) -> Result<Option<TicketRecord>, StoreError>;
+    async fn history(&self, key: &TicketKey) -> Result<Vec<HistoryEvent>, StoreError>;
+
+    /// Applies a commit atomically; returns the new global version.
+    async fn commit(&self, commit: Commit) -> Result<u64, StoreError>;
+
+    /// A consistent read of all tickets, the overlay and the global version.
+    async fn state(&self) -> Result<StoreState, StoreError>;
+    /// The global version alone (cheap; used as a periodic backstop).
+    async fn version(&self) -> Result<u64, StoreError>;
+
+    /// Notified with the global version after every commit made through any
+    /// instance sharing this store, and after a lost connection is regained
+    /// (with the current version, so the receiver resyncs).
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens a store from a `--store` value: a `redis://` / `rediss://` URL, or a
+/// directory for the embedded store (created if missing).
+pub async fn open(location: &str, redis_prefix: &str) -> Result<SharedStore, StoreError> {
+    if location.starts_with("redis://") || location.starts_with("rediss://") {
+        Ok(Arc::new(
+            redis::RedisStore::open(location, redis_prefix).await?,
+        ))
+    } else {
+        Ok(Arc::new(embedded::EmbeddedStore::open(
+            std::path::Path::new(location),
+        )?))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,1 @@
+//! The Redis store, shared by a fleet of proxy instances.

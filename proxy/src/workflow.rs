@@ -1,0 +1,337 @@
+//! The ticket lifecycle as store operations: upload, delete, promote, revert,
+//! close. Each is one atomic [`Store::commit`] guarded by the version the
+//! caller read, so a concurrent change makes it fail with a conflict instead
+//! of overwriting. Promotion copies a set id: its cost does not depend on the
+//! number of modules.
+//!
+//! ```text
+//! (new) --upload--> dev --promote--> qa --promote--> prod
+//!                    ^  <--revert---    <--revert---
+//!  dev|qa --close--> closed --upload (re-initiate)--> dev
+//! ```
+
+use bytes::Bytes;
+
+use crate::store::{
+    now_ms, Commit, HistoryEvent, OverlayOp, SharedStore, StoreError, TicketRecord,
+};
+use crate::ticket::{set_id, Hash, ModuleRef, OverrideSet, Stage, TicketKey};
+
+/// Why a workflow operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("ticket {0} does not exist")]
+    NotFound(TicketKey),
+    #[error("cannot {action} ticket {key}: it is in {stage}; allowed: {}", allowed_actions(*stage).join(", "))]
+    IllegalTransition {
+        key: TicketKey,
+        action: &'static str,
+        stage: Stage,
+    },
+    #[error("{0} has no override for `{1}`")]
+    NoSuchOverride(TicketKey, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What can be done to a ticket in a stage.
+pub fn allowed_actions(stage: Stage) -> Vec<&'static str> {
+    match stage {
+        Stage::Dev => vec!["upload", "delete", "promote", "close"],
+        Stage::Qa => vec!["upload", "delete", "promote", "revert", "close"],
+        Stage::Prod => vec!["upload", "delete", "revert"],
+        Stage::Closed => vec!["upload"],
+    }
+}
+
+/// Who did it and from which commit (recorded in the history).
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub name: String,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+}
+
+impl Actor {
+    pub fn named(name: &str) -> Actor {
+        Actor {
+            name: name.to_string(),
+            ..Actor::default()
+        }
+    }
+
+    fn event(
+        &self,
+        event: &str,
+        from: Option<Stage>,
+        to: Option<Stage>,
+        detail: Option<String>,
+    ) -> HistoryEvent {
+        HistoryEvent {
+            at_ms: now_ms(),
+            event: event.to_string(),
+            from,
+            to,
+            actor: self.name.clone(),
+            commit: self.commit.clone(),
+            branch: self.branch.clone(),
+            detail,
+        }
+    }
+}
+
+async fn current_set(store: &SharedStore, id: &Hash) -> Result<OverrideSet, StoreError> {
+    store
+        .get_set(id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("override set {id} is missing")))
+}
+
+/// Uploads one module to the ticket's dev stage, creating the ticket (in dev)
+/// on first upload and re-initiating a closed one.
+pub async fn upload(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    path: &str,
+    body: Bytes,
+    actor: &Actor,
+) -> Result<TicketRecord, WorkflowError> {
+    let size = body.len() as u64;
+    let hash = store.put_module(body).await?;
+    let existing = store.get_ticket(key).await?;
+    let mut set = match &existing {
+        Some(t) => current_set(store, &t.dev).await?,
+        None => OverrideSet::new(),
+    };
+    set.insert(
+        specifier.to_string(),
+        ModuleRef {
+            path: path.to_string(),
+            hash,
+            size,
+        },
+    );
+    let dev = store.put_set(&set).await?;
+    let now = now_ms();
+    let (record, expected, event) = match existing {
+        None => (
+            TicketRecord {
+                key: key.clone(),
+                stage: Stage::Dev,
+                version: 1,
+                dev,
+                qa: None,
+                prod: None,
+                created_ms: now,
+                updated_ms: now,
+            },
+            None,
+            actor.event(
+                "upload",
+                None,
+                Some(Stage::Dev),
+                Some(specifier.to_string()),
+            ),
+        ),
+        Some(t) => {
+            let reopen = t.stage == Stage::Closed;
+            let event = if reopen {
+                actor.event(
+                    "reopen",
+                    Some(Stage::Closed),
+                    Some(Stage::Dev),
+                    Some(specifier.to_string()),
+                )
+            } else {
+                actor.event(
+                    "upload",
+                    Some(t.stage),
+                    Some(t.stage),
+                    Some(specifier.to_string()),
+                )
+            };
+            let expected = Some(t.version);
+            (
+                TicketRecord {
+                    stage: if reopen { Stage::Dev } else { t.stage },
+                    version: t.version + 1,
+                    dev,
+                    updated_ms: now,
+                    ..t
+                },
+                expected,
+                event,
+            )
+        }
+    };
+    store
+        .commit(Commit {
+            ticket: record.clone(),
+            expected_version: expected,
+            overlay: OverlayOp::Keep,
+            event: Some(event),
+        })
+        .await?;
+    Ok(record)
+}
+
+/// Removes one override from the ticket's dev stage.
+pub async fn delete(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    actor: &Actor,
+) -> Result<TicketRecord, WorkflowError> {
+    let t = store
+        .get_ticket(key)
+        .await?
+        .ok_or_else(|| WorkflowError::NotFound(key.clone()))?;
+    if t.stage == Stage::Closed {
+        return Err(WorkflowError::IllegalTransition {
+            key: key.clone(),
+            action: "delete from",
+            stage: t.stage,
+        });
+    }
+    let mut set = current_set(store, &t.dev).await?;
+    if set.remove(specifier).is_none() {
+        return Err(WorkflowError::NoSuchOverride(
+            key.clone(),
+            specifier.to_string(),
+        ));
+    }
+    let dev = store.put_set(&set).await?;
+    let record = TicketRecord {
+        version: t.version + 1,
+        dev,
+        updated_ms: now_ms(),
+        ..t.clone()
+    };
+    store
+        .commit(Commit {
+            ticket: record.clone(),
+            expected_version: Some(t.version),
+            overlay: OverlayOp::Keep,
+            event: Some(actor.event(
+                "delete",
+                Some(t.stage),
+                Some(t.stage),
+                Some(specifier.to_string()),
+            )),
+        })
+        .await?;
+    Ok(record)
+}
+
+/// The stage moves: promote, revert, close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Promote,
+    Revert,
+    Close,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Promote => "promote",
+            Transition::Revert => "revert",
+            Transition::Close => "close",
+        }
+    }
+
+    /// The stage a transition leads to from `from`, if legal.
+    pub fn target(self, from: Stage) -> Option<Stage> {
+        match (self, from) {
+            (Transition::Promote, Stage::Dev) => Some(Stage::Qa),
+            (Transition::Promote, Stage::Qa) => Some(Stage::Prod),
+            (Transition::Revert, Stage::Prod) => Some(Stage::Qa),
+            (Transition::Revert, Stage::Qa) => Some(Stage::Dev),
+            (Transition::Close, Stage::Dev | Stage::Qa) => Some(Stage::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// Applies a transition to the ticket as read at `expected_version` (or as
+/// it is now, when `None`). Returns the new record.
+pub async fn transition(
+    store: &SharedStore,
+    key: &TicketKey,
+    what: Transition,
+    expected_version: Option<u64>,
+    actor: &Actor,
+) -> Result<TicketRecord, WorkflowError> {
+    let t = store
+        .get_ticket(key)
+        .await?
+        .ok_or_else(|| WorkflowError::NotFound(key.clone()))?;
+    if let Some(v) = expected_version {
+        if v != t.version {
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                expected: Some(v),
+                found: Some(t.version),
+            }
+            .into());
+        }
+    }
+    let to = what
+        .target(t.stage)
+        .ok_or(WorkflowError::IllegalTransition {
+            key: key.clone(),
+            action: what.as_str(),
+            stage: t.stage,
+        })?;
+    let mut next = TicketRecord {
+        stage: to,
+        version: t.version + 1,
+        updated_ms: now_ms(),
+        ..t.clone()
+    };
+    let mut overlay = OverlayOp::Keep;
+    match (t.stage, to) {
+        // Snapshots: a pointer copy, whatever the number of modules.
+        (Stage::Dev, Stage::Qa) => next.qa = Some(t.dev),
+        (Stage::Qa, Stage::Prod) => {
+            next.prod = t.qa.or(Some(t.dev));
+            overlay = OverlayOp::Append;
+        }
+        (Stage::Prod, Stage::Qa) => overlay = OverlayOp::Remove,
+        (Stage::Qa, Stage::Dev) => next.qa = None,
+        _ => {}
+    }
+    store
+        .commit(Commit {
+            ticket: next.clone(),
+            expected_version: Some(t.version),
+            overlay,
+            event: Some(actor.event(what.as_str(), Some(t.stage), Some(to), None)),
+        })
+        .await?;
+    Ok(next)
+}
+
+/// The ticket's overrides in one stage (`Prod` gives the released snapshot).
+pub async fn overrides(
+    store: &SharedStore,
+    t: &TicketRecord,
+    stage: Stage,
+) -> Result<Option<OverrideSet>, StoreError> {
+    let id = match stage {
+        Stage::Dev => Some(t.dev),
+        Stage::Qa => t.qa,
+        Stage::Prod => t.prod,
+        Stage::Closed => None,
+    };
+    match id {
+        Some(id) => Ok(Some(current_set(store, &id).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The content address an override set would get (re-exported for tools).
+pub fn set_address(set: &OverrideSet) -> Hash {
+    set_id(set)
+}

@@ -1,0 +1,1 @@
+//! A real redis-server on a free port, killed on drop.
