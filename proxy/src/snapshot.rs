@@ -293,7 +293,9 @@ pub async fn run_refresher(store: SharedStore, cell: Arc<SnapshotCell>, poll: Du
                     tokio::time::sleep(poll).await;
                 }
                 let started = Instant::now();
-                if cell.refresh(&store, &mut sets, false).await.is_ok() {
+                // Always rebuild on a notification: a Redis restarted without
+                // persistence counts versions from zero again.
+                if cell.refresh(&store, &mut sets, true).await.is_ok() {
                     crate::metrics::SNAPSHOT_SECONDS.observe(started.elapsed().as_secs_f64());
                 }
             }
