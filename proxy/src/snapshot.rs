@@ -267,6 +267,8 @@ impl SnapshotCell {
                 crate::metrics::STORE_ERRORS.inc();
                 if self.store_ok() {
                     log::warn!("store unavailable, serving the last snapshot: {e}");
+                } else {
+                    log::debug!("store still unavailable: {e}");
                 }
                 self.mark(false);
             }

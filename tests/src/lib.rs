@@ -1,4 +1,139 @@
 //! Test harness: real `stamp-proxy` processes, a real origin, a real Redis and
 //! a real headless Chromium, each on a free loopback port and stopped on drop.
 
+pub mod browser;
+pub mod origin;
+pub mod proxy;
 pub mod redis_server;
+
+pub use origin::{Encoding, Origin, Route};
+pub use proxy::Proxy;
+pub use redis_server::RedisServer;
+
+/// A port that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// An HTTP client that never decompresses, follows no redirects and keeps no
+/// cookies unless told, so tests see exactly what the proxy sent.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+use stamp_proxy::store::SharedStore;
+use stamp_proxy::ticket::TicketKey;
+use stamp_proxy::workflow::{self, Actor, Transition};
+
+/// Opens a store (a directory or a redis:// URL) the way the proxy does.
+pub async fn open_store(location: &str) -> anyhow::Result<SharedStore> {
+    Ok(stamp_proxy::store::open(location, "ticket-stamp").await?)
+}
+
+/// Uploads `(path, body)` modules to a ticket's dev stage (specifier = path).
+pub async fn upload(
+    store: &SharedStore,
+    key: &str,
+    modules: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let key = TicketKey::parse(key)?;
+    for (path, body) in modules {
+        workflow::upload(
+            store,
+            &key,
+            path,
+            path,
+            bytes::Bytes::from(body.to_string()),
+            &Actor::named("test"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Uploads a module under a bare specifier.
+pub async fn upload_bare(
+    store: &SharedStore,
+    key: &str,
+    specifier: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<()> {
+    let key = TicketKey::parse(key)?;
+    workflow::upload(
+        store,
+        &key,
+        specifier,
+        path,
+        bytes::Bytes::from(body.to_string()),
+        &Actor::named("test"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies a transition to a ticket.
+pub async fn transition(store: &SharedStore, key: &str, what: Transition) -> anyhow::Result<()> {
+    let key = TicketKey::parse(key)?;
+    workflow::transition(store, &key, what, None, &Actor::named("test")).await?;
+    Ok(())
+}
+
+/// Seeds an embedded store directory (before the proxy that will own it starts).
+pub async fn seed_dir(
+    dir: &std::path::Path,
+    key: &str,
+    modules: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let store = open_store(&dir.to_string_lossy()).await?;
+    upload(&store, key, modules).await
+}
+
+/// The URL the proxy serves a body at for a production path.
+pub fn module_url(path: &str, body: &str) -> String {
+    stamp_proxy::ticket::module_url(path, &stamp_proxy::ticket::Hash::of(body.as_bytes()))
+}
+
+/// The JSON of the first `<script type="importmap…">` in a page.
+pub fn import_map(html: &str) -> anyhow::Result<serde_json::Value> {
+    let start = html
+        .find("type=\"importmap")
+        .or_else(|| html.find("type=importmap"))
+        .ok_or_else(|| anyhow::anyhow!("no import map in:\n{html}"))?;
+    let open_end = html[start..]
+        .find('>')
+        .map(|i| start + i + 1)
+        .ok_or_else(|| anyhow::anyhow!("unterminated tag"))?;
+    let close = html[open_end..]
+        .find("</script>")
+        .map(|i| open_end + i)
+        .ok_or_else(|| anyhow::anyhow!("no </script>"))?;
+    Ok(serde_json::from_str(&html[open_end..close])?)
+}
+
+/// Polls the proxy's health until its snapshot reaches `version` (changes
+/// made through a shared Redis arrive asynchronously).
+pub async fn wait_snapshot(proxy: &Proxy, at_least: u64) -> anyhow::Result<()> {
+    let c = client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value = c
+            .get(proxy.url("/__stamp/health"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if v["snapshot"]["version"].as_u64().unwrap_or(0) >= at_least {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("snapshot stuck at {v}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -318,7 +318,8 @@ async fn upload(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 /// Sleeps `ms` (query) before answering.
-async fn slow(req: Request) -> Response {
+async fn slow(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    record(&shared, "/__origin/slow", req.headers());
     let ms = req
         .uri()
         .query()

@@ -68,7 +68,7 @@ impl Proxy {
             cmd.args(["--store", &dir.path().join("store").to_string_lossy()]);
         }
         cmd.args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,stamp_proxy=debug")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout.log"))?)
             .stderr(std::fs::File::create(&log)?);
