@@ -1,7 +1,7 @@
 //! A real `stamp-proxy` process on a free port: started with flags, ready
 //! when `/__stamp/health` answers, stopped (SIGTERM, then SIGKILL) on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,22 +9,21 @@ use anyhow::{bail, Context};
 
 use crate::free_port;
 
-/// Where cargo put the workspace binaries: next to the test executable's
-/// `deps/` directory.
+/// Where cargo put the workspace binaries: next to the running executable
+/// (a harness binary) or next to its `deps/` directory (a test).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target directory")?;
-    let path = dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it first with `cargo build --workspace --bins`",
-            path.display()
-        );
+    let here = exe.parent().context("executable has no directory")?;
+    for dir in [Some(here), here.parent()].into_iter().flatten() {
+        let path = dir.join(name);
+        if path.exists() {
+            return Ok(path);
+        }
     }
-    Ok(path)
+    bail!(
+        "{name} not found next to {}: build it first with `cargo build --workspace --bins`",
+        exe.display()
+    )
 }
 
 pub struct Proxy {

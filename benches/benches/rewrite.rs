@@ -1,0 +1,90 @@
+//! Criterion benchmarks: the page rewriter against lol_html parsing the same
+//! bytes with no handlers (the floor this design cannot beat), the import-map
+//! merge, and request classification.
+//!
+//!     cargo bench -p stamp-benches --bench rewrite
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use stamp_benches::{overrides, page};
+use stamp_proxy::rewrite::{PageRewriter, RewriteSpec};
+
+const CHUNK: usize = 16 * 1024;
+
+fn spec(n: usize) -> RewriteSpec {
+    RewriteSpec {
+        effective: overrides(n),
+        page_url: url::Url::parse("https://shop.example/").unwrap_or_else(|_| unreachable!()),
+        nonce: None,
+        max_map_bytes: 1 << 20,
+        memory_limit_bytes: 8 << 20,
+        body_prefix: None,
+    }
+}
+
+fn noop_parse(html: &[u8]) -> usize {
+    let mut out = 0usize;
+    let mut r = lol_html::HtmlRewriter::new(lol_html::Settings::new(), |c: &[u8]| out += c.len());
+    for chunk in html.chunks(CHUNK) {
+        let _ = r.write(chunk);
+    }
+    let _ = r.end();
+    out
+}
+
+fn rewrite(html: &[u8], s: &RewriteSpec) -> usize {
+    let mut r = PageRewriter::new(s.clone());
+    let mut out = 0;
+    for chunk in html.chunks(CHUNK) {
+        out += r.write(chunk).len();
+    }
+    out + r.finish().len()
+}
+
+fn pages(c: &mut Criterion) {
+    let mut g = c.benchmark_group("page");
+    g.sample_size(20);
+    for (name, size) in [("20KB", 20 << 10), ("300KB", 300 << 10), ("5MB", 5 << 20)] {
+        let html = page(size, 40);
+        let s = spec(3);
+        g.throughput(Throughput::Bytes(html.len() as u64));
+        g.bench_with_input(BenchmarkId::new("lol_html-noop", name), &html, |b, h| {
+            b.iter(|| noop_parse(h.as_bytes()))
+        });
+        g.bench_with_input(BenchmarkId::new("stamp-rewrite", name), &html, |b, h| {
+            b.iter(|| rewrite(h.as_bytes(), &s))
+        });
+    }
+    g.finish();
+}
+
+fn merge(c: &mut Criterion) {
+    let mut g = c.benchmark_group("importmap-merge");
+    let page_url = url::Url::parse("https://shop.example/").unwrap_or_else(|_| unreachable!());
+    for n in [10usize, 1000] {
+        let html = page(0, n);
+        let start = html.find("{\"imports\"").unwrap_or(0);
+        let end = html.find("</script>").unwrap_or(html.len());
+        let map = html[start..end].to_string();
+        let eff = overrides(n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &map, |b, m| {
+            b.iter(|| stamp_proxy::importmap::merge(m, &eff.overrides, &page_url, 1 << 24))
+        });
+    }
+    g.finish();
+}
+
+fn classify(c: &mut Criterion) {
+    let cookies: [&[u8]; 1] =
+        [b"_ga=GA1.2.3; session=abc123; ticket_stamp=dev.TKT-101; theme=dark"];
+    c.bench_function("classify/query", |b| {
+        b.iter(|| {
+            stamp_proxy::select::classify(Some("page=2&dev=tkt-101&sort=price"), [], "ticket_stamp")
+        })
+    });
+    c.bench_function("classify/cookie", |b| {
+        b.iter(|| stamp_proxy::select::classify(Some("page=2"), cookies, "ticket_stamp"))
+    });
+}
+
+criterion_group!(benches, pages, merge, classify);
+criterion_main!(benches);
