@@ -84,6 +84,10 @@ pub struct Flags {
     /// Validate the configuration, print it, and exit
     #[arg(long)]
     pub check: bool,
+
+    /// Print the sha256 to put in a [[tokens]] entry for SECRET, and exit
+    #[arg(long, value_name = "SECRET")]
+    pub hash_token: Option<String>,
 }
 
 /// The TOML file, as written. Optional everywhere: flags and defaults fill in.
@@ -112,6 +116,28 @@ struct FileConfig {
     shutdown: FileShutdown,
     #[serde(default)]
     sync: FileSync,
+    /// Public base URL for share links (default: from the request).
+    public_url: Option<String>,
+    #[serde(default)]
+    api: FileApi,
+    #[serde(default)]
+    tokens: Vec<FileToken>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApi {
+    max_module_bytes: Option<u64>,
+    max_modules_per_ticket: Option<usize>,
+    extensions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToken {
+    name: String,
+    role: String,
+    sha256: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,7 +261,54 @@ pub struct Config {
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
     pub poll_interval: Duration,
+    /// Base of share links, e.g. `https://app.example.com` (no trailing slash).
+    pub public_url: Option<String>,
+    pub api: Api,
+    /// API tokens; empty means the API is open (only allowed on loopback).
+    pub tokens: Vec<Token>,
 }
+
+/// Limits of the control API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    pub max_module_bytes: u64,
+    pub max_modules_per_ticket: usize,
+    /// File extensions a module may have (lower case, no dot).
+    pub extensions: Vec<String>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Dev,
+    Qa,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Dev => "dev",
+            Role::Qa => "qa",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An API token, known by the sha256 of its secret (the secret itself is
+/// never configured, stored or logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    pub sha256: [u8; 32],
+}
+
+/// Extensions accepted by default: what a browser loads as a module or asset.
+pub const DEFAULT_EXTENSIONS: &[&str] = &[
+    "js", "mjs", "cjs", "jsx", "css", "json", "map", "wasm", "txt", "png", "jpg", "jpeg", "gif",
+    "webp", "woff", "woff2",
+];
 
 /// Every problem found, one per line: `file: key: reason`.
 #[derive(Debug, thiserror::Error)]
@@ -537,6 +610,101 @@ impl Config {
             Duration::from_secs(2),
         );
 
+        let public_url = file.public_url.map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &public_url {
+            match url::Url::parse(u) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
+                _ => p.add("public_url", format!("`{u}` is not an http(s) URL")),
+            }
+        }
+
+        let api = Api {
+            max_module_bytes: file.api.max_module_bytes.unwrap_or(5 << 20),
+            max_modules_per_ticket: file.api.max_modules_per_ticket.unwrap_or(1000),
+            extensions: file
+                .api
+                .extensions
+                .unwrap_or_else(|| DEFAULT_EXTENSIONS.iter().map(|e| e.to_string()).collect())
+                .into_iter()
+                .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+        };
+        if api.max_module_bytes == 0 {
+            p.add("api.max_module_bytes", "must be at least 1");
+        }
+        if api.max_modules_per_ticket == 0 {
+            p.add("api.max_modules_per_ticket", "must be at least 1");
+        }
+        if api.extensions.is_empty()
+            || api
+                .extensions
+                .iter()
+                .any(|e| e.is_empty() || e.contains('/'))
+        {
+            p.add(
+                "api.extensions",
+                "must list extensions like \"js\", \"css\"",
+            );
+        }
+
+        let mut tokens: Vec<Token> = Vec::new();
+        for (i, t) in file.tokens.into_iter().enumerate() {
+            let key = format!("tokens[{i}]");
+            let role = match t.role.as_str() {
+                "dev" => Role::Dev,
+                "qa" => Role::Qa,
+                "admin" => Role::Admin,
+                other => {
+                    p.add(
+                        &format!("{key}.role"),
+                        format!("`{other}` is not a role (dev, qa or admin)"),
+                    );
+                    continue;
+                }
+            };
+            let mut sha256 = [0u8; 32];
+            if t.sha256.len() != 64 || hex::decode_to_slice(&t.sha256, &mut sha256).is_err() {
+                p.add(
+                    &format!("{key}.sha256"),
+                    "must be the 64-hex sha256 of the token (stamp-proxy --hash-token SECRET)",
+                );
+                continue;
+            }
+            if t.name.is_empty() || t.name.len() > 64 || t.name.chars().any(char::is_control) {
+                p.add(&format!("{key}.name"), "must be 1-64 printable characters");
+                continue;
+            }
+            if tokens.iter().any(|o| o.name == t.name) {
+                p.add(
+                    &format!("{key}.name"),
+                    format!("`{}` is used twice", t.name),
+                );
+                continue;
+            }
+            if tokens.iter().any(|o| o.sha256 == sha256) {
+                p.add(
+                    &format!("{key}.sha256"),
+                    "the same token is configured twice",
+                );
+                continue;
+            }
+            tokens.push(Token {
+                name: t.name,
+                role,
+                sha256,
+            });
+        }
+        if tokens.is_empty() && !listen.ip().is_loopback() && !flags.demo {
+            p.add(
+                "tokens",
+                format!(
+                    "the control API would be open to anyone on {listen}: configure [[tokens]] \
+                     (or listen on a loopback address)"
+                ),
+            );
+        }
+
         if !p.list.is_empty() {
             return Err(ConfigError { problems: p.list });
         }
@@ -563,6 +731,9 @@ impl Config {
             grace_period,
             shutdown_timeout,
             poll_interval,
+            public_url,
+            api,
+            tokens,
         })
     }
 }
@@ -790,6 +961,54 @@ mod tests {
         .problems
         .join("\n");
         assert!(half.contains("`tls.key`"), "{half}");
+    }
+
+    #[test]
+    fn tokens_are_validated() {
+        let good = crate::auth::hash_token("x");
+        let toml = format!(
+            "[[tokens]]\nname = \"a\"\nrole = \"boss\"\nsha256 = \"{good}\"\n\
+             [[tokens]]\nname = \"b\"\nrole = \"dev\"\nsha256 = \"abc\"\n\
+             [[tokens]]\nname = \"c\"\nrole = \"qa\"\nsha256 = \"{good}\"\n\
+             [[tokens]]\nname = \"c\"\nrole = \"qa\"\nsha256 = \"{}\"\n",
+            crate::auth::hash_token("y")
+        );
+        let all = Config::from_toml(&flags("http://127.0.0.1:1"), &toml, "p.toml")
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(
+            all.contains("`tokens[0].role`") && all.contains("boss"),
+            "{all}"
+        );
+        assert!(all.contains("`tokens[1].sha256`"), "{all}");
+        assert!(
+            all.contains("`tokens[3].name`") && all.contains("used twice"),
+            "{all}"
+        );
+        let c = Config::from_toml(
+            &flags("http://127.0.0.1:1"),
+            &format!("[[tokens]]\nname = \"ci\"\nrole = \"admin\"\nsha256 = \"{good}\"\n"),
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(c.tokens[0].role, Role::Admin);
+    }
+
+    #[test]
+    fn an_open_api_is_refused_off_loopback() {
+        let mut f = flags("http://127.0.0.1:1");
+        f.listen = Some("0.0.0.0:8080".into());
+        let all = Config::from_toml(&f, "", "command line")
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(all.contains("`tokens`"), "{all}");
+        let toml = format!(
+            "[[tokens]]\nname = \"ci\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
+            crate::auth::hash_token("x")
+        );
+        assert!(Config::from_toml(&f, &toml, "p.toml").is_ok());
     }
 
     #[test]

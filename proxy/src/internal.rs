@@ -39,8 +39,12 @@ pub async fn serve(
     session: &mut Session,
     cell: &Arc<SnapshotCell>,
     store: &SharedStore,
+    api: &crate::api::Api,
 ) -> Result<()> {
     let path = session.req_header().uri.path().to_string();
+    if path.starts_with(crate::api::PREFIX) {
+        return api.serve(session).await;
+    }
     let method = session.req_header().method.clone();
     let json = "application/json";
     if method != http::Method::GET && method != http::Method::HEAD {

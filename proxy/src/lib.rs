@@ -9,6 +9,8 @@
 //! endpoints), `service` (the `ProxyHttp` phases), `store` (embedded and
 //! Redis), `workflow` (the ticket lifecycle), `server` (process wiring).
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod csp;
 pub mod decode;

@@ -7,6 +7,10 @@ use stamp_proxy::config::{Config, Flags};
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
+    if let Some(secret) = &flags.hash_token {
+        println!("{}", stamp_proxy::auth::hash_token(secret));
+        return ExitCode::SUCCESS;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cfg = match Config::load(&flags) {
         Ok(c) => c,

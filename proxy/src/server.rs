@@ -133,6 +133,13 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     }
     server.add_service(service);
 
+    if cfg.tokens.is_empty() {
+        log::warn!(
+            "no [[tokens]] configured: the control API on {} is open to anyone who can reach it \
+             (allowed only on loopback)",
+            cfg.listen
+        );
+    }
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     log::info!(
         "stamp-proxy listening on {scheme}://{addr} → origin {} (store: {})",

@@ -111,6 +111,7 @@ pub struct StampProxy {
     pub snapshot: Arc<SnapshotCell>,
     pub store: SharedStore,
     pub modules: ModuleServer,
+    pub api: crate::api::Api,
     peer: HttpPeer,
 }
 
@@ -125,11 +126,17 @@ impl StampProxy {
         peer.options.verify_cert = o.verify_cert;
         peer.options.verify_hostname = o.verify_cert;
         let modules = ModuleServer::new(store.clone(), cfg.module_cache_bytes);
+        let api = crate::api::Api {
+            cfg: cfg.clone(),
+            store: store.clone(),
+            snapshot: snapshot.clone(),
+        };
         StampProxy {
             cfg,
             snapshot,
             store,
             modules,
+            api,
             peer,
         }
     }
@@ -422,7 +429,7 @@ impl ProxyHttp for StampProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match ctx.kind {
             Kind::Internal => {
-                internal::serve(session, &self.snapshot, &self.store).await?;
+                internal::serve(session, &self.snapshot, &self.store, &self.api).await?;
                 Ok(true)
             }
             Kind::Module => {

@@ -30,6 +30,10 @@ pub enum WorkflowError {
     },
     #[error("{0} has no override for `{1}`")]
     NoSuchOverride(TicketKey, String),
+    #[error("ticket {key} already has {limit} modules, the most a ticket may have")]
+    TooManyModules { key: TicketKey, limit: usize },
+    #[error("no module with hash {0} is stored: upload its body")]
+    UnknownBody(Hash),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -87,6 +91,14 @@ async fn current_set(store: &SharedStore, id: &Hash) -> Result<OverrideSet, Stor
         .ok_or_else(|| StoreError::Corrupt(format!("override set {id} is missing")))
 }
 
+/// The body of an upload: the bytes, or a hash the store already holds (so a
+/// client transfers only what the server does not have).
+#[derive(Debug, Clone)]
+pub enum Body {
+    Bytes(Bytes),
+    Known(Hash),
+}
+
 /// Uploads one module to the ticket's dev stage, creating the ticket (in dev)
 /// on first upload and re-initiating a closed one.
 pub async fn upload(
@@ -97,12 +109,48 @@ pub async fn upload(
     body: Bytes,
     actor: &Actor,
 ) -> Result<TicketRecord, WorkflowError> {
-    let size = body.len() as u64;
-    let hash = store.put_module(body).await?;
+    upload_limited(
+        store,
+        key,
+        specifier,
+        path,
+        Body::Bytes(body),
+        usize::MAX,
+        actor,
+    )
+    .await
+}
+
+/// [`upload`] with a module-count limit, checked before anything is stored.
+pub async fn upload_limited(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    path: &str,
+    body: Body,
+    max_modules: usize,
+    actor: &Actor,
+) -> Result<TicketRecord, WorkflowError> {
     let existing = store.get_ticket(key).await?;
     let mut set = match &existing {
         Some(t) => current_set(store, &t.dev).await?,
         None => OverrideSet::new(),
+    };
+    if !set.contains_key(specifier) && set.len() >= max_modules {
+        return Err(WorkflowError::TooManyModules {
+            key: key.clone(),
+            limit: max_modules,
+        });
+    }
+    let (hash, size) = match body {
+        Body::Bytes(bytes) => {
+            let size = bytes.len() as u64;
+            (store.put_module(bytes).await?, size)
+        }
+        Body::Known(hash) => match store.get_module(&hash).await? {
+            Some(b) => (hash, b.len() as u64),
+            None => return Err(WorkflowError::UnknownBody(hash)),
+        },
     };
     set.insert(
         specifier.to_string(),
@@ -334,4 +382,27 @@ pub async fn overrides(
 /// The content address an override set would get (re-exported for tools).
 pub fn set_address(set: &OverrideSet) -> Hash {
     set_id(set)
+}
+
+/// Records a sign-off on a ticket in qa (for the sign-off policy).
+pub async fn sign_off(
+    store: &SharedStore,
+    t: &TicketRecord,
+    comment: Option<String>,
+    actor: &Actor,
+) -> Result<TicketRecord, WorkflowError> {
+    let record = TicketRecord {
+        version: t.version + 1,
+        updated_ms: now_ms(),
+        ..t.clone()
+    };
+    store
+        .commit(Commit {
+            ticket: record.clone(),
+            expected_version: Some(t.version),
+            overlay: OverlayOp::Keep,
+            event: Some(actor.event("sign-off", Some(t.stage), Some(t.stage), comment)),
+        })
+        .await?;
+    Ok(record)
 }

@@ -1,0 +1,166 @@
+//! Who is calling the control API, and what they may do.
+//!
+//! Bearer tokens are configured by the sha256 of their secret; a presented
+//! token is hashed and compared in constant time against every configured
+//! hash, so neither the secret nor the timing of a comparison gives anything
+//! away. Tokens are never logged.
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Role, Token};
+use crate::ticket::Stage;
+use crate::workflow::Transition;
+
+/// The caller, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token (send `Authorization: Bearer <token>`)")]
+    Missing,
+    #[error("malformed Authorization header (expected `Bearer <token>`)")]
+    Malformed,
+    #[error("unknown or revoked token")]
+    Unknown,
+}
+
+/// The hex sha256 of a token secret, as configured in `[[tokens]]`.
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Authenticates an `Authorization` header value. With no tokens configured
+/// the API is open (only allowed on loopback, checked at start-up) and the
+/// caller is an anonymous admin.
+pub fn authenticate(tokens: &[Token], header: Option<&[u8]>) -> Result<Principal, AuthError> {
+    if tokens.is_empty() {
+        return Ok(Principal {
+            name: "anonymous".into(),
+            role: Role::Admin,
+        });
+    }
+    let raw = header.ok_or(AuthError::Missing)?;
+    let text = std::str::from_utf8(raw).map_err(|_| AuthError::Malformed)?;
+    let (scheme, secret) = text.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || secret.trim().is_empty() {
+        return Err(AuthError::Malformed);
+    }
+    let presented: [u8; 32] = Sha256::digest(secret.trim().as_bytes()).into();
+    // Compare against every token, always, so timing does not depend on which matched.
+    let mut found: Option<&Token> = None;
+    for t in tokens {
+        if constant_time_eq(&t.sha256, &presented) {
+            found = Some(t);
+        }
+    }
+    found
+        .map(|t| Principal {
+            name: t.name.clone(),
+            role: t.role,
+        })
+        .ok_or(AuthError::Unknown)
+}
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Upload,
+    Delete,
+    SignOff,
+    Move(Transition, Stage),
+}
+
+/// The role model: `dev` uploads, deletes, promotes dev→qa, reverts qa→dev
+/// and closes; `qa` signs off and promotes qa→prod; `admin` does everything,
+/// including reverting prod. Everyone authenticated may read.
+pub fn allowed(role: Role, action: Action) -> bool {
+    if role == Role::Admin {
+        return true;
+    }
+    match action {
+        Action::Read => true,
+        Action::Upload | Action::Delete => role == Role::Dev,
+        Action::SignOff => role == Role::Qa,
+        Action::Move(Transition::Promote, Stage::Dev) => role == Role::Dev,
+        Action::Move(Transition::Promote, Stage::Qa) => role == Role::Qa,
+        Action::Move(Transition::Revert, Stage::Qa) => role == Role::Dev,
+        Action::Move(Transition::Close, _) => role == Role::Dev,
+        Action::Move(..) => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Vec<Token> {
+        let mk = |name: &str, role, secret: &str| {
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(hash_token(secret), &mut sha256).unwrap();
+            Token {
+                name: name.into(),
+                role,
+                sha256,
+            }
+        };
+        vec![
+            mk("alice", Role::Dev, "s3cret-a"),
+            mk("quinn", Role::Qa, "s3cret-q"),
+        ]
+    }
+
+    #[test]
+    fn bearer_tokens_authenticate_by_hash() {
+        let t = tokens();
+        assert_eq!(
+            authenticate(&t, Some(b"Bearer s3cret-a")).unwrap().name,
+            "alice"
+        );
+        assert_eq!(
+            authenticate(&t, Some(b"bearer  s3cret-q ")).unwrap().role,
+            Role::Qa
+        );
+        assert_eq!(authenticate(&t, None), Err(AuthError::Missing));
+        assert_eq!(
+            authenticate(&t, Some(b"Basic abc")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(authenticate(&t, Some(b"Bearer")), Err(AuthError::Malformed));
+        assert_eq!(
+            authenticate(&t, Some(b"Bearer \xff")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            authenticate(&t, Some(b"Bearer nope")),
+            Err(AuthError::Unknown)
+        );
+        assert_eq!(authenticate(&[], None).unwrap().role, Role::Admin);
+    }
+
+    #[test]
+    fn roles() {
+        use Transition::*;
+        assert!(allowed(Role::Dev, Action::Move(Promote, Stage::Dev)));
+        assert!(!allowed(Role::Dev, Action::Move(Promote, Stage::Qa)));
+        assert!(allowed(Role::Qa, Action::Move(Promote, Stage::Qa)));
+        assert!(!allowed(Role::Qa, Action::Upload));
+        assert!(!allowed(Role::Dev, Action::Move(Revert, Stage::Prod)));
+        assert!(!allowed(Role::Qa, Action::Move(Revert, Stage::Prod)));
+        assert!(allowed(Role::Admin, Action::Move(Revert, Stage::Prod)));
+        assert!(allowed(Role::Dev, Action::Move(Revert, Stage::Qa)));
+        assert!(allowed(Role::Qa, Action::SignOff));
+        assert!(!allowed(Role::Dev, Action::SignOff));
+        assert!(allowed(Role::Qa, Action::Read));
+    }
+}

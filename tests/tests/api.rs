@@ -1,0 +1,742 @@
+//! The control API through a real stamp-proxy: the lifecycle on both stores,
+//! stage isolation, the overlay, concurrency, history, roles, auth modes,
+//! input limits, Redis outages, and a fleet of two proxies on one Redis.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stamp_tests::{client, import_map, module_url, Origin, Proxy, RedisServer, Route};
+
+const PAGE: &str =
+    "<html><head><script type=module src=/src/main.js></script></head><body>prod</body></html>";
+
+const DEV: &str = "dev-secret";
+const QA: &str = "qa-secret";
+const ADMIN: &str = "admin-secret";
+
+/// A config file with one token per role.
+fn config(dir: &std::path::Path, origin: &str, store: &str, extra: &str) -> String {
+    let h = stamp_proxy::auth::hash_token;
+    let text = format!(
+        "origin = \"{origin}\"\nstore = \"{store}\"\n{extra}\n\
+         [[tokens]]\nname = \"alice\"\nrole = \"dev\"\nsha256 = \"{}\"\n\
+         [[tokens]]\nname = \"quinn\"\nrole = \"qa\"\nsha256 = \"{}\"\n\
+         [[tokens]]\nname = \"root\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        h(DEV),
+        h(QA),
+        h(ADMIN)
+    );
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+struct Env {
+    origin: Origin,
+    proxy: Proxy,
+    _dir: tempfile::TempDir,
+}
+
+fn start(store: Option<&str>, extra: &str) -> Env {
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::html(PAGE));
+    let dir = tempfile::tempdir().unwrap();
+    let store = store
+        .map(str::to_string)
+        .unwrap_or_else(|| dir.path().join("store").to_string_lossy().into_owned());
+    let conf = config(dir.path(), &origin.url, &store, extra);
+    let proxy = Proxy::start_with(None, &["--config", &conf], &[]).unwrap();
+    Env {
+        origin,
+        proxy,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    call_h(proxy, method, path, token, body, &[]).await
+}
+
+async fn call_h(
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let url = proxy.url(&format!("/__stamp/api/v1/{path}"));
+    let mut req = client().request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn upload(proxy: &Proxy, key: &str, path: &str, body: &str) -> (u16, Value) {
+    call(
+        proxy,
+        "PUT",
+        &format!("tickets/{key}/modules/{path}"),
+        Some(DEV),
+        Some(body.as_bytes().to_vec()),
+    )
+    .await
+}
+
+async fn act(proxy: &Proxy, key: &str, action: &str, token: &str) -> (u16, Value) {
+    call(
+        proxy,
+        "POST",
+        &format!("tickets/{key}/{action}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+async fn lifecycle(proxy: &Proxy) {
+    // First upload creates the ticket in dev.
+    let (s, v) = upload(proxy, "tkt-1", "src/main.js", "v1").await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["stage"], "dev");
+    assert_eq!(
+        v["module"]["url"],
+        module_url("/src/main.js", "v1").as_str()
+    );
+    let (s, _) = upload(proxy, "TKT-1", "src/main.js", "v1").await;
+    assert_eq!(s, 200);
+
+    // Illegal moves from dev, each naming the stage and the allowed actions.
+    let (s, v) = act(proxy, "TKT-1", "revert", ADMIN).await;
+    assert_eq!(s, 409);
+    assert_eq!(v["error"]["code"], "illegal_transition");
+    assert_eq!(v["error"]["stage"], "dev");
+    assert_eq!(
+        v["error"]["allowed"],
+        json!(["upload", "delete", "promote", "close"])
+    );
+
+    // dev → qa → prod, with an upload in between that changes dev only.
+    assert_eq!(act(proxy, "TKT-1", "promote", DEV).await.0, 200);
+    upload(proxy, "TKT-1", "src/main.js", "v2").await;
+    let (_, t) = call(proxy, "GET", "tickets/TKT-1", Some(DEV), None).await;
+    assert_eq!(t["stage"], "qa");
+    assert_eq!(
+        t["modules"]["qa"][0]["url"],
+        module_url("/src/main.js", "v1").as_str()
+    );
+    assert_eq!(
+        t["modules"]["dev"][0]["url"],
+        module_url("/src/main.js", "v2").as_str()
+    );
+    assert!(t["links"]["qa"].as_str().unwrap().ends_with("/?qa=TKT-1"));
+
+    assert_eq!(act(proxy, "TKT-1", "sign-off", QA).await.0, 200);
+    assert_eq!(act(proxy, "TKT-1", "promote", QA).await.0, 200);
+    let (s, v) = act(proxy, "TKT-1", "close", ADMIN).await;
+    assert_eq!((s, v["error"]["stage"].clone()), (409, json!("prod")));
+    let (s, v) = act(proxy, "TKT-1", "promote", ADMIN).await;
+    assert_eq!(
+        (s, v["error"]["allowed"].clone()),
+        (409, json!(["upload", "delete", "revert"]))
+    );
+
+    // prod → qa → dev → closed → re-initiated by an upload, history kept.
+    assert_eq!(act(proxy, "TKT-1", "revert", ADMIN).await.0, 200);
+    assert_eq!(act(proxy, "TKT-1", "revert", DEV).await.0, 200);
+    assert_eq!(act(proxy, "TKT-1", "close", DEV).await.0, 200);
+    let (s, v) = act(proxy, "TKT-1", "close", DEV).await;
+    assert_eq!((s, v["error"]["allowed"].clone()), (409, json!(["upload"])));
+    let (s, v) = upload(proxy, "TKT-1", "src/main.js", "v3").await;
+    assert_eq!((s, v["stage"].clone()), (200, json!("dev")));
+
+    let (_, t) = call(proxy, "GET", "tickets/TKT-1", Some(QA), None).await;
+    let events: Vec<(String, String)> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "upload", "upload", "promote", "upload", "sign-off", "promote", "revert", "revert",
+            "close", "reopen"
+        ]
+    );
+    assert_eq!(events[4].1, "quinn");
+    assert_eq!(events[6].1, "root");
+}
+
+#[tokio::test]
+async fn lifecycle_on_the_embedded_store() {
+    let env = start(None, "");
+    lifecycle(&env.proxy).await;
+}
+
+#[tokio::test]
+async fn lifecycle_on_redis() {
+    let redis = RedisServer::start().unwrap();
+    let env = start(Some(&redis.url), "");
+    lifecycle(&env.proxy).await;
+}
+
+#[tokio::test]
+async fn pages_follow_the_api() {
+    let env = start(None, "");
+    let p = &env.proxy;
+    for (key, body) in [("REL-1", "one"), ("REL-2", "two")] {
+        upload(p, key, "src/main.js", body).await;
+        act(p, key, "promote", DEV).await;
+        act(p, key, "promote", QA).await;
+    }
+    let page = |q: &'static str| {
+        let url = p.url(q);
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let wait_for = |q: &'static str, want: Option<String>| async move {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let html = page(q).await;
+            let got = import_map(&html)
+                .ok()
+                .map(|m| m["imports"]["/src/main.js"].as_str().unwrap().to_string());
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{q}: wanted {want:?}, page is {html}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for("/", Some(module_url("/src/main.js", "two"))).await;
+    act(p, "REL-2", "revert", ADMIN).await;
+    wait_for("/", Some(module_url("/src/main.js", "one"))).await;
+    act(p, "REL-1", "revert", ADMIN).await;
+    wait_for("/", None).await;
+    assert_eq!(page("/").await, PAGE);
+
+    let (s, m) = call(
+        p,
+        "GET",
+        "tickets/REL-2/importmap?stage=qa",
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        m["imports"]["/src/main.js"],
+        module_url("/src/main.js", "two").as_str()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_promotes_exactly_one_wins() {
+    let redis = RedisServer::start().unwrap();
+    let env = start(Some(&redis.url), "");
+    upload(&env.proxy, "RACE-1", "src/main.js", "x").await;
+    let (_, t) = call(&env.proxy, "GET", "tickets/RACE-1", Some(DEV), None).await;
+    let version = t["version"].to_string();
+    let tries: Vec<_> = (0..6)
+        .map(|_| {
+            let url = env.proxy.url("/__stamp/api/v1/tickets/RACE-1/promote");
+            let version = version.clone();
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .bearer_auth(DEV)
+                    .header("if-match", format!("\"{version}\""))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tries {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 409, 409, 409, 409, 409]);
+    let (_, t) = call(&env.proxy, "GET", "tickets/RACE-1", Some(DEV), None).await;
+    assert_eq!(t["stage"], "qa", "promoted exactly once");
+}
+
+#[tokio::test]
+async fn roles_and_authentication() {
+    let env = start(None, "");
+    let p = &env.proxy;
+    // No token, a bad one, a malformed header.
+    assert_eq!(call(p, "GET", "tickets", None, None).await.0, 401);
+    assert_eq!(call(p, "GET", "tickets", Some("wrong"), None).await.0, 401);
+    assert_eq!(
+        call_h(
+            p,
+            "GET",
+            "tickets",
+            None,
+            None,
+            &[("authorization", "Basic eDp5")]
+        )
+        .await
+        .0,
+        401
+    );
+
+    // Upload/delete: dev and admin.
+    let put = |token: &'static str| async move {
+        call(
+            p,
+            "PUT",
+            "tickets/ROLE-1/modules/src/a.js",
+            Some(token),
+            Some(b"a".to_vec()),
+        )
+        .await
+        .0
+    };
+    assert_eq!(put(QA).await, 403);
+    assert!([200, 201].contains(&put(DEV).await));
+    assert!([200, 201].contains(&put(ADMIN).await));
+
+    // dev→qa: dev, admin — not qa.
+    assert_eq!(act(p, "ROLE-1", "promote", QA).await.0, 403);
+    assert_eq!(
+        act(p, "ROLE-1", "sign-off", QA).await.0,
+        409,
+        "sign-off needs the qa stage"
+    );
+    assert_eq!(act(p, "ROLE-1", "promote", DEV).await.0, 200);
+    // In qa: sign-off by qa only; qa→prod by qa (or admin), not dev.
+    assert_eq!(act(p, "ROLE-1", "sign-off", DEV).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "sign-off", QA).await.0, 200);
+    let (s, v) = act(p, "ROLE-1", "promote", DEV).await;
+    assert_eq!(s, 403);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("alice"),
+        "{v}"
+    );
+    assert_eq!(act(p, "ROLE-1", "promote", QA).await.0, 200);
+    // Reverting prod: admin only.
+    assert_eq!(act(p, "ROLE-1", "revert", DEV).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "revert", QA).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "revert", ADMIN).await.0, 200);
+    // qa→dev: dev; close: dev.
+    assert_eq!(act(p, "ROLE-1", "revert", QA).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "revert", DEV).await.0, 200);
+    assert_eq!(act(p, "ROLE-1", "close", QA).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "close", DEV).await.0, 200);
+    // Everyone reads.
+    for t in [DEV, QA, ADMIN] {
+        assert_eq!(call(p, "GET", "tickets/ROLE-1", Some(t), None).await.0, 200);
+    }
+    // Tokens never reach the log.
+    let log = p.log_text();
+    for secret in [DEV, QA, ADMIN, "wrong"] {
+        assert!(!log.contains(secret), "token {secret} logged");
+    }
+}
+
+#[tokio::test]
+async fn open_on_loopback_refused_elsewhere() {
+    let origin = Origin::start().unwrap();
+    let proxy = Proxy::start(&origin.url, &[]).unwrap();
+    let (s, _) = call(
+        &proxy,
+        "PUT",
+        "tickets/OPEN-1/modules/src/a.js",
+        None,
+        Some(b"a".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 201, "no tokens on loopback: open");
+    assert!(proxy.log_text().contains("control API") && proxy.log_text().contains("open"));
+
+    let out = std::process::Command::new(stamp_tests::proxy::binary("stamp-proxy").unwrap())
+        .args(["--origin", &origin.url, "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`tokens`") && err.contains("0.0.0.0"), "{err}");
+}
+
+#[tokio::test]
+async fn input_limits_refuse_and_store_nothing() {
+    let env = start(
+        None,
+        "[api]\nmax_module_bytes = 1024\nmax_modules_per_ticket = 2\n",
+    );
+    let p = &env.proxy;
+    // HTTP clients normalise `..` away, so these go over a raw socket.
+    for path in [
+        "src/../../secret.js",
+        "src/%2E%2E/x.js",
+        "src/./x.js",
+        "%2E%2E/x.js",
+    ] {
+        let status = raw_put(
+            p.port,
+            &format!("/__stamp/api/v1/tickets/LIM-1/modules/{path}"),
+        );
+        assert!(status.starts_with("HTTP/1.1 400"), "{path}: {status}");
+    }
+    let bad_paths = [
+        "..%2Fsecret.js",
+        "src//x.js",
+        "src/a%5Cb.js",
+        "src/a%00.js",
+        "%2Fetc%2Fx.js",
+    ];
+    for path in bad_paths {
+        let (s, v) = call(
+            p,
+            "PUT",
+            &format!("tickets/LIM-1/modules/{path}"),
+            Some(DEV),
+            Some(b"x".to_vec()),
+        )
+        .await;
+        assert_eq!(s, 400, "{path}: {v}");
+        assert_eq!(v["error"]["field"], "path");
+    }
+    let long = format!("tickets/LIM-1/modules/{}.js", "a/".repeat(600));
+    assert_eq!(
+        call(p, "PUT", &long, Some(DEV), Some(b"x".to_vec()))
+            .await
+            .0,
+        400
+    );
+    let (s, v) = call(
+        p,
+        "PUT",
+        "tickets/LIM-1/modules/src/page.html",
+        Some(DEV),
+        Some(b"x".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (415, json!("unsupported_type"))
+    );
+    let (s, v) = call(
+        p,
+        "PUT",
+        "tickets/not-a-key/modules/src/a.js",
+        Some(DEV),
+        Some(b"x".to_vec()),
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("ticket")));
+    // Too large: by Content-Length, and streamed without one.
+    let (s, _) = call(
+        p,
+        "PUT",
+        "tickets/LIM-1/modules/src/a.js",
+        Some(DEV),
+        Some(vec![b'x'; 2048]),
+    )
+    .await;
+    assert_eq!(s, 413);
+    let stream = futures::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 600]))),
+    );
+    let resp = client()
+        .put(p.url("/__stamp/api/v1/tickets/LIM-1/modules/src/a.js"))
+        .bearer_auth(DEV)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    // Nothing was stored by any refusal.
+    assert_eq!(
+        call(p, "GET", "tickets/LIM-1", Some(DEV), None).await.0,
+        404
+    );
+
+    // Module count limit.
+    assert_eq!(upload(p, "LIM-1", "src/a.js", "a").await.0, 201);
+    assert_eq!(upload(p, "LIM-1", "src/b.js", "b").await.0, 200);
+    let (s, v) = upload(p, "LIM-1", "src/c.js", "c").await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (413, json!("too_many_modules"))
+    );
+    assert_eq!(
+        upload(p, "LIM-1", "src/a.js", "a2").await.0,
+        200,
+        "replacing one is fine"
+    );
+    let (_, t) = call(p, "GET", "tickets/LIM-1", Some(DEV), None).await;
+    assert_eq!(t["modules"]["dev"].as_array().unwrap().len(), 2);
+    let (_, missing) = call(
+        p,
+        "POST",
+        "modules/missing",
+        Some(DEV),
+        Some(json!({"hashes": [stamp_proxy::ticket::Hash::of(b"c").to_hex(), stamp_proxy::ticket::Hash::of(b"a").to_hex()]}).to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(
+        missing["missing"],
+        json!([stamp_proxy::ticket::Hash::of(b"c").to_hex()]),
+        "refused body not stored"
+    );
+
+    // Malformed JSON names the field.
+    let (s, v) = call(
+        p,
+        "POST",
+        "tickets/LIM-1/promote",
+        Some(DEV),
+        Some(b"{\"expected_version\": \"x\"}".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = call(
+        p,
+        "POST",
+        "tickets/LIM-1/promote",
+        Some(DEV),
+        Some(b"{\"colour\": 1}".to_vec()),
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("colour")));
+    let (s, v) = call(
+        p,
+        "POST",
+        "modules/missing",
+        Some(DEV),
+        Some(b"{\"hashes\": [\"zz\"]}".to_vec()),
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("hashes[0]")));
+    let (s, _) = call(
+        p,
+        "POST",
+        "tickets/LIM-1/promote",
+        Some(DEV),
+        Some(b"not json".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = call(p, "POST", "tickets/LIM-1/explode", Some(DEV), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = call(p, "PATCH", "tickets/LIM-1", Some(DEV), None).await;
+    assert_eq!(s, 405);
+    let (s, v) = call(p, "GET", "tickets?stage=staging", Some(DEV), None).await;
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("stage")));
+}
+
+/// A PUT sent byte for byte as written; returns the status line.
+fn raw_put(port: u16, target: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!(
+        "PUT {target} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {DEV}\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn uploads_by_hash_transfer_only_new_bodies() {
+    let env = start(None, "");
+    let p = &env.proxy;
+    let body = "export const shared = 1;\n";
+    let hash = stamp_proxy::ticket::Hash::of(body.as_bytes()).to_hex();
+    let (s, v) = call_h(
+        p,
+        "PUT",
+        "tickets/HASH-1/modules/src/s.js",
+        Some(DEV),
+        None,
+        &[("x-stamp-hash", &hash)],
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (404, json!("unknown_body"))
+    );
+    upload(p, "HASH-1", "src/s.js", body).await;
+    let (s, v) = call_h(
+        p,
+        "PUT",
+        "tickets/HASH-2/modules/src/s.js",
+        Some(DEV),
+        None,
+        &[("x-stamp-hash", &hash)],
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["module"]["size"], body.len());
+    let (s, _) = call_h(
+        p,
+        "PUT",
+        "tickets/HASH-2/modules/src/t.js",
+        Some(DEV),
+        Some(b"other".to_vec()),
+        &[("x-stamp-hash", &hash)],
+    )
+    .await;
+    assert_eq!(s, 400, "hash must match the body");
+    // A bare specifier mapped to a path.
+    let (s, v) = call_h(
+        p,
+        "PUT",
+        "tickets/HASH-2/modules/dist/cart.js",
+        Some(DEV),
+        Some(b"cart".to_vec()),
+        &[("x-stamp-specifier", "@shop/cart")],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["module"]["specifier"], "@shop/cart");
+    assert_eq!(
+        v["module"]["url"],
+        module_url("/dist/cart.js", "cart").as_str()
+    );
+    let (s, _) = call_h(
+        p,
+        "DELETE",
+        "tickets/HASH-2/modules/dist/cart.js",
+        Some(DEV),
+        None,
+        &[("x-stamp-specifier", "@shop/cart")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = call(
+        p,
+        "DELETE",
+        "tickets/HASH-2/modules/dist/cart.js",
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn redis_down_answers_503_and_production_flows() {
+    let mut redis = RedisServer::start().unwrap();
+    let env = start(Some(&redis.url), "");
+    upload(&env.proxy, "DOWN-1", "src/main.js", "x").await;
+    redis.stop().unwrap();
+    let (s, v) = upload(&env.proxy, "DOWN-1", "src/main.js", "y").await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (503, json!("store_unavailable"))
+    );
+    let html = client()
+        .get(env.proxy.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(html, PAGE);
+    assert_eq!(env.origin.hits("/"), 1);
+    redis.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _) = upload(&env.proxy, "DOWN-2", "src/main.js", "z").await;
+        if s == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "API never recovered ({s})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_proxies_on_one_redis_converge() {
+    let mut redis = RedisServer::start().unwrap();
+    let a = start(Some(&redis.url), "");
+    let b = start(Some(&redis.url), "");
+    let visible_on_b = |body: String| {
+        let url = b.proxy.url("/?dev=FLEET-1");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let html = client()
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                if html.contains(&module_url("/src/main.js", &body)) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "B never served {body}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    for i in 0..20 {
+        let body = format!("v{i}");
+        upload(&a.proxy, "FLEET-1", "src/main.js", &body).await;
+        visible_on_b(body).await;
+    }
+    // B loses Redis and gets it back: it resyncs by itself.
+    redis.stop().unwrap();
+    redis.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _) = upload(&a.proxy, "FLEET-1", "src/main.js", "after").await;
+        if s == 201 || s == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    visible_on_b("after".into()).await;
+}
