@@ -249,20 +249,9 @@ impl Api {
         Ok((200, json!({ "tickets": out })))
     }
 
-    /// A ticket as JSON; with `full`, its history too.
-    async fn ticket_json(
-        &self,
-        t: &TicketRecord,
-        session: &Session,
-        full: bool,
-    ) -> Result<Value, ApiError> {
+    /// Stage, version and links, without loading any override set.
+    fn ticket_summary(&self, t: &TicketRecord, session: &Session) -> Value {
         let base = self.public_base(session);
-        let mut modules = serde_json::Map::new();
-        for stage in [Stage::Dev, Stage::Qa, Stage::Prod] {
-            if let Some(set) = workflow::overrides(&self.store, t, stage).await? {
-                modules.insert(stage.as_str().into(), overrides_json(&set));
-            }
-        }
         let mut links = serde_json::Map::new();
         if t.stage != Stage::Closed {
             links.insert("dev".into(), json!(format!("{base}/?dev={}", t.key)));
@@ -270,18 +259,33 @@ impl Api {
                 links.insert("qa".into(), json!(format!("{base}/?qa={}", t.key)));
             }
         }
-        let released = self.snapshot.load().released.contains(&t.key);
-        let mut v = json!({
+        json!({
             "key": t.key,
             "stage": t.stage,
             "version": t.version,
-            "created_ms": t.created_ms,
             "updated_ms": t.updated_ms,
-            "modules": modules,
             "links": links,
-            "live_in_production": released,
             "allowed_actions": allowed_actions(t.stage),
-        });
+        })
+    }
+
+    /// A ticket as JSON; with `full`, its history too.
+    async fn ticket_json(
+        &self,
+        t: &TicketRecord,
+        session: &Session,
+        full: bool,
+    ) -> Result<Value, ApiError> {
+        let mut modules = serde_json::Map::new();
+        for stage in [Stage::Dev, Stage::Qa, Stage::Prod] {
+            if let Some(set) = workflow::overrides(&self.store, t, stage).await? {
+                modules.insert(stage.as_str().into(), overrides_json(&set));
+            }
+        }
+        let mut v = self.ticket_summary(t, session);
+        v["created_ms"] = json!(t.created_ms);
+        v["modules"] = Value::Object(modules);
+        v["live_in_production"] = json!(self.snapshot.load().released.contains(&t.key));
         if full {
             let history: Vec<HistoryEvent> = self.store.history(&t.key).await?;
             v["history"] = json!(history);
@@ -457,7 +461,9 @@ impl Api {
                 workflow::sign_off(&self.store, &t, req.comment.clone(), &actor).await?
             }
         };
-        Ok((200, self.ticket_json(&record, session, false).await?))
+        // A summary, not the module lists: a transition is a pointer move and
+        // its answer should not cost more than the move itself.
+        Ok((200, self.ticket_summary(&record, session)))
     }
 
     async fn importmap(&self, key: &TicketKey, query: &str) -> ApiResult {

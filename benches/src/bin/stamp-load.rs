@@ -4,7 +4,9 @@
 //! ratios measured in this one run.
 //!
 //!     cargo build --release --workspace --bins
-//!     cargo run --release -p stamp-benches --bin stamp-load -- --page-kib 1024
+//!     target/release/stamp-load pages --page-kib 1024
+//!     target/release/stamp-load fleet --changes 200     # propagation between two proxies
+//!     target/release/stamp-load promote                 # promote time, 1 vs 1000 modules
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,23 @@ use clap::Parser;
 use stamp_tests::{seed_dir, Origin, Proxy, Route};
 
 #[derive(Debug, Parser)]
-#[command(about = "Drive stamp-proxy with concurrent requests and report ratios")]
+#[command(about = "Measure stamp-proxy: page throughput, fleet propagation, promote time")]
+enum Cmd {
+    /// Origin direct vs passthrough vs stamped page throughput
+    Pages(Args),
+    /// Time from an upload through proxy A to proxy B serving it (one Redis)
+    Fleet {
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+    },
+    /// Time of promote + revert with 1 and with 1000 modules in the ticket
+    Promote {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+}
+
+#[derive(Debug, Parser)]
 struct Args {
     /// Size of the HTML page, KiB
     #[arg(long, default_value_t = 1024)]
@@ -96,7 +114,127 @@ async fn drive(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    match Cmd::parse() {
+        Cmd::Pages(args) => pages(args).await,
+        Cmd::Fleet { changes } => fleet(changes).await,
+        Cmd::Promote { rounds } => promote(rounds).await,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+async fn put(
+    client: &reqwest::Client,
+    proxy: &Proxy,
+    key: &str,
+    path: &str,
+    body: String,
+) -> anyhow::Result<()> {
+    let url = proxy.url(&format!("/__stamp/api/v1/tickets/{key}/modules/{path}"));
+    let resp = client.put(url).body(body).send().await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "upload failed: {}",
+        resp.status()
+    );
+    Ok(())
+}
+
+async fn fleet(changes: usize) -> anyhow::Result<()> {
+    let origin = Origin::start()?;
+    origin.route(
+        "/",
+        Route::html("<script type=module src=/src/main.js></script>"),
+    );
+    let redis = stamp_tests::RedisServer::start()?;
+    let a = Proxy::start(&origin.url, &["--store", &redis.url])?;
+    let b = Proxy::start(&origin.url, &["--store", &redis.url])?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let mut lat = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let body = format!("export const v = {i};\n");
+        let want = stamp_tests::module_url("/src/main.js", &body);
+        put(&client, &a, "FLEET-1", "src/main.js", body).await?;
+        let t = Instant::now();
+        loop {
+            let html = client
+                .get(b.url("/?dev=FLEET-1"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            if html.contains(&want) {
+                break;
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(5),
+                "change {i} never reached B"
+            );
+        }
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "fleet: {changes} changes, upload acknowledged by A → served by B: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+async fn promote(rounds: usize) -> anyhow::Result<()> {
+    let origin = Origin::start()?;
+    let redis = stamp_tests::RedisServer::start()?;
+    let dir = tempfile_dir()?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    for (store_name, store) in [
+        ("embedded", dir.to_string_lossy().into_owned()),
+        ("redis", redis.url.clone()),
+    ] {
+        let proxy = Proxy::start(&origin.url, &["--store", &store])?;
+        for modules in [1usize, 1000] {
+            let key = format!("PROMO-{modules}");
+            for m in 0..modules {
+                put(
+                    &client,
+                    &proxy,
+                    &key,
+                    &format!("src/m{m}.js"),
+                    format!("export const m = {m};\n"),
+                )
+                .await?;
+            }
+            let mut lat = Vec::new();
+            for _ in 0..rounds {
+                for action in ["promote", "revert"] {
+                    // Let the previous change's snapshot rebuild finish, so each
+                    // transition is timed on its own.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let url = proxy.url(&format!("/__stamp/api/v1/tickets/{key}/{action}"));
+                    let t = Instant::now();
+                    let resp = client.post(url).send().await?;
+                    anyhow::ensure!(resp.status().is_success(), "{action}: {}", resp.status());
+                    lat.push(t.elapsed());
+                }
+            }
+            lat.sort();
+            println!(
+                "promote/revert on {store_name} with {modules:>4} modules: median {:.2} ms, p95 {:.2} ms ({} transitions)",
+                percentile(&lat, 0.5).as_secs_f64() * 1e3,
+                percentile(&lat, 0.95).as_secs_f64() * 1e3,
+                lat.len()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn pages(args: Args) -> anyhow::Result<()> {
     let origin = Origin::start()?;
     let html = stamp_benches::page(args.page_kib * 1024, 40);
     origin.route("/page", Route::html(&html));
