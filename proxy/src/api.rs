@@ -129,6 +129,8 @@ pub struct Api {
     pub cfg: Arc<Config>,
     pub store: SharedStore,
     pub snapshot: Arc<SnapshotCell>,
+    /// Records production overlay changes in git, when configured.
+    pub history: Option<Arc<crate::history_repo::HistoryRepo>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -446,7 +448,12 @@ impl Api {
                     .into());
                 }
                 require(principal, Action::Move(tr, t.stage))?;
-                workflow::transition(&self.store, key, tr, Some(t.version), &actor).await?
+                let record =
+                    workflow::transition(&self.store, key, tr, Some(t.version), &actor).await?;
+                if t.stage == Stage::Prod || record.stage == Stage::Prod {
+                    self.record_overlay_change(key, t.stage, record.stage, &actor.name);
+                }
+                record
             }
             None => {
                 require(principal, Action::SignOff)?;
@@ -464,6 +471,26 @@ impl Api {
         // A summary, not the module lists: a transition is a pointer move and
         // its answer should not cost more than the move itself.
         Ok((200, self.ticket_summary(&record, session)))
+    }
+
+    /// Commits the new production overlay to the history repository, off the
+    /// request path: the transition has happened whatever git says.
+    fn record_overlay_change(&self, key: &TicketKey, from: Stage, to: Stage, actor: &str) {
+        let Some(repo) = self.history.clone() else {
+            return;
+        };
+        let store = self.store.clone();
+        let what = if to == Stage::Prod {
+            format!("{key} released to prod")
+        } else {
+            format!("{key} reverted from {from} to {to}")
+        };
+        let actor = actor.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = repo.record(&store, &what, &actor).await {
+                log::error!("history repository: {e}");
+            }
+        });
     }
 
     async fn importmap(&self, key: &TicketKey, query: &str) -> ApiResult {

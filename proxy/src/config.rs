@@ -118,6 +118,8 @@ struct FileConfig {
     sync: FileSync,
     /// Public base URL for share links (default: from the request).
     public_url: Option<String>,
+    /// A git repository that records every change of the production overlay.
+    history_repo: Option<PathBuf>,
     #[serde(default)]
     api: FileApi,
     #[serde(default)]
@@ -266,6 +268,8 @@ pub struct Config {
     pub api: Api,
     /// API tokens; empty means the API is open (only allowed on loopback).
     pub tokens: Vec<Token>,
+    /// Where production overlay changes are committed, if anywhere.
+    pub history_repo: Option<PathBuf>,
 }
 
 /// Limits of the control API.
@@ -734,6 +738,7 @@ impl Config {
             public_url,
             api,
             tokens,
+            history_repo: file.history_repo,
         })
     }
 }

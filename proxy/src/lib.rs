@@ -15,6 +15,7 @@ pub mod config;
 pub mod csp;
 pub mod decode;
 pub mod demo;
+pub mod history_repo;
 pub mod importmap;
 pub mod internal;
 pub mod metrics;

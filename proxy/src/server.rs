@@ -53,6 +53,8 @@ pub enum StartError {
     Demo(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    History(String),
 }
 
 /// Runs the proxy until a shutdown signal; returns when it has stopped.
@@ -82,6 +84,12 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
             .map_err(|e| StartError::Demo(e.to_string()))?;
     }
 
+    let history = match &cfg.history_repo {
+        Some(path) => Some(Arc::new(
+            crate::history_repo::HistoryRepo::open(path).map_err(StartError::History)?,
+        )),
+        None => None,
+    };
     let cell = Arc::new(SnapshotCell::default());
     // A first snapshot before serving, bounded: a store that is down must not
     // keep production traffic from flowing.
@@ -116,7 +124,7 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     let cfg = Arc::new(cfg);
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        StampProxy::new(cfg.clone(), cell, store.clone()),
+        StampProxy::new(cfg.clone(), cell, store.clone(), history),
         "stamp-proxy",
     );
     let addr = cfg.listen.to_string();

@@ -116,7 +116,12 @@ pub struct StampProxy {
 }
 
 impl StampProxy {
-    pub fn new(cfg: Arc<Config>, snapshot: Arc<SnapshotCell>, store: SharedStore) -> StampProxy {
+    pub fn new(
+        cfg: Arc<Config>,
+        snapshot: Arc<SnapshotCell>,
+        store: SharedStore,
+        history: Option<Arc<crate::history_repo::HistoryRepo>>,
+    ) -> StampProxy {
         let o = &cfg.origin;
         let mut peer = HttpPeer::new(o.addr, o.tls, o.sni.clone());
         peer.options.connection_timeout = Some(cfg.timeouts.connect);
@@ -130,6 +135,7 @@ impl StampProxy {
             cfg: cfg.clone(),
             store: store.clone(),
             snapshot: snapshot.clone(),
+            history,
         };
         StampProxy {
             cfg,

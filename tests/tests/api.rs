@@ -740,3 +740,58 @@ async fn two_proxies_on_one_redis_converge() {
     }
     visible_on_b("after".into()).await;
 }
+
+#[tokio::test]
+async fn production_overlay_changes_are_committed_to_the_history_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("history");
+    let env = start(None, &format!("history_repo = \"{}\"", repo.display()));
+    let p = &env.proxy;
+    for key in ["REL-1", "REL-2"] {
+        upload(p, key, "src/main.js", key).await;
+        act(p, key, "promote", DEV).await;
+        let (s, _) = act(p, key, "promote", QA).await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(act(p, "REL-2", "revert", ADMIN).await.0, 200);
+    let log = || {
+        let out = std::process::Command::new("git")
+            .args(["-C", &repo.to_string_lossy(), "log", "--format=%s"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log().lines().count() < 3 {
+        assert!(Instant::now() < deadline, "history: {}", log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        log().lines().collect::<Vec<_>>(),
+        [
+            "REL-2 reverted from prod to qa by root",
+            "REL-2 released to prod by quinn",
+            "REL-1 released to prod by quinn"
+        ]
+    );
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("production-importmap.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        file["imports"]["/src/main.js"],
+        module_url("/src/main.js", "REL-1").as_str()
+    );
+    assert_eq!(file["released"], json!(["REL-1"]));
+    // And `git log -p` shows what production served before.
+    let out = std::process::Command::new("git")
+        .args([
+            "-C",
+            &repo.to_string_lossy(),
+            "show",
+            "HEAD~1:production-importmap.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&module_url("/src/main.js", "REL-2")));
+}
