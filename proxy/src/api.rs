@@ -8,6 +8,7 @@
 //! | PUT | `tickets/{KEY}/modules/{path}` | upload a module to dev (body = module) |
 //! | DELETE | `tickets/{KEY}/modules/{path}` | remove an override from dev |
 //! | POST | `tickets/{KEY}/promote` `revert` `close` `sign-off` | move the ticket |
+//! | POST | `tickets/{KEY}/revoke-links` | revoke every signed share link (preview protection) |
 //! | GET | `tickets/{KEY}/importmap?stage=dev` | the effective overrides as an import map |
 //! | POST | `modules/missing` | which of these hashes the store lacks |
 //!
@@ -131,6 +132,10 @@ pub struct Api {
     pub snapshot: Arc<SnapshotCell>,
     /// Records production overlay changes in git, when configured.
     pub history: Option<Arc<crate::history_repo::HistoryRepo>>,
+    /// Mints signed share links, when previews are protected.
+    pub preview: Option<crate::preview::Signer>,
+    /// Records the origin's baseline when a ticket is released.
+    pub settler: Option<Arc<crate::settle::Settler>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -189,13 +194,20 @@ impl Api {
                     "revert" => Some(Transition::Revert),
                     "close" => Some(Transition::Close),
                     "sign-off" => None,
-                    other => {
-                        return Err(ApiError::new(
-                            404,
-                            "not_found",
-                            format!("no action `{other}` (promote, revert, close, sign-off)"),
-                        ))
+                    "revoke-links" => {
+                        require(&principal, Action::Read)?;
+                        let t = self.ticket(&key).await?;
+                        let actor = actor_from(&principal, &session.req_header().headers);
+                        let record = workflow::revoke_links(&self.store, &t, &actor).await?;
+                        return Ok((200, self.ticket_summary(&record, session)));
                     }
+                    other => return Err(ApiError::new(
+                        404,
+                        "not_found",
+                        format!(
+                            "no action `{other}` (promote, revert, close, sign-off, revoke-links)"
+                        ),
+                    )),
                 };
                 self.transition(&principal, &key, what, session).await
             }
@@ -255,10 +267,18 @@ impl Api {
     fn ticket_summary(&self, t: &TicketRecord, session: &Session) -> Value {
         let base = self.public_base(session);
         let mut links = serde_json::Map::new();
+        let link = |view: crate::select::View| {
+            let mut l = format!("{base}/?{}={}", view.as_str(), t.key);
+            if let Some(signer) = &self.preview {
+                l.push_str("&st=");
+                l.push_str(&signer.mint(&t.key, view, t.share_gen));
+            }
+            l
+        };
         if t.stage != Stage::Closed {
-            links.insert("dev".into(), json!(format!("{base}/?dev={}", t.key)));
+            links.insert("dev".into(), json!(link(crate::select::View::Dev)));
             if t.qa.is_some() {
-                links.insert("qa".into(), json!(format!("{base}/?qa={}", t.key)));
+                links.insert("qa".into(), json!(link(crate::select::View::Qa)));
             }
         }
         json!({
@@ -286,8 +306,20 @@ impl Api {
         }
         let mut v = self.ticket_summary(t, session);
         v["created_ms"] = json!(t.created_ms);
+        let prod_count = modules
+            .get("prod")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         v["modules"] = Value::Object(modules);
         v["live_in_production"] = json!(self.snapshot.load().released.contains(&t.key));
+        if t.stage == Stage::Prod {
+            let total = prod_count;
+            let retired = match t.retired {
+                Some(id) => self.store.get_set(&id).await?.map_or(0, |s| s.len()),
+                None => 0,
+            };
+            v["overlay"] = json!({ "live": total.saturating_sub(retired), "retired": retired, "baseline_recorded": t.baseline.is_some() });
+        }
         if full {
             let history: Vec<HistoryEvent> = self.store.history(&t.key).await?;
             v["history"] = json!(history);
@@ -448,10 +480,21 @@ impl Api {
                     .into());
                 }
                 require(principal, Action::Move(tr, t.stage))?;
-                let record =
-                    workflow::transition(&self.store, key, tr, Some(t.version), &actor).await?;
+                let record = self
+                    .transition_retrying(key, tr, &t, expected.is_some(), &actor)
+                    .await?;
                 if t.stage == Stage::Prod || record.stage == Stage::Prod {
                     self.record_overlay_change(key, t.stage, record.stage, &actor.name);
+                }
+                if record.stage == Stage::Prod {
+                    if let Some(settler) = self.settler.clone() {
+                        let key = key.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = settler.record_baseline(&key).await {
+                                log::warn!("{key}: cannot record the origin baseline yet: {e}");
+                            }
+                        });
+                    }
                 }
                 record
             }
@@ -471,6 +514,45 @@ impl Api {
         // A summary, not the module lists: a transition is a pointer move and
         // its answer should not cost more than the move itself.
         Ok((200, self.ticket_summary(&record, session)))
+    }
+
+    /// Applies a transition to the ticket as read. Without an explicit expected
+    /// version, a concurrent change that left the stage as it was (an upload,
+    /// a sign-off, the settler's bookkeeping) is not the caller's concern: the
+    /// transition is retried on the new version. A change of stage is: then
+    /// it is a conflict, so a double click never promotes twice.
+    async fn transition_retrying(
+        &self,
+        key: &TicketKey,
+        tr: Transition,
+        read: &TicketRecord,
+        explicit: bool,
+        actor: &Actor,
+    ) -> Result<TicketRecord, ApiError> {
+        let mut version = read.version;
+        for _ in 0..8 {
+            match workflow::transition(&self.store, key, tr, Some(version), actor).await {
+                Err(WorkflowError::Store(StoreError::Conflict { .. })) if !explicit => {
+                    let now = self.ticket(key).await?;
+                    if now.stage != read.stage {
+                        let mut e = ApiError::new(
+                            409,
+                            "conflict",
+                            format!("ticket {key} moved to {} meanwhile", now.stage),
+                        );
+                        e.extra = json!({ "version": now.version, "stage": now.stage });
+                        return Err(e);
+                    }
+                    version = now.version;
+                }
+                other => return other.map_err(ApiError::from),
+            }
+        }
+        Err(ApiError::new(
+            409,
+            "conflict",
+            format!("ticket {key} keeps changing; try again"),
+        ))
     }
 
     /// Commits the new production overlay to the history repository, off the

@@ -124,6 +124,36 @@ struct FileConfig {
     api: FileApi,
     #[serde(default)]
     tokens: Vec<FileToken>,
+    #[serde(default)]
+    preview: FilePreview,
+    #[serde(default)]
+    settle: FileSettle,
+    #[serde(default)]
+    gc: FileGc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGc {
+    enabled: Option<bool>,
+    every: Option<String>,
+    grace: Option<String>,
+    closed_retention: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettle {
+    interval: Option<String>,
+    third_version: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePreview {
+    protect: Option<bool>,
+    secret: Option<String>,
+    link_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +300,38 @@ pub struct Config {
     pub tokens: Vec<Token>,
     /// Where production overlay changes are committed, if anywhere.
     pub history_repo: Option<PathBuf>,
+    /// Preview protection: `Some` when `?dev=`/`?qa=` need a signed share link.
+    pub preview: Option<PreviewProtection>,
+    /// How often released tickets are checked against the origin.
+    pub settle_interval: Duration,
+    /// Who wins when the origin serves a third version of an overridden URL.
+    pub settle_third_version: crate::settle::ThirdVersion,
+    /// Garbage collection and retention; `None` when disabled.
+    pub gc: Option<GcConfig>,
+}
+
+/// How often to collect, and what to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcConfig {
+    pub every: Duration,
+    pub grace: Duration,
+    pub closed_retention: Duration,
+}
+
+/// Signed share links: the HMAC secret and the links' lifetime.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreviewProtection {
+    pub secret: String,
+    pub link_ttl: Duration,
+}
+
+impl std::fmt::Debug for PreviewProtection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviewProtection")
+            .field("secret", &"<redacted>")
+            .field("link_ttl", &self.link_ttl)
+            .finish()
+    }
 }
 
 /// Limits of the control API.
@@ -709,6 +771,72 @@ impl Config {
             );
         }
 
+        let link_ttl = p.duration(
+            "preview.link_ttl",
+            file.preview.link_ttl.as_deref(),
+            Duration::from_secs(7 * 24 * 3600),
+        );
+        let preview = if file.preview.protect.unwrap_or(false) {
+            match file.preview.secret {
+                Some(secret) if secret.len() >= 32 => Some(PreviewProtection { secret, link_ttl }),
+                Some(_) => {
+                    p.add(
+                        "preview.secret",
+                        "must be at least 32 characters (e.g. openssl rand -hex 32)",
+                    );
+                    None
+                }
+                None => {
+                    p.add("preview.secret", "is required when preview.protect is true");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let settle_interval = p.duration(
+            "settle.interval",
+            file.settle.interval.as_deref(),
+            Duration::from_secs(30),
+        );
+        let settle_third_version = match file.settle.third_version.as_deref() {
+            None | Some("origin") => crate::settle::ThirdVersion::Origin,
+            Some("ticket") => crate::settle::ThirdVersion::Ticket,
+            Some(other) => {
+                p.add(
+                    "settle.third_version",
+                    format!("`{other}` is not `origin` or `ticket`"),
+                );
+                crate::settle::ThirdVersion::Origin
+            }
+        };
+
+        let gc = GcConfig {
+            every: p.duration(
+                "gc.every",
+                file.gc.every.as_deref(),
+                Duration::from_secs(3600),
+            ),
+            grace: p.duration(
+                "gc.grace",
+                file.gc.grace.as_deref(),
+                Duration::from_secs(600),
+            ),
+            closed_retention: p.duration(
+                "gc.closed_retention",
+                file.gc.closed_retention.as_deref(),
+                Duration::from_secs(30 * 24 * 3600),
+            ),
+        };
+        if gc.grace < Duration::from_secs(60) {
+            p.add(
+                "gc.grace",
+                "must be at least 1m: an upload stores its body before it commits the ticket",
+            );
+        }
+        let gc = file.gc.enabled.unwrap_or(true).then_some(gc);
+
         if !p.list.is_empty() {
             return Err(ConfigError { problems: p.list });
         }
@@ -739,6 +867,10 @@ impl Config {
             api,
             tokens,
             history_repo: file.history_repo,
+            preview,
+            settle_interval,
+            settle_third_version,
+            gc,
         })
     }
 }

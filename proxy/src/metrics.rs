@@ -125,6 +125,7 @@ pub fn render() -> Vec<u8> {
     LazyLock::force(&SNAPSHOT_VERSION);
     LazyLock::force(&SNAPSHOT_SECONDS);
     LazyLock::force(&ORIGIN_ERRORS);
+    crate::gc::register_metrics();
     let mut out = Vec::new();
     let families = prometheus::gather();
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {

@@ -46,6 +46,8 @@ pub enum Selection {
         key: TicketKey,
         view: View,
         source: Source,
+        /// A share token (`?st=` or carried in the cookie), for protected previews.
+        token: Option<String>,
     },
     /// A selection that could not be parsed; production is served.
     Invalid { reason: String, source: Source },
@@ -73,6 +75,7 @@ pub fn classify<'a>(
     let mut from_query: Option<Selection> = None;
     let mut off = false;
     let mut module = None;
+    let mut share_token: Option<String> = None;
     if let Some(q) = query {
         for (name, value) in url::form_urlencoded::parse(q.as_bytes()) {
             match name.as_ref() {
@@ -91,6 +94,7 @@ pub fn classify<'a>(
                 MODULE_PARAM if module.is_none() => {
                     module = Some(Hash::parse(&value).ok_or(()));
                 }
+                "st" => share_token = Some(value.into_owned()),
                 _ => {}
             }
         }
@@ -100,7 +104,17 @@ pub fn classify<'a>(
     let selection = if off {
         Selection::Off
     } else if let Some(sel) = from_query {
-        sel
+        match sel {
+            Selection::Ticket {
+                key, view, source, ..
+            } => Selection::Ticket {
+                key,
+                view,
+                source,
+                token: share_token.filter(|t| crate::preview::looks_like_token(t)),
+            },
+            other => other,
+        }
     } else if let Some(value) = cookie {
         parse_cookie_value(value)
     } else {
@@ -115,7 +129,12 @@ pub fn classify<'a>(
 
 fn parse_selection(view: View, value: &str, source: Source) -> Selection {
     match TicketKey::parse(value) {
-        Ok(key) => Selection::Ticket { key, view, source },
+        Ok(key) => Selection::Ticket {
+            key,
+            view,
+            source,
+            token: None,
+        },
         Err(e) => Selection::Invalid {
             reason: key_reason(view, e, source),
             source,
@@ -132,9 +151,13 @@ fn key_reason(view: View, e: KeyError, source: Source) -> String {
     format!("{place}: {e}")
 }
 
-/// The cookie's value for a selection: `dev.TKT-1`.
-pub fn cookie_value(key: &TicketKey, view: View) -> String {
-    format!("{}.{}", view.as_str(), key)
+/// The cookie's value for a selection: `dev.TKT-1`, or `dev.TKT-1.<token>`
+/// on a protected preview.
+pub fn cookie_value(key: &TicketKey, view: View, token: Option<&str>) -> String {
+    match token {
+        Some(t) => format!("{}.{}.{t}", view.as_str(), key),
+        None => format!("{}.{}", view.as_str(), key),
+    }
 }
 
 fn parse_cookie_value(value: &[u8]) -> Selection {
@@ -149,7 +172,7 @@ fn parse_cookie_value(value: &[u8]) -> Selection {
         return invalid("the ticket cookie is not text");
     };
     let text = text.trim_matches('"');
-    let Some((view, key)) = text.split_once('.') else {
+    let Some((view, rest)) = text.split_once('.') else {
         return invalid("the ticket cookie is malformed");
     };
     let view = match view {
@@ -157,7 +180,22 @@ fn parse_cookie_value(value: &[u8]) -> Selection {
         "qa" => View::Qa,
         _ => return invalid("the ticket cookie names no stage"),
     };
-    parse_selection(view, key, Source::Cookie)
+    let (key, token) = match rest.split_once('.') {
+        Some((key, token)) if crate::preview::looks_like_token(token) => (key, Some(token)),
+        Some(_) => return invalid("the ticket cookie is malformed"),
+        None => (rest, None),
+    };
+    match parse_selection(view, key, Source::Cookie) {
+        Selection::Ticket {
+            key, view, source, ..
+        } => Selection::Ticket {
+            key,
+            view,
+            source,
+            token: token.map(str::to_string),
+        },
+        other => other,
+    }
 }
 
 /// Finds the first cookie called `name` across all `Cookie` headers (HTTP/2
@@ -194,12 +232,13 @@ pub fn set_cookie(
     name: &str,
     key: &TicketKey,
     view: View,
+    token: Option<&str>,
     max_age_secs: u64,
     secure: bool,
 ) -> String {
     format!(
         "{name}={}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
-        cookie_value(key, view),
+        cookie_value(key, view, token),
         if secure { "; Secure" } else { "" }
     )
 }
@@ -278,6 +317,31 @@ mod tests {
             key: TicketKey::parse(key).unwrap(),
             view,
             source,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn share_tokens_travel_in_the_query_and_the_cookie() {
+        let t = "1999999999.0.0123456789abcdef0123456789abcdef";
+        match c(Some(&format!("qa=TKT-1&st={t}")), &[]).selection {
+            Selection::Ticket { token, .. } => assert_eq!(token.as_deref(), Some(t)),
+            other => panic!("{other:?}"),
+        }
+        match c(None, &[&format!("ticket_stamp=qa.TKT-1.{t}")]).selection {
+            Selection::Ticket { token, key, .. } => {
+                assert_eq!(token.as_deref(), Some(t));
+                assert_eq!(key.as_str(), "TKT-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            c(None, &["ticket_stamp=qa.TKT-1.<x>"]).selection,
+            Selection::Invalid { .. }
+        ));
+        match c(Some("dev=TKT-1&st=%3Cscript%3E"), &[]).selection {
+            Selection::Ticket { token, .. } => assert_eq!(token, None, "junk tokens are dropped"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -394,7 +458,7 @@ mod tests {
     #[test]
     fn cookies_have_the_safe_attributes() {
         let k = TicketKey::parse("TKT-1").unwrap();
-        let s = set_cookie("ticket_stamp", &k, View::Qa, 60, true);
+        let s = set_cookie("ticket_stamp", &k, View::Qa, None, 60, true);
         assert_eq!(
             s,
             "ticket_stamp=qa.TKT-1; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"

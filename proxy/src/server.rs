@@ -111,6 +111,24 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         cell.clone(),
         cfg.poll_interval,
     ));
+    let settler = Arc::new(crate::settle::Settler::new(
+        store.clone(),
+        cfg.origin.url.clone(),
+        cfg.origin.host_header.clone().or_else(|| {
+            let u = url::Url::parse(cfg.public_url.as_deref()?).ok()?;
+            u.host_str().map(str::to_string)
+        }),
+        cfg.origin.verify_cert,
+        cfg.settle_third_version,
+    ));
+    background.spawn(settler.clone().run_forever(cfg.settle_interval));
+    if let Some(gc) = &cfg.gc {
+        let policy = crate::gc::Policy {
+            grace: gc.grace,
+            closed_retention: gc.closed_retention,
+        };
+        background.spawn(crate::gc::run_forever(store.clone(), policy, gc.every));
+    }
 
     let secs = |d: Duration| d.as_secs().max(u64::from(d.subsec_nanos() > 0));
     let conf = ServerConf {
@@ -124,7 +142,7 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     let cfg = Arc::new(cfg);
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        StampProxy::new(cfg.clone(), cell, store.clone(), history),
+        StampProxy::new(cfg.clone(), cell, store.clone(), history, Some(settler)),
         "stamp-proxy",
     );
     let addr = cfg.listen.to_string();

@@ -112,6 +112,8 @@ pub struct StampProxy {
     pub store: SharedStore,
     pub modules: ModuleServer,
     pub api: crate::api::Api,
+    /// Share-link checker, when previews are protected.
+    pub preview: Option<crate::preview::Signer>,
     peer: HttpPeer,
 }
 
@@ -121,6 +123,7 @@ impl StampProxy {
         snapshot: Arc<SnapshotCell>,
         store: SharedStore,
         history: Option<Arc<crate::history_repo::HistoryRepo>>,
+        settler: Option<Arc<crate::settle::Settler>>,
     ) -> StampProxy {
         let o = &cfg.origin;
         let mut peer = HttpPeer::new(o.addr, o.tls, o.sni.clone());
@@ -131,11 +134,17 @@ impl StampProxy {
         peer.options.verify_cert = o.verify_cert;
         peer.options.verify_hostname = o.verify_cert;
         let modules = ModuleServer::new(store.clone(), cfg.module_cache_bytes);
+        let preview = cfg
+            .preview
+            .as_ref()
+            .map(|p| crate::preview::Signer::new(p.secret.as_bytes(), p.link_ttl));
         let api = crate::api::Api {
             cfg: cfg.clone(),
             store: store.clone(),
             snapshot: snapshot.clone(),
             history,
+            preview: preview.clone(),
+            settler,
         };
         StampProxy {
             cfg,
@@ -143,6 +152,7 @@ impl StampProxy {
             store,
             modules,
             api,
+            preview,
             peer,
         }
     }
@@ -182,13 +192,29 @@ impl StampProxy {
                 let clear = classified.has_cookie || *source == Source::Cookie;
                 production(ctx, reason.clone(), clear);
             }
-            Selection::Ticket { key, view, source } => match snap.resolve(key, *view) {
+            Selection::Ticket {
+                key,
+                view,
+                source,
+                token,
+            } => match snap.resolve(key, *view) {
                 Resolved::Stamp { effective, stage } => {
+                    if let Some(signer) = &self.preview {
+                        let generation = snap.tickets.get(key).map_or(0, |t| t.share_gen);
+                        if let Err(refusal) =
+                            signer.verify(token.as_deref(), key, *view, generation)
+                        {
+                            let clear = classified.has_cookie || *source == Source::Cookie;
+                            production(ctx, refusal.reason().to_string(), clear);
+                            return Some(classified);
+                        }
+                    }
                     if *source == Source::Query {
                         ctx.set_cookie = Some(select::set_cookie(
                             name,
                             key,
                             *view,
+                            token.as_deref().filter(|_| self.preview.is_some()),
                             self.cfg.selection.cookie_max_age.as_secs(),
                             ctx.secure,
                         ));

@@ -62,6 +62,8 @@ impl Effective {
 #[derive(Debug)]
 pub struct TicketView {
     pub stage: Stage,
+    /// Current generation of the ticket's share links.
+    pub share_gen: u64,
     /// The ticket's own dev overrides (without the overlay), for counts.
     pub dev_count: usize,
     pub qa_count: Option<usize>,
@@ -137,7 +139,7 @@ impl Snapshot {
     ) -> Result<Snapshot, StoreError> {
         let mut wanted: Vec<Hash> = Vec::new();
         for t in &state.tickets {
-            wanted.extend([Some(t.dev), t.qa, t.prod].into_iter().flatten());
+            wanted.extend([Some(t.dev), t.qa, t.prod, t.retired].into_iter().flatten());
         }
         for id in wanted {
             if sets.contains_key(&id) {
@@ -158,8 +160,15 @@ impl Snapshot {
             let Some(prod) = t.prod.filter(|_| t.stage == Stage::Prod) else {
                 continue;
             };
-            // Later releases win on the same module.
-            overlay_set.extend(get(&prod).iter().map(|(k, v)| (k.clone(), v.clone())));
+            // Later releases win on the same module; overrides the origin has
+            // caught up with (or overtaken) are retired from the overlay.
+            let retired = t.retired.map(|id| get(&id)).unwrap_or_default();
+            overlay_set.extend(
+                get(&prod)
+                    .iter()
+                    .filter(|(k, _)| !retired.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
             released.push(key.clone());
         }
         let overlay =
@@ -178,6 +187,7 @@ impl Snapshot {
                 t.key.clone(),
                 TicketView {
                     stage: t.stage,
+                    share_gen: t.share_gen,
                     dev_count: dev.len(),
                     qa_count: qa.as_ref().map(|s| s.len()),
                     dev: with_overlay(&dev),

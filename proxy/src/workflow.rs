@@ -122,7 +122,37 @@ pub async fn upload(
 }
 
 /// [`upload`] with a module-count limit, checked before anything is stored.
+/// A concurrent change of the same ticket (another upload, a sign-off) is
+/// merged by retrying on the new version.
 pub async fn upload_limited(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    path: &str,
+    body: Body,
+    max_modules: usize,
+    actor: &Actor,
+) -> Result<TicketRecord, WorkflowError> {
+    let mut attempts = 0;
+    loop {
+        let result = upload_once(
+            store,
+            key,
+            specifier,
+            path,
+            body.clone(),
+            max_modules,
+            actor,
+        )
+        .await;
+        match result {
+            Err(WorkflowError::Store(StoreError::Conflict { .. })) if attempts < 8 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn upload_once(
     store: &SharedStore,
     key: &TicketKey,
     specifier: &str,
@@ -147,8 +177,10 @@ pub async fn upload_limited(
             let size = bytes.len() as u64;
             (store.put_module(bytes).await?, size)
         }
-        Body::Known(hash) => match store.get_module(&hash).await? {
-            Some(b) => (hash, b.len() as u64),
+        // Claiming marks the body as just stored, so a concurrent sweep
+        // cannot collect it before the commit below refers to it.
+        Body::Known(hash) => match store.claim_module(&hash).await? {
+            Some(size) => (hash, size),
             None => return Err(WorkflowError::UnknownBody(hash)),
         },
     };
@@ -173,6 +205,9 @@ pub async fn upload_limited(
                 prod: None,
                 created_ms: now,
                 updated_ms: now,
+                share_gen: 0,
+                baseline: None,
+                retired: None,
             },
             None,
             actor.event(
@@ -224,8 +259,24 @@ pub async fn upload_limited(
     Ok(record)
 }
 
-/// Removes one override from the ticket's dev stage.
+/// Removes one override from the ticket's dev stage (retried on a
+/// concurrent change, like uploads).
 pub async fn delete(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    actor: &Actor,
+) -> Result<TicketRecord, WorkflowError> {
+    let mut attempts = 0;
+    loop {
+        match delete_once(store, key, specifier, actor).await {
+            Err(WorkflowError::Store(StoreError::Conflict { .. })) if attempts < 8 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn delete_once(
     store: &SharedStore,
     key: &TicketKey,
     specifier: &str,
@@ -344,6 +395,9 @@ pub async fn transition(
         (Stage::Dev, Stage::Qa) => next.qa = Some(t.dev),
         (Stage::Qa, Stage::Prod) => {
             next.prod = t.qa.or(Some(t.dev));
+            // A fresh release is measured against the origin anew.
+            next.baseline = None;
+            next.retired = None;
             overlay = OverlayOp::Append;
         }
         (Stage::Prod, Stage::Qa) => overlay = OverlayOp::Remove,
@@ -391,17 +445,45 @@ pub async fn sign_off(
     comment: Option<String>,
     actor: &Actor,
 ) -> Result<TicketRecord, WorkflowError> {
-    let record = TicketRecord {
+    note(
+        store,
+        t,
+        |_| {},
+        actor.event("sign-off", Some(t.stage), Some(t.stage), comment),
+    )
+    .await
+}
+
+/// Revokes every share link of a ticket minted so far (preview protection).
+pub async fn revoke_links(
+    store: &SharedStore,
+    t: &TicketRecord,
+    actor: &Actor,
+) -> Result<TicketRecord, WorkflowError> {
+    let event = actor.event("revoke-links", Some(t.stage), Some(t.stage), None);
+    note(store, t, |r| r.share_gen += 1, event).await
+}
+
+/// A change that leaves the stage and overrides alone: the record as read,
+/// adjusted by `change`, one version on, with `event` in the history.
+async fn note(
+    store: &SharedStore,
+    t: &TicketRecord,
+    change: impl FnOnce(&mut TicketRecord),
+    event: HistoryEvent,
+) -> Result<TicketRecord, WorkflowError> {
+    let mut record = TicketRecord {
         version: t.version + 1,
         updated_ms: now_ms(),
         ..t.clone()
     };
+    change(&mut record);
     store
         .commit(Commit {
             ticket: record.clone(),
             expected_version: Some(t.version),
             overlay: OverlayOp::Keep,
-            event: Some(actor.event("sign-off", Some(t.stage), Some(t.stage), comment)),
+            event: Some(event),
         })
         .await?;
     Ok(record)

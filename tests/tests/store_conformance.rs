@@ -15,6 +15,10 @@ use stamp_proxy::ticket::{set_id, Hash, ModuleRef, OverrideSet, Stage, TicketKey
 use stamp_tests::redis_server::RedisServer;
 use tokio::sync::watch;
 
+use stamp_proxy::store::{StoreUsage, SweepReport};
+use stamp_proxy::workflow::{self, Actor, Transition};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 const PREFIX: &str = "ticket-stamp";
 /// How long a notification or a recovery may take before the test fails.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,6 +78,9 @@ fn record(key: &TicketKey, version: u64, stage: Stage) -> TicketRecord {
         prod: None,
         created_ms: now,
         updated_ms: now,
+        share_gen: 0,
+        baseline: None,
+        retired: None,
     }
 }
 
@@ -460,6 +467,401 @@ mod cases {
         assert_eq!(wait_for_version(&mut local, v2).await?, v2);
         Ok(())
     }
+
+    // ---- Retention and garbage collection -------------------------------
+
+    fn js(text: &str) -> Bytes {
+        Bytes::from(format!("export const v = {text:?};\n"))
+    }
+
+    fn one(spec: &str, body: &Bytes) -> OverrideSet {
+        let mut set = OverrideSet::new();
+        set.insert(
+            spec.to_string(),
+            ModuleRef {
+                path: spec.to_string(),
+                hash: Hash::of(body),
+                size: body.len() as u64,
+            },
+        );
+        set
+    }
+
+    fn summary(detail: &str) -> HistoryEvent {
+        HistoryEvent {
+            at_ms: now_ms(),
+            event: "purged".to_string(),
+            from: Some(Stage::Closed),
+            to: None,
+            actor: "gc".to_string(),
+            commit: None,
+            branch: None,
+            detail: Some(detail.to_string()),
+        }
+    }
+
+    /// A moment strictly between everything stored before and after it.
+    async fn cutoff() -> u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let at = now_ms();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        at
+    }
+
+    /// Every set a ticket references, and every body in them, is stored.
+    async fn check_references(store: &dyn Store) -> anyhow::Result<()> {
+        for t in store.state().await?.tickets {
+            for id in [Some(t.dev), t.qa, t.prod].into_iter().flatten() {
+                let set = store
+                    .get_set(&id)
+                    .await?
+                    .with_context(|| format!("{} references set {id}, which is gone", t.key))?;
+                for (spec, m) in set {
+                    ensure!(
+                        store.get_module(&m.hash).await?.is_some(),
+                        "{} overrides {spec} with body {}, which is gone",
+                        t.key,
+                        m.hash
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn sweep_deletes_only_unreferenced_old_entries(fx: &Fixture) -> anyhow::Result<()> {
+        let s = &*fx.store;
+        let live = js("live");
+        let dropped = js("in a set nobody references");
+        let lonely = js("in no set");
+        let kept_by_recent_set = js("old, but a recent set references it");
+        let re_put = js("old, stored again after the cutoff");
+        let claimed = js("old, claimed after the cutoff");
+        let fresh = js("stored after the cutoff");
+        for b in [
+            &live,
+            &dropped,
+            &lonely,
+            &kept_by_recent_set,
+            &re_put,
+            &claimed,
+        ] {
+            s.put_module(b.clone()).await?;
+        }
+        let live_set = s.put_set(&one("/src/live.js", &live)).await?;
+        let dropped_set = s.put_set(&one("/src/dropped.js", &dropped)).await?;
+        let re_put_set = one("/src/again.js", &re_put);
+        s.put_set(&re_put_set).await?;
+        let k = key("GC-1")?;
+        let mut t = record(&k, 1, Stage::Dev);
+        t.dev = live_set;
+        s.commit(Commit {
+            ticket: t,
+            expected_version: None,
+            overlay: OverlayOp::Keep,
+            event: None,
+        })
+        .await?;
+
+        let keep_after = cutoff().await;
+        s.put_module(fresh.clone()).await?;
+        let recent_set = s
+            .put_set(&one("/src/recent.js", &kept_by_recent_set))
+            .await?;
+        // Storing again restarts the grace window: an upload re-using a body
+        // (or a set) stored long ago must not lose it before its commit.
+        assert_eq!(s.put_module(re_put.clone()).await?, Hash::of(&re_put));
+        let re_put_id = s.put_set(&re_put_set).await?;
+        assert_eq!(
+            s.claim_module(&Hash::of(&claimed)).await?,
+            Some(claimed.len() as u64)
+        );
+        // Claiming what is not stored stores nothing.
+        let ghost = js("never stored");
+        assert_eq!(s.claim_module(&Hash::of(&ghost)).await?, None);
+        assert_eq!(s.get_module(&Hash::of(&ghost)).await?, None);
+
+        let report = fx.peer.sweep(keep_after).await?;
+        assert_eq!(
+            report,
+            SweepReport {
+                modules_deleted: 2,
+                module_bytes_freed: (dropped.len() + lonely.len()) as u64,
+                sets_deleted: 1,
+            }
+        );
+        for (name, body, present) in [
+            ("live", &live, true),
+            ("dropped", &dropped, false),
+            ("lonely", &lonely, false),
+            ("kept by a recent set", &kept_by_recent_set, true),
+            ("stored again", &re_put, true),
+            ("claimed", &claimed, true),
+            ("fresh", &fresh, true),
+        ] {
+            let found = s.get_module(&Hash::of(body)).await?;
+            ensure!(
+                found.is_some() == present,
+                "{name}: present = {}",
+                found.is_some()
+            );
+        }
+        assert!(s.get_set(&live_set).await?.is_some());
+        assert_eq!(s.get_set(&dropped_set).await?, None);
+        assert!(s.get_set(&recent_set).await?.is_some());
+        assert!(s.get_set(&re_put_id).await?.is_some());
+        // Nothing left to do for the same cutoff.
+        assert_eq!(s.sweep(keep_after).await?, SweepReport::default());
+
+        // Once everything is old, exactly what the ticket references stays.
+        let report = s.sweep(cutoff().await).await?;
+        assert_eq!(report.modules_deleted, 4, "{report:?}");
+        assert_eq!(report.sets_deleted, 2, "{report:?}");
+        check_references(s).await?;
+        let usage = s.usage().await?;
+        assert_eq!((usage.modules, usage.sets), (1, 1), "{usage:?}");
+        assert_eq!(usage.module_bytes, live.len() as u64);
+        Ok(())
+    }
+
+    pub async fn every_stage_and_closed_tickets_keep_their_bodies(
+        fx: &Fixture,
+    ) -> anyhow::Result<()> {
+        let store = &fx.store;
+        let actor = Actor::named("ci");
+        let spec = "/src/a.js";
+        // Released: v1 is only in the qa and prod snapshots (and the overlay)
+        // once dev moves on to v2.
+        let released = key("GCREL-1")?;
+        let (v1, v2) = (js("v1"), js("v2"));
+        workflow::upload(store, &released, spec, spec, v1.clone(), &actor).await?;
+        workflow::transition(store, &released, Transition::Promote, None, &actor).await?;
+        workflow::transition(store, &released, Transition::Promote, None, &actor).await?;
+        workflow::upload(store, &released, spec, spec, v2.clone(), &actor).await?;
+        assert_eq!(store.state().await?.overlay, vec![released.clone()]);
+        // Closed: kept whole until purged.
+        let closed = key("GCCLO-1")?;
+        let c = js("closed");
+        workflow::upload(store, &closed, spec, spec, c.clone(), &actor).await?;
+        let t = workflow::transition(store, &closed, Transition::Close, None, &actor).await?;
+
+        let report = fx.peer.sweep(cutoff().await).await?;
+        // Every set and body is referenced by some stage of some ticket.
+        assert_eq!(report, SweepReport::default());
+        for b in [&v1, &v2, &c] {
+            assert!(store.get_module(&Hash::of(b)).await?.is_some());
+        }
+        check_references(&**store).await?;
+
+        assert!(store.purge_ticket(&closed, t.version, summary("")).await?);
+        let report = fx.peer.sweep(cutoff().await).await?;
+        assert_eq!(
+            report,
+            SweepReport {
+                modules_deleted: 1,
+                module_bytes_freed: c.len() as u64,
+                sets_deleted: 1,
+            }
+        );
+        assert_eq!(store.get_module(&Hash::of(&c)).await?, None);
+        assert!(store.get_module(&Hash::of(&v1)).await?.is_some());
+        check_references(&**store).await?;
+        Ok(())
+    }
+
+    pub async fn purge_removes_only_a_closed_ticket_and_keeps_its_history(
+        fx: &Fixture,
+    ) -> anyhow::Result<()> {
+        let s = &*fx.store;
+        let k = key("PURGE-1")?;
+        create(s, &k).await?;
+        let before = observe(s, &k).await?;
+        // Open (dev): refused, nothing changes.
+        assert!(!s.purge_ticket(&k, 1, summary("no")).await?);
+        assert_eq!(observe(s, &k).await?, before);
+        assert!(!s.purge_ticket(&key("PURGE-404")?, 1, summary("no")).await?);
+        assert_eq!(observe(s, &k).await?, before);
+
+        s.commit(Commit {
+            ticket: record(&k, 2, Stage::Closed),
+            expected_version: Some(1),
+            overlay: OverlayOp::Keep,
+            event: Some(event("close", "")),
+        })
+        .await?;
+        let closed = observe(s, &k).await?;
+        // Closed, but not at the version the collector read (it was
+        // re-opened and closed again meanwhile): refused.
+        assert!(!s.purge_ticket(&k, 1, summary("no")).await?);
+        assert_eq!(observe(s, &k).await?, closed);
+
+        let other = key("PURGE-2")?;
+        create(s, &other).await?;
+        let mut rx = fx.peer.subscribe();
+        let version = s.version().await?;
+        let purged = summary("closed for longer than 30days: purged with 2 history events");
+        assert!(s.purge_ticket(&k, 2, purged.clone()).await?);
+        assert_eq!(s.version().await?, version + 1);
+        assert_eq!(wait_for_version(&mut rx, version + 1).await?, version + 1);
+        assert_eq!(s.get_ticket(&k).await?, None);
+        let state = s.state().await?;
+        assert_eq!(state.version, version + 1);
+        let listed: Vec<_> = state.tickets.iter().map(|t| t.key.clone()).collect();
+        assert_eq!(listed, vec![other.clone()]);
+        let mut history = closed.history.clone();
+        history.push(purged);
+        assert_eq!(s.history(&k).await?, history);
+        assert_eq!(fx.peer.history(&k).await?, history);
+        // Gone: a second purge is refused.
+        assert!(!s.purge_ticket(&k, 2, summary("no")).await?);
+        assert_eq!(s.version().await?, version + 1);
+        // The key can start over; its history carries on.
+        create(s, &k).await?;
+        assert_eq!(s.history(&k).await?.len(), history.len() + 1);
+
+        // A closed ticket listed in the overlay (the workflow never does
+        // that) does not outlive its record there.
+        let listed = key("PURGE-3")?;
+        s.commit(Commit {
+            ticket: record(&listed, 1, Stage::Closed),
+            expected_version: None,
+            overlay: OverlayOp::Append,
+            event: None,
+        })
+        .await?;
+        assert_eq!(s.state().await?.overlay, vec![listed.clone()]);
+        assert!(s.purge_ticket(&listed, 1, summary("")).await?);
+        assert_eq!(s.state().await?.overlay, Vec::<TicketKey>::new());
+        Ok(())
+    }
+
+    pub async fn usage_counts_what_is_stored(fx: &Fixture) -> anyhow::Result<()> {
+        let s = &*fx.store;
+        assert_eq!(s.usage().await?, StoreUsage::default());
+        let (a, b) = (js("a"), js("bb"));
+        s.put_module(a.clone()).await?;
+        s.put_module(b.clone()).await?;
+        s.put_module(a.clone()).await?;
+        s.put_module(Bytes::new()).await?;
+        s.put_set(&one("/src/a.js", &a)).await?;
+        s.put_set(&OverrideSet::new()).await?;
+        s.put_set(&OverrideSet::new()).await?;
+        create(s, &key("USE-1")?).await?;
+        s.commit(Commit {
+            ticket: record(&key("USE-2")?, 1, Stage::Closed),
+            expected_version: None,
+            overlay: OverlayOp::Keep,
+            event: None,
+        })
+        .await?;
+        let want = StoreUsage {
+            modules: 3,
+            module_bytes: (a.len() + b.len()) as u64,
+            sets: 2,
+            tickets: 2,
+            closed_tickets: 1,
+        };
+        assert_eq!(s.usage().await?, want);
+        assert_eq!(fx.peer.usage().await?, want);
+        Ok(())
+    }
+
+    /// A collector sweeping continuously while uploads re-use bodies and sets
+    /// that are older than the grace window and, at that moment, referenced
+    /// by no ticket: exactly the case where an upload's put (body, then set)
+    /// and its commit are separated by a sweep. Every round overlaps at least
+    /// one sweep. A store that did not restart the grace window on every put
+    /// loses the body or the set here.
+    pub async fn sweeping_while_uploading_never_loses_a_referenced_body(
+        fx: &Fixture,
+    ) -> anyhow::Result<()> {
+        const GRACE: Duration = Duration::from_secs(5);
+        const ROUNDS: usize = 48;
+        let actor = Actor::named("ci");
+        let spec = "/src/shared.js";
+        let bodies: Vec<Bytes> = (0..ROUNDS).map(|i| js(&format!("round {i}"))).collect();
+        // Each body is held by its own ticket, in a set identical to the one
+        // the racing upload will store.
+        let holders = (0..ROUNDS)
+            .map(|i| key(&format!("HOLD-{i}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (holder, body) in holders.iter().zip(&bodies) {
+            workflow::upload(&fx.store, holder, spec, spec, body.clone(), &actor).await?;
+        }
+        tokio::time::sleep(GRACE + Duration::from_millis(250)).await;
+
+        let (sweeps_tx, mut sweeps) = watch::channel(0u64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sweeper = {
+            let store = Arc::clone(&fx.peer);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let grace = GRACE.as_millis() as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    store.sweep(now_ms() - grace).await?;
+                    sweeps_tx.send_modify(|n| *n += 1);
+                    tokio::task::yield_now().await;
+                }
+                anyhow::Ok(*sweeps_tx.borrow())
+            })
+        };
+
+        let target = key("RACEGC-1")?;
+        let rounds = async {
+            for (round, (holder, body)) in holders.iter().zip(&bodies).enumerate() {
+                let started = *sweeps.borrow_and_update();
+                // The holder lets go of the body while the target takes it
+                // up: for a moment, nobody references the old body and set.
+                let release = {
+                    let (store, holder, actor) =
+                        (Arc::clone(&fx.store), holder.clone(), actor.clone());
+                    tokio::spawn(
+                        async move { workflow::delete(&store, &holder, spec, &actor).await },
+                    )
+                };
+                let upload = {
+                    let (store, target, body, actor) = (
+                        Arc::clone(&fx.store),
+                        target.clone(),
+                        body.clone(),
+                        actor.clone(),
+                    );
+                    tokio::spawn(async move {
+                        workflow::upload(&store, &target, spec, spec, body, &actor).await
+                    })
+                };
+                release
+                    .await?
+                    .with_context(|| format!("release in round {round}"))?;
+                upload
+                    .await?
+                    .with_context(|| format!("upload in round {round}"))?;
+                check_references(&*fx.store)
+                    .await
+                    .with_context(|| format!("after round {round}"))?;
+                // Paced by the sweeper: a sweep ended during or after this round.
+                tokio::time::timeout(NOTIFY_TIMEOUT, sweeps.wait_for(|n| *n > started))
+                    .await
+                    .context("the sweeper stalled")?
+                    .context("the sweeper stopped")?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let swept = sweeper.await?.context("a sweep failed")?;
+        rounds?;
+        ensure!(swept >= ROUNDS as u64, "only {swept} sweeps");
+
+        // Once everything is old, exactly what tickets reference stays: the
+        // target's last body, its set and the holders' (shared) empty set.
+        check_references(&*fx.store).await?;
+        fx.store.sweep(cutoff().await).await?;
+        check_references(&*fx.store).await?;
+        let usage = fx.store.usage().await?;
+        assert_eq!((usage.modules, usage.sets), (1, 2), "{usage:?}");
+        Ok(())
+    }
 }
 
 macro_rules! conformance {
@@ -495,6 +897,11 @@ conformance!(
     history_appended_in_order,
     state_version_increases_per_commit,
     subscribe_sees_commits,
+    sweep_deletes_only_unreferenced_old_entries,
+    every_stage_and_closed_tickets_keep_their_bodies,
+    purge_removes_only_a_closed_ticket_and_keeps_its_history,
+    usage_counts_what_is_stored,
+    sweeping_while_uploading_never_loses_a_referenced_body,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -604,6 +1011,70 @@ async fn redis_describe_hides_credentials() -> anyhow::Result<()> {
         described.starts_with("redis://127.0.0.1:1/0"),
         "{described}"
     );
+    Ok(())
+}
+
+/// `SET key value` over raw RESP: data as a version without garbage
+/// collection wrote it (no entry in the time indexes).
+fn raw_set(port: u16, key: &str, value: &[u8]) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let mut request = format!(
+        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n",
+        key.len(),
+        value.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(value);
+    request.extend_from_slice(b"\r\n");
+    stream.write_all(&request)?;
+    let mut reply = [0u8; 5];
+    stream.read_exact(&mut reply)?;
+    ensure!(&reply == b"+OK\r\n", "SET answered {reply:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_sweep_tracks_bodies_and_sets_stored_before_gc() -> anyhow::Result<()> {
+    let server = RedisServer::start()?;
+    let body = b"export const old = 1;\n";
+    let set = OverrideSet::new();
+    let json = serde_json::to_vec(&set)?;
+    raw_set(
+        server.port,
+        &format!("{PREFIX}:mod:{}", Hash::of(body)),
+        body,
+    )?;
+    raw_set(
+        server.port,
+        &format!("{PREFIX}:set:{}", set_id(&set)),
+        &json,
+    )?;
+    // Another prefix's data is not ours to collect.
+    raw_set(server.port, &format!("other:mod:{}", Hash::of(body)), body)?;
+    let s = store::open(&server.url, PREFIX).await?;
+    let before = now_ms();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    // The first sweep indexes them as stored now: spared for a grace window…
+    assert_eq!(s.sweep(before).await?, SweepReport::default());
+    let usage = s.usage().await?;
+    assert_eq!((usage.modules, usage.module_bytes, usage.sets), (1, 22, 1));
+    // …and collected once it is over (nothing references them).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let report = s.sweep(now_ms()).await?;
+    assert_eq!(
+        (
+            report.modules_deleted,
+            report.module_bytes_freed,
+            report.sets_deleted
+        ),
+        (1, 22, 1)
+    );
+    assert_eq!(s.usage().await?, StoreUsage::default());
+    assert_eq!(s.get_module(&Hash::of(body)).await?, None);
+    let other = store::open(&server.url, "other").await?;
+    assert!(other.get_module(&Hash::of(body)).await?.is_some());
     Ok(())
 }
 

@@ -55,6 +55,18 @@ pub struct TicketRecord {
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Generation of the ticket's share links: bumping it revokes every
+    /// signed link minted before (preview protection).
+    #[serde(default)]
+    pub share_gen: u64,
+    /// For a released ticket: what the origin served at each overridden URL
+    /// at release (a set whose hashes are the origin's bodies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Hash>,
+    /// Overrides retired from the production overlay because the origin now
+    /// serves the ticket's code (settled) or a third version (origin wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Hash>,
 }
 
 /// One entry of a ticket's append-only history.
@@ -99,6 +111,35 @@ pub struct Commit {
     pub event: Option<HistoryEvent>,
 }
 
+/// What the store holds, for metrics ([`Store::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// Module bodies stored.
+    pub modules: u64,
+    /// Their total size.
+    pub module_bytes: u64,
+    /// Override sets stored.
+    pub sets: u64,
+    /// Ticket records, closed ones included.
+    pub tickets: u64,
+    pub closed_tickets: u64,
+}
+
+/// What one [`Store::sweep`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub modules_deleted: u64,
+    pub module_bytes_freed: u64,
+    pub sets_deleted: u64,
+}
+
+impl SweepReport {
+    /// Whether the sweep deleted anything.
+    pub fn freed_anything(&self) -> bool {
+        self.modules_deleted > 0 || self.sets_deleted > 0
+    }
+}
+
 /// Everything the request path needs, read at one consistent point.
 #[derive(Debug, Clone, Default)]
 pub struct StoreState {
@@ -114,13 +155,22 @@ pub trait Store: Send + Sync + 'static {
     /// Human-readable location, without credentials (for logs and /health).
     fn describe(&self) -> String;
 
-    /// Stores a module body under its sha256; idempotent.
+    /// Stores a module body under its sha256; idempotent. Every call, also
+    /// for a body already stored, records "stored now" for it in the same
+    /// atomic step, so a [`Store::sweep`] spares it for its grace window: an
+    /// upload stores its body before the commit that references it.
     async fn put_module(&self, body: Bytes) -> Result<Hash, StoreError>;
     async fn get_module(&self, hash: &Hash) -> Result<Option<Bytes>, StoreError>;
     /// The subset of `hashes` the store does not hold.
     async fn missing_modules(&self, hashes: &[Hash]) -> Result<Vec<Hash>, StoreError>;
+    /// Records "stored now" for a body the store already holds, like a
+    /// [`Store::put_module`] without the bytes, and returns its size; `None`
+    /// (and nothing recorded) when it is not stored. For a writer about to
+    /// reference a body it did not send itself.
+    async fn claim_module(&self, hash: &Hash) -> Result<Option<u64>, StoreError>;
 
     /// Stores an override set under [`crate::ticket::set_id`]; idempotent.
+    /// Records "stored now" for it like [`Store::put_module`] does.
     async fn put_set(&self, set: &OverrideSet) -> Result<Hash, StoreError>;
     async fn get_set(&self, id: &Hash) -> Result<Option<OverrideSet>, StoreError>;
 
@@ -134,6 +184,34 @@ pub trait Store: Send + Sync + 'static {
     async fn state(&self) -> Result<StoreState, StoreError>;
     /// The global version alone (cheap; used as a periodic backstop).
     async fn version(&self) -> Result<u64, StoreError>;
+
+    /// Counts of what the store holds (a full scan: for periodic metrics).
+    async fn usage(&self) -> Result<StoreUsage, StoreError>;
+
+    /// Garbage collection, in one atomic step. A ticket references every
+    /// sha256 anywhere in its record — `dev`, `qa`, `prod` and any other
+    /// set id field, read generically so new fields are covered; closed
+    /// tickets included; released tickets are tickets, so the overlay is
+    /// covered. A set survives when a ticket references it or it was last
+    /// stored at or after `keep_after_ms`; a body survives when a surviving
+    /// set or a ticket references it, or it was last stored at or after
+    /// `keep_after_ms`. Everything else is deleted. Passing "now minus a
+    /// grace window" longer than any upload's store-then-commit gap makes
+    /// the sweep safe against concurrent uploads.
+    async fn sweep(&self, keep_after_ms: u64) -> Result<SweepReport, StoreError>;
+
+    /// Atomically deletes a ticket's record if it is closed and still at
+    /// `expected_version`, keeping its history and appending `summary` to it;
+    /// bumps the global version and notifies like [`Store::commit`], so
+    /// snapshots drop the ticket. `Ok(false)`, changing nothing, when the
+    /// ticket is absent, not closed or at another version (re-opened or
+    /// changed concurrently).
+    async fn purge_ticket(
+        &self,
+        key: &TicketKey,
+        expected_version: u64,
+        summary: HistoryEvent,
+    ) -> Result<bool, StoreError>;
 
     /// Notified with the global version after every commit made through any
     /// instance sharing this store, and after a lost connection is regained

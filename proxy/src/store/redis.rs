@@ -3,7 +3,9 @@
 //! Layout under `{prefix}:` — `mod:<hex>` (body), `set:<hex>` (override set
 //! JSON), `ticket:<KEY>` (record JSON), `tickets` (SET of keys),
 //! `history:<KEY>` (LIST of event JSON), `overlay` (JSON list of keys),
-//! `version` (INCR counter) and the pub/sub channel `changes`.
+//! `version` (INCR counter), `mod-times` and `set-times` (sorted sets: hex
+//! hash → when the body or set was last stored, ms since the epoch, for
+//! garbage collection) and the pub/sub channel `changes`.
 //!
 //! Redis being down must never stop the proxy from serving, so opening never
 //! connects: the connection is made lazily and re-made after a loss, and every
@@ -11,6 +13,7 @@
 //! while Redis is unreachable.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +25,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::embedded::{checked_module, checked_set, decode, encode};
-use super::{Commit, HistoryEvent, OverlayOp, Store, StoreError, StoreState, TicketRecord};
+use super::{
+    now_ms, Commit, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
+    SweepReport, TicketRecord,
+};
 use crate::ticket::{Hash, OverrideSet, TicketKey};
 
 /// Upper bound for any one store operation, reconnection included: callers
@@ -108,16 +114,200 @@ end
 return {version, records, redis.call('GET', KEYS[3]) or '[]'}
 "#;
 
+/// Stores a body or a set and records "stored now" for it, atomically: a
+/// sweep never sees the value without its time. The time only moves forward.
+///
+/// KEYS: value key, times sorted set. ARGV: value, hex hash, now (ms).
+const PUT_LUA: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local at = tonumber(ARGV[3])
+local recorded = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if not recorded or tonumber(recorded) < at then
+  redis.call('ZADD', KEYS[2], at, ARGV[2])
+end
+return 1
+"#;
+
+/// [`PUT_LUA`] without the value, for a body already stored.
+///
+/// KEYS: body key, mod-times. ARGV: hex hash, now (ms).
+/// Returns the body's size, or -1 when it is not stored.
+const CLAIM_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local at = tonumber(ARGV[2])
+local recorded = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not recorded or tonumber(recorded) < at then
+  redis.call('ZADD', KEYS[2], at, ARGV[1])
+end
+return redis.call('STRLEN', KEYS[1])
+"#;
+
+/// Counts for metrics.
+///
+/// KEYS: mod-times, set-times, tickets set.
+/// ARGV: body key prefix, set key prefix, ticket key prefix.
+/// Returns {modules, module bytes, sets, tickets, closed tickets}.
+const USAGE_LUA: &str = r#"
+local modules, bytes = 0, 0
+for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local k = ARGV[1] .. h
+  if redis.call('EXISTS', k) == 1 then
+    modules = modules + 1
+    bytes = bytes + redis.call('STRLEN', k)
+  end
+end
+local sets = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  sets = sets + redis.call('EXISTS', ARGV[2] .. id)
+end
+local tickets, closed = 0, 0
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local raw = redis.call('GET', ARGV[3] .. k)
+  if raw then
+    tickets = tickets + 1
+    local ok, rec = pcall(cjson.decode, raw)
+    if ok and type(rec) == 'table' and rec.stage == 'closed' then closed = closed + 1 end
+  end
+end
+return {modules, bytes, sets, tickets, closed}
+"#;
+
+/// Garbage collection in one script (nothing interleaves): see
+/// [`Store::sweep`]. All checks come before the first delete.
+///
+/// KEYS: tickets set, set-times, mod-times.
+/// ARGV: ticket key prefix, set key prefix, body key prefix, keep_after (ms).
+/// Returns {modules deleted, bytes freed, sets deleted}.
+const SWEEP_LUA: &str = r#"
+-- Every sha256 (64 lower-case hex digits) anywhere in a decoded value.
+local function collect(value, into)
+  local t = type(value)
+  if t == 'string' then
+    if #value == 64 and not value:find('[^0-9a-f]') then into[value] = true end
+  elseif t == 'table' then
+    for _, v in pairs(value) do collect(v, into) end
+  end
+end
+
+-- What the tickets reference, read generically so that a set-id field added
+-- to the record later is covered without touching this.
+local live = {}
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local raw = redis.call('GET', ARGV[1] .. k)
+  if raw then
+    local ok, rec = pcall(cjson.decode, raw)
+    if not ok or type(rec) ~= 'table' then
+      return redis.error_reply('CORRUPT ticket record ' .. k .. ' is not valid JSON')
+    end
+    collect(rec, live)
+  end
+end
+
+-- Sets that stay: the live ones and the recently stored ones (an upload
+-- between its put_set and its commit); every body they reference stays, as
+-- does a hash a ticket holds directly.
+local kept, wanted = {}, {}
+for id in pairs(live) do
+  kept[id] = true
+  wanted[id] = true
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], '+inf')) do
+  kept[id] = true
+end
+for id in pairs(kept) do
+  local raw = redis.call('GET', ARGV[2] .. id)
+  if raw then
+    local ok, set = pcall(cjson.decode, raw)
+    if not ok or type(set) ~= 'table' then
+      return redis.error_reply('CORRUPT override set ' .. id .. ' is not valid JSON')
+    end
+    collect(set, wanted)
+  end
+end
+
+local sets_deleted = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])) do
+  if not live[id] then
+    sets_deleted = sets_deleted + redis.call('DEL', ARGV[2] .. id)
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+local modules_deleted, bytes = 0, 0
+for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[4])) do
+  if not wanted[h] then
+    local k = ARGV[3] .. h
+    local size = redis.call('STRLEN', k)
+    if redis.call('DEL', k) == 1 then
+      modules_deleted = modules_deleted + 1
+      bytes = bytes + size
+    end
+    redis.call('ZREM', KEYS[3], h)
+  end
+end
+return {modules_deleted, bytes, sets_deleted}
+"#;
+
+/// Deletes a closed ticket's record, keeping (and appending to) its history.
+///
+/// KEYS: ticket, tickets set, history list, overlay, version.
+/// ARGV: ticket key, expected version, summary event JSON, change channel.
+/// Returns {1, new global version} or {0, 0} when refused.
+const PURGE_LUA: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {0, 0} end
+local ok, rec = pcall(cjson.decode, raw)
+if not ok or type(rec) ~= 'table' then
+  return redis.error_reply('CORRUPT ticket record ' .. ARGV[1] .. ' is not valid JSON')
+end
+if rec.stage ~= 'closed' or rec.version ~= tonumber(ARGV[2]) then return {0, 0} end
+
+-- The workflow never closes a released ticket; should one be listed anyway,
+-- it must not outlive its record there.
+local overlay = nil
+local listed = redis.call('GET', KEYS[4])
+if listed then
+  local ok2, list = pcall(cjson.decode, listed)
+  if not ok2 or type(list) ~= 'table' then
+    return redis.error_reply('CORRUPT overlay is not a JSON list')
+  end
+  local out, found = {}, false
+  for _, k in ipairs(list) do
+    if k == ARGV[1] then found = true else table.insert(out, cjson.encode(k)) end
+  end
+  if found then overlay = '[' .. table.concat(out, ',') .. ']' end
+end
+
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+if overlay then redis.call('SET', KEYS[4], overlay) end
+redis.call('RPUSH', KEYS[3], ARGV[3])
+local version = redis.call('INCR', KEYS[5])
+redis.call('PUBLISH', ARGV[4], version)
+return {1, version}
+"#;
+
 struct Keys {
     prefix: String,
 }
 
 impl Keys {
+    fn module_prefix(&self) -> String {
+        format!("{}:mod:", self.prefix)
+    }
     fn module(&self, h: &Hash) -> String {
         format!("{}:mod:{h}", self.prefix)
     }
+    fn module_times(&self) -> String {
+        format!("{}:mod-times", self.prefix)
+    }
+    fn set_prefix(&self) -> String {
+        format!("{}:set:", self.prefix)
+    }
     fn set(&self, h: &Hash) -> String {
         format!("{}:set:{h}", self.prefix)
+    }
+    fn set_times(&self) -> String {
+        format!("{}:set-times", self.prefix)
     }
     fn ticket_prefix(&self) -> String {
         format!("{}:ticket:", self.prefix)
@@ -148,6 +338,14 @@ pub struct RedisStore {
     location: String,
     commit_script: Script,
     state_script: Script,
+    put_script: Script,
+    claim_script: Script,
+    usage_script: Script,
+    sweep_script: Script,
+    purge_script: Script,
+    /// Whether this instance has indexed the bodies and sets stored without
+    /// a time (see [`RedisStore::track_untracked`]).
+    tracked: AtomicBool,
     changes: watch::Sender<u64>,
     listener: JoinHandle<()>,
 }
@@ -262,10 +460,106 @@ impl RedisStore {
             location,
             commit_script: Script::new(COMMIT_LUA),
             state_script: Script::new(STATE_LUA),
+            put_script: Script::new(PUT_LUA),
+            claim_script: Script::new(CLAIM_LUA),
+            usage_script: Script::new(USAGE_LUA),
+            sweep_script: Script::new(SWEEP_LUA),
+            purge_script: Script::new(PURGE_LUA),
+            tracked: AtomicBool::new(false),
             changes,
             listener,
         })
     }
+}
+
+impl RedisStore {
+    /// Stores `value` under `key` if absent and records it stored now in the
+    /// `times` index, atomically.
+    async fn put_timed(
+        &self,
+        key: String,
+        times: String,
+        value: &[u8],
+        hash: &Hash,
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.put_script.prepare_invoke();
+        invocation
+            .key(key)
+            .key(times)
+            .arg(value)
+            .arg(hash.to_hex())
+            .arg(now_ms());
+        let mut conn = self.conn.clone();
+        bounded(invocation.invoke_async::<()>(&mut conn)).await
+    }
+
+    /// Bodies and sets written by a version without garbage collection have
+    /// no time: index them as stored now (never touching an existing entry),
+    /// so sweeps see them and spare them for a grace window. Once per
+    /// instance; everything stored since has its time.
+    async fn track_untracked(&self) -> Result<(), StoreError> {
+        if self.tracked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut conn = self.conn.clone();
+        for (prefix, times) in [
+            (self.keys.module_prefix(), self.keys.module_times()),
+            (self.keys.set_prefix(), self.keys.set_times()),
+        ] {
+            let pattern = format!("{}*", glob_escape(&prefix));
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+                let members: Vec<&str> = keys
+                    .iter()
+                    .filter_map(|k| std::str::from_utf8(k).ok())
+                    .filter_map(|k| k.strip_prefix(prefix.as_str()))
+                    .filter(|m| Hash::parse(m).is_some())
+                    .collect();
+                if !members.is_empty() {
+                    let mut zadd = redis::cmd("ZADD");
+                    zadd.arg(&times).arg("NX");
+                    for member in members {
+                        zadd.arg(now).arg(member);
+                    }
+                    bounded(zadd.query_async::<()>(&mut conn)).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        self.tracked.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Escapes Redis glob metacharacters so a key prefix matches literally.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A script's integer reply as a count.
+fn count(what: &str, n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} is negative ({n})")))
 }
 
 /// Forwards published versions into `changes` for the life of the store,
@@ -364,13 +658,11 @@ impl Store for RedisStore {
 
     async fn put_module(&self, body: Bytes) -> Result<Hash, StoreError> {
         let hash = Hash::of(&body);
-        let mut conn = self.conn.clone();
-        bounded(
-            redis::cmd("SET")
-                .arg(self.keys.module(&hash))
-                .arg(body.as_ref())
-                .arg("NX")
-                .query_async::<()>(&mut conn),
+        self.put_timed(
+            self.keys.module(&hash),
+            self.keys.module_times(),
+            &body,
+            &hash,
         )
         .await?;
         Ok(hash)
@@ -418,19 +710,24 @@ impl Store for RedisStore {
             .collect())
     }
 
+    async fn claim_module(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
+        let mut invocation = self.claim_script.prepare_invoke();
+        invocation
+            .key(self.keys.module(hash))
+            .key(self.keys.module_times())
+            .arg(hash.to_hex())
+            .arg(now_ms());
+        let mut conn = self.conn.clone();
+        let size: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(u64::try_from(size).ok())
+    }
+
     async fn put_set(&self, set: &OverrideSet) -> Result<Hash, StoreError> {
         // set_id hashes exactly this serialisation.
         let json = encode("override set", set)?;
         let id = Hash::of(&json);
-        let mut conn = self.conn.clone();
-        bounded(
-            redis::cmd("SET")
-                .arg(self.keys.set(&id))
-                .arg(json)
-                .arg("NX")
-                .query_async::<()>(&mut conn),
-        )
-        .await?;
+        self.put_timed(self.keys.set(&id), self.keys.set_times(), &json, &id)
+            .await?;
         Ok(id)
     }
 
@@ -558,6 +855,88 @@ impl Store for RedisStore {
         )
         .await?;
         Ok(version.unwrap_or(0))
+    }
+
+    async fn usage(&self) -> Result<StoreUsage, StoreError> {
+        let mut invocation = self.usage_script.prepare_invoke();
+        invocation
+            .key(self.keys.module_times())
+            .key(self.keys.set_times())
+            .key(self.keys.tickets())
+            .arg(self.keys.module_prefix())
+            .arg(self.keys.set_prefix())
+            .arg(self.keys.ticket_prefix());
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
+        match reply.as_slice() {
+            [modules, bytes, sets, tickets, closed] => Ok(StoreUsage {
+                modules: count("module count", *modules)?,
+                module_bytes: count("module bytes", *bytes)?,
+                sets: count("set count", *sets)?,
+                tickets: count("ticket count", *tickets)?,
+                closed_tickets: count("closed ticket count", *closed)?,
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected usage script reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn sweep(&self, keep_after_ms: u64) -> Result<SweepReport, StoreError> {
+        self.track_untracked().await?;
+        let mut invocation = self.sweep_script.prepare_invoke();
+        invocation
+            .key(self.keys.tickets())
+            .key(self.keys.set_times())
+            .key(self.keys.module_times())
+            .arg(self.keys.ticket_prefix())
+            .arg(self.keys.set_prefix())
+            .arg(self.keys.module_prefix())
+            .arg(keep_after_ms);
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
+        match reply.as_slice() {
+            [modules, bytes, sets] => Ok(SweepReport {
+                modules_deleted: count("deleted modules", *modules)?,
+                module_bytes_freed: count("freed bytes", *bytes)?,
+                sets_deleted: count("deleted sets", *sets)?,
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected sweep script reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn purge_ticket(
+        &self,
+        key: &TicketKey,
+        expected_version: u64,
+        summary: HistoryEvent,
+    ) -> Result<bool, StoreError> {
+        let event = encode("history event", &summary)?;
+        let mut invocation = self.purge_script.prepare_invoke();
+        invocation
+            .key(self.keys.ticket(key))
+            .key(self.keys.tickets())
+            .key(self.keys.history(key))
+            .key(self.keys.overlay())
+            .key(self.keys.version())
+            .arg(key.as_str())
+            .arg(expected_version)
+            .arg(event)
+            .arg(self.keys.channel());
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
+        match reply.as_slice() {
+            [1, version] => {
+                raise(&self.changes, count("global version", *version)?);
+                Ok(true)
+            }
+            [0, _] => Ok(false),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected purge script reply {other:?}"
+            ))),
+        }
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
