@@ -130,6 +130,14 @@ struct FileConfig {
     settle: FileSettle,
     #[serde(default)]
     gc: FileGc,
+    #[serde(default)]
+    badge: FileBadge,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBadge {
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +316,8 @@ pub struct Config {
     pub settle_third_version: crate::settle::ThirdVersion,
     /// Garbage collection and retention; `None` when disabled.
     pub gc: Option<GcConfig>,
+    /// Show the on-page badge on ticket pages.
+    pub badge: bool,
 }
 
 /// How often to collect, and what to keep.
@@ -871,6 +881,7 @@ impl Config {
             settle_interval,
             settle_third_version,
             gc,
+            badge: file.badge.enabled.unwrap_or(true),
         })
     }
 }

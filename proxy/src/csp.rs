@@ -29,6 +29,36 @@ pub struct CspPlan {
 /// `importmap::csp_hash_source` of the map inserted when the page has none.
 /// `fresh_nonce`: a random nonce generated for this response.
 pub fn plan(policies: &[&str], inserted_hash: &str, fresh_nonce: &str) -> CspPlan {
+    plan_for(Element::Script, policies, inserted_hash, fresh_nonce)
+}
+
+/// Which kind of inline element a plan is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    /// `<script>`: governed by `script-src-elem`, else `script-src`, else `default-src`.
+    Script,
+    /// `<style>` (the badge): `style-src-elem`, else `style-src`, else `default-src`.
+    Style,
+}
+
+impl Element {
+    fn chain(self) -> [&'static str; 3] {
+        match self {
+            Element::Script => ["script-src-elem", "script-src", "default-src"],
+            Element::Style => ["style-src-elem", "style-src", "default-src"],
+        }
+    }
+}
+
+/// [`plan`] for any inline element kind: the same rules, with the directive
+/// chain that governs that element.
+pub fn plan_for(
+    element: Element,
+    policies: &[&str],
+    inserted_hash: &str,
+    fresh_nonce: &str,
+) -> CspPlan {
+    let chain = element.chain();
     let headers: Vec<Vec<Policy<'_>>> = policies
         .iter()
         .map(|value| value.split(',').map(Policy::parse).collect())
@@ -39,7 +69,7 @@ pub fn plan(policies: &[&str], inserted_hash: &str, fresh_nonce: &str) -> CspPla
     let element_nonce = headers
         .iter()
         .flatten()
-        .filter_map(Policy::governing)
+        .filter_map(|p| p.governing(&chain))
         .flat_map(|d| d.sources.iter().copied())
         .find_map(nonce_value)
         .unwrap_or(fresh_nonce)
@@ -53,7 +83,7 @@ pub fn plan(policies: &[&str], inserted_hash: &str, fresh_nonce: &str) -> CspPla
         let mut header_changed = false;
         let mut rebuilt = Vec::with_capacity(header.len());
         for policy in header {
-            let Some(directive) = policy.governing() else {
+            let Some(directive) = policy.governing(&chain) else {
                 rebuilt.push(policy.raw.to_owned());
                 continue;
             };
@@ -163,11 +193,12 @@ impl<'a> Policy<'a> {
         }
     }
 
-    /// The directive that decides whether a `<script>` element may run.
-    fn governing(&self) -> Option<&Directive<'a>> {
-        ["script-src-elem", "script-src", "default-src"]
-            .into_iter()
-            .find_map(|name| self.directives.iter().find(|d| d.name == name))
+    /// The first directive of `chain` present: the one that decides whether
+    /// an inline element of that kind may run.
+    fn governing(&self, chain: &[&str]) -> Option<&Directive<'a>> {
+        chain
+            .iter()
+            .find_map(|name| self.directives.iter().find(|d| d.name == *name))
     }
 
     fn with_appended(&self, index: usize, additions: &[&str]) -> String {

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod badge;
 pub mod config;
 pub mod csp;
 pub mod decode;

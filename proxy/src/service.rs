@@ -303,22 +303,59 @@ impl StampProxy {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
+        // CSP: the map (and the badge's style) get the policy's nonce, or the
+        // policy gets their hashes and a fresh nonce; nothing is ever removed.
+        let fresh = csp::fresh_nonce();
         let mut nonce = None;
+        let mut style_nonce = None;
+        let badge = match &plan.variant {
+            Variant::Ticket { key, view, stage } if self.cfg.badge => Some((key, *view, *stage)),
+            _ => None,
+        };
         if !policies.is_empty() {
-            let refs: Vec<&str> = policies.iter().map(String::as_str).collect();
-            let csp_plan = csp::plan(&refs, &plan.effective.fresh_hash, &csp::fresh_nonce());
-            if let Some(note) = &csp_plan.note {
+            let mut current = policies.clone();
+            let mut changed = false;
+            let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+            let script = csp::plan(&refs, &plan.effective.fresh_hash, &fresh);
+            if let Some(note) = &script.note {
                 log::info!("{}: {note}", session.req_header().uri);
             }
-            if csp_plan.changed {
+            if script.changed {
+                current = script.policies.clone();
+                changed = true;
+            }
+            nonce = script.nonce;
+            if badge.is_some() {
+                let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+                let style = csp::plan_for(
+                    csp::Element::Style,
+                    &refs,
+                    crate::badge::style_hash(),
+                    &fresh,
+                );
+                if style.changed {
+                    current = style.policies.clone();
+                    changed = true;
+                }
+                style_nonce = style.nonce;
+            }
+            if changed {
                 resp.remove_header(&header::CONTENT_SECURITY_POLICY);
-                for p in &csp_plan.policies {
+                for p in &current {
                     resp.append_header(header::CONTENT_SECURITY_POLICY, p.as_str())
                         .map_err(|e| format!("cannot write the CSP header: {e}"))?;
                 }
             }
-            nonce = csp_plan.nonce;
         }
+        let body_prefix = badge.map(|(key, view, stage)| {
+            crate::badge::html(
+                key,
+                view,
+                stage,
+                plan.effective.len(),
+                style_nonce.as_deref(),
+            )
+        });
 
         for h in [
             header::CONTENT_LENGTH,
@@ -349,7 +386,7 @@ impl StampProxy {
             nonce,
             max_map_bytes: self.cfg.rewrite.max_import_map_bytes,
             memory_limit_bytes: self.cfg.rewrite.memory_limit_bytes,
-            body_prefix: None,
+            body_prefix,
         });
         Ok(Some(ActiveRewrite { decoder, rewriter }))
     }

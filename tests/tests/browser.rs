@@ -353,3 +353,81 @@ async fn live_change_reaches_the_browser() {
 
     browser.close().await.unwrap();
 }
+
+/// A page under a strict nonce-based CSP still runs the ticket's module, and
+/// the badge shows (its style passing the policy too); the exit link leaves.
+#[tokio::test]
+async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
+    let origin = demo_origin();
+    let strict = demo_file("index.html")
+        .replace(
+            "<script type=\"importmap\">",
+            "<script type=\"importmap\" nonce=\"n0nc3\">",
+        )
+        .replace(
+            "<script type=\"module\" src=\"/src/main.js\">",
+            "<script type=\"module\" src=\"/src/main.js\" nonce=\"n0nc3\">",
+        );
+    origin.route(
+        "/",
+        Route::html(&strict).header(
+            "content-security-policy",
+            "default-src 'self'; script-src 'nonce-n0nc3' 'strict-dynamic'; style-src 'self'; object-src 'none'",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
+        .await
+        .unwrap();
+    upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
+    drop(store);
+    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let badge = browser
+        .execute(
+            "const b = document.querySelector('ticket-stamp-badge'); \
+             if (!b || !b.shadowRoot) return null; \
+             const a = b.shadowRoot.querySelector('aside'); \
+             const s = getComputedStyle(b); \
+             return { text: a.textContent, position: s.position, exit: b.shadowRoot.querySelector('a').getAttribute('href') };",
+        )
+        .await
+        .unwrap();
+    assert!(
+        badge["text"].as_str().unwrap().contains("DEMO-1"),
+        "{badge}"
+    );
+    assert_eq!(
+        badge["position"], "fixed",
+        "styled (the CSP let the badge's style in): {badge}"
+    );
+    assert_eq!(badge["exit"], "?stamp=off");
+    std::fs::create_dir_all(artifacts_dir()).unwrap();
+    browser
+        .screenshot(&artifacts_dir().join("badge-strict-csp.png"))
+        .await
+        .unwrap();
+    let violations: Vec<_> = browser
+        .console()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "CSP violations: {violations:?}");
+    // The exit link goes back to production.
+    browser
+        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('a').click(); return true;")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#greeting", PRODUCTION_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+}

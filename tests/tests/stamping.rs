@@ -80,7 +80,10 @@ async fn merges_into_the_existing_map_with_scopes_and_integrity() {
         1,
         "merged, never a second map"
     );
-    assert!(html.contains("<body>shop</body>"));
+    assert!(
+        html.contains("<body><ticket-stamp-badge>")
+            && html.ends_with("</ticket-stamp-badge>shop</body></html>")
+    );
 
     assert_eq!(h["cache-control"], "private, no-store");
     assert!(h
@@ -230,8 +233,13 @@ async fn csp_nonce_is_reused_and_hash_policies_get_our_sources() {
         "the inserted map's hash is allowed: {csp}"
     );
     assert!(
-        csp.starts_with("default-src 'self'; script-src 'self' 'sha256-abc='"),
+        csp.starts_with("default-src 'self' ")
+            && csp.contains("; script-src 'self' 'sha256-abc=' "),
         "nothing removed: {csp}"
+    );
+    assert!(
+        csp.contains(stamp_proxy::badge::style_hash()),
+        "default-src also governs the badge's style: {csp}"
     );
     let nonce = csp
         .split("'nonce-")
@@ -512,4 +520,101 @@ async fn ticket_modules_are_served_immutable_by_content_hash() {
     assert_eq!(resp.headers()["content-type"], "application/octet-stream");
     let resp = client().post(&url).body("x").send().await.unwrap();
     assert_eq!(resp.status(), 405);
+}
+
+#[tokio::test]
+async fn ticket_pages_carry_the_badge_and_production_never_does() {
+    let (origin, proxy, _d) = setup().await;
+    origin.route(
+        "/",
+        Route::html("<html><head><script type=module src=/src/lib/greet.js></script></head><body><p>app</p></body></html>")
+            .header("content-security-policy", "default-src 'self'; style-src 'self' 'nonce-st4le'"),
+    );
+    let resp = client().get(proxy.url("/?dev=TKT-1")).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let html = resp.text().await.unwrap();
+    let badge_at = html
+        .find("<ticket-stamp-badge><template shadowrootmode=\"open\">")
+        .unwrap();
+    assert!(badge_at > html.find("<body>").unwrap() && badge_at < html.find("<p>app</p>").unwrap());
+    assert!(
+        html.contains("<style nonce=\"st4le\">"),
+        "the policy's style nonce is reused: {html}"
+    );
+    assert!(
+        html.contains("<strong>TKT-1</strong>")
+            && html.contains("1 module")
+            && html.contains("href=\"?stamp=off\"")
+    );
+    assert!(
+        csp.contains("style-src 'self' 'nonce-st4le'"),
+        "style directive untouched: {csp}"
+    );
+
+    // A policy without a style nonce gets the badge's hash added.
+    origin.route(
+        "/strict",
+        Route::html("<body><script type=module src=/src/lib/greet.js></script></body>")
+            .header("content-security-policy", "style-src 'self'"),
+    );
+    let resp = client()
+        .get(proxy.url("/strict?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains(stamp_proxy::badge::style_hash()), "{csp}");
+
+    let plain = client()
+        .get(proxy.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!plain.contains("ticket-stamp-badge"));
+}
+
+#[tokio::test]
+async fn the_badge_can_be_turned_off() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html("<body><script type=module src=/src/lib/greet.js></script></body>"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    seed_dir(
+        &dir.path().join("s"),
+        "TKT-1",
+        &[("/src/lib/greet.js", GREET)],
+    )
+    .await
+    .unwrap();
+    let conf = dir.path().join("p.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n[badge]\nenabled = false\n",
+            origin.url,
+            dir.path().join("s").display()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    let html = client()
+        .get(proxy.url("/?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(&ticket_url()) && !html.contains("ticket-stamp-badge"));
 }
