@@ -136,6 +136,12 @@ pub struct Api {
     pub preview: Option<crate::preview::Signer>,
     /// Records the origin's baseline when a ticket is released.
     pub settler: Option<Arc<crate::settle::Settler>>,
+    /// Promotion policies, checked before a transition.
+    pub policies: Arc<crate::policy::Engine>,
+    /// Hooks, told of every change after it happened.
+    pub hooks: Arc<crate::hooks::Dispatcher>,
+    /// `http://127.0.0.1:PORT` of this proxy (the sanity policy goes through it).
+    pub proxy_base: String,
 }
 
 impl std::fmt::Debug for Api {
@@ -201,13 +207,15 @@ impl Api {
                         let record = workflow::revoke_links(&self.store, &t, &actor).await?;
                         return Ok((200, self.ticket_summary(&record, session)));
                     }
-                    other => return Err(ApiError::new(
-                        404,
-                        "not_found",
-                        format!(
+                    other => {
+                        return Err(ApiError::new(
+                            404,
+                            "not_found",
+                            format!(
                             "no action `{other}` (promote, revert, close, sign-off, revoke-links)"
                         ),
-                    )),
+                        ))
+                    }
                 };
                 self.transition(&principal, &key, what, session).await
             }
@@ -401,6 +409,13 @@ impl Api {
             &actor,
         )
         .await?;
+        self.emit(
+            "uploaded",
+            &record,
+            Some(record.stage),
+            &actor.name,
+            session,
+        );
         let set = workflow::overrides(&self.store, &record, Stage::Dev)
             .await?
             .unwrap_or_default();
@@ -469,6 +484,8 @@ impl Api {
             commit: req.commit.clone(),
             branch: req.branch.clone(),
         };
+        let mut warnings = Value::Null;
+        let mut sign_off = false;
         let record = match what {
             Some(tr) => {
                 if tr.target(t.stage).is_none() {
@@ -480,9 +497,48 @@ impl Api {
                     .into());
                 }
                 require(principal, Action::Move(tr, t.stage))?;
+                let to = tr.target(t.stage).unwrap_or(t.stage);
+                let mut checked = false;
+                if self.policies.guards(t.stage, to) {
+                    let ctx = crate::policy::TransitionCtx {
+                        ticket: t.clone(),
+                        from: t.stage,
+                        to,
+                        action: tr,
+                        actor: actor.clone(),
+                        history: self.store.history(key).await?,
+                        overrides: workflow::overrides(&self.store, &t, t.stage)
+                            .await?
+                            .unwrap_or_default(),
+                        store: self.store.clone(),
+                        proxy_base: self.proxy_base.clone(),
+                        roles: self.roles(),
+                    };
+                    let verdict = self.policies.check(&ctx).await;
+                    if !verdict.allowed() {
+                        let mut e = ApiError::new(422, "policy_denied", verdict.message());
+                        e.extra = verdict.details();
+                        return Err(e);
+                    }
+                    checked = true;
+                    warnings = verdict.details()["warnings"].clone();
+                }
+                // A checked transition applies only to the version the policies
+                // saw: an upload in between would make their verdict stale.
                 let record = self
-                    .transition_retrying(key, tr, &t, expected.is_some(), &actor)
+                    .transition_retrying(key, tr, &t, expected.is_some() || checked, &actor)
                     .await?;
+                self.emit(
+                    match tr {
+                        Transition::Promote => "promoted",
+                        Transition::Revert => "reverted",
+                        Transition::Close => "closed",
+                    },
+                    &record,
+                    Some(t.stage),
+                    &actor.name,
+                    session,
+                );
                 if t.stage == Stage::Prod || record.stage == Stage::Prod {
                     self.record_overlay_change(key, t.stage, record.stage, &actor.name);
                 }
@@ -500,6 +556,7 @@ impl Api {
             }
             None => {
                 require(principal, Action::SignOff)?;
+                sign_off = true;
                 if t.stage != Stage::Qa {
                     return Err(WorkflowError::IllegalTransition {
                         key: key.clone(),
@@ -511,9 +568,55 @@ impl Api {
                 workflow::sign_off(&self.store, &t, req.comment.clone(), &actor).await?
             }
         };
+        if sign_off {
+            self.emit("signed-off", &record, Some(t.stage), &actor.name, session);
+        }
         // A summary, not the module lists: a transition is a pointer move and
         // its answer should not cost more than the move itself.
-        Ok((200, self.ticket_summary(&record, session)))
+        let mut summary = self.ticket_summary(&record, session);
+        if warnings.as_array().is_some_and(|w| !w.is_empty()) {
+            summary["warnings"] = warnings;
+        }
+        Ok((200, summary))
+    }
+
+    /// Token name → role, for policies that count sign-offs by role.
+    fn roles(&self) -> std::collections::HashMap<String, crate::config::Role> {
+        if self.cfg.tokens.is_empty() {
+            return [("anonymous".to_string(), crate::config::Role::Admin)].into();
+        }
+        self.cfg
+            .tokens
+            .iter()
+            .map(|t| (t.name.clone(), t.role))
+            .collect()
+    }
+
+    /// Tells the hooks (queued; never blocks, never fails the request).
+    fn emit(
+        &self,
+        kind: &str,
+        record: &TicketRecord,
+        from: Option<Stage>,
+        actor: &str,
+        session: &Session,
+    ) {
+        let summary = self.ticket_summary(record, session);
+        let view = if record.stage == Stage::Qa || record.stage == Stage::Prod {
+            "qa"
+        } else {
+            "dev"
+        };
+        let share_link = summary["links"][view].as_str().map(str::to_string);
+        self.hooks.emit(crate::hooks::Event {
+            kind: kind.to_string(),
+            ticket: record.key.clone(),
+            from,
+            to: Some(record.stage),
+            actor: actor.to_string(),
+            share_link,
+            at_ms: crate::store::now_ms(),
+        });
     }
 
     /// Applies a transition to the ticket as read. Without an explicit expected

@@ -132,6 +132,12 @@ struct FileConfig {
     gc: FileGc,
     #[serde(default)]
     badge: FileBadge,
+    /// Promotion policies, in order (`kind` + settings), see `policy`.
+    #[serde(default)]
+    policies: crate::policy::Entries,
+    /// Hooks notified of every event, see `hooks`.
+    #[serde(default)]
+    hooks: crate::policy::Entries,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,6 +324,10 @@ pub struct Config {
     pub gc: Option<GcConfig>,
     /// Show the on-page badge on ticket pages.
     pub badge: bool,
+    /// `[[policies]]` entries, validated (built into an `Engine` at start-up).
+    pub policies: crate::policy::Entries,
+    /// `[[hooks]]` entries, validated (built into a `Dispatcher` at start-up).
+    pub hooks: crate::policy::Entries,
 }
 
 /// How often to collect, and what to keep.
@@ -847,6 +857,16 @@ impl Config {
         }
         let gc = file.gc.enabled.unwrap_or(true).then_some(gc);
 
+        // Policies and hooks name their own keys (`policies[2].remote: …`).
+        if let Err(problems) = crate::policy::Engine::from_config(&file.policies.0) {
+            p.list
+                .extend(problems.into_iter().map(|m| format!("{}: {m}", p.source)));
+        }
+        if let Err(problems) = crate::hooks::Dispatcher::from_config(&file.hooks.0) {
+            p.list
+                .extend(problems.into_iter().map(|m| format!("{}: {m}", p.source)));
+        }
+
         if !p.list.is_empty() {
             return Err(ConfigError { problems: p.list });
         }
@@ -882,6 +902,8 @@ impl Config {
             settle_third_version,
             gc,
             badge: file.badge.enabled.unwrap_or(true),
+            policies: file.policies,
+            hooks: file.hooks,
         })
     }
 }
@@ -1157,6 +1179,30 @@ mod tests {
             crate::auth::hash_token("x")
         );
         assert!(Config::from_toml(&f, &toml, "p.toml").is_ok());
+    }
+
+    #[test]
+    fn the_policies_example_in_conf_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/policies.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let c = Config::from_toml(&flags("http://127.0.0.1:1"), &text, path).unwrap();
+        assert!(!c.policies.0.is_empty() && !c.hooks.0.is_empty());
+    }
+
+    #[test]
+    fn unknown_policy_kinds_are_config_errors() {
+        let all = Config::from_toml(
+            &flags("http://127.0.0.1:1"),
+            "[[policies]]\nkind = \"vibes\"\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .problems
+        .join("\n");
+        assert!(
+            all.starts_with("p.toml: policies[0]") && all.contains("sign-off"),
+            "{all}"
+        );
     }
 
     #[test]

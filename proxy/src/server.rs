@@ -55,6 +55,8 @@ pub enum StartError {
     Tls(String),
     #[error("{0}")]
     History(String),
+    #[error("policies or hooks: {0}")]
+    Plugins(String),
 }
 
 /// Runs the proxy until a shutdown signal; returns when it has stopped.
@@ -90,6 +92,16 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         )),
         None => None,
     };
+    // Validated with the configuration already; built here for real.
+    let policies = Arc::new(
+        crate::policy::Engine::from_config(&cfg.policies.0)
+            .map_err(|p| StartError::Plugins(p.join("; ")))?,
+    );
+    let hooks = Arc::new(
+        crate::hooks::Dispatcher::from_config(&cfg.hooks.0)
+            .map_err(|p| StartError::Plugins(p.join("; ")))?,
+    );
+    hooks.start_on(background.handle());
     let cell = Arc::new(SnapshotCell::default());
     // A first snapshot before serving, bounded: a store that is down must not
     // keep production traffic from flowing.
@@ -142,7 +154,15 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     let cfg = Arc::new(cfg);
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        StampProxy::new(cfg.clone(), cell, store.clone(), history, Some(settler)),
+        StampProxy::new(
+            cfg.clone(),
+            cell,
+            store.clone(),
+            history,
+            Some(settler),
+            policies,
+            hooks.clone(),
+        ),
         "stamp-proxy",
     );
     let addr = cfg.listen.to_string();
@@ -183,6 +203,8 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals),
     });
+    // Give queued hook deliveries a moment before the process ends.
+    background.block_on(hooks.idle(Duration::from_secs(5)));
     background.shutdown_timeout(Duration::from_secs(1));
     log::info!("stamp-proxy stopped");
     Ok(())

@@ -124,6 +124,8 @@ impl StampProxy {
         store: SharedStore,
         history: Option<Arc<crate::history_repo::HistoryRepo>>,
         settler: Option<Arc<crate::settle::Settler>>,
+        policies: Arc<crate::policy::Engine>,
+        hooks: Arc<crate::hooks::Dispatcher>,
     ) -> StampProxy {
         let o = &cfg.origin;
         let mut peer = HttpPeer::new(o.addr, o.tls, o.sni.clone());
@@ -145,6 +147,9 @@ impl StampProxy {
             history,
             preview: preview.clone(),
             settler,
+            policies,
+            hooks,
+            proxy_base: format!("http://127.0.0.1:{}", cfg.listen.port()),
         };
         StampProxy {
             cfg,

@@ -2,6 +2,7 @@
 //! a real headless Chromium, each on a free loopback port and stopped on drop.
 
 pub mod browser;
+pub mod fakes;
 pub mod origin;
 pub mod proxy;
 pub mod redis_server;

@@ -1037,3 +1037,75 @@ async fn a_third_origin_version_can_leave_the_ticket_in_place() {
         .count();
     assert_eq!(n, 1);
 }
+
+#[tokio::test]
+async fn policies_refuse_with_every_reason_and_hooks_hear_every_change() {
+    let receiver = stamp_tests::fakes::FakeReceiver::start("hook-secret").unwrap();
+    let extra = format!(
+        "[[policies]]\nkind = \"command\"\nprogram = \"sh\"\nargs = [\"-c\", \"echo \\\"tests are red for $STAMP_TICKET\\\"; exit 1\"]\non = \"dev->qa\"\n\
+         [[policies]]\nkind = \"sign-off\"\ncount = 1\n\
+         [[hooks]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"hook-secret\"\n",
+        receiver.url()
+    );
+    let env = start(None, &extra);
+    let p = &env.proxy;
+    upload(p, "POL-1", "src/main.js", "x").await;
+    let (s, v) = act(p, "POL-1", "promote", DEV).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["code"], "policy_denied");
+    let denials = v["error"]["denials"].as_array().unwrap();
+    assert_eq!(denials.len(), 1, "{v}");
+    assert_eq!(denials[0]["policy"], "command");
+    assert!(
+        denials[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tests are red for POL-1"),
+        "{v}"
+    );
+    let (_, t) = call(p, "GET", "tickets/POL-1", Some(DEV), None).await;
+    assert_eq!(t["stage"], "dev", "a refusal changes nothing");
+
+    // A second proxy with only the sign-off policy (qa->prod by default).
+    let env2 = start(None, &format!("[[policies]]\nkind = \"sign-off\"\ncount = 1\n[[hooks]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"hook-secret\"\n", receiver.url()));
+    let p2 = &env2.proxy;
+    upload(p2, "POL-2", "src/main.js", "y").await;
+    assert_eq!(act(p2, "POL-2", "promote", DEV).await.0, 200);
+    let (s, v) = act(p2, "POL-2", "promote", QA).await;
+    assert_eq!(
+        (s, v["error"]["denials"][0]["policy"].clone()),
+        (422, json!("sign-off")),
+        "{v}"
+    );
+    assert_eq!(act(p2, "POL-2", "sign-off", QA).await.0, 200);
+    assert_eq!(act(p2, "POL-2", "promote", QA).await.0, 200);
+
+    // The webhook heard every change, signed (the receiver checks the HMAC).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kinds: Vec<String> = receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d["ticket"] == "POL-2")
+            .map(|d| d["event"].as_str().unwrap_or("").to_string())
+            .collect();
+        if kinds == ["uploaded", "promoted", "signed-off", "promoted"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = receiver
+        .deliveries()
+        .into_iter()
+        .rfind(|d| d["ticket"] == "POL-2")
+        .unwrap();
+    assert_eq!(
+        (
+            last["from"].clone(),
+            last["to"].clone(),
+            last["actor"].clone()
+        ),
+        (json!("qa"), json!("prod"), json!("quinn"))
+    );
+}

@@ -1,0 +1,303 @@
+//! `git`: the commit the CLI sent must be pushed and up to date with main.
+//!
+//! The proxy keeps a bare mirror of the configured remote (a URL git2 can
+//! fetch, or a path) under `cache_dir`, fetches it before every decision
+//! (pruning deleted branches), and requires that the commit
+//! - exists on the remote (reachable from one of its branches), else
+//!   "unknown commit … not pushed";
+//! - equals or descends from the tip of `branch` (default `main`), else
+//!   "behind main by N commits";
+//! - and, when main was force-pushed under it (a main tip seen by an earlier
+//!   fetch that the new main no longer contains), says "main moved".
+//!
+//! The main tips seen are kept in the mirror (`stamp-seen-main`) so a force
+//! push between two decisions is still recognised. git2 is built without
+//! TLS or SSH here: remotes are local paths, `file://`, `git://` or plain
+//! `http://`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use git2::{Direction, FetchOptions, Oid, Repository};
+use sha2::{Digest, Sha256};
+
+use super::{promotions, Built, Outcome, Policy, Settings, TransitionCtx};
+
+pub const KEYS: &[&str] = &[
+    "remote",
+    "branch",
+    "cache_dir",
+    "timeout",
+    "on_fetch_error",
+    "require_commit",
+];
+
+/// Main tips remembered for force-push detection.
+const SEEN_MAX: usize = 64;
+const SEEN_FILE: &str = "stamp-seen-main";
+
+pub struct Git {
+    remote: String,
+    branch: String,
+    mirror: PathBuf,
+    timeout: Duration,
+    /// Decide from the mirror as last fetched when a fetch fails.
+    use_cache_on_error: bool,
+    require_commit: bool,
+    /// One fetch at a time per mirror (held on the blocking thread).
+    lock: Arc<Mutex<()>>,
+}
+
+pub fn build(s: &mut Settings<'_>) -> Option<Built> {
+    let remote = s.required_string("remote", "the repository's URL or path");
+    let branch = s.string("branch").unwrap_or_else(|| "main".into());
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        s.problem("branch", format!("`{branch}` is not a valid branch name"));
+    }
+    let cache_dir = s
+        .string("cache_dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("stamp-git-mirrors"));
+    let timeout = s.duration("timeout", Duration::from_secs(30));
+    let use_cache_on_error =
+        s.choice("on_fetch_error", &["deny", "use-cache"], "deny") == "use-cache";
+    let require_commit = s.bool("require_commit", true);
+    let remote = remote?;
+    let name = hex::encode(&Sha256::digest(remote.as_bytes())[..8]);
+    Some(Built {
+        policy: Box::new(Git {
+            mirror: cache_dir.join(format!("{name}.git")),
+            remote,
+            branch,
+            timeout,
+            use_cache_on_error,
+            require_commit,
+            lock: Arc::new(Mutex::new(())),
+        }),
+        default_on: promotions(),
+    })
+}
+
+#[async_trait]
+impl Policy for Git {
+    fn kind(&self) -> &'static str {
+        "git"
+    }
+
+    async fn check(&self, ctx: &TransitionCtx) -> Vec<Outcome> {
+        let Some(commit) = ctx.actor.commit.clone() else {
+            return vec![if self.require_commit {
+                Outcome::Deny(
+                    "no git commit was sent with the request: run `stamp` inside the repository"
+                        .into(),
+                )
+            } else {
+                Outcome::Warn("no git commit was sent; not checked".into())
+            }];
+        };
+        let job = Job {
+            remote: self.remote.clone(),
+            branch: self.branch.clone(),
+            mirror: self.mirror.clone(),
+            use_cache_on_error: self.use_cache_on_error,
+            lock: self.lock.clone(),
+        };
+        let task = tokio::task::spawn_blocking(move || job.decide(&commit));
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(e)) => vec![Outcome::Deny(format!("git check failed: {e}"))],
+            Err(_) => vec![Outcome::Deny(format!(
+                "fetching {} took longer than {}",
+                self.remote,
+                humantime::format_duration(self.timeout)
+            ))],
+        }
+    }
+}
+
+struct Job {
+    remote: String,
+    branch: String,
+    mirror: PathBuf,
+    use_cache_on_error: bool,
+    lock: Arc<Mutex<()>>,
+}
+
+fn short(oid: Oid) -> String {
+    oid.to_string()[..10].to_string()
+}
+
+impl Job {
+    fn decide(&self, commit: &str) -> Vec<Outcome> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let repo = match open_mirror(&self.mirror) {
+            Ok(r) => r,
+            Err(e) => {
+                return vec![Outcome::Deny(format!(
+                    "cannot open the git mirror {}: {e}",
+                    self.mirror.display()
+                ))]
+            }
+        };
+        let mut out = Vec::new();
+        let heads = match fetch(&repo, &self.remote) {
+            Ok(h) => h,
+            Err(e) if self.use_cache_on_error => {
+                out.push(Outcome::Warn(format!(
+                    "cannot fetch {} ({}); decided from the mirror as last fetched",
+                    self.remote,
+                    e.message()
+                )));
+                local_heads(&repo)
+            }
+            Err(e) => {
+                return vec![Outcome::Deny(format!(
+                    "cannot fetch {}: {}",
+                    self.remote,
+                    e.message()
+                ))]
+            }
+        };
+        out.push(self.judge(&repo, &heads, commit));
+        out
+    }
+
+    fn judge(&self, repo: &Repository, heads: &HashMap<String, Oid>, commit: &str) -> Outcome {
+        let Some(&tip) = heads.get(&format!("refs/heads/{}", self.branch)) else {
+            return Outcome::Deny(format!(
+                "the remote {} has no branch `{}`",
+                self.remote, self.branch
+            ));
+        };
+        let mut seen = read_seen(&self.mirror);
+        if seen.last() != Some(&tip) {
+            seen.push(tip);
+            let from = seen.len().saturating_sub(SEEN_MAX);
+            write_seen(&self.mirror, &seen[from..]);
+        }
+        let oid = match repo.find_commit_by_prefix(commit) {
+            Ok(c) => c.id(),
+            Err(_) => {
+                return Outcome::Deny(format!(
+                    "unknown commit {commit}: it is not on the remote (push it first)"
+                ))
+            }
+        };
+        let descends = |a: Oid, b: Oid| a == b || repo.graph_descendant_of(a, b).unwrap_or(false);
+        let reachable = heads.values().any(|&h| descends(h, oid));
+        let on_main = descends(oid, tip);
+        if on_main && reachable {
+            return Outcome::Allow;
+        }
+        // A main tip seen earlier that the current main no longer contains:
+        // main was rewritten (force-pushed) since.
+        let rewritten = seen
+            .iter()
+            .rev()
+            .copied()
+            .find(|&old| !descends(tip, old) && (descends(oid, old) || descends(old, oid)));
+        if let Some(old) = rewritten {
+            return Outcome::Deny(format!(
+                "main moved: `{}` was force-pushed (it was at {}, it is now at {}, which does not contain it); commit {} was made on the old `{}`: rebase onto the new one and push",
+                self.branch,
+                short(old),
+                short(tip),
+                short(oid),
+                self.branch
+            ));
+        }
+        if !reachable {
+            return Outcome::Deny(format!(
+                "unknown commit {}: it is on no branch of the remote (not pushed, or its branch was deleted)",
+                short(oid)
+            ));
+        }
+        let behind = behind_count(repo, tip, oid);
+        Outcome::Deny(format!(
+            "commit {} is behind {} by {behind} commit{} ({} is at {}): merge or rebase onto {} and push",
+            short(oid),
+            self.branch,
+            if behind == 1 { "" } else { "s" },
+            self.branch,
+            short(tip),
+            self.branch
+        ))
+    }
+}
+
+fn open_mirror(path: &Path) -> Result<Repository, git2::Error> {
+    if path.join("HEAD").exists() {
+        Repository::open_bare(path)
+    } else {
+        std::fs::create_dir_all(path).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+        Repository::init_bare(path)
+    }
+}
+
+/// Fetches every branch into the mirror, deletes the ones gone from the
+/// remote, and returns the remote's branches.
+fn fetch(repo: &Repository, url: &str) -> Result<HashMap<String, Oid>, git2::Error> {
+    let mut remote = repo.remote_anonymous(url)?;
+    remote.connect(Direction::Fetch)?;
+    let heads: HashMap<String, Oid> = remote
+        .list()?
+        .iter()
+        .filter(|h| h.name().starts_with("refs/heads/"))
+        .map(|h| (h.name().to_string(), h.oid()))
+        .collect();
+    remote.disconnect()?;
+    let mut opts = FetchOptions::new();
+    opts.download_tags(git2::AutotagOption::None);
+    remote.fetch(&["+refs/heads/*:refs/heads/*"], Some(&mut opts), None)?;
+    for (name, oid) in &heads {
+        repo.reference(name, *oid, true, "stamp: mirror")?;
+    }
+    for r in repo.references_glob("refs/heads/*")? {
+        let mut r = r?;
+        if r.name().ok().is_some_and(|n| !heads.contains_key(n)) {
+            r.delete()?;
+        }
+    }
+    Ok(heads)
+}
+
+fn local_heads(repo: &Repository) -> HashMap<String, Oid> {
+    let mut out = HashMap::new();
+    if let Ok(refs) = repo.references_glob("refs/heads/*") {
+        for r in refs.flatten() {
+            if let (Ok(n), Some(o)) = (r.name(), r.target()) {
+                out.insert(n.to_string(), o);
+            }
+        }
+    }
+    out
+}
+
+fn behind_count(repo: &Repository, tip: Oid, oid: Oid) -> usize {
+    let Ok(mut walk) = repo.revwalk() else {
+        return 0;
+    };
+    if walk.push(tip).is_err() || walk.hide(oid).is_err() {
+        return 0;
+    }
+    walk.count()
+}
+
+fn read_seen(mirror: &Path) -> Vec<Oid> {
+    std::fs::read_to_string(mirror.join(SEEN_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| Oid::from_str(l.trim()).ok())
+        .collect()
+}
+
+fn write_seen(mirror: &Path, seen: &[Oid]) {
+    let text: String = seen.iter().map(|o| format!("{o}\n")).collect();
+    let tmp = mirror.join(format!("{SEEN_FILE}.tmp"));
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, mirror.join(SEEN_FILE));
+    }
+}

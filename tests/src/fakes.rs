@@ -1,0 +1,714 @@
+//! Local stand-ins for the services hooks and policies talk to, each an axum
+//! app on a free loopback port (own thread and runtime, stopped on drop):
+//! Jira Cloud (REST v3, Basic email:API-token, ADF comments) and Jira Data
+//! Center (REST v2, Bearer PAT, plain comments), Slack (incoming webhooks
+//! and `chat.postMessage`), and a signed-webhook receiver.
+//!
+//! They check what the public APIs document — paths, methods, auth headers,
+//! JSON shapes — and answer with the services' own error shapes. Every fake
+//! records its requests, can be slowed down (`set_delay`), taken down
+//! (`set_down`: 503) or made to fail its next requests with any status and
+//! `Retry-After` (`fail_next`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// One request a fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+/// A canned failure for the next request.
+#[derive(Debug, Clone)]
+struct Failure {
+    status: u16,
+    body: String,
+    retry_after: Option<u64>,
+}
+
+#[derive(Default)]
+struct Common {
+    requests: Mutex<Vec<Recorded>>,
+    delay: Mutex<Duration>,
+    down: Mutex<bool>,
+    failures: Mutex<VecDeque<Failure>>,
+}
+
+/// What every fake shares: the server, its log and its failure modes.
+pub struct Fake {
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    common: Arc<Common>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for Fake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fake").field("url", &self.url).finish()
+    }
+}
+
+type Handler = Arc<dyn Fn(&Recorded) -> Response + Send + Sync>;
+
+impl Fake {
+    fn start(handler: Handler) -> anyhow::Result<Fake> {
+        let common = Arc::new(Common::default());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = Router::new()
+            .fallback(any(handle))
+            .with_state((common.clone(), handler));
+        std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        });
+        Ok(Fake {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            common,
+            _shutdown: tx,
+        })
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.common
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    /// Requests to a path.
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    /// Delays every answer (a slow service).
+    pub fn set_delay(&self, d: Duration) {
+        if let Ok(mut x) = self.common.delay.lock() {
+            *x = d;
+        }
+    }
+
+    /// Answers every request 503 (an outage).
+    pub fn set_down(&self, down: bool) {
+        if let Ok(mut x) = self.common.down.lock() {
+            *x = down;
+        }
+    }
+
+    /// The next `n` requests get `status` with `body` (and `Retry-After`).
+    pub fn fail_next(&self, n: usize, status: u16, body: &str, retry_after: Option<u64>) {
+        if let Ok(mut f) = self.common.failures.lock() {
+            for _ in 0..n {
+                f.push_back(Failure {
+                    status,
+                    body: body.to_string(),
+                    retry_after,
+                });
+            }
+        }
+    }
+}
+
+async fn handle(State((common, handler)): State<(Arc<Common>, Handler)>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+    let rec = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts.headers,
+        body,
+    };
+    if let Ok(mut r) = common.requests.lock() {
+        r.push(rec.clone());
+    }
+    let delay = common.delay.lock().map(|d| *d).unwrap_or_default();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if common.down.lock().map(|d| *d).unwrap_or(false) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/html")],
+            "<html><body><h1>503 Service Unavailable</h1></body></html>",
+        )
+            .into_response();
+    }
+    let failure = common.failures.lock().ok().and_then(|mut f| f.pop_front());
+    if let Some(f) = failure {
+        let ctype = if f.body.trim_start().starts_with('{') {
+            "application/json"
+        } else {
+            "text/plain"
+        };
+        let mut resp = (
+            StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [("content-type", ctype)],
+            f.body,
+        )
+            .into_response();
+        if let Some(s) = f.retry_after {
+            if let Ok(v) = s.to_string().parse() {
+                resp.headers_mut().insert("retry-after", v);
+            }
+        }
+        return resp;
+    }
+    handler(&rec)
+}
+
+fn json_response(status: u16, v: Value) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [("content-type", "application/json;charset=UTF-8")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn jira_error(status: u16, messages: &[&str], errors: Value) -> Response {
+    json_response(
+        status,
+        json!({ "errorMessages": messages, "errors": errors }),
+    )
+}
+
+// ---------------------------------------------------------------- Jira
+
+/// Which Jira the fake is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JiraKind {
+    /// Cloud: `/rest/api/3` (and 2), Basic `email:api_token`.
+    Cloud,
+    /// Data Center: `/rest/api/2` only, Bearer personal access token.
+    DataCenter,
+}
+
+#[derive(Debug, Clone)]
+struct Issue {
+    status: String,
+    /// (id, name, target status)
+    transitions: Vec<(String, String, String)>,
+    comments: Vec<Value>,
+}
+
+#[derive(Default)]
+struct JiraData {
+    issues: HashMap<String, Issue>,
+    forbidden: HashSet<String>,
+    /// Comment posts still to answer 503.
+    comment_failures: usize,
+}
+
+/// A fake Jira site.
+pub struct FakeJira {
+    pub fake: Fake,
+    pub kind: JiraKind,
+    data: Arc<Mutex<JiraData>>,
+}
+
+impl std::fmt::Debug for FakeJira {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeJira")
+            .field("url", &self.fake.url)
+            .finish()
+    }
+}
+
+impl FakeJira {
+    /// Jira Cloud accepting `Basic base64(email:token)`.
+    pub fn cloud(email: &str, token: &str) -> anyhow::Result<FakeJira> {
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{email}:{token}"))
+        );
+        Self::start(JiraKind::Cloud, auth)
+    }
+
+    /// Jira Data Center accepting `Bearer <pat>`.
+    pub fn datacenter(pat: &str) -> anyhow::Result<FakeJira> {
+        Self::start(JiraKind::DataCenter, format!("Bearer {pat}"))
+    }
+
+    fn start(kind: JiraKind, auth: String) -> anyhow::Result<FakeJira> {
+        let data = Arc::new(Mutex::new(JiraData::default()));
+        let d = data.clone();
+        let fake = Fake::start(Arc::new(move |r: &Recorded| jira(kind, &auth, &d, r)))?;
+        Ok(FakeJira { fake, kind, data })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.fake.url
+    }
+
+    /// Creates (or replaces) an issue in `status` with the transitions
+    /// available from it: `(id, name, target status)`.
+    pub fn issue(&self, key: &str, status: &str, transitions: &[(&str, &str, &str)]) {
+        if let Ok(mut d) = self.data.lock() {
+            d.issues.insert(
+                key.to_string(),
+                Issue {
+                    status: status.to_string(),
+                    transitions: transitions
+                        .iter()
+                        .map(|(i, n, t)| (i.to_string(), n.to_string(), t.to_string()))
+                        .collect(),
+                    comments: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// The next `n` comment posts answer 503 (after the transition worked).
+    pub fn fail_comments(&self, n: usize) {
+        if let Ok(mut d) = self.data.lock() {
+            d.comment_failures = n;
+        }
+    }
+
+    /// The account may not see this issue (403).
+    pub fn forbid(&self, key: &str) {
+        if let Ok(mut d) = self.data.lock() {
+            d.forbidden.insert(key.to_string());
+        }
+    }
+
+    pub fn status(&self, key: &str) -> Option<String> {
+        self.data
+            .lock()
+            .ok()?
+            .issues
+            .get(key)
+            .map(|i| i.status.clone())
+    }
+
+    /// Comment bodies, as posted (`{"body": …}`).
+    pub fn comments(&self, key: &str) -> Vec<Value> {
+        self.data
+            .lock()
+            .ok()
+            .and_then(|d| d.issues.get(key).map(|i| i.comments.clone()))
+            .unwrap_or_default()
+    }
+}
+
+fn jira(kind: JiraKind, auth: &str, data: &Mutex<JiraData>, r: &Recorded) -> Response {
+    let segs: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+    let (version, rest) = match segs.as_slice() {
+        ["rest", "api", v, rest @ ..] => (*v, rest),
+        _ => return (StatusCode::NOT_FOUND, "Not Found").into_response(),
+    };
+    let version_ok = match kind {
+        JiraKind::Cloud => version == "3" || version == "2",
+        JiraKind::DataCenter => version == "2",
+    };
+    if !version_ok {
+        return (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/html")],
+            "<html><body>Oops, you've found a dead link.</body></html>",
+        )
+            .into_response();
+    }
+    if r.header("authorization").as_deref() != Some(auth) {
+        return jira_error(
+            401,
+            &["You are not authenticated. Authentication required to perform this operation."],
+            json!({}),
+        );
+    }
+    let Ok(mut d) = data.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let (key, tail) = match rest {
+        ["issue", key, tail @ ..] => (key.to_string(), tail),
+        _ => return jira_error(404, &["Not found"], json!({})),
+    };
+    if d.forbidden.contains(&key) {
+        return jira_error(
+            403,
+            &["You do not have the permission to see the specified issue."],
+            json!({}),
+        );
+    }
+    let Some(issue) = d.issues.get_mut(&key) else {
+        return jira_error(
+            404,
+            &["Issue does not exist or you do not have permission to see it."],
+            json!({}),
+        );
+    };
+    let is_json = r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json"));
+    match (r.method.as_str(), tail) {
+        ("GET", []) => json_response(
+            200,
+            json!({
+                "id": "10001",
+                "key": key,
+                "self": format!("/rest/api/{version}/issue/10001"),
+                "fields": {"status": {"name": issue.status, "id": "3",
+                    "statusCategory": {"key": "indeterminate", "name": "In Progress"}}},
+            }),
+        ),
+        ("GET", ["transitions"]) => json_response(
+            200,
+            json!({
+                "expand": "transitions",
+                "transitions": issue.transitions.iter().map(|(id, name, to)| json!({
+                    "id": id, "name": name, "hasScreen": false, "isGlobal": false,
+                    "isInitial": false, "isConditional": false,
+                    "to": {"name": to, "id": "1", "statusCategory": {"key": "indeterminate"}},
+                })).collect::<Vec<_>>(),
+            }),
+        ),
+        ("POST", ["transitions"]) => {
+            if !is_json {
+                return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+            }
+            let body = r.json();
+            let Some(id) = body.pointer("/transition/id").and_then(Value::as_str) else {
+                return jira_error(
+                    400,
+                    &[],
+                    json!({"transition": "Transition id is required."}),
+                );
+            };
+            match issue.transitions.iter().find(|(tid, _, _)| tid == id) {
+                Some((_, _, to)) => {
+                    issue.status = to.clone();
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                None => jira_error(
+                    400,
+                    &[&format!(
+                        "Transition id '{id}' is not valid for this issue."
+                    )],
+                    json!({}),
+                ),
+            }
+        }
+        ("POST", ["comment"]) => {
+            if !is_json {
+                return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+            }
+            if d.comment_failures > 0 {
+                d.comment_failures -= 1;
+                return jira_error(503, &["Service temporarily unavailable"], json!({}));
+            }
+            let Some(issue) = d.issues.get_mut(&key) else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            let body = r.json();
+            let valid = if version == "3" {
+                // Atlassian Document Format: a `doc`, version 1, with content.
+                body["body"]["type"] == "doc"
+                    && body["body"]["version"] == 1
+                    && body["body"]["content"]
+                        .as_array()
+                        .is_some_and(|c| !c.is_empty() && c.iter().all(|n| n["type"].is_string()))
+            } else {
+                body["body"].as_str().is_some_and(|s| !s.trim().is_empty())
+            };
+            if !valid {
+                return jira_error(400, &[], json!({"comment": "Comment body is not valid!"}));
+            }
+            issue.comments.push(body.clone());
+            json_response(
+                201,
+                json!({"id": format!("{}", 10000 + issue.comments.len()), "body": body["body"]}),
+            )
+        }
+        (_, []) | (_, ["transitions"]) | (_, ["comment"]) => {
+            StatusCode::METHOD_NOT_ALLOWED.into_response()
+        }
+        _ => jira_error(404, &["Not found"], json!({})),
+    }
+}
+
+// ---------------------------------------------------------------- Slack
+
+/// The incoming webhook path the fake serves.
+pub const SLACK_HOOK_PATH: &str = "/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX";
+
+#[derive(Default)]
+struct SlackData {
+    messages: Vec<Value>,
+    archived: bool,
+}
+
+/// A fake Slack: incoming webhooks at [`SLACK_HOOK_PATH`] and the Web API's
+/// `POST /api/chat.postMessage` for `bot_token` and `channels`.
+pub struct FakeSlack {
+    pub fake: Fake,
+    data: Arc<Mutex<SlackData>>,
+}
+
+impl std::fmt::Debug for FakeSlack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeSlack")
+            .field("url", &self.fake.url)
+            .finish()
+    }
+}
+
+impl FakeSlack {
+    pub fn start(bot_token: &str, channels: &[&str]) -> anyhow::Result<FakeSlack> {
+        let data = Arc::new(Mutex::new(SlackData::default()));
+        let d = data.clone();
+        let token = format!("Bearer {bot_token}");
+        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+        let fake = Fake::start(Arc::new(move |r: &Recorded| {
+            slack(&token, &channels, &d, r)
+        }))?;
+        Ok(FakeSlack { fake, data })
+    }
+
+    /// The incoming webhook URL.
+    pub fn webhook_url(&self) -> String {
+        format!("{}{SLACK_HOOK_PATH}", self.fake.url)
+    }
+
+    /// The Web API base (`api_url`).
+    pub fn api_url(&self) -> String {
+        format!("{}/api", self.fake.url)
+    }
+
+    /// Messages accepted (webhook payloads and postMessage bodies).
+    pub fn messages(&self) -> Vec<Value> {
+        self.data
+            .lock()
+            .map(|d| d.messages.clone())
+            .unwrap_or_default()
+    }
+
+    /// The webhook's channel was archived (410 `channel_is_archived`).
+    pub fn archive(&self) {
+        if let Ok(mut d) = self.data.lock() {
+            d.archived = true;
+        }
+    }
+}
+
+fn slack_text(status: u16, text: &str) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        [("content-type", "text/html")],
+        text.to_string(),
+    )
+        .into_response()
+}
+
+/// `text` or `blocks` present, blocks a list of typed objects.
+fn slack_payload_problem(v: &Value) -> Option<&'static str> {
+    let has_text = v["text"].as_str().is_some_and(|t| !t.is_empty());
+    match &v["blocks"] {
+        Value::Null if !has_text => Some("no_text"),
+        Value::Null => None,
+        Value::Array(b) if b.iter().all(|x| x["type"].is_string()) => {
+            if b.is_empty() && !has_text {
+                Some("no_text")
+            } else {
+                None
+            }
+        }
+        _ => Some("invalid_blocks"),
+    }
+}
+
+fn slack(token: &str, channels: &[String], data: &Mutex<SlackData>, r: &Recorded) -> Response {
+    let Ok(mut d) = data.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if r.path.starts_with("/services/") {
+        if r.path != SLACK_HOOK_PATH {
+            return slack_text(404, "no_service");
+        }
+        if r.method != "POST" {
+            return slack_text(405, "invalid_method");
+        }
+        if d.archived {
+            return slack_text(410, "channel_is_archived");
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&r.body) else {
+            return slack_text(400, "invalid_payload");
+        };
+        if let Some(p) = slack_payload_problem(&v) {
+            return slack_text(400, p);
+        }
+        d.messages.push(v);
+        return slack_text(200, "ok");
+    }
+    if r.path == "/api/chat.postMessage" {
+        if r.method != "POST" {
+            return json_response(200, json!({"ok": false, "error": "invalid_request"}));
+        }
+        let fail = |e: &str| json_response(200, json!({"ok": false, "error": e}));
+        match r.header("authorization") {
+            None => return fail("not_authed"),
+            Some(a) if a != token => return fail("invalid_auth"),
+            _ => {}
+        }
+        if !r
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/json"))
+        {
+            return fail("invalid_form_data");
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&r.body) else {
+            return fail("invalid_json");
+        };
+        let Some(channel) = v["channel"].as_str() else {
+            return fail("channel_not_found");
+        };
+        if !channels.iter().any(|c| c == channel) {
+            return fail("channel_not_found");
+        }
+        if let Some(p) = slack_payload_problem(&v) {
+            return fail(p);
+        }
+        d.messages.push(v.clone());
+        return json_response(
+            200,
+            json!({"ok": true, "channel": channel, "ts": "1503435956.000247",
+                   "message": {"text": v["text"], "type": "message", "subtype": "bot_message"}}),
+        );
+    }
+    json_response(404, json!({"ok": false, "error": "unknown_method"}))
+}
+
+// ---------------------------------------------------------------- webhooks
+
+/// A receiver of signed webhooks: accepts `POST` with a JSON body whose
+/// `x-stamp-signature` is `sha256=<hex HMAC-SHA256(secret, body)>`; answers
+/// 401 to a bad or missing signature.
+pub struct FakeReceiver {
+    pub fake: Fake,
+    deliveries: Arc<Mutex<Vec<Value>>>,
+}
+
+impl std::fmt::Debug for FakeReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeReceiver")
+            .field("url", &self.fake.url)
+            .finish()
+    }
+}
+
+impl FakeReceiver {
+    pub fn start(secret: &str) -> anyhow::Result<FakeReceiver> {
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let d = deliveries.clone();
+        let secret = secret.as_bytes().to_vec();
+        let fake = Fake::start(Arc::new(move |r: &Recorded| {
+            if r.method != "POST" {
+                return StatusCode::METHOD_NOT_ALLOWED.into_response();
+            }
+            if !r
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("application/json"))
+            {
+                return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+            }
+            let expected = format!("sha256={}", hex::encode(hmac_sha256(&secret, &r.body)));
+            if r.header("x-stamp-signature").as_deref() != Some(expected.as_str()) {
+                return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(&r.body) else {
+                return (StatusCode::BAD_REQUEST, "not JSON").into_response();
+            };
+            if let Ok(mut l) = d.lock() {
+                l.push(v);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }))?;
+        Ok(FakeReceiver { fake, deliveries })
+    }
+
+    /// `http://127.0.0.1:PORT/hook`
+    pub fn url(&self) -> String {
+        format!("{}/hook", self.fake.url)
+    }
+
+    /// Verified deliveries, in arrival order.
+    pub fn deliveries(&self) -> Vec<Value> {
+        self.deliveries
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104), written out so the receiver checks the proxy's
+/// signature independently of the proxy's HMAC code.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
