@@ -142,6 +142,8 @@ pub struct Api {
     pub hooks: Arc<crate::hooks::Dispatcher>,
     /// `http://127.0.0.1:PORT` of this proxy (the sanity policy goes through it).
     pub proxy_base: String,
+    /// Panel sessions (an alternative to bearer tokens, with CSRF checks).
+    pub sessions: crate::auth::Sessions,
 }
 
 impl std::fmt::Debug for Api {
@@ -165,11 +167,19 @@ impl Api {
         let method = req.method.clone();
         let path = req.uri.path().to_string();
         let query = req.uri.query().unwrap_or("").to_string();
-        let principal = auth::authenticate(
-            &self.cfg.tokens,
-            req.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-        )
-        .map_err(|e| ApiError::new(401, "unauthorized", e.to_string()))?;
+        let principal = crate::panel::principal(session, &self.cfg, &self.sessions).map_err(
+            |(status, message)| {
+                ApiError::new(
+                    status,
+                    if status == 401 {
+                        "unauthorized"
+                    } else {
+                        "forbidden"
+                    },
+                    message,
+                )
+            },
+        )?;
 
         let rest = path.strip_prefix(PREFIX).unwrap_or("");
         let segments: Vec<&str> = rest.split('/').collect();

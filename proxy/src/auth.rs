@@ -164,3 +164,167 @@ mod tests {
         assert!(allowed(Role::Qa, Action::Read));
     }
 }
+
+/// Panel sessions: an HttpOnly cookie naming the token's name and role,
+/// signed (HMAC-SHA256) and expiring, plus a CSRF token derived from it that
+/// the panel sends with every write.
+#[derive(Clone)]
+pub struct Sessions {
+    key: [u8; 32],
+    ttl: std::time::Duration,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").field("ttl", &self.ttl).finish()
+    }
+}
+
+/// The panel's session cookie.
+pub const SESSION_COOKIE: &str = "stamp_session";
+
+impl Sessions {
+    /// Sessions signed with a key derived from `secret` (shared by a fleet),
+    /// or a random one (sessions then last as long as the process).
+    pub fn new(secret: Option<&str>, ttl: std::time::Duration) -> Sessions {
+        let key = match secret {
+            Some(s) => Sha256::digest(format!("ticket-stamp session|{s}").as_bytes()).into(),
+            None => rand::random(),
+        };
+        Sessions { key, ttl }
+    }
+
+    fn mac(&self, message: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        mac.update(message.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A cookie value for a signed-in principal.
+    pub fn mint(&self, p: &Principal) -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            + self.ttl.as_secs();
+        let body = format!(
+            "{}.{}.{exp}",
+            hex::encode(p.name.as_bytes()),
+            p.role.as_str()
+        );
+        let mac = self.mac(&body);
+        format!("{body}.{mac}")
+    }
+
+    /// The principal of a valid, unexpired cookie whose token is still
+    /// configured (a removed token ends its sessions at once).
+    pub fn verify(&self, cookie: &str, tokens: &[Token]) -> Option<Principal> {
+        let (body, mac) = cookie.rsplit_once('.')?;
+        let expected = self.mac(body);
+        if expected.len() != mac.len()
+            || expected
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                != 0
+        {
+            return None;
+        }
+        let mut parts = body.split('.');
+        let name = String::from_utf8(hex::decode(parts.next()?).ok()?).ok()?;
+        let role = match parts.next()? {
+            "dev" => Role::Dev,
+            "qa" => Role::Qa,
+            "admin" => Role::Admin,
+            _ => return None,
+        };
+        let exp: u64 = parts.next()?.parse().ok()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(u64::MAX);
+        if exp <= now {
+            return None;
+        }
+        let known = tokens.is_empty() || tokens.iter().any(|t| t.name == name && t.role == role);
+        known.then_some(Principal { name, role })
+    }
+
+    /// The CSRF token that goes with a session cookie.
+    pub fn csrf(&self, cookie: &str) -> String {
+        self.mac(&format!("csrf|{cookie}"))[..32].to_string()
+    }
+}
+
+/// The session cookie's value among the request's `Cookie` headers.
+pub fn session_cookie<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> Option<String> {
+    for h in headers {
+        for pair in h.split(|&b| b == b';') {
+            let pair = std::str::from_utf8(pair).ok()?.trim();
+            if let Some(v) = pair
+                .strip_prefix(SESSION_COOKIE)
+                .and_then(|r| r.strip_prefix('='))
+            {
+                if !v.is_empty() && v.len() < 512 {
+                    return Some(v.to_string());
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod session_tests {
+    use super::*;
+
+    #[test]
+    fn sessions_sign_expire_and_follow_the_configured_tokens() {
+        let s = Sessions::new(Some("k"), std::time::Duration::from_secs(60));
+        let p = Principal {
+            name: "quinn".into(),
+            role: Role::Qa,
+        };
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(hash_token("x"), &mut sha256).unwrap();
+        let tokens = vec![Token {
+            name: "quinn".into(),
+            role: Role::Qa,
+            sha256,
+        }];
+        let c = s.mint(&p);
+        assert_eq!(s.verify(&c, &tokens), Some(p.clone()));
+        assert_eq!(
+            s.verify(
+                &c,
+                &[Token {
+                    name: "other".into(),
+                    role: Role::Qa,
+                    sha256
+                }]
+            ),
+            None,
+            "token removed"
+        );
+        assert_eq!(
+            s.verify(&c.replace(".qa.", ".admin."), &tokens),
+            None,
+            "tampered"
+        );
+        assert_eq!(
+            Sessions::new(Some("other"), std::time::Duration::from_secs(60)).verify(&c, &tokens),
+            None
+        );
+        let expired = Sessions::new(Some("k"), std::time::Duration::ZERO).mint(&p);
+        assert_eq!(s.verify(&expired, &tokens), None);
+        assert_ne!(s.csrf(&c), s.csrf(&expired));
+        assert_eq!(
+            session_cookie([b"a=1; stamp_session=abc; b=2".as_slice()]).as_deref(),
+            Some("abc")
+        );
+    }
+}

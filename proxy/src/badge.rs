@@ -43,6 +43,7 @@ pub fn html(
         "<ticket-stamp-badge><template shadowrootmode=\"open\"><style{nonce_attr}>{STYLE}</style>\
          <aside role=\"status\" aria-label=\"ticket-stamp: viewing {key} ({view})\">\
          <strong>{key}</strong><span>{view} view · {stage}</span><span>{overrides} {modules}</span>\
+         <a href=\"/__stamp/#/tickets/{key}\">Ticket</a>\
          <a href=\"?stamp=off\">Exit to production</a></aside></template></ticket-stamp-badge>",
         view = view.as_str(),
     )
@@ -62,6 +63,10 @@ mod tests {
         ));
         assert!(h.contains("<strong>TKT-1</strong>") && h.contains("3 modules"));
         assert!(h.contains("href=\"?stamp=off\""));
+        assert!(
+            h.contains("href=\"/__stamp/#/tickets/TKT-1\""),
+            "links to the ticket in the panel"
+        );
         assert!(
             !html(&k, View::Dev, Stage::Dev, 1, Some("\"><x")).contains("<x"),
             "unsafe nonce dropped"

@@ -42,6 +42,9 @@ pub async fn serve(
     api: &crate::api::Api,
 ) -> Result<()> {
     let path = session.req_header().uri.path().to_string();
+    if crate::panel::serve(session, &api.cfg, &api.sessions, cell).await? {
+        return Ok(());
+    }
     if path.starts_with(crate::api::PREFIX) {
         return api.serve(session).await;
     }

@@ -23,6 +23,7 @@ pub mod importmap;
 pub mod internal;
 pub mod metrics;
 pub mod modules;
+pub mod panel;
 pub mod policy;
 pub mod preview;
 pub mod rewrite;

@@ -150,6 +150,10 @@ impl StampProxy {
             policies,
             hooks,
             proxy_base: format!("http://127.0.0.1:{}", cfg.listen.port()),
+            sessions: crate::auth::Sessions::new(
+                cfg.preview.as_ref().map(|p| p.secret.as_str()),
+                std::time::Duration::from_secs(8 * 3600),
+            ),
         };
         StampProxy {
             cfg,

@@ -394,7 +394,7 @@ async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
              if (!b || !b.shadowRoot) return null; \
              const a = b.shadowRoot.querySelector('aside'); \
              const s = getComputedStyle(b); \
-             return { text: a.textContent, position: s.position, exit: b.shadowRoot.querySelector('a').getAttribute('href') };",
+             return { text: a.textContent, position: s.position, exit: b.shadowRoot.querySelector('a:last-of-type').getAttribute('href') };",
         )
         .await
         .unwrap();
@@ -422,12 +422,212 @@ async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
     assert!(violations.is_empty(), "CSP violations: {violations:?}");
     // The exit link goes back to production.
     browser
-        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('a').click(); return true;")
+        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('a:last-of-type').click(); return true;")
         .await
         .unwrap();
     browser
         .wait_for_text("#greeting", PRODUCTION_GREETING, Duration::from_secs(10))
         .await
         .unwrap();
+    browser.close().await.unwrap();
+}
+
+/// A proxy with a dev, a qa and an admin token and the given extra config.
+fn panel_proxy(origin: &Origin, dir: &std::path::Path, extra: &str) -> Proxy {
+    let h = stamp_proxy::auth::hash_token;
+    let conf = dir.join("panel.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n{extra}\n\
+             [[tokens]]\nname = \"alice\"\nrole = \"dev\"\nsha256 = \"{}\"\n\
+             [[tokens]]\nname = \"quinn\"\nrole = \"qa\"\nsha256 = \"{}\"\n",
+            origin.url,
+            dir.join("store").display(),
+            h("dev-secret"),
+            h("qa-secret")
+        ),
+    )
+    .unwrap();
+    Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap()
+}
+
+async fn api_as(proxy: &Proxy, token: &str, method: &str, path: &str, body: &str) -> u16 {
+    stamp_tests::client()
+        .request(
+            method.parse().unwrap(),
+            proxy.url(&format!("/__stamp/api/v1/{path}")),
+        )
+        .bearer_auth(token)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn sign_in(browser: &Browser, proxy: &Proxy, token: &str) {
+    browser.goto(&proxy.url("/__stamp/")).await.unwrap();
+    let c = browser.client().unwrap();
+    c.wait()
+        .for_element(fantoccini::Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    browser.click("#sign-in button").await.unwrap();
+}
+
+#[tokio::test]
+async fn panel_sign_in_promote_by_click_and_live_updates() {
+    let origin = demo_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = panel_proxy(&origin, dir.path(), "");
+    assert_eq!(
+        api_as(
+            &proxy,
+            "dev-secret",
+            "PUT",
+            "tickets/QA-7/modules/src/lib/greet.js",
+            "export const greet = () => 'qa';"
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        api_as(&proxy, "dev-secret", "POST", "tickets/QA-7/promote", "").await,
+        200
+    );
+
+    let browser = Browser::start().await.unwrap();
+    sign_in(&browser, &proxy, "qa-secret").await;
+    browser
+        .wait_for_text("#who", "quinn (qa)", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#stage-qa", "qa (1)", Duration::from_secs(10))
+        .await
+        .unwrap();
+    std::fs::create_dir_all(artifacts_dir()).unwrap();
+    browser
+        .screenshot(&artifacts_dir().join("panel-tickets.png"))
+        .await
+        .unwrap();
+
+    // A change made through the API appears without a reload.
+    assert_eq!(
+        api_as(
+            &proxy,
+            "dev-secret",
+            "PUT",
+            "tickets/NEW-9/modules/src/a.js",
+            "a"
+        )
+        .await,
+        201
+    );
+    browser
+        .wait_for_text("#stage-dev", "dev (1)", Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // Promote by clicking: qa may promote qa→prod; the button is there.
+    browser.click("a[href='#/tickets/QA-7']").await.unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "qa", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let page = browser.text("#view").await.unwrap();
+    assert!(
+        page.contains("qa overrides (1)") && page.contains("/src/lib/greet.js?__ts="),
+        "{page}"
+    );
+    assert!(!page.contains("[object"), "{page}");
+    browser
+        .screenshot(&artifacts_dir().join("panel-ticket.png"))
+        .await
+        .unwrap();
+    let buttons = browser
+        .execute(
+            "return [...document.querySelectorAll('.actions button')].map(b => b.textContent);",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        buttons,
+        serde_json::json!(["promote", "sign-off"]),
+        "only what a qa token may do"
+    );
+    browser.click("#do-promote").await.unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "prod", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#outcome", "now in prod", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn panel_shows_a_policy_refusal_inline() {
+    let origin = demo_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = panel_proxy(
+        &origin,
+        dir.path(),
+        "[[policies]]\nkind = \"command\"\nprogram = \"sh\"\nargs = [\"-c\", \"echo release freeze until Monday; exit 1\"]\non = \"qa->prod\"",
+    );
+    assert_eq!(
+        api_as(
+            &proxy,
+            "dev-secret",
+            "PUT",
+            "tickets/FRZ-1/modules/src/a.js",
+            "a"
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        api_as(&proxy, "dev-secret", "POST", "tickets/FRZ-1/promote", "").await,
+        200
+    );
+    let browser = Browser::start().await.unwrap();
+    sign_in(&browser, &proxy, "qa-secret").await;
+    browser
+        .wait_for_text("#who", "quinn", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .goto(&proxy.url("/__stamp/#/tickets/FRZ-1"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "qa", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.click("#do-promote").await.unwrap();
+    let text = browser
+        .wait_for_text(
+            "#outcome",
+            "release freeze until Monday",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(
+        text.contains("Refused by policy") && text.contains("command"),
+        "{text}"
+    );
+    assert_eq!(
+        browser.text("#ticket-stage").await.unwrap(),
+        "qa",
+        "nothing moved"
+    );
     browser.close().await.unwrap();
 }
