@@ -1,0 +1,474 @@
+//! The command line of `stamp` (clap derive): the doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser};
+
+const ABOUT: &str =
+    "Upload a ticket's modules to stamp-proxy and move the ticket from dev to qa to prod";
+
+const LONG_ABOUT: &str = "\
+Upload a ticket's modules to stamp-proxy and move the ticket from dev to qa to prod.
+
+`stamp TKT-1 --update` makes the ticket's dev overrides exactly the files of the
+watched folder that differ from the main branch (committed or not), then keeps
+watching the folder and uploads every saved file. Open the app with ?dev=TKT-1 to
+see it live; `--promote` moves the ticket to qa (share link ?qa=TKT-1) and then to
+prod; `--revert` takes it back a stage; `--close` ends it.";
+
+const AFTER_HELP: &str = "\
+Configuration: flag > environment (STAMP_SERVER, STAMP_TOKEN) > stamp.toml (found upward from the working directory) > default.
+Exit codes: 0 ok, 1 refused (policy or state), 2 usage, 3 connection or authentication.
+`stamp --help` shows examples and the stamp.toml keys.";
+
+const AFTER_LONG_HELP: &str = "\
+Examples:
+  stamp TKT-1 --update              sync ./src to TKT-1's dev stage, then watch and upload on save
+  stamp 1 -u --once                 the same for <project>-1 (project key from stamp.toml), then exit
+  stamp TKT-1 -u src/cart.js        update only this entry
+  stamp TKT-1 -u --all              upload every file of the folder, not only what differs from main
+  stamp TKT-1 --promote             dev -> qa (checks: clean work tree, HEAD on or ahead of main)
+  stamp TKT-1 --promote             qa -> prod (released: every visitor gets it)
+  stamp TKT-1 --revert              prod -> qa, or qa -> dev
+  stamp TKT-1 --close               close the ticket (a later --update re-opens it)
+  stamp TKT-1                       where the ticket stands: stage, overrides per stage, history
+  stamp --list                      tickets in qa and prod, with share links
+  stamp --list -d -q --json         tickets in dev and qa, as JSON
+
+Configuration (each setting from the first source that has it):
+  1. flags            --server URL, --token TOKEN, --folder DIR
+  2. environment      STAMP_SERVER, STAMP_TOKEN
+  3. stamp.toml       the first one found in the working directory or above it
+  4. defaults         server http://127.0.0.1:8080, folder ./src
+
+stamp.toml (paths are relative to the file's directory; tokens never belong here):
+  server = \"https://app.example.com\"   # the stamp-proxy in front of production
+  project = \"TKT\"                      # `stamp 42` means TKT-42
+  folder = \"src\"                       # the folder to watch and upload
+  url_path = \"/src\"                    # where production serves that folder
+                                       # (default: its path from the repository root)
+  main_branch = \"main\"                 # default: main, or master when there is no main
+  [specifiers]                         # modules known by a bare specifier
+  \"@shop/cart\" = \"src/cart.js\"
+
+Exit codes:
+  0  done
+  1  refused: a policy or the ticket's state (illegal transition, failed git check, conflict)
+  2  usage: bad flags, ticket key or stamp.toml
+  3  connection or authentication: server unreachable or down, token missing, unknown or not allowed";
+
+/// `stamp [--ticket] TKT-NUM | tktnum [ACTION] [OPTIONS]`
+#[derive(Debug, Parser)]
+#[command(
+    name = "stamp",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    after_long_help = AFTER_LONG_HELP,
+    arg_required_else_help = true,
+    group(ArgGroup::new("action").args(["list", "update", "promote", "revert", "close"]).multiple(false)),
+)]
+pub struct Cli {
+    /// The ticket: TKT-123 (any case), or a bare number that takes the project key from stamp.toml
+    #[arg(value_name = "TICKET")]
+    pub ticket_arg: Option<String>,
+
+    /// With --update: update only these files (or the files under these folders)
+    #[arg(value_name = "FILES")]
+    pub files: Vec<PathBuf>,
+
+    /// The ticket, as an option (TKT-123 or a bare number)
+    #[arg(short = 't', long = "ticket", value_name = "TKT-NUM")]
+    pub ticket: Option<String>,
+
+    /// List tickets by stage (default: --qa --prod); with a ticket, its overrides per stage and its history
+    #[arg(short, long)]
+    pub list: bool,
+
+    /// Sync the folder to the ticket's dev stage, then watch it and upload every save (see --once)
+    #[arg(short, long)]
+    pub update: bool,
+
+    /// Promote the ticket to the next stage (dev -> qa -> prod), after checking git
+    #[arg(long)]
+    pub promote: bool,
+
+    /// Revert the ticket to the previous stage (prod -> qa -> dev)
+    #[arg(long)]
+    pub revert: bool,
+
+    /// Close the ticket (from dev or qa); a later --update re-opens it
+    #[arg(long)]
+    pub close: bool,
+
+    /// Folder to watch and upload [default: ./src, or `folder` in stamp.toml]
+    #[arg(short, long, value_name = "DIR")]
+    pub folder: Option<PathBuf>,
+
+    /// Select the dev stage (for --list)
+    #[arg(short, long)]
+    pub dev: bool,
+
+    /// Select the qa stage (for --list)
+    #[arg(short, long)]
+    pub qa: bool,
+
+    /// Select the prod stage (for --list)
+    #[arg(short, long)]
+    pub prod: bool,
+
+    /// With --update: every file of the folder, not only those that differ from the main branch;
+    /// with --list: tickets in every stage, closed ones included
+    #[arg(long)]
+    pub all: bool,
+
+    /// With --update: sync once and exit instead of watching
+    #[arg(long)]
+    pub once: bool,
+
+    /// Machine-readable output (JSON; one JSON object per line while watching)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Show every request to the server, and where each setting came from
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// The stamp-proxy to talk to [env: STAMP_SERVER] [default: http://127.0.0.1:8080]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+
+    /// API token (sent as a bearer token) [env: STAMP_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+/// What the command was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A ticket and no action flag: where it stands.
+    Show,
+    List,
+    Update,
+    Promote,
+    Revert,
+    Close,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Show => "show",
+            Action::List => "--list",
+            Action::Update => "--update",
+            Action::Promote => "--promote",
+            Action::Revert => "--revert",
+            Action::Close => "--close",
+        }
+    }
+}
+
+/// A misuse of the flags (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct UsageError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+fn usage(message: impl Into<String>, hint: Option<&str>) -> UsageError {
+    UsageError {
+        message: message.into(),
+        hint: hint.map(str::to_string),
+    }
+}
+
+/// The stages `-d/-q/-p` (and `--all`) select.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stages(pub Vec<&'static str>);
+
+/// The arguments, checked against each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub action: Action,
+    /// The ticket as typed (resolved against the project key later).
+    pub ticket: Option<String>,
+    pub files: Vec<PathBuf>,
+}
+
+impl Cli {
+    /// The action, the ticket and the files, or what is wrong with the combination.
+    pub fn invocation(&self) -> Result<Invocation, UsageError> {
+        let action = if self.list {
+            Action::List
+        } else if self.update {
+            Action::Update
+        } else if self.promote {
+            Action::Promote
+        } else if self.revert {
+            Action::Revert
+        } else if self.close {
+            Action::Close
+        } else {
+            Action::Show
+        };
+        let mut files = self.files.clone();
+        let ticket = match (&self.ticket, &self.ticket_arg) {
+            (Some(t), None) => Some(t.clone()),
+            (None, t) => t.clone(),
+            (Some(t), Some(positional)) => {
+                if action != Action::Update {
+                    return Err(usage(
+                        format!("two tickets given: `{positional}` and --ticket {t}"),
+                        Some(
+                            "give the ticket once, as `stamp TKT-1 …` or `stamp --ticket TKT-1 …`",
+                        ),
+                    ));
+                }
+                // `stamp -t TKT-1 -u a.js b.js`: every positional is a file.
+                files.insert(0, PathBuf::from(positional));
+                Some(t.clone())
+            }
+        };
+        if !files.is_empty() && action != Action::Update {
+            return Err(usage(
+                format!(
+                    "unexpected argument `{}`: files can only be given with --update",
+                    files[0].display()
+                ),
+                Some("stamp TKT-1 --update src/a.js src/b.js"),
+            ));
+        }
+        if ticket.is_none() && !matches!(action, Action::List) {
+            return Err(usage(
+                format!("{} needs a ticket", action.name()),
+                Some("stamp TKT-1 --update (or a bare number with `project` in stamp.toml)"),
+            ));
+        }
+        if self.once && action != Action::Update {
+            return Err(usage(
+                "--once only goes with --update",
+                Some("stamp TKT-1 --update --once"),
+            ));
+        }
+        if self.all && !matches!(action, Action::Update | Action::List) {
+            return Err(usage(
+                "--all only goes with --update (every file) or --list (every stage)",
+                None,
+            ));
+        }
+        if (self.dev || self.qa || self.prod) && !matches!(action, Action::List | Action::Show) {
+            return Err(usage(
+                format!(
+                    "-d/-q/-p select the stages to list; they do not go with {}",
+                    action.name()
+                ),
+                Some("stamp --list -q, or stamp TKT-1 --list -d"),
+            ));
+        }
+        if self.all && (self.dev || self.qa || self.prod) {
+            return Err(usage(
+                "--all and -d/-q/-p both select stages: use one or the other",
+                None,
+            ));
+        }
+        Ok(Invocation {
+            action,
+            ticket,
+            files,
+        })
+    }
+
+    /// The stages to list: `-d/-q/-p` as given, every stage with `--all`, and
+    /// otherwise `default`.
+    pub fn stages(&self, default: &[&'static str]) -> Stages {
+        if self.all {
+            return Stages(vec!["dev", "qa", "prod", "closed"]);
+        }
+        let chosen: Vec<&'static str> = [(self.dev, "dev"), (self.qa, "qa"), (self.prod, "prod")]
+            .into_iter()
+            .filter_map(|(on, s)| on.then_some(s))
+            .collect();
+        if chosen.is_empty() {
+            Stages(default.to_vec())
+        } else {
+            Stages(chosen)
+        }
+    }
+}
+
+/// Turns what the user typed into a ticket key: `tkt-1` → `TKT-1`, `42` →
+/// `<project>-42`. The key rules are the server's: `[A-Z][A-Z0-9_]+-[0-9]+`.
+pub fn ticket_key(input: &str, project: Option<&str>) -> Result<String, UsageError> {
+    let input = input.trim();
+    if !input.is_empty() && input.bytes().all(|b| b.is_ascii_digit()) {
+        return match project {
+            Some(p) => ticket_key(&format!("{p}-{input}"), None),
+            None => Err(usage(
+                format!("`{input}` is a bare ticket number, but no project key is configured"),
+                Some("write the full key (TKT-42), or set `project = \"TKT\"` in stamp.toml"),
+            )),
+        };
+    }
+    let upper = input.to_ascii_uppercase();
+    let bad = || {
+        usage(
+            format!("`{input}` is not a ticket key"),
+            Some("a key looks like TKT-123: a letter, letters/digits/_ , a dash and a number"),
+        )
+    };
+    if upper.len() > 64 {
+        return Err(bad());
+    }
+    let (project, number) = upper.rsplit_once('-').ok_or_else(bad)?;
+    if !project_key_ok(project) || number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    Ok(upper)
+}
+
+/// `[A-Z][A-Z0-9_]+` (upper case already applied).
+pub fn project_key_ok(project: &str) -> bool {
+    let mut chars = project.chars();
+    chars.next().is_some_and(|c| c.is_ascii_uppercase())
+        && project.len() >= 2
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("stamp").chain(args.iter().copied()))
+    }
+
+    fn inv(args: &[&str]) -> Result<Invocation, UsageError> {
+        parse(args).unwrap().invocation()
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ticket_positional_or_option() {
+        let i = inv(&["TKT-1", "--update"]).unwrap();
+        assert_eq!(
+            (i.action, i.ticket.as_deref()),
+            (Action::Update, Some("TKT-1"))
+        );
+        let i = inv(&["-t", "tkt-2", "-l"]).unwrap();
+        assert_eq!(
+            (i.action, i.ticket.as_deref()),
+            (Action::List, Some("tkt-2"))
+        );
+        let i = inv(&["--ticket", "TKT-3"]).unwrap();
+        assert_eq!(i.action, Action::Show);
+        let i = inv(&["--promote", "TKT-4"]).unwrap();
+        assert_eq!(
+            (i.action, i.ticket.as_deref()),
+            (Action::Promote, Some("TKT-4"))
+        );
+    }
+
+    #[test]
+    fn files_follow_the_ticket_with_update_only() {
+        let i = inv(&["TKT-1", "-u", "src/a.js", "src/b.js"]).unwrap();
+        assert_eq!(
+            i.files,
+            [PathBuf::from("src/a.js"), PathBuf::from("src/b.js")]
+        );
+        // With --ticket, every positional is a file.
+        let i = inv(&["-t", "TKT-1", "-u", "src/a.js", "src/b.js"]).unwrap();
+        assert_eq!(i.ticket.as_deref(), Some("TKT-1"));
+        assert_eq!(i.files.len(), 2);
+        assert!(inv(&["TKT-1", "src/a.js"]).is_err());
+        assert!(inv(&["TKT-1", "--promote", "src/a.js"]).is_err());
+        assert!(inv(&["TKT-1", "-t", "TKT-2"]).is_err());
+    }
+
+    #[test]
+    fn short_flags_of_the_original_synopsis() {
+        let c = parse(&["TKT-1", "-l", "-d", "-q", "-p", "-v", "-f", "lib"]).unwrap();
+        assert!(c.list && c.dev && c.qa && c.prod && c.verbose);
+        assert_eq!(c.folder, Some(PathBuf::from("lib")));
+        let c = parse(&["-h"]).unwrap_err();
+        assert_eq!(c.kind(), clap::error::ErrorKind::DisplayHelp);
+        let c = parse(&["--version"]).unwrap_err();
+        assert_eq!(c.kind(), clap::error::ErrorKind::DisplayVersion);
+    }
+
+    #[test]
+    fn one_action_at_a_time() {
+        let e = parse(&["TKT-1", "--promote", "--revert"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(parse(&["TKT-1", "-u", "-l"]).is_err());
+        assert!(parse(&["TKT-1", "--close", "--promote"]).is_err());
+    }
+
+    #[test]
+    fn flags_that_need_a_companion() {
+        assert!(inv(&["TKT-1", "--once"]).is_err());
+        assert!(inv(&["TKT-1", "-u", "--once"]).is_ok());
+        assert!(inv(&["TKT-1", "--promote", "--all"]).is_err());
+        assert!(inv(&["TKT-1", "--promote", "-q"]).is_err());
+        assert!(inv(&["-l", "--all", "-q"]).is_err());
+        assert!(inv(&["--promote"]).is_err());
+        assert!(inv(&["--update"]).is_err());
+        assert!(inv(&["--list"]).is_ok());
+        assert!(inv(&["-l", "--json", "--all"]).is_ok());
+    }
+
+    #[test]
+    fn stages_default_to_qa_and_prod() {
+        let c = parse(&["-l"]).unwrap();
+        assert_eq!(c.stages(&["qa", "prod"]).0, ["qa", "prod"]);
+        let c = parse(&["-l", "-d"]).unwrap();
+        assert_eq!(c.stages(&["qa", "prod"]).0, ["dev"]);
+        let c = parse(&["-l", "-p", "-d"]).unwrap();
+        assert_eq!(c.stages(&["qa", "prod"]).0, ["dev", "prod"]);
+        let c = parse(&["-l", "--all"]).unwrap();
+        assert_eq!(c.stages(&["qa", "prod"]).0, ["dev", "qa", "prod", "closed"]);
+    }
+
+    #[test]
+    fn ticket_keys() {
+        assert_eq!(ticket_key("tkt-1", None).unwrap(), "TKT-1");
+        assert_eq!(ticket_key("Shop_2-0042", None).unwrap(), "SHOP_2-0042");
+        assert_eq!(ticket_key("42", Some("TKT")).unwrap(), "TKT-42");
+        assert!(ticket_key("42", None)
+            .unwrap_err()
+            .hint
+            .unwrap()
+            .contains("project"));
+        for bad in [
+            "", "T-1", "1TKT-1", "TKT-", "TKT1", "TKT-1a", "TK T-1", "-1",
+        ] {
+            assert!(ticket_key(bad, None).is_err(), "{bad:?} accepted");
+        }
+        assert!(ticket_key(&format!("{}-1", "A".repeat(70)), None).is_err());
+    }
+
+    #[test]
+    fn help_documents_precedence_examples_and_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "STAMP_SERVER",
+            "STAMP_TOKEN",
+            "stamp.toml",
+            "Examples:",
+            "Exit codes:",
+            "flags",
+            "environment",
+            "--once",
+        ] {
+            assert!(help.contains(needle), "help lacks {needle}:\n{help}");
+        }
+    }
+}

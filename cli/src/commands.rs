@@ -1,0 +1,450 @@
+//! The actions: update (sync, then watch), promote / revert / close, list and
+//! show; each turns settings into requests and answers into output.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::cli::{ticket_key, Action, Cli, UsageError};
+use crate::client::{ApiError, Client, GitMeta, Ticket};
+use crate::config::{self, resolve_path, slash_path, ConfigError, Flags, Settings, Source};
+use crate::error::{Failure, Kind};
+use crate::git::Repo;
+use crate::output::{self, Reporter};
+use crate::sync::{Interrupted, Scope, Syncer};
+use crate::watch;
+
+impl From<UsageError> for Failure {
+    fn from(e: UsageError) -> Failure {
+        Failure {
+            kind: Kind::Usage,
+            message: e.message,
+            details: vec![],
+            hint: e.hint,
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        let mut problems = e.problems.into_iter();
+        Failure {
+            kind: Kind::Usage,
+            message: problems
+                .next()
+                .unwrap_or_else(|| "invalid configuration".into()),
+            details: problems.collect(),
+            hint: e.hint,
+        }
+    }
+}
+
+/// Runs the command line; the exit code on success (a sync that could not
+/// upload everything ends with 1).
+pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let inv = cli.invocation().map_err(Failure::from)?;
+    let cwd = std::env::current_dir()?;
+    let file = match config::discover(&cwd) {
+        Some(p) => {
+            let c = config::load(&p).map_err(Failure::from)?;
+            Some((p, c))
+        }
+        None => None,
+    };
+    let flags = Flags {
+        server: cli.server.clone(),
+        token: cli.token.clone(),
+        folder: cli.folder.clone(),
+    };
+    let settings = config::resolve(&flags, &|name| std::env::var(name).ok(), file, &cwd)
+        .map_err(Failure::from)?;
+    if cli.verbose {
+        for line in settings.describe() {
+            eprintln!("* {line}");
+        }
+    }
+    let key = match &inv.ticket {
+        Some(t) => Some(ticket_key(t, settings.project.as_deref()).map_err(Failure::from)?),
+        None => None,
+    };
+    let client = Client::new(&settings.server, settings.token.clone(), cli.verbose)?;
+    let ctx = Ctx {
+        cli,
+        settings: &settings,
+        client: &client,
+        cwd: &cwd,
+    };
+    match (inv.action, key) {
+        (Action::List, None) => ctx.list(),
+        (Action::List | Action::Show, Some(key)) => ctx.show(&key),
+        (Action::Update, Some(key)) => ctx.update(&key, &inv.files),
+        (Action::Promote, Some(key)) => ctx.promote(&key),
+        (Action::Revert, Some(key)) => ctx.transition(&key, "revert"),
+        (Action::Close, Some(key)) => ctx.transition(&key, "close"),
+        (_, None) => Err(Failure::new(Kind::Usage, "this action needs a ticket").into()),
+    }
+}
+
+struct Ctx<'a> {
+    cli: &'a Cli,
+    settings: &'a Settings,
+    client: &'a Client,
+    cwd: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn api(&self, key: Option<&str>) -> impl Fn(ApiError) -> Failure + '_ {
+        let key = key.map(str::to_string);
+        move |e| Failure::from_api(&e, key.as_deref(), self.client.has_token())
+    }
+
+    fn list(&self) -> anyhow::Result<ExitCode> {
+        let stages = self.cli.stages(&["qa", "prod"]).0;
+        let raw = self.client.list_raw(&stages).map_err(self.api(None))?;
+        if self.cli.json {
+            println!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let tickets: Vec<Ticket> = serde_json::from_value(
+            raw.get("tickets").cloned().unwrap_or_default(),
+        )
+        .map_err(|e| {
+            Failure::new(
+                Kind::Connection,
+                format!("unexpected answer from the server: {e}"),
+            )
+        })?;
+        print!("{}", output::list(&tickets, &stages, &self.settings.server));
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn show(&self, key: &str) -> anyhow::Result<ExitCode> {
+        let stages = self.cli.stages(&["dev", "qa", "prod"]).0;
+        let raw = self.client.ticket_raw(key).map_err(self.api(Some(key)))?;
+        if self.cli.json {
+            println!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let t: Ticket = serde_json::from_value(raw).map_err(|e| {
+            Failure::new(
+                Kind::Connection,
+                format!("unexpected answer from the server: {e}"),
+            )
+        })?;
+        print!("{}", output::ticket(&t, &stages, &self.settings.server));
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The repository of the folder (or of the working directory).
+    fn repo(&self) -> anyhow::Result<Option<Repo>> {
+        let at = if self.settings.folder.is_dir() {
+            self.settings.folder.as_path()
+        } else {
+            self.cwd
+        };
+        Repo::discover(at)
+    }
+
+    fn git_meta(repo: Option<&Repo>) -> GitMeta {
+        let head = repo.and_then(|r| r.head().ok());
+        GitMeta {
+            commit: head.as_ref().and_then(|h| h.commit.map(|c| c.to_string())),
+            branch: head.and_then(|h| h.branch),
+        }
+    }
+
+    fn promote(&self, key: &str) -> anyhow::Result<ExitCode> {
+        let Some(repo) = self.repo()? else {
+            return Err(Failure::new(
+                Kind::Refused,
+                format!(
+                    "{} is not in a git repository: --promote checks git first",
+                    self.cwd.display()
+                ),
+            )
+            .hint("run stamp from the repository's work tree, where the ticket's commits are")
+            .into());
+        };
+        let ok = match repo.check_promotable(self.settings.main_branch.as_deref())? {
+            Ok(ok) => ok,
+            Err(refusal) => {
+                return Err(Failure::new(
+                    Kind::Refused,
+                    format!("not promoting {key}: {}", refusal.message),
+                )
+                .details(refusal.details)
+                .hint(refusal.hint)
+                .into())
+            }
+        };
+        let git = GitMeta {
+            commit: Some(ok.commit.clone()),
+            branch: ok.branch.clone(),
+        };
+        let before = self.existing(key)?;
+        if before.stage == "dev" && !self.cli.json {
+            self.warn_if_unsynced(key);
+        }
+        let (after, raw) = self
+            .client
+            .transition(key, "promote", Some(before.version), &git)
+            .map_err(self.api(Some(key)))?;
+        if self.cli.json {
+            println!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let at = match &ok.branch {
+            Some(b) => format!("{} on {b}", &ok.commit[..7.min(ok.commit.len())]),
+            None => format!("{} (detached)", &ok.commit[..7.min(ok.commit.len())]),
+        };
+        let relation = if ok.ahead == 0 {
+            format!("at the tip of {}", ok.main)
+        } else {
+            format!(
+                "{} commit{} ahead of {}",
+                ok.ahead,
+                if ok.ahead == 1 { "" } else { "s" },
+                ok.main
+            )
+        };
+        println!(
+            "{key}: {} -> {}  (commit {at}, {relation})",
+            before.stage, after.stage
+        );
+        println!("{}", output::standing(&after, &self.settings.server));
+        print_warnings(&after);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn transition(&self, key: &str, action: &str) -> anyhow::Result<ExitCode> {
+        let repo = self.repo().ok().flatten();
+        let git = Self::git_meta(repo.as_ref());
+        let before = self.existing(key)?;
+        let (after, raw) = self
+            .client
+            .transition(key, action, Some(before.version), &git)
+            .map_err(self.api(Some(key)))?;
+        if self.cli.json {
+            println!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("{key}: {} -> {}", before.stage, after.stage);
+        println!("{}", output::standing(&after, &self.settings.server));
+        print_warnings(&after);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn existing(&self, key: &str) -> anyhow::Result<Ticket> {
+        match self.client.ticket(key).map_err(self.api(Some(key)))? {
+            Some(t) => Ok(t),
+            None => Err(
+                Failure::new(Kind::Refused, format!("ticket {key} does not exist"))
+                    .hint(format!(
+                        "a ticket is created by its first upload: stamp {key} --update"
+                    ))
+                    .into(),
+            ),
+        }
+    }
+
+    /// Where production serves the folder: stamp.toml's `url_path`, else the
+    /// folder's path from the repository root, else from stamp.toml's
+    /// directory or the working directory.
+    fn url_base(&self, folder: &Path, repo: Option<&Repo>) -> Result<String, Failure> {
+        if let Some(u) = self.settings.configured_url_path(folder) {
+            return Ok(u);
+        }
+        if let Some(rel) = repo.and_then(|r| r.relative(folder)) {
+            return Ok(format!("/{rel}"));
+        }
+        let base = self
+            .settings
+            .file
+            .as_ref()
+            .and_then(|f| f.parent().map(resolve_path))
+            .unwrap_or_else(|| resolve_path(self.cwd));
+        match folder.strip_prefix(&base) {
+            Ok(rel) => Ok(format!("/{}", slash_path(rel))),
+            Err(_) => Err(Failure::new(
+                Kind::Usage,
+                format!(
+                    "cannot tell which URL path production serves {} at",
+                    folder.display()
+                ),
+            )
+            .hint("set `url_path = \"/…\"` in stamp.toml")),
+        }
+    }
+
+    /// The folder, its URL path, specifiers and FILES, checked; and its repository.
+    fn scope(
+        &self,
+        files: &[PathBuf],
+        report: Reporter,
+        quiet: bool,
+    ) -> anyhow::Result<(Scope, Option<Repo>)> {
+        let folder = &self.settings.folder;
+        if !folder.is_dir() {
+            let from = match &self.settings.folder_from {
+                Source::Default => "the default".to_string(),
+                other => other.to_string(),
+            };
+            return Err(Failure::new(
+                Kind::Usage,
+                format!(
+                    "the folder {} does not exist (from {from})",
+                    folder.display()
+                ),
+            )
+            .hint("choose the folder with -f DIR or `folder` in stamp.toml")
+            .into());
+        }
+        let repo = Repo::discover(folder)?;
+        let url_base = self.url_base(folder, repo.as_ref())?;
+        if let Some(r) = repo.as_ref().filter(|_| !self.cli.all) {
+            if r.head()?.commit.is_some() {
+                if let Err(refusal) = r.main_branch(self.settings.main_branch.as_deref()) {
+                    return Err(Failure::new(Kind::Usage, refusal.message)
+                        .hint(refusal.hint)
+                        .into());
+                }
+            }
+        }
+        let mut specifiers = HashMap::new();
+        for (spec, file) in &self.settings.specifiers {
+            if file.starts_with(folder) {
+                specifiers.insert(file.clone(), spec.clone());
+            } else if !quiet {
+                report.note(&format!(
+                    "warning: specifiers.\"{spec}\" = {} is outside the folder {}: not synced",
+                    file.display(),
+                    folder.display()
+                ));
+            }
+        }
+        let mut only = Vec::new();
+        for f in files {
+            let abs = resolve_path(&self.cwd.join(f));
+            if !abs.starts_with(folder) {
+                return Err(Failure::new(
+                    Kind::Usage,
+                    format!("{} is not in the folder {}", f.display(), folder.display()),
+                )
+                .hint("name files inside the watched folder, or choose the folder with -f DIR")
+                .into());
+            }
+            only.push(abs);
+        }
+        let scope = Scope {
+            folder: folder.clone(),
+            url_base,
+            specifiers,
+            only,
+            all: self.cli.all,
+            main_branch: self.settings.main_branch.clone(),
+        };
+        if self.cli.verbose && !quiet {
+            eprintln!(
+                "* {} is served at {}; comparing with {}",
+                scope.folder.display(),
+                scope.url_base,
+                if self.cli.all || repo.is_none() {
+                    "nothing (every file counts)"
+                } else {
+                    "the main branch's merge base"
+                }
+            );
+        }
+        Ok((scope, repo))
+    }
+
+    /// Before promoting dev: does the ticket hold what the work tree has?
+    /// (A warning only: the git checks are what guard a promotion.)
+    fn warn_if_unsynced(&self, key: &str) {
+        let report = Reporter { json: false };
+        let Ok((scope, repo)) = self.scope(&[], report, true) else {
+            return;
+        };
+        let mut syncer = Syncer::new(self.client.clone(), key.to_string(), scope, repo, report);
+        let Ok(diff) = syncer.pending() else {
+            return;
+        };
+        if diff.is_empty() {
+            return;
+        }
+        let n = diff.len();
+        let mut shown: Vec<String> = diff.into_iter().take(5).collect();
+        if n > 5 {
+            shown.push(format!("and {} more", n - 5));
+        }
+        eprintln!(
+            "warning: {key}'s dev stage differs from the work tree ({}); run `stamp {key} -u --once` first so the ticket matches the commit",
+            shown.join(", ")
+        );
+    }
+
+    fn update(&self, key: &str, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+        let report = Reporter {
+            json: self.cli.json,
+        };
+        let (scope, repo) = self.scope(files, report, false)?;
+        // Ctrl-C during the first sync stops the watch right after it.
+        let signals = if self.cli.once {
+            None
+        } else {
+            Some(watch::Signals::install()?)
+        };
+        let mut syncer = Syncer::new(self.client.clone(), key.to_string(), scope, repo, report);
+        let summary =
+            syncer
+                .full(&HashSet::new())
+                .map_err(|e| match e.downcast::<Interrupted>() {
+                    Ok(Interrupted(api)) => anyhow::Error::from(Failure::from_api(
+                        &api,
+                        Some(key),
+                        self.client.has_token(),
+                    )),
+                    Err(other) => other,
+                })?;
+        for f in syncer.unselectable_files() {
+            report.note(&format!(
+                "warning: {} is ignored (dotfile, .gitignore or editor scratch file): not synced",
+                f.display()
+            ));
+        }
+        report.summary(&summary);
+        match summary.stage.as_deref() {
+            Some("qa") | Some("prod") if !self.cli.json => eprintln!(
+                "note: {key} is in {}: uploads change its dev stage (?dev={key}) only; promote again to pass them on",
+                summary.stage.as_deref().unwrap_or_default()
+            ),
+            None if summary.uploaded == 0 && !self.cli.json => {
+                eprintln!("note: nothing differs from the main branch yet: {key} is created by its first upload")
+            }
+            _ => {}
+        }
+        let Some(signals) = signals else {
+            return Ok(if summary.failed > 0 {
+                Kind::Refused.exit_code()
+            } else {
+                ExitCode::SUCCESS
+            });
+        };
+        watch::run(&mut syncer, signals, report, self.cli.verbose).map_err(|e| match e
+            .downcast::<Interrupted>()
+        {
+            Ok(Interrupted(api)) => {
+                anyhow::Error::from(Failure::from_api(&api, Some(key), self.client.has_token()))
+            }
+            Err(other) => other,
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Policy warnings that came with an accepted transition.
+fn print_warnings(t: &Ticket) {
+    for w in crate::error::items(&serde_json::Value::Array(t.warnings.clone())) {
+        eprintln!("warning: {w}");
+    }
+}

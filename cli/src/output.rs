@@ -1,0 +1,418 @@
+//! What the user reads: upload lines and summaries, tickets, tables, and the
+//! same as JSON with `--json`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::client::Ticket;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `640 B`, `1.2 KiB`, `3.4 MiB`.
+pub fn size(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else if n < 1024 * 1024 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time in milliseconds.
+pub fn date_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `HH:MM:SS` (UTC) of now.
+pub fn clock() -> String {
+    date_time(now_ms())[11..].to_string()
+}
+
+/// `just now`, `42 s ago`, `5 min ago`, `3 h ago`, `2 d ago`.
+pub fn ago(ms: u64, now: u64) -> String {
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..=4 => "just now".into(),
+        5..=59 => format!("{s} s ago"),
+        60..=3599 => format!("{} min ago", s / 60),
+        3600..=86_399 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}
+
+/// The site's address as the server sees it (`http://host:port`), from a
+/// ticket's links.
+pub fn site(t: &Ticket, server: &str) -> String {
+    t.links
+        .values()
+        .find_map(|l| l.split_once("/?").map(|(b, _)| b.to_string()))
+        .unwrap_or_else(|| server.to_string())
+}
+
+/// The link that shows the ticket in its current stage.
+pub fn share_link(t: &Ticket, server: &str) -> Option<String> {
+    match t.stage.as_str() {
+        "dev" => t.links.get("dev").cloned(),
+        "qa" => t.links.get("qa").cloned(),
+        "prod" => Some(format!("{}/", site(t, server))),
+        _ => None,
+    }
+}
+
+/// A one-line account of where a ticket stands.
+pub fn standing(t: &Ticket, server: &str) -> String {
+    match t.stage.as_str() {
+        "dev" => format!(
+            "{} is in dev: see it at {}",
+            t.key,
+            share_link(t, server).unwrap_or_default()
+        ),
+        "qa" => format!(
+            "{} is in qa: share {} with QA",
+            t.key,
+            share_link(t, server).unwrap_or_default()
+        ),
+        "prod" => format!(
+            "{} is released: {} serves it to every visitor",
+            t.key,
+            share_link(t, server).unwrap_or_default()
+        ),
+        "closed" => format!("{} is closed (an --update re-opens it in dev)", t.key),
+        other => format!("{} is in {other}", t.key),
+    }
+}
+
+/// How a released ticket reaches visitors: through the production overlay,
+/// or settled (the origin itself now serves its code).
+fn released(t: &Ticket) -> String {
+    match &t.overlay {
+        Some(o) if o.live == 0 && o.retired > 0 => "settled: the origin serves it".into(),
+        Some(o) if o.retired > 0 => format!(
+            "live through the overlay: {} module(s), {} settled",
+            o.live, o.retired
+        ),
+        _ if t.live_in_production => "live through the overlay".into(),
+        _ => "released".into(),
+    }
+}
+
+/// Left-aligned columns.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+const STAGE_ORDER: [&str; 4] = ["dev", "qa", "prod", "closed"];
+
+/// The `--list` table: tickets by stage, with module counts, last change
+/// and share links.
+pub fn list(tickets: &[Ticket], stages: &[&str], server: &str) -> String {
+    if tickets.is_empty() {
+        return format!("no tickets in {}\n", stages.join(" or "));
+    }
+    let mut sorted: Vec<&Ticket> = tickets.iter().collect();
+    sorted.sort_by_key(|t| {
+        (
+            STAGE_ORDER.iter().position(|s| *s == t.stage).unwrap_or(9),
+            std::cmp::Reverse(t.updated_ms),
+        )
+    });
+    let now = now_ms();
+    let mut rows = vec![vec![
+        "STAGE".to_string(),
+        "TICKET".into(),
+        "MODULES".into(),
+        "LAST CHANGE".into(),
+        "LINK".into(),
+    ]];
+    for t in sorted {
+        let count = t
+            .modules
+            .get(if t.stage == "closed" {
+                "dev"
+            } else {
+                t.stage.as_str()
+            })
+            .map_or(0, Vec::len);
+        let stage = if t.stage == "prod" {
+            match &t.overlay {
+                Some(o) if o.live == 0 && o.retired > 0 => "prod (settled)".to_string(),
+                Some(o) if o.retired > 0 => "prod (partly settled)".to_string(),
+                _ if t.live_in_production => "prod (live)".to_string(),
+                _ => "prod".to_string(),
+            }
+        } else {
+            t.stage.clone()
+        };
+        rows.push(vec![
+            stage,
+            t.key.clone(),
+            count.to_string(),
+            ago(t.updated_ms, now),
+            share_link(t, server).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table(&rows)
+}
+
+/// One ticket: stage, links, overrides per stage with their URLs, history.
+pub fn ticket(t: &Ticket, stages: &[&str], server: &str) -> String {
+    let site = site(t, server);
+    let mut out = format!(
+        "{}  {}  version {}  (allowed: {})\n",
+        t.key,
+        if t.stage == "prod" {
+            format!("prod ({})", released(t))
+        } else {
+            t.stage.clone()
+        },
+        t.version,
+        t.allowed_actions.join(", ")
+    );
+    for (stage, link) in &t.links {
+        out.push_str(&format!("  {stage:<5} {link}\n"));
+    }
+    if t.stage == "prod" {
+        out.push_str(&format!("  prod  {site}/\n"));
+    }
+    for stage in ["dev", "qa", "prod"] {
+        if !stages.contains(&stage) {
+            continue;
+        }
+        let Some(mods) = t.modules.get(stage) else {
+            continue;
+        };
+        out.push_str(&format!(
+            "\n{stage} ({} module{})\n",
+            mods.len(),
+            if mods.len() == 1 { "" } else { "s" }
+        ));
+        let rows: Vec<Vec<String>> = mods
+            .iter()
+            .map(|m| {
+                let name = if m.specifier == m.path {
+                    m.path.clone()
+                } else {
+                    format!("{} ({})", m.specifier, m.path)
+                };
+                vec![
+                    format!("  {name}"),
+                    size(m.size),
+                    format!("{site}{}", m.url),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows));
+    }
+    if !t.history.is_empty() {
+        out.push_str("\nhistory (UTC)\n");
+        let rows: Vec<Vec<String>> = t
+            .history
+            .iter()
+            .map(|e| {
+                let moved = match (&e.from, &e.to) {
+                    (Some(f), Some(to)) if f != to => format!("{f} -> {to}"),
+                    (None, Some(to)) => format!("-> {to}"),
+                    (_, Some(to)) => to.clone(),
+                    _ => String::new(),
+                };
+                let git = match (&e.commit, &e.branch) {
+                    (Some(c), Some(b)) => format!("{} on {b}", &c[..c.len().min(7)]),
+                    (Some(c), None) => c[..c.len().min(7)].to_string(),
+                    (None, Some(b)) => format!("on {b}"),
+                    (None, None) => String::new(),
+                };
+                vec![
+                    format!("  {}", date_time(e.at_ms)),
+                    e.event.clone(),
+                    moved,
+                    e.actor.clone(),
+                    git,
+                    e.detail.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows));
+    }
+    out
+}
+
+/// How the sync reports what it does: a line per change, or JSON lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Reporter {
+    pub json: bool,
+}
+
+impl Reporter {
+    fn emit(&self, v: Value) {
+        println!("{v}");
+    }
+
+    pub fn uploaded(&self, name: &str, bytes: u64, sent: bool, ms: u128, hash: &str) {
+        if self.json {
+            self.emit(json!({"event": "upload", "module": name, "size": bytes, "hash": hash, "transfer": if sent { "sent" } else { "linked" }, "at_ms": now_ms(), "ms": ms}));
+        } else {
+            println!(
+                "{}  upload  {name}  {}  {}  {ms} ms",
+                clock(),
+                size(bytes),
+                if sent {
+                    "sent"
+                } else {
+                    "linked (server had it)"
+                }
+            );
+        }
+    }
+
+    pub fn removed(&self, name: &str, ms: u128) {
+        if self.json {
+            self.emit(json!({"event": "remove", "module": name, "at_ms": now_ms(), "ms": ms}));
+        } else {
+            println!("{}  remove  {name}  {ms} ms", clock());
+        }
+    }
+
+    /// A file the server would not take; the sync goes on.
+    pub fn skipped(&self, name: &str, why: &str) {
+        if self.json {
+            self.emit(json!({"event": "skip", "module": name, "reason": why, "at_ms": now_ms()}));
+        } else {
+            eprintln!("{}  skip    {name}: {why}", clock());
+        }
+    }
+
+    pub fn note(&self, text: &str) {
+        if self.json {
+            self.emit(json!({"event": "note", "message": text, "at_ms": now_ms()}));
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    pub fn summary(&self, s: &Summary) {
+        if self.json {
+            self.emit(json!({
+                "event": "synced", "ticket": s.ticket, "stage": s.stage, "uploaded": s.uploaded,
+                "sent": s.sent, "linked": s.linked, "bytes_sent": s.bytes_sent, "removed": s.removed,
+                "unchanged": s.unchanged, "skipped": s.skipped, "failed": s.failed, "ms": s.ms, "link": s.link,
+            }));
+            return;
+        }
+        let mut parts = vec![format!(
+            "{} uploaded ({} sent, {} linked, {})",
+            s.uploaded,
+            s.sent,
+            s.linked,
+            size(s.bytes_sent)
+        )];
+        parts.push(format!("{} removed", s.removed));
+        parts.push(format!("{} unchanged", s.unchanged));
+        if s.skipped > 0 {
+            parts.push(format!("{} skipped", s.skipped));
+        }
+        if s.failed > 0 {
+            parts.push(format!("{} failed", s.failed));
+        }
+        println!(
+            "synced {}{}: {} in {} ms",
+            s.ticket,
+            s.stage
+                .as_ref()
+                .map(|st| format!(" ({st})"))
+                .unwrap_or_default(),
+            parts.join(", "),
+            s.ms
+        );
+        if let Some(l) = &s.link {
+            println!("  {l}");
+        }
+    }
+}
+
+/// The outcome of one sync.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub ticket: String,
+    pub stage: Option<String>,
+    pub uploaded: usize,
+    pub sent: usize,
+    pub linked: usize,
+    pub bytes_sent: u64,
+    pub removed: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub ms: u128,
+    pub link: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_sizes() {
+        assert_eq!(date_time(0), "1970-01-01 00:00:00");
+        assert_eq!(date_time(1_709_251_199_000), "2024-02-29 23:59:59");
+        assert_eq!(size(640), "640 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(ago(0, 300_000), "5 min ago");
+        assert_eq!(ago(1000, 2000), "just now");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&[
+            vec!["a".into(), "bb".into(), "c".into()],
+            vec!["ddd".into(), "e".into(), "f".into()],
+        ]);
+        assert_eq!(t, "a    bb  c\nddd  e   f\n");
+    }
+}

@@ -1,0 +1,654 @@
+//! Makes a ticket's dev overrides match the folder: which files count (not
+//! ignored, not dotfiles, different from the main branch's merge base), what
+//! the server already has, and the uploads and deletes in between. Only
+//! bodies the server lacks are sent; the rest are linked by content hash.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use crate::client::{ApiError, Client, GitMeta, Ticket};
+use crate::config::{join_url, slash_path};
+use crate::git::{blob_id, Repo};
+use crate::output::{Reporter, Summary};
+
+/// Which files the sync is about and where production serves them.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The watched folder (absolute, symlinks resolved).
+    pub folder: PathBuf,
+    /// The URL path the folder is served at (`/src`, or `/`).
+    pub url_base: String,
+    /// File → bare specifier it is known by.
+    pub specifiers: HashMap<PathBuf, String>,
+    /// FILES given on the command line (files or folders); empty = all.
+    pub only: Vec<PathBuf>,
+    /// Every file, not only those that differ from the main branch.
+    pub all: bool,
+    pub main_branch: Option<String>,
+}
+
+impl Scope {
+    /// The production URL path of a file under the folder.
+    pub fn url_path(&self, file: &Path) -> Option<String> {
+        let rel = file.strip_prefix(&self.folder).ok()?;
+        Some(join_url(&self.url_base, &slash_path(rel)))
+    }
+
+    /// The file a production URL path belongs to, if it is under the folder.
+    fn file_of(&self, url_path: &str) -> Option<PathBuf> {
+        let base = self.url_base.trim_end_matches('/');
+        let rel = url_path.strip_prefix(base)?.strip_prefix('/')?;
+        Some(self.folder.join(rel))
+    }
+
+    fn selected(&self, file: &Path) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| file.starts_with(o))
+    }
+
+    /// Whether an override on the server is this folder's to keep in sync.
+    fn manages(&self, specifier: &str, path: &str) -> bool {
+        let file = self
+            .specifiers
+            .iter()
+            .find_map(|(f, s)| (s == specifier).then(|| f.clone()))
+            .or_else(|| (specifier == path).then(|| self.file_of(path)).flatten());
+        file.is_some_and(|f| f.starts_with(&self.folder) && self.selected(&f))
+    }
+}
+
+/// Editors' scratch files, and files no server would take as modules.
+fn is_scratch(name: &str) -> bool {
+    name.ends_with('~')
+        || name.starts_with('#')
+        || name.contains("___jb_")
+        || [
+            ".swp",
+            ".swx",
+            ".swo",
+            ".tmp",
+            ".bak",
+            ".orig",
+            ".part",
+            ".crdownload",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+        || !name.contains('.')
+}
+
+#[derive(Debug, Clone)]
+struct LocalFile {
+    size: u64,
+    mtime: Option<SystemTime>,
+    sha256: String,
+    blob: Option<git2::Oid>,
+}
+
+/// A module the ticket should have.
+#[derive(Debug, Clone)]
+struct Want {
+    specifier: String,
+    bare: bool,
+    path: String,
+    file: PathBuf,
+    size: u64,
+    sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Remote {
+    path: String,
+    hash: String,
+}
+
+/// What the server said about a file it would not take.
+#[derive(Debug, Clone)]
+struct Refused {
+    sha256: String,
+}
+
+/// Keeps one ticket's dev stage in sync with one folder.
+pub struct Syncer {
+    pub client: Client,
+    pub key: String,
+    pub scope: Scope,
+    repo: Option<Repo>,
+    report: Reporter,
+    cache: HashMap<PathBuf, LocalFile>,
+    remote: BTreeMap<String, Remote>,
+    stage: Option<String>,
+    version: Option<u64>,
+    link: Option<String>,
+    refused: HashMap<PathBuf, Refused>,
+    /// The server's state may differ from what we think (someone else
+    /// changed the ticket, or the server lost it): fetch it again.
+    stale: bool,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("key", &self.key)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// A sync stopped by the server or the network; the caller may retry.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(#[source] pub ApiError);
+
+impl Syncer {
+    pub fn new(
+        client: Client,
+        key: String,
+        scope: Scope,
+        repo: Option<Repo>,
+        report: Reporter,
+    ) -> Syncer {
+        Syncer {
+            client,
+            key,
+            scope,
+            repo,
+            report,
+            cache: HashMap::new(),
+            remote: BTreeMap::new(),
+            stage: None,
+            version: None,
+            link: None,
+            refused: HashMap::new(),
+            stale: true,
+        }
+    }
+
+    /// Files of the folder that belong in the ticket (see [`Scope`]), by
+    /// specifier. `touched` paths (and everything under them) are re-read
+    /// even if their size and time look unchanged.
+    fn scan(&mut self, touched: &HashSet<PathBuf>) -> anyhow::Result<BTreeMap<String, Want>> {
+        let walker = ignore::WalkBuilder::new(&self.scope.folder)
+            .hidden(true)
+            .git_ignore(true)
+            .git_exclude(true)
+            .git_global(true)
+            .ignore(true)
+            .parents(true)
+            .require_git(false)
+            .follow_links(false)
+            .build();
+        let mut seen = HashSet::new();
+        let mut files = Vec::new();
+        for entry in walker {
+            let Ok(entry) = entry else { continue };
+            let path = entry.path();
+            let is_file = match entry.file_type() {
+                Some(t) if t.is_file() => true,
+                Some(t) if t.is_symlink() => path.is_file(),
+                _ => false,
+            };
+            let name = entry.file_name().to_string_lossy();
+            if !is_file || is_scratch(&name) || !self.scope.selected(path) {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            let fresh = self.cache.get(path).is_some_and(|c| {
+                c.size == meta.len()
+                    && c.mtime == meta.modified().ok()
+                    && !path.ancestors().any(|a| touched.contains(a))
+            });
+            if !fresh {
+                let Ok(bytes) = std::fs::read(path) else {
+                    continue;
+                };
+                self.cache.insert(
+                    path.to_path_buf(),
+                    LocalFile {
+                        size: bytes.len() as u64,
+                        mtime: meta.modified().ok(),
+                        sha256: hex::encode(Sha256::digest(&bytes)),
+                        blob: blob_id(&bytes),
+                    },
+                );
+            }
+            seen.insert(path.to_path_buf());
+            files.push(path.to_path_buf());
+        }
+        self.cache.retain(|p, _| seen.contains(p));
+
+        let repo = self.repo.as_ref().filter(|_| !self.scope.all);
+        let base = match repo {
+            Some(r) => r.base_tree(self.scope.main_branch.as_deref())?,
+            None => None,
+        };
+        let mut wants = BTreeMap::new();
+        for file in files {
+            let Some(local) = self.cache.get(&file) else {
+                continue;
+            };
+            if let (Some(r), Some((_, tree))) = (repo, &base) {
+                if local.blob.is_some() && r.blob_in(tree, &file) == local.blob {
+                    continue; // same as on main: no override
+                }
+            }
+            let Some(path) = self.scope.url_path(&file) else {
+                continue;
+            };
+            let (specifier, bare) = match self.scope.specifiers.get(&file) {
+                Some(s) => (s.clone(), true),
+                None => (path.clone(), false),
+            };
+            wants.insert(
+                specifier.clone(),
+                Want {
+                    specifier,
+                    bare,
+                    path,
+                    file,
+                    size: local.size,
+                    sha256: local.sha256.clone(),
+                },
+            );
+        }
+        Ok(wants)
+    }
+
+    /// The FILES that are not part of the sync (ignored, dotfiles, scratch).
+    pub fn unselectable_files(&mut self) -> Vec<PathBuf> {
+        let only = self.scope.only.clone();
+        only.into_iter()
+            .filter(|f| f.is_file() && !self.cache.contains_key(f))
+            .collect()
+    }
+
+    /// What a sync would change, by module, without changing anything.
+    pub fn pending(&mut self) -> anyhow::Result<Vec<String>> {
+        self.fetch()?;
+        let wants = self.scan(&HashSet::new())?;
+        let mut out: Vec<String> = wants
+            .values()
+            .filter(|w| {
+                !self
+                    .remote
+                    .get(&w.specifier)
+                    .is_some_and(|r| r.hash == w.sha256 && r.path == w.path)
+            })
+            .map(|w| format!("{} not uploaded", display_name(&w.specifier, &w.path)))
+            .collect();
+        out.extend(
+            self.remote
+                .iter()
+                .filter(|(spec, r)| !wants.contains_key(*spec) && self.scope.manages(spec, &r.path))
+                .map(|(spec, r)| format!("{} not removed", display_name(spec, &r.path))),
+        );
+        Ok(out)
+    }
+
+    fn git_meta(&self) -> GitMeta {
+        let head = self.repo.as_ref().and_then(|r| r.head().ok());
+        GitMeta {
+            commit: head.as_ref().and_then(|h| h.commit.map(|c| c.to_string())),
+            branch: head.and_then(|h| h.branch),
+        }
+    }
+
+    /// Reads the ticket's dev overrides from the server.
+    fn fetch(&mut self) -> anyhow::Result<()> {
+        let t = self.client.ticket(&self.key).map_err(Interrupted)?;
+        self.remote.clear();
+        match t {
+            Some(t) => {
+                self.adopt(&t);
+                for m in t.modules.get("dev").into_iter().flatten() {
+                    self.remote.insert(
+                        m.specifier.clone(),
+                        Remote {
+                            path: m.path.clone(),
+                            hash: m.hash.clone(),
+                        },
+                    );
+                }
+            }
+            None => {
+                self.stage = None;
+                self.version = None;
+            }
+        }
+        self.stale = false;
+        Ok(())
+    }
+
+    fn adopt(&mut self, t: &Ticket) {
+        self.stage = Some(t.stage.clone());
+        self.version = Some(t.version);
+        if let Some(l) = t.links.get("dev") {
+            self.link = Some(l.clone());
+        }
+    }
+
+    /// Notes a change's new version; a jump means someone else changed the
+    /// ticket (or the server lost it), so the next sync fetches it again.
+    fn saw_version(&mut self, stage: &str, version: u64) {
+        if self.version.is_some_and(|v| v + 1 != version)
+            || (self.version.is_none() && version != 1)
+        {
+            self.stale = true;
+        }
+        self.version = Some(version);
+        self.stage = Some(stage.to_string());
+    }
+
+    /// A full sync: fetch the ticket, scan the folder, upload and delete.
+    pub fn full(&mut self, touched: &HashSet<PathBuf>) -> anyhow::Result<Summary> {
+        let start = Instant::now();
+        self.fetch()?;
+        let mut summary = self.reconcile(touched)?;
+        if self.stale {
+            // Changed under our feet while syncing: once more, from the server's state.
+            self.fetch()?;
+            let again = self.reconcile(&HashSet::new())?;
+            merge(&mut summary, &again);
+        }
+        summary.ms = start.elapsed().as_millis();
+        Ok(summary)
+    }
+
+    /// A sync after file events: against the state we know, unless it is stale.
+    pub fn changed(&mut self, touched: &HashSet<PathBuf>) -> anyhow::Result<Summary> {
+        if self.stale {
+            return self.full(touched);
+        }
+        let summary = self.reconcile(touched)?;
+        if self.stale {
+            let again = self.full(&HashSet::new())?;
+            let mut s = summary;
+            merge(&mut s, &again);
+            return Ok(s);
+        }
+        Ok(summary)
+    }
+
+    fn reconcile(&mut self, touched: &HashSet<PathBuf>) -> anyhow::Result<Summary> {
+        let wants = self.scan(touched)?;
+        let git = self.git_meta();
+        let mut s = Summary {
+            ticket: self.key.clone(),
+            ..Summary::default()
+        };
+        // Uploads: what the server does not have under that specifier and path.
+        let mut uploads: Vec<&Want> = Vec::new();
+        for w in wants.values() {
+            let same = self
+                .remote
+                .get(&w.specifier)
+                .is_some_and(|r| r.hash == w.sha256 && r.path == w.path);
+            if same {
+                s.unchanged += 1;
+                continue;
+            }
+            if self
+                .refused
+                .get(&w.file)
+                .is_some_and(|r| r.sha256 == w.sha256)
+            {
+                s.skipped += 1;
+                continue;
+            }
+            uploads.push(w);
+        }
+        let deletes: Vec<(String, String)> = self
+            .remote
+            .iter()
+            .filter(|(spec, r)| !wants.contains_key(*spec) && self.scope.manages(spec, &r.path))
+            .map(|(spec, r)| (spec.clone(), r.path.clone()))
+            .collect();
+
+        let mut missing = HashSet::new();
+        if !uploads.is_empty() {
+            let mut hashes: Vec<String> = uploads.iter().map(|w| w.sha256.clone()).collect();
+            hashes.sort();
+            hashes.dedup();
+            missing = self.client.missing(&hashes).map_err(Interrupted)?;
+        }
+        let uploads: Vec<Want> = uploads.into_iter().cloned().collect();
+        for w in &uploads {
+            self.upload(w, missing.contains(&w.sha256), &git, &mut s)?;
+        }
+
+        if !deletes.is_empty() && self.stage.as_deref() == Some("closed") {
+            self.report.note(&format!(
+                "{} is closed: its {} stale override{} stay{} until an upload re-opens it",
+                self.key,
+                deletes.len(),
+                if deletes.len() == 1 { "" } else { "s" },
+                if deletes.len() == 1 { "s" } else { "" },
+            ));
+        } else {
+            for (spec, path) in deletes {
+                let bare = spec != path;
+                let start = Instant::now();
+                match self.client.delete_module(
+                    &self.key,
+                    &path,
+                    bare.then_some(spec.as_str()),
+                    &git,
+                ) {
+                    Ok(c) => {
+                        self.saw_version(&c.stage, c.version);
+                        self.remote.remove(&spec);
+                        s.removed += 1;
+                        self.report
+                            .removed(&display_name(&spec, &path), start.elapsed().as_millis());
+                    }
+                    Err(e) if e.status() == Some(404) => {
+                        self.remote.remove(&spec);
+                        self.stale = true;
+                    }
+                    Err(e) if fatal(&e) => return Err(Interrupted(e).into()),
+                    Err(e) => {
+                        s.failed += 1;
+                        self.report
+                            .skipped(&display_name(&spec, &path), &format!("cannot remove: {e}"));
+                    }
+                }
+            }
+        }
+        s.stage = self.stage.clone();
+        s.link = self.link.clone();
+        Ok(s)
+    }
+
+    fn upload(
+        &mut self,
+        w: &Want,
+        missing: bool,
+        git: &GitMeta,
+        s: &mut Summary,
+    ) -> anyhow::Result<()> {
+        let name = display_name(&w.specifier, &w.path);
+        let start = Instant::now();
+        let spec = w.bare.then_some(w.specifier.as_str());
+        let mut body = None;
+        let mut hash = w.sha256.clone();
+        if missing {
+            // Read again: the file may have changed since it was scanned.
+            let Ok(bytes) = std::fs::read(&w.file) else {
+                self.stale = true;
+                return Ok(());
+            };
+            hash = hex::encode(Sha256::digest(&bytes));
+            body = Some(bytes);
+        }
+        let mut sent = body.is_some();
+        let mut size = body.as_ref().map_or(w.size, |b| b.len() as u64);
+        let mut result = self
+            .client
+            .put_module(&self.key, &w.path, spec, &hash, body.clone(), git);
+        if let Err(e) = &result {
+            if !sent && e.code() == "unknown_body" {
+                // The body went away between the check and the link: send it.
+                let bytes = std::fs::read(&w.file)
+                    .with_context(|| format!("cannot read {}", w.file.display()))?;
+                hash = hex::encode(Sha256::digest(&bytes));
+                sent = true;
+                size = bytes.len() as u64;
+                body = Some(bytes);
+                result = self
+                    .client
+                    .put_module(&self.key, &w.path, spec, &hash, body.clone(), git);
+            } else if e.code() == "conflict" {
+                // Someone changed the ticket at the same moment: once more.
+                self.stale = true;
+                result = self
+                    .client
+                    .put_module(&self.key, &w.path, spec, &hash, body.clone(), git);
+            }
+        }
+        match result {
+            Ok(c) => {
+                self.saw_version(&c.stage, c.version);
+                self.refused.remove(&w.file);
+                let (path, stored) = match &c.module {
+                    Some(m) => (m.path.clone(), m.hash.clone()),
+                    None => (w.path.clone(), hash.clone()),
+                };
+                self.remote
+                    .insert(w.specifier.clone(), Remote { path, hash: stored });
+                if self.link.is_none() {
+                    self.link = Some(format!("{}/?dev={}", self.client.server, self.key));
+                }
+                s.uploaded += 1;
+                if sent {
+                    s.sent += 1;
+                    s.bytes_sent += size;
+                } else {
+                    s.linked += 1;
+                }
+                self.report
+                    .uploaded(&name, size, sent, start.elapsed().as_millis(), &hash);
+                Ok(())
+            }
+            Err(e) if fatal(&e) => Err(Interrupted(e).into()),
+            Err(e) => {
+                if e.code() == "unsupported_type" {
+                    s.skipped += 1;
+                } else {
+                    s.failed += 1;
+                }
+                self.report.skipped(&name, &e.to_string());
+                // Refused for what the file is: not again until it changes.
+                // Anything else is tried again with the next change.
+                if matches!(
+                    e.code(),
+                    "unsupported_type" | "too_large" | "too_many_modules" | "bad_request"
+                ) {
+                    self.refused.insert(
+                        w.file.clone(),
+                        Refused {
+                            sha256: w.sha256.clone(),
+                        },
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Errors that stop the sync (network, server down, credentials) rather than
+/// skipping one file.
+fn fatal(e: &ApiError) -> bool {
+    e.is_transient()
+        || matches!(e.status(), Some(401 | 403))
+        || matches!(e, ApiError::Protocol { .. })
+}
+
+fn display_name(specifier: &str, path: &str) -> String {
+    if specifier == path {
+        path.to_string()
+    } else {
+        format!("{specifier} ({path})")
+    }
+}
+
+fn merge(into: &mut Summary, more: &Summary) {
+    into.uploaded += more.uploaded;
+    into.sent += more.sent;
+    into.linked += more.linked;
+    into.bytes_sent += more.bytes_sent;
+    into.removed += more.removed;
+    into.skipped += more.skipped;
+    into.failed += more.failed;
+    into.unchanged = more.unchanged;
+    into.stage = more.stage.clone();
+    into.link = more.link.clone().or(into.link.take());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Scope {
+        Scope {
+            folder: PathBuf::from("/r/src"),
+            url_base: "/src".into(),
+            specifiers: HashMap::from([(
+                PathBuf::from("/r/src/cart.js"),
+                "@shop/cart".to_string(),
+            )]),
+            only: vec![],
+            all: false,
+            main_branch: None,
+        }
+    }
+
+    #[test]
+    fn url_paths_and_what_the_folder_manages() {
+        let s = scope();
+        assert_eq!(
+            s.url_path(Path::new("/r/src/lib/a.js")).as_deref(),
+            Some("/src/lib/a.js")
+        );
+        assert_eq!(s.url_path(Path::new("/r/other/a.js")), None);
+        assert!(s.manages("/src/lib/a.js", "/src/lib/a.js"));
+        assert!(s.manages("@shop/cart", "/src/cart.js"));
+        assert!(!s.manages("/lib/x.js", "/lib/x.js"));
+        assert!(!s.manages("@other/x", "/src/x.js"));
+        let mut only = scope();
+        only.only = vec![PathBuf::from("/r/src/lib")];
+        assert!(only.manages("/src/lib/a.js", "/src/lib/a.js"));
+        assert!(!only.manages("/src/b.js", "/src/b.js"));
+        let root = Scope {
+            url_base: "/".into(),
+            ..scope()
+        };
+        assert_eq!(
+            root.url_path(Path::new("/r/src/a.js")).as_deref(),
+            Some("/a.js")
+        );
+        assert!(root.manages("/a.js", "/a.js"));
+    }
+
+    #[test]
+    fn editor_scratch_files_are_not_modules() {
+        for scratch in [
+            "a.js~",
+            "#a.js#",
+            "a.js___jb_tmp___",
+            "a.js.swp",
+            "a.js.tmp",
+            "4913",
+        ] {
+            assert!(is_scratch(scratch), "{scratch}");
+        }
+        for module in ["a.js", "style.css", "data.json", "x.min.mjs"] {
+            assert!(!is_scratch(module), "{module}");
+        }
+    }
+}
