@@ -94,7 +94,7 @@ async function renderList() {
       el('tbody', {}, rows.map((t) => el('tr', { 'data-ticket': t.key },
         el('td', {}, el('a', { href: `#/tickets/${t.key}` }, t.key)),
         el('td', {}, Object.entries(t.modules || {}).map(([s, m]) => `${s}: ${m.length}`).join(', ')),
-        el('td', {}, when(t.updated_ms)),
+        el('td', {}, when(t.updated_ms), t.last ? el('div', { class: 'muted' }, `${t.last.event} by ${t.last.actor}`) : ''),
         el('td', {}, t.links && (t.links.qa || t.links.dev) ? el('a', { href: t.links.qa || t.links.dev, target: '_blank', rel: 'noopener' }, 'open') : '')))))); 
   }
   view.replaceChildren(...parts);

@@ -276,7 +276,12 @@ impl Api {
             if stages.as_ref().is_some_and(|s| !s.contains(&t.stage)) {
                 continue;
             }
-            out.push(self.ticket_json(&t, session, false).await?);
+            let mut v = self.ticket_json(&t, session, false).await?;
+            // Who touched it last, for lists.
+            if let Some(e) = self.store.history(&t.key).await?.pop() {
+                v["last"] = json!({ "event": e.event, "actor": e.actor, "at_ms": e.at_ms });
+            }
+            out.push(v);
         }
         Ok((200, json!({ "tickets": out })))
     }

@@ -256,6 +256,17 @@ async fn pages_follow_the_api() {
     wait_for("/", None).await;
     assert_eq!(page("/").await, PAGE);
 
+    let (_, list) = call(p, "GET", "tickets?stage=qa", Some(DEV), None).await;
+    let rel1 = list["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == "REL-1")
+        .unwrap();
+    assert_eq!(
+        (rel1["last"]["event"].clone(), rel1["last"]["actor"].clone()),
+        (json!("revert"), json!("root"))
+    );
     let (s, m) = call(
         p,
         "GET",

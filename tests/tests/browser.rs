@@ -631,3 +631,100 @@ async fn panel_shows_a_policy_refusal_inline() {
     );
     browser.close().await.unwrap();
 }
+
+fn greet_body(tag: &str) -> String {
+    format!(
+        "import {{ money }} from './format.js';\n\
+         export const source = 'ticket {tag}';\n\
+         export function greet(name) {{ return `{tag} for ${{name}}: ${{money(1)}}`; }}\n"
+    )
+}
+
+/// Reloads `url` until `#build` reads `want` (bounded), returns the time it took.
+async fn reload_until(browser: &Browser, url: &str, want: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        browser.goto(url).await.unwrap();
+        let text = browser
+            .wait_for_text("#build", "greet.js from", PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        if text == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < LIVE_TIMEOUT,
+            "{url}: still `{text}`, wanted `{want}`"
+        );
+    }
+}
+
+#[tokio::test]
+async fn qa_shows_the_promoted_snapshot_while_dev_moves_on() {
+    let redis = RedisServer::start().unwrap();
+    let origin = demo_origin();
+    let proxy = Proxy::start(&origin.url, &["--store", &redis.url]).unwrap();
+    let store = store::open(&redis.url, PREFIX).await.unwrap();
+    upload_greet(&store, "SNAP-1", &greet_body("SNAP-1 v1")).await;
+    let key = TicketKey::parse("SNAP-1").unwrap();
+    workflow::transition(
+        &store,
+        &key,
+        workflow::Transition::Promote,
+        None,
+        &Actor::named("test"),
+    )
+    .await
+    .unwrap();
+    upload_greet(&store, "SNAP-1", &greet_body("SNAP-1 v2")).await;
+
+    let browser = Browser::start().await.unwrap();
+    reload_until(
+        &browser,
+        &proxy.url("/?qa=SNAP-1"),
+        "greet.js from ticket SNAP-1 v1",
+    )
+    .await;
+    reload_until(
+        &browser,
+        &proxy.url("/?dev=SNAP-1"),
+        "greet.js from ticket SNAP-1 v2",
+    )
+    .await;
+    // The cookie now says dev; the qa link still shows the snapshot.
+    reload_until(
+        &browser,
+        &proxy.url("/?qa=SNAP-1"),
+        "greet.js from ticket SNAP-1 v1",
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn release_reaches_the_plain_url_and_revert_takes_it_back() {
+    let redis = RedisServer::start().unwrap();
+    let origin = demo_origin();
+    let proxy = Proxy::start(&origin.url, &["--store", &redis.url]).unwrap();
+    let store = store::open(&redis.url, PREFIX).await.unwrap();
+    upload_greet(&store, "REL-9", &greet_body("REL-9")).await;
+    let key = TicketKey::parse("REL-9").unwrap();
+    let actor = Actor::named("test");
+    let browser = Browser::start().await.unwrap();
+    reload_until(&browser, &proxy.url("/"), "greet.js from production").await;
+    for _ in 0..2 {
+        workflow::transition(&store, &key, workflow::Transition::Promote, None, &actor)
+            .await
+            .unwrap();
+    }
+    reload_until(&browser, &proxy.url("/"), "greet.js from ticket REL-9").await;
+    workflow::transition(&store, &key, workflow::Transition::Revert, None, &actor)
+        .await
+        .unwrap();
+    let took = reload_until(&browser, &proxy.url("/"), "greet.js from production").await;
+    assert!(
+        took < Duration::from_secs(1),
+        "revert took {took:?} to reach the browser"
+    );
+    browser.close().await.unwrap();
+}
