@@ -1145,3 +1145,24 @@ async fn jira_policy_reports_a_missing_token_variable() {
         vec!["jira: Jira credentials: environment variable STAMP_TEST_UNSET_TOKEN is not set"]
     );
 }
+
+#[tokio::test]
+async fn git_over_https_reports_a_missing_token_and_an_unreachable_remote() {
+    let (s, _d) = store().await;
+    upload_as(&s, "TKT-7", "/src/a.js", "1", "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    // A token named by an unset variable: a clear refusal, no fetch attempted.
+    let e = engine(&format!(
+        "[[policies]]\nkind = \"git\"\nremote = \"https://127.0.0.1:1/shop.git\"\ncache_dir = {:?}\ntoken_env = \"STAMP_TEST_UNSET_GIT_TOKEN\"\n",
+        dir.path().join("cache")
+    ));
+    let v = git_check(&e, &s, Some("abcdef12".into())).await;
+    assert_denied(&v, "STAMP_TEST_UNSET_GIT_TOKEN is not set");
+    // https is supported (libgit2 with TLS): an unreachable server is a fetch error.
+    let e = engine(&format!(
+        "[[policies]]\nkind = \"git\"\nremote = \"https://127.0.0.1:1/shop.git\"\ncache_dir = {:?}\ntoken = \"t\"\n",
+        dir.path().join("cache2")
+    ));
+    let v = git_check(&e, &s, Some("abcdef12".into())).await;
+    assert_denied(&v, "cannot fetch");
+}

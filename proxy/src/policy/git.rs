@@ -11,9 +11,11 @@
 //!   fetch that the new main no longer contains), says "main moved".
 //!
 //! The main tips seen are kept in the mirror (`stamp-seen-main`) so a force
-//! push between two decisions is still recognised. git2 is built without
-//! TLS or SSH here: remotes are local paths, `file://`, `git://` or plain
-//! `http://`.
+//! push between two decisions is still recognised. Remotes are paths,
+//! `file://`, `git://`, `http://` or `https://` (libgit2 with a vendored
+//! OpenSSL); a private https remote authenticates with `token` / `token_env`
+//! (sent as the password, `username` defaulting to `x-access-token`, as
+//! GitHub and GitLab accept).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,9 @@ pub const KEYS: &[&str] = &[
     "timeout",
     "on_fetch_error",
     "require_commit",
+    "username",
+    "token",
+    "token_env",
 ];
 
 /// Main tips remembered for force-push detection.
@@ -49,6 +54,8 @@ pub struct Git {
     require_commit: bool,
     /// One fetch at a time per mirror (held on the blocking thread).
     lock: Arc<Mutex<()>>,
+    username: String,
+    token: Option<super::Secret>,
 }
 
 pub fn build(s: &mut Settings<'_>) -> Option<Built> {
@@ -65,6 +72,10 @@ pub fn build(s: &mut Settings<'_>) -> Option<Built> {
     let use_cache_on_error =
         s.choice("on_fetch_error", &["deny", "use-cache"], "deny") == "use-cache";
     let require_commit = s.bool("require_commit", true);
+    let username = s
+        .string("username")
+        .unwrap_or_else(|| "x-access-token".into());
+    let token = s.secret("token", false, "a token for a private https remote");
     let remote = remote?;
     let name = hex::encode(&Sha256::digest(remote.as_bytes())[..8]);
     Some(Built {
@@ -76,6 +87,8 @@ pub fn build(s: &mut Settings<'_>) -> Option<Built> {
             use_cache_on_error,
             require_commit,
             lock: Arc::new(Mutex::new(())),
+            username,
+            token,
         }),
         default_on: promotions(),
     })
@@ -104,6 +117,13 @@ impl Policy for Git {
             mirror: self.mirror.clone(),
             use_cache_on_error: self.use_cache_on_error,
             lock: self.lock.clone(),
+            credentials: match &self.token {
+                None => None,
+                Some(secret) => match secret.resolve() {
+                    Ok(t) => Some((self.username.clone(), t)),
+                    Err(e) => return vec![Outcome::Deny(format!("git: {e}"))],
+                },
+            },
         };
         let task = tokio::task::spawn_blocking(move || job.decide(&commit));
         match tokio::time::timeout(self.timeout, task).await {
@@ -124,6 +144,8 @@ struct Job {
     mirror: PathBuf,
     use_cache_on_error: bool,
     lock: Arc<Mutex<()>>,
+    /// `(username, token)` for an https remote that needs them.
+    credentials: Option<(String, String)>,
 }
 
 fn short(oid: Oid) -> String {
@@ -143,7 +165,7 @@ impl Job {
             }
         };
         let mut out = Vec::new();
-        let heads = match fetch(&repo, &self.remote) {
+        let heads = match fetch(&repo, &self.remote, self.credentials.as_ref()) {
             Ok(h) => h,
             Err(e) if self.use_cache_on_error => {
                 out.push(Outcome::Warn(format!(
@@ -239,9 +261,20 @@ fn open_mirror(path: &Path) -> Result<Repository, git2::Error> {
 
 /// Fetches every branch into the mirror, deletes the ones gone from the
 /// remote, and returns the remote's branches.
-fn fetch(repo: &Repository, url: &str) -> Result<HashMap<String, Oid>, git2::Error> {
+fn fetch(
+    repo: &Repository,
+    url: &str,
+    credentials: Option<&(String, String)>,
+) -> Result<HashMap<String, Oid>, git2::Error> {
+    let callbacks = || {
+        let mut cb = git2::RemoteCallbacks::new();
+        if let Some((user, token)) = credentials.cloned() {
+            cb.credentials(move |_, _, _| git2::Cred::userpass_plaintext(&user, &token));
+        }
+        cb
+    };
     let mut remote = repo.remote_anonymous(url)?;
-    remote.connect(Direction::Fetch)?;
+    remote.connect_auth(Direction::Fetch, Some(callbacks()), None)?;
     let heads: HashMap<String, Oid> = remote
         .list()?
         .iter()
@@ -251,6 +284,7 @@ fn fetch(repo: &Repository, url: &str) -> Result<HashMap<String, Oid>, git2::Err
     remote.disconnect()?;
     let mut opts = FetchOptions::new();
     opts.download_tags(git2::AutotagOption::None);
+    opts.remote_callbacks(callbacks());
     remote.fetch(&["+refs/heads/*:refs/heads/*"], Some(&mut opts), None)?;
     for (name, oid) in &heads {
         repo.reference(name, *oid, true, "stamp: mirror")?;
