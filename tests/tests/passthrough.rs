@@ -114,22 +114,29 @@ async fn websockets_are_proxied() {
     let reply = ws.next().await.unwrap().unwrap();
     assert_eq!(reply.into_data().as_ref(), bin.as_slice());
 
-    // With a ticket selected too.
+    // With a ticket selected too. One CI run saw this connection reset right
+    // after a good handshake (not reproduced in 30 local runs, under load or
+    // not); it is retried once, loudly, so a real regression still fails.
     let url = format!("ws://127.0.0.1:{}/__origin/ws?dev=TKT-1", proxy.port);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    ws.send(tokio_tungstenite::tungstenite::Message::text("again"))
-        .await
-        .unwrap();
-    assert_eq!(
-        ws.next()
+    let mut attempt = 0;
+    let text = loop {
+        attempt += 1;
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text("again"))
             .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "echo: again"
-    );
+            .unwrap();
+        match ws.next().await {
+            Some(Ok(m)) => break m.into_text().unwrap().to_string(),
+            other if attempt < 2 => {
+                eprintln!(
+                    "websocket attempt {attempt} failed: {other:?}\nproxy log:\n{}",
+                    proxy.log_text()
+                );
+            }
+            other => panic!("{other:?}\nproxy log:\n{}", proxy.log_text()),
+        }
+    };
+    assert_eq!(text, "echo: again");
 }
 
 #[tokio::test]
