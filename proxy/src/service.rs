@@ -276,16 +276,7 @@ impl StampProxy {
         if status < 200 || status == 204 || status == 206 || status == 304 {
             return Ok(None);
         }
-        let is_html = resp
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
-            });
-        if !is_html {
+        if !is_html(resp) {
             return Ok(None);
         }
         let no_transform = resp.headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
@@ -558,11 +549,9 @@ impl ProxyHttp for StampProxy {
             resp.append_header(header::SET_COOKIE, cookie.as_str())?;
         }
         let Some(plan) = ctx.plan.clone() else {
-            if ctx.info.is_some() {
-                // A selection that did not resolve: say why on production.
-                if let Some(info) = &ctx.info {
-                    resp.insert_header(INFO_HEADER, info.as_str())?;
-                }
+            // A selection that did not resolve: say why on production.
+            if let Some(info) = &ctx.info {
+                resp.insert_header(INFO_HEADER, info.as_str())?;
             }
             if self.cfg.rewrite.production_vary_cookie && is_html(resp) {
                 add_vary_cookie(resp);
@@ -691,13 +680,12 @@ impl ProxyHttp for StampProxy {
     }
 }
 
+/// Whether the response's media type is exactly `text/html` (parameters
+/// such as `charset` aside).
 fn is_html(resp: &ResponseHeader) -> bool {
     resp.headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/html")
-        })
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
 }
