@@ -6,6 +6,10 @@
 //! prefix, a scope) straight to `/src/lib/greet.js`; every such route has to be
 //! pointed at the ticket's URL too, or it would keep loading production.
 
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -56,6 +60,77 @@ pub fn merge(
     let text = serde_json::to_string(&Value::Object(root))
         .map_err(|e| MergeError::InvalidJson(e.to_string()))?;
     Ok(escape_for_script(&text))
+}
+
+/// Merged maps of one page variant (one [`crate::snapshot::Effective`]), so
+/// that the pages sharing a map (an app shell, a site-wide layout) pay for the
+/// merge once per snapshot instead of once per request. It dies with the
+/// snapshot, so a change to the ticket can never serve a stale merge.
+///
+/// Bounded: maps over [`MergeCache::MAX_MAP`] bytes are merged every time, and
+/// the cache starts over when it holds [`MergeCache::MAX_ENTRIES`] maps.
+#[derive(Default)]
+pub struct MergeCache {
+    entries: Mutex<HashMap<u64, Cached>>,
+}
+
+struct Cached {
+    page_url: String,
+    original: String,
+    merged: Arc<str>,
+}
+
+impl std::fmt::Debug for MergeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.entries.lock().map_or(0, |e| e.len());
+        f.debug_struct("MergeCache").field("entries", &n).finish()
+    }
+}
+
+impl MergeCache {
+    pub const MAX_ENTRIES: usize = 32;
+    pub const MAX_MAP: usize = 16 * 1024;
+
+    /// [`merge`], remembered. The key is the whole map text and the whole
+    /// page URL (the base that relative addresses resolve against), compared
+    /// in full on a hit, so a hash collision costs a merge, never a wrong map.
+    pub fn merge(
+        &self,
+        original: &str,
+        overrides: &OverrideSet,
+        page_url: &Url,
+        max_len: usize,
+    ) -> Result<Arc<str>, MergeError> {
+        if original.len() > Self::MAX_MAP.min(max_len) {
+            return merge(original, overrides, page_url, max_len).map(Arc::from);
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        page_url.as_str().hash(&mut h);
+        original.hash(&mut h);
+        let key = h.finish();
+        let lock = || self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hit) = lock().get(&key) {
+            if hit.original == original && hit.page_url == page_url.as_str() {
+                return Ok(hit.merged.clone());
+            }
+        }
+        // Merged outside the lock: concurrent misses may both merge; both
+        // results are the same.
+        let merged: Arc<str> = merge(original, overrides, page_url, max_len)?.into();
+        let mut entries = lock();
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            Cached {
+                page_url: page_url.as_str().to_owned(),
+                original: original.to_owned(),
+                merged: merged.clone(),
+            },
+        );
+        Ok(merged)
+    }
 }
 
 /// The map inserted into a page that has none: `{"imports": {spec: url, …}}`, escaped.
@@ -167,12 +242,29 @@ impl Resolver<'_> {
     /// The resolved path of `s` when it names a same-origin resource without a
     /// query: a query makes it a different URL, so a different module.
     fn same_origin_path(&self, s: &str) -> Option<String> {
+        if is_plain_absolute_path(s) {
+            // What the URL parser would return, without running it: the
+            // common case (`/src/lib/x.js`) in every entry of every merge.
+            return Some(s.to_owned());
+        }
         let url = self.resolve(s)?;
         if url.origin() != self.page.origin() || url.query().is_some() {
             return None;
         }
         Some(url.path().to_owned())
     }
+}
+
+/// `/a/b.js` with nothing the URL parser would change or cut off: no dot
+/// segments, no percent-encoding to normalise, no query, fragment or `//`.
+fn is_plain_absolute_path(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.first() == Some(&b'/')
+        && b.get(1) != Some(&b'/')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'-' | b'_' | b'.' | b'~'))
+        && !s.contains("//")
+        && s.split('/').all(|seg| seg != "." && seg != "..")
 }
 
 /// One override, with its production path normalised the way resolved URLs
@@ -612,5 +704,74 @@ mod tests {
             let out = merged(original, &greet());
             assert_eq!(out["imports"]["/src/lib/greet.js"], greet_url());
         }
+    }
+
+    #[test]
+    fn the_plain_path_shortcut_agrees_with_the_url_parser() {
+        let r = Resolver { page: &page() };
+        for s in [
+            "/src/lib/greet.js",
+            "/src/",
+            "/a.b/c~d-e_f.js",
+            "/src/./x.js",
+            "/src/../x.js",
+            "/src/%41.js",
+            "/src/a b.js",
+            "//cdn.example/x.js",
+            "/src/x.js?v=1",
+            "/src/x.js#f",
+            "/src/..",
+            "/src\\x.js",
+            "/ünï.js",
+        ] {
+            let parsed = r.resolve(s).and_then(|u| {
+                (u.origin() == page().origin() && u.query().is_none()).then(|| u.path().to_owned())
+            });
+            assert_eq!(r.same_origin_path(s), parsed, "{s}");
+        }
+    }
+
+    #[test]
+    fn a_cached_merge_is_the_merge_and_is_keyed_by_page_and_map() {
+        let cache = MergeCache::default();
+        let map = r#"{"imports":{"greet":"./lib/greet.js"}}"#;
+        let overrides = set(&[("/checkout/lib/greet.js", "/checkout/lib/greet.js")]);
+        let first = cache.merge(map, &overrides, &page(), MAX).unwrap();
+        assert_eq!(&*first, merge(map, &overrides, &page(), MAX).unwrap());
+        let again = cache.merge(map, &overrides, &page(), MAX).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second merge is served from the cache"
+        );
+        // Another directory resolves `./lib/greet.js` elsewhere: not a hit.
+        let other = Url::parse("https://shop.example/account/").unwrap();
+        let elsewhere = cache.merge(map, &overrides, &other, MAX).unwrap();
+        assert_eq!(&*elsewhere, merge(map, &overrides, &other, MAX).unwrap());
+        assert_ne!(&*elsewhere, &*first);
+        // Errors are not remembered as successes.
+        assert!(cache.merge("[1]", &overrides, &page(), MAX).is_err());
+        assert!(cache.merge("[1]", &overrides, &page(), MAX).is_err());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = MergeCache::default();
+        let overrides = greet();
+        for i in 0..(MergeCache::MAX_ENTRIES * 3) {
+            let map = format!(r#"{{"imports":{{"x{i}":"/x.js"}}}}"#);
+            cache.merge(&map, &overrides, &page(), MAX).unwrap();
+            assert!(cache.entries.lock().unwrap().len() <= MergeCache::MAX_ENTRIES);
+        }
+        let huge = format!(
+            r#"{{"imports":{{"x":"/{}.js"}}}}"#,
+            "a".repeat(MergeCache::MAX_MAP)
+        );
+        cache.merge(&huge, &overrides, &page(), 1 << 20).unwrap();
+        assert!(cache
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .all(|c| c.original.len() <= MergeCache::MAX_MAP));
     }
 }

@@ -9,19 +9,42 @@
 //! tag), it bails out gracefully: the bytes it holds are flushed unchanged and
 //! the rest of the page passes through untouched.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use lol_html::html_content::{ContentType, EndTag, TextChunk};
 use lol_html::send::Element;
 use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{bail_out, element, text, MemorySettings, OutputSink};
+use lol_html::{bail_out, ElementContentHandlers, MemorySettings, OutputSink, Selector};
 use url::Url;
 
-use crate::importmap;
 use crate::snapshot::Effective;
 
 /// The `type`s of inline import maps the proxy merges into.
 pub const MAP_TYPES: [&str; 3] = ["importmap", "importmap-shim", "systemjs-importmap"];
+
+/// Selectors are parsed once per process, not once per page: on a small page
+/// parsing them cost as much as parsing the page. Every page variant shares
+/// them (the handlers, which hold the page's state, are per page).
+fn selector(text: &str) -> Selector {
+    text.parse()
+        .unwrap_or_else(|e| panic!("built-in selector {text:?} does not parse: {e}"))
+}
+
+/// Inline import maps of every type we merge into (one selector list, so one
+/// entry for lol_html to match per `<script>`).
+static MAP_SELECTOR: LazyLock<Selector> = LazyLock::new(|| {
+    let list: Vec<String> = MAP_TYPES
+        .iter()
+        .map(|ty| format!("script[type=\"{ty}\" i]:not([src])"))
+        .collect();
+    selector(&list.join(", "))
+});
+static MODULE_SELECTOR: LazyLock<Selector> =
+    LazyLock::new(|| selector("script[type=\"module\" i]"));
+static PRELOAD_SELECTOR: LazyLock<Selector> =
+    LazyLock::new(|| selector("link[rel~=\"modulepreload\" i][href]"));
+static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
 
 /// What the rewriter needs to know before the first byte.
 #[derive(Debug, Clone)]
@@ -144,32 +167,31 @@ impl PageRewriter {
         let mut settings = Settings::new_send()
             .with_strict(false)
             .with_memory_settings(memory);
-        for ty in MAP_TYPES {
-            let selector = format!("script[type=\"{ty}\" i]:not([src])");
-            let s = state.clone();
-            settings = settings.append_element_content_handler(element!(selector, move |el| {
-                on_map_start(&s, el)
-            }));
-            let s = state.clone();
-            let selector = format!("script[type=\"{ty}\" i]:not([src])");
-            settings =
-                settings.append_element_content_handler(text!(selector, move |chunk| on_map_text(
-                    &s, chunk
-                )));
-        }
-        let s = state.clone();
-        settings = settings
-            .append_element_content_handler(element!("script[type=\"module\" i]", move |el| {
-                on_module_entry(&s, el, "src")
-            }));
-        let s = state.clone();
-        settings = settings.append_element_content_handler(element!(
-            "link[rel~=\"modulepreload\" i][href]",
-            move |el| on_module_entry(&s, el, "href")
+        let (s, t) = (state.clone(), state.clone());
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*MAP_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_map_start(&s, el))
+                .text(move |chunk: &mut TextChunk<'_>| on_map_text(&t, chunk)),
         ));
         let s = state.clone();
-        settings = settings
-            .append_element_content_handler(element!("body", move |el| { on_body(&s, el) }));
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*MODULE_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "src")),
+        ));
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*PRELOAD_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "href")),
+        ));
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*BODY_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_body(&s, el)),
+        ));
         let s = state.clone();
         settings = settings.append_bail_out_handler(bail_out!(move |err, bail| {
             let mut st = lock(&s);
@@ -313,7 +335,7 @@ fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult 
     }
     let original = std::mem::take(&mut st.buf);
     let spec = &st.spec;
-    match importmap::merge(
+    match spec.effective.merges.merge(
         &original,
         &spec.effective.overrides,
         &spec.page_url,

@@ -31,6 +31,8 @@ pub struct Effective {
     pub fresh_map: String,
     /// Its CSP hash source, `'sha256-…'`.
     pub fresh_hash: String,
+    /// Pages' maps merged with these overrides.
+    pub merges: importmap::MergeCache,
 }
 
 impl Effective {
@@ -46,6 +48,7 @@ impl Effective {
             by_path,
             fresh_map,
             fresh_hash,
+            merges: importmap::MergeCache::default(),
         }
     }
 
