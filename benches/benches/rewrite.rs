@@ -5,40 +5,7 @@
 //!     cargo bench -p stamp-benches --bench rewrite
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use stamp_benches::{overrides, page};
-use stamp_proxy::rewrite::{PageRewriter, RewriteSpec};
-
-const CHUNK: usize = 16 * 1024;
-
-fn spec(n: usize) -> RewriteSpec {
-    RewriteSpec {
-        effective: overrides(n),
-        page_url: url::Url::parse("https://shop.example/").unwrap_or_else(|_| unreachable!()),
-        nonce: None,
-        max_map_bytes: 1 << 20,
-        memory_limit_bytes: 8 << 20,
-        body_prefix: None,
-    }
-}
-
-fn noop_parse(html: &[u8]) -> usize {
-    let mut out = 0usize;
-    let mut r = lol_html::HtmlRewriter::new(lol_html::Settings::new(), |c: &[u8]| out += c.len());
-    for chunk in html.chunks(CHUNK) {
-        let _ = r.write(chunk);
-    }
-    let _ = r.end();
-    out
-}
-
-fn rewrite(html: &[u8], s: &RewriteSpec) -> usize {
-    let mut r = PageRewriter::new(s.clone());
-    let mut out = 0;
-    for chunk in html.chunks(CHUNK) {
-        out += r.write(chunk).len();
-    }
-    out + r.finish().len()
-}
+use stamp_benches::{noop_parse, one_handler_parse, overrides, page, rewrite, spec};
 
 fn pages(c: &mut Criterion) {
     let mut g = c.benchmark_group("page");
@@ -50,6 +17,11 @@ fn pages(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("lol_html-noop", name), &html, |b, h| {
             b.iter(|| noop_parse(h.as_bytes()))
         });
+        g.bench_with_input(
+            BenchmarkId::new("lol_html-one-handler", name),
+            &html,
+            |b, h| b.iter(|| one_handler_parse(h.as_bytes())),
+        );
         g.bench_with_input(BenchmarkId::new("stamp-rewrite", name), &html, |b, h| {
             b.iter(|| rewrite(h.as_bytes(), &s))
         });

@@ -3,8 +3,16 @@
 
 use std::sync::Arc;
 
+use stamp_proxy::rewrite::{PageRewriter, RewriteSpec};
 use stamp_proxy::snapshot::Effective;
 use stamp_proxy::ticket::{Hash, ModuleRef, OverrideSet};
+
+pub mod nginx;
+pub mod paced;
+pub mod wrk;
+
+/// The chunk size pages are fed in (a typical socket read).
+pub const CHUNK: usize = 16 * 1024;
 
 /// An HTML page of about `bytes` bytes: a head with an import map of
 /// `map_entries` entries and a few module scripts, then a body of product
@@ -52,4 +60,103 @@ pub fn overrides(n: usize) -> Arc<Effective> {
         );
     }
     Arc::new(Effective::new(set))
+}
+
+/// An ES module of about `bytes` bytes: exports, functions, a template
+/// string, like a bundler-free app's component.
+pub fn module(bytes: usize) -> String {
+    let mut js = String::from("import { html } from './lib/m0.js';\n");
+    let mut i = 0;
+    while js.len() < bytes {
+        js.push_str(&format!(
+            "export function card{i}(item) {{\n  const price = (item.cents / 100).toFixed(2);\n  \
+             return html`<article data-id=\"${{item.id}}\"><h2>${{item.name}}</h2><p>${{price}}</p></article>`;\n}}\n"
+        ));
+        i += 1;
+    }
+    js
+}
+
+/// The rewrite spec the benchmarks use: `n` overrides, no nonce, no badge.
+pub fn spec(n: usize) -> RewriteSpec {
+    RewriteSpec {
+        effective: overrides(n),
+        page_url: url::Url::parse("https://shop.example/").unwrap_or_else(|_| unreachable!()),
+        nonce: None,
+        max_map_bytes: 1 << 20,
+        memory_limit_bytes: 8 << 20,
+        body_prefix: None,
+    }
+}
+
+/// lol_html parsing `html` with no handlers at all: the floor any
+/// lol_html-based rewriter is measured against. Returns the bytes out.
+pub fn noop_parse(html: &[u8]) -> usize {
+    let mut out = 0usize;
+    let mut r = lol_html::HtmlRewriter::new(lol_html::Settings::new(), |c: &[u8]| out += c.len());
+    for chunk in html.chunks(CHUNK) {
+        let _ = r.write(chunk);
+    }
+    let _ = r.end();
+    out
+}
+
+/// lol_html with a single element handler that does nothing: what any
+/// lol_html rewriter pays once it needs to see one kind of tag, because
+/// lol_html then tracks every element on its selector-matching stack.
+pub fn one_handler_parse(html: &[u8]) -> usize {
+    let mut out = 0usize;
+    let settings = lol_html::Settings::new()
+        .append_element_content_handler(lol_html::element!("script", |_el| Ok(())));
+    let mut r = lol_html::HtmlRewriter::new(settings, |c: &[u8]| out += c.len());
+    for chunk in html.chunks(CHUNK) {
+        let _ = r.write(chunk);
+    }
+    let _ = r.end();
+    out
+}
+
+/// The proxy's page rewriter over `html`, fed as the proxy feeds it.
+pub fn rewrite(html: &[u8], s: &RewriteSpec) -> usize {
+    let mut r = PageRewriter::new(s.clone());
+    let mut out = 0;
+    for chunk in html.chunks(CHUNK) {
+        out += r.write(chunk).len();
+    }
+    out + r.finish().len()
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
+pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The sum of a figure over processes (nginx's master and workers).
+pub fn sum_kib(pids: &[u32], key: &str) -> u64 {
+    pids.iter().filter_map(|p| status_kib(*p, key)).sum()
+}
+
+/// Direct children of `pid`, from `/proc/*/stat`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // The name is in parentheses and may hold spaces: the
+                    // parent is the second field after the last ')'.
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }

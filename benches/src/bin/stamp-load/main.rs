@@ -4,6 +4,7 @@
 //! ratios measured in this one run.
 //!
 //!     cargo build --release --workspace --bins
+//!     target/release/stamp-load compare                 # against nginx; see benches/README.md
 //!     target/release/stamp-load pages --page-kib 1024
 //!     target/release/stamp-load fleet --changes 200     # propagation between two proxies
 //!     target/release/stamp-load promote                 # promote time, 1 vs 1000 modules
@@ -12,11 +13,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+mod compare;
 use stamp_tests::{seed_dir, Origin, Proxy, Route};
 
 #[derive(Debug, Parser)]
 #[command(about = "Measure stamp-proxy: page throughput, fleet propagation, promote time")]
 enum Cmd {
+    /// stamp-proxy against nginx (proxy_pass, sub_filter, static) and the
+    /// origin, on every scenario of benches/README.md, with the ratios
+    Compare(compare::Opts),
+    /// Start the origin, stamp-proxy and nginx of `compare`, print their
+    /// URLs and wait for Ctrl-C (for profiling under a load of your own)
+    Serve(compare::Opts),
     /// Origin direct vs passthrough vs stamped page throughput
     Pages(Args),
     /// Time from an upload through proxy A to proxy B serving it (one Redis)
@@ -115,6 +124,8 @@ async fn drive(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cmd::parse() {
+        Cmd::Compare(opts) => compare::run(opts).await,
+        Cmd::Serve(opts) => compare::serve(opts).await,
         Cmd::Pages(args) => pages(args).await,
         Cmd::Fleet { changes } => fleet(changes).await,
         Cmd::Promote { rounds } => promote(rounds).await,

@@ -1,0 +1,863 @@
+//! `stamp-load compare`: ticket-stamp against nginx on the same origin, the
+//! same pages and the same load, in one run, and the ratios the product
+//! promises (see benches/README.md). Optionally rewrites the results table in
+//! the README between its `stamp-load` markers.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use stamp_benches::nginx::{Nginx, NginxSpec};
+use stamp_benches::paced::{self, Paced};
+use stamp_benches::wrk::{self, Load, Measured};
+use stamp_tests::{Origin, Proxy, RedisServer, Route};
+
+#[derive(Debug, clap::Args)]
+pub struct Opts {
+    /// Seconds each load run lasts
+    #[arg(long, default_value_t = 8.0)]
+    seconds: f64,
+    /// Connections for the throughput and latency runs
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Connections for the memory run
+    #[arg(long, default_value_t = 256)]
+    many_connections: usize,
+    /// Worker threads of stamp-proxy and worker processes of nginx (the same)
+    #[arg(long, default_value_t = default_workers())]
+    workers: usize,
+    /// wrk threads
+    #[arg(long, default_value_t = 2)]
+    wrk_threads: usize,
+    /// Promotions timed in the fleet run
+    #[arg(long, default_value_t = 100)]
+    fleet_rounds: usize,
+    /// Size of the streamed page for the memory run, MiB
+    #[arg(long, default_value_t = 50)]
+    big_mib: usize,
+    /// A quick pass that checks the harness works (CI): 1 s runs, few rounds.
+    /// Its figures are not results and it never writes the README.
+    #[arg(long)]
+    smoke: bool,
+    /// Rewrite the results table in this README (between the
+    /// `<!-- stamp-load:begin -->` and `<!-- stamp-load:end -->` markers)
+    #[arg(long, value_name = "README.md")]
+    write_readme: Option<PathBuf>,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The two page sizes: an app shell and a server-rendered listing.
+const PAGES: [(&str, usize); 2] = [("20 KB", 20 << 10), ("300 KB", 300 << 10)];
+const MODULE_PATH: &str = "/src/lib/m1.js";
+const MODULE_BYTES: usize = 30 << 10;
+const TICKET: &str = "BENCH-1";
+
+/// One closed-loop run: the figures plus the server's RSS during it.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    m: Measured,
+    /// Highest RSS sampled during the run, KiB (None for the origin).
+    rss_kib: Option<u64>,
+}
+
+struct Bench {
+    opts: Opts,
+    origin: Origin,
+    proxy: Proxy,
+    nginx: Nginx,
+    module_url: String,
+    lines: Vec<String>,
+}
+
+/// Samples a process group's RSS every 50 ms while a run goes on.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    max: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start(pids: Vec<u32>) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(AtomicU64::new(0));
+        let (s, m) = (stop.clone(), max.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                m.fetch_max(stamp_benches::sum_kib(&pids, "VmRSS"), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        RssSampler {
+            stop,
+            max,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+const PAGE_HEADERS: &[(&str, &str)] = &[("accept", "text/html,application/xhtml+xml")];
+const MODULE_HEADERS: &[(&str, &str)] = &[("accept", "*/*"), ("sec-fetch-dest", "script")];
+
+fn ms(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+impl Bench {
+    fn say(&mut self, line: String) {
+        println!("{line}");
+        self.lines.push(line);
+    }
+
+    fn load<'a>(
+        &self,
+        url: &'a str,
+        connections: usize,
+        headers: &'a [(&'a str, &'a str)],
+    ) -> Load<'a> {
+        Load {
+            url,
+            connections,
+            threads: self.opts.wrk_threads,
+            duration: Duration::from_secs_f64(self.opts.seconds),
+            headers,
+        }
+    }
+
+    /// One wrk run against `url`, sampling the RSS of `pids` meanwhile.
+    fn run(
+        &self,
+        url: &str,
+        connections: usize,
+        headers: &[(&str, &str)],
+        pids: Option<Vec<u32>>,
+    ) -> anyhow::Result<Run> {
+        let sampler = pids.map(RssSampler::start);
+        let m = wrk::run(&self.load(url, connections, headers))?;
+        let rss_kib = sampler.map(RssSampler::finish);
+        Ok(Run { m, rss_kib })
+    }
+
+    fn proxy_pids(&self) -> Option<Vec<u32>> {
+        self.proxy.pid().map(|p| vec![p])
+    }
+
+    fn nginx_pids(&self) -> Option<Vec<u32>> {
+        Some(self.nginx.pids())
+    }
+
+    fn row(&mut self, scenario: &str, server: &str, r: &Run) {
+        let rss = r.rss_kib.map_or_else(|| "–".to_string(), mib);
+        self.say(format!(
+            "| {scenario} | {server} | {:.0} | {:.0} | {} | {} | {rss} |",
+            r.m.rps(),
+            r.m.mib_per_s(),
+            ms(r.m.p50_us),
+            ms(r.m.p99_us),
+        ));
+    }
+}
+
+/// A line of the verdict: the figure, the target and whether it was met.
+#[derive(Debug)]
+struct Target {
+    what: String,
+    measured: String,
+    target: String,
+    met: bool,
+}
+
+/// Starts the origin, stamp-proxy (with the ticket) and nginx, and checks
+/// that each answers what it should.
+async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
+    // Fail before starting anything if a tool is missing.
+    wrk::binary()?;
+    stamp_benches::nginx::binary()?;
+
+    let origin = Origin::start()?;
+    for (_, size) in PAGES {
+        origin.route(
+            &format!("/page-{}k", size >> 10),
+            Route::html(&stamp_benches::page(size, 40)),
+        );
+    }
+    let origin_addr: std::net::SocketAddr = origin
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .context("origin address")?;
+
+    // The ticket: one module of a realistic size, in the embedded store.
+    let store_dir = tempfile::Builder::new().prefix("stamp-load").tempdir()?;
+    let body = stamp_benches::module(MODULE_BYTES);
+    let store = store_dir.path().join("store");
+    stamp_tests::seed_dir(&store, TICKET, &[(MODULE_PATH, &body)]).await?;
+    let module_url = stamp_tests::module_url(MODULE_PATH, &body);
+    // The same file on disk for nginx.
+    let static_root = store_dir.path().join("static");
+    let file = static_root.join(MODULE_PATH.trim_start_matches('/'));
+    std::fs::create_dir_all(file.parent().context("module path has a directory")?)?;
+    std::fs::write(&file, &body)?;
+
+    let workers = opts.workers.to_string();
+    let proxy = Proxy::start_with(
+        Some(&origin.url),
+        &["--store", &store.to_string_lossy(), "--threads", &workers],
+        &[("RUST_LOG", "warn")],
+    )?;
+    let nginx = Nginx::start(&NginxSpec {
+        origin: origin_addr,
+        workers: opts.workers,
+        static_root,
+        head_snippet: format!(
+            "<script type=\"importmap\">{{\"imports\":{{\"{MODULE_PATH}\":\"{module_url}\"}}}}</script>"
+        ),
+    })?;
+
+    let b = Bench {
+        opts,
+        origin,
+        proxy,
+        nginx,
+        module_url,
+        lines: Vec::new(),
+    };
+    check_outputs(&b, &body).await?;
+    Ok((b, store_dir))
+}
+
+/// Starts everything and waits for Ctrl-C: for profiling one server by hand
+/// (`perf record -p PID`) under a load of your choosing.
+pub async fn serve(opts: Opts) -> anyhow::Result<()> {
+    let (b, _dir) = setup(opts).await?;
+    println!("origin            {}/page-20k  /page-300k", b.origin.url);
+    println!(
+        "stamp-proxy       {}/page-20k?dev={TICKET}   (pid {})",
+        b.proxy.url,
+        b.proxy.pid().unwrap_or(0)
+    );
+    println!("stamp module      {}", b.proxy.url(&b.module_url));
+    println!(
+        "nginx proxy_pass  {}   (pids {:?})",
+        b.nginx.proxy_pass,
+        b.nginx.pids()
+    );
+    println!("nginx sub_filter  {}", b.nginx.sub_filter);
+    println!("nginx static      {}{MODULE_PATH}", b.nginx.static_files);
+    println!("Ctrl-C stops everything.");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
+    if opts.smoke {
+        opts.seconds = opts.seconds.min(1.0);
+        opts.fleet_rounds = opts.fleet_rounds.min(5);
+        opts.write_readme = None;
+    }
+    let (mut b, _dir) = setup(opts).await?;
+
+    let started = chrono_like_now();
+    b.say(format!(
+        "stamp-load compare: {} s runs, {} connections (wrk -t{}), {} stamp-proxy threads / nginx workers{}",
+        b.opts.seconds,
+        b.opts.connections,
+        b.opts.wrk_threads,
+        b.opts.workers,
+        if b.opts.smoke { " — SMOKE PASS, figures are not results" } else { "" }
+    ));
+    b.say(String::new());
+    b.say("| scenario | server | req/s | MiB/s | p50 ms | p99 ms | RSS MiB |".into());
+    b.say("|---|---|---:|---:|---:|---:|---:|".into());
+
+    let c = b.opts.connections;
+    let mut targets = Vec::new();
+    let mut stamped_rps = Vec::new();
+    for (label, size) in PAGES {
+        let path = format!("/page-{}k", size >> 10);
+        let direct = b.run(&format!("{}{path}", b.origin.url), c, PAGE_HEADERS, None)?;
+        b.row(
+            &format!("{label} page, passthrough"),
+            "origin direct",
+            &direct,
+        );
+        let pass = b.run(&b.proxy.url(&path), c, PAGE_HEADERS, b.proxy_pids())?;
+        b.row(&format!("{label} page, passthrough"), "stamp-proxy", &pass);
+        let ngx = b.run(
+            &format!("{}{path}", b.nginx.proxy_pass),
+            c,
+            PAGE_HEADERS,
+            b.nginx_pids(),
+        )?;
+        b.row(
+            &format!("{label} page, passthrough"),
+            "nginx proxy_pass",
+            &ngx,
+        );
+        let stamped = b.run(
+            &b.proxy.url(&format!("{path}?dev={TICKET}")),
+            c,
+            PAGE_HEADERS,
+            b.proxy_pids(),
+        )?;
+        b.row(
+            &format!("{label} page, stamped"),
+            "stamp-proxy `?dev=`",
+            &stamped,
+        );
+        let sub = b.run(
+            &format!("{}{path}", b.nginx.sub_filter),
+            c,
+            PAGE_HEADERS,
+            b.nginx_pids(),
+        )?;
+        b.row(&format!("{label} page, stamped"), "nginx sub_filter", &sub);
+        targets.push(ratio_target(
+            format!("passthrough vs nginx proxy_pass, {label}"),
+            pass.m.rps(),
+            ngx.m.rps(),
+            0.9,
+        ));
+        targets.push(ratio_target(
+            format!("stamped vs nginx sub_filter, {label}"),
+            stamped.m.rps(),
+            sub.m.rps(),
+            1.0,
+        ));
+        stamped_rps.push((label, path, pass.m.rps().min(stamped.m.rps())));
+    }
+    let module_stamp = b.run(
+        &b.proxy.url(&b.module_url),
+        c,
+        MODULE_HEADERS,
+        b.proxy_pids(),
+    )?;
+    b.row("30 KB module body", "stamp-proxy", &module_stamp);
+    let module_ngx = b.run(
+        &format!("{}{MODULE_PATH}", b.nginx.static_files),
+        c,
+        MODULE_HEADERS,
+        b.nginx_pids(),
+    )?;
+    b.row("30 KB module body", "nginx static file", &module_ngx);
+    targets.push(ratio_target(
+        "module body vs nginx static".into(),
+        module_stamp.m.rps(),
+        module_ngx.m.rps(),
+        1.0,
+    ));
+
+    let many = b.opts.many_connections;
+    for (label, size) in PAGES {
+        let path = format!("/page-{}k", size >> 10);
+        let scenario = format!("{label} page, stamped, {many} connections");
+        let crowd = b.run(
+            &b.proxy.url(&format!("{path}?dev={TICKET}")),
+            many,
+            PAGE_HEADERS,
+            b.proxy_pids(),
+        )?;
+        b.row(&scenario, "stamp-proxy `?dev=`", &crowd);
+        let crowd_ngx = b.run(
+            &format!("{}{path}", b.nginx.sub_filter),
+            many,
+            PAGE_HEADERS,
+            b.nginx_pids(),
+        )?;
+        b.row(&scenario, "nginx sub_filter", &crowd_ngx);
+        let rss = crowd.rss_kib.unwrap_or_default();
+        targets.push(Target {
+            what: format!("stamp-proxy RSS at {many} connections, {label} stamped page"),
+            measured: format!("{} MiB", mib(rss)),
+            target: "< 64 MiB".into(),
+            met: rss < 64 * 1024,
+        });
+    }
+
+    // Added latency at a rate both paths carry.
+    b.say(String::new());
+    b.say(format!(
+        "Latency at a fixed rate, {c} connections (paced, counted from when each request was due):"
+    ));
+    b.say(String::new());
+    b.say("| page | rate req/s | server | passthrough p50 / p99 ms | stamped p50 / p99 ms | added p99 ms |".into());
+    b.say("|---|---:|---|---:|---:|---:|".into());
+    for (label, path, capacity) in stamped_rps {
+        // A quarter of what the slower path sustained: busy, but far enough
+        // from saturation that the figure is the rewrite's own time, not a
+        // queue (on 2 shared cores, half of capacity already queues).
+        let rate = (capacity * 0.25).max(10.0).round();
+        for (server, pass_url, stamped_url) in [
+            (
+                "stamp-proxy",
+                b.proxy.url(&path),
+                b.proxy.url(&format!("{path}?dev={TICKET}")),
+            ),
+            (
+                "nginx",
+                format!("{}{path}", b.nginx.proxy_pass),
+                format!("{}{path}", b.nginx.sub_filter),
+            ),
+        ] {
+            let pace = |url| Paced {
+                url,
+                connections: c,
+                rate,
+                duration: Duration::from_secs_f64(b.opts.seconds),
+                headers: PAGE_HEADERS,
+            };
+            let p = paced::run(&pace(&pass_url)).await?;
+            let s = paced::run(&pace(&stamped_url)).await?;
+            let added = s.pct(0.99).as_secs_f64() * 1e3 - p.pct(0.99).as_secs_f64() * 1e3;
+            b.say(format!(
+                "| {label} | {rate:.0} | {server} | {:.2} / {:.2} | {:.2} / {:.2} | {added:+.2} |",
+                p.pct(0.5).as_secs_f64() * 1e3,
+                p.pct(0.99).as_secs_f64() * 1e3,
+                s.pct(0.5).as_secs_f64() * 1e3,
+                s.pct(0.99).as_secs_f64() * 1e3,
+            ));
+            if server == "stamp-proxy" {
+                targets.push(Target {
+                    what: format!(
+                        "p99 added by stamping, {label}, {c} connections at {rate:.0} req/s"
+                    ),
+                    measured: format!("{added:+.2} ms"),
+                    target: "< 1 ms".into(),
+                    met: added < 1.0,
+                });
+            }
+        }
+    }
+
+    b.say(String::new());
+    ttfb(&mut b).await?;
+    b.say(String::new());
+    memory(&mut b, &mut targets).await?;
+    b.say(String::new());
+    let rewriter = rewriter_ratio(&mut b);
+    targets.extend(rewriter);
+    b.say(String::new());
+    fleet(&mut b).await?;
+
+    b.say(String::new());
+    b.say("| target | measured | goal | met |".into());
+    b.say("|---|---:|---:|:---:|".into());
+    for t in &targets {
+        b.say(format!(
+            "| {} | {} | {} | {} |",
+            t.what,
+            t.measured,
+            t.target,
+            if t.met { "yes" } else { "**no**" }
+        ));
+    }
+    if let Some(readme) = b.opts.write_readme.clone() {
+        write_readme(&readme, &started, &b)?;
+        println!("\nwrote the results into {}", readme.display());
+    }
+    Ok(())
+}
+
+fn ratio_target(what: String, ours: f64, theirs: f64, goal: f64) -> Target {
+    let r = ours / theirs.max(1e-9);
+    Target {
+        what,
+        measured: format!("{r:.2}×"),
+        target: format!("≥ {goal:.1}×"),
+        met: r >= goal,
+    }
+}
+
+/// A benchmark of wrong answers measures nothing: before any load, check that
+/// each server gives what it is supposed to.
+async fn check_outputs(b: &Bench, module_body: &str) -> anyhow::Result<()> {
+    let client = stamp_tests::client();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .get(&url)
+                .header("accept", "text/html")
+                .send()
+                .await?;
+            ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+            anyhow::Ok(resp.text().await?)
+        }
+    };
+    let path = "/page-20k";
+    let original = get(format!("{}{path}", b.origin.url)).await?;
+    ensure!(
+        get(b.proxy.url(path)).await? == original,
+        "stamp-proxy passthrough changed the page"
+    );
+    ensure!(
+        get(format!("{}{path}", b.nginx.proxy_pass)).await? == original,
+        "nginx proxy_pass changed the page"
+    );
+    let stamped = get(b.proxy.url(&format!("{path}?dev={TICKET}"))).await?;
+    let map = stamp_tests::import_map(&stamped)?;
+    ensure!(
+        map["imports"]["/src/lib/m1.js"] == b.module_url.as_str()
+            || stamped.contains(&b.module_url),
+        "the stamped page does not point at the ticket's module"
+    );
+    let sub = get(format!("{}{path}", b.nginx.sub_filter)).await?;
+    ensure!(
+        sub.contains(&b.module_url),
+        "nginx sub_filter did not inject its script"
+    );
+    ensure!(
+        get(b.proxy.url(&b.module_url)).await? == module_body,
+        "stamp-proxy module body differs"
+    );
+    ensure!(
+        get(format!("{}{MODULE_PATH}", b.nginx.static_files)).await? == module_body,
+        "nginx static module body differs"
+    );
+    Ok(())
+}
+
+/// Time to the first body byte of a page whose origin sends the head at once
+/// and the rest 2 s later: a buffering proxy would show 2 s.
+async fn ttfb(b: &mut Bench) -> anyhow::Result<()> {
+    b.say("Streaming: a page whose head comes at once and whose rest comes 2 s later:".into());
+    b.say(String::new());
+    b.say("| server | first body byte ms | whole page ms |".into());
+    b.say("|---|---:|---:|".into());
+    let client = stamp_tests::client();
+    for (server, url) in [
+        (
+            "origin direct",
+            format!("{}/__origin/trickle", b.origin.url),
+        ),
+        (
+            "stamp-proxy `?dev=`",
+            b.proxy.url(&format!("/__origin/trickle?dev={TICKET}")),
+        ),
+        (
+            "nginx sub_filter",
+            format!("{}/__origin/trickle", b.nginx.sub_filter),
+        ),
+    ] {
+        let t = Instant::now();
+        let mut resp = client
+            .get(&url)
+            .header("accept", "text/html")
+            .send()
+            .await?;
+        ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+        let first = resp.chunk().await?.context("empty page")?;
+        let ttfb = t.elapsed();
+        ensure!(!first.is_empty(), "an empty first chunk");
+        while resp.chunk().await?.is_some() {}
+        let total = t.elapsed();
+        b.say(format!(
+            "| {server} | {:.1} | {:.0} |",
+            ttfb.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3
+        ));
+    }
+    Ok(())
+}
+
+/// Peak RSS of a fresh proxy while one client downloads a 1 MiB and then a
+/// big stamped page: flat means the page streams.
+async fn memory(b: &mut Bench, targets: &mut Vec<Target>) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("stamp-load-mem")
+        .tempdir()?;
+    let store = dir.path().join("store");
+    stamp_tests::seed_dir(
+        &store,
+        TICKET,
+        &[("/src/main.js", "export const main = 'ticket';\n")],
+    )
+    .await?;
+    let proxy = Proxy::start_with(
+        Some(&b.origin.url),
+        &[
+            "--store",
+            &store.to_string_lossy(),
+            "--threads",
+            &b.opts.workers.to_string(),
+        ],
+        &[("RUST_LOG", "warn")],
+    )?;
+    let client = stamp_tests::client();
+    let pid = proxy.pid().context("proxy not running")?;
+    let mut peaks = Vec::new();
+    for mb in [1, b.opts.big_mib] {
+        let url = proxy.url(&format!("/__origin/big?mb={mb}&dev={TICKET}"));
+        let mut resp = client
+            .get(&url)
+            .header("accept", "text/html")
+            .send()
+            .await?;
+        ensure!(resp.status().is_success(), "{url}: {}", resp.status());
+        let mut n = 0usize;
+        let mut head = Vec::new();
+        while let Some(c) = resp.chunk().await? {
+            if head.len() < 4096 {
+                head.extend_from_slice(&c[..c.len().min(4096)]);
+            }
+            n += c.len();
+        }
+        // The origin sends whole 64 KiB rows: a little under `mb` MiB.
+        ensure!(n >= (mb << 20) / 100 * 99, "{url}: only {n} bytes");
+        ensure!(
+            String::from_utf8_lossy(&head).contains("?__ts="),
+            "the big page was not stamped"
+        );
+        peaks.push((mb, peak_kib(pid)?));
+    }
+    b.say("Memory: peak RSS (VmHWM) of a fresh stamp-proxy while one client downloads a stamped page:".into());
+    b.say(String::new());
+    b.say("| page | peak RSS MiB |".into());
+    b.say("|---:|---:|".into());
+    for (mb, kib) in &peaks {
+        b.say(format!("| {mb} MiB | {} |", mib(*kib)));
+    }
+    if let [(_, small), (big_mb, big)] = peaks[..] {
+        let growth = big.saturating_sub(small);
+        targets.push(Target {
+            what: format!("memory flat in page size (1 → {big_mb} MiB stamped page)"),
+            measured: format!("+{} MiB", mib(growth)),
+            target: "flat (< +4 MiB)".into(),
+            met: growth < 4 * 1024,
+        });
+    }
+    Ok(())
+}
+
+fn peak_kib(pid: u32) -> anyhow::Result<u64> {
+    stamp_benches::status_kib(pid, "VmHWM").context("no VmHWM for the proxy")
+}
+
+/// The rewriter against lol_html parsing the same bytes with no handlers, in
+/// this process: the criterion bench measures the same with more care.
+fn rewriter_ratio(b: &mut Bench) -> Vec<Target> {
+    b.say(
+        "Rewriter vs lol_html with no handlers (same bytes, 16 KiB chunks, best of 5 rounds):"
+            .into(),
+    );
+    b.say(String::new());
+    b.say("| page | lol_html no-op MB/s | lol_html, one no-op `script` handler MB/s | stamp rewriter MB/s | rewriter / no-op | rewriter / one handler |".into());
+    b.say("|---|---:|---:|---:|---:|---:|".into());
+    let spec = stamp_benches::spec(3);
+    let mut targets = Vec::new();
+    for (label, size) in [
+        ("20 KB", 20 << 10),
+        ("300 KB", 300 << 10),
+        ("5 MB", 5 << 20),
+    ] {
+        let html = stamp_benches::page(size, 40);
+        let budget = if b.opts.smoke { 2 << 20 } else { 64 << 20 };
+        let reps = (budget / html.len()).max(1);
+        let best = |f: &dyn Fn() -> usize| {
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        std::hint::black_box(f());
+                    }
+                    t.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let noop = best(&|| stamp_benches::noop_parse(html.as_bytes()));
+        let ours = best(&|| stamp_benches::rewrite(html.as_bytes(), &spec));
+        let mbps = |d: Duration| (html.len() * reps) as f64 / d.as_secs_f64().max(1e-9) / 1e6;
+        let ratio = mbps(ours) / mbps(noop);
+        b.say(format!(
+            "| {label} | {:.0} | {:.0} | {ratio:.2} |",
+            mbps(noop),
+            mbps(ours)
+        ));
+        targets.push(Target {
+            what: format!("rewriter vs lol_html no-op, {label}"),
+            measured: format!("{:.0}%", ratio * 100.0),
+            target: "≥ 80%".into(),
+            met: ratio >= 0.8,
+        });
+    }
+    targets
+}
+
+/// Two proxies over one Redis: a promote through A, timed until B serves it.
+async fn fleet(b: &mut Bench) -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let origin = Origin::start()?;
+    origin.route(
+        "/",
+        Route::html("<!doctype html><head><script type=module src=/src/main.js></script></head>"),
+    );
+    let args = ["--store", redis.url.as_str()];
+    let a = Proxy::start_with(Some(&origin.url), &args, &[("RUST_LOG", "warn")])?;
+    let bb = Proxy::start_with(Some(&origin.url), &args, &[("RUST_LOG", "warn")])?;
+    let client = stamp_tests::client();
+    let key = "FLEET-1";
+    let mut upload_lat = Vec::new();
+    let mut promote_lat = Vec::new();
+    for i in 0..b.opts.fleet_rounds {
+        let body = format!("export const v = {i};\n");
+        let want = stamp_tests::module_url("/src/main.js", &body);
+        let put = client
+            .put(a.url(&format!(
+                "/__stamp/api/v1/tickets/{key}/modules/src/main.js"
+            )))
+            .body(body)
+            .send()
+            .await?;
+        ensure!(put.status().is_success(), "upload: {}", put.status());
+        upload_lat.push(wait_for(&client, &bb.url(&format!("/?dev={key}")), &want).await?);
+        let promote = client
+            .post(a.url(&format!("/__stamp/api/v1/tickets/{key}/promote")))
+            .send()
+            .await?;
+        ensure!(
+            promote.status().is_success(),
+            "promote: {}",
+            promote.status()
+        );
+        promote_lat.push(wait_for(&client, &bb.url(&format!("/?qa={key}")), &want).await?);
+        let revert = client
+            .post(a.url(&format!("/__stamp/api/v1/tickets/{key}/revert")))
+            .send()
+            .await?;
+        ensure!(revert.status().is_success(), "revert: {}", revert.status());
+    }
+    upload_lat.sort_unstable();
+    promote_lat.sort_unstable();
+    let pct = |v: &[Duration], p: f64| {
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    b.say(format!(
+        "Fleet: two stamp-proxy instances over one Redis, {} rounds; a change made through A, until B serves it:",
+        b.opts.fleet_rounds
+    ));
+    b.say(String::new());
+    b.say("| change | median ms | p99 ms |".into());
+    b.say("|---|---:|---:|".into());
+    b.say(format!(
+        "| upload → visible in `?dev=` | {:.2} | {:.2} |",
+        pct(&upload_lat, 0.5),
+        pct(&upload_lat, 0.99)
+    ));
+    b.say(format!(
+        "| promote dev → qa → visible in `?qa=` | {:.2} | {:.2} |",
+        pct(&promote_lat, 0.5),
+        pct(&promote_lat, 0.99)
+    ));
+    Ok(())
+}
+
+/// Polls `url` until its page contains `want`; returns how long that took.
+async fn wait_for(client: &reqwest::Client, url: &str, want: &str) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    loop {
+        let html = client
+            .get(url)
+            .header("accept", "text/html")
+            .send()
+            .await?
+            .text()
+            .await?;
+        if html.contains(want) {
+            return Ok(t.elapsed());
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("{url} never served {want}");
+        }
+    }
+}
+
+fn chrono_like_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let kib: u64 = s
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            Some(format!(", {} GiB RAM", (kib + (1 << 19)) >> 20))
+        })
+        .unwrap_or_default();
+    let nginx = std::process::Command::new(
+        stamp_benches::nginx::binary().unwrap_or_else(|_| PathBuf::from("nginx")),
+    )
+    .arg("-v")
+    .output()
+    .ok()
+    .map(|o| {
+        String::from_utf8_lossy(&o.stderr)
+            .trim()
+            .trim_start_matches("nginx version: ")
+            .to_string()
+    })
+    .unwrap_or_default();
+    format!("{} × {cpu}{mem}; {nginx}", default_workers())
+}
+
+const BEGIN: &str = "<!-- stamp-load:begin -->";
+const END: &str = "<!-- stamp-load:end -->";
+
+fn write_readme(path: &Path, started: &str, b: &Bench) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let (Some(i), Some(j)) = (text.find(BEGIN), text.find(END)) else {
+        bail!("{} has no {BEGIN} … {END} section to fill", path.display());
+    };
+    ensure!(i < j, "{}: {END} comes before {BEGIN}", path.display());
+    let mut section = format!(
+        "{BEGIN}\n_Generated by `benches/run` on {started}, {}. One run; the machine is shared, \
+         so read the ratios (both sides measured minutes apart on the same cores), not the absolute figures._\n\n",
+        machine()
+    );
+    for line in &b.lines {
+        section.push_str(line);
+        section.push('\n');
+    }
+    let new = format!("{}{section}{}", &text[..i], &text[j..]);
+    std::fs::write(path, new)?;
+    Ok(())
+}
