@@ -592,14 +592,17 @@ impl ProxyHttp for StampProxy {
         let active = &mut *active;
         let mut out = Vec::new();
         if let Some(chunk) = body.take() {
-            let plain = match &mut active.decoder {
-                Some(d) => d.write(&chunk).unwrap_or_else(|e| {
-                    log::warn!("{e}");
-                    Vec::new()
-                }),
-                None => chunk.to_vec(),
+            out = match &mut active.decoder {
+                Some(d) => {
+                    let plain = d.write(&chunk).unwrap_or_else(|e| {
+                        log::warn!("{e}");
+                        Vec::new()
+                    });
+                    active.rewriter.write(&plain)
+                }
+                // Most pages: fed as they came, without a copy.
+                None => active.rewriter.write(&chunk),
             };
-            out = active.rewriter.write(&plain);
         }
         if end_of_stream {
             if let Some(d) = &mut active.decoder {
