@@ -126,19 +126,38 @@ pub fn rewrite(html: &[u8], s: &RewriteSpec) -> usize {
     out + r.finish().len()
 }
 
-/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
-pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+/// A Debian tool the harness runs: `$ENV_VAR`, or `name` on the PATH or in
+/// `/usr/sbin` (where nginx lives, often off a user's PATH).
+pub fn tool(name: &str, env_var: &str) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os(env_var) {
+        return Ok(p.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{name} not found: install it with `tests/install-deps bench` (Debian package {name})"
+            )
+        })
+}
+
+/// The `p` quantile (0..=1) of sorted durations (nearest rank).
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
 }
 
 /// The sum of a figure over processes (nginx's master and workers).
 pub fn sum_kib(pids: &[u32], key: &str) -> u64 {
-    pids.iter().filter_map(|p| status_kib(*p, key)).sum()
+    pids.iter()
+        .filter_map(|p| stamp_tests::status_kib(*p, key))
+        .sum()
 }
 
 /// Direct children of `pid`, from `/proc/*/stat`.

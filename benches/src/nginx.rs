@@ -229,20 +229,9 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // TERM is nginx's fast shutdown; the master takes its workers down.
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        // TERM is nginx's fast shutdown; the master takes its workers down.
+        if let Some(child) = self.child.take() {
+            stamp_tests::stop_child(child, Duration::from_secs(5));
         }
     }
 }

@@ -30,11 +30,7 @@ pub struct Latencies {
 
 impl Latencies {
     pub fn pct(&self, p: f64) -> Duration {
-        if self.sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.sorted.len() as f64 - 1.0) * p).round() as usize;
-        self.sorted[i.min(self.sorted.len() - 1)]
+        crate::percentile(&self.sorted, p)
     }
 }
 

@@ -54,14 +54,7 @@ end
 
 /// The wrk binary: `$WRK`, or `wrk` on the PATH.
 pub fn binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WRK") {
-        return Ok(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("wrk"))
-        .find(|p| p.is_file())
-        .context("wrk not found: install it with `tests/install-deps bench` (Debian package wrk)")
+    crate::tool("wrk", "WRK")
 }
 
 /// Runs wrk and returns its figures. Any socket error or bad status fails the

@@ -8,7 +8,7 @@ pub mod proxy;
 pub mod redis_server;
 
 pub use origin::{Encoding, Origin, Route};
-pub use proxy::Proxy;
+pub use proxy::{status_kib, stop_child, Proxy};
 pub use redis_server::RedisServer;
 
 /// A port that was free a moment ago (bind to port 0, read it, release it).
@@ -25,6 +25,19 @@ pub fn client() -> reqwest::Client {
         .no_proxy()
         .build()
         .unwrap_or_default()
+}
+
+/// The body of a GET through [`client`]; panics (failing the test) with the
+/// URL when the request or the body fails.
+pub async fn get_text(url: &str) -> String {
+    let resp = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"))
 }
 
 use stamp_proxy::store::SharedStore;

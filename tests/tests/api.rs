@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use stamp_tests::{client, import_map, module_url, Origin, Proxy, RedisServer, Route};
+use stamp_tests::{client, get_text, import_map, module_url, Origin, Proxy, RedisServer, Route};
 
 const PAGE: &str =
     "<html><head><script type=module src=/src/main.js></script></head><body>prod</body></html>";
@@ -221,16 +221,7 @@ async fn pages_follow_the_api() {
     }
     let page = |q: &'static str| {
         let url = p.url(q);
-        async move {
-            client()
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { get_text(&url).await }
     };
     let wait_for = |q: &'static str, want: Option<String>| async move {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -686,14 +677,7 @@ async fn redis_down_answers_503_and_production_flows() {
         (s, v["error"]["code"].clone()),
         (503, json!("store_unavailable"))
     );
-    let html = client()
-        .get(env.proxy.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&env.proxy.url("/")).await;
     assert_eq!(html, PAGE);
     assert_eq!(env.origin.hits("/"), 1);
     redis.restart().unwrap();
@@ -718,14 +702,7 @@ async fn two_proxies_on_one_redis_converge() {
         async move {
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
-                let html = client()
-                    .get(&url)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let html = get_text(&url).await;
                 if html.contains(&module_url("/src/main.js", &body)) {
                     return;
                 }
@@ -911,14 +888,7 @@ async fn protected_previews_need_a_valid_signed_link() {
 async fn wait_overlay(proxy: &Proxy, want: Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let html = client()
-            .get(proxy.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = get_text(&proxy.url("/")).await;
         let got = import_map(&html)
             .ok()
             .map(|m| m["imports"]["/src/main.js"].as_str().unwrap().to_string());
@@ -974,14 +944,7 @@ async fn released_overrides_settle_when_the_origin_catches_up() {
         Route::bytes("text/javascript", b"new".to_vec()),
     );
     wait_overlay(&env.proxy, None).await;
-    let html = client()
-        .get(env.proxy.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&env.proxy.url("/")).await;
     assert_eq!(html, PAGE);
     assert!(history_events(&env.proxy, "SET-1")
         .await

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use stamp_tests::proxy::binary;
-use stamp_tests::{client, import_map, module_url, seed_dir, Origin, Proxy, Route};
+use stamp_tests::{client, get_text, import_map, module_url, seed_dir, Origin, Proxy, Route};
 
 fn run_proxy(args: &[&str]) -> std::process::Output {
     Command::new(binary("stamp-proxy").unwrap())
@@ -190,14 +190,7 @@ async fn tls_listener_and_https_origin() {
     )
     .unwrap();
     let chained = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
-    let html = client()
-        .get(chained.url("/?dev=TKT-1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&chained.url("/?dev=TKT-1")).await;
     assert!(
         html.contains(&module_url("/src/a.js", "a")),
         "fetched through the https origin: {html}"
@@ -254,30 +247,9 @@ async fn health_and_metrics() {
         .await
         .unwrap();
     let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
-    client()
-        .get(proxy.url("/?dev=TKT-1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    client()
-        .get(proxy.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    client()
-        .get(proxy.url(&module_url("/src/a.js", "a")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    get_text(&proxy.url("/?dev=TKT-1")).await;
+    get_text(&proxy.url("/")).await;
+    get_text(&proxy.url(&module_url("/src/a.js", "a"))).await;
 
     let health: serde_json::Value = client()
         .get(proxy.url("/__stamp/health"))
@@ -340,14 +312,7 @@ async fn the_embedded_store_survives_a_restart() {
     let store = dir.path().to_string_lossy().into_owned();
     for _ in 0..2 {
         let proxy = Proxy::start(&origin.url, &["--store", &store]).unwrap();
-        let html = client()
-            .get(proxy.url("/?dev=TKT-1"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = get_text(&proxy.url("/?dev=TKT-1")).await;
         assert!(html.contains(&module_url("/src/a.js", "persisted")));
         let body = client()
             .get(proxy.url(&module_url("/src/a.js", "persisted")))

@@ -5,8 +5,8 @@
 
 use stamp_proxy::workflow::Transition;
 use stamp_tests::{
-    client, import_map, module_url, open_store, transition, upload, wait_snapshot, Origin, Proxy,
-    RedisServer, Route,
+    client, get_text, import_map, module_url, open_store, transition, upload, wait_snapshot,
+    Origin, Proxy, RedisServer, Route,
 };
 
 const PAGE: &str = "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\"}}</script><script type=module src=/src/main.js></script></head><body>prod</body></html>";
@@ -312,18 +312,7 @@ async fn redis_down_keeps_production_and_the_last_snapshot_flowing() {
         module_url("/src/lib/greet.js", V1),
         "last snapshot"
     );
-    assert_eq!(
-        client()
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        V1,
-        "cached body"
-    );
+    assert_eq!(get_text(&url).await, V1, "cached body");
     let unknown = f.proxy.url(&module_url("/src/x.js", "never"));
     assert_eq!(client().get(unknown).send().await.unwrap().status(), 503);
     // Health says degraded (but the proxy still answers 200: it is serving).

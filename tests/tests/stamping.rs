@@ -4,7 +4,9 @@
 //! and module serving.
 #![allow(clippy::unwrap_used)]
 
-use stamp_tests::{client, import_map, module_url, seed_dir, Encoding, Origin, Proxy, Route};
+use stamp_tests::{
+    client, get_text, import_map, module_url, seed_dir, Encoding, Origin, Proxy, Route,
+};
 
 const GREET: &str = "export const greet = (n) => `ticket hello ${n}`;\n";
 
@@ -115,14 +117,7 @@ async fn inserts_a_map_and_rewrites_entry_points() {
              <script type=\"module\" src=\"./src/lib/greet.js\"></script></head><body></body></html>",
         ),
     );
-    let html = client()
-        .get(proxy.url("/nomap?dev=TKT-1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&proxy.url("/nomap?dev=TKT-1")).await;
     let map = import_map(&html).unwrap();
     assert_eq!(map["imports"]["/src/lib/greet.js"], ticket_url().as_str());
     let map_at = html.find("importmap").unwrap();
@@ -148,14 +143,7 @@ async fn inserts_a_map_and_rewrites_entry_points() {
         "/bare",
         Route::html("<script type=module src=/src/main.js></script><p>x</p>"),
     );
-    let html = client()
-        .get(proxy.url("/bare?dev=TKT-1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&proxy.url("/bare?dev=TKT-1")).await;
     assert!(html.starts_with("<script type=\"importmap\">"), "{html}");
 }
 
@@ -166,14 +154,7 @@ async fn merges_importmap_shim_maps() {
         "/shim",
         Route::html("<script type=\"importmap-shim\">{\"imports\":{\"g\":\"/src/lib/greet.js\"}}</script><script type=module-shim src=/src/main.js></script>"),
     );
-    let html = client()
-        .get(proxy.url("/shim?dev=TKT-1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&proxy.url("/shim?dev=TKT-1")).await;
     assert!(html.contains("type=\"importmap-shim\""));
     let start = html.find('{').unwrap();
     let end = html.find("</script>").unwrap();
@@ -293,14 +274,7 @@ async fn hostile_specifiers_cannot_break_out_of_the_script() {
         "/",
         Route::html("<head><script type=module src=/m.js></script></head><body></body>"),
     );
-    let html = client()
-        .get(proxy.url("/?dev=TKT-2"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&proxy.url("/?dev=TKT-2")).await;
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(
         !html.contains('\u{2028}') && !html.contains("<!--"),
@@ -571,14 +545,7 @@ async fn ticket_pages_carry_the_badge_and_production_never_does() {
         .to_string();
     assert!(csp.contains(stamp_proxy::badge::style_hash()), "{csp}");
 
-    let plain = client()
-        .get(proxy.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let plain = get_text(&proxy.url("/")).await;
     assert!(!plain.contains("ticket-stamp-badge"));
 }
 
@@ -608,13 +575,6 @@ async fn the_badge_can_be_turned_off() {
     )
     .unwrap();
     let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
-    let html = client()
-        .get(proxy.url("/?dev=TKT-1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&proxy.url("/?dev=TKT-1")).await;
     assert!(html.contains(&ticket_url()) && !html.contains("ticket-stamp-badge"));
 }

@@ -278,7 +278,7 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
     }
     let (mut b, _dir) = setup(opts).await?;
 
-    let started = chrono_like_now();
+    let started = utc_now();
     b.say(format!(
         "stamp-load compare: {} s runs, {} connections (wrk -t{}), {} stamp-proxy threads / nginx workers{}",
         b.opts.seconds,
@@ -651,7 +651,7 @@ async fn memory(b: &mut Bench, targets: &mut Vec<Target>) -> anyhow::Result<()> 
 }
 
 fn peak_kib(pid: u32) -> anyhow::Result<u64> {
-    stamp_benches::status_kib(pid, "VmHWM").context("no VmHWM for the proxy")
+    stamp_tests::status_kib(pid, "VmHWM").context("no VmHWM for the proxy")
 }
 
 /// The rewriter against lol_html parsing the same bytes with no handlers, in
@@ -757,10 +757,7 @@ async fn fleet(b: &mut Bench) -> anyhow::Result<()> {
     }
     upload_lat.sort_unstable();
     promote_lat.sort_unstable();
-    let pct = |v: &[Duration], p: f64| {
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
+    let pct = |v: &[Duration], p: f64| stamp_benches::percentile(v, p).as_secs_f64() * 1e3;
     b.say(format!(
         "Fleet: two stamp-proxy instances over one Redis, {} rounds; a change made through A, until B serves it:",
         b.opts.fleet_rounds
@@ -801,7 +798,7 @@ async fn wait_for(client: &reqwest::Client, url: &str, want: &str) -> anyhow::Re
     }
 }
 
-fn chrono_like_now() -> String {
+fn utc_now() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

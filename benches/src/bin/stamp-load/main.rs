@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use stamp_benches::percentile;
 
 mod compare;
 use stamp_tests::{seed_dir, Origin, Proxy, Route};
@@ -69,8 +70,7 @@ impl Result {
         self.bytes as f64 / self.elapsed.as_secs_f64() / (1024.0 * 1024.0)
     }
     fn pct(&self, p: f64) -> Duration {
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies.get(i).copied().unwrap_or_default()
+        percentile(&self.latencies, p)
     }
 }
 
@@ -130,11 +130,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Fleet { changes } => fleet(changes).await,
         Cmd::Promote { rounds } => promote(rounds).await,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
 }
 
 async fn put(
