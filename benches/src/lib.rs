@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use stamp_proxy::rewrite::{PageRewriter, RewriteSpec};
-use stamp_proxy::snapshot::Effective;
-use stamp_proxy::ticket::{Hash, ModuleRef, OverrideSet};
+use stamp_data::rewrite::{PageRewriter, RewriteSpec};
+use stamp_data::snapshot::Effective;
+use stamp_model::ticket::{Hash, ModuleRef, OverrideSet};
 
 pub mod nginx;
 pub mod paced;

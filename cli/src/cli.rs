@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Parser};
+use stamp_model::{Stage, TicketKey};
 
 const ABOUT: &str =
     "Upload a ticket's modules to stamp-proxy and move the ticket from dev to qa to prod";
@@ -186,7 +187,7 @@ fn usage(message: impl Into<String>, hint: Option<&str>) -> UsageError {
 
 /// The stages `-d/-q/-p` (and `--all`) select.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stages(pub Vec<&'static str>);
+pub struct Stages(pub Vec<Stage>);
 
 /// The arguments, checked against each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,14 +283,18 @@ impl Cli {
 
     /// The stages to list: `-d/-q/-p` as given, every stage with `--all`, and
     /// otherwise `default`.
-    pub fn stages(&self, default: &[&'static str]) -> Stages {
+    pub fn stages(&self, default: &[Stage]) -> Stages {
         if self.all {
-            return Stages(vec!["dev", "qa", "prod", "closed"]);
+            return Stages(vec![Stage::Dev, Stage::Qa, Stage::Prod, Stage::Closed]);
         }
-        let chosen: Vec<&'static str> = [(self.dev, "dev"), (self.qa, "qa"), (self.prod, "prod")]
-            .into_iter()
-            .filter_map(|(on, s)| on.then_some(s))
-            .collect();
+        let chosen: Vec<Stage> = [
+            (self.dev, Stage::Dev),
+            (self.qa, Stage::Qa),
+            (self.prod, Stage::Prod),
+        ]
+        .into_iter()
+        .filter_map(|(on, s)| on.then_some(s))
+        .collect();
         if chosen.is_empty() {
             Stages(default.to_vec())
         } else {
@@ -311,31 +316,18 @@ pub fn ticket_key(input: &str, project: Option<&str>) -> Result<String, UsageErr
             )),
         };
     }
-    let upper = input.to_ascii_uppercase();
-    let bad = || {
-        usage(
-            format!("`{input}` is not a ticket key"),
-            Some("a key looks like TKT-123: a letter, letters/digits/_ , a dash and a number"),
-        )
-    };
-    if upper.len() > 64 {
-        return Err(bad());
-    }
-    let (project, number) = upper.rsplit_once('-').ok_or_else(bad)?;
-    if !project_key_ok(project) || number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(bad());
-    }
-    Ok(upper)
+    TicketKey::parse(input)
+        .map(|k| k.as_str().to_string())
+        .map_err(|e| {
+            usage(
+                format!("`{input}` is not a ticket key: {e}"),
+                Some("a key looks like TKT-123: a letter, letters/digits/_ , a dash and a number"),
+            )
+        })
 }
 
-/// `[A-Z][A-Z0-9_]+` (upper case already applied).
-pub fn project_key_ok(project: &str) -> bool {
-    let mut chars = project.chars();
-    chars.next().is_some_and(|c| c.is_ascii_uppercase())
-        && project.len() >= 2
-        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-}
+/// `[A-Z][A-Z0-9_]+` (upper case already applied): the model's rule.
+pub use stamp_model::ticket::is_project_key as project_key_ok;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -427,14 +419,15 @@ mod tests {
 
     #[test]
     fn stages_default_to_qa_and_prod() {
+        use Stage::*;
         let c = parse(&["-l"]).unwrap();
-        assert_eq!(c.stages(&["qa", "prod"]).0, ["qa", "prod"]);
+        assert_eq!(c.stages(&[Qa, Prod]).0, [Qa, Prod]);
         let c = parse(&["-l", "-d"]).unwrap();
-        assert_eq!(c.stages(&["qa", "prod"]).0, ["dev"]);
+        assert_eq!(c.stages(&[Qa, Prod]).0, [Dev]);
         let c = parse(&["-l", "-p", "-d"]).unwrap();
-        assert_eq!(c.stages(&["qa", "prod"]).0, ["dev", "prod"]);
+        assert_eq!(c.stages(&[Qa, Prod]).0, [Dev, Prod]);
         let c = parse(&["-l", "--all"]).unwrap();
-        assert_eq!(c.stages(&["qa", "prod"]).0, ["dev", "qa", "prod", "closed"]);
+        assert_eq!(c.stages(&[Qa, Prod]).0, [Dev, Qa, Prod, Closed]);
     }
 
     #[test]

@@ -1,90 +1,23 @@
 //! The control API of stamp-proxy over HTTP (`/__stamp/api/v1/…`), with the
 //! JSON shapes the CLI reads and `-v` request tracing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client as Http, RequestBuilder};
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-const API: &str = "/__stamp/api/v1/";
+use stamp_model::wire::{
+    self, header as h, ErrorBody, ErrorCode, ErrorEnvelope, TransitionRequest,
+};
 
 /// A ticket as the API returns it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Ticket {
-    pub key: String,
-    pub stage: String,
-    pub version: u64,
-    #[serde(default)]
-    pub updated_ms: u64,
-    #[serde(default)]
-    pub modules: BTreeMap<String, Vec<Module>>,
-    #[serde(default)]
-    pub links: BTreeMap<String, String>,
-    #[serde(default)]
-    pub live_in_production: bool,
-    #[serde(default)]
-    pub allowed_actions: Vec<String>,
-    #[serde(default)]
-    pub history: Vec<Event>,
-    /// For a released ticket: overrides still served through the production
-    /// overlay, and those retired because the origin serves them itself.
-    #[serde(default)]
-    pub overlay: Option<Overlay>,
-    /// Policy warnings that did not stop a transition.
-    #[serde(default)]
-    pub warnings: Vec<serde_json::Value>,
-}
-
-/// A released ticket's overlay.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Overlay {
-    #[serde(default)]
-    pub live: u64,
-    #[serde(default)]
-    pub retired: u64,
-}
-
-/// One override.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Module {
-    pub specifier: String,
-    pub path: String,
-    pub url: String,
-    pub hash: String,
-    #[serde(default)]
-    pub size: u64,
-}
-
-/// One history entry.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Event {
-    pub at_ms: u64,
-    pub event: String,
-    #[serde(default)]
-    pub from: Option<String>,
-    #[serde(default)]
-    pub to: Option<String>,
-    #[serde(default)]
-    pub actor: String,
-    #[serde(default)]
-    pub commit: Option<String>,
-    #[serde(default)]
-    pub branch: Option<String>,
-    #[serde(default)]
-    pub detail: Option<String>,
-}
-
-/// The answer to an upload or a delete.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Change {
-    pub stage: String,
-    pub version: u64,
-    #[serde(default)]
-    pub module: Option<Module>,
-}
+pub type Ticket = wire::TicketDto;
+/// The answer to an upload.
+pub type Change = wire::UploadResponse;
+/// The answer to a delete.
+pub type Deleted = wire::DeleteResponse;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,13 +28,12 @@ pub enum ApiError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("{message}")]
+    #[error("{}", .error.message)]
     Status {
         status: u16,
-        code: String,
-        message: String,
-        /// The whole `error` object (extra fields such as `stage`, `allowed`).
-        error: Value,
+        /// The error envelope's body (code, message, and the fields such as
+        /// `stage` and `allowed` that go with the code).
+        error: Box<ErrorBody>,
     },
     #[error("unexpected answer from {url}: {why}")]
     Protocol { url: String, why: String },
@@ -124,10 +56,10 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ApiError::Status { code, .. } => code,
-            _ => "",
+            ApiError::Status { error, .. } => Some(error.code),
+            _ => None,
         }
     }
 }
@@ -168,7 +100,7 @@ impl Client {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{API}{path}", self.server)
+        format!("{}{}{path}", self.server, wire::API_PREFIX)
     }
 
     /// Sends a request and returns the JSON answer, or the API's error.
@@ -230,15 +162,13 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
-        let error = value.get("error").cloned().unwrap_or(Value::Null);
+        let error = match serde_json::from_value::<ErrorEnvelope>(value) {
+            Ok(envelope) => envelope.error,
+            Err(_) => ErrorBody::new(ErrorCode::Unknown, format!("the server answered {status}")),
+        };
         Err(ApiError::Status {
             status: status.as_u16(),
-            code: error["code"].as_str().unwrap_or("error").to_string(),
-            message: error["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("the server answered {status}")),
-            error,
+            error: Box::new(error),
         })
     }
 
@@ -254,7 +184,7 @@ impl Client {
         let path = format!("tickets/{key}");
         match self.send(Method::GET, &path, |r| r, "") {
             Ok(v) => self.decode(&path, v).map(Some),
-            Err(e) if e.status() == Some(404) && e.code() == "not_found" => Ok(None),
+            Err(e) if e.status() == Some(404) && e.code() == Some(ErrorCode::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -265,10 +195,11 @@ impl Client {
     }
 
     /// Tickets in these stages, as sent (`{"tickets": [...]}`).
-    pub fn list_raw(&self, stages: &[&str]) -> Result<Value, ApiError> {
+    pub fn list_raw(&self, stages: &[stamp_model::Stage]) -> Result<Value, ApiError> {
+        let names: Vec<&str> = stages.iter().map(|s| s.as_str()).collect();
         self.send(
             Method::GET,
-            &format!("tickets?stage={}", stages.join(",")),
+            &format!("tickets?stage={}", names.join(",")),
             |r| r,
             "",
         )
@@ -277,19 +208,18 @@ impl Client {
     /// Which of these bodies (sha256 hex) the server does not have.
     pub fn missing(&self, hashes: &[String]) -> Result<HashSet<String>, ApiError> {
         let mut out = HashSet::new();
-        for chunk in hashes.chunks(10_000) {
-            let body = json!({ "hashes": chunk });
+        for chunk in hashes.chunks(wire::MAX_MISSING) {
+            let body = wire::MissingRequest {
+                hashes: chunk.to_vec(),
+            };
             let v = self.send(
                 Method::POST,
                 "modules/missing",
                 |r| r.json(&body),
                 &format!("{} hashes", chunk.len()),
             )?;
-            let list: Vec<String> = self.decode(
-                "modules/missing",
-                v.get("missing").cloned().unwrap_or(Value::Array(vec![])),
-            )?;
-            out.extend(list);
+            let answer: wire::MissingResponse = self.decode("modules/missing", v)?;
+            out.extend(answer.missing.iter().map(|h| h.to_hex()));
         }
         Ok(out)
     }
@@ -318,9 +248,9 @@ impl Client {
             Method::PUT,
             &api_path,
             |mut r| {
-                r = r.header("x-stamp-hash", hash);
+                r = r.header(h::HASH, hash);
                 if let Some(s) = specifier {
-                    r = r.header("x-stamp-specifier", s);
+                    r = r.header(h::SPECIFIER, s);
                 }
                 r = git_headers(r, git);
                 r.body(body.unwrap_or_default())
@@ -337,14 +267,14 @@ impl Client {
         path: &str,
         specifier: Option<&str>,
         git: &GitMeta,
-    ) -> Result<Change, ApiError> {
+    ) -> Result<Deleted, ApiError> {
         let api_path = format!("tickets/{key}/modules/{}", encode_path(path));
         let v = self.send(
             Method::DELETE,
             &api_path,
             |mut r| {
                 if let Some(s) = specifier {
-                    r = r.header("x-stamp-specifier", s);
+                    r = r.header(h::SPECIFIER, s);
                 }
                 git_headers(r, git)
             },
@@ -361,17 +291,12 @@ impl Client {
         expected_version: Option<u64>,
         git: &GitMeta,
     ) -> Result<(Ticket, Value), ApiError> {
-        let mut body = serde_json::Map::new();
-        if let Some(v) = expected_version {
-            body.insert("expected_version".into(), json!(v));
-        }
-        if let Some(c) = &git.commit {
-            body.insert("commit".into(), json!(c));
-        }
-        if let Some(b) = &git.branch {
-            body.insert("branch".into(), json!(b));
-        }
-        let body = Value::Object(body);
+        let body = TransitionRequest {
+            expected_version,
+            commit: git.commit.clone(),
+            branch: git.branch.clone(),
+            comment: None,
+        };
         let path = format!("tickets/{key}/{action}");
         let v = self.send(Method::POST, &path, |r| r.json(&body), "")?;
         Ok((self.decode(&path, v.clone())?, v))
@@ -380,14 +305,14 @@ impl Client {
 
 fn git_headers(mut r: RequestBuilder, git: &GitMeta) -> RequestBuilder {
     if let Some(c) = &git.commit {
-        r = r.header("x-stamp-commit", c);
+        r = r.header(h::COMMIT, c);
     }
     if let Some(b) = git
         .branch
         .as_ref()
         .filter(|b| b.bytes().all(|c| c.is_ascii_graphic()))
     {
-        r = r.header("x-stamp-branch", b);
+        r = r.header(h::BRANCH, b);
     }
     r
 }

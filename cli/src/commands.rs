@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::cli::{ticket_key, Action, Cli, UsageError};
+use stamp_model::Stage;
+
 use crate::client::{ApiError, Client, GitMeta, Ticket};
 use crate::config::{self, resolve_path, slash_path, ConfigError, Flags, Settings, Source};
 use crate::error::{Failure, Kind};
@@ -99,7 +101,7 @@ impl Ctx<'_> {
     }
 
     fn list(&self) -> anyhow::Result<ExitCode> {
-        let stages = self.cli.stages(&["qa", "prod"]).0;
+        let stages = self.cli.stages(&[Stage::Qa, Stage::Prod]).0;
         let raw = self.client.list_raw(&stages).map_err(self.api(None))?;
         if self.cli.json {
             println!("{raw}");
@@ -119,7 +121,7 @@ impl Ctx<'_> {
     }
 
     fn show(&self, key: &str) -> anyhow::Result<ExitCode> {
-        let stages = self.cli.stages(&["dev", "qa", "prod"]).0;
+        let stages = self.cli.stages(&[Stage::Dev, Stage::Qa, Stage::Prod]).0;
         let raw = self.client.ticket_raw(key).map_err(self.api(Some(key)))?;
         if self.cli.json {
             println!("{raw}");
@@ -182,7 +184,7 @@ impl Ctx<'_> {
             branch: ok.branch.clone(),
         };
         let before = self.existing(key)?;
-        if before.stage == "dev" && !self.cli.json {
+        if before.stage == Stage::Dev && !self.cli.json {
             self.warn_if_unsynced(key);
         }
         let (after, raw) = self
@@ -413,10 +415,9 @@ impl Ctx<'_> {
             ));
         }
         report.summary(&summary);
-        match summary.stage.as_deref() {
-            Some("qa") | Some("prod") if !self.cli.json => eprintln!(
-                "note: {key} is in {}: uploads change its dev stage (?dev={key}) only; promote again to pass them on",
-                summary.stage.as_deref().unwrap_or_default()
+        match summary.stage {
+            Some(stage @ (Stage::Qa | Stage::Prod)) if !self.cli.json => eprintln!(
+                "note: {key} is in {stage}: uploads change its dev stage (?dev={key}) only; promote again to pass them on"
             ),
             None if summary.uploaded == 0 && !self.cli.json => {
                 eprintln!("note: nothing differs from the main branch yet: {key} is created by its first upload")

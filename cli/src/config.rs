@@ -290,14 +290,7 @@ pub fn resolve(
 
     let mut specifiers = Vec::new();
     for (spec, file) in &fc.specifiers {
-        let bare = !spec.is_empty()
-            && !spec.starts_with('/')
-            && !spec.starts_with("./")
-            && !spec.starts_with("../")
-            && !spec.contains("://")
-            && spec.len() <= 1024
-            && !spec.chars().any(|c| c.is_control() || c.is_whitespace());
-        if !bare {
+        if !stamp_model::wire::is_bare_specifier(spec) {
             problems.push(format!(
                 "{shown}: specifiers.\"{spec}\" is not a bare specifier (like \"@shop/cart\"; a path needs no mapping)"
             ));

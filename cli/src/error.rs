@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use stamp_model::lifecycle::Transition;
+use stamp_model::wire::ErrorCode;
+use stamp_model::Stage;
+
 use crate::client::ApiError;
 
 /// The exit codes, as documented in `--help` and the README.
@@ -63,9 +67,10 @@ impl Failure {
                 .hint("is stamp-proxy running there? Set the server with --server URL, STAMP_SERVER or `server` in stamp.toml"),
             ApiError::Protocol { .. } => Failure::new(Kind::Connection, e.to_string())
                 .hint("check --server / STAMP_SERVER: it must be the stamp-proxy's address"),
-            ApiError::Status { status, code, message, error } => {
+            ApiError::Status { status, error } => {
+                let message = &error.message;
                 let f = |kind| Failure::new(kind, message.clone());
-                match (*status, code.as_str()) {
+                match (*status, error.code) {
                     (401, _) => {
                         let hint = if has_token {
                             "the token is unknown or revoked: check --token / STAMP_TOKEN"
@@ -76,22 +81,27 @@ impl Failure {
                     }
                     (403, _) => Failure::new(Kind::Connection, format!("not allowed: {message}"))
                         .hint("ask for a token whose role may do this (dev uploads and promotes to qa; qa promotes to prod; admin reverts prod)"),
-                    (409, "illegal_transition") => {
-                        let stage = error["stage"].as_str().unwrap_or("?");
-                        let allowed = strings(&error["allowed"]);
-                        let mut details = vec![format!("allowed in {stage}: {}", allowed.join(", "))];
-                        if let Some(next) = next_step(stage) {
-                            details.push(next);
+                    (409, ErrorCode::IllegalTransition) => {
+                        let allowed: Vec<&str> = error.allowed.iter().flatten().map(|a| a.as_str()).collect();
+                        let mut details = Vec::new();
+                        if let Some(stage) = error.stage {
+                            details.push(format!("allowed in {stage}: {}", allowed.join(", ")));
+                            details.push(next_step(stage));
                         }
-                        // The server's message ends with the allowed actions: they get a line of their own.
-                        let head = message.split("; allowed:").next().unwrap_or(message);
+                        // The allowed actions get a line of their own, so the head says only what was refused.
+                        let head = match (&error.action, &error.ticket, error.stage) {
+                            (Some(action), Some(ticket), Some(stage)) => {
+                                format!("cannot {action} ticket {ticket}: it is in {stage}")
+                            }
+                            _ => message.clone(),
+                        };
                         Failure::new(Kind::Refused, head)
                             .details(details)
                             .hint(format!("`stamp {key}` shows where the ticket stands and its history"))
                     }
                     (409, _) => f(Kind::Refused).hint("someone changed the ticket meanwhile: look at it again (`stamp KEY`) and retry".replace("KEY", key)),
                     (422, _) => {
-                        let reasons = policy_reasons(error);
+                        let reasons = policy_reasons(&Value::Object(error.extra.clone()));
                         // "refused by 2 policies: a: …; b: …": the reasons get a line each.
                         let head = if reasons.is_empty() {
                             message.as_str()
@@ -102,10 +112,10 @@ impl Failure {
                             .details(reasons)
                             .hint("fix what the policies name, then try again")
                     }
-                    (404, "not_found") => f(Kind::Refused).hint("check the key; `stamp --list --all` lists every ticket (a ticket is created by its first --update)"),
+                    (404, ErrorCode::NotFound) => f(Kind::Refused).hint("check the key; `stamp --list --all` lists every ticket (a ticket is created by its first --update)"),
                     (413, _) | (415, _) => f(Kind::Refused),
                     (503, _) | (502, _) | (504, _) => f(Kind::Connection).hint("the server's store is unavailable; try again shortly"),
-                    _ => Failure::new(Kind::Refused, format!("the server refused: {message} ({status} {code})")),
+                    (_, code) => Failure::new(Kind::Refused, format!("the server refused: {message} ({status} {code})")),
                 }
             }
         }
@@ -126,26 +136,20 @@ impl Failure {
     }
 }
 
-fn next_step(stage: &str) -> Option<String> {
-    match stage {
-        "dev" => Some("dev tickets can be promoted to qa (--promote) or closed (--close)".into()),
-        "qa" => Some("qa tickets can be promoted to prod, reverted to dev or closed".into()),
-        "prod" => {
-            Some("a released ticket can only be reverted (--revert takes it back to qa)".into())
-        }
-        "closed" => Some("a closed ticket is re-opened by an upload (--update)".into()),
-        _ => None,
-    }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
+/// What the lifecycle lets a ticket in `stage` do next, with the flags.
+fn next_step(stage: Stage) -> String {
+    let moves: Vec<String> = Transition::ALL
+        .into_iter()
+        .filter_map(|t| {
+            t.target(stage)
+                .map(|to| format!("--{} (to {to})", t.as_str()))
         })
-        .unwrap_or_default()
+        .collect();
+    if moves.is_empty() {
+        format!("a {stage} ticket is re-opened in dev by an upload (--update)")
+    } else {
+        format!("a {stage} ticket can move with {}", moves.join(", "))
+    }
 }
 
 /// A policy refusal's reasons (`denials`), one per line, then its warnings.
@@ -205,6 +209,7 @@ pub fn root_causes(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -226,11 +231,13 @@ mod tests {
                 "  (warning) conflict: TKT-2 also overrides /src/a.js"
             ]
         );
+        let mut body = json!({"code": "policy_denied"});
+        if let (Some(b), Some(extra)) = (body.as_object_mut(), e.as_object()) {
+            b.extend(extra.clone());
+        }
         let err = ApiError::Status {
             status: 422,
-            code: "policy_denied".into(),
-            message: e["message"].as_str().unwrap_or_default().into(),
-            error: e.clone(),
+            error: Box::new(serde_json::from_value(body).unwrap()),
         };
         let f = Failure::from_api(&err, Some("TKT-1"), false);
         assert_eq!(f.message, "TKT-1: refused by 2 policies");
@@ -241,9 +248,13 @@ mod tests {
     fn exit_codes_by_status() {
         let status = |s: u16, code: &str| ApiError::Status {
             status: s,
-            code: code.into(),
-            message: "m".into(),
-            error: json!({"code": code, "stage": "prod", "allowed": ["upload", "delete", "revert"]}),
+            error: Box::new(
+                serde_json::from_value(json!({
+                    "code": code, "message": "m", "ticket": "TKT-1", "action": "promote",
+                    "stage": "prod", "allowed": ["upload", "delete", "revert"]
+                }))
+                .unwrap(),
+            ),
         };
         assert_eq!(
             Failure::from_api(&status(401, "unauthorized"), None, true).kind,
@@ -263,6 +274,8 @@ mod tests {
         );
         let f = Failure::from_api(&status(409, "illegal_transition"), Some("TKT-1"), false);
         assert_eq!(f.kind, Kind::Refused);
+        assert_eq!(f.message, "cannot promote ticket TKT-1: it is in prod");
         assert_eq!(f.details[0], "allowed in prod: upload, delete, revert");
+        assert_eq!(f.details[1], "a prod ticket can move with --revert (to qa)");
     }
 }

@@ -5,6 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use stamp_model::Stage;
+
 use crate::client::Ticket;
 
 pub fn now_ms() -> u64 {
@@ -75,34 +77,33 @@ pub fn site(t: &Ticket, server: &str) -> String {
 
 /// The link that shows the ticket in its current stage.
 pub fn share_link(t: &Ticket, server: &str) -> Option<String> {
-    match t.stage.as_str() {
-        "dev" => t.links.get("dev").cloned(),
-        "qa" => t.links.get("qa").cloned(),
-        "prod" => Some(format!("{}/", site(t, server))),
-        _ => None,
+    match t.stage {
+        Stage::Dev => t.links.get("dev").cloned(),
+        Stage::Qa => t.links.get("qa").cloned(),
+        Stage::Prod => Some(format!("{}/", site(t, server))),
+        Stage::Closed => None,
     }
 }
 
 /// A one-line account of where a ticket stands.
 pub fn standing(t: &Ticket, server: &str) -> String {
-    match t.stage.as_str() {
-        "dev" => format!(
+    match t.stage {
+        Stage::Dev => format!(
             "{} is in dev: see it at {}",
             t.key,
             share_link(t, server).unwrap_or_default()
         ),
-        "qa" => format!(
+        Stage::Qa => format!(
             "{} is in qa: share {} with QA",
             t.key,
             share_link(t, server).unwrap_or_default()
         ),
-        "prod" => format!(
+        Stage::Prod => format!(
             "{} is released: {} serves it to every visitor",
             t.key,
             share_link(t, server).unwrap_or_default()
         ),
-        "closed" => format!("{} is closed (an --update re-opens it in dev)", t.key),
-        other => format!("{} is in {other}", t.key),
+        Stage::Closed => format!("{} is closed (an --update re-opens it in dev)", t.key),
     }
 }
 
@@ -115,7 +116,7 @@ fn released(t: &Ticket) -> String {
             "live through the overlay: {} module(s), {} settled",
             o.live, o.retired
         ),
-        _ if t.live_in_production => "live through the overlay".into(),
+        _ if t.live_in_production == Some(true) => "live through the overlay".into(),
         _ => "released".into(),
     }
 }
@@ -148,21 +149,15 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-const STAGE_ORDER: [&str; 4] = ["dev", "qa", "prod", "closed"];
-
 /// The `--list` table: tickets by stage, with module counts, last change
 /// and share links.
-pub fn list(tickets: &[Ticket], stages: &[&str], server: &str) -> String {
+pub fn list(tickets: &[Ticket], stages: &[Stage], server: &str) -> String {
     if tickets.is_empty() {
-        return format!("no tickets in {}\n", stages.join(" or "));
+        let names: Vec<&str> = stages.iter().map(|s| s.as_str()).collect();
+        return format!("no tickets in {}\n", names.join(" or "));
     }
     let mut sorted: Vec<&Ticket> = tickets.iter().collect();
-    sorted.sort_by_key(|t| {
-        (
-            STAGE_ORDER.iter().position(|s| *s == t.stage).unwrap_or(9),
-            std::cmp::Reverse(t.updated_ms),
-        )
-    });
+    sorted.sort_by_key(|t| (t.stage, std::cmp::Reverse(t.updated_ms)));
     let now = now_ms();
     let mut rows = vec![vec![
         "STAGE".to_string(),
@@ -174,25 +169,25 @@ pub fn list(tickets: &[Ticket], stages: &[&str], server: &str) -> String {
     for t in sorted {
         let count = t
             .modules
-            .get(if t.stage == "closed" {
-                "dev"
+            .get(if t.stage == Stage::Closed {
+                &Stage::Dev
             } else {
-                t.stage.as_str()
+                &t.stage
             })
             .map_or(0, Vec::len);
-        let stage = if t.stage == "prod" {
+        let stage = if t.stage == Stage::Prod {
             match &t.overlay {
                 Some(o) if o.live == 0 && o.retired > 0 => "prod (settled)".to_string(),
                 Some(o) if o.retired > 0 => "prod (partly settled)".to_string(),
-                _ if t.live_in_production => "prod (live)".to_string(),
+                _ if t.live_in_production == Some(true) => "prod (live)".to_string(),
                 _ => "prod".to_string(),
             }
         } else {
-            t.stage.clone()
+            t.stage.to_string()
         };
         rows.push(vec![
             stage,
-            t.key.clone(),
+            t.key.to_string(),
             count.to_string(),
             ago(t.updated_ms, now),
             share_link(t, server).unwrap_or_else(|| "-".into()),
@@ -202,30 +197,34 @@ pub fn list(tickets: &[Ticket], stages: &[&str], server: &str) -> String {
 }
 
 /// One ticket: stage, links, overrides per stage with their URLs, history.
-pub fn ticket(t: &Ticket, stages: &[&str], server: &str) -> String {
+pub fn ticket(t: &Ticket, stages: &[Stage], server: &str) -> String {
     let site = site(t, server);
     let mut out = format!(
         "{}  {}  version {}  (allowed: {})\n",
         t.key,
-        if t.stage == "prod" {
+        if t.stage == Stage::Prod {
             format!("prod ({})", released(t))
         } else {
-            t.stage.clone()
+            t.stage.to_string()
         },
         t.version,
-        t.allowed_actions.join(", ")
+        t.allowed_actions
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for (stage, link) in &t.links {
         out.push_str(&format!("  {stage:<5} {link}\n"));
     }
-    if t.stage == "prod" {
+    if t.stage == Stage::Prod {
         out.push_str(&format!("  prod  {site}/\n"));
     }
-    for stage in ["dev", "qa", "prod"] {
+    for stage in [Stage::Dev, Stage::Qa, Stage::Prod] {
         if !stages.contains(&stage) {
             continue;
         }
-        let Some(mods) = t.modules.get(stage) else {
+        let Some(mods) = t.modules.get(&stage) else {
             continue;
         };
         out.push_str(&format!(
@@ -250,16 +249,15 @@ pub fn ticket(t: &Ticket, stages: &[&str], server: &str) -> String {
             .collect();
         out.push_str(&table(&rows));
     }
-    if !t.history.is_empty() {
+    if let Some(history) = t.history.as_ref().filter(|h| !h.is_empty()) {
         out.push_str("\nhistory (UTC)\n");
-        let rows: Vec<Vec<String>> = t
-            .history
+        let rows: Vec<Vec<String>> = history
             .iter()
             .map(|e| {
                 let moved = match (&e.from, &e.to) {
                     (Some(f), Some(to)) if f != to => format!("{f} -> {to}"),
                     (None, Some(to)) => format!("-> {to}"),
-                    (_, Some(to)) => to.clone(),
+                    (_, Some(to)) => to.to_string(),
                     _ => String::new(),
                 };
                 let git = match (&e.commit, &e.branch) {
@@ -380,7 +378,7 @@ impl Reporter {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub ticket: String,
-    pub stage: Option<String>,
+    pub stage: Option<stamp_model::Stage>,
     pub uploaded: usize,
     pub sent: usize,
     pub linked: usize,

@@ -10,6 +10,9 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
+use stamp_model::wire::ErrorCode;
+use stamp_model::Stage;
+
 use crate::client::{ApiError, Client, GitMeta, Ticket};
 use crate::config::{join_url, slash_path};
 use crate::git::{blob_id, Repo};
@@ -120,7 +123,7 @@ pub struct Syncer {
     report: Reporter,
     cache: HashMap<PathBuf, LocalFile>,
     remote: BTreeMap<String, Remote>,
-    stage: Option<String>,
+    stage: Option<Stage>,
     version: Option<u64>,
     link: Option<String>,
     refused: HashMap<PathBuf, Refused>,
@@ -305,12 +308,12 @@ impl Syncer {
         match t {
             Some(t) => {
                 self.adopt(&t);
-                for m in t.modules.get("dev").into_iter().flatten() {
+                for m in t.modules.get(&Stage::Dev).into_iter().flatten() {
                     self.remote.insert(
                         m.specifier.clone(),
                         Remote {
                             path: m.path.clone(),
-                            hash: m.hash.clone(),
+                            hash: m.hash.to_hex(),
                         },
                     );
                 }
@@ -325,7 +328,7 @@ impl Syncer {
     }
 
     fn adopt(&mut self, t: &Ticket) {
-        self.stage = Some(t.stage.clone());
+        self.stage = Some(t.stage);
         self.version = Some(t.version);
         if let Some(l) = t.links.get("dev") {
             self.link = Some(l.clone());
@@ -334,14 +337,14 @@ impl Syncer {
 
     /// Notes a change's new version; a jump means someone else changed the
     /// ticket (or the server lost it), so the next sync fetches it again.
-    fn saw_version(&mut self, stage: &str, version: u64) {
+    fn saw_version(&mut self, stage: Stage, version: u64) {
         if self.version.is_some_and(|v| v + 1 != version)
             || (self.version.is_none() && version != 1)
         {
             self.stale = true;
         }
         self.version = Some(version);
-        self.stage = Some(stage.to_string());
+        self.stage = Some(stage);
     }
 
     /// A full sync: fetch the ticket, scan the folder, upload and delete.
@@ -421,7 +424,7 @@ impl Syncer {
             self.upload(w, missing.contains(&w.sha256), &git, &mut s)?;
         }
 
-        if !deletes.is_empty() && self.stage.as_deref() == Some("closed") {
+        if !deletes.is_empty() && self.stage == Some(Stage::Closed) {
             self.report.note(&format!(
                 "{} is closed: its {} stale override{} stay{} until an upload re-opens it",
                 self.key,
@@ -440,7 +443,7 @@ impl Syncer {
                     &git,
                 ) {
                     Ok(c) => {
-                        self.saw_version(&c.stage, c.version);
+                        self.saw_version(c.stage, c.version);
                         self.remote.remove(&spec);
                         s.removed += 1;
                         self.report
@@ -459,7 +462,7 @@ impl Syncer {
                 }
             }
         }
-        s.stage = self.stage.clone();
+        s.stage = self.stage;
         s.link = self.link.clone();
         Ok(s)
     }
@@ -491,7 +494,7 @@ impl Syncer {
             .client
             .put_module(&self.key, &w.path, spec, &hash, body.clone(), git);
         if let Err(e) = &result {
-            if !sent && e.code() == "unknown_body" {
+            if !sent && e.code() == Some(ErrorCode::UnknownBody) {
                 // The body went away between the check and the link: send it.
                 let bytes = std::fs::read(&w.file)
                     .with_context(|| format!("cannot read {}", w.file.display()))?;
@@ -502,7 +505,7 @@ impl Syncer {
                 result = self
                     .client
                     .put_module(&self.key, &w.path, spec, &hash, body.clone(), git);
-            } else if e.code() == "conflict" {
+            } else if e.code() == Some(ErrorCode::Conflict) {
                 // Someone changed the ticket at the same moment: once more.
                 self.stale = true;
                 result = self
@@ -512,10 +515,10 @@ impl Syncer {
         }
         match result {
             Ok(c) => {
-                self.saw_version(&c.stage, c.version);
+                self.saw_version(c.stage, c.version);
                 self.refused.remove(&w.file);
                 let (path, stored) = match &c.module {
-                    Some(m) => (m.path.clone(), m.hash.clone()),
+                    Some(m) => (m.path.clone(), m.hash.to_hex()),
                     None => (w.path.clone(), hash.clone()),
                 };
                 self.remote
@@ -536,7 +539,7 @@ impl Syncer {
             }
             Err(e) if fatal(&e) => Err(Interrupted(e).into()),
             Err(e) => {
-                if e.code() == "unsupported_type" {
+                if e.code() == Some(ErrorCode::UnsupportedType) {
                     s.skipped += 1;
                 } else {
                     s.failed += 1;
@@ -546,7 +549,12 @@ impl Syncer {
                 // Anything else is tried again with the next change.
                 if matches!(
                     e.code(),
-                    "unsupported_type" | "too_large" | "too_many_modules" | "bad_request"
+                    Some(
+                        ErrorCode::UnsupportedType
+                            | ErrorCode::TooLarge
+                            | ErrorCode::TooManyModules
+                            | ErrorCode::BadRequest
+                    )
                 ) {
                     self.refused.insert(
                         w.file.clone(),
@@ -586,7 +594,7 @@ fn merge(into: &mut Summary, more: &Summary) {
     into.skipped += more.skipped;
     into.failed += more.failed;
     into.unchanged = more.unchanged;
-    into.stage = more.stage.clone();
+    into.stage = more.stage;
     into.link = more.link.clone().or(into.link.take());
 }
 

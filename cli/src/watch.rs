@@ -198,7 +198,7 @@ fn short_cause(e: &crate::client::ApiError) -> String {
             let text = crate::error::root_causes(source);
             text.rsplit(": ").next().unwrap_or(&text).to_string()
         }
-        crate::client::ApiError::Status { status, code, .. } => format!("{status} {code}"),
+        crate::client::ApiError::Status { status, error } => format!("{status} {}", error.code),
         other => other.to_string(),
     }
 }

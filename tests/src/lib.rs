@@ -40,13 +40,14 @@ pub async fn get_text(url: &str) -> String {
         .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"))
 }
 
-use stamp_proxy::store::SharedStore;
-use stamp_proxy::ticket::TicketKey;
-use stamp_proxy::workflow::{self, Actor, Transition};
+use stamp_control::workflow::{self, Actor};
+use stamp_model::lifecycle::Transition;
+use stamp_model::ticket::TicketKey;
+use stamp_store::SharedStore;
 
 /// Opens a store (a directory or a redis:// URL) the way the proxy does.
 pub async fn open_store(location: &str) -> anyhow::Result<SharedStore> {
-    Ok(stamp_proxy::store::open(location, "ticket-stamp").await?)
+    Ok(stamp_store::open(location, "ticket-stamp").await?)
 }
 
 /// Uploads `(path, body)` modules to a ticket's dev stage (specifier = path).
@@ -110,7 +111,7 @@ pub async fn seed_dir(
 
 /// The URL the proxy serves a body at for a production path.
 pub fn module_url(path: &str, body: &str) -> String {
-    stamp_proxy::ticket::module_url(path, &stamp_proxy::ticket::Hash::of(body.as_bytes()))
+    stamp_model::ticket::module_url(path, &stamp_model::ticket::Hash::of(body.as_bytes()))
 }
 
 /// The JSON of the first `<script type="importmap…">` in a page.

@@ -9,11 +9,58 @@ use anyhow::{bail, Context};
 
 use crate::free_port;
 
-/// Where cargo put the workspace binaries: next to the running executable
-/// (a harness binary) or next to its `deps/` directory (a test).
+/// The package that builds each workspace binary.
+fn package_of(name: &str) -> Option<&'static str> {
+    match name {
+        "stamp-proxy" => Some("stamp-proxy"),
+        "stamp" => Some("stamp-cli"),
+        _ => None,
+    }
+}
+
+/// Builds the workspace's binaries once per test process, with the profile
+/// the tests were built with, so a plain `cargo test` on a fresh clone runs
+/// the current code (cargo's lock is free while tests run).
+fn build_binaries(target_dir: &std::path::Path) -> anyhow::Result<()> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "stamp-proxy",
+                "-p",
+                "stamp-cli",
+                "--bins",
+            ]);
+            if target_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+            match cmd.status() {
+                Ok(s) if s.success() => Ok(()),
+                Ok(s) => Err(format!("cargo build of the binaries failed ({s})")),
+                Err(e) => Err(format!("cannot run cargo to build the binaries: {e}")),
+            }
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Where cargo puts the workspace binaries: next to the running executable
+/// (a harness binary) or next to its `deps/` directory (a test, which
+/// builds them first).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let here = exe.parent().context("executable has no directory")?;
+    if here.file_name().is_some_and(|n| n == "deps") && package_of(name).is_some() {
+        let target_dir = here.parent().context("deps/ has no parent")?;
+        build_binaries(target_dir)?;
+        return Ok(target_dir.join(name));
+    }
     for dir in [Some(here), here.parent()].into_iter().flatten() {
         let path = dir.join(name);
         if path.exists() {

@@ -1,0 +1,360 @@
+//! The control plane's configuration: API limits, tokens, share links and
+//! preview protection, the history repository, settling, garbage
+//! collection, policies and hooks. The binary reads the TOML file; this
+//! module owns the keys' meaning, defaults and validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use stamp_model::problems::Problems;
+use stamp_model::roles::Role;
+
+use crate::auth::Token;
+use crate::policy::Entries;
+use crate::settle::ThirdVersion;
+
+/// `[api]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApi {
+    pub max_module_bytes: Option<u64>,
+    pub max_modules_per_ticket: Option<usize>,
+    pub extensions: Option<Vec<String>>,
+}
+
+/// One `[[tokens]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileToken {
+    pub name: String,
+    pub role: String,
+    pub sha256: String,
+}
+
+/// `[preview]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePreview {
+    pub protect: Option<bool>,
+    pub secret: Option<String>,
+    pub link_ttl: Option<String>,
+}
+
+/// `[settle]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettle {
+    pub interval: Option<String>,
+    pub third_version: Option<String>,
+}
+
+/// `[gc]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGc {
+    pub enabled: Option<bool>,
+    pub every: Option<String>,
+    pub grace: Option<String>,
+    pub closed_retention: Option<String>,
+}
+
+/// The control plane's keys, as the binary gathered them from the file.
+#[derive(Debug, Default)]
+pub struct ControlFile {
+    pub public_url: Option<String>,
+    pub history_repo: Option<PathBuf>,
+    pub api: FileApi,
+    pub tokens: Vec<FileToken>,
+    pub preview: FilePreview,
+    pub settle: FileSettle,
+    pub gc: FileGc,
+    pub policies: Entries,
+    pub hooks: Entries,
+}
+
+/// Facts from the binary's own keys that the control plane depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    /// The proxy's listener.
+    pub listen: SocketAddr,
+    /// The listener serves TLS.
+    pub tls: bool,
+    /// `--demo` (an open API is allowed off loopback only there).
+    pub demo: bool,
+}
+
+/// Limits of the control API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiLimits {
+    pub max_module_bytes: u64,
+    pub max_modules_per_ticket: usize,
+    /// File extensions a module may have (lower case, no dot).
+    pub extensions: Vec<String>,
+}
+
+/// How often to collect, and what to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcConfig {
+    pub every: Duration,
+    pub grace: Duration,
+    pub closed_retention: Duration,
+}
+
+/// Signed share links: the HMAC secret and the links' lifetime.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreviewProtection {
+    pub secret: String,
+    pub link_ttl: Duration,
+}
+
+impl std::fmt::Debug for PreviewProtection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviewProtection")
+            .field("secret", &"<redacted>")
+            .field("link_ttl", &self.link_ttl)
+            .finish()
+    }
+}
+
+impl PreviewProtection {
+    pub fn signer(&self) -> stamp_model::share::Signer {
+        stamp_model::share::Signer::new(self.secret.as_bytes(), self.link_ttl)
+    }
+}
+
+/// The validated control-plane configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// Base of share links, e.g. `https://app.example.com` (no trailing
+    /// slash); without it, the listener's own address.
+    pub public_url: Option<String>,
+    pub api: ApiLimits,
+    /// API tokens; empty means the API is open (only allowed on loopback).
+    pub tokens: Vec<Token>,
+    /// Where production overlay changes are committed, if anywhere.
+    pub history_repo: Option<PathBuf>,
+    /// Preview protection: `Some` when `?dev=`/`?qa=` need a signed share link.
+    pub preview: Option<PreviewProtection>,
+    /// How often released tickets are checked against the origin.
+    pub settle_interval: Duration,
+    /// Who wins when the origin serves a third version of an overridden URL.
+    pub settle_third_version: ThirdVersion,
+    /// Garbage collection and retention; `None` when disabled.
+    pub gc: Option<GcConfig>,
+    /// `[[policies]]` entries, validated (built into an `Engine` at start-up).
+    pub policies: Entries,
+    /// `[[hooks]]` entries, validated (built into a `Dispatcher` at start-up).
+    pub hooks: Entries,
+    pub listen: SocketAddr,
+    pub tls: bool,
+}
+
+/// Extensions accepted by default: what a browser loads as a module or asset.
+pub const DEFAULT_EXTENSIONS: &[&str] = &[
+    "js", "mjs", "cjs", "jsx", "css", "json", "map", "wasm", "txt", "png", "jpg", "jpeg", "gif",
+    "webp", "woff", "woff2",
+];
+
+impl ControlConfig {
+    /// Validates the control plane's keys into `p`.
+    pub fn build(file: ControlFile, ctx: Context, p: &mut Problems) -> ControlConfig {
+        let public_url = file.public_url.map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &public_url {
+            match url::Url::parse(u) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
+                _ => p.add("public_url", format!("`{u}` is not an http(s) URL")),
+            }
+        }
+
+        let api = ApiLimits {
+            max_module_bytes: file.api.max_module_bytes.unwrap_or(5 << 20),
+            max_modules_per_ticket: file.api.max_modules_per_ticket.unwrap_or(1000),
+            extensions: file
+                .api
+                .extensions
+                .unwrap_or_else(|| DEFAULT_EXTENSIONS.iter().map(|e| e.to_string()).collect())
+                .into_iter()
+                .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+        };
+        if api.max_module_bytes == 0 {
+            p.add("api.max_module_bytes", "must be at least 1");
+        }
+        if api.max_modules_per_ticket == 0 {
+            p.add("api.max_modules_per_ticket", "must be at least 1");
+        }
+        if api.extensions.is_empty()
+            || api
+                .extensions
+                .iter()
+                .any(|e| e.is_empty() || e.contains('/'))
+        {
+            p.add(
+                "api.extensions",
+                "must list extensions like \"js\", \"css\"",
+            );
+        }
+
+        let tokens = tokens(file.tokens, p);
+        if tokens.is_empty() && !ctx.listen.ip().is_loopback() && !ctx.demo {
+            p.add(
+                "tokens",
+                format!(
+                    "the control API would be open to anyone on {}: configure [[tokens]] \
+                     (or listen on a loopback address)",
+                    ctx.listen
+                ),
+            );
+        }
+
+        let link_ttl = p.duration(
+            "preview.link_ttl",
+            file.preview.link_ttl.as_deref(),
+            Duration::from_secs(7 * 24 * 3600),
+        );
+        let preview = if file.preview.protect.unwrap_or(false) {
+            match file.preview.secret {
+                Some(secret) if secret.len() >= 32 => Some(PreviewProtection { secret, link_ttl }),
+                Some(_) => {
+                    p.add(
+                        "preview.secret",
+                        "must be at least 32 characters (e.g. openssl rand -hex 32)",
+                    );
+                    None
+                }
+                None => {
+                    p.add("preview.secret", "is required when preview.protect is true");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let settle_interval = p.duration(
+            "settle.interval",
+            file.settle.interval.as_deref(),
+            Duration::from_secs(30),
+        );
+        let settle_third_version = match file.settle.third_version.as_deref() {
+            None | Some("origin") => ThirdVersion::Origin,
+            Some("ticket") => ThirdVersion::Ticket,
+            Some(other) => {
+                p.add(
+                    "settle.third_version",
+                    format!("`{other}` is not `origin` or `ticket`"),
+                );
+                ThirdVersion::Origin
+            }
+        };
+
+        let gc = GcConfig {
+            every: p.duration(
+                "gc.every",
+                file.gc.every.as_deref(),
+                Duration::from_secs(3600),
+            ),
+            grace: p.duration(
+                "gc.grace",
+                file.gc.grace.as_deref(),
+                Duration::from_secs(600),
+            ),
+            closed_retention: p.duration(
+                "gc.closed_retention",
+                file.gc.closed_retention.as_deref(),
+                Duration::from_secs(30 * 24 * 3600),
+            ),
+        };
+        if gc.grace < Duration::from_secs(60) {
+            p.add(
+                "gc.grace",
+                "must be at least 1m: an upload stores its body before it commits the ticket",
+            );
+        }
+        let gc = file.gc.enabled.unwrap_or(true).then_some(gc);
+
+        // Policies and hooks name their own keys (`policies[2].remote: …`).
+        if let Err(problems) = crate::policy::Engine::from_config(&file.policies.0) {
+            problems.into_iter().for_each(|m| p.add_raw(m));
+        }
+        if let Err(problems) = crate::hooks::Dispatcher::from_config(&file.hooks.0) {
+            problems.into_iter().for_each(|m| p.add_raw(m));
+        }
+
+        ControlConfig {
+            public_url,
+            api,
+            tokens,
+            history_repo: file.history_repo,
+            preview,
+            settle_interval,
+            settle_third_version,
+            gc,
+            policies: file.policies,
+            hooks: file.hooks,
+            listen: ctx.listen,
+            tls: ctx.tls,
+        }
+    }
+
+    /// The base of every link this proxy hands out: `public_url`, else the
+    /// listener's own address (never a request's `Host`).
+    pub fn link_base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.clone(),
+            None => {
+                let scheme = if self.tls { "https" } else { "http" };
+                format!("{scheme}://{}", self.listen)
+            }
+        }
+    }
+}
+
+fn tokens(file: Vec<FileToken>, p: &mut Problems) -> Vec<Token> {
+    let mut tokens: Vec<Token> = Vec::new();
+    for (i, t) in file.into_iter().enumerate() {
+        let key = format!("tokens[{i}]");
+        let role: Role = match t.role.parse() {
+            Ok(r) => r,
+            Err(e) => {
+                p.add(&format!("{key}.role"), e);
+                continue;
+            }
+        };
+        let mut sha256 = [0u8; 32];
+        if t.sha256.len() != 64 || hex::decode_to_slice(&t.sha256, &mut sha256).is_err() {
+            p.add(
+                &format!("{key}.sha256"),
+                "must be the 64-hex sha256 of the token (stamp-proxy --hash-token SECRET)",
+            );
+            continue;
+        }
+        if t.name.is_empty() || t.name.len() > 64 || t.name.chars().any(char::is_control) {
+            p.add(&format!("{key}.name"), "must be 1-64 printable characters");
+            continue;
+        }
+        if tokens.iter().any(|o| o.name == t.name) {
+            p.add(
+                &format!("{key}.name"),
+                format!("`{}` is used twice", t.name),
+            );
+            continue;
+        }
+        if tokens.iter().any(|o| o.sha256 == sha256) {
+            p.add(
+                &format!("{key}.sha256"),
+                "the same token is configured twice",
+            );
+            continue;
+        }
+        tokens.push(Token {
+            name: t.name,
+            role,
+            sha256,
+        });
+    }
+    tokens
+}

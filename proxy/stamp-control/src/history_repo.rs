@@ -1,0 +1,123 @@
+//! The production history repository: every change of the production overlay
+//! is committed (git2) as an import-map JSON file, with a message naming the
+//! ticket and the actor, so ops can `git log -p` what production served and
+//! when. Optional (`history_repo` in the config).
+
+use std::path::{Path, PathBuf};
+
+use stamp_model::ticket::Hash;
+use stamp_store::{SharedStore, StoreError};
+
+/// Why the history repository could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history repository {path}: {reason}")]
+    Repo { path: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("override set {0} is referenced but missing")]
+    MissingSet(Hash),
+}
+
+fn repo_err(path: &Path, reason: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Repo {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The file the overlay is written to, at the repository root.
+pub const FILE: &str = "production-importmap.json";
+
+/// A git repository the proxy owns (created if missing).
+#[derive(Debug)]
+pub struct HistoryRepo {
+    path: PathBuf,
+    /// One writer at a time, so commits land in the order the overlay changed.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl HistoryRepo {
+    /// Opens the repository at `path`, creating it (and the directory) if missing.
+    pub fn open(path: &Path) -> Result<HistoryRepo, HistoryError> {
+        std::fs::create_dir_all(path).map_err(|e| repo_err(path, format!("cannot create: {e}")))?;
+        if git2::Repository::open(path).is_err() {
+            git2::Repository::init(path)
+                .map_err(|e| repo_err(path, format!("cannot create a git repository: {e}")))?;
+        }
+        Ok(HistoryRepo {
+            path: path.to_path_buf(),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Writes the current production overlay and commits it if it changed.
+    /// `what` is the change ("TKT-1 released to prod"), `actor` who made it.
+    pub async fn record(
+        &self,
+        store: &SharedStore,
+        what: &str,
+        actor: &str,
+    ) -> Result<(), HistoryError> {
+        let _guard = self.lock.lock().await;
+        // Read the state under the lock: the file always shows the overlay as
+        // it stands when this commit is made.
+        let state = store.state().await?;
+        // The same rule the proxy's snapshot applies, so the file equals what
+        // production serves (retired overrides left out).
+        let mut sets = std::collections::HashMap::new();
+        for id in stamp_model::overlay::needed_sets(&state.overlay, &state.tickets) {
+            let set = store
+                .get_set(&id)
+                .await?
+                .ok_or(HistoryError::MissingSet(id))?;
+            sets.insert(id, set);
+        }
+        let production =
+            stamp_model::overlay::production(&state.overlay, &state.tickets, |id| sets.get(id))
+                .map_err(|e| HistoryError::MissingSet(e.0))?;
+        let overlay = production.overrides;
+        let released: Vec<String> = production.released.iter().map(|k| k.to_string()).collect();
+        let imports: serde_json::Map<String, serde_json::Value> = overlay
+            .iter()
+            .map(|(spec, m)| (spec.clone(), serde_json::json!(m.url())))
+            .collect();
+        let doc = serde_json::json!({ "imports": imports, "released": released });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| repo_err(&self.path, e))? + "\n";
+        let message = format!(
+            "{what} by {actor}\n\nReleased tickets, in promotion order: {}\n",
+            if released.is_empty() {
+                "none".to_string()
+            } else {
+                released.join(", ")
+            }
+        );
+        let path = self.path.clone();
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || commit_file(&path, &text, &message))
+            .await
+            .map_err(|e| repo_err(&at, e))?
+    }
+}
+
+fn commit_file(repo_path: &Path, text: &str, message: &str) -> Result<(), HistoryError> {
+    let e = |e: git2::Error| repo_err(repo_path, e);
+    let repo = git2::Repository::open(repo_path).map_err(e)?;
+    let file = repo_path.join(FILE);
+    if std::fs::read_to_string(&file).ok().as_deref() == Some(text) && repo.head().is_ok() {
+        return Ok(()); // nothing changed
+    }
+    std::fs::write(&file, text)
+        .map_err(|err| repo_err(repo_path, format!("cannot write {}: {err}", file.display())))?;
+    let mut index = repo.index().map_err(e)?;
+    index.add_path(Path::new(FILE)).map_err(e)?;
+    index.write().map_err(e)?;
+    let tree_id = index.write_tree().map_err(e)?;
+    let tree = repo.find_tree(tree_id).map_err(e)?;
+    let sig = git2::Signature::now("ticket-stamp", "ticket-stamp@localhost").map_err(e)?;
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+        .map_err(e)?;
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The control plane's background loops: settling released tickets and
+//! garbage collection. Each runs until its shutdown watch turns true (the
+//! binary runs them as Pingora background services), and hands every change
+//! it commits to the fan-out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stamp_store::SharedStore;
+use tokio::sync::watch;
+
+use crate::changes::Fanout;
+use crate::gc;
+use crate::settle::Settler;
+
+/// Waits for `tick`, or returns `false` when shutdown began first.
+async fn next(tick: &mut tokio::time::Interval, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tick.tick() => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
+fn interval(every: Duration) -> tokio::time::Interval {
+    // A zero period would make `interval` panic.
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Checks released tickets against the origin every `every`.
+pub async fn settle_loop(
+    settler: Arc<Settler>,
+    fanout: Arc<Fanout>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = interval(every);
+    while next(&mut tick, &mut shutdown).await {
+        match settler.check_all().await {
+            Ok(pass) => pass.changes.into_iter().for_each(|c| fanout.publish(c)),
+            Err(e) => log::debug!("settle pass failed: {e}"),
+        }
+    }
+}
+
+/// Runs [`gc::run_once`] every `every` (the first run right away). Logs a
+/// line for each run that freed something; failures are logged and retried
+/// at the next period.
+pub async fn gc_loop(
+    store: SharedStore,
+    fanout: Arc<Fanout>,
+    policy: gc::Policy,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    log::info!(
+        "garbage collection every {}: grace {}, closed tickets kept {}",
+        humantime::format_duration(every),
+        humantime::format_duration(policy.grace),
+        humantime::format_duration(policy.closed_retention)
+    );
+    let mut tick = interval(every);
+    while next(&mut tick, &mut shutdown).await {
+        match gc::run_once(&store, &policy).await {
+            Ok(report) if report.freed_anything() => {
+                let purged: Vec<&str> = report.purged.iter().map(|k| k.as_str()).collect();
+                log::info!(
+                    "gc: purged {} closed tickets [{}]; deleted {} modules ({} bytes) and {} \
+                     sets; the store holds {} modules ({} bytes), {} sets, {} tickets",
+                    purged.len(),
+                    purged.join(", "),
+                    report.sweep.modules_deleted,
+                    report.sweep.module_bytes_freed,
+                    report.sweep.sets_deleted,
+                    report.usage.modules,
+                    report.usage.module_bytes,
+                    report.usage.sets,
+                    report.usage.tickets
+                );
+                report.changes.into_iter().for_each(|c| fanout.publish(c));
+            }
+            Ok(report) => log::debug!("gc: nothing to free; {:?}", report.usage),
+            Err(e) => {
+                stamp_store::metrics::STORE_ERRORS.inc();
+                log::warn!(
+                    "gc failed (retrying in {}): {e}",
+                    humantime::format_duration(every)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The QA control panel at `/__stamp/`: static assets compiled into the
+//! binary (no CDN, works offline), sign-in with an API token into an
+//! HttpOnly session cookie (writes need the matching CSRF token), and
+//! server-sent events that tell open panels when anything changed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{header, HeaderMap, Method, Request, Response};
+use serde_json::json;
+use stamp_model::wire::header as h;
+use stamp_store::SharedStore;
+
+use crate::auth::{self, Principal, Sessions, Token, SESSION_COOKIE};
+use crate::Body;
+
+const INDEX: &str = include_str!("../panel/index.html");
+const SCRIPT: &str = include_str!("../panel/panel.js");
+const STYLE: &str = include_str!("../panel/panel.css");
+
+/// The panel's own policy: nothing inline, nothing from elsewhere.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// Largest sign-in body.
+pub const MAX_SIGN_IN: usize = 8192;
+
+/// A panel asset, by path; `None` for other paths.
+pub fn asset(path: &str) -> Option<Response<Body>> {
+    let (content_type, body) = match path {
+        "/__stamp" | "/__stamp/" => ("text/html; charset=utf-8", INDEX),
+        "/__stamp/panel.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "/__stamp/panel.css" => ("text/css; charset=utf-8", STYLE),
+        _ => return None,
+    };
+    let mut resp = Response::new(Body::Full(Bytes::from_static(body.as_bytes())));
+    let hs = resp.headers_mut();
+    hs.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    hs.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    hs.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CSP),
+    );
+    hs.insert(
+        "x-content-type-options",
+        header::HeaderValue::from_static("nosniff"),
+    );
+    hs.insert(
+        "referrer-policy",
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    Some(resp)
+}
+
+/// Why a request was not let in: a status and a message.
+pub type Refused = (u16, String);
+
+/// Who the request is, by bearer token or panel session; for a write by
+/// session, the CSRF header must match.
+pub fn principal(
+    method: &Method,
+    headers: &HeaderMap,
+    tokens: &[Token],
+    sessions: &Sessions,
+) -> Result<Principal, Refused> {
+    if let Some(authz) = headers.get(header::AUTHORIZATION) {
+        return auth::authenticate(tokens, Some(authz.as_bytes()))
+            .map_err(|e| (401, e.to_string()));
+    }
+    let cookie = auth::session_cookie(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()));
+    let Some(cookie) = cookie else {
+        return auth::authenticate(tokens, None).map_err(|e| (401, e.to_string()));
+    };
+    let p = sessions.verify(&cookie, tokens).ok_or((
+        401,
+        "the panel session has expired: sign in again".to_string(),
+    ))?;
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        let sent = headers.get(h::CSRF).and_then(|v| v.to_str().ok());
+        if sent != Some(sessions.csrf(&cookie).as_str()) {
+            return Err((403, format!("missing or wrong {}", h::CSRF)));
+        }
+    }
+    Ok(p)
+}
+
+fn cookie(value: &str, max_age: u64, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={value}; Path=/__stamp/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// A JSON response that no cache keeps.
+pub fn json_reply(
+    status: u16,
+    value: serde_json::Value,
+    set_cookie: Option<String>,
+) -> Response<Body> {
+    let mut resp = Response::new(Body::Full(Bytes::from(value.to_string())));
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    let hs = resp.headers_mut();
+    hs.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    hs.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    if let Some(c) = set_cookie.and_then(|c| header::HeaderValue::from_str(&c).ok()) {
+        hs.insert(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn error(message: &str) -> serde_json::Value {
+    json!({ "error": { "message": message } })
+}
+
+/// `/__stamp/session`: GET (who am I), POST `{token}` (sign in), DELETE (sign out).
+pub fn session_endpoint(
+    req: &Request<Bytes>,
+    tokens: &[Token],
+    sessions: &Sessions,
+    secure: bool,
+) -> Response<Body> {
+    match *req.method() {
+        Method::GET | Method::HEAD => {
+            let cookie = auth::session_cookie(
+                req.headers()
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+            );
+            match cookie
+                .as_deref()
+                .and_then(|c| sessions.verify(c, tokens).map(|p| (c, p)))
+            {
+                Some((c, p)) => json_reply(
+                    200,
+                    json!({ "name": p.name, "role": p.role.as_str(), "csrf": sessions.csrf(c) }),
+                    None,
+                ),
+                None => json_reply(401, error("not signed in"), None),
+            }
+        }
+        Method::POST => {
+            #[derive(serde::Deserialize)]
+            struct SignIn {
+                token: String,
+            }
+            let Ok(sign_in) = serde_json::from_slice::<SignIn>(req.body()) else {
+                return json_reply(400, error("send {\"token\": \"…\"}"), None);
+            };
+            let bearer = format!("Bearer {}", sign_in.token);
+            let p = if tokens.is_empty() {
+                auth::authenticate(tokens, None)
+            } else {
+                auth::authenticate(tokens, Some(bearer.as_bytes()))
+            };
+            match p {
+                Ok(p) => {
+                    let value = sessions.mint(&p);
+                    let csrf = sessions.csrf(&value);
+                    json_reply(
+                        200,
+                        json!({ "name": p.name, "role": p.role.as_str(), "csrf": csrf }),
+                        Some(cookie(&value, 8 * 3600, secure)),
+                    )
+                }
+                Err(_) => json_reply(401, error("unknown token"), None),
+            }
+        }
+        Method::DELETE => json_reply(200, json!({}), Some(cookie("", 0, secure))),
+        _ => json_reply(405, error("GET, POST or DELETE"), None),
+    }
+}
+
+/// `GET /__stamp/api/v1/events`: a `text/event-stream` of the store version,
+/// sent when it changes (and a comment every 15 s to keep proxies from
+/// closing an idle stream). Ends when the client goes away.
+pub fn events(store: &SharedStore) -> Response<Body> {
+    let changes = store.subscribe();
+    let first = *changes.borrow();
+    let head = futures::stream::once(async move { format!("data: {{\"version\":{first}}}\n\n") });
+    let rest = futures::stream::unfold(changes, |mut changes| async move {
+        match tokio::time::timeout(Duration::from_secs(15), changes.changed()).await {
+            Ok(Ok(())) => {
+                let v = *changes.borrow_and_update();
+                Some((format!("data: {{\"version\":{v}}}\n\n"), changes))
+            }
+            // The store's notifier is gone: end the stream, the panel reconnects.
+            Ok(Err(_)) => None,
+            Err(_) => Some((": keep-alive\n\n".to_string(), changes)),
+        }
+    });
+    let stream = head.chain(rest).map(Bytes::from).boxed();
+    let mut resp = Response::new(Body::Stream(stream));
+    let hs = resp.headers_mut();
+    hs.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    hs.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    hs.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    resp
+}

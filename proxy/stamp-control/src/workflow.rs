@@ -1,0 +1,476 @@
+//! The ticket lifecycle as store operations: upload, delete, promote, revert,
+//! close, sign-off. Each is one atomic `Store::commit` guarded by the version
+//! the caller read, so a concurrent change makes it fail with a conflict
+//! instead of overwriting. Promotion copies a set id: its cost does not
+//! depend on the number of modules.
+//!
+//! Every operation returns a [`Change`]: a typed value that the caller hands
+//! to the one fan-out (`changes`), so hooks, the production history and
+//! the settler hear of it whoever made it.
+//!
+//! ```text
+//! (new) --upload--> dev --promote--> qa --promote--> prod
+//!                    ^  <--revert---    <--revert---
+//!  dev|qa --close--> closed --upload (re-initiate)--> dev
+//! ```
+
+use bytes::Bytes;
+
+use stamp_model::lifecycle::{allowed_list, Transition};
+use stamp_model::ticket::{Hash, ModuleRef, OverrideSet, Stage, TicketKey};
+use stamp_store::{now_ms, Commit, HistoryEvent, OverlayOp, SharedStore, StoreError, TicketRecord};
+
+pub use crate::changes::{Change, ChangeKind};
+
+/// Why a workflow operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("ticket {0} does not exist")]
+    NotFound(TicketKey),
+    #[error("cannot {action} ticket {key}: it is in {stage}; allowed: {}", allowed_list(*stage))]
+    IllegalTransition {
+        key: TicketKey,
+        action: &'static str,
+        stage: Stage,
+    },
+    #[error("{0} has no override for `{1}`")]
+    NoSuchOverride(TicketKey, String),
+    #[error("ticket {key} already has {limit} modules, the most a ticket may have")]
+    TooManyModules { key: TicketKey, limit: usize },
+    #[error("no module with hash {0} is stored: upload its body")]
+    UnknownBody(Hash),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Who did it and from which commit (recorded in the history).
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub name: String,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+}
+
+impl Actor {
+    pub fn named(name: &str) -> Actor {
+        Actor {
+            name: name.to_string(),
+            ..Actor::default()
+        }
+    }
+
+    fn event(
+        &self,
+        event: &str,
+        from: Option<Stage>,
+        to: Option<Stage>,
+        detail: Option<String>,
+    ) -> HistoryEvent {
+        HistoryEvent {
+            at_ms: now_ms(),
+            event: event.to_string(),
+            from,
+            to,
+            actor: self.name.clone(),
+            commit: self.commit.clone(),
+            branch: self.branch.clone(),
+            detail,
+        }
+    }
+}
+
+async fn current_set(store: &SharedStore, id: &Hash) -> Result<OverrideSet, StoreError> {
+    store
+        .get_set(id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("override set {id} is missing")))
+}
+
+/// The body of an upload: the bytes, or a hash the store already holds (so a
+/// client transfers only what the server does not have).
+#[derive(Debug, Clone)]
+pub enum Body {
+    Bytes(Bytes),
+    Known(Hash),
+}
+
+/// Uploads one module to the ticket's dev stage, creating the ticket (in dev)
+/// on first upload and re-initiating a closed one.
+pub async fn upload(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    path: &str,
+    body: Bytes,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    upload_limited(
+        store,
+        key,
+        specifier,
+        path,
+        Body::Bytes(body),
+        usize::MAX,
+        actor,
+    )
+    .await
+}
+
+/// [`upload`] with a module-count limit, checked before anything is stored.
+/// A concurrent change of the same ticket (another upload, a sign-off) is
+/// merged by retrying on the new version.
+pub async fn upload_limited(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    path: &str,
+    body: Body,
+    max_modules: usize,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    let mut attempts = 0;
+    loop {
+        let result = upload_once(
+            store,
+            key,
+            specifier,
+            path,
+            body.clone(),
+            max_modules,
+            actor,
+        )
+        .await;
+        match result {
+            Err(WorkflowError::Store(StoreError::Conflict { .. })) if attempts < 8 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn upload_once(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    path: &str,
+    body: Body,
+    max_modules: usize,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    let existing = store.get_ticket(key).await?;
+    let mut set = match &existing {
+        Some(t) => current_set(store, &t.dev).await?,
+        None => OverrideSet::new(),
+    };
+    if !set.contains_key(specifier) && set.len() >= max_modules {
+        return Err(WorkflowError::TooManyModules {
+            key: key.clone(),
+            limit: max_modules,
+        });
+    }
+    let (hash, size) = match body {
+        Body::Bytes(bytes) => {
+            let size = bytes.len() as u64;
+            (store.put_module(bytes).await?, size)
+        }
+        // Claiming marks the body as just stored, so a concurrent sweep
+        // cannot collect it before the commit below refers to it.
+        Body::Known(hash) => match store.claim_module(&hash).await? {
+            Some(size) => (hash, size),
+            None => return Err(WorkflowError::UnknownBody(hash)),
+        },
+    };
+    set.insert(
+        specifier.to_string(),
+        ModuleRef {
+            path: path.to_string(),
+            hash,
+            size,
+        },
+    );
+    let dev = store.put_set(&set).await?;
+    let now = now_ms();
+    let from = existing.as_ref().map(|t| t.stage);
+    let kind = if from == Some(Stage::Closed) {
+        ChangeKind::Reopened
+    } else {
+        ChangeKind::Uploaded
+    };
+    let (record, expected, event) = match existing {
+        None => (
+            TicketRecord {
+                key: key.clone(),
+                stage: Stage::Dev,
+                version: 1,
+                dev,
+                qa: None,
+                prod: None,
+                created_ms: now,
+                updated_ms: now,
+                share_gen: 0,
+                baseline: None,
+                retired: None,
+            },
+            None,
+            actor.event(
+                "upload",
+                None,
+                Some(Stage::Dev),
+                Some(specifier.to_string()),
+            ),
+        ),
+        Some(t) => {
+            let reopen = t.stage == Stage::Closed;
+            let event = if reopen {
+                actor.event(
+                    "reopen",
+                    Some(Stage::Closed),
+                    Some(Stage::Dev),
+                    Some(specifier.to_string()),
+                )
+            } else {
+                actor.event(
+                    "upload",
+                    Some(t.stage),
+                    Some(t.stage),
+                    Some(specifier.to_string()),
+                )
+            };
+            let expected = Some(t.version);
+            (
+                TicketRecord {
+                    stage: if reopen { Stage::Dev } else { t.stage },
+                    version: t.version + 1,
+                    dev,
+                    updated_ms: now,
+                    ..t
+                },
+                expected,
+                event,
+            )
+        }
+    };
+    store
+        .commit(Commit {
+            ticket: record.clone(),
+            expected_version: expected,
+            overlay: OverlayOp::Keep,
+            event: Some(event),
+        })
+        .await?;
+    Ok(Change::new(
+        kind,
+        record,
+        from,
+        actor,
+        Some(specifier.to_string()),
+    ))
+}
+
+/// Removes one override from the ticket's dev stage (retried on a
+/// concurrent change, like uploads).
+pub async fn delete(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    let mut attempts = 0;
+    loop {
+        match delete_once(store, key, specifier, actor).await {
+            Err(WorkflowError::Store(StoreError::Conflict { .. })) if attempts < 8 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn delete_once(
+    store: &SharedStore,
+    key: &TicketKey,
+    specifier: &str,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    let t = store
+        .get_ticket(key)
+        .await?
+        .ok_or_else(|| WorkflowError::NotFound(key.clone()))?;
+    if t.stage == Stage::Closed {
+        return Err(WorkflowError::IllegalTransition {
+            key: key.clone(),
+            action: "delete from",
+            stage: t.stage,
+        });
+    }
+    let mut set = current_set(store, &t.dev).await?;
+    if set.remove(specifier).is_none() {
+        return Err(WorkflowError::NoSuchOverride(
+            key.clone(),
+            specifier.to_string(),
+        ));
+    }
+    let dev = store.put_set(&set).await?;
+    let record = TicketRecord {
+        version: t.version + 1,
+        dev,
+        updated_ms: now_ms(),
+        ..t.clone()
+    };
+    store
+        .commit(Commit {
+            ticket: record.clone(),
+            expected_version: Some(t.version),
+            overlay: OverlayOp::Keep,
+            event: Some(actor.event(
+                "delete",
+                Some(t.stage),
+                Some(t.stage),
+                Some(specifier.to_string()),
+            )),
+        })
+        .await?;
+    Ok(Change::new(
+        ChangeKind::Deleted,
+        record,
+        Some(t.stage),
+        actor,
+        Some(specifier.to_string()),
+    ))
+}
+
+/// Applies a transition to the ticket as read at `expected_version` (or as
+/// it is now, when `None`). Returns the new record.
+pub async fn transition(
+    store: &SharedStore,
+    key: &TicketKey,
+    what: Transition,
+    expected_version: Option<u64>,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    let t = store
+        .get_ticket(key)
+        .await?
+        .ok_or_else(|| WorkflowError::NotFound(key.clone()))?;
+    if let Some(v) = expected_version {
+        if v != t.version {
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                expected: Some(v),
+                found: Some(t.version),
+            }
+            .into());
+        }
+    }
+    let to = what
+        .target(t.stage)
+        .ok_or(WorkflowError::IllegalTransition {
+            key: key.clone(),
+            action: what.as_str(),
+            stage: t.stage,
+        })?;
+    let mut next = TicketRecord {
+        stage: to,
+        version: t.version + 1,
+        updated_ms: now_ms(),
+        ..t.clone()
+    };
+    let mut overlay = OverlayOp::Keep;
+    match (t.stage, to) {
+        // Snapshots: a pointer copy, whatever the number of modules.
+        (Stage::Dev, Stage::Qa) => next.qa = Some(t.dev),
+        (Stage::Qa, Stage::Prod) => {
+            next.prod = t.qa.or(Some(t.dev));
+            // A fresh release is measured against the origin anew.
+            next.baseline = None;
+            next.retired = None;
+            overlay = OverlayOp::Append;
+        }
+        (Stage::Prod, Stage::Qa) => overlay = OverlayOp::Remove,
+        (Stage::Qa, Stage::Dev) => next.qa = None,
+        _ => {}
+    }
+    store
+        .commit(Commit {
+            ticket: next.clone(),
+            expected_version: Some(t.version),
+            overlay,
+            event: Some(actor.event(what.as_str(), Some(t.stage), Some(to), None)),
+        })
+        .await?;
+    let kind = match what {
+        Transition::Promote => ChangeKind::Promoted,
+        Transition::Revert => ChangeKind::Reverted,
+        Transition::Close => ChangeKind::Closed,
+    };
+    Ok(Change::new(kind, next, Some(t.stage), actor, None))
+}
+
+/// The ticket's overrides in one stage (`Prod` gives the released snapshot).
+pub async fn overrides(
+    store: &SharedStore,
+    t: &TicketRecord,
+    stage: Stage,
+) -> Result<Option<OverrideSet>, StoreError> {
+    match t.set_of(stage) {
+        Some(id) => Ok(Some(current_set(store, &id).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Records a sign-off on a ticket in qa (for the sign-off policy).
+pub async fn sign_off(
+    store: &SharedStore,
+    t: &TicketRecord,
+    comment: Option<String>,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    let event = actor.event("sign-off", Some(t.stage), Some(t.stage), comment.clone());
+    let record = note(store, t, |_| {}, event).await?;
+    Ok(Change::new(
+        ChangeKind::SignedOff,
+        record,
+        Some(t.stage),
+        actor,
+        comment,
+    ))
+}
+
+/// Revokes every share link of a ticket minted so far (preview protection).
+pub async fn revoke_links(
+    store: &SharedStore,
+    t: &TicketRecord,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    let event = actor.event("revoke-links", Some(t.stage), Some(t.stage), None);
+    let record = note(store, t, |r| r.share_gen += 1, event).await?;
+    Ok(Change::new(
+        ChangeKind::LinksRevoked,
+        record,
+        Some(t.stage),
+        actor,
+        None,
+    ))
+}
+
+/// A change that leaves the stage and overrides alone: the record as read,
+/// adjusted by `change`, one version on, with `event` in the history.
+async fn note(
+    store: &SharedStore,
+    t: &TicketRecord,
+    change: impl FnOnce(&mut TicketRecord),
+    event: HistoryEvent,
+) -> Result<TicketRecord, WorkflowError> {
+    let mut record = TicketRecord {
+        version: t.version + 1,
+        updated_ms: now_ms(),
+        ..t.clone()
+    };
+    change(&mut record);
+    store
+        .commit(Commit {
+            ticket: record.clone(),
+            expected_version: Some(t.version),
+            overlay: OverlayOp::Keep,
+            event: Some(event),
+        })
+        .await?;
+    Ok(record)
+}

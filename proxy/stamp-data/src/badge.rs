@@ -1,0 +1,76 @@
+//! The on-page badge of a stamped page: ticket, view and stage, number of
+//! overridden modules, and an exit link. Declarative shadow DOM isolates it
+//! from the app's CSS (and the app from its own), `position: fixed` keeps it
+//! from shifting the layout, and it needs no script at all. Its one inline
+//! `<style>` passes the page's CSP like the import map does (nonce or hash).
+
+use std::sync::LazyLock;
+
+use stamp_model::ticket::View;
+use stamp_model::ticket::{Stage, TicketKey};
+
+/// The badge's stylesheet (constant, so its CSP hash is too).
+pub const STYLE: &str = ":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}\
+aside{display:flex;gap:.6em;align-items:center;font:13px/1.3 system-ui,sans-serif;color:#fff;\
+background:#5b2a86;border-radius:999px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}\
+strong{font-weight:700}a{color:#fff;text-decoration:underline}a:focus-visible{outline:2px solid #fff;outline-offset:2px}";
+
+static STYLE_HASH: LazyLock<String> = LazyLock::new(|| crate::importmap::csp_hash_source(STYLE));
+
+/// `'sha256-…'` of [`STYLE`].
+pub fn style_hash() -> &'static str {
+    &STYLE_HASH
+}
+
+/// The badge's markup, inserted as the first child of `<body>`.
+pub fn html(
+    key: &TicketKey,
+    view: View,
+    stage: Stage,
+    overrides: usize,
+    nonce: Option<&str>,
+) -> String {
+    let nonce_attr = nonce
+        .filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
+        })
+        .map(|n| format!(" nonce=\"{n}\""))
+        .unwrap_or_default();
+    let modules = if overrides == 1 { "module" } else { "modules" };
+    // The key is validated ([A-Z0-9_-]) and the rest are fixed words: no escaping needed.
+    format!(
+        "<ticket-stamp-badge><template shadowrootmode=\"open\"><style{nonce_attr}>{STYLE}</style>\
+         <aside role=\"status\" aria-label=\"ticket-stamp: viewing {key} ({view})\">\
+         <strong>{key}</strong><span>{view} view · {stage}</span><span>{overrides} {modules}</span>\
+         <a href=\"/__stamp/#/tickets/{key}\">Ticket</a>\
+         <a href=\"?stamp=off\">Exit to production</a></aside></template></ticket-stamp-badge>",
+        view = view.as_str(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn badge_markup() {
+        let k = TicketKey::parse("TKT-1").unwrap();
+        let h = html(&k, View::Qa, Stage::Qa, 3, Some("abc"));
+        assert!(h.starts_with(
+            "<ticket-stamp-badge><template shadowrootmode=\"open\"><style nonce=\"abc\">"
+        ));
+        assert!(h.contains("<strong>TKT-1</strong>") && h.contains("3 modules"));
+        assert!(h.contains("href=\"?stamp=off\""));
+        assert!(
+            h.contains("href=\"/__stamp/#/tickets/TKT-1\""),
+            "links to the ticket in the panel"
+        );
+        assert!(
+            !html(&k, View::Dev, Stage::Dev, 1, Some("\"><x")).contains("<x"),
+            "unsafe nonce dropped"
+        );
+        assert!(style_hash().starts_with("'sha256-"));
+    }
+}

@@ -1,0 +1,345 @@
+//! The data plane's configuration: the origin, timeouts towards it, the
+//! selection cookie, the rewriter's limits, the module cache and the badge.
+//! The binary reads the TOML file; this module owns the keys' meaning,
+//! defaults and validation, and reports every problem into one list.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Deserialize;
+use stamp_model::problems::Problems;
+
+/// `[timeouts]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub connect: Option<String>,
+    pub read: Option<String>,
+    pub write: Option<String>,
+    pub idle: Option<String>,
+}
+
+/// `[origin_tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOriginTls {
+    pub verify: Option<bool>,
+    pub sni: Option<String>,
+}
+
+/// `[selection]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSelection {
+    pub cookie_name: Option<String>,
+    pub cookie_max_age: Option<String>,
+}
+
+/// `[rewrite]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRewrite {
+    pub max_import_map_bytes: Option<usize>,
+    pub memory_limit_bytes: Option<usize>,
+    pub compression_level: Option<u32>,
+    pub production_vary_cookie: Option<bool>,
+}
+
+/// `[modules]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileModules {
+    pub cache_bytes: Option<u64>,
+}
+
+/// `[badge]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBadge {
+    pub enabled: Option<bool>,
+}
+
+/// The data plane's keys, as the binary gathered them from flags and file.
+#[derive(Debug, Default)]
+pub struct DataFile {
+    pub origin: Option<String>,
+    pub origin_host: Option<String>,
+    pub timeouts: FileTimeouts,
+    pub origin_tls: FileOriginTls,
+    pub selection: FileSelection,
+    pub rewrite: FileRewrite,
+    pub modules: FileModules,
+    pub badge: FileBadge,
+}
+
+/// The production origin, resolved at load time (Pingora's peer constructor
+/// panics on an unresolvable address, so a bad host is a config error here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub url: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub addr: SocketAddr,
+    /// Host header to send instead of the client's.
+    pub host_header: Option<String>,
+    pub sni: String,
+    pub verify_cert: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub cookie_name: String,
+    pub cookie_max_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Largest inline import map merged; a larger one leaves the page unchanged.
+    pub max_import_map_bytes: usize,
+    /// lol_html's memory budget per response; past it the rest flows unchanged.
+    pub memory_limit_bytes: usize,
+    /// Compression level for rewritten pages (0 = send them uncompressed).
+    pub compression_level: u32,
+    /// Add `Vary: Cookie` to production HTML, for a shared cache in front of the proxy.
+    pub production_vary_cookie: bool,
+}
+
+/// The validated data-plane configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataConfig {
+    pub origin: Origin,
+    pub timeouts: Timeouts,
+    pub selection: Selection,
+    pub rewrite: Rewrite,
+    pub module_cache_bytes: u64,
+    /// Show the on-page badge on ticket pages.
+    pub badge: bool,
+    /// The listener serves TLS (cookies get `Secure`, pages are `https:`).
+    pub tls: bool,
+}
+
+pub const DEFAULT_COOKIE: &str = "ticket_stamp";
+
+impl DataConfig {
+    /// Validates the data plane's keys. `origin` may be absent only with
+    /// `demo` (the demo origin is bound later). `tls`: whether the listener
+    /// serves TLS (the binary's key).
+    pub fn build(file: DataFile, demo: bool, tls: bool, p: &mut Problems) -> Option<DataConfig> {
+        let verify = file.origin_tls.verify.unwrap_or(true);
+        let origin = match file.origin {
+            None if demo => parse_origin("http://127.0.0.1:9", None, None, true).ok(),
+            None => {
+                p.add(
+                    "origin",
+                    "is required (the production origin, e.g. http://127.0.0.1:3000)",
+                );
+                None
+            }
+            Some(text) => {
+                match parse_origin(&text, file.origin_host, file.origin_tls.sni, verify) {
+                    Ok(o) => Some(o),
+                    Err(reason) => {
+                        p.add("origin", reason);
+                        None
+                    }
+                }
+            }
+        };
+        let t = &file.timeouts;
+        let timeouts = Timeouts {
+            connect: p.duration(
+                "timeouts.connect",
+                t.connect.as_deref(),
+                Duration::from_secs(5),
+            ),
+            read: p.duration("timeouts.read", t.read.as_deref(), Duration::from_secs(60)),
+            write: p.duration(
+                "timeouts.write",
+                t.write.as_deref(),
+                Duration::from_secs(60),
+            ),
+            idle: p.duration("timeouts.idle", t.idle.as_deref(), Duration::from_secs(60)),
+        };
+
+        let cookie_name = file
+            .selection
+            .cookie_name
+            .unwrap_or_else(|| DEFAULT_COOKIE.to_string());
+        if cookie_name.is_empty()
+            || cookie_name.len() > 64
+            || !cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
+            p.add(
+                "selection.cookie_name",
+                "must be 1-64 letters, digits, `-` or `_`",
+            );
+        }
+        let cookie_max_age = p.duration(
+            "selection.cookie_max_age",
+            file.selection.cookie_max_age.as_deref(),
+            Duration::from_secs(12 * 3600),
+        );
+
+        let r = &file.rewrite;
+        let rewrite = Rewrite {
+            max_import_map_bytes: r.max_import_map_bytes.unwrap_or(1 << 20),
+            memory_limit_bytes: r.memory_limit_bytes.unwrap_or(8 << 20),
+            compression_level: r.compression_level.unwrap_or(3),
+            production_vary_cookie: r.production_vary_cookie.unwrap_or(false),
+        };
+        if rewrite.max_import_map_bytes < 1024 {
+            p.add("rewrite.max_import_map_bytes", "must be at least 1024");
+        }
+        if rewrite.memory_limit_bytes < 64 * 1024 {
+            p.add("rewrite.memory_limit_bytes", "must be at least 65536");
+        }
+        if rewrite.compression_level > 9 {
+            p.add("rewrite.compression_level", "must be between 0 and 9");
+        }
+
+        Some(DataConfig {
+            origin: origin?,
+            timeouts,
+            selection: Selection {
+                cookie_name,
+                cookie_max_age,
+            },
+            rewrite,
+            module_cache_bytes: file.modules.cache_bytes.unwrap_or(64 << 20),
+            badge: file.badge.enabled.unwrap_or(true),
+            tls,
+        })
+    }
+}
+
+/// Why an origin URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OriginError(pub String);
+
+/// Parses and resolves an origin URL.
+pub fn parse_origin(
+    text: &str,
+    host_header: Option<String>,
+    sni: Option<String>,
+    verify_cert: bool,
+) -> Result<Origin, OriginError> {
+    let bad = |m: String| OriginError(m);
+    let url = url::Url::parse(text).map_err(|e| bad(format!("`{text}` is not a URL: {e}")))?;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return Err(bad(format!(
+                "scheme `{other}` is not supported: use http or https"
+            )))
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("credentials in the origin URL are not supported".into()));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(format!(
+            "`{text}` has a path, query or fragment: give just scheme://host[:port]"
+        )));
+    }
+    // The URL parser reads `http://host:` as the default port; an empty port
+    // is a typo, not a choice.
+    let authority = text
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    if authority.ends_with(':') {
+        return Err(bad(format!("`{text}` has an empty port")));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| bad(format!("`{text}` has no host")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| bad(format!("`{text}` has no port")))?;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("cannot resolve `{host}`: {e}")))?
+        .next()
+        .ok_or_else(|| bad(format!("`{host}` resolves to no address")))?;
+    if let Some(h) = &host_header {
+        if h.is_empty() || h.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(bad(format!(
+                "origin_host `{h}` is not a valid Host header value"
+            )));
+        }
+    }
+    Ok(Origin {
+        url: text.trim_end_matches('/').to_string(),
+        tls,
+        sni: sni.unwrap_or_else(|| host.clone()),
+        host,
+        port,
+        addr,
+        host_header,
+        verify_cert,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_validated() {
+        let o = parse_origin("https://localhost", None, None, true).unwrap();
+        assert!(o.tls);
+        assert_eq!(o.port, 443);
+        for bad in [
+            "localhost:80",
+            "ftp://localhost",
+            "http://localhost/app",
+            "http://user:pw@localhost",
+            "http://no-such-host.invalid",
+            "http://127.0.0.1:",
+            "http://127.0.0.1:/",
+        ] {
+            assert!(
+                parse_origin(bad, None, None, true).is_err(),
+                "{bad} accepted"
+            );
+        }
+        assert!(parse_origin("http://127.0.0.1:1", Some("bad host".into()), None, true).is_err());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let mut p = Problems::new("p.toml");
+        let file = DataFile {
+            timeouts: FileTimeouts {
+                read: Some("soon".into()),
+                ..FileTimeouts::default()
+            },
+            selection: FileSelection {
+                cookie_name: Some("a b".into()),
+                ..FileSelection::default()
+            },
+            ..DataFile::default()
+        };
+        assert!(DataConfig::build(file, false, false, &mut p).is_none());
+        let all = p.into_list().join("\n");
+        for key in ["`origin`", "`timeouts.read`", "`selection.cookie_name`"] {
+            assert!(all.contains(key), "missing {key} in:\n{all}");
+        }
+    }
+}

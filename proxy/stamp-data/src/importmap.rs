@@ -1,0 +1,1117 @@
+//! Merging a ticket's overrides into a page's import map.
+//!
+//! Import maps do not chain: a specifier is mapped once and the result is
+//! fetched as is. So pointing `/src/lib/greet.js` at the ticket's URL is not
+//! enough when the page's map already sends some other specifier (an alias, a
+//! prefix, a scope) straight to `/src/lib/greet.js`; every such route has to be
+//! pointed at the ticket's URL too, or it would keep loading production.
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use stamp_model::ticket::{ModuleRef, OverrideSet};
+
+/// Why a page's import map could not be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("import map is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("import map is not a JSON object")]
+    NotAnObject,
+    #[error("import map has the wrong shape: {0}")]
+    BadShape(&'static str),
+    #[error("import map is longer than {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// Merges `overrides` into the page's import map text and returns the new
+/// map's text, already escaped for a `<script>` element.
+pub fn merge(
+    original: &str,
+    overrides: &OverrideSet,
+    page_url: &Url,
+    max_len: usize,
+) -> Result<String, MergeError> {
+    // Checked before parsing so a hostile page cannot make us parse megabytes.
+    if original.len() > max_len {
+        return Err(MergeError::TooLarge { limit: max_len });
+    }
+    let mut root = if original.trim().is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_str::<Value>(original) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(MergeError::NotAnObject),
+            Err(e) => return Err(MergeError::InvalidJson(e.to_string())),
+        }
+    };
+    validate(&root)?;
+    let resolver = Resolver { page: page_url };
+    let targets = Targets::new(overrides, &resolver);
+    let mut paths = Paths::new(&resolver);
+    apply_all(&mut root, &targets, &mut paths);
+    let text = serde_json::to_string(&Value::Object(root))
+        .map_err(|e| MergeError::InvalidJson(e.to_string()))?;
+    Ok(escape_for_script(&text))
+}
+
+/// Merged maps of one page variant (one [`crate::snapshot::Effective`]), so
+/// that the pages sharing a map (an app shell, a site-wide layout) pay for the
+/// merge once per snapshot instead of once per request. It dies with the
+/// snapshot, so a change to the ticket can never serve a stale merge.
+///
+/// Bounded: maps over [`MergeCache::MAX_MAP`] bytes are merged every time, and
+/// the cache starts over when it holds [`MergeCache::MAX_ENTRIES`] maps.
+#[derive(Default)]
+pub struct MergeCache {
+    entries: Mutex<HashMap<u64, Cached>>,
+}
+
+struct Cached {
+    page_url: String,
+    original: String,
+    merged: Arc<str>,
+}
+
+impl std::fmt::Debug for MergeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.entries.lock().map_or(0, |e| e.len());
+        f.debug_struct("MergeCache").field("entries", &n).finish()
+    }
+}
+
+impl MergeCache {
+    pub const MAX_ENTRIES: usize = 32;
+    pub const MAX_MAP: usize = 16 * 1024;
+
+    /// [`merge`], remembered. The key is the whole map text and the whole
+    /// page URL (the base that relative addresses resolve against), compared
+    /// in full on a hit, so a hash collision costs a merge, never a wrong map.
+    pub fn merge(
+        &self,
+        original: &str,
+        overrides: &OverrideSet,
+        page_url: &Url,
+        max_len: usize,
+    ) -> Result<Arc<str>, MergeError> {
+        if original.len() > Self::MAX_MAP.min(max_len) {
+            return merge(original, overrides, page_url, max_len).map(Arc::from);
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        page_url.as_str().hash(&mut h);
+        original.hash(&mut h);
+        let key = h.finish();
+        let lock = || self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hit) = lock().get(&key) {
+            if hit.original == original && hit.page_url == page_url.as_str() {
+                return Ok(hit.merged.clone());
+            }
+        }
+        // Merged outside the lock: concurrent misses may both merge; both
+        // results are the same.
+        let merged: Arc<str> = merge(original, overrides, page_url, max_len)?.into();
+        let mut entries = lock();
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            Cached {
+                page_url: page_url.as_str().to_owned(),
+                original: original.to_owned(),
+                merged: merged.clone(),
+            },
+        );
+        Ok(merged)
+    }
+}
+
+/// The map inserted into a page that has none: `{"imports": {spec: url, …}}`, escaped.
+pub fn fresh(overrides: &OverrideSet) -> String {
+    let imports: Map<String, Value> = overrides
+        .iter()
+        .map(|(spec, module)| (spec.clone(), Value::String(module.url())))
+        .collect();
+    let mut root = Map::new();
+    root.insert("imports".to_owned(), Value::Object(imports));
+    escape_for_script(&Value::Object(root).to_string())
+}
+
+/// Escapes JSON text for inclusion in a `<script>` element: `<` `>` `&`
+/// U+2028 U+2029 become `\u003c` `\u003e` `\u0026` `\u2028` `\u2029`.
+///
+/// Script element contents are raw text, so HTML entities would reach the JSON
+/// parser verbatim; JSON escapes are the only form that both the HTML
+/// tokenizer ignores and the JSON parser decodes. Those characters can only
+/// occur inside JSON strings, where a `\u` escape is always valid.
+pub fn escape_for_script(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The sha256 CSP source of a script's text: `'sha256-<base64>'`.
+pub fn csp_hash_source(script_text: &str) -> String {
+    let digest = Sha256::digest(script_text.as_bytes());
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// Rejects maps a browser would reject (or partly ignore), so that we never
+/// hand the page a map whose meaning we did not understand.
+fn validate(root: &Map<String, Value>) -> Result<(), MergeError> {
+    if let Some(imports) = root.get("imports") {
+        check_string_map(
+            imports,
+            "imports must be an object",
+            "imports values must be strings",
+        )?;
+    }
+    if let Some(scopes) = root.get("scopes") {
+        let Value::Object(scopes) = scopes else {
+            return Err(MergeError::BadShape("scopes must be an object"));
+        };
+        for scope in scopes.values() {
+            check_string_map(
+                scope,
+                "each scope must be an object",
+                "scope values must be strings",
+            )?;
+        }
+    }
+    if let Some(integrity) = root.get("integrity") {
+        check_string_map(
+            integrity,
+            "integrity must be an object",
+            "integrity values must be strings",
+        )?;
+    }
+    Ok(())
+}
+
+fn check_string_map(
+    value: &Value,
+    not_object: &'static str,
+    not_string: &'static str,
+) -> Result<(), MergeError> {
+    let Value::Object(map) = value else {
+        return Err(MergeError::BadShape(not_object));
+    };
+    if map.values().all(Value::is_string) {
+        Ok(())
+    } else {
+        Err(MergeError::BadShape(not_string))
+    }
+}
+
+/// Resolves URL-like specifiers and addresses the way the browser does for an
+/// inline map, whose base URL is the page's URL.
+struct Resolver<'a> {
+    page: &'a Url,
+}
+
+impl Resolver<'_> {
+    /// `None` for bare specifiers: the browser never parses those as URLs.
+    fn resolve(&self, s: &str) -> Option<Url> {
+        if s.starts_with('/') || s.starts_with("./") || s.starts_with("../") {
+            return self.page.join(s).ok();
+        }
+        Url::parse(s)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+    }
+
+    /// The resolved path of `s` when it names a same-origin resource without a
+    /// query: a query makes it a different URL, so a different module.
+    fn same_origin_path(&self, s: &str) -> Option<String> {
+        if is_plain_absolute_path(s) {
+            // What the URL parser would return, without running it: the
+            // common case (`/src/lib/x.js`) in every entry of every merge.
+            return Some(s.to_owned());
+        }
+        let url = self.resolve(s)?;
+        if url.origin() != self.page.origin() || url.query().is_some() {
+            return None;
+        }
+        Some(url.path().to_owned())
+    }
+}
+
+/// `/a/b.js` with nothing the URL parser would change or cut off: no dot
+/// segments, no percent-encoding to normalise, no query, fragment or `//`.
+fn is_plain_absolute_path(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.first() == Some(&b'/')
+        && b.get(1) != Some(&b'/')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'-' | b'_' | b'.' | b'~'))
+        && !s.contains("//")
+        && s.split('/').all(|seg| seg != "." && seg != "..")
+}
+
+/// One override, with its production path normalised the way resolved URLs
+/// are (percent-encoding, dot segments) so the two compare as equals.
+struct Target<'a> {
+    spec: &'a str,
+    is_path_spec: bool,
+    path: String,
+    url: String,
+    sri: String,
+}
+
+impl<'a> Target<'a> {
+    fn new(spec: &'a str, module: &ModuleRef, resolver: &Resolver<'_>) -> Self {
+        let path = resolver
+            .page
+            .join(&module.path)
+            .map(|u| u.path().to_owned())
+            .unwrap_or_else(|_| module.path.clone());
+        Target {
+            spec,
+            is_path_spec: spec.starts_with('/'),
+            path,
+            url: module.url(),
+            sri: module.hash.sri(),
+        }
+    }
+
+    #[cfg(test)]
+    fn is_referred_to_by(&self, s: &str, resolver: &Resolver<'_>) -> bool {
+        resolver.same_origin_path(s).as_deref() == Some(self.path.as_str())
+    }
+
+    /// When `s` resolves to a same-origin directory containing the module,
+    /// the rest of the module's path below it (never empty).
+    #[cfg(test)]
+    fn rest_below<'t>(&'t self, s: &str, resolver: &Resolver<'_>) -> Option<&'t str> {
+        let prefix = resolver.same_origin_path(s)?;
+        if !prefix.ends_with('/') {
+            return None;
+        }
+        self.path
+            .strip_prefix(prefix.as_str())
+            .filter(|rest| !rest.is_empty())
+    }
+}
+
+/// Every override's [`Target`], indexed by production path and by specifier.
+struct Targets<'a> {
+    list: Vec<Target<'a>>,
+    /// Path → the target that wins for it (the last, in specifier order, as
+    /// when overrides were applied one by one).
+    by_path: HashMap<String, usize>,
+    by_spec: HashMap<&'a str, usize>,
+}
+
+impl<'a> Targets<'a> {
+    fn new(overrides: &'a OverrideSet, resolver: &Resolver<'_>) -> Targets<'a> {
+        let list: Vec<Target<'a>> = overrides
+            .iter()
+            .map(|(spec, module)| Target::new(spec, module, resolver))
+            .collect();
+        let by_path = list
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.path.clone(), i))
+            .collect();
+        let by_spec = list.iter().enumerate().map(|(i, t)| (t.spec, i)).collect();
+        Targets {
+            list,
+            by_path,
+            by_spec,
+        }
+    }
+
+    /// The target whose production module `s` names, if any.
+    fn referred_to_by(&self, s: &str, paths: &mut Paths<'_>) -> Option<&Target<'a>> {
+        let path = paths.same_origin_path(s)?;
+        self.by_path.get(path).map(|&i| &self.list[i])
+    }
+}
+
+/// [`Resolver::same_origin_path`], remembered for one merge: the same keys
+/// and addresses are looked at once per map section instead of once per
+/// override, which made a 1,000-module ticket on a 1,000-entry map take half
+/// a second.
+struct Paths<'r> {
+    resolver: &'r Resolver<'r>,
+    memo: HashMap<String, Option<String>>,
+}
+
+impl<'r> Paths<'r> {
+    fn new(resolver: &'r Resolver<'r>) -> Paths<'r> {
+        Paths {
+            resolver,
+            memo: HashMap::new(),
+        }
+    }
+
+    fn same_origin_path(&mut self, s: &str) -> Option<&str> {
+        if !self.memo.contains_key(s) {
+            let path = self.resolver.same_origin_path(s);
+            self.memo.insert(s.to_owned(), path);
+        }
+        self.memo.get(s).and_then(|p| p.as_deref())
+    }
+}
+
+/// Applies every override at once, in time linear in the map plus the
+/// overrides (prefix entries aside: each is checked against every override).
+/// Equivalent to applying them one by one in specifier order (tested against
+/// that), except that an override's own specifier always keeps its own URL.
+fn apply_all(root: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut Paths<'_>) {
+    let imports = root
+        .entry("imports")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(imports) = imports {
+        for t in &targets.list {
+            imports.insert(t.spec.to_owned(), Value::String(t.url.clone()));
+        }
+        // Another spelling of the same URL would otherwise still win for
+        // whichever spelling the browser keeps after normalising keys.
+        for (key, value) in imports.iter_mut() {
+            if targets.by_spec.contains_key(key.as_str()) {
+                continue;
+            }
+            if let Some(t) = targets.referred_to_by(key, paths) {
+                *value = Value::String(t.url.clone());
+            }
+        }
+        redirect_routes(imports, targets, paths);
+    }
+
+    if let Some(Value::Object(scopes)) = root.get_mut("scopes") {
+        for scope in scopes.values_mut() {
+            if let Value::Object(scope) = scope {
+                redirect_routes(scope, targets, paths);
+                unshadow(scope, targets, paths);
+            }
+        }
+    }
+
+    if let Some(Value::Object(integrity)) = root.get_mut("integrity") {
+        // Production's digest would make the browser refuse the ticket's body.
+        integrity.retain(|key, _| targets.referred_to_by(key, paths).is_none());
+        for t in &targets.list {
+            integrity.insert(t.url.clone(), Value::String(t.sri.clone()));
+        }
+    }
+}
+
+/// Points every entry whose result is a production module at the ticket's
+/// URL. A prefix entry cannot be edited without moving its siblings too, so it
+/// gets a more specific entry for each overridden module below it, which
+/// browsers prefer.
+fn redirect_routes(map: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut Paths<'_>) {
+    let mut specific = Vec::new();
+    for (key, value) in map.iter_mut() {
+        let Value::String(address) = value else {
+            continue;
+        };
+        if let Some(t) = targets.referred_to_by(address, paths) {
+            *value = Value::String(t.url.clone());
+        } else if key.ends_with('/') && address.ends_with('/') {
+            let Some(prefix) = paths.same_origin_path(address) else {
+                continue;
+            };
+            if !prefix.ends_with('/') {
+                continue;
+            }
+            for t in &targets.list {
+                if let Some(rest) = t.path.strip_prefix(prefix).filter(|r| !r.is_empty()) {
+                    specific.push((format!("{key}{rest}"), t.url.clone()));
+                }
+            }
+        }
+    }
+    for (key, url) in specific {
+        // An override's own specifier keeps its own URL.
+        if !targets.by_spec.contains_key(key.as_str()) {
+            map.insert(key, Value::String(url));
+        }
+    }
+}
+
+/// A scope is consulted before `imports`, so a scope entry that matches an
+/// override's specifier would hide the override for every module in it.
+fn unshadow(scope: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut Paths<'_>) {
+    let mut exact = vec![false; targets.list.len()];
+    // (key, its same-origin path if it has one, whether it is URL-like)
+    let mut prefixes: Vec<(String, Option<String>, bool)> = Vec::new();
+    for (key, value) in scope.iter_mut() {
+        let hit = targets.by_spec.get(key.as_str()).copied().or_else(|| {
+            let path = paths.same_origin_path(key)?;
+            targets.by_path.get(path).copied()
+        });
+        if let Some(i) = hit {
+            *value = Value::String(targets.list[i].url.clone());
+            exact[i] = true;
+        } else if key.ends_with('/') {
+            let path = paths.same_origin_path(key).map(str::to_owned);
+            let url_like = paths.resolver.resolve(key).is_some();
+            prefixes.push((key.clone(), path, url_like));
+        }
+    }
+    for (i, t) in targets.list.iter().enumerate() {
+        if exact[i] {
+            continue;
+        }
+        let covered = prefixes.iter().any(|(key, path, url_like)| {
+            if t.is_path_spec {
+                path.as_deref().is_some_and(|p| {
+                    p.ends_with('/') && t.path.strip_prefix(p).is_some_and(|r| !r.is_empty())
+                })
+            } else {
+                !url_like && t.spec.starts_with(key.as_str())
+            }
+        });
+        if covered {
+            scope.insert(t.spec.to_owned(), Value::String(t.url.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use stamp_model::ticket::Hash;
+
+    const MAX: usize = 64 * 1024;
+
+    fn page() -> Url {
+        Url::parse("https://shop.example/checkout/index.html").unwrap()
+    }
+
+    fn module(path: &str) -> ModuleRef {
+        ModuleRef {
+            path: path.into(),
+            hash: Hash::of(path.as_bytes()),
+            size: 1,
+        }
+    }
+
+    fn set(entries: &[(&str, &str)]) -> OverrideSet {
+        entries
+            .iter()
+            .map(|(spec, path)| (spec.to_string(), module(path)))
+            .collect()
+    }
+
+    fn greet() -> OverrideSet {
+        set(&[("/src/lib/greet.js", "/src/lib/greet.js")])
+    }
+
+    fn greet_url() -> String {
+        module("/src/lib/greet.js").url()
+    }
+
+    fn merged(original: &str, overrides: &OverrideSet) -> Value {
+        let text = merge(original, overrides, &page(), MAX).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn replaces_an_existing_import_in_place() {
+        let out = merged(
+            r#"{"imports":{"a":"/a.js","/src/lib/greet.js":"/src/lib/greet.js","z":"/z.js"}}"#,
+            &greet(),
+        );
+        let keys: Vec<&String> = out["imports"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["a", "/src/lib/greet.js", "z"]);
+        assert_eq!(out["imports"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(out["imports"]["a"], "/a.js");
+    }
+
+    #[test]
+    fn appends_to_imports_and_creates_them_when_missing() {
+        let out = merged(r#"{"imports":{"a":"/a.js"}}"#, &greet());
+        let keys: Vec<&String> = out["imports"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["a", "/src/lib/greet.js"]);
+
+        let out = merged(r#"{"scopes":{},"x-vendor":[1,2]}"#, &greet());
+        assert_eq!(out["imports"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(out["x-vendor"], serde_json::json!([1, 2]));
+    }
+
+    #[test]
+    fn bare_alias_pointing_at_the_module_is_patched() {
+        let out = merged(
+            r#"{"imports":{"lib/greet":"/src/lib/greet.js","other":"/src/lib/other.js"}}"#,
+            &greet(),
+        );
+        assert_eq!(out["imports"]["lib/greet"], greet_url());
+        assert_eq!(out["imports"]["other"], "/src/lib/other.js");
+    }
+
+    #[test]
+    fn bare_specifier_override_patches_its_key_and_aliases() {
+        let overrides = set(&[("@shop/cart", "/assets/cart-1a2b.js")]);
+        let url = module("/assets/cart-1a2b.js").url();
+        let out = merged(
+            r#"{"imports":{"@shop/cart":"/assets/cart-1a2b.js","cart":"./../assets/cart-1a2b.js"}}"#,
+            &overrides,
+        );
+        assert_eq!(out["imports"]["@shop/cart"], url);
+        assert_eq!(out["imports"]["cart"], url);
+    }
+
+    #[test]
+    fn prefix_alias_gets_a_specific_entry() {
+        let out = merged(
+            r#"{"imports":{"lib/":"/src/lib/","/src/":"/src/"},"scopes":{"/admin/":{"v/":"https://shop.example/src/"}}}"#,
+            &greet(),
+        );
+        let imports = out["imports"].as_object().unwrap();
+        assert_eq!(imports["lib/"], "/src/lib/");
+        assert_eq!(imports["lib/greet.js"], greet_url());
+        assert_eq!(imports["/src/"], "/src/");
+        // `/src/` + `lib/greet.js` is the override's own key, already set.
+        assert_eq!(imports["/src/lib/greet.js"], greet_url());
+        assert_eq!(imports.len(), 4);
+        assert_eq!(out["scopes"]["/admin/"]["v/lib/greet.js"], greet_url());
+    }
+
+    #[test]
+    fn prefix_alias_with_existing_specific_key_is_set_not_duplicated() {
+        let out = merged(
+            r#"{"imports":{"lib/greet.js":"/old.js","lib/":"/src/lib/"}}"#,
+            &greet(),
+        );
+        let keys: Vec<&String> = out["imports"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["lib/greet.js", "lib/", "/src/lib/greet.js"]);
+        assert_eq!(out["imports"]["lib/greet.js"], greet_url());
+    }
+
+    #[test]
+    fn scope_exact_key_and_prefix_shadow_are_patched() {
+        let out = merged(
+            r#"{"imports":{},"scopes":{
+                "/a/":{"/src/lib/greet.js":"/src/lib/greet-old.js"},
+                "/b/":{"/src/lib/":"/legacy/lib/"},
+                "/c/":{"/other/":"/x/"},
+                "/d/":{"./../src/lib/greet.js":"/v1.js","/src/":"/v2/"}
+            }}"#,
+            &greet(),
+        );
+        let scopes = &out["scopes"];
+        assert_eq!(scopes["/a/"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(scopes["/b/"]["/src/lib/"], "/legacy/lib/");
+        assert_eq!(scopes["/b/"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(scopes["/c/"].as_object().unwrap().len(), 1);
+        // The differently written exact key already wins over the prefix.
+        assert_eq!(scopes["/d/"]["./../src/lib/greet.js"], greet_url());
+        assert_eq!(scopes["/d/"].as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn scope_shadowing_a_bare_specifier_is_patched() {
+        let overrides = set(&[("@shop/cart", "/assets/cart-1a2b.js")]);
+        let url = module("/assets/cart-1a2b.js").url();
+        let out = merged(
+            r#"{"scopes":{
+                "/a/":{"@shop/cart":"/assets/cart-old.js"},
+                "/b/":{"@shop/":"/legacy/shop/"},
+                "/c/":{"@other/":"/legacy/other/","/assets/":"/old-assets/"}
+            }}"#,
+            &overrides,
+        );
+        let scopes = &out["scopes"];
+        assert_eq!(scopes["/a/"]["@shop/cart"], url);
+        assert_eq!(scopes["/b/"]["@shop/cart"], url);
+        assert_eq!(scopes["/b/"]["@shop/"], "/legacy/shop/");
+        assert_eq!(scopes["/c/"].as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn integrity_entry_is_replaced() {
+        let out = merged(
+            r#"{"imports":{},"integrity":{"/src/lib/greet.js":"sha384-old","./../src/lib/greet.js":"sha384-old2","/src/x.js":"sha384-x"}}"#,
+            &greet(),
+        );
+        let integrity = out["integrity"].as_object().unwrap();
+        let keys: Vec<&String> = integrity.keys().collect();
+        let url = greet_url();
+        assert_eq!(keys, ["/src/x.js", url.as_str()]);
+        assert_eq!(integrity[&url], module("/src/lib/greet.js").hash.sri());
+
+        let out = merged(r#"{"imports":{}}"#, &greet());
+        assert!(out.get("integrity").is_none());
+    }
+
+    #[test]
+    fn relative_and_absolute_same_origin_keys_are_recognised() {
+        let out = merged(
+            r#"{"imports":{
+                "../src/lib/greet.js":"/a.js",
+                "https://shop.example/src/lib/greet.js":"/b.js",
+                "https://SHOP.example:443/src/lib/greet.js":"/c.js",
+                "x":"https://shop.example/src/lib/greet.js",
+                "y":"/src/lib/greet.js?v=2"
+            }}"#,
+            &greet(),
+        );
+        let imports = &out["imports"];
+        assert_eq!(imports["../src/lib/greet.js"], greet_url());
+        assert_eq!(
+            imports["https://shop.example/src/lib/greet.js"],
+            greet_url()
+        );
+        assert_eq!(
+            imports["https://SHOP.example:443/src/lib/greet.js"],
+            greet_url()
+        );
+        assert_eq!(imports["x"], greet_url());
+        // A query makes it another URL, hence another module.
+        assert_eq!(imports["y"], "/src/lib/greet.js?v=2");
+    }
+
+    #[test]
+    fn cross_origin_urls_are_not_the_same_path() {
+        let original = r#"{"imports":{
+            "https://cdn.example/src/lib/greet.js":"/a.js",
+            "x":"https://cdn.example/src/lib/greet.js",
+            "y":"//cdn.example/src/lib/greet.js",
+            "z":"http://shop.example/src/lib/greet.js",
+            "p/":"https://cdn.example/src/lib/"
+        },"scopes":{"/s/":{"https://cdn.example/src/lib/":"/q/"}}}"#;
+        let out = merged(original, &greet());
+        let imports = out["imports"].as_object().unwrap();
+        assert_eq!(imports["https://cdn.example/src/lib/greet.js"], "/a.js");
+        assert_eq!(imports["x"], "https://cdn.example/src/lib/greet.js");
+        assert_eq!(imports["y"], "//cdn.example/src/lib/greet.js");
+        assert_eq!(imports["z"], "http://shop.example/src/lib/greet.js");
+        assert!(!imports.contains_key("p/greet.js"));
+        assert_eq!(out["scopes"]["/s/"].as_object().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn hostile_specifiers_are_escaped_and_round_trip() {
+        let hostile = [
+            "</script><script>alert(1)</script>",
+            "line\u{2028}sep\u{2029}",
+            "&amp;<!--",
+        ];
+        let overrides: OverrideSet = hostile
+            .iter()
+            .map(|s| (s.to_string(), module("/src/lib/greet.js")))
+            .collect();
+        let original = r#"{"imports":{"k>":"/v&.js"},"note":"</SCRIPT>"}"#;
+        for text in [
+            merge(original, &overrides, &page(), MAX).unwrap(),
+            fresh(&overrides),
+        ] {
+            assert!(
+                !text.contains(['<', '>', '&', '\u{2028}', '\u{2029}']),
+                "{text}"
+            );
+            let back: Value = serde_json::from_str(&text).unwrap();
+            for s in hostile {
+                assert_eq!(back["imports"][s], greet_url());
+            }
+        }
+        let back: Value =
+            serde_json::from_str(&merge(original, &overrides, &page(), MAX).unwrap()).unwrap();
+        assert_eq!(back["imports"]["k>"], "/v&.js");
+        assert_eq!(back["note"], "</SCRIPT>");
+    }
+
+    #[test]
+    fn escape_for_script_uses_json_escapes() {
+        assert_eq!(
+            escape_for_script("\"<a&b>\u{2028}\u{2029}\""),
+            r#""\u003ca\u0026b\u003e\u2028\u2029""#
+        );
+    }
+
+    #[test]
+    fn fresh_lists_every_override() {
+        let overrides = set(&[
+            ("/src/lib/greet.js", "/src/lib/greet.js"),
+            ("@shop/cart", "/assets/cart.js"),
+        ]);
+        let back: Value = serde_json::from_str(&fresh(&overrides)).unwrap();
+        assert_eq!(back.as_object().unwrap().len(), 1);
+        assert_eq!(back["imports"]["/src/lib/greet.js"], greet_url());
+        assert_eq!(
+            back["imports"]["@shop/cart"],
+            module("/assets/cart.js").url()
+        );
+    }
+
+    #[test]
+    fn csp_hash_source_is_quoted_sha256() {
+        // sha256("") is well known.
+        assert_eq!(
+            csp_hash_source(""),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+        );
+    }
+
+    #[test]
+    fn bad_input_gives_the_right_error() {
+        let err = |s: &str| merge(s, &greet(), &page(), MAX).unwrap_err();
+        assert!(matches!(err("{"), MergeError::InvalidJson(_)));
+        assert!(matches!(err("[]"), MergeError::NotAnObject));
+        assert!(matches!(err("\"x\""), MergeError::NotAnObject));
+        assert!(matches!(
+            err(r#"{"imports":[]}"#),
+            MergeError::BadShape("imports must be an object")
+        ));
+        assert!(matches!(
+            err(r#"{"imports":{"a":1}}"#),
+            MergeError::BadShape(_)
+        ));
+        assert!(matches!(err(r#"{"scopes":[]}"#), MergeError::BadShape(_)));
+        assert!(matches!(
+            err(r#"{"scopes":{"/a/":"x"}}"#),
+            MergeError::BadShape(_)
+        ));
+        assert!(matches!(
+            err(r#"{"scopes":{"/a/":{"b":null}}}"#),
+            MergeError::BadShape(_)
+        ));
+        assert!(matches!(
+            err(r#"{"integrity":{"a":false}}"#),
+            MergeError::BadShape(_)
+        ));
+        let big = format!(r#"{{"imports":{{"a":"{}"}}}}"#, "x".repeat(100));
+        assert!(matches!(
+            merge(&big, &greet(), &page(), 50),
+            Err(MergeError::TooLarge { limit: 50 })
+        ));
+    }
+
+    #[test]
+    fn whitespace_only_original_is_an_empty_map() {
+        for original in ["", "  \n\t ", "\n {\"imports\":{}} \n"] {
+            let out = merged(original, &greet());
+            assert_eq!(out["imports"]["/src/lib/greet.js"], greet_url());
+        }
+    }
+
+    #[test]
+    fn the_plain_path_shortcut_agrees_with_the_url_parser() {
+        let r = Resolver { page: &page() };
+        for s in [
+            "/src/lib/greet.js",
+            "/src/",
+            "/a.b/c~d-e_f.js",
+            "/src/./x.js",
+            "/src/../x.js",
+            "/src/%41.js",
+            "/src/a b.js",
+            "//cdn.example/x.js",
+            "/src/x.js?v=1",
+            "/src/x.js#f",
+            "/src/..",
+            "/src\\x.js",
+            "/ünï.js",
+        ] {
+            let parsed = r.resolve(s).and_then(|u| {
+                (u.origin() == page().origin() && u.query().is_none()).then(|| u.path().to_owned())
+            });
+            assert_eq!(r.same_origin_path(s), parsed, "{s}");
+        }
+    }
+
+    #[test]
+    fn a_cached_merge_is_the_merge_and_is_keyed_by_page_and_map() {
+        let cache = MergeCache::default();
+        let map = r#"{"imports":{"greet":"./lib/greet.js"}}"#;
+        let overrides = set(&[("/checkout/lib/greet.js", "/checkout/lib/greet.js")]);
+        let first = cache.merge(map, &overrides, &page(), MAX).unwrap();
+        assert_eq!(&*first, merge(map, &overrides, &page(), MAX).unwrap());
+        let again = cache.merge(map, &overrides, &page(), MAX).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second merge is served from the cache"
+        );
+        // Another directory resolves `./lib/greet.js` elsewhere: not a hit.
+        let other = Url::parse("https://shop.example/account/").unwrap();
+        let elsewhere = cache.merge(map, &overrides, &other, MAX).unwrap();
+        assert_eq!(&*elsewhere, merge(map, &overrides, &other, MAX).unwrap());
+        assert_ne!(&*elsewhere, &*first);
+        // Errors are not remembered as successes.
+        assert!(cache.merge("[1]", &overrides, &page(), MAX).is_err());
+        assert!(cache.merge("[1]", &overrides, &page(), MAX).is_err());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = MergeCache::default();
+        let overrides = greet();
+        for i in 0..(MergeCache::MAX_ENTRIES * 3) {
+            let map = format!(r#"{{"imports":{{"x{i}":"/x.js"}}}}"#);
+            cache.merge(&map, &overrides, &page(), MAX).unwrap();
+            assert!(cache.entries.lock().unwrap().len() <= MergeCache::MAX_ENTRIES);
+        }
+        let huge = format!(
+            r#"{{"imports":{{"x":"/{}.js"}}}}"#,
+            "a".repeat(MergeCache::MAX_MAP)
+        );
+        cache.merge(&huge, &overrides, &page(), 1 << 20).unwrap();
+        assert!(cache
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .all(|c| c.original.len() <= MergeCache::MAX_MAP));
+    }
+
+    #[test]
+    fn the_batch_merge_equals_applying_overrides_one_by_one() {
+        // Deterministic pseudo-random maps and override sets over a small
+        // vocabulary, so that aliases, prefixes, scopes and integrity collide.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let keys = [
+            "lib/a",
+            "lib/",
+            "/src/lib/a.js",
+            "./lib/b.js",
+            "/src/lib/",
+            "app",
+            "lib/b",
+            "/src/x.js",
+        ];
+        let addresses = [
+            "/src/lib/a.js",
+            "/src/lib/",
+            "./lib/b.js",
+            "/src/lib/b.js",
+            "/src/x.js",
+            "https://cdn.example/a.js",
+            "/src/",
+        ];
+        let specs = [
+            "/src/lib/a.js",
+            "lib/a",
+            "/src/lib/b.js",
+            "app",
+            "/src/x.js",
+        ];
+        let paths = [
+            "/src/lib/a.js",
+            "/src/lib/b.js",
+            "/src/x.js",
+            "/src/lib/c.js",
+        ];
+        let page = Url::parse("https://shop.example/src/index.html").unwrap();
+        let section = |next: &mut dyn FnMut(usize) -> usize| {
+            let mut m = Map::new();
+            for _ in 0..next(5) {
+                m.insert(
+                    keys[next(keys.len())].into(),
+                    Value::String(addresses[next(addresses.len())].into()),
+                );
+            }
+            m
+        };
+        let mut compared = 0;
+        for case in 0..400 {
+            let mut root = Map::new();
+            root.insert("imports".into(), Value::Object(section(&mut next)));
+            if next(2) == 0 {
+                let mut scopes = Map::new();
+                scopes.insert("/src/lib/".into(), Value::Object(section(&mut next)));
+                root.insert("scopes".into(), Value::Object(scopes));
+            }
+            if next(2) == 0 {
+                let mut integrity = Map::new();
+                integrity.insert(
+                    addresses[next(addresses.len())].into(),
+                    Value::String("sha384-x".into()),
+                );
+                root.insert("integrity".into(), Value::Object(integrity));
+            }
+            // Distinct production paths (two specifiers for one module path
+            // have no single right answer).
+            let mut overrides = OverrideSet::new();
+            let mut used = std::collections::HashSet::new();
+            for _ in 0..1 + next(3) {
+                let path = paths[next(paths.len())];
+                if used.insert(path) {
+                    overrides.insert(specs[next(specs.len())].into(), module(path));
+                }
+            }
+            let original = Value::Object(root).to_string();
+            let want = sequential::merge(&original, &overrides, &page);
+            // The one intended difference: an override's own specifier keeps
+            // its own URL even when a prefix entry would generate that key.
+            let clash = want
+                .get("imports")
+                .and_then(Value::as_object)
+                .is_some_and(|imports| {
+                    overrides.iter().any(|(spec, m)| {
+                        imports.get(spec).and_then(Value::as_str) != Some(m.url().as_str())
+                    })
+                });
+            if clash {
+                continue;
+            }
+            compared += 1;
+            let got: Map<String, Value> =
+                serde_json::from_str(&merge(&original, &overrides, &page, MAX).unwrap()).unwrap();
+            assert_eq!(
+                Value::Object(got),
+                Value::Object(want),
+                "case {case}: {original} with {overrides:?}"
+            );
+        }
+        assert!(compared > 300, "only {compared} of 400 cases were compared");
+    }
+
+    #[test]
+    fn a_thousand_overrides_on_a_thousand_entries_merge_quickly_enough_to_finish() {
+        // Not a timing assertion: the quadratic version took half a second
+        // here in release; this checks the result, the bench checks the time.
+        let imports: Map<String, Value> = (0..1000)
+            .map(|i| {
+                (
+                    format!("lib/m{i}"),
+                    Value::String(format!("/src/lib/m{i}.js")),
+                )
+            })
+            .collect();
+        let original = serde_json::json!({ "imports": imports }).to_string();
+        let overrides: OverrideSet = (0..1000)
+            .map(|i| {
+                (
+                    format!("/src/lib/m{i}.js"),
+                    module(&format!("/src/lib/m{i}.js")),
+                )
+            })
+            .collect();
+        let merged: Value =
+            serde_json::from_str(&merge(&original, &overrides, &page(), 1 << 24).unwrap()).unwrap();
+        for i in [0, 500, 999] {
+            let url = module(&format!("/src/lib/m{i}.js")).url();
+            assert_eq!(merged["imports"][format!("lib/m{i}")], url.as_str());
+            assert_eq!(merged["imports"][format!("/src/lib/m{i}.js")], url.as_str());
+        }
+    }
+
+    /// The original one-override-at-a-time merge, kept as the oracle that the
+    /// batch merge is checked against.
+    mod sequential {
+        use super::super::*;
+
+        pub fn merge(
+            original: &str,
+            overrides: &OverrideSet,
+            page_url: &Url,
+        ) -> Map<String, Value> {
+            let mut root: Map<String, Value> = serde_json::from_str(original).unwrap();
+            let resolver = Resolver { page: page_url };
+            for (spec, module) in overrides {
+                let target = Target::new(spec, module, &resolver);
+                apply(&mut root, &target, &resolver);
+            }
+            root
+        }
+
+        pub fn apply(root: &mut Map<String, Value>, target: &Target<'_>, resolver: &Resolver<'_>) {
+            let imports = root
+                .entry("imports")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(imports) = imports {
+                imports.insert(target.spec.to_owned(), Value::String(target.url.clone()));
+                // Another spelling of the same URL would otherwise still win for
+                // whichever spelling the browser keeps after normalising keys.
+                for (key, value) in imports.iter_mut() {
+                    if key != target.spec && target.is_referred_to_by(key, resolver) {
+                        *value = Value::String(target.url.clone());
+                    }
+                }
+                redirect_routes(imports, target, resolver);
+            }
+
+            if let Some(Value::Object(scopes)) = root.get_mut("scopes") {
+                for scope in scopes.values_mut() {
+                    if let Value::Object(scope) = scope {
+                        redirect_routes(scope, target, resolver);
+                        unshadow(scope, target, resolver);
+                    }
+                }
+            }
+
+            if let Some(Value::Object(integrity)) = root.get_mut("integrity") {
+                // Production's digest would make the browser refuse the ticket's body.
+                integrity.retain(|key, _| !target.is_referred_to_by(key, resolver));
+                integrity.insert(target.url.clone(), Value::String(target.sri.clone()));
+            }
+        }
+
+        /// Points every entry whose result is the production module at the ticket's
+        /// URL. A prefix entry cannot be edited without moving its siblings too, so it
+        /// gets a more specific entry for just this module, which browsers prefer.
+        fn redirect_routes(
+            map: &mut Map<String, Value>,
+            target: &Target<'_>,
+            resolver: &Resolver<'_>,
+        ) {
+            let mut specific = Vec::new();
+            for (key, value) in map.iter_mut() {
+                let Value::String(address) = value else {
+                    continue;
+                };
+                if target.is_referred_to_by(address, resolver) {
+                    *value = Value::String(target.url.clone());
+                } else if key.ends_with('/') && address.ends_with('/') {
+                    if let Some(rest) = target.rest_below(address, resolver) {
+                        specific.push(format!("{key}{rest}"));
+                    }
+                }
+            }
+            for key in specific {
+                map.insert(key, Value::String(target.url.clone()));
+            }
+        }
+
+        /// A scope is consulted before `imports`, so a scope entry that matches the
+        /// override's specifier would hide the override for every module in it.
+        fn unshadow(scope: &mut Map<String, Value>, target: &Target<'_>, resolver: &Resolver<'_>) {
+            let mut has_exact = false;
+            let mut covered_by_prefix = false;
+            for (key, value) in scope.iter_mut() {
+                if key == target.spec || target.is_referred_to_by(key, resolver) {
+                    *value = Value::String(target.url.clone());
+                    has_exact = true;
+                } else if key.ends_with('/') {
+                    let covers = if target.is_path_spec {
+                        target.rest_below(key, resolver).is_some()
+                    } else {
+                        resolver.resolve(key).is_none() && target.spec.starts_with(key.as_str())
+                    };
+                    covered_by_prefix |= covers;
+                }
+            }
+            if covered_by_prefix && !has_exact {
+                scope.insert(target.spec.to_owned(), Value::String(target.url.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The data plane's Prometheus metrics, and the text rendering of every
+//! metric registered in the process (served at `/__stamp/metrics`).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    TextEncoder,
+};
+
+// Registration only fails on a duplicate name, which is a programming error
+// caught by the first test that touches a metric.
+#[allow(clippy::expect_used)]
+fn must<T>(r: prometheus::Result<T>) -> T {
+    r.expect("metric registration")
+}
+
+/// Requests by kind: `passthrough`, `ticket`, `overlay`, `module`, `internal`.
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_requests_total",
+        "Requests handled, by kind",
+        &["kind"]
+    ))
+});
+
+/// Request latency by kind, from request start to the last byte sent.
+pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    must(register_histogram_vec!(
+        "stamp_request_duration_seconds",
+        "Request latency by kind",
+        &["kind"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]
+    ))
+});
+
+/// Page rewrites by outcome: `merged`, `inserted`, `entries-only`,
+/// `map-invalid`, `map-too-large`, `bailed-out`, `skipped-*`.
+pub static REWRITES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_rewrites_total",
+        "Page rewrites by outcome",
+        &["outcome"]
+    ))
+});
+
+pub static REWRITE_BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(register_int_counter!(
+        "stamp_rewrite_bytes_in_total",
+        "HTML bytes fed to the rewriter (after decompression)"
+    ))
+});
+
+pub static REWRITE_BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(register_int_counter!(
+        "stamp_rewrite_bytes_out_total",
+        "HTML bytes produced by the rewriter"
+    ))
+});
+
+pub static MODULE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_module_cache_total",
+        "Ticket module body lookups by result: hit, miss, unknown",
+        &["result"]
+    ))
+});
+
+pub static MODULE_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(register_int_counter!(
+        "stamp_module_bytes_total",
+        "Ticket module body bytes served"
+    ))
+});
+
+pub static SNAPSHOT_VERSION: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(register_int_gauge!(
+        "stamp_snapshot_version",
+        "Store version of the snapshot being served"
+    ))
+});
+
+pub static SNAPSHOT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    must(register_histogram!(
+        "stamp_snapshot_rebuild_seconds",
+        "Time to rebuild the snapshot after a change",
+        vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]
+    ))
+});
+
+pub static ORIGIN_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_origin_errors_total",
+        "Requests that failed at the origin, by status sent",
+        &["status"]
+    ))
+});
+
+/// Renders every registered metric in the Prometheus text format.
+pub fn render() -> Vec<u8> {
+    // Touch the lazies so a scrape lists them even before first use.
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&LATENCY);
+    LazyLock::force(&REWRITES);
+    LazyLock::force(&REWRITE_BYTES_IN);
+    LazyLock::force(&REWRITE_BYTES_OUT);
+    LazyLock::force(&MODULE_CACHE);
+    LazyLock::force(&MODULE_BYTES);
+    LazyLock::force(&SNAPSHOT_VERSION);
+    LazyLock::force(&SNAPSHOT_SECONDS);
+    LazyLock::force(&ORIGIN_ERRORS);
+    stamp_store::metrics::register();
+    let mut out = Vec::new();
+    let families = prometheus::gather();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        log::error!("cannot encode metrics: {e}");
+    }
+    out
+}

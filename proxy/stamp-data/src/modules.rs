@@ -1,0 +1,203 @@
+//! Serving ticket module bodies at their content-hashed URLs
+//! (`/same/dir/file.js?__ts=<sha256>`), from a bounded in-memory cache in
+//! front of the store. Bodies are immutable, so responses are cacheable
+//! forever and validated by a strong ETag.
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use quick_cache::sync::Cache;
+
+use crate::internal::respond;
+use crate::metrics;
+use crate::select;
+use stamp_model::ticket::Hash;
+use stamp_store::SharedStore;
+
+#[derive(Debug, Clone)]
+struct BodyWeight;
+
+impl quick_cache::Weighter<Hash, Bytes> for BodyWeight {
+    fn weight(&self, _key: &Hash, body: &Bytes) -> u64 {
+        // Count the key and bookkeeping too, so empty bodies still cost something.
+        body.len() as u64 + 64
+    }
+}
+
+/// The module server: a cache in front of the store.
+pub struct ModuleServer {
+    store: SharedStore,
+    cache: Cache<Hash, Bytes, BodyWeight>,
+}
+
+impl std::fmt::Debug for ModuleServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleServer")
+            .field("cached", &self.cache.len())
+            .finish()
+    }
+}
+
+/// `Content-Type` for a module path, by extension. Types that could run as a
+/// document (HTML, SVG) are never served from here.
+pub fn content_type(path: &str) -> &'static str {
+    let ext = path
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "js" | "mjs" | "cjs" | "jsx" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" | "importmap" => "application/json",
+        "wasm" => "application/wasm",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "woff2" => "font/woff2",
+        "woff" => "font/woff",
+        _ => "application/octet-stream",
+    }
+}
+
+impl ModuleServer {
+    pub fn new(store: SharedStore, cache_bytes: u64) -> ModuleServer {
+        let estimated_items = (cache_bytes / 8192).clamp(16, 1 << 20) as usize;
+        ModuleServer {
+            store,
+            cache: Cache::with_weighter(estimated_items, cache_bytes.max(1), BodyWeight),
+        }
+    }
+
+    /// A body by hash: from the cache, else from the store (and cached).
+    pub async fn body(&self, hash: &Hash) -> std::result::Result<Option<Bytes>, String> {
+        if let Some(b) = self.cache.get(hash) {
+            metrics::MODULE_CACHE.with_label_values(&["hit"]).inc();
+            return Ok(Some(b));
+        }
+        match self.store.get_module(hash).await {
+            Ok(Some(body)) => {
+                // Content addressing is what makes "immutable" true: check it
+                // before the body is cached for a year by every browser.
+                if Hash::of(&body) != *hash {
+                    stamp_store::metrics::STORE_ERRORS.inc();
+                    return Err(format!("stored body of {hash} does not match its hash"));
+                }
+                metrics::MODULE_CACHE.with_label_values(&["miss"]).inc();
+                self.cache.insert(*hash, body.clone());
+                Ok(Some(body))
+            }
+            Ok(None) => {
+                metrics::MODULE_CACHE.with_label_values(&["unknown"]).inc();
+                Ok(None)
+            }
+            Err(e) => {
+                stamp_store::metrics::STORE_ERRORS.inc();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Answers a `?__ts=` request.
+    pub async fn serve(&self, session: &mut Session) -> Result<()> {
+        let req = session.req_header();
+        let text = "text/plain; charset=utf-8";
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return respond(
+                session,
+                405,
+                text,
+                Bytes::from_static(b"ticket-stamp: modules are read-only\n"),
+            )
+            .await;
+        }
+        let classified = select::classify(req.uri.query(), std::iter::empty(), "");
+        let Some(Ok(hash)) = classified.module else {
+            return respond(
+                session,
+                400,
+                text,
+                Bytes::from_static(b"ticket-stamp: __ts must be a sha256 hex digest\n"),
+            )
+            .await;
+        };
+        let path = req.uri.path().to_string();
+        let etag = format!("\"{hash}\"");
+        let not_modified = req
+            .headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                let t = t.trim();
+                t == "*" || t.trim_start_matches("W/") == etag
+            });
+        let head_only = req.method == http::Method::HEAD;
+        let mut resp = ResponseHeader::build(if not_modified { 304 } else { 200 }, Some(8))?;
+        resp.insert_header(header::ETAG, etag.as_str())?;
+        resp.insert_header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")?;
+        resp.insert_header(stamp_model::wire::header::INFO, "module")?;
+        if not_modified {
+            // Known to the client: no need to touch the store at all.
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(());
+        }
+        let body = match self.body(&hash).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return respond(
+                    session,
+                    404,
+                    text,
+                    Bytes::from_static(b"ticket-stamp: unknown module\n"),
+                )
+                .await;
+            }
+            Err(e) => {
+                log::warn!("module {hash}: {e}");
+                return respond(
+                    session,
+                    503,
+                    text,
+                    Bytes::from_static(b"ticket-stamp: the module store is unavailable\n"),
+                )
+                .await;
+            }
+        };
+        resp.insert_header(header::CONTENT_TYPE, content_type(&path))?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header("x-content-type-options", "nosniff")?;
+        metrics::MODULE_BYTES.inc_by(body.len() as u64);
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_type;
+
+    #[test]
+    fn types_by_extension() {
+        assert_eq!(content_type("/src/a.js"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("/src/a.MJS"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("/src/a.css"), "text/css; charset=utf-8");
+        assert_eq!(content_type("/src/a.wasm"), "application/wasm");
+        assert_eq!(content_type("/src/a.js.map"), "application/json");
+        // Never a document type, whatever the path says.
+        assert_eq!(content_type("/evil.html"), "application/octet-stream");
+        assert_eq!(content_type("/evil.svg"), "application/octet-stream");
+        assert_eq!(content_type("/dir.js/noext"), "application/octet-stream");
+    }
+}

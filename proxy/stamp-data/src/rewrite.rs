@@ -1,0 +1,630 @@
+//! The streaming page rewriter: lol_html handlers that merge the overrides
+//! into the page's inline import map (or insert one before the first module
+//! script), and point module entry points the map cannot reach
+//! (`<script type=module src>`, `<link rel=modulepreload href>`) at the
+//! ticket's versions.
+//!
+//! Only the import map's own text is buffered (bounded); everything else flows
+//! through chunk by chunk. If lol_html runs out of its memory budget (a giant
+//! tag), it bails out gracefully: the bytes it holds are flushed unchanged and
+//! the rest of the page passes through untouched.
+
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+
+use lol_html::html_content::{ContentType, EndTag, TextChunk};
+use lol_html::send::Element;
+use lol_html::send::{HtmlRewriter, Settings};
+use lol_html::{bail_out, ElementContentHandlers, MemorySettings, OutputSink, Selector};
+use url::Url;
+
+use crate::snapshot::Effective;
+
+/// The `type`s of inline import maps the proxy merges into.
+pub const MAP_TYPES: [&str; 3] = ["importmap", "importmap-shim", "systemjs-importmap"];
+
+/// Selectors are parsed once per process, not once per page: on a small page
+/// parsing them cost as much as parsing the page. Every page variant shares
+/// them (the handlers, which hold the page's state, are per page).
+fn selector(text: &str) -> Selector {
+    text.parse()
+        .unwrap_or_else(|e| panic!("built-in selector {text:?} does not parse: {e}"))
+}
+
+/// Inline import maps of every type we merge into (one selector list, so one
+/// entry for lol_html to match per `<script>`).
+static MAP_SELECTOR: LazyLock<Selector> = LazyLock::new(|| {
+    let list: Vec<String> = MAP_TYPES
+        .iter()
+        .map(|ty| format!("script[type=\"{ty}\" i]:not([src])"))
+        .collect();
+    selector(&list.join(", "))
+});
+static MODULE_SELECTOR: LazyLock<Selector> =
+    LazyLock::new(|| selector("script[type=\"module\" i]"));
+static PRELOAD_SELECTOR: LazyLock<Selector> =
+    LazyLock::new(|| selector("link[rel~=\"modulepreload\" i][href]"));
+static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
+
+/// What the rewriter needs to know before the first byte.
+#[derive(Debug, Clone)]
+pub struct RewriteSpec {
+    pub effective: Arc<Effective>,
+    /// The page's URL, to resolve relative specifiers and `src`s.
+    pub page_url: Url,
+    /// The nonce for the map element (from the CSP plan).
+    pub nonce: Option<String>,
+    pub max_map_bytes: usize,
+    pub memory_limit_bytes: usize,
+    /// HTML inserted right after `<body>` (the badge), if any.
+    pub body_prefix: Option<String>,
+}
+
+/// What happened to a page, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub maps_merged: u32,
+    pub map_inserted: bool,
+    pub entries_rewritten: u32,
+    /// Why an existing map was left unchanged (invalid JSON, too large).
+    pub map_left: Option<String>,
+    pub bailed_out: bool,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Report {
+    /// A short outcome label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        if self.bailed_out {
+            "bailed-out"
+        } else if let Some(reason) = &self.map_left {
+            if reason.contains("larger") {
+                "map-too-large"
+            } else {
+                "map-invalid"
+            }
+        } else if self.maps_merged > 0 {
+            "merged"
+        } else if self.map_inserted {
+            "inserted"
+        } else if self.entries_rewritten > 0 {
+            "entries-only"
+        } else {
+            "untouched"
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    spec: RewriteSpec,
+    /// An inline map has been seen (so none must be inserted).
+    map_seen: bool,
+    /// A module script or modulepreload has been seen.
+    module_seen: bool,
+    inserted: bool,
+    badge_done: bool,
+    /// Text of the map being read (its pieces are removed from the output and
+    /// re-emitted, merged, at its end tag).
+    buf: String,
+    in_map: bool,
+    /// The map outgrew the bound: its text was put back and flows unchanged.
+    overflowed: bool,
+    report: Report,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A handler never panics while holding the lock; if one did, the state is
+    // still the best information there is.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Collects the rewriter's output until the body filter takes it.
+#[derive(Debug, Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl OutputSink for Sink {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(chunk);
+    }
+}
+
+/// One page's rewriter. `Send` (kept in the request context behind a Mutex).
+pub struct PageRewriter {
+    rewriter: Option<HtmlRewriter<'static, Sink>>,
+    out: Sink,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for PageRewriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageRewriter")
+            .field("active", &self.rewriter.is_some())
+            .finish()
+    }
+}
+
+impl PageRewriter {
+    pub fn new(spec: RewriteSpec) -> PageRewriter {
+        let memory = MemorySettings::new()
+            .with_max_allowed_memory_usage(spec.memory_limit_bytes)
+            .with_graceful_bail_out_on_memory_limit_exceeded(true);
+        let state = Arc::new(Mutex::new(State {
+            spec,
+            map_seen: false,
+            module_seen: false,
+            inserted: false,
+            badge_done: false,
+            buf: String::new(),
+            in_map: false,
+            overflowed: false,
+            report: Report::default(),
+        }));
+        let mut settings = Settings::new_send()
+            .with_strict(false)
+            .with_memory_settings(memory);
+        let (s, t) = (state.clone(), state.clone());
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*MAP_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_map_start(&s, el))
+                .text(move |chunk: &mut TextChunk<'_>| on_map_text(&t, chunk)),
+        ));
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*MODULE_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "src")),
+        ));
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*PRELOAD_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "href")),
+        ));
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*BODY_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_body(&s, el)),
+        ));
+        let s = state.clone();
+        settings = settings.append_bail_out_handler(bail_out!(move |err, bail| {
+            let mut st = lock(&s);
+            log::warn!("page rewrite bailed out, rest of the page unchanged: {err}");
+            st.report.bailed_out = true;
+            if st.in_map && !st.overflowed {
+                // Put back the map text removed so far; the raw flush follows it.
+                let text = std::mem::take(&mut st.buf);
+                bail.append(&text, ContentType::Html);
+            }
+        }));
+        let out = Sink::default();
+        let rewriter = HtmlRewriter::new(settings, out.clone());
+        PageRewriter {
+            rewriter: Some(rewriter),
+            out,
+            state,
+        }
+    }
+
+    /// Feeds one chunk; returns what is ready to send.
+    pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
+        lock(&self.state).report.bytes_in += chunk.len() as u64;
+        match self.rewriter.as_mut() {
+            Some(r) => {
+                if r.write(chunk).is_err() {
+                    // Graceful bail-out already flushed what it held, unchanged;
+                    // the rewriter is poisoned, so the rest bypasses it.
+                    self.rewriter = None;
+                }
+                self.take()
+            }
+            None => {
+                let mut out = self.take();
+                out.extend_from_slice(chunk);
+                self.count_out(chunk.len());
+                out
+            }
+        }
+    }
+
+    /// Ends the page; returns the last bytes.
+    pub fn finish(&mut self) -> Vec<u8> {
+        if let Some(r) = self.rewriter.take() {
+            if let Err(e) = r.end() {
+                log::warn!("page rewrite failed at the end of the page: {e}");
+                lock(&self.state).report.bailed_out = true;
+            }
+        }
+        let mut out = self.take();
+        // A map whose end tag never came (truncated page): give its text back.
+        let mut st = lock(&self.state);
+        if st.in_map && !st.buf.is_empty() {
+            let text = std::mem::take(&mut st.buf);
+            st.report.bytes_out += text.len() as u64;
+            out.extend_from_slice(text.as_bytes());
+        }
+        out
+    }
+
+    pub fn report(&self) -> Report {
+        lock(&self.state).report.clone()
+    }
+
+    fn take(&mut self) -> Vec<u8> {
+        let out = std::mem::take(&mut *self.out.0.lock().unwrap_or_else(PoisonError::into_inner));
+        self.count_out(out.len());
+        out
+    }
+
+    fn count_out(&self, n: usize) {
+        lock(&self.state).report.bytes_out += n as u64;
+    }
+}
+
+/// Rewrites a whole document at once (tests, benchmarks, tools).
+pub fn rewrite_str(spec: RewriteSpec, html: &str) -> (String, Report) {
+    let mut r = PageRewriter::new(spec);
+    let mut out = r.write(html.as_bytes());
+    out.extend(r.finish());
+    (String::from_utf8_lossy(&out).into_owned(), r.report())
+}
+
+type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let mut st = lock(state);
+    st.map_seen = true;
+    st.in_map = true;
+    st.overflowed = false;
+    st.buf.clear();
+    // A map merged after the first module script is ignored by browsers anyway;
+    // merging it is still harmless and keeps the page consistent.
+    // The plan's nonce is the policy's own when it has one, so an origin
+    // nonce that the policy accepts is left as it is.
+    if let Some(nonce) = &st.spec.nonce {
+        if el.get_attribute("nonce").as_deref() != Some(nonce.as_str()) {
+            el.set_attribute("nonce", nonce)?;
+        }
+    }
+    // Hash-allowed maps change their hash when merged; a fresh nonce from the
+    // CSP plan covers that, and an `integrity` on the map itself is moot.
+    let s = state.clone();
+    if let Some(handlers) = el.end_tag_handlers() {
+        handlers.push(Box::new(move |end: &mut EndTag<'_>| on_map_end(&s, end)));
+    }
+    Ok(())
+}
+
+fn on_map_text(state: &Arc<Mutex<State>>, chunk: &mut TextChunk<'_>) -> HandlerResult {
+    let mut st = lock(state);
+    if !st.in_map || st.overflowed {
+        return Ok(());
+    }
+    let text = chunk.as_str();
+    if st.buf.len() + text.len() > st.spec.max_map_bytes {
+        // Too large to merge: put back what was removed and let the rest flow.
+        st.overflowed = true;
+        let held = std::mem::take(&mut st.buf);
+        chunk.before(&held, ContentType::Html);
+        return Ok(());
+    }
+    st.buf.push_str(text);
+    chunk.remove();
+    Ok(())
+}
+
+fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult {
+    let mut st = lock(state);
+    st.in_map = false;
+    if st.overflowed {
+        st.overflowed = false;
+        let reason = format!(
+            "the import map is larger than {} bytes",
+            st.spec.max_map_bytes
+        );
+        log::warn!("{} left unchanged: {reason}", st.spec.page_url);
+        end.after(&note(&reason), ContentType::Html);
+        st.report.map_left = Some(reason);
+        return Ok(());
+    }
+    let original = std::mem::take(&mut st.buf);
+    let spec = &st.spec;
+    match spec.effective.merges.merge(
+        &original,
+        &spec.effective.overrides,
+        &spec.page_url,
+        spec.max_map_bytes,
+    ) {
+        Ok(merged) => {
+            end.before(&merged, ContentType::Html);
+            st.report.maps_merged += 1;
+        }
+        Err(e) => {
+            let reason = format!("import map left unchanged: {e}");
+            log::warn!("{}: {reason}", spec.page_url);
+            end.before(&original, ContentType::Html);
+            end.after(&note(&reason), ContentType::Html);
+            st.report.map_left = Some(reason);
+        }
+    }
+    Ok(())
+}
+
+/// An HTML comment that says why the page was not stamped as asked (the
+/// response headers are gone by the time the map is read).
+fn note(reason: &str) -> String {
+    let safe: String = reason
+        .chars()
+        .map(|c| {
+            if c == '-' || c == '<' || c == '>' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("<!-- ticket-stamp: {safe} -->")
+}
+
+fn on_module_entry(
+    state: &Arc<Mutex<State>>,
+    el: &mut Element<'_, '_>,
+    attr: &str,
+) -> HandlerResult {
+    let mut st = lock(state);
+    if !st.map_seen && !st.inserted && !st.module_seen {
+        // The first module script / modulepreload with no map before it: the
+        // page has no map that could still take effect, so insert ours here.
+        let html = map_element(&st.spec);
+        el.before(&html, ContentType::Html);
+        st.inserted = true;
+        st.report.map_inserted = true;
+    }
+    st.module_seen = true;
+    let Some(value) = el.get_attribute(attr) else {
+        return Ok(());
+    };
+    let Some(path) = same_origin_path(&st.spec.page_url, &value) else {
+        return Ok(());
+    };
+    let Some(module) = st.spec.effective.by_path.get(&path) else {
+        return Ok(());
+    };
+    el.set_attribute(attr, &module.url())?;
+    if el.get_attribute("integrity").is_some() {
+        el.set_attribute("integrity", &module.hash.sri())?;
+    }
+    st.report.entries_rewritten += 1;
+    Ok(())
+}
+
+fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let mut st = lock(state);
+    if !st.badge_done {
+        st.badge_done = true;
+        if let Some(badge) = st.spec.body_prefix.clone() {
+            el.prepend(&badge, ContentType::Html);
+        }
+    }
+    Ok(())
+}
+
+/// `<script type="importmap" nonce=…>{json}</script>`.
+fn map_element(spec: &RewriteSpec) -> String {
+    match spec.nonce.as_deref().filter(|n| is_nonce_safe(n)) {
+        Some(n) => format!(
+            "<script type=\"importmap\" nonce=\"{n}\">{}</script>",
+            spec.effective.fresh_map
+        ),
+        None => format!(
+            "<script type=\"importmap\">{}</script>",
+            spec.effective.fresh_map
+        ),
+    }
+}
+
+/// CSP nonces are base64(url) text; anything else is not written into markup.
+fn is_nonce_safe(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
+}
+
+/// The path a `src`/`href` refers to when it is on the page's own origin
+/// (query and fragment ignored: a cache-busting `?v=3` still names the module).
+pub fn same_origin_path(page: &Url, value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    let url = page.join(value).ok()?;
+    if url.origin() != page.origin() {
+        return None;
+    }
+    Some(url.path().to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use stamp_model::ticket::{Hash, ModuleRef, OverrideSet};
+
+    fn eff(paths: &[&str]) -> Arc<Effective> {
+        let mut set = OverrideSet::new();
+        for p in paths {
+            set.insert(
+                p.to_string(),
+                ModuleRef {
+                    path: p.to_string(),
+                    hash: Hash::of(p.as_bytes()),
+                    size: 1,
+                },
+            );
+        }
+        Arc::new(Effective::new(set))
+    }
+
+    fn spec(paths: &[&str]) -> RewriteSpec {
+        RewriteSpec {
+            effective: eff(paths),
+            page_url: Url::parse("http://app.test/shop/").unwrap(),
+            nonce: None,
+            max_map_bytes: 4096,
+            memory_limit_bytes: 1 << 20,
+            body_prefix: None,
+        }
+    }
+
+    fn url_of(p: &str) -> String {
+        stamp_model::ticket::module_url(p, &Hash::of(p.as_bytes()))
+    }
+
+    #[test]
+    fn inserts_a_map_before_the_first_module_script() {
+        let html = "<html><head><title>t</title><script type=module src=\"/src/main.js\"></script></head></html>";
+        let (out, report) = rewrite_str(spec(&["/src/lib/greet.js"]), html);
+        let map_at = out.find("<script type=\"importmap\">").unwrap();
+        assert!(map_at < out.find("/src/main.js").unwrap(), "{out}");
+        assert!(report.map_inserted);
+        assert!(out.contains(&url_of("/src/lib/greet.js")));
+    }
+
+    #[test]
+    fn inserts_without_a_head() {
+        let html = "<script type=module>import '/src/a.js'</script>";
+        let (out, _) = rewrite_str(spec(&["/src/a.js"]), html);
+        assert!(out.starts_with("<script type=\"importmap\">"), "{out}");
+    }
+
+    #[test]
+    fn merges_a_map_split_across_chunks() {
+        let html = "<head><script type=\"importmap\">{\"imports\": {\"lib/greet\": \"/src/lib/greet.js\"}}</script><script type=module src=/src/main.js></script>";
+        let mut r = PageRewriter::new(spec(&["/src/lib/greet.js"]));
+        let mut out = Vec::new();
+        for piece in html.as_bytes().chunks(7) {
+            out.extend(r.write(piece));
+        }
+        out.extend(r.finish());
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.matches("importmap").count(), 1, "{out}");
+        assert!(
+            out.contains(&format!(
+                "\"lib/greet\":\"{}\"",
+                url_of("/src/lib/greet.js")
+            )),
+            "{out}"
+        );
+        assert_eq!(r.report().maps_merged, 1);
+    }
+
+    #[test]
+    fn rewrites_entry_points_the_map_cannot_reach() {
+        let html = "<head><link rel=\"preload modulepreload\" href=\"../src/a.js\" integrity=\"sha384-x\"><script type=module src=\"/src/a.js?v=2\"></script><script type=module src=\"https://cdn.test/src/a.js\"></script>";
+        let (out, report) = rewrite_str(spec(&["/src/a.js"]), html);
+        let sri = Hash::of(b"/src/a.js").sri();
+        assert!(
+            out.contains(&format!(
+                "href=\"{}\" integrity=\"{sri}\"",
+                url_of("/src/a.js")
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("src=\"{}\"", url_of("/src/a.js"))),
+            "{out}"
+        );
+        assert!(
+            out.contains("https://cdn.test/src/a.js"),
+            "cross-origin left alone: {out}"
+        );
+        assert_eq!(report.entries_rewritten, 2);
+    }
+
+    #[test]
+    fn an_invalid_map_is_left_exactly_as_it_was() {
+        let html =
+            "<script type=importmap>{ not json </script><script type=module src=/x.js></script>";
+        let (out, report) = rewrite_str(spec(&["/src/a.js"]), html);
+        assert!(
+            out.starts_with("<script type=importmap>{ not json </script><!-- ticket-stamp:"),
+            "{out}"
+        );
+        assert!(report.map_left.is_some());
+        assert!(!report.map_inserted, "never a second map");
+    }
+
+    #[test]
+    fn an_oversized_map_flows_through_unchanged() {
+        let big = format!("{{\"imports\":{{\"a\":\"{}\"}}}}", "x".repeat(10_000));
+        let html = format!("<script type=importmap>{big}</script>");
+        let mut r = PageRewriter::new(spec(&["/src/a.js"]));
+        let mut out = Vec::new();
+        for piece in html.as_bytes().chunks(1000) {
+            out.extend(r.write(piece));
+        }
+        out.extend(r.finish());
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains(&big), "map text intact");
+        assert_eq!(r.report().outcome(), "map-too-large");
+    }
+
+    #[test]
+    fn an_unterminated_map_gives_its_text_back() {
+        let html = "<script type=importmap>{\"imports\":{}}";
+        let (out, _) = rewrite_str(spec(&["/src/a.js"]), html);
+        assert_eq!(out, html);
+    }
+
+    #[test]
+    fn the_nonce_goes_on_the_map() {
+        let mut s = spec(&["/src/a.js"]);
+        s.nonce = Some("abc123".into());
+        let (out, _) = rewrite_str(s.clone(), "<script type=module src=/src/a.js></script>");
+        assert!(
+            out.contains("<script type=\"importmap\" nonce=\"abc123\">"),
+            "{out}"
+        );
+        let (out, _) = rewrite_str(s.clone(), "<script type=importmap nonce=abc123>{}</script>");
+        assert!(
+            out.contains("nonce=abc123>"),
+            "the policy's nonce is kept as written: {out}"
+        );
+        let (out, _) = rewrite_str(s, "<script type=importmap nonce=stale>{}</script>");
+        assert!(
+            out.contains("nonce=\"abc123\""),
+            "a nonce the policy does not accept is replaced: {out}"
+        );
+    }
+
+    #[test]
+    fn memory_exhaustion_passes_the_rest_through() {
+        let mut s = spec(&["/src/a.js"]);
+        s.memory_limit_bytes = 64 * 1024;
+        // A tag the rewriter must buffer whole (it has a handler) and cannot.
+        let huge = format!("<body data-x=\"{}\">", "y".repeat(200_000));
+        let html =
+            format!("<p>before</p>{huge}<p>after</p><script type=module src=/src/a.js></script>");
+        let mut r = PageRewriter::new(s);
+        let mut out = Vec::new();
+        for piece in html.as_bytes().chunks(4096) {
+            out.extend(r.write(piece));
+        }
+        out.extend(r.finish());
+        let out = String::from_utf8(out).unwrap();
+        let first_diff = out.bytes().zip(html.bytes()).position(|(a, b)| a != b);
+        assert!(
+            out == html,
+            "output differs: len {} vs {}, first difference at {first_diff:?}",
+            out.len(),
+            html.len()
+        );
+        assert!(r.report().bailed_out);
+    }
+}

@@ -1,0 +1,464 @@
+//! Request classification: which ticket (if any) a request selects, from the
+//! query (`?dev=KEY`, `?qa=KEY`, `?stamp=off`) or else the ticket cookie, and
+//! whether it asks for a ticket module body (`?__ts=<hash>`).
+//!
+//! Pure functions over the request line and cookies, so every hostile input
+//! can be tested without a socket. Rules, deterministic:
+//! - `stamp=off` beats everything and clears the cookie;
+//! - otherwise the last `dev=`/`qa=` parameter of the query wins;
+//! - a query selection beats the cookie;
+//! - a malformed selection never fails the request: production is served and
+//!   the reason travels in the `x-ticket-stamp` response header.
+
+pub use stamp_model::ticket::View;
+use stamp_model::ticket::{Hash, KeyError, TicketKey, MODULE_PARAM};
+
+/// Where a selection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Query,
+    Cookie,
+}
+
+/// What a request selects before the ticket is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Nothing selected: production (plus the released overlay).
+    None,
+    /// `?stamp=off`: production, and the cookie is cleared.
+    Off,
+    Ticket {
+        key: TicketKey,
+        view: View,
+        source: Source,
+        /// A share token (`?st=` or carried in the cookie), for protected previews.
+        token: Option<String>,
+    },
+    /// A selection that could not be parsed; production is served.
+    Invalid { reason: String, source: Source },
+}
+
+/// The classification of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub selection: Selection,
+    /// `?__ts=` was present: `Some(Ok(hash))` or `Some(Err(()))` when malformed.
+    pub module: Option<Result<Hash, ()>>,
+    /// The request carried the ticket cookie (so clearing it is meaningful).
+    pub has_cookie: bool,
+}
+
+/// Longest cookie value considered (anything longer is hostile).
+const MAX_COOKIE_VALUE: usize = 128;
+
+/// Classifies a request from its query string and its `Cookie` header values.
+pub fn classify<'a>(
+    query: Option<&str>,
+    cookie_headers: impl IntoIterator<Item = &'a [u8]>,
+    cookie_name: &str,
+) -> Classified {
+    let mut from_query: Option<Selection> = None;
+    let mut off = false;
+    let mut module = None;
+    let mut share_token: Option<String> = None;
+    if let Some(q) = query {
+        for (name, value) in url::form_urlencoded::parse(q.as_bytes()) {
+            match name.as_ref() {
+                "dev" => from_query = Some(parse_selection(View::Dev, &value, Source::Query)),
+                "qa" => from_query = Some(parse_selection(View::Qa, &value, Source::Query)),
+                "stamp" => {
+                    if value.eq_ignore_ascii_case("off") {
+                        off = true;
+                    } else if from_query.is_none() {
+                        from_query = Some(Selection::Invalid {
+                            reason: "the only value of ?stamp= is off".into(),
+                            source: Source::Query,
+                        });
+                    }
+                }
+                MODULE_PARAM if module.is_none() => {
+                    module = Some(Hash::parse(&value).ok_or(()));
+                }
+                "st" => share_token = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+    }
+    let cookie = find_cookie(cookie_headers, cookie_name);
+    let has_cookie = cookie.is_some();
+    let selection = if off {
+        Selection::Off
+    } else if let Some(sel) = from_query {
+        match sel {
+            Selection::Ticket {
+                key, view, source, ..
+            } => Selection::Ticket {
+                key,
+                view,
+                source,
+                token: share_token.filter(|t| stamp_model::share::looks_like_token(t)),
+            },
+            other => other,
+        }
+    } else if let Some(value) = cookie {
+        parse_cookie_value(value)
+    } else {
+        Selection::None
+    };
+    Classified {
+        selection,
+        module,
+        has_cookie,
+    }
+}
+
+fn parse_selection(view: View, value: &str, source: Source) -> Selection {
+    match TicketKey::parse(value) {
+        Ok(key) => Selection::Ticket {
+            key,
+            view,
+            source,
+            token: None,
+        },
+        Err(e) => Selection::Invalid {
+            reason: key_reason(view, e, source),
+            source,
+        },
+    }
+}
+
+fn key_reason(view: View, e: KeyError, source: Source) -> String {
+    // Never echo the raw input: it goes into a response header.
+    let place = match source {
+        Source::Query => format!("?{}=", view.as_str()),
+        Source::Cookie => "the ticket cookie".to_string(),
+    };
+    format!("{place}: {e}")
+}
+
+/// The cookie's value for a selection: `dev.TKT-1`, or `dev.TKT-1.<token>`
+/// on a protected preview.
+pub fn cookie_value(key: &TicketKey, view: View, token: Option<&str>) -> String {
+    match token {
+        Some(t) => format!("{}.{}.{t}", view.as_str(), key),
+        None => format!("{}.{}", view.as_str(), key),
+    }
+}
+
+fn parse_cookie_value(value: &[u8]) -> Selection {
+    let invalid = |reason: &str| Selection::Invalid {
+        reason: reason.to_string(),
+        source: Source::Cookie,
+    };
+    if value.len() > MAX_COOKIE_VALUE {
+        return invalid("the ticket cookie is too long");
+    }
+    let Ok(text) = std::str::from_utf8(value) else {
+        return invalid("the ticket cookie is not text");
+    };
+    let text = text.trim_matches('"');
+    let Some((view, rest)) = text.split_once('.') else {
+        return invalid("the ticket cookie is malformed");
+    };
+    let view = match view {
+        "dev" => View::Dev,
+        "qa" => View::Qa,
+        _ => return invalid("the ticket cookie names no stage"),
+    };
+    let (key, token) = match rest.split_once('.') {
+        Some((key, token)) if stamp_model::share::looks_like_token(token) => (key, Some(token)),
+        Some(_) => return invalid("the ticket cookie is malformed"),
+        None => (rest, None),
+    };
+    match parse_selection(view, key, Source::Cookie) {
+        Selection::Ticket {
+            key, view, source, ..
+        } => Selection::Ticket {
+            key,
+            view,
+            source,
+            token: token.map(str::to_string),
+        },
+        other => other,
+    }
+}
+
+/// Finds the first cookie called `name` across all `Cookie` headers (HTTP/2
+/// clients may send one header per cookie).
+fn find_cookie<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Option<&'a [u8]> {
+    for header in headers {
+        for pair in header.split(|&b| b == b';') {
+            let pair = trim_ascii(pair);
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim_ascii(&pair[..eq]) == name.as_bytes() {
+                return Some(trim_ascii(&pair[eq + 1..]));
+            }
+        }
+    }
+    None
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// `Set-Cookie` that selects a ticket.
+pub fn set_cookie(
+    name: &str,
+    key: &TicketKey,
+    view: View,
+    token: Option<&str>,
+    max_age_secs: u64,
+    secure: bool,
+) -> String {
+    format!(
+        "{name}={}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
+        cookie_value(key, view, token),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// `Set-Cookie` that clears the selection.
+pub fn clear_cookie(name: &str, secure: bool) -> String {
+    format!(
+        "{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// Whether a request may be for an HTML page (so it is worth rewriting, and its
+/// conditional/range headers must not reach the origin). Assets with a known
+/// non-HTML extension are not; everything else (no extension, .html, a
+/// navigation) may be.
+pub fn may_be_html(path: &str, accept: Option<&[u8]>, fetch_dest: Option<&[u8]>) -> bool {
+    if fetch_dest.is_some_and(|d| d == b"document" || d == b"iframe" || d == b"frame") {
+        return true;
+    }
+    if accept.is_some_and(|a| a.windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html"))) {
+        return true;
+    }
+    let last = path.rsplit('/').next().unwrap_or("");
+    match last.rsplit_once('.') {
+        None => true,
+        Some((_, ext)) => {
+            let ext = ext.to_ascii_lowercase();
+            !matches!(
+                ext.as_str(),
+                "js" | "mjs"
+                    | "cjs"
+                    | "css"
+                    | "json"
+                    | "map"
+                    | "wasm"
+                    | "png"
+                    | "jpg"
+                    | "jpeg"
+                    | "gif"
+                    | "webp"
+                    | "avif"
+                    | "svg"
+                    | "ico"
+                    | "woff"
+                    | "woff2"
+                    | "ttf"
+                    | "otf"
+                    | "mp4"
+                    | "webm"
+                    | "mp3"
+                    | "ogg"
+                    | "wav"
+                    | "pdf"
+                    | "zip"
+                    | "gz"
+                    | "txt"
+                    | "xml"
+                    | "csv"
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn c(query: Option<&str>, cookies: &[&str]) -> Classified {
+        classify(query, cookies.iter().map(|s| s.as_bytes()), "ticket_stamp")
+    }
+
+    fn ticket(key: &str, view: View, source: Source) -> Selection {
+        Selection::Ticket {
+            key: TicketKey::parse(key).unwrap(),
+            view,
+            source,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn share_tokens_travel_in_the_query_and_the_cookie() {
+        let t = "1999999999.0.0123456789abcdef0123456789abcdef";
+        match c(Some(&format!("qa=TKT-1&st={t}")), &[]).selection {
+            Selection::Ticket { token, .. } => assert_eq!(token.as_deref(), Some(t)),
+            other => panic!("{other:?}"),
+        }
+        match c(None, &[&format!("ticket_stamp=qa.TKT-1.{t}")]).selection {
+            Selection::Ticket { token, key, .. } => {
+                assert_eq!(token.as_deref(), Some(t));
+                assert_eq!(key.as_str(), "TKT-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            c(None, &["ticket_stamp=qa.TKT-1.<x>"]).selection,
+            Selection::Invalid { .. }
+        ));
+        match c(Some("dev=TKT-1&st=%3Cscript%3E"), &[]).selection {
+            Selection::Ticket { token, .. } => assert_eq!(token, None, "junk tokens are dropped"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn query_selects_and_normalises() {
+        assert_eq!(
+            c(Some("dev=tkt-1"), &[]).selection,
+            ticket("TKT-1", View::Dev, Source::Query)
+        );
+        assert_eq!(
+            c(Some("a=1&qa=TKT-2"), &[]).selection,
+            ticket("TKT-2", View::Qa, Source::Query)
+        );
+        assert_eq!(
+            c(Some("dev=%54KT-3"), &[]).selection,
+            ticket("TKT-3", View::Dev, Source::Query)
+        );
+        assert_eq!(c(None, &[]).selection, Selection::None);
+        assert_eq!(c(Some("x=1"), &[]).selection, Selection::None);
+    }
+
+    #[test]
+    fn last_query_parameter_wins_and_beats_the_cookie() {
+        assert_eq!(
+            c(Some("dev=A1-1&qa=B2-2"), &[]).selection,
+            ticket("B2-2", View::Qa, Source::Query)
+        );
+        assert_eq!(
+            c(Some("qa=B2-2&dev=A1-1"), &[]).selection,
+            ticket("A1-1", View::Dev, Source::Query)
+        );
+        assert_eq!(
+            c(Some("dev=A1-1"), &["ticket_stamp=qa.B2-2"]).selection,
+            ticket("A1-1", View::Dev, Source::Query)
+        );
+    }
+
+    #[test]
+    fn stamp_off_beats_everything() {
+        let r = c(Some("dev=A1-1&stamp=off"), &["ticket_stamp=dev.A1-1"]);
+        assert_eq!(r.selection, Selection::Off);
+        assert!(r.has_cookie);
+        assert_eq!(c(Some("stamp=OFF&qa=A1-1"), &[]).selection, Selection::Off);
+    }
+
+    #[test]
+    fn cookie_selects_when_the_query_does_not() {
+        assert_eq!(
+            c(Some("page=2"), &["a=b; ticket_stamp=qa.TKT-9; c=d"]).selection,
+            ticket("TKT-9", View::Qa, Source::Cookie)
+        );
+        // HTTP/2 may split cookies into several headers.
+        assert_eq!(
+            c(None, &["a=b", "ticket_stamp=dev.TKT-9"]).selection,
+            ticket("TKT-9", View::Dev, Source::Cookie)
+        );
+    }
+
+    #[test]
+    fn malformed_selections_are_reasons_not_errors() {
+        for q in [
+            "dev=",
+            "dev=TKT",
+            "dev=%3Cscript%3E-1",
+            "qa=TKT-1%0d%0aX:1",
+            "dev=TKT-1-",
+            "stamp=on",
+        ] {
+            match c(Some(q), &[]).selection {
+                Selection::Invalid { reason, source } => {
+                    assert_eq!(source, Source::Query);
+                    assert!(!reason.contains('<') && !reason.contains('\r'), "{reason}");
+                }
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_cookies_are_refused_with_a_safe_reason() {
+        let long = format!("ticket_stamp=dev.{}", "A".repeat(500));
+        for cookie in [
+            "ticket_stamp=",
+            "ticket_stamp=prod.TKT-1",
+            "ticket_stamp=dev",
+            "ticket_stamp=dev.<x>-1",
+            "ticket_stamp=dev.TKT-1\u{7f}",
+            long.as_str(),
+        ] {
+            match c(None, &[cookie]).selection {
+                Selection::Invalid { source, reason } => {
+                    assert_eq!(source, Source::Cookie);
+                    assert!(reason.is_ascii() && !reason.contains('<'));
+                }
+                other => panic!("{cookie}: {other:?}"),
+            }
+        }
+        let bytes: &[u8] = b"ticket_stamp=dev.\xff\xfe-1";
+        assert!(matches!(
+            classify(None, [bytes], "ticket_stamp").selection,
+            Selection::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn module_requests_are_recognised() {
+        let h = Hash::of(b"x");
+        let r = c(Some(&format!("__ts={h}")), &[]);
+        assert_eq!(r.module, Some(Ok(h)));
+        assert_eq!(c(Some("__ts=zz"), &[]).module, Some(Err(())));
+        assert_eq!(c(Some("ts=1"), &[]).module, None);
+    }
+
+    #[test]
+    fn cookies_have_the_safe_attributes() {
+        let k = TicketKey::parse("TKT-1").unwrap();
+        let s = set_cookie("ticket_stamp", &k, View::Qa, None, 60, true);
+        assert_eq!(
+            s,
+            "ticket_stamp=qa.TKT-1; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert!(clear_cookie("ticket_stamp", false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn html_candidates() {
+        assert!(may_be_html("/", None, None));
+        assert!(may_be_html("/cart/checkout", None, None));
+        assert!(may_be_html("/index.html", None, None));
+        assert!(!may_be_html("/src/app.js", None, None));
+        assert!(!may_be_html("/img/logo.PNG", Some(b"image/*"), None));
+        assert!(may_be_html("/report.pdf", Some(b"text/html,*/*"), None));
+        assert!(may_be_html("/x.js", None, Some(b"document")));
+    }
+}

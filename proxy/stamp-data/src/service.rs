@@ -1,0 +1,683 @@
+//! The `ProxyHttp` implementation. Phase methods stay thin: classification is
+//! in `select`, the page rewrite in `rewrite`, CSP in `csp`, module bodies in
+//! `modules`, the reserved `/__stamp/` endpoints in `internal`.
+//!
+//! Per request: `early_request_filter` decides which overrides apply (one
+//! atomic snapshot load, no store round trip); `request_filter` answers
+//! `/__stamp/…` and ticket module bodies itself; `upstream_request_filter`
+//! keeps a page that will be rewritten from arriving compressed, partial or as
+//! a 304; `response_filter` decides from the headers whether to rewrite and
+//! fixes the headers; `response_body_filter` streams the body through lol_html.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use stamp_model::share::Signer;
+use stamp_model::wire;
+
+use crate::config::DataConfig;
+use crate::control::ControlPlane;
+use crate::csp;
+use crate::decode::{Coding, Decoder};
+use crate::internal::{self, Internal};
+use crate::metrics;
+use crate::modules::ModuleServer;
+use crate::rewrite::{PageRewriter, RewriteSpec};
+use crate::select::{self, Selection, Source, View};
+use crate::snapshot::{Effective, Resolved, SnapshotCell};
+use stamp_model::ticket::{Stage, TicketKey};
+use stamp_store::SharedStore;
+
+/// The response header that says what the proxy did, or why it did not.
+pub const INFO_HEADER: &str = wire::header::INFO;
+
+/// What kind of request this was (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Passthrough,
+    Ticket,
+    Overlay,
+    Module,
+    Internal,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Passthrough => "passthrough",
+            Kind::Ticket => "ticket",
+            Kind::Overlay => "overlay",
+            Kind::Module => "module",
+            Kind::Internal => "internal",
+        }
+    }
+}
+
+/// Which variant of a page a request gets.
+#[derive(Debug, Clone)]
+pub enum Variant {
+    Ticket {
+        key: TicketKey,
+        view: View,
+        stage: Stage,
+    },
+    /// Production with released tickets' overrides.
+    Overlay,
+}
+
+#[derive(Debug, Clone)]
+pub struct PagePlan {
+    pub effective: Arc<Effective>,
+    pub variant: Variant,
+}
+
+struct ActiveRewrite {
+    decoder: Option<Decoder>,
+    rewriter: PageRewriter,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    kind: Kind,
+    plan: Option<PagePlan>,
+    /// `Set-Cookie` to send (select or clear).
+    set_cookie: Option<String>,
+    /// Value of the `x-ticket-stamp` header.
+    info: Option<String>,
+    /// The request may be for an HTML page that will be rewritten.
+    html_candidate: bool,
+    secure: bool,
+    rewrite: Option<Mutex<ActiveRewrite>>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("kind", &self.kind)
+            .field("plan", &self.plan.as_ref().map(|p| &p.variant))
+            .finish()
+    }
+}
+
+/// The proxy service: configuration, the snapshot, the module server, and
+/// the control plane behind `/__stamp/`.
+pub struct StampProxy {
+    pub cfg: Arc<DataConfig>,
+    pub snapshot: Arc<SnapshotCell>,
+    pub store: SharedStore,
+    pub modules: ModuleServer,
+    pub internal: Internal,
+    /// Share-link checker, when previews are protected.
+    pub preview: Option<Signer>,
+    peer: HttpPeer,
+}
+
+impl StampProxy {
+    pub fn new(
+        cfg: Arc<DataConfig>,
+        snapshot: Arc<SnapshotCell>,
+        store: SharedStore,
+        control: Arc<dyn ControlPlane>,
+        preview: Option<Signer>,
+    ) -> StampProxy {
+        let o = &cfg.origin;
+        let mut peer = HttpPeer::new(o.addr, o.tls, o.sni.clone());
+        peer.options.connection_timeout = Some(cfg.timeouts.connect);
+        peer.options.read_timeout = Some(cfg.timeouts.read);
+        peer.options.write_timeout = Some(cfg.timeouts.write);
+        peer.options.idle_timeout = Some(cfg.timeouts.idle);
+        peer.options.verify_cert = o.verify_cert;
+        peer.options.verify_hostname = o.verify_cert;
+        let modules = ModuleServer::new(store.clone(), cfg.module_cache_bytes);
+        let internal = Internal {
+            cell: snapshot.clone(),
+            store: store.clone(),
+            control,
+        };
+        StampProxy {
+            cfg,
+            snapshot,
+            store,
+            modules,
+            internal,
+            preview,
+            peer,
+        }
+    }
+
+    /// Decides the page plan, the cookie and the info header for a request.
+    fn plan(&self, session: &Session, ctx: &mut Ctx) -> Option<select::Classified> {
+        let req = session.req_header();
+        let cookies = req.headers.get_all(header::COOKIE);
+        let classified = select::classify(
+            req.uri.query(),
+            cookies.iter().map(|v| v.as_bytes()),
+            &self.cfg.selection.cookie_name,
+        );
+        if classified.module.is_some() {
+            return Some(classified);
+        }
+        let snap = self.snapshot.load();
+        let overlay = || {
+            snap.overlay.clone().map(|effective| PagePlan {
+                effective,
+                variant: Variant::Overlay,
+            })
+        };
+        let name = &self.cfg.selection.cookie_name;
+        let clear = select::clear_cookie(name, ctx.secure);
+        let production = |ctx: &mut Ctx, reason: String, clear_cookie: bool| {
+            ctx.info = Some(format!("production; reason=\"{reason}\""));
+            if clear_cookie {
+                ctx.set_cookie = Some(clear.clone());
+            }
+            ctx.plan = overlay();
+        };
+        match &classified.selection {
+            Selection::None => ctx.plan = overlay(),
+            Selection::Off => production(ctx, "selection cleared".into(), true),
+            Selection::Invalid { reason, source } => {
+                let clear = classified.has_cookie || *source == Source::Cookie;
+                production(ctx, reason.clone(), clear);
+            }
+            Selection::Ticket {
+                key,
+                view,
+                source,
+                token,
+            } => match snap.resolve(key, *view) {
+                Resolved::Stamp { effective, stage } => {
+                    if let Some(signer) = &self.preview {
+                        let generation = snap.tickets.get(key).map_or(0, |t| t.share_gen);
+                        if let Err(refusal) =
+                            signer.verify(token.as_deref(), key, *view, generation)
+                        {
+                            let clear = classified.has_cookie || *source == Source::Cookie;
+                            production(ctx, refusal.reason().to_string(), clear);
+                            return Some(classified);
+                        }
+                    }
+                    if *source == Source::Query {
+                        ctx.set_cookie = Some(select::set_cookie(
+                            name,
+                            key,
+                            *view,
+                            token.as_deref().filter(|_| self.preview.is_some()),
+                            self.cfg.selection.cookie_max_age.as_secs(),
+                            ctx.secure,
+                        ));
+                    }
+                    ctx.info = Some(format!(
+                        "stamped; ticket={key}; view={}; stage={stage}; overrides={}",
+                        view.as_str(),
+                        effective.len()
+                    ));
+                    ctx.plan = Some(PagePlan {
+                        effective: effective.clone(),
+                        variant: Variant::Ticket {
+                            key: key.clone(),
+                            view: *view,
+                            stage,
+                        },
+                    });
+                }
+                Resolved::Production(reason) => {
+                    let clear = classified.has_cookie || *source == Source::Cookie;
+                    production(ctx, reason, clear);
+                }
+            },
+        }
+        if let Some(PagePlan {
+            variant: Variant::Overlay,
+            effective,
+        }) = &ctx.plan
+        {
+            if ctx.info.is_none() {
+                ctx.info = Some(format!(
+                    "overlay; released={}; overrides={}",
+                    snap.released.len(),
+                    effective.len()
+                ));
+            }
+        }
+        Some(classified)
+    }
+
+    /// Headers and rewriter for a page that will be rewritten, or the reason
+    /// it will not be.
+    fn start_rewrite(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        plan: &PagePlan,
+    ) -> Result<Option<ActiveRewrite>, String> {
+        let status = resp.status.as_u16();
+        if status < 200 || status == 204 || status == 206 || status == 304 {
+            return Ok(None);
+        }
+        if !is_html(resp) {
+            return Ok(None);
+        }
+        let no_transform = resp.headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+            })
+        });
+        if no_transform {
+            return Err("the origin sent Cache-Control: no-transform".into());
+        }
+        let coding = Coding::from_header(
+            resp.headers
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.as_bytes()),
+        )?;
+        let decoder = coding.map(Decoder::new).transpose()?;
+
+        // CSP: the map gets the policy's nonce, or the policy gets our hash and
+        // a fresh nonce; nothing is ever removed.
+        let policies: Vec<String> = resp
+            .headers
+            .get_all(header::CONTENT_SECURITY_POLICY)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        // CSP: the map (and the badge's style) get the policy's nonce, or the
+        // policy gets their hashes and a fresh nonce; nothing is ever removed.
+        let fresh = csp::fresh_nonce();
+        let mut nonce = None;
+        let mut style_nonce = None;
+        let badge = match &plan.variant {
+            Variant::Ticket { key, view, stage } if self.cfg.badge => Some((key, *view, *stage)),
+            _ => None,
+        };
+        if !policies.is_empty() {
+            let mut current = policies.clone();
+            let mut changed = false;
+            let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+            let script = csp::plan(&refs, &plan.effective.fresh_hash, &fresh);
+            if let Some(note) = &script.note {
+                log::info!("{}: {note}", session.req_header().uri);
+            }
+            if script.changed {
+                current = script.policies.clone();
+                changed = true;
+            }
+            nonce = script.nonce;
+            if badge.is_some() {
+                let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+                let style = csp::plan_for(
+                    csp::Element::Style,
+                    &refs,
+                    crate::badge::style_hash(),
+                    &fresh,
+                );
+                if style.changed {
+                    current = style.policies.clone();
+                    changed = true;
+                }
+                style_nonce = style.nonce;
+            }
+            if changed {
+                resp.remove_header(&header::CONTENT_SECURITY_POLICY);
+                for p in &current {
+                    resp.append_header(header::CONTENT_SECURITY_POLICY, p.as_str())
+                        .map_err(|e| format!("cannot write the CSP header: {e}"))?;
+                }
+            }
+        }
+        let body_prefix = badge.map(|(key, view, stage)| {
+            crate::badge::html(
+                key,
+                view,
+                stage,
+                plan.effective.len(),
+                style_nonce.as_deref(),
+            )
+        });
+
+        for h in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::ACCEPT_RANGES,
+        ] {
+            resp.remove_header(&h);
+        }
+        if session.req_header().version != http::Version::HTTP_2 {
+            let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+            resp.set_version(http::Version::HTTP_11);
+        }
+        let cache_control = match plan.variant {
+            Variant::Ticket { .. } => "private, no-store",
+            // Production with released tickets: caches must come back, so a
+            // revert is seen at once.
+            Variant::Overlay => "no-cache",
+        };
+        let _ = resp.insert_header(header::CACHE_CONTROL, cache_control);
+        add_vary_cookie(resp);
+
+        let page_url = page_url(session, self.cfg.tls);
+        let rewriter = PageRewriter::new(RewriteSpec {
+            effective: plan.effective.clone(),
+            page_url,
+            nonce,
+            max_map_bytes: self.cfg.rewrite.max_import_map_bytes,
+            memory_limit_bytes: self.cfg.rewrite.memory_limit_bytes,
+            body_prefix,
+        });
+        Ok(Some(ActiveRewrite { decoder, rewriter }))
+    }
+}
+
+/// Appends `Cookie` to `Vary` unless it is already there (or `*`).
+fn add_vary_cookie(resp: &mut ResponseHeader) {
+    let present = resp.headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("cookie") || t.trim() == "*")
+        })
+    });
+    if !present {
+        let _ = resp.append_header(header::VARY, "Cookie");
+    }
+}
+
+/// The page's absolute URL as the browser sees it, for resolving relative
+/// URLs in the page. Falls back to a neutral host when Host is unusable.
+fn page_url(session: &Session, tls: bool) -> url::Url {
+    let req = session.req_header();
+    let forwarded_https = req
+        .headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let scheme = if tls || forwarded_https {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let path = req.uri.path();
+    url::Url::parse(&format!("{scheme}://{host}{path}"))
+        .or_else(|_| url::Url::parse(&format!("{scheme}://localhost{path}")))
+        .unwrap_or_else(|_| {
+            #[allow(clippy::unwrap_used)] // a constant URL
+            url::Url::parse("http://localhost/").unwrap()
+        })
+}
+
+#[async_trait]
+impl ProxyHttp for StampProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            kind: Kind::Passthrough,
+            plan: None,
+            set_cookie: None,
+            info: None,
+            html_candidate: false,
+            secure: self.cfg.tls,
+            rewrite: None,
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let req = session.req_header();
+        if wire::is_reserved(req.uri.path()) {
+            ctx.kind = Kind::Internal;
+            return Ok(());
+        }
+        if req
+            .headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+        {
+            ctx.secure = true;
+        }
+        let classified = self.plan(session, ctx);
+        let is_module = classified.is_some_and(|c| c.module.is_some());
+        let req = session.req_header();
+        let get_or_head = req.method == http::Method::GET || req.method == http::Method::HEAD;
+        if is_module {
+            ctx.kind = Kind::Module;
+        } else if let Some(plan) = &ctx.plan {
+            ctx.kind = match plan.variant {
+                Variant::Ticket { .. } => Kind::Ticket,
+                Variant::Overlay => Kind::Overlay,
+            };
+            ctx.html_candidate = get_or_head
+                && !session.is_upgrade_req()
+                && select::may_be_html(
+                    req.uri.path(),
+                    req.headers.get(header::ACCEPT).map(|v| v.as_bytes()),
+                    req.headers.get("sec-fetch-dest").map(|v| v.as_bytes()),
+                );
+        }
+        let level = self.cfg.rewrite.compression_level;
+        if level > 0 && (ctx.html_candidate || is_module) {
+            // Must be decided here: later phases are too late for the module.
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                c.adjust_level(level);
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        match ctx.kind {
+            Kind::Internal => {
+                self.internal.serve(session).await?;
+                Ok(true)
+            }
+            Kind::Module => {
+                self.modules.serve(session).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(host) = &self.cfg.origin.host_header {
+            upstream.insert_header(header::HOST, host.as_str())?;
+        }
+        if ctx.html_candidate {
+            // The page will be rewritten: it must arrive whole, fresh and
+            // uncompressed (a 304 would revive a production copy in the
+            // browser; a 206 cannot be rewritten).
+            upstream.insert_header(header::ACCEPT_ENCODING, "identity")?;
+            for h in [
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                header::IF_RANGE,
+                header::RANGE,
+            ] {
+                upstream.remove_header(&h);
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(cookie) = &ctx.set_cookie {
+            resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+        }
+        let Some(plan) = ctx.plan.clone() else {
+            // A selection that did not resolve: say why on production.
+            if let Some(info) = &ctx.info {
+                resp.insert_header(INFO_HEADER, info.as_str())?;
+            }
+            if self.cfg.rewrite.production_vary_cookie && is_html(resp) {
+                add_vary_cookie(resp);
+            }
+            return Ok(());
+        };
+        if !ctx.html_candidate {
+            return Ok(());
+        }
+        match self.start_rewrite(session, resp, &plan) {
+            Ok(Some(active)) => {
+                if let Some(info) = &ctx.info {
+                    resp.insert_header(INFO_HEADER, info.as_str())?;
+                }
+                ctx.rewrite = Some(Mutex::new(active));
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                log::info!("{} not rewritten: {reason}", session.req_header().uri);
+                metrics::REWRITES.with_label_values(&["skipped"]).inc();
+                resp.insert_header(INFO_HEADER, format!("unchanged; reason=\"{reason}\""))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(active) = &ctx.rewrite else {
+            return Ok(None);
+        };
+        let mut active = active.lock().unwrap_or_else(PoisonError::into_inner);
+        let active = &mut *active;
+        let mut out = Vec::new();
+        if let Some(chunk) = body.take() {
+            out = match &mut active.decoder {
+                Some(d) => {
+                    let plain = d.write(&chunk).unwrap_or_else(|e| {
+                        log::warn!("{e}");
+                        Vec::new()
+                    });
+                    active.rewriter.write(&plain)
+                }
+                // Most pages: fed as they came, without a copy.
+                None => active.rewriter.write(&chunk),
+            };
+        }
+        if end_of_stream {
+            if let Some(d) = &mut active.decoder {
+                match d.finish() {
+                    Ok(rest) => out.extend(active.rewriter.write(&rest)),
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
+            out.extend(active.rewriter.finish());
+            let report = active.rewriter.report();
+            metrics::REWRITES
+                .with_label_values(&[report.outcome()])
+                .inc();
+            metrics::REWRITE_BYTES_IN.inc_by(report.bytes_in);
+            metrics::REWRITE_BYTES_OUT.inc_by(report.bytes_out);
+        }
+        *body = Some(Bytes::from(out));
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy
+    where
+        Ctx: Send + Sync,
+    {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            metrics::ORIGIN_ERRORS
+                .with_label_values(&[&code.to_string()])
+                .inc();
+        }
+        if code > 0 && session.response_written().is_none() {
+            let what = match code {
+                504 => format!("the origin {} did not answer in time", self.cfg.origin.url),
+                502 => format!(
+                    "the origin {} could not be reached ({})",
+                    self.cfg.origin.url,
+                    e.etype().as_str()
+                ),
+                _ => "the request could not be proxied".to_string(),
+            };
+            let body = Bytes::from(format!("ticket-stamp: {what}\n"));
+            if let Err(err) =
+                internal::respond(session, code, "text/plain; charset=utf-8", body).await
+            {
+                log::debug!("cannot send the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx)
+    where
+        Ctx: Send + Sync,
+    {
+        let label = ctx.kind.label();
+        metrics::REQUESTS.with_label_values(&[label]).inc();
+        metrics::LATENCY
+            .with_label_values(&[label])
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Whether the response's media type is exactly `text/html` (parameters
+/// such as `charset` aside).
+fn is_html(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
+}

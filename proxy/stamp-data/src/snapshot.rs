@@ -1,0 +1,312 @@
+//! The in-memory view of the store that the request path reads: which tickets
+//! exist, what each view (dev, qa) overrides, and the production overlay, with
+//! everything a page rewrite needs precomputed.
+//!
+//! The request path never waits on the store: it loads an `Arc<Snapshot>` from
+//! an `ArcSwap` (one atomic load). A background task rebuilds the snapshot
+//! when the store announces a change, and polls the store's version as a
+//! backstop for lost notifications.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::importmap;
+use stamp_model::ticket::View;
+use stamp_model::ticket::{Hash, ModuleRef, OverrideSet, Stage, TicketKey};
+use stamp_store::{now_ms, SharedStore, StoreError, StoreState};
+
+/// The overrides that apply to one page variant, with what the rewriter needs
+/// ready-made so that no page pays for it.
+#[derive(Debug)]
+pub struct Effective {
+    /// Specifier → module: the production overlay with the selected view on top.
+    pub overrides: OverrideSet,
+    /// Production URL path → module, for `<script src>` / modulepreload rewrites.
+    pub by_path: HashMap<String, ModuleRef>,
+    /// The import map inserted into a page without one (escaped for `<script>`).
+    pub fresh_map: String,
+    /// Its CSP hash source, `'sha256-…'`.
+    pub fresh_hash: String,
+    /// Pages' maps merged with these overrides.
+    pub merges: importmap::MergeCache,
+}
+
+impl Effective {
+    pub fn new(overrides: OverrideSet) -> Effective {
+        let by_path = overrides
+            .values()
+            .map(|m| (m.path.clone(), m.clone()))
+            .collect();
+        let fresh_map = importmap::fresh(&overrides);
+        let fresh_hash = importmap::csp_hash_source(&fresh_map);
+        Effective {
+            overrides,
+            by_path,
+            fresh_map,
+            fresh_hash,
+            merges: importmap::MergeCache::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.overrides.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.overrides.is_empty()
+    }
+}
+
+/// One ticket as the request path sees it.
+#[derive(Debug)]
+pub struct TicketView {
+    pub stage: Stage,
+    /// Current generation of the ticket's share links.
+    pub share_gen: u64,
+    /// The ticket's own dev overrides (without the overlay), for counts.
+    pub dev_count: usize,
+    pub qa_count: Option<usize>,
+    pub dev: Arc<Effective>,
+    /// Present once the ticket has been promoted to qa.
+    pub qa: Option<Arc<Effective>>,
+}
+
+/// What a selection resolves to.
+#[derive(Debug)]
+pub enum Resolved<'a> {
+    Stamp {
+        effective: &'a Arc<Effective>,
+        stage: Stage,
+    },
+    /// Production is served, for this reason.
+    Production(String),
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: u64,
+    /// When it was built (ms since epoch), for /health.
+    pub built_ms: u64,
+    pub tickets: HashMap<TicketKey, TicketView>,
+    /// Released tickets in promotion order.
+    pub released: Vec<TicketKey>,
+    /// The production overlay; `None` when no released ticket overrides anything.
+    pub overlay: Option<Arc<Effective>>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            version: 0,
+            built_ms: 0,
+            tickets: HashMap::new(),
+            released: Vec::new(),
+            overlay: None,
+        }
+    }
+
+    /// Resolves a selected ticket and view.
+    pub fn resolve(&self, key: &TicketKey, view: View) -> Resolved<'_> {
+        let Some(t) = self.tickets.get(key) else {
+            return Resolved::Production(format!("unknown ticket {key}"));
+        };
+        match (t.stage, view) {
+            (Stage::Closed, _) => Resolved::Production(format!("ticket {key} is closed")),
+            (stage, View::Dev) => Resolved::Stamp {
+                effective: &t.dev,
+                stage,
+            },
+            (stage, View::Qa) => match &t.qa {
+                Some(qa) => Resolved::Stamp {
+                    effective: qa,
+                    stage,
+                },
+                None => Resolved::Production(format!(
+                    "ticket {key} is in {stage} and has not been promoted to qa"
+                )),
+            },
+        }
+    }
+
+    /// Builds a snapshot from a consistent store read, fetching override sets
+    /// it does not know yet (sets are immutable, so `sets` is a cache kept
+    /// across rebuilds).
+    pub async fn build(
+        store: &SharedStore,
+        state: StoreState,
+        sets: &mut HashMap<Hash, Arc<OverrideSet>>,
+    ) -> Result<Snapshot, StoreError> {
+        let mut wanted: Vec<Hash> = Vec::new();
+        for t in &state.tickets {
+            wanted.extend([Some(t.dev), t.qa, t.prod, t.retired].into_iter().flatten());
+        }
+        for id in wanted {
+            if sets.contains_key(&id) {
+                continue;
+            }
+            let set = store.get_set(&id).await?.ok_or_else(|| {
+                StoreError::Corrupt(format!("override set {id} is referenced but missing"))
+            })?;
+            sets.insert(id, Arc::new(set));
+        }
+        let get = |id: &Hash| sets.get(id).cloned().unwrap_or_default();
+
+        // The one overlay rule (promotion order, prod only, retired left out),
+        // shared with the production history repository.
+        let production = stamp_model::overlay::production(&state.overlay, &state.tickets, |id| {
+            sets.get(id).map(|s| &**s)
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let overlay_set = production.overrides;
+        let released = production.released;
+        let overlay =
+            (!overlay_set.is_empty()).then(|| Arc::new(Effective::new(overlay_set.clone())));
+
+        let with_overlay = |own: &OverrideSet| {
+            let mut all = overlay_set.clone();
+            all.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Arc::new(Effective::new(all))
+        };
+        let mut tickets = HashMap::with_capacity(state.tickets.len());
+        for t in &state.tickets {
+            let dev = get(&t.dev);
+            let qa = t.qa.map(|id| get(&id));
+            tickets.insert(
+                t.key.clone(),
+                TicketView {
+                    stage: t.stage,
+                    share_gen: t.share_gen,
+                    dev_count: dev.len(),
+                    qa_count: qa.as_ref().map(|s| s.len()),
+                    dev: with_overlay(&dev),
+                    qa: qa.as_deref().map(with_overlay),
+                },
+            );
+        }
+        Ok(Snapshot {
+            version: state.version,
+            built_ms: now_ms(),
+            tickets,
+            released,
+            overlay,
+        })
+    }
+}
+
+/// The shared, atomically replaced snapshot plus the store's health as seen
+/// by the refresher.
+#[derive(Debug)]
+pub struct SnapshotCell {
+    current: ArcSwap<Snapshot>,
+    store_ok: AtomicBool,
+    last_ok_ms: AtomicU64,
+}
+
+impl Default for SnapshotCell {
+    fn default() -> Self {
+        SnapshotCell {
+            current: ArcSwap::from_pointee(Snapshot::empty()),
+            store_ok: AtomicBool::new(false),
+            last_ok_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SnapshotCell {
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self, s: Snapshot) {
+        self.current.store(Arc::new(s));
+    }
+
+    pub fn store_ok(&self) -> bool {
+        self.store_ok.load(Ordering::Relaxed)
+    }
+
+    /// Last time the store answered (ms since epoch).
+    pub fn last_ok_ms(&self) -> u64 {
+        self.last_ok_ms.load(Ordering::Relaxed)
+    }
+
+    fn mark(&self, ok: bool) {
+        self.store_ok.store(ok, Ordering::Relaxed);
+        if ok {
+            self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        stamp_store::metrics::STORE_UP.set(i64::from(ok));
+    }
+
+    /// Reloads the snapshot if the store's version moved (or `force`).
+    pub async fn refresh(
+        &self,
+        store: &SharedStore,
+        sets: &mut HashMap<Hash, Arc<OverrideSet>>,
+        force: bool,
+    ) -> Result<(), StoreError> {
+        let result = async {
+            let current = self.load().version;
+            if !force && store.version().await? == current && current != 0 {
+                return Ok(());
+            }
+            let state = store.state().await?;
+            if state.version != current || force {
+                let snap = Snapshot::build(store, state, sets).await?;
+                crate::metrics::SNAPSHOT_VERSION.set(snap.version as i64);
+                self.store(snap);
+            }
+            Ok(())
+        }
+        .await;
+        match &result {
+            Ok(()) => self.mark(true),
+            Err(e) => {
+                stamp_store::metrics::STORE_ERRORS.inc();
+                if self.store_ok() {
+                    log::warn!("store unavailable, serving the last snapshot: {e}");
+                } else {
+                    log::debug!("store still unavailable: {e}");
+                }
+                self.mark(false);
+            }
+        }
+        result
+    }
+}
+
+/// Keeps `cell` in step with the store: rebuilds on every change
+/// notification, and checks the version every `poll` as a backstop. Runs
+/// until the process ends.
+pub async fn run_refresher(store: SharedStore, cell: Arc<SnapshotCell>, poll: Duration) {
+    let mut sets = HashMap::new();
+    let mut changes = store.subscribe();
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let _ = cell.refresh(&store, &mut sets, true).await;
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The store dropped its notifier; fall back to polling alone.
+                    changes = store.subscribe();
+                    tokio::time::sleep(poll).await;
+                }
+                let started = Instant::now();
+                // Always rebuild on a notification: a Redis restarted without
+                // persistence counts versions from zero again.
+                if cell.refresh(&store, &mut sets, true).await.is_ok() {
+                    crate::metrics::SNAPSHOT_SECONDS.observe(started.elapsed().as_secs_f64());
+                }
+            }
+            _ = tick.tick() => {
+                let force = !cell.store_ok();
+                let _ = cell.refresh(&store, &mut sets, force).await;
+            }
+        }
+    }
+}

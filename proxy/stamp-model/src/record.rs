@@ -1,0 +1,68 @@
+//! A ticket's stored record and its history events: what the store keeps,
+//! what the API shows, and what the overlay rule reads.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ticket::{Hash, Stage, TicketKey};
+
+/// A ticket's record. Stage override sets are referenced by content address
+/// ([`crate::ticket::set_id`]), so promotion is a pointer copy whatever the
+/// number of modules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRecord {
+    pub key: TicketKey,
+    pub stage: Stage,
+    /// Bumped by every commit of this ticket; the optimistic-concurrency token.
+    pub version: u64,
+    /// The current (mutable) dev overrides.
+    pub dev: Hash,
+    /// Snapshot taken at dev→qa.
+    pub qa: Option<Hash>,
+    /// Snapshot taken at qa→prod.
+    pub prod: Option<Hash>,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Generation of the ticket's share links: bumping it revokes every
+    /// signed link minted before (preview protection).
+    #[serde(default)]
+    pub share_gen: u64,
+    /// For a released ticket: what the origin served at each overridden URL
+    /// at release (a set whose hashes are the origin's bodies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Hash>,
+    /// Overrides retired from the production overlay because the origin now
+    /// serves the ticket's code (settled) or a third version (origin wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<Hash>,
+}
+
+impl TicketRecord {
+    /// The override set id of one stage (`Prod` gives the released snapshot).
+    pub fn set_of(&self, stage: Stage) -> Option<Hash> {
+        match stage {
+            Stage::Dev => Some(self.dev),
+            Stage::Qa => self.qa,
+            Stage::Prod => self.prod,
+            Stage::Closed => None,
+        }
+    }
+}
+
+/// One entry of a ticket's append-only history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    pub at_ms: u64,
+    /// `upload`, `delete`, `promote`, `revert`, `close`, `reopen`, `sign-off`, …
+    pub event: String,
+    pub from: Option<Stage>,
+    pub to: Option<Stage>,
+    /// Who did it: a token name, a signed-in person, or a job (`settler`, `gc`).
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}

@@ -1,0 +1,193 @@
+//! Share-link signing for preview protection (optional, off by default): when on, a `?dev=`/`?qa=`
+//! selection is honoured only with a signed share token minted by the API
+//! into share links. A token is `<expiry>.<generation>.<mac>`: HMAC-SHA256
+//! over ticket, view, expiry and the ticket's link generation, so it expires
+//! by itself and every link of a ticket is revoked at once by bumping the
+//! generation.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::ticket::{TicketKey, View};
+
+/// Hex digits of the MAC kept in a token (128 bits).
+const MAC_HEX: usize = 32;
+
+/// Why a token was not accepted (goes into the `x-ticket-stamp` reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    Malformed,
+    Expired,
+    Revoked,
+    Invalid,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Missing => "previews are protected: open a signed share link",
+            Refusal::Malformed => "the share token is malformed",
+            Refusal::Expired => "the share link has expired",
+            Refusal::Revoked => "the share link was revoked",
+            Refusal::Invalid => "the share token is not valid for this ticket",
+        }
+    }
+}
+
+/// Mints and checks share tokens.
+#[derive(Clone)]
+pub struct Signer {
+    key: Vec<u8>,
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("ttl", &self.ttl).finish()
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Signer {
+    pub fn new(secret: &[u8], ttl: Duration) -> Signer {
+        Signer {
+            key: secret.to_vec(),
+            ttl,
+        }
+    }
+
+    fn mac(&self, key: &TicketKey, view: View, expiry: u64, generation: u64) -> String {
+        // new_from_slice accepts keys of any length for HMAC.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        mac.update(format!("{key}|{}|{expiry}|{generation}", view.as_str()).as_bytes());
+        let mut out = hex::encode(mac.finalize().into_bytes());
+        out.truncate(MAC_HEX);
+        out
+    }
+
+    /// A token for `key`'s `view`, valid for the configured lifetime.
+    pub fn mint(&self, key: &TicketKey, view: View, generation: u64) -> String {
+        self.mint_at(key, view, generation, now_secs() + self.ttl.as_secs())
+    }
+
+    /// A token expiring at `expiry` (seconds since the epoch).
+    pub fn mint_at(&self, key: &TicketKey, view: View, generation: u64, expiry: u64) -> String {
+        format!(
+            "{expiry}.{generation}.{}",
+            self.mac(key, view, expiry, generation)
+        )
+    }
+
+    /// Checks a token against the ticket's current link generation.
+    pub fn verify(
+        &self,
+        token: Option<&str>,
+        key: &TicketKey,
+        view: View,
+        generation: u64,
+    ) -> Result<(), Refusal> {
+        let token = token.ok_or(Refusal::Missing)?;
+        let mut parts = token.split('.');
+        let (Some(exp), Some(gen), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Refusal::Malformed);
+        };
+        let (Ok(exp), Ok(gen)) = (exp.parse::<u64>(), gen.parse::<u64>()) else {
+            return Err(Refusal::Malformed);
+        };
+        if mac.len() != MAC_HEX || !mac.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Refusal::Malformed);
+        }
+        let expected = self.mac(key, view, exp, gen);
+        let same = expected.len() == mac.len()
+            && expected
+                .bytes()
+                .zip(mac.to_ascii_lowercase().bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            return Err(Refusal::Invalid);
+        }
+        if gen != generation {
+            return Err(Refusal::Revoked);
+        }
+        if exp <= now_secs() {
+            return Err(Refusal::Expired);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a string can be a token (checked before it goes into a cookie).
+pub fn looks_like_token(s: &str) -> bool {
+    s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.')
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_expire_revoke_and_resist_tampering() {
+        let s = Signer::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(3600),
+        );
+        let k = TicketKey::parse("TKT-1").unwrap();
+        let t = s.mint(&k, View::Qa, 0);
+        assert_eq!(s.verify(Some(&t), &k, View::Qa, 0), Ok(()));
+        assert_eq!(
+            s.verify(Some(&t), &k, View::Dev, 0),
+            Err(Refusal::Invalid),
+            "bound to the view"
+        );
+        let other = TicketKey::parse("TKT-2").unwrap();
+        assert_eq!(
+            s.verify(Some(&t), &other, View::Qa, 0),
+            Err(Refusal::Invalid),
+            "bound to the ticket"
+        );
+        assert_eq!(s.verify(Some(&t), &k, View::Qa, 1), Err(Refusal::Revoked));
+        let old = s.mint_at(&k, View::Qa, 0, 1);
+        assert_eq!(s.verify(Some(&old), &k, View::Qa, 0), Err(Refusal::Expired));
+        let mut tampered = t.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(
+            s.verify(Some(&tampered), &k, View::Qa, 0),
+            Err(Refusal::Invalid)
+        );
+        let longer = t.replacen('.', "9.", 1);
+        assert_eq!(
+            s.verify(Some(&longer), &k, View::Qa, 0),
+            Err(Refusal::Invalid),
+            "expiry is signed"
+        );
+        for bad in ["", "x", "1.2", "1.2.3.4", "a.b.cc", "1.2.zz"] {
+            assert_eq!(
+                s.verify(Some(bad), &k, View::Qa, 0),
+                Err(Refusal::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(s.verify(None, &k, View::Qa, 0), Err(Refusal::Missing));
+        let wrong_key = Signer::new(b"another secret, as long as it is", Duration::from_secs(60));
+        assert_eq!(
+            wrong_key.verify(Some(&t), &k, View::Qa, 0),
+            Err(Refusal::Invalid)
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! The control API's wire contract, shared by the proxy and the `stamp` CLI:
+//! paths, header names, limits, request and response bodies, and the one
+//! error envelope with its [`ErrorCode`]s.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::lifecycle::TicketAction;
+use crate::record::HistoryEvent;
+use crate::ticket::{Hash, ModuleRef, OverrideSet, Stage, TicketKey};
+
+/// Everything the proxy answers itself starts with this (exactly `/__stamp`
+/// or `/__stamp/…`); nothing under it reaches the origin.
+pub const RESERVED_PREFIX: &str = "/__stamp";
+/// The control API.
+pub const API_PREFIX: &str = "/__stamp/api/v1/";
+/// Health, as JSON.
+pub const HEALTH_PATH: &str = "/__stamp/health";
+/// Prometheus text.
+pub const METRICS_PATH: &str = "/__stamp/metrics";
+
+/// Whether `path` is under the reserved prefix: `/__stamp` itself or
+/// `/__stamp/…`, never `/__stampede.html`.
+pub fn is_reserved(path: &str) -> bool {
+    path.strip_prefix(RESERVED_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Request and response header names.
+pub mod header {
+    /// Upload: the bare specifier the module is known by (default: its path).
+    pub const SPECIFIER: &str = "x-stamp-specifier";
+    /// Upload: the body's sha256; with an empty body, "the server has it".
+    pub const HASH: &str = "x-stamp-hash";
+    /// The git commit a change was made from (hex).
+    pub const COMMIT: &str = "x-stamp-commit";
+    /// The git branch a change was made from.
+    pub const BRANCH: &str = "x-stamp-branch";
+    /// Panel writes: the session's CSRF token.
+    pub const CSRF: &str = "x-csrf-token";
+    /// On every proxied response: what the proxy did, or why it did not.
+    pub const INFO: &str = "x-ticket-stamp";
+}
+
+/// Longest module path or specifier accepted, in bytes.
+pub const MAX_PATH: usize = 1024;
+/// Largest JSON request body, in bytes.
+pub const MAX_JSON: usize = 64 * 1024;
+/// Most hashes one `modules/missing` request may ask about.
+pub const MAX_MISSING: usize = 10_000;
+/// Longest free-text field (commit, branch, comment), in bytes.
+pub const MAX_TEXT: usize = 1024;
+
+/// Why a specifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecifierError {
+    #[error("must be 1-{MAX_PATH} printable characters")]
+    Length,
+    #[error("a URL-like specifier must equal the module's path; use a bare specifier")]
+    UrlLike,
+}
+
+/// Checks a specifier for the module at `path`: a bare specifier
+/// (`@shop/cart`), or the module's own path. Returns it trimmed.
+pub fn validate_specifier(s: &str, path: &str) -> Result<String, SpecifierError> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > MAX_PATH || s.chars().any(char::is_control) {
+        return Err(SpecifierError::Length);
+    }
+    let url_like = s.starts_with('/') || s.starts_with("./") || s.starts_with("../");
+    if url_like && s != path {
+        return Err(SpecifierError::UrlLike);
+    }
+    Ok(s.to_string())
+}
+
+/// Whether `s` is a bare specifier a project may map (`@shop/cart`): not
+/// a path or URL, no whitespace or control characters, at most
+/// [`MAX_PATH`] bytes.
+pub fn is_bare_specifier(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('/')
+        && !s.starts_with("./")
+        && !s.starts_with("../")
+        && !s.contains("://")
+        && s.len() <= MAX_PATH
+        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// Machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    IllegalTransition,
+    PolicyDenied,
+    PreconditionRequired,
+    TooLarge,
+    TooManyModules,
+    UnknownBody,
+    UnsupportedType,
+    UnsupportedMediaType,
+    StoreUnavailable,
+    Internal,
+    /// A code this build does not know (a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::IllegalTransition => "illegal_transition",
+            ErrorCode::PolicyDenied => "policy_denied",
+            ErrorCode::PreconditionRequired => "precondition_required",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::TooManyModules => "too_many_modules",
+            ErrorCode::UnknownBody => "unknown_body",
+            ErrorCode::UnsupportedType => "unsupported_type",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `error` object of every failed API request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The request field at fault (`path`, `expected_version`, a header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<TicketKey>,
+    /// The action refused (`illegal_transition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The ticket's stage now (`illegal_transition`, `conflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// The ticket's version now (`conflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// What the lifecycle allows in `stage` (`illegal_transition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<TicketAction>>,
+    /// Anything else (a policy refusal's `failures` and `warnings`).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            code,
+            message: message.into(),
+            field: None,
+            ticket: None,
+            action: None,
+            stage: None,
+            version: None,
+            allowed: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+/// `{"error": {…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+/// One override, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleDto {
+    pub specifier: String,
+    pub path: String,
+    /// Where the proxy serves the ticket's body.
+    pub url: String,
+    pub hash: Hash,
+    #[serde(default)]
+    pub size: u64,
+}
+
+impl ModuleDto {
+    pub fn new(specifier: &str, m: &ModuleRef) -> ModuleDto {
+        ModuleDto {
+            specifier: specifier.to_string(),
+            path: m.path.clone(),
+            url: m.url(),
+            hash: m.hash,
+            size: m.size,
+        }
+    }
+
+    /// An override set as a list, in specifier order.
+    pub fn list(set: &OverrideSet) -> Vec<ModuleDto> {
+        set.iter().map(|(s, m)| ModuleDto::new(s, m)).collect()
+    }
+}
+
+/// A released ticket's part of the production overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayDto {
+    /// Overrides production still gets from the ticket.
+    #[serde(default)]
+    pub live: u64,
+    /// Overrides retired because the origin now serves them itself.
+    #[serde(default)]
+    pub retired: u64,
+    #[serde(default)]
+    pub baseline_recorded: bool,
+}
+
+/// The last change of a ticket, in lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastDto {
+    pub event: String,
+    pub actor: String,
+    pub at_ms: u64,
+}
+
+/// A ticket. A transition answers with the summary fields only; a read
+/// adds `modules`, and `history` for one ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketDto {
+    pub key: TicketKey,
+    pub stage: Stage,
+    pub version: u64,
+    #[serde(default)]
+    pub updated_ms: u64,
+    /// Share links by view (`dev`, `qa`).
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
+    #[serde(default)]
+    pub allowed_actions: Vec<TicketAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
+    /// Overrides by stage (`dev`, `qa`, `prod`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modules: BTreeMap<Stage, Vec<ModuleDto>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_in_production: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayDto>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEvent>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastDto>,
+    /// Policy warnings that did not stop a transition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Value>,
+}
+
+/// `GET tickets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketList {
+    pub tickets: Vec<TicketDto>,
+}
+
+/// The answer to an upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadResponse {
+    pub ticket: TicketKey,
+    pub stage: Stage,
+    pub version: u64,
+    #[serde(default)]
+    pub module: Option<ModuleDto>,
+    /// How many modules the ticket's dev stage has now.
+    #[serde(default)]
+    pub modules: usize,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteResponse {
+    pub ticket: TicketKey,
+    pub stage: Stage,
+    pub version: u64,
+    pub deleted: String,
+}
+
+/// The optional body of promote / revert / close / sign-off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionRequest {
+    /// The version the caller read; a different one is a conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// `POST modules/missing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissingRequest {
+    pub hashes: Vec<String>,
+}
+
+/// Which of the asked hashes the store lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingResponse {
+    pub missing: Vec<Hash>,
+}
+
+/// What happened to a ticket, as hooks are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    Uploaded,
+    Promoted,
+    Reverted,
+    Closed,
+    SignedOff,
+    OriginDiverged,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Uploaded,
+        EventKind::Promoted,
+        EventKind::Reverted,
+        EventKind::Closed,
+        EventKind::SignedOff,
+        EventKind::OriginDiverged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Uploaded => "uploaded",
+            EventKind::Promoted => "promoted",
+            EventKind::Reverted => "reverted",
+            EventKind::Closed => "closed",
+            EventKind::SignedOff => "signed-off",
+            EventKind::OriginDiverged => "origin-diverged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserved_prefix_is_exact() {
+        assert!(is_reserved("/__stamp"));
+        assert!(is_reserved("/__stamp/"));
+        assert!(is_reserved("/__stamp/api/v1/tickets"));
+        assert!(!is_reserved("/__stampede.html"));
+        assert!(!is_reserved("/x/__stamp/"));
+    }
+
+    #[test]
+    fn specifiers() {
+        assert_eq!(
+            validate_specifier("@shop/cart", "/dist/cart.js").unwrap(),
+            "@shop/cart"
+        );
+        assert_eq!(
+            validate_specifier("/other.js", "/dist/cart.js"),
+            Err(SpecifierError::UrlLike)
+        );
+        assert!(validate_specifier("", "/a.js").is_err());
+        assert!(validate_specifier("a\u{1}b", "/a.js").is_err());
+        assert!(validate_specifier(&"a".repeat(MAX_PATH + 1), "/a.js").is_err());
+        assert!(is_bare_specifier("@shop/cart"));
+        for bad in [
+            "",
+            "/a.js",
+            "./a.js",
+            "../a",
+            "https://cdn/x.js",
+            "a b",
+            "a\u{1}",
+        ] {
+            assert!(!is_bare_specifier(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_error_envelope_round_trips_and_tolerates_new_codes() {
+        let mut e = ErrorBody::new(ErrorCode::IllegalTransition, "no");
+        e.stage = Some(Stage::Prod);
+        e.allowed = Some(vec![TicketAction::Revert]);
+        e.extra.insert("failures".into(), serde_json::json!(["x"]));
+        let text = serde_json::to_string(&ErrorEnvelope { error: e.clone() }).unwrap();
+        assert!(text.contains("\"code\":\"illegal_transition\""), "{text}");
+        let back: ErrorEnvelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.error, e);
+        let newer: ErrorEnvelope =
+            serde_json::from_str(r#"{"error":{"code":"from_the_future","message":"m"}}"#).unwrap();
+        assert_eq!(newer.error.code, ErrorCode::Unknown);
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+}

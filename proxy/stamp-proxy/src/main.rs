@@ -1,0 +1,34 @@
+//! `stamp-proxy`: parse flags, load and validate the configuration, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use stamp_proxy::config::{Config, Flags};
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    if let Some(secret) = &flags.hash_token {
+        println!("{}", stamp_proxy::control::auth::hash_token(secret));
+        return ExitCode::SUCCESS;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cfg = match Config::load(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stamp-proxy: error: {e}");
+            eprintln!("hint: see conf/stamp-proxy.toml for every key, or stamp-proxy --help");
+            return ExitCode::from(2);
+        }
+    };
+    if flags.check {
+        println!("configuration is valid:\n{cfg:#?}");
+        return ExitCode::SUCCESS;
+    }
+    match stamp_proxy::server::run(cfg, flags.demo) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stamp-proxy: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Process wiring: the store, the control plane, the data plane's Pingora
+//! service with the control plane behind `/__stamp/`, the background
+//! services (snapshot refresher, control jobs), the listener (TLS
+//! optional), and a graceful shutdown on SIGTERM and SIGINT alike.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+
+use bytes::Bytes;
+use pingora::services::background::background_service;
+use stamp_control::{Control, OriginAccess};
+use stamp_data::{ControlPlane, SnapshotCell, StampProxy};
+use stamp_store::{self as store, SharedStore};
+
+use crate::config::Config;
+use crate::services::{Jobs, Refresher};
+
+/// SIGTERM and SIGINT both shut down gracefully: stop accepting, let requests
+/// in flight finish within the grace period. (Pingora's default treats SIGINT
+/// as a fast shutdown that cuts them off.)
+struct GracefulSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for GracefulSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            log::error!("cannot install signal handlers; stop the proxy with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM: shutting down gracefully"),
+            _ = int.recv() => log::info!("SIGINT: shutting down gracefully"),
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// The control plane as the data plane sees it: the one place the two
+/// planes meet.
+struct ControlAdapter(Arc<Control>);
+
+#[async_trait]
+impl ControlPlane for ControlAdapter {
+    fn body_limit(&self, head: &http::request::Parts) -> usize {
+        self.0.body_limit(head)
+    }
+
+    async fn call(&self, req: http::Request<Bytes>) -> http::Response<stamp_data::Body> {
+        self.0.handle(req).await.map(|b| match b {
+            stamp_control::Body::Full(bytes) => stamp_data::Body::Full(bytes),
+            stamp_control::Body::Stream(s) => stamp_data::Body::Stream(s),
+        })
+    }
+}
+
+/// A failure to start, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("cannot start the background runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start the demo: {0}")]
+    Demo(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Control(#[from] stamp_control::ControlError),
+}
+
+/// Runs the proxy until a shutdown signal; returns when it has stopped.
+pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("stamp-background")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+
+    // Refuse early and clearly rather than let Pingora panic on a busy port.
+    std::net::TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen {
+        addr: cfg.listen.to_string(),
+        reason: e.to_string(),
+    })?;
+
+    let store: SharedStore = background.block_on(store::open(&cfg.store, &cfg.redis_prefix))?;
+    if demo {
+        let addr = background
+            .block_on(crate::demo::start_origin())
+            .map_err(|e| StartError::Demo(e.to_string()))?;
+        cfg.data.origin =
+            stamp_data::config::parse_origin(&format!("http://{addr}"), None, None, true)
+                .map_err(|e| StartError::Demo(e.to_string()))?;
+        background
+            .block_on(crate::demo::seed(&store))
+            .map_err(|e| StartError::Demo(e.to_string()))?;
+    }
+
+    let origin = &cfg.data.origin;
+    let control = Arc::new(Control::new(
+        cfg.control.clone(),
+        store.clone(),
+        OriginAccess {
+            url: origin.url.clone(),
+            host: origin.host_header.clone().or_else(|| {
+                let u = url::Url::parse(cfg.control.public_url.as_deref()?).ok()?;
+                u.host_str().map(str::to_string)
+            }),
+            verify_cert: origin.verify_cert,
+        },
+    )?);
+    stamp_control::register_metrics();
+    control.start_hooks(background.handle());
+
+    let cell = Arc::new(SnapshotCell::default());
+    // A first snapshot before serving, bounded: a store that is down must not
+    // keep production traffic from flowing.
+    background.block_on(async {
+        let mut sets = std::collections::HashMap::new();
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            cell.refresh(&store, &mut sets, true),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("store not ready ({e}); serving production until it is"),
+            Err(_) => log::warn!("store slow to answer; serving production until it does"),
+        }
+    });
+
+    let secs = |d: Duration| d.as_secs().max(u64::from(d.subsec_nanos() > 0));
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(secs(cfg.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(secs(cfg.shutdown_timeout)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let signer = cfg.control.preview.as_ref().map(|p| p.signer());
+    let mut service = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        StampProxy::new(
+            Arc::new(cfg.data.clone()),
+            cell.clone(),
+            store.clone(),
+            Arc::new(ControlAdapter(control.clone())),
+            signer,
+        ),
+        "stamp-proxy",
+    );
+    let addr = cfg.listen.to_string();
+    match &cfg.tls {
+        Some(tls) => {
+            let cert = tls.cert.to_string_lossy();
+            let key = tls.key.to_string_lossy();
+            let mut settings = TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| StartError::Tls(format!("{cert} / {key}: {e}")))?;
+            settings.enable_h2();
+            service.add_tls_with_settings(&addr, None, settings);
+        }
+        None => service.add_tcp(&addr),
+    }
+    server.add_service(service);
+    server.add_service(background_service(
+        "snapshot refresher",
+        Refresher {
+            store: store.clone(),
+            cell,
+            poll: cfg.poll_interval,
+        },
+    ));
+    server.add_service(background_service(
+        "control jobs",
+        Jobs {
+            control: control.clone(),
+        },
+    ));
+
+    if cfg.control.tokens.is_empty() {
+        log::warn!(
+            "no [[tokens]] configured: the control API on {} is open to anyone who can reach it \
+             (allowed only on loopback)",
+            cfg.listen
+        );
+    }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    log::info!(
+        "stamp-proxy listening on {scheme}://{addr} → origin {} (store: {})",
+        cfg.data.origin.url,
+        store.describe()
+    );
+    if demo {
+        println!("stamp-proxy demo is running:");
+        println!("  production:        {scheme}://{addr}/");
+        println!("  ticket DEMO-1:     {scheme}://{addr}/?dev=DEMO-1");
+        println!("  back to production {scheme}://{addr}/?stamp=off");
+        println!("  QA panel:          {scheme}://{addr}/__stamp/");
+        println!("  health:            {scheme}://{addr}/__stamp/health");
+        println!("Press Ctrl-C to stop.");
+    }
+    server.run(RunArgs {
+        shutdown_signal: Box::new(GracefulSignals),
+    });
+    // Give queued hook deliveries a moment before the process ends.
+    background.block_on(control.drain_hooks(Duration::from_secs(5)));
+    background.shutdown_timeout(Duration::from_secs(1));
+    log::info!("stamp-proxy stopped");
+    Ok(())
+}

@@ -1,0 +1,780 @@
+//! The embedded persistent store (redb), for a single proxy instance.
+//!
+//! One file, `stamp.redb`, in the store directory. redb allows one writer
+//! process per file, which is what a single instance needs; a second process
+//! pointed at the same directory gets a clear [`StoreError::Open`] instead of
+//! silently sharing it. All redb calls block, so each runs on the blocking pool.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use tokio::sync::watch;
+
+use crate::{
+    now_ms, Commit, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
+    SweepReport, TicketRecord,
+};
+use stamp_model::ticket::{set_id, Hash, OverrideSet, Stage, TicketKey};
+
+/// The file inside the store directory.
+pub const FILE_NAME: &str = "stamp.redb";
+
+/// sha256 → module body.
+const MODULES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("modules");
+/// set id (sha256) → canonical JSON of the override set.
+const SETS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("sets");
+/// ticket key → JSON [`TicketRecord`].
+const TICKETS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("tickets");
+/// (ticket key, sequence) → JSON [`HistoryEvent`]. Keyed rather than one list
+/// per ticket so an append does not rewrite the whole history.
+const HISTORY: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("history");
+/// [`META_VERSION`] → u64 big-endian, [`META_OVERLAY`] → JSON list of keys,
+/// [`META_TRACKED`] → present once every body and set has its bookkeeping.
+const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
+/// sha256 → (last stored, ms since the epoch; body size in bytes). One row per
+/// [`MODULES`] row, written and deleted in the same transactions.
+const MODULE_META: TableDefinition<'static, &[u8], (u64, u64)> =
+    TableDefinition::new("module_meta");
+/// set id → last stored, ms since the epoch. One row per [`SETS`] row.
+const SET_META: TableDefinition<'static, &[u8], u64> = TableDefinition::new("set_meta");
+
+const META_VERSION: &str = "version";
+const META_OVERLAY: &str = "overlay";
+const META_TRACKED: &str = "gc-tracked";
+
+/// Bounds redb's page cache: the request path works from an in-memory snapshot
+/// and its own module cache, so the default (1 GiB) would mostly double-cache.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    changes: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) `dir/stamp.redb`. Blocking; meant for startup.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(FILE_NAME);
+        let open_err = |reason: String| StoreError::Open {
+            location: path.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => open_err(
+                    "the database is already open (another stamp-proxy process, or another \
+                     store in this process, holds its lock)"
+                        .to_string(),
+                ),
+                other => open_err(other.to_string()),
+            })?;
+
+        // Creating every table up front lets readers open them without
+        // special-casing a fresh file.
+        let init = || -> Result<u64, redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(MODULES)?;
+            txn.open_table(SETS)?;
+            txn.open_table(TICKETS)?;
+            txn.open_table(HISTORY)?;
+            txn.open_table(META)?;
+            txn.open_table(MODULE_META)?;
+            txn.open_table(SET_META)?;
+            txn.commit()?;
+            Ok(0)
+        };
+        init().map_err(|e| open_err(e.to_string()))?;
+        track_untracked(&db).map_err(|e| open_err(e.to_string()))?;
+        let version = {
+            let txn = db.begin_read().map_err(|e| open_err(e.to_string()))?;
+            let meta = txn.open_table(META).map_err(|e| open_err(e.to_string()))?;
+            read_version(&meta).map_err(|e| open_err(e.to_string()))?
+        };
+
+        let (changes, _) = watch::channel(version);
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            path,
+            changes,
+        })
+    }
+
+    /// Runs `f` against the database on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// Publishes `version` unless a later one was already published: two
+    /// commits' notifications can race after their transactions are serialised.
+    fn notify(&self, version: u64) {
+        self.changes.send_if_modified(|current| {
+            if version > *current {
+                *current = version;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// redb's error types all convert into `redb::Error`; this maps them onto the
+/// store's vocabulary in one place.
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(msg) => StoreError::Corrupt(msg),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(super) fn encode<T: serde::Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    // Serialising our own plain structs cannot fail in practice; report rather
+    // than panic if it ever does.
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot encode {what}: {e}")))
+}
+
+fn read_version(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64, StoreError> {
+    match meta.get(META_VERSION).map_err(db_err)? {
+        None => Ok(0),
+        Some(guard) => {
+            let raw: [u8; 8] = guard.value().try_into().map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "global version is {} bytes, expected 8",
+                    guard.value().len()
+                ))
+            })?;
+            Ok(u64::from_be_bytes(raw))
+        }
+    }
+}
+
+fn read_overlay(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<TicketKey>, StoreError> {
+    match meta.get(META_OVERLAY).map_err(db_err)? {
+        None => Ok(Vec::new()),
+        Some(guard) => decode("overlay", guard.value()),
+    }
+}
+
+/// Gives every body and set stored by a version without garbage collection
+/// its bookkeeping row, marked stored now (so the first sweep after an
+/// upgrade spares them for a grace window). Runs once per file.
+fn track_untracked(db: &Database) -> Result<(), StoreError> {
+    {
+        let txn = db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        if meta.get(META_TRACKED).map_err(db_err)?.is_some() {
+            return Ok(());
+        }
+    }
+    let now = now_ms();
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        let modules = txn.open_table(MODULES).map_err(db_err)?;
+        let mut module_meta = txn.open_table(MODULE_META).map_err(db_err)?;
+        for entry in modules.iter().map_err(db_err)? {
+            let (hash, body) = entry.map_err(db_err)?;
+            if module_meta.get(hash.value()).map_err(db_err)?.is_none() {
+                let size = body.value().len() as u64;
+                module_meta
+                    .insert(hash.value(), (now, size))
+                    .map_err(db_err)?;
+            }
+        }
+        let sets = txn.open_table(SETS).map_err(db_err)?;
+        let mut set_meta = txn.open_table(SET_META).map_err(db_err)?;
+        for entry in sets.iter().map_err(db_err)? {
+            let (id, _) = entry.map_err(db_err)?;
+            if set_meta.get(id.value()).map_err(db_err)?.is_none() {
+                set_meta.insert(id.value(), now).map_err(db_err)?;
+            }
+        }
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        meta.insert(META_TRACKED, [1u8].as_slice())
+            .map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)
+}
+
+/// Bumps the global version inside `txn`; returns the new one.
+fn bump_version(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META).map_err(db_err)?;
+    let version = read_version(&meta)? + 1;
+    meta.insert(META_VERSION, version.to_be_bytes().as_slice())
+        .map_err(db_err)?;
+    Ok(version)
+}
+
+/// Appends one encoded event to `key`'s history inside `txn`.
+fn append_history(txn: &WriteTransaction, key: &str, event: &[u8]) -> Result<(), StoreError> {
+    let mut history = txn.open_table(HISTORY).map_err(db_err)?;
+    let next = match history
+        .range((key, 0u64)..=(key, u64::MAX))
+        .map_err(db_err)?
+        .next_back()
+    {
+        Some(last) => last.map_err(db_err)?.0.value().1 + 1,
+        None => 0,
+    };
+    history.insert((key, next), event).map_err(db_err)?;
+    Ok(())
+}
+
+/// Runs `work` in a write transaction: commits on `Ok`, aborts explicitly on
+/// `Err` so nothing of a refused change can land, whatever redb does with a
+/// dropped transaction.
+fn write<T>(
+    db: &Database,
+    work: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let txn = db.begin_write().map_err(db_err)?;
+    match work(&txn) {
+        Ok(value) => {
+            txn.commit().map_err(db_err)?;
+            Ok(value)
+        }
+        Err(e) => {
+            txn.abort().map_err(db_err)?;
+            Err(e)
+        }
+    }
+}
+
+/// "Stored at `now`" for one body or set: the later of the recorded time and
+/// `now`, so a clock stepping back never shortens a grace window.
+fn later(recorded: Option<u64>, now: u64) -> u64 {
+    recorded.map_or(now, |t| t.max(now))
+}
+
+/// A module body read back must still hash to its key; anything else means
+/// the file was damaged and serving it would break the page integrity check.
+pub(super) fn checked_module(hash: &Hash, body: &[u8]) -> Result<Bytes, StoreError> {
+    if Hash::of(body) != *hash {
+        return Err(StoreError::Corrupt(format!(
+            "module {hash} does not match its content hash"
+        )));
+    }
+    Ok(Bytes::copy_from_slice(body))
+}
+
+pub(super) fn checked_set(id: &Hash, json: &[u8]) -> Result<OverrideSet, StoreError> {
+    let set: OverrideSet = decode(&format!("override set {id}"), json)?;
+    if set_id(&set) != *id {
+        return Err(StoreError::Corrupt(format!(
+            "override set {id} does not match its content hash"
+        )));
+    }
+    Ok(set)
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn describe(&self) -> String {
+        format!("embedded {}", self.path.display())
+    }
+
+    async fn put_module(&self, body: Bytes) -> Result<Hash, StoreError> {
+        let hash = Hash::of(&body);
+        self.blocking(move |db| {
+            // Always a write, even for a known body: the refreshed time is
+            // what keeps a sweep from deleting it before the upload commits.
+            write(db, |txn| {
+                let key = hash.bytes().as_slice();
+                let mut modules = txn.open_table(MODULES).map_err(db_err)?;
+                if modules.get(key).map_err(db_err)?.is_none() {
+                    modules.insert(key, body.as_ref()).map_err(db_err)?;
+                }
+                let mut meta = txn.open_table(MODULE_META).map_err(db_err)?;
+                let recorded = meta.get(key).map_err(db_err)?.map(|g| g.value().0);
+                meta.insert(key, (later(recorded, now_ms()), body.len() as u64))
+                    .map_err(db_err)?;
+                Ok(hash)
+            })
+        })
+        .await
+    }
+
+    async fn get_module(&self, hash: &Hash) -> Result<Option<Bytes>, StoreError> {
+        let hash = *hash;
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let modules = txn.open_table(MODULES).map_err(db_err)?;
+            let found = modules.get(hash.bytes().as_slice()).map_err(db_err)?;
+            found.map(|g| checked_module(&hash, g.value())).transpose()
+        })
+        .await
+    }
+
+    async fn missing_modules(&self, hashes: &[Hash]) -> Result<Vec<Hash>, StoreError> {
+        let hashes = hashes.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let modules = txn.open_table(MODULES).map_err(db_err)?;
+            let mut missing: Vec<Hash> = Vec::new();
+            for hash in hashes {
+                if missing.contains(&hash) {
+                    continue;
+                }
+                if modules
+                    .get(hash.bytes().as_slice())
+                    .map_err(db_err)?
+                    .is_none()
+                {
+                    missing.push(hash);
+                }
+            }
+            Ok(missing)
+        })
+        .await
+    }
+
+    async fn claim_module(&self, hash: &Hash) -> Result<Option<u64>, StoreError> {
+        let hash = *hash;
+        self.blocking(move |db| {
+            write(db, |txn| {
+                let key = hash.bytes().as_slice();
+                let mut meta = txn.open_table(MODULE_META).map_err(db_err)?;
+                let recorded = meta.get(key).map_err(db_err)?.map(|g| g.value());
+                let Some((at, size)) = recorded else {
+                    return Ok(None);
+                };
+                meta.insert(key, (later(Some(at), now_ms()), size))
+                    .map_err(db_err)?;
+                Ok(Some(size))
+            })
+        })
+        .await
+    }
+
+    async fn put_set(&self, set: &OverrideSet) -> Result<Hash, StoreError> {
+        // set_id hashes exactly this serialisation, so the stored bytes are
+        // the content the id addresses.
+        let json = encode("override set", set)?;
+        let id = Hash::of(&json);
+        debug_assert_eq!(id, set_id(set));
+        self.blocking(move |db| {
+            write(db, |txn| {
+                let key = id.bytes().as_slice();
+                let mut sets = txn.open_table(SETS).map_err(db_err)?;
+                if sets.get(key).map_err(db_err)?.is_none() {
+                    sets.insert(key, json.as_slice()).map_err(db_err)?;
+                }
+                let mut meta = txn.open_table(SET_META).map_err(db_err)?;
+                let recorded = meta.get(key).map_err(db_err)?.map(|g| g.value());
+                meta.insert(key, later(recorded, now_ms()))
+                    .map_err(db_err)?;
+                Ok(id)
+            })
+        })
+        .await
+    }
+
+    async fn get_set(&self, id: &Hash) -> Result<Option<OverrideSet>, StoreError> {
+        let id = *id;
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let sets = txn.open_table(SETS).map_err(db_err)?;
+            let found = sets.get(id.bytes().as_slice()).map_err(db_err)?;
+            found.map(|g| checked_set(&id, g.value())).transpose()
+        })
+        .await
+    }
+
+    async fn get_ticket(&self, key: &TicketKey) -> Result<Option<TicketRecord>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let tickets = txn.open_table(TICKETS).map_err(db_err)?;
+            let found = tickets.get(key.as_str()).map_err(db_err)?;
+            found
+                .map(|g| decode(&format!("ticket {key}"), g.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn history(&self, key: &TicketKey) -> Result<Vec<HistoryEvent>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let history = txn.open_table(HISTORY).map_err(db_err)?;
+            let mut events = Vec::new();
+            for entry in history
+                .range((key.as_str(), 0u64)..=(key.as_str(), u64::MAX))
+                .map_err(db_err)?
+            {
+                let (_, value) = entry.map_err(db_err)?;
+                events.push(decode(&format!("history of {key}"), value.value())?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<u64, StoreError> {
+        let version = self
+            .blocking(move |db| {
+                let record = encode("ticket", &commit.ticket)?;
+                let event = commit
+                    .event
+                    .as_ref()
+                    .map(|e| encode("history event", e))
+                    .transpose()?;
+                let key = commit.ticket.key.as_str();
+
+                write(db, |txn| {
+                    let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
+                    let found = match tickets.get(key).map_err(db_err)? {
+                        Some(g) => Some(
+                            decode::<TicketRecord>(&format!("ticket {key}"), g.value())?.version,
+                        ),
+                        None => None,
+                    };
+                    let wanted = commit.expected_version.unwrap_or(0) + 1;
+                    if found != commit.expected_version || commit.ticket.version != wanted {
+                        return Err(StoreError::Conflict {
+                            key: commit.ticket.key.clone(),
+                            expected: commit.expected_version,
+                            found,
+                        });
+                    }
+                    tickets.insert(key, record.as_slice()).map_err(db_err)?;
+
+                    if commit.overlay != OverlayOp::Keep {
+                        let mut meta = txn.open_table(META).map_err(db_err)?;
+                        let mut overlay = read_overlay(&meta)?;
+                        overlay.retain(|k| k != &commit.ticket.key);
+                        if commit.overlay == OverlayOp::Append {
+                            overlay.push(commit.ticket.key.clone());
+                        }
+                        let json = encode("overlay", &overlay)?;
+                        meta.insert(META_OVERLAY, json.as_slice()).map_err(db_err)?;
+                    }
+                    let version = bump_version(txn)?;
+                    if let Some(event) = &event {
+                        append_history(txn, key, event)?;
+                    }
+                    Ok(version)
+                })
+            })
+            .await?;
+        self.notify(version);
+        Ok(version)
+    }
+
+    async fn state(&self) -> Result<StoreState, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let meta = txn.open_table(META).map_err(db_err)?;
+            let tickets_table = txn.open_table(TICKETS).map_err(db_err)?;
+            let mut tickets = Vec::new();
+            for entry in tickets_table.iter().map_err(db_err)? {
+                let (key, value) = entry.map_err(db_err)?;
+                tickets.push(decode(&format!("ticket {}", key.value()), value.value())?);
+            }
+            Ok(StoreState {
+                version: read_version(&meta)?,
+                tickets,
+                overlay: read_overlay(&meta)?,
+            })
+        })
+        .await
+    }
+
+    async fn version(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let meta = txn.open_table(META).map_err(db_err)?;
+            read_version(&meta)
+        })
+        .await
+    }
+
+    async fn usage(&self) -> Result<StoreUsage, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let mut usage = StoreUsage::default();
+            let module_meta = txn.open_table(MODULE_META).map_err(db_err)?;
+            for entry in module_meta.iter().map_err(db_err)? {
+                let (_, value) = entry.map_err(db_err)?;
+                usage.modules += 1;
+                usage.module_bytes += value.value().1;
+            }
+            usage.sets = txn
+                .open_table(SET_META)
+                .map_err(db_err)?
+                .len()
+                .map_err(db_err)?;
+            let tickets = txn.open_table(TICKETS).map_err(db_err)?;
+            for entry in tickets.iter().map_err(db_err)? {
+                let (key, value) = entry.map_err(db_err)?;
+                let t: TicketRecord = decode(&format!("ticket {}", key.value()), value.value())?;
+                usage.tickets += 1;
+                usage.closed_tickets += u64::from(t.stage == Stage::Closed);
+            }
+            Ok(usage)
+        })
+        .await
+    }
+
+    async fn sweep(&self, keep_after_ms: u64) -> Result<SweepReport, StoreError> {
+        // One write transaction: no upload or commit can interleave.
+        self.blocking(move |db| write(db, |txn| sweep_in(txn, keep_after_ms)))
+            .await
+    }
+
+    async fn purge_ticket(
+        &self,
+        key: &TicketKey,
+        expected_version: u64,
+        summary: HistoryEvent,
+    ) -> Result<bool, StoreError> {
+        let key = key.clone();
+        let event = encode("history event", &summary)?;
+        let purged = self
+            .blocking(move |db| {
+                write(db, |txn| {
+                    let k = key.as_str();
+                    let mut tickets = txn.open_table(TICKETS).map_err(db_err)?;
+                    let current: Option<TicketRecord> = tickets
+                        .get(k)
+                        .map_err(db_err)?
+                        .map(|g| decode(&format!("ticket {k}"), g.value()))
+                        .transpose()?;
+                    match current {
+                        Some(t) if t.stage == Stage::Closed && t.version == expected_version => {}
+                        _ => return Ok(None),
+                    }
+                    tickets.remove(k).map_err(db_err)?;
+                    // The workflow never closes a released ticket; should one
+                    // be listed anyway, it must not outlive its record there.
+                    let mut meta = txn.open_table(META).map_err(db_err)?;
+                    let mut overlay = read_overlay(&meta)?;
+                    if overlay.contains(&key) {
+                        overlay.retain(|o| o != &key);
+                        let json = encode("overlay", &overlay)?;
+                        meta.insert(META_OVERLAY, json.as_slice()).map_err(db_err)?;
+                    }
+                    drop(meta);
+                    let version = bump_version(txn)?;
+                    append_history(txn, k, &event)?;
+                    Ok(Some(version))
+                })
+            })
+            .await?;
+        match purged {
+            Some(version) => {
+                self.notify(version);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// A 32-byte table key (a body or set hash).
+fn hash_key(raw: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
+    raw.try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} key is {} bytes, expected 32", raw.len())))
+}
+
+/// Every sha256 as the store writes it (64 lower-case hex digits) anywhere
+/// in `value`: see [`Store::sweep`]. The Redis sweep script matches the same.
+fn collect_hashes(value: &serde_json::Value, into: &mut HashSet<[u8; 32]>) {
+    match value {
+        serde_json::Value::String(s) => {
+            let lower_hex = s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if let Some(h) = Hash::parse(s).filter(|_| lower_hex) {
+                into.insert(*h.bytes());
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_hashes(v, into)),
+        serde_json::Value::Object(fields) => fields.values().for_each(|v| collect_hashes(v, into)),
+        _ => {}
+    }
+}
+
+/// [`Store::sweep`] inside one write transaction.
+fn sweep_in(txn: &WriteTransaction, keep_after: u64) -> Result<SweepReport, StoreError> {
+    // What the tickets reference, read generically so that a set-id field
+    // added to `TicketRecord` later is covered without touching this.
+    let mut live: HashSet<[u8; 32]> = HashSet::new();
+    {
+        let tickets = txn.open_table(TICKETS).map_err(db_err)?;
+        for entry in tickets.iter().map_err(db_err)? {
+            let (key, value) = entry.map_err(db_err)?;
+            let record: serde_json::Value =
+                decode(&format!("ticket {}", key.value()), value.value())?;
+            collect_hashes(&record, &mut live);
+        }
+    }
+
+    let mut report = SweepReport::default();
+    let mut sets = txn.open_table(SETS).map_err(db_err)?;
+    let mut set_meta = txn.open_table(SET_META).map_err(db_err)?;
+    // Sets that stay: the live ones and the recently stored ones (an upload
+    // between its put_set and its commit).
+    let mut kept = live.clone();
+    let mut doomed = Vec::new();
+    for entry in set_meta.iter().map_err(db_err)? {
+        let (id, at) = entry.map_err(db_err)?;
+        let id = hash_key(id.value(), "override set")?;
+        if live.contains(&id) {
+            continue;
+        }
+        if at.value() >= keep_after {
+            kept.insert(id);
+        } else {
+            doomed.push(id);
+        }
+    }
+    // Every body a kept set references stays, whatever its age (and a hash
+    // a ticket holds directly, too).
+    let mut wanted = live.clone();
+    for id in &kept {
+        if let Some(json) = sets.get(id.as_slice()).map_err(db_err)? {
+            let set: serde_json::Value =
+                decode(&format!("override set {}", hex::encode(id)), json.value())?;
+            collect_hashes(&set, &mut wanted);
+        }
+    }
+    for id in doomed {
+        if sets.remove(id.as_slice()).map_err(db_err)?.is_some() {
+            report.sets_deleted += 1;
+        }
+        set_meta.remove(id.as_slice()).map_err(db_err)?;
+    }
+
+    let mut modules = txn.open_table(MODULES).map_err(db_err)?;
+    let mut module_meta = txn.open_table(MODULE_META).map_err(db_err)?;
+    let mut doomed = Vec::new();
+    for entry in module_meta.iter().map_err(db_err)? {
+        let (hash, value) = entry.map_err(db_err)?;
+        let hash = hash_key(hash.value(), "module")?;
+        let (at, size) = value.value();
+        if at < keep_after && !wanted.contains(&hash) {
+            doomed.push((hash, size));
+        }
+    }
+    for (hash, size) in doomed {
+        if modules.remove(hash.as_slice()).map_err(db_err)?.is_some() {
+            report.modules_deleted += 1;
+            report.module_bytes_freed += size;
+        }
+        module_meta.remove(hash.as_slice()).map_err(db_err)?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused_with_the_path() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let _first = EmbeddedStore::open(dir.path())?;
+        match EmbeddedStore::open(dir.path()) {
+            Err(StoreError::Open { location, reason }) => {
+                assert!(location.ends_with(FILE_NAME), "{location}");
+                assert!(reason.contains("already open"), "{reason}");
+            }
+            other => panic!("second open: {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bodies_and_sets_from_before_gc_are_tracked_at_open() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let body = b"export const old = 1;\n";
+        let set = OverrideSet::new();
+        let json = encode("override set", &set)?;
+        // A file as the version without garbage collection wrote it.
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).map_err(db_err)?;
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut modules = txn.open_table(MODULES).map_err(db_err)?;
+                modules
+                    .insert(Hash::of(body).bytes().as_slice(), body.as_slice())
+                    .map_err(db_err)?;
+                let mut sets = txn.open_table(SETS).map_err(db_err)?;
+                sets.insert(set_id(&set).bytes().as_slice(), json.as_slice())
+                    .map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)?;
+        }
+        let before_open = now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let store = EmbeddedStore::open(dir.path())?;
+        let usage = store.usage().await?;
+        assert_eq!((usage.modules, usage.module_bytes, usage.sets), (1, 22, 1));
+        // Marked stored at open: spared by a sweep within the grace window…
+        assert_eq!(store.sweep(before_open).await?, SweepReport::default());
+        // …and collected once it is over (nothing references them).
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let report = store.sweep(now_ms()).await?;
+        assert_eq!(
+            (
+                report.modules_deleted,
+                report.module_bytes_freed,
+                report.sets_deleted
+            ),
+            (1, 22, 1)
+        );
+        assert_eq!(store.usage().await?, StoreUsage::default());
+        Ok(())
+    }
+
+    #[test]
+    fn an_unusable_directory_is_an_open_error() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        assert!(matches!(
+            EmbeddedStore::open(&file),
+            Err(StoreError::Open { .. })
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Ticket state and module bodies: one `Store` trait, an embedded persistent
+//! implementation (redb) and a Redis implementation for a fleet.
+//!
+//! Everything the request path needs is read through [`Store::state`] into an
+//! in-memory snapshot (the data plane's `snapshot`); the request path never waits on the
+//! store to decide or rewrite a page. Writers use [`Store::commit`], which
+//! applies a ticket change, an overlay change and a history event atomically,
+//! guarded by the ticket's expected version (optimistic concurrency).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::watch;
+
+pub use stamp_model::now_ms;
+pub use stamp_model::record::{HistoryEvent, TicketRecord};
+use stamp_model::ticket::{Hash, OverrideSet, TicketKey};
+
+pub mod embedded;
+pub mod metrics;
+pub mod redis;
+
+/// Store failures. `Conflict` is a caller-visible outcome (someone else moved
+/// the ticket first); the others are infrastructure problems.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("ticket {key} changed concurrently (expected version {expected:?}, found {found:?})")]
+    Conflict {
+        key: TicketKey,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot open store {location}: {reason}")]
+    Open { location: String, reason: String },
+}
+
+/// How a commit changes the production overlay (the ordered list of released
+/// tickets). Applied inside the same transaction as the ticket change, so two
+/// concurrent releases never lose one another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayOp {
+    Keep,
+    /// Append the ticket (removing an earlier occurrence first).
+    Append,
+    /// Remove the ticket if present.
+    Remove,
+}
+
+/// One atomic change of one ticket.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The new record. Its `version` must be `expected_version + 1` (or 1 for a
+    /// new ticket); the store checks and refuses otherwise.
+    pub ticket: TicketRecord,
+    /// The version the writer read; `None` means "the ticket must not exist yet".
+    pub expected_version: Option<u64>,
+    pub overlay: OverlayOp,
+    pub event: Option<HistoryEvent>,
+}
+
+/// What the store holds, for metrics ([`Store::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// Module bodies stored.
+    pub modules: u64,
+    /// Their total size.
+    pub module_bytes: u64,
+    /// Override sets stored.
+    pub sets: u64,
+    /// Ticket records, closed ones included.
+    pub tickets: u64,
+    pub closed_tickets: u64,
+}
+
+/// What one [`Store::sweep`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub modules_deleted: u64,
+    pub module_bytes_freed: u64,
+    pub sets_deleted: u64,
+}
+
+impl SweepReport {
+    /// Whether the sweep deleted anything.
+    pub fn freed_anything(&self) -> bool {
+        self.modules_deleted > 0 || self.sets_deleted > 0
+    }
+}
+
+/// Everything the request path needs, read at one consistent point.
+#[derive(Debug, Clone, Default)]
+pub struct StoreState {
+    /// Global change counter: bumped by every commit.
+    pub version: u64,
+    pub tickets: Vec<TicketRecord>,
+    /// Released tickets in promotion order (later wins on the same module).
+    pub overlay: Vec<TicketKey>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Human-readable location, without credentials (for logs and /health).
+    fn describe(&self) -> String;
+
+    /// Stores a module body under its sha256; idempotent. Every call, also
+    /// for a body already stored, records "stored now" for it in the same
+    /// atomic step, so a [`Store::sweep`] spares it for its grace window: an
+    /// upload stores its body before the commit that references it.
+    async fn put_module(&self, body: Bytes) -> Result<Hash, StoreError>;
+    async fn get_module(&self, hash: &Hash) -> Result<Option<Bytes>, StoreError>;
+    /// The subset of `hashes` the store does not hold.
+    async fn missing_modules(&self, hashes: &[Hash]) -> Result<Vec<Hash>, StoreError>;
+    /// Records "stored now" for a body the store already holds, like a
+    /// [`Store::put_module`] without the bytes, and returns its size; `None`
+    /// (and nothing recorded) when it is not stored. For a writer about to
+    /// reference a body it did not send itself.
+    async fn claim_module(&self, hash: &Hash) -> Result<Option<u64>, StoreError>;
+
+    /// Stores an override set under [`stamp_model::ticket::set_id`]; idempotent.
+    /// Records "stored now" for it like [`Store::put_module`] does.
+    async fn put_set(&self, set: &OverrideSet) -> Result<Hash, StoreError>;
+    async fn get_set(&self, id: &Hash) -> Result<Option<OverrideSet>, StoreError>;
+
+    async fn get_ticket(&self, key: &TicketKey) -> Result<Option<TicketRecord>, StoreError>;
+    async fn history(&self, key: &TicketKey) -> Result<Vec<HistoryEvent>, StoreError>;
+
+    /// Applies a commit atomically; returns the new global version.
+    async fn commit(&self, commit: Commit) -> Result<u64, StoreError>;
+
+    /// A consistent read of all tickets, the overlay and the global version.
+    async fn state(&self) -> Result<StoreState, StoreError>;
+    /// The global version alone (cheap; used as a periodic backstop).
+    async fn version(&self) -> Result<u64, StoreError>;
+
+    /// Counts of what the store holds (a full scan: for periodic metrics).
+    async fn usage(&self) -> Result<StoreUsage, StoreError>;
+
+    /// Garbage collection, in one atomic step. A ticket references every
+    /// sha256 anywhere in its record — `dev`, `qa`, `prod` and any other
+    /// set id field, read generically so new fields are covered; closed
+    /// tickets included; released tickets are tickets, so the overlay is
+    /// covered. A set survives when a ticket references it or it was last
+    /// stored at or after `keep_after_ms`; a body survives when a surviving
+    /// set or a ticket references it, or it was last stored at or after
+    /// `keep_after_ms`. Everything else is deleted. Passing "now minus a
+    /// grace window" longer than any upload's store-then-commit gap makes
+    /// the sweep safe against concurrent uploads.
+    async fn sweep(&self, keep_after_ms: u64) -> Result<SweepReport, StoreError>;
+
+    /// Atomically deletes a ticket's record if it is closed and still at
+    /// `expected_version`, keeping its history and appending `summary` to it;
+    /// bumps the global version and notifies like [`Store::commit`], so
+    /// snapshots drop the ticket. `Ok(false)`, changing nothing, when the
+    /// ticket is absent, not closed or at another version (re-opened or
+    /// changed concurrently).
+    async fn purge_ticket(
+        &self,
+        key: &TicketKey,
+        expected_version: u64,
+        summary: HistoryEvent,
+    ) -> Result<bool, StoreError>;
+
+    /// Notified with the global version after every commit made through any
+    /// instance sharing this store, and after a lost connection is regained
+    /// (with the current version, so the receiver resyncs).
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens a store from a `--store` value: a `redis://` / `rediss://` URL, or a
+/// directory for the embedded store (created if missing).
+pub async fn open(location: &str, redis_prefix: &str) -> Result<SharedStore, StoreError> {
+    if location.starts_with("redis://") || location.starts_with("rediss://") {
+        Ok(Arc::new(
+            redis::RedisStore::open(location, redis_prefix).await?,
+        ))
+    } else {
+        Ok(Arc::new(embedded::EmbeddedStore::open(
+            std::path::Path::new(location),
+        )?))
+    }
+}

@@ -1,0 +1,35 @@
+//! The store's own metrics (registered in the process-wide Prometheus
+//! registry, rendered by the data plane at `/__stamp/metrics`).
+
+use std::sync::LazyLock;
+
+use prometheus::{register_int_counter, register_int_gauge, IntCounter, IntGauge};
+
+// Registration only fails on a duplicate name, which is a programming error
+// caught by the first test that touches a metric.
+#[allow(clippy::expect_used)]
+fn must<T>(r: prometheus::Result<T>) -> T {
+    r.expect("metric registration")
+}
+
+/// Failed store operations, whoever made them (snapshot refresher, jobs).
+pub static STORE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(register_int_counter!(
+        "stamp_store_errors_total",
+        "Failed store operations"
+    ))
+});
+
+/// 1 when the last store round trip of the snapshot refresher succeeded.
+pub static STORE_UP: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(register_int_gauge!(
+        "stamp_store_up",
+        "1 when the last store round trip succeeded"
+    ))
+});
+
+/// Registers the store's metrics, so a scrape lists them from the start.
+pub fn register() {
+    LazyLock::force(&STORE_ERRORS);
+    LazyLock::force(&STORE_UP);
+}

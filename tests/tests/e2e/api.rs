@@ -1,0 +1,1093 @@
+//! The control API through a real stamp-proxy: the lifecycle on both stores,
+//! stage isolation, the overlay, concurrency, history, roles, auth modes,
+//! input limits, Redis outages, and a fleet of two proxies on one Redis.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stamp_tests::{client, get_text, import_map, module_url, Origin, Proxy, RedisServer, Route};
+
+const PAGE: &str =
+    "<html><head><script type=module src=/src/main.js></script></head><body>prod</body></html>";
+
+const DEV: &str = "dev-secret";
+const QA: &str = "qa-secret";
+const ADMIN: &str = "admin-secret";
+
+/// A config file with one token per role.
+fn config(dir: &std::path::Path, origin: &str, store: &str, extra: &str) -> String {
+    let h = stamp_control::auth::hash_token;
+    let text = format!(
+        "origin = \"{origin}\"\nstore = \"{store}\"\n{extra}\n\
+         [[tokens]]\nname = \"alice\"\nrole = \"dev\"\nsha256 = \"{}\"\n\
+         [[tokens]]\nname = \"quinn\"\nrole = \"qa\"\nsha256 = \"{}\"\n\
+         [[tokens]]\nname = \"root\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        h(DEV),
+        h(QA),
+        h(ADMIN)
+    );
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+struct Env {
+    origin: Origin,
+    proxy: Proxy,
+    _dir: tempfile::TempDir,
+}
+
+fn start(store: Option<&str>, extra: &str) -> Env {
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::html(PAGE));
+    let dir = tempfile::tempdir().unwrap();
+    let store = store
+        .map(str::to_string)
+        .unwrap_or_else(|| dir.path().join("store").to_string_lossy().into_owned());
+    let conf = config(dir.path(), &origin.url, &store, extra);
+    let proxy = Proxy::start_with(None, &["--config", &conf], &[]).unwrap();
+    Env {
+        origin,
+        proxy,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    call_h(proxy, method, path, token, body, &[]).await
+}
+
+async fn call_h(
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let url = proxy.url(&format!("/__stamp/api/v1/{path}"));
+    let mut req = client().request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        // JSON writes say so, as the CLI and the panel do (a POST without it
+        // is what a cross-site form sends, and is refused).
+        if method == "POST"
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("content-type", "application/json");
+        }
+        req = req.body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn upload(proxy: &Proxy, key: &str, path: &str, body: &str) -> (u16, Value) {
+    call(
+        proxy,
+        "PUT",
+        &format!("tickets/{key}/modules/{path}"),
+        Some(DEV),
+        Some(body.as_bytes().to_vec()),
+    )
+    .await
+}
+
+async fn act(proxy: &Proxy, key: &str, action: &str, token: &str) -> (u16, Value) {
+    call(
+        proxy,
+        "POST",
+        &format!("tickets/{key}/{action}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+async fn lifecycle(proxy: &Proxy) {
+    // First upload creates the ticket in dev.
+    let (s, v) = upload(proxy, "tkt-1", "src/main.js", "v1").await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["stage"], "dev");
+    assert_eq!(
+        v["module"]["url"],
+        module_url("/src/main.js", "v1").as_str()
+    );
+    let (s, _) = upload(proxy, "TKT-1", "src/main.js", "v1").await;
+    assert_eq!(s, 200);
+
+    // Illegal moves from dev, each naming the stage and the allowed actions.
+    let (s, v) = act(proxy, "TKT-1", "revert", ADMIN).await;
+    assert_eq!(s, 409);
+    assert_eq!(v["error"]["code"], "illegal_transition");
+    assert_eq!(v["error"]["stage"], "dev");
+    assert_eq!(
+        v["error"]["allowed"],
+        json!(["upload", "delete", "promote", "close"])
+    );
+
+    // dev → qa → prod, with an upload in between that changes dev only.
+    assert_eq!(act(proxy, "TKT-1", "promote", DEV).await.0, 200);
+    upload(proxy, "TKT-1", "src/main.js", "v2").await;
+    let (_, t) = call(proxy, "GET", "tickets/TKT-1", Some(DEV), None).await;
+    assert_eq!(t["stage"], "qa");
+    assert_eq!(
+        t["modules"]["qa"][0]["url"],
+        module_url("/src/main.js", "v1").as_str()
+    );
+    assert_eq!(
+        t["modules"]["dev"][0]["url"],
+        module_url("/src/main.js", "v2").as_str()
+    );
+    assert!(t["links"]["qa"].as_str().unwrap().ends_with("/?qa=TKT-1"));
+
+    assert_eq!(act(proxy, "TKT-1", "sign-off", QA).await.0, 200);
+    assert_eq!(act(proxy, "TKT-1", "promote", QA).await.0, 200);
+    let (s, v) = act(proxy, "TKT-1", "close", ADMIN).await;
+    assert_eq!((s, v["error"]["stage"].clone()), (409, json!("prod")));
+    let (s, v) = act(proxy, "TKT-1", "promote", ADMIN).await;
+    assert_eq!(
+        (s, v["error"]["allowed"].clone()),
+        (409, json!(["upload", "delete", "revert"]))
+    );
+
+    // prod → qa → dev → closed → re-initiated by an upload, history kept.
+    assert_eq!(act(proxy, "TKT-1", "revert", ADMIN).await.0, 200);
+    assert_eq!(act(proxy, "TKT-1", "revert", DEV).await.0, 200);
+    assert_eq!(act(proxy, "TKT-1", "close", DEV).await.0, 200);
+    let (s, v) = act(proxy, "TKT-1", "close", DEV).await;
+    assert_eq!((s, v["error"]["allowed"].clone()), (409, json!(["upload"])));
+    let (s, v) = upload(proxy, "TKT-1", "src/main.js", "v3").await;
+    assert_eq!((s, v["stage"].clone()), (200, json!("dev")));
+
+    let (_, t) = call(proxy, "GET", "tickets/TKT-1", Some(QA), None).await;
+    let events: Vec<(String, String)> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        // The settler's own bookkeeping may land in between.
+        .filter(|e| e["actor"] != "settler")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "upload", "upload", "promote", "upload", "sign-off", "promote", "revert", "revert",
+            "close", "reopen"
+        ]
+    );
+    assert_eq!(events[4].1, "quinn");
+    assert_eq!(events[6].1, "root");
+}
+
+#[tokio::test]
+async fn lifecycle_on_the_embedded_store() {
+    let env = start(None, "");
+    lifecycle(&env.proxy).await;
+}
+
+#[tokio::test]
+async fn lifecycle_on_redis() {
+    let redis = RedisServer::start().unwrap();
+    let env = start(Some(&redis.url), "");
+    lifecycle(&env.proxy).await;
+}
+
+#[tokio::test]
+async fn pages_follow_the_api() {
+    let env = start(None, "");
+    let p = &env.proxy;
+    for (key, body) in [("REL-1", "one"), ("REL-2", "two")] {
+        upload(p, key, "src/main.js", body).await;
+        act(p, key, "promote", DEV).await;
+        act(p, key, "promote", QA).await;
+    }
+    let page = |q: &'static str| {
+        let url = p.url(q);
+        async move { get_text(&url).await }
+    };
+    let wait_for = |q: &'static str, want: Option<String>| async move {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let html = page(q).await;
+            let got = import_map(&html)
+                .ok()
+                .map(|m| m["imports"]["/src/main.js"].as_str().unwrap().to_string());
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{q}: wanted {want:?}, page is {html}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for("/", Some(module_url("/src/main.js", "two"))).await;
+    act(p, "REL-2", "revert", ADMIN).await;
+    wait_for("/", Some(module_url("/src/main.js", "one"))).await;
+    act(p, "REL-1", "revert", ADMIN).await;
+    wait_for("/", None).await;
+    assert_eq!(page("/").await, PAGE);
+
+    let (_, list) = call(p, "GET", "tickets?stage=qa", Some(DEV), None).await;
+    let rel1 = list["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == "REL-1")
+        .unwrap();
+    assert_eq!(
+        (rel1["last"]["event"].clone(), rel1["last"]["actor"].clone()),
+        (json!("revert"), json!("root"))
+    );
+    let (s, m) = call(
+        p,
+        "GET",
+        "tickets/REL-2/importmap?stage=qa",
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        m["imports"]["/src/main.js"],
+        module_url("/src/main.js", "two").as_str()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_promotes_exactly_one_wins() {
+    let redis = RedisServer::start().unwrap();
+    let env = start(Some(&redis.url), "");
+    upload(&env.proxy, "RACE-1", "src/main.js", "x").await;
+    let (_, t) = call(&env.proxy, "GET", "tickets/RACE-1", Some(DEV), None).await;
+    let version = t["version"].to_string();
+    let tries: Vec<_> = (0..6)
+        .map(|_| {
+            let url = env.proxy.url("/__stamp/api/v1/tickets/RACE-1/promote");
+            let version = version.clone();
+            tokio::spawn(async move {
+                client()
+                    .post(url)
+                    .bearer_auth(DEV)
+                    .header("if-match", format!("\"{version}\""))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tries {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 409, 409, 409, 409, 409]);
+    let (_, t) = call(&env.proxy, "GET", "tickets/RACE-1", Some(DEV), None).await;
+    assert_eq!(t["stage"], "qa", "promoted exactly once");
+}
+
+#[tokio::test]
+async fn roles_and_authentication() {
+    let env = start(None, "");
+    let p = &env.proxy;
+    // No token, a bad one, a malformed header.
+    assert_eq!(call(p, "GET", "tickets", None, None).await.0, 401);
+    assert_eq!(call(p, "GET", "tickets", Some("wrong"), None).await.0, 401);
+    assert_eq!(
+        call_h(
+            p,
+            "GET",
+            "tickets",
+            None,
+            None,
+            &[("authorization", "Basic eDp5")]
+        )
+        .await
+        .0,
+        401
+    );
+
+    // Upload/delete: dev and admin.
+    let put = |token: &'static str| async move {
+        call(
+            p,
+            "PUT",
+            "tickets/ROLE-1/modules/src/a.js",
+            Some(token),
+            Some(b"a".to_vec()),
+        )
+        .await
+        .0
+    };
+    assert_eq!(put(QA).await, 403);
+    assert!([200, 201].contains(&put(DEV).await));
+    assert!([200, 201].contains(&put(ADMIN).await));
+
+    // dev→qa: dev, admin — not qa.
+    assert_eq!(act(p, "ROLE-1", "promote", QA).await.0, 403);
+    assert_eq!(
+        act(p, "ROLE-1", "sign-off", QA).await.0,
+        409,
+        "sign-off needs the qa stage"
+    );
+    assert_eq!(act(p, "ROLE-1", "promote", DEV).await.0, 200);
+    // In qa: sign-off by qa only; qa→prod by qa (or admin), not dev.
+    assert_eq!(act(p, "ROLE-1", "sign-off", DEV).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "sign-off", QA).await.0, 200);
+    let (s, v) = act(p, "ROLE-1", "promote", DEV).await;
+    assert_eq!(s, 403);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("alice"),
+        "{v}"
+    );
+    assert_eq!(act(p, "ROLE-1", "promote", QA).await.0, 200);
+    // Reverting prod: admin only.
+    assert_eq!(act(p, "ROLE-1", "revert", DEV).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "revert", QA).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "revert", ADMIN).await.0, 200);
+    // qa→dev: dev; close: dev.
+    assert_eq!(act(p, "ROLE-1", "revert", QA).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "revert", DEV).await.0, 200);
+    assert_eq!(act(p, "ROLE-1", "close", QA).await.0, 403);
+    assert_eq!(act(p, "ROLE-1", "close", DEV).await.0, 200);
+    // Everyone reads.
+    for t in [DEV, QA, ADMIN] {
+        assert_eq!(call(p, "GET", "tickets/ROLE-1", Some(t), None).await.0, 200);
+    }
+    // Tokens never reach the log.
+    let log = p.log_text();
+    for secret in [DEV, QA, ADMIN, "wrong"] {
+        assert!(!log.contains(secret), "token {secret} logged");
+    }
+}
+
+#[tokio::test]
+async fn open_on_loopback_refused_elsewhere() {
+    let origin = Origin::start().unwrap();
+    let proxy = Proxy::start(&origin.url, &[]).unwrap();
+    let (s, _) = call(
+        &proxy,
+        "PUT",
+        "tickets/OPEN-1/modules/src/a.js",
+        None,
+        Some(b"a".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 201, "no tokens on loopback: open");
+    assert!(proxy.log_text().contains("control API") && proxy.log_text().contains("open"));
+
+    let out = std::process::Command::new(stamp_tests::proxy::binary("stamp-proxy").unwrap())
+        .args(["--origin", &origin.url, "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`tokens`") && err.contains("0.0.0.0"), "{err}");
+}
+
+#[tokio::test]
+async fn input_limits_refuse_and_store_nothing() {
+    let env = start(
+        None,
+        "[api]\nmax_module_bytes = 1024\nmax_modules_per_ticket = 2\n",
+    );
+    let p = &env.proxy;
+    // HTTP clients normalise `..` away, so these go over a raw socket.
+    for path in [
+        "src/../../secret.js",
+        "src/%2E%2E/x.js",
+        "src/./x.js",
+        "%2E%2E/x.js",
+    ] {
+        let status = raw_put(
+            p.port,
+            &format!("/__stamp/api/v1/tickets/LIM-1/modules/{path}"),
+        );
+        assert!(status.starts_with("HTTP/1.1 400"), "{path}: {status}");
+    }
+    let bad_paths = [
+        "..%2Fsecret.js",
+        "src//x.js",
+        "src/a%5Cb.js",
+        "src/a%00.js",
+        "%2Fetc%2Fx.js",
+    ];
+    for path in bad_paths {
+        let (s, v) = call(
+            p,
+            "PUT",
+            &format!("tickets/LIM-1/modules/{path}"),
+            Some(DEV),
+            Some(b"x".to_vec()),
+        )
+        .await;
+        assert_eq!(s, 400, "{path}: {v}");
+        assert_eq!(v["error"]["field"], "path");
+    }
+    let long = format!("tickets/LIM-1/modules/{}.js", "a/".repeat(600));
+    assert_eq!(
+        call(p, "PUT", &long, Some(DEV), Some(b"x".to_vec()))
+            .await
+            .0,
+        400
+    );
+    let (s, v) = call(
+        p,
+        "PUT",
+        "tickets/LIM-1/modules/src/page.html",
+        Some(DEV),
+        Some(b"x".to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (415, json!("unsupported_type"))
+    );
+    let (s, v) = call(
+        p,
+        "PUT",
+        "tickets/not-a-key/modules/src/a.js",
+        Some(DEV),
+        Some(b"x".to_vec()),
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("ticket")));
+    // Too large: by Content-Length, and streamed without one.
+    let (s, _) = call(
+        p,
+        "PUT",
+        "tickets/LIM-1/modules/src/a.js",
+        Some(DEV),
+        Some(vec![b'x'; 2048]),
+    )
+    .await;
+    assert_eq!(s, 413);
+    let stream = futures::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 600]))),
+    );
+    let resp = client()
+        .put(p.url("/__stamp/api/v1/tickets/LIM-1/modules/src/a.js"))
+        .bearer_auth(DEV)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    // Nothing was stored by any refusal.
+    assert_eq!(
+        call(p, "GET", "tickets/LIM-1", Some(DEV), None).await.0,
+        404
+    );
+
+    // Module count limit.
+    assert_eq!(upload(p, "LIM-1", "src/a.js", "a").await.0, 201);
+    assert_eq!(upload(p, "LIM-1", "src/b.js", "b").await.0, 200);
+    let (s, v) = upload(p, "LIM-1", "src/c.js", "c").await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (413, json!("too_many_modules"))
+    );
+    assert_eq!(
+        upload(p, "LIM-1", "src/a.js", "a2").await.0,
+        200,
+        "replacing one is fine"
+    );
+    let (_, t) = call(p, "GET", "tickets/LIM-1", Some(DEV), None).await;
+    assert_eq!(t["modules"]["dev"].as_array().unwrap().len(), 2);
+    let (_, missing) = call(
+        p,
+        "POST",
+        "modules/missing",
+        Some(DEV),
+        Some(json!({"hashes": [stamp_model::ticket::Hash::of(b"c").to_hex(), stamp_model::ticket::Hash::of(b"a").to_hex()]}).to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(
+        missing["missing"],
+        json!([stamp_model::ticket::Hash::of(b"c").to_hex()]),
+        "refused body not stored"
+    );
+
+    // Malformed JSON names the field.
+    let (s, v) = call(
+        p,
+        "POST",
+        "tickets/LIM-1/promote",
+        Some(DEV),
+        Some(b"{\"expected_version\": \"x\"}".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = call(
+        p,
+        "POST",
+        "tickets/LIM-1/promote",
+        Some(DEV),
+        Some(b"{\"colour\": 1}".to_vec()),
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("colour")));
+    let (s, v) = call(
+        p,
+        "POST",
+        "modules/missing",
+        Some(DEV),
+        Some(b"{\"hashes\": [\"zz\"]}".to_vec()),
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("hashes[0]")));
+    let (s, _) = call(
+        p,
+        "POST",
+        "tickets/LIM-1/promote",
+        Some(DEV),
+        Some(b"not json".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = call(p, "POST", "tickets/LIM-1/explode", Some(DEV), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = call(p, "PATCH", "tickets/LIM-1", Some(DEV), None).await;
+    assert_eq!(s, 405);
+    let (s, v) = call(p, "GET", "tickets?stage=staging", Some(DEV), None).await;
+    assert_eq!((s, v["error"]["field"].clone()), (400, json!("stage")));
+}
+
+/// A PUT sent byte for byte as written; returns the status line.
+fn raw_put(port: u16, target: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!(
+        "PUT {target} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {DEV}\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn uploads_by_hash_transfer_only_new_bodies() {
+    let env = start(None, "");
+    let p = &env.proxy;
+    let body = "export const shared = 1;\n";
+    let hash = stamp_model::ticket::Hash::of(body.as_bytes()).to_hex();
+    let (s, v) = call_h(
+        p,
+        "PUT",
+        "tickets/HASH-1/modules/src/s.js",
+        Some(DEV),
+        None,
+        &[("x-stamp-hash", &hash)],
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (404, json!("unknown_body"))
+    );
+    upload(p, "HASH-1", "src/s.js", body).await;
+    let (s, v) = call_h(
+        p,
+        "PUT",
+        "tickets/HASH-2/modules/src/s.js",
+        Some(DEV),
+        None,
+        &[("x-stamp-hash", &hash)],
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["module"]["size"], body.len());
+    let (s, _) = call_h(
+        p,
+        "PUT",
+        "tickets/HASH-2/modules/src/t.js",
+        Some(DEV),
+        Some(b"other".to_vec()),
+        &[("x-stamp-hash", &hash)],
+    )
+    .await;
+    assert_eq!(s, 400, "hash must match the body");
+    // A bare specifier mapped to a path.
+    let (s, v) = call_h(
+        p,
+        "PUT",
+        "tickets/HASH-2/modules/dist/cart.js",
+        Some(DEV),
+        Some(b"cart".to_vec()),
+        &[("x-stamp-specifier", "@shop/cart")],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["module"]["specifier"], "@shop/cart");
+    assert_eq!(
+        v["module"]["url"],
+        module_url("/dist/cart.js", "cart").as_str()
+    );
+    let (s, _) = call_h(
+        p,
+        "DELETE",
+        "tickets/HASH-2/modules/dist/cart.js",
+        Some(DEV),
+        None,
+        &[("x-stamp-specifier", "@shop/cart")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = call(
+        p,
+        "DELETE",
+        "tickets/HASH-2/modules/dist/cart.js",
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn redis_down_answers_503_and_production_flows() {
+    let mut redis = RedisServer::start().unwrap();
+    let env = start(Some(&redis.url), "");
+    upload(&env.proxy, "DOWN-1", "src/main.js", "x").await;
+    redis.stop().unwrap();
+    let (s, v) = upload(&env.proxy, "DOWN-1", "src/main.js", "y").await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (503, json!("store_unavailable"))
+    );
+    let html = get_text(&env.proxy.url("/")).await;
+    assert_eq!(html, PAGE);
+    assert_eq!(env.origin.hits("/"), 1);
+    redis.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _) = upload(&env.proxy, "DOWN-2", "src/main.js", "z").await;
+        if s == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "API never recovered ({s})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_proxies_on_one_redis_converge() {
+    let mut redis = RedisServer::start().unwrap();
+    let a = start(Some(&redis.url), "");
+    let b = start(Some(&redis.url), "");
+    let visible_on_b = |body: String| {
+        let url = b.proxy.url("/?dev=FLEET-1");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let html = get_text(&url).await;
+                if html.contains(&module_url("/src/main.js", &body)) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "B never served {body}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    for i in 0..20 {
+        let body = format!("v{i}");
+        upload(&a.proxy, "FLEET-1", "src/main.js", &body).await;
+        visible_on_b(body).await;
+    }
+    // B loses Redis and gets it back: it resyncs by itself.
+    redis.stop().unwrap();
+    redis.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _) = upload(&a.proxy, "FLEET-1", "src/main.js", "after").await;
+        if s == 201 || s == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    visible_on_b("after".into()).await;
+}
+
+#[tokio::test]
+async fn production_overlay_changes_are_committed_to_the_history_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("history");
+    let env = start(None, &format!("history_repo = \"{}\"", repo.display()));
+    let p = &env.proxy;
+    for key in ["REL-1", "REL-2"] {
+        upload(p, key, "src/main.js", key).await;
+        act(p, key, "promote", DEV).await;
+        let (s, _) = act(p, key, "promote", QA).await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(act(p, "REL-2", "revert", ADMIN).await.0, 200);
+    let log = || {
+        let out = std::process::Command::new("git")
+            .args(["-C", &repo.to_string_lossy(), "log", "--format=%s"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log().lines().count() < 3 {
+        assert!(Instant::now() < deadline, "history: {}", log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        log().lines().collect::<Vec<_>>(),
+        [
+            "REL-2 reverted from prod to qa by root",
+            "REL-2 released to prod by quinn",
+            "REL-1 released to prod by quinn"
+        ]
+    );
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo.join("production-importmap.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        file["imports"]["/src/main.js"],
+        module_url("/src/main.js", "REL-1").as_str()
+    );
+    assert_eq!(file["released"], json!(["REL-1"]));
+    // And `git log -p` shows what production served before.
+    let out = std::process::Command::new("git")
+        .args([
+            "-C",
+            &repo.to_string_lossy(),
+            "show",
+            "HEAD~1:production-importmap.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&module_url("/src/main.js", "REL-2")));
+}
+
+#[tokio::test]
+async fn protected_previews_need_a_valid_signed_link() {
+    let secret = "0123456789abcdef0123456789abcdef-test";
+    let env = start(
+        None,
+        &format!("[preview]\nprotect = true\nsecret = \"{secret}\"\nlink_ttl = \"1h\""),
+    );
+    let p = &env.proxy;
+    upload(p, "SEC-1", "src/main.js", "secret change").await;
+    let stamped = module_url("/src/main.js", "secret change");
+    let get = |path: String, cookie: Option<String>| async move {
+        let mut req = client().get(p.url(&path));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        let h = resp.headers().clone();
+        (h, resp.text().await.unwrap())
+    };
+
+    // No token: production, with the reason.
+    let (h, html) = get("/?dev=SEC-1".into(), None).await;
+    assert_eq!(html, PAGE);
+    assert!(h["x-ticket-stamp"]
+        .to_str()
+        .unwrap()
+        .contains("signed share link"));
+
+    // The API's link works, and the cookie carries the token for navigation.
+    let (_, t) = call(p, "GET", "tickets/SEC-1", Some(DEV), None).await;
+    let link = t["links"]["dev"].as_str().unwrap().to_string();
+    let path_and_query = &link[link.find("/?").unwrap()..];
+    let (h, html) = get(path_and_query.to_string(), None).await;
+    assert!(html.contains(&stamped), "valid link stamps: {html}");
+    let cookie = h["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, html) = get("/".into(), Some(cookie.clone())).await;
+    assert!(
+        html.contains(&stamped),
+        "navigation keeps the protected selection"
+    );
+
+    // Expired, tampered and forged tokens.
+    let signer = stamp_model::share::Signer::new(secret.as_bytes(), Duration::from_secs(3600));
+    let key = stamp_model::ticket::TicketKey::parse("SEC-1").unwrap();
+    let expired = signer.mint_at(&key, stamp_data::select::View::Dev, 0, 1);
+    let (h, html) = get(format!("/?dev=SEC-1&st={expired}"), None).await;
+    assert_eq!(html, PAGE);
+    assert!(h["x-ticket-stamp"].to_str().unwrap().contains("expired"));
+    let token = path_and_query.split("st=").nth(1).unwrap().to_string();
+    let mut tampered = token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'a' { 'b' } else { 'a' });
+    let (h, html) = get(format!("/?dev=SEC-1&st={tampered}"), None).await;
+    assert_eq!(html, PAGE);
+    assert!(h["x-ticket-stamp"].to_str().unwrap().contains("not valid"));
+    let forged = stamp_model::share::Signer::new(
+        b"some other secret of enough length!!",
+        Duration::from_secs(60),
+    )
+    .mint(&key, stamp_data::select::View::Dev, 0);
+    assert_eq!(get(format!("/?dev=SEC-1&st={forged}"), None).await.1, PAGE);
+    // A dev token does not open qa.
+    act(p, "SEC-1", "promote", DEV).await;
+    assert_eq!(get(format!("/?qa=SEC-1&st={token}"), None).await.1, PAGE);
+
+    // Revoking: the old link and the cookie stop working; new links work.
+    let (s, _) = act(p, "SEC-1", "revoke-links", QA).await;
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (h, html) = get("/".into(), Some(cookie.clone())).await;
+        if html == PAGE {
+            assert!(h["x-ticket-stamp"].to_str().unwrap().contains("revoked"));
+            assert!(
+                h["set-cookie"].to_str().unwrap().contains("Max-Age=0"),
+                "revoked cookie cleared"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "revocation never took effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(path_and_query.to_string(), None).await.1, PAGE);
+    let (_, t) = call(p, "GET", "tickets/SEC-1", Some(DEV), None).await;
+    let fresh = t["links"]["qa"].as_str().unwrap().to_string();
+    let (_, html) = get(fresh[fresh.find("/?").unwrap()..].to_string(), None).await;
+    assert!(
+        html.contains(&module_url("/src/main.js", "secret change")),
+        "a new link works: {html}"
+    );
+}
+
+/// Waits until `/` (no selection) maps `/src/main.js` to `want` (None: no map).
+async fn wait_overlay(proxy: &Proxy, want: Option<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let html = get_text(&proxy.url("/")).await;
+        let got = import_map(&html)
+            .ok()
+            .map(|m| m["imports"]["/src/main.js"].as_str().unwrap().to_string());
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "wanted {want:?}, page is {html}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn history_events(proxy: &Proxy, key: &str) -> Vec<String> {
+    let (_, t) = call(proxy, "GET", &format!("tickets/{key}"), Some(DEV), None).await;
+    t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn release(proxy: &Proxy, key: &str, body: &str) {
+    upload(proxy, key, "src/main.js", body).await;
+    act(proxy, key, "promote", DEV).await;
+    assert_eq!(act(proxy, key, "promote", QA).await.0, 200);
+    // Wait for the origin baseline to be recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !history_events(proxy, key)
+        .await
+        .contains(&"baseline".to_string())
+    {
+        assert!(Instant::now() < deadline, "no baseline recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn released_overrides_settle_when_the_origin_catches_up() {
+    let env = start(None, "[settle]\ninterval = \"200ms\"");
+    env.origin.route(
+        "/src/main.js",
+        Route::bytes("text/javascript", b"old".to_vec()),
+    );
+    release(&env.proxy, "SET-1", "new").await;
+    wait_overlay(&env.proxy, Some(module_url("/src/main.js", "new"))).await;
+    let (_, t) = call(&env.proxy, "GET", "tickets/SET-1", Some(DEV), None).await;
+    assert_eq!(t["overlay"]["live"], 1);
+
+    // The origin deploys the ticket's code: the override retires and
+    // production is the origin's own again, byte for byte.
+    env.origin.route(
+        "/src/main.js",
+        Route::bytes("text/javascript", b"new".to_vec()),
+    );
+    wait_overlay(&env.proxy, None).await;
+    let html = get_text(&env.proxy.url("/")).await;
+    assert_eq!(html, PAGE);
+    assert!(history_events(&env.proxy, "SET-1")
+        .await
+        .contains(&"settled".to_string()));
+    let (_, t) = call(&env.proxy, "GET", "tickets/SET-1", Some(DEV), None).await;
+    assert_eq!(
+        (
+            t["overlay"]["live"].clone(),
+            t["overlay"]["retired"].clone()
+        ),
+        (json!(0), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn a_third_origin_version_wins_by_default_and_is_recorded() {
+    let env = start(None, "[settle]\ninterval = \"200ms\"");
+    env.origin.route(
+        "/src/main.js",
+        Route::bytes("text/javascript", b"old".to_vec()),
+    );
+    release(&env.proxy, "SET-2", "ticket").await;
+    wait_overlay(&env.proxy, Some(module_url("/src/main.js", "ticket"))).await;
+    env.origin.route(
+        "/src/main.js",
+        Route::bytes("text/javascript", b"hotfix".to_vec()),
+    );
+    wait_overlay(&env.proxy, None).await;
+    assert!(history_events(&env.proxy, "SET-2")
+        .await
+        .contains(&"origin-diverged".to_string()));
+}
+
+#[tokio::test]
+async fn a_third_origin_version_can_leave_the_ticket_in_place() {
+    let env = start(
+        None,
+        "[settle]\ninterval = \"200ms\"\nthird_version = \"ticket\"",
+    );
+    env.origin.route(
+        "/src/main.js",
+        Route::bytes("text/javascript", b"old".to_vec()),
+    );
+    release(&env.proxy, "SET-3", "ticket").await;
+    env.origin.route(
+        "/src/main.js",
+        Route::bytes("text/javascript", b"hotfix".to_vec()),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !history_events(&env.proxy, "SET-3")
+        .await
+        .contains(&"origin-diverged".to_string())
+    {
+        assert!(Instant::now() < deadline, "divergence never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_overlay(&env.proxy, Some(module_url("/src/main.js", "ticket"))).await;
+    // Recorded once, not on every pass.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let n = history_events(&env.proxy, "SET-3")
+        .await
+        .iter()
+        .filter(|e| *e == "origin-diverged")
+        .count();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn policies_refuse_with_every_reason_and_hooks_hear_every_change() {
+    let receiver = stamp_tests::fakes::FakeReceiver::start("hook-secret").unwrap();
+    let extra = format!(
+        "[[policies]]\nkind = \"command\"\nprogram = \"sh\"\nargs = [\"-c\", \"echo \\\"tests are red for $STAMP_TICKET\\\"; exit 1\"]\non = \"dev->qa\"\n\
+         [[policies]]\nkind = \"sign-off\"\ncount = 1\n\
+         [[hooks]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"hook-secret\"\n",
+        receiver.url()
+    );
+    let env = start(None, &extra);
+    let p = &env.proxy;
+    upload(p, "POL-1", "src/main.js", "x").await;
+    let (s, v) = act(p, "POL-1", "promote", DEV).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["code"], "policy_denied");
+    let denials = v["error"]["denials"].as_array().unwrap();
+    assert_eq!(denials.len(), 1, "{v}");
+    assert_eq!(denials[0]["policy"], "command");
+    assert!(
+        denials[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tests are red for POL-1"),
+        "{v}"
+    );
+    let (_, t) = call(p, "GET", "tickets/POL-1", Some(DEV), None).await;
+    assert_eq!(t["stage"], "dev", "a refusal changes nothing");
+
+    // A second proxy with only the sign-off policy (qa->prod by default).
+    let env2 = start(None, &format!("[[policies]]\nkind = \"sign-off\"\ncount = 1\n[[hooks]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"hook-secret\"\n", receiver.url()));
+    let p2 = &env2.proxy;
+    upload(p2, "POL-2", "src/main.js", "y").await;
+    assert_eq!(act(p2, "POL-2", "promote", DEV).await.0, 200);
+    let (s, v) = act(p2, "POL-2", "promote", QA).await;
+    assert_eq!(
+        (s, v["error"]["denials"][0]["policy"].clone()),
+        (422, json!("sign-off")),
+        "{v}"
+    );
+    assert_eq!(act(p2, "POL-2", "sign-off", QA).await.0, 200);
+    assert_eq!(act(p2, "POL-2", "promote", QA).await.0, 200);
+
+    // The webhook heard every change, signed (the receiver checks the HMAC).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kinds: Vec<String> = receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d["ticket"] == "POL-2")
+            .map(|d| d["event"].as_str().unwrap_or("").to_string())
+            .collect();
+        if kinds == ["uploaded", "promoted", "signed-off", "promoted"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = receiver
+        .deliveries()
+        .into_iter()
+        .rfind(|d| d["ticket"] == "POL-2")
+        .unwrap();
+    assert_eq!(
+        (
+            last["from"].clone(),
+            last["to"].clone(),
+            last["actor"].clone()
+        ),
+        (json!("qa"), json!("prod"), json!("quinn"))
+    );
+}

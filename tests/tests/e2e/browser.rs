@@ -1,0 +1,741 @@
+//! End to end in a real headless Chromium: the bundled demo shop served by a
+//! real origin, a real `stamp-proxy` in front of it, and a browser that opens
+//! a ticket and must run the ticket's module while every untouched module
+//! still comes once, unmodified, from production.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use sha2::Digest;
+use stamp_control::workflow::{self, Actor};
+use stamp_model::ticket::TicketKey;
+use stamp_store::{self as store, SharedStore};
+use stamp_tests::browser::{Browser, ConsoleEntry, Resource};
+use stamp_tests::{Origin, Proxy, RedisServer, Route};
+
+const PREFIX: &str = "ticket-stamp";
+/// How long a page may take to show what a test waits for.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a store change may take to reach the browser.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const PRODUCTION_GREETING: &str = "Hello, shopper! Everything under $5.00 today.";
+const DEMO_GREETING: &str = "Welcome back, shopper! DEMO-1 deal: everything under $3.00.";
+const DEMO_ABOUT_GREETING: &str = "Welcome back, visitor! DEMO-1 deal: everything under $3.00.";
+const GREET: &str = "/src/lib/greet.js";
+const FORMAT: &str = "/src/lib/format.js";
+
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/stamp-proxy/demo")
+}
+
+fn demo_file(relative: &str) -> String {
+    let path = demo_dir().join(relative);
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}", path.display()))
+        .unwrap()
+}
+
+fn artifacts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts")
+}
+
+/// An origin serving the demo shop from `proxy/demo/` on disk.
+fn demo_origin() -> Origin {
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::html(&demo_file("index.html")));
+    origin.route("/about", Route::html(&demo_file("about.html")));
+    for path in ["/src/main.js", "/src/about.js", GREET, FORMAT] {
+        origin.route(
+            path,
+            Route::bytes("text/javascript", demo_file(&path[1..]).into_bytes()),
+        );
+    }
+    origin.route(
+        "/src/style.css",
+        Route::bytes("text/css", demo_file("src/style.css").into_bytes()),
+    );
+    origin
+}
+
+/// Uploads `body` as the ticket's version of `/src/lib/greet.js`.
+async fn upload_greet(store: &SharedStore, ticket: &str, body: &str) {
+    let key = TicketKey::parse(ticket).unwrap();
+    workflow::upload(
+        store,
+        &key,
+        GREET,
+        GREET,
+        Bytes::from(body.to_string()),
+        &Actor::named("test"),
+    )
+    .await
+    .unwrap();
+}
+
+/// A fresh embedded store directory holding DEMO-1; the handle is dropped
+/// (releasing the file lock) before the proxy opens it.
+async fn seeded_demo_store() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("store").to_str().unwrap().to_string();
+    {
+        let store = store::open(&location, PREFIX).await.unwrap();
+        upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
+    }
+    (dir, location)
+}
+
+fn sha256_hex(body: &str) -> String {
+    hex::encode(sha2::Sha256::digest(body.as_bytes()))
+}
+
+fn at_path<'a>(resources: &'a [Resource], path: &str) -> Vec<&'a Resource> {
+    resources.iter().filter(|r| r.path == path).collect()
+}
+
+/// Prints the browser console and fails on any error other than the missing
+/// favicon (the demo origin has none).
+async fn check_console(browser: &Browser, stage: &str) {
+    let entries = browser.console().await.unwrap();
+    for e in &entries {
+        eprintln!("[console {stage}] {} {}", e.level, e.message);
+    }
+    let errors: Vec<&ConsoleEntry> = entries
+        .iter()
+        .filter(|e| e.level == "SEVERE" && !e.message.contains("favicon.ico"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "browser console errors ({stage}): {errors:#?}"
+    );
+}
+
+#[tokio::test]
+async fn ticket_module_runs_and_untouched_sibling_loads_once_from_production() {
+    let origin = demo_origin();
+    let (_store_dir, location) = seeded_demo_store().await;
+    let proxy = Proxy::start(&origin.url, &["--store", &location]).unwrap();
+    let browser = Browser::start().await.unwrap();
+
+    // The ticket page runs the ticket's greet.js.
+    browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+    let greeting = browser
+        .wait_for_text("#greeting", "DEMO-1 deal", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(greeting, DEMO_GREETING);
+    let build = browser
+        .wait_for_text("#build", "greet.js from", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(build, "greet.js from ticket DEMO-1");
+    // format.js is used by main.js (relative import) and by the ticket's greet.js.
+    assert_eq!(
+        browser.text("#total").await.unwrap(),
+        "Basket total: $42.00"
+    );
+    browser
+        .screenshot(&artifacts_dir().join("ticket-page.png"))
+        .await
+        .unwrap();
+
+    // The import map the browser holds points greet at the ticket's URL.
+    let map = browser
+        .execute("return document.querySelector('script[type=importmap]').textContent;")
+        .await
+        .unwrap();
+    let map: serde_json::Value = serde_json::from_str(map.as_str().unwrap()).unwrap();
+    let ticket_url = format!("{GREET}?__ts={}", sha256_hex(&demo_file("ticket/greet.js")));
+    assert_eq!(
+        map["imports"]["lib/greet"],
+        ticket_url.as_str(),
+        "import map: {map}"
+    );
+    assert_eq!(map["imports"]["lib/format"], FORMAT, "import map: {map}");
+
+    // What the browser fetched: the untouched sibling once, at its production
+    // URL; greet.js only at the ticket URL.
+    let resources = browser.resources().await.unwrap();
+    eprintln!("resources on the ticket page:");
+    for r in &resources {
+        eprintln!("  {} ({})", r.url, r.initiator);
+    }
+    let format = at_path(&resources, FORMAT);
+    assert_eq!(
+        format.len(),
+        1,
+        "format.js fetched {} times: {resources:#?}",
+        format.len()
+    );
+    assert_eq!(
+        format[0].search, "",
+        "format.js fetched with a query: {}",
+        format[0].url
+    );
+    let greet = at_path(&resources, GREET);
+    assert_eq!(
+        greet.len(),
+        1,
+        "greet.js fetched {} times: {resources:#?}",
+        greet.len()
+    );
+    assert_eq!(
+        format!("{}{}", greet[0].path, greet[0].search),
+        ticket_url,
+        "greet.js fetched from {}",
+        greet[0].url
+    );
+    // The proxy served the ticket's greet.js itself and passed format.js through.
+    assert_eq!(origin.hits(FORMAT), 1, "origin hits for {FORMAT}");
+    assert_eq!(origin.hits(GREET), 0, "origin hits for {GREET}");
+    assert_eq!(origin.hits("/"), 1, "origin hits for /");
+    assert_eq!(
+        browser.cookie("ticket_stamp").await.unwrap().as_deref(),
+        Some("dev.DEMO-1")
+    );
+    check_console(&browser, "ticket page").await;
+
+    // Navigation without the query stays on the ticket (the cookie).
+    browser.click("#about-link").await.unwrap();
+    let about = browser
+        .wait_for_text("#greeting", "visitor", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(about, DEMO_ABOUT_GREETING);
+    let url = browser.current_url().await.unwrap();
+    assert!(url.ends_with("/about"), "clicked to {url}");
+    let about_greet = at_path(&browser.resources().await.unwrap(), GREET)
+        .iter()
+        .map(|r| format!("{}{}", r.path, r.search))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        about_greet,
+        std::slice::from_ref(&ticket_url),
+        "greet.js on the about page"
+    );
+    assert_eq!(
+        origin.hits(GREET),
+        0,
+        "origin hits for {GREET} after /about"
+    );
+    check_console(&browser, "about page").await;
+
+    // `?stamp=off` is production again, and stays so.
+    browser.goto(&proxy.url("/?stamp=off")).await.unwrap();
+    let off = browser
+        .wait_for_text("#greeting", "Hello", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(off, PRODUCTION_GREETING);
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    browser.goto(&proxy.url("/about")).await.unwrap();
+    let about_off = browser
+        .wait_for_text("#greeting", "visitor", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(about_off, "Hello, visitor! Everything under $5.00 today.");
+    check_console(&browser, "stamp=off").await;
+
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn production_is_untouched_without_a_selection() {
+    let origin = demo_origin();
+    // A ticket exists, but nothing selects it.
+    let (_store_dir, location) = seeded_demo_store().await;
+    let proxy = Proxy::start(&origin.url, &["--store", &location]).unwrap();
+    let browser = Browser::start().await.unwrap();
+
+    browser.goto(&proxy.url("/")).await.unwrap();
+    let greeting = browser
+        .wait_for_text("#greeting", "Hello", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(greeting, PRODUCTION_GREETING);
+    let build = browser
+        .wait_for_text("#build", "greet.js from", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(build, "greet.js from production");
+
+    let map = browser
+        .execute("return document.querySelector('script[type=importmap]').textContent;")
+        .await
+        .unwrap();
+    let map: serde_json::Value = serde_json::from_str(map.as_str().unwrap()).unwrap();
+    assert_eq!(map["imports"]["lib/greet"], GREET, "import map: {map}");
+
+    let resources = browser.resources().await.unwrap();
+    let greet = at_path(&resources, GREET);
+    assert_eq!(
+        greet.len(),
+        1,
+        "greet.js fetched {} times: {resources:#?}",
+        greet.len()
+    );
+    assert_eq!(
+        greet[0].search, "",
+        "greet.js fetched from {}",
+        greet[0].url
+    );
+    assert!(
+        !resources.iter().any(|r| r.search.contains("__ts")),
+        "a ticket module was fetched: {resources:#?}"
+    );
+    assert_eq!(origin.hits(GREET), 1, "origin hits for {GREET}");
+    assert_eq!(origin.hits(FORMAT), 1, "origin hits for {FORMAT}");
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    check_console(&browser, "production").await;
+
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn live_change_reaches_the_browser() {
+    let redis = RedisServer::start().unwrap();
+    let origin = demo_origin();
+    let proxy = Proxy::start(&origin.url, &["--store", &redis.url]).unwrap();
+    let store = store::open(&redis.url, PREFIX).await.unwrap();
+    let browser = Browser::start().await.unwrap();
+
+    // TKT-7 does not exist yet: production.
+    browser.goto(&proxy.url("/?dev=TKT-7")).await.unwrap();
+    let greeting = browser
+        .wait_for_text("#greeting", "Hello", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(greeting, PRODUCTION_GREETING);
+
+    // Upload it while the proxy runs.
+    let body = "import { money } from './format.js';\n\
+                export const source = 'ticket TKT-7';\n\
+                export function greet(name) { return `TKT-7 is live for ${name}: ${money(1)}`; }\n";
+    upload_greet(&store, "TKT-7", body).await;
+    let uploaded = Instant::now();
+
+    // Reload until the ticket shows.
+    let mut reloads = 0;
+    let seen = loop {
+        browser.refresh().await.unwrap();
+        reloads += 1;
+        // Wait until the page's modules have run (production or ticket).
+        let text = browser
+            .wait_for_text("#build", "greet.js from", PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        if text == "greet.js from ticket TKT-7" {
+            break browser.text("#greeting").await.unwrap();
+        }
+        assert_eq!(text, "greet.js from production");
+        assert!(
+            uploaded.elapsed() < LIVE_TIMEOUT,
+            "TKT-7 not in the browser {LIVE_TIMEOUT:?} after the upload ({reloads} reloads)\nproxy log:\n{}",
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "TKT-7 reached the browser {:?} after the upload ({reloads} reloads)",
+        uploaded.elapsed()
+    );
+    assert_eq!(seen, "TKT-7 is live for shopper: $1.00");
+    let ticket_url = format!("{GREET}?__ts={}", sha256_hex(body));
+    let greet: Vec<String> = at_path(&browser.resources().await.unwrap(), GREET)
+        .iter()
+        .map(|r| format!("{}{}", r.path, r.search))
+        .collect();
+    assert_eq!(greet, [ticket_url], "greet.js on the live ticket page");
+    check_console(&browser, "live").await;
+
+    browser.close().await.unwrap();
+}
+
+/// A page under a strict nonce-based CSP still runs the ticket's module, and
+/// the badge shows (its style passing the policy too); the exit link leaves.
+#[tokio::test]
+async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
+    let origin = demo_origin();
+    let strict = demo_file("index.html")
+        .replace(
+            "<script type=\"importmap\">",
+            "<script type=\"importmap\" nonce=\"n0nc3\">",
+        )
+        .replace(
+            "<script type=\"module\" src=\"/src/main.js\">",
+            "<script type=\"module\" src=\"/src/main.js\" nonce=\"n0nc3\">",
+        );
+    origin.route(
+        "/",
+        Route::html(&strict).header(
+            "content-security-policy",
+            "default-src 'self'; script-src 'nonce-n0nc3' 'strict-dynamic'; style-src 'self'; object-src 'none'",
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
+        .await
+        .unwrap();
+    upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
+    drop(store);
+    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let badge = browser
+        .execute(
+            "const b = document.querySelector('ticket-stamp-badge'); \
+             if (!b || !b.shadowRoot) return null; \
+             const a = b.shadowRoot.querySelector('aside'); \
+             const s = getComputedStyle(b); \
+             return { text: a.textContent, position: s.position, exit: b.shadowRoot.querySelector('a:last-of-type').getAttribute('href') };",
+        )
+        .await
+        .unwrap();
+    assert!(
+        badge["text"].as_str().unwrap().contains("DEMO-1"),
+        "{badge}"
+    );
+    assert_eq!(
+        badge["position"], "fixed",
+        "styled (the CSP let the badge's style in): {badge}"
+    );
+    assert_eq!(badge["exit"], "?stamp=off");
+    std::fs::create_dir_all(artifacts_dir()).unwrap();
+    browser
+        .screenshot(&artifacts_dir().join("badge-strict-csp.png"))
+        .await
+        .unwrap();
+    let violations: Vec<_> = browser
+        .console()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "CSP violations: {violations:?}");
+    // The exit link goes back to production.
+    browser
+        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('a:last-of-type').click(); return true;")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#greeting", PRODUCTION_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+}
+
+/// A proxy with a dev, a qa and an admin token and the given extra config.
+fn panel_proxy(origin: &Origin, dir: &std::path::Path, extra: &str) -> Proxy {
+    let h = stamp_control::auth::hash_token;
+    let conf = dir.join("panel.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n{extra}\n\
+             [[tokens]]\nname = \"alice\"\nrole = \"dev\"\nsha256 = \"{}\"\n\
+             [[tokens]]\nname = \"quinn\"\nrole = \"qa\"\nsha256 = \"{}\"\n",
+            origin.url,
+            dir.join("store").display(),
+            h("dev-secret"),
+            h("qa-secret")
+        ),
+    )
+    .unwrap();
+    Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap()
+}
+
+async fn api_as(proxy: &Proxy, token: &str, method: &str, path: &str, body: &str) -> u16 {
+    stamp_tests::client()
+        .request(
+            method.parse().unwrap(),
+            proxy.url(&format!("/__stamp/api/v1/{path}")),
+        )
+        .bearer_auth(token)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn sign_in(browser: &Browser, proxy: &Proxy, token: &str) {
+    browser.goto(&proxy.url("/__stamp/")).await.unwrap();
+    let c = browser.client().unwrap();
+    c.wait()
+        .for_element(fantoccini::Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    browser.click("#sign-in button").await.unwrap();
+}
+
+#[tokio::test]
+async fn panel_sign_in_promote_by_click_and_live_updates() {
+    let origin = demo_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = panel_proxy(&origin, dir.path(), "");
+    assert_eq!(
+        api_as(
+            &proxy,
+            "dev-secret",
+            "PUT",
+            "tickets/QA-7/modules/src/lib/greet.js",
+            "export const greet = () => 'qa';"
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        api_as(&proxy, "dev-secret", "POST", "tickets/QA-7/promote", "").await,
+        200
+    );
+
+    let browser = Browser::start().await.unwrap();
+    sign_in(&browser, &proxy, "qa-secret").await;
+    browser
+        .wait_for_text("#who", "quinn (qa)", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#stage-qa", "qa (1)", Duration::from_secs(10))
+        .await
+        .unwrap();
+    std::fs::create_dir_all(artifacts_dir()).unwrap();
+    browser
+        .screenshot(&artifacts_dir().join("panel-tickets.png"))
+        .await
+        .unwrap();
+
+    // A change made through the API appears without a reload.
+    assert_eq!(
+        api_as(
+            &proxy,
+            "dev-secret",
+            "PUT",
+            "tickets/NEW-9/modules/src/a.js",
+            "a"
+        )
+        .await,
+        201
+    );
+    browser
+        .wait_for_text("#stage-dev", "dev (1)", Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    // Promote by clicking: qa may promote qa→prod; the button is there.
+    browser.click("a[href='#/tickets/QA-7']").await.unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "qa", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let page = browser.text("#view").await.unwrap();
+    assert!(
+        page.contains("qa overrides (1)") && page.contains("/src/lib/greet.js?__ts="),
+        "{page}"
+    );
+    assert!(!page.contains("[object"), "{page}");
+    browser
+        .screenshot(&artifacts_dir().join("panel-ticket.png"))
+        .await
+        .unwrap();
+    let buttons = browser
+        .execute(
+            "return [...document.querySelectorAll('.actions button')].map(b => b.textContent);",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        buttons,
+        serde_json::json!(["promote", "sign-off"]),
+        "only what a qa token may do"
+    );
+    browser.click("#do-promote").await.unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "prod", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#outcome", "now in prod", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn panel_shows_a_policy_refusal_inline() {
+    let origin = demo_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = panel_proxy(
+        &origin,
+        dir.path(),
+        "[[policies]]\nkind = \"command\"\nprogram = \"sh\"\nargs = [\"-c\", \"echo release freeze until Monday; exit 1\"]\non = \"qa->prod\"",
+    );
+    assert_eq!(
+        api_as(
+            &proxy,
+            "dev-secret",
+            "PUT",
+            "tickets/FRZ-1/modules/src/a.js",
+            "a"
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        api_as(&proxy, "dev-secret", "POST", "tickets/FRZ-1/promote", "").await,
+        200
+    );
+    let browser = Browser::start().await.unwrap();
+    sign_in(&browser, &proxy, "qa-secret").await;
+    browser
+        .wait_for_text("#who", "quinn", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .goto(&proxy.url("/__stamp/#/tickets/FRZ-1"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "qa", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.click("#do-promote").await.unwrap();
+    let text = browser
+        .wait_for_text(
+            "#outcome",
+            "release freeze until Monday",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(
+        text.contains("Refused by policy") && text.contains("command"),
+        "{text}"
+    );
+    assert_eq!(
+        browser.text("#ticket-stage").await.unwrap(),
+        "qa",
+        "nothing moved"
+    );
+    browser.close().await.unwrap();
+}
+
+fn greet_body(tag: &str) -> String {
+    format!(
+        "import {{ money }} from './format.js';\n\
+         export const source = 'ticket {tag}';\n\
+         export function greet(name) {{ return `{tag} for ${{name}}: ${{money(1)}}`; }}\n"
+    )
+}
+
+/// Reloads `url` until `#build` reads `want` (bounded), returns the time it took.
+async fn reload_until(browser: &Browser, url: &str, want: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        browser.goto(url).await.unwrap();
+        let text = browser
+            .wait_for_text("#build", "greet.js from", PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        if text == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < LIVE_TIMEOUT,
+            "{url}: still `{text}`, wanted `{want}`"
+        );
+    }
+}
+
+#[tokio::test]
+async fn qa_shows_the_promoted_snapshot_while_dev_moves_on() {
+    let redis = RedisServer::start().unwrap();
+    let origin = demo_origin();
+    let proxy = Proxy::start(&origin.url, &["--store", &redis.url]).unwrap();
+    let store = store::open(&redis.url, PREFIX).await.unwrap();
+    upload_greet(&store, "SNAP-1", &greet_body("SNAP-1 v1")).await;
+    let key = TicketKey::parse("SNAP-1").unwrap();
+    workflow::transition(
+        &store,
+        &key,
+        stamp_model::lifecycle::Transition::Promote,
+        None,
+        &Actor::named("test"),
+    )
+    .await
+    .unwrap();
+    upload_greet(&store, "SNAP-1", &greet_body("SNAP-1 v2")).await;
+
+    let browser = Browser::start().await.unwrap();
+    reload_until(
+        &browser,
+        &proxy.url("/?qa=SNAP-1"),
+        "greet.js from ticket SNAP-1 v1",
+    )
+    .await;
+    reload_until(
+        &browser,
+        &proxy.url("/?dev=SNAP-1"),
+        "greet.js from ticket SNAP-1 v2",
+    )
+    .await;
+    // The cookie now says dev; the qa link still shows the snapshot.
+    reload_until(
+        &browser,
+        &proxy.url("/?qa=SNAP-1"),
+        "greet.js from ticket SNAP-1 v1",
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn release_reaches_the_plain_url_and_revert_takes_it_back() {
+    let redis = RedisServer::start().unwrap();
+    let origin = demo_origin();
+    let proxy = Proxy::start(&origin.url, &["--store", &redis.url]).unwrap();
+    let store = store::open(&redis.url, PREFIX).await.unwrap();
+    upload_greet(&store, "REL-9", &greet_body("REL-9")).await;
+    let key = TicketKey::parse("REL-9").unwrap();
+    let actor = Actor::named("test");
+    let browser = Browser::start().await.unwrap();
+    reload_until(&browser, &proxy.url("/"), "greet.js from production").await;
+    for _ in 0..2 {
+        workflow::transition(
+            &store,
+            &key,
+            stamp_model::lifecycle::Transition::Promote,
+            None,
+            &actor,
+        )
+        .await
+        .unwrap();
+    }
+    reload_until(&browser, &proxy.url("/"), "greet.js from ticket REL-9").await;
+    workflow::transition(
+        &store,
+        &key,
+        stamp_model::lifecycle::Transition::Revert,
+        None,
+        &actor,
+    )
+    .await
+    .unwrap();
+    let took = reload_until(&browser, &proxy.url("/"), "greet.js from production").await;
+    assert!(
+        took < Duration::from_secs(1),
+        "revert took {took:?} to reach the browser"
+    );
+    browser.close().await.unwrap();
+}

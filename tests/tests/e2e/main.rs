@@ -1,0 +1,17 @@
+//! Every integration and end-to-end test, in one binary (one link, one
+//! process start): real `stamp-proxy` and `stamp` processes on free loopback
+//! ports, a real origin, real Redis and Chromium, and the control API's
+//! router called without a socket.
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod browser;
+mod cli;
+mod layout;
+mod operations;
+mod passthrough;
+mod policies;
+mod router;
+mod selection;
+mod stamping;
+mod store_conformance;

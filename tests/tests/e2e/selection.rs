@@ -1,0 +1,358 @@
+//! Selecting a ticket in the browser: query, cookie, stickiness, exit, stage
+//! views, the production overlay, and every malformed or stale selection
+//! (which must serve production with a reason, never an error page).
+
+use stamp_model::lifecycle::Transition;
+use stamp_tests::{
+    client, get_text, import_map, module_url, open_store, transition, upload, wait_snapshot,
+    Origin, Proxy, RedisServer, Route,
+};
+
+const PAGE: &str = "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\"}}</script><script type=module src=/src/main.js></script></head><body>prod</body></html>";
+const V1: &str = "export const v = 1;\n";
+const V2: &str = "export const v = 2;\n";
+
+struct Fleet {
+    origin: Origin,
+    redis: RedisServer,
+    proxy: Proxy,
+}
+
+/// A proxy over a real Redis, so the test can change tickets while it runs.
+fn fleet() -> Fleet {
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::html(PAGE));
+    origin.route("/about", Route::html(PAGE));
+    let redis = RedisServer::start().unwrap();
+    let proxy = Proxy::start(&origin.url, &["--store", &redis.url]).unwrap();
+    Fleet {
+        origin,
+        redis,
+        proxy,
+    }
+}
+
+async fn page(
+    proxy: &Proxy,
+    path: &str,
+    cookie: Option<&str>,
+) -> (reqwest::header::HeaderMap, String) {
+    let mut req = client().get(proxy.url(path));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{path} must never be an error page");
+    let h = resp.headers().clone();
+    (h, resp.text().await.unwrap())
+}
+
+fn greet_target(html: &str) -> String {
+    import_map(html).unwrap()["imports"]["lib/greet"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn version(f: &Fleet) -> u64 {
+    open_store(&f.redis.url)
+        .await
+        .unwrap()
+        .version()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+
+    let (h, html) = page(&f.proxy, "/?dev=TKT-1", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    let cookie = h["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(cookie, "ticket_stamp=dev.TKT-1");
+
+    // Navigation: no query, the cookie keeps the ticket; no new cookie is set.
+    let (h, html) = page(&f.proxy, "/about", Some(&cookie)).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    assert!(h.get("set-cookie").is_none());
+    assert_eq!(f.origin.hits("/about"), 1);
+
+    // Exit.
+    let (h, html) = page(&f.proxy, "/?stamp=off", Some(&cookie)).await;
+    assert_eq!(html, PAGE, "production, byte for byte");
+    let clear = h["set-cookie"].to_str().unwrap();
+    assert!(
+        clear.starts_with("ticket_stamp=;") && clear.contains("Max-Age=0"),
+        "{clear}"
+    );
+    assert!(h["x-ticket-stamp"]
+        .to_str()
+        .unwrap()
+        .starts_with("production"));
+}
+
+#[tokio::test]
+async fn the_query_wins_deterministically() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "AAA-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    upload(&store, "BBB-2", &[("/src/lib/greet.js", V2)])
+        .await
+        .unwrap();
+    transition(&store, "BBB-2", Transition::Promote)
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+
+    // Query beats cookie.
+    let (h, html) = page(&f.proxy, "/?qa=bbb-2", Some("ticket_stamp=dev.AAA-1")).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V2));
+    assert!(h["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("ticket_stamp=qa.BBB-2;"));
+    // Both in one URL: the last one wins, whatever the order.
+    let (_, html) = page(&f.proxy, "/?qa=BBB-2&dev=AAA-1", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    let (_, html) = page(&f.proxy, "/?dev=AAA-1&qa=BBB-2", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V2));
+}
+
+#[tokio::test]
+async fn qa_is_a_snapshot_and_dev_keeps_moving() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "TKT-5", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    transition(&store, "TKT-5", Transition::Promote)
+        .await
+        .unwrap();
+    upload(&store, "TKT-5", &[("/src/lib/greet.js", V2)])
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+
+    let (h, html) = page(&f.proxy, "/?qa=TKT-5", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    assert!(h["x-ticket-stamp"].to_str().unwrap().contains("stage=qa"));
+    let (_, html) = page(&f.proxy, "/?dev=TKT-5", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V2));
+}
+
+#[tokio::test]
+async fn released_tickets_form_the_production_overlay_in_order() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    let (_, html) = page(&f.proxy, "/", None).await;
+    assert_eq!(html, PAGE, "no overlay: production untouched");
+
+    for (key, body) in [("REL-1", V1), ("REL-2", V2)] {
+        upload(&store, key, &[("/src/lib/greet.js", body)])
+            .await
+            .unwrap();
+        transition(&store, key, Transition::Promote).await.unwrap();
+        transition(&store, key, Transition::Promote).await.unwrap();
+    }
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (h, html) = page(&f.proxy, "/", None).await;
+    assert_eq!(
+        greet_target(&html),
+        module_url("/src/lib/greet.js", V2),
+        "later release wins"
+    );
+    assert_eq!(
+        h["cache-control"], "no-cache",
+        "a revert must be seen at once"
+    );
+    assert!(h["x-ticket-stamp"].to_str().unwrap().starts_with("overlay"));
+
+    transition(&store, "REL-2", Transition::Revert)
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (_, html) = page(&f.proxy, "/", None).await;
+    assert_eq!(
+        greet_target(&html),
+        module_url("/src/lib/greet.js", V1),
+        "overlay recomputed"
+    );
+
+    transition(&store, "REL-1", Transition::Revert)
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (_, html) = page(&f.proxy, "/", None).await;
+    assert_eq!(html, PAGE, "all reverted: production untouched again");
+}
+
+#[tokio::test]
+async fn unknown_closed_and_unpromoted_selections_serve_production_with_a_reason() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "DEV-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    upload(&store, "GONE-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    transition(&store, "GONE-1", Transition::Close)
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+
+    for (path, cookie, reason) in [
+        ("/?dev=NOPE-9", None, "unknown ticket NOPE-9"),
+        ("/?dev=GONE-1", None, "ticket GONE-1 is closed"),
+        ("/?qa=DEV-1", None, "has not been promoted to qa"),
+        (
+            "/",
+            Some("ticket_stamp=dev.GONE-1"),
+            "ticket GONE-1 is closed",
+        ),
+    ] {
+        let (h, html) = page(&f.proxy, path, cookie).await;
+        assert_eq!(html, PAGE, "{path}: production body");
+        let info = h["x-ticket-stamp"].to_str().unwrap();
+        assert!(
+            info.starts_with("production") && info.contains(reason),
+            "{path}: {info}"
+        );
+    }
+    // A stale cookie is cleared so the next page is plain production.
+    let (h, _) = page(&f.proxy, "/", Some("ticket_stamp=dev.GONE-1")).await;
+    assert!(h["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn malformed_keys_and_hostile_cookies_never_break_the_page() {
+    let f = fleet();
+    let long_cookie = format!("ticket_stamp=dev.{}", "A".repeat(4000));
+    let cases: Vec<(String, Option<String>)> = vec![
+        ("/?dev=".into(), None),
+        ("/?dev=TKT".into(), None),
+        ("/?dev=%3Cscript%3E-1".into(), None),
+        ("/?qa=TKT-1%0d%0aSet-Cookie:%20x=1".into(), None),
+        ("/?dev=%FF%FE".into(), None),
+        ("/?stamp=maybe".into(), None),
+        ("/".into(), Some("ticket_stamp=prod.TKT-1".into())),
+        ("/".into(), Some("ticket_stamp=dev.<img>-1".into())),
+        ("/".into(), Some("ticket_stamp=\"dev.\"".into())),
+        ("/".into(), Some(long_cookie)),
+    ];
+    for (path, cookie) in cases {
+        let (h, html) = page(&f.proxy, &path, cookie.as_deref()).await;
+        assert_eq!(html, PAGE, "{path} {cookie:?}");
+        let info = h["x-ticket-stamp"].to_str().unwrap();
+        assert!(info.starts_with("production; reason="), "{info}");
+        assert!(
+            !info.contains('<') && !info.contains('\r'),
+            "no echo of hostile input: {info}"
+        );
+        assert!(h
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap().contains("x=1")));
+    }
+}
+
+#[tokio::test]
+async fn a_change_is_served_without_a_restart() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    let (_, html) = page(&f.proxy, "/?dev=LIVE-1", None).await;
+    assert_eq!(html, PAGE);
+    upload(&store, "LIVE-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (_, html) = page(&f.proxy, "/?dev=LIVE-1", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    upload(&store, "LIVE-1", &[("/src/lib/greet.js", V2)])
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (_, html) = page(&f.proxy, "/?dev=LIVE-1", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V2));
+}
+
+#[tokio::test]
+async fn redis_down_keeps_production_and_the_last_snapshot_flowing() {
+    let mut f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    // Warm the module cache, then take Redis away.
+    let url = f.proxy.url(&module_url("/src/lib/greet.js", V1));
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
+    f.redis.stop().unwrap();
+
+    let (_, html) = page(&f.proxy, "/", None).await;
+    assert_eq!(html, PAGE);
+    let (_, html) = page(&f.proxy, "/?dev=TKT-1", None).await;
+    assert_eq!(
+        greet_target(&html),
+        module_url("/src/lib/greet.js", V1),
+        "last snapshot"
+    );
+    assert_eq!(get_text(&url).await, V1, "cached body");
+    let unknown = f.proxy.url(&module_url("/src/x.js", "never"));
+    assert_eq!(client().get(unknown).send().await.unwrap().status(), 503);
+    // Health says degraded (but the proxy still answers 200: it is serving).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let v: serde_json::Value = client()
+            .get(f.proxy.url("/__stamp/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "degraded" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never noticed: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Redis returns (empty: no persistence): the proxy resyncs by itself.
+    f.redis.restart().unwrap();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "NEW-1", &[("/src/lib/greet.js", V2)])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, html) = page(&f.proxy, "/?dev=NEW-1", None).await;
+        if html != PAGE {
+            assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V2));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never resynced:\n{}",
+            f.proxy.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,579 @@
+//! What a selected ticket's page looks like through a real stamp-proxy in
+//! front of a real origin: map merge and insertion, entry rewrites, CSP,
+//! escaping, compressed origins, cache headers, conditional requests, HEAD,
+//! and module serving.
+
+use stamp_tests::{
+    client, get_text, import_map, module_url, seed_dir, Encoding, Origin, Proxy, Route,
+};
+
+const GREET: &str = "export const greet = (n) => `ticket hello ${n}`;\n";
+
+/// An origin, a proxy over an embedded store seeded with TKT-1 overriding
+/// `/src/lib/greet.js`.
+async fn setup() -> (Origin, Proxy, tempfile::TempDir) {
+    let origin = Origin::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    seed_dir(dir.path(), "TKT-1", &[("/src/lib/greet.js", GREET)])
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    (origin, proxy, dir)
+}
+
+fn ticket_url() -> String {
+    module_url("/src/lib/greet.js", GREET)
+}
+
+#[tokio::test]
+async fn merges_into_the_existing_map_with_scopes_and_integrity() {
+    let (origin, proxy, _d) = setup().await;
+    let page = r#"<!doctype html><html><head>
+<script type="importmap">{
+  "imports": {"lib/greet": "/src/lib/greet.js", "lib/": "/src/lib/", "app": "/src/main.js"},
+  "scopes": {"/src/legacy/": {"/src/lib/greet.js": "/old/greet.js"}, "/src/vendor/": {"/src/": "/cdn/src/"}},
+  "integrity": {"/src/lib/greet.js": "sha384-production", "/src/main.js": "sha384-main"}
+}</script>
+<script type="module" src="/src/main.js"></script></head><body>shop</body></html>"#;
+    origin.route("/", Route::html(page));
+    let resp = client().get(proxy.url("/?dev=tkt-1")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    let html = resp.text().await.unwrap();
+    let map = import_map(&html).unwrap();
+    let t = ticket_url();
+    assert_eq!(map["imports"]["/src/lib/greet.js"], t.as_str());
+    assert_eq!(
+        map["imports"]["lib/greet"],
+        t.as_str(),
+        "bare alias follows the override"
+    );
+    assert_eq!(
+        map["imports"]["lib/greet.js"],
+        t.as_str(),
+        "prefix alias gets a specific entry"
+    );
+    assert_eq!(
+        map["imports"]["app"], "/src/main.js",
+        "untouched entries stay"
+    );
+    assert_eq!(
+        map["scopes"]["/src/legacy/"]["/src/lib/greet.js"],
+        t.as_str(),
+        "shadowing scope patched"
+    );
+    assert_eq!(
+        map["scopes"]["/src/vendor/"]["/src/lib/greet.js"],
+        t.as_str(),
+        "prefix scope patched"
+    );
+    assert!(
+        map["integrity"].get("/src/lib/greet.js").is_none(),
+        "stale integrity dropped"
+    );
+    assert_eq!(map["integrity"]["/src/main.js"], "sha384-main");
+    assert!(map["integrity"][t.as_str()]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256-"));
+    assert_eq!(
+        html.matches("importmap").count(),
+        1,
+        "merged, never a second map"
+    );
+    assert!(
+        html.contains("<body><ticket-stamp-badge>")
+            && html.ends_with("</ticket-stamp-badge>shop</body></html>")
+    );
+
+    assert_eq!(h["cache-control"], "private, no-store");
+    assert!(h
+        .get_all("vary")
+        .iter()
+        .any(|v| v.to_str().unwrap().contains("Cookie")));
+    assert!(h.get("content-length").is_none());
+    assert!(h.get("etag").is_none() && h.get("last-modified").is_none());
+    let info = h["x-ticket-stamp"].to_str().unwrap();
+    assert!(
+        info.contains("ticket=TKT-1") && info.contains("view=dev"),
+        "{info}"
+    );
+    let cookie = h["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("ticket_stamp=dev.TKT-1;"), "{cookie}");
+    for attr in ["Path=/", "HttpOnly", "SameSite=Lax", "Max-Age="] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "no Secure over plain http");
+}
+
+#[tokio::test]
+async fn inserts_a_map_and_rewrites_entry_points() {
+    let (origin, proxy, _d) = setup().await;
+    origin.route(
+        "/nomap",
+        Route::html(
+            "<html><head><title>x</title><link rel=\"modulepreload\" href=\"/src/lib/greet.js\" integrity=\"sha384-old\">\
+             <script type=\"module\" src=\"./src/lib/greet.js\"></script></head><body></body></html>",
+        ),
+    );
+    let html = get_text(&proxy.url("/nomap?dev=TKT-1")).await;
+    let map = import_map(&html).unwrap();
+    assert_eq!(map["imports"]["/src/lib/greet.js"], ticket_url().as_str());
+    let map_at = html.find("importmap").unwrap();
+    assert!(
+        map_at < html.find("modulepreload").unwrap(),
+        "map first: {html}"
+    );
+    assert!(
+        html.contains(&format!("href=\"{}\"", ticket_url())),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("src=\"{}\"", ticket_url())),
+        "{html}"
+    );
+    assert!(
+        !html.contains("sha384-old"),
+        "integrity of a rewritten entry is updated"
+    );
+
+    // No <head> at all.
+    origin.route(
+        "/bare",
+        Route::html("<script type=module src=/src/main.js></script><p>x</p>"),
+    );
+    let html = get_text(&proxy.url("/bare?dev=TKT-1")).await;
+    assert!(html.starts_with("<script type=\"importmap\">"), "{html}");
+}
+
+#[tokio::test]
+async fn merges_importmap_shim_maps() {
+    let (origin, proxy, _d) = setup().await;
+    origin.route(
+        "/shim",
+        Route::html("<script type=\"importmap-shim\">{\"imports\":{\"g\":\"/src/lib/greet.js\"}}</script><script type=module-shim src=/src/main.js></script>"),
+    );
+    let html = get_text(&proxy.url("/shim?dev=TKT-1")).await;
+    assert!(html.contains("type=\"importmap-shim\""));
+    let start = html.find('{').unwrap();
+    let end = html.find("</script>").unwrap();
+    let map: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();
+    assert_eq!(map["imports"]["g"], ticket_url().as_str());
+}
+
+#[tokio::test]
+async fn csp_nonce_is_reused_and_hash_policies_get_our_sources() {
+    let (origin, proxy, _d) = setup().await;
+    origin.route(
+        "/nonce",
+        Route::html("<head><script type=module src=/src/main.js nonce=r4nd0m></script></head>")
+            .header(
+                "content-security-policy",
+                "script-src 'nonce-r4nd0m' 'strict-dynamic'; object-src 'none'",
+            ),
+    );
+    let resp = client()
+        .get(proxy.url("/nonce?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-security-policy"],
+        "script-src 'nonce-r4nd0m' 'strict-dynamic'; object-src 'none'",
+        "a nonce policy is left exactly as it was"
+    );
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("<script type=\"importmap\" nonce=\"r4nd0m\">"),
+        "{html}"
+    );
+
+    origin.route(
+        "/hash",
+        Route::html("<head><script type=module src=/src/main.js></script></head>").header(
+            "content-security-policy",
+            "default-src 'self'; script-src 'self' 'sha256-abc='",
+        ),
+    );
+    let resp = client()
+        .get(proxy.url("/hash?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let html = resp.text().await.unwrap();
+    let map_start = html.find("\">").unwrap() + 2;
+    let map_text = &html[map_start..html.find("</script>").unwrap()];
+    let hash = stamp_data::importmap::csp_hash_source(map_text);
+    assert!(
+        csp.contains(&hash),
+        "the inserted map's hash is allowed: {csp}"
+    );
+    assert!(
+        csp.starts_with("default-src 'self' ")
+            && csp.contains("; script-src 'self' 'sha256-abc=' "),
+        "nothing removed: {csp}"
+    );
+    assert!(
+        csp.contains(stamp_data::badge::style_hash()),
+        "default-src also governs the badge's style: {csp}"
+    );
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    assert!(html.contains(&format!("nonce=\"{nonce}\"")), "{html}");
+
+    origin.route(
+        "/inline",
+        Route::html("<head><script type=module src=/src/main.js></script></head>").header(
+            "content-security-policy",
+            "script-src 'self' 'unsafe-inline'",
+        ),
+    );
+    let resp = client()
+        .get(proxy.url("/inline?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-security-policy"],
+        "script-src 'self' 'unsafe-inline'"
+    );
+}
+
+#[tokio::test]
+async fn hostile_specifiers_cannot_break_out_of_the_script() {
+    let origin = Origin::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
+        .await
+        .unwrap();
+    stamp_tests::upload_bare(
+        &store,
+        "TKT-2",
+        "</script><script>alert(1)</script>",
+        "/src/x.js",
+        "x",
+    )
+    .await
+    .unwrap();
+    stamp_tests::upload_bare(&store, "TKT-2", "a\u{2028}b&amp;<!--", "/src/y.js", "y")
+        .await
+        .unwrap();
+    drop(store);
+    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    origin.route(
+        "/",
+        Route::html("<head><script type=module src=/m.js></script></head><body></body>"),
+    );
+    let html = get_text(&proxy.url("/?dev=TKT-2")).await;
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(
+        !html.contains('\u{2028}') && !html.contains("<!--"),
+        "{html}"
+    );
+    assert_eq!(html.matches("</script>").count(), 2, "{html}");
+    let map = import_map(&html).unwrap();
+    assert!(
+        map["imports"]
+            .get("</script><script>alert(1)</script>")
+            .is_some(),
+        "round-trips as JSON"
+    );
+    assert!(map["imports"].get("a\u{2028}b&amp;<!--").is_some());
+}
+
+#[tokio::test]
+async fn compressed_origin_pages_are_rewritten_and_recompressed() {
+    let (origin, proxy, _d) = setup().await;
+    let page = format!(
+        "<html><head><script type=importmap>{{\"imports\":{{\"g\":\"/src/lib/greet.js\"}}}}</script></head><body>{}</body></html>",
+        "<p>padding</p>".repeat(2000)
+    );
+    for (path, enc) in [
+        ("/gz", Encoding::Gzip),
+        ("/br", Encoding::Brotli),
+        ("/zstd", Encoding::Zstd),
+        ("/deflate", Encoding::Deflate),
+    ] {
+        // This origin compresses whatever the client asked for.
+        origin.route(path, Route::html(&page).encoded(enc).chunked(1500));
+        let resp = client()
+            .get(proxy.url(&format!("{path}?dev=TKT-1")))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.headers().get("content-encoding").is_none(), "{path}");
+        let html = resp.text().await.unwrap();
+        assert_eq!(
+            import_map(&html).unwrap()["imports"]["g"],
+            ticket_url().as_str(),
+            "{path}"
+        );
+        assert!(html.ends_with("</body></html>"), "{path}: whole page");
+        let sent = origin.last_headers(path).unwrap();
+        assert_eq!(
+            sent["accept-encoding"], "identity",
+            "{path}: identity asked of the origin"
+        );
+    }
+    // A client that accepts gzip gets the rewritten page compressed.
+    let resp = client()
+        .get(proxy.url("/br?dev=TKT-1"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let body = resp.bytes().await.unwrap();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+        .unwrap();
+    assert_eq!(
+        import_map(&plain).unwrap()["imports"]["g"],
+        ticket_url().as_str()
+    );
+}
+
+#[tokio::test]
+async fn no_transform_is_honoured() {
+    let (origin, proxy, _d) = setup().await;
+    let page = "<script type=module src=/src/lib/greet.js></script>";
+    origin.route(
+        "/nt",
+        Route::html(page).header("cache-control", "no-transform"),
+    );
+    let resp = client()
+        .get(proxy.url("/nt?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    let info = resp.headers()["x-ticket-stamp"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        info.starts_with("unchanged") && info.contains("no-transform"),
+        "{info}"
+    );
+    assert_eq!(resp.text().await.unwrap(), page);
+}
+
+#[tokio::test]
+async fn conditional_and_range_requests_never_revive_production() {
+    let (origin, proxy, _d) = setup().await;
+    origin.route(
+        "/c",
+        Route::html("<script type=module src=/src/lib/greet.js></script>")
+            .header("etag", "\"v1\"")
+            .header("last-modified", "Wed, 21 Oct 2026 07:28:00 GMT")
+            .conditional(),
+    );
+    // Production: conditional requests pass through (a 304 is fine).
+    let resp = client()
+        .get(proxy.url("/c"))
+        .header("if-none-match", "\"v1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+    // Ticket: the browser's production copy must not be revalidated into use.
+    let resp = client()
+        .get(proxy.url("/c?dev=TKT-1"))
+        .header("if-none-match", "\"v1\"")
+        .header("if-modified-since", "Wed, 21 Oct 2026 07:28:00 GMT")
+        .header("range", "bytes=0-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("etag").is_none());
+    assert!(resp.text().await.unwrap().contains(&ticket_url()));
+    let sent = origin.last_headers("/c").unwrap();
+    for h in ["if-none-match", "if-modified-since", "range"] {
+        assert!(sent.get(h).is_none(), "{h} reached the origin");
+    }
+}
+
+#[tokio::test]
+async fn head_204_and_non_html_are_correct() {
+    let (origin, proxy, _d) = setup().await;
+    origin.route(
+        "/",
+        Route::html("<script type=module src=/src/lib/greet.js></script>"),
+    );
+    let resp = client()
+        .head(proxy.url("/?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "no stale length on HEAD"
+    );
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
+    assert!(resp.bytes().await.unwrap().is_empty());
+
+    origin.route("/empty", Route::html("").status(204));
+    let resp = client()
+        .get(proxy.url("/empty?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+
+    let js = "export const x = 1; // <script type=module src=/src/lib/greet.js>";
+    origin.route(
+        "/src/main.js",
+        Route::bytes("text/javascript", js.as_bytes().to_vec()),
+    );
+    let resp = client()
+        .get(proxy.url("/src/main.js?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), js, "only HTML is rewritten");
+}
+
+#[tokio::test]
+async fn ticket_modules_are_served_immutable_by_content_hash() {
+    let (_origin, proxy, _d) = setup().await;
+    let url = proxy.url(&ticket_url());
+    let resp = client().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let etag = h["etag"].to_str().unwrap().to_string();
+    assert_eq!(
+        etag,
+        format!("\"{}\"", stamp_model::ticket::Hash::of(GREET.as_bytes()))
+    );
+    assert_eq!(resp.text().await.unwrap(), GREET);
+
+    let resp = client()
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+    let resp = client().head(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], GREET.len().to_string());
+
+    let unknown = module_url("/src/lib/greet.js", "never uploaded");
+    assert_eq!(
+        client()
+            .get(proxy.url(&unknown))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let resp = client()
+        .get(proxy.url("/src/a.js?__ts=nothex"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // Same body at a path with a document type: never served as a document.
+    let html_path = proxy.url(&module_url("/evil.html", GREET));
+    let resp = client().get(html_path).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+    let resp = client().post(&url).body("x").send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+}
+
+#[tokio::test]
+async fn ticket_pages_carry_the_badge_and_production_never_does() {
+    let (origin, proxy, _d) = setup().await;
+    origin.route(
+        "/",
+        Route::html("<html><head><script type=module src=/src/lib/greet.js></script></head><body><p>app</p></body></html>")
+            .header("content-security-policy", "default-src 'self'; style-src 'self' 'nonce-st4le'"),
+    );
+    let resp = client().get(proxy.url("/?dev=TKT-1")).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let html = resp.text().await.unwrap();
+    let badge_at = html
+        .find("<ticket-stamp-badge><template shadowrootmode=\"open\">")
+        .unwrap();
+    assert!(badge_at > html.find("<body>").unwrap() && badge_at < html.find("<p>app</p>").unwrap());
+    assert!(
+        html.contains("<style nonce=\"st4le\">"),
+        "the policy's style nonce is reused: {html}"
+    );
+    assert!(
+        html.contains("<strong>TKT-1</strong>")
+            && html.contains("1 module")
+            && html.contains("href=\"?stamp=off\"")
+    );
+    assert!(
+        csp.contains("style-src 'self' 'nonce-st4le'"),
+        "style directive untouched: {csp}"
+    );
+
+    // A policy without a style nonce gets the badge's hash added.
+    origin.route(
+        "/strict",
+        Route::html("<body><script type=module src=/src/lib/greet.js></script></body>")
+            .header("content-security-policy", "style-src 'self'"),
+    );
+    let resp = client()
+        .get(proxy.url("/strict?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains(stamp_data::badge::style_hash()), "{csp}");
+
+    let plain = get_text(&proxy.url("/")).await;
+    assert!(!plain.contains("ticket-stamp-badge"));
+}
+
+#[tokio::test]
+async fn the_badge_can_be_turned_off() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html("<body><script type=module src=/src/lib/greet.js></script></body>"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    seed_dir(
+        &dir.path().join("s"),
+        "TKT-1",
+        &[("/src/lib/greet.js", GREET)],
+    )
+    .await
+    .unwrap();
+    let conf = dir.path().join("p.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n[badge]\nenabled = false\n",
+            origin.url,
+            dir.path().join("s").display()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    let html = get_text(&proxy.url("/?dev=TKT-1")).await;
+    assert!(html.contains(&ticket_url()) && !html.contains("ticket-stamp-badge"));
+}
