@@ -72,11 +72,12 @@ impl ApiError {
         e
     }
 
-    pub fn to_json(&self) -> Bytes {
+    /// The error as a JSON response in the model's envelope.
+    pub fn response(&self) -> http::Response<crate::Body> {
         let envelope = ErrorEnvelope {
             error: (*self.body).clone(),
         };
-        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+        crate::panel::json_reply(self.status, to_value(&envelope), None)
     }
 }
 
@@ -831,6 +832,13 @@ pub fn normalize_module_path(raw: &str, extensions: &[String]) -> Result<String,
             "the module path has a backslash or a control character",
         ));
     }
+    if decoded.contains('%') {
+        // `%252e%252e` decodes to `%2e%2e`: whoever decodes it once more
+        // (a CDN, a static server) would see `..`.
+        return Err(bad(
+            "the module path has a `%` after decoding (encoded twice?)",
+        ));
+    }
     if decoded.contains('?') || decoded.contains('#') {
         return Err(bad("the module path has a query or fragment"));
     }
@@ -914,6 +922,9 @@ mod tests {
             "src/x.js%3Fa",
             "src/%ff.js",
             "src/%zz.js",
+            "src/%252e%252e/x.js",
+            "%252e%252e/etc.js",
+            "src/100%25.js",
         ] {
             assert!(
                 normalize_module_path(bad, &exts()).is_err(),

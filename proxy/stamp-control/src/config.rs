@@ -74,9 +74,13 @@ pub struct ControlFile {
     pub hooks: Entries,
 }
 
-/// Facts from the binary's own keys that the control plane depends on.
-#[derive(Debug, Clone, Copy)]
+/// Facts from the binary's own keys (and the process) that the control
+/// plane depends on.
+#[derive(Clone, Copy)]
 pub struct Context {
+    /// Whether an environment variable is set (the process's own, except in
+    /// tests of example files).
+    pub env_is_set: fn(&str) -> bool,
     /// The proxy's listener.
     pub listen: SocketAddr,
     /// The listener serves TLS.
@@ -156,6 +160,16 @@ pub const DEFAULT_EXTENSIONS: &[&str] = &[
     "js", "mjs", "cjs", "jsx", "css", "json", "map", "wasm", "txt", "png", "jpg", "jpeg", "gif",
     "webp", "woff", "woff2",
 ];
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls)
+            .field("demo", &self.demo)
+            .finish()
+    }
+}
 
 impl ControlConfig {
     /// Validates the control plane's keys into `p`.
@@ -282,6 +296,11 @@ impl ControlConfig {
         }
         if let Err(problems) = crate::hooks::Dispatcher::from_config(&file.hooks.0) {
             problems.into_iter().for_each(|m| p.add_raw(m));
+        }
+        for (entries, prefix) in [(&file.policies, "policies"), (&file.hooks, "hooks")] {
+            crate::policy::missing_secrets(&entries.0, prefix, &ctx.env_is_set)
+                .into_iter()
+                .for_each(|m| p.add_raw(m));
         }
 
         ControlConfig {

@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use http::{header, Method, Request, Response};
-use stamp_model::wire::{self, ErrorBody, ErrorCode, ErrorEnvelope};
+use stamp_model::wire::{self, ErrorCode};
 use stamp_store::SharedStore;
 use tokio::sync::watch;
 
@@ -262,13 +262,7 @@ impl Control {
             }
             return match self.api.handle(&req, &p).await {
                 Ok((status, value)) => panel::json_reply(status, value, None),
-                Err(e) => {
-                    let mut resp = Response::new(Body::Full(e.to_json()));
-                    *resp.status_mut() =
-                        http::StatusCode::from_u16(e.status).unwrap_or(http::StatusCode::OK);
-                    json_headers(&mut resp);
-                    resp
-                }
+                Err(e) => e.response(),
             };
         }
         error(
@@ -279,29 +273,9 @@ impl Control {
     }
 }
 
-fn json_headers(resp: &mut Response<Body>) {
-    let hs = resp.headers_mut();
-    hs.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    hs.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-}
-
 /// An error response in the model's envelope.
 pub fn error(status: u16, code: ErrorCode, message: impl Into<String>) -> Response<Body> {
-    let body = ErrorEnvelope {
-        error: ErrorBody::new(code, message),
-    };
-    let mut resp = Response::new(Body::Full(Bytes::from(
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )));
-    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
-    json_headers(&mut resp);
-    resp
+    api::ApiError::new(status, code, message).response()
 }
 
 /// A write that another site made a browser send (CSRF), in any auth mode:

@@ -59,6 +59,14 @@ pub struct FileBadge {
     pub enabled: Option<bool>,
 }
 
+/// `[metrics]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetrics {
+    /// The sha256 (hex) of a bearer token that `/__stamp/metrics` requires.
+    pub token_sha256: Option<String>,
+}
+
 /// The data plane's keys, as the binary gathered them from flags and file.
 #[derive(Debug, Default)]
 pub struct DataFile {
@@ -70,6 +78,7 @@ pub struct DataFile {
     pub rewrite: FileRewrite,
     pub modules: FileModules,
     pub badge: FileBadge,
+    pub metrics: FileMetrics,
 }
 
 /// The production origin, resolved at load time (Pingora's peer constructor
@@ -125,6 +134,8 @@ pub struct DataConfig {
     pub badge: bool,
     /// The listener serves TLS (cookies get `Secure`, pages are `https:`).
     pub tls: bool,
+    /// `/__stamp/metrics` requires a bearer token with this sha256.
+    pub metrics_token: Option<[u8; 32]>,
 }
 
 pub const DEFAULT_COOKIE: &str = "ticket_stamp";
@@ -208,6 +219,19 @@ impl DataConfig {
             p.add("rewrite.compression_level", "must be between 0 and 9");
         }
 
+        let metrics_token = file.metrics.token_sha256.as_deref().and_then(|h| {
+            let mut out = [0u8; 32];
+            if h.len() == 64 && hex::decode_to_slice(h, &mut out).is_ok() {
+                Some(out)
+            } else {
+                p.add(
+                    "metrics.token_sha256",
+                    "must be the 64-hex sha256 of the token (stamp-proxy --hash-token SECRET)",
+                );
+                None
+            }
+        });
+
         Some(DataConfig {
             origin: origin?,
             timeouts,
@@ -219,6 +243,7 @@ impl DataConfig {
             module_cache_bytes: file.modules.cache_bytes.unwrap_or(64 << 20),
             badge: file.badge.enabled.unwrap_or(true),
             tls,
+            metrics_token,
         })
     }
 }

@@ -10,6 +10,7 @@ use http::header;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
+use sha2::{Digest, Sha256};
 use stamp_model::wire::{self, ErrorBody, ErrorCode, ErrorEnvelope};
 use stamp_store::{now_ms, SharedStore};
 
@@ -46,6 +47,8 @@ fn error_json(code: ErrorCode, message: impl Into<String>) -> Bytes {
 /// What the reserved endpoints need.
 pub struct Internal {
     pub cell: Arc<SnapshotCell>,
+    /// `/__stamp/metrics` requires a bearer token with this sha256.
+    pub metrics_token: Option<[u8; 32]>,
     pub store: SharedStore,
     pub control: Arc<dyn ControlPlane>,
 }
@@ -73,6 +76,13 @@ impl Internal {
             );
             return respond(session, 405, json, body).await;
         }
+        if path == wire::METRICS_PATH && !self.may_scrape(session) {
+            let body = error_json(
+                ErrorCode::Unauthorized,
+                "metrics need `Authorization: Bearer <token>` (metrics.token_sha256)",
+            );
+            return respond(session, 401, json, body).await;
+        }
         if path == wire::HEALTH_PATH {
             let body = health(&self.cell, &self.store);
             respond(session, 200, json, body).await
@@ -85,6 +95,27 @@ impl Internal {
             )
             .await
         }
+    }
+
+    /// Whether the request may read the metrics: always, unless a token is
+    /// configured; then it must present it (compared by hash, in constant time).
+    fn may_scrape(&self, session: &Session) -> bool {
+        let Some(want) = &self.metrics_token else {
+            return true;
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim().to_string());
+        let Some(secret) = presented else {
+            return false;
+        };
+        let got: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
     /// Reads the request (bounded by the control plane's limit), calls the

@@ -1,7 +1,8 @@
 //! Serving ticket module bodies at their content-hashed URLs
 //! (`/same/dir/file.js?__ts=<sha256>`), from a bounded in-memory cache in
 //! front of the store. Bodies are immutable, so responses are cacheable
-//! forever and validated by a strong ETag.
+//! forever and validated by a strong ETag. A body is served only at a path
+//! an open ticket uploaded it under, and never as a service-worker script.
 
 use bytes::Bytes;
 use http::header;
@@ -10,9 +11,13 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use quick_cache::sync::Cache;
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use crate::internal::respond;
 use crate::metrics;
 use crate::select;
+use crate::snapshot::SnapshotCell;
 use stamp_model::ticket::Hash;
 use stamp_store::SharedStore;
 
@@ -29,6 +34,7 @@ impl quick_cache::Weighter<Hash, Bytes> for BodyWeight {
 /// The module server: a cache in front of the store.
 pub struct ModuleServer {
     store: SharedStore,
+    cell: Arc<SnapshotCell>,
     cache: Cache<Hash, Bytes, BodyWeight>,
 }
 
@@ -66,10 +72,11 @@ pub fn content_type(path: &str) -> &'static str {
 }
 
 impl ModuleServer {
-    pub fn new(store: SharedStore, cache_bytes: u64) -> ModuleServer {
+    pub fn new(store: SharedStore, cell: Arc<SnapshotCell>, cache_bytes: u64) -> ModuleServer {
         let estimated_items = (cache_bytes / 8192).clamp(16, 1 << 20) as usize;
         ModuleServer {
             store,
+            cell,
             cache: Cache::with_weighter(estimated_items, cache_bytes.max(1), BodyWeight),
         }
     }
@@ -103,6 +110,31 @@ impl ModuleServer {
         }
     }
 
+    /// Whether an open ticket (or the overlay) has body `hash` at `path`.
+    /// A miss right after an upload may only mean that the snapshot has not
+    /// caught up yet: then wait for it, briefly, while the store is ahead.
+    async fn serves(&self, path: &str, hash: &Hash) -> bool {
+        if self.cell.load().serves(path, hash) {
+            return true;
+        }
+        let Ok(Ok(version)) =
+            tokio::time::timeout(Duration::from_millis(200), self.store.version()).await
+        else {
+            return false;
+        };
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let snap = self.cell.load();
+            if snap.serves(path, hash) {
+                return true;
+            }
+            if snap.version >= version || Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Answers a `?__ts=` request.
     pub async fn serve(&self, session: &mut Session) -> Result<()> {
         let req = session.req_header();
@@ -127,6 +159,32 @@ impl ModuleServer {
             .await;
         };
         let path = req.uri.path().to_string();
+        // Ticket code must never outlive its ticket: a service worker would
+        // keep controlling production pages after `?stamp=off`.
+        let service_worker = req
+            .headers
+            .get("service-worker")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"script"));
+        if service_worker {
+            return respond(
+                session,
+                403,
+                text,
+                Bytes::from_static(
+                    b"ticket-stamp: ticket code cannot be registered as a service worker\n",
+                ),
+            )
+            .await;
+        }
+        if !self.serves(&path, &hash).await {
+            return respond(
+                session,
+                404,
+                text,
+                Bytes::from_static(b"ticket-stamp: no open ticket has this module at this path\n"),
+            )
+            .await;
+        }
         let etag = format!("\"{hash}\"");
         let not_modified = req
             .headers

@@ -138,9 +138,10 @@ impl StampProxy {
         peer.options.idle_timeout = Some(cfg.timeouts.idle);
         peer.options.verify_cert = o.verify_cert;
         peer.options.verify_hostname = o.verify_cert;
-        let modules = ModuleServer::new(store.clone(), cfg.module_cache_bytes);
+        let modules = ModuleServer::new(store.clone(), snapshot.clone(), cfg.module_cache_bytes);
         let internal = Internal {
             cell: snapshot.clone(),
+            metrics_token: cfg.metrics_token,
             store: store.clone(),
             control,
         };

@@ -96,6 +96,10 @@ pub struct Snapshot {
     pub released: Vec<TicketKey>,
     /// The production overlay; `None` when no released ticket overrides anything.
     pub overlay: Option<Arc<Effective>>,
+    /// Module body → the production paths it is served at: every override
+    /// of every open ticket's dev and qa view and of the overlay. A body is
+    /// served only at a path it was uploaded under.
+    pub served: HashMap<Hash, Vec<String>>,
 }
 
 impl Snapshot {
@@ -106,7 +110,15 @@ impl Snapshot {
             tickets: HashMap::new(),
             released: Vec::new(),
             overlay: None,
+            served: HashMap::new(),
         }
+    }
+
+    /// Whether the body `hash` is served at `path` (see [`Snapshot::served`]).
+    pub fn serves(&self, path: &str, hash: &Hash) -> bool {
+        self.served
+            .get(hash)
+            .is_some_and(|paths| paths.iter().any(|p| p == path))
     }
 
     /// Resolves a selected ticket and view.
@@ -172,9 +184,20 @@ impl Snapshot {
             Arc::new(Effective::new(all))
         };
         let mut tickets = HashMap::with_capacity(state.tickets.len());
+        let mut served: HashMap<Hash, Vec<String>> = HashMap::new();
+        for m in overlay_set.values() {
+            served.entry(m.hash).or_default().push(m.path.clone());
+        }
         for t in &state.tickets {
             let dev = get(&t.dev);
             let qa = t.qa.map(|id| get(&id));
+            if t.stage != Stage::Closed {
+                for set in std::iter::once(&dev).chain(qa.iter()) {
+                    for m in set.values() {
+                        served.entry(m.hash).or_default().push(m.path.clone());
+                    }
+                }
+            }
             tickets.insert(
                 t.key.clone(),
                 TicketView {
@@ -193,6 +216,7 @@ impl Snapshot {
             tickets,
             released,
             overlay,
+            served,
         })
     }
 }

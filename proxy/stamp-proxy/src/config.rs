@@ -19,8 +19,8 @@ use stamp_control::config::{
 };
 use stamp_control::policy::Entries;
 use stamp_data::config::{
-    DataConfig, DataFile, FileBadge, FileModules, FileOriginTls, FileRewrite, FileSelection,
-    FileTimeouts,
+    DataConfig, DataFile, FileBadge, FileMetrics, FileModules, FileOriginTls, FileRewrite,
+    FileSelection, FileTimeouts,
 };
 use stamp_model::problems::Problems;
 
@@ -144,6 +144,8 @@ struct FileConfig {
     gc: FileGc,
     #[serde(default)]
     badge: FileBadge,
+    #[serde(default)]
+    metrics: FileMetrics,
     /// Promotion policies, in order (`kind` + settings).
     #[serde(default)]
     policies: Entries,
@@ -213,16 +215,32 @@ impl Config {
             Some(path) => (read_file(path)?, path.display().to_string()),
             None => (FileConfig::default(), "command line".to_string()),
         };
-        Self::build(flags, file, source)
+        Self::build(flags, file, source, stamp_control::policy::env_is_set)
     }
 
     /// Parses a TOML text as if it were the `--config` file (for tests and `--check`).
     pub fn from_toml(flags: &Flags, text: &str, source: &str) -> Result<Config, ConfigError> {
-        let file = parse_toml(text, source)?;
-        Self::build(flags, file, source.to_string())
+        Self::from_toml_with(flags, text, source, stamp_control::policy::env_is_set)
     }
 
-    fn build(flags: &Flags, mut file: FileConfig, source: String) -> Result<Config, ConfigError> {
+    /// [`Config::from_toml`] with another view of which environment
+    /// variables are set (for checking example files that name secrets).
+    pub fn from_toml_with(
+        flags: &Flags,
+        text: &str,
+        source: &str,
+        env_is_set: fn(&str) -> bool,
+    ) -> Result<Config, ConfigError> {
+        let file = parse_toml(text, source)?;
+        Self::build(flags, file, source.to_string(), env_is_set)
+    }
+
+    fn build(
+        flags: &Flags,
+        mut file: FileConfig,
+        source: String,
+        env_is_set: fn(&str) -> bool,
+    ) -> Result<Config, ConfigError> {
         let mut p = Problems::new(source);
         // Flags win over the file; a problem with a value from a flag names the flag.
         let flag = |p: &mut Problems,
@@ -401,6 +419,7 @@ impl Config {
                 rewrite: file.rewrite,
                 modules: file.modules,
                 badge: file.badge,
+                metrics: file.metrics,
             },
             flags.demo,
             tls.is_some(),
@@ -419,6 +438,7 @@ impl Config {
                 hooks: file.hooks,
             },
             Context {
+                env_is_set,
                 listen,
                 tls: tls.is_some(),
                 demo: flags.demo,
@@ -637,8 +657,24 @@ mod tests {
     fn the_policies_example_in_conf_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf/policies.toml");
         let text = std::fs::read_to_string(path).unwrap();
-        let c = Config::from_toml(&flags("http://127.0.0.1:1"), &text, path).unwrap();
+        // The example names its secrets' variables; pretend they are set.
+        let c =
+            Config::from_toml_with(&flags("http://127.0.0.1:1"), &text, path, |_| true).unwrap();
         assert!(!c.control.policies.0.is_empty() && !c.control.hooks.0.is_empty());
+        // Without them, start-up and --check name every entry that lacks one.
+        let all = Config::from_toml_with(&flags("http://127.0.0.1:1"), &text, path, |_| false)
+            .unwrap_err()
+            .problems
+            .join("\n");
+        for needle in [
+            "`JIRA_TOKEN` is not set",
+            "`SLACK_BOT_TOKEN`",
+            "`STAMP_WEBHOOK_SECRET`",
+            "hooks[",
+            "policies[",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
     }
 
     #[test]

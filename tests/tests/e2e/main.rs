@@ -15,3 +15,4 @@ mod router;
 mod selection;
 mod stamping;
 mod store_conformance;
+mod trust;

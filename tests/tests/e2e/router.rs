@@ -43,6 +43,7 @@ async fn control(toml_text: &str, origin: &str) -> Env {
             ..ControlFile::default()
         },
         Context {
+            env_is_set: stamp_control::policy::env_is_set,
             listen: "127.0.0.1:9".parse().unwrap(),
             tls: false,
             demo: false,

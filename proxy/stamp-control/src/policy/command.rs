@@ -7,6 +7,11 @@
 //! "commit", "branch"}, "overrides": {specifier: {"path", "hash", "size"}}}`;
 //! env: `STAMP_TICKET STAMP_FROM STAMP_TO STAMP_ACTION STAMP_ACTOR
 //! STAMP_COMMIT STAMP_BRANCH STAMP_PROXY`.
+//!
+//! The program gets a clean environment: `PATH`, the `STAMP_*` variables
+//! above, the entry's `env` table, and the proxy's own variables that
+//! `pass_env` names — never the rest of the proxy's environment, which holds
+//! hook and policy secrets (`STAMP_WEBHOOK_SECRET`, tokens).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -18,7 +23,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::{promotions, truncate, Built, Outcome, Policy, Settings, TransitionCtx};
 
-pub const KEYS: &[&str] = &["program", "args", "timeout", "env", "cwd"];
+pub const KEYS: &[&str] = &["program", "args", "timeout", "env", "pass_env", "cwd"];
+
+/// `PATH` when the proxy itself has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Longest reason kept from a program's output.
 const MAX_REASON: usize = 2000;
@@ -28,6 +36,8 @@ pub struct Command {
     args: Vec<String>,
     timeout: Duration,
     env: BTreeMap<String, String>,
+    /// Variables of the proxy's environment passed on by name.
+    pass_env: Vec<String>,
     cwd: Option<String>,
 }
 
@@ -36,6 +46,7 @@ pub fn build(s: &mut Settings<'_>) -> Option<Built> {
     let args = s.strings("args").unwrap_or_default();
     let timeout = s.duration("timeout", Duration::from_secs(30));
     let env = s.string_map("env").unwrap_or_default();
+    let pass_env = s.strings("pass_env").unwrap_or_default();
     let cwd = s.string("cwd");
     Some(Built {
         policy: Box::new(Command {
@@ -43,6 +54,7 @@ pub fn build(s: &mut Settings<'_>) -> Option<Built> {
             args,
             timeout,
             env,
+            pass_env,
             cwd,
         }),
         default_on: promotions(),
@@ -73,6 +85,13 @@ impl Command {
         })
         .to_string();
         let mut cmd = tokio::process::Command::new(&self.program);
+        let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+        cmd.env_clear().env("PATH", path);
+        for name in &self.pass_env {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
         cmd.args(&self.args)
             .envs(&self.env)
             .env("STAMP_TICKET", ctx.ticket.key.as_str())

@@ -676,6 +676,40 @@ impl<'a> Settings<'a> {
     }
 }
 
+/// Every `*_env` setting of `entries` (`token_env`, `secret_env`, …) that
+/// names an environment variable `is_set` says is unset or empty, as
+/// `prefix[i].key: …` problems: a secret that is missing at start-up would
+/// otherwise only show when the first event or transition needs it.
+pub fn missing_secrets(
+    entries: &[toml::Table],
+    prefix: &str,
+    is_set: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, table) in entries.iter().enumerate() {
+        for (key, value) in table {
+            if let (true, toml::Value::String(name)) = (key.ends_with("_env"), value) {
+                if !is_set(name) {
+                    out.push(format!(
+                        "{prefix}[{i}].{key}: the environment variable `{name}` is not set \
+                         (the {} entry reads its secret from it)",
+                        table
+                            .get("kind")
+                            .and_then(toml::Value::as_str)
+                            .unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether an environment variable is set to something.
+pub fn env_is_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
 /// An HTTP client for policies and hooks: bounded, no system proxy.
 pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()

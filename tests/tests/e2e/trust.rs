@@ -1,0 +1,300 @@
+//! Hostile cases against the real binary: ticket code cannot become a
+//! service worker nor be served at another path, writes from another site
+//! are refused in every mode, a hostile Host never reaches a link, policy
+//! programs get a clean environment, missing secrets fail start-up, and the
+//! smaller holes (double-encoded paths, the reserved prefix, metrics token).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use stamp_tests::browser::Browser;
+use stamp_tests::{client, module_url, Origin, Proxy, Route};
+
+const PAGE: &str = "<!doctype html><html><head><title>shop</title></head><body>\
+    <p id=out>production</p><script type=module src=/src/app.js></script></body></html>";
+const PROD_APP: &str = "document.getElementById('out').textContent = 'production app';";
+
+fn origin() -> Origin {
+    let o = Origin::start().unwrap();
+    o.route("/", Route::html(PAGE));
+    o.route(
+        "/src/app.js",
+        Route::bytes("text/javascript", PROD_APP.as_bytes().to_vec()),
+    );
+    o.route("/__stampede.html", Route::html("<p>not ours</p>"));
+    o
+}
+
+async fn put(p: &Proxy, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = client()
+        .put(p.url(&format!("/__stamp/api/v1/tickets/SEC-1/modules/{path}")))
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The ticket's app tries to register itself, and a copy of itself at the
+/// site root, as service workers; both must fail, in a real Chromium.
+#[tokio::test]
+async fn ticket_code_cannot_become_a_service_worker_or_move_paths() {
+    let origin = origin();
+    let proxy = Proxy::start(&origin.url, &[]).unwrap();
+    let app = "const out = document.getElementById('out');\n\
+        out.textContent = 'ticket app';\n\
+        const root = new URL('/sw.js' + new URL(import.meta.url).search, location.href).href;\n\
+        const tries = [\n\
+          navigator.serviceWorker.register(import.meta.url, { scope: '/src/' }),\n\
+          navigator.serviceWorker.register(root, { scope: '/' }),\n\
+        ];\n\
+        Promise.allSettled(tries).then(async (r) => {\n\
+          const regs = await navigator.serviceWorker.getRegistrations();\n\
+          out.dataset.sw = r.map((x) => x.status).join(',') + ';registrations=' + regs.length;\n\
+          out.textContent = 'ticket app; sw ' + out.dataset.sw;\n\
+        });\n";
+    let (s, v) = put(&proxy, "src/app.js", app, &[]).await;
+    assert_eq!(s, 201, "{v}");
+
+    // Over HTTP: the body answers only at its own path, and never to a
+    // service-worker script fetch.
+    let url = module_url("/src/app.js", app);
+    let ok = client().get(proxy.url(&url)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let moved = url.replacen("/src/app.js", "/anything.js", 1);
+    let resp = client().get(proxy.url(&moved)).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "a body is served only at its upload path"
+    );
+    let resp = client()
+        .get(proxy.url(&url))
+        .header("service-worker", "script")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/?dev=SEC-1")).await.unwrap();
+    let text = browser
+        .wait_for_text("#out", "sw ", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(text, "ticket app; sw rejected,rejected;registrations=0");
+    // Production afterwards is production, with no worker in control.
+    browser.goto(&proxy.url("/?stamp=off")).await.unwrap();
+    browser
+        .wait_for_text("#out", "production app", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let controlled = browser
+        .execute("return navigator.serviceWorker.controller === null;")
+        .await
+        .unwrap();
+    assert_eq!(controlled, Value::Bool(true));
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn writes_from_another_site_and_hostile_hosts_get_nothing() {
+    let origin = origin();
+    let proxy = Proxy::start(&origin.url, &[]).unwrap();
+    let (s, _) = put(&proxy, "src/app.js", "1", &[]).await;
+    assert_eq!(s, 201);
+    let promote = proxy.url("/__stamp/api/v1/tickets/SEC-1/promote");
+    // A cross-site form post (text/plain, foreign Origin) in open mode.
+    for (origin_header, site, ct) in [
+        (Some("https://evil.example"), None, "application/json"),
+        (None, Some("cross-site"), "application/json"),
+        (
+            Some("https://evil.example"),
+            Some("cross-site"),
+            "text/plain",
+        ),
+    ] {
+        let mut req = client()
+            .post(&promote)
+            .header("content-type", ct)
+            .body("{}");
+        if let Some(o) = origin_header {
+            req = req.header("origin", o);
+        }
+        if let Some(s) = site {
+            req = req.header("sec-fetch-site", s);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{origin_header:?} {site:?}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "forbidden");
+    }
+    let resp = client()
+        .post(&promote)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415, "JSON writes must say so");
+    let t: Value = client()
+        .get(proxy.url("/__stamp/api/v1/tickets/SEC-1"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["stage"], "dev", "nothing was promoted");
+    assert_eq!(
+        t["links"]["dev"],
+        format!("{}/?dev=SEC-1", proxy.url),
+        "links come from the listener, never from Host"
+    );
+    // A write from the proxy's own origin goes through.
+    let resp = client()
+        .post(&promote)
+        .header("origin", proxy.url.as_str())
+        .header("content-type", "application/json")
+        .body("{\"expected_version\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn small_holes_are_closed() {
+    let origin = origin();
+    let secret = "scrape-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("p.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n[metrics]\ntoken_sha256 = \"{}\"\n",
+            origin.url,
+            dir.path().join("store").display(),
+            stamp_control::auth::hash_token(secret)
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    // Double-encoded traversal in an upload path.
+    let (s, v) = put(&proxy, "src/%252e%252e/x.js", "1", &[]).await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("path")),
+        "{v}"
+    );
+    // The reserved prefix is /__stamp/ exactly.
+    let body = stamp_tests::get_text(&proxy.url("/__stampede.html")).await;
+    assert_eq!(body, "<p>not ours</p>");
+    // Metrics with a token configured.
+    let m = client()
+        .get(proxy.url("/__stamp/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 401);
+    let m = client()
+        .get(proxy.url("/__stamp/metrics"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 401);
+    let m = client()
+        .get(proxy.url("/__stamp/metrics"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(m.text().await.unwrap().contains("stamp_requests_total"));
+    let h = client()
+        .get(proxy.url("/__stamp/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200, "health stays open");
+}
+
+/// The command policy's program sees PATH, STAMP_* and what the entry
+/// lists, never the proxy's secrets; a secret variable that is not set
+/// fails --check and start-up, naming the entry.
+#[tokio::test]
+async fn policy_programs_get_a_clean_environment_and_secrets_are_checked() {
+    let origin = origin();
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("env.txt");
+    let conf = dir.path().join("p.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n\
+             [[policies]]\nkind = \"command\"\nprogram = \"sh\"\n\
+             args = [\"-c\", \"env > {}\"]\nenv = {{ EXTRA = \"yes\" }}\npass_env = [\"STAMP_TEST_PASSED\"]\n\
+             [[hooks]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_env = \"STAMP_WEBHOOK_SECRET\"\n",
+            origin.url,
+            dir.path().join("store").display(),
+            seen.display()
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_string_lossy().to_string();
+
+    // Without the webhook's secret: --check names the entry and fails.
+    let bin = stamp_tests::proxy::binary("stamp-proxy").unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["--check", "--config", &conf])
+        .env_remove("STAMP_WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hooks[0].secret_env") && err.contains("STAMP_WEBHOOK_SECRET"),
+        "{err}"
+    );
+
+    let proxy = Proxy::start_with(
+        None,
+        &["--config", &conf],
+        &[
+            ("STAMP_WEBHOOK_SECRET", "hook-secret-value"),
+            ("STAMP_TEST_PASSED", "passed-value"),
+            ("STAMP_TEST_NOT_PASSED", "leaked-value"),
+        ],
+    )
+    .unwrap();
+    let (s, _) = put(&proxy, "src/app.js", "1", &[]).await;
+    assert_eq!(s, 201);
+    let resp = client()
+        .post(proxy.url("/__stamp/api/v1/tickets/SEC-1/promote"))
+        .header("content-type", "application/json")
+        .body("{\"expected_version\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let env = std::fs::read_to_string(&seen).unwrap();
+    for present in [
+        "PATH=",
+        "STAMP_TICKET=SEC-1",
+        "STAMP_TO=qa",
+        "EXTRA=yes",
+        "STAMP_TEST_PASSED=passed-value",
+    ] {
+        assert!(env.contains(present), "{present} missing from:\n{env}");
+    }
+    for absent in ["hook-secret-value", "leaked-value", "RUST_LOG"] {
+        assert!(
+            !env.contains(absent),
+            "{absent} reached the program:\n{env}"
+        );
+    }
+}
