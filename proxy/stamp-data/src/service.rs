@@ -9,6 +9,7 @@
 //! a 304; `response_filter` decides from the headers whether to rewrite and
 //! fixes the headers; `response_body_filter` streams the body through lol_html.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use http::header;
 use pingora::http::ResponseHeader;
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
+use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
@@ -85,8 +87,25 @@ struct ActiveRewrite {
     rewriter: PageRewriter,
 }
 
+/// Counts a request as in flight for as long as its context lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Per-request state.
 pub struct Ctx {
+    _in_flight: InFlight,
     started: Instant,
     kind: Kind,
     plan: Option<PagePlan>,
@@ -119,6 +138,8 @@ pub struct StampProxy {
     pub internal: Internal,
     /// Share-link checker, when previews are protected.
     pub preview: Option<Signer>,
+    /// Requests in flight (for a graceful stop that waits for them).
+    pub in_flight: Arc<AtomicUsize>,
     peer: HttpPeer,
 }
 
@@ -152,6 +173,7 @@ impl StampProxy {
             modules,
             internal,
             preview,
+            in_flight: Arc::new(AtomicUsize::new(0)),
             peer,
         }
     }
@@ -429,6 +451,7 @@ impl ProxyHttp for StampProxy {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
+            _in_flight: InFlight::new(&self.in_flight),
             started: Instant::now(),
             kind: Kind::Passthrough,
             plan: None,
@@ -480,6 +503,10 @@ impl ProxyHttp for StampProxy {
                 .get_mut::<ResponseCompression>()
             {
                 c.adjust_level(level);
+                // Pingora 0.9's brotli encoder flushes but never writes the
+                // stream's last block (`brotli -t`: corrupt input): never
+                // choose it; gzip and zstd streams are finished properly.
+                c.adjust_algorithm_level(Algorithm::Brotli, 0);
             }
         }
         Ok(())
@@ -583,13 +610,10 @@ impl ProxyHttp for StampProxy {
         let mut out = Vec::new();
         if let Some(chunk) = body.take() {
             out = match &mut active.decoder {
-                Some(d) => {
-                    let plain = d.write(&chunk).unwrap_or_else(|e| {
-                        log::warn!("{e}");
-                        Vec::new()
-                    });
-                    active.rewriter.write(&plain)
-                }
+                Some(d) => match d.write(&chunk) {
+                    Ok(plain) => active.rewriter.write(&plain),
+                    Err(e) => return Err(broken_encoding(&e)),
+                },
                 // Most pages: fed as they came, without a copy.
                 None => active.rewriter.write(&chunk),
             };
@@ -598,7 +622,7 @@ impl ProxyHttp for StampProxy {
             if let Some(d) = &mut active.decoder {
                 match d.finish() {
                     Ok(rest) => out.extend(active.rewriter.write(&rest)),
-                    Err(e) => log::warn!("{e}"),
+                    Err(e) => return Err(broken_encoding(&e)),
                 }
             }
             out.extend(active.rewriter.finish());
@@ -640,6 +664,10 @@ impl ProxyHttp for StampProxy {
         }
         if code > 0 && session.response_written().is_none() {
             let what = match code {
+                502 if e.etype() == &ErrorType::Custom(BROKEN_ENCODING) => format!(
+                    "the origin {} sent a body that does not decode as its Content-Encoding says",
+                    self.cfg.origin.url
+                ),
                 504 => format!("the origin {} did not answer in time", self.cfg.origin.url),
                 502 => format!(
                     "the origin {} could not be reached ({})",
@@ -671,6 +699,24 @@ impl ProxyHttp for StampProxy {
             .with_label_values(&[label])
             .observe(ctx.started.elapsed().as_secs_f64());
     }
+}
+
+const BROKEN_ENCODING: &str = "broken origin encoding";
+
+/// The origin's body does not decode as its `Content-Encoding` says. The
+/// headers are gone already, so the response is aborted (the client sees a
+/// broken transfer, never a complete-looking empty or truncated page).
+fn broken_encoding(e: &dyn std::fmt::Display) -> Box<Error> {
+    log::warn!("aborting a page whose origin encoding is broken: {e}");
+    metrics::REWRITES
+        .with_label_values(&["broken-encoding"])
+        .inc();
+    Error::create(
+        ErrorType::Custom(BROKEN_ENCODING),
+        ErrorSource::Upstream,
+        Some(format!("the origin's body does not decode as its Content-Encoding says: {e}").into()),
+        None,
+    )
 }
 
 /// Whether the response's media type is exactly `text/html` (parameters

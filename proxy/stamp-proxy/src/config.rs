@@ -393,16 +393,21 @@ impl Config {
             }
         };
 
-        let grace_period = p.duration(
-            "shutdown.grace_period",
-            file.shutdown.grace_period.as_deref(),
-            Duration::from_secs(1),
-        );
+        let grace_period = match file.shutdown.grace_period.as_deref() {
+            Some("0s" | "0") => Duration::ZERO,
+            other => p.duration("shutdown.grace_period", other, Duration::ZERO),
+        };
         let shutdown_timeout = p.duration(
             "shutdown.timeout",
             file.shutdown.timeout.as_deref(),
-            Duration::from_secs(10),
+            Duration::from_secs(30),
         );
+        if grace_period > shutdown_timeout {
+            p.add(
+                "shutdown.grace_period",
+                "must not be longer than shutdown.timeout",
+            );
+        }
         let poll_interval = p.duration(
             "sync.poll_interval",
             file.sync.poll_interval.as_deref(),

@@ -19,7 +19,7 @@ use stamp_data::{ControlPlane, SnapshotCell, StampProxy};
 use stamp_store::{self as store, SharedStore};
 
 use crate::config::Config;
-use crate::services::{Jobs, Refresher};
+use crate::services::{Drain, Jobs, Refresher};
 
 /// SIGTERM and SIGINT both shut down gracefully: stop accepting, let requests
 /// in flight finish within the grace period. (Pingora's default treats SIGINT
@@ -142,27 +142,28 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     });
 
     let secs = |d: Duration| d.as_secs().max(u64::from(d.subsec_nanos() > 0));
+    // Pingora's grace period is the upper bound for requests in flight; the
+    // Drain service ends the process as soon as they are done.
     let conf = ServerConf {
         threads: cfg.threads,
-        grace_period_seconds: Some(secs(cfg.grace_period)),
-        graceful_shutdown_timeout_seconds: Some(secs(cfg.shutdown_timeout)),
+        grace_period_seconds: Some(secs(cfg.shutdown_timeout) + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
     let signer = cfg.control.preview.as_ref().map(|p| p.signer());
-    let mut service = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        StampProxy::new(
-            Arc::new(cfg.data.clone()),
-            cell.clone(),
-            store.clone(),
-            Arc::new(ControlAdapter(control.clone())),
-            signer,
-        ),
-        "stamp-proxy",
+    let proxy = StampProxy::new(
+        Arc::new(cfg.data.clone()),
+        cell.clone(),
+        store.clone(),
+        Arc::new(ControlAdapter(control.clone())),
+        signer,
     );
+    let in_flight = proxy.in_flight.clone();
+    let mut service =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "stamp-proxy");
     let addr = cfg.listen.to_string();
     match &cfg.tls {
         Some(tls) => {
@@ -182,6 +183,15 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
             store: store.clone(),
             cell,
             poll: cfg.poll_interval,
+        },
+    ));
+    server.add_service(background_service(
+        "drain on stop",
+        Drain {
+            in_flight,
+            control: control.clone(),
+            at_least: cfg.grace_period,
+            at_most: cfg.shutdown_timeout,
         },
     ));
     server.add_service(background_service(

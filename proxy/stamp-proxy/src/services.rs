@@ -1,8 +1,9 @@
 //! The background loops as Pingora background services: each sees the
 //! server's shutdown and stops with it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -34,6 +35,49 @@ impl BackgroundService for Refresher {
             _ = run_refresher(self.store.clone(), self.cell.clone(), self.poll) => {}
             _ = stopped(shutdown) => log::debug!("snapshot refresher stopped"),
         }
+    }
+}
+
+/// Ends the process once a graceful stop has let the requests in flight
+/// finish: Pingora stops accepting at the signal, then would sleep its whole
+/// grace period (`shutdown.timeout`) before cutting what is left; this exits
+/// as soon as nothing is in flight (after `shutdown.grace_period` at the
+/// least), with queued hook deliveries given their chance.
+pub struct Drain {
+    pub in_flight: Arc<AtomicUsize>,
+    pub control: Arc<Control>,
+    pub at_least: Duration,
+    pub at_most: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        stopped(shutdown).await;
+        let began = Instant::now();
+        log::info!(
+            "stopping: {} request(s) in flight, waiting up to {}",
+            self.in_flight.load(Ordering::SeqCst),
+            humantime::format_duration(self.at_most)
+        );
+        loop {
+            let left = self.in_flight.load(Ordering::SeqCst);
+            let waited = began.elapsed();
+            if left == 0 && waited >= self.at_least {
+                break;
+            }
+            if waited >= self.at_most {
+                log::warn!("stopping with {left} request(s) still in flight");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rest = self.at_most.saturating_sub(began.elapsed());
+        self.control
+            .drain_hooks(rest.min(Duration::from_secs(5)))
+            .await;
+        log::info!("stamp-proxy stopped");
+        std::process::exit(0);
     }
 }
 

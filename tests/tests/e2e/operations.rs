@@ -222,6 +222,64 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert!(status.0.unwrap().success(), "clean exit on SIGTERM");
 }
 
+/// A rolling restart: the request in flight takes longer than the old 1 s
+/// cut-off and still finishes; new connections are refused once the signal
+/// is in; the process exits as soon as the request is done, long before
+/// `shutdown.timeout`.
+#[tokio::test]
+async fn sigterm_waits_for_slow_requests_then_exits_promptly() {
+    let origin = Origin::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("p.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n[shutdown]\ntimeout = \"30s\"\n",
+            origin.url,
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let mut proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    let base = proxy.url.clone();
+    let url = proxy.url("/__origin/slow?ms=2500");
+    let inflight = tokio::spawn(async move { client().get(url).send().await.unwrap() });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while origin.hits("/__origin/slow") == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = proxy.pid().unwrap();
+    let started = std::time::Instant::now();
+    let stop = tokio::task::spawn_blocking(move || {
+        let s = proxy.signal_and_wait("TERM", Duration::from_secs(20));
+        (s, proxy)
+    });
+    // Once the signal is in, new connections are refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .get(format!("{base}/__stamp/health"))
+        .send()
+        .await;
+    assert!(
+        fresh.is_err(),
+        "a new connection was accepted while stopping (pid {pid})"
+    );
+    let resp = inflight.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "finally\n");
+    let (status, _proxy) = stop.await.unwrap();
+    assert!(status.unwrap().success(), "clean exit");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM: it should not sit out the 30 s timeout"
+    );
+}
+
 #[tokio::test]
 async fn sigint_is_graceful_too() {
     let origin = Origin::start().unwrap();

@@ -487,10 +487,12 @@ async fn ticket_modules_are_served_immutable_by_content_hash() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    // Same body at a path with a document type: never served as a document.
+    // Same body at another path (a document type, even): not served at all,
+    // a body answers only at the path it was uploaded under.
     let html_path = proxy.url(&module_url("/evil.html", GREET));
     let resp = client().get(html_path).send().await.unwrap();
-    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+    assert_eq!(resp.status(), 404);
+    assert_ne!(resp.headers()["content-type"], "text/html");
     let resp = client().post(&url).body("x").send().await.unwrap();
     assert_eq!(resp.status(), 405);
 }
@@ -576,4 +578,87 @@ async fn the_badge_can_be_turned_off() {
     let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
     let html = get_text(&proxy.url("/?dev=TKT-1")).await;
     assert!(html.contains(&ticket_url()) && !html.contains("ticket-stamp-badge"));
+}
+
+/// What the proxy compresses itself is a complete stream (never Pingora's
+/// unfinished brotli), and an origin body that does not decode as its
+/// Content-Encoding says aborts the response instead of passing for an
+/// empty stamped page.
+#[tokio::test]
+async fn own_compression_is_complete_and_broken_origin_encodings_fail_loudly() {
+    let (origin, proxy, _d) = setup().await;
+    let page = format!(
+        "<html><head><script type=module src=/src/lib/greet.js></script></head><body>{}</body></html>",
+        "<p>padding</p>".repeat(2000)
+    );
+    origin.route("/page", Route::html(&page));
+    for ae in ["br", "br, gzip", "gzip, br", "zstd", "gzip"] {
+        let resp = client()
+            .get(proxy.url("/page?dev=TKT-1"))
+            .header("accept-encoding", ae)
+            .send()
+            .await
+            .unwrap();
+        let ce = resp
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.bytes().await.unwrap().to_vec();
+        let mut plain = Vec::new();
+        match ce.as_deref() {
+            None => plain = body,
+            Some("gzip") => {
+                std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&body[..]),
+                    &mut plain,
+                )
+                .unwrap();
+            }
+            Some("zstd") => plain = zstd::decode_all(&body[..]).unwrap(),
+            Some("br") => {
+                std::io::Read::read_to_end(
+                    &mut brotli::Decompressor::new(&body[..], 4096),
+                    &mut plain,
+                )
+                .expect("a complete brotli stream");
+            }
+            Some(other) => panic!("unexpected content-encoding {other}"),
+        }
+        let html = String::from_utf8(plain).unwrap();
+        assert!(html.ends_with("</body></html>"), "{ae}: whole page");
+        assert!(html.contains(&ticket_url()), "{ae}: stamped");
+    }
+    // The origin claims gzip and sends something else.
+    origin.route(
+        "/broken",
+        Route::bytes("text/html", b"this is not gzip at all, just bytes".to_vec())
+            .header("content-encoding", "gzip"),
+    );
+    let resp = client()
+        .get(proxy.url("/broken?dev=TKT-1"))
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    let outcome = if resp.status() == 502 {
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains("does not decode as its Content-Encoding"),
+            "{text}"
+        );
+        Ok(())
+    } else {
+        match resp.bytes().await {
+            Err(_) => Ok(()),
+            Ok(b) => Err(format!(
+                "a complete {} byte body: {:?}",
+                b.len(),
+                String::from_utf8_lossy(&b)
+            )),
+        }
+    };
+    assert!(
+        outcome.is_ok(),
+        "a broken origin encoding must fail loudly, got {outcome:?}"
+    );
 }
