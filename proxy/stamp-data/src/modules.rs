@@ -110,26 +110,27 @@ impl ModuleServer {
         }
     }
 
-    /// Whether an open ticket (or the overlay) has body `hash` at `path`.
-    /// A miss right after an upload may only mean that the snapshot has not
-    /// caught up yet: then wait for it, briefly, while the store is ahead.
-    async fn serves(&self, path: &str, hash: &Hash) -> bool {
+    /// Whether an open ticket (or the overlay) has body `hash` at `path`;
+    /// `None` when that cannot be known (the store is unreachable). A miss
+    /// right after an upload may only mean that the snapshot has not caught
+    /// up yet: then wait for it, briefly, while the store is ahead.
+    async fn serves(&self, path: &str, hash: &Hash) -> Option<bool> {
         if self.cell.load().serves(path, hash) {
-            return true;
+            return Some(true);
         }
         let Ok(Ok(version)) =
             tokio::time::timeout(Duration::from_millis(200), self.store.version()).await
         else {
-            return false;
+            return None;
         };
         let deadline = Instant::now() + Duration::from_millis(500);
         loop {
             let snap = self.cell.load();
             if snap.serves(path, hash) {
-                return true;
+                return Some(true);
             }
             if snap.version >= version || Instant::now() >= deadline {
-                return false;
+                return Some(false);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -176,14 +177,16 @@ impl ModuleServer {
             )
             .await;
         }
-        if !self.serves(&path, &hash).await {
-            return respond(
-                session,
+        let refusal: Option<(u16, &'static [u8])> = match self.serves(&path, &hash).await {
+            Some(true) => None,
+            Some(false) => Some((
                 404,
-                text,
-                Bytes::from_static(b"ticket-stamp: no open ticket has this module at this path\n"),
-            )
-            .await;
+                b"ticket-stamp: no open ticket has this module at this path\n",
+            )),
+            None => Some((503, b"ticket-stamp: the module store is unavailable\n")),
+        };
+        if let Some((status, message)) = refusal {
+            return respond(session, status, text, Bytes::from_static(message)).await;
         }
         let etag = format!("\"{hash}\"");
         let not_modified = req

@@ -84,8 +84,8 @@ pub fn classify<'a>(
             }
         }
     }
-    let cookie = find_cookie(cookie_headers, cookie_name);
-    let has_cookie = cookie.is_some();
+    let (cookie, copies) = find_cookie(cookie_headers, cookie_name);
+    let has_cookie = copies > 0;
     let selection = if off {
         Selection::Off
     } else if let Some(sel) = from_query {
@@ -99,6 +99,13 @@ pub fn classify<'a>(
                 token: share_token.filter(|t| stamp_model::share::looks_like_token(t)),
             },
             other => other,
+        }
+    } else if copies > 1 && cookie.is_none() {
+        // Two different values: one may have been tossed in by a sibling
+        // subdomain or set for a deeper path. Neither is trusted.
+        Selection::Invalid {
+            reason: "several different ticket cookies were sent (cleared)".into(),
+            source: Source::Cookie,
         }
     } else if let Some(value) = cookie {
         parse_cookie_value(value)
@@ -183,9 +190,17 @@ fn parse_cookie_value(value: &[u8]) -> Selection {
     }
 }
 
-/// Finds the first cookie called `name` across all `Cookie` headers (HTTP/2
-/// clients may send one header per cookie).
-fn find_cookie<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Option<&'a [u8]> {
+/// The cookie called `name` across all `Cookie` headers (HTTP/2 clients
+/// may send one header per cookie), and how many copies were sent. Copies
+/// with one value count as that value; copies with different values give
+/// `None` (the caller refuses them), whatever their order.
+fn find_cookie<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &str,
+) -> (Option<&'a [u8]>, usize) {
+    let mut found: Option<&'a [u8]> = None;
+    let mut copies = 0;
+    let mut conflict = false;
     for header in headers {
         for pair in header.split(|&b| b == b';') {
             let pair = trim_ascii(pair);
@@ -193,11 +208,27 @@ fn find_cookie<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> O
                 continue;
             };
             if trim_ascii(&pair[..eq]) == name.as_bytes() {
-                return Some(trim_ascii(&pair[eq + 1..]));
+                let value = trim_ascii(&pair[eq + 1..]);
+                copies += 1;
+                match found {
+                    Some(v) if v != value => conflict = true,
+                    _ => found = Some(value),
+                }
             }
         }
     }
-    None
+    (found.filter(|_| !conflict), copies)
+}
+
+/// The ticket cookie's name as sent: over TLS `__Host-<name>`, which a
+/// sibling subdomain cannot set (the browser requires Secure, Path=/ and no
+/// Domain), so a plain `<name>` cookie tossed in from elsewhere is ignored.
+pub fn cookie_name(base: &str, secure: bool) -> String {
+    if secure {
+        format!("__Host-{base}")
+    } else {
+        base.to_string()
+    }
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
@@ -234,6 +265,45 @@ pub fn clear_cookie(name: &str, secure: bool) -> String {
         "{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
         if secure { "; Secure" } else { "" }
     )
+}
+
+/// Every `Set-Cookie` that clears a copy of the ticket cookie this host can
+/// reach: ours (host-only, `Path=/`), the plain-named one over TLS, and
+/// copies set for a parent domain (`Domain=example.com` seen from
+/// `app.example.com`) — so the exit link leaves no selection behind.
+pub fn clear_cookies(base: &str, secure: bool, host: Option<&str>) -> Vec<String> {
+    let mut out = vec![clear_cookie(&cookie_name(base, secure), secure)];
+    if secure {
+        out.push(clear_cookie(base, true));
+    }
+    let host = host
+        .map(|h| {
+            h.rsplit_once(':').map_or(h, |(name, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    name
+                } else {
+                    h
+                }
+            })
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && h.bytes().any(|b| b.is_ascii_alphabetic())
+        });
+    if let Some(host) = host {
+        let labels: Vec<&str> = host.split('.').collect();
+        // Parents with at least two labels (never a bare TLD).
+        for i in 1..labels.len().saturating_sub(1) {
+            let domain = labels[i..].join(".");
+            out.push(format!(
+                "{base}=; Domain={domain}; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+                if secure { "; Secure" } else { "" }
+            ));
+        }
+    }
+    out
 }
 
 /// Whether a request may be for an HTML page (so it is worth rewriting, and its
@@ -449,6 +519,25 @@ mod tests {
             "ticket_stamp=qa.TKT-1; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
         );
         assert!(clear_cookie("ticket_stamp", false).contains("Max-Age=0"));
+        assert_eq!(cookie_name("ticket_stamp", true), "__Host-ticket_stamp");
+        assert_eq!(cookie_name("ticket_stamp", false), "ticket_stamp");
+        let all = clear_cookies("ticket_stamp", true, Some("app.shop.example.com:443"));
+        assert!(all[0].starts_with("__Host-ticket_stamp=;"), "{all:?}");
+        assert!(
+            all.iter().any(|c| c.starts_with("ticket_stamp=; Path=/")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter().any(|c| c.contains("Domain=shop.example.com;")),
+            "{all:?}"
+        );
+        assert!(
+            all.iter().any(|c| c.contains("Domain=example.com;")),
+            "{all:?}"
+        );
+        assert!(!all.iter().any(|c| c.contains("Domain=com;")), "{all:?}");
+        assert_eq!(clear_cookies("t", false, Some("127.0.0.1:8080")).len(), 1);
+        assert_eq!(clear_cookies("t", false, Some("evil\r\nx: y")).len(), 1);
     }
 
     #[test]

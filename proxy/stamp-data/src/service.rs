@@ -109,8 +109,8 @@ pub struct Ctx {
     started: Instant,
     kind: Kind,
     plan: Option<PagePlan>,
-    /// `Set-Cookie` to send (select or clear).
-    set_cookie: Option<String>,
+    /// `Set-Cookie`s to send (select, or clear every copy).
+    set_cookie: Vec<String>,
     /// Value of the `x-ticket-stamp` header.
     info: Option<String>,
     /// The request may be for an HTML page that will be rewritten.
@@ -182,11 +182,9 @@ impl StampProxy {
     fn plan(&self, session: &Session, ctx: &mut Ctx) -> Option<select::Classified> {
         let req = session.req_header();
         let cookies = req.headers.get_all(header::COOKIE);
-        let classified = select::classify(
-            req.uri.query(),
-            cookies.iter().map(|v| v.as_bytes()),
-            &self.cfg.selection.cookie_name,
-        );
+        let name = select::cookie_name(&self.cfg.selection.cookie_name, ctx.secure);
+        let classified =
+            select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), &name);
         if classified.module.is_some() {
             return Some(classified);
         }
@@ -197,12 +195,12 @@ impl StampProxy {
                 variant: Variant::Overlay,
             })
         };
-        let name = &self.cfg.selection.cookie_name;
-        let clear = select::clear_cookie(name, ctx.secure);
+        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let clear = select::clear_cookies(&self.cfg.selection.cookie_name, ctx.secure, host);
         let production = |ctx: &mut Ctx, reason: String, clear_cookie: bool| {
             ctx.info = Some(format!("production; reason=\"{reason}\""));
             if clear_cookie {
-                ctx.set_cookie = Some(clear.clone());
+                ctx.set_cookie = clear.clone();
             }
             ctx.plan = overlay();
         };
@@ -231,14 +229,14 @@ impl StampProxy {
                         }
                     }
                     if *source == Source::Query {
-                        ctx.set_cookie = Some(select::set_cookie(
-                            name,
+                        ctx.set_cookie = vec![select::set_cookie(
+                            &name,
                             key,
                             *view,
                             token.as_deref().filter(|_| self.preview.is_some()),
                             self.cfg.selection.cookie_max_age.as_secs(),
                             ctx.secure,
-                        ));
+                        )];
                     }
                     ctx.info = Some(format!(
                         "stamped; ticket={key}; view={}; stage={stage}; overrides={}",
@@ -455,7 +453,7 @@ impl ProxyHttp for StampProxy {
             started: Instant::now(),
             kind: Kind::Passthrough,
             plan: None,
-            set_cookie: None,
+            set_cookie: Vec::new(),
             info: None,
             html_candidate: false,
             secure: self.cfg.tls,
@@ -562,7 +560,7 @@ impl ProxyHttp for StampProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(cookie) = &ctx.set_cookie {
+        for cookie in &ctx.set_cookie {
             resp.append_header(header::SET_COOKIE, cookie.as_str())?;
         }
         let Some(plan) = ctx.plan.clone() else {

@@ -172,6 +172,10 @@ async fn tls_listener_and_https_origin() {
     let resp = resp.expect("TLS proxy never answered");
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.ends_with("; Secure"), "Secure over TLS: {cookie}");
+    assert!(
+        cookie.starts_with("__Host-ticket_stamp=dev.TKT-1;"),
+        "a __Host- cookie over TLS, which no sibling subdomain can set: {cookie}"
+    );
     let html = resp.text().await.unwrap();
     assert_eq!(
         import_map(&html).unwrap()["imports"]["/src/a.js"],

@@ -356,3 +356,68 @@ async fn redis_down_keeps_production_and_the_last_snapshot_flowing() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Cookie tossing: a second `ticket_stamp` with another value (set by a
+/// sibling subdomain, or for a deeper path) never picks the ticket, however
+/// the copies are ordered; the exit clears every copy this host can reach,
+/// parent domains included.
+#[tokio::test]
+async fn tossed_cookies_never_select_and_the_exit_clears_every_copy() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    upload(
+        &store,
+        "EVIL-1",
+        &[("/src/lib/greet.js", "export const greet = () => 'evil';")],
+    )
+    .await
+    .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    for cookies in [
+        "ticket_stamp=dev.TKT-1; ticket_stamp=dev.EVIL-1",
+        "ticket_stamp=dev.EVIL-1; ticket_stamp=dev.TKT-1",
+    ] {
+        let (h, html) = page(&f.proxy, "/", Some(cookies)).await;
+        assert_eq!(html, PAGE, "production for {cookies}");
+        let info = h["x-ticket-stamp"].to_str().unwrap();
+        assert!(info.contains("several different ticket cookies"), "{info}");
+        assert!(h["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    }
+    // The same value twice is one selection.
+    let (_, html) = page(
+        &f.proxy,
+        "/",
+        Some("ticket_stamp=dev.TKT-1; ticket_stamp=dev.TKT-1"),
+    )
+    .await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+
+    // The exit, on a host with parent domains.
+    let resp = client()
+        .get(f.proxy.url("/?stamp=off"))
+        .header("host", "app.shop.example.com")
+        .header("cookie", "ticket_stamp=dev.TKT-1")
+        .send()
+        .await
+        .unwrap();
+    let clears: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(clears.iter().all(|c| c.contains("Max-Age=0")), "{clears:?}");
+    for needle in [
+        "ticket_stamp=; Path=/",
+        "Domain=shop.example.com;",
+        "Domain=example.com;",
+    ] {
+        assert!(
+            clears.iter().any(|c| c.contains(needle)),
+            "{needle} missing: {clears:?}"
+        );
+    }
+}
