@@ -51,6 +51,7 @@ async function session() {
   $('#who').textContent = me ? `${me.name} (${me.role})` : '';
   $('#sign-out').hidden = !me;
   $('#sign-in').hidden = !!me;
+  $('#open-note').hidden = !(me && me.open);
   return me;
 }
 

@@ -739,3 +739,38 @@ async fn release_reaches_the_plain_url_and_revert_takes_it_back() {
     );
     browser.close().await.unwrap();
 }
+
+/// The quickstart as a new user meets it: the demo runs in open mode (no
+/// tokens, loopback), so its panel signs in by itself as the local user and
+/// says that the control API is open, instead of asking for a token that
+/// does not exist.
+#[tokio::test]
+async fn the_demo_panel_signs_in_by_itself_in_open_mode() {
+    let proxy = Proxy::start_with(None, &["--demo"], &[]).unwrap();
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/__stamp/")).await.unwrap();
+    browser
+        .wait_for_text(
+            "#open-note",
+            "The control API is open",
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#view", "DEMO-1", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let who = browser.text("#who").await.unwrap();
+    assert_eq!(who, "anonymous (admin)");
+    let sign_in_hidden = browser
+        .execute("return document.getElementById('sign-in').hidden;")
+        .await
+        .unwrap();
+    assert_eq!(sign_in_hidden, serde_json::Value::Bool(true));
+    browser
+        .screenshot(&artifacts_dir().join("panel-open-mode.png"))
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+}
