@@ -296,6 +296,7 @@ impl Client {
             commit: git.commit.clone(),
             branch: git.branch.clone(),
             comment: None,
+            from: None,
         };
         let path = format!("tickets/{key}/{action}");
         let v = self.send(Method::POST, &path, |r| r.json(&body), "")?;

@@ -8,7 +8,8 @@
 //! | GET | `tickets/{KEY}` | one ticket: stage, overrides per stage, links, history |
 //! | PUT | `tickets/{KEY}/modules/{path}` | upload a module to dev (body = module) |
 //! | DELETE | `tickets/{KEY}/modules/{path}` | remove an override from dev |
-//! | POST | `tickets/{KEY}/promote` `revert` `close` `sign-off` | move the ticket |
+//! | POST | `tickets/{KEY}/promote` `revert` `close` | move the ticket (`expected_version`, `If-Match` or `from` required) |
+//! | POST | `tickets/{KEY}/sign-off` | sign off a ticket in qa |
 //! | POST | `tickets/{KEY}/revoke-links` | revoke every signed share link (preview protection) |
 //! | GET | `tickets/{KEY}/importmap?stage=dev` | the effective overrides as an import map |
 //! | POST | `modules/missing` | which of these hashes the store lacks |
@@ -439,12 +440,15 @@ impl Api {
         Ok((200, to_value(&answer)))
     }
 
-    /// Reads a transition's body and its precondition (`expected_version`
-    /// or `If-Match`), checked against the ticket as it is now.
+    /// Reads a transition's body and its precondition (`expected_version`,
+    /// `If-Match` or `from`), checked against the ticket as it is now. With
+    /// `required`, a request that states none is refused (428): two clicks,
+    /// or two people, must never move a ticket twice.
     async fn precondition(
         &self,
         key: &TicketKey,
         req: &Request<Bytes>,
+        required: bool,
     ) -> Result<(TransitionRequest, TicketRecord, Option<u64>), ApiError> {
         let body = read_transition(req.body())?;
         let t = self.ticket(key).await?;
@@ -457,6 +461,28 @@ impl Api {
                 ));
             }
         }
+        if let Some(from) = body.from {
+            if from != t.stage {
+                return Err(ApiError::moved(
+                    format!("ticket {key} is in {}, not {from}", t.stage),
+                    &t,
+                ));
+            }
+        }
+        if required && expected.is_none() && body.from.is_none() {
+            let mut e = ApiError::new(
+                428,
+                ErrorCode::PreconditionRequired,
+                format!(
+                    "say what this move starts from: send {{\"expected_version\": {}}} (or \
+                     If-Match: \"{}\"), or {{\"from\": \"{}\"}}",
+                    t.version, t.version, t.stage
+                ),
+            );
+            e.body.version = Some(t.version);
+            e.body.stage = Some(t.stage);
+            return Err(e);
+        }
         Ok((body, t, expected))
     }
 
@@ -466,7 +492,7 @@ impl Api {
         key: &TicketKey,
         req: &Request<Bytes>,
     ) -> ApiResult {
-        let (body, t, _) = self.precondition(key, req).await?;
+        let (body, t, _) = self.precondition(key, req, false).await?;
         require(principal, Action::SignOff)?;
         if t.stage != Stage::Qa {
             return Err(WorkflowError::IllegalTransition {
@@ -494,7 +520,7 @@ impl Api {
         tr: Transition,
         req: &Request<Bytes>,
     ) -> ApiResult {
-        let (body, t, expected) = self.precondition(key, req).await?;
+        let (body, t, expected) = self.precondition(key, req, true).await?;
         let actor = Actor {
             name: principal.name.clone(),
             commit: body.commit.clone(),
@@ -565,10 +591,11 @@ impl Api {
     }
 
     /// Applies a transition to the ticket as read. Without an explicit expected
-    /// version, a concurrent change that left the stage as it was (an upload,
-    /// a sign-off, the settler's bookkeeping) is not the caller's concern: the
-    /// transition is retried on the new version. A change of stage is: then
-    /// it is a conflict, so a double click never promotes twice.
+    /// version (a `from` stage only), a concurrent change that left the stage
+    /// as it was (an upload, a sign-off, the settler's bookkeeping) is not the
+    /// caller's concern: the transition is retried on the new version. A
+    /// change of stage is: then it is a conflict, so a double click never
+    /// promotes twice.
     async fn transition_retrying(
         &self,
         key: &TicketKey,

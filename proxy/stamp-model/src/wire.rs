@@ -311,6 +311,10 @@ pub struct TransitionRequest {
     /// The version the caller read; a different one is a conflict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_version: Option<u64>,
+    /// The stage the move starts from; another is a conflict. A promote,
+    /// revert or close must state this or the version (else `428`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Stage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

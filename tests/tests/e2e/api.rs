@@ -112,13 +112,19 @@ async fn upload(proxy: &Proxy, key: &str, path: &str, body: &str) -> (u16, Value
     .await
 }
 
+/// A move as a careful client makes it: stating the stage it read.
 async fn act(proxy: &Proxy, key: &str, action: &str, token: &str) -> (u16, Value) {
+    let (_, t) = call(proxy, "GET", &format!("tickets/{key}"), Some(token), None).await;
+    let body = match t["stage"].as_str() {
+        Some(stage) => json!({ "from": stage }).to_string().into_bytes(),
+        None => Vec::new(),
+    };
     call(
         proxy,
         "POST",
         &format!("tickets/{key}/{action}"),
         Some(token),
-        None,
+        Some(body),
     )
     .await
 }
@@ -313,6 +319,74 @@ async fn concurrent_promotes_exactly_one_wins() {
     assert_eq!(statuses, [200, 409, 409, 409, 409, 409]);
     let (_, t) = call(&env.proxy, "GET", "tickets/RACE-1", Some(DEV), None).await;
     assert_eq!(t["stage"], "qa", "promoted exactly once");
+}
+
+/// A move that says neither the version nor the stage it starts from is
+/// refused with 428 and a hint, and changes nothing; one that states the
+/// stage works, and a stale stage is a conflict.
+#[tokio::test]
+async fn moves_must_state_what_they_start_from() {
+    let env = start(None, "");
+    let p = &env.proxy;
+    upload(p, "PRE-1", "src/main.js", "x").await;
+    for body in [
+        None,
+        Some(b"{}".to_vec()),
+        Some(b"{\"commit\": \"abcd1234\"}".to_vec()),
+    ] {
+        let (s, v) = call(p, "POST", "tickets/PRE-1/promote", Some(DEV), body).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (428, Some("precondition_required")),
+            "{v}"
+        );
+        assert_eq!(v["error"]["version"], 1);
+        assert_eq!(v["error"]["stage"], "dev");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("expected_version"),
+            "{v}"
+        );
+    }
+    let (_, t) = call(p, "GET", "tickets/PRE-1", Some(DEV), None).await;
+    assert_eq!(
+        (t["stage"].as_str(), t["version"].as_u64()),
+        (Some("dev"), Some(1))
+    );
+    let (s, v) = call(
+        p,
+        "POST",
+        "tickets/PRE-1/promote",
+        Some(DEV),
+        Some(br#"{"from": "dev"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!((s, v["stage"].as_str()), (200, Some("qa")), "{v}");
+    let (s, v) = call(
+        p,
+        "POST",
+        "tickets/PRE-1/close",
+        Some(DEV),
+        Some(br#"{"from": "dev"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["error"]["stage"].as_str()),
+        (409, Some("conflict"), Some("qa")),
+        "{v}"
+    );
+    let (s, _) = call_h(
+        p,
+        "POST",
+        "tickets/PRE-1/revert",
+        Some(DEV),
+        None,
+        &[("if-match", "\"2\"")],
+    )
+    .await;
+    assert_eq!(s, 200, "If-Match states the version");
 }
 
 #[tokio::test]

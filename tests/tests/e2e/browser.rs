@@ -458,6 +458,7 @@ async fn api_as(proxy: &Proxy, token: &str, method: &str, path: &str, body: &str
             proxy.url(&format!("/__stamp/api/v1/{path}")),
         )
         .bearer_auth(token)
+        .header("content-type", "application/json")
         .body(body.to_string())
         .send()
         .await
@@ -496,7 +497,14 @@ async fn panel_sign_in_promote_by_click_and_live_updates() {
         201
     );
     assert_eq!(
-        api_as(&proxy, "dev-secret", "POST", "tickets/QA-7/promote", "").await,
+        api_as(
+            &proxy,
+            "dev-secret",
+            "POST",
+            "tickets/QA-7/promote",
+            r#"{"from": "dev"}"#
+        )
+        .await,
         200
     );
 
@@ -593,7 +601,14 @@ async fn panel_shows_a_policy_refusal_inline() {
         201
     );
     assert_eq!(
-        api_as(&proxy, "dev-secret", "POST", "tickets/FRZ-1/promote", "").await,
+        api_as(
+            &proxy,
+            "dev-secret",
+            "POST",
+            "tickets/FRZ-1/promote",
+            r#"{"from": "dev"}"#
+        )
+        .await,
         200
     );
     let browser = Browser::start().await.unwrap();

@@ -246,12 +246,23 @@ impl Site {
     }
 
     async fn act(&self, key: &str, action: &str) {
+        let t: serde_json::Value = client()
+            .get(self.proxy.url(&format!("/__stamp/api/v1/tickets/{key}")))
+            .bearer_auth(DEV)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let resp = client()
             .post(
                 self.proxy
                     .url(&format!("/__stamp/api/v1/tickets/{key}/{action}")),
             )
             .bearer_auth(DEV)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "from": t["stage"] }).to_string())
             .send()
             .await
             .unwrap();

@@ -163,7 +163,8 @@ async fn writes_from_another_site_are_refused_even_in_open_mode() {
         if let Some(s) = site {
             b = b.header("sec-fetch-site", s);
         }
-        b.body(Bytes::from_static(b"{}")).unwrap()
+        b.body(Bytes::from_static(b"{\"expected_version\": 1}"))
+            .unwrap()
     };
     for req in [
         forged(Some("https://evil.example"), None, "application/json"),

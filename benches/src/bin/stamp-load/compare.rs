@@ -741,6 +741,8 @@ async fn fleet(b: &mut Bench) -> anyhow::Result<()> {
         upload_lat.push(wait_for(&client, &bb.url(&format!("/?dev={key}")), &want).await?);
         let promote = client
             .post(a.url(&format!("/__stamp/api/v1/tickets/{key}/promote")))
+            .header("content-type", "application/json")
+            .body(r#"{"from": "dev"}"#)
             .send()
             .await?;
         ensure!(
@@ -751,6 +753,8 @@ async fn fleet(b: &mut Bench) -> anyhow::Result<()> {
         promote_lat.push(wait_for(&client, &bb.url(&format!("/?qa={key}")), &want).await?);
         let revert = client
             .post(a.url(&format!("/__stamp/api/v1/tickets/{key}/revert")))
+            .header("content-type", "application/json")
+            .body(r#"{"from": "qa"}"#)
             .send()
             .await?;
         ensure!(revert.status().is_success(), "revert: {}", revert.status());
