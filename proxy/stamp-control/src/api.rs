@@ -184,7 +184,8 @@ impl Api {
                 let key = parse_key(key)?;
                 require(principal, Action::Read)?;
                 let t = self.ticket(&key).await?;
-                Ok((200, to_value(&self.ticket_dto(&t, true).await?)))
+                let live = self.live().await?;
+                Ok((200, to_value(&self.ticket_dto(&t, true, &live).await?)))
             }
             ("PUT", ["tickets", key, "modules", ..]) => {
                 let key = parse_key(key)?;
@@ -269,12 +270,13 @@ impl Api {
             }
         }
         let state = self.store.state().await?;
+        let live = live_keys(&state.overlay, &state.tickets);
         let mut out = Vec::new();
         for t in &state.tickets {
             if stages.as_ref().is_some_and(|s| !s.contains(&t.stage)) {
                 continue;
             }
-            let mut dto = self.ticket_dto(t, false).await?;
+            let mut dto = self.ticket_dto(t, false, &live).await?;
             // Who touched it last, for lists.
             dto.last = self.store.history(&t.key).await?.pop().map(|e| LastDto {
                 event: e.event,
@@ -318,8 +320,20 @@ impl Api {
         }
     }
 
-    /// A ticket with its overrides; with `full`, its history too.
-    async fn ticket_dto(&self, t: &TicketRecord, full: bool) -> Result<TicketDto, ApiError> {
+    /// The tickets production serves now (the overlay rule's released set).
+    async fn live(&self) -> Result<std::collections::HashSet<TicketKey>, ApiError> {
+        let state = self.store.state().await?;
+        Ok(live_keys(&state.overlay, &state.tickets))
+    }
+
+    /// A ticket with its overrides; with `full`, its history too. `live`:
+    /// the tickets production serves now.
+    async fn ticket_dto(
+        &self,
+        t: &TicketRecord,
+        full: bool,
+        live: &std::collections::HashSet<TicketKey>,
+    ) -> Result<TicketDto, ApiError> {
         let mut dto = self.summary(t);
         for stage in [Stage::Dev, Stage::Qa, Stage::Prod] {
             if let Some(set) = workflow::overrides(&self.store, t, stage).await? {
@@ -327,11 +341,7 @@ impl Api {
             }
         }
         dto.created_ms = Some(t.created_ms);
-        let state = self.store.state().await?;
-        let live = overlay::released(&state.overlay, &state.tickets)
-            .iter()
-            .any(|r| r.key == t.key);
-        dto.live_in_production = Some(live);
+        dto.live_in_production = Some(live.contains(&t.key));
         if t.stage == Stage::Prod {
             let total = dto.modules.get(&Stage::Prod).map_or(0, Vec::len);
             let retired = match t.retired {
@@ -684,6 +694,16 @@ impl Api {
         let missing = self.store.missing_modules(&hashes).await?;
         Ok((200, to_value(&MissingResponse { missing })))
     }
+}
+
+fn live_keys(
+    order: &[TicketKey],
+    tickets: &[TicketRecord],
+) -> std::collections::HashSet<TicketKey> {
+    overlay::released(order, tickets)
+        .into_iter()
+        .map(|t| t.key.clone())
+        .collect()
 }
 
 /// Parses and checks the optional body of a transition.

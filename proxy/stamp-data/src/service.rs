@@ -140,6 +140,8 @@ pub struct StampProxy {
     pub preview: Option<Signer>,
     /// Requests in flight (for a graceful stop that waits for them).
     pub in_flight: Arc<AtomicUsize>,
+    /// The ticket cookie's name over plain HTTP and over TLS (`__Host-…`).
+    cookie_names: (String, String),
     peer: HttpPeer,
 }
 
@@ -166,6 +168,10 @@ impl StampProxy {
             store: store.clone(),
             control,
         };
+        let cookie_names = (
+            select::cookie_name(&cfg.selection.cookie_name, false),
+            select::cookie_name(&cfg.selection.cookie_name, true),
+        );
         StampProxy {
             cfg,
             snapshot,
@@ -174,6 +180,7 @@ impl StampProxy {
             internal,
             preview,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            cookie_names,
             peer,
         }
     }
@@ -182,9 +189,14 @@ impl StampProxy {
     fn plan(&self, session: &Session, ctx: &mut Ctx) -> Option<select::Classified> {
         let req = session.req_header();
         let cookies = req.headers.get_all(header::COOKIE);
-        let name = select::cookie_name(&self.cfg.selection.cookie_name, ctx.secure);
+        // Precomputed: no allocation per request for the name.
+        let name = if ctx.secure {
+            &self.cookie_names.1
+        } else {
+            &self.cookie_names.0
+        };
         let classified =
-            select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), &name);
+            select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), name);
         if classified.module.is_some() {
             return Some(classified);
         }
@@ -196,11 +208,11 @@ impl StampProxy {
             })
         };
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let clear = select::clear_cookies(&self.cfg.selection.cookie_name, ctx.secure, host);
+        let base = &self.cfg.selection.cookie_name;
         let production = |ctx: &mut Ctx, reason: String, clear_cookie: bool| {
             ctx.info = Some(format!("production; reason=\"{reason}\""));
             if clear_cookie {
-                ctx.set_cookie = clear.clone();
+                ctx.set_cookie = select::clear_cookies(base, ctx.secure, host);
             }
             ctx.plan = overlay();
         };
@@ -230,7 +242,7 @@ impl StampProxy {
                     }
                     if *source == Source::Query {
                         ctx.set_cookie = vec![select::set_cookie(
-                            &name,
+                            name,
                             key,
                             *view,
                             token.as_deref().filter(|_| self.preview.is_some()),
