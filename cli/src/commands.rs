@@ -236,6 +236,27 @@ impl Ctx<'_> {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// `--update` on a closed ticket re-initiates its workflow: the ticket is
+    /// re-opened in dev (with a history event) whether or not any file
+    /// changed since it was closed.
+    fn reopen_if_closed(&self, key: &str, repo: Option<&Repo>) -> anyhow::Result<()> {
+        let Some(t) = self.client.ticket(key).map_err(self.api(Some(key)))? else {
+            return Ok(());
+        };
+        if t.stage != Stage::Closed {
+            return Ok(());
+        }
+        let git = Self::git_meta(repo);
+        let (after, _) = self
+            .client
+            .transition(key, "reopen", Some(t.version), &git)
+            .map_err(self.api(Some(key)))?;
+        if !self.cli.json {
+            eprintln!("re-opened {key}: closed -> {}", after.stage);
+        }
+        Ok(())
+    }
+
     fn existing(&self, key: &str) -> anyhow::Result<Ticket> {
         match self.client.ticket(key).map_err(self.api(Some(key)))? {
             Some(t) => Ok(t),
@@ -390,6 +411,7 @@ impl Ctx<'_> {
             json: self.cli.json,
         };
         let (scope, repo) = self.scope(files, report, false)?;
+        self.reopen_if_closed(key, repo.as_ref())?;
         // Ctrl-C during the first sync stops the watch right after it.
         let signals = if self.cli.once {
             None

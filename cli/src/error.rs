@@ -141,8 +141,12 @@ fn next_step(stage: Stage) -> String {
     let moves: Vec<String> = Transition::ALL
         .into_iter()
         .filter_map(|t| {
-            t.target(stage)
-                .map(|to| format!("--{} (to {to})", t.as_str()))
+            // `stamp TKT --update` is how the CLI re-opens a closed ticket.
+            let flag = match t {
+                Transition::Reopen => "update",
+                other => other.as_str(),
+            };
+            t.target(stage).map(|to| format!("--{flag} (to {to})"))
         })
         .collect();
     if moves.is_empty() {

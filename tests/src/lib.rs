@@ -43,6 +43,16 @@ pub async fn get_text(url: &str) -> String {
 use stamp_control::workflow::{self, Actor};
 use stamp_model::lifecycle::Transition;
 use stamp_model::ticket::TicketKey;
+/// The JSON answer to a request; panics (failing the test) when the request
+/// fails or the body is not JSON.
+pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    let resp = req.send().await.unwrap_or_else(|e| panic!("request: {e}"));
+    let url = resp.url().to_string();
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: not JSON: {e}"))
+}
+
 use stamp_store::SharedStore;
 
 /// Opens a store (a directory or a redis:// URL) the way the proxy does.

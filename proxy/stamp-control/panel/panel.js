@@ -42,6 +42,7 @@ function allowed(role, action, stage) {
   if (action === 'promote') return stage === 'dev' ? role === 'dev' : stage === 'qa' ? role === 'qa' : false;
   if (action === 'revert') return stage === 'qa' && role === 'dev';
   if (action === 'close') return role === 'dev';
+  if (action === 'reopen') return stage === 'closed' && role === 'dev';
   return false;
 }
 
@@ -124,7 +125,7 @@ async function act(key, action, version) {
 async function renderTicket(key, clearOutcome = true) {
   const t = await api('GET', `/tickets/${key}`);
   const view = $('#view');
-  const buttons = ['promote', 'revert', 'close', 'sign-off']
+  const buttons = ['promote', 'revert', 'close', 'reopen', 'sign-off']
     .filter((a) => (a === 'sign-off' ? t.stage === 'qa' : (t.allowed_actions || []).includes(a)))
     .filter((a) => me && allowed(me.role, a, t.stage))
     .map((a) => el('button', { type: 'button', id: `do-${a}`, onclick: () => act(t.key, a, t.version) }, a));

@@ -8,7 +8,7 @@
 //! | GET | `tickets/{KEY}` | one ticket: stage, overrides per stage, links, history |
 //! | PUT | `tickets/{KEY}/modules/{path}` | upload a module to dev (body = module) |
 //! | DELETE | `tickets/{KEY}/modules/{path}` | remove an override from dev |
-//! | POST | `tickets/{KEY}/promote` `revert` `close` | move the ticket (`expected_version`, `If-Match` or `from` required) |
+//! | POST | `tickets/{KEY}/promote` `revert` `close` `reopen` | move the ticket (`expected_version`, `If-Match` or `from` required) |
 //! | POST | `tickets/{KEY}/sign-off` | sign off a ticket in qa |
 //! | POST | `tickets/{KEY}/revoke-links` | revoke every signed share link (preview protection) |
 //! | GET | `tickets/{KEY}/importmap?stage=dev` | the effective overrides as an import map |
@@ -216,7 +216,7 @@ impl Api {
                             404,
                             ErrorCode::NotFound,
                             format!(
-                                "no action `{other}` (promote, revert, close, sign-off, revoke-links)"
+                                "no action `{other}` (promote, revert, close, reopen, sign-off, revoke-links)"
                             ),
                         )),
                     },

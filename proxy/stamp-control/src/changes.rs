@@ -23,7 +23,7 @@ use crate::workflow::Actor;
 pub enum ChangeKind {
     Uploaded,
     Deleted,
-    /// An upload that re-opened a closed ticket.
+    /// A closed ticket re-opened in dev (by an upload, or `reopen`).
     Reopened,
     Promoted,
     Reverted,
@@ -44,7 +44,8 @@ impl ChangeKind {
     /// The event hooks are told of, if any.
     pub fn hook_event(self) -> Option<EventKind> {
         match self {
-            ChangeKind::Uploaded | ChangeKind::Reopened => Some(EventKind::Uploaded),
+            ChangeKind::Uploaded => Some(EventKind::Uploaded),
+            ChangeKind::Reopened => Some(EventKind::Reopened),
             ChangeKind::Promoted => Some(EventKind::Promoted),
             ChangeKind::Reverted => Some(EventKind::Reverted),
             ChangeKind::Closed => Some(EventKind::Closed),

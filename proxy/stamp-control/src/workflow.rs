@@ -399,6 +399,7 @@ pub async fn transition(
         Transition::Promote => ChangeKind::Promoted,
         Transition::Revert => ChangeKind::Reverted,
         Transition::Close => ChangeKind::Closed,
+        Transition::Reopen => ChangeKind::Reopened,
     };
     Ok(Change::new(kind, next, Some(t.stage), actor, None))
 }

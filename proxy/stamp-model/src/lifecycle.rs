@@ -13,23 +13,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::ticket::Stage;
 
-/// The stage moves: promote, revert, close.
+/// The stage moves: promote, revert, close, and reopen (closed → dev).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transition {
     Promote,
     Revert,
     Close,
+    Reopen,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 3] = [Transition::Promote, Transition::Revert, Transition::Close];
+    pub const ALL: [Transition; 4] = [
+        Transition::Promote,
+        Transition::Revert,
+        Transition::Close,
+        Transition::Reopen,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Transition::Promote => "promote",
             Transition::Revert => "revert",
             Transition::Close => "close",
+            Transition::Reopen => "reopen",
         }
     }
 
@@ -46,6 +53,7 @@ impl Transition {
             (Transition::Revert, Stage::Prod) => Some(Stage::Qa),
             (Transition::Revert, Stage::Qa) => Some(Stage::Dev),
             (Transition::Close, Stage::Dev | Stage::Qa) => Some(Stage::Closed),
+            (Transition::Reopen, Stage::Closed) => Some(Stage::Dev),
             _ => None,
         }
     }
@@ -73,6 +81,7 @@ pub enum TicketAction {
     Promote,
     Revert,
     Close,
+    Reopen,
     SignOff,
 }
 
@@ -84,6 +93,7 @@ impl TicketAction {
             TicketAction::Promote => "promote",
             TicketAction::Revert => "revert",
             TicketAction::Close => "close",
+            TicketAction::Reopen => "reopen",
             TicketAction::SignOff => "sign-off",
         }
     }
@@ -101,19 +111,20 @@ impl From<Transition> for TicketAction {
             Transition::Promote => TicketAction::Promote,
             Transition::Revert => TicketAction::Revert,
             Transition::Close => TicketAction::Close,
+            Transition::Reopen => TicketAction::Reopen,
         }
     }
 }
 
 /// What the lifecycle allows on a ticket in `stage`, whoever asks. (Upload
-/// to a closed ticket re-opens it.)
+/// to a closed ticket re-opens it, as `reopen` does.)
 pub fn allowed_actions(stage: Stage) -> &'static [TicketAction] {
     use TicketAction::*;
     match stage {
         Stage::Dev => &[Upload, Delete, Promote, Close],
         Stage::Qa => &[Upload, Delete, Promote, Revert, Close],
         Stage::Prod => &[Upload, Delete, Revert],
-        Stage::Closed => &[Upload],
+        Stage::Closed => &[Upload, Reopen],
     }
 }
 
@@ -144,5 +155,7 @@ mod tests {
         assert!(!Transition::Close.changes_production(Stage::Prod));
         assert_eq!(Transition::parse("revert"), Some(Transition::Revert));
         assert_eq!(Transition::parse("Revert"), None);
+        assert_eq!(Transition::Reopen.target(Stage::Closed), Some(Stage::Dev));
+        assert_eq!(Transition::Reopen.target(Stage::Dev), None);
     }
 }

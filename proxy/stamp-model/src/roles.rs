@@ -87,7 +87,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         Action::Move(Transition::Promote, Stage::Dev) => role == Role::Dev,
         Action::Move(Transition::Promote, Stage::Qa) => role == Role::Qa,
         Action::Move(Transition::Revert, Stage::Qa) => role == Role::Dev,
-        Action::Move(Transition::Close, _) => role == Role::Dev,
+        Action::Move(Transition::Close | Transition::Reopen, _) => role == Role::Dev,
         Action::Move(..) => false,
     }
 }
@@ -105,6 +105,7 @@ pub fn actions_for(role: Role, stage: Stage) -> Vec<TicketAction> {
                 TicketAction::Promote => Action::Move(Transition::Promote, stage),
                 TicketAction::Revert => Action::Move(Transition::Revert, stage),
                 TicketAction::Close => Action::Move(Transition::Close, stage),
+                TicketAction::Reopen => Action::Move(Transition::Reopen, stage),
                 TicketAction::SignOff => Action::SignOff,
             };
             allowed(role, action)
@@ -145,6 +146,8 @@ mod tests {
             vec![Upload, Delete, Revert, Close]
         );
         assert_eq!(actions_for(Role::Qa, Stage::Prod), vec![]);
+        assert_eq!(actions_for(Role::Dev, Stage::Closed), vec![Upload, Reopen]);
+        assert_eq!(actions_for(Role::Qa, Stage::Closed), vec![]);
         assert_eq!(
             actions_for(Role::Admin, Stage::Prod),
             vec![Upload, Delete, Revert]

@@ -346,16 +346,18 @@ pub enum EventKind {
     Closed,
     SignedOff,
     OriginDiverged,
+    Reopened,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Uploaded,
         EventKind::Promoted,
         EventKind::Reverted,
         EventKind::Closed,
         EventKind::SignedOff,
         EventKind::OriginDiverged,
+        EventKind::Reopened,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -366,6 +368,7 @@ impl EventKind {
             EventKind::Closed => "closed",
             EventKind::SignedOff => "signed-off",
             EventKind::OriginDiverged => "origin-diverged",
+            EventKind::Reopened => "reopened",
         }
     }
 

@@ -387,6 +387,25 @@ async fn moves_must_state_what_they_start_from() {
     )
     .await;
     assert_eq!(s, 200, "If-Match states the version");
+    // Re-open is a move of its own: closed -> dev, by a dev (not by QA).
+    assert_eq!(act(p, "PRE-1", "close", DEV).await.0, 200);
+    assert_eq!(act(p, "PRE-1", "reopen", QA).await.0, 403);
+    let (s, v) = act(p, "PRE-1", "reopen", DEV).await;
+    assert_eq!((s, v["stage"].as_str()), (200, Some("dev")), "{v}");
+    let (s, v) = act(p, "PRE-1", "reopen", DEV).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("illegal_transition")),
+        "{v}"
+    );
+    let (_, t) = call(p, "GET", "tickets/PRE-1", Some(DEV), None).await;
+    let events: Vec<&str> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.last(), Some(&"reopen"), "{events:?}");
 }
 
 #[tokio::test]

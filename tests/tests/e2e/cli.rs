@@ -246,15 +246,12 @@ impl Site {
     }
 
     async fn act(&self, key: &str, action: &str) {
-        let t: serde_json::Value = client()
-            .get(self.proxy.url(&format!("/__stamp/api/v1/tickets/{key}")))
-            .bearer_auth(DEV)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = stamp_tests::json_of(
+            client()
+                .get(self.proxy.url(&format!("/__stamp/api/v1/tickets/{key}")))
+                .bearer_auth(DEV),
+        )
+        .await;
         let resp = client()
             .post(
                 self.proxy
@@ -1174,6 +1171,15 @@ async fn revert_and_close_say_where_the_ticket_stands() {
     let r = site.stamp(repo.path(), &["TKT-45", "--close", "--json"]);
     let v: Value = serde_json::from_str(r.ok().out.trim()).unwrap();
     assert_eq!(v["stage"], "closed");
+    // Re-initiating with the very same files re-opens it too (nothing to
+    // upload is no reason to stay closed), with its own history event.
+    site.stamp(repo.path(), &["TKT-45", "-u", "--once"])
+        .ok()
+        .err_has("re-opened TKT-45: closed -> dev");
+    let t = site.ticket("TKT-45").await.unwrap();
+    assert_eq!(t["stage"], "dev");
+    let history = t["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["event"], "reopen", "{history:?}");
 }
 
 // ---------------------------------------------------------------- list

@@ -139,15 +139,12 @@ async fn writes_from_another_site_and_hostile_hosts_get_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 415, "JSON writes must say so");
-    let t: Value = client()
-        .get(proxy.url("/__stamp/api/v1/tickets/SEC-1"))
-        .header("host", "evil.example")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = stamp_tests::json_of(
+        client()
+            .get(proxy.url("/__stamp/api/v1/tickets/SEC-1"))
+            .header("host", "evil.example"),
+    )
+    .await;
     assert_eq!(t["stage"], "dev", "nothing was promoted");
     assert_eq!(
         t["links"]["dev"],
@@ -194,25 +191,16 @@ async fn small_holes_are_closed() {
     let body = stamp_tests::get_text(&proxy.url("/__stampede.html")).await;
     assert_eq!(body, "<p>not ours</p>");
     // Metrics with a token configured.
-    let m = client()
-        .get(proxy.url("/__stamp/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(m.status(), 401);
-    let m = client()
-        .get(proxy.url("/__stamp/metrics"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(m.status(), 401);
-    let m = client()
-        .get(proxy.url("/__stamp/metrics"))
-        .bearer_auth(secret)
-        .send()
-        .await
-        .unwrap();
+    let scrape = |token: Option<&'static str>| {
+        let mut req = client().get(proxy.url("/__stamp/metrics"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(scrape(None).await.status(), 401);
+    assert_eq!(scrape(Some("wrong")).await.status(), 401);
+    let m = scrape(Some(secret)).await;
     assert_eq!(m.status(), 200);
     assert!(m.text().await.unwrap().contains("stamp_requests_total"));
     let h = client()

@@ -403,6 +403,7 @@ pub fn describe(e: &Event) -> String {
         EventKind::Closed => "closed",
         EventKind::SignedOff => "signed off",
         EventKind::OriginDiverged => "saw the origin diverge from",
+        EventKind::Reopened => "re-opened",
     };
     format!("{} {verb} {}{stages}", e.actor, e.ticket)
 }
