@@ -438,8 +438,14 @@ impl Ctx<'_> {
         }
         report.summary(&summary);
         match summary.stage {
-            Some(stage @ (Stage::Qa | Stage::Prod)) if !self.cli.json => eprintln!(
-                "note: {key} is in {stage}: uploads change its dev stage (?dev={key}) only; promote again to pass them on"
+            Some(Stage::Qa) if !self.cli.json => eprintln!(
+                "note: {key} is in qa: uploads change its dev stage (?dev={key}) only; ?qa={key} keeps \
+                 what was promoted. To hand QA the new code, revert it to dev (stamp {key} --revert) \
+                 and promote it again"
+            ),
+            Some(Stage::Prod) if !self.cli.json => eprintln!(
+                "note: {key} is released: uploads change its dev stage (?dev={key}) only; production \
+                 keeps what was released"
             ),
             None if summary.uploaded == 0 && !self.cli.json => {
                 eprintln!("note: nothing differs from the main branch yet: {key} is created by its first upload")

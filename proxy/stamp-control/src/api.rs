@@ -277,12 +277,20 @@ impl Api {
                 continue;
             }
             let mut dto = self.ticket_dto(t, false, &live).await?;
-            // Who touched it last, for lists.
-            dto.last = self.store.history(&t.key).await?.pop().map(|e| LastDto {
-                event: e.event,
-                actor: e.actor,
-                at_ms: e.at_ms,
-            });
+            // Who touched it last, for lists: a person's change, not the
+            // settler's bookkeeping of a release.
+            dto.last = self
+                .store
+                .history(&t.key)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|e| e.event != "baseline")
+                .map(|e| LastDto {
+                    event: e.event,
+                    actor: e.actor,
+                    at_ms: e.at_ms,
+                });
             out.push(dto);
         }
         Ok((200, to_value(&TicketList { tickets: out })))

@@ -383,7 +383,14 @@ pub async fn transition(
             next.retired = None;
             overlay = OverlayOp::Append;
         }
-        (Stage::Prod, Stage::Qa) => overlay = OverlayOp::Remove,
+        // Out of production: the released snapshot and the settler's
+        // bookkeeping go with it (a new release is measured anew).
+        (Stage::Prod, Stage::Qa) => {
+            overlay = OverlayOp::Remove;
+            next.prod = None;
+            next.baseline = None;
+            next.retired = None;
+        }
         (Stage::Qa, Stage::Dev) => next.qa = None,
         _ => {}
     }

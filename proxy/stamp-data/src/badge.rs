@@ -27,6 +27,7 @@ pub fn html(
     key: &TicketKey,
     view: View,
     stage: Stage,
+    // The ticket's own modules in this view (not the released overlay's).
     overrides: usize,
     nonce: Option<&str>,
 ) -> String {

@@ -71,6 +71,8 @@ pub enum Variant {
         key: TicketKey,
         view: View,
         stage: Stage,
+        /// The ticket's own modules in this view (the overlay's not counted).
+        own: usize,
     },
     /// Production with released tickets' overrides.
     Overlay,
@@ -261,6 +263,10 @@ impl StampProxy {
                             key: key.clone(),
                             view: *view,
                             stage,
+                            own: snap.tickets.get(key).map_or(0, |t| match view {
+                                View::Dev => t.dev_count,
+                                View::Qa => t.qa_count.unwrap_or(0),
+                            }),
                         },
                     });
                 }
@@ -331,7 +337,12 @@ impl StampProxy {
         let mut nonce = None;
         let mut style_nonce = None;
         let badge = match &plan.variant {
-            Variant::Ticket { key, view, stage } if self.cfg.badge => Some((key, *view, *stage)),
+            Variant::Ticket {
+                key,
+                view,
+                stage,
+                own,
+            } if self.cfg.badge => Some((key, *view, *stage, *own)),
             _ => None,
         };
         if !policies.is_empty() {
@@ -369,14 +380,8 @@ impl StampProxy {
                 }
             }
         }
-        let body_prefix = badge.map(|(key, view, stage)| {
-            crate::badge::html(
-                key,
-                view,
-                stage,
-                plan.effective.len(),
-                style_nonce.as_deref(),
-            )
+        let body_prefix = badge.map(|(key, view, stage, own)| {
+            crate::badge::html(key, view, stage, own, style_nonce.as_deref())
         });
 
         for h in [

@@ -178,10 +178,18 @@ async fn lifecycle(proxy: &Proxy) {
 
     // prod → qa → dev → closed → re-initiated by an upload, history kept.
     assert_eq!(act(proxy, "TKT-1", "revert", ADMIN).await.0, 200);
+    let (_, t) = call(proxy, "GET", "tickets/TKT-1", Some(DEV), None).await;
+    assert!(
+        t["modules"].get("prod").is_none() && t["live_in_production"] == false,
+        "a ticket reverted out of prod lists no prod modules: {t}"
+    );
     assert_eq!(act(proxy, "TKT-1", "revert", DEV).await.0, 200);
     assert_eq!(act(proxy, "TKT-1", "close", DEV).await.0, 200);
     let (s, v) = act(proxy, "TKT-1", "close", DEV).await;
-    assert_eq!((s, v["error"]["allowed"].clone()), (409, json!(["upload"])));
+    assert_eq!(
+        (s, v["error"]["allowed"].clone()),
+        (409, json!(["upload", "reopen"]))
+    );
     let (s, v) = upload(proxy, "TKT-1", "src/main.js", "v3").await;
     assert_eq!((s, v["stage"].clone()), (200, json!("dev")));
 
@@ -907,8 +915,17 @@ async fn protected_previews_need_a_valid_signed_link() {
         (h, resp.text().await.unwrap())
     };
 
-    // No token: production, with the reason.
-    let (h, html) = get("/?dev=SEC-1".into(), None).await;
+    // No token: production, with the reason (once the proxy's snapshot has
+    // the upload: it follows the store asynchronously).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (h, html) = loop {
+        let (h, html) = get("/?dev=SEC-1".into(), None).await;
+        let info = h["x-ticket-stamp"].to_str().unwrap().to_string();
+        if !info.contains("unknown ticket") || std::time::Instant::now() > deadline {
+            break (h, html);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(html, PAGE);
     assert!(h["x-ticket-stamp"]
         .to_str()

@@ -662,3 +662,52 @@ async fn own_compression_is_complete_and_broken_origin_encodings_fail_loudly() {
         "a broken origin encoding must fail loudly, got {outcome:?}"
     );
 }
+
+/// The badge counts what the ticket itself changes in this view, not the
+/// released tickets' overlay that every page carries.
+#[tokio::test]
+async fn the_badge_counts_the_tickets_own_modules() {
+    let (origin, proxy, _d) = setup().await;
+    origin.route(
+        "/",
+        Route::html("<html><head><script type=module src=/src/lib/greet.js></script></head><body><p>app</p></body></html>"),
+    );
+    let api = |path: &str| proxy.url(&format!("/__stamp/api/v1/{path}"));
+    for m in ["src/x.js", "src/y.js"] {
+        let r = client()
+            .put(api(&format!("tickets/REL-9/modules/{m}")))
+            .body("export default 1;")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    for from in ["dev", "qa"] {
+        let r = client()
+            .post(api("tickets/REL-9/promote"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"from\": \"{from}\"}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let resp = client().get(proxy.url("/?dev=TKT-1")).send().await.unwrap();
+        let info = resp.headers()["x-ticket-stamp"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let html = resp.text().await.unwrap();
+        if info.contains("overrides=3") {
+            assert!(html.contains("<span>1 module</span>"), "{html}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "overlay never applied: {info}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
