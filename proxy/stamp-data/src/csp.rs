@@ -64,26 +64,71 @@ pub fn plan_for(
         .map(|value| value.split(',').map(Policy::parse).collect())
         .collect();
 
-    // Reusing the origin's nonce keeps its header untouched wherever it
-    // already allows that nonce.
-    let element_nonce = headers
+    // Reusing the origin's nonce keeps its headers untouched where every
+    // policy already allows it. But where a policy would have to be given
+    // that nonce (a second, hash-only policy), the page's own scripts that
+    // carry it would pass that policy too: production blocks them, the
+    // ticket page must as well. Then the element gets a fresh nonce, which
+    // only it carries, added wherever it is needed.
+    let origin_nonce = headers
         .iter()
         .flatten()
         .filter_map(|p| p.governing(&chain))
         .flat_map(|d| d.sources.iter().copied())
-        .find_map(nonce_value)
-        .unwrap_or(fresh_nonce)
-        .to_owned();
+        .find_map(nonce_value);
+    if let Some(n) = origin_nonce {
+        let reused = plan_with_nonce(&chain, policies, &headers, inserted_hash, n);
+        if !reused.added_nonce {
+            return reused.plan;
+        }
+    }
+    plan_with_nonce(&chain, policies, &headers, inserted_hash, fresh_nonce).plan
+}
+
+/// Content-Security-Policy-Report-Only headers made consistent with what the
+/// enforced policies were given: the element's `nonce` (and the inserted
+/// map's hash) is added where a report-only policy would otherwise report
+/// the proxy's own element, so ticket views send no reports that production
+/// views do not. Nothing is removed.
+pub fn report_only(
+    element: Element,
+    policies: &[&str],
+    inserted_hash: &str,
+    nonce: &str,
+) -> CspPlan {
+    let chain = element.chain();
+    let headers: Vec<Vec<Policy<'_>>> = policies
+        .iter()
+        .map(|value| value.split(',').map(Policy::parse).collect())
+        .collect();
+    plan_with_nonce(&chain, policies, &headers, inserted_hash, nonce).plan
+}
+
+struct Planned {
+    plan: CspPlan,
+    /// The element's nonce had to be added to some policy.
+    added_nonce: bool,
+}
+
+fn plan_with_nonce(
+    chain: &[&'static str; 3],
+    policies: &[&str],
+    headers: &[Vec<Policy<'_>>],
+    inserted_hash: &str,
+    element_nonce: &str,
+) -> Planned {
+    let element_nonce = element_nonce.to_owned();
     let nonce_source = format!("'nonce-{element_nonce}'");
+    let mut added_nonce = false;
 
     let mut needs_nonce = false;
     let mut notes = Vec::new();
     let mut out = Vec::with_capacity(headers.len());
-    for (original, header) in policies.iter().zip(&headers) {
+    for (original, header) in policies.iter().zip(headers) {
         let mut header_changed = false;
         let mut rebuilt = Vec::with_capacity(header.len());
         for policy in header {
-            let Some(directive) = policy.governing(&chain) else {
+            let Some(directive) = policy.governing(chain) else {
                 rebuilt.push(policy.raw.to_owned());
                 continue;
             };
@@ -103,6 +148,7 @@ pub fn plan_for(
                 Verdict::NeedsSources => {
                     needs_nonce = true;
                     let present = |s: &str| directive.sources.contains(&s);
+                    added_nonce |= !present(&nonce_source);
                     [nonce_source.as_str(), inserted_hash]
                         .into_iter()
                         .filter(|s| !s.is_empty() && !present(s))
@@ -124,11 +170,14 @@ pub fn plan_for(
     }
 
     let changed = out.iter().zip(policies).any(|(new, old)| new != old);
-    CspPlan {
-        nonce: needs_nonce.then_some(element_nonce),
-        policies: out,
-        changed,
-        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    Planned {
+        plan: CspPlan {
+            nonce: needs_nonce.then_some(element_nonce),
+            policies: out,
+            changed,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        },
+        added_nonce,
     }
 }
 
@@ -405,14 +454,44 @@ mod tests {
         let p = run(&input);
         assert!(p.changed);
         assert_eq!(p.policies.len(), 3);
-        // The origin's nonce, found in the third header, is the element's.
-        assert_eq!(p.nonce.as_deref(), Some("abc"));
+        // The origin's nonce (third header) must not be copied into the
+        // `default-src 'self'` policy: the page's own scripts that carry it
+        // would pass a policy that blocks them in production. The element
+        // gets a fresh nonce, added wherever it is needed.
+        assert_eq!(p.nonce.as_deref(), Some(FRESH));
         assert_eq!(
             p.policies[0],
-            format!("script-src 'unsafe-inline', default-src 'self' 'nonce-abc' {HASH}")
+            format!("script-src 'unsafe-inline', default-src 'self' 'nonce-{FRESH}' {HASH}")
         );
+        assert!(!p.policies[0].contains("nonce-abc"), "{}", p.policies[0]);
         assert_eq!(p.policies[1], input[1]);
-        assert_eq!(p.policies[2], input[2]);
+        assert_eq!(
+            p.policies[2],
+            format!("script-src 'nonce-abc' 'strict-dynamic' 'nonce-{FRESH}' {HASH}")
+        );
+        // One policy with the origin's nonce and nothing else to satisfy:
+        // the nonce is reused and nothing changes.
+        let p = run(&["script-src 'nonce-abc' 'strict-dynamic'", "img-src *"]);
+        assert!(!p.changed);
+        assert_eq!(p.nonce.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn report_only_policies_are_given_the_same_element() {
+        let p = report_only(
+            Element::Script,
+            &["script-src 'self'; report-uri /r"],
+            HASH,
+            "N1",
+        );
+        assert_eq!(
+            p.policies,
+            [format!(
+                "script-src 'self' 'nonce-N1' {HASH}; report-uri /r"
+            )]
+        );
+        let p = report_only(Element::Script, &["img-src *"], HASH, "N1");
+        assert!(!p.changed);
     }
 
     #[test]

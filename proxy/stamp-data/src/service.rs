@@ -39,6 +39,8 @@ use crate::snapshot::{Effective, Resolved, SnapshotCell};
 use stamp_model::ticket::{Stage, TicketKey};
 use stamp_store::SharedStore;
 
+const CSP_REPORT_ONLY: &str = "content-security-policy-report-only";
+
 /// The response header that says what the proxy did, or why it did not.
 pub const INFO_HEADER: &str = wire::header::INFO;
 
@@ -377,6 +379,51 @@ impl StampProxy {
                 for p in &current {
                     resp.append_header(header::CONTENT_SECURITY_POLICY, p.as_str())
                         .map_err(|e| format!("cannot write the CSP header: {e}"))?;
+                }
+            }
+        }
+        // Report-only policies get the same elements, so a ticket view sends
+        // no reports that production does not.
+        let report_only: Vec<String> = resp
+            .headers
+            .get_all(CSP_REPORT_ONLY)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        if !report_only.is_empty() {
+            let script_nonce = nonce.clone().unwrap_or_else(|| fresh.clone());
+            let refs: Vec<&str> = report_only.iter().map(String::as_str).collect();
+            let script = csp::report_only(
+                csp::Element::Script,
+                &refs,
+                &plan.effective.fresh_hash,
+                &script_nonce,
+            );
+            let mut current = script.policies;
+            let mut changed = script.changed;
+            if script.nonce.is_some() {
+                nonce = Some(script_nonce);
+            }
+            if badge.is_some() {
+                let style_n = style_nonce.clone().unwrap_or_else(|| fresh.clone());
+                let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+                let style = csp::report_only(
+                    csp::Element::Style,
+                    &refs,
+                    crate::badge::style_hash(),
+                    &style_n,
+                );
+                if style.nonce.is_some() {
+                    style_nonce = Some(style_n);
+                }
+                changed |= style.changed;
+                current = style.policies;
+            }
+            if changed {
+                resp.remove_header(CSP_REPORT_ONLY);
+                for p in &current {
+                    resp.append_header(CSP_REPORT_ONLY, p.as_str())
+                        .map_err(|e| format!("cannot write the CSP report-only header: {e}"))?;
                 }
             }
         }

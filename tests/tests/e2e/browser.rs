@@ -789,3 +789,76 @@ async fn the_demo_panel_signs_in_by_itself_in_open_mode() {
         .unwrap();
     browser.close().await.unwrap();
 }
+
+/// Two enforced policies: the first allows the page's nonce, the second only
+/// the hash of production's own import map. Production blocks a nonced
+/// inline script through the second policy; the ticket page must block it
+/// too (the origin's nonce is never copied into the hash-only policy), while
+/// the merged map and the ticket's module run under both.
+#[tokio::test]
+async fn a_second_hash_only_policy_is_never_weakened() {
+    let origin = demo_origin();
+    let page = demo_file("index.html");
+    let open =
+        page.find("<script type=\"importmap\">").unwrap() + "<script type=\"importmap\">".len();
+    let close = open + page[open..].find("</script>").unwrap();
+    let map_hash = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(&page.as_bytes()[open..close]))
+    };
+    let page = page
+        .replace(
+            "<script type=\"importmap\">",
+            "<script type=\"importmap\" nonce=\"n0nc3\">",
+        )
+        .replace(
+            "<script type=\"module\" src=\"/src/main.js\">",
+            "<script nonce=\"n0nc3\">document.documentElement.dataset.inline = 'ran';</script>\
+             <script type=\"module\" src=\"/src/main.js\" nonce=\"n0nc3\">",
+        );
+    origin.route(
+        "/",
+        Route::html(&page)
+            .header(
+                "content-security-policy",
+                "script-src 'nonce-n0nc3' 'strict-dynamic'; object-src 'none'",
+            )
+            .header(
+                "content-security-policy",
+                &format!("script-src 'self' 'sha256-{map_hash}'"),
+            ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
+        .await
+        .unwrap();
+    upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
+    drop(store);
+    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let browser = Browser::start().await.unwrap();
+    let inline_ran = "return document.documentElement.dataset.inline || null;";
+
+    browser.goto(&proxy.url("/")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", "Hello, shopper!", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.execute(inline_ran).await.unwrap(),
+        serde_json::Value::Null,
+        "production blocks the nonced inline script (second policy)"
+    );
+
+    browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.execute(inline_ran).await.unwrap(),
+        serde_json::Value::Null,
+        "the ticket page blocks it too: no policy was weakened"
+    );
+    browser.close().await.unwrap();
+}
