@@ -77,15 +77,23 @@ pub fn module(bytes: usize) -> String {
     js
 }
 
-/// The rewrite spec the benchmarks use: `n` overrides, no nonce, no badge.
+/// The rewrite spec the benchmarks use: `n` overrides, no nonce, no badge,
+/// and (as on a page whose headers carry no CSP) ready for a `<meta>` policy.
 pub fn spec(n: usize) -> RewriteSpec {
+    let effective = overrides(n);
+    let meta_csp = Some(stamp_data::rewrite::MetaCsp {
+        script_nonce: "bench-nonce".into(),
+        script_hash: effective.fresh_hash.clone(),
+        style: None,
+    });
     RewriteSpec {
-        effective: overrides(n),
+        effective,
         page_url: url::Url::parse("https://shop.example/").unwrap_or_else(|_| unreachable!()),
         nonce: None,
         max_map_bytes: 1 << 20,
         memory_limit_bytes: 8 << 20,
         body_prefix: None,
+        meta_csp,
     }
 }
 

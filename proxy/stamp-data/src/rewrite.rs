@@ -45,6 +45,8 @@ static MODULE_SELECTOR: LazyLock<Selector> =
 static PRELOAD_SELECTOR: LazyLock<Selector> =
     LazyLock::new(|| selector("link[rel~=\"modulepreload\" i][href]"));
 static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
+static META_CSP_SELECTOR: LazyLock<Selector> =
+    LazyLock::new(|| selector("meta[http-equiv=\"content-security-policy\" i][content]"));
 
 /// What the rewriter needs to know before the first byte.
 #[derive(Debug, Clone)]
@@ -58,6 +60,22 @@ pub struct RewriteSpec {
     pub memory_limit_bytes: usize,
     /// HTML inserted right after `<body>` (the badge), if any.
     pub body_prefix: Option<String>,
+    /// What a `<meta http-equiv="Content-Security-Policy">` policy of the
+    /// page is given so that the proxy's elements pass it too; `None` when
+    /// the elements' nonces are the page's own (adding those to a policy that
+    /// lacks them would let the page's scripts through).
+    pub meta_csp: Option<MetaCsp>,
+}
+
+/// The proxy's elements as a meta policy must allow them.
+#[derive(Debug, Clone)]
+pub struct MetaCsp {
+    /// The map element's nonce (fresh, only it carries it).
+    pub script_nonce: String,
+    /// The inserted map's hash source.
+    pub script_hash: String,
+    /// The badge's style nonce and hash, when there is a badge.
+    pub style: Option<(String, String)>,
 }
 
 /// What happened to a page, for logs and metrics.
@@ -111,7 +129,23 @@ struct State {
     in_map: bool,
     /// The map outgrew the bound: its text was put back and flows unchanged.
     overflowed: bool,
+    /// A `<meta>` policy was seen and given the proxy's nonces.
+    meta_seen: bool,
     report: Report,
+}
+
+impl State {
+    /// The map element's nonce: the header plan's, else ours once a
+    /// `<meta>` policy asked for one.
+    fn map_nonce(&self) -> Option<String> {
+        self.spec.nonce.clone().or_else(|| {
+            self.spec
+                .meta_csp
+                .as_ref()
+                .filter(|_| self.meta_seen)
+                .map(|m| m.script_nonce.clone())
+        })
+    }
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -162,6 +196,7 @@ impl PageRewriter {
             buf: String::new(),
             in_map: false,
             overflowed: false,
+            meta_seen: false,
             report: Report::default(),
         }));
         let mut settings = Settings::new_send()
@@ -186,6 +221,14 @@ impl PageRewriter {
             ElementContentHandlers::default()
                 .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "href")),
         ));
+        if state_has_meta(&state) {
+            let s = state.clone();
+            settings = settings.append_element_content_handler((
+                Cow::Borrowed(&*META_CSP_SELECTOR),
+                ElementContentHandlers::default()
+                    .element(move |el: &mut Element<'_, '_>| on_meta_csp(&s, el)),
+            ));
+        }
         let s = state.clone();
         settings = settings.append_element_content_handler((
             Cow::Borrowed(&*BODY_SELECTOR),
@@ -287,9 +330,9 @@ fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerR
     // merging it is still harmless and keeps the page consistent.
     // The plan's nonce is the policy's own when it has one, so an origin
     // nonce that the policy accepts is left as it is.
-    if let Some(nonce) = &st.spec.nonce {
+    if let Some(nonce) = st.map_nonce() {
         if el.get_attribute("nonce").as_deref() != Some(nonce.as_str()) {
-            el.set_attribute("nonce", nonce)?;
+            el.set_attribute("nonce", &nonce)?;
         }
     }
     // Hash-allowed maps change their hash when merged; a fresh nonce from the
@@ -381,7 +424,7 @@ fn on_module_entry(
     if !st.map_seen && !st.inserted && !st.module_seen {
         // The first module script / modulepreload with no map before it: the
         // page has no map that could still take effect, so insert ours here.
-        let html = map_element(&st.spec);
+        let html = map_element(&st.spec, st.map_nonce());
         el.before(&html, ContentType::Html);
         st.inserted = true;
         st.report.map_inserted = true;
@@ -404,11 +447,60 @@ fn on_module_entry(
     Ok(())
 }
 
+fn state_has_meta(state: &Arc<Mutex<State>>) -> bool {
+    lock(state).spec.meta_csp.is_some()
+}
+
+/// A `<meta>` policy gets the proxy's nonce and hashes where it needs them;
+/// nothing is removed.
+fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let mut st = lock(state);
+    st.meta_seen = true;
+    let Some(meta) = &st.spec.meta_csp else {
+        return Ok(());
+    };
+    let Some(content) = el.get_attribute("content") else {
+        return Ok(());
+    };
+    let script = crate::csp::report_only(
+        crate::csp::Element::Script,
+        &[content.as_str()],
+        &meta.script_hash,
+        &meta.script_nonce,
+    );
+    let mut policy = script
+        .policies
+        .into_iter()
+        .next()
+        .unwrap_or(content.clone());
+    if let Some((nonce, hash)) = &meta.style {
+        let style =
+            crate::csp::report_only(crate::csp::Element::Style, &[policy.as_str()], hash, nonce);
+        policy = style.policies.into_iter().next().unwrap_or(policy);
+    }
+    if policy != content {
+        el.set_attribute("content", &policy)?;
+    }
+    Ok(())
+}
+
 fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     let mut st = lock(state);
     if !st.badge_done {
         st.badge_done = true;
-        if let Some(badge) = st.spec.body_prefix.clone() {
+        if let Some(mut badge) = st.spec.body_prefix.clone() {
+            // A `<meta>` policy was given our style nonce: the badge's style
+            // carries it (when the headers did not give it one already).
+            let style_nonce = st
+                .spec
+                .meta_csp
+                .as_ref()
+                .filter(|_| st.meta_seen)
+                .and_then(|m| m.style.as_ref())
+                .map(|(n, _)| n.clone());
+            if let Some(n) = style_nonce.filter(|n| is_nonce_safe(n)) {
+                badge = badge.replacen("<style>", &format!("<style nonce=\"{n}\">"), 1);
+            }
             el.prepend(&badge, ContentType::Html);
         }
     }
@@ -416,8 +508,8 @@ fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult
 }
 
 /// `<script type="importmap" nonce=…>{json}</script>`.
-fn map_element(spec: &RewriteSpec) -> String {
-    match spec.nonce.as_deref().filter(|n| is_nonce_safe(n)) {
+fn map_element(spec: &RewriteSpec, nonce: Option<String>) -> String {
+    match nonce.as_deref().filter(|n| is_nonce_safe(n)) {
         Some(n) => format!(
             "<script type=\"importmap\" nonce=\"{n}\">{}</script>",
             spec.effective.fresh_map
@@ -479,6 +571,7 @@ mod tests {
             max_map_bytes: 4096,
             memory_limit_bytes: 1 << 20,
             body_prefix: None,
+            meta_csp: None,
         }
     }
 

@@ -33,7 +33,7 @@ use crate::decode::{Coding, Decoder};
 use crate::internal::{self, Internal};
 use crate::metrics;
 use crate::modules::ModuleServer;
-use crate::rewrite::{PageRewriter, RewriteSpec};
+use crate::rewrite::{MetaCsp, PageRewriter, RewriteSpec};
 use crate::select::{self, Selection, Source, View};
 use crate::snapshot::{Effective, Resolved, SnapshotCell};
 use stamp_model::ticket::{Stage, TicketKey};
@@ -427,6 +427,17 @@ impl StampProxy {
                 }
             }
         }
+        // A `<meta>` policy in the page can only be given nonces that are
+        // ours: the fresh one, when the headers did not settle on the page's.
+        let script_ours = nonce.as_deref().is_none_or(|n| n == fresh);
+        let style_ours = style_nonce.as_deref().is_none_or(|n| n == fresh);
+        let meta_csp = (script_ours && (badge.is_none() || style_ours)).then(|| MetaCsp {
+            script_nonce: fresh.clone(),
+            script_hash: plan.effective.fresh_hash.clone(),
+            style: badge
+                .is_some()
+                .then(|| (fresh.clone(), crate::badge::style_hash().to_string())),
+        });
         let body_prefix = badge.map(|(key, view, stage, own)| {
             crate::badge::html(key, view, stage, own, style_nonce.as_deref())
         });
@@ -461,6 +472,7 @@ impl StampProxy {
             max_map_bytes: self.cfg.rewrite.max_import_map_bytes,
             memory_limit_bytes: self.cfg.rewrite.memory_limit_bytes,
             body_prefix,
+            meta_csp,
         });
         Ok(Some(ActiveRewrite { decoder, rewriter }))
     }

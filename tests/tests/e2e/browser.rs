@@ -862,3 +862,54 @@ async fn a_second_hash_only_policy_is_never_weakened() {
     );
     browser.close().await.unwrap();
 }
+
+/// A policy in `<meta http-equiv="Content-Security-Policy">` (no header):
+/// production's map passes it by hash; the merged map of the ticket page
+/// passes it too, because the policy is given the map's fresh nonce.
+#[tokio::test]
+async fn a_meta_policy_lets_the_merged_map_run() {
+    let origin = demo_origin();
+    let page = demo_file("index.html");
+    let open =
+        page.find("<script type=\"importmap\">").unwrap() + "<script type=\"importmap\">".len();
+    let close = open + page[open..].find("</script>").unwrap();
+    let map_hash = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(&page.as_bytes()[open..close]))
+    };
+    let meta = format!(
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self' 'sha256-{map_hash}'\">"
+    );
+    let page = page.replacen("<head>", &format!("<head>{meta}"), 1);
+    assert!(page.contains(&meta));
+    origin.route("/", Route::html(&page));
+    let dir = tempfile::tempdir().unwrap();
+    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
+        .await
+        .unwrap();
+    upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
+    drop(store);
+    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", "Hello, shopper!", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let html = stamp_tests::get_text(&proxy.url("/?dev=DEMO-1")).await;
+    assert!(
+        html.contains("'nonce-"),
+        "the meta policy was given a nonce: {html}"
+    );
+    assert!(
+        html.contains(&format!("'sha256-{map_hash}'")),
+        "nothing removed"
+    );
+    browser.close().await.unwrap();
+}
