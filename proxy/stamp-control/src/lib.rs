@@ -244,7 +244,7 @@ impl Control {
             };
             error(status, code, message)
         };
-        if path == "/__stamp/api/v1/events" {
+        if path == wire::EVENTS_PATH {
             return match principal() {
                 Ok(_) => panel::events(&self.store),
                 Err(r) => refused(r),

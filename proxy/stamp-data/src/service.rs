@@ -109,7 +109,8 @@ impl Drop for InFlight {
 
 /// Per-request state.
 pub struct Ctx {
-    _in_flight: InFlight,
+    /// Counts the request as in flight; `None` for an endless stream.
+    in_flight: Option<InFlight>,
     started: Instant,
     kind: Kind,
     plan: Option<PagePlan>,
@@ -525,7 +526,7 @@ impl ProxyHttp for StampProxy {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
-            _in_flight: InFlight::new(&self.in_flight),
+            in_flight: Some(InFlight::new(&self.in_flight)),
             started: Instant::now(),
             kind: Kind::Passthrough,
             plan: None,
@@ -589,6 +590,11 @@ impl ProxyHttp for StampProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         match ctx.kind {
             Kind::Internal => {
+                if session.req_header().uri.path() == wire::EVENTS_PATH {
+                    // The panel's event stream never ends by itself: a
+                    // graceful stop must not wait for it.
+                    ctx.in_flight = None;
+                }
                 self.internal.serve(session).await?;
                 Ok(true)
             }

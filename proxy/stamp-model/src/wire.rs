@@ -21,6 +21,8 @@ pub const API_PREFIX: &str = "/__stamp/api/v1/";
 pub const HEALTH_PATH: &str = "/__stamp/health";
 /// Prometheus text.
 pub const METRICS_PATH: &str = "/__stamp/metrics";
+/// The panel's server-sent events (one `data:` line per store version).
+pub const EVENTS_PATH: &str = "/__stamp/api/v1/events";
 
 /// Whether `path` is under the reserved prefix: `/__stamp` itself or
 /// `/__stamp/…`, never `/__stampede.html`.

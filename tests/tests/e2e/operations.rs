@@ -253,6 +253,18 @@ async fn sigterm_waits_for_slow_requests_then_exits_promptly() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // An open panel's event stream (it never ends by itself) must not hold
+    // the stop up.
+    let events = client()
+        .get(proxy.url("/__stamp/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let _stream = tokio::spawn(async move {
+        let mut events = events;
+        while let Ok(Some(_)) = events.chunk().await {}
+    });
     let pid = proxy.pid().unwrap();
     let started = std::time::Instant::now();
     let stop = tokio::task::spawn_blocking(move || {
