@@ -95,6 +95,28 @@ fn at_path<'a>(resources: &'a [Resource], path: &str) -> Vec<&'a Resource> {
     resources.iter().filter(|r| r.path == path).collect()
 }
 
+/// `'sha256-…'`'s base64 part for the page's inline import map.
+fn inline_map_hash(page: &str) -> String {
+    use base64::Engine;
+    let tag = "<script type=\"importmap\">";
+    let open = page.find(tag).unwrap() + tag.len();
+    let close = open + page[open..].find("</script>").unwrap();
+    base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(&page.as_bytes()[open..close]))
+}
+
+/// A proxy in front of `origin` whose store holds DEMO-1's greet.js.
+async fn demo_ticket_proxy(origin: &Origin) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
+        .await
+        .unwrap();
+    upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
+    drop(store);
+    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    (proxy, dir)
+}
+
 /// Prints the browser console and fails on any error other than the missing
 /// favicon (the demo origin has none).
 async fn check_console(browser: &Browser, stage: &str) {
@@ -374,13 +396,7 @@ async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
             "default-src 'self'; script-src 'nonce-n0nc3' 'strict-dynamic'; style-src 'self'; object-src 'none'",
         ),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
-        .await
-        .unwrap();
-    upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
-    drop(store);
-    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
     let browser = Browser::start().await.unwrap();
     browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
     browser
@@ -799,14 +815,7 @@ async fn the_demo_panel_signs_in_by_itself_in_open_mode() {
 async fn a_second_hash_only_policy_is_never_weakened() {
     let origin = demo_origin();
     let page = demo_file("index.html");
-    let open =
-        page.find("<script type=\"importmap\">").unwrap() + "<script type=\"importmap\">".len();
-    let close = open + page[open..].find("</script>").unwrap();
-    let map_hash = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .encode(sha2::Sha256::digest(&page.as_bytes()[open..close]))
-    };
+    let map_hash = inline_map_hash(&page);
     let page = page
         .replace(
             "<script type=\"importmap\">",
@@ -829,13 +838,7 @@ async fn a_second_hash_only_policy_is_never_weakened() {
                 &format!("script-src 'self' 'sha256-{map_hash}'"),
             ),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
-        .await
-        .unwrap();
-    upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
-    drop(store);
-    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
     let browser = Browser::start().await.unwrap();
     let inline_ran = "return document.documentElement.dataset.inline || null;";
 
@@ -870,27 +873,14 @@ async fn a_second_hash_only_policy_is_never_weakened() {
 async fn a_meta_policy_lets_the_merged_map_run() {
     let origin = demo_origin();
     let page = demo_file("index.html");
-    let open =
-        page.find("<script type=\"importmap\">").unwrap() + "<script type=\"importmap\">".len();
-    let close = open + page[open..].find("</script>").unwrap();
-    let map_hash = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .encode(sha2::Sha256::digest(&page.as_bytes()[open..close]))
-    };
+    let map_hash = inline_map_hash(&page);
     let meta = format!(
         "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self' 'sha256-{map_hash}'\">"
     );
     let page = page.replacen("<head>", &format!("<head>{meta}"), 1);
     assert!(page.contains(&meta));
     origin.route("/", Route::html(&page));
-    let dir = tempfile::tempdir().unwrap();
-    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
-        .await
-        .unwrap();
-    upload_greet(&store, "DEMO-1", &demo_file("ticket/greet.js")).await;
-    drop(store);
-    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
     let browser = Browser::start().await.unwrap();
     browser.goto(&proxy.url("/")).await.unwrap();
     browser
