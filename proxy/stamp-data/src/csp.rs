@@ -59,10 +59,7 @@ pub fn plan_for(
     fresh_nonce: &str,
 ) -> CspPlan {
     let chain = element.chain();
-    let headers: Vec<Vec<Policy<'_>>> = policies
-        .iter()
-        .map(|value| value.split(',').map(Policy::parse).collect())
-        .collect();
+    let headers = parse_headers(policies);
 
     // Reusing the origin's nonce keeps its headers untouched where every
     // policy already allows it. But where a policy would have to be given
@@ -85,22 +82,27 @@ pub fn plan_for(
     plan_with_nonce(&chain, policies, &headers, inserted_hash, fresh_nonce).plan
 }
 
-/// Content-Security-Policy-Report-Only headers made consistent with what the
-/// enforced policies were given: the element's `nonce` (and the inserted
-/// map's hash) is added where a report-only policy would otherwise report
-/// the proxy's own element, so ticket views send no reports that production
-/// views do not. Nothing is removed.
-pub fn report_only(
+/// Each header value's comma-separated policies.
+fn parse_headers<'a>(policies: &[&'a str]) -> Vec<Vec<Policy<'a>>> {
+    policies
+        .iter()
+        .map(|value| value.split(',').map(Policy::parse).collect())
+        .collect()
+}
+
+/// Policies given an element whose nonce is already chosen: the `nonce`
+/// (and the inserted map's hash) is added where a policy would otherwise
+/// block or report the proxy's own element. Used for report-only headers
+/// (so ticket views send no reports production does not) and for a page's
+/// `<meta>` policy. Nothing is removed.
+pub fn extend_with(
     element: Element,
     policies: &[&str],
     inserted_hash: &str,
     nonce: &str,
 ) -> CspPlan {
     let chain = element.chain();
-    let headers: Vec<Vec<Policy<'_>>> = policies
-        .iter()
-        .map(|value| value.split(',').map(Policy::parse).collect())
-        .collect();
+    let headers = parse_headers(policies);
     plan_with_nonce(&chain, policies, &headers, inserted_hash, nonce).plan
 }
 
@@ -478,7 +480,7 @@ mod tests {
 
     #[test]
     fn report_only_policies_are_given_the_same_element() {
-        let p = report_only(
+        let p = extend_with(
             Element::Script,
             &["script-src 'self'; report-uri /r"],
             HASH,
@@ -490,7 +492,7 @@ mod tests {
                 "script-src 'self' 'nonce-N1' {HASH}; report-uri /r"
             )]
         );
-        let p = report_only(Element::Script, &["img-src *"], HASH, "N1");
+        let p = extend_with(Element::Script, &["img-src *"], HASH, "N1");
         assert!(!p.changed);
     }
 

@@ -462,7 +462,7 @@ fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
     let Some(content) = el.get_attribute("content") else {
         return Ok(());
     };
-    let script = crate::csp::report_only(
+    let script = crate::csp::extend_with(
         crate::csp::Element::Script,
         &[content.as_str()],
         &meta.script_hash,
@@ -475,7 +475,7 @@ fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
         .unwrap_or(content.clone());
     if let Some((nonce, hash)) = &meta.style {
         let style =
-            crate::csp::report_only(crate::csp::Element::Style, &[policy.as_str()], hash, nonce);
+            crate::csp::extend_with(crate::csp::Element::Style, &[policy.as_str()], hash, nonce);
         policy = style.policies.into_iter().next().unwrap_or(policy);
     }
     if policy != content {

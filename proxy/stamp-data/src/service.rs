@@ -394,7 +394,7 @@ impl StampProxy {
         if !report_only.is_empty() {
             let script_nonce = nonce.clone().unwrap_or_else(|| fresh.clone());
             let refs: Vec<&str> = report_only.iter().map(String::as_str).collect();
-            let script = csp::report_only(
+            let script = csp::extend_with(
                 csp::Element::Script,
                 &refs,
                 &plan.effective.fresh_hash,
@@ -408,7 +408,7 @@ impl StampProxy {
             if badge.is_some() {
                 let style_n = style_nonce.clone().unwrap_or_else(|| fresh.clone());
                 let refs: Vec<&str> = current.iter().map(String::as_str).collect();
-                let style = csp::report_only(
+                let style = csp::extend_with(
                     csp::Element::Style,
                     &refs,
                     crate::badge::style_hash(),
