@@ -94,6 +94,7 @@ pub fn spec(n: usize) -> RewriteSpec {
         memory_limit_bytes: 8 << 20,
         body_prefix: None,
         meta_csp,
+        asset_origins: std::sync::Arc::from(Vec::<String>::new()),
     }
 }
 

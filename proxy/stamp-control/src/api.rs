@@ -378,6 +378,7 @@ impl Api {
         require(principal, Action::Upload)?;
         let path = normalize_module_path(raw_path, &self.cfg.api.extensions)?;
         let headers = req.headers();
+        let path = location(headers, path, &self.cfg.api.asset_origins)?;
         let specifier = specifier(headers, &path)?;
         let known = match headers.get(h::HASH) {
             Some(v) => Some(
@@ -445,6 +446,7 @@ impl Api {
     ) -> ApiResult {
         require(principal, Action::Delete)?;
         let path = normalize_module_path(raw_path, &self.cfg.api.extensions)?;
+        let path = location(req.headers(), path, &self.cfg.api.asset_origins)?;
         let specifier = specifier(req.headers(), &path)?;
         let actor = actor_from(principal, req.headers());
         let change = workflow::delete(&self.store, key, &specifier, &actor).await?;
@@ -827,6 +829,41 @@ fn require(principal: &Principal, action: Action) -> Result<(), ApiError> {
 
 fn parse_key(raw: &str) -> Result<TicketKey, ApiError> {
     TicketKey::parse(raw).map_err(|e| ApiError::bad("ticket", e.to_string()))
+}
+
+/// Where production serves the module: `path` on the app's origin, or on
+/// the other origin named by `x-stamp-origin`, which must be one of the
+/// configured `asset_origins` (a ticket must not pose as any site it likes).
+fn location(
+    headers: &http::HeaderMap,
+    path: String,
+    allowed: &[String],
+) -> Result<String, ApiError> {
+    let Some(v) = headers.get(h::ORIGIN) else {
+        return Ok(path);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::bad(h::ORIGIN, "must be visible ASCII"))?;
+    let origin =
+        stamp_model::assets::normalize_origin(text).map_err(|e| ApiError::bad(h::ORIGIN, e))?;
+    if !allowed.contains(&origin) {
+        let mut e = ApiError::new(
+            403,
+            ErrorCode::Forbidden,
+            format!(
+                "{origin} is not one of this proxy's asset_origins ({}); add it to the proxy's configuration to override modules there",
+                if allowed.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            ),
+        );
+        e.body.field = Some(h::ORIGIN.to_string());
+        return Err(e);
+    }
+    Ok(format!("{origin}{path}"))
 }
 
 /// The upload's specifier: the `x-stamp-specifier` header, or the path.

@@ -63,6 +63,8 @@ pub struct FileGc {
 /// The control plane's keys, as the binary gathered them from the file.
 #[derive(Debug, Default)]
 pub struct ControlFile {
+    /// `asset_origins`, already normalised by the binary.
+    pub asset_origins: Vec<String>,
     pub public_url: Option<String>,
     pub history_repo: Option<PathBuf>,
     pub api: FileApi,
@@ -96,6 +98,8 @@ pub struct ApiLimits {
     pub max_modules_per_ticket: usize,
     /// File extensions a module may have (lower case, no dot).
     pub extensions: Vec<String>,
+    /// Other origins whose modules a ticket may override (`x-stamp-origin`).
+    pub asset_origins: Vec<String>,
 }
 
 /// How often to collect, and what to keep.
@@ -186,6 +190,7 @@ impl ControlConfig {
         let api = ApiLimits {
             max_module_bytes: file.api.max_module_bytes.unwrap_or(5 << 20),
             max_modules_per_ticket: file.api.max_modules_per_ticket.unwrap_or(1000),
+            asset_origins: file.asset_origins,
             extensions: file
                 .api
                 .extensions

@@ -97,8 +97,15 @@ impl Settler {
     /// The sha256 of what the origin serves at `path` now (`None` if it does
     /// not answer 200).
     async fn origin_hash(&self, path: &str) -> Result<Option<Hash>, SettleError> {
-        let mut req = self.client.get(format!("{}{path}", self.origin));
-        if let Some(h) = &self.host {
+        // A module on another origin (a CDN) is checked there, as it is.
+        let remote = stamp_model::assets::is_remote(path);
+        let url = if remote {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.origin)
+        };
+        let mut req = self.client.get(url);
+        if let (Some(h), false) = (&self.host, remote) {
             req = req.header(http::header::HOST, h.as_str());
         }
         let resp = req

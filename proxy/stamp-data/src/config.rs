@@ -79,6 +79,8 @@ pub struct DataFile {
     pub modules: FileModules,
     pub badge: FileBadge,
     pub metrics: FileMetrics,
+    /// `asset_origins`, already normalised by the binary.
+    pub asset_origins: Vec<String>,
 }
 
 /// The production origin, resolved at load time (Pingora's peer constructor
@@ -136,6 +138,10 @@ pub struct DataConfig {
     pub tls: bool,
     /// `/__stamp/metrics` requires a bearer token with this sha256.
     pub metrics_token: Option<[u8; 32]>,
+    /// Other origins the app loads modules and import maps from (a CDN),
+    /// serialised (`https://cdn.example`): their external import maps are
+    /// fetched and merged, and mirror paths redirect to them.
+    pub asset_origins: Vec<String>,
 }
 
 pub const DEFAULT_COOKIE: &str = "ticket_stamp";
@@ -233,6 +239,7 @@ impl DataConfig {
         });
 
         Some(DataConfig {
+            asset_origins: file.asset_origins,
             origin: origin?,
             timeouts,
             selection: Selection {

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use stamp_model::assets;
 use stamp_model::ticket::{ModuleRef, OverrideSet};
 
 /// Why a page's import map could not be merged.
@@ -38,11 +39,38 @@ pub fn merge(
     page_url: &Url,
     max_len: usize,
 ) -> Result<String, MergeError> {
+    let mut root = parse(original, max_len)?;
+    merge_root(&mut root, overrides, page_url);
+    let text = serde_json::to_string(&Value::Object(root))
+        .map_err(|e| MergeError::InvalidJson(e.to_string()))?;
+    Ok(escape_for_script(&text))
+}
+
+/// Merges `overrides` into an external map (`<script … src>`), fetched from
+/// `map_url`, for a page on `page_url`'s origin. The merged map is served
+/// from the proxy, not from `map_url`, so every relative address, key and
+/// scope in it is first made absolute against `map_url` (what the browser
+/// would have resolved it to): a path on the page's origin, a full URL on
+/// any other.
+pub fn merge_external(
+    original: &str,
+    overrides: &OverrideSet,
+    map_url: &Url,
+    page_url: &Url,
+    max_len: usize,
+) -> Result<String, MergeError> {
+    let mut root = parse(original, max_len)?;
+    absolutize(&mut root, map_url, page_url);
+    merge_root(&mut root, overrides, page_url);
+    serde_json::to_string(&Value::Object(root)).map_err(|e| MergeError::InvalidJson(e.to_string()))
+}
+
+fn parse(original: &str, max_len: usize) -> Result<Map<String, Value>, MergeError> {
     // Checked before parsing so a hostile page cannot make us parse megabytes.
     if original.len() > max_len {
         return Err(MergeError::TooLarge { limit: max_len });
     }
-    let mut root = if original.trim().is_empty() {
+    let root = if original.trim().is_empty() {
         Map::new()
     } else {
         match serde_json::from_str::<Value>(original) {
@@ -52,13 +80,63 @@ pub fn merge(
         }
     };
     validate(&root)?;
+    Ok(root)
+}
+
+fn merge_root(root: &mut Map<String, Value>, overrides: &OverrideSet, page_url: &Url) {
     let resolver = Resolver { page: page_url };
     let targets = Targets::new(overrides, &resolver);
     let mut paths = Paths::new(&resolver);
-    apply_all(&mut root, &targets, &mut paths);
-    let text = serde_json::to_string(&Value::Object(root))
-        .map_err(|e| MergeError::InvalidJson(e.to_string()))?;
-    Ok(escape_for_script(&text))
+    apply_all(root, &targets, &mut paths);
+}
+
+/// Rewrites every URL-like key and address of a validated map as absolute
+/// (see [`merge_external`]); bare specifiers stay as they are.
+fn absolutize(root: &mut Map<String, Value>, base: &Url, page: &Url) {
+    let fix = |s: &str| -> Option<String> {
+        let url_like = s.starts_with('/') || s.starts_with("./") || s.starts_with("../");
+        let url = if url_like {
+            base.join(s).ok()?
+        } else {
+            Url::parse(s).ok()?
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            return None;
+        }
+        Some(if url.origin() == page.origin() {
+            match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            }
+        } else {
+            url.to_string()
+        })
+    };
+    let fix_map = |map: &mut Map<String, Value>, addresses: bool| {
+        let old = std::mem::take(map);
+        for (key, value) in old {
+            let key = fix(&key).unwrap_or(key);
+            let value = match value {
+                Value::String(a) if addresses => Value::String(fix(&a).unwrap_or(a)),
+                other => other,
+            };
+            map.insert(key, value);
+        }
+    };
+    if let Some(Value::Object(imports)) = root.get_mut("imports") {
+        fix_map(imports, true);
+    }
+    if let Some(Value::Object(scopes)) = root.get_mut("scopes") {
+        fix_map(scopes, false);
+        for scope in scopes.values_mut() {
+            if let Value::Object(scope) = scope {
+                fix_map(scope, true);
+            }
+        }
+    }
+    if let Some(Value::Object(integrity)) = root.get_mut("integrity") {
+        fix_map(integrity, false);
+    }
 }
 
 /// Merged maps of one page variant (one [`crate::snapshot::Effective`]), so
@@ -132,12 +210,43 @@ impl MergeCache {
     }
 }
 
+/// Import map entries for the modules on other origins: each one's mirror
+/// path leads to the ticket's version (a relative import of it from another
+/// ticket module lands there), and every other mirror path goes back to the
+/// other origin itself, so an untouched sibling is production's very module
+/// instance, not a second copy under another URL.
+fn mirror_entries<'a>(
+    locations: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut origins = std::collections::BTreeSet::new();
+    for (location, url) in locations {
+        if let Some(origin) = assets::origin_of(location) {
+            out.push((assets::serve_path(location), url.to_owned()));
+            origins.insert(origin);
+        }
+    }
+    for origin in origins {
+        let root = format!("{origin}/");
+        out.push((assets::serve_path(&root), root));
+    }
+    out
+}
+
 /// The map inserted into a page that has none: `{"imports": {spec: url, …}}`, escaped.
 pub fn fresh(overrides: &OverrideSet) -> String {
-    let imports: Map<String, Value> = overrides
+    let mut imports: Map<String, Value> = overrides
         .iter()
+        .filter(|(spec, _)| !assets::is_entry_pattern(spec))
         .map(|(spec, module)| (spec.clone(), Value::String(module.url())))
         .collect();
+    let urls: Vec<(String, String)> = overrides
+        .values()
+        .map(|m| (m.path.clone(), m.url()))
+        .collect();
+    for (key, url) in mirror_entries(urls.iter().map(|(p, u)| (p.as_str(), u.as_str()))) {
+        imports.entry(key).or_insert(Value::String(url));
+    }
     let mut root = Map::new();
     root.insert("imports".to_owned(), Value::Object(imports));
     escape_for_script(&Value::Object(root).to_string())
@@ -238,19 +347,30 @@ impl Resolver<'_> {
             .filter(|u| matches!(u.scheme(), "http" | "https"))
     }
 
-    /// The resolved path of `s` when it names a same-origin resource without a
-    /// query: a query makes it a different URL, so a different module.
-    fn same_origin_path(&self, s: &str) -> Option<String> {
+    /// The location `s` names (see [`location_of`]) when it is an http(s)
+    /// resource without a query: a query makes it a different URL, so a
+    /// different module.
+    fn location(&self, s: &str) -> Option<String> {
         if is_plain_absolute_path(s) {
             // What the URL parser would return, without running it: the
             // common case (`/src/lib/x.js`) in every entry of every merge.
             return Some(s.to_owned());
         }
         let url = self.resolve(s)?;
-        if url.origin() != self.page.origin() || url.query().is_some() {
+        if url.query().is_some() {
             return None;
         }
-        Some(url.path().to_owned())
+        Some(location_of(&url, self.page))
+    }
+}
+
+/// A module's location as overrides name it: the path on the page's own
+/// origin, `origin + path` on any other.
+pub fn location_of(url: &Url, page: &Url) -> String {
+    if url.origin() == page.origin() {
+        url.path().to_owned()
+    } else {
+        format!("{}{}", url.origin().ascii_serialization(), url.path())
     }
 }
 
@@ -281,7 +401,7 @@ impl<'a> Target<'a> {
         let path = resolver
             .page
             .join(&module.path)
-            .map(|u| u.path().to_owned())
+            .map(|u| location_of(&u, resolver.page))
             .unwrap_or_else(|_| module.path.clone());
         Target {
             spec,
@@ -294,14 +414,14 @@ impl<'a> Target<'a> {
 
     #[cfg(test)]
     fn is_referred_to_by(&self, s: &str, resolver: &Resolver<'_>) -> bool {
-        resolver.same_origin_path(s).as_deref() == Some(self.path.as_str())
+        resolver.location(s).as_deref() == Some(self.path.as_str())
     }
 
     /// When `s` resolves to a same-origin directory containing the module,
     /// the rest of the module's path below it (never empty).
     #[cfg(test)]
     fn rest_below<'t>(&'t self, s: &str, resolver: &Resolver<'_>) -> Option<&'t str> {
-        let prefix = resolver.same_origin_path(s)?;
+        let prefix = resolver.location(s)?;
         if !prefix.ends_with('/') {
             return None;
         }
@@ -322,8 +442,10 @@ struct Targets<'a> {
 
 impl<'a> Targets<'a> {
     fn new(overrides: &'a OverrideSet, resolver: &Resolver<'_>) -> Targets<'a> {
+        // Entry patterns pair page elements, they are no import specifiers.
         let list: Vec<Target<'a>> = overrides
             .iter()
+            .filter(|(spec, _)| !assets::is_entry_pattern(spec))
             .map(|(spec, module)| Target::new(spec, module, resolver))
             .collect();
         let by_path = list
@@ -341,12 +463,12 @@ impl<'a> Targets<'a> {
 
     /// The target whose production module `s` names, if any.
     fn referred_to_by(&self, s: &str, paths: &mut Paths<'_>) -> Option<&Target<'a>> {
-        let path = paths.same_origin_path(s)?;
+        let path = paths.location(s)?;
         self.by_path.get(path).map(|&i| &self.list[i])
     }
 }
 
-/// [`Resolver::same_origin_path`], remembered for one merge: the same keys
+/// [`Resolver::location`], remembered for one merge: the same keys
 /// and addresses are looked at once per map section instead of once per
 /// override, which made a 1,000-module ticket on a 1,000-entry map take half
 /// a second.
@@ -363,9 +485,9 @@ impl<'r> Paths<'r> {
         }
     }
 
-    fn same_origin_path(&mut self, s: &str) -> Option<&str> {
+    fn location(&mut self, s: &str) -> Option<&str> {
         if !self.memo.contains_key(s) {
-            let path = self.resolver.same_origin_path(s);
+            let path = self.resolver.location(s);
             self.memo.insert(s.to_owned(), path);
         }
         self.memo.get(s).and_then(|p| p.as_deref())
@@ -395,6 +517,15 @@ fn apply_all(root: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut P
             }
         }
         redirect_routes(imports, targets, paths);
+        let remote = targets
+            .list
+            .iter()
+            .map(|t| (t.path.as_str(), t.url.as_str()));
+        for (key, url) in mirror_entries(remote) {
+            if !imports.contains_key(&key) {
+                imports.insert(key, Value::String(url));
+            }
+        }
     }
 
     if let Some(Value::Object(scopes)) = root.get_mut("scopes") {
@@ -428,7 +559,7 @@ fn redirect_routes(map: &mut Map<String, Value>, targets: &Targets<'_>, paths: &
         if let Some(t) = targets.referred_to_by(address, paths) {
             *value = Value::String(t.url.clone());
         } else if key.ends_with('/') && address.ends_with('/') {
-            let Some(prefix) = paths.same_origin_path(address) else {
+            let Some(prefix) = paths.location(address) else {
                 continue;
             };
             if !prefix.ends_with('/') {
@@ -457,14 +588,14 @@ fn unshadow(scope: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut P
     let mut prefixes: Vec<(String, Option<String>, bool)> = Vec::new();
     for (key, value) in scope.iter_mut() {
         let hit = targets.by_spec.get(key.as_str()).copied().or_else(|| {
-            let path = paths.same_origin_path(key)?;
+            let path = paths.location(key)?;
             targets.by_path.get(path).copied()
         });
         if let Some(i) = hit {
             *value = Value::String(targets.list[i].url.clone());
             exact[i] = true;
         } else if key.ends_with('/') {
-            let path = paths.same_origin_path(key).map(str::to_owned);
+            let path = paths.location(key).map(str::to_owned);
             let url_like = paths.resolver.resolve(key).is_some();
             prefixes.push((key.clone(), path, url_like));
         }
@@ -703,6 +834,77 @@ mod tests {
     }
 
     #[test]
+    fn a_module_on_another_origin_is_overridden_with_its_mirror() {
+        let cdn = "https://cdn.example/lib/greet.js";
+        let overrides = set(&[("@shop/greet", cdn)]);
+        let url = module(cdn).url();
+        assert_eq!(
+            url.split('?').next(),
+            Some("/__stamp/o/https/cdn.example/lib/greet.js")
+        );
+        let out = merged(
+            r#"{"imports":{"@shop/greet":"https://cdn.example/lib/greet.js","alias":"https://cdn.example/lib/greet.js","cdn/":"https://cdn.example/lib/"}}"#,
+            &overrides,
+        );
+        let imports = out["imports"].as_object().unwrap();
+        assert_eq!(imports["@shop/greet"], url);
+        assert_eq!(imports["alias"], url);
+        assert_eq!(imports["cdn/greet.js"], url);
+        // A relative import of it from another ticket module, and of any
+        // untouched sibling (production's own instance, on its own origin).
+        assert_eq!(imports["/__stamp/o/https/cdn.example/lib/greet.js"], url);
+        assert_eq!(
+            imports["/__stamp/o/https/cdn.example/"],
+            "https://cdn.example/"
+        );
+        let fresh: Value = serde_json::from_str(&fresh(&overrides)).unwrap();
+        assert_eq!(
+            fresh["imports"]["/__stamp/o/https/cdn.example/"],
+            "https://cdn.example/"
+        );
+        assert_eq!(fresh["imports"]["@shop/greet"], url);
+    }
+
+    #[test]
+    fn entry_patterns_are_no_map_entries() {
+        let overrides = set(&[("/assets/index-[hash:8].js", "/assets/index-Ab12Cd34.js")]);
+        let out = merged(r#"{"imports":{}}"#, &overrides);
+        assert_eq!(out["imports"].as_object().unwrap().len(), 0, "{out}");
+        let fresh: Value = serde_json::from_str(&fresh(&overrides)).unwrap();
+        assert_eq!(fresh["imports"].as_object().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_external_map_is_made_absolute_against_its_own_url() {
+        let page = Url::parse("https://shop.example/checkout/").unwrap();
+        let map_url = Url::parse("https://cdn.example/maps/app.json").unwrap();
+        let original = r#"{"imports":{
+            "@shop/greet":"../lib/greet.js",
+            "./local":"./x.js",
+            "same":"https://shop.example/src/a.js?v=1",
+            "bare":"not-a-url"
+        },"scopes":{"../lib/":{"dep":"./dep.js"}},"integrity":{"../lib/x.js":"sha384-x"}}"#;
+        let overrides = set(&[("@shop/greet", "https://cdn.example/lib/greet.js")]);
+        let text = merge_external(original, &overrides, &map_url, &page, MAX).unwrap();
+        let out: Value = serde_json::from_str(&text).unwrap();
+        let url = module("https://cdn.example/lib/greet.js").url();
+        assert_eq!(out["imports"]["@shop/greet"], url);
+        assert_eq!(
+            out["imports"]["https://cdn.example/maps/local"],
+            "https://cdn.example/maps/x.js"
+        );
+        assert_eq!(out["imports"]["same"], "/src/a.js?v=1");
+        assert_eq!(out["imports"]["bare"], "not-a-url");
+        assert_eq!(
+            out["scopes"]["https://cdn.example/lib/"]["dep"],
+            "https://cdn.example/maps/dep.js"
+        );
+        assert_eq!(out["integrity"]["https://cdn.example/lib/x.js"], "sha384-x");
+        assert!(merge_external("[1]", &overrides, &map_url, &page, MAX).is_err());
+        assert!(merge_external("{", &overrides, &map_url, &page, MAX).is_err());
+    }
+
+    #[test]
     fn hostile_specifiers_are_escaped_and_round_trip() {
         let hostile = [
             "</script><script>alert(1)</script>",
@@ -825,10 +1027,10 @@ mod tests {
             "/src\\x.js",
             "/ünï.js",
         ] {
-            let parsed = r.resolve(s).and_then(|u| {
-                (u.origin() == page().origin() && u.query().is_none()).then(|| u.path().to_owned())
-            });
-            assert_eq!(r.same_origin_path(s), parsed, "{s}");
+            let parsed = r
+                .resolve(s)
+                .and_then(|u| u.query().is_none().then(|| location_of(&u, &page())));
+            assert_eq!(r.location(s), parsed, "{s}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod csp;
 pub mod decode;
+pub mod extmap;
 pub mod importmap;
 pub mod internal;
 pub mod metrics;

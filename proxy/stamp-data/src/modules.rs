@@ -160,22 +160,8 @@ impl ModuleServer {
             .await;
         };
         let path = req.uri.path().to_string();
-        // Ticket code must never outlive its ticket: a service worker would
-        // keep controlling production pages after `?stamp=off`.
-        let service_worker = req
-            .headers
-            .get("service-worker")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"script"));
-        if service_worker {
-            return respond(
-                session,
-                403,
-                text,
-                Bytes::from_static(
-                    b"ticket-stamp: ticket code cannot be registered as a service worker\n",
-                ),
-            )
-            .await;
+        if is_service_worker(session) {
+            return refuse_service_worker(session).await;
         }
         let refusal: Option<(u16, &'static [u8])> = match self.serves(&path, &hash).await {
             Some(true) => None,
@@ -188,6 +174,57 @@ impl ModuleServer {
         if let Some((status, message)) = refusal {
             return respond(session, status, text, Bytes::from_static(message)).await;
         }
+        self.send(
+            session,
+            hash,
+            &path,
+            "public, max-age=31536000, immutable",
+            false,
+        )
+        .await
+    }
+
+    /// Answers a request for a ticket file by its plain path (no `?__ts=`),
+    /// for a browser whose variant has that file: a bundle's chunks and
+    /// stylesheets are loaded by URLs no import map reaches. The answer
+    /// depends on the selection, so it is revalidated every time and never
+    /// stored by a shared cache: once the browser leaves the ticket, the
+    /// next load of that URL is production's again.
+    pub async fn serve_plain(
+        &self,
+        session: &mut Session,
+        module: &stamp_model::ModuleRef,
+        cache_control: &'static str,
+    ) -> Result<()> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return respond(
+                session,
+                405,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"ticket-stamp: modules are read-only\n"),
+            )
+            .await;
+        }
+        if is_service_worker(session) {
+            return refuse_service_worker(session).await;
+        }
+        let path = req.uri.path().to_string();
+        self.send(session, module.hash, &path, cache_control, true)
+            .await
+    }
+
+    /// Sends body `hash` (or a 304 when the client has it).
+    async fn send(
+        &self,
+        session: &mut Session,
+        hash: Hash,
+        path: &str,
+        cache_control: &str,
+        vary_cookie: bool,
+    ) -> Result<()> {
+        let text = "text/plain; charset=utf-8";
+        let req = session.req_header();
         let etag = format!("\"{hash}\"");
         let not_modified = req
             .headers
@@ -202,8 +239,11 @@ impl ModuleServer {
         let head_only = req.method == http::Method::HEAD;
         let mut resp = ResponseHeader::build(if not_modified { 304 } else { 200 }, Some(8))?;
         resp.insert_header(header::ETAG, etag.as_str())?;
-        resp.insert_header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")?;
+        resp.insert_header(header::CACHE_CONTROL, cache_control)?;
         resp.insert_header(stamp_model::wire::header::INFO, "module")?;
+        if vary_cookie {
+            resp.insert_header(header::VARY, "Cookie")?;
+        }
         if not_modified {
             // Known to the client: no need to touch the store at all.
             session.write_response_header(Box::new(resp), true).await?;
@@ -231,7 +271,7 @@ impl ModuleServer {
                 .await;
             }
         };
-        resp.insert_header(header::CONTENT_TYPE, content_type(&path))?;
+        resp.insert_header(header::CONTENT_TYPE, content_type(path))?;
         resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         resp.insert_header("x-content-type-options", "nosniff")?;
         metrics::MODULE_BYTES.inc_by(body.len() as u64);
@@ -243,6 +283,27 @@ impl ModuleServer {
         }
         Ok(())
     }
+}
+
+/// A `Service-Worker: script` request: the browser is registering a worker.
+fn is_service_worker(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get("service-worker")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"script"))
+}
+
+/// Ticket code must never outlive its ticket: a service worker would keep
+/// controlling production pages after `?stamp=off`.
+async fn refuse_service_worker(session: &mut Session) -> Result<()> {
+    respond(
+        session,
+        403,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(b"ticket-stamp: ticket code cannot be registered as a service worker\n"),
+    )
+    .await
 }
 
 #[cfg(test)]

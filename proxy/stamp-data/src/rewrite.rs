@@ -21,7 +21,18 @@ use url::Url;
 use crate::snapshot::Effective;
 
 /// The `type`s of inline import maps the proxy merges into.
-pub const MAP_TYPES: [&str; 3] = ["importmap", "importmap-shim", "systemjs-importmap"];
+pub const MAP_TYPES: [&str; 4] = [
+    "importmap",
+    "importmap-shim",
+    "systemjs-importmap",
+    "injector-importmap",
+];
+
+/// The `type`s of import maps that may be external (`src`): those of
+/// SystemJS, es-module-shims and import-map-injector. Browsers' native maps
+/// cannot be.
+pub const EXTERNAL_MAP_TYPES: [&str; 3] =
+    ["importmap-shim", "systemjs-importmap", "injector-importmap"];
 
 /// Selectors are parsed once per process, not once per page: on a small page
 /// parsing them cost as much as parsing the page. Every page variant shares
@@ -40,8 +51,16 @@ static MAP_SELECTOR: LazyLock<Selector> = LazyLock::new(|| {
         .collect();
     selector(&list.join(", "))
 });
-static MODULE_SELECTOR: LazyLock<Selector> =
-    LazyLock::new(|| selector("script[type=\"module\" i]"));
+static EXTERNAL_MAP_SELECTOR: LazyLock<Selector> = LazyLock::new(|| {
+    let list: Vec<String> = EXTERNAL_MAP_TYPES
+        .iter()
+        .map(|ty| format!("script[type=\"{ty}\" i][src]"))
+        .collect();
+    selector(&list.join(", "))
+});
+static SCRIPT_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("script"));
+static STYLESHEET_SELECTOR: LazyLock<Selector> =
+    LazyLock::new(|| selector("link[rel~=\"stylesheet\" i][href]"));
 static PRELOAD_SELECTOR: LazyLock<Selector> =
     LazyLock::new(|| selector("link[rel~=\"modulepreload\" i][href]"));
 static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
@@ -65,6 +84,8 @@ pub struct RewriteSpec {
     /// the elements' nonces are the page's own (adding those to a policy that
     /// lacks them would let the page's scripts through).
     pub meta_csp: Option<MetaCsp>,
+    /// Other origins whose external import maps may be fetched and merged.
+    pub asset_origins: Arc<[String]>,
 }
 
 /// The proxy's elements as a meta policy must allow them.
@@ -82,6 +103,8 @@ pub struct MetaCsp {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     pub maps_merged: u32,
+    /// External maps pointed at their merged variant.
+    pub external_maps: u32,
     pub map_inserted: bool,
     pub entries_rewritten: u32,
     /// Why an existing map was left unchanged (invalid JSON, too large).
@@ -102,7 +125,7 @@ impl Report {
             } else {
                 "map-invalid"
             }
-        } else if self.maps_merged > 0 {
+        } else if self.maps_merged > 0 || self.external_maps > 0 {
             "merged"
         } else if self.map_inserted {
             "inserted"
@@ -211,15 +234,27 @@ impl PageRewriter {
         ));
         let s = state.clone();
         settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*MODULE_SELECTOR),
+            Cow::Borrowed(&*EXTERNAL_MAP_SELECTOR),
             ElementContentHandlers::default()
-                .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "src")),
+                .element(move |el: &mut Element<'_, '_>| on_external_map(&s, el)),
+        ));
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*SCRIPT_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_script(&s, el)),
         ));
         let s = state.clone();
         settings = settings.append_element_content_handler((
             Cow::Borrowed(&*PRELOAD_SELECTOR),
             ElementContentHandlers::default()
                 .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "href")),
+        ));
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*STYLESHEET_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_entry(&s, el, "href")),
         ));
         if state_has_meta(&state) {
             let s = state.clone();
@@ -415,6 +450,79 @@ fn note(reason: &str) -> String {
     format!("<!-- ticket-stamp: {safe} -->")
 }
 
+/// A `<script>`: module scripts are entry points (and where a missing map
+/// goes), classic scripts with a `src` are entry points of bundles (webpack's
+/// runtime and chunks), maps and data blocks are someone else's.
+fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let ty = el.get_attribute("type").unwrap_or_default();
+    let ty = ty.trim().to_ascii_lowercase();
+    if ty == "module" {
+        return on_module_entry(state, el, "src");
+    }
+    let classic = ty.is_empty()
+        || matches!(
+            ty.as_str(),
+            "text/javascript" | "application/javascript" | "text/ecmascript"
+        );
+    if classic {
+        return on_entry(state, el, "src");
+    }
+    Ok(())
+}
+
+/// An external map: pointed at its merged variant, served by the proxy
+/// (`/__stamp/map?v=<variant>&src=<map>`), so the page keeps one map and
+/// production's map URL is never given other bytes.
+fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let mut st = lock(state);
+    st.map_seen = true;
+    let Some(src) = el.get_attribute("src") else {
+        return Ok(());
+    };
+    let page = &st.spec.page_url;
+    let Some(url) = page
+        .join(src.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+    else {
+        return Ok(());
+    };
+    let same_origin = url.origin() == page.origin();
+    let origin = url.origin().ascii_serialization();
+    if !same_origin && !st.spec.asset_origins.contains(&origin) {
+        let reason = format!(
+            "the external import map on {origin} was left unchanged: that origin is not in the proxy's asset_origins"
+        );
+        log::warn!("{}: {reason}", st.spec.page_url);
+        el.after(&note(&reason), ContentType::Html);
+        st.report.map_left = Some(reason);
+        return Ok(());
+    }
+    let target = if same_origin {
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        }
+    } else {
+        url.to_string()
+    };
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("v", &st.spec.effective.id.to_hex());
+    query.append_pair("src", &target);
+    if let Some(integrity) = el.get_attribute("integrity") {
+        // The merged bytes cannot match production's digest; the proxy checks
+        // production's bytes against it before it merges them instead.
+        query.append_pair("integrity", &integrity);
+        el.remove_attribute("integrity");
+    }
+    el.set_attribute(
+        "src",
+        &format!("{}?{}", stamp_model::assets::MAP_PATH, query.finish()),
+    )?;
+    st.report.external_maps += 1;
+    Ok(())
+}
+
 fn on_module_entry(
     state: &Arc<Mutex<State>>,
     el: &mut Element<'_, '_>,
@@ -430,15 +538,25 @@ fn on_module_entry(
         st.report.map_inserted = true;
     }
     st.module_seen = true;
+    drop(st);
+    on_entry(state, el, attr)
+}
+
+/// Points an element that loads a production file (`src`/`href`) at the
+/// ticket's version when the ticket replaces that file: an exact override,
+/// or an entry pattern that the file's hashed name matches.
+fn on_entry(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, attr: &str) -> HandlerResult {
+    let mut st = lock(state);
     let Some(value) = el.get_attribute(attr) else {
         return Ok(());
     };
-    let Some(path) = same_origin_path(&st.spec.page_url, &value) else {
+    let Some(location) = location(&st.spec.page_url, &value) else {
         return Ok(());
     };
-    let Some(module) = st.spec.effective.by_path.get(&path) else {
+    let Some(module) = st.spec.effective.replacement(&location) else {
         return Ok(());
     };
+    let module = module.clone();
     el.set_attribute(attr, &module.url())?;
     if el.get_attribute("integrity").is_some() {
         el.set_attribute("integrity", &module.hash.sri())?;
@@ -528,18 +646,19 @@ fn is_nonce_safe(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
 }
 
-/// The path a `src`/`href` refers to when it is on the page's own origin
-/// (query and fragment ignored: a cache-busting `?v=3` still names the module).
-pub fn same_origin_path(page: &Url, value: &str) -> Option<String> {
+/// The location a `src`/`href` refers to: its path on the page's own
+/// origin, `origin + path` on another (query and fragment ignored: a
+/// cache-busting `?v=3` still names the module).
+pub fn location(page: &Url, value: &str) -> Option<String> {
     let value = value.trim();
     if value.is_empty() {
         return None;
     }
     let url = page.join(value).ok()?;
-    if url.origin() != page.origin() {
+    if !matches!(url.scheme(), "http" | "https") {
         return None;
     }
-    Some(url.path().to_string())
+    Some(crate::importmap::location_of(&url, page))
 }
 
 #[cfg(test)]
@@ -572,6 +691,7 @@ mod tests {
             memory_limit_bytes: 1 << 20,
             body_prefix: None,
             meta_csp: None,
+            asset_origins: Arc::from(Vec::<String>::new()),
         }
     }
 
@@ -638,6 +758,119 @@ mod tests {
             "cross-origin left alone: {out}"
         );
         assert_eq!(report.entries_rewritten, 2);
+    }
+
+    fn spec_of(entries: &[(&str, &str)]) -> RewriteSpec {
+        let mut set = OverrideSet::new();
+        for (spec, path) in entries {
+            set.insert(
+                spec.to_string(),
+                ModuleRef {
+                    path: path.to_string(),
+                    hash: Hash::of(path.as_bytes()),
+                    size: 1,
+                },
+            );
+        }
+        RewriteSpec {
+            effective: Arc::new(Effective::new(set)),
+            ..spec(&[])
+        }
+    }
+
+    #[test]
+    fn a_bundles_entries_and_stylesheets_are_paired_by_pattern() {
+        let s = spec_of(&[
+            ("/assets/index-[hash:8].js", "/assets/index-Zz99Yy88.js"),
+            ("/assets/index-[hash:8].css", "/assets/index-Qq11Ww22.css"),
+            ("/static/main.[hash:8].js", "/static/main.1234abcd.js"),
+        ]);
+        let html =
+            "<head><script type=module crossorigin src=\"/assets/index-Ab12Cd34.js\"></script>\
+            <link rel=stylesheet crossorigin href=\"/assets/index-Ef56Gh78.css\">\
+            <link rel=stylesheet href=\"/assets/vendor-Ef56Gh78.css\">\
+            <script defer src=\"/static/main.9f8e7d6c.js\"></script>\
+            <script type=text/template src=\"/static/main.9f8e7d6c.js\"></script></head>";
+        let (out, report) = rewrite_str(s, html);
+        assert!(
+            out.contains(&format!("src=\"{}\"", url_of("/assets/index-Zz99Yy88.js"))),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "href=\"{}\"",
+                url_of("/assets/index-Qq11Ww22.css")
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("/assets/vendor-Ef56Gh78.css"),
+            "an untouched sheet: {out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "defer src=\"{}\"",
+                url_of("/static/main.1234abcd.js")
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("type=text/template src=\"/static/main.9f8e7d6c.js\""),
+            "{out}"
+        );
+        assert_eq!(report.entries_rewritten, 3);
+    }
+
+    #[test]
+    fn an_external_map_points_at_its_merged_variant() {
+        let mut s = spec_of(&[("@app/greet", "/apps/greet.js")]);
+        s.asset_origins = Arc::from(vec!["https://cdn.test".to_string()]);
+        let id = s.effective.id.to_hex();
+        let html = "<script type=systemjs-importmap src=\"/importmap.json\"></script>\
+            <script type=importmap-shim src=\"https://cdn.test/m.json\" integrity=\"sha384-abc\"></script>\
+            <script type=injector-importmap src=\"https://evil.test/m.json\"></script>\
+            <script type=module src=/main.js></script>";
+        let (out, report) = rewrite_str(s, html);
+        assert!(
+            out.contains(&format!(
+                "src=\"/__stamp/map?v={id}&src=%2Fimportmap.json\""
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "src=\"/__stamp/map?v={id}&src=https%3A%2F%2Fcdn.test%2Fm.json&integrity=sha384-abc\""
+            )),
+            "{out}"
+        );
+        assert!(!out.contains("integrity=\"sha384-abc\""), "{out}");
+        assert!(
+            out.contains("src=\"https://evil.test/m.json\""),
+            "unlisted origin left: {out}"
+        );
+        assert!(
+            !report.map_inserted,
+            "the page has maps: never a second one"
+        );
+        assert_eq!(report.external_maps, 2);
+    }
+
+    #[test]
+    fn a_cdn_script_overridden_by_the_ticket_is_served_from_its_mirror() {
+        let s = spec_of(&[("https://cdn.test/lib/app.js", "https://cdn.test/lib/app.js")]);
+        let html = "<script type=module src=\"https://cdn.test/lib/app.js\"></script>";
+        let (out, _) = rewrite_str(s, html);
+        assert!(
+            out.contains(&format!(
+                "src=\"{}\"",
+                url_of("https://cdn.test/lib/app.js")
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("/__stamp/o/https/cdn.test/lib/app.js?__ts="),
+            "{out}"
+        );
     }
 
     #[test]

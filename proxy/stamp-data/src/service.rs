@@ -30,13 +30,16 @@ use crate::config::DataConfig;
 use crate::control::ControlPlane;
 use crate::csp;
 use crate::decode::{Coding, Decoder};
+use crate::extmap::{self, MapFetch};
 use crate::internal::{self, Internal};
 use crate::metrics;
 use crate::modules::ModuleServer;
 use crate::rewrite::{MetaCsp, PageRewriter, RewriteSpec};
 use crate::select::{self, Selection, Source, View};
 use crate::snapshot::{Effective, Resolved, SnapshotCell};
+use stamp_model::assets;
 use stamp_model::ticket::{Stage, TicketKey};
+use stamp_model::ModuleRef;
 use stamp_store::SharedStore;
 
 const CSP_REPORT_ONLY: &str = "content-security-policy-report-only";
@@ -51,6 +54,12 @@ pub enum Kind {
     Ticket,
     Overlay,
     Module,
+    /// A ticket file asked for by its plain path (see [`ModuleServer::serve_plain`]).
+    File,
+    /// Under a mirror path: a ticket file, else a redirect to the other origin.
+    Mirror,
+    /// An external import map, merged.
+    Map,
     Internal,
 }
 
@@ -61,6 +70,9 @@ impl Kind {
             Kind::Ticket => "ticket",
             Kind::Overlay => "overlay",
             Kind::Module => "module",
+            Kind::File => "file",
+            Kind::Mirror => "mirror",
+            Kind::Map => "map",
             Kind::Internal => "internal",
         }
     }
@@ -122,6 +134,10 @@ pub struct Ctx {
     html_candidate: bool,
     secure: bool,
     rewrite: Option<Mutex<ActiveRewrite>>,
+    /// The ticket file a `File` or `Mirror` request gets.
+    file: Option<ModuleRef>,
+    /// The external map being fetched and merged.
+    map: Option<Mutex<MapFetch>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -148,6 +164,7 @@ pub struct StampProxy {
     /// The ticket cookie's name over plain HTTP and over TLS (`__Host-…`).
     cookie_names: (String, String),
     peer: HttpPeer,
+    asset_origins: Arc<[String]>,
 }
 
 impl StampProxy {
@@ -177,7 +194,9 @@ impl StampProxy {
             select::cookie_name(&cfg.selection.cookie_name, false),
             select::cookie_name(&cfg.selection.cookie_name, true),
         );
+        let asset_origins: Arc<[String]> = Arc::from(cfg.asset_origins.clone());
         StampProxy {
+            asset_origins,
             cfg,
             snapshot,
             store,
@@ -474,6 +493,7 @@ impl StampProxy {
             memory_limit_bytes: self.cfg.rewrite.memory_limit_bytes,
             body_prefix,
             meta_csp,
+            asset_origins: self.asset_origins.clone(),
         });
         Ok(Some(ActiveRewrite { decoder, rewriter }))
     }
@@ -535,12 +555,17 @@ impl ProxyHttp for StampProxy {
             html_candidate: false,
             secure: self.cfg.tls,
             rewrite: None,
+            file: None,
+            map: None,
         }
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let req = session.req_header();
-        if wire::is_reserved(req.uri.path()) {
+        let path = req.uri.path();
+        let mirror = path.starts_with(assets::MIRROR_PREFIX);
+        let map = path == assets::MAP_PATH;
+        if wire::is_reserved(path) && !mirror && !map {
             ctx.kind = Kind::Internal;
             return Ok(());
         }
@@ -555,8 +580,20 @@ impl ProxyHttp for StampProxy {
         let is_module = classified.is_some_and(|c| c.module.is_some());
         let req = session.req_header();
         let get_or_head = req.method == http::Method::GET || req.method == http::Method::HEAD;
-        if is_module {
+        // A ticket file the variant has at this very path.
+        ctx.file = ctx
+            .plan
+            .as_ref()
+            .filter(|_| !is_module && get_or_head)
+            .and_then(|p| p.effective.by_serve_path.get(req.uri.path()).cloned());
+        if map {
+            ctx.kind = Kind::Map;
+        } else if is_module {
             ctx.kind = Kind::Module;
+        } else if mirror {
+            ctx.kind = Kind::Mirror;
+        } else if ctx.file.is_some() {
+            ctx.kind = Kind::File;
         } else if let Some(plan) = &ctx.plan {
             ctx.kind = match plan.variant {
                 Variant::Ticket { .. } => Kind::Ticket,
@@ -602,12 +639,34 @@ impl ProxyHttp for StampProxy {
                 self.modules.serve(session).await?;
                 Ok(true)
             }
+            Kind::File | Kind::Mirror if ctx.file.is_some() => {
+                let cache = match ctx.plan.as_ref().map(|p| &p.variant) {
+                    Some(Variant::Overlay) => "no-cache",
+                    _ => "private, no-cache",
+                };
+                if let Some(file) = &ctx.file {
+                    self.modules.serve_plain(session, file, cache).await?;
+                }
+                Ok(true)
+            }
+            Kind::Mirror => {
+                self.redirect_mirror(session).await?;
+                Ok(true)
+            }
+            Kind::Map => self.start_map(session, ctx).await,
             _ => Ok(false),
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let remote = ctx.map.as_ref().and_then(|m| {
+            let m = m.lock().unwrap_or_else(PoisonError::into_inner);
+            m.remote.then(|| m.url.clone())
+        });
+        match remote {
+            Some(url) => self.remote_peer(&url).await,
+            None => Ok(Box::new(self.peer.clone())),
+        }
     }
 
     async fn upstream_request_filter(
@@ -616,6 +675,41 @@ impl ProxyHttp for StampProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(map) = &ctx.map {
+            let map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            let target = match map.url.query() {
+                Some(q) => format!("{}?{q}", map.url.path()),
+                None => map.url.path().to_string(),
+            };
+            let uri: http::Uri = target
+                .parse()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "map URL", e))?;
+            upstream.set_uri(uri);
+            if map.remote {
+                // Another site: it gets none of the client's credentials.
+                let host = map.url.host_str().unwrap_or_default().to_string();
+                let authority = match map.url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                };
+                upstream.insert_header(header::HOST, authority)?;
+                for h in [header::COOKIE, header::AUTHORIZATION, header::REFERER] {
+                    upstream.remove_header(&h);
+                }
+            } else if let Some(host) = &self.cfg.origin.host_header {
+                upstream.insert_header(header::HOST, host.as_str())?;
+            }
+            upstream.insert_header(header::ACCEPT_ENCODING, "identity")?;
+            for h in [
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                header::IF_RANGE,
+                header::RANGE,
+            ] {
+                upstream.remove_header(&h);
+            }
+            return Ok(());
+        }
         if let Some(host) = &self.cfg.origin.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
         }
@@ -642,6 +736,37 @@ impl ProxyHttp for StampProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(map) = &ctx.map {
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            let identity = resp
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
+            if resp.status.as_u16() != 200 || !identity {
+                map.passthrough = true;
+                resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+                resp.insert_header(INFO_HEADER, "map; unchanged")?;
+                return Ok(());
+            }
+            for h in [
+                header::CONTENT_LENGTH,
+                header::ETAG,
+                header::LAST_MODIFIED,
+                header::ACCEPT_RANGES,
+                header::SET_COOKIE,
+            ] {
+                resp.remove_header(&h);
+            }
+            if session.req_header().version != http::Version::HTTP_2 {
+                resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+                resp.set_version(http::Version::HTTP_11);
+            }
+            // The variant's own URL, never production's; still, a map merged
+            // with unreviewed overrides is nobody else's to keep.
+            resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
+            resp.insert_header(INFO_HEADER, "map; merged")?;
+            return Ok(());
+        }
         for cookie in &ctx.set_cookie {
             resp.append_header(header::SET_COOKIE, cookie.as_str())?;
         }
@@ -677,11 +802,57 @@ impl ProxyHttp for StampProxy {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(map) = &ctx.map {
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.passthrough {
+                return Ok(None);
+            }
+            let max = self.cfg.rewrite.max_import_map_bytes;
+            if let Some(chunk) = body.take() {
+                if map.buf.len() + chunk.len() > max {
+                    // Too large to merge: what was held goes out unchanged,
+                    // and so does the rest.
+                    log::warn!(
+                        "{}: external import map larger than {max} bytes, unchanged",
+                        map.url
+                    );
+                    map.passthrough = true;
+                    let mut out = std::mem::take(&mut map.buf);
+                    out.extend_from_slice(&chunk);
+                    *body = Some(Bytes::from(out));
+                    return Ok(None);
+                }
+                map.buf.extend_from_slice(&chunk);
+            }
+            if end_of_stream {
+                let page = page_url(session, self.cfg.tls);
+                match map.finish(&page, max) {
+                    Ok((out, left)) => {
+                        metrics::REWRITES
+                            .with_label_values(&[if left.is_some() {
+                                "map-invalid"
+                            } else {
+                                "external-map"
+                            }])
+                            .inc();
+                        if let Some(reason) = left {
+                            log::warn!("{}: external import map unchanged: {reason}", map.url);
+                        }
+                        *body = Some(Bytes::from(out));
+                    }
+                    Err(reason) => {
+                        log::warn!("{reason}");
+                        return Err(Error::explain(ErrorType::Custom(BAD_MAP), reason));
+                    }
+                }
+            }
+            return Ok(None);
+        }
         let Some(active) = &ctx.rewrite else {
             return Ok(None);
         };
@@ -782,6 +953,139 @@ impl ProxyHttp for StampProxy {
 }
 
 const BROKEN_ENCODING: &str = "broken origin encoding";
+const BAD_MAP: &str = "import map fails its integrity";
+
+impl StampProxy {
+    /// A mirror path that is no ticket file: sends the browser to the other
+    /// origin's own file, if that origin is one the proxy knows (an override
+    /// is on it, or it is configured); anything else is 404, so the mirror is
+    /// no open redirect.
+    async fn redirect_mirror(&self, session: &mut Session) -> Result<()> {
+        let req = session.req_header();
+        let text = "text/plain; charset=utf-8";
+        let Some(url) = assets::unmirror(req.uri.path()) else {
+            return internal::respond(
+                session,
+                404,
+                text,
+                Bytes::from_static(b"ticket-stamp: not a mirror path\n"),
+            )
+            .await;
+        };
+        let origin = assets::origin_of(&url).unwrap_or_default();
+        let known = self.snapshot.load().overrides_on(origin)
+            || self.asset_origins.iter().any(|o| o == origin);
+        if !known {
+            return internal::respond(
+                session,
+                404,
+                text,
+                Bytes::from_static(b"ticket-stamp: no ticket overrides modules on that origin\n"),
+            )
+            .await;
+        }
+        let location = match req.uri.query() {
+            Some(q) => format!("{url}?{q}"),
+            None => url,
+        };
+        let mut resp = ResponseHeader::build(302, Some(4))?;
+        resp.insert_header(header::LOCATION, location)?;
+        resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
+        resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        resp.insert_header(INFO_HEADER, "mirror; redirect")?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(())
+    }
+
+    /// Reads an external map request; `Ok(false)` lets it be proxied to where
+    /// the map lives, `Ok(true)` when it was answered here.
+    async fn start_map(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let text = "text/plain; charset=utf-8";
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            internal::respond(
+                session,
+                405,
+                text,
+                Bytes::from_static(b"ticket-stamp: import maps are read-only\n"),
+            )
+            .await?;
+            return Ok(true);
+        }
+        let page = page_url(session, self.cfg.tls);
+        let parsed = extmap::parse_query(req.uri.query())
+            .and_then(|q| extmap::target(&q.src, &page, &self.asset_origins).map(|t| (q, t)));
+        let (query, (url, remote)) = match parsed {
+            Ok(v) => v,
+            Err(reason) => {
+                internal::respond(
+                    session,
+                    400,
+                    text,
+                    Bytes::from(format!("ticket-stamp: {reason}\n")),
+                )
+                .await?;
+                return Ok(true);
+            }
+        };
+        let snap = self.snapshot.load();
+        let effective = stamp_model::Hash::parse(&query.variant)
+            .and_then(|id| snap.effective(&id).cloned())
+            // The variant changed since the page was served: the browser's
+            // selection now, if it has one.
+            .or_else(|| ctx.plan.as_ref().map(|p| p.effective.clone()));
+        let Some(effective) = effective else {
+            // Nothing to merge any more: production's own map.
+            let mut resp = ResponseHeader::build(302, Some(4))?;
+            resp.insert_header(header::LOCATION, url.as_str())?;
+            resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+            resp.insert_header(header::CONTENT_LENGTH, "0")?;
+            resp.insert_header(
+                INFO_HEADER,
+                "production; reason=\"the variant of this map is gone\"",
+            )?;
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        };
+        ctx.map = Some(Mutex::new(MapFetch {
+            url,
+            remote,
+            effective,
+            integrity: query.integrity,
+            buf: Vec::new(),
+            passthrough: false,
+        }));
+        Ok(false)
+    }
+
+    /// A peer for a map on another origin (resolved without blocking).
+    async fn remote_peer(&self, url: &url::Url) -> Result<Box<HttpPeer>> {
+        let host = url.host_str().unwrap_or_default().to_string();
+        let tls = url.scheme() == "https";
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let addr = tokio::net::lookup_host((bare.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("cannot resolve {host} for its import map"),
+                )
+            })?;
+        let mut peer = HttpPeer::new(addr, tls, bare);
+        peer.options.connection_timeout = Some(self.cfg.timeouts.connect);
+        peer.options.read_timeout = Some(self.cfg.timeouts.read);
+        peer.options.write_timeout = Some(self.cfg.timeouts.write);
+        Ok(Box::new(peer))
+    }
+}
 
 /// The origin's body does not decode as its `Content-Encoding` says. The
 /// headers are gone already, so the response is aborted (the client sees a

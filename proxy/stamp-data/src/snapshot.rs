@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::importmap;
+use stamp_model::assets::{self, EntryPattern};
 use stamp_model::ticket::View;
 use stamp_model::ticket::{Hash, ModuleRef, OverrideSet, Stage, TicketKey};
 use stamp_store::{now_ms, SharedStore, StoreError, StoreState};
@@ -25,8 +26,20 @@ use stamp_store::{now_ms, SharedStore, StoreError, StoreState};
 pub struct Effective {
     /// Specifier → module: the production overlay with the selected view on top.
     pub overrides: OverrideSet,
-    /// Production URL path → module, for `<script src>` / modulepreload rewrites.
+    /// The set's content address: names this variant in external map URLs.
+    pub id: Hash,
+    /// Production location (path, or URL on another origin) → module, for
+    /// `<script src>`, modulepreload and stylesheet rewrites.
     pub by_path: HashMap<String, ModuleRef>,
+    /// Proxy path → module: where a request of this variant that names the
+    /// path without a `?__ts=` still gets the ticket's body (chunks and
+    /// stylesheets a bundle loads by plain URL).
+    pub by_serve_path: HashMap<String, ModuleRef>,
+    /// Entry patterns (`/assets/index-[hash:8].js`) and the modules that
+    /// replace whatever production file matches them.
+    pub patterns: Vec<(EntryPattern, ModuleRef)>,
+    /// Other origins this variant overrides modules on.
+    pub remote_origins: Vec<String>,
     /// The import map inserted into a page without one (escaped for `<script>`).
     pub fresh_map: String,
     /// Its CSP hash source, `'sha256-…'`.
@@ -41,15 +54,44 @@ impl Effective {
             .values()
             .map(|m| (m.path.clone(), m.clone()))
             .collect();
+        let by_serve_path = overrides
+            .values()
+            .map(|m| (assets::serve_path(&m.path), m.clone()))
+            .collect();
+        let patterns = overrides
+            .iter()
+            .filter_map(|(spec, m)| EntryPattern::parse(spec).map(|p| (p, m.clone())))
+            .collect();
+        let mut remote_origins: Vec<String> = overrides
+            .values()
+            .filter_map(|m| assets::origin_of(&m.path).map(str::to_string))
+            .collect();
+        remote_origins.sort();
+        remote_origins.dedup();
         let fresh_map = importmap::fresh(&overrides);
         let fresh_hash = importmap::csp_hash_source(&fresh_map);
         Effective {
+            id: stamp_model::ticket::set_id(&overrides),
             overrides,
             by_path,
+            by_serve_path,
+            patterns,
+            remote_origins,
             fresh_map,
             fresh_hash,
             merges: importmap::MergeCache::default(),
         }
+    }
+
+    /// The module that replaces production's file at `location`: an exact
+    /// override, else the entry pattern it matches.
+    pub fn replacement(&self, location: &str) -> Option<&ModuleRef> {
+        self.by_path.get(location).or_else(|| {
+            self.patterns
+                .iter()
+                .find(|(p, _)| p.matches(location))
+                .map(|(_, m)| m)
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -100,6 +142,10 @@ pub struct Snapshot {
     /// of every open ticket's dev and qa view and of the overlay. A body is
     /// served only at a path it was uploaded under.
     pub served: HashMap<Hash, Vec<String>>,
+    /// Every variant by its set id (for external map URLs).
+    pub effectives: HashMap<Hash, Arc<Effective>>,
+    /// Other origins any variant overrides modules on.
+    pub remote_origins: Vec<String>,
 }
 
 impl Snapshot {
@@ -111,7 +157,19 @@ impl Snapshot {
             released: Vec::new(),
             overlay: None,
             served: HashMap::new(),
+            effectives: HashMap::new(),
+            remote_origins: Vec::new(),
         }
+    }
+
+    /// The variant an external map URL names.
+    pub fn effective(&self, id: &Hash) -> Option<&Arc<Effective>> {
+        self.effectives.get(id)
+    }
+
+    /// Whether `origin` is one a variant overrides modules on.
+    pub fn overrides_on(&self, origin: &str) -> bool {
+        self.remote_origins.iter().any(|o| o == origin)
     }
 
     /// Whether the body `hash` is served at `path` (see [`Snapshot::served`]).
@@ -186,7 +244,10 @@ impl Snapshot {
         let mut tickets = HashMap::with_capacity(state.tickets.len());
         let mut served: HashMap<Hash, Vec<String>> = HashMap::new();
         for m in overlay_set.values() {
-            served.entry(m.hash).or_default().push(m.path.clone());
+            served
+                .entry(m.hash)
+                .or_default()
+                .push(assets::serve_path(&m.path));
         }
         for t in &state.tickets {
             let dev = get(&t.dev);
@@ -194,7 +255,10 @@ impl Snapshot {
             if t.stage != Stage::Closed {
                 for set in std::iter::once(&dev).chain(qa.iter()) {
                     for m in set.values() {
-                        served.entry(m.hash).or_default().push(m.path.clone());
+                        served
+                            .entry(m.hash)
+                            .or_default()
+                            .push(assets::serve_path(&m.path));
                     }
                 }
             }
@@ -210,7 +274,22 @@ impl Snapshot {
                 },
             );
         }
+        let mut effectives = HashMap::new();
+        let mut remote_origins = Vec::new();
+        let views = tickets
+            .values()
+            .filter(|t: &&TicketView| t.stage != Stage::Closed)
+            .flat_map(|t| std::iter::once(&t.dev).chain(t.qa.iter()))
+            .chain(overlay.iter());
+        for e in views {
+            remote_origins.extend(e.remote_origins.iter().cloned());
+            effectives.insert(e.id, e.clone());
+        }
+        remote_origins.sort();
+        remote_origins.dedup();
         Ok(Snapshot {
+            effectives,
+            remote_origins,
             version: state.version,
             built_ms: now_ms(),
             tickets,

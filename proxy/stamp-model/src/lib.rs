@@ -3,6 +3,7 @@
 //! lifecycle, roles, the production overlay rule, share-link signing, and
 //! the control API's wire contract. No I/O, no async runtime.
 
+pub mod assets;
 pub mod lifecycle;
 pub mod overlay;
 pub mod problems;

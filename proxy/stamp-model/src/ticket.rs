@@ -227,7 +227,9 @@ impl From<Hash> for String {
 /// One overridden module: where production serves it and which body replaces it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleRef {
-    /// The absolute URL path production serves the module at, e.g. `/src/lib/greet.js`.
+    /// Where production serves the module: an absolute URL path on the
+    /// app's origin (`/src/lib/greet.js`), or an absolute URL on another
+    /// origin (`https://cdn.example/lib/greet.js`), see [`crate::assets`].
     pub path: String,
     /// The ticket's body.
     pub hash: Hash,
@@ -243,9 +245,10 @@ impl ModuleRef {
     }
 }
 
-/// `path?__ts=<hash>`.
+/// `path?__ts=<hash>`, or for a module on another origin its mirror path
+/// (`/__stamp/o/https/cdn.example/lib/x.js?__ts=<hash>`).
 pub fn module_url(path: &str, hash: &Hash) -> String {
-    format!("{path}?{MODULE_PARAM}={hash}")
+    format!("{}?{MODULE_PARAM}={hash}", crate::assets::serve_path(path))
 }
 
 /// Specifier → module. A specifier is either the module's URL path

@@ -35,6 +35,9 @@ pub fn is_reserved(path: &str) -> bool {
 pub mod header {
     /// Upload: the bare specifier the module is known by (default: its path).
     pub const SPECIFIER: &str = "x-stamp-specifier";
+    /// Upload: the module lives on this other origin (`https://cdn.example`)
+    /// at the request's path; it must be one of the proxy's `asset_origins`.
+    pub const ORIGIN: &str = "x-stamp-origin";
     /// Upload: the body's sha256; with an empty body, "the server has it".
     pub const HASH: &str = "x-stamp-hash";
     /// The git commit a change was made from (hex).
@@ -61,7 +64,7 @@ pub const MAX_TEXT: usize = 1024;
 pub enum SpecifierError {
     #[error("must be 1-{MAX_PATH} printable characters")]
     Length,
-    #[error("a URL-like specifier must equal the module's path; use a bare specifier")]
+    #[error("a URL-like specifier must equal the module's path (or be an entry pattern such as /assets/index-[hash:8].js that the path matches); use a bare specifier")]
     UrlLike,
 }
 
@@ -72,8 +75,12 @@ pub fn validate_specifier(s: &str, path: &str) -> Result<String, SpecifierError>
     if s.is_empty() || s.len() > MAX_PATH || s.chars().any(char::is_control) {
         return Err(SpecifierError::Length);
     }
-    let url_like = s.starts_with('/') || s.starts_with("./") || s.starts_with("../");
-    if url_like && s != path {
+    let url_like = s.starts_with('/')
+        || s.starts_with("./")
+        || s.starts_with("../")
+        || crate::assets::is_remote(s);
+    let pattern_of_path = || crate::assets::EntryPattern::parse(s).is_some_and(|p| p.matches(path));
+    if url_like && s != path && !pattern_of_path() {
         return Err(SpecifierError::UrlLike);
     }
     Ok(s.to_string())

@@ -130,6 +130,9 @@ struct FileConfig {
     sync: FileSync,
     /// Public base URL for share links (default: the listener's address).
     public_url: Option<String>,
+    /// Other origins the app loads modules, stylesheets or import maps from.
+    #[serde(default)]
+    asset_origins: Vec<String>,
     /// A git repository that records every change of the production overlay.
     history_repo: Option<PathBuf>,
     #[serde(default)]
@@ -414,8 +417,17 @@ impl Config {
             Duration::from_secs(2),
         );
 
+        let mut asset_origins = Vec::new();
+        for o in &file.asset_origins {
+            match stamp_model::assets::normalize_origin(o) {
+                Ok(n) if !asset_origins.contains(&n) => asset_origins.push(n),
+                Ok(_) => {}
+                Err(e) => p.add("asset_origins", e),
+            }
+        }
         let data = DataConfig::build(
             DataFile {
+                asset_origins: asset_origins.clone(),
                 origin: file.origin,
                 origin_host: file.origin_host,
                 timeouts: file.timeouts,
@@ -432,6 +444,7 @@ impl Config {
         );
         let control = ControlConfig::build(
             ControlFile {
+                asset_origins,
                 public_url: file.public_url,
                 history_repo: file.history_repo,
                 api: file.api,

@@ -1,0 +1,341 @@
+//! Where production serves a module, and how a ticket's version of it is
+//! found and served.
+//!
+//! - A module's production *location* is a path on the app's own origin
+//!   (`/src/lib/greet.js`) or an absolute URL on another origin
+//!   (`https://cdn.example/lib/greet.js`).
+//! - A ticket's version of a module on another origin is served by the proxy
+//!   under a *mirror path* that keeps that origin's directory structure
+//!   (`/__stamp/o/https/cdn.example/lib/greet.js`), so the module's relative
+//!   imports and `new URL(…, import.meta.url)` fetches land under the same
+//!   mirror, where the proxy sends them on to the other origin.
+//! - An *entry pattern* (`/assets/index-[hash:8].js`) names a bundler's entry
+//!   chunk or stylesheet by what stays the same from build to build, so a
+//!   ticket's build can replace production's whatever the two hashes are.
+
+/// Ticket versions of modules on other origins are served under this prefix.
+pub const MIRROR_PREFIX: &str = "/__stamp/o/";
+/// External import maps of stamped pages are served merged from this path.
+pub const MAP_PATH: &str = "/__stamp/map";
+
+/// Whether a location is an absolute `http(s)` URL (a module on another
+/// origin) rather than a path on the app's origin.
+pub fn is_remote(location: &str) -> bool {
+    location.starts_with("https://") || location.starts_with("http://")
+}
+
+/// `https://cdn.example:8443` of `https://cdn.example:8443/lib/x.js`.
+pub fn origin_of(location: &str) -> Option<&str> {
+    let (scheme, rest) = location.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let end = rest.find('/').unwrap_or(rest.len());
+    (end > 0).then(|| &location[..scheme.len() + 3 + end])
+}
+
+/// Normalises an origin as a user writes it (`HTTPS://CDN.example:443/`)
+/// to its serialised form (`https://cdn.example`).
+pub fn normalize_origin(input: &str) -> Result<String, String> {
+    let s = input.trim().trim_end_matches('/');
+    let (scheme, authority) = s
+        .split_once("://")
+        .ok_or_else(|| format!("`{input}` is not an origin like https://cdn.example"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("`{input}`: only http:// and https:// origins"));
+    }
+    if authority.is_empty()
+        || authority.contains(['/', '?', '#', '@', '\\', ' '])
+        || authority.chars().any(|c| c.is_control() || !c.is_ascii())
+    {
+        return Err(format!(
+            "`{input}` must be scheme://host[:port] with no path, user or query"
+        ));
+    }
+    let authority = authority.to_ascii_lowercase();
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let close = v6
+                .find(']')
+                .ok_or_else(|| format!("`{input}`: unclosed IPv6 address"))?;
+            let rest = &v6[close + 1..];
+            let port = match rest {
+                "" => None,
+                _ => Some(
+                    rest.strip_prefix(':')
+                        .ok_or_else(|| format!("`{input}`: bad port"))?,
+                ),
+            };
+            (authority[..close + 2].to_string(), port)
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.clone(), None),
+        },
+    };
+    let port = match port {
+        Some(p) => {
+            let n: u32 = p
+                .parse()
+                .ok()
+                .filter(|_| p.chars().all(|c| c.is_ascii_digit()))
+                .ok_or_else(|| format!("`{input}`: bad port"))?;
+            if n == 0 || n > 65535 {
+                return Err(format!("`{input}`: the port must be 1-65535"));
+            }
+            Some(n)
+        }
+        None => None,
+    };
+    if host.is_empty() {
+        return Err(format!("`{input}` has no host"));
+    }
+    let default = if scheme == "https" { 443 } else { 80 };
+    Ok(match port {
+        Some(p) if p != default => format!("{scheme}://{host}:{p}"),
+        _ => format!("{scheme}://{host}"),
+    })
+}
+
+/// The proxy path a location's ticket version is served at: the path
+/// itself on the app's origin, the mirror path for another origin.
+pub fn serve_path(location: &str) -> String {
+    match location.split_once("://") {
+        Some((scheme, rest)) if is_remote(location) => format!("{MIRROR_PREFIX}{scheme}/{rest}"),
+        _ => location.to_string(),
+    }
+}
+
+/// The location a mirror path stands for
+/// (`/__stamp/o/https/cdn.example/lib/x.js` → `https://cdn.example/lib/x.js`).
+pub fn unmirror(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(MIRROR_PREFIX)?;
+    let (scheme, rest) = rest.split_once('/')?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let (host, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() || host.contains(['@', '\\', '?', '#']) {
+        return None;
+    }
+    Some(format!("{scheme}://{host}/{tail}"))
+}
+
+/// Characters a bundler's content hash is made of (hex, base36, base64url).
+fn is_hash_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// A location with one `[hash:N]` placeholder standing for a content hash
+/// of exactly N characters: `/assets/index-[hash:8].js`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPattern {
+    prefix: String,
+    len: usize,
+    suffix: String,
+}
+
+impl EntryPattern {
+    pub const MIN_HASH: usize = 6;
+    pub const MAX_HASH: usize = 64;
+
+    /// Parses a pattern; `None` for anything that is not exactly one
+    /// placeholder in the file name of an absolute path or URL.
+    pub fn parse(spec: &str) -> Option<EntryPattern> {
+        if !spec.starts_with('/') && !is_remote(spec) {
+            return None;
+        }
+        let start = spec.find("[hash:")?;
+        let close = start + spec[start..].find(']')?;
+        let len: usize = spec[start + 6..close].parse().ok()?;
+        let prefix = &spec[..start];
+        let suffix = &spec[close + 1..];
+        if !(Self::MIN_HASH..=Self::MAX_HASH).contains(&len)
+            || suffix.contains(['/', '[', ']', '?', '#'])
+            || prefix.contains(['[', ']', '?', '#'])
+            || !suffix.starts_with('.')
+        {
+            return None;
+        }
+        Some(EntryPattern {
+            prefix: prefix.to_string(),
+            len,
+            suffix: suffix.to_string(),
+        })
+    }
+
+    /// Whether `location` is this pattern with some hash in the placeholder.
+    pub fn matches(&self, location: &str) -> bool {
+        let Some(middle) = location
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_suffix(self.suffix.as_str()))
+        else {
+            return false;
+        };
+        middle.len() == self.len && middle.chars().all(is_hash_char)
+    }
+
+    /// The pattern of a bundler's hashed file (`/assets/index-BuR3Dq2X.js`
+    /// → `/assets/index-[hash:8].js`), or `None` when its name shows no
+    /// content hash. `name` is the chunk's name when a manifest gives it
+    /// (`index`), which settles where the hash starts.
+    pub fn for_file(location: &str, name: Option<&str>) -> Option<String> {
+        let slash = location.rfind('/')?;
+        let (dir, file) = location.split_at(slash + 1);
+        let token_at = |i: usize| -> Option<(usize, usize)> {
+            // The hash runs from after the separator at `i` to the next dot.
+            let start = i + 1;
+            let end = start + file.get(start..)?.find('.')?;
+            let token = &file[start..end];
+            let plausible = token.len() >= 8
+                && token.len() <= Self::MAX_HASH
+                && token.chars().all(is_hash_char)
+                && token
+                    .chars()
+                    .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
+            plausible.then_some((start, end))
+        };
+        let separators = file
+            .char_indices()
+            .filter(|&(_, c)| c == '-' || c == '.')
+            .map(|(i, _)| i);
+        let found = match name {
+            Some(n)
+                if file.starts_with(n)
+                    && file[n.len()..].starts_with(['-', '.'])
+                    && !n.is_empty() =>
+            {
+                token_at(n.len())
+            }
+            _ => {
+                let all: Vec<(usize, usize)> = separators.filter_map(token_at).collect();
+                // Vite and Rollup hash in 8 characters; prefer that length.
+                all.iter()
+                    .rev()
+                    .find(|(s, e)| e - s == 8)
+                    .or(all.last())
+                    .copied()
+            }
+        }?;
+        let (start, end) = found;
+        Some(format!(
+            "{dir}{}[hash:{}]{}",
+            &file[..start],
+            end - start,
+            &file[end..]
+        ))
+    }
+}
+
+/// Whether a specifier is an entry pattern.
+pub fn is_entry_pattern(spec: &str) -> bool {
+    EntryPattern::parse(spec).is_some()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_paths_round_trip() {
+        let url = "https://cdn.example:8443/lib/x.js";
+        let path = serve_path(url);
+        assert_eq!(path, "/__stamp/o/https/cdn.example:8443/lib/x.js");
+        assert_eq!(unmirror(&path).as_deref(), Some(url));
+        assert_eq!(serve_path("/src/a.js"), "/src/a.js");
+        assert_eq!(
+            unmirror("/__stamp/o/http/127.0.0.1:9/").as_deref(),
+            Some("http://127.0.0.1:9/")
+        );
+        for bad in [
+            "/__stamp/o/ftp/x/y",
+            "/__stamp/o/https//y",
+            "/__stamp/o/https/user@evil/y",
+            "/__stamp/o/https",
+            "/src/a.js",
+        ] {
+            assert_eq!(unmirror(bad), None, "{bad}");
+        }
+        assert_eq!(origin_of(url), Some("https://cdn.example:8443"));
+        assert_eq!(
+            origin_of("https://cdn.example"),
+            Some("https://cdn.example")
+        );
+        assert_eq!(origin_of("/x"), None);
+    }
+
+    #[test]
+    fn origins_are_normalised_and_checked() {
+        assert_eq!(
+            normalize_origin("HTTPS://CDN.example:443/").unwrap(),
+            "https://cdn.example"
+        );
+        assert_eq!(
+            normalize_origin("http://127.0.0.1:8081").unwrap(),
+            "http://127.0.0.1:8081"
+        );
+        for bad in [
+            "cdn.example",
+            "ftp://cdn.example",
+            "https://",
+            "https://cdn.example/lib",
+            "https://user@cdn.example",
+            "https://cdn.example:0",
+            "https://cdn.example:99999",
+            "https://cdn.example:x",
+            "https://cdn example",
+        ] {
+            assert!(normalize_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entry_patterns_pair_hashed_names() {
+        let p = EntryPattern::for_file("/assets/index-BuR3Dq2X.js", None).unwrap();
+        assert_eq!(p, "/assets/index-[hash:8].js");
+        let pat = EntryPattern::parse(&p).unwrap();
+        assert!(pat.matches("/assets/index-C-9x_aQ1.js"));
+        assert!(!pat.matches("/assets/index-C-9x_aQ1.css"));
+        assert!(!pat.matches("/assets/index-legacy-C9xaQ1zz.js"));
+        assert!(!pat.matches("/other/index-C9xaQ1zz.js"));
+        assert_eq!(
+            EntryPattern::for_file("/assets/my-page-BuR3Dq2X.js", None).as_deref(),
+            Some("/assets/my-page-[hash:8].js")
+        );
+        assert_eq!(
+            EntryPattern::for_file("/assets/index-B-x3_Qa9.js", None).as_deref(),
+            Some("/assets/index-[hash:8].js")
+        );
+        assert_eq!(
+            EntryPattern::for_file("/static/js/main.3f2a1b9c4d5e6f7a8b9c.js", None).as_deref(),
+            Some("/static/js/main.[hash:20].js")
+        );
+        assert_eq!(
+            EntryPattern::for_file("/static/js/453.3f2a1b9c.chunk.js", None).as_deref(),
+            Some("/static/js/453.[hash:8].chunk.js")
+        );
+        assert_eq!(
+            EntryPattern::for_file("/assets/my-page-BuR3Dq2X.js", Some("my-page")).as_deref(),
+            Some("/assets/my-page-[hash:8].js")
+        );
+        assert_eq!(
+            EntryPattern::for_file("https://cdn.example/a/app-1a2b3c4d.js", None).as_deref(),
+            Some("https://cdn.example/a/app-[hash:8].js")
+        );
+        for plain in ["/src/main.js", "/src/my-component.js", "/a/vendor-react.js"] {
+            assert_eq!(EntryPattern::for_file(plain, None), None, "{plain}");
+        }
+        for bad in [
+            "/a/[hash:8]/x.js",
+            "/a/x-[hash:2].js",
+            "/a/x-[hash:8]",
+            "a/x-[hash:8].js",
+            "/a/x-[hash:8]-[hash:8].js",
+            "/a/x-[hash:999].js",
+        ] {
+            assert!(EntryPattern::parse(bad).is_none(), "{bad}");
+        }
+    }
+}
