@@ -124,6 +124,12 @@ pub struct Cli {
     #[arg(long)]
     pub all: bool,
 
+    /// With --update: the folder is a bundler's output (dist/, build/): every file counts,
+    /// git-ignored ones too, and entry chunks and stylesheets replace production's by pattern.
+    /// Detected when the folder has a build manifest, or an index.html and git ignores it
+    #[arg(long)]
+    pub build: bool,
+
     /// With --update: sync once and exit instead of watching
     #[arg(long)]
     pub once: bool,

@@ -236,6 +236,7 @@ impl Client {
         body: Option<Vec<u8>>,
         git: &GitMeta,
     ) -> Result<Change, ApiError> {
+        let (origin, path) = split_location(path);
         let api_path = format!("tickets/{key}/modules/{}", encode_path(path));
         let note = match &body {
             Some(b) => format!("{} bytes", b.len()),
@@ -249,6 +250,9 @@ impl Client {
             &api_path,
             |mut r| {
                 r = r.header(h::HASH, hash);
+                if let Some(o) = origin {
+                    r = r.header(h::ORIGIN, o);
+                }
                 if let Some(s) = specifier {
                     r = r.header(h::SPECIFIER, s);
                 }
@@ -268,11 +272,15 @@ impl Client {
         specifier: Option<&str>,
         git: &GitMeta,
     ) -> Result<Deleted, ApiError> {
+        let (origin, path) = split_location(path);
         let api_path = format!("tickets/{key}/modules/{}", encode_path(path));
         let v = self.send(
             Method::DELETE,
             &api_path,
             |mut r| {
+                if let Some(o) = origin {
+                    r = r.header(h::ORIGIN, o);
+                }
                 if let Some(s) = specifier {
                     r = r.header(h::SPECIFIER, s);
                 }
@@ -320,6 +328,15 @@ fn git_headers(mut r: RequestBuilder, git: &GitMeta) -> RequestBuilder {
 
 /// Percent-encodes a URL path (`/src/a b.js` → `src/a%20b.js`) for the API,
 /// keeping `/` between segments and dropping the leading one.
+/// A module location as the API takes it: the other origin (sent as
+/// `x-stamp-origin`) and the path.
+fn split_location(location: &str) -> (Option<&str>, &str) {
+    match stamp_model::assets::origin_of(location) {
+        Some(origin) => (Some(origin), &location[origin.len()..]),
+        None => (None, location),
+    }
+}
+
 pub fn encode_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.trim_start_matches('/').bytes() {

@@ -324,7 +324,8 @@ impl Ctx<'_> {
         }
         let repo = Repo::discover(folder)?;
         let url_base = self.url_base(folder, repo.as_ref())?;
-        if let Some(r) = repo.as_ref().filter(|_| !self.cli.all) {
+        let maybe_build = self.cli.build || self.settings.build == Some(true);
+        if let Some(r) = repo.as_ref().filter(|_| !self.cli.all && !maybe_build) {
             if r.head()?.commit.is_some() {
                 if let Err(refusal) = r.main_branch(self.settings.main_branch.as_deref()) {
                     return Err(Failure::new(Kind::Usage, refusal.message)
@@ -358,20 +359,39 @@ impl Ctx<'_> {
             }
             only.push(abs);
         }
+        let build = self.cli.build
+            || self.settings.build.unwrap_or_else(|| {
+                folder.join(".vite/manifest.json").is_file()
+                    || (crate::bundle::looks_built(folder)
+                        && repo.as_ref().is_some_and(|r| r.is_ignored(folder)))
+            });
         let scope = Scope {
             folder: folder.clone(),
             url_base,
             specifiers,
             only,
             all: self.cli.all,
+            build,
             main_branch: self.settings.main_branch.clone(),
         };
+        if scope.build && self.cli.verbose && !quiet {
+            let e = crate::bundle::entries(&scope.folder, &scope.url_base);
+            eprintln!(
+                "* {} is a build folder: every file counts; {} entr{} paired from {}",
+                scope.folder.display(),
+                e.patterns.len(),
+                if e.patterns.len() == 1 { "y" } else { "ies" },
+                e.source
+                    .as_deref()
+                    .unwrap_or("nothing (no manifest, no index.html)")
+            );
+        }
         if self.cli.verbose && !quiet {
             eprintln!(
                 "* {} is served at {}; comparing with {}",
                 scope.folder.display(),
                 scope.url_base,
-                if self.cli.all || repo.is_none() {
+                if self.cli.all || scope.build || repo.is_none() {
                     "nothing (every file counts)"
                 } else {
                     "the main branch's merge base"

@@ -22,11 +22,13 @@ pub struct FileConfig {
     pub folder: Option<String>,
     pub url_path: Option<String>,
     pub main_branch: Option<String>,
+    /// The folder is a bundler's output (default: detected).
+    pub build: Option<bool>,
     #[serde(default)]
     pub specifiers: BTreeMap<String, String>,
 }
 
-const KEYS: &str = "server, project, folder, url_path, main_branch, [specifiers]";
+const KEYS: &str = "server, project, folder, url_path, main_branch, build, [specifiers]";
 
 /// A problem with the configuration (exit code 2): where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +81,8 @@ pub struct Settings {
     /// `url_path` from stamp.toml, with the folder it describes.
     pub url_path: Option<(PathBuf, String)>,
     pub main_branch: Option<String>,
+    /// stamp.toml's `build`.
+    pub build: Option<bool>,
     /// Bare specifier → absolute file path.
     pub specifiers: Vec<(String, PathBuf)>,
     pub file: Option<PathBuf>,
@@ -319,6 +323,7 @@ pub fn resolve(
         folder_from,
         url_path,
         main_branch,
+        build: fc.build,
         specifiers,
         file: file_path,
     })
@@ -342,11 +347,27 @@ pub fn normalize_server(raw: &str) -> Result<String, &'static str> {
     Ok(s.to_string())
 }
 
-/// `/src`, `/` or `/static/js` (leading slash, no trailing one except for `/`).
+/// `/src`, `/` or `/static/js` (leading slash, no trailing one except for
+/// `/`), or the same under another origin where production serves the
+/// folder from a CDN: `https://cdn.example/lib`.
 pub fn normalize_url_path(raw: &str) -> Result<String, &'static str> {
     let t = raw.trim();
+    if stamp_model::assets::is_remote(t) {
+        let scheme_end = t.find("://").map_or(0, |i| i + 3);
+        let split = t[scheme_end..]
+            .find('/')
+            .map_or(t.len(), |i| scheme_end + i);
+        let origin = stamp_model::assets::normalize_origin(&t[..split])
+            .map_err(|_| "must be https://host[:port]/path with no user, query or fragment")?;
+        let path = normalize_url_path(if split == t.len() { "/" } else { &t[split..] })?;
+        return Ok(if path == "/" {
+            origin
+        } else {
+            format!("{origin}{path}")
+        });
+    }
     if !t.starts_with('/') {
-        return Err("must start with `/`");
+        return Err("must start with `/` (or be an https:// URL on a CDN)");
     }
     if t.contains('?') || t.contains('#') || t.contains('\\') || t.chars().any(char::is_control) {
         return Err("must be a plain path (no query, fragment or backslash)");

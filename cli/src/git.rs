@@ -162,6 +162,12 @@ impl Repo {
     }
 
     /// A path's place in the repository (`src/lib`), `/`-separated.
+    /// Whether git ignores `path` (a build folder, typically).
+    pub fn is_ignored(&self, path: &Path) -> bool {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        !rel.as_os_str().is_empty() && self.repo.is_path_ignored(rel).unwrap_or(false)
+    }
+
     pub fn relative(&self, path: &Path) -> Option<String> {
         path.strip_prefix(&self.root)
             .ok()

@@ -2,6 +2,7 @@
 //! modules to stamp-proxy as they are saved and moves the ticket from dev to
 //! qa to prod (and back).
 
+mod bundle;
 mod cli;
 mod client;
 mod commands;

@@ -31,6 +31,8 @@ pub struct Scope {
     pub only: Vec<PathBuf>,
     /// Every file, not only those that differ from the main branch.
     pub all: bool,
+    /// The folder is a bundler's output (see [`crate::bundle`]).
+    pub build: bool,
     pub main_branch: Option<String>,
 }
 
@@ -48,6 +50,16 @@ impl Scope {
         Some(self.folder.join(rel))
     }
 
+    /// A build's entry patterns, read afresh (the bundler rewrites its
+    /// manifest with every build).
+    fn entries(&self) -> BTreeMap<PathBuf, String> {
+        if self.build {
+            crate::bundle::entries(&self.folder, &self.url_base).patterns
+        } else {
+            BTreeMap::new()
+        }
+    }
+
     fn selected(&self, file: &Path) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| file.starts_with(o))
     }
@@ -58,7 +70,11 @@ impl Scope {
             .specifiers
             .iter()
             .find_map(|(f, s)| (s == specifier).then(|| f.clone()))
-            .or_else(|| (specifier == path).then(|| self.file_of(path)).flatten());
+            .or_else(|| {
+                (specifier == path || stamp_model::assets::is_entry_pattern(specifier))
+                    .then(|| self.file_of(path))
+                    .flatten()
+            });
         file.is_some_and(|f| f.starts_with(&self.folder) && self.selected(&f))
     }
 }
@@ -174,13 +190,16 @@ impl Syncer {
     /// specifier. `touched` paths (and everything under them) are re-read
     /// even if their size and time look unchanged.
     fn scan(&mut self, touched: &HashSet<PathBuf>) -> anyhow::Result<BTreeMap<String, Want>> {
+        // A build folder is git-ignored as a rule: its ignore files say
+        // nothing about what the build made.
+        let honour_ignores = !self.scope.build;
         let walker = ignore::WalkBuilder::new(&self.scope.folder)
             .hidden(true)
-            .git_ignore(true)
-            .git_exclude(true)
-            .git_global(true)
-            .ignore(true)
-            .parents(true)
+            .git_ignore(honour_ignores)
+            .git_exclude(honour_ignores)
+            .git_global(honour_ignores)
+            .ignore(honour_ignores)
+            .parents(honour_ignores)
             .require_git(false)
             .follow_links(false)
             .build();
@@ -195,7 +214,11 @@ impl Syncer {
                 _ => false,
             };
             let name = entry.file_name().to_string_lossy();
-            if !is_file || is_scratch(&name) || !self.scope.selected(path) {
+            if !is_file
+                || is_scratch(&name)
+                || !self.scope.selected(path)
+                || (self.scope.build && crate::bundle::is_build_metadata(&self.scope.folder, path))
+            {
                 continue;
             }
             let Ok(meta) = std::fs::metadata(path) else {
@@ -225,7 +248,11 @@ impl Syncer {
         }
         self.cache.retain(|p, _| seen.contains(p));
 
-        let repo = self.repo.as_ref().filter(|_| !self.scope.all);
+        let repo = self
+            .repo
+            .as_ref()
+            .filter(|_| !self.scope.all && !self.scope.build);
+        let entries = self.scope.entries();
         let base = match repo {
             Some(r) => r.base_tree(self.scope.main_branch.as_deref())?,
             None => None,
@@ -243,9 +270,10 @@ impl Syncer {
             let Some(path) = self.scope.url_path(&file) else {
                 continue;
             };
-            let (specifier, bare) = match self.scope.specifiers.get(&file) {
-                Some(s) => (s.clone(), true),
-                None => (path.clone(), false),
+            let (specifier, bare) = match (self.scope.specifiers.get(&file), entries.get(&file)) {
+                (Some(s), _) => (s.clone(), true),
+                (None, Some(pattern)) => (pattern.clone(), true),
+                (None, None) => (path.clone(), false),
             };
             wants.insert(
                 specifier.clone(),
@@ -419,7 +447,10 @@ impl Syncer {
             hashes.dedup();
             missing = self.client.missing(&hashes).map_err(Interrupted)?;
         }
-        let uploads: Vec<Want> = uploads.into_iter().cloned().collect();
+        let mut uploads: Vec<Want> = uploads.into_iter().cloned().collect();
+        // Entries last: a page that loads the ticket's entry finds every
+        // chunk it imports already there.
+        uploads.sort_by_key(|w| stamp_model::assets::is_entry_pattern(&w.specifier));
         for w in &uploads {
             self.upload(w, missing.contains(&w.sha256), &git, &mut s)?;
         }
@@ -612,6 +643,7 @@ mod tests {
             )]),
             only: vec![],
             all: false,
+            build: false,
             main_branch: None,
         }
     }
