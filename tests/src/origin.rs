@@ -206,6 +206,43 @@ impl Origin {
         }
     }
 
+    /// Serves every file under `dir` at `prefix` + its path below `dir`
+    /// (and `index.html` also at `prefix` itself), typed by extension, each
+    /// with `headers` (e.g. CORS for a CDN). Files added later are not seen:
+    /// call it again.
+    pub fn serve_dir(&self, prefix: &str, dir: &std::path::Path, headers: &[(&str, &str)]) {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let Ok(rel) = path.strip_prefix(dir) else {
+                    continue;
+                };
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                let url = format!("{}/{rel}", prefix.trim_end_matches('/'));
+                let Ok(body) = std::fs::read(&path) else {
+                    continue;
+                };
+                let mut route = Route::bytes(content_type_of(&rel), body);
+                for (k, v) in headers {
+                    route = route.header(k, v);
+                }
+                if rel == "index.html" {
+                    let root = if prefix.is_empty() { "/" } else { prefix };
+                    self.route(root, route.clone());
+                }
+                self.route(&url, route);
+            }
+        }
+    }
+
     /// Requests the origin received for `path` (without query).
     pub fn hits(&self, path: &str) -> u64 {
         self.shared
@@ -373,4 +410,19 @@ async fn big(req: Request) -> Response {
     resp.headers_mut()
         .insert("content-type", HeaderValue::from_static("text/html"));
     resp
+}
+
+/// A `Content-Type` by file extension, as a static server sends it.
+pub fn content_type_of(path: &str) -> &'static str {
+    let ext = path.rsplit('.').next().unwrap_or("");
+    match ext {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "importmap" => "application/importmap+json",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        _ => "application/octet-stream",
+    }
 }

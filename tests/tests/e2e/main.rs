@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod apps;
 mod browser;
 mod cli;
 mod layout;

@@ -1,0 +1,1020 @@
+//! The apps teams actually run, end to end: real front-end libraries and
+//! bundlers from npm (SystemJS, es-module-shims, import-map-injector, Vite,
+//! Rollup; installed by `tests/install-deps` into `tests/node/`), pages and
+//! builds of our own served by a real origin and a second origin that plays
+//! the CDN, the real `stamp` CLI uploading to a real `stamp-proxy`, and a
+//! real headless Chromium.
+//!
+//! Every scenario checks the same three things:
+//! - without a selection, production is served byte for byte;
+//! - `?dev=KEY` shows the ticket's code;
+//! - after `stamp KEY --promote`, `?qa=KEY` shows it too (and `?stamp=off`
+//!   production again).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use stamp_tests::browser::Browser;
+use stamp_tests::proxy::binary;
+use stamp_tests::{client, Origin, Proxy, Route};
+
+const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
+const CORS: &[(&str, &str)] = &[("access-control-allow-origin", "*")];
+
+/// `tests/node/node_modules`, installed by `tests/install-deps` (never
+/// skipped: a missing install fails the test and says how to fix it).
+fn node_modules() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/node_modules");
+    assert!(
+        dir.join("vite/package.json").is_file(),
+        "{} is missing: run tests/install-deps (it runs `npm ci` in tests/node)",
+        dir.display()
+    );
+    dir
+}
+
+fn npm_file(rel: &str) -> Vec<u8> {
+    let path = node_modules().join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// Runs a command to success, with its output in the panic message.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn git(dir: &Path, home: &Path, args: &[&str]) {
+    run(Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.test")
+        .env("GIT_COMMITTER_NAME", "dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.test"));
+}
+
+/// An origin, maybe a CDN, a proxy in front, a browser, and a home for the CLI.
+struct App {
+    origin: Origin,
+    cdn: Origin,
+    proxy: Proxy,
+    home: tempfile::TempDir,
+    _conf: tempfile::TempDir,
+}
+
+impl App {
+    fn start(origin: Origin, cdn: Origin) -> App {
+        let conf = tempfile::tempdir().unwrap();
+        let file = conf.path().join("proxy.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "origin = \"{}\"\nstore = \"{}\"\nasset_origins = [\"{}\"]\n",
+                origin.url,
+                conf.path().join("store").display(),
+                cdn.url
+            ),
+        )
+        .unwrap();
+        let proxy = Proxy::start_with(None, &["--config", &file.to_string_lossy()], &[]).unwrap();
+        App {
+            origin,
+            cdn,
+            proxy,
+            home: tempfile::tempdir().unwrap(),
+            _conf: conf,
+        }
+    }
+
+    /// `stamp --server <proxy> ARGS` in `dir`, with a clean environment.
+    fn stamp(&self, dir: &Path, args: &[&str]) -> String {
+        let mut cmd = Command::new(binary("stamp").unwrap());
+        cmd.arg("--server")
+            .arg(&self.proxy.url)
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+        run(&mut cmd)
+    }
+
+    /// Through the proxy without a selection, each path is exactly what the
+    /// origin (or the CDN, for absolute URLs) serves.
+    async fn production_is_untouched(&self, paths: &[&str]) {
+        for path in paths {
+            let (direct, proxied) = if path.starts_with("http") {
+                // CDN files never pass the proxy in production: the page's
+                // reference to them is what must be unchanged.
+                continue;
+            } else {
+                (format!("{}{path}", self.origin.url), self.proxy.url(path))
+            };
+            let a = client().get(&direct).send().await.unwrap();
+            let b = client().get(&proxied).send().await.unwrap();
+            assert_eq!(a.status(), b.status(), "{path}");
+            assert_eq!(
+                a.headers().get("content-type"),
+                b.headers().get("content-type"),
+                "{path}"
+            );
+            let (a, b) = (a.bytes().await.unwrap(), b.bytes().await.unwrap());
+            assert!(a == b, "{path}: the proxy changed production's bytes");
+        }
+    }
+
+    /// The three checks of every scenario (see the module's doc); `upload`
+    /// runs the CLI, `dir` is where `stamp KEY --promote` runs.
+    async fn scenario(
+        &self,
+        browser: &Browser,
+        s: Scenario<'_>,
+        upload: impl FnOnce(),
+        dir: &Path,
+    ) {
+        self.production_is_untouched(s.untouched).await;
+        self.expect(browser, "/", s.check, s.production).await;
+        upload();
+        self.expect(browser, &format!("/?dev={}", s.key), s.check, s.ticket)
+            .await;
+        // Without a selection again, production is back, byte for byte.
+        self.expect(browser, "/?stamp=off", s.check, s.production)
+            .await;
+        self.production_is_untouched(s.untouched).await;
+        self.stamp(dir, &[s.key, "--promote"]);
+        self.expect(browser, &format!("/?qa={}", s.key), s.check, s.ticket)
+            .await;
+        self.expect(browser, "/?stamp=off", s.check, s.production)
+            .await;
+    }
+
+    /// Opens `path` and waits until `check` (a script returning a string)
+    /// returns `want`.
+    async fn expect(&self, browser: &Browser, path: &str, check: &str, want: &str) {
+        let start = std::time::Instant::now();
+        let mut last = String::new();
+        let mut loaded: Option<std::time::Instant> = None;
+        while start.elapsed() < PAGE_TIMEOUT {
+            // Opened again now and then: a watching CLI may still be uploading.
+            if loaded.is_none_or(|t| t.elapsed() > Duration::from_secs(3)) {
+                browser.goto(&self.proxy.url(path)).await.unwrap();
+                loaded = Some(std::time::Instant::now());
+            }
+            match browser.execute(check).await {
+                Ok(v) => {
+                    last = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    if last == want {
+                        return;
+                    }
+                }
+                Err(e) => last = format!("(error: {e})"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let console: String = browser
+            .console()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|e| format!("\n  {} {}", e.level, e.message))
+            .collect();
+        panic!(
+            "{path}: wanted {want:?}, the page shows {last:?}\nconsole:{console}\nproxy log:\n{}",
+            tail(&self.proxy.log_text())
+        );
+    }
+}
+
+/// What one scenario shows: the ticket, the paths production must serve
+/// unchanged, a script that returns what the page shows, and what it shows
+/// on production and on the ticket.
+struct Scenario<'a> {
+    key: &'a str,
+    untouched: &'a [&'a str],
+    check: &'a str,
+    production: &'a str,
+    ticket: &'a str,
+}
+
+/// A child process killed when the test ends, however it ends.
+struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    fn spawn(cmd: &mut Command) -> ChildGuard {
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        ChildGuard(Some(child))
+    }
+
+    fn stop(&mut self) {
+        if let Some(child) = self.0.take() {
+            stamp_tests::stop_child(child, Duration::from_secs(3));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+const SHOW_OUT: &str = "return document.getElementById('out')?.textContent ?? ''";
+
+/// A git repository with a stamp.toml on `main`, and the ticket's `files`
+/// below `folder` committed on a branch, as a developer would have it.
+fn project(url_path: &str, folder: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "stamp.toml",
+        &format!("folder = \"{folder}\"\nurl_path = \"{url_path}\"\n"),
+    );
+    on_a_branch(dir.path(), |_| {});
+    for (rel, text) in files {
+        write(&dir.path().join(folder), rel, text);
+    }
+    commit(dir.path(), "the ticket");
+    dir
+}
+
+/// `git init` with what `dir` holds (after `main_files`) committed on
+/// `main`, then a ticket branch checked out.
+fn on_a_branch(dir: &Path, main_files: impl FnOnce(&Path)) {
+    main_files(dir);
+    let home = dir.join(".git-home");
+    std::fs::create_dir_all(&home).unwrap();
+    write(dir, ".git/info/exclude", ".git-home/\n");
+    git(dir, &home, &["init", "-q", "-b", "main"]);
+    write(dir, ".git/info/exclude", ".git-home/\n");
+    commit(dir, "production");
+    git(dir, &home, &["checkout", "-q", "-b", "ticket"]);
+}
+
+fn commit(dir: &Path, message: &str) {
+    let home = dir.join(".git-home");
+    git(dir, &home, &["add", "-A"]);
+    git(
+        dir,
+        &home,
+        &["commit", "-q", "--allow-empty", "-m", message],
+    );
+}
+
+// ------------------------------------------------------------- SystemJS
+
+const SYSTEM_GREET: &str = "System.register([], function (e) { return { execute: function () { e('greet', function () { return 'GREETING'; }); } }; });";
+
+#[tokio::test]
+async fn systemjs_with_an_external_map_on_the_same_origin() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script src=\"/lib/system.min.js\"></script>\
+             <script type=\"systemjs-importmap\" src=\"/importmap.json\"></script>\
+             </head><body><p id=out>loading</p>\
+             <script>System.import('@app/main')</script></body></html>",
+        ),
+    );
+    origin.route(
+        "/lib/system.min.js",
+        Route::bytes("text/javascript", npm_file("systemjs/dist/system.min.js")),
+    );
+    // A relative address: relative to the map's own URL, as SystemJS reads it.
+    origin.route(
+        "/importmap.json",
+        Route::bytes(
+            "application/json",
+            br#"{"imports":{"@app/main":"/apps/main.js","@app/greet":"./apps/greet.js"}}"#.to_vec(),
+        ),
+    );
+    origin.route(
+        "/apps/main.js",
+        Route::bytes(
+            "text/javascript",
+            b"System.register(['@app/greet'], function () { var g; return { setters: [function (m) { g = m; }], execute: function () { document.getElementById('out').textContent = g.greet(); } }; });".to_vec(),
+        ),
+    );
+    origin.route(
+        "/apps/greet.js",
+        Route::bytes(
+            "text/javascript",
+            SYSTEM_GREET
+                .replace("GREETING", "systemjs production")
+                .into_bytes(),
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/apps",
+        "apps",
+        &[(
+            "greet.js",
+            &SYSTEM_GREET.replace("GREETING", "systemjs ticket"),
+        )],
+    );
+    let browser = Browser::start().await.unwrap();
+    app.scenario(
+        &browser,
+        Scenario {
+            key: "SJS-1",
+            untouched: &["/", "/importmap.json", "/apps/greet.js", "/apps/main.js"],
+            check: SHOW_OUT,
+            production: "systemjs production",
+            ticket: "systemjs ticket",
+        },
+        || {
+            app.stamp(work.path(), &["SJS-1", "--update", "--once"]);
+        },
+        work.path(),
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+// ------------------------------------------------------ es-module-shims
+
+#[tokio::test]
+async fn es_module_shims_with_an_external_map_and_modules_on_a_cdn() {
+    let cdn = Origin::start().unwrap();
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(&format!(
+            "<!doctype html><html><head>\
+             <script async src=\"/lib/es-module-shims.js\"></script>\
+             <script type=\"importmap-shim\" src=\"{cdn}/maps/importmap.json\"></script>\
+             </head><body><p id=out>loading</p>\
+             <script type=\"module-shim\">import {{ greet }} from '@app/greet'; \
+             greet().then(t => document.getElementById('out').textContent = t);</script>\
+             </body></html>",
+            cdn = cdn.url
+        )),
+    );
+    origin.route(
+        "/lib/es-module-shims.js",
+        Route::bytes(
+            "text/javascript",
+            npm_file("es-module-shims/dist/es-module-shims.js"),
+        ),
+    );
+    let serve = |path: &str, ty: &str, body: &str| {
+        let mut r = Route::bytes(ty, body.as_bytes().to_vec());
+        for (k, v) in CORS {
+            r = r.header(k, v);
+        }
+        cdn.route(path, r);
+    };
+    serve(
+        "/maps/importmap.json",
+        "application/json",
+        r#"{"imports":{"@app/greet":"../lib/greet.js"}}"#,
+    );
+    serve(
+        "/lib/greet.js",
+        "text/javascript",
+        "import { who } from './who.js';\nexport async function greet() { return 'shims production ' + who; }\n",
+    );
+    serve(
+        "/lib/who.js",
+        "text/javascript",
+        "export const who = 'from the cdn';\n",
+    );
+    serve(
+        "/lib/data.json",
+        "application/json",
+        "{\"word\":\"data from the cdn\"}",
+    );
+    let app = App::start(origin, cdn);
+    // The ticket changes the CDN's greet.js; its sibling who.js and its
+    // data.json stay production's, on the CDN.
+    let work = project(
+        &format!("{}/lib", app.cdn.url),
+        "lib",
+        &[(
+            "greet.js",
+            "import { who } from './who.js';\n\
+             export async function greet() {\n\
+               const data = await (await fetch(new URL('./data.json', import.meta.url))).json();\n\
+               return 'shims ticket ' + who + ' + ' + data.word;\n\
+             }\n",
+        )],
+    );
+    let browser = Browser::start().await.unwrap();
+    app.scenario(
+        &browser,
+        Scenario {
+            key: "ESM-1",
+            untouched: &["/"],
+            check: SHOW_OUT,
+            production: "shims production from the cdn",
+            ticket: "shims ticket from the cdn + data from the cdn",
+        },
+        || {
+            app.stamp(work.path(), &["ESM-1", "--update", "--once"]);
+        },
+        work.path(),
+    )
+    .await;
+    assert!(app.cdn.hits("/lib/who.js") > 0 && app.cdn.hits("/lib/data.json") > 0);
+    browser.close().await.unwrap();
+}
+
+// -------------------------------------------------- import-map-injector
+
+#[tokio::test]
+async fn import_map_injector_with_an_external_map() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script type=\"injector-importmap\" src=\"/importmap.json\"></script>\
+             <script src=\"/lib/import-map-injector.js\"></script>\
+             </head><body><p id=out>loading</p>\
+             <script>window.importMapInjector.initPromise.then(() => import('@app/main'));</script>\
+             </body></html>",
+        ),
+    );
+    origin.route(
+        "/lib/import-map-injector.js",
+        Route::bytes(
+            "text/javascript",
+            npm_file("@single-spa/import-map-injector/lib/import-map-injector.js"),
+        ),
+    );
+    origin.route(
+        "/importmap.json",
+        Route::bytes(
+            "application/importmap+json",
+            br#"{"imports":{"@app/main":"/apps/main.js","@app/":"/apps/"}}"#.to_vec(),
+        ),
+    );
+    origin.route(
+        "/apps/main.js",
+        Route::bytes(
+            "text/javascript",
+            b"import { greet } from '@app/greet.js'; document.getElementById('out').textContent = greet();".to_vec(),
+        ),
+    );
+    origin.route(
+        "/apps/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"export const greet = () => 'injector production';".to_vec(),
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/apps",
+        "apps",
+        &[("greet.js", "export const greet = () => 'injector ticket';")],
+    );
+    let browser = Browser::start().await.unwrap();
+    app.scenario(
+        &browser,
+        Scenario {
+            key: "IMI-1",
+            untouched: &["/", "/importmap.json", "/apps/greet.js"],
+            check: SHOW_OUT,
+            production: "injector production",
+            ticket: "injector ticket",
+        },
+        || {
+            app.stamp(work.path(), &["IMI-1", "--update", "--once"]);
+        },
+        work.path(),
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+// ------------------------------------- native map, modules on a CDN
+
+#[tokio::test]
+async fn a_native_map_pointing_at_a_cdn_with_relative_siblings() {
+    let cdn = Origin::start().unwrap();
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(&format!(
+            "<!doctype html><html><head>\
+             <script type=\"importmap\">{{\"imports\":{{\"@cdn/widget\":\"{cdn}/widget/index.js\"}}}}</script>\
+             </head><body><p id=out>loading</p>\
+             <script type=\"module\">import {{ render }} from '@cdn/widget'; \
+             import '{cdn}/widget/shared.js'; \
+             render().then(t => document.getElementById('out').textContent = t + ' / shared x' + window.sharedLoads);</script>\
+             </body></html>",
+            cdn = cdn.url
+        )),
+    );
+    let serve = |path: &str, ty: &str, body: &str| {
+        let mut r = Route::bytes(ty, body.as_bytes().to_vec());
+        for (k, v) in CORS {
+            r = r.header(k, v);
+        }
+        cdn.route(path, r);
+    };
+    serve(
+        "/widget/index.js",
+        "text/javascript",
+        "import { text } from './text.js';\nimport './shared.js';\nexport async function render() { return 'widget production: ' + text; }\n",
+    );
+    serve(
+        "/widget/text.js",
+        "text/javascript",
+        "export const text = 'old text';\n",
+    );
+    serve(
+        "/widget/shared.js",
+        "text/javascript",
+        "window.sharedLoads = (window.sharedLoads || 0) + 1;\n",
+    );
+    serve(
+        "/widget/strings.json",
+        "application/json",
+        "{\"hello\":\"hi from the cdn\"}",
+    );
+    let app = App::start(origin, cdn);
+    // The ticket changes index.js and its sibling text.js; shared.js and
+    // strings.json stay production's.
+    let work = project(
+        &format!("{}/widget", app.cdn.url),
+        "widget",
+        &[
+            (
+                "index.js",
+                "import { text } from './text.js';\nimport './shared.js';\n\
+                 export async function render() {\n\
+                   const s = await (await fetch(new URL('./strings.json', import.meta.url))).json();\n\
+                   return 'widget ticket: ' + text + ', ' + s.hello;\n\
+                 }\n",
+            ),
+            ("text.js", "export const text = 'new text';\n"),
+        ],
+    );
+    let browser = Browser::start().await.unwrap();
+    app.scenario(
+        &browser,
+        Scenario {
+            key: "CDN-1",
+            untouched: &["/"],
+            check: SHOW_OUT,
+            production: "widget production: old text / shared x1",
+            ticket: "widget ticket: new text, hi from the cdn / shared x1",
+        },
+        || {
+            app.stamp(work.path(), &["CDN-1", "--update", "--once"]);
+        },
+        work.path(),
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+// ------------------------------------------------------------ stylesheets
+
+#[tokio::test]
+async fn an_overridden_stylesheet_keeps_its_untouched_imports_and_images() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><link rel=stylesheet href=\"/css/app.css\"></head>\
+             <body><p id=out class=box>styled</p></body></html>",
+        ),
+    );
+    origin.route(
+        "/css/app.css",
+        Route::bytes(
+            "text/css",
+            b"@import url(./theme.css);\n.box { color: rgb(1, 2, 3); background-image: url(./dot.png); }\n"
+                .to_vec(),
+        ),
+    );
+    origin.route(
+        "/css/theme.css",
+        Route::bytes("text/css", b".box { border: 7px solid black; }\n".to_vec()),
+    );
+    // A 1x1 PNG.
+    let png = base64_decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==");
+    origin.route("/css/dot.png", Route::bytes("image/png", png));
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/css",
+        "css",
+        &[(
+            "app.css",
+            "@import url(./theme.css);\n.box { color: rgb(4, 5, 6); background-image: url(./dot.png); }\n",
+        )],
+    );
+    let check = "const s = getComputedStyle(document.getElementById('out')); \
+                 const img = performance.getEntriesByType('resource').some(r => new URL(r.name).pathname === '/css/dot.png'); \
+                 return s.color + ' ' + s.borderTopWidth + ' ' + (img ? 'dot' : 'no-dot');";
+    let browser = Browser::start().await.unwrap();
+    app.scenario(
+        &browser,
+        Scenario {
+            key: "CSS-1",
+            untouched: &["/", "/css/app.css", "/css/theme.css", "/css/dot.png"],
+            check,
+            production: "rgb(1, 2, 3) 7px dot",
+            ticket: "rgb(4, 5, 6) 7px dot",
+        },
+        || {
+            app.stamp(work.path(), &["CSS-1", "--update", "--once"]);
+        },
+        work.path(),
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+// ------------------------------------------------------------------ Vite
+
+const VITE_CHECK: &str = "const out = document.getElementById('out'), lazy = document.getElementById('lazy'); \
+    return out.textContent + ' ' + getComputedStyle(out).color + ' | ' + lazy.textContent + ' ' + getComputedStyle(lazy).color;";
+
+fn vite_build(dir: &Path, out: &str) {
+    let vite = node_modules().join("vite/bin/vite.js");
+    run(Command::new("node")
+        .arg(vite)
+        .args([
+            "build",
+            "--logLevel",
+            "warn",
+            "--outDir",
+            out,
+            "--emptyOutDir",
+        ])
+        .current_dir(dir));
+}
+
+fn vite_sources(dir: &Path, word: &str, color: &str, lazy_color: &str) {
+    write(
+        dir,
+        "vite.config.mjs",
+        "export default { build: { manifest: true, assetsInlineLimit: 0 } };\n",
+    );
+    write(
+        dir,
+        "index.html",
+        "<!doctype html><html><head><title>shop</title>\
+         <script type=\"module\" src=\"/src/main.js\"></script></head>\
+         <body><p id=out>loading</p><p id=lazy>loading</p></body></html>\n",
+    );
+    write(
+        dir,
+        "src/main.js",
+        "import { greet } from './greet.js';\nimport './style.css';\n\
+         document.getElementById('out').textContent = greet();\n\
+         import('./lazy.js').then((m) => { document.getElementById('lazy').textContent = m.lazy(); });\n",
+    );
+    write(
+        dir,
+        "src/greet.js",
+        &format!("export const greet = () => 'vite {word}';\n"),
+    );
+    write(
+        dir,
+        "src/style.css",
+        &format!("#out {{ color: {color}; }}\n"),
+    );
+    write(
+        dir,
+        "src/lazy.js",
+        &format!("import './lazy.css';\nexport const lazy = () => 'lazy {word}';\n"),
+    );
+    write(
+        dir,
+        "src/lazy.css",
+        &format!("#lazy {{ color: {lazy_color}; }}\n"),
+    );
+}
+
+#[tokio::test]
+async fn a_vite_build_in_a_git_ignored_dist() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    on_a_branch(dir, |dir| {
+        vite_sources(dir, "production", "rgb(1, 2, 3)", "rgb(7, 8, 9)");
+        write(dir, ".gitignore", "dist/\nprod/\n");
+        write(dir, "stamp.toml", "folder = \"dist\"\nurl_path = \"/\"\n");
+    });
+    vite_build(dir, "prod");
+    let origin = Origin::start().unwrap();
+    origin.serve_dir("", &dir.join("prod"), &[]);
+    let app = App::start(origin, Origin::start().unwrap());
+
+    // The ticket: a branch that changes text and both stylesheets, built into
+    // the git-ignored dist/ as `vite build` does.
+    vite_sources(dir, "ticket", "rgb(4, 5, 6)", "rgb(10, 11, 12)");
+    commit(dir, "the ticket");
+    vite_build(dir, "dist");
+    let manifest = std::fs::read_to_string(dir.join("prod/.vite/manifest.json")).unwrap();
+    let prod_entry = serde_json::from_str::<serde_json::Value>(&manifest).unwrap()["index.html"]
+        ["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let browser = Browser::start().await.unwrap();
+    app.scenario(
+        &browser,
+        Scenario {
+            key: "VITE-1",
+            untouched: &["/", &format!("/{prod_entry}")],
+            check: VITE_CHECK,
+            production: "vite production rgb(1, 2, 3) | lazy production rgb(7, 8, 9)",
+            ticket: "vite ticket rgb(4, 5, 6) | lazy ticket rgb(10, 11, 12)",
+        },
+        || {
+            // No --build, no --all: a Vite manifest says what dist/ is.
+            let out = app.stamp(dir, &["VITE-1", "--update", "--once"]);
+            assert!(out.contains("VITE-1"), "{out}");
+        },
+        dir,
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn vite_build_watch_and_stamp_update_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    vite_sources(dir, "production", "rgb(1, 2, 3)", "rgb(7, 8, 9)");
+    write(
+        dir,
+        "stamp.toml",
+        "folder = \"dist\"\nurl_path = \"/\"\nbuild = true\n",
+    );
+    vite_build(dir, "prod");
+    let origin = Origin::start().unwrap();
+    origin.serve_dir("", &dir.join("prod"), &[]);
+    let app = App::start(origin, Origin::start().unwrap());
+    vite_build(dir, "dist");
+
+    let vite = node_modules().join("vite/bin/vite.js");
+    let mut watch_build = ChildGuard::spawn(
+        Command::new("node")
+            .arg(vite)
+            .args(["build", "--watch", "--logLevel", "warn", "--outDir", "dist"])
+            .current_dir(dir),
+    );
+    let mut watch_stamp = ChildGuard::spawn(
+        Command::new(binary("stamp").unwrap())
+            .args(["--server", &app.proxy.url, "WATCH-1", "--update"])
+            .current_dir(dir)
+            .env("HOME", app.home.path())
+            .env("XDG_CONFIG_HOME", app.home.path().join(".config")),
+    );
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=WATCH-1",
+        VITE_CHECK,
+        "vite production rgb(1, 2, 3) | lazy production rgb(7, 8, 9)",
+    )
+    .await;
+    // Save a source file: vite rebuilds dist/, stamp uploads what changed.
+    write(
+        dir,
+        "src/greet.js",
+        "export const greet = () => 'vite saved';\n",
+    );
+    app.expect(
+        &browser,
+        "/?dev=WATCH-1",
+        VITE_CHECK,
+        "vite saved rgb(1, 2, 3) | lazy production rgb(7, 8, 9)",
+    )
+    .await;
+    app.expect(
+        &browser,
+        "/?stamp=off",
+        VITE_CHECK,
+        "vite production rgb(1, 2, 3) | lazy production rgb(7, 8, 9)",
+    )
+    .await;
+    watch_stamp.stop();
+    watch_build.stop();
+    browser.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------- Rollup
+
+fn rollup_sources(dir: &Path, word: &str) {
+    let html_plugin = node_modules().join("@rollup/plugin-html/dist/es/index.js");
+    write(
+        dir,
+        "rollup.config.mjs",
+        &format!(
+            "import html from '{}';\n\
+             export default {{\n\
+               input: 'src/main.js',\n\
+               output: {{ dir: process.env.OUT, format: 'es', entryFileNames: '[name]-[hash].js', chunkFileNames: '[name]-[hash].js' }},\n\
+               plugins: [html({{ template: ({{ files }}) => '<!doctype html><html><head>' +\n\
+                 files.js.filter((f) => f.isEntry).map((f) => `<script type=\"module\" src=\"/${{f.fileName}}\"></script>`).join('') +\n\
+                 '</head><body><p id=out>loading</p></body></html>' }})],\n\
+             }};\n",
+            html_plugin.display()
+        ),
+    );
+    write(
+        dir,
+        "src/main.js",
+        "import('./words.js').then((m) => { document.getElementById('out').textContent = m.words(); });\n",
+    );
+    write(
+        dir,
+        "src/words.js",
+        &format!("export const words = () => 'rollup {word}';\n"),
+    );
+}
+
+fn rollup_build(dir: &Path, out: &str) {
+    let rollup = node_modules().join("rollup/dist/bin/rollup");
+    run(Command::new("node")
+        .arg(rollup)
+        .args(["-c", "rollup.config.mjs", "--silent"])
+        .env("OUT", out)
+        .current_dir(dir));
+}
+
+#[tokio::test]
+async fn a_rollup_build_with_code_splitting() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    on_a_branch(dir, |dir| {
+        rollup_sources(dir, "production");
+        write(dir, ".gitignore", "build/\nprod/\n");
+        write(dir, "stamp.toml", "folder = \"build\"\nurl_path = \"/\"\n");
+    });
+    rollup_build(dir, "prod");
+    let origin = Origin::start().unwrap();
+    origin.serve_dir("", &dir.join("prod"), &[]);
+    let app = App::start(origin, Origin::start().unwrap());
+    rollup_sources(dir, "ticket");
+    commit(dir, "the ticket");
+    rollup_build(dir, "build");
+    let browser = Browser::start().await.unwrap();
+    app.scenario(
+        &browser,
+        Scenario {
+            key: "ROLL-1",
+            untouched: &["/"],
+            check: SHOW_OUT,
+            production: "rollup production",
+            ticket: "rollup ticket",
+        },
+        || {
+            // No manifest: --build pairs the entry from the built index.html.
+            app.stamp(dir, &["ROLL-1", "--update", "--once", "--build"]);
+        },
+        dir,
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+// --------------------------------------------------------- hostile input
+
+#[tokio::test]
+async fn the_map_and_mirror_endpoints_refuse_what_they_must() {
+    let origin = Origin::start().unwrap();
+    let evil = Origin::start().unwrap();
+    evil.route("/m.json", Route::bytes("application/json", b"{}".to_vec()));
+    let app = App::start(origin, Origin::start().unwrap());
+    let c = client();
+    let status = |path: String| {
+        let c = c.clone();
+        let url = app.proxy.url(&path);
+        async move { c.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // Not an address of the request's choosing: no fetch of another site.
+    let enc = |s: &str| s.replace(':', "%3A").replace('/', "%2F");
+    assert_eq!(
+        status(format!(
+            "/__stamp/map?v=00&src={}",
+            enc(&format!("{}/m.json", evil.url))
+        ))
+        .await,
+        400
+    );
+    assert_eq!(
+        status(format!(
+            "/__stamp/map?v=00&src={}",
+            enc("//evil.example/m.json")
+        ))
+        .await,
+        400
+    );
+    assert_eq!(status("/__stamp/map?src=%2Fm.json".into()).await, 400);
+    assert_eq!(evil.hits("/m.json"), 0);
+    // No open redirect: only origins a ticket overrides or that are configured.
+    assert_eq!(
+        status(format!(
+            "/__stamp/o/http/{}/x.js",
+            evil.url.trim_start_matches("http://")
+        ))
+        .await,
+        404
+    );
+    assert_eq!(status("/__stamp/o/javascript/alert(1)".into()).await, 404);
+    let configured = client()
+        .get(app.proxy.url(&format!(
+            "/__stamp/o/http/{}/lib/x.js?v=1",
+            app.cdn.url.trim_start_matches("http://")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(configured.status(), 302);
+    assert_eq!(
+        configured.headers()["location"],
+        format!("{}/lib/x.js?v=1", app.cdn.url).as_str()
+    );
+    // A module on an origin that is not configured is refused at upload.
+    let resp = client()
+        .put(app.proxy.url("/__stamp/api/v1/tickets/EVIL-1/modules/x.js"))
+        .header("x-stamp-origin", evil.url.as_str())
+        .body("export {}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("asset_origins"),
+        "{body}"
+    );
+    for bad in [
+        "javascript:alert(1)",
+        "https://user@cdn.example",
+        "https://cdn.example/path",
+        "\u{7f}",
+    ] {
+        let resp = client()
+            .put(app.proxy.url("/__stamp/api/v1/tickets/EVIL-1/modules/x.js"))
+            .header("x-stamp-origin", bad)
+            .body("export {}")
+            .send()
+            .await;
+        if let Ok(resp) = resp {
+            assert_eq!(resp.status(), 400, "{bad}");
+        }
+    }
+    // An entry pattern must match the module's own path.
+    let resp = client()
+        .put(
+            app.proxy
+                .url("/__stamp/api/v1/tickets/EVIL-1/modules/assets/index-Ab12Cd34.js"),
+        )
+        .header("x-stamp-specifier", "/admin/[hash:8].js")
+        .body("export {}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
