@@ -28,6 +28,7 @@ Examples:
   stamp 1 -u --once                 the same for <project>-1 (project key from stamp.toml), then exit
   stamp TKT-1 -u src/cart.js        update only this entry
   stamp TKT-1 -u --all              upload every file of the folder, not only what differs from main
+  stamp TKT-1 -u -f dist --build    upload a bundler's output; its entries replace production's
   stamp TKT-1 --promote             dev -> qa (checks: clean work tree, HEAD on or ahead of main)
   stamp TKT-1 --promote             qa -> prod (released: every visitor gets it)
   stamp TKT-1 --revert              prod -> qa, or qa -> dev
@@ -47,7 +48,9 @@ stamp.toml (paths are relative to the file's directory; tokens never belong here
   project = \"TKT\"                      # `stamp 42` means TKT-42
   folder = \"src\"                       # the folder to watch and upload
   url_path = \"/src\"                    # where production serves that folder
-                                       # (default: its path from the repository root)
+                                       # (default: its path from the repository root;
+                                       # a URL such as \"https://cdn.example/lib\" for a CDN)
+  build = true                         # the folder is a bundler's output (default: detected)
   main_branch = \"main\"                 # default: main, or master when there is no main
   [specifiers]                         # modules known by a bare specifier
   \"@shop/cart\" = \"src/cart.js\"

@@ -250,6 +250,8 @@ async fn the_settlers_changes_reach_hooks_and_history() {
         })
         .await;
         wait_until(|| !served().contains("/src/a.js")).await;
+        // The file is written before it is committed: wait for the commit.
+        wait_until(|| git_log(repo.path()).contains("the origin diverged")).await;
     };
     tokio::select! {
         _ = jobs => panic!("jobs ended before shutdown"),
