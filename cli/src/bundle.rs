@@ -89,6 +89,13 @@ pub fn entries(folder: &Path, url_base: &str) -> Entries {
             patterns.insert(file, p);
         }
     }
+    // Two entries of one pattern (a multi-page build's two `index-….js`)
+    // cannot be told apart on the page: both are uploaded by their paths.
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for p in patterns.values() {
+        *count.entry(p.clone()).or_default() += 1;
+    }
+    patterns.retain(|_, p| count.get(p) == Some(&1));
     Entries { patterns, source }
 }
 
@@ -281,6 +288,20 @@ mod tests {
         let e = entries(dir.path(), "/app");
         let got: Vec<&String> = e.patterns.values().collect();
         assert_eq!(got, ["/app/app-[hash:8].css", "/app/main-[hash:8].js"]);
+    }
+
+    #[test]
+    fn entries_that_share_a_pattern_are_not_paired() {
+        let dir = build(&[
+            (
+                ".vite/manifest.json",
+                r#"{"a/index.html":{"file":"assets/index-BuR3Dq2X.js","name":"index","isEntry":true},
+                   "b/index.html":{"file":"assets/index-Cq9xZ1aa.js","name":"index","isEntry":true}}"#,
+            ),
+            ("assets/index-BuR3Dq2X.js", "x"),
+            ("assets/index-Cq9xZ1aa.js", "x"),
+        ]);
+        assert!(entries(dir.path(), "/").patterns.is_empty());
     }
 
     #[test]

@@ -934,6 +934,11 @@ pub fn normalize_module_path(raw: &str, extensions: &[String]) -> Result<String,
     if decoded.contains('?') || decoded.contains('#') {
         return Err(bad("the module path has a query or fragment"));
     }
+    if wire::is_reserved(&format!("/{decoded}")) {
+        return Err(bad(
+            "the module path is under /__stamp/, which the proxy answers itself",
+        ));
+    }
     for seg in decoded.split('/') {
         if seg.is_empty() || seg == "." || seg == ".." {
             return Err(bad("the module path has an empty, `.` or `..` segment"));

@@ -30,8 +30,9 @@ pub struct MapFetch {
     pub integrity: Option<String>,
     /// The body so far; merged at its end.
     pub buf: Vec<u8>,
-    /// The answer is not a map to merge (an error status): it flows as is.
-    pub passthrough: bool,
+    /// Why the upstream's answer is no map to merge (its status, encoding
+    /// or type): the client gets a 502 with this reason, never its bytes.
+    pub failure: Option<String>,
 }
 
 /// The query of a map URL, read and checked.
@@ -124,11 +125,11 @@ pub fn integrity_ok(integrity: &str, body: &[u8]) -> bool {
 }
 
 impl MapFetch {
-    /// The merged map, or production's bytes unchanged with the reason
-    /// when they cannot be merged. `Err` when production's map fails its
-    /// integrity: then the response is aborted, as the browser would have
-    /// refused it.
-    pub fn finish(&mut self, page: &Url, max: usize) -> Result<(Vec<u8>, Option<String>), String> {
+    /// The merged map. `Err` when production's map fails its integrity or
+    /// is no import map: the response is then aborted (fail closed: the
+    /// upstream's bytes are never relayed as they are, and a browser would
+    /// have refused them too).
+    pub fn finish(&mut self, page: &Url, max: usize) -> Result<Vec<u8>, String> {
         let body = std::mem::take(&mut self.buf);
         if let Some(i) = &self.integrity {
             if !integrity_ok(i, &body) {
@@ -138,13 +139,11 @@ impl MapFetch {
                 ));
             }
         }
-        let Ok(text) = std::str::from_utf8(&body) else {
-            return Ok((body, Some("the import map is not UTF-8".into())));
-        };
-        match importmap::merge_external(text, &self.effective.overrides, &self.url, page, max) {
-            Ok(merged) => Ok((merged.into_bytes(), None)),
-            Err(e) => Ok((body, Some(e.to_string()))),
-        }
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| format!("the import map at {} is not UTF-8", self.url))?;
+        importmap::merge_external(text, &self.effective.overrides, &self.url, page, max)
+            .map(String::into_bytes)
+            .map_err(|e| format!("the import map at {}: {e}", self.url))
     }
 }
 

@@ -60,6 +60,9 @@ pub fn merge_external(
     max_len: usize,
 ) -> Result<String, MergeError> {
     let mut root = parse(original, max_len)?;
+    // Only what import maps mean is served again: whatever else the
+    // fetched JSON held is not relayed under the app's origin.
+    root.retain(|k, _| matches!(k.as_str(), "imports" | "scopes" | "integrity"));
     absolutize(&mut root, map_url, page_url);
     merge_root(&mut root, overrides, page_url);
     serde_json::to_string(&Value::Object(root)).map_err(|e| MergeError::InvalidJson(e.to_string()))

@@ -286,7 +286,7 @@ impl ModuleServer {
 }
 
 /// A `Service-Worker: script` request: the browser is registering a worker.
-fn is_service_worker(session: &Session) -> bool {
+pub fn is_service_worker(session: &Session) -> bool {
     session
         .req_header()
         .headers

@@ -476,7 +476,7 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
 fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     let mut st = lock(state);
     st.map_seen = true;
-    let Some(src) = el.get_attribute("src") else {
+    let Some(src) = el.get_attribute("src").map(|s| decode_entities(&s)) else {
         return Ok(());
     };
     let page = &st.spec.page_url;
@@ -509,7 +509,7 @@ fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> Handl
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("v", &st.spec.effective.id.to_hex());
     query.append_pair("src", &target);
-    if let Some(integrity) = el.get_attribute("integrity") {
+    if let Some(integrity) = el.get_attribute("integrity").map(|s| decode_entities(&s)) {
         // The merged bytes cannot match production's digest; the proxy checks
         // production's bytes against it before it merges them instead.
         query.append_pair("integrity", &integrity);
@@ -547,7 +547,7 @@ fn on_module_entry(
 /// or an entry pattern that the file's hashed name matches.
 fn on_entry(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, attr: &str) -> HandlerResult {
     let mut st = lock(state);
-    let Some(value) = el.get_attribute(attr) else {
+    let Some(value) = el.get_attribute(attr).map(|s| decode_entities(&s)) else {
         return Ok(());
     };
     let Some(location) = location(&st.spec.page_url, &value) else {
@@ -637,6 +637,54 @@ fn map_element(spec: &RewriteSpec, nonce: Option<String>) -> String {
             spec.effective.fresh_map
         ),
     }
+}
+
+/// An attribute value as the browser reads it: lol_html hands it over as
+/// written, character references included (`?a=1&amp;b=2`).
+fn decode_entities(value: &str) -> String {
+    if !value.contains('&') {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let named = [
+            ("&amp;", '&'),
+            ("&quot;", '"'),
+            ("&apos;", '\''),
+            ("&lt;", '<'),
+            ("&gt;", '>'),
+        ];
+        if let Some((name, c)) = named.iter().find(|(n, _)| rest.starts_with(n)) {
+            out.push(*c);
+            rest = &rest[name.len()..];
+            continue;
+        }
+        let numeric = rest
+            .strip_prefix("&#")
+            .and_then(|r| r.find(';').map(|end| (&r[..end], end)))
+            .and_then(|(digits, end)| {
+                let code = match digits.strip_prefix(['x', 'X']) {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                    None => digits.parse().ok(),
+                }?;
+                char::from_u32(code).map(|c| (c, end + 3))
+            });
+        match numeric {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// CSP nonces are base64(url) text; anything else is not written into markup.

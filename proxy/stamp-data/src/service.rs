@@ -136,6 +136,8 @@ pub struct Ctx {
     rewrite: Option<Mutex<ActiveRewrite>>,
     /// The ticket file a `File` or `Mirror` request gets.
     file: Option<ModuleRef>,
+    /// The ticket file's body, replacing the origin's 404 for a `File`.
+    file_body: Option<Bytes>,
     /// The external map being fetched and merged.
     map: Option<Mutex<MapFetch>>,
 }
@@ -556,6 +558,7 @@ impl ProxyHttp for StampProxy {
             secure: self.cfg.tls,
             rewrite: None,
             file: None,
+            file_body: None,
             map: None,
         }
     }
@@ -639,13 +642,11 @@ impl ProxyHttp for StampProxy {
                 self.modules.serve(session).await?;
                 Ok(true)
             }
-            Kind::File | Kind::Mirror if ctx.file.is_some() => {
-                let cache = match ctx.plan.as_ref().map(|p| &p.variant) {
-                    Some(Variant::Overlay) => "no-cache",
-                    _ => "private, no-cache",
-                };
+            Kind::Mirror if ctx.file.is_some() => {
                 if let Some(file) = &ctx.file {
-                    self.modules.serve_plain(session, file, cache).await?;
+                    self.modules
+                        .serve_plain(session, file, file_cache_control(ctx))
+                        .await?;
                 }
                 Ok(true)
             }
@@ -692,10 +693,18 @@ impl ProxyHttp for StampProxy {
                     Some(p) => format!("{host}:{p}"),
                     None => host,
                 };
-                upstream.insert_header(header::HOST, authority)?;
-                for h in [header::COOKIE, header::AUTHORIZATION, header::REFERER] {
-                    upstream.remove_header(&h);
+                // Another site gets a plain GET: none of the client's
+                // credentials, identity or forwarding headers.
+                let names: Vec<http::HeaderName> = upstream
+                    .headers
+                    .keys()
+                    .filter(|n| !matches!(n.as_str(), "accept" | "accept-language" | "user-agent"))
+                    .cloned()
+                    .collect();
+                for name in names {
+                    upstream.remove_header(&name);
                 }
+                upstream.insert_header(header::HOST, authority)?;
             } else if let Some(host) = &self.cfg.origin.host_header {
                 upstream.insert_header(header::HOST, host.as_str())?;
             }
@@ -738,34 +747,98 @@ impl ProxyHttp for StampProxy {
     ) -> Result<()> {
         if let Some(map) = &ctx.map {
             let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            let status = resp.status.as_u16();
             let identity = resp
                 .headers
                 .get(header::CONTENT_ENCODING)
                 .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
-            if resp.status.as_u16() != 200 || !identity {
-                map.passthrough = true;
-                resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-                resp.insert_header(INFO_HEADER, "map; unchanged")?;
-                return Ok(());
+            let ty = resp
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let media = ty
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let json = media == "application/json"
+                || media == "text/json"
+                || (media.starts_with("application/") && media.ends_with("+json"));
+            map.failure = if status != 200 {
+                Some(format!("{} answered {status} for the import map", map.url))
+            } else if !identity {
+                Some(format!("{} sent the import map encoded", map.url))
+            } else if !json {
+                Some(format!(
+                    "{} is not a JSON import map (Content-Type {ty:?})",
+                    map.url
+                ))
+            } else {
+                None
+            };
+            // Nothing of the upstream's answer but its JSON type is relayed:
+            // no cookies, no validators, no caching, no sniffing.
+            let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+            for name in names {
+                resp.remove_header(&name);
             }
-            for h in [
-                header::CONTENT_LENGTH,
-                header::ETAG,
-                header::LAST_MODIFIED,
-                header::ACCEPT_RANGES,
-                header::SET_COOKIE,
-            ] {
-                resp.remove_header(&h);
+            match &map.failure {
+                None => resp.insert_header(header::CONTENT_TYPE, ty)?,
+                Some(reason) => {
+                    log::warn!("external import map not merged: {reason}");
+                    resp.set_status(502)?;
+                    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+                }
             }
             if session.req_header().version != http::Version::HTTP_2 {
                 resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
                 resp.set_version(http::Version::HTTP_11);
             }
-            // The variant's own URL, never production's; still, a map merged
-            // with unreviewed overrides is nobody else's to keep.
             resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
-            resp.insert_header(INFO_HEADER, "map; merged")?;
+            resp.insert_header("x-content-type-options", "nosniff")?;
+            resp.insert_header(header::CONTENT_SECURITY_POLICY, "sandbox")?;
+            resp.insert_header(
+                INFO_HEADER,
+                if map.failure.is_some() {
+                    "map; failed"
+                } else {
+                    "map; merged"
+                },
+            )?;
             return Ok(());
+        }
+        if ctx.kind == Kind::File
+            && resp.status.as_u16() == 404
+            && !crate::modules::is_service_worker(session)
+        {
+            // Production lacks the file: it is the ticket's (a chunk or a
+            // stylesheet its build made). Production's own files are never
+            // answered with ticket bytes under their URLs.
+            if let Some(file) = ctx.file.clone() {
+                if let Ok(Some(body)) = self.modules.body(&file.hash).await {
+                    let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+                    for name in names {
+                        resp.remove_header(&name);
+                    }
+                    resp.set_status(200)?;
+                    resp.insert_header(
+                        header::CONTENT_TYPE,
+                        crate::modules::content_type(&file.path),
+                    )?;
+                    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+                    resp.insert_header(header::ETAG, format!("\"{}\"", file.hash))?;
+                    resp.insert_header(header::CACHE_CONTROL, file_cache_control(ctx))?;
+                    resp.insert_header(header::VARY, "Cookie")?;
+                    resp.insert_header("x-content-type-options", "nosniff")?;
+                    resp.insert_header(INFO_HEADER, "file")?;
+                    metrics::MODULE_BYTES.inc_by(body.len() as u64);
+                    ctx.file_body = Some(body);
+                    return Ok(());
+                }
+            }
         }
         for cookie in &ctx.set_cookie {
             resp.append_header(header::SET_COOKIE, cookie.as_str())?;
@@ -807,46 +880,41 @@ impl ProxyHttp for StampProxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(body_of_file) = &ctx.file_body {
+            // The origin's 404 page is dropped; the ticket's file goes out.
+            *body = end_of_stream.then(|| body_of_file.clone());
+            return Ok(None);
+        }
         if let Some(map) = &ctx.map {
             let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-            if map.passthrough {
+            if let Some(reason) = &map.failure {
+                *body = end_of_stream.then(|| Bytes::from(format!("ticket-stamp: {reason}\n")));
                 return Ok(None);
             }
             let max = self.cfg.rewrite.max_import_map_bytes;
             if let Some(chunk) = body.take() {
                 if map.buf.len() + chunk.len() > max {
-                    // Too large to merge: what was held goes out unchanged,
-                    // and so does the rest.
-                    log::warn!(
-                        "{}: external import map larger than {max} bytes, unchanged",
-                        map.url
-                    );
-                    map.passthrough = true;
-                    let mut out = std::mem::take(&mut map.buf);
-                    out.extend_from_slice(&chunk);
-                    *body = Some(Bytes::from(out));
-                    return Ok(None);
+                    // Fail closed: production's bytes are never relayed
+                    // unchecked (the page's integrity went into our URL).
+                    let reason =
+                        format!("the import map at {} is larger than {max} bytes", map.url);
+                    log::warn!("{reason}");
+                    map.failure = Some(reason.clone());
+                    return Err(Error::explain(ErrorType::Custom(BAD_MAP), reason));
                 }
                 map.buf.extend_from_slice(&chunk);
             }
             if end_of_stream {
                 let page = page_url(session, self.cfg.tls);
                 match map.finish(&page, max) {
-                    Ok((out, left)) => {
-                        metrics::REWRITES
-                            .with_label_values(&[if left.is_some() {
-                                "map-invalid"
-                            } else {
-                                "external-map"
-                            }])
-                            .inc();
-                        if let Some(reason) = left {
-                            log::warn!("{}: external import map unchanged: {reason}", map.url);
-                        }
+                    Ok(out) => {
+                        metrics::REWRITES.with_label_values(&["external-map"]).inc();
                         *body = Some(Bytes::from(out));
                     }
                     Err(reason) => {
-                        log::warn!("{reason}");
+                        log::warn!("external import map not merged: {reason}");
+                        metrics::REWRITES.with_label_values(&["map-invalid"]).inc();
+                        map.failure = Some(reason.clone());
                         return Err(Error::explain(ErrorType::Custom(BAD_MAP), reason));
                     }
                 }
@@ -888,12 +956,13 @@ impl ProxyHttp for StampProxy {
         Ok(None)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
     where
         Ctx: Send + Sync,
     {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
+            ErrorType::Custom(BAD_MAP) => 502,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
             {
@@ -915,6 +984,17 @@ impl ProxyHttp for StampProxy {
         }
         if code > 0 && session.response_written().is_none() {
             let what = match code {
+                502 if e.etype() == &ErrorType::Custom(BAD_MAP) => format!(
+                    "the import map could not be merged: {}",
+                    ctx.map
+                        .as_ref()
+                        .and_then(|m| m
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .failure
+                            .clone())
+                        .unwrap_or_default()
+                ),
                 502 if e.etype() == &ErrorType::Custom(BROKEN_ENCODING) => format!(
                     "the origin {} sent a body that does not decode as its Content-Encoding says",
                     self.cfg.origin.url
@@ -953,7 +1033,15 @@ impl ProxyHttp for StampProxy {
 }
 
 const BROKEN_ENCODING: &str = "broken origin encoding";
-const BAD_MAP: &str = "import map fails its integrity";
+const BAD_MAP: &str = "external import map not merged";
+
+/// Caching of a ticket file at its plain path: it depends on the selection.
+fn file_cache_control(ctx: &Ctx) -> &'static str {
+    match ctx.plan.as_ref().map(|p| &p.variant) {
+        Some(Variant::Overlay) => "no-cache",
+        _ => "private, no-cache",
+    }
+}
 
 impl StampProxy {
     /// A mirror path that is no ticket file: sends the browser to the other
@@ -1002,12 +1090,12 @@ impl StampProxy {
     async fn start_map(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
         let text = "text/plain; charset=utf-8";
-        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+        if req.method != http::Method::GET || session.is_upgrade_req() {
             internal::respond(
                 session,
                 405,
                 text,
-                Bytes::from_static(b"ticket-stamp: import maps are read-only\n"),
+                Bytes::from_static(b"ticket-stamp: merged import maps are fetched with GET\n"),
             )
             .await?;
             return Ok(true);
@@ -1037,7 +1125,13 @@ impl StampProxy {
         let Some(effective) = effective else {
             // Nothing to merge any more: production's own map.
             let mut resp = ResponseHeader::build(302, Some(4))?;
-            resp.insert_header(header::LOCATION, url.as_str())?;
+            // Relative on this origin: never a host the request named.
+            let location = match (remote, url.query()) {
+                (true, _) => url.to_string(),
+                (false, Some(q)) => format!("{}?{q}", url.path()),
+                (false, None) => url.path().to_string(),
+            };
+            resp.insert_header(header::LOCATION, location)?;
             resp.insert_header(header::CACHE_CONTROL, "no-store")?;
             resp.insert_header(header::CONTENT_LENGTH, "0")?;
             resp.insert_header(
@@ -1053,7 +1147,7 @@ impl StampProxy {
             effective,
             integrity: query.integrity,
             buf: Vec::new(),
-            passthrough: false,
+            failure: None,
         }));
         Ok(false)
     }

@@ -35,67 +35,36 @@ pub fn origin_of(location: &str) -> Option<&str> {
 }
 
 /// Normalises an origin as a user writes it (`HTTPS://CDN.example:443/`)
-/// to its serialised form (`https://cdn.example`).
+/// to its serialised form (`https://cdn.example`), the way the URL parser
+/// (and so every comparison with a parsed URL's origin) spells it.
 pub fn normalize_origin(input: &str) -> Result<String, String> {
-    let s = input.trim().trim_end_matches('/');
-    let (scheme, authority) = s
-        .split_once("://")
-        .ok_or_else(|| format!("`{input}` is not an origin like https://cdn.example"))?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
+    let text = input.trim();
+    let url = url::Url::parse(text)
+        .map_err(|e| format!("`{input}` is not an origin like https://cdn.example: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("`{input}`: only http:// and https:// origins"));
     }
-    if authority.is_empty()
-        || authority.contains(['/', '?', '#', '@', '\\', ' '])
-        || authority.chars().any(|c| c.is_control() || !c.is_ascii())
+    let bare = text.trim_end_matches('/');
+    let after_scheme = bare.split_once("://").map_or("", |(_, r)| r);
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || url.path() != "/"
+        || after_scheme.contains(['/', '?', '#'])
+        || url
+            .host_str()
+            .is_none_or(|h| h.is_empty() || h.ends_with('.'))
+        || url.port() == Some(0)
+        || !after_scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
     {
         return Err(format!(
-            "`{input}` must be scheme://host[:port] with no path, user or query"
+            "`{input}` must be scheme://host[:port] (ASCII, punycode for other names) with no path, user or query"
         ));
     }
-    let authority = authority.to_ascii_lowercase();
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let close = v6
-                .find(']')
-                .ok_or_else(|| format!("`{input}`: unclosed IPv6 address"))?;
-            let rest = &v6[close + 1..];
-            let port = match rest {
-                "" => None,
-                _ => Some(
-                    rest.strip_prefix(':')
-                        .ok_or_else(|| format!("`{input}`: bad port"))?,
-                ),
-            };
-            (authority[..close + 2].to_string(), port)
-        }
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (authority.clone(), None),
-        },
-    };
-    let port = match port {
-        Some(p) => {
-            let n: u32 = p
-                .parse()
-                .ok()
-                .filter(|_| p.chars().all(|c| c.is_ascii_digit()))
-                .ok_or_else(|| format!("`{input}`: bad port"))?;
-            if n == 0 || n > 65535 {
-                return Err(format!("`{input}`: the port must be 1-65535"));
-            }
-            Some(n)
-        }
-        None => None,
-    };
-    if host.is_empty() {
-        return Err(format!("`{input}` has no host"));
-    }
-    let default = if scheme == "https" { 443 } else { 80 };
-    Ok(match port {
-        Some(p) if p != default => format!("{scheme}://{host}:{p}"),
-        _ => format!("{scheme}://{host}"),
-    })
+    Ok(url.origin().ascii_serialization())
 }
 
 /// The proxy path a location's ticket version is served at: the path
@@ -125,6 +94,17 @@ pub fn unmirror(path: &str) -> Option<String> {
 /// Characters a bundler's content hash is made of (hex, base36, base64url).
 fn is_hash_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// A content hash, not a word: hash characters with a digit or a capital
+/// among them (`BuR3Dq2X`, `3f2a1b9c`; never `polyfill` or `vendor-1`…
+/// unless it is made of hash characters with a digit, which the length
+/// then has to match too).
+fn looks_like_hash(token: &str) -> bool {
+    token.chars().all(is_hash_char)
+        && token
+            .chars()
+            .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
 }
 
 /// A location with one `[hash:N]` placeholder standing for a content hash
@@ -173,7 +153,7 @@ impl EntryPattern {
         else {
             return false;
         };
-        middle.len() == self.len && middle.chars().all(is_hash_char)
+        middle.len() == self.len && looks_like_hash(middle)
     }
 
     /// The pattern of a bundler's hashed file (`/assets/index-BuR3Dq2X.js`
@@ -188,12 +168,8 @@ impl EntryPattern {
             let start = i + 1;
             let end = start + file.get(start..)?.find('.')?;
             let token = &file[start..end];
-            let plausible = token.len() >= 8
-                && token.len() <= Self::MAX_HASH
-                && token.chars().all(is_hash_char)
-                && token
-                    .chars()
-                    .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
+            let plausible =
+                token.len() >= 8 && token.len() <= Self::MAX_HASH && looks_like_hash(token);
             plausible.then_some((start, end))
         };
         let separators = file
@@ -276,6 +252,10 @@ mod tests {
             normalize_origin("http://127.0.0.1:8081").unwrap(),
             "http://127.0.0.1:8081"
         );
+        assert_eq!(
+            normalize_origin("https://[0::1]:8443").unwrap(),
+            "https://[::1]:8443"
+        );
         for bad in [
             "cdn.example",
             "ftp://cdn.example",
@@ -286,6 +266,8 @@ mod tests {
             "https://cdn.example:99999",
             "https://cdn.example:x",
             "https://cdn example",
+            "https://a\"b",
+            "https://cdn.example.",
         ] {
             assert!(normalize_origin(bad).is_err(), "{bad}");
         }
@@ -299,6 +281,10 @@ mod tests {
         assert!(pat.matches("/assets/index-C-9x_aQ1.js"));
         assert!(!pat.matches("/assets/index-C-9x_aQ1.css"));
         assert!(!pat.matches("/assets/index-legacy-C9xaQ1zz.js"));
+        assert!(
+            !pat.matches("/assets/index-polyfill.js"),
+            "a word, not a hash"
+        );
         assert!(!pat.matches("/other/index-C9xaQ1zz.js"));
         assert_eq!(
             EntryPattern::for_file("/assets/my-page-BuR3Dq2X.js", None).as_deref(),

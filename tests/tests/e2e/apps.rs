@@ -1005,6 +1005,115 @@ async fn the_map_and_mirror_endpoints_refuse_what_they_must() {
             assert_eq!(resp.status(), 400, "{bad}");
         }
     }
+    // The reserved namespace is the proxy's: no upload can claim a mirror path.
+    let resp = client()
+        .put(
+            app.proxy
+                .url("/__stamp/api/v1/tickets/EVIL-1/modules/__stamp/o/https/x.test/a.js"),
+        )
+        .body("export {}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // A ticket with a file production has and one it lacks.
+    app.origin.route(
+        "/assets/app-1a2B3c4D.js",
+        Route::bytes("text/javascript", b"production app".to_vec()),
+    );
+    for (path, body) in [
+        ("assets/app-1a2B3c4D.js", "ticket app"),
+        ("assets/new-9z8Y7x6W.js", "ticket new"),
+    ] {
+        let resp = client()
+            .put(
+                app.proxy
+                    .url(&format!("/__stamp/api/v1/tickets/HOST-1/modules/{path}")),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{resp:?}");
+    }
+    let cookie = ("cookie", "ticket_stamp=dev.HOST-1");
+    let get = |path: &str, with_cookie: bool| {
+        let mut r = client().get(app.proxy.url(path));
+        if with_cookie {
+            r = r.header(cookie.0, cookie.1);
+        }
+        r.send()
+    };
+    // Production's own file is never answered with ticket bytes at its URL.
+    let r = get("/assets/app-1a2B3c4D.js", true).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "production app");
+    // A file only the ticket's build has: the ticket's, for the ticket only.
+    let r = get("/assets/new-9z8Y7x6W.js", true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "private, no-cache");
+    assert_eq!(r.headers()["vary"], "Cookie");
+    assert_eq!(r.text().await.unwrap(), "ticket new");
+    assert_eq!(
+        get("/assets/new-9z8Y7x6W.js", false)
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // The map endpoint merges import maps, and relays nothing else.
+    app.origin.route(
+        "/secret.svg",
+        Route::bytes("image/svg+xml", b"<svg onload=alert(1)>".to_vec())
+            .header("set-cookie", "x=1"),
+    );
+    app.origin.route(
+        "/data.json",
+        Route::bytes(
+            "application/json",
+            br#"{"imports":{},"token":"s3cret"}"#.to_vec(),
+        ),
+    );
+    let r = get("/__stamp/map?dev=HOST-1&v=00&src=%2Fsecret.svg", false)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(!r.text().await.unwrap().contains("<svg"));
+    let r = get("/__stamp/map?dev=HOST-1&v=00&src=%2Fdata.json", false)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        !r.text().await.unwrap().contains("s3cret"),
+        "only what import maps mean is relayed"
+    );
+    let r = get(
+        "/__stamp/map?dev=HOST-1&v=00&src=%2Fdata.json&integrity=sha384-bm9wZQ%3D%3D",
+        false,
+    )
+    .await
+    .unwrap();
+    // Refused before a byte of it is sent (or, were the headers out, the
+    // response would be cut off).
+    let status = r.status();
+    let text = r.text().await;
+    assert!(
+        status == 502 && text.as_ref().is_ok_and(|t| t.contains("integrity")) || text.is_err(),
+        "a map failing its integrity is refused: {status} {text:?}"
+    );
+    let head = client()
+        .head(
+            app.proxy
+                .url("/__stamp/map?dev=HOST-1&v=00&src=%2Fdata.json"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 405);
+
     // An entry pattern must match the module's own path.
     let resp = client()
         .put(
