@@ -13,7 +13,8 @@ use stamp_model::ticket::{Stage, TicketKey};
 pub const STYLE: &str = ":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}\
 aside{display:flex;gap:.6em;align-items:center;font:13px/1.3 system-ui,sans-serif;color:#fff;\
 background:#5b2a86;border-radius:999px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}\
-strong{font-weight:700}a{color:#fff;text-decoration:underline}a:focus-visible{outline:2px solid #fff;outline-offset:2px}";
+strong{font-weight:700}a{color:#fff;text-decoration:underline}a:focus-visible{outline:2px solid #fff;outline-offset:2px}\
+aside.none{background:#9a3412}";
 
 static STYLE_HASH: LazyLock<String> = LazyLock::new(|| crate::importmap::csp_hash_source(STYLE));
 
@@ -22,15 +23,29 @@ pub fn style_hash() -> &'static str {
     &STYLE_HASH
 }
 
-/// The badge's markup, inserted as the first child of `<body>`.
-pub fn html(
-    key: &TicketKey,
-    view: View,
-    stage: Stage,
-    // The ticket's own modules in this view (not the released overlay's).
-    overrides: usize,
-    nonce: Option<&str>,
-) -> String {
+/// What a ticket page's badge shows, known before the page is read.
+#[derive(Debug, Clone)]
+pub struct Badge {
+    pub key: TicketKey,
+    pub view: View,
+    pub stage: Stage,
+    /// The ticket's own modules in this view (not the released overlay's).
+    pub own: usize,
+    /// The style element's nonce, when a CSP header needs one.
+    pub nonce: Option<String>,
+}
+
+/// The badge's markup, inserted at the end of `<body>` once the page has
+/// been read, so it says what was applied: `nothing` is why nothing was.
+pub fn html(badge: &Badge, nonce: Option<&str>, nothing: Option<&str>) -> String {
+    let Badge {
+        key,
+        view,
+        stage,
+        own: overrides,
+        ..
+    } = badge;
+    let (view, overrides) = (*view, *overrides);
     let nonce_attr = nonce
         .filter(|n| {
             n.bytes()
@@ -39,15 +54,29 @@ pub fn html(
         .map(|n| format!(" nonce=\"{n}\""))
         .unwrap_or_default();
     let modules = if overrides == 1 { "module" } else { "modules" };
-    // The key is validated ([A-Z0-9_-]) and the rest are fixed words: no escaping needed.
+    let (class, what) = match nothing {
+        None => (String::new(), format!("{overrides} {modules}")),
+        Some(why) => (
+            " class=\"none\"".to_string(),
+            format!("nothing applied: {}", escape(why)),
+        ),
+    };
+    // The key is validated ([A-Z0-9_-]), the reason is escaped, the rest are fixed words.
     format!(
         "<ticket-stamp-badge><template shadowrootmode=\"open\"><style{nonce_attr}>{STYLE}</style>\
-         <aside role=\"status\" aria-label=\"ticket-stamp: viewing {key} ({view})\">\
-         <strong>{key}</strong><span>{view} view · {stage}</span><span>{overrides} {modules}</span>\
+         <aside{class} role=\"status\" aria-label=\"ticket-stamp: viewing {key} ({view})\">\
+         <strong>{key}</strong><span>{view} view · {stage}</span><span>{what}</span>\
          <a href=\"/__stamp/#/tickets/{key}\">Ticket</a>\
          <a href=\"?stamp=off\">Exit to production</a></aside></template></ticket-stamp-badge>",
         view = view.as_str(),
     )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -55,10 +84,20 @@ pub fn html(
 mod tests {
     use super::*;
 
+    fn badge(key: &TicketKey, view: View, stage: Stage, own: usize) -> Badge {
+        Badge {
+            key: key.clone(),
+            view,
+            stage,
+            own,
+            nonce: None,
+        }
+    }
+
     #[test]
     fn badge_markup() {
         let k = TicketKey::parse("TKT-1").unwrap();
-        let h = html(&k, View::Qa, Stage::Qa, 3, Some("abc"));
+        let h = html(&badge(&k, View::Qa, Stage::Qa, 3), Some("abc"), None);
         assert!(h.starts_with(
             "<ticket-stamp-badge><template shadowrootmode=\"open\"><style nonce=\"abc\">"
         ));
@@ -69,8 +108,17 @@ mod tests {
             "links to the ticket in the panel"
         );
         assert!(
-            !html(&k, View::Dev, Stage::Dev, 1, Some("\"><x")).contains("<x"),
+            !html(&badge(&k, View::Dev, Stage::Dev, 1), Some("\"><x"), None).contains("<x"),
             "unsafe nonce dropped"
+        );
+        let none = html(
+            &badge(&k, View::Dev, Stage::Dev, 1),
+            None,
+            Some("map <invalid>"),
+        );
+        assert!(
+            none.contains("class=\"none\"")
+                && none.contains("nothing applied: map &lt;invalid&gt;")
         );
         assert!(style_hash().starts_with("'sha256-"));
     }

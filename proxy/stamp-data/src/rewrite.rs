@@ -64,6 +64,7 @@ static STYLESHEET_SELECTOR: LazyLock<Selector> =
 static PRELOAD_SELECTOR: LazyLock<Selector> =
     LazyLock::new(|| selector("link[rel~=\"modulepreload\" i][href]"));
 static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
+static TEMPLATE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("template"));
 static META_CSP_SELECTOR: LazyLock<Selector> =
     LazyLock::new(|| selector("meta[http-equiv=\"content-security-policy\" i][content]"));
 
@@ -77,8 +78,8 @@ pub struct RewriteSpec {
     pub nonce: Option<String>,
     pub max_map_bytes: usize,
     pub memory_limit_bytes: usize,
-    /// HTML inserted right after `<body>` (the badge), if any.
-    pub body_prefix: Option<String>,
+    /// The badge, rendered at the end of `<body>` with what was applied.
+    pub badge: Option<crate::badge::Badge>,
     /// What a `<meta http-equiv="Content-Security-Policy">` policy of the
     /// page is given so that the proxy's elements pass it too; `None` when
     /// the elements' nonces are the page's own (adding those to a policy that
@@ -115,6 +116,21 @@ pub struct Report {
 }
 
 impl Report {
+    /// Why the page got none of the ticket's code, if it got none: the
+    /// map left unchanged, or nothing on the page the overrides reach.
+    pub fn nothing_applied(&self) -> Option<String> {
+        let applied = self.maps_merged > 0
+            || self.external_maps > 0
+            || self.map_inserted
+            || self.entries_rewritten > 0;
+        if applied {
+            return None;
+        }
+        Some(self.map_left.clone().unwrap_or_else(|| {
+            "this page has no import map, module script or file the ticket replaces".to_string()
+        }))
+    }
+
     /// A short outcome label for metrics.
     pub fn outcome(&self) -> &'static str {
         if self.bailed_out {
@@ -154,6 +170,8 @@ struct State {
     overflowed: bool,
     /// A `<meta>` policy was seen and given the proxy's nonces.
     meta_seen: bool,
+    /// Inside this many `<template>`s: inert markup, never stamped.
+    template_depth: u32,
     report: Report,
 }
 
@@ -220,11 +238,20 @@ impl PageRewriter {
             in_map: false,
             overflowed: false,
             meta_seen: false,
+            template_depth: 0,
             report: Report::default(),
         }));
         let mut settings = Settings::new_send()
             .with_strict(false)
             .with_memory_settings(memory);
+        // First, so that every other handler knows whether its element is
+        // inert template content (a script there never runs).
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*TEMPLATE_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_template(&s, el)),
+        ));
         let (s, t) = (state.clone(), state.clone());
         settings = settings.append_element_content_handler((
             Cow::Borrowed(&*MAP_SELECTOR),
@@ -270,6 +297,18 @@ impl PageRewriter {
             ElementContentHandlers::default()
                 .element(move |el: &mut Element<'_, '_>| on_body(&s, el)),
         ));
+        let s = state.clone();
+        settings = settings.append_document_content_handler(
+            lol_html::send::DocumentContentHandlers::default().end(
+                move |end: &mut lol_html::html_content::DocumentEnd<'_>| {
+                    // A page without `</body>`: the badge goes at its very end.
+                    if let Some(badge) = take_badge(&s) {
+                        end.append(&badge, ContentType::Html);
+                    }
+                    Ok(())
+                },
+            ),
+        );
         let s = state.clone();
         settings = settings.append_bail_out_handler(bail_out!(move |err, bail| {
             let mut st = lock(&s);
@@ -355,8 +394,24 @@ pub fn rewrite_str(spec: RewriteSpec, html: &str) -> (String, Report) {
 
 type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+fn on_template(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    lock(state).template_depth += 1;
+    let s = state.clone();
+    if let Some(handlers) = el.end_tag_handlers() {
+        handlers.push(Box::new(move |_end: &mut EndTag<'_>| {
+            let mut st = lock(&s);
+            st.template_depth = st.template_depth.saturating_sub(1);
+            Ok(())
+        }));
+    }
+    Ok(())
+}
+
 fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     let mut st = lock(state);
+    if st.template_depth > 0 {
+        return Ok(());
+    }
     st.map_seen = true;
     st.in_map = true;
     st.overflowed = false;
@@ -454,6 +509,9 @@ fn note(reason: &str) -> String {
 /// goes), classic scripts with a `src` are entry points of bundles (webpack's
 /// runtime and chunks), maps and data blocks are someone else's.
 fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    if lock(state).template_depth > 0 {
+        return Ok(());
+    }
     let ty = el.get_attribute("type").unwrap_or_default();
     let ty = ty.trim().to_ascii_lowercase();
     if ty == "module" {
@@ -475,6 +533,9 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
 /// production's map URL is never given other bytes.
 fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     let mut st = lock(state);
+    if st.template_depth > 0 {
+        return Ok(());
+    }
     st.map_seen = true;
     let Some(src) = el.get_attribute("src").map(|s| decode_entities(&s)) else {
         return Ok(());
@@ -547,6 +608,9 @@ fn on_module_entry(
 /// or an entry pattern that the file's hashed name matches.
 fn on_entry(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, attr: &str) -> HandlerResult {
     let mut st = lock(state);
+    if st.template_depth > 0 {
+        return Ok(());
+    }
     let Some(value) = el.get_attribute(attr).map(|s| decode_entities(&s)) else {
         return Ok(());
     };
@@ -603,26 +667,45 @@ fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
 }
 
 fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
-    let mut st = lock(state);
-    if !st.badge_done {
-        st.badge_done = true;
-        if let Some(mut badge) = st.spec.body_prefix.clone() {
-            // A `<meta>` policy was given our style nonce: the badge's style
-            // carries it (when the headers did not give it one already).
-            let style_nonce = st
-                .spec
-                .meta_csp
-                .as_ref()
-                .filter(|_| st.meta_seen)
-                .and_then(|m| m.style.as_ref())
-                .map(|(n, _)| n.clone());
-            if let Some(n) = style_nonce.filter(|n| is_nonce_safe(n)) {
-                badge = badge.replacen("<style>", &format!("<style nonce=\"{n}\">"), 1);
+    if lock(state).spec.badge.is_none() {
+        return Ok(());
+    }
+    let s = state.clone();
+    if let Some(handlers) = el.end_tag_handlers() {
+        handlers.push(Box::new(move |end: &mut EndTag<'_>| {
+            if let Some(badge) = take_badge(&s) {
+                end.before(&badge, ContentType::Html);
             }
-            el.prepend(&badge, ContentType::Html);
-        }
+            Ok(())
+        }));
     }
     Ok(())
+}
+
+/// The badge, once per page, saying what the page got.
+fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
+    let mut st = lock(state);
+    if st.badge_done {
+        return None;
+    }
+    st.badge_done = true;
+    let badge = st.spec.badge.clone()?;
+    // A `<meta>` policy was given our style nonce: the badge's style
+    // carries it (when the headers did not give it one already).
+    let meta_nonce = st
+        .spec
+        .meta_csp
+        .as_ref()
+        .filter(|_| st.meta_seen)
+        .and_then(|m| m.style.as_ref())
+        .map(|(n, _)| n.clone());
+    let nonce = badge.nonce.clone().or(meta_nonce);
+    let nothing = st.report.nothing_applied();
+    Some(crate::badge::html(
+        &badge,
+        nonce.as_deref(),
+        nothing.as_deref(),
+    ))
 }
 
 /// `<script type="importmap" nonce=…>{json}</script>`.
@@ -737,7 +820,7 @@ mod tests {
             nonce: None,
             max_map_bytes: 4096,
             memory_limit_bytes: 1 << 20,
-            body_prefix: None,
+            badge: None,
             meta_csp: None,
             asset_origins: Arc::from(Vec::<String>::new()),
         }

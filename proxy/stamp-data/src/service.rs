@@ -340,6 +340,20 @@ impl StampProxy {
         if no_transform {
             return Err("the origin sent Cache-Control: no-transform".into());
         }
+        let utf16 = resp
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.to_ascii_lowercase()
+                    .replace(' ', "")
+                    .contains("charset=utf-16")
+            });
+        if utf16 {
+            // lol_html reads ASCII-compatible encodings only: say so rather
+            // than claim a page was stamped that never could be.
+            return Err("the page is UTF-16, which the rewriter cannot read".into());
+        }
         let coding = Coding::from_header(
             resp.headers
                 .get(header::CONTENT_ENCODING)
@@ -460,8 +474,12 @@ impl StampProxy {
                 .is_some()
                 .then(|| (fresh.clone(), crate::badge::style_hash().to_string())),
         });
-        let body_prefix = badge.map(|(key, view, stage, own)| {
-            crate::badge::html(key, view, stage, own, style_nonce.as_deref())
+        let badge = badge.map(|(key, view, stage, own)| crate::badge::Badge {
+            key: key.clone(),
+            view,
+            stage,
+            own,
+            nonce: style_nonce.clone(),
         });
 
         for h in [
@@ -493,7 +511,7 @@ impl StampProxy {
             nonce,
             max_map_bytes: self.cfg.rewrite.max_import_map_bytes,
             memory_limit_bytes: self.cfg.rewrite.memory_limit_bytes,
-            body_prefix,
+            badge,
             meta_csp,
             asset_origins: self.asset_origins.clone(),
         });

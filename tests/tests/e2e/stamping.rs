@@ -82,8 +82,9 @@ async fn merges_into_the_existing_map_with_scopes_and_integrity() {
         "merged, never a second map"
     );
     assert!(
-        html.contains("<body><ticket-stamp-badge>")
-            && html.ends_with("</ticket-stamp-badge>shop</body></html>")
+        html.contains("<body>shop<ticket-stamp-badge>")
+            && html.ends_with("</ticket-stamp-badge></body></html>"),
+        "the badge closes the body, once the page has been read: {html}"
     );
 
     assert_eq!(h["cache-control"], "private, no-store");
@@ -514,7 +515,52 @@ async fn ticket_pages_carry_the_badge_and_production_never_does() {
     let badge_at = html
         .find("<ticket-stamp-badge><template shadowrootmode=\"open\">")
         .unwrap();
-    assert!(badge_at > html.find("<body>").unwrap() && badge_at < html.find("<p>app</p>").unwrap());
+    assert!(
+        badge_at > html.find("<p>app</p>").unwrap() && badge_at < html.find("</body>").unwrap(),
+        "{html}"
+    );
+    assert!(html.contains("1 module<"), "something was applied: {html}");
+
+    // A UTF-16 page cannot be read: the header says so, nothing claims "stamped".
+    origin.route(
+        "/utf16",
+        Route::bytes(
+            "text/html; charset=UTF-16",
+            "<html></html>"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect(),
+        ),
+    );
+    let r = client()
+        .get(proxy.url("/utf16?dev=TKT-1"))
+        .send()
+        .await
+        .unwrap();
+    let info = r.headers()["x-ticket-stamp"].to_str().unwrap().to_string();
+    assert!(
+        info.starts_with("unchanged; reason=\"the page is UTF-16"),
+        "{info}"
+    );
+
+    // A page where nothing applies says so, and why, in the badge.
+    for (page, why) in [
+        (
+            "<html><head><script type=importmap>{ not json</script><script type=module src=/src/main.js></script></head><body>x</body></html>",
+            "nothing applied: import map left unchanged",
+        ),
+        (
+            "<html><body><template><script type=module src=/src/lib/greet.js></script></template>x</body></html>",
+            "nothing applied: this page has no import map",
+        ),
+        ("<html><body>no modules at all", "nothing applied: this page has no import map"),
+    ] {
+        let _ = &csp;
+        origin.route("/inert", Route::html(page));
+        let html = get_text(&proxy.url("/inert?dev=TKT-1")).await;
+        assert!(html.contains(why) && html.contains("class=\"none\""), "{html}");
+        assert!(!html.contains("<template><script type=\"importmap\""), "nothing inserted into inert markup: {html}");
+    }
     assert!(
         html.contains("<style nonce=\"st4le\">"),
         "the policy's style nonce is reused: {html}"
