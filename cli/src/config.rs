@@ -124,20 +124,77 @@ impl Settings {
     }
 }
 
-/// The first `stamp.toml` in `dir` or above it.
+/// The key of `package.json` that may hold the settings instead.
+pub const PACKAGE_KEY: &str = "ticket-stamp";
+
+/// The first `stamp.toml` in `dir` or above it, or a `package.json` with a
+/// `"ticket-stamp"` key (in one folder, stamp.toml wins).
 pub fn discover(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors()
-        .map(|d| d.join(FILE_NAME))
-        .find(|p| p.is_file())
+    dir.ancestors().find_map(|d| {
+        let toml = d.join(FILE_NAME);
+        if toml.is_file() {
+            return Some(toml);
+        }
+        let package = d.join("package.json");
+        let has_key = std::fs::read_to_string(&package)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v.get(PACKAGE_KEY).is_some());
+        has_key.then_some(package)
+    })
 }
 
-/// Reads and parses a stamp.toml.
+/// Reads and parses a stamp.toml, or the `"ticket-stamp"` key of a package.json.
 pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![format!("cannot read {}: {e}", path.display())],
         hint: None,
     })?;
+    if path.file_name().is_some_and(|n| n == "package.json") {
+        return parse_package(&text, path);
+    }
     parse(&text, path)
+}
+
+/// The settings under `"ticket-stamp"` in package.json text: the same keys
+/// as stamp.toml, as JSON.
+pub fn parse_package(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    let shown = path.display();
+    let bad = |problem: String| ConfigError {
+        problems: vec![problem],
+        hint: Some(format!("the keys are: {KEYS}")),
+    };
+    let root: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("{shown}: not valid JSON: {e}")))?;
+    let section = root
+        .get(PACKAGE_KEY)
+        .ok_or_else(|| bad(format!("{shown} has no \"{PACKAGE_KEY}\" key")))?;
+    if !section.is_object() {
+        return Err(bad(format!("{shown}: \"{PACKAGE_KEY}\" must be an object")));
+    }
+    if section.get("token").is_some() {
+        return Err(ConfigError {
+            problems: vec![format!(
+                "{shown}: `token` does not belong in package.json (it is usually committed)"
+            )],
+            hint: Some("put the token in STAMP_TOKEN, or pass --token".into()),
+        });
+    }
+    FileConfig::deserialize(section).map_err(|e| {
+        // Name the key at fault: each one is tried on its own.
+        let key = section.as_object().and_then(|o| {
+            o.iter()
+                .find(|(k, v)| {
+                    let one = serde_json::json!({ k.as_str(): v });
+                    FileConfig::deserialize(&one).is_err()
+                })
+                .map(|(k, _)| k.clone())
+        });
+        match key {
+            Some(k) => bad(format!("{shown}: \"{PACKAGE_KEY}\".{k}: {e}")),
+            None => bad(format!("{shown}: \"{PACKAGE_KEY}\": {e}")),
+        }
+    })
 }
 
 /// Parses stamp.toml text; `path` is only used in messages.
@@ -635,6 +692,37 @@ mod tests {
         assert_eq!(discover(&deep), Some(dir.path().join("a/stamp.toml")));
         std::fs::write(dir.path().join("a/b/stamp.toml"), "").unwrap();
         assert_eq!(discover(&deep), Some(dir.path().join("a/b/stamp.toml")));
+        // A package.json counts only with a "ticket-stamp" key.
+        std::fs::write(dir.path().join("a/b/c/package.json"), r#"{"name":"shop"}"#).unwrap();
+        assert_eq!(discover(&deep), Some(dir.path().join("a/b/stamp.toml")));
+        std::fs::write(
+            dir.path().join("a/b/c/package.json"),
+            r#"{"name":"shop","ticket-stamp":{"folder":"dist","build":true}}"#,
+        )
+        .unwrap();
+        let found = discover(&deep).unwrap();
+        assert_eq!(found, dir.path().join("a/b/c/package.json"));
+        let fc = load(&found).unwrap();
+        assert_eq!(fc.folder.as_deref(), Some("dist"));
+        assert_eq!(fc.build, Some(true));
+    }
+
+    #[test]
+    fn package_json_settings_are_checked_like_stamp_toml() {
+        let p = Path::new("package.json");
+        for (text, needle) in [
+            (
+                r#"{"ticket-stamp":{"folder":"src","colour":"red"}}"#,
+                "colour",
+            ),
+            (r#"{"ticket-stamp":{"token":"secret"}}"#, "token"),
+            (r#"{"ticket-stamp":"src"}"#, "must be an object"),
+            (r#"{"ticket-stamp":{"folder":3}}"#, "folder"),
+            ("{not json", "not valid JSON"),
+        ] {
+            let e = parse_package(text, p).unwrap_err();
+            assert!(e.problems.join(" ").contains(needle), "{text}: {e:?}");
+        }
     }
 
     #[test]

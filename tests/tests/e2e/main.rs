@@ -9,6 +9,7 @@ mod apps;
 mod browser;
 mod cli;
 mod layout;
+mod npm;
 mod operations;
 mod passthrough;
 mod policies;
