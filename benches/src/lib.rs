@@ -93,6 +93,7 @@ pub fn spec(n: usize) -> RewriteSpec {
         max_map_bytes: 1 << 20,
         memory_limit_bytes: 8 << 20,
         badge: None,
+        live: None,
         meta_csp,
         asset_origins: std::sync::Arc::from(Vec::<String>::new()),
     }

@@ -51,6 +51,7 @@ stamp.toml (paths are relative to the file's directory; tokens never belong here
                                        # (default: its path from the repository root;
                                        # a URL such as \"https://cdn.example/lib\" for a CDN)
   build = true                         # the folder is a bundler's output (default: detected)
+  live = true                          # dev links reload the page after each upload
   main_branch = \"main\"                 # default: main, or master when there is no main
   [specifiers]                         # modules known by a bare specifier
   \"@shop/cart\" = \"src/cart.js\"
@@ -132,6 +133,11 @@ pub struct Cli {
     /// Detected when the folder has a build manifest, or an index.html and git ignores it
     #[arg(long)]
     pub build: bool,
+
+    /// With --update: open dev pages reload by themselves after each upload (the printed link
+    /// turns it on; also `live = true` in stamp.toml)
+    #[arg(long)]
+    pub live: bool,
 
     /// With --update: sync once and exit instead of watching
     #[arg(long)]

@@ -372,6 +372,7 @@ impl Ctx<'_> {
             only,
             all: self.cli.all,
             build,
+            live: self.cli.live || self.settings.live,
             main_branch: self.settings.main_branch.clone(),
         };
         if scope.build && self.cli.verbose && !quiet {

@@ -24,11 +24,13 @@ pub struct FileConfig {
     pub main_branch: Option<String>,
     /// The folder is a bundler's output (default: detected).
     pub build: Option<bool>,
+    /// Dev links turn live reload on.
+    pub live: Option<bool>,
     #[serde(default)]
     pub specifiers: BTreeMap<String, String>,
 }
 
-const KEYS: &str = "server, project, folder, url_path, main_branch, build, [specifiers]";
+const KEYS: &str = "server, project, folder, url_path, main_branch, build, live, [specifiers]";
 
 /// A problem with the configuration (exit code 2): where, and what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +85,8 @@ pub struct Settings {
     pub main_branch: Option<String>,
     /// stamp.toml's `build`.
     pub build: Option<bool>,
+    /// stamp.toml's `live`.
+    pub live: bool,
     /// Bare specifier → absolute file path.
     pub specifiers: Vec<(String, PathBuf)>,
     pub file: Option<PathBuf>,
@@ -381,6 +385,7 @@ pub fn resolve(
         url_path,
         main_branch,
         build: fc.build,
+        live: fc.live.unwrap_or(false),
         specifiers,
         file: file_path,
     })

@@ -33,6 +33,8 @@ pub struct Scope {
     pub all: bool,
     /// The folder is a bundler's output (see [`crate::bundle`]).
     pub build: bool,
+    /// The printed dev link turns live reload on (`--live`).
+    pub live: bool,
     pub main_branch: Option<String>,
 }
 
@@ -355,11 +357,20 @@ impl Syncer {
         Ok(())
     }
 
+    /// The dev link, with live reload turned on when asked for.
+    fn with_live(&self, link: &str) -> String {
+        if !self.scope.live {
+            return link.to_string();
+        }
+        let sep = if link.contains('?') { '&' } else { '?' };
+        format!("{link}{sep}{}=1", stamp_model::wire::LIVE_PARAM)
+    }
+
     fn adopt(&mut self, t: &Ticket) {
         self.stage = Some(t.stage);
         self.version = Some(t.version);
         if let Some(l) = t.links.get("dev") {
-            self.link = Some(l.clone());
+            self.link = Some(self.with_live(l));
         }
     }
 
@@ -555,7 +566,8 @@ impl Syncer {
                 self.remote
                     .insert(w.specifier.clone(), Remote { path, hash: stored });
                 if self.link.is_none() {
-                    self.link = Some(format!("{}/?dev={}", self.client.server, self.key));
+                    let link = format!("{}/?dev={}", self.client.server, self.key);
+                    self.link = Some(self.with_live(&link));
                 }
                 s.uploaded += 1;
                 if sent {
@@ -644,6 +656,7 @@ mod tests {
             only: vec![],
             all: false,
             build: false,
+            live: false,
             main_branch: None,
         }
     }

@@ -15,6 +15,7 @@ pub mod decode;
 pub mod extmap;
 pub mod importmap;
 pub mod internal;
+pub mod live;
 pub mod metrics;
 pub mod modules;
 pub mod rewrite;

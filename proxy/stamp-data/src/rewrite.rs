@@ -80,6 +80,9 @@ pub struct RewriteSpec {
     pub memory_limit_bytes: usize,
     /// The badge, rendered at the end of `<body>` with what was applied.
     pub badge: Option<crate::badge::Badge>,
+    /// Live reload: the `/__stamp/live?…` URL a dev page listens to, when
+    /// the page was opened with `stamp_live=1`.
+    pub live: Option<String>,
     /// What a `<meta http-equiv="Content-Security-Policy">` policy of the
     /// page is given so that the proxy's elements pass it too; `None` when
     /// the elements' nonces are the page's own (adding those to a policy that
@@ -667,8 +670,11 @@ fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
 }
 
 fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
-    if lock(state).spec.badge.is_none() {
-        return Ok(());
+    {
+        let st = lock(state);
+        if st.spec.badge.is_none() && st.spec.live.is_none() {
+            return Ok(());
+        }
     }
     let s = state.clone();
     if let Some(handlers) = el.end_tag_handlers() {
@@ -689,7 +695,22 @@ fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
         return None;
     }
     st.badge_done = true;
-    let badge = st.spec.badge.clone()?;
+    let live = st.spec.live.as_ref().map(|url| {
+        // The map's nonce: the one every policy of the page lets through.
+        let nonce = st
+            .map_nonce()
+            .filter(|n| is_nonce_safe(n))
+            .map(|n| format!(" nonce=\"{n}\""))
+            .unwrap_or_default();
+        let url = serde_json::to_string(url).unwrap_or_default();
+        format!(
+            "<script{nonce}>(()=>{{const s=new EventSource({url});\
+             s.onmessage=()=>{{s.close();location.reload()}}}})()</script>"
+        )
+    });
+    let Some(badge) = st.spec.badge.clone() else {
+        return live;
+    };
     // A `<meta>` policy was given our style nonce: the badge's style
     // carries it (when the headers did not give it one already).
     let meta_nonce = st
@@ -701,11 +722,11 @@ fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
         .map(|(n, _)| n.clone());
     let nonce = badge.nonce.clone().or(meta_nonce);
     let nothing = st.report.nothing_applied();
-    Some(crate::badge::html(
-        &badge,
-        nonce.as_deref(),
-        nothing.as_deref(),
-    ))
+    let html = crate::badge::html(&badge, nonce.as_deref(), nothing.as_deref());
+    Some(match live {
+        Some(l) => html + &l,
+        None => html,
+    })
 }
 
 /// `<script type="importmap" nonce=…>{json}</script>`.
@@ -821,6 +842,7 @@ mod tests {
             max_map_bytes: 4096,
             memory_limit_bytes: 1 << 20,
             badge: None,
+            live: None,
             meta_csp: None,
             asset_origins: Arc::from(Vec::<String>::new()),
         }

@@ -60,6 +60,8 @@ pub enum Kind {
     Mirror,
     /// An external import map, merged.
     Map,
+    /// A dev page's live-reload stream.
+    Live,
     Internal,
 }
 
@@ -73,6 +75,7 @@ impl Kind {
             Kind::File => "file",
             Kind::Mirror => "mirror",
             Kind::Map => "map",
+            Kind::Live => "live",
             Kind::Internal => "internal",
         }
     }
@@ -505,7 +508,18 @@ impl StampProxy {
         add_vary_cookie(resp);
 
         let page_url = page_url(session, self.cfg.tls);
+        let live = match &plan.variant {
+            Variant::Ticket {
+                key,
+                view: View::Dev,
+                ..
+            } if crate::live::asked(session.req_header().uri.query()) => {
+                Some(crate::live::url(key, &plan.effective.id))
+            }
+            _ => None,
+        };
         let rewriter = PageRewriter::new(RewriteSpec {
+            live,
             effective: plan.effective.clone(),
             page_url,
             nonce,
@@ -586,6 +600,10 @@ impl ProxyHttp for StampProxy {
         let path = req.uri.path();
         let mirror = path.starts_with(assets::MIRROR_PREFIX);
         let map = path == assets::MAP_PATH;
+        if path == wire::LIVE_PATH {
+            ctx.kind = Kind::Live;
+            return Ok(());
+        }
         if wire::is_reserved(path) && !mirror && !map {
             ctx.kind = Kind::Internal;
             return Ok(());
@@ -673,6 +691,12 @@ impl ProxyHttp for StampProxy {
                 Ok(true)
             }
             Kind::Map => self.start_map(session, ctx).await,
+            Kind::Live => {
+                // Endless by design: a graceful stop must not wait for it.
+                ctx.in_flight = None;
+                crate::live::serve(session, &self.snapshot).await?;
+                Ok(true)
+            }
             _ => Ok(false),
         }
     }

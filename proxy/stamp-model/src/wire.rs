@@ -23,6 +23,11 @@ pub const HEALTH_PATH: &str = "/__stamp/health";
 pub const METRICS_PATH: &str = "/__stamp/metrics";
 /// The panel's server-sent events (one `data:` line per store version).
 pub const EVENTS_PATH: &str = "/__stamp/api/v1/events";
+/// Live reload of dev pages: one `data: reload` when the ticket's dev
+/// modules change (`?ticket=KEY&v=<dev set id>`).
+pub const LIVE_PATH: &str = "/__stamp/live";
+/// The query parameter that turns live reload on for a `?dev=` page.
+pub const LIVE_PARAM: &str = "stamp_live";
 
 /// Whether `path` is under the reserved prefix: `/__stamp` itself or
 /// `/__stamp/…`, never `/__stampede.html`.

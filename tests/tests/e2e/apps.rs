@@ -1127,3 +1127,106 @@ async fn the_map_and_mirror_endpoints_refuse_what_they_must() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+// ------------------------------------------------------------ live reload
+
+#[tokio::test]
+async fn a_live_dev_page_reloads_itself_after_an_upload() {
+    let origin = Origin::start().unwrap();
+    // A strict policy: the live script must pass it on its own terms.
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script type=\"importmap\" nonce=\"p4ge\">{\"imports\":{\"@app/greet\":\"/apps/greet.js\"}}</script>\
+             </head><body><p id=out>loading</p>\
+             <script type=\"module\" nonce=\"p4ge\">import { greet } from '@app/greet'; document.getElementById('out').textContent = greet();</script>\
+             </body></html>",
+        )
+        .header("content-security-policy", "default-src 'self'; script-src 'self' 'nonce-p4ge'"),
+    );
+    origin.route(
+        "/apps/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"export const greet = () => 'live production';".to_vec(),
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/apps",
+        "apps",
+        &[("greet.js", "export const greet = () => 'first save';")],
+    );
+    let out = app.stamp(work.path(), &["LIVE-1", "--update", "--once", "--live"]);
+    assert!(
+        out.contains("?dev=LIVE-1&stamp_live=1"),
+        "the link turns it on: {out}"
+    );
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=LIVE-1&stamp_live=1",
+        SHOW_OUT,
+        "first save",
+    )
+    .await;
+    // Save again; the open page must show it without the test navigating.
+    write(
+        &work.path().join("apps"),
+        "greet.js",
+        "export const greet = () => 'second save';",
+    );
+    commit(work.path(), "second save");
+    app.stamp(work.path(), &["LIVE-1", "--update", "--once"]);
+    let start = std::time::Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < PAGE_TIMEOUT && last != "second save" {
+        last = browser
+            .execute(SHOW_OUT)
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, "second save", "the page reloaded by itself");
+    let console = browser.console().await.unwrap();
+    assert!(
+        !console
+            .iter()
+            .any(|e| e.message.contains("Content Security Policy")),
+        "CSP-safe: {console:?}"
+    );
+    browser.close().await.unwrap();
+    // Never on production, on ?qa= or without the parameter.
+    let page = |q: &'static str| {
+        let url = app.proxy.url(q);
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(page("/?dev=LIVE-1&stamp_live=1")
+        .await
+        .contains("/__stamp/live?ticket=LIVE-1"));
+    assert!(!page("/?dev=LIVE-1").await.contains("/__stamp/live"));
+    assert!(!page("/?stamp_live=1").await.contains("/__stamp/live"));
+    app.stamp(work.path(), &["LIVE-1", "--promote"]);
+    assert!(!page("/?qa=LIVE-1&stamp_live=1")
+        .await
+        .contains("/__stamp/live"));
+    // The stream refuses what it cannot watch.
+    let r = client()
+        .get(app.proxy.url("/__stamp/live?ticket=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
