@@ -102,25 +102,39 @@ impl Repo {
     }
 
     /// The main branch's name and tip: `configured`, else `main`, else
-    /// `master`; a local branch, else its `origin/` remote-tracking branch.
+    /// `master`. Of the local branch and its `origin/` remote-tracking
+    /// branch, the newer: a local `main` that the remote has moved past (or
+    /// force-pushed over) is stale, and measuring against it would count
+    /// other people's commits as the ticket's; a local `main` with commits
+    /// not pushed yet is the newer one.
     pub fn main_branch(&self, configured: Option<&str>) -> Result<(String, Oid), Refusal> {
         let candidates: Vec<&str> = match configured {
             Some(c) => vec![c],
             None => vec!["main", "master"],
         };
+        let tip = |name: &str, kind: BranchType| {
+            self.repo
+                .find_branch(name, kind)
+                .ok()
+                .and_then(|b| b.get().peel_to_commit().ok())
+                .map(|c| c.id())
+        };
         for name in &candidates {
-            if let Ok(b) = self.repo.find_branch(name, BranchType::Local) {
-                if let Ok(c) = b.get().peel_to_commit() {
-                    return Ok((name.to_string(), c.id()));
+            let remote_name = format!("origin/{name}");
+            let local = tip(name, BranchType::Local);
+            let remote = tip(&remote_name, BranchType::Remote);
+            match (local, remote) {
+                (Some(l), Some(r)) if l != r => {
+                    let local_is_newer = self.repo.graph_descendant_of(l, r).unwrap_or(false);
+                    return Ok(if local_is_newer {
+                        (name.to_string(), l)
+                    } else {
+                        (remote_name, r)
+                    });
                 }
-            }
-            if let Ok(b) = self
-                .repo
-                .find_branch(&format!("origin/{name}"), BranchType::Remote)
-            {
-                if let Ok(c) = b.get().peel_to_commit() {
-                    return Ok((format!("origin/{name}"), c.id()));
-                }
+                (Some(l), _) => return Ok((name.to_string(), l)),
+                (None, Some(r)) => return Ok((remote_name, r)),
+                (None, None) => {}
             }
         }
         Err(Refusal {
@@ -161,13 +175,13 @@ impl Repo {
         (entry.kind() == Some(ObjectType::Blob)).then(|| entry.id())
     }
 
-    /// A path's place in the repository (`src/lib`), `/`-separated.
     /// Whether git ignores `path` (a build folder, typically).
     pub fn is_ignored(&self, path: &Path) -> bool {
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
         !rel.as_os_str().is_empty() && self.repo.is_path_ignored(rel).unwrap_or(false)
     }
 
+    /// A path's place in the repository (`src/lib`), `/`-separated.
     pub fn relative(&self, path: &Path) -> Option<String> {
         path.strip_prefix(&self.root)
             .ok()

@@ -1389,3 +1389,57 @@ async fn policy_refusals_exit_1_with_every_reason_on_its_own_line() {
         .err_has("hint: fix what the policies name");
     assert_eq!(site.ticket("TKT-60").await.unwrap()["stage"], "dev");
 }
+
+/// A local `main` the remote has moved past (or force-pushed over) is stale:
+/// the ticket is what its branch adds to `origin/main`, not to the stale copy.
+#[tokio::test]
+async fn a_stale_local_main_does_not_count_other_peoples_commits() {
+    let site = site();
+    // The remote, and a colleague's clone that moves main on.
+    let remote = Repo::bare_dir();
+    remote.git(&["init", "-q", "--bare", "-b", "main"]);
+    let url = remote.path().to_string_lossy().to_string();
+    let colleague = Repo::new(&[("src/a.js", "a1"), ("src/b.js", "b1")]);
+    colleague.git(&["remote", "add", "origin", &url]);
+    colleague.git(&["push", "-q", "origin", "main"]);
+    let dev = Repo::bare_dir();
+    dev.git(&["clone", "-q", &url, "."]);
+    dev.git(&["config", "user.name", "Dev"]);
+    dev.git(&["config", "user.email", "dev@example.invalid"]);
+    // main moves on: b.js changes, on the remote only.
+    colleague.write("src/b.js", "b2");
+    colleague.commit("b2");
+    colleague.git(&["push", "-q", "origin", "main"]);
+    // The developer fetches (origin/main moves) but never updates local main,
+    // and branches the ticket from origin/main.
+    dev.git(&["fetch", "-q", "origin"]);
+    dev.git(&["checkout", "-q", "-b", "TKT-60", "origin/main"]);
+    dev.write("src/a.js", "a-ticket");
+    dev.commit("the ticket");
+    site.stamp(dev.path(), &["TKT-60", "--update", "--once"])
+        .ok();
+    let dev_stage = site.stage("TKT-60", "dev").await;
+    let paths: Vec<&String> = dev_stage.keys().collect();
+    assert_eq!(
+        paths,
+        ["/src/a.js"],
+        "b.js is main's change, not the ticket's"
+    );
+    site.stamp(dev.path(), &["TKT-60", "--promote"])
+        .ok()
+        .out_has("dev -> qa");
+
+    // main is force-pushed over: still no need to repair local main by hand.
+    colleague.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    colleague.write("src/c.js", "c1");
+    colleague.commit("rewritten history");
+    colleague.git(&["push", "-q", "--force", "origin", "main"]);
+    dev.git(&["fetch", "-q", "origin"]);
+    // Replay just the ticket's commit onto the rewritten main.
+    dev.git(&["rebase", "-q", "--onto", "origin/main", "HEAD~1"]);
+    site.stamp(dev.path(), &["TKT-60", "--update", "--once"])
+        .ok();
+    let dev_stage = site.stage("TKT-60", "dev").await;
+    let paths: Vec<&String> = dev_stage.keys().collect();
+    assert_eq!(paths, ["/src/a.js"], "{dev_stage:?}");
+}
