@@ -499,8 +499,46 @@ async fn git_requires_a_pushed_commit_up_to_date_with_main() {
         "{v:#?}"
     );
 
-    // Nothing sent.
-    assert_denied(&git_check(&e, &s, None).await, "no git commit was sent");
+    // Nothing sent, and nothing recorded (alice's uploads carried no commit).
+    assert_denied(&git_check(&e, &s, None).await, "none is recorded");
+
+    // A click in the panel sends no commit: the one the ticket's code was
+    // uploaded from is checked instead.
+    clone
+        .find_remote("origin")
+        .unwrap()
+        .fetch(&["main"], None, None)
+        .unwrap();
+    let c4 = commit(&clone, Some("refs/heads/feature3"), &[b2], "C4");
+    push(&clone, "refs/heads/feature3:refs/heads/feature3");
+    let with_commit = |c: &git2::Oid| Actor {
+        name: "alice".into(),
+        commit: Some(c.to_string()),
+        branch: Some("feature3".into()),
+    };
+    workflow::upload(
+        &s,
+        &key("TKT-7"),
+        "/src/a.js",
+        "/src/a.js",
+        Bytes::from_static(b"4"),
+        &with_commit(&c4),
+    )
+    .await
+    .unwrap();
+    assert!(git_check(&e, &s, None).await.allowed());
+    // …and a recorded commit that is behind main is refused like a sent one.
+    workflow::upload(
+        &s,
+        &key("TKT-7"),
+        "/src/a.js",
+        "/src/a.js",
+        Bytes::from_static(b"3"),
+        &with_commit(&c3),
+    )
+    .await
+    .unwrap();
+    assert!(!git_check(&e, &s, None).await.allowed());
 }
 
 #[tokio::test]

@@ -94,6 +94,19 @@ pub fn build(s: &mut Settings<'_>) -> Option<Built> {
     })
 }
 
+/// The commit of the newest history event that made the `from` stage's
+/// code: a promotion into it, or (for dev) an upload.
+fn recorded_commit(ctx: &TransitionCtx) -> Option<String> {
+    ctx.history
+        .iter()
+        .rev()
+        .filter(|e| {
+            (e.event == "promote" && e.to == Some(ctx.from))
+                || (ctx.from == stamp_model::Stage::Dev && e.event == "upload")
+        })
+        .find_map(|e| e.commit.clone())
+}
+
 #[async_trait]
 impl Policy for Git {
     fn kind(&self) -> &'static str {
@@ -101,12 +114,15 @@ impl Policy for Git {
     }
 
     async fn check(&self, ctx: &TransitionCtx) -> Vec<Outcome> {
-        let Some(commit) = ctx.actor.commit.clone() else {
+        // A click in the panel sends no commit: the one recorded when the
+        // code being moved was made (the promotion into the stage it leaves,
+        // or dev's last upload) is what gets checked.
+        let Some(commit) = ctx.actor.commit.clone().or_else(|| recorded_commit(ctx)) else {
             return vec![if self.require_commit {
-                Outcome::Deny(
-                    "no git commit was sent with the request: run `stamp` inside the repository"
-                        .into(),
-                )
+                Outcome::Deny(format!(
+                    "no git commit was sent with the request, and none is recorded for the ticket's {} stage: upload or promote it with `stamp` inside the repository",
+                    ctx.from
+                ))
             } else {
                 Outcome::Warn("no git commit was sent; not checked".into())
             }];
