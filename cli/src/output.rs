@@ -255,6 +255,10 @@ pub fn ticket(t: &Ticket, stages: &[Stage], server: &str) -> String {
             .iter()
             .map(|e| {
                 let moved = match (&e.from, &e.to) {
+                    // A change of dev's modules, not a move.
+                    (None, Some(to)) if e.event == "upload" || e.event == "delete" => {
+                        format!("{to} changed")
+                    }
                     (Some(f), Some(to)) if f != to => format!("{f} -> {to}"),
                     (None, Some(to)) => format!("-> {to}"),
                     (_, Some(to)) => to.to_string(),

@@ -245,13 +245,38 @@ impl Api {
     }
 
     async fn ticket(&self, key: &TicketKey) -> Result<TicketRecord, ApiError> {
-        self.store.get_ticket(key).await?.ok_or_else(|| {
-            ApiError::new(
-                404,
+        if let Some(t) = self.store.get_ticket(key).await? {
+            return Ok(t);
+        }
+        // A closed ticket past retention is gone, but its history is kept:
+        // say so, rather than "does not exist".
+        let history = self.store.history(key).await?;
+        if let Some(purged) = history.iter().rev().find(|e| e.event == "purged") {
+            let mut e = ApiError::new(
+                410,
                 ErrorCode::NotFound,
-                format!("ticket {key} does not exist"),
-            )
-        })
+                format!(
+                    "ticket {key} was closed and purged by {} at {} ms since the epoch: {}",
+                    purged.actor,
+                    purged.at_ms,
+                    purged
+                        .detail
+                        .as_deref()
+                        .unwrap_or("past the closed-ticket retention")
+                ),
+            );
+            e.body.ticket = Some(key.clone());
+            e.body.extra.insert(
+                "history".to_string(),
+                serde_json::to_value(&history).unwrap_or_default(),
+            );
+            return Err(e);
+        }
+        Err(ApiError::new(
+            404,
+            ErrorCode::NotFound,
+            format!("ticket {key} does not exist"),
+        ))
     }
 
     async fn list(&self, principal: &Principal, query: &str) -> ApiResult {

@@ -228,10 +228,12 @@ async fn upload_once(
                     Some(specifier.to_string()),
                 )
             } else {
+                // An upload changes dev's modules, whatever stage the ticket
+                // is in: it is no stage move (never "qa -> qa").
                 actor.event(
                     "upload",
-                    Some(t.stage),
-                    Some(t.stage),
+                    None,
+                    Some(Stage::Dev),
                     Some(specifier.to_string()),
                 )
             };
@@ -321,8 +323,8 @@ async fn delete_once(
             overlay: OverlayOp::Keep,
             event: Some(actor.event(
                 "delete",
-                Some(t.stage),
-                Some(t.stage),
+                None,
+                Some(Stage::Dev),
                 Some(specifier.to_string()),
             )),
         })

@@ -303,3 +303,87 @@ async fn wait_until_async<F: std::future::Future<Output = bool>>(mut f: impl FnM
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A closed ticket past retention says so, with its kept history, instead
+/// of "does not exist"; an upload's history entry is no stage move.
+#[tokio::test]
+async fn a_purged_ticket_says_so_and_uploads_are_no_stage_moves() {
+    let env = control("", "http://127.0.0.1:9").await;
+    let c = &env.control;
+    let put = http::Request::builder()
+        .method("PUT")
+        .uri("/__stamp/api/v1/tickets/OLD-1/modules/src/a.js")
+        .body(Bytes::from_static(b"export default 1;"))
+        .unwrap();
+    assert_eq!(c.handle(put).await.status(), 201);
+    let (s, _) = call(
+        c,
+        "POST",
+        "/__stamp/api/v1/tickets/OLD-1/promote",
+        r#"{"from":"dev"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let put = http::Request::builder()
+        .method("PUT")
+        .uri("/__stamp/api/v1/tickets/OLD-1/modules/src/b.js")
+        .body(Bytes::from_static(b"export default 2;"))
+        .unwrap();
+    assert_eq!(c.handle(put).await.status(), 200);
+    let (_, t) = call(c, "GET", "/__stamp/api/v1/tickets/OLD-1", "").await;
+    let uploads: Vec<&Value> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "upload")
+        .collect();
+    assert_eq!(uploads.len(), 2, "{t}");
+    for u in uploads {
+        assert_eq!(
+            (u["from"].clone(), u["to"].clone()),
+            (Value::Null, Value::from("dev")),
+            "{u}"
+        );
+    }
+    let (s, _) = call(
+        c,
+        "POST",
+        "/__stamp/api/v1/tickets/OLD-1/close",
+        r#"{"from":"qa"}"#,
+    )
+    .await;
+    assert_eq!(s, 200);
+    // The collector's purge, as it does it past closed_retention.
+    let key = stamp_model::TicketKey::parse("OLD-1").unwrap();
+    let record = env.store.get_ticket(&key).await.unwrap().unwrap();
+    let summary = stamp_model::HistoryEvent {
+        at_ms: stamp_model::now_ms(),
+        event: "purged".into(),
+        from: None,
+        to: None,
+        actor: "gc".into(),
+        commit: None,
+        branch: None,
+        detail: Some("closed for longer than 30days: purged with 5 history events".into()),
+    };
+    assert!(env
+        .store
+        .purge_ticket(&key, record.version, summary)
+        .await
+        .unwrap());
+    let (s, v) = call(c, "GET", "/__stamp/api/v1/tickets/OLD-1", "").await;
+    assert_eq!(s, 410, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("closed and purged by gc") && message.contains("30days"),
+        "{message}"
+    );
+    assert!(
+        v["error"]["history"]
+            .as_array()
+            .is_some_and(|h| h.len() >= 5),
+        "{v}"
+    );
+    let (s, _) = call(c, "GET", "/__stamp/api/v1/tickets/NEVER-1", "").await;
+    assert_eq!(s, 404);
+}
