@@ -36,6 +36,7 @@ Examples:
   stamp TKT-1                       where the ticket stands: stage, overrides per stage, history
   stamp --list                      tickets in qa and prod, with share links
   stamp --list -d -q --json         tickets in dev and qa, as JSON
+  stamp --list -p --history         what production served, change by change
 
 Configuration (each setting from the first source that has it):
   1. flags            --server URL, --token TOKEN, --folder DIR
@@ -133,6 +134,10 @@ pub struct Cli {
     /// Detected when the folder has a build manifest, or an index.html and git ignores it
     #[arg(long)]
     pub build: bool,
+
+    /// With --list -p: what production served, change by change (the proxy's history_repo)
+    #[arg(long)]
+    pub history: bool,
 
     /// With --update: open dev pages reload by themselves after each upload (the printed link
     /// turns it on; also `live = true` in stamp.toml)

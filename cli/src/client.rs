@@ -194,6 +194,11 @@ impl Client {
         self.send(Method::GET, &format!("tickets/{key}"), |r| r, "")
     }
 
+    /// The production history, newest first, as sent (`{"commits": [...]}`).
+    pub fn production_history_raw(&self) -> Result<Value, ApiError> {
+        self.send(Method::GET, "production/history", |r| r, "")
+    }
+
     /// Tickets in these stages, as sent (`{"tickets": [...]}`).
     pub fn list_raw(&self, stages: &[stamp_model::Stage]) -> Result<Value, ApiError> {
         let names: Vec<&str> = stages.iter().map(|s| s.as_str()).collect();

@@ -101,6 +101,9 @@ impl Ctx<'_> {
     }
 
     fn list(&self) -> anyhow::Result<ExitCode> {
+        if self.cli.history {
+            return self.production_history();
+        }
         let stages = self.cli.stages(&[Stage::Qa, Stage::Prod]).0;
         let raw = self.client.list_raw(&stages).map_err(self.api(None))?;
         if self.cli.json {
@@ -117,6 +120,27 @@ impl Ctx<'_> {
             )
         })?;
         print!("{}", output::list(&tickets, &stages, &self.settings.server));
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `--list -p --history`: the proxy's production log.
+    fn production_history(&self) -> anyhow::Result<ExitCode> {
+        let raw = self
+            .client
+            .production_history_raw()
+            .map_err(self.api(None))?;
+        if self.cli.json {
+            println!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let history: stamp_model::wire::ProductionHistory =
+            serde_json::from_value(raw).map_err(|e| {
+                Failure::new(
+                    Kind::Connection,
+                    format!("unexpected answer from the server: {e}"),
+                )
+            })?;
+        print!("{}", output::production_history(&history));
         Ok(ExitCode::SUCCESS)
     }
 

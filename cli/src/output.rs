@@ -122,6 +122,35 @@ fn released(t: &Ticket) -> String {
 }
 
 /// Left-aligned columns.
+/// What production served, change by change, newest first.
+pub fn production_history(h: &stamp_model::wire::ProductionHistory) -> String {
+    if h.commits.is_empty() {
+        return "production history (UTC): nothing released yet\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = h
+        .commits
+        .iter()
+        .map(|c| {
+            vec![
+                format!("  {}", date_time(c.at_ms)),
+                c.id.chars().take(10).collect(),
+                c.summary.clone(),
+                if c.released.is_empty() {
+                    "released: none".to_string()
+                } else {
+                    format!("released: {}", c.released.join(", "))
+                },
+                format!(
+                    "{} override{}",
+                    c.overrides,
+                    if c.overrides == 1 { "" } else { "s" }
+                ),
+            ]
+        })
+        .collect();
+    format!("production history (UTC), newest first\n{}", table(&rows))
+}
+
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)

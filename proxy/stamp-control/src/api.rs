@@ -227,6 +227,10 @@ impl Api {
                 require(principal, Action::Read)?;
                 self.importmap(&key, query).await
             }
+            ("GET" | "HEAD", ["production", "history"]) => {
+                require(principal, Action::Read)?;
+                self.production_history(query).await
+            }
             ("POST", ["modules", "missing"]) => {
                 require(principal, Action::Read)?;
                 self.missing(req.body()).await
@@ -276,6 +280,38 @@ impl Api {
             404,
             ErrorCode::NotFound,
             format!("ticket {key} does not exist"),
+        ))
+    }
+
+    /// What production served, change by change: the history repository's log.
+    async fn production_history(&self, query: &str) -> ApiResult {
+        let mut limit = 50usize;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k == "limit" {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| ApiError::bad("limit", "must be 1-1000"))?;
+            }
+        }
+        let Some(repo) = self.fanout.history() else {
+            return Err(ApiError::new(
+                404,
+                ErrorCode::NotFound,
+                "no production history is kept: set `history_repo` in the proxy's configuration",
+            ));
+        };
+        let commits = repo.log(limit).await.map_err(|e| {
+            ApiError::new(
+                500,
+                ErrorCode::Internal,
+                format!("reading the history: {e}"),
+            )
+        })?;
+        Ok((
+            200,
+            to_value(&stamp_model::wire::ProductionHistory { commits }),
         ))
     }
 

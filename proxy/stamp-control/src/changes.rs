@@ -156,6 +156,11 @@ impl Fanout {
         }
     }
 
+    /// The production history repository, when one is configured.
+    pub fn history(&self) -> Option<&Arc<HistoryRepo>> {
+        self.history.as_ref()
+    }
+
     pub fn hooks(&self) -> &Arc<Dispatcher> {
         &self.hooks
     }

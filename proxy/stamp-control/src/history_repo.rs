@@ -100,6 +100,60 @@ impl HistoryRepo {
     }
 }
 
+impl HistoryRepo {
+    /// The newest `limit` commits, newest first, each with what production
+    /// served after it (read from the committed file itself).
+    pub async fn log(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<stamp_model::wire::ProductionCommit>, HistoryError> {
+        let path = self.path.clone();
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || read_log(&path, limit))
+            .await
+            .map_err(|e| repo_err(&at, e))?
+    }
+}
+
+fn read_log(
+    repo_path: &Path,
+    limit: usize,
+) -> Result<Vec<stamp_model::wire::ProductionCommit>, HistoryError> {
+    let e = |e: git2::Error| repo_err(repo_path, e);
+    let repo = git2::Repository::open(repo_path).map_err(e)?;
+    if repo.head().is_err() {
+        return Ok(Vec::new()); // nothing committed yet
+    }
+    let mut walk = repo.revwalk().map_err(e)?;
+    walk.push_head().map_err(e)?;
+    let mut out = Vec::new();
+    for id in walk.take(limit) {
+        let commit = repo.find_commit(id.map_err(e)?).map_err(e)?;
+        let doc: serde_json::Value = commit
+            .tree()
+            .ok()
+            .and_then(|t| t.get_path(Path::new(FILE)).ok())
+            .and_then(|entry| repo.find_blob(entry.id()).ok())
+            .and_then(|blob| serde_json::from_slice(blob.content()).ok())
+            .unwrap_or_default();
+        out.push(stamp_model::wire::ProductionCommit {
+            id: commit.id().to_string(),
+            at_ms: u64::try_from(commit.time().seconds()).unwrap_or(0) * 1000,
+            summary: commit.summary().ok().flatten().unwrap_or("").to_string(),
+            released: doc["released"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            overrides: doc["imports"].as_object().map_or(0, |m| m.len()),
+        });
+    }
+    Ok(out)
+}
+
 fn commit_file(repo_path: &Path, text: &str, message: &str) -> Result<(), HistoryError> {
     let e = |e: git2::Error| repo_err(repo_path, e);
     let repo = git2::Repository::open(repo_path).map_err(e)?;

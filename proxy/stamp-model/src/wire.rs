@@ -290,6 +290,29 @@ pub struct TicketDto {
     pub warnings: Vec<Value>,
 }
 
+/// One commit of the production history repository: a change of what
+/// production served (`GET production/history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductionCommit {
+    /// The git commit id (hex).
+    pub id: String,
+    pub at_ms: u64,
+    /// The change, first line of the message: "TKT-1 released to prod by alice".
+    pub summary: String,
+    /// Released tickets after it, in promotion order.
+    #[serde(default)]
+    pub released: Vec<String>,
+    /// Overrides production served after it.
+    #[serde(default)]
+    pub overrides: usize,
+}
+
+/// `GET production/history`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductionHistory {
+    pub commits: Vec<ProductionCommit>,
+}
+
 /// `GET tickets`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TicketList {

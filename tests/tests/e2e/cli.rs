@@ -1443,3 +1443,52 @@ async fn a_stale_local_main_does_not_count_other_peoples_commits() {
     let paths: Vec<&String> = dev_stage.keys().collect();
     assert_eq!(paths, ["/src/a.js"], "{dev_stage:?}");
 }
+
+/// `stamp --list -p --history`: what production served, change by change,
+/// from the proxy's history repository.
+#[tokio::test]
+async fn the_production_history_is_listed() {
+    let history = tempfile::tempdir().unwrap();
+    let site = site_with(&format!(
+        "history_repo = \"{}\"\n",
+        history.path().join("log").display()
+    ));
+    let repo = Repo::new(&[("src/a.js", "a1")]);
+    repo.git(&["checkout", "-q", "-b", "TKT-70"]);
+    repo.write("src/a.js", "a-ticket");
+    repo.commit("the ticket");
+    site.stamp(repo.path(), &["TKT-70", "--update", "--once"])
+        .ok();
+    let empty = site.stamp(repo.path(), &["--list", "-p", "--history"]);
+    empty.ok().out_has("nothing released yet");
+    site.stamp(repo.path(), &["TKT-70", "--promote"]).ok();
+    site.stamp(repo.path(), &["TKT-70", "--promote"])
+        .ok()
+        .out_has("qa -> prod");
+    site.stamp(repo.path(), &["TKT-70", "--revert"]).ok();
+    let listed = site.stamp(repo.path(), &["--list", "-p", "--history"]);
+    listed
+        .ok()
+        .out_has("newest first")
+        .out_has("TKT-70 released to prod by anonymous")
+        .out_has("released: TKT-70")
+        .out_has("1 override");
+    let first_revert = listed.out.find("revert").unwrap_or(usize::MAX);
+    let release = listed.out.find("released to prod").unwrap();
+    assert!(first_revert < release, "newest first:\n{}", listed.out);
+    let json = site.stamp(repo.path(), &["--list", "-p", "--history", "--json"]);
+    let v: Value = serde_json::from_str(json.ok().out.trim()).unwrap();
+    let commits = v["commits"].as_array().unwrap();
+    assert_eq!(commits.len(), 2, "{v}");
+    assert_eq!(commits[1]["released"], serde_json::json!(["TKT-70"]));
+    assert_eq!(
+        commits[0]["overrides"], 0,
+        "reverted: production serves nothing of it"
+    );
+
+    // Without a history repository, the answer says how to get one.
+    let plain = site_with("");
+    plain
+        .stamp(repo.path(), &["--list", "-p", "--history"])
+        .err_has("history_repo");
+}
