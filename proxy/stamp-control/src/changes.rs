@@ -189,8 +189,9 @@ impl Fanout {
                 let store = self.store.clone();
                 let what = change.summary();
                 let actor = change.actor.clone();
+                let key = change.ticket.key.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = repo.record(&store, &what, &actor).await {
+                    if let Err(e) = repo.record(&store, &what, &actor, Some(&key)).await {
                         log::error!("history repository: {e}");
                     }
                 });

@@ -58,6 +58,7 @@ impl HistoryRepo {
         store: &SharedStore,
         what: &str,
         actor: &str,
+        ticket: Option<&stamp_model::TicketKey>,
     ) -> Result<(), HistoryError> {
         let _guard = self.lock.lock().await;
         // Read the state under the lock: the file always shows the overlay as
@@ -84,8 +85,28 @@ impl HistoryRepo {
             .collect();
         let doc = serde_json::json!({ "imports": imports, "released": released });
         let text = serde_json::to_string_pretty(&doc).map_err(|e| repo_err(&self.path, e))? + "\n";
+        // The ticket's code: the commit and branch its newest promotion
+        // (else upload) was made from, as `stamp` sent them.
+        let mut source = String::new();
+        if let Some(key) = ticket {
+            let history = store.history(key).await?;
+            let made = history
+                .iter()
+                .rev()
+                .filter(|e| e.event == "promote" || e.event == "upload")
+                .find(|e| e.commit.is_some());
+            if let Some(e) = made {
+                source = format!(
+                    "Ticket: {key}\nCommit: {}\nBranch: {}\n",
+                    e.commit.as_deref().unwrap_or("-"),
+                    e.branch.as_deref().unwrap_or("-")
+                );
+            } else {
+                source = format!("Ticket: {key}\n");
+            }
+        }
         let message = format!(
-            "{what} by {actor}\n\nReleased tickets, in promotion order: {}\n",
+            "{what} by {actor}\n\n{source}Released tickets, in promotion order: {}\n",
             if released.is_empty() {
                 "none".to_string()
             } else {

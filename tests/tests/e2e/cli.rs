@@ -1485,6 +1485,19 @@ async fn the_production_history_is_listed() {
         commits[0]["overrides"], 0,
         "reverted: production serves nothing of it"
     );
+    // Each commit names the ticket's own commit and branch.
+    let log = git2::Repository::open(history.path().join("log")).unwrap();
+    let release = log
+        .find_commit(git2::Oid::from_str(commits[1]["id"].as_str().unwrap()).unwrap())
+        .unwrap();
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    let message = release.message().unwrap();
+    assert!(
+        message.contains("Ticket: TKT-70")
+            && message.contains(&format!("Commit: {}", head.trim()))
+            && message.contains("Branch: TKT-70"),
+        "{message}"
+    );
 
     // Without a history repository, the answer says how to get one.
     let plain = site_with("");
