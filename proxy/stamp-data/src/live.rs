@@ -6,6 +6,7 @@
 //! Never on production or `?qa=` pages. The stream watches the in-memory
 //! snapshot only: no store round trip, whatever the number of open pages.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,32 @@ const EVERY: Duration = Duration::from_millis(100);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// A stream ends after this; `EventSource` reconnects by itself.
 const MAX_LIFE: Duration = Duration::from_secs(600);
+/// Most streams open at once: the endpoint needs no credentials, so it
+/// must not let anyone hold an unbounded number of tasks.
+pub const MAX_STREAMS: usize = 1024;
+
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// One open stream, counted while it lives.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        let taken = OPEN
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_STREAMS).then_some(n + 1)
+            })
+            .is_ok();
+        // Lazily: a Slot made and dropped here would give back a count never taken.
+        taken.then(|| Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Whether the page's query asks for live reload (`stamp_live=1`).
 pub fn asked(query: Option<&str>) -> bool {
@@ -69,6 +96,15 @@ pub async fn serve(session: &mut Session, cell: &Arc<SnapshotCell>) -> Result<()
         )
         .await;
     };
+    let Some(_slot) = Slot::take() else {
+        return respond(
+            session,
+            503,
+            text,
+            Bytes::from_static(b"ticket-stamp: too many live-reload streams are open\n"),
+        )
+        .await;
+    };
     let mut resp = ResponseHeader::build(200, Some(4))?;
     resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
@@ -105,6 +141,17 @@ pub async fn serve(session: &mut Session, cell: &Arc<SnapshotCell>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_are_bounded() {
+        let held: Vec<Slot> = std::iter::from_fn(Slot::take)
+            .take(MAX_STREAMS + 5)
+            .collect();
+        assert_eq!(held.len(), MAX_STREAMS);
+        assert!(Slot::take().is_none());
+        drop(held);
+        assert!(Slot::take().is_some(), "freed when streams end");
+    }
 
     #[test]
     fn only_an_explicit_parameter_asks() {
