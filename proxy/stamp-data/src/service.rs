@@ -533,6 +533,31 @@ impl StampProxy {
     }
 }
 
+/// Asks the upstream for the whole, current, uncompressed body: what is
+/// rewritten or merged must arrive complete (a 304 would revive a cached
+/// production copy in the browser; a 206 or a compressed body cannot be
+/// rewritten as it streams).
+fn whole_and_fresh(upstream: &mut RequestHeader) -> Result<()> {
+    upstream.insert_header(header::ACCEPT_ENCODING, "identity")?;
+    for h in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        upstream.remove_header(&h);
+    }
+    Ok(())
+}
+
+/// Removes every header of an upstream answer that is replaced whole.
+fn clear_headers(resp: &mut ResponseHeader) {
+    let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+    for name in names {
+        resp.remove_header(&name);
+    }
+}
+
 /// Appends `Cookie` to `Vary` unless it is already there (or `*`).
 fn add_vary_cookie(resp: &mut ResponseHeader) {
     let present = resp.headers.get_all(header::VARY).iter().any(|v| {
@@ -750,15 +775,7 @@ impl ProxyHttp for StampProxy {
             } else if let Some(host) = &self.cfg.origin.host_header {
                 upstream.insert_header(header::HOST, host.as_str())?;
             }
-            upstream.insert_header(header::ACCEPT_ENCODING, "identity")?;
-            for h in [
-                header::IF_NONE_MATCH,
-                header::IF_MODIFIED_SINCE,
-                header::IF_RANGE,
-                header::RANGE,
-            ] {
-                upstream.remove_header(&h);
-            }
+            whole_and_fresh(upstream)?;
             return Ok(());
         }
         if let Some(host) = &self.cfg.origin.host_header {
@@ -768,15 +785,7 @@ impl ProxyHttp for StampProxy {
             // The page will be rewritten: it must arrive whole, fresh and
             // uncompressed (a 304 would revive a production copy in the
             // browser; a 206 cannot be rewritten).
-            upstream.insert_header(header::ACCEPT_ENCODING, "identity")?;
-            for h in [
-                header::IF_NONE_MATCH,
-                header::IF_MODIFIED_SINCE,
-                header::IF_RANGE,
-                header::RANGE,
-            ] {
-                upstream.remove_header(&h);
-            }
+            whole_and_fresh(upstream)?;
         }
         Ok(())
     }
@@ -823,10 +832,7 @@ impl ProxyHttp for StampProxy {
             };
             // Nothing of the upstream's answer but its JSON type is relayed:
             // no cookies, no validators, no caching, no sniffing.
-            let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
-            for name in names {
-                resp.remove_header(&name);
-            }
+            clear_headers(resp);
             match &map.failure {
                 None => resp.insert_header(header::CONTENT_TYPE, ty)?,
                 Some(reason) => {
@@ -861,10 +867,7 @@ impl ProxyHttp for StampProxy {
             // answered with ticket bytes under their URLs.
             if let Some(file) = ctx.file.clone() {
                 if let Ok(Some(body)) = self.modules.body(&file.hash).await {
-                    let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
-                    for name in names {
-                        resp.remove_header(&name);
-                    }
+                    clear_headers(resp);
                     resp.set_status(200)?;
                     resp.insert_header(
                         header::CONTENT_TYPE,

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use stamp_tests::browser::Browser;
 use stamp_tests::proxy::binary;
+use stamp_tests::run_ok as run;
 use stamp_tests::{client, Origin, Proxy, Route};
 
 const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -43,20 +44,6 @@ fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
-}
-
-/// Runs a command to success, with its output in the panic message.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn git(dir: &Path, home: &Path, args: &[&str]) {

@@ -7,22 +7,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use stamp_tests::proxy::binary;
+use stamp_tests::run_ok as ok;
 use stamp_tests::{client, Origin, Proxy, Route};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `npm …` in `dir`, with a private cache and no network needed.
