@@ -24,6 +24,8 @@ pub struct RedisServer {
     pub url: String,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Extra arguments (`--replicaof`), kept for restarts.
+    extra: Vec<String>,
 }
 
 impl std::fmt::Debug for RedisServer {
@@ -38,6 +40,16 @@ impl std::fmt::Debug for RedisServer {
 impl RedisServer {
     /// Starts redis-server on a free loopback port and waits until it answers PING.
     pub fn start() -> anyhow::Result<RedisServer> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a replica of `primary`.
+    pub fn start_replica_of(primary: &RedisServer) -> anyhow::Result<RedisServer> {
+        Self::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()])
+    }
+
+    /// Starts with extra redis-server arguments.
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<RedisServer> {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
@@ -46,6 +58,7 @@ impl RedisServer {
                 url: format!("redis://127.0.0.1:{port}/"),
                 child: None,
                 dir: tempfile::tempdir().context("creating a directory for redis-server")?,
+                extra: extra.iter().map(|a| a.to_string()).collect(),
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -78,6 +91,17 @@ impl RedisServer {
         }
     }
 
+    /// Kills the server at once (SIGKILL: no shutdown, no final save), as a
+    /// crashed host would.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.stop()
+    }
+
+    /// `redis-cli` against this server; its output.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        cli(self.port, args)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -99,6 +123,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -164,4 +189,201 @@ fn ping(addr: SocketAddr) -> bool {
         Ok(&reply == b"+PONG\r\n")
     };
     attempt().unwrap_or(false)
+}
+
+/// `redis-cli -p PORT ARGS…` on loopback; its stdout.
+pub fn cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .context("running redis-cli (apt-get install -y redis-tools)")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The service name the sentinels monitor.
+pub const SERVICE: &str = "mymaster";
+
+/// A real `redis-sentinel` (Debian's package) on a free port, killed on drop.
+pub struct Sentinel {
+    pub port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    /// Monitors `primary` as [`SERVICE`] with a quorum of 2, and declares it
+    /// down after `down_after`.
+    pub fn start(primary: &RedisServer, down_after: Duration) -> anyhow::Result<Sentinel> {
+        let dir = tempfile::tempdir().context("creating a directory for redis-sentinel")?;
+        let port = free_port()?;
+        let conf = dir.path().join("sentinel.conf");
+        let log = dir.path().join("sentinel.log");
+        // Sentinel rewrites its configuration file: it must be its own.
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\nlogfile {log}\ndir {dir}\n\
+                 sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds {SERVICE} {down}\n\
+                 sentinel failover-timeout {SERVICE} 10000\n\
+                 sentinel parallel-syncs {SERVICE} 1\n",
+                log = log.display(),
+                dir = dir.path().display(),
+                primary = primary.port,
+                down = down_after.as_millis(),
+            ),
+        )?;
+        let mut child = Command::new("redis-sentinel")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    anyhow!(
+                        "`redis-sentinel` is not installed; the failover tests need it: run \
+                         `apt-get install -y redis-sentinel` (tests/install-deps does)"
+                    )
+                } else {
+                    anyhow!("cannot run redis-sentinel: {e}")
+                }
+            })?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !ping(addr) {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "redis-sentinel exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                bail!("redis-sentinel on port {port} did not answer PING");
+            }
+            std::thread::sleep(POLL_EVERY);
+        }
+        Ok(Sentinel {
+            port,
+            child: Some(child),
+            _dir: dir,
+        })
+    }
+
+    /// The port of the primary this sentinel names now.
+    pub fn primary_port(&self) -> anyhow::Result<u16> {
+        let out = cli(self.port, &["SENTINEL", "get-master-addr-by-name", SERVICE])?;
+        out.lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .with_context(|| format!("no primary in {out:?}"))
+    }
+
+    /// One field of `SENTINEL master`.
+    fn master_field(&self, field: &str) -> anyhow::Result<String> {
+        let out = cli(self.port, &["SENTINEL", "master", SERVICE])?;
+        let mut lines = out.lines();
+        while let Some(l) = lines.next() {
+            if l.trim() == field {
+                return Ok(lines.next().unwrap_or("").trim().to_string());
+            }
+        }
+        bail!("no {field} in {out:?}")
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A primary, two replicas and three sentinels on loopback: the smallest
+/// deployment that survives losing its primary and still has a replica to
+/// acknowledge writes afterwards.
+pub struct SentinelCluster {
+    /// Index 0 starts as the primary, 1 and 2 as its replicas.
+    pub servers: Vec<RedisServer>,
+    pub sentinels: Vec<Sentinel>,
+    /// `redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster`.
+    pub url: String,
+}
+
+impl SentinelCluster {
+    pub fn start(down_after: Duration) -> anyhow::Result<SentinelCluster> {
+        let primary = RedisServer::start()?;
+        let replicas = [
+            RedisServer::start_replica_of(&primary)?,
+            RedisServer::start_replica_of(&primary)?,
+        ];
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for replica in &replicas {
+            while !replica
+                .cli(&["INFO", "replication"])?
+                .contains("master_link_status:up")
+            {
+                if Instant::now() >= deadline {
+                    bail!("a replica never synced with the primary");
+                }
+                std::thread::sleep(POLL_EVERY);
+            }
+        }
+        let sentinels = (0..3)
+            .map(|_| Sentinel::start(&primary, down_after))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Ready once every sentinel knows the replica and the other two
+        // (they find each other through the primary every 2 s).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for s in &sentinels {
+            loop {
+                let others = s.master_field("num-other-sentinels").unwrap_or_default();
+                let replicas = s.master_field("num-slaves").unwrap_or_default();
+                if others == "2" && replicas == "2" {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "sentinel {} never saw the whole deployment (others {others:?}, \
+                         replicas {replicas:?})",
+                        s.port
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let hosts: Vec<String> = sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        Ok(SentinelCluster {
+            url: format!("redis+sentinel://{}/{SERVICE}", hosts.join(",")),
+            servers: [primary].into_iter().chain(replicas).collect(),
+            sentinels,
+        })
+    }
+
+    /// The index in [`SentinelCluster::servers`] of the server every
+    /// sentinel names as primary, once they agree.
+    pub fn agreed_primary(&self) -> Option<usize> {
+        let ports: Vec<u16> = self
+            .sentinels
+            .iter()
+            .filter_map(|s| s.primary_port().ok())
+            .collect();
+        if ports.len() != self.sentinels.len() || ports.iter().any(|p| *p != ports[0]) {
+            return None;
+        }
+        self.servers.iter().position(|s| s.port == ports[0])
+    }
 }

@@ -13,6 +13,7 @@
 //! | POST | `tickets/{KEY}/revoke-links` | revoke every signed share link (preview protection) |
 //! | GET | `tickets/{KEY}/importmap?stage=dev` | the effective overrides as an import map |
 //! | POST | `modules/missing` | which of these hashes the store lacks |
+//! | POST | `store/adopt` | admin: accept a store that lost its state as it is now |
 //!
 //! Every error is the model's envelope, `{"error": {"code", "message", …}}`,
 //! with a fitting status; caller mistakes are not logged as errors and
@@ -90,6 +91,10 @@ impl From<StoreError> for ApiError {
                 ErrorCode::Conflict,
                 format!("ticket {key} was changed by someone else; read it again and retry"),
             ),
+            StoreError::Lost { .. } => {
+                log::error!("API: refused a write: {e}");
+                ApiError::new(503, ErrorCode::StoreLostState, e.to_string())
+            }
             StoreError::Unavailable(_) => {
                 log::warn!("API: {e}");
                 ApiError::new(
@@ -234,6 +239,17 @@ impl Api {
             ("POST", ["modules", "missing"]) => {
                 require(principal, Action::Read)?;
                 self.missing(req.body()).await
+            }
+            ("POST", ["store", "adopt"]) => {
+                require(principal, Action::Operate)?;
+                let before = self.store.epoch();
+                let epoch = self.store.adopt().await?;
+                log::warn!(
+                    "API: {} adopted the store as it is now (epoch {epoch}, was {})",
+                    principal.name,
+                    before.as_deref().unwrap_or("none")
+                );
+                Ok((200, json!({ "epoch": epoch, "superseded": before })))
             }
             (_, ["tickets", ..] | ["modules", ..]) => Err(ApiError::new(
                 405,

@@ -87,6 +87,12 @@ impl Internal {
             let body = health(&self.cell, &self.store);
             respond(session, 200, json, body).await
         } else {
+            // Current at the scrape, not at the last refresh.
+            let fault = self.store.fault().is_some();
+            stamp_store::metrics::STORE_FAULT.set(i64::from(fault));
+            if fault {
+                stamp_store::metrics::STORE_UP.set(0);
+            }
             respond(
                 session,
                 200,
@@ -226,13 +232,19 @@ fn health(cell: &SnapshotCell, store: &SharedStore) -> Bytes {
     let snap = cell.load();
     let now = now_ms();
     let store_ok = cell.store_ok();
+    let lost = cell.lost();
+    let fault = store.fault();
+    let healthy = store_ok && lost.is_none() && fault.is_none();
     let body = serde_json::json!({
-        "status": if store_ok { "ok" } else { "degraded" },
+        "status": if healthy { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "store": {
             "location": store.describe(),
             "reachable": store_ok,
             "last_ok_ms_ago": (cell.last_ok_ms() > 0).then(|| now.saturating_sub(cell.last_ok_ms())),
+            "epoch": store.epoch(),
+            "lost_state": lost,
+            "fault": fault,
         },
         "snapshot": {
             "version": snap.version,

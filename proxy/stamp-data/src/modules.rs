@@ -83,6 +83,10 @@ impl ModuleServer {
 
     /// A body by hash: from the cache, else from the store (and cached).
     pub async fn body(&self, hash: &Hash) -> std::result::Result<Option<Bytes>, String> {
+        if let Some(b) = self.cell.load().pinned.get(hash) {
+            metrics::MODULE_CACHE.with_label_values(&["hit"]).inc();
+            return Ok(Some(b.clone()));
+        }
         if let Some(b) = self.cache.get(hash) {
             metrics::MODULE_CACHE.with_label_values(&["hit"]).inc();
             return Ok(Some(b));

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 
 use crate::importmap;
 use stamp_model::assets::{self, EntryPattern};
@@ -146,7 +147,16 @@ pub struct Snapshot {
     pub effectives: HashMap<Hash, Arc<Effective>>,
     /// Other origins any variant overrides modules on.
     pub remote_origins: Vec<String>,
+    /// The production overlay's bodies, held in memory so that released
+    /// tickets keep working for every visitor while the store is down or
+    /// has lost its data (up to [`PIN_BYTES`]).
+    pub pinned: HashMap<Hash, Bytes>,
 }
+
+/// At most this much of the production overlay's bodies is held in memory
+/// (see [`Snapshot::pinned`]); beyond it, bodies come from the module cache
+/// and the store as for tickets.
+pub const PIN_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Snapshot {
     pub fn empty() -> Snapshot {
@@ -159,7 +169,55 @@ impl Snapshot {
             served: HashMap::new(),
             effectives: HashMap::new(),
             remote_origins: Vec::new(),
+            pinned: HashMap::new(),
         }
+    }
+
+    /// Holds the overlay's bodies in memory, reusing those `previous` held
+    /// (bodies are immutable) and reading the rest from the store.
+    async fn pin_production(
+        &mut self,
+        store: &SharedStore,
+        previous: &Snapshot,
+    ) -> Result<(), StoreError> {
+        let Some(overlay) = &self.overlay else {
+            return Ok(());
+        };
+        let mut total = 0u64;
+        let mut refs: Vec<&ModuleRef> = overlay.overrides.values().collect();
+        refs.sort_by_key(|m| m.size);
+        for m in refs {
+            if self.pinned.contains_key(&m.hash) {
+                continue;
+            }
+            if total + m.size > PIN_BYTES {
+                log::warn!(
+                    "the production overlay's bodies exceed {PIN_BYTES} bytes; \
+                     {} and larger ones are not held in memory",
+                    m.path
+                );
+                break;
+            }
+            let body = match previous.pinned.get(&m.hash) {
+                Some(b) => b.clone(),
+                None => match store.get_module(&m.hash).await? {
+                    Some(b) if Hash::of(&b) == m.hash => b,
+                    // Served (or refused) by the module server as it is;
+                    // one bad body must not hold every snapshot back.
+                    _ => {
+                        log::error!(
+                            "released module {} ({}) is missing from the store",
+                            m.path,
+                            m.hash
+                        );
+                        continue;
+                    }
+                },
+            };
+            total += body.len() as u64;
+            self.pinned.insert(m.hash, body);
+        }
+        Ok(())
     }
 
     /// The variant an external map URL names.
@@ -296,6 +354,7 @@ impl Snapshot {
             released,
             overlay,
             served,
+            pinned: HashMap::new(),
         })
     }
 }
@@ -307,6 +366,9 @@ pub struct SnapshotCell {
     current: ArcSwap<Snapshot>,
     store_ok: AtomicBool,
     last_ok_ms: AtomicU64,
+    /// Why the store's state was not adopted (it lost the state this
+    /// snapshot came from), while that lasts.
+    lost: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for SnapshotCell {
@@ -315,6 +377,7 @@ impl Default for SnapshotCell {
             current: ArcSwap::from_pointee(Snapshot::empty()),
             store_ok: AtomicBool::new(false),
             last_ok_ms: AtomicU64::new(0),
+            lost: std::sync::Mutex::new(None),
         }
     }
 }
@@ -337,6 +400,28 @@ impl SnapshotCell {
         self.last_ok_ms.load(Ordering::Relaxed)
     }
 
+    /// Set while the store no longer holds the state the snapshot came from:
+    /// the snapshot is kept (production does not silently lose its released
+    /// tickets) until the data is back or an operator adopts the store.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_lost(&self, reason: Option<String>) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*lost, &reason) {
+            (None, Some(why)) => log::error!(
+                "{why}; keeping the last good snapshot (version {}, {} released tickets)",
+                self.load().version,
+                self.load().released.len()
+            ),
+            (Some(_), None) => log::warn!("the store's state is consistent again"),
+            _ => {}
+        }
+        stamp_store::metrics::STORE_STATE_LOST.set(i64::from(reason.is_some()));
+        *lost = reason;
+    }
+
     fn mark(&self, ok: bool) {
         self.store_ok.store(ok, Ordering::Relaxed);
         if ok {
@@ -352,14 +437,17 @@ impl SnapshotCell {
         sets: &mut HashMap<Hash, Arc<OverrideSet>>,
         force: bool,
     ) -> Result<(), StoreError> {
+        stamp_store::metrics::STORE_FAULT.set(i64::from(store.fault().is_some()));
+        let lost = self.lost().is_some();
         let result = async {
             let current = self.load().version;
-            if !force && store.version().await? == current && current != 0 {
+            if !force && !lost && store.version().await? == current && current != 0 {
                 return Ok(());
             }
             let state = store.state().await?;
             if state.version != current || force {
-                let snap = Snapshot::build(store, state, sets).await?;
+                let mut snap = Snapshot::build(store, state, sets).await?;
+                snap.pin_production(store, &self.load()).await?;
                 crate::metrics::SNAPSHOT_VERSION.set(snap.version as i64);
                 self.store(snap);
             }
@@ -367,7 +455,15 @@ impl SnapshotCell {
         }
         .await;
         match &result {
-            Ok(()) => self.mark(true),
+            Ok(()) => {
+                self.set_lost(None);
+                self.mark(true);
+            }
+            Err(e @ StoreError::Lost { .. }) => {
+                // Reachable, but not to be believed.
+                self.set_lost(Some(e.to_string()));
+                self.mark(true);
+            }
             Err(e) => {
                 stamp_store::metrics::STORE_ERRORS.inc();
                 if self.store_ok() {
@@ -377,6 +473,9 @@ impl SnapshotCell {
                 }
                 self.mark(false);
             }
+        }
+        if store.fault().is_some() {
+            stamp_store::metrics::STORE_UP.set(0);
         }
         result
     }

@@ -58,6 +58,8 @@ pub enum Action {
     Delete,
     SignOff,
     Move(Transition, Stage),
+    /// Operate the proxy itself (adopt a store that lost its state).
+    Operate,
 }
 
 impl Action {
@@ -69,6 +71,7 @@ impl Action {
             Action::Delete => "delete modules".into(),
             Action::SignOff => "sign off".into(),
             Action::Move(t, from) => format!("{} a ticket in {from}", t.as_str()),
+            Action::Operate => "operate the proxy".into(),
         }
     }
 }
@@ -88,7 +91,7 @@ pub fn allowed(role: Role, action: Action) -> bool {
         Action::Move(Transition::Promote, Stage::Qa) => role == Role::Qa,
         Action::Move(Transition::Revert, Stage::Qa) => role == Role::Dev,
         Action::Move(Transition::Close | Transition::Reopen, _) => role == Role::Dev,
-        Action::Move(..) => false,
+        Action::Move(..) | Action::Operate => false,
     }
 }
 

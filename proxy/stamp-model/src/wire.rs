@@ -123,6 +123,9 @@ pub enum ErrorCode {
     UnsupportedType,
     UnsupportedMediaType,
     StoreUnavailable,
+    /// The store no longer holds the state the proxy served from; writes
+    /// wait for the data to come back or for an operator to adopt the store.
+    StoreLostState,
     Internal,
     /// A code this build does not know (a newer server).
     #[serde(other)]
@@ -147,6 +150,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedType => "unsupported_type",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::StoreLostState => "store_lost_state",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }

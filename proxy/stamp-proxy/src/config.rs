@@ -49,7 +49,7 @@ pub struct Flags {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// Embedded store directory, or a redis:// / rediss:// URL for a fleet (key: `store`) [default: ./stamp-data]
+    /// Embedded store directory, or a redis:// / rediss:// / redis+sentinel:// URL for a fleet (key: `store`) [default: ./stamp-data]
     #[arg(long, value_name = "PATH|URL")]
     pub store: Option<String>,
 
@@ -328,6 +328,10 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_STORE.to_string());
         if store.trim().is_empty() {
             p.add("store", "must not be empty");
+        } else if store.starts_with("redis+sentinel://") {
+            if let Err(e) = stamp_store::redis::SentinelUrl::parse(&store) {
+                p.add("store", format!("not a valid Sentinel URL: {e}"));
+            }
         } else if store.contains("://") {
             match url::Url::parse(&store) {
                 Ok(u) if u.scheme() == "redis" || u.scheme() == "rediss" => {
@@ -338,7 +342,8 @@ impl Config {
                 Ok(u) => p.add(
                     "store",
                     format!(
-                        "unsupported scheme `{}`: use a directory, redis:// or rediss://",
+                        "unsupported scheme `{}`: use a directory, redis://, rediss:// or \
+                         redis+sentinel://",
                         u.scheme()
                     ),
                 ),

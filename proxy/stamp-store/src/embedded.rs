@@ -4,10 +4,18 @@
 //! process per file, which is what a single instance needs; a second process
 //! pointed at the same directory gets a clear [`StoreError::Open`] instead of
 //! silently sharing it. All redb calls block, so each runs on the blocking pool.
+//!
+//! A failed disk write (a full disk, say) leaves redb refusing everything
+//! until the file is reopened. The store reopens it by itself on the next
+//! operation (at most every [`REOPEN_EVERY`]), so once space is back it
+//! recovers without a restart; until a write succeeds again,
+//! [`Store::fault`] reports the failure.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,7 +26,7 @@ use redb::{
 use tokio::sync::watch;
 
 use crate::{
-    now_ms, Commit, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
+    now_ms, Commit, Epoch, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
     SweepReport, TicketRecord,
 };
 use stamp_model::ticket::{set_id, Hash, OverrideSet, Stage, TicketKey};
@@ -48,15 +56,119 @@ const SET_META: TableDefinition<'static, &[u8], u64> = TableDefinition::new("set
 const META_VERSION: &str = "version";
 const META_OVERLAY: &str = "overlay";
 const META_TRACKED: &str = "gc-tracked";
+const META_EPOCH: &str = "epoch";
+
+/// The least time between two attempts to reopen the file after a disk fault.
+pub const REOPEN_EVERY: Duration = Duration::from_millis(200);
 
 /// Bounds redb's page cache: the request path works from an in-memory snapshot
 /// and its own module cache, so the default (1 GiB) would mostly double-cache.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<Handle>,
     path: PathBuf,
     changes: watch::Sender<u64>,
+    epoch: String,
+}
+
+/// The open database, and what the store knows of disk faults.
+struct Handle {
+    path: PathBuf,
+    /// `None` while a reopen after a fault has not succeeded yet.
+    db: RwLock<Option<Arc<Database>>>,
+    /// The last disk fault, until a write succeeds again.
+    fault: Mutex<Option<String>>,
+    /// Whether redb may refuse everything until reopened, and when a reopen
+    /// was last tried.
+    needs_reopen: Mutex<Option<Instant>>,
+}
+
+thread_local! {
+    /// Set by [`db_err`] when redb reports a disk error, read and reset by
+    /// [`Handle::run`] on the same blocking thread.
+    static DISK_FAILED: Cell<bool> = const { Cell::new(false) };
+    /// Set by [`write`] when a write transaction committed.
+    static WROTE: Cell<bool> = const { Cell::new(false) };
+}
+
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Handle {
+    /// Runs `f` against the database (on the calling, blocking thread),
+    /// reopening it first when a disk fault left it refusing everything.
+    fn run<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.reopen_if_needed();
+        let Some(db) = read(&self.db).clone() else {
+            return Err(StoreError::Unavailable(format!(
+                "the store file {} is being reopened after a disk fault: {}",
+                self.path.display(),
+                self.fault().unwrap_or_default()
+            )));
+        };
+        DISK_FAILED.with(|c| c.set(false));
+        WROTE.with(|c| c.set(false));
+        let result = f(&db);
+        drop(db);
+        if DISK_FAILED.with(|c| c.replace(false)) {
+            let reason = match &result {
+                Err(e) => e.to_string(),
+                Ok(_) => "a disk error".to_string(),
+            };
+            if self.fault().is_none() {
+                log::error!("store {}: disk write failed: {reason}", self.path.display());
+            }
+            *lock(&self.fault) = Some(reason);
+            lock(&self.needs_reopen).get_or_insert_with(|| {
+                Instant::now()
+                    .checked_sub(REOPEN_EVERY)
+                    .unwrap_or_else(Instant::now)
+            });
+        } else if WROTE.with(|c| c.replace(false)) && lock(&self.fault).take().is_some() {
+            log::warn!("store {}: writes work again", self.path.display());
+        }
+        result
+    }
+
+    fn fault(&self) -> Option<String> {
+        lock(&self.fault).clone()
+    }
+
+    /// Closes and reopens the file after a disk fault, at most every
+    /// [`REOPEN_EVERY`]. Operations running meanwhile hold the old handle
+    /// and fail; the reopen waits for them to let go of the file.
+    fn reopen_if_needed(&self) {
+        {
+            let mut due = lock(&self.needs_reopen);
+            match *due {
+                Some(last) if last.elapsed() >= REOPEN_EVERY => *due = Some(Instant::now()),
+                _ => return,
+            }
+        }
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let old = slot.take();
+        drop(old);
+        match open_database(&self.path) {
+            Ok(db) => {
+                log::warn!("store {}: reopened after a disk fault", self.path.display());
+                *slot = Some(Arc::new(db));
+                *lock(&self.needs_reopen) = None;
+            }
+            Err(e) => {
+                log::debug!("store {}: cannot reopen yet: {e}", self.path.display());
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -77,17 +189,14 @@ impl EmbeddedStore {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => open_err(
-                    "the database is already open (another stamp-proxy process, or another \
+        let db = open_database(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => open_err(
+                "the database is already open (another stamp-proxy process, or another \
                      store in this process, holds its lock)"
-                        .to_string(),
-                ),
-                other => open_err(other.to_string()),
-            })?;
+                    .to_string(),
+            ),
+            other => open_err(other.to_string()),
+        })?;
 
         // Creating every table up front lets readers open them without
         // special-casing a fresh file.
@@ -104,6 +213,7 @@ impl EmbeddedStore {
             Ok(0)
         };
         init().map_err(|e| open_err(e.to_string()))?;
+        let epoch = ensure_epoch(&db).map_err(|e| open_err(e.to_string()))?;
         track_untracked(&db).map_err(|e| open_err(e.to_string()))?;
         let version = {
             let txn = db.begin_read().map_err(|e| open_err(e.to_string()))?;
@@ -113,9 +223,15 @@ impl EmbeddedStore {
 
         let (changes, _) = watch::channel(version);
         Ok(EmbeddedStore {
-            db: Arc::new(db),
+            db: Arc::new(Handle {
+                path: path.clone(),
+                db: RwLock::new(Some(Arc::new(db))),
+                fault: Mutex::new(None),
+                needs_reopen: Mutex::new(None),
+            }),
             path,
             changes,
+            epoch,
         })
     }
 
@@ -125,8 +241,8 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || f(&db))
+        let handle = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || handle.run(f))
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
@@ -150,8 +266,32 @@ impl EmbeddedStore {
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
         redb::Error::Corrupted(msg) => StoreError::Corrupt(msg),
-        other => StoreError::Unavailable(other.to_string()),
+        other => {
+            if matches!(other, redb::Error::Io(_) | redb::Error::PreviousIo) {
+                DISK_FAILED.with(|c| c.set(true));
+            }
+            StoreError::Unavailable(other.to_string())
+        }
     }
+}
+
+/// The file's epoch marker, written at its first open.
+fn ensure_epoch(db: &Database) -> Result<String, StoreError> {
+    {
+        let txn = db.begin_read().map_err(db_err)?;
+        let meta = txn.open_table(META).map_err(db_err)?;
+        if let Some(raw) = meta.get(META_EPOCH).map_err(db_err)? {
+            return Ok(decode::<Epoch>("epoch marker", raw.value())?.id);
+        }
+    }
+    let epoch = Epoch::fresh();
+    let json = encode("epoch", &epoch)?;
+    write(db, |txn| {
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        meta.insert(META_EPOCH, json.as_slice()).map_err(db_err)?;
+        Ok(())
+    })?;
+    Ok(epoch.id)
 }
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
@@ -266,6 +406,7 @@ fn write<T>(
     match work(&txn) {
         Ok(value) => {
             txn.commit().map_err(db_err)?;
+            WROTE.with(|c| c.set(true));
             Ok(value)
         }
         Err(e) => {
@@ -608,6 +749,20 @@ impl Store for EmbeddedStore {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn epoch(&self) -> Option<String> {
+        Some(self.epoch.clone())
+    }
+
+    /// The file is held open, so it cannot lose its state under this
+    /// process: there is nothing to adopt.
+    async fn adopt(&self) -> Result<String, StoreError> {
+        Ok(self.epoch.clone())
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.db.fault()
     }
 }
 

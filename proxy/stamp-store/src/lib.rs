@@ -37,6 +37,20 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot open store {location}: {reason}")]
     Open { location: String, reason: String },
+    /// The store no longer holds the state this process knew (its epoch
+    /// marker is gone or another one replaced it): a Redis restarted without
+    /// persistence, flushed, or pointed elsewhere. Writes are refused and the
+    /// proxy keeps serving its last good snapshot until the data comes back or
+    /// an operator adopts the store as it is now ([`Store::adopt`]).
+    #[error(
+        "the store lost its state: it no longer holds epoch {known} (found {}); restore its \
+         data, or adopt it as it is now (POST /__stamp/api/store/adopt)",
+        found.as_deref().unwrap_or("none")
+    )]
+    Lost {
+        known: String,
+        found: Option<String>,
+    },
 }
 
 /// How a commit changes the production overlay (the ordered list of released
@@ -169,14 +183,57 @@ pub trait Store: Send + Sync + 'static {
     /// instance sharing this store, and after a lost connection is regained
     /// (with the current version, so the receiver resyncs).
     fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// The store's epoch as this instance knows it: a random id written once
+    /// into an empty store, so that a store that lost its data is told apart
+    /// from one that holds no tickets. `None` before the first contact.
+    fn epoch(&self) -> Option<String>;
+
+    /// Accepts the store as it is now after [`StoreError::Lost`]: gives it an
+    /// epoch if it has none, records that it supersedes the one this
+    /// instance knew (so every other instance sharing the store adopts it
+    /// too, on its next read) and returns the adopted epoch.
+    async fn adopt(&self) -> Result<String, StoreError>;
+
+    /// A fault the store knows of although reads may still work, for example
+    /// the last write failed on a full disk and none succeeded since. `None`
+    /// when healthy.
+    fn fault(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The epoch marker's value: its id, and the ids it replaced by operator
+/// action ([`Store::adopt`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Epoch {
+    pub id: String,
+    #[serde(default)]
+    pub supersedes: Vec<String>,
+}
+
+impl Epoch {
+    /// A fresh random epoch.
+    pub fn fresh() -> Epoch {
+        Epoch {
+            id: format!("{:032x}", rand::random::<u128>()),
+            supersedes: Vec::new(),
+        }
+    }
+
+    /// Whether an instance that knew `known` may carry on with this epoch.
+    pub fn continues(&self, known: &str) -> bool {
+        self.id == known || self.supersedes.iter().any(|s| s == known)
+    }
 }
 
 pub type SharedStore = Arc<dyn Store>;
 
-/// Opens a store from a `--store` value: a `redis://` / `rediss://` URL, or a
-/// directory for the embedded store (created if missing).
+/// Opens a store from a `--store` value: a `redis://` / `rediss://` URL, a
+/// `redis+sentinel://` URL, or a directory for the embedded store (created
+/// if missing).
 pub async fn open(location: &str, redis_prefix: &str) -> Result<SharedStore, StoreError> {
-    if location.starts_with("redis://") || location.starts_with("rediss://") {
+    if redis::is_redis_url(location) {
         Ok(Arc::new(
             redis::RedisStore::open(location, redis_prefix).await?,
         ))

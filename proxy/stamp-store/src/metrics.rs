@@ -28,8 +28,27 @@ pub static STORE_UP: LazyLock<IntGauge> = LazyLock::new(|| {
     ))
 });
 
+/// 1 while the store no longer holds the state the serving snapshot came
+/// from (see `StoreError::Lost`).
+pub static STORE_STATE_LOST: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(register_int_gauge!(
+        "stamp_store_state_lost",
+        "1 while the store lost the state the serving snapshot came from"
+    ))
+});
+
+/// 1 while the store reports a fault although it answers (a failed disk write).
+pub static STORE_FAULT: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(register_int_gauge!(
+        "stamp_store_fault",
+        "1 while the store reports a fault (for example a failed disk write)"
+    ))
+});
+
 /// Registers the store's metrics, so a scrape lists them from the start.
 pub fn register() {
     LazyLock::force(&STORE_ERRORS);
     LazyLock::force(&STORE_UP);
+    LazyLock::force(&STORE_STATE_LOST);
+    LazyLock::force(&STORE_FAULT);
 }

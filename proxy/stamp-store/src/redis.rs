@@ -5,7 +5,16 @@
 //! `history:<KEY>` (LIST of event JSON), `overlay` (JSON list of keys),
 //! `version` (INCR counter), `mod-times` and `set-times` (sorted sets: hex
 //! hash → when the body or set was last stored, ms since the epoch, for
-//! garbage collection) and the pub/sub channel `changes`.
+//! garbage collection), `epoch` (JSON [`Epoch`]: written once into an empty
+//! store, so a Redis that lost its data is told apart from one without
+//! tickets) and the pub/sub channel `changes`.
+//!
+//! `redis+sentinel://` URLs name Redis Sentinels and a service instead of one
+//! server: the store asks the sentinels for the current primary, and asks
+//! again whenever the primary stops answering or turns out to be a replica,
+//! so a failover needs no restart. With `wait_replicas=N` (1 by default for
+//! Sentinel) a write is acknowledged only once N replicas hold it, so a
+//! failover cannot lose it.
 //!
 //! Redis being down must never stop the proxy from serving, so opening never
 //! connects: the connection is made lazily and re-made after a loss, and every
@@ -14,19 +23,24 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, RedisResult, Script};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo, RedisError,
+    RedisResult, Script,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::embedded::{checked_module, checked_set, decode, encode};
 use crate::{
-    now_ms, Commit, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
+    now_ms, Commit, Epoch, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
     SweepReport, TicketRecord,
 };
 use stamp_model::ticket::{Hash, OverrideSet, TicketKey};
@@ -43,15 +57,34 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// (a Redis host that vanished) would go unnoticed without a periodic ping.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
+/// Lua: the id of an epoch marker's raw value, '' when absent, '?' when
+/// unreadable. A macro, so `concat!` can prepend it to the scripts.
+macro_rules! epoch_id_lua {
+    () => {
+        r#"
+local function epoch_id(raw)
+  if not raw then return '' end
+  local ok, e = pcall(cjson.decode, raw)
+  if ok and type(e) == 'table' and type(e.id) == 'string' then return e.id end
+  return '?'
+end
+"#
+    };
+}
+
 /// Atomic commit. Everything is read and validated before the first write:
 /// Redis does not roll a script back when it fails half-way.
 ///
-/// KEYS: ticket, tickets set, history list, overlay, version.
+/// KEYS: ticket, tickets set, history list, overlay, version, epoch.
 /// ARGV: ticket key, expected version ('' = must not exist), new version,
 /// record JSON, overlay op (keep|append|remove), event JSON ('' = none),
-/// change channel.
-/// Returns {1, new global version} or {0, found version (-1 = absent)}.
-const COMMIT_LUA: &str = r#"
+/// change channel, the epoch id the writer knows.
+/// Returns {1, new global version}, {0, found version (-1 = absent)} or
+/// {-1, 0} when the store's epoch is not the writer's.
+const COMMIT_LUA: &str = concat!(
+    epoch_id_lua!(),
+    r#"
+if epoch_id(redis.call('GET', KEYS[6])) ~= ARGV[8] then return {-1, 0} end
 local found = -1
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -96,14 +129,49 @@ if ARGV[6] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[6]) end
 local version = redis.call('INCR', KEYS[5])
 redis.call('PUBLISH', ARGV[7], version)
 return {1, version}
+"#
+);
+
+/// Adopts the store as it is: gives it an epoch if it has none, and records
+/// that its epoch supersedes the one the caller knew; bumps the version and
+/// notifies, so every instance re-reads the state (and adopts) at once.
+///
+/// KEYS: epoch, version. ARGV: a fresh epoch JSON (used when there is none),
+/// the epoch id the caller knew ('' = none), change channel.
+/// Returns the epoch JSON now stored.
+const ADOPT_LUA: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+  raw = ARGV[1]
+else
+  local ok, e = pcall(cjson.decode, raw)
+  if not ok or type(e) ~= 'table' or type(e.id) ~= 'string' then
+    return redis.error_reply('CORRUPT the epoch marker is not valid JSON')
+  end
+  if ARGV[2] ~= '' and e.id ~= ARGV[2] then
+    local superseded = {}
+    if type(e.supersedes) == 'table' then
+      for _, id in ipairs(e.supersedes) do
+        if id ~= ARGV[2] then table.insert(superseded, cjson.encode(id)) end
+      end
+    end
+    table.insert(superseded, cjson.encode(ARGV[2]))
+    -- Built by hand: cjson encodes an empty table as {} rather than [].
+    raw = '{"id":' .. cjson.encode(e.id) .. ',"supersedes":[' .. table.concat(superseded, ',') .. ']}'
+  end
+end
+redis.call('SET', KEYS[1], raw)
+local version = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], version)
+return raw
 "#;
 
 /// Consistent snapshot: a script runs with nothing interleaved. Ticket keys
 /// come from the set, so their record keys are built here (fine outside
 /// Redis Cluster, which this store does not target).
 ///
-/// KEYS: version, tickets set, overlay. ARGV: ticket key prefix.
-/// Returns {version, {record JSON...}, overlay JSON}.
+/// KEYS: version, tickets set, overlay, epoch. ARGV: ticket key prefix.
+/// Returns {version, {record JSON...}, overlay JSON, epoch JSON ('' = none)}.
 const STATE_LUA: &str = r#"
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 local records = {}
@@ -111,7 +179,7 @@ for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local r = redis.call('GET', ARGV[1] .. k)
   if r then table.insert(records, r) end
 end
-return {version, records, redis.call('GET', KEYS[3]) or '[]'}
+return {version, records, redis.call('GET', KEYS[3]) or '[]', redis.call('GET', KEYS[4]) or ''}
 "#;
 
 /// Stores a body or a set and records "stored now" for it, atomically: a
@@ -249,10 +317,15 @@ return {modules_deleted, bytes, sets_deleted}
 
 /// Deletes a closed ticket's record, keeping (and appending to) its history.
 ///
-/// KEYS: ticket, tickets set, history list, overlay, version.
-/// ARGV: ticket key, expected version, summary event JSON, change channel.
-/// Returns {1, new global version} or {0, 0} when refused.
-const PURGE_LUA: &str = r#"
+/// KEYS: ticket, tickets set, history list, overlay, version, epoch.
+/// ARGV: ticket key, expected version, summary event JSON, change channel,
+/// the epoch id the caller knows.
+/// Returns {1, new global version}, {0, 0} when refused, or {-1, 0} when the
+/// store's epoch is not the caller's.
+const PURGE_LUA: &str = concat!(
+    epoch_id_lua!(),
+    r#"
+if epoch_id(redis.call('GET', KEYS[6])) ~= ARGV[5] then return {-1, 0} end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {0, 0} end
 local ok, rec = pcall(cjson.decode, raw)
@@ -284,7 +357,8 @@ redis.call('RPUSH', KEYS[3], ARGV[3])
 local version = redis.call('INCR', KEYS[5])
 redis.call('PUBLISH', ARGV[4], version)
 return {1, version}
-"#;
+"#
+);
 
 struct Keys {
     prefix: String,
@@ -324,6 +398,9 @@ impl Keys {
     fn overlay(&self) -> String {
         format!("{}:overlay", self.prefix)
     }
+    fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
     fn version(&self) -> String {
         format!("{}:version", self.prefix)
     }
@@ -333,7 +410,7 @@ impl Keys {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    target: Arc<Target>,
     keys: Keys,
     location: String,
     commit_script: Script,
@@ -343,9 +420,12 @@ pub struct RedisStore {
     usage_script: Script,
     sweep_script: Script,
     purge_script: Script,
+    adopt_script: Script,
     /// Whether this instance has indexed the bodies and sets stored without
     /// a time (see [`RedisStore::track_untracked`]).
     tracked: AtomicBool,
+    /// The epoch id this instance knows (see [`Store::epoch`]).
+    known_epoch: Mutex<Option<String>>,
     changes: watch::Sender<u64>,
     listener: JoinHandle<()>,
 }
@@ -365,9 +445,23 @@ impl Drop for RedisStore {
     }
 }
 
+/// Whether `location` names a Redis store rather than a directory.
+pub fn is_redis_url(location: &str) -> bool {
+    ["redis://", "rediss://", "redis+sentinel://"]
+        .iter()
+        .any(|scheme| location.starts_with(scheme))
+}
+
 /// `url` without user, password, query or fragment, plus the key prefix:
 /// safe for logs and /health.
 fn describe_url(url: &str, prefix: &str) -> String {
+    if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
+        // The host list is not a URL authority `url` can parse.
+        let rest = rest.split(['?', '#']).next().unwrap_or("");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let hosts = authority.rsplit('@').next().unwrap_or("");
+        return format!("{SENTINEL_SCHEME}{hosts}/{path} (prefix {prefix})");
+    }
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             // Both setters only fail for URLs that cannot carry credentials,
@@ -383,6 +477,250 @@ fn describe_url(url: &str, prefix: &str) -> String {
             "{} (unparsable URL)",
             url.split(':').next().unwrap_or("redis")
         ),
+    }
+}
+
+const SENTINEL_SCHEME: &str = "redis+sentinel://";
+const SENTINEL_PORT: u16 = 26379;
+/// How long a write waits for its replicas by default.
+const DEFAULT_WAIT: Duration = Duration::from_secs(1);
+
+/// A parsed `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db][?wait_replicas=N&wait_ms=M]`.
+/// The credentials and the database are the Redis servers'; sentinels are
+/// reached without credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    pub sentinels: Vec<(String, u16)>,
+    pub service: String,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Replicas that must hold a write before it is acknowledged.
+    pub wait_replicas: u32,
+    pub wait: Duration,
+}
+
+impl SentinelUrl {
+    pub fn parse(url: &str) -> Result<SentinelUrl, String> {
+        let rest = url
+            .strip_prefix(SENTINEL_SCHEME)
+            .ok_or_else(|| format!("a Sentinel URL starts with {SENTINEL_SCHEME}"))?;
+        if rest.contains('#') {
+            return Err("a Sentinel URL has no fragment".into());
+        }
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or("a Sentinel URL names its service: redis+sentinel://host:26379/mymaster")?;
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let decode = |s: &str| -> Result<String, String> {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| "the credentials are not valid UTF-8 once percent-decoded".to_string())
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => (
+                    (!user.is_empty()).then(|| decode(user)).transpose()?,
+                    Some(decode(pass)?),
+                ),
+                None => (Some(decode(u)?), None),
+            },
+        };
+        let mut sentinels = Vec::new();
+        for host in hosts.split(',') {
+            sentinels.push(parse_host_port(host)?);
+        }
+        let mut segments = path.split('/');
+        let service = segments.next().unwrap_or("").to_string();
+        if service.is_empty()
+            || service.len() > 128
+            || !service
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "the service name {service:?} must be 1 to 128 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        let db = match segments.next() {
+            None | Some("") => 0,
+            Some(d) => d
+                .parse::<i64>()
+                .ok()
+                .filter(|d| (0..=1_000_000).contains(d))
+                .ok_or_else(|| format!("the database {d:?} is not a number"))?,
+        };
+        if segments.next().is_some_and(|s| !s.is_empty()) {
+            return Err("a Sentinel URL's path is /service or /service/db".into());
+        }
+        let mut parsed = SentinelUrl {
+            sentinels,
+            service,
+            db,
+            username,
+            password,
+            wait_replicas: 1,
+            wait: DEFAULT_WAIT,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = || {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| format!("{name} must be a whole number, not {value:?}"))
+            };
+            match name {
+                "wait_replicas" => {
+                    parsed.wait_replicas = number()?;
+                    if parsed.wait_replicas > 16 {
+                        return Err("wait_replicas is at most 16".into());
+                    }
+                }
+                "wait_ms" => {
+                    let ms = number()?;
+                    if !(1..=60_000).contains(&ms) {
+                        return Err("wait_ms is between 1 and 60000".into());
+                    }
+                    parsed.wait = Duration::from_millis(u64::from(ms));
+                }
+                other => {
+                    return Err(format!(
+                        "unknown Sentinel URL parameter {other:?} (known: wait_replicas, wait_ms)"
+                    ))
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// `host[:port]` or `[v6]:port` of one sentinel.
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{s:?} is not a sentinel address (host:port)");
+    let (host, port) = if let Some(v6) = s.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
+    {
+        return Err(bad());
+    }
+    let port = match port {
+        None => SENTINEL_PORT,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
+    };
+    Ok((host.to_string(), port))
+}
+
+/// Where the store's connections go: one server, or whichever server the
+/// sentinels name as the primary now.
+enum Target {
+    Direct {
+        client: Client,
+        conn: ConnectionManager,
+    },
+    Sentinel {
+        sentinel: tokio::sync::Mutex<SentinelClient>,
+        /// The connection to the primary last found, with a generation so
+        /// that a failure on an older one does not drop a newer one.
+        current: Mutex<(u64, Option<ConnectionManager>)>,
+        wait_replicas: u32,
+        wait: Duration,
+    },
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        // Few retries inside one operation: the caller is waiting, and
+        // the next operation retries anyway.
+        .set_number_of_retries(1)
+        .set_min_delay(MIN_BACKOFF)
+        .set_max_delay(MAX_BACKOFF)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values stay consistent whatever a panicking holder did.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Target {
+    /// A client for the current primary (for the change listener).
+    async fn client(&self) -> Result<Client, StoreError> {
+        match self {
+            Target::Direct { client, .. } => Ok(client.clone()),
+            Target::Sentinel { sentinel, .. } => {
+                let mut sentinel = sentinel.lock().await;
+                bounded(sentinel.async_get_client()).await
+            }
+        }
+    }
+
+    /// A connection to the current primary, and its generation.
+    async fn conn(&self) -> Result<(u64, ConnectionManager), StoreError> {
+        match self {
+            Target::Direct { conn, .. } => Ok((0, conn.clone())),
+            Target::Sentinel {
+                sentinel, current, ..
+            } => {
+                if let (generation, Some(conn)) = &*lock(current) {
+                    return Ok((*generation, conn.clone()));
+                }
+                // One lookup at a time; whoever waited may find it done.
+                let mut sentinel = sentinel.lock().await;
+                if let (generation, Some(conn)) = &*lock(current) {
+                    return Ok((*generation, conn.clone()));
+                }
+                let client = bounded(sentinel.async_get_client()).await?;
+                let conn = ConnectionManager::new_lazy_with_config(client, manager_config())
+                    .map_err(redis_err)?;
+                let mut current = lock(current);
+                current.0 += 1;
+                current.1 = Some(conn.clone());
+                Ok((current.0, conn))
+            }
+        }
+    }
+
+    /// After a failure on the connection of `generation`: with Sentinel,
+    /// the next operation asks the sentinels for the primary again (it may
+    /// have failed over, or this one may have been demoted to a replica).
+    fn forget(&self, generation: u64) {
+        if let Target::Sentinel { current, .. } = self {
+            let mut current = lock(current);
+            if current.0 == generation {
+                current.1 = None;
+            }
+        }
+    }
+
+    fn wait_replicas(&self) -> (u32, Duration) {
+        match self {
+            Target::Direct { .. } => (0, DEFAULT_WAIT),
+            Target::Sentinel {
+                wait_replicas,
+                wait,
+                ..
+            } => (*wait_replicas, *wait),
+        }
     }
 }
 
@@ -422,40 +760,66 @@ fn raise(changes: &watch::Sender<u64>, version: u64) {
 }
 
 impl RedisStore {
-    /// Accepts `redis://` and `rediss://` URLs. Does not connect: only a
-    /// malformed URL fails here; an unreachable Redis shows up as
-    /// [`StoreError::Unavailable`] from operations until it is back.
+    /// Accepts `redis://`, `rediss://` and `redis+sentinel://` URLs. Does not
+    /// connect: only a malformed URL fails here; an unreachable Redis shows
+    /// up as [`StoreError::Unavailable`] from operations until it is back.
     pub async fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let location = describe_url(url, prefix);
-        let open_err = |e: RedisError| StoreError::Open {
+        let open_err = |reason: String| StoreError::Open {
             location: location.clone(),
-            reason: e.to_string(),
+            reason,
         };
-        let client = Client::open(url).map_err(open_err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            // Few retries inside one operation: the caller is waiting, and
-            // the next operation retries anyway.
-            .set_number_of_retries(1)
-            .set_min_delay(MIN_BACKOFF)
-            .set_max_delay(MAX_BACKOFF);
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(open_err)?;
+        let target = if url.starts_with(SENTINEL_SCHEME) {
+            let parsed = SentinelUrl::parse(url).map_err(open_err)?;
+            let nodes: Vec<ConnectionInfo> = parsed
+                .sentinels
+                .iter()
+                .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port).into_connection_info())
+                .collect::<RedisResult<_>>()
+                .map_err(|e| open_err(e.to_string()))?;
+            let mut redis_info = RedisConnectionInfo::default().set_db(parsed.db);
+            if let Some(user) = &parsed.username {
+                redis_info = redis_info.set_username(user);
+            }
+            if let Some(password) = &parsed.password {
+                redis_info = redis_info.set_password(password);
+            }
+            let node_info =
+                SentinelNodeConnectionInfo::default().set_redis_connection_info(redis_info);
+            let sentinel = SentinelClient::build(
+                nodes,
+                parsed.service.clone(),
+                Some(node_info),
+                SentinelServerType::Master,
+            )
+            .map_err(|e| open_err(e.to_string()))?;
+            Target::Sentinel {
+                sentinel: tokio::sync::Mutex::new(sentinel),
+                current: Mutex::new((0, None)),
+                wait_replicas: parsed.wait_replicas,
+                wait: parsed.wait,
+            }
+        } else {
+            let client = Client::open(url).map_err(|e| open_err(e.to_string()))?;
+            let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+                .map_err(|e| open_err(e.to_string()))?;
+            Target::Direct { client, conn }
+        };
+        let target = Arc::new(target);
 
         let keys = Keys {
             prefix: prefix.to_string(),
         };
         let (changes, _) = watch::channel(0);
         let listener = tokio::spawn(listen(
-            client,
+            Arc::clone(&target),
             keys.channel(),
             keys.version(),
             location.clone(),
             changes.clone(),
         ));
         Ok(RedisStore {
-            conn,
+            target,
             keys,
             location,
             commit_script: Script::new(COMMIT_LUA),
@@ -465,10 +829,136 @@ impl RedisStore {
             usage_script: Script::new(USAGE_LUA),
             sweep_script: Script::new(SWEEP_LUA),
             purge_script: Script::new(PURGE_LUA),
+            adopt_script: Script::new(ADOPT_LUA),
             tracked: AtomicBool::new(false),
+            known_epoch: Mutex::new(None),
             changes,
             listener,
         })
+    }
+
+    /// Runs `op` on a connection to the primary, bounded in time; a failure
+    /// makes a Sentinel store look the primary up again.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let (generation, conn) = self.target.conn().await?;
+        let result = bounded(op(conn)).await;
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            self.target.forget(generation);
+        }
+        result
+    }
+
+    /// [`RedisStore::run`] for a write: with `wait_replicas`, the write is
+    /// acknowledged only once that many replicas hold it (and everything this
+    /// connection wrote before it).
+    async fn write<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let (replicas, wait) = self.target.wait_replicas();
+        if replicas == 0 {
+            return self.run(op).await;
+        }
+        let (generation, conn) = self.target.conn().await?;
+        let result = bounded(op(conn.clone())).await;
+        let result = match result {
+            Ok(value) => {
+                let mut conn = conn;
+                let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                match bounded(
+                    redis::cmd("WAIT")
+                        .arg(replicas)
+                        .arg(wait_ms)
+                        .query_async::<u32>(&mut conn),
+                )
+                .await
+                {
+                    Ok(acked) if acked >= replicas => Ok(value),
+                    Ok(acked) => Err(StoreError::Unavailable(format!(
+                        "the write reached the primary but only {acked} of {replicas} \
+                         replicas within {wait_ms} ms, so a failover could lose it; \
+                         retry once a replica is back"
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            self.target.forget(generation);
+        }
+        result
+    }
+
+    fn known_epoch(&self) -> Option<String> {
+        lock(&self.known_epoch).clone()
+    }
+
+    /// The epoch this instance works in: on first contact, the store's own,
+    /// given one if it has none (a store this process never saw has nothing
+    /// this process could lose).
+    async fn ensure_epoch(&self) -> Result<String, StoreError> {
+        if let Some(known) = self.known_epoch() {
+            return Ok(known);
+        }
+        let fresh = encode("epoch", &Epoch::fresh())?;
+        let key = self.keys.epoch();
+        let raw: Vec<u8> = self
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(fresh)
+                    .arg("NX")
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                redis::cmd("GET").arg(&key).query_async(&mut conn).await
+            })
+            .await?;
+        let epoch: Epoch = decode("epoch marker", &raw)?;
+        let mut known = lock(&self.known_epoch);
+        Ok(known.get_or_insert(epoch.id).clone())
+    }
+
+    /// Checks a stored epoch marker against the one this instance knows,
+    /// following an adoption made by any instance.
+    fn check_epoch(&self, known: &str, raw: &[u8]) -> Result<(), StoreError> {
+        let found: Option<Epoch> = if raw.is_empty() {
+            None
+        } else {
+            Some(decode("epoch marker", raw)?)
+        };
+        match found {
+            Some(epoch) if epoch.id == known => Ok(()),
+            Some(epoch) if epoch.continues(known) => {
+                log::warn!(
+                    "{}: adopted epoch {} (it supersedes {known})",
+                    self.location,
+                    epoch.id
+                );
+                *lock(&self.known_epoch) = Some(epoch.id);
+                Ok(())
+            }
+            found => Err(StoreError::Lost {
+                known: known.to_string(),
+                found: found.map(|e| e.id),
+            }),
+        }
+    }
+
+    /// After a write script refused on the epoch: either another instance
+    /// adopted a new one (follow it, and the caller retries once) or the
+    /// store lost its state.
+    async fn recheck_epoch(&self, known: &str) -> Result<(), StoreError> {
+        let key = self.keys.epoch();
+        let raw: Option<Vec<u8>> = self
+            .run(|mut conn| async move { redis::cmd("GET").arg(&key).query_async(&mut conn).await })
+            .await?;
+        self.check_epoch(known, &raw.unwrap_or_default())
     }
 }
 
@@ -489,8 +979,8 @@ impl RedisStore {
             .arg(value)
             .arg(hash.to_hex())
             .arg(now_ms());
-        let mut conn = self.conn.clone();
-        bounded(invocation.invoke_async::<()>(&mut conn)).await
+        self.write(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await })
+            .await
     }
 
     /// Bodies and sets written by a version without garbage collection have
@@ -502,7 +992,6 @@ impl RedisStore {
             return Ok(());
         }
         let now = now_ms();
-        let mut conn = self.conn.clone();
         for (prefix, times) in [
             (self.keys.module_prefix(), self.keys.module_times()),
             (self.keys.set_prefix(), self.keys.set_times()),
@@ -510,16 +999,15 @@ impl RedisStore {
             let pattern = format!("{}*", glob_escape(&prefix));
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = bounded(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn),
-                )
-                .await?;
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, keys): (u64, Vec<Vec<u8>>) = self
+                    .run(|mut conn| async move { scan.query_async(&mut conn).await })
+                    .await?;
                 let members: Vec<&str> = keys
                     .iter()
                     .filter_map(|k| std::str::from_utf8(k).ok())
@@ -532,7 +1020,8 @@ impl RedisStore {
                     for member in members {
                         zadd.arg(now).arg(member);
                     }
-                    bounded(zadd.query_async::<()>(&mut conn)).await?;
+                    self.run(|mut conn| async move { zadd.query_async::<()>(&mut conn).await })
+                        .await?;
                 }
                 if next == 0 {
                     break;
@@ -566,7 +1055,7 @@ fn count(what: &str, n: i64) -> Result<u64, StoreError> {
 /// reconnecting with backoff, and announcing the current version on every
 /// (re)connect so receivers resync whatever they missed while disconnected.
 async fn listen(
-    client: Client,
+    target: Arc<Target>,
     channel: String,
     version_key: String,
     location: String,
@@ -576,7 +1065,7 @@ async fn listen(
     let mut was_down = false;
     loop {
         match listen_once(
-            &client,
+            &target,
             &channel,
             &version_key,
             &changes,
@@ -607,13 +1096,15 @@ async fn listen(
 /// One subscription, from connect to loss. `Ok` means it was established and
 /// later lost; `Err` that it could not be established.
 async fn listen_once(
-    client: &Client,
+    target: &Target,
     channel: &str,
     version_key: &str,
     changes: &watch::Sender<u64>,
     backoff: &mut Duration,
     location: &str,
 ) -> Result<(), StoreError> {
+    // Looked up on every (re)connect: with Sentinel, the primary may have moved.
+    let client = target.client().await?;
     let mut pubsub = bounded(client.get_async_pubsub()).await?;
     bounded(pubsub.subscribe(channel)).await?;
     // Read only once subscribed, so no commit falls between the two.
@@ -650,6 +1141,14 @@ async fn listen_once(
     }
 }
 
+/// A GET of one key, as raw bytes.
+fn get(key: String) -> impl FnOnce(ConnectionManager) -> GetFuture {
+    move |mut conn| Box::pin(async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
+}
+
+type GetFuture =
+    std::pin::Pin<Box<dyn Future<Output = RedisResult<Option<Vec<u8>>>> + Send + 'static>>;
+
 #[async_trait]
 impl Store for RedisStore {
     fn describe(&self) -> String {
@@ -669,13 +1168,7 @@ impl Store for RedisStore {
     }
 
     async fn get_module(&self, hash: &Hash) -> Result<Option<Bytes>, StoreError> {
-        let mut conn = self.conn.clone();
-        let body: Option<Vec<u8>> = bounded(
-            redis::cmd("GET")
-                .arg(self.keys.module(hash))
-                .query_async(&mut conn),
-        )
-        .await?;
+        let body = self.run(get(self.keys.module(hash))).await?;
         body.map(|b| checked_module(hash, &b)).transpose()
     }
 
@@ -693,8 +1186,9 @@ impl Store for RedisStore {
         for h in &unique {
             pipe.cmd("EXISTS").arg(self.keys.module(h));
         }
-        let mut conn = self.conn.clone();
-        let exists: Vec<i64> = bounded(pipe.query_async(&mut conn)).await?;
+        let exists: Vec<i64> = self
+            .run(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
         if exists.len() != unique.len() {
             return Err(StoreError::Corrupt(format!(
                 "redis answered {} of {} EXISTS",
@@ -717,8 +1211,9 @@ impl Store for RedisStore {
             .key(self.keys.module_times())
             .arg(hash.to_hex())
             .arg(now_ms());
-        let mut conn = self.conn.clone();
-        let size: i64 = bounded(invocation.invoke_async(&mut conn)).await?;
+        let size: i64 = self
+            .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
         Ok(u64::try_from(size).ok())
     }
 
@@ -732,38 +1227,28 @@ impl Store for RedisStore {
     }
 
     async fn get_set(&self, id: &Hash) -> Result<Option<OverrideSet>, StoreError> {
-        let mut conn = self.conn.clone();
-        let json: Option<Vec<u8>> = bounded(
-            redis::cmd("GET")
-                .arg(self.keys.set(id))
-                .query_async(&mut conn),
-        )
-        .await?;
+        let json = self.run(get(self.keys.set(id))).await?;
         json.map(|j| checked_set(id, &j)).transpose()
     }
 
     async fn get_ticket(&self, key: &TicketKey) -> Result<Option<TicketRecord>, StoreError> {
-        let mut conn = self.conn.clone();
-        let json: Option<Vec<u8>> = bounded(
-            redis::cmd("GET")
-                .arg(self.keys.ticket(key))
-                .query_async(&mut conn),
-        )
-        .await?;
+        let json = self.run(get(self.keys.ticket(key))).await?;
         json.map(|j| decode(&format!("ticket {key}"), &j))
             .transpose()
     }
 
     async fn history(&self, key: &TicketKey) -> Result<Vec<HistoryEvent>, StoreError> {
-        let mut conn = self.conn.clone();
-        let events: Vec<Vec<u8>> = bounded(
-            redis::cmd("LRANGE")
-                .arg(self.keys.history(key))
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn),
-        )
-        .await?;
+        let list = self.keys.history(key);
+        let events: Vec<Vec<u8>> = self
+            .run(|mut conn| async move {
+                redis::cmd("LRANGE")
+                    .arg(list)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
         events
             .iter()
             .map(|e| decode(&format!("history of {key}"), e))
@@ -787,52 +1272,70 @@ impl Store for RedisStore {
             .map(|v| v.to_string())
             .unwrap_or_default();
 
-        let mut invocation = self.commit_script.prepare_invoke();
-        invocation
-            .key(self.keys.ticket(key))
-            .key(self.keys.tickets())
-            .key(self.keys.history(key))
-            .key(self.keys.overlay())
-            .key(self.keys.version())
-            .arg(key.as_str())
-            .arg(expected)
-            .arg(commit.ticket.version)
-            .arg(record)
-            .arg(op)
-            .arg(event)
-            .arg(self.keys.channel());
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
-        match reply.as_slice() {
-            [1, version] => {
-                let version = u64::try_from(*version).map_err(|_| {
-                    StoreError::Corrupt(format!("global version {version} is negative"))
-                })?;
-                // Local receivers need not wait for the pub/sub round trip.
-                raise(&self.changes, version);
-                Ok(version)
+        // At most twice: once more after following another instance's adoption.
+        for attempt in 0..2 {
+            let epoch = self.ensure_epoch().await?;
+            let mut invocation = self.commit_script.prepare_invoke();
+            invocation
+                .key(self.keys.ticket(key))
+                .key(self.keys.tickets())
+                .key(self.keys.history(key))
+                .key(self.keys.overlay())
+                .key(self.keys.version())
+                .key(self.keys.epoch())
+                .arg(key.as_str())
+                .arg(&expected)
+                .arg(commit.ticket.version)
+                .arg(&record)
+                .arg(op)
+                .arg(&event)
+                .arg(self.keys.channel())
+                .arg(&epoch);
+            let reply: Vec<i64> = self
+                .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .await?;
+            match reply.as_slice() {
+                [1, version] => {
+                    let version = u64::try_from(*version).map_err(|_| {
+                        StoreError::Corrupt(format!("global version {version} is negative"))
+                    })?;
+                    // Local receivers need not wait for the pub/sub round trip.
+                    raise(&self.changes, version);
+                    return Ok(version);
+                }
+                [0, found] => {
+                    return Err(StoreError::Conflict {
+                        key: key.clone(),
+                        expected: commit.expected_version,
+                        found: u64::try_from(*found).ok(),
+                    })
+                }
+                [-1, _] if attempt == 0 => self.recheck_epoch(&epoch).await?,
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unexpected commit script reply {other:?}"
+                    )))
+                }
             }
-            [0, found] => Err(StoreError::Conflict {
-                key: key.clone(),
-                expected: commit.expected_version,
-                found: u64::try_from(*found).ok(),
-            }),
-            other => Err(StoreError::Corrupt(format!(
-                "unexpected commit script reply {other:?}"
-            ))),
         }
+        Err(StoreError::Unavailable(
+            "the store's epoch changed twice during one commit".into(),
+        ))
     }
 
     async fn state(&self) -> Result<StoreState, StoreError> {
+        let known = self.ensure_epoch().await?;
         let mut invocation = self.state_script.prepare_invoke();
         invocation
             .key(self.keys.version())
             .key(self.keys.tickets())
             .key(self.keys.overlay())
+            .key(self.keys.epoch())
             .arg(self.keys.ticket_prefix());
-        let mut conn = self.conn.clone();
-        let (version, records, overlay): (u64, Vec<Vec<u8>>, Vec<u8>) =
-            bounded(invocation.invoke_async(&mut conn)).await?;
+        let (version, records, overlay, epoch): (u64, Vec<Vec<u8>>, Vec<u8>, Vec<u8>) = self
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        self.check_epoch(&known, &epoch)?;
         let mut tickets = records
             .iter()
             .map(|r| decode::<TicketRecord>("ticket record", r))
@@ -847,14 +1350,14 @@ impl Store for RedisStore {
     }
 
     async fn version(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        let version: Option<u64> = bounded(
-            redis::cmd("GET")
-                .arg(self.keys.version())
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(version.unwrap_or(0))
+        let raw = self.run(get(self.keys.version())).await?;
+        match raw {
+            None => Ok(0),
+            Some(raw) => std::str::from_utf8(&raw)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt("the global version is not a number".into())),
+        }
     }
 
     async fn usage(&self) -> Result<StoreUsage, StoreError> {
@@ -866,8 +1369,9 @@ impl Store for RedisStore {
             .arg(self.keys.module_prefix())
             .arg(self.keys.set_prefix())
             .arg(self.keys.ticket_prefix());
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
+        let reply: Vec<i64> = self
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
         match reply.as_slice() {
             [modules, bytes, sets, tickets, closed] => Ok(StoreUsage {
                 modules: count("module count", *modules)?,
@@ -893,8 +1397,9 @@ impl Store for RedisStore {
             .arg(self.keys.set_prefix())
             .arg(self.keys.module_prefix())
             .arg(keep_after_ms);
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
+        let reply: Vec<i64> = self
+            .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
         match reply.as_slice() {
             [modules, bytes, sets] => Ok(SweepReport {
                 modules_deleted: count("deleted modules", *modules)?,
@@ -914,33 +1419,74 @@ impl Store for RedisStore {
         summary: HistoryEvent,
     ) -> Result<bool, StoreError> {
         let event = encode("history event", &summary)?;
-        let mut invocation = self.purge_script.prepare_invoke();
-        invocation
-            .key(self.keys.ticket(key))
-            .key(self.keys.tickets())
-            .key(self.keys.history(key))
-            .key(self.keys.overlay())
-            .key(self.keys.version())
-            .arg(key.as_str())
-            .arg(expected_version)
-            .arg(event)
-            .arg(self.keys.channel());
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = bounded(invocation.invoke_async(&mut conn)).await?;
-        match reply.as_slice() {
-            [1, version] => {
-                raise(&self.changes, count("global version", *version)?);
-                Ok(true)
+        for attempt in 0..2 {
+            let epoch = self.ensure_epoch().await?;
+            let mut invocation = self.purge_script.prepare_invoke();
+            invocation
+                .key(self.keys.ticket(key))
+                .key(self.keys.tickets())
+                .key(self.keys.history(key))
+                .key(self.keys.overlay())
+                .key(self.keys.version())
+                .key(self.keys.epoch())
+                .arg(key.as_str())
+                .arg(expected_version)
+                .arg(&event)
+                .arg(self.keys.channel())
+                .arg(&epoch);
+            let reply: Vec<i64> = self
+                .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .await?;
+            match reply.as_slice() {
+                [1, version] => {
+                    raise(&self.changes, count("global version", *version)?);
+                    return Ok(true);
+                }
+                [0, _] => return Ok(false),
+                [-1, _] if attempt == 0 => self.recheck_epoch(&epoch).await?,
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unexpected purge script reply {other:?}"
+                    )))
+                }
             }
-            [0, _] => Ok(false),
-            other => Err(StoreError::Corrupt(format!(
-                "unexpected purge script reply {other:?}"
-            ))),
         }
+        Err(StoreError::Unavailable(
+            "the store's epoch changed twice during one purge".into(),
+        ))
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn epoch(&self) -> Option<String> {
+        self.known_epoch()
+    }
+
+    async fn adopt(&self) -> Result<String, StoreError> {
+        let fresh = Epoch {
+            supersedes: self.known_epoch().into_iter().collect(),
+            ..Epoch::fresh()
+        };
+        let mut invocation = self.adopt_script.prepare_invoke();
+        invocation
+            .key(self.keys.epoch())
+            .key(self.keys.version())
+            .arg(encode("epoch", &fresh)?)
+            .arg(self.known_epoch().unwrap_or_default())
+            .arg(self.keys.channel());
+        let raw: Vec<u8> = self
+            .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let epoch: Epoch = decode("epoch marker", &raw)?;
+        log::warn!(
+            "{}: adopted the store as it is now (epoch {})",
+            self.location,
+            epoch.id
+        );
+        *lock(&self.known_epoch) = Some(epoch.id.clone());
+        Ok(epoch.id)
     }
 }
 
@@ -957,6 +1503,68 @@ mod tests {
         assert!(!d.contains("s3cret"), "{d}");
         let d = describe_url("redis://:s3cret@[bad", "ts");
         assert!(!d.contains("s3cret"), "{d}");
+    }
+
+    #[test]
+    fn sentinel_urls_parse_with_defaults() -> Result<(), String> {
+        let u = SentinelUrl::parse(
+            "redis+sentinel://:p%40ss@10.0.0.1,10.0.0.2:26380,[::1]:26381/mymaster/2?wait_replicas=2&wait_ms=500",
+        )
+        ?;
+        assert_eq!(
+            u.sentinels,
+            vec![
+                ("10.0.0.1".to_string(), 26379),
+                ("10.0.0.2".to_string(), 26380),
+                ("::1".to_string(), 26381)
+            ]
+        );
+        assert_eq!((u.service.as_str(), u.db), ("mymaster", 2));
+        assert_eq!((u.username, u.password.as_deref()), (None, Some("p@ss")));
+        assert_eq!((u.wait_replicas, u.wait), (2, Duration::from_millis(500)));
+        let u = SentinelUrl::parse("redis+sentinel://h:1/svc")?;
+        assert_eq!((u.wait_replicas, u.wait, u.db), (1, DEFAULT_WAIT, 0));
+        assert_eq!(
+            SentinelUrl::parse("redis+sentinel://h/svc?wait_replicas=0")?.wait_replicas,
+            0
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_and_hostile_sentinel_urls_are_refused() {
+        for bad in [
+            "redis+sentinel://",
+            "redis+sentinel://h:26379",
+            "redis+sentinel://h:26379/",
+            "redis+sentinel://h:/svc",
+            "redis+sentinel://h:0/svc",
+            "redis+sentinel://h:99999/svc",
+            "redis+sentinel://,h/svc",
+            "redis+sentinel://h,,h2/svc",
+            "redis+sentinel://[::1/svc",
+            "redis+sentinel://h/sv c",
+            "redis+sentinel://h/svc/x",
+            "redis+sentinel://h/svc/1/2",
+            "redis+sentinel://h/svc?wait_replicas=x",
+            "redis+sentinel://h/svc?wait_replicas=99",
+            "redis+sentinel://h/svc?wait_ms=0",
+            "redis+sentinel://h/svc?password=x",
+            "redis+sentinel://h/svc#frag",
+            "redis+sentinel://h%0d%0a/svc",
+            "redis+sentinel://:%ff@h/svc",
+        ] {
+            assert!(SentinelUrl::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn describe_hides_sentinel_credentials() {
+        let d = describe_url(
+            "redis+sentinel://user:s3cret@h1,h2:26380/mymaster?wait_ms=9",
+            "ts",
+        );
+        assert_eq!(d, "redis+sentinel://h1,h2:26380/mymaster (prefix ts)");
     }
 
     #[tokio::test]

@@ -789,16 +789,138 @@ async fn redis_down_answers_503_and_production_flows() {
     let html = get_text(&env.proxy.url("/")).await;
     assert_eq!(html, PAGE);
     assert_eq!(env.origin.hits("/"), 1);
+    // Redis comes back empty (no persistence): the proxy tells that apart
+    // from "no tickets", refuses writes and says how to go on.
     redis.restart().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (s, _) = upload(&env.proxy, "DOWN-2", "src/main.js", "z").await;
-        if s == 201 {
-            break;
+    let refused = loop {
+        let (s, v) = upload(&env.proxy, "DOWN-2", "src/main.js", "z").await;
+        if v["error"]["code"] != json!("store_unavailable") {
+            break (s, v);
         }
-        assert!(Instant::now() < deadline, "API never recovered ({s})");
+        assert!(Instant::now() < deadline, "API never reached redis ({s})");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.0, 503, "{}", refused.1);
+    assert_eq!(refused.1["error"]["code"], json!("store_lost_state"));
+    assert!(
+        refused.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/__stamp/api/store/adopt"),
+        "{}",
+        refused.1
+    );
+    adopt(&env.proxy).await;
+    let (s, v) = upload(&env.proxy, "DOWN-2", "src/main.js", "z").await;
+    assert_eq!(s, 201, "{v}");
+}
+
+/// An operator accepts a store that lost its state as it is now; only an
+/// admin may.
+async fn adopt(proxy: &Proxy) {
+    let (s, v) = call(
+        proxy,
+        "POST",
+        "store/adopt",
+        Some(DEV),
+        Some(b"{}".to_vec()),
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].clone()), (403, json!("forbidden")));
+    let (s, v) = call(
+        proxy,
+        "POST",
+        "store/adopt",
+        Some(ADMIN),
+        Some(b"{}".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["epoch"].as_str().is_some_and(|e| e.len() == 32), "{v}");
+}
+
+async fn health(proxy: &Proxy) -> Value {
+    client()
+        .get(proxy.url("/__stamp/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A Redis that lost its data (restarted without persistence, flushed) is
+/// not taken for "no tickets": every proxy keeps serving its last good
+/// snapshot, released tickets included (their bodies held in memory), says
+/// so in health and metrics, and refuses writes until an operator adopts
+/// the store, on any one proxy of the fleet.
+#[tokio::test]
+async fn an_emptied_redis_keeps_released_tickets_until_an_operator_adopts_it() {
+    let mut redis = RedisServer::start().unwrap();
+    let a = start(Some(&redis.url), "");
+    let b = start(Some(&redis.url), "");
+    upload(&a.proxy, "KEEP-1", "src/main.js", "released").await;
+    assert_eq!(act(&a.proxy, "KEEP-1", "promote", DEV).await.0, 200);
+    assert_eq!(act(&a.proxy, "KEEP-1", "promote", QA).await.0, 200);
+    let released = module_url("/src/main.js", "released");
+    for env in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !get_text(&env.proxy.url("/")).await.contains(&released) {
+            assert!(Instant::now() < deadline, "the release never showed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+
+    redis.stop().unwrap();
+    redis.restart().unwrap();
+    for env in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let h = loop {
+            let h = health(&env.proxy).await;
+            if !h["store"]["lost_state"].is_null() {
+                break h;
+            }
+            assert!(Instant::now() < deadline, "health never noticed: {h}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(h["status"], "degraded", "{h}");
+        assert_eq!(h["store"]["reachable"], true, "{h}");
+        assert_eq!(h["snapshot"]["released"], 1, "{h}");
+        // Production still has the release, and its body.
+        assert!(get_text(&env.proxy.url("/")).await.contains(&released));
+        assert_eq!(get_text(&env.proxy.url(&released)).await, "released");
+        let metrics = get_text(&env.proxy.url("/__stamp/metrics")).await;
+        assert!(
+            metrics.lines().any(|l| l == "stamp_store_state_lost 1"),
+            "{metrics}"
+        );
+    }
+    let (s, v) = upload(&b.proxy, "KEEP-2", "src/main.js", "x").await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (503, json!("store_lost_state"))
+    );
+
+    // Adopted on A: B follows by itself, and production is what the store
+    // holds now (nothing released).
+    adopt(&a.proxy).await;
+    for env in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let h = health(&env.proxy).await;
+            if h["status"] == "ok" {
+                assert_eq!(h["snapshot"]["released"], 0, "{h}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never adopted: {h}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(get_text(&env.proxy.url("/")).await, PAGE);
+    }
+    let (s, v) = upload(&b.proxy, "KEEP-2", "src/main.js", "x").await;
+    assert_eq!(s, 201, "{v}");
 }
 
 #[tokio::test]
@@ -825,18 +947,22 @@ async fn two_proxies_on_one_redis_converge() {
         upload(&a.proxy, "FLEET-1", "src/main.js", &body).await;
         visible_on_b(body).await;
     }
-    // B loses Redis and gets it back: it resyncs by itself.
+    // Both lose Redis and get it back empty: once adopted on A, B follows
+    // by itself.
     redis.stop().unwrap();
     redis.restart().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (s, _) = upload(&a.proxy, "FLEET-1", "src/main.js", "after").await;
-        if s == 201 || s == 200 {
+        let (s, v) = upload(&a.proxy, "FLEET-1", "src/main.js", "after").await;
+        if v["error"]["code"] == json!("store_lost_state") {
             break;
         }
-        assert!(Instant::now() < deadline);
+        assert!(Instant::now() < deadline, "{s} {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    adopt(&a.proxy).await;
+    let (s, v) = upload(&a.proxy, "FLEET-1", "src/main.js", "after").await;
+    assert_eq!(s, 201, "{v}");
     visible_on_b("after".into()).await;
 }
 

@@ -8,6 +8,7 @@ mod api;
 mod apps;
 mod browser;
 mod cli;
+mod failover;
 mod layout;
 mod npm;
 mod operations;

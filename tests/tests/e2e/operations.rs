@@ -443,3 +443,142 @@ async fn a_50_mb_stamped_page_streams_in_flat_memory() {
         "peak RSS grew {growth_mib} MiB over a 50 MiB page ({before} KiB → {after} KiB): not streaming"
     );
 }
+
+/// A small tmpfs, unmounted when dropped: a disk that really fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "this test fills a real disk: it mounts a small tmpfs, which needs root \
+             (as tests/run has in CI): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk up to the last byte with a filler file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path().join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut size = chunk.len();
+        while size > 0 {
+            match f.write(&chunk[..size]) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => size /= 2,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A full disk under the embedded store: uploads fail with 503 and nothing
+/// is lost, production keeps flowing, health and metrics say what is wrong,
+/// and once space is back the store recovers by itself, without a restart.
+#[tokio::test]
+async fn a_full_disk_is_reported_and_recovered_from_without_a_restart() {
+    let origin = Origin::start().unwrap();
+    let page = "<script type=module src=/src/a.js></script>";
+    origin.route("/", Route::html(page));
+    let disk = SmallDisk::mount("8m");
+    let store = disk.path().join("store");
+    let proxy = Proxy::start(&origin.url, &["--store", &store.to_string_lossy()]).unwrap();
+    let put = |key: &'static str, body: Vec<u8>| {
+        let url = proxy.url(&format!("/__stamp/api/v1/tickets/{key}/modules/src/a.js"));
+        async move {
+            let resp = client().put(url).body(body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(put("DISK-1", b"kept".to_vec()).await.0, 201);
+
+    let filler = disk.fill();
+    // Bodies the file has no room for: redb must grow it, and cannot.
+    let big = |n: u8| vec![b'a' + n; 3 * 1024 * 1024];
+    let mut refused = None;
+    for n in 0..4 {
+        let (status, text) = put("DISK-2", big(n)).await;
+        if status != 201 {
+            refused = Some((status, text));
+            break;
+        }
+    }
+    let (status, text) = refused.expect("a full disk never refused an upload");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("store_unavailable"), "{text}");
+
+    let health = || async {
+        let v: serde_json::Value = client()
+            .get(proxy.url("/__stamp/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    };
+    let h = health().await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(h["store"]["fault"].is_string(), "{h}");
+    let metrics = get_text(&proxy.url("/__stamp/metrics")).await;
+    assert!(
+        metrics.lines().any(|l| l == "stamp_store_fault 1"),
+        "{metrics}"
+    );
+    // Production, and what was stored before, still flow.
+    assert_eq!(get_text(&proxy.url("/")).await, page);
+    let html = get_text(&proxy.url("/?dev=DISK-1")).await;
+    assert!(html.contains(&module_url("/src/a.js", "kept")), "{html}");
+
+    // Space comes back: the next uploads work, with no restart.
+    std::fs::remove_file(filler).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) = put("DISK-2", b"after".to_vec()).await;
+        if status == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered: {status} {text}\n{}",
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let h = health().await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert!(h["store"]["fault"].is_null(), "{h}");
+    let html = get_text(&proxy.url("/?dev=DISK-1")).await;
+    assert!(html.contains(&module_url("/src/a.js", "kept")), "{html}");
+    let html = get_text(&proxy.url("/?dev=DISK-2")).await;
+    assert!(html.contains(&module_url("/src/a.js", "after")), "{html}");
+    drop(proxy);
+}

@@ -335,13 +335,44 @@ async fn redis_down_keeps_production_and_the_last_snapshot_flowing() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    // Redis returns (empty: no persistence): the proxy resyncs by itself.
+    // Redis returns empty (no persistence), and a writer that never saw the
+    // old data fills it anew: the proxy does not take that for the truth,
+    // it keeps its last snapshot and says why.
     f.redis.restart().unwrap();
     let store = open_store(&f.redis.url).await.unwrap();
     upload(&store, "NEW-1", &[("/src/lib/greet.js", V2)])
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value = client()
+            .get(f.proxy.url("/__stamp/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["store"]["lost_state"].is_string() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never noticed: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, html) = page(&f.proxy, "/?dev=TKT-1", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    let (_, html) = page(&f.proxy, "/?dev=NEW-1", None).await;
+    assert_eq!(html, PAGE);
+
+    // Adopted (open mode: the loopback caller is an admin): it resyncs.
+    let resp = client()
+        .post(f.proxy.url("/__stamp/api/v1/store/adopt"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
     loop {
         let (_, html) = page(&f.proxy, "/?dev=NEW-1", None).await;
         if html != PAGE {

@@ -1160,6 +1160,32 @@ async fn redis_outage_is_unavailable_then_recovers() -> anyhow::Result<()> {
     assert_eq!(wait_for_version(&mut rx, v).await?, v);
     assert_eq!(wait_for_version(&mut late_rx, v).await?, v);
     assert_eq!(s.get_ticket(&k).await?.map(|t| t.version), Some(1));
-    assert_eq!(s.state().await?.version, 1);
+
+    // `late` never saw the old data, so it gave the empty store a new epoch.
+    // `s` did see it: the store lost the state `s` knew, and `s` says so
+    // instead of taking the empty store for "no tickets", and refuses writes.
+    assert_ne!(late.epoch(), s.epoch());
+    let known = s.epoch().context("s has an epoch")?;
+    match s.state().await {
+        Err(StoreError::Lost { known: k2, found }) => {
+            assert_eq!(k2, known);
+            assert_eq!(found, late.epoch());
+        }
+        other => bail!("state of a store that lost its data: {other:?}"),
+    }
+    let other = TicketKey::parse("LOST-2").context("key")?;
+    assert!(matches!(
+        s.commit(commit(&other, None, OverlayOp::Keep, None)).await,
+        Err(StoreError::Lost { .. })
+    ));
+    assert_eq!(s.get_ticket(&other).await?, None, "nothing was written");
+    // An operator adopts the store as it is; every instance follows.
+    let adopted = s.adopt().await?;
+    assert_eq!(Some(adopted.clone()), late.epoch());
+    assert_eq!(s.state().await?.tickets.len(), 1);
+    // The adoption counted as a change (so every instance re-reads at once).
+    assert_eq!(create(&*s, &other).await?, 3);
+    assert_eq!(late.state().await?.tickets.len(), 2);
+    assert_eq!(late.epoch(), Some(adopted));
     Ok(())
 }

@@ -1,0 +1,221 @@
+//! Redis high availability: a fleet of proxies on a Sentinel-managed Redis
+//! (a primary, two replicas, three sentinels, all real processes) loses its
+//! primary under upload and promote traffic. Every proxy must find the new
+//! primary by itself, production pages must not change while it happens,
+//! and no write a client saw acknowledged may be lost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stamp_tests::redis_server::SentinelCluster;
+use stamp_tests::{client, get_text, module_url, Origin, Proxy, Route};
+
+const PAGE: &str = "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"app\":\"/src/main.js\"}}</script><script type=module src=/src/main.js></script></head><body>prod</body></html>";
+
+async fn put(proxy: &str, key: &str, body: &str) -> u16 {
+    client()
+        .put(format!(
+            "{proxy}/__stamp/api/v1/tickets/{key}/modules/src/main.js"
+        ))
+        .body(body.to_string())
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn promote(proxy: &str, key: &str, from: &str) -> u16 {
+    client()
+        .post(format!("{proxy}/__stamp/api/v1/tickets/{key}/promote"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"from\":\"{from}\"}}"))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn ticket(proxy: &str, key: &str) -> Value {
+    client()
+        .get(format!("{proxy}/__stamp/api/v1/tickets/{key}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// One acknowledged write: which proxy took it, what, and when.
+#[derive(Debug, Clone)]
+struct Acked {
+    proxy: usize,
+    key: String,
+    body: String,
+    promoted: bool,
+    at: Instant,
+}
+
+#[tokio::test]
+async fn a_primary_failover_loses_no_acknowledged_write_and_never_changes_production() {
+    let cluster = SentinelCluster::start(Duration::from_millis(1000)).unwrap();
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::html(PAGE));
+    let proxies: Vec<Proxy> = (0..2)
+        .map(|_| Proxy::start(&origin.url, &["--store", &cluster.url]).unwrap())
+        .collect();
+    let urls: Vec<String> = proxies.iter().map(|p| p.url.clone()).collect();
+
+    // Production has a released ticket, served by both proxies.
+    assert_eq!(put(&urls[0], "REL-1", "released").await, 201);
+    assert_eq!(promote(&urls[0], "REL-1", "dev").await, 200);
+    assert_eq!(promote(&urls[0], "REL-1", "qa").await, 200);
+    let released = module_url("/src/main.js", "released");
+    let mut production = String::new();
+    for url in &urls {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let html = get_text(&format!("{url}/")).await;
+            if html.contains(&released) {
+                production = html;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the release never showed on {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let writer = {
+        let (stop, acked, urls) = (stop.clone(), acked.clone(), urls.clone());
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let proxy = i % 2;
+                let key = format!("WR-{i}");
+                let body = format!("export const w = {i};\n");
+                let status = put(&urls[proxy], &key, &body).await;
+                if status == 201 {
+                    // Every third one also goes to qa, through the other proxy.
+                    let promoted =
+                        i % 3 == 0 && promote(&urls[1 - proxy], &key, "dev").await == 200;
+                    acked.lock().unwrap().push(Acked {
+                        proxy,
+                        key,
+                        body,
+                        promoted,
+                        at: Instant::now(),
+                    });
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let changed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reader = {
+        let (stop, changed, urls, production) = (
+            stop.clone(),
+            changed.clone(),
+            urls.clone(),
+            production.clone(),
+        );
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for url in &urls {
+                    let html = get_text(&format!("{url}/")).await;
+                    if html != production {
+                        changed.lock().unwrap().push(html);
+                    }
+                    reads += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            reads
+        })
+    };
+
+    // Some traffic, then the primary dies as a crashed host would.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < 10 {
+        assert!(Instant::now() < deadline, "no traffic before the failover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cluster = cluster;
+    cluster.servers[0].kill().unwrap();
+    let killed = Instant::now();
+
+    // Both proxies take writes again, without a restart.
+    let deadline = killed + Duration::from_secs(60);
+    let converged = loop {
+        let after: Vec<Acked> = acked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.at > killed)
+            .cloned()
+            .collect();
+        let first = |p: usize| after.iter().find(|a| a.proxy == p).map(|a| a.at - killed);
+        if after.iter().filter(|a| a.proxy == 0).count() >= 3
+            && after.iter().filter(|a| a.proxy == 1).count() >= 3
+        {
+            break (first(0), first(1));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet never took writes after the failover:\n{}\n{}",
+            proxies[0].log_text(),
+            proxies[1].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let reads = reader.await.unwrap();
+    eprintln!(
+        "first write acknowledged after the kill: A {:?}, B {:?}",
+        converged.0, converged.1
+    );
+
+    // The sentinels moved the primary to a replica.
+    let primary = cluster.agreed_primary();
+    assert!(matches!(primary, Some(1 | 2)), "primary now: {primary:?}");
+
+    // Production never changed, on either proxy, in any read.
+    let changed = changed.lock().unwrap().clone();
+    assert!(reads > 50, "too few production reads ({reads})");
+    assert!(
+        changed.is_empty(),
+        "{} of {reads} production reads differed, first:\n{}",
+        changed.len(),
+        changed[0]
+    );
+
+    // Every acknowledged write is there, seen through both proxies.
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.iter().any(|a| a.at < killed) && acked.iter().any(|a| a.at > killed));
+    for url in &urls {
+        for a in &acked {
+            let t = ticket(url, &a.key).await;
+            let want = if a.promoted { "qa" } else { "dev" };
+            assert_eq!(t["stage"], want, "{} through {url}: {t}", a.key);
+            let html = get_text(&format!("{url}/?dev={}", a.key)).await;
+            assert!(
+                html.contains(&module_url("/src/main.js", &a.body)),
+                "{} lost through {url}:\n{html}",
+                a.key
+            );
+        }
+    }
+    // And the released ticket is still production's, after it all.
+    assert_eq!(get_text(&format!("{}/", urls[1])).await, production);
+}
