@@ -8,6 +8,7 @@
 //!     target/release/stamp-load pages --page-kib 1024
 //!     target/release/stamp-load fleet --changes 200     # propagation between two proxies
 //!     target/release/stamp-load promote                 # promote time, 1 vs 1000 modules
+//!     target/release/stamp-load failover                # Redis Sentinel failover convergence
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use clap::Parser;
 use stamp_benches::percentile;
 
 mod compare;
+mod failover;
 use stamp_tests::{seed_dir, Origin, Proxy, Route};
 
 #[derive(Debug, Parser)]
@@ -39,6 +41,9 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// Time for two proxies to take writes again after the Redis primary of
+    /// a Sentinel deployment dies
+    Failover(failover::Opts),
 }
 
 #[derive(Debug, Parser)]
@@ -129,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Pages(args) => pages(args).await,
         Cmd::Fleet { changes } => fleet(changes).await,
         Cmd::Promote { rounds } => promote(rounds).await,
+        Cmd::Failover(opts) => failover::run(opts).await,
     }
 }
 
