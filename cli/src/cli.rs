@@ -37,6 +37,7 @@ Examples:
   stamp --list                      tickets in qa and prod, with share links
   stamp --list -d -q --json         tickets in dev and qa, as JSON
   stamp --list -p --history         what production served, change by change
+  stamp --revert --to 3f2a1c9       take production back to that commit of the history
 
 Configuration (each setting from the first source that has it):
   1. flags            --server URL, --token TOKEN, --folder DIR
@@ -138,6 +139,11 @@ pub struct Cli {
     /// With --list -p: what production served, change by change (the proxy's history_repo)
     #[arg(long)]
     pub history: bool,
+
+    /// With --revert and no ticket: take production back to this commit of
+    /// `stamp --list -p --history`, reverting every ticket released since
+    #[arg(long, value_name = "COMMIT")]
+    pub to: Option<String>,
 
     /// With --update: open dev pages reload by themselves after each upload (the printed link
     /// turns it on; also `live = true` in stamp.toml)
@@ -261,7 +267,14 @@ impl Cli {
                 Some("stamp TKT-1 --update src/a.js src/b.js"),
             ));
         }
-        if ticket.is_none() && !matches!(action, Action::List) {
+        if self.to.is_some() && (action != Action::Revert || ticket.is_some()) {
+            return Err(usage(
+                "--to goes with --revert and no ticket: it takes production back to a commit",
+                Some("stamp --list -p --history, then stamp --revert --to <commit>"),
+            ));
+        }
+        let production_revert = action == Action::Revert && self.to.is_some();
+        if ticket.is_none() && !matches!(action, Action::List) && !production_revert {
             return Err(usage(
                 format!("{} needs a ticket", action.name()),
                 Some("stamp TKT-1 --update (or a bare number with `project` in stamp.toml)"),

@@ -199,6 +199,12 @@ impl Client {
         self.send(Method::GET, "production/history", |r| r, "")
     }
 
+    /// Takes production back to a commit of its history; the answer as sent.
+    pub fn production_revert(&self, to: &str) -> Result<Value, ApiError> {
+        let body = serde_json::json!({ "to": to });
+        self.send(Method::POST, "production/revert", |r| r.json(&body), "")
+    }
+
     /// Tickets in these stages, as sent (`{"tickets": [...]}`).
     pub fn list_raw(&self, stages: &[stamp_model::Stage]) -> Result<Value, ApiError> {
         let names: Vec<&str> = stages.iter().map(|s| s.as_str()).collect();

@@ -82,6 +82,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         (Action::Update, Some(key)) => ctx.update(&key, &inv.files),
         (Action::Promote, Some(key)) => ctx.promote(&key),
         (Action::Revert, Some(key)) => ctx.transition(&key, "revert"),
+        (Action::Revert, None) if cli.to.is_some() => {
+            ctx.revert_production(cli.to.as_deref().unwrap_or_default())
+        }
         (Action::Close, Some(key)) => ctx.transition(&key, "close"),
         (_, None) => Err(Failure::new(Kind::Usage, "this action needs a ticket").into()),
     }
@@ -120,6 +123,30 @@ impl Ctx<'_> {
             )
         })?;
         print!("{}", output::list(&tickets, &stages, &self.settings.server));
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `--revert --to COMMIT`: production back to a commit of its log.
+    fn revert_production(&self, to: &str) -> anyhow::Result<ExitCode> {
+        let raw = self.client.production_revert(to).map_err(self.api(None))?;
+        if self.cli.json {
+            println!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let id = raw["to"].as_str().unwrap_or(to);
+        let short = id.get(..12).unwrap_or(id);
+        let reverted: Vec<&str> = raw["reverted"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        if reverted.is_empty() {
+            println!("production already serves {short}: nothing to revert");
+        } else {
+            println!(
+                "production is back at {short}: reverted {} (prod -> qa)",
+                reverted.join(", ")
+            );
+        }
         Ok(ExitCode::SUCCESS)
     }
 

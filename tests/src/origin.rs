@@ -270,6 +270,12 @@ fn record(shared: &Shared, path: &str, headers: &HeaderMap) {
 async fn declared(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     record(&shared, &path, req.headers());
+    // Like an app, read the request body before answering.
+    let (parts, body) = req.into_parts();
+    if axum::body::to_bytes(body, 64 << 20).await.is_err() {
+        return (StatusCode::BAD_REQUEST, "unreadable body\n").into_response();
+    }
+    let req = Request::from_parts(parts, Body::empty());
     let route = shared
         .routes
         .lock()

@@ -14,6 +14,8 @@
 //! | GET | `tickets/{KEY}/importmap?stage=dev` | the effective overrides as an import map |
 //! | POST | `modules/missing` | which of these hashes the store lacks |
 //! | POST | `store/adopt` | admin: accept a store that lost its state as it is now |
+//! | GET | `production/history?limit=N` | what production served, change by change |
+//! | POST | `production/revert` | take production back to a commit of that log (`{"to": id}`) |
 //!
 //! Every error is the model's envelope, `{"error": {"code", "message", …}}`,
 //! with a fitting status; caller mistakes are not logged as errors and
@@ -152,6 +154,11 @@ impl From<WorkflowError> for ApiError {
 /// A JSON answer: status and body.
 pub type ApiResult = Result<(u16, Value), ApiError>;
 
+/// A commit id as people quote it.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 fn to_value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
@@ -236,6 +243,7 @@ impl Api {
                 require(principal, Action::Read)?;
                 self.production_history(query).await
             }
+            ("POST", ["production", "revert"]) => self.production_revert(principal, req).await,
             ("POST", ["modules", "missing"]) => {
                 require(principal, Action::Read)?;
                 self.missing(req.body()).await
@@ -328,6 +336,228 @@ impl Api {
         Ok((
             200,
             to_value(&stamp_model::wire::ProductionHistory { commits }),
+        ))
+    }
+
+    /// Takes production back to what a commit of the history log served, by
+    /// reverting (prod → qa) every ticket released since, newest first. Each
+    /// revert is checked by the policies and the role matrix like any
+    /// revert, all of them before the first is applied. Refused, changing
+    /// nothing, when reverting cannot reach that state (a ticket released
+    /// then is not released now, or was released again since with other
+    /// code).
+    async fn production_revert(&self, principal: &Principal, req: &Request<Bytes>) -> ApiResult {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            to: String,
+        }
+        let body: Body = serde_json::from_slice(req.body()).map_err(|e| {
+            ApiError::bad("to", format!("expected {{\"to\": \"<commit id>\"}}: {e}"))
+        })?;
+        let to = body.to.trim();
+        if to.len() < 7 || to.len() > 40 || !to.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad(
+                "to",
+                "must be a commit id of the production history (7 to 40 hex digits)",
+            ));
+        }
+        let Some(repo) = self.fanout.history() else {
+            return Err(ApiError::new(
+                404,
+                ErrorCode::NotFound,
+                "no production history is kept: set `history_repo` in the proxy's configuration",
+            ));
+        };
+        let target = repo
+            .served_at(to)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    500,
+                    ErrorCode::Internal,
+                    format!("reading the history: {e}"),
+                )
+            })?
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    ErrorCode::NotFound,
+                    format!(
+                        "no commit {to} in the production history (`stamp --list -p --history`)"
+                    ),
+                )
+            })?;
+
+        let state = self.store.state().await?;
+        let mut sets = std::collections::HashMap::new();
+        for id in overlay::needed_sets(&state.overlay, &state.tickets) {
+            if let Some(set) = self.store.get_set(&id).await? {
+                sets.insert(id, set);
+            }
+        }
+        let now = overlay::production(&state.overlay, &state.tickets, |id| sets.get(id))
+            .map_err(|e| StoreError::Corrupt(format!("override set {} is missing", e.0)))?;
+        if let Some(gone) = target.released.iter().find(|k| !now.released.contains(k)) {
+            return Err(ApiError::new(
+                409,
+                ErrorCode::Conflict,
+                format!(
+                    "{gone} was released at {} and is not now: reverting cannot bring it back; \
+                     promote it again",
+                    short(&target.id)
+                ),
+            ));
+        }
+        let undo: Vec<TicketKey> = now
+            .released
+            .iter()
+            .rev()
+            .filter(|k| !target.released.contains(k))
+            .cloned()
+            .collect();
+        // What production would serve afterwards, before anything moves.
+        let remaining: Vec<TicketKey> = state
+            .overlay
+            .iter()
+            .filter(|k| !undo.contains(k))
+            .cloned()
+            .collect();
+        let after = overlay::production(&remaining, &state.tickets, |id| sets.get(id))
+            .map_err(|e| StoreError::Corrupt(format!("override set {} is missing", e.0)))?;
+        let after_imports: BTreeMap<String, String> = after
+            .overrides
+            .iter()
+            .map(|(spec, m)| (spec.clone(), m.url()))
+            .collect();
+        if after_imports != target.imports {
+            let differ: Vec<&String> = after_imports
+                .keys()
+                .chain(target.imports.keys())
+                .filter(|k| after_imports.get(*k) != target.imports.get(*k))
+                .collect();
+            return Err(ApiError::new(
+                409,
+                ErrorCode::Conflict,
+                format!(
+                    "reverting cannot reach what {} served: {} would differ (a ticket released \
+                     then was released again since, with other code, or settled); revert or \
+                     promote those tickets one by one",
+                    short(&target.id),
+                    differ
+                        .iter()
+                        .take(5)
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+
+        // Every check first; nothing moves unless every revert may.
+        let actor = actor_from(principal, req.headers());
+        let mut records = Vec::new();
+        for key in &undo {
+            let t = self.ticket(key).await?;
+            require(principal, Action::Move(Transition::Revert, t.stage))?;
+            self.check_policies(&t, Transition::Revert, &actor).await?;
+            records.push(t);
+        }
+        let mut reverted = Vec::new();
+        for t in records {
+            let change = workflow::transition(
+                &self.store,
+                &t.key,
+                Transition::Revert,
+                Some(t.version),
+                &actor,
+            )
+            .await
+            .map_err(|e| {
+                let mut err = ApiError::from(e);
+                if !reverted.is_empty() {
+                    err.body.message = format!(
+                        "{} (already reverted: {})",
+                        err.body.message,
+                        reverted
+                            .iter()
+                            .map(|k: &TicketKey| k.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                err
+            })?;
+            reverted.push(t.key.clone());
+            self.fanout.publish(change);
+        }
+        log::info!(
+            "API: {} took production back to {} (reverted {})",
+            actor.name,
+            target.id,
+            reverted.len()
+        );
+        Ok((
+            200,
+            json!({
+                "to": target.id,
+                "reverted": reverted,
+                "released": target.released,
+                "overrides": target.imports.len(),
+            }),
+        ))
+    }
+
+    /// Runs the policies that guard `tr` from the ticket's stage; their
+    /// warnings, or the refusal.
+    async fn check_policies(
+        &self,
+        t: &TicketRecord,
+        tr: Transition,
+        actor: &Actor,
+    ) -> Result<Option<Vec<Value>>, ApiError> {
+        let Some(to) = tr.target(t.stage) else {
+            return Err(WorkflowError::IllegalTransition {
+                key: t.key.clone(),
+                action: tr.as_str(),
+                stage: t.stage,
+            }
+            .into());
+        };
+        if !self.policies.guards(t.stage, to) {
+            return Ok(None);
+        }
+        let ctx = crate::policy::TransitionCtx {
+            ticket: t.clone(),
+            from: t.stage,
+            to,
+            action: tr,
+            actor: actor.clone(),
+            history: self.store.history(&t.key).await?,
+            overrides: workflow::overrides(&self.store, t, t.stage)
+                .await?
+                .unwrap_or_default(),
+            store: self.store.clone(),
+            proxy_base: self.proxy_base.clone(),
+            roles: self.roles(),
+        };
+        let verdict = self.policies.check(&ctx).await;
+        if !verdict.allowed() {
+            let mut e = ApiError::new(
+                422,
+                ErrorCode::PolicyDenied,
+                format!("{}: {}", t.key, verdict.message()),
+            );
+            if let Value::Object(extra) = verdict.details() {
+                e.body.extra = extra;
+            }
+            return Err(e);
+        }
+        Ok(Some(
+            verdict.details()["warnings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
         ))
     }
 
@@ -623,45 +853,18 @@ impl Api {
             commit: body.commit.clone(),
             branch: body.branch.clone(),
         };
-        let Some(to) = tr.target(t.stage) else {
+        if tr.target(t.stage).is_none() {
             return Err(WorkflowError::IllegalTransition {
                 key: key.clone(),
                 action: tr.as_str(),
                 stage: t.stage,
             }
             .into());
-        };
-        require(principal, Action::Move(tr, t.stage))?;
-        let mut warnings = Vec::new();
-        let mut checked = false;
-        if self.policies.guards(t.stage, to) {
-            let ctx = crate::policy::TransitionCtx {
-                ticket: t.clone(),
-                from: t.stage,
-                to,
-                action: tr,
-                actor: actor.clone(),
-                history: self.store.history(key).await?,
-                overrides: workflow::overrides(&self.store, &t, t.stage)
-                    .await?
-                    .unwrap_or_default(),
-                store: self.store.clone(),
-                proxy_base: self.proxy_base.clone(),
-                roles: self.roles(),
-            };
-            let verdict = self.policies.check(&ctx).await;
-            if !verdict.allowed() {
-                let mut e = ApiError::new(422, ErrorCode::PolicyDenied, verdict.message());
-                if let Value::Object(extra) = verdict.details() {
-                    e.body.extra = extra;
-                }
-                return Err(e);
-            }
-            checked = true;
-            if let Some(w) = verdict.details()["warnings"].as_array() {
-                warnings = w.clone();
-            }
         }
+        require(principal, Action::Move(tr, t.stage))?;
+        let verdict = self.check_policies(&t, tr, &actor).await?;
+        let checked = verdict.is_some();
+        let warnings = verdict.unwrap_or_default();
         // A checked transition applies only to the version the policies
         // saw: an upload in between would make their verdict stale.
         let change = self

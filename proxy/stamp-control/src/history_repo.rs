@@ -136,6 +136,84 @@ impl HistoryRepo {
     }
 }
 
+/// What production served after one commit of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The full commit id.
+    pub id: String,
+    /// Released tickets, in promotion order.
+    pub released: Vec<stamp_model::TicketKey>,
+    /// Specifier → module URL.
+    pub imports: std::collections::BTreeMap<String, String>,
+}
+
+impl HistoryRepo {
+    /// What production served after the commit `id` names: a full id or a
+    /// unique prefix of at least 7 hex digits. `Ok(None)` when no commit
+    /// matches; an error when the prefix is ambiguous.
+    pub async fn served_at(&self, id: &str) -> Result<Option<Served>, HistoryError> {
+        let path = self.path.clone();
+        let at = path.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || served_at(&path, &id))
+            .await
+            .map_err(|e| repo_err(&at, e))?
+    }
+}
+
+fn served_at(repo_path: &Path, prefix: &str) -> Result<Option<Served>, HistoryError> {
+    let e = |e: git2::Error| repo_err(repo_path, e);
+    let repo = git2::Repository::open(repo_path).map_err(e)?;
+    let Ok(object) = repo.revparse_single(prefix) else {
+        return Ok(None);
+    };
+    let Ok(commit) = object.peel_to_commit() else {
+        return Ok(None);
+    };
+    // Only commits of this log (a prefix may name some other object).
+    let mut walk = repo.revwalk().map_err(e)?;
+    walk.push_head().map_err(e)?;
+    if !walk.filter_map(Result::ok).any(|id| id == commit.id()) {
+        return Ok(None);
+    }
+    let doc: serde_json::Value = commit
+        .tree()
+        .ok()
+        .and_then(|t| t.get_path(Path::new(FILE)).ok())
+        .and_then(|entry| repo.find_blob(entry.id()).ok())
+        .and_then(|blob| serde_json::from_slice(blob.content()).ok())
+        .ok_or_else(|| {
+            repo_err(
+                repo_path,
+                format!("commit {} has no readable {FILE}", commit.id()),
+            )
+        })?;
+    let released = doc["released"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| {
+                    k.as_str()
+                        .and_then(|k| stamp_model::TicketKey::parse(k).ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let imports = doc["imports"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(Served {
+        id: commit.id().to_string(),
+        released,
+        imports,
+    }))
+}
+
 fn read_log(
     repo_path: &Path,
     limit: usize,

@@ -17,6 +17,8 @@ pub struct FileTimeouts {
     pub read: Option<String>,
     pub write: Option<String>,
     pub idle: Option<String>,
+    pub client_header: Option<String>,
+    pub client_body: Option<String>,
 }
 
 /// `[origin_tls]` as written.
@@ -104,6 +106,10 @@ pub struct Timeouts {
     pub read: Duration,
     pub write: Duration,
     pub idle: Duration,
+    /// A client's whole request header (nginx's `client_header_timeout`).
+    pub client_header: Duration,
+    /// Each read of a client's request body (nginx's `client_body_timeout`).
+    pub client_body: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +191,16 @@ impl DataConfig {
                 Duration::from_secs(60),
             ),
             idle: p.duration("timeouts.idle", t.idle.as_deref(), Duration::from_secs(60)),
+            client_header: p.duration(
+                "timeouts.client_header",
+                t.client_header.as_deref(),
+                Duration::from_secs(60),
+            ),
+            client_body: p.duration(
+                "timeouts.client_body",
+                t.client_body.as_deref(),
+                Duration::from_secs(60),
+            ),
         };
 
         let cookie_name = file

@@ -8,6 +8,7 @@
 //! depends on the control plane's crate.
 
 pub mod badge;
+pub mod client_io;
 pub mod config;
 pub mod control;
 pub mod csp;

@@ -280,7 +280,7 @@ impl StampProxy {
                         )];
                     }
                     ctx.info = Some(format!(
-                        "stamped; ticket={key}; view={}; stage={stage}; overrides={}",
+                        "stamping; ticket={key}; view={}; stage={stage}; overrides={}",
                         view.as_str(),
                         effective.len()
                     ));
@@ -621,6 +621,10 @@ impl ProxyHttp for StampProxy {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        // Each read of the body (the header's deadline is `client_io`'s).
+        session
+            .downstream_session
+            .set_read_timeout(Some(self.cfg.timeouts.client_body));
         let req = session.req_header();
         let path = req.uri.path();
         let mirror = path.starts_with(assets::MIRROR_PREFIX);

@@ -162,8 +162,16 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         signer,
     );
     let in_flight = proxy.in_flight.clone();
-    let mut service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "stamp-proxy");
+    let header_timeout = cfg.data.timeouts.client_header;
+    let mut http = pingora::proxy::HttpProxy::new(proxy, server.configuration.clone());
+    http.handle_init_modules();
+    let mut service = pingora::services::listening::Service::new(
+        "stamp-proxy".to_string(),
+        stamp_data::client_io::HeaderDeadline {
+            inner: Arc::new(http),
+            timeout: header_timeout,
+        },
+    );
     let addr = cfg.listen.to_string();
     match &cfg.tls {
         Some(tls) => {

@@ -1327,3 +1327,180 @@ async fn policies_refuse_with_every_reason_and_hooks_hear_every_change() {
         (json!("qa"), json!("prod"), json!("quinn"))
     );
 }
+
+/// What the production page's import map maps, as the proxy serves it now.
+async fn served_imports(proxy: &Proxy) -> Value {
+    let html = get_text(&proxy.url("/")).await;
+    match stamp_tests::import_map(&html) {
+        Ok(map) => map["imports"].clone(),
+        Err(_) => json!({}),
+    }
+}
+
+async fn history_commits(proxy: &Proxy) -> Vec<Value> {
+    let (s, v) = call(
+        proxy,
+        "GET",
+        "production/history?limit=100",
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v["commits"].as_array().cloned().unwrap_or_default()
+}
+
+/// Production as a git log: one commit per change of what production
+/// serves (and none for changes that leave it alone), each carrying the
+/// ticket and actor; replaying the log gives, commit by commit, exactly what
+/// the proxy served at that moment. And production goes back to an earlier
+/// commit with one call, checked like any revert.
+#[tokio::test]
+async fn the_production_log_replays_what_was_served_and_can_be_reverted_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("history");
+    let env = start(None, &format!("history_repo = \"{}\"", repo.display()));
+    let p = &env.proxy;
+    // What the page maps before anything is released.
+    let base = served_imports(p).await;
+    let mut served: Vec<Value> = Vec::new();
+    let (repo_ref, base_ref) = (&repo, &base);
+    // Waits for the commit a production change makes, and for the proxy to
+    // serve the change; records what it serves.
+    let step = |commits: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while history_commits(p).await.len() < commits {
+            assert!(Instant::now() < deadline, "no commit {commits}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let head: Value = serde_json::from_str(
+            &std::fs::read_to_string(repo_ref.join("production-importmap.json")).unwrap(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = served_imports(p).await;
+            let mut want = base_ref.clone();
+            for (k, v) in head["imports"].as_object().unwrap() {
+                want[k] = v.clone();
+            }
+            if now == want {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "served {now}, log says {want}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let release = |key: &'static str| async move {
+        assert_eq!(act(p, key, "promote", DEV).await.0, 200);
+        assert_eq!(act(p, key, "promote", QA).await.0, 200);
+    };
+
+    upload(p, "LOG-1", "src/main.js", "one").await;
+    release("LOG-1").await;
+    served.push(step(1).await);
+    upload(p, "LOG-2", "src/main.js", "two").await;
+    upload(p, "LOG-2", "src/other.js", "other").await;
+    release("LOG-2").await;
+    served.push(step(2).await);
+    // Changes that leave production alone make no commit.
+    upload(p, "LOG-3", "src/main.js", "three").await;
+    assert_eq!(act(p, "LOG-3", "promote", DEV).await.0, 200);
+    assert_eq!(act(p, "LOG-2", "revert", ADMIN).await.0, 200);
+    served.push(step(3).await);
+    release_again(p, "LOG-2").await;
+    served.push(step(4).await);
+    assert_eq!(history_commits(p).await.len(), 4, "one commit per change");
+
+    // Hostile and impossible reverts change nothing.
+    let revert = |token: &'static str, body: Value| async move {
+        call(
+            p,
+            "POST",
+            "production/revert",
+            Some(token),
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    };
+    let log = history_commits(p).await; // newest first
+    let first = log[3]["id"].as_str().unwrap().to_string();
+    for (body, field) in [
+        (json!({}), "to"),
+        (json!({"to": "xyz"}), "to"),
+        (json!({"to": "12345"}), "to"),
+        (json!({"to": "abc; rm -rf /"}), "to"),
+        (json!({"to": first, "extra": 1}), "to"),
+    ] {
+        let (s, v) = revert(ADMIN, body.clone()).await;
+        assert_eq!(
+            (s, v["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = revert(ADMIN, json!({"to": "0000000"})).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = revert(QA, json!({"to": first})).await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (403, json!("forbidden")),
+        "{v}"
+    );
+    assert_eq!(history_commits(p).await.len(), 4);
+
+    // Back to the first commit: LOG-2 is reverted, by one call.
+    let (s, v) = revert(ADMIN, json!({"to": &first[..10]})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["reverted"], json!(["LOG-2"]));
+    assert_eq!(v["to"], json!(first));
+    served.push(step(5).await);
+    assert_eq!(
+        served[4], served[0],
+        "production is what the first commit served"
+    );
+    // The second commit cannot be reached by reverting: LOG-2 is not released.
+    let second = log[2]["id"].as_str().unwrap();
+    let (s, v) = revert(ADMIN, json!({"to": second})).await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (409, json!("conflict")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("LOG-2"),
+        "{v}"
+    );
+
+    // The replay: every commit, oldest first, against what was served.
+    let log = history_commits(p).await;
+    assert_eq!(log.len(), served.len());
+    let git = git2::Repository::open(&repo).unwrap();
+    for (commit, was) in log.iter().rev().zip(&served) {
+        let id = git2::Oid::from_str(commit["id"].as_str().unwrap()).unwrap();
+        let c = git.find_commit(id).unwrap();
+        let blob = c
+            .tree()
+            .unwrap()
+            .get_path(std::path::Path::new("production-importmap.json"))
+            .unwrap()
+            .to_object(&git)
+            .unwrap()
+            .peel_to_blob()
+            .unwrap();
+        let file: Value = serde_json::from_slice(blob.content()).unwrap();
+        let mut replayed = base.clone();
+        for (k, v) in file["imports"].as_object().unwrap() {
+            replayed[k] = v.clone();
+        }
+        assert_eq!(&replayed, was, "commit {}", c.id());
+        let message = c.message().unwrap_or("");
+        assert!(message.contains("Ticket: LOG-"), "{message}");
+        assert!(message.contains(" by "), "{message}");
+    }
+}
+
+/// qa -> prod again after a revert to qa.
+async fn release_again(p: &Proxy, key: &str) {
+    assert_eq!(act(p, key, "promote", QA).await.0, 200);
+}

@@ -1499,6 +1499,40 @@ async fn the_production_history_is_listed() {
         "{message}"
     );
 
+    // Released again, then production goes back to the commit where it
+    // served nothing of it: one command, which reverts the ticket.
+    let empty_at = commits[0]["id"].as_str().unwrap()[..9].to_string();
+    site.stamp(repo.path(), &["TKT-70", "--promote"])
+        .ok()
+        .out_has("qa -> prod");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let json = site.stamp(repo.path(), &["--list", "-p", "--history", "--json"]);
+        let v: Value = serde_json::from_str(json.ok().out.trim()).unwrap();
+        if v["commits"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no third commit: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    site.stamp(repo.path(), &["--revert", "--to", &empty_at])
+        .ok()
+        .out_has("production is back at")
+        .out_has("reverted TKT-70 (prod -> qa)");
+    site.stamp(repo.path(), &["TKT-70"]).ok().out_has("qa");
+    site.stamp(repo.path(), &["--revert", "--to", &empty_at])
+        .ok()
+        .out_has("nothing to revert");
+    site.stamp(repo.path(), &["TKT-70", "--revert", "--to", &empty_at])
+        .code(2)
+        .err_has("--to goes with --revert and no ticket");
+    site.stamp(repo.path(), &["--to", &empty_at])
+        .code(2)
+        .err_has("--to goes with --revert");
+    let bad = site.stamp(repo.path(), &["--revert", "--to", "not-a-commit"]);
+    assert_ne!(bad.code, Some(0), "{bad:#?}");
+    bad.err_has("7 to 40 hex digits");
+
     // Without a history repository, the answer says how to get one.
     let plain = site_with("");
     plain

@@ -208,12 +208,22 @@ async fn a_primary_failover_loses_no_acknowledged_write_and_never_changes_produc
             let t = ticket(url, &a.key).await;
             let want = if a.promoted { "qa" } else { "dev" };
             assert_eq!(t["stage"], want, "{} through {url}: {t}", a.key);
-            let html = get_text(&format!("{url}/?dev={}", a.key)).await;
-            assert!(
-                html.contains(&module_url("/src/main.js", &a.body)),
-                "{} lost through {url}:\n{html}",
-                a.key
-            );
+            // The store has it (above); the proxy's snapshot follows
+            // within its resync (the change subscription moved too).
+            let want = module_url("/src/main.js", &a.body);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let html = get_text(&format!("{url}/?dev={}", a.key)).await;
+                if html.contains(&want) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never served through {url}:\n{html}",
+                    a.key
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     // And the released ticket is still production's, after it all.

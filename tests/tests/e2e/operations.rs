@@ -421,7 +421,7 @@ async fn a_50_mb_stamped_page_streams_in_flat_memory() {
     assert!(resp.headers()["x-ticket-stamp"]
         .to_str()
         .unwrap()
-        .starts_with("stamped"));
+        .starts_with("stamping; ticket="));
     let mut total = 0usize;
     let mut head = Vec::new();
     while let Some(chunk) = resp.chunk().await.unwrap() {

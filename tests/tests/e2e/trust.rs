@@ -286,3 +286,146 @@ async fn policy_programs_get_a_clean_environment_and_secrets_are_checked() {
         );
     }
 }
+
+/// Writes `bytes` one at a time, `gap` apart, watching for the proxy to
+/// close the connection; `true` when it did before the last byte.
+async fn trickle(s: &mut tokio::net::TcpStream, bytes: &[u8], gap: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    for b in bytes {
+        if s.write_all(&[*b]).await.is_err() {
+            return true;
+        }
+        match tokio::time::timeout(gap, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                // Cut off with a response, or answered: either way it spoke.
+                return !text.starts_with("HTTP/1.1 200");
+            }
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+/// Reads until `needle` has arrived (or the connection ends).
+async fn read_until(s: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Slowloris: a request header trickled in (on a fresh connection or a
+/// kept-alive one) is cut off at `timeouts.client_header`, and never reaches
+/// the origin; a body stalled for longer than `timeouts.client_body` is cut
+/// off too. A header sent in pieces within the deadline, and a body that
+/// takes longer than the header deadline but keeps coming, are served.
+#[tokio::test]
+async fn slow_clients_are_cut_off_by_header_and_body_timeouts() {
+    use tokio::io::AsyncWriteExt;
+    let origin = origin();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("p.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n[timeouts]\nclient_header = \"2s\"\nclient_body = \"1s\"\n",
+            origin.url,
+            dir.path().join("store").display(),
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    let addr = format!("127.0.0.1:{}", proxy.port);
+    let connect = || async { tokio::net::TcpStream::connect(&addr).await.unwrap() };
+    let slow_header = format!("X-Slow: {}\r\n\r\n", "a".repeat(80));
+
+    // A fresh connection trickling its header over 20 s.
+    let mut s = connect().await;
+    s.write_all(b"GET /slow-1 HTTP/1.1\r\nHost: shop\r\n")
+        .await
+        .unwrap();
+    assert!(
+        trickle(&mut s, slow_header.as_bytes(), Duration::from_millis(250)).await,
+        "a header trickled over 20 s was never cut off"
+    );
+    assert_eq!(origin.hits("/slow-1"), 0);
+
+    // A kept-alive connection: the first request is served, the second
+    // one's trickled header is cut off.
+    let mut s = connect().await;
+    s.write_all(b"GET /src/app.js HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until(&mut s, "production app';").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    s.write_all(b"GET /slow-2 HTTP/1.1\r\nHost: shop\r\n")
+        .await
+        .unwrap();
+    assert!(
+        trickle(&mut s, slow_header.as_bytes(), Duration::from_millis(250)).await,
+        "a kept-alive connection's trickled header was never cut off"
+    );
+    assert_eq!(origin.hits("/slow-2"), 0);
+
+    // A header in three pieces, well within the deadline: served.
+    let mut s = connect().await;
+    for piece in [
+        "GET /src/app.js HTT",
+        "P/1.1\r\nHost: sh",
+        "op\r\nConnection: close\r\n\r\n",
+    ] {
+        s.write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = read_until(&mut s, "production app';").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A body that keeps coming (each piece within client_body) for longer
+    // than client_header: served, with and without `Expect: 100-continue`.
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut s = connect().await;
+        let body = "0123456789".repeat(6);
+        s.write_all(
+            format!(
+                "POST / HTTP/1.1\r\nHost: shop\r\nContent-Type: text/plain\r\n{expect}\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        for piece in body.as_bytes().chunks(10) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Err(e) = s.write_all(piece).await {
+                let answer = read_until(&mut s, "</html>").await;
+                panic!("{e}: {answer}\n{}", proxy.log_text());
+            }
+        }
+        let answer = read_until(&mut s, "</html>").await;
+        assert!(
+            answer.contains("HTTP/1.1 200"),
+            "a slow but steady body ({expect:?}) was cut off: {answer}"
+        );
+    }
+
+    // A body that stalls: cut off.
+    let mut s = connect().await;
+    s.write_all(b"POST /stall HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let answer = read_until(&mut s, "\r\n\r\n").await;
+    assert!(
+        !answer.starts_with("HTTP/1.1 200"),
+        "a stalled body was answered 200: {answer}"
+    );
+}

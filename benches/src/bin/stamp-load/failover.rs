@@ -47,11 +47,17 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let down_after = Duration::from_millis(opts.down_after_ms);
     let mut cluster = SentinelCluster::start(down_after)?;
     let origin = Origin::start()?;
-    origin.route("/", Route::html("<script type=module src=/src/main.js></script>"));
+    origin.route(
+        "/",
+        Route::html("<script type=module src=/src/main.js></script>"),
+    );
     let a = Proxy::start(&origin.url, &["--store", &cluster.url])?;
     let b = Proxy::start(&origin.url, &["--store", &cluster.url])?;
     let client = reqwest::Client::builder().no_proxy().build()?;
-    anyhow::ensure!(put(&client, &a.url, "FO-0", "warm").await, "no write before the failover");
+    anyhow::ensure!(
+        put(&client, &a.url, "FO-0", "warm").await,
+        "no write before the failover"
+    );
 
     println!(
         "failover with down-after-milliseconds {} (3 sentinels, quorum 2, 2 replicas)",
@@ -86,7 +92,10 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             if html.contains(&wanted) {
                 break killed.elapsed();
             }
-            anyhow::ensure!(killed.elapsed() < Duration::from_secs(60), "B never converged");
+            anyhow::ensure!(
+                killed.elapsed() < Duration::from_secs(60),
+                "B never converged"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         println!(
