@@ -460,7 +460,12 @@ impl Api {
         for key in &undo {
             let t = self.ticket(key).await?;
             require(principal, Action::Move(Transition::Revert, t.stage))?;
-            self.check_policies(&t, Transition::Revert, &actor).await?;
+            self.check_policies(&t, Transition::Revert, &actor)
+                .await
+                .map_err(|mut e| {
+                    e.body.message = format!("reverting {}: {}", t.key, e.body.message);
+                    e
+                })?;
             records.push(t);
         }
         let mut reverted = Vec::new();
@@ -543,11 +548,7 @@ impl Api {
         };
         let verdict = self.policies.check(&ctx).await;
         if !verdict.allowed() {
-            let mut e = ApiError::new(
-                422,
-                ErrorCode::PolicyDenied,
-                format!("{}: {}", t.key, verdict.message()),
-            );
+            let mut e = ApiError::new(422, ErrorCode::PolicyDenied, verdict.message());
             if let Value::Object(extra) = verdict.details() {
                 e.body.extra = extra;
             }

@@ -72,6 +72,9 @@ pub struct Change {
     pub actor: String,
     /// What it was about (a specifier, a comment, the settler's finding).
     pub detail: Option<String>,
+    /// The git branch and commit the change was made from, as `stamp` sent them.
+    pub branch: Option<String>,
+    pub commit: Option<String>,
     pub at_ms: u64,
 }
 
@@ -89,6 +92,8 @@ impl Change {
             from,
             actor: actor.name.clone(),
             detail,
+            branch: actor.branch.clone(),
+            commit: actor.commit.clone(),
             at_ms: now_ms(),
         }
     }
@@ -181,6 +186,8 @@ impl Fanout {
                 to: Some(t.stage),
                 actor: change.actor.clone(),
                 share_link,
+                branch: change.branch.clone(),
+                commit: change.commit.clone(),
                 at_ms: change.at_ms,
             });
         }

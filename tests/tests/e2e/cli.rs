@@ -1539,3 +1539,73 @@ async fn the_production_history_is_listed() {
         .stamp(repo.path(), &["--list", "-p", "--history"])
         .err_has("history_repo");
 }
+
+/// GitHub, end to end: `stamp` on a branch with an open pull request. The
+/// pull request gets one comment, kept up to date; each stage gets a
+/// deployment; the commit gets a status; and the release waits for an
+/// approved review (the `github` policy) with a reason the CLI prints.
+#[tokio::test]
+async fn github_pull_requests_follow_the_ticket_and_gate_its_release() {
+    let gh = stamp_tests::fakes::FakeGitHub::start("acme/shop", "gh-token").unwrap();
+    let github = format!(
+        "repo = \"acme/shop\"\napi = \"{}\"\ntoken = \"gh-token\"\n",
+        gh.url()
+    );
+    let site = site_with(&format!(
+        "[[hooks]]\nkind = \"github\"\n{github}backoff = \"20ms\"\n\
+         [[policies]]\nkind = \"github\"\n{github}require_checks = false\n"
+    ));
+    let repo = Repo::new(&[("src/a.js", "a1")]);
+    repo.git(&["checkout", "-q", "-b", "TKT-95"]);
+    repo.write("src/a.js", "a-ticket");
+    repo.commit("the ticket");
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let pr = gh.pull("TKT-95", &head);
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}: {:?}", gh.comments(pr));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    site.stamp(repo.path(), &["TKT-95", "--update", "--once"])
+        .ok();
+    wait("comment in dev", &|| {
+        gh.comments(pr).iter().any(|c| c.contains("is in **dev**"))
+    });
+    site.stamp(repo.path(), &["TKT-95", "--promote"])
+        .ok()
+        .out_has("dev -> qa");
+    wait("comment in qa", &|| {
+        gh.comments(pr).iter().any(|c| c.contains("is in **qa**"))
+    });
+    // No approval yet: the release is refused, with GitHub's reason.
+    site.stamp(repo.path(), &["TKT-95", "--promote"])
+        .code(1)
+        .err_has("github: pull request #1 has no approved review");
+    gh.review(pr, "carol", "APPROVED");
+    site.stamp(repo.path(), &["TKT-95", "--promote"])
+        .ok()
+        .out_has("qa -> prod");
+    wait("comment in prod", &|| {
+        gh.comments(pr).iter().any(|c| c.contains("is in **prod**"))
+    });
+    assert_eq!(gh.comments(pr).len(), 1, "one comment, edited in place");
+    let envs: Vec<(String, String)> = gh
+        .deployments()
+        .into_iter()
+        .map(|(e, r, _)| (e, r))
+        .collect();
+    assert_eq!(
+        envs,
+        [
+            ("TKT-95/dev".to_string(), head.clone()),
+            ("TKT-95/qa".to_string(), head.clone()),
+            ("TKT-95/prod".to_string(), head.clone()),
+        ]
+    );
+    let last = gh.statuses(&head).pop().unwrap();
+    assert_eq!(last.1, "success");
+    assert!(last.2.contains("TKT-95 released to production"), "{last:?}");
+}

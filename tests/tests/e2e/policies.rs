@@ -19,7 +19,7 @@ use stamp_model::lifecycle::Transition;
 use stamp_model::roles::Role;
 use stamp_model::ticket::{Stage, TicketKey};
 use stamp_store::SharedStore;
-use stamp_tests::fakes::{FakeJira, FakeReceiver, FakeSlack};
+use stamp_tests::fakes::{FakeGitHub, FakeJira, FakeReceiver, FakeSlack};
 use stamp_tests::{Origin, Proxy, Route};
 
 // ------------------------------------------------------------------ helpers
@@ -713,6 +713,8 @@ fn event(kind: &str, from: Stage, to: Stage) -> Event {
         to: Some(to),
         actor: "bob".into(),
         share_link: Some("https://app.example.com/?qa=TKT-11".into()),
+        branch: None,
+        commit: None,
         at_ms: 1_700_000_000_000,
     }
 }
@@ -1203,4 +1205,410 @@ async fn git_over_https_reports_a_missing_token_and_an_unreachable_remote() {
     ));
     let v = git_check(&e, &s, Some("abcdef12".into())).await;
     assert_denied(&v, "cannot fetch");
+}
+
+// ------------------------------------------------------------------ GitHub
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+const PR_HEAD: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+fn github_policy(url: &str, extra: &str) -> Engine {
+    engine(&format!(
+        r#"[[policies]]
+kind = "github"
+repo = "acme/shop"
+api = "{url}"
+token = "gh-token"
+timeout = "2s"
+max_retry_wait = "1s"
+{extra}"#
+    ))
+}
+
+/// The context of releasing `k` (in qa) with the branch and commit `stamp` sends.
+async fn release_ctx(store: &SharedStore, k: &str, branch: &str, commit: &str) -> TransitionCtx {
+    let actor = Actor {
+        name: "bob".into(),
+        commit: Some(commit.into()),
+        branch: Some(branch.into()),
+    };
+    ctx_for(store, k, Stage::Prod, actor, "http://127.0.0.1:9").await
+}
+
+#[tokio::test]
+async fn github_policy_needs_an_approved_pull_request_with_green_checks() {
+    let gh = FakeGitHub::start("acme/shop", "gh-token").unwrap();
+    let (s, _dir) = store().await;
+    ticket_in_qa(&s, "TKT-80").await;
+    let e = github_policy(gh.url(), "checks = [\"build\", \"test\"]");
+    let c = release_ctx(&s, "TKT-80", "feature/TKT-80", SHA).await;
+
+    // No pull request for the branch.
+    assert_denied(
+        &e.check(&c).await,
+        "no open pull request for branch feature/TKT-80",
+    );
+
+    let pr = gh.pull("feature/TKT-80", PR_HEAD);
+    // 120 reviews: the verdict is read across pages (Link: rel="next").
+    for i in 0..119 {
+        gh.review(pr, &format!("commenter{i}"), "COMMENTED");
+    }
+    gh.review(pr, "carol", "CHANGES_REQUESTED");
+    gh.check_run(PR_HEAD, "build", "completed", Some("success"));
+    gh.check_run(PR_HEAD, "test", "in_progress", None);
+    let v = e.check(&c).await;
+    assert_denied(&v, "carol requested changes on pull request #1");
+    assert_denied(&v, "check `test` is in_progress");
+    assert!(
+        v.warnings
+            .iter()
+            .any(|(_, w)| w
+                .contains("the ticket's code is from 0123456, pull request #1 is at 89abcde")),
+        "{v:#?}"
+    );
+    // Carol approves (her latest review counts), the tests pass.
+    gh.review(pr, "carol", "APPROVED");
+    gh.check_run(PR_HEAD, "test", "completed", Some("failure"));
+    assert_denied(&e.check(&c).await, "check `test` is failure");
+    gh.check_run(PR_HEAD, "test", "completed", Some("success"));
+    let v = e.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    // A required check that never reported.
+    let strict = github_policy(gh.url(), "checks = [\"build\", \"deploy-preview\"]");
+    assert_denied(
+        &strict.check(&c).await,
+        "required check `deploy-preview` has not reported",
+    );
+    // Reviews were read page by page.
+    let pages = gh.fake.requests_to("/repos/acme/shop/pulls/1/reviews");
+    assert!(
+        pages.iter().any(|r| r.query.contains("page=2")),
+        "{pages:?}"
+    );
+    // GitHub's own headers on every call.
+    let r = &gh.fake.requests()[0];
+    assert_eq!(
+        r.header("authorization").as_deref(),
+        Some("Bearer gh-token")
+    );
+    assert_eq!(
+        r.header("accept").as_deref(),
+        Some("application/vnd.github+json")
+    );
+    assert_eq!(
+        r.header("x-github-api-version").as_deref(),
+        Some("2022-11-28")
+    );
+    assert!(r.header("user-agent").unwrap().starts_with("ticket-stamp/"));
+}
+
+#[tokio::test]
+async fn github_policy_errors_say_what_is_wrong_and_fail_closed() {
+    let gh = FakeGitHub::start("acme/shop", "gh-token").unwrap();
+    let (s, _dir) = store().await;
+    ticket_in_qa(&s, "TKT-81").await;
+    gh.pull("TKT-81", PR_HEAD);
+    let c = release_ctx(&s, "TKT-81", "TKT-81", PR_HEAD).await;
+
+    // A wrong token: 401 Bad credentials.
+    let bad = engine(&format!(
+        "[[policies]]\nkind = \"github\"\nrepo = \"acme/shop\"\napi = \"{}\"\ntoken = \"wrong\"\n",
+        gh.url()
+    ));
+    assert_denied(
+        &bad.check(&c).await,
+        "GitHub rejected the credentials (401)",
+    );
+    // A repository the token cannot see: 404.
+    let other = engine(&format!(
+        "[[policies]]\nkind = \"github\"\nrepo = \"acme/secret\"\napi = \"{}\"\ntoken = \"gh-token\"\n",
+        gh.url()
+    ));
+    assert_denied(
+        &other.check(&c).await,
+        "GitHub has no /repos/acme/secret/pulls",
+    );
+    // A spent rate limit (403 with x-ratelimit-remaining: 0) resetting in
+    // an hour: not waited for, and named.
+    gh.set_rate_limited(true);
+    let e = github_policy(gh.url(), "");
+    assert_denied(
+        &e.check(&c).await,
+        "GitHub is rate limiting this token (403); it resets in",
+    );
+    let lenient = github_policy(gh.url(), "on_outage = \"allow\"");
+    let v = lenient.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    assert!(
+        v.warnings.iter().any(|(_, w)| w.contains("not checked")),
+        "{v:#?}"
+    );
+    gh.set_rate_limited(false);
+    // A short secondary rate limit (Retry-After: 1) is waited out.
+    gh.fake.fail_next(
+        1,
+        403,
+        r#"{"message":"You have exceeded a secondary rate limit."}"#,
+        Some(1),
+    );
+    gh.review(1, "carol", "APPROVED");
+    let v = e.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    // GitHub down: an outage, closed by default.
+    gh.fake.set_down(true);
+    assert_denied(&e.check(&c).await, "GitHub answered 503");
+    gh.fake.set_down(false);
+    // No branch known at all (a panel click, a ticket never synced from git).
+    let plain = ctx(&s, "TKT-81", Stage::Prod).await;
+    assert_denied(&e.check(&plain).await, "no branch is known for this ticket");
+}
+
+#[tokio::test]
+async fn github_policy_authenticates_as_a_github_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("app.pem");
+    let public = dir.path().join("app.pub.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .status()
+        .or_else(|_| {
+            std::process::Command::new("openssl")
+                .args(["genrsa", "-out"])
+                .arg(&key)
+                .arg("2048")
+                .status()
+        })
+        .unwrap();
+    assert!(ok.success(), "openssl genrsa");
+    let ok = std::process::Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl rsa -pubout");
+    let gh = FakeGitHub::start("acme/shop", "not-used").unwrap();
+    gh.app(4242, 77, &std::fs::read_to_string(&public).unwrap());
+    let (s, _dir) = store().await;
+    ticket_in_qa(&s, "TKT-82").await;
+    let pr = gh.pull("TKT-82", PR_HEAD);
+    gh.review(pr, "carol", "APPROVED");
+    std::env::set_var(
+        "STAMP_TEST_GH_APP_KEY",
+        std::fs::read_to_string(&key).unwrap(),
+    );
+    let e = engine(&format!(
+        "[[policies]]\nkind = \"github\"\nrepo = \"acme/shop\"\napi = \"{}\"\napp_id = 4242\ninstallation_id = 77\nprivate_key_env = \"STAMP_TEST_GH_APP_KEY\"\nrequire_checks = false\n",
+        gh.url()
+    ));
+    let c = release_ctx(&s, "TKT-82", "TKT-82", PR_HEAD).await;
+    let v = e.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    let v = e.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    // One installation token, bought once and reused.
+    assert_eq!(
+        gh.fake
+            .requests_to("/app/installations/77/access_tokens")
+            .len(),
+        1
+    );
+    let pulls = gh.fake.requests_to("/repos/acme/shop/pulls");
+    assert!(pulls[0]
+        .header("authorization")
+        .unwrap()
+        .starts_with("Bearer ghs_fake"));
+    // A wrong installation: 404, named.
+    let wrong = engine(&format!(
+        "[[policies]]\nkind = \"github\"\nrepo = \"acme/shop\"\napi = \"{}\"\napp_id = 4242\ninstallation_id = 78\nprivate_key_env = \"STAMP_TEST_GH_APP_KEY\"\n",
+        gh.url()
+    ));
+    assert_denied(
+        &wrong.check(&c).await,
+        "GitHub has no /app/installations/78/access_tokens",
+    );
+}
+
+fn github_event(kind: &str, from: Option<Stage>, to: Stage, commit: Option<&str>) -> Event {
+    Event {
+        kind: stamp_control::hooks::EventKind::parse(kind).unwrap(),
+        ticket: key("TKT-90"),
+        from,
+        to: Some(to),
+        actor: "alice".into(),
+        share_link: Some(format!(
+            "https://app.example.com/?{}=TKT-90",
+            if to == Stage::Dev { "dev" } else { "qa" }
+        )),
+        branch: commit.map(|_| "TKT-90".to_string()),
+        commit: commit.map(str::to_string),
+        at_ms: 1_700_000_000_000 + kind.len() as u64 * 10 + u64::from(to as u8),
+    }
+}
+
+#[tokio::test]
+async fn github_hook_keeps_one_comment_deployments_and_a_status_per_stage() {
+    let gh = FakeGitHub::start("acme/shop", "gh-token").unwrap();
+    let pr = gh.pull("TKT-90", SHA);
+    // 120 comments of others before ours: found again across pages.
+    gh.foreign_comments(pr, 120);
+    let d = dispatcher(&format!(
+        "[[hooks]]\nkind = \"github\"\nrepo = \"acme/shop\"\napi = \"{}\"\ntoken = \"gh-token\"\nbackoff = \"20ms\"\n",
+        gh.url()
+    ));
+    d.emit(github_event("uploaded", None, Stage::Dev, Some(SHA)));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    // A 503 on the way: retried without repeating what was done.
+    gh.fake.fail_next(1, 503, "", None);
+    d.emit(github_event(
+        "promoted",
+        Some(Stage::Dev),
+        Stage::Qa,
+        Some(SHA),
+    ));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    // A panel click: no commit or branch with the event; the last seen are used.
+    d.emit(github_event("reverted", Some(Stage::Qa), Stage::Dev, None));
+    assert!(d.idle(Duration::from_secs(10)).await);
+
+    let comments = gh.comments(pr);
+    assert_eq!(comments.len(), 121, "one comment of ours, edited in place");
+    let ours = comments.last().unwrap();
+    assert!(ours.starts_with("<!-- ticket-stamp:TKT-90 -->"), "{ours}");
+    assert!(ours.contains("`TKT-90` is in **dev**"), "{ours}");
+    assert!(
+        ours.contains("alice reverted TKT-90 from qa to dev"),
+        "{ours}"
+    );
+    let deployments = gh.deployments();
+    assert_eq!(
+        deployments
+            .iter()
+            .map(|(e, r, _)| (e.as_str(), r.as_str()))
+            .collect::<Vec<_>>(),
+        [("TKT-90/dev", SHA), ("TKT-90/qa", SHA)],
+        "{deployments:?}"
+    );
+    assert_eq!(deployments[0].2, ["in_progress", "success"]);
+    assert_eq!(
+        deployments[1].2,
+        ["in_progress", "success", "inactive"],
+        "reverted out of qa"
+    );
+    let statuses: Vec<(String, String)> = gh
+        .statuses(SHA)
+        .into_iter()
+        .map(|(c, s, _)| (c, s))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("ticket-stamp/TKT-90".to_string(), "pending".to_string()),
+            ("ticket-stamp/TKT-90".to_string(), "success".to_string()),
+            ("ticket-stamp/TKT-90".to_string(), "pending".to_string()),
+        ]
+    );
+    assert_eq!(
+        gh.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/repos/acme/shop/deployments")
+            .count(),
+        2,
+        "the retried event did not deploy twice"
+    );
+}
+
+#[tokio::test]
+async fn github_hook_gives_up_on_what_retrying_cannot_fix() {
+    let gh = FakeGitHub::start("acme/shop", "gh-token").unwrap();
+    let pr = gh.pull("TKT-90", SHA);
+    let d = dispatcher(&format!(
+        "[[hooks]]\nkind = \"github\"\nrepo = \"acme/shop\"\napi = \"{}\"\ntoken = \"gh-token\"\nbackoff = \"20ms\"\nmax_attempts = 3\nstatuses = false\n",
+        gh.url()
+    ));
+    // A commit GitHub does not know: 422 No ref found, not retried.
+    d.emit(github_event(
+        "uploaded",
+        None,
+        Stage::Dev,
+        Some("ffffffffffffffffffffffffffffffffffffffff"),
+    ));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    let posts = |path: &str| {
+        gh.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == path)
+            .count()
+    };
+    assert_eq!(posts("/repos/acme/shop/deployments"), 1, "422 is permanent");
+    assert!(gh.comments(pr).is_empty());
+    // A wrong token: 401, not retried either.
+    let bad = dispatcher(&format!(
+        "[[hooks]]\nkind = \"github\"\nrepo = \"acme/shop\"\napi = \"{}\"\ntoken = \"nope\"\nbackoff = \"20ms\"\nmax_attempts = 3\n",
+        gh.url()
+    ));
+    let before = gh.fake.requests().len();
+    bad.emit(github_event(
+        "promoted",
+        Some(Stage::Dev),
+        Stage::Qa,
+        Some(SHA),
+    ));
+    assert!(bad.idle(Duration::from_secs(10)).await);
+    assert_eq!(gh.fake.requests().len() - before, 1);
+    // Rate limited: retried (up to max_attempts), then given up.
+    gh.set_rate_limited(true);
+    let before = gh.fake.requests().len();
+    d.emit(github_event(
+        "promoted",
+        Some(Stage::Dev),
+        Stage::Qa,
+        Some(SHA),
+    ));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    assert_eq!(gh.fake.requests().len() - before, 3);
+}
+
+#[test]
+fn github_settings_are_checked() {
+    for (text, needle) in [
+        ("repo = \"acme\"\ntoken = \"t\"", "is not owner/name"),
+        ("token = \"t\"", "repo"),
+        ("repo = \"a/b\"", "token"),
+        (
+            "repo = \"a/b\"\ntoken = \"t\"\napp_id = 1",
+            "give a token or a GitHub App",
+        ),
+        (
+            "repo = \"a/b\"\napp_id = 1\nprivate_key = \"k\"",
+            "installation_id",
+        ),
+        (
+            "repo = \"a/b\"\ntoken = \"t\"\napi = \"ftp://x\"",
+            "is not an http(s) URL",
+        ),
+    ] {
+        let err = Engine::from_config(&tables(
+            &format!("[[policies]]\nkind = \"github\"\n{text}\n"),
+            "policies",
+        ))
+        .err()
+        .unwrap_or_default()
+        .join("\n");
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    let err = Dispatcher::from_config(&tables(
+        "[[hooks]]\nkind = \"github\"\nrepo = \"a/b\"\ntoken = \"t\"\nenvironment = \"{stage}\"\n",
+        "hooks",
+    ))
+    .err()
+    .unwrap_or_default()
+    .join("\n");
+    assert!(err.contains("must name both {ticket} and {stage}"), "{err}");
 }

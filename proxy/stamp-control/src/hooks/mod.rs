@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::policy::{pick, Settings};
 use stamp_model::ticket::{Stage, TicketKey};
 
+pub mod github;
 pub mod jira;
 pub mod slack;
 pub mod webhook;
@@ -52,6 +53,12 @@ pub struct Event {
     /// Token name of whoever did it (`settler` for origin-diverged).
     pub actor: String,
     pub share_link: Option<String>,
+    /// The git branch and commit the change was made from, when `stamp`
+    /// sent them (a panel click sends none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
 }
@@ -137,6 +144,18 @@ pub fn registry() -> &'static [Factory] {
                 EventKind::SignedOff,
             ],
             build: slack::build,
+        },
+        Factory {
+            kind: "github",
+            keys: github::KEYS,
+            default_events: &[
+                EventKind::Uploaded,
+                EventKind::Promoted,
+                EventKind::Reverted,
+                EventKind::Closed,
+                EventKind::Reopened,
+            ],
+            build: github::build,
         },
         Factory {
             kind: "webhook",
@@ -422,6 +441,8 @@ mod tests {
             to: Some(Stage::Qa),
             actor: "alice".into(),
             share_link: None,
+            branch: None,
+            commit: None,
             at_ms: 1,
         }
     }

@@ -35,6 +35,7 @@ use stamp_store::{HistoryEvent, SharedStore, TicketRecord};
 pub mod command;
 pub mod conflict;
 pub mod git;
+pub mod github;
 pub mod jira;
 pub mod sanity;
 pub mod signoff;
@@ -309,6 +310,11 @@ pub fn registry() -> &'static [Factory] {
             kind: "jira",
             keys: jira::KEYS,
             build: jira::build,
+        },
+        Factory {
+            kind: "github",
+            keys: github::KEYS,
+            build: github::build,
         },
     ];
     REGISTRY
