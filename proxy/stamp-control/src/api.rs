@@ -355,6 +355,9 @@ impl Api {
         let body: Body = serde_json::from_slice(req.body()).map_err(|e| {
             ApiError::bad("to", format!("expected {{\"to\": \"<commit id>\"}}: {e}"))
         })?;
+        // Only who may revert production may take it back (checked again
+        // per ticket below, with the policies).
+        require(principal, Action::Move(Transition::Revert, Stage::Prod))?;
         let to = body.to.trim();
         if to.len() < 7 || to.len() > 40 || !to.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ApiError::bad(
@@ -454,11 +457,20 @@ impl Api {
             ));
         }
 
-        // Every check first; nothing moves unless every revert may.
+        // Every check first; nothing moves unless every revert may. Each
+        // revert applies only to the version the dry run saw: a change in
+        // between is a conflict, not a surprise.
         let actor = actor_from(principal, req.headers());
         let mut records = Vec::new();
         for key in &undo {
-            let t = self.ticket(key).await?;
+            let t = state
+                .tickets
+                .iter()
+                .find(|t| &t.key == key)
+                .cloned()
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("released ticket {key} has no record"))
+                })?;
             require(principal, Action::Move(Transition::Revert, t.stage))?;
             self.check_policies(&t, Transition::Revert, &actor)
                 .await

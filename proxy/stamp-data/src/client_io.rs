@@ -10,12 +10,14 @@
 //! connection. Body reads keep Pingora's per-read timeout (set per request
 //! from `timeouts.client_body`), as nginx's `client_body_timeout` does.
 //!
-//! The wrapper follows the HTTP/1 turn-taking by watching the bytes: a
-//! request's header starts with the first byte read after the previous
-//! response began, and ends at its empty line; an interim `1xx` response
-//! (`100 Continue`) does not end the request, and after `101 Switching
-//! Protocols` the connection is a tunnel that is never timed. HTTP/2 (ALPN
-//! `h2`) multiplexes its own framing and is passed through untouched.
+//! The wrapper follows the requests by their own framing, as the bytes are
+//! read: blank lines before a request line are skipped (the parser skips
+//! them too), a header ends at its empty line, and its body is counted by
+//! `Content-Length` or followed chunk by chunk, so the next request's header
+//! is told apart from the rest of a body whatever the responses do (an
+//! early `413`, `100 Continue`). After `101 Switching Protocols` the
+//! connection is a tunnel that is never timed. HTTP/2 (ALPN `h2`) multiplexes
+//! its own framing and is passed through untouched.
 
 use std::future::Future;
 use std::io;
@@ -62,27 +64,133 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadline<A> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the connection is in its current request, from the bytes read.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Turn {
-    /// Waiting for a request (Pingora's keep-alive timeout applies).
-    Idle,
-    /// Inside a request header; `newlines` tracks the end-of-header search
+    /// Between requests (Pingora's keep-alive timeout applies); blank lines
+    /// before a request line are skipped, as the parser skips them.
+    Between,
+    /// Inside a request header: `newlines` tracks the end-of-header search
     /// across reads (1 after `\n`, 2 after `\n\r`).
     Header { newlines: u8 },
-    /// The header is in; what is read now is the body.
-    Body,
-    /// The response has begun; the next byte read starts a new request.
-    Responding,
+    /// The header is in; the body is read by its framing.
+    Body(Framing),
     /// After `101 Switching Protocols`: never timed again.
     Tunnel,
+}
+
+/// How much request body is still to come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+}
+
+/// `Transfer-Encoding: chunked`, byte by byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Chunk {
+    /// The size line: hex digits, then an extension to skip.
+    Size {
+        size: u64,
+        ext: bool,
+    },
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines after the last chunk; the body ends at an empty one.
+    Trailer {
+        line: usize,
+    },
+}
+
+/// What a request header says about its body.
+fn framing(head: &[u8]) -> Option<Framing> {
+    let mut length = None;
+    let mut chunked = false;
+    for line in head.split(|b| *b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        let value = line[colon + 1..].trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    if chunked {
+        Some(Framing::Chunked(Chunk::Size {
+            size: 0,
+            ext: false,
+        }))
+    } else {
+        length.filter(|n| *n > 0).map(Framing::Length)
+    }
+}
+
+impl Chunk {
+    /// Feeds `bytes`; how many it took, and whether the body ended.
+    fn feed(&mut self, bytes: &[u8]) -> (usize, bool) {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self {
+                Chunk::Data(left) => {
+                    let take = (*left).min((bytes.len() - i) as u64) as usize;
+                    *left -= take as u64;
+                    i += take;
+                    if *left == 0 {
+                        *self = Chunk::DataEnd;
+                    }
+                    continue;
+                }
+                Chunk::Size { size, ext } => match b {
+                    b'\n' => {
+                        *self = if *size == 0 {
+                            Chunk::Trailer { line: 0 }
+                        } else {
+                            Chunk::Data(*size)
+                        };
+                    }
+                    b'\r' => {}
+                    b';' => *ext = true,
+                    _ if *ext => {}
+                    _ => {
+                        let digit = (b as char).to_digit(16).map_or(0, u64::from);
+                        *size = size.saturating_mul(16).saturating_add(digit);
+                    }
+                },
+                Chunk::DataEnd => {
+                    if b == b'\n' {
+                        *self = Chunk::Size {
+                            size: 0,
+                            ext: false,
+                        };
+                    }
+                }
+                Chunk::Trailer { line } => match b {
+                    b'\n' if *line == 0 => return (i + 1, true),
+                    b'\n' => *line = 0,
+                    b'\r' => {}
+                    _ => *line += 1,
+                },
+            }
+            i += 1;
+        }
+        (i, false)
+    }
 }
 
 /// A connection's stream with a deadline on each request header.
 pub struct Deadlined {
     inner: Stream,
-    timeout: Duration,
-    turn: Turn,
-    deadline: Option<Instant>,
+    tracker: Tracker,
     /// Armed only when a header read has to wait: most headers arrive in one
     /// read and never touch the timer wheel.
     timer: Option<Pin<Box<Sleep>>>,
@@ -91,71 +199,35 @@ pub struct Deadlined {
 impl std::fmt::Debug for Deadlined {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deadlined")
-            .field("turn", &self.turn)
-            .field("timeout", &self.timeout)
+            .field("turn", &self.tracker.turn)
+            .field("timeout", &self.tracker.timeout)
             .finish_non_exhaustive()
     }
 }
+
+/// The request framing of one connection, from the bytes it reads and writes.
+#[derive(Debug)]
+struct Tracker {
+    timeout: Duration,
+    turn: Turn,
+    /// The header read so far, when it spans reads (for its framing).
+    head: Vec<u8>,
+    /// When the current header must be in by.
+    deadline: Option<Instant>,
+    /// A request's header is in and its response's status line is not out
+    /// yet: the next write starts with it.
+    awaiting_status: bool,
+}
+
+/// The longest header kept for reading its framing; Pingora refuses longer.
+const MAX_HEAD: usize = 128 * 1024;
 
 impl Deadlined {
     pub fn new(inner: Stream, timeout: Duration) -> Deadlined {
         Deadlined {
             inner,
-            timeout,
-            turn: Turn::Idle,
-            deadline: None,
+            tracker: Tracker::new(timeout),
             timer: None,
-        }
-    }
-
-    /// Feeds bytes just read through the turn-taking.
-    fn saw_read(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        let mut newlines = match self.turn {
-            Turn::Idle | Turn::Responding => {
-                self.deadline = Some(Instant::now() + self.timeout);
-                self.timer = None;
-                0
-            }
-            Turn::Header { newlines } => newlines,
-            Turn::Body | Turn::Tunnel => return,
-        };
-        for &b in bytes {
-            newlines = match (newlines, b) {
-                // `\n\n` (bare LF, which httparse accepts) or `\n\r\n`.
-                (1, b'\n') | (2, b'\n') => {
-                    self.turn = Turn::Body;
-                    self.deadline = None;
-                    self.timer = None;
-                    return;
-                }
-                (_, b'\n') => 1,
-                (1, b'\r') => 2,
-                _ => 0,
-            };
-        }
-        self.turn = Turn::Header { newlines };
-    }
-
-    fn saw_write(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() || matches!(self.turn, Turn::Tunnel | Turn::Responding) {
-            return;
-        }
-        // A response's first write starts with its status line.
-        let status = bytes
-            .strip_prefix(b"HTTP/1.1 ")
-            .or_else(|| bytes.strip_prefix(b"HTTP/1.0 "));
-        self.turn = match status {
-            Some(s) if s.starts_with(b"101") => Turn::Tunnel,
-            // An interim response: the request (its body) goes on.
-            Some(s) if s.first() == Some(&b'1') => self.turn,
-            _ => Turn::Responding,
-        };
-        if self.turn != Turn::Body && !matches!(self.turn, Turn::Header { .. }) {
-            self.deadline = None;
-            self.timer = None;
         }
     }
 
@@ -164,9 +236,110 @@ impl Deadlined {
             io::ErrorKind::TimedOut,
             format!(
                 "the request header did not arrive within {:?} (timeouts.client_header)",
-                self.timeout
+                self.tracker.timeout
             ),
         )
+    }
+}
+
+impl Tracker {
+    fn new(timeout: Duration) -> Tracker {
+        Tracker {
+            timeout,
+            turn: Turn::Between,
+            head: Vec::new(),
+            deadline: None,
+            awaiting_status: false,
+        }
+    }
+
+    /// Feeds bytes just read through the request framing.
+    fn saw_read(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.turn {
+                Turn::Tunnel => return,
+                Turn::Between => {
+                    let Some(start) = bytes.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
+                        return;
+                    };
+                    bytes = &bytes[start..];
+                    self.deadline = Some(Instant::now() + self.timeout);
+                    self.head.clear();
+                    self.turn = Turn::Header { newlines: 0 };
+                }
+                Turn::Header { newlines } => {
+                    let mut n = *newlines;
+                    let mut end = None;
+                    for (i, &b) in bytes.iter().enumerate() {
+                        n = match (n, b) {
+                            // `\n\n` (bare LF, which httparse accepts) or `\n\r\n`.
+                            (1 | 2, b'\n') => {
+                                end = Some(i + 1);
+                                break;
+                            }
+                            (_, b'\n') => 1,
+                            (1, b'\r') => 2,
+                            _ => 0,
+                        };
+                    }
+                    let Some(end) = end else {
+                        *newlines = n;
+                        if self.head.len() < MAX_HEAD {
+                            self.head.extend_from_slice(bytes);
+                        }
+                        return;
+                    };
+                    let body = if self.head.is_empty() {
+                        framing(&bytes[..end])
+                    } else {
+                        self.head.extend_from_slice(&bytes[..end]);
+                        framing(&self.head)
+                    };
+                    self.head.clear();
+                    self.deadline = None;
+                    self.awaiting_status = true;
+                    self.turn = body.map_or(Turn::Between, Turn::Body);
+                    bytes = &bytes[end..];
+                }
+                Turn::Body(Framing::Length(left)) => {
+                    let take = (*left).min(bytes.len() as u64);
+                    *left -= take;
+                    if *left == 0 {
+                        self.turn = Turn::Between;
+                    }
+                    bytes = &bytes[take as usize..];
+                }
+                Turn::Body(Framing::Chunked(chunk)) => {
+                    let (took, done) = chunk.feed(bytes);
+                    if done {
+                        self.turn = Turn::Between;
+                    }
+                    bytes = &bytes[took..];
+                }
+            }
+        }
+    }
+
+    /// Only a status line matters, and only `101 Switching Protocols`: what
+    /// follows it is not HTTP. (A response body that starts like a status
+    /// line is not one: only the first write after a header counts.)
+    fn saw_write(&mut self, bytes: &[u8]) {
+        if !self.awaiting_status || bytes.is_empty() {
+            return;
+        }
+        let status = bytes
+            .strip_prefix(b"HTTP/1.1 ")
+            .or_else(|| bytes.strip_prefix(b"HTTP/1.0 "));
+        match status {
+            Some(s) if s.starts_with(b"101") => {
+                self.turn = Turn::Tunnel;
+                self.deadline = None;
+                self.awaiting_status = false;
+            }
+            // `100 Continue` and other interim responses: the final one follows.
+            Some(s) if s.first() == Some(&b'1') => {}
+            _ => self.awaiting_status = false,
+        }
     }
 }
 
@@ -177,7 +350,7 @@ impl AsyncRead for Deadlined {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(deadline) = this.deadline {
+        if let Some(deadline) = this.tracker.deadline {
             if Instant::now() >= deadline {
                 return Poll::Ready(Err(this.timed_out()));
             }
@@ -185,12 +358,16 @@ impl AsyncRead for Deadlined {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.saw_read(&buf.filled()[before..]);
+                let deadline = this.tracker.deadline;
+                this.tracker.saw_read(&buf.filled()[before..]);
+                if this.tracker.deadline != deadline {
+                    this.timer = None;
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let Some(deadline) = this.deadline else {
+                let Some(deadline) = this.tracker.deadline else {
                     return Poll::Pending;
                 };
                 let timer = this
@@ -214,7 +391,7 @@ impl AsyncWrite for Deadlined {
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &result {
-            this.saw_write(&buf[..*n]);
+            this.tracker.saw_write(&buf[..*n]);
         }
         result
     }
@@ -229,7 +406,7 @@ impl AsyncWrite for Deadlined {
         if let Poll::Ready(Ok(n)) = &result {
             if *n > 0 {
                 let first = bufs.iter().find(|b| !b.is_empty()).map(|b| &b[..]);
-                this.saw_write(first.unwrap_or(&[]));
+                this.tracker.saw_write(first.unwrap_or(&[]));
             }
         }
         result
@@ -313,5 +490,98 @@ impl GetSocketDigest for Deadlined {
 impl Peek for Deadlined {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker() -> Tracker {
+        Tracker::new(Duration::from_secs(60))
+    }
+
+    fn timed(t: &Tracker) -> bool {
+        t.deadline.is_some()
+    }
+
+    #[tokio::test]
+    async fn blank_lines_before_a_request_do_not_end_its_header() {
+        let mut t = tracker();
+        t.saw_read(b"\r\n\r\n\n");
+        assert!(!timed(&t), "blank lines alone start nothing");
+        t.saw_read(b"G");
+        assert!(timed(&t), "the request line starts the deadline");
+        t.saw_read(b"ET / HTTP/1.1\r\nHost: x\r\n");
+        assert!(timed(&t));
+        t.saw_read(b"\r\n");
+        assert!(!timed(&t));
+        assert_eq!(t.turn, Turn::Between);
+    }
+
+    #[tokio::test]
+    async fn bodies_are_counted_so_the_next_header_is_timed_whatever_the_response() {
+        let mut t = tracker();
+        t.saw_read(b"POST /a HTTP/1.1\r\nContent-Length: 14\r\n\r\nhello");
+        assert_eq!(t.turn, Turn::Body(Framing::Length(9)));
+        // An early response (a 413, a 405) before the body is read.
+        t.saw_write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
+        // The rest of the body, with blank lines in it, is still body.
+        t.saw_read(b"\n\n\r\n\r\n ");
+        assert!(!timed(&t));
+        assert!(matches!(t.turn, Turn::Body(_)));
+        t.saw_read(b"!!GET /b HTTP/1.1\r\n");
+        assert!(timed(&t), "the next request's header is timed");
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_followed_chunk_by_chunk() {
+        let mut t = tracker();
+        t.saw_read(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        t.saw_read(b"5;ext=1\r\n\n\n\n\n\r\n");
+        t.saw_read(b"a\r\n0123456789\r\n");
+        assert!(matches!(t.turn, Turn::Body(_)));
+        t.saw_read(b"0\r\nTrailer: x\r\n\r\nGET");
+        assert!(
+            timed(&t),
+            "after the last chunk and its trailers, a new request"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_101_status_line_makes_a_tunnel() {
+        let mut t = tracker();
+        t.saw_read(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+        t.saw_write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        t.saw_write(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert_eq!(t.turn, Turn::Tunnel);
+        t.saw_read(b"\x81\x05hello");
+        assert!(!timed(&t));
+
+        // A response body that looks like a status line is not one.
+        let mut t = tracker();
+        t.saw_read(b"GET /x.js HTTP/1.1\r\n\r\n");
+        t.saw_write(b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\n\r\n");
+        t.saw_write(b"HTTP/1.1 101 Switching Protocols");
+        assert_eq!(t.turn, Turn::Between);
+        t.saw_read(b"G");
+        assert!(timed(&t));
+    }
+
+    #[test]
+    fn framing_reads_length_and_chunked() {
+        assert_eq!(
+            framing(b"POST / HTTP/1.1\r\ncontent-length:  42 \r\n\r\n"),
+            Some(Framing::Length(42))
+        );
+        assert_eq!(framing(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        assert_eq!(
+            framing(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            None
+        );
+        assert!(matches!(
+            framing(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some(Framing::Chunked(_))
+        ));
     }
 }

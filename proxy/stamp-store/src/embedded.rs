@@ -146,7 +146,8 @@ impl Handle {
 
     /// Closes and reopens the file after a disk fault, at most every
     /// [`REOPEN_EVERY`]. Operations running meanwhile hold the old handle
-    /// and fail; the reopen waits for them to let go of the file.
+    /// and fail; while one still holds the file's lock the open fails and is
+    /// tried again on a later operation.
     fn reopen_if_needed(&self) {
         {
             let mut due = lock(&self.needs_reopen);
@@ -158,7 +159,11 @@ impl Handle {
         let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
         let old = slot.take();
         drop(old);
-        match open_database(&self.path) {
+        // `open`, never `create`: a file that vanished is not recreated empty.
+        match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open(&self.path)
+        {
             Ok(db) => {
                 log::warn!("store {}: reopened after a disk fault", self.path.display());
                 *slot = Some(Arc::new(db));

@@ -456,11 +456,12 @@ pub fn is_redis_url(location: &str) -> bool {
 /// safe for logs and /health.
 fn describe_url(url: &str, prefix: &str) -> String {
     if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
-        // The host list is not a URL authority `url` can parse.
+        // The host list is not a URL authority `url` can parse. Neither
+        // hosts nor the service contain `@`: everything before the last one
+        // is credentials, whatever characters they hold.
         let rest = rest.split(['?', '#']).next().unwrap_or("");
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let hosts = authority.rsplit('@').next().unwrap_or("");
-        return format!("{SENTINEL_SCHEME}{hosts}/{path} (prefix {prefix})");
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+        return format!("{SENTINEL_SCHEME}{rest} (prefix {prefix})");
     }
     match url::Url::parse(url) {
         Ok(mut parsed) => {
@@ -509,13 +510,15 @@ impl SentinelUrl {
             return Err("a Sentinel URL has no fragment".into());
         }
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = rest
+        // Credentials first: they may hold `/` (hosts and the service never
+        // hold `@`).
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest
             .split_once('/')
             .ok_or("a Sentinel URL names its service: redis+sentinel://host:26379/mymaster")?;
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
         let decode = |s: &str| -> Result<String, String> {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
@@ -584,8 +587,10 @@ impl SentinelUrl {
                 }
                 "wait_ms" => {
                     let ms = number()?;
-                    if !(1..=60_000).contains(&ms) {
-                        return Err("wait_ms is between 1 and 60000".into());
+                    // WAIT holds the shared connection: stay well below the
+                    // response timeout.
+                    if !(1..=2_000).contains(&ms) {
+                        return Err("wait_ms is between 1 and 2000".into());
                     }
                     parsed.wait = Duration::from_millis(u64::from(ms));
                 }
@@ -684,18 +689,27 @@ impl Target {
                 if let (generation, Some(conn)) = &*lock(current) {
                     return Ok((*generation, conn.clone()));
                 }
-                // One lookup at a time; whoever waited may find it done.
-                let mut sentinel = sentinel.lock().await;
-                if let (generation, Some(conn)) = &*lock(current) {
-                    return Ok((*generation, conn.clone()));
+                // One lookup at a time, whoever waited may find it done;
+                // the wait counts against the operation's bound too.
+                let lookup = async {
+                    let mut sentinel = sentinel.lock().await;
+                    if let (generation, Some(conn)) = &*lock(current) {
+                        return Ok((*generation, conn.clone()));
+                    }
+                    let client = sentinel.async_get_client().await.map_err(redis_err)?;
+                    let conn = ConnectionManager::new_lazy_with_config(client, manager_config())
+                        .map_err(redis_err)?;
+                    let mut current = lock(current);
+                    current.0 += 1;
+                    current.1 = Some(conn.clone());
+                    Ok((current.0, conn))
+                };
+                match tokio::time::timeout(OP_TIMEOUT, lookup).await {
+                    Ok(found) => found,
+                    Err(_) => Err(StoreError::Unavailable(format!(
+                        "the sentinels named no reachable primary within {OP_TIMEOUT:?}"
+                    ))),
                 }
-                let client = bounded(sentinel.async_get_client()).await?;
-                let conn = ConnectionManager::new_lazy_with_config(client, manager_config())
-                    .map_err(redis_err)?;
-                let mut current = lock(current);
-                current.0 += 1;
-                current.1 = Some(conn.clone());
-                Ok((current.0, conn))
             }
         }
     }
@@ -866,6 +880,8 @@ impl RedisStore {
         }
         let (generation, conn) = self.target.conn().await?;
         let result = bounded(op(conn.clone())).await;
+        // Too few replicas is not the primary's fault: keep the connection.
+        let mut connection_failed = result.is_err();
         let result = match result {
             Ok(value) => {
                 let mut conn = conn;
@@ -884,12 +900,15 @@ impl RedisStore {
                          replicas within {wait_ms} ms, so a failover could lose it; \
                          retry once a replica is back"
                     ))),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        connection_failed = true;
+                        Err(e)
+                    }
                 }
             }
             Err(e) => Err(e),
         };
-        if matches!(result, Err(StoreError::Unavailable(_))) {
+        if connection_failed && matches!(result, Err(StoreError::Unavailable(_))) {
             self.target.forget(generation);
         }
         result
@@ -1565,6 +1584,21 @@ mod tests {
             "ts",
         );
         assert_eq!(d, "redis+sentinel://h1,h2:26380/mymaster (prefix ts)");
+        // A password with `/`, `?` or `@` in it, unencoded, stays hidden.
+        for url in [
+            "redis+sentinel://user:pa/ss@h/svc",
+            "redis+sentinel://:a@b/c@h/svc",
+            "redis+sentinel://:p?x@h/svc",
+        ] {
+            let d = describe_url(url, "ts");
+            assert!(
+                !d.contains("pa/ss") && !d.contains("a@b") && !d.contains("p?x"),
+                "{d}"
+            );
+            if let Err(e) = SentinelUrl::parse(url) {
+                assert!(!e.contains("pa") && !e.contains("a@b"), "{e}");
+            }
+        }
     }
 
     #[tokio::test]

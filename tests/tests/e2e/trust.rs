@@ -359,6 +359,20 @@ async fn slow_clients_are_cut_off_by_header_and_body_timeouts() {
     );
     assert_eq!(origin.hits("/slow-1"), 0);
 
+    // Blank lines first (the parser skips them) do not stop the clock.
+    let mut s = connect().await;
+    s.write_all(b"\r\n\r\n").await.unwrap();
+    assert!(
+        trickle(
+            &mut s,
+            format!("GET /slow-3 HTTP/1.1\r\n{slow_header}").as_bytes(),
+            Duration::from_millis(250)
+        )
+        .await,
+        "a header behind blank lines was never cut off"
+    );
+    assert_eq!(origin.hits("/slow-3"), 0);
+
     // A kept-alive connection: the first request is served, the second
     // one's trickled header is cut off.
     let mut s = connect().await;
