@@ -858,7 +858,7 @@ mod tests {
         }
         let f: F = toml::from_str(include_str!("../../../../conf/policies.toml")).unwrap();
         let e = Engine::from_config(&f.policies.0).unwrap();
-        assert_eq!(e.policies.len(), 6);
+        assert_eq!(e.policies.len(), 7);
         let kinds: Vec<&str> = e.policies.iter().map(|s| s.policy.kind()).collect();
         let all: Vec<&str> = registry().iter().map(|f| f.kind).collect();
         assert_eq!(kinds, all, "every built-in policy is in the example");
@@ -866,6 +866,7 @@ mod tests {
             e.policies[5].on,
             vec![(Stage::Dev, Stage::Qa), (Stage::Qa, Stage::Prod)]
         );
+        assert_eq!(e.policies[6].on, vec![(Stage::Qa, Stage::Prod)]);
         let d = crate::hooks::Dispatcher::from_config(&f.hooks.0).unwrap();
         assert!(!d.is_empty());
     }
