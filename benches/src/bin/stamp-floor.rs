@@ -7,9 +7,11 @@
 //! - `responder`: a bare Pingora service answering a module body from
 //!   memory (what serving a ticket's module must at least cost).
 //!
-//!     stamp-floor proxy --listen 127.0.0.1:9001 --origin 127.0.0.1:3000
-//!     stamp-floor rewrite --listen 127.0.0.1:9002 --origin 127.0.0.1:3000
-//!     stamp-floor responder --listen 127.0.0.1:9003 --body-bytes 30720
+//! ```text
+//! stamp-floor proxy --listen 127.0.0.1:9001 --origin 127.0.0.1:3000
+//! stamp-floor rewrite --listen 127.0.0.1:9002 --origin 127.0.0.1:3000
+//! stamp-floor responder --listen 127.0.0.1:9003 --body-bytes 30720
+//! ```
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -95,7 +97,11 @@ impl ProxyHttp for Floor {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.origin.as_str(), false, String::new())))
+        Ok(Box::new(HttpPeer::new(
+            self.origin.as_str(),
+            false,
+            String::new(),
+        )))
     }
 
     async fn response_filter(
@@ -110,15 +116,19 @@ impl ProxyHttp for Floor {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
         if matches!(self.mode, Mode::Rewrite) && html {
             upstream.remove_header("content-length");
-            let selector: Selector = "script".parse().map_err(|_| {
-                pingora::Error::new(pingora::ErrorType::InternalError)
-            })?;
+            upstream.insert_header("transfer-encoding", "chunked")?;
+            let selector: Selector = "script"
+                .parse()
+                .map_err(|_| pingora::Error::new(pingora::ErrorType::InternalError))?;
             let settings = Settings::new_send().append_element_content_handler((
                 Cow::Owned(selector),
-                ElementContentHandlers::default().element(|_el: &mut lol_html::send::Element<'_, '_>| Ok(())),
+                ElementContentHandlers::default()
+                    .element(|_el: &mut lol_html::send::Element<'_, '_>| Ok(())),
             ));
             let sink = Sink::default();
-            *ctx.rewriter.get_mut().unwrap_or_else(PoisonError::into_inner) =
+            *ctx.rewriter
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner) =
                 Some((HtmlRewriter::new(settings, sink.clone()), sink));
         }
         Ok(())
@@ -131,7 +141,10 @@ impl ProxyHttp for Floor {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
-        let slot = ctx.rewriter.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let slot = ctx
+            .rewriter
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some((rewriter, sink)) = slot.as_mut() else {
             return Ok(None);
         };

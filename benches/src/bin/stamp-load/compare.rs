@@ -71,8 +71,65 @@ struct Bench {
     origin: Origin,
     proxy: Proxy,
     nginx: Nginx,
+    floors: Floors,
     module_url: String,
     lines: Vec<String>,
+}
+
+/// One `stamp-floor` process, killed on drop.
+struct FloorProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for FloorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FloorProcess {
+    fn start(mode: &str, origin: &str, workers: usize) -> anyhow::Result<FloorProcess> {
+        let port = stamp_tests::free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(stamp_tests::proxy::binary("stamp-floor")?)
+            .args([mode, "--listen", &listen, "--origin", origin])
+            .args(["--threads", &workers.to_string()])
+            .args(["--body-bytes", &MODULE_BYTES.to_string()])
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting stamp-floor (cargo build --release --workspace --bins)")?;
+        let floor = FloorProcess {
+            child,
+            url: format!("http://{listen}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            ensure!(
+                Instant::now() < deadline,
+                "stamp-floor {mode} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(floor)
+    }
+
+    fn pids(&self) -> Option<Vec<u32>> {
+        Some(vec![self.child.id()])
+    }
+}
+
+/// The bare-Pingora floors, built from this workspace (`stamp-floor`).
+struct Floors {
+    /// `upstream_peer` only.
+    proxy: FloorProcess,
+    /// The same plus lol_html with one no-op `script` handler.
+    rewrite: FloorProcess,
+    /// A module body from memory.
+    responder: FloorProcess,
 }
 
 /// Samples a process group's RSS every 50 ms while a run goes on.
@@ -231,11 +288,18 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
         ),
     })?;
 
+    let origin_hostport = origin_addr.to_string();
+    let floors = Floors {
+        proxy: FloorProcess::start("proxy", &origin_hostport, opts.workers)?,
+        rewrite: FloorProcess::start("rewrite", &origin_hostport, opts.workers)?,
+        responder: FloorProcess::start("responder", &origin_hostport, opts.workers)?,
+    };
     let b = Bench {
         opts,
         origin,
         proxy,
         nginx,
+        floors,
         module_url,
         lines: Vec::new(),
     };
@@ -302,6 +366,17 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
             "origin direct",
             &direct,
         );
+        let bare = b.run(
+            &format!("{}{path}", b.floors.proxy.url),
+            c,
+            PAGE_HEADERS,
+            b.floors.proxy.pids(),
+        )?;
+        b.row(
+            &format!("{label} page, passthrough"),
+            "floor: bare Pingora",
+            &bare,
+        );
         let pass = b.run(&b.proxy.url(&path), c, PAGE_HEADERS, b.proxy_pids())?;
         b.row(&format!("{label} page, passthrough"), "stamp-proxy", &pass);
         let ngx = b.run(
@@ -326,6 +401,17 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
             "stamp-proxy `?dev=`",
             &stamped,
         );
+        let lol = b.run(
+            &format!("{}{path}", b.floors.rewrite.url),
+            c,
+            PAGE_HEADERS,
+            b.floors.rewrite.pids(),
+        )?;
+        b.row(
+            &format!("{label} page, stamped"),
+            "floor: Pingora + lol_html, one no-op handler",
+            &lol,
+        );
         let sub = b.run(
             &format!("{}{path}", b.nginx.sub_filter),
             c,
@@ -333,6 +419,18 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
             b.nginx_pids(),
         )?;
         b.row(&format!("{label} page, stamped"), "nginx sub_filter", &sub);
+        targets.push(ratio_target(
+            format!("passthrough vs bare Pingora, {label}"),
+            pass.m.rps(),
+            bare.m.rps(),
+            1.0,
+        ));
+        targets.push(ratio_target(
+            format!("stamped vs Pingora + lol_html, {label}"),
+            stamped.m.rps(),
+            lol.m.rps(),
+            0.9,
+        ));
         targets.push(ratio_target(
             format!("passthrough vs nginx proxy_pass, {label}"),
             pass.m.rps(),
@@ -354,6 +452,23 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
         b.proxy_pids(),
     )?;
     b.row("30 KB module body", "stamp-proxy", &module_stamp);
+    let module_floor = b.run(
+        &format!("{}{MODULE_PATH}", b.floors.responder.url),
+        c,
+        MODULE_HEADERS,
+        b.floors.responder.pids(),
+    )?;
+    b.row(
+        "30 KB module body",
+        "floor: Pingora answering from memory",
+        &module_floor,
+    );
+    targets.push(ratio_target(
+        "module body vs bare Pingora responder".into(),
+        module_stamp.m.rps(),
+        module_floor.m.rps(),
+        0.9,
+    ));
     let module_ngx = b.run(
         &format!("{}{MODULE_PATH}", b.nginx.static_files),
         c,

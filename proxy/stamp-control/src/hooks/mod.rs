@@ -563,8 +563,9 @@ mod tests {
         .unwrap();
         let errs = Dispatcher::from_config(&f.hooks).unwrap_err();
         assert_eq!(errs.len(), 3, "{errs:#?}");
-        assert!(errs[0]
-            .contains("hooks[0].kind: unknown kind `slak`; valid kinds: jira, slack, github, webhook"));
+        assert!(errs[0].contains(
+            "hooks[0].kind: unknown kind `slak`; valid kinds: jira, slack, github, webhook"
+        ));
         assert!(errs[1].starts_with(
             "hooks[1].event: unknown key for kind `webhook`; valid keys: kind, events,"
         ));
