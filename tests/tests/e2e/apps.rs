@@ -20,7 +20,9 @@ use stamp_tests::proxy::binary;
 use stamp_tests::run_ok as run;
 use stamp_tests::{client, Origin, Proxy, Route};
 
-const PAGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Generous: a watching bundler rebuilds on a machine busy with the rest of
+/// the suite. Only a failure waits this long.
+const PAGE_TIMEOUT: Duration = Duration::from_secs(40);
 const CORS: &[(&str, &str)] = &[("access-control-allow-origin", "*")];
 
 /// `tests/node/node_modules`, installed by `tests/install-deps` (never

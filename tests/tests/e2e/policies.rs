@@ -351,7 +351,7 @@ timeout = "soon"
     assert_eq!(
         errs,
         vec![
-            "policies[0].kind: unknown kind `sign_off`; valid kinds: git, sign-off, sanity, conflict, command, jira",
+            "policies[0].kind: unknown kind `sign_off`; valid kinds: git, sign-off, sanity, conflict, command, jira, github",
             "policies[1].brnach: unknown key for kind `git`; valid keys: kind, on, remote, branch, cache_dir, timeout, on_fetch_error, require_commit, username, token, token_env",
             "policies[2].email: is required with api = \"cloud\" (the account the API token belongs to)",
             "policies[2].statuses.\"dev->prod\": `dev->prod` is not a transition the workflow makes; valid: dev->qa, qa->prod, prod->qa, qa->dev, dev->closed, qa->closed",
@@ -379,7 +379,7 @@ url = "http://127.0.0.1:9/x"
     assert_eq!(errs.len(), 3, "{errs:#?}");
     assert_eq!(
         errs[0],
-        "hooks[0].kind: unknown kind `teams`; valid kinds: jira, slack, webhook"
+        "hooks[0].kind: unknown kind `teams`; valid kinds: jira, slack, github, webhook"
     );
     assert!(errs[1].starts_with("hooks[1].chanel: unknown key for kind `slack`; valid keys: kind, events, max_attempts, backoff, max_backoff, timeout, webhook_url, token, token_env, channel, api_url"), "{}", errs[1]);
     assert!(
