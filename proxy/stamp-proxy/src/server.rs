@@ -165,6 +165,11 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     let header_timeout = cfg.data.timeouts.client_header;
     let mut http = pingora::proxy::HttpProxy::new(proxy, server.configuration.clone());
     http.handle_init_modules();
+    // HTTP/2 (TLS, ALPN h2) is not wrapped by the header deadline: at least
+    // an idle HTTP/2 connection is closed after the same time.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(header_timeout);
+    http.server_options = Some(options);
     let mut service = pingora::services::listening::Service::new(
         "stamp-proxy".to_string(),
         stamp_data::client_io::HeaderDeadline {
