@@ -33,6 +33,7 @@ Examples:
   stamp TKT-1 --promote             qa -> prod (released: every visitor gets it)
   stamp TKT-1 --revert              prod -> qa, or qa -> dev
   stamp TKT-1 --close               close the ticket (a later --update re-opens it)
+  stamp TKT-1 --check               what the policies say of its next promotion, without making it
   stamp TKT-1                       where the ticket stands: stage, overrides per stage, history
   stamp --list                      tickets in qa and prod, with share links
   stamp --list -d -q --json         tickets in dev and qa, as JSON
@@ -109,6 +110,11 @@ pub struct Cli {
     #[arg(long)]
     pub close: bool,
 
+    /// What the policies say of the ticket's next promotion, without making
+    /// it (exit 1 when it would be refused)
+    #[arg(long)]
+    pub check: bool,
+
     /// Folder to watch and upload [default: ./src, or `folder` in stamp.toml]
     #[arg(short, long, value_name = "DIR")]
     pub folder: Option<PathBuf>,
@@ -181,6 +187,7 @@ pub enum Action {
     Promote,
     Revert,
     Close,
+    Check,
 }
 
 impl Action {
@@ -192,6 +199,7 @@ impl Action {
             Action::Promote => "--promote",
             Action::Revert => "--revert",
             Action::Close => "--close",
+            Action::Check => "--check",
         }
     }
 }
@@ -237,6 +245,8 @@ impl Cli {
             Action::Revert
         } else if self.close {
             Action::Close
+        } else if self.check {
+            Action::Check
         } else {
             Action::Show
         };

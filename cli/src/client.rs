@@ -199,6 +199,16 @@ impl Client {
         self.send(Method::GET, "production/history", |r| r, "")
     }
 
+    /// The policies' verdict on `action`, without making it; as sent.
+    pub fn check_raw(&self, key: &str, action: &str, git: &GitMeta) -> Result<Value, ApiError> {
+        self.send(
+            Method::GET,
+            &format!("tickets/{key}/check?action={action}"),
+            |r| git_headers(r, git),
+            "",
+        )
+    }
+
     /// Takes production back to a commit of its history; the answer as sent.
     pub fn production_revert(&self, to: &str) -> Result<Value, ApiError> {
         let body = serde_json::json!({ "to": to });

@@ -86,6 +86,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             ctx.revert_production(cli.to.as_deref().unwrap_or_default())
         }
         (Action::Close, Some(key)) => ctx.transition(&key, "close"),
+        (Action::Check, Some(key)) => ctx.check(&key),
         (_, None) => Err(Failure::new(Kind::Usage, "this action needs a ticket").into()),
     }
 }
@@ -124,6 +125,26 @@ impl Ctx<'_> {
         })?;
         print!("{}", output::list(&tickets, &stages, &self.settings.server));
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// `--check`: the policies' checklist for the next promotion.
+    fn check(&self, key: &str) -> anyhow::Result<ExitCode> {
+        let repo = self.repo().ok().flatten();
+        let git = Self::git_meta(repo.as_ref());
+        let raw = self
+            .client
+            .check_raw(key, "promote", &git)
+            .map_err(self.api(Some(key)))?;
+        if self.cli.json {
+            println!("{raw}");
+        } else {
+            print!("{}", output::checklist(&raw));
+        }
+        Ok(if raw["allowed"] == serde_json::Value::Bool(true) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
     }
 
     /// `--revert --to COMMIT`: production back to a commit of its log.

@@ -424,6 +424,58 @@ pub struct Summary {
     pub link: Option<String>,
 }
 
+/// `stamp TKT --check`: one line per guarding policy.
+pub fn checklist(v: &serde_json::Value) -> String {
+    let str_of = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+    let verdict = if v["allowed"] == serde_json::Value::Bool(true) {
+        "would be allowed"
+    } else {
+        "would be refused"
+    };
+    let mut out = format!(
+        "{} {} -> {}: {verdict}\n",
+        str_of("ticket"),
+        str_of("from"),
+        str_of("to")
+    );
+    if v["role_allows"] == serde_json::Value::Bool(false) {
+        out.push_str("  x your role may not make this move\n");
+    }
+    let checks = v["checks"].as_array().cloned().unwrap_or_default();
+    if checks.is_empty() {
+        out.push_str("  no policy guards this move\n");
+    }
+    for c in &checks {
+        let policy = c["policy"].as_str().unwrap_or("?");
+        let reasons: Vec<&str> = c["reasons"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r.as_str()).collect())
+            .unwrap_or_default();
+        if c["ok"] == serde_json::Value::Bool(true) {
+            out.push_str(&format!("  ok {policy}\n"));
+        } else {
+            for r in reasons {
+                // Some policies name themselves already.
+                let r = r
+                    .strip_prefix(&format!("{policy}: "))
+                    .unwrap_or(r)
+                    .to_string();
+                out.push_str(&format!("  x  {policy}: {r}\n"));
+            }
+        }
+        for w in c["warnings"].as_array().into_iter().flatten() {
+            if let Some(w) = w.as_str() {
+                let w = w
+                    .strip_prefix(&format!("{policy}: "))
+                    .unwrap_or(w)
+                    .to_string();
+                out.push_str(&format!("  !  {policy}: {w}\n"));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! | POST | `tickets/{KEY}/sign-off` | sign off a ticket in qa |
 //! | POST | `tickets/{KEY}/revoke-links` | revoke every signed share link (preview protection) |
 //! | GET | `tickets/{KEY}/importmap?stage=dev` | the effective overrides as an import map |
+//! | GET | `tickets/{KEY}/check?action=promote` | the policies' verdict on a move, without making it |
 //! | POST | `modules/missing` | which of these hashes the store lacks |
 //! | POST | `store/adopt` | admin: accept a store that lost its state as it is now |
 //! | GET | `production/history?limit=N` | what production served, change by change |
@@ -197,7 +198,10 @@ impl Api {
                 require(principal, Action::Read)?;
                 let t = self.ticket(&key).await?;
                 let live = self.live().await?;
-                Ok((200, to_value(&self.ticket_dto(&t, true, &live).await?)))
+                Ok((
+                    200,
+                    to_value(&self.ticket_dto(&t, true, &live, principal).await?),
+                ))
             }
             ("PUT", ["tickets", key, "modules", ..]) => {
                 let key = parse_key(key)?;
@@ -218,7 +222,7 @@ impl Api {
                         let t = self.ticket(&key).await?;
                         let actor = actor_from(principal, req.headers());
                         let change = workflow::revoke_links(&self.store, &t, &actor).await?;
-                        let summary = self.summary(&change.ticket);
+                        let summary = self.summary(&change.ticket, principal);
                         self.fanout.publish(change);
                         Ok((200, to_value(&summary)))
                     }
@@ -233,6 +237,11 @@ impl Api {
                         )),
                     },
                 }
+            }
+            ("GET" | "HEAD", ["tickets", key, "check"]) => {
+                let key = parse_key(key)?;
+                require(principal, Action::Read)?;
+                self.dry_run(principal, &key, query, req).await
             }
             ("GET" | "HEAD", ["tickets", key, "importmap"]) => {
                 let key = parse_key(key)?;
@@ -525,6 +534,91 @@ impl Api {
         ))
     }
 
+    /// The verdict a move would get now, without making it: whether the
+    /// caller's role may make it, and each guarding policy's finding (a
+    /// checklist for the panel and `stamp --check`).
+    async fn dry_run(
+        &self,
+        principal: &Principal,
+        key: &TicketKey,
+        query: &str,
+        req: &Request<Bytes>,
+    ) -> ApiResult {
+        let mut action = Transition::Promote;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k == "action" {
+                action = Transition::parse(&v).ok_or_else(|| {
+                    ApiError::bad("action", "must be promote, revert, close or reopen")
+                })?;
+            }
+        }
+        let t = self.ticket(key).await?;
+        let Some(to) = action.target(t.stage) else {
+            return Err(WorkflowError::IllegalTransition {
+                key: key.clone(),
+                action: action.as_str(),
+                stage: t.stage,
+            }
+            .into());
+        };
+        let actor = actor_from(principal, req.headers());
+        let may = allowed(principal.role, Action::Move(action, t.stage));
+        let kinds = self.policies.applicable(t.stage, to);
+        let verdict = if kinds.is_empty() {
+            crate::policy::Verdict::default()
+        } else {
+            let ctx = crate::policy::TransitionCtx {
+                ticket: t.clone(),
+                from: t.stage,
+                to,
+                action,
+                actor,
+                history: self.store.history(key).await?,
+                overrides: workflow::overrides(&self.store, &t, t.stage)
+                    .await?
+                    .unwrap_or_default(),
+                store: self.store.clone(),
+                proxy_base: self.proxy_base.clone(),
+                roles: self.roles(),
+            };
+            self.policies.check(&ctx).await
+        };
+        let mut checks: Vec<Value> = Vec::new();
+        for kind in &kinds {
+            let denials: Vec<&str> = verdict
+                .denials
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            let warnings: Vec<&str> = verdict
+                .warnings
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            checks.push(json!({
+                "policy": kind,
+                "ok": denials.is_empty(),
+                "reasons": denials,
+                "warnings": warnings,
+            }));
+        }
+        Ok((
+            200,
+            json!({
+                "ticket": key,
+                "action": action.as_str(),
+                "from": t.stage,
+                "to": to,
+                "version": t.version,
+                "role_allows": may,
+                "allowed": may && verdict.allowed(),
+                "checks": checks,
+            }),
+        ))
+    }
+
     /// Runs the policies that guard `tr` from the ticket's stage; their
     /// warnings, or the refusal.
     async fn check_policies(
@@ -596,7 +690,7 @@ impl Api {
             if stages.as_ref().is_some_and(|s| !s.contains(&t.stage)) {
                 continue;
             }
-            let mut dto = self.ticket_dto(t, false, &live).await?;
+            let mut dto = self.ticket_dto(t, false, &live, principal).await?;
             // Who touched it last, for lists: a person's change, not the
             // settler's bookkeeping of a release.
             dto.last = self
@@ -617,7 +711,10 @@ impl Api {
     }
 
     /// Stage, version and links, without loading any override set.
-    fn summary(&self, t: &TicketRecord) -> TicketDto {
+    /// A ticket's summary as `principal` sees it: `allowed_actions` are the
+    /// moves its role may make from the ticket's stage, not every move the
+    /// lifecycle has.
+    fn summary(&self, t: &TicketRecord, principal: &Principal) -> TicketDto {
         let mut links = BTreeMap::new();
         if t.stage != Stage::Closed {
             links.insert(
@@ -637,7 +734,7 @@ impl Api {
             version: t.version,
             updated_ms: t.updated_ms,
             links,
-            allowed_actions: allowed_actions(t.stage).to_vec(),
+            allowed_actions: stamp_model::roles::actions_for(principal.role, t.stage),
             created_ms: None,
             modules: BTreeMap::new(),
             live_in_production: None,
@@ -661,8 +758,9 @@ impl Api {
         t: &TicketRecord,
         full: bool,
         live: &std::collections::HashSet<TicketKey>,
+        principal: &Principal,
     ) -> Result<TicketDto, ApiError> {
-        let mut dto = self.summary(t);
+        let mut dto = self.summary(t, principal);
         for stage in [Stage::Dev, Stage::Qa, Stage::Prod] {
             if let Some(set) = workflow::overrides(&self.store, t, stage).await? {
                 dto.modules.insert(stage, ModuleDto::list(&set));
@@ -848,7 +946,7 @@ impl Api {
             branch: body.branch.clone(),
         };
         let change = workflow::sign_off(&self.store, &t, body.comment.clone(), &actor).await?;
-        let summary = self.summary(&change.ticket);
+        let summary = self.summary(&change.ticket, principal);
         self.fanout.publish(change);
         Ok((200, to_value(&summary)))
     }
@@ -885,7 +983,7 @@ impl Api {
             .await?;
         // A summary, not the module lists: a transition is a pointer move and
         // its answer should not cost more than the move itself.
-        let mut summary = self.summary(&change.ticket);
+        let mut summary = self.summary(&change.ticket, principal);
         summary.warnings = warnings;
         self.fanout.publish(change);
         Ok((200, to_value(&summary)))

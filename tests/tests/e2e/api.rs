@@ -1504,3 +1504,76 @@ async fn the_production_log_replays_what_was_served_and_can_be_reverted_to() {
 async fn release_again(p: &Proxy, key: &str) {
     assert_eq!(act(p, key, "promote", QA).await.0, 200);
 }
+
+/// Each caller is told only the moves its role may make, and can ask what
+/// the policies would say of a move without making it.
+#[tokio::test]
+async fn callers_see_their_own_actions_and_can_dry_run_a_move() {
+    let env = start(None, "[[policies]]\nkind = \"sign-off\"\ncount = 1\n");
+    let p = &env.proxy;
+    upload(p, "DRY-1", "src/main.js", "x").await;
+    assert_eq!(act(p, "DRY-1", "promote", DEV).await.0, 200);
+    let actions = |v: &Value| v["allowed_actions"].clone();
+    let (_, as_qa) = call(p, "GET", "tickets/DRY-1", Some(QA), None).await;
+    assert_eq!(actions(&as_qa), json!(["promote", "sign-off"]));
+    let (_, as_dev) = call(p, "GET", "tickets/DRY-1", Some(DEV), None).await;
+    assert!(
+        !actions(&as_dev)
+            .as_array()
+            .unwrap()
+            .contains(&json!("promote")),
+        "{as_dev}"
+    );
+    // The dry run: refused by the sign-off policy, and nothing moved.
+    let (s, v) = call(
+        p,
+        "GET",
+        "tickets/DRY-1/check?action=promote",
+        Some(QA),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["from"].clone(), v["to"].clone()),
+        (json!("qa"), json!("prod"))
+    );
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["role_allows"], true);
+    assert_eq!(v["checks"][0]["policy"], "sign-off");
+    assert_eq!(v["checks"][0]["ok"], false);
+    let (_, t) = call(p, "GET", "tickets/DRY-1", Some(QA), None).await;
+    assert_eq!(t["stage"], "qa");
+    // A dev may read the verdict, and is told the role does not allow it.
+    let (_, v) = call(p, "GET", "tickets/DRY-1/check", Some(DEV), None).await;
+    assert_eq!(v["role_allows"], false, "{v}");
+    // Bad input.
+    let (s, v) = call(
+        p,
+        "GET",
+        "tickets/DRY-1/check?action=launch",
+        Some(QA),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["field"].clone()),
+        (400, json!("action")),
+        "{v}"
+    );
+    let (s, v) = call(
+        p,
+        "GET",
+        "tickets/DRY-1/check?action=reopen",
+        Some(QA),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (409, json!("illegal_transition")),
+        "{v}"
+    );
+    let (s, _) = call(p, "GET", "tickets/DRY-1/check", None, None).await;
+    assert_eq!(s, 401);
+}

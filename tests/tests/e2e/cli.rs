@@ -1580,11 +1580,20 @@ async fn github_pull_requests_follow_the_ticket_and_gate_its_release() {
     wait("comment in qa", &|| {
         gh.comments(pr).iter().any(|c| c.contains("is in **qa**"))
     });
-    // No approval yet: the release is refused, with GitHub's reason.
+    // No approval yet: the checklist says so without moving anything, and
+    // the release is refused with GitHub's reason.
+    site.stamp(repo.path(), &["TKT-95", "--check"])
+        .code(1)
+        .out_has("TKT-95 qa -> prod: would be refused")
+        .out_has("x  github: pull request #1 has no approved review");
     site.stamp(repo.path(), &["TKT-95", "--promote"])
         .code(1)
         .err_has("github: pull request #1 has no approved review");
     gh.review(pr, "carol", "APPROVED");
+    site.stamp(repo.path(), &["TKT-95", "--check"])
+        .ok()
+        .out_has("would be allowed")
+        .out_has("ok github");
     site.stamp(repo.path(), &["TKT-95", "--promote"])
         .ok()
         .out_has("qa -> prod");

@@ -239,6 +239,15 @@ impl Engine {
         self.policies.iter().any(|s| s.on.contains(&(from, to)))
     }
 
+    /// The kinds of the policies that guard `from → to`, in config order.
+    pub fn applicable(&self, from: Stage, to: Stage) -> Vec<&'static str> {
+        self.policies
+            .iter()
+            .filter(|s| s.on.contains(&(from, to)))
+            .map(|s| s.policy.kind())
+            .collect()
+    }
+
     /// Runs every policy that guards `ctx.from → ctx.to`, concurrently, and
     /// collects every denial and warning in config order.
     pub async fn check(&self, ctx: &TransitionCtx) -> Verdict {
