@@ -312,20 +312,24 @@ impl Client {
         self.decode(&api_path, v)
     }
 
-    /// `promote`, `revert` or `close`; returns the ticket after the move.
+    /// `promote`, `revert` or `close` from the stage `from` the caller read;
+    /// returns the ticket after the move. It states the stage, not the
+    /// version: a change that leaves the stage as it was (the settler's
+    /// bookkeeping right after a release, a sign-off) is not a conflict,
+    /// while a move by someone else is.
     pub fn transition(
         &self,
         key: &str,
         action: &str,
-        expected_version: Option<u64>,
+        from: stamp_model::Stage,
         git: &GitMeta,
     ) -> Result<(Ticket, Value), ApiError> {
         let body = TransitionRequest {
-            expected_version,
+            expected_version: None,
             commit: git.commit.clone(),
             branch: git.branch.clone(),
             comment: None,
-            from: None,
+            from: Some(from),
         };
         let path = format!("tickets/{key}/{action}");
         let v = self.send(Method::POST, &path, |r| r.json(&body), "")?;

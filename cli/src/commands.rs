@@ -261,7 +261,7 @@ impl Ctx<'_> {
         }
         let (after, raw) = self
             .client
-            .transition(key, "promote", Some(before.version), &git)
+            .transition(key, "promote", before.stage, &git)
             .map_err(self.api(Some(key)))?;
         if self.cli.json {
             println!("{raw}");
@@ -296,7 +296,7 @@ impl Ctx<'_> {
         let before = self.existing(key)?;
         let (after, raw) = self
             .client
-            .transition(key, action, Some(before.version), &git)
+            .transition(key, action, before.stage, &git)
             .map_err(self.api(Some(key)))?;
         if self.cli.json {
             println!("{raw}");
@@ -321,7 +321,7 @@ impl Ctx<'_> {
         let git = Self::git_meta(repo);
         let (after, _) = self
             .client
-            .transition(key, "reopen", Some(t.version), &git)
+            .transition(key, "reopen", t.stage, &git)
             .map_err(self.api(Some(key)))?;
         if !self.cli.json {
             eprintln!("re-opened {key}: closed -> {}", after.stage);
