@@ -969,6 +969,39 @@ impl RedisStore {
         }
     }
 
+    /// Runs a write script that checks the store's epoch: `args` get the
+    /// epoch this instance knows appended, and a reply starting with -1
+    /// (another epoch) is followed once, when another instance adopted a new
+    /// one, or is [`StoreError::Lost`].
+    async fn epoch_write(
+        &self,
+        script: &Script,
+        keys: [String; 6],
+        args: Vec<Vec<u8>>,
+    ) -> Result<Vec<i64>, StoreError> {
+        for _ in 0..2 {
+            let epoch = self.ensure_epoch().await?;
+            let mut invocation = script.prepare_invoke();
+            for k in &keys {
+                invocation.key(k);
+            }
+            for a in &args {
+                invocation.arg(a.as_slice());
+            }
+            invocation.arg(&epoch);
+            let reply: Vec<i64> = self
+                .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .await?;
+            if reply.first() != Some(&-1) {
+                return Ok(reply);
+            }
+            self.recheck_epoch(&epoch).await?;
+        }
+        Err(StoreError::Unavailable(
+            "the store's epoch changed twice during one write".into(),
+        ))
+    }
+
     /// After a write script refused on the epoch: either another instance
     /// adopted a new one (follow it, and the caller retries once) or the
     /// store lost its state.
@@ -1291,55 +1324,46 @@ impl Store for RedisStore {
             .map(|v| v.to_string())
             .unwrap_or_default();
 
-        // At most twice: once more after following another instance's adoption.
-        for attempt in 0..2 {
-            let epoch = self.ensure_epoch().await?;
-            let mut invocation = self.commit_script.prepare_invoke();
-            invocation
-                .key(self.keys.ticket(key))
-                .key(self.keys.tickets())
-                .key(self.keys.history(key))
-                .key(self.keys.overlay())
-                .key(self.keys.version())
-                .key(self.keys.epoch())
-                .arg(key.as_str())
-                .arg(&expected)
-                .arg(commit.ticket.version)
-                .arg(&record)
-                .arg(op)
-                .arg(&event)
-                .arg(self.keys.channel())
-                .arg(&epoch);
-            let reply: Vec<i64> = self
-                .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-                .await?;
-            match reply.as_slice() {
-                [1, version] => {
-                    let version = u64::try_from(*version).map_err(|_| {
-                        StoreError::Corrupt(format!("global version {version} is negative"))
-                    })?;
-                    // Local receivers need not wait for the pub/sub round trip.
-                    raise(&self.changes, version);
-                    return Ok(version);
-                }
-                [0, found] => {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        expected: commit.expected_version,
-                        found: u64::try_from(*found).ok(),
-                    })
-                }
-                [-1, _] if attempt == 0 => self.recheck_epoch(&epoch).await?,
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "unexpected commit script reply {other:?}"
-                    )))
-                }
+        let reply = self
+            .epoch_write(
+                &self.commit_script,
+                [
+                    self.keys.ticket(key),
+                    self.keys.tickets(),
+                    self.keys.history(key),
+                    self.keys.overlay(),
+                    self.keys.version(),
+                    self.keys.epoch(),
+                ],
+                vec![
+                    key.as_str().as_bytes().to_vec(),
+                    expected.into_bytes(),
+                    commit.ticket.version.to_string().into_bytes(),
+                    record,
+                    op.as_bytes().to_vec(),
+                    event,
+                    self.keys.channel().into_bytes(),
+                ],
+            )
+            .await?;
+        match reply.as_slice() {
+            [1, version] => {
+                let version = u64::try_from(*version).map_err(|_| {
+                    StoreError::Corrupt(format!("global version {version} is negative"))
+                })?;
+                // Local receivers need not wait for the pub/sub round trip.
+                raise(&self.changes, version);
+                Ok(version)
             }
+            [0, found] => Err(StoreError::Conflict {
+                key: key.clone(),
+                expected: commit.expected_version,
+                found: u64::try_from(*found).ok(),
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected commit script reply {other:?}"
+            ))),
         }
-        Err(StoreError::Unavailable(
-            "the store's epoch changed twice during one commit".into(),
-        ))
     }
 
     async fn state(&self) -> Result<StoreState, StoreError> {
@@ -1438,41 +1462,35 @@ impl Store for RedisStore {
         summary: HistoryEvent,
     ) -> Result<bool, StoreError> {
         let event = encode("history event", &summary)?;
-        for attempt in 0..2 {
-            let epoch = self.ensure_epoch().await?;
-            let mut invocation = self.purge_script.prepare_invoke();
-            invocation
-                .key(self.keys.ticket(key))
-                .key(self.keys.tickets())
-                .key(self.keys.history(key))
-                .key(self.keys.overlay())
-                .key(self.keys.version())
-                .key(self.keys.epoch())
-                .arg(key.as_str())
-                .arg(expected_version)
-                .arg(&event)
-                .arg(self.keys.channel())
-                .arg(&epoch);
-            let reply: Vec<i64> = self
-                .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
-                .await?;
-            match reply.as_slice() {
-                [1, version] => {
-                    raise(&self.changes, count("global version", *version)?);
-                    return Ok(true);
-                }
-                [0, _] => return Ok(false),
-                [-1, _] if attempt == 0 => self.recheck_epoch(&epoch).await?,
-                other => {
-                    return Err(StoreError::Corrupt(format!(
-                        "unexpected purge script reply {other:?}"
-                    )))
-                }
+        let reply = self
+            .epoch_write(
+                &self.purge_script,
+                [
+                    self.keys.ticket(key),
+                    self.keys.tickets(),
+                    self.keys.history(key),
+                    self.keys.overlay(),
+                    self.keys.version(),
+                    self.keys.epoch(),
+                ],
+                vec![
+                    key.as_str().as_bytes().to_vec(),
+                    expected_version.to_string().into_bytes(),
+                    event,
+                    self.keys.channel().into_bytes(),
+                ],
+            )
+            .await?;
+        match reply.as_slice() {
+            [1, version] => {
+                raise(&self.changes, count("global version", *version)?);
+                Ok(true)
             }
+            [0, _] => Ok(false),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected purge script reply {other:?}"
+            ))),
         }
-        Err(StoreError::Unavailable(
-            "the store's epoch changed twice during one purge".into(),
-        ))
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

@@ -40,22 +40,8 @@ use crate::policy::github::{GitHubClient, GitHubError};
 use crate::policy::Settings;
 use stamp_model::ticket::{Stage, TicketKey};
 
-pub const KEYS: &[&str] = &[
-    "repo",
-    "api",
-    "token",
-    "token_env",
-    "app_id",
-    "installation_id",
-    "private_key",
-    "private_key_env",
-    "timeout",
-    "max_retry_wait",
-    "comment",
-    "deployments",
-    "statuses",
-    "environment",
-];
+pub const KEYS: &[&str] =
+    crate::policy::github::github_keys!("comment", "deployments", "statuses", "environment");
 
 /// A ticket's branch and commit, as last seen.
 type Source = (Option<String>, Option<String>);

@@ -38,36 +38,19 @@ use tokio::sync::Mutex;
 use super::{http_client, truncate, Built, Outcome, Policy, Secret, Settings, TransitionCtx};
 use stamp_model::ticket::Stage;
 
-/// Connection settings (shared with the hook).
-pub const CONNECTION_KEYS: &[&str] = &[
-    "repo",
-    "api",
-    "token",
-    "token_env",
-    "app_id",
-    "installation_id",
-    "private_key",
-    "private_key_env",
-    "timeout",
-    "max_retry_wait",
-];
+/// The connection settings both `github` entries take, then `extra`.
+macro_rules! github_keys {
+    ($($extra:literal),* $(,)?) => {
+        &[
+            "repo", "api", "token", "token_env", "app_id", "installation_id",
+            "private_key", "private_key_env", "timeout", "max_retry_wait",
+            $($extra),*
+        ]
+    };
+}
+pub(crate) use github_keys;
 
-pub const KEYS: &[&str] = &[
-    "repo",
-    "api",
-    "token",
-    "token_env",
-    "app_id",
-    "installation_id",
-    "private_key",
-    "private_key_env",
-    "timeout",
-    "max_retry_wait",
-    "require_approval",
-    "require_checks",
-    "checks",
-    "on_outage",
-];
+pub const KEYS: &[&str] = github_keys!("require_approval", "require_checks", "checks", "on_outage");
 
 const PAGE_LIMIT: usize = 20;
 
