@@ -1466,7 +1466,15 @@ async fn the_production_history_is_listed() {
         .ok()
         .out_has("qa -> prod");
     site.stamp(repo.path(), &["TKT-70", "--revert"]).ok();
-    let listed = site.stamp(repo.path(), &["--list", "-p", "--history"]);
+    // The history repository is written off the request path: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let listed = loop {
+        let listed = site.stamp(repo.path(), &["--list", "-p", "--history"]);
+        if listed.out.contains("revert") || std::time::Instant::now() > deadline {
+            break listed;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     listed
         .ok()
         .out_has("newest first")
