@@ -5,6 +5,15 @@
 //! `data: reload` as soon as the ticket's dev variant is no longer `v`.
 //! Never on production or `?qa=` pages. The stream watches the in-memory
 //! snapshot only: no store round trip, whatever the number of open pages.
+//!
+//! When the only change is the body of JavaScript modules the page maps
+//! (a save), the stream sends a swap instead,
+//! `data: {"v":"<new variant>","swap":[["<specifier>","<url the page has>"],…]}`,
+//! and goes on. A page running es-module-shims with `hotReload` then calls
+//! `importShim.hotReload(url)` for each; es-module-shims asks for the module
+//! again as `url?v=N`, and the proxy answers that with the body the
+//! browser's dev view has at that path now (`select::classify`'s `hot`).
+//! Any other page reloads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,8 +26,9 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use crate::internal::respond;
-use crate::snapshot::SnapshotCell;
-use stamp_model::ticket::{Hash, TicketKey};
+use crate::modules::content_type;
+use crate::snapshot::{Effective, SnapshotCell};
+use stamp_model::ticket::{Hash, ModuleRef, TicketKey};
 use stamp_model::wire;
 
 /// How often the snapshot is looked at.
@@ -67,10 +77,37 @@ pub fn url(key: &TicketKey, id: &Hash) -> String {
 
 /// The variant a dev page of `key` would get now; `None` once the ticket
 /// is gone or closed.
-fn current(cell: &SnapshotCell, key: &TicketKey) -> Option<Hash> {
+fn current(cell: &SnapshotCell, key: &TicketKey) -> Option<Arc<Effective>> {
     let snap = cell.load();
     let t = snap.tickets.get(key)?;
-    (t.stage != stamp_model::Stage::Closed).then(|| t.dev.id)
+    (t.stage != stamp_model::Stage::Closed).then(|| t.dev.clone())
+}
+
+/// What a page showing `base` can do to show `now` without a reload: the
+/// modules whose bodies changed, each as (specifier, the URL `base` maps it
+/// to). `None` when only a reload shows `now`: a module came or went, moved,
+/// is no JavaScript (a stylesheet is linked by the page, not imported), or
+/// replaces a bundle's entry by pattern (the page's `<script src>` names it).
+pub fn swaps(base: &Effective, now: &Effective) -> Option<Vec<(String, String)>> {
+    if base.overrides.len() != now.overrides.len() || base.remote_origins != now.remote_origins {
+        return None;
+    }
+    let in_patterns = |e: &Effective, m: &ModuleRef| e.patterns.iter().any(|(_, p)| p == m);
+    let mut out = Vec::new();
+    for ((spec, old), (spec_now, new)) in base.overrides.iter().zip(&now.overrides) {
+        if spec != spec_now || old.path != new.path {
+            return None;
+        }
+        if old.hash == new.hash {
+            continue;
+        }
+        let js = content_type(&old.path).starts_with("text/javascript");
+        if !js || in_patterns(base, old) || in_patterns(now, new) {
+            return None;
+        }
+        out.push((spec.clone(), old.url()));
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Answers `/__stamp/live`.
@@ -116,12 +153,30 @@ pub async fn serve(session: &mut Session, cell: &Arc<SnapshotCell>) -> Result<()
         .await?;
     let start = Instant::now();
     let mut last_beat = Instant::now();
+    let reload = Bytes::from_static(b"data: reload\n\n");
+    let Some(mut base) = current(cell, &key).filter(|e| e.id == seen) else {
+        session.write_response_body(Some(reload), true).await?;
+        return Ok(());
+    };
     loop {
-        if current(cell, &key) != Some(seen) {
-            session
-                .write_response_body(Some(Bytes::from_static(b"data: reload\n\n")), true)
-                .await?;
-            return Ok(());
+        let now = current(cell, &key);
+        match now {
+            Some(now) if now.id == base.id => {}
+            Some(now) => {
+                let Some(list) = swaps(&base, &now) else {
+                    session.write_response_body(Some(reload), true).await?;
+                    return Ok(());
+                };
+                let event = serde_json::json!({ "v": now.id.to_string(), "swap": list });
+                session
+                    .write_response_body(Some(Bytes::from(format!("data: {event}\n\n"))), false)
+                    .await?;
+                base = now;
+            }
+            None => {
+                session.write_response_body(Some(reload), true).await?;
+                return Ok(());
+            }
         }
         if start.elapsed() >= MAX_LIFE {
             session.write_response_body(None, true).await?;
@@ -151,6 +206,57 @@ mod tests {
         assert!(Slot::take().is_none());
         drop(held);
         assert!(Slot::take().is_some(), "freed when streams end");
+    }
+
+    fn variant(modules: &[(&str, &str, &[u8])]) -> Effective {
+        Effective::new(
+            modules
+                .iter()
+                .map(|(spec, path, body)| {
+                    let m = ModuleRef {
+                        path: path.to_string(),
+                        hash: Hash::of(body),
+                        size: body.len() as u64,
+                    };
+                    (spec.to_string(), m)
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn only_changed_javascript_bodies_are_swapped() {
+        let base = variant(&[
+            ("/src/a.js", "/src/a.js", b"a1"),
+            ("@shop/b", "/src/b.mjs", b"b1"),
+        ]);
+        let saved = variant(&[
+            ("/src/a.js", "/src/a.js", b"a2"),
+            ("@shop/b", "/src/b.mjs", b"b1"),
+        ]);
+        let old_a = base.overrides["/src/a.js"].url();
+        assert_eq!(
+            swaps(&base, &saved),
+            Some(vec![("/src/a.js".to_string(), old_a)])
+        );
+        assert_eq!(swaps(&base, &base), None, "nothing changed");
+        let added = variant(&[
+            ("/src/a.js", "/src/a.js", b"a1"),
+            ("@shop/b", "/src/b.mjs", b"b1"),
+            ("/src/c.js", "/src/c.js", b"c"),
+        ]);
+        assert_eq!(swaps(&base, &added), None, "a module came");
+        assert_eq!(swaps(&added, &base), None, "a module went");
+        let moved = variant(&[
+            ("/src/a.js", "/src/a.js", b"a1"),
+            ("@shop/b", "/src/b2.mjs", b"b1"),
+        ]);
+        assert_eq!(swaps(&base, &moved), None, "a specifier maps elsewhere");
+        let css = |body: &[u8]| variant(&[("/src/site.css", "/src/site.css", body)]);
+        assert_eq!(swaps(&css(b"x"), &css(b"y")), None, "stylesheets reload");
+        let entry =
+            |body: &[u8]| variant(&[("/assets/index-[hash:8].js", "/assets/index-abc.js", body)]);
+        assert_eq!(swaps(&entry(b"x"), &entry(b"y")), None, "entries reload");
     }
 
     #[test]

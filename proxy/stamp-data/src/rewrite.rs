@@ -703,9 +703,20 @@ fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
             .map(|n| format!(" nonce=\"{n}\""))
             .unwrap_or_default();
         let url = serde_json::to_string(url).unwrap_or_default();
+        // A swap event goes to es-module-shims' hot reload when the page
+        // has it (each module by the URL the page first knew it by: that is
+        // the one es-module-shims keys it by); anything else reloads. After
+        // a swap the stream is reopened from the new variant.
         format!(
-            "<script{nonce}>(()=>{{const s=new EventSource({url});\
-             s.onmessage=()=>{{s.close();location.reload()}}}})()</script>"
+            "<script{nonce}>(()=>{{const u=new URL({url},location.href),f={{}};\
+             const o=()=>{{const s=new EventSource(u);\
+             s.onmessage=e=>{{let d=null;try{{d=JSON.parse(e.data)}}catch(_){{}}\
+             const h=self.importShim&&importShim.hotReload;\
+             if(!d||!d.swap||!h){{s.close();location.reload();return}}\
+             u.searchParams.set(\"v\",d.v);\
+             for(const[k,w]of d.swap)h(f[k]||(f[k]=w))}};\
+             s.onerror=()=>{{if(s.readyState!==2){{s.close();setTimeout(o,1000)}}}}}};\
+             o()}})()</script>"
         )
     });
     let Some(badge) = st.spec.badge.clone() else {

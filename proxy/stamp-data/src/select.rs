@@ -44,8 +44,24 @@ pub struct Classified {
     pub selection: Selection,
     /// `?__ts=` was present: `Some(Ok(hash))` or `Some(Err(()))` when malformed.
     pub module: Option<Result<Hash, ()>>,
+    /// es-module-shims' hot reload asks again for a module it had with
+    /// `?v=N` appended to the whole URL (`?__ts=<hash>?v=2`): then `N`.
+    pub hot: Option<u32>,
     /// The request carried the ticket cookie (so clearing it is meaningful).
     pub has_cookie: bool,
+}
+
+/// `<hash>?v=<N>` → (`<hash>`, `Some(N)`): es-module-shims appends its
+/// reload count to a URL as `?v=N`, even to one that has a query. Only
+/// decimal digits count; anything else stays part of the value (and is a
+/// malformed hash).
+fn split_hot_version(value: &str) -> (&str, Option<u32>) {
+    if let Some((hash, n)) = value.rsplit_once("?v=") {
+        if !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()) {
+            return (hash, n.parse().ok());
+        }
+    }
+    (value, None)
 }
 
 /// Longest cookie value considered (anything longer is hostile).
@@ -60,6 +76,7 @@ pub fn classify<'a>(
     let mut from_query: Option<Selection> = None;
     let mut off = false;
     let mut module = None;
+    let mut hot = None;
     let mut share_token: Option<String> = None;
     if let Some(q) = query {
         for (name, value) in url::form_urlencoded::parse(q.as_bytes()) {
@@ -77,7 +94,9 @@ pub fn classify<'a>(
                     }
                 }
                 MODULE_PARAM if module.is_none() => {
-                    module = Some(Hash::parse(&value).ok_or(()));
+                    let (hash, version) = split_hot_version(&value);
+                    module = Some(Hash::parse(hash).ok_or(()));
+                    hot = version;
                 }
                 "st" => share_token = Some(value.into_owned()),
                 _ => {}
@@ -115,6 +134,7 @@ pub fn classify<'a>(
     Classified {
         selection,
         module,
+        hot,
         has_cookie,
     }
 }
@@ -508,6 +528,13 @@ mod tests {
         assert_eq!(r.module, Some(Ok(h)));
         assert_eq!(c(Some("__ts=zz"), &[]).module, Some(Err(())));
         assert_eq!(c(Some("ts=1"), &[]).module, None);
+        assert_eq!(r.hot, None);
+        let hot = c(Some(&format!("__ts={h}?v=3")), &[]);
+        assert_eq!((hot.module, hot.hot), (Some(Ok(h)), Some(3)));
+        for bad in ["?v=", "?v=x", "?v=-1", "?v=1234567890", "?v=1?v=2x"] {
+            let r = c(Some(&format!("__ts={h}{bad}")), &[]);
+            assert_eq!((r.module, r.hot), (Some(Err(())), None), "{bad}");
+        }
     }
 
     #[test]

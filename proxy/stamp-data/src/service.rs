@@ -139,6 +139,8 @@ pub struct Ctx {
     rewrite: Option<Mutex<ActiveRewrite>>,
     /// The ticket file a `File` or `Mirror` request gets.
     file: Option<ModuleRef>,
+    /// A hot-reload request's module: the live dev view's body at the path.
+    hot: Option<ModuleRef>,
     /// The ticket file's body, replacing the origin's 404 for a `File`.
     file_body: Option<Bytes>,
     /// The external map being fetched and merged.
@@ -226,7 +228,7 @@ impl StampProxy {
         };
         let classified =
             select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), name);
-        if classified.module.is_some() {
+        if classified.module.is_some() && classified.hot.is_none() {
             return Some(classified);
         }
         let snap = self.snapshot.load();
@@ -615,6 +617,7 @@ impl ProxyHttp for StampProxy {
             secure: self.cfg.tls,
             rewrite: None,
             file: None,
+            hot: None,
             file_body: None,
             map: None,
         }
@@ -645,9 +648,27 @@ impl ProxyHttp for StampProxy {
             ctx.secure = true;
         }
         let classified = self.plan(session, ctx);
-        let is_module = classified.is_some_and(|c| c.module.is_some());
+        let is_module = classified.as_ref().is_some_and(|c| c.module.is_some());
         let req = session.req_header();
         let get_or_head = req.method == http::Method::GET || req.method == http::Method::HEAD;
+        if is_module && classified.is_some_and(|c| c.hot.is_some()) {
+            // A hot reload from a live dev page: the module this browser's
+            // dev view has at the path now, whatever hash the URL still
+            // names (the page's map is fixed once loaded).
+            ctx.hot = ctx
+                .plan
+                .as_ref()
+                .filter(|p| {
+                    matches!(
+                        p.variant,
+                        Variant::Ticket {
+                            view: View::Dev,
+                            ..
+                        }
+                    )
+                })
+                .and_then(|p| p.effective.by_serve_path.get(req.uri.path()).cloned());
+        }
         // A ticket file the variant has at this very path.
         ctx.file = ctx
             .plan
@@ -704,7 +725,14 @@ impl ProxyHttp for StampProxy {
                 Ok(true)
             }
             Kind::Module => {
-                self.modules.serve(session).await?;
+                match &ctx.hot {
+                    Some(module) => {
+                        self.modules
+                            .serve_plain(session, module, "no-store")
+                            .await?
+                    }
+                    None => self.modules.serve(session).await?,
+                }
                 Ok(true)
             }
             Kind::Mirror if ctx.file.is_some() => {

@@ -1219,3 +1219,135 @@ async fn a_live_dev_page_reloads_itself_after_an_upload() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// es-module-shims 2 with `hotReload`: a save swaps the module in the open
+/// page (no navigation: the page's own state survives), and a save that
+/// cannot be swapped (a new module) still reloads it.
+#[tokio::test]
+async fn a_live_dev_page_with_es_module_shims_hot_reload_swaps_the_saved_module() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script>window.esmsInitOptions = { shimMode: true, hotReload: true };</script>\
+             <script src=\"/lib/es-module-shims.js\"></script>\
+             <script type=\"importmap-shim\">{\"imports\":{\"@app/greet\":\"/hot/greet.js\"}}</script>\
+             </head><body><p id=out>loading</p>\
+             <script>window.pageId = Math.random();</script>\
+             <script type=\"module-shim\">import { greet } from '@app/greet'; \
+             document.getElementById('out').textContent = greet();</script>\
+             </body></html>",
+        ),
+    );
+    origin.route(
+        "/lib/es-module-shims.js",
+        Route::bytes(
+            "text/javascript",
+            npm_file("es-module-shims-2/dist/es-module-shims.js"),
+        ),
+    );
+    origin.route(
+        "/hot/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"import { who } from './who.js'; export const greet = () => 'production ' + who;"
+                .to_vec(),
+        ),
+    );
+    origin.route(
+        "/hot/who.js",
+        Route::bytes("text/javascript", b"export const who = 'sibling';".to_vec()),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let greet = |word: &str| {
+        format!("import {{ who }} from './who.js'; export const greet = () => '{word} ' + who;")
+    };
+    let work = project("/hot", "hot", &[("greet.js", &greet("first"))]);
+    app.stamp(work.path(), &["HOT-1", "--update", "--once", "--live"]);
+    let browser = Browser::start().await.unwrap();
+    let page = "/?dev=HOT-1&stamp_live=1";
+    app.expect(&browser, page, SHOW_OUT, "first sibling").await;
+    let page_id = browser.execute("return window.pageId").await.unwrap();
+    let first_url = format!(
+        "/hot/greet.js?__ts={}",
+        stamp_model::ticket::Hash::of(greet("first").as_bytes())
+    );
+    let wait_for = |want: &'static str| {
+        let browser = &browser;
+        async move {
+            let start = std::time::Instant::now();
+            let mut last = String::new();
+            while start.elapsed() < PAGE_TIMEOUT && last != want {
+                last = browser
+                    .execute(SHOW_OUT)
+                    .await
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(last, want);
+        }
+    };
+    // Two saves in a row: each is swapped into the same page.
+    for word in ["second", "third"] {
+        write(&work.path().join("hot"), "greet.js", &greet(word));
+        commit(work.path(), word);
+        app.stamp(work.path(), &["HOT-1", "--update", "--once"]);
+        wait_for(if word == "second" {
+            "second sibling"
+        } else {
+            "third sibling"
+        })
+        .await;
+        assert_eq!(
+            browser.execute("return window.pageId").await.unwrap(),
+            page_id,
+            "swapped in place after the {word} save, not reloaded"
+        );
+    }
+    // es-module-shims asked for the module again by the URL the page first
+    // had, with its reload count; untouched siblings stayed production's.
+    let resources = browser.resources().await.unwrap();
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.url.ends_with(&format!("{first_url}?v=2"))),
+        "{resources:?}"
+    );
+    // That URL is the browser's dev view, never cached; without the
+    // selection it names what it always named.
+    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
+    let hot = client()
+        .get(app.proxy.url(&format!("{first_url}?v=2")))
+        .header("cookie", format!("ticket_stamp={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hot.status(), 200);
+    assert_eq!(hot.headers()["cache-control"], "no-store");
+    assert_eq!(hot.headers()["vary"], "Cookie");
+    assert_eq!(hot.text().await.unwrap(), greet("third"));
+    let anonymous = client()
+        .get(app.proxy.url(&format!("{first_url}?v=2")))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(anonymous.status(), 200, "the old hash is no open ticket's");
+    // A new module cannot be swapped in: the page reloads instead.
+    write(
+        &work.path().join("hot"),
+        "who.js",
+        "export const who = 'ticket sibling';",
+    );
+    commit(work.path(), "who");
+    app.stamp(work.path(), &["HOT-1", "--update", "--once"]);
+    wait_for("third ticket sibling").await;
+    assert_ne!(
+        browser.execute("return window.pageId").await.unwrap(),
+        page_id,
+        "reloaded"
+    );
+    browser.close().await.unwrap();
+}
