@@ -51,6 +51,25 @@ pub fn blob_id(bytes: &[u8]) -> Option<Oid> {
     Oid::hash_object(ObjectType::Blob, bytes).ok()
 }
 
+/// The branch a CI job is building when its checkout is a detached commit,
+/// as GitHub Actions (`actions/checkout` of a pull request's head) and
+/// GitLab CI leave it: the hooks find the pull request by branch. A value
+/// that is no valid branch name is ignored.
+pub fn ci_branch(env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let github_push = || {
+        (env("GITHUB_REF_TYPE").as_deref() == Some("branch"))
+            .then(|| env("GITHUB_REF_NAME"))
+            .flatten()
+    };
+    env("GITHUB_HEAD_REF")
+        .filter(|b| !b.is_empty())
+        .or_else(github_push)
+        .or_else(|| env("CI_COMMIT_REF_NAME"))
+        .filter(|b| {
+            !b.starts_with('-') && git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
+        })
+}
+
 impl Repo {
     /// The repository containing `path`, if any (bare repositories do not count).
     pub fn discover(path: &Path) -> anyhow::Result<Option<Repo>> {
@@ -76,7 +95,7 @@ impl Repo {
         match self.repo.head() {
             Ok(r) => {
                 let branch = if self.repo.head_detached().unwrap_or(false) {
-                    None
+                    ci_branch(|name| std::env::var(name).ok())
                 } else {
                     r.shorthand().ok().map(str::to_string)
                 };
@@ -314,5 +333,48 @@ fn plural(n: usize) -> &'static str {
         ""
     } else {
         "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ci_branch;
+
+    fn with(vars: &[(&str, &str)]) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ci_branch(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn a_detached_ci_checkout_names_its_branch() {
+        assert_eq!(with(&[]), None);
+        assert_eq!(
+            with(&[("GITHUB_HEAD_REF", "TKT-7-greeting")]).as_deref(),
+            Some("TKT-7-greeting")
+        );
+        // A push build (no pull request): GITHUB_HEAD_REF is set but empty.
+        assert_eq!(
+            with(&[
+                ("GITHUB_HEAD_REF", ""),
+                ("GITHUB_REF_TYPE", "branch"),
+                ("GITHUB_REF_NAME", "TKT-8")
+            ])
+            .as_deref(),
+            Some("TKT-8")
+        );
+        assert_eq!(
+            with(&[("GITHUB_REF_TYPE", "tag"), ("GITHUB_REF_NAME", "v1")]),
+            None
+        );
+        assert_eq!(
+            with(&[("CI_COMMIT_REF_NAME", "TKT-9")]).as_deref(),
+            Some("TKT-9")
+        );
+        for bad in ["a..b", "bad name", "x\n", "-", "end/", "a@{1}"] {
+            assert_eq!(with(&[("GITHUB_HEAD_REF", bad)]), None, "{bad:?}");
+        }
     }
 }
