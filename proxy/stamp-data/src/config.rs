@@ -45,6 +45,7 @@ pub struct FileRewrite {
     pub memory_limit_bytes: Option<usize>,
     pub compression_level: Option<u32>,
     pub production_vary_cookie: Option<bool>,
+    pub page_cache_bytes: Option<u64>,
 }
 
 /// `[modules]` as written.
@@ -128,6 +129,8 @@ pub struct Rewrite {
     pub compression_level: u32,
     /// Add `Vary: Cookie` to production HTML, for a shared cache in front of the proxy.
     pub production_vary_cookie: bool,
+    /// The stamped-page cache's budget in bytes (0 = off).
+    pub page_cache_bytes: u64,
 }
 
 /// The validated data-plane configuration.
@@ -230,7 +233,14 @@ impl DataConfig {
             memory_limit_bytes: r.memory_limit_bytes.unwrap_or(8 << 20),
             compression_level: r.compression_level.unwrap_or(3),
             production_vary_cookie: r.production_vary_cookie.unwrap_or(false),
+            page_cache_bytes: r.page_cache_bytes.unwrap_or(32 << 20),
         };
+        if rewrite.page_cache_bytes > 0 && rewrite.page_cache_bytes < 1 << 20 {
+            p.add(
+                "rewrite.page_cache_bytes",
+                "must be 0 (off) or at least 1048576",
+            );
+        }
         if rewrite.max_import_map_bytes < 1024 {
             p.add("rewrite.max_import_map_bytes", "must be at least 1024");
         }

@@ -19,6 +19,7 @@ pub mod internal;
 pub mod live;
 pub mod metrics;
 pub mod modules;
+pub mod pagecache;
 pub mod rewrite;
 pub mod select;
 pub mod service;

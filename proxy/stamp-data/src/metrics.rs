@@ -35,6 +35,24 @@ pub static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     ))
 });
 
+/// The stamped-page cache: `hit`, `miss`, `changed` (the origin sent a new
+/// page), `store`, `too-large`, `uncacheable-*` (why an answer was not kept).
+pub static PAGE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_page_cache_total",
+        "Stamped-page cache lookups and stores, by outcome",
+        &["outcome"]
+    ))
+});
+
+/// Bytes the stamped-page cache holds.
+pub static PAGE_CACHE_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(register_int_gauge!(
+        "stamp_page_cache_bytes",
+        "Bytes held by the stamped-page cache"
+    ))
+});
+
 /// Page rewrites by outcome: `merged`, `inserted`, `entries-only`,
 /// `map-invalid`, `map-too-large`, `bailed-out`, `skipped-*`.
 pub static REWRITES: LazyLock<IntCounterVec> = LazyLock::new(|| {

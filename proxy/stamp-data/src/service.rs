@@ -34,6 +34,7 @@ use crate::extmap::{self, MapFetch};
 use crate::internal::{self, Internal};
 use crate::metrics;
 use crate::modules::ModuleServer;
+use crate::pagecache::{Entry, Fill, PageCache, PageKey};
 use crate::rewrite::{MetaCsp, PageRewriter, RewriteSpec};
 use crate::select::{self, Selection, Source, View};
 use crate::snapshot::{Effective, Resolved, SnapshotCell};
@@ -104,6 +105,8 @@ pub struct PagePlan {
 struct ActiveRewrite {
     decoder: Option<Decoder>,
     rewriter: PageRewriter,
+    /// The nonce made up for this page (used or not).
+    nonce: String,
 }
 
 /// Counts a request as in flight for as long as its context lives.
@@ -145,6 +148,15 @@ pub struct Ctx {
     file_body: Option<Bytes>,
     /// The external map being fetched and merged.
     map: Option<Mutex<MapFetch>>,
+    /// The page's key in the stamped-page cache, with the snapshot version.
+    page_key: Option<(PageKey, u64)>,
+    /// The stored page, revalidated with the origin.
+    cached: Option<Arc<Entry>>,
+    /// The stored page's bytes, sent for the origin's 304 (by
+    /// `response_filter` itself).
+    hit_body: Option<Bytes>,
+    /// The page being stamped, kept once complete.
+    fill: Option<Fill>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -172,6 +184,8 @@ pub struct StampProxy {
     cookie_names: (String, String),
     peer: HttpPeer,
     asset_origins: Arc<[String]>,
+    /// Stamped pages the origin can revalidate.
+    pages: PageCache,
 }
 
 impl StampProxy {
@@ -203,6 +217,7 @@ impl StampProxy {
         );
         let asset_origins: Arc<[String]> = Arc::from(cfg.asset_origins.clone());
         StampProxy {
+            pages: PageCache::new(cfg.rewrite.page_cache_bytes),
             asset_origins,
             cfg,
             snapshot,
@@ -531,7 +546,46 @@ impl StampProxy {
             meta_csp,
             asset_origins: self.asset_origins.clone(),
         });
-        Ok(Some(ActiveRewrite { decoder, rewriter }))
+        Ok(Some(ActiveRewrite {
+            decoder,
+            rewriter,
+            nonce: fresh,
+        }))
+    }
+}
+
+impl StampProxy {
+    /// What the stamped page of this request depends on, besides the
+    /// origin's bytes.
+    fn page_key(&self, session: &Session, plan: &PagePlan, secure: bool) -> PageKey {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default()
+            .to_string();
+        let uri = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path().to_string(), |pq| pq.as_str().to_string());
+        let live = crate::live::asked(req.uri.query());
+        let label = match &plan.variant {
+            Variant::Ticket {
+                key,
+                view,
+                stage,
+                own,
+            } => format!("ticket {key} {} {stage} {own} live={live}", view.as_str()),
+            Variant::Overlay => "overlay".to_string(),
+        };
+        PageKey {
+            host,
+            uri,
+            variant: plan.effective.id,
+            label: format!("{label} secure={secure} badge={}", self.cfg.badge),
+        }
     }
 }
 
@@ -620,6 +674,10 @@ impl ProxyHttp for StampProxy {
             hot: None,
             file_body: None,
             map: None,
+            page_key: None,
+            cached: None,
+            hit_body: None,
+            fill: None,
         }
     }
 
@@ -695,6 +753,14 @@ impl ProxyHttp for StampProxy {
                     req.headers.get(header::ACCEPT).map(|v| v.as_bytes()),
                     req.headers.get("sec-fetch-dest").map(|v| v.as_bytes()),
                 );
+        }
+        if ctx.html_candidate && self.pages.enabled() && req.method == http::Method::GET {
+            if let Some(plan) = &ctx.plan {
+                let version = self.snapshot.load().version;
+                let key = self.page_key(session, plan, ctx.secure);
+                ctx.cached = self.pages.get(&key, version);
+                ctx.page_key = Some((key, version));
+            }
         }
         let level = self.cfg.rewrite.compression_level;
         if level > 0 && (ctx.html_candidate || is_module) {
@@ -818,6 +884,15 @@ impl ProxyHttp for StampProxy {
             // uncompressed (a 304 would revive a production copy in the
             // browser; a 206 cannot be rewritten).
             whole_and_fresh(upstream)?;
+            if let Some(entry) = &ctx.cached {
+                // Ours, not the browser's: a 304 means the stored stamped
+                // page is still the page.
+                let (etag, date) = entry.validators();
+                upstream.insert_header(header::IF_NONE_MATCH, etag)?;
+                if let Some(date) = date {
+                    upstream.insert_header(header::IF_MODIFIED_SINCE, date)?;
+                }
+            }
         }
         Ok(())
     }
@@ -917,8 +992,46 @@ impl ProxyHttp for StampProxy {
                 }
             }
         }
+        let hit = match ctx.cached.take() {
+            Some(entry) if resp.status.as_u16() == 304 && ctx.html_candidate => {
+                clear_headers(resp);
+                ctx.hit_body = Some(entry.respond(resp, &csp::fresh_nonce())?);
+                if session.req_header().version != http::Version::HTTP_2 {
+                    resp.set_version(http::Version::HTTP_11);
+                }
+                metrics::PAGE_CACHE.with_label_values(&["hit"]).inc();
+                true
+            }
+            Some(_) => {
+                metrics::PAGE_CACHE.with_label_values(&["changed"]).inc();
+                false
+            }
+            None => false,
+        };
+        // Judged on the origin's own headers, before ours are added.
+        let fill = match ctx.page_key.take() {
+            Some((key, version)) if !hit => {
+                self.pages.fill(key, version, session.req_header(), resp)
+            }
+            _ => None,
+        };
         for cookie in &ctx.set_cookie {
             resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+        }
+        if hit {
+            if let Some(info) = &ctx.info {
+                resp.insert_header(INFO_HEADER, format!("{info}; cached"))?;
+            }
+            // The origin's 304 ends the response at its header, so Pingora
+            // would send no body after it: the stored page is written here,
+            // through the downstream modules (compression), and the header
+            // Pingora writes next is dropped as already sent.
+            let body = ctx.hit_body.take().unwrap_or_default();
+            session
+                .write_response_header(Box::new(resp.clone()), false)
+                .await?;
+            session.write_response_body(Some(body), true).await?;
+            return Ok(());
         }
         let Some(plan) = ctx.plan.clone() else {
             // A selection that did not resolve: say why on production.
@@ -938,6 +1051,10 @@ impl ProxyHttp for StampProxy {
                 if let Some(info) = &ctx.info {
                     resp.insert_header(INFO_HEADER, info.as_str())?;
                 }
+                ctx.fill = fill.map(|mut f| {
+                    f.stamped(resp, &active.nonce);
+                    f
+                });
                 ctx.rewrite = Some(Mutex::new(active));
             }
             Ok(None) => {}
@@ -1022,14 +1139,29 @@ impl ProxyHttp for StampProxy {
                 }
             }
             out.extend(active.rewriter.finish());
+        }
+        let out = Bytes::from(out);
+        if let Some(fill) = &mut ctx.fill {
+            if !fill.push(&out) {
+                ctx.fill = None;
+            }
+        }
+        if end_of_stream {
             let report = active.rewriter.report();
             metrics::REWRITES
                 .with_label_values(&[report.outcome()])
                 .inc();
             metrics::REWRITE_BYTES_IN.inc_by(report.bytes_in);
             metrics::REWRITE_BYTES_OUT.inc_by(report.bytes_out);
+            if let Some(fill) = ctx.fill.take() {
+                // A rewrite that ran out of memory left the rest as it came:
+                // right, but not worth keeping.
+                if !report.bailed_out {
+                    self.pages.store(fill);
+                }
+            }
         }
-        *body = Some(Bytes::from(out));
+        *body = Some(out);
         Ok(None)
     }
 

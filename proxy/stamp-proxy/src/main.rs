@@ -11,7 +11,17 @@ fn main() -> ExitCode {
         println!("{}", stamp_proxy::control::auth::hash_token(secret));
         return ExitCode::SUCCESS;
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        // Its one warning, "Respond header is already sent", is every hit of
+        // the stamped-page cache (see stamp_data::pagecache); RUST_LOG can
+        // still ask for it.
+        .filter_module(
+            "pingora_core::protocols::http::v1::server",
+            log::LevelFilter::Error,
+        )
+        .parse_env(env_logger::Env::default())
+        .init();
     let cfg = match Config::load(&flags) {
         Ok(c) => c,
         Err(e) => {

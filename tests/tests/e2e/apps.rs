@@ -782,6 +782,12 @@ async fn vite_build_watch_and_stamp_update_run_side_by_side() {
     vite_build(dir, "dist");
 
     let vite = node_modules().join("vite/bin/vite.js");
+    let built = |dir: &Path| {
+        std::fs::metadata(dir.join("dist/index.html"))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let before_watch = built(dir);
     let mut watch_build = ChildGuard::spawn(
         Command::new("node")
             .arg(vite)
@@ -803,6 +809,13 @@ async fn vite_build_watch_and_stamp_update_run_side_by_side() {
         "vite production rgb(1, 2, 3) | lazy production rgb(7, 8, 9)",
     )
     .await;
+    // vite's watcher is up once its first build in watch mode rewrote
+    // dist/: a save before that would go unseen, as it would for anyone.
+    let start = std::time::Instant::now();
+    while built(dir) == before_watch && start.elapsed() < PAGE_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(built(dir), before_watch, "vite build --watch never built");
     // Save a source file: vite rebuilds dist/, stamp uploads what changed.
     write(
         dir,

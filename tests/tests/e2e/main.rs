@@ -12,6 +12,7 @@ mod failover;
 mod layout;
 mod npm;
 mod operations;
+mod pagecache;
 mod passthrough;
 mod policies;
 mod router;
