@@ -254,6 +254,15 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
             &format!("/page-{}k", size >> 10),
             Route::html(&stamp_benches::page(size, 40)),
         );
+        // The same page from an origin that validates (a strong ETag and
+        // 304s), as static hosting and CDNs serve an app's index.html.
+        origin.route(
+            &format!("/page-{}k-etag", size >> 10),
+            Route::html(&stamp_benches::page(size, 40))
+                .header("etag", &format!("\"bench-{size}\""))
+                .header("cache-control", "no-cache")
+                .conditional(),
+        );
     }
     let origin_addr: std::net::SocketAddr = origin
         .url
@@ -325,6 +334,13 @@ pub async fn serve(opts: Opts) -> anyhow::Result<()> {
     );
     println!("nginx sub_filter  {}", b.nginx.sub_filter);
     println!("nginx static      {}{MODULE_PATH}", b.nginx.static_files);
+    for (name, f) in [
+        ("floor proxy", &b.floors.proxy),
+        ("floor rewrite", &b.floors.rewrite),
+        ("floor responder", &b.floors.responder),
+    ] {
+        println!("{name:<17} {}   (pid {})", f.url, f.child.id());
+    }
     println!("Ctrl-C stops everything.");
     tokio::signal::ctrl_c().await?;
     Ok(())
@@ -443,7 +459,32 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
             sub.m.rps(),
             1.0,
         ));
-        stamped_rps.push((label, path, pass.m.rps().min(stamped.m.rps())));
+        stamped_rps.push((label, path.clone(), pass.m.rps().min(stamped.m.rps())));
+        // Beyond the floor: the stamped-page cache, on a validating origin.
+        let etag_path = format!("{path}-etag");
+        let pass_v = b.run(&b.proxy.url(&etag_path), c, PAGE_HEADERS, b.proxy_pids())?;
+        b.row(
+            &format!("{label} page, validating origin"),
+            "stamp-proxy passthrough",
+            &pass_v,
+        );
+        let cached = b.run(
+            &b.proxy.url(&format!("{etag_path}?dev={TICKET}")),
+            c,
+            PAGE_HEADERS,
+            b.proxy_pids(),
+        )?;
+        b.row(
+            &format!("{label} page, validating origin"),
+            "stamp-proxy `?dev=`, page cache (origin 304)",
+            &cached,
+        );
+        targets.push(ratio_target(
+            format!("stamped from the page cache vs passthrough, validating origin, {label}"),
+            cached.m.rps(),
+            pass_v.m.rps(),
+            0.9,
+        ));
     }
     let module_stamp = b.run(
         &b.proxy.url(&b.module_url),
@@ -637,6 +678,26 @@ async fn check_outputs(b: &Bench, module_body: &str) -> anyhow::Result<()> {
             || stamped.contains(&b.module_url),
         "the stamped page does not point at the ticket's module"
     );
+    // The page cache answers the second load of a validating page, with
+    // the same stamped bytes.
+    let cached_url = b.proxy.url(&format!("{path}-etag?dev={TICKET}"));
+    let first = get(cached_url.clone()).await?;
+    let again = client
+        .get(&cached_url)
+        .header("accept", "text/html")
+        .send()
+        .await?;
+    let info = again
+        .headers()
+        .get("x-ticket-stamp")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        info.ends_with("; cached"),
+        "the page cache did not answer: {info}"
+    );
+    ensure!(again.text().await? == first, "the cached page differs");
     let sub = get(format!("{}{path}", b.nginx.sub_filter)).await?;
     ensure!(
         sub.contains(&b.module_url),
