@@ -39,6 +39,7 @@ Examples:
   stamp --list -d -q --json         tickets in dev and qa, as JSON
   stamp --list -p --history         what production served, change by change
   stamp --revert --to 3f2a1c9       take production back to that commit of the history
+  stamp TKT-1 --sign-off            sign off the ticket in qa (--comment TEXT; --withdraw-sign-off)
 
 Configuration (each setting from the first source that has it):
   1. flags            --server URL, --token TOKEN, --folder DIR
@@ -75,7 +76,7 @@ Exit codes:
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP,
     arg_required_else_help = true,
-    group(ArgGroup::new("action").args(["list", "update", "promote", "revert", "close"]).multiple(false)),
+    group(ArgGroup::new("action").args(["list", "update", "promote", "revert", "close", "sign_off", "withdraw_sign_off"]).multiple(false)),
 )]
 pub struct Cli {
     /// The ticket: TKT-123 (any case), or a bare number that takes the project key from stamp.toml
@@ -109,6 +110,18 @@ pub struct Cli {
     /// Close the ticket (from dev or qa); a later --update re-opens it
     #[arg(long)]
     pub close: bool,
+
+    /// Sign off the ticket in qa (a qa token): what the `sign-off` policy counts
+    #[arg(long)]
+    pub sign_off: bool,
+
+    /// Take your sign-off of the ticket back
+    #[arg(long)]
+    pub withdraw_sign_off: bool,
+
+    /// With --sign-off or --withdraw-sign-off: a note for the history
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
 
     /// What the policies say of the ticket's next promotion, without making
     /// it (exit 1 when it would be refused)
@@ -188,6 +201,8 @@ pub enum Action {
     Revert,
     Close,
     Check,
+    SignOff,
+    WithdrawSignOff,
 }
 
 impl Action {
@@ -200,6 +215,8 @@ impl Action {
             Action::Revert => "--revert",
             Action::Close => "--close",
             Action::Check => "--check",
+            Action::SignOff => "--sign-off",
+            Action::WithdrawSignOff => "--withdraw-sign-off",
         }
     }
 }
@@ -247,6 +264,10 @@ impl Cli {
             Action::Close
         } else if self.check {
             Action::Check
+        } else if self.sign_off {
+            Action::SignOff
+        } else if self.withdraw_sign_off {
+            Action::WithdrawSignOff
         } else {
             Action::Show
         };
@@ -288,6 +309,23 @@ impl Cli {
             return Err(usage(
                 format!("{} needs a ticket", action.name()),
                 Some("stamp TKT-1 --update (or a bare number with `project` in stamp.toml)"),
+            ));
+        }
+        if self.comment.is_some() && !matches!(action, Action::SignOff | Action::WithdrawSignOff) {
+            return Err(usage(
+                "--comment goes with --sign-off or --withdraw-sign-off",
+                Some("stamp TKT-1 --sign-off --comment \"checked on mobile\""),
+            ));
+        }
+        if self.comment.as_ref().is_some_and(|c| {
+            c.chars().any(char::is_control) || c.len() > stamp_model::wire::MAX_TEXT
+        }) {
+            return Err(usage(
+                format!(
+                    "--comment must be one line of at most {} characters",
+                    stamp_model::wire::MAX_TEXT
+                ),
+                None,
             ));
         }
         if self.once && action != Action::Update {

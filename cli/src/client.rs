@@ -323,12 +323,13 @@ impl Client {
         action: &str,
         from: stamp_model::Stage,
         git: &GitMeta,
+        comment: Option<&str>,
     ) -> Result<(Ticket, Value), ApiError> {
         let body = TransitionRequest {
             expected_version: None,
             commit: git.commit.clone(),
             branch: git.branch.clone(),
-            comment: None,
+            comment: comment.map(str::to_string),
             from: Some(from),
         };
         let path = format!("tickets/{key}/{action}");

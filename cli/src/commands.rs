@@ -87,6 +87,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         (Action::Close, Some(key)) => ctx.transition(&key, "close"),
         (Action::Check, Some(key)) => ctx.check(&key),
+        (Action::SignOff, Some(key)) => ctx.sign_off(&key, "sign-off"),
+        (Action::WithdrawSignOff, Some(key)) => ctx.sign_off(&key, "withdraw-sign-off"),
         (_, None) => Err(Failure::new(Kind::Usage, "this action needs a ticket").into()),
     }
 }
@@ -261,7 +263,7 @@ impl Ctx<'_> {
         }
         let (after, raw) = self
             .client
-            .transition(key, "promote", before.stage, &git)
+            .transition(key, "promote", before.stage, &git, None)
             .map_err(self.api(Some(key)))?;
         if self.cli.json {
             println!("{raw}");
@@ -296,7 +298,7 @@ impl Ctx<'_> {
         let before = self.existing(key)?;
         let (after, raw) = self
             .client
-            .transition(key, action, before.stage, &git)
+            .transition(key, action, before.stage, &git, self.cli.comment.as_deref())
             .map_err(self.api(Some(key)))?;
         if self.cli.json {
             println!("{raw}");
@@ -305,6 +307,29 @@ impl Ctx<'_> {
         println!("{key}: {} -> {}", before.stage, after.stage);
         println!("{}", output::standing(&after, &self.settings.server));
         print_warnings(&after);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `--sign-off` / `--withdraw-sign-off`, then where the release stands
+    /// (the policies' checklist for qa -> prod).
+    fn sign_off(&self, key: &str, action: &str) -> anyhow::Result<ExitCode> {
+        let repo = self.repo().ok().flatten();
+        let git = Self::git_meta(repo.as_ref());
+        let before = self.existing(key)?;
+        let (after, raw) = self
+            .client
+            .transition(key, action, before.stage, &git, self.cli.comment.as_deref())
+            .map_err(self.api(Some(key)))?;
+        if self.cli.json {
+            println!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if action == "sign-off" {
+            println!("{key}: signed off in {}", after.stage);
+        } else {
+            println!("{key}: sign-off withdrawn");
+        }
+        println!("{}", output::standing(&after, &self.settings.server));
         Ok(ExitCode::SUCCESS)
     }
 
@@ -321,7 +346,7 @@ impl Ctx<'_> {
         let git = Self::git_meta(repo);
         let (after, _) = self
             .client
-            .transition(key, "reopen", t.stage, &git)
+            .transition(key, "reopen", t.stage, &git, None)
             .map_err(self.api(Some(key)))?;
         if !self.cli.json {
             eprintln!("re-opened {key}: closed -> {}", after.stage);

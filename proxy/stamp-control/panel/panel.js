@@ -35,15 +35,43 @@ function when(ms) {
   return ms ? new Date(ms).toLocaleString() : '';
 }
 
-// What a role may do, mirroring the server's rules (the server decides).
-function allowed(role, action, stage) {
-  if (role === 'admin') return true;
-  if (action === 'sign-off') return role === 'qa';
-  if (action === 'promote') return stage === 'dev' ? role === 'dev' : stage === 'qa' ? role === 'qa' : false;
-  if (action === 'revert') return stage === 'qa' && role === 'dev';
-  if (action === 'close') return role === 'dev';
-  if (action === 'reopen') return stage === 'closed' && role === 'dev';
-  return false;
+// Buttons say where they take the ticket. The server says which a caller
+// may press (`allowed_actions`); the panel never guesses.
+const LABELS = {
+  promote: { dev: 'Promote to qa', qa: 'Release to production' },
+  revert: { qa: 'Revert to dev', prod: 'Revert production' },
+  close: 'Close ticket',
+  reopen: 'Re-open ticket',
+};
+function label(action, stage) {
+  const l = LABELS[action];
+  return typeof l === 'string' ? l : (l && l[stage]) || action;
+}
+// What every visitor would get: these ask to be confirmed.
+const touchesProduction = (action, stage) =>
+  (action === 'promote' && stage === 'qa') || (action === 'revert' && stage === 'prod');
+
+// Sign-offs as the `sign-off` policy counts them: those after the last change
+// of what QA signed (upload, delete, re-open, promotion into qa) stand, until
+// withdrawn by who gave them.
+const CHANGES = ['upload', 'delete', 'reopen'];
+function signOffs(history) {
+  let since = 0;
+  history.forEach((h, i) => {
+    if (CHANGES.includes(h.event) || (h.event === 'promote' && h.to === 'qa')) since = i + 1;
+  });
+  const out = [];
+  history.forEach((h, i) => {
+    if (h.event === 'sign-off') out.push({ ...h, state: i < since ? 'invalidated' : 'standing' });
+    if (h.event === 'withdraw-sign-off' && i >= since) {
+      for (const s of out) if (s.actor === h.actor && s.state === 'standing') s.state = 'withdrawn';
+    }
+  });
+  return out;
+}
+
+function moduleList(mods) {
+  return mods.map((m) => m.specifier).join(', ');
 }
 
 async function session() {
@@ -102,14 +130,31 @@ async function renderList() {
   view.replaceChildren(...parts);
 }
 
-async function act(key, action, version) {
+function said(key, action, from, t, before) {
+  const n = (mods) => `${mods.length} module${mods.length === 1 ? '' : 's'}`;
+  if (action === 'promote' && from === 'qa') {
+    const mods = (before.modules || {}).qa || [];
+    return `Released ${key} to production: every visitor now gets its ${n(mods)} (${moduleList(mods)}).`;
+  }
+  if (action === 'revert' && from === 'prod') {
+    return `Reverted production: every visitor gets production without ${key} again; ${key} is in ${t.stage}.`;
+  }
+  if (action === 'sign-off') return `Signed off ${key}.`;
+  if (action === 'withdraw-sign-off') return `Withdrew your sign-off of ${key}.`;
+  return `${label(action, from)}: ${key} is now in ${t.stage}.`;
+}
+
+async function act(before, action, comment) {
+  const key = before.key;
   const out = $('#outcome');
   out.textContent = '';
   out.className = '';
   try {
-    const t = await api('POST', `/tickets/${key}/${action}`, { expected_version: version });
+    const body = { expected_version: before.version };
+    if (comment) body.comment = comment;
+    const t = await api('POST', `/tickets/${key}/${action}`, body);
     out.className = 'notice';
-    out.textContent = `${action}: ${key} is now in ${t.stage}` + (t.warnings ? `\nWarnings:\n${t.warnings.map((w) => `• ${w.policy}: ${w.reason}`).join('\n')}` : '');
+    out.textContent = said(key, action, before.stage, t, before) + (t.warnings ? `\nWarnings:\n${t.warnings.map((w) => `• ${w.policy}: ${w.reason}`).join('\n')}` : '');
     await renderTicket(key, false);
     $('#outcome').className = 'notice';
     $('#outcome').textContent = out.textContent;
@@ -122,13 +167,94 @@ async function act(key, action, version) {
   }
 }
 
+// Asks before a move every visitor would feel: the ticket key typed.
+function confirmMove(t, action) {
+  const mods = action === 'promote' ? (t.modules || {}).qa || [] : (t.modules || {}).prod || [];
+  const what = action === 'promote'
+    ? `Release ${t.key} to production? Every visitor will get its ${mods.length} module${mods.length === 1 ? '' : 's'}: ${moduleList(mods)}.`
+    : `Revert production? Every visitor will get production without ${t.key}'s ${mods.length} module${mods.length === 1 ? '' : 's'} again.`;
+  const input = el('input', { id: 'confirm-key', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'confirm-what' });
+  const go = el('button', { type: 'submit', id: 'confirm-go', disabled: '' }, label(action, t.stage));
+  const cancel = el('button', { type: 'button', id: 'confirm-cancel', class: 'secondary' }, 'Cancel');
+  const form = el('form', { id: 'confirm', class: 'confirm', role: 'alertdialog', 'aria-labelledby': 'confirm-what' },
+    el('p', { id: 'confirm-what' }, what),
+    el('label', { for: 'confirm-key' }, `Type ${t.key} to confirm`), input,
+    el('div', { class: 'actions' }, go, cancel));
+  const close = () => { form.remove(); $(`#do-${action}`)?.focus(); };
+  input.addEventListener('input', () => { go.disabled = input.value.trim().toUpperCase() !== t.key; });
+  form.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') close(); });
+  cancel.addEventListener('click', close);
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    if (input.value.trim().toUpperCase() !== t.key) return;
+    form.remove();
+    act(t, action);
+  });
+  $('#confirm')?.remove();
+  $('#outcome').before(form);
+  input.focus();
+}
+
+// The policies' verdict on the next move, before anyone clicks.
+async function checklist(t) {
+  if (t.stage !== 'dev' && t.stage !== 'qa') return [];
+  const move = label('promote', t.stage);
+  let c;
+  try {
+    c = await api('GET', `/tickets/${t.key}/check?action=promote`);
+  } catch (e) {
+    return [el('h2', {}, `Before “${move}”`), el('p', { class: 'error' }, e.message)];
+  }
+  const items = c.checks.map((k) => el('li', { class: k.ok ? 'ok' : 'no', 'data-policy': k.policy },
+    el('span', { class: 'mark', 'aria-hidden': 'true' }, k.ok ? '✓' : '✗'), ' ',
+    el('strong', {}, k.policy), k.ok ? ': passes' : '', k.reasons.length ? `: ${k.reasons.join('; ')}` : '',
+    k.warnings.length ? el('div', { class: 'muted' }, `warning: ${k.warnings.join('; ')}`) : ''));
+  const policiesOk = c.checks.every((k) => k.ok);
+  const verdict = c.allowed ? `${move} would be allowed now.`
+    : !c.role_allows ? `Your role may not make this move (${move}); the policies would ${policiesOk ? 'allow' : 'refuse'} it.`
+      : `${move} would be refused now.`;
+  return [
+    el('h2', { id: 'checklist-title' }, `Before “${move}”`),
+    el('p', { id: 'checklist-verdict', class: c.allowed ? 'notice' : 'error' }, verdict),
+    items.length ? el('ul', { id: 'checklist', class: 'checklist', 'aria-labelledby': 'checklist-title' }, items)
+      : el('p', { class: 'muted', id: 'checklist' }, 'No policy guards this move.'),
+  ];
+}
+
+function signOffSection(t) {
+  const all = signOffs(t.history || []);
+  const mayAct = (t.allowed_actions || []).includes('sign-off');
+  const mine = me && all.some((s) => s.actor === me.name && s.state === 'standing');
+  const parts = [el('h2', { id: 'sign-offs-title' }, 'Sign-offs')];
+  const standing = all.filter((s) => s.state === 'standing').length;
+  parts.push(el('p', { id: 'sign-off-count' }, `${standing} standing` + (all.length > standing ? `, ${all.length - standing} no longer counting` : '')));
+  if (all.length) {
+    parts.push(el('ul', { id: 'sign-off-list', 'aria-labelledby': 'sign-offs-title' }, all.map((s) => el('li', { class: s.state },
+      el('strong', {}, s.actor), ` signed off ${when(s.at_ms)}`, s.detail ? ` — “${s.detail}”` : '',
+      s.state === 'invalidated' ? el('span', { class: 'muted' }, ' (invalidated by a later upload or promotion)') : '',
+      s.state === 'withdrawn' ? el('span', { class: 'muted' }, ' (withdrawn)') : ''))));
+  }
+  if (mayAct && t.stage === 'qa') {
+    const comment = el('input', { id: 'sign-off-comment', maxlength: '1000', placeholder: 'optional' });
+    parts.push(el('div', { class: 'sign-off' },
+      el('label', { for: 'sign-off-comment' }, 'Comment'), comment,
+      el('div', { class: 'actions' },
+        el('button', { type: 'button', id: 'do-sign-off', onclick: () => act(t, 'sign-off', comment.value.trim()) }, 'Sign off'),
+        mine ? el('button', { type: 'button', id: 'do-withdraw-sign-off', class: 'secondary', onclick: () => act(t, 'withdraw-sign-off', comment.value.trim()) }, 'Withdraw my sign-off') : '')));
+  }
+  return parts;
+}
+
 async function renderTicket(key, clearOutcome = true) {
   const t = await api('GET', `/tickets/${key}`);
   const view = $('#view');
-  const buttons = ['promote', 'revert', 'close', 'reopen', 'sign-off']
-    .filter((a) => (a === 'sign-off' ? t.stage === 'qa' : (t.allowed_actions || []).includes(a)))
-    .filter((a) => me && allowed(me.role, a, t.stage))
-    .map((a) => el('button', { type: 'button', id: `do-${a}`, onclick: () => act(t.key, a, t.version) }, a));
+  const buttons = ['promote', 'revert', 'close', 'reopen']
+    .filter((a) => (t.allowed_actions || []).includes(a))
+    .map((a) => el('button', {
+      type: 'button', id: `do-${a}`, class: touchesProduction(a, t.stage) ? 'danger' : undefined,
+      onclick: () => (touchesProduction(a, t.stage) ? confirmMove(t, a) : act(t, a)),
+    }, label(a, t.stage)));
+  const checks = await checklist(t);
   const links = Object.entries(t.links || {}).map(([v, url]) => el('li', {},
     el('span', { class: 'stage' }, v), ' ', el('a', { href: url, target: '_blank', rel: 'noopener' }, 'Open preview'), ' ',
     el('button', { type: 'button', class: 'secondary', 'aria-label': `Copy the ${v} share link`, onclick: async (ev) => {
@@ -154,6 +280,8 @@ async function renderTicket(key, clearOutcome = true) {
       t.overlay ? ` — in production: ${t.overlay.live} live, ${t.overlay.retired} settled` : ''),
     el('div', { class: 'actions' }, buttons),
     outcome,
+    ...checks,
+    ...(t.stage === 'qa' || (t.history || []).some((h) => h.event === 'sign-off') ? signOffSection(t) : []),
     el('h2', {}, 'Share links'), el('ul', { class: 'links' }, links),
     ...stages.flat(),
     el('h2', {}, 'History'), history);

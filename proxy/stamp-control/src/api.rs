@@ -216,7 +216,8 @@ impl Api {
             ("POST", ["tickets", key, action]) => {
                 let key = parse_key(key)?;
                 match *action {
-                    "sign-off" => self.sign_off(principal, &key, req).await,
+                    "sign-off" => self.sign_off(principal, &key, req, false).await,
+                    "withdraw-sign-off" => self.sign_off(principal, &key, req, true).await,
                     "revoke-links" => {
                         require(principal, Action::Read)?;
                         let t = self.ticket(&key).await?;
@@ -232,7 +233,7 @@ impl Api {
                             404,
                             ErrorCode::NotFound,
                             format!(
-                                "no action `{other}` (promote, revert, close, reopen, sign-off, revoke-links)"
+                                "no action `{other}` (promote, revert, close, reopen, sign-off, withdraw-sign-off, revoke-links)"
                             ),
                         )),
                     },
@@ -929,13 +930,18 @@ impl Api {
         principal: &Principal,
         key: &TicketKey,
         req: &Request<Bytes>,
+        withdraw: bool,
     ) -> ApiResult {
         let (body, t, _) = self.precondition(key, req, false).await?;
         require(principal, Action::SignOff)?;
         if t.stage != Stage::Qa {
             return Err(WorkflowError::IllegalTransition {
                 key: key.clone(),
-                action: "sign off",
+                action: if withdraw {
+                    "withdraw a sign-off of"
+                } else {
+                    "sign off"
+                },
                 stage: t.stage,
             }
             .into());
@@ -945,7 +951,22 @@ impl Api {
             commit: body.commit.clone(),
             branch: body.branch.clone(),
         };
-        let change = workflow::sign_off(&self.store, &t, body.comment.clone(), &actor).await?;
+        let change = if withdraw {
+            let history = self.store.history(key).await?;
+            if !crate::policy::signoff::has_standing(&history, &principal.name) {
+                return Err(ApiError::new(
+                    409,
+                    ErrorCode::Conflict,
+                    format!(
+                        "{} has no sign-off of {key} standing to withdraw (none since its last upload or promotion)",
+                        principal.name
+                    ),
+                ));
+            }
+            workflow::withdraw_sign_off(&self.store, &t, body.comment.clone(), &actor).await?
+        } else {
+            workflow::sign_off(&self.store, &t, body.comment.clone(), &actor).await?
+        };
         let summary = self.summary(&change.ticket, principal);
         self.fanout.publish(change);
         Ok((200, to_value(&summary)))

@@ -29,6 +29,8 @@ pub enum ChangeKind {
     Reverted,
     Closed,
     SignedOff,
+    /// A sign-off taken back by who gave it.
+    SignOffWithdrawn,
     LinksRevoked,
     /// The settler recorded what the origin served at release.
     Baseline,
@@ -52,6 +54,7 @@ impl ChangeKind {
             ChangeKind::SignedOff => Some(EventKind::SignedOff),
             ChangeKind::OriginDiverged => Some(EventKind::OriginDiverged),
             ChangeKind::Deleted
+            | ChangeKind::SignOffWithdrawn
             | ChangeKind::LinksRevoked
             | ChangeKind::Baseline
             | ChangeKind::Settled

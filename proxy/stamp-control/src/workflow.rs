@@ -443,6 +443,29 @@ pub async fn sign_off(
     ))
 }
 
+/// Takes back the actor's sign-off (the API checks that there is one).
+pub async fn withdraw_sign_off(
+    store: &SharedStore,
+    t: &TicketRecord,
+    comment: Option<String>,
+    actor: &Actor,
+) -> Result<Change, WorkflowError> {
+    let event = actor.event(
+        crate::policy::signoff::WITHDRAW,
+        Some(t.stage),
+        Some(t.stage),
+        comment.clone(),
+    );
+    let record = note(store, t, |_| {}, event).await?;
+    Ok(Change::new(
+        ChangeKind::SignOffWithdrawn,
+        record,
+        Some(t.stage),
+        actor,
+        comment,
+    ))
+}
+
 /// Revokes every share link of a ticket minted so far (preview protection).
 pub async fn revoke_links(
     store: &SharedStore,

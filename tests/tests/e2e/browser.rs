@@ -581,16 +581,73 @@ async fn panel_sign_in_promote_by_click_and_live_updates() {
         .unwrap();
     assert_eq!(
         buttons,
-        serde_json::json!(["promote", "sign-off"]),
-        "only what a qa token may do"
+        serde_json::json!(["Release to production", "Sign off"]),
+        "only what a qa token may do, named by where it goes"
+    );
+    assert_eq!(
+        browser.text("#checklist").await.unwrap(),
+        "No policy guards this move."
+    );
+    // A release is never one click: it asks, says what every visitor will
+    // get, and waits for the ticket key.
+    browser.click("#do-promote").await.unwrap();
+    let ask = browser.text("#confirm-what").await.unwrap();
+    assert!(
+        ask.contains(
+            "Release QA-7 to production? Every visitor will get its 1 module: /src/lib/greet.js"
+        ),
+        "{ask}"
+    );
+    let disabled = "return document.querySelector('#confirm-go').disabled";
+    assert_eq!(browser.execute(disabled).await.unwrap(), true);
+    let c = browser.client().unwrap();
+    c.find(fantoccini::Locator::Css("#confirm-key"))
+        .await
+        .unwrap()
+        .send_keys("QA-8")
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.execute(disabled).await.unwrap(),
+        true,
+        "another key"
+    );
+    browser.click("#confirm-go").await.unwrap_or_default();
+    assert_eq!(
+        browser.text("#ticket-stage").await.unwrap(),
+        "qa",
+        "nothing moved"
+    );
+    browser
+        .screenshot(&artifacts_dir().join("panel-confirm.png"))
+        .await
+        .unwrap();
+    browser.click("#confirm-cancel").await.unwrap();
+    assert_eq!(
+        browser
+            .execute("return document.querySelector('#confirm') === null")
+            .await
+            .unwrap(),
+        true
     );
     browser.click("#do-promote").await.unwrap();
+    c.find(fantoccini::Locator::Css("#confirm-key"))
+        .await
+        .unwrap()
+        .send_keys("qa-7")
+        .await
+        .unwrap();
+    browser.click("#confirm-go").await.unwrap();
     browser
         .wait_for_text("#ticket-stage", "prod", Duration::from_secs(10))
         .await
         .unwrap();
     browser
-        .wait_for_text("#outcome", "now in prod", Duration::from_secs(10))
+        .wait_for_text(
+            "#outcome",
+            "Released QA-7 to production: every visitor now gets its 1 module (/src/lib/greet.js).",
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     browser.close().await.unwrap();
@@ -641,7 +698,30 @@ async fn panel_shows_a_policy_refusal_inline() {
         .wait_for_text("#ticket-stage", "qa", Duration::from_secs(10))
         .await
         .unwrap();
+    // The checklist says it before anyone clicks.
+    let checklist = browser
+        .wait_for_text("#checklist", "release freeze", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        checklist.contains("✗ command: release freeze until Monday"),
+        "{checklist}"
+    );
+    assert_eq!(
+        browser.text("#checklist-verdict").await.unwrap(),
+        "Release to production would be refused now."
+    );
     browser.click("#do-promote").await.unwrap();
+    browser
+        .client()
+        .unwrap()
+        .find(fantoccini::Locator::Css("#confirm-key"))
+        .await
+        .unwrap()
+        .send_keys("FRZ-1")
+        .await
+        .unwrap();
+    browser.click("#confirm-go").await.unwrap();
     let text = browser
         .wait_for_text(
             "#outcome",
@@ -659,6 +739,173 @@ async fn panel_shows_a_policy_refusal_inline() {
         "qa",
         "nothing moved"
     );
+    browser.close().await.unwrap();
+}
+
+/// The review desk: QA reads the checklist, sees it turn green when another
+/// QA signs off, and releases with the keyboard alone; the same page at
+/// phone width.
+#[tokio::test]
+async fn panel_checklist_turns_green_on_a_sign_off_and_releases_by_keyboard() {
+    let origin = demo_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[[policies]]\nkind = \"sign-off\"\n\
+         [[tokens]]\nname = \"rita\"\nrole = \"qa\"\nsha256 = \"{}\"\n",
+        stamp_control::auth::hash_token("qa2-secret")
+    );
+    let proxy = panel_proxy(&origin, dir.path(), &extra);
+    let put = api_as(
+        &proxy,
+        "dev-secret",
+        "PUT",
+        "tickets/REV-1/modules/src/lib/greet.js",
+        "export const greet = () => 'review';",
+    );
+    assert_eq!(put.await, 201);
+    let promote = api_as(
+        &proxy,
+        "dev-secret",
+        "POST",
+        "tickets/REV-1/promote",
+        r#"{"from": "dev"}"#,
+    );
+    assert_eq!(promote.await, 200);
+
+    let browser = Browser::start().await.unwrap();
+    sign_in(&browser, &proxy, "qa-secret").await;
+    browser
+        .wait_for_text("#who", "quinn", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .goto(&proxy.url("/__stamp/#/tickets/REV-1"))
+        .await
+        .unwrap();
+    let red = browser
+        .wait_for_text("#checklist", "sign-off", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        red.contains("✗ sign-off: needs 1 sign-off by qa tokens other than the uploaders; has 0"),
+        "{red}"
+    );
+    assert_eq!(browser.text("#sign-off-count").await.unwrap(), "0 standing");
+    browser
+        .screenshot(&artifacts_dir().join("panel-checklist.png"))
+        .await
+        .unwrap();
+
+    // Another QA signs off (through the API): the open page follows.
+    let signed = api_as(
+        &proxy,
+        "qa2-secret",
+        "POST",
+        "tickets/REV-1/sign-off",
+        r#"{"comment": "checked the cart"}"#,
+    );
+    assert_eq!(signed.await, 200);
+    let green = browser
+        .wait_for_text("#checklist", "✓ sign-off", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(green.contains("✓ sign-off: passes"), "{green}");
+    assert_eq!(
+        browser.text("#checklist-verdict").await.unwrap(),
+        "Release to production would be allowed now."
+    );
+    let list = browser.text("#sign-off-list").await.unwrap();
+    assert!(
+        list.contains("rita signed off") && list.contains("“checked the cart”"),
+        "{list}"
+    );
+    browser
+        .screenshot(&artifacts_dir().join("panel-signed-off.png"))
+        .await
+        .unwrap();
+
+    // Keyboard only: Tab to the release button, Enter, type the key, Enter.
+    let c = browser.client().unwrap();
+    let active = "return document.activeElement && document.activeElement.id";
+    let mut reached = false;
+    for _ in 0..40 {
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys(&fantoccini::key::Key::Tab.to_string())
+            .await
+            .unwrap();
+        if browser.execute(active).await.unwrap() == "do-promote" {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the release button is reachable by Tab");
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.execute(active).await.unwrap(),
+        "confirm-key",
+        "the confirmation takes the focus"
+    );
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(&format!("REV-1{}", fantoccini::key::Key::Enter))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "prod", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text(
+            "#outcome",
+            "Released REV-1 to production",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let t: serde_json::Value = stamp_tests::client()
+        .get(proxy.url("/__stamp/api/v1/tickets/REV-1"))
+        .bearer_auth("qa-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let release = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "promote" && e["to"] == "prod")
+        .unwrap_or_else(|| panic!("{t}"));
+    assert_eq!(release["actor"], "quinn", "recorded under who clicked");
+
+    // Phone width: the same desk, nothing cut off sideways.
+    c.set_window_size(390, 844).await.unwrap();
+    browser
+        .goto(&proxy.url("/__stamp/#/tickets/REV-1"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "prod", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let overflow = browser
+        .execute("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+        .await
+        .unwrap();
+    assert_eq!(overflow, true, "no sideways scrolling at phone width");
+    browser
+        .screenshot(&artifacts_dir().join("panel-phone.png"))
+        .await
+        .unwrap();
     browser.close().await.unwrap();
 }
 

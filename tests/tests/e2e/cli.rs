@@ -1626,3 +1626,74 @@ async fn github_pull_requests_follow_the_ticket_and_gate_its_release() {
     assert_eq!(last.1, "success");
     assert!(last.2.contains("TKT-95 released to production"), "{last:?}");
 }
+
+#[tokio::test]
+async fn qa_signs_off_and_withdraws_from_the_cli() {
+    let origin = origin();
+    let dir = tempfile::tempdir().unwrap();
+    let h = stamp_control::auth::hash_token;
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n\
+             [[tokens]]\nname = \"alice\"\nrole = \"dev\"\nsha256 = \"{}\"\n\
+             [[tokens]]\nname = \"quinn\"\nrole = \"qa\"\nsha256 = \"{}\"\n\
+             [[policies]]\nkind = \"sign-off\"\n",
+            origin.url,
+            dir.path().join("store").display(),
+            h(DEV),
+            h(QA)
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    let site = Site {
+        _origin: origin,
+        proxy,
+        home: dir,
+    };
+    let here = site.home.path().to_path_buf();
+    let url = site.url().to_string();
+    let repo = shop();
+    repo.write("src/a.js", "a2");
+    repo.commit("a2");
+    let as_ = |token: &str, args: &[&str]| {
+        let mut all = vec!["--server", url.as_str(), "TKT-60"];
+        all.extend_from_slice(args);
+        stamp_env(&here, repo.path(), &all, &[("STAMP_TOKEN", token)])
+    };
+    as_(DEV, &["-u", "--once"]).ok();
+    // Only in qa, and only by a role that may.
+    as_(QA, &["--sign-off"]).code(1).err_has("cannot sign off");
+    as_(DEV, &["--promote"]).ok();
+    as_(DEV, &["--sign-off"]).code(3).err_has("dev role");
+    as_(QA, &["--check"])
+        .code(1)
+        .out_has("x  sign-off: needs 1 sign-off by qa tokens other than the uploaders; has 0");
+    as_(QA, &["--sign-off", "--comment", "checked on a phone"])
+        .ok()
+        .out_has("TKT-60: signed off in qa");
+    as_(QA, &["--check"]).ok().out_has("ok sign-off");
+    let t = site.ticket("TKT-60").await.unwrap();
+    let last = t["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event"], "sign-off");
+    assert_eq!(last["actor"], "quinn");
+    assert_eq!(last["detail"], "checked on a phone", "{last}");
+    // Withdrawn: the release is refused again; nothing left to withdraw.
+    as_(QA, &["--withdraw-sign-off", "--comment", "found a bug"])
+        .ok()
+        .out_has("sign-off withdrawn");
+    as_(QA, &["--check"]).code(1).out_has("has 0");
+    as_(QA, &["--withdraw-sign-off"])
+        .code(1)
+        .err_has("no sign-off of TKT-60 standing to withdraw");
+    // Bad input is a usage error before anything is sent.
+    as_(QA, &["--promote", "--comment", "x"])
+        .code(2)
+        .err_has("--comment goes with --sign-off");
+    as_(QA, &["--sign-off", "--comment", "two\nlines"])
+        .code(2)
+        .err_has("one line");
+    as_(QA, &["--sign-off", "--withdraw-sign-off"]).code(2);
+}

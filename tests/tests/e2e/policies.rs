@@ -169,12 +169,33 @@ async fn sign_off_needs_qa_sign_offs_by_others_since_the_last_upload() {
     let v = e.check(&ctx(&s, "TKT-1", Stage::Prod).await).await;
     assert!(v.allowed(), "{v:#?}");
 
+    // carol takes hers back: one short again; signing again counts again.
+    let t = s.get_ticket(&key("TKT-1")).await.unwrap().unwrap();
+    assert!(stamp_control::policy::signoff::has_standing(
+        &s.history(&key("TKT-1")).await.unwrap(),
+        "carol"
+    ));
+    workflow::withdraw_sign_off(&s, &t, Some("found a bug".into()), &Actor::named("carol"))
+        .await
+        .unwrap();
+    assert!(!stamp_control::policy::signoff::has_standing(
+        &s.history(&key("TKT-1")).await.unwrap(),
+        "carol"
+    ));
+    let v = e.check(&ctx(&s, "TKT-1", Stage::Prod).await).await;
+    assert_denied(&v, "has 1 (bob)");
+    sign_off_as(&s, "TKT-1", "carol").await;
+    assert!(e
+        .check(&ctx(&s, "TKT-1", Stage::Prod).await)
+        .await
+        .allowed());
+
     // A new upload invalidates them.
     upload_as(&s, "TKT-1", "/src/a.js", "export default 2;\n", "alice").await;
     let v = e.check(&ctx(&s, "TKT-1", Stage::Prod).await).await;
     assert_denied(
         &v,
-        "has 0; 5 earlier sign-offs were invalidated by a later upload or promotion",
+        "has 0; 6 earlier sign-offs were invalidated by a later upload or promotion",
     );
 
     // Not this policy's transition by default.

@@ -5,7 +5,8 @@
 //! event after the last upload, delete or re-open and after the last
 //! promotion into qa (what QA signed is that snapshot), by a token whose
 //! role is one of `roles` (default `qa`) and who never uploaded to the
-//! ticket. Each token counts once.
+//! ticket. Each token counts once. A `withdraw-sign-off` event takes that
+//! token's sign-off back (a later sign-off gives it again).
 
 use std::collections::BTreeSet;
 
@@ -19,6 +20,38 @@ pub const KEYS: &[&str] = &["count", "roles"];
 
 /// Events that change what a sign-off vouched for.
 const CHANGES: &[&str] = &["upload", "delete", "reopen"];
+
+/// The event that takes a sign-off back.
+pub const WITHDRAW: &str = "withdraw-sign-off";
+
+/// Where the sign-offs that still count begin: after the last change of
+/// what QA signed (an upload, a delete, a re-open, a promotion into qa).
+pub fn since_last_change(history: &[stamp_model::record::HistoryEvent]) -> usize {
+    history
+        .iter()
+        .rposition(|e| {
+            CHANGES.contains(&e.event.as_str()) || (e.event == "promote" && e.to == Some(Stage::Qa))
+        })
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+/// Whether `name` has a sign-off standing (given since the last change and
+/// not withdrawn since).
+pub fn has_standing(history: &[stamp_model::record::HistoryEvent], name: &str) -> bool {
+    let mut standing = false;
+    for e in history[since_last_change(history)..]
+        .iter()
+        .filter(|e| e.actor == name)
+    {
+        if e.event == "sign-off" {
+            standing = true;
+        } else if e.event == WITHDRAW {
+            standing = false;
+        }
+    }
+    standing
+}
 
 pub struct SignOff {
     count: usize,
@@ -61,22 +94,19 @@ impl Policy for SignOff {
             .filter(|e| CHANGES.contains(&e.event.as_str()))
             .map(|e| e.actor.as_str())
             .collect();
-        let since = ctx
-            .history
-            .iter()
-            .rposition(|e| {
-                CHANGES.contains(&e.event.as_str())
-                    || (e.event == "promote" && e.to == Some(Stage::Qa))
-            })
-            .map(|i| i + 1)
-            .unwrap_or(0);
+        let since = since_last_change(&ctx.history);
         let mut valid: BTreeSet<&str> = BTreeSet::new();
         let mut ignored: BTreeSet<String> = BTreeSet::new();
         for e in ctx.history[since..]
             .iter()
-            .filter(|e| e.event == "sign-off")
+            .filter(|e| e.event == "sign-off" || e.event == WITHDRAW)
         {
             let name = e.actor.as_str();
+            if e.event == WITHDRAW {
+                valid.remove(name);
+                ignored.retain(|i| !i.starts_with(&format!("{name} (")));
+                continue;
+            }
             let role = ctx.roles.get(name).copied();
             if uploaders.contains(name) {
                 ignored.insert(format!("{name} (uploaded to the ticket)"));
