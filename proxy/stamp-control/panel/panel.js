@@ -221,6 +221,59 @@ async function checklist(t) {
   ];
 }
 
+// What the ticket changes, module by module: against production as a visitor
+// gets it now, or dev against qa (what QA has not seen yet).
+function changesSection(t) {
+  const mods = t.modules || {};
+  const stage = t.stage === 'closed' ? 'dev' : t.stage;
+  if (!mods[stage]) return [];
+  const choices = [[stage, 'production', `${stage} against production`]];
+  if (mods.dev && mods.qa) choices.push(['dev', 'qa', 'dev against qa: what QA has not seen yet']);
+  const select = el('select', { id: 'diff-choice' }, choices.map(([s, a, text], i) =>
+    el('option', { value: `${s}:${a}`, ...(i === 0 ? { selected: '' } : {}) }, text)));
+  const out = el('div', { id: 'diff', 'aria-live': 'polite' }, el('p', { class: 'muted' }, 'Loading…'));
+  const load = async () => {
+    const [s, a] = select.value.split(':');
+    try {
+      const d = await api('GET', `/tickets/${t.key}/diff?stage=${s}&against=${a}`);
+      out.replaceChildren(...renderDiff(d));
+    } catch (e) {
+      out.replaceChildren(el('p', { class: 'error' }, e.message));
+    }
+  };
+  select.addEventListener('change', load);
+  load();
+  return [el('h2', { id: 'changes-title' }, 'What changed'),
+    el('label', { for: 'diff-choice' }, 'Compare'), select, out];
+}
+
+function size(n) {
+  return n < 1024 ? `${n} B` : `${(n / 1024).toFixed(1)} KB`;
+}
+
+function renderDiff(d) {
+  const parts = [];
+  if (d.commit || d.branch) {
+    parts.push(el('p', { class: 'muted', id: 'diff-source' }, 'From ',
+      d.commit ? el('code', {}, d.commit.slice(0, 10)) : '', d.branch ? ` on branch ${d.branch}` : ''));
+  }
+  const changed = d.modules.filter((m) => m.status !== 'unchanged').length;
+  parts.push(el('p', { id: 'diff-summary' }, `${changed} of ${d.modules.length} module${d.modules.length === 1 ? '' : 's'} ${changed === 1 ? 'differs' : 'differ'}`));
+  for (const m of d.modules) {
+    const counts = m.diff ? ` (+${m.added_lines} −${m.removed_lines})` : '';
+    const sizes = m.before && m.after ? `${size(m.before.size)} → ${size(m.after.size)}`
+      : m.after ? size(m.after.size) : m.before ? size(m.before.size) : '';
+    const body = m.diff
+      ? el('pre', { class: 'diff', tabindex: '0' }, m.diff.split('\n').map((line) =>
+        el('span', { class: line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : line.startsWith('@@') ? 'hunk' : '' }, line + '\n')))
+      : el('p', { class: 'muted' }, `${m.kind}${sizes ? `: ${sizes}` : ''}`);
+    parts.push(el('details', { class: 'module-diff', 'data-status': m.status, 'data-specifier': m.specifier },
+      el('summary', {}, el('span', { class: 'mono' }, m.specifier), ` — ${m.status}${counts}`, m.kind !== 'text' ? ` · ${m.kind}` : ''),
+      m.note ? el('p', { class: 'muted' }, m.note) : '', body));
+  }
+  return parts;
+}
+
 function signOffSection(t) {
   const all = signOffs(t.history || []);
   const mayAct = (t.allowed_actions || []).includes('sign-off');
@@ -281,6 +334,7 @@ async function renderTicket(key, clearOutcome = true) {
     el('div', { class: 'actions' }, buttons),
     outcome,
     ...checks,
+    ...changesSection(t),
     ...(t.stage === 'qa' || (t.history || []).some((h) => h.event === 'sign-off') ? signOffSection(t) : []),
     el('h2', {}, 'Share links'), el('ul', { class: 'links' }, links),
     ...stages.flat(),

@@ -173,6 +173,8 @@ pub struct Api {
     pub policies: Arc<crate::policy::Engine>,
     /// Every change goes out through here.
     pub fanout: Arc<Fanout>,
+    /// Reads production through the proxy (the diff's "before").
+    pub http: reqwest::Client,
     /// `http://127.0.0.1:PORT` of this proxy (the sanity policy goes through it).
     pub proxy_base: String,
 }
@@ -243,6 +245,11 @@ impl Api {
                 let key = parse_key(key)?;
                 require(principal, Action::Read)?;
                 self.dry_run(principal, &key, query, req).await
+            }
+            ("GET" | "HEAD", ["tickets", key, "diff"]) => {
+                let key = parse_key(key)?;
+                require(principal, Action::Read)?;
+                self.diff(&key, query).await
             }
             ("GET" | "HEAD", ["tickets", key, "importmap"]) => {
                 let key = parse_key(key)?;
@@ -533,6 +540,189 @@ impl Api {
                 "overrides": target.imports.len(),
             }),
         ))
+    }
+
+    /// What a stage of the ticket changes: against production as a visitor
+    /// gets it now (`against=production`, the default), or against another
+    /// stage of the ticket (`against=qa` from dev: what QA has not seen).
+    async fn diff(&self, key: &TicketKey, query: &str) -> ApiResult {
+        let mut stage = None;
+        let mut against = None;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "stage" => {
+                    stage = Some(match &*v {
+                        "dev" => Stage::Dev,
+                        "qa" => Stage::Qa,
+                        "prod" => Stage::Prod,
+                        _ => return Err(ApiError::bad("stage", "must be dev, qa or prod")),
+                    })
+                }
+                "against" => {
+                    against = Some(match &*v {
+                        "production" => None,
+                        "dev" => Some(Stage::Dev),
+                        "qa" => Some(Stage::Qa),
+                        "prod" => Some(Stage::Prod),
+                        _ => {
+                            return Err(ApiError::bad(
+                                "against",
+                                "must be production, dev, qa or prod",
+                            ))
+                        }
+                    })
+                }
+                _ => {}
+            }
+        }
+        let t = self.ticket(key).await?;
+        let stage = stage.unwrap_or(match t.stage {
+            Stage::Closed => Stage::Dev,
+            s => s,
+        });
+        let against = against.flatten();
+        if against == Some(stage) {
+            return Err(ApiError::bad(
+                "against",
+                "must be another stage than `stage`",
+            ));
+        }
+        let Some(set) = workflow::overrides(&self.store, &t, stage).await? else {
+            return Err(ApiError::new(
+                404,
+                ErrorCode::NotFound,
+                format!("{key} has nothing in {stage}"),
+            ));
+        };
+        let other =
+            match against {
+                Some(s) => Some(workflow::overrides(&self.store, &t, s).await?.ok_or_else(
+                    || {
+                        ApiError::new(
+                            404,
+                            ErrorCode::NotFound,
+                            format!("{key} has nothing in {s}"),
+                        )
+                    },
+                )?),
+                None => None,
+            };
+        let before_label = match against {
+            Some(s) => format!("{key} {s}"),
+            None => "production".to_string(),
+        };
+        let after_label = format!("{key} {stage}");
+        let mut modules = Vec::new();
+        for (spec, m) in &set {
+            let after = self.store.get_module(&m.hash).await?.ok_or_else(|| {
+                ApiError::from(StoreError::Corrupt(format!("module {} is missing", m.hash)))
+            })?;
+            let before = match &other {
+                Some(o) => match o.get(spec) {
+                    Some(prev) => Ok(self.store.get_module(&prev.hash).await?),
+                    None => Ok(None),
+                },
+                None => self.production_body(&m.path).await,
+            };
+            modules.push(match before {
+                Ok(b) => {
+                    // CPU-bound (up to the diff's deadline): off the I/O threads.
+                    let (spec, path) = (spec.clone(), m.path.clone());
+                    let labels = (before_label.clone(), after_label.clone());
+                    tokio::task::spawn_blocking(move || {
+                        crate::diff::compare(
+                            &spec,
+                            &path,
+                            b.as_deref(),
+                            &after,
+                            (&labels.0, &labels.1),
+                        )
+                    })
+                    .await
+                    .map_err(|e| ApiError::new(500, ErrorCode::Internal, format!("diff: {e}")))?
+                }
+                Err(why) => {
+                    let mut d = crate::diff::compare(spec, &m.path, None, &after, ("", ""));
+                    d.status = "unreachable";
+                    d.diff = None;
+                    d.added_lines = 0;
+                    d.note = Some(why);
+                    d
+                }
+            });
+        }
+        if let Some(o) = &other {
+            for (spec, m) in o.iter().filter(|(s, _)| !set.contains_key(*s)) {
+                modules.push(crate::diff::ModuleDiff {
+                    specifier: spec.clone(),
+                    path: m.path.clone(),
+                    status: "removed",
+                    before: Some(crate::diff::Side {
+                        size: m.size,
+                        hash: m.hash.to_string(),
+                    }),
+                    after: None,
+                    kind: if crate::diff::is_text(&m.path) {
+                        "text"
+                    } else {
+                        "binary"
+                    },
+                    added_lines: 0,
+                    removed_lines: 0,
+                    diff: None,
+                    note: None,
+                });
+            }
+        }
+        let history = self.store.history(key).await?;
+        let source = history
+            .iter()
+            .rev()
+            .find(|e| e.event == "upload" && (e.commit.is_some() || e.branch.is_some()));
+        Ok((
+            200,
+            json!({
+                "ticket": key,
+                "stage": stage,
+                "against": against.map_or("production".to_string(), |s| s.to_string()),
+                "commit": source.and_then(|e| e.commit.clone()),
+                "branch": source.and_then(|e| e.branch.clone()),
+                "modules": modules,
+            }),
+        ))
+    }
+
+    /// What production serves at a module's location now, as a visitor gets
+    /// it (through this proxy, without a selection): `Ok(None)` when it has
+    /// nothing there.
+    async fn production_body(&self, location: &str) -> Result<Option<Bytes>, String> {
+        let url = format!(
+            "{}{}",
+            self.proxy_base,
+            stamp_model::assets::serve_path(location)
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .header("accept-encoding", "identity")
+            .send()
+            .await
+            .map_err(|e| format!("production could not be read: {e}"))?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 | 410 => return Ok(None),
+            s => return Err(format!("production answered {s}")),
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > crate::diff::MAX_DIFF_BYTES as u64 * 4)
+        {
+            return Err("production's file is too large to compare".into());
+        }
+        resp.bytes()
+            .await
+            .map(Some)
+            .map_err(|e| format!("production could not be read: {e}"))
     }
 
     /// The verdict a move would get now, without making it: whether the

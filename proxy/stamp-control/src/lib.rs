@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod changes;
 pub mod config;
+pub mod diff;
 pub mod gc;
 pub mod history_repo;
 pub mod hooks;
@@ -143,6 +144,12 @@ impl Control {
             policies,
             fanout: fanout.clone(),
             proxy_base: format!("http://127.0.0.1:{}", cfg.listen.port()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
         };
         Ok(Control {
             cfg,

@@ -1577,3 +1577,156 @@ async fn callers_see_their_own_actions_and_can_dry_run_a_move() {
     let (s, _) = call(p, "GET", "tickets/DRY-1/check", None, None).await;
     assert_eq!(s, 401);
 }
+
+/// The reviewer's diff: each module of a stage against production as a
+/// visitor gets it (through the proxy), or dev against qa.
+#[tokio::test]
+async fn a_ticket_diffs_against_production_and_dev_against_qa() {
+    let env = start(None, "");
+    let js = |word: &str| {
+        format!("export const a = 1;\nexport const word = '{word}';\nexport const c = 3;\n")
+    };
+    env.origin.route(
+        "/src/app.js",
+        Route::bytes("text/javascript", js("production").into_bytes()),
+    );
+    env.origin.route(
+        "/src/cfg.json",
+        Route::bytes(
+            "application/json",
+            br#"{"flags":{"cart":false},"n":1}"#.to_vec(),
+        ),
+    );
+    env.origin.route(
+        "/src/logo.png",
+        Route::bytes("image/png", vec![0x89, b'P', b'N', b'G', 1]),
+    );
+    assert_eq!(
+        upload(&env.proxy, "DIF-1", "src/app.js", &js("ticket"))
+            .await
+            .0,
+        201
+    );
+    upload(
+        &env.proxy,
+        "DIF-1",
+        "src/cfg.json",
+        r#"{"flags":{"cart":true},"n":1}"#,
+    )
+    .await;
+    upload(&env.proxy, "DIF-1", "src/logo.png", "\u{89}PNG2").await;
+    upload(
+        &env.proxy,
+        "DIF-1",
+        "src/new.js",
+        "export const fresh = true;\n",
+    )
+    .await;
+    let proxy = &env.proxy;
+    let diff = |query: &str| {
+        let path = format!("tickets/DIF-1/diff{query}");
+        async move { call(proxy, "GET", &path, Some(QA), None).await }
+    };
+    let (s, d) = diff("").await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(
+        (d["stage"].as_str(), d["against"].as_str()),
+        (Some("dev"), Some("production"))
+    );
+    let by = |d: &Value, spec: &str| -> Value {
+        d["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["specifier"] == spec)
+            .cloned()
+            .unwrap_or_else(|| panic!("{spec}: {d}"))
+    };
+    let app = by(&d, "/src/app.js");
+    assert_eq!(
+        (app["status"].as_str(), app["kind"].as_str()),
+        (Some("changed"), Some("text"))
+    );
+    let text = app["diff"].as_str().unwrap();
+    assert!(
+        text.starts_with("--- production\n+++ DIF-1 dev\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-export const word = 'production';\n+export const word = 'ticket';\n"),
+        "{text}"
+    );
+    assert_eq!(
+        (app["added_lines"].as_u64(), app["removed_lines"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let cfg = by(&d, "/src/cfg.json");
+    assert_eq!(cfg["kind"], "json");
+    assert!(
+        cfg["diff"]
+            .as_str()
+            .unwrap()
+            .contains("-    \"cart\": false\n+    \"cart\": true\n"),
+        "{cfg}"
+    );
+    let logo = by(&d, "/src/logo.png");
+    assert_eq!(
+        (logo["kind"].as_str(), logo["before"]["size"].as_u64()),
+        (Some("binary"), Some(5))
+    );
+    assert!(logo["diff"].is_null());
+    let fresh = by(&d, "/src/new.js");
+    assert_eq!(
+        fresh["status"], "added",
+        "production has no /src/new.js: {fresh}"
+    );
+
+    // Promoted, then dev moves on: dev against qa is what QA has not seen.
+    assert_eq!(act(&env.proxy, "DIF-1", "promote", DEV).await.0, 200);
+    upload(&env.proxy, "DIF-1", "src/app.js", &js("after review")).await;
+    call(
+        &env.proxy,
+        "DELETE",
+        "tickets/DIF-1/modules/src/new.js",
+        Some(DEV),
+        None,
+    )
+    .await;
+    let (s, d) = diff("?stage=dev&against=qa").await;
+    assert_eq!(s, 200, "{d}");
+    let app = by(&d, "/src/app.js");
+    assert!(app["diff"]
+        .as_str()
+        .unwrap()
+        .starts_with("--- DIF-1 qa\n+++ DIF-1 dev\n"));
+    assert!(app["diff"]
+        .as_str()
+        .unwrap()
+        .contains("+export const word = 'after review';"));
+    assert_eq!(by(&d, "/src/cfg.json")["status"], "unchanged");
+    assert_eq!(by(&d, "/src/new.js")["status"], "removed");
+    // qa against production still shows what QA reviews.
+    let (_, d) = diff("?stage=qa").await;
+    assert!(by(&d, "/src/app.js")["diff"]
+        .as_str()
+        .unwrap()
+        .contains("+export const word = 'ticket';"));
+
+    // Bad input: a clear 400 or 404, never a diff.
+    for (q, status, field) in [
+        ("?stage=staging", 400, Some("stage")),
+        ("?against=everything", 400, Some("against")),
+        ("?stage=dev&against=dev", 400, Some("against")),
+        ("?stage=prod", 404, None),
+    ] {
+        let (s, e) = diff(q).await;
+        assert_eq!(s, status, "{q}: {e}");
+        if let Some(f) = field {
+            assert_eq!(e["error"]["field"], f, "{q}: {e}");
+        }
+    }
+    let (s, _) = call(&env.proxy, "GET", "tickets/NOPE-1/diff", Some(QA), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = call(&env.proxy, "GET", "tickets/DIF-1/diff", None, None).await;
+    assert_eq!(s, 401, "reading a diff needs a token like any read");
+}

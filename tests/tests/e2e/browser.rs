@@ -796,6 +796,37 @@ async fn panel_checklist_turns_green_on_a_sign_off_and_releases_by_keyboard() {
         .await
         .unwrap();
 
+    // What the ticket changes, against production as visitors get it.
+    browser
+        .wait_for_text(
+            "#diff-summary",
+            "1 of 1 module differ",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    browser
+        .click("details[data-specifier='/src/lib/greet.js'] summary")
+        .await
+        .unwrap();
+    let diff = browser
+        .wait_for_text(
+            "details[data-specifier='/src/lib/greet.js'] pre.diff",
+            "+++ REV-1 qa",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(diff.contains("--- production"), "{diff}");
+    assert!(
+        diff.contains("+export const greet = () => 'review';"),
+        "{diff}"
+    );
+    browser
+        .screenshot(&artifacts_dir().join("panel-diff.png"))
+        .await
+        .unwrap();
+
     // Another QA signs off (through the API): the open page follows.
     let signed = api_as(
         &proxy,
