@@ -135,6 +135,33 @@ pub async fn seed_dir(
 }
 
 /// The URL the proxy serves a body at for a production path.
+/// A production page served for a link that selects nothing any more, with
+/// the notice taken out again, and the notice's text: the rest must be
+/// production's bytes exactly.
+pub fn split_notice(html: &str) -> (String, Option<String>) {
+    let Some(start) = html.find("<ticket-stamp-badge>") else {
+        return (html.to_string(), None);
+    };
+    let end_tag = "</ticket-stamp-badge>";
+    let Some(end) = html[start..]
+        .find(end_tag)
+        .map(|i| start + i + end_tag.len())
+    else {
+        return (html.to_string(), None);
+    };
+    let mut rest = &html[end..];
+    if rest.starts_with("<!-- ticket-stamp:") {
+        if let Some(close) = rest.find("-->") {
+            rest = &rest[close + 3..];
+        }
+    }
+    let notice = &html[start..end];
+    let text = notice
+        .find("<aside class=\"stale\"")
+        .map(|i| notice[i..].to_string());
+    (format!("{}{rest}", &html[..start]), text)
+}
+
 pub fn module_url(path: &str, body: &str) -> String {
     stamp_model::ticket::module_url(path, &stamp_model::ticket::Hash::of(body.as_bytes()))
 }

@@ -114,7 +114,8 @@ async function signOut() {
 async function renderList() {
   const { tickets } = await api('GET', '/tickets');
   const view = $('#view');
-  const parts = [el('h1', {}, 'Tickets')];
+  const parts = [el('h1', {}, 'Tickets'),
+    el('p', {}, el('a', { href: '#/production', id: 'release-log-link' }, 'Production release log'))];
   for (const stage of ['qa', 'prod', 'dev', 'closed']) {
     const rows = tickets.filter((t) => t.stage === stage);
     parts.push(el('h2', { id: `stage-${stage}` }, `${stage} (${rows.length})`));
@@ -341,11 +342,40 @@ async function renderTicket(key, clearOutcome = true) {
     el('h2', {}, 'History'), history);
 }
 
+// What production served, change by change (the history repository).
+async function renderProduction() {
+  const view = $('#view');
+  const head = [el('p', {}, el('a', { href: '#/' }, '← All tickets')), el('h1', {}, 'Production release log')];
+  let log;
+  try {
+    log = await api('GET', '/production/history?limit=100');
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    view.replaceChildren(...head, el('p', { class: 'muted', id: 'release-log' }, e.message));
+    return;
+  }
+  const rows = log.commits.map((c, i) => el('tr', {},
+    el('td', {}, when(c.at_ms), i === 0 ? el('div', { class: 'stage' }, 'live now') : ''),
+    el('td', {}, c.summary),
+    el('td', {}, c.released.length ? c.released.flatMap((k, j) => [j ? ', ' : '', el('a', { href: `#/tickets/${k}` }, k)]) : 'production only'),
+    el('td', {}, String(c.overrides)),
+    el('td', { class: 'mono' }, c.id.slice(0, 10))));
+  view.replaceChildren(...head,
+    el('p', { class: 'muted' }, 'Newest first: what every visitor got after each change. ',
+      el('code', {}, 'stamp --revert --to COMMIT'), ' takes production back to one of them.'),
+    log.commits.length
+      ? el('table', { id: 'release-log' },
+        el('thead', {}, el('tr', {}, el('th', {}, 'When'), el('th', {}, 'Change'), el('th', {}, 'Released tickets'), el('th', {}, 'Overrides'), el('th', {}, 'Commit'))),
+        el('tbody', {}, rows))
+      : el('p', { class: 'muted', id: 'release-log' }, 'Nothing was released yet.'));
+}
+
 async function route() {
   if (!me) return;
   const m = location.hash.match(/^#\/tickets\/([A-Za-z0-9_-]+)$/);
   try {
     if (m) await renderTicket(m[1]);
+    else if (location.hash === '#/production') await renderProduction();
     else await renderList();
   } catch (e) {
     if (e.status === 401) { me = null; await session(); return; }
@@ -364,7 +394,8 @@ function live() {
     const v = JSON.parse(ev.data).version;
     if (last !== null && v !== last && me) {
       const m = location.hash.match(/^#\/tickets\/([A-Za-z0-9_-]+)$/);
-      (m ? renderTicket(m[1], false) : renderList()).catch(() => {});
+      const page = m ? renderTicket(m[1], false) : location.hash === '#/production' ? renderProduction() : renderList();
+      page.catch(() => {});
     }
     last = v;
   });

@@ -90,6 +90,10 @@ pub struct RewriteSpec {
     pub meta_csp: Option<MetaCsp>,
     /// Other origins whose external import maps may be fetched and merged.
     pub asset_origins: Arc<[String]>,
+    /// A production page for a link that selects nothing any more: only this
+    /// notice (ready markup) is added at the end of `<body>`; nothing else
+    /// of the page is looked at or changed.
+    pub notice: Option<String>,
 }
 
 /// The proxy's elements as a meta policy must allow them.
@@ -226,6 +230,62 @@ impl std::fmt::Debug for PageRewriter {
     }
 }
 
+/// The handlers that stamp a page (map, entries, meta policy), registered
+/// unless the page only gets a notice.
+fn stamping_handlers(
+    mut settings: Settings<'static, 'static>,
+    state: &Arc<Mutex<State>>,
+) -> Settings<'static, 'static> {
+    // First, so that every other handler knows whether its element is
+    // inert template content (a script there never runs).
+    let s = state.clone();
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*TEMPLATE_SELECTOR),
+        ElementContentHandlers::default()
+            .element(move |el: &mut Element<'_, '_>| on_template(&s, el)),
+    ));
+    let (s, t) = (state.clone(), state.clone());
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*MAP_SELECTOR),
+        ElementContentHandlers::default()
+            .element(move |el: &mut Element<'_, '_>| on_map_start(&s, el))
+            .text(move |chunk: &mut TextChunk<'_>| on_map_text(&t, chunk)),
+    ));
+    let s = state.clone();
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*EXTERNAL_MAP_SELECTOR),
+        ElementContentHandlers::default()
+            .element(move |el: &mut Element<'_, '_>| on_external_map(&s, el)),
+    ));
+    let s = state.clone();
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*SCRIPT_SELECTOR),
+        ElementContentHandlers::default()
+            .element(move |el: &mut Element<'_, '_>| on_script(&s, el)),
+    ));
+    let s = state.clone();
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*PRELOAD_SELECTOR),
+        ElementContentHandlers::default()
+            .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "href")),
+    ));
+    let s = state.clone();
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*STYLESHEET_SELECTOR),
+        ElementContentHandlers::default()
+            .element(move |el: &mut Element<'_, '_>| on_entry(&s, el, "href")),
+    ));
+    if state_has_meta(state) {
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*META_CSP_SELECTOR),
+            ElementContentHandlers::default()
+                .element(move |el: &mut Element<'_, '_>| on_meta_csp(&s, el)),
+        ));
+    }
+    settings
+}
+
 impl PageRewriter {
     pub fn new(spec: RewriteSpec) -> PageRewriter {
         let memory = MemorySettings::new()
@@ -247,52 +307,9 @@ impl PageRewriter {
         let mut settings = Settings::new_send()
             .with_strict(false)
             .with_memory_settings(memory);
-        // First, so that every other handler knows whether its element is
-        // inert template content (a script there never runs).
-        let s = state.clone();
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*TEMPLATE_SELECTOR),
-            ElementContentHandlers::default()
-                .element(move |el: &mut Element<'_, '_>| on_template(&s, el)),
-        ));
-        let (s, t) = (state.clone(), state.clone());
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*MAP_SELECTOR),
-            ElementContentHandlers::default()
-                .element(move |el: &mut Element<'_, '_>| on_map_start(&s, el))
-                .text(move |chunk: &mut TextChunk<'_>| on_map_text(&t, chunk)),
-        ));
-        let s = state.clone();
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*EXTERNAL_MAP_SELECTOR),
-            ElementContentHandlers::default()
-                .element(move |el: &mut Element<'_, '_>| on_external_map(&s, el)),
-        ));
-        let s = state.clone();
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*SCRIPT_SELECTOR),
-            ElementContentHandlers::default()
-                .element(move |el: &mut Element<'_, '_>| on_script(&s, el)),
-        ));
-        let s = state.clone();
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*PRELOAD_SELECTOR),
-            ElementContentHandlers::default()
-                .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "href")),
-        ));
-        let s = state.clone();
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*STYLESHEET_SELECTOR),
-            ElementContentHandlers::default()
-                .element(move |el: &mut Element<'_, '_>| on_entry(&s, el, "href")),
-        ));
-        if state_has_meta(&state) {
-            let s = state.clone();
-            settings = settings.append_element_content_handler((
-                Cow::Borrowed(&*META_CSP_SELECTOR),
-                ElementContentHandlers::default()
-                    .element(move |el: &mut Element<'_, '_>| on_meta_csp(&s, el)),
-            ));
+        let notice_only = lock(&state).spec.notice.is_some();
+        if !notice_only {
+            settings = stamping_handlers(settings, &state);
         }
         let s = state.clone();
         settings = settings.append_element_content_handler((
@@ -672,7 +689,7 @@ fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
 fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     {
         let st = lock(state);
-        if st.spec.badge.is_none() && st.spec.live.is_none() {
+        if st.spec.badge.is_none() && st.spec.live.is_none() && st.spec.notice.is_none() {
             return Ok(());
         }
     }
@@ -695,6 +712,9 @@ fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
         return None;
     }
     st.badge_done = true;
+    if let Some(notice) = &st.spec.notice {
+        return Some(notice.clone());
+    }
     let live = st.spec.live.as_ref().map(|url| {
         // The map's nonce: the one every policy of the page lets through.
         let nonce = st
@@ -856,6 +876,7 @@ mod tests {
             live: None,
             meta_csp: None,
             asset_origins: Arc::from(Vec::<String>::new()),
+            notice: None,
         }
     }
 

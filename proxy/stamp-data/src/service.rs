@@ -125,6 +125,10 @@ impl Drop for InFlight {
     }
 }
 
+/// A link's selection that could not be served: the ticket, the view it
+/// asked for, and why (for the notice on the production page).
+type Notice = (TicketKey, View, crate::badge::Stale);
+
 /// Per-request state.
 pub struct Ctx {
     /// Counts the request as in flight; `None` for an endless stream.
@@ -157,6 +161,9 @@ pub struct Ctx {
     hit_body: Option<Bytes>,
     /// The page being stamped, kept once complete.
     fill: Option<Fill>,
+    /// The selection named a ticket that cannot be served: the production
+    /// page says so.
+    notice: Option<Notice>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -186,6 +193,8 @@ pub struct StampProxy {
     asset_origins: Arc<[String]>,
     /// Stamped pages the origin can revalidate.
     pages: PageCache,
+    /// No overrides: the plan of a production page that only gets a notice.
+    empty: Arc<Effective>,
 }
 
 impl StampProxy {
@@ -218,6 +227,7 @@ impl StampProxy {
         let asset_origins: Arc<[String]> = Arc::from(cfg.asset_origins.clone());
         StampProxy {
             pages: PageCache::new(cfg.rewrite.page_cache_bytes),
+            empty: Arc::new(Effective::new(Default::default())),
             asset_origins,
             cfg,
             snapshot,
@@ -281,6 +291,11 @@ impl StampProxy {
                         if let Err(refusal) =
                             signer.verify(token.as_deref(), key, *view, generation)
                         {
+                            ctx.notice = self.cfg.badge.then(|| {
+                                let why =
+                                    crate::badge::Stale::Refused(refusal.reason().to_string());
+                                (key.clone(), *view, why)
+                            });
                             let clear = classified.has_cookie || *source == Source::Cookie;
                             production(ctx, refusal.reason().to_string(), clear);
                             return Some(classified);
@@ -315,6 +330,14 @@ impl StampProxy {
                     });
                 }
                 Resolved::Production(reason) => {
+                    ctx.notice = self.cfg.badge.then(|| {
+                        let why = match snap.tickets.get(key).map(|t| t.stage) {
+                            None => crate::badge::Stale::Unknown,
+                            Some(Stage::Closed) => crate::badge::Stale::Closed,
+                            Some(stage) => crate::badge::Stale::NotInQa(stage),
+                        };
+                        (key.clone(), *view, why)
+                    });
                     let clear = classified.has_cookie || *source == Source::Cookie;
                     production(ctx, reason, clear);
                 }
@@ -343,6 +366,7 @@ impl StampProxy {
         session: &Session,
         resp: &mut ResponseHeader,
         plan: &PagePlan,
+        notice: Option<&Notice>,
     ) -> Result<Option<ActiveRewrite>, String> {
         let status = resp.status.as_u16();
         if status < 200 || status == 204 || status == 206 || status == 304 {
@@ -403,20 +427,26 @@ impl StampProxy {
             } if self.cfg.badge => Some((key, *view, *stage, *own)),
             _ => None,
         };
+        // A page that only gets a notice has no map: its script policy is
+        // left exactly as it is.
+        let stamps = !plan.effective.overrides.is_empty();
+        let styled = badge.is_some() || notice.is_some();
         if !policies.is_empty() {
             let mut current = policies.clone();
             let mut changed = false;
-            let refs: Vec<&str> = current.iter().map(String::as_str).collect();
-            let script = csp::plan(&refs, &plan.effective.fresh_hash, &fresh);
-            if let Some(note) = &script.note {
-                log::info!("{}: {note}", session.req_header().uri);
+            if stamps {
+                let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+                let script = csp::plan(&refs, &plan.effective.fresh_hash, &fresh);
+                if let Some(note) = &script.note {
+                    log::info!("{}: {note}", session.req_header().uri);
+                }
+                if script.changed {
+                    current = script.policies.clone();
+                    changed = true;
+                }
+                nonce = script.nonce;
             }
-            if script.changed {
-                current = script.policies.clone();
-                changed = true;
-            }
-            nonce = script.nonce;
-            if badge.is_some() {
+            if styled {
                 let refs: Vec<&str> = current.iter().map(String::as_str).collect();
                 let style = csp::plan_for(
                     csp::Element::Style,
@@ -447,20 +477,24 @@ impl StampProxy {
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
         if !report_only.is_empty() {
-            let script_nonce = nonce.clone().unwrap_or_else(|| fresh.clone());
-            let refs: Vec<&str> = report_only.iter().map(String::as_str).collect();
-            let script = csp::extend_with(
-                csp::Element::Script,
-                &refs,
-                &plan.effective.fresh_hash,
-                &script_nonce,
-            );
-            let mut current = script.policies;
-            let mut changed = script.changed;
-            if script.nonce.is_some() {
-                nonce = Some(script_nonce);
+            let mut current = report_only.clone();
+            let mut changed = false;
+            if stamps {
+                let script_nonce = nonce.clone().unwrap_or_else(|| fresh.clone());
+                let refs: Vec<&str> = report_only.iter().map(String::as_str).collect();
+                let script = csp::extend_with(
+                    csp::Element::Script,
+                    &refs,
+                    &plan.effective.fresh_hash,
+                    &script_nonce,
+                );
+                current = script.policies;
+                changed = script.changed;
+                if script.nonce.is_some() {
+                    nonce = Some(script_nonce);
+                }
             }
-            if badge.is_some() {
+            if styled {
                 let style_n = style_nonce.clone().unwrap_or_else(|| fresh.clone());
                 let refs: Vec<&str> = current.iter().map(String::as_str).collect();
                 let style = csp::extend_with(
@@ -487,13 +521,14 @@ impl StampProxy {
         // ours: the fresh one, when the headers did not settle on the page's.
         let script_ours = nonce.as_deref().is_none_or(|n| n == fresh);
         let style_ours = style_nonce.as_deref().is_none_or(|n| n == fresh);
-        let meta_csp = (script_ours && (badge.is_none() || style_ours)).then(|| MetaCsp {
-            script_nonce: fresh.clone(),
-            script_hash: plan.effective.fresh_hash.clone(),
-            style: badge
-                .is_some()
-                .then(|| (fresh.clone(), crate::badge::style_hash().to_string())),
-        });
+        let meta_csp =
+            (stamps && script_ours && (badge.is_none() || style_ours)).then(|| MetaCsp {
+                script_nonce: fresh.clone(),
+                script_hash: plan.effective.fresh_hash.clone(),
+                style: badge
+                    .is_some()
+                    .then(|| (fresh.clone(), crate::badge::style_hash().to_string())),
+            });
         let badge = badge.map(|(key, view, stage, own)| crate::badge::Badge {
             key: key.clone(),
             view,
@@ -517,6 +552,8 @@ impl StampProxy {
         }
         let cache_control = match plan.variant {
             Variant::Ticket { .. } => "private, no-store",
+            // This visitor's stale link: nobody else's page.
+            Variant::Overlay if notice.is_some() => "private, no-store",
             // Production with released tickets: caches must come back, so a
             // revert is seen at once.
             Variant::Overlay => "no-cache",
@@ -545,6 +582,9 @@ impl StampProxy {
             badge,
             meta_csp,
             asset_origins: self.asset_origins.clone(),
+            notice: notice.map(|(key, view, why)| {
+                crate::badge::notice(key, *view, why, style_nonce.as_deref())
+            }),
         });
         Ok(Some(ActiveRewrite {
             decoder,
@@ -678,6 +718,7 @@ impl ProxyHttp for StampProxy {
             cached: None,
             hit_body: None,
             fill: None,
+            notice: None,
         }
     }
 
@@ -741,11 +782,13 @@ impl ProxyHttp for StampProxy {
             ctx.kind = Kind::Mirror;
         } else if ctx.file.is_some() {
             ctx.kind = Kind::File;
-        } else if let Some(plan) = &ctx.plan {
-            ctx.kind = match plan.variant {
-                Variant::Ticket { .. } => Kind::Ticket,
-                Variant::Overlay => Kind::Overlay,
-            };
+        } else if ctx.plan.is_some() || ctx.notice.is_some() {
+            if let Some(plan) = &ctx.plan {
+                ctx.kind = match plan.variant {
+                    Variant::Ticket { .. } => Kind::Ticket,
+                    Variant::Overlay => Kind::Overlay,
+                };
+            }
             ctx.html_candidate = get_or_head
                 && !session.is_upgrade_req()
                 && select::may_be_html(
@@ -754,7 +797,12 @@ impl ProxyHttp for StampProxy {
                     req.headers.get("sec-fetch-dest").map(|v| v.as_bytes()),
                 );
         }
-        if ctx.html_candidate && self.pages.enabled() && req.method == http::Method::GET {
+        // A page with a stale link's notice is this visitor's alone: never stored.
+        if ctx.html_candidate
+            && ctx.notice.is_none()
+            && self.pages.enabled()
+            && req.method == http::Method::GET
+        {
             if let Some(plan) = &ctx.plan {
                 let version = self.snapshot.load().version;
                 let key = self.page_key(session, plan, ctx.secure);
@@ -1038,6 +1086,18 @@ impl ProxyHttp for StampProxy {
             if let Some(info) = &ctx.info {
                 resp.insert_header(INFO_HEADER, info.as_str())?;
             }
+            if ctx.html_candidate && ctx.notice.is_some() {
+                let plan = PagePlan {
+                    effective: self.empty.clone(),
+                    variant: Variant::Overlay,
+                };
+                if let Ok(Some(active)) =
+                    self.start_rewrite(session, resp, &plan, ctx.notice.as_ref())
+                {
+                    ctx.rewrite = Some(Mutex::new(active));
+                }
+                return Ok(());
+            }
             if self.cfg.rewrite.production_vary_cookie && is_html(resp) {
                 add_vary_cookie(resp);
             }
@@ -1046,7 +1106,7 @@ impl ProxyHttp for StampProxy {
         if !ctx.html_candidate {
             return Ok(());
         }
-        match self.start_rewrite(session, resp, &plan) {
+        match self.start_rewrite(session, resp, &plan, ctx.notice.as_ref()) {
             Ok(Some(active)) => {
                 if let Some(info) = &ctx.info {
                     resp.insert_header(INFO_HEADER, info.as_str())?;

@@ -1052,7 +1052,12 @@ async fn protected_previews_need_a_valid_signed_link() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(html, PAGE);
+    let (production, notice) = stamp_tests::split_notice(&html);
+    assert_eq!(production, PAGE);
+    assert!(
+        notice.is_some_and(|n| n.contains("this SEC-1 link does not hold")),
+        "{html}"
+    );
     assert!(h["x-ticket-stamp"]
         .to_str()
         .unwrap()
@@ -1082,24 +1087,30 @@ async fn protected_previews_need_a_valid_signed_link() {
     let key = stamp_model::ticket::TicketKey::parse("SEC-1").unwrap();
     let expired = signer.mint_at(&key, stamp_data::select::View::Dev, 0, 1);
     let (h, html) = get(format!("/?dev=SEC-1&st={expired}"), None).await;
-    assert_eq!(html, PAGE);
+    assert_eq!(stamp_tests::split_notice(&html).0, PAGE);
     assert!(h["x-ticket-stamp"].to_str().unwrap().contains("expired"));
     let token = path_and_query.split("st=").nth(1).unwrap().to_string();
     let mut tampered = token.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'a' { 'b' } else { 'a' });
     let (h, html) = get(format!("/?dev=SEC-1&st={tampered}"), None).await;
-    assert_eq!(html, PAGE);
+    assert_eq!(stamp_tests::split_notice(&html).0, PAGE);
     assert!(h["x-ticket-stamp"].to_str().unwrap().contains("not valid"));
     let forged = stamp_model::share::Signer::new(
         b"some other secret of enough length!!",
         Duration::from_secs(60),
     )
     .mint(&key, stamp_data::select::View::Dev, 0);
-    assert_eq!(get(format!("/?dev=SEC-1&st={forged}"), None).await.1, PAGE);
+    assert_eq!(
+        stamp_tests::split_notice(&get(format!("/?dev=SEC-1&st={forged}"), None).await.1).0,
+        PAGE
+    );
     // A dev token does not open qa.
     act(p, "SEC-1", "promote", DEV).await;
-    assert_eq!(get(format!("/?qa=SEC-1&st={token}"), None).await.1, PAGE);
+    assert_eq!(
+        stamp_tests::split_notice(&get(format!("/?qa=SEC-1&st={token}"), None).await.1).0,
+        PAGE
+    );
 
     // Revoking: the old link and the cookie stop working; new links work.
     let (s, _) = act(p, "SEC-1", "revoke-links", QA).await;
@@ -1107,7 +1118,7 @@ async fn protected_previews_need_a_valid_signed_link() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (h, html) = get("/".into(), Some(cookie.clone())).await;
-        if html == PAGE {
+        if stamp_tests::split_notice(&html).0 == PAGE {
             assert!(h["x-ticket-stamp"].to_str().unwrap().contains("revoked"));
             assert!(
                 h["set-cookie"].to_str().unwrap().contains("Max-Age=0"),
@@ -1118,7 +1129,10 @@ async fn protected_previews_need_a_valid_signed_link() {
         assert!(Instant::now() < deadline, "revocation never took effect");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(get(path_and_query.to_string(), None).await.1, PAGE);
+    let (_, old_link) = get(path_and_query.to_string(), None).await;
+    let (production, notice) = stamp_tests::split_notice(&old_link);
+    assert_eq!(production, PAGE);
+    assert!(notice.is_some_and(|n| n.contains("revoked")), "{old_link}");
     let (_, t) = call(p, "GET", "tickets/SEC-1", Some(DEV), None).await;
     let fresh = t["links"]["qa"].as_str().unwrap().to_string();
     let (_, html) = get(fresh[fresh.find("/?").unwrap()..].to_string(), None).await;

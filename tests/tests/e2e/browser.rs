@@ -447,6 +447,70 @@ async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
     browser.close().await.unwrap();
 }
 
+/// A `?qa=` link to a ticket that went back to dev: the page is production,
+/// and says so, with the way to the ticket's dev view; under a strict CSP.
+#[tokio::test]
+async fn a_stale_link_shows_production_with_a_notice() {
+    let origin = demo_origin();
+    origin.route(
+        "/",
+        Route::html(&demo_file("index.html")).header(
+            "content-security-policy",
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; object-src 'none'",
+        ),
+    );
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
+    // No qa view: DEMO-1 was never promoted (or was reverted to dev).
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/?qa=DEMO-1")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", PRODUCTION_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let notice = browser
+        .execute(
+            "const b = document.querySelector('ticket-stamp-badge'); \
+             if (!b || !b.shadowRoot) return null; \
+             const a = b.shadowRoot.querySelector('aside'); \
+             return { text: a.textContent, position: getComputedStyle(b).position, \
+                      open: b.shadowRoot.querySelector('a').getAttribute('href') };",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        notice["text"], "DEMO-1 is in dev now: this is productionOpen ?dev=DEMO-1Ticket",
+        "{notice}"
+    );
+    assert_eq!(
+        notice["position"], "fixed",
+        "styled under the CSP: {notice}"
+    );
+    assert_eq!(notice["open"], "?dev=DEMO-1");
+    std::fs::create_dir_all(artifacts_dir()).unwrap();
+    browser
+        .screenshot(&artifacts_dir().join("stale-link-notice.png"))
+        .await
+        .unwrap();
+    let violations: Vec<_> = browser
+        .console()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "CSP violations: {violations:?}");
+    // Its link opens the ticket where it is.
+    browser
+        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('a').click(); return true;")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.close().await.unwrap();
+}
+
 /// A proxy with a dev, a qa and an admin token and the given extra config.
 fn panel_proxy(origin: &Origin, dir: &std::path::Path, extra: &str) -> Proxy {
     let h = stamp_control::auth::hash_token;
@@ -750,8 +814,10 @@ async fn panel_checklist_turns_green_on_a_sign_off_and_releases_by_keyboard() {
     let origin = demo_origin();
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
-        "[[policies]]\nkind = \"sign-off\"\n\
+        "history_repo = \"{}\"\n\
+         [[policies]]\nkind = \"sign-off\"\n\
          [[tokens]]\nname = \"rita\"\nrole = \"qa\"\nsha256 = \"{}\"\n",
+        dir.path().join("history").display(),
         stamp_control::auth::hash_token("qa2-secret")
     );
     let proxy = panel_proxy(&origin, dir.path(), &extra);
@@ -917,6 +983,29 @@ async fn panel_checklist_turns_green_on_a_sign_off_and_releases_by_keyboard() {
         .find(|e| e["event"] == "promote" && e["to"] == "prod")
         .unwrap_or_else(|| panic!("{t}"));
     assert_eq!(release["actor"], "quinn", "recorded under who clicked");
+
+    // The release log says what was live when.
+    browser
+        .goto(&proxy.url("/__stamp/#/production"))
+        .await
+        .unwrap();
+    let log = browser
+        .wait_for_text("#release-log", "REV-1", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(log.contains("live now") && log.contains("quinn"), "{log}");
+    assert_eq!(
+        browser
+            .text("#release-log tbody tr td:nth-child(3)")
+            .await
+            .unwrap(),
+        "REV-1",
+        "the released ticket, linked"
+    );
+    browser
+        .screenshot(&artifacts_dir().join("panel-release-log.png"))
+        .await
+        .unwrap();
 
     // Phone width: the same desk, nothing cut off sideways.
     c.set_window_size(390, 844).await.unwrap();

@@ -215,18 +215,39 @@ async fn unknown_closed_and_unpromoted_selections_serve_production_with_a_reason
         .unwrap();
     wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
 
-    for (path, cookie, reason) in [
-        ("/?dev=NOPE-9", None, "unknown ticket NOPE-9"),
-        ("/?dev=GONE-1", None, "ticket GONE-1 is closed"),
-        ("/?qa=DEV-1", None, "has not been promoted to qa"),
+    for (path, cookie, reason, says) in [
+        (
+            "/?dev=NOPE-9",
+            None,
+            "unknown ticket NOPE-9",
+            "no open ticket NOPE-9: <strong>this is production",
+        ),
+        (
+            "/?dev=GONE-1",
+            None,
+            "ticket GONE-1 is closed",
+            "GONE-1 is closed: <strong>this is production",
+        ),
+        (
+            "/?qa=DEV-1",
+            None,
+            "has not been promoted to qa",
+            "DEV-1 is in dev now: <strong>this is production</strong></span><a href=\"?dev=DEV-1\">Open ?dev=DEV-1</a>",
+        ),
         (
             "/",
             Some("ticket_stamp=dev.GONE-1"),
             "ticket GONE-1 is closed",
+            "GONE-1 is closed",
         ),
     ] {
         let (h, html) = page(&f.proxy, path, cookie).await;
-        assert_eq!(html, PAGE, "{path}: production body");
+        // Production, byte for byte, and a notice saying so.
+        let (production, notice) = stamp_tests::split_notice(&html);
+        assert_eq!(production, PAGE, "{path}: production body");
+        let notice = notice.unwrap_or_else(|| panic!("{path}: no notice: {html}"));
+        assert!(notice.contains(says), "{path}: {notice}");
+        assert_eq!(h["cache-control"], "private, no-store", "{path}");
         let info = h["x-ticket-stamp"].to_str().unwrap();
         assert!(
             info.starts_with("production") && info.contains(reason),
@@ -275,7 +296,7 @@ async fn a_change_is_served_without_a_restart() {
     let f = fleet();
     let store = open_store(&f.redis.url).await.unwrap();
     let (_, html) = page(&f.proxy, "/?dev=LIVE-1", None).await;
-    assert_eq!(html, PAGE);
+    assert_eq!(stamp_tests::split_notice(&html).0, PAGE);
     upload(&store, "LIVE-1", &[("/src/lib/greet.js", V1)])
         .await
         .unwrap();
@@ -362,7 +383,7 @@ async fn redis_down_keeps_production_and_the_last_snapshot_flowing() {
     let (_, html) = page(&f.proxy, "/?dev=TKT-1", None).await;
     assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
     let (_, html) = page(&f.proxy, "/?dev=NEW-1", None).await;
-    assert_eq!(html, PAGE);
+    assert_eq!(stamp_tests::split_notice(&html).0, PAGE);
 
     // Adopted (open mode: the loopback caller is an admin): it resyncs.
     let resp = client()
@@ -375,7 +396,7 @@ async fn redis_down_keeps_production_and_the_last_snapshot_flowing() {
     assert_eq!(resp.status(), 200);
     loop {
         let (_, html) = page(&f.proxy, "/?dev=NEW-1", None).await;
-        if html != PAGE {
+        if stamp_tests::split_notice(&html).1.is_none() {
             assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V2));
             break;
         }
