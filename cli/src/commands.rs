@@ -313,8 +313,9 @@ impl Ctx<'_> {
     /// `--sign-off` / `--withdraw-sign-off`, then where the release stands
     /// (the policies' checklist for qa -> prod).
     fn sign_off(&self, key: &str, action: &str) -> anyhow::Result<ExitCode> {
-        let repo = self.repo().ok().flatten();
-        let git = Self::git_meta(repo.as_ref());
+        // No git metadata: what the signer has checked out is not the
+        // ticket's code, and must not stand for its branch or commit.
+        let git = GitMeta::default();
         let before = self.existing(key)?;
         let (after, raw) = self
             .client

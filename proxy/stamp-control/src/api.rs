@@ -546,6 +546,13 @@ impl Api {
     /// gets it now (`against=production`, the default), or against another
     /// stage of the ticket (`against=qa` from dev: what QA has not seen).
     async fn diff(&self, key: &TicketKey, query: &str) -> ApiResult {
+        // A diff reads every module of a stage and runs on the blocking
+        // pool: a few at a time, whoever asks.
+        static DIFFS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let _permit = DIFFS
+            .acquire()
+            .await
+            .map_err(|_| ApiError::new(503, ErrorCode::Internal, "shutting down"))?;
         let mut stage = None;
         let mut against = None;
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -701,28 +708,49 @@ impl Api {
             self.proxy_base,
             stamp_model::assets::serve_path(location)
         );
-        let resp = self
-            .http
-            .get(&url)
-            .header("accept-encoding", "identity")
-            .send()
+        let get = |url: String| {
+            self.http
+                .get(url)
+                .header("accept-encoding", "identity")
+                .send()
+        };
+        let mut resp = get(url)
             .await
             .map_err(|e| format!("production could not be read: {e}"))?;
+        // The client follows no redirect: the one it takes is the proxy's
+        // mirror sending a module on another origin to that very location
+        // (checked against asset_origins when it was uploaded).
+        if resp.status().is_redirection() {
+            let to = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if stamp_model::assets::is_remote(location) && to.as_deref() == Some(location) {
+                resp = get(location.to_string())
+                    .await
+                    .map_err(|e| format!("production could not be read: {e}"))?;
+            }
+        }
         match resp.status().as_u16() {
             200 => {}
             404 | 410 => return Ok(None),
             s => return Err(format!("production answered {s}")),
         }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > crate::diff::MAX_DIFF_BYTES as u64 * 4)
-        {
-            return Err("production's file is too large to compare".into());
-        }
-        resp.bytes()
+        // Read with a cap, chunked answers included.
+        let cap = crate::diff::MAX_DIFF_BYTES * 4;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map(Some)
-            .map_err(|e| format!("production could not be read: {e}"))
+            .map_err(|e| format!("production could not be read: {e}"))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(format!("production's file is larger than {cap} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(Bytes::from(body)))
     }
 
     /// The verdict a move would get now, without making it: whether the

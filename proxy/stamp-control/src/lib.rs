@@ -146,7 +146,7 @@ impl Control {
             proxy_base: format!("http://127.0.0.1:{}", cfg.listen.port()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::limited(3))
+                .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .build()
                 .unwrap_or_default(),

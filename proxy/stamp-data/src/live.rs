@@ -111,7 +111,13 @@ pub fn swaps(base: &Effective, now: &Effective) -> Option<Vec<(String, String)>>
 }
 
 /// Answers `/__stamp/live`.
-pub async fn serve(session: &mut Session, cell: &Arc<SnapshotCell>) -> Result<()> {
+/// `selected` is the ticket whose dev view the caller's own selection has:
+/// the stream tells which variant comes next, so it follows only that one.
+pub async fn serve(
+    session: &mut Session,
+    cell: &Arc<SnapshotCell>,
+    selected: Option<&TicketKey>,
+) -> Result<()> {
     let text = "text/plain; charset=utf-8";
     let mut key = None;
     let mut seen = None;
@@ -133,6 +139,17 @@ pub async fn serve(session: &mut Session, cell: &Arc<SnapshotCell>) -> Result<()
         )
         .await;
     };
+    if selected != Some(&key) {
+        return respond(
+            session,
+            403,
+            text,
+            Bytes::from_static(
+                b"ticket-stamp: live reload follows only the dev view this browser has selected\n",
+            ),
+        )
+        .await;
+    }
     let Some(_slot) = Slot::take() else {
         return respond(
             session,

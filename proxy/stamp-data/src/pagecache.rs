@@ -3,7 +3,8 @@
 //!
 //! A stamped page is kept per page URL and variant, with the origin's strong
 //! `ETag`. Every request is still sent to the origin, with that validator
-//! (`If-None-Match`, and `If-Modified-Since` when the page had a date); when
+//! (`If-None-Match` only: an origin comparing dates alone could answer 304
+//! for another visitor's page); when
 //! the origin answers `304 Not Modified`, the stamped bytes it validated are
 //! sent without parsing anything. Any other answer is stamped as usual and
 //! replaces the entry. So the origin decides, on every request and with the
@@ -15,7 +16,8 @@
 //! `Set-Cookie`, with a `Vary` on anything but `Accept-Encoding` (the upstream
 //! request always asks for `identity`), and answers without a strong `ETag`
 //! (a date cannot tell two users' pages apart, a weak tag does not promise
-//! the same bytes). Pages are kept up to a byte budget
+//! the same bytes), and answers whose policy carries the origin's own nonce
+//! (it would be frozen into the stored bytes). Pages are kept up to a byte budget
 //! (`rewrite.page_cache_bytes`), least recently used out first, and all of
 //! them are dropped when the snapshot changes (a new upload, a move).
 //!
@@ -188,13 +190,23 @@ impl PageCache {
             // Pages are tens to hundreds of KB: a generous estimate of the
             // count only sizes the hash table.
             let items = (budget / (16 * 1024)).clamp(16, 1 << 20) as usize;
-            Cache::with_weighter(items, budget, Weight)
+            // Few shards: quick_cache never stores an item heavier than
+            // about its shard's share of the budget (budget / shards).
+            let options = quick_cache::OptionsBuilder::new()
+                .estimated_items_capacity(items)
+                .weight_capacity(budget)
+                .shards(4)
+                .build();
+            match options {
+                Ok(o) => Cache::with_options(o, Weight, Default::default(), Default::default()),
+                Err(_) => Cache::with_weighter(items, budget, Weight),
+            }
         });
         PageCache {
             cache,
             version: AtomicU64::new(0),
-            // One page may take a quarter of the budget at most.
-            max_entry: usize::try_from(budget / 4).unwrap_or(usize::MAX),
+            // One page may take an eighth of the budget at most (half a shard).
+            max_entry: usize::try_from(budget / 8).unwrap_or(usize::MAX),
         }
     }
 
@@ -320,6 +332,19 @@ pub fn storable(
     if h.contains_key(header::SET_COOKIE) {
         return Err("uncacheable-cookie");
     }
+    // The origin's own nonce would be frozen into the stored bytes (an edge
+    // that injects a fresh one per response often keeps the ETag): only the
+    // nonces this proxy makes up are replaced on a hit.
+    let nonced = |name: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.as_bytes()
+                .windows(7)
+                .any(|w| w.eq_ignore_ascii_case(b"'nonce-"))
+        })
+    };
+    if nonced("content-security-policy") || nonced("content-security-policy-report-only") {
+        return Err("uncacheable-nonce");
+    }
     if directives(h, header::VARY).any(|d| !d.is_empty() && d != "accept-encoding") {
         return Err("uncacheable-vary");
     }
@@ -404,6 +429,23 @@ mod tests {
             (
                 &[("etag", "\"v1\""), ("pragma", "no-cache")],
                 "uncacheable-directive",
+            ),
+            (
+                &[
+                    ("etag", "\"v1\""),
+                    ("content-security-policy", "script-src 'NONCE-abc'"),
+                ],
+                "uncacheable-nonce",
+            ),
+            (
+                &[
+                    ("etag", "\"v1\""),
+                    (
+                        "content-security-policy-report-only",
+                        "script-src 'nonce-abc'",
+                    ),
+                ],
+                "uncacheable-nonce",
             ),
             (
                 &[("etag", "\"v1\""), ("set-cookie", "s=1")],

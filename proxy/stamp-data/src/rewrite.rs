@@ -307,7 +307,10 @@ impl PageRewriter {
         let mut settings = Settings::new_send()
             .with_strict(false)
             .with_memory_settings(memory);
-        let notice_only = lock(&state).spec.notice.is_some();
+        let notice_only = {
+            let st = lock(&state);
+            st.spec.notice.is_some() && st.spec.effective.overrides.is_empty()
+        };
         if !notice_only {
             settings = stamping_handlers(settings, &state);
         }
@@ -899,6 +902,28 @@ mod tests {
         let html = "<script type=module>import '/src/a.js'</script>";
         let (out, _) = rewrite_str(spec(&["/src/a.js"]), html);
         assert!(out.starts_with("<script type=\"importmap\">"), "{out}");
+    }
+
+    #[test]
+    fn a_notice_goes_with_the_overlay_and_alone_it_touches_nothing_else() {
+        let html = "<head><script type=\"importmap\">{\"imports\": {\"lib/greet\": \"/src/lib/greet.js\"}}</script></head><body>shop</body>";
+        // Released tickets (an overlay) and a stale link: both.
+        let mut with_overlay = spec(&["/src/lib/greet.js"]);
+        with_overlay.notice = Some("<p id=notice></p>".into());
+        let (out, _) = rewrite_str(with_overlay, html);
+        assert!(
+            out.contains(&url_of("/src/lib/greet.js")),
+            "the overlay stays: {out}"
+        );
+        assert!(out.contains("shop<p id=notice></p></body>"), "{out}");
+        // Nothing released: the page is left alone but for the notice.
+        let mut alone = spec(&[]);
+        alone.notice = Some("<p id=notice></p>".into());
+        let (out, _) = rewrite_str(alone, html);
+        assert_eq!(
+            out,
+            html.replace("shop</body>", "shop<p id=notice></p></body>")
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use http::header;
 use pingora::http::ResponseHeader;
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
-use pingora::protocols::http::compression::Algorithm;
+use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
@@ -732,7 +732,10 @@ impl ProxyHttp for StampProxy {
         let mirror = path.starts_with(assets::MIRROR_PREFIX);
         let map = path == assets::MAP_PATH;
         if path == wire::LIVE_PATH {
+            // Who may follow a ticket's saves: a browser whose selection
+            // (cookie, share token included) is that ticket's dev view.
             ctx.kind = Kind::Live;
+            let _ = self.plan(session, ctx);
             return Ok(());
         }
         if wire::is_reserved(path) && !mirror && !map {
@@ -865,7 +868,19 @@ impl ProxyHttp for StampProxy {
             Kind::Live => {
                 // Endless by design: a graceful stop must not wait for it.
                 ctx.in_flight = None;
-                crate::live::serve(session, &self.snapshot).await?;
+                let selected = match &ctx.plan {
+                    Some(PagePlan {
+                        variant:
+                            Variant::Ticket {
+                                key,
+                                view: View::Dev,
+                                ..
+                            },
+                        ..
+                    }) => Some(key.clone()),
+                    _ => None,
+                };
+                crate::live::serve(session, &self.snapshot, selected.as_ref()).await?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -935,11 +950,10 @@ impl ProxyHttp for StampProxy {
             if let Some(entry) = &ctx.cached {
                 // Ours, not the browser's: a 304 means the stored stamped
                 // page is still the page.
-                let (etag, date) = entry.validators();
+                // The tag only: an origin that compares dates alone would
+                // answer 304 for another visitor's page.
+                let (etag, _) = entry.validators();
                 upstream.insert_header(header::IF_NONE_MATCH, etag)?;
-                if let Some(date) = date {
-                    upstream.insert_header(header::IF_MODIFIED_SINCE, date)?;
-                }
             }
         }
         Ok(())
@@ -1042,7 +1056,18 @@ impl ProxyHttp for StampProxy {
         }
         let hit = match ctx.cached.take() {
             Some(entry) if resp.status.as_u16() == 304 && ctx.html_candidate => {
+                // The origin's cookies for this visitor (a rolling session)
+                // go out with the stored page.
+                let origin_cookies: Vec<http::HeaderValue> = resp
+                    .headers
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .cloned()
+                    .collect();
                 clear_headers(resp);
+                for c in origin_cookies {
+                    resp.append_header(header::SET_COOKIE, c)?;
+                }
                 ctx.hit_body = Some(entry.respond(resp, &csp::fresh_nonce())?);
                 if session.req_header().version != http::Version::HTTP_2 {
                     resp.set_version(http::Version::HTTP_11);
@@ -1079,6 +1104,15 @@ impl ProxyHttp for StampProxy {
                 .write_response_header(Box::new(resp.clone()), false)
                 .await?;
             session.write_response_body(Some(body), true).await?;
+            // The compression module has finished this response; Pingora's
+            // own (dropped) header must not reach it again, which would
+            // start a second body phase (a panic in pingora-core).
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                **c = ResponseCompressionCtx::new(0, false, false);
+            }
             return Ok(());
         }
         let Some(plan) = ctx.plan.clone() else {

@@ -1231,6 +1231,17 @@ async fn a_live_dev_page_reloads_itself_after_an_upload() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Only a browser that selected the ticket's dev view may follow it: the
+    // stream says which variant comes next.
+    let r = client()
+        .get(
+            app.proxy
+                .url(&format!("/__stamp/live?ticket=LIVE-1&v={}", "0".repeat(64))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }
 
 /// es-module-shims 2 with `hotReload`: a save swaps the module in the open

@@ -436,6 +436,9 @@ pub fn source(ctx: &TransitionCtx) -> (Option<String>, Option<String>) {
         .history
         .iter()
         .rev()
+        // What carried the code: a sign-off or a note says nothing of the
+        // pull request, whatever branch its author had checked out.
+        .filter(|e| matches!(e.event.as_str(), "upload" | "delete" | "promote" | "reopen"))
         .find(|e| e.branch.is_some() || e.commit.is_some());
     let branch = ctx
         .actor
