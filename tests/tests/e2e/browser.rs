@@ -1007,21 +1007,87 @@ async fn panel_checklist_turns_green_on_a_sign_off_and_releases_by_keyboard() {
         .await
         .unwrap();
 
-    // Phone width: the same desk, nothing cut off sideways.
+    // Phone width: the same flow on a second ticket, nothing cut off sideways.
     c.set_window_size(390, 844).await.unwrap();
+    let put = api_as(
+        &proxy,
+        "dev-secret",
+        "PUT",
+        "tickets/REV-2/modules/src/lib/greet.js",
+        "export const greet = () => 'phone';",
+    );
+    assert_eq!(put.await, 201);
+    let promote = api_as(
+        &proxy,
+        "dev-secret",
+        "POST",
+        "tickets/REV-2/promote",
+        r#"{"from": "dev"}"#,
+    );
+    assert_eq!(promote.await, 200);
     browser
-        .goto(&proxy.url("/__stamp/#/tickets/REV-1"))
+        .goto(&proxy.url("/__stamp/#/tickets/REV-2"))
         .await
         .unwrap();
     browser
-        .wait_for_text("#ticket-stage", "prod", Duration::from_secs(10))
+        .wait_for_text("#checklist", "✗ sign-off", Duration::from_secs(10))
         .await
         .unwrap();
-    let overflow = browser
-        .execute("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    let fits = "return document.documentElement.scrollWidth <= window.innerWidth + 1";
+    assert_eq!(
+        browser.execute(fits).await.unwrap(),
+        true,
+        "no sideways scrolling at phone width"
+    );
+    browser
+        .wait_for_text(
+            "#diff-summary",
+            "1 of 1 module differs",
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
-    assert_eq!(overflow, true, "no sideways scrolling at phone width");
+    browser
+        .click("details[data-specifier='/src/lib/greet.js'] summary")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text(
+            "details[data-specifier='/src/lib/greet.js'] pre.diff",
+            "+export const greet = () => 'phone';",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.execute(fits).await.unwrap(),
+        true,
+        "the diff scrolls inside itself"
+    );
+    let signed = api_as(&proxy, "qa2-secret", "POST", "tickets/REV-2/sign-off", "{}");
+    assert_eq!(signed.await, 200);
+    browser
+        .wait_for_text("#checklist", "✓ sign-off", Duration::from_secs(10))
+        .await
+        .unwrap();
+    browser.click("#do-promote").await.unwrap();
+    c.find(fantoccini::Locator::Css("#confirm-key"))
+        .await
+        .unwrap()
+        .send_keys("REV-2")
+        .await
+        .unwrap();
+    browser.click("#confirm-go").await.unwrap();
+    browser
+        .wait_for_text(
+            "#outcome",
+            "Released REV-2 to production",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(browser.text("#ticket-stage").await.unwrap(), "prod");
+    assert_eq!(browser.execute(fits).await.unwrap(), true);
     browser
         .screenshot(&artifacts_dir().join("panel-phone.png"))
         .await
