@@ -76,7 +76,7 @@ Exit codes:
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP,
     arg_required_else_help = true,
-    group(ArgGroup::new("action").args(["list", "update", "promote", "revert", "close", "sign_off", "withdraw_sign_off"]).multiple(false)),
+    group(ArgGroup::new("action").args(["list", "update", "promote", "revert", "close", "check", "sign_off", "withdraw_sign_off"]).multiple(false)),
 )]
 pub struct Cli {
     /// The ticket: TKT-123 (any case), or a bare number that takes the project key from stamp.toml
@@ -493,6 +493,14 @@ mod tests {
         assert!(inv(&["TKT-1", "--promote", "-q"]).is_err());
         assert!(inv(&["-l", "--all", "-q"]).is_err());
         assert!(inv(&["--promote"]).is_err());
+        // One action at a time: a check never hides a move, nor a move a check.
+        assert!(parse(&["TKT-1", "--check", "--sign-off"]).is_err());
+        assert!(parse(&["TKT-1", "--check", "--promote"]).is_err());
+        assert!(parse(&["TKT-1", "--sign-off", "--withdraw-sign-off"]).is_err());
+        assert_eq!(
+            inv(&["TKT-1", "--sign-off"]).unwrap().action,
+            Action::SignOff
+        );
         assert!(inv(&["--update"]).is_err());
         assert!(inv(&["--list"]).is_ok());
         assert!(inv(&["-l", "--json", "--all"]).is_ok());

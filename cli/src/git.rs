@@ -53,8 +53,10 @@ pub fn blob_id(bytes: &[u8]) -> Option<Oid> {
 
 /// The branch a CI job is building when its checkout is a detached commit,
 /// as GitHub Actions (`actions/checkout` of a pull request's head) and
-/// GitLab CI leave it: the hooks find the pull request by branch. A value
-/// that is no valid branch name is ignored.
+/// GitLab CI leave it: the hooks find the pull request by branch. GitLab's
+/// merge-request and branch variables are read, never `CI_COMMIT_REF_NAME`
+/// (a tag's name in a tag pipeline). A value that is no valid branch name is
+/// ignored.
 pub fn ci_branch(env: impl Fn(&str) -> Option<String>) -> Option<String> {
     let github_push = || {
         (env("GITHUB_REF_TYPE").as_deref() == Some("branch"))
@@ -64,7 +66,8 @@ pub fn ci_branch(env: impl Fn(&str) -> Option<String>) -> Option<String> {
     env("GITHUB_HEAD_REF")
         .filter(|b| !b.is_empty())
         .or_else(github_push)
-        .or_else(|| env("CI_COMMIT_REF_NAME"))
+        .or_else(|| env("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME").filter(|b| !b.is_empty()))
+        .or_else(|| env("CI_COMMIT_BRANCH").filter(|b| !b.is_empty()))
         .filter(|b| {
             !b.starts_with('-') && git2::Reference::is_valid_name(&format!("refs/heads/{b}"))
         })
@@ -370,9 +373,19 @@ mod tests {
             None
         );
         assert_eq!(
-            with(&[("CI_COMMIT_REF_NAME", "TKT-9")]).as_deref(),
+            with(&[("CI_COMMIT_BRANCH", "TKT-9")]).as_deref(),
             Some("TKT-9")
         );
+        assert_eq!(
+            with(&[
+                ("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME", "TKT-10-fix"),
+                ("CI_COMMIT_BRANCH", "")
+            ])
+            .as_deref(),
+            Some("TKT-10-fix")
+        );
+        // A GitLab tag pipeline names the tag here: not a branch.
+        assert_eq!(with(&[("CI_COMMIT_REF_NAME", "v1.2.0")]), None);
         for bad in ["a..b", "bad name", "x\n", "-", "end/", "a@{1}"] {
             assert_eq!(with(&[("GITHUB_HEAD_REF", bad)]), None, "{bad:?}");
         }
