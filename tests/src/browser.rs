@@ -203,20 +203,43 @@ impl Browser {
         Ok(self.client()?.current_url().await?.to_string())
     }
 
-    /// The text of the first element matching a CSS selector.
+    /// The text of the first element matching a CSS selector. A page that
+    /// re-renders itself (the panel on a live update) can replace the
+    /// element between finding it and reading it: then it is found again.
     pub async fn text(&self, selector: &str) -> anyhow::Result<String> {
-        let element = self.client()?.find(Locator::Css(selector)).await?;
-        Ok(element.text().await?)
+        let mut attempts = 0;
+        loop {
+            let element = self.client()?.find(Locator::Css(selector)).await?;
+            match element.text().await {
+                Ok(text) => return Ok(text),
+                Err(e) if attempts < 5 && e.to_string().contains("stale element") => {
+                    attempts += 1;
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Clicks the first element matching a CSS selector.
     pub async fn click(&self, selector: &str) -> anyhow::Result<()> {
-        let element = self
-            .client()?
-            .find(Locator::Css(selector))
-            .await
-            .with_context(|| format!("finding {selector} to click it"))?;
-        Ok(element.click().await?)
+        let mut attempts = 0;
+        loop {
+            let element = self
+                .client()?
+                .find(Locator::Css(selector))
+                .await
+                .with_context(|| format!("finding {selector} to click it"))?;
+            match element.click().await {
+                Ok(()) => return Ok(()),
+                // Re-rendered between finding and clicking: find it again.
+                Err(e) if attempts < 5 && e.to_string().contains("stale element") => {
+                    attempts += 1;
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Polls (every 50 ms) until the element's text contains `contains`;
