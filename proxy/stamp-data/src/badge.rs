@@ -46,13 +46,7 @@ pub fn html(badge: &Badge, nonce: Option<&str>, nothing: Option<&str>) -> String
         ..
     } = badge;
     let (view, overrides) = (*view, *overrides);
-    let nonce_attr = nonce
-        .filter(|n| {
-            n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
-        })
-        .map(|n| format!(" nonce=\"{n}\""))
-        .unwrap_or_default();
+    let nonce_attr = nonce_attr(nonce);
     let modules = if overrides == 1 { "module" } else { "modules" };
     let (class, what) = match nothing {
         None => (String::new(), format!("{overrides} {modules}")),
@@ -89,13 +83,7 @@ pub enum Stale {
 /// cannot be served: what happened, that this is production, and where the
 /// ticket is now. Same shadow DOM and stylesheet as the badge.
 pub fn notice(key: &TicketKey, view: View, why: &Stale, nonce: Option<&str>) -> String {
-    let nonce_attr = nonce
-        .filter(|n| {
-            n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
-        })
-        .map(|n| format!(" nonce=\"{n}\""))
-        .unwrap_or_default();
+    let nonce_attr = nonce_attr(nonce);
     let view = view.as_str();
     let (what, open) = match why {
         Stale::Unknown => (format!("no open ticket {key}"), None),
@@ -118,6 +106,17 @@ pub fn notice(key: &TicketKey, view: View, why: &Stale, nonce: Option<&str>) -> 
          <!-- ticket-stamp: the {view} link selected nothing -->",
         open = open.unwrap_or_default(),
     )
+}
+
+/// ` nonce="…"` for the style element, when the nonce is safe to write.
+fn nonce_attr(nonce: Option<&str>) -> String {
+    nonce
+        .filter(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
+        })
+        .map(|n| format!(" nonce=\"{n}\""))
+        .unwrap_or_default()
 }
 
 fn escape(text: &str) -> String {
