@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod fakes;
+pub mod oidc;
 pub mod origin;
 pub mod proxy;
 pub mod redis_server;

@@ -76,12 +76,25 @@ function moduleList(mods) {
 
 async function session() {
   const resp = await fetch('/__stamp/session');
-  me = resp.ok ? await resp.json() : null;
+  const json = await resp.json().catch(() => ({}));
+  me = resp.ok ? json : null;
+  providers(resp.ok ? [] : json.providers || []);
   $('#who').textContent = me ? `${me.name} (${me.role})` : '';
   $('#sign-out').hidden = !me;
   $('#sign-in').hidden = !!me;
   $('#open-note').hidden = !(me && me.open);
   return me;
+}
+
+// The identity providers' sign-in links, which come back to this view.
+function providers(list) {
+  const next = encodeURIComponent(`/__stamp/${location.hash}`);
+  $('#providers').replaceChildren(...list.map((p) => {
+    const a = el('a', { class: 'provider', href: `${p.login}?next=${next}` }, `Sign in with ${p.label}`);
+    return el('li', {}, a);
+  }));
+  $('#providers').hidden = list.length === 0;
+  $('#token-or').hidden = list.length === 0;
 }
 
 async function signIn(ev) {
@@ -105,8 +118,11 @@ async function signIn(ev) {
 
 async function signOut() {
   if (source) { source.close(); source = null; }
-  await fetch('/__stamp/session', { method: 'DELETE', headers: { 'x-csrf-token': me ? me.csrf : '' } });
+  const resp = await fetch('/__stamp/session', { method: 'DELETE', headers: { 'x-csrf-token': me ? me.csrf : '' } });
+  const json = await resp.json().catch(() => ({}));
   me = null;
+  // A single sign-on session also ends at the provider.
+  if (json.logout) { location.assign(json.logout); return; }
   await session();
   $('#view').replaceChildren();
 }

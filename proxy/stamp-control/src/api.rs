@@ -1168,6 +1168,7 @@ impl Api {
             name: principal.name.clone(),
             commit: body.commit.clone(),
             branch: body.branch.clone(),
+            role: Some(principal.role),
         };
         let change = if withdraw {
             let history = self.store.history(key).await?;
@@ -1202,6 +1203,7 @@ impl Api {
             name: principal.name.clone(),
             commit: body.commit.clone(),
             branch: body.branch.clone(),
+            role: Some(principal.role),
         };
         if tr.target(t.stage).is_none() {
             return Err(WorkflowError::IllegalTransition {
@@ -1230,7 +1232,7 @@ impl Api {
 
     /// Token name → role, for policies that count sign-offs by role.
     fn roles(&self) -> std::collections::HashMap<String, stamp_model::roles::Role> {
-        if self.cfg.tokens.is_empty() {
+        if self.cfg.open() {
             return [("anonymous".to_string(), stamp_model::roles::Role::Admin)].into();
         }
         self.cfg
@@ -1522,6 +1524,7 @@ fn actor_from(principal: &Principal, headers: &http::HeaderMap) -> Actor {
         name: principal.name.clone(),
         commit: text(h::COMMIT).filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit())),
         branch: text(h::BRANCH),
+        role: Some(principal.role),
     }
 }
 

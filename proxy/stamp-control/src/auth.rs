@@ -18,11 +18,21 @@ pub struct Token {
     pub sha256: [u8; 32],
 }
 
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A configured `[[tokens]]` entry (or the open loopback API).
+    Token,
+    /// Single sign-on with the named `[[sign_in]]` provider.
+    SignIn(String),
+}
+
 /// The caller, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    pub via: Via,
 }
 
 /// Why a request was not authenticated.
@@ -45,14 +55,19 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Authenticates an `Authorization` header value. With no tokens configured
-/// the API is open (only allowed on loopback, checked at start-up) and the
-/// caller is an anonymous admin.
-pub fn authenticate(tokens: &[Token], header: Option<&[u8]>) -> Result<Principal, AuthError> {
-    if tokens.is_empty() {
+/// Authenticates an `Authorization` header value. An `open` API (no tokens
+/// and no sign-in configured: only allowed on loopback, checked at start-up)
+/// takes every caller as an anonymous admin.
+pub fn authenticate(
+    tokens: &[Token],
+    open: bool,
+    header: Option<&[u8]>,
+) -> Result<Principal, AuthError> {
+    if open {
         return Ok(Principal {
             name: "anonymous".into(),
             role: Role::Admin,
+            via: Via::Token,
         });
     }
     let raw = header.ok_or(AuthError::Missing)?;
@@ -73,6 +88,7 @@ pub fn authenticate(tokens: &[Token], header: Option<&[u8]>) -> Result<Principal
         .map(|t| Principal {
             name: t.name.clone(),
             role: t.role,
+            via: Via::Token,
         })
         .ok_or(AuthError::Unknown)
 }
@@ -102,28 +118,41 @@ mod tests {
     fn bearer_tokens_authenticate_by_hash() {
         let t = tokens();
         assert_eq!(
-            authenticate(&t, Some(b"Bearer s3cret-a")).unwrap().name,
+            authenticate(&t, false, Some(b"Bearer s3cret-a"))
+                .unwrap()
+                .name,
             "alice"
         );
         assert_eq!(
-            authenticate(&t, Some(b"bearer  s3cret-q ")).unwrap().role,
+            authenticate(&t, false, Some(b"bearer  s3cret-q "))
+                .unwrap()
+                .role,
             Role::Qa
         );
-        assert_eq!(authenticate(&t, None), Err(AuthError::Missing));
+        assert_eq!(authenticate(&t, false, None), Err(AuthError::Missing));
         assert_eq!(
-            authenticate(&t, Some(b"Basic abc")),
-            Err(AuthError::Malformed)
-        );
-        assert_eq!(authenticate(&t, Some(b"Bearer")), Err(AuthError::Malformed));
-        assert_eq!(
-            authenticate(&t, Some(b"Bearer \xff")),
+            authenticate(&t, false, Some(b"Basic abc")),
             Err(AuthError::Malformed)
         );
         assert_eq!(
-            authenticate(&t, Some(b"Bearer nope")),
+            authenticate(&t, false, Some(b"Bearer")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            authenticate(&t, false, Some(b"Bearer \xff")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            authenticate(&t, false, Some(b"Bearer nope")),
             Err(AuthError::Unknown)
         );
-        assert_eq!(authenticate(&[], None).unwrap().role, Role::Admin);
+        assert_eq!(authenticate(&[], true, None).unwrap().role, Role::Admin);
+        // No tokens but sign-in configured: not open.
+        assert_eq!(authenticate(&[], false, None), Err(AuthError::Missing));
+        assert_eq!(
+            authenticate(&[], false, Some(b"Bearer x")),
+            Err(AuthError::Unknown)
+        );
     }
 }
 
@@ -165,49 +194,107 @@ impl Sessions {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// How long a panel session lasts.
+    pub fn ttl(&self) -> std::time::Duration {
+        self.ttl
+    }
+
     /// A cookie value for a signed-in principal.
     pub fn mint(&self, p: &Principal) -> String {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            + self.ttl.as_secs();
+        self.mint_for("session", p, self.ttl)
+    }
+
+    /// A proxy token for the CLI (`stp1.…`), sent as a bearer token.
+    pub fn mint_bearer(&self, p: &Principal, ttl: std::time::Duration) -> String {
+        format!("{BEARER_PREFIX}{}", self.mint_for("bearer", p, ttl))
+    }
+
+    fn mint_for(&self, purpose: &str, p: &Principal, ttl: std::time::Duration) -> String {
+        let exp = now_secs() + ttl.as_secs();
+        let via = match &p.via {
+            Via::Token => "t".to_string(),
+            Via::SignIn(provider) => format!("o-{provider}"),
+        };
         let body = format!(
-            "{}.{}.{exp}",
+            "{}.{}.{exp}.{via}",
             hex::encode(p.name.as_bytes()),
             p.role.as_str()
         );
-        let mac = self.mac(&body);
+        let mac = self.mac(&format!("{purpose}|{body}"));
         format!("{body}.{mac}")
     }
 
-    /// The principal of a valid, unexpired cookie whose token is still
-    /// configured (a removed token ends its sessions at once).
-    pub fn verify(&self, cookie: &str, tokens: &[Token]) -> Option<Principal> {
-        let (body, mac) = cookie.rsplit_once('.')?;
-        let expected = self.mac(body);
-        if expected.len() != mac.len()
-            || expected
-                .bytes()
-                .zip(mac.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                != 0
-        {
+    /// The principal of a valid, unexpired cookie whose token or provider
+    /// is still configured (removing either ends its sessions at once).
+    pub fn verify(&self, cookie: &str, tokens: &[Token], providers: &[&str]) -> Option<Principal> {
+        self.verify_for("session", cookie, tokens, providers)
+    }
+
+    /// The principal of a CLI proxy token (`stp1.…`), checked like a session.
+    pub fn verify_bearer(
+        &self,
+        token: &str,
+        tokens: &[Token],
+        providers: &[&str],
+    ) -> Option<Principal> {
+        let rest = token.strip_prefix(BEARER_PREFIX)?;
+        self.verify_for("bearer", rest, tokens, providers)
+    }
+
+    fn verify_for(
+        &self,
+        purpose: &str,
+        value: &str,
+        tokens: &[Token],
+        providers: &[&str],
+    ) -> Option<Principal> {
+        let (body, mac) = value.rsplit_once('.')?;
+        if !same(&self.mac(&format!("{purpose}|{body}")), mac) {
             return None;
         }
         let mut parts = body.split('.');
         let name = String::from_utf8(hex::decode(parts.next()?).ok()?).ok()?;
         let role: Role = parts.next()?.parse().ok()?;
         let exp: u64 = parts.next()?.parse().ok()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(u64::MAX);
-        if exp <= now {
+        let via = parts.next()?;
+        if parts.next().is_some() || exp <= now_secs() {
             return None;
         }
-        let known = tokens.is_empty() || tokens.iter().any(|t| t.name == name && t.role == role);
-        known.then_some(Principal { name, role })
+        let via = match via {
+            "t" => Via::Token,
+            other => Via::SignIn(other.strip_prefix("o-")?.to_string()),
+        };
+        let known = match &via {
+            Via::Token => {
+                (tokens.is_empty() && providers.is_empty())
+                    || tokens.iter().any(|t| t.name == name && t.role == role)
+            }
+            Via::SignIn(provider) => providers.contains(&provider.as_str()),
+        };
+        known.then_some(Principal { name, role, via })
+    }
+
+    /// `value` sealed for `purpose`: readable by the browser that holds it,
+    /// but not forgeable or usable for another purpose. Expiry is the
+    /// caller's (inside the value).
+    pub fn seal(&self, purpose: &str, value: &str) -> String {
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.as_bytes());
+        let mac = self.mac(&format!("seal|{purpose}|{body}"));
+        format!("{body}.{mac}")
+    }
+
+    /// The value of a sealed string, if it is genuine.
+    pub fn open(&self, purpose: &str, sealed: &str) -> Option<String> {
+        use base64::Engine as _;
+        let (body, mac) = sealed.rsplit_once('.')?;
+        if !same(&self.mac(&format!("seal|{purpose}|{body}")), mac) {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .ok()?;
+        String::from_utf8(bytes).ok()
     }
 
     /// The CSRF token that goes with a session cookie.
@@ -216,16 +303,42 @@ impl Sessions {
     }
 }
 
+/// The prefix of proxy tokens handed to the CLI after a sign-in.
+pub const BEARER_PREFIX: &str = "stp1.";
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(u64::MAX)
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// The session cookie's value among the request's `Cookie` headers.
 pub fn session_cookie<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> Option<String> {
+    cookie_value(headers, SESSION_COOKIE)
+}
+
+/// A cookie's value among the request's `Cookie` headers (at most 2 KiB).
+pub fn cookie_value<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Option<String> {
     for h in headers {
         for pair in h.split(|&b| b == b';') {
-            let pair = std::str::from_utf8(pair).ok()?.trim();
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                continue;
+            };
             if let Some(v) = pair
-                .strip_prefix(SESSION_COOKIE)
+                .trim()
+                .strip_prefix(name)
                 .and_then(|r| r.strip_prefix('='))
             {
-                if !v.is_empty() && v.len() < 512 {
+                if !v.is_empty() && v.len() <= 2048 {
                     return Some(v.to_string());
                 }
             }
@@ -245,6 +358,7 @@ mod session_tests {
         let p = Principal {
             name: "quinn".into(),
             role: Role::Qa,
+            via: Via::Token,
         };
         let mut sha256 = [0u8; 32];
         hex::decode_to_slice(hash_token("x"), &mut sha256).unwrap();
@@ -254,7 +368,7 @@ mod session_tests {
             sha256,
         }];
         let c = s.mint(&p);
-        assert_eq!(s.verify(&c, &tokens), Some(p.clone()));
+        assert_eq!(s.verify(&c, &tokens, &[]), Some(p.clone()));
         assert_eq!(
             s.verify(
                 &c,
@@ -262,22 +376,50 @@ mod session_tests {
                     name: "other".into(),
                     role: Role::Qa,
                     sha256
-                }]
+                }],
+                &[]
             ),
             None,
             "token removed"
         );
         assert_eq!(
-            s.verify(&c.replace(".qa.", ".admin."), &tokens),
+            s.verify(&c.replace(".qa.", ".admin."), &tokens, &[]),
             None,
             "tampered"
         );
         assert_eq!(
-            Sessions::new(Some("other"), std::time::Duration::from_secs(60)).verify(&c, &tokens),
+            Sessions::new(Some("other"), std::time::Duration::from_secs(60)).verify(
+                &c,
+                &tokens,
+                &[]
+            ),
             None
         );
         let expired = Sessions::new(Some("k"), std::time::Duration::ZERO).mint(&p);
-        assert_eq!(s.verify(&expired, &tokens), None);
+        assert_eq!(s.verify(&expired, &tokens, &[]), None);
+        // Sign-in sessions follow their provider; bearer tokens are not cookies.
+        let o = Principal {
+            name: "q@example.com".into(),
+            role: Role::Qa,
+            via: Via::SignIn("corp".into()),
+        };
+        let c = s.mint(&o);
+        assert_eq!(s.verify(&c, &tokens, &["corp"]), Some(o.clone()));
+        assert_eq!(s.verify(&c, &tokens, &["other"]), None, "provider removed");
+        let b = s.mint_bearer(&o, std::time::Duration::from_secs(60));
+        assert_eq!(s.verify_bearer(&b, &tokens, &["corp"]), Some(o.clone()));
+        assert_eq!(
+            s.verify(b.trim_start_matches(BEARER_PREFIX), &tokens, &["corp"]),
+            None
+        );
+        assert_eq!(
+            s.verify_bearer(&format!("{BEARER_PREFIX}{c}"), &tokens, &["corp"]),
+            None
+        );
+        let sealed = s.seal("login", "{\"a\":1}");
+        assert_eq!(s.open("login", &sealed).as_deref(), Some("{\"a\":1}"));
+        assert_eq!(s.open("other", &sealed), None);
+        assert_eq!(s.open("login", &sealed.replace('.', "x.")), None);
         assert_ne!(s.csrf(&c), s.csrf(&expired));
         assert_eq!(
             session_cookie([b"a=1; stamp_session=abc; b=2".as_slice()]).as_deref(),

@@ -74,6 +74,8 @@ pub struct ControlFile {
     pub gc: FileGc,
     pub policies: Entries,
     pub hooks: Entries,
+    /// `[[sign_in]]` identity providers.
+    pub sign_in: Vec<crate::signin::FileProvider>,
 }
 
 /// Facts from the binary's own keys (and the process) that the control
@@ -157,6 +159,8 @@ pub struct ControlConfig {
     pub hooks: Entries,
     pub listen: SocketAddr,
     pub tls: bool,
+    /// Identity providers people sign in with (panel and CLI).
+    pub sign_in: Vec<crate::signin::ProviderConfig>,
 }
 
 /// Extensions accepted by default: what a browser loads as a module or asset.
@@ -218,7 +222,20 @@ impl ControlConfig {
         }
 
         let tokens = tokens(file.tokens, p);
-        if tokens.is_empty() && !ctx.listen.ip().is_loopback() && !ctx.demo {
+        let mut sign_in_problems = Vec::new();
+        let sign_in =
+            crate::signin::build_providers(file.sign_in, &ctx.env_is_set, &mut sign_in_problems);
+        for (key, message) in sign_in_problems {
+            p.add(&key, message);
+        }
+        if !sign_in.is_empty() && public_url.is_none() && !ctx.listen.ip().is_loopback() {
+            p.add(
+                "public_url",
+                "is required with [[sign_in]]: the provider sends browsers back to \
+                 <public_url>/__stamp/callback",
+            );
+        }
+        if tokens.is_empty() && sign_in.is_empty() && !ctx.listen.ip().is_loopback() && !ctx.demo {
             p.add(
                 "tokens",
                 format!(
@@ -321,7 +338,14 @@ impl ControlConfig {
             hooks: file.hooks,
             listen: ctx.listen,
             tls: ctx.tls,
+            sign_in,
         }
+    }
+
+    /// The API is open (anonymous admin): no tokens and no sign-in, which
+    /// is allowed only on loopback.
+    pub fn open(&self) -> bool {
+        self.tokens.is_empty() && self.sign_in.is_empty()
     }
 
     /// The base of every link this proxy hands out: `public_url`, else the

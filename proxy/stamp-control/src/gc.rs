@@ -194,6 +194,7 @@ async fn summary(
         actor: ACTOR.to_string(),
         commit: None,
         branch: None,
+        role: None,
         detail: Some(format!(
             "closed for longer than {}: purged with {events} and {modules}",
             humantime::format_duration(policy.closed_retention)

@@ -69,16 +69,33 @@ pub fn principal(
     headers: &HeaderMap,
     tokens: &[Token],
     sessions: &Sessions,
+    providers: &[&str],
 ) -> Result<Principal, Refused> {
+    let open = tokens.is_empty() && providers.is_empty();
     if let Some(authz) = headers.get(header::AUTHORIZATION) {
-        return auth::authenticate(tokens, Some(authz.as_bytes()))
+        // A proxy token from `stamp login` (signed by us, short-lived).
+        let signed_in = authz
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| t.starts_with(auth::BEARER_PREFIX));
+        if let Some(t) = signed_in {
+            return sessions.verify_bearer(t, tokens, providers).ok_or((
+                401,
+                "the signed-in token has expired or its provider was removed: run `stamp login`"
+                    .to_string(),
+            ));
+        }
+        return auth::authenticate(tokens, open, Some(authz.as_bytes()))
             .map_err(|e| (401, e.to_string()));
     }
     let cookie = auth::session_cookie(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()));
     let Some(cookie) = cookie else {
-        return auth::authenticate(tokens, None).map_err(|e| (401, e.to_string()));
+        return auth::authenticate(tokens, open, None).map_err(|e| (401, e.to_string()));
     };
-    let p = sessions.verify(&cookie, tokens).ok_or((
+    let p = sessions.verify(&cookie, tokens, providers).ok_or((
         401,
         "the panel session has expired: sign in again".to_string(),
     ))?;
@@ -91,7 +108,8 @@ pub fn principal(
     Ok(p)
 }
 
-fn cookie(value: &str, max_age: u64, secure: bool) -> String {
+/// The panel's session cookie header.
+pub fn cookie(value: &str, max_age: u64, secure: bool) -> String {
     format!(
         "{SESSION_COOKIE}={value}; Path=/__stamp/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
@@ -131,7 +149,9 @@ pub fn session_endpoint(
     tokens: &[Token],
     sessions: &Sessions,
     secure: bool,
+    sign_in: &crate::signin::SignIn,
 ) -> Response<Body> {
+    let providers = sign_in.names();
     match *req.method() {
         Method::GET | Method::HEAD => {
             let presented = auth::session_cookie(
@@ -140,19 +160,28 @@ pub fn session_endpoint(
                     .iter()
                     .map(|v| v.as_bytes()),
             );
-            let open = tokens.is_empty();
+            let open = tokens.is_empty() && providers.is_empty();
             match presented
                 .as_deref()
-                .and_then(|c| sessions.verify(c, tokens).map(|p| (c, p)))
+                .and_then(|c| sessions.verify(c, tokens, &providers).map(|p| (c, p)))
             {
                 Some((c, p)) => json_reply(
                     200,
-                    json!({ "name": p.name, "role": p.role.as_str(), "csrf": sessions.csrf(c), "open": open }),
+                    json!({
+                        "name": p.name,
+                        "role": p.role.as_str(),
+                        "csrf": sessions.csrf(c),
+                        "open": open,
+                        "provider": match &p.via {
+                            auth::Via::SignIn(name) => Some(name.as_str()),
+                            auth::Via::Token => None,
+                        },
+                    }),
                     None,
                 ),
                 // Open mode (loopback, no tokens): there is nothing to sign in
                 // with, so the panel is signed in as the local user at once.
-                None if open => match auth::authenticate(tokens, None) {
+                None if open => match auth::authenticate(tokens, true, None) {
                     Ok(p) => {
                         let value = sessions.mint(&p);
                         let csrf = sessions.csrf(&value);
@@ -164,7 +193,11 @@ pub fn session_endpoint(
                     }
                     Err(e) => json_reply(401, error(&e.to_string()), None),
                 },
-                None => json_reply(401, error("not signed in"), None),
+                None => json_reply(
+                    401,
+                    json!({ "error": { "message": "not signed in" }, "providers": sign_in.buttons() }),
+                    None,
+                ),
             }
         }
         Method::POST => {
@@ -176,11 +209,11 @@ pub fn session_endpoint(
                 return json_reply(400, error("send {\"token\": \"…\"}"), None);
             };
             let bearer = format!("Bearer {}", sign_in.token);
-            let p = if tokens.is_empty() {
-                auth::authenticate(tokens, None)
-            } else {
-                auth::authenticate(tokens, Some(bearer.as_bytes()))
-            };
+            let p = auth::authenticate(
+                tokens,
+                tokens.is_empty() && providers.is_empty(),
+                Some(bearer.as_bytes()),
+            );
             match p {
                 Ok(p) => {
                     let value = sessions.mint(&p);

@@ -187,6 +187,7 @@ impl Settler {
             actor: ACTOR.into(),
             commit: None,
             branch: None,
+            role: None,
             detail: Some(detail.clone()),
         };
         match self

@@ -49,6 +49,8 @@ pub struct Actor {
     pub name: String,
     pub commit: Option<String>,
     pub branch: Option<String>,
+    /// The role they acted in.
+    pub role: Option<stamp_model::roles::Role>,
 }
 
 impl Actor {
@@ -75,6 +77,7 @@ impl Actor {
             commit: self.commit.clone(),
             branch: self.branch.clone(),
             detail,
+            role: self.role,
         }
     }
 }

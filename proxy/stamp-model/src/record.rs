@@ -65,4 +65,8 @@ pub struct HistoryEvent {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The actor's role when they acted (a signed-in person's role is not
+    /// in the configuration, so sign-off policies read it from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::roles::Role>,
 }

@@ -126,6 +126,8 @@ pub enum ErrorCode {
     /// The store no longer holds the state the proxy served from; writes
     /// wait for the data to come back or for an operator to adopt the store.
     StoreLostState,
+    /// The identity provider could not be reached, or answered nonsense.
+    ProviderUnavailable,
     Internal,
     /// A code this build does not know (a newer server).
     #[serde(other)]
@@ -151,6 +153,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::StoreLostState => "store_lost_state",
+            ErrorCode::ProviderUnavailable => "provider_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }

@@ -139,6 +139,9 @@ struct FileConfig {
     api: FileApi,
     #[serde(default)]
     tokens: Vec<FileToken>,
+    /// Identity providers people sign in with.
+    #[serde(default)]
+    sign_in: Vec<stamp_control::signin::FileProvider>,
     #[serde(default)]
     preview: FilePreview,
     #[serde(default)]
@@ -455,6 +458,7 @@ impl Config {
                 api: file.api,
                 tokens: file.tokens,
                 preview: file.preview,
+                sign_in: file.sign_in,
                 settle: file.settle,
                 gc: file.gc,
                 policies: file.policies,

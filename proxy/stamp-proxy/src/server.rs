@@ -214,7 +214,7 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         },
     ));
 
-    if cfg.control.tokens.is_empty() {
+    if cfg.control.open() {
         log::warn!(
             "no [[tokens]] configured: the control API on {} is open to anyone who can reach it \
              (allowed only on loopback)",

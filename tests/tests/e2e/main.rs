@@ -17,6 +17,7 @@ mod passthrough;
 mod policies;
 mod router;
 mod selection;
+mod signin;
 mod stamping;
 mod store_conformance;
 mod trust;

@@ -452,6 +452,7 @@ async fn git_check(e: &Engine, s: &SharedStore, commit: Option<String>) -> Verdi
         name: "alice".into(),
         commit,
         branch: Some("feature".into()),
+        role: None,
     };
     e.check(&ctx_for(s, "TKT-7", Stage::Qa, actor, "http://127.0.0.1:9").await)
         .await
@@ -536,6 +537,7 @@ async fn git_requires_a_pushed_commit_up_to_date_with_main() {
         name: "alice".into(),
         commit: Some(c.to_string()),
         branch: Some("feature3".into()),
+        role: None,
     };
     workflow::upload(
         &s,
@@ -1252,6 +1254,7 @@ async fn release_ctx(store: &SharedStore, k: &str, branch: &str, commit: &str) -
         name: "bob".into(),
         commit: Some(commit.into()),
         branch: Some(branch.into()),
+        role: None,
     };
     ctx_for(store, k, Stage::Prod, actor, "http://127.0.0.1:9").await
 }

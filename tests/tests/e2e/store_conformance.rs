@@ -94,6 +94,7 @@ fn event(name: &str, detail: &str) -> HistoryEvent {
         actor: "ci".to_string(),
         commit: Some("abc123".to_string()),
         branch: None,
+        role: None,
         detail: Some(detail.to_string()),
     }
 }
@@ -497,6 +498,7 @@ mod cases {
             actor: "gc".to_string(),
             commit: None,
             branch: None,
+            role: None,
             detail: Some(detail.to_string()),
         }
     }

@@ -107,7 +107,9 @@ impl Policy for SignOff {
                 ignored.retain(|i| !i.starts_with(&format!("{name} (")));
                 continue;
             }
-            let role = ctx.roles.get(name).copied();
+            // A token's role as configured now (removing the token voids its
+            // sign-offs); a signed-in person's role as they signed off.
+            let role = ctx.roles.get(name).copied().or(e.role);
             if uploaders.contains(name) {
                 ignored.insert(format!("{name} (uploaded to the ticket)"));
             } else if !role.is_some_and(|r| self.roles.contains(&r)) {

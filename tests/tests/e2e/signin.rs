@@ -1,0 +1,506 @@
+//! Single sign-on: a real OpenID provider (node-oidc-provider) signs people
+//! in to the panel in Chromium; a hostile provider speaking the same
+//! protocol issues every kind of bad ID token, and none gets a session.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stamp_tests::browser::Browser;
+use stamp_tests::fakes::{rsa_key, FakeIdp, IdTokenFault};
+use stamp_tests::oidc::OidcProvider;
+use stamp_tests::{free_port, Origin, Proxy, Route};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn app_origin() -> Origin {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"app\":\"/src/app.js\"}}</script>\
+             </head><body><p id=\"msg\">production</p><script type=\"module\">import 'app';</script></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/app.js",
+        Route::bytes(
+            "text/javascript",
+            b"document.getElementById('msg').textContent = 'production app';".to_vec(),
+        ),
+    );
+    origin
+}
+
+/// A proxy on `port` whose people sign in with `issuer` (client
+/// `stamp-panel`, CLI client `stamp-cli`); `ci` is a machine token.
+fn sso_proxy(
+    origin: &Origin,
+    dir: &std::path::Path,
+    port: u16,
+    issuer: &str,
+    extra: &str,
+) -> Proxy {
+    let conf = dir.join("sso.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n{extra}\n\
+             [[tokens]]\nname = \"ci\"\nrole = \"dev\"\nsha256 = \"{}\"\n\
+             [[sign_in]]\nname = \"corp\"\nlabel = \"Corp ID\"\nissuer = \"{issuer}\"\n\
+             client_id = \"stamp-panel\"\nclient_secret_env = \"CORP_OIDC_SECRET\"\n\
+             cli_client_id = \"stamp-cli\"\n\
+             scopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]\n\
+             [sign_in.roles]\nadmin = [\"email:root@example.com\"]\nqa = [\"group:qa\"]\n\
+             dev = [\"group:developers\"]\n",
+            origin.url,
+            dir.join("store").display(),
+            stamp_control::auth::hash_token("ci-secret"),
+        ),
+    )
+    .unwrap();
+    Proxy::start_with(
+        None,
+        &[
+            "--config",
+            &conf.to_string_lossy(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[("CORP_OIDC_SECRET", "panel-secret")],
+    )
+    .unwrap()
+}
+
+async fn api(proxy: &Proxy, bearer: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let resp = stamp_tests::client()
+        .request(
+            method.parse().unwrap(),
+            proxy.url(&format!("/__stamp/api/v1/{path}")),
+        )
+        .bearer_auth(bearer)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn ticket_in_qa(proxy: &Proxy, key: &str) {
+    let (s, v) = api(
+        proxy,
+        "ci-secret",
+        "PUT",
+        &format!("tickets/{key}/modules/src/app.js"),
+        "document.getElementById('msg').textContent = 'ticket app';",
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api(
+        proxy,
+        "ci-secret",
+        "POST",
+        &format!("tickets/{key}/promote"),
+        r#"{"from": "dev"}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Signs in at node-oidc-provider's login and consent pages.
+async fn provider_login(browser: &Browser, login: &str) {
+    let c = browser.client().unwrap();
+    let found = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(fantoccini::Locator::Css("input[name=login]"))
+        .await;
+    let Ok(input) = found else {
+        panic!(
+            "no login form at the provider: {} shows {}",
+            browser.current_url().await.unwrap(),
+            browser.text("body").await.unwrap_or_default()
+        );
+    };
+    input.send_keys(login).await.unwrap();
+    c.find(fantoccini::Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("any password")
+        .await
+        .unwrap();
+    browser.click("button.login-submit").await.unwrap();
+    // The consent page, the first time this account meets the client.
+    let start = std::time::Instant::now();
+    while start.elapsed() < WAIT {
+        let url = browser.current_url().await.unwrap();
+        if url.contains("/interaction/") {
+            let consent = browser
+                .execute("return !!document.querySelector('input[name=prompt][value=consent]')")
+                .await
+                .unwrap();
+            if consent == true {
+                browser.click("button.login-submit").await.unwrap();
+                return;
+            }
+        } else {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn panel_signs_in_with_the_company_provider_and_history_names_the_person() {
+    let origin = app_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let op = OidcProvider::start(&json!({
+        "redirect_uris": [format!("{base}/__stamp/callback")],
+        "post_logout_redirect_uris": [format!("{base}/__stamp/")],
+        "accounts": {
+            "quinn": { "groups": ["qa"], "name": "Quinn Q" },
+            "mallory": { "groups": ["sales"] },
+        },
+    }))
+    .unwrap();
+    let proxy = sso_proxy(&origin, dir.path(), port, &op.issuer, "");
+    ticket_in_qa(&proxy, "SSO-1").await;
+
+    let browser = Browser::start().await.unwrap();
+    browser
+        .goto(&proxy.url("/__stamp/#/tickets/SSO-1"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#providers", "Sign in with Corp ID", WAIT)
+        .await
+        .unwrap();
+    browser.click("a.provider").await.unwrap();
+    provider_login(&browser, "quinn").await;
+    browser
+        .wait_for_text("#who", "quinn@example.com (qa)", WAIT)
+        .await
+        .unwrap();
+    // Back where the sign-in started: the ticket's page.
+    browser
+        .wait_for_text("#ticket-stage", "qa", WAIT)
+        .await
+        .unwrap();
+    let cookie = browser.cookie("stamp_session").await.unwrap();
+    assert!(cookie.is_some(), "a session cookie");
+
+    // The signed-in QA person releases, and history names them.
+    browser.click("#do-promote").await.unwrap();
+    browser
+        .client()
+        .unwrap()
+        .find(fantoccini::Locator::Css("#confirm-key"))
+        .await
+        .unwrap()
+        .send_keys("SSO-1")
+        .await
+        .unwrap();
+    browser.click("#confirm-go").await.unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "prod", WAIT)
+        .await
+        .unwrap();
+    let (s, t) = api(&proxy, "ci-secret", "GET", "tickets/SSO-1", "").await;
+    assert_eq!(s, 200, "{t}");
+    let history = t["history"].as_array().unwrap();
+    let release = history
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "promote")
+        .unwrap();
+    assert_eq!(release["actor"], "quinn@example.com", "{release}");
+    assert_eq!(release["to"], "prod");
+    assert_eq!(release["role"], "qa");
+
+    // Signing out ends the provider's session too, then comes back here.
+    browser.click("#sign-out").await.unwrap();
+    let c = browser.client().unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(fantoccini::Locator::Css("button[name=logout]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#providers", "Sign in with Corp ID", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(browser.cookie("stamp_session").await.unwrap(), None);
+
+    // Someone the provider knows but no role rule matches: no session.
+    browser.click("a.provider").await.unwrap();
+    provider_login(&browser, "mallory").await;
+    browser
+        .wait_for_text("#message", "no role on this proxy matches", WAIT)
+        .await
+        .unwrap();
+    let text = browser.text("#message").await.unwrap();
+    assert!(text.contains("mallory@example.com"), "{text}");
+    assert_eq!(browser.cookie("stamp_session").await.unwrap(), None);
+    browser.close().await.unwrap();
+}
+
+/// Walks the code flow without a browser: the proxy's login redirect, the
+/// fake provider's immediate answer, and the callback. Returns the
+/// callback's status, its `Location`, the session cookie it set (if any)
+/// and its body.
+async fn code_flow(proxy: &Proxy, next: &str) -> (u16, Option<String>, Option<String>, String) {
+    let client = stamp_tests::client();
+    let resp = client
+        .get(proxy.url(&format!("/__stamp/login/corp?next={next}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        302,
+        "login redirects to the provider"
+    );
+    let to_provider = resp.headers()["location"].to_str().unwrap().to_string();
+    for needle in [
+        "code_challenge=",
+        "code_challenge_method=S256",
+        "nonce=",
+        "state=",
+    ] {
+        assert!(to_provider.contains(needle), "{needle} in {to_provider}");
+    }
+    let login_cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("stamp_login="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = client.get(&to_provider).send().await.unwrap();
+    let callback = resp.headers()["location"].to_str().unwrap().to_string();
+    let resp = client
+        .get(&callback)
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("stamp_session=") && !c.starts_with("stamp_session=;"))
+        .map(|c| c.split(';').next().unwrap().to_string());
+    (status, location, session, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn bad_id_tokens_and_bad_answers_never_get_a_session() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = rsa_key(keys.path(), "idp").unwrap();
+    let foreign = rsa_key(keys.path(), "foreign").unwrap();
+    let idp = FakeIdp::start(&key, &foreign).unwrap();
+    let origin = app_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let proxy = sso_proxy(&origin, dir.path(), port, idp.url(), "");
+
+    // A good token: a session, and back to the (same-origin) page asked for.
+    let (status, location, session, body) = code_flow(&proxy, "%2Fshop%3Fqa%3DX").await;
+    assert_eq!(status, 302, "{body}");
+    assert_eq!(location.as_deref(), Some("/shop?qa=X"));
+    assert_eq!(
+        idp.pkce_verified(),
+        Some(true),
+        "the code went with its PKCE verifier"
+    );
+    let session = session.expect("a session cookie");
+    let me: Value = stamp_tests::client()
+        .get(proxy.url("/__stamp/session"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "quinn@example.com");
+    assert_eq!(me["role"], "qa");
+    assert_eq!(me["provider"], "corp");
+
+    // Within the allowed clock skew is still fine.
+    idp.set_fault(IdTokenFault::ExpiredWithinSkew);
+    let (status, _, session, body) = code_flow(&proxy, "%2F").await;
+    assert_eq!(status, 302, "{body}");
+    assert!(session.is_some());
+
+    // An open redirect is not on offer.
+    idp.set_fault(IdTokenFault::None);
+    let (_, location, _, _) = code_flow(&proxy, "%2F%2Fevil.example%2F").await;
+    assert_eq!(location.as_deref(), Some("/__stamp/"));
+
+    for (fault, status, needle) in [
+        (IdTokenFault::Expired, 401, "expired"),
+        (
+            IdTokenFault::IssuedInTheFuture,
+            401,
+            "clock is more than 60s ahead",
+        ),
+        (IdTokenFault::WrongAudience, 401, "audience"),
+        (IdTokenFault::WrongIssuer, 401, "issuer"),
+        (IdTokenFault::ForeignKey, 401, "signature"),
+        (IdTokenFault::Unsigned, 401, "refused"),
+        (IdTokenFault::WrongNonce, 401, "nonce"),
+        (IdTokenFault::Missing, 502, "no ID token"),
+    ] {
+        idp.set_fault(fault);
+        let (got, _, session, body) = code_flow(&proxy, "%2F").await;
+        assert_eq!(got, status, "{fault:?}: {body}");
+        assert!(
+            body.to_lowercase().contains(&needle.to_lowercase()),
+            "{fault:?}: `{needle}` in {body}"
+        );
+        assert_eq!(session, None, "{fault:?} gave a session");
+    }
+
+    // Someone no role rule matches.
+    idp.set_fault(IdTokenFault::None);
+    idp.set_person("eve@example.com", &["sales"]);
+    let (got, _, session, body) = code_flow(&proxy, "%2F").await;
+    assert_eq!(got, 403, "{body}");
+    assert!(body.contains("no role on this proxy matches"), "{body}");
+    assert_eq!(session, None);
+    idp.set_person("quinn@example.com", &["qa"]);
+
+    // A callback that this browser did not start, or with a changed state,
+    // or the provider's own refusal.
+    let client = stamp_tests::client();
+    let resp = client
+        .get(proxy.url("/__stamp/callback?code=c&state=s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.text().await.unwrap().contains("not started here"));
+    let resp = client
+        .get(proxy.url("/__stamp/login/corp"))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = client
+        .get(proxy.url("/__stamp/callback?code=c&state=forged"))
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.text().await.unwrap().contains("state mismatch"));
+    let tampered = login_cookie.replacen("stamp_login=", "stamp_login=x", 1);
+    let resp = client
+        .get(proxy.url("/__stamp/callback?code=c&state=s"))
+        .header("cookie", &tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "a forged login cookie");
+
+    // The CLI's exchange: an ID token for the CLI client, nothing else.
+    let exchange = |body: String| {
+        let proxy_url = proxy.url("/__stamp/sign-in/corp/token");
+        async move {
+            let resp = stamp_tests::client()
+                .post(proxy_url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let s = resp.status().as_u16();
+            (s, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, v) = exchange(json!({ "id_token": idp.mint("stamp-cli") }).to_string()).await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("stp1."), "{token}");
+    assert_eq!(v["role"], "qa");
+    let (s, v) = api(&proxy, &token, "GET", "tickets", "").await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = api(&proxy, &format!("{token}0"), "GET", "tickets", "").await;
+    assert_eq!(s, 401, "a tampered proxy token");
+    let (s, v) = exchange(json!({ "id_token": idp.mint("stamp-panel") }).to_string()).await;
+    assert_eq!(s, 401, "the panel's audience is not the CLI's: {v}");
+    for fault in [
+        IdTokenFault::Expired,
+        IdTokenFault::ForeignKey,
+        IdTokenFault::Unsigned,
+    ] {
+        idp.set_fault(fault);
+        let (s, v) = exchange(json!({ "id_token": idp.mint("stamp-cli") }).to_string()).await;
+        assert_eq!(s, 401, "{fault:?}: {v}");
+        assert_eq!(v["error"]["code"], "unauthorized");
+    }
+    for hostile in [
+        "not json".to_string(),
+        json!({ "id_token": "a.b.c" }).to_string(),
+        json!({ "id_token": "x".repeat(20_000) }).to_string(),
+        json!({ "token": "x" }).to_string(),
+    ] {
+        let (s, v) = exchange(hostile.clone()).await;
+        assert!(matches!(s, 400 | 401 | 415), "{hostile:.40}: {s} {v}");
+        assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    }
+
+    // An unreachable provider: a clear page, no session.
+    let down_port = free_port().unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let port2 = free_port().unwrap();
+    let proxy2 = sso_proxy(
+        &origin,
+        dir2.path(),
+        port2,
+        &format!("http://127.0.0.1:{down_port}"),
+        "",
+    );
+    let resp = stamp_tests::client()
+        .get(proxy2.url("/__stamp/login/corp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("could not be reached"), "{body}");
+    let resp = stamp_tests::client()
+        .post(proxy2.url("/__stamp/sign-in/corp/token"))
+        .header("content-type", "application/json")
+        .body(json!({ "id_token": idp.mint("stamp-cli") }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    // Production is untouched by the provider's outage.
+    let page = stamp_tests::get_text(&proxy2.url("/")).await;
+    assert!(page.contains("production"), "{page}");
+}
