@@ -19,6 +19,7 @@ prod; `--revert` takes it back a stage; `--close` ends it.";
 
 const AFTER_HELP: &str = "\
 Configuration: flag > environment (STAMP_SERVER, STAMP_TOKEN) > stamp.toml (found upward from the working directory) > default.
+Without --token or STAMP_TOKEN, the sign-in kept by `stamp login` is used.
 Exit codes: 0 ok, 1 refused (policy or state), 2 usage, 3 connection or authentication.
 `stamp --help` shows examples and the stamp.toml keys.";
 
@@ -40,6 +41,8 @@ Examples:
   stamp --list -p --history         what production served, change by change
   stamp --revert --to 3f2a1c9       take production back to that commit of the history
   stamp TKT-1 --sign-off            sign off the ticket in qa (--comment TEXT; --withdraw-sign-off)
+  stamp login                       sign in with the proxy's identity provider (device code in a browser)
+  stamp logout                      forget that sign-in
 
 Configuration (each setting from the first source that has it):
   1. flags            --server URL, --token TOKEN, --folder DIR
@@ -185,9 +188,13 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
 
-    /// API token (sent as a bearer token) [env: STAMP_TOKEN]
+    /// API token (sent as a bearer token) [env: STAMP_TOKEN]; without one, the sign-in kept by `stamp login`
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+
+    /// With `stamp login`: the identity provider, when the proxy has several
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
 }
 
 /// What the command was asked to do.
@@ -203,6 +210,10 @@ pub enum Action {
     Check,
     SignOff,
     WithdrawSignOff,
+    /// `stamp login`: sign in with the proxy's identity provider.
+    Login,
+    /// `stamp logout`: forget the kept sign-in.
+    Logout,
 }
 
 impl Action {
@@ -217,6 +228,8 @@ impl Action {
             Action::Check => "--check",
             Action::SignOff => "--sign-off",
             Action::WithdrawSignOff => "--withdraw-sign-off",
+            Action::Login => "login",
+            Action::Logout => "logout",
         }
     }
 }
@@ -271,6 +284,30 @@ impl Cli {
         } else {
             Action::Show
         };
+        // `stamp login` / `stamp logout`: words, never ticket keys (a key has a number).
+        if let Some(word @ ("login" | "logout")) = self.ticket_arg.as_deref() {
+            if action != Action::Show || self.ticket.is_some() || !self.files.is_empty() {
+                return Err(usage(
+                    format!("`stamp {word}` takes no ticket, files or action flags"),
+                    Some("run it on its own: `stamp login [--provider NAME]`"),
+                ));
+            }
+            return Ok(Invocation {
+                action: if word == "login" {
+                    Action::Login
+                } else {
+                    Action::Logout
+                },
+                ticket: None,
+                files: Vec::new(),
+            });
+        }
+        if self.provider.is_some() {
+            return Err(usage(
+                "--provider goes with `stamp login`",
+                Some("stamp login --provider NAME"),
+            ));
+        }
         let mut files = self.files.clone();
         let ticket = match (&self.ticket, &self.ticket_arg) {
             (Some(t), None) => Some(t.clone()),

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod error;
 mod git;
+mod login;
 mod output;
 mod sync;
 mod watch;

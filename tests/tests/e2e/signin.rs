@@ -504,3 +504,211 @@ async fn bad_id_tokens_and_bad_answers_never_get_a_session() {
     let page = stamp_tests::get_text(&proxy2.url("/")).await;
     assert!(page.contains("production"), "{page}");
 }
+
+/// `stamp` with a clean environment whose config directory is in `home`.
+fn stamp(
+    home: &std::path::Path,
+    server: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(stamp_tests::proxy::binary("stamp").unwrap());
+    cmd.args(args)
+        .current_dir(home)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("STAMP_SERVER", server);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run(mut cmd: std::process::Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Completes a device sign-in at node-oidc-provider's pages: the code,
+/// the login, the consent and the confirmation, in whatever order they come.
+async fn complete_device_flow(browser: &Browser, uri: &str, code: &str, login: &str) {
+    browser.goto(uri).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut logged_in = false;
+    while start.elapsed() < Duration::from_secs(30) {
+        let page = browser
+            .execute(
+                "return { title: document.title, \
+                  code: !!document.querySelector('input[type=text][name=user_code]'), \
+                  login: !!document.querySelector('input[name=login]'), \
+                  consent: !!document.querySelector('input[name=prompt][value=consent]'), \
+                  confirm: !!document.querySelector('button[autofocus][form=\"op.deviceConfirmForm\"]') }",
+            )
+            .await
+            .unwrap_or(Value::Null);
+        if page["title"] == "Sign-in Success" {
+            return;
+        }
+        if page["code"] == true {
+            let c = browser.client().unwrap();
+            let input = c
+                .find(fantoccini::Locator::Css("input[type=text][name=user_code]"))
+                .await
+                .unwrap();
+            input.clear().await.unwrap();
+            input.send_keys(code).await.unwrap();
+            browser
+                .click("button[form=\"op.deviceInputForm\"]")
+                .await
+                .unwrap();
+        } else if page["login"] == true && !logged_in {
+            provider_login(browser, login).await;
+            logged_in = true;
+        } else if page["consent"] == true {
+            browser.click("button.login-submit").await.unwrap();
+        } else if page["confirm"] == true {
+            browser
+                .click("button[autofocus][form=\"op.deviceConfirmForm\"]")
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "the device sign-in did not finish: {} shows {}",
+        browser.current_url().await.unwrap(),
+        browser.text("body").await.unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn the_cli_signs_in_with_a_device_code_refreshes_and_signs_out() {
+    let origin = app_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let op = OidcProvider::start(&json!({
+        "redirect_uris": [format!("http://127.0.0.1:{port}/__stamp/callback")],
+        "accounts": { "dana": { "groups": ["developers"] } },
+    }))
+    .unwrap();
+    let proxy = sso_proxy(&origin, dir.path(), port, &op.issuer, "");
+
+    // `stamp login` prints the code, a browser session completes it.
+    let mut child = stamp(home.path(), &proxy.url, &["login", "--json"], &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "device-code", "{first}");
+    let uri = first["verification_uri"].as_str().unwrap().to_string();
+    let code = first["user_code"].as_str().unwrap().to_string();
+    assert!(uri.starts_with(&op.issuer), "{uri}");
+    let browser = Browser::start().await.unwrap();
+    complete_device_flow(&browser, &uri, &code, "dana").await;
+    browser.close().await.unwrap();
+    let done: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(done["event"], "signed-in", "{done}");
+    assert_eq!(done["name"], "dana@example.com");
+    assert_eq!(done["role"], "dev");
+    assert!(child.wait().unwrap().success());
+
+    // Kept privately in the user's config directory.
+    let creds = home.path().join(".config/ticket-stamp/credentials.json");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    let entry = &saved[&proxy.url];
+    assert!(
+        entry["token"].as_str().unwrap().starts_with("stp1."),
+        "{saved}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "credentials are private");
+    }
+
+    // The CLI uses it, and history names the person.
+    let (code_list, out, err) = run(stamp(home.path(), &proxy.url, &["--list", "--all"], &[]));
+    assert_eq!(code_list, 0, "{out}{err}");
+    let token = entry["token"].as_str().unwrap();
+    let (s, v) = api(
+        &proxy,
+        token,
+        "PUT",
+        "tickets/DEV-3/modules/src/app.js",
+        "x",
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, t) = api(&proxy, "ci-secret", "GET", "tickets/DEV-3", "").await;
+    assert_eq!(t["history"][0]["actor"], "dana@example.com", "{t}");
+
+    // An expired proxy token is renewed with the provider's refresh token.
+    assert!(
+        entry["refresh_token"].is_string(),
+        "a refresh token was kept: {saved}"
+    );
+    let mut expired = saved.clone();
+    expired[&proxy.url]["expires_at"] = json!(0);
+    std::fs::write(&creds, expired.to_string()).unwrap();
+    let (c, out, err) = run(stamp(home.path(), &proxy.url, &["--list", "-v"], &[]));
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(
+        err.contains("renewing the sign-in of dana@example.com"),
+        "{err}"
+    );
+    let renewed: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(renewed[&proxy.url]["expires_at"].as_u64().unwrap() > now + 3000);
+
+    // STAMP_TOKEN still wins (for CI): a wrong one is not rescued by the sign-in.
+    let (c, _, err) = run(stamp(
+        home.path(),
+        &proxy.url,
+        &["--list"],
+        &[("STAMP_TOKEN", "wrong")],
+    ));
+    assert_eq!(c, 3, "{err}");
+
+    // A refresh token the provider no longer honours: sign in again.
+    let mut revoked = renewed.clone();
+    revoked[&proxy.url]["expires_at"] = json!(0);
+    revoked[&proxy.url]["refresh_token"] = json!("revoked-or-forged");
+    std::fs::write(&creds, revoked.to_string()).unwrap();
+    let (c, _, err) = run(stamp(home.path(), &proxy.url, &["--list"], &[]));
+    assert_eq!(c, 3, "{err}");
+    assert!(err.contains("has expired: run `stamp login`"), "{err}");
+
+    // Logout forgets it.
+    std::fs::write(&creds, renewed.to_string()).unwrap();
+    let (c, out, _) = run(stamp(home.path(), &proxy.url, &["logout"], &[]));
+    assert_eq!(c, 0);
+    assert!(out.contains("Signed out of"), "{out}");
+    let after: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    assert!(after.get(&proxy.url).is_none(), "{after}");
+    let (c, _, err) = run(stamp(home.path(), &proxy.url, &["--list"], &[]));
+    assert_eq!(c, 3, "{err}");
+
+    // Misuse is a usage error.
+    let (c, _, err) = run(stamp(home.path(), &proxy.url, &["login", "TKT-1"], &[]));
+    assert_eq!(c, 2, "{err}");
+    let (c, _, err) = run(stamp(
+        home.path(),
+        &proxy.url,
+        &["login", "--provider", "nope"],
+        &[],
+    ));
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("no identity provider `nope`"), "{err}");
+}

@@ -1,0 +1,477 @@
+//! `stamp login` and `stamp logout`: signing in to a proxy with the
+//! company's identity provider, and the token cache.
+//!
+//! The proxy names its providers at `/__stamp/sign-in`. `stamp login` runs
+//! the device authorization grant (RFC 8628) against the provider with its
+//! public CLI client (the `oauth2` crate does the polling, `slow_down` and
+//! expiry included), then trades the ID token at the proxy for a proxy
+//! token that lasts an hour. The proxy token and the provider's refresh
+//! token are kept per server in `credentials.json` in the user's config
+//! directory (mode 0600); an expired proxy token is renewed with the
+//! refresh token before a request. `STAMP_TOKEN` and `--token` still win.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthType, ClientId, DeviceAuthorizationUrl, EndpointNotSet, EndpointSet, ExtraTokenFields,
+    RefreshToken, RequestTokenError, Scope, StandardDeviceAuthorizationResponse,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Failure, Kind};
+
+/// The ID token in a token response (OpenID Connect adds it to OAuth's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdTokenField {
+    #[serde(default)]
+    pub id_token: Option<String>,
+}
+impl ExtraTokenFields for IdTokenField {}
+
+type Tokens = StandardTokenResponse<IdTokenField, BasicTokenType>;
+type DeviceClient = oauth2::Client<
+    BasicErrorResponse,
+    Tokens,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// One server's saved sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub provider: String,
+    pub name: String,
+    pub role: String,
+    /// The proxy token (`stp1.…`).
+    pub token: String,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    pub token_endpoint: String,
+    pub client_id: String,
+}
+
+/// Where sign-ins are kept: `$STAMP_CREDENTIALS`, else
+/// `$XDG_CONFIG_HOME/ticket-stamp/credentials.json`, else
+/// `~/.config/ticket-stamp/credentials.json`.
+pub fn credentials_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STAMP_CREDENTIALS").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("ticket-stamp").join("credentials.json"))
+}
+
+fn load() -> BTreeMap<String, Saved> {
+    credentials_path()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn store(all: &BTreeMap<String, Saved>) -> anyhow::Result<PathBuf> {
+    let path = credentials_path().ok_or_else(|| {
+        Failure::new(
+            Kind::Usage,
+            "no config directory to keep the sign-in in (set HOME or STAMP_CREDENTIALS)",
+        )
+    })?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(all)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn http() -> anyhow::Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        // Redirects would let an answer send the device code elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("stamp/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+fn unreachable(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::new(Kind::Connection, format!("{what}: {e}"))
+}
+
+/// A provider as the proxy describes it.
+#[derive(Debug, Deserialize)]
+struct Described {
+    name: String,
+    label: String,
+    #[serde(default)]
+    cli: Option<CliEndpoints>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CliEndpoints {
+    client_id: String,
+    device_authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+fn client(client_id: &str, device: &str, token: &str) -> anyhow::Result<DeviceClient> {
+    let bad = |what: &str, u: &str| {
+        Failure::new(
+            Kind::Connection,
+            format!("the proxy named an unusable {what} URL: {u}"),
+        )
+    };
+    Ok(oauth2::Client::new(ClientId::new(client_id.to_string()))
+        .set_auth_type(AuthType::RequestBody)
+        .set_device_authorization_url(
+            DeviceAuthorizationUrl::new(device.to_string()).map_err(|_| bad("device", device))?,
+        )
+        .set_token_uri(TokenUrl::new(token.to_string()).map_err(|_| bad("token", token))?))
+}
+
+/// `stamp login [--provider NAME]`.
+pub fn login(server: &str, provider: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let http = http()?;
+    let url = format!("{server}/__stamp/sign-in");
+    let resp = http
+        .get(&url)
+        .send()
+        .map_err(|e| unreachable(&format!("cannot reach {url}"), e))?;
+    if !resp.status().is_success() {
+        return Err(Failure::new(
+            Kind::Connection,
+            format!(
+                "{url} answered {}: is this a stamp-proxy with [[sign_in]]?",
+                resp.status()
+            ),
+        )
+        .into());
+    }
+    let described: Value = resp
+        .json()
+        .map_err(|e| unreachable(&format!("{url} did not answer JSON"), e))?;
+    let providers: Vec<Described> =
+        serde_json::from_value(described["providers"].clone()).unwrap_or_default();
+    let usable: Vec<&Described> = providers.iter().filter(|p| p.cli.is_some()).collect();
+    let chosen = match provider {
+        Some(name) => providers.iter().find(|p| p.name == name).ok_or_else(|| {
+            Failure::new(
+                Kind::Usage,
+                format!(
+                    "{server} has no identity provider `{name}` (it has: {})",
+                    names(&providers)
+                ),
+            )
+        })?,
+        None => match usable.as_slice() {
+            [only] => *only,
+            [] if providers.is_empty() => {
+                return Err(Failure::new(
+                    Kind::Usage,
+                    format!("{server} has no [[sign_in]] provider: use an API token (STAMP_TOKEN)"),
+                )
+                .into())
+            }
+            [] => providers
+                .first()
+                .ok_or_else(|| Failure::new(Kind::Usage, "no provider"))?,
+            _ => {
+                return Err(Failure::new(
+                    Kind::Usage,
+                    format!(
+                        "{server} has several identity providers: pick one with --provider ({})",
+                        names(&providers)
+                    ),
+                )
+                .into())
+            }
+        },
+    };
+    if let Some(e) = &chosen.error {
+        return Err(Failure::new(Kind::Connection, e.clone()).into());
+    }
+    let Some(cli) = &chosen.cli else {
+        return Err(Failure::new(
+            Kind::Usage,
+            format!(
+                "{} is not set up for the CLI (the proxy's sign_in.cli_client_id): use an API token",
+                chosen.label
+            ),
+        )
+        .into());
+    };
+    let (Some(device), Some(token)) = (&cli.device_authorization_endpoint, &cli.token_endpoint)
+    else {
+        return Err(Failure::new(
+            Kind::Usage,
+            format!(
+                "{} offers no device authorization endpoint, so the CLI cannot sign in with it: \
+                 use an API token (STAMP_TOKEN)",
+                chosen.label
+            ),
+        )
+        .into());
+    };
+    let oauth = client(&cli.client_id, device, token)?;
+    let mut req = oauth.exchange_device_code();
+    for s in cli.scopes.iter().filter(|s| *s != "openid") {
+        req = req.add_scope(Scope::new(s.clone()));
+    }
+    let details: StandardDeviceAuthorizationResponse = req
+        .add_scope(Scope::new("openid".into()))
+        .request(&http)
+        .map_err(|e| token_error(&chosen.label, e))?;
+    let verify = details.verification_uri().to_string();
+    let code = details.user_code().secret().to_string();
+    let complete = details
+        .verification_uri_complete()
+        .map(|u| u.secret().to_string());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "device-code",
+                "verification_uri": verify,
+                "verification_uri_complete": complete,
+                "user_code": code,
+                "provider": chosen.name,
+            })
+        );
+    } else {
+        eprintln!("To sign in with {}, open {verify}", chosen.label);
+        eprintln!("and enter the code {code}");
+        if let Some(c) = &complete {
+            eprintln!("(or open {c})");
+        }
+        eprintln!("Waiting for the sign-in…");
+    }
+    let _ = std::io::stdout().flush();
+    let tokens: Tokens = oauth
+        .exchange_device_access_token(&details)
+        .request(&http, std::thread::sleep, None)
+        .map_err(|e| match e {
+            RequestTokenError::ServerResponse(r) => Failure::new(
+                Kind::Connection,
+                format!(
+                    "{} did not sign you in: {}{}",
+                    chosen.label,
+                    r.error(),
+                    r.error_description()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ),
+            ),
+            other => unreachable(&format!("{} could not be reached", chosen.label), other),
+        })?;
+    let saved = trade(server, &chosen.name, &tokens, token, &cli.client_id, None)?;
+    let mut all = load();
+    let (name, role) = (saved.name.clone(), saved.role.clone());
+    all.insert(server.to_string(), saved);
+    let path = store(&all)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "event": "signed-in", "name": name, "role": role, "server": server })
+        );
+    } else {
+        println!(
+            "Signed in to {server} as {name} ({role}); kept in {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn names(p: &[Described]) -> String {
+    p.iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn token_error<E: std::error::Error + 'static>(
+    label: &str,
+    e: RequestTokenError<E, BasicErrorResponse>,
+) -> Failure {
+    match e {
+        RequestTokenError::ServerResponse(r) => Failure::new(
+            Kind::Connection,
+            format!(
+                "{label} refused the device sign-in: {}{}",
+                r.error(),
+                r.error_description()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+        ),
+        other => unreachable(&format!("{label} could not be reached"), other),
+    }
+}
+
+/// Trades the provider's ID token at the proxy for a proxy token.
+fn trade(
+    server: &str,
+    provider: &str,
+    tokens: &Tokens,
+    token_endpoint: &str,
+    client_id: &str,
+    old_refresh: Option<&str>,
+) -> anyhow::Result<Saved> {
+    let id_token = tokens.extra_fields().id_token.clone().ok_or_else(|| {
+        Failure::new(
+            Kind::Connection,
+            "the provider sent no ID token (does the CLI client have the openid scope?)",
+        )
+    })?;
+    let url = format!("{server}/__stamp/sign-in/{provider}/token");
+    let resp = http()?
+        .post(&url)
+        .json(&serde_json::json!({ "id_token": id_token }))
+        .send()
+        .map_err(|e| unreachable(&format!("cannot reach {url}"), e))?;
+    let status = resp.status();
+    let v: Value = resp.json().unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = v["error"]["message"]
+            .as_str()
+            .unwrap_or("refused")
+            .to_string();
+
+        return Err(Failure::new(
+            Kind::Connection,
+            format!("the proxy refused the sign-in: {msg}"),
+        )
+        .into());
+    }
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    Ok(Saved {
+        provider: provider.to_string(),
+        name: text("name"),
+        role: text("role"),
+        token: text("token"),
+        expires_at: now_secs() + v["expires_in"].as_u64().unwrap_or(3600),
+        // A provider that does not rotate refresh tokens keeps the old one valid.
+        refresh_token: tokens
+            .refresh_token()
+            .map(|r| r.secret().clone())
+            .or_else(|| old_refresh.map(str::to_string)),
+        token_endpoint: token_endpoint.to_string(),
+        client_id: client_id.to_string(),
+    })
+}
+
+/// `stamp logout`: forgets the server's sign-in. Returns whether there was one.
+pub fn logout(server: &str) -> anyhow::Result<bool> {
+    let mut all = load();
+    let had = all.remove(server).is_some();
+    if had {
+        store(&all)?;
+    }
+    Ok(had)
+}
+
+/// The saved proxy token for `server`, renewed with the refresh token
+/// when it has expired (or will within a minute). `None`: no sign-in kept.
+pub fn saved_token(server: &str, verbose: bool) -> anyhow::Result<Option<String>> {
+    let mut all = load();
+    let Some(saved) = all.get(server).cloned() else {
+        return Ok(None);
+    };
+    if saved.expires_at > now_secs() + 60 {
+        if verbose {
+            eprintln!(
+                "* token: the sign-in of {} ({})",
+                saved.name, saved.provider
+            );
+        }
+        return Ok(Some(saved.token));
+    }
+    let expired = || {
+        Failure::new(
+            Kind::Connection,
+            format!(
+                "your sign-in to {server} as {} has expired: run `stamp login`",
+                saved.name
+            ),
+        )
+        .into()
+    };
+    let Some(refresh) = saved.refresh_token.clone() else {
+        return Err(expired());
+    };
+    if verbose {
+        eprintln!(
+            "* token: renewing the sign-in of {} with {}",
+            saved.name, saved.provider
+        );
+    }
+    // The device endpoint is not used for a refresh; the token endpoint is.
+    let oauth = client(
+        &saved.client_id,
+        &saved.token_endpoint,
+        &saved.token_endpoint,
+    )?;
+    let http = http()?;
+    let tokens: Tokens = match oauth
+        .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
+        .request(&http)
+    {
+        Ok(t) => t,
+        Err(RequestTokenError::ServerResponse(_)) => return Err(expired()),
+        Err(e) => return Err(unreachable("the identity provider could not be reached", e).into()),
+    };
+    let renewed = trade(
+        server,
+        &saved.provider,
+        &tokens,
+        &saved.token_endpoint,
+        &saved.client_id,
+        Some(&refresh),
+    )?;
+    let token = renewed.token.clone();
+    all.insert(server.to_string(), renewed);
+    store(&all)?;
+    Ok(Some(token))
+}
