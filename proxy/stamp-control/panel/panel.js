@@ -88,7 +88,7 @@ async function session() {
 
 // The identity providers' sign-in links, which come back to this view.
 function providers(list) {
-  const next = encodeURIComponent(`/__stamp/${location.hash}`);
+  const next = encodeURIComponent(new URLSearchParams(location.search).get('next') || `/__stamp/${location.hash}`);
   $('#providers').replaceChildren(...list.map((p) => {
     const a = el('a', { class: 'provider', href: `${p.login}?next=${next}` }, `Sign in with ${p.label}`);
     return el('li', {}, a);
@@ -111,6 +111,12 @@ async function signIn(ev) {
     return;
   }
   $('#token').value = '';
+  // Sent here to sign in before a protected preview: go back to it.
+  const next = new URLSearchParams(location.search).get('next');
+  if (next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\')) {
+    location.assign(next);
+    return;
+  }
   await session();
   route();
   live();

@@ -40,6 +40,10 @@ pub struct FilePreview {
     pub protect: Option<bool>,
     pub secret: Option<String>,
     pub link_ttl: Option<String>,
+    /// `share-link` (default), `sign-in` or `either`.
+    pub access: Option<String>,
+    /// Roles whose signed-in people may open previews (default: all).
+    pub sign_in_roles: Option<Vec<String>>,
 }
 
 /// `[settle]` as written.
@@ -117,6 +121,10 @@ pub struct GcConfig {
 pub struct PreviewProtection {
     pub secret: String,
     pub link_ttl: Duration,
+    /// What opens a preview: share links, signed-in people, or either.
+    pub access: stamp_model::share::Access,
+    /// Roles whose signed-in people may open previews.
+    pub roles: Vec<Role>,
 }
 
 impl std::fmt::Debug for PreviewProtection {
@@ -124,6 +132,7 @@ impl std::fmt::Debug for PreviewProtection {
         f.debug_struct("PreviewProtection")
             .field("secret", &"<redacted>")
             .field("link_ttl", &self.link_ttl)
+            .field("access", &self.access)
             .finish()
     }
 }
@@ -131,6 +140,15 @@ impl std::fmt::Debug for PreviewProtection {
 impl PreviewProtection {
     pub fn signer(&self) -> stamp_model::share::Signer {
         stamp_model::share::Signer::new(self.secret.as_bytes(), self.link_ttl)
+    }
+
+    /// The data plane's check of a preview request.
+    pub fn gate(&self) -> stamp_model::share::Gate {
+        stamp_model::share::Gate {
+            signer: self.signer(),
+            access: self.access,
+            roles: self.roles.clone(),
+        }
     }
 }
 
@@ -251,9 +269,41 @@ impl ControlConfig {
             file.preview.link_ttl.as_deref(),
             Duration::from_secs(7 * 24 * 3600),
         );
+        let access = match file.preview.access.as_deref() {
+            None => stamp_model::share::Access::ShareLink,
+            Some(a) => stamp_model::share::Access::parse(a).unwrap_or_else(|| {
+                p.add(
+                    "preview.access",
+                    format!("`{a}` is not `share-link`, `sign-in` or `either`"),
+                );
+                stamp_model::share::Access::ShareLink
+            }),
+        };
+        let mut roles = Vec::new();
+        for r in file
+            .preview
+            .sign_in_roles
+            .unwrap_or_else(|| vec!["dev".into(), "qa".into(), "admin".into()])
+        {
+            match r.parse::<Role>() {
+                Ok(role) => roles.push(role),
+                Err(e) => p.add("preview.sign_in_roles", e),
+            }
+        }
+        if roles.is_empty() && access != stamp_model::share::Access::ShareLink {
+            p.add(
+                "preview.sign_in_roles",
+                "must name at least one role when previews accept signed-in people",
+            );
+        }
         let preview = if file.preview.protect.unwrap_or(false) {
             match file.preview.secret {
-                Some(secret) if secret.len() >= 32 => Some(PreviewProtection { secret, link_ttl }),
+                Some(secret) if secret.len() >= 32 => Some(PreviewProtection {
+                    secret,
+                    link_ttl,
+                    access,
+                    roles,
+                }),
                 Some(_) => {
                     p.add(
                         "preview.secret",
@@ -267,6 +317,12 @@ impl ControlConfig {
                 }
             }
         } else {
+            if access != stamp_model::share::Access::ShareLink {
+                p.add(
+                    "preview.access",
+                    "needs preview.protect = true (and preview.secret)",
+                );
+            }
             None
         };
 

@@ -246,6 +246,7 @@ impl Control {
                 &self.sessions,
                 self.cfg.tls,
                 &self.sign_in,
+                &|p| self.viewer_cookie(p),
             );
         }
         if let Some(resp) = self.sign_in_routes(&req, &path).await {
@@ -317,7 +318,12 @@ impl Control {
                     "/__stamp/login/{only}?next={}",
                     url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
                 ),
-                _ => "/__stamp/".to_string(),
+                // The panel: its sign-in form (tokens, or a choice of
+                // providers) sends the browser on to `next`.
+                _ => format!(
+                    "/__stamp/?next={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                ),
             };
             return Some(signin::signed_in_redirect(&to, &[]));
         }
@@ -436,14 +442,37 @@ impl Control {
     }
 
     /// The preview pass set with a session, when previews accept signed-in
-    /// people.
+    /// people (it names the role only).
     fn viewer_cookie(&self, p: &auth::Principal) -> Option<String> {
-        let _ = p;
-        None
+        let preview = self.cfg.preview.as_ref()?;
+        // Every signed-in role gets a pass: the data plane refuses the
+        // roles that may not open previews with a reason, where no pass
+        // would send the browser back to sign in, again and again.
+        if preview.access == stamp_model::share::Access::ShareLink {
+            return None;
+        }
+        let ttl = self.sessions.ttl().as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let pass = preview.signer().mint_pass(p.role, now + ttl);
+        Some(format!(
+            "{}={pass}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax{}",
+            stamp_model::share::PASS_COOKIE,
+            if self.cfg.tls { "; Secure" } else { "" }
+        ))
     }
 
     fn clear_viewer_cookie(&self) -> Option<String> {
-        None
+        let preview = self.cfg.preview.as_ref()?;
+        (preview.access != stamp_model::share::Access::ShareLink).then(|| {
+            format!(
+                "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+                stamp_model::share::PASS_COOKIE,
+                if self.cfg.tls { "; Secure" } else { "" }
+            )
+        })
     }
 }
 

@@ -150,6 +150,7 @@ pub fn session_endpoint(
     sessions: &Sessions,
     secure: bool,
     sign_in: &crate::signin::SignIn,
+    pass: &dyn Fn(&Principal) -> Option<String>,
 ) -> Response<Body> {
     let providers = sign_in.names();
     match *req.method() {
@@ -218,11 +219,16 @@ pub fn session_endpoint(
                 Ok(p) => {
                     let value = sessions.mint(&p);
                     let csrf = sessions.csrf(&value);
-                    json_reply(
+                    let mut resp = json_reply(
                         200,
                         json!({ "name": p.name, "role": p.role.as_str(), "csrf": csrf }),
                         Some(cookie(&value, 8 * 3600, secure)),
-                    )
+                    );
+                    // Previews that accept signed-in people open for this browser too.
+                    if let Some(v) = pass(&p).and_then(|c| header::HeaderValue::from_str(&c).ok()) {
+                        resp.headers_mut().append(header::SET_COOKIE, v);
+                    }
+                    resp
                 }
                 Err(_) => json_reply(401, error("unknown token"), None),
             }

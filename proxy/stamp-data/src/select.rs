@@ -378,6 +378,70 @@ pub fn may_be_html(path: &str, accept: Option<&[u8]>, fetch_dest: Option<&[u8]>)
     }
 }
 
+/// A cookie's value among `Cookie` headers (the first, at most 256 bytes).
+pub fn named_cookie<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &str,
+) -> Option<&'a str> {
+    for h in headers {
+        for pair in h.split(|&b| b == b';') {
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                continue;
+            };
+            if let Some(v) = pair
+                .trim()
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix('='))
+            {
+                if !v.is_empty() && v.len() <= 256 {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The `Cookie` header without `name`, when it had it (`None`: unchanged).
+pub fn without_cookie<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &str,
+) -> Option<String> {
+    let mut found = false;
+    let mut kept: Vec<&str> = Vec::new();
+    for h in headers {
+        for pair in h.split(|&b| b == b';') {
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                // Not text: leave the header as the client sent it.
+                return None;
+            };
+            let pair = pair.trim();
+            if pair.split('=').next().is_some_and(|n| n.trim() == name) {
+                found = true;
+            } else if !pair.is_empty() {
+                kept.push(pair);
+            }
+        }
+    }
+    found.then(|| kept.join("; "))
+}
+
+/// Whether a request is a browser's top-level navigation (a page to show,
+/// not a script, image or fetch): `Sec-Fetch-Mode: navigate`, or without
+/// fetch metadata an `Accept` that asks for HTML.
+pub fn is_navigation(headers: &http::HeaderMap) -> bool {
+    if let Some(mode) = headers.get("sec-fetch-mode") {
+        return mode.as_bytes().eq_ignore_ascii_case(b"navigate")
+            && headers
+                .get("sec-fetch-dest")
+                .is_none_or(|d| d.as_bytes().eq_ignore_ascii_case(b"document"));
+    }
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -394,6 +458,39 @@ mod tests {
             source,
             token: None,
         }
+    }
+
+    #[test]
+    fn preview_passes_are_read_and_kept_from_the_origin() {
+        let h = [b"a=1; stamp_viewer=p1.9.qa.ab; b=2".as_slice()];
+        assert_eq!(named_cookie(h, "stamp_viewer"), Some("p1.9.qa.ab"));
+        assert_eq!(named_cookie(h, "stamp"), None, "a prefix is not the name");
+        assert_eq!(
+            without_cookie(h, "stamp_viewer").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(
+            without_cookie([b"stamp_viewer=x".as_slice()], "stamp_viewer").as_deref(),
+            Some("")
+        );
+        assert_eq!(without_cookie([b"a=1".as_slice()], "stamp_viewer"), None);
+        assert_eq!(
+            without_cookie([b"a=\xff; stamp_viewer=x".as_slice()], "stamp_viewer"),
+            None
+        );
+        let mut nav = http::HeaderMap::new();
+        nav.insert("sec-fetch-mode", "navigate".parse().unwrap());
+        nav.insert("sec-fetch-dest", "document".parse().unwrap());
+        assert!(is_navigation(&nav));
+        nav.insert("sec-fetch-dest", "iframe".parse().unwrap());
+        assert!(!is_navigation(&nav));
+        let mut script = http::HeaderMap::new();
+        script.insert("sec-fetch-mode", "cors".parse().unwrap());
+        script.insert(http::header::ACCEPT, "text/html".parse().unwrap());
+        assert!(!is_navigation(&script));
+        let mut old = http::HeaderMap::new();
+        old.insert(http::header::ACCEPT, "text/html,*/*".parse().unwrap());
+        assert!(is_navigation(&old));
     }
 
     #[test]

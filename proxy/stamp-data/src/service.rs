@@ -23,7 +23,7 @@ use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use stamp_model::share::Signer;
+use stamp_model::share::Gate;
 use stamp_model::wire;
 
 use crate::config::DataConfig;
@@ -164,6 +164,9 @@ pub struct Ctx {
     /// The selection named a ticket that cannot be served: the production
     /// page says so.
     notice: Option<Notice>,
+    /// A navigation to a protected preview by someone not signed in: sent
+    /// to sign in first (the `Location`).
+    sign_in: Option<String>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -183,8 +186,8 @@ pub struct StampProxy {
     pub store: SharedStore,
     pub modules: ModuleServer,
     pub internal: Internal,
-    /// Share-link checker, when previews are protected.
-    pub preview: Option<Signer>,
+    /// Share-link and preview-pass checker, when previews are protected.
+    pub preview: Option<Gate>,
     /// Requests in flight (for a graceful stop that waits for them).
     pub in_flight: Arc<AtomicUsize>,
     /// The ticket cookie's name over plain HTTP and over TLS (`__Host-…`).
@@ -203,7 +206,7 @@ impl StampProxy {
         snapshot: Arc<SnapshotCell>,
         store: SharedStore,
         control: Arc<dyn ControlPlane>,
-        preview: Option<Signer>,
+        preview: Option<Gate>,
     ) -> StampProxy {
         let o = &cfg.origin;
         let mut peer = HttpPeer::new(o.addr, o.tls, o.sni.clone());
@@ -286,17 +289,38 @@ impl StampProxy {
                 token,
             } => match snap.resolve(key, *view) {
                 Resolved::Stamp { effective, stage } => {
-                    if let Some(signer) = &self.preview {
+                    if let Some(gate) = &self.preview {
                         let generation = snap.tickets.get(key).map_or(0, |t| t.share_gen);
+                        let pass = select::named_cookie(
+                            req.headers
+                                .get_all(header::COOKIE)
+                                .iter()
+                                .map(|v| v.as_bytes()),
+                            stamp_model::share::PASS_COOKIE,
+                        );
                         if let Err(refusal) =
-                            signer.verify(token.as_deref(), key, *view, generation)
+                            gate.admit(token.as_deref(), pass, key, *view, generation)
                         {
+                            if gate.sign_in_helps(refusal) && select::is_navigation(&req.headers) {
+                                let next = req
+                                    .uri
+                                    .path_and_query()
+                                    .map_or("/", |pq| pq.as_str())
+                                    .to_string();
+                                ctx.sign_in = Some(format!(
+                                    "/__stamp/login?next={}",
+                                    url::form_urlencoded::byte_serialize(next.as_bytes())
+                                        .collect::<String>()
+                                ));
+                            }
                             ctx.notice = self.cfg.badge.then(|| {
                                 let why =
                                     crate::badge::Stale::Refused(refusal.reason().to_string());
                                 (key.clone(), *view, why)
                             });
-                            let clear = classified.has_cookie || *source == Source::Cookie;
+                            // Going to sign in keeps the selection for the way back.
+                            let clear = (classified.has_cookie || *source == Source::Cookie)
+                                && ctx.sign_in.is_none();
                             production(ctx, refusal.reason().to_string(), clear);
                             return Some(classified);
                         }
@@ -719,6 +743,7 @@ impl ProxyHttp for StampProxy {
             hit_body: None,
             fill: None,
             notice: None,
+            sign_in: None,
         }
     }
 
@@ -831,6 +856,21 @@ impl ProxyHttp for StampProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(location) = ctx.sign_in.take() {
+            let mut resp = ResponseHeader::build(302, Some(5))?;
+            resp.insert_header(header::LOCATION, location)?;
+            resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
+            resp.insert_header(header::CONTENT_LENGTH, "0")?;
+            resp.insert_header(
+                INFO_HEADER,
+                "production; reason=\"sign in to open previews\"",
+            )?;
+            for c in &ctx.set_cookie {
+                resp.append_header(header::SET_COOKIE, c.as_str())?;
+            }
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
         match ctx.kind {
             Kind::Internal => {
                 if session.req_header().uri.path() == wire::EVENTS_PATH {
@@ -941,6 +981,23 @@ impl ProxyHttp for StampProxy {
         }
         if let Some(host) = &self.cfg.origin.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
+        }
+        // The preview pass is ours: the origin never sees it.
+        if self.preview.is_some() {
+            let rebuilt = select::without_cookie(
+                upstream
+                    .headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+                stamp_model::share::PASS_COOKIE,
+            );
+            if let Some(rest) = rebuilt {
+                upstream.remove_header(&header::COOKIE);
+                if !rest.is_empty() {
+                    upstream.insert_header(header::COOKIE, rest)?;
+                }
+            }
         }
         if ctx.html_candidate {
             // The page will be rewritten: it must arrive whole, fresh and

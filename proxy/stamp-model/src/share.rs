@@ -10,6 +10,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::roles::Role;
 use crate::ticket::{TicketKey, View};
 
 /// Hex digits of the MAC kept in a token (128 bits).
@@ -23,6 +24,10 @@ pub enum Refusal {
     Expired,
     Revoked,
     Invalid,
+    /// Previews need a signed-in person, and there is no (valid) pass.
+    SignIn,
+    /// Signed in, but in a role that may not open previews.
+    Role,
 }
 
 impl Refusal {
@@ -33,7 +38,78 @@ impl Refusal {
             Refusal::Expired => "the share link has expired",
             Refusal::Revoked => "the share link was revoked",
             Refusal::Invalid => "the share token is not valid for this ticket",
+            Refusal::SignIn => "previews are protected: sign in to open them",
+            Refusal::Role => "previews are protected: your role may not open them",
         }
+    }
+}
+
+/// The cookie carrying a signed-in person's preview pass (set with a panel
+/// session when previews accept signed-in people).
+pub const PASS_COOKIE: &str = "stamp_viewer";
+
+/// What opens a protected preview (`preview.access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A signed share link (`&st=`), as the API and CLI hand out.
+    ShareLink,
+    /// A signed-in person with one of the allowed roles; links alone do not.
+    SignIn,
+    /// Either of the two.
+    Either,
+}
+
+impl Access {
+    pub fn parse(s: &str) -> Option<Access> {
+        match s {
+            "share-link" => Some(Access::ShareLink),
+            "sign-in" => Some(Access::SignIn),
+            "either" => Some(Access::Either),
+            _ => None,
+        }
+    }
+}
+
+/// The check of a protected preview: share links, preview passes, or both.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub signer: Signer,
+    pub access: Access,
+    /// Roles whose signed-in people may open previews.
+    pub roles: Vec<Role>,
+}
+
+impl Gate {
+    /// Whether `token` (a share token) or `pass` (the preview pass cookie)
+    /// opens `key`'s `view`.
+    pub fn admit(
+        &self,
+        token: Option<&str>,
+        pass: Option<&str>,
+        key: &TicketKey,
+        view: View,
+        generation: u64,
+    ) -> Result<(), Refusal> {
+        let by_pass = || match self.signer.verify_pass(pass) {
+            Some(role) if self.roles.contains(&role) => Ok(()),
+            Some(_) => Err(Refusal::Role),
+            None => Err(Refusal::SignIn),
+        };
+        match self.access {
+            Access::ShareLink => self.signer.verify(token, key, view, generation),
+            Access::SignIn => by_pass(),
+            Access::Either => match self.signer.verify(token, key, view, generation) {
+                Ok(()) => Ok(()),
+                // A link that was given but is bad says why; no link asks to sign in.
+                Err(Refusal::Missing) => by_pass(),
+                Err(link) => by_pass().map_err(|_| link),
+            },
+        }
+    }
+
+    /// Whether signing in could open what `refusal` refused.
+    pub fn sign_in_helps(&self, refusal: Refusal) -> bool {
+        self.access != Access::ShareLink && matches!(refusal, Refusal::SignIn)
     }
 }
 
@@ -87,6 +163,50 @@ impl Signer {
             "{expiry}.{generation}.{}",
             self.mac(key, view, expiry, generation)
         )
+    }
+
+    /// A preview pass for a signed-in person in `role`, valid until `expiry`:
+    /// `p1.<expiry>.<role>.<mac>`.
+    pub fn mint_pass(&self, role: Role, expiry: u64) -> String {
+        format!(
+            "p1.{expiry}.{}.{}",
+            role.as_str(),
+            self.pass_mac(role, expiry)
+        )
+    }
+
+    fn pass_mac(&self, role: Role, expiry: u64) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        mac.update(format!("preview-pass|{}|{expiry}", role.as_str()).as_bytes());
+        let mut out = hex::encode(mac.finalize().into_bytes());
+        out.truncate(MAC_HEX);
+        out
+    }
+
+    /// The role of a genuine, unexpired preview pass.
+    pub fn verify_pass(&self, pass: Option<&str>) -> Option<Role> {
+        let mut parts = pass?.split('.');
+        let (Some("p1"), Some(exp), Some(role), Some(mac), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let exp: u64 = exp.parse().ok()?;
+        let role: Role = role.parse().ok()?;
+        let expected = self.pass_mac(role, exp);
+        let same = expected.len() == mac.len()
+            && expected
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        (same && exp > now_secs()).then_some(role)
     }
 
     /// Checks a token against the ticket's current link generation.
@@ -184,6 +304,52 @@ mod tests {
             );
         }
         assert_eq!(s.verify(None, &k, View::Qa, 0), Err(Refusal::Missing));
+
+        // Preview passes: signed, expiring, role-bound.
+        let pass = s.mint_pass(Role::Qa, now_secs() + 60);
+        assert_eq!(s.verify_pass(Some(&pass)), Some(Role::Qa));
+        assert_eq!(s.verify_pass(Some(&pass.replace(".qa.", ".admin."))), None);
+        assert_eq!(
+            s.verify_pass(Some(&s.mint_pass(Role::Qa, 1))),
+            None,
+            "expired"
+        );
+        for bad in ["", "p1", "p1.1.qa", "p2.9999999999.qa.00", "p1.x.qa.00"] {
+            assert_eq!(s.verify_pass(Some(bad)), None, "{bad}");
+        }
+        let gate = |access| Gate {
+            signer: s.clone(),
+            access,
+            roles: vec![Role::Qa, Role::Admin],
+        };
+        let dev_pass = s.mint_pass(Role::Dev, now_secs() + 60);
+        let g = gate(Access::ShareLink);
+        assert_eq!(
+            g.admit(None, Some(&pass), &k, View::Qa, 0),
+            Err(Refusal::Missing)
+        );
+        assert_eq!(g.admit(Some(&t), None, &k, View::Qa, 0), Ok(()));
+        let g = gate(Access::SignIn);
+        assert_eq!(
+            g.admit(Some(&t), None, &k, View::Qa, 0),
+            Err(Refusal::SignIn),
+            "links alone do not"
+        );
+        assert_eq!(g.admit(None, Some(&pass), &k, View::Qa, 0), Ok(()));
+        assert_eq!(
+            g.admit(None, Some(&dev_pass), &k, View::Qa, 0),
+            Err(Refusal::Role)
+        );
+        assert!(g.sign_in_helps(Refusal::SignIn) && !g.sign_in_helps(Refusal::Role));
+        let g = gate(Access::Either);
+        assert_eq!(g.admit(Some(&t), None, &k, View::Qa, 0), Ok(()));
+        assert_eq!(g.admit(None, Some(&pass), &k, View::Qa, 0), Ok(()));
+        assert_eq!(g.admit(None, None, &k, View::Qa, 0), Err(Refusal::SignIn));
+        assert_eq!(
+            g.admit(Some(&old), None, &k, View::Qa, 0),
+            Err(Refusal::Expired)
+        );
+        assert_eq!(g.admit(Some(&old), Some(&pass), &k, View::Qa, 0), Ok(()));
         let wrong_key = Signer::new(b"another secret, as long as it is", Duration::from_secs(60));
         assert_eq!(
             wrong_key.verify(Some(&t), &k, View::Qa, 0),

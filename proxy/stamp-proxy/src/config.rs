@@ -665,6 +665,48 @@ mod tests {
     }
 
     #[test]
+    fn sign_in_and_preview_access_are_validated() {
+        let bad = "[preview]\naccess = \"sign-in\"\n\
+                   [[sign_in]]\nname = \"corp\"\nissuer = \"ftp://id\"\nclient_id = \"c\"\n\
+                   [sign_in.roles]\nqa = [\"team:qa\"]\n";
+        let all = Config::from_toml(&flags("http://127.0.0.1:1"), bad, "p.toml")
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(
+            all.contains("`preview.access`") && all.contains("preview.protect"),
+            "{all}"
+        );
+        assert!(all.contains("`sign_in[0].issuer`"), "{all}");
+        let unknown = "[[sign_in]]\nname = \"corp\"\nissuer = \"https://id\"\nclient_id = \"c\"\nclient_secret = \"inline\"\n";
+        let e = Config::from_toml(&flags("http://127.0.0.1:1"), unknown, "p.toml").unwrap_err();
+        assert!(e.problems.join("\n").contains("client_secret"), "{e:?}");
+        let mode = "[preview]\nprotect = true\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+                    access = \"maybe\"\nsign_in_roles = [\"boss\"]\n";
+        let all = Config::from_toml(&flags("http://127.0.0.1:1"), mode, "p.toml")
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(all.contains("`maybe` is not"), "{all}");
+        assert!(all.contains("`preview.sign_in_roles`"), "{all}");
+        // Sign-in alone closes the API; off loopback it needs public_url.
+        let ok = "[[sign_in]]\nname = \"corp\"\nissuer = \"https://id.example.com\"\nclient_id = \"c\"\n\
+                  [sign_in.roles]\nqa = [\"group:qa\"]\n";
+        let c = Config::from_toml(&flags("http://127.0.0.1:1"), ok, "p.toml").unwrap();
+        assert!(!c.control.open());
+        let mut f = flags("http://127.0.0.1:1");
+        f.listen = Some("0.0.0.0:8080".into());
+        let all = Config::from_toml(&f, ok, "p.toml")
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(
+            all.contains("`public_url`") && !all.contains("`tokens`"),
+            "{all}"
+        );
+    }
+
+    #[test]
     fn an_open_api_is_refused_off_loopback() {
         let mut f = flags("http://127.0.0.1:1");
         f.listen = Some("0.0.0.0:8080".into());

@@ -153,13 +153,13 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let signer = cfg.control.preview.as_ref().map(|p| p.signer());
+    let gate = cfg.control.preview.as_ref().map(|p| p.gate());
     let proxy = StampProxy::new(
         Arc::new(cfg.data.clone()),
         cell.clone(),
         store.clone(),
         Arc::new(ControlAdapter(control.clone())),
-        signer,
+        gate,
     );
     let in_flight = proxy.in_flight.clone();
     let header_timeout = cfg.data.timeouts.client_header;

@@ -712,3 +712,135 @@ async fn the_cli_signs_in_with_a_device_code_refreshes_and_signs_out() {
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("no identity provider `nope`"), "{err}");
 }
+
+#[tokio::test]
+async fn protected_previews_open_for_signed_in_people_with_an_allowed_role() {
+    let origin = app_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let op = OidcProvider::start(&json!({
+        "redirect_uris": [format!("http://127.0.0.1:{port}/__stamp/callback")],
+        "accounts": {
+            "quinn": { "groups": ["qa"] },
+            "dana": { "groups": ["developers"] },
+        },
+    }))
+    .unwrap();
+    let proxy = sso_proxy(
+        &origin,
+        dir.path(),
+        port,
+        &op.issuer,
+        "[preview]\nprotect = true\nsecret = \"0123456789abcdef0123456789abcdef-test\"\n\
+         access = \"sign-in\"\nsign_in_roles = [\"qa\", \"admin\"]\n",
+    );
+    ticket_in_qa(&proxy, "PRV-1").await;
+
+    // Not signed in: a navigation goes to sign in first, and comes back.
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/?qa=PRV-1")).await.unwrap();
+    provider_login(&browser, "quinn").await;
+    browser
+        .wait_for_text("#msg", "ticket app", WAIT)
+        .await
+        .unwrap();
+    let url = browser.current_url().await.unwrap();
+    assert!(url.ends_with("/?qa=PRV-1"), "{url}");
+    let pass = browser.cookie("stamp_viewer").await.unwrap();
+    assert!(
+        pass.as_deref().is_some_and(|p| p.starts_with("p1.")),
+        "{pass:?}"
+    );
+    // The pass is the proxy's: the origin never sees it.
+    browser.refresh().await.unwrap();
+    browser
+        .wait_for_text("#msg", "ticket app", WAIT)
+        .await
+        .unwrap();
+    let seen = origin.last_headers("/").unwrap();
+    let cookies = seen
+        .get_all("cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(!cookies.contains("stamp_viewer"), "{cookies}");
+    assert!(
+        cookies.contains("ticket_stamp="),
+        "the selection still travels: {cookies}"
+    );
+    browser.close().await.unwrap();
+
+    // A role that may not open previews: production, saying why.
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/?qa=PRV-1")).await.unwrap();
+    provider_login(&browser, "dana").await;
+    browser
+        .wait_for_text("#msg", "production app", WAIT)
+        .await
+        .unwrap();
+    let notice = browser
+        .execute(
+            "const b = document.querySelector('ticket-stamp-badge'); \
+             return b && b.shadowRoot ? b.shadowRoot.querySelector('aside').textContent : null;",
+        )
+        .await
+        .unwrap();
+    assert!(
+        notice
+            .as_str()
+            .is_some_and(|n| n.contains("your role may not open them")),
+        "the notice says why: {notice}"
+    );
+    browser.close().await.unwrap();
+
+    // Without a browser: a share link alone is not enough in `sign-in`
+    // mode; a script or fetch gets production, not a redirect; a forged
+    // pass is nobody.
+    let (_, t) = api(&proxy, "ci-secret", "GET", "tickets/PRV-1", "").await;
+    let link = t["links"]["qa"].as_str().unwrap().to_string();
+    assert!(link.contains("st="), "{link}");
+    let client = stamp_tests::client();
+    let resp = client
+        .get(&link)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with("/__stamp/login?next=%2F%3Fqa%3DPRV-1"),
+        "{location}"
+    );
+    let resp = client
+        .get(proxy.url("/?qa=PRV-1"))
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-dest", "empty")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let info = resp.headers()["x-ticket-stamp"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(info.contains("sign in to open them"), "{info}");
+    for forged in [
+        format!("stamp_viewer=p1.9999999999.admin.{}", "0".repeat(32)),
+        "stamp_viewer=p1.1.qa.zz".to_string(),
+        format!("stamp_viewer={}", "x".repeat(5000)),
+    ] {
+        let resp = client
+            .get(proxy.url("/?qa=PRV-1"))
+            .header("accept", "text/html")
+            .header("cookie", &forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 302, "{forged:.40}");
+    }
+    // Production itself is untouched for everyone.
+    let page = client.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+}
