@@ -101,11 +101,25 @@ fn store(all: &BTreeMap<String, Saved>) -> anyhow::Result<PathBuf> {
     })?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
     }
-    let tmp = path.with_extension("json.tmp");
+    // A new file of our own (never an existing one or a symlink planted in
+    // its place), renamed over the old one.
+    let tmp = path.with_extension(format!(
+        "json.{}.{:x}.tmp",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    ));
     {
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -199,6 +213,24 @@ fn client(client_id: &str, device: &str, token: &str) -> anyhow::Result<DeviceCl
 
 /// `stamp login [--provider NAME]`.
 pub fn login(server: &str, provider: Option<&str>, json: bool) -> anyhow::Result<()> {
+    // The proxy names the provider's endpoints and receives the ID token:
+    // only over TLS, unless it is this machine.
+    let loopback = url::Url::parse(server).ok().is_some_and(|u| {
+        matches!(
+            u.host(),
+            Some(url::Host::Ipv4(a)) if a.is_loopback()
+        ) || matches!(u.host(), Some(url::Host::Ipv6(a)) if a.is_loopback())
+            || u.host_str() == Some("localhost")
+    });
+    if !server.starts_with("https://") && !loopback {
+        return Err(Failure::new(
+            Kind::Usage,
+            format!(
+                "{server} is not https: stamp login signs in only over TLS (or to this machine)"
+            ),
+        )
+        .into());
+    }
     let http = http()?;
     let url = format!("{server}/__stamp/sign-in");
     let resp = http
@@ -311,7 +343,8 @@ pub fn login(server: &str, provider: Option<&str>, json: bool) -> anyhow::Result
             })
         );
     } else {
-        eprintln!("To sign in with {}, open {verify}", chosen.label);
+        eprintln!("Signing in to {server} with {}.", chosen.label);
+        eprintln!("Open {verify}");
         eprintln!("and enter the code {code}");
         if let Some(c) = &complete {
             eprintln!("(or open {c})");

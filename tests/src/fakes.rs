@@ -1252,6 +1252,10 @@ pub enum IdTokenFault {
     WrongNonce,
     /// The token response has no `id_token`.
     Missing,
+    /// No `email_verified` claim (as some providers do).
+    EmailUnverified,
+    /// Issued an hour ago (still unexpired).
+    IssuedLongAgo,
 }
 
 struct IdpData {
@@ -1421,6 +1425,7 @@ impl IdpData {
             IdTokenFault::Expired => (now - 900, now - 300),
             IdTokenFault::ExpiredWithinSkew => (now - 600, now - 20),
             IdTokenFault::IssuedInTheFuture => (now + 600, now + 1200),
+            IdTokenFault::IssuedLongAgo => (now - 3600, now + 300),
             _ => (now, now + 300),
         };
         let mut claims = json!({
@@ -1433,6 +1438,11 @@ impl IdpData {
             "email_verified": true,
             "groups": self.groups,
         });
+        if self.fault == IdTokenFault::EmailUnverified {
+            if let Some(o) = claims.as_object_mut() {
+                o.remove("email_verified");
+            }
+        }
         match (self.fault, nonce) {
             (IdTokenFault::WrongNonce, _) => claims["nonce"] = json!("not-the-nonce"),
             (_, Some(n)) => claims["nonce"] = json!(n),

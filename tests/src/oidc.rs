@@ -44,7 +44,9 @@ impl OidcProvider {
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Its start-up warnings (development keys, in-memory store) are
+            // expected here and would bury the test output.
+            .stderr(Stdio::null())
             .spawn()
             .context("spawning node oidc-provider.mjs")?;
         let stdout = child.stdout.take().context("no stdout")?;

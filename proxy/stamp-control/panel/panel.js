@@ -86,9 +86,22 @@ async function session() {
   return me;
 }
 
+// `?next=` when it is a page of this origin (the browser's own parser
+// decides: tabs, backslashes and the like cannot smuggle another host).
+function sameOriginNext() {
+  const next = new URLSearchParams(location.search).get('next');
+  if (!next || !next.startsWith('/')) return null;
+  try {
+    const u = new URL(next, location.origin);
+    return u.origin === location.origin ? u.pathname + u.search + u.hash : null;
+  } catch (_) {
+    return null;
+  }
+}
+
 // The identity providers' sign-in links, which come back to this view.
 function providers(list) {
-  const next = encodeURIComponent(new URLSearchParams(location.search).get('next') || `/__stamp/${location.hash}`);
+  const next = encodeURIComponent(sameOriginNext() || `/__stamp/${location.hash}`);
   $('#providers').replaceChildren(...list.map((p) => {
     const a = el('a', { class: 'provider', href: `${p.login}?next=${next}` }, `Sign in with ${p.label}`);
     return el('li', {}, a);
@@ -112,8 +125,8 @@ async function signIn(ev) {
   }
   $('#token').value = '';
   // Sent here to sign in before a protected preview: go back to it.
-  const next = new URLSearchParams(location.search).get('next');
-  if (next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\')) {
+  const next = sameOriginNext();
+  if (next) {
     location.assign(next);
     return;
   }
@@ -128,7 +141,7 @@ async function signOut() {
   const json = await resp.json().catch(() => ({}));
   me = null;
   // A single sign-on session also ends at the provider.
-  if (json.logout) { location.assign(json.logout); return; }
+  if (json.logout && /^https?:\/\//.test(json.logout)) { location.assign(json.logout); return; }
   await session();
   $('#view').replaceChildren();
 }

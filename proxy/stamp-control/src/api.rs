@@ -1168,7 +1168,7 @@ impl Api {
             name: principal.name.clone(),
             commit: body.commit.clone(),
             branch: body.branch.clone(),
-            role: Some(principal.role),
+            role: signed_in_role(principal),
         };
         let change = if withdraw {
             let history = self.store.history(key).await?;
@@ -1203,7 +1203,7 @@ impl Api {
             name: principal.name.clone(),
             commit: body.commit.clone(),
             branch: body.branch.clone(),
-            role: Some(principal.role),
+            role: signed_in_role(principal),
         };
         if tr.target(t.stage).is_none() {
             return Err(WorkflowError::IllegalTransition {
@@ -1512,6 +1512,12 @@ fn specifier(headers: &http::HeaderMap, path: &str) -> Result<String, ApiError> 
     }
 }
 
+/// The role recorded with a signed-in person's actions (sign-off policies
+/// read it there); a token's role is the configuration's, now.
+fn signed_in_role(p: &Principal) -> Option<stamp_model::roles::Role> {
+    matches!(p.via, crate::auth::Via::SignIn(_)).then_some(p.role)
+}
+
 fn actor_from(principal: &Principal, headers: &http::HeaderMap) -> Actor {
     let text = |name: &str| {
         headers
@@ -1524,7 +1530,7 @@ fn actor_from(principal: &Principal, headers: &http::HeaderMap) -> Actor {
         name: principal.name.clone(),
         commit: text(h::COMMIT).filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit())),
         branch: text(h::BRANCH),
-        role: Some(principal.role),
+        role: signed_in_role(principal),
     }
 }
 

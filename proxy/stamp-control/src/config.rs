@@ -398,6 +398,16 @@ impl ControlConfig {
         }
     }
 
+    /// Cookies carry `Secure`: the listener serves TLS, or the public URL is
+    /// https (TLS ends at a load balancer in front).
+    pub fn secure_cookies(&self) -> bool {
+        self.tls
+            || self
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+    }
+
     /// The API is open (anonymous admin): no tokens and no sign-in, which
     /// is allowed only on loopback.
     pub fn open(&self) -> bool {

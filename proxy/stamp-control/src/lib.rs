@@ -138,7 +138,7 @@ impl Control {
             cfg.preview.as_ref().map(|p| p.secret.as_str()),
             Duration::from_secs(8 * 3600),
         );
-        let sign_in = signin::SignIn::new(&cfg.sign_in, &cfg.link_base(), cfg.tls);
+        let sign_in = signin::SignIn::new(&cfg.sign_in, &cfg.link_base(), cfg.secure_cookies());
         let cfg = Arc::new(cfg);
         let api = api::Api {
             cfg: cfg.clone(),
@@ -244,7 +244,7 @@ impl Control {
                 &req,
                 &self.cfg.tokens,
                 &self.sessions,
-                self.cfg.tls,
+                self.cfg.secure_cookies(),
                 &self.sign_in,
                 &|p| self.viewer_cookie(p),
             );
@@ -252,7 +252,7 @@ impl Control {
         if let Some(resp) = self.sign_in_routes(&req, &path).await {
             return resp;
         }
-        let providers = self.sign_in.names();
+        let providers = self.sign_in.session_keys();
         let principal = || {
             panel::principal(
                 req.method(),
@@ -342,7 +342,12 @@ impl Control {
             if !get {
                 return Some(error(405, ErrorCode::MethodNotAllowed, "GET"));
             }
-            return Some(match self.sign_in.callback(req, &self.sessions).await {
+            let result = self
+                .sign_in
+                .callback(req, &self.sessions)
+                .await
+                .and_then(|(p, next)| self.not_a_token(p).map(|p| (p, next)));
+            return Some(match result {
                 Ok((p, next)) => {
                     log::info!(
                         "sign-in: {} signed in with {:?} as {}",
@@ -353,7 +358,7 @@ impl Control {
                     let value = self.sessions.mint(&p);
                     let ttl = self.sessions.ttl().as_secs();
                     let mut cookies = vec![
-                        panel::cookie(&value, ttl, self.cfg.tls),
+                        panel::cookie(&value, ttl, self.cfg.secure_cookies()),
                         format!(
                             "{}=; Path=/__stamp/; Max-Age=0; HttpOnly; SameSite=Lax",
                             signin::LOGIN_COOKIE
@@ -381,7 +386,12 @@ impl Control {
             if let Some(refusal) = not_json(req) {
                 return Some(refusal);
             }
-            return Some(match self.sign_in.cli_token(name, req.body()).await {
+            let result = self
+                .sign_in
+                .cli_token(name, req.body())
+                .await
+                .and_then(|p| self.not_a_token(p));
+            return Some(match result {
                 Ok(p) => {
                     let ttl = signin::CLI_TOKEN_TTL;
                     let token = self.sessions.mint_bearer(&p, ttl);
@@ -413,10 +423,25 @@ impl Control {
         None
     }
 
+    /// A signed-in person named like a machine token would share its
+    /// sign-offs and history: refused.
+    fn not_a_token(&self, p: auth::Principal) -> Result<auth::Principal, signin::Failure> {
+        if self.cfg.tokens.iter().any(|t| t.name == p.name) {
+            return Err(signin::Failure {
+                status: 403,
+                message: format!(
+                    "{} has the name of a [[tokens]] entry: rename the token",
+                    p.name
+                ),
+            });
+        }
+        Ok(p)
+    }
+
     /// `DELETE /__stamp/session`: ends the panel session (and the preview
     /// pass); for a sign-in session, names the provider's logout URL too.
     async fn sign_out(&self, req: &Request<Bytes>) -> Response<Body> {
-        let providers = self.sign_in.names();
+        let providers = self.sign_in.session_keys();
         let who = auth::session_cookie(
             req.headers()
                 .get_all(header::COOKIE)
@@ -431,7 +456,7 @@ impl Control {
         let mut resp = panel::json_reply(
             200,
             serde_json::json!({ "logout": logout }),
-            Some(panel::cookie("", 0, self.cfg.tls)),
+            Some(panel::cookie("", 0, self.cfg.secure_cookies())),
         );
         if let Some(c) = self.clear_viewer_cookie() {
             if let Ok(v) = header::HeaderValue::from_str(&c) {
@@ -460,7 +485,11 @@ impl Control {
         Some(format!(
             "{}={pass}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax{}",
             stamp_model::share::PASS_COOKIE,
-            if self.cfg.tls { "; Secure" } else { "" }
+            if self.cfg.secure_cookies() {
+                "; Secure"
+            } else {
+                ""
+            }
         ))
     }
 
@@ -470,7 +499,11 @@ impl Control {
             format!(
                 "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
                 stamp_model::share::PASS_COOKIE,
-                if self.cfg.tls { "; Secure" } else { "" }
+                if self.cfg.secure_cookies() {
+                    "; Secure"
+                } else {
+                    ""
+                }
             )
         })
     }

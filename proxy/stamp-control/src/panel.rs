@@ -152,7 +152,7 @@ pub fn session_endpoint(
     sign_in: &crate::signin::SignIn,
     pass: &dyn Fn(&Principal) -> Option<String>,
 ) -> Response<Body> {
-    let providers = sign_in.names();
+    let providers = sign_in.session_keys();
     match *req.method() {
         Method::GET | Method::HEAD => {
             let presented = auth::session_cookie(
@@ -174,7 +174,7 @@ pub fn session_endpoint(
                         "csrf": sessions.csrf(c),
                         "open": open,
                         "provider": match &p.via {
-                            auth::Via::SignIn(name) => Some(name.as_str()),
+                            auth::Via::SignIn(key) => Some(crate::signin::provider_of(key)),
                             auth::Via::Token => None,
                         },
                     }),

@@ -403,27 +403,30 @@ pub fn named_cookie<'a>(
 }
 
 /// The `Cookie` header without `name`, when it had it (`None`: unchanged).
+/// Works on bytes: a header that is not text must not carry the cookie
+/// through.
 pub fn without_cookie<'a>(
     headers: impl IntoIterator<Item = &'a [u8]>,
     name: &str,
-) -> Option<String> {
+) -> Option<Vec<u8>> {
     let mut found = false;
-    let mut kept: Vec<&str> = Vec::new();
+    let mut kept: Vec<&[u8]> = Vec::new();
     for h in headers {
         for pair in h.split(|&b| b == b';') {
-            let Ok(pair) = std::str::from_utf8(pair) else {
-                // Not text: leave the header as the client sent it.
-                return None;
-            };
-            let pair = pair.trim();
-            if pair.split('=').next().is_some_and(|n| n.trim() == name) {
+            let pair = pair.trim_ascii();
+            let cookie_name = pair
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if cookie_name == name.as_bytes() {
                 found = true;
             } else if !pair.is_empty() {
                 kept.push(pair);
             }
         }
     }
-    found.then(|| kept.join("; "))
+    found.then(|| kept.join(&b"; "[..]))
 }
 
 /// Whether a request is a browser's top-level navigation (a page to show,
@@ -467,16 +470,17 @@ mod tests {
         assert_eq!(named_cookie(h, "stamp"), None, "a prefix is not the name");
         assert_eq!(
             without_cookie(h, "stamp_viewer").as_deref(),
-            Some("a=1; b=2")
+            Some(&b"a=1; b=2"[..])
         );
         assert_eq!(
             without_cookie([b"stamp_viewer=x".as_slice()], "stamp_viewer").as_deref(),
-            Some("")
+            Some(&b""[..])
         );
         assert_eq!(without_cookie([b"a=1".as_slice()], "stamp_viewer"), None);
         assert_eq!(
-            without_cookie([b"a=\xff; stamp_viewer=x".as_slice()], "stamp_viewer"),
-            None
+            without_cookie([b"a=\xff; stamp_viewer=x".as_slice()], "stamp_viewer").as_deref(),
+            Some(&b"a=\xff"[..]),
+            "not text, still taken out"
         );
         let mut nav = http::HeaderMap::new();
         nav.insert("sec-fetch-mode", "navigate".parse().unwrap());

@@ -995,7 +995,9 @@ impl ProxyHttp for StampProxy {
             if let Some(rest) = rebuilt {
                 upstream.remove_header(&header::COOKIE);
                 if !rest.is_empty() {
-                    upstream.insert_header(header::COOKIE, rest)?;
+                    let value = http::HeaderValue::from_bytes(&rest)
+                        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "cookie", e))?;
+                    upstream.insert_header(header::COOKIE, value)?;
                 }
             }
         }

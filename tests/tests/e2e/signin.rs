@@ -287,11 +287,7 @@ async fn code_flow(proxy: &Proxy, next: &str) -> (u16, Option<String>, Option<St
         "login redirects to the provider"
     );
     let to_provider = resp.headers()["location"].to_str().unwrap().to_string();
-    for needle in [
-        "code_challenge=",
-        "code_challenge_method=S256",
-        "state=",
-    ] {
+    for needle in ["code_challenge=", "code_challenge_method=S256", "state="] {
         assert!(to_provider.contains(needle), "{needle} in {to_provider}");
     }
     let login_cookie = resp
@@ -397,6 +393,28 @@ async fn bad_id_tokens_and_bad_answers_never_get_a_session() {
         assert_eq!(session, None, "{fault:?} gave a session");
     }
 
+    // An address the provider does not say it verified matches no email
+    // or domain rule (root@example.com is admin by email).
+    idp.set_fault(IdTokenFault::EmailUnverified);
+    idp.set_person("root@example.com", &[]);
+    let (got, _, session, body) = code_flow(&proxy, "%2F").await;
+    assert_eq!(got, 403, "{body}");
+    assert!(
+        body.contains("u-1@corp"),
+        "named by subject, not the claimed address: {body}"
+    );
+    assert_eq!(session, None);
+    idp.set_fault(IdTokenFault::None);
+    let (got, _, _, body) = code_flow(&proxy, "%2F").await;
+    assert_eq!(got, 302, "verified, the same address is admin: {body}");
+
+    // A person named like a machine token would share its identity.
+    idp.set_person("ci", &["qa"]);
+    let (got, _, session, body) = code_flow(&proxy, "%2F").await;
+    assert_eq!(got, 403, "{body}");
+    assert!(body.contains("[[tokens]]"), "{body}");
+    assert_eq!(session, None);
+
     // Someone no role rule matches.
     idp.set_fault(IdTokenFault::None);
     idp.set_person("eve@example.com", &["sales"]);
@@ -475,6 +493,7 @@ async fn bad_id_tokens_and_bad_answers_never_get_a_session() {
         IdTokenFault::Expired,
         IdTokenFault::ForeignKey,
         IdTokenFault::Unsigned,
+        IdTokenFault::IssuedLongAgo,
     ] {
         idp.set_fault(fault);
         let (s, v) = exchange(json!({ "id_token": idp.mint("stamp-cli") }).to_string()).await;

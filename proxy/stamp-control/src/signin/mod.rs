@@ -48,6 +48,11 @@ use crate::Body;
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// How long discovered metadata and keys are trusted before refetching.
 const METADATA_TTL: Duration = Duration::from_secs(600);
+/// How long a failed discovery is not retried.
+const DISCOVERY_BACKOFF: Duration = Duration::from_secs(10);
+/// The oldest ID token the CLI may trade (a device flow's is seconds old;
+/// an old one is more likely replayed).
+const CLI_TOKEN_MAX_AGE: Duration = Duration::from_secs(600);
 /// How long a browser may take at the provider.
 const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// How long a proxy token handed to the CLI lasts (it refreshes).
@@ -125,6 +130,24 @@ pub struct ProviderConfig {
     pub groups_claim: String,
     /// Rules per role, tried admin, then qa, then dev.
     pub roles: Vec<(Role, Vec<Rule>)>,
+}
+
+impl ProviderConfig {
+    /// `name~digest`: the digest covers what decides who gets which role.
+    pub fn session_key(&self) -> String {
+        use sha2::Digest as _;
+        let rules = format!(
+            "{:?}|{}|{}|{}|{:?}",
+            self.kind, self.issuer, self.client_id, self.groups_claim, self.roles
+        );
+        let digest = sha2::Sha256::digest(rules.as_bytes());
+        format!("{}~{}", self.name, &hex::encode(digest)[..8])
+    }
+}
+
+/// The provider's name in a session key (`name~digest`).
+pub fn provider_of(key: &str) -> &str {
+    key.split('~').next().unwrap_or(key)
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -426,6 +449,11 @@ struct Provider {
     cfg: ProviderConfig,
     secret: Option<String>,
     cache: tokio::sync::Mutex<Option<(Arc<Metadata>, Instant)>>,
+    /// When discovery last failed: for a while, callers are told at once
+    /// instead of queueing behind another attempt.
+    failed: std::sync::Mutex<Option<Instant>>,
+    /// [`ProviderConfig::session_key`].
+    key: String,
 }
 
 /// The sign-in side of the control plane.
@@ -499,11 +527,14 @@ impl SignIn {
                     .and_then(|e| std::env::var(e).ok()),
                 cfg: cfg.clone(),
                 cache: tokio::sync::Mutex::new(None),
+                failed: std::sync::Mutex::new(None),
+                key: cfg.session_key(),
             })
             .collect();
         SignIn {
             providers,
             http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
                 .timeout(Duration::from_secs(10))
                 // Following redirects would let a provider's answer send us elsewhere.
                 .redirect(reqwest::redirect::Policy::none())
@@ -522,6 +553,13 @@ impl SignIn {
     /// Provider names, for checking sessions.
     pub fn names(&self) -> Vec<&str> {
         self.providers.iter().map(|p| p.cfg.name.as_str()).collect()
+    }
+
+    /// What sessions of each provider carry: its name and a digest of its
+    /// issuer, client and role rules, so changing a provider's rules (or
+    /// removing it) ends the sessions and CLI tokens it gave.
+    pub fn session_keys(&self) -> Vec<&str> {
+        self.providers.iter().map(|p| p.key.as_str()).collect()
     }
 
     /// Name and label of each provider, for the panel's sign-in buttons.
@@ -549,7 +587,26 @@ impl SignIn {
     }
 
     async fn metadata(&self, p: &Provider, fresh: bool) -> Result<Arc<Metadata>, Failure> {
+        let unreachable = || {
+            Failure::new(
+                502,
+                format!(
+                    "the identity provider {} at {} could not be reached or sent unusable \
+                     metadata; try again later",
+                    p.cfg.label, p.cfg.issuer
+                ),
+            )
+        };
+        let recently_failed = p
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| *f)
+            .is_some_and(|at| at.elapsed() < DISCOVERY_BACKOFF);
         let mut cache = p.cache.lock().await;
+        if recently_failed && cache.is_none() {
+            return Err(unreachable());
+        }
         if let Some((m, at)) = cache.as_ref() {
             // A refetch for an unknown key at most every 30 s: forged tokens
             // must not turn into a stream of requests to the provider.
@@ -573,14 +630,15 @@ impl SignIn {
                     p.cfg.issuer,
                     chain(&e)
                 );
-                Err(Failure::new(
-                    502,
-                    format!(
-                        "the identity provider {} at {} could not be reached or sent unusable \
-                         metadata; try again later",
-                        p.cfg.label, p.cfg.issuer
-                    ),
-                ))
+                if let Ok(mut f) = p.failed.lock() {
+                    *f = Some(Instant::now());
+                }
+                // Keys that worked a moment ago still verify while the
+                // provider's discovery is down.
+                if let Some((m, _)) = cache.as_ref() {
+                    return Ok(m.clone());
+                }
+                Err(unreachable())
             }
         }
     }
@@ -970,17 +1028,30 @@ impl SignIn {
             .parse()
             .map_err(|e| Failure::new(401, format!("the ID token is malformed: {e}")))?;
         let claims = self.verify(p, &token, audience, None, false).await?;
+        let age = chrono::Utc::now() - claims.issue_time();
+        if age > chrono::TimeDelta::seconds(CLI_TOKEN_MAX_AGE.as_secs() as i64) {
+            return Err(Failure::new(
+                401,
+                format!(
+                    "the ID token was issued {}s ago: trade it within {}s (run `stamp login` again)",
+                    age.num_seconds(),
+                    CLI_TOKEN_MAX_AGE.as_secs()
+                ),
+            ));
+        }
         map_principal(&p.cfg, &claims)
     }
 
     /// The provider's logout endpoint, to end the provider's session too.
     pub async fn logout_url(&self, provider: &str) -> Option<String> {
         let p = self
-            .provider(provider)
+            .provider(provider_of(provider))
             .filter(|p| p.cfg.kind == ProviderKind::Oidc)?;
         let m = self.metadata(p, false).await.ok()?;
         let end = m.additional_metadata().end_session_endpoint.clone()?;
-        let mut u = url::Url::parse(&end).ok()?;
+        let mut u = url::Url::parse(&end)
+            .ok()
+            .filter(|u| u.scheme() == "https" || u.scheme() == "http")?;
         u.query_pairs_mut()
             .append_pair("client_id", &p.cfg.client_id)
             .append_pair(
@@ -1015,7 +1086,9 @@ pub fn map_principal(cfg: &ProviderConfig, claims: &Claims) -> Result<Principal,
     let email = claims
         .email()
         .map(|e| e.as_str().to_ascii_lowercase())
-        .filter(|_| claims.email_verified() != Some(false));
+        // Only an address the provider says it verified: some providers
+        // leave the claim out, or let people type any address.
+        .filter(|_| claims.email_verified() == Some(true));
     let groups: Vec<String> = match claims.additional_claims().claims.get(&cfg.groups_claim) {
         Some(Value::Array(a)) => a
             .iter()
@@ -1044,7 +1117,7 @@ pub fn principal_for(
         Some(role) => Ok(Principal {
             name,
             role,
-            via: Via::SignIn(cfg.name.clone()),
+            via: Via::SignIn(cfg.session_key()),
         }),
         None => Err(Failure::new(
             403,
@@ -1263,6 +1336,21 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} in {all}");
         }
+    }
+
+    #[test]
+    fn sessions_are_keyed_by_the_rules_that_gave_them() {
+        let a = cfg();
+        let mut b = cfg();
+        assert_eq!(a.session_key(), b.session_key());
+        assert!(a.session_key().starts_with("corp~"));
+        assert_eq!(provider_of(&a.session_key()), "corp");
+        b.roles[0].1.push(Rule::Group("everyone".into()));
+        assert_ne!(
+            a.session_key(),
+            b.session_key(),
+            "a new admin rule ends old sessions"
+        );
     }
 
     #[test]

@@ -309,7 +309,7 @@ pub async fn identity(
                 .as_str()
                 .ok_or_else(|| malformed("profile"))?
                 .to_string();
-            let verified = me["email_verified"].as_bool().unwrap_or(true);
+            let verified = me["email_verified"].as_bool() == Some(true);
             let email = me["email"]
                 .as_str()
                 .filter(|_| verified)
