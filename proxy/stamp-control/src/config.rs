@@ -70,6 +70,8 @@ pub struct ControlFile {
     /// `asset_origins`, already normalised by the binary.
     pub asset_origins: Vec<String>,
     pub public_url: Option<String>,
+    /// The panel's and API's own host (`https://stamp.example.com`).
+    pub control_url: Option<String>,
     pub history_repo: Option<PathBuf>,
     pub api: FileApi,
     pub tokens: Vec<FileToken>,
@@ -142,12 +144,15 @@ impl PreviewProtection {
         stamp_model::share::Signer::new(self.secret.as_bytes(), self.link_ttl)
     }
 
-    /// The data plane's check of a preview request.
-    pub fn gate(&self) -> stamp_model::share::Gate {
+    /// The data plane's check of a preview request; `login` and `app` as
+    /// in [`stamp_model::share::Gate`].
+    pub fn gate(&self, login: String, app: String) -> stamp_model::share::Gate {
         stamp_model::share::Gate {
             signer: self.signer(),
             access: self.access,
             roles: self.roles.clone(),
+            login,
+            app,
         }
     }
 }
@@ -158,6 +163,9 @@ pub struct ControlConfig {
     /// Base of share links, e.g. `https://app.example.com` (no trailing
     /// slash); without it, the listener's own address.
     pub public_url: Option<String>,
+    /// When set, the panel, the API and sign-in answer only on this host
+    /// (another origin than the app's, so app scripts cannot use them).
+    pub control_url: Option<String>,
     pub api: ApiLimits,
     /// API tokens; empty means the API is open (only allowed on loopback).
     pub tokens: Vec<Token>,
@@ -206,6 +214,43 @@ impl ControlConfig {
                 Ok(parsed)
                     if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
                 _ => p.add("public_url", format!("`{u}` is not an http(s) URL")),
+            }
+        }
+
+        let control_url = file
+            .control_url
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(c) = &control_url {
+            match url::Url::parse(c) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https")
+                        && parsed.host().is_some()
+                        && parsed.path() == "/"
+                        && parsed.query().is_none() =>
+                {
+                    let app = public_url.as_deref().and_then(|u| url::Url::parse(u).ok());
+                    match app {
+                        None => p.add(
+                            "control_url",
+                            "needs public_url too: the app's own address, where previews return",
+                        ),
+                        Some(app)
+                            if app.host_str() == parsed.host_str()
+                                && app.port_or_known_default()
+                                    == parsed.port_or_known_default() =>
+                        {
+                            p.add(
+                                "control_url",
+                                "must be another host than public_url (that is its point)",
+                            )
+                        }
+                        Some(_) => {}
+                    }
+                }
+                _ => p.add(
+                    "control_url",
+                    format!("`{c}` is not an http(s) origin (scheme, host and port only)"),
+                ),
             }
         }
 
@@ -383,6 +428,7 @@ impl ControlConfig {
 
         ControlConfig {
             public_url,
+            control_url,
             api,
             tokens,
             history_repo: file.history_repo,
@@ -396,6 +442,44 @@ impl ControlConfig {
             tls: ctx.tls,
             sign_in,
         }
+    }
+
+    /// Where the panel, the API and sign-in answer: `control_url`, else the
+    /// same base as links.
+    pub fn control_base(&self) -> String {
+        self.control_url.clone().unwrap_or_else(|| self.link_base())
+    }
+
+    /// Whether a request's `Host` is the panel's own host (always, without
+    /// `control_url`).
+    pub fn on_control_host(&self, host: Option<&str>) -> bool {
+        let Some(control) = &self.control_url else {
+            return true;
+        };
+        let Ok(u) = url::Url::parse(control) else {
+            return false;
+        };
+        let Some(h) = host else {
+            return false;
+        };
+        let want_host = u.host_str().unwrap_or_default();
+        let want_port = u.port_or_known_default();
+        let (got_host, got_port) = match h.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(']') || h.starts_with('[') => {
+                (name, port.parse::<u16>().ok())
+            }
+            _ => (h, want_port),
+        };
+        got_host.eq_ignore_ascii_case(want_host) && got_port == want_port
+    }
+
+    /// The data plane's preview gate, when previews are protected.
+    pub fn preview_gate(&self) -> Option<stamp_model::share::Gate> {
+        let preview = self.preview.as_ref()?;
+        Some(match &self.control_url {
+            Some(c) => preview.gate(format!("{c}/__stamp/login"), self.link_base()),
+            None => preview.gate("/__stamp/login".into(), String::new()),
+        })
     }
 
     /// Cookies carry `Secure`: the listener serves TLS, or the public URL is

@@ -138,7 +138,13 @@ impl Control {
             cfg.preview.as_ref().map(|p| p.secret.as_str()),
             Duration::from_secs(8 * 3600),
         );
-        let sign_in = signin::SignIn::new(&cfg.sign_in, &cfg.link_base(), cfg.secure_cookies());
+        let app = cfg.control_url.is_some().then(|| cfg.link_base());
+        let sign_in = signin::SignIn::new(
+            &cfg.sign_in,
+            &cfg.control_base(),
+            app.as_deref(),
+            cfg.secure_cookies(),
+        );
         let cfg = Arc::new(cfg);
         let api = api::Api {
             cfg: cfg.clone(),
@@ -225,6 +231,26 @@ impl Control {
     /// Answers one request under `/__stamp/` (besides health and metrics).
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Body> {
         let path = req.uri().path().to_string();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if !self.cfg.on_control_host(host) {
+            // The app's host: scripts there must not reach the panel or
+            // the API; only the preview pass is handed over here.
+            if path == "/__stamp/pass" {
+                return self.pass_handoff(&req);
+            }
+            return error(
+                404,
+                ErrorCode::NotFound,
+                format!(
+                    "the panel and the API answer at {}/__stamp/ (control_url)",
+                    self.cfg.control_base()
+                ),
+            );
+        }
         if let Some(asset) = panel::asset(&path) {
             return asset;
         }
@@ -311,7 +337,7 @@ impl Control {
         };
         let get = matches!(*req.method(), Method::GET | Method::HEAD);
         if path == "/__stamp/login" && get {
-            let next = signin::safe_next(query("next").as_deref());
+            let next = self.sign_in.next(query("next").as_deref());
             let names = self.sign_in.names();
             let to = match names.as_slice() {
                 [only] => format!(
@@ -364,8 +390,18 @@ impl Control {
                             signin::LOGIN_COOKIE
                         ),
                     ];
-                    cookies.extend(self.viewer_cookie(&p));
-                    signin::signed_in_redirect(&next, &cookies)
+                    if next.starts_with('/') {
+                        cookies.extend(self.viewer_cookie(&p));
+                        signin::signed_in_redirect(&next, &cookies)
+                    } else {
+                        // Back to the app on its own host: the preview pass
+                        // is handed over there, by a short-lived grant.
+                        let to = match self.viewer_pass(&p) {
+                            Some(pass) => self.pass_grant_url(&pass, &next),
+                            None => next.clone(),
+                        };
+                        signin::signed_in_redirect(&to, &cookies)
+                    }
                 }
                 Err(f) => {
                     log::info!("sign-in refused: {}", f.message);
@@ -469,6 +505,11 @@ impl Control {
     /// The preview pass set with a session, when previews accept signed-in
     /// people (it names the role only).
     fn viewer_cookie(&self, p: &auth::Principal) -> Option<String> {
+        self.viewer_pass(p).map(|pass| self.pass_cookie(&pass))
+    }
+
+    /// A preview pass for `p`, when previews accept signed-in people.
+    fn viewer_pass(&self, p: &auth::Principal) -> Option<String> {
         let preview = self.cfg.preview.as_ref()?;
         // Every signed-in role gets a pass: the data plane refuses the
         // roles that may not open previews with a reason, where no pass
@@ -477,20 +518,61 @@ impl Control {
             return None;
         }
         let ttl = self.sessions.ttl().as_secs();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let pass = preview.signer().mint_pass(p.role, now + ttl);
-        Some(format!(
-            "{}={pass}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax{}",
+        Some(preview.signer().mint_pass(p.role, now_secs() + ttl))
+    }
+
+    /// `<public_url>/__stamp/pass?grant=…`: the app's host sets the pass
+    /// from a grant sealed for one minute, then goes on to the page.
+    fn pass_grant_url(&self, pass: &str, next: &str) -> String {
+        let base = self.cfg.link_base();
+        let path = next.strip_prefix(&base).unwrap_or("/");
+        let grant = serde_json::json!({ "pass": pass, "next": path, "exp": now_secs() + 60 });
+        let sealed = self.sessions.seal("pass-grant", &grant.to_string());
+        format!(
+            "{base}/__stamp/pass?grant={}",
+            url::form_urlencoded::byte_serialize(sealed.as_bytes()).collect::<String>()
+        )
+    }
+
+    /// `GET /__stamp/pass?grant=…` on the app's host.
+    fn pass_handoff(&self, req: &Request<Bytes>) -> Response<Body> {
+        let grant = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "grant")
+            .map(|(_, v)| v.into_owned());
+        let opened = grant
+            .as_deref()
+            .and_then(|g| self.sessions.open("pass-grant", g))
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .filter(|v| v["exp"].as_u64().is_some_and(|e| e > now_secs()));
+        let Some(v) = opened else {
+            return signin::page(
+                400,
+                "Sign-in",
+                "This sign-in link is not valid any more: open the preview link again.",
+                None,
+            );
+        };
+        let pass = v["pass"].as_str().unwrap_or_default();
+        let next = signin::safe_next(v["next"].as_str(), None);
+        let next = if next == "/__stamp/" {
+            "/".to_string()
+        } else {
+            next
+        };
+        signin::signed_in_redirect(&next, &[self.pass_cookie(pass)])
+    }
+
+    fn pass_cookie(&self, pass: &str) -> String {
+        format!(
+            "{}={pass}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
             stamp_model::share::PASS_COOKIE,
+            self.sessions.ttl().as_secs(),
             if self.cfg.secure_cookies() {
                 "; Secure"
             } else {
                 ""
             }
-        ))
+        )
     }
 
     fn clear_viewer_cookie(&self) -> Option<String> {
@@ -507,6 +589,13 @@ impl Control {
             )
         })
     }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// An error response in the model's envelope.

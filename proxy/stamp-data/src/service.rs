@@ -307,11 +307,7 @@ impl StampProxy {
                                     .path_and_query()
                                     .map_or("/", |pq| pq.as_str())
                                     .to_string();
-                                ctx.sign_in = Some(format!(
-                                    "/__stamp/login?next={}",
-                                    url::form_urlencoded::byte_serialize(next.as_bytes())
-                                        .collect::<String>()
-                                ));
+                                ctx.sign_in = Some(gate.login_url(&next));
                             }
                             ctx.notice = self.cfg.badge.then(|| {
                                 let why =

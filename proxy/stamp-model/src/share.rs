@@ -77,6 +77,12 @@ pub struct Gate {
     pub access: Access,
     /// Roles whose signed-in people may open previews.
     pub roles: Vec<Role>,
+    /// Where a browser goes to sign in: `/__stamp/login`, or the panel's
+    /// own host's (`https://stamp.example/__stamp/login`).
+    pub login: String,
+    /// Prefixed to the page's path for the way back, when the login is on
+    /// another host (the app's public URL); empty otherwise.
+    pub app: String,
 }
 
 impl Gate {
@@ -105,6 +111,20 @@ impl Gate {
                 Err(link) => by_pass().map_err(|_| link),
             },
         }
+    }
+
+    /// The sign-in URL for a browser asking for `path_and_query`.
+    pub fn login_url(&self, path_and_query: &str) -> String {
+        let next = format!("{}{path_and_query}", self.app);
+        let mut enc = String::with_capacity(next.len() * 3);
+        for b in next.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                enc.push(b as char);
+            } else {
+                enc.push_str(&format!("%{b:02X}"));
+            }
+        }
+        format!("{}?next={enc}", self.login)
     }
 
     /// Whether signing in could open what `refusal` refused.
@@ -321,7 +341,13 @@ mod tests {
             signer: s.clone(),
             access,
             roles: vec![Role::Qa, Role::Admin],
+            login: "/__stamp/login".into(),
+            app: String::new(),
         };
+        assert_eq!(
+            gate(Access::SignIn).login_url("/?qa=TKT-1"),
+            "/__stamp/login?next=%2F%3Fqa%3DTKT-1"
+        );
         let dev_pass = s.mint_pass(Role::Dev, now_secs() + 60);
         let g = gate(Access::ShareLink);
         assert_eq!(

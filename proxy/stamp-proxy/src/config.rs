@@ -130,6 +130,8 @@ struct FileConfig {
     sync: FileSync,
     /// Public base URL for share links (default: the listener's address).
     public_url: Option<String>,
+    /// The panel's and API's own host.
+    control_url: Option<String>,
     /// Other origins the app loads modules, stylesheets or import maps from.
     #[serde(default)]
     asset_origins: Vec<String>,
@@ -454,6 +456,7 @@ impl Config {
             ControlFile {
                 asset_origins,
                 public_url: file.public_url,
+                control_url: file.control_url,
                 history_repo: file.history_repo,
                 api: file.api,
                 tokens: file.tokens,
@@ -689,6 +692,35 @@ mod tests {
             .join("\n");
         assert!(all.contains("`maybe` is not"), "{all}");
         assert!(all.contains("`preview.sign_in_roles`"), "{all}");
+        // The panel's own host must be another host, with public_url.
+        for (toml, needle) in [
+            ("control_url = \"http://stamp.example\"\n", "needs public_url"),
+            (
+                "public_url = \"https://shop.example\"\ncontrol_url = \"https://shop.example\"\n",
+                "another host",
+            ),
+            (
+                "public_url = \"https://shop.example\"\ncontrol_url = \"https://stamp.example/panel\"\n",
+                "origin",
+            ),
+        ] {
+            let all = Config::from_toml(&flags("http://127.0.0.1:1"), toml, "p.toml")
+                .unwrap_err()
+                .problems
+                .join("\n");
+            assert!(all.contains("`control_url`") && all.contains(needle), "{all}");
+        }
+        let c = Config::from_toml(
+            &flags("http://127.0.0.1:1"),
+            "public_url = \"https://shop.example\"\ncontrol_url = \"https://stamp.example\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert!(c.control.on_control_host(Some("stamp.example")));
+        assert!(c.control.on_control_host(Some("STAMP.example:443")));
+        assert!(!c.control.on_control_host(Some("shop.example")));
+        assert!(!c.control.on_control_host(Some("stamp.example:8443")));
+        assert!(!c.control.on_control_host(None));
         // Sign-in alone closes the API; off loopback it needs public_url.
         let ok = "[[sign_in]]\nname = \"corp\"\nissuer = \"https://id.example.com\"\nclient_id = \"c\"\n\
                   [sign_in.roles]\nqa = [\"group:qa\"]\n";

@@ -153,7 +153,7 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gate = cfg.control.preview.as_ref().map(|p| p.gate());
+    let gate = cfg.control.preview_gate();
     let proxy = StampProxy::new(
         Arc::new(cfg.data.clone()),
         cell.clone(),

@@ -70,8 +70,8 @@ fn proxy_with(
     std::fs::write(
         &conf,
         format!(
-            "origin = \"{}\"\nstore = \"{}\"\n\
-             [[tokens]]\nname = \"ci\"\nrole = \"dev\"\nsha256 = \"{}\"\n{config}",
+            "origin = \"{}\"\nstore = \"{}\"\n{config}\n\
+             [[tokens]]\nname = \"ci\"\nrole = \"dev\"\nsha256 = \"{}\"\n",
             origin.url,
             dir.join("store").display(),
             stamp_control::auth::hash_token("ci-secret"),
@@ -92,10 +92,15 @@ fn proxy_with(
 }
 
 async fn api(proxy: &Proxy, bearer: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    api_at(&proxy.url, bearer, method, path, body).await
+}
+
+/// The API at `base` (the panel's own host, when it has one).
+async fn api_at(base: &str, bearer: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     let resp = stamp_tests::client()
         .request(
             method.parse().unwrap(),
-            proxy.url(&format!("/__stamp/api/v1/{path}")),
+            format!("{base}/__stamp/api/v1/{path}"),
         )
         .bearer_auth(bearer)
         .header("content-type", "application/json")
@@ -108,8 +113,12 @@ async fn api(proxy: &Proxy, bearer: &str, method: &str, path: &str, body: &str) 
 }
 
 async fn ticket_in_qa(proxy: &Proxy, key: &str) {
-    let (s, v) = api(
-        proxy,
+    ticket_in_qa_at(&proxy.url, key).await
+}
+
+async fn ticket_in_qa_at(base: &str, key: &str) {
+    let (s, v) = api_at(
+        base,
         "ci-secret",
         "PUT",
         &format!("tickets/{key}/modules/src/app.js"),
@@ -117,8 +126,8 @@ async fn ticket_in_qa(proxy: &Proxy, key: &str) {
     )
     .await;
     assert_eq!(s, 201, "{v}");
-    let (s, v) = api(
-        proxy,
+    let (s, v) = api_at(
+        base,
         "ci-secret",
         "POST",
         &format!("tickets/{key}/promote"),
@@ -1045,4 +1054,110 @@ async fn github_and_atlassian_sign_in_through_their_apis() {
     let (c, _, err) = run(stamp(home.path(), &proxy2.url, &["login"], &[]));
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("not set up for the CLI"), "{err}");
+}
+
+#[tokio::test]
+async fn the_panel_on_its_own_host_is_out_of_reach_of_app_scripts() {
+    // Two hosts on one proxy: the app at 127.0.0.1, the panel at localhost
+    // (different origins, and different sites, to the browser).
+    let origin = app_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let app = format!("http://127.0.0.1:{port}");
+    let control = format!("http://localhost:{port}");
+    let op = OidcProvider::start(&json!({
+        "redirect_uris": [format!("{control}/__stamp/callback")],
+        "accounts": { "quinn": { "groups": ["qa"] } },
+    }))
+    .unwrap();
+    let _proxy = sso_proxy(
+        &origin,
+        dir.path(),
+        port,
+        &op.issuer,
+        &format!(
+            "public_url = \"{app}\"\ncontrol_url = \"{control}\"\n\
+             [preview]\nprotect = true\nsecret = \"0123456789abcdef0123456789abcdef-test\"\n\
+             access = \"sign-in\"\n"
+        ),
+    );
+    ticket_in_qa_at(&control, "OWN-1").await;
+
+    // On the app's host, the panel, its session and the API are not there.
+    let client = stamp_tests::client();
+    for path in [
+        "/__stamp/",
+        "/__stamp/session",
+        "/__stamp/api/v1/tickets",
+        "/__stamp/login/corp",
+    ] {
+        let resp = client.get(format!("{app}{path}")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{path}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(&control), "{path}: {body}");
+    }
+    let resp = client
+        .get(format!("{app}/__stamp/api/v1/tickets"))
+        .bearer_auth("ci-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404, "not even with a token");
+    // On its own host, the API answers; production and health stay on the app's.
+    let resp = client
+        .get(format!("{control}/__stamp/api/v1/tickets"))
+        .bearer_auth("ci-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = client
+        .get(format!("{app}/__stamp/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    // A preview on the app's host: sign in on the panel's host, and the pass
+    // is handed back to the app's host.
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&format!("{app}/?qa=OWN-1")).await.unwrap();
+    provider_login(&browser, "quinn").await;
+    browser
+        .wait_for_text("#msg", "ticket app", WAIT)
+        .await
+        .unwrap();
+    let url = browser.current_url().await.unwrap();
+    assert_eq!(url, format!("{app}/?qa=OWN-1"));
+    // The signed-in panel on its host...
+    browser.goto(&format!("{control}/__stamp/")).await.unwrap();
+    browser
+        .wait_for_text("#who", "quinn@example.com (qa)", WAIT)
+        .await
+        .unwrap();
+    // ...is not readable by a script on the app's host.
+    browser.goto(&format!("{app}/")).await.unwrap();
+    let read = browser
+        .client()
+        .unwrap()
+        .execute_async(&format!(
+            "const done = arguments[arguments.length - 1]; \
+             Promise.all([ \
+               fetch('/__stamp/session', {{credentials: 'include'}}).then(r => r.status), \
+               fetch('{control}/__stamp/session', {{credentials: 'include'}}).then(r => 'read ' + r.status, e => 'blocked') \
+             ]).then(done);"
+        ), vec![])
+        .await
+        .unwrap();
+    assert_eq!(read, json!([404, "blocked"]), "{read}");
+    browser.close().await.unwrap();
+
+    // A forged or stale grant does nothing.
+    let resp = client
+        .get(format!("{app}/__stamp/pass?grant=forged.0000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(resp.headers().get("set-cookie").is_none());
 }

@@ -462,6 +462,9 @@ pub struct SignIn {
     http: reqwest::Client,
     /// `public_url` or the listener: where the provider sends browsers back.
     base: String,
+    /// The app's own origin, when the panel has its own host: sign-ins may
+    /// return to its pages.
+    app: Option<String>,
     secure: bool,
 }
 
@@ -498,26 +501,32 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// A same-origin path to go back to after signing in (anything else: the
-/// panel), so the login cannot be turned into an open redirect.
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && n.len() <= 2048
-                && !n.bytes().any(|b| b.is_ascii_control() || b == b'\\') =>
-        {
-            n.to_string()
-        }
+/// Where to go back to after signing in: a same-origin path, or (when the
+/// panel has its own host) a page of the app at `app`; anything else is the
+/// panel, so the login cannot be turned into an open redirect.
+pub fn safe_next(next: Option<&str>, app: Option<&str>) -> String {
+    let path_ok = |n: &str| {
+        n.starts_with('/')
+            && !n.starts_with("//")
+            && !n.starts_with("/\\")
+            && n.len() <= 2048
+            && !n.bytes().any(|b| b.is_ascii_control() || b == b'\\')
+    };
+    match (next, app) {
+        (Some(n), _) if path_ok(n) => n.to_string(),
+        (Some(n), Some(app)) if n.strip_prefix(app).is_some_and(path_ok) => n.to_string(),
         _ => "/__stamp/".to_string(),
     }
 }
 
 impl SignIn {
     /// Providers with their secrets read from the environment.
-    pub fn new(providers: &[ProviderConfig], base: &str, secure: bool) -> SignIn {
+    pub fn new(
+        providers: &[ProviderConfig],
+        base: &str,
+        app: Option<&str>,
+        secure: bool,
+    ) -> SignIn {
         let providers = providers
             .iter()
             .map(|cfg| Provider {
@@ -542,8 +551,14 @@ impl SignIn {
                 .build()
                 .unwrap_or_default(),
             base: base.to_string(),
+            app: app.map(str::to_string),
             secure,
         }
+    }
+
+    /// [`safe_next`] with this proxy's app origin.
+    pub fn next(&self, next: Option<&str>) -> String {
+        safe_next(next, self.app.as_deref())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -678,7 +693,7 @@ impl SignIn {
                         state,
                         nonce: String::new(),
                         verifier,
-                        next: safe_next(next),
+                        next: safe_next(next, self.app.as_deref()),
                         exp: now_secs() + LOGIN_TTL.as_secs(),
                     };
                     self.pending_redirect(&url, &pending, sessions)
@@ -711,7 +726,7 @@ impl SignIn {
             state: state.secret().clone(),
             nonce: nonce.secret().clone(),
             verifier: verifier.secret().clone(),
-            next: safe_next(next),
+            next: safe_next(next, self.app.as_deref()),
             exp: now_secs() + LOGIN_TTL.as_secs(),
         };
         self.pending_redirect(url.as_str(), &pending, sessions)
@@ -1355,7 +1370,19 @@ mod tests {
 
     #[test]
     fn only_same_origin_paths_are_returned_to() {
-        assert_eq!(safe_next(Some("/app?dev=TKT-1")), "/app?dev=TKT-1");
+        assert_eq!(safe_next(Some("/app?dev=TKT-1"), None), "/app?dev=TKT-1");
+        let app = Some("https://shop.example");
+        assert_eq!(
+            safe_next(Some("https://shop.example/?qa=TKT-1"), app),
+            "https://shop.example/?qa=TKT-1"
+        );
+        for bad in [
+            "https://shop.example.evil/",
+            "https://shop.example//evil",
+            "https://shop.example",
+        ] {
+            assert_eq!(safe_next(Some(bad), app), "/__stamp/", "{bad}");
+        }
         for bad in [
             "//evil.io",
             "/\\evil.io",
@@ -1363,8 +1390,8 @@ mod tests {
             "javascript:x",
             "/a\nb",
         ] {
-            assert_eq!(safe_next(Some(bad)), "/__stamp/", "{bad}");
+            assert_eq!(safe_next(Some(bad), None), "/__stamp/", "{bad}");
         }
-        assert_eq!(safe_next(None), "/__stamp/");
+        assert_eq!(safe_next(None, None), "/__stamp/");
     }
 }
