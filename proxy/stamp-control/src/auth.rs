@@ -52,7 +52,7 @@ pub fn hash_token(secret: &str) -> String {
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    stamp_model::share::same(a, b)
 }
 
 /// Authenticates an `Authorization` header value. An `open` API (no tokens
@@ -306,19 +306,10 @@ impl Sessions {
 /// The prefix of proxy tokens handed to the CLI after a sign-in.
 pub const BEARER_PREFIX: &str = "stp1.";
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(u64::MAX)
-}
+use stamp_model::share::now_secs;
 
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    stamp_model::share::same(a.as_bytes(), b.as_bytes())
 }
 
 /// The session cookie's value among the request's `Cookie` headers.
@@ -328,23 +319,7 @@ pub fn session_cookie<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> Option
 
 /// A cookie's value among the request's `Cookie` headers (at most 2 KiB).
 pub fn cookie_value<'a>(headers: impl IntoIterator<Item = &'a [u8]>, name: &str) -> Option<String> {
-    for h in headers {
-        for pair in h.split(|&b| b == b';') {
-            let Ok(pair) = std::str::from_utf8(pair) else {
-                continue;
-            };
-            if let Some(v) = pair
-                .trim()
-                .strip_prefix(name)
-                .and_then(|r| r.strip_prefix('='))
-            {
-                if !v.is_empty() && v.len() <= 2048 {
-                    return Some(v.to_string());
-                }
-            }
-        }
-    }
-    None
+    stamp_model::share::cookie(headers, name, 2048).map(str::to_string)
 }
 
 #[cfg(test)]

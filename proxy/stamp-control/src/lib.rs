@@ -591,12 +591,7 @@ impl Control {
     }
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use stamp_model::share::now_secs;
 
 /// An error response in the model's envelope.
 pub fn error(status: u16, code: ErrorCode, message: impl Into<String>) -> Response<Body> {

@@ -383,23 +383,7 @@ pub fn named_cookie<'a>(
     headers: impl IntoIterator<Item = &'a [u8]>,
     name: &str,
 ) -> Option<&'a str> {
-    for h in headers {
-        for pair in h.split(|&b| b == b';') {
-            let Ok(pair) = std::str::from_utf8(pair) else {
-                continue;
-            };
-            if let Some(v) = pair
-                .trim()
-                .strip_prefix(name)
-                .and_then(|r| r.strip_prefix('='))
-            {
-                if !v.is_empty() && v.len() <= 256 {
-                    return Some(v);
-                }
-            }
-        }
-    }
-    None
+    stamp_model::share::cookie(headers, name, 256)
 }
 
 /// The `Cookie` header without `name`, when it had it (`None`: unchanged).

@@ -146,11 +146,44 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-fn now_secs() -> u64 {
+/// Seconds since the epoch (what every expiry here is counted in).
+pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Equal bytes, compared in time that depends on the length only (MACs,
+/// token hashes, OAuth state).
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The first value of cookie `name` among `Cookie` headers, if at most
+/// `max` bytes (pairs that are not text are skipped).
+pub fn cookie<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+    name: &str,
+    max: usize,
+) -> Option<&'a str> {
+    for h in headers {
+        for pair in h.split(|&b| b == b';') {
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                continue;
+            };
+            if let Some(v) = pair
+                .trim()
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix('='))
+            {
+                if !v.is_empty() && v.len() <= max {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
 }
 
 impl Signer {
@@ -220,13 +253,7 @@ impl Signer {
         let exp: u64 = exp.parse().ok()?;
         let role: Role = role.parse().ok()?;
         let expected = self.pass_mac(role, exp);
-        let same = expected.len() == mac.len()
-            && expected
-                .bytes()
-                .zip(mac.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        (same && exp > now_secs()).then_some(role)
+        (same(expected.as_bytes(), mac.as_bytes()) && exp > now_secs()).then_some(role)
     }
 
     /// Checks a token against the ticket's current link generation.
@@ -251,13 +278,7 @@ impl Signer {
             return Err(Refusal::Malformed);
         }
         let expected = self.mac(key, view, exp, gen);
-        let same = expected.len() == mac.len()
-            && expected
-                .bytes()
-                .zip(mac.to_ascii_lowercase().bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !same {
+        if !same(expected.as_bytes(), mac.to_ascii_lowercase().as_bytes()) {
             return Err(Refusal::Invalid);
         }
         if gen != generation {

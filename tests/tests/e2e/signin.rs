@@ -279,6 +279,30 @@ async fn panel_signs_in_with_the_company_provider_and_history_names_the_person()
     browser.close().await.unwrap();
 }
 
+/// `name=value` of the `Set-Cookie` for `name` that sets a value.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&prefix) && !c.starts_with(&format!("{prefix};")))
+        .map(|c| c.split(';').next().unwrap_or_default().to_string())
+}
+
+/// `GET /__stamp/session` with a session cookie: who it is.
+async fn session_of(proxy: &Proxy, cookie: &str) -> Value {
+    stamp_tests::client()
+        .get(proxy.url("/__stamp/session"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Walks the code flow without a browser: the proxy's login redirect, the
 /// fake provider's immediate answer, and the callback. Returns the
 /// callback's status, its `Location`, the session cookie it set (if any)
@@ -299,17 +323,7 @@ async fn code_flow(proxy: &Proxy, next: &str) -> (u16, Option<String>, Option<St
     for needle in ["code_challenge=", "code_challenge_method=S256", "state="] {
         assert!(to_provider.contains(needle), "{needle} in {to_provider}");
     }
-    let login_cookie = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("stamp_login="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let login_cookie = set_cookie(&resp, "stamp_login").unwrap();
     let resp = client.get(&to_provider).send().await.unwrap();
     let callback = resp.headers()["location"].to_str().unwrap().to_string();
     let resp = client
@@ -323,13 +337,7 @@ async fn code_flow(proxy: &Proxy, next: &str) -> (u16, Option<String>, Option<St
         .headers()
         .get("location")
         .map(|v| v.to_str().unwrap().to_string());
-    let session = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("stamp_session=") && !c.starts_with("stamp_session=;"))
-        .map(|c| c.split(';').next().unwrap().to_string());
+    let session = set_cookie(&resp, "stamp_session");
     (status, location, session, resp.text().await.unwrap())
 }
 
@@ -354,15 +362,7 @@ async fn bad_id_tokens_and_bad_answers_never_get_a_session() {
         "the code went with its PKCE verifier"
     );
     let session = session.expect("a session cookie");
-    let me: Value = stamp_tests::client()
-        .get(proxy.url("/__stamp/session"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = session_of(&proxy, &session).await;
     assert_eq!(me["name"], "quinn@example.com");
     assert_eq!(me["role"], "qa");
     assert_eq!(me["provider"], "corp");
@@ -448,13 +448,7 @@ async fn bad_id_tokens_and_bad_answers_never_get_a_session() {
         .send()
         .await
         .unwrap();
-    let login_cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let login_cookie = set_cookie(&resp, "stamp_login").unwrap();
     let resp = client
         .get(proxy.url("/__stamp/callback?code=c&state=forged"))
         .header("cookie", &login_cookie)
@@ -917,15 +911,7 @@ async fn github_and_atlassian_sign_in_through_their_apis() {
     assert_eq!(status, 302, "{body}");
     assert_eq!(location.as_deref(), Some("/__stamp/"));
     assert_eq!(gh.pkce_verified(), Some(true));
-    let me: Value = stamp_tests::client()
-        .get(proxy.url("/__stamp/session"))
-        .header("cookie", session.unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = session_of(&proxy, &session.unwrap()).await;
     assert_eq!(
         me["name"], "octocat@github.com",
         "the verified primary email: {me}"
@@ -939,13 +925,7 @@ async fn github_and_atlassian_sign_in_through_their_apis() {
         .send()
         .await
         .unwrap();
-    let login_cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let login_cookie = set_cookie(&resp, "stamp_login").unwrap();
     let to = resp.headers()["location"].to_str().unwrap().to_string();
     let state = url::Url::parse(&to)
         .unwrap()
@@ -1039,15 +1019,7 @@ async fn github_and_atlassian_sign_in_through_their_apis() {
     );
     let (status, _, session, body) = code_flow(&proxy2, "%2F").await;
     assert_eq!(status, 302, "{body}");
-    let me: Value = stamp_tests::client()
-        .get(proxy2.url("/__stamp/session"))
-        .header("cookie", session.unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = session_of(&proxy2, &session.unwrap()).await;
     assert_eq!(me["name"], "ana@acme.example");
     assert_eq!(me["role"], "dev");
     // No device flow at Atlassian: the CLI says to use a token.

@@ -494,12 +494,7 @@ struct Pending {
     exp: u64,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use stamp_model::share::now_secs;
 
 /// Where to go back to after signing in: a same-origin path, or (when the
 /// panel has its own host) a page of the app at `app`; anything else is the
@@ -788,13 +783,8 @@ impl SignIn {
                 "the sign-in took longer than 10 minutes: start again",
             ));
         }
-        let state_ok = get("state").is_some_and(|s| {
-            s.len() == pending.state.len()
-                && s.bytes()
-                    .zip(pending.state.bytes())
-                    .fold(0u8, |a, (x, y)| a | (x ^ y))
-                    == 0
-        });
+        let state_ok = get("state")
+            .is_some_and(|s| stamp_model::share::same(s.as_bytes(), pending.state.as_bytes()));
         if !state_ok {
             return Err(Failure::new(
                 400,
