@@ -42,27 +42,12 @@ fn selector(text: &str) -> Selector {
         .unwrap_or_else(|e| panic!("built-in selector {text:?} does not parse: {e}"))
 }
 
-/// Inline import maps of every type we merge into (one selector list, so one
-/// entry for lol_html to match per `<script>`).
-static MAP_SELECTOR: LazyLock<Selector> = LazyLock::new(|| {
-    let list: Vec<String> = MAP_TYPES
-        .iter()
-        .map(|ty| format!("script[type=\"{ty}\" i]:not([src])"))
-        .collect();
-    selector(&list.join(", "))
-});
-static EXTERNAL_MAP_SELECTOR: LazyLock<Selector> = LazyLock::new(|| {
-    let list: Vec<String> = EXTERNAL_MAP_TYPES
-        .iter()
-        .map(|ty| format!("script[type=\"{ty}\" i][src]"))
-        .collect();
-    selector(&list.join(", "))
-});
+/// Every `<script>` and every `<link>` go to one handler each, which tells
+/// maps, external maps, entry points, preloads and stylesheets apart by their
+/// attributes: each selector lol_html matches costs on every element of the
+/// page, so seven narrow selectors cost more than two wide ones.
 static SCRIPT_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("script"));
-static STYLESHEET_SELECTOR: LazyLock<Selector> =
-    LazyLock::new(|| selector("link[rel~=\"stylesheet\" i][href]"));
-static PRELOAD_SELECTOR: LazyLock<Selector> =
-    LazyLock::new(|| selector("link[rel~=\"modulepreload\" i][href]"));
+static LINK_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("link[href]"));
 static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
 static TEMPLATE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("template"));
 static META_CSP_SELECTOR: LazyLock<Selector> =
@@ -246,34 +231,15 @@ fn stamping_handlers(
     ));
     let (s, t) = (state.clone(), state.clone());
     settings = settings.append_element_content_handler((
-        Cow::Borrowed(&*MAP_SELECTOR),
+        Cow::Borrowed(&*SCRIPT_SELECTOR),
         ElementContentHandlers::default()
-            .element(move |el: &mut Element<'_, '_>| on_map_start(&s, el))
+            .element(move |el: &mut Element<'_, '_>| on_script(&s, el))
             .text(move |chunk: &mut TextChunk<'_>| on_map_text(&t, chunk)),
     ));
     let s = state.clone();
     settings = settings.append_element_content_handler((
-        Cow::Borrowed(&*EXTERNAL_MAP_SELECTOR),
-        ElementContentHandlers::default()
-            .element(move |el: &mut Element<'_, '_>| on_external_map(&s, el)),
-    ));
-    let s = state.clone();
-    settings = settings.append_element_content_handler((
-        Cow::Borrowed(&*SCRIPT_SELECTOR),
-        ElementContentHandlers::default()
-            .element(move |el: &mut Element<'_, '_>| on_script(&s, el)),
-    ));
-    let s = state.clone();
-    settings = settings.append_element_content_handler((
-        Cow::Borrowed(&*PRELOAD_SELECTOR),
-        ElementContentHandlers::default()
-            .element(move |el: &mut Element<'_, '_>| on_module_entry(&s, el, "href")),
-    ));
-    let s = state.clone();
-    settings = settings.append_element_content_handler((
-        Cow::Borrowed(&*STYLESHEET_SELECTOR),
-        ElementContentHandlers::default()
-            .element(move |el: &mut Element<'_, '_>| on_entry(&s, el, "href")),
+        Cow::Borrowed(&*LINK_SELECTOR),
+        ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| on_link(&s, el)),
     ));
     if state_has_meta(state) {
         let s = state.clone();
@@ -528,25 +494,66 @@ fn note(reason: &str) -> String {
     format!("<!-- ticket-stamp: {safe} -->")
 }
 
-/// A `<script>`: module scripts are entry points (and where a missing map
-/// goes), classic scripts with a `src` are entry points of bundles (webpack's
-/// runtime and chunks), maps and data blocks are someone else's.
+/// A `<script>`: an inline import map of a type we merge into, an external
+/// map of a loader that takes one, or else an entry point: module scripts
+/// (and where a missing map goes), and classic scripts with a `src`, the
+/// entry points of bundles (webpack's runtime and chunks). Data blocks are
+/// someone else's.
 fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     if lock(state).template_depth > 0 {
         return Ok(());
     }
     let ty = el.get_attribute("type").unwrap_or_default();
-    let ty = ty.trim().to_ascii_lowercase();
-    if ty == "module" {
+    // A map's type is matched exactly, ignoring case only (as browsers and
+    // the loaders do); a script's MIME type is trimmed.
+    let has_src = el.has_attribute("src");
+    if !has_src && MAP_TYPES.iter().any(|t| ty.eq_ignore_ascii_case(t)) {
+        return on_map_start(state, el);
+    }
+    if has_src
+        && EXTERNAL_MAP_TYPES
+            .iter()
+            .any(|t| ty.eq_ignore_ascii_case(t))
+    {
+        return on_external_map(state, el);
+    }
+    let ty = ty.trim();
+    if ty.eq_ignore_ascii_case("module") {
         return on_module_entry(state, el, "src");
     }
     let classic = ty.is_empty()
-        || matches!(
-            ty.as_str(),
-            "text/javascript" | "application/javascript" | "text/ecmascript"
-        );
+        || [
+            "text/javascript",
+            "application/javascript",
+            "text/ecmascript",
+        ]
+        .iter()
+        .any(|t| ty.eq_ignore_ascii_case(t));
     if classic {
         return on_entry(state, el, "src");
+    }
+    Ok(())
+}
+
+/// A `<link href>`: a module preload is an entry point (and where a missing
+/// map goes), a stylesheet may be a file the ticket replaces.
+fn on_link(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let Some(rel) = el.get_attribute("rel") else {
+        return Ok(());
+    };
+    // `rel` is a set of space-separated, case-insensitive tokens.
+    let has = |token: &str| {
+        rel.split(|c: char| c.is_ascii_whitespace())
+            .any(|t| t.eq_ignore_ascii_case(token))
+    };
+    if has("modulepreload") {
+        if lock(state).template_depth > 0 {
+            return Ok(());
+        }
+        return on_module_entry(state, el, "href");
+    }
+    if has("stylesheet") {
+        return on_entry(state, el, "href");
     }
     Ok(())
 }
@@ -1162,5 +1169,46 @@ mod tests {
             html.len()
         );
         assert!(r.report().bailed_out);
+    }
+
+    #[test]
+    fn scripts_and_links_are_told_apart_by_their_attributes() {
+        let html =
+            "<head><script type=\"IMPORTMAP\">{\"imports\":{\"lib/a\":\"/src/a.js\"}}</script>\
+            <script type=\" Module \" src=\"/src/a.js\"></script>\
+            <script type=\"application/ld+json\">{\"src\":\"/src/a.js\"}</script>\
+            <link rel=\"PRELOAD   ModulePreload\" href=\"/src/a.js\">\
+            <link rel=\"icon\" href=\"/src/a.js\">\
+            <link rel=\"alternate stylesheet\" href=\"/src/a.css\"></head>";
+        let (out, report) = rewrite_str(spec(&["/src/a.js", "/src/a.css"]), html);
+        assert_eq!(report.maps_merged, 1, "{out}");
+        assert!(
+            out.contains(&format!("\"lib/a\":\"{}\"", url_of("/src/a.js"))),
+            "{out}"
+        );
+        // The module script, the preload and the stylesheet; not the data
+        // block, not the icon.
+        assert_eq!(report.entries_rewritten, 3, "{out}");
+        assert!(out.contains("{\"src\":\"/src/a.js\"}"), "{out}");
+        assert!(
+            out.contains("<link rel=\"icon\" href=\"/src/a.js\">"),
+            "{out}"
+        );
+        assert!(out.contains(&url_of("/src/a.css")), "{out}");
+    }
+
+    #[test]
+    fn a_preload_in_a_template_neither_takes_the_map_nor_is_rewritten() {
+        let html = "<body><template><link rel=modulepreload href=/src/a.js></template>\
+            <script type=module src=/src/main.js></script></body>";
+        let (out, report) = rewrite_str(spec(&["/src/a.js"]), html);
+        assert!(
+            out.contains("<template><link rel=modulepreload href=/src/a.js></template>"),
+            "inert markup untouched: {out}"
+        );
+        let map_at = out.find("<script type=\"importmap\">").unwrap();
+        assert!(map_at > out.find("</template>").unwrap(), "{out}");
+        assert!(map_at < out.find("/src/main.js").unwrap(), "{out}");
+        assert!(report.map_inserted);
     }
 }
