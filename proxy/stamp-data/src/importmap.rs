@@ -370,16 +370,24 @@ impl Resolver<'_> {
 /// A module's location as overrides name it: the path on the page's own
 /// origin, `origin + path` on any other.
 pub fn location_of(url: &Url, page: &Url) -> String {
-    if url.origin() == page.origin() {
+    if same_origin(url, page) {
         url.path().to_owned()
     } else {
         format!("{}{}", url.origin().ascii_serialization(), url.path())
     }
 }
 
+/// Whether two http(s) URLs share an origin (`Url::origin` would copy both
+/// hosts to say so).
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host() == b.host()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 /// `/a/b.js` with nothing the URL parser would change or cut off: no dot
 /// segments, no percent-encoding to normalise, no query, fragment or `//`.
-fn is_plain_absolute_path(s: &str) -> bool {
+pub fn is_plain_absolute_path(s: &str) -> bool {
     let b = s.as_bytes();
     b.first() == Some(&b'/')
         && b.get(1) != Some(&b'/')

@@ -47,11 +47,10 @@ fn selector(text: &str) -> Selector {
 /// attributes: each selector lol_html matches costs on every element of the
 /// page, so seven narrow selectors cost more than two wide ones.
 static SCRIPT_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("script"));
-static LINK_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("link[href]"));
+static LINK_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("link"));
 static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
 static TEMPLATE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("template"));
-static META_CSP_SELECTOR: LazyLock<Selector> =
-    LazyLock::new(|| selector("meta[http-equiv=\"content-security-policy\" i][content]"));
+static META_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("meta"));
 
 /// What the rewriter needs to know before the first byte.
 #[derive(Debug, Clone)]
@@ -244,7 +243,7 @@ fn stamping_handlers(
     if state_has_meta(state) {
         let s = state.clone();
         settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*META_CSP_SELECTOR),
+            Cow::Borrowed(&*META_SELECTOR),
             ElementContentHandlers::default()
                 .element(move |el: &mut Element<'_, '_>| on_meta_csp(&s, el)),
         ));
@@ -323,6 +322,13 @@ impl PageRewriter {
         lock(&self.state).report.bytes_in += chunk.len() as u64;
         match self.rewriter.as_mut() {
             Some(r) => {
+                // Room for what comes out (about what goes in, plus what
+                // the handlers add), so the sink does not grow by doubling.
+                self.out
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .reserve(chunk.len() + 1024);
                 if r.write(chunk).is_err() {
                     // Graceful bail-out already flushed what it held, unchanged;
                     // the rewriter is poisoned, so the rest bypasses it.
@@ -538,7 +544,7 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
 /// A `<link href>`: a module preload is an entry point (and where a missing
 /// map goes), a stylesheet may be a file the ticket replaces.
 fn on_link(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
-    let Some(rel) = el.get_attribute("rel") else {
+    let Some(rel) = el.get_attribute("rel").filter(|_| el.has_attribute("href")) else {
         return Ok(());
     };
     // `rel` is a set of space-separated, case-insensitive tokens.
@@ -666,12 +672,15 @@ fn state_has_meta(state: &Arc<Mutex<State>>) -> bool {
 /// A `<meta>` policy gets the proxy's nonce and hashes where it needs them;
 /// nothing is removed.
 fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let policy = el
+        .get_attribute("http-equiv")
+        .is_some_and(|h| h.eq_ignore_ascii_case("content-security-policy"));
+    let Some(content) = el.get_attribute("content").filter(|_| policy) else {
+        return Ok(());
+    };
     let mut st = lock(state);
     st.meta_seen = true;
     let Some(meta) = &st.spec.meta_csp else {
-        return Ok(());
-    };
-    let Some(content) = el.get_attribute("content") else {
         return Ok(());
     };
     let script = crate::csp::extend_with(
@@ -846,6 +855,12 @@ pub fn location(page: &Url, value: &str) -> Option<String> {
     let value = value.trim();
     if value.is_empty() {
         return None;
+    }
+    // `/src/app.js?v=3`: the path is what the URL parser would return, so
+    // skip it (every entry point of most pages).
+    let path = value.split(['?', '#']).next().unwrap_or(value);
+    if crate::importmap::is_plain_absolute_path(path) {
+        return Some(path.to_owned());
     }
     let url = page.join(value).ok()?;
     if !matches!(url.scheme(), "http" | "https") {
