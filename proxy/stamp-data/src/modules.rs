@@ -11,12 +11,13 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use quick_cache::sync::Cache;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
 
 use crate::internal::respond;
 use crate::metrics;
-use crate::select;
 use crate::snapshot::SnapshotCell;
 use stamp_model::ticket::Hash;
 use stamp_store::SharedStore;
@@ -83,12 +84,14 @@ impl ModuleServer {
 
     /// A body by hash: from the cache, else from the store (and cached).
     pub async fn body(&self, hash: &Hash) -> std::result::Result<Option<Bytes>, String> {
+        static HIT: LazyLock<IntCounter> =
+            LazyLock::new(|| metrics::MODULE_CACHE.with_label_values(&["hit"]));
         if let Some(b) = self.cell.load().pinned.get(hash) {
-            metrics::MODULE_CACHE.with_label_values(&["hit"]).inc();
+            HIT.inc();
             return Ok(Some(b.clone()));
         }
         if let Some(b) = self.cache.get(hash) {
-            metrics::MODULE_CACHE.with_label_values(&["hit"]).inc();
+            HIT.inc();
             return Ok(Some(b));
         }
         match self.store.get_module(hash).await {
@@ -140,8 +143,13 @@ impl ModuleServer {
         }
     }
 
-    /// Answers a `?__ts=` request.
-    pub async fn serve(&self, session: &mut Session) -> Result<()> {
+    /// Answers a `?__ts=` request, with the digest the request named
+    /// (`Err` when it is not one).
+    pub async fn serve(
+        &self,
+        session: &mut Session,
+        module: Option<std::result::Result<Hash, ()>>,
+    ) -> Result<()> {
         let req = session.req_header();
         let text = "text/plain; charset=utf-8";
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
@@ -153,8 +161,7 @@ impl ModuleServer {
             )
             .await;
         }
-        let classified = select::classify(req.uri.query(), std::iter::empty(), "");
-        let Some(Ok(hash)) = classified.module else {
+        let Some(Ok(hash)) = module else {
             return respond(
                 session,
                 400,

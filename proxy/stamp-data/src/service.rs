@@ -10,7 +10,7 @@
 //! fixes the headers; `response_body_filter` streams the body through lol_html.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -22,6 +22,7 @@ use pingora::prelude::*;
 use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
+use prometheus::{Histogram, IntCounter};
 
 use stamp_model::share::Gate;
 use stamp_model::wire;
@@ -39,7 +40,7 @@ use crate::rewrite::{MetaCsp, PageRewriter, RewriteSpec};
 use crate::select::{self, Selection, Source, View};
 use crate::snapshot::{Effective, Resolved, SnapshotCell};
 use stamp_model::assets;
-use stamp_model::ticket::{Stage, TicketKey};
+use stamp_model::ticket::{Hash, Stage, TicketKey};
 use stamp_model::ModuleRef;
 use stamp_store::SharedStore;
 
@@ -67,6 +68,36 @@ pub enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::Passthrough,
+        Kind::Ticket,
+        Kind::Overlay,
+        Kind::Module,
+        Kind::File,
+        Kind::Mirror,
+        Kind::Map,
+        Kind::Live,
+        Kind::Internal,
+    ];
+
+    /// The request counter and latency histogram of this kind, looked up
+    /// once per process (a labelled lookup hashes and locks every time).
+    fn metrics(self) -> &'static (IntCounter, Histogram) {
+        static BY_KIND: LazyLock<Vec<(IntCounter, Histogram)>> = LazyLock::new(|| {
+            Kind::ALL
+                .iter()
+                .map(|k| {
+                    (
+                        metrics::REQUESTS.with_label_values(&[k.label()]),
+                        metrics::LATENCY.with_label_values(&[k.label()]),
+                    )
+                })
+                .collect()
+        });
+        let i = Kind::ALL.iter().position(|k| *k == self).unwrap_or(0);
+        &BY_KIND[i]
+    }
+
     fn label(self) -> &'static str {
         match self {
             Kind::Passthrough => "passthrough",
@@ -148,6 +179,8 @@ pub struct Ctx {
     file: Option<ModuleRef>,
     /// A hot-reload request's module: the live dev view's body at the path.
     hot: Option<ModuleRef>,
+    /// `?__ts=`: the body's hash, or `Err` when the digest is malformed.
+    module: Option<Result<Hash, ()>>,
     /// The ticket file's body, replacing the origin's 404 for a `File`.
     file_body: Option<Bytes>,
     /// The external map being fetched and merged.
@@ -732,6 +765,7 @@ impl ProxyHttp for StampProxy {
             rewrite: None,
             file: None,
             hot: None,
+            module: None,
             file_body: None,
             map: None,
             page_key: None,
@@ -771,7 +805,8 @@ impl ProxyHttp for StampProxy {
             ctx.secure = true;
         }
         let classified = self.plan(session, ctx);
-        let is_module = classified.as_ref().is_some_and(|c| c.module.is_some());
+        ctx.module = classified.as_ref().and_then(|c| c.module);
+        let is_module = ctx.module.is_some();
         let req = session.req_header();
         let get_or_head = req.method == http::Method::GET || req.method == http::Method::HEAD;
         if is_module && classified.is_some_and(|c| c.hot.is_some()) {
@@ -884,7 +919,7 @@ impl ProxyHttp for StampProxy {
                             .serve_plain(session, module, "no-store")
                             .await?
                     }
-                    None => self.modules.serve(session).await?,
+                    None => self.modules.serve(session, ctx.module).await?,
                 }
                 Ok(true)
             }
@@ -1382,11 +1417,9 @@ impl ProxyHttp for StampProxy {
     where
         Ctx: Send + Sync,
     {
-        let label = ctx.kind.label();
-        metrics::REQUESTS.with_label_values(&[label]).inc();
-        metrics::LATENCY
-            .with_label_values(&[label])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        let (requests, latency) = ctx.kind.metrics();
+        requests.inc();
+        latency.observe(ctx.started.elapsed().as_secs_f64());
     }
 }
 
