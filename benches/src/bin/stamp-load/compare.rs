@@ -57,6 +57,9 @@ const PAGES: [(&str, usize); 2] = [("20 KB", 20 << 10), ("300 KB", 300 << 10)];
 const MODULE_PATH: &str = "/src/lib/m1.js";
 const MODULE_BYTES: usize = 30 << 10;
 const TICKET: &str = "BENCH-1";
+/// Released to production on a second stamp-proxy: every page without a
+/// selection gets its override (the overlay) until the origin ships it.
+const RELEASED: &str = "BENCH-2";
 
 /// One closed-loop run: the figures plus the server's RSS during it.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +73,8 @@ struct Bench {
     opts: Opts,
     origin: Origin,
     proxy: Proxy,
+    /// The same, with [`RELEASED`] in production.
+    overlay: Proxy,
     nginx: Nginx,
     floors: Floors,
     module_url: String,
@@ -216,6 +221,10 @@ impl Bench {
         self.proxy.pid().map(|p| vec![p])
     }
 
+    fn overlay_pids(&self) -> Option<Vec<u32>> {
+        self.overlay.pid().map(|p| vec![p])
+    }
+
     fn nginx_pids(&self) -> Option<Vec<u32>> {
         Some(self.nginx.pids())
     }
@@ -288,6 +297,26 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
         &["--store", &store.to_string_lossy(), "--threads", &workers],
         &[("RUST_LOG", "warn")],
     )?;
+    // A released ticket: uploaded, promoted to qa and released.
+    let released_store = store_dir.path().join("store-released");
+    stamp_tests::seed_dir(&released_store, RELEASED, &[(MODULE_PATH, &body)]).await?;
+    {
+        let s = stamp_tests::open_store(&released_store.to_string_lossy()).await?;
+        for _ in 0..2 {
+            stamp_tests::transition(&s, RELEASED, stamp_model::lifecycle::Transition::Promote)
+                .await?;
+        }
+    }
+    let overlay = Proxy::start_with(
+        Some(&origin.url),
+        &[
+            "--store",
+            &released_store.to_string_lossy(),
+            "--threads",
+            &workers,
+        ],
+        &[("RUST_LOG", "warn")],
+    )?;
     let nginx = Nginx::start(&NginxSpec {
         origin: origin_addr,
         workers: opts.workers,
@@ -307,6 +336,7 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
         opts,
         origin,
         proxy,
+        overlay,
         nginx,
         floors,
         module_url,
@@ -327,6 +357,11 @@ pub async fn serve(opts: Opts) -> anyhow::Result<()> {
         b.proxy.pid().unwrap_or(0)
     );
     println!("stamp module      {}", b.proxy.url(&b.module_url));
+    println!(
+        "overlay proxy     {}/page-20k   (pid {}; {RELEASED} released)",
+        b.overlay.url,
+        b.overlay.pid().unwrap_or(0)
+    );
     println!(
         "nginx proxy_pass  {}   (pids {:?})",
         b.nginx.proxy_pass,
@@ -482,6 +517,31 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
         targets.push(ratio_target(
             format!("stamped from the page cache vs passthrough, validating origin, {label}"),
             cached.m.rps(),
+            pass_v.m.rps(),
+            0.9,
+        ));
+        // A release: production pages themselves are stamped (the overlay),
+        // from the page cache when the origin validates.
+        let released = b.run(&b.overlay.url(&path), c, PAGE_HEADERS, b.overlay_pids())?;
+        b.row(
+            &format!("{label} page, released ticket"),
+            "stamp-proxy, production page with the overlay",
+            &released,
+        );
+        let released_v = b.run(
+            &b.overlay.url(&etag_path),
+            c,
+            PAGE_HEADERS,
+            b.overlay_pids(),
+        )?;
+        b.row(
+            &format!("{label} page, released ticket, validating origin"),
+            "stamp-proxy, overlay from the page cache (origin 304)",
+            &released_v,
+        );
+        targets.push(ratio_target(
+            format!("released ticket (overlay) from the page cache vs passthrough, validating origin, {label}"),
+            released_v.m.rps(),
             pass_v.m.rps(),
             0.9,
         ));
@@ -698,6 +758,36 @@ async fn check_outputs(b: &Bench, module_body: &str) -> anyhow::Result<()> {
         "the page cache did not answer: {info}"
     );
     ensure!(again.text().await? == first, "the cached page differs");
+    // The released ticket's proxy stamps production pages, and serves the
+    // second load of a validating one from the page cache.
+    let released = get(b.overlay.url(path)).await?;
+    let map = stamp_tests::import_map(&released)?;
+    ensure!(
+        map["imports"]["/src/lib/m1.js"] == b.module_url.as_str()
+            || released.contains(&b.module_url),
+        "the production page does not carry the released ticket's module"
+    );
+    let released_url = b.overlay.url(&format!("{path}-etag"));
+    let first = get(released_url.clone()).await?;
+    let again = client
+        .get(&released_url)
+        .header("accept", "text/html")
+        .send()
+        .await?;
+    let info = again
+        .headers()
+        .get("x-ticket-stamp")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        info.starts_with("overlay") && info.ends_with("; cached"),
+        "the page cache did not answer the released page: {info}"
+    );
+    ensure!(
+        again.text().await? == first,
+        "the cached released page differs"
+    );
     let sub = get(format!("{}{path}", b.nginx.sub_filter)).await?;
     ensure!(
         sub.contains(&b.module_url),
