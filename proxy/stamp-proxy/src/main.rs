@@ -8,10 +8,11 @@ use stamp_proxy::config::{Config, Flags};
 /// Pingora frees on one worker thread what another allocated (a request's
 /// headers, body chunks, the rewriter), and glibc's malloc then serialises
 /// both threads on one arena's lock: on a stamped page that was 12% of the
-/// CPU and one futex wake-up per request. mimalloc's per-thread heaps take
-/// such frees without a lock (benches/README.md has the measurements).
+/// CPU and one futex wake-up per request. jemalloc's thread caches take such
+/// frees without a lock, and kept the smallest footprint of the allocators
+/// measured (benches/README.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();

@@ -585,6 +585,7 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
     ));
 
     let many = b.opts.many_connections;
+    let mut crowd_rss = Vec::new();
     for (label, size) in PAGES {
         let path = format!("/page-{}k", size >> 10);
         let scenario = format!("{label} page, stamped, {many} connections");
@@ -602,12 +603,40 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
             b.nginx_pids(),
         )?;
         b.row(&scenario, "nginx sub_filter", &crowd_ngx);
+        let crowd_floor = b.run(
+            &format!("{}{path}", b.floors.rewrite.url),
+            many,
+            PAGE_HEADERS,
+            b.floors.rewrite.pids(),
+        )?;
+        b.row(
+            &scenario,
+            "floor: Pingora + lol_html, one no-op handler",
+            &crowd_floor,
+        );
         let rss = crowd.rss_kib.unwrap_or_default();
         targets.push(Target {
             what: format!("stamp-proxy RSS at {many} connections, {label} stamped page"),
             measured: format!("{} MiB", mib(rss)),
             target: "< 64 MiB".into(),
             met: rss < 64 * 1024,
+        });
+        crowd_rss.push((rss, crowd_floor.rss_kib.unwrap_or_default()));
+    }
+    if let [(small, small_floor), (large, large_floor)] = crowd_rss[..] {
+        let growth = large.saturating_sub(small);
+        let floor_growth = large_floor.saturating_sub(small_floor);
+        targets.push(Target {
+            what: format!(
+                "RSS flat in page size at {many} connections (20 KB → 300 KB stamped)"
+            ),
+            measured: format!(
+                "+{} MiB (floor: +{} MiB)",
+                mib(growth),
+                mib(floor_growth)
+            ),
+            target: "flat (< +4 MiB)".into(),
+            met: growth < 4 * 1024,
         });
     }
 
