@@ -627,14 +627,8 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
         let growth = large.saturating_sub(small);
         let floor_growth = large_floor.saturating_sub(small_floor);
         targets.push(Target {
-            what: format!(
-                "RSS flat in page size at {many} connections (20 KB → 300 KB stamped)"
-            ),
-            measured: format!(
-                "+{} MiB (floor: +{} MiB)",
-                mib(growth),
-                mib(floor_growth)
-            ),
+            what: format!("RSS flat in page size at {many} connections (20 KB → 300 KB stamped)"),
+            measured: format!("+{} MiB (floor: +{} MiB)", mib(growth), mib(floor_growth)),
             target: "flat (< +4 MiB)".into(),
             met: growth < 4 * 1024,
         });
