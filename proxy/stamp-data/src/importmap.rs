@@ -377,10 +377,12 @@ pub fn location_of(url: &Url, page: &Url) -> String {
     }
 }
 
-/// Whether two http(s) URLs share an origin (`Url::origin` would copy both
-/// hosts to say so).
+/// Whether two URLs share an origin, as `Url::origin` would say without
+/// copying both hosts: only http(s) URLs have one (every other scheme's is
+/// opaque, equal to nothing).
 pub fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
+    matches!(a.scheme(), "http" | "https")
+        && a.scheme() == b.scheme()
         && a.host() == b.host()
         && a.port_or_known_default() == b.port_or_known_default()
 }
@@ -1324,6 +1326,32 @@ mod tests {
             }
             if covered_by_prefix && !has_exact {
                 scope.insert(target.spec.to_owned(), Value::String(target.url.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn same_origin_agrees_with_url_origin() {
+        let urls = [
+            "http://shop.test/a.js",
+            "http://SHOP.test:80/b.js",
+            "https://shop.test/a.js",
+            "https://shop.test:443/a.js",
+            "http://shop.test:8080/a.js",
+            "http://cdn.test/a.js",
+            "http://127.0.0.1/a.js",
+            "http://[::1]/a.js",
+            "file:///a.js",
+            "data:text/javascript,1",
+        ];
+        for a in urls {
+            for b in urls {
+                let (ua, ub) = (Url::parse(a).unwrap(), Url::parse(b).unwrap());
+                assert_eq!(
+                    same_origin(&ua, &ub),
+                    ua.origin() == ub.origin(),
+                    "{a} vs {b}"
+                );
             }
         }
     }
