@@ -377,12 +377,16 @@ pub fn location_of(url: &Url, page: &Url) -> String {
     }
 }
 
-/// Whether two URLs share an origin, as `Url::origin` would say without
-/// copying both hosts: only http(s) URLs have one (every other scheme's is
-/// opaque, equal to nothing).
+/// Whether two URLs share an origin, as `Url::origin` says: for two http(s)
+/// URLs (every caller's case) compared field by field, without the copies of
+/// both hosts `Url::origin` makes; any other scheme (`blob:`, `ws:`, opaque
+/// ones) is left to `Url::origin`.
 pub fn same_origin(a: &Url, b: &Url) -> bool {
-    matches!(a.scheme(), "http" | "https")
-        && a.scheme() == b.scheme()
+    let web = |u: &Url| matches!(u.scheme(), "http" | "https");
+    if !web(a) || !web(b) {
+        return a.origin() == b.origin();
+    }
+    a.scheme() == b.scheme()
         && a.host() == b.host()
         && a.port_or_known_default() == b.port_or_known_default()
 }
@@ -1343,6 +1347,9 @@ mod tests {
             "http://[::1]/a.js",
             "file:///a.js",
             "data:text/javascript,1",
+            "blob:http://shop.test/0b5e",
+            "ws://shop.test/a",
+            "ftp://shop.test/a.js",
         ];
         for a in urls {
             for b in urls {

@@ -46,6 +46,7 @@ fn selector(text: &str) -> Selector {
 /// maps, external maps, entry points, preloads and stylesheets apart by their
 /// attributes: each selector lol_html matches costs on every element of the
 /// page, so seven narrow selectors cost more than two wide ones.
+const HTML_NS: &str = "http://www.w3.org/1999/xhtml";
 static SCRIPT_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("script"));
 static LINK_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("link"));
 static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
@@ -407,6 +408,14 @@ fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerR
     if st.template_depth > 0 {
         return Ok(());
     }
+    // Its text is taken out of the page only if its end tag will put it
+    // back merged: an element without one (self-closed in SVG or MathML)
+    // has no text, and one whose end never comes must not swallow the page.
+    let Some(handlers) = el.end_tag_handlers() else {
+        return Ok(());
+    };
+    let s = state.clone();
+    handlers.push(Box::new(move |end: &mut EndTag<'_>| on_map_end(&s, end)));
     st.map_seen = true;
     st.in_map = true;
     st.overflowed = false;
@@ -422,10 +431,6 @@ fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerR
     }
     // Hash-allowed maps change their hash when merged; a fresh nonce from the
     // CSP plan covers that, and an `integrity` on the map itself is moot.
-    let s = state.clone();
-    if let Some(handlers) = el.end_tag_handlers() {
-        handlers.push(Box::new(move |end: &mut EndTag<'_>| on_map_end(&s, end)));
-    }
     Ok(())
 }
 
@@ -506,7 +511,24 @@ fn note(reason: &str) -> String {
 /// entry points of bundles (webpack's runtime and chunks). Data blocks are
 /// someone else's.
 fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
-    if lock(state).template_depth > 0 {
+    {
+        let mut st = lock(state);
+        if st.in_map {
+            // The map before this script never ended (its end tag handler
+            // did not run): its text goes back unchanged, here, rather than
+            // this script's text being taken for the map's.
+            st.in_map = false;
+            st.overflowed = false;
+            let held = std::mem::take(&mut st.buf);
+            el.before(&held, ContentType::Html);
+        }
+        if st.template_depth > 0 {
+            return Ok(());
+        }
+    }
+    // An SVG or MathML `<script>` is not an HTML script: never a map or an
+    // entry point the browser loads as one.
+    if el.namespace_uri() != HTML_NS {
         return Ok(());
     }
     let ty = el.get_attribute("type").unwrap_or_default();
@@ -1225,5 +1247,19 @@ mod tests {
         assert!(map_at > out.find("</template>").unwrap(), "{out}");
         assert!(map_at < out.find("/src/main.js").unwrap(), "{out}");
         assert!(report.map_inserted);
+    }
+
+    #[test]
+    fn a_map_in_svg_takes_no_text_from_the_scripts_after_it() {
+        let s = spec(&["/src/a.js"]);
+        for html in [
+            "<svg><script type=\"importmap\"/></svg><script>boot()</script>",
+            "<svg><script type=importmap>{}</svg><script>boot()</script>",
+            "<math><script type=importmap>{\"imports\":{}}</script></math><script>boot()</script>",
+        ] {
+            let (out, report) = rewrite_str(s.clone(), html);
+            assert_eq!(out, html, "left exactly as it was");
+            assert_eq!(report.maps_merged, 0, "{out}");
+        }
     }
 }

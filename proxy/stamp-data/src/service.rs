@@ -94,8 +94,23 @@ impl Kind {
                 })
                 .collect()
         });
-        let i = Kind::ALL.iter().position(|k| *k == self).unwrap_or(0);
-        &BY_KIND[i]
+        &BY_KIND[self.index()]
+    }
+
+    /// Where this kind is in [`Kind::ALL`] (a match, so a new kind cannot
+    /// be forgotten).
+    fn index(self) -> usize {
+        match self {
+            Kind::Passthrough => 0,
+            Kind::Ticket => 1,
+            Kind::Overlay => 2,
+            Kind::Module => 3,
+            Kind::File => 4,
+            Kind::Mirror => 5,
+            Kind::Map => 6,
+            Kind::Live => 7,
+            Kind::Internal => 8,
+        }
     }
 
     fn label(self) -> &'static str {
@@ -1596,4 +1611,16 @@ fn is_html(resp: &ResponseHeader) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn every_kind_has_its_own_metrics_slot() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+        }
+    }
 }

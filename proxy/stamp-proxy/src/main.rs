@@ -10,7 +10,8 @@ use stamp_proxy::config::{Config, Flags};
 /// both threads on one arena's lock: on a stamped page that was 12% of the
 /// CPU and one futex wake-up per request. jemalloc's thread caches take such
 /// frees without a lock, and kept the smallest footprint of the allocators
-/// measured (benches/README.md).
+/// measured (benches/README.md). Unprefixed, so the C libraries (zlib-ng,
+/// zstd, aws-lc) allocate from it too.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
