@@ -39,7 +39,7 @@ fn merge(c: &mut Criterion) {
         let map = html[start..end].to_string();
         let eff = overrides(n);
         g.bench_with_input(BenchmarkId::from_parameter(n), &map, |b, m| {
-            b.iter(|| stamp_data::importmap::merge(m, &eff.overrides, &page_url, 1 << 24))
+            b.iter(|| stamp_data::testing::merge(m, &eff.overrides, &page_url, 1 << 24))
         });
     }
     g.finish();
@@ -50,11 +50,11 @@ fn classify(c: &mut Criterion) {
         [b"_ga=GA1.2.3; session=abc123; ticket_stamp=dev.TKT-101; theme=dark"];
     c.bench_function("classify/query", |b| {
         b.iter(|| {
-            stamp_data::select::classify(Some("page=2&dev=tkt-101&sort=price"), [], "ticket_stamp")
+            stamp_data::testing::classify(Some("page=2&dev=tkt-101&sort=price"), [], "ticket_stamp")
         })
     });
     c.bench_function("classify/cookie", |b| {
-        b.iter(|| stamp_data::select::classify(Some("page=2"), cookies, "ticket_stamp"))
+        b.iter(|| stamp_data::testing::classify(Some("page=2"), cookies, "ticket_stamp"))
     });
 }
 

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use stamp_data::rewrite::{PageRewriter, RewriteSpec};
-use stamp_data::snapshot::Effective;
+use stamp_data::testing::Effective;
+use stamp_data::testing::{PageRewriter, RewriteSpec};
 use stamp_model::ticket::{Hash, ModuleRef, OverrideSet};
 
 pub mod nginx;
@@ -81,7 +81,7 @@ pub fn module(bytes: usize) -> String {
 /// and (as on a page whose headers carry no CSP) ready for a `<meta>` policy.
 pub fn spec(n: usize) -> RewriteSpec {
     let effective = overrides(n);
-    let meta_csp = Some(stamp_data::rewrite::MetaCsp {
+    let meta_csp = Some(stamp_data::testing::MetaCsp {
         script_nonce: "bench-nonce".into(),
         script_hash: effective.fresh_hash.clone(),
         style: None,

@@ -2,12 +2,14 @@
 //! a real headless Chromium, each on a free loopback port and stopped on drop.
 
 pub mod browser;
+pub mod control;
 pub mod fakes;
 pub mod oidc;
 pub mod origin;
 pub mod proxy;
 pub mod redis_server;
 
+pub use control::{Api, InProcess};
 pub use origin::{Encoding, Origin, Route};
 pub use proxy::{status_kib, stop_child, Proxy};
 pub use redis_server::RedisServer;
@@ -56,7 +58,7 @@ pub async fn get_text(url: &str) -> String {
         .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"))
 }
 
-use stamp_control::workflow::{self, Actor};
+use stamp_control::{Actor, Desk};
 use stamp_model::lifecycle::Transition;
 use stamp_model::ticket::TicketKey;
 /// The JSON answer to a request; panics (failing the test) when the request
@@ -84,15 +86,15 @@ pub async fn upload(
 ) -> anyhow::Result<()> {
     let key = TicketKey::parse(key)?;
     for (path, body) in modules {
-        workflow::upload(
-            store,
-            &key,
-            path,
-            path,
-            bytes::Bytes::from(body.to_string()),
-            &Actor::named("test"),
-        )
-        .await?;
+        Desk::detached(store.clone())
+            .upload(
+                &key,
+                path,
+                path,
+                bytes::Bytes::from(body.to_string()),
+                &Actor::named("test"),
+            )
+            .await?;
     }
     Ok(())
 }
@@ -106,22 +108,24 @@ pub async fn upload_bare(
     body: &str,
 ) -> anyhow::Result<()> {
     let key = TicketKey::parse(key)?;
-    workflow::upload(
-        store,
-        &key,
-        specifier,
-        path,
-        bytes::Bytes::from(body.to_string()),
-        &Actor::named("test"),
-    )
-    .await?;
+    Desk::detached(store.clone())
+        .upload(
+            &key,
+            specifier,
+            path,
+            bytes::Bytes::from(body.to_string()),
+            &Actor::named("test"),
+        )
+        .await?;
     Ok(())
 }
 
 /// Applies a transition to a ticket.
 pub async fn transition(store: &SharedStore, key: &str, what: Transition) -> anyhow::Result<()> {
     let key = TicketKey::parse(key)?;
-    workflow::transition(store, &key, what, None, &Actor::named("test")).await?;
+    Desk::detached(store.clone())
+        .transition(&key, what, None, &Actor::named("test"))
+        .await?;
     Ok(())
 }
 

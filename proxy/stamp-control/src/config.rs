@@ -11,9 +11,9 @@ use serde::Deserialize;
 use stamp_model::problems::Problems;
 use stamp_model::roles::Role;
 
-use crate::auth::Token;
-use crate::policy::Entries;
-use crate::settle::ThirdVersion;
+use crate::identity::Token;
+use crate::kit::Entries;
+use crate::workflow::settle::ThirdVersion;
 
 /// `[api]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -81,7 +81,7 @@ pub struct ControlFile {
     pub policies: Entries,
     pub hooks: Entries,
     /// `[[sign_in]]` identity providers.
-    pub sign_in: Vec<crate::signin::FileProvider>,
+    pub sign_in: Vec<crate::identity::FileProvider>,
 }
 
 /// Facts from the binary's own keys (and the process) that the control
@@ -186,7 +186,7 @@ pub struct ControlConfig {
     pub listen: SocketAddr,
     pub tls: bool,
     /// Identity providers people sign in with (panel and CLI).
-    pub sign_in: Vec<crate::signin::ProviderConfig>,
+    pub sign_in: Vec<crate::identity::ProviderConfig>,
 }
 
 /// Extensions accepted by default: what a browser loads as a module or asset.
@@ -287,7 +287,7 @@ impl ControlConfig {
         let tokens = tokens(file.tokens, p);
         let mut sign_in_problems = Vec::new();
         let sign_in =
-            crate::signin::build_providers(file.sign_in, &ctx.env_is_set, &mut sign_in_problems);
+            crate::identity::build_providers(file.sign_in, &ctx.env_is_set, &mut sign_in_problems);
         for (key, message) in sign_in_problems {
             p.add(&key, message);
         }
@@ -421,7 +421,7 @@ impl ControlConfig {
             problems.into_iter().for_each(|m| p.add_raw(m));
         }
         for (entries, prefix) in [(&file.policies, "policies"), (&file.hooks, "hooks")] {
-            crate::policy::missing_secrets(&entries.0, prefix, &ctx.env_is_set)
+            crate::kit::missing_secrets(&entries.0, prefix, &ctx.env_is_set)
                 .into_iter()
                 .for_each(|m| p.add_raw(m));
         }

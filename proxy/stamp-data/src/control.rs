@@ -34,23 +34,3 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Answers one request; never fails (errors are responses).
     async fn call(&self, req: http::Request<Bytes>) -> http::Response<Body>;
 }
-
-/// A control plane that answers 404 to everything (for a data plane run
-/// alone, and for benchmarks).
-#[derive(Debug, Default)]
-pub struct NoControl;
-
-#[async_trait]
-impl ControlPlane for NoControl {
-    fn body_limit(&self, _head: &http::request::Parts) -> usize {
-        0
-    }
-
-    async fn call(&self, _req: http::Request<Bytes>) -> http::Response<Body> {
-        let mut resp = http::Response::new(Body::Full(Bytes::from_static(
-            b"{\"error\":{\"code\":\"not_found\",\"message\":\"no control plane\"}}",
-        )));
-        *resp.status_mut() = http::StatusCode::NOT_FOUND;
-        resp
-    }
-}

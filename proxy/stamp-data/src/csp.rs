@@ -183,6 +183,91 @@ fn plan_with_nonce(
     }
 }
 
+/// What a page's policies become when the proxy adds its elements: the
+/// import map (`script`, when the page `stamps`) and the badge's or
+/// notice's style (`style`, when `styled`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PagePolicies {
+    /// The enforced policies to send instead, when they changed.
+    pub enforce: Option<Vec<String>>,
+    /// The report-only policies to send instead, when they changed.
+    pub report_only: Option<Vec<String>>,
+    /// The nonce the inserted script must carry, if any.
+    pub script_nonce: Option<String>,
+    /// The nonce the inserted style must carry, if any.
+    pub style_nonce: Option<String>,
+    /// Why a policy was left as it was (logged).
+    pub note: Option<String>,
+}
+
+/// Plans a page's `Content-Security-Policy` and `…-Report-Only` headers:
+/// the inserted map gets the policy's nonce, or the policy gets its hash and
+/// a fresh nonce; the same for the style. Nothing is ever removed, and the
+/// report-only policies get the same elements, so a ticket view reports
+/// nothing production would not.
+pub fn page_policies(
+    enforce: &[String],
+    report_only: &[String],
+    script_hash: Option<&str>,
+    style_hash: Option<&str>,
+    fresh: &str,
+) -> PagePolicies {
+    let mut out = PagePolicies::default();
+    if !enforce.is_empty() {
+        let mut current = enforce.to_vec();
+        let mut changed = false;
+        if let Some(hash) = script_hash {
+            let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+            let script = plan(&refs, hash, fresh);
+            out.note = script.note.clone();
+            if script.changed {
+                current = script.policies;
+                changed = true;
+            }
+            out.script_nonce = script.nonce;
+        }
+        if let Some(hash) = style_hash {
+            let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+            let style = plan_for(Element::Style, &refs, hash, fresh);
+            if style.changed {
+                current = style.policies;
+                changed = true;
+            }
+            out.style_nonce = style.nonce;
+        }
+        out.enforce = changed.then_some(current);
+    }
+    if !report_only.is_empty() {
+        let mut current = report_only.to_vec();
+        let mut changed = false;
+        if let Some(hash) = script_hash {
+            let script_nonce = out
+                .script_nonce
+                .clone()
+                .unwrap_or_else(|| fresh.to_string());
+            let refs: Vec<&str> = report_only.iter().map(String::as_str).collect();
+            let script = extend_with(Element::Script, &refs, hash, &script_nonce);
+            current = script.policies;
+            changed = script.changed;
+            if script.nonce.is_some() {
+                out.script_nonce = Some(script_nonce);
+            }
+        }
+        if let Some(hash) = style_hash {
+            let style_n = out.style_nonce.clone().unwrap_or_else(|| fresh.to_string());
+            let refs: Vec<&str> = current.iter().map(String::as_str).collect();
+            let style = extend_with(Element::Style, &refs, hash, &style_n);
+            if style.nonce.is_some() {
+                out.style_nonce = Some(style_n);
+            }
+            changed |= style.changed;
+            current = style.policies;
+        }
+        out.report_only = changed.then_some(current);
+    }
+    out
+}
+
 /// 18 random bytes, base64: 144 bits, and no padding because 18 is a multiple of 3.
 pub fn fresh_nonce() -> String {
     let bytes: [u8; 18] = rand::random();

@@ -1,31 +1,56 @@
 //! stamp-data: the data plane of ticket-stamp. The Pingora service decides
-//! per request which ticket (if any) is selected (`select`), reads the
-//! in-memory view of the store (`snapshot`), streams HTML through the
-//! lol_html rewriter (`rewrite`, with the pure `importmap` and `csp` logic
-//! and `decode` for compressed pages), serves ticket module bodies
-//! (`modules`) and its own health and metrics (`internal`, `metrics`), and
-//! hands the rest of `/__stamp/` to a [`control::ControlPlane`]. It never
-//! depends on the control plane's crate.
+//! per request which ticket (if any) is selected, reads the in-memory view
+//! of the store, streams HTML through the lol_html rewriter, serves ticket
+//! module bodies and its own health and metrics, and hands the rest of
+//! `/__stamp/` to a [`ControlPlane`]. It never depends on the control
+//! plane's crate.
+//!
+//! Top-level modules form layers, each using only those below it (a test
+//! keeps it so; `proxy/ARCHITECTURE.md` draws them):
+//!
+//! ```text
+//! config  metrics  control  client_io  decode  csp  select  importmap   (leaves)
+//! badge                      the badge and the stale-link notice
+//! snapshot                   what the request path reads: one atomic load
+//! extmap  rewrite            external maps; the streaming page rewrite
+//! internal                   health, metrics, the hand-off to the control plane
+//! modules  live  pagecache   ticket bodies; live reload; stamped pages kept
+//! service                    the Pingora phases: a short dispatch per route
+//! ```
 
-pub mod badge;
-pub mod client_io;
+mod badge;
+mod client_io;
 pub mod config;
-pub mod control;
-pub mod csp;
-pub mod decode;
-pub mod extmap;
-pub mod importmap;
-pub mod internal;
-pub mod live;
-pub mod metrics;
-pub mod modules;
-pub mod pagecache;
-pub mod rewrite;
-pub mod select;
-pub mod service;
-pub mod snapshot;
+mod control;
+mod csp;
+mod decode;
+mod extmap;
+mod importmap;
+mod internal;
+mod live;
+mod metrics;
+mod modules;
+mod pagecache;
+mod rewrite;
+mod select;
+mod service;
+mod snapshot;
 
+pub use client_io::HeaderDeadline;
 pub use config::DataConfig;
 pub use control::{Body, ControlPlane};
-pub use service::StampProxy;
+pub use service::{StampProxy, INFO_HEADER};
 pub use snapshot::{run_refresher, SnapshotCell};
+
+/// Internals for benchmarks, fuzz targets and tests that measure or check
+/// one piece alone (the rewriter, the import-map merge, the selection).
+/// Not a stable interface: enable the `testing` feature to use it.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::badge::style_hash;
+    pub use crate::csp::{page_policies, PagePolicies};
+    pub use crate::importmap::{csp_hash_source, merge};
+    pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, Report, RewriteSpec};
+    pub use crate::select::{classify, Classified, Selection};
+    pub use crate::snapshot::Effective;
+}

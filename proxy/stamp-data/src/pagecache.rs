@@ -145,7 +145,7 @@ impl Fill {
                         | "transfer-encoding"
                         | "connection"
                         | "date"
-                        | crate::service::INFO_HEADER
+                        | stamp_model::wire::header::INFO
                 )
             })
             .filter_map(|(n, v)| v.to_str().ok().map(|v| (n.clone(), v.to_string())))

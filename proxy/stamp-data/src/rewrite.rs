@@ -381,6 +381,7 @@ impl PageRewriter {
 }
 
 /// Rewrites a whole document at once (tests, benchmarks, tools).
+#[cfg(any(test, feature = "testing"))]
 pub fn rewrite_str(spec: RewriteSpec, html: &str) -> (String, Report) {
     let mut r = PageRewriter::new(spec);
     let mut out = r.write(html.as_bytes());

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use stamp_control::config::{
     Context, ControlConfig, ControlFile, FileApi, FileGc, FilePreview, FileSettle, FileToken,
 };
-use stamp_control::policy::Entries;
+use stamp_control::Entries;
 use stamp_data::config::{
     DataConfig, DataFile, FileBadge, FileMetrics, FileModules, FileOriginTls, FileRewrite,
     FileSelection, FileTimeouts,
@@ -143,7 +143,7 @@ struct FileConfig {
     tokens: Vec<FileToken>,
     /// Identity providers people sign in with.
     #[serde(default)]
-    sign_in: Vec<stamp_control::signin::FileProvider>,
+    sign_in: Vec<stamp_control::FileProvider>,
     #[serde(default)]
     preview: FilePreview,
     #[serde(default)]
@@ -223,12 +223,12 @@ impl Config {
             Some(path) => (read_file(path)?, path.display().to_string()),
             None => (FileConfig::default(), "command line".to_string()),
         };
-        Self::build(flags, file, source, stamp_control::policy::env_is_set)
+        Self::build(flags, file, source, stamp_control::env_is_set)
     }
 
     /// Parses a TOML text as if it were the `--config` file (for tests and `--check`).
     pub fn from_toml(flags: &Flags, text: &str, source: &str) -> Result<Config, ConfigError> {
-        Self::from_toml_with(flags, text, source, stamp_control::policy::env_is_set)
+        Self::from_toml_with(flags, text, source, stamp_control::env_is_set)
     }
 
     /// [`Config::from_toml`] with another view of which environment
@@ -637,13 +637,13 @@ mod tests {
 
     #[test]
     fn tokens_are_validated() {
-        let good = stamp_control::auth::hash_token("x");
+        let good = stamp_control::hash_token("x");
         let toml = format!(
             "[[tokens]]\nname = \"a\"\nrole = \"boss\"\nsha256 = \"{good}\"\n\
              [[tokens]]\nname = \"b\"\nrole = \"dev\"\nsha256 = \"abc\"\n\
              [[tokens]]\nname = \"c\"\nrole = \"qa\"\nsha256 = \"{good}\"\n\
              [[tokens]]\nname = \"c\"\nrole = \"qa\"\nsha256 = \"{}\"\n",
-            stamp_control::auth::hash_token("y")
+            stamp_control::hash_token("y")
         );
         let all = Config::from_toml(&flags("http://127.0.0.1:1"), &toml, "p.toml")
             .unwrap_err()
@@ -749,7 +749,7 @@ mod tests {
         assert!(all.contains("`tokens`"), "{all}");
         let toml = format!(
             "[[tokens]]\nname = \"ci\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
-            stamp_control::auth::hash_token("x")
+            stamp_control::hash_token("x")
         );
         assert!(Config::from_toml(&f, &toml, "p.toml").is_ok());
     }

@@ -9,9 +9,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use stamp_control::workflow::{self, Actor, WorkflowError};
+use stamp_control::{Actor, Desk, WorkflowError};
 use stamp_model::ticket::{Stage, TicketKey};
-use stamp_store::SharedStore;
 
 /// The sample ticket.
 pub const DEMO_TICKET: &str = "DEMO-1";
@@ -121,12 +120,13 @@ async fn serve_connection(mut stream: TcpStream) {
 }
 
 /// Makes sure DEMO-1 exists in dev with its greet.js (idempotent).
-pub async fn seed(store: &SharedStore) -> Result<(), WorkflowError> {
+pub async fn seed(desk: &Desk) -> Result<(), WorkflowError> {
+    let store = desk.store();
     #[allow(clippy::unwrap_used)] // a constant, valid key
     let key = TicketKey::parse(DEMO_TICKET).unwrap();
     let body = Bytes::from_static(TICKET_GREET.as_bytes());
     if let Some(t) = store.get_ticket(&key).await? {
-        let current = workflow::overrides(store, &t, Stage::Dev).await?;
+        let current = stamp_control::overrides(store, &t, Stage::Dev).await?;
         let same = current
             .and_then(|s| s.get("/src/lib/greet.js").map(|m| m.hash))
             .is_some_and(|h| h == stamp_model::ticket::Hash::of(&body));
@@ -134,8 +134,7 @@ pub async fn seed(store: &SharedStore) -> Result<(), WorkflowError> {
             return Ok(());
         }
     }
-    workflow::upload(
-        store,
+    desk.upload(
         &key,
         "/src/lib/greet.js",
         "/src/lib/greet.js",

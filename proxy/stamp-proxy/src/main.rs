@@ -18,7 +18,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let flags = Flags::parse();
     if let Some(secret) = &flags.hash_token {
-        println!("{}", stamp_proxy::control::auth::hash_token(secret));
+        println!("{}", stamp_proxy::control::hash_token(secret));
         return ExitCode::SUCCESS;
     }
     env_logger::Builder::new()

@@ -103,9 +103,6 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         cfg.data.origin =
             stamp_data::config::parse_origin(&format!("http://{addr}"), None, None, true)
                 .map_err(|e| StartError::Demo(e.to_string()))?;
-        background
-            .block_on(crate::demo::seed(&store))
-            .map_err(|e| StartError::Demo(e.to_string()))?;
     }
 
     let origin = &cfg.data.origin;
@@ -123,6 +120,11 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     )?);
     stamp_control::register_metrics();
     control.start_hooks(background.handle());
+    if demo {
+        background
+            .block_on(crate::demo::seed(&control.desk()))
+            .map_err(|e| StartError::Demo(e.to_string()))?;
+    }
 
     let cell = Arc::new(SnapshotCell::default());
     // A first snapshot before serving, bounded: a store that is down must not
@@ -161,7 +163,7 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         Arc::new(ControlAdapter(control.clone())),
         gate,
     );
-    let in_flight = proxy.in_flight.clone();
+    let in_flight = proxy.in_flight();
     let header_timeout = cfg.data.timeouts.client_header;
     let mut http = pingora::proxy::HttpProxy::new(proxy, server.configuration.clone());
     http.handle_init_modules();
@@ -172,7 +174,7 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
     http.server_options = Some(options);
     let mut service = pingora::services::listening::Service::new(
         "stamp-proxy".to_string(),
-        stamp_data::client_io::HeaderDeadline {
+        stamp_data::HeaderDeadline {
             inner: Arc::new(http),
             timeout: header_timeout,
         },

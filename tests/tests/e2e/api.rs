@@ -1,11 +1,15 @@
-//! The control API through a real stamp-proxy: the lifecycle on both stores,
+//! The control API: its contract in-process (`InProcess`, the same config a
+//! proxy reads), and through a real stamp-proxy where the data plane, the
+//! log, Redis or a fleet take part: the lifecycle on both stores,
 //! stage isolation, the overlay, concurrency, history, roles, auth modes,
 //! input limits, Redis outages, and a fleet of two proxies on one Redis.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use stamp_tests::{client, get_text, import_map, module_url, Origin, Proxy, RedisServer, Route};
+use stamp_tests::{
+    client, get_text, import_map, module_url, Api, InProcess, Origin, Proxy, RedisServer, Route,
+};
 
 const PAGE: &str =
     "<html><head><script type=module src=/src/main.js></script></head><body>prod</body></html>";
@@ -16,7 +20,7 @@ const ADMIN: &str = "admin-secret";
 
 /// A config file with one token per role.
 fn config(dir: &std::path::Path, origin: &str, store: &str, extra: &str) -> String {
-    let h = stamp_control::auth::hash_token;
+    let h = stamp_control::hash_token;
     let text = format!(
         "origin = \"{origin}\"\nstore = \"{store}\"\n{extra}\n\
          [[tokens]]\nname = \"alice\"\nrole = \"dev\"\nsha256 = \"{}\"\n\
@@ -54,56 +58,42 @@ fn start(store: Option<&str>, extra: &str) -> Env {
 }
 
 async fn call(
-    proxy: &Proxy,
+    api: &impl Api,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> (u16, Value) {
-    call_h(proxy, method, path, token, body, &[]).await
+    api.call_h(method, path, token, body, &[]).await
 }
 
 async fn call_h(
-    proxy: &Proxy,
+    api: &impl Api,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<Vec<u8>>,
     headers: &[(&str, &str)],
 ) -> (u16, Value) {
-    let url = proxy.url(&format!("/__stamp/api/v1/{path}"));
-    let mut req = client().request(method.parse().unwrap(), url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(b) = body {
-        // JSON writes say so, as the CLI and the panel do (a POST without it
-        // is what a cross-site form sends, and is refused).
-        if method == "POST"
-            && !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            req = req.header("content-type", "application/json");
-        }
-        req = req.body(b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    assert_eq!(resp.headers()["content-type"], "application/json");
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    api.call_h(method, path, token, body, headers).await
 }
 
-async fn upload(proxy: &Proxy, key: &str, path: &str, body: &str) -> (u16, Value) {
+/// The control plane alone, in-process, with the same tokens.
+async fn in_process(extra: &str) -> InProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = config(dir.path(), "http://127.0.0.1:9", "unused", extra);
+    let text = std::fs::read_to_string(conf).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("store ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    InProcess::start(&text).await.unwrap()
+}
+
+async fn upload(api: &impl Api, key: &str, path: &str, body: &str) -> (u16, Value) {
     call(
-        proxy,
+        api,
         "PUT",
         &format!("tickets/{key}/modules/{path}"),
         Some(DEV),
@@ -113,14 +103,14 @@ async fn upload(proxy: &Proxy, key: &str, path: &str, body: &str) -> (u16, Value
 }
 
 /// A move as a careful client makes it: stating the stage it read.
-async fn act(proxy: &Proxy, key: &str, action: &str, token: &str) -> (u16, Value) {
-    let (_, t) = call(proxy, "GET", &format!("tickets/{key}"), Some(token), None).await;
+async fn act(api: &impl Api, key: &str, action: &str, token: &str) -> (u16, Value) {
+    let (_, t) = call(api, "GET", &format!("tickets/{key}"), Some(token), None).await;
     let body = match t["stage"].as_str() {
         Some(stage) => json!({ "from": stage }).to_string().into_bytes(),
         None => Vec::new(),
     };
     call(
-        proxy,
+        api,
         "POST",
         &format!("tickets/{key}/{action}"),
         Some(token),
@@ -129,7 +119,7 @@ async fn act(proxy: &Proxy, key: &str, action: &str, token: &str) -> (u16, Value
     .await
 }
 
-async fn lifecycle(proxy: &Proxy) {
+async fn lifecycle(proxy: &impl Api) {
     // First upload creates the ticket in dev.
     let (s, v) = upload(proxy, "tkt-1", "src/main.js", "v1").await;
     assert_eq!(s, 201, "{v}");
@@ -221,8 +211,7 @@ async fn lifecycle(proxy: &Proxy) {
 
 #[tokio::test]
 async fn lifecycle_on_the_embedded_store() {
-    let env = start(None, "");
-    lifecycle(&env.proxy).await;
+    lifecycle(&in_process("").await).await;
 }
 
 #[tokio::test]
@@ -334,8 +323,7 @@ async fn concurrent_promotes_exactly_one_wins() {
 /// stage works, and a stale stage is a conflict.
 #[tokio::test]
 async fn moves_must_state_what_they_start_from() {
-    let env = start(None, "");
-    let p = &env.proxy;
+    let p = &in_process("").await;
     upload(p, "PRE-1", "src/main.js", "x").await;
     for body in [
         None,
@@ -699,8 +687,7 @@ fn raw_put(port: u16, target: &str) -> String {
 
 #[tokio::test]
 async fn uploads_by_hash_transfer_only_new_bodies() {
-    let env = start(None, "");
-    let p = &env.proxy;
+    let p = &in_process("").await;
     let body = "export const shared = 1;\n";
     let hash = stamp_model::ticket::Hash::of(body.as_bytes()).to_hex();
     let (s, v) = call_h(
@@ -1085,7 +1072,7 @@ async fn protected_previews_need_a_valid_signed_link() {
     // Expired, tampered and forged tokens.
     let signer = stamp_model::share::Signer::new(secret.as_bytes(), Duration::from_secs(3600));
     let key = stamp_model::ticket::TicketKey::parse("SEC-1").unwrap();
-    let expired = signer.mint_at(&key, stamp_data::select::View::Dev, 0, 1);
+    let expired = signer.mint_at(&key, stamp_model::ticket::View::Dev, 0, 1);
     let (h, html) = get(format!("/?dev=SEC-1&st={expired}"), None).await;
     assert_eq!(stamp_tests::split_notice(&html).0, PAGE);
     assert!(h["x-ticket-stamp"].to_str().unwrap().contains("expired"));
@@ -1100,7 +1087,7 @@ async fn protected_previews_need_a_valid_signed_link() {
         b"some other secret of enough length!!",
         Duration::from_secs(60),
     )
-    .mint(&key, stamp_data::select::View::Dev, 0);
+    .mint(&key, stamp_model::ticket::View::Dev, 0);
     assert_eq!(
         stamp_tests::split_notice(&get(format!("/?dev=SEC-1&st={forged}"), None).await.1).0,
         PAGE
@@ -1523,8 +1510,7 @@ async fn release_again(p: &Proxy, key: &str) {
 /// the policies would say of a move without making it.
 #[tokio::test]
 async fn callers_see_their_own_actions_and_can_dry_run_a_move() {
-    let env = start(None, "[[policies]]\nkind = \"sign-off\"\ncount = 1\n");
-    let p = &env.proxy;
+    let p = &in_process("[[policies]]\nkind = \"sign-off\"\ncount = 1\n").await;
     upload(p, "DRY-1", "src/main.js", "x").await;
     assert_eq!(act(p, "DRY-1", "promote", DEV).await.0, 200);
     let actions = |v: &Value| v["allowed_actions"].clone();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use sha2::Digest;
-use stamp_control::workflow::{self, Actor};
+use stamp_control::{Actor, Desk};
 use stamp_model::ticket::TicketKey;
 use stamp_store::{self as store, SharedStore};
 use stamp_tests::browser::{Browser, ConsoleEntry, Resource};
@@ -63,16 +63,16 @@ fn demo_origin() -> Origin {
 /// Uploads `body` as the ticket's version of `/src/lib/greet.js`.
 async fn upload_greet(store: &SharedStore, ticket: &str, body: &str) {
     let key = TicketKey::parse(ticket).unwrap();
-    workflow::upload(
-        store,
-        &key,
-        GREET,
-        GREET,
-        Bytes::from(body.to_string()),
-        &Actor::named("test"),
-    )
-    .await
-    .unwrap();
+    Desk::detached(store.clone())
+        .upload(
+            &key,
+            GREET,
+            GREET,
+            Bytes::from(body.to_string()),
+            &Actor::named("test"),
+        )
+        .await
+        .unwrap();
 }
 
 /// A fresh embedded store directory holding DEMO-1; the handle is dropped
@@ -513,7 +513,7 @@ async fn a_stale_link_shows_production_with_a_notice() {
 
 /// A proxy with a dev, a qa and an admin token and the given extra config.
 fn panel_proxy(origin: &Origin, dir: &std::path::Path, extra: &str) -> Proxy {
-    let h = stamp_control::auth::hash_token;
+    let h = stamp_control::hash_token;
     let conf = dir.join("panel.toml");
     std::fs::write(
         &conf,
@@ -818,7 +818,7 @@ async fn panel_checklist_turns_green_on_a_sign_off_and_releases_by_keyboard() {
          [[policies]]\nkind = \"sign-off\"\n\
          [[tokens]]\nname = \"rita\"\nrole = \"qa\"\nsha256 = \"{}\"\n",
         dir.path().join("history").display(),
-        stamp_control::auth::hash_token("qa2-secret")
+        stamp_control::hash_token("qa2-secret")
     );
     let proxy = panel_proxy(&origin, dir.path(), &extra);
     let put = api_as(
@@ -1130,15 +1130,15 @@ async fn qa_shows_the_promoted_snapshot_while_dev_moves_on() {
     let store = store::open(&redis.url, PREFIX).await.unwrap();
     upload_greet(&store, "SNAP-1", &greet_body("SNAP-1 v1")).await;
     let key = TicketKey::parse("SNAP-1").unwrap();
-    workflow::transition(
-        &store,
-        &key,
-        stamp_model::lifecycle::Transition::Promote,
-        None,
-        &Actor::named("test"),
-    )
-    .await
-    .unwrap();
+    Desk::detached(store.clone())
+        .transition(
+            &key,
+            stamp_model::lifecycle::Transition::Promote,
+            None,
+            &Actor::named("test"),
+        )
+        .await
+        .unwrap();
     upload_greet(&store, "SNAP-1", &greet_body("SNAP-1 v2")).await;
 
     let browser = Browser::start().await.unwrap();
@@ -1176,26 +1176,26 @@ async fn release_reaches_the_plain_url_and_revert_takes_it_back() {
     let browser = Browser::start().await.unwrap();
     reload_until(&browser, &proxy.url("/"), "greet.js from production").await;
     for _ in 0..2 {
-        workflow::transition(
-            &store,
+        Desk::detached(store.clone())
+            .transition(
+                &key,
+                stamp_model::lifecycle::Transition::Promote,
+                None,
+                &actor,
+            )
+            .await
+            .unwrap();
+    }
+    reload_until(&browser, &proxy.url("/"), "greet.js from ticket REL-9").await;
+    Desk::detached(store.clone())
+        .transition(
             &key,
-            stamp_model::lifecycle::Transition::Promote,
+            stamp_model::lifecycle::Transition::Revert,
             None,
             &actor,
         )
         .await
         .unwrap();
-    }
-    reload_until(&browser, &proxy.url("/"), "greet.js from ticket REL-9").await;
-    workflow::transition(
-        &store,
-        &key,
-        stamp_model::lifecycle::Transition::Revert,
-        None,
-        &actor,
-    )
-    .await
-    .unwrap();
     let took = reload_until(&browser, &proxy.url("/"), "greet.js from production").await;
     assert!(
         took < Duration::from_secs(1),

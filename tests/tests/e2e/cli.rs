@@ -49,7 +49,7 @@ fn site() -> Site {
 fn site_with_tokens() -> Site {
     let origin = origin();
     let dir = tempfile::tempdir().unwrap();
-    let h = stamp_control::auth::hash_token;
+    let h = stamp_control::hash_token;
     let conf = dir.path().join("proxy.toml");
     std::fs::write(
         &conf,
@@ -1631,7 +1631,7 @@ async fn github_pull_requests_follow_the_ticket_and_gate_its_release() {
 async fn qa_signs_off_and_withdraws_from_the_cli() {
     let origin = origin();
     let dir = tempfile::tempdir().unwrap();
-    let h = stamp_control::auth::hash_token;
+    let h = stamp_control::hash_token;
     let conf = dir.path().join("proxy.toml");
     std::fs::write(
         &conf,

@@ -222,7 +222,7 @@ async fn the_github_actions_workflow_uploads_on_push_and_promotes_on_the_label()
              [[tokens]]\nname = \"ci\"\nrole = \"dev\"\nsha256 = \"{}\"\n",
             origin.url,
             work.path().join("store").display(),
-            stamp_control::auth::hash_token(token)
+            stamp_control::hash_token(token)
         ),
     )
     .unwrap();

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use git2::{Oid, Repository, Signature};
 use stamp_control::hooks::{Dispatcher, Event};
-use stamp_control::policy::toml;
 use stamp_control::policy::{Engine, TransitionCtx, Verdict};
-use stamp_control::workflow::{self, Actor};
+use stamp_control::{Actor, Desk};
 use stamp_model::lifecycle::Transition;
 use stamp_model::roles::Role;
 use stamp_model::ticket::{Stage, TicketKey};
@@ -37,27 +36,29 @@ fn key(k: &str) -> TicketKey {
 }
 
 async fn upload_as(store: &SharedStore, k: &str, path: &str, body: &str, who: &str) {
-    workflow::upload(
-        store,
-        &key(k),
-        path,
-        path,
-        Bytes::from(body.to_string()),
-        &Actor::named(who),
-    )
-    .await
-    .unwrap();
+    Desk::detached(store.clone())
+        .upload(
+            &key(k),
+            path,
+            path,
+            Bytes::from(body.to_string()),
+            &Actor::named(who),
+        )
+        .await
+        .unwrap();
 }
 
 async fn move_as(store: &SharedStore, k: &str, what: Transition, who: &str) {
-    workflow::transition(store, &key(k), what, None, &Actor::named(who))
+    Desk::detached(store.clone())
+        .transition(&key(k), what, None, &Actor::named(who))
         .await
         .unwrap();
 }
 
 async fn sign_off_as(store: &SharedStore, k: &str, who: &str) {
     let t = store.get_ticket(&key(k)).await.unwrap().unwrap();
-    workflow::sign_off(store, &t, None, &Actor::named(who))
+    Desk::detached(store.clone())
+        .sign_off(&t, None, &Actor::named(who))
         .await
         .unwrap();
 }
@@ -79,7 +80,7 @@ async fn ctx_for(
     } else {
         Transition::Revert
     };
-    let overrides = workflow::overrides(store, &t, from)
+    let overrides = stamp_control::overrides(store, &t, from)
         .await
         .unwrap()
         .unwrap_or_default();
@@ -171,14 +172,15 @@ async fn sign_off_needs_qa_sign_offs_by_others_since_the_last_upload() {
 
     // carol takes hers back: one short again; signing again counts again.
     let t = s.get_ticket(&key("TKT-1")).await.unwrap().unwrap();
-    assert!(stamp_control::policy::signoff::has_standing(
+    assert!(stamp_control::policy::has_standing(
         &s.history(&key("TKT-1")).await.unwrap(),
         "carol"
     ));
-    workflow::withdraw_sign_off(&s, &t, Some("found a bug".into()), &Actor::named("carol"))
+    Desk::detached(s.clone())
+        .withdraw_sign_off(&t, Some("found a bug".into()), &Actor::named("carol"))
         .await
         .unwrap();
-    assert!(!stamp_control::policy::signoff::has_standing(
+    assert!(!stamp_control::policy::has_standing(
         &s.history(&key("TKT-1")).await.unwrap(),
         "carol"
     ));
@@ -539,28 +541,28 @@ async fn git_requires_a_pushed_commit_up_to_date_with_main() {
         branch: Some("feature3".into()),
         role: None,
     };
-    workflow::upload(
-        &s,
-        &key("TKT-7"),
-        "/src/a.js",
-        "/src/a.js",
-        Bytes::from_static(b"4"),
-        &with_commit(&c4),
-    )
-    .await
-    .unwrap();
+    Desk::detached(s.clone())
+        .upload(
+            &key("TKT-7"),
+            "/src/a.js",
+            "/src/a.js",
+            Bytes::from_static(b"4"),
+            &with_commit(&c4),
+        )
+        .await
+        .unwrap();
     assert!(git_check(&e, &s, None).await.allowed());
     // …and a recorded commit that is behind main is refused like a sent one.
-    workflow::upload(
-        &s,
-        &key("TKT-7"),
-        "/src/a.js",
-        "/src/a.js",
-        Bytes::from_static(b"3"),
-        &with_commit(&c3),
-    )
-    .await
-    .unwrap();
+    Desk::detached(s.clone())
+        .upload(
+            &key("TKT-7"),
+            "/src/a.js",
+            "/src/a.js",
+            Bytes::from_static(b"3"),
+            &with_commit(&c3),
+        )
+        .await
+        .unwrap();
     assert!(!git_check(&e, &s, None).await.allowed());
 }
 
@@ -1097,7 +1099,7 @@ async fn sanity_refuses_wrong_content_types_and_foreign_bytes() {
     upload_as(&s, "TKT-14", "/src/a.js", "export default 1;\n", "alice").await;
     upload_as(&s, "TKT-14", "/src/b.css", "b { }\n", "alice").await;
     let t = s.get_ticket(&key("TKT-14")).await.unwrap().unwrap();
-    let set = workflow::overrides(&s, &t, Stage::Dev)
+    let set = stamp_control::overrides(&s, &t, Stage::Dev)
         .await
         .unwrap()
         .unwrap();

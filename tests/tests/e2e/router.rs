@@ -29,7 +29,7 @@ async fn control(toml_text: &str, origin: &str) -> Env {
     struct F {
         history_repo: Option<std::path::PathBuf>,
         #[serde(default)]
-        hooks: stamp_control::policy::Entries,
+        hooks: stamp_control::Entries,
         #[serde(default)]
         settle: stamp_control::config::FileSettle,
     }
@@ -43,7 +43,7 @@ async fn control(toml_text: &str, origin: &str) -> Env {
             ..ControlFile::default()
         },
         Context {
-            env_is_set: stamp_control::policy::env_is_set,
+            env_is_set: stamp_control::env_is_set,
             listen: "127.0.0.1:9".parse().unwrap(),
             tls: false,
             demo: false,

@@ -74,7 +74,7 @@ fn proxy_with(
              [[tokens]]\nname = \"ci\"\nrole = \"dev\"\nsha256 = \"{}\"\n",
             origin.url,
             dir.join("store").display(),
-            stamp_control::auth::hash_token("ci-secret"),
+            stamp_control::hash_token("ci-secret"),
         ),
     )
     .unwrap();

@@ -208,7 +208,7 @@ async fn csp_nonce_is_reused_and_hash_policies_get_our_sources() {
     let html = resp.text().await.unwrap();
     let map_start = html.find("\">").unwrap() + 2;
     let map_text = &html[map_start..html.find("</script>").unwrap()];
-    let hash = stamp_data::importmap::csp_hash_source(map_text);
+    let hash = stamp_data::testing::csp_hash_source(map_text);
     assert!(
         csp.contains(&hash),
         "the inserted map's hash is allowed: {csp}"
@@ -219,7 +219,7 @@ async fn csp_nonce_is_reused_and_hash_policies_get_our_sources() {
         "nothing removed: {csp}"
     );
     assert!(
-        csp.contains(stamp_data::badge::style_hash()),
+        csp.contains(stamp_data::testing::style_hash()),
         "default-src also governs the badge's style: {csp}"
     );
     let nonce = csp
@@ -590,7 +590,7 @@ async fn ticket_pages_carry_the_badge_and_production_never_does() {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(csp.contains(stamp_data::badge::style_hash()), "{csp}");
+    assert!(csp.contains(stamp_data::testing::style_hash()), "{csp}");
 
     let plain = get_text(&proxy.url("/")).await;
     assert!(!plain.contains("ticket-stamp-badge"));

@@ -15,7 +15,7 @@ use stamp_store::{
 use stamp_tests::redis_server::RedisServer;
 use tokio::sync::watch;
 
-use stamp_control::workflow::{self, Actor};
+use stamp_control::{Actor, Desk};
 use stamp_model::lifecycle::Transition;
 use stamp_store::{StoreUsage, SweepReport};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -637,16 +637,28 @@ mod cases {
         // once dev moves on to v2.
         let released = key("GCREL-1")?;
         let (v1, v2) = (js("v1"), js("v2"));
-        workflow::upload(store, &released, spec, spec, v1.clone(), &actor).await?;
-        workflow::transition(store, &released, Transition::Promote, None, &actor).await?;
-        workflow::transition(store, &released, Transition::Promote, None, &actor).await?;
-        workflow::upload(store, &released, spec, spec, v2.clone(), &actor).await?;
+        Desk::detached(store.clone())
+            .upload(&released, spec, spec, v1.clone(), &actor)
+            .await?;
+        Desk::detached(store.clone())
+            .transition(&released, Transition::Promote, None, &actor)
+            .await?;
+        Desk::detached(store.clone())
+            .transition(&released, Transition::Promote, None, &actor)
+            .await?;
+        Desk::detached(store.clone())
+            .upload(&released, spec, spec, v2.clone(), &actor)
+            .await?;
         assert_eq!(store.state().await?.overlay, vec![released.clone()]);
         // Closed: kept whole until purged.
         let closed = key("GCCLO-1")?;
         let c = js("closed");
-        workflow::upload(store, &closed, spec, spec, c.clone(), &actor).await?;
-        let t = workflow::transition(store, &closed, Transition::Close, None, &actor).await?;
+        Desk::detached(store.clone())
+            .upload(&closed, spec, spec, c.clone(), &actor)
+            .await?;
+        let t = Desk::detached(store.clone())
+            .transition(&closed, Transition::Close, None, &actor)
+            .await?;
 
         let report = fx.peer.sweep(cutoff().await).await?;
         // Every set and body is referenced by some stage of some ticket.
@@ -793,7 +805,9 @@ mod cases {
             .map(|i| key(&format!("HOLD-{i}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         for (holder, body) in holders.iter().zip(&bodies) {
-            workflow::upload(&fx.store, holder, spec, spec, body.clone(), &actor).await?;
+            Desk::detached(fx.store.clone())
+                .upload(holder, spec, spec, body.clone(), &actor)
+                .await?;
         }
         tokio::time::sleep(GRACE + Duration::from_millis(250)).await;
 
@@ -822,9 +836,11 @@ mod cases {
                 let release = {
                     let (store, holder, actor) =
                         (Arc::clone(&fx.store), holder.clone(), actor.clone());
-                    tokio::spawn(
-                        async move { workflow::delete(&store, &holder, spec, &actor).await },
-                    )
+                    tokio::spawn(async move {
+                        Desk::detached(store.clone())
+                            .delete(&holder, spec, &actor)
+                            .await
+                    })
                 };
                 let upload = {
                     let (store, target, body, actor) = (
@@ -834,7 +850,9 @@ mod cases {
                         actor.clone(),
                     );
                     tokio::spawn(async move {
-                        workflow::upload(&store, &target, spec, spec, body, &actor).await
+                        Desk::detached(store.clone())
+                            .upload(&target, spec, spec, body, &actor)
+                            .await
                     })
                 };
                 release

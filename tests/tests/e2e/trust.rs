@@ -175,7 +175,7 @@ async fn small_holes_are_closed() {
             "origin = \"{}\"\nstore = \"{}\"\n[metrics]\ntoken_sha256 = \"{}\"\n",
             origin.url,
             dir.path().join("store").display(),
-            stamp_control::auth::hash_token(secret)
+            stamp_control::hash_token(secret)
         ),
     )
     .unwrap();

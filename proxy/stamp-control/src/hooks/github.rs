@@ -36,12 +36,11 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::{describe, Event, EventKind, Hook, HookError};
-use crate::policy::github::{GitHubClient, GitHubError};
-use crate::policy::Settings;
+use crate::kit::github::{github_keys, GitHubClient, GitHubError};
+use crate::kit::Settings;
 use stamp_model::ticket::{Stage, TicketKey};
 
-pub const KEYS: &[&str] =
-    crate::policy::github::github_keys!("comment", "deployments", "statuses", "environment");
+pub const KEYS: &[&str] = github_keys!("comment", "deployments", "statuses", "environment");
 
 /// A ticket's branch and commit, as last seen.
 type Source = (Option<String>, Option<String>);

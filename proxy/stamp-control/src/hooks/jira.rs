@@ -27,8 +27,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::{describe, Event, EventKind, Hook, HookError};
-use crate::policy::jira::{Flavor, JiraClient, JiraError};
-use crate::policy::Settings;
+use crate::kit::jira::{Flavor, JiraClient, JiraError};
+use crate::kit::Settings;
 use stamp_model::ticket::Stage;
 
 pub const KEYS: &[&str] = &[

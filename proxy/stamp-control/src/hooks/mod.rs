@@ -15,18 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::policy::{pick, Settings};
-use stamp_model::ticket::{Stage, TicketKey};
+pub use crate::kinds::{Event, EventKind};
+use crate::kit::{pick, Settings};
 
-pub mod github;
-pub mod jira;
-pub mod slack;
-pub mod webhook;
-
-pub use stamp_model::wire::EventKind;
+mod github;
+mod jira;
+mod slack;
+mod webhook;
 
 /// Every event kind.
 pub const EVENTS: &[EventKind] = &EventKind::ALL;
@@ -41,27 +38,6 @@ fn names(kinds: &[EventKind]) -> String {
 
 /// Events queued per hook before new ones are dropped (and logged).
 const QUEUE: usize = 1024;
-
-/// Something that happened to a ticket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Event {
-    #[serde(rename = "event")]
-    pub kind: EventKind,
-    pub ticket: TicketKey,
-    pub from: Option<Stage>,
-    pub to: Option<Stage>,
-    /// Token name of whoever did it (`settler` for origin-diverged).
-    pub actor: String,
-    pub share_link: Option<String>,
-    /// The git branch and commit the change was made from, when `stamp`
-    /// sent them (a panel click sends none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub branch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-}
 
 /// Why a delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -431,7 +407,21 @@ pub fn describe(e: &Event) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use stamp_model::ticket::{Stage, TicketKey};
     use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn the_annotated_example_builds_and_dispatchers_are_shared() {
+        #[derive(serde::Deserialize)]
+        struct F {
+            hooks: crate::kit::Entries,
+        }
+        let f: F = toml::from_str(include_str!("../../../../conf/policies.toml")).unwrap();
+        let d = Dispatcher::from_config(&f.hooks.0).unwrap();
+        assert!(!d.is_empty());
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Dispatcher>();
+    }
 
     fn event(kind: &str) -> Event {
         Event {

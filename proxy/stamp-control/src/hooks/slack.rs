@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::{describe, transport, Event, Hook, HookError};
-use crate::policy::{http_client, Secret, Settings};
+use crate::kit::{http_client, Secret, Settings};
 
 pub const KEYS: &[&str] = &["webhook_url", "token", "token_env", "channel", "api_url"];
 

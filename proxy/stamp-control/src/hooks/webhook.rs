@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{classify, transport, Event, Hook, HookError};
-use crate::policy::{http_client, Secret, Settings};
+use crate::kit::{http_client, Secret, Settings};
 
 pub const KEYS: &[&str] = &["url", "secret", "secret_env", "headers"];
 

@@ -22,7 +22,7 @@ pub const KEYS: &[&str] = &["count", "roles"];
 const CHANGES: &[&str] = &["upload", "delete", "reopen"];
 
 /// The event that takes a sign-off back.
-pub const WITHDRAW: &str = "withdraw-sign-off";
+pub use crate::workflow::WITHDRAW_SIGN_OFF as WITHDRAW;
 
 /// Where the sign-offs that still count begin: after the last change of
 /// what QA signed (an upload, a delete, a re-open, a promotion into qa).

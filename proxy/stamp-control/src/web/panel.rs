@@ -12,12 +12,14 @@ use serde_json::json;
 use stamp_model::wire::header as h;
 use stamp_store::SharedStore;
 
-use crate::auth::{self, Principal, Sessions, Token, SESSION_COOKIE};
+use super::auth::{self, Sessions, SESSION_COOKIE};
+use super::error::WebError;
+use crate::identity::{self, Principal, Token};
 use crate::Body;
 
-const INDEX: &str = include_str!("../panel/index.html");
-const SCRIPT: &str = include_str!("../panel/panel.js");
-const STYLE: &str = include_str!("../panel/panel.css");
+const INDEX: &str = include_str!("../../panel/index.html");
+const SCRIPT: &str = include_str!("../../panel/panel.js");
+const STYLE: &str = include_str!("../../panel/panel.css");
 
 /// The panel's own policy: nothing inline, nothing from elsewhere.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -59,9 +61,6 @@ pub fn asset(path: &str) -> Option<Response<Body>> {
     Some(resp)
 }
 
-/// Why a request was not let in: a status and a message.
-pub type Refused = (u16, String);
-
 /// Who the request is, by bearer token or panel session; for a write by
 /// session, the CSRF header must match.
 pub fn principal(
@@ -70,7 +69,7 @@ pub fn principal(
     tokens: &[Token],
     sessions: &Sessions,
     providers: &[&str],
-) -> Result<Principal, Refused> {
+) -> Result<Principal, WebError> {
     let open = tokens.is_empty() && providers.is_empty();
     if let Some(authz) = headers.get(header::AUTHORIZATION) {
         // A proxy token from `stamp login` (signed by us, short-lived).
@@ -82,27 +81,32 @@ pub fn principal(
             .map(|(_, t)| t.trim())
             .filter(|t| t.starts_with(auth::BEARER_PREFIX));
         if let Some(t) = signed_in {
-            return sessions.verify_bearer(t, tokens, providers).ok_or((
+            return sessions.verify_bearer(t, tokens, providers).ok_or_else(|| {
+                WebError::refused(
                 401,
                 "the signed-in token has expired or its provider was removed: run `stamp login`"
                     .to_string(),
-            ));
+            )
+            });
         }
-        return auth::authenticate(tokens, open, Some(authz.as_bytes()))
-            .map_err(|e| (401, e.to_string()));
+        return identity::authenticate(tokens, open, Some(authz.as_bytes()))
+            .map_err(|e| WebError::refused(401, e.to_string()));
     }
     let cookie = auth::session_cookie(headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()));
     let Some(cookie) = cookie else {
-        return auth::authenticate(tokens, open, None).map_err(|e| (401, e.to_string()));
+        return identity::authenticate(tokens, open, None)
+            .map_err(|e| WebError::refused(401, e.to_string()));
     };
-    let p = sessions.verify(&cookie, tokens, providers).ok_or((
-        401,
-        "the panel session has expired: sign in again".to_string(),
-    ))?;
+    let p = sessions
+        .verify(&cookie, tokens, providers)
+        .ok_or_else(|| WebError::refused(401, "the panel session has expired: sign in again"))?;
     if !matches!(*method, Method::GET | Method::HEAD) {
         let sent = headers.get(h::CSRF).and_then(|v| v.to_str().ok());
         if sent != Some(sessions.csrf(&cookie).as_str()) {
-            return Err((403, format!("missing or wrong {}", h::CSRF)));
+            return Err(WebError::refused(
+                403,
+                format!("missing or wrong {}", h::CSRF),
+            ));
         }
     }
     Ok(p)
@@ -149,7 +153,7 @@ pub fn session_endpoint(
     tokens: &[Token],
     sessions: &Sessions,
     secure: bool,
-    sign_in: &crate::signin::SignIn,
+    sign_in: &super::signin::SignIn,
     pass: &dyn Fn(&Principal) -> Option<String>,
 ) -> Response<Body> {
     let providers = sign_in.session_keys();
@@ -174,15 +178,15 @@ pub fn session_endpoint(
                         "csrf": sessions.csrf(c),
                         "open": open,
                         "provider": match &p.via {
-                            auth::Via::SignIn(key) => Some(crate::signin::provider_of(key)),
-                            auth::Via::Token => None,
+                            identity::Via::SignIn(key) => Some(crate::identity::provider_of(key)),
+                            identity::Via::Token => None,
                         },
                     }),
                     None,
                 ),
                 // Open mode (loopback, no tokens): there is nothing to sign in
                 // with, so the panel is signed in as the local user at once.
-                None if open => match auth::authenticate(tokens, true, None) {
+                None if open => match identity::authenticate(tokens, true, None) {
                     Ok(p) => {
                         let value = sessions.mint(&p);
                         let csrf = sessions.csrf(&value);
@@ -210,7 +214,7 @@ pub fn session_endpoint(
                 return json_reply(400, error("send {\"token\": \"…\"}"), None);
             };
             let bearer = format!("Bearer {}", sign_in.token);
-            let p = auth::authenticate(
+            let p = identity::authenticate(
                 tokens,
                 tokens.is_empty() && providers.is_empty(),
                 Some(bearer.as_bytes()),

@@ -4,9 +4,11 @@
 //! instead of overwriting. Promotion copies a set id: its cost does not
 //! depend on the number of modules.
 //!
-//! Every operation returns a [`Change`]: a typed value that the caller hands
-//! to the one fan-out (`changes`), so hooks, the production history and
-//! the settler hear of it whoever made it.
+//! Every operation returns its change [`Unpublished`]: a value only the
+//! one fan-out (`effects`) opens, so hooks, the production history and the
+//! settler hear of it whoever made it. Settling released tickets
+//! (`settle`) and garbage collection (`gc`) are store operations too, and
+//! return their changes the same way.
 //!
 //! ```text
 //! (new) --upload--> dev --promote--> qa --promote--> prod
@@ -14,13 +16,16 @@
 //!  dev|qa --close--> closed --upload (re-initiate)--> dev
 //! ```
 
+pub mod gc;
+pub mod settle;
+
 use bytes::Bytes;
 
 use stamp_model::lifecycle::{allowed_list, Transition};
 use stamp_model::ticket::{Hash, ModuleRef, OverrideSet, Stage, TicketKey};
 use stamp_store::{now_ms, Commit, HistoryEvent, OverlayOp, SharedStore, StoreError, TicketRecord};
 
-pub use crate::changes::{Change, ChangeKind};
+use crate::kinds::{Actor, Change, ChangeKind, Unpublished};
 
 /// Why a workflow operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -43,45 +48,6 @@ pub enum WorkflowError {
     Store(#[from] StoreError),
 }
 
-/// Who did it and from which commit (recorded in the history).
-#[derive(Debug, Clone, Default)]
-pub struct Actor {
-    pub name: String,
-    pub commit: Option<String>,
-    pub branch: Option<String>,
-    /// The role they acted in.
-    pub role: Option<stamp_model::roles::Role>,
-}
-
-impl Actor {
-    pub fn named(name: &str) -> Actor {
-        Actor {
-            name: name.to_string(),
-            ..Actor::default()
-        }
-    }
-
-    fn event(
-        &self,
-        event: &str,
-        from: Option<Stage>,
-        to: Option<Stage>,
-        detail: Option<String>,
-    ) -> HistoryEvent {
-        HistoryEvent {
-            at_ms: now_ms(),
-            event: event.to_string(),
-            from,
-            to,
-            actor: self.name.clone(),
-            commit: self.commit.clone(),
-            branch: self.branch.clone(),
-            detail,
-            role: self.role,
-        }
-    }
-}
-
 async fn current_set(store: &SharedStore, id: &Hash) -> Result<OverrideSet, StoreError> {
     store
         .get_set(id)
@@ -99,14 +65,15 @@ pub enum Body {
 
 /// Uploads one module to the ticket's dev stage, creating the ticket (in dev)
 /// on first upload and re-initiating a closed one.
-pub async fn upload(
+#[cfg(test)]
+pub(crate) async fn upload(
     store: &SharedStore,
     key: &TicketKey,
     specifier: &str,
     path: &str,
     body: Bytes,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     upload_limited(
         store,
         key,
@@ -122,7 +89,7 @@ pub async fn upload(
 /// [`upload`] with a module-count limit, checked before anything is stored.
 /// A concurrent change of the same ticket (another upload, a sign-off) is
 /// merged by retrying on the new version.
-pub async fn upload_limited(
+pub(crate) async fn upload_limited(
     store: &SharedStore,
     key: &TicketKey,
     specifier: &str,
@@ -130,7 +97,7 @@ pub async fn upload_limited(
     body: Body,
     max_modules: usize,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     let mut attempts = 0;
     loop {
         let result = upload_once(
@@ -158,7 +125,7 @@ async fn upload_once(
     body: Body,
     max_modules: usize,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     let existing = store.get_ticket(key).await?;
     let mut set = match &existing {
         Some(t) => current_set(store, &t.dev).await?,
@@ -262,23 +229,23 @@ async fn upload_once(
             event: Some(event),
         })
         .await?;
-    Ok(Change::new(
+    Ok(Unpublished::new(Change::new(
         kind,
         record,
         from,
         actor,
         Some(specifier.to_string()),
-    ))
+    )))
 }
 
 /// Removes one override from the ticket's dev stage (retried on a
 /// concurrent change, like uploads).
-pub async fn delete(
+pub(crate) async fn delete(
     store: &SharedStore,
     key: &TicketKey,
     specifier: &str,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     let mut attempts = 0;
     loop {
         match delete_once(store, key, specifier, actor).await {
@@ -293,7 +260,7 @@ async fn delete_once(
     key: &TicketKey,
     specifier: &str,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     let t = store
         .get_ticket(key)
         .await?
@@ -332,24 +299,24 @@ async fn delete_once(
             )),
         })
         .await?;
-    Ok(Change::new(
+    Ok(Unpublished::new(Change::new(
         ChangeKind::Deleted,
         record,
         Some(t.stage),
         actor,
         Some(specifier.to_string()),
-    ))
+    )))
 }
 
 /// Applies a transition to the ticket as read at `expected_version` (or as
 /// it is now, when `None`). Returns the new record.
-pub async fn transition(
+pub(crate) async fn transition(
     store: &SharedStore,
     key: &TicketKey,
     what: Transition,
     expected_version: Option<u64>,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     let t = store
         .get_ticket(key)
         .await?
@@ -413,7 +380,13 @@ pub async fn transition(
         Transition::Close => ChangeKind::Closed,
         Transition::Reopen => ChangeKind::Reopened,
     };
-    Ok(Change::new(kind, next, Some(t.stage), actor, None))
+    Ok(Unpublished::new(Change::new(
+        kind,
+        next,
+        Some(t.stage),
+        actor,
+        None,
+    )))
 }
 
 /// The ticket's overrides in one stage (`Prod` gives the released snapshot).
@@ -428,62 +401,65 @@ pub async fn overrides(
     }
 }
 
+/// The history event of a sign-off taken back (the sign-off policy reads it).
+pub const WITHDRAW_SIGN_OFF: &str = "withdraw-sign-off";
+
 /// Records a sign-off on a ticket in qa (for the sign-off policy).
-pub async fn sign_off(
+pub(crate) async fn sign_off(
     store: &SharedStore,
     t: &TicketRecord,
     comment: Option<String>,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     let event = actor.event("sign-off", Some(t.stage), Some(t.stage), comment.clone());
     let record = note(store, t, |_| {}, event).await?;
-    Ok(Change::new(
+    Ok(Unpublished::new(Change::new(
         ChangeKind::SignedOff,
         record,
         Some(t.stage),
         actor,
         comment,
-    ))
+    )))
 }
 
 /// Takes back the actor's sign-off (the API checks that there is one).
-pub async fn withdraw_sign_off(
+pub(crate) async fn withdraw_sign_off(
     store: &SharedStore,
     t: &TicketRecord,
     comment: Option<String>,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     let event = actor.event(
-        crate::policy::signoff::WITHDRAW,
+        WITHDRAW_SIGN_OFF,
         Some(t.stage),
         Some(t.stage),
         comment.clone(),
     );
     let record = note(store, t, |_| {}, event).await?;
-    Ok(Change::new(
+    Ok(Unpublished::new(Change::new(
         ChangeKind::SignOffWithdrawn,
         record,
         Some(t.stage),
         actor,
         comment,
-    ))
+    )))
 }
 
 /// Revokes every share link of a ticket minted so far (preview protection).
-pub async fn revoke_links(
+pub(crate) async fn revoke_links(
     store: &SharedStore,
     t: &TicketRecord,
     actor: &Actor,
-) -> Result<Change, WorkflowError> {
+) -> Result<Unpublished, WorkflowError> {
     let event = actor.event("revoke-links", Some(t.stage), Some(t.stage), None);
     let record = note(store, t, |r| r.share_gen += 1, event).await?;
-    Ok(Change::new(
+    Ok(Unpublished::new(Change::new(
         ChangeKind::LinksRevoked,
         record,
         Some(t.stage),
         actor,
         None,
-    ))
+    )))
 }
 
 /// A change that leaves the stage and overrides alone: the record as read,

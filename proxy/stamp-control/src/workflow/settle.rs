@@ -19,8 +19,7 @@ use std::time::Duration;
 use stamp_model::ticket::{Hash, ModuleRef, OverrideSet, Stage, TicketKey};
 use stamp_store::{now_ms, Commit, HistoryEvent, OverlayOp, SharedStore, StoreError, TicketRecord};
 
-use crate::changes::{Change, ChangeKind};
-use crate::workflow::Actor;
+use crate::kinds::{Actor, Change, ChangeKind, Unpublished};
 
 /// The actor recorded on the settler's history events.
 pub const ACTOR: &str = "settler";
@@ -62,13 +61,13 @@ impl std::fmt::Debug for Settler {
 }
 
 /// What one pass did.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Pass {
     pub baselines: usize,
     pub settled: usize,
     pub diverged: usize,
     /// The changes committed, for the fan-out.
-    pub changes: Vec<Change>,
+    pub changes: Vec<Unpublished>,
 }
 
 impl Settler {
@@ -135,7 +134,10 @@ impl Settler {
 
     /// Records the baseline of a released ticket that has none yet; the
     /// change, when one was committed.
-    pub async fn record_baseline(&self, key: &TicketKey) -> Result<Option<Change>, SettleError> {
+    pub async fn record_baseline(
+        &self,
+        key: &TicketKey,
+    ) -> Result<Option<Unpublished>, SettleError> {
         let Some(t) = self.store.get_ticket(key).await? else {
             return Ok(None);
         };
@@ -178,7 +180,7 @@ impl Settler {
         kind: ChangeKind,
         event: &str,
         detail: String,
-    ) -> Result<Option<Change>, SettleError> {
+    ) -> Result<Option<Unpublished>, SettleError> {
         let event = HistoryEvent {
             at_ms: now_ms(),
             event: event.to_string(),
@@ -200,13 +202,13 @@ impl Settler {
             })
             .await
         {
-            Ok(_) => Ok(Some(Change::new(
+            Ok(_) => Ok(Some(Unpublished::new(Change::new(
                 kind,
                 next,
                 Some(t.stage),
                 &Actor::named(ACTOR),
                 Some(detail),
-            ))),
+            )))),
             // Someone moved the ticket meanwhile: the next pass looks again.
             Err(StoreError::Conflict { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -242,7 +244,10 @@ impl Settler {
 
     /// Checks one released ticket; the counts and the change when one was
     /// committed.
-    async fn check(&self, t: &TicketRecord) -> Result<Option<(usize, usize, Change)>, SettleError> {
+    async fn check(
+        &self,
+        t: &TicketRecord,
+    ) -> Result<Option<(usize, usize, Unpublished)>, SettleError> {
         let prod = self.set(t.prod).await?;
         let baseline = self.set(t.baseline).await?;
         let mut retired = self.set(t.retired).await?;

@@ -22,14 +22,6 @@ impl Links {
         }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    pub fn signer(&self) -> Option<&Signer> {
-        self.signer.as_ref()
-    }
-
     /// `BASE/?dev=KEY` (plus `&st=TOKEN` when previews are protected).
     pub fn share(&self, key: &TicketKey, view: View, generation: u64) -> String {
         let mut l = format!("{}/?{}={key}", self.base, view.as_str());

@@ -20,7 +20,7 @@ use oauth2::{
 };
 use serde_json::Value;
 
-use super::{Failure, ProviderConfig, ProviderKind};
+use super::{ProviderConfig, ProviderKind, WebError};
 
 type OAuthClient = oauth2::Client<
     BasicErrorResponse,
@@ -79,9 +79,9 @@ fn client(
     cfg: &ProviderConfig,
     secret: Option<&str>,
     redirect: &str,
-) -> Result<OAuthClient, Failure> {
+) -> Result<OAuthClient, WebError> {
     let e = endpoints(cfg);
-    let bad = |what: &str| Failure::new(500, format!("{}: bad {what} URL", cfg.name));
+    let bad = |what: &str| WebError::sign_in(500, format!("{}: bad {what} URL", cfg.name));
     let mut c = oauth2::Client::new(ClientId::new(cfg.client_id.clone()))
         .set_auth_uri(AuthUrl::new(e.authorize).map_err(|_| bad("authorize"))?)
         .set_token_uri(TokenUrl::new(e.token).map_err(|_| bad("token"))?)
@@ -100,7 +100,7 @@ pub fn authorize(
     cfg: &ProviderConfig,
     secret: Option<&str>,
     redirect: &str,
-) -> Result<(String, String, String), Failure> {
+) -> Result<(String, String, String), WebError> {
     let c = client(cfg, secret, redirect)?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = c
@@ -160,7 +160,7 @@ pub async fn exchange(
     code: &str,
     verifier: &str,
     http: &reqwest::Client,
-) -> Result<String, Failure> {
+) -> Result<String, WebError> {
     let c = client(cfg, secret, redirect)?;
     let quirky = Quirky(http);
     let tokens = c
@@ -169,7 +169,7 @@ pub async fn exchange(
         .request_async(&quirky)
         .await
         .map_err(|e| match e {
-            RequestTokenError::ServerResponse(r) => Failure::new(
+            RequestTokenError::ServerResponse(r) => WebError::sign_in(
                 401,
                 format!(
                     "{} refused the authorization code: {}{}",
@@ -181,9 +181,9 @@ pub async fn exchange(
                 ),
             ),
             RequestTokenError::Request(e) => {
-                Failure::new(502, format!("{} could not be reached: {e}", cfg.label))
+                WebError::sign_in(502, format!("{} could not be reached: {e}", cfg.label))
             }
-            other => Failure::new(
+            other => WebError::sign_in(
                 502,
                 format!("{}'s token answer is unusable: {other}", cfg.label),
             ),
@@ -205,7 +205,7 @@ async fn get_json(
     http: &reqwest::Client,
     url: &str,
     token: &str,
-) -> Result<Value, Failure> {
+) -> Result<Value, WebError> {
     let resp = http
         .get(url)
         .bearer_auth(token)
@@ -218,10 +218,10 @@ async fn get_json(
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| Failure::new(502, format!("{} could not be reached: {e}", cfg.label)))?;
+        .map_err(|e| WebError::sign_in(502, format!("{} could not be reached: {e}", cfg.label)))?;
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED {
-        return Err(Failure::new(
+        return Err(WebError::sign_in(
             401,
             format!(
                 "{} does not accept the token (revoked or expired)",
@@ -230,7 +230,7 @@ async fn get_json(
         ));
     }
     if !status.is_success() {
-        return Err(Failure::new(
+        return Err(WebError::sign_in(
             502,
             format!("{} answered {status} for {url}", cfg.label),
         ));
@@ -239,15 +239,15 @@ async fn get_json(
     let bytes = resp
         .bytes()
         .await
-        .map_err(|e| Failure::new(502, format!("{}: {e}", cfg.label)))?;
+        .map_err(|e| WebError::sign_in(502, format!("{}: {e}", cfg.label)))?;
     if bytes.len() > 1 << 20 {
-        return Err(Failure::new(
+        return Err(WebError::sign_in(
             502,
             format!("{} sent an oversized answer", cfg.label),
         ));
     }
     serde_json::from_slice(&bytes).map_err(|_| {
-        Failure::new(
+        WebError::sign_in(
             502,
             format!("{} sent something that is not JSON for {url}", cfg.label),
         )
@@ -259,10 +259,10 @@ pub async fn identity(
     cfg: &ProviderConfig,
     token: &str,
     http: &reqwest::Client,
-) -> Result<Identity, Failure> {
+) -> Result<Identity, WebError> {
     let api = endpoints(cfg).api;
     let malformed =
-        |what: &str| Failure::new(502, format!("{} sent a malformed {what}", cfg.label));
+        |what: &str| WebError::sign_in(502, format!("{} sent a malformed {what}", cfg.label));
     match cfg.kind {
         ProviderKind::GitHub => {
             let user = get_json(cfg, http, &format!("{api}/user"), token).await?;
@@ -330,9 +330,9 @@ pub async fn check_app_token(
     secret: Option<&str>,
     token: &str,
     http: &reqwest::Client,
-) -> Result<(), Failure> {
+) -> Result<(), WebError> {
     let Some(secret) = secret else {
-        return Err(Failure::new(
+        return Err(WebError::sign_in(
             400,
             format!(
                 "{} has no client secret, so a CLI token cannot be checked (client_secret_env)",
@@ -355,14 +355,14 @@ pub async fn check_app_token(
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| Failure::new(502, format!("{} could not be reached: {e}", cfg.label)))?;
+        .map_err(|e| WebError::sign_in(502, format!("{} could not be reached: {e}", cfg.label)))?;
     match resp.status().as_u16() {
         200 => Ok(()),
-        404 | 422 => Err(Failure::new(
+        404 | 422 => Err(WebError::sign_in(
             401,
             format!("the token was not issued to this proxy's {} app", cfg.label),
         )),
-        s => Err(Failure::new(
+        s => Err(WebError::sign_in(
             502,
             format!("{} answered {s} when checking the token", cfg.label),
         )),

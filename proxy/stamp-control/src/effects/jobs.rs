@@ -9,9 +9,9 @@ use std::time::Duration;
 use stamp_store::SharedStore;
 use tokio::sync::watch;
 
-use crate::changes::Fanout;
-use crate::gc;
-use crate::settle::Settler;
+use super::Fanout;
+use crate::workflow::gc;
+use crate::workflow::settle::Settler;
 
 /// Waits for `tick`, or returns `false` when shutdown began first.
 async fn next(tick: &mut tokio::time::Interval, shutdown: &mut watch::Receiver<bool>) -> bool {
@@ -41,7 +41,9 @@ pub async fn settle_loop(
     let mut tick = interval(every);
     while next(&mut tick, &mut shutdown).await {
         match settler.check_all().await {
-            Ok(pass) => pass.changes.into_iter().for_each(|c| fanout.publish(c)),
+            Ok(pass) => pass.changes.into_iter().for_each(|c| {
+                fanout.publish(c);
+            }),
             Err(e) => log::debug!("settle pass failed: {e}"),
         }
     }
@@ -81,7 +83,9 @@ pub async fn gc_loop(
                     report.usage.sets,
                     report.usage.tickets
                 );
-                report.changes.into_iter().for_each(|c| fanout.publish(c));
+                report.changes.into_iter().for_each(|c| {
+                    fanout.publish(c);
+                });
             }
             Ok(report) => log::debug!("gc: nothing to free; {:?}", report.usage),
             Err(e) => {
@@ -92,5 +96,55 @@ pub async fn gc_loop(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use stamp_store::{SharedStore, StoreError};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn failures_are_errors_and_run_forever_keeps_going() {
+        // Nothing listens on port 1: every operation fails as unavailable.
+        let store: SharedStore = match stamp_store::open("redis://127.0.0.1:1/", "gc").await {
+            Ok(s) => s,
+            Err(e) => panic!("open: {e}"),
+        };
+        assert!(matches!(
+            gc::run_once(&store, &gc::Policy::default()).await,
+            Err(StoreError::Unavailable(_))
+        ));
+        // Never returns, never panics, until shutdown.
+        let fanout = std::sync::Arc::new(super::Fanout::new(
+            store.clone(),
+            std::sync::Arc::new(crate::hooks::Dispatcher::default()),
+            None,
+            None,
+            crate::kinds::Links::new("http://127.0.0.1:1", None),
+        ));
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let mut forever = Box::pin(gc_loop(
+            store,
+            fanout,
+            gc::Policy::default(),
+            Duration::ZERO,
+            shutdown,
+        ));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut forever)
+                .await
+                .is_err()
+        );
+        assert!(stop.send(true).is_ok());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), forever)
+                .await
+                .is_ok(),
+            "the loop stops on shutdown"
+        );
     }
 }

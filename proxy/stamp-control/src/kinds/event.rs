@@ -1,0 +1,27 @@
+//! What hooks are told of a change.
+
+use serde::Serialize;
+use stamp_model::ticket::{Stage, TicketKey};
+
+pub use stamp_model::wire::EventKind;
+
+/// Something that happened to a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    #[serde(rename = "event")]
+    pub kind: EventKind,
+    pub ticket: TicketKey,
+    pub from: Option<Stage>,
+    pub to: Option<Stage>,
+    /// Token name of whoever did it (`settler` for origin-diverged).
+    pub actor: String,
+    pub share_link: Option<String>,
+    /// The git branch and commit the change was made from, when `stamp`
+    /// sent them (a panel click sends none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}

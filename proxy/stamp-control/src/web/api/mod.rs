@@ -1,0 +1,302 @@
+//! The control API under `/__stamp/api/v1/`: JSON over HTTP on the proxy's
+//! own listener, used by the `stamp` CLI and the QA panel. A router over
+//! `http::Request<Bytes>`, callable without a socket.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `tickets[?stage=qa,prod]` | list tickets |
+//! | GET | `tickets/{KEY}` | one ticket: stage, overrides per stage, links, history |
+//! | PUT | `tickets/{KEY}/modules/{path}` | upload a module to dev (body = module) |
+//! | DELETE | `tickets/{KEY}/modules/{path}` | remove an override from dev |
+//! | POST | `tickets/{KEY}/promote` `revert` `close` `reopen` | move the ticket (`expected_version`, `If-Match` or `from` required) |
+//! | POST | `tickets/{KEY}/sign-off` | sign off a ticket in qa |
+//! | POST | `tickets/{KEY}/revoke-links` | revoke every signed share link (preview protection) |
+//! | GET | `tickets/{KEY}/importmap?stage=dev` | the effective overrides as an import map |
+//! | GET | `tickets/{KEY}/check?action=promote` | the policies' verdict on a move, without making it |
+//! | POST | `modules/missing` | which of these hashes the store lacks |
+//! | POST | `store/adopt` | admin: accept a store that lost its state as it is now |
+//! | GET | `production/history?limit=N` | what production served, change by change |
+//! | POST | `production/revert` | take production back to a commit of that log (`{"to": id}`) |
+//!
+//! Every error is the model's envelope, `{"error": {"code", "message", …}}`,
+//! with a fitting status; caller mistakes are not logged as errors and
+//! internal details are not leaked.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request};
+mod changes;
+mod diff;
+mod input;
+mod modules;
+mod moves;
+mod production;
+mod tickets;
+
+use input::*;
+use modules::*;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use stamp_model::lifecycle::Transition;
+use stamp_model::overlay;
+use stamp_model::roles::{allowed, Action};
+use stamp_model::ticket::{Hash, OverrideSet, Stage, TicketKey, View};
+use stamp_model::wire::{
+    self, header as h, DeleteResponse, ErrorCode, LastDto, MissingRequest, MissingResponse,
+    ModuleDto, OverlayDto, TicketDto, TicketList, TransitionRequest, UploadResponse, MAX_PATH,
+};
+use stamp_store::{SharedStore, StoreError, TicketRecord};
+
+use super::error::WebError;
+use crate::config::ControlConfig;
+use crate::effects::history_repo::HistoryRepo;
+use crate::effects::Desk;
+use crate::identity::Principal;
+use crate::kinds::{Actor, Change, Links};
+use crate::workflow::{self, Body, WorkflowError};
+
+pub use wire::API_PREFIX as PREFIX;
+
+/// A JSON answer: status and body.
+pub type ApiResult = Result<(u16, Value), WebError>;
+
+/// A commit id as people quote it.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// What the API needs.
+pub struct Api {
+    pub cfg: Arc<ControlConfig>,
+    pub store: SharedStore,
+    pub links: Links,
+    /// Promotion policies, checked before a transition.
+    pub policies: Arc<crate::policy::Engine>,
+    /// Every change is made, and published, through here.
+    pub desk: Desk,
+    /// The production history repository, when one is configured.
+    pub history: Option<Arc<HistoryRepo>>,
+    /// Reads production through the proxy (the diff's "before").
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:PORT` of this proxy (the sanity policy goes through it).
+    pub proxy_base: String,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Api")
+    }
+}
+
+impl Api {
+    /// Answers one API request of an authenticated caller.
+    pub async fn handle(&self, req: &Request<Bytes>, principal: &Principal) -> ApiResult {
+        let method = req.method().as_str();
+        let path = req.uri().path();
+        let query = req.uri().query().unwrap_or("");
+        let rest = path.strip_prefix(PREFIX).unwrap_or("");
+        let segments: Vec<&str> = rest.split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET" | "HEAD", ["tickets"] | ["tickets", ""]) => self.list(principal, query).await,
+            ("GET" | "HEAD", ["tickets", key]) => {
+                let key = parse_key(key)?;
+                require(principal, Action::Read)?;
+                let t = self.ticket(&key).await?;
+                let live = self.live().await?;
+                Ok((
+                    200,
+                    to_value(&self.ticket_dto(&t, true, &live, principal).await?),
+                ))
+            }
+            ("PUT", ["tickets", key, "modules", ..]) => {
+                let key = parse_key(key)?;
+                let raw = path_after(path, &segments[..3]);
+                self.upload(principal, &key, &raw, req).await
+            }
+            ("DELETE", ["tickets", key, "modules", ..]) => {
+                let key = parse_key(key)?;
+                let raw = path_after(path, &segments[..3]);
+                self.delete(principal, &key, &raw, req).await
+            }
+            ("POST", ["tickets", key, action]) => {
+                let key = parse_key(key)?;
+                match *action {
+                    "sign-off" => self.sign_off(principal, &key, req, false).await,
+                    "withdraw-sign-off" => self.sign_off(principal, &key, req, true).await,
+                    "revoke-links" => {
+                        require(principal, Action::Read)?;
+                        let t = self.ticket(&key).await?;
+                        let actor = actor_from(principal, req.headers());
+                        let change = self.desk.revoke_links(&t, &actor).await?;
+                        let summary = self.summary(&change.ticket, principal);
+                        Ok((200, to_value(&summary)))
+                    }
+                    other => match Transition::parse(other) {
+                        Some(tr) => self.transition(principal, &key, tr, req).await,
+                        None => Err(WebError::new(
+                            404,
+                            ErrorCode::NotFound,
+                            format!(
+                                "no action `{other}` (promote, revert, close, reopen, sign-off, withdraw-sign-off, revoke-links)"
+                            ),
+                        )),
+                    },
+                }
+            }
+            ("GET" | "HEAD", ["tickets", key, "check"]) => {
+                let key = parse_key(key)?;
+                require(principal, Action::Read)?;
+                self.dry_run(principal, &key, query, req).await
+            }
+            ("GET" | "HEAD", ["tickets", key, "diff"]) => {
+                let key = parse_key(key)?;
+                require(principal, Action::Read)?;
+                self.diff(&key, query).await
+            }
+            ("GET" | "HEAD", ["tickets", key, "importmap"]) => {
+                let key = parse_key(key)?;
+                require(principal, Action::Read)?;
+                self.importmap(&key, query).await
+            }
+            ("GET" | "HEAD", ["production", "history"]) => {
+                require(principal, Action::Read)?;
+                self.production_history(query).await
+            }
+            ("POST", ["production", "revert"]) => self.production_revert(principal, req).await,
+            ("POST", ["modules", "missing"]) => {
+                require(principal, Action::Read)?;
+                self.missing(req.body()).await
+            }
+            ("POST", ["store", "adopt"]) => {
+                require(principal, Action::Operate)?;
+                let before = self.store.epoch();
+                let epoch = self.store.adopt().await?;
+                log::warn!(
+                    "API: {} adopted the store as it is now (epoch {epoch}, was {})",
+                    principal.name,
+                    before.as_deref().unwrap_or("none")
+                );
+                Ok((200, json!({ "epoch": epoch, "superseded": before })))
+            }
+            (_, ["tickets", ..] | ["modules", ..]) => Err(WebError::new(
+                405,
+                ErrorCode::MethodNotAllowed,
+                format!("{method} is not supported on {path}"),
+            )),
+            _ => Err(WebError::new(
+                404,
+                ErrorCode::NotFound,
+                format!("no API endpoint {path}"),
+            )),
+        }
+    }
+
+    pub(super) async fn ticket(&self, key: &TicketKey) -> Result<TicketRecord, WebError> {
+        if let Some(t) = self.store.get_ticket(key).await? {
+            return Ok(t);
+        }
+        // A closed ticket past retention is gone, but its history is kept:
+        // say so, rather than "does not exist".
+        let history = self.store.history(key).await?;
+        if let Some(purged) = history.iter().rev().find(|e| e.event == "purged") {
+            let mut e = WebError::new(
+                410,
+                ErrorCode::NotFound,
+                format!(
+                    "ticket {key} was closed and purged by {} at {} ms since the epoch: {}",
+                    purged.actor,
+                    purged.at_ms,
+                    purged
+                        .detail
+                        .as_deref()
+                        .unwrap_or("past the closed-ticket retention")
+                ),
+            );
+            e.body.ticket = Some(key.clone());
+            e.body.extra.insert(
+                "history".to_string(),
+                serde_json::to_value(&history).unwrap_or_default(),
+            );
+            return Err(e);
+        }
+        Err(WebError::new(
+            404,
+            ErrorCode::NotFound,
+            format!("ticket {key} does not exist"),
+        ))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn exts() -> Vec<String> {
+        crate::config::DEFAULT_EXTENSIONS
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn module_paths_are_normalised_and_refused_when_they_escape() {
+        assert_eq!(
+            normalize_module_path("src/lib/greet.js", &exts()).unwrap(),
+            "/src/lib/greet.js"
+        );
+        assert_eq!(
+            normalize_module_path("src/a%20b.js", &exts()).unwrap(),
+            "/src/a b.js"
+        );
+        for bad in [
+            "",
+            "../etc/passwd.js",
+            "src/../../x.js",
+            "src/./x.js",
+            "src//x.js",
+            "%2Fetc%2Fx.js",
+            "src\\x.js",
+            "src/%00.js",
+            "src/%5C.js",
+            "src/%2e%2e/x.js",
+            "src/x.js%3Fa",
+            "src/%ff.js",
+            "src/%zz.js",
+            "src/%252e%252e/x.js",
+            "%252e%252e/etc.js",
+            "src/100%25.js",
+        ] {
+            assert!(
+                normalize_module_path(bad, &exts()).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        let long = format!("{}.js", "a/".repeat(600));
+        assert!(normalize_module_path(&long, &exts()).is_err());
+        let e = normalize_module_path("src/x.html", &exts()).unwrap_err();
+        assert_eq!(e.status, 415);
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<TransitionRequest>(br#"{"expected_version": "three"}"#).unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("expected_version"), "{e:?}");
+        let e = parse_json::<TransitionRequest>(
+            b"{\n  \"commit\": \"abcd\",\n  \"expected_version\": true\n}",
+        )
+        .unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("expected_version"), "{e:?}");
+        let e = parse_json::<TransitionRequest>(br#"{"surprise": 1}"#).unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("surprise"));
+        let e = parse_json::<TransitionRequest>(b"[1, 2").unwrap_err();
+        assert_eq!(e.body.field.as_deref(), Some("body"));
+    }
+}

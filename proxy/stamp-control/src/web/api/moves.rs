@@ -1,0 +1,367 @@
+//! Moving tickets: preconditions (`expected_version`, `If-Match`, `from`),
+//! the policies' verdict (also as a dry run), sign-offs, and transitions.
+
+use super::*;
+
+impl Api {
+    /// Reads a transition's body and its precondition (`expected_version`,
+    /// `If-Match` or `from`), checked against the ticket as it is now. With
+    /// `required`, a request that states none is refused (428): two clicks,
+    /// or two people, must never move a ticket twice.
+    pub(super) async fn precondition(
+        &self,
+        key: &TicketKey,
+        req: &Request<Bytes>,
+        required: bool,
+    ) -> Result<(TransitionRequest, TicketRecord, Option<u64>), WebError> {
+        let body = read_transition(req.body())?;
+        let t = self.ticket(key).await?;
+        let expected = body.expected_version.or(if_match(req.headers())?);
+        if let Some(v) = expected {
+            if v != t.version {
+                return Err(WebError::moved(
+                    format!("ticket {key} is at version {}, not {v}", t.version),
+                    &t,
+                ));
+            }
+        }
+        if let Some(from) = body.from {
+            if from != t.stage {
+                return Err(WebError::moved(
+                    format!("ticket {key} is in {}, not {from}", t.stage),
+                    &t,
+                ));
+            }
+        }
+        if required && expected.is_none() && body.from.is_none() {
+            let mut e = WebError::new(
+                428,
+                ErrorCode::PreconditionRequired,
+                format!(
+                    "say what this move starts from: send {{\"expected_version\": {}}} (or \
+                     If-Match: \"{}\"), or {{\"from\": \"{}\"}}",
+                    t.version, t.version, t.stage
+                ),
+            );
+            e.body.version = Some(t.version);
+            e.body.stage = Some(t.stage);
+            return Err(e);
+        }
+        Ok((body, t, expected))
+    }
+
+    pub(super) async fn sign_off(
+        &self,
+        principal: &Principal,
+        key: &TicketKey,
+        req: &Request<Bytes>,
+        withdraw: bool,
+    ) -> ApiResult {
+        let (body, t, _) = self.precondition(key, req, false).await?;
+        require(principal, Action::SignOff)?;
+        if t.stage != Stage::Qa {
+            return Err(WorkflowError::IllegalTransition {
+                key: key.clone(),
+                action: if withdraw {
+                    "withdraw a sign-off of"
+                } else {
+                    "sign off"
+                },
+                stage: t.stage,
+            }
+            .into());
+        }
+        let actor = Actor {
+            name: principal.name.clone(),
+            commit: body.commit.clone(),
+            branch: body.branch.clone(),
+            role: signed_in_role(principal),
+        };
+        let change = if withdraw {
+            let history = self.store.history(key).await?;
+            if !crate::policy::has_standing(&history, &principal.name) {
+                return Err(WebError::new(
+                    409,
+                    ErrorCode::Conflict,
+                    format!(
+                        "{} has no sign-off of {key} standing to withdraw (none since its last upload or promotion)",
+                        principal.name
+                    ),
+                ));
+            }
+            self.desk
+                .withdraw_sign_off(&t, body.comment.clone(), &actor)
+                .await?
+        } else {
+            self.desk.sign_off(&t, body.comment.clone(), &actor).await?
+        };
+        let summary = self.summary(&change.ticket, principal);
+        Ok((200, to_value(&summary)))
+    }
+
+    pub(super) async fn transition(
+        &self,
+        principal: &Principal,
+        key: &TicketKey,
+        tr: Transition,
+        req: &Request<Bytes>,
+    ) -> ApiResult {
+        let (body, t, expected) = self.precondition(key, req, true).await?;
+        let actor = Actor {
+            name: principal.name.clone(),
+            commit: body.commit.clone(),
+            branch: body.branch.clone(),
+            role: signed_in_role(principal),
+        };
+        if tr.target(t.stage).is_none() {
+            return Err(WorkflowError::IllegalTransition {
+                key: key.clone(),
+                action: tr.as_str(),
+                stage: t.stage,
+            }
+            .into());
+        }
+        require(principal, Action::Move(tr, t.stage))?;
+        let verdict = self.check_policies(&t, tr, &actor).await?;
+        let checked = verdict.is_some();
+        let warnings = verdict.unwrap_or_default();
+        // A checked transition applies only to the version the policies
+        // saw: an upload in between would make their verdict stale.
+        let change = self
+            .transition_retrying(key, tr, &t, expected.is_some() || checked, &actor)
+            .await?;
+        // A summary, not the module lists: a transition is a pointer move and
+        // its answer should not cost more than the move itself.
+        let mut summary = self.summary(&change.ticket, principal);
+        summary.warnings = warnings;
+        Ok((200, to_value(&summary)))
+    }
+
+    /// Token name → role, for policies that count sign-offs by role.
+    pub(super) fn roles(&self) -> std::collections::HashMap<String, stamp_model::roles::Role> {
+        if self.cfg.open() {
+            return [("anonymous".to_string(), stamp_model::roles::Role::Admin)].into();
+        }
+        self.cfg
+            .tokens
+            .iter()
+            .map(|t| (t.name.clone(), t.role))
+            .collect()
+    }
+
+    /// Applies a transition to the ticket as read. Without an explicit expected
+    /// version (a `from` stage only), a concurrent change that left the stage
+    /// as it was (an upload, a sign-off, the settler's bookkeeping) is not the
+    /// caller's concern: the transition is retried on the new version. A
+    /// change of stage is: then it is a conflict, so a double click never
+    /// promotes twice.
+    pub(super) async fn transition_retrying(
+        &self,
+        key: &TicketKey,
+        tr: Transition,
+        read: &TicketRecord,
+        explicit: bool,
+        actor: &Actor,
+    ) -> Result<Change, WebError> {
+        let mut version = read.version;
+        for _ in 0..8 {
+            match self.desk.transition(key, tr, Some(version), actor).await {
+                Err(WorkflowError::Store(StoreError::Conflict { .. })) if !explicit => {
+                    let now = self.ticket(key).await?;
+                    if now.stage != read.stage {
+                        return Err(WebError::moved(
+                            format!("ticket {key} moved to {} meanwhile", now.stage),
+                            &now,
+                        ));
+                    }
+                    version = now.version;
+                }
+                other => return other.map_err(WebError::from),
+            }
+        }
+        Err(WebError::new(
+            409,
+            ErrorCode::Conflict,
+            format!("ticket {key} keeps changing; try again"),
+        ))
+    }
+
+    /// Runs the policies that guard `tr` from the ticket's stage; their
+    /// warnings, or the refusal.
+    pub(super) async fn check_policies(
+        &self,
+        t: &TicketRecord,
+        tr: Transition,
+        actor: &Actor,
+    ) -> Result<Option<Vec<Value>>, WebError> {
+        let Some(to) = tr.target(t.stage) else {
+            return Err(WorkflowError::IllegalTransition {
+                key: t.key.clone(),
+                action: tr.as_str(),
+                stage: t.stage,
+            }
+            .into());
+        };
+        if !self.policies.guards(t.stage, to) {
+            return Ok(None);
+        }
+        let ctx = crate::policy::TransitionCtx {
+            ticket: t.clone(),
+            from: t.stage,
+            to,
+            action: tr,
+            actor: actor.clone(),
+            history: self.store.history(&t.key).await?,
+            overrides: workflow::overrides(&self.store, t, t.stage)
+                .await?
+                .unwrap_or_default(),
+            store: self.store.clone(),
+            proxy_base: self.proxy_base.clone(),
+            roles: self.roles(),
+        };
+        let verdict = self.policies.check(&ctx).await;
+        if !verdict.allowed() {
+            let mut e = WebError::new(422, ErrorCode::PolicyDenied, verdict.message());
+            if let Value::Object(extra) = verdict.details() {
+                e.body.extra = extra;
+            }
+            return Err(e);
+        }
+        Ok(Some(
+            verdict.details()["warnings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// The verdict a move would get now, without making it: whether the
+    /// caller's role may make it, and each guarding policy's finding (a
+    /// checklist for the panel and `stamp --check`).
+    pub(super) async fn dry_run(
+        &self,
+        principal: &Principal,
+        key: &TicketKey,
+        query: &str,
+        req: &Request<Bytes>,
+    ) -> ApiResult {
+        let mut action = Transition::Promote;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if k == "action" {
+                action = Transition::parse(&v).ok_or_else(|| {
+                    WebError::bad("action", "must be promote, revert, close or reopen")
+                })?;
+            }
+        }
+        let t = self.ticket(key).await?;
+        let Some(to) = action.target(t.stage) else {
+            return Err(WorkflowError::IllegalTransition {
+                key: key.clone(),
+                action: action.as_str(),
+                stage: t.stage,
+            }
+            .into());
+        };
+        let actor = actor_from(principal, req.headers());
+        let may = allowed(principal.role, Action::Move(action, t.stage));
+        let kinds = self.policies.applicable(t.stage, to);
+        let verdict = if kinds.is_empty() {
+            crate::policy::Verdict::default()
+        } else {
+            let ctx = crate::policy::TransitionCtx {
+                ticket: t.clone(),
+                from: t.stage,
+                to,
+                action,
+                actor,
+                history: self.store.history(key).await?,
+                overrides: workflow::overrides(&self.store, &t, t.stage)
+                    .await?
+                    .unwrap_or_default(),
+                store: self.store.clone(),
+                proxy_base: self.proxy_base.clone(),
+                roles: self.roles(),
+            };
+            self.policies.check(&ctx).await
+        };
+        let mut checks: Vec<Value> = Vec::new();
+        for kind in &kinds {
+            let denials: Vec<&str> = verdict
+                .denials
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            let warnings: Vec<&str> = verdict
+                .warnings
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            checks.push(json!({
+                "policy": kind,
+                "ok": denials.is_empty(),
+                "reasons": denials,
+                "warnings": warnings,
+            }));
+        }
+        Ok((
+            200,
+            json!({
+                "ticket": key,
+                "action": action.as_str(),
+                "from": t.stage,
+                "to": to,
+                "version": t.version,
+                "role_allows": may,
+                "allowed": may && verdict.allowed(),
+                "checks": checks,
+            }),
+        ))
+    }
+}
+
+/// Parses and checks the optional body of a transition.
+pub(super) fn read_transition(body: &[u8]) -> Result<TransitionRequest, WebError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(TransitionRequest::default());
+    }
+    let req: TransitionRequest = parse_json(body)?;
+    for (field, value) in [
+        ("commit", &req.commit),
+        ("branch", &req.branch),
+        ("comment", &req.comment),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.len() > wire::MAX_TEXT || v.chars().any(char::is_control))
+        {
+            return Err(WebError::bad(
+                field,
+                format!("must be at most {} printable characters", wire::MAX_TEXT),
+            ));
+        }
+    }
+    if req
+        .commit
+        .as_ref()
+        .is_some_and(|c| c.len() < 4 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(WebError::bad("commit", "must be a hex commit id"));
+    }
+    Ok(req)
+}
+
+/// `If-Match: "3"` (a ticket's version as its ETag).
+pub(super) fn if_match(headers: &http::HeaderMap) -> Result<Option<u64>, WebError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| WebError::bad("if-match", "must be a ticket version, e.g. \"3\"")),
+    }
+}

@@ -1,0 +1,303 @@
+//! Per-request state: what the selection decided ([`Selected`]), and what
+//! the request is ([`Route`]), each variant carrying only its own state.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use prometheus::{Histogram, IntCounter};
+use stamp_model::ticket::{Hash, Stage, TicketKey};
+use stamp_model::ModuleRef;
+
+use crate::badge::Stale;
+use crate::decode::Decoder;
+use crate::extmap::MapFetch;
+use crate::metrics;
+use crate::pagecache::{Entry, Fill, PageKey};
+use crate::rewrite::PageRewriter;
+use crate::select::View;
+use crate::snapshot::Effective;
+
+/// Which variant of a page a request gets.
+#[derive(Debug, Clone)]
+pub enum Variant {
+    Ticket {
+        key: TicketKey,
+        view: View,
+        stage: Stage,
+        /// The ticket's own modules in this view (the overlay's not counted).
+        own: usize,
+    },
+    /// Production with released tickets' overrides.
+    Overlay,
+}
+
+/// The overrides a request's pages get, and for whom.
+#[derive(Debug, Clone)]
+pub struct PagePlan {
+    pub effective: Arc<Effective>,
+    pub variant: Variant,
+}
+
+/// A link's selection that could not be served: the ticket, the view it
+/// asked for, and why (for the notice on the production page).
+pub type Notice = (TicketKey, View, Stale);
+
+/// What the selection decided, whatever the request turns out to be.
+#[derive(Debug, Default)]
+pub struct Selected {
+    pub plan: Option<PagePlan>,
+    /// `Set-Cookie`s to send (select, or clear every copy).
+    pub set_cookie: Vec<String>,
+    /// Value of the `x-ticket-stamp` header.
+    pub info: Option<String>,
+    /// The selection named a ticket that cannot be served: the production
+    /// page says so.
+    pub notice: Option<Notice>,
+    /// A navigation to a protected preview by someone not signed in: sent
+    /// to sign in first (the `Location`).
+    pub sign_in: Option<String>,
+}
+
+impl Selected {
+    /// The ticket a dev-view selection names (live reload follows it).
+    pub fn dev_ticket(&self) -> Option<&TicketKey> {
+        match &self.plan {
+            Some(PagePlan {
+                variant:
+                    Variant::Ticket {
+                        key,
+                        view: View::Dev,
+                        ..
+                    },
+                ..
+            }) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// What a request is.
+pub enum Route {
+    /// Forwarded unchanged (a selection may still add its cookie and the
+    /// info header).
+    Passthrough,
+    /// `/__stamp/…`: health, metrics, or the control plane.
+    Internal,
+    /// A dev page's live-reload stream.
+    Live,
+    /// `?__ts=`: a ticket module body by its hash (`Err` when malformed),
+    /// or, for a hot reload, the live dev view's body at the path.
+    Module {
+        hash: Result<Hash, ()>,
+        hot: Option<ModuleRef>,
+    },
+    /// A ticket file the variant has at this very path: answered in place
+    /// of the origin's 404 (a chunk or stylesheet the ticket's build made).
+    File(Box<FileState>),
+    /// Under a mirror path: a ticket file, else a redirect to the other
+    /// origin.
+    Mirror(Option<ModuleRef>),
+    /// An external import map, fetched where production serves it and merged.
+    Map(Option<Mutex<MapFetch>>),
+    /// An HTML page that may be stamped (or get a notice).
+    Page(Box<PageState>),
+}
+
+pub struct FileState {
+    pub file: ModuleRef,
+    /// The ticket's body, once the origin answered 404.
+    pub body: Option<Bytes>,
+}
+
+/// A page's state, from the cache lookup to the end of its rewrite.
+#[derive(Default)]
+pub struct PageState {
+    /// Its key in the stamped-page cache, with the snapshot version.
+    pub key: Option<(PageKey, u64)>,
+    /// The stored page, revalidated with the origin.
+    pub cached: Option<Arc<Entry>>,
+    /// The page being stamped, kept once complete.
+    pub fill: Option<Fill>,
+    pub rewrite: Option<Mutex<ActiveRewrite>>,
+}
+
+pub struct ActiveRewrite {
+    pub decoder: Option<Decoder>,
+    pub rewriter: PageRewriter,
+    /// The nonce made up for this page (used or not).
+    pub nonce: String,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    /// Counts the request as in flight; `None` for an endless stream.
+    pub in_flight: Option<InFlight>,
+    pub started: Instant,
+    pub secure: bool,
+    pub sel: Selected,
+    pub route: Route,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("kind", &self.kind())
+            .field("plan", &self.sel.plan.as_ref().map(|p| &p.variant))
+            .finish()
+    }
+}
+
+impl Ctx {
+    pub fn new(in_flight: &Arc<AtomicUsize>, secure: bool) -> Ctx {
+        Ctx {
+            in_flight: Some(InFlight::new(in_flight)),
+            started: Instant::now(),
+            secure,
+            sel: Selected::default(),
+            route: Route::Passthrough,
+        }
+    }
+
+    /// The request's metrics label.
+    pub fn kind(&self) -> Kind {
+        match &self.route {
+            Route::Passthrough | Route::Page(_) => match self.sel.plan.as_ref().map(|p| &p.variant)
+            {
+                Some(Variant::Ticket { .. }) => Kind::Ticket,
+                Some(Variant::Overlay) => Kind::Overlay,
+                None => Kind::Passthrough,
+            },
+            Route::Internal => Kind::Internal,
+            Route::Live => Kind::Live,
+            Route::Module { .. } => Kind::Module,
+            Route::File(_) => Kind::File,
+            Route::Mirror(_) => Kind::Mirror,
+            Route::Map(_) => Kind::Map,
+        }
+    }
+
+    /// The page's state, when the request is a page.
+    pub fn page(&mut self) -> Option<&mut PageState> {
+        match &mut self.route {
+            Route::Page(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Caching of a ticket file at its plain path: it depends on the selection.
+    pub fn file_cache_control(&self) -> &'static str {
+        match self.sel.plan.as_ref().map(|p| &p.variant) {
+            Some(Variant::Overlay) => "no-cache",
+            _ => "private, no-cache",
+        }
+    }
+}
+
+/// Counts a request as in flight for as long as its context lives.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What kind of request this was (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Passthrough,
+    Ticket,
+    Overlay,
+    Module,
+    /// A ticket file asked for by its plain path.
+    File,
+    /// Under a mirror path: a ticket file, else a redirect to the other origin.
+    Mirror,
+    /// An external import map, merged.
+    Map,
+    /// A dev page's live-reload stream.
+    Live,
+    Internal,
+}
+
+impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::Passthrough,
+        Kind::Ticket,
+        Kind::Overlay,
+        Kind::Module,
+        Kind::File,
+        Kind::Mirror,
+        Kind::Map,
+        Kind::Live,
+        Kind::Internal,
+    ];
+
+    /// The request counter and latency histogram of this kind, looked up
+    /// once per process (a labelled lookup hashes and locks every time).
+    pub fn metrics(self) -> &'static (IntCounter, Histogram) {
+        static BY_KIND: LazyLock<Vec<(IntCounter, Histogram)>> = LazyLock::new(|| {
+            Kind::ALL
+                .iter()
+                .map(|k| {
+                    (
+                        metrics::REQUESTS.with_label_values(&[k.label()]),
+                        metrics::LATENCY.with_label_values(&[k.label()]),
+                    )
+                })
+                .collect()
+        });
+        &BY_KIND[self.index()]
+    }
+
+    /// Where this kind is in [`Kind::ALL`] (a match, so a new kind cannot
+    /// be forgotten).
+    fn index(self) -> usize {
+        match self {
+            Kind::Passthrough => 0,
+            Kind::Ticket => 1,
+            Kind::Overlay => 2,
+            Kind::Module => 3,
+            Kind::File => 4,
+            Kind::Mirror => 5,
+            Kind::Map => 6,
+            Kind::Live => 7,
+            Kind::Internal => 8,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Passthrough => "passthrough",
+            Kind::Ticket => "ticket",
+            Kind::Overlay => "overlay",
+            Kind::Module => "module",
+            Kind::File => "file",
+            Kind::Mirror => "mirror",
+            Kind::Map => "map",
+            Kind::Live => "live",
+            Kind::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kind;
+
+    #[test]
+    fn every_kind_has_its_own_metrics_slot() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+        }
+    }
+}

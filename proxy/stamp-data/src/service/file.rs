@@ -1,0 +1,116 @@
+//! Ticket files at plain paths: a file production lacks (a chunk or a
+//! stylesheet the ticket's build made) answered in place of the origin's
+//! 404, and mirror paths (a ticket file, else a redirect to the other
+//! origin's own file). Production's own files are never answered with
+//! ticket bytes under their URLs.
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use stamp_model::assets;
+
+use super::ctx::{Ctx, Route};
+use super::{clear_headers, StampProxy, INFO_HEADER};
+use crate::{internal, metrics, modules};
+
+impl StampProxy {
+    /// The origin answered 404 for a path the ticket has a file at: the
+    /// ticket's file goes out instead. `false` when it stays the origin's.
+    pub(super) async fn file_instead_of_404(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
+        let cache_control = ctx.file_cache_control();
+        let Route::File(state) = &mut ctx.route else {
+            return Ok(false);
+        };
+        if resp.status.as_u16() != 404 || modules::is_service_worker(session) {
+            return Ok(false);
+        }
+        let file = &state.file;
+        let Ok(Some(body)) = self.modules.body(&file.hash).await else {
+            return Ok(false);
+        };
+        clear_headers(resp);
+        resp.set_status(200)?;
+        resp.insert_header(header::CONTENT_TYPE, modules::content_type(&file.path))?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(header::ETAG, format!("\"{}\"", file.hash))?;
+        resp.insert_header(header::CACHE_CONTROL, cache_control)?;
+        resp.insert_header(header::VARY, "Cookie")?;
+        resp.insert_header("x-content-type-options", "nosniff")?;
+        resp.insert_header(INFO_HEADER, "file")?;
+        metrics::MODULE_BYTES.inc_by(body.len() as u64);
+        state.body = Some(body);
+        Ok(true)
+    }
+
+    /// A mirror path: the ticket's file there, or the other origin's own.
+    pub(super) async fn serve_mirror(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
+        match &ctx.route {
+            Route::Mirror(Some(file)) => {
+                self.modules
+                    .serve_plain(session, file, ctx.file_cache_control())
+                    .await
+            }
+            _ => self.redirect_mirror(session).await,
+        }
+    }
+
+    /// A mirror path that is no ticket file: sends the browser to the other
+    /// origin's own file, if that origin is one the proxy knows (an override
+    /// is on it, or it is configured); anything else is 404, so the mirror is
+    /// no open redirect.
+    async fn redirect_mirror(&self, session: &mut Session) -> Result<()> {
+        let req = session.req_header();
+        let text = "text/plain; charset=utf-8";
+        let Some(url) = assets::unmirror(req.uri.path()) else {
+            return internal::respond(
+                session,
+                404,
+                text,
+                Bytes::from_static(b"ticket-stamp: not a mirror path\n"),
+            )
+            .await;
+        };
+        let origin = assets::origin_of(&url).unwrap_or_default();
+        let known = self.snapshot.load().overrides_on(origin)
+            || self.asset_origins.iter().any(|o| o == origin);
+        if !known {
+            return internal::respond(
+                session,
+                404,
+                text,
+                Bytes::from_static(b"ticket-stamp: no ticket overrides modules on that origin\n"),
+            )
+            .await;
+        }
+        let location = match req.uri.query() {
+            Some(q) => format!("{url}?{q}"),
+            None => url,
+        };
+        let mut resp = ResponseHeader::build(302, Some(4))?;
+        resp.insert_header(header::LOCATION, location)?;
+        resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
+        resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        resp.insert_header(INFO_HEADER, "mirror; redirect")?;
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(())
+    }
+}
+
+/// The body of a file answered in place of a 404: the origin's page is
+/// dropped, the ticket's file goes out.
+pub(super) fn file_body(ctx: &Ctx, body: &mut Option<Bytes>, end_of_stream: bool) -> bool {
+    match &ctx.route {
+        Route::File(state) if state.body.is_some() => {
+            *body = end_of_stream.then(|| state.body.clone()).flatten();
+            true
+        }
+        _ => false,
+    }
+}

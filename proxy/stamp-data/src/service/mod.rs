@@ -1,0 +1,474 @@
+//! The `ProxyHttp` implementation. Each phase is a short dispatch over what
+//! the request is ([`ctx::Route`]); the work is in the route's own module
+//! (`page`, `map`, `file`) and below them in the crate (`select`, `rewrite`,
+//! `csp`, `modules`, `internal`, `pagecache`).
+//!
+//! ```text
+//! early_request_filter     plan::route: the selection, then the route
+//! request_filter           answered here: internal, module, mirror, live, map query
+//! upstream_peer            the origin (or the map's other origin)
+//! upstream_request_filter  a page or map asked for whole and fresh
+//! response_filter          map: checked; file: 404 replaced; page: hit or rewrite starts
+//! response_body_filter     map: merged; file: its body; page: streamed through lol_html
+//! fail_to_proxy            one plain-text error, no internal address
+//! logging                  requests and latency by kind
+//! ```
+
+mod ctx;
+mod file;
+mod map;
+mod page;
+mod plan;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::prelude::*;
+use pingora::protocols::http::compression::Algorithm;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use stamp_model::share::Gate;
+use stamp_model::wire;
+use stamp_store::SharedStore;
+
+use crate::config::DataConfig;
+use crate::control::ControlPlane;
+use crate::internal::{self, Internal};
+use crate::metrics;
+use crate::modules::ModuleServer;
+use crate::pagecache::PageCache;
+use crate::select;
+use crate::snapshot::{Effective, SnapshotCell};
+pub use ctx::Ctx;
+
+/// The response header that says what the proxy did, or why it did not.
+pub const INFO_HEADER: &str = wire::header::INFO;
+
+const BROKEN_ENCODING: &str = "broken origin encoding";
+const BAD_MAP: &str = "external import map not merged";
+
+/// The proxy service: configuration, the snapshot, the module server, and
+/// the control plane behind `/__stamp/`.
+pub struct StampProxy {
+    cfg: Arc<DataConfig>,
+    snapshot: Arc<SnapshotCell>,
+    modules: ModuleServer,
+    internal: Internal,
+    /// Share-link and preview-pass checker, when previews are protected.
+    preview: Option<Gate>,
+    /// Requests in flight (for a graceful stop that waits for them).
+    in_flight: Arc<AtomicUsize>,
+    /// The ticket cookie's name over plain HTTP and over TLS (`__Host-…`).
+    cookie_names: (String, String),
+    peer: HttpPeer,
+    asset_origins: Arc<[String]>,
+    /// Stamped pages the origin can revalidate.
+    pages: PageCache,
+    /// No overrides: the plan of a production page that only gets a notice.
+    empty: Arc<Effective>,
+}
+
+impl StampProxy {
+    pub fn new(
+        cfg: Arc<DataConfig>,
+        snapshot: Arc<SnapshotCell>,
+        store: SharedStore,
+        control: Arc<dyn ControlPlane>,
+        preview: Option<Gate>,
+    ) -> StampProxy {
+        let o = &cfg.origin;
+        let mut peer = HttpPeer::new(o.addr, o.tls, o.sni.clone());
+        peer.options.connection_timeout = Some(cfg.timeouts.connect);
+        peer.options.read_timeout = Some(cfg.timeouts.read);
+        peer.options.write_timeout = Some(cfg.timeouts.write);
+        peer.options.idle_timeout = Some(cfg.timeouts.idle);
+        peer.options.verify_cert = o.verify_cert;
+        peer.options.verify_hostname = o.verify_cert;
+        let modules = ModuleServer::new(store.clone(), snapshot.clone(), cfg.module_cache_bytes);
+        let internal = Internal {
+            cell: snapshot.clone(),
+            metrics_token: cfg.metrics_token,
+            store,
+            control,
+        };
+        let cookie_names = (
+            select::cookie_name(&cfg.selection.cookie_name, false),
+            select::cookie_name(&cfg.selection.cookie_name, true),
+        );
+        let asset_origins: Arc<[String]> = Arc::from(cfg.asset_origins.clone());
+        StampProxy {
+            pages: PageCache::new(cfg.rewrite.page_cache_bytes),
+            empty: Arc::new(Effective::new(Default::default())),
+            asset_origins,
+            cfg,
+            snapshot,
+            modules,
+            internal,
+            preview,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            cookie_names,
+            peer,
+        }
+    }
+
+    /// Requests in flight, for a graceful stop that waits for them.
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
+    }
+
+    /// Sends a protected preview's visitor to sign in first.
+    async fn sign_in_first(&self, session: &mut Session, ctx: &Ctx, location: &str) -> Result<()> {
+        let mut resp = ResponseHeader::build(302, Some(5))?;
+        resp.insert_header(header::LOCATION, location)?;
+        resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
+        resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        resp.insert_header(
+            INFO_HEADER,
+            "production; reason=\"sign in to open previews\"",
+        )?;
+        for c in &ctx.sel.set_cookie {
+            resp.append_header(header::SET_COOKIE, c.as_str())?;
+        }
+        session.write_response_header(Box::new(resp), true).await
+    }
+
+    /// What a request that is no page gets from the selection: its cookie,
+    /// and when nothing is stamped, the reason.
+    fn passthrough_response(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+        for cookie in &ctx.sel.set_cookie {
+            resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+        }
+        if ctx.sel.plan.is_none() {
+            // A selection that did not resolve: say why on production.
+            if let Some(info) = &ctx.sel.info {
+                resp.insert_header(INFO_HEADER, info.as_str())?;
+            }
+            if self.cfg.rewrite.production_vary_cookie && is_html(resp) {
+                add_vary_cookie(resp);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for StampProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(&self.in_flight, self.cfg.tls)
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        // Each read of the body (the header's deadline is `client_io`'s).
+        session
+            .downstream_session
+            .set_read_timeout(Some(self.cfg.timeouts.client_body));
+        self.route(session, ctx);
+        let level = self.cfg.rewrite.compression_level;
+        if level > 0 && matches!(ctx.route, ctx::Route::Page(_) | ctx::Route::Module { .. }) {
+            // Must be decided here: later phases are too late for the module.
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                c.adjust_level(level);
+                // Pingora 0.9's brotli encoder flushes but never writes the
+                // stream's last block (`brotli -t`: corrupt input): never
+                // choose it; gzip and zstd streams are finished properly.
+                c.adjust_algorithm_level(Algorithm::Brotli, 0);
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        use ctx::Route;
+        if let Some(location) = ctx.sel.sign_in.take() {
+            self.sign_in_first(session, ctx, &location).await?;
+            return Ok(true);
+        }
+        match &ctx.route {
+            Route::Internal => {
+                if session.req_header().uri.path() == wire::EVENTS_PATH {
+                    // The panel's event stream never ends by itself: a
+                    // graceful stop must not wait for it.
+                    ctx.in_flight = None;
+                }
+                self.internal.serve(session).await?;
+            }
+            Route::Module { hash, hot } => match hot {
+                Some(module) => {
+                    self.modules
+                        .serve_plain(session, module, "no-store")
+                        .await?
+                }
+                None => self.modules.serve(session, Some(*hash)).await?,
+            },
+            Route::Mirror(_) => self.serve_mirror(session, ctx).await?,
+            Route::Map(_) => return self.start_map(session, ctx).await,
+            Route::Live => {
+                // Endless by design: a graceful stop must not wait for it.
+                ctx.in_flight = None;
+                let selected = ctx.sel.dev_ticket().cloned();
+                crate::live::serve(session, &self.snapshot, selected.as_ref()).await?;
+            }
+            Route::Passthrough | Route::File(_) | Route::Page(_) => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        match &ctx.route {
+            ctx::Route::Map(Some(map)) => self.map_peer(map).await,
+            _ => Ok(Box::new(self.peer.clone())),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let ctx::Route::Map(Some(map)) = &ctx.route {
+            return self.map_upstream(map, upstream);
+        }
+        if let Some(host) = &self.cfg.origin.host_header {
+            upstream.insert_header(header::HOST, host.as_str())?;
+        }
+        // The preview pass is ours: the origin never sees it.
+        if self.preview.is_some() {
+            strip_cookie(upstream, stamp_model::share::PASS_COOKIE)?;
+        }
+        if let ctx::Route::Page(_) = &ctx.route {
+            self.page_upstream(upstream, ctx)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        match &ctx.route {
+            ctx::Route::Map(Some(map)) => return self.map_response(session, map, resp),
+            ctx::Route::Page(_) => return self.page_response(session, resp, ctx).await,
+            _ => {}
+        }
+        if self.file_instead_of_404(session, resp, ctx).await? {
+            return Ok(());
+        }
+        self.passthrough_response(resp, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if file::file_body(ctx, body, end_of_stream) {
+            return Ok(None);
+        }
+        match &ctx.route {
+            ctx::Route::Map(Some(map)) => self.map_body(session, map, body, end_of_stream)?,
+            ctx::Route::Page(_) => self.page_body(body, end_of_stream, ctx)?,
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
+    where
+        Ctx: Send + Sync,
+    {
+        let code = status_for(e);
+        if code > 0 {
+            metrics::ORIGIN_ERRORS
+                .with_label_values(&[&code.to_string()])
+                .inc();
+        }
+        if code > 0 && session.response_written().is_none() {
+            let what = match code {
+                502 if e.etype() == &ErrorType::Custom(BAD_MAP) => format!(
+                    "the import map could not be merged: {}",
+                    map::failure(ctx).unwrap_or_default()
+                ),
+                502 if e.etype() == &ErrorType::Custom(BROKEN_ENCODING) => format!(
+                    "the origin {} sent a body that does not decode as its Content-Encoding says",
+                    self.cfg.origin.url
+                ),
+                504 => format!("the origin {} did not answer in time", self.cfg.origin.url),
+                502 => format!(
+                    "the origin {} could not be reached ({})",
+                    self.cfg.origin.url,
+                    e.etype().as_str()
+                ),
+                _ => "the request could not be proxied".to_string(),
+            };
+            let body = Bytes::from(format!("ticket-stamp: {what}\n"));
+            if let Err(err) =
+                internal::respond(session, code, "text/plain; charset=utf-8", body).await
+            {
+                log::debug!("cannot send the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx)
+    where
+        Ctx: Send + Sync,
+    {
+        let (requests, latency) = ctx.kind().metrics();
+        requests.inc();
+        latency.observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The status a failure is answered with (0: the client is gone).
+fn status_for(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::Custom(BAD_MAP) => 502,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+/// Removes one cookie from the upstream request's `Cookie` headers.
+fn strip_cookie(upstream: &mut RequestHeader, name: &str) -> Result<()> {
+    let rebuilt = select::without_cookie(
+        upstream
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes()),
+        name,
+    );
+    if let Some(rest) = rebuilt {
+        upstream.remove_header(&header::COOKIE);
+        if !rest.is_empty() {
+            let value = http::HeaderValue::from_bytes(&rest)
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "cookie", e))?;
+            upstream.insert_header(header::COOKIE, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Asks the upstream for the whole, current, uncompressed body: what is
+/// rewritten or merged must arrive complete (a 304 would revive a cached
+/// production copy in the browser; a 206 or a compressed body cannot be
+/// rewritten as it streams).
+fn whole_and_fresh(upstream: &mut RequestHeader) -> Result<()> {
+    upstream.insert_header(header::ACCEPT_ENCODING, "identity")?;
+    for h in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        upstream.remove_header(&h);
+    }
+    Ok(())
+}
+
+/// Removes every header of an upstream answer that is replaced whole.
+fn clear_headers(resp: &mut ResponseHeader) {
+    let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
+    for name in names {
+        resp.remove_header(&name);
+    }
+}
+
+/// Appends `Cookie` to `Vary` unless it is already there (or `*`).
+fn add_vary_cookie(resp: &mut ResponseHeader) {
+    let present = resp.headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("cookie") || t.trim() == "*")
+        })
+    });
+    if !present {
+        let _ = resp.append_header(header::VARY, "Cookie");
+    }
+}
+
+/// The page's absolute URL as the browser sees it, for resolving relative
+/// URLs in the page. Falls back to a neutral host when Host is unusable.
+fn page_url(session: &Session, tls: bool) -> url::Url {
+    let req = session.req_header();
+    let forwarded_https = req
+        .headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let scheme = if tls || forwarded_https {
+        "https"
+    } else {
+        "http"
+    };
+    let host = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let path = req.uri.path();
+    url::Url::parse(&format!("{scheme}://{host}{path}"))
+        .or_else(|_| url::Url::parse(&format!("{scheme}://localhost{path}")))
+        .unwrap_or_else(|_| {
+            #[allow(clippy::unwrap_used)] // a constant URL
+            url::Url::parse("http://localhost/").unwrap()
+        })
+}
+
+/// The origin's body does not decode as its `Content-Encoding` says. The
+/// headers are gone already, so the response is aborted (the client sees a
+/// broken transfer, never a complete-looking empty or truncated page).
+fn broken_encoding(e: &dyn std::fmt::Display) -> Box<Error> {
+    log::warn!("aborting a page whose origin encoding is broken: {e}");
+    metrics::REWRITES
+        .with_label_values(&["broken-encoding"])
+        .inc();
+    Error::create(
+        ErrorType::Custom(BROKEN_ENCODING),
+        ErrorSource::Upstream,
+        Some(format!("the origin's body does not decode as its Content-Encoding says: {e}").into()),
+        None,
+    )
+}
+
+/// Whether the response's media type is exactly `text/html` (parameters
+/// such as `charset` aside).
+fn is_html(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
+}

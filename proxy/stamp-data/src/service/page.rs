@@ -1,0 +1,450 @@
+//! An HTML page that may be stamped: asked for whole and fresh, answered
+//! from the stamped-page cache when the origin validates it, or rewritten
+//! as it streams through lol_html with its headers made safe for a variant.
+
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::prelude::*;
+use pingora::protocols::http::compression::ResponseCompressionCtx;
+use pingora::proxy::Session;
+
+use super::ctx::{ActiveRewrite, Ctx, Notice, PagePlan, Route, Variant};
+use super::{add_vary_cookie, broken_encoding, clear_headers, is_html, page_url, whole_and_fresh};
+use super::{StampProxy, INFO_HEADER};
+use crate::badge;
+use crate::csp;
+use crate::decode::{Coding, Decoder};
+use crate::metrics;
+use crate::pagecache::PageKey;
+use crate::rewrite::{MetaCsp, PageRewriter, RewriteSpec};
+use crate::select::View;
+
+const CSP_REPORT_ONLY: &str = "content-security-policy-report-only";
+
+impl StampProxy {
+    /// What the stamped page of this request depends on, besides the
+    /// origin's bytes.
+    pub(super) fn page_key(&self, session: &Session, plan: &PagePlan, secure: bool) -> PageKey {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default()
+            .to_string();
+        let uri = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path().to_string(), |pq| pq.as_str().to_string());
+        let live = crate::live::asked(req.uri.query());
+        let label = match &plan.variant {
+            Variant::Ticket {
+                key,
+                view,
+                stage,
+                own,
+            } => format!("ticket {key} {} {stage} {own} live={live}", view.as_str()),
+            Variant::Overlay => "overlay".to_string(),
+        };
+        PageKey {
+            host,
+            uri,
+            variant: plan.effective.id,
+            label: format!("{label} secure={secure} badge={}", self.cfg.badge),
+        }
+    }
+
+    /// The page must arrive whole, fresh and uncompressed (a 304 would
+    /// revive a production copy in the browser; a 206 cannot be rewritten),
+    /// except that a stored stamped page is revalidated by its own tag.
+    pub(super) fn page_upstream(&self, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+        whole_and_fresh(upstream)?;
+        if let Route::Page(page) = &ctx.route {
+            if let Some(entry) = &page.cached {
+                // Ours, not the browser's: a 304 means the stored stamped
+                // page is still the page. The tag only: an origin that
+                // compares dates alone would answer 304 for another
+                // visitor's page.
+                let (etag, _) = entry.validators();
+                upstream.insert_header(header::IF_NONE_MATCH, etag)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A page's response header: a cache hit is answered whole here;
+    /// anything else starts the rewrite (or says why not).
+    pub(super) async fn page_response(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Route::Page(page) = &mut ctx.route else {
+            return Ok(());
+        };
+        let hit = match page.cached.take() {
+            Some(entry) if resp.status.as_u16() == 304 => Some(entry),
+            Some(_) => {
+                metrics::PAGE_CACHE.with_label_values(&["changed"]).inc();
+                None
+            }
+            None => None,
+        };
+        if let Some(entry) = hit {
+            // The origin's cookies for this visitor (a rolling session) go
+            // out with the stored page.
+            let origin_cookies: Vec<http::HeaderValue> = resp
+                .headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect();
+            clear_headers(resp);
+            for c in origin_cookies {
+                resp.append_header(header::SET_COOKIE, c)?;
+            }
+            let body = entry.respond(resp, &csp::fresh_nonce())?;
+            if session.req_header().version != http::Version::HTTP_2 {
+                resp.set_version(http::Version::HTTP_11);
+            }
+            metrics::PAGE_CACHE.with_label_values(&["hit"]).inc();
+            for cookie in &ctx.sel.set_cookie {
+                resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+            }
+            if let Some(info) = &ctx.sel.info {
+                resp.insert_header(INFO_HEADER, format!("{info}; cached"))?;
+            }
+            return write_hit(session, resp, body).await;
+        }
+        // Judged on the origin's own headers, before ours are added.
+        let fill = page
+            .key
+            .take()
+            .and_then(|(key, version)| self.pages.fill(key, version, session.req_header(), resp));
+        for cookie in &ctx.sel.set_cookie {
+            resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+        }
+        let plan = match ctx.sel.plan.clone() {
+            Some(plan) => plan,
+            None => {
+                // A selection that did not resolve: production, with a
+                // notice that says why.
+                if let Some(info) = &ctx.sel.info {
+                    resp.insert_header(INFO_HEADER, info.as_str())?;
+                }
+                if ctx.sel.notice.is_none() {
+                    return Ok(());
+                }
+                let plan = PagePlan {
+                    effective: self.empty.clone(),
+                    variant: Variant::Overlay,
+                };
+                if let Ok(Some(active)) =
+                    self.start_rewrite(session, resp, &plan, ctx.sel.notice.as_ref())
+                {
+                    page.rewrite = Some(Mutex::new(active));
+                }
+                return Ok(());
+            }
+        };
+        match self.start_rewrite(session, resp, &plan, ctx.sel.notice.as_ref()) {
+            Ok(Some(active)) => {
+                if let Some(info) = &ctx.sel.info {
+                    resp.insert_header(INFO_HEADER, info.as_str())?;
+                }
+                page.fill = fill.map(|mut f| {
+                    f.stamped(resp, &active.nonce);
+                    f
+                });
+                page.rewrite = Some(Mutex::new(active));
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                log::info!("{} not rewritten: {reason}", session.req_header().uri);
+                metrics::REWRITES.with_label_values(&["skipped"]).inc();
+                resp.insert_header(INFO_HEADER, format!("unchanged; reason=\"{reason}\""))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams one chunk of a page through its rewrite.
+    pub(super) fn page_body(
+        &self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Route::Page(page) = &mut ctx.route else {
+            return Ok(());
+        };
+        let Some(active) = &page.rewrite else {
+            return Ok(());
+        };
+        let mut active = active.lock().unwrap_or_else(PoisonError::into_inner);
+        let active = &mut *active;
+        let mut out = Vec::new();
+        if let Some(chunk) = body.take() {
+            out = match &mut active.decoder {
+                Some(d) => match d.write(&chunk) {
+                    Ok(plain) => active.rewriter.write(&plain),
+                    Err(e) => return Err(broken_encoding(&e)),
+                },
+                // Most pages: fed as they came, without a copy.
+                None => active.rewriter.write(&chunk),
+            };
+        }
+        if end_of_stream {
+            if let Some(d) = &mut active.decoder {
+                match d.finish() {
+                    Ok(rest) => out.extend(active.rewriter.write(&rest)),
+                    Err(e) => return Err(broken_encoding(&e)),
+                }
+            }
+            out.extend(active.rewriter.finish());
+        }
+        let out = Bytes::from(out);
+        if let Some(fill) = &mut page.fill {
+            if !fill.push(&out) {
+                page.fill = None;
+            }
+        }
+        if end_of_stream {
+            let report = active.rewriter.report();
+            metrics::REWRITES
+                .with_label_values(&[report.outcome()])
+                .inc();
+            metrics::REWRITE_BYTES_IN.inc_by(report.bytes_in);
+            metrics::REWRITE_BYTES_OUT.inc_by(report.bytes_out);
+            if let Some(fill) = page.fill.take() {
+                // A rewrite that ran out of memory left the rest as it came:
+                // right, but not worth keeping.
+                if !report.bailed_out {
+                    self.pages.store(fill);
+                }
+            }
+        }
+        *body = Some(out);
+        Ok(())
+    }
+
+    /// Headers and rewriter for a page that will be rewritten, or the reason
+    /// it will not be.
+    fn start_rewrite(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        plan: &PagePlan,
+        notice: Option<&Notice>,
+    ) -> Result<Option<ActiveRewrite>, String> {
+        let Some(decoder) = rewritable(resp)? else {
+            return Ok(None);
+        };
+        let badge = match &plan.variant {
+            Variant::Ticket {
+                key,
+                view,
+                stage,
+                own,
+            } if self.cfg.badge => Some((key, *view, *stage, *own)),
+            _ => None,
+        };
+        // A page that only gets a notice has no map: its script policy is
+        // left exactly as it is.
+        let stamps = !plan.effective.overrides.is_empty();
+        let styled = badge.is_some() || notice.is_some();
+        let fresh = csp::fresh_nonce();
+        let all = |name: &str| -> Vec<String> {
+            resp.headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_string))
+                .collect()
+        };
+        let policies = csp::page_policies(
+            &all(header::CONTENT_SECURITY_POLICY.as_str()),
+            &all(CSP_REPORT_ONLY),
+            stamps.then_some(plan.effective.fresh_hash.as_str()),
+            styled.then(badge::style_hash),
+            &fresh,
+        );
+        if let Some(note) = &policies.note {
+            log::info!("{}: {note}", session.req_header().uri);
+        }
+        replace_all(
+            resp,
+            header::CONTENT_SECURITY_POLICY.as_str(),
+            &policies.enforce,
+        )?;
+        replace_all(resp, CSP_REPORT_ONLY, &policies.report_only)?;
+        let (nonce, style_nonce) = (policies.script_nonce, policies.style_nonce);
+        // A `<meta>` policy in the page can only be given nonces that are
+        // ours: the fresh one, when the headers did not settle on the page's.
+        let script_ours = nonce.as_deref().is_none_or(|n| n == fresh);
+        let style_ours = style_nonce.as_deref().is_none_or(|n| n == fresh);
+        let meta_csp =
+            (stamps && script_ours && (badge.is_none() || style_ours)).then(|| MetaCsp {
+                script_nonce: fresh.clone(),
+                script_hash: plan.effective.fresh_hash.clone(),
+                style: badge
+                    .is_some()
+                    .then(|| (fresh.clone(), badge::style_hash().to_string())),
+            });
+        let badge = badge.map(|(key, view, stage, own)| badge::Badge {
+            key: key.clone(),
+            view,
+            stage,
+            own,
+            nonce: style_nonce.clone(),
+        });
+        variant_headers(session, resp, &plan.variant, notice.is_some());
+
+        let live = match &plan.variant {
+            Variant::Ticket {
+                key,
+                view: View::Dev,
+                ..
+            } if crate::live::asked(session.req_header().uri.query()) => {
+                Some(crate::live::url(key, &plan.effective.id))
+            }
+            _ => None,
+        };
+        let rewriter = PageRewriter::new(RewriteSpec {
+            live,
+            effective: plan.effective.clone(),
+            page_url: page_url(session, self.cfg.tls),
+            nonce,
+            max_map_bytes: self.cfg.rewrite.max_import_map_bytes,
+            memory_limit_bytes: self.cfg.rewrite.memory_limit_bytes,
+            badge,
+            meta_csp,
+            asset_origins: self.asset_origins.clone(),
+            notice: notice
+                .map(|(key, view, why)| badge::notice(key, *view, why, style_nonce.as_deref())),
+        });
+        Ok(Some(ActiveRewrite {
+            decoder: decoder.decoder,
+            rewriter,
+            nonce: fresh,
+        }))
+    }
+}
+
+/// A page the rewriter can read, with the decoder its encoding needs.
+struct Readable {
+    decoder: Option<Decoder>,
+}
+
+/// Whether the response is a page to rewrite: `Ok(None)` when it is no page
+/// (another status or type), `Err` with the reason when it is one that
+/// cannot be rewritten.
+fn rewritable(resp: &ResponseHeader) -> Result<Option<Readable>, String> {
+    let status = resp.status.as_u16();
+    if status < 200 || status == 204 || status == 206 || status == 304 || !is_html(resp) {
+        return Ok(None);
+    }
+    let no_transform = resp.headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+        })
+    });
+    if no_transform {
+        return Err("the origin sent Cache-Control: no-transform".into());
+    }
+    let utf16 = resp
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .replace(' ', "")
+                .contains("charset=utf-16")
+        });
+    if utf16 {
+        // lol_html reads ASCII-compatible encodings only: say so rather
+        // than claim a page was stamped that never could be.
+        return Err("the page is UTF-16, which the rewriter cannot read".into());
+    }
+    let coding = Coding::from_header(
+        resp.headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.as_bytes()),
+    )?;
+    Ok(Some(Readable {
+        decoder: coding.map(Decoder::new).transpose()?,
+    }))
+}
+
+/// Sends `values` as every `name` header instead of what is there, when
+/// there is something to send.
+fn replace_all(
+    resp: &mut ResponseHeader,
+    name: &str,
+    values: &Option<Vec<String>>,
+) -> Result<(), String> {
+    let Some(values) = values else {
+        return Ok(());
+    };
+    resp.remove_header(name);
+    for v in values {
+        resp.append_header(name.to_string(), v.as_str())
+            .map_err(|e| format!("cannot write the {name} header: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A variant's headers: its length and validators are not production's, and
+/// no cache may keep it for anyone else.
+fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Variant, notice: bool) {
+    for h in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::ACCEPT_RANGES,
+    ] {
+        resp.remove_header(&h);
+    }
+    if session.req_header().version != http::Version::HTTP_2 {
+        let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+        resp.set_version(http::Version::HTTP_11);
+    }
+    let cache_control = match variant {
+        Variant::Ticket { .. } => "private, no-store",
+        // This visitor's stale link: nobody else's page.
+        Variant::Overlay if notice => "private, no-store",
+        // Production with released tickets: caches must come back, so a
+        // revert is seen at once.
+        Variant::Overlay => "no-cache",
+    };
+    let _ = resp.insert_header(header::CACHE_CONTROL, cache_control);
+    add_vary_cookie(resp);
+}
+
+/// Writes a stored page for the origin's 304. The 304 ends the response at
+/// its header, so Pingora would send no body after it: the page is written
+/// here, through the downstream modules (compression), and the header
+/// Pingora writes next is dropped as already sent.
+async fn write_hit(session: &mut Session, resp: &ResponseHeader, body: Bytes) -> Result<()> {
+    session
+        .write_response_header(Box::new(resp.clone()), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    // The compression module has finished this response; Pingora's own
+    // (dropped) header must not reach it again, which would start a second
+    // body phase (a panic in pingora-core).
+    if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        **c = ResponseCompressionCtx::new(0, false, false);
+    }
+    Ok(())
+}

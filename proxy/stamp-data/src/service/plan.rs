@@ -1,0 +1,225 @@
+//! Deciding what a request is: the selection (query, cookie, share token,
+//! preview pass) against the current snapshot, then the route.
+
+use http::header;
+use pingora::proxy::Session;
+use stamp_model::assets;
+use stamp_model::ticket::Stage;
+use stamp_model::wire;
+
+use super::ctx::{Ctx, FileState, PagePlan, Route, Selected, Variant};
+use super::StampProxy;
+use crate::badge::Stale;
+use crate::select::{self, Selection, Source, View};
+use crate::snapshot::Resolved;
+
+impl StampProxy {
+    /// Reads the request once: its selection into `ctx.sel`, and its route.
+    pub(super) fn route(&self, session: &Session, ctx: &mut Ctx) {
+        let req = session.req_header();
+        let path = req.uri.path();
+        let mirror = path.starts_with(assets::MIRROR_PREFIX);
+        let map = path == assets::MAP_PATH;
+        if path == wire::LIVE_PATH {
+            // Who may follow a ticket's saves: a browser whose selection
+            // (cookie, share token included) is that ticket's dev view.
+            self.select(session, ctx);
+            ctx.route = Route::Live;
+            return;
+        }
+        if wire::is_reserved(path) && !mirror && !map {
+            ctx.route = Route::Internal;
+            return;
+        }
+        if req
+            .headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+        {
+            ctx.secure = true;
+        }
+        let classified = self.select(session, ctx);
+        let get_or_head = req.method == http::Method::GET || req.method == http::Method::HEAD;
+        // A ticket file the variant has at this very path.
+        let here = |ctx: &Ctx| {
+            ctx.sel
+                .plan
+                .as_ref()
+                .and_then(|p| p.effective.by_serve_path.get(path).cloned())
+        };
+        let file_here = here(ctx).filter(|_| get_or_head);
+        ctx.route = if map {
+            Route::Map(None)
+        } else if let Some(hash) = classified.module {
+            // A hot reload from a live dev page: the module this browser's
+            // dev view has at the path now, whatever hash the URL still
+            // names (the page's map is fixed once loaded).
+            let hot = match classified.hot {
+                Some(_) if ctx.sel.dev_ticket().is_some() => here(ctx),
+                _ => None,
+            };
+            Route::Module { hash, hot }
+        } else if mirror {
+            Route::Mirror(file_here)
+        } else if let Some(file) = file_here {
+            Route::File(Box::new(FileState { file, body: None }))
+        } else if (ctx.sel.plan.is_some() || ctx.sel.notice.is_some())
+            && get_or_head
+            && !session.is_upgrade_req()
+            && select::may_be_html(
+                path,
+                req.headers.get(header::ACCEPT).map(|v| v.as_bytes()),
+                req.headers.get("sec-fetch-dest").map(|v| v.as_bytes()),
+            )
+        {
+            Route::Page(Box::default())
+        } else {
+            Route::Passthrough
+        };
+        // A page with a stale link's notice is this visitor's alone: never stored.
+        if ctx.sel.notice.is_none() && self.pages.enabled() && req.method == http::Method::GET {
+            if let (Some(plan), Route::Page(page)) = (&ctx.sel.plan, &mut ctx.route) {
+                let version = self.snapshot.load().version;
+                let key = self.page_key(session, plan, ctx.secure);
+                page.cached = self.pages.get(&key, version);
+                page.key = Some((key, version));
+            }
+        }
+    }
+
+    /// Decides the page plan, the cookie and the info header for a request.
+    fn select(&self, session: &Session, ctx: &mut Ctx) -> select::Classified {
+        let req = session.req_header();
+        let cookies = req.headers.get_all(header::COOKIE);
+        // Precomputed: no allocation per request for the name.
+        let name = if ctx.secure {
+            &self.cookie_names.1
+        } else {
+            &self.cookie_names.0
+        };
+        let classified =
+            select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), name);
+        if classified.module.is_some() && classified.hot.is_none() {
+            return classified;
+        }
+        let snap = self.snapshot.load();
+        let overlay = || {
+            snap.overlay.clone().map(|effective| PagePlan {
+                effective,
+                variant: Variant::Overlay,
+            })
+        };
+        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let base = &self.cfg.selection.cookie_name;
+        let secure = ctx.secure;
+        let sel = &mut ctx.sel;
+        let production = |sel: &mut Selected, reason: String, clear_cookie: bool| {
+            sel.info = Some(format!("production; reason=\"{reason}\""));
+            if clear_cookie {
+                sel.set_cookie = select::clear_cookies(base, secure, host);
+            }
+            sel.plan = overlay();
+        };
+        match &classified.selection {
+            Selection::None => sel.plan = overlay(),
+            Selection::Off => production(sel, "selection cleared".into(), true),
+            Selection::Invalid { reason, source } => {
+                let clear = classified.has_cookie || *source == Source::Cookie;
+                production(sel, reason.clone(), clear);
+            }
+            Selection::Ticket {
+                key,
+                view,
+                source,
+                token,
+            } => match snap.resolve(key, *view) {
+                Resolved::Stamp { effective, stage } => {
+                    if let Some(gate) = &self.preview {
+                        let generation = snap.tickets.get(key).map_or(0, |t| t.share_gen);
+                        let pass = select::named_cookie(
+                            req.headers
+                                .get_all(header::COOKIE)
+                                .iter()
+                                .map(|v| v.as_bytes()),
+                            stamp_model::share::PASS_COOKIE,
+                        );
+                        if let Err(refusal) =
+                            gate.admit(token.as_deref(), pass, key, *view, generation)
+                        {
+                            if gate.sign_in_helps(refusal) && select::is_navigation(&req.headers) {
+                                let next = req
+                                    .uri
+                                    .path_and_query()
+                                    .map_or("/", |pq| pq.as_str())
+                                    .to_string();
+                                sel.sign_in = Some(gate.login_url(&next));
+                            }
+                            sel.notice = self.cfg.badge.then(|| {
+                                let why = Stale::Refused(refusal.reason().to_string());
+                                (key.clone(), *view, why)
+                            });
+                            // Going to sign in keeps the selection for the way back.
+                            let clear = (classified.has_cookie || *source == Source::Cookie)
+                                && sel.sign_in.is_none();
+                            production(sel, refusal.reason().to_string(), clear);
+                            return classified;
+                        }
+                    }
+                    if *source == Source::Query {
+                        sel.set_cookie = vec![select::set_cookie(
+                            name,
+                            key,
+                            *view,
+                            token.as_deref().filter(|_| self.preview.is_some()),
+                            self.cfg.selection.cookie_max_age.as_secs(),
+                            secure,
+                        )];
+                    }
+                    sel.info = Some(format!(
+                        "stamping; ticket={key}; view={}; stage={stage}; overrides={}",
+                        view.as_str(),
+                        effective.len()
+                    ));
+                    sel.plan = Some(PagePlan {
+                        effective: effective.clone(),
+                        variant: Variant::Ticket {
+                            key: key.clone(),
+                            view: *view,
+                            stage,
+                            own: snap.tickets.get(key).map_or(0, |t| match view {
+                                View::Dev => t.dev_count,
+                                View::Qa => t.qa_count.unwrap_or(0),
+                            }),
+                        },
+                    });
+                }
+                Resolved::Production(reason) => {
+                    sel.notice = self.cfg.badge.then(|| {
+                        let why = match snap.tickets.get(key).map(|t| t.stage) {
+                            None => Stale::Unknown,
+                            Some(Stage::Closed) => Stale::Closed,
+                            Some(stage) => Stale::NotInQa(stage),
+                        };
+                        (key.clone(), *view, why)
+                    });
+                    let clear = classified.has_cookie || *source == Source::Cookie;
+                    production(sel, reason, clear);
+                }
+            },
+        }
+        if let Some(PagePlan {
+            variant: Variant::Overlay,
+            effective,
+        }) = &sel.plan
+        {
+            if sel.info.is_none() {
+                sel.info = Some(format!(
+                    "overlay; released={}; overrides={}",
+                    snap.released.len(),
+                    effective.len()
+                ));
+            }
+        }
+        classified
+    }
+}
