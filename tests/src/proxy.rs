@@ -14,6 +14,7 @@ fn package_of(name: &str) -> Option<&'static str> {
     match name {
         "stamp-proxy" => Some("stamp-proxy"),
         "stamp" => Some("stamp-cli"),
+        "stamp-load" => Some("stamp-benches"),
         _ => None,
     }
 }
@@ -34,12 +35,34 @@ fn build_binaries(target_dir: &std::path::Path) -> anyhow::Result<()> {
                 "stamp-proxy",
                 "-p",
                 "stamp-cli",
+                "-p",
+                "stamp-benches",
                 "--bins",
             ]);
             if target_dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
             cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+            // What cargo set for this test process (the package's name,
+            // manifest, …) would look like a changed environment to the
+            // build scripts of shared dependencies, and rebuild them for
+            // the next `cargo test`.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                let ours = (k.starts_with("CARGO_")
+                    && !k.starts_with("CARGO_HOME")
+                    && !k.starts_with("CARGO_TARGET_DIR")
+                    && !k.starts_with("CARGO_BUILD_")
+                    && !k.starts_with("CARGO_NET_")
+                    && !k.starts_with("CARGO_REGISTR")
+                    && !k.starts_with("CARGO_PROFILE_")
+                    && !k.starts_with("CARGO_TERM_"))
+                    || k == "OUT_DIR"
+                    || k.starts_with("RUST_TEST_");
+                if ours {
+                    cmd.env_remove(&*k);
+                }
+            }
             match cmd.status() {
                 Ok(s) if s.success() => Ok(()),
                 Ok(s) => Err(format!("cargo build of the binaries failed ({s})")),

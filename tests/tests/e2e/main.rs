@@ -8,6 +8,8 @@ mod api;
 mod apps;
 mod browser;
 mod cli;
+mod contract;
+mod docs;
 mod failover;
 mod layout;
 mod npm;
