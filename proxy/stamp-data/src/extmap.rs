@@ -28,6 +28,8 @@ pub struct MapFetch {
     pub effective: Arc<Effective>,
     /// The page's `integrity` for production's map.
     pub integrity: Option<String>,
+    /// How ticket URLs are written into it (absolute for es-module-shims).
+    pub urls: importmap::Urls,
     /// The body so far; merged at its end.
     pub buf: Vec<u8>,
     /// Why the upstream's answer is no map to merge (its status, encoding
@@ -41,6 +43,7 @@ pub struct MapQuery {
     pub variant: String,
     pub src: String,
     pub integrity: Option<String>,
+    pub urls: importmap::Urls,
 }
 
 /// Why a map URL was refused (400).
@@ -48,11 +51,13 @@ pub fn parse_query(query: Option<&str>) -> Result<MapQuery, String> {
     let mut variant = None;
     let mut src = None;
     let mut integrity = None;
+    let mut urls = None;
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let slot = match &*k {
             "v" => &mut variant,
             "src" => &mut src,
             "integrity" => &mut integrity,
+            "urls" => &mut urls,
             _ => continue,
         };
         if slot.is_some() {
@@ -63,10 +68,16 @@ pub fn parse_query(query: Option<&str>) -> Result<MapQuery, String> {
         }
         *slot = Some(v.into_owned());
     }
+    let urls = match urls.as_deref() {
+        None | Some("paths") => importmap::Urls::Paths,
+        Some("absolute") => importmap::Urls::Absolute,
+        Some(other) => return Err(format!("`urls` is `{other}`; valid: paths, absolute")),
+    };
     Ok(MapQuery {
         variant: variant.ok_or("`v` (the variant) is missing")?,
         src: src.ok_or("`src` (the map's URL) is missing")?,
         integrity,
+        urls,
     })
 }
 
@@ -141,9 +152,16 @@ impl MapFetch {
         }
         let text = std::str::from_utf8(&body)
             .map_err(|_| format!("the import map at {} is not UTF-8", self.url))?;
-        importmap::merge_external(text, &self.effective.overrides, &self.url, page, max)
-            .map(String::into_bytes)
-            .map_err(|e| format!("the import map at {}: {e}", self.url))
+        importmap::merge_external(
+            text,
+            &self.effective.overrides,
+            &self.url,
+            page,
+            max,
+            self.urls,
+        )
+        .map(String::into_bytes)
+        .map_err(|e| format!("the import map at {}: {e}", self.url))
     }
 }
 

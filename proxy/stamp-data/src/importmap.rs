@@ -31,16 +31,58 @@ pub enum MergeError {
     TooLarge { limit: usize },
 }
 
+/// How the ticket's URLs are written into a map: as paths on the page's
+/// origin, or as absolute URLs. es-module-shims 1 refuses a later map that
+/// redefines a key with any other value than the one it holds, compared as
+/// written, so in its maps (`importmap-shim`) every ticket URL is absolute:
+/// the same string in every map, whatever base each map has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Urls {
+    #[default]
+    Paths,
+    Absolute,
+}
+
+impl Urls {
+    /// The `Urls` for a map element's `type`.
+    pub fn for_type(ty: &str) -> Urls {
+        if ty.eq_ignore_ascii_case("importmap-shim") {
+            Urls::Absolute
+        } else {
+            Urls::Paths
+        }
+    }
+
+    fn write(self, url: String, page: &Url) -> String {
+        match self {
+            Urls::Paths => url,
+            Urls::Absolute => page.join(&url).map_or(url, String::from),
+        }
+    }
+}
+
 /// Merges `overrides` into the page's import map text and returns the new
 /// map's text, already escaped for a `<script>` element.
+#[cfg(any(test, feature = "testing"))]
 pub fn merge(
     original: &str,
     overrides: &OverrideSet,
     page_url: &Url,
     max_len: usize,
 ) -> Result<String, MergeError> {
+    merge_as(original, overrides, page_url, max_len, Urls::Paths)
+}
+
+/// [`merge`], with the ticket's URLs written as `urls` says.
+pub fn merge_as(
+    original: &str,
+    overrides: &OverrideSet,
+    page_url: &Url,
+    max_len: usize,
+    urls: Urls,
+) -> Result<String, MergeError> {
     let mut root = parse(original, max_len)?;
-    merge_root(&mut root, overrides, page_url);
+    merge_root(&mut root, overrides, page_url, urls);
     let text = serde_json::to_string(&Value::Object(root))
         .map_err(|e| MergeError::InvalidJson(e.to_string()))?;
     Ok(escape_for_script(&text))
@@ -58,13 +100,14 @@ pub fn merge_external(
     map_url: &Url,
     page_url: &Url,
     max_len: usize,
+    urls: Urls,
 ) -> Result<String, MergeError> {
     let mut root = parse(original, max_len)?;
     // Only what import maps mean is served again: whatever else the
     // fetched JSON held is not relayed under the app's origin.
     root.retain(|k, _| matches!(k.as_str(), "imports" | "scopes" | "integrity"));
     absolutize(&mut root, map_url, page_url);
-    merge_root(&mut root, overrides, page_url);
+    merge_root(&mut root, overrides, page_url, urls);
     serde_json::to_string(&Value::Object(root)).map_err(|e| MergeError::InvalidJson(e.to_string()))
 }
 
@@ -86,9 +129,9 @@ fn parse(original: &str, max_len: usize) -> Result<Map<String, Value>, MergeErro
     Ok(root)
 }
 
-fn merge_root(root: &mut Map<String, Value>, overrides: &OverrideSet, page_url: &Url) {
+fn merge_root(root: &mut Map<String, Value>, overrides: &OverrideSet, page_url: &Url, urls: Urls) {
     let resolver = Resolver { page: page_url };
-    let targets = Targets::new(overrides, &resolver);
+    let targets = Targets::new(overrides, &resolver, urls);
     let mut paths = Paths::new(&resolver);
     apply_all(root, &targets, &mut paths);
 }
@@ -157,6 +200,7 @@ pub struct MergeCache {
 struct Cached {
     page_url: String,
     original: String,
+    urls: Urls,
     merged: Arc<str>,
 }
 
@@ -180,23 +224,25 @@ impl MergeCache {
         overrides: &OverrideSet,
         page_url: &Url,
         max_len: usize,
+        urls: Urls,
     ) -> Result<Arc<str>, MergeError> {
         if original.len() > Self::MAX_MAP.min(max_len) {
-            return merge(original, overrides, page_url, max_len).map(Arc::from);
+            return merge_as(original, overrides, page_url, max_len, urls).map(Arc::from);
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         page_url.as_str().hash(&mut h);
         original.hash(&mut h);
+        urls.hash(&mut h);
         let key = h.finish();
         let lock = || self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(hit) = lock().get(&key) {
-            if hit.original == original && hit.page_url == page_url.as_str() {
+            if hit.original == original && hit.page_url == page_url.as_str() && hit.urls == urls {
                 return Ok(hit.merged.clone());
             }
         }
         // Merged outside the lock: concurrent misses may both merge; both
         // results are the same.
-        let merged: Arc<str> = merge(original, overrides, page_url, max_len)?.into();
+        let merged: Arc<str> = merge_as(original, overrides, page_url, max_len, urls)?.into();
         let mut entries = lock();
         if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
@@ -206,6 +252,7 @@ impl MergeCache {
             Cached {
                 page_url: page_url.as_str().to_owned(),
                 original: original.to_owned(),
+                urls,
                 merged: merged.clone(),
             },
         );
@@ -213,22 +260,32 @@ impl MergeCache {
     }
 }
 
-/// Import map entries for the modules on other origins: each one's mirror
-/// path leads to the ticket's version (a relative import of it from another
-/// ticket module lands there), and every other mirror path goes back to the
-/// other origin itself, so an untouched sibling is production's very module
-/// instance, not a second copy under another URL.
+/// Import map entries for the modules on other origins, in this order:
+/// each ticket URL mapped to itself; each one's mirror path to the ticket's
+/// version (a relative import of it from another ticket module lands
+/// there); and last, every other mirror path back to the other origin
+/// itself, so an untouched sibling is production's very module instance,
+/// not a second copy under another URL.
+///
+/// SystemJS and es-module-shims resolve each later map's addresses, and the
+/// later keys of the same map, through what they composed so far: the
+/// catch-all would send a ticket URL written after it back to production.
+/// An exact key wins over a prefix in both, so the self entries keep every
+/// ticket URL where it is, in whichever map it is written.
 fn mirror_entries<'a>(
     locations: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    let mut mirrors = Vec::new();
     let mut origins = std::collections::BTreeSet::new();
     for (location, url) in locations {
         if let Some(origin) = assets::origin_of(location) {
-            out.push((assets::serve_path(location), url.to_owned()));
+            out.push((url.to_owned(), url.to_owned()));
+            mirrors.push((assets::serve_path(location), url.to_owned()));
             origins.insert(origin);
         }
     }
+    out.extend(mirrors);
     for origin in origins {
         let root = format!("{origin}/");
         out.push((assets::serve_path(&root), root));
@@ -414,7 +471,7 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn new(spec: &'a str, module: &ModuleRef, resolver: &Resolver<'_>) -> Self {
+    fn new(spec: &'a str, module: &ModuleRef, resolver: &Resolver<'_>, urls: Urls) -> Self {
         let path = resolver
             .page
             .join(&module.path)
@@ -424,7 +481,7 @@ impl<'a> Target<'a> {
             spec,
             is_path_spec: spec.starts_with('/'),
             path,
-            url: module.url(),
+            url: urls.write(module.url(), resolver.page),
             sri: module.hash.sri(),
         }
     }
@@ -458,12 +515,12 @@ struct Targets<'a> {
 }
 
 impl<'a> Targets<'a> {
-    fn new(overrides: &'a OverrideSet, resolver: &Resolver<'_>) -> Targets<'a> {
+    fn new(overrides: &'a OverrideSet, resolver: &Resolver<'_>, urls: Urls) -> Targets<'a> {
         // Entry patterns pair page elements, they are no import specifiers.
         let list: Vec<Target<'a>> = overrides
             .iter()
             .filter(|(spec, _)| !assets::is_entry_pattern(spec))
-            .map(|(spec, module)| Target::new(spec, module, resolver))
+            .map(|(spec, module)| Target::new(spec, module, resolver, urls))
             .collect();
         let by_path = list
             .iter()
@@ -552,6 +609,7 @@ fn apply_all(root: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut P
                 unshadow(scope, targets, paths);
             }
         }
+        mirror_scopes(scopes, targets, paths);
     }
 
     if let Some(Value::Object(integrity)) = root.get_mut("integrity") {
@@ -560,6 +618,34 @@ fn apply_all(root: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut P
         for t in &targets.list {
             integrity.insert(t.url.clone(), Value::String(t.sri.clone()));
         }
+    }
+}
+
+/// A ticket module on another origin is served from its mirror path, and a
+/// scope applies to the modules whose URL it prefixes: the scopes that
+/// cover the module's production URL (a CDN's origin, a package's folder,
+/// as @jspm/generator writes them) do not cover its mirror path. Each such
+/// scope gets a copy under the mirror path's prefix, so the ticket's
+/// module resolves its bare imports as production's does.
+fn mirror_scopes(scopes: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut Paths<'_>) {
+    let mut copies = Vec::new();
+    for (key, scope) in scopes.iter() {
+        let Some(prefix) = paths.location(key) else {
+            continue;
+        };
+        if !assets::is_remote(prefix) {
+            continue;
+        }
+        let covers = targets.list.iter().any(|t| {
+            assets::is_remote(&t.path)
+                && (t.path == prefix || (prefix.ends_with('/') && t.path.starts_with(prefix)))
+        });
+        if covers {
+            copies.push((assets::serve_path(prefix), scope.clone()));
+        }
+    }
+    for (key, scope) in copies {
+        scopes.entry(key).or_insert(scope);
     }
 }
 
@@ -674,6 +760,125 @@ mod tests {
     fn merged(original: &str, overrides: &OverrideSet) -> Value {
         let text = merge(original, overrides, &page(), MAX).unwrap();
         serde_json::from_str(&text).unwrap()
+    }
+
+    /// What SystemJS and es-module-shims do to a map's addresses: each is
+    /// resolved through the entries composed before it (earlier maps, and
+    /// earlier keys of the same map), exact key first, else the longest
+    /// prefix; a scope's addresses through the same map's imports too.
+    fn composed_through(entries: &[(String, String)], address: &str) -> String {
+        let mut best: Option<&(String, String)> = None;
+        for e in entries {
+            if e.0 == address {
+                return e.1.clone();
+            }
+            if e.0.ends_with('/')
+                && address.starts_with(e.0.as_str())
+                && best.is_none_or(|b| e.0.len() > b.0.len())
+            {
+                best = Some(e);
+            }
+        }
+        match best {
+            Some((k, v)) => format!("{v}{}", &address[k.len()..]),
+            None => address.to_string(),
+        }
+    }
+
+    #[test]
+    fn ticket_urls_on_another_origin_survive_loaders_that_compose_maps() {
+        // single-spa's root config: a first map the proxy merges into, a
+        // second (its organisation's map) with the ticket's module.
+        let overrides = set(&[("@org/navbar", "https://cdn.test/org/navbar.js")]);
+        let u = overrides["@org/navbar"].url();
+        let first = merged(
+            r#"{"imports":{"single-spa":"https://cdn.test/single-spa.js"}}"#,
+            &overrides,
+        );
+        let second = merged(
+            r#"{"imports":{"@org/navbar":"https://cdn.test/org/navbar.js"}}"#,
+            &overrides,
+        );
+        let mut composed: Vec<(String, String)> = Vec::new();
+        for map in [&first, &second] {
+            for (k, v) in map["imports"].as_object().unwrap() {
+                let target = composed_through(&composed, v.as_str().unwrap());
+                composed.push((k.clone(), target));
+            }
+        }
+        let navbar = composed
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "@org/navbar")
+            .unwrap();
+        assert_eq!(navbar.1, u, "{composed:?}");
+        // The catch-all is the first map's last key, after the ticket's URL
+        // mapped to itself.
+        let keys: Vec<&String> = first["imports"].as_object().unwrap().keys().collect();
+        assert_eq!(keys.last().unwrap().as_str(), "/__stamp/o/https/cdn.test/");
+        assert_eq!(first["imports"][&u], u.as_str());
+    }
+
+    #[test]
+    fn scopes_that_cover_a_cdn_module_are_copied_to_its_mirror_path() {
+        // As @jspm/generator writes a map: dependencies in a scope for the CDN.
+        let overrides = set(&[(
+            "htm/preact",
+            "https://ga.jspm.test/npm:htm@3.1.1/preact/index.module.js",
+        )]);
+        let out = merged(
+            r#"{"imports":{"htm/preact":"https://ga.jspm.test/npm:htm@3.1.1/preact/index.module.js"},
+                "scopes":{"https://ga.jspm.test/":{"htm":"https://ga.jspm.test/npm:htm@3.1.1/dist/htm.module.js"},
+                          "https://other.test/":{"x":"https://other.test/x.js"}}}"#,
+            &overrides,
+        );
+        let scopes = out["scopes"].as_object().unwrap();
+        assert_eq!(
+            scopes["/__stamp/o/https/ga.jspm.test/"]["htm"],
+            "https://ga.jspm.test/npm:htm@3.1.1/dist/htm.module.js"
+        );
+        assert!(
+            !scopes.contains_key("/__stamp/o/https/other.test/"),
+            "{out}"
+        );
+        // A scope kept per package covers only that package's modules.
+        let out = merged(
+            r#"{"scopes":{"https://ga.jspm.test/npm:htm@3.1.1/":{"htm":"./dist/htm.module.js"},
+                          "https://ga.jspm.test/npm:preact@10.0.0/":{"preact":"./p.js"}}}"#,
+            &overrides,
+        );
+        let scopes = out["scopes"].as_object().unwrap();
+        assert!(scopes.contains_key("/__stamp/o/https/ga.jspm.test/npm:htm@3.1.1/"));
+        assert!(!scopes.contains_key("/__stamp/o/https/ga.jspm.test/npm:preact@10.0.0/"));
+    }
+
+    #[test]
+    fn es_module_shims_maps_get_absolute_ticket_urls() {
+        let overrides = set(&[("@app/greet", "/apps/greet.js")]);
+        let text = merge_as(
+            r#"{"imports":{"@app/greet":"/apps/greet.js"}}"#,
+            &overrides,
+            &page(),
+            MAX,
+            Urls::Absolute,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_str(&text).unwrap();
+        let u = format!("https://shop.example{}", overrides["@app/greet"].url());
+        assert_eq!(out["imports"]["@app/greet"], u.as_str());
+        // The same string in every map, whatever its base: es-module-shims 1
+        // accepts a redefinition only when it is identical.
+        let ext = merge_external(
+            r#"{"imports":{"@app/greet":"../apps/greet.js"}}"#,
+            &overrides,
+            &Url::parse("https://shop.example/maps/m.json").unwrap(),
+            &page(),
+            MAX,
+            Urls::Absolute,
+        )
+        .unwrap();
+        let ext: Value = serde_json::from_str(&ext).unwrap();
+        assert_eq!(ext["imports"]["@app/greet"], u.as_str());
     }
 
     #[test]
@@ -902,7 +1107,7 @@ mod tests {
             "bare":"not-a-url"
         },"scopes":{"../lib/":{"dep":"./dep.js"}},"integrity":{"../lib/x.js":"sha384-x"}}"#;
         let overrides = set(&[("@shop/greet", "https://cdn.example/lib/greet.js")]);
-        let text = merge_external(original, &overrides, &map_url, &page, MAX).unwrap();
+        let text = merge_external(original, &overrides, &map_url, &page, MAX, Urls::Paths).unwrap();
         let out: Value = serde_json::from_str(&text).unwrap();
         let url = module("https://cdn.example/lib/greet.js").url();
         assert_eq!(out["imports"]["@shop/greet"], url);
@@ -917,8 +1122,8 @@ mod tests {
             "https://cdn.example/maps/dep.js"
         );
         assert_eq!(out["integrity"]["https://cdn.example/lib/x.js"], "sha384-x");
-        assert!(merge_external("[1]", &overrides, &map_url, &page, MAX).is_err());
-        assert!(merge_external("{", &overrides, &map_url, &page, MAX).is_err());
+        assert!(merge_external("[1]", &overrides, &map_url, &page, MAX, Urls::Paths).is_err());
+        assert!(merge_external("{", &overrides, &map_url, &page, MAX, Urls::Paths).is_err());
     }
 
     #[test]
@@ -1056,21 +1261,31 @@ mod tests {
         let cache = MergeCache::default();
         let map = r#"{"imports":{"greet":"./lib/greet.js"}}"#;
         let overrides = set(&[("/checkout/lib/greet.js", "/checkout/lib/greet.js")]);
-        let first = cache.merge(map, &overrides, &page(), MAX).unwrap();
+        let first = cache
+            .merge(map, &overrides, &page(), MAX, Urls::Paths)
+            .unwrap();
         assert_eq!(&*first, merge(map, &overrides, &page(), MAX).unwrap());
-        let again = cache.merge(map, &overrides, &page(), MAX).unwrap();
+        let again = cache
+            .merge(map, &overrides, &page(), MAX, Urls::Paths)
+            .unwrap();
         assert!(
             Arc::ptr_eq(&first, &again),
             "the second merge is served from the cache"
         );
         // Another directory resolves `./lib/greet.js` elsewhere: not a hit.
         let other = Url::parse("https://shop.example/account/").unwrap();
-        let elsewhere = cache.merge(map, &overrides, &other, MAX).unwrap();
+        let elsewhere = cache
+            .merge(map, &overrides, &other, MAX, Urls::Paths)
+            .unwrap();
         assert_eq!(&*elsewhere, merge(map, &overrides, &other, MAX).unwrap());
         assert_ne!(&*elsewhere, &*first);
         // Errors are not remembered as successes.
-        assert!(cache.merge("[1]", &overrides, &page(), MAX).is_err());
-        assert!(cache.merge("[1]", &overrides, &page(), MAX).is_err());
+        assert!(cache
+            .merge("[1]", &overrides, &page(), MAX, Urls::Paths)
+            .is_err());
+        assert!(cache
+            .merge("[1]", &overrides, &page(), MAX, Urls::Paths)
+            .is_err());
     }
 
     #[test]
@@ -1079,14 +1294,18 @@ mod tests {
         let overrides = greet();
         for i in 0..(MergeCache::MAX_ENTRIES * 3) {
             let map = format!(r#"{{"imports":{{"x{i}":"/x.js"}}}}"#);
-            cache.merge(&map, &overrides, &page(), MAX).unwrap();
+            cache
+                .merge(&map, &overrides, &page(), MAX, Urls::Paths)
+                .unwrap();
             assert!(cache.entries.lock().unwrap().len() <= MergeCache::MAX_ENTRIES);
         }
         let huge = format!(
             r#"{{"imports":{{"x":"/{}.js"}}}}"#,
             "a".repeat(MergeCache::MAX_MAP)
         );
-        cache.merge(&huge, &overrides, &page(), 1 << 20).unwrap();
+        cache
+            .merge(&huge, &overrides, &page(), 1 << 20, Urls::Paths)
+            .unwrap();
         assert!(cache
             .entries
             .lock()
@@ -1246,7 +1465,7 @@ mod tests {
             let mut root: Map<String, Value> = serde_json::from_str(original).unwrap();
             let resolver = Resolver { page: page_url };
             for (spec, module) in overrides {
-                let target = Target::new(spec, module, &resolver);
+                let target = Target::new(spec, module, &resolver, Urls::Paths);
                 apply(&mut root, &target, &resolver);
             }
             root

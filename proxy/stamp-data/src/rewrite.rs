@@ -158,6 +158,8 @@ struct State {
     /// re-emitted, merged, at its end tag).
     buf: String,
     in_map: bool,
+    /// How ticket URLs are written into the map being read.
+    map_urls: crate::importmap::Urls,
     /// The map outgrew the bound: its text was put back and flows unchanged.
     overflowed: bool,
     /// A `<meta>` policy was seen and given the proxy's nonces.
@@ -265,6 +267,7 @@ impl PageRewriter {
             badge_done: false,
             buf: String::new(),
             in_map: false,
+            map_urls: crate::importmap::Urls::Paths,
             overflowed: false,
             meta_seen: false,
             template_depth: 0,
@@ -404,7 +407,7 @@ fn on_template(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
     Ok(())
 }
 
-fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, ty: &str) -> HandlerResult {
     let mut st = lock(state);
     if st.template_depth > 0 {
         return Ok(());
@@ -419,6 +422,7 @@ fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerR
     handlers.push(Box::new(move |end: &mut EndTag<'_>| on_map_end(&s, end)));
     st.map_seen = true;
     st.in_map = true;
+    st.map_urls = crate::importmap::Urls::for_type(ty);
     st.overflowed = false;
     st.buf.clear();
     // A map merged after the first module script is ignored by browsers anyway;
@@ -474,6 +478,7 @@ fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult 
         &spec.effective.overrides,
         &spec.page_url,
         spec.max_map_bytes,
+        st.map_urls,
     ) {
         Ok(merged) => {
             end.before(&merged, ContentType::Html);
@@ -537,7 +542,7 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
     // the loaders do); a script's MIME type is trimmed.
     let has_src = el.has_attribute("src");
     if !has_src && MAP_TYPES.iter().any(|t| ty.eq_ignore_ascii_case(t)) {
-        return on_map_start(state, el);
+        return on_map_start(state, el, &ty);
     }
     if has_src
         && EXTERNAL_MAP_TYPES
@@ -629,6 +634,10 @@ fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> Handl
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("v", &st.spec.effective.id.to_hex());
     query.append_pair("src", &target);
+    let ty = el.get_attribute("type").unwrap_or_default();
+    if crate::importmap::Urls::for_type(&ty) == crate::importmap::Urls::Absolute {
+        query.append_pair("urls", "absolute");
+    }
     if let Some(integrity) = el.get_attribute("integrity").map(|s| decode_entities(&s)) {
         // The merged bytes cannot match production's digest; the proxy checks
         // production's bytes against it before it merges them instead.
@@ -1094,7 +1103,7 @@ mod tests {
         );
         assert!(
             out.contains(&format!(
-                "src=\"/__stamp/map?v={id}&src=https%3A%2F%2Fcdn.test%2Fm.json&integrity=sha384-abc\""
+                "src=\"/__stamp/map?v={id}&src=https%3A%2F%2Fcdn.test%2Fm.json&urls=absolute&integrity=sha384-abc\""
             )),
             "{out}"
         );

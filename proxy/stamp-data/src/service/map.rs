@@ -77,6 +77,7 @@ impl StampProxy {
             remote,
             effective,
             integrity: query.integrity,
+            urls: query.urls,
             buf: Vec::new(),
             failure: None,
         })));
