@@ -92,7 +92,7 @@ pub fn spec(n: usize) -> RewriteSpec {
         nonce: None,
         max_map_bytes: 1 << 20,
         memory_limit_bytes: 8 << 20,
-        badge: None,
+        probe: None,
         live: None,
         meta_csp,
         asset_origins: std::sync::Arc::from(Vec::<String>::new()),

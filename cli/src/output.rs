@@ -194,6 +194,7 @@ pub fn list(tickets: &[Ticket], stages: &[Stage], server: &str) -> String {
         "MODULES".into(),
         "LAST CHANGE".into(),
         "LINK".into(),
+        "LAST VIEW".into(),
     ]];
     for t in sorted {
         let count = t
@@ -220,9 +221,24 @@ pub fn list(tickets: &[Ticket], stages: &[Stage], server: &str) -> String {
             count.to_string(),
             ago(t.updated_ms, now),
             share_link(t, server).unwrap_or_else(|| "-".into()),
+            t.views
+                .as_ref()
+                .and_then(|v| v.first())
+                .map_or_else(|| "-".into(), |v| view_line(v, now)),
         ]);
     }
     table(&rows)
+}
+
+/// A page view in one line: when, which view and page, what ran, errors.
+pub fn view_line(v: &stamp_model::views::ViewRecord, now: u64) -> String {
+    format!(
+        "{} {} {}: {}",
+        ago(v.at_ms, now),
+        v.view,
+        v.page,
+        v.summary()
+    )
 }
 
 /// One ticket: stage, links, overrides per stage with their URLs, history.
@@ -277,6 +293,24 @@ pub fn ticket(t: &Ticket, stages: &[Stage], server: &str) -> String {
             })
             .collect();
         out.push_str(&table(&rows));
+    }
+    if let Some(views) = t.views.as_ref().filter(|v| !v.is_empty()) {
+        out.push_str("\nlast views (what browsers ran)\n");
+        let now = now_ms();
+        for v in views {
+            out.push_str(&format!("  {}\n", view_line(v, now)));
+            for e in &v.errors {
+                let place = match (e.source.is_empty(), e.line) {
+                    (true, _) => String::new(),
+                    (false, 0) => format!(" ({})", e.source),
+                    (false, l) => format!(" ({}:{l})", e.source),
+                };
+                out.push_str(&format!("    {}: {}{place}\n", e.kind, e.message));
+                if !e.stack.is_empty() {
+                    out.push_str(&format!("      {}\n", e.stack));
+                }
+            }
+        }
     }
     if let Some(history) = t.history.as_ref().filter(|h| !h.is_empty()) {
         out.push_str("\nhistory (UTC)\n");

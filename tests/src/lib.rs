@@ -171,6 +171,45 @@ pub fn module_url(path: &str, body: &str) -> String {
     stamp_model::ticket::module_url(path, &stamp_model::ticket::Hash::of(body.as_bytes()))
 }
 
+/// A stamped page without the probe the proxy adds to ticket pages (its
+/// data block, its script, and the outcome block at the end): the rest is
+/// what the rewriter did to the page.
+pub fn without_probe(html: &str) -> String {
+    let mut out = html.to_string();
+    for id in ["ticket-stamp-data", "ticket-stamp-outcome"] {
+        let open = format!("<script type=\"application/json\" id=\"{id}\">");
+        if let Some(start) = out.find(&open) {
+            if let Some(end) = out[start..].find("</script>") {
+                let mut end = start + end + "</script>".len();
+                if id == "ticket-stamp-data" {
+                    // The probe's own script follows its data.
+                    if let Some(rest) = out[end..].strip_prefix("<script") {
+                        if let Some(close) = rest.find("</script>") {
+                            end += "<script".len() + close + "</script>".len();
+                        }
+                    }
+                }
+                out.replace_range(start..end, "");
+            }
+        }
+    }
+    out
+}
+
+/// The probe's data block of a ticket page, parsed.
+pub fn probe_data(html: &str) -> anyhow::Result<serde_json::Value> {
+    let open = "<script type=\"application/json\" id=\"ticket-stamp-data\">";
+    let start = html
+        .find(open)
+        .ok_or_else(|| anyhow::anyhow!("no probe in:\n{html}"))?
+        + open.len();
+    let end = start
+        + html[start..]
+            .find("</script>")
+            .ok_or_else(|| anyhow::anyhow!("unterminated probe data"))?;
+    Ok(serde_json::from_str(&html[start..end])?)
+}
+
 /// The JSON of the first `<script type="importmap…">` in a page.
 pub fn import_map(html: &str) -> anyhow::Result<serde_json::Value> {
     let start = html

@@ -156,11 +156,12 @@ async function renderList() {
     parts.push(el('h2', { id: `stage-${stage}` }, `${stage} (${rows.length})`));
     if (!rows.length) { parts.push(el('p', { class: 'muted' }, 'None.')); continue; }
     parts.push(el('table', { 'aria-labelledby': `stage-${stage}` },
-      el('thead', {}, el('tr', {}, el('th', {}, 'Ticket'), el('th', {}, 'Modules'), el('th', {}, 'Last change'), el('th', {}, 'Preview'))),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Ticket'), el('th', {}, 'Modules'), el('th', {}, 'Last change'), el('th', {}, 'Last view'), el('th', {}, 'Preview'))),
       el('tbody', {}, rows.map((t) => el('tr', { 'data-ticket': t.key },
         el('td', {}, el('a', { href: `#/tickets/${t.key}` }, t.key)),
         el('td', {}, Object.entries(t.modules || {}).map(([s, m]) => `${s}: ${m.length}`).join(', ')),
         el('td', {}, when(t.updated_ms), t.last ? el('div', { class: 'muted' }, `${t.last.event} by ${t.last.actor}`) : ''),
+        el('td', { class: 'last-view' }, (t.views || [])[0] ? [when(t.views[0].at_ms), el('div', { class: 'muted' }, viewSummary(t.views[0]))] : '–'),
         el('td', {}, t.links && (t.links.qa || t.links.dev) ? el('a', { href: t.links.qa || t.links.dev, target: '_blank', rel: 'noopener' }, 'open') : '')))))); 
   }
   view.replaceChildren(...parts);
@@ -334,6 +335,30 @@ function signOffSection(t) {
   return parts;
 }
 
+// One page view in words, as its probe measured it.
+function viewSummary(v) {
+  const seen = v.ran + (v.production || []).length;
+  let s = (v.production || []).length
+    ? `${v.ran} of ${seen} ran: production's ${v.production.join(', ')} ran instead`
+    : seen ? `${v.ran} of ${seen} ran${v.workers ? ` (${v.workers} in a worker)` : ''}` : `none of its ${v.expected} modules used`;
+  s += v.error_count ? ` · ${v.error_count} error${v.error_count === 1 ? '' : 's'}` : ' · no errors';
+  return s;
+}
+
+// What browsers actually ran on this ticket's pages, per stage.
+function viewsSection(t) {
+  const views = t.views || [];
+  if (!views.length) return [el('h2', {}, 'Last views'), el('p', { class: 'muted', id: 'views-none' }, 'No page of this ticket has reported yet.')];
+  return [el('h2', {}, 'Last views'),
+    el('table', { id: 'views' }, el('thead', {}, el('tr', {}, el('th', {}, 'When'), el('th', {}, 'View'), el('th', {}, 'Page'), el('th', {}, 'What ran'), el('th', {}, 'Errors'))),
+      el('tbody', {}, views.map((v) => el('tr', { class: (v.production || []).length || v.error_count ? 'warn' : undefined },
+        el('td', {}, when(v.at_ms)), el('td', {}, v.view), el('td', { class: 'mono' }, v.page || '/'),
+        el('td', { class: 'ran' }, viewSummary(v)),
+        el('td', {}, (v.errors || []).map((e) => el('div', { class: 'error' },
+          el('strong', {}, e.kind), ' ', e.message, e.source ? el('span', { class: 'muted' }, ` ${e.source}${e.line ? `:${e.line}` : ''}`) : '',
+          e.stack ? el('div', { class: 'mono muted' }, e.stack) : '')))))))];
+}
+
 async function renderTicket(key, clearOutcome = true) {
   const t = await api('GET', `/tickets/${key}`);
   const view = $('#view');
@@ -373,6 +398,7 @@ async function renderTicket(key, clearOutcome = true) {
     ...changesSection(t),
     ...(t.stage === 'qa' || (t.history || []).some((h) => h.event === 'sign-off') ? signOffSection(t) : []),
     el('h2', {}, 'Share links'), el('ul', { class: 'links' }, links),
+    ...viewsSection(t),
     ...stages.flat(),
     el('h2', {}, 'History'), history);
 }

@@ -1,15 +1,17 @@
-//! The on-page badge of a stamped page: ticket, view and stage, number of
-//! overridden modules, and an exit link. Declarative shadow DOM isolates it
-//! from the app's CSS (and the app from its own), `position: fixed` keeps it
-//! from shifting the layout, and it needs no script at all. Its one inline
+//! The notice on a production page reached by a link that selects nothing
+//! any more (the ticket is closed, unknown, not in qa, or the link does not
+//! hold): what happened, that this is production, and where the ticket is.
+//! Declarative shadow DOM isolates it from the app's CSS, `position: fixed`
+//! keeps it from shifting the layout, and it needs no script. Its one inline
 //! `<style>` passes the page's CSP like the import map does (nonce or hash).
+//! (A ticket page's badge is the probe's: `probe.js`.)
 
 use std::sync::LazyLock;
 
 use stamp_model::ticket::View;
 use stamp_model::ticket::{Stage, TicketKey};
 
-/// The badge's stylesheet (constant, so its CSP hash is too).
+/// The notice's stylesheet (constant, so its CSP hash is too).
 pub const STYLE: &str = ":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}\
 aside{display:flex;gap:.6em;align-items:center;font:13px/1.3 system-ui,sans-serif;color:#fff;\
 background:#5b2a86;border-radius:999px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}\
@@ -21,49 +23,6 @@ static STYLE_HASH: LazyLock<String> = LazyLock::new(|| crate::importmap::csp_has
 /// `'sha256-…'` of [`STYLE`].
 pub fn style_hash() -> &'static str {
     &STYLE_HASH
-}
-
-/// What a ticket page's badge shows, known before the page is read.
-#[derive(Debug, Clone)]
-pub struct Badge {
-    pub key: TicketKey,
-    pub view: View,
-    pub stage: Stage,
-    /// The ticket's own modules in this view (not the released overlay's).
-    pub own: usize,
-    /// The style element's nonce, when a CSP header needs one.
-    pub nonce: Option<String>,
-}
-
-/// The badge's markup, inserted at the end of `<body>` once the page has
-/// been read, so it says what was applied: `nothing` is why nothing was.
-pub fn html(badge: &Badge, nonce: Option<&str>, nothing: Option<&str>) -> String {
-    let Badge {
-        key,
-        view,
-        stage,
-        own: overrides,
-        ..
-    } = badge;
-    let (view, overrides) = (*view, *overrides);
-    let nonce_attr = nonce_attr(nonce);
-    let modules = if overrides == 1 { "module" } else { "modules" };
-    let (class, what) = match nothing {
-        None => (String::new(), format!("{overrides} {modules}")),
-        Some(why) => (
-            " class=\"none\"".to_string(),
-            format!("nothing applied: {}", escape(why)),
-        ),
-    };
-    // The key is validated ([A-Z0-9_-]), the reason is escaped, the rest are fixed words.
-    format!(
-        "<ticket-stamp-badge><template shadowrootmode=\"open\"><style{nonce_attr}>{STYLE}</style>\
-         <aside{class} role=\"status\" aria-label=\"ticket-stamp: viewing {key} ({view})\">\
-         <strong>{key}</strong><span>{view} view · {stage}</span><span>{what}</span>\
-         <a href=\"/__stamp/#/tickets/{key}\">Ticket</a>\
-         <a href=\"?stamp=off\">Exit to production</a></aside></template></ticket-stamp-badge>",
-        view = view.as_str(),
-    )
 }
 
 /// Why a link's selection was not served, for the notice on the production
@@ -152,44 +111,5 @@ mod tests {
         assert!(n.contains("<style>"), "an unsafe nonce is dropped: {n}");
         assert!(notice(&key, View::Dev, &Stale::Closed, None).contains("TKT-10 is closed"));
         assert!(notice(&key, View::Dev, &Stale::Unknown, None).contains("no open ticket TKT-10"));
-    }
-
-    fn badge(key: &TicketKey, view: View, stage: Stage, own: usize) -> Badge {
-        Badge {
-            key: key.clone(),
-            view,
-            stage,
-            own,
-            nonce: None,
-        }
-    }
-
-    #[test]
-    fn badge_markup() {
-        let k = TicketKey::parse("TKT-1").unwrap();
-        let h = html(&badge(&k, View::Qa, Stage::Qa, 3), Some("abc"), None);
-        assert!(h.starts_with(
-            "<ticket-stamp-badge><template shadowrootmode=\"open\"><style nonce=\"abc\">"
-        ));
-        assert!(h.contains("<strong>TKT-1</strong>") && h.contains("3 modules"));
-        assert!(h.contains("href=\"?stamp=off\""));
-        assert!(
-            h.contains("href=\"/__stamp/#/tickets/TKT-1\""),
-            "links to the ticket in the panel"
-        );
-        assert!(
-            !html(&badge(&k, View::Dev, Stage::Dev, 1), Some("\"><x"), None).contains("<x"),
-            "unsafe nonce dropped"
-        );
-        let none = html(
-            &badge(&k, View::Dev, Stage::Dev, 1),
-            None,
-            Some("map <invalid>"),
-        );
-        assert!(
-            none.contains("class=\"none\"")
-                && none.contains("nothing applied: map &lt;invalid&gt;")
-        );
-        assert!(style_hash().starts_with("'sha256-"));
     }
 }

@@ -183,6 +183,13 @@ fn plan_with_nonce(
     }
 }
 
+/// CSP nonces are base64(url) text; anything else is not written into markup.
+pub fn is_nonce_safe(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
+}
+
 /// What a page's policies become when the proxy adds its elements: the
 /// import map (`script`, when the page `stamps`) and the badge's or
 /// notice's style (`style`, when `styled`).

@@ -182,7 +182,7 @@ impl Internal {
 }
 
 /// Reads a request body, refusing past `max` bytes without keeping anything.
-async fn read_body(
+pub(crate) async fn read_body(
     session: &mut Session,
     max: usize,
 ) -> std::result::Result<Bytes, (u16, ErrorCode, String)> {

@@ -10,10 +10,10 @@
 //!
 //! ```text
 //! config  metrics  control  client_io  decode  csp  select  importmap   (leaves)
-//! badge                      the badge and the stale-link notice
+//! badge  probe               the stale-link notice; the probe (what a page ran)
 //! snapshot                   what the request path reads: one atomic load
 //! extmap  rewrite            external maps; the streaming page rewrite
-//! internal                   health, metrics, the hand-off to the control plane
+//! internal  reports          health, metrics, the hand-off to the control plane; page reports
 //! modules  live  pagecache   ticket bodies; live reload; stamped pages kept
 //! service                    the Pingora phases: a short dispatch per route
 //! ```
@@ -31,6 +31,8 @@ mod live;
 mod metrics;
 mod modules;
 mod pagecache;
+mod probe;
+mod reports;
 mod rewrite;
 mod select;
 mod service;
@@ -39,6 +41,7 @@ mod snapshot;
 pub use client_io::HeaderDeadline;
 pub use config::DataConfig;
 pub use control::{Body, ControlPlane};
+pub use reports::{Limits as ReportLimits, Reports};
 pub use service::{StampProxy, INFO_HEADER};
 pub use snapshot::{run_refresher, SnapshotCell};
 
@@ -50,6 +53,7 @@ pub mod testing {
     pub use crate::badge::style_hash;
     pub use crate::csp::{page_policies, PagePolicies};
     pub use crate::importmap::{csp_hash_source, merge};
+    pub use crate::probe::script_hash as probe_hash;
     pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, Report, RewriteSpec};
     pub use crate::select::{classify, Classified, Selection};
     pub use crate::snapshot::Effective;

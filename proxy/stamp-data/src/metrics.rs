@@ -53,6 +53,16 @@ pub static PAGE_CACHE_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     ))
 });
 
+/// Page reports from probes: `accepted`, `limited`, `dropped` (the queue
+/// to the store was full), `store-failed`.
+pub static REPORTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_page_reports_total",
+        "Page reports from stamped pages' probes, by outcome",
+        &["outcome"]
+    ))
+});
+
 /// Page rewrites by outcome: `merged`, `inserted`, `entries-only`,
 /// `map-invalid`, `map-too-large`, `bailed-out`, `skipped-*`.
 pub static REWRITES: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -189,8 +189,11 @@ impl ModuleServer {
             session,
             hash,
             &path,
-            "public, max-age=31536000, immutable",
-            false,
+            Plain {
+                cache_control: "public, max-age=31536000, immutable",
+                vary: None,
+                worker: false,
+            },
         )
         .await
     }
@@ -205,7 +208,7 @@ impl ModuleServer {
         &self,
         session: &mut Session,
         module: &stamp_model::ModuleRef,
-        cache_control: &'static str,
+        how: Plain,
     ) -> Result<()> {
         let req = session.req_header();
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
@@ -221,22 +224,20 @@ impl ModuleServer {
             return refuse_service_worker(session).await;
         }
         let path = req.uri.path().to_string();
-        self.send(session, module.hash, &path, cache_control, true)
-            .await
+        self.send(session, module.hash, &path, how).await
     }
 
     /// Sends body `hash` (or a 304 when the client has it).
-    async fn send(
-        &self,
-        session: &mut Session,
-        hash: Hash,
-        path: &str,
-        cache_control: &str,
-        vary_cookie: bool,
-    ) -> Result<()> {
+    async fn send(&self, session: &mut Session, hash: Hash, path: &str, how: Plain) -> Result<()> {
         let text = "text/plain; charset=utf-8";
         let req = session.req_header();
-        let etag = format!("\"{hash}\"");
+        // A worker's copy ends with the probe's marker: other bytes, another tag.
+        let marker =
+            (how.worker && is_javascript(path)).then(|| crate::probe::worker_marker(&hash));
+        let etag = match &marker {
+            Some(_) => format!("\"{hash}-w\""),
+            None => format!("\"{hash}\""),
+        };
         let not_modified = req
             .headers
             .get_all(header::IF_NONE_MATCH)
@@ -250,10 +251,16 @@ impl ModuleServer {
         let head_only = req.method == http::Method::HEAD;
         let mut resp = ResponseHeader::build(if not_modified { 304 } else { 200 }, Some(8))?;
         resp.insert_header(header::ETAG, etag.as_str())?;
-        resp.insert_header(header::CACHE_CONTROL, cache_control)?;
+        resp.insert_header(header::CACHE_CONTROL, how.cache_control)?;
         resp.insert_header(stamp_model::wire::header::INFO, "module")?;
-        if vary_cookie {
-            resp.insert_header(header::VARY, "Cookie")?;
+        // The probe in the page reads it (Resource Timing): this load was
+        // the ticket's body, whatever its URL.
+        resp.insert_header(
+            "server-timing",
+            format!("{};desc=\"{}\"", crate::probe::SERVER_TIMING, hash.to_hex()),
+        )?;
+        if let Some(vary) = how.vary {
+            resp.insert_header(header::VARY, vary)?;
         }
         if not_modified {
             // Known to the client: no need to touch the store at all.
@@ -282,6 +289,15 @@ impl ModuleServer {
                 .await;
             }
         };
+        let body = match marker {
+            Some(m) => {
+                let mut with = bytes::BytesMut::with_capacity(body.len() + m.len());
+                with.extend_from_slice(&body);
+                with.extend_from_slice(m.as_bytes());
+                with.freeze()
+            }
+            None => body,
+        };
         resp.insert_header(header::CONTENT_TYPE, content_type(path))?;
         resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         resp.insert_header("x-content-type-options", "nosniff")?;
@@ -294,6 +310,22 @@ impl ModuleServer {
         }
         Ok(())
     }
+}
+
+/// How a ticket body is answered at a plain path.
+#[derive(Debug, Clone, Copy)]
+pub struct Plain {
+    pub cache_control: &'static str,
+    /// `Vary`: `*` for a ticket's own variant (no cache, a service worker's
+    /// included, may keep it under production's URL), `Cookie` for the
+    /// released overlay.
+    pub vary: Option<&'static str>,
+    /// For a worker: JavaScript ends with the probe's marker.
+    pub worker: bool,
+}
+
+fn is_javascript(path: &str) -> bool {
+    content_type(path).starts_with("text/javascript")
 }
 
 /// A `Service-Worker: script` request: the browser is registering a worker.

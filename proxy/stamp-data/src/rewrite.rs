@@ -52,6 +52,7 @@ static LINK_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("link"));
 static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
 static TEMPLATE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("template"));
 static META_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("meta"));
+static HEAD_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("head"));
 
 /// What the rewriter needs to know before the first byte.
 #[derive(Debug, Clone)]
@@ -63,8 +64,9 @@ pub struct RewriteSpec {
     pub nonce: Option<String>,
     pub max_map_bytes: usize,
     pub memory_limit_bytes: usize,
-    /// The badge, rendered at the end of `<body>` with what was applied.
-    pub badge: Option<crate::badge::Badge>,
+    /// A ticket page's probe (what the page ran, measured in the browser,
+    /// and the badge that shows it), inserted at the start of `<head>`.
+    pub probe: Option<ProbeSpec>,
     /// Live reload: the `/__stamp/live?…` URL a dev page listens to, when
     /// the page was opened with `stamp_live=1`.
     pub live: Option<String>,
@@ -81,6 +83,18 @@ pub struct RewriteSpec {
     pub notice: Option<String>,
 }
 
+/// What a ticket page's probe is told (see `probe`).
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub key: stamp_model::ticket::TicketKey,
+    pub view: stamp_model::ticket::View,
+    pub stage: stamp_model::ticket::Stage,
+    /// The ticket's own modules in this view.
+    pub own: Arc<stamp_model::ticket::OverrideSet>,
+    /// Whether it shows the badge.
+    pub badge: bool,
+}
+
 /// The proxy's elements as a meta policy must allow them.
 #[derive(Debug, Clone)]
 pub struct MetaCsp {
@@ -88,7 +102,7 @@ pub struct MetaCsp {
     pub script_nonce: String,
     /// The inserted map's hash source.
     pub script_hash: String,
-    /// The badge's style nonce and hash, when there is a badge.
+    /// The notice's style nonce and hash, when there is a notice.
     pub style: Option<(String, String)>,
 }
 
@@ -154,6 +168,8 @@ struct State {
     module_seen: bool,
     inserted: bool,
     badge_done: bool,
+    /// The probe has been inserted.
+    probe_done: bool,
     /// Text of the map being read (its pieces are removed from the output and
     /// re-emitted, merged, at its end tag).
     buf: String,
@@ -223,6 +239,20 @@ fn stamping_handlers(
     mut settings: Settings<'static, 'static>,
     state: &Arc<Mutex<State>>,
 ) -> Settings<'static, 'static> {
+    // The probe goes first in `<head>`, before any of the page's scripts, so
+    // it sees every load and error.
+    if lock(state).spec.probe.is_some() {
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*HEAD_SELECTOR),
+            ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
+                if let Some(html) = take_probe(&s) {
+                    el.prepend(&html, ContentType::Html);
+                }
+                Ok(())
+            }),
+        ));
+    }
     // First, so that every other handler knows whether its element is
     // inert template content (a script there never runs).
     let s = state.clone();
@@ -265,6 +295,7 @@ impl PageRewriter {
             module_seen: false,
             inserted: false,
             badge_done: false,
+            probe_done: false,
             buf: String::new(),
             in_map: false,
             map_urls: crate::importmap::Urls::Paths,
@@ -293,7 +324,11 @@ impl PageRewriter {
         settings = settings.append_document_content_handler(
             lol_html::send::DocumentContentHandlers::default().end(
                 move |end: &mut lol_html::html_content::DocumentEnd<'_>| {
-                    // A page without `</body>`: the badge goes at its very end.
+                    // A page without `<head>`, script, link or `<body>`.
+                    if let Some(probe) = take_probe(&s) {
+                        end.append(&probe, ContentType::Html);
+                    }
+                    // A page without `</body>`: the end goes at its very end.
                     if let Some(badge) = take_badge(&s) {
                         end.append(&badge, ContentType::Html);
                     }
@@ -532,6 +567,10 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
             return Ok(());
         }
     }
+    // A page without `<head>`: the probe goes before its first script.
+    if let Some(probe) = take_probe(state) {
+        el.before(&probe, ContentType::Html);
+    }
     // An SVG or MathML `<script>` is not an HTML script: never a map or an
     // entry point the browser loads as one.
     if el.namespace_uri() != HTML_NS {
@@ -572,6 +611,11 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
 /// A `<link href>`: a module preload is an entry point (and where a missing
 /// map goes), a stylesheet may be a file the ticket replaces.
 fn on_link(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    if lock(state).template_depth == 0 {
+        if let Some(probe) = take_probe(state) {
+            el.before(&probe, ContentType::Html);
+        }
+    }
     let Some(rel) = el.get_attribute("rel").filter(|_| el.has_attribute("href")) else {
         return Ok(());
     };
@@ -738,9 +782,12 @@ fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
 }
 
 fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    if let Some(probe) = take_probe(state) {
+        el.prepend(&probe, ContentType::Html);
+    }
     {
         let st = lock(state);
-        if st.spec.badge.is_none() && st.spec.live.is_none() && st.spec.notice.is_none() {
+        if st.spec.probe.is_none() && st.spec.live.is_none() && st.spec.notice.is_none() {
             return Ok(());
         }
     }
@@ -756,7 +803,8 @@ fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult
     Ok(())
 }
 
-/// The badge, once per page, saying what the page got.
+/// What goes at the end of the page, once: the notice, the probe's outcome
+/// block, the live-reload script.
 fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
     let mut st = lock(state);
     if st.badge_done {
@@ -770,7 +818,7 @@ fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
         // The map's nonce: the one every policy of the page lets through.
         let nonce = st
             .map_nonce()
-            .filter(|n| is_nonce_safe(n))
+            .filter(|n| crate::csp::is_nonce_safe(n))
             .map(|n| format!(" nonce=\"{n}\""))
             .unwrap_or_default();
         let url = serde_json::to_string(url).unwrap_or_default();
@@ -790,30 +838,43 @@ fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
              o()}})()</script>"
         )
     });
-    let Some(badge) = st.spec.badge.clone() else {
-        return live;
-    };
-    // A `<meta>` policy was given our style nonce: the badge's style
-    // carries it (when the headers did not give it one already).
-    let meta_nonce = st
+    // Why nothing of the ticket applied, as the rewriter saw it: for the
+    // probe's badge, which measures the rest in the browser.
+    let outcome = st
         .spec
-        .meta_csp
+        .probe
         .as_ref()
-        .filter(|_| st.meta_seen)
-        .and_then(|m| m.style.as_ref())
-        .map(|(n, _)| n.clone());
-    let nonce = badge.nonce.clone().or(meta_nonce);
-    let nothing = st.report.nothing_applied();
-    let html = crate::badge::html(&badge, nonce.as_deref(), nothing.as_deref());
-    Some(match live {
-        Some(l) => html + &l,
-        None => html,
-    })
+        .and_then(|_| st.report.nothing_applied())
+        .map(|why| crate::probe::outcome(&why));
+    match (outcome, live) {
+        (Some(o), Some(l)) => Some(o + &l),
+        (o, l) => o.or(l),
+    }
+}
+
+/// The probe and its data, once per page.
+fn take_probe(state: &Arc<Mutex<State>>) -> Option<String> {
+    let mut st = lock(state);
+    if st.probe_done || st.template_depth > 0 {
+        return None;
+    }
+    st.spec.probe.as_ref()?;
+    st.probe_done = true;
+    let probe = st.spec.probe.as_ref()?;
+    let page = crate::probe::Page {
+        key: &probe.key,
+        view: probe.view,
+        stage: probe.stage,
+        own: &probe.own,
+        variant: &st.spec.effective.id,
+        badge: probe.badge,
+    };
+    Some(crate::probe::elements(&page, st.map_nonce().as_deref()))
 }
 
 /// `<script type="importmap" nonce=…>{json}</script>`.
 fn map_element(spec: &RewriteSpec, nonce: Option<String>) -> String {
-    match nonce.as_deref().filter(|n| is_nonce_safe(n)) {
+    match nonce.as_deref().filter(|n| crate::csp::is_nonce_safe(n)) {
         Some(n) => format!(
             "<script type=\"importmap\" nonce=\"{n}\">{}</script>",
             spec.effective.fresh_map
@@ -873,13 +934,6 @@ fn decode_entities(value: &str) -> String {
     out
 }
 
-/// CSP nonces are base64(url) text; anything else is not written into markup.
-fn is_nonce_safe(n: &str) -> bool {
-    !n.is_empty()
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+/=_-".contains(&b))
-}
-
 /// The location a `src`/`href` refers to: its path on the page's own
 /// origin, `origin + path` on another (query and fragment ignored: a
 /// cache-busting `?v=3` still names the module).
@@ -929,7 +983,7 @@ mod tests {
             nonce: None,
             max_map_bytes: 4096,
             memory_limit_bytes: 1 << 20,
-            badge: None,
+            probe: None,
             live: None,
             meta_csp: None,
             asset_origins: Arc::from(Vec::<String>::new()),

@@ -110,9 +110,10 @@ pub struct TicketView {
     pub stage: Stage,
     /// Current generation of the ticket's share links.
     pub share_gen: u64,
-    /// The ticket's own dev overrides (without the overlay), for counts.
-    pub dev_count: usize,
-    pub qa_count: Option<usize>,
+    /// The ticket's own dev overrides (without the overlay): what its
+    /// badge counts and its probe looks for. Shared with the set cache.
+    pub dev_own: Arc<OverrideSet>,
+    pub qa_own: Option<Arc<OverrideSet>>,
     pub dev: Arc<Effective>,
     /// Present once the ticket has been promoted to qa.
     pub qa: Option<Arc<Effective>>,
@@ -325,10 +326,10 @@ impl Snapshot {
                 TicketView {
                     stage: t.stage,
                     share_gen: t.share_gen,
-                    dev_count: dev.len(),
-                    qa_count: qa.as_ref().map(|s| s.len()),
                     dev: with_overlay(&dev),
                     qa: qa.as_deref().map(with_overlay),
+                    dev_own: dev,
+                    qa_own: qa,
                 },
             );
         }

@@ -11,6 +11,7 @@ pub mod record;
 pub mod roles;
 pub mod share;
 pub mod ticket;
+pub mod views;
 pub mod wire;
 
 pub use lifecycle::{allowed_actions, TicketAction, Transition};

@@ -292,6 +292,10 @@ pub struct TicketDto {
     pub history: Option<Vec<HistoryEvent>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<LastDto>,
+    /// What pages of this ticket actually ran, as their probes reported it:
+    /// the last views, newest first (one in lists, a few for one ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<Vec<crate::views::ViewRecord>>,
     /// Policy warnings that did not stop a transition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Value>,

@@ -19,7 +19,7 @@ use stamp_data::{ControlPlane, SnapshotCell, StampProxy};
 use stamp_store::{self as store, SharedStore};
 
 use crate::config::Config;
-use crate::services::{Drain, Jobs, Refresher};
+use crate::services::{Drain, Jobs, Refresher, ReportFlusher};
 
 /// SIGTERM and SIGINT both shut down gracefully: stop accepting, let requests
 /// in flight finish within the grace period. (Pingora's default treats SIGINT
@@ -164,6 +164,7 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         gate,
     );
     let in_flight = proxy.in_flight();
+    let reports = proxy.reports();
     let header_timeout = cfg.data.timeouts.client_header;
     let mut http = pingora::proxy::HttpProxy::new(proxy, server.configuration.clone());
     http.handle_init_modules();
@@ -198,6 +199,13 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
             store: store.clone(),
             cell,
             poll: cfg.poll_interval,
+        },
+    ));
+    server.add_service(background_service(
+        "page reports",
+        ReportFlusher {
+            reports,
+            store: store.clone(),
         },
     ));
     server.add_service(background_service(

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use stamp_control::Control;
-use stamp_data::{run_refresher, SnapshotCell};
+use stamp_data::{run_refresher, Reports, SnapshotCell};
 use stamp_store::SharedStore;
 
 /// Waits until `shutdown` turns true (or its sender is gone).
@@ -34,6 +34,22 @@ impl BackgroundService for Refresher {
         tokio::select! {
             _ = run_refresher(self.store.clone(), self.cell.clone(), self.poll) => {}
             _ = stopped(shutdown) => log::debug!("snapshot refresher stopped"),
+        }
+    }
+}
+
+/// Writes the page reports stamped pages send to the store, in batches.
+pub struct ReportFlusher {
+    pub reports: Arc<Reports>,
+    pub store: SharedStore,
+}
+
+#[async_trait]
+impl BackgroundService for ReportFlusher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.reports.flush_forever(self.store.clone(), Duration::from_secs(1)) => {}
+            _ = stopped(shutdown) => log::debug!("report flusher stopped"),
         }
     }
 }

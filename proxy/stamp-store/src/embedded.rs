@@ -27,9 +27,10 @@ use tokio::sync::watch;
 
 use crate::{
     now_ms, Commit, Epoch, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
-    SweepReport, TicketRecord,
+    SweepReport, TicketRecord, ViewCount, ViewRecord,
 };
 use stamp_model::ticket::{set_id, Hash, OverrideSet, Stage, TicketKey};
+use stamp_model::views::{COUNTS_KEPT_MS, RECENT_VIEWS};
 
 /// The file inside the store directory.
 pub const FILE_NAME: &str = "stamp.redb";
@@ -53,7 +54,13 @@ const MODULE_META: TableDefinition<'static, &[u8], (u64, u64)> =
 /// set id → last stored, ms since the epoch. One row per [`SETS`] row.
 const SET_META: TableDefinition<'static, &[u8], u64> = TableDefinition::new("set_meta");
 
+/// (ticket, sequence) → a page view (JSON), the last few per ticket.
+const VIEWS: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("views");
+/// (ticket, minute) → that minute's counts per side (JSON).
+const VIEW_COUNTS: TableDefinition<'static, (&str, u64), &[u8]> =
+    TableDefinition::new("view_counts");
 const META_VERSION: &str = "version";
+const META_VIEW_SEQ: &str = "view-seq";
 const META_OVERLAY: &str = "overlay";
 const META_TRACKED: &str = "gc-tracked";
 const META_EPOCH: &str = "epoch";
@@ -762,6 +769,116 @@ impl Store for EmbeddedStore {
 
     /// The file is held open, so it cannot lose its state under this
     /// process: there is nothing to adopt.
+    async fn record_views(&self, views: &[ViewRecord]) -> Result<(), StoreError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let views = views.to_vec();
+        self.blocking(move |db| {
+            write(db, |txn| {
+                let mut meta = txn.open_table(META).map_err(db_err)?;
+                let mut seq = match meta.get(META_VIEW_SEQ).map_err(db_err)? {
+                    Some(g) => decode::<u64>("view sequence", g.value())?,
+                    None => 0,
+                };
+                let mut table = txn.open_table(VIEWS).map_err(db_err)?;
+                let mut counts = txn.open_table(VIEW_COUNTS).map_err(db_err)?;
+                for v in &views {
+                    seq += 1;
+                    let key = v.ticket.as_str();
+                    let json = encode("page view", v)?;
+                    table.insert((key, seq), json.as_slice()).map_err(db_err)?;
+                    // The oldest beyond the last few go.
+                    let kept: Vec<u64> = table
+                        .range((key, 0)..=(key, u64::MAX))
+                        .map_err(db_err)?
+                        .map(|e| e.map(|(k, _)| k.value().1).map_err(db_err))
+                        .collect::<Result<_, _>>()?;
+                    for old in kept.iter().take(kept.len().saturating_sub(RECENT_VIEWS)) {
+                        table.remove((key, *old)).map_err(db_err)?;
+                    }
+                    let add = ViewCount::of(v);
+                    let minute = add.minute_ms;
+                    let mut per_side: Vec<ViewCount> =
+                        match counts.get((key, minute)).map_err(db_err)? {
+                            Some(g) => decode("view counts", g.value())?,
+                            None => Vec::new(),
+                        };
+                    match per_side.iter_mut().find(|c| c.side == add.side) {
+                        Some(c) => c.add(&add),
+                        None => per_side.push(add),
+                    }
+                    let json = encode("view counts", &per_side)?;
+                    counts
+                        .insert((key, minute), json.as_slice())
+                        .map_err(db_err)?;
+                    let cutoff = now_ms().saturating_sub(COUNTS_KEPT_MS);
+                    let stale: Vec<u64> = counts
+                        .range((key, 0)..(key, cutoff))
+                        .map_err(db_err)?
+                        .map(|e| e.map(|(k, _)| k.value().1).map_err(db_err))
+                        .collect::<Result<_, _>>()?;
+                    for m in stale {
+                        counts.remove((key, m)).map_err(db_err)?;
+                    }
+                }
+                let json = encode("view sequence", &seq)?;
+                meta.insert(META_VIEW_SEQ, json.as_slice())
+                    .map_err(db_err)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn recent_views(&self, key: &TicketKey) -> Result<Vec<ViewRecord>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let table = match txn.open_table(VIEWS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(db_err(e)),
+            };
+            let k = key.as_str();
+            let mut out = Vec::new();
+            for entry in table.range((k, 0)..=(k, u64::MAX)).map_err(db_err)? {
+                let (_, value) = entry.map_err(db_err)?;
+                out.push(decode(&format!("page view of {k}"), value.value())?);
+            }
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn view_counts(
+        &self,
+        key: &TicketKey,
+        since_ms: u64,
+    ) -> Result<Vec<ViewCount>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let table = match txn.open_table(VIEW_COUNTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(db_err(e)),
+            };
+            let k = key.as_str();
+            let from = since_ms - since_ms % 60_000;
+            let mut out = Vec::new();
+            for entry in table.range((k, from)..=(k, u64::MAX)).map_err(db_err)? {
+                let (_, value) = entry.map_err(db_err)?;
+                let per_side: Vec<ViewCount> =
+                    decode(&format!("view counts of {k}"), value.value())?;
+                out.extend(per_side);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn adopt(&self) -> Result<String, StoreError> {
         Ok(self.epoch.clone())
     }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 pub use stamp_model::now_ms;
 pub use stamp_model::record::{HistoryEvent, TicketRecord};
 use stamp_model::ticket::{Hash, OverrideSet, TicketKey};
+pub use stamp_model::views::{ViewCount, ViewRecord};
 
 pub mod embedded;
 pub mod metrics;
@@ -194,6 +195,22 @@ pub trait Store: Send + Sync + 'static {
     /// instance knew (so every other instance sharing the store adopts it
     /// too, on its next read) and returns the adopted epoch.
     async fn adopt(&self) -> Result<String, StoreError>;
+
+    /// Keeps page views as browsers reported them: each ticket's last
+    /// [`stamp_model::views::RECENT_VIEWS`], and counts per ticket, side
+    /// and minute for [`stamp_model::views::COUNTS_KEPT_MS`]. Views are not
+    /// part of the versioned state: no version bump, no notification.
+    async fn record_views(&self, views: &[ViewRecord]) -> Result<(), StoreError>;
+
+    /// A ticket's last views, newest first.
+    async fn recent_views(&self, key: &TicketKey) -> Result<Vec<ViewRecord>, StoreError>;
+
+    /// A ticket's counts per side and minute, from `since_ms` on, oldest first.
+    async fn view_counts(
+        &self,
+        key: &TicketKey,
+        since_ms: u64,
+    ) -> Result<Vec<ViewCount>, StoreError>;
 
     /// A fault the store knows of although reads may still work, for example
     /// the last write failed on a full disk and none succeeded since. `None`

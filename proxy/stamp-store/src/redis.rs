@@ -7,7 +7,10 @@
 //! hash → when the body or set was last stored, ms since the epoch, for
 //! garbage collection), `epoch` (JSON [`Epoch`]: written once into an empty
 //! store, so a Redis that lost its data is told apart from one without
-//! tickets) and the pub/sub channel `changes`.
+//! tickets) and the pub/sub channel `changes`. Page views browsers
+//! reported: `views:<KEY>` (LIST of view JSON, the last few) and
+//! `vcount:<KEY>` (HASH `minute|side|metric` → count, expiring with the
+//! counts' retention).
 //!
 //! `redis+sentinel://` URLs name Redis Sentinels and a service instead of one
 //! server: the store asks the sentinels for the current primary, and asks
@@ -44,6 +47,7 @@ use crate::{
     SweepReport, TicketRecord,
 };
 use stamp_model::ticket::{Hash, OverrideSet, TicketKey};
+use stamp_model::views::{Side, ViewCount, ViewRecord, COUNTS_KEPT_MS, RECENT_VIEWS};
 
 /// Upper bound for any one store operation, reconnection included: callers
 /// (uploads, the snapshot refresher) must get an answer, not hang.
@@ -406,6 +410,12 @@ impl Keys {
     }
     fn channel(&self) -> String {
         format!("{}:changes", self.prefix)
+    }
+    fn views(&self, k: &TicketKey) -> String {
+        format!("{}:views:{k}", self.prefix)
+    }
+    fn view_counts(&self, k: &TicketKey) -> String {
+        format!("{}:vcount:{k}", self.prefix)
     }
 }
 
@@ -1205,6 +1215,101 @@ type GetFuture =
 impl Store for RedisStore {
     fn describe(&self) -> String {
         self.location.clone()
+    }
+
+    async fn record_views(&self, views: &[ViewRecord]) -> Result<(), StoreError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let keep_secs = COUNTS_KEPT_MS / 1000;
+        for v in views {
+            let list = self.keys.views(&v.ticket);
+            pipe.lpush(&list, encode("page view", v)?).ignore();
+            pipe.ltrim(&list, 0, RECENT_VIEWS as isize - 1).ignore();
+            pipe.expire(&list, keep_secs as i64 * 15).ignore();
+            let counts = self.keys.view_counts(&v.ticket);
+            let c = ViewCount::of(v);
+            let side = c.side.as_str();
+            for (metric, n) in [
+                ("views", c.views),
+                ("erring", c.erring_views),
+                ("errors", c.errors),
+                ("failed", c.failed_loads),
+            ] {
+                if n > 0 {
+                    pipe.hincr(&counts, format!("{}|{side}|{metric}", c.minute_ms), n)
+                        .ignore();
+                }
+            }
+            pipe.expire(&counts, keep_secs as i64).ignore();
+        }
+        self.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    async fn recent_views(&self, key: &TicketKey) -> Result<Vec<ViewRecord>, StoreError> {
+        let list = self.keys.views(key);
+        let raw: Vec<Vec<u8>> = self
+            .run(|mut conn| async move {
+                redis::cmd("LRANGE")
+                    .arg(list)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        raw.iter()
+            .map(|v| decode(&format!("page view of {key}"), v))
+            .collect()
+    }
+
+    async fn view_counts(
+        &self,
+        key: &TicketKey,
+        since_ms: u64,
+    ) -> Result<Vec<ViewCount>, StoreError> {
+        let hash = self.keys.view_counts(key);
+        let fields: Vec<(String, u64)> =
+            self.run(|mut conn| async move {
+                redis::cmd("HGETALL").arg(hash).query_async(&mut conn).await
+            })
+            .await?;
+        let from = since_ms - since_ms % 60_000;
+        let mut by: std::collections::BTreeMap<(u64, Side), ViewCount> = Default::default();
+        for (field, n) in fields {
+            let mut parts = field.split('|');
+            let (Some(minute), Some(side), Some(metric)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(minute) = minute.parse::<u64>() else {
+                continue;
+            };
+            let side = match side {
+                "ticket" => Side::Ticket,
+                "production" => Side::Production,
+                _ => continue,
+            };
+            if minute < from {
+                continue;
+            }
+            let c = by.entry((minute, side)).or_insert(ViewCount {
+                minute_ms: minute,
+                side,
+                ..ViewCount::default()
+            });
+            match metric {
+                "views" => c.views += n,
+                "erring" => c.erring_views += n,
+                "errors" => c.errors += n,
+                "failed" => c.failed_loads += n,
+                _ => {}
+            }
+        }
+        Ok(by.into_values().collect())
     }
 
     async fn put_module(&self, body: Bytes) -> Result<Hash, StoreError> {

@@ -1053,8 +1053,14 @@ async fn the_map_and_mirror_endpoints_refuse_what_they_must() {
     // A file only the ticket's build has: the ticket's, for the ticket only.
     let r = get("/assets/new-9z8Y7x6W.js", true).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["cache-control"], "private, no-cache");
-    assert_eq!(r.headers()["vary"], "Cookie");
+    // No cache at all keeps it under that URL: neither the HTTP cache nor
+    // a service worker's (`Vary: *` is refused by the Cache API).
+    assert_eq!(r.headers()["cache-control"], "private, no-store");
+    assert_eq!(r.headers()["vary"], "*");
+    assert!(r.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .starts_with("ticket-stamp;desc="));
     assert_eq!(r.text().await.unwrap(), "ticket new");
     assert_eq!(
         get("/assets/new-9z8Y7x6W.js", false)

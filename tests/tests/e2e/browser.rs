@@ -376,7 +376,8 @@ async fn live_change_reaches_the_browser() {
 }
 
 /// A page under a strict nonce-based CSP still runs the ticket's module, and
-/// the badge shows (its style passing the policy too); the exit link leaves.
+/// the badge shows what ran, measured in the browser (its probe passing the
+/// policy, its style the CSSOM's); the exit leaves, and production stays.
 #[tokio::test]
 async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
     let origin = demo_origin();
@@ -409,19 +410,28 @@ async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
              if (!b || !b.shadowRoot) return null; \
              const a = b.shadowRoot.querySelector('aside'); \
              const s = getComputedStyle(b); \
-             return { text: a.textContent, position: s.position, exit: b.shadowRoot.querySelector('a:last-of-type').getAttribute('href') };",
+             return { text: a.textContent, position: s.position, parent: b.parentNode.nodeName, \
+                      exit: !!b.shadowRoot.querySelector('button.exit') };",
         )
         .await
         .unwrap();
     assert!(
-        badge["text"].as_str().unwrap().contains("DEMO-1"),
+        badge["text"].as_str().unwrap().contains("DEMO-1")
+            && badge["text"]
+                .as_str()
+                .unwrap()
+                .contains("1 of 1 module ran"),
         "{badge}"
+    );
+    assert_eq!(
+        badge["parent"], "HTML",
+        "outside <body>, out of body swaps' reach"
     );
     assert_eq!(
         badge["position"], "fixed",
         "styled (the CSP let the badge's style in): {badge}"
     );
-    assert_eq!(badge["exit"], "?stamp=off");
+    assert_eq!(badge["exit"], true);
     std::fs::create_dir_all(artifacts_dir()).unwrap();
     browser
         .screenshot(&artifacts_dir().join("badge-strict-csp.png"))
@@ -435,15 +445,21 @@ async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
         .filter(|e| e.message.contains("Content Security Policy"))
         .collect();
     assert!(violations.is_empty(), "CSP violations: {violations:?}");
-    // The exit link goes back to production.
+    // The exit goes back to production, and the page stays there.
     browser
-        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('a:last-of-type').click(); return true;")
+        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;")
         .await
         .unwrap();
     browser
         .wait_for_text("#greeting", PRODUCTION_GREETING, Duration::from_secs(10))
         .await
         .unwrap();
+    browser.refresh().await.unwrap();
+    browser
+        .wait_for_text("#greeting", PRODUCTION_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
     browser.close().await.unwrap();
 }
 

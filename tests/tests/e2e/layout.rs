@@ -266,3 +266,33 @@ fn the_circle_check_finds_circles() {
     std::fs::write(src.join("b/inner.rs"), "use crate::c::Y;").unwrap();
     assert_eq!(circle(&module_graph(src)), None);
 }
+
+/// The scripts shipped inside the binary (the panel, the probe) parse: a
+/// syntax error there breaks every page that carries them, and no Rust
+/// compiler sees it.
+#[test]
+fn the_scripts_the_proxy_ships_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (file, module) in [
+        ("proxy/stamp-control/panel/panel.js", true),
+        ("proxy/stamp-data/src/probe.js", false),
+    ] {
+        let path = root.join(file);
+        let mut cmd = std::process::Command::new("node");
+        if module {
+            // An ES module: checked as one.
+            cmd.args(["--input-type=module", "--check"]);
+            cmd.stdin(std::fs::File::open(&path).unwrap());
+        } else {
+            cmd.arg("--check").arg(&path);
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("node is needed (tests/install-deps installs it): {e}"));
+        assert!(
+            out.status.success(),
+            "{file} does not parse:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

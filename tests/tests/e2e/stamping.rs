@@ -4,7 +4,8 @@
 //! and module serving.
 
 use stamp_tests::{
-    client, get_text, import_map, module_url, seed_dir, Encoding, Origin, Proxy, Route,
+    client, get_text, import_map, module_url, probe_data, seed_dir, without_probe, Encoding,
+    Origin, Proxy, Route,
 };
 
 const GREET: &str = "export const greet = (n) => `ticket hello ${n}`;\n";
@@ -82,9 +83,12 @@ async fn merges_into_the_existing_map_with_scopes_and_integrity() {
         "merged, never a second map"
     );
     assert!(
-        html.contains("<body>shop<ticket-stamp-badge>")
-            && html.ends_with("</ticket-stamp-badge></body></html>"),
-        "the badge closes the body, once the page has been read: {html}"
+        html.contains("<head><script type=\"application/json\" id=\"ticket-stamp-data\">"),
+        "the probe comes first in <head>, before any of the page's scripts: {html}"
+    );
+    assert!(
+        without_probe(&html).ends_with("<body>shop</body></html>"),
+        "nothing else is added to the body: {html}"
     );
 
     assert_eq!(h["cache-control"], "private, no-store");
@@ -144,7 +148,14 @@ async fn inserts_a_map_and_rewrites_entry_points() {
         Route::html("<script type=module src=/src/main.js></script><p>x</p>"),
     );
     let html = get_text(&proxy.url("/bare?dev=TKT-1")).await;
-    assert!(html.starts_with("<script type=\"importmap\">"), "{html}");
+    assert!(
+        html.starts_with("<script type=\"application/json\" id=\"ticket-stamp-data\">"),
+        "{html}"
+    );
+    assert!(
+        without_probe(&html).starts_with("<script type=\"importmap\">"),
+        "{html}"
+    );
 }
 
 #[tokio::test]
@@ -156,10 +167,13 @@ async fn merges_importmap_shim_maps() {
     );
     let html = get_text(&proxy.url("/shim?dev=TKT-1")).await;
     assert!(html.contains("type=\"importmap-shim\""));
-    let start = html.find('{').unwrap();
-    let end = html.find("</script>").unwrap();
-    let map: serde_json::Value = serde_json::from_str(&html[start..end]).unwrap();
-    assert_eq!(map["imports"]["g"], ticket_url().as_str());
+    let map = import_map(&html).unwrap();
+    let absolute = format!("{}{}", proxy.url(""), ticket_url());
+    assert_eq!(
+        map["imports"]["g"],
+        absolute.as_str(),
+        "es-module-shims maps get absolute ticket URLs"
+    );
 }
 
 #[tokio::test]
@@ -205,7 +219,7 @@ async fn csp_nonce_is_reused_and_hash_policies_get_our_sources() {
         .to_str()
         .unwrap()
         .to_string();
-    let html = resp.text().await.unwrap();
+    let html = without_probe(&resp.text().await.unwrap());
     let map_start = html.find("\">").unwrap() + 2;
     let map_text = &html[map_start..html.find("</script>").unwrap()];
     let hash = stamp_data::testing::csp_hash_source(map_text);
@@ -214,13 +228,12 @@ async fn csp_nonce_is_reused_and_hash_policies_get_our_sources() {
         "the inserted map's hash is allowed: {csp}"
     );
     assert!(
-        csp.starts_with("default-src 'self' ")
-            && csp.contains("; script-src 'self' 'sha256-abc=' "),
-        "nothing removed: {csp}"
+        csp.starts_with("default-src 'self'; script-src 'self' 'sha256-abc=' "),
+        "nothing removed, and default-src untouched (no style is added): {csp}"
     );
     assert!(
-        csp.contains(stamp_data::testing::style_hash()),
-        "default-src also governs the badge's style: {csp}"
+        csp.contains(stamp_data::testing::probe_hash()),
+        "the probe's hash is allowed too: {csp}"
     );
     let nonce = csp
         .split("'nonce-")
@@ -280,6 +293,7 @@ async fn hostile_specifiers_cannot_break_out_of_the_script() {
         !html.contains('\u{2028}') && !html.contains("<!--"),
         "{html}"
     );
+    let html = without_probe(&html);
     assert_eq!(html.matches("</script>").count(), 2, "{html}");
     let map = import_map(&html).unwrap();
     assert!(
@@ -498,13 +512,16 @@ async fn ticket_modules_are_served_immutable_by_content_hash() {
     assert_eq!(resp.status(), 405);
 }
 
+/// A ticket page carries the probe, first in `<head>` (what the page runs
+/// is measured in the browser, and the badge shows that); it passes the
+/// page's CSP by nonce or hash without weakening it; production never does.
 #[tokio::test]
-async fn ticket_pages_carry_the_badge_and_production_never_does() {
+async fn ticket_pages_carry_the_probe_and_production_never_does() {
     let (origin, proxy, _d) = setup().await;
     origin.route(
         "/",
         Route::html("<html><head><script type=module src=/src/lib/greet.js></script></head><body><p>app</p></body></html>")
-            .header("content-security-policy", "default-src 'self'; style-src 'self' 'nonce-st4le'"),
+            .header("content-security-policy", "default-src 'self'; script-src 'self' 'nonce-sc4pt'"),
     );
     let resp = client().get(proxy.url("/?dev=TKT-1")).send().await.unwrap();
     let csp = resp.headers()["content-security-policy"]
@@ -512,14 +529,23 @@ async fn ticket_pages_carry_the_badge_and_production_never_does() {
         .unwrap()
         .to_string();
     let html = resp.text().await.unwrap();
-    let badge_at = html
-        .find("<ticket-stamp-badge><template shadowrootmode=\"open\">")
-        .unwrap();
     assert!(
-        badge_at > html.find("<p>app</p>").unwrap() && badge_at < html.find("</body>").unwrap(),
+        html.starts_with("<html><head><script type=\"application/json\" id=\"ticket-stamp-data\">"),
         "{html}"
     );
-    assert!(html.contains("1 module<"), "something was applied: {html}");
+    let data = probe_data(&html).unwrap();
+    assert_eq!(data["ticket"], "TKT-1");
+    assert_eq!(data["view"], "dev");
+    assert_eq!(data["badge"], true);
+    assert_eq!(data["modules"][0]["p"], "/src/lib/greet.js");
+    assert!(
+        html.contains("<script nonce=\"sc4pt\">(()=>{"),
+        "the policy's own nonce is reused for the probe: {html}"
+    );
+    assert_eq!(
+        csp, "default-src 'self'; script-src 'self' 'nonce-sc4pt'",
+        "untouched"
+    );
 
     // A UTF-16 page cannot be read: the header says so, nothing claims "stamped".
     origin.route(
@@ -543,43 +569,34 @@ async fn ticket_pages_carry_the_badge_and_production_never_does() {
         "{info}"
     );
 
-    // A page where nothing applies says so, and why, in the badge.
+    // A page where nothing applies tells the probe why, for the badge.
     for (page, why) in [
         (
             "<html><head><script type=importmap>{ not json</script><script type=module src=/src/main.js></script></head><body>x</body></html>",
-            "nothing applied: import map left unchanged",
+            "import map left unchanged",
         ),
         (
             "<html><body><template><script type=module src=/src/lib/greet.js></script></template>x</body></html>",
-            "nothing applied: this page has no import map",
+            "this page has no import map",
         ),
-        ("<html><body>no modules at all", "nothing applied: this page has no import map"),
+        ("<html><body>no modules at all", "this page has no import map"),
     ] {
-        let _ = &csp;
         origin.route("/inert", Route::html(page));
         let html = get_text(&proxy.url("/inert?dev=TKT-1")).await;
-        assert!(html.contains(why) && html.contains("class=\"none\""), "{html}");
+        assert!(
+            html.contains("<script type=\"application/json\" id=\"ticket-stamp-outcome\">{\"nothing\":")
+                && html.contains(why),
+            "{html}"
+        );
         assert!(!html.contains("<template><script type=\"importmap\""), "nothing inserted into inert markup: {html}");
+        assert!(!html.contains("<template><script type=\"application/json\""), "{html}");
     }
-    assert!(
-        html.contains("<style nonce=\"st4le\">"),
-        "the policy's style nonce is reused: {html}"
-    );
-    assert!(
-        html.contains("<strong>TKT-1</strong>")
-            && html.contains("1 module")
-            && html.contains("href=\"?stamp=off\"")
-    );
-    assert!(
-        csp.contains("style-src 'self' 'nonce-st4le'"),
-        "style directive untouched: {csp}"
-    );
 
-    // A policy without a style nonce gets the badge's hash added.
+    // A hash-only policy gets the probe's hash (and the map's), nothing removed.
     origin.route(
         "/strict",
         Route::html("<body><script type=module src=/src/lib/greet.js></script></body>")
-            .header("content-security-policy", "style-src 'self'"),
+            .header("content-security-policy", "script-src 'self'"),
     );
     let resp = client()
         .get(proxy.url("/strict?dev=TKT-1"))
@@ -590,10 +607,13 @@ async fn ticket_pages_carry_the_badge_and_production_never_does() {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(csp.contains(stamp_data::testing::style_hash()), "{csp}");
+    assert!(
+        csp.starts_with("script-src 'self' ") && csp.contains(stamp_data::testing::probe_hash()),
+        "{csp}"
+    );
 
     let plain = get_text(&proxy.url("/")).await;
-    assert!(!plain.contains("ticket-stamp-badge"));
+    assert!(!plain.contains("ticket-stamp"), "{plain}");
 }
 
 #[tokio::test]
@@ -623,7 +643,12 @@ async fn the_badge_can_be_turned_off() {
     .unwrap();
     let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
     let html = get_text(&proxy.url("/?dev=TKT-1")).await;
-    assert!(html.contains(&ticket_url()) && !html.contains("ticket-stamp-badge"));
+    assert!(html.contains(&ticket_url()));
+    assert_eq!(
+        probe_data(&html).unwrap()["badge"],
+        false,
+        "the probe still measures and reports; it shows no badge"
+    );
 }
 
 /// What the proxy compresses itself is a complete stream (never Pingora's
@@ -709,7 +734,7 @@ async fn own_compression_is_complete_and_broken_origin_encodings_fail_loudly() {
     );
 }
 
-/// The badge counts what the ticket itself changes in this view, not the
+/// The probe looks for what the ticket itself changes in this view, not the
 /// released tickets' overlay that every page carries.
 #[tokio::test]
 async fn the_badge_counts_the_tickets_own_modules() {
@@ -747,7 +772,9 @@ async fn the_badge_counts_the_tickets_own_modules() {
             .to_string();
         let html = resp.text().await.unwrap();
         if info.contains("overrides=3") {
-            assert!(html.contains("<span>1 module</span>"), "{html}");
+            let modules = probe_data(&html).unwrap()["modules"].clone();
+            assert_eq!(modules.as_array().unwrap().len(), 1, "{modules}");
+            assert_eq!(modules[0]["p"], "/src/lib/greet.js");
             break;
         }
         assert!(

@@ -887,6 +887,72 @@ mod cases {
         assert_eq!((usage.modules, usage.sets), (1, 2), "{usage:?}");
         Ok(())
     }
+
+    /// Page views: the last few per ticket, newest first, on every handle
+    /// of the fleet; counts per side and minute, updates adding only their
+    /// new errors; nothing of it bumps the version.
+    pub async fn views_are_kept_and_counted(fx: &Fixture) -> anyhow::Result<()> {
+        use stamp_model::views::{Report, Side, RECENT_VIEWS};
+        let t = key("VIEW-1")?;
+        let other = key("VIEW-2")?;
+        let version = fx.store.version().await?;
+        let report = |side: &str, errors: u32, update: bool| {
+            let body = format!(
+                r#"{{"v":1,"ticket":"VIEW-1","view":"qa","side":"{side}","page":"/p",
+                    "update":{update},"previous_errors":0,"error_count":{errors},
+                    "modules":{{"expected":1}}}}"#
+            );
+            Report::parse(body.as_bytes()).map_err(anyhow::Error::msg)
+        };
+        let now = now_ms();
+        let minute = now - now % 60_000;
+        let mut batch = Vec::new();
+        for i in 0..(RECENT_VIEWS + 3) {
+            let side = if i % 2 == 0 { "ticket" } else { "production" };
+            batch.push(report(side, u32::from(i % 3 == 0), false)?.record(
+                t.clone(),
+                Stage::Qa,
+                now + i as u64,
+            ));
+        }
+        batch.push(report("ticket", 2, true)?.record(t.clone(), Stage::Qa, now));
+        batch.push(report("ticket", 0, false)?.record(other.clone(), Stage::Qa, now));
+        fx.store.record_views(&batch).await?;
+        ensure!(
+            fx.store.version().await? == version,
+            "views bump no version"
+        );
+
+        let recent = fx.peer.recent_views(&t).await?;
+        ensure!(recent.len() == RECENT_VIEWS, "{}", recent.len());
+        ensure!(recent[0].update, "newest first: {:?}", recent[0]);
+        ensure!(fx.peer.recent_views(&other).await?.len() == 1);
+
+        let counts = fx.peer.view_counts(&t, minute).await?;
+        let side = |s: Side| {
+            counts
+                .iter()
+                .filter(|c| c.side == s)
+                .fold((0, 0, 0), |a, c| {
+                    (a.0 + c.views, a.1 + c.erring_views, a.2 + c.errors)
+                })
+        };
+        let n = RECENT_VIEWS as u64 + 3;
+        let ticket_views = n.div_ceil(2);
+        let erring = |parity: u64| (0..n).filter(|i| i % 2 == parity && i % 3 == 0).count() as u64;
+        ensure!(
+            side(Side::Ticket) == (ticket_views, erring(0) + 1, erring(0) + 2),
+            "{:?} ({counts:?})",
+            side(Side::Ticket)
+        );
+        ensure!(
+            side(Side::Production) == (n - ticket_views, erring(1), erring(1)),
+            "{:?}",
+            side(Side::Production)
+        );
+        ensure!(fx.peer.view_counts(&t, minute + 120_000).await?.is_empty());
+        Ok(())
+    }
 }
 
 macro_rules! conformance {
@@ -927,6 +993,7 @@ conformance!(
     purge_removes_only_a_closed_ticket_and_keeps_its_history,
     usage_counts_what_is_stored,
     sweeping_while_uploading_never_loses_a_referenced_body,
+    views_are_kept_and_counted,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

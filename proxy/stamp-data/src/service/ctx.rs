@@ -27,7 +27,7 @@ pub enum Variant {
         view: View,
         stage: Stage,
         /// The ticket's own modules in this view (the overlay's not counted).
-        own: usize,
+        own: Arc<stamp_model::ticket::OverrideSet>,
     },
     /// Production with released tickets' overrides.
     Overlay,
@@ -87,6 +87,10 @@ pub enum Route {
     Internal,
     /// A dev page's live-reload stream.
     Live,
+    /// `POST /__stamp/report`: what a page ran, from its probe.
+    Report,
+    /// `/__stamp/leave`: the badge's exit (the selection's cookies cleared).
+    Leave,
     /// `?__ts=`: a ticket module body by its hash (`Err` when malformed),
     /// or, for a hot reload, the live dev view's body at the path.
     Module {
@@ -99,6 +103,10 @@ pub enum Route {
     /// Under a mirror path: a ticket file, else a redirect to the other
     /// origin.
     Mirror(Option<ModuleRef>),
+    /// A worker's script or one of its imports, at a path the variant has a
+    /// file at: import maps do not reach workers, so the ticket's file is
+    /// answered at production's URL (with the probe's marker).
+    Worker(ModuleRef),
     /// An external import map, fetched where production serves it and merged.
     Map(Option<Mutex<MapFetch>>),
     /// An HTML page that may be stamped (or get a notice).
@@ -169,11 +177,11 @@ impl Ctx {
                 Some(Variant::Overlay) => Kind::Overlay,
                 None => Kind::Passthrough,
             },
-            Route::Internal => Kind::Internal,
+            Route::Internal | Route::Report | Route::Leave => Kind::Internal,
             Route::Live => Kind::Live,
             Route::Module { .. } => Kind::Module,
             Route::File(_) => Kind::File,
-            Route::Mirror(_) => Kind::Mirror,
+            Route::Mirror(_) | Route::Worker(_) => Kind::Mirror,
             Route::Map(_) => Kind::Map,
         }
     }
@@ -186,11 +194,23 @@ impl Ctx {
         }
     }
 
-    /// Caching of a ticket file at its plain path: it depends on the selection.
-    pub fn file_cache_control(&self) -> &'static str {
+    /// How a ticket file is answered at its plain path: it depends on the
+    /// selection. A ticket's own is stored by no cache at all (the HTTP
+    /// cache, a service worker's Cache Storage) under production's URL; the
+    /// released overlay is production for everyone, revalidated each time.
+    pub fn plain(&self, worker: bool) -> crate::modules::Plain {
         match self.sel.plan.as_ref().map(|p| &p.variant) {
-            Some(Variant::Overlay) => "no-cache",
-            _ => "private, no-cache",
+            // Production pages carry no probe to tell.
+            Some(Variant::Overlay) => crate::modules::Plain {
+                cache_control: "no-cache",
+                vary: Some("Cookie"),
+                worker: false,
+            },
+            _ => crate::modules::Plain {
+                cache_control: "private, no-store",
+                vary: Some("*"),
+                worker,
+            },
         }
     }
 }

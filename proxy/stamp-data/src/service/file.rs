@@ -24,7 +24,7 @@ impl StampProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<bool> {
-        let cache_control = ctx.file_cache_control();
+        let plain = ctx.plain(false);
         let Route::File(state) = &mut ctx.route else {
             return Ok(false);
         };
@@ -40,8 +40,18 @@ impl StampProxy {
         resp.insert_header(header::CONTENT_TYPE, modules::content_type(&file.path))?;
         resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         resp.insert_header(header::ETAG, format!("\"{}\"", file.hash))?;
-        resp.insert_header(header::CACHE_CONTROL, cache_control)?;
-        resp.insert_header(header::VARY, "Cookie")?;
+        resp.insert_header(header::CACHE_CONTROL, plain.cache_control)?;
+        if let Some(vary) = plain.vary {
+            resp.insert_header(header::VARY, vary)?;
+        }
+        resp.insert_header(
+            "server-timing",
+            format!(
+                "{};desc=\"{}\"",
+                crate::probe::SERVER_TIMING,
+                file.hash.to_hex()
+            ),
+        )?;
         resp.insert_header("x-content-type-options", "nosniff")?;
         resp.insert_header(INFO_HEADER, "file")?;
         metrics::MODULE_BYTES.inc_by(body.len() as u64);
@@ -54,7 +64,12 @@ impl StampProxy {
         match &ctx.route {
             Route::Mirror(Some(file)) => {
                 self.modules
-                    .serve_plain(session, file, ctx.file_cache_control())
+                    .serve_plain(session, file, ctx.plain(false))
+                    .await
+            }
+            Route::Worker(file) => {
+                self.modules
+                    .serve_plain(session, file, ctx.plain(true))
                     .await
             }
             _ => self.redirect_mirror(session).await,

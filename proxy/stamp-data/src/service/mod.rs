@@ -19,6 +19,7 @@ mod file;
 mod map;
 mod page;
 mod plan;
+mod probe;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use crate::internal::{self, Internal};
 use crate::metrics;
 use crate::modules::ModuleServer;
 use crate::pagecache::PageCache;
+use crate::reports::Reports;
 use crate::select;
 use crate::snapshot::{Effective, SnapshotCell};
 pub use ctx::Ctx;
@@ -72,6 +74,8 @@ pub struct StampProxy {
     pages: PageCache,
     /// No overrides: the plan of a production page that only gets a notice.
     empty: Arc<Effective>,
+    /// Page reports, on their way to the store.
+    reports: Arc<Reports>,
 }
 
 impl StampProxy {
@@ -114,7 +118,13 @@ impl StampProxy {
             in_flight: Arc::new(AtomicUsize::new(0)),
             cookie_names,
             peer,
+            reports: Arc::new(Reports::default()),
         }
+    }
+
+    /// The page reports' intake (its flusher runs as a background service).
+    pub fn reports(&self) -> Arc<Reports> {
+        self.reports.clone()
     }
 
     /// Requests in flight, for a graceful stop that waits for them.
@@ -205,13 +215,18 @@ impl ProxyHttp for StampProxy {
             }
             Route::Module { hash, hot } => match hot {
                 Some(module) => {
-                    self.modules
-                        .serve_plain(session, module, "no-store")
-                        .await?
+                    let how = crate::modules::Plain {
+                        cache_control: "no-store",
+                        vary: Some("Cookie"),
+                        worker: false,
+                    };
+                    self.modules.serve_plain(session, module, how).await?
                 }
                 None => self.modules.serve(session, Some(*hash)).await?,
             },
-            Route::Mirror(_) => self.serve_mirror(session, ctx).await?,
+            Route::Mirror(_) | Route::Worker(_) => self.serve_mirror(session, ctx).await?,
+            Route::Report => self.take_report(session).await?,
+            Route::Leave => self.leave(session, ctx).await?,
             Route::Map(_) => return self.start_map(session, ctx).await,
             Route::Live => {
                 // Endless by design: a graceful stop must not wait for it.

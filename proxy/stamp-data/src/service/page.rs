@@ -20,7 +20,8 @@ use crate::csp;
 use crate::decode::{Coding, Decoder};
 use crate::metrics;
 use crate::pagecache::PageKey;
-use crate::rewrite::{MetaCsp, PageRewriter, RewriteSpec};
+use crate::probe;
+use crate::rewrite::{MetaCsp, PageRewriter, ProbeSpec, RewriteSpec};
 use crate::select::View;
 
 const CSP_REPORT_ONLY: &str = "content-security-policy-report-only";
@@ -48,7 +49,11 @@ impl StampProxy {
                 view,
                 stage,
                 own,
-            } => format!("ticket {key} {} {stage} {own} live={live}", view.as_str()),
+            } => format!(
+                "ticket {key} {} {stage} {} live={live}",
+                view.as_str(),
+                own.len()
+            ),
             Variant::Overlay => "overlay".to_string(),
         };
         PageKey {
@@ -246,19 +251,36 @@ impl StampProxy {
         let Some(decoder) = rewritable(resp)? else {
             return Ok(None);
         };
-        let badge = match &plan.variant {
+        // A ticket page carries the probe, which measures what it ran and
+        // shows it on the badge.
+        let probe = match &plan.variant {
             Variant::Ticket {
                 key,
                 view,
                 stage,
                 own,
-            } if self.cfg.badge => Some((key, *view, *stage, *own)),
-            _ => None,
+            } => Some(ProbeSpec {
+                key: key.clone(),
+                view: *view,
+                stage: *stage,
+                own: own.clone(),
+                badge: self.cfg.badge,
+            }),
+            Variant::Overlay => None,
         };
         // A page that only gets a notice has no map: its script policy is
         // left exactly as it is.
         let stamps = !plan.effective.overrides.is_empty();
-        let styled = badge.is_some() || notice.is_some();
+        let scripts = match (probe.is_some(), stamps) {
+            (true, true) => Some(format!(
+                "{} {}",
+                probe::script_hash(),
+                plan.effective.fresh_hash
+            )),
+            (true, false) => Some(probe::script_hash().to_string()),
+            (false, true) => Some(plan.effective.fresh_hash.clone()),
+            (false, false) => None,
+        };
         let fresh = csp::fresh_nonce();
         let all = |name: &str| -> Vec<String> {
             resp.headers
@@ -270,8 +292,8 @@ impl StampProxy {
         let policies = csp::page_policies(
             &all(header::CONTENT_SECURITY_POLICY.as_str()),
             &all(CSP_REPORT_ONLY),
-            stamps.then_some(plan.effective.fresh_hash.as_str()),
-            styled.then(badge::style_hash),
+            scripts.as_deref(),
+            notice.is_some().then(badge::style_hash),
             &fresh,
         );
         if let Some(note) = &policies.note {
@@ -287,21 +309,10 @@ impl StampProxy {
         // A `<meta>` policy in the page can only be given nonces that are
         // ours: the fresh one, when the headers did not settle on the page's.
         let script_ours = nonce.as_deref().is_none_or(|n| n == fresh);
-        let style_ours = style_nonce.as_deref().is_none_or(|n| n == fresh);
-        let meta_csp =
-            (stamps && script_ours && (badge.is_none() || style_ours)).then(|| MetaCsp {
-                script_nonce: fresh.clone(),
-                script_hash: plan.effective.fresh_hash.clone(),
-                style: badge
-                    .is_some()
-                    .then(|| (fresh.clone(), badge::style_hash().to_string())),
-            });
-        let badge = badge.map(|(key, view, stage, own)| badge::Badge {
-            key: key.clone(),
-            view,
-            stage,
-            own,
-            nonce: style_nonce.clone(),
+        let meta_csp = (scripts.is_some() && script_ours).then(|| MetaCsp {
+            script_nonce: fresh.clone(),
+            script_hash: scripts.clone().unwrap_or_default(),
+            style: None,
         });
         variant_headers(session, resp, &plan.variant, notice.is_some());
 
@@ -322,7 +333,7 @@ impl StampProxy {
             nonce,
             max_map_bytes: self.cfg.rewrite.max_import_map_bytes,
             memory_limit_bytes: self.cfg.rewrite.memory_limit_bytes,
-            badge,
+            probe,
             meta_csp,
             asset_origins: self.asset_origins.clone(),
             notice: notice

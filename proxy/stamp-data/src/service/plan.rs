@@ -27,6 +27,14 @@ impl StampProxy {
             ctx.route = Route::Live;
             return;
         }
+        if path == crate::probe::REPORT_PATH {
+            ctx.route = Route::Report;
+            return;
+        }
+        if path == crate::probe::LEAVE_PATH {
+            ctx.route = Route::Leave;
+            return;
+        }
         if wire::is_reserved(path) && !mirror && !map {
             ctx.route = Route::Internal;
             return;
@@ -61,6 +69,8 @@ impl StampProxy {
             Route::Module { hash, hot }
         } else if mirror {
             Route::Mirror(file_here)
+        } else if let Some(file) = file_here.clone().filter(|_| from_a_worker(&req.headers)) {
+            Route::Worker(file)
         } else if let Some(file) = file_here {
             Route::File(Box::new(FileState { file, body: None }))
         } else if (ctx.sel.plan.is_some() || ctx.sel.notice.is_some())
@@ -186,10 +196,14 @@ impl StampProxy {
                             key: key.clone(),
                             view: *view,
                             stage,
-                            own: snap.tickets.get(key).map_or(0, |t| match view {
-                                View::Dev => t.dev_count,
-                                View::Qa => t.qa_count.unwrap_or(0),
-                            }),
+                            own: snap
+                                .tickets
+                                .get(key)
+                                .and_then(|t| match view {
+                                    View::Dev => Some(t.dev_own.clone()),
+                                    View::Qa => t.qa_own.clone(),
+                                })
+                                .unwrap_or_default(),
                         },
                     });
                 }
@@ -222,4 +236,29 @@ impl StampProxy {
         }
         classified
     }
+}
+
+/// A request a worker makes for its script or its imports, where no import
+/// map reaches: `Sec-Fetch-Dest: worker` or `sharedworker` (a worker's script
+/// and its static imports), or a script fetched by a script rather than by a
+/// page (a worker's `importScripts` or dynamic `import()`, whose referrer is
+/// the worker's script). A service worker's script is never one: ticket code
+/// must not outlive its ticket.
+fn from_a_worker(headers: &http::HeaderMap) -> bool {
+    let dest = headers
+        .get("sec-fetch-dest")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if dest.eq_ignore_ascii_case(b"worker") || dest.eq_ignore_ascii_case(b"sharedworker") {
+        return true;
+    }
+    dest.eq_ignore_ascii_case(b"script")
+        && headers
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok())
+            .and_then(|r| url::Url::parse(r).ok())
+            .is_some_and(|r| {
+                let p = r.path();
+                p.ends_with(".js") || p.ends_with(".mjs") || p.ends_with(".cjs")
+            })
 }

@@ -40,6 +40,8 @@ impl Api {
                     actor: e.actor,
                     at_ms: e.at_ms,
                 });
+            let last_view = self.store.recent_views(&t.key).await?;
+            dto.views = Some(last_view.into_iter().take(1).collect());
             out.push(dto);
         }
         Ok((200, to_value(&TicketList { tickets: out })))
@@ -76,6 +78,7 @@ impl Api {
             overlay: None,
             history: None,
             last: None,
+            views: None,
             warnings: Vec::new(),
         }
     }
@@ -117,6 +120,9 @@ impl Api {
         }
         if full {
             dto.history = Some(self.store.history(&t.key).await?);
+            let mut views = self.store.recent_views(&t.key).await?;
+            views.truncate(10);
+            dto.views = Some(views);
         }
         Ok(dto)
     }

@@ -1,0 +1,75 @@
+(()=>{"use strict";
+// ticket-stamp's probe: what this page actually ran, measured in the browser.
+// It reads the data block the proxy put before it, watches the resources the
+// page loads (the ticket's URLs, and production's files where the ticket has
+// one), listens to the ticket's workers, catches errors, shows the badge and
+// reports once (no cookies, no query strings, no personal data).
+const d=document,W=window,el=d.getElementById("ticket-stamp-data");
+if(!el||W.__ticketStamp)return;
+let D;try{D=JSON.parse(el.textContent)}catch(_){return}
+const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,prod:new Map,errors:[],count:0,failed:0};
+const mods=D.modules||[],byHash=new Map,byProd=new Map;
+for(const m of mods){byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
+const cut=(s,n)=>String(s==null?"":s).slice(0,n||200);
+const pathOf=u=>{try{const x=new URL(u,location.href);return x.origin===location.origin?x.pathname:x.origin+x.pathname}catch(_){return""}};
+let changed=!0;
+const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
+ const ok=!e.responseStatus||(e.responseStatus>=200&&e.responseStatus<400);
+ const ts=u.searchParams.get("__ts"),h=ts&&ts.split("?")[0];
+ const st=(e.serverTiming||[]).find(t=>t.name==="ticket-stamp");
+ const sh=st&&st.description;
+ if(h&&byHash.has(h)){if(ok){S.ran.add(h);changed=!0}return}
+ if(sh&&byHash.has(sh)){if(ok){S.ran.add(sh);changed=!0}return}
+ if(/^(fetch|xmlhttprequest|beacon|navigation)$/.test(e.initiatorType))return;
+ const m=byProd.get(u.origin+u.pathname);
+ if(m&&ok&&!S.ran.has(m.h)){S.prod.set(m.h,m);changed=!0}};
+try{new PerformanceObserver(l=>{l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}
+try{new BroadcastChannel("ticket-stamp").onmessage=e=>{const h=e.data&&e.data.ran;if(byHash.has(h)){S.worker.add(h);S.ran.add(h);S.prod.delete(h);changed=!0;later()}}}catch(_){}
+const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
+ if(S.errors.length<5)S.errors.push({kind,message:cut(msg),source:cut(pathOf(src||"")),line:+line||0,stack:cut(String(stack||"").split("\n").find(l=>/\bat\b|@/.test(l))||"").trim()});later()};
+W.addEventListener("error",e=>{const t=e.target;
+ if(t&&t!==W&&(t.src||t.href)){S.failed++;err("load","failed to load "+pathOf(t.src||t.href),t.src||t.href,0,"");return}
+ err("error",e.message,e.filename,e.lineno,e.error&&e.error.stack)},!0);
+W.addEventListener("unhandledrejection",e=>{const r=e.reason;err("rejection",r&&r.message||r,"",0,r&&r.stack)});
+d.addEventListener("securitypolicyviolation",e=>err("csp",e.violatedDirective+" blocked "+pathOf(e.blockedURI),e.sourceFile,e.lineNumber,""));
+// The badge: outside <body>, so body swaps (Turbo, htmx, client routers) and
+// unclosed elements leave it alone; styled through the CSSOM, which a page's
+// style-src does not govern.
+let host=null,box=null;
+const css=":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}aside{display:flex;gap:.6em;align-items:center;flex-wrap:wrap;max-width:min(90vw,46em);font:13px/1.3 system-ui,sans-serif;color:#fff;background:#5b2a86;border-radius:14px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}strong{font-weight:700}a,button{color:#fff;text-decoration:underline;background:none;border:0;font:inherit;cursor:pointer;padding:0}aside.warn{background:#9a3412}aside.idle{background:#374151}";
+const badge=()=>{if(!D.badge)return;
+ if(!host){host=d.createElement("ticket-stamp-badge");const r=host.attachShadow({mode:"open"});
+  try{const s=new CSSStyleSheet;s.replaceSync(css);r.adoptedStyleSheets=[s]}catch(_){}
+  box=d.createElement("aside");box.setAttribute("role","status");r.append(box)}
+ if(host.parentNode!==d.documentElement)d.documentElement.append(host);
+ const ran=[...S.ran].filter(h=>byHash.has(h)),prod=[...S.prod.values()],seen=ran.length+prod.length;
+ let text,cls="";
+ if(prod.length){cls="warn";text=`${ran.length} of ${seen} ran: production's ${prod.map(m=>m.p).join(", ")} ran instead`}
+ else if(seen){text=`${ran.length} of ${seen} ${seen===1?"module":"modules"} ran`+(S.worker.size?` (${S.worker.size} in a worker)`:"")}
+ else{cls="idle";const o=d.getElementById("ticket-stamp-outcome");let why="";try{why=o&&JSON.parse(o.textContent).nothing||""}catch(_){}
+  text=why?`nothing applied: ${why}`:`none of its ${mods.length} ${mods.length===1?"module":"modules"} used on this page`}
+ if(S.count){cls="warn";text+=` · ${S.count} ${S.count===1?"error":"errors"}`}
+ box.className=cls;box.setAttribute("aria-label",`ticket-stamp: viewing ${D.ticket} (${D.view})`);
+ box.replaceChildren();const t=(tag,s)=>{const e=d.createElement(tag);e.textContent=s;box.append(e);return e};
+ t("strong",D.ticket);t("span",`${D.view} view · ${D.stage}`);t("span",text).className="what";
+ const a=t("a","Ticket");a.href=D.panel;const b=t("button","Exit to production");b.className="exit";b.onclick=leave};
+const leave=()=>{const u=new URL(location.href);u.searchParams.delete("dev");u.searchParams.delete("qa");u.searchParams.delete("st");
+ // A POST reaches the proxy whatever service worker the app has: no route
+ // of a service worker answers it from a cache.
+ fetch(D.leave,{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0).then(()=>location.replace(u.href))};
+S.leave=leave;
+let timer=0;const later=()=>{if(!timer)timer=setTimeout(()=>{timer=0;if(changed){changed=!1;badge()}},50)};
+const start=()=>{badge();new MutationObserver(()=>{if(host&&host.parentNode!==d.documentElement)badge()}).observe(d.documentElement,{childList:!0})};
+d.readyState==="loading"?d.addEventListener("DOMContentLoaded",start):start();
+// One report per page view, a few seconds after load (errors found later go
+// in an update when the page is left). No credentials: the report carries
+// what the page ran, not who looked.
+let sent=0,sentCount=0;
+const report=update=>{if(!D.report||(update&&S.count===sentCount))return;sentCount=S.count;
+ const body=JSON.stringify({v:1,ticket:D.ticket,view:D.view,variant:D.variant,side:D.side,page:location.pathname.slice(0,200),update:!!update,
+  modules:{expected:mods.length,ran:[...S.ran].filter(h=>byHash.has(h)),workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p)},
+  errors:S.errors,error_count:S.count,failed_loads:S.failed});
+ try{fetch(D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}};
+W.addEventListener("load",()=>setTimeout(()=>{sent=1;report(!1)},3000));
+W.addEventListener("pagehide",()=>{sent?report(!0):(sent=1,report(!1))});
+})();

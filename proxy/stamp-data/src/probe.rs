@@ -1,0 +1,176 @@
+//! The probe: a small script stamped pages carry, that measures in the
+//! browser what the page actually ran and shows it on the badge (see
+//! `probe.js`). The proxy only predicts from the HTML; the probe reports
+//! the truth: which of the ticket's URLs loaded, which production file ran
+//! where the ticket has one (in the page and in its workers), and errors.
+//!
+//! The script's text is constant, so one CSP hash covers it on every page;
+//! what it needs to know about the page comes in a JSON data block before
+//! it (`<script type="application/json">`, which no policy governs). Ticket
+//! bodies the proxy serves carry `Server-Timing: ticket-stamp;desc=<hash>`,
+//! which Resource Timing shows the probe; bodies served to workers end with
+//! one statement that tells the page, over a `BroadcastChannel`, that they
+//! ran.
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use stamp_model::ticket::{ModuleRef, OverrideSet, Stage, TicketKey, View};
+
+/// The Server-Timing metric that names the ticket body a response carried.
+pub const SERVER_TIMING: &str = "ticket-stamp";
+/// The data block's element id.
+pub const DATA_ID: &str = "ticket-stamp-data";
+/// Where pages report (`POST`, no credentials).
+pub const REPORT_PATH: &str = "/__stamp/report";
+/// Where the badge's exit goes (`POST`, clears the selection).
+pub const LEAVE_PATH: &str = "/__stamp/leave";
+
+static SCRIPT: LazyLock<String> = LazyLock::new(|| {
+    // Whole-line comments are for whoever reads probe.js, not for every page.
+    include_str!("probe.js")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+});
+
+static SCRIPT_HASH: LazyLock<String> = LazyLock::new(|| crate::importmap::csp_hash_source(&SCRIPT));
+
+/// The probe's text, as pages carry it.
+pub fn script() -> &'static str {
+    &SCRIPT
+}
+
+/// `'sha256-…'` of [`script`].
+pub fn script_hash() -> &'static str {
+    &SCRIPT_HASH
+}
+
+#[derive(Serialize)]
+struct Module<'a> {
+    /// Production's location: a path, or `origin + path` elsewhere.
+    p: &'a str,
+    /// The body's hash (hex): the `__ts` of its ticket URL, and its
+    /// Server-Timing description.
+    h: String,
+}
+
+#[derive(Serialize)]
+struct Data<'a> {
+    ticket: &'a str,
+    view: &'a str,
+    stage: String,
+    variant: String,
+    side: &'a str,
+    badge: bool,
+    modules: Vec<Module<'a>>,
+    panel: String,
+    leave: &'a str,
+    report: &'a str,
+}
+
+/// What one page's probe is told.
+#[derive(Debug, Clone)]
+pub struct Page<'a> {
+    pub key: &'a TicketKey,
+    pub view: View,
+    pub stage: Stage,
+    /// The ticket's own modules in this view (not the released overlay's).
+    pub own: &'a OverrideSet,
+    /// The page variant's set id.
+    pub variant: &'a stamp_model::ticket::Hash,
+    pub badge: bool,
+}
+
+/// The data block and the probe, ready to insert (`nonce` on the script
+/// when the page's policy needs one).
+pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
+    let modules: Vec<Module<'_>> = page
+        .own
+        .iter()
+        .filter(|(spec, _)| !stamp_model::assets::is_entry_pattern(spec))
+        .map(|(_, m): (&String, &ModuleRef)| Module {
+            p: &m.path,
+            h: m.hash.to_hex(),
+        })
+        .collect();
+    let data = Data {
+        ticket: page.key.as_str(),
+        view: page.view.as_str(),
+        stage: page.stage.to_string(),
+        variant: page.variant.to_hex(),
+        side: "ticket",
+        badge: page.badge,
+        modules,
+        panel: format!("/__stamp/#/tickets/{}", page.key),
+        leave: LEAVE_PATH,
+        report: REPORT_PATH,
+    };
+    let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
+    let nonce = nonce
+        .filter(|n| crate::csp::is_nonce_safe(n))
+        .map(|n| format!(" nonce=\"{n}\""))
+        .unwrap_or_default();
+    format!(
+        "<script type=\"application/json\" id=\"{DATA_ID}\">{}</script><script{nonce}>{}</script>",
+        crate::importmap::escape_for_script(&json),
+        script()
+    )
+}
+
+/// The block that tells the probe why nothing of the ticket applied, as the
+/// rewriter saw it once the page was read.
+pub fn outcome(nothing: &str) -> String {
+    let json = serde_json::json!({ "nothing": nothing }).to_string();
+    format!(
+        "<script type=\"application/json\" id=\"ticket-stamp-outcome\">{}</script>",
+        crate::importmap::escape_for_script(&json)
+    )
+}
+
+/// The statement appended to a JavaScript body served to a worker: it runs
+/// once the module did, and tells the page.
+pub fn worker_marker(hash: &stamp_model::ticket::Hash) -> String {
+    format!(
+        "\n;try{{new BroadcastChannel(\"ticket-stamp\").postMessage({{ran:\"{}\"}})}}catch(_){{}}\n",
+        hash.to_hex()
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_is_constant_and_its_data_cannot_end_the_script() {
+        assert!(!script().contains("\n//"));
+        assert_eq!(script_hash(), crate::importmap::csp_hash_source(script()));
+        let key = TicketKey::parse("TKT-1").unwrap();
+        let mut own = OverrideSet::new();
+        own.insert(
+            "/src/a.js".into(),
+            ModuleRef {
+                path: "/src/</script><script>alert(1)</script>.js".into(),
+                hash: stamp_model::ticket::Hash::of(b"a"),
+                size: 1,
+            },
+        );
+        let variant = stamp_model::ticket::Hash::of(b"v");
+        let html = elements(
+            &Page {
+                key: &key,
+                view: View::Dev,
+                stage: Stage::Dev,
+                own: &own,
+                variant: &variant,
+                badge: true,
+            },
+            Some("abc"),
+        );
+        assert_eq!(html.matches("</script>").count(), 2, "{html}");
+        assert!(html.contains("<script nonce=\"abc\">"));
+        assert!(html.contains("\\u003c/script\\u003e"));
+    }
+}

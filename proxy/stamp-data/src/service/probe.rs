@@ -1,0 +1,73 @@
+//! The probe's two endpoints: page reports in, and the badge's exit.
+
+use bytes::Bytes;
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use stamp_model::views::MAX_REPORT_BYTES;
+
+use super::ctx::Ctx;
+use super::{StampProxy, INFO_HEADER};
+use crate::{internal, select};
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+impl StampProxy {
+    /// `POST /__stamp/report`: 204 once queued, else why not.
+    pub(super) async fn take_report(&self, session: &mut Session) -> Result<()> {
+        if session.req_header().method != http::Method::POST {
+            let body = Bytes::from_static(b"ticket-stamp: reports are POSTed\n");
+            return internal::respond(session, 405, TEXT, body).await;
+        }
+        let body = match internal::read_body(session, MAX_REPORT_BYTES).await {
+            Ok(b) => b,
+            Err((status, _, message)) => {
+                let body = Bytes::from(format!("ticket-stamp: {message}\n"));
+                return internal::respond(session, status, TEXT, body).await;
+            }
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let snapshot = self.snapshot.load();
+        match self.reports.take(&body, client, &snapshot) {
+            Ok(()) => {
+                let mut resp = ResponseHeader::build(204, Some(2))?;
+                resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+                session.write_response_header(Box::new(resp), true).await
+            }
+            Err(refusal) => {
+                let body = Bytes::from(refusal.message());
+                internal::respond(session, refusal.status(), TEXT, body).await
+            }
+        }
+    }
+
+    /// `/__stamp/leave`: clears every copy of the selection's cookie. A
+    /// `POST` (the badge's exit, which no service worker answers from a
+    /// cache) gets 204; a `GET` goes on to `?to=` (a path on this origin).
+    pub(super) async fn leave(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
+        let req = session.req_header();
+        let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let cookies = select::clear_cookies(&self.cfg.selection.cookie_name, ctx.secure, host);
+        let post = req.method == http::Method::POST;
+        let to = url::form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "to")
+            .map(|(_, v)| v.into_owned())
+            .filter(|t| t.starts_with('/') && !t.starts_with("//") && !t.contains('\\'))
+            .unwrap_or_else(|| "/".to_string());
+        let mut resp = ResponseHeader::build(if post { 204 } else { 303 }, Some(4))?;
+        if !post {
+            resp.insert_header(header::LOCATION, to)?;
+            resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        }
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header(INFO_HEADER, "production; reason=\"selection cleared\"")?;
+        for c in &cookies {
+            resp.append_header(header::SET_COOKIE, c.as_str())?;
+        }
+        session.write_response_header(Box::new(resp), true).await
+    }
+}

@@ -1,0 +1,387 @@
+//! Page views as browsers report them: what a stamped page actually ran
+//! (which of the ticket's URLs loaded, which production file ran where the
+//! ticket has one, in the page and in its workers) and which errors it saw.
+//!
+//! The browser's report ([`Report`]) is untrusted input: it is read with
+//! bounds on every field and turned into a [`ViewRecord`] the store keeps
+//! (the last views of each ticket) and counts ([`ViewCount`], per ticket,
+//! side and minute, for rollout decisions across a fleet). Nothing in it
+//! names a person: no cookies, no query strings, no addresses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ticket::{Stage, TicketKey};
+
+/// The largest report body accepted.
+pub const MAX_REPORT_BYTES: usize = 16 * 1024;
+/// Errors kept per view (the count goes on).
+pub const MAX_ERRORS: usize = 5;
+/// Longest text field kept (messages, stack lines, paths).
+pub const MAX_TEXT: usize = 200;
+/// Ticket module hashes listed as ran.
+pub const MAX_RAN: usize = 500;
+/// Production files listed as having run instead.
+pub const MAX_PRODUCTION: usize = 50;
+/// The last views a store keeps per ticket.
+pub const RECENT_VIEWS: usize = 30;
+/// How long per-minute counts are kept.
+pub const COUNTS_KEPT_MS: u64 = 2 * 24 * 60 * 60 * 1000;
+
+/// Which side of a release a page was on: the ticket's (a `?dev=`/`?qa=`
+/// page, or a visitor in a rollout's slice), or production's.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    #[default]
+    Ticket,
+    Production,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Ticket => "ticket",
+            Side::Production => "production",
+        }
+    }
+}
+
+/// One error a page saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewError {
+    /// `error`, `rejection`, `load` (a script, style or module that failed
+    /// to load) or `csp` (a policy blocked something).
+    pub kind: String,
+    pub message: String,
+    /// Where: a path on the page's origin, or `origin + path` elsewhere.
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub line: u32,
+    /// The first line of the stack that names a place.
+    #[serde(default)]
+    pub stack: String,
+}
+
+/// What the page ran, as it reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedModules {
+    /// The ticket's modules in this view.
+    #[serde(default)]
+    pub expected: u32,
+    /// Hashes of the ticket's modules that loaded (page and workers).
+    #[serde(default)]
+    pub ran: Vec<String>,
+    /// Of those, the ones that ran in a worker.
+    #[serde(default)]
+    pub workers: Vec<String>,
+    /// Production files that ran where the ticket has one.
+    #[serde(default)]
+    pub production: Vec<String>,
+}
+
+/// A browser's report, as sent to `POST /__stamp/report`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Report {
+    pub v: u32,
+    pub ticket: String,
+    pub view: String,
+    #[serde(default)]
+    pub variant: String,
+    pub side: Side,
+    #[serde(default)]
+    pub page: String,
+    /// A later report of the same view: only errors found since count.
+    #[serde(default)]
+    pub update: bool,
+    /// For an update: the error count the first report gave.
+    #[serde(default)]
+    pub previous_errors: u32,
+    #[serde(default)]
+    pub modules: ReportedModules,
+    #[serde(default)]
+    pub errors: Vec<ViewError>,
+    #[serde(default)]
+    pub error_count: u32,
+    #[serde(default)]
+    pub failed_loads: u32,
+}
+
+/// One page view, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewRecord {
+    pub at_ms: u64,
+    pub ticket: TicketKey,
+    /// `dev`, `qa`, or `prod` (a released ticket's production pages).
+    pub view: String,
+    /// The ticket's stage when the report arrived.
+    pub stage: Stage,
+    pub side: Side,
+    /// The page's path (never its query).
+    pub page: String,
+    /// The page variant's set id (hex), as the page named it.
+    pub variant: String,
+    pub update: bool,
+    pub expected: u32,
+    /// How many of the ticket's modules loaded.
+    pub ran: u32,
+    /// How many of those in a worker.
+    pub workers: u32,
+    pub production: Vec<String>,
+    pub errors: Vec<ViewError>,
+    pub error_count: u32,
+    /// For an update, the error count its first report gave.
+    #[serde(default)]
+    pub previous_errors: u32,
+    pub failed_loads: u32,
+}
+
+impl ViewRecord {
+    /// Whether this record is a first sighting of a view that erred (its
+    /// first report had errors, or an update brought the first).
+    pub fn newly_erring(&self) -> bool {
+        if self.update {
+            self.previous_errors == 0 && self.error_count > 0
+        } else {
+            self.error_count > 0
+        }
+    }
+
+    /// Errors this record adds to its view's count.
+    pub fn new_errors(&self) -> u32 {
+        if self.update {
+            self.error_count.saturating_sub(self.previous_errors)
+        } else {
+            self.error_count
+        }
+    }
+
+    /// One line: "2 of 2 ran, 0 errors" or "1 of 2 ran: production's
+    /// /org/navbar.js ran instead; 1 error: TypeError: x is undefined".
+    pub fn summary(&self) -> String {
+        let seen = self.ran + self.production.len() as u32;
+        let mut s = if !self.production.is_empty() {
+            format!(
+                "{} of {seen} ran: production's {} ran instead",
+                self.ran,
+                self.production.join(", ")
+            )
+        } else if seen > 0 {
+            format!("{} of {seen} ran", self.ran)
+        } else {
+            format!("none of its {} modules used", self.expected)
+        };
+        match (self.error_count, self.errors.first()) {
+            (0, _) => s.push_str(", no errors"),
+            (n, Some(e)) => s.push_str(&format!(
+                "; {n} {}: {}",
+                if n == 1 { "error" } else { "errors" },
+                e.message
+            )),
+            (n, None) => s.push_str(&format!("; {n} errors")),
+        }
+        s
+    }
+}
+
+/// Counts of one ticket's views on one side in one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewCount {
+    /// The minute's start (ms since the epoch).
+    pub minute_ms: u64,
+    pub side: Side,
+    pub views: u64,
+    /// Views with at least one error.
+    pub erring_views: u64,
+    pub errors: u64,
+    pub failed_loads: u64,
+}
+
+impl ViewCount {
+    /// What a record adds to its minute's count.
+    pub fn of(record: &ViewRecord) -> ViewCount {
+        ViewCount {
+            minute_ms: record.at_ms - record.at_ms % 60_000,
+            side: record.side,
+            views: u64::from(!record.update),
+            erring_views: u64::from(record.newly_erring()),
+            errors: u64::from(record.new_errors()),
+            failed_loads: u64::from(if record.update {
+                0
+            } else {
+                record.failed_loads
+            }),
+        }
+    }
+
+    pub fn add(&mut self, other: &ViewCount) {
+        self.views += other.views;
+        self.erring_views += other.erring_views;
+        self.errors += other.errors;
+        self.failed_loads += other.failed_loads;
+    }
+}
+
+fn text(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+fn is_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Report {
+    /// Reads a report body, bounded and checked. `Err` says what is wrong.
+    pub fn parse(body: &[u8]) -> Result<Report, String> {
+        if body.len() > MAX_REPORT_BYTES {
+            return Err(format!("a report is at most {MAX_REPORT_BYTES} bytes"));
+        }
+        let r: Report = serde_json::from_slice(body).map_err(|e| format!("not a report: {e}"))?;
+        if r.v != 1 {
+            return Err(format!("report version {} is not known (1 is)", r.v));
+        }
+        if !matches!(r.view.as_str(), "dev" | "qa" | "prod") {
+            return Err("`view` is dev, qa or prod".into());
+        }
+        if !r.variant.is_empty() && !is_hash(&r.variant) {
+            return Err("`variant` is a set id (64 hex digits)".into());
+        }
+        if !r.page.is_empty() && !r.page.starts_with('/') {
+            return Err("`page` is a path".into());
+        }
+        if r.modules.ran.len() > MAX_RAN
+            || r.modules.workers.len() > MAX_RAN
+            || r.modules.production.len() > MAX_PRODUCTION
+            || r.errors.len() > MAX_ERRORS
+        {
+            return Err("the report lists more than a page can".into());
+        }
+        if r.modules
+            .ran
+            .iter()
+            .chain(&r.modules.workers)
+            .any(|h| !is_hash(h))
+        {
+            return Err("`modules.ran` lists module hashes (64 hex digits)".into());
+        }
+        Ok(r)
+    }
+
+    /// The record kept for this report, received at `at_ms` for a ticket
+    /// in `stage`.
+    pub fn record(&self, ticket: TicketKey, stage: Stage, at_ms: u64) -> ViewRecord {
+        let mut ran: Vec<&String> = self.modules.ran.iter().collect();
+        ran.sort();
+        ran.dedup();
+        let mut workers: Vec<&String> = self.modules.workers.iter().collect();
+        workers.sort();
+        workers.dedup();
+        ViewRecord {
+            at_ms,
+            ticket,
+            view: self.view.clone(),
+            stage,
+            side: self.side,
+            page: text(self.page.split(['?', '#']).next().unwrap_or(""), MAX_TEXT),
+            variant: self.variant.clone(),
+            update: self.update,
+            expected: self.modules.expected.min(100_000),
+            ran: ran.len() as u32,
+            workers: workers.len() as u32,
+            production: self
+                .modules
+                .production
+                .iter()
+                .map(|p| text(p, MAX_TEXT))
+                .collect(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| ViewError {
+                    kind: text(&e.kind, 16),
+                    message: text(&e.message, MAX_TEXT),
+                    source: text(&e.source, MAX_TEXT),
+                    line: e.line,
+                    stack: text(&e.stack, MAX_TEXT),
+                })
+                .collect(),
+            error_count: self.error_count.min(1_000_000),
+            previous_errors: if self.update {
+                self.previous_errors.min(1_000_000)
+            } else {
+                0
+            },
+            failed_loads: self.failed_loads.min(1_000_000),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn h(c: char) -> String {
+        std::iter::repeat_n(c, 64).collect()
+    }
+
+    #[test]
+    fn reports_are_read_with_bounds() {
+        let ok = format!(
+            r#"{{"v":1,"ticket":"TKT-1","view":"dev","side":"ticket","page":"/cart?user=ann",
+                "modules":{{"expected":2,"ran":["{a}","{a}"],"production":["/org/navbar.js"]}},
+                "errors":[{{"kind":"error","message":"boom\u0000","source":"/x.js","line":3}}],
+                "error_count":4}}"#,
+            a = h('a')
+        );
+        let r = Report::parse(ok.as_bytes()).unwrap();
+        let rec = r.record(TicketKey::parse("TKT-1").unwrap(), Stage::Dev, 61_000);
+        assert_eq!(rec.page, "/cart", "no query is kept");
+        assert_eq!(rec.ran, 1);
+        assert_eq!(rec.errors[0].message, "boom");
+        assert_eq!(
+            rec.summary(),
+            "1 of 2 ran: production's /org/navbar.js ran instead; 4 errors: boom"
+        );
+        let c = ViewCount::of(&rec);
+        assert_eq!(
+            (c.minute_ms, c.views, c.erring_views, c.errors),
+            (60_000, 1, 1, 4)
+        );
+
+        for bad in [
+            "[]".to_string(),
+            r#"{"v":2,"ticket":"T-1","view":"dev","side":"ticket"}"#.to_string(),
+            r#"{"v":1,"ticket":"T-1","view":"admin","side":"ticket"}"#.to_string(),
+            r#"{"v":1,"ticket":"T-1","view":"dev","side":"me"}"#.to_string(),
+            r#"{"v":1,"ticket":"T-1","view":"dev","side":"ticket","page":"http://x"}"#.to_string(),
+            r#"{"v":1,"ticket":"T-1","view":"dev","side":"ticket","modules":{"ran":["x"]}}"#
+                .to_string(),
+            format!(
+                r#"{{"v":1,"ticket":"T-1","view":"dev","side":"ticket","page":"/{}"}}"#,
+                "a".repeat(MAX_REPORT_BYTES)
+            ),
+        ] {
+            assert!(Report::parse(bad.as_bytes()).is_err(), "{bad:.80}");
+        }
+    }
+
+    #[test]
+    fn an_update_counts_only_what_is_new() {
+        let first = r#"{"v":1,"ticket":"T-1","view":"qa","side":"production","error_count":0}"#;
+        let later = r#"{"v":1,"ticket":"T-1","view":"qa","side":"production","update":true,
+                        "previous_errors":0,"error_count":2}"#;
+        let key = TicketKey::parse("TK-1").unwrap();
+        let a = Report::parse(first.as_bytes())
+            .unwrap()
+            .record(key.clone(), Stage::Qa, 0);
+        let b = Report::parse(later.as_bytes())
+            .unwrap()
+            .record(key, Stage::Qa, 0);
+        let (ca, cb) = (ViewCount::of(&a), ViewCount::of(&b));
+        assert_eq!((ca.views, ca.erring_views, ca.errors), (1, 0, 0));
+        assert_eq!((cb.views, cb.erring_views, cb.errors), (0, 1, 2));
+    }
+}
