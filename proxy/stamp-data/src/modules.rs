@@ -192,7 +192,6 @@ impl ModuleServer {
             Plain {
                 cache_control: "public, max-age=31536000, immutable",
                 vary: None,
-                worker: false,
             },
         )
         .await
@@ -231,13 +230,7 @@ impl ModuleServer {
     async fn send(&self, session: &mut Session, hash: Hash, path: &str, how: Plain) -> Result<()> {
         let text = "text/plain; charset=utf-8";
         let req = session.req_header();
-        // A worker's copy ends with the probe's marker: other bytes, another tag.
-        let marker =
-            (how.worker && is_javascript(path)).then(|| crate::probe::worker_marker(&hash));
-        let etag = match &marker {
-            Some(_) => format!("\"{hash}-w\""),
-            None => format!("\"{hash}\""),
-        };
+        let etag = format!("\"{hash}\"");
         let not_modified = req
             .headers
             .get_all(header::IF_NONE_MATCH)
@@ -289,24 +282,25 @@ impl ModuleServer {
                 .await;
             }
         };
-        let body = match marker {
-            Some(m) => {
-                let mut with = bytes::BytesMut::with_capacity(body.len() + m.len());
-                with.extend_from_slice(&body);
-                with.extend_from_slice(m.as_bytes());
-                with.freeze()
-            }
-            None => body,
-        };
+        let served = Served::new(path, &hash, body);
         resp.insert_header(header::CONTENT_TYPE, content_type(path))?;
-        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(header::CONTENT_LENGTH, served.len().to_string())?;
         resp.insert_header("x-content-type-options", "nosniff")?;
-        metrics::MODULE_BYTES.inc_by(body.len() as u64);
+        metrics::MODULE_BYTES.inc_by(served.len() as u64);
         session
             .write_response_header(Box::new(resp), head_only)
             .await?;
         if !head_only {
-            session.write_response_body(Some(body), true).await?;
+            match served.tail {
+                // The stored body as it is, then the marker: no copy of the body.
+                Some(tail) => {
+                    session
+                        .write_response_body(Some(served.head), false)
+                        .await?;
+                    session.write_response_body(Some(tail), true).await?;
+                }
+                None => session.write_response_body(Some(served.head), true).await?,
+            }
         }
         Ok(())
     }
@@ -320,12 +314,82 @@ pub struct Plain {
     /// included, may keep it under production's URL), `Cookie` for the
     /// released overlay.
     pub vary: Option<&'static str>,
-    /// For a worker: JavaScript ends with the probe's marker.
-    pub worker: bool,
 }
 
 fn is_javascript(path: &str) -> bool {
     content_type(path).starts_with("text/javascript")
+}
+
+/// A ticket body as served: the stored bytes, and for JavaScript the
+/// probe's marker after the code (before a trailing `sourceMappingURL`
+/// comment, so no line of the code moves).
+#[derive(Debug, Clone)]
+pub(crate) struct Served {
+    pub head: Bytes,
+    pub tail: Option<Bytes>,
+}
+
+impl Served {
+    pub fn new(path: &str, hash: &Hash, body: Bytes) -> Served {
+        if !is_javascript(path) || is_system_register(&body) {
+            return Served {
+                head: body,
+                tail: None,
+            };
+        }
+        let marker = crate::probe::marker(hash);
+        let cut = trailing_comment(&body).unwrap_or(body.len());
+        let mut tail = Vec::with_capacity(marker.len() + body.len() - cut);
+        tail.extend_from_slice(marker.as_bytes());
+        tail.extend_from_slice(&body[cut..]);
+        Served {
+            head: body.slice(..cut),
+            tail: Some(Bytes::from(tail)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// Both parts in one buffer.
+    pub fn joined(&self) -> Bytes {
+        match &self.tail {
+            None => self.head.clone(),
+            Some(t) => {
+                let mut all = Vec::with_capacity(self.len());
+                all.extend_from_slice(&self.head);
+                all.extend_from_slice(t);
+                Bytes::from(all)
+            }
+        }
+    }
+}
+
+/// A SystemJS module (`System.register(…)`): its code runs when SystemJS
+/// executes it, not when it loads, so a marker after it would speak too
+/// early (the probe follows SystemJS's `onload` hook instead).
+fn is_system_register(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(512)];
+    head.windows(16).any(|w| w == b"System.register(")
+}
+
+/// Where a trailing `//# sourceMappingURL=` (or `sourceURL`) comment line
+/// starts, if the body ends with one.
+fn trailing_comment(body: &[u8]) -> Option<usize> {
+    let from = body.len().saturating_sub(1024);
+    let tail = &body[from..];
+    let at = memchr::memmem::rfind(tail, b"\n//# source")
+        .or_else(|| memchr::memmem::rfind(tail, b"\n//@ source"))?;
+    let line_end = tail[at + 1..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(tail.len(), |i| at + 1 + i);
+    // Only a comment that closes the body (trailing whitespace aside).
+    tail[line_end..]
+        .iter()
+        .all(u8::is_ascii_whitespace)
+        .then_some(from + at + 1)
 }
 
 /// A `Service-Worker: script` request: the browser is registering a worker.

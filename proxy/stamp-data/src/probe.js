@@ -1,15 +1,20 @@
 (()=>{"use strict";
 // ticket-stamp's probe: what this page actually ran, measured in the browser.
-// It reads the data block the proxy put before it, watches the resources the
-// page loads (the ticket's URLs, and production's files where the ticket has
-// one), listens to the ticket's workers, catches errors, shows the badge and
-// reports once (no cookies, no query strings, no personal data).
+// It reads the data block the proxy put before it. A ticket's JavaScript
+// body ends with a marker that calls __ticketStampRan once it has run to its
+// end (from a worker, over a BroadcastChannel); SystemJS modules are followed
+// through SystemJS's own onload hook; other files (CSS, JSON) count once
+// loaded. Resource Timing shows production's files that loaded where the
+// ticket has one. It catches errors, shows the badge, and reports once (no
+// cookies, no query strings, no personal data).
 const d=document,W=window,el=d.getElementById("ticket-stamp-data");
 if(!el||W.__ticketStamp)return;
 let D;try{D=JSON.parse(el.textContent)}catch(_){return}
-const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,prod:new Map,errors:[],count:0,failed:0};
+const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,loaded:new Set,prod:new Map,errors:[],count:0,failed:0,settled:!1};
 const mods=D.modules||[],byHash=new Map,byProd=new Map;
-for(const m of mods){byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
+for(const m of mods){m.js=/\.(m|c)?jsx?$/i.test(m.p);byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
+const ran=(h,worker)=>{if(!byHash.has(h)||S.ran.has(h)&&!worker)return;S.ran.add(h);if(worker)S.worker.add(h);S.prod.delete(h);changed=!0;later()};
+W.__ticketStampRan=h=>ran(h,!1);
 const cut=(s,n)=>String(s==null?"":s).slice(0,n||200);
 const pathOf=u=>{try{const x=new URL(u,location.href);return x.origin===location.origin?x.pathname:x.origin+x.pathname}catch(_){return""}};
 let changed=!0;
@@ -18,13 +23,19 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  const ts=u.searchParams.get("__ts"),h=ts&&ts.split("?")[0];
  const st=(e.serverTiming||[]).find(t=>t.name==="ticket-stamp");
  const sh=st&&st.description;
- if(h&&byHash.has(h)){if(ok){S.ran.add(h);changed=!0}return}
- if(sh&&byHash.has(sh)){if(ok){S.ran.add(sh);changed=!0}return}
+ const k=h&&byHash.has(h)?h:sh&&byHash.has(sh)?sh:null;
+ // JavaScript says itself when it ran (its marker); anything else ran once loaded.
+ if(k){if(ok){if(byHash.get(k).js)S.loaded.add(k);else ran(k,!1)}changed=!0;return}
  if(/^(fetch|xmlhttprequest|beacon|navigation)$/.test(e.initiatorType))return;
  const m=byProd.get(u.origin+u.pathname);
  if(m&&ok&&!S.ran.has(m.h)){S.prod.set(m.h,m);changed=!0}};
-try{new PerformanceObserver(l=>{l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}
-try{new BroadcastChannel("ticket-stamp").onmessage=e=>{const h=e.data&&e.data.ran;if(byHash.has(h)){S.worker.add(h);S.ran.add(h);S.prod.delete(h);changed=!0;later()}}}catch(_){}
+// SystemJS runs a System.register module after it loads: its onload hook
+// says when each one ran, or failed.
+const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys.__ticketStamp=1;
+ const p=Object.getPrototypeOf(Sys),o=p.onload;
+ p.onload=function(e,id){try{const h=new URL(id).searchParams.get("__ts");const k=h&&h.split("?")[0];if(k&&byHash.has(k)){if(e){S.loaded.add(k);err("error",e&&e.message||e,id,0,e&&e.stack)}else ran(k,!1)}}catch(_){}return o&&o.apply(this,arguments)}};
+try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}
+try{new BroadcastChannel("ticket-stamp").onmessage=e=>{const h=e.data&&e.data.ran;if(typeof h==="string")ran(h,!0)}}catch(_){}
 const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
  if(S.errors.length<5)S.errors.push({kind,message:cut(msg),source:cut(pathOf(src||"")),line:+line||0,stack:cut(String(stack||"").split("\n").find(l=>/\bat\b|@/.test(l))||"").trim()});later()};
 W.addEventListener("error",e=>{const t=e.target;
@@ -42,13 +53,17 @@ const badge=()=>{if(!D.badge)return;
   try{const s=new CSSStyleSheet;s.replaceSync(css);r.adoptedStyleSheets=[s]}catch(_){}
   box=d.createElement("aside");box.setAttribute("role","status");r.append(box)}
  if(host.parentNode!==d.documentElement)d.documentElement.append(host);
- const ran=[...S.ran].filter(h=>byHash.has(h)),prod=[...S.prod.values()],seen=ran.length+prod.length;
+ const did=[...S.ran],prod=[...S.prod.values()];
+ // Loaded but never ran (its imports failed to resolve, it threw): said once the page settled.
+ const not=S.settled?[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h)):[];
+ const seen=did.length+prod.length+not.length;
  let text,cls="";
- if(prod.length){cls="warn";text=`${ran.length} of ${seen} ran: production's ${prod.map(m=>m.p).join(", ")} ran instead`}
- else if(seen){text=`${ran.length} of ${seen} ${seen===1?"module":"modules"} ran`+(S.worker.size?` (${S.worker.size} in a worker)`:"")}
+ if(prod.length||not.length){cls="warn";text=`${did.length} of ${seen} ran`+(prod.length?`: production's ${prod.map(m=>m.p).join(", ")} ran instead`:"")+(not.length?`; ${not.map(m=>m.p).join(", ")} loaded but did not run`:"")}
+ else if(seen){text=`${did.length} of ${seen} ${seen===1?"module":"modules"} ran`+(S.worker.size?` (${S.worker.size} in a worker)`:"")}
  else{cls="idle";const o=d.getElementById("ticket-stamp-outcome");let why="";try{why=o&&JSON.parse(o.textContent).nothing||""}catch(_){}
   text=why?`nothing applied: ${why}`:`none of its ${mods.length} ${mods.length===1?"module":"modules"} used on this page`}
  if(S.count){cls="warn";text+=` · ${S.count} ${S.count===1?"error":"errors"}`}
+ S.text=text;
  box.className=cls;box.setAttribute("aria-label",`ticket-stamp: viewing ${D.ticket} (${D.view})`);
  box.replaceChildren();const t=(tag,s)=>{const e=d.createElement(tag);e.textContent=s;box.append(e);return e};
  t("strong",D.ticket);t("span",`${D.view} view · ${D.stage}`);t("span",text).className="what";
@@ -59,17 +74,17 @@ const leave=()=>{const u=new URL(location.href);u.searchParams.delete("dev");u.s
  fetch(D.leave,{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0).then(()=>location.replace(u.href))};
 S.leave=leave;
 let timer=0;const later=()=>{if(!timer)timer=setTimeout(()=>{timer=0;if(changed){changed=!1;badge()}},50)};
-const start=()=>{badge();new MutationObserver(()=>{if(host&&host.parentNode!==d.documentElement)badge()}).observe(d.documentElement,{childList:!0})};
+const start=()=>{hookSystem();badge();new MutationObserver(()=>{if(host&&host.parentNode!==d.documentElement)badge()}).observe(d.documentElement,{childList:!0})};
 d.readyState==="loading"?d.addEventListener("DOMContentLoaded",start):start();
 // One report per page view, a few seconds after load (errors found later go
 // in an update when the page is left). No credentials: the report carries
 // what the page ran, not who looked.
 let sent=0,sentCount=0;
-const report=update=>{if(!D.report||(update&&S.count===sentCount))return;sentCount=S.count;
- const body=JSON.stringify({v:1,ticket:D.ticket,view:D.view,variant:D.variant,side:D.side,page:location.pathname.slice(0,200),update:!!update,
-  modules:{expected:mods.length,ran:[...S.ran].filter(h=>byHash.has(h)),workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p)},
+const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const prev=sentCount;sentCount=S.count;
+ const body=JSON.stringify({v:1,ticket:D.ticket,view:D.view,variant:D.variant,side:D.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
+  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p),not_run:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
  try{fetch(D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}};
-W.addEventListener("load",()=>setTimeout(()=>{sent=1;report(!1)},3000));
+W.addEventListener("load",()=>{hookSystem();setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{sent=1;report(!1)},3000)});
 W.addEventListener("pagehide",()=>{sent?report(!0):(sent=1,report(!1))});
 })();

@@ -8,9 +8,11 @@
 //! what it needs to know about the page comes in a JSON data block before
 //! it (`<script type="application/json">`, which no policy governs). Ticket
 //! bodies the proxy serves carry `Server-Timing: ticket-stamp;desc=<hash>`,
-//! which Resource Timing shows the probe; bodies served to workers end with
-//! one statement that tells the page, over a `BroadcastChannel`, that they
-//! ran.
+//! which Resource Timing shows the probe, and JavaScript bodies end with one
+//! statement ([`marker`]) that tells the probe they ran to their end (from a
+//! worker, over a `BroadcastChannel`). SystemJS's `System.register` bodies
+//! run later than they load: the probe follows SystemJS's own `onload`
+//! hook for those instead.
 
 use std::sync::LazyLock;
 
@@ -129,11 +131,13 @@ pub fn outcome(nothing: &str) -> String {
     )
 }
 
-/// The statement appended to a JavaScript body served to a worker: it runs
-/// once the module did, and tells the page.
-pub fn worker_marker(hash: &stamp_model::ticket::Hash) -> String {
+/// The statement a ticket's JavaScript body ends with: it runs once the
+/// module (or script) has run to its end, and tells the probe, directly in
+/// the page and over a `BroadcastChannel` from a worker. A body that loaded
+/// but never ran (a module whose imports failed to resolve) never says so.
+pub fn marker(hash: &stamp_model::ticket::Hash) -> String {
     format!(
-        "\n;try{{new BroadcastChannel(\"ticket-stamp\").postMessage({{ran:\"{}\"}})}}catch(_){{}}\n",
+        "\n;try{{(self.__ticketStampRan||(h=>new BroadcastChannel(\"ticket-stamp\").postMessage({{ran:h}})))(\"{}\")}}catch(_){{}}\n",
         hash.to_hex()
     )
 }

@@ -18,7 +18,15 @@ use stamp_model::ticket::{Hash, KeyError, TicketKey, MODULE_PARAM};
 pub enum Source {
     Query,
     Cookie,
+    /// The query of the page a same-origin request came from, when the
+    /// browser has no selection: a page a service worker answered from its
+    /// cache (the `?dev=` navigation never reached the proxy).
+    Referer,
 }
+
+/// Set by the badge's exit: a page of the ticket still open elsewhere must
+/// not select it again through its requests' `Referer`.
+pub const LEFT_COOKIE: &str = "ticket_stamp_left";
 
 /// What a request selects before the ticket is looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +165,7 @@ fn parse_selection(view: View, value: &str, source: Source) -> Selection {
 fn key_reason(view: View, e: KeyError, source: Source) -> String {
     // Never echo the raw input: it goes into a response header.
     let place = match source {
-        Source::Query => format!("?{}=", view.as_str()),
+        Source::Query | Source::Referer => format!("?{}=", view.as_str()),
         Source::Cookie => "the ticket cookie".to_string(),
     };
     format!("{place}: {e}")
@@ -411,6 +419,64 @@ pub fn without_cookie<'a>(
         }
     }
     found.then(|| kept.join(&b"; "[..]))
+}
+
+/// Whether the answer to this request is shown as a page, so that it may be
+/// stamped: a navigation (`Sec-Fetch-Mode: navigate`, also when a service
+/// worker passes one on, whose `Sec-Fetch-Dest` is then `empty`), a body
+/// swap by Turbo or htmx (marked by their own headers), or a request without
+/// fetch metadata (an old browser, a script). Any other `fetch()` of HTML,
+/// a service worker's precache among them, gets production's bytes: what
+/// can land in a cache under a production URL must be production.
+pub fn shows_a_page(headers: &http::HeaderMap) -> bool {
+    match headers.get("sec-fetch-mode") {
+        None => true,
+        Some(mode) if mode.as_bytes().eq_ignore_ascii_case(b"navigate") => true,
+        Some(_) => ["x-turbo-request-id", "turbo-frame", "hx-request"]
+            .iter()
+            .any(|h| headers.contains_key(*h)),
+    }
+}
+
+/// A selection from the `Referer` of a same-origin request (see
+/// [`Source::Referer`]): `?dev=` or `?qa=` (and a share token) of the page
+/// the request came from, on this very host.
+pub fn from_referer(headers: &http::HeaderMap) -> Option<(Selection, Option<String>)> {
+    let site = headers.get("sec-fetch-site")?;
+    if !site.as_bytes().eq_ignore_ascii_case(b"same-origin") {
+        return None;
+    }
+    let referer = headers.get(http::header::REFERER)?.to_str().ok()?;
+    if !referer.contains("dev=") && !referer.contains("qa=") {
+        return None;
+    }
+    let url = url::Url::parse(referer).ok()?;
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str()?),
+        None => url.host_str()?.to_string(),
+    };
+    if !authority.eq_ignore_ascii_case(host) {
+        return None;
+    }
+    let mut selection = None;
+    let mut token = None;
+    for (name, value) in url.query_pairs() {
+        match name.as_ref() {
+            "dev" => selection = Some(parse_selection(View::Dev, &value, Source::Referer)),
+            "qa" => selection = Some(parse_selection(View::Qa, &value, Source::Referer)),
+            "st" => token = Some(value.into_owned()),
+            "stamp" => return None,
+            _ => {}
+        }
+    }
+    match selection? {
+        s @ Selection::Ticket { .. } => {
+            Some((s, token.filter(|t| stamp_model::share::looks_like_token(t))))
+        }
+        // A malformed key in a page's address says nothing to this request.
+        _ => None,
+    }
 }
 
 /// Whether a request is a browser's top-level navigation (a page to show,

@@ -80,6 +80,10 @@ pub struct ReportedModules {
     /// Production files that ran where the ticket has one.
     #[serde(default)]
     pub production: Vec<String>,
+    /// The ticket's files that loaded but never ran (their imports failed
+    /// to resolve, they threw before their end).
+    #[serde(default)]
+    pub not_run: Vec<String>,
 }
 
 /// A browser's report, as sent to `POST /__stamp/report`.
@@ -130,6 +134,9 @@ pub struct ViewRecord {
     /// How many of those in a worker.
     pub workers: u32,
     pub production: Vec<String>,
+    /// The ticket's files that loaded and did not run.
+    #[serde(default)]
+    pub not_run: Vec<String>,
     pub errors: Vec<ViewError>,
     pub error_count: u32,
     /// For an update, the error count its first report gave.
@@ -161,13 +168,22 @@ impl ViewRecord {
     /// One line: "2 of 2 ran, 0 errors" or "1 of 2 ran: production's
     /// /org/navbar.js ran instead; 1 error: TypeError: x is undefined".
     pub fn summary(&self) -> String {
-        let seen = self.ran + self.production.len() as u32;
-        let mut s = if !self.production.is_empty() {
-            format!(
-                "{} of {seen} ran: production's {} ran instead",
-                self.ran,
-                self.production.join(", ")
-            )
+        let seen = self.ran + self.production.len() as u32 + self.not_run.len() as u32;
+        let mut s = if !self.production.is_empty() || !self.not_run.is_empty() {
+            let mut s = format!("{} of {seen} ran", self.ran);
+            if !self.production.is_empty() {
+                s.push_str(&format!(
+                    ": production's {} ran instead",
+                    self.production.join(", ")
+                ));
+            }
+            if !self.not_run.is_empty() {
+                s.push_str(&format!(
+                    "; {} loaded but did not run",
+                    self.not_run.join(", ")
+                ));
+            }
+            s
         } else if seen > 0 {
             format!("{} of {seen} ran", self.ran)
         } else {
@@ -254,6 +270,7 @@ impl Report {
         if r.modules.ran.len() > MAX_RAN
             || r.modules.workers.len() > MAX_RAN
             || r.modules.production.len() > MAX_PRODUCTION
+            || r.modules.not_run.len() > MAX_PRODUCTION
             || r.errors.len() > MAX_ERRORS
         {
             return Err("the report lists more than a page can".into());
@@ -293,6 +310,12 @@ impl Report {
             production: self
                 .modules
                 .production
+                .iter()
+                .map(|p| text(p, MAX_TEXT))
+                .collect(),
+            not_run: self
+                .modules
+                .not_run
                 .iter()
                 .map(|p| text(p, MAX_TEXT))
                 .collect(),

@@ -22,12 +22,12 @@ use stamp_tests::{client, Origin, Proxy, Route};
 
 /// Generous: a watching bundler rebuilds on a machine busy with the rest of
 /// the suite. Only a failure waits this long.
-const PAGE_TIMEOUT: Duration = Duration::from_secs(40);
-const CORS: &[(&str, &str)] = &[("access-control-allow-origin", "*")];
+pub(crate) const PAGE_TIMEOUT: Duration = Duration::from_secs(40);
+pub(crate) const CORS: &[(&str, &str)] = &[("access-control-allow-origin", "*")];
 
 /// `tests/node/node_modules`, installed by `tests/install-deps` (never
 /// skipped: a missing install fails the test and says how to fix it).
-fn node_modules() -> PathBuf {
+pub(crate) fn node_modules() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/node_modules");
     assert!(
         dir.join("vite/package.json").is_file(),
@@ -37,18 +37,18 @@ fn node_modules() -> PathBuf {
     dir
 }
 
-fn npm_file(rel: &str) -> Vec<u8> {
+pub(crate) fn npm_file(rel: &str) -> Vec<u8> {
     let path = node_modules().join(rel);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn write(dir: &Path, rel: &str, text: &str) {
+pub(crate) fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, text).unwrap();
 }
 
-fn git(dir: &Path, home: &Path, args: &[&str]) {
+pub(crate) fn git(dir: &Path, home: &Path, args: &[&str]) {
     run(Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -63,16 +63,16 @@ fn git(dir: &Path, home: &Path, args: &[&str]) {
 }
 
 /// An origin, maybe a CDN, a proxy in front, a browser, and a home for the CLI.
-struct App {
-    origin: Origin,
-    cdn: Origin,
-    proxy: Proxy,
-    home: tempfile::TempDir,
+pub(crate) struct App {
+    pub(crate) origin: Origin,
+    pub(crate) cdn: Origin,
+    pub(crate) proxy: Proxy,
+    pub(crate) home: tempfile::TempDir,
     _conf: tempfile::TempDir,
 }
 
 impl App {
-    fn start(origin: Origin, cdn: Origin) -> App {
+    pub(crate) fn start(origin: Origin, cdn: Origin) -> App {
         let conf = tempfile::tempdir().unwrap();
         let file = conf.path().join("proxy.toml");
         std::fs::write(
@@ -96,7 +96,7 @@ impl App {
     }
 
     /// `stamp --server <proxy> ARGS` in `dir`, with a clean environment.
-    fn stamp(&self, dir: &Path, args: &[&str]) -> String {
+    pub(crate) fn stamp(&self, dir: &Path, args: &[&str]) -> String {
         let mut cmd = Command::new(binary("stamp").unwrap());
         cmd.arg("--server")
             .arg(&self.proxy.url)
@@ -112,7 +112,7 @@ impl App {
 
     /// Through the proxy without a selection, each path is exactly what the
     /// origin (or the CDN, for absolute URLs) serves.
-    async fn production_is_untouched(&self, paths: &[&str]) {
+    pub(crate) async fn production_is_untouched(&self, paths: &[&str]) {
         for path in paths {
             let (direct, proxied) = if path.starts_with("http") {
                 // CDN files never pass the proxy in production: the page's
@@ -136,7 +136,7 @@ impl App {
 
     /// The three checks of every scenario (see the module's doc); `upload`
     /// runs the CLI, `dir` is where `stamp KEY --promote` runs.
-    async fn scenario(
+    pub(crate) async fn scenario(
         &self,
         browser: &Browser,
         s: Scenario<'_>,
@@ -161,7 +161,7 @@ impl App {
 
     /// Opens `path` and waits until `check` (a script returning a string)
     /// returns `want`.
-    async fn expect(&self, browser: &Browser, path: &str, check: &str, want: &str) {
+    pub(crate) async fn expect(&self, browser: &Browser, path: &str, check: &str, want: &str) {
         let start = std::time::Instant::now();
         let mut last = String::new();
         let mut loaded: Option<std::time::Instant> = None;
@@ -199,19 +199,19 @@ impl App {
 /// What one scenario shows: the ticket, the paths production must serve
 /// unchanged, a script that returns what the page shows, and what it shows
 /// on production and on the ticket.
-struct Scenario<'a> {
-    key: &'a str,
-    untouched: &'a [&'a str],
-    check: &'a str,
-    production: &'a str,
-    ticket: &'a str,
+pub(crate) struct Scenario<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) untouched: &'a [&'a str],
+    pub(crate) check: &'a str,
+    pub(crate) production: &'a str,
+    pub(crate) ticket: &'a str,
 }
 
 /// A child process killed when the test ends, however it ends.
-struct ChildGuard(Option<std::process::Child>);
+pub(crate) struct ChildGuard(Option<std::process::Child>);
 
 impl ChildGuard {
-    fn spawn(cmd: &mut Command) -> ChildGuard {
+    pub(crate) fn spawn(cmd: &mut Command) -> ChildGuard {
         let child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -234,16 +234,16 @@ impl Drop for ChildGuard {
     }
 }
 
-fn tail(log: &str) -> String {
+pub(crate) fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-const SHOW_OUT: &str = "return document.getElementById('out')?.textContent ?? ''";
+pub(crate) const SHOW_OUT: &str = "return document.getElementById('out')?.textContent ?? ''";
 
 /// A git repository with a stamp.toml on `main`, and the ticket's `files`
 /// below `folder` committed on a branch, as a developer would have it.
-fn project(url_path: &str, folder: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+pub(crate) fn project(url_path: &str, folder: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -260,7 +260,7 @@ fn project(url_path: &str, folder: &str, files: &[(&str, &str)]) -> tempfile::Te
 
 /// `git init` with what `dir` holds (after `main_files`) committed on
 /// `main`, then a ticket branch checked out.
-fn on_a_branch(dir: &Path, main_files: impl FnOnce(&Path)) {
+pub(crate) fn on_a_branch(dir: &Path, main_files: impl FnOnce(&Path)) {
     main_files(dir);
     let home = dir.join(".git-home");
     std::fs::create_dir_all(&home).unwrap();
@@ -271,7 +271,7 @@ fn on_a_branch(dir: &Path, main_files: impl FnOnce(&Path)) {
     git(dir, &home, &["checkout", "-q", "-b", "ticket"]);
 }
 
-fn commit(dir: &Path, message: &str) {
+pub(crate) fn commit(dir: &Path, message: &str) {
     let home = dir.join(".git-home");
     git(dir, &home, &["add", "-A"]);
     git(
@@ -872,7 +872,7 @@ fn rollup_sources(dir: &Path, word: &str) {
     );
 }
 
-fn rollup_build(dir: &Path, out: &str) {
+pub(crate) fn rollup_build(dir: &Path, out: &str) {
     let rollup = node_modules().join("rollup/dist/bin/rollup");
     run(Command::new("node")
         .arg(rollup)

@@ -19,6 +19,7 @@ mod passthrough;
 mod policies;
 mod router;
 mod selection;
+mod setups;
 mod signin;
 mod stamping;
 mod store_conformance;

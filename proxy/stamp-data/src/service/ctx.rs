@@ -61,6 +61,17 @@ pub struct Selected {
 }
 
 impl Selected {
+    /// Whether a ticket's view (not the released overlay) is selected.
+    pub fn dev_or_qa(&self) -> bool {
+        matches!(
+            self.plan,
+            Some(PagePlan {
+                variant: Variant::Ticket { .. },
+                ..
+            })
+        )
+    }
+
     /// The ticket a dev-view selection names (live reload follows it).
     pub fn dev_ticket(&self) -> Option<&TicketKey> {
         match &self.plan {
@@ -91,6 +102,9 @@ pub enum Route {
     Report,
     /// `/__stamp/leave`: the badge's exit (the selection's cookies cleared).
     Leave,
+    /// The app's service worker script, asked for by a browser on a
+    /// ticket: answered with a pass-through worker of ours (see `probe`).
+    SetAside,
     /// `?__ts=`: a ticket module body by its hash (`Err` when malformed),
     /// or, for a hot reload, the live dev view's body at the path.
     Module {
@@ -177,7 +191,7 @@ impl Ctx {
                 Some(Variant::Overlay) => Kind::Overlay,
                 None => Kind::Passthrough,
             },
-            Route::Internal | Route::Report | Route::Leave => Kind::Internal,
+            Route::Internal | Route::Report | Route::Leave | Route::SetAside => Kind::Internal,
             Route::Live => Kind::Live,
             Route::Module { .. } => Kind::Module,
             Route::File(_) => Kind::File,
@@ -198,18 +212,16 @@ impl Ctx {
     /// selection. A ticket's own is stored by no cache at all (the HTTP
     /// cache, a service worker's Cache Storage) under production's URL; the
     /// released overlay is production for everyone, revalidated each time.
-    pub fn plain(&self, worker: bool) -> crate::modules::Plain {
+    pub fn plain(&self) -> crate::modules::Plain {
         match self.sel.plan.as_ref().map(|p| &p.variant) {
             // Production pages carry no probe to tell.
             Some(Variant::Overlay) => crate::modules::Plain {
                 cache_control: "no-cache",
                 vary: Some("Cookie"),
-                worker: false,
             },
             _ => crate::modules::Plain {
                 cache_control: "private, no-store",
                 vary: Some("*"),
-                worker,
             },
         }
     }

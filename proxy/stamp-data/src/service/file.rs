@@ -24,7 +24,7 @@ impl StampProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<bool> {
-        let plain = ctx.plain(false);
+        let plain = ctx.plain();
         let Route::File(state) = &mut ctx.route else {
             return Ok(false);
         };
@@ -32,9 +32,10 @@ impl StampProxy {
             return Ok(false);
         }
         let file = &state.file;
-        let Ok(Some(body)) = self.modules.body(&file.hash).await else {
+        let Ok(Some(stored)) = self.modules.body(&file.hash).await else {
             return Ok(false);
         };
+        let body = modules::Served::new(&file.path, &file.hash, stored).joined();
         clear_headers(resp);
         resp.set_status(200)?;
         resp.insert_header(header::CONTENT_TYPE, modules::content_type(&file.path))?;
@@ -62,16 +63,8 @@ impl StampProxy {
     /// A mirror path: the ticket's file there, or the other origin's own.
     pub(super) async fn serve_mirror(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
         match &ctx.route {
-            Route::Mirror(Some(file)) => {
-                self.modules
-                    .serve_plain(session, file, ctx.plain(false))
-                    .await
-            }
-            Route::Worker(file) => {
-                self.modules
-                    .serve_plain(session, file, ctx.plain(true))
-                    .await
-            }
+            Route::Mirror(Some(file)) => self.modules.serve_plain(session, file, ctx.plain()).await,
+            Route::Worker(file) => self.modules.serve_plain(session, file, ctx.plain()).await,
             _ => self.redirect_mirror(session).await,
         }
     }

@@ -218,7 +218,6 @@ impl ProxyHttp for StampProxy {
                     let how = crate::modules::Plain {
                         cache_control: "no-store",
                         vary: Some("Cookie"),
-                        worker: false,
                     };
                     self.modules.serve_plain(session, module, how).await?
                 }
@@ -227,6 +226,7 @@ impl ProxyHttp for StampProxy {
             Route::Mirror(_) | Route::Worker(_) => self.serve_mirror(session, ctx).await?,
             Route::Report => self.take_report(session).await?,
             Route::Leave => self.leave(session, ctx).await?,
+            Route::SetAside => self.set_aside_worker(session).await?,
             Route::Map(_) => return self.start_map(session, ctx).await,
             Route::Live => {
                 // Endless by design: a graceful stop must not wait for it.

@@ -436,7 +436,16 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
         Variant::Overlay => "no-cache",
     };
     let _ = resp.insert_header(header::CACHE_CONTROL, cache_control);
-    add_vary_cookie(resp);
+    match variant {
+        // No cache keeps a ticket's page under production's URL: `Vary: *`
+        // is never a match for the HTTP cache, and the Cache API (every
+        // service worker's caches) refuses to store it.
+        Variant::Ticket { .. } => {
+            resp.remove_header(&header::VARY);
+            let _ = resp.insert_header(header::VARY, "*");
+        }
+        Variant::Overlay => add_vary_cookie(resp),
+    }
 }
 
 /// Writes a stored page for the origin's 304. The 304 ends the response at

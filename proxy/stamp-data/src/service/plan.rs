@@ -71,11 +71,14 @@ impl StampProxy {
             Route::Mirror(file_here)
         } else if let Some(file) = file_here.clone().filter(|_| from_a_worker(&req.headers)) {
             Route::Worker(file)
+        } else if crate::modules::is_service_worker(session) && ctx.sel.dev_or_qa() {
+            Route::SetAside
         } else if let Some(file) = file_here {
             Route::File(Box::new(FileState { file, body: None }))
         } else if (ctx.sel.plan.is_some() || ctx.sel.notice.is_some())
             && get_or_head
             && !session.is_upgrade_req()
+            && select::shows_a_page(&req.headers)
             && select::may_be_html(
                 path,
                 req.headers.get(header::ACCEPT).map(|v| v.as_bytes()),
@@ -107,10 +110,28 @@ impl StampProxy {
         } else {
             &self.cookie_names.0
         };
-        let classified =
+        let mut classified =
             select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), name);
         if classified.module.is_some() && classified.hot.is_none() {
             return classified;
+        }
+        let left = select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::LEFT_COOKIE)
+            .is_some();
+        if classified.selection == Selection::None && !classified.has_cookie && !left {
+            if let Some((
+                Selection::Ticket {
+                    key, view, source, ..
+                },
+                token,
+            )) = select::from_referer(&req.headers)
+            {
+                classified.selection = Selection::Ticket {
+                    key,
+                    view,
+                    source,
+                    token,
+                };
+            }
         }
         let snap = self.snapshot.load();
         let overlay = || {
@@ -175,7 +196,7 @@ impl StampProxy {
                             return classified;
                         }
                     }
-                    if *source == Source::Query {
+                    if matches!(source, Source::Query | Source::Referer) {
                         sel.set_cookie = vec![select::set_cookie(
                             name,
                             key,
@@ -184,6 +205,11 @@ impl StampProxy {
                             self.cfg.selection.cookie_max_age.as_secs(),
                             secure,
                         )];
+                        if left {
+                            // A link opened on purpose: the exit is forgotten.
+                            sel.set_cookie
+                                .push(select::clear_cookie(select::LEFT_COOKIE, secure));
+                        }
                     }
                     sel.info = Some(format!(
                         "stamping; ticket={key}; view={}; stage={stage}; overrides={}",

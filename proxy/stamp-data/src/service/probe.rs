@@ -68,6 +68,51 @@ impl StampProxy {
         for c in &cookies {
             resp.append_header(header::SET_COOKIE, c.as_str())?;
         }
+        // A page of the ticket still open elsewhere must not select it again
+        // through its requests' Referer (see `select::from_referer`).
+        resp.append_header(
+            header::SET_COOKIE,
+            format!(
+                "{}=1; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax{}",
+                select::LEFT_COOKIE,
+                if ctx.secure { "; Secure" } else { "" }
+            ),
+        )?;
         session.write_response_header(Box::new(resp), true).await
     }
+
+    /// The app's service worker, asked for by a browser on a ticket: a
+    /// worker of ours that caches nothing and answers nothing (every request
+    /// goes to the network, through the proxy), takes over at once and
+    /// reloads the app's windows from the network. So a service worker can
+    /// neither hide a ticket's pages behind production's cache nor keep
+    /// ticket bytes. Once the browser leaves the ticket, its next update
+    /// check gets production's worker back, as it was.
+    pub(super) async fn set_aside_worker(&self, session: &mut Session) -> Result<()> {
+        let mut resp = ResponseHeader::build(200, Some(5))?;
+        resp.insert_header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")?;
+        resp.insert_header(header::CONTENT_LENGTH, SET_ASIDE.len().to_string())?;
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header(header::VARY, "*")?;
+        resp.insert_header(
+            INFO_HEADER,
+            "service worker set aside while this browser is on a ticket",
+        )?;
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session
+                .write_response_body(Some(Bytes::from_static(SET_ASIDE.as_bytes())), true)
+                .await?;
+        }
+        Ok(())
+    }
 }
+
+/// The pass-through service worker (see [`StampProxy::set_aside_worker`]).
+const SET_ASIDE: &str = "// ticket-stamp: this browser is on a ticket, so the app's service worker is set aside\n\
+// (no cache, no fetch handler: everything goes to the network). Leaving the ticket brings it back.\n\
+self.addEventListener('install',()=>self.skipWaiting());\n\
+self.addEventListener('activate',e=>e.waitUntil(self.clients.claim()\n\
+.then(()=>self.clients.matchAll({type:'window'}))\n\
+.then(cs=>Promise.all(cs.map(c=>c.navigate(c.url).catch(()=>0))))));\n";
