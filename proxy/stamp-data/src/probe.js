@@ -35,6 +35,13 @@ const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys._
  const p=Object.getPrototypeOf(Sys),o=p.onload;
  p.onload=function(e,id){try{const h=new URL(id).searchParams.get("__ts");const k=h&&h.split("?")[0];if(k&&byHash.has(k)){if(e){S.loaded.add(k);err("error",e&&e.message||e,id,0,e&&e.stack)}else ran(k,!1)}}catch(_){}return o&&o.apply(this,arguments)}};
 try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}
+// A shared worker outlives the page that started it and serves every page
+// that asks for it by the same URL and name: one started on production would
+// serve this page production's code, and this page's would go on serving
+// production after the visitor left. The ticket's pages get instances of
+// their own: their name carries the variant.
+try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
+ o.name=(o.name||"")+"#ticket-stamp-"+String(D.variant).slice(0,16);return Reflect.construct(t,[a[0],o],n)}})}catch(_){}
 try{new BroadcastChannel("ticket-stamp").onmessage=e=>{const h=e.data&&e.data.ran;if(typeof h==="string")ran(h,!0)}}catch(_){}
 const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
  if(S.errors.length<5)S.errors.push({kind,message:cut(msg),source:cut(pathOf(src||"")),line:+line||0,stack:cut(String(stack||"").split("\n").find(l=>/\bat\b|@/.test(l))||"").trim()});later()};
@@ -71,7 +78,12 @@ const badge=()=>{if(!D.badge)return;
 const leave=()=>{const u=new URL(location.href);u.searchParams.delete("dev");u.searchParams.delete("qa");u.searchParams.delete("st");
  // A POST reaches the proxy whatever service worker the app has: no route
  // of a service worker answers it from a cache.
- fetch(D.leave,{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0).then(()=>location.replace(u.href))};
+ // The app's own service worker, set aside while on the ticket, is asked
+ // back at once (the browser's own update check may come much later).
+ const sw=navigator.serviceWorker;
+ fetch(D.leave,{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0)
+  .then(()=>sw&&sw.getRegistration().then(r=>r&&r.update()).catch(()=>0))
+  .then(()=>location.replace(u.href))};
 S.leave=leave;
 let timer=0;const later=()=>{if(!timer)timer=setTimeout(()=>{timer=0;if(changed){changed=!1;badge()}},50)};
 const start=()=>{hookSystem();badge();new MutationObserver(()=>{if(host&&host.parentNode!==d.documentElement)badge()}).observe(d.documentElement,{childList:!0})};

@@ -406,3 +406,401 @@ async fn the_badge_never_claims_code_that_did_not_run() {
     );
     browser.close().await.unwrap();
 }
+
+// ------------------------------------------------------- service workers
+
+/// A PWA as vite-plugin-pwa builds it by default (Workbox's generateSW:
+/// every file precached, navigations answered from the precache, skipWaiting
+/// and clientsClaim), whose app greets through `./lib/greet.js` and asks its
+/// API for something, as apps do.
+fn pwa(greeting: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "index.html",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>PWA</title>\
+         <script type=\"importmap\">{\"imports\":{\"@app/greet\":\"/lib/greet.js\"}}</script></head>\
+         <body><p id=\"out\">loading</p><p id=\"api\"></p>\
+         <script type=\"module\" src=\"/app.js\"></script></body></html>",
+    );
+    write(
+        dir.path(),
+        "app.js",
+        "import { greet } from '@app/greet';\n\
+         document.getElementById('out').textContent = greet();\n\
+         fetch('/api/hello').then(r => r.text()).then(t => document.getElementById('api').textContent = t);\n\
+         if ('serviceWorker' in navigator) navigator.serviceWorker.register('/sw.js');\n",
+    );
+    write(
+        dir.path(),
+        "lib/greet.js",
+        &format!("export const greet = () => '{greeting}';\n"),
+    );
+    run(Command::new("node")
+        .arg(node_modules().join("../workbox-sw.mjs"))
+        .arg(dir.path()));
+    dir
+}
+
+const SHOW: &str = "return document.getElementById('out')?.textContent ?? ''";
+
+/// What the precache holds for the app's page and its greeting.
+async fn precached(browser: &Browser) -> String {
+    browser
+        .execute(
+            "return (async () => { let out = ''; \
+             for (const name of await caches.keys()) { const c = await caches.open(name); \
+               for (const req of await c.keys()) { \
+                 if (/index.html|greet.js/.test(req.url)) out += (await (await c.match(req)).text()); } } \
+             return out; })()",
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn controlled(browser: &Browser) -> bool {
+    browser
+        .execute("return !!navigator.serviceWorker.controller")
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap_or(false)
+}
+
+async fn wait_controlled(browser: &Browser) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !controlled(browser).await {
+        assert!(
+            Instant::now() < deadline,
+            "the app's service worker never took control"
+        );
+        browser.refresh().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A visitor who opens a ticket installs no Workbox: the app's service
+/// worker is set aside while the browser is on the ticket (and Workbox's
+/// precache could only ever have fetched production's bytes). Leaving by
+/// the badge's exit, the visitor is on production at once, stays there on
+/// every reload, and the app's own service worker comes back, precaching
+/// production.
+#[tokio::test]
+async fn a_pwa_keeps_nobody_on_a_ticket_after_they_leave_it() {
+    let origin = Origin::start().unwrap();
+    let app_dir = pwa("hello from production");
+    origin.serve_dir("", app_dir.path(), &[]);
+    origin.route("/api/hello", Route::bytes("text/plain", b"api ok".to_vec()));
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/lib",
+        "lib",
+        &[(
+            "greet.js",
+            "export const greet = () => 'hello from the ticket';\n",
+        )],
+    );
+    app.stamp(work.path(), &["PWA-1", "--update", "--once"]);
+
+    let browser = Browser::start().await.unwrap();
+    app.expect(&browser, "/?dev=PWA-1", SHOW, "hello from the ticket")
+        .await;
+    badge_says(&browser, "1 of 1 module ran").await;
+    // The app registered its worker: it got ours, which caches nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !precached(&browser).await.contains("ticket"),
+        "no ticket byte in any cache"
+    );
+    // A navigation inside the app is still the ticket's.
+    app.expect(
+        &browser,
+        "/index.html?dev=PWA-1",
+        SHOW,
+        "hello from the ticket",
+    )
+    .await;
+
+    // Leaving: production at once, and after every reload.
+    browser
+        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#out", "hello from production", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    // The app's own worker comes back (its next update check is
+    // production's) and precaches production.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !precached(&browser).await.contains("hello from production") {
+        if Instant::now() > deadline {
+            let state = browser
+                .execute("return (async () => ({ controller: navigator.serviceWorker.controller && navigator.serviceWorker.controller.scriptURL, caches: await caches.keys(), cookie: document.cookie, out: document.getElementById('out').textContent }))()")
+                .await
+                .unwrap();
+            panic!(
+                "the app's own worker never came back: {state}; the origin served sw.js {} times",
+                app.origin.hits("/sw.js")
+            );
+        }
+        browser.refresh().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for _ in 0..3 {
+        browser.refresh().await.unwrap();
+        browser
+            .wait_for_text("#out", "hello from production", Duration::from_secs(15))
+            .await
+            .unwrap();
+    }
+    let cached = precached(&browser).await;
+    assert!(
+        cached.contains("hello from production") && !cached.contains("ticket"),
+        "{cached}"
+    );
+    browser.close().await.unwrap();
+}
+
+/// On a browser that production's service worker already controls, the
+/// `?dev=` navigation never reaches the proxy (Workbox answers it from its
+/// precache). The first request the page sends the network names the link
+/// in its Referer: the proxy selects the ticket there, the app's next update
+/// check sets its worker aside, and the page reloads, stamped.
+#[tokio::test]
+async fn a_ticket_link_works_in_a_browser_a_pwa_already_controls() {
+    let origin = Origin::start().unwrap();
+    let app_dir = pwa("hello from production");
+    origin.serve_dir("", app_dir.path(), &[]);
+    origin.route("/api/hello", Route::bytes("text/plain", b"api ok".to_vec()));
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/lib",
+        "lib",
+        &[(
+            "greet.js",
+            "export const greet = () => 'hello from the ticket';\n",
+        )],
+    );
+    app.stamp(work.path(), &["PWA-2", "--update", "--once"]);
+
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&app.proxy.url("/")).await.unwrap();
+    browser
+        .wait_for_text("#out", "hello from production", Duration::from_secs(15))
+        .await
+        .unwrap();
+    wait_controlled(&browser).await;
+    assert!(precached(&browser).await.contains("hello from production"));
+
+    browser.goto(&app.proxy.url("/?dev=PWA-2")).await.unwrap();
+    browser
+        .wait_for_text("#out", "hello from the ticket", Duration::from_secs(30))
+        .await
+        .unwrap();
+    badge_says(&browser, "1 of 1 module ran").await;
+    assert!(
+        !precached(&browser).await.contains("ticket"),
+        "no ticket byte in any cache"
+    );
+    browser.close().await.unwrap();
+}
+
+// --------------------------------------------------------------- workers
+
+/// Import maps do not reach workers: a module worker, a classic worker
+/// (`importScripts`) and a module shared worker each import a file the
+/// ticket changed, by its production URL. The ticket's browser gets the
+/// ticket's files there (never cached), each tells the page it ran, and the
+/// badge counts them as having run in a worker. Production stays production.
+#[tokio::test]
+async fn workers_run_the_tickets_code_and_say_so() {
+    let origin = Origin::start().unwrap();
+    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>workers</title></head><body>\
+             <p id=\"mw\">-</p><p id=\"cw\">-</p><p id=\"sw\">-</p>\
+             <script type=\"module\" src=\"/src/main.js\"></script></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.js",
+        js("const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });\n\
+            w.onmessage = (e) => { document.getElementById('mw').textContent = e.data; };\n\
+            const c = new Worker(new URL('./classic-worker.js', import.meta.url));\n\
+            c.onmessage = (e) => { document.getElementById('cw').textContent = e.data; };\n\
+            const s = new SharedWorker(new URL('./shared.js', import.meta.url), { type: 'module' });\n\
+            s.port.onmessage = (e) => { document.getElementById('sw').textContent = e.data; };\n\
+            s.port.start();\n"),
+    );
+    origin.route(
+        "/src/worker.js",
+        js("import { calc } from './calc.js';\npostMessage('module worker: ' + calc());\n"),
+    );
+    origin.route(
+        "/src/calc.js",
+        js("export const calc = () => 'production calc';\n"),
+    );
+    origin.route(
+        "/src/classic-worker.js",
+        js("importScripts('./util.js');\npostMessage('classic worker: ' + util());\n"),
+    );
+    origin.route(
+        "/src/util.js",
+        js("function util() { return 'production util'; }\n"),
+    );
+    origin.route(
+        "/src/shared.js",
+        js("import { word } from './shared-dep.js';\nonconnect = (e) => e.ports[0].postMessage('shared worker: ' + word);\n"),
+    );
+    origin.route(
+        "/src/shared-dep.js",
+        js("export const word = 'production word';\n"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[
+            ("calc.js", "export const calc = () => 'ticket calc';\n"),
+            ("util.js", "function util() { return 'ticket util'; }\n"),
+            ("shared-dep.js", "export const word = 'ticket word';\n"),
+        ],
+    );
+    let browser = Browser::start().await.unwrap();
+    let all =
+        "return ['mw','cw','sw'].map((id) => document.getElementById(id).textContent).join(' | ')";
+    app.expect(
+        &browser,
+        "/",
+        all,
+        "module worker: production calc | classic worker: production util | shared worker: production word",
+    )
+    .await;
+    app.stamp(work.path(), &["WRK-1", "--update", "--once"]);
+    app.expect(
+        &browser,
+        "/?dev=WRK-1",
+        all,
+        "module worker: ticket calc | classic worker: ticket util | shared worker: ticket word",
+    )
+    .await;
+    let text = badge_says(&browser, "3 of 3 modules ran").await;
+    assert!(text.contains("(3 in a worker)"), "{text}");
+    // What the workers got is no one else's: never cached, told apart.
+    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
+    let r = client()
+        .get(app.proxy.url("/src/calc.js"))
+        .header("cookie", format!("ticket_stamp={cookie}"))
+        .header("sec-fetch-dest", "worker")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "private, no-store");
+    assert_eq!(r.headers()["vary"], "*");
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .starts_with("export const calc = () => 'ticket calc';"));
+    // Without the selection, and for the page itself, production's files.
+    app.production_is_untouched(&["/src/calc.js", "/src/util.js", "/src/shared-dep.js"])
+        .await;
+    app.expect(
+        &browser,
+        "/?stamp=off",
+        all,
+        "module worker: production calc | classic worker: production util | shared worker: production word",
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
+// ----------------------------------------------------------------- badge
+
+/// The badge survives what apps do to their body: a page minified the way
+/// html-webpack-plugin writes it (`<p id=lazy>loading</body>`, no `</p>`)
+/// whose app sets `textContent` on that paragraph, and Turbo 8 visits, which
+/// swap the body for one parsed by DOMParser (where declarative shadow DOM
+/// stays an inert template). It lives outside `<body>`, drawn by the probe.
+#[tokio::test]
+async fn the_badge_survives_unclosed_elements_and_turbo_visits() {
+    let origin = Origin::start().unwrap();
+    serve_npm(
+        &origin,
+        "/lib/turbo.js",
+        "@hotwired/turbo/dist/turbo.es2017-esm.js",
+    );
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+             <script type=importmap>{\"imports\":{\"@hotwired/turbo\":\"/lib/turbo.js\",\"@app/greet\":\"/src/greet.js\"}}</script>\
+             <script type=module>import '@hotwired/turbo';</script>\
+             <script type=module>import { greet } from '@app/greet'; document.getElementById('lazy').textContent = greet();</script>\
+             </head><body><a id=next href=/page2>next</a><p id=lazy>loading</body></html>",
+        ),
+    );
+    origin.route(
+        "/page2",
+        Route::html(
+            "<!doctype html><html><head><meta charset=utf-8><title>page 2</title>\
+             <script type=importmap>{\"imports\":{\"@hotwired/turbo\":\"/lib/turbo.js\",\"@app/greet\":\"/src/greet.js\"}}</script>\
+             <script type=module>import '@hotwired/turbo';</script>\
+             </head><body><p id=two>page two</p>\
+             <script type=module>import { greet } from '@app/greet'; document.getElementById('two').textContent = 'two: ' + greet();</script>\
+             </body></html>",
+        ),
+    );
+    origin.route(
+        "/src/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"export const greet = () => 'production greeting';\n".to_vec(),
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[(
+            "greet.js",
+            "export const greet = () => 'ticket greeting';\n",
+        )],
+    );
+    app.stamp(work.path(), &["TUR-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=TUR-1",
+        "return document.getElementById('lazy')?.textContent ?? ''",
+        "ticket greeting",
+    )
+    .await;
+    let text = badge_says(&browser, "1 of 1 module ran").await;
+    assert!(text.contains("TUR-1"), "{text}");
+    // A Turbo visit: the body is swapped, the badge stays, and says the same.
+    browser
+        .execute("window.__sameDocument = 1; return true")
+        .await
+        .unwrap();
+    browser.click("#next").await.unwrap();
+    browser
+        .wait_for_text("#two", "two: ticket greeting", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let same = browser
+        .execute("return window.__sameDocument === 1 && location.pathname === '/page2'")
+        .await
+        .unwrap();
+    assert_eq!(same, true, "a Turbo visit, not a page load");
+    let text = badge_says(&browser, "1 of 1 module ran").await;
+    assert!(text.contains("TUR-1"), "{text}");
+    browser.close().await.unwrap();
+}

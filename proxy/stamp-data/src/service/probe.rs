@@ -84,7 +84,7 @@ impl StampProxy {
     /// The app's service worker, asked for by a browser on a ticket: a
     /// worker of ours that caches nothing and answers nothing (every request
     /// goes to the network, through the proxy), takes over at once and
-    /// reloads the app's windows from the network. So a service worker can
+    /// reloads the windows the app's worker had answered from the network. So a service worker can
     /// neither hide a ticket's pages behind production's cache nor keep
     /// ticket bytes. Once the browser leaves the ticket, its next update
     /// check gets production's worker back, as it was.
@@ -113,6 +113,10 @@ impl StampProxy {
 const SET_ASIDE: &str = "// ticket-stamp: this browser is on a ticket, so the app's service worker is set aside\n\
 // (no cache, no fetch handler: everything goes to the network). Leaving the ticket brings it back.\n\
 self.addEventListener('install',()=>self.skipWaiting());\n\
-self.addEventListener('activate',e=>e.waitUntil(self.clients.claim()\n\
-.then(()=>self.clients.matchAll({type:'window'}))\n\
-.then(cs=>Promise.all(cs.map(c=>c.navigate(c.url).catch(()=>0))))));\n";
+// A fetch handler that answers nothing: the network answers. (With none at all, browsers\n\
+// pass navigations by the worker, and check it for updates less often.)\n\
+self.addEventListener('fetch',e=>{void e});\n\
+// The windows the app's worker answered reload from the network once this one is active\n\
+// (navigating them while it activates would wait on itself).\n\
+self.addEventListener('activate',e=>e.waitUntil(self.clients.matchAll({type:'window'})\n\
+.then(before=>self.clients.claim().then(()=>{setTimeout(()=>before.forEach(c=>c.navigate(c.url).catch(()=>0)),50)}))));\n";
