@@ -194,6 +194,20 @@ impl Client {
         self.send(Method::GET, &format!("tickets/{key}"), |r| r, "")
     }
 
+    /// What the proxy sees in production's page that keeps some of the
+    /// ticket's modules from applying (`{"page": "/", "warnings": [...]}`).
+    pub fn setup(&self, key: &str) -> Result<Vec<String>, ApiError> {
+        let v = self.send(Method::GET, &format!("tickets/{key}/setup"), |r| r, "")?;
+        Ok(v.get("warnings")
+            .and_then(Value::as_array)
+            .map(|w| {
+                w.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// The production history, newest first, as sent (`{"commits": [...]}`).
     pub fn production_history_raw(&self) -> Result<Value, ApiError> {
         self.send(Method::GET, "production/history", |r| r, "")

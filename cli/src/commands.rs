@@ -546,6 +546,21 @@ impl Ctx<'_> {
         );
     }
 
+    /// Says what in production's page keeps the ticket's modules from
+    /// applying. A proxy that cannot tell (older, or the origin down) stays
+    /// quiet: the sync itself worked.
+    fn warn_setup(&self, key: &str, report: Reporter) {
+        match self.client.setup(key) {
+            Ok(warnings) => {
+                for w in warnings {
+                    report.note(&format!("warning: {w}"));
+                }
+            }
+            Err(e) if self.cli.verbose => report.note(&format!("note: setup not checked: {e}")),
+            Err(_) => {}
+        }
+    }
+
     fn update(&self, key: &str, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         let report = Reporter {
             json: self.cli.json,
@@ -577,6 +592,9 @@ impl Ctx<'_> {
             ));
         }
         report.summary(&summary);
+        if summary.uploaded > 0 {
+            self.warn_setup(key, report);
+        }
         match summary.stage {
             Some(Stage::Qa) if !self.cli.json => eprintln!(
                 "note: {key} is in qa: uploads change its dev stage (?dev={key}) only; ?qa={key} keeps \

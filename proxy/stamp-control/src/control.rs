@@ -72,8 +72,8 @@ impl Control {
         };
         let settler = Arc::new(settle::Settler::new(
             store.clone(),
-            origin.url,
-            origin.host,
+            origin.url.clone(),
+            origin.host.clone(),
             origin.verify_cert,
             cfg.settle_third_version,
         ));
@@ -106,6 +106,7 @@ impl Control {
             desk: Desk::new(store.clone(), fanout.clone()),
             history: fanout.history().cloned(),
             proxy_base: format!("http://127.0.0.1:{}", cfg.listen.port()),
+            origin,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::none())

@@ -55,7 +55,8 @@ d.addEventListener("securitypolicyviolation",e=>err("csp",e.violatedDirective+" 
 // style-src does not govern.
 let host=null,box=null;
 const css=":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}aside{display:flex;gap:.6em;align-items:center;flex-wrap:wrap;max-width:min(90vw,46em);font:13px/1.3 system-ui,sans-serif;color:#fff;background:#5b2a86;border-radius:14px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}strong{font-weight:700}a,button{color:#fff;text-decoration:underline;background:none;border:0;font:inherit;cursor:pointer;padding:0}aside.warn{background:#9a3412}aside.idle{background:#374151}";
-const badge=()=>{if(!D.badge)return;
+let O={};const outcome=()=>{const o=d.getElementById("ticket-stamp-outcome");try{O=o?JSON.parse(o.textContent):{}}catch(_){O={}}};
+const badge=()=>{if(!D.badge)return;outcome();
  if(!host){host=d.createElement("ticket-stamp-badge");const r=host.attachShadow({mode:"open"});
   try{const s=new CSSStyleSheet;s.replaceSync(css);r.adoptedStyleSheets=[s]}catch(_){}
   box=d.createElement("aside");box.setAttribute("role","status");r.append(box)}
@@ -67,8 +68,10 @@ const badge=()=>{if(!D.badge)return;
  let text,cls="";
  if(prod.length||not.length){cls="warn";text=`${did.length} of ${seen} ran`+(prod.length?`: production's ${prod.map(m=>m.p).join(", ")} ran instead`:"")+(not.length?`; ${not.map(m=>m.p).join(", ")} loaded but did not run`:"")}
  else if(seen){text=`${did.length} of ${seen} ${seen===1?"module":"modules"} ran`+(S.worker.size?` (${S.worker.size} in a worker)`:"")}
- else{cls="idle";const o=d.getElementById("ticket-stamp-outcome");let why="";try{why=o&&JSON.parse(o.textContent).nothing||""}catch(_){}
-  text=why?`nothing applied: ${why}`:`none of its ${mods.length} ${mods.length===1?"module":"modules"} used on this page`}
+ else{cls="idle";text=O.nothing?`nothing applied: ${O.nothing}`:`none of its ${mods.length} ${mods.length===1?"module":"modules"} used on this page`}
+ // A module uploaded on this origin that production loads from another: why it did not apply, and what to set.
+ const away=Object.entries(O.elsewhere||{}).filter(([p])=>!mods.some(m=>m.p===p&&S.ran.has(m.h)));
+ if(away.length){cls="warn";text+="; "+away.map(([p,u])=>{const o=new URL(u).origin;return `${p} did not apply: production loads ${u}; upload it with url_path at ${o} (with ${o} in the proxy's asset_origins)`}).join("; ")}
  if(S.count){cls="warn";text+=` · ${S.count} ${S.count===1?"error":"errors"}`}
  S.text=text;
  box.className=cls;box.setAttribute("aria-label",`ticket-stamp: viewing ${D.ticket} (${D.view})`);

@@ -121,10 +121,15 @@ pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
     )
 }
 
-/// The block that tells the probe why nothing of the ticket applied, as the
-/// rewriter saw it once the page was read.
-pub fn outcome(nothing: &str) -> String {
-    let json = serde_json::json!({ "nothing": nothing }).to_string();
+/// The block that tells the probe what the rewriter saw once the page was
+/// read: why nothing of the ticket applied, and which of its modules
+/// production loads from another origin than the one they were uploaded
+/// for (location → production's URL).
+pub fn outcome(
+    nothing: Option<&str>,
+    elsewhere: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let json = serde_json::json!({ "nothing": nothing, "elsewhere": elsewhere }).to_string();
     format!(
         "<script type=\"application/json\" id=\"ticket-stamp-outcome\">{}</script>",
         crate::importmap::escape_for_script(&json)

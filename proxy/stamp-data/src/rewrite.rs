@@ -182,6 +182,9 @@ struct State {
     meta_seen: bool,
     /// Inside this many `<template>`s: inert markup, never stamped.
     template_depth: u32,
+    /// The ticket's modules that production loads from another origin
+    /// than the one they were uploaded for: location → production's URL.
+    elsewhere: std::collections::BTreeMap<String, String>,
     report: Report,
 }
 
@@ -302,6 +305,7 @@ impl PageRewriter {
             overflowed: false,
             meta_seen: false,
             template_depth: 0,
+            elsewhere: Default::default(),
             report: Report::default(),
         }));
         let mut settings = Settings::new_send()
@@ -507,6 +511,7 @@ fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult 
         return Ok(());
     }
     let original = std::mem::take(&mut st.buf);
+    note_elsewhere(&mut st, &original);
     let spec = &st.spec;
     match spec.effective.merges.merge(
         &original,
@@ -528,6 +533,34 @@ fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult 
         }
     }
     Ok(())
+}
+
+/// Notes the ticket's modules this map loads from another origin than the
+/// one they were uploaded for (see `assets::served_elsewhere`), for the
+/// probe's badge to say why they did not apply.
+fn note_elsewhere(st: &mut State, map_text: &str) {
+    let Some(probe) = &st.spec.probe else {
+        return;
+    };
+    if probe
+        .own
+        .values()
+        .all(|m| stamp_model::assets::is_remote(&m.path))
+    {
+        return;
+    }
+    let Ok(map) = serde_json::from_str::<serde_json::Value>(map_text) else {
+        return;
+    };
+    let mut found = Vec::new();
+    for (spec, m) in probe.own.iter() {
+        if let Some(url) =
+            stamp_model::assets::served_elsewhere(&map, &st.spec.page_url, &m.path, spec)
+        {
+            found.push((m.path.clone(), url));
+        }
+    }
+    st.elsewhere.extend(found);
 }
 
 /// An HTML comment that says why the page was not stamped as asked (the
@@ -841,12 +874,11 @@ fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
     });
     // Why nothing of the ticket applied, as the rewriter saw it: for the
     // probe's badge, which measures the rest in the browser.
-    let outcome = st
-        .spec
-        .probe
-        .as_ref()
-        .and_then(|_| st.report.nothing_applied())
-        .map(|why| crate::probe::outcome(&why));
+    let outcome = st.spec.probe.as_ref().and_then(|_| {
+        let nothing = st.report.nothing_applied();
+        (nothing.is_some() || !st.elsewhere.is_empty())
+            .then(|| crate::probe::outcome(nothing.as_deref(), &st.elsewhere))
+    });
     match (outcome, live) {
         (Some(o), Some(l)) => Some(o + &l),
         (o, l) => o.or(l),

@@ -204,6 +204,60 @@ impl EntryPattern {
     }
 }
 
+/// Where production loads a module from another origin that a ticket has
+/// on the app's own origin: the classic first try of a CDN module uploaded
+/// without `url_path` at the CDN (and without the CDN in `asset_origins`).
+/// Its `?dev=` page would load it from the proxy, where its relative
+/// imports 404. `map` is an import map (as JSON) read with `base` as its
+/// base URL; `location` the ticket's location (a path), `specifier` its
+/// specifier. The answer is production's URL: the map's entry for the
+/// specifier, or any address with the module's very path, on another
+/// origin than `base`'s.
+pub fn served_elsewhere(
+    map: &serde_json::Value,
+    base: &url::Url,
+    location: &str,
+    specifier: &str,
+) -> Option<String> {
+    if is_remote(location) || !location.starts_with('/') {
+        return None;
+    }
+    let elsewhere = |address: &str| -> Option<url::Url> {
+        let url = base.join(address).ok()?;
+        let web = matches!(url.scheme(), "http" | "https");
+        (web && url.origin() != base.origin()).then_some(url)
+    };
+    let strip = |mut u: url::Url| {
+        u.set_query(None);
+        u.set_fragment(None);
+        u.to_string()
+    };
+    let entries = || {
+        let top = map.get("imports").and_then(|i| i.as_object()).into_iter();
+        let scoped = map
+            .get("scopes")
+            .and_then(|s| s.as_object())
+            .into_iter()
+            .flat_map(|s| s.values().filter_map(|v| v.as_object()));
+        top.chain(scoped).flat_map(|m| m.iter())
+    };
+    // The specifier's own entry says where production loads it.
+    if specifier != location {
+        if let Some(url) = entries()
+            .find(|(k, _)| k.as_str() == specifier)
+            .and_then(|(_, v)| v.as_str())
+            .and_then(elsewhere)
+        {
+            return Some(strip(url));
+        }
+    }
+    entries()
+        .filter_map(|(_, v)| v.as_str())
+        .filter_map(elsewhere)
+        .find(|u| u.path() == location)
+        .map(strip)
+}
+
 /// Whether a specifier is an entry pattern.
 pub fn is_entry_pattern(spec: &str) -> bool {
     EntryPattern::parse(spec).is_some()
@@ -323,5 +377,37 @@ mod tests {
         ] {
             assert!(EntryPattern::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cdn_module_uploaded_on_the_apps_origin_is_found_where_production_loads_it() {
+        let base = url::Url::parse("https://shop.test/index.html").unwrap();
+        let map = serde_json::json!({
+            "imports": { "@org/navbar": "https://cdn.test/org/navbar.js", "a": "/a.js" },
+            "scopes": { "https://cdn.test/": { "x": "https://cdn.test/lib/x.js" } }
+        });
+        assert_eq!(
+            served_elsewhere(&map, &base, "/navbar.js", "@org/navbar").as_deref(),
+            Some("https://cdn.test/org/navbar.js")
+        );
+        assert_eq!(
+            served_elsewhere(&map, &base, "/lib/x.js", "/lib/x.js").as_deref(),
+            Some("https://cdn.test/lib/x.js"),
+            "the same path on another origin"
+        );
+        assert_eq!(
+            served_elsewhere(&map, &base, "/a.js", "a"),
+            None,
+            "on the app's origin"
+        );
+        assert_eq!(
+            served_elsewhere(&map, &base, "https://cdn.test/org/navbar.js", "@org/navbar"),
+            None,
+            "uploaded where production loads it"
+        );
+        assert_eq!(
+            served_elsewhere(&serde_json::json!([1]), &base, "/a.js", "a"),
+            None
+        );
     }
 }

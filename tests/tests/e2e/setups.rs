@@ -287,6 +287,51 @@ async fn a_jspm_generator_map_with_scoped_cdn_dependencies() {
         )),
     );
     let app = App::start(origin, cdn);
+    // The first try of everyone with a CDN module: upload it like any file,
+    // on the app's origin. It cannot apply (production loads the CDN's
+    // copy), and both the CLI and the page say what to set instead.
+    let first_try = project(
+        "/app",
+        "app",
+        &[(
+            "widget.js",
+            &WIDGET.replace("WORD", "widget from the ticket"),
+        )],
+    );
+    let out = app.stamp(
+        first_try.path(),
+        &["JSPM-0", "--update", "--once", "--json"],
+    );
+    let warning = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| {
+            v["event"] == "note"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("warning:"))
+        })
+        .unwrap_or_else(|| panic!("no setup warning in {out}"));
+    let warning = warning["message"].as_str().unwrap();
+    for part in [
+        format!("{}/app/widget.js", app.cdn.url),
+        format!("url_path = \"{}/app\"", app.cdn.url),
+    ] {
+        assert!(warning.contains(&part), "{warning} lacks {part}");
+    }
+    // The CDN is in asset_origins here: the warning does not ask for it.
+    assert!(!warning.contains("asset_origins"), "{warning}");
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=JSPM-0",
+        "return document.getElementById('out')?.textContent ?? ''",
+        "widget from production",
+    )
+    .await;
+    let said = badge_says(&browser, "did not apply").await;
+    assert!(said.contains("url_path"), "{said}");
+    browser.close().await.unwrap();
     let work = project(
         &format!("{}/app", app.cdn.url),
         "app",

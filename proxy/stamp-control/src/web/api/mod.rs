@@ -33,6 +33,7 @@ mod input;
 mod modules;
 mod moves;
 mod production;
+mod setup;
 mod tickets;
 
 use input::*;
@@ -87,6 +88,8 @@ pub struct Api {
     pub http: reqwest::Client,
     /// `http://127.0.0.1:PORT` of this proxy (the sanity policy goes through it).
     pub proxy_base: String,
+    /// The origin itself, for the setup check (production as it is).
+    pub origin: crate::OriginAccess,
 }
 
 impl std::fmt::Debug for Api {
@@ -114,6 +117,10 @@ impl Api {
                     200,
                     to_value(&self.ticket_dto(&t, true, &live, principal).await?),
                 ))
+            }
+            ("GET" | "HEAD", ["tickets", key, "setup"]) => {
+                let key = parse_key(key)?;
+                self.setup(principal, &key).await
             }
             ("PUT", ["tickets", key, "modules", ..]) => {
                 let key = parse_key(key)?;
