@@ -248,3 +248,15 @@ pub async fn wait_snapshot(proxy: &Proxy, at_least: u64) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A ticket JavaScript body as the proxy serves it, without the probe's
+/// marker it ends with (`stamp_data::probe::marker`); the test fails when
+/// the marker is missing.
+pub fn without_marker(served: &str) -> &str {
+    const START: &str = "\n;try{(self.__ticketStampRan||";
+    let at = served
+        .rfind(START)
+        .unwrap_or_else(|| panic!("no probe marker at the end of {served:?}"));
+    assert!(served[at..].ends_with("}catch(_){}\n"), "{served:?}");
+    &served[..at]
+}

@@ -341,9 +341,52 @@ impl Report {
     }
 }
 
+/// The statement a ticket's JavaScript body ends with as the proxy serves
+/// it (before a trailing `sourceMappingURL` comment): it runs once the code
+/// before it has run to its end and tells the page's probe, directly in the
+/// page and over a `BroadcastChannel` from a worker. A body that loaded but
+/// never ran (a module whose imports failed to resolve) never says so.
+pub fn ran_marker(hash: &crate::ticket::Hash) -> String {
+    format!(
+        "\n;try{{(self.__ticketStampRan||(h=>new BroadcastChannel(\"ticket-stamp\").postMessage({{ran:h}})))(\"{}\")}}catch(_){{}}\n",
+        hash.to_hex()
+    )
+}
+
+/// A served body without its [`ran_marker`]: the stored body, for whoever
+/// checks what the proxy served against the hash it was uploaded with.
+pub fn without_ran_marker<'a>(
+    served: &'a [u8],
+    hash: &crate::ticket::Hash,
+) -> std::borrow::Cow<'a, [u8]> {
+    let marker = ran_marker(hash);
+    let m = marker.as_bytes();
+    match served.windows(m.len()).rposition(|w| w == m) {
+        Some(at) => {
+            let mut body = Vec::with_capacity(served.len() - m.len());
+            body.extend_from_slice(&served[..at]);
+            body.extend_from_slice(&served[at + m.len()..]);
+            std::borrow::Cow::Owned(body)
+        }
+        None => std::borrow::Cow::Borrowed(served),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn the_marker_comes_off_where_it_went_in() {
+        let body = "export {}\n//# sourceMappingURL=a.js.map\n";
+        let h = crate::ticket::Hash::of(body.as_bytes());
+        let served = format!(
+            "export {{}}\n{}//# sourceMappingURL=a.js.map\n",
+            ran_marker(&h)
+        );
+        assert_eq!(&*without_ran_marker(served.as_bytes(), &h), body.as_bytes());
+        assert_eq!(&*without_ran_marker(b"plain", &h), b"plain");
+    }
+
     use super::*;
 
     fn h(c: char) -> String {
