@@ -28,8 +28,9 @@ pub struct MapFetch {
     pub effective: Arc<Effective>,
     /// The page's `integrity` for production's map.
     pub integrity: Option<String>,
-    /// How ticket URLs are written into it (absolute for es-module-shims).
-    pub urls: importmap::Urls,
+    /// How ticket URLs are written into it (absolute for es-module-shims),
+    /// and whether it is the page's first map.
+    pub form: importmap::MergeAs,
     /// The body so far; merged at its end.
     pub buf: Vec<u8>,
     /// Why the upstream's answer is no map to merge (its status, encoding
@@ -43,7 +44,7 @@ pub struct MapQuery {
     pub variant: String,
     pub src: String,
     pub integrity: Option<String>,
-    pub urls: importmap::Urls,
+    pub form: importmap::MergeAs,
 }
 
 /// Why a map URL was refused (400).
@@ -52,12 +53,14 @@ pub fn parse_query(query: Option<&str>) -> Result<MapQuery, String> {
     let mut src = None;
     let mut integrity = None;
     let mut urls = None;
+    let mut add = None;
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let slot = match &*k {
             "v" => &mut variant,
             "src" => &mut src,
             "integrity" => &mut integrity,
             "urls" => &mut urls,
+            "add" => &mut add,
             _ => continue,
         };
         if slot.is_some() {
@@ -73,11 +76,17 @@ pub fn parse_query(query: Option<&str>) -> Result<MapQuery, String> {
         Some("absolute") => importmap::Urls::Absolute,
         Some(other) => return Err(format!("`urls` is `{other}`; valid: paths, absolute")),
     };
+    // `add=0`: another map of the page carries the proxy's own keys.
+    let first = match add.as_deref() {
+        None | Some("1") => true,
+        Some("0") => false,
+        Some(other) => return Err(format!("`add` is `{other}`; valid: 0, 1")),
+    };
     Ok(MapQuery {
         variant: variant.ok_or("`v` (the variant) is missing")?,
         src: src.ok_or("`src` (the map's URL) is missing")?,
         integrity,
-        urls,
+        form: importmap::MergeAs { urls, first },
     })
 }
 
@@ -158,7 +167,7 @@ impl MapFetch {
             &self.url,
             page,
             max,
-            self.urls,
+            self.form,
         )
         .map(String::into_bytes)
         .map_err(|e| format!("the import map at {}: {e}", self.url))
@@ -204,6 +213,10 @@ mod tests {
         assert!(parse_query(Some("src=/m.json")).is_err());
         assert!(parse_query(Some("v=a")).is_err());
         assert!(parse_query(Some("v=a&v=b&src=/m")).is_err());
+        assert!(parse_query(Some("v=a&src=/m")).unwrap().form.first);
+        assert!(!parse_query(Some("v=a&src=/m&add=0")).unwrap().form.first);
+        assert!(parse_query(Some("v=a&src=/m&add=no")).is_err());
+        assert!(parse_query(Some("v=a&src=/m&add=0&add=0")).is_err());
         assert!(parse_query(Some("v=a&src=%0a")).is_err());
         assert!(parse_query(None).is_err());
     }

@@ -61,6 +61,26 @@ impl Urls {
     }
 }
 
+/// How one map of a page is merged: how ticket URLs are written, and
+/// whether it is the page's first map. The proxy's own keys (the ticket's
+/// specifiers, the mirror routes) go in the first map only; later maps get
+/// their own entries rewritten. Every loader that composes several maps
+/// keeps a key from the first map (native maps and es-module-shims 2: the
+/// first definition wins; SystemJS and import-map-injector: a later map
+/// only wins for a key it defines itself, which is rewritten too), and
+/// es-module-shims 1 rejects a whole later map that defines a key again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MergeAs {
+    pub urls: Urls,
+    pub first: bool,
+}
+
+impl From<Urls> for MergeAs {
+    fn from(urls: Urls) -> MergeAs {
+        MergeAs { urls, first: true }
+    }
+}
+
 /// Merges `overrides` into the page's import map text and returns the new
 /// map's text, already escaped for a `<script>` element.
 #[cfg(any(test, feature = "testing"))]
@@ -79,10 +99,10 @@ pub fn merge_as(
     overrides: &OverrideSet,
     page_url: &Url,
     max_len: usize,
-    urls: Urls,
+    form: impl Into<MergeAs>,
 ) -> Result<String, MergeError> {
     let mut root = parse(original, max_len)?;
-    merge_root(&mut root, overrides, page_url, urls);
+    merge_root(&mut root, overrides, page_url, form.into());
     let text = serde_json::to_string(&Value::Object(root))
         .map_err(|e| MergeError::InvalidJson(e.to_string()))?;
     Ok(escape_for_script(&text))
@@ -100,14 +120,14 @@ pub fn merge_external(
     map_url: &Url,
     page_url: &Url,
     max_len: usize,
-    urls: Urls,
+    form: impl Into<MergeAs>,
 ) -> Result<String, MergeError> {
     let mut root = parse(original, max_len)?;
     // Only what import maps mean is served again: whatever else the
     // fetched JSON held is not relayed under the app's origin.
     root.retain(|k, _| matches!(k.as_str(), "imports" | "scopes" | "integrity"));
     absolutize(&mut root, map_url, page_url);
-    merge_root(&mut root, overrides, page_url, urls);
+    merge_root(&mut root, overrides, page_url, form.into());
     serde_json::to_string(&Value::Object(root)).map_err(|e| MergeError::InvalidJson(e.to_string()))
 }
 
@@ -129,11 +149,16 @@ fn parse(original: &str, max_len: usize) -> Result<Map<String, Value>, MergeErro
     Ok(root)
 }
 
-fn merge_root(root: &mut Map<String, Value>, overrides: &OverrideSet, page_url: &Url, urls: Urls) {
+fn merge_root(
+    root: &mut Map<String, Value>,
+    overrides: &OverrideSet,
+    page_url: &Url,
+    form: MergeAs,
+) {
     let resolver = Resolver { page: page_url };
-    let targets = Targets::new(overrides, &resolver, urls);
+    let targets = Targets::new(overrides, &resolver, form.urls);
     let mut paths = Paths::new(&resolver);
-    apply_all(root, &targets, &mut paths);
+    apply_all(root, &targets, &mut paths, form);
 }
 
 /// Rewrites every URL-like key and address of a validated map as absolute
@@ -200,7 +225,7 @@ pub struct MergeCache {
 struct Cached {
     page_url: String,
     original: String,
-    urls: Urls,
+    form: MergeAs,
     merged: Arc<str>,
 }
 
@@ -224,25 +249,26 @@ impl MergeCache {
         overrides: &OverrideSet,
         page_url: &Url,
         max_len: usize,
-        urls: Urls,
+        form: impl Into<MergeAs>,
     ) -> Result<Arc<str>, MergeError> {
+        let form = form.into();
         if original.len() > Self::MAX_MAP.min(max_len) {
-            return merge_as(original, overrides, page_url, max_len, urls).map(Arc::from);
+            return merge_as(original, overrides, page_url, max_len, form).map(Arc::from);
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         page_url.as_str().hash(&mut h);
         original.hash(&mut h);
-        urls.hash(&mut h);
+        form.hash(&mut h);
         let key = h.finish();
         let lock = || self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(hit) = lock().get(&key) {
-            if hit.original == original && hit.page_url == page_url.as_str() && hit.urls == urls {
+            if hit.original == original && hit.page_url == page_url.as_str() && hit.form == form {
                 return Ok(hit.merged.clone());
             }
         }
         // Merged outside the lock: concurrent misses may both merge; both
         // results are the same.
-        let merged: Arc<str> = merge_as(original, overrides, page_url, max_len, urls)?.into();
+        let merged: Arc<str> = merge_as(original, overrides, page_url, max_len, form)?.into();
         let mut entries = lock();
         if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
@@ -252,7 +278,7 @@ impl MergeCache {
             Cached {
                 page_url: page_url.as_str().to_owned(),
                 original: original.to_owned(),
-                urls,
+                form,
                 merged: merged.clone(),
             },
         );
@@ -464,6 +490,9 @@ pub fn is_plain_absolute_path(s: &str) -> bool {
 /// are (percent-encoding, dot segments) so the two compare as equals.
 struct Target<'a> {
     spec: &'a str,
+    /// The key written for it: the specifier, or for a path specifier in a
+    /// map of absolute URLs, the absolute URL (the same string in every map).
+    key: String,
     is_path_spec: bool,
     path: String,
     url: String,
@@ -476,8 +505,14 @@ impl<'a> Target<'a> {
             .join(&module.path)
             .map(|u| location_of(&u, resolver.page))
             .unwrap_or_else(|_| module.path.clone());
+        let key = if spec.starts_with('/') {
+            urls.write(spec.to_owned(), resolver.page)
+        } else {
+            spec.to_owned()
+        };
         Target {
             spec,
+            key,
             is_path_spec: spec.starts_with('/'),
             path,
             url: urls.write(module.url(), resolver.page),
@@ -570,13 +605,29 @@ impl<'r> Paths<'r> {
 /// overrides (prefix entries aside: each is checked against every override).
 /// Equivalent to applying them one by one in specifier order (tested against
 /// that), except that an override's own specifier always keeps its own URL.
-fn apply_all(root: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut Paths<'_>) {
+fn apply_all(
+    root: &mut Map<String, Value>,
+    targets: &Targets<'_>,
+    paths: &mut Paths<'_>,
+    form: MergeAs,
+) {
     let imports = root
         .entry("imports")
         .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(imports) = imports {
         for t in &targets.list {
-            imports.insert(t.spec.to_owned(), Value::String(t.url.clone()));
+            if form.first {
+                if t.key != t.spec {
+                    imports.remove(t.spec);
+                }
+                imports.insert(t.key.clone(), Value::String(t.url.clone()));
+            } else {
+                for k in [t.spec, t.key.as_str()] {
+                    if let Some(v) = imports.get_mut(k) {
+                        *v = Value::String(t.url.clone());
+                    }
+                }
+            }
         }
         // Another spelling of the same URL would otherwise still win for
         // whichever spelling the browser keeps after normalising keys.
@@ -589,13 +640,16 @@ fn apply_all(root: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut P
             }
         }
         redirect_routes(imports, targets, paths);
-        let remote = targets
-            .list
-            .iter()
-            .map(|t| (t.path.as_str(), t.url.as_str()));
-        for (key, url) in mirror_entries(remote) {
-            if !imports.contains_key(&key) {
-                imports.insert(key, Value::String(url));
+        if form.first {
+            let remote = targets
+                .list
+                .iter()
+                .map(|t| (t.path.as_str(), t.url.as_str()));
+            for (key, url) in mirror_entries(remote) {
+                let key = form.urls.write(key, paths.resolver.page);
+                if !imports.contains_key(&key) {
+                    imports.insert(key, Value::String(url));
+                }
             }
         }
     }
@@ -715,7 +769,7 @@ fn unshadow(scope: &mut Map<String, Value>, targets: &Targets<'_>, paths: &mut P
             }
         });
         if covered {
-            scope.insert(t.spec.to_owned(), Value::String(t.url.clone()));
+            scope.insert(t.key.clone(), Value::String(t.url.clone()));
         }
     }
 }
@@ -877,6 +931,80 @@ mod tests {
         .unwrap();
         let ext: Value = serde_json::from_str(&ext).unwrap();
         assert_eq!(ext["imports"]["@app/greet"], u.as_str());
+    }
+
+    #[test]
+    fn only_the_first_map_of_a_type_gets_the_proxys_own_keys() {
+        let overrides = set(&[
+            ("@app/greet", "/apps/greet.js"),
+            ("https://cdn.test/w.js", "https://cdn.test/w.js"),
+        ]);
+        let later = MergeAs {
+            urls: Urls::Paths,
+            first: false,
+        };
+        // A later map: its own entries are rewritten, nothing is added.
+        let text = merge_as(
+            r#"{"imports":{"@app/greet":"/old/greet.js","w":"https://cdn.test/w.js","x":"/x.js"}}"#,
+            &overrides,
+            &page(),
+            MAX,
+            later,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_str(&text).unwrap();
+        let keys: Vec<&String> = out["imports"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["@app/greet", "w", "x"], "{out}");
+        assert_eq!(out["imports"]["@app/greet"], overrides["@app/greet"].url());
+        assert_eq!(
+            out["imports"]["w"],
+            overrides["https://cdn.test/w.js"].url()
+        );
+        // The first: the ticket's specifiers and the mirror routes too.
+        let text = merge_as(
+            r#"{"imports":{"x":"/x.js"}}"#,
+            &overrides,
+            &page(),
+            MAX,
+            Urls::Paths,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(out["imports"]["@app/greet"], overrides["@app/greet"].url());
+        assert_eq!(
+            out["imports"]["/__stamp/o/https/cdn.test/"],
+            "https://cdn.test/"
+        );
+    }
+
+    #[test]
+    fn es_module_shims_maps_get_absolute_keys_the_same_in_every_map() {
+        // es-module-shims 1 compares a key's earlier value with the later
+        // map's text for the key as resolved: only an absolute key with an
+        // absolute value compares equal, so a path key would reject the map.
+        let overrides = set(&[("/apps/greet.js", "/apps/greet.js")]);
+        let u = format!("https://shop.example{}", overrides["/apps/greet.js"].url());
+        for first in [true, false] {
+            let text = merge_as(
+                r#"{"imports":{"/apps/greet.js":"/apps/greet.js"}}"#,
+                &overrides,
+                &page(),
+                MAX,
+                MergeAs {
+                    urls: Urls::Absolute,
+                    first,
+                },
+            )
+            .unwrap();
+            let out: Value = serde_json::from_str(&text).unwrap();
+            let imports = out["imports"].as_object().unwrap();
+            if first {
+                assert_eq!(imports.len(), 1, "{out}");
+                assert_eq!(imports["https://shop.example/apps/greet.js"], u.as_str());
+            } else {
+                assert_eq!(imports["/apps/greet.js"], u.as_str(), "{out}");
+            }
+        }
     }
 
     #[test]

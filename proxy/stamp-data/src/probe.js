@@ -26,9 +26,11 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  const k=h&&byHash.has(h)?h:sh&&byHash.has(sh)?sh:null;
  // JavaScript says itself when it ran (its marker); anything else ran once loaded.
  if(k){if(ok){if(byHash.get(k).js)S.loaded.add(k);else ran(k,!1)}changed=!0;return}
- if(/^(fetch|xmlhttprequest|beacon|navigation)$/.test(e.initiatorType))return;
- const m=byProd.get(u.origin+u.pathname);
- if(m&&ok&&!S.ran.has(m.h)){S.prod.set(m.h,m);changed=!0}};
+ // A fetch of production's JavaScript is a module loader's (es-module-shims
+ // fetches the modules it runs); a fetch of anything else is the app's data.
+ const m=byProd.get(u.origin+u.pathname),t=e.initiatorType;
+ if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js)return;
+ if(ok&&!S.ran.has(m.h)){S.prod.set(m.h,m);changed=!0}};
 // SystemJS runs a System.register module after it loads: its onload hook
 // says when each one ran, or failed.
 const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys.__ticketStamp=1;
@@ -42,6 +44,39 @@ try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()
 // their own: their name carries the variant.
 try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
  o.name=(o.name||"")+"#ticket-stamp-"+String(D.variant).slice(0,16);return Reflect.construct(t,[a[0],o],n)}})}catch(_){}
+// Maps the page adds at runtime never pass the proxy. As one is inserted
+// (with its JSON already in it, the way apps and loaders add them), its
+// entries that name a module of the ticket get the ticket's URL, scopes
+// that cover a CDN module cover its mirror path too, and an external map
+// goes through the proxy's merge as the page's own do. Only insertions into
+// the document are read: subtrees built detached are read when attached.
+const abs=u=>{try{return new URL(u,location.href).href}catch(_){return""}};
+const AT=new Map(Object.entries(D.at||{}).map(([l,u])=>[abs(l),abs(u)])),BARE=D.bare||{};
+const mirror=h=>{const u=new URL(h);return location.origin+"/__stamp/o/"+u.protocol.slice(0,-1)+"/"+u.host+u.pathname};
+const fixMap=(m,base)=>{if(!m||typeof m!=="object")return m;
+ // A prefix entry ("lib/": "/lib/") gets a key of its own for each of the
+ // ticket's modules under it: the longer key wins in every loader.
+ const one=o=>{if(!o||typeof o!=="object")return;const add={};for(const k of Object.keys(o)){const v=o[k];if(typeof v!=="string")continue;
+  if(Object.prototype.hasOwnProperty.call(BARE,k)){o[k]=abs(BARE[k]);continue}
+  let h;try{h=new URL(v,base).href}catch(_){continue}const t=AT.get(h);if(t){o[k]=t;continue}
+  if(k.endsWith("/")&&h.endsWith("/"))for(const[l,u]of AT)if(l.length>h.length&&l.startsWith(h)){const nk=k+l.slice(h.length);if(!(nk in o))add[nk]=u}}
+  Object.assign(o,add)};
+ one(m.imports);const sc=m.scopes;
+ if(sc&&typeof sc==="object")for(const k of Object.keys(sc)){one(sc[k]);let h;try{h=new URL(k,base)}catch(_){continue}
+  if(h.origin!==location.origin&&/^https?:$/.test(h.protocol)&&[...AT.keys()].some(l=>l.startsWith(h.href))){const mk=mirror(h.href);if(!(mk in sc))sc[mk]=sc[k]}}
+ return m};
+const MT=/^\s*(importmap|importmap-shim|systemjs-importmap|injector-importmap)\s*$/i,EXT=/^\s*(importmap-shim|systemjs-importmap|injector-importmap)\s*$/i;
+const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))return;s.__ticketStamp=1;const src=s.getAttribute("src");
+ if(src!=null){if(!EXT.test(s.getAttribute("type")))return;let u;try{u=new URL(src,d.baseURI)}catch(_){return}
+  if(u.origin===location.origin&&u.pathname==="/__stamp/map")return;
+  const q=new URLSearchParams({v:D.variant,src:u.origin===location.origin?u.pathname+u.search:u.href});
+  if(/shim/i.test(s.getAttribute("type")))q.set("urls","absolute");const i=s.getAttribute("integrity");if(i){q.set("integrity",i);s.removeAttribute("integrity")}
+  s.setAttribute("src","/__stamp/map?"+q);return}
+ try{s.textContent=JSON.stringify(fixMap(JSON.parse(s.textContent),d.baseURI))}catch(_){}};
+const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&n.localName==="script")fixScript(n);else if((n.nodeType===1||n.nodeType===11)&&n.querySelectorAll)n.querySelectorAll("script[type]").forEach(fixScript)};
+if(AT.size){const wrap=(P,names)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;
+  P[k]=function(...a){try{if(this.isConnected||this===d)a.forEach(scan)}catch(_){}return f.apply(this,a)}});
+ wrap(Node.prototype,["appendChild","insertBefore","replaceChild"]);wrap(Element.prototype,["append","prepend","before","after","replaceWith","insertAdjacentElement"]);wrap(Document.prototype,["append","prepend"])}
 try{new BroadcastChannel("ticket-stamp").onmessage=e=>{const h=e.data&&e.data.ran;if(typeof h==="string")ran(h,!0)}}catch(_){}
 const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
  if(S.errors.length<5)S.errors.push({kind,message:cut(msg),source:cut(pathOf(src||"")),line:+line||0,stack:cut(String(stack||"").split("\n").find(l=>/\bat\b|@/.test(l))||"").trim()});later()};

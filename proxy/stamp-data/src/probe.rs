@@ -67,6 +67,11 @@ struct Data<'a> {
     side: &'a str,
     badge: bool,
     modules: Vec<Module<'a>>,
+    /// For maps the page adds at runtime (which never pass the proxy):
+    /// bare specifier → ticket URL, and production location → ticket URL,
+    /// for every module of the page's variant (released tickets included).
+    bare: std::collections::BTreeMap<&'a str, String>,
+    at: std::collections::BTreeMap<&'a str, String>,
     panel: String,
     leave: &'a str,
     report: &'a str,
@@ -80,6 +85,9 @@ pub struct Page<'a> {
     pub stage: Stage,
     /// The ticket's own modules in this view (not the released overlay's).
     pub own: &'a OverrideSet,
+    /// Every module of the page's variant: the ticket's and the released
+    /// overlay's (what maps added at runtime get).
+    pub all: &'a OverrideSet,
     /// The page variant's set id.
     pub variant: &'a stamp_model::ticket::Hash,
     pub badge: bool,
@@ -88,15 +96,27 @@ pub struct Page<'a> {
 /// The data block and the probe, ready to insert (`nonce` on the script
 /// when the page's policy needs one).
 pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
+    // Entries paired by a pattern count too: the page loads them at the
+    // ticket's own path (`/assets/index-<new hash>.js?__ts=…`).
     let modules: Vec<Module<'_>> = page
         .own
-        .iter()
-        .filter(|(spec, _)| !stamp_model::assets::is_entry_pattern(spec))
-        .map(|(_, m): (&String, &ModuleRef)| Module {
+        .values()
+        .map(|m: &ModuleRef| Module {
             p: &m.path,
             h: m.hash.to_hex(),
         })
         .collect();
+    let mut bare = std::collections::BTreeMap::new();
+    let mut at = std::collections::BTreeMap::new();
+    for (spec, m) in page.all.iter() {
+        if stamp_model::assets::is_entry_pattern(spec) {
+            continue;
+        }
+        if spec != &m.path && !spec.starts_with('/') && !stamp_model::assets::is_remote(spec) {
+            bare.insert(spec.as_str(), m.url());
+        }
+        at.insert(m.path.as_str(), m.url());
+    }
     let data = Data {
         ticket: page.key.as_str(),
         view: page.view.as_str(),
@@ -105,6 +125,8 @@ pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
         side: "ticket",
         badge: page.badge,
         modules,
+        bare,
+        at,
         panel: format!("/__stamp/#/tickets/{}", page.key),
         leave: LEAVE_PATH,
         report: REPORT_PATH,
@@ -136,15 +158,10 @@ pub fn outcome(
     )
 }
 
-/// The statement a ticket's JavaScript body ends with: it runs once the
-/// module (or script) has run to its end, and tells the probe, directly in
-/// the page and over a `BroadcastChannel` from a worker. A body that loaded
-/// but never ran (a module whose imports failed to resolve) never says so.
+/// The statement a ticket's JavaScript body ends with (see
+/// `stamp_model::views::ran_marker`).
 pub fn marker(hash: &stamp_model::ticket::Hash) -> String {
-    format!(
-        "\n;try{{(self.__ticketStampRan||(h=>new BroadcastChannel(\"ticket-stamp\").postMessage({{ran:h}})))(\"{}\")}}catch(_){{}}\n",
-        hash.to_hex()
-    )
+    stamp_model::views::ran_marker(hash)
 }
 
 #[cfg(test)]
@@ -173,6 +190,7 @@ mod tests {
                 view: View::Dev,
                 stage: Stage::Dev,
                 own: &own,
+                all: &own,
                 variant: &variant,
                 badge: true,
             },

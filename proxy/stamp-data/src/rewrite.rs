@@ -182,6 +182,12 @@ struct State {
     meta_seen: bool,
     /// Inside this many `<template>`s: inert markup, never stamped.
     template_depth: u32,
+    /// The map types (lowercase) of which a map already carries the
+    /// proxy's own keys (see `importmap::MergeAs`): each loader reads its
+    /// own type, and its later maps only get their entries rewritten.
+    keys_placed: Vec<String>,
+    /// The type of the inline map being read.
+    map_type: String,
     /// The ticket's modules that production loads from another origin
     /// than the one they were uploaded for: location → production's URL.
     elsewhere: std::collections::BTreeMap<String, String>,
@@ -305,6 +311,8 @@ impl PageRewriter {
             overflowed: false,
             meta_seen: false,
             template_depth: 0,
+            keys_placed: Vec::new(),
+            map_type: String::new(),
             elsewhere: Default::default(),
             report: Report::default(),
         }));
@@ -462,6 +470,7 @@ fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, ty: &str) -
     st.map_seen = true;
     st.in_map = true;
     st.map_urls = crate::importmap::Urls::for_type(ty);
+    st.map_type = ty.trim().to_ascii_lowercase();
     st.overflowed = false;
     st.buf.clear();
     // A map merged after the first module script is ignored by browsers anyway;
@@ -513,16 +522,22 @@ fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult 
     let original = std::mem::take(&mut st.buf);
     note_elsewhere(&mut st, &original);
     let spec = &st.spec;
+    let form = crate::importmap::MergeAs {
+        urls: st.map_urls,
+        first: !st.keys_placed.contains(&st.map_type),
+    };
     match spec.effective.merges.merge(
         &original,
         &spec.effective.overrides,
         &spec.page_url,
         spec.max_map_bytes,
-        st.map_urls,
+        form,
     ) {
         Ok(merged) => {
             end.before(&merged, ContentType::Html);
             st.report.maps_merged += 1;
+            let ty = st.map_type.clone();
+            st.keys_placed.push(ty);
         }
         Err(e) => {
             let reason = format!("import map left unchanged: {e}");
@@ -715,6 +730,12 @@ fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> Handl
     if crate::importmap::Urls::for_type(&ty) == crate::importmap::Urls::Absolute {
         query.append_pair("urls", "absolute");
     }
+    let placed = ty.trim().to_ascii_lowercase();
+    if st.keys_placed.contains(&placed) {
+        query.append_pair("add", "0");
+    } else {
+        st.keys_placed.push(placed);
+    }
     if let Some(integrity) = el.get_attribute("integrity").map(|s| decode_entities(&s)) {
         // The merged bytes cannot match production's digest; the proxy checks
         // production's bytes against it before it merges them instead.
@@ -899,6 +920,7 @@ fn take_probe(state: &Arc<Mutex<State>>) -> Option<String> {
         view: probe.view,
         stage: probe.stage,
         own: &probe.own,
+        all: &st.spec.effective.overrides,
         variant: &st.spec.effective.id,
         badge: probe.badge,
     };
@@ -1200,6 +1222,25 @@ mod tests {
             "the page has maps: never a second one"
         );
         assert_eq!(report.external_maps, 2);
+    }
+
+    #[test]
+    fn a_later_map_of_the_same_type_gets_no_keys_of_the_proxys() {
+        let s = spec_of(&[("@app/greet", "/apps/greet.js")]);
+        let id = s.effective.id.to_hex();
+        let html = "<script type=systemjs-importmap>{\"imports\":{\"x\":\"/x.js\"}}</script>\
+            <script type=systemjs-importmap src=\"/org.json\"></script>\
+            <script type=systemjs-importmap>{\"imports\":{\"y\":\"/y.js\"}}</script>";
+        let (out, _) = rewrite_str(s, html);
+        assert!(
+            out.contains(&format!(
+                "src=\"/__stamp/map?v={id}&src=%2Forg.json&add=0\""
+            )),
+            "{out}"
+        );
+        // In the first map only.
+        assert_eq!(out.matches("@app/greet").count(), 1, "{out}");
+        assert!(out.find("@app/greet") < out.find("org.json"), "{out}");
     }
 
     #[test]

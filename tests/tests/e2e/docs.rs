@@ -4,7 +4,8 @@
 //! without side effects: our binaries accept its flags (they are run with
 //! `--help` appended, which clap answers only when every flag before it is
 //! known), scripts exist and are executable, and cargo's packages, examples,
-//! benches and binaries exist.
+//! benches and binaries exist. Every end-to-end test a guide names
+//! (`` `module::test_name` ``, `` `e2e::module::test_name` ``) exists.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -412,5 +413,52 @@ fn the_checks_catch_what_they_are_for() {
     assert_eq!(
         links("see [a](b.md#c) and `[x](y)`\n```\n[z](w)\n```"),
         vec!["b.md#c"]
+    );
+}
+
+/// Test names the docs give as proof (`` `setups::a_pwa_…` ``) name a test
+/// that exists: a renamed or removed test cannot leave a claim behind.
+#[test]
+fn every_test_the_docs_name_exists() {
+    let dir = root().join("tests/tests/e2e");
+    let modules: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".rs")
+                .map(String::from)
+        })
+        .collect();
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for span in text.split('`').skip(1).step_by(2) {
+            let name = span.strip_prefix("e2e::").unwrap_or(span);
+            let Some((module, test)) = name.split_once("::") else {
+                continue;
+            };
+            let is_test_name = test.len() > 12
+                && test.contains('_')
+                && test
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !modules.contains(module) || !is_test_name {
+                continue;
+            }
+            let source = std::fs::read_to_string(dir.join(format!("{module}.rs"))).unwrap();
+            checked += 1;
+            if !source.contains(&format!("fn {test}(")) {
+                missing.push(format!("{}: {name}", file.display()));
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} test names found in the docs");
+    assert!(
+        missing.is_empty(),
+        "the docs name tests that do not exist:\n{}",
+        missing.join("\n")
     );
 }

@@ -12,6 +12,7 @@ mod contract;
 mod docs;
 mod failover;
 mod layout;
+mod matrix;
 mod npm;
 mod operations;
 mod pagecache;

@@ -849,3 +849,83 @@ async fn the_badge_survives_unclosed_elements_and_turbo_visits() {
     assert!(text.contains("TUR-1"), "{text}");
     browser.close().await.unwrap();
 }
+
+/// The badge survives htmx's boosted navigation (the body's content
+/// swapped) and a client router that replaces the whole `<body>` after
+/// `history.pushState`.
+#[tokio::test]
+async fn the_badge_survives_htmx_swaps_and_a_client_router() {
+    let origin = Origin::start().unwrap();
+    serve_npm(&origin, "/lib/htmx.js", "htmx.org/dist/htmx.min.js");
+    let head = "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+         <script src=/lib/htmx.js></script>\
+         <script type=importmap>{\"imports\":{\"@app/greet\":\"/src/greet.js\"}}</script>\
+         <script type=module>import { greet } from '@app/greet'; window.greet = greet; \
+         document.getElementById('out').textContent = greet();</script></head>";
+    origin.route(
+        "/",
+        Route::html(&format!(
+            "{head}<body hx-boost=true><a id=next href=/page2>next</a><p id=out>loading</p></body></html>"
+        )),
+    );
+    origin.route(
+        "/page2",
+        Route::html(&format!(
+            "{head}<body hx-boost=true><p id=two>page two</p><button id=route \
+             onclick=\"history.pushState({{}}, '', '/routed'); const b = document.createElement('body'); \
+             b.innerHTML = '<p id=three>' + window.greet() + '</p>'; document.body.replaceWith(b);\">go</button></body></html>"
+        )),
+    );
+    origin.route(
+        "/src/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"export const greet = () => 'production greeting';\n".to_vec(),
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[(
+            "greet.js",
+            "export const greet = () => 'ticket greeting';\n",
+        )],
+    );
+    app.stamp(work.path(), &["HX-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=HX-1",
+        "return document.getElementById('out')?.textContent ?? ''",
+        "ticket greeting",
+    )
+    .await;
+    badge_says(&browser, "1 of 1 module ran").await;
+    browser
+        .execute("window.__sameDocument = 1; return true")
+        .await
+        .unwrap();
+    // htmx: a boosted link swaps the body's content.
+    browser.click("#next").await.unwrap();
+    browser
+        .wait_for_text("#two", "page two", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let text = badge_says(&browser, "1 of 1 module ran").await;
+    assert!(text.contains("HX-1"), "{text}");
+    // A client router: a new <body> altogether.
+    browser.click("#route").await.unwrap();
+    browser
+        .wait_for_text("#three", "ticket greeting", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let same = browser
+        .execute("return window.__sameDocument === 1 && location.pathname === '/routed'")
+        .await
+        .unwrap();
+    assert_eq!(same, true, "htmx and the router kept the document");
+    let text = badge_says(&browser, "1 of 1 module ran").await;
+    assert!(text.contains("HX-1"), "{text}");
+    browser.close().await.unwrap();
+}

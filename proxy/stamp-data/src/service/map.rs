@@ -77,7 +77,7 @@ impl StampProxy {
             remote,
             effective,
             integrity: query.integrity,
-            urls: query.urls,
+            form: query.form,
             buf: Vec::new(),
             failure: None,
         })));
