@@ -32,7 +32,10 @@ Examples:
   stamp TKT-1 -u -f dist --build    upload a bundler's output; its entries replace production's
   stamp TKT-1 --promote             dev -> qa (checks: clean work tree, HEAD on or ahead of main)
   stamp TKT-1 --promote             qa -> prod (released: every visitor gets it)
-  stamp TKT-1 --revert              prod -> qa, or qa -> dev
+  stamp TKT-1 --promote --rollout 10  qa -> prod for 10% of visitors; then --rollout 50, --rollout 100
+  stamp TKT-1 --promote --rollout 5,25,100 --every 15m   steps that take themselves while healthy
+  stamp TKT-1 --pause | --resume    hold a rollout's steps, or go on
+  stamp TKT-1 --revert              prod -> qa, or qa -> dev (aborts a rollout)
   stamp TKT-1 --close               close the ticket (a later --update re-opens it)
   stamp TKT-1 --check               what the policies say of its next promotion, without making it
   stamp TKT-1                       where the ticket stands: stage, overrides per stage, history
@@ -79,7 +82,7 @@ Exit codes:
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP,
     arg_required_else_help = true,
-    group(ArgGroup::new("action").args(["list", "update", "promote", "revert", "close", "check", "sign_off", "withdraw_sign_off"]).multiple(false)),
+    group(ArgGroup::new("action").args(["list", "update", "promote", "revert", "close", "check", "sign_off", "withdraw_sign_off", "pause", "resume"]).multiple(false)),
 )]
 pub struct Cli {
     /// The ticket: TKT-123 (any case), or a bare number that takes the project key from stamp.toml
@@ -121,6 +124,24 @@ pub struct Cli {
     /// Take your sign-off of the ticket back
     #[arg(long)]
     pub withdraw_sign_off: bool,
+
+    /// With --promote of a ticket in qa: release it to a share of production's
+    /// visitors first, then by steps (`10`, or `5,25,100`; no value: the proxy's
+    /// schedule). On a ticket rolling out: the next share (`50`, `100`), or `next`
+    #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "")]
+    pub rollout: Option<String>,
+
+    /// With --rollout when releasing: time between steps (`15m`; `0`: by hand)
+    #[arg(long, value_name = "DURATION")]
+    pub every: Option<String>,
+
+    /// Pause a rollout (no scheduled step, no automatic revert) until --resume
+    #[arg(long)]
+    pub pause: bool,
+
+    /// Resume a paused rollout (its current step's window starts again)
+    #[arg(long)]
+    pub resume: bool,
 
     /// With --sign-off or --withdraw-sign-off: a note for the history
     #[arg(long, value_name = "TEXT")]
@@ -210,6 +231,10 @@ pub enum Action {
     Check,
     SignOff,
     WithdrawSignOff,
+    /// `--rollout` alone: a step of a rollout in progress.
+    Rollout,
+    Pause,
+    Resume,
     /// `stamp login`: sign in with the proxy's identity provider.
     Login,
     /// `stamp logout`: forget the kept sign-in.
@@ -228,6 +253,9 @@ impl Action {
             Action::Check => "--check",
             Action::SignOff => "--sign-off",
             Action::WithdrawSignOff => "--withdraw-sign-off",
+            Action::Rollout => "--rollout",
+            Action::Pause => "--pause",
+            Action::Resume => "--resume",
             Action::Login => "login",
             Action::Logout => "logout",
         }
@@ -281,9 +309,36 @@ impl Cli {
             Action::SignOff
         } else if self.withdraw_sign_off {
             Action::WithdrawSignOff
+        } else if self.pause {
+            Action::Pause
+        } else if self.resume {
+            Action::Resume
+        } else if self.rollout.is_some() {
+            Action::Rollout
         } else {
             Action::Show
         };
+        if self.rollout.is_some() && !matches!(action, Action::Promote | Action::Rollout) {
+            return Err(usage(
+                format!(
+                    "--rollout goes with --promote or on its own, not with {}",
+                    action.name()
+                ),
+                Some("stamp TKT-1 --promote --rollout 10, then stamp TKT-1 --rollout 50"),
+            ));
+        }
+        if action == Action::Rollout && self.rollout.as_deref() == Some("") {
+            return Err(usage(
+                "--rollout on its own takes the next share (`50`, `100`) or `next`",
+                Some("stamp TKT-1 --rollout 50"),
+            ));
+        }
+        if self.every.is_some() && !(action == Action::Promote && self.rollout.is_some()) {
+            return Err(usage(
+                "--every goes with --promote --rollout (the time between steps)",
+                Some("stamp TKT-1 --promote --rollout 5,25,100 --every 15m"),
+            ));
+        }
         // `stamp login` / `stamp logout`: words, never ticket keys (a key has a number).
         if let Some(word @ ("login" | "logout")) = self.ticket_arg.as_deref() {
             if action != Action::Show || self.ticket.is_some() || !self.files.is_empty() {
@@ -533,6 +588,29 @@ mod tests {
         // One action at a time: a check never hides a move, nor a move a check.
         assert!(parse(&["TKT-1", "--check", "--sign-off"]).is_err());
         assert!(parse(&["TKT-1", "--check", "--promote"]).is_err());
+        // Rollouts: a release by steps, then steps, pause and resume.
+        let c = parse(&[
+            "TKT-1",
+            "--promote",
+            "--rollout",
+            "5,25,100",
+            "--every",
+            "15m",
+        ])
+        .unwrap();
+        assert_eq!(c.invocation().unwrap().action, Action::Promote);
+        assert_eq!(c.rollout.as_deref(), Some("5,25,100"));
+        let c = parse(&["TKT-1", "--promote", "--rollout"]).unwrap();
+        assert_eq!(c.rollout.as_deref(), Some(""));
+        assert_eq!(
+            inv(&["TKT-1", "--rollout", "50"]).unwrap().action,
+            Action::Rollout
+        );
+        assert!(inv(&["TKT-1", "--rollout"]).is_err());
+        assert!(inv(&["TKT-1", "--close", "--rollout", "5"]).is_err());
+        assert!(inv(&["TKT-1", "--rollout", "50", "--every", "5m"]).is_err());
+        assert_eq!(inv(&["TKT-1", "--pause"]).unwrap().action, Action::Pause);
+        assert!(parse(&["TKT-1", "--pause", "--resume"]).is_err());
         assert!(parse(&["TKT-1", "--sign-off", "--withdraw-sign-off"]).is_err());
         assert_eq!(
             inv(&["TKT-1", "--sign-off"]).unwrap().action,

@@ -338,6 +338,7 @@ impl Client {
         from: stamp_model::Stage,
         git: &GitMeta,
         comment: Option<&str>,
+        rollout: Option<stamp_model::wire::RolloutRequest>,
     ) -> Result<(Ticket, Value), ApiError> {
         let body = TransitionRequest {
             expected_version: None,
@@ -345,9 +346,24 @@ impl Client {
             branch: git.branch.clone(),
             comment: comment.map(str::to_string),
             from: Some(from),
+            rollout,
         };
         let path = format!("tickets/{key}/{action}");
         let v = self.send(Method::POST, &path, |r| r.json(&body), "")?;
+        Ok((self.decode(&path, v.clone())?, v))
+    }
+}
+
+impl Client {
+    /// A step of a rollout in progress (`POST tickets/{key}/rollout`): to a
+    /// share, or `next`, `pause`, `resume`.
+    pub fn rollout_step(
+        &self,
+        key: &str,
+        step: &stamp_model::wire::StepRequest,
+    ) -> Result<(Ticket, Value), ApiError> {
+        let path = format!("tickets/{key}/rollout");
+        let v = self.send(Method::POST, &path, |r| r.json(step), "")?;
         Ok((self.decode(&path, v.clone())?, v))
     }
 }

@@ -109,6 +109,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         (Action::Check, Some(key)) => ctx.check(&key),
         (Action::SignOff, Some(key)) => ctx.sign_off(&key, "sign-off"),
         (Action::WithdrawSignOff, Some(key)) => ctx.sign_off(&key, "withdraw-sign-off"),
+        (Action::Rollout, Some(key)) => ctx.rollout_step(&key),
+        (Action::Pause, Some(key)) => ctx.rollout_action(&key, "pause"),
+        (Action::Resume, Some(key)) => ctx.rollout_action(&key, "resume"),
         (Action::Login | Action::Logout, _) => Ok(ExitCode::SUCCESS),
         (_, None) => Err(Failure::new(Kind::Usage, "this action needs a ticket").into()),
     }
@@ -284,7 +287,14 @@ impl Ctx<'_> {
         }
         let (after, raw) = self
             .client
-            .transition(key, "promote", before.stage, &git, None)
+            .transition(
+                key,
+                "promote",
+                before.stage,
+                &git,
+                None,
+                self.rollout_request()?,
+            )
             .map_err(self.api(Some(key)))?;
         if self.cli.json {
             println!("{raw}");
@@ -308,7 +318,95 @@ impl Ctx<'_> {
             "{key}: {} -> {}  (commit {at}, {relation})",
             before.stage, after.stage
         );
+        if after.rollout.is_some() {
+            println!("{}", output::rollout_line(&after));
+        }
         println!("{}", output::standing(&after, &self.settings.server));
+        print_warnings(&after);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The rollout `--promote --rollout [STEPS] [--every D]` asks for.
+    fn rollout_request(&self) -> anyhow::Result<Option<stamp_model::wire::RolloutRequest>> {
+        let Some(text) = &self.cli.rollout else {
+            return Ok(None);
+        };
+        let steps = if text.is_empty() {
+            Vec::new()
+        } else {
+            stamp_model::rollout::parse_steps(text).map_err(|e| {
+                Failure::new(Kind::Usage, format!("--rollout {text}: {e}"))
+                    .hint("a share (10), or shares that grow (5,25,100)")
+            })?
+        };
+        if let Some(every) = &self.cli.every {
+            let unit = every.trim_start_matches(|c: char| c.is_ascii_digit());
+            let digits = &every[..every.len() - unit.len()];
+            if every != "0" && (digits.is_empty() || !["s", "m", "h", "d"].contains(&unit)) {
+                return Err(
+                    Failure::new(Kind::Usage, format!("--every {every}: not a duration"))
+                        .hint("15m, 1h, or 0 to take steps by hand")
+                        .into(),
+                );
+            }
+        }
+        Ok(Some(stamp_model::wire::RolloutRequest {
+            steps,
+            every: self.cli.every.clone(),
+        }))
+    }
+
+    /// `--rollout 50` (or `next`) on a ticket rolling out.
+    fn rollout_step(&self, key: &str) -> anyhow::Result<ExitCode> {
+        let text = self.cli.rollout.clone().unwrap_or_default();
+        let step = if text == "next" {
+            stamp_model::wire::StepRequest {
+                action: Some("next".into()),
+                ..Default::default()
+            }
+        } else {
+            let to = match stamp_model::rollout::parse_steps(&text).as_deref() {
+                Ok([one]) => *one,
+                _ => {
+                    return Err(Failure::new(
+                        Kind::Usage,
+                        format!("--rollout {text}: one share from 1 to 100, or `next`"),
+                    )
+                    .hint("stamp TKT-1 --rollout 50")
+                    .into())
+                }
+            };
+            stamp_model::wire::StepRequest {
+                to: Some(to),
+                ..Default::default()
+            }
+        };
+        self.send_step(key, &step)
+    }
+
+    /// `--pause` / `--resume`.
+    fn rollout_action(&self, key: &str, action: &str) -> anyhow::Result<ExitCode> {
+        let step = stamp_model::wire::StepRequest {
+            action: Some(action.into()),
+            ..Default::default()
+        };
+        self.send_step(key, &step)
+    }
+
+    fn send_step(
+        &self,
+        key: &str,
+        step: &stamp_model::wire::StepRequest,
+    ) -> anyhow::Result<ExitCode> {
+        let (after, raw) = self
+            .client
+            .rollout_step(key, step)
+            .map_err(self.api(Some(key)))?;
+        if self.cli.json {
+            println!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("{}", output::rollout_line(&after));
         print_warnings(&after);
         Ok(ExitCode::SUCCESS)
     }
@@ -319,7 +417,14 @@ impl Ctx<'_> {
         let before = self.existing(key)?;
         let (after, raw) = self
             .client
-            .transition(key, action, before.stage, &git, self.cli.comment.as_deref())
+            .transition(
+                key,
+                action,
+                before.stage,
+                &git,
+                self.cli.comment.as_deref(),
+                None,
+            )
             .map_err(self.api(Some(key)))?;
         if self.cli.json {
             println!("{raw}");
@@ -340,7 +445,14 @@ impl Ctx<'_> {
         let before = self.existing(key)?;
         let (after, raw) = self
             .client
-            .transition(key, action, before.stage, &git, self.cli.comment.as_deref())
+            .transition(
+                key,
+                action,
+                before.stage,
+                &git,
+                self.cli.comment.as_deref(),
+                None,
+            )
             .map_err(self.api(Some(key)))?;
         if self.cli.json {
             println!("{raw}");
@@ -368,7 +480,7 @@ impl Ctx<'_> {
         let git = Self::git_meta(repo);
         let (after, _) = self
             .client
-            .transition(key, "reopen", t.stage, &git, None)
+            .transition(key, "reopen", t.stage, &git, None, None)
             .map_err(self.api(Some(key)))?;
         if !self.cli.json {
             eprintln!("re-opened {key}: closed -> {}", after.stage);

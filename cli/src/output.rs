@@ -98,11 +98,22 @@ pub fn standing(t: &Ticket, server: &str) -> String {
             t.key,
             share_link(t, server).unwrap_or_default()
         ),
-        Stage::Prod => format!(
-            "{} is released: {} serves it to every visitor",
-            t.key,
-            share_link(t, server).unwrap_or_default()
-        ),
+        Stage::Prod => match &t.rollout {
+            Some(r) => format!(
+                "{} is rolling out: {}% of {}'s visitors get it (stamp {} --rollout N for more, --revert to abort)",
+                t.key,
+                r.percent,
+                share_link(t, server)
+                    .and_then(|l| l.split('?').next().map(str::to_string))
+                    .unwrap_or_default(),
+                t.key
+            ),
+            None => format!(
+                "{} is released: {} serves it to every visitor",
+                t.key,
+                share_link(t, server).unwrap_or_default()
+            ),
+        },
         Stage::Closed => format!("{} is closed (an --update re-opens it in dev)", t.key),
     }
 }
@@ -110,6 +121,9 @@ pub fn standing(t: &Ticket, server: &str) -> String {
 /// How a released ticket reaches visitors: through the production overlay,
 /// or settled (the origin itself now serves its code).
 fn released(t: &Ticket) -> String {
+    if let Some(r) = &t.rollout {
+        return format!("rolling out: {}% of visitors", r.percent);
+    }
     match &t.overlay {
         Some(o) if o.live == 0 && o.retired > 0 => "settled: the origin serves it".into(),
         Some(o) if o.retired > 0 => format!(
@@ -264,6 +278,9 @@ pub fn ticket(t: &Ticket, stages: &[Stage], server: &str) -> String {
     }
     if t.stage == Stage::Prod {
         out.push_str(&format!("  prod  {site}/\n"));
+    }
+    if t.rollout.is_some() {
+        out.push_str(&format!("\nrollout\n  {}\n", rollout_line(t)));
     }
     for stage in [Stage::Dev, Stage::Qa, Stage::Prod] {
         if !stages.contains(&stage) {
@@ -508,6 +525,32 @@ pub fn checklist(v: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// One line on a rollout: "TKT-1: prod, 10% of production · next 25% at
+/// 14:05 · healthy: ticket 0 of 240 views erred (0.0%), production …".
+pub fn rollout_line(t: &Ticket) -> String {
+    let Some(r) = &t.rollout else {
+        return format!("{}: {} (every visitor)", t.key, t.stage);
+    };
+    let mut parts = vec![format!(
+        "{}: {}, {}% of production",
+        t.key, t.stage, r.percent
+    )];
+    if r.paused {
+        parts.push("paused".into());
+    } else if let (Some(at), Some(next)) = (r.next_at_ms, r.steps.first()) {
+        let mins = at.saturating_sub(crate::output::now_ms()) / 60_000;
+        parts.push(format!("next {next}% in {mins} min"));
+    } else {
+        parts.push("steps by hand (stamp --rollout N)".into());
+    }
+    if r.signal {
+        parts.push(r.said.clone());
+    } else {
+        parts.push("no page signal (the proxy's reports.sample is 0)".into());
+    }
+    parts.join(" · ")
 }
 
 #[cfg(test)]

@@ -311,6 +311,22 @@ impl Browser {
             .collect()
     }
 
+    /// Forgets every cookie of the current page's site (a new visitor).
+    pub async fn clear_cookies(&self) -> anyhow::Result<()> {
+        self.client()?.delete_all_cookies().await?;
+        Ok(())
+    }
+
+    /// Sets a cookie for the current page's site (HttpOnly included, as a
+    /// server would), path `/`.
+    pub async fn set_cookie(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        let mut c = fantoccini::cookies::Cookie::new(name.to_string(), value.to_string());
+        c.set_path("/");
+        c.set_http_only(true);
+        self.client()?.add_cookie(c).await?;
+        Ok(())
+    }
+
     /// The value of a cookie the browser holds for the current page's site
     /// (HttpOnly cookies included), or `None`.
     pub async fn cookie(&self, name: &str) -> anyhow::Result<Option<String>> {

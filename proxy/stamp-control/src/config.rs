@@ -62,6 +62,41 @@ pub struct FileGc {
     pub every: Option<String>,
     pub grace: Option<String>,
     pub closed_retention: Option<String>,
+    /// How long what production stops serving stays servable ("0": never).
+    pub skew_protection: Option<String>,
+}
+
+/// `[rollout]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRollout {
+    /// The schedule a release by steps takes when the command names none
+    /// (`"5,25,100"`).
+    pub steps: Option<String>,
+    /// Time between scheduled steps.
+    pub every: Option<String>,
+    /// Page views each side needs before a step is judged.
+    pub min_views: Option<u64>,
+    /// One-sided confidence that the ticket's side errs more (0.5 to 0.9999).
+    pub confidence: Option<f64>,
+    /// The least increase of the error rate that counts (0 to 1).
+    pub min_increase: Option<f64>,
+    /// How often rollouts are checked.
+    pub check_every: Option<String>,
+    /// Tickets rolling out at once, at most (1 to 6).
+    pub max_concurrent: Option<usize>,
+    #[serde(default)]
+    pub prometheus: Option<FilePrometheus>,
+}
+
+/// `[rollout.prometheus]`: a query that must stay at or under `max`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePrometheus {
+    pub url: Option<String>,
+    /// PromQL; `$ticket` is replaced by the ticket's key.
+    pub query: Option<String>,
+    pub max: Option<f64>,
 }
 
 /// The control plane's keys, as the binary gathered them from the file.
@@ -78,6 +113,7 @@ pub struct ControlFile {
     pub preview: FilePreview,
     pub settle: FileSettle,
     pub gc: FileGc,
+    pub rollout: FileRollout,
     pub policies: Entries,
     pub hooks: Entries,
     /// `[[sign_in]]` identity providers.
@@ -97,6 +133,9 @@ pub struct Context {
     pub tls: bool,
     /// `--demo` (an open API is allowed off loopback only there).
     pub demo: bool,
+    /// Production pages carry the probe during rollouts (`reports.sample`
+    /// above 0): rollouts have a signal to judge steps on.
+    pub signal: bool,
 }
 
 /// Limits of the control API.
@@ -108,6 +147,28 @@ pub struct ApiLimits {
     pub extensions: Vec<String>,
     /// Other origins whose modules a ticket may override (`x-stamp-origin`).
     pub asset_origins: Vec<String>,
+}
+
+/// Releasing by steps: the default schedule, how a step is judged, and
+/// the optional Prometheus gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutConfig {
+    pub steps: Vec<u8>,
+    pub every: Duration,
+    pub rule: stamp_model::rollout::Rule,
+    pub check_every: Duration,
+    pub max_concurrent: usize,
+    pub prometheus: Option<PrometheusGate>,
+    /// Production pages report during rollouts (see [`Context::signal`]).
+    pub signal: bool,
+}
+
+/// A PromQL query every sample of which must stay at or under `max`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusGate {
+    pub url: String,
+    pub query: String,
+    pub max: f64,
 }
 
 /// How often to collect, and what to keep.
@@ -158,7 +219,7 @@ impl PreviewProtection {
 }
 
 /// The validated control-plane configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ControlConfig {
     /// Base of share links, e.g. `https://app.example.com` (no trailing
     /// slash); without it, the listener's own address.
@@ -179,6 +240,10 @@ pub struct ControlConfig {
     pub settle_third_version: ThirdVersion,
     /// Garbage collection and retention; `None` when disabled.
     pub gc: Option<GcConfig>,
+    /// Skew protection: how long what production stops serving stays
+    /// servable (zero: not at all).
+    pub skew: Duration,
+    pub rollout: RolloutConfig,
     /// `[[policies]]` entries, validated (built into an `Engine` at start-up).
     pub policies: Entries,
     /// `[[hooks]]` entries, validated (built into a `Dispatcher` at start-up).
@@ -412,6 +477,84 @@ impl ControlConfig {
             );
         }
         let gc = file.gc.enabled.unwrap_or(true).then_some(gc);
+        let skew = match file.gc.skew_protection.as_deref() {
+            Some("0") => Duration::ZERO,
+            other => p.duration("gc.skew_protection", other, crate::effects::DEFAULT_SKEW),
+        };
+
+        let r = &file.rollout;
+        let steps = match r.steps.as_deref() {
+            None => vec![5, 25, 100],
+            Some(text) => match stamp_model::rollout::parse_steps(text) {
+                Ok(steps) if steps.last() == Some(&100) => steps,
+                Ok(_) => {
+                    p.add("rollout.steps", "must end at 100 (every visitor)");
+                    vec![5, 25, 100]
+                }
+                Err(e) => {
+                    p.add("rollout.steps", e);
+                    vec![5, 25, 100]
+                }
+            },
+        };
+        let confidence = r.confidence.unwrap_or(0.99);
+        if !(0.5..=0.9999).contains(&confidence) {
+            p.add("rollout.confidence", "must be between 0.5 and 0.9999");
+        }
+        let min_increase = r.min_increase.unwrap_or(0.01);
+        if !(0.0..=1.0).contains(&min_increase) {
+            p.add("rollout.min_increase", "must be between 0 and 1");
+        }
+        let max_concurrent = r.max_concurrent.unwrap_or(4);
+        if !(1..=6).contains(&max_concurrent) {
+            p.add("rollout.max_concurrent", "must be between 1 and 6");
+        }
+        let prometheus = r.prometheus.as_ref().and_then(|g| {
+            let url = g.url.clone().map(|u| u.trim_end_matches('/').to_string());
+            match (&url, &g.query, g.max) {
+                (Some(u), Some(q), Some(max)) if max.is_finite() => {
+                    if !u.starts_with("http://") && !u.starts_with("https://") {
+                        p.add(
+                            "rollout.prometheus.url",
+                            format!("`{u}` is not an http(s) URL"),
+                        );
+                    }
+                    Some(PrometheusGate {
+                        url: u.clone(),
+                        query: q.clone(),
+                        max,
+                    })
+                }
+                _ => {
+                    p.add(
+                        "rollout.prometheus",
+                        "needs `url`, `query` and a numeric `max`",
+                    );
+                    None
+                }
+            }
+        });
+        let rollout = RolloutConfig {
+            steps,
+            every: p.duration(
+                "rollout.every",
+                r.every.as_deref(),
+                Duration::from_secs(15 * 60),
+            ),
+            rule: stamp_model::rollout::Rule {
+                min_views: r.min_views.unwrap_or(200),
+                confidence,
+                min_increase,
+            },
+            check_every: p.duration(
+                "rollout.check_every",
+                r.check_every.as_deref(),
+                Duration::from_secs(30),
+            ),
+            max_concurrent,
+            prometheus,
+            signal: ctx.signal,
+        };
 
         // Policies and hooks name their own keys (`policies[2].remote: …`).
         if let Err(problems) = crate::policy::Engine::from_config(&file.policies.0) {
@@ -436,6 +579,8 @@ impl ControlConfig {
             settle_interval,
             settle_third_version,
             gc,
+            skew,
+            rollout,
             policies: file.policies,
             hooks: file.hooks,
             listen: ctx.listen,

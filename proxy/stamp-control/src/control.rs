@@ -13,6 +13,7 @@ use crate::config::ControlConfig;
 use crate::effects::history_repo::{self, HistoryRepo};
 use crate::effects::{jobs, Desk, Fanout};
 use crate::kinds::Links;
+use crate::rollouts::Rollouts;
 use crate::web::{api, auth, signin, Router};
 
 use crate::workflow::{gc, settle};
@@ -44,6 +45,7 @@ pub struct Control {
     router: Router,
     fanout: Arc<Fanout>,
     settler: Arc<settle::Settler>,
+    rollouts: Rollouts,
 }
 
 impl std::fmt::Debug for Control {
@@ -98,15 +100,25 @@ impl Control {
             cfg.secure_cookies(),
         );
         let cfg = Arc::new(cfg);
+        let desk = Desk::new(store.clone(), fanout.clone()).with_skew(cfg.skew);
+        let proxy_base = format!("http://127.0.0.1:{}", cfg.listen.port());
+        let rollouts = Rollouts::new(
+            cfg.clone(),
+            store.clone(),
+            desk.clone(),
+            policies.clone(),
+            proxy_base.clone(),
+        );
         let api = api::Api {
             cfg: cfg.clone(),
             store: store.clone(),
             links,
             policies,
-            desk: Desk::new(store.clone(), fanout.clone()),
+            desk,
             history: fanout.history().cloned(),
-            proxy_base: format!("http://127.0.0.1:{}", cfg.listen.port()),
+            proxy_base,
             origin,
+            rollouts: rollouts.clone(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::none())
@@ -127,6 +139,7 @@ impl Control {
             router,
             fanout,
             settler,
+            rollouts,
         })
     }
 
@@ -137,7 +150,7 @@ impl Control {
     /// The door through which tools make changes that reach every
     /// consumer of this control plane (hooks, history, settler).
     pub fn desk(&self) -> Desk {
-        Desk::new(self.store.clone(), self.fanout.clone())
+        Desk::new(self.store.clone(), self.fanout.clone()).with_skew(self.cfg.skew)
     }
 
     /// Starts the hooks' delivery workers on `rt`.
@@ -150,8 +163,10 @@ impl Control {
         self.fanout.hooks().idle(limit).await
     }
 
-    /// Runs the settler and the collector until `shutdown` turns true.
+    /// Runs the settler, the collector and the rollouts' job until
+    /// `shutdown` turns true.
     pub async fn run_jobs(&self, shutdown: watch::Receiver<bool>) {
+        let rollouts = self.rollouts.run(shutdown.clone());
         let settle = jobs::settle_loop(
             self.settler.clone(),
             self.fanout.clone(),
@@ -171,9 +186,11 @@ impl Control {
                     gc.every,
                     shutdown,
                 );
-                tokio::join!(settle, collect);
+                tokio::join!(settle, collect, rollouts);
             }
-            None => settle.await,
+            None => {
+                tokio::join!(settle, rollouts);
+            }
         }
     }
 

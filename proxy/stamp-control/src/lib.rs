@@ -18,6 +18,7 @@
 //! effects    the fan-out of every change, the Desk, history repository, jobs
 //! identity   tokens, principals, identity providers' configuration
 //! config     the control plane's section of the configuration
+//! rollouts   releases by steps: their numbers, steps, gate and job
 //! web        router, one error type, api, panel, sessions, sign-in
 //! control    the composition: Control
 //! ```
@@ -30,6 +31,7 @@ mod identity;
 mod kinds;
 mod kit;
 pub mod policy;
+mod rollouts;
 mod web;
 mod workflow;
 

@@ -70,6 +70,20 @@ pub struct FileMetrics {
     pub token_sha256: Option<String>,
 }
 
+/// `[reports]` as written: the probe's reports, and production pages
+/// sampled for the signal of rollouts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReports {
+    /// The share of production page views that carry the probe while a
+    /// ticket rolls out (0 to 1).
+    pub sample: Option<f64>,
+    /// Reports let in per second in the whole process.
+    pub per_second: Option<f64>,
+    /// Reports let in per minute from one client address.
+    pub per_client_per_minute: Option<f64>,
+}
+
 /// The data plane's keys, as the binary gathered them from flags and file.
 #[derive(Debug, Default)]
 pub struct DataFile {
@@ -82,6 +96,7 @@ pub struct DataFile {
     pub modules: FileModules,
     pub badge: FileBadge,
     pub metrics: FileMetrics,
+    pub reports: FileReports,
     /// `asset_origins`, already normalised by the binary.
     pub asset_origins: Vec<String>,
 }
@@ -134,7 +149,7 @@ pub struct Rewrite {
 }
 
 /// The validated data-plane configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DataConfig {
     pub origin: Origin,
     pub timeouts: Timeouts,
@@ -151,6 +166,9 @@ pub struct DataConfig {
     /// serialised (`https://cdn.example`): their external import maps are
     /// fetched and merged, and mirror paths redirect to them.
     pub asset_origins: Vec<String>,
+    /// The share of production page views sampled for rollouts' signal.
+    pub report_sample: f64,
+    pub report_limits: crate::reports::Limits,
 }
 
 pub const DEFAULT_COOKIE: &str = "ticket_stamp";
@@ -264,7 +282,34 @@ impl DataConfig {
             }
         });
 
+        let r = &file.reports;
+        let report_sample = r.sample.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&report_sample) {
+            p.add(
+                "reports.sample",
+                "must be between 0 and 1 (a share of page views)",
+            );
+        }
+        let mut report_limits = crate::reports::Limits::default();
+        if let Some(n) = r.per_second {
+            if n > 0.0 && n.is_finite() {
+                report_limits.rate = n;
+                report_limits.burst = report_limits.burst.max(n * 4.0);
+            } else {
+                p.add("reports.per_second", "must be a positive number");
+            }
+        }
+        if let Some(n) = r.per_client_per_minute {
+            if n > 0.0 && n.is_finite() {
+                report_limits.per_client_per_minute = n;
+                report_limits.per_client_burst = report_limits.per_client_burst.max(n / 3.0);
+            } else {
+                p.add("reports.per_client_per_minute", "must be a positive number");
+            }
+        }
         Some(DataConfig {
+            report_sample,
+            report_limits,
             asset_origins: file.asset_origins,
             origin: origin?,
             timeouts,

@@ -146,3 +146,73 @@ pub fn render() -> Vec<u8> {
     }
     out
 }
+
+/// Page views reported by the probe for tickets rolling out, by ticket and
+/// side (labels only for tickets rolling out: bounded by how many may roll
+/// out at once, and dropped when a rollout ends).
+pub static ROLLOUT_VIEWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_rollout_views_total",
+        "Page views reported for tickets rolling out, by ticket and side",
+        &["ticket", "side"]
+    ))
+});
+
+/// Of those, the views with at least one error.
+pub static ROLLOUT_ERRING_VIEWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_rollout_erring_views_total",
+        "Page views with at least one error, for tickets rolling out, by ticket and side",
+        &["ticket", "side"]
+    ))
+});
+
+/// Each rolling ticket's share of production's visitors, in percent.
+pub static ROLLOUT_PERCENT: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    must(prometheus::register_int_gauge_vec!(
+        "stamp_rollout_percent",
+        "The share of production's visitors a ticket rolling out reaches",
+        &["ticket"]
+    ))
+});
+
+static ROLLOUT_LABELS: LazyLock<std::sync::Mutex<std::collections::BTreeSet<String>>> =
+    LazyLock::new(Default::default);
+
+/// Counts a report of a ticket rolling out.
+pub fn rollout_view(record: &stamp_model::views::ViewRecord) {
+    let labels = [record.ticket.as_str(), record.side.as_str()];
+    if !record.update {
+        ROLLOUT_VIEWS.with_label_values(&labels).inc();
+    }
+    if record.newly_erring() {
+        ROLLOUT_ERRING_VIEWS.with_label_values(&labels).inc();
+    }
+}
+
+/// The tickets rolling out now: their share is set, and every series of a
+/// ticket no longer rolling out is dropped.
+pub fn rollouts_now(rolling: &[(String, u8)]) {
+    let mut seen = ROLLOUT_LABELS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (key, percent) in rolling {
+        ROLLOUT_PERCENT
+            .with_label_values(&[key.as_str()])
+            .set(i64::from(*percent));
+        seen.insert(key.clone());
+    }
+    let gone: Vec<String> = seen
+        .iter()
+        .filter(|k| !rolling.iter().any(|(r, _)| r == *k))
+        .cloned()
+        .collect();
+    for key in gone {
+        let _ = ROLLOUT_PERCENT.remove_label_values(&[key.as_str()]);
+        for side in ["ticket", "production"] {
+            let _ = ROLLOUT_VIEWS.remove_label_values(&[key.as_str(), side]);
+            let _ = ROLLOUT_ERRING_VIEWS.remove_label_values(&[key.as_str(), side]);
+        }
+        seen.remove(&key);
+    }
+}

@@ -42,7 +42,9 @@ try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()
 // serve this page production's code, and this page's would go on serving
 // production after the visitor left. The ticket's pages get instances of
 // their own: their name carries the variant.
-try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
+// (A production page sampled during a rollout only measures: it changes nothing.)
+const prodPage=D.view==="prod";
+try{const SW=W.SharedWorker;if(SW&&!prodPage)W.SharedWorker=new Proxy(SW,{construct(t,a,n){const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
  o.name=(o.name||"")+"#ticket-stamp-"+String(D.variant).slice(0,16);return Reflect.construct(t,[a[0],o],n)}})}catch(_){}
 // Maps the page adds at runtime never pass the proxy. As one is inserted
 // (with its JSON already in it, the way apps and loaders add them), its
@@ -74,7 +76,7 @@ const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))ret
   s.setAttribute("src","/__stamp/map?"+q);return}
  try{s.textContent=JSON.stringify(fixMap(JSON.parse(s.textContent),d.baseURI))}catch(_){}};
 const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&n.localName==="script")fixScript(n);else if((n.nodeType===1||n.nodeType===11)&&n.querySelectorAll)n.querySelectorAll("script[type]").forEach(fixScript)};
-if(AT.size){const wrap=(P,names)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;
+if(AT.size&&!prodPage){const wrap=(P,names)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;
   P[k]=function(...a){try{if(this.isConnected||this===d)a.forEach(scan)}catch(_){}return f.apply(this,a)}});
  wrap(Node.prototype,["appendChild","insertBefore","replaceChild"]);wrap(Element.prototype,["append","prepend","before","after","replaceWith","insertAdjacentElement"]);wrap(Document.prototype,["append","prepend"])}
 try{new BroadcastChannel("ticket-stamp").onmessage=e=>{const h=e.data&&e.data.ran;if(typeof h==="string")ran(h,!0)}}catch(_){}
@@ -130,11 +132,14 @@ d.readyState==="loading"?d.addEventListener("DOMContentLoaded",start):start();
 // in an update when the page is left). No credentials: the report carries
 // what the page ran, not who looked.
 let sent=0,sentCount=0;
+// A ticket page reports to its ticket; a production page sampled during a
+// rollout reports to each ticket rolling out, from its side of it.
 const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const prev=sentCount;sentCount=S.count;
- const body=JSON.stringify({v:1,ticket:D.ticket,view:D.view,variant:D.variant,side:D.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
+ for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
+ const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
   modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p),not_run:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
- try{fetch(D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}};
+ try{fetch(D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 W.addEventListener("load",()=>{hookSystem();setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{sent=1;report(!1)},3000)});
 W.addEventListener("pagehide",()=>{sent?report(!0):(sent=1,report(!1))});
 })();

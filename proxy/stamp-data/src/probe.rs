@@ -17,7 +17,8 @@
 use std::sync::LazyLock;
 
 use serde::Serialize;
-use stamp_model::ticket::{ModuleRef, OverrideSet, Stage, TicketKey, View};
+use stamp_model::ticket::{ModuleRef, OverrideSet, Stage, TicketKey};
+use stamp_model::views::Side;
 
 /// The Server-Timing metric that names the ticket body a response carried.
 pub const SERVER_TIMING: &str = "ticket-stamp";
@@ -75,16 +76,27 @@ struct Data<'a> {
     panel: String,
     leave: &'a str,
     report: &'a str,
+    /// One report per entry: the ticket, and the page's side of it.
+    reports: Vec<ReportTo<'a>>,
+}
+
+#[derive(Serialize)]
+struct ReportTo<'a> {
+    ticket: &'a str,
+    side: &'a str,
 }
 
 /// What one page's probe is told.
 #[derive(Debug, Clone)]
 pub struct Page<'a> {
     pub key: &'a TicketKey,
-    pub view: View,
+    /// `dev`, `qa`, or `prod` (a production page in a rollout).
+    pub view: &'a str,
     pub stage: Stage,
     /// The ticket's own modules in this view (not the released overlay's).
     pub own: &'a OverrideSet,
+    /// Whom the page reports to, and on which side.
+    pub reports: &'a [(TicketKey, Side)],
     /// Every module of the page's variant: the ticket's and the released
     /// overlay's (what maps added at runtime get).
     pub all: &'a OverrideSet,
@@ -119,7 +131,7 @@ pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
     }
     let data = Data {
         ticket: page.key.as_str(),
-        view: page.view.as_str(),
+        view: page.view,
         stage: page.stage.to_string(),
         variant: page.variant.to_hex(),
         side: "ticket",
@@ -130,6 +142,14 @@ pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
         panel: format!("/__stamp/#/tickets/{}", page.key),
         leave: LEAVE_PATH,
         report: REPORT_PATH,
+        reports: page
+            .reports
+            .iter()
+            .map(|(k, side)| ReportTo {
+                ticket: k.as_str(),
+                side: side.as_str(),
+            })
+            .collect(),
     };
     let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
     let nonce = nonce
@@ -187,9 +207,10 @@ mod tests {
         let html = elements(
             &Page {
                 key: &key,
-                view: View::Dev,
+                view: "dev",
                 stage: Stage::Dev,
                 own: &own,
+                reports: &[(key.clone(), Side::Ticket)],
                 all: &own,
                 variant: &variant,
                 badge: true,

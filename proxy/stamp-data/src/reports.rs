@@ -56,7 +56,7 @@ impl Bucket {
 }
 
 /// How many reports are let in.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Per second, in the whole process, and the burst above it.
     pub rate: f64,
@@ -190,6 +190,9 @@ impl Reports {
             return Err(Refusal::Limited);
         }
         let record = report.record(key, ticket.stage, now_ms());
+        if snapshot.rolling.iter().any(|r| r.key == record.ticket) {
+            metrics::rollout_view(&record);
+        }
         match self.tx.try_send(record) {
             Ok(()) => metrics::REPORTS.with_label_values(&["accepted"]).inc(),
             // A store that cannot keep up loses reports, never requests.

@@ -86,13 +86,19 @@ pub struct RewriteSpec {
 /// What a ticket page's probe is told (see `probe`).
 #[derive(Debug, Clone)]
 pub struct ProbeSpec {
+    /// The ticket the page shows (a production page's: the first ticket
+    /// rolling out).
     pub key: stamp_model::ticket::TicketKey,
-    pub view: stamp_model::ticket::View,
+    /// `dev`, `qa`, or `prod` for a production page.
+    pub view: &'static str,
     pub stage: stamp_model::ticket::Stage,
     /// The ticket's own modules in this view.
     pub own: Arc<stamp_model::ticket::OverrideSet>,
     /// Whether it shows the badge.
     pub badge: bool,
+    /// Whom the page reports to, and on which side: a ticket page to its
+    /// ticket; a sampled production page to each ticket rolling out.
+    pub reports: Vec<(stamp_model::ticket::TicketKey, stamp_model::views::Side)>,
 }
 
 /// The proxy's elements as a meta policy must allow them.
@@ -456,7 +462,9 @@ fn on_template(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
 
 fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, ty: &str) -> HandlerResult {
     let mut st = lock(state);
-    if st.template_depth > 0 {
+    // Nothing to stamp (a production page that only carries the probe):
+    // its maps stay exactly as they are.
+    if st.template_depth > 0 || st.spec.effective.overrides.is_empty() {
         return Ok(());
     }
     // Its text is taken out of the page only if its end tag will put it
@@ -689,7 +697,7 @@ fn on_link(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult
 /// production's map URL is never given other bytes.
 fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     let mut st = lock(state);
-    if st.template_depth > 0 {
+    if st.template_depth > 0 || st.spec.effective.overrides.is_empty() {
         return Ok(());
     }
     st.map_seen = true;
@@ -756,7 +764,7 @@ fn on_module_entry(
     attr: &str,
 ) -> HandlerResult {
     let mut st = lock(state);
-    if !st.map_seen && !st.inserted && !st.module_seen {
+    if !st.map_seen && !st.inserted && !st.module_seen && !st.spec.effective.overrides.is_empty() {
         // The first module script / modulepreload with no map before it: the
         // page has no map that could still take effect, so insert ours here.
         let html = map_element(&st.spec, st.map_nonce());
@@ -920,6 +928,7 @@ fn take_probe(state: &Arc<Mutex<State>>) -> Option<String> {
         view: probe.view,
         stage: probe.stage,
         own: &probe.own,
+        reports: &probe.reports,
         all: &st.spec.effective.overrides,
         variant: &st.spec.effective.id,
         badge: probe.badge,

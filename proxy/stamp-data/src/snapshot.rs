@@ -152,7 +152,25 @@ pub struct Snapshot {
     /// tickets keep working for every visitor while the store is down or
     /// has lost its data (up to [`PIN_BYTES`]).
     pub pinned: HashMap<Hash, Bytes>,
+    /// Tickets rolling out, in promotion order (at most [`MAX_SLICED`]).
+    pub rolling: Vec<RollingView>,
+    /// Production for each combination of sides: index bit `i` set when
+    /// the visitor is on `rolling[i]`'s side (index 0 is `overlay`).
+    pub sliced: Vec<Option<Arc<Effective>>>,
 }
+
+/// A ticket rolling out, as the request path sees it.
+#[derive(Debug, Clone)]
+pub struct RollingView {
+    pub key: TicketKey,
+    pub percent: u8,
+}
+
+/// Tickets sliced at once, at most (2^6 production variants). The control
+/// plane refuses to start more rollouts than its `rollout.max_concurrent`
+/// allows; a store that holds more anyway slices the first ones and gives
+/// the rest to nobody until those end.
+pub const MAX_SLICED: usize = 6;
 
 /// At most this much of the production overlay's bodies is held in memory
 /// (see [`Snapshot::pinned`]); beyond it, bodies come from the module cache
@@ -171,7 +189,35 @@ impl Snapshot {
             effectives: HashMap::new(),
             remote_origins: Vec::new(),
             pinned: HashMap::new(),
+            rolling: Vec::new(),
+            sliced: vec![None],
         }
+    }
+
+    /// A production visitor's variant while tickets roll out, and their
+    /// side of each.
+    pub fn production_for(
+        &self,
+        visitor: &str,
+    ) -> (
+        Option<Arc<Effective>>,
+        Vec<(TicketKey, stamp_model::views::Side)>,
+    ) {
+        let mut mask = 0usize;
+        let mut sides = Vec::with_capacity(self.rolling.len());
+        for (i, r) in self.rolling.iter().enumerate() {
+            let on = stamp_model::rollout::in_slice(&r.key, visitor, r.percent);
+            if on {
+                mask |= 1 << i;
+            }
+            let side = if on {
+                stamp_model::views::Side::Ticket
+            } else {
+                stamp_model::views::Side::Production
+            };
+            sides.push((r.key.clone(), side));
+        }
+        (self.sliced.get(mask).cloned().flatten(), sides)
     }
 
     /// Holds the overlay's bodies in memory, reusing those `previous` held
@@ -181,7 +227,15 @@ impl Snapshot {
         store: &SharedStore,
         previous: &Snapshot,
     ) -> Result<(), StoreError> {
-        let Some(overlay) = &self.overlay else {
+        // Every visitor's overlay and every slice's tickets: the variant on
+        // every side holds them all.
+        let Some(overlay) = self
+            .sliced
+            .last()
+            .cloned()
+            .flatten()
+            .or(self.overlay.clone())
+        else {
             return Ok(());
         };
         let mut total = 0u64;
@@ -270,8 +324,10 @@ impl Snapshot {
         sets: &mut HashMap<Hash, Arc<OverrideSet>>,
     ) -> Result<Snapshot, StoreError> {
         let mut wanted: Vec<Hash> = Vec::new();
+        let now = now_ms();
         for t in &state.tickets {
             wanted.extend([Some(t.dev), t.qa, t.prod, t.retired].into_iter().flatten());
+            wanted.extend(t.recent.iter().filter(|r| r.until_ms > now).map(|r| r.set));
         }
         for id in wanted {
             if sets.contains_key(&id) {
@@ -294,6 +350,39 @@ impl Snapshot {
         let released = production.released;
         let overlay =
             (!overlay_set.is_empty()).then(|| Arc::new(Effective::new(overlay_set.clone())));
+        // Tickets rolling out: production for each combination of sides.
+        let mut rolling_all = production.rolling;
+        if rolling_all.len() > MAX_SLICED {
+            log::warn!(
+                "{} tickets are rolling out; the first {MAX_SLICED} are sliced, the rest reach nobody until those end",
+                rolling_all.len()
+            );
+            rolling_all.truncate(MAX_SLICED);
+        }
+        let rolling: Vec<RollingView> = rolling_all
+            .iter()
+            .map(|r| RollingView {
+                key: r.key.clone(),
+                percent: r.rollout.percent,
+            })
+            .collect();
+        let mut sliced = vec![overlay.clone()];
+        for mask in 1..(1usize << rolling.len()) {
+            let on: Vec<&TicketKey> = rolling
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, r)| &r.key)
+                .collect();
+            let p = stamp_model::overlay::production_with(
+                &state.overlay,
+                &state.tickets,
+                |id| sets.get(id).map(|s| &**s),
+                |k| on.contains(&k),
+            )
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sliced.push((!p.overrides.is_empty()).then(|| Arc::new(Effective::new(p.overrides))));
+        }
 
         let with_overlay = |own: &OverrideSet| {
             let mut all = overlay_set.clone();
@@ -307,6 +396,27 @@ impl Snapshot {
                 .entry(m.hash)
                 .or_default()
                 .push(assets::serve_path(&m.path));
+        }
+        // Skew protection: what production served until recently stays
+        // servable at its URLs, so a tab opened before a revert never 404s
+        // on a lazy import.
+        for t in &state.tickets {
+            for r in t.recent.iter().filter(|r| r.until_ms > now) {
+                for m in get(&r.set).values() {
+                    served
+                        .entry(m.hash)
+                        .or_default()
+                        .push(assets::serve_path(&m.path));
+                }
+            }
+        }
+        for r in &rolling_all {
+            for m in r.overrides.values() {
+                served
+                    .entry(m.hash)
+                    .or_default()
+                    .push(assets::serve_path(&m.path));
+            }
         }
         for t in &state.tickets {
             let dev = get(&t.dev);
@@ -339,7 +449,8 @@ impl Snapshot {
             .values()
             .filter(|t: &&TicketView| t.stage != Stage::Closed)
             .flat_map(|t| std::iter::once(&t.dev).chain(t.qa.iter()))
-            .chain(overlay.iter());
+            .chain(overlay.iter())
+            .chain(sliced.iter().flatten());
         for e in views {
             remote_origins.extend(e.remote_origins.iter().cloned());
             effectives.insert(e.id, e.clone());
@@ -356,6 +467,8 @@ impl Snapshot {
             overlay,
             served,
             pinned: HashMap::new(),
+            rolling,
+            sliced,
         })
     }
 }
@@ -450,6 +563,13 @@ impl SnapshotCell {
                 let mut snap = Snapshot::build(store, state, sets).await?;
                 snap.pin_production(store, &self.load()).await?;
                 crate::metrics::SNAPSHOT_VERSION.set(snap.version as i64);
+                crate::metrics::rollouts_now(
+                    &snap
+                        .rolling
+                        .iter()
+                        .map(|r| (r.key.to_string(), r.percent))
+                        .collect::<Vec<_>>(),
+                );
                 self.store(snap);
             }
             Ok(())

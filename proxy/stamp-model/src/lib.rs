@@ -9,6 +9,7 @@ pub mod overlay;
 pub mod problems;
 pub mod record;
 pub mod roles;
+pub mod rollout;
 pub mod share;
 pub mod ticket;
 pub mod views;

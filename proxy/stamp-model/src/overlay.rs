@@ -6,7 +6,10 @@
 //! Released tickets apply in promotion order (a later release wins on the
 //! same specifier); a ticket counts only while it is in prod; overrides the
 //! settler retired (the origin caught up with, or overtook, the ticket) are
-//! left out.
+//! left out. A ticket still rolling out ([`crate::rollout`]) reaches only
+//! the visitors in its slice: [`production`] leaves it out of what every
+//! visitor gets and lists it; [`production_with`] puts in the ones a given
+//! visitor is on the side of, in the same order.
 
 use std::collections::HashMap;
 
@@ -16,10 +19,22 @@ use crate::ticket::{Hash, OverrideSet, Stage, TicketKey};
 /// What production serves beyond the origin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Production {
-    /// Specifier → module, every released ticket merged.
+    /// Specifier → module, every released ticket merged (of those rolling
+    /// out, the ones included).
     pub overrides: OverrideSet,
-    /// The released tickets, in promotion order.
+    /// The released tickets, in promotion order (rolling ones included).
     pub released: Vec<TicketKey>,
+    /// The tickets rolling out, in promotion order, each with its rollout
+    /// and its own overrides (retired ones left out).
+    pub rolling: Vec<Rolling>,
+}
+
+/// A released ticket still rolling out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rolling {
+    pub key: TicketKey,
+    pub rollout: crate::rollout::Rollout,
+    pub overrides: OverrideSet,
 }
 
 /// An override set the rule needed but was not given.
@@ -50,11 +65,26 @@ pub fn needed_sets(overlay: &[TicketKey], tickets: &[TicketRecord]) -> Vec<Hash>
         .collect()
 }
 
-/// Applies the rule. `set` looks up an override set by id.
+/// Applies the rule for a visitor on no rollout's side: what every visitor
+/// gets. `set` looks up an override set by id.
 pub fn production<'s, S>(
     overlay: &[TicketKey],
     tickets: &[TicketRecord],
     set: S,
+) -> Result<Production, MissingSet>
+where
+    S: Fn(&Hash) -> Option<&'s OverrideSet>,
+{
+    production_with(overlay, tickets, set, |_| false)
+}
+
+/// Applies the rule for a visitor on the side of the rolling tickets
+/// `included` accepts.
+pub fn production_with<'s, S>(
+    overlay: &[TicketKey],
+    tickets: &[TicketRecord],
+    set: S,
+    included: impl Fn(&TicketKey) -> bool,
 ) -> Result<Production, MissingSet>
 where
     S: Fn(&Hash) -> Option<&'s OverrideSet>,
@@ -67,12 +97,25 @@ where
             Some(id) => Some(set(&id).ok_or(MissingSet(id))?),
             None => None,
         };
-        out.overrides.extend(
-            prod.iter()
-                .filter(|(k, _)| !retired.is_some_and(|r| r.contains_key(*k)))
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        let own = prod
+            .iter()
+            .filter(|(k, _)| !retired.is_some_and(|r| r.contains_key(*k)))
+            .map(|(k, v)| (k.clone(), v.clone()));
         out.released.push(t.key.clone());
+        if let Some(rollout) = &t.rollout {
+            let own: OverrideSet = own.collect();
+            if included(&t.key) {
+                out.overrides
+                    .extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            out.rolling.push(Rolling {
+                key: t.key.clone(),
+                rollout: rollout.clone(),
+                overrides: own,
+            });
+        } else {
+            out.overrides.extend(own);
+        }
     }
     Ok(out)
 }
@@ -104,6 +147,8 @@ mod tests {
             share_gen: 0,
             baseline: None,
             retired,
+            rollout: None,
+            recent: Vec::new(),
         }
     }
 
@@ -140,6 +185,30 @@ mod tests {
         assert_eq!(p.overrides.len(), 1, "{:?}", p.overrides);
         assert_eq!(p.overrides["/a.js"].hash, Hash::of(b"a2"));
         assert_eq!(needed_sets(&order, &tickets).len(), 3);
+        let missing = production(&order, &tickets, |_| None).unwrap_err();
+        assert_eq!(missing, MissingSet(set_id(&a)));
+        // BB-1 rolling out: everyone gets AA-1's a1; its slice gets a2.
+        let mut tickets = tickets;
+        tickets[1].rollout = Some(crate::rollout::Rollout {
+            percent: 10,
+            steps: vec![100],
+            every_ms: 0,
+            step_at_ms: 0,
+            paused: false,
+        });
+        let everyone = production(&order, &tickets, |id| sets.get(id)).unwrap();
+        assert_eq!(everyone.overrides["/a.js"].hash, Hash::of(b"a1"));
+        assert_eq!(everyone.released.len(), 2);
+        assert_eq!(everyone.rolling.len(), 1);
+        assert_eq!(everyone.rolling[0].overrides, b);
+        let slice = production_with(
+            &order,
+            &tickets,
+            |id| sets.get(id),
+            |k| k.as_str() == "BB-1",
+        )
+        .unwrap();
+        assert_eq!(slice.overrides["/a.js"].hash, Hash::of(b"a2"));
         let missing = production(&order, &tickets, |_| None).unwrap_err();
         assert_eq!(missing, MissingSet(set_id(&a)));
     }

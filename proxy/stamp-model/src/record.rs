@@ -35,6 +35,25 @@ pub struct TicketRecord {
     /// serves the ticket's code (settled) or a third version (origin wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<Hash>,
+    /// For a released ticket still rolling out: the share of production's
+    /// visitors it reaches, and the steps ahead. `None` once every visitor
+    /// gets it (and for every other stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
+    /// Sets production served until recently (a release reverted, a
+    /// rollout aborted), kept servable until `until_ms` so that a tab
+    /// opened before the change never 404s on a lazy import (skew
+    /// protection). A set id named here is also kept by garbage collection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<RecentSet>,
+}
+
+/// A set production served until recently, and until when its modules stay
+/// servable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentSet {
+    pub set: Hash,
+    pub until_ms: u64,
 }
 
 impl TicketRecord {

@@ -296,9 +296,74 @@ pub struct TicketDto {
     /// the last views, newest first (one in lists, a few for one ticket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub views: Option<Vec<crate::views::ViewRecord>>,
+    /// A release still rolling out: its share, steps, and what the pages of
+    /// both sides reported since its current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutDto>,
     /// Policy warnings that did not stop a transition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Value>,
+}
+
+/// A rollout as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutDto {
+    pub percent: u8,
+    #[serde(default)]
+    pub steps: Vec<u8>,
+    /// Between scheduled steps (ms); 0 when steps are taken by hand.
+    #[serde(default)]
+    pub every_ms: u64,
+    pub step_at_ms: u64,
+    #[serde(default)]
+    pub paused: bool,
+    /// When the next scheduled step is due.
+    #[serde(default)]
+    pub next_at_ms: Option<u64>,
+    /// Page views since the step began, per side.
+    #[serde(default)]
+    pub ticket: crate::rollout::SideCounts,
+    #[serde(default)]
+    pub production: crate::rollout::SideCounts,
+    /// `waiting`, `healthy` or `regressed`.
+    #[serde(default)]
+    pub verdict: String,
+    /// The verdict in a sentence, with the numbers.
+    #[serde(default)]
+    pub said: String,
+    /// Production pages report during rollouts (`reports.sample` > 0).
+    #[serde(default)]
+    pub signal: bool,
+}
+
+/// How a release rolls out (`rollout` in a promote's body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// The first share and the steps after it, in percent (`[5, 25, 100]`);
+    /// empty: the proxy's configured schedule.
+    #[serde(default)]
+    pub steps: Vec<u8>,
+    /// Time between steps (`"15m"`); `"0"`: steps by hand only. Default:
+    /// the proxy's configured interval, when `steps` is empty too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+}
+
+/// `POST tickets/{KEY}/rollout`: a step of a rollout in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    /// To this share (100: every visitor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u8>,
+    /// `next`, `pause` or `resume` (instead of `to`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// One commit of the production history repository: a change of what
@@ -369,6 +434,9 @@ pub struct TransitionRequest {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// A release (qa → prod) by steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutRequest>,
 }
 
 /// `POST modules/missing`.
@@ -395,10 +463,12 @@ pub enum EventKind {
     SignedOff,
     OriginDiverged,
     Reopened,
+    /// A rollout took a step (`detail` says which).
+    RolloutStep,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Uploaded,
         EventKind::Promoted,
         EventKind::Reverted,
@@ -406,6 +476,7 @@ impl EventKind {
         EventKind::SignedOff,
         EventKind::OriginDiverged,
         EventKind::Reopened,
+        EventKind::RolloutStep,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -417,6 +488,7 @@ impl EventKind {
             EventKind::SignedOff => "signed-off",
             EventKind::OriginDiverged => "origin-diverged",
             EventKind::Reopened => "reopened",
+            EventKind::RolloutStep => "rollout-step",
         }
     }
 

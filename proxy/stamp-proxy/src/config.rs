@@ -15,12 +15,13 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 use stamp_control::config::{
-    Context, ControlConfig, ControlFile, FileApi, FileGc, FilePreview, FileSettle, FileToken,
+    Context, ControlConfig, ControlFile, FileApi, FileGc, FilePreview, FileRollout, FileSettle,
+    FileToken,
 };
 use stamp_control::Entries;
 use stamp_data::config::{
-    DataConfig, DataFile, FileBadge, FileMetrics, FileModules, FileOriginTls, FileRewrite,
-    FileSelection, FileTimeouts,
+    DataConfig, DataFile, FileBadge, FileMetrics, FileModules, FileOriginTls, FileReports,
+    FileRewrite, FileSelection, FileTimeouts,
 };
 use stamp_model::problems::Problems;
 
@@ -151,9 +152,13 @@ struct FileConfig {
     #[serde(default)]
     gc: FileGc,
     #[serde(default)]
+    rollout: FileRollout,
+    #[serde(default)]
     badge: FileBadge,
     #[serde(default)]
     metrics: FileMetrics,
+    #[serde(default)]
+    reports: FileReports,
     /// Promotion policies, in order (`kind` + settings).
     #[serde(default)]
     policies: Entries,
@@ -189,7 +194,7 @@ pub struct Tls {
 }
 
 /// The validated configuration everything else is built from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub store: String,
@@ -447,6 +452,7 @@ impl Config {
                 modules: file.modules,
                 badge: file.badge,
                 metrics: file.metrics,
+                reports: file.reports,
             },
             flags.demo,
             tls.is_some(),
@@ -464,6 +470,7 @@ impl Config {
                 sign_in: file.sign_in,
                 settle: file.settle,
                 gc: file.gc,
+                rollout: file.rollout,
                 policies: file.policies,
                 hooks: file.hooks,
             },
@@ -472,6 +479,7 @@ impl Config {
                 listen,
                 tls: tls.is_some(),
                 demo: flags.demo,
+                signal: data.as_ref().is_some_and(|d| d.report_sample > 0.0),
             },
             &mut p,
         );

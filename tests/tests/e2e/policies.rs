@@ -740,6 +740,7 @@ fn event(kind: &str, from: Stage, to: Stage) -> Event {
         share_link: Some("https://app.example.com/?qa=TKT-11".into()),
         branch: None,
         commit: None,
+        detail: None,
         at_ms: 1_700_000_000_000,
     }
 }
@@ -1472,6 +1473,7 @@ fn github_event(kind: &str, from: Option<Stage>, to: Stage, commit: Option<&str>
         )),
         branch: commit.map(|_| "TKT-90".to_string()),
         commit: commit.map(str::to_string),
+        detail: None,
         at_ms: 1_700_000_000_000 + kind.len() as u64 * 10 + u64::from(to as u8),
     }
 }

@@ -47,6 +47,7 @@ async fn control(toml_text: &str, origin: &str) -> Env {
             listen: "127.0.0.1:9".parse().unwrap(),
             tls: false,
             demo: false,
+            signal: false,
         },
         &mut p,
     );

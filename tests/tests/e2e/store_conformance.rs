@@ -82,6 +82,8 @@ fn record(key: &TicketKey, version: u64, stage: Stage) -> TicketRecord {
         share_gen: 0,
         baseline: None,
         retired: None,
+        rollout: None,
+        recent: Vec::new(),
     }
 }
 

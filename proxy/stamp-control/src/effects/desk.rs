@@ -13,11 +13,17 @@ use crate::hooks::Dispatcher;
 use crate::kinds::{Actor, Change, Links};
 use crate::workflow::{self, Body, WorkflowError};
 
+/// Skew protection by default: a week.
+pub const DEFAULT_SKEW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Makes workflow changes and publishes them, in one call.
 #[derive(Clone)]
 pub struct Desk {
     store: SharedStore,
     fanout: Arc<Fanout>,
+    /// Skew protection: how long what production stops serving stays
+    /// servable.
+    skew: std::time::Duration,
 }
 
 impl std::fmt::Debug for Desk {
@@ -31,7 +37,17 @@ impl std::fmt::Debug for Desk {
 
 impl Desk {
     pub(crate) fn new(store: SharedStore, fanout: Arc<Fanout>) -> Desk {
-        Desk { store, fanout }
+        Desk {
+            store,
+            fanout,
+            skew: DEFAULT_SKEW,
+        }
+    }
+
+    /// The same desk with another skew protection window.
+    pub fn with_skew(mut self, skew: std::time::Duration) -> Desk {
+        self.skew = skew;
+        self
     }
 
     /// A desk whose changes reach nobody: no hooks, no history repository,
@@ -100,7 +116,41 @@ impl Desk {
         expected_version: Option<u64>,
         actor: &Actor,
     ) -> Result<Change, WorkflowError> {
-        let c = workflow::transition(&self.store, key, what, expected_version, actor).await?;
+        self.transition_with(key, what, expected_version, actor, None, None)
+            .await
+    }
+
+    /// [`Desk::transition`], releasing by steps when `rollout` is given,
+    /// with `detail` (why) in the history.
+    pub async fn transition_with(
+        &self,
+        key: &TicketKey,
+        what: Transition,
+        expected_version: Option<u64>,
+        actor: &Actor,
+        rollout: Option<stamp_model::rollout::Rollout>,
+        detail: Option<String>,
+    ) -> Result<Change, WorkflowError> {
+        let options = workflow::MoveOptions {
+            rollout,
+            skew_ms: u64::try_from(self.skew.as_millis()).unwrap_or(u64::MAX),
+            detail,
+        };
+        let c =
+            workflow::transition(&self.store, key, what, expected_version, actor, &options).await?;
+        Ok(self.fanout.publish(c))
+    }
+
+    /// Takes a step of a rollout in progress.
+    pub async fn step(
+        &self,
+        key: &TicketKey,
+        step: workflow::Step,
+        expected_version: Option<u64>,
+        actor: &Actor,
+        why: Option<String>,
+    ) -> Result<Change, WorkflowError> {
+        let c = workflow::step(&self.store, key, step, expected_version, actor, why).await?;
         Ok(self.fanout.publish(c))
     }
 

@@ -79,11 +79,33 @@ impl HistoryRepo {
                 .map_err(|e| HistoryError::MissingSet(e.0))?;
         let overlay = production.overrides;
         let released: Vec<String> = production.released.iter().map(|k| k.to_string()).collect();
-        let imports: serde_json::Map<String, serde_json::Value> = overlay
-            .iter()
-            .map(|(spec, m)| (spec.clone(), serde_json::json!(m.url())))
-            .collect();
-        let doc = serde_json::json!({ "imports": imports, "released": released });
+        let urls =
+            |set: &stamp_model::ticket::OverrideSet| -> serde_json::Map<String, serde_json::Value> {
+                set.iter()
+                    .map(|(spec, m)| (spec.clone(), serde_json::json!(m.url())))
+                    .collect()
+            };
+        let imports = urls(&overlay);
+        // What every visitor gets, and per ticket rolling out, the share of
+        // visitors that also get its modules: each step is a commit.
+        let mut doc = serde_json::json!({ "imports": imports, "released": released });
+        if !production.rolling.is_empty() {
+            let rolling: serde_json::Map<String, serde_json::Value> = production
+                .rolling
+                .iter()
+                .map(|r| {
+                    (
+                        r.key.to_string(),
+                        serde_json::json!({
+                            "percent": r.rollout.percent,
+                            "paused": r.rollout.paused,
+                            "imports": urls(&r.overrides),
+                        }),
+                    )
+                })
+                .collect();
+            doc["rolling"] = serde_json::Value::Object(rolling);
+        }
         let text = serde_json::to_string_pretty(&doc).map_err(|e| repo_err(&self.path, e))? + "\n";
         // The ticket's code: the commit and branch its newest promotion
         // (else upload) was made from, as `stamp` sent them.

@@ -22,7 +22,7 @@ use crate::kinds::{Change, ChangeKind, Event, Links, Unpublished};
 use crate::workflow::settle::Settler;
 use history_repo::HistoryRepo;
 
-pub use desk::Desk;
+pub use desk::{Desk, DEFAULT_SKEW};
 
 /// Delivers every change to every consumer.
 pub struct Fanout {
@@ -87,6 +87,12 @@ impl Fanout {
                 share_link,
                 branch: change.branch.clone(),
                 commit: change.commit.clone(),
+                detail: match change.kind {
+                    ChangeKind::RolloutStep | ChangeKind::Promoted | ChangeKind::Reverted => {
+                        change.detail.clone()
+                    }
+                    _ => None,
+                },
                 at_ms: change.at_ms,
             });
         }

@@ -118,6 +118,7 @@ pub fn registry() -> &'static [Factory] {
                 EventKind::Reverted,
                 EventKind::Closed,
                 EventKind::SignedOff,
+                EventKind::RolloutStep,
             ],
             build: slack::build,
         },
@@ -130,6 +131,7 @@ pub fn registry() -> &'static [Factory] {
                 EventKind::Reverted,
                 EventKind::Closed,
                 EventKind::Reopened,
+                EventKind::RolloutStep,
             ],
             build: github::build,
         },
@@ -399,8 +401,20 @@ pub fn describe(e: &Event) -> String {
         EventKind::SignedOff => "signed off",
         EventKind::OriginDiverged => "saw the origin diverge from",
         EventKind::Reopened => "re-opened",
+        EventKind::RolloutStep => {
+            return format!(
+                "{} stepped the rollout of {}: {}",
+                e.actor,
+                e.ticket,
+                e.detail.as_deref().unwrap_or("a step")
+            )
+        }
     };
-    format!("{} {verb} {}{stages}", e.actor, e.ticket)
+    let said = match (&e.detail, e.kind) {
+        (Some(d), EventKind::Promoted | EventKind::Reverted) => format!(" ({d})"),
+        _ => String::new(),
+    };
+    format!("{} {verb} {}{stages}{said}", e.actor, e.ticket)
 }
 
 #[cfg(test)]
@@ -433,6 +447,7 @@ mod tests {
             share_link: None,
             branch: None,
             commit: None,
+            detail: None,
             at_ms: 1,
         }
     }

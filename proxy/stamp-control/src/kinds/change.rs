@@ -32,6 +32,8 @@ pub enum ChangeKind {
     OriginDiverged,
     /// The collector purged a closed ticket past retention.
     Purged,
+    /// A rollout in progress took a step (a share, a pause, a resume).
+    RolloutStep,
 }
 
 impl ChangeKind {
@@ -45,6 +47,7 @@ impl ChangeKind {
             ChangeKind::Closed => Some(EventKind::Closed),
             ChangeKind::SignedOff => Some(EventKind::SignedOff),
             ChangeKind::OriginDiverged => Some(EventKind::OriginDiverged),
+            ChangeKind::RolloutStep => Some(EventKind::RolloutStep),
             ChangeKind::Deleted
             | ChangeKind::SignOffWithdrawn
             | ChangeKind::LinksRevoked
@@ -99,7 +102,7 @@ impl Change {
         match self.kind {
             ChangeKind::Promoted => self.ticket.stage == Stage::Prod,
             ChangeKind::Reverted => self.from == Some(Stage::Prod),
-            ChangeKind::Settled | ChangeKind::OriginDiverged => true,
+            ChangeKind::Settled | ChangeKind::OriginDiverged | ChangeKind::RolloutStep => true,
             _ => false,
         }
     }
@@ -108,7 +111,10 @@ impl Change {
     pub(crate) fn summary(&self) -> String {
         let key = &self.ticket.key;
         match self.kind {
-            ChangeKind::Promoted => format!("{key} released to prod"),
+            ChangeKind::Promoted => match &self.ticket.rollout {
+                Some(r) => format!("{key} released to {}% of prod", r.percent),
+                None => format!("{key} released to prod"),
+            },
             ChangeKind::Reverted => format!(
                 "{key} reverted from {} to {}",
                 self.from.unwrap_or(Stage::Prod),
@@ -116,6 +122,10 @@ impl Change {
             ),
             ChangeKind::Settled => format!("{key} settled"),
             ChangeKind::OriginDiverged => format!("{key}: the origin diverged"),
+            ChangeKind::RolloutStep => format!(
+                "{key} rollout: {}",
+                self.detail.as_deref().unwrap_or("a step")
+            ),
             _ => format!("{key} changed"),
         }
     }
@@ -177,6 +187,8 @@ mod tests {
             share_gen: 0,
             baseline: None,
             retired: None,
+            rollout: None,
+            recent: Vec::new(),
         };
         Change::new(ChangeKind::Uploaded, ticket, None, &Actor::named("t"), None)
     }

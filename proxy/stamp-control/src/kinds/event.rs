@@ -22,6 +22,9 @@ pub struct Event {
     pub branch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// What the change said of itself (a rollout's step and its numbers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
 }

@@ -197,6 +197,12 @@ impl From<WorkflowError> for WebError {
             WorkflowError::UnknownBody(_) => {
                 WebError::new(404, ErrorCode::UnknownBody, e.to_string())
             }
+            WorkflowError::NotRollingOut(_, stage) => {
+                let mut err = WebError::new(409, ErrorCode::IllegalTransition, e.to_string());
+                err.body.stage = Some(stage);
+                err
+            }
+            WorkflowError::Rollout(_) => WebError::new(409, ErrorCode::Conflict, e.to_string()),
             WorkflowError::Store(s) => s.into(),
         }
     }

@@ -44,6 +44,10 @@ pub enum WorkflowError {
     TooManyModules { key: TicketKey, limit: usize },
     #[error("no module with hash {0} is stored: upload its body")]
     UnknownBody(Hash),
+    #[error("{0} is not rolling out (it is in {1}): release it with a rollout first")]
+    NotRollingOut(TicketKey, Stage),
+    #[error("{0}")]
+    Rollout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -179,6 +183,8 @@ async fn upload_once(
                 share_gen: 0,
                 baseline: None,
                 retired: None,
+                rollout: None,
+                recent: Vec::new(),
             },
             None,
             actor.event(
@@ -308,6 +314,20 @@ async fn delete_once(
     )))
 }
 
+/// How a move is made besides its kind: a release by steps, and how long
+/// what production served stays servable after it leaves.
+#[derive(Debug, Clone, Default)]
+pub struct MoveOptions {
+    /// A release (qa → prod) that starts a rollout instead of reaching
+    /// every visitor.
+    pub rollout: Option<stamp_model::rollout::Rollout>,
+    /// Skew protection: how long a set production stops serving stays
+    /// servable (0: not at all).
+    pub skew_ms: u64,
+    /// Said in the history event (why the move was made).
+    pub detail: Option<String>,
+}
+
 /// Applies a transition to the ticket as read at `expected_version` (or as
 /// it is now, when `None`). Returns the new record.
 pub(crate) async fn transition(
@@ -316,6 +336,7 @@ pub(crate) async fn transition(
     what: Transition,
     expected_version: Option<u64>,
     actor: &Actor,
+    options: &MoveOptions,
 ) -> Result<Unpublished, WorkflowError> {
     let t = store
         .get_ticket(key)
@@ -353,15 +374,27 @@ pub(crate) async fn transition(
             // A fresh release is measured against the origin anew.
             next.baseline = None;
             next.retired = None;
+            next.rollout = options.rollout.clone();
             overlay = OverlayOp::Append;
         }
         // Out of production: the released snapshot and the settler's
-        // bookkeeping go with it (a new release is measured anew).
+        // bookkeeping go with it (a new release is measured anew); what
+        // production served stays servable for tabs opened before.
         (Stage::Prod, Stage::Qa) => {
             overlay = OverlayOp::Remove;
+            let now = now_ms();
+            next.recent.retain(|r| r.until_ms > now);
+            if let (Some(prod), true) = (t.prod, options.skew_ms > 0) {
+                next.recent.retain(|r| r.set != prod);
+                next.recent.push(stamp_model::record::RecentSet {
+                    set: prod,
+                    until_ms: now.saturating_add(options.skew_ms),
+                });
+            }
             next.prod = None;
             next.baseline = None;
             next.retired = None;
+            next.rollout = None;
         }
         (Stage::Qa, Stage::Dev) => next.qa = None,
         _ => {}
@@ -371,7 +404,16 @@ pub(crate) async fn transition(
             ticket: next.clone(),
             expected_version: Some(t.version),
             overlay,
-            event: Some(actor.event(what.as_str(), Some(t.stage), Some(to), None)),
+            event: Some(actor.event(
+                what.as_str(),
+                Some(t.stage),
+                Some(to),
+                options.detail.clone().or_else(|| {
+                    next.rollout
+                        .as_ref()
+                        .map(|r| format!("rollout: {}% of production", r.percent))
+                }),
+            )),
         })
         .await?;
     let kind = match what {
@@ -380,12 +422,135 @@ pub(crate) async fn transition(
         Transition::Close => ChangeKind::Closed,
         Transition::Reopen => ChangeKind::Reopened,
     };
+    let detail = options.detail.clone().or_else(|| {
+        next.rollout
+            .as_ref()
+            .map(|r| format!("rollout: {}% of production", r.percent))
+    });
     Ok(Unpublished::new(Change::new(
         kind,
         next,
         Some(t.stage),
         actor,
-        None,
+        detail,
+    )))
+}
+
+/// A step of a rollout in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// To this share (100 ends the rollout: every visitor).
+    To(u8),
+    /// To the next planned share (100 when none is planned).
+    Next,
+    Pause,
+    Resume,
+}
+
+/// Takes a step of the rollout of a released ticket (as read at
+/// `expected_version`, or now). `why` goes into the history (the numbers a
+/// job stepped on).
+pub(crate) async fn step(
+    store: &SharedStore,
+    key: &TicketKey,
+    step: Step,
+    expected_version: Option<u64>,
+    actor: &Actor,
+    why: Option<String>,
+) -> Result<Unpublished, WorkflowError> {
+    let t = store
+        .get_ticket(key)
+        .await?
+        .ok_or_else(|| WorkflowError::NotFound(key.clone()))?;
+    if let Some(v) = expected_version {
+        if v != t.version {
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                expected: Some(v),
+                found: Some(t.version),
+            }
+            .into());
+        }
+    }
+    let Some(current) = t.rollout.clone().filter(|_| t.stage == Stage::Prod) else {
+        return Err(WorkflowError::NotRollingOut(key.clone(), t.stage));
+    };
+    let now = now_ms();
+    let mut next = current.clone();
+    let what = match step {
+        Step::Pause if current.paused => {
+            return Err(WorkflowError::Rollout(format!(
+                "{key}'s rollout is paused already"
+            )))
+        }
+        Step::Resume if !current.paused => {
+            return Err(WorkflowError::Rollout(format!(
+                "{key}'s rollout is not paused"
+            )))
+        }
+        Step::Pause => {
+            next.paused = true;
+            format!("paused at {}%", current.percent)
+        }
+        Step::Resume => {
+            // A fresh window: what was seen before the pause does not count.
+            next.paused = false;
+            next.step_at_ms = now;
+            format!("resumed at {}%", current.percent)
+        }
+        Step::To(_) | Step::Next => {
+            let to = match step {
+                Step::To(p) => p,
+                _ => current.next_percent(),
+            };
+            if !(1..=100).contains(&to) {
+                return Err(WorkflowError::Rollout(format!(
+                    "a share is 1 to 100, not {to}"
+                )));
+            }
+            if to == current.percent {
+                return Err(WorkflowError::Rollout(format!("{key} is at {to}% already")));
+            }
+            next.percent = to;
+            next.steps.retain(|s| *s > to);
+            next.step_at_ms = now;
+            next.paused = false;
+            if to == 100 {
+                format!("{}% → 100%: every visitor", current.percent)
+            } else {
+                format!("{}% → {to}%", current.percent)
+            }
+        }
+    };
+    let detail = match why {
+        Some(w) => format!("{what} ({w})"),
+        None => what,
+    };
+    let record = TicketRecord {
+        version: t.version + 1,
+        updated_ms: now,
+        rollout: (next.percent < 100).then_some(next),
+        ..t.clone()
+    };
+    store
+        .commit(Commit {
+            ticket: record.clone(),
+            expected_version: Some(t.version),
+            overlay: OverlayOp::Keep,
+            event: Some(actor.event(
+                "rollout",
+                Some(Stage::Prod),
+                Some(Stage::Prod),
+                Some(detail.clone()),
+            )),
+        })
+        .await?;
+    Ok(Unpublished::new(Change::new(
+        ChangeKind::RolloutStep,
+        record,
+        Some(Stage::Prod),
+        actor,
+        Some(detail),
     )))
 }
 

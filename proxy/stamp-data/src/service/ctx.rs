@@ -58,6 +58,16 @@ pub struct Selected {
     /// A navigation to a protected preview by someone not signed in: sent
     /// to sign in first (the `Location`).
     pub sign_in: Option<String>,
+    /// A production visitor while tickets roll out: their side of each.
+    pub rollout: Option<Sides>,
+}
+
+/// A production visitor's side of each ticket rolling out.
+#[derive(Debug, Clone, Default)]
+pub struct Sides {
+    pub sides: Vec<(TicketKey, stamp_model::views::Side)>,
+    /// This page view carries the probe (sampled for the rollouts' signal).
+    pub sampled: bool,
 }
 
 impl Selected {

@@ -106,6 +106,7 @@ impl StampProxy {
             select::cookie_name(&cfg.selection.cookie_name, true),
         );
         let asset_origins: Arc<[String]> = Arc::from(cfg.asset_origins.clone());
+        let reports = Arc::new(Reports::new(cfg.report_limits));
         StampProxy {
             pages: PageCache::new(cfg.rewrite.page_cache_bytes),
             empty: Arc::new(Effective::new(Default::default())),
@@ -118,7 +119,7 @@ impl StampProxy {
             in_flight: Arc::new(AtomicUsize::new(0)),
             cookie_names,
             peer,
-            reports: Arc::new(Reports::default()),
+            reports,
         }
     }
 
@@ -154,6 +155,7 @@ impl StampProxy {
         for cookie in &ctx.sel.set_cookie {
             resp.append_header(header::SET_COOKIE, cookie.as_str())?;
         }
+        page::rollout_headers(resp, &ctx.sel);
         if ctx.sel.plan.is_none() {
             // A selection that did not resolve: say why on production.
             if let Some(info) = &ctx.sel.info {

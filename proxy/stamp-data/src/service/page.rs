@@ -125,6 +125,7 @@ impl StampProxy {
             if let Some(info) = &ctx.sel.info {
                 resp.insert_header(INFO_HEADER, format!("{info}; cached"))?;
             }
+            rollout_headers(resp, &ctx.sel);
             return write_hit(session, resp, body).await;
         }
         // Judged on the origin's own headers, before ours are added.
@@ -143,7 +144,9 @@ impl StampProxy {
                 if let Some(info) = &ctx.sel.info {
                     resp.insert_header(INFO_HEADER, info.as_str())?;
                 }
-                if ctx.sel.notice.is_none() {
+                let sampled = sampled_sides(&ctx.sel);
+                if ctx.sel.notice.is_none() && sampled.is_none() {
+                    rollout_headers(resp, &ctx.sel);
                     return Ok(());
                 }
                 let plan = PagePlan {
@@ -151,14 +154,18 @@ impl StampProxy {
                     variant: Variant::Overlay,
                 };
                 if let Ok(Some(active)) =
-                    self.start_rewrite(session, resp, &plan, ctx.sel.notice.as_ref())
+                    self.start_rewrite(session, resp, &plan, ctx.sel.notice.as_ref(), sampled)
                 {
                     page.rewrite = Some(Mutex::new(active));
                 }
+                rollout_headers(resp, &ctx.sel);
                 return Ok(());
             }
         };
-        match self.start_rewrite(session, resp, &plan, ctx.sel.notice.as_ref()) {
+        let sampled = sampled_sides(&ctx.sel);
+        let started = self.start_rewrite(session, resp, &plan, ctx.sel.notice.as_ref(), sampled);
+        rollout_headers(resp, &ctx.sel);
+        match started {
             Ok(Some(active)) => {
                 if let Some(info) = &ctx.sel.info {
                     resp.insert_header(INFO_HEADER, info.as_str())?;
@@ -247,6 +254,7 @@ impl StampProxy {
         resp: &mut ResponseHeader,
         plan: &PagePlan,
         notice: Option<&Notice>,
+        sampled: Option<&[(stamp_model::ticket::TicketKey, stamp_model::views::Side)]>,
     ) -> Result<Option<ActiveRewrite>, String> {
         let Some(decoder) = rewritable(resp)? else {
             return Ok(None);
@@ -261,12 +269,25 @@ impl StampProxy {
                 own,
             } => Some(ProbeSpec {
                 key: key.clone(),
-                view: *view,
+                view: view.as_str(),
                 stage: *stage,
                 own: own.clone(),
                 badge: self.cfg.badge,
+                reports: vec![(key.clone(), stamp_model::views::Side::Ticket)],
             }),
-            Variant::Overlay => None,
+            // A production page sampled during a rollout: no badge, a
+            // report to each ticket rolling out, from this visitor's side.
+            Variant::Overlay => sampled.and_then(|sides| {
+                let (first, _) = sides.first()?;
+                Some(ProbeSpec {
+                    key: first.clone(),
+                    view: "prod",
+                    stage: stamp_model::ticket::Stage::Prod,
+                    own: Default::default(),
+                    badge: false,
+                    reports: sides.to_vec(),
+                })
+            }),
         };
         // A page that only gets a notice has no map: its script policy is
         // left exactly as it is.
@@ -409,6 +430,36 @@ fn replace_all(
             .map_err(|e| format!("cannot write the {name} header: {e}"))?;
     }
     Ok(())
+}
+
+/// The sides a sampled production page reports from.
+fn sampled_sides(
+    sel: &super::ctx::Selected,
+) -> Option<&[(stamp_model::ticket::TicketKey, stamp_model::views::Side)]> {
+    sel.rollout
+        .as_ref()
+        .filter(|r| r.sampled && !r.sides.is_empty())
+        .map(|r| r.sides.as_slice())
+}
+
+/// While tickets roll out, the same production URL is a different page for
+/// each side: no shared cache may keep it, and a browser must ask again.
+pub(super) fn rollout_headers(resp: &mut ResponseHeader, sel: &super::ctx::Selected) {
+    if sel.rollout.is_none() || !is_html(resp) || sel.dev_or_qa() {
+        return;
+    }
+    let keep_no_store = resp
+        .headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("no-store"));
+    let value = if keep_no_store {
+        "private, no-store"
+    } else {
+        "private, no-cache"
+    };
+    let _ = resp.insert_header(header::CACHE_CONTROL, value);
+    add_vary_cookie(resp);
 }
 
 /// A variant's headers: its length and validators are not production's, and

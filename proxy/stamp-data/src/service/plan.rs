@@ -7,7 +7,7 @@ use stamp_model::assets;
 use stamp_model::ticket::Stage;
 use stamp_model::wire;
 
-use super::ctx::{Ctx, FileState, PagePlan, Route, Selected, Variant};
+use super::ctx::{Ctx, FileState, PagePlan, Route, Selected, Sides, Variant};
 use super::StampProxy;
 use crate::badge::Stale;
 use crate::select::{self, Selection, Source, View};
@@ -75,7 +75,9 @@ impl StampProxy {
             Route::SetAside
         } else if let Some(file) = file_here {
             Route::File(Box::new(FileState { file, body: None }))
-        } else if (ctx.sel.plan.is_some() || ctx.sel.notice.is_some())
+        } else if (ctx.sel.plan.is_some()
+            || ctx.sel.notice.is_some()
+            || ctx.sel.rollout.as_ref().is_some_and(|r| r.sampled))
             && get_or_head
             && !session.is_upgrade_req()
             && select::shows_a_page(&req.headers)
@@ -90,7 +92,13 @@ impl StampProxy {
             Route::Passthrough
         };
         // A page with a stale link's notice is this visitor's alone: never stored.
-        if ctx.sel.notice.is_none() && self.pages.enabled() && req.method == http::Method::GET {
+        // A page sampled for a rollout's signal carries the probe: not stored either.
+        let sampled = ctx.sel.rollout.as_ref().is_some_and(|r| r.sampled);
+        if ctx.sel.notice.is_none()
+            && !sampled
+            && self.pages.enabled()
+            && req.method == http::Method::GET
+        {
             if let (Some(plan), Route::Page(page)) = (&ctx.sel.plan, &mut ctx.route) {
                 let version = self.snapshot.load().version;
                 let key = self.page_key(session, plan, ctx.secure);
@@ -134,25 +142,78 @@ impl StampProxy {
             }
         }
         let snap = self.snapshot.load();
-        let overlay = || {
-            snap.overlay.clone().map(|effective| PagePlan {
+        // While tickets roll out, a production visitor's side of each comes
+        // from their visitor id (minted on a navigation without one).
+        let visitor: Option<(String, bool)> = if snap.rolling.is_empty() {
+            None
+        } else {
+            let id = select::named_cookie(
+                cookies.iter().map(|v| v.as_bytes()),
+                stamp_model::rollout::VISITOR_COOKIE,
+            )
+            .and_then(stamp_model::rollout::visitor_id);
+            match id {
+                Some(v) => Some((v.to_string(), false)),
+                None if select::is_navigation(&req.headers) => {
+                    Some((stamp_model::rollout::visitor_id_from(rand::random()), true))
+                }
+                None => None,
+            }
+        };
+        let sampled = !snap.rolling.is_empty()
+            && self.cfg.report_sample > 0.0
+            && select::shows_a_page(&req.headers)
+            && rand::random::<f64>() < self.cfg.report_sample;
+        let production_side = || -> (Option<PagePlan>, Option<Sides>) {
+            let plan = |effective| PagePlan {
                 effective,
                 variant: Variant::Overlay,
-            })
+            };
+            if snap.rolling.is_empty() {
+                return (snap.overlay.clone().map(plan), None);
+            }
+            let (effective, sides) = match &visitor {
+                Some((v, _)) => snap.production_for(v),
+                // No id and no navigation to mint one on: production's side.
+                None => (
+                    snap.overlay.clone(),
+                    snap.rolling
+                        .iter()
+                        .map(|r| (r.key.clone(), stamp_model::views::Side::Production))
+                        .collect(),
+                ),
+            };
+            (effective.map(plan), Some(Sides { sides, sampled }))
         };
+        let visitor_cookie = visitor
+            .as_ref()
+            .filter(|(_, minted)| *minted)
+            .map(|(v, _)| {
+                format!(
+                    "{}={v}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{}",
+                    stamp_model::rollout::VISITOR_COOKIE,
+                    if ctx.secure { "; Secure" } else { "" }
+                )
+            });
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
         let base = &self.cfg.selection.cookie_name;
         let secure = ctx.secure;
         let sel = &mut ctx.sel;
+        let on_production = |sel: &mut Selected| {
+            let (plan, sides) = production_side();
+            sel.plan = plan;
+            sel.rollout = sides;
+            sel.set_cookie.extend(visitor_cookie.clone());
+        };
         let production = |sel: &mut Selected, reason: String, clear_cookie: bool| {
             sel.info = Some(format!("production; reason=\"{reason}\""));
             if clear_cookie {
                 sel.set_cookie = select::clear_cookies(base, secure, host);
             }
-            sel.plan = overlay();
+            on_production(sel);
         };
         match &classified.selection {
-            Selection::None => sel.plan = overlay(),
+            Selection::None => on_production(sel),
             Selection::Off => production(sel, "selection cleared".into(), true),
             Selection::Invalid { reason, source } => {
                 let clear = classified.has_cookie || *source == Source::Cookie;

@@ -90,6 +90,8 @@ pub struct Api {
     pub proxy_base: String,
     /// The origin itself, for the setup check (production as it is).
     pub origin: crate::OriginAccess,
+    /// Releases by steps.
+    pub rollouts: crate::rollouts::Rollouts,
 }
 
 impl std::fmt::Debug for Api {
@@ -145,13 +147,14 @@ impl Api {
                         let summary = self.summary(&change.ticket, principal);
                         Ok((200, to_value(&summary)))
                     }
+                    "rollout" => self.rollout_step(principal, &key, req).await,
                     other => match Transition::parse(other) {
                         Some(tr) => self.transition(principal, &key, tr, req).await,
                         None => Err(WebError::new(
                             404,
                             ErrorCode::NotFound,
                             format!(
-                                "no action `{other}` (promote, revert, close, reopen, sign-off, withdraw-sign-off, revoke-links)"
+                                "no action `{other}` (promote, revert, close, reopen, rollout, sign-off, withdraw-sign-off, revoke-links)"
                             ),
                         )),
                     },

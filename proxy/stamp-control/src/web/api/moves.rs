@@ -122,13 +122,28 @@ impl Api {
             .into());
         }
         require(principal, Action::Move(tr, t.stage))?;
+        let rollout = match &body.rollout {
+            Some(r) if tr == Transition::Promote && t.stage == Stage::Qa => {
+                self.rollout_of(r).await?
+            }
+            Some(_) => {
+                return Err(WebError::bad(
+                    "rollout",
+                    format!(
+                        "goes with promoting a ticket in qa to prod; {key} is in {}",
+                        t.stage
+                    ),
+                ))
+            }
+            None => None,
+        };
         let verdict = self.check_policies(&t, tr, &actor).await?;
         let checked = verdict.is_some();
         let warnings = verdict.unwrap_or_default();
         // A checked transition applies only to the version the policies
         // saw: an upload in between would make their verdict stale.
         let change = self
-            .transition_retrying(key, tr, &t, expected.is_some() || checked, &actor)
+            .transition_retrying(key, tr, &t, expected.is_some() || checked, &actor, rollout)
             .await?;
         // A summary, not the module lists: a transition is a pointer move and
         // its answer should not cost more than the move itself.
@@ -162,10 +177,15 @@ impl Api {
         read: &TicketRecord,
         explicit: bool,
         actor: &Actor,
+        rollout: Option<stamp_model::rollout::Rollout>,
     ) -> Result<Change, WebError> {
         let mut version = read.version;
         for _ in 0..8 {
-            match self.desk.transition(key, tr, Some(version), actor).await {
+            match self
+                .desk
+                .transition_with(key, tr, Some(version), actor, rollout.clone(), None)
+                .await
+            {
                 Err(WorkflowError::Store(StoreError::Conflict { .. })) if !explicit => {
                     let now = self.ticket(key).await?;
                     if now.stage != read.stage {
@@ -363,5 +383,137 @@ pub(super) fn if_match(headers: &http::HeaderMap) -> Result<Option<u64>, WebErro
             .and_then(|s| s.parse().ok())
             .map(Some)
             .ok_or_else(|| WebError::bad("if-match", "must be a ticket version, e.g. \"3\"")),
+    }
+}
+
+impl Api {
+    /// The rollout a release asks for: its steps (or the configured
+    /// schedule), checked; `None` when its first step is every visitor.
+    pub(super) async fn rollout_of(
+        &self,
+        r: &wire::RolloutRequest,
+    ) -> Result<Option<stamp_model::rollout::Rollout>, WebError> {
+        let cfg = &self.cfg.rollout;
+        let (steps, every) = if r.steps.is_empty() {
+            (cfg.steps.clone(), r.every.clone())
+        } else {
+            (r.steps.clone(), r.every.clone())
+        };
+        let text = steps
+            .iter()
+            .map(u8::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let steps = stamp_model::rollout::parse_steps(&text)
+            .map_err(|e| WebError::bad("rollout.steps", e))?;
+        let every_ms = match every.as_deref() {
+            None if r.steps.is_empty() => cfg.every.as_millis() as u64,
+            None | Some("0") => 0,
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|e| WebError::bad("rollout.every", format!("`{text}`: {e}")))?
+                .as_millis() as u64,
+        };
+        if steps[0] == 100 {
+            return Ok(None);
+        }
+        let rolling = self.rollouts.rolling().await?;
+        if rolling >= cfg.max_concurrent {
+            return Err(WebError::new(
+                409,
+                ErrorCode::Conflict,
+                format!(
+                    "{rolling} tickets are rolling out already, the most at once \
+                     (rollout.max_concurrent): finish or revert one first"
+                ),
+            ));
+        }
+        Ok(Some(stamp_model::rollout::Rollout {
+            percent: steps[0],
+            steps: steps[1..].to_vec(),
+            every_ms,
+            step_at_ms: stamp_store::now_ms(),
+            paused: false,
+        }))
+    }
+
+    /// `POST tickets/{KEY}/rollout`: a step of a rollout in progress (to a
+    /// share, `next`, `pause`, `resume`), guarded by the release's policies
+    /// when it takes more visitors to the ticket.
+    pub(super) async fn rollout_step(
+        &self,
+        principal: &Principal,
+        key: &TicketKey,
+        req: &Request<Bytes>,
+    ) -> ApiResult {
+        let body: wire::StepRequest = if req.body().iter().all(u8::is_ascii_whitespace) {
+            wire::StepRequest::default()
+        } else {
+            parse_json(req.body())?
+        };
+        let t = self.ticket(key).await?;
+        if let Some(v) = body.expected_version.or(if_match(req.headers())?) {
+            if v != t.version {
+                return Err(WebError::moved(
+                    format!("ticket {key} is at version {}, not {v}", t.version),
+                    &t,
+                ));
+            }
+        }
+        require(principal, Action::Move(Transition::Promote, Stage::Qa))?;
+        let step = match (body.to, body.action.as_deref()) {
+            (Some(p), None) => workflow::Step::To(p),
+            (None, Some("next")) => workflow::Step::Next,
+            (None, Some("pause")) => workflow::Step::Pause,
+            (None, Some("resume")) => workflow::Step::Resume,
+            (None, Some(other)) => {
+                return Err(WebError::bad(
+                    "action",
+                    format!("`{other}` is not next, pause or resume"),
+                ))
+            }
+            _ => {
+                return Err(WebError::bad(
+                    "to",
+                    "give `to` (a share, 1 to 100) or `action` (next, pause, resume)",
+                ))
+            }
+        };
+        if body
+            .comment
+            .as_ref()
+            .is_some_and(|c| c.len() > wire::MAX_TEXT || c.chars().any(char::is_control))
+        {
+            return Err(WebError::bad(
+                "comment",
+                format!("must be at most {} printable characters", wire::MAX_TEXT),
+            ));
+        }
+        let actor = actor_from(principal, req.headers());
+        match self
+            .rollouts
+            .step(&t, step, &actor, body.comment.clone())
+            .await
+        {
+            Ok((change, verdict)) => {
+                let live = self.live().await?;
+                let mut dto = self
+                    .ticket_dto(&change.ticket, false, &live, principal)
+                    .await?;
+                dto.warnings = verdict.details()["warnings"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                Ok((200, to_value(&dto)))
+            }
+            Err(crate::rollouts::StepError::Policy(v)) => {
+                let mut e = WebError::new(422, ErrorCode::PolicyDenied, v.message());
+                if let Value::Object(extra) = v.details() {
+                    e.body.extra = extra;
+                }
+                Err(e)
+            }
+            Err(crate::rollouts::StepError::Workflow(w)) => Err(w.into()),
+            Err(crate::rollouts::StepError::Store(s)) => Err(s.into()),
+        }
     }
 }

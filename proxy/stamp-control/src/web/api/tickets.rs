@@ -79,6 +79,7 @@ impl Api {
             history: None,
             last: None,
             views: None,
+            rollout: None,
             warnings: Vec::new(),
         }
     }
@@ -117,6 +118,9 @@ impl Api {
                 retired: retired as u64,
                 baseline_recorded: t.baseline.is_some(),
             });
+        }
+        if let Some((rollout, _)) = self.rollouts.status(t).await? {
+            dto.rollout = Some(rollout);
         }
         if full {
             dto.history = Some(self.store.history(&t.key).await?);

@@ -1,0 +1,376 @@
+//! Releasing by steps, end to end: real proxies (one, or two on one Redis),
+//! a real origin, Chromium visitors whose probes report what their pages
+//! ran, the rollout job deciding from those reports, and the CLI.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stamp_model::rollout::{in_slice, visitor_id_from, VISITOR_COOKIE};
+use stamp_model::TicketKey;
+use stamp_tests::browser::Browser;
+use stamp_tests::{client, Origin, Proxy, RedisServer, Route};
+
+const PAGE: &str = "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+    <script type=importmap>{\"imports\":{\"@app/greet\":\"/src/greet.js\"}}</script>\
+    <script type=module>import { greet } from '@app/greet'; document.getElementById('out').textContent = greet();</script>\
+    </head><body><p id=out>loading</p></body></html>";
+
+fn origin() -> Origin {
+    let o = Origin::start().unwrap();
+    o.route("/", Route::html(PAGE));
+    o.route(
+        "/src/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"export const greet = () => 'production';\n".to_vec(),
+        ),
+    );
+    o
+}
+
+/// A proxy whose production pages all report, and whose rollouts are
+/// judged on few views, checked often.
+fn proxy(origin: &Origin, store: &str, rollout: &str) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "origin = \"{}\"\nstore = \"{store}\"\n\
+             [reports]\nsample = 1.0\nper_second = 10000\nper_client_per_minute = 100000\n\
+             [rollout]\ncheck_every = \"200ms\"\n{rollout}\n",
+            origin.url
+        ),
+    )
+    .unwrap();
+    let p = Proxy::start_with(None, &["--config", &file.to_string_lossy()], &[]).unwrap();
+    (p, dir)
+}
+
+async fn api(proxy: &Proxy, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let url = proxy.url(&format!("/__stamp/api/v1/{path}"));
+    let req = match method {
+        "GET" => client().get(url),
+        "PUT" => client().put(url),
+        _ => client().post(url),
+    };
+    let req = if method == "PUT" {
+        req.body(body.as_str().unwrap_or_default().to_string())
+    } else if body.is_null() {
+        req
+    } else {
+        req.json(&body)
+    };
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Uploads `greet` to `key` and takes it to qa.
+async fn ticket_in_qa(proxy: &Proxy, key: &str, greet: &str) {
+    let (s, b) = api(
+        proxy,
+        "PUT",
+        &format!("tickets/{key}/modules/src/greet.js"),
+        Value::String(greet.into()),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let (s, b) = api(
+        proxy,
+        "POST",
+        &format!("tickets/{key}/promote"),
+        json!({"from": "dev"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+async fn release_by_steps(proxy: &Proxy, key: &str, steps: &[u8], every: &str) -> Value {
+    let (s, b) = api(
+        proxy,
+        "POST",
+        &format!("tickets/{key}/promote"),
+        json!({"from": "qa", "rollout": {"steps": steps, "every": every}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+async fn ticket(proxy: &Proxy, key: &str) -> Value {
+    api(proxy, "GET", &format!("tickets/{key}"), Value::Null)
+        .await
+        .1
+}
+
+/// One page view as a new visitor: the page's text, whether it loaded any
+/// ticket URL (`?__ts=`) or carries one in its markup, and whether it
+/// carries the probe.
+async fn visit(browser: &Browser, url: &str) -> (String, bool, bool) {
+    // On the site (no page view) to forget its cookies: a new visitor.
+    let site = url.split('/').take(3).collect::<Vec<_>>().join("/");
+    browser
+        .goto(&format!("{site}/__stamp/health"))
+        .await
+        .unwrap();
+    browser.clear_cookies().await.unwrap();
+    browser.goto(url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = browser
+            .execute(
+                "const out = document.getElementById('out')?.textContent; \
+                 const ts = performance.getEntriesByType('resource').some(e => e.name.includes('__ts=')) \
+                   || document.documentElement.outerHTML.includes('__ts='); \
+                 return [out, ts, !!window.__ticketStamp];",
+            )
+            .await
+            .unwrap();
+        let out = v[0].as_str().unwrap_or_default().to_string();
+        // A page whose module threw still says `loading`: give it a moment.
+        if out != "loading" || Instant::now() > deadline - Duration::from_secs(8) {
+            return (out, v[1].as_bool().unwrap(), v[2].as_bool().unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < deadline);
+    }
+}
+
+/// A ticket whose module throws for its side is reverted by the rollout
+/// job within its window, from what real browsers reported; production's
+/// side never gets a byte of it, and a tab opened before the revert still
+/// loads the ticket's module by its URL (skew protection).
+#[tokio::test]
+async fn a_ticket_that_throws_for_its_side_reverts_by_itself() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(
+        &origin,
+        &store.path().display().to_string(),
+        "min_views = 6\nmin_increase = 0.05\n",
+    );
+    ticket_in_qa(
+        &proxy,
+        "RB-1",
+        "throw new Error('ticket broke');\nexport const greet = () => 'ticket';\n",
+    )
+    .await;
+    let released = release_by_steps(&proxy, "RB-1", &[50], "0").await;
+    assert_eq!(released["stage"], "prod");
+    let t = ticket(&proxy, "RB-1").await;
+    assert_eq!(t["rollout"]["percent"], 50, "{t}");
+    let module_url = t["modules"]["prod"][0]["url"].as_str().unwrap().to_string();
+    let browser = Browser::start().await.unwrap();
+    let (mut ticket_side, mut production_side) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let reverted = loop {
+        let (out, on_ticket, probe) = visit(&browser, &proxy.url("/")).await;
+        let t = ticket(&proxy, "RB-1").await;
+        if t["stage"] == "qa" {
+            break t;
+        }
+        assert!(
+            probe,
+            "while rolling out, a sampled production page carries the probe"
+        );
+        if on_ticket {
+            ticket_side += 1;
+            assert_eq!(out, "loading", "the ticket's module threw");
+        } else {
+            production_side += 1;
+            assert_eq!(out, "production", "production's side runs production");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reverted after {ticket_side} ticket and {production_side} production views: {t}"
+        );
+    };
+    assert!(
+        ticket_side >= 6 && production_side >= 6,
+        "{ticket_side} {production_side}"
+    );
+    let history = reverted["history"].as_array().unwrap();
+    let revert = history
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "revert")
+        .unwrap();
+    assert_eq!(revert["actor"], "rollout", "{revert}");
+    let detail = revert["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("regressed") && detail.contains("views erred"),
+        "{detail}"
+    );
+    assert!(reverted.get("rollout").is_none(), "{reverted}");
+    // Everyone is on production now.
+    for _ in 0..4 {
+        let (out, on_ticket, probe) = visit(&browser, &proxy.url("/")).await;
+        assert!(
+            !on_ticket && !probe,
+            "no ticket and no probe once no ticket rolls out"
+        );
+        assert_eq!(out, "production");
+    }
+    // A tab opened before the revert still gets the module it names.
+    let resp = client().get(proxy.url(&module_url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "skew protection keeps {module_url}");
+    browser.close().await.unwrap();
+}
+
+/// A healthy ticket takes its scheduled steps by itself and reaches every
+/// visitor; each step is in its history, by the rollout job.
+#[tokio::test]
+async fn a_healthy_ticket_reaches_every_visitor_by_its_steps() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(
+        &origin,
+        &store.path().display().to_string(),
+        "min_views = 3\n",
+    );
+    ticket_in_qa(&proxy, "RH-1", "export const greet = () => 'ticket';\n").await;
+    release_by_steps(&proxy, "RH-1", &[30, 60, 100], "1s").await;
+    let browser = Browser::start().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let (out, on_ticket, _) = visit(&browser, &proxy.url("/")).await;
+        assert_eq!(out, if on_ticket { "ticket" } else { "production" });
+        let t = ticket(&proxy, "RH-1").await;
+        if t["stage"] == "prod" && t.get("rollout").is_none() {
+            break t;
+        }
+        assert_eq!(t["stage"], "prod", "{t}");
+        assert!(Instant::now() < deadline, "still rolling out: {t}");
+    };
+    let steps: Vec<&str> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "rollout" && e["actor"] == "rollout")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert!(
+        steps[0].starts_with("30% → 60%") && steps[0].contains("healthy"),
+        "{steps:?}"
+    );
+    assert!(steps[1].starts_with("60% → 100%"), "{steps:?}");
+    // Every visitor now.
+    for _ in 0..3 {
+        let (out, on_ticket, _) = visit(&browser, &proxy.url("/")).await;
+        assert!(on_ticket);
+        assert_eq!(out, "ticket");
+    }
+    browser.close().await.unwrap();
+}
+
+/// Sides are sticky: across reloads, and across two proxies on one Redis
+/// (a visitor's id decides, not a proxy's memory); a larger share keeps
+/// whoever was in; outside the slice, no page ever names a ticket URL.
+#[tokio::test]
+async fn visitors_keep_their_side_across_reloads_and_proxies() {
+    let redis = RedisServer::start().unwrap();
+    let origin = origin();
+    let (a, _ca) = proxy(&origin, &redis.url, "");
+    let (b, _cb) = proxy(&origin, &redis.url, "");
+    ticket_in_qa(&a, "ST-1", "export const greet = () => 'ticket';\n").await;
+    release_by_steps(&a, "ST-1", &[40], "0").await;
+    let key = TicketKey::parse("ST-1").unwrap();
+    // Without a browser: the side a visitor id gives, on both proxies,
+    // for many ids (the page names the ticket's URL exactly in the slice).
+    let page = |p: &Proxy, id: String| {
+        let url = p.url("/");
+        async move {
+            let resp = client()
+                .get(url)
+                .header("cookie", format!("{VISITOR_COOKIE}={id}"))
+                .header("sec-fetch-mode", "navigate")
+                .header("sec-fetch-dest", "document")
+                .send()
+                .await
+                .unwrap();
+            // While a ticket rolls out, no shared cache keeps a page: the
+            // same URL is another page on the other side.
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_ascii_lowercase()
+            };
+            let private =
+                header("cache-control").starts_with("private") && header("vary").contains("cookie");
+            let text = resp.text().await.unwrap();
+            assert!(
+                private || !text.contains("__ts="),
+                "a ticket page without private headers"
+            );
+            (text.contains("__ts="), private)
+        }
+    };
+    // Both proxies read the release from Redis.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !page(&b, visitor_id_from(1)).await.1 {
+        assert!(Instant::now() < deadline, "proxy b never saw the rollout");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<String> = (0..60u128).map(|i| visitor_id_from(i * 7919 + 3)).collect();
+    let mut in_slice_40 = Vec::new();
+    for id in &ids {
+        let want = in_slice(&key, id, 40);
+        assert_eq!(page(&a, id.clone()).await, (want, true), "{id} on a");
+        assert_eq!(page(&b, id.clone()).await, (want, true), "{id} on b");
+        if want {
+            in_slice_40.push(id.clone());
+        }
+    }
+    assert!(!in_slice_40.is_empty() && in_slice_40.len() < ids.len());
+    // A larger share keeps everyone who was in.
+    let (s, body) = api(&b, "POST", "tickets/ST-1/rollout", json!({"to": 70})).await;
+    assert_eq!(s, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = true;
+        for id in &ids {
+            let (on, _) = page(&a, id.clone()).await;
+            assert!(on || !in_slice_40.contains(id), "{id} left the slice");
+            all &= on == in_slice(&key, id, 70);
+        }
+        if all {
+            break;
+        }
+        assert!(Instant::now() < deadline, "proxy a never saw 70%");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // In Chromium: the proxy mints the id on the first page, the side holds
+    // across reloads and across the two proxies (one cookie per host).
+    let browser = Browser::start().await.unwrap();
+    let mut sides = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let (_, first, _) = visit(&browser, &a.url("/")).await;
+        let id = browser.cookie(VISITOR_COOKIE).await.unwrap().unwrap();
+        assert_eq!(first, in_slice(&key, &id, 70));
+        for p in [&a, &b, &a] {
+            browser.goto(&p.url("/")).await.unwrap();
+            let on = browser
+                .execute("return performance.getEntriesByType('resource').some(e => e.name.includes('__ts='))")
+                .await
+                .unwrap();
+            assert_eq!(on, first, "the side changed for {id}");
+            assert_eq!(browser.cookie(VISITOR_COOKIE).await.unwrap().unwrap(), id);
+        }
+        sides.insert(first);
+    }
+    browser.close().await.unwrap();
+    // Aborting: every visitor on production at once.
+    let (s, body) = api(&a, "POST", "tickets/ST-1/revert", json!({"from": "prod"})).await;
+    assert_eq!(s, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in &in_slice_40 {
+        while page(&b, id.clone()).await.0 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
