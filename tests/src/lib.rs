@@ -6,6 +6,7 @@ pub mod control;
 pub mod fakes;
 pub mod oidc;
 pub mod origin;
+pub mod prometheus;
 pub mod proxy;
 pub mod redis_server;
 

@@ -374,3 +374,228 @@ async fn visitors_keep_their_side_across_reloads_and_proxies() {
         }
     }
 }
+
+/// The Prometheus gate, against a real Prometheus scraping the proxy: a
+/// query the team writes (here: any erring view on the ticket's side) that
+/// goes over its `max` reverts the ticket, with the value in the history.
+#[tokio::test]
+async fn a_prometheus_query_over_its_max_reverts_the_ticket() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let prom_port = stamp_tests::free_port().unwrap();
+    let prom_url = format!("http://127.0.0.1:{prom_port}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n\
+             [reports]\nsample = 1.0\nper_second = 10000\nper_client_per_minute = 100000\n\
+             [rollout]\ncheck_every = \"200ms\"\nmin_views = 100000\n\
+             [rollout.prometheus]\nurl = \"{}\"\n\
+             query = 'sum(stamp_rollout_erring_views_total{{ticket=\"$ticket\",side=\"ticket\"}}) or vector(0)'\n\
+             max = 0\n",
+            origin.url,
+            store.path().display(),
+            prom_url
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(None, &["--config", &file.to_string_lossy()], &[]).unwrap();
+    let prom = stamp_tests::prometheus::Prometheus::start(
+        prom_port,
+        &[format!("127.0.0.1:{}", proxy.port)],
+        "/__stamp/metrics",
+    )
+    .unwrap();
+    ticket_in_qa(&proxy, "PG-1", "export const greet = () => 'ticket';\n").await;
+    release_by_steps(&proxy, "PG-1", &[20, 100], "1h").await;
+    let report = |errors: u32| {
+        json!({"v": 1, "ticket": "PG-1", "view": "prod", "side": "ticket", "page": "/",
+               "error_count": errors, "errors": if errors > 0 {
+                   json!([{"kind": "error", "message": "TypeError: boom", "source": "/src/greet.js", "line": 1, "stack": ""}])
+               } else { json!([]) }})
+    };
+    // Clean views: the gate's value stays at 0, nothing happens.
+    for _ in 0..3 {
+        let r = client()
+            .post(proxy.url("/__stamp/report"))
+            .body(report(0).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ticket(&proxy, "PG-1").await["stage"], "prod");
+    // One erring view on the ticket's side: Prometheus scrapes it, the
+    // query goes over 0, the job reverts.
+    let r = client()
+        .post(proxy.url("/__stamp/report"))
+        .body(report(1).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let t = loop {
+        let t = ticket(&proxy, "PG-1").await;
+        if t["stage"] == "qa" {
+            break t;
+        }
+        if Instant::now() > deadline {
+            let q = client()
+                .get(format!("{}/api/v1/query", prom.url))
+                .query(&[("query", "up")])
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
+            let m = client()
+                .get(proxy.url("/__stamp/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let m: Vec<&str> = m.lines().filter(|l| l.contains("rollout")).collect();
+            let targets = client()
+                .get(format!("{}/api/v1/targets", prom.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            panic!("not reverted\nprometheus: {q}\n{targets}\nmetrics: {m:?}\nproxy log: {log}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let revert = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "revert")
+        .unwrap()
+        .clone();
+    assert_eq!(revert["actor"], "rollout");
+    assert!(
+        revert["detail"]
+            .as_str()
+            .unwrap()
+            .contains("prometheus over, at 1"),
+        "{revert}"
+    );
+    // The series of a ticket no longer rolling out are gone.
+    let metrics = client()
+        .get(proxy.url("/__stamp/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("ticket=\"PG-1\""), "{metrics}");
+}
+
+/// `stamp` releases by steps: `--promote --rollout`, `--rollout N`,
+/// `--pause`, `--resume`, and `--revert` aborts; malformed and untimely
+/// asks get a clear error and change nothing.
+#[tokio::test]
+async fn the_cli_releases_by_steps_pauses_resumes_and_aborts() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(&origin, &store.path().display().to_string(), "");
+    let work = crate::apps::project(
+        "/src",
+        "src",
+        &[("greet.js", "export const greet = () => 'ticket';\n")],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let stamp = |args: &[&str]| -> (i32, String, String) {
+        let out = std::process::Command::new(stamp_tests::proxy::binary("stamp").unwrap())
+            .arg("--server")
+            .arg(&proxy.url)
+            .args(args)
+            .current_dir(work.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join(".config"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ok = |args: &[&str]| {
+        let (code, out, err) = stamp(args);
+        assert_eq!(code, 0, "stamp {args:?}: {out}{err}");
+        out
+    };
+    ok(&["RC-1", "--update", "--once"]);
+    ok(&["RC-1", "--promote"]);
+    // Usage errors: exit 2, nothing moved.
+    for bad in [
+        &["RC-1", "--promote", "--rollout", "0"][..],
+        &["RC-1", "--promote", "--rollout", "50,10"],
+        &["RC-1", "--promote", "--rollout", "5", "--every", "soon"],
+        &["RC-1", "--rollout"],
+        &["RC-1", "--close", "--rollout", "5"],
+    ] {
+        let (code, out, err) = stamp(bad);
+        assert_eq!(code, 2, "stamp {bad:?}: {out}{err}");
+    }
+    // Not rolling out yet: refused, with the reason.
+    let (code, _, err) = stamp(&["RC-1", "--pause"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not rolling out"), "{err}");
+    assert_eq!(ticket(&proxy, "RC-1").await["stage"], "qa");
+    let out = ok(&[
+        "RC-1",
+        "--promote",
+        "--rollout",
+        "10,50,100",
+        "--every",
+        "0",
+    ]);
+    assert!(
+        out.contains("qa -> prod") && out.contains("10% of production"),
+        "{out}"
+    );
+    let out = ok(&["RC-1", "--rollout", "next"]);
+    assert!(out.contains("50% of production"), "{out}");
+    let out = ok(&["RC-1", "--pause"]);
+    assert!(out.contains("paused"), "{out}");
+    let (code, _, err) = stamp(&["RC-1", "--pause"]);
+    assert_eq!(code, 1, "{err}");
+    ok(&["RC-1", "--resume"]);
+    let out = ok(&["RC-1"]);
+    assert!(out.contains("rolling out: 50% of visitors"), "{out}");
+    let json: Value = serde_json::from_str(&ok(&["RC-1", "--rollout", "70", "--json"])).unwrap();
+    assert_eq!(json["rollout"]["percent"], 70, "{json}");
+    let out = ok(&["RC-1", "--revert"]);
+    assert!(out.contains("prod -> qa"), "{out}");
+    let t = ticket(&proxy, "RC-1").await;
+    assert!(t.get("rollout").is_none(), "{t}");
+    let events: Vec<String> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "rollout")
+        .map(|e| e["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        events,
+        ["10% → 50%", "paused at 50%", "resumed at 50%", "50% → 70%"],
+        "{t}"
+    );
+}

@@ -149,6 +149,7 @@ impl Api {
         // its answer should not cost more than the move itself.
         let mut summary = self.summary(&change.ticket, principal);
         summary.warnings = warnings;
+        summary.rollout = self.rollouts.status(&change.ticket).await?.map(|(r, _)| r);
         Ok((200, to_value(&summary)))
     }
 
