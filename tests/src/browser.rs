@@ -276,6 +276,11 @@ impl Browser {
         }
     }
 
+    /// Runs `script` with `args` (its `arguments`) and returns its value.
+    pub async fn execute_with(&self, script: &str, args: Vec<Value>) -> anyhow::Result<Value> {
+        Ok(self.client()?.execute(script, args).await?)
+    }
+
     /// Runs a script (a function body: use `return`) and returns its result.
     pub async fn execute(&self, script: &str) -> anyhow::Result<Value> {
         Ok(self.client()?.execute(script, vec![]).await?)

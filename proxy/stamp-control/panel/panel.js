@@ -181,13 +181,13 @@ function said(key, action, from, t, before) {
   return `${label(action, from)}: ${key} is now in ${t.stage}.`;
 }
 
-async function act(before, action, comment) {
+async function act(before, action, comment, extra) {
   const key = before.key;
   const out = $('#outcome');
   out.textContent = '';
   out.className = '';
   try {
-    const body = { expected_version: before.version };
+    const body = { expected_version: before.version, ...(extra || {}) };
     if (comment) body.comment = comment;
     const t = await api('POST', `/tickets/${key}/${action}`, body);
     out.className = 'notice';
@@ -210,11 +210,20 @@ function confirmMove(t, action) {
   const what = action === 'promote'
     ? `Release ${t.key} to production? Every visitor will get its ${mods.length} module${mods.length === 1 ? '' : 's'}: ${moduleList(mods)}.`
     : `Revert production? Every visitor will get production without ${t.key}'s ${mods.length} module${mods.length === 1 ? '' : 's'} again.`;
+  // A release may go to a share of visitors first, then by steps.
+  const releasing = action === 'promote' && t.stage === 'qa';
+  const steps = el('input', { id: 'confirm-steps', autocomplete: 'off', spellcheck: 'false', placeholder: '100', 'aria-describedby': 'confirm-steps-help' });
+  const every = el('input', { id: 'confirm-every', autocomplete: 'off', spellcheck: 'false', placeholder: '15m' });
+  const rollout = releasing ? [
+    el('label', { for: 'confirm-steps' }, 'Shares of visitors, in steps (e.g. 5,25,100; empty: everyone at once)'), steps,
+    el('p', { id: 'confirm-steps-help', class: 'muted' }, 'Steps are taken by themselves while the ticket\'s side is as healthy as production\'s; a regression reverts it.'),
+    el('label', { for: 'confirm-every' }, 'Time between steps (e.g. 15m; 0: by hand)'), every] : [];
   const input = el('input', { id: 'confirm-key', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'confirm-what' });
   const go = el('button', { type: 'submit', id: 'confirm-go', disabled: '' }, label(action, t.stage));
   const cancel = el('button', { type: 'button', id: 'confirm-cancel', class: 'secondary' }, 'Cancel');
   const form = el('form', { id: 'confirm', class: 'confirm', role: 'alertdialog', 'aria-labelledby': 'confirm-what' },
     el('p', { id: 'confirm-what' }, what),
+    ...rollout,
     el('label', { for: 'confirm-key' }, `Type ${t.key} to confirm`), input,
     el('div', { class: 'actions' }, go, cancel));
   const close = () => { form.remove(); $(`#do-${action}`)?.focus(); };
@@ -225,7 +234,10 @@ function confirmMove(t, action) {
     ev.preventDefault();
     if (input.value.trim().toUpperCase() !== t.key) return;
     form.remove();
-    act(t, action);
+    const shares = releasing ? steps.value.split(/[ ,]+/).filter(Boolean).map(Number) : [];
+    const extra = shares.length && !(shares.length === 1 && shares[0] === 100)
+      ? { rollout: { steps: shares, ...(every.value.trim() ? { every: every.value.trim() } : {}) } } : undefined;
+    act(t, action, undefined, extra);
   });
   $('#confirm')?.remove();
   $('#outcome').before(form);
@@ -360,6 +372,43 @@ function viewsSection(t) {
           e.stack ? el('div', { class: 'mono muted' }, e.stack) : '')))))))];
 }
 
+// A release rolling out: its share, both sides' numbers, the verdict so
+// far, and the controls (next step, pause or resume, abort).
+function rolloutSection(t) {
+  const r = t.rollout;
+  if (!r) return [];
+  const rate = (c) => c.views ? `${(100 * c.erring_views / c.views).toFixed(1)}%` : '–';
+  const step = (body) => async () => {
+    const out = $('#outcome');
+    try {
+      await api('POST', `/tickets/${t.key}/rollout`, { expected_version: t.version, ...body });
+      await renderTicket(t.key);
+    } catch (e) {
+      out.className = 'error';
+      const denials = e.detail.denials || [];
+      out.textContent = denials.length ? `Refused by policy:\n${denials.map((d) => `• ${d.policy}: ${d.reason}`).join('\n')}` : e.message;
+    }
+  };
+  const next = r.steps.length ? r.steps[0] : 100;
+  const controls = [
+    el('button', { type: 'button', id: 'rollout-next', class: 'danger', onclick: step({ action: 'next' }) }, `Next step: ${next}%`),
+    r.paused
+      ? el('button', { type: 'button', id: 'rollout-resume', onclick: step({ action: 'resume' }) }, 'Resume')
+      : el('button', { type: 'button', id: 'rollout-pause', class: 'secondary', onclick: step({ action: 'pause' }) }, 'Pause'),
+    el('button', { type: 'button', id: 'rollout-abort', class: 'danger', onclick: () => confirmMove(t, 'revert') }, 'Abort (revert)'),
+  ];
+  return [el('h2', {}, 'Rollout'),
+    el('p', { id: 'rollout-share', class: r.verdict === 'regressed' ? 'error' : undefined },
+      el('strong', {}, `${r.percent}% of production's visitors`),
+      r.paused ? ' · paused' : r.next_at_ms && r.steps.length ? ` · next ${r.steps[0]}% ${when(r.next_at_ms)}` : ' · steps by hand'),
+    el('table', { id: 'rollout-sides' },
+      el('thead', {}, el('tr', {}, el('th', {}, 'Side'), el('th', {}, 'Views'), el('th', {}, 'With errors'), el('th', {}, 'Error rate'))),
+      el('tbody', {}, [['ticket', r.ticket], ['production', r.production]].map(([side, c]) => el('tr', {},
+        el('td', {}, side), el('td', {}, String(c.views)), el('td', {}, String(c.erring_views)), el('td', {}, rate(c)))))),
+    el('p', { id: 'rollout-verdict', class: 'muted' }, r.signal ? r.said : 'No page signal: the proxy\'s reports.sample is 0, so steps go by time alone.'),
+    el('div', { class: 'actions' }, controls)];
+}
+
 async function renderTicket(key, clearOutcome = true) {
   const t = await api('GET', `/tickets/${key}`);
   const view = $('#view');
@@ -395,6 +444,7 @@ async function renderTicket(key, clearOutcome = true) {
       t.overlay ? ` — in production: ${t.overlay.live} live, ${t.overlay.retired} settled` : ''),
     el('div', { class: 'actions' }, buttons),
     outcome,
+    ...rolloutSection(t),
     ...checks,
     ...changesSection(t),
     ...(t.stage === 'qa' || (t.history || []).some((h) => h.event === 'sign-off') ? signOffSection(t) : []),
@@ -462,6 +512,15 @@ function live() {
     last = v;
   });
 }
+
+// A rollout's numbers move with every page view, which changes no version:
+// while a ticket rolling out is on screen, its numbers are read again.
+setInterval(() => {
+  const m = location.hash.match(/^#\/tickets\/([A-Za-z0-9_-]+)$/);
+  if (me && m && $('#rollout-sides') && !$('#confirm') && document.visibilityState === 'visible') {
+    renderTicket(m[1], false).catch(() => {});
+  }
+}, 5000);
 
 $('#sign-in').addEventListener('submit', signIn);
 $('#sign-out').addEventListener('click', signOut);

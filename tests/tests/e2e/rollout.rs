@@ -599,3 +599,119 @@ async fn the_cli_releases_by_steps_pauses_resumes_and_aborts() {
         "{t}"
     );
 }
+
+/// The panel releases by steps (the typed confirmation, with the shares and
+/// the time between them), shows the rollout live with both sides'
+/// numbers, and pauses, resumes, steps and aborts it.
+#[tokio::test]
+async fn the_panel_releases_by_steps_and_steers_the_rollout() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(
+        &origin,
+        &store.path().display().to_string(),
+        "min_views = 2\n",
+    );
+    ticket_in_qa(&proxy, "PN-1", "export const greet = () => 'ticket';\n").await;
+    let browser = Browser::start().await.unwrap();
+    browser
+        .goto(&proxy.url("/__stamp/#/tickets/PN-1"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text(
+            "#do-promote",
+            "Release to production",
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    browser.click("#do-promote").await.unwrap();
+    let fill = |id: &'static str, text: &'static str| {
+        browser.execute_with(
+            "const e = document.getElementById(arguments[0]); e.value = arguments[1]; \
+             e.dispatchEvent(new Event('input')); return true;",
+            vec![json!(id), json!(text)],
+        )
+    };
+    fill("confirm-steps", "20,60,100").await.unwrap();
+    fill("confirm-every", "0").await.unwrap();
+    fill("confirm-key", "PN-1").await.unwrap();
+    browser.click("#confirm-go").await.unwrap();
+    browser
+        .wait_for_text(
+            "#rollout-share",
+            "20% of production's visitors",
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    // Views of both sides come in; the panel shows them without a reload.
+    for side in ["ticket", "production", "ticket", "production"] {
+        let r = client()
+            .post(proxy.url("/__stamp/report"))
+            .body(
+                json!({"v": 1, "ticket": "PN-1", "view": "prod", "side": side, "page": "/"})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    browser
+        .wait_for_text("#rollout-verdict", "healthy", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let sides = browser.text("#rollout-sides").await.unwrap();
+    assert!(
+        sides.contains("ticket") && sides.contains("production"),
+        "{sides}"
+    );
+    browser.click("#rollout-pause").await.unwrap();
+    browser
+        .wait_for_text("#rollout-share", "paused", Duration::from_secs(15))
+        .await
+        .unwrap();
+    browser.click("#rollout-resume").await.unwrap();
+    browser
+        .wait_for_text("#rollout-next", "Next step: 60%", Duration::from_secs(15))
+        .await
+        .unwrap();
+    browser.click("#rollout-next").await.unwrap();
+    browser
+        .wait_for_text(
+            "#rollout-share",
+            "60% of production's visitors",
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    browser
+        .screenshot(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/test-artifacts/panel-rollout.png"),
+        )
+        .await
+        .unwrap();
+    browser.click("#rollout-abort").await.unwrap();
+    fill("confirm-key", "PN-1").await.unwrap();
+    browser.click("#confirm-go").await.unwrap();
+    browser
+        .wait_for_text("#ticket-stage", "qa", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let t = ticket(&proxy, "PN-1").await;
+    let details: Vec<&str> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| (e["event"] == "rollout").then(|| e["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        details,
+        ["paused at 20%", "resumed at 20%", "20% → 60%"],
+        "{t}"
+    );
+    browser.close().await.unwrap();
+}
