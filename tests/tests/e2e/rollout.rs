@@ -706,7 +706,8 @@ async fn the_panel_releases_by_steps_and_steers_the_rollout() {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| (e["event"] == "rollout").then(|| e["detail"].as_str().unwrap()))
+        .filter(|e| e["event"] == "rollout")
+        .map(|e| e["detail"].as_str().unwrap())
         .collect();
     assert_eq!(
         details,
