@@ -66,6 +66,33 @@ pub struct FileGc {
     pub skew_protection: Option<String>,
 }
 
+/// `[slack]` as written: acting from Slack's buttons.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSlack {
+    /// The environment variable that holds the Slack app's signing secret.
+    pub signing_secret_env: Option<String>,
+    /// The environment variable that holds the bot token (`users.info`, to
+    /// read the clicking person's verified email).
+    pub token_env: Option<String>,
+    pub api_url: Option<String>,
+    /// Where a click's `response_url` may point (Slack's own host).
+    pub response_url_prefix: Option<String>,
+    /// Roles by the person's verified email (`email:`, `domain:`).
+    #[serde(default)]
+    pub roles: crate::identity::FileRoles,
+}
+
+/// Acting from Slack: the secrets' variables and who gets which role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackActions {
+    pub signing_secret_env: String,
+    pub token_env: String,
+    pub api_url: String,
+    pub response_url_prefix: String,
+    pub roles: Vec<(Role, Vec<crate::identity::Rule>)>,
+}
+
 /// `[rollout]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +141,7 @@ pub struct ControlFile {
     pub settle: FileSettle,
     pub gc: FileGc,
     pub rollout: FileRollout,
+    pub slack: Option<FileSlack>,
     pub policies: Entries,
     pub hooks: Entries,
     /// `[[sign_in]]` identity providers.
@@ -244,6 +272,8 @@ pub struct ControlConfig {
     /// servable (zero: not at all).
     pub skew: Duration,
     pub rollout: RolloutConfig,
+    /// Acting from Slack's buttons; `None` when `[slack]` is not configured.
+    pub slack: Option<SlackActions>,
     /// `[[policies]]` entries, validated (built into an `Engine` at start-up).
     pub policies: Entries,
     /// `[[hooks]]` entries, validated (built into a `Dispatcher` at start-up).
@@ -534,6 +564,56 @@ impl ControlConfig {
                 }
             }
         });
+        let slack = file.slack.as_ref().and_then(|f| {
+            let need = |p: &mut Problems, key: &str, v: &Option<String>| match v {
+                Some(name) if !name.is_empty() => {
+                    if !(ctx.env_is_set)(name) {
+                        p.add(&format!("slack.{key}"), format!("the environment variable {name} is not set"));
+                    }
+                    Some(name.clone())
+                }
+                _ => {
+                    p.add(&format!("slack.{key}"), "is required (the name of an environment variable)");
+                    None
+                }
+            };
+            let secret = need(p, "signing_secret_env", &f.signing_secret_env);
+            let token = need(p, "token_env", &f.token_env);
+            let mut roles = Vec::new();
+            for (role, rules) in [
+                (Role::Admin, &f.roles.admin),
+                (Role::Qa, &f.roles.qa),
+                (Role::Dev, &f.roles.dev),
+            ] {
+                let mut parsed = Vec::new();
+                for r in rules {
+                    match crate::identity::Rule::parse(r) {
+                        Ok(rule @ (crate::identity::Rule::Email(_) | crate::identity::Rule::Domain(_))) => parsed.push(rule),
+                        Ok(_) => p.add(&format!("slack.roles.{role}"), format!("`{r}`: Slack gives a verified email, so only `email:` and `domain:` rules apply")),
+                        Err(m) => p.add(&format!("slack.roles.{role}"), m),
+                    }
+                }
+                roles.push((role, parsed));
+            }
+            if roles.iter().all(|(_, r)| r.is_empty()) {
+                p.add("slack.roles", "give at least one rule (email: or domain:), or nobody may act from Slack");
+            }
+            Some(SlackActions {
+                signing_secret_env: secret?,
+                token_env: token?,
+                api_url: f
+                    .api_url
+                    .clone()
+                    .unwrap_or_else(|| "https://slack.com/api".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                response_url_prefix: f
+                    .response_url_prefix
+                    .clone()
+                    .unwrap_or_else(|| "https://hooks.slack.com/".into()),
+                roles,
+            })
+        });
         let rollout = RolloutConfig {
             steps,
             every: p.duration(
@@ -581,6 +661,7 @@ impl ControlConfig {
             gc,
             skew,
             rollout,
+            slack,
             policies: file.policies,
             hooks: file.hooks,
             listen: ctx.listen,

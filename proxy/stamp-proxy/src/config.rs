@@ -16,7 +16,7 @@ use clap::Parser;
 use serde::Deserialize;
 use stamp_control::config::{
     Context, ControlConfig, ControlFile, FileApi, FileGc, FilePreview, FileRollout, FileSettle,
-    FileToken,
+    FileSlack, FileToken,
 };
 use stamp_control::Entries;
 use stamp_data::config::{
@@ -153,6 +153,8 @@ struct FileConfig {
     gc: FileGc,
     #[serde(default)]
     rollout: FileRollout,
+    /// Acting from Slack's buttons.
+    slack: Option<FileSlack>,
     #[serde(default)]
     badge: FileBadge,
     #[serde(default)]
@@ -471,6 +473,7 @@ impl Config {
                 settle: file.settle,
                 gc: file.gc,
                 rollout: file.rollout,
+                slack: file.slack,
                 policies: file.policies,
                 hooks: file.hooks,
             },

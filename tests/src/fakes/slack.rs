@@ -1,4 +1,6 @@
-//! A fake Slack: incoming webhooks and the Web API's `chat.postMessage`.
+//! A fake Slack: incoming webhooks, the Web API's `chat.postMessage` and
+//! `users.info`, the `response_url`s of button clicks, and the signing of
+//! interactivity requests as Slack does it.
 
 #[allow(unused_imports)]
 use super::*;
@@ -10,6 +12,10 @@ pub const SLACK_HOOK_PATH: &str = "/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXX
 pub(super) struct SlackData {
     messages: Vec<Value>,
     archived: bool,
+    /// User id → (email, confirmed).
+    users: HashMap<String, (String, bool)>,
+    /// What was posted to `response_url`s.
+    replies: Vec<Value>,
 }
 
 /// A fake Slack: incoming webhooks at [`SLACK_HOOK_PATH`] and the Web API's
@@ -54,6 +60,27 @@ impl FakeSlack {
         self.data
             .lock()
             .map(|d| d.messages.clone())
+            .unwrap_or_default()
+    }
+
+    /// A workspace member, for `users.info`.
+    pub fn add_user(&self, id: &str, email: &str, confirmed: bool) {
+        if let Ok(mut d) = self.data.lock() {
+            d.users
+                .insert(id.to_string(), (email.to_string(), confirmed));
+        }
+    }
+
+    /// Where a click's `response_url` points (this fake records replies).
+    pub fn response_url(&self, n: u32) -> String {
+        format!("{}/actions/T0000/{n}/xyz", self.fake.url)
+    }
+
+    /// What was posted to response URLs.
+    pub fn replies(&self) -> Vec<Value> {
+        self.data
+            .lock()
+            .map(|d| d.replies.clone())
             .unwrap_or_default()
     }
 
@@ -154,5 +181,76 @@ pub(super) fn slack(
                    "message": {"text": v["text"], "type": "message", "subtype": "bot_message"}}),
         );
     }
+    if r.path == "/api/users.info" {
+        let fail = |e: &str| json_response(200, json!({"ok": false, "error": e}));
+        match r.header("authorization") {
+            None => return fail("not_authed"),
+            Some(a) if a != token => return fail("invalid_auth"),
+            _ => {}
+        }
+        let user = url::form_urlencoded::parse(r.query.as_bytes())
+            .find(|(k, _)| k == "user")
+            .map(|(_, v)| v.into_owned());
+        let Some((id, (email, confirmed))) =
+            user.and_then(|u| d.users.get(&u).map(|x| (u, x.clone())))
+        else {
+            return fail("user_not_found");
+        };
+        return json_response(
+            200,
+            json!({"ok": true, "user": {"id": id, "name": email.split('@').next(), "is_bot": false,
+                   "is_email_confirmed": confirmed, "profile": {"email": email, "real_name": email}}}),
+        );
+    }
+    if r.path.starts_with("/actions/") && r.method == "POST" {
+        let Ok(v) = serde_json::from_slice::<Value>(&r.body) else {
+            return slack_text(400, "invalid_payload");
+        };
+        d.replies.push(v);
+        return slack_text(200, "ok");
+    }
     json_response(404, json!({"ok": false, "error": "unknown_method"}))
+}
+
+/// An interactivity request as Slack sends it for a button click: the
+/// form body (`payload=`), and its `X-Slack-Request-Timestamp` and
+/// `X-Slack-Signature` (HMAC-SHA256 of `v0:ts:body` with the app's signing
+/// secret).
+pub fn slack_click(
+    signing_secret: &str,
+    ts: u64,
+    user: &str,
+    button: &Value,
+    response_url: &str,
+) -> (String, Vec<(String, String)>) {
+    use hmac::Mac;
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": user, "team_id": "T0000"},
+        "api_app_id": "A0000",
+        "team": {"id": "T0000", "domain": "shop"},
+        "container": {"type": "message", "message_ts": "1503435956.000247"},
+        "trigger_id": "123.456.abc",
+        "response_url": response_url,
+        "actions": [{"type": "button", "block_id": "ticket-stamp", "action_id": button["action_id"],
+                     "value": button["value"], "text": button["text"], "action_ts": "1503435957.111"}],
+    });
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish();
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(signing_secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    let sig = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+    (
+        body,
+        vec![
+            ("x-slack-request-timestamp".into(), ts.to_string()),
+            ("x-slack-signature".into(), sig),
+            (
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ),
+        ],
+    )
 }

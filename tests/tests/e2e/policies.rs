@@ -741,6 +741,8 @@ fn event(kind: &str, from: Stage, to: Stage) -> Event {
         branch: None,
         commit: None,
         detail: None,
+        version: 0,
+        rollout: None,
         at_ms: 1_700_000_000_000,
     }
 }
@@ -1474,6 +1476,8 @@ fn github_event(kind: &str, from: Option<Stage>, to: Stage, commit: Option<&str>
         branch: commit.map(|_| "TKT-90".to_string()),
         commit: commit.map(str::to_string),
         detail: None,
+        version: 0,
+        rollout: None,
         at_ms: 1_700_000_000_000 + kind.len() as u64 * 10 + u64::from(to as u8),
     }
 }

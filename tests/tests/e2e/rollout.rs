@@ -716,3 +716,183 @@ async fn the_panel_releases_by_steps_and_steers_the_rollout() {
     );
     browser.close().await.unwrap();
 }
+
+/// Acting from Slack, against a local Slack that speaks the Web API and
+/// signs interactivity requests as Slack does: the messages of a release
+/// candidate and of a rollout carry buttons; a click goes through the
+/// person's role (found by their confirmed email) and the policies; a
+/// forged, replayed, stale or unentitled click does nothing and says why.
+#[tokio::test]
+async fn slack_buttons_release_step_and_revert_with_the_same_roles() {
+    use stamp_tests::fakes::{slack_click, FakeSlack};
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let slack = FakeSlack::start("xoxb-test", &["#releases"]).unwrap();
+    slack.add_user("U0OPS", "ops@shop.test", true);
+    slack.add_user("U0QA", "ann@shop.test", true);
+    slack.add_user("U0EVE", "eve@shop.test", false);
+    slack.add_user("U0DEV", "dev@other.test", true);
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n\
+             [rollout]\nsteps = \"10,50,100\"\nevery = \"1h\"\ncheck_every = \"1h\"\n\
+             [slack]\nsigning_secret_env = \"SLACK_SIGNING_SECRET\"\ntoken_env = \"SLACK_BOT_TOKEN\"\n\
+             api_url = \"{}\"\nresponse_url_prefix = \"{}/actions/\"\n\
+             roles = {{ admin = [\"email:ops@shop.test\"], qa = [\"domain:shop.test\"], dev = [\"domain:other.test\"] }}\n\
+             [[hooks]]\nkind = \"slack\"\ntoken_env = \"SLACK_BOT_TOKEN\"\nchannel = \"#releases\"\napi_url = \"{}\"\n",
+            origin.url,
+            store.path().display(),
+            slack.api_url(),
+            slack.fake.url,
+            slack.api_url()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(
+        None,
+        &["--config", &file.to_string_lossy()],
+        &[
+            ("SLACK_SIGNING_SECRET", secret),
+            ("SLACK_BOT_TOKEN", "xoxb-test"),
+        ],
+    )
+    .unwrap();
+    ticket_in_qa(&proxy, "SL-1", "export const greet = () => 'ticket';\n").await;
+    // The newest message's buttons, by action.
+    let buttons = |want: usize| {
+        let slack = &slack;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let messages = slack.messages();
+                if messages.len() >= want {
+                    let m = &messages[want - 1];
+                    return m["blocks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|b| b["type"] == "actions")
+                        .flat_map(|b| b["elements"].as_array().unwrap().clone())
+                        .collect::<Vec<Value>>();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} messages: {messages:?}",
+                    messages.len()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let button = |bs: &[Value], id: &str| -> Value {
+        bs.iter()
+            .find(|b| b["action_id"] == format!("stamp-{id}"))
+            .unwrap_or_else(|| panic!("no {id} button in {bs:?}"))
+            .clone()
+    };
+    let now = || stamp_model::now_ms() / 1000;
+    let mut n = 0;
+    let mut click = |user: &'static str, b: Value, ts: u64, sign_with: &'static str| {
+        n += 1;
+        let reply_to = slack.response_url(n);
+        let (body, headers) = slack_click(sign_with, ts, user, &b, &reply_to);
+        let url = proxy.url("/__stamp/slack/actions");
+        async move {
+            let mut req = client().post(url).body(body);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Promoted to qa (message 2, after the upload's... none: dev events are
+    // not in the default set): a release candidate with its button.
+    let candidate = buttons(1).await;
+    let release = button(&candidate, "release");
+    // Forged and replayed clicks: refused before anything is read.
+    let (s, _) = click("U0OPS", release.clone(), now(), "not-the-secret").await;
+    assert_eq!(s, 401);
+    let (s, b) = click("U0OPS", release.clone(), now() - 600, secret).await;
+    assert_eq!(s, 401, "{b}");
+    // Signed, but the person may not, or is not who Slack confirmed.
+    let (s, b) = click("U0DEV", release.clone(), now(), secret).await;
+    assert_eq!(s, 200);
+    assert!(
+        b["text"].as_str().unwrap().starts_with("Nothing done"),
+        "{b}"
+    );
+    let (_, b) = click("U0EVE", release.clone(), now(), secret).await;
+    assert!(b["text"].as_str().unwrap().contains("not confirmed"), "{b}");
+    let (_, b) = click("U0NOBODY", release.clone(), now(), secret).await;
+    assert!(
+        b["text"].as_str().unwrap().contains("user_not_found"),
+        "{b}"
+    );
+    assert_eq!(ticket(&proxy, "SL-1").await["stage"], "qa");
+    // QA releases: by the configured steps.
+    let (_, b) = click("U0QA", release.clone(), now(), secret).await;
+    assert!(
+        b["text"]
+            .as_str()
+            .unwrap()
+            .contains("released to 10% of production by ann@shop.test"),
+        "{b}"
+    );
+    let t = ticket(&proxy, "SL-1").await;
+    assert_eq!(t["rollout"]["percent"], 10, "{t}");
+    // The same button again: the ticket moved on since that message.
+    let (_, b) = click("U0QA", release, now(), secret).await;
+    assert!(
+        b["text"]
+            .as_str()
+            .unwrap()
+            .contains("changed since this message"),
+        "{b}"
+    );
+    // The release's message: next step, pause, revert.
+    let rolling = buttons(2).await;
+    let (_, b) = click("U0QA", button(&rolling, "next"), now(), secret).await;
+    assert!(b["text"].as_str().unwrap().contains("10% → 50%"), "{b}");
+    let stepped = buttons(3).await;
+    // Only an admin reverts production.
+    let (_, b) = click("U0QA", button(&stepped, "revert"), now(), secret).await;
+    assert!(
+        b["text"].as_str().unwrap().starts_with("Nothing done"),
+        "{b}"
+    );
+    let (_, b) = click("U0OPS", button(&stepped, "revert"), now(), secret).await;
+    assert!(
+        b["text"]
+            .as_str()
+            .unwrap()
+            .contains("reverted to qa by ops@shop.test"),
+        "{b}"
+    );
+    let t = ticket(&proxy, "SL-1").await;
+    assert_eq!(t["stage"], "qa");
+    let moves: Vec<(&str, &str)> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] != "settler")
+        .map(|e| (e["event"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert!(
+        moves.ends_with(&[
+            ("promote", "ann@shop.test"),
+            ("rollout", "ann@shop.test"),
+            ("revert", "ops@shop.test")
+        ]),
+        "{moves:?}"
+    );
+    // Every answer also went to the click's response_url, ephemeral.
+    let replies = slack.replies();
+    assert!(replies.len() >= 7, "{replies:?}");
+    assert!(replies.iter().all(|r| r["response_type"] == "ephemeral"));
+}

@@ -93,6 +93,8 @@ impl Fanout {
                     }
                     _ => None,
                 },
+                version: t.version,
+                rollout: t.rollout.clone(),
                 at_ms: change.at_ms,
             });
         }

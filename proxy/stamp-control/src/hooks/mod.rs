@@ -448,6 +448,8 @@ mod tests {
             branch: None,
             commit: None,
             detail: None,
+            version: 0,
+            rollout: None,
             at_ms: 1,
         }
     }

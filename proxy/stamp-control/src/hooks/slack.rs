@@ -13,8 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{describe, transport, Event, Hook, HookError};
+use super::{describe, transport, Event, EventKind, Hook, HookError};
 use crate::kit::{http_client, Secret, Settings};
+use stamp_model::ticket::Stage;
 
 pub const KEYS: &[&str] = &["webhook_url", "token", "token_env", "channel", "api_url"];
 
@@ -104,13 +105,65 @@ pub fn message(e: &Event) -> Value {
             json!({"type": "mrkdwn", "text": format!("*Share link*\n<{l}|open {}>", e.ticket)}),
         );
     }
-    json!({
-        "text": text,
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": describe(e)}},
-            {"type": "section", "fields": fields},
-        ],
-    })
+    let mut blocks = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": describe(e)}}),
+        json!({"type": "section", "fields": fields}),
+    ];
+    let buttons = buttons(e);
+    if !buttons.is_empty() {
+        blocks.push(json!({"type": "actions", "block_id": "ticket-stamp", "elements": buttons}));
+    }
+    json!({ "text": text, "blocks": blocks })
+}
+
+/// The buttons of a message, acted on through `POST /__stamp/slack/actions`
+/// (with the person's role and the policies, as in the panel): a release
+/// candidate (a ticket promoted to qa, or signed off there) can be released
+/// by steps; a rollout can take its next step, pause or resume, or revert.
+/// Each button names the stage and the rollout step it was shown for: a
+/// stale one acts on nothing (the settler's bookkeeping between does not
+/// make it stale; a step, a release or a revert does).
+pub fn buttons(e: &Event) -> Vec<Value> {
+    let button = |action: &str, text: &str, style: Option<&str>| {
+        let mut b = json!({
+            "type": "button",
+            "action_id": format!("stamp-{action}"),
+            "text": {"type": "plain_text", "text": text},
+            // What the message showed: the stage, and the rollout's step.
+            "value": json!({
+                "t": e.ticket, "a": action,
+                "s": e.to.map(|s| s.as_str()).unwrap_or_default(),
+                "k": e.rollout.as_ref().map_or(0, |r| r.step_at_ms),
+            }).to_string(),
+        });
+        if let Some(s) = style {
+            b["style"] = json!(s);
+        }
+        b
+    };
+    let rolling = matches!(e.kind, EventKind::RolloutStep)
+        || (e.kind == EventKind::Promoted
+            && e.to == Some(Stage::Prod)
+            && e.detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("rollout")));
+    let done = e.detail.as_deref().is_some_and(|d| d.contains("→ 100%"));
+    if rolling && !done {
+        let paused = e.detail.as_deref().is_some_and(|d| d.starts_with("paused"));
+        return vec![
+            button("next", "Next step", Some("primary")),
+            if paused {
+                button("resume", "Resume", None)
+            } else {
+                button("pause", "Pause", None)
+            },
+            button("revert", "Revert", Some("danger")),
+        ];
+    }
+    if matches!(e.kind, EventKind::Promoted | EventKind::SignedOff) && e.to == Some(Stage::Qa) {
+        return vec![button("release", "Release by steps", Some("primary"))];
+    }
+    Vec::new()
 }
 
 #[async_trait]

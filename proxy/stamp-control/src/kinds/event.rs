@@ -25,6 +25,13 @@ pub struct Event {
     /// What the change said of itself (a rollout's step and its numbers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The ticket's version after the change.
+    #[serde(default)]
+    pub version: u64,
+    /// The rollout after the change, for a ticket rolling out (a button
+    /// names its step, so a stale button acts on nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<stamp_model::rollout::Rollout>,
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
 }

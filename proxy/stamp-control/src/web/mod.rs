@@ -7,6 +7,7 @@ pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod panel;
 pub(crate) mod signin;
+pub(crate) mod slack;
 
 use std::sync::Arc;
 
@@ -68,6 +69,10 @@ impl Router {
         }
         if let Some(asset) = panel::asset(&path) {
             return asset;
+        }
+        // Slack's servers, not a browser: proven by Slack's signature.
+        if path == slack::PATH && req.method() == Method::POST {
+            return self.slack_actions(&req).await;
         }
         if let Some(why) = foreign_write(&req, &self.cfg.link_base()) {
             return error(403, ErrorCode::Forbidden, why);

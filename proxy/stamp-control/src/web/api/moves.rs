@@ -518,3 +518,100 @@ impl Api {
         }
     }
 }
+
+impl Api {
+    /// A button clicked in Slack, by a person whose role was found from
+    /// their verified email: the same roles and policies as the panel. The
+    /// ticket must still be where the message showed it (`stage`, and the
+    /// rollout step that began at `step`). Answers what happened.
+    pub(crate) async fn act_from_chat(
+        &self,
+        principal: &Principal,
+        key: &TicketKey,
+        action: &str,
+        stage: &str,
+        step: u64,
+    ) -> Result<String, WebError> {
+        let t = self.ticket(key).await?;
+        let now_step = t.rollout.as_ref().map_or(0, |r| r.step_at_ms);
+        if t.stage.as_str() != stage || now_step != step {
+            return Err(WebError::moved(
+                format!(
+                    "{key} changed since this message (it is {}{} now): nothing done",
+                    t.stage,
+                    t.rollout
+                        .as_ref()
+                        .map(|r| format!(" at {}%", r.percent))
+                        .unwrap_or_default()
+                ),
+                &t,
+            ));
+        }
+        let actor = Actor {
+            name: principal.name.clone(),
+            commit: None,
+            branch: None,
+            role: signed_in_role(principal),
+        };
+        match action {
+            "release" => {
+                if t.stage != Stage::Qa {
+                    return Err(WorkflowError::IllegalTransition {
+                        key: key.clone(),
+                        action: "release",
+                        stage: t.stage,
+                    }
+                    .into());
+                }
+                require(principal, Action::Move(Transition::Promote, Stage::Qa))?;
+                let rollout = self.rollout_of(&wire::RolloutRequest::default()).await?;
+                self.check_policies(&t, Transition::Promote, &actor).await?;
+                let change = self
+                    .transition_retrying(key, Transition::Promote, &t, true, &actor, rollout)
+                    .await?;
+                Ok(match &change.ticket.rollout {
+                    Some(r) => format!(
+                        "{key} released to {}% of production by {}",
+                        r.percent, principal.name
+                    ),
+                    None => format!("{key} released to production by {}", principal.name),
+                })
+            }
+            "revert" => {
+                require(principal, Action::Move(Transition::Revert, t.stage))?;
+                self.check_policies(&t, Transition::Revert, &actor).await?;
+                let change = self
+                    .transition_retrying(key, Transition::Revert, &t, true, &actor, None)
+                    .await?;
+                Ok(format!(
+                    "{key} reverted to {} by {}",
+                    change.ticket.stage, principal.name
+                ))
+            }
+            "next" | "pause" | "resume" => {
+                require(principal, Action::Move(Transition::Promote, Stage::Qa))?;
+                let step = match action {
+                    "next" => workflow::Step::Next,
+                    "pause" => workflow::Step::Pause,
+                    _ => workflow::Step::Resume,
+                };
+                match self.rollouts.step(&t, step, &actor, None).await {
+                    Ok((change, _)) => Ok(format!(
+                        "{key}: {} (by {})",
+                        change.detail.unwrap_or_default(),
+                        principal.name
+                    )),
+                    Err(crate::rollouts::StepError::Policy(v)) => {
+                        Err(WebError::new(422, ErrorCode::PolicyDenied, v.message()))
+                    }
+                    Err(crate::rollouts::StepError::Workflow(w)) => Err(w.into()),
+                    Err(crate::rollouts::StepError::Store(s)) => Err(s.into()),
+                }
+            }
+            other => Err(WebError::bad(
+                "action",
+                format!("`{other}` is not release, next, pause, resume or revert"),
+            )),
+        }
+    }
+}
