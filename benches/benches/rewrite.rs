@@ -4,7 +4,12 @@
 //!
 //!     cargo bench -p stamp-benches --bench rewrite
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+criterion::criterion_group!(benches, pages, merge, classify, reports);
+use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use stamp_benches::{noop_parse, one_handler_parse, overrides, page, rewrite, spec};
 
 fn pages(c: &mut Criterion) {
@@ -58,5 +63,37 @@ fn classify(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pages, merge, classify);
+/// What a page report costs the proxy before it is queued: reading and
+/// checking the JSON, and the record kept (a typical report: a ticket page
+/// with two modules that ran and one error); and a rollout's side of a
+/// visitor (one SHA-256 per ticket rolling out).
+fn reports(c: &mut Criterion) {
+    let body = serde_json::json!({
+        "v": 1, "ticket": "TKT-1", "view": "dev", "side": "ticket", "page": "/checkout",
+        "variant": "a".repeat(64), "update": false,
+        "modules": {"expected": 2, "ran": ["b".repeat(64), "c".repeat(64)], "workers": [], "production": [], "not_run": []},
+        "errors": [{"kind": "error", "message": "TypeError: x is undefined", "source": "/src/cart.js", "line": 12,
+                    "stack": "at render (http://shop.test/src/cart.js:12:5)"}],
+        "error_count": 1, "failed_loads": 0,
+    })
+    .to_string();
+    let key = stamp_model::TicketKey::parse("TKT-1").unwrap();
+    c.bench_function("report/parse-and-record", |b| {
+        b.iter(|| {
+            let r = stamp_model::views::Report::parse(black_box(body.as_bytes())).unwrap();
+            black_box(r.record(key.clone(), stamp_model::Stage::Dev, 1))
+        })
+    });
+    let visitor = stamp_model::rollout::visitor_id_from(42);
+    c.bench_function("rollout/side-of-a-visitor", |b| {
+        b.iter(|| {
+            black_box(stamp_model::rollout::in_slice(
+                &key,
+                black_box(&visitor),
+                50,
+            ))
+        })
+    });
+}
+
 criterion_main!(benches);

@@ -130,6 +130,30 @@ pub async fn transition(store: &SharedStore, key: &str, what: Transition) -> any
     Ok(())
 }
 
+/// Releases a ticket in qa to `percent` of production's visitors (a
+/// rollout with its last step, 100, taken by hand).
+pub async fn release_by_steps(store: &SharedStore, key: &str, percent: u8) -> anyhow::Result<()> {
+    let key = TicketKey::parse(key)?;
+    let rollout = stamp_model::rollout::Rollout {
+        percent,
+        steps: vec![100],
+        every_ms: 0,
+        step_at_ms: stamp_model::now_ms(),
+        paused: false,
+    };
+    Desk::detached(store.clone())
+        .transition_with(
+            &key,
+            Transition::Promote,
+            None,
+            &Actor::named("test"),
+            Some(rollout),
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Seeds an embedded store directory (before the proxy that will own it starts).
 pub async fn seed_dir(
     dir: &std::path::Path,

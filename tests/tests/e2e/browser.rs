@@ -364,6 +364,16 @@ async fn live_change_reaches_the_browser() {
         uploaded.elapsed()
     );
     assert_eq!(seen, "TKT-7 is live for shopper: $1.00");
+    // The page that first showed it may have been stamped a moment before
+    // the change reached the snapshot, its module then answered at the
+    // plain path to the selected browser; a page stamped after it carries
+    // the ticket's URL.
+    browser.refresh().await.unwrap();
+    let text = browser
+        .wait_for_text("#build", "greet.js from", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(text, "greet.js from ticket TKT-7");
     let ticket_url = format!("{GREET}?__ts={}", sha256_hex(body));
     let greet: Vec<String> = at_path(&browser.resources().await.unwrap(), GREET)
         .iter()

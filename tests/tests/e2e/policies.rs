@@ -947,7 +947,8 @@ async fn webhook_posts_signed_events_and_retries_with_backoff() {
     assert_eq!(
         got[0],
         serde_json::json!({"event": "promoted", "ticket": "TKT-11", "from": "dev", "to": "qa",
-            "actor": "bob", "share_link": "https://app.example.com/?qa=TKT-11", "at_ms": 1_700_000_000_000u64})
+            "actor": "bob", "share_link": "https://app.example.com/?qa=TKT-11", "version": 0,
+            "at_ms": 1_700_000_000_000u64})
     );
     let reqs = rx.fake.requests();
     assert_eq!(reqs.len(), 3);

@@ -896,3 +896,108 @@ async fn slack_buttons_release_step_and_revert_with_the_same_roles() {
     assert!(replies.len() >= 7, "{replies:?}");
     assert!(replies.iter().all(|r| r["response_type"] == "ephemeral"));
 }
+
+/// Malformed and untimely rollout requests get a clear error and change
+/// nothing; a fleet never rolls out more tickets at once than allowed.
+#[tokio::test]
+async fn bad_rollout_requests_are_refused_and_change_nothing() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(
+        &origin,
+        &store.path().display().to_string(),
+        "max_concurrent = 1\n",
+    );
+    ticket_in_qa(&proxy, "BR-1", "export const greet = () => 'one';\n").await;
+    ticket_in_qa(&proxy, "BR-2", "export const greet = () => 'two';\n").await;
+    // A step of a ticket that is not rolling out.
+    let (s, b) = api(&proxy, "POST", "tickets/BR-1/rollout", json!({"to": 50})).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not rolling out"),
+        "{b}"
+    );
+    for (body, field) in [
+        (
+            json!({"from": "qa", "rollout": {"steps": [50, 10]}}),
+            "rollout.steps",
+        ),
+        (
+            json!({"from": "qa", "rollout": {"steps": [0]}}),
+            "rollout.steps",
+        ),
+        (
+            json!({"from": "qa", "rollout": {"steps": [5], "every": "soon"}}),
+            "rollout.every",
+        ),
+        (
+            json!({"from": "qa", "rollout": {"steps": [5], "extra": 1}}),
+            "",
+        ),
+    ] {
+        let (s, b) = api(&proxy, "POST", "tickets/BR-1/promote", body.clone()).await;
+        assert_eq!(s, 400, "{body}: {b}");
+        assert!(
+            b["error"]["field"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field)
+                && !b["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty(),
+            "{body}: {b}"
+        );
+    }
+    assert_eq!(ticket(&proxy, "BR-1").await["stage"], "qa");
+    release_by_steps(&proxy, "BR-1", &[10, 100], "0").await;
+    // A second rollout at once: over max_concurrent.
+    let (s, b) = api(
+        &proxy,
+        "POST",
+        "tickets/BR-2/promote",
+        json!({"from": "qa", "rollout": {"steps": [10]}}),
+    )
+    .await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrent"),
+        "{b}"
+    );
+    assert_eq!(ticket(&proxy, "BR-2").await["stage"], "qa");
+    for body in [
+        json!({}),
+        json!({"to": 0}),
+        json!({"to": 101}),
+        json!({"to": 10}),
+        json!({"action": "jump"}),
+        json!({"to": 50, "action": "next"}),
+        json!({"to": 50, "comment": "x\u{7}y"}),
+        json!({"to": "fifty"}),
+    ] {
+        let (s, b) = api(&proxy, "POST", "tickets/BR-1/rollout", body.clone()).await;
+        assert!(s == 400 || s == 409, "{body}: {s} {b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{b}"
+        );
+    }
+    let (s, b) = api(
+        &proxy,
+        "POST",
+        "tickets/BR-1/rollout",
+        json!({"to": 50, "expected_version": 1}),
+    )
+    .await;
+    assert_eq!(s, 409, "a stale version: {b}");
+    let t = ticket(&proxy, "BR-1").await;
+    assert_eq!(t["rollout"]["percent"], 10, "nothing changed: {t}");
+}

@@ -60,6 +60,8 @@ const TICKET: &str = "BENCH-1";
 /// Released to production on a second stamp-proxy: every page without a
 /// selection gets its override (the overlay) until the origin ships it.
 const RELEASED: &str = "BENCH-2";
+/// A ticket rolling out to half of production's visitors.
+const ROLLING: &str = "BENCH-3";
 
 /// One closed-loop run: the figures plus the server's RSS during it.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +77,11 @@ struct Bench {
     proxy: Proxy,
     /// The same, with [`RELEASED`] in production.
     overlay: Proxy,
+    /// The same, with [`ROLLING`] rolling out to 50%, and a visitor cookie
+    /// of each side.
+    rolling: Proxy,
+    cookie_outside: String,
+    cookie_inside: String,
     nginx: Nginx,
     floors: Floors,
     module_url: String,
@@ -225,6 +232,10 @@ impl Bench {
         self.overlay.pid().map(|p| vec![p])
     }
 
+    fn rolling_pids(&self) -> Option<Vec<u32>> {
+        self.rolling.pid().map(|p| vec![p])
+    }
+
     fn nginx_pids(&self) -> Option<Vec<u32>> {
         Some(self.nginx.pids())
     }
@@ -317,6 +328,33 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
         ],
         &[("RUST_LOG", "warn")],
     )?;
+    // A ticket rolling out to half of production's visitors.
+    let rolling_store = store_dir.path().join("store-rolling");
+    stamp_tests::seed_dir(&rolling_store, ROLLING, &[(MODULE_PATH, &body)]).await?;
+    {
+        let s = stamp_tests::open_store(&rolling_store.to_string_lossy()).await?;
+        stamp_tests::transition(&s, ROLLING, stamp_model::lifecycle::Transition::Promote).await?;
+        stamp_tests::release_by_steps(&s, ROLLING, 50).await?;
+    }
+    let rolling = Proxy::start_with(
+        Some(&origin.url),
+        &[
+            "--store",
+            &rolling_store.to_string_lossy(),
+            "--threads",
+            &workers,
+        ],
+        &[("RUST_LOG", "warn")],
+    )?;
+    let key = stamp_model::TicketKey::parse(ROLLING)?;
+    let side = |inside: bool| {
+        (0u128..)
+            .map(stamp_model::rollout::visitor_id_from)
+            .find(|v| stamp_model::rollout::in_slice(&key, v, 50) == inside)
+            .map(|v| format!("{}={v}", stamp_model::rollout::VISITOR_COOKIE))
+            .unwrap_or_default()
+    };
+    let (cookie_outside, cookie_inside) = (side(false), side(true));
     let nginx = Nginx::start(&NginxSpec {
         origin: origin_addr,
         workers: opts.workers,
@@ -337,6 +375,9 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
         origin,
         proxy,
         overlay,
+        rolling,
+        cookie_outside,
+        cookie_inside,
         nginx,
         floors,
         module_url,
@@ -545,6 +586,36 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
             pass_v.m.rps(),
             0.9,
         ));
+        // A ticket rolling out to 50%: what each side of it costs. The
+        // production side is production (private, varying by cookie); the
+        // ticket's side is stamped like a release.
+        let (cookie_outside, cookie_inside) = (b.cookie_outside.clone(), b.cookie_inside.clone());
+        let outside = [PAGE_HEADERS[0], ("cookie", cookie_outside.as_str())];
+        let inside = [PAGE_HEADERS[0], ("cookie", cookie_inside.as_str())];
+        let production_side = b.run(&b.rolling.url(&path), c, &outside, b.rolling_pids())?;
+        b.row(
+            &format!("{label} page, ticket rolling out (50%)"),
+            "stamp-proxy, a visitor on production's side",
+            &production_side,
+        );
+        let ticket_side = b.run(&b.rolling.url(&path), c, &inside, b.rolling_pids())?;
+        b.row(
+            &format!("{label} page, ticket rolling out (50%)"),
+            "stamp-proxy, a visitor on the ticket's side",
+            &ticket_side,
+        );
+        targets.push(ratio_target(
+            format!("production's side of a rollout vs production without one, {label}"),
+            production_side.m.rps(),
+            pass.m.rps(),
+            0.95,
+        ));
+        targets.push(ratio_target(
+            format!("the ticket's side of a rollout vs a released ticket, {label}"),
+            ticket_side.m.rps(),
+            released.m.rps(),
+            0.9,
+        ));
     }
     let module_stamp = b.run(
         &b.proxy.url(&b.module_url),
@@ -723,8 +794,17 @@ fn ratio_target(what: String, ours: f64, theirs: f64, goal: f64) -> Target {
     Target {
         what,
         measured: format!("{r:.2}×"),
-        target: format!("≥ {goal:.1}×"),
+        target: format!("≥ {}×", trim_goal(goal)),
         met: r >= goal,
+    }
+}
+
+/// `0.9`, `0.95`, `1.0`: a goal with the digits it has.
+fn trim_goal(goal: f64) -> String {
+    let two = format!("{goal:.2}");
+    match two.strip_suffix('0') {
+        Some(one) => one.to_string(),
+        None => two,
     }
 }
 
@@ -778,13 +858,40 @@ async fn check_outputs(b: &Bench, module_body: &str) -> anyhow::Result<()> {
         info.starts_with("overlay") && info.ends_with("; cached"),
         "the page cache did not answer the released page: {info}"
     );
+    // The rollout's two sides: the module on the ticket's, none on production's.
+    let with_cookie = |cookie: &str| {
+        let url = b.rolling.url(path);
+        let cookie = cookie.to_string();
+        let client = client.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .get(url)
+                    .header("accept", "text/html")
+                    .header("cookie", cookie)
+                    .send()
+                    .await?
+                    .text()
+                    .await?,
+            )
+        }
+    };
+    ensure!(
+        points_at(&with_cookie(&b.cookie_inside).await?, &b.module_url),
+        "the ticket's side of the rollout does not carry its module"
+    );
+    ensure!(
+        !with_cookie(&b.cookie_outside).await?.contains("__ts="),
+        "production's side of the rollout carries a ticket URL"
+    );
     let sub = get(format!("{}{path}", b.nginx.sub_filter)).await?;
     ensure!(
         sub.contains(&b.module_url),
         "nginx sub_filter did not inject its script"
     );
     ensure!(
-        get(b.proxy.url(&b.module_url)).await? == module_body,
+        // JavaScript is served with the probe's marker after its code.
+        stamp_tests::without_marker(&get(b.proxy.url(&b.module_url)).await?) == module_body,
         "stamp-proxy module body differs"
     );
     ensure!(
