@@ -483,6 +483,8 @@ pub struct SnapshotCell {
     /// Why the store's state was not adopted (it lost the state this
     /// snapshot came from), while that lasts.
     lost: std::sync::Mutex<Option<String>>,
+    /// The version served, for those who wait for their write to be.
+    served: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for SnapshotCell {
@@ -492,6 +494,7 @@ impl Default for SnapshotCell {
             store_ok: AtomicBool::new(false),
             last_ok_ms: AtomicU64::new(0),
             lost: std::sync::Mutex::new(None),
+            served: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -502,7 +505,19 @@ impl SnapshotCell {
     }
 
     pub fn store(&self, s: Snapshot) {
+        let version = s.version;
         self.current.store(Arc::new(s));
+        self.served.send_replace(version);
+    }
+
+    /// Waits until this proxy serves the store's `version` or a later one,
+    /// at most `within`: whoever wrote it then reads their own write here
+    /// (an upload's response means its page is served). Whether it does.
+    pub async fn serves(&self, version: u64, within: Duration) -> bool {
+        let mut rx = self.served.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|v| *v >= version))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub fn store_ok(&self) -> bool {

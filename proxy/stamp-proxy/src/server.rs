@@ -47,16 +47,40 @@ impl ShutdownSignalWatch for GracefulSignals {
 
 /// The control plane as the data plane sees it: the one place the two
 /// planes meet.
-struct ControlAdapter(Arc<Control>);
+struct ControlAdapter {
+    control: Arc<Control>,
+    store: SharedStore,
+    cell: Arc<SnapshotCell>,
+}
+
+/// How long a write's answer waits for this proxy to serve it.
+const READ_YOUR_WRITE: Duration = Duration::from_secs(2);
 
 #[async_trait]
 impl ControlPlane for ControlAdapter {
     fn body_limit(&self, head: &http::request::Parts) -> usize {
-        self.0.body_limit(head)
+        self.control.body_limit(head)
     }
 
     async fn call(&self, req: http::Request<Bytes>) -> http::Response<stamp_data::Body> {
-        self.0.handle(req).await.map(|b| match b {
+        let write = !matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        let resp = self.control.handle(req).await;
+        // Read your writes: a successful write is answered once this proxy
+        // serves it, so the page opened right after an upload or a move
+        // shows it (bounded; a slow or unreachable store answers anyway).
+        if write && resp.status().is_success() {
+            if let Ok(Ok(version)) =
+                tokio::time::timeout(READ_YOUR_WRITE, self.store.version()).await
+            {
+                if !self.cell.serves(version, READ_YOUR_WRITE).await {
+                    log::debug!("version {version} not served within {READ_YOUR_WRITE:?}");
+                }
+            }
+        }
+        resp.map(|b| match b {
             stamp_control::Body::Full(bytes) => stamp_data::Body::Full(bytes),
             stamp_control::Body::Stream(s) => stamp_data::Body::Stream(s),
         })
@@ -160,7 +184,11 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         Arc::new(cfg.data.clone()),
         cell.clone(),
         store.clone(),
-        Arc::new(ControlAdapter(control.clone())),
+        Arc::new(ControlAdapter {
+            control: control.clone(),
+            store: store.clone(),
+            cell: cell.clone(),
+        }),
         gate,
     );
     let in_flight = proxy.in_flight();

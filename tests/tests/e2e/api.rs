@@ -279,6 +279,36 @@ async fn pages_follow_the_api() {
     );
 }
 
+/// A write's answer means this proxy serves it: the page asked for right
+/// after an upload or a move shows it, with no waiting, on both stores.
+#[tokio::test]
+async fn a_page_right_after_a_write_shows_it() {
+    let redis = RedisServer::start().unwrap();
+    for store in [None, Some(redis.url.as_str())] {
+        let env = start(store, "");
+        let p = &env.proxy;
+        for i in 0..15 {
+            let key = format!("RYW-{i}");
+            let body = format!("export const n = {i};\n");
+            let (s, _) = upload(p, &key, "src/main.js", &body).await;
+            assert_eq!(s, 201);
+            let html = get_text(&p.url(&format!("/?dev={key}"))).await;
+            assert!(
+                html.contains(&module_url("/src/main.js", &body)),
+                "{store:?}: the page right after {key}'s upload: {html}"
+            );
+            if i % 5 == 0 {
+                act(p, &key, "promote", DEV).await;
+                let html = get_text(&p.url(&format!("/?qa={key}"))).await;
+                assert!(
+                    html.contains(&module_url("/src/main.js", &body)),
+                    "{store:?}: the qa page right after {key}'s promotion: {html}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn concurrent_promotes_exactly_one_wins() {
     let redis = RedisServer::start().unwrap();

@@ -334,6 +334,13 @@ async fn visit(browser: &Browser, url: &str) -> (BTreeMap<String, String>, Optio
     };
     // Resource Timing reaches the probe asynchronously; its state settles.
     tokio::time::sleep(Duration::from_millis(400)).await;
+    let probe = probe_state(browser).await;
+    (results, probe)
+}
+
+/// What the probe says now: the ticket's files that ran, and production's
+/// that ran in their place.
+async fn probe_state(browser: &Browser) -> Option<Value> {
     let probe = browser
         .execute(
             "const S = window.__ticketStamp; if (!S) return null; \
@@ -342,7 +349,20 @@ async fn visit(browser: &Browser, url: &str) -> (BTreeMap<String, String>, Optio
         )
         .await
         .unwrap();
-    (results, (!probe.is_null()).then_some(probe))
+    (!probe.is_null()).then_some(probe)
+}
+
+/// The page's import maps as the browser holds them, for a failure's story.
+async fn maps_in(browser: &Browser) -> String {
+    browser
+        .execute(
+            "return [...document.querySelectorAll('script[type]')]\
+             .filter(s => /importmap/.test(s.type))\
+             .map(s => s.type + (s.src ? ' src=' + s.src : '') + ' ' + s.textContent).join('\\n    ');",
+        )
+        .await
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
 }
 
 /// The files whose body ran, by the strings they returned.
@@ -401,6 +421,14 @@ async fn composed_maps_in_every_loader_run_what_the_ticket_changed() {
             let first = places.get(i).copied();
             cases.push(Case::draw(cases.len(), loader, &mut r, first));
         }
+    }
+    // MATRIX_ONLY=28,29 runs those cases alone (to look at one closely).
+    if let Ok(only) = std::env::var("MATRIX_ONLY") {
+        let only: BTreeSet<usize> = only
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect();
+        cases.retain(|c| only.contains(&c.n));
     }
     for case in &cases {
         let system = case.loader.system();
@@ -511,6 +539,28 @@ async fn composed_maps_in_every_loader_run_what_the_ticket_changed() {
             .filter(|n| ran.contains(&(n.to_string(), "prod".into())))
             .map(|n| location(case, n, &cdn))
             .collect();
+        // The probe hears of files from Resource Timing and other
+        // documents (workers, SystemJS's hook) a moment later: what it says
+        // must come to the truth, and a lagging page gets a few seconds.
+        let mut probe = probe;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let settled = |p: &Option<Value>| {
+            let set = |k: &str| -> BTreeSet<String> {
+                p.as_ref()
+                    .and_then(|p| p[k].as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            set("ran") == truth_ran && set("production") == truth_prod
+        };
+        while probe.is_some() && !settled(&probe) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            probe = probe_state(&browser).await;
+        }
         let said = |k: &str| -> BTreeSet<String> {
             probe
                 .as_ref()
@@ -540,10 +590,11 @@ async fn composed_maps_in_every_loader_run_what_the_ticket_changed() {
         }
         if !problems.is_empty() {
             failures.push(format!(
-                "case {} ({:?}): {}\n  {case:?}",
+                "case {} ({:?}): {}\n  {case:?}\n  maps: {}",
                 case.n,
                 case.loader,
-                problems.join("; ")
+                problems.join("; "),
+                maps_in(&browser).await
             ));
         }
     }
