@@ -490,11 +490,45 @@ impl Api {
             ));
         }
         let actor = actor_from(principal, req.headers());
-        match self
-            .rollouts
-            .step(&t, step, &actor, body.comment.clone())
-            .await
-        {
+        // Without a stated version, a change that left the rollout where it
+        // was (an upload, a sign-off, the settler's bookkeeping) is not the
+        // caller's concern: the step is made on the new version. A step,
+        // pause or revert meanwhile is, and answers 409.
+        let explicit = body.expected_version.is_some() || if_match(req.headers())?.is_some();
+        let mut t = t;
+        let mut outcome = None;
+        for _ in 0..8 {
+            let result = self
+                .rollouts
+                .step(&t, step, &actor, body.comment.clone())
+                .await;
+            let conflict = matches!(
+                &result,
+                Err(crate::rollouts::StepError::Workflow(WorkflowError::Store(
+                    StoreError::Conflict { .. }
+                )) | crate::rollouts::StepError::Store(StoreError::Conflict { .. }))
+            );
+            if !conflict || explicit {
+                outcome = Some(result);
+                break;
+            }
+            let now = self.ticket(key).await?;
+            if now.stage != t.stage || now.rollout != t.rollout {
+                return Err(WebError::moved(
+                    format!("the rollout of {key} changed meanwhile"),
+                    &now,
+                ));
+            }
+            t = now;
+        }
+        let Some(outcome) = outcome else {
+            return Err(WebError::new(
+                409,
+                ErrorCode::Conflict,
+                format!("ticket {key} keeps changing; try again"),
+            ));
+        };
+        match outcome {
             Ok((change, verdict)) => {
                 let live = self.live().await?;
                 let mut dto = self
