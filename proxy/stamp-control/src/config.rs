@@ -682,21 +682,16 @@ impl ControlConfig {
         let Some(control) = &self.control_url else {
             return true;
         };
-        let Ok(u) = url::Url::parse(control) else {
-            return false;
-        };
-        let Some(h) = host else {
-            return false;
-        };
-        let want_host = u.host_str().unwrap_or_default();
-        let want_port = u.port_or_known_default();
-        let (got_host, got_port) = match h.rsplit_once(':') {
-            Some((name, port)) if !name.ends_with(']') || h.starts_with('[') => {
-                (name, port.parse::<u16>().ok())
-            }
-            _ => (h, want_port),
-        };
-        got_host.eq_ignore_ascii_case(want_host) && got_port == want_port
+        host.is_some_and(|h| url_names_host(control, h))
+    }
+
+    /// Whether a `Host` header names the configured `public_url` or
+    /// `control_url`.
+    pub fn names_host(&self, host: &str) -> bool {
+        [&self.public_url, &self.control_url]
+            .into_iter()
+            .flatten()
+            .any(|u| url_names_host(u, host))
     }
 
     /// The data plane's preview gate, when previews are protected.
@@ -735,6 +730,22 @@ impl ControlConfig {
             }
         }
     }
+}
+
+/// Whether `host` (a `Host` header) is the host and port of `url`.
+fn url_names_host(url: &str, host: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    let want_host = u.host_str().unwrap_or_default();
+    let want_port = u.port_or_known_default();
+    let (got_host, got_port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') || host.starts_with('[') => {
+            (name, port.parse::<u16>().ok())
+        }
+        _ => (host, want_port),
+    };
+    got_host.eq_ignore_ascii_case(want_host) && got_port == want_port
 }
 
 fn tokens(file: Vec<FileToken>, p: &mut Problems) -> Vec<Token> {

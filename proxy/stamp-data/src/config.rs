@@ -35,6 +35,8 @@ pub struct FileOriginTls {
 pub struct FileSelection {
     pub cookie_name: Option<String>,
     pub cookie_max_age: Option<String>,
+    /// Ask before a link from another site selects a ticket (no signed link).
+    pub confirm_cross_site: Option<bool>,
 }
 
 /// `[rewrite]` as written.
@@ -132,6 +134,9 @@ pub struct Timeouts {
 pub struct Selection {
     pub cookie_name: String,
     pub cookie_max_age: Duration,
+    /// A link from another site that selects a ticket without a signed
+    /// token lands on a page that asks first.
+    pub confirm_cross_site: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +321,7 @@ impl DataConfig {
             selection: Selection {
                 cookie_name,
                 cookie_max_age,
+                confirm_cross_site: file.selection.confirm_cross_site.unwrap_or(true),
             },
             rewrite,
             module_cache_bytes: file.modules.cache_bytes.unwrap_or(64 << 20),

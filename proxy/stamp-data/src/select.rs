@@ -394,12 +394,12 @@ pub fn named_cookie<'a>(
     stamp_model::share::cookie(headers, name, 256)
 }
 
-/// The `Cookie` header without `name`, when it had it (`None`: unchanged).
-/// Works on bytes: a header that is not text must not carry the cookie
-/// through.
-pub fn without_cookie<'a>(
+/// The `Cookie` header without any of `names`, when it had one (`None`:
+/// unchanged). Works on bytes: a header that is not text must not carry a
+/// cookie through.
+pub fn without_cookies<'a>(
     headers: impl IntoIterator<Item = &'a [u8]>,
-    name: &str,
+    names: &[&str],
 ) -> Option<Vec<u8>> {
     let mut found = false;
     let mut kept: Vec<&[u8]> = Vec::new();
@@ -411,7 +411,7 @@ pub fn without_cookie<'a>(
                 .next()
                 .unwrap_or_default()
                 .trim_ascii();
-            if cookie_name == name.as_bytes() {
+            if names.iter().any(|n| cookie_name == n.as_bytes()) {
                 found = true;
             } else if !pair.is_empty() {
                 kept.push(pair);
@@ -479,6 +479,46 @@ pub fn from_referer(headers: &http::HeaderMap) -> Option<(Selection, Option<Stri
     }
 }
 
+/// Whether a navigation came from another site: `Sec-Fetch-Site` other
+/// than `same-origin` or `none` (typed, bookmarked), or without fetch
+/// metadata a `Referer` whose host is not this one.
+pub fn from_another_site(headers: &http::HeaderMap, host: Option<&str>) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.as_bytes();
+        return !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none"));
+    }
+    let Some(referer) = headers
+        .get(http::header::REFERER)
+        .and_then(|r| r.to_str().ok())
+    else {
+        return false;
+    };
+    let referer_host = url::Url::parse(referer).ok().and_then(|u| {
+        let h = u.host_str()?.to_string();
+        Some(match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h,
+        })
+    });
+    referer_host.is_none_or(|r| host.is_none_or(|h| !r.eq_ignore_ascii_case(h)))
+}
+
+/// Whether the selection cookie already selects `key`'s `view` (the visitor
+/// chose it before: a link to it changes nothing).
+pub fn cookie_selects<'a>(
+    cookies: impl IntoIterator<Item = &'a [u8]>,
+    name: &str,
+    key: &TicketKey,
+    view: View,
+) -> bool {
+    named_cookie(cookies, name).is_some_and(|v| {
+        let want = format!("{}.{}", view.as_str(), key.as_str());
+        v == want
+            || v.strip_prefix(want.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
 /// Whether a request is a browser's top-level navigation (a page to show,
 /// not a script, image or fetch): `Sec-Fetch-Mode: navigate`, or without
 /// fetch metadata an `Accept` that asks for HTML.
@@ -519,16 +559,19 @@ mod tests {
         assert_eq!(named_cookie(h, "stamp_viewer"), Some("p1.9.qa.ab"));
         assert_eq!(named_cookie(h, "stamp"), None, "a prefix is not the name");
         assert_eq!(
-            without_cookie(h, "stamp_viewer").as_deref(),
+            without_cookies(h, &["stamp_viewer"]).as_deref(),
             Some(&b"a=1; b=2"[..])
         );
         assert_eq!(
-            without_cookie([b"stamp_viewer=x".as_slice()], "stamp_viewer").as_deref(),
+            without_cookies([b"stamp_viewer=x".as_slice()], &["stamp_viewer"]).as_deref(),
             Some(&b""[..])
         );
-        assert_eq!(without_cookie([b"a=1".as_slice()], "stamp_viewer"), None);
         assert_eq!(
-            without_cookie([b"a=\xff; stamp_viewer=x".as_slice()], "stamp_viewer").as_deref(),
+            without_cookies([b"a=1".as_slice()], &["stamp_viewer"]),
+            None
+        );
+        assert_eq!(
+            without_cookies([b"a=\xff; stamp_viewer=x".as_slice()], &["stamp_viewer"]).as_deref(),
             Some(&b"a=\xff"[..]),
             "not text, still taken out"
         );

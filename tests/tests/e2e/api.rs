@@ -442,6 +442,65 @@ async fn open_on_loopback_refused_elsewhere() {
     assert!(err.contains("`tokens`") && err.contains("0.0.0.0"), "{err}");
 }
 
+/// DNS rebinding: a page whose domain re-resolves to 127.0.0.1 reaches an
+/// open proxy under its own name, with an `Origin` equal to its `Host`. It
+/// may neither write, nor read, nor open the panel; production still flows
+/// under any name, and loopback names keep the open API.
+#[tokio::test]
+async fn a_rebound_domain_cannot_use_the_open_api() {
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::html(PAGE));
+    let proxy = Proxy::start(&origin.url, &[]).unwrap();
+    let port = proxy.url.rsplit(':').next().unwrap().to_string();
+    let host = format!("rebind.example:{port}");
+    let site = format!("http://{host}");
+    let c = client();
+    let put = c
+        .put(proxy.url("/__stamp/api/v1/tickets/REB-1/modules/src/lib/greet.js"))
+        .header("host", &host)
+        .header("origin", &site)
+        .body("export const evil = 1;\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 403);
+    let said = put.text().await.unwrap();
+    assert!(
+        said.contains("loopback") && said.contains("rebind.example"),
+        "{said}"
+    );
+    for path in ["/__stamp/api/v1/tickets", "/__stamp/", "/__stamp/session"] {
+        let r = c
+            .get(proxy.url(path))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    let (s, list) = call(&proxy, "GET", "tickets", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["tickets"], json!([]), "nothing was stored");
+    // Production answers under any name.
+    let page = c
+        .get(proxy.url("/"))
+        .header("host", &host)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.text().await.unwrap(), PAGE);
+    // Loopback names keep the open API.
+    for name in ["localhost", "127.0.0.1", "app.localhost"] {
+        let r = c
+            .get(proxy.url("/__stamp/api/v1/tickets"))
+            .header("host", format!("{name}:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn input_limits_refuse_and_store_nothing() {
     let env = start(
@@ -921,6 +980,22 @@ async fn protected_previews_need_a_valid_signed_link() {
     let path_and_query = &link[link.find("/?").unwrap()..];
     let (h, html) = get(path_and_query.to_string(), None).await;
     assert!(html.contains(&stamped), "valid link stamps: {html}");
+    // A signed link is made to be pasted elsewhere: from another site too.
+    let across = client()
+        .get(p.url(path_and_query))
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        across.contains(&stamped),
+        "a signed link from another site: {across}"
+    );
     let cookie = h["set-cookie"]
         .to_str()
         .unwrap()

@@ -1362,3 +1362,83 @@ async fn a_meta_policy_lets_the_merged_map_run() {
     );
     browser.close().await.unwrap();
 }
+
+/// Another site links to `?dev=DEMO-1`: the visitor lands on the proxy's
+/// question, not on the ticket's code. "Continue" (a same-origin click)
+/// opens the ticket; "Stay on production" stays; the question is not
+/// asked again once they chose the ticket; and the page cannot be framed.
+#[tokio::test]
+async fn a_ticket_link_from_another_site_asks_first() {
+    let origin = demo_origin();
+    let (_store_dir, location) = seeded_demo_store().await;
+    let proxy = Proxy::start(&origin.url, &["--store", &location]).unwrap();
+    // The other site: another port is another origin (same-site, which
+    // counts as another site here; a true cross-site link is checked below).
+    let ticket_link = proxy.url("/?dev=DEMO-1");
+    let elsewhere = Origin::start().unwrap();
+    elsewhere.route(
+        "/",
+        Route::html(&format!(
+            "<!doctype html><a id=go href=\"{ticket_link}\">see this</a>"
+        )),
+    );
+    let browser = Browser::start().await.unwrap();
+    let from_elsewhere = || async {
+        browser.goto(&elsewhere.url).await.unwrap();
+        browser.click("#go").await.unwrap();
+        browser
+            .wait_for_text("h1", "Open ticket", PAGE_TIMEOUT)
+            .await
+            .unwrap()
+    };
+    let asked = from_elsewhere().await;
+    let host = proxy.url.trim_start_matches("http://").to_string();
+    assert_eq!(asked, format!("Open ticket DEMO-1 on {host}?"));
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    // Stay: production, and nothing selected.
+    browser.click("a.stay").await.unwrap();
+    let greeting = browser
+        .wait_for_text("#greeting", "Hello", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(greeting, PRODUCTION_GREETING);
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    // Continue: the ticket, with its badge.
+    from_elsewhere().await;
+    browser.click("a.go").await.unwrap();
+    let build = browser
+        .wait_for_text("#build", "greet.js from", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(build, "greet.js from ticket DEMO-1");
+    assert!(browser.cookie("ticket_stamp").await.unwrap().is_some());
+    // Chosen once: the same link from elsewhere goes straight through.
+    browser.goto(&elsewhere.url).await.unwrap();
+    browser.click("#go").await.unwrap();
+    let build = browser
+        .wait_for_text("#build", "greet.js from", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(build, "greet.js from ticket DEMO-1");
+
+    // The question itself: no cookie, not framable, no script.
+    let resp = stamp_tests::client()
+        .get(&ticket_link)
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("set-cookie").is_none());
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("<script"), "{body}");
+    browser.close().await.unwrap();
+}

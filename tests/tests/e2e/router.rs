@@ -73,6 +73,7 @@ async fn call(c: &Control, method: &str, path: &str, body: &str) -> (u16, Value)
     let req = http::Request::builder()
         .method(method)
         .uri(path)
+        .header("host", "127.0.0.1:9")
         .header("content-type", "application/json")
         .body(Bytes::from(body.to_string()))
         .unwrap();
@@ -314,6 +315,7 @@ async fn a_purged_ticket_says_so_and_uploads_are_no_stage_moves() {
     let put = http::Request::builder()
         .method("PUT")
         .uri("/__stamp/api/v1/tickets/OLD-1/modules/src/a.js")
+        .header("host", "127.0.0.1:9")
         .body(Bytes::from_static(b"export default 1;"))
         .unwrap();
     assert_eq!(c.handle(put).await.status(), 201);
@@ -328,6 +330,7 @@ async fn a_purged_ticket_says_so_and_uploads_are_no_stage_moves() {
     let put = http::Request::builder()
         .method("PUT")
         .uri("/__stamp/api/v1/tickets/OLD-1/modules/src/b.js")
+        .header("host", "127.0.0.1:9")
         .body(Bytes::from_static(b"export default 2;"))
         .unwrap();
     assert_eq!(c.handle(put).await.status(), 200);

@@ -477,3 +477,34 @@ async fn tossed_cookies_never_select_and_the_exit_clears_every_copy() {
         );
     }
 }
+
+/// The proxy's cookies are its own: a selection (with the share token it
+/// may carry), a visitor id or the exit's marker never reach the origin;
+/// the app's cookies do, in order.
+#[tokio::test]
+async fn the_origin_never_sees_our_cookies() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "CK-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    for (cookie, kept) in [
+        (
+            "session=abc; ticket_stamp=dev.CK-1; theme=dark",
+            Some("session=abc; theme=dark"),
+        ),
+        ("ticket_stamp=dev.CK-1.1999999999.0.c2lnbmF0dXJl", None),
+        ("__Host-ticket_stamp=qa.CK-1; a=1", Some("a=1")),
+        (
+            "ticket_stamp_visitor=0123456789abcdef0123456789abcdef; ticket_stamp_left=1; b=2",
+            Some("b=2"),
+        ),
+        ("a=1; b=2", Some("a=1; b=2")),
+    ] {
+        let (_, _) = page(&f.proxy, "/about", Some(cookie)).await;
+        let seen = f.origin.last_headers("/about").unwrap();
+        let got = seen.get("cookie").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(got.as_deref(), kept, "sent {cookie}");
+    }
+}

@@ -67,6 +67,25 @@ impl Router {
                 ),
             );
         }
+        // Open mode trusts whoever reaches the loopback listener; a page
+        // whose domain re-resolves to 127.0.0.1 (DNS rebinding) reaches it
+        // too, under its own name. So open mode answers only to a loopback
+        // name, or the configured public or control URL's host.
+        if self.cfg.tokens.is_empty()
+            && self.sign_in.session_keys().is_empty()
+            && !host.is_some_and(|h| loopback_host(h) || self.cfg.names_host(h))
+        {
+            return error(
+                403,
+                ErrorCode::Forbidden,
+                format!(
+                    "the open control API answers only at a loopback address (localhost, 127.0.0.1, [::1]), \
+                     not at Host {:?}: a page on another domain may resolve to this machine; \
+                     configure [[tokens]] or public_url",
+                    host.unwrap_or_default()
+                ),
+            );
+        }
         if let Some(asset) = panel::asset(&path) {
             return asset;
         }
@@ -399,6 +418,25 @@ impl Router {
     }
 }
 
+/// Whether a Host header names this machine's loopback interface:
+/// `localhost` (and `*.localhost`, which resolves there by RFC 6761),
+/// `127.0.0.0/8` or `[::1]`, with any port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, port)) if port.is_empty() || port.starts_with(':') => inside,
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// An error response in the model's envelope.
 fn error(status: u16, code: ErrorCode, message: impl Into<String>) -> Response<Body> {
     WebError::new(status, code, message).response()
@@ -448,4 +486,40 @@ fn not_json(req: &Request<Bytes>) -> Option<Response<Body>> {
             "send the body as Content-Type: application/json",
         )
     })
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::loopback_host;
+
+    #[test]
+    fn loopback_names_and_addresses_only() {
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "app.localhost:3000",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.8.9.10:1",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "rebind.example:8080",
+            "localhost.example.com",
+            "127.0.0.1.nip.io",
+            "10.0.0.1",
+            "[::2]:80",
+            "[::1",
+            "[::1]x",
+            "",
+            "0.0.0.0",
+            "2130706433",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
 }

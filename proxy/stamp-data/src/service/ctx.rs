@@ -58,6 +58,8 @@ pub struct Selected {
     /// A navigation to a protected preview by someone not signed in: sent
     /// to sign in first (the `Location`).
     pub sign_in: Option<String>,
+    /// A ticket link opened from another site: asked about first.
+    pub confirm: Option<super::confirm::Confirm>,
     /// A production visitor while tickets roll out: their side of each.
     pub rollout: Option<Sides>,
 }

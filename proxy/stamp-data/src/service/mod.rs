@@ -14,6 +14,7 @@
 //! logging                  requests and latency by kind
 //! ```
 
+mod confirm;
 mod ctx;
 mod file;
 mod map;
@@ -206,6 +207,10 @@ impl ProxyHttp for StampProxy {
             self.sign_in_first(session, ctx, &location).await?;
             return Ok(true);
         }
+        if let Some(c) = ctx.sel.confirm.take() {
+            confirm::respond(session, &c).await?;
+            return Ok(true);
+        }
         match &ctx.route {
             Route::Internal => {
                 if session.req_header().uri.path() == wire::EVENTS_PATH {
@@ -260,9 +265,19 @@ impl ProxyHttp for StampProxy {
         if let Some(host) = &self.cfg.origin.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
         }
-        // The preview pass is ours: the origin never sees it.
-        if self.preview.is_some() {
-            strip_cookie(upstream, stamp_model::share::PASS_COOKIE)?;
+        // Our cookies are ours: the origin never sees a selection (nor the
+        // share token it may carry), a preview pass or a visitor id.
+        if upstream.headers.contains_key(header::COOKIE) {
+            strip_cookies(
+                upstream,
+                &[
+                    &self.cookie_names.0,
+                    &self.cookie_names.1,
+                    stamp_model::share::PASS_COOKIE,
+                    select::LEFT_COOKIE,
+                    stamp_model::rollout::VISITOR_COOKIE,
+                ],
+            )?;
         }
         if let ctx::Route::Page(_) = &ctx.route {
             self.page_upstream(upstream, ctx)?;
@@ -377,15 +392,15 @@ fn status_for(e: &Error) -> u16 {
     }
 }
 
-/// Removes one cookie from the upstream request's `Cookie` headers.
-fn strip_cookie(upstream: &mut RequestHeader, name: &str) -> Result<()> {
-    let rebuilt = select::without_cookie(
+/// Removes cookies from the upstream request's `Cookie` headers.
+fn strip_cookies(upstream: &mut RequestHeader, names: &[&str]) -> Result<()> {
+    let rebuilt = select::without_cookies(
         upstream
             .headers
             .get_all(header::COOKIE)
             .iter()
             .map(|v| v.as_bytes()),
-        name,
+        names,
     );
     if let Some(rest) = rebuilt {
         upstream.remove_header(&header::COOKIE);

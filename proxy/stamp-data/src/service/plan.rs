@@ -257,6 +257,27 @@ impl StampProxy {
                             return classified;
                         }
                     }
+                    // A link from another site (no signed token) asks the
+                    // visitor first, unless they already chose this ticket.
+                    if *source == Source::Query
+                        && self.cfg.selection.confirm_cross_site
+                        && token.is_none()
+                        && select::is_navigation(&req.headers)
+                        && select::from_another_site(&req.headers, host)
+                        && !select::cookie_selects(
+                            cookies.iter().map(|v| v.as_bytes()),
+                            name,
+                            key,
+                            *view,
+                        )
+                    {
+                        sel.confirm = Some(super::confirm::Confirm {
+                            key: key.clone(),
+                            view: *view,
+                            stage,
+                        });
+                        return classified;
+                    }
                     if matches!(source, Source::Query | Source::Referer) {
                         sel.set_cookie = vec![select::set_cookie(
                             name,
