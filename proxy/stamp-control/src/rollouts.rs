@@ -416,7 +416,7 @@ async fn query(http: &reqwest::Client, g: &PrometheusGate, key: &TicketKey) -> R
         .query(&[("query", q.as_str())])
         .send()
         .await
-        .map_err(|e| format!("{}: {e}", g.url))?;
+        .map_err(|e| format!("{}: {}", g.url, crate::kit::transport_error(&e)))?;
     let status = resp.status();
     let body: serde_json::Value = resp
         .json()

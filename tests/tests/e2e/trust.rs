@@ -443,3 +443,75 @@ async fn slow_clients_are_cut_off_by_header_and_body_timeouts() {
         "a stalled body was answered 200: {answer}"
     );
 }
+
+/// A Slack (or any) webhook URL is a secret: a failed delivery's log line
+/// says why (a timeout, a refused connection) and never the URL's path.
+#[tokio::test]
+async fn failed_hook_deliveries_log_the_cause_never_the_secret_url() {
+    let origin = origin();
+    // One peer that accepts and never answers, one port nobody listens on.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let held = std::thread::spawn(move || {
+        let conns: Vec<_> = hang.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(8));
+        drop(conns);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n\
+             [[hooks]]\nkind = \"slack\"\nwebhook_url = \"http://127.0.0.1:{hang_port}/services/T0/B0/HANGSECRET\"\n\
+             timeout = \"1s\"\nmax_attempts = 1\n\
+             [[hooks]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{closed_port}/hook/REFUSEDSECRET\"\n\
+             secret = \"s3cret\"\nmax_attempts = 1\n",
+            origin.url,
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let p = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    let (s, _) = put(&p, "src/app.js", "export default 1;\n", &[]).await;
+    assert_eq!(s, 201);
+    // Slack hears of moves.
+    let moved = client()
+        .post(p.url("/__stamp/api/v1/tickets/SEC-1/promote"))
+        .json(&serde_json::json!({"from": "dev"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let log = loop {
+        let log = p.log_text();
+        let failed = |kind: &str| {
+            log.lines()
+                .any(|l| l.contains(&format!("hook {kind}:")) && l.contains("not delivered"))
+        };
+        if failed("slack") && failed("webhook") {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !log.contains("HANGSECRET") && !log.contains("REFUSEDSECRET"),
+        "{log}"
+    );
+    let line = |kind: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("hook {kind}:")) && l.contains("not delivered"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("slack").contains("no answer within 1s"), "{log}");
+    assert!(line("webhook").contains("could not connect"), "{log}");
+    held.join().unwrap();
+}

@@ -383,7 +383,7 @@ pub(crate) fn classify(status: u16, what: &str) -> Result<(), HookError> {
 
 /// A transport error (connection refused, timeout…) is always retried.
 pub(crate) fn transport(what: &str, e: reqwest::Error) -> HookError {
-    HookError::Retry(format!("{what}: {e}"))
+    HookError::Retry(format!("{what}: {}", crate::kit::transport_error(&e)))
 }
 
 /// One sentence saying what happened, for chat and comments.

@@ -88,7 +88,7 @@ impl Hook for Webhook {
             .body(body)
             .send()
             .await
-            .map_err(|err| transport(&self.url, err))?;
-        classify(resp.status().as_u16(), &self.url)
+            .map_err(|err| transport(&crate::kit::redacted(&self.url), err))?;
+        classify(resp.status().as_u16(), &crate::kit::redacted(&self.url))
     }
 }

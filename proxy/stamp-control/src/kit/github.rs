@@ -281,8 +281,9 @@ impl GitHubClient {
                 }
                 Err(e) => {
                     return Err(GitHubError::Outage(format!(
-                        "GitHub at {} is unreachable: {e}",
-                        self.api
+                        "GitHub at {} is unreachable: {}",
+                        self.api,
+                        super::transport_error(&e)
                     )))
                 }
             };

@@ -146,8 +146,9 @@ impl JiraClient {
                 }
                 Err(e) => {
                     return Err(JiraError::Outage(format!(
-                        "Jira at {} is unreachable: {e}",
-                        self.base
+                        "Jira at {} is unreachable: {}",
+                        self.base,
+                        super::transport_error(&e)
                     )))
                 }
             };

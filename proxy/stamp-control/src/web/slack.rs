@@ -202,7 +202,10 @@ impl Router {
             let reply =
                 json!({"response_type": "ephemeral", "replace_original": false, "text": said});
             if let Err(e) = self.api.http.post(url).json(&reply).send().await {
-                log::warn!("cannot answer the Slack action: {e}");
+                log::warn!(
+                    "cannot answer the Slack action at its response_url: {}",
+                    crate::kit::transport_error(&e)
+                );
             }
         }
         error::json(200, json!({ "text": said }))
@@ -225,7 +228,12 @@ impl Router {
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            .map_err(|e| format!("Slack's users.info could not be reached: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "Slack's users.info could not be reached: {}",
+                    crate::kit::transport_error(&e)
+                )
+            })?;
         let v: Value = resp
             .json()
             .await
