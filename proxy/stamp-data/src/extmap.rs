@@ -94,10 +94,14 @@ pub fn parse_query(query: Option<&str>) -> Result<MapQuery, String> {
 /// of `allowed` other origins. Anything else is refused, so the proxy can
 /// never be made to fetch an address of an attacker's choosing.
 pub fn target(src: &str, page: &Url, allowed: &[String]) -> Result<(Url, bool), String> {
+    let reserved = |u: &Url| u.path() == "/__stamp" || u.path().starts_with("/__stamp/");
     if src.starts_with('/') && !src.starts_with("//") && !src.contains('\\') {
         let url = page
             .join(src)
             .map_err(|e| format!("`src` is not a valid path: {e}"))?;
+        if reserved(&url) {
+            return Err("`src` may not name /__stamp/: nothing there reaches the origin".into());
+        }
         return Ok((url, false));
     }
     let url = Url::parse(src).map_err(|e| format!("`src` is not a valid URL: {e}"))?;
@@ -109,6 +113,9 @@ pub fn target(src: &str, page: &Url, allowed: &[String]) -> Result<(Url, bool), 
         return Err("`src` must be an http(s) URL without credentials".into());
     }
     if url.origin() == page.origin() {
+        if reserved(&url) {
+            return Err("`src` may not name /__stamp/: nothing there reaches the origin".into());
+        }
         return Ok((url, false));
     }
     if !allowed.contains(&origin) {

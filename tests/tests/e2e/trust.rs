@@ -515,3 +515,145 @@ async fn failed_hook_deliveries_log_the_cause_never_the_secret_url() {
     assert!(line("webhook").contains("could not connect"), "{log}");
     held.join().unwrap();
 }
+
+/// The merged-map endpoint answers a ticket's map only to whom the ticket's
+/// page would be answered (a protected preview needs its link, a revoked
+/// link stops it), never fetches under `/__stamp/`, and an error names
+/// which upstream failed but never the origin's address.
+#[tokio::test]
+async fn the_map_endpoint_keeps_previews_protected_and_upstreams_private() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><script type=\"systemjs-importmap\" src=\"/map.json\"></script>\
+             </head><body>shop</body></html>",
+        ),
+    );
+    origin.route(
+        "/map.json",
+        Route::bytes(
+            "application/importmap+json",
+            br#"{"imports":{"app":"/src/app.js"}}"#.to_vec(),
+        ),
+    );
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("proxy.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\nasset_origins = [\"http://{dead}\"]\n\
+             [preview]\nprotect = true\nsecret = \"0123456789abcdef0123456789abcdef-map\"\n",
+            origin.url,
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let p = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    let (s, _) = put(&p, "src/app.js", "export default 'ticket';\n", &[]).await;
+    assert_eq!(s, 201);
+    let t: Value = client()
+        .get(p.url("/__stamp/api/v1/tickets/SEC-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link = t["links"]["dev"].as_str().unwrap().to_string();
+    let link = &link[link.find("/?").unwrap()..];
+    let page = client().get(p.url(link)).send().await.unwrap();
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let html = page.text().await.unwrap();
+    let start = html.find("src=\"/__stamp/map?").expect("a merged map URL") + 5;
+    let map_url = html[start..html[start..].find('"').unwrap() + start].replace("&amp;", "&");
+    let map = |cookie: Option<String>| {
+        let url = p.url(&map_url);
+        async move {
+            let mut r = client().get(url);
+            if let Some(c) = cookie {
+                r = r.header("cookie", c);
+            }
+            r.send().await.unwrap().text().await.unwrap()
+        }
+    };
+    // With the link's cookie: the ticket's map. Without: production's.
+    let theirs = map(Some(cookie.clone())).await;
+    assert!(theirs.contains("__ts="), "the ticket's map with {cookie}: {theirs}\n{html}");
+    // Without: sent to production's own map.
+    let anyone = client().get(p.url(&map_url)).send().await.unwrap();
+    assert_eq!(anyone.status(), 302, "no cookie, no token");
+    assert_eq!(anyone.headers()["location"], "/map.json");
+    // Revoked links open nothing, the map included.
+    let revoked = client()
+        .post(p.url("/__stamp/api/v1/tickets/SEC-1/revoke-links"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let after = map(Some(cookie)).await;
+    assert!(!after.contains("__ts="), "after revoke-links: {after}");
+    // Nothing under /__stamp/ is fetched from the origin.
+    for src in [
+        "%2F__stamp%2Fapi%2Fv1%2Ftickets",
+        "%2Fa%2F..%2F__stamp%2Fhealth",
+    ] {
+        let r = client()
+            .get(p.url(&format!("/__stamp/map?v=00&src={src}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{src}");
+    }
+    assert_eq!(
+        origin.hits("/__stamp/api/v1/tickets") + origin.hits("/__stamp/health"),
+        0
+    );
+    // An asset origin that is down is named; the origin's address never is.
+    let (s, _) = put(&p, "src/b.js", "export default 'b';\n", &[]).await;
+    assert_eq!(s, 200);
+    let enc = format!("http://{dead}/m.json")
+        .replace(':', "%3A")
+        .replace('/', "%2F");
+    let t: Value = client()
+        .get(p.url("/__stamp/api/v1/tickets/SEC-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let link = t["links"]["dev"].as_str().unwrap().to_string();
+    let token = &link[link.find("&st=").unwrap()..];
+    let r = client()
+        .get(p.url(&format!("/__stamp/map?dev=SEC-1{token}&v=00&src={enc}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let said = r.text().await.unwrap();
+    assert!(said.contains(&format!("http://{dead}")), "{said}");
+    assert!(!said.contains(&origin.url), "{said}");
+    let down = Proxy::start(&format!("http://{dead}"), &[]).unwrap();
+    let r = client().get(down.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let said = r.text().await.unwrap();
+    assert!(
+        said.contains("the origin could not be reached") && !said.contains(&dead.to_string()),
+        "{said}"
+    );
+    assert!(
+        down.log_text().contains(&dead.to_string()),
+        "operators see it in the log"
+    );
+}

@@ -47,12 +47,12 @@ impl StampProxy {
                 return Ok(true);
             }
         };
-        let snap = self.snapshot.load();
-        let effective = stamp_model::Hash::parse(&query.variant)
-            .and_then(|id| snap.effective(&id).cloned())
-            // The variant changed since the page was served: the browser's
-            // selection now, if it has one.
-            .or_else(|| ctx.sel.plan.as_ref().map(|p| p.effective.clone()));
+        // What this browser may see, decided as for its pages: its own
+        // selection (cookie, query or Referer, through the preview gate and
+        // a revoked link's generation), else production as it gets it (the
+        // overlay, its side of each rollout). The `v=` the page named is not
+        // a key to anything: a variant is merged only for whom it is theirs.
+        let effective = ctx.sel.plan.as_ref().map(|p| p.effective.clone());
         let Some(effective) = effective else {
             // Nothing to merge any more: production's own map.
             let mut resp = ResponseHeader::build(302, Some(4))?;
@@ -275,6 +275,17 @@ impl StampProxy {
         peer.options.read_timeout = Some(self.cfg.timeouts.read);
         peer.options.write_timeout = Some(self.cfg.timeouts.write);
         Ok(Box::new(peer))
+    }
+}
+
+/// The other origin a map is fetched from, when it is not the origin.
+pub(super) fn remote_origin(ctx: &Ctx) -> Option<String> {
+    match &ctx.route {
+        Route::Map(Some(m)) => {
+            let m = m.lock().unwrap_or_else(PoisonError::into_inner);
+            m.remote.then(|| m.url.origin().ascii_serialization())
+        }
+        _ => None,
     }
 }
 

@@ -331,21 +331,29 @@ impl ProxyHttp for StampProxy {
                 .inc();
         }
         if code > 0 && session.response_written().is_none() {
+            // The client is told which upstream failed, never its address:
+            // the origin's URL is the operator's (it is in the log).
+            let (upstream, logged) = match map::remote_origin(ctx) {
+                Some(asset) => (format!("the map's origin {asset}"), asset),
+                None => ("the origin".to_string(), self.cfg.origin.url.clone()),
+            };
+            if code >= 502 {
+                log::warn!(
+                    "{} {}: {logged}: {e}",
+                    code,
+                    session.req_header().uri.path()
+                );
+            }
             let what = match code {
                 502 if e.etype() == &ErrorType::Custom(BAD_MAP) => format!(
                     "the import map could not be merged: {}",
                     map::failure(ctx).unwrap_or_default()
                 ),
                 502 if e.etype() == &ErrorType::Custom(BROKEN_ENCODING) => format!(
-                    "the origin {} sent a body that does not decode as its Content-Encoding says",
-                    self.cfg.origin.url
+                    "{upstream} sent a body that does not decode as its Content-Encoding says"
                 ),
-                504 => format!("the origin {} did not answer in time", self.cfg.origin.url),
-                502 => format!(
-                    "the origin {} could not be reached ({})",
-                    self.cfg.origin.url,
-                    e.etype().as_str()
-                ),
+                504 => format!("{upstream} did not answer in time"),
+                502 => format!("{upstream} could not be reached ({})", e.etype().as_str()),
                 _ => "the request could not be proxied".to_string(),
             };
             let body = Bytes::from(format!("ticket-stamp: {what}\n"));
