@@ -45,7 +45,7 @@ pub enum StoreError {
     /// an operator adopts the store as it is now ([`Store::adopt`]).
     #[error(
         "the store lost its state: it no longer holds epoch {known} (found {}); restore its \
-         data, or adopt it as it is now (POST /__stamp/api/store/adopt)",
+         data, or adopt it as it is now (POST /__stamp/api/v1/store/adopt, as an admin)",
         found.as_deref().unwrap_or("none")
     )]
     Lost {

@@ -189,8 +189,14 @@ return {version, records, redis.call('GET', KEYS[3]) or '[]', redis.call('GET', 
 /// Stores a body or a set and records "stored now" for it, atomically: a
 /// sweep never sees the value without its time. The time only moves forward.
 ///
-/// KEYS: value key, times sorted set. ARGV: value, hex hash, now (ms).
-const PUT_LUA: &str = r#"
+/// KEYS: value key, times sorted set, epoch. ARGV: value, hex hash, now
+/// (ms), the writer's epoch. Returns -1, writing nothing, when the store's
+/// epoch is not the writer's (it lost its state: an upload refused then
+/// must leave nothing behind).
+const PUT_LUA: &str = concat!(
+    epoch_id_lua!(),
+    r#"
+if epoch_id(redis.call('GET', KEYS[3])) ~= ARGV[4] then return -1 end
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local at = tonumber(ARGV[3])
 local recorded = redis.call('ZSCORE', KEYS[2], ARGV[2])
@@ -198,7 +204,8 @@ if not recorded or tonumber(recorded) < at then
   redis.call('ZADD', KEYS[2], at, ARGV[2])
 end
 return 1
-"#;
+"#
+);
 
 /// [`PUT_LUA`] without the value, for a body already stored.
 ///
@@ -1034,15 +1041,30 @@ impl RedisStore {
         value: &[u8],
         hash: &Hash,
     ) -> Result<(), StoreError> {
-        let mut invocation = self.put_script.prepare_invoke();
-        invocation
-            .key(key)
-            .key(times)
-            .arg(value)
-            .arg(hash.to_hex())
-            .arg(now_ms());
-        self.write(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await })
-            .await
+        for _ in 0..2 {
+            let epoch = self.ensure_epoch().await?;
+            let mut invocation = self.put_script.prepare_invoke();
+            invocation
+                .key(&key)
+                .key(&times)
+                .key(self.keys.epoch())
+                .arg(value)
+                .arg(hash.to_hex())
+                .arg(now_ms())
+                .arg(&epoch);
+            let reply: i64 = self
+                .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .await?;
+            if reply != -1 {
+                return Ok(());
+            }
+            // Another instance adopted a new epoch (follow it, once), or
+            // the store lost its state.
+            self.recheck_epoch(&epoch).await?;
+        }
+        Err(StoreError::Unavailable(
+            "the store's epoch changed twice during one write".into(),
+        ))
     }
 
     /// Bodies and sets written by a version without garbage collection have

@@ -711,15 +711,37 @@ async fn redis_down_answers_503_and_production_flows() {
     };
     assert_eq!(refused.0, 503, "{}", refused.1);
     assert_eq!(refused.1["error"]["code"], json!("store_lost_state"));
+    // Refused uploads left nothing in the emptied store.
+    for i in 0..5 {
+        let (s, _) = upload(
+            &env.proxy,
+            "DOWN-3",
+            &format!("src/m{i}.js"),
+            &format!("m{i}"),
+        )
+        .await;
+        assert_eq!(s, 503);
+    }
+    let keys = redis.cli(&["KEYS", "*"]).unwrap();
     assert!(
-        refused.1["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("/__stamp/api/store/adopt"),
-        "{}",
-        refused.1
+        !keys.contains(":mod:") && !keys.contains(":set:"),
+        "refused uploads wrote {keys}"
     );
-    adopt(&env.proxy).await;
+    // The advice works as written: the path it names adopts the store.
+    let message = refused.1["error"]["message"].as_str().unwrap();
+    let path = message
+        .split_whitespace()
+        .find(|w| w.starts_with("/__stamp/"))
+        .unwrap_or_else(|| panic!("no path in {message}"))
+        .trim_end_matches([',', ')']);
+    let advised = client()
+        .post(env.proxy.url(path))
+        .bearer_auth(ADMIN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(advised.status(), 200, "{message}");
     let (s, v) = upload(&env.proxy, "DOWN-2", "src/main.js", "z").await;
     assert_eq!(s, 201, "{v}");
 }

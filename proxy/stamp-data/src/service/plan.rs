@@ -259,8 +259,11 @@ impl StampProxy {
                     }
                     // A link from another site (no signed token) asks the
                     // visitor first, unless they already chose this ticket.
+                    // (Protected previews need a signed link or a signed-in
+                    // person already: the gate above is their question.)
                     if *source == Source::Query
                         && self.cfg.selection.confirm_cross_site
+                        && self.preview.is_none()
                         && token.is_none()
                         && select::is_navigation(&req.headers)
                         && select::from_another_site(&req.headers, host)
