@@ -73,11 +73,21 @@ pub enum SpecifierError {
     UrlLike,
 }
 
+/// A character that changes how text around it is shown without being seen
+/// itself: bidirectional controls (U+202E shows `gnp.exe` as `exe.png`),
+/// zero-width characters and the byte-order mark. Module paths and
+/// specifiers are read by people in reviews and logs: none is allowed.
+pub fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// Checks a specifier for the module at `path`: a bare specifier
 /// (`@shop/cart`), or the module's own path. Returns it trimmed.
 pub fn validate_specifier(s: &str, path: &str) -> Result<String, SpecifierError> {
     let s = s.trim();
-    if s.is_empty() || s.len() > MAX_PATH || s.chars().any(char::is_control) {
+    if s.is_empty() || s.len() > MAX_PATH || s.chars().any(|c| c.is_control() || is_deceptive(c)) {
         return Err(SpecifierError::Length);
     }
     let url_like = s.starts_with('/')
@@ -101,7 +111,9 @@ pub fn is_bare_specifier(s: &str) -> bool {
         && !s.starts_with("../")
         && !s.contains("://")
         && s.len() <= MAX_PATH
-        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !s
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || is_deceptive(c))
 }
 
 /// Machine-readable error codes.
@@ -507,6 +519,16 @@ impl fmt::Display for EventKind {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invisible_and_direction_characters_are_refused() {
+        for s in ["@shop/\u{202E}cart", "a\u{200B}b", "\u{FEFF}x", "x\u{2066}"] {
+            assert!(!is_bare_specifier(s), "{s:?}");
+            assert!(validate_specifier(s, "/x.js").is_err(), "{s:?}");
+        }
+        assert!(is_bare_specifier("@shop/cart-é"));
+        assert!(!is_deceptive('é') && !is_deceptive('/'));
+    }
 
     #[test]
     fn the_reserved_prefix_is_exact() {

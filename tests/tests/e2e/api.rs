@@ -527,6 +527,10 @@ async fn input_limits_refuse_and_store_nothing() {
         "src/a%5Cb.js",
         "src/a%00.js",
         "%2Fetc%2Fx.js",
+        // U+202E shows `src/cart%E2%80%AEsj.gnp` as a .png; U+200B is invisible.
+        "src/cart%E2%80%AEsj.gnp.js",
+        "src/a%E2%80%8Bb.js",
+        "src/%EF%BB%BFa.js",
     ];
     for path in bad_paths {
         let (s, v) = call(

@@ -192,6 +192,12 @@ pub fn normalize_module_path(raw: &str, extensions: &[String]) -> Result<String,
             "the module path has a backslash or a control character",
         ));
     }
+    if let Some(c) = decoded.chars().find(|c| wire::is_deceptive(*c)) {
+        return Err(bad(&format!(
+            "the module path has U+{:04X}, an invisible or text-direction character that would make it read as another path",
+            u32::from(c)
+        )));
+    }
     if decoded.contains('%') {
         // `%252e%252e` decodes to `%2e%2e`: whoever decodes it once more
         // (a CDN, a static server) would see `..`.
