@@ -77,6 +77,9 @@ enum Turn {
     Body(Framing),
     /// After `101 Switching Protocols`: never timed again.
     Tunnel,
+    /// A body framing Pingora refuses (it answers an error and closes the
+    /// connection): nothing left to follow, never timed again.
+    Broken,
 }
 
 /// How much request body is still to come.
@@ -86,21 +89,41 @@ enum Framing {
     Chunked(Chunk),
 }
 
-/// `Transfer-Encoding: chunked`, byte by byte.
+/// `Transfer-Encoding: chunked`, byte by byte, as Pingora reads it (the
+/// size line by `httparse::parse_chunk_size`'s rules, CRLF only): the
+/// follower must end a body exactly where Pingora does, or it would time
+/// the wrong bytes as the next header (found by the `framing` fuzz target).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Chunk {
-    /// The size line: hex digits, then an extension to skip.
+    /// The size line: up to 16 hex digits, optional blanks, an extension
+    /// (`;` then any bytes, a bare LF included) and CRLF.
     Size {
         size: u64,
+        digits: u8,
+        /// Blanks after the digits: no more digits may come.
+        after: bool,
         ext: bool,
+        cr: bool,
     },
     Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// Trailer lines after the last chunk; the body ends at an empty one.
-    Trailer {
-        line: usize,
+    /// The CRLF after a chunk's data (`cr`: its CR was seen).
+    DataEnd {
+        cr: bool,
     },
+    /// After the last chunk's size line: the body ends at the CRLF CRLF
+    /// that ends the trailers (`matched` bytes of it seen; the size line's
+    /// own CRLF counts as the first two).
+    Trailer {
+        matched: u8,
+    },
+}
+
+/// What feeding a chunked body did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fed {
+    More,
+    Done,
+    Broken,
 }
 
 /// What a request header says about its body.
@@ -125,18 +148,26 @@ fn framing(head: &[u8]) -> Option<Framing> {
         }
     }
     if chunked {
-        Some(Framing::Chunked(Chunk::Size {
-            size: 0,
-            ext: false,
-        }))
+        Some(Framing::Chunked(Chunk::size_line()))
     } else {
         length.filter(|n| *n > 0).map(Framing::Length)
     }
 }
 
 impl Chunk {
-    /// Feeds `bytes`; how many it took, and whether the body ended.
-    fn feed(&mut self, bytes: &[u8]) -> (usize, bool) {
+    fn size_line() -> Chunk {
+        Chunk::Size {
+            size: 0,
+            digits: 0,
+            after: false,
+            ext: false,
+            cr: false,
+        }
+    }
+
+    /// Feeds `bytes`; how many it took, and whether the body ended (or can
+    /// no longer be read as Pingora reads it).
+    fn feed(&mut self, bytes: &[u8]) -> (usize, Fed) {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -146,44 +177,65 @@ impl Chunk {
                     *left -= take as u64;
                     i += take;
                     if *left == 0 {
-                        *self = Chunk::DataEnd;
+                        *self = Chunk::DataEnd { cr: false };
                     }
                     continue;
                 }
-                Chunk::Size { size, ext } => match b {
-                    b'\n' => {
+                Chunk::Size {
+                    size,
+                    digits,
+                    after,
+                    ext,
+                    cr,
+                } => {
+                    if *cr {
+                        if b != b'\n' {
+                            return (i + 1, Fed::Broken);
+                        }
                         *self = if *size == 0 {
-                            Chunk::Trailer { line: 0 }
+                            Chunk::Trailer { matched: 2 }
                         } else {
                             Chunk::Data(*size)
                         };
-                    }
-                    b'\r' => {}
-                    b';' => *ext = true,
-                    _ if *ext => {}
-                    _ => {
-                        let digit = (b as char).to_digit(16).map_or(0, u64::from);
-                        *size = size.saturating_mul(16).saturating_add(digit);
-                    }
-                },
-                Chunk::DataEnd => {
-                    if b == b'\n' {
-                        *self = Chunk::Size {
-                            size: 0,
-                            ext: false,
-                        };
+                    } else if b == b'\r' {
+                        *cr = true;
+                    } else if *ext {
+                        // Any byte, a bare LF too, until CRLF.
+                    } else if b == b';' {
+                        *ext = true;
+                    } else if b == b' ' || b == b'\t' {
+                        *after = true;
+                    } else if let Some(d) = (b as char).to_digit(16).filter(|_| !*after) {
+                        if *digits >= 16 {
+                            return (i + 1, Fed::Broken);
+                        }
+                        *digits += 1;
+                        *size = (*size << 4) | u64::from(d);
+                    } else {
+                        return (i + 1, Fed::Broken);
                     }
                 }
-                Chunk::Trailer { line } => match b {
-                    b'\n' if *line == 0 => return (i + 1, true),
-                    b'\n' => *line = 0,
-                    b'\r' => {}
-                    _ => *line += 1,
+                Chunk::DataEnd { cr } => match (*cr, b) {
+                    (false, b'\r') => *cr = true,
+                    (true, b'\n') => *self = Chunk::size_line(),
+                    _ => return (i + 1, Fed::Broken),
                 },
+                Chunk::Trailer { matched } => {
+                    // Progress through CR LF CR LF.
+                    let want = if *matched % 2 == 0 { b'\r' } else { b'\n' };
+                    if b == want {
+                        *matched += 1;
+                        if *matched == 4 {
+                            return (i + 1, Fed::Done);
+                        }
+                    } else {
+                        *matched = u8::from(b == b'\r');
+                    }
+                }
             }
             i += 1;
         }
-        (i, false)
+        (i, Fed::More)
     }
 }
 
@@ -217,6 +269,10 @@ struct Tracker {
     /// A request's header is in and its response's status line is not out
     /// yet: the next write starts with it.
     awaiting_status: bool,
+    /// Request headers and whole requests seen (for the differential fuzz
+    /// target against httparse).
+    headers_seen: usize,
+    requests_seen: usize,
 }
 
 /// The longest header kept for reading its framing; Pingora refuses longer.
@@ -250,6 +306,8 @@ impl Tracker {
             head: Vec::new(),
             deadline: None,
             awaiting_status: false,
+            headers_seen: 0,
+            requests_seen: 0,
         }
     }
 
@@ -257,7 +315,7 @@ impl Tracker {
     fn saw_read(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match &mut self.turn {
-                Turn::Tunnel => return,
+                Turn::Tunnel | Turn::Broken => return,
                 Turn::Between => {
                     let Some(start) = bytes.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
                         return;
@@ -298,6 +356,10 @@ impl Tracker {
                     self.head.clear();
                     self.deadline = None;
                     self.awaiting_status = true;
+                    self.headers_seen += 1;
+                    if body.is_none() {
+                        self.requests_seen += 1;
+                    }
                     self.turn = body.map_or(Turn::Between, Turn::Body);
                     bytes = &bytes[end..];
                 }
@@ -306,13 +368,22 @@ impl Tracker {
                     *left -= take;
                     if *left == 0 {
                         self.turn = Turn::Between;
+                        self.requests_seen += 1;
                     }
                     bytes = &bytes[take as usize..];
                 }
                 Turn::Body(Framing::Chunked(chunk)) => {
-                    let (took, done) = chunk.feed(bytes);
-                    if done {
-                        self.turn = Turn::Between;
+                    let (took, fed) = chunk.feed(bytes);
+                    match fed {
+                        Fed::More => {}
+                        Fed::Done => {
+                            self.turn = Turn::Between;
+                            self.requests_seen += 1;
+                        }
+                        Fed::Broken => {
+                            self.turn = Turn::Broken;
+                            self.deadline = None;
+                        }
                     }
                     bytes = &bytes[took..];
                 }
@@ -493,6 +564,22 @@ impl Peek for Deadlined {
     }
 }
 
+/// Follows the request framing of one connection's reads, split as given:
+/// after each read, how many request headers and whole requests (header
+/// and body) have ended. For the differential fuzz target, which checks
+/// this against `httparse` on the same bytes.
+#[cfg(feature = "testing")]
+pub fn follow_reads(reads: &[&[u8]]) -> Vec<(usize, usize)> {
+    let mut t = Tracker::new(Duration::from_secs(60));
+    reads
+        .iter()
+        .map(|r| {
+            t.saw_read(r);
+            (t.headers_seen, t.requests_seen)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,7 +625,7 @@ mod tests {
     async fn chunked_bodies_are_followed_chunk_by_chunk() {
         let mut t = tracker();
         t.saw_read(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
-        t.saw_read(b"5;ext=1\r\n\n\n\n\n\r\n");
+        t.saw_read(b"5;ext=1\r\n\n\n\n\n\n\r\n");
         t.saw_read(b"a\r\n0123456789\r\n");
         assert!(matches!(t.turn, Turn::Body(_)));
         t.saw_read(b"0\r\nTrailer: x\r\n\r\nGET");
@@ -546,6 +633,42 @@ mod tests {
             timed(&t),
             "after the last chunk and its trailers, a new request"
         );
+    }
+
+    /// As Pingora reads it (httparse's size line, CRLF only): a bare LF in
+    /// an extension does not end the size line, and a body Pingora refuses
+    /// stops the following (Pingora closes the connection).
+    #[tokio::test]
+    async fn chunk_lines_end_where_pingora_ends_them() {
+        let mut t = tracker();
+        t.saw_read(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        t.saw_read(b"0;e\n\nGET /x HTTP/1.1");
+        assert!(!timed(&t), "still the last chunk's size line, not a header");
+        t.saw_read(b"\r\n");
+        assert!(
+            matches!(t.turn, Turn::Body(_)),
+            "the trailers' end is still to come"
+        );
+        t.saw_read(b"\r\nGET");
+        assert!(timed(&t));
+        for broken in [
+            &b"5\nhello"[..],
+            b"zz\r\n",
+            b"3\r\nabcXY",
+            b"11111111111111111\r\n",
+        ] {
+            let mut t = tracker();
+            t.saw_read(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+            t.saw_read(broken);
+            assert_eq!(
+                t.turn,
+                Turn::Broken,
+                "{:?}",
+                String::from_utf8_lossy(broken)
+            );
+            t.saw_read(b"GET / HTTP/1.1\r\n");
+            assert!(!timed(&t));
+        }
     }
 
     #[tokio::test]

@@ -51,10 +51,11 @@ pub use snapshot::{run_refresher, SnapshotCell};
 #[cfg(feature = "testing")]
 pub mod testing {
     pub use crate::badge::style_hash;
+    pub use crate::client_io::follow_reads;
     pub use crate::csp::{page_policies, PagePolicies};
     pub use crate::importmap::{csp_hash_source, merge};
     pub use crate::probe::script_hash as probe_hash;
     pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, Report, RewriteSpec};
-    pub use crate::select::{classify, Classified, Selection};
+    pub use crate::select::{classify, cookie_value, Classified, Selection};
     pub use crate::snapshot::Effective;
 }
