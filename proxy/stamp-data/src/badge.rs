@@ -67,6 +67,21 @@ pub fn notice(key: &TicketKey, view: View, why: &Stale, nonce: Option<&str>) -> 
     )
 }
 
+/// What a ticket page says when the rewriter gave up before the probe was
+/// in (lol_html's memory budget, `rewrite.memory_limit_bytes`: a huge
+/// attribute, deeply nested markup): the rest of the page went out
+/// unchanged, so nothing of the ticket applied, and the page says so.
+pub fn not_stamped(key: &TicketKey, view: &str) -> String {
+    format!(
+        "<ticket-stamp-badge><template shadowrootmode=\"open\"><style>{STYLE}</style>\
+         <aside class=\"none\" role=\"status\" aria-label=\"ticket-stamp: nothing applied\">\
+         <span>{key} · {view} view: <strong>nothing applied</strong>: the page was too large or too \
+         deeply nested to stamp (rewrite.memory_limit_bytes)</span>\
+         <a href=\"/__stamp/#/tickets/{key}\">Ticket</a></aside></template></ticket-stamp-badge>\
+         <!-- ticket-stamp: {key} did not apply: the rewriter gave up (rewrite.memory_limit_bytes) -->"
+    )
+}
+
 /// ` nonce="…"` for the style element, when the nonce is safe to write.
 fn nonce_attr(nonce: Option<&str>) -> String {
     nonce

@@ -15,6 +15,7 @@
 //! browser's dev view has at that path now (`select::classify`'s `hot`).
 //! Any other page reloads.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,34 +34,65 @@ use stamp_model::wire;
 
 /// How often the snapshot is looked at.
 const EVERY: Duration = Duration::from_millis(100);
-/// A comment line now and then, so idle connections are not cut.
-const HEARTBEAT: Duration = Duration::from_secs(15);
+/// A comment line now and then, so idle connections are not cut, and so a
+/// stream whose browser left ends (its write fails) within this time.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A stream ends after this; `EventSource` reconnects by itself.
 const MAX_LIFE: Duration = Duration::from_secs(600);
 /// Most streams open at once: the endpoint needs no credentials, so it
 /// must not let anyone hold an unbounded number of tasks.
 pub const MAX_STREAMS: usize = 1024;
+/// Most streams one client address may hold (a developer's open tabs), so
+/// one client cannot take every slot.
+pub const MAX_PER_CLIENT: usize = 16;
 
 static OPEN: AtomicUsize = AtomicUsize::new(0);
+static BY_CLIENT: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>> =
+    std::sync::LazyLock::new(Default::default);
 
-/// One open stream, counted while it lives.
-struct Slot;
+/// One open stream, counted while it lives (in all, and for its client).
+struct Slot(Option<IpAddr>);
 
 impl Slot {
-    fn take() -> Option<Slot> {
+    fn take(client: Option<IpAddr>) -> Option<Slot> {
+        let mut by = BY_CLIENT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(ip) = client {
+            if by.get(&ip).copied().unwrap_or(0) >= MAX_PER_CLIENT {
+                return None;
+            }
+        }
         let taken = OPEN
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < MAX_STREAMS).then_some(n + 1)
             })
             .is_ok();
-        // Lazily: a Slot made and dropped here would give back a count never taken.
-        taken.then(|| Slot)
+        if !taken {
+            return None;
+        }
+        if let Some(ip) = client {
+            *by.entry(ip).or_default() += 1;
+        }
+        // Made only once counted: a Slot dropped gives back what it took.
+        Some(Slot(client))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         OPEN.fetch_sub(1, Ordering::SeqCst);
+        if let Some(ip) = self.0 {
+            let mut by = BY_CLIENT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(n) = by.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    by.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -150,12 +182,18 @@ pub async fn serve(
         )
         .await;
     }
-    let Some(_slot) = Slot::take() else {
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let Some(_slot) = Slot::take(client) else {
         return respond(
             session,
             503,
             text,
-            Bytes::from_static(b"ticket-stamp: too many live-reload streams are open\n"),
+            Bytes::from_static(
+                b"ticket-stamp: too many live-reload streams are open (from this address, or in all)\n",
+            ),
         )
         .await;
     };
@@ -211,18 +249,32 @@ pub async fn serve(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn streams_are_bounded() {
-        let held: Vec<Slot> = std::iter::from_fn(Slot::take)
+    fn streams_are_bounded_in_all_and_per_client() {
+        let one: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let mine: Vec<Slot> = std::iter::from_fn(|| Slot::take(Some(one)))
+            .take(MAX_PER_CLIENT + 5)
+            .collect();
+        assert_eq!(
+            mine.len(),
+            MAX_PER_CLIENT,
+            "one address holds at most its share"
+        );
+        assert!(Slot::take(Some(other)).is_some(), "others still get in");
+        let rest: Vec<Slot> = std::iter::from_fn(|| Slot::take(None))
             .take(MAX_STREAMS + 5)
             .collect();
-        assert_eq!(held.len(), MAX_STREAMS);
-        assert!(Slot::take().is_none());
-        drop(held);
-        assert!(Slot::take().is_some(), "freed when streams end");
+        assert_eq!(mine.len() + rest.len(), MAX_STREAMS);
+        assert!(Slot::take(None).is_none());
+        drop(rest);
+        drop(mine);
+        assert!(Slot::take(Some(one)).is_some(), "freed when streams end");
+        assert!(BY_CLIENT.lock().unwrap().is_empty(), "nothing left counted");
     }
 
     fn variant(modules: &[(&str, &str, &[u8])]) -> Effective {

@@ -418,6 +418,20 @@ impl PageRewriter {
             st.report.bytes_out += text.len() as u64;
             out.extend_from_slice(text.as_bytes());
         }
+        // Gave up before the probe was in: nothing would say that nothing
+        // of the ticket applied, so the end of the page does.
+        if st.report.bailed_out && !st.probe_done {
+            if let Some(p) = st
+                .spec
+                .probe
+                .as_ref()
+                .filter(|p| p.badge && p.view != "prod")
+            {
+                let notice = crate::badge::not_stamped(&p.key, p.view);
+                st.report.bytes_out += notice.len() as u64;
+                out.extend_from_slice(notice.as_bytes());
+            }
+        }
         out
     }
 
@@ -1349,6 +1363,55 @@ mod tests {
             html.len()
         );
         assert!(r.report().bailed_out);
+    }
+
+    /// Given up before the probe was in: the page says nothing applied (a
+    /// production page, or one without a badge, stays as it was).
+    #[test]
+    fn a_page_the_rewriter_gave_up_on_says_nothing_applied() {
+        let key = stamp_model::ticket::TicketKey::parse("TKT-9").unwrap();
+        let with_probe = |view: &'static str, badge: bool| {
+            let mut s = spec(&["/src/a.js"]);
+            s.memory_limit_bytes = 64 * 1024;
+            s.probe = Some(ProbeSpec {
+                key: key.clone(),
+                view,
+                stage: stamp_model::ticket::Stage::Dev,
+                own: Arc::new(s.effective.overrides.clone()),
+                badge,
+                reports: Vec::new(),
+            });
+            s
+        };
+        let huge = format!("<html><head data-x=\"{}\">", "y".repeat(200_000));
+        let html = format!(
+            "{huge}<script type=module src=/src/a.js></script></head><body>x</body></html>"
+        );
+        let run = |s: RewriteSpec| {
+            let mut r = PageRewriter::new(s);
+            let mut out = Vec::new();
+            for piece in html.as_bytes().chunks(4096) {
+                out.extend(r.write(piece));
+            }
+            out.extend(r.finish());
+            (String::from_utf8(out).unwrap(), r.report())
+        };
+        let (out, report) = run(with_probe("dev", true));
+        assert!(report.bailed_out);
+        let (page, notice) = out.split_at(html.len());
+        assert_eq!(page, html, "the page itself is unchanged");
+        assert!(
+            notice.contains("TKT-9")
+                && notice.contains("nothing applied")
+                && notice.contains("memory_limit_bytes"),
+            "{notice}"
+        );
+        assert_eq!(run(with_probe("dev", false)).0, html, "no badge, no notice");
+        assert_eq!(
+            run(with_probe("prod", true)).0,
+            html,
+            "production says nothing"
+        );
     }
 
     #[test]

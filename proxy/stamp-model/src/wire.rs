@@ -140,6 +140,8 @@ pub enum ErrorCode {
     StoreLostState,
     /// The identity provider could not be reached, or answered nonsense.
     ProviderUnavailable,
+    /// A bounded resource (event streams) is full; `Retry-After` says when.
+    Busy,
     Internal,
     /// A code this build does not know (a newer server).
     #[serde(other)]
@@ -164,6 +166,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedType => "unsupported_type",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Busy => "busy",
             ErrorCode::StoreLostState => "store_lost_state",
             ErrorCode::ProviderUnavailable => "provider_unavailable",
             ErrorCode::Internal => "internal",

@@ -309,6 +309,48 @@ async fn a_page_right_after_a_write_shows_it() {
     }
 }
 
+/// The panel's event streams are bounded per caller and in all: one token
+/// cannot hold them all, and a closed stream gives its place back.
+#[tokio::test]
+async fn event_streams_are_bounded_per_caller() {
+    let env = start(None, "");
+    let p = &env.proxy;
+    let open = |token: &'static str| {
+        let url = p.url("/__stamp/api/v1/events");
+        async move { client().get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let mut mine = Vec::new();
+    for _ in 0..8 {
+        let r = open(DEV).await;
+        assert_eq!(r.status(), 200);
+        mine.push(r);
+    }
+    let refused = open(DEV).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "10");
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "busy", "{v}");
+    assert_eq!(
+        open(QA).await.status(),
+        200,
+        "another caller still gets one"
+    );
+    drop(mine.pop());
+    // Noticed at the stream's next keep-alive write (every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = open(DEV).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream never gave its place back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn concurrent_promotes_exactly_one_wins() {
     let redis = RedisServer::start().unwrap();

@@ -129,7 +129,7 @@ impl Router {
         };
         if path == wire::EVENTS_PATH {
             return match principal() {
-                Ok(_) => panel::events(&self.store),
+                Ok(p) => panel::events(&self.store, &p.name),
                 Err(r) => r.response(),
             };
         }

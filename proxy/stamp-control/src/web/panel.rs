@@ -242,15 +242,74 @@ pub fn session_endpoint(
     }
 }
 
+/// Event streams open at once, in all and per signed-in person or token:
+/// each holds a task and a subscription, so none may be unbounded.
+pub const MAX_EVENT_STREAMS: usize = 256;
+pub const MAX_EVENT_STREAMS_EACH: usize = 8;
+
+static EVENT_STREAMS: std::sync::LazyLock<
+    std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// One open event stream, counted while it lives.
+struct StreamSlot(String);
+
+impl StreamSlot {
+    fn take(who: &str) -> Option<StreamSlot> {
+        let mut open = EVENT_STREAMS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = open.1.get(who).copied().unwrap_or(0);
+        if open.0 >= MAX_EVENT_STREAMS || mine >= MAX_EVENT_STREAMS_EACH {
+            return None;
+        }
+        open.0 += 1;
+        *open.1.entry(who.to_string()).or_default() += 1;
+        Some(StreamSlot(who.to_string()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = EVENT_STREAMS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.0);
+            }
+        }
+    }
+}
+
 /// `GET /__stamp/api/v1/events`: a `text/event-stream` of the store version,
-/// sent when it changes (and a comment every 15 s to keep proxies from
-/// closing an idle stream). Ends when the client goes away.
-pub fn events(store: &SharedStore) -> Response<Body> {
+/// sent when it changes (and a comment every 5 s to keep proxies from
+/// closing an idle stream). Ends when the client goes away. At most
+/// [`MAX_EVENT_STREAMS`] at once, [`MAX_EVENT_STREAMS_EACH`] per caller:
+/// past that, `503` with `Retry-After` (the panel's `EventSource` retries).
+pub fn events(store: &SharedStore, who: &str) -> Response<Body> {
+    let Some(slot) = StreamSlot::take(who) else {
+        let mut resp = WebError::new(
+            503,
+            stamp_model::wire::ErrorCode::Busy,
+            format!(
+                "too many event streams are open ({MAX_EVENT_STREAMS} in all, {MAX_EVENT_STREAMS_EACH} per caller); close a panel tab"
+            ),
+        )
+        .response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+        return resp;
+    };
     let changes = store.subscribe();
     let first = *changes.borrow();
     let head = futures::stream::once(async move { format!("data: {{\"version\":{first}}}\n\n") });
     let rest = futures::stream::unfold(changes, |mut changes| async move {
-        match tokio::time::timeout(Duration::from_secs(15), changes.changed()).await {
+        // A comment every 5 s: proxies keep the stream, and a stream whose
+        // client left ends (its write fails) and gives its slot back.
+        match tokio::time::timeout(Duration::from_secs(5), changes.changed()).await {
             Ok(Ok(())) => {
                 let v = *changes.borrow_and_update();
                 Some((format!("data: {{\"version\":{v}}}\n\n"), changes))
@@ -260,7 +319,14 @@ pub fn events(store: &SharedStore) -> Response<Body> {
             Err(_) => Some((": keep-alive\n\n".to_string(), changes)),
         }
     });
-    let stream = head.chain(rest).map(Bytes::from).boxed();
+    // The slot goes with the stream: dropped when the client goes away.
+    let stream = head
+        .chain(rest)
+        .map(move |s| {
+            let _held = &slot;
+            Bytes::from(s)
+        })
+        .boxed();
     let mut resp = Response::new(Body::Stream(stream));
     let hs = resp.headers_mut();
     hs.insert(
