@@ -86,6 +86,18 @@ pub struct FileReports {
     pub per_client_per_minute: Option<f64>,
 }
 
+/// `[forwarded]` as written: what the origin learns of the client.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileForwarded {
+    /// Add `X-Forwarded-For` and `X-Forwarded-Proto` (default true).
+    pub enabled: Option<bool>,
+    /// Addresses and networks (`10.0.0.0/8`, `::1`) of the proxies in front
+    /// of this one, whose `X-Forwarded-For` is believed and extended.
+    #[serde(default)]
+    pub trusted: Vec<String>,
+}
+
 /// The data plane's keys, as the binary gathered them from flags and file.
 #[derive(Debug, Default)]
 pub struct DataFile {
@@ -99,6 +111,7 @@ pub struct DataFile {
     pub badge: FileBadge,
     pub metrics: FileMetrics,
     pub reports: FileReports,
+    pub forwarded: FileForwarded,
     /// `asset_origins`, already normalised by the binary.
     pub asset_origins: Vec<String>,
 }
@@ -174,6 +187,58 @@ pub struct DataConfig {
     /// The share of production page views sampled for rollouts' signal.
     pub report_sample: f64,
     pub report_limits: crate::reports::Limits,
+    pub forwarded: Forwarded,
+}
+
+/// What the origin is told of the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarded {
+    pub enabled: bool,
+    /// Networks whose `X-Forwarded-For` is kept and extended; anyone
+    /// else's is replaced (a client cannot make the origin believe an
+    /// address of its choosing).
+    pub trusted: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl Forwarded {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        self.trusted.iter().any(|(net, bits)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*bits)).unwrap_or(0);
+                u32::from(*n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*bits)).unwrap_or(0);
+                u128::from(*n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+}
+
+/// `10.0.0.0/8`, `192.0.2.1`, `::1`, `fd00::/8`: an address and its prefix.
+pub fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, bits) = match text.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text, None),
+    };
+    let ip: std::net::IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IP address or network"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        None => max,
+        Some(b) => b
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("`{text}`: the prefix must be 0 to {max}"))?,
+    };
+    Ok((ip, bits))
 }
 
 pub const DEFAULT_COOKIE: &str = "ticket_stamp";
@@ -312,7 +377,19 @@ impl DataConfig {
                 p.add("reports.per_client_per_minute", "must be a positive number");
             }
         }
+        let mut trusted = Vec::new();
+        for t in &file.forwarded.trusted {
+            match parse_network(t) {
+                Ok(n) => trusted.push(n),
+                Err(e) => p.add("forwarded.trusted", e),
+            }
+        }
+        let forwarded = Forwarded {
+            enabled: file.forwarded.enabled.unwrap_or(true),
+            trusted,
+        };
         Some(DataConfig {
+            forwarded,
             report_sample,
             report_limits,
             asset_origins: file.asset_origins,
@@ -449,6 +526,37 @@ mod tests {
         let all = p.into_list().join("\n");
         for key in ["`origin`", "`timeouts.read`", "`selection.cookie_name`"] {
             assert!(all.contains(key), "missing {key} in:\n{all}");
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod forwarded_tests {
+    use super::*;
+
+    #[test]
+    fn networks_parse_and_match() {
+        let f = Forwarded {
+            enabled: true,
+            trusted: ["10.0.0.0/8", "192.0.2.7", "fd00::/8", "::1"]
+                .iter()
+                .map(|t| parse_network(t).unwrap())
+                .collect(),
+        };
+        for ip in ["10.1.2.3", "192.0.2.7", "fd12::1", "::1"] {
+            assert!(f.trusts(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["11.0.0.1", "192.0.2.8", "fe80::1", "127.0.0.1"] {
+            assert!(!f.trusts(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(Forwarded {
+            enabled: true,
+            trusted: vec![parse_network("0.0.0.0/0").unwrap()]
+        }
+        .trusts("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0.0/x", "", "::/129"] {
+            assert!(parse_network(bad).is_err(), "{bad}");
         }
     }
 }

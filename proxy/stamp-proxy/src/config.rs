@@ -161,6 +161,8 @@ struct FileConfig {
     metrics: FileMetrics,
     #[serde(default)]
     reports: FileReports,
+    #[serde(default)]
+    forwarded: stamp_data::config::FileForwarded,
     /// Promotion policies, in order (`kind` + settings).
     #[serde(default)]
     policies: Entries,
@@ -455,6 +457,7 @@ impl Config {
                 badge: file.badge,
                 metrics: file.metrics,
                 reports: file.reports,
+                forwarded: file.forwarded,
             },
             flags.demo,
             tls.is_some(),

@@ -246,3 +246,81 @@ async fn stamped_pages_stream_as_they_arrive() {
         "{first_at:?} vs {end_at:?}"
     );
 }
+
+/// The origin learns the client's address: `X-Forwarded-For` and
+/// `X-Forwarded-Proto` are set, a client's own claim is dropped, and a
+/// trusted proxy's chain is extended. `forwarded.enabled = false` leaves
+/// the headers alone.
+#[tokio::test]
+async fn the_origin_learns_the_client_address_and_no_client_can_forge_it() {
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::html("<p>hi</p>"));
+    let run = |extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("proxy.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "origin = \"{}\"\nstore = \"{}\"\n{extra}\n",
+                origin.url,
+                dir.path().join("store").display()
+            ),
+        )
+        .unwrap();
+        let p = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+        (p, dir)
+    };
+    let seen = |p: &Proxy, xff: Option<&'static str>| {
+        let url = p.url("/");
+        let origin = &origin;
+        async move {
+            let mut r = client().get(url);
+            if let Some(x) = xff {
+                r = r
+                    .header("x-forwarded-for", x)
+                    .header("x-forwarded-proto", "https");
+            }
+            assert_eq!(r.send().await.unwrap().status(), 200);
+            let h = origin.last_headers("/").unwrap();
+            let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
+            (get("x-forwarded-for"), get("x-forwarded-proto"))
+        }
+    };
+    let (plain, _d1) = run("");
+    assert_eq!(
+        seen(&plain, None).await,
+        (Some("127.0.0.1".into()), Some("http".into()))
+    );
+    assert_eq!(
+        seen(&plain, Some("6.6.6.6")).await,
+        (Some("127.0.0.1".into()), Some("http".into())),
+        "an untrusted client's claim is dropped"
+    );
+    let (behind, _d2) = run("[forwarded]\ntrusted = [\"127.0.0.0/8\"]");
+    assert_eq!(
+        seen(&behind, Some("203.0.113.5, 198.51.100.2")).await,
+        (
+            Some("203.0.113.5, 198.51.100.2, 127.0.0.1".into()),
+            Some("https".into())
+        ),
+        "a trusted proxy's chain is extended"
+    );
+    let (off, _d3) = run("[forwarded]\nenabled = false");
+    assert_eq!(seen(&off, None).await, (None, None));
+    let out = std::process::Command::new(stamp_tests::proxy::binary("stamp-proxy").unwrap())
+        .args(["--origin", &origin.url, "--check", "--config"])
+        .arg({
+            let d = tempfile::tempdir().unwrap().keep();
+            let f = d.join("bad.toml");
+            std::fs::write(&f, "[forwarded]\ntrusted = [\"10.0.0.0/40\"]\n").unwrap();
+            f
+        })
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("forwarded.trusted") && err.contains("10.0.0.0/40"),
+        "{err}"
+    );
+}

@@ -255,12 +255,15 @@ impl ProxyHttp for StampProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let ctx::Route::Map(Some(map)) = &ctx.route {
             return self.map_upstream(map, upstream);
+        }
+        if self.cfg.forwarded.enabled {
+            self.forwarded_for(session, upstream, self.cfg.tls)?;
         }
         if let Some(host) = &self.cfg.origin.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
@@ -397,6 +400,56 @@ fn status_for(e: &Error) -> u16 {
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
+    }
+}
+
+impl StampProxy {
+    /// `X-Forwarded-For` and `X-Forwarded-Proto` for the origin: the client's
+    /// address appended to what a trusted proxy in front said, or alone when
+    /// the peer is not trusted (its own header is dropped: a client cannot
+    /// make the origin believe an address of its choosing).
+    fn forwarded_for(
+        &self,
+        session: &Session,
+        upstream: &mut RequestHeader,
+        tls: bool,
+    ) -> Result<()> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let trusted = peer.is_some_and(|ip| self.cfg.forwarded.trusts(ip));
+        let prior: Vec<String> = if trusted {
+            upstream
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        upstream.remove_header("x-forwarded-for");
+        let mut chain = prior;
+        if let Some(ip) = peer {
+            chain.push(ip.to_string());
+        }
+        if !chain.is_empty() {
+            upstream.insert_header("x-forwarded-for", chain.join(", "))?;
+        }
+        let proto = match (trusted, upstream.headers.get("x-forwarded-proto")) {
+            (true, Some(p)) if matches!(p.as_bytes(), b"http" | b"https") => None,
+            _ => Some(if tls { "https" } else { "http" }),
+        };
+        if let Some(p) = proto {
+            upstream.remove_header("x-forwarded-proto");
+            upstream.insert_header("x-forwarded-proto", p)?;
+        }
+        Ok(())
     }
 }
 
