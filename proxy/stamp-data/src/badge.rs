@@ -93,11 +93,13 @@ fn nonce_attr(nonce: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-fn escape(text: &str) -> String {
+/// Text for HTML content or a quoted attribute value.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 #[cfg(test)]

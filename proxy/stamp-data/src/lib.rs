@@ -53,6 +53,7 @@ pub mod testing {
     pub use crate::badge::style_hash;
     pub use crate::client_io::follow_reads;
     pub use crate::csp::{page_policies, PagePolicies};
+    pub use crate::extmap::{parse_query as map_query, target as map_target};
     pub use crate::importmap::{csp_hash_source, merge};
     pub use crate::probe::script_hash as probe_hash;
     pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, Report, RewriteSpec};

@@ -5,29 +5,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stamp_model::ticket::{Hash, ModuleRef, OverrideSet};
-
-fn overrides() -> OverrideSet {
-    let mut set = OverrideSet::new();
-    for path in ["/src/app.js", "/src/lib/greet.js", "/assets/x.css"] {
-        set.insert(
-            path.to_string(),
-            ModuleRef {
-                hash: Hash::of(path.as_bytes()),
-                path: path.to_string(),
-                size: 10,
-            },
-        );
-    }
-    set
-}
+#[path = "common.rs"]
+mod common;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     let page = url::Url::parse("https://shop.example/app/").unwrap();
-    let set = overrides();
+    let set = common::overrides(&["/src/app.js", "/src/lib/greet.js", "/assets/x.css"]);
     let Ok(out) = stamp_data::testing::merge(text, &set, &page, 1 << 16) else {
         return;
     };

@@ -352,6 +352,19 @@ async fn probe_state(browser: &Browser) -> Option<Value> {
     (!probe.is_null()).then_some(probe)
 }
 
+/// The files the probe's state lists under `k` (`ran`, `production`).
+fn said_of(probe: &Option<Value>, k: &str) -> BTreeSet<String> {
+    probe
+        .as_ref()
+        .and_then(|p| p[k].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The page's import maps as the browser holds them, for a failure's story.
 async fn maps_in(browser: &Browser) -> String {
     browser
@@ -545,33 +558,13 @@ async fn composed_maps_in_every_loader_run_what_the_ticket_changed() {
         let mut probe = probe;
         let deadline = Instant::now() + Duration::from_secs(5);
         let settled = |p: &Option<Value>| {
-            let set = |k: &str| -> BTreeSet<String> {
-                p.as_ref()
-                    .and_then(|p| p[k].as_array())
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            set("ran") == truth_ran && set("production") == truth_prod
+            said_of(p, "ran") == truth_ran && said_of(p, "production") == truth_prod
         };
         while probe.is_some() && !settled(&probe) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
             probe = probe_state(&browser).await;
         }
-        let said = |k: &str| -> BTreeSet<String> {
-            probe
-                .as_ref()
-                .and_then(|p| p[k].as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let said = |k: &str| said_of(&probe, k);
         if probe.is_none() {
             problems.push("no probe on the ticket's page".into());
         } else {

@@ -572,14 +572,7 @@ async fn the_map_endpoint_keeps_previews_protected_and_upstreams_private() {
     let p = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
     let (s, _) = put(&p, "src/app.js", "export default 'ticket';\n", &[]).await;
     assert_eq!(s, 201);
-    let t: Value = client()
-        .get(p.url("/__stamp/api/v1/tickets/SEC-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = stamp_tests::json_of(client().get(p.url("/__stamp/api/v1/tickets/SEC-1"))).await;
     let link = t["links"]["dev"].as_str().unwrap().to_string();
     let link = &link[link.find("/?").unwrap()..];
     let page = client().get(p.url(link)).send().await.unwrap();
@@ -644,14 +637,7 @@ async fn the_map_endpoint_keeps_previews_protected_and_upstreams_private() {
     let enc = format!("http://{dead}/m.json")
         .replace(':', "%3A")
         .replace('/', "%2F");
-    let t: Value = client()
-        .get(p.url("/__stamp/api/v1/tickets/SEC-1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = stamp_tests::json_of(client().get(p.url("/__stamp/api/v1/tickets/SEC-1"))).await;
     let link = t["links"]["dev"].as_str().unwrap().to_string();
     let token = &link[link.find("&st=").unwrap()..];
     let r = client()

@@ -14,6 +14,7 @@ use pingora::proxy::Session;
 use stamp_model::ticket::{Stage, TicketKey, View};
 
 use super::INFO_HEADER;
+use crate::badge::escape;
 
 /// What the confirmation page asks about.
 #[derive(Debug, Clone)]
@@ -37,14 +38,6 @@ pub fn stay_url(path: &str, query: Option<&str>) -> String {
         .extend_pairs(kept)
         .finish();
     format!("{path}?{q}")
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 /// The page: what the link would run, and the two ways on.
