@@ -167,6 +167,11 @@ impl Control {
     /// `shutdown` turns true.
     pub async fn run_jobs(&self, shutdown: watch::Receiver<bool>) {
         let rollouts = self.rollouts.run(shutdown.clone());
+        let revocations = jobs::revocation_loop(
+            self.store.clone(),
+            self.router.sessions.revoked(),
+            shutdown.clone(),
+        );
         let settle = jobs::settle_loop(
             self.settler.clone(),
             self.fanout.clone(),
@@ -186,10 +191,10 @@ impl Control {
                     gc.every,
                     shutdown,
                 );
-                tokio::join!(settle, collect, rollouts);
+                tokio::join!(settle, collect, rollouts, revocations);
             }
             None => {
-                tokio::join!(settle, rollouts);
+                tokio::join!(settle, rollouts, revocations);
             }
         }
     }

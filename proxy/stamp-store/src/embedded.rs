@@ -56,6 +56,8 @@ const SET_META: TableDefinition<'static, &[u8], u64> = TableDefinition::new("set
 
 /// (ticket, sequence) → a page view (JSON), the last few per ticket.
 const VIEWS: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("views");
+/// Revoked credentials: id → until (ms).
+const REVOKED: TableDefinition<'static, &str, u64> = TableDefinition::new("revoked");
 /// (ticket, minute) → that minute's counts per side (JSON).
 const VIEW_COUNTS: TableDefinition<'static, (&str, u64), &[u8]> =
     TableDefinition::new("view_counts");
@@ -827,6 +829,50 @@ impl Store for EmbeddedStore {
                     .map_err(db_err)?;
                 Ok(())
             })
+        })
+        .await
+    }
+
+    async fn revoke(&self, id: &str, until_ms: u64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.blocking(move |db| {
+            write(db, |txn| {
+                let mut table = txn.open_table(REVOKED).map_err(db_err)?;
+                // The expired ones go as new ones come.
+                let now = now_ms();
+                let expired: Vec<String> = table
+                    .iter()
+                    .map_err(db_err)?
+                    .filter_map(|e| e.ok())
+                    .filter(|(_, until)| until.value() <= now)
+                    .map(|(k, _)| k.value().to_string())
+                    .collect();
+                for k in expired {
+                    table.remove(k.as_str()).map_err(db_err)?;
+                }
+                table.insert(id.as_str(), until_ms).map_err(db_err)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn revoked(&self, now_ms: u64) -> Result<Vec<String>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let table = match txn.open_table(REVOKED) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(db_err(e)),
+            };
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(db_err)? {
+                let (k, until) = entry.map_err(db_err)?;
+                if until.value() > now_ms {
+                    out.push(k.value().to_string());
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -205,6 +205,14 @@ pub trait Store: Send + Sync + 'static {
     /// A ticket's last views, newest first.
     async fn recent_views(&self, key: &TicketKey) -> Result<Vec<ViewRecord>, StoreError>;
 
+    /// Revokes a signed credential (a panel session, by its signature)
+    /// until `until_ms`, its own expiry: every proxy sharing the store
+    /// refuses it from its next refresh. Not versioned state.
+    async fn revoke(&self, id: &str, until_ms: u64) -> Result<(), StoreError>;
+
+    /// The credentials revoked and not expired yet.
+    async fn revoked(&self, now_ms: u64) -> Result<Vec<String>, StoreError>;
+
     /// A ticket's counts per side and minute, from `since_ms` on, oldest first.
     async fn view_counts(
         &self,

@@ -421,6 +421,9 @@ impl Keys {
     fn views(&self, k: &TicketKey) -> String {
         format!("{}:views:{k}", self.prefix)
     }
+    fn revoked(&self) -> String {
+        format!("{}:revoked", self.prefix)
+    }
     fn view_counts(&self, k: &TicketKey) -> String {
         format!("{}:vcount:{k}", self.prefix)
     }
@@ -1268,6 +1271,42 @@ impl Store for RedisStore {
         }
         self.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
             .await
+    }
+
+    async fn revoke(&self, id: &str, until_ms: u64) -> Result<(), StoreError> {
+        let key = self.keys.revoked();
+        let id = id.to_string();
+        let now = now_ms();
+        self.write(|mut conn| async move {
+            redis::pipe()
+                .atomic()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(now)
+                .ignore()
+                .cmd("ZADD")
+                .arg(&key)
+                .arg(until_ms)
+                .arg(&id)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    async fn revoked(&self, now_ms: u64) -> Result<Vec<String>, StoreError> {
+        let key = self.keys.revoked();
+        self.run(|mut conn| async move {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg(format!("({now_ms}"))
+                .arg("+inf")
+                .query_async(&mut conn)
+                .await
+        })
+        .await
     }
 
     async fn recent_views(&self, key: &TicketKey) -> Result<Vec<ViewRecord>, StoreError> {

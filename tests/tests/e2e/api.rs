@@ -902,6 +902,87 @@ async fn an_emptied_redis_keeps_released_tickets_until_an_operator_adopts_it() {
     assert_eq!(s, 201, "{v}");
 }
 
+/// Signing out ends the session everywhere, not only in this browser: a
+/// copy of the cookie is refused at once by the proxy signed out on, and
+/// within seconds by every other proxy of the fleet.
+#[tokio::test]
+async fn sign_out_ends_the_session_on_every_proxy() {
+    let redis = RedisServer::start().unwrap();
+    let shared = "[preview]\nprotect = true\nsecret = \"0123456789abcdef0123456789abcdef-fleet\"\n";
+    let a = start(Some(&redis.url), shared);
+    let b = start(Some(&redis.url), shared);
+    let signed_in = client()
+        .post(a.proxy.url("/__stamp/session"))
+        .json(&json!({ "token": QA }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("stamp_session="))
+        .unwrap();
+    let read = |p: &Proxy, cookie: String| {
+        let url = p.url("/__stamp/api/v1/tickets");
+        async move {
+            client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(read(&a.proxy, cookie.clone()).await, 200);
+    assert_eq!(
+        read(&b.proxy, cookie.clone()).await,
+        200,
+        "the fleet shares sessions"
+    );
+    let out = client()
+        .delete(a.proxy.url("/__stamp/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    // The copy kept from before the sign-out.
+    assert_eq!(
+        read(&a.proxy, cookie.clone()).await,
+        401,
+        "at once where signed out"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read(&b.proxy, cookie.clone()).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "B still takes a signed-out session"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Signing in again gives a new session that works.
+    let again = client()
+        .post(b.proxy.url("/__stamp/session"))
+        .json(&json!({ "token": QA }))
+        .send()
+        .await
+        .unwrap();
+    let fresh = again
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("stamp_session="))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(read(&a.proxy, fresh).await, 200);
+}
+
 #[tokio::test]
 async fn two_proxies_on_one_redis_converge() {
     let mut redis = RedisServer::start().unwrap();

@@ -955,6 +955,25 @@ mod cases {
         ensure!(fx.peer.view_counts(&t, minute + 120_000).await?.is_empty());
         Ok(())
     }
+
+    /// Revoked credentials reach every handle of the fleet until their own
+    /// expiry, and bump no version.
+    pub async fn revocations_reach_the_fleet_until_they_expire(fx: &Fixture) -> anyhow::Result<()> {
+        let now = now_ms();
+        let version = fx.store.version().await?;
+        ensure!(fx.peer.revoked(now).await?.is_empty());
+        fx.store.revoke("session-a", now + 60_000).await?;
+        fx.store.revoke("session-b", now + 1_000).await?;
+        fx.store
+            .revoke("session-old", now.saturating_sub(1))
+            .await?;
+        let mut seen = fx.peer.revoked(now).await?;
+        seen.sort();
+        ensure!(seen == ["session-a", "session-b"], "{seen:?}");
+        ensure!(fx.peer.revoked(now + 2_000).await? == ["session-a"]);
+        ensure!(fx.store.version().await? == version, "no version bump");
+        Ok(())
+    }
 }
 
 macro_rules! conformance {
@@ -996,6 +1015,7 @@ conformance!(
     usage_counts_what_is_stored,
     sweeping_while_uploading_never_loses_a_referenced_body,
     views_are_kept_and_counted,
+    revocations_reach_the_fleet_until_they_expire,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -99,6 +99,41 @@ pub async fn gc_loop(
     }
 }
 
+/// How often a proxy reads the sessions signed out anywhere in the fleet.
+pub const REVOCATIONS_EVERY: Duration = Duration::from_secs(2);
+
+/// Adds the sessions revoked anywhere in the fleet to `revoked`, every
+/// [`REVOCATIONS_EVERY`], until shutdown. Nothing is taken out: an expired
+/// session is refused anyway, and the set grows by one per sign-out.
+pub async fn revocation_loop(
+    store: SharedStore,
+    revoked: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(REVOCATIONS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        match store.revoked(stamp_store::now_ms()).await {
+            Ok(ids) => {
+                let mut set = revoked
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Never forget one this process holds: a revocation the
+                // store did not take stays refused here.
+                set.extend(ids);
+            }
+            Err(e) => log::debug!("cannot read revoked sessions: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

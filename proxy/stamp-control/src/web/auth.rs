@@ -11,6 +11,10 @@ use crate::identity::{Principal, Role, Token, Via};
 pub struct Sessions {
     key: [u8; 32],
     ttl: std::time::Duration,
+    /// Sessions signed out (their signatures): refused though unexpired.
+    /// Filled from the store by [`crate::Control::run_jobs`], so a sign-out
+    /// on any proxy of the fleet reaches this one.
+    revoked: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -30,7 +34,33 @@ impl Sessions {
             Some(s) => Sha256::digest(format!("ticket-stamp session|{s}").as_bytes()).into(),
             None => rand::random(),
         };
-        Sessions { key, ttl }
+        Sessions {
+            key,
+            ttl,
+            revoked: Default::default(),
+        }
+    }
+
+    /// The signed-out sessions this process refuses.
+    pub fn revoked(&self) -> std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>> {
+        self.revoked.clone()
+    }
+
+    /// A valid session cookie's signature and expiry (ms), to revoke it.
+    pub fn revocation(&self, cookie: &str) -> Option<(String, u64)> {
+        let (body, mac) = cookie.rsplit_once('.')?;
+        if !same(&self.mac(&format!("session|{body}")), mac) {
+            return None;
+        }
+        let exp: u64 = body.split('.').nth(2)?.parse().ok()?;
+        Some((mac.to_string(), exp.saturating_mul(1000)))
+    }
+
+    fn is_revoked(&self, mac: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(mac)
     }
 
     fn mac(&self, message: &str) -> String {
@@ -97,7 +127,7 @@ impl Sessions {
         providers: &[&str],
     ) -> Option<Principal> {
         let (body, mac) = value.rsplit_once('.')?;
-        if !same(&self.mac(&format!("{purpose}|{body}")), mac) {
+        if !same(&self.mac(&format!("{purpose}|{body}")), mac) || self.is_revoked(mac) {
             return None;
         }
         let mut parts = body.split('.');

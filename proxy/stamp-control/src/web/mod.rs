@@ -302,13 +302,31 @@ impl Router {
     /// pass); for a sign-in session, names the provider's logout URL too.
     async fn sign_out(&self, req: &Request<Bytes>) -> Response<Body> {
         let providers = self.sign_in.session_keys();
-        let who = auth::session_cookie(
+        let cookie = auth::session_cookie(
             req.headers()
                 .get_all(header::COOKIE)
                 .iter()
                 .map(|v| v.as_bytes()),
-        )
-        .and_then(|c| self.sessions.verify(&c, &self.cfg.tokens, &providers));
+        );
+        let who = cookie
+            .as_deref()
+            .and_then(|c| self.sessions.verify(c, &self.cfg.tokens, &providers));
+        // The session ends here and on every proxy sharing the store, not
+        // only in this browser: a copy of the cookie is refused from now on.
+        if let Some((id, until_ms)) = cookie
+            .as_deref()
+            .filter(|_| who.is_some())
+            .and_then(|c| self.sessions.revocation(c))
+        {
+            self.sessions
+                .revoked()
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(id.clone());
+            if let Err(e) = self.store.revoke(&id, until_ms).await {
+                log::warn!("a signed-out session is refused here, but the store did not take it for the fleet: {e}");
+            }
+        }
         let logout = match who.map(|p| p.via) {
             Some(crate::identity::Via::SignIn(provider)) => {
                 self.sign_in.logout_url(&provider).await
