@@ -75,10 +75,17 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Action::Logout => {
-            if crate::login::logout(&settings.server)? {
-                println!("Signed out of {}", settings.server);
-            } else {
-                println!("Not signed in to {}", settings.server);
+            match crate::login::logout(&settings.server)? {
+                crate::login::LoggedOut::Revoked => println!("Signed out of {}", settings.server),
+                crate::login::LoggedOut::NotSignedIn => {
+                    println!("Not signed in to {}", settings.server)
+                }
+                crate::login::LoggedOut::ForgottenOnly(why) => {
+                    println!("Signed out of {} on this machine", settings.server);
+                    eprintln!(
+                        "stamp: warning: the token was not revoked ({why}); it stays valid until it expires"
+                    );
+                }
             }
             return Ok(ExitCode::SUCCESS);
         }

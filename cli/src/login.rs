@@ -469,13 +469,36 @@ fn trade(
 }
 
 /// `stamp logout`: forgets the server's sign-in. Returns whether there was one.
-pub fn logout(server: &str) -> anyhow::Result<bool> {
+/// What `stamp logout` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoggedOut {
+    NotSignedIn,
+    /// The proxy revoked the token on every proxy of its fleet.
+    Revoked,
+    /// Forgotten here, but the proxy did not revoke it (why).
+    ForgottenOnly(String),
+}
+
+/// Signs out of `server`: the proxy revokes the token (so a copy of it is
+/// refused too), and it is forgotten here whatever the proxy said.
+pub fn logout(server: &str) -> anyhow::Result<LoggedOut> {
     let mut all = load();
-    let had = all.remove(server).is_some();
-    if had {
-        store(&all)?;
-    }
-    Ok(had)
+    let Some(saved) = all.remove(server) else {
+        return Ok(LoggedOut::NotSignedIn);
+    };
+    store(&all)?;
+    let url = format!("{}/__stamp/session", server.trim_end_matches('/'));
+    let answer = http().and_then(|c| {
+        Ok(c.delete(&url)
+            .bearer_auth(&saved.token)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()?)
+    });
+    Ok(match answer {
+        Ok(r) if r.status().is_success() => LoggedOut::Revoked,
+        Ok(r) => LoggedOut::ForgottenOnly(format!("the proxy answered {}", r.status())),
+        Err(e) => LoggedOut::ForgottenOnly(format!("the proxy could not be reached: {e}")),
+    })
 }
 
 /// The saved proxy token for `server`, renewed with the refresh token

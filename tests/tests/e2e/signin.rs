@@ -731,11 +731,36 @@ async fn the_cli_signs_in_with_a_device_code_refreshes_and_signs_out() {
     assert_eq!(c, 3, "{err}");
     assert!(err.contains("has expired: run `stamp login`"), "{err}");
 
-    // Logout forgets it.
+    // Logout revokes it at the proxy and forgets it here: a copy of the
+    // token is refused too.
     std::fs::write(&creds, renewed.to_string()).unwrap();
-    let (c, out, _) = run(stamp(home.path(), &proxy.url, &["logout"], &[]));
+    let kept = renewed[&proxy.url]["token"].as_str().unwrap().to_string();
+    let with_copy = || {
+        let url = proxy.url("/__stamp/api/v1/tickets");
+        let kept = kept.clone();
+        async move {
+            stamp_tests::client()
+                .get(url)
+                .bearer_auth(kept)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(with_copy().await, 200, "the token works before");
+    let (c, out, err) = run(stamp(home.path(), &proxy.url, &["logout"], &[]));
     assert_eq!(c, 0);
-    assert!(out.contains("Signed out of"), "{out}");
+    assert!(
+        out.contains("Signed out of") && !err.contains("not revoked"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        with_copy().await,
+        401,
+        "a copy of the token is refused after logout"
+    );
     let after: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
     assert!(after.get(&proxy.url).is_none(), "{after}");
     let (c, _, err) = run(stamp(home.path(), &proxy.url, &["--list"], &[]));

@@ -48,8 +48,17 @@ impl Sessions {
 
     /// A valid session cookie's signature and expiry (ms), to revoke it.
     pub fn revocation(&self, cookie: &str) -> Option<(String, u64)> {
-        let (body, mac) = cookie.rsplit_once('.')?;
-        if !same(&self.mac(&format!("session|{body}")), mac) {
+        self.revocation_for("session", cookie)
+    }
+
+    /// The same for a CLI proxy token (`stp1.…`).
+    pub fn bearer_revocation(&self, token: &str) -> Option<(String, u64)> {
+        self.revocation_for("bearer", token.strip_prefix(BEARER_PREFIX)?)
+    }
+
+    fn revocation_for(&self, purpose: &str, value: &str) -> Option<(String, u64)> {
+        let (body, mac) = value.rsplit_once('.')?;
+        if !same(&self.mac(&format!("{purpose}|{body}")), mac) {
             return None;
         }
         let exp: u64 = body.split('.').nth(2)?.parse().ok()?;

@@ -313,11 +313,23 @@ impl Router {
             .and_then(|c| self.sessions.verify(c, &self.cfg.tokens, &providers));
         // The session ends here and on every proxy sharing the store, not
         // only in this browser: a copy of the cookie is refused from now on.
-        if let Some((id, until_ms)) = cookie
+        // `stamp logout` sends its proxy token the same way.
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .filter(|t| {
+                self.sessions
+                    .verify_bearer(t, &self.cfg.tokens, &providers)
+                    .is_some()
+            })
+            .and_then(|t| self.sessions.bearer_revocation(t));
+        let session = cookie
             .as_deref()
             .filter(|_| who.is_some())
-            .and_then(|c| self.sessions.revocation(c))
-        {
+            .and_then(|c| self.sessions.revocation(c));
+        for (id, until_ms) in session.into_iter().chain(bearer) {
             self.sessions
                 .revoked()
                 .write()
