@@ -218,6 +218,36 @@ impl Forwarded {
     }
 }
 
+impl Forwarded {
+    /// The client's address: the connection's peer, or when the peer is a
+    /// trusted proxy, the right-most address of `X-Forwarded-For` that is
+    /// not one (what the nearest untrusted hop said it was).
+    pub fn client(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        headers: &http::HeaderMap,
+    ) -> Option<std::net::IpAddr> {
+        let peer = peer?;
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        let chain: Vec<std::net::IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map_while(|a| a.trim().parse().ok())
+            .collect();
+        Some(
+            chain
+                .into_iter()
+                .rev()
+                .find(|ip| !self.trusts(*ip))
+                .unwrap_or(peer),
+        )
+    }
+}
+
 /// `10.0.0.0/8`, `192.0.2.1`, `::1`, `fd00::/8`: an address and its prefix.
 pub fn parse_network(text: &str) -> Result<(std::net::IpAddr, u8), String> {
     let (addr, bits) = match text.split_once('/') {
@@ -558,5 +588,20 @@ mod forwarded_tests {
         for bad in ["10.0.0.0/33", "example.com", "10.0.0.0/x", "", "::/129"] {
             assert!(parse_network(bad).is_err(), "{bad}");
         }
+        // The client behind trusted proxies: the right-most untrusted hop.
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.9, 10.0.0.2".parse().unwrap(),
+        );
+        let lb: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(f.client(Some(lb), &h), Some("203.0.113.9".parse().unwrap()));
+        let stranger: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(
+            f.client(Some(stranger), &h),
+            Some(stranger),
+            "an untrusted peer is the client"
+        );
+        assert_eq!(f.client(Some(lb), &http::HeaderMap::new()), Some(lb));
     }
 }

@@ -149,6 +149,7 @@ pub async fn serve(
     session: &mut Session,
     cell: &Arc<SnapshotCell>,
     selected: Option<&TicketKey>,
+    client: Option<IpAddr>,
 ) -> Result<()> {
     let text = "text/plain; charset=utf-8";
     let mut key = None;
@@ -182,10 +183,6 @@ pub async fn serve(
         )
         .await;
     }
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
     let Some(_slot) = Slot::take(client) else {
         return respond(
             session,

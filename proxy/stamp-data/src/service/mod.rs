@@ -239,7 +239,15 @@ impl ProxyHttp for StampProxy {
                 // Endless by design: a graceful stop must not wait for it.
                 ctx.in_flight = None;
                 let selected = ctx.sel.dev_ticket().cloned();
-                crate::live::serve(session, &self.snapshot, selected.as_ref()).await?;
+                let peer = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let client = self
+                    .cfg
+                    .forwarded
+                    .client(peer, &session.req_header().headers);
+                crate::live::serve(session, &self.snapshot, selected.as_ref(), client).await?;
             }
             Route::Passthrough | Route::File(_) | Route::Page(_) => return Ok(false),
         }

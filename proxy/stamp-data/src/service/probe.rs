@@ -27,10 +27,14 @@ impl StampProxy {
                 return internal::respond(session, status, TEXT, body).await;
             }
         };
-        let client = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        let client = self
+            .cfg
+            .forwarded
+            .client(peer, &session.req_header().headers);
         let snapshot = self.snapshot.load();
         match self.reports.take(&body, client, &snapshot) {
             Ok(()) => {
