@@ -485,6 +485,9 @@ pub struct SnapshotCell {
     lost: std::sync::Mutex<Option<String>>,
     /// The version served, for those who wait for their write to be.
     served: tokio::sync::watch::Sender<u64>,
+    /// Credentials signed out anywhere in the fleet (preview passes), read
+    /// from the store with each backstop check.
+    revoked: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 impl Default for SnapshotCell {
@@ -495,6 +498,7 @@ impl Default for SnapshotCell {
             last_ok_ms: AtomicU64::new(0),
             lost: std::sync::Mutex::new(None),
             served: tokio::sync::watch::Sender::new(0),
+            revoked: Default::default(),
         }
     }
 }
@@ -508,6 +512,27 @@ impl SnapshotCell {
         let version = s.version;
         self.current.store(Arc::new(s));
         self.served.send_replace(version);
+    }
+
+    /// Whether a credential (`pass:<mac>`) was signed out.
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(id)
+    }
+
+    /// Reads the fleet's signed-out credentials from the store.
+    pub async fn refresh_revoked(&self, store: &SharedStore) {
+        match store.revoked(now_ms()).await {
+            Ok(ids) => {
+                *self
+                    .revoked
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = ids.into_iter().collect();
+            }
+            Err(e) => log::debug!("cannot read revoked credentials: {e}"),
+        }
     }
 
     /// Waits until this proxy serves the store's `version` or a later one,
@@ -644,6 +669,7 @@ pub async fn run_refresher(store: SharedStore, cell: Arc<SnapshotCell>, poll: Du
             _ = tick.tick() => {
                 let force = !cell.store_ok();
                 let _ = cell.refresh(&store, &mut sets, force).await;
+                cell.refresh_revoked(&store).await;
             }
         }
     }

@@ -291,6 +291,24 @@ impl Signer {
     }
 }
 
+/// The revocation id and expiry (ms) of a preview pass as written
+/// (`p1.<expiry>.<role>.<mac>`): what sign-out revokes, and what the data
+/// plane looks up. The caller verifies the pass first.
+pub fn pass_revocation(pass: &str) -> Option<(String, u64)> {
+    let mut parts = pass.split('.');
+    let (Some("p1"), Some(exp), Some(_role), Some(mac), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let exp: u64 = exp.parse().ok()?;
+    Some((format!("pass:{mac}"), exp.saturating_mul(1000)))
+}
+
 /// Whether a string can be a token (checked before it goes into a cookie).
 pub fn looks_like_token(s: &str) -> bool {
     s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.')

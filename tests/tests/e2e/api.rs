@@ -908,7 +908,8 @@ async fn an_emptied_redis_keeps_released_tickets_until_an_operator_adopts_it() {
 #[tokio::test]
 async fn sign_out_ends_the_session_on_every_proxy() {
     let redis = RedisServer::start().unwrap();
-    let shared = "[preview]\nprotect = true\nsecret = \"0123456789abcdef0123456789abcdef-fleet\"\n";
+    let shared = "[preview]\nprotect = true\naccess = \"either\"\n\
+                  secret = \"0123456789abcdef0123456789abcdef-fleet\"\n";
     let a = start(Some(&redis.url), shared);
     let b = start(Some(&redis.url), shared);
     let signed_in = client()
@@ -918,13 +919,47 @@ async fn sign_out_ends_the_session_on_every_proxy() {
         .await
         .unwrap();
     assert_eq!(signed_in.status(), 200);
-    let cookie = signed_in
+    let cookies: Vec<String> = signed_in
         .headers()
         .get_all("set-cookie")
         .iter()
         .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect();
+    let cookie = cookies
+        .iter()
         .find(|c| c.starts_with("stamp_session="))
-        .unwrap();
+        .unwrap()
+        .clone();
+    // The preview pass set with the session opens previews on the fleet.
+    let pass = cookies
+        .iter()
+        .find(|c| c.starts_with("stamp_viewer="))
+        .unwrap()
+        .clone();
+    upload(&a.proxy, "OUT-1", "src/main.js", "signed-in only").await;
+    let stamped = module_url("/src/main.js", "signed-in only");
+    let preview = |p: &Proxy, pass: String| {
+        let url = p.url("/?dev=OUT-1");
+        async move {
+            client()
+                .get(url)
+                .header("cookie", pass)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !preview(&b.proxy, pass.clone()).await.contains(&stamped) {
+        assert!(
+            Instant::now() < deadline,
+            "the pass never opened B's preview"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let read = |p: &Proxy, cookie: String| {
         let url = p.url("/__stamp/api/v1/tickets");
         async move {
@@ -946,7 +981,7 @@ async fn sign_out_ends_the_session_on_every_proxy() {
     );
     let out = client()
         .delete(a.proxy.url("/__stamp/session"))
-        .header("cookie", &cookie)
+        .header("cookie", format!("{cookie}; {pass}"))
         .send()
         .await
         .unwrap();
@@ -964,6 +999,17 @@ async fn sign_out_ends_the_session_on_every_proxy() {
             "B still takes a signed-out session"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The pass copied before the sign-out opens nothing any more, anywhere.
+    for p in [&a.proxy, &b.proxy] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while preview(p, pass.clone()).await.contains(&stamped) {
+            assert!(
+                Instant::now() < deadline,
+                "a signed-out pass still opens a preview"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     // Signing in again gives a new session that works.
     let again = client()

@@ -329,7 +329,13 @@ impl Router {
             .as_deref()
             .filter(|_| who.is_some())
             .and_then(|c| self.sessions.revocation(c));
-        for (id, until_ms) in session.into_iter().chain(bearer) {
+        // The preview pass set with the session ends with it.
+        let pass = self.cfg.preview.as_ref().and_then(|preview| {
+            let pass = cookie_named(req, stamp_model::share::PASS_COOKIE)?;
+            preview.signer().verify_pass(Some(&pass))?;
+            stamp_model::share::pass_revocation(&pass)
+        });
+        for (id, until_ms) in session.into_iter().chain(bearer).chain(pass) {
             self.sessions
                 .revoked()
                 .write()
@@ -516,6 +522,18 @@ fn not_json(req: &Request<Bytes>) -> Option<Response<Body>> {
             "send the body as Content-Type: application/json",
         )
     })
+}
+
+/// A cookie's value by name, from every `Cookie` header of `req`.
+fn cookie_named(req: &Request<Bytes>, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 #[cfg(test)]

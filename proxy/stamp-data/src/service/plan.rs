@@ -228,13 +228,18 @@ impl StampProxy {
                 Resolved::Stamp { effective, stage } => {
                     if let Some(gate) = &self.preview {
                         let generation = snap.tickets.get(key).map_or(0, |t| t.share_gen);
+                        // A pass signed out anywhere in the fleet opens nothing.
                         let pass = select::named_cookie(
                             req.headers
                                 .get_all(header::COOKIE)
                                 .iter()
                                 .map(|v| v.as_bytes()),
                             stamp_model::share::PASS_COOKIE,
-                        );
+                        )
+                        .filter(|p| {
+                            stamp_model::share::pass_revocation(p)
+                                .is_none_or(|(id, _)| !self.snapshot.is_revoked(&id))
+                        });
                         if let Err(refusal) =
                             gate.admit(token.as_deref(), pass, key, *view, generation)
                         {
