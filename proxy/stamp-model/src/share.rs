@@ -240,17 +240,7 @@ impl Signer {
 
     /// The role of a genuine, unexpired preview pass.
     pub fn verify_pass(&self, pass: Option<&str>) -> Option<Role> {
-        let mut parts = pass?.split('.');
-        let (Some("p1"), Some(exp), Some(role), Some(mac), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return None;
-        };
-        let exp: u64 = exp.parse().ok()?;
+        let (exp, role, mac) = pass_parts(pass?)?;
         let role: Role = role.parse().ok()?;
         let expected = self.pass_mac(role, exp);
         (same(expected.as_bytes(), mac.as_bytes()) && exp > now_secs()).then_some(role)
@@ -295,8 +285,14 @@ impl Signer {
 /// (`p1.<expiry>.<role>.<mac>`): what sign-out revokes, and what the data
 /// plane looks up. The caller verifies the pass first.
 pub fn pass_revocation(pass: &str) -> Option<(String, u64)> {
+    let (exp, _, mac) = pass_parts(pass)?;
+    Some((format!("pass:{mac}"), exp.saturating_mul(1000)))
+}
+
+/// A pass's expiry, role and signature, as written (`p1.<exp>.<role>.<mac>`).
+fn pass_parts(pass: &str) -> Option<(u64, &str, &str)> {
     let mut parts = pass.split('.');
-    let (Some("p1"), Some(exp), Some(_role), Some(mac), None) = (
+    let (Some("p1"), Some(exp), Some(role), Some(mac), None) = (
         parts.next(),
         parts.next(),
         parts.next(),
@@ -305,8 +301,7 @@ pub fn pass_revocation(pass: &str) -> Option<(String, u64)> {
     ) else {
         return None;
     };
-    let exp: u64 = exp.parse().ok()?;
-    Some((format!("pass:{mac}"), exp.saturating_mul(1000)))
+    Some((exp.parse().ok()?, role, mac))
 }
 
 /// Whether a string can be a token (checked before it goes into a cookie).

@@ -902,6 +902,15 @@ async fn an_emptied_redis_keeps_released_tickets_until_an_operator_adopts_it() {
     assert_eq!(s, 201, "{v}");
 }
 
+/// The `name=value` of each cookie a response sets.
+fn set_cookies(resp: &reqwest::Response) -> Vec<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect()
+}
+
 /// Signing out ends the session everywhere, not only in this browser: a
 /// copy of the cookie is refused at once by the proxy signed out on, and
 /// within seconds by every other proxy of the fleet.
@@ -919,12 +928,7 @@ async fn sign_out_ends_the_session_on_every_proxy() {
         .await
         .unwrap();
     assert_eq!(signed_in.status(), 200);
-    let cookies: Vec<String> = signed_in
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
-        .collect();
+    let cookies = set_cookies(&signed_in);
     let cookie = cookies
         .iter()
         .find(|c| c.starts_with("stamp_session="))
@@ -1018,11 +1022,8 @@ async fn sign_out_ends_the_session_on_every_proxy() {
         .send()
         .await
         .unwrap();
-    let fresh = again
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+    let fresh = set_cookies(&again)
+        .into_iter()
         .find(|c| c.starts_with("stamp_session="))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;

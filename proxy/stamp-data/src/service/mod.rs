@@ -239,14 +239,7 @@ impl ProxyHttp for StampProxy {
                 // Endless by design: a graceful stop must not wait for it.
                 ctx.in_flight = None;
                 let selected = ctx.sel.dev_ticket().cloned();
-                let peer = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip());
-                let client = self
-                    .cfg
-                    .forwarded
-                    .client(peer, &session.req_header().headers);
+                let client = self.client_ip(session);
                 crate::live::serve(session, &self.snapshot, selected.as_ref(), client).await?;
             }
             Route::Passthrough | Route::File(_) | Route::Page(_) => return Ok(false),
@@ -412,6 +405,18 @@ fn status_for(e: &Error) -> u16 {
 }
 
 impl StampProxy {
+    /// The client's address, for per-client limits: the peer, or behind
+    /// trusted proxies what the nearest untrusted hop was.
+    fn client_ip(&self, session: &Session) -> Option<std::net::IpAddr> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        self.cfg
+            .forwarded
+            .client(peer, &session.req_header().headers)
+    }
+
     /// `X-Forwarded-For` and `X-Forwarded-Proto` for the origin: the client's
     /// address appended to what a trusted proxy in front said, or alone when
     /// the peer is not trusted (its own header is dropped: a client cannot

@@ -27,14 +27,7 @@ impl StampProxy {
                 return internal::respond(session, status, TEXT, body).await;
             }
         };
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let client = self
-            .cfg
-            .forwarded
-            .client(peer, &session.req_header().headers);
+        let client = self.client_ip(session);
         let snapshot = self.snapshot.load();
         match self.reports.take(&body, client, &snapshot) {
             Ok(()) => {
