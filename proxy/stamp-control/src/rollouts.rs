@@ -255,6 +255,25 @@ impl Rollouts {
         out
     }
 
+    /// Pauses a rollout the job cannot move on with, saying why.
+    async fn pause(
+        &self,
+        t: &TicketRecord,
+        actor: &Actor,
+        said: String,
+    ) -> Result<Outcome, StepError> {
+        self.desk
+            .step(
+                &t.key,
+                Step::Pause,
+                Some(t.version),
+                actor,
+                Some(said.clone()),
+            )
+            .await?;
+        Ok(Outcome::Paused(said))
+    }
+
     /// Decides one ticket: revert on a regression, step when due and
     /// healthy, else hold.
     async fn drive(&self, t: &TicketRecord) -> Result<Outcome, StepError> {
@@ -287,16 +306,7 @@ impl Rollouts {
                 .await?;
             if !v.allowed() {
                 let said = format!("{why}; the policies refuse the revert: {}", v.message());
-                self.desk
-                    .step(
-                        &t.key,
-                        Step::Pause,
-                        Some(t.version),
-                        &actor,
-                        Some(said.clone()),
-                    )
-                    .await?;
-                return Ok(Outcome::Paused(said));
+                return self.pause(t, &actor, said).await;
             }
             self.desk
                 .transition_with(
@@ -335,16 +345,7 @@ impl Rollouts {
             Ok(_) => Ok(Outcome::Stepped(why)),
             Err(StepError::Policy(v)) => {
                 let said = format!("the policies refuse the next step: {}", v.message());
-                self.desk
-                    .step(
-                        &t.key,
-                        Step::Pause,
-                        Some(t.version),
-                        &actor,
-                        Some(said.clone()),
-                    )
-                    .await?;
-                Ok(Outcome::Paused(said))
+                self.pause(t, &actor, said).await
             }
             Err(e) => Err(e),
         }

@@ -803,23 +803,7 @@ async fn the_badge_survives_unclosed_elements_and_turbo_visits() {
              </body></html>",
         ),
     );
-    origin.route(
-        "/src/greet.js",
-        Route::bytes(
-            "text/javascript",
-            b"export const greet = () => 'production greeting';\n".to_vec(),
-        ),
-    );
-    let app = App::start(origin, Origin::start().unwrap());
-    let work = project(
-        "/src",
-        "src",
-        &[(
-            "greet.js",
-            "export const greet = () => 'ticket greeting';\n",
-        )],
-    );
-    app.stamp(work.path(), &["TUR-1", "--update", "--once"]);
+    let (app, _work) = greeting_app(origin, "TUR-1");
     let browser = Browser::start().await.unwrap();
     app.expect(
         &browser,
@@ -876,23 +860,7 @@ async fn the_badge_survives_htmx_swaps_and_a_client_router() {
              b.innerHTML = '<p id=three>' + window.greet() + '</p>'; document.body.replaceWith(b);\">go</button></body></html>"
         )),
     );
-    origin.route(
-        "/src/greet.js",
-        Route::bytes(
-            "text/javascript",
-            b"export const greet = () => 'production greeting';\n".to_vec(),
-        ),
-    );
-    let app = App::start(origin, Origin::start().unwrap());
-    let work = project(
-        "/src",
-        "src",
-        &[(
-            "greet.js",
-            "export const greet = () => 'ticket greeting';\n",
-        )],
-    );
-    app.stamp(work.path(), &["HX-1", "--update", "--once"]);
+    let (app, _work) = greeting_app(origin, "HX-1");
     let browser = Browser::start().await.unwrap();
     app.expect(
         &browser,
@@ -928,4 +896,27 @@ async fn the_badge_survives_htmx_swaps_and_a_client_router() {
     let text = badge_says(&browser, "1 of 1 module ran").await;
     assert!(text.contains("HX-1"), "{text}");
     browser.close().await.unwrap();
+}
+
+/// `origin` with production's `/src/greet.js`, behind a proxy, and ticket
+/// `key` stamped from a work tree whose greet.js is the ticket's.
+fn greeting_app(origin: Origin, key: &str) -> (App, tempfile::TempDir) {
+    origin.route(
+        "/src/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"export const greet = () => 'production greeting';\n".to_vec(),
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[(
+            "greet.js",
+            "export const greet = () => 'ticket greeting';\n",
+        )],
+    );
+    app.stamp(work.path(), &[key, "--update", "--once"]);
+    (app, work)
 }

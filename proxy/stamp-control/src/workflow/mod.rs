@@ -328,6 +328,28 @@ pub struct MoveOptions {
     pub detail: Option<String>,
 }
 
+/// The ticket as it is now, when it is still at `expected_version` (any
+/// version, when `None`).
+async fn read_at(
+    store: &SharedStore,
+    key: &TicketKey,
+    expected_version: Option<u64>,
+) -> Result<TicketRecord, WorkflowError> {
+    let t = store
+        .get_ticket(key)
+        .await?
+        .ok_or_else(|| WorkflowError::NotFound(key.clone()))?;
+    match expected_version {
+        Some(v) if v != t.version => Err(StoreError::Conflict {
+            key: key.clone(),
+            expected: Some(v),
+            found: Some(t.version),
+        }
+        .into()),
+        _ => Ok(t),
+    }
+}
+
 /// Applies a transition to the ticket as read at `expected_version` (or as
 /// it is now, when `None`). Returns the new record.
 pub(crate) async fn transition(
@@ -338,20 +360,7 @@ pub(crate) async fn transition(
     actor: &Actor,
     options: &MoveOptions,
 ) -> Result<Unpublished, WorkflowError> {
-    let t = store
-        .get_ticket(key)
-        .await?
-        .ok_or_else(|| WorkflowError::NotFound(key.clone()))?;
-    if let Some(v) = expected_version {
-        if v != t.version {
-            return Err(StoreError::Conflict {
-                key: key.clone(),
-                expected: Some(v),
-                found: Some(t.version),
-            }
-            .into());
-        }
-    }
+    let t = read_at(store, key, expected_version).await?;
     let to = what
         .target(t.stage)
         .ok_or(WorkflowError::IllegalTransition {
@@ -458,20 +467,7 @@ pub(crate) async fn step(
     actor: &Actor,
     why: Option<String>,
 ) -> Result<Unpublished, WorkflowError> {
-    let t = store
-        .get_ticket(key)
-        .await?
-        .ok_or_else(|| WorkflowError::NotFound(key.clone()))?;
-    if let Some(v) = expected_version {
-        if v != t.version {
-            return Err(StoreError::Conflict {
-                key: key.clone(),
-                expected: Some(v),
-                found: Some(t.version),
-            }
-            .into());
-        }
-    }
+    let t = read_at(store, key, expected_version).await?;
     let Some(current) = t.rollout.clone().filter(|_| t.stage == Stage::Prod) else {
         return Err(WorkflowError::NotRollingOut(key.clone(), t.stage));
     };
