@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -257,7 +258,8 @@ pub struct ControlConfig {
     pub control_url: Option<String>,
     pub api: ApiLimits,
     /// API tokens; empty means the API is open (only allowed on loopback).
-    pub tokens: Vec<Token>,
+    /// Shared by every clone, so a reload rotates them everywhere at once.
+    pub tokens: Tokens,
     /// Where production overlay changes are committed, if anywhere.
     pub history_repo: Option<PathBuf>,
     /// Preview protection: `Some` when `?dev=`/`?qa=` need a signed share link.
@@ -379,7 +381,7 @@ impl ControlConfig {
             );
         }
 
-        let tokens = tokens(file.tokens, p);
+        let tokens = Tokens::new(tokens(file.tokens, p));
         let mut sign_in_problems = Vec::new();
         let sign_in =
             crate::identity::build_providers(file.sign_in, &ctx.env_is_set, &mut sign_in_problems);
@@ -746,6 +748,44 @@ fn url_names_host(url: &str, host: &str) -> bool {
         _ => (host, want_port),
     };
     got_host.eq_ignore_ascii_case(want_host) && got_port == want_port
+}
+
+/// The `[[tokens]]` in force. Every clone of a [`ControlConfig`] shares
+/// them: [`Tokens::replace`] (a reload) rotates them for the API, the
+/// panel and the jobs at once, and a request reads one consistent list.
+#[derive(Clone, Default)]
+pub struct Tokens(Arc<arc_swap::ArcSwap<Vec<Token>>>);
+
+impl Tokens {
+    pub fn new(list: Vec<Token>) -> Tokens {
+        Tokens(Arc::new(arc_swap::ArcSwap::from_pointee(list)))
+    }
+
+    /// The list in force now.
+    pub fn load(&self) -> Arc<Vec<Token>> {
+        self.0.load_full()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.load().is_empty()
+    }
+
+    /// Puts `list` in force for every request from now on.
+    pub fn replace(&self, list: Vec<Token>) {
+        self.0.store(Arc::new(list));
+    }
+}
+
+impl PartialEq for Tokens {
+    fn eq(&self, other: &Tokens) -> bool {
+        **self.0.load() == **other.0.load()
+    }
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.load().iter()).finish()
+    }
 }
 
 fn tokens(file: Vec<FileToken>, p: &mut Problems) -> Vec<Token> {

@@ -199,6 +199,49 @@ impl Control {
         }
     }
 
+    /// Applies a reloaded configuration: the `[[tokens]]` at once (a
+    /// rotation; switching the API between open and closed is not), every
+    /// other key at the next start. Returns the keys applied and the keys
+    /// that wait for a restart (their running values stay).
+    pub fn reload(&self, new: &ControlConfig) -> (Vec<&'static str>, Vec<&'static str>) {
+        let old = &self.cfg;
+        let mut applied = Vec::new();
+        let mut restart = Vec::new();
+        if old.tokens != new.tokens {
+            if old.tokens.is_empty() || new.tokens.is_empty() {
+                restart.push("tokens");
+            } else {
+                old.tokens.replace(new.tokens.load().to_vec());
+                applied.push("tokens");
+            }
+        }
+        let fixed = [
+            ("public_url", old.public_url != new.public_url),
+            ("control_url", old.control_url != new.control_url),
+            ("api", old.api != new.api),
+            ("history_repo", old.history_repo != new.history_repo),
+            ("preview", old.preview != new.preview),
+            (
+                "settle",
+                old.settle_interval != new.settle_interval
+                    || old.settle_third_version != new.settle_third_version,
+            ),
+            ("gc", old.gc != new.gc || old.skew != new.skew),
+            ("rollout", old.rollout != new.rollout),
+            ("slack", old.slack != new.slack),
+            ("policies", old.policies != new.policies),
+            ("hooks", old.hooks != new.hooks),
+            ("sign_in", old.sign_in != new.sign_in),
+        ];
+        restart.extend(
+            fixed
+                .into_iter()
+                .filter(|(_, changed)| *changed)
+                .map(|(k, _)| k),
+        );
+        (applied, restart)
+    }
+
     /// The largest request body a request may send.
     pub fn body_limit(&self, head: &http::request::Parts) -> usize {
         self.router.body_limit(head)

@@ -402,6 +402,7 @@ fn roles(cfg: &ControlConfig) -> HashMap<String, Role> {
         return [("anonymous".to_string(), Role::Admin)].into();
     }
     cfg.tokens
+        .load()
         .iter()
         .map(|t| (t.name.clone(), t.role))
         .collect()

@@ -112,6 +112,8 @@ pub struct DataFile {
     pub metrics: FileMetrics,
     pub reports: FileReports,
     pub forwarded: FileForwarded,
+    /// `log.access`: one log line per request.
+    pub access_log: Option<bool>,
     /// `asset_origins`, already normalised by the binary.
     pub asset_origins: Vec<String>,
 }
@@ -188,6 +190,8 @@ pub struct DataConfig {
     pub report_sample: f64,
     pub report_limits: crate::reports::Limits,
     pub forwarded: Forwarded,
+    /// One log line per request (`log.access`), with its request id.
+    pub access_log: bool,
 }
 
 /// What the origin is told of the client.
@@ -419,6 +423,7 @@ impl DataConfig {
             trusted,
         };
         Some(DataConfig {
+            access_log: file.access_log.unwrap_or(false),
             forwarded,
             report_sample,
             report_limits,

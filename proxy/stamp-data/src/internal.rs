@@ -47,8 +47,6 @@ fn error_json(code: ErrorCode, message: impl Into<String>) -> Bytes {
 /// What the reserved endpoints need.
 pub struct Internal {
     pub cell: Arc<SnapshotCell>,
-    /// `/__stamp/metrics` requires a bearer token with this sha256.
-    pub metrics_token: Option<[u8; 32]>,
     pub store: SharedStore,
     pub control: Arc<dyn ControlPlane>,
 }
@@ -61,7 +59,13 @@ impl std::fmt::Debug for Internal {
 
 impl Internal {
     /// Answers a request under `/__stamp/`.
-    pub async fn serve(&self, session: &mut Session) -> Result<()> {
+    /// `metrics_token`: `/__stamp/metrics` requires a bearer token with
+    /// this sha256 (the request's configuration, which a reload may change).
+    pub async fn serve(
+        &self,
+        session: &mut Session,
+        metrics_token: Option<&[u8; 32]>,
+    ) -> Result<()> {
         let path = session.req_header().uri.path().to_string();
         let json = "application/json";
         let own = path == wire::HEALTH_PATH || path == wire::METRICS_PATH;
@@ -76,7 +80,7 @@ impl Internal {
             );
             return respond(session, 405, json, body).await;
         }
-        if path == wire::METRICS_PATH && !self.may_scrape(session) {
+        if path == wire::METRICS_PATH && !Self::may_scrape(session, metrics_token) {
             let body = error_json(
                 ErrorCode::Unauthorized,
                 "metrics need `Authorization: Bearer <token>` (metrics.token_sha256)",
@@ -105,8 +109,8 @@ impl Internal {
 
     /// Whether the request may read the metrics: always, unless a token is
     /// configured; then it must present it (compared by hash, in constant time).
-    fn may_scrape(&self, session: &Session) -> bool {
-        let Some(want) = &self.metrics_token else {
+    fn may_scrape(session: &Session, metrics_token: Option<&[u8; 32]>) -> bool {
+        let Some(want) = metrics_token else {
             return true;
         };
         let presented = session

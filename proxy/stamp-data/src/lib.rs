@@ -42,7 +42,7 @@ pub use client_io::HeaderDeadline;
 pub use config::DataConfig;
 pub use control::{Body, ControlPlane};
 pub use reports::{Limits as ReportLimits, Reports};
-pub use service::{StampProxy, INFO_HEADER};
+pub use service::{Reload, ReloadOutcome, StampProxy, INFO_HEADER};
 pub use snapshot::{run_refresher, SnapshotCell};
 
 /// Internals for benchmarks, fuzz targets and tests that measure or check

@@ -101,6 +101,23 @@ pub struct Flags {
     /// Print the sha256 to put in a [[tokens]] entry for SECRET, and exit
     #[arg(long, value_name = "SECRET")]
     pub hash_token: Option<String>,
+
+    /// Take the listening sockets over from the running stamp-proxy (send
+    /// it SIGQUIT): a new binary or configuration without refusing a connection
+    #[arg(long)]
+    pub upgrade: bool,
+
+    /// Run in the background; return once serving (key: `process.daemon`)
+    #[arg(long)]
+    pub daemon: bool,
+
+    /// Write the process id here once serving (key: `process.pid_file`)
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Log lines as `text` or `json` (key: `log.format`)
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// The TOML file, as written. Optional everywhere: flags and defaults fill in.
@@ -129,6 +146,10 @@ struct FileConfig {
     shutdown: FileShutdown,
     #[serde(default)]
     sync: FileSync,
+    #[serde(default)]
+    process: FileProcess,
+    #[serde(default)]
+    log: FileLog,
     /// Public base URL for share links (default: the listener's address).
     public_url: Option<String>,
     /// The panel's and API's own host.
@@ -187,6 +208,45 @@ struct FileShutdown {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileProcess {
+    daemon: Option<bool>,
+    pid_file: Option<PathBuf>,
+    upgrade_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
+    access: Option<bool>,
+}
+
+/// How the process runs and hands over to its successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Started with `--daemon` / `process.daemon`.
+    pub daemon: bool,
+    pub pid_file: Option<PathBuf>,
+    /// Where a new process (`--upgrade`) takes the listening sockets from
+    /// this one when it gets SIGQUIT.
+    pub upgrade_socket: PathBuf,
+    /// This process takes the sockets over (`--upgrade`).
+    pub upgrade: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The longest path a Unix socket may have (`sun_path`, with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileSync {
     poll_interval: Option<String>,
 }
@@ -208,6 +268,8 @@ pub struct Config {
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
     pub poll_interval: Duration,
+    pub process: Process,
+    pub log_format: LogFormat,
     /// The data plane's section.
     pub data: DataConfig,
     /// The control plane's section.
@@ -436,6 +498,53 @@ impl Config {
             Duration::from_secs(2),
         );
 
+        let daemon = flags.daemon || file.process.daemon.unwrap_or(false);
+        let pid_file = flags.pid_file.clone().or(file.process.pid_file.take());
+        if let Some(f) = &pid_file {
+            if f.as_os_str().is_empty() || f.file_name().is_none() {
+                p.add("process.pid_file", "must name a file");
+            } else if let Some(dir) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    p.add(
+                        "process.pid_file",
+                        format!("its directory {} does not exist", dir.display()),
+                    );
+                }
+            }
+        }
+        // One per port by default, so two proxies on one machine never
+        // hand their sockets to each other's successor.
+        let upgrade_socket = file.process.upgrade_socket.take().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("stamp-proxy-{}.upgrade.sock", listen.port()))
+        });
+        if upgrade_socket.as_os_str().len() > MAX_SOCKET_PATH {
+            p.add(
+                "process.upgrade_socket",
+                format!("is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes)"),
+            );
+        } else if !upgrade_socket.is_absolute() {
+            p.add("process.upgrade_socket", "must be an absolute path");
+        } else if let Some(dir) = upgrade_socket.parent().filter(|d| !d.is_dir()) {
+            p.add(
+                "process.upgrade_socket",
+                format!("its directory {} does not exist", dir.display()),
+            );
+        }
+        let log_format = match flags.log_format.as_deref().or(file.log.format.as_deref()) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                if flags.log_format.is_some() {
+                    p.from_flag("log.format", "--log-format");
+                }
+                p.add(
+                    "log.format",
+                    format!("`{other}` is not a log format: use \"text\" or \"json\""),
+                );
+                LogFormat::Text
+            }
+        };
+
         let mut asset_origins = Vec::new();
         for o in &file.asset_origins {
             match stamp_model::assets::normalize_origin(o) {
@@ -458,6 +567,7 @@ impl Config {
                 metrics: file.metrics,
                 reports: file.reports,
                 forwarded: file.forwarded,
+                access_log: file.log.access,
             },
             flags.demo,
             tls.is_some(),
@@ -500,6 +610,13 @@ impl Config {
                 grace_period,
                 shutdown_timeout,
                 poll_interval,
+                process: Process {
+                    daemon,
+                    pid_file,
+                    upgrade_socket,
+                    upgrade: flags.upgrade,
+                },
+                log_format,
                 data,
                 control,
             }),
@@ -678,7 +795,10 @@ mod tests {
             "p.toml",
         )
         .unwrap();
-        assert_eq!(c.control.tokens[0].role, stamp_model::roles::Role::Admin);
+        assert_eq!(
+            c.control.tokens.load()[0].role,
+            stamp_model::roles::Role::Admin
+        );
     }
 
     #[test]

@@ -6,6 +6,9 @@
 
 pub mod config;
 pub mod demo;
+pub mod logging;
+pub mod process;
+pub mod reload;
 pub mod server;
 pub mod services;
 

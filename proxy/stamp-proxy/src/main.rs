@@ -21,17 +21,6 @@ fn main() -> ExitCode {
         println!("{}", stamp_proxy::control::hash_token(secret));
         return ExitCode::SUCCESS;
     }
-    env_logger::Builder::new()
-        .filter_level(log::LevelFilter::Info)
-        // Its one warning, "Respond header is already sent", is every hit of
-        // the stamped-page cache (see stamp_data::pagecache); RUST_LOG can
-        // still ask for it.
-        .filter_module(
-            "pingora_core::protocols::http::v1::server",
-            log::LevelFilter::Error,
-        )
-        .parse_env(env_logger::Env::default())
-        .init();
     let cfg = match Config::load(&flags) {
         Ok(c) => c,
         Err(e) => {
@@ -44,7 +33,12 @@ fn main() -> ExitCode {
         println!("configuration is valid:\n{cfg:#?}");
         return ExitCode::SUCCESS;
     }
-    match stamp_proxy::server::run(cfg, flags.demo) {
+    if cfg.process.daemon && !stamp_proxy::process::is_daemon_child() {
+        // Validated first, so a bad file is said here, not in a log.
+        return stamp_proxy::process::run_daemon_parent();
+    }
+    stamp_proxy::logging::init(cfg.log_format);
+    match stamp_proxy::server::run(cfg, flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stamp-proxy: error: {e}");

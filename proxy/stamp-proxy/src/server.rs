@@ -1,7 +1,9 @@
 //! Process wiring: the store, the control plane, the data plane's Pingora
 //! service with the control plane behind `/__stamp/`, the background
-//! services (snapshot refresher, control jobs), the listener (TLS
-//! optional), and a graceful shutdown on SIGTERM and SIGINT alike.
+//! services (snapshot refresher, control jobs, reload on SIGHUP), the
+//! listener (TLS optional), a graceful shutdown on SIGTERM and SIGINT
+//! alike, and on SIGQUIT Pingora's graceful upgrade: the listening sockets
+//! handed to the process started with `--upgrade`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,16 +25,19 @@ use crate::services::{Drain, Jobs, Refresher, ReportFlusher};
 
 /// SIGTERM and SIGINT both shut down gracefully: stop accepting, let requests
 /// in flight finish within the grace period. (Pingora's default treats SIGINT
-/// as a fast shutdown that cuts them off.)
+/// as a fast shutdown that cuts them off.) SIGQUIT hands the listening
+/// sockets to the process started with `--upgrade`, then shuts down the same
+/// way.
 struct GracefulSignals;
 
 #[async_trait]
 impl ShutdownSignalWatch for GracefulSignals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
         ) else {
             log::error!("cannot install signal handlers; stop the proxy with SIGKILL");
             return std::future::pending().await;
@@ -40,6 +45,10 @@ impl ShutdownSignalWatch for GracefulSignals {
         tokio::select! {
             _ = term.recv() => log::info!("SIGTERM: shutting down gracefully"),
             _ = int.recv() => log::info!("SIGINT: shutting down gracefully"),
+            _ = quit.recv() => {
+                log::info!("SIGQUIT: handing the listening sockets to the new process, then shutting down gracefully");
+                return ShutdownSignal::GracefulUpgrade;
+            }
         }
         ShutdownSignal::GracefulTerminate
     }
@@ -104,8 +113,44 @@ pub enum StartError {
     Control(#[from] stamp_control::ControlError),
 }
 
+/// How long a process taking over (`--upgrade`) waits for the embedded
+/// store's lock, beyond the old process's own longest stop.
+const TAKEOVER_MARGIN: Duration = Duration::from_secs(15);
+
+/// Opens the store; when taking over from a running process, waits while
+/// that process still holds the embedded store's lock (it releases it once
+/// it has drained). Connections meanwhile wait in the listening socket's
+/// queue: none is refused.
+async fn open_store(cfg: &Config) -> Result<SharedStore, StartError> {
+    let patience = cfg.shutdown_timeout + TAKEOVER_MARGIN;
+    let began = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match store::open(&cfg.store, &cfg.redis_prefix).await {
+            Err(store::StoreError::Locked { location })
+                if cfg.process.upgrade && began.elapsed() < patience =>
+            {
+                if !said {
+                    log::info!("waiting for the previous process to release {location}");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Runs the proxy until a shutdown signal; returns when it has stopped.
-pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
+pub fn run(cfg: Config, flags: crate::config::Flags) -> Result<(), StartError> {
+    let pid_file = cfg.process.pid_file.clone();
+    let result = serve(cfg, flags);
+    crate::process::stopped(pid_file.as_deref());
+    result
+}
+
+fn serve(mut cfg: Config, flags: crate::config::Flags) -> Result<(), StartError> {
+    let demo = flags.demo;
     let background = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("stamp-background")
@@ -113,13 +158,40 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         .build()
         .map_err(StartError::Runtime)?;
 
-    // Refuse early and clearly rather than let Pingora panic on a busy port.
-    std::net::TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen {
-        addr: cfg.listen.to_string(),
-        reason: e.to_string(),
-    })?;
+    // Refuse early and clearly rather than let Pingora panic on a busy port
+    // (taking over, the port is the running process's, handed over below).
+    if !cfg.process.upgrade {
+        std::net::TcpListener::bind(cfg.listen).map_err(|e| StartError::Listen {
+            addr: cfg.listen.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
 
-    let store: SharedStore = background.block_on(store::open(&cfg.store, &cfg.redis_prefix))?;
+    let secs = |d: Duration| d.as_secs().max(u64::from(d.subsec_nanos() > 0));
+    // Pingora's grace period is the upper bound for requests in flight; the
+    // Drain service ends the process as soon as they are done.
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(secs(cfg.shutdown_timeout) + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: cfg.process.upgrade_socket.to_string_lossy().into_owned(),
+        ..ServerConf::default()
+    };
+    let opt = pingora::server::configuration::Opt {
+        upgrade: cfg.process.upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    if cfg.process.upgrade {
+        log::info!(
+            "taking the listening sockets over through {} (send SIGQUIT to the running stamp-proxy)",
+            cfg.process.upgrade_socket.display()
+        );
+    }
+    // Taking over, this receives the running process's listening sockets.
+    server.bootstrap();
+
+    let store: SharedStore = background.block_on(open_store(&cfg))?;
     if demo {
         let addr = background
             .block_on(crate::demo::start_origin())
@@ -167,18 +239,6 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         }
     });
 
-    let secs = |d: Duration| d.as_secs().max(u64::from(d.subsec_nanos() > 0));
-    // Pingora's grace period is the upper bound for requests in flight; the
-    // Drain service ends the process as soon as they are done.
-    let conf = ServerConf {
-        threads: cfg.threads,
-        grace_period_seconds: Some(secs(cfg.shutdown_timeout) + 1),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
     let gate = cfg.control.preview_gate();
     let proxy = StampProxy::new(
         Arc::new(cfg.data.clone()),
@@ -192,6 +252,12 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         gate,
     );
     let in_flight = proxy.in_flight();
+    let reloader = std::sync::Arc::new(crate::reload::Reloader {
+        flags,
+        running: std::sync::Mutex::new(cfg.clone()),
+        data: proxy.reload(),
+        control: control.clone(),
+    });
     let reports = proxy.reports();
     let header_timeout = cfg.data.timeouts.client_header;
     let mut http = pingora::proxy::HttpProxy::new(proxy, server.configuration.clone());
@@ -243,7 +309,12 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
             control: control.clone(),
             at_least: cfg.grace_period,
             at_most: cfg.shutdown_timeout,
+            pid_file: cfg.process.pid_file.clone(),
         },
+    ));
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        crate::reload::OnHangup(reloader),
     ));
     server.add_service(background_service(
         "control jobs",
@@ -273,6 +344,10 @@ pub fn run(mut cfg: Config, demo: bool) -> Result<(), StartError> {
         println!("  QA panel:          {scheme}://{addr}/__stamp/");
         println!("  health:            {scheme}://{addr}/__stamp/health");
         println!("Press Ctrl-C to stop.");
+    }
+    if let Err(e) = crate::process::started(cfg.process.pid_file.as_deref()) {
+        log::error!("cannot say it started: {e}");
+        return Err(StartError::Runtime(e));
     }
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals),

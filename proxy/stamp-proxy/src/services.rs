@@ -64,6 +64,8 @@ pub struct Drain {
     pub control: Arc<Control>,
     pub at_least: Duration,
     pub at_most: Duration,
+    /// Removed at exit, unless a successor wrote its own pid there.
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 #[async_trait]
@@ -92,6 +94,7 @@ impl BackgroundService for Drain {
         self.control
             .drain_hooks(rest.min(Duration::from_secs(5)))
             .await;
+        crate::process::stopped(self.pid_file.as_deref());
         log::info!("stamp-proxy stopped");
         std::process::exit(0);
     }

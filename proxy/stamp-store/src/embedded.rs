@@ -204,11 +204,9 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| open_err(format!("cannot create directory {}: {e}", dir.display())))?;
         let db = open_database(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => open_err(
-                "the database is already open (another stamp-proxy process, or another \
-                     store in this process, holds its lock)"
-                    .to_string(),
-            ),
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                location: path.display().to_string(),
+            },
             other => open_err(other.to_string()),
         })?;
 
@@ -1037,9 +1035,10 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let _first = EmbeddedStore::open(dir.path())?;
         match EmbeddedStore::open(dir.path()) {
-            Err(StoreError::Open { location, reason }) => {
-                assert!(location.ends_with(FILE_NAME), "{location}");
-                assert!(reason.contains("already open"), "{reason}");
+            Err(e @ StoreError::Locked { .. }) => {
+                let message = e.to_string();
+                assert!(message.contains(FILE_NAME), "{message}");
+                assert!(message.contains("holds its lock"), "{message}");
             }
             other => panic!("second open: {other:?}"),
         }

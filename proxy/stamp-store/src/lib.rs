@@ -38,6 +38,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot open store {location}: {reason}")]
     Open { location: String, reason: String },
+    /// The embedded store's file is held by another process (the one an
+    /// upgrade takes over from holds it until it has drained).
+    #[error(
+        "cannot open store {location}: another stamp-proxy process (or another store in this \
+         process) holds its lock"
+    )]
+    Locked { location: String },
     /// The store no longer holds the state this process knew (its epoch
     /// marker is gone or another one replaced it): a Redis restarted without
     /// persistence, flushed, or pointed elsewhere. Writes are refused and the

@@ -18,6 +18,7 @@ mod operations;
 mod pagecache;
 mod passthrough;
 mod policies;
+mod process;
 mod rollout;
 mod router;
 mod selection;

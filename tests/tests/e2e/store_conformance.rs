@@ -1088,12 +1088,12 @@ async fn embedded_second_open_of_a_locked_dir_is_a_clear_error() -> anyhow::Resu
     let location = location.to_str().context("temp path is not UTF-8")?;
     let first = stamp_store::open(location, PREFIX).await?;
     match stamp_store::open(location, PREFIX).await {
-        Err(e @ StoreError::Open { .. }) => {
+        Err(e @ StoreError::Locked { .. }) => {
             let message = e.to_string();
             assert!(message.contains(location), "{message}");
-            assert!(message.contains("already open"), "{message}");
+            assert!(message.contains("holds its lock"), "{message}");
         }
-        Err(other) => bail!("wanted an Open error, got {other}"),
+        Err(other) => bail!("wanted a Locked error, got {other}"),
         Ok(_) => bail!("a second open of a locked directory succeeded"),
     }
     drop(first);

@@ -107,7 +107,7 @@ impl Router {
             }
             return panel::session_endpoint(
                 &req,
-                &self.cfg.tokens,
+                &self.cfg.tokens.load(),
                 &self.sessions,
                 self.cfg.secure_cookies(),
                 &self.sign_in,
@@ -122,7 +122,7 @@ impl Router {
             panel::principal(
                 req.method(),
                 req.headers(),
-                &self.cfg.tokens,
+                &self.cfg.tokens.load(),
                 &self.sessions,
                 &providers,
             )
@@ -286,7 +286,7 @@ impl Router {
     /// A signed-in person named like a machine token would share its
     /// sign-offs and history: refused.
     fn not_a_token(&self, p: Principal) -> Result<Principal, WebError> {
-        if self.cfg.tokens.iter().any(|t| t.name == p.name) {
+        if self.cfg.tokens.load().iter().any(|t| t.name == p.name) {
             return Err(WebError::sign_in(
                 403,
                 format!(
@@ -310,7 +310,7 @@ impl Router {
         );
         let who = cookie
             .as_deref()
-            .and_then(|c| self.sessions.verify(c, &self.cfg.tokens, &providers));
+            .and_then(|c| self.sessions.verify(c, &self.cfg.tokens.load(), &providers));
         // The session ends here and on every proxy sharing the store, not
         // only in this browser: a copy of the cookie is refused from now on.
         // `stamp logout` sends its proxy token the same way.
@@ -321,7 +321,7 @@ impl Router {
             .and_then(|v| v.strip_prefix("Bearer "))
             .filter(|t| {
                 self.sessions
-                    .verify_bearer(t, &self.cfg.tokens, &providers)
+                    .verify_bearer(t, &self.cfg.tokens.load(), &providers)
                     .is_some()
             })
             .and_then(|t| self.sessions.bearer_revocation(t));

@@ -172,6 +172,40 @@ pub struct Ctx {
     pub secure: bool,
     pub sel: Selected,
     pub route: Route,
+    /// The configuration this request is served with, start to end.
+    pub settings: Arc<super::Settings>,
+    /// Names the request in log lines: the id a trusted proxy in front
+    /// gave it (`X-Request-Id`), else one of our own.
+    pub id: RequestId,
+}
+
+/// A request's id in log lines.
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    Ours(u64),
+    Given(Box<str>),
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestId::Ours(n) => write!(f, "{n:016x}"),
+            RequestId::Given(s) => f.write_str(s),
+        }
+    }
+}
+
+impl RequestId {
+    /// What a trusted proxy's `X-Request-Id` may be: 1 to 128 of
+    /// `[A-Za-z0-9._:-]` (a UUID, a trace id); anything else is replaced.
+    pub fn given(value: &[u8]) -> Option<RequestId> {
+        let ok = !value.is_empty()
+            && value.len() <= 128
+            && value
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b));
+        ok.then(|| RequestId::Given(String::from_utf8_lossy(value).into()))
+    }
 }
 
 impl std::fmt::Debug for Ctx {
@@ -184,11 +218,13 @@ impl std::fmt::Debug for Ctx {
 }
 
 impl Ctx {
-    pub fn new(in_flight: &Arc<AtomicUsize>, secure: bool) -> Ctx {
+    pub fn new(in_flight: &Arc<AtomicUsize>, settings: Arc<super::Settings>) -> Ctx {
         Ctx {
             in_flight: Some(InFlight::new(in_flight)),
             started: Instant::now(),
-            secure,
+            secure: settings.cfg.tls,
+            settings,
+            id: RequestId::Ours(rand::random()),
             sel: Selected::default(),
             route: Route::Passthrough,
         }
@@ -319,7 +355,7 @@ impl Kind {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Kind::Passthrough => "passthrough",
             Kind::Ticket => "ticket",

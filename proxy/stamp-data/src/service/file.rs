@@ -4,6 +4,7 @@
 //! origin's own file). Production's own files are never answered with
 //! ticket bytes under their URLs.
 
+use super::Settings;
 use bytes::Bytes;
 use http::header;
 use pingora::http::ResponseHeader;
@@ -65,7 +66,7 @@ impl StampProxy {
         match &ctx.route {
             Route::Mirror(Some(file)) => self.modules.serve_plain(session, file, ctx.plain()).await,
             Route::Worker(file) => self.modules.serve_plain(session, file, ctx.plain()).await,
-            _ => self.redirect_mirror(session).await,
+            _ => self.redirect_mirror(session, &ctx.settings).await,
         }
     }
 
@@ -73,7 +74,7 @@ impl StampProxy {
     /// origin's own file, if that origin is one the proxy knows (an override
     /// is on it, or it is configured); anything else is 404, so the mirror is
     /// no open redirect.
-    async fn redirect_mirror(&self, session: &mut Session) -> Result<()> {
+    async fn redirect_mirror(&self, session: &mut Session, s: &Settings) -> Result<()> {
         let req = session.req_header();
         let text = "text/plain; charset=utf-8";
         let Some(url) = assets::unmirror(req.uri.path()) else {
@@ -87,7 +88,7 @@ impl StampProxy {
         };
         let origin = assets::origin_of(&url).unwrap_or_default();
         let known = self.snapshot.load().overrides_on(origin)
-            || self.asset_origins.iter().any(|o| o == origin);
+            || s.asset_origins.iter().any(|o| o == origin);
         if !known {
             return internal::respond(
                 session,

@@ -4,6 +4,7 @@
 //! its JSON type is relayed, and a map that cannot be merged is a 502, never
 //! production's bytes unchecked.
 
+use super::Settings;
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -36,9 +37,10 @@ impl StampProxy {
             .await?;
             return Ok(true);
         }
-        let page = page_url(session, self.cfg.tls);
-        let parsed = extmap::parse_query(req.uri.query())
-            .and_then(|q| extmap::target(&q.src, &page, &self.asset_origins).map(|t| (q, t)));
+        let page = page_url(session, ctx.settings.cfg.tls);
+        let parsed = extmap::parse_query(req.uri.query()).and_then(|q| {
+            extmap::target(&q.src, &page, &ctx.settings.asset_origins).map(|t| (q, t))
+        });
         let (query, (url, remote)) = match parsed {
             Ok(v) => v,
             Err(reason) => {
@@ -85,14 +87,18 @@ impl StampProxy {
     }
 
     /// Where the map lives: the origin, or another origin's peer.
-    pub(super) async fn map_peer(&self, map: &Mutex<MapFetch>) -> Result<Box<HttpPeer>> {
+    pub(super) async fn map_peer(
+        &self,
+        map: &Mutex<MapFetch>,
+        s: &Settings,
+    ) -> Result<Box<HttpPeer>> {
         let remote = {
             let m = map.lock().unwrap_or_else(PoisonError::into_inner);
             m.remote.then(|| m.url.clone())
         };
         match remote {
-            Some(url) => self.remote_peer(&url).await,
-            None => Ok(Box::new(self.peer.clone())),
+            Some(url) => self.remote_peer(&url, s).await,
+            None => Ok(Box::new(s.peer.clone())),
         }
     }
 
@@ -102,6 +108,7 @@ impl StampProxy {
         &self,
         map: &Mutex<MapFetch>,
         upstream: &mut RequestHeader,
+        s: &Settings,
     ) -> Result<()> {
         let map = map.lock().unwrap_or_else(PoisonError::into_inner);
         let target = match map.url.query() {
@@ -130,7 +137,7 @@ impl StampProxy {
                 upstream.remove_header(&name);
             }
             upstream.insert_header(header::HOST, authority)?;
-        } else if let Some(host) = &self.cfg.origin.host_header {
+        } else if let Some(host) = &s.cfg.origin.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
         }
         whole_and_fresh(upstream)
@@ -213,13 +220,14 @@ impl StampProxy {
         map: &Mutex<MapFetch>,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
+        s: &Settings,
     ) -> Result<()> {
         let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(reason) = &map.failure {
             *body = end_of_stream.then(|| Bytes::from(format!("ticket-stamp: {reason}\n")));
             return Ok(());
         }
-        let max = self.cfg.rewrite.max_import_map_bytes;
+        let max = s.cfg.rewrite.max_import_map_bytes;
         if let Some(chunk) = body.take() {
             if map.buf.len() + chunk.len() > max {
                 // Fail closed: production's bytes are never relayed
@@ -232,7 +240,7 @@ impl StampProxy {
             map.buf.extend_from_slice(&chunk);
         }
         if end_of_stream {
-            let page = page_url(session, self.cfg.tls);
+            let page = page_url(session, s.cfg.tls);
             match map.finish(&page, max) {
                 Ok(out) => {
                     metrics::REWRITES.with_label_values(&["external-map"]).inc();
@@ -250,7 +258,7 @@ impl StampProxy {
     }
 
     /// A peer for a map on another origin (resolved without blocking).
-    async fn remote_peer(&self, url: &url::Url) -> Result<Box<HttpPeer>> {
+    async fn remote_peer(&self, url: &url::Url, s: &Settings) -> Result<Box<HttpPeer>> {
         let host = url.host_str().unwrap_or_default().to_string();
         let tls = url.scheme() == "https";
         let port = url
@@ -271,9 +279,9 @@ impl StampProxy {
                 )
             })?;
         let mut peer = HttpPeer::new(addr, tls, bare);
-        peer.options.connection_timeout = Some(self.cfg.timeouts.connect);
-        peer.options.read_timeout = Some(self.cfg.timeouts.read);
-        peer.options.write_timeout = Some(self.cfg.timeouts.write);
+        peer.options.connection_timeout = Some(s.cfg.timeouts.connect);
+        peer.options.read_timeout = Some(s.cfg.timeouts.read);
+        peer.options.write_timeout = Some(s.cfg.timeouts.write);
         Ok(Box::new(peer))
     }
 }

@@ -21,6 +21,7 @@ mod map;
 mod page;
 mod plan;
 mod probe;
+mod settings;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ use crate::reports::Reports;
 use crate::select;
 use crate::snapshot::{Effective, SnapshotCell};
 pub use ctx::Ctx;
+use settings::Settings;
+pub use settings::{Outcome as ReloadOutcome, Reload};
 
 /// The response header that says what the proxy did, or why it did not.
 pub const INFO_HEADER: &str = wire::header::INFO;
@@ -59,7 +62,9 @@ const BAD_MAP: &str = "external import map not merged";
 /// The proxy service: configuration, the snapshot, the module server, and
 /// the control plane behind `/__stamp/`.
 pub struct StampProxy {
-    cfg: Arc<DataConfig>,
+    /// The configuration and what is derived from it; each request takes
+    /// the current one (`Ctx::settings`), a reload swaps it.
+    settings: Arc<arc_swap::ArcSwap<Settings>>,
     snapshot: Arc<SnapshotCell>,
     modules: ModuleServer,
     internal: Internal,
@@ -67,10 +72,6 @@ pub struct StampProxy {
     preview: Option<Gate>,
     /// Requests in flight (for a graceful stop that waits for them).
     in_flight: Arc<AtomicUsize>,
-    /// The ticket cookie's name over plain HTTP and over TLS (`__Host-…`).
-    cookie_names: (String, String),
-    peer: HttpPeer,
-    asset_origins: Arc<[String]>,
     /// Stamped pages the origin can revalidate.
     pages: PageCache,
     /// No overrides: the plan of a production page that only gets a notice.
@@ -87,39 +88,22 @@ impl StampProxy {
         control: Arc<dyn ControlPlane>,
         preview: Option<Gate>,
     ) -> StampProxy {
-        let o = &cfg.origin;
-        let mut peer = HttpPeer::new(o.addr, o.tls, o.sni.clone());
-        peer.options.connection_timeout = Some(cfg.timeouts.connect);
-        peer.options.read_timeout = Some(cfg.timeouts.read);
-        peer.options.write_timeout = Some(cfg.timeouts.write);
-        peer.options.idle_timeout = Some(cfg.timeouts.idle);
-        peer.options.verify_cert = o.verify_cert;
-        peer.options.verify_hostname = o.verify_cert;
         let modules = ModuleServer::new(store.clone(), snapshot.clone(), cfg.module_cache_bytes);
         let internal = Internal {
             cell: snapshot.clone(),
-            metrics_token: cfg.metrics_token,
             store,
             control,
         };
-        let cookie_names = (
-            select::cookie_name(&cfg.selection.cookie_name, false),
-            select::cookie_name(&cfg.selection.cookie_name, true),
-        );
-        let asset_origins: Arc<[String]> = Arc::from(cfg.asset_origins.clone());
         let reports = Arc::new(Reports::new(cfg.report_limits));
         StampProxy {
             pages: PageCache::new(cfg.rewrite.page_cache_bytes),
             empty: Arc::new(Effective::new(Default::default())),
-            asset_origins,
-            cfg,
+            settings: Arc::new(arc_swap::ArcSwap::from_pointee(Settings::new(cfg))),
             snapshot,
             modules,
             internal,
             preview,
             in_flight: Arc::new(AtomicUsize::new(0)),
-            cookie_names,
-            peer,
             reports,
         }
     }
@@ -127,6 +111,13 @@ impl StampProxy {
     /// The page reports' intake (its flusher runs as a background service).
     pub fn reports(&self) -> Arc<Reports> {
         self.reports.clone()
+    }
+
+    /// Swaps the configuration while serving (a reload).
+    pub fn reload(&self) -> Reload {
+        Reload {
+            current: self.settings.clone(),
+        }
     }
 
     /// Requests in flight, for a graceful stop that waits for them.
@@ -162,7 +153,7 @@ impl StampProxy {
             if let Some(info) = &ctx.sel.info {
                 resp.insert_header(INFO_HEADER, info.as_str())?;
             }
-            if self.cfg.rewrite.production_vary_cookie && is_html(resp) {
+            if ctx.settings.cfg.rewrite.production_vary_cookie && is_html(resp) {
                 add_vary_cookie(resp);
             }
         }
@@ -175,16 +166,31 @@ impl ProxyHttp for StampProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new(&self.in_flight, self.cfg.tls)
+        Ctx::new(&self.in_flight, self.settings.load_full())
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         // Each read of the body (the header's deadline is `client_io`'s).
         session
             .downstream_session
-            .set_read_timeout(Some(self.cfg.timeouts.client_body));
+            .set_read_timeout(Some(ctx.settings.cfg.timeouts.client_body));
+        // A trusted proxy in front may have named the request already.
+        let trusted = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .is_some_and(|a| ctx.settings.cfg.forwarded.trusts(a.ip()));
+        if trusted {
+            if let Some(id) = session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .and_then(|v| ctx::RequestId::given(v.as_bytes()))
+            {
+                ctx.id = id;
+            }
+        }
         self.route(session, ctx);
-        let level = self.cfg.rewrite.compression_level;
+        let level = ctx.settings.cfg.rewrite.compression_level;
         if level > 0 && matches!(ctx.route, ctx::Route::Page(_) | ctx::Route::Module { .. }) {
             // Must be decided here: later phases are too late for the module.
             if let Some(c) = session
@@ -218,7 +224,9 @@ impl ProxyHttp for StampProxy {
                     // graceful stop must not wait for it.
                     ctx.in_flight = None;
                 }
-                self.internal.serve(session).await?;
+                self.internal
+                    .serve(session, ctx.settings.cfg.metrics_token.as_ref())
+                    .await?;
             }
             Route::Module { hash, hot } => match hot {
                 Some(module) => {
@@ -231,7 +239,7 @@ impl ProxyHttp for StampProxy {
                 None => self.modules.serve(session, Some(*hash)).await?,
             },
             Route::Mirror(_) | Route::Worker(_) => self.serve_mirror(session, ctx).await?,
-            Route::Report => self.take_report(session).await?,
+            Route::Report => self.take_report(session, &ctx.settings).await?,
             Route::Leave => self.leave(session, ctx).await?,
             Route::SetAside => self.set_aside_worker(session).await?,
             Route::Map(_) => return self.start_map(session, ctx).await,
@@ -239,7 +247,7 @@ impl ProxyHttp for StampProxy {
                 // Endless by design: a graceful stop must not wait for it.
                 ctx.in_flight = None;
                 let selected = ctx.sel.dev_ticket().cloned();
-                let client = self.client_ip(session);
+                let client = self.client_ip(session, &ctx.settings);
                 crate::live::serve(session, &self.snapshot, selected.as_ref(), client).await?;
             }
             Route::Passthrough | Route::File(_) | Route::Page(_) => return Ok(false),
@@ -249,8 +257,8 @@ impl ProxyHttp for StampProxy {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         match &ctx.route {
-            ctx::Route::Map(Some(map)) => self.map_peer(map).await,
-            _ => Ok(Box::new(self.peer.clone())),
+            ctx::Route::Map(Some(map)) => self.map_peer(map, &ctx.settings).await,
+            _ => Ok(Box::new(ctx.settings.peer.clone())),
         }
     }
 
@@ -261,12 +269,12 @@ impl ProxyHttp for StampProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let ctx::Route::Map(Some(map)) = &ctx.route {
-            return self.map_upstream(map, upstream);
+            return self.map_upstream(map, upstream, &ctx.settings);
         }
-        if self.cfg.forwarded.enabled {
-            self.forwarded_for(session, upstream, self.cfg.tls)?;
+        if ctx.settings.cfg.forwarded.enabled {
+            self.forwarded_for(session, upstream, &ctx.settings)?;
         }
-        if let Some(host) = &self.cfg.origin.host_header {
+        if let Some(host) = &ctx.settings.cfg.origin.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
         }
         // Our cookies are ours: the origin never sees a selection (nor the
@@ -275,8 +283,8 @@ impl ProxyHttp for StampProxy {
             strip_cookies(
                 upstream,
                 &[
-                    &self.cookie_names.0,
-                    &self.cookie_names.1,
+                    &ctx.settings.cookie_names.0,
+                    &ctx.settings.cookie_names.1,
                     stamp_model::share::PASS_COOKIE,
                     select::LEFT_COOKIE,
                     stamp_model::rollout::VISITOR_COOKIE,
@@ -317,7 +325,9 @@ impl ProxyHttp for StampProxy {
             return Ok(None);
         }
         match &ctx.route {
-            ctx::Route::Map(Some(map)) => self.map_body(session, map, body, end_of_stream)?,
+            ctx::Route::Map(Some(map)) => {
+                self.map_body(session, map, body, end_of_stream, &ctx.settings)?
+            }
             ctx::Route::Page(_) => self.page_body(body, end_of_stream, ctx)?,
             _ => {}
         }
@@ -339,10 +349,14 @@ impl ProxyHttp for StampProxy {
             // the origin's URL is the operator's (it is in the log).
             let (upstream, logged) = match map::remote_origin(ctx) {
                 Some(asset) => (format!("the map's origin {asset}"), asset),
-                None => ("the origin".to_string(), self.cfg.origin.url.clone()),
+                None => (
+                    "the origin".to_string(),
+                    ctx.settings.cfg.origin.url.clone(),
+                ),
             };
             if code >= 502 {
                 log::warn!(
+                    request_id:% = ctx.id;
                     "{} {}: {logged}: {e}",
                     code,
                     session.req_header().uri.path()
@@ -373,14 +387,60 @@ impl ProxyHttp for StampProxy {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx)
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx)
     where
         Ctx: Send + Sync,
     {
-        let (requests, latency) = ctx.kind().metrics();
+        let kind = ctx.kind();
+        let (requests, latency) = kind.metrics();
         requests.inc();
-        latency.observe(ctx.started.elapsed().as_secs_f64());
+        let elapsed = ctx.started.elapsed();
+        latency.observe(elapsed.as_secs_f64());
+        if ctx.settings.cfg.access_log {
+            access_log(session, e, ctx, kind, elapsed);
+        }
     }
+}
+
+/// One line per request (`log.access`), on the `access` target: who asked
+/// what, what it was, what it got and how long it took. The query is left
+/// out: it may carry a share link's token.
+fn access_log(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &Ctx,
+    kind: ctx::Kind,
+    elapsed: std::time::Duration,
+) {
+    let req = session.req_header();
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let ticket = match ctx.sel.plan.as_ref().map(|p| &p.variant) {
+        Some(ctx::Variant::Ticket { key, view, .. }) => format!("{key} {}", view.as_str()),
+        Some(ctx::Variant::Overlay) => "production overlay".to_string(),
+        None => String::new(),
+    };
+    let error = e.map(|e| e.etype().as_str()).unwrap_or_default();
+    log::info!(
+        target: "access",
+        request_id:% = ctx.id,
+        client = client.as_str(),
+        method = req.method.as_str(),
+        path = req.uri.path(),
+        status = status,
+        bytes = session.body_bytes_sent(),
+        ms = elapsed.as_secs_f64() * 1000.0,
+        kind = kind.label(),
+        ticket = ticket.as_str(),
+        error = error;
+        "{} {} {status}",
+        req.method,
+        req.uri.path()
+    );
 }
 
 /// The status a failure is answered with (0: the client is gone).
@@ -407,14 +467,12 @@ fn status_for(e: &Error) -> u16 {
 impl StampProxy {
     /// The client's address, for per-client limits: the peer, or behind
     /// trusted proxies what the nearest untrusted hop was.
-    fn client_ip(&self, session: &Session) -> Option<std::net::IpAddr> {
+    fn client_ip(&self, session: &Session, s: &Settings) -> Option<std::net::IpAddr> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        self.cfg
-            .forwarded
-            .client(peer, &session.req_header().headers)
+        s.cfg.forwarded.client(peer, &session.req_header().headers)
     }
 
     /// `X-Forwarded-For` and `X-Forwarded-Proto` for the origin: the client's
@@ -425,13 +483,14 @@ impl StampProxy {
         &self,
         session: &Session,
         upstream: &mut RequestHeader,
-        tls: bool,
+        s: &Settings,
     ) -> Result<()> {
+        let tls = s.cfg.tls;
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted = peer.is_some_and(|ip| self.cfg.forwarded.trusts(ip));
+        let trusted = peer.is_some_and(|ip| s.cfg.forwarded.trusts(ip));
         let prior: Vec<String> = if trusted {
             upstream
                 .headers

@@ -2,6 +2,7 @@
 //! from the stamped-page cache when the origin validates it, or rewritten
 //! as it streams through lol_html with its headers made safe for a variant.
 
+use super::Settings;
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -29,7 +30,13 @@ const CSP_REPORT_ONLY: &str = "content-security-policy-report-only";
 impl StampProxy {
     /// What the stamped page of this request depends on, besides the
     /// origin's bytes.
-    pub(super) fn page_key(&self, session: &Session, plan: &PagePlan, secure: bool) -> PageKey {
+    pub(super) fn page_key(
+        &self,
+        session: &Session,
+        plan: &PagePlan,
+        secure: bool,
+        s: &Settings,
+    ) -> PageKey {
         let req = session.req_header();
         let host = req
             .headers
@@ -60,7 +67,7 @@ impl StampProxy {
             host,
             uri,
             variant: plan.effective.id,
-            label: format!("{label} secure={secure} badge={}", self.cfg.badge),
+            label: format!("{label} secure={secure} badge={}", s.cfg.badge),
         }
     }
 
@@ -153,9 +160,14 @@ impl StampProxy {
                     effective: self.empty.clone(),
                     variant: Variant::Overlay,
                 };
-                if let Ok(Some(active)) =
-                    self.start_rewrite(session, resp, &plan, ctx.sel.notice.as_ref(), sampled)
-                {
+                if let Ok(Some(active)) = self.start_rewrite(
+                    session,
+                    resp,
+                    &plan,
+                    ctx.sel.notice.as_ref(),
+                    sampled,
+                    &ctx.settings,
+                ) {
                     page.rewrite = Some(Mutex::new(active));
                 }
                 rollout_headers(resp, &ctx.sel);
@@ -163,7 +175,14 @@ impl StampProxy {
             }
         };
         let sampled = sampled_sides(&ctx.sel);
-        let started = self.start_rewrite(session, resp, &plan, ctx.sel.notice.as_ref(), sampled);
+        let started = self.start_rewrite(
+            session,
+            resp,
+            &plan,
+            ctx.sel.notice.as_ref(),
+            sampled,
+            &ctx.settings,
+        );
         rollout_headers(resp, &ctx.sel);
         match started {
             Ok(Some(active)) => {
@@ -178,7 +197,11 @@ impl StampProxy {
             }
             Ok(None) => {}
             Err(reason) => {
-                log::info!("{} not rewritten: {reason}", session.req_header().uri);
+                log::info!(
+                    request_id:% = ctx.id;
+                    "{} not rewritten: {reason}",
+                    session.req_header().uri.path()
+                );
                 metrics::REWRITES.with_label_values(&["skipped"]).inc();
                 resp.insert_header(INFO_HEADER, format!("unchanged; reason=\"{reason}\""))?;
             }
@@ -255,6 +278,7 @@ impl StampProxy {
         plan: &PagePlan,
         notice: Option<&Notice>,
         sampled: Option<&[(stamp_model::ticket::TicketKey, stamp_model::views::Side)]>,
+        s: &Settings,
     ) -> Result<Option<ActiveRewrite>, String> {
         let Some(decoder) = rewritable(resp)? else {
             return Ok(None);
@@ -272,7 +296,7 @@ impl StampProxy {
                 view: view.as_str(),
                 stage: *stage,
                 own: own.clone(),
-                badge: self.cfg.badge,
+                badge: s.cfg.badge,
                 reports: vec![(key.clone(), stamp_model::views::Side::Ticket)],
             }),
             // A production page sampled during a rollout: no badge, a
@@ -350,13 +374,13 @@ impl StampProxy {
         let rewriter = PageRewriter::new(RewriteSpec {
             live,
             effective: plan.effective.clone(),
-            page_url: page_url(session, self.cfg.tls),
+            page_url: page_url(session, s.cfg.tls),
             nonce,
-            max_map_bytes: self.cfg.rewrite.max_import_map_bytes,
-            memory_limit_bytes: self.cfg.rewrite.memory_limit_bytes,
+            max_map_bytes: s.cfg.rewrite.max_import_map_bytes,
+            memory_limit_bytes: s.cfg.rewrite.memory_limit_bytes,
             probe,
             meta_csp,
-            asset_origins: self.asset_origins.clone(),
+            asset_origins: s.asset_origins.clone(),
             notice: notice
                 .map(|(key, view, why)| badge::notice(key, *view, why, style_nonce.as_deref())),
         });

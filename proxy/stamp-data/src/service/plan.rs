@@ -101,7 +101,7 @@ impl StampProxy {
         {
             if let (Some(plan), Route::Page(page)) = (&ctx.sel.plan, &mut ctx.route) {
                 let version = self.snapshot.load().version;
-                let key = self.page_key(session, plan, ctx.secure);
+                let key = self.page_key(session, plan, ctx.secure, &ctx.settings);
                 page.cached = self.pages.get(&key, version);
                 page.key = Some((key, version));
             }
@@ -114,9 +114,9 @@ impl StampProxy {
         let cookies = req.headers.get_all(header::COOKIE);
         // Precomputed: no allocation per request for the name.
         let name = if ctx.secure {
-            &self.cookie_names.1
+            &ctx.settings.cookie_names.1
         } else {
-            &self.cookie_names.0
+            &ctx.settings.cookie_names.0
         };
         let mut classified =
             select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), name);
@@ -161,9 +161,9 @@ impl StampProxy {
             }
         };
         let sampled = !snap.rolling.is_empty()
-            && self.cfg.report_sample > 0.0
+            && ctx.settings.cfg.report_sample > 0.0
             && select::shows_a_page(&req.headers)
-            && rand::random::<f64>() < self.cfg.report_sample;
+            && rand::random::<f64>() < ctx.settings.cfg.report_sample;
         let production_side = || -> (Option<PagePlan>, Option<Sides>) {
             let plan = |effective| PagePlan {
                 effective,
@@ -196,7 +196,7 @@ impl StampProxy {
                 )
             });
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let base = &self.cfg.selection.cookie_name;
+        let base = &ctx.settings.cfg.selection.cookie_name;
         let secure = ctx.secure;
         let sel = &mut ctx.sel;
         let on_production = |sel: &mut Selected| {
@@ -251,7 +251,7 @@ impl StampProxy {
                                     .to_string();
                                 sel.sign_in = Some(gate.login_url(&next));
                             }
-                            sel.notice = self.cfg.badge.then(|| {
+                            sel.notice = ctx.settings.cfg.badge.then(|| {
                                 let why = Stale::Refused(refusal.reason().to_string());
                                 (key.clone(), *view, why)
                             });
@@ -267,7 +267,7 @@ impl StampProxy {
                     // (Protected previews need a signed link or a signed-in
                     // person already: the gate above is their question.)
                     if *source == Source::Query
-                        && self.cfg.selection.confirm_cross_site
+                        && ctx.settings.cfg.selection.confirm_cross_site
                         && self.preview.is_none()
                         && token.is_none()
                         && select::is_navigation(&req.headers)
@@ -292,7 +292,7 @@ impl StampProxy {
                             key,
                             *view,
                             token.as_deref().filter(|_| self.preview.is_some()),
-                            self.cfg.selection.cookie_max_age.as_secs(),
+                            ctx.settings.cfg.selection.cookie_max_age.as_secs(),
                             secure,
                         )];
                         if left {
@@ -324,7 +324,7 @@ impl StampProxy {
                     });
                 }
                 Resolved::Production(reason) => {
-                    sel.notice = self.cfg.badge.then(|| {
+                    sel.notice = ctx.settings.cfg.badge.then(|| {
                         let why = match snap.tickets.get(key).map(|t| t.stage) {
                             None => Stale::Unknown,
                             Some(Stage::Closed) => Stale::Closed,

@@ -1,5 +1,6 @@
 //! The probe's two endpoints: page reports in, and the badge's exit.
 
+use super::Settings;
 use bytes::Bytes;
 use http::header;
 use pingora::http::ResponseHeader;
@@ -15,7 +16,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 impl StampProxy {
     /// `POST /__stamp/report`: 204 once queued, else why not.
-    pub(super) async fn take_report(&self, session: &mut Session) -> Result<()> {
+    pub(super) async fn take_report(&self, session: &mut Session, s: &Settings) -> Result<()> {
         if session.req_header().method != http::Method::POST {
             let body = Bytes::from_static(b"ticket-stamp: reports are POSTed\n");
             return internal::respond(session, 405, TEXT, body).await;
@@ -27,7 +28,7 @@ impl StampProxy {
                 return internal::respond(session, status, TEXT, body).await;
             }
         };
-        let client = self.client_ip(session);
+        let client = self.client_ip(session, s);
         let snapshot = self.snapshot.load();
         match self.reports.take(&body, client, &snapshot) {
             Ok(()) => {
@@ -48,7 +49,8 @@ impl StampProxy {
     pub(super) async fn leave(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
         let req = session.req_header();
         let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let cookies = select::clear_cookies(&self.cfg.selection.cookie_name, ctx.secure, host);
+        let cookies =
+            select::clear_cookies(&ctx.settings.cfg.selection.cookie_name, ctx.secure, host);
         let post = req.method == http::Method::POST;
         let to = url::form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "to")

@@ -160,6 +160,7 @@ impl Api {
         }
         self.cfg
             .tokens
+            .load()
             .iter()
             .map(|t| (t.name.clone(), t.role))
             .collect()
