@@ -98,6 +98,10 @@ pub struct Flags {
     #[arg(long)]
     pub check: bool,
 
+    /// With --check: say only whether it is valid
+    #[arg(long, requires = "check")]
+    pub quiet: bool,
+
     /// Print the sha256 to put in a [[tokens]] entry for SECRET, and exit
     #[arg(long, value_name = "SECRET")]
     pub hash_token: Option<String>,
@@ -114,6 +118,10 @@ pub struct Flags {
     /// Write the process id here once serving (key: `process.pid_file`)
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+
+    /// Where --upgrade takes the sockets over from this process (key: `process.upgrade_socket`)
+    #[arg(long, value_name = "FILE")]
+    pub upgrade_socket: Option<PathBuf>,
 
     /// Log lines as `text` or `json` (key: `log.format`)
     #[arg(long, value_name = "FORMAT")]
@@ -500,6 +508,9 @@ impl Config {
 
         let daemon = flags.daemon || file.process.daemon.unwrap_or(false);
         let pid_file = flags.pid_file.clone().or(file.process.pid_file.take());
+        if flags.pid_file.is_some() {
+            p.from_flag("process.pid_file", "--pid-file");
+        }
         if let Some(f) = &pid_file {
             if f.as_os_str().is_empty() || f.file_name().is_none() {
                 p.add("process.pid_file", "must name a file");
@@ -514,9 +525,15 @@ impl Config {
         }
         // One per port by default, so two proxies on one machine never
         // hand their sockets to each other's successor.
-        let upgrade_socket = file.process.upgrade_socket.take().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("stamp-proxy-{}.upgrade.sock", listen.port()))
-        });
+        if flags.upgrade_socket.is_some() {
+            p.from_flag("process.upgrade_socket", "--upgrade-socket");
+        }
+        let given = flags.upgrade_socket.clone();
+        let upgrade_socket = given
+            .or(file.process.upgrade_socket.take())
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("stamp-proxy-{}.upgrade.sock", listen.port()))
+            });
         if upgrade_socket.as_os_str().len() > MAX_SOCKET_PATH {
             p.add(
                 "process.upgrade_socket",

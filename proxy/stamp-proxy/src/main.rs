@@ -30,7 +30,11 @@ fn main() -> ExitCode {
         }
     };
     if flags.check {
-        println!("configuration is valid:\n{cfg:#?}");
+        if flags.quiet {
+            println!("configuration is valid");
+        } else {
+            println!("configuration is valid:\n{cfg:#?}");
+        }
         return ExitCode::SUCCESS;
     }
     if cfg.process.daemon && !stamp_proxy::process::is_daemon_child() {

@@ -15,6 +15,7 @@ mod layout;
 mod matrix;
 mod npm;
 mod operations;
+mod package;
 mod pagecache;
 mod passthrough;
 mod policies;
