@@ -951,4 +951,68 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         Config::from_toml(&Flags::default(), &text, path).unwrap();
     }
+
+    #[test]
+    fn process_and_log_keys_are_checked() {
+        let all = Config::from_toml(
+            &flags("http://127.0.0.1:1"),
+            "[process]\npid_file = \"/no/such/dir/p.pid\"\nupgrade_socket = \"relative.sock\"\n\
+             [log]\nformat = \"xml\"\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .problems
+        .join("\n");
+        for needle in [
+            "`process.pid_file`: its directory /no/such/dir does not exist",
+            "`process.upgrade_socket`: must be an absolute path",
+            "`log.format`: `xml` is not a log format",
+        ] {
+            assert!(all.contains(needle), "{needle} missing from:\n{all}");
+        }
+        let long = format!("/tmp/{}.sock", "s".repeat(120));
+        let all = Config::from_toml(
+            &flags("http://127.0.0.1:1"),
+            &format!("[process]\nupgrade_socket = {long:?}\n[log]\nverbose = true\n"),
+            "p.toml",
+        )
+        .unwrap_err()
+        .problems
+        .join("\n");
+        assert!(all.contains("unknown field `verbose`"), "{all}");
+        let all = Config::from_toml(
+            &flags("http://127.0.0.1:1"),
+            &format!("[process]\nupgrade_socket = {long:?}\n"),
+            "p.toml",
+        )
+        .unwrap_err()
+        .problems
+        .join("\n");
+        assert!(all.contains("longer than a Unix socket path"), "{all}");
+        // A flag's value is named by the flag.
+        let f = Flags {
+            log_format: Some("yaml".into()),
+            ..flags("http://127.0.0.1:1")
+        };
+        let all = Config::from_toml(&f, "", "p.toml")
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(all.contains("`--log-format`"), "{all}");
+        let c = Config::from_toml(
+            &Flags {
+                upgrade: true,
+                ..flags("http://127.0.0.1:1")
+            },
+            "listen = \"127.0.0.1:9123\"\n[log]\nformat = \"json\"\naccess = true\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.data.access_log && c.process.upgrade && !c.process.daemon);
+        assert!(c
+            .process
+            .upgrade_socket
+            .ends_with("stamp-proxy-9123.upgrade.sock"));
+    }
 }

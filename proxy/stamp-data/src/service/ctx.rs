@@ -372,7 +372,33 @@ impl Kind {
 
 #[cfg(test)]
 mod tests {
-    use super::Kind;
+    use super::{Kind, RequestId};
+
+    #[test]
+    fn a_given_request_id_is_taken_only_when_plain_and_short() {
+        for ok in ["4bf92f3577b34da6", "trace-1.2:3_4", "a"] {
+            let id = RequestId::given(ok.as_bytes()).unwrap();
+            assert_eq!(id.to_string(), ok);
+        }
+        let long = "x".repeat(129);
+        for hostile in [
+            "",
+            "a b",
+            "id\nlevel=ERROR forged",
+            "id\"}{\"level\":\"ERROR",
+            "<script>",
+            "\u{202e}abc",
+            "id\r",
+            long.as_str(),
+        ] {
+            assert!(
+                RequestId::given(hostile.as_bytes()).is_none(),
+                "{hostile:?}"
+            );
+        }
+        assert!(RequestId::given(&[0xff, 0x41]).is_none());
+        assert_eq!(RequestId::Ours(0xab).to_string(), "00000000000000ab");
+    }
 
     #[test]
     fn every_kind_has_its_own_metrics_slot() {
