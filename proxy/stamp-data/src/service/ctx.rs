@@ -371,6 +371,7 @@ impl Kind {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::{Kind, RequestId};
 
