@@ -229,15 +229,45 @@ impl Client {
         self.send(Method::POST, "production/revert", |r| r.json(&body), "")
     }
 
-    /// Tickets in these stages, as sent (`{"tickets": [...]}`).
-    pub fn list_raw(&self, stages: &[stamp_model::Stage]) -> Result<Value, ApiError> {
-        let names: Vec<&str> = stages.iter().map(|s| s.as_str()).collect();
+    /// One page of the ticket list, as sent (`{"tickets": [...], "next"}`).
+    pub fn list_page(&self, query: &stamp_model::listing::ListQuery) -> Result<Value, ApiError> {
         self.send(
             Method::GET,
-            &format!("tickets?stage={}", names.join(",")),
+            &format!("tickets?{}", query.to_query()),
             |r| r,
             "",
         )
+    }
+
+    /// Every ticket in these stages, a page at a time (`{"tickets": [...]}`).
+    pub fn list_raw(&self, stages: &[stamp_model::Stage]) -> Result<Value, ApiError> {
+        let mut query = stamp_model::listing::ListQuery {
+            stages: Some(stages.to_vec()),
+            limit: stamp_model::listing::MAX_LIMIT,
+            ..Default::default()
+        };
+        let mut all = Vec::new();
+        // Bounded: a server that kept answering `next` would otherwise
+        // keep the CLI paging forever.
+        for _ in 0..10_000 {
+            let page = self.list_page(&query)?;
+            if let Some(list) = page.get("tickets").and_then(Value::as_array) {
+                all.extend(list.iter().cloned());
+            }
+            match page.get("next").and_then(Value::as_str) {
+                Some(next) => {
+                    query.after =
+                        Some(stamp_model::listing::Cursor::decode(next).map_err(|e| {
+                            ApiError::Protocol {
+                                url: self.url("tickets"),
+                                why: format!("its next page: {e}"),
+                            }
+                        })?);
+                }
+                None => break,
+            }
+        }
+        Ok(serde_json::json!({ "tickets": all }))
     }
 
     /// Which of these bodies (sha256 hex) the server does not have.

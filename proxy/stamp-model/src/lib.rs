@@ -5,6 +5,7 @@
 
 pub mod assets;
 pub mod lifecycle;
+pub mod listing;
 pub mod overlay;
 pub mod problems;
 pub mod record;

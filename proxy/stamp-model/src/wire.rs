@@ -404,10 +404,18 @@ pub struct ProductionHistory {
     pub commits: Vec<ProductionCommit>,
 }
 
-/// `GET tickets`.
+/// `GET tickets`: one page, most recently updated first (see
+/// [`crate::listing`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TicketList {
     pub tickets: Vec<TicketDto>,
+    /// The cursor of the next page (`cursor=`); absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// How many tickets match, across every page (absent with `who`, which
+    /// is only known page by page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
 }
 
 /// The answer to an upload.

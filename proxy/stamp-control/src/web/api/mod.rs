@@ -4,7 +4,7 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | `tickets[?stage=qa,prod]` | list tickets |
+//! | GET | `tickets[?stage=qa,prod&q=&who=&updated_since=&limit=&cursor=]` | a page of tickets, most recently updated first (`next`: the following page's cursor) |
 //! | GET | `tickets/{KEY}` | one ticket: stage, overrides per stage, links, history |
 //! | PUT | `tickets/{KEY}/modules/{path}` | upload a module to dev (body = module) |
 //! | DELETE | `tickets/{KEY}/modules/{path}` | remove an override from dev |
