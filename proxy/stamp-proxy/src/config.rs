@@ -523,7 +523,10 @@ impl Config {
                 }
             }
         }
-        // One per port by default, so two proxies on one machine never
+        // Private by default (Pingora opens the socket to everyone who can
+        // reach its directory): systemd's RuntimeDirectory, else the
+        // embedded store's directory, else a directory of this user's in
+        // the temp dir; one per port, so two proxies on one machine never
         // hand their sockets to each other's successor.
         if flags.upgrade_socket.is_some() {
             p.from_flag("process.upgrade_socket", "--upgrade-socket");
@@ -531,9 +534,7 @@ impl Config {
         let given = flags.upgrade_socket.clone();
         let upgrade_socket = given
             .or(file.process.upgrade_socket.take())
-            .unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("stamp-proxy-{}.upgrade.sock", listen.port()))
-            });
+            .unwrap_or_else(|| default_upgrade_socket(&store, listen.port()));
         if upgrade_socket.as_os_str().len() > MAX_SOCKET_PATH {
             p.add(
                 "process.upgrade_socket",
@@ -541,11 +542,6 @@ impl Config {
             );
         } else if !upgrade_socket.is_absolute() {
             p.add("process.upgrade_socket", "must be an absolute path");
-        } else if let Some(dir) = upgrade_socket.parent().filter(|d| !d.is_dir()) {
-            p.add(
-                "process.upgrade_socket",
-                format!("its directory {} does not exist", dir.display()),
-            );
         }
         let log_format = match flags.log_format.as_deref().or(file.log.format.as_deref()) {
             None | Some("text") => LogFormat::Text,
@@ -642,6 +638,29 @@ impl Config {
             }),
         }
     }
+}
+
+/// Where the sockets are handed over when the configuration does not say.
+fn default_upgrade_socket(store: &str, port: u16) -> PathBuf {
+    let name = format!("stamp-proxy-{port}.upgrade.sock");
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd's, possibly several separated by colons: the first.
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        return PathBuf::from(first).join(name);
+    }
+    if !stamp_store::redis::is_redis_url(store) {
+        if let Ok(abs) = std::path::absolute(store) {
+            return abs.join(name);
+        }
+    }
+    std::env::temp_dir()
+        .join(format!("stamp-proxy-{}", crate::process::uid()))
+        .join(name)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -1013,6 +1032,6 @@ mod tests {
         assert!(c
             .process
             .upgrade_socket
-            .ends_with("stamp-proxy-9123.upgrade.sock"));
+            .ends_with("stamp-data/stamp-proxy-9123.upgrade.sock"));
     }
 }

@@ -9,6 +9,7 @@
 //! start-up (its reason is on its standard error, which it inherits).
 
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -26,11 +27,19 @@ pub fn is_daemon_child() -> bool {
 /// Starts this binary again, with the same arguments, in the background;
 /// returns once it serves (0) or stopped during start-up (1).
 pub fn run_daemon_parent() -> ExitCode {
-    let socket = std::env::temp_dir().join(format!(
-        "stamp-proxy-start-{}-{:08x}.sock",
+    // In a directory only this user can enter: no one else can claim to be
+    // the daemon.
+    let dir = std::env::temp_dir().join(format!(
+        "stamp-proxy-start-{}-{:08x}",
         std::process::id(),
         rand_u32()
     ));
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        eprintln!("stamp-proxy: error: cannot create {}: {e}", dir.display());
+        return ExitCode::from(1);
+    }
+    let _dir = CleanupDir(dir.clone());
+    let socket = dir.join("ready.sock");
     let listener = match UnixListener::bind(&socket) {
         Ok(l) => l,
         Err(e) => {
@@ -77,12 +86,14 @@ pub fn run_daemon_parent() -> ExitCode {
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 let _ = stream.read_to_string(&mut said);
-                drop(cleanup);
-                println!(
-                    "stamp-proxy started in the background (pid {})",
-                    said.trim()
-                );
-                return ExitCode::SUCCESS;
+                if said.trim() == child.id().to_string() {
+                    drop(cleanup);
+                    println!(
+                        "stamp-proxy started in the background (pid {})",
+                        said.trim()
+                    );
+                    return ExitCode::SUCCESS;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
@@ -107,13 +118,23 @@ pub fn run_daemon_parent() -> ExitCode {
 }
 
 /// Tells whoever waits that this process serves: writes the pid file
-/// (atomically) and, as a daemon, tells the process that started it.
+/// (atomically: a new file, never through a link, renamed over the old)
+/// and, as a daemon, tells the process that started it.
 pub fn started(pid_file: Option<&Path>) -> std::io::Result<()> {
     let pid = std::process::id();
     if let Some(path) = pid_file {
-        let tmp = path.with_extension(format!("tmp{pid}"));
-        std::fs::write(&tmp, format!("{pid}\n"))?;
-        std::fs::rename(&tmp, path)?;
+        let tmp = path.with_extension(format!("tmp{pid}.{:08x}", rand_u32()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(format!("{pid}\n").as_bytes())?;
+        drop(f);
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
     if let Some(socket) = std::env::var_os(READY_ENV) {
         let mut s = UnixStream::connect(PathBuf::from(socket))?;
@@ -132,6 +153,98 @@ pub fn stopped(pid_file: Option<&Path>) {
         == Some(std::process::id());
     if ours {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+/// This process's user id (the owner of `/proc/self`).
+pub fn uid() -> u32 {
+    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+}
+
+/// Makes sure the upgrade socket's directory is private: created (0700)
+/// when it is missing, refused when others may write in it (Pingora opens
+/// the socket itself to anyone who can reach it, and whoever listens there
+/// first would get the listening sockets).
+pub fn private_socket_dir(socket: &Path) -> Result<(), String> {
+    let dir = socket
+        .parent()
+        .ok_or_else(|| format!("{} has no directory", socket.display()))?;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 || (meta.uid() != uid() && meta.uid() != 0) {
+        return Err(format!(
+            "the upgrade socket's directory {} is writable by others or not this user's: \
+             anyone could take the listening sockets over (set process.upgrade_socket to a \
+             private directory)",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Taking over: once this process listens at `socket`, sends SIGQUIT to
+/// the process the pid file names (when it is a stamp-proxy), so it hands
+/// its sockets over. One command does the whole upgrade, in the right
+/// order: the old process never sends before the new one listens.
+pub fn signal_predecessor(pid_file: Option<PathBuf>, socket: PathBuf) {
+    let Some(pid_file) = pid_file else {
+        log::info!("no pid file: send SIGQUIT to the running stamp-proxy to hand its sockets over");
+        return;
+    };
+    std::thread::spawn(move || {
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|pid| *pid != std::process::id());
+        let Some(pid) = pid else {
+            log::warn!(
+                "{} names no running stamp-proxy: send it SIGQUIT yourself",
+                pid_file.display()
+            );
+            return;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "stamp-proxy" {
+            log::warn!(
+                "{} names process {pid}, which is not a stamp-proxy: not signalled",
+                pid_file.display()
+            );
+            return;
+        }
+        let start = std::time::Instant::now();
+        while !socket.exists() {
+            if start.elapsed() > Duration::from_secs(10) {
+                log::warn!("{} never appeared: not signalled", socket.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Between bind and listen, a connection would be refused.
+        std::thread::sleep(Duration::from_millis(100));
+        log::info!("sending SIGQUIT to {pid}: hand the listening sockets over");
+        match Command::new("kill")
+            .args(["-QUIT", &pid.to_string()])
+            .status()
+        {
+            Ok(s) if s.success() => {}
+            Ok(s) => log::warn!("kill -QUIT {pid}: {s}"),
+            Err(e) => log::warn!("kill -QUIT {pid}: {e}"),
+        }
+    });
+}
+
+struct CleanupDir(PathBuf);
+
+impl Drop for CleanupDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

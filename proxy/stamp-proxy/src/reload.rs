@@ -119,23 +119,28 @@ fn list(keys: &[&str]) -> String {
 }
 
 /// Reloads on every SIGHUP until the server stops.
-pub struct OnHangup(pub Arc<Reloader>);
+pub struct OnHangup {
+    pub reloader: Arc<Reloader>,
+    /// Installed at start-up, before anything else.
+    pub hangups: Mutex<Option<tokio::signal::unix::Signal>>,
+}
 
 #[async_trait]
 impl BackgroundService for OnHangup {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            log::error!("cannot listen for SIGHUP: reloading the configuration needs a restart");
-            return;
-        };
+        let taken = self
+            .hangups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(mut hup) = taken else { return };
         loop {
             tokio::select! {
                 got = hup.recv() => {
                     if got.is_none() {
                         return;
                     }
-                    let reloader = self.0.clone();
+                    let reloader = self.reloader.clone();
                     // Reading and validating the file may block (TLS files,
                     // resolving the origin): off the runtime's workers.
                     let _ = tokio::task::spawn_blocking(move || reloader.reload_and_log()).await;

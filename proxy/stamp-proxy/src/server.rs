@@ -109,6 +109,8 @@ pub enum StartError {
     Demo(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Upgrade(String),
     #[error(transparent)]
     Control(#[from] stamp_control::ControlError),
 }
@@ -157,6 +159,32 @@ fn serve(mut cfg: Config, flags: crate::config::Flags) -> Result<(), StartError>
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
+    // SIGHUP and SIGQUIT end a process by default: take them over before
+    // anything else, so one that arrives during start-up (a reload, an
+    // upgrade of the process this one takes over from) does no harm.
+    let hangups = background.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let quit = signal(SignalKind::quit());
+        (signal(SignalKind::hangup()), quit)
+    });
+    let (hangups, _quit) = match hangups {
+        (Ok(h), Ok(q)) => (h, q),
+        (Err(e), _) | (_, Err(e)) => return Err(StartError::Runtime(e)),
+    };
+    // Certificates are read before the sockets are taken over: a successor
+    // that cannot serve must fail while its predecessor still does.
+    let tls = match &cfg.tls {
+        Some(tls) => {
+            let cert = tls.cert.to_string_lossy();
+            let key = tls.key.to_string_lossy();
+            let mut settings = TlsSettings::intermediate(&cert, &key)
+                .map_err(|e| StartError::Tls(format!("{cert} / {key}: {e}")))?;
+            settings.enable_h2();
+            Some(settings)
+        }
+        None => None,
+    };
+    crate::process::private_socket_dir(&cfg.process.upgrade_socket).map_err(StartError::Upgrade)?;
 
     // Refuse early and clearly rather than let Pingora panic on a busy port
     // (taking over, the port is the running process's, handed over below).
@@ -184,14 +212,30 @@ fn serve(mut cfg: Config, flags: crate::config::Flags) -> Result<(), StartError>
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     if cfg.process.upgrade {
         log::info!(
-            "taking the listening sockets over through {} (send SIGQUIT to the running stamp-proxy)",
+            "taking the listening sockets over through {}",
             cfg.process.upgrade_socket.display()
         );
+        crate::process::signal_predecessor(
+            cfg.process.pid_file.clone(),
+            cfg.process.upgrade_socket.clone(),
+        );
     }
+    // A shared store is reached before the sockets are taken over (a
+    // successor that cannot reach it fails while its predecessor serves);
+    // the embedded store's file is free only once the predecessor is gone.
+    let shared = store::redis::is_redis_url(&cfg.store);
+    let early = if shared {
+        Some(background.block_on(open_store(&cfg))?)
+    } else {
+        None
+    };
     // Taking over, this receives the running process's listening sockets.
     server.bootstrap();
 
-    let store: SharedStore = background.block_on(open_store(&cfg))?;
+    let store: SharedStore = match early {
+        Some(s) => s,
+        None => background.block_on(open_store(&cfg))?,
+    };
     if demo {
         let addr = background
             .block_on(crate::demo::start_origin())
@@ -275,15 +319,8 @@ fn serve(mut cfg: Config, flags: crate::config::Flags) -> Result<(), StartError>
         },
     );
     let addr = cfg.listen.to_string();
-    match &cfg.tls {
-        Some(tls) => {
-            let cert = tls.cert.to_string_lossy();
-            let key = tls.key.to_string_lossy();
-            let mut settings = TlsSettings::intermediate(&cert, &key)
-                .map_err(|e| StartError::Tls(format!("{cert} / {key}: {e}")))?;
-            settings.enable_h2();
-            service.add_tls_with_settings(&addr, None, settings);
-        }
+    match tls {
+        Some(settings) => service.add_tls_with_settings(&addr, None, settings),
         None => service.add_tcp(&addr),
     }
     server.add_service(service);
@@ -314,7 +351,10 @@ fn serve(mut cfg: Config, flags: crate::config::Flags) -> Result<(), StartError>
     ));
     server.add_service(background_service(
         "reload on SIGHUP",
-        crate::reload::OnHangup(reloader),
+        crate::reload::OnHangup {
+            reloader,
+            hangups: std::sync::Mutex::new(Some(hangups)),
+        },
     ));
     server.add_service(background_service(
         "control jobs",
@@ -345,10 +385,13 @@ fn serve(mut cfg: Config, flags: crate::config::Flags) -> Result<(), StartError>
         println!("  health:            {scheme}://{addr}/__stamp/health");
         println!("Press Ctrl-C to stop.");
     }
-    if let Err(e) = crate::process::started(cfg.process.pid_file.as_deref()) {
-        log::error!("cannot say it started: {e}");
-        return Err(StartError::Runtime(e));
-    }
+    server.add_service(background_service(
+        "started",
+        crate::services::Started {
+            listen: cfg.listen,
+            pid_file: cfg.process.pid_file.clone(),
+        },
+    ));
     server.run(RunArgs {
         shutdown_signal: Box::new(GracefulSignals),
     });

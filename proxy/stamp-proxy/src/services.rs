@@ -112,3 +112,43 @@ impl BackgroundService for Jobs {
         log::debug!("control jobs stopped");
     }
 }
+
+/// Says the process serves once its listener accepts connections: writes
+/// the pid file and tells a waiting `--daemon` parent. A process that
+/// cannot say so stops, so the parent reports the failure.
+pub struct Started {
+    pub listen: std::net::SocketAddr,
+    pub pid_file: Option<std::path::PathBuf>,
+}
+
+#[async_trait]
+impl BackgroundService for Started {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let began = Instant::now();
+        let target = match self.listen.ip() {
+            ip if ip.is_unspecified() => {
+                let local: std::net::IpAddr = if ip.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                };
+                std::net::SocketAddr::new(local, self.listen.port())
+            }
+            _ => self.listen,
+        };
+        while tokio::net::TcpStream::connect(target).await.is_err() {
+            if began.elapsed() > Duration::from_secs(30) {
+                log::error!(
+                    "the listener on {} never accepted a connection",
+                    self.listen
+                );
+                std::process::exit(1);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Err(e) = crate::process::started(self.pid_file.as_deref()) {
+            log::error!("cannot say it started: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -320,9 +320,10 @@ impl Drop for PidFileGuard {
 }
 
 /// `--daemon` returns once serving with the pid file written; the unit's
-/// `ExecReload` lines (SIGQUIT to `$MAINPID`, then `--upgrade --daemon`)
-/// leave the pid file naming the new process; SIGTERM removes it. A daemon
-/// that cannot start says so in its exit status.
+/// `ExecReload` (`--upgrade --daemon`: the successor sends SIGQUIT to the
+/// process the pid file names once it listens for the sockets) leaves the
+/// pid file naming the new process; SIGTERM removes it. A daemon that
+/// cannot start says so in its exit status.
 #[tokio::test]
 async fn the_daemon_hands_over_and_its_pid_file_follows() {
     let origin = upgrade_origin();
@@ -390,8 +391,8 @@ async fn the_daemon_hands_over_and_its_pid_file_follows() {
         "the running one's pid file is kept"
     );
 
-    // systemd's ExecReload, as the packaged unit writes it.
-    signal("QUIT", first);
+    // systemd's ExecReload, as the packaged unit writes it: the successor
+    // signals the process the pid file names once it listens.
     let out = daemon(&["--upgrade"]);
     assert!(
         out.status.success(),
@@ -567,12 +568,38 @@ async fn json_logs_with_request_ids() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // A stamped page under a CSP (the rewriter's notes are logged).
+    origin.route(
+        "/csp",
+        Route::html("<html><head><script type=\"importmap\">{\"imports\":{}}</script></head><body>csp</body></html>")
+            .header("content-security-policy", "script-src 'self'"),
+    );
+    let put = client()
+        .put(format!(
+            "{base}/__stamp/api/v1/tickets/JSON-1/modules/src/app.js"
+        ))
+        .body("export default 1;")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let r = client()
+        .get(format!("{base}/csp?dev=JSON-1&share=SECRET-TOKEN"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     client()
         .get(format!("{base}/nothing-here"))
         .send()
         .await
         .unwrap();
     let log = proxy.wait_log("/nothing-here", Duration::from_secs(10));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"path\":\"/csp\"") && l.contains("JSON-1 dev")),
+        "the stamped page's access line names its ticket:\n{log}"
+    );
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -150,6 +150,7 @@ impl StampProxy {
         session: &Session,
         map: &Mutex<MapFetch>,
         resp: &mut ResponseHeader,
+        id: &super::ctx::RequestId,
     ) -> Result<()> {
         let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
         let status = resp.status.as_u16();
@@ -190,7 +191,7 @@ impl StampProxy {
         match &map.failure {
             None => resp.insert_header(header::CONTENT_TYPE, ty)?,
             Some(reason) => {
-                log::warn!("external import map not merged: {reason}");
+                log::warn!(request_id:% = id; "external import map not merged: {reason}");
                 resp.set_status(502)?;
                 resp.insert_header(header::CONTENT_TYPE, TEXT)?;
             }
@@ -221,6 +222,7 @@ impl StampProxy {
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         s: &Settings,
+        id: &super::ctx::RequestId,
     ) -> Result<()> {
         let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(reason) = &map.failure {
@@ -233,7 +235,7 @@ impl StampProxy {
                 // Fail closed: production's bytes are never relayed
                 // unchecked (the page's integrity went into our URL).
                 let reason = format!("the import map at {} is larger than {max} bytes", map.url);
-                log::warn!("{reason}");
+                log::warn!(request_id:% = id; "{reason}");
                 map.failure = Some(reason.clone());
                 return Err(Error::explain(ErrorType::Custom(BAD_MAP), reason));
             }
@@ -247,7 +249,7 @@ impl StampProxy {
                     *body = Some(Bytes::from(out));
                 }
                 Err(reason) => {
-                    log::warn!("external import map not merged: {reason}");
+                    log::warn!(request_id:% = id; "external import map not merged: {reason}");
                     metrics::REWRITES.with_label_values(&["map-invalid"]).inc();
                     map.failure = Some(reason.clone());
                     return Err(Error::explain(ErrorType::Custom(BAD_MAP), reason));

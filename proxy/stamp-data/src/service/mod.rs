@@ -98,7 +98,7 @@ impl StampProxy {
         StampProxy {
             pages: PageCache::new(cfg.rewrite.page_cache_bytes),
             empty: Arc::new(Effective::new(Default::default())),
-            settings: Arc::new(arc_swap::ArcSwap::from_pointee(Settings::new(cfg))),
+            settings: Arc::new(arc_swap::ArcSwap::from_pointee(Settings::new(cfg, 0))),
             snapshot,
             modules,
             internal,
@@ -304,7 +304,7 @@ impl ProxyHttp for StampProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         match &ctx.route {
-            ctx::Route::Map(Some(map)) => return self.map_response(session, map, resp),
+            ctx::Route::Map(Some(map)) => return self.map_response(session, map, resp, &ctx.id),
             ctx::Route::Page(_) => return self.page_response(session, resp, ctx).await,
             _ => {}
         }
@@ -326,7 +326,7 @@ impl ProxyHttp for StampProxy {
         }
         match &ctx.route {
             ctx::Route::Map(Some(map)) => {
-                self.map_body(session, map, body, end_of_stream, &ctx.settings)?
+                self.map_body(session, map, body, end_of_stream, &ctx.settings, &ctx.id)?
             }
             ctx::Route::Page(_) => self.page_body(body, end_of_stream, ctx)?,
             _ => {}

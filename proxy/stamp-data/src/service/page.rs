@@ -67,7 +67,10 @@ impl StampProxy {
             host,
             uri,
             variant: plan.effective.id,
-            label: format!("{label} secure={secure} badge={}", s.cfg.badge),
+            label: format!(
+                "{label} secure={secure} badge={} settings={}",
+                s.cfg.badge, s.generation
+            ),
         }
     }
 
@@ -166,7 +169,7 @@ impl StampProxy {
                     &plan,
                     ctx.sel.notice.as_ref(),
                     sampled,
-                    &ctx.settings,
+                    (&ctx.settings, &ctx.id),
                 ) {
                     page.rewrite = Some(Mutex::new(active));
                 }
@@ -181,7 +184,7 @@ impl StampProxy {
             &plan,
             ctx.sel.notice.as_ref(),
             sampled,
-            &ctx.settings,
+            (&ctx.settings, &ctx.id),
         );
         rollout_headers(resp, &ctx.sel);
         match started {
@@ -278,7 +281,7 @@ impl StampProxy {
         plan: &PagePlan,
         notice: Option<&Notice>,
         sampled: Option<&[(stamp_model::ticket::TicketKey, stamp_model::views::Side)]>,
-        s: &Settings,
+        (s, id): (&Settings, &super::ctx::RequestId),
     ) -> Result<Option<ActiveRewrite>, String> {
         let Some(decoder) = rewritable(resp)? else {
             return Ok(None);
@@ -342,7 +345,11 @@ impl StampProxy {
             &fresh,
         );
         if let Some(note) = &policies.note {
-            log::info!("{}: {note}", session.req_header().uri);
+            log::info!(
+                request_id:% = id;
+                "{}: {note}",
+                session.req_header().uri.path()
+            );
         }
         replace_all(
             resp,

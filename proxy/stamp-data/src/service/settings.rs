@@ -26,10 +26,13 @@ pub struct Settings {
     /// The ticket cookie's name over plain HTTP and over TLS (`__Host-…`).
     pub cookie_names: (String, String),
     pub asset_origins: Arc<[String]>,
+    /// Counts reloads: stamped pages kept under one configuration are never
+    /// served under another (it is part of the page cache's key).
+    pub generation: u64,
 }
 
 impl Settings {
-    pub fn new(cfg: Arc<DataConfig>) -> Settings {
+    pub fn new(cfg: Arc<DataConfig>, generation: u64) -> Settings {
         let o = &cfg.origin;
         let mut peer = HttpPeer::new(o.addr, o.tls, o.sni.clone());
         peer.options.connection_timeout = Some(cfg.timeouts.connect);
@@ -48,6 +51,7 @@ impl Settings {
             peer,
             cookie_names,
             asset_origins,
+            generation,
         }
     }
 }
@@ -99,15 +103,24 @@ impl Reload {
                 }
             };
         }
-        live!(origin, "origin");
+        if old.origin != new.origin {
+            out.applied.push("origin");
+            // The control plane's own reads of the origin (the settler's
+            // checks, setup checks) keep the address they started with.
+            out.needs_restart
+                .push("origin (for the settler and setup checks)");
+        }
+        // The header deadline wraps the listener, built once.
+        fixed!(timeouts.client_header, "timeouts.client_header");
         live!(timeouts, "timeouts");
         live!(selection, "selection");
         fixed!(rewrite.page_cache_bytes, "rewrite.page_cache_bytes");
         live!(rewrite, "rewrite");
         fixed!(module_cache_bytes, "modules.cache_bytes");
         live!(badge, "badge");
-        // The listener's TLS is the binary's key; it only follows here.
-        fixed!(tls, "tls");
+        // The listener's TLS is the binary's key (named there); it only
+        // follows here.
+        new.tls = old.tls;
         live!(metrics_token, "metrics.token_sha256");
         live!(asset_origins, "asset_origins");
         live!(report_sample, "reports.sample");
@@ -115,7 +128,9 @@ impl Reload {
         live!(forwarded, "forwarded");
         live!(access_log, "log.access");
         if !out.applied.is_empty() {
-            self.current.store(Arc::new(Settings::new(Arc::new(new))));
+            let generation = self.current.load().generation + 1;
+            self.current
+                .store(Arc::new(Settings::new(Arc::new(new), generation)));
         }
         out
     }
