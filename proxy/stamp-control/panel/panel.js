@@ -146,25 +146,70 @@ async function signOut() {
   $('#view').replaceChildren();
 }
 
-async function renderList() {
-  const { tickets } = await api('GET', '/tickets');
-  const view = $('#view');
-  const parts = [el('h1', {}, 'Tickets'),
-    el('p', {}, el('a', { href: '#/production', id: 'release-log-link' }, 'Production release log'))];
-  for (const stage of ['qa', 'prod', 'dev', 'closed']) {
-    const rows = tickets.filter((t) => t.stage === stage);
-    parts.push(el('h2', { id: `stage-${stage}` }, `${stage} (${rows.length})`));
-    if (!rows.length) { parts.push(el('p', { class: 'muted' }, 'None.')); continue; }
-    parts.push(el('table', { 'aria-labelledby': `stage-${stage}` },
-      el('thead', {}, el('tr', {}, el('th', {}, 'Ticket'), el('th', {}, 'Modules'), el('th', {}, 'Last change'), el('th', {}, 'Last view'), el('th', {}, 'Preview'))),
-      el('tbody', {}, rows.map((t) => el('tr', { 'data-ticket': t.key },
-        el('td', {}, el('a', { href: `#/tickets/${t.key}` }, t.key)),
-        el('td', {}, Object.entries(t.modules || {}).map(([s, m]) => `${s}: ${m.length}`).join(', ')),
-        el('td', {}, when(t.updated_ms), t.last ? el('div', { class: 'muted' }, `${t.last.event} by ${t.last.actor}`) : ''),
-        el('td', { class: 'last-view' }, (t.views || [])[0] ? [when(t.views[0].at_ms), el('div', { class: 'muted' }, viewSummary(t.views[0]))] : '–'),
-        el('td', {}, t.links && (t.links.qa || t.links.dev) ? el('a', { href: t.links.qa || t.links.dev, target: '_blank', rel: 'noopener' }, 'open') : '')))))); 
+// The list reads a page per stage (the API's cursor), so it opens as fast
+// at 10,000 tickets as at 10; the filters are the API's own (q: part of
+// the key, who: anyone the history names).
+const PAGE = 50;
+let listFilter = { q: '', who: '' };
+
+function ticketRow(t) {
+  return el('tr', { 'data-ticket': t.key },
+    el('td', {}, el('a', { href: `#/tickets/${t.key}` }, t.key)),
+    el('td', {}, Object.entries(t.modules || {}).map(([s, m]) => `${s}: ${m.length}`).join(', ')),
+    el('td', {}, when(t.updated_ms), t.last ? el('div', { class: 'muted' }, `${t.last.event} by ${t.last.actor}`) : ''),
+    el('td', { class: 'last-view' }, (t.views || [])[0] ? [when(t.views[0].at_ms), el('div', { class: 'muted' }, viewSummary(t.views[0]))] : '–'),
+    el('td', {}, t.links && (t.links.qa || t.links.dev) ? el('a', { href: t.links.qa || t.links.dev, target: '_blank', rel: 'noopener' }, 'open') : ''));
+}
+
+async function stageSection(stage) {
+  const heading = el('h2', { id: `stage-${stage}` }, stage);
+  const rows = el('tbody');
+  const table = el('table', { 'aria-labelledby': `stage-${stage}` },
+    el('thead', {}, el('tr', {}, el('th', {}, 'Ticket'), el('th', {}, 'Modules'), el('th', {}, 'Last change'), el('th', {}, 'Last view'), el('th', {}, 'Preview'))),
+    rows);
+  const none = el('p', { class: 'muted' }, 'None.');
+  const more = el('button', { type: 'button', class: 'more', 'data-stage': stage }, 'Show more');
+  const section = el('section', { 'data-stage': stage }, heading, table, none, more);
+  async function page(cursor) {
+    const params = new URLSearchParams({ stage, limit: String(PAGE) });
+    if (listFilter.q) params.set('q', listFilter.q);
+    if (listFilter.who) params.set('who', listFilter.who);
+    if (cursor) params.set('cursor', cursor);
+    const r = await api('GET', `/tickets?${params}`);
+    rows.append(...r.tickets.map(ticketRow));
+    const shown = rows.children.length;
+    const count = r.total !== undefined ? String(r.total) : `${shown}${r.next ? '+' : ''}`;
+    heading.textContent = `${stage} (${count})`;
+    table.hidden = shown === 0;
+    none.hidden = shown !== 0;
+    more.hidden = !r.next;
+    more.onclick = () => page(r.next).catch(showError);
   }
-  view.replaceChildren(...parts);
+  await page(null);
+  return section;
+}
+
+function showError(e) {
+  const out = $('#outcome');
+  if (out) { out.textContent = e.message; out.className = 'error'; }
+}
+
+async function renderList() {
+  const view = $('#view');
+  const q = el('input', { type: 'search', id: 'ticket-search', placeholder: 'Ticket key contains…', 'aria-label': 'Ticket key contains' });
+  const who = el('input', { type: 'search', id: 'ticket-who', placeholder: 'Acted on by…', 'aria-label': 'Acted on by' });
+  q.value = listFilter.q;
+  who.value = listFilter.who;
+  const form = el('form', { id: 'ticket-filter', role: 'search' }, q, ' ', who, ' ', el('button', { type: 'submit' }, 'Filter'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    listFilter = { q: q.value.trim(), who: who.value.trim() };
+    renderList().catch(showError);
+  });
+  const sections = await Promise.all(['qa', 'prod', 'dev', 'closed'].map(stageSection));
+  view.replaceChildren(el('h1', {}, 'Tickets'),
+    el('p', {}, el('a', { href: '#/production', id: 'release-log-link' }, 'Production release log')),
+    form, ...sections);
 }
 
 function said(key, action, from, t, before) {

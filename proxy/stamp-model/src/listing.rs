@@ -148,15 +148,21 @@ impl ListQuery {
     }
 
     /// Whether a ticket passes the filters the record alone decides
-    /// (stage, key text, time); `who` needs its history.
-    pub fn admits(&self, t: &TicketRecord) -> bool {
+    /// (stage, key text, time), wherever the cursor is; `who` needs its
+    /// history.
+    pub fn matches(&self, t: &TicketRecord) -> bool {
         self.stages.as_ref().is_none_or(|s| s.contains(&t.stage))
             && self
                 .text
                 .as_ref()
                 .is_none_or(|text| t.key.as_str().to_lowercase().contains(text.as_str()))
             && self.updated_since_ms.is_none_or(|ms| t.updated_ms >= ms)
-            && self.after.as_ref().is_none_or(|c| c.precedes(t))
+    }
+
+    /// [`ListQuery::matches`], and after the cursor: on this page or a
+    /// later one.
+    pub fn admits(&self, t: &TicketRecord) -> bool {
+        self.matches(t) && self.after.as_ref().is_none_or(|c| c.precedes(t))
     }
 }
 

@@ -1794,3 +1794,88 @@ async fn a_ticket_diffs_against_production_and_dev_against_qa() {
     let (s, _) = call(&env.proxy, "GET", "tickets/DIF-1/diff", None, None).await;
     assert_eq!(s, 401, "reading a diff needs a token like any read");
 }
+
+/// `GET tickets` a page at a time: 130 tickets walked by cursor, none
+/// repeated or skipped; the filters; a page's size bounded; hostile
+/// parameters refused by name.
+#[tokio::test]
+async fn the_list_pages_by_cursor_and_filters() {
+    let p = in_process("").await;
+    for i in 0..130 {
+        let key = if i % 10 == 0 {
+            format!("CART-{i}")
+        } else {
+            format!("LIST-{i}")
+        };
+        assert_eq!(upload(&p, &key, "src/a.js", "a").await.0, 201);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("tickets?limit=40&cursor={c}"),
+            None => "tickets?limit=40".to_string(),
+        };
+        let (s, page) = call(&p, "GET", &path, Some(DEV), None).await;
+        assert_eq!(s, 200, "{page}");
+        assert_eq!(page["total"], 130);
+        let keys: Vec<String> = page["tickets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["key"].as_str().unwrap().to_string())
+            .collect();
+        assert!(keys.len() <= 40);
+        seen.extend(keys);
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (130, 130), "every ticket once");
+    // Most recently updated first: the last upload leads.
+    assert_eq!(seen[0], "LIST-129");
+
+    let (_, page) = call(&p, "GET", "tickets?q=cart&limit=500", Some(DEV), None).await;
+    assert_eq!(page["total"], 13);
+    assert!(page.get("next").is_none(), "{page}");
+    let (_, page) = call(&p, "GET", "tickets?stage=qa", Some(DEV), None).await;
+    assert_eq!(page["total"], 0);
+    let (_, page) = call(&p, "GET", "tickets?who=alice&limit=5", Some(DEV), None).await;
+    assert_eq!(page["tickets"].as_array().unwrap().len(), 5, "{page}");
+    assert!(page.get("total").is_none(), "unknown with who");
+    let (_, page) = call(&p, "GET", "tickets?who=nobody", Some(DEV), None).await;
+    assert_eq!(page["tickets"], json!([]));
+    let (_, page) = call(
+        &p,
+        "GET",
+        "tickets?updated_since=4102444800000",
+        Some(DEV),
+        None,
+    )
+    .await;
+    assert_eq!(page["total"], 0);
+    let (_, page) = call(&p, "GET", "tickets", Some(DEV), None).await;
+    assert_eq!(
+        page["tickets"].as_array().unwrap().len(),
+        100,
+        "the default page"
+    );
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=100000", "limit"),
+        ("cursor=not-ours", "cursor"),
+        ("stage=staging", "stage"),
+        ("q=a%0Ab", "q"),
+        ("limit=1&limit=2", "limit"),
+        ("updated_since=last-week", "updated_since"),
+    ] {
+        let (s, v) = call(&p, "GET", &format!("tickets?{query}"), Some(DEV), None).await;
+        assert_eq!(s, 400, "{query}: {v}");
+        assert_eq!(v["error"]["field"], field, "{query}: {v}");
+    }
+}

@@ -1442,3 +1442,59 @@ async fn a_ticket_link_from_another_site_asks_first() {
     assert!(!body.contains("<script"), "{body}");
     browser.close().await.unwrap();
 }
+
+/// The panel reads a page per stage: 60 dev tickets show as 50 and a "Show
+/// more" that brings the rest; the key filter asks the API, not the page.
+#[tokio::test]
+async fn the_panel_pages_and_filters_the_list() {
+    let origin = demo_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = panel_proxy(&origin, dir.path(), "");
+    for i in 0..60 {
+        let key = if i < 3 {
+            format!("SHOE-{i}")
+        } else {
+            format!("PAGE-{i}")
+        };
+        let path = format!("tickets/{key}/modules/src/a.js");
+        assert_eq!(api_as(&proxy, "dev-secret", "PUT", &path, "a").await, 201);
+    }
+    let browser = Browser::start().await.unwrap();
+    sign_in(&browser, &proxy, "qa-secret").await;
+    browser
+        .wait_for_text("#stage-dev", "dev (60)", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let rows = "return document.querySelectorAll('section[data-stage=dev] tbody tr').length";
+    assert_eq!(browser.execute(rows).await.unwrap(), 50);
+    browser.click("button.more[data-stage=dev]").await.unwrap();
+    let start = std::time::Instant::now();
+    while browser.execute(rows).await.unwrap() != 60 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the rest never came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hidden = "return document.querySelector('button.more[data-stage=dev]').hidden";
+    assert_eq!(browser.execute(hidden).await.unwrap(), true);
+
+    let c = browser.client().unwrap();
+    c.find(fantoccini::Locator::Css("#ticket-search"))
+        .await
+        .unwrap()
+        .send_keys("shoe")
+        .await
+        .unwrap();
+    browser.click("#ticket-filter button").await.unwrap();
+    browser
+        .wait_for_text("#stage-dev", "dev (3)", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let keys = browser
+        .execute("return [...document.querySelectorAll('section[data-stage=dev] tbody tr')].map(r => r.dataset.ticket).sort().join(',')")
+        .await
+        .unwrap();
+    assert_eq!(keys, "SHOE-0,SHOE-1,SHOE-2");
+    browser.close().await.unwrap();
+}

@@ -12,9 +12,10 @@ impl Api {
         // The records decide stage, text, time and the cursor; only the
         // page's tickets (and with `who`, the candidates) cost a history
         // read, so a page costs the same at 100 tickets or 10,000.
-        let mut rows: Vec<&TicketRecord> = state.tickets.iter().filter(|t| q.admits(t)).collect();
+        let matching: Vec<&TicketRecord> = state.tickets.iter().filter(|t| q.matches(t)).collect();
+        let total = q.who.is_none().then_some(matching.len());
+        let mut rows: Vec<&TicketRecord> = matching.into_iter().filter(|t| q.admits(t)).collect();
         rows.sort_by(|a, b| listing::order(a, b));
-        let total = q.who.is_none().then_some(rows.len());
         let mut out = Vec::new();
         let mut last = None;
         let mut more = false;
