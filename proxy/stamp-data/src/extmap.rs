@@ -36,6 +36,125 @@ pub struct MapFetch {
     /// Why the upstream's answer is no map to merge (its status, encoding
     /// or type): the client gets a 502 with this reason, never its bytes.
     pub failure: Option<String>,
+    /// The page named the variant this browser gets (`v=`): the answer is
+    /// then a function of its URL and production's map, and may be kept
+    /// as production's map is kept.
+    pub keepable: bool,
+    /// The client's `If-None-Match`, when it names one of our tags for
+    /// this variant: the origin's validator inside it.
+    pub revalidate: Option<Validator>,
+    /// The origin said its map has not changed: no body follows.
+    pub not_modified: bool,
+}
+
+/// What the origin identified its map by: its strong `ETag`, else its
+/// `Last-Modified`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validator {
+    ETag(String),
+    LastModified(String),
+}
+
+impl Validator {
+    /// The origin's validator of an answer, if it gave a usable one (a weak
+    /// ETag proves nothing about the bytes we merge).
+    pub fn of(headers: &http::HeaderMap) -> Option<Validator> {
+        let text = |name: http::header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= 256)
+                .map(str::to_string)
+        };
+        match text(http::header::ETAG) {
+            Some(tag) if tag.starts_with('"') && tag.ends_with('"') && tag.len() >= 2 => {
+                Some(Validator::ETag(tag))
+            }
+            _ => text(http::header::LAST_MODIFIED).map(Validator::LastModified),
+        }
+    }
+
+    /// Our tag for the merge of `variant` (and the map's form and
+    /// integrity) into the map this validator names: strong, since the
+    /// merge is a function of exactly these.
+    pub fn tag(&self, variant: &str, form: importmap::MergeAs, integrity: Option<&str>) -> String {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let (kind, value) = match self {
+            Validator::ETag(t) => ('e', t.as_str()),
+            Validator::LastModified(d) => ('m', d.as_str()),
+        };
+        let mut h = sha2::Sha256::new();
+        h.update(format!("{form:?}\0{}", integrity.unwrap_or("")).as_bytes());
+        let salt = hex::encode(&h.finalize()[..6]);
+        let v = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value);
+        format!("\"tsm.{variant}.{salt}.{kind}{v}\"")
+    }
+
+    /// The origin's validator inside one of our tags, when the tag is for
+    /// this variant, form and integrity.
+    pub fn from_tag(
+        tag: &str,
+        variant: &str,
+        form: importmap::MergeAs,
+        integrity: Option<&str>,
+    ) -> Option<Validator> {
+        use base64::Engine as _;
+        let inner = tag.trim().strip_prefix("\"tsm.")?.strip_suffix('"')?;
+        let mut parts = inner.splitn(3, '.');
+        let (v, _salt, rest) = (parts.next()?, parts.next()?, parts.next()?);
+        if v != variant || rest.is_empty() {
+            return None;
+        }
+        let (kind, encoded) = rest.split_at(1);
+        let value = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())?;
+        let validator = match kind {
+            "e" => Validator::ETag(value),
+            "m" => Validator::LastModified(value),
+            _ => return None,
+        };
+        // Checked whole: the salt must be ours for this form and integrity.
+        (validator.tag(variant, form, integrity) == tag.trim()).then_some(validator)
+    }
+}
+
+/// How long the browser may keep a merged map: as long as the origin lets
+/// it keep the map itself (`max-age`, at most a day), and revalidated as
+/// the origin asks; `None` when the origin forbids keeping it.
+pub fn freshness(headers: &http::HeaderMap) -> Option<String> {
+    let cc = headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    if cc.iter().any(|d| d == "no-store") {
+        return None;
+    }
+    let max_age = cc.iter().find_map(|d| {
+        d.strip_prefix("max-age=")?
+            .trim_matches('"')
+            .parse::<u64>()
+            .ok()
+    });
+    let must = cc.iter().any(|d| d == "no-cache" || d == "must-revalidate");
+    Some(match max_age {
+        Some(n) if !cc.iter().any(|d| d == "no-cache") => {
+            let n = n.min(86_400);
+            if must {
+                format!("private, max-age={n}, must-revalidate")
+            } else {
+                format!("private, max-age={n}")
+            }
+        }
+        // No lifetime given: the browser asks every time, with our tag.
+        _ => "private, no-cache".to_string(),
+    })
 }
 
 /// The query of a map URL, read and checked.
@@ -185,6 +304,99 @@ impl MapFetch {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn our_tag_carries_the_origin_validator_for_one_variant_only() {
+        let form = importmap::MergeAs::from(importmap::Urls::Paths);
+        for v in [
+            Validator::ETag("\"abc.def\"".into()),
+            Validator::LastModified("Sat, 05 Dec 2026 10:00:00 GMT".into()),
+        ] {
+            let tag = v.tag("v1", form, Some("sha384-x"));
+            assert!(tag.starts_with("\"tsm.v1.") && tag.ends_with('"'), "{tag}");
+            assert_eq!(
+                Validator::from_tag(&tag, "v1", form, Some("sha384-x")),
+                Some(v.clone())
+            );
+            // Another variant, integrity or form: not ours to answer 304 for.
+            assert_eq!(
+                Validator::from_tag(&tag, "v2", form, Some("sha384-x")),
+                None
+            );
+            assert_eq!(Validator::from_tag(&tag, "v1", form, None), None);
+            let other = importmap::MergeAs {
+                first: false,
+                ..form
+            };
+            assert_eq!(
+                Validator::from_tag(&tag, "v1", other, Some("sha384-x")),
+                None
+            );
+        }
+        for forged in [
+            "",
+            "*",
+            "\"abc\"",
+            "W/\"tsm.v1.x.eYQ\"",
+            "\"tsm.v1.000000000000.eIiI\"",
+            "\"tsm.v1..\"",
+            "\"tsm.v1.a.z!!\"",
+        ] {
+            assert_eq!(
+                Validator::from_tag(forged, "v1", form, None),
+                None,
+                "{forged}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_origin_validator_and_lifetime_are_read_strictly() {
+        assert_eq!(
+            Validator::of(&headers(&[("etag", "\"x\"")])),
+            Some(Validator::ETag("\"x\"".into()))
+        );
+        // A weak tag proves nothing about the bytes: Last-Modified, or none.
+        assert_eq!(Validator::of(&headers(&[("etag", "W/\"x\"")])), None);
+        assert_eq!(
+            Validator::of(&headers(&[("etag", "W/\"x\""), ("last-modified", "d")])),
+            Some(Validator::LastModified("d".into()))
+        );
+        let f = |cc: &str| freshness(&headers(&[("cache-control", cc)]));
+        assert_eq!(
+            f("public, max-age=60").as_deref(),
+            Some("private, max-age=60")
+        );
+        assert_eq!(
+            f("max-age=999999999").as_deref(),
+            Some("private, max-age=86400")
+        );
+        assert_eq!(
+            f("max-age=5, must-revalidate").as_deref(),
+            Some("private, max-age=5, must-revalidate")
+        );
+        assert_eq!(
+            f("no-cache, max-age=60").as_deref(),
+            Some("private, no-cache")
+        );
+        assert_eq!(f("private, no-store").as_deref(), None);
+        assert_eq!(f("max-age=banana").as_deref(), Some("private, no-cache"));
+        assert_eq!(
+            freshness(&http::HeaderMap::new()).as_deref(),
+            Some("private, no-cache")
+        );
+    }
 
     fn page() -> Url {
         Url::parse("https://shop.example/app/").unwrap()

@@ -1507,3 +1507,167 @@ async fn a_live_dev_page_with_es_module_shims_hot_reload_swaps_the_saved_module(
     );
     browser.close().await.unwrap();
 }
+
+/// A released ticket on a SystemJS app with an external map costs the
+/// origin nothing more than production did: Chromium keeps the merged map
+/// as long as the origin lets it keep its own (`max-age=60`), and a
+/// revalidation with our tag reaches the origin as a conditional request
+/// whose 304 becomes ours.
+#[tokio::test]
+async fn a_released_ticket_costs_an_external_map_app_nothing() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script src=\"/lib/system.min.js\"></script>\
+             <script type=\"systemjs-importmap\" src=\"/importmap.json\"></script>\
+             </head><body><p id=out>loading</p>\
+             <script>System.import('@app/main')</script></body></html>",
+        ),
+    );
+    origin.route(
+        "/lib/system.min.js",
+        Route::bytes("text/javascript", npm_file("systemjs/dist/system.min.js"))
+            .header("cache-control", "public, max-age=600"),
+    );
+    origin.route(
+        "/importmap.json",
+        Route::bytes(
+            "application/json",
+            br#"{"imports":{"@app/main":"/apps/main.js","@app/greet":"/apps/greet.js"}}"#.to_vec(),
+        )
+        .header("cache-control", "public, max-age=60")
+        .header("etag", "\"map-v1\"")
+        .conditional(),
+    );
+    origin.route(
+        "/apps/main.js",
+        Route::bytes(
+            "text/javascript",
+            b"System.register(['@app/greet'], function () { var g; return { setters: [function (m) { g = m; }], execute: function () { document.getElementById('out').textContent = g.greet(); } }; });".to_vec(),
+        )
+        .header("cache-control", "public, max-age=600"),
+    );
+    origin.route(
+        "/apps/greet.js",
+        Route::bytes(
+            "text/javascript",
+            SYSTEM_GREET.replace("GREETING", "production").into_bytes(),
+        )
+        .header("cache-control", "public, max-age=600"),
+    );
+    let proxy = Proxy::start(&origin.url, &[]).unwrap();
+    let browser = Browser::start().await.unwrap();
+    let views = |n: usize| {
+        let (browser, url) = (&browser, proxy.url("/"));
+        async move {
+            for _ in 0..n {
+                browser.goto(&url).await.unwrap();
+                browser
+                    .wait_for_text("#out", "", Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                let start = std::time::Instant::now();
+                while browser.text("#out").await.unwrap() == "loading" {
+                    assert!(start.elapsed() < Duration::from_secs(10));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            browser.text("#out").await.unwrap()
+        }
+    };
+    assert_eq!(views(10).await, "production");
+    let before = origin.hits("/importmap.json");
+    assert_eq!(before, 1, "the browser kept production's map");
+
+    // Released: every visitor gets the ticket's greet.js.
+    let api = |m: &str, path: &str, body: &str| {
+        client()
+            .request(
+                m.parse().unwrap(),
+                proxy.url(&format!("/__stamp/api/v1/{path}")),
+            )
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let put = api(
+        "PUT",
+        "tickets/MAP-1/modules/apps/greet.js",
+        &SYSTEM_GREET.replace("GREETING", "released"),
+    )
+    .await
+    .unwrap();
+    assert!(put.status().is_success());
+    for from in ["dev", "qa"] {
+        let r = api(
+            "POST",
+            "tickets/MAP-1/promote",
+            &format!("{{\"from\":\"{from}\"}}"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    assert_eq!(views(10).await, "released");
+    let after = origin.hits("/importmap.json") - before;
+    assert_eq!(
+        after, 1,
+        "10 production views after the release fetched production's map {after} times"
+    );
+
+    // Revalidation: our tag carries the origin's, and its 304 is ours.
+    let page = client()
+        .get(proxy.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let src = page
+        .split("src=\"/__stamp/map?")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&");
+    let url = proxy.url(&format!("/__stamp/map?{src}"));
+    let first = client().get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "private, max-age=60");
+    let tag = first.headers()["etag"].to_str().unwrap().to_string();
+    let merged = first.text().await.unwrap();
+    assert!(
+        merged.contains("\"@app/greet\":\"/apps/greet.js?__ts="),
+        "the ticket's greet.js is in: {merged}"
+    );
+    let again = client()
+        .get(&url)
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), tag);
+    assert_eq!(
+        origin
+            .last_headers("/importmap.json")
+            .unwrap()
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some("\"map-v1\"".to_string()),
+        "the origin was asked conditionally"
+    );
+    // A tag of ours for another variant, or forged, is a plain fetch.
+    for forged in ["\"tsm.00.00.eIm1hcC12MSI\"", "\"map-v1\"", "*"] {
+        let r = client()
+            .get(&url)
+            .header("if-none-match", forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{forged}");
+    }
+    browser.close().await.unwrap();
+}

@@ -1,8 +1,15 @@
 //! `/__stamp/map`: an external import map, fetched where production serves
 //! it (the origin, or an allowed other origin), merged with the variant's
-//! overrides, and answered `no-store`. Nothing of the upstream's answer but
-//! its JSON type is relayed, and a map that cannot be merged is a 502, never
-//! production's bytes unchecked.
+//! overrides. Nothing of the upstream's answer but its JSON type, its
+//! lifetime and (inside our own tag) its validator is relayed, and a map
+//! that cannot be merged is a 502, never production's bytes unchecked.
+//!
+//! A released ticket must cost production nothing: when the page named the
+//! variant this browser gets, the merge is a function of the URL and the
+//! origin's map, so the browser keeps it as long as the origin lets it keep
+//! the map itself (`private`), and revalidates it with our tag, which
+//! carries the origin's validator: the origin is asked conditionally and
+//! its 304 becomes ours, with nothing fetched or merged.
 
 use super::Settings;
 use std::sync::{Mutex, PoisonError};
@@ -74,6 +81,24 @@ impl StampProxy {
             session.write_response_header(Box::new(resp), true).await?;
             return Ok(true);
         };
+        let keepable = effective.id.to_hex() == query.variant;
+        let revalidate = keepable
+            .then(|| {
+                req.headers
+                    .get_all(header::IF_NONE_MATCH)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .find_map(|tag| {
+                        extmap::Validator::from_tag(
+                            tag,
+                            &query.variant,
+                            query.form,
+                            query.integrity.as_deref(),
+                        )
+                    })
+            })
+            .flatten();
         ctx.route = Route::Map(Some(Mutex::new(MapFetch {
             url,
             remote,
@@ -82,6 +107,9 @@ impl StampProxy {
             form: query.form,
             buf: Vec::new(),
             failure: None,
+            keepable,
+            revalidate,
+            not_modified: false,
         })));
         Ok(false)
     }
@@ -140,7 +168,19 @@ impl StampProxy {
         } else if let Some(host) = &s.cfg.origin.host_header {
             upstream.insert_header(header::HOST, host.as_str())?;
         }
-        whole_and_fresh(upstream)
+        whole_and_fresh(upstream)?;
+        // The browser holds our merge of the map this validator names: the
+        // origin is asked whether it still serves that map.
+        match &map.revalidate {
+            Some(extmap::Validator::ETag(tag)) => {
+                upstream.insert_header(header::IF_NONE_MATCH, tag.as_str())?;
+            }
+            Some(extmap::Validator::LastModified(date)) => {
+                upstream.insert_header(header::IF_MODIFIED_SINCE, date.as_str())?;
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     /// Checks the upstream's answer is a JSON map to merge, and replaces
@@ -173,6 +213,36 @@ impl StampProxy {
         let json = media == "application/json"
             || media == "text/json"
             || (media.starts_with("application/") && media.ends_with("+json"));
+        let variant = map.effective.id.to_hex();
+        let (form, integrity) = (map.form, map.integrity.clone());
+        let keep = map
+            .keepable
+            .then(|| extmap::freshness(&resp.headers))
+            .flatten();
+        if status == 304 {
+            if let Some(validator) = map.revalidate.clone() {
+                // Unchanged at the origin: the browser's merge still holds.
+                map.not_modified = true;
+                clear_headers(resp);
+                resp.insert_header(
+                    header::ETAG,
+                    validator.tag(&variant, form, integrity.as_deref()),
+                )?;
+                resp.insert_header(
+                    header::CACHE_CONTROL,
+                    keep.as_deref().unwrap_or("private, no-cache"),
+                )?;
+                resp.insert_header(INFO_HEADER, "map; not modified")?;
+                metrics::REWRITES
+                    .with_label_values(&["external-map-unchanged"])
+                    .inc();
+                return Ok(());
+            }
+        }
+        let tag = keep
+            .as_ref()
+            .and(extmap::Validator::of(&resp.headers))
+            .map(|v| v.tag(&variant, form, integrity.as_deref()));
         map.failure = if status != 200 {
             Some(format!("{} answered {status} for the import map", map.url))
         } else if !identity {
@@ -200,7 +270,15 @@ impl StampProxy {
             resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
             resp.set_version(http::Version::HTTP_11);
         }
-        resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
+        match (&map.failure, keep) {
+            (None, Some(keep)) => {
+                resp.insert_header(header::CACHE_CONTROL, keep)?;
+                if let Some(tag) = tag {
+                    resp.insert_header(header::ETAG, tag)?;
+                }
+            }
+            _ => resp.insert_header(header::CACHE_CONTROL, "private, no-store")?,
+        }
         resp.insert_header("x-content-type-options", "nosniff")?;
         resp.insert_header(header::CONTENT_SECURITY_POLICY, "sandbox")?;
         resp.insert_header(
@@ -225,6 +303,10 @@ impl StampProxy {
         id: &super::ctx::RequestId,
     ) -> Result<()> {
         let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.not_modified {
+            *body = None;
+            return Ok(());
+        }
         if let Some(reason) = &map.failure {
             *body = end_of_stream.then(|| Bytes::from(format!("ticket-stamp: {reason}\n")));
             return Ok(());
