@@ -549,17 +549,20 @@ async fn json_logs_with_request_ids() {
     .unwrap();
     let port = free_port().unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let proxy = Started::spawn(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "json",
-        ],
-        &dir.path().join("proxy.log"),
-    );
+    let json_proxy = |log: &str| {
+        Started::spawn(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "json",
+            ],
+            &dir.path().join(log),
+        )
+    };
+    let proxy = json_proxy("proxy.log");
     wait_health(&base, Duration::from_secs(20)).await;
     let r = client()
         .get(format!("{base}/?share=SECRET-TOKEN"))
@@ -642,17 +645,7 @@ async fn json_logs_with_request_ids() {
         ),
     )
     .unwrap();
-    let proxy = Started::spawn(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "json",
-        ],
-        &dir.path().join("untrusted.log"),
-    );
+    let proxy = json_proxy("untrusted.log");
     wait_health(&base, Duration::from_secs(20)).await;
     client()
         .get(format!("{base}/forged"))
