@@ -317,18 +317,26 @@ impl Snapshot {
 
     /// Builds a snapshot from a consistent store read, fetching override sets
     /// it does not know yet (sets are immutable, so `sets` is a cache kept
-    /// across rebuilds).
+    /// across rebuilds, holding only the sets some ticket still names).
+    ///
+    /// A rebuild costs what changed: a ticket whose sets, stage and links
+    /// are as in `previous` under the same production overlay keeps its
+    /// variants (and their merged maps) as they were.
     pub async fn build(
         store: &SharedStore,
         state: StoreState,
         sets: &mut HashMap<Hash, Arc<OverrideSet>>,
+        previous: Option<&Snapshot>,
     ) -> Result<Snapshot, StoreError> {
-        let mut wanted: Vec<Hash> = Vec::new();
+        let mut wanted: std::collections::HashSet<Hash> = std::collections::HashSet::new();
         let now = now_ms();
         for t in &state.tickets {
             wanted.extend([Some(t.dev), t.qa, t.prod, t.retired].into_iter().flatten());
             wanted.extend(t.recent.iter().filter(|r| r.until_ms > now).map(|r| r.set));
         }
+        // A set no ticket names any more (superseded by an upload) is
+        // dropped: the cache follows the tickets, not their history.
+        sets.retain(|id, _| wanted.contains(id));
         for id in wanted {
             if sets.contains_key(&id) {
                 continue;
@@ -389,6 +397,11 @@ impl Snapshot {
             all.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
             Arc::new(Effective::new(all))
         };
+        // What a ticket's variants were built on: reusable when unchanged.
+        let same_overlay = previous
+            .is_some_and(|p| p.overlay.as_ref().map(|e| e.id) == overlay.as_ref().map(|e| e.id));
+        // A closed ticket is never stamped: one empty variant for all.
+        let closed = Arc::new(Effective::new(OverrideSet::default()));
         let mut tickets = HashMap::with_capacity(state.tickets.len());
         let mut served: HashMap<Hash, Vec<String>> = HashMap::new();
         for m in overlay_set.values() {
@@ -431,13 +444,43 @@ impl Snapshot {
                     }
                 }
             }
+            // Sets come from the cache, one `Arc` per id while some ticket
+            // names it: the same pointer is the same set.
+            let before = previous
+                .filter(|_| same_overlay)
+                .and_then(|p| p.tickets.get(&t.key))
+                .filter(|b| {
+                    (b.stage == Stage::Closed) == (t.stage == Stage::Closed)
+                        && Arc::ptr_eq(&b.dev_own, &dev)
+                        && match (&b.qa_own, &qa) {
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                            (None, None) => true,
+                            _ => false,
+                        }
+                });
+            let (dev_view, qa_view) = match before {
+                Some(b) => (b.dev.clone(), b.qa.clone()),
+                None if t.stage == Stage::Closed => (closed.clone(), None),
+                None => {
+                    let dev_view = with_overlay(&dev);
+                    // Promoted without a change since: the same variant.
+                    let qa_view = qa.as_ref().map(|q| {
+                        if Arc::ptr_eq(q, &dev) {
+                            dev_view.clone()
+                        } else {
+                            with_overlay(q)
+                        }
+                    });
+                    (dev_view, qa_view)
+                }
+            };
             tickets.insert(
                 t.key.clone(),
                 TicketView {
                     stage: t.stage,
                     share_gen: t.share_gen,
-                    dev: with_overlay(&dev),
-                    qa: qa.as_deref().map(with_overlay),
+                    dev: dev_view,
+                    qa: qa_view,
                     dev_own: dev,
                     qa_own: qa,
                 },
@@ -600,7 +643,8 @@ impl SnapshotCell {
             }
             let state = store.state().await?;
             if state.version != current || force {
-                let mut snap = Snapshot::build(store, state, sets).await?;
+                let previous = self.load();
+                let mut snap = Snapshot::build(store, state, sets, Some(&previous)).await?;
                 snap.pin_production(store, &self.load()).await?;
                 crate::metrics::SNAPSHOT_VERSION.set(snap.version as i64);
                 crate::metrics::rollouts_now(

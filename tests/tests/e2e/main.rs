@@ -25,6 +25,7 @@ mod router;
 mod selection;
 mod setups;
 mod signin;
+mod snapshot;
 mod stamping;
 mod store_conformance;
 mod trust;
