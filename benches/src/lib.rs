@@ -83,7 +83,7 @@ pub fn spec(n: usize) -> RewriteSpec {
     let effective = overrides(n);
     let meta_csp = Some(stamp_data::testing::MetaCsp {
         script_nonce: "bench-nonce".into(),
-        script_hash: effective.fresh_hash.clone(),
+        script_hash: effective.fresh_hash().to_string(),
         style: None,
     });
     RewriteSpec {

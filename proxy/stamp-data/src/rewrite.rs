@@ -955,11 +955,11 @@ fn map_element(spec: &RewriteSpec, nonce: Option<String>) -> String {
     match nonce.as_deref().filter(|n| crate::csp::is_nonce_safe(n)) {
         Some(n) => format!(
             "<script type=\"importmap\" nonce=\"{n}\">{}</script>",
-            spec.effective.fresh_map
+            spec.effective.fresh_map()
         ),
         None => format!(
             "<script type=\"importmap\">{}</script>",
-            spec.effective.fresh_map
+            spec.effective.fresh_map()
         ),
     }
 }

@@ -32,19 +32,20 @@ pub struct Effective {
     /// Production location (path, or URL on another origin) → module, for
     /// `<script src>`, modulepreload and stylesheet rewrites.
     pub by_path: HashMap<String, ModuleRef>,
-    /// Proxy path → module: where a request of this variant that names the
-    /// path without a `?__ts=` still gets the ticket's body (chunks and
-    /// stylesheets a bundle loads by plain URL).
-    pub by_serve_path: HashMap<String, ModuleRef>,
+    /// Mirror path → module, for the overrides on other origins: where a
+    /// request of this variant that names the path without a `?__ts=`
+    /// still gets the ticket's body (a local override is served at its own
+    /// path, found in `by_path`). See [`Effective::served_at`].
+    by_mirror_path: HashMap<String, ModuleRef>,
     /// Entry patterns (`/assets/index-[hash:8].js`) and the modules that
     /// replace whatever production file matches them.
     pub patterns: Vec<(EntryPattern, ModuleRef)>,
     /// Other origins this variant overrides modules on.
     pub remote_origins: Vec<String>,
-    /// The import map inserted into a page without one (escaped for `<script>`).
-    pub fresh_map: String,
-    /// Its CSP hash source, `'sha256-…'`.
-    pub fresh_hash: String,
+    /// The import map inserted into a page without one (escaped for
+    /// `<script>`) and its CSP hash source, `'sha256-…'`: made when a page
+    /// first needs them, not for every open ticket.
+    fresh: std::sync::OnceLock<(String, String)>,
     /// Pages' maps merged with these overrides.
     pub merges: importmap::MergeCache,
 }
@@ -55,8 +56,9 @@ impl Effective {
             .values()
             .map(|m| (m.path.clone(), m.clone()))
             .collect();
-        let by_serve_path = overrides
+        let by_mirror_path = overrides
             .values()
+            .filter(|m| assets::is_remote(&m.path))
             .map(|m| (assets::serve_path(&m.path), m.clone()))
             .collect();
         let patterns = overrides
@@ -69,17 +71,14 @@ impl Effective {
             .collect();
         remote_origins.sort();
         remote_origins.dedup();
-        let fresh_map = importmap::fresh(&overrides);
-        let fresh_hash = importmap::csp_hash_source(&fresh_map);
         Effective {
             id: stamp_model::ticket::set_id(&overrides),
             overrides,
             by_path,
-            by_serve_path,
+            by_mirror_path,
             patterns,
             remote_origins,
-            fresh_map,
-            fresh_hash,
+            fresh: std::sync::OnceLock::new(),
             merges: importmap::MergeCache::default(),
         }
     }
@@ -92,6 +91,34 @@ impl Effective {
                 .iter()
                 .find(|(p, _)| p.matches(location))
                 .map(|(_, m)| m)
+        })
+    }
+
+    /// The module this variant serves at a proxy path named without a
+    /// `?__ts=` (chunks and stylesheets a bundle loads by plain URL).
+    pub fn served_at(&self, path: &str) -> Option<&ModuleRef> {
+        if path.starts_with(assets::MIRROR_PREFIX) {
+            self.by_mirror_path.get(path)
+        } else {
+            self.by_path.get(path)
+        }
+    }
+
+    /// The import map inserted into a page without one.
+    pub fn fresh_map(&self) -> &str {
+        &self.fresh().0
+    }
+
+    /// Its CSP hash source.
+    pub fn fresh_hash(&self) -> &str {
+        &self.fresh().1
+    }
+
+    fn fresh(&self) -> &(String, String) {
+        self.fresh.get_or_init(|| {
+            let map = importmap::fresh(&self.overrides);
+            let hash = importmap::csp_hash_source(&map);
+            (map, hash)
         })
     }
 

@@ -9,6 +9,7 @@
 //!     target/release/stamp-load fleet --changes 200     # propagation between two proxies
 //!     target/release/stamp-load promote                 # promote time, 1 vs 1000 modules
 //!     target/release/stamp-load failover                # Redis Sentinel failover convergence
+//!     target/release/stamp-load scale                   # cost of 100, 1,000, 10,000 open tickets
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use stamp_benches::percentile;
 
 mod compare;
 mod failover;
+mod scale;
 use stamp_tests::{seed_dir, Origin, Proxy, Route};
 
 #[derive(Debug, Parser)]
@@ -44,6 +46,9 @@ enum Cmd {
     /// Time for two proxies to take writes again after the Redis primary of
     /// a Sentinel deployment dies
     Failover(failover::Opts),
+    /// What open tickets cost: RSS, the list's first page, a change's
+    /// rebuild and the cold start at 100, 1,000 and 10,000 tickets
+    Scale(scale::Opts),
 }
 
 #[derive(Debug, Parser)]
@@ -135,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Fleet { changes } => fleet(changes).await,
         Cmd::Promote { rounds } => promote(rounds).await,
         Cmd::Failover(opts) => failover::run(opts).await,
+        Cmd::Scale(opts) => scale::run(opts).await,
     }
 }
 

@@ -323,10 +323,10 @@ impl StampProxy {
             (true, true) => Some(format!(
                 "{} {}",
                 probe::script_hash(),
-                plan.effective.fresh_hash
+                plan.effective.fresh_hash()
             )),
             (true, false) => Some(probe::script_hash().to_string()),
-            (false, true) => Some(plan.effective.fresh_hash.clone()),
+            (false, true) => Some(plan.effective.fresh_hash().to_string()),
             (false, false) => None,
         };
         let fresh = csp::fresh_nonce();

@@ -53,7 +53,7 @@ impl StampProxy {
             ctx.sel
                 .plan
                 .as_ref()
-                .and_then(|p| p.effective.by_serve_path.get(path).cloned())
+                .and_then(|p| p.effective.served_at(path).cloned())
         };
         let file_here = here(ctx).filter(|_| get_or_head);
         ctx.route = if map {
