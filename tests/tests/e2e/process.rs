@@ -122,8 +122,9 @@ async fn wait_health(url: &str, limit: Duration) {
 
 /// Requests from `clients` keep-alive clients until stopped: how many
 /// succeeded, and every failure (as a browser would: an idempotent GET on a
-/// reused connection the server closed meanwhile is sent again once, RFC
-/// 9112 §9.3.1; a refused or failed request is a failure).
+/// reused connection the server closed meanwhile is sent again once, on a
+/// new connection, RFC 9112 §9.3.1; a refused or failed request, or a
+/// retry that fails, is a failure).
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -146,7 +147,8 @@ impl Load {
                         let mut outcome = http.get(&url).send().await;
                         if let Err(e) = &outcome {
                             if e.is_request() && !e.is_connect() {
-                                outcome = http.get(&url).send().await;
+                                // As a browser does: once, on a new connection.
+                                outcome = client().get(&url).send().await;
                             }
                         }
                         match outcome {

@@ -75,7 +75,10 @@ async fn snapshot_tickets(client: &reqwest::Client, proxy: &Proxy) -> Option<u64
 
 pub async fn run(opts: Opts) -> anyhow::Result<()> {
     let origin = Origin::start()?;
-    origin.route("/", Route::html("<script type=module src=/src/m0.js></script>"));
+    origin.route(
+        "/",
+        Route::html("<script type=module src=/src/m0.js></script>"),
+    );
     let client = reqwest::Client::builder().no_proxy().build()?;
     println!(
         "| open tickets | upload ({} clients) | RSS MiB | list page ms | list page KiB | change served ms | cold start s | RSS after restart MiB |",
@@ -105,7 +108,9 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         // One more change: its upload is answered once this proxy serves it.
         let mut changes = Vec::new();
         for i in 0..5 {
-            let url = proxy.url(&format!("/__stamp/api/v1/tickets/SCALE-0/modules/src/x{i}.js"));
+            let url = proxy.url(&format!(
+                "/__stamp/api/v1/tickets/SCALE-0/modules/src/x{i}.js"
+            ));
             let t = Instant::now();
             let resp = client.put(url).body(module(0, 100 + i)).send().await?;
             anyhow::ensure!(resp.status().is_success());
