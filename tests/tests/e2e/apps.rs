@@ -285,9 +285,10 @@ pub(crate) fn commit(dir: &Path, message: &str) {
 
 const SYSTEM_GREET: &str = "System.register([], function (e) { return { execute: function () { e('greet', function () { return 'GREETING'; }); } }; });";
 
-#[tokio::test]
-async fn systemjs_with_an_external_map_on_the_same_origin() {
-    let origin = Origin::start().unwrap();
+/// A SystemJS shop whose page loads `@app/main` through the external map
+/// at `/importmap.json` (routed by each test); `cache` is the
+/// Cache-Control of its scripts.
+fn systemjs_shop(origin: &Origin, cache: Option<&str>) {
     origin.route(
         "/",
         Route::html(
@@ -298,23 +299,36 @@ async fn systemjs_with_an_external_map_on_the_same_origin() {
              <script>System.import('@app/main')</script></body></html>",
         ),
     );
+    let cached = |r: Route| match cache {
+        Some(c) => r.header("cache-control", c),
+        None => r,
+    };
     origin.route(
         "/lib/system.min.js",
-        Route::bytes("text/javascript", npm_file("systemjs/dist/system.min.js")),
+        cached(Route::bytes(
+            "text/javascript",
+            npm_file("systemjs/dist/system.min.js"),
+        )),
     );
+    origin.route(
+        "/apps/main.js",
+        cached(Route::bytes(
+            "text/javascript",
+            b"System.register(['@app/greet'], function () { var g; return { setters: [function (m) { g = m; }], execute: function () { document.getElementById('out').textContent = g.greet(); } }; });".to_vec(),
+        )),
+    );
+}
+
+#[tokio::test]
+async fn systemjs_with_an_external_map_on_the_same_origin() {
+    let origin = Origin::start().unwrap();
+    systemjs_shop(&origin, None);
     // A relative address: relative to the map's own URL, as SystemJS reads it.
     origin.route(
         "/importmap.json",
         Route::bytes(
             "application/json",
             br#"{"imports":{"@app/main":"/apps/main.js","@app/greet":"./apps/greet.js"}}"#.to_vec(),
-        ),
-    );
-    origin.route(
-        "/apps/main.js",
-        Route::bytes(
-            "text/javascript",
-            b"System.register(['@app/greet'], function () { var g; return { setters: [function (m) { g = m; }], execute: function () { document.getElementById('out').textContent = g.greet(); } }; });".to_vec(),
         ),
     );
     origin.route(
@@ -1516,21 +1530,7 @@ async fn a_live_dev_page_with_es_module_shims_hot_reload_swaps_the_saved_module(
 #[tokio::test]
 async fn a_released_ticket_costs_an_external_map_app_nothing() {
     let origin = Origin::start().unwrap();
-    origin.route(
-        "/",
-        Route::html(
-            "<!doctype html><html><head>\
-             <script src=\"/lib/system.min.js\"></script>\
-             <script type=\"systemjs-importmap\" src=\"/importmap.json\"></script>\
-             </head><body><p id=out>loading</p>\
-             <script>System.import('@app/main')</script></body></html>",
-        ),
-    );
-    origin.route(
-        "/lib/system.min.js",
-        Route::bytes("text/javascript", npm_file("systemjs/dist/system.min.js"))
-            .header("cache-control", "public, max-age=600"),
-    );
+    systemjs_shop(&origin, Some("public, max-age=600"));
     origin.route(
         "/importmap.json",
         Route::bytes(
@@ -1540,14 +1540,6 @@ async fn a_released_ticket_costs_an_external_map_app_nothing() {
         .header("cache-control", "public, max-age=60")
         .header("etag", "\"map-v1\"")
         .conditional(),
-    );
-    origin.route(
-        "/apps/main.js",
-        Route::bytes(
-            "text/javascript",
-            b"System.register(['@app/greet'], function () { var g; return { setters: [function (m) { g = m; }], execute: function () { document.getElementById('out').textContent = g.greet(); } }; });".to_vec(),
-        )
-        .header("cache-control", "public, max-age=600"),
     );
     origin.route(
         "/apps/greet.js",
