@@ -32,7 +32,7 @@ pub fn run_daemon_parent() -> ExitCode {
     let dir = std::env::temp_dir().join(format!(
         "stamp-proxy-start-{}-{:08x}",
         std::process::id(),
-        rand_u32()
+        rand::random::<u32>()
     ));
     if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         eprintln!("stamp-proxy: error: cannot create {}: {e}", dir.display());
@@ -123,7 +123,7 @@ pub fn run_daemon_parent() -> ExitCode {
 pub fn started(pid_file: Option<&Path>) -> std::io::Result<()> {
     let pid = std::process::id();
     if let Some(path) = pid_file {
-        let tmp = path.with_extension(format!("tmp{pid}.{:08x}", rand_u32()));
+        let tmp = path.with_extension(format!("tmp{pid}.{:08x}", rand::random::<u32>()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -254,16 +254,4 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish() as u32
 }

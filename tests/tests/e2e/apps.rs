@@ -1610,14 +1610,7 @@ async fn a_released_ticket_costs_an_external_map_app_nothing() {
     );
 
     // Revalidation: our tag carries the origin's, and its 304 is ours.
-    let page = client()
-        .get(proxy.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = stamp_tests::get_text(&proxy.url("/")).await;
     let src = page
         .split("src=\"/__stamp/map?")
         .nth(1)

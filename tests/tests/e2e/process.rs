@@ -413,15 +413,7 @@ async fn the_daemon_hands_over_and_its_pid_file_follows() {
     }
     assert_eq!(guard.pid(), Some(second), "the old one left it alone");
     wait_health(&base, Duration::from_secs(5)).await;
-    let page = client()
-        .get(&base)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(page.contains("upgrade me"));
+    assert!(stamp_tests::get_text(&base).await.contains("upgrade me"));
 
     signal("TERM", second);
     let start = Instant::now();

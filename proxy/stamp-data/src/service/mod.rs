@@ -175,17 +175,17 @@ impl ProxyHttp for StampProxy {
             .downstream_session
             .set_read_timeout(Some(ctx.settings.cfg.timeouts.client_body));
         // A trusted proxy in front may have named the request already.
-        let trusted = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .is_some_and(|a| ctx.settings.cfg.forwarded.trusts(a.ip()));
-        if trusted {
-            if let Some(id) = session
-                .req_header()
-                .headers
-                .get("x-request-id")
-                .and_then(|v| ctx::RequestId::given(v.as_bytes()))
-            {
+        if let Some(id) = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| ctx::RequestId::given(v.as_bytes()))
+        {
+            let trusted = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| ctx.settings.cfg.forwarded.trusts(a.ip()));
+            if trusted {
                 ctx.id = id;
             }
         }
