@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use stamp_model::assets::EntryPattern;
 
-use crate::config::{join_url, slash_path};
+use crate::paths;
 
 /// Manifests a bundler writes, relative to the build folder.
 const MANIFESTS: [&str; 4] = [
@@ -28,16 +28,18 @@ const MANIFESTS: [&str; 4] = [
 /// Whether `folder` looks like a bundler's output: a manifest, or an
 /// `index.html` next to hashed files.
 pub fn looks_built(folder: &Path) -> bool {
-    MANIFESTS.iter().any(|m| folder.join(m).is_file()) || folder.join("index.html").is_file()
+    MANIFESTS
+        .iter()
+        .any(|m| paths::join_slash(folder, m).is_file())
+        || folder.join("index.html").is_file()
 }
 
 /// Files of a build folder that are never uploaded: the pages and the
 /// manifests themselves.
 pub fn is_build_metadata(folder: &Path, file: &Path) -> bool {
-    let Ok(rel) = file.strip_prefix(folder) else {
+    let Some(rel) = paths::relative_slash(folder, file) else {
         return false;
     };
-    let rel = slash_path(rel);
     rel.ends_with(".html") || MANIFESTS.contains(&rel.as_str())
 }
 
@@ -54,7 +56,7 @@ pub fn entries(folder: &Path, url_base: &str) -> Entries {
     let mut found: Vec<(PathBuf, Option<String>)> = Vec::new();
     let mut source = None;
     for m in MANIFESTS {
-        let Ok(text) = std::fs::read_to_string(folder.join(m)) else {
+        let Ok(text) = std::fs::read_to_string(paths::join_slash(folder, m)) else {
             continue;
         };
         let Ok(json) = serde_json::from_str::<Value>(&text) else {
@@ -81,10 +83,9 @@ pub fn entries(folder: &Path, url_base: &str) -> Entries {
     }
     let mut patterns = BTreeMap::new();
     for (file, name) in found {
-        let Ok(rel) = file.strip_prefix(folder) else {
+        let Some(location) = paths::url_of(folder, &file, url_base) else {
             continue;
         };
-        let location = join_url(url_base, &slash_path(rel));
         if let Some(p) = EntryPattern::for_file(&location, name.as_deref()) {
             patterns.insert(file, p);
         }
@@ -123,8 +124,14 @@ fn manifest_entries(
                     .get("name")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                if let Some(file) = chunk.get("file").and_then(Value::as_str) {
-                    out.push((folder.join(file), name));
+                // Relative to the build folder, `/` (or `\` from a tool
+                // on Windows); nothing outside it.
+                if let Some(file) = chunk
+                    .get("file")
+                    .and_then(Value::as_str)
+                    .and_then(|f| paths::manifest_file(folder, f))
+                {
+                    out.push((file, name));
                 }
                 for css in chunk
                     .get("css")
@@ -132,8 +139,9 @@ fn manifest_entries(
                     .into_iter()
                     .flatten()
                     .filter_map(Value::as_str)
+                    .filter_map(|css| paths::manifest_file(folder, css))
                 {
-                    out.push((folder.join(css), None));
+                    out.push((css, None));
                 }
             }
             Value::String(url) => {
@@ -168,7 +176,7 @@ fn file_of_url(folder: &Path, url_base: &str, url: &str) -> Option<PathBuf> {
         _ if !url.starts_with('/') && !url.contains("://") => url,
         _ => return None,
     };
-    let file = folder.join(rel);
+    let file = paths::manifest_file(folder, rel)?;
     file.is_file().then_some(file)
 }
 
@@ -288,6 +296,30 @@ mod tests {
         let e = entries(dir.path(), "/app");
         let got: Vec<&String> = e.patterns.values().collect();
         assert_eq!(got, ["/app/app-[hash:8].css", "/app/main-[hash:8].js"]);
+    }
+
+    #[test]
+    fn a_manifest_written_on_windows_names_its_files_with_backslashes() {
+        let dir = build(&[
+            (
+                ".vite/manifest.json",
+                r#"{"index.html":{"file":"assets\\index-BuR3Dq2X.js","name":"index","isEntry":true,"css":["assets\\index-D8xk2Qz1.css"]},
+                   "evil.html":{"file":"..\\..\\outside-1a2b3c4d.js","name":"outside","isEntry":true},
+                   "drive.html":{"file":"C:\\Windows\\x-1a2b3c4d.js","name":"x","isEntry":true}}"#,
+            ),
+            ("assets/index-BuR3Dq2X.js", "x"),
+            ("assets/index-D8xk2Qz1.css", "x"),
+        ]);
+        let e = entries(dir.path(), "/");
+        let got: Vec<&String> = e.patterns.values().collect();
+        assert_eq!(
+            got,
+            ["/assets/index-[hash:8].js", "/assets/index-[hash:8].css"]
+        );
+        assert!(e
+            .patterns
+            .keys()
+            .all(|f| f.starts_with(dir.path()) && !f.to_string_lossy().contains('\\')));
     }
 
     #[test]

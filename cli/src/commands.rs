@@ -9,7 +9,7 @@ use crate::cli::{ticket_key, Action, Cli, UsageError};
 use stamp_model::Stage;
 
 use crate::client::{ApiError, Client, GitMeta, Ticket};
-use crate::config::{self, resolve_path, slash_path, ConfigError, Flags, Settings, Source};
+use crate::config::{self, resolve_path, ConfigError, Flags, Settings, Source};
 use crate::error::{Failure, Kind};
 use crate::git::Repo;
 use crate::output::{self, Reporter};
@@ -515,8 +515,8 @@ impl Ctx<'_> {
         if let Some(u) = self.settings.configured_url_path(folder) {
             return Ok(u);
         }
-        if let Some(rel) = repo.and_then(|r| r.relative(folder)) {
-            return Ok(format!("/{rel}"));
+        if let Some(url) = repo.and_then(|r| crate::paths::url_of(&r.root, folder, "/")) {
+            return Ok(url);
         }
         let base = self
             .settings
@@ -524,9 +524,9 @@ impl Ctx<'_> {
             .as_ref()
             .and_then(|f| f.parent().map(resolve_path))
             .unwrap_or_else(|| resolve_path(self.cwd));
-        match folder.strip_prefix(&base) {
-            Ok(rel) => Ok(format!("/{}", slash_path(rel))),
-            Err(_) => Err(Failure::new(
+        match crate::paths::url_of(&base, folder, "/") {
+            Some(url) => Ok(url),
+            None => Err(Failure::new(
                 Kind::Usage,
                 format!(
                     "cannot tell which URL path production serves {} at",
@@ -574,7 +574,7 @@ impl Ctx<'_> {
         }
         let mut specifiers = HashMap::new();
         for (spec, file) in &self.settings.specifiers {
-            if file.starts_with(folder) {
+            if crate::paths::is_within(folder, file) {
                 specifiers.insert(file.clone(), spec.clone());
             } else if !quiet {
                 report.note(&format!(
@@ -587,7 +587,7 @@ impl Ctx<'_> {
         let mut only = Vec::new();
         for f in files {
             let abs = resolve_path(&self.cwd.join(f));
-            if !abs.starts_with(folder) {
+            if !crate::paths::is_within(folder, &abs) {
                 return Err(Failure::new(
                     Kind::Usage,
                     format!("{} is not in the folder {}", f.display(), folder.display()),
@@ -599,7 +599,7 @@ impl Ctx<'_> {
         }
         let build = self.cli.build
             || self.settings.build.unwrap_or_else(|| {
-                folder.join(".vite/manifest.json").is_file()
+                crate::paths::join_slash(folder, ".vite/manifest.json").is_file()
                     || (crate::bundle::looks_built(folder)
                         && repo.as_ref().is_some_and(|r| r.is_ignored(folder)))
             });

@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cli::project_key_ok;
+use crate::paths::join_names;
 
 pub const FILE_NAME: &str = "stamp.toml";
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -97,8 +98,7 @@ impl Settings {
     /// the configured folder's `url_path`, or a sub-folder of it.
     pub fn configured_url_path(&self, folder: &Path) -> Option<String> {
         let (base, url) = self.url_path.as_ref()?;
-        let rest = folder.strip_prefix(base).ok()?;
-        Some(join_url(url, &slash_path(rest)))
+        crate::paths::url_of(base, folder, url)
     }
 
     /// A short description of where each setting came from (for `-v`).
@@ -314,8 +314,16 @@ pub fn resolve(
         None => None,
     };
 
-    // folder: flag (from cwd) > file (from its directory) > ./src
-    let file_folder = fc.folder.as_ref().map(|f| resolve_path(&base_dir.join(f)));
+    // folder: flag (from cwd) > file (from its directory) > ./src. A file's
+    // paths are relative with `/` or `\` (it is shared between systems);
+    // a flag is this system's own path.
+    let mut file_folder = None;
+    if let Some(f) = &fc.folder {
+        match crate::paths::relative_setting(f) {
+            Ok(names) => file_folder = Some(resolve_path(&join_names(&base_dir, names))),
+            Err(why) => problems.push(format!("{shown}: `folder = \"{f}\"` {why}")),
+        }
+    }
     let (folder, folder_from) = if let Some(f) = &flags.folder {
         (resolve_path(&cwd.join(f)), Source::Flag("--folder"))
     } else if let Some(f) = &file_folder {
@@ -365,7 +373,12 @@ pub fn resolve(
             problems.push(format!("{shown}: specifiers.\"{spec}\" names no file"));
             continue;
         }
-        specifiers.push((spec.clone(), resolve_path(&base_dir.join(file))));
+        match crate::paths::relative_setting(file) {
+            Ok(names) => {
+                specifiers.push((spec.clone(), resolve_path(&join_names(&base_dir, names))));
+            }
+            Err(why) => problems.push(format!("{shown}: specifiers.\"{spec}\" = \"{file}\" {why}")),
+        }
     }
 
     if !problems.is_empty() {
@@ -461,20 +474,11 @@ pub fn join_url(base: &str, rest: &str) -> String {
     }
 }
 
-/// A relative path with `/` separators.
-pub fn slash_path(p: &Path) -> String {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// An absolute path with `.` and `..` resolved and symlinks resolved for the
 /// part that exists (so it compares equal to what a directory walk yields,
-/// also for files that no longer exist).
+/// also for files that no longer exist). On Windows the `\\?\` prefix
+/// `canonicalize` adds is dropped where the plain path means the same file
+/// (see [`crate::paths::tidy`]); the names keep their case on disk.
 pub fn resolve_path(p: &Path) -> PathBuf {
     let mut lexical = PathBuf::new();
     for c in p.components() {
@@ -490,7 +494,7 @@ pub fn resolve_path(p: &Path) -> PathBuf {
     let mut rest = Vec::new();
     loop {
         if let Ok(canon) = std::fs::canonicalize(&existing) {
-            let mut out = canon;
+            let mut out = crate::paths::tidy(canon);
             for r in rest.iter().rev() {
                 out.push(r);
             }
@@ -602,6 +606,51 @@ mod tests {
         assert_eq!(s.folder, PathBuf::from("/repo/src"));
         let s = resolve(&Flags::default(), &env, None, Path::new("/work")).unwrap();
         assert_eq!(s.folder, PathBuf::from("/work/src"));
+    }
+
+    #[test]
+    fn folders_and_specifier_files_take_either_separator_and_must_be_relative() {
+        let env = env_of(&[]);
+        let cwd = Path::new("/repo");
+        // What a Windows user writes in stamp.toml and package.json.
+        let f = file("folder = 'web\\js'\n[specifiers]\n\"@shop/cart\" = 'web\\js\\cart.js'\n");
+        let s = resolve(&Flags::default(), &env, f, cwd).unwrap();
+        assert_eq!(s.folder, PathBuf::from("/repo/web/js"));
+        assert_eq!(s.specifiers[0].1, PathBuf::from("/repo/web/js/cart.js"));
+        let p = Path::new("/repo/package.json");
+        let fc = parse_package(r#"{"ticket-stamp":{"folder":"dist\\assets"}}"#, p).unwrap();
+        let s = resolve(&Flags::default(), &env, Some((p.to_path_buf(), fc)), cwd).unwrap();
+        assert_eq!(s.folder, PathBuf::from("/repo/dist/assets"));
+        // A monorepo's output above the file.
+        let s = resolve(
+            &Flags::default(),
+            &env,
+            file("folder = '..\\dist\\shop'"),
+            cwd,
+        )
+        .unwrap();
+        assert_eq!(s.folder, PathBuf::from("/dist/shop"));
+        // A path on one machine only is refused, with the key and what to do.
+        for bad in [
+            "folder = 'C:\\work\\shop\\src'",
+            "folder = '\\\\server\\share\\src'",
+            "folder = '/home/me/shop/src'",
+            "[specifiers]\n\"@shop/cart\" = 'D:\\cart.js'",
+        ] {
+            let e = resolve(&Flags::default(), &env, file(bad), cwd).unwrap_err();
+            let all = e.problems.join("\n");
+            assert!(
+                all.contains("must be relative") && all.contains("--folder"),
+                "{bad}: {all}"
+            );
+        }
+        // A flag is this system's own path, absolute or not.
+        let flags = Flags {
+            folder: Some("/elsewhere/src".into()),
+            ..Flags::default()
+        };
+        let s = resolve(&flags, &env, file("folder = 'src'"), cwd).unwrap();
+        assert_eq!(s.folder, PathBuf::from("/elsewhere/src"));
     }
 
     #[test]

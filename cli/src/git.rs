@@ -89,7 +89,9 @@ impl Repo {
         let Some(workdir) = repo.workdir() else {
             return Ok(None);
         };
-        let root = std::fs::canonicalize(workdir).unwrap_or_else(|_| workdir.to_path_buf());
+        let root = std::fs::canonicalize(workdir)
+            .map(crate::paths::tidy)
+            .unwrap_or_else(|_| workdir.to_path_buf());
         Ok(Some(Repo { repo, root }))
     }
 
@@ -192,22 +194,17 @@ impl Repo {
 
     /// The blob a file (absolute path) had in `tree`, if it was there.
     pub fn blob_in(&self, tree: &Tree<'_>, file: &Path) -> Option<Oid> {
-        let rel = file.strip_prefix(&self.root).ok()?;
-        let entry = tree.get_path(rel).ok()?;
+        let rel = crate::paths::relative_slash(&self.root, file)?;
+        let entry = tree.get_path(Path::new(&rel)).ok()?;
         (entry.kind() == Some(ObjectType::Blob)).then(|| entry.id())
     }
 
     /// Whether git ignores `path` (a build folder, typically).
     pub fn is_ignored(&self, path: &Path) -> bool {
-        let rel = path.strip_prefix(&self.root).unwrap_or(path);
-        !rel.as_os_str().is_empty() && self.repo.is_path_ignored(rel).unwrap_or(false)
-    }
-
-    /// A path's place in the repository (`src/lib`), `/`-separated.
-    pub fn relative(&self, path: &Path) -> Option<String> {
-        path.strip_prefix(&self.root)
-            .ok()
-            .map(crate::config::slash_path)
+        match crate::paths::relative_slash(&self.root, path) {
+            Some(rel) => !rel.is_empty() && self.repo.is_path_ignored(&rel).unwrap_or(false),
+            None => self.repo.is_path_ignored(path).unwrap_or(false),
+        }
     }
 
     /// Files that are not committed: modified, staged, deleted, renamed or

@@ -11,6 +11,7 @@ mod error;
 mod git;
 mod login;
 mod output;
+mod paths;
 mod sync;
 mod watch;
 

@@ -14,9 +14,9 @@ use stamp_model::wire::ErrorCode;
 use stamp_model::Stage;
 
 use crate::client::{ApiError, Client, GitMeta, Ticket};
-use crate::config::{join_url, slash_path};
 use crate::git::{blob_id, Repo};
 use crate::output::{Reporter, Summary};
+use crate::paths;
 
 /// Which files the sync is about and where production serves them.
 #[derive(Debug, Clone)]
@@ -41,15 +41,14 @@ pub struct Scope {
 impl Scope {
     /// The production URL path of a file under the folder.
     pub fn url_path(&self, file: &Path) -> Option<String> {
-        let rel = file.strip_prefix(&self.folder).ok()?;
-        Some(join_url(&self.url_base, &slash_path(rel)))
+        paths::url_of(&self.folder, file, &self.url_base)
     }
 
     /// The file a production URL path belongs to, if it is under the folder.
     fn file_of(&self, url_path: &str) -> Option<PathBuf> {
         let base = self.url_base.trim_end_matches('/');
         let rel = url_path.strip_prefix(base)?.strip_prefix('/')?;
-        Some(self.folder.join(rel))
+        Some(paths::join_slash(&self.folder, rel))
     }
 
     /// A build's entry patterns, read afresh (the bundler rewrites its
@@ -63,7 +62,7 @@ impl Scope {
     }
 
     fn selected(&self, file: &Path) -> bool {
-        self.only.is_empty() || self.only.iter().any(|o| file.starts_with(o))
+        self.only.is_empty() || self.only.iter().any(|o| paths::is_within(o, file))
     }
 
     /// Whether an override on the server is this folder's to keep in sync.
@@ -77,7 +76,7 @@ impl Scope {
                     .then(|| self.file_of(path))
                     .flatten()
             });
-        file.is_some_and(|f| f.starts_with(&self.folder) && self.selected(&f))
+        file.is_some_and(|f| paths::is_within(&self.folder, &f) && self.selected(&f))
     }
 }
 
