@@ -409,3 +409,362 @@ async fn the_github_actions_workflow_uploads_on_push_and_promotes_on_the_label()
     let closed = run_job(branch, "closed", None, token);
     assert_eq!(closed.conclusion, "skipped", "{}", closed.log);
 }
+
+/// A proxy that takes uploads with one `dev` token (the CI's).
+fn proxy_with_token(work: &Path, token: &str) -> (Origin, Proxy) {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html("<script type=module src=/src/app.js></script>"),
+    );
+    let conf = work.join("proxy.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n\
+             [[tokens]]\nname = \"ci\"\nrole = \"dev\"\nsha256 = \"{}\"\n",
+            origin.url,
+            work.join("store").display(),
+            stamp_control::hash_token(token)
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    (origin, proxy)
+}
+
+/// What one pipeline did (tests/node/run-gitlab-ci.mjs).
+struct Pipeline {
+    created: bool,
+    status: String,
+    jobs: Vec<serde_json::Value>,
+    log: String,
+}
+
+impl Pipeline {
+    fn job(&self, name: &str) -> &serde_json::Value {
+        self.jobs
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no job {name} in the pipeline: {:?}\n{}",
+                    self.jobs, self.log
+                )
+            })
+    }
+
+    fn status(&self, name: &str) -> &str {
+        self.job(name)["status"].as_str().unwrap()
+    }
+}
+
+/// Runs the pipeline GitLab would create for `event` from `remote`'s
+/// .gitlab-ci.yml at the event's commit.
+fn run_pipeline(
+    work: &Path,
+    remote: &Path,
+    event: &serde_json::Value,
+    variables: &serde_json::Value,
+    play: &[&str],
+    env: &[(&str, &Path)],
+) -> Pipeline {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let event_file = work.join(format!("gitlab-event-{n}.json"));
+    std::fs::write(&event_file, event.to_string()).unwrap();
+    let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/run-gitlab-ci.mjs");
+    let mut cmd = Command::new("node");
+    cmd.arg(&runner)
+        .arg("--repo")
+        .arg(remote)
+        .arg("--event")
+        .arg(&event_file)
+        .arg("--builds")
+        .arg(work.join(format!("builds-{n}")))
+        .arg("--variables")
+        .arg(variables.to_string())
+        .env("npm_config_update_notifier", "false")
+        .env("npm_config_fund", "false")
+        .env("npm_config_audit", "false")
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    for p in play {
+        cmd.arg("--play").arg(p);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the runner failed:\n{log}");
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {log}"));
+    Pipeline {
+        created: last["pipeline"] == "created",
+        status: last["status"].as_str().unwrap_or("").to_string(),
+        jobs: last["jobs"].as_array().unwrap().clone(),
+        log,
+    }
+}
+
+/// The GitLab CI recipe we ship, conf/gitlab-ci/ticket-stamp.yml, included
+/// as written from a project's .gitlab-ci.yml and run for merge-request and
+/// push pipelines: a fresh detached checkout per job, `npm ci` installing
+/// the packed package from the lockfile, `npx ticket-stamp` against a real
+/// proxy with the masked token, the key carried to the promotion by a
+/// dotenv report, and the promotion by the label or by playing the job.
+#[tokio::test]
+async fn the_gitlab_ci_recipe_uploads_on_push_and_promotes_on_the_label_or_by_hand() {
+    let work = tempfile::tempdir().unwrap();
+    let (launcher, platform) = pack(&work.path().join("tarballs"));
+    let cache = work.path().join("npm-cache");
+    let token = "ci-token-0123456789abcdef";
+    let (_origin, proxy) = proxy_with_token(work.path(), token);
+
+    // The project: the package from the tarballs, stamp.toml, the recipe
+    // copied to ci/ and included, and a test job of its own.
+    let remote = work.path().join("remote.git");
+    git(
+        work.path(),
+        &["init", "-q", "--bare", "-b", "main", "remote.git"],
+    );
+    let dev = work.path().join("dev");
+    std::fs::create_dir_all(dev.join("src")).unwrap();
+    std::fs::create_dir_all(dev.join("ci")).unwrap();
+    git(&dev, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        dev.join("package.json"),
+        r#"{"name":"shop","private":true}"#,
+    )
+    .unwrap();
+    ok(&mut npm(
+        &dev,
+        &cache,
+        &[
+            "install",
+            "--offline",
+            "--save-dev",
+            &platform.to_string_lossy(),
+            &launcher.to_string_lossy(),
+        ],
+    ));
+    std::fs::write(dev.join(".gitignore"), "node_modules/\nstamp.jsonl\n").unwrap();
+    std::fs::write(
+        dev.join("stamp.toml"),
+        "folder = \"src\"\nurl_path = \"/src\"\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/gitlab-ci/ticket-stamp.yml"),
+        dev.join("ci/ticket-stamp.yml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dev.join(".gitlab-ci.yml"),
+        "workflow:\n  rules:\n\
+         \x20   - if: $CI_PIPELINE_SOURCE == \"merge_request_event\"\n\
+         \x20   - if: $CI_COMMIT_BRANCH && $CI_OPEN_MERGE_REQUESTS\n      when: never\n\
+         \x20   - if: $CI_COMMIT_BRANCH\n\
+         include:\n  - local: ci/ticket-stamp.yml\n\
+         test:\n  image: node:20\n  script:\n    - echo \"the shop's tests\"\n",
+    )
+    .unwrap();
+    std::fs::write(dev.join("src/app.js"), "export const v = 'production';\n").unwrap();
+    git(&dev, &["add", "-A"]);
+    git(&dev, &["commit", "-q", "-m", "shop"]);
+    git(
+        &dev,
+        &["remote", "add", "origin", &remote.to_string_lossy()],
+    );
+    git(&dev, &["push", "-q", "origin", "main"]);
+    let main_sha = git(&dev, &["rev-parse", "HEAD"]);
+    let branch_head = |branch: &str, text: &str| {
+        git(&dev, &["switch", "-q", "-c", branch, "main"]);
+        std::fs::write(dev.join("src/app.js"), text).unwrap();
+        git(&dev, &["commit", "-q", "-am", text]);
+        git(&dev, &["push", "-q", "origin", branch]);
+        git(&dev, &["rev-parse", "HEAD"])
+    };
+    let branch = "tkt-7-new-greeting";
+    let head = branch_head(branch, "export const v = 'TKT-7 greeting';\n");
+    let head8 = branch_head("tkt-8-by-hand", "export const v = 'TKT-8';\n");
+    let typo = branch_head("fix-typo", "export const v = 'typo';\n");
+
+    let mr = |branch: &str, sha: &str, labels: &[&str]| {
+        serde_json::json!({
+            "source": "merge_request_event",
+            "sha": sha,
+            "merge_request": {
+                "iid": 12, "source_branch": branch, "target_branch": "main",
+                "labels": labels, "title": "A new greeting",
+            },
+            "project": { "path": "shop/shop", "default_branch": "main" },
+        })
+    };
+    let vars = |secret: &str| {
+        serde_json::json!({
+            "STAMP_SERVER": proxy.url,
+            "STAMP_TOKEN": { "value": secret, "masked": true },
+        })
+    };
+    let env = [("npm_config_cache", cache.as_path())];
+    let pipeline = |event: &serde_json::Value, secret: &str, play: &[&str]| {
+        let p = run_pipeline(work.path(), &remote, event, &vars(secret), play, &env);
+        assert!(
+            !p.log.contains(secret),
+            "the token is not masked:\n{}",
+            p.log
+        );
+        p
+    };
+    let api = proxy.url("/__stamp/api/v1/tickets");
+    let ticket = |key: &'static str| {
+        let url = format!("{api}/{key}");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+
+    // A push to the merge request: uploaded, the link in the log; the
+    // promotion waits for a hand (manual, allowed to fail: not blocking).
+    let pushed = pipeline(&mr(branch, &head, &[]), token, &[]);
+    assert_eq!(pushed.status, "success", "{}", pushed.log);
+    assert_eq!(pushed.status("ticket-stamp"), "success", "{}", pushed.log);
+    assert_eq!(pushed.status("ticket-stamp:promote"), "manual");
+    assert_eq!(pushed.job("ticket-stamp:promote")["allow_failure"], true);
+    assert_eq!(
+        pushed.job("ticket-stamp")["resource_group"],
+        format!("ticket-stamp/{branch}")
+    );
+    assert!(
+        pushed
+            .log
+            .contains("ticket-stamp: TKT-7 (dev): 1 uploaded, 0 removed: ")
+            && pushed.log.contains("?dev=TKT-7"),
+        "{}",
+        pushed.log
+    );
+    let t = ticket("TKT-7").await;
+    assert_eq!(t["stage"], "dev", "{t}");
+    assert_eq!(t["modules"]["dev"][0]["path"], "/src/app.js", "{t}");
+    // Detached at the commit, the branch still reaches the ticket.
+    assert_eq!(t["history"][0]["branch"], branch, "{t}");
+    assert_eq!(t["history"][0]["commit"], head.as_str(), "{t}");
+
+    // Another label: nothing is promoted.
+    let other = pipeline(&mr(branch, &head, &["needs-design"]), token, &[]);
+    assert_eq!(other.status, "success", "{}", other.log);
+    assert_eq!(other.status("ticket-stamp:promote"), "manual");
+    assert_eq!(ticket("TKT-7").await["stage"], "dev");
+
+    // The label `ready-for-qa`, among others: promoted to qa.
+    let labeled = pipeline(
+        &mr(branch, &head, &["needs-design", "ready-for-qa"]),
+        token,
+        &[],
+    );
+    assert_eq!(labeled.status, "success", "{}", labeled.log);
+    assert_eq!(labeled.status("ticket-stamp:promote"), "success");
+    assert!(labeled.log.contains("TKT-7 is in qa"), "{}", labeled.log);
+    assert_eq!(ticket("TKT-7").await["stage"], "qa");
+
+    // The label stays on the merge request: the next pipeline uploads to
+    // dev but does not promote again (qa -> prod is not the recipe's).
+    let again = pipeline(&mr(branch, &head, &["ready-for-qa"]), token, &[]);
+    assert_eq!(again.status, "success", "{}", again.log);
+    assert_eq!(again.status("ticket-stamp:promote"), "success");
+    assert!(
+        again.log.contains("TKT-7 is in qa already: not promoted"),
+        "{}",
+        again.log
+    );
+    assert_eq!(ticket("TKT-7").await["stage"], "qa");
+
+    // The manual job, played, promotes.
+    let by_hand = pipeline(&mr("tkt-8-by-hand", &head8, &[]), token, &[]);
+    assert_eq!(by_hand.status("ticket-stamp:promote"), "manual");
+    assert_eq!(ticket("TKT-8").await["stage"], "dev");
+    let played = pipeline(
+        &mr("tkt-8-by-hand", &head8, &[]),
+        token,
+        &["ticket-stamp:promote"],
+    );
+    assert_eq!(played.status, "success", "{}", played.log);
+    assert_eq!(played.status("ticket-stamp:promote"), "success");
+    assert_eq!(ticket("TKT-8").await["stage"], "qa");
+
+    // A branch that names no ticket stamps nothing, and says so.
+    let untitled = pipeline(&mr("fix-typo", &typo, &["ready-for-qa"]), token, &[]);
+    assert_eq!(untitled.status, "success", "{}", untitled.log);
+    assert!(
+        untitled
+            .log
+            .contains("the branch fix-typo names no ticket (TKT-123-…): nothing to stamp"),
+        "{}",
+        untitled.log
+    );
+    assert!(
+        untitled.log.contains("nothing to promote"),
+        "{}",
+        untitled.log
+    );
+    assert!(!untitled.log.contains("npm ci"), "{}", untitled.log);
+
+    // A wrong token fails the upload with the recipe's message (exit 3);
+    // the promotion that needs it is skipped.
+    let wrong = pipeline(
+        &mr(branch, &head, &["ready-for-qa"]),
+        "not-the-token-000000",
+        &[],
+    );
+    assert_eq!(wrong.status, "failed", "{}", wrong.log);
+    assert_eq!(wrong.status("ticket-stamp"), "failed");
+    assert_eq!(wrong.status("ticket-stamp:promote"), "skipped");
+    assert!(
+        wrong.log.contains("ticket-stamp: TKT-7: cannot reach")
+            && wrong
+                .log
+                .contains("STAMP_TOKEN is missing or may not upload"),
+        "{}",
+        wrong.log
+    );
+
+    // A push to main (a branch pipeline): the project's own jobs run, the
+    // recipe's do not.
+    let push = pipeline(
+        &serde_json::json!({
+            "source": "push", "sha": main_sha, "ref": "main",
+            "project": { "path": "shop/shop", "default_branch": "main" },
+        }),
+        token,
+        &[],
+    );
+    assert!(push.created, "{}", push.log);
+    let names: Vec<&str> = push
+        .jobs
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["test"], "{}", push.log);
+    assert_eq!(push.status("test"), "success");
+    // A branch push while its merge request is open: no duplicate pipeline.
+    let duplicate = pipeline(
+        &serde_json::json!({
+            "source": "push", "sha": head, "ref": branch,
+            "open_merge_requests": "shop/shop!12",
+            "project": { "path": "shop/shop", "default_branch": "main" },
+        }),
+        token,
+        &[],
+    );
+    assert!(!duplicate.created, "{}", duplicate.log);
+}
