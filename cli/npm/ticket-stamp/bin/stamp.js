@@ -1,44 +1,33 @@
 #!/usr/bin/env node
 // The `ticket-stamp` / `stamp` command: runs the prebuilt `stamp` binary of
 // this platform's package (@ticket-stamp/<os>-<cpu>, an optional dependency
-// npm installs only where it fits), with the same arguments, stdio, exit
-// code and signals. The pattern esbuild and biome use.
+// npm installs only where it fits; lib/platform.js chooses it), with the
+// same arguments, stdio, exit code and signals. The pattern esbuild and
+// biome use.
 "use strict";
 
 const { spawnSync } = require("node:child_process");
 const fs = require("node:fs");
 const path = require("node:path");
 
+const { choose, detectLibc } = require("../lib/platform.js");
 const platforms = require("../platforms.json");
-const key = `${process.platform}-${process.arch}`;
-const pkg = `@ticket-stamp/${key}`;
-const exe = process.platform === "win32" ? "stamp.exe" : "stamp";
 
 function fail(message) {
   process.stderr.write(`ticket-stamp: ${message}\n`);
   process.exit(1);
 }
 
-let binary;
-if (process.env.TICKET_STAMP_BINARY) {
-  binary = process.env.TICKET_STAMP_BINARY;
-} else {
-  try {
-    binary = require.resolve(`${pkg}/bin/${exe}`);
-  } catch {
-    if (!platforms.includes(key)) {
-      fail(
-        `there is no prebuilt binary for ${key} (built for: ${platforms.join(", ")}).\n` +
-          "  Build it from source with Rust: cargo install --git <repository> stamp-cli,\n" +
-          "  or point TICKET_STAMP_BINARY at a stamp binary."
-      );
-    }
-    fail(
-      `the package ${pkg} is not installed. It is an optional dependency of ticket-stamp;\n` +
-        "  reinstall without --no-optional / --omit=optional (npm install ticket-stamp)."
-    );
-  }
-}
+const chosen = choose({
+  platform: process.platform,
+  arch: process.arch,
+  libc: detectLibc(process),
+  platforms,
+  env: process.env,
+  resolve: require.resolve,
+});
+if (chosen.error) fail(chosen.error);
+const binary = chosen.binary;
 
 try {
   // npm may drop the executable bit when it unpacks a tarball.
@@ -53,7 +42,11 @@ try {
 
 const result = spawnSync(binary, process.argv.slice(2), { stdio: "inherit" });
 if (result.error) {
-  fail(`cannot run ${path.basename(binary)}: ${result.error.message}`);
+  const rosetta =
+    chosen.package === "@ticket-stamp/darwin-x64" && process.arch === "arm64"
+      ? " (an x64 binary on Apple silicon needs Rosetta 2: softwareupdate --install-rosetta)"
+      : "";
+  fail(`cannot run ${path.basename(binary)}: ${result.error.message}${rosetta}`);
 }
 if (result.signal) {
   process.kill(process.pid, result.signal);
