@@ -11,6 +11,7 @@
 //! `Retry-After` (`fail_next`).
 
 mod github;
+mod gitlab;
 mod idp;
 mod jira;
 mod oauth;
@@ -18,6 +19,7 @@ mod slack;
 mod webhook;
 
 pub use github::*;
+pub use gitlab::*;
 pub use idp::*;
 pub use jira::*;
 pub use oauth::*;

@@ -18,7 +18,7 @@ use stamp_model::lifecycle::Transition;
 use stamp_model::roles::Role;
 use stamp_model::ticket::{Stage, TicketKey};
 use stamp_store::SharedStore;
-use stamp_tests::fakes::{FakeGitHub, FakeJira, FakeReceiver, FakeSlack};
+use stamp_tests::fakes::{FakeGitHub, FakeGitLab, FakeJira, FakeReceiver, FakeSlack};
 use stamp_tests::{Origin, Proxy, Route};
 
 // ------------------------------------------------------------------ helpers
@@ -374,7 +374,7 @@ timeout = "soon"
     assert_eq!(
         errs,
         vec![
-            "policies[0].kind: unknown kind `sign_off`; valid kinds: git, sign-off, sanity, conflict, command, jira, github",
+            "policies[0].kind: unknown kind `sign_off`; valid kinds: git, sign-off, sanity, conflict, command, jira, github, gitlab",
             "policies[1].brnach: unknown key for kind `git`; valid keys: kind, on, remote, branch, cache_dir, timeout, on_fetch_error, require_commit, username, token, token_env",
             "policies[2].email: is required with api = \"cloud\" (the account the API token belongs to)",
             "policies[2].statuses.\"dev->prod\": `dev->prod` is not a transition the workflow makes; valid: dev->qa, qa->prod, prod->qa, qa->dev, dev->closed, qa->closed",
@@ -402,7 +402,7 @@ url = "http://127.0.0.1:9/x"
     assert_eq!(errs.len(), 3, "{errs:#?}");
     assert_eq!(
         errs[0],
-        "hooks[0].kind: unknown kind `teams`; valid kinds: jira, slack, github, webhook"
+        "hooks[0].kind: unknown kind `teams`; valid kinds: jira, slack, github, gitlab, webhook"
     );
     assert!(errs[1].starts_with("hooks[1].chanel: unknown key for kind `slack`; valid keys: kind, events, max_attempts, backoff, max_backoff, timeout, webhook_url, token, token_env, channel, api_url"), "{}", errs[1]);
     assert!(
@@ -1644,4 +1644,504 @@ fn github_settings_are_checked() {
     .unwrap_or_default()
     .join("\n");
     assert!(err.contains("must name both {ticket} and {stage}"), "{err}");
+}
+
+// ------------------------------------------------------------------ GitLab
+
+fn gitlab_policy(url: &str, extra: &str) -> Engine {
+    engine(&format!(
+        r#"[[policies]]
+kind = "gitlab"
+project = "acme/shop"
+url = "{url}"
+token = "gl-token"
+timeout = "2s"
+max_retry_wait = "1s"
+{extra}"#
+    ))
+}
+
+#[tokio::test]
+async fn gitlab_policy_needs_an_approved_merge_request_with_a_green_pipeline() {
+    let gl = FakeGitLab::start("acme/shop", "gl-token", "gl-read").unwrap();
+    let (s, _dir) = store().await;
+    ticket_in_qa(&s, "TKT-82").await;
+    let e = gitlab_policy(gl.url(), "");
+    let c = release_ctx(&s, "TKT-82", "feature/TKT-82", SHA).await;
+
+    // No merge request for the branch.
+    assert_denied(
+        &e.check(&c).await,
+        "no open merge request for branch feature/TKT-82 in acme/shop",
+    );
+
+    // A draft, no approval, no pipeline, and at another commit: every
+    // reason at once, and a warning about the commit.
+    let mr = gl.merge_request("feature/TKT-82", PR_HEAD);
+    gl.set_draft(mr, true);
+    let v = e.check(&c).await;
+    assert_denied(&v, "merge request !1 is a draft");
+    assert_denied(&v, "merge request !1 has no approval");
+    assert_denied(
+        &v,
+        "merge request !1 has no pipeline for its head commit 89abcdef",
+    );
+    assert!(
+        v.warnings.iter().any(|(_, w)| w
+            .contains("the ticket's code is from 01234567, merge request !1 is at 89abcdef")),
+        "{v:#?}"
+    );
+    gl.set_draft(mr, false);
+    gl.approve(mr, "carol");
+    // A pipeline of an older commit does not count; a running one neither.
+    gl.pipeline(mr, SHA, "success");
+    assert_denied(
+        &e.check(&c).await,
+        "ran on 01234567, not on its head commit 89abcdef",
+    );
+    gl.pipeline(mr, PR_HEAD, "running");
+    assert_denied(&e.check(&c).await, "of merge request !1 is running");
+    gl.pipeline(mr, PR_HEAD, "failed");
+    assert_denied(&e.check(&c).await, "of merge request !1 is failed");
+    gl.pipeline(mr, PR_HEAD, "success");
+    let v = e.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+
+    // Two approvals wanted.
+    let two = gitlab_policy(gl.url(), "min_approvals = 2");
+    assert_denied(
+        &two.check(&c).await,
+        "merge request !1 has 1 approval (carol), 2 required",
+    );
+    // A tier with approval rules: each rule must be met.
+    gl.rule(mr, "Security", 2);
+    let v = e.check(&c).await;
+    assert_denied(
+        &v,
+        "approval rule `Security` of merge request !1 needs 2 more approvals (0 of 2)",
+    );
+    gl.approve(mr, "dave");
+    assert_denied(
+        &e.check(&c).await,
+        "approval rule `Security` of merge request !1 needs 1 more approval (1 of 2)",
+    );
+    gl.approve(mr, "erin");
+    let v = e.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    let v = two.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+
+    // The project by its numeric id, and an instance URL already ending
+    // in /api/v4, reach the same project.
+    let by_id = engine(&format!(
+        "[[policies]]\nkind = \"gitlab\"\nproject = \"42\"\nurl = \"{}/api/v4\"\ntoken = \"gl-token\"\n",
+        gl.url()
+    ));
+    let v = by_id.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    // GitLab's auth header on every call; the project path escaped.
+    let all = gl.fake.requests();
+    assert!(all
+        .iter()
+        .all(|r| r.header("private-token").as_deref() == Some("gl-token")));
+    assert!(
+        all.iter()
+            .any(|r| r.path == "/api/v4/projects/acme%2Fshop/merge_requests"
+                && r.query.contains("source_branch=feature%2FTKT-82")),
+        "{:?}",
+        all.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    assert!(all
+        .iter()
+        .any(|r| r.path == "/api/v4/projects/42/merge_requests/1/approvals"));
+    assert!(all[0]
+        .header("user-agent")
+        .unwrap()
+        .starts_with("ticket-stamp/"));
+}
+
+#[tokio::test]
+async fn gitlab_policy_errors_say_what_is_wrong_and_fail_closed() {
+    let gl = FakeGitLab::start("acme/shop", "gl-token", "gl-read").unwrap();
+    let (s, _dir) = store().await;
+    ticket_in_qa(&s, "TKT-83").await;
+    let mr = gl.merge_request("TKT-83", PR_HEAD);
+    gl.approve(mr, "carol");
+    gl.pipeline(mr, PR_HEAD, "success");
+    let c = release_ctx(&s, "TKT-83", "TKT-83", PR_HEAD).await;
+    let e = gitlab_policy(gl.url(), "");
+    let v = e.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    // A read_api token is enough for the policy.
+    let read = engine(&format!(
+        "[[policies]]\nkind = \"gitlab\"\nproject = \"acme/shop\"\nurl = \"{}\"\ntoken = \"gl-read\"\n",
+        gl.url()
+    ));
+    let v = read.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+
+    // A wrong, expired or revoked token: 401.
+    let bad = engine(&format!(
+        "[[policies]]\nkind = \"gitlab\"\nproject = \"acme/shop\"\nurl = \"{}\"\ntoken = \"wrong\"\n",
+        gl.url()
+    ));
+    assert_denied(
+        &bad.check(&c).await,
+        "GitLab rejected the token (401): it is wrong, expired or revoked: 401 Unauthorized",
+    );
+    // A project the token cannot see: 404, named.
+    let other = engine(&format!(
+        "[[policies]]\nkind = \"gitlab\"\nproject = \"acme/secret\"\nurl = \"{}\"\ntoken = \"gl-token\"\n",
+        gl.url()
+    ));
+    assert_denied(
+        &other.check(&c).await,
+        "GitLab has no /projects/acme%2Fsecret/merge_requests (404): check `project`",
+    );
+    // 403 and 409, each in its words.
+    gl.fake
+        .fail_next(1, 403, r#"{"message":"403 Forbidden"}"#, None);
+    assert_denied(
+        &e.check(&c).await,
+        "GitLab refused access (403): the token needs the `api` scope and a role on acme/shop",
+    );
+    gl.fake.fail_next(1, 409, r#"{"message":"Conflict"}"#, None);
+    assert_denied(
+        &e.check(&c).await,
+        "GitLab reported a conflict (409): Conflict",
+    );
+    // A spent rate limit resetting in an hour: not waited for, and named.
+    gl.set_rate_limited(true);
+    assert_denied(
+        &e.check(&c).await,
+        "GitLab is rate limiting this token (429); it resets in 3600s",
+    );
+    let lenient = gitlab_policy(gl.url(), "on_outage = \"allow\"");
+    let v = lenient.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    assert!(
+        v.warnings
+            .iter()
+            .any(|(_, w)| w.contains("gitlab: not checked: GitLab is rate limiting")),
+        "{v:#?}"
+    );
+    gl.set_rate_limited(false);
+    // A short limit (Retry-After: 1) is waited out.
+    gl.fake
+        .fail_next(1, 429, r#"{"message":"Retry later"}"#, Some(1));
+    let v = e.check(&c).await;
+    assert!(v.allowed(), "{v:#?}");
+    // GitLab down, slow, or sending what is not JSON: closed by default.
+    gl.fake.set_down(true);
+    assert_denied(&e.check(&c).await, "GitLab answered 503");
+    gl.fake.set_down(false);
+    gl.fake.set_delay(Duration::from_secs(3));
+    assert_denied(&e.check(&c).await, "did not answer in time");
+    gl.fake.set_delay(Duration::ZERO);
+    gl.fake.fail_next(1, 200, "<html>sign in</html>", None);
+    assert_denied(&e.check(&c).await, "GitLab sent a body that is not JSON");
+    // Unreachable.
+    let gone = gitlab_policy("http://127.0.0.1:9", "");
+    assert_denied(
+        &gone.check(&c).await,
+        "GitLab at http://127.0.0.1:9/api/v4 is unreachable",
+    );
+    // No branch known at all (a panel click, a ticket never synced from git).
+    let plain = ctx(&s, "TKT-83", Stage::Prod).await;
+    assert_denied(&e.check(&plain).await, "no branch is known for this ticket");
+}
+
+fn gitlab_event(kind: &str, from: Option<Stage>, to: Stage, commit: Option<&str>) -> Event {
+    Event {
+        ticket: key("TKT-91"),
+        branch: commit.map(|_| "TKT-91-checkout".to_string()),
+        share_link: Some(format!(
+            "https://app.example.com/?{}=TKT-91",
+            if to == Stage::Dev { "dev" } else { "qa" }
+        )),
+        ..github_event(kind, from, to, commit)
+    }
+}
+
+#[tokio::test]
+async fn gitlab_hook_keeps_one_note_environments_and_a_status_per_stage() {
+    let gl = FakeGitLab::start("acme/shop", "gl-token", "gl-read").unwrap();
+    let mr = gl.merge_request("TKT-91-checkout", SHA);
+    // 150 notes of others and of GitLab itself before ours, and someone
+    // quoting our marker: ours is found again across pages, theirs left be.
+    gl.foreign_notes(mr, 150);
+    gl.note_by(mr, "mallory", "<!-- ticket-stamp:TKT-91 -->\nnot the bot");
+    let d = dispatcher(&format!(
+        "[[hooks]]\nkind = \"gitlab\"\nproject = \"acme/shop\"\nurl = \"{}\"\ntoken = \"gl-token\"\nbackoff = \"20ms\"\n",
+        gl.url()
+    ));
+    d.emit(gitlab_event("uploaded", None, Stage::Dev, Some(SHA)));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    // Another upload in dev: the status is already pending (GitLab refuses
+    // pending → pending with a 400); that is not a failure to retry.
+    let posts = |path: &str| {
+        gl.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == path)
+            .count()
+    };
+    let statuses_path = format!("/api/v4/projects/acme%2Fshop/statuses/{SHA}");
+    let mut again = gitlab_event("uploaded", None, Stage::Dev, Some(SHA));
+    again.at_ms += 1;
+    d.emit(again);
+    assert!(d.idle(Duration::from_secs(10)).await);
+    assert_eq!(posts(&statuses_path), 2, "pending → pending is not retried");
+    // A 503 on the way: retried without repeating what was done.
+    gl.set_link_only(true);
+    gl.fake.fail_next(1, 503, "", None);
+    d.emit(gitlab_event(
+        "promoted",
+        Some(Stage::Dev),
+        Stage::Qa,
+        Some(SHA),
+    ));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    // A panel click: no commit or branch with the event; the last seen are used.
+    d.emit(gitlab_event("reverted", Some(Stage::Qa), Stage::Dev, None));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    gl.set_link_only(false);
+
+    let notes = gl.notes(mr);
+    let ours: Vec<&(String, String)> = notes
+        .iter()
+        .filter(|(who, _)| who == "project_42_bot_stamp")
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "one note of ours, edited in place: {notes:?}"
+    );
+    let body = &ours[0].1;
+    assert!(body.starts_with("<!-- ticket-stamp:TKT-91 -->"), "{body}");
+    assert!(body.contains("`TKT-91` is in **dev**"), "{body}");
+    assert!(
+        body.contains("alice reverted TKT-91 from qa to dev"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Preview: https://app.example.com/?dev=TKT-91"),
+        "{body}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|(who, b)| who == "mallory" && b.ends_with("not the bot")),
+        "someone else's note is never edited"
+    );
+
+    // An environment per stage with the share link; qa stopped on revert.
+    let envs: Vec<(String, Option<String>, String, String)> = gl
+        .environments()
+        .into_iter()
+        .map(|e| (e.name, e.external_url, e.tier, e.state))
+        .collect();
+    assert_eq!(
+        envs,
+        [
+            (
+                "TKT-91/dev".to_string(),
+                Some("https://app.example.com/?dev=TKT-91".to_string()),
+                "development".to_string(),
+                "available".to_string()
+            ),
+            (
+                "TKT-91/qa".to_string(),
+                Some("https://app.example.com/?qa=TKT-91".to_string()),
+                "testing".to_string(),
+                "stopped".to_string()
+            ),
+        ]
+    );
+    let deps: Vec<(String, String, String, Vec<String>)> = gl
+        .deployments()
+        .into_iter()
+        .map(|x| (x.environment, x.sha, x.git_ref, x.statuses))
+        .collect();
+    let ran = vec!["running".to_string(), "success".to_string()];
+    assert_eq!(
+        deps,
+        [
+            (
+                "TKT-91/dev".into(),
+                SHA.into(),
+                "TKT-91-checkout".into(),
+                ran.clone()
+            ),
+            (
+                "TKT-91/dev".into(),
+                SHA.into(),
+                "TKT-91-checkout".into(),
+                ran.clone()
+            ),
+            (
+                "TKT-91/qa".into(),
+                SHA.into(),
+                "TKT-91-checkout".into(),
+                ran.clone()
+            ),
+        ]
+    );
+    assert_eq!(
+        posts("/api/v4/projects/acme%2Fshop/deployments"),
+        3,
+        "the retried event did not deploy twice"
+    );
+    // The status: pending, moved to success by the promotion; the revert
+    // starts a new one (GitLab keeps a finished status and adds another).
+    let states: Vec<(String, String, Option<String>)> = gl
+        .statuses(SHA)
+        .into_iter()
+        .map(|s| (s.name, s.state, s.git_ref))
+        .collect();
+    let name = "ticket-stamp/TKT-91".to_string();
+    let branch = Some("TKT-91-checkout".to_string());
+    assert_eq!(
+        states,
+        [
+            (name.clone(), "success".to_string(), branch.clone()),
+            (name.clone(), "pending".to_string(), branch.clone()),
+        ]
+    );
+    // Closed: the status canceled, every environment stopped.
+    d.emit(gitlab_event(
+        "closed",
+        Some(Stage::Dev),
+        Stage::Closed,
+        None,
+    ));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    let last = gl.statuses(SHA).pop().unwrap();
+    assert_eq!(last.state, "canceled");
+    assert!(
+        last.description.contains("TKT-91 closed by alice"),
+        "{last:?}"
+    );
+    assert!(
+        gl.environments().iter().all(|e| e.state == "stopped"),
+        "{:?}",
+        gl.environments()
+    );
+    // Re-opened: dev deploys again, its environment available.
+    d.emit(gitlab_event(
+        "reopened",
+        Some(Stage::Closed),
+        Stage::Dev,
+        Some(SHA),
+    ));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    let dev = gl
+        .environments()
+        .into_iter()
+        .find(|e| e.name == "TKT-91/dev")
+        .unwrap();
+    assert_eq!(dev.state, "available");
+}
+
+#[tokio::test]
+async fn gitlab_hook_gives_up_on_what_retrying_cannot_fix() {
+    let gl = FakeGitLab::start("acme/shop", "gl-token", "gl-read").unwrap();
+    let mr = gl.merge_request("TKT-91-checkout", SHA);
+    let hook = |token: &str, extra: &str| {
+        dispatcher(&format!(
+            "[[hooks]]\nkind = \"gitlab\"\nproject = \"acme/shop\"\nurl = \"{}\"\ntoken = \"{token}\"\nbackoff = \"20ms\"\nmax_attempts = 3\n{extra}",
+            gl.url()
+        ))
+    };
+    // A token without the `api` scope: 403 insufficient_scope, not retried.
+    let read = hook("gl-read", "");
+    read.emit(gitlab_event("uploaded", None, Stage::Dev, Some(SHA)));
+    assert!(read.idle(Duration::from_secs(10)).await);
+    let writes = || {
+        gl.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET")
+            .count()
+    };
+    assert_eq!(writes(), 1, "403 is permanent");
+    assert!(gl.notes(mr).is_empty());
+    // A commit GitLab does not know: 404, not retried.
+    let d = hook("gl-token", "environments = false\nnote = false\n");
+    let before = writes();
+    d.emit(gitlab_event(
+        "uploaded",
+        None,
+        Stage::Dev,
+        Some("ffffffffffffffffffffffffffffffffffffffff"),
+    ));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    assert_eq!(writes() - before, 1);
+    // Rate limited: retried (up to max_attempts), then given up.
+    gl.set_rate_limited(true);
+    let before = gl.fake.requests().len();
+    d.emit(gitlab_event(
+        "promoted",
+        Some(Stage::Dev),
+        Stage::Qa,
+        Some(SHA),
+    ));
+    assert!(d.idle(Duration::from_secs(10)).await);
+    assert_eq!(gl.fake.requests().len() - before, 3);
+}
+
+#[test]
+fn gitlab_settings_are_checked() {
+    for (text, needle) in [
+        ("project = \"acme\"\ntoken = \"t\"", "is not a project path"),
+        (
+            "project = \"a/../b\"\ntoken = \"t\"",
+            "is not a project path",
+        ),
+        ("token = \"t\"", "project"),
+        ("project = \"a/b\"", "token"),
+        (
+            "project = \"a/b\"\ntoken = \"t\"\ntoken_env = \"T\"",
+            "give `token` or `token_env`, not both",
+        ),
+        (
+            "project = \"a/b\"\ntoken = \"t\"\nurl = \"gitlab.example.com\"",
+            "is not the http(s) URL of a GitLab instance",
+        ),
+        (
+            "project = \"a/b\"\ntoken = \"t\"\nurl = \"https://user:pw@gitlab.example.com\"",
+            "is not the http(s) URL of a GitLab instance",
+        ),
+        (
+            "project = \"a/b\"\ntoken = \"t\"\nrequire_approval = false\nmin_approvals = 2",
+            "has no effect",
+        ),
+        (
+            "project = \"a/b\"\ntoken = \"t\"\nchecks = [\"x\"]",
+            "checks",
+        ),
+    ] {
+        let err = Engine::from_config(&tables(
+            &format!("[[policies]]\nkind = \"gitlab\"\n{text}\n"),
+            "policies",
+        ))
+        .err()
+        .unwrap_or_default()
+        .join("\n");
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    for (environment, needle) in [
+        ("{stage}", "must name both {ticket} and {stage}"),
+        ("/{ticket}/{stage}", "is not a GitLab environment name"),
+        ("{ticket}:{stage}", "is not a GitLab environment name"),
+    ] {
+        let err = Dispatcher::from_config(&tables(
+            &format!("[[hooks]]\nkind = \"gitlab\"\nproject = \"a/b\"\ntoken = \"t\"\nenvironment = \"{environment}\"\n"),
+            "hooks",
+        ))
+        .err()
+        .unwrap_or_default()
+        .join("\n");
+        assert!(err.contains(needle), "{environment}: {err}");
+    }
 }

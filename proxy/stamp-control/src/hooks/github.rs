@@ -27,23 +27,19 @@
 //! environment = "{ticket}/{stage}"
 //! ```
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::json;
 
+use super::review::{marker, note_body, Sources, Steps};
 use super::{describe, Event, EventKind, Hook, HookError};
 use crate::kit::github::{github_keys, GitHubClient, GitHubError};
 use crate::kit::Settings;
 use stamp_model::ticket::{Stage, TicketKey};
 
 pub const KEYS: &[&str] = github_keys!("comment", "deployments", "statuses", "environment");
-
-/// A ticket's branch and commit, as last seen.
-type Source = (Option<String>, Option<String>);
 
 pub struct GitHubHook {
     client: GitHubClient,
@@ -52,9 +48,9 @@ pub struct GitHubHook {
     statuses: bool,
     environment: String,
     /// Branch and commit last seen per ticket (for events without them).
-    seen: Mutex<HashMap<TicketKey, Source>>,
+    seen: Sources,
     /// Steps already done for an event, so its retries do not repeat them.
-    done: Mutex<HashSet<(String, u64, &'static str)>>,
+    done: Steps,
 }
 
 pub fn build(s: &mut Settings<'_>, _timeout: Duration) -> Option<Box<dyn Hook>> {
@@ -77,8 +73,8 @@ pub fn build(s: &mut Settings<'_>, _timeout: Duration) -> Option<Box<dyn Hook>> 
         deployments,
         statuses,
         environment,
-        seen: Mutex::new(HashMap::new()),
-        done: Mutex::new(HashSet::new()),
+        seen: Sources::default(),
+        done: Steps::default(),
     }))
 }
 
@@ -99,56 +95,11 @@ fn description(text: &str) -> String {
     text.chars().take(139).collect::<String>() + "…"
 }
 
-/// The hidden marker that finds our comment again.
-fn marker(ticket: &TicketKey) -> String {
-    format!("<!-- ticket-stamp:{ticket} -->")
-}
-
-/// The pull request comment.
-pub fn comment_body(e: &Event) -> String {
-    let stage = e.to.map_or("unknown", |s| s.as_str());
-    let mut body = format!(
-        "{}\n### ticket-stamp · `{}` is in **{stage}**\n\n",
-        marker(&e.ticket),
-        e.ticket
-    );
-    match (&e.share_link, e.to) {
-        (_, Some(Stage::Prod)) => {
-            body.push_str("Released: every visitor of production gets it.\n\n")
-        }
-        (_, Some(Stage::Closed)) => body.push_str("Closed: no link serves it any more.\n\n"),
-        (Some(link), _) => body.push_str(&format!("Preview: {link}\n\n")),
-        (None, _) => {}
-    }
-    body.push_str(&format!("_Last change: {}._\n", describe(e)));
-    body
-}
-
 impl GitHubHook {
     fn env(&self, ticket: &TicketKey, stage: Stage) -> String {
         self.environment
             .replace("{ticket}", ticket.as_str())
             .replace("{stage}", stage.as_str())
-    }
-
-    /// Runs `step` once per event, however often the event is retried.
-    async fn once<F, Fut>(&self, e: &Event, name: &'static str, step: F) -> Result<(), HookError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(), GitHubError>>,
-    {
-        let id = (e.ticket.to_string(), e.at_ms, name);
-        if self.done.lock().map(|d| d.contains(&id)).unwrap_or(false) {
-            return Ok(());
-        }
-        step().await.map_err(to_hook_error)?;
-        if let Ok(mut d) = self.done.lock() {
-            if d.len() > 10_000 {
-                d.clear();
-            }
-            d.insert(id);
-        }
-        Ok(())
     }
 
     async fn status(&self, e: &Event, sha: &str) -> Result<(), GitHubError> {
@@ -168,6 +119,7 @@ impl GitHubHook {
                     e.ticket, e.actor
                 ),
             ),
+            EventKind::RolloutStep => ("pending", describe(e)),
             EventKind::Reverted => (
                 "pending",
                 format!("{} reverted to {to} by {}", e.ticket, e.actor),
@@ -276,7 +228,7 @@ impl GitHubHook {
                 "GitHub sent a pull request without a number".into(),
             ));
         };
-        let body = json!({ "body": comment_body(e) });
+        let body = json!({ "body": note_body(e) });
         let comments = self
             .client
             .list(
@@ -320,36 +272,29 @@ impl Hook for GitHubHook {
     }
 
     async fn deliver(&self, e: &Event) -> Result<(), HookError> {
-        let (branch, commit) = {
-            let mut seen = self
-                .seen
-                .lock()
-                .map_err(|_| HookError::Permanent("state lock poisoned".into()))?;
-            let entry = seen.entry(e.ticket.clone()).or_default();
-            if e.branch.is_some() {
-                entry.0 = e.branch.clone();
-            }
-            if e.commit.is_some() {
-                entry.1 = e.commit.clone();
-            }
-            entry.clone()
-        };
+        let (branch, commit) = self.seen.see(e)?;
         if self.statuses {
             if let Some(sha) = &commit {
-                self.once(e, "status", || self.status(e, sha)).await?;
+                self.done
+                    .once(e, "status", to_hook_error, || self.status(e, sha))
+                    .await?;
             }
         }
         if self.deployments {
             match (e.kind, e.to) {
                 (EventKind::Uploaded | EventKind::Reopened | EventKind::Promoted, Some(stage)) => {
                     if let Some(git_ref) = commit.as_ref().or(branch.as_ref()) {
-                        self.once(e, "deploy", || self.deploy(e, stage, git_ref))
+                        self.done
+                            .once(e, "deploy", to_hook_error, || {
+                                self.deploy(e, stage, git_ref)
+                            })
                             .await?;
                     }
                 }
                 (EventKind::Reverted, _) => {
                     if let Some(from) = e.from {
-                        self.once(e, "retire", || self.retire(&e.ticket, from))
+                        self.done
+                            .once(e, "retire", to_hook_error, || self.retire(&e.ticket, from))
                             .await?;
                     }
                 }
@@ -360,7 +305,9 @@ impl Hook for GitHubHook {
                         } else {
                             "retire-qa"
                         };
-                        self.once(e, name, || self.retire(&e.ticket, stage)).await?;
+                        self.done
+                            .once(e, name, to_hook_error, || self.retire(&e.ticket, stage))
+                            .await?;
                     }
                 }
                 _ => {}
@@ -368,14 +315,12 @@ impl Hook for GitHubHook {
         }
         if self.comment {
             if let Some(branch) = &branch {
-                self.once(e, "comment", || self.comment(e, branch)).await?;
+                self.done
+                    .once(e, "comment", to_hook_error, || self.comment(e, branch))
+                    .await?;
             }
         }
-        // Delivered: forget its steps.
-        if let Ok(mut d) = self.done.lock() {
-            let ticket = e.ticket.to_string();
-            d.retain(|(t, at, _)| !(t == &ticket && *at == e.at_ms));
-        }
+        self.done.forget(e);
         Ok(())
     }
 }

@@ -21,7 +21,9 @@ pub use crate::kinds::{Event, EventKind};
 use crate::kit::{pick, Settings};
 
 mod github;
+mod gitlab;
 mod jira;
+mod review;
 mod slack;
 mod webhook;
 
@@ -134,6 +136,19 @@ pub fn registry() -> &'static [Factory] {
                 EventKind::RolloutStep,
             ],
             build: github::build,
+        },
+        Factory {
+            kind: "gitlab",
+            keys: gitlab::KEYS,
+            default_events: &[
+                EventKind::Uploaded,
+                EventKind::Promoted,
+                EventKind::Reverted,
+                EventKind::Closed,
+                EventKind::Reopened,
+                EventKind::RolloutStep,
+            ],
+            build: gitlab::build,
         },
         Factory {
             kind: "webhook",
@@ -571,7 +586,7 @@ mod tests {
         let errs = Dispatcher::from_config(&f.hooks).unwrap_err();
         assert_eq!(errs.len(), 3, "{errs:#?}");
         assert!(errs[0].contains(
-            "hooks[0].kind: unknown kind `slak`; valid kinds: jira, slack, github, webhook"
+            "hooks[0].kind: unknown kind `slak`; valid kinds: jira, slack, github, gitlab, webhook"
         ));
         assert!(errs[1].starts_with(
             "hooks[1].event: unknown key for kind `webhook`; valid keys: kind, events,"

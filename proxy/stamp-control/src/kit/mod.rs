@@ -1,8 +1,9 @@
 //! The plugin kit: what policies and hooks share, so neither borrows from
 //! the other. Reading an entry's settings and secrets, an HTTP client, and
-//! the GitHub and Jira clients.
+//! the GitHub, GitLab and Jira clients.
 
 pub mod github;
+pub mod gitlab;
 mod http;
 pub mod jira;
 mod settings;

@@ -37,30 +37,6 @@ use stamp_model::ticket::Stage;
 
 pub const KEYS: &[&str] = github_keys!("require_approval", "require_checks", "checks", "on_outage");
 
-/// The branch and commit a transition is about: what `stamp` sent with it,
-/// else the newest the ticket's history recorded.
-pub fn source(ctx: &TransitionCtx) -> (Option<String>, Option<String>) {
-    let newest = ctx
-        .history
-        .iter()
-        .rev()
-        // What carried the code: a sign-off or a note says nothing of the
-        // pull request, whatever branch its author had checked out.
-        .filter(|e| matches!(e.event.as_str(), "upload" | "delete" | "promote" | "reopen"))
-        .find(|e| e.branch.is_some() || e.commit.is_some());
-    let branch = ctx
-        .actor
-        .branch
-        .clone()
-        .or_else(|| newest.and_then(|e| e.branch.clone()));
-    let commit = ctx
-        .actor
-        .commit
-        .clone()
-        .or_else(|| newest.and_then(|e| e.commit.clone()));
-    (branch, commit)
-}
-
 struct GitHubPolicy {
     client: GitHubClient,
     require_approval: bool,
@@ -224,7 +200,7 @@ impl Policy for GitHubPolicy {
     }
 
     async fn check(&self, ctx: &TransitionCtx) -> Vec<Outcome> {
-        let (branch, commit) = source(ctx);
+        let (branch, commit) = ctx.source();
         let Some(branch) = branch else {
             return vec![Outcome::Deny(
                 "github: no branch is known for this ticket: run `stamp` inside its repository, on its branch".into(),

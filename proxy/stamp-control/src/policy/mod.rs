@@ -38,6 +38,7 @@ mod command;
 mod conflict;
 mod git;
 mod github;
+mod gitlab;
 mod jira;
 mod sanity;
 mod signoff;
@@ -66,6 +67,32 @@ pub struct TransitionCtx {
     /// only sign-offs by tokens of the configured roles). With no tokens
     /// configured the API is open and its caller is `anonymous` (admin).
     pub roles: HashMap<String, Role>,
+}
+
+impl TransitionCtx {
+    /// The branch and commit a transition is about: what `stamp` sent with it,
+    /// else the newest the ticket's history recorded.
+    pub fn source(&self) -> (Option<String>, Option<String>) {
+        let newest = self
+            .history
+            .iter()
+            .rev()
+            // What carried the code: a sign-off or a note says nothing of the
+            // pull request, whatever branch its author had checked out.
+            .filter(|e| matches!(e.event.as_str(), "upload" | "delete" | "promote" | "reopen"))
+            .find(|e| e.branch.is_some() || e.commit.is_some());
+        let branch = self
+            .actor
+            .branch
+            .clone()
+            .or_else(|| newest.and_then(|e| e.branch.clone()));
+        let commit = self
+            .actor
+            .commit
+            .clone()
+            .or_else(|| newest.and_then(|e| e.commit.clone()));
+        (branch, commit)
+    }
 }
 
 /// What one policy says.
@@ -291,6 +318,11 @@ pub fn registry() -> &'static [Factory] {
             keys: github::KEYS,
             build: github::build,
         },
+        Factory {
+            kind: "gitlab",
+            keys: gitlab::KEYS,
+            build: gitlab::build,
+        },
     ];
     REGISTRY
 }
@@ -412,7 +444,7 @@ mod tests {
         }
         let f: F = toml::from_str(include_str!("../../../../conf/policies.toml")).unwrap();
         let e = Engine::from_config(&f.policies.0).unwrap();
-        assert_eq!(e.policies.len(), 7);
+        assert_eq!(e.policies.len(), 8);
         let kinds: Vec<&str> = e.policies.iter().map(|s| s.policy.kind()).collect();
         let all: Vec<&str> = registry().iter().map(|f| f.kind).collect();
         assert_eq!(kinds, all, "every built-in policy is in the example");
