@@ -82,8 +82,19 @@ impl Scope {
 
 /// Editors' scratch files, and files no server would take as modules.
 fn is_scratch(name: &str) -> bool {
+    is_editor_scratch(name) || !name.contains('.')
+}
+
+/// Names editors and office tools give their temporary, backup, swap and
+/// lock files: vim's `.a.js.swp` and `4913`, emacs' `.#a.js` and `#a.js#`,
+/// `a.js~`, JetBrains' `a.js___jb_tmp___`, Office's `~$a.docx`. Never a
+/// module, and (unlike a name without a dot) never a folder worth a look.
+pub fn is_editor_scratch(name: &str) -> bool {
     name.ends_with('~')
         || name.starts_with('#')
+        || name.starts_with(".#")
+        || name.starts_with("~$")
+        || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
         || name.contains("___jb_")
         || [
             ".swp",
@@ -97,7 +108,6 @@ fn is_scratch(name: &str) -> bool {
         ]
         .iter()
         .any(|s| name.ends_with(s))
-        || !name.contains('.')
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +154,9 @@ pub struct Syncer {
     version: Option<u64>,
     link: Option<String>,
     refused: HashMap<PathBuf, Refused>,
+    /// Files the last scan found but could not read (locked by another
+    /// program on Windows, say): kept as they were, never removed.
+    unreadable: HashSet<PathBuf>,
     /// The server's state may differ from what we think (someone else
     /// changed the ticket, or the server lost it): fetch it again.
     stale: bool,
@@ -157,6 +170,12 @@ impl std::fmt::Debug for Syncer {
             .finish()
     }
 }
+
+/// The watched folder is not there (deleted, or being rebuilt): nothing is
+/// synced, so nothing is removed, until it is back.
+#[derive(Debug, thiserror::Error)]
+#[error("the folder {} is gone", .0.display())]
+pub struct FolderGone(pub PathBuf);
 
 /// A sync stopped by the server or the network; the caller may retry.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +202,7 @@ impl Syncer {
             version: None,
             link: None,
             refused: HashMap::new(),
+            unreadable: HashSet::new(),
             stale: true,
         }
     }
@@ -191,6 +211,12 @@ impl Syncer {
     /// specifier. `touched` paths (and everything under them) are re-read
     /// even if their size and time look unchanged.
     fn scan(&mut self, touched: &HashSet<PathBuf>) -> anyhow::Result<BTreeMap<String, Want>> {
+        // A folder that is gone (deleted, or a build starting over) would
+        // look empty: say so rather than remove every module.
+        if !self.scope.folder.is_dir() {
+            return Err(FolderGone(self.scope.folder.clone()).into());
+        }
+        self.unreadable.clear();
         // A build folder is git-ignored as a rule: its ignore files say
         // nothing about what the build made.
         let honour_ignores = !self.scope.build;
@@ -231,8 +257,19 @@ impl Syncer {
                     && !path.ancestors().any(|a| touched.contains(a))
             });
             if !fresh {
-                let Ok(bytes) = std::fs::read(path) else {
-                    continue;
+                let bytes = match std::fs::read(path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(_) => {
+                        // There but unreadable for now: what we knew of it
+                        // stands, and it is read again soon.
+                        self.unreadable.insert(path.to_path_buf());
+                        if self.cache.contains_key(path) {
+                            seen.insert(path.to_path_buf());
+                            files.push(path.to_path_buf());
+                        }
+                        continue;
+                    }
                 };
                 self.cache.insert(
                     path.to_path_buf(),
@@ -289,6 +326,11 @@ impl Syncer {
             );
         }
         Ok(wants)
+    }
+
+    /// Files the last sync found but could not read: worth another look soon.
+    pub fn unreadable(&self) -> &HashSet<PathBuf> {
+        &self.unreadable
     }
 
     /// The FILES that are not part of the sync (ignored, dotfiles, scratch).
@@ -443,10 +485,20 @@ impl Syncer {
             }
             uploads.push(w);
         }
+        // A file that is there but could not be read keeps its module.
+        let held: HashSet<String> = self
+            .unreadable
+            .iter()
+            .filter_map(|f| self.scope.url_path(f))
+            .collect();
         let deletes: Vec<(String, String)> = self
             .remote
             .iter()
-            .filter(|(spec, r)| !wants.contains_key(*spec) && self.scope.manages(spec, &r.path))
+            .filter(|(spec, r)| {
+                !wants.contains_key(*spec)
+                    && !held.contains(&r.path)
+                    && self.scope.manages(spec, &r.path)
+            })
             .map(|(spec, r)| (spec.clone(), r.path.clone()))
             .collect();
 
@@ -687,6 +739,51 @@ mod tests {
         assert!(root.manages("/a.js", "/a.js"));
     }
 
+    /// A file another program holds (Windows' sharing violations) reads as
+    /// an error: here, a link to /proc/self/mem, which no one may read at
+    /// offset 0, not even root.
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_file_that_cannot_be_read_keeps_its_module_and_a_gone_folder_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = std::fs::canonicalize(dir.path()).unwrap().join("src");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("a.js"), "a 1").unwrap();
+        let scope = Scope {
+            folder: folder.clone(),
+            specifiers: HashMap::new(),
+            ..scope()
+        };
+        let client = Client::new("http://127.0.0.1:9", None, false).unwrap();
+        let mut syncer = Syncer::new(
+            client,
+            "TKT-1".into(),
+            scope,
+            None,
+            Reporter { json: false },
+        );
+        let wants = syncer.scan(&HashSet::new()).unwrap();
+        let a = wants["/src/a.js"].sha256.clone();
+        assert_eq!(a, hex::encode(Sha256::digest(b"a 1")));
+
+        std::fs::remove_file(folder.join("a.js")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/mem", folder.join("a.js")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/mem", folder.join("b.js")).unwrap();
+        let touched = HashSet::from([folder.clone()]);
+        let wants = syncer.scan(&touched).unwrap();
+        assert_eq!(wants.keys().collect::<Vec<_>>(), ["/src/a.js"]);
+        assert_eq!(wants["/src/a.js"].sha256, a, "what was known stands");
+        assert_eq!(
+            syncer.unreadable(),
+            &HashSet::from([folder.join("a.js"), folder.join("b.js")])
+        );
+
+        std::fs::remove_dir_all(&folder).unwrap();
+        let e = syncer.scan(&HashSet::new()).unwrap_err();
+        assert!(e.downcast_ref::<FolderGone>().is_some(), "{e:#}");
+    }
+
     #[test]
     fn editor_scratch_files_are_not_modules() {
         for scratch in [
@@ -696,9 +793,15 @@ mod tests {
             "a.js.swp",
             "a.js.tmp",
             "4913",
+            ".a.js.swp",
+            ".#a.js",
+            "~$report.docx",
         ] {
             assert!(is_scratch(scratch), "{scratch}");
+            assert!(is_editor_scratch(scratch), "{scratch}");
         }
+        // A name without a dot is no module, but may be a folder.
+        assert!(is_scratch("Makefile") && !is_editor_scratch("lib"));
         for module in ["a.js", "style.css", "data.json", "x.min.mjs"] {
             assert!(!is_scratch(module), "{module}");
         }
