@@ -1627,6 +1627,107 @@ async fn github_pull_requests_follow_the_ticket_and_gate_its_release() {
     assert!(last.2.contains("TKT-95 released to production"), "{last:?}");
 }
 
+/// GitLab, end to end: `stamp` on a branch with an open merge request. The
+/// merge request gets one note, kept up to date; each stage gets an
+/// environment with its link; the commit gets a status; and the release
+/// waits for an approval and a green pipeline (the `gitlab` policy), with
+/// reasons the CLI prints.
+#[tokio::test]
+async fn gitlab_merge_requests_follow_the_ticket_and_gate_its_release() {
+    let gl = stamp_tests::fakes::FakeGitLab::start("acme/web/shop", "gl-token", "gl-read").unwrap();
+    let gitlab = format!(
+        "project = \"acme/web/shop\"\nurl = \"{}\"\ntoken = \"gl-token\"\n",
+        gl.url()
+    );
+    let site = site_with(&format!(
+        "[[hooks]]\nkind = \"gitlab\"\n{gitlab}backoff = \"20ms\"\n\
+         [[policies]]\nkind = \"gitlab\"\n{gitlab}"
+    ));
+    let repo = Repo::new(&[("src/a.js", "a1")]);
+    repo.git(&["checkout", "-q", "-b", "TKT-96-new-cart"]);
+    repo.write("src/a.js", "a-ticket");
+    repo.commit("the ticket");
+    let head = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let mr = gl.merge_request("TKT-96-new-cart", &head);
+    let ours = |gl: &stamp_tests::fakes::FakeGitLab| -> Vec<String> {
+        gl.notes(mr)
+            .into_iter()
+            .filter(|(who, _)| who.starts_with("project_42_bot"))
+            .map(|(_, b)| b)
+            .collect()
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}: {:?}", gl.notes(mr));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    site.stamp(repo.path(), &["TKT-96", "--update", "--once"])
+        .ok();
+    wait("note in dev", &|| {
+        ours(&gl).iter().any(|c| c.contains("is in **dev**"))
+    });
+    site.stamp(repo.path(), &["TKT-96", "--promote"])
+        .ok()
+        .out_has("dev -> qa");
+    wait("note in qa", &|| {
+        ours(&gl).iter().any(|c| c.contains("is in **qa**"))
+    });
+    // Nothing approved, no pipeline yet: the checklist says both without
+    // moving anything, and the release is refused with GitLab's reasons.
+    site.stamp(repo.path(), &["TKT-96", "--check"])
+        .code(1)
+        .out_has("TKT-96 qa -> prod: would be refused")
+        .out_has("x  gitlab: merge request !1 has no approval")
+        .out_has("x  gitlab: merge request !1 has no pipeline for its head commit");
+    gl.approve(mr, "carol");
+    gl.pipeline(mr, &head, "failed");
+    site.stamp(repo.path(), &["TKT-96", "--promote"])
+        .code(1)
+        .err_has("gitlab: the head pipeline #")
+        .err_has("of merge request !1 is failed");
+    gl.pipeline(mr, &head, "success");
+    site.stamp(repo.path(), &["TKT-96", "--check"])
+        .ok()
+        .out_has("would be allowed")
+        .out_has("ok gitlab");
+    site.stamp(repo.path(), &["TKT-96", "--promote"])
+        .ok()
+        .out_has("qa -> prod");
+    wait("note in prod", &|| {
+        ours(&gl).iter().any(|c| c.contains("is in **prod**"))
+    });
+    assert_eq!(ours(&gl).len(), 1, "one note, edited in place");
+    let envs: Vec<(String, String)> = gl
+        .environments()
+        .into_iter()
+        .map(|e| (e.name, e.tier))
+        .collect();
+    assert_eq!(
+        envs,
+        [
+            ("TKT-96/dev".to_string(), "development".to_string()),
+            ("TKT-96/qa".to_string(), "testing".to_string()),
+            ("TKT-96/prod".to_string(), "production".to_string()),
+        ]
+    );
+    let dev = &gl.environments()[0];
+    let link = dev.external_url.clone().unwrap_or_default();
+    assert!(link.contains("TKT-96"), "{dev:?}");
+    assert!(gl.deployments().iter().all(|d| d.sha == head
+        && d.git_ref == "TKT-96-new-cart"
+        && d.statuses == ["running", "success"]));
+    let last = gl.statuses(&head).pop().unwrap();
+    assert_eq!(last.state, "success");
+    assert!(
+        last.description.contains("TKT-96 released to production"),
+        "{last:?}"
+    );
+    assert_eq!(last.git_ref.as_deref(), Some("TKT-96-new-cart"));
+}
+
 #[tokio::test]
 async fn qa_signs_off_and_withdraws_from_the_cli() {
     let origin = origin();
