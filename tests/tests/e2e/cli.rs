@@ -1798,3 +1798,108 @@ async fn qa_signs_off_and_withdraws_from_the_cli() {
         .err_has("one line");
     as_(QA, &["--sign-off", "--withdraw-sign-off"]).code(2);
 }
+
+/// Issue 32: a `folder` written the Windows way, and the save patterns of
+/// Windows and macOS editors, through the real watcher: each content is
+/// uploaded once, nothing is removed that is still there, and a folder that
+/// goes away and comes back (a build starting over) removes nothing.
+#[tokio::test]
+async fn watch_takes_a_windows_folder_setting_and_every_save_pattern_once() {
+    let site = site();
+    let repo = shop();
+    repo.write("stamp.toml", "folder = 'web\\js'\nurl_path = '/js'\n");
+    repo.write("web/js/app.js", "app 1");
+    repo.write("web/js/lib/x.js", "x 1");
+    let w = Watcher::start(&site, repo.path(), &["TKT-32", "--update"]);
+    let log = || w.log();
+    let key = "TKT-32";
+    let js = |rel: &str| repo.path().join("web/js").join(rel);
+    site.wait_dev(
+        key,
+        &[("/js/app.js", "app 1"), ("/js/lib/x.js", "x 1")],
+        log,
+    )
+    .await;
+
+    // JetBrains' safe write: new content aside, the original renamed away,
+    // the new one renamed over, the original deleted.
+    repo.write("web/js/app.js___jb_tmp___", "app 2");
+    std::fs::rename(js("app.js"), js("app.js___jb_old___")).unwrap();
+    std::fs::rename(js("app.js___jb_tmp___"), js("app.js")).unwrap();
+    std::fs::remove_file(js("app.js___jb_old___")).unwrap();
+    site.wait_dev(
+        key,
+        &[("/js/app.js", "app 2"), ("/js/lib/x.js", "x 1")],
+        log,
+    )
+    .await;
+    // Delete, then create (Windows editors).
+    repo.remove("web/js/app.js");
+    repo.write("web/js/app.js", "app 3");
+    site.wait_dev(
+        key,
+        &[("/js/app.js", "app 3"), ("/js/lib/x.js", "x 1")],
+        log,
+    )
+    .await;
+    // vim's and Office's scratch files around a save.
+    repo.write("web/js/4913", "");
+    repo.remove("web/js/4913");
+    repo.write("web/js/.app.js.swp", "swap");
+    repo.write("web/js/app.js~", "app 3");
+    repo.write("web/js/~$app.js", "lock");
+    repo.write("web/js/.#app.js", "lock");
+    repo.write("web/js/app.js", "app 4");
+    site.wait_dev(
+        key,
+        &[("/js/app.js", "app 4"), ("/js/lib/x.js", "x 1")],
+        log,
+    )
+    .await;
+    // A folder renamed.
+    std::fs::rename(js("lib"), js("util")).unwrap();
+    site.wait_dev(
+        key,
+        &[("/js/app.js", "app 4"), ("/js/util/x.js", "x 1")],
+        log,
+    )
+    .await;
+    // The folder goes away and comes back: nothing removed meanwhile.
+    let away = repo.path().join("web/js-away");
+    std::fs::rename(js(""), &away).unwrap();
+    w.wait_for("is gone", Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    site.wait_dev(
+        key,
+        &[("/js/app.js", "app 4"), ("/js/util/x.js", "x 1")],
+        log,
+    )
+    .await;
+    std::fs::rename(&away, js("")).unwrap();
+    w.wait_for("is back", Duration::from_secs(10));
+    repo.write("web/js/app.js", "app 5");
+    site.wait_dev(
+        key,
+        &[("/js/app.js", "app 5"), ("/js/util/x.js", "x 1")],
+        log,
+    )
+    .await;
+
+    let log = w.interrupt();
+    let uploads = |path: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("upload  {path} ")))
+            .count()
+    };
+    assert_eq!(uploads("/js/app.js"), 5, "one upload per content:\n{log}");
+    assert_eq!(uploads("/js/util/x.js"), 1, "{log}");
+    assert!(!log.contains("remove  /js/app.js"), "{log}");
+    assert!(!log.contains("remove  /js/util"), "{log}");
+    for scratch in ["4913", "swp", "app.js~", "~$", ".#", "\\", "%5C"] {
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("upload") && l.contains(scratch)),
+            "{scratch}:\n{log}"
+        );
+    }
+}
