@@ -768,3 +768,502 @@ async fn the_gitlab_ci_recipe_uploads_on_push_and_promotes_on_the_label_or_by_ha
     );
     assert!(!duplicate.created, "{}", duplicate.log);
 }
+
+/// The release targets, as the pipelines build them, and their platforms.
+const TARGETS: [(&str, &str, &str); 5] = [
+    ("aarch64-apple-darwin", "darwin-arm64", "stamp"),
+    ("x86_64-apple-darwin", "darwin-x64", "stamp"),
+    ("x86_64-unknown-linux-gnu", "linux-x64", "stamp"),
+    ("aarch64-unknown-linux-gnu", "linux-arm64", "stamp"),
+    ("x86_64-pc-windows-msvc", "win32-x64", "stamp.exe"),
+];
+
+/// A folder of stand-ins for the Rust toolchain on each release runner
+/// (tests/node/toolchain-shim.mjs): `cargo build --target T` gives the real
+/// `stamp` for linux-x64 and a file with T's executable header otherwise.
+fn toolchain_shims(dir: &Path) -> PathBuf {
+    let shims = dir.join("shims");
+    ok(Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("node/toolchain-shim.mjs"))
+        .arg("install")
+        .arg(&shims));
+    shims
+}
+
+/// PATH with `shims` first.
+fn path_with(shims: &Path) -> std::ffi::OsString {
+    let mut paths = vec![shims.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
+/// DIR/<platform>/stamp[.exe] for every release platform, as the
+/// pipelines' build jobs leave them.
+fn release_binaries(work: &Path) -> PathBuf {
+    let shims = toolchain_shims(work);
+    let dir = work.join("binaries");
+    for (target, platform, exe) in TARGETS {
+        ok(Command::new(shims.join("cargo"))
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "stamp-cli",
+                "--target",
+                target,
+            ])
+            .current_dir(work)
+            .env("STAMP_LINUX_X64", binary("stamp").unwrap()));
+        std::fs::create_dir_all(dir.join(platform)).unwrap();
+        std::fs::copy(
+            work.join("target").join(target).join("release").join(exe),
+            dir.join(platform).join(exe),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn pack_binaries(out: &Path, binaries: &Path) -> Output {
+    run(
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/npm/pack"))
+            .arg(out)
+            .arg("--binaries")
+            .arg(binaries),
+    )
+}
+
+/// `cli/npm/pack --binaries` packs every release platform and refuses a
+/// missing, extra, misnamed or wrong binary; the launcher it packs chooses
+/// the right package for every platform and architecture name Node
+/// reports, says why when none fits, and runs through the Windows `.cmd`
+/// shims npm makes (tests/node/launcher-platforms.mjs, with cmd-shim).
+#[test]
+fn pack_covers_every_platform_and_the_launcher_chooses_among_them() {
+    let work = tempfile::tempdir().unwrap();
+    let binaries = release_binaries(work.path());
+    let version = env!("CARGO_PKG_VERSION");
+
+    let attempts = std::cell::Cell::new(0);
+    let refused = |why: &str, change: &dyn Fn(&Path)| {
+        attempts.set(attempts.get() + 1);
+        let copy = work.path().join(format!("bad-{}", attempts.get()));
+        ok(Command::new("cp").arg("-r").arg(&binaries).arg(&copy));
+        change(&copy);
+        let out = pack_binaries(&work.path().join("never"), &copy);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{why}: {err}");
+        assert!(err.contains(why), "{why}: {err}");
+    };
+    refused("missing: win32-x64/stamp.exe (no folder win32-x64)", &|d| {
+        std::fs::remove_dir_all(d.join("win32-x64")).unwrap()
+    });
+    refused(
+        "extra: freebsd-x64 (the released platforms are darwin-arm64 darwin-x64 linux-x64 linux-arm64 win32-x64)",
+        &|d| std::fs::create_dir_all(d.join("freebsd-x64")).unwrap(),
+    );
+    refused(
+        "extra: win32-x64/stamp (a win32-x64 package holds stamp.exe only)",
+        &|d| std::fs::rename(d.join("win32-x64/stamp.exe"), d.join("win32-x64/stamp")).unwrap(),
+    );
+    refused("is a darwin-x64 executable, not a darwin-arm64 one", &|d| {
+        std::fs::copy(d.join("darwin-x64/stamp"), d.join("darwin-arm64/stamp")).unwrap();
+    });
+    refused("is a linux-x64 executable, not a win32-x64 one", &|d| {
+        std::fs::copy(d.join("linux-x64/stamp"), d.join("win32-x64/stamp.exe")).unwrap();
+    });
+
+    let out = work.path().join("tarballs");
+    let packed = pack_binaries(&out, &binaries);
+    assert!(packed.status.success(), "{packed:?}");
+    // Unpacked as npm lays them out.
+    let app = work.path().join("app");
+    std::fs::create_dir_all(app.join("node_modules/@ticket-stamp")).unwrap();
+    std::fs::write(app.join("package.json"), r#"{"name":"app","private":true}"#).unwrap();
+    let mut tarballs = vec![(
+        format!("ticket-stamp-{version}.tgz"),
+        app.join("node_modules/ticket-stamp"),
+    )];
+    for (_, platform, _) in TARGETS {
+        tarballs.push((
+            format!("ticket-stamp-{platform}-{version}.tgz"),
+            app.join("node_modules/@ticket-stamp").join(platform),
+        ));
+    }
+    for (tgz, into) in &tarballs {
+        std::fs::create_dir_all(into).unwrap();
+        ok(Command::new("tar")
+            .arg("xzf")
+            .arg(out.join(tgz))
+            .arg("--strip-components=1")
+            .arg("-C")
+            .arg(into));
+    }
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(app.join("node_modules/@ticket-stamp/win32-x64/package.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["cpu"],
+        serde_json::json!(["x64", "arm64"]),
+        "{manifest}"
+    );
+    assert_eq!(
+        manifest["files"],
+        serde_json::json!(["bin/stamp.exe"]),
+        "{manifest}"
+    );
+    let linux: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(app.join("node_modules/@ticket-stamp/linux-arm64/package.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(linux["libc"], serde_json::json!(["glibc"]), "{linux}");
+
+    let checked = ok(Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("node/launcher-platforms.mjs"))
+        .arg(&app)
+        .env(
+            "CLI_NPM_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/npm"),
+        ));
+    assert!(checked.contains("120 platform/arch names"), "{checked}");
+}
+
+/// A local npm registry (tests/node/npm-registry.mjs), stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Registry {
+    fn start(dir: &Path, token: &str) -> Registry {
+        use std::io::BufRead;
+        let log = dir.join("published.jsonl");
+        let mut child = Command::new("node")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("node/npm-registry.mjs"))
+            .arg("--token")
+            .arg(token)
+            .arg("--log")
+            .arg(&log)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node runs tests/node/npm-registry.mjs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the registry did not start: {e}: {line}"));
+        Registry {
+            child,
+            url: ready["url"].as_str().unwrap().to_string(),
+            log,
+        }
+    }
+
+    /// The packages published, in order.
+    fn published(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}@{}",
+                    v["name"].as_str().unwrap(),
+                    v["version"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A clean folder installs `ticket-stamp` from `registry` as a developer on
+/// linux-x64 would: npm picks the linux-x64 package alone, and
+/// `npx ticket-stamp --version` runs the real binary.
+fn install_from(registry: &Registry, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("package.json"), r#"{"name":"app","private":true}"#).unwrap();
+    let cache = dir.join("npm-cache");
+    ok(&mut npm(
+        dir,
+        &cache,
+        &["install", "ticket-stamp", "--registry", &registry.url],
+    ));
+    let installed: Vec<String> = std::fs::read_dir(dir.join("node_modules/@ticket-stamp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        installed,
+        ["linux-x64"],
+        "npm installs this platform's package only"
+    );
+    let version = ok(&mut npm(
+        dir,
+        &cache,
+        &[
+            "exec",
+            "--registry",
+            &registry.url,
+            "--",
+            "ticket-stamp",
+            "--version",
+        ],
+    ));
+    assert_eq!(
+        version.trim(),
+        format!("stamp {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// The release pipelines in the repository, .github/workflows/release-cli.yml
+/// and .gitlab-ci.yml (conf/release/gitlab-ci.yml), run as written for a tag
+/// `cli-v<version>` by the workflow runners (tests/node/run-workflow.mjs
+/// --all, tests/node/run-gitlab-ci.mjs): every platform's build on its own
+/// runner (a stand-in toolchain here: this machine cannot build macOS,
+/// Windows or linux-arm64), the binaries carried as artifacts, packed, and
+/// published to a local registry, the launcher last; then `npm install
+/// ticket-stamp` from it runs on linux-x64.
+#[test]
+fn the_release_pipelines_publish_every_platform_and_npx_runs_it() {
+    let work = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let version = env!("CARGO_PKG_VERSION");
+    let tag = format!("cli-v{version}");
+    // The repository as the pipelines check it out: the files they use,
+    // from this work tree, committed and tagged.
+    let src = work.path().join("src");
+    for path in [
+        "Cargo.toml",
+        "cli/npm",
+        ".github/workflows/release-cli.yml",
+        ".gitlab-ci.yml",
+        "conf/release",
+    ] {
+        let to = src.join(path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        ok(Command::new("cp").arg("-r").arg(root.join(path)).arg(&to));
+    }
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-q", "-m", "release"]);
+    git(&src, &["tag", &tag]);
+    let remote = work.path().join("remote.git");
+    git(
+        work.path(),
+        &["init", "-q", "--bare", "-b", "main", "remote.git"],
+    );
+    git(
+        &src,
+        &["push", "-q", &remote.to_string_lossy(), "main", &tag],
+    );
+    let sha = git(&src, &["rev-parse", "HEAD"]);
+    let shims = toolchain_shims(work.path());
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let token = "npm-publish-token-0123456789";
+    let all: Vec<String> = TARGETS
+        .iter()
+        .map(|(_, p, _)| format!("@ticket-stamp/{p}@{version}"))
+        .chain([format!("ticket-stamp@{version}")])
+        .collect();
+    let runner_env = |cmd: &mut Command| {
+        cmd.env("PATH", path_with(&shims))
+            .env("HOME", &home)
+            .env("STAMP_LINUX_X64", binary("stamp").unwrap())
+            .env("npm_config_cache", work.path().join("npm-cache"))
+            .env("npm_config_update_notifier", "false")
+            .env("npm_config_fund", "false")
+            .env("npm_config_audit", "false")
+            .env("GIT_CONFIG_NOSYSTEM", "1");
+    };
+
+    // GitHub Actions.
+    let registry_dir = |name: &str| {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let github = Registry::start(&registry_dir("github-registry"), token);
+    let event = work.path().join("tag-event.json");
+    std::fs::write(
+        &event,
+        serde_json::json!({ "ref": format!("refs/tags/{tag}"), "after": sha, "repository": { "full_name": "ticket-stamp/ticket-stamp" } }).to_string(),
+    )
+    .unwrap();
+    let mut cmd = Command::new("node");
+    cmd.arg(root.join("tests/node/run-workflow.mjs"))
+        .arg(src.join(".github/workflows/release-cli.yml"))
+        .arg("--all")
+        .arg("--event")
+        .arg(&event)
+        .arg("--repo")
+        .arg(&remote)
+        .arg("--workspace")
+        .arg(work.path().join("github"))
+        .arg("--vars")
+        .arg(serde_json::json!({ "NPM_REGISTRY": github.url }).to_string())
+        .arg("--secrets")
+        .arg(serde_json::json!({ "NPM_TOKEN": token }).to_string())
+        .env("GITHUB_EVENT_NAME", "push");
+    runner_env(&mut cmd);
+    let out = run(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the runner failed:\n{log}");
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert_eq!(result["conclusion"], "success", "{log}");
+    let runners: Vec<&str> = result["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["runs_on"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        runners,
+        [
+            "macos-14",
+            "macos-13",
+            "ubuntu-latest",
+            "ubuntu-24.04-arm",
+            "windows-latest",
+            "ubuntu-latest"
+        ],
+        "each platform builds on its own runner, then one job publishes"
+    );
+    assert_eq!(
+        github.published(),
+        all,
+        "platform packages first, the launcher last"
+    );
+    install_from(&github, &work.path().join("from-github"));
+    drop(github);
+
+    // GitLab CI.
+    let gitlab = Registry::start(&registry_dir("gitlab-registry"), token);
+    let out = {
+        let event = serde_json::json!({
+            "source": "push", "sha": sha, "tag": tag,
+            "project": { "path": "ticket-stamp/ticket-stamp", "default_branch": "main" },
+        });
+        let file = work.path().join("gitlab-event.json");
+        std::fs::write(&file, event.to_string()).unwrap();
+        let mut cmd = Command::new("node");
+        cmd.arg(root.join("tests/node/run-gitlab-ci.mjs"))
+            .arg("--repo")
+            .arg(&remote)
+            .arg("--event")
+            .arg(&file)
+            .arg("--builds")
+            .arg(work.path().join("gitlab"))
+            .arg("--variables")
+            .arg(
+                serde_json::json!({
+                    "NPM_REGISTRY": gitlab.url,
+                    "NPM_TOKEN": { "value": token, "masked": true },
+                })
+                .to_string(),
+            );
+        runner_env(&mut cmd);
+        run(&mut cmd)
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the runner failed:\n{log}");
+    assert!(!log.contains(token), "the npm token is not masked:\n{log}");
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert_eq!(result["status"], "success", "{log}");
+    let jobs: Vec<(String, String)> = result["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap().to_string(),
+                j["tags"][0].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let runner_of = |platform: &str| {
+        jobs.iter()
+            .find(|(n, _)| n.contains(platform))
+            .unwrap_or_else(|| panic!("no job builds {platform}: {jobs:?}"))
+            .1
+            .clone()
+    };
+    assert_eq!(runner_of("linux-x64"), "saas-linux-small-amd64");
+    assert_eq!(runner_of("linux-arm64"), "saas-linux-small-arm64");
+    assert_eq!(runner_of("darwin-arm64"), "saas-macos-medium-m1");
+    assert_eq!(
+        runner_of("darwin-x64"),
+        "saas-macos-medium-m1",
+        "cross-compiled on Apple silicon"
+    );
+    assert_eq!(runner_of("build:windows"), "saas-windows-medium-amd64");
+    assert_eq!(
+        gitlab.published(),
+        all,
+        "platform packages first, the launcher last"
+    );
+    install_from(&gitlab, &work.path().join("from-gitlab"));
+
+    // Another tag than the version: nothing is published.
+    git(&src, &["tag", "cli-v9.9.9"]);
+    git(
+        &src,
+        &["push", "-q", &remote.to_string_lossy(), "cli-v9.9.9"],
+    );
+    let event = work.path().join("wrong-tag.json");
+    std::fs::write(
+        &event,
+        serde_json::json!({ "ref": "refs/tags/cli-v9.9.9", "after": sha, "repository": { "full_name": "ticket-stamp/ticket-stamp" } }).to_string(),
+    )
+    .unwrap();
+    let wrong = Registry::start(&registry_dir("wrong-registry"), token);
+    let mut cmd = Command::new("node");
+    cmd.arg(root.join("tests/node/run-workflow.mjs"))
+        .arg(src.join(".github/workflows/release-cli.yml"))
+        .arg("--all")
+        .arg("--event")
+        .arg(&event)
+        .arg("--repo")
+        .arg(&remote)
+        .arg("--workspace")
+        .arg(work.path().join("github-wrong"))
+        .arg("--vars")
+        .arg(serde_json::json!({ "NPM_REGISTRY": wrong.url }).to_string())
+        .arg("--secrets")
+        .arg(serde_json::json!({ "NPM_TOKEN": token }).to_string())
+        .env("GITHUB_EVENT_NAME", "push");
+    runner_env(&mut cmd);
+    let out = run(&mut cmd);
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        log.contains(&format!("the tag cli-v9.9.9 is not cli-v{version}")),
+        "{log}"
+    );
+    assert!(log.contains(r#""conclusion":"failure""#), "{log}");
+    assert!(wrong.published().is_empty(), "{:?}", wrong.published());
+}
