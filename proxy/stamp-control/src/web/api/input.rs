@@ -32,19 +32,20 @@ pub(super) fn json_field(msg: &str, body: &[u8]) -> String {
         .and_then(|r| r.split(' ').next())
         .and_then(|l| l.parse::<usize>().ok());
     if let (Some(line), Some(column)) = (line, column) {
-        let text = String::from_utf8_lossy(body);
-        let offset: usize = text
-            .split('\n')
+        // In bytes, as serde_json counts them: the body need not be UTF-8
+        // (a lossy copy would move every offset after a bad byte).
+        let offset: usize = body
+            .split(|b| *b == b'\n')
             .take(line.saturating_sub(1))
             .map(|l| l.len() + 1)
             .sum::<usize>()
             + column;
-        let before = &text[..offset.min(text.len())];
-        if let Some(colon) = before.rfind(':') {
-            let key = before[..colon].trim_end();
-            if let Some(stripped) = key.strip_suffix('"') {
-                if let Some(start) = stripped.rfind('"') {
-                    return stripped[start + 1..].to_string();
+        let before = &body[..offset.min(body.len())];
+        if let Some(colon) = before.iter().rposition(|b| *b == b':') {
+            let key = before[..colon].trim_ascii_end();
+            if let Some(stripped) = key.strip_suffix(b"\"") {
+                if let Some(start) = stripped.iter().rposition(|b| *b == b'"') {
+                    return String::from_utf8_lossy(&stripped[start + 1..]).into_owned();
                 }
             }
         }

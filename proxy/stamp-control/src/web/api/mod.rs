@@ -308,5 +308,21 @@ mod tests {
         assert_eq!(e.body.field.as_deref(), Some("surprise"));
         let e = parse_json::<TransitionRequest>(b"[1, 2").unwrap_err();
         assert_eq!(e.body.field.as_deref(), Some("body"));
+        // Not UTF-8: schemathesis sent `\xff` as JSON, and the field
+        // finder sliced a lossy copy at serde's byte offset and panicked.
+        for body in [
+            &b"\xff"[..],
+            b"\xff\xff\xff:",
+            b"{\"\xe9\":\xff}",
+            b"{\"commit\": \"\xff\"}",
+        ] {
+            let e = parse_json::<TransitionRequest>(body).unwrap_err();
+            assert_eq!(e.status, 400, "{body:?}");
+        }
+        let e = parse_json::<TransitionRequest>(
+            b"{\"\xc3\xa9t\xc3\xa9\": 1, \"expected_version\": \"\xff\"}",
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 400);
     }
 }
