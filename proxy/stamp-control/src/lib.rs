@@ -44,6 +44,8 @@ pub use effects::Desk;
 pub use identity::{hash_token, FileProvider, FileRoles};
 pub use kinds::{Actor, Change, ChangeKind, Event, EventKind};
 pub use kit::{env_is_set, Entries};
+/// The control API's route table and its OpenAPI description.
+pub use web::api::routes as api_routes;
 pub use workflow::{overrides, Body as UploadBody, WorkflowError};
 
 /// A response body: complete, or a stream of chunks (server-sent events).

@@ -127,23 +127,25 @@ impl Router {
                 &providers,
             )
         };
-        if path == wire::EVENTS_PATH {
-            return match principal() {
-                Ok(p) => panel::events(&self.store, &p.name),
-                Err(r) => r.response(),
-            };
-        }
-        if path.starts_with(wire::API_PREFIX) {
+        if let Some(rest) = path.strip_prefix(wire::API_PREFIX) {
             let p = match principal() {
                 Ok(p) => p,
                 Err(r) => return r.response(),
             };
+            // Only through the route table: what the description publishes.
+            let matched = match api::routes::route(req.method().as_str(), rest) {
+                Ok(m) => m,
+                Err(miss) => return unrouted(miss, req.method(), &path),
+            };
+            if matched.route.op == api::routes::Op::Events {
+                return panel::events(&self.store, &p.name);
+            }
             if req.method() == Method::POST {
                 if let Some(refusal) = not_json(&req) {
                     return refusal;
                 }
             }
-            return match self.api.handle(&req, &p).await {
+            return match self.api.handle(matched, &req, &p).await {
                 Ok((status, value)) => error::json(status, value),
                 Err(e) => e.response(),
             };
@@ -471,6 +473,35 @@ fn loopback_host(host: &str) -> bool {
     }
     name.parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The answer to an API path no route has (404), or has with other
+/// methods (405, with `Allow`).
+fn unrouted(miss: api::routes::Miss, method: &Method, path: &str) -> Response<Body> {
+    match miss {
+        api::routes::Miss::NotFound => error(
+            404,
+            ErrorCode::NotFound,
+            format!(
+                "no API endpoint {path} (every route is in {}openapi.json)",
+                wire::API_PREFIX
+            ),
+        ),
+        api::routes::Miss::MethodNotAllowed(allow) => {
+            let mut resp = error(
+                405,
+                ErrorCode::MethodNotAllowed,
+                format!(
+                    "{method} is not supported on {path} (only {})",
+                    allow.join(", ")
+                ),
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&allow.join(", ")) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            resp
+        }
+    }
 }
 
 /// An error response in the model's envelope.

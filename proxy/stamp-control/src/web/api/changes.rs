@@ -14,7 +14,8 @@ impl Api {
         let _permit = DIFFS
             .acquire()
             .await
-            .map_err(|_| WebError::new(503, ErrorCode::Internal, "shutting down"))?;
+            // Never closed: an error here is a fault of ours.
+            .map_err(|_| WebError::new(500, ErrorCode::Internal, "the diff queue is closed"))?;
         let mut stage = None;
         let mut against = None;
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {

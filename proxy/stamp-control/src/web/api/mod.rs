@@ -2,21 +2,28 @@
 //! own listener, used by the `stamp` CLI and the QA panel. A router over
 //! `http::Request<Bytes>`, callable without a socket.
 //!
+//! Every route is in [`routes::ROUTES`], which the router dispatches
+//! through; the OpenAPI 3.1 description (`openapi.json` next to the crate's
+//! manifest, served at `GET openapi.json`) describes each of them, and
+//! `tests/tests/e2e/openapi.rs` keeps the two equal. In short:
+//!
 //! | method | path | what |
 //! |---|---|---|
 //! | GET | `tickets[?stage=qa,prod&q=&who=&updated_since=&limit=&cursor=]` | a page of tickets, most recently updated first (`next`: the following page's cursor) |
 //! | GET | `tickets/{KEY}` | one ticket: stage, overrides per stage, links, history |
+//! | GET | `tickets/{KEY}/setup`, `check?action=`, `diff?stage=&against=`, `importmap?stage=` | what a ticket needs, a move's verdict, what it changes, its import map |
 //! | PUT | `tickets/{KEY}/modules/{path}` | upload a module to dev (body = module) |
 //! | DELETE | `tickets/{KEY}/modules/{path}` | remove an override from dev |
 //! | POST | `tickets/{KEY}/promote` `revert` `close` `reopen` | move the ticket (`expected_version`, `If-Match` or `from` required) |
-//! | POST | `tickets/{KEY}/sign-off` | sign off a ticket in qa |
+//! | POST | `tickets/{KEY}/rollout` | a step of a rollout in progress |
+//! | POST | `tickets/{KEY}/sign-off` `withdraw-sign-off` | sign off a ticket in qa, or take it back |
 //! | POST | `tickets/{KEY}/revoke-links` | revoke every signed share link (preview protection) |
-//! | GET | `tickets/{KEY}/importmap?stage=dev` | the effective overrides as an import map |
-//! | GET | `tickets/{KEY}/check?action=promote` | the policies' verdict on a move, without making it |
 //! | POST | `modules/missing` | which of these hashes the store lacks |
 //! | POST | `store/adopt` | admin: accept a store that lost its state as it is now |
 //! | GET | `production/history?limit=N` | what production served, change by change |
 //! | POST | `production/revert` | take production back to a commit of that log (`{"to": id}`) |
+//! | GET | `events` | the panel's server-sent events (answered by the router) |
+//! | GET | `openapi.json` | this API's OpenAPI 3.1 description |
 //!
 //! Every error is the model's envelope, `{"error": {"code", "message", …}}`,
 //! with a fitting status; caller mistakes are not logged as errors and
@@ -33,11 +40,12 @@ mod input;
 mod modules;
 mod moves;
 mod production;
+pub mod routes;
 mod setup;
 mod tickets;
 
 use input::*;
-use modules::*;
+use routes::Op;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -58,8 +66,6 @@ use crate::effects::Desk;
 use crate::identity::Principal;
 use crate::kinds::{Actor, Change, Links};
 use crate::workflow::{self, Body, WorkflowError};
-
-pub use wire::API_PREFIX as PREFIX;
 
 /// A JSON answer: status and body.
 pub type ApiResult = Result<(u16, Value), WebError>;
@@ -101,17 +107,21 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
-    /// Answers one API request of an authenticated caller.
-    pub async fn handle(&self, req: &Request<Bytes>, principal: &Principal) -> ApiResult {
-        let method = req.method().as_str();
-        let path = req.uri().path();
+    /// Answers one API request of an authenticated caller, on the route
+    /// the router matched ([`routes::route`]).
+    pub async fn handle(
+        &self,
+        matched: routes::Matched<'_>,
+        req: &Request<Bytes>,
+        principal: &Principal,
+    ) -> ApiResult {
         let query = req.uri().query().unwrap_or("");
-        let rest = path.strip_prefix(PREFIX).unwrap_or("");
-        let segments: Vec<&str> = rest.split('/').collect();
-        match (method, segments.as_slice()) {
-            ("GET" | "HEAD", ["tickets"] | ["tickets", ""]) => self.list(principal, query).await,
-            ("GET" | "HEAD", ["tickets", key]) => {
-                let key = parse_key(key)?;
+        let key = || parse_key(matched.key.unwrap_or_default());
+        let raw_path = || matched.path.unwrap_or_default().to_string();
+        match matched.route.op {
+            Op::ListTickets => self.list(principal, query).await,
+            Op::GetTicket => {
+                let key = key()?;
                 require(principal, Action::Read)?;
                 let t = self.ticket(&key).await?;
                 let live = self.live().await?;
@@ -120,71 +130,47 @@ impl Api {
                     to_value(&self.ticket_dto(&t, true, &live, principal).await?),
                 ))
             }
-            ("GET" | "HEAD", ["tickets", key, "setup"]) => {
-                let key = parse_key(key)?;
-                self.setup(principal, &key).await
+            Op::Setup => self.setup(principal, &key()?).await,
+            Op::Upload => self.upload(principal, &key()?, &raw_path(), req).await,
+            Op::DeleteModule => self.delete(principal, &key()?, &raw_path(), req).await,
+            Op::SignOff => self.sign_off(principal, &key()?, req, false).await,
+            Op::WithdrawSignOff => self.sign_off(principal, &key()?, req, true).await,
+            Op::RevokeLinks => {
+                let key = key()?;
+                require(principal, Action::Read)?;
+                let t = self.ticket(&key).await?;
+                let actor = actor_from(principal, req.headers());
+                let change = self.desk.revoke_links(&t, &actor).await?;
+                let summary = self.summary(&change.ticket, principal);
+                Ok((200, to_value(&summary)))
             }
-            ("PUT", ["tickets", key, "modules", ..]) => {
-                let key = parse_key(key)?;
-                let raw = path_after(path, &segments[..3]);
-                self.upload(principal, &key, &raw, req).await
-            }
-            ("DELETE", ["tickets", key, "modules", ..]) => {
-                let key = parse_key(key)?;
-                let raw = path_after(path, &segments[..3]);
-                self.delete(principal, &key, &raw, req).await
-            }
-            ("POST", ["tickets", key, action]) => {
-                let key = parse_key(key)?;
-                match *action {
-                    "sign-off" => self.sign_off(principal, &key, req, false).await,
-                    "withdraw-sign-off" => self.sign_off(principal, &key, req, true).await,
-                    "revoke-links" => {
-                        require(principal, Action::Read)?;
-                        let t = self.ticket(&key).await?;
-                        let actor = actor_from(principal, req.headers());
-                        let change = self.desk.revoke_links(&t, &actor).await?;
-                        let summary = self.summary(&change.ticket, principal);
-                        Ok((200, to_value(&summary)))
-                    }
-                    "rollout" => self.rollout_step(principal, &key, req).await,
-                    other => match Transition::parse(other) {
-                        Some(tr) => self.transition(principal, &key, tr, req).await,
-                        None => Err(WebError::new(
-                            404,
-                            ErrorCode::NotFound,
-                            format!(
-                                "no action `{other}` (promote, revert, close, reopen, rollout, sign-off, withdraw-sign-off, revoke-links)"
-                            ),
-                        )),
-                    },
-                }
-            }
-            ("GET" | "HEAD", ["tickets", key, "check"]) => {
-                let key = parse_key(key)?;
+            Op::Rollout => self.rollout_step(principal, &key()?, req).await,
+            Op::Move(tr) => self.transition(principal, &key()?, tr, req).await,
+            Op::Check => {
+                let key = key()?;
                 require(principal, Action::Read)?;
                 self.dry_run(principal, &key, query, req).await
             }
-            ("GET" | "HEAD", ["tickets", key, "diff"]) => {
-                let key = parse_key(key)?;
+            Op::Diff => {
+                let key = key()?;
                 require(principal, Action::Read)?;
                 self.diff(&key, query).await
             }
-            ("GET" | "HEAD", ["tickets", key, "importmap"]) => {
-                let key = parse_key(key)?;
+            Op::ImportMap => {
+                let key = key()?;
                 require(principal, Action::Read)?;
                 self.importmap(&key, query).await
             }
-            ("GET" | "HEAD", ["production", "history"]) => {
+            Op::ProductionHistory => {
                 require(principal, Action::Read)?;
                 self.production_history(query).await
             }
-            ("POST", ["production", "revert"]) => self.production_revert(principal, req).await,
-            ("POST", ["modules", "missing"]) => {
+            Op::ProductionRevert => self.production_revert(principal, req).await,
+            Op::Missing => {
                 require(principal, Action::Read)?;
                 self.missing(req.body()).await
             }
-            ("POST", ["store", "adopt"]) => {
+            Op::Adopt => {
                 require(principal, Action::Operate)?;
                 let before = self.store.epoch();
                 let epoch = self.store.adopt().await?;
@@ -195,15 +181,16 @@ impl Api {
                 );
                 Ok((200, json!({ "epoch": epoch, "superseded": before })))
             }
-            (_, ["tickets", ..] | ["modules", ..]) => Err(WebError::new(
-                405,
-                ErrorCode::MethodNotAllowed,
-                format!("{method} is not supported on {path}"),
-            )),
-            _ => Err(WebError::new(
-                404,
-                ErrorCode::NotFound,
-                format!("no API endpoint {path}"),
+            Op::Description => {
+                require(principal, Action::Read)?;
+                Ok((200, routes::description().clone()))
+            }
+            // A stream, not a JSON answer: the router answers it before
+            // calling here.
+            Op::Events => Err(WebError::new(
+                500,
+                ErrorCode::Internal,
+                "the event stream is answered by the router",
             )),
         }
     }
@@ -247,6 +234,7 @@ impl Api {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::modules::normalize_module_path;
     use super::*;
 
     fn exts() -> Vec<String> {

@@ -163,12 +163,6 @@ pub(super) fn specifier(headers: &http::HeaderMap, path: &str) -> Result<String,
     }
 }
 
-/// The raw (still percent-encoded) path after `tickets/{KEY}/modules`.
-pub(super) fn path_after(full: &str, leading: &[&str]) -> String {
-    let skip = PREFIX.len() + leading.iter().map(|s| s.len() + 1).sum::<usize>();
-    full.get(skip..).unwrap_or("").to_string()
-}
-
 /// Normalises a module path from the URL: percent-decoded, absolute, no
 /// `.`/`..`/empty segments, no backslash, NUL or control characters, bounded,
 /// and with an allowed extension.
