@@ -119,6 +119,12 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--daemonize", "no"])
+            // The failover tests stall a primary with DEBUG SLEEP.
+            .args(["--enable-debug-command", "local"])
+            // As the operations guide recommends for Sentinel: a replica
+            // that must resync after a failover starts at once, rather than
+            // after Redis' default 5 s wait for others to join.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -233,7 +239,7 @@ impl Sentinel {
                  sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n\
                  sentinel down-after-milliseconds {SERVICE} {down}\n\
                  sentinel failover-timeout {SERVICE} 10000\n\
-                 sentinel parallel-syncs {SERVICE} 1\n",
+                 sentinel parallel-syncs {SERVICE} 2\n",
                 log = log.display(),
                 dir = dir.path().display(),
                 primary = primary.port,

@@ -45,10 +45,20 @@ pub static STORE_FAULT: LazyLock<IntGauge> = LazyLock::new(|| {
     ))
 });
 
+/// Acknowledged commits a failover lost, found by checking the new primary
+/// (Redis Sentinel).
+pub static STORE_LOST_WRITES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(register_int_counter!(
+        "stamp_store_lost_writes_total",
+        "Acknowledged ticket changes missing on the primary after a failover"
+    ))
+});
+
 /// Registers the store's metrics, so a scrape lists them from the start.
 pub fn register() {
     LazyLock::force(&STORE_ERRORS);
     LazyLock::force(&STORE_UP);
     LazyLock::force(&STORE_STATE_LOST);
     LazyLock::force(&STORE_FAULT);
+    LazyLock::force(&STORE_LOST_WRITES);
 }

@@ -15,9 +15,11 @@
 //! `redis+sentinel://` URLs name Redis Sentinels and a service instead of one
 //! server: the store asks the sentinels for the current primary, and asks
 //! again whenever the primary stops answering or turns out to be a replica,
-//! so a failover needs no restart. With `wait_replicas=N` (1 by default for
-//! Sentinel) a write is acknowledged only once N replicas hold it, so a
-//! failover cannot lose it.
+//! so a failover needs no restart. A write is acknowledged only once every
+//! replica the sentinels see up holds it (`wait_replicas=all`, the default),
+//! so no failover, a demotion or a stall included, can lose it; the commits
+//! acknowledged lately are checked on each new primary, and any missing is
+//! logged and counted (which `wait_replicas=N` can let happen).
 //!
 //! Redis being down must never stop the proxy from serving, so opening never
 //! connects: the connection is made lazily and re-made after a loss, and every
@@ -448,6 +450,54 @@ pub struct RedisStore {
     known_epoch: Mutex<Option<String>>,
     changes: watch::Sender<u64>,
     listener: JoinHandle<()>,
+    /// Commits this instance acknowledged lately, checked on the primary
+    /// that serves after a failover.
+    journal: Journal,
+}
+
+/// How long an acknowledged commit is remembered, and how many at most:
+/// a failover loses what was written in its last seconds, if anything.
+const JOURNAL_KEPT: Duration = Duration::from_secs(120);
+const JOURNAL_MAX: usize = 4096;
+
+/// The commits this instance acknowledged lately (ticket, record version),
+/// and the connection generation they were last checked against.
+#[derive(Default)]
+struct Journal {
+    acked: Mutex<std::collections::VecDeque<(std::time::Instant, TicketKey, u64)>>,
+    checked_generation: std::sync::atomic::AtomicU64,
+}
+
+impl Journal {
+    fn record(&self, key: &TicketKey, version: u64) {
+        let mut acked = lock(&self.acked);
+        let now = std::time::Instant::now();
+        while acked
+            .front()
+            .is_some_and(|(at, ..)| now.duration_since(*at) > JOURNAL_KEPT)
+            || acked.len() >= JOURNAL_MAX
+        {
+            acked.pop_front();
+        }
+        acked.push_back((now, key.clone(), version));
+    }
+
+    fn forget(&self, key: &TicketKey) {
+        lock(&self.acked).retain(|(_, k, _)| k != key);
+    }
+
+    /// The newest acknowledged version of each ticket still remembered.
+    fn newest(&self) -> Vec<(TicketKey, u64)> {
+        let now = std::time::Instant::now();
+        let mut out: std::collections::BTreeMap<TicketKey, u64> = Default::default();
+        for (at, key, version) in lock(&self.acked).iter() {
+            if now.duration_since(*at) <= JOURNAL_KEPT {
+                let v = out.entry(key.clone()).or_default();
+                *v = (*v).max(*version);
+            }
+        }
+        out.into_iter().collect()
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -506,7 +556,19 @@ const SENTINEL_PORT: u16 = 26379;
 /// How long a write waits for its replicas by default.
 const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 
-/// A parsed `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db][?wait_replicas=N&wait_ms=M]`.
+/// How many replicas must hold a write before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Every replica the sentinels see up (the default): whichever replica
+    /// a failover promotes, and a demoted primary's last writes are refused
+    /// rather than acknowledged (the replica promoted away no longer
+    /// confirms them).
+    All,
+    /// This many (0: none; a failover may lose what it acknowledged).
+    Count(u32),
+}
+
+/// A parsed `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db][?wait_replicas=all|N&wait_ms=M]`.
 /// The credentials and the database are the Redis servers'; sentinels are
 /// reached without credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -517,7 +579,7 @@ pub struct SentinelUrl {
     pub username: Option<String>,
     pub password: Option<String>,
     /// Replicas that must hold a write before it is acknowledged.
-    pub wait_replicas: u32,
+    pub wait_replicas: WaitFor,
     pub wait: Duration,
 }
 
@@ -588,7 +650,7 @@ impl SentinelUrl {
             db,
             username,
             password,
-            wait_replicas: 1,
+            wait_replicas: WaitFor::All,
             wait: DEFAULT_WAIT,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -599,11 +661,15 @@ impl SentinelUrl {
                     .map_err(|_| format!("{name} must be a whole number, not {value:?}"))
             };
             match name {
+                "wait_replicas" if value == "all" => parsed.wait_replicas = WaitFor::All,
                 "wait_replicas" => {
-                    parsed.wait_replicas = number()?;
-                    if parsed.wait_replicas > 16 {
+                    let n = value.parse::<u32>().map_err(|_| {
+                        format!("wait_replicas is `all` or a whole number, not {value:?}")
+                    })?;
+                    if n > 16 {
                         return Err("wait_replicas is at most 16".into());
                     }
+                    parsed.wait_replicas = WaitFor::Count(n);
                 }
                 "wait_ms" => {
                     let ms = number()?;
@@ -662,12 +728,18 @@ enum Target {
         conn: ConnectionManager,
     },
     Sentinel {
-        sentinel: tokio::sync::Mutex<SentinelClient>,
+        /// Boxed: it is most of the variant's size, and made once.
+        sentinel: Box<tokio::sync::Mutex<SentinelClient>>,
         /// The connection to the primary last found, with a generation so
         /// that a failure on an older one does not drop a newer one.
         current: Mutex<(u64, Option<ConnectionManager>)>,
-        wait_replicas: u32,
+        wait_replicas: WaitFor,
         wait: Duration,
+        /// Each sentinel, asked directly how many replicas are up.
+        sentinels: Vec<Client>,
+        service: String,
+        /// Replicas up, as last counted, and when.
+        replicas_up: Mutex<Option<(std::time::Instant, u32)>>,
     },
 }
 
@@ -746,16 +818,97 @@ impl Target {
         }
     }
 
-    fn wait_replicas(&self) -> (u32, Duration) {
+    /// How many replicas must confirm a write now, and for how long to wait.
+    async fn wait_replicas(&self) -> Result<(u32, Duration), StoreError> {
         match self {
-            Target::Direct { .. } => (0, DEFAULT_WAIT),
+            Target::Direct { .. } => Ok((0, DEFAULT_WAIT)),
             Target::Sentinel {
-                wait_replicas,
+                wait_replicas: WaitFor::Count(n),
                 wait,
                 ..
-            } => (*wait_replicas, *wait),
+            } => Ok((*n, *wait)),
+            Target::Sentinel {
+                wait_replicas: WaitFor::All,
+                wait,
+                sentinels,
+                service,
+                replicas_up,
+                ..
+            } => {
+                if let Some((at, n)) = *lock(replicas_up) {
+                    if at.elapsed() < REPLICAS_FRESH {
+                        return Ok((n, *wait));
+                    }
+                }
+                let n = count_replicas_up(sentinels, service).await?;
+                *lock(replicas_up) = Some((std::time::Instant::now(), n));
+                Ok((n, *wait))
+            }
         }
     }
+
+    /// Forgets the replica count, so the next write asks the sentinels.
+    fn recount(&self) {
+        if let Target::Sentinel { replicas_up, .. } = self {
+            *lock(replicas_up) = None;
+        }
+    }
+}
+
+/// How long a count of replicas up is used before the sentinels are asked again.
+const REPLICAS_FRESH: Duration = Duration::from_secs(1);
+
+/// The replicas of `service` that the sentinels see up (not subjectively
+/// or objectively down, not disconnected): the most any sentinel that
+/// answers in time reports, so a sentinel behind the others cannot lower
+/// the bar. No sentinel answering is an error: the write is refused rather
+/// than acknowledged on a guess.
+async fn count_replicas_up(sentinels: &[Client], service: &str) -> Result<u32, StoreError> {
+    let asks = sentinels.iter().map(|client| async move {
+        let ask = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg(service)
+                .query_async::<Vec<std::collections::HashMap<String, String>>>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, ask).await {
+            Ok(Ok(replicas)) => Some(
+                replicas
+                    .iter()
+                    .filter(|r| {
+                        let flags = r.get("flags").map_or("", String::as_str);
+                        !flags
+                            .split(',')
+                            .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+                    })
+                    .count() as u32,
+            ),
+            _ => None,
+        }
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .max()
+        .ok_or_else(|| {
+            StoreError::Unavailable(
+                "no sentinel answered how many replicas are up, so the write could not be \
+                 confirmed safe from a failover; retry"
+                    .into(),
+            )
+        })
+}
+
+/// An answer of a server that refused the command before doing anything
+/// because of its role or state: a demoted primary (`READONLY`), one still
+/// loading its data (`LOADING`), or a replica that lost its primary
+/// (`MASTERDOWN`). Asking the sentinels again and retrying is safe.
+fn refused_by_role(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m)
+        if ["READONLY", "LOADING", "MASTERDOWN"].iter().any(|code| m.contains(code)))
 }
 
 fn redis_err(e: RedisError) -> StoreError {
@@ -827,11 +980,20 @@ impl RedisStore {
                 SentinelServerType::Master,
             )
             .map_err(|e| open_err(e.to_string()))?;
+            let sentinels = parsed
+                .sentinels
+                .iter()
+                .map(|(host, port)| Client::open(ConnectionAddr::Tcp(host.clone(), *port)))
+                .collect::<RedisResult<Vec<Client>>>()
+                .map_err(|e| open_err(e.to_string()))?;
             Target::Sentinel {
-                sentinel: tokio::sync::Mutex::new(sentinel),
+                sentinel: Box::new(tokio::sync::Mutex::new(sentinel)),
                 current: Mutex::new((0, None)),
                 wait_replicas: parsed.wait_replicas,
                 wait: parsed.wait,
+                sentinels,
+                service: parsed.service.clone(),
+                replicas_up: Mutex::new(None),
             }
         } else {
             let client = Client::open(url).map_err(|e| open_err(e.to_string()))?;
@@ -868,6 +1030,7 @@ impl RedisStore {
             known_epoch: Mutex::new(None),
             changes,
             listener,
+            journal: Journal::default(),
         })
     }
 
@@ -879,6 +1042,7 @@ impl RedisStore {
         Fut: Future<Output = RedisResult<T>>,
     {
         let (generation, conn) = self.target.conn().await?;
+        self.check_journal(generation, &conn).await;
         let result = bounded(op(conn)).await;
         if matches!(result, Err(StoreError::Unavailable(_))) {
             self.target.forget(generation);
@@ -886,23 +1050,120 @@ impl RedisStore {
         result
     }
 
+    /// On the first use of a new connection to the primary (a failover, a
+    /// demotion, a reconnect), checks that every commit this instance
+    /// acknowledged lately is there. One that is not was lost by the
+    /// failover: that is logged as an error naming the tickets, and counted
+    /// in `stamp_store_lost_writes_total`, so an operator knows which moves
+    /// to make again.
+    async fn check_journal(&self, generation: u64, conn: &ConnectionManager) {
+        let last = self
+            .journal
+            .checked_generation
+            .swap(generation, Ordering::SeqCst);
+        if last == generation || last == 0 {
+            return;
+        }
+        let acked = self.journal.newest();
+        if acked.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = acked.iter().map(|(k, _)| self.keys.ticket(k)).collect();
+        let mut conn = conn.clone();
+        let found: Vec<Option<Vec<u8>>> =
+            match bounded(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await {
+                Ok(found) => found,
+                Err(e) => {
+                    // Checked on the next new connection instead.
+                    self.journal
+                        .checked_generation
+                        .store(last, Ordering::SeqCst);
+                    log::debug!(
+                        "{}: cannot check the acknowledged writes yet: {e}",
+                        self.location
+                    );
+                    return;
+                }
+            };
+        let lost: Vec<String> = acked
+            .iter()
+            .zip(found)
+            .filter_map(|((key, version), raw)| {
+                let now: Option<u64> = raw
+                    .and_then(|raw| decode::<TicketRecord>("ticket", &raw).ok())
+                    .map(|t| t.version);
+                match now {
+                    Some(v) if v >= *version => None,
+                    Some(v) => Some(format!("{key} (version {version} acknowledged, {v} now)")),
+                    None => Some(format!("{key} (version {version} acknowledged, gone now)")),
+                }
+            })
+            .collect();
+        if lost.is_empty() {
+            log::info!(
+                "{}: the primary changed; all {} tickets written here lately are there",
+                self.location,
+                acked.len()
+            );
+        } else {
+            crate::metrics::STORE_LOST_WRITES.inc_by(lost.len() as u64);
+            log::error!(
+                "{}: the primary changed and lost writes this proxy acknowledged: {}. \
+                 The ticket histories on the new primary are what stands: make these moves again",
+                self.location,
+                lost.join(", ")
+            );
+        }
+    }
+
     /// [`RedisStore::run`] for a write: with `wait_replicas`, the write is
     /// acknowledged only once that many replicas hold it (and everything this
-    /// connection wrote before it).
+    /// connection wrote before it). A server that refused the write for its
+    /// role (a demoted primary's `READONLY`, `LOADING`, `MASTERDOWN`) did
+    /// nothing: the sentinels are asked again and the write retried, within
+    /// [`OP_TIMEOUT`] in all.
     async fn write<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let (replicas, wait) = self.target.wait_replicas();
-        if replicas == 0 {
+        let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
+        let mut pause = MIN_BACKOFF;
+        loop {
+            let result = self.write_once(&op).await;
+            match result {
+                Err(e) if refused_by_role(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    log::debug!(
+                        "{}: write refused ({e}); asking the sentinels again",
+                        self.location
+                    );
+                    self.target.recount();
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_once<T, F, Fut>(&self, op: &F) -> Result<T, StoreError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        if matches!(&*self.target, Target::Direct { .. }) {
             return self.run(op).await;
         }
         let (generation, conn) = self.target.conn().await?;
+        self.check_journal(generation, &conn).await;
+        // Counted before the write: a count taken after could already see
+        // the replica a failover promoted away as gone, and accept fewer.
+        let (replicas, wait) = self.target.wait_replicas().await?;
         let result = bounded(op(conn.clone())).await;
         // Too few replicas is not the primary's fault: keep the connection.
         let mut connection_failed = result.is_err();
         let result = match result {
+            Ok(value) if replicas == 0 => Ok(value),
             Ok(value) => {
                 let mut conn = conn;
                 let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
@@ -915,11 +1176,16 @@ impl RedisStore {
                 .await
                 {
                     Ok(acked) if acked >= replicas => Ok(value),
-                    Ok(acked) => Err(StoreError::Unavailable(format!(
-                        "the write reached the primary but only {acked} of {replicas} \
-                         replicas within {wait_ms} ms, so a failover could lose it; \
-                         retry once a replica is back"
-                    ))),
+                    Ok(acked) => {
+                        // The replicas may have changed (a failover, one
+                        // gone or back): count them again next time.
+                        self.target.recount();
+                        Err(StoreError::Unavailable(format!(
+                            "the write reached the primary but only {acked} of the {replicas} \
+                             replicas up within {wait_ms} ms, so a failover could lose it; \
+                             it is not acknowledged: retry"
+                        )))
+                    }
                     Err(e) => {
                         connection_failed = true;
                         Err(e)
@@ -1010,7 +1276,10 @@ impl RedisStore {
             }
             invocation.arg(&epoch);
             let reply: Vec<i64> = self
-                .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .write(|mut conn| {
+                    let invocation = &invocation;
+                    async move { invocation.invoke_async(&mut conn).await }
+                })
                 .await?;
             if reply.first() != Some(&-1) {
                 return Ok(reply);
@@ -1056,7 +1325,10 @@ impl RedisStore {
                 .arg(now_ms())
                 .arg(&epoch);
             let reply: i64 = self
-                .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .write(|mut conn| {
+                    let invocation = &invocation;
+                    async move { invocation.invoke_async(&mut conn).await }
+                })
                 .await?;
             if reply != -1 {
                 return Ok(());
@@ -1277,21 +1549,24 @@ impl Store for RedisStore {
         let key = self.keys.revoked();
         let id = id.to_string();
         let now = now_ms();
-        self.write(|mut conn| async move {
-            redis::pipe()
-                .atomic()
-                .cmd("ZREMRANGEBYSCORE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(now)
-                .ignore()
-                .cmd("ZADD")
-                .arg(&key)
-                .arg(until_ms)
-                .arg(&id)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
+        self.write(|mut conn| {
+            let (key, id) = (key.clone(), id.clone());
+            async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(now)
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg(&key)
+                    .arg(until_ms)
+                    .arg(&id)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
         })
         .await
     }
@@ -1430,7 +1705,10 @@ impl Store for RedisStore {
             .arg(hash.to_hex())
             .arg(now_ms());
         let size: i64 = self
-            .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .write(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
             .await?;
         Ok(u64::try_from(size).ok())
     }
@@ -1519,6 +1797,7 @@ impl Store for RedisStore {
                 })?;
                 // Local receivers need not wait for the pub/sub round trip.
                 raise(&self.changes, version);
+                self.journal.record(key, commit.ticket.version);
                 Ok(version)
             }
             [0, found] => Err(StoreError::Conflict {
@@ -1607,7 +1886,10 @@ impl Store for RedisStore {
             .arg(self.keys.module_prefix())
             .arg(keep_after_ms);
         let reply: Vec<i64> = self
-            .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .write(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
             .await?;
         match reply.as_slice() {
             [modules, bytes, sets] => Ok(SweepReport {
@@ -1650,6 +1932,7 @@ impl Store for RedisStore {
         match reply.as_slice() {
             [1, version] => {
                 raise(&self.changes, count("global version", *version)?);
+                self.journal.forget(key);
                 Ok(true)
             }
             [0, _] => Ok(false),
@@ -1680,7 +1963,10 @@ impl Store for RedisStore {
             .arg(self.known_epoch().unwrap_or_default())
             .arg(self.keys.channel());
         let raw: Vec<u8> = self
-            .write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .write(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
             .await?;
         let epoch: Epoch = decode("epoch marker", &raw)?;
         log::warn!(
@@ -1724,12 +2010,23 @@ mod tests {
         );
         assert_eq!((u.service.as_str(), u.db), ("mymaster", 2));
         assert_eq!((u.username, u.password.as_deref()), (None, Some("p@ss")));
-        assert_eq!((u.wait_replicas, u.wait), (2, Duration::from_millis(500)));
+        assert_eq!(
+            (u.wait_replicas, u.wait),
+            (WaitFor::Count(2), Duration::from_millis(500))
+        );
+        // Every replica up, by default and by name.
         let u = SentinelUrl::parse("redis+sentinel://h:1/svc")?;
-        assert_eq!((u.wait_replicas, u.wait, u.db), (1, DEFAULT_WAIT, 0));
+        assert_eq!(
+            (u.wait_replicas, u.wait, u.db),
+            (WaitFor::All, DEFAULT_WAIT, 0)
+        );
+        assert_eq!(
+            SentinelUrl::parse("redis+sentinel://h/svc?wait_replicas=all")?.wait_replicas,
+            WaitFor::All
+        );
         assert_eq!(
             SentinelUrl::parse("redis+sentinel://h/svc?wait_replicas=0")?.wait_replicas,
-            0
+            WaitFor::Count(0)
         );
         Ok(())
     }
@@ -1751,6 +2048,8 @@ mod tests {
             "redis+sentinel://h/svc/1/2",
             "redis+sentinel://h/svc?wait_replicas=x",
             "redis+sentinel://h/svc?wait_replicas=99",
+            "redis+sentinel://h/svc?wait_replicas=ALL",
+            "redis+sentinel://h/svc?wait_replicas=-1",
             "redis+sentinel://h/svc?wait_ms=0",
             "redis+sentinel://h/svc?password=x",
             "redis+sentinel://h/svc#frag",

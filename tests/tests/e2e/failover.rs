@@ -1,8 +1,12 @@
 //! Redis high availability: a fleet of proxies on a Sentinel-managed Redis
 //! (a primary, two replicas, three sentinels, all real processes) loses its
-//! primary under upload and promote traffic. Every proxy must find the new
-//! primary by itself, production pages must not change while it happens,
-//! and no write a client saw acknowledged may be lost.
+//! primary under upload and promote traffic, in each way a primary goes:
+//! it dies, it is demoted while it runs (`SENTINEL FAILOVER`, as for
+//! maintenance), or it stalls long enough to be replaced and then comes back
+//! believing it is still the primary (a VM pause, or a partition that
+//! heals). Every proxy must find the new primary by itself, production
+//! pages must not change while it happens, and no write a client saw
+//! acknowledged may be lost.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,8 +64,34 @@ struct Acked {
     at: Instant,
 }
 
+/// How the primary goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// SIGKILL: a crashed host.
+    Kill,
+    /// `SENTINEL FAILOVER`: demoted while it runs and takes writes.
+    Demote,
+    /// `DEBUG SLEEP`: stalls past the sentinels' patience, then wakes up
+    /// and answers the writes queued meanwhile as the primary it was.
+    Stall,
+}
+
 #[tokio::test]
 async fn a_primary_failover_loses_no_acknowledged_write_and_never_changes_production() {
+    failover(Loss::Kill).await;
+}
+
+#[tokio::test]
+async fn a_demoted_primary_loses_no_acknowledged_write() {
+    failover(Loss::Demote).await;
+}
+
+#[tokio::test]
+async fn a_stalled_primary_that_comes_back_loses_no_acknowledged_write() {
+    failover(Loss::Stall).await;
+}
+
+async fn failover(loss: Loss) {
     let cluster = SentinelCluster::start(Duration::from_millis(1000)).unwrap();
     let origin = Origin::start().unwrap();
     origin.route("/", Route::html(PAGE));
@@ -144,35 +174,62 @@ async fn a_primary_failover_loses_no_acknowledged_write_and_never_changes_produc
         })
     };
 
-    // Some traffic, then the primary dies as a crashed host would.
+    // Some traffic, then the primary goes.
     let deadline = Instant::now() + Duration::from_secs(20);
     while acked.lock().unwrap().len() < 10 {
         assert!(Instant::now() < deadline, "no traffic before the failover");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut cluster = cluster;
-    cluster.servers[0].kill().unwrap();
     let killed = Instant::now();
+    let stalled = match loss {
+        Loss::Kill => {
+            cluster.servers[0].kill().unwrap();
+            None
+        }
+        Loss::Demote => {
+            let out = stamp_tests::redis_server::cli(
+                cluster.sentinels[0].port,
+                &["SENTINEL", "FAILOVER", stamp_tests::redis_server::SERVICE],
+            )
+            .unwrap();
+            assert!(out.contains("OK"), "SENTINEL FAILOVER: {out}");
+            None
+        }
+        Loss::Stall => {
+            let port = cluster.servers[0].port;
+            Some(std::thread::spawn(move || {
+                stamp_tests::redis_server::cli(port, &["DEBUG", "SLEEP", "5"])
+            }))
+        }
+    };
 
-    // Both proxies take writes again, without a restart.
+    // The sentinels name a replica as the primary; after that, both proxies
+    // take writes again, without a restart.
     let deadline = killed + Duration::from_secs(60);
+    let mut moved: Option<Instant> = None;
     let converged = loop {
-        let after: Vec<Acked> = acked
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|a| a.at > killed)
-            .cloned()
-            .collect();
-        let first = |p: usize| after.iter().find(|a| a.proxy == p).map(|a| a.at - killed);
-        if after.iter().filter(|a| a.proxy == 0).count() >= 3
-            && after.iter().filter(|a| a.proxy == 1).count() >= 3
-        {
-            break (first(0), first(1));
+        if moved.is_none() && matches!(cluster.agreed_primary(), Some(1 | 2)) {
+            moved = Some(Instant::now());
+        }
+        if let Some(moved) = moved {
+            let after: Vec<Acked> = acked
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| a.at > moved)
+                .cloned()
+                .collect();
+            let first = |p: usize| after.iter().find(|a| a.proxy == p).map(|a| a.at - killed);
+            if after.iter().filter(|a| a.proxy == 0).count() >= 3
+                && after.iter().filter(|a| a.proxy == 1).count() >= 3
+            {
+                break (moved - killed, first(0), first(1));
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "the fleet never took writes after the failover:\n{}\n{}",
+            "{loss:?}: the fleet never took writes after the failover:\n{}\n{}",
             proxies[0].log_text(),
             proxies[1].log_text()
         );
@@ -182,13 +239,37 @@ async fn a_primary_failover_loses_no_acknowledged_write_and_never_changes_produc
     writer.await.unwrap();
     let reads = reader.await.unwrap();
     eprintln!(
-        "first write acknowledged after the kill: A {:?}, B {:?}",
-        converged.0, converged.1
+        "{loss:?}: the sentinels agreed on a new primary after {:?}; first write acknowledged \
+         after that: A {:?}, B {:?} (from the start); {} acknowledged in all",
+        converged.0,
+        converged.1,
+        converged.2,
+        acked.lock().unwrap().len()
     );
+    if std::env::var_os("STAMP_FAILOVER_LOGS").is_some() {
+        eprintln!(
+            "A:\n{}\nB:\n{}",
+            proxies[0].log_text(),
+            proxies[1].log_text()
+        );
+    }
 
+    if let Some(stall) = stalled {
+        let _ = stall.join();
+    }
     // The sentinels moved the primary to a replica.
-    let primary = cluster.agreed_primary();
-    assert!(matches!(primary, Some(1 | 2)), "primary now: {primary:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let primary = loop {
+        let primary = cluster.agreed_primary();
+        if matches!(primary, Some(1 | 2)) || Instant::now() > deadline {
+            break primary;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        matches!(primary, Some(1 | 2)),
+        "{loss:?}: primary now: {primary:?}"
+    );
 
     // Production never changed, on either proxy, in any read.
     let changed = changed.lock().unwrap().clone();
@@ -228,4 +309,12 @@ async fn a_primary_failover_loses_no_acknowledged_write_and_never_changes_produc
     }
     // And the released ticket is still production's, after it all.
     assert_eq!(get_text(&format!("{}/", urls[1])).await, production);
+    // Neither proxy found a write of its own missing on the new primary.
+    for p in &proxies {
+        let log = p.log_text();
+        assert!(
+            !log.contains("lost writes this proxy acknowledged"),
+            "{loss:?}:\n{log}"
+        );
+    }
 }
