@@ -14,6 +14,7 @@ mod failover;
 mod layout;
 mod matrix;
 mod npm;
+mod openapi;
 mod operations;
 mod package;
 mod pagecache;
