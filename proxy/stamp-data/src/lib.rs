@@ -56,7 +56,7 @@ pub mod testing {
     pub use crate::extmap::{parse_query as map_query, target as map_target};
     pub use crate::importmap::{csp_hash_source, merge};
     pub use crate::probe::script_hash as probe_hash;
-    pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, Report, RewriteSpec};
+    pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, ProbeSpec, Report, RewriteSpec};
     pub use crate::select::{classify, cookie_value, Classified, Selection};
     pub use crate::snapshot::Effective;
 }

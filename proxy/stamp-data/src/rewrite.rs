@@ -8,6 +8,26 @@
 //! through chunk by chunk. If lol_html runs out of its memory budget (a giant
 //! tag), it bails out gracefully: the bytes it holds are flushed unchanged and
 //! the rest of the page passes through untouched.
+//!
+//! Early exit: a stamp changes a few hundred bytes, nearly always before
+//! `<body>`. Once lol_html has read the `<body>` start tag and nothing it
+//! holds can still change (no map open, no `<template>`, the probe in, the
+//! badge's outcome settled), it is ended there and `skim`, a tokenizer
+//! with lol_html's own states, forwards the rest untouched, handing each
+//! later script, link or meta policy (and its text) to a fresh lol_html with
+//! the same handlers and page state. Every hand-over happens right after a
+//! tag lol_html itself reports ending at that byte, so the fresh rewriter
+//! starts where the whole-page one would be: in the data state, in the HTML
+//! namespace (no `<svg>` or `<math>` read before), with no end tag handler
+//! that can still act. Anything else (SVG, templates, doctypes, a
+//! `<plaintext>`) is read by lol_html to the end of the page. Tested against
+//! the whole-page rewriter, byte for byte, on arbitrary pages and chunk
+//! splits (`early_exit_matches_the_full_rewriter`, the fuzz target
+//! `rewriter_early_exit`).
+
+#[cfg(test)]
+mod differential;
+mod skim;
 
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -123,6 +143,10 @@ pub struct Report {
     /// Why an existing map was left unchanged (invalid JSON, too large).
     pub map_left: Option<String>,
     pub bailed_out: bool,
+    /// lol_html failed on the page (an internal error, not its memory
+    /// budget): what it had not emitted of that chunk is lost, as before
+    /// early exit. Seen only on malformed SVG and MathML.
+    pub failed: bool,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -197,6 +221,17 @@ struct State {
     /// The ticket's modules that production loads from another origin
     /// than the one they were uploaded for: location → production's URL.
     elsewhere: std::collections::BTreeMap<String, String>,
+    /// A `<body>` start tag has been read: maps after it no longer add to
+    /// `elsewhere`, so the badge's outcome is settled by then (and early
+    /// exit cannot change it).
+    body_seen: bool,
+    /// Where (in the current lol_html's input) the last start tag of a
+    /// `<body>`, `<link>` or meta policy, or a script's end tag in an
+    /// island, ended: early exit cuts only right there.
+    tag_end: Option<usize>,
+    /// lol_html reads single constructs after `<body>`: record where a
+    /// script's end tag ends.
+    island: bool,
     report: Report,
 }
 
@@ -235,15 +270,48 @@ impl OutputSink for Sink {
 
 /// One page's rewriter. `Send` (kept in the request context behind a Mutex).
 pub struct PageRewriter {
+    /// The lol_html reading the page now: none while the tokenizer
+    /// forwards, or after lol_html gave up.
     rewriter: Option<HtmlRewriter<'static, Sink>>,
+    /// Bytes given to the current lol_html.
+    fed: usize,
+    phase: Phase,
     out: Sink,
     state: Arc<Mutex<State>>,
+}
+
+/// Who reads the page at this point (see the module's doc on early exit).
+#[derive(Debug)]
+enum Phase {
+    /// lol_html, from the first byte, until just after `<body …>`.
+    Head(Watch),
+    /// lol_html to the end of the page (or, after it gave up, nobody).
+    Full,
+    /// The tokenizer forwards; `held` starts a construct it has not seen
+    /// whole yet (not forwarded).
+    Skim { skim: skim::Skim, held: Vec<u8> },
+    /// lol_html reads a script after `<body>`, to its end tag; `tail`:
+    /// what may begin that end tag (given to lol_html, kept to look at).
+    Script { tail: Vec<u8>, skim: skim::Skim },
+}
+
+/// What the first lol_html's input has shown so far.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The last bytes given to it, to see a `<body` across chunks.
+    tail: Vec<u8>,
+    /// `<svg` or `<math` came (maybe only as text): the namespace is not
+    /// known, so lol_html reads on.
+    foreign: bool,
+    /// After a `<body`: how many more `>` may end its start tag.
+    armed: u32,
 }
 
 impl std::fmt::Debug for PageRewriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PageRewriter")
             .field("active", &self.rewriter.is_some())
+            .field("phase", &self.phase)
             .finish()
     }
 }
@@ -299,11 +367,92 @@ fn stamping_handlers(
     settings
 }
 
+/// The lol_html reading a page, or one construct of it after `<body>`: the
+/// same handlers over the same page state every time.
+fn lol_html(state: &Arc<Mutex<State>>, out: &Sink) -> HtmlRewriter<'static, Sink> {
+    let memory = MemorySettings::new()
+        .with_max_allowed_memory_usage(lock(state).spec.memory_limit_bytes)
+        .with_graceful_bail_out_on_memory_limit_exceeded(true);
+    let mut settings = Settings::new_send()
+        .with_strict(false)
+        .with_memory_settings(memory);
+    let notice_only = {
+        let st = lock(state);
+        st.spec.notice.is_some() && st.spec.effective.overrides.is_empty()
+    };
+    if !notice_only {
+        settings = stamping_handlers(settings, state);
+    }
+    let s = state.clone();
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*BODY_SELECTOR),
+        ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| on_body(&s, el)),
+    ));
+    let s = state.clone();
+    settings = settings.append_document_content_handler(
+        lol_html::send::DocumentContentHandlers::default().end(
+            move |end: &mut lol_html::html_content::DocumentEnd<'_>| {
+                end.append(&document_end(&s), ContentType::Html);
+                Ok(())
+            },
+        ),
+    );
+    let s = state.clone();
+    settings = settings.append_bail_out_handler(bail_out!(move |err, bail| {
+        let mut st = lock(&s);
+        log::warn!("page rewrite bailed out, rest of the page unchanged: {err}");
+        st.report.bailed_out = true;
+        if st.in_map && !st.overflowed {
+            // Put back the map text removed so far; the raw flush follows it.
+            let text = std::mem::take(&mut st.buf);
+            bail.append(&text, ContentType::Html);
+        }
+    }));
+    HtmlRewriter::new(settings, out.clone())
+}
+
+/// What goes at the very end of a page.
+fn document_end(state: &Arc<Mutex<State>>) -> String {
+    let mut html = String::new();
+    // A page without `<head>`, script, link or `<body>`.
+    if let Some(probe) = take_probe(state) {
+        html.push_str(&probe);
+    }
+    // A page without `</body>`: the end goes at its very end.
+    if let Some(badge) = take_badge(state) {
+        html.push_str(&badge);
+    }
+    html
+}
+
+/// Whether the current lol_html may be ended here, where a tag it read
+/// ends, and the rest given to the tokenizer: no map open, no template,
+/// the probe in, and nothing that an end tag handler (a `</body>`'s, that
+/// this lol_html takes with it) could still add.
+fn may_hand_over(st: &State) -> bool {
+    let badge_settled = st.spec.live.is_none()
+        && st.spec.notice.is_none()
+        && (st.spec.probe.is_none()
+            || (st.probe_done
+                && st.body_seen
+                && st.elsewhere.is_empty()
+                && st.report.nothing_applied().is_none()));
+    !st.report.bailed_out && st.template_depth == 0 && !st.in_map && badge_settled
+}
+
+/// Longest construct the tokenizer holds back (a start tag it has not
+/// seen the end of); longer, lol_html reads the rest of the page.
+const MAX_HELD: usize = 64 * 1024;
+
 impl PageRewriter {
+    /// A page's rewriter, with early exit (see the module's doc).
     pub fn new(spec: RewriteSpec) -> PageRewriter {
-        let memory = MemorySettings::new()
-            .with_max_allowed_memory_usage(spec.memory_limit_bytes)
-            .with_graceful_bail_out_on_memory_limit_exceeded(true);
+        PageRewriter::with_early_exit(spec, true)
+    }
+
+    /// `early_exit: false`: lol_html reads every byte (the reference the
+    /// early exit is tested against).
+    pub fn with_early_exit(spec: RewriteSpec, early_exit: bool) -> PageRewriter {
         let state = Arc::new(Mutex::new(State {
             spec,
             map_seen: false,
@@ -320,55 +469,21 @@ impl PageRewriter {
             keys_placed: Vec::new(),
             map_type: String::new(),
             elsewhere: Default::default(),
+            body_seen: false,
+            tag_end: None,
+            island: false,
             report: Report::default(),
         }));
-        let mut settings = Settings::new_send()
-            .with_strict(false)
-            .with_memory_settings(memory);
-        let notice_only = {
-            let st = lock(&state);
-            st.spec.notice.is_some() && st.spec.effective.overrides.is_empty()
-        };
-        if !notice_only {
-            settings = stamping_handlers(settings, &state);
-        }
-        let s = state.clone();
-        settings = settings.append_element_content_handler((
-            Cow::Borrowed(&*BODY_SELECTOR),
-            ElementContentHandlers::default()
-                .element(move |el: &mut Element<'_, '_>| on_body(&s, el)),
-        ));
-        let s = state.clone();
-        settings = settings.append_document_content_handler(
-            lol_html::send::DocumentContentHandlers::default().end(
-                move |end: &mut lol_html::html_content::DocumentEnd<'_>| {
-                    // A page without `<head>`, script, link or `<body>`.
-                    if let Some(probe) = take_probe(&s) {
-                        end.append(&probe, ContentType::Html);
-                    }
-                    // A page without `</body>`: the end goes at its very end.
-                    if let Some(badge) = take_badge(&s) {
-                        end.append(&badge, ContentType::Html);
-                    }
-                    Ok(())
-                },
-            ),
-        );
-        let s = state.clone();
-        settings = settings.append_bail_out_handler(bail_out!(move |err, bail| {
-            let mut st = lock(&s);
-            log::warn!("page rewrite bailed out, rest of the page unchanged: {err}");
-            st.report.bailed_out = true;
-            if st.in_map && !st.overflowed {
-                // Put back the map text removed so far; the raw flush follows it.
-                let text = std::mem::take(&mut st.buf);
-                bail.append(&text, ContentType::Html);
-            }
-        }));
         let out = Sink::default();
-        let rewriter = HtmlRewriter::new(settings, out.clone());
+        let rewriter = lol_html(&state, &out);
         PageRewriter {
             rewriter: Some(rewriter),
+            fed: 0,
+            phase: if early_exit {
+                Phase::Head(Watch::default())
+            } else {
+                Phase::Full
+            },
             out,
             state,
         }
@@ -377,33 +492,246 @@ impl PageRewriter {
     /// Feeds one chunk; returns what is ready to send.
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
         lock(&self.state).report.bytes_in += chunk.len() as u64;
-        match self.rewriter.as_mut() {
-            Some(r) => {
-                // Room for what comes out (about what goes in, plus what
-                // the handlers add), so the sink does not grow by doubling.
-                self.out
-                    .0
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .reserve(chunk.len() + 1024);
-                if r.write(chunk).is_err() {
-                    // Graceful bail-out already flushed what it held, unchanged;
-                    // the rewriter is poisoned, so the rest bypasses it.
-                    self.rewriter = None;
-                }
-                self.take()
+        // A construct the tokenizer held back is read again with what follows.
+        let joined;
+        let mut rest = match &mut self.phase {
+            Phase::Skim { held, .. } if !held.is_empty() => {
+                let mut all = std::mem::take(held);
+                all.extend_from_slice(chunk);
+                joined = all;
+                &joined[..]
             }
-            None => {
-                let mut out = self.take();
-                out.extend_from_slice(chunk);
-                self.count_out(chunk.len());
-                out
+            _ => chunk,
+        };
+        while !rest.is_empty() {
+            rest = match self.phase {
+                Phase::Full => {
+                    self.feed(rest);
+                    &[]
+                }
+                Phase::Head(_) => self.head(rest),
+                Phase::Skim { .. } => self.skim(rest),
+                Phase::Script { .. } => self.script(rest),
+            };
+        }
+        self.take()
+    }
+
+    /// Gives bytes to the current lol_html (or, after it gave up, to the
+    /// output unchanged).
+    fn feed(&mut self, bytes: &[u8]) {
+        let mut sink = self.out.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(r) = self.rewriter.as_mut() else {
+            sink.extend_from_slice(bytes);
+            return;
+        };
+        // Room for what comes out (about what goes in, plus what the
+        // handlers add), so the sink does not grow by doubling.
+        sink.reserve(bytes.len() + 1024);
+        drop(sink);
+        self.fed += bytes.len();
+        if let Err(e) = r.write(bytes) {
+            // Graceful bail-out already flushed what it held, unchanged;
+            // the rewriter is poisoned, so the rest bypasses it.
+            if !matches!(e, lol_html::errors::RewritingError::MemoryLimitExceeded(_)) {
+                log::warn!("page rewrite failed, rest of the page unchanged: {e}");
+                lock(&self.state).report.failed = true;
+            }
+            self.rewriter = None;
+            self.phase = Phase::Full;
+        }
+    }
+
+    /// Bytes the tokenizer forwards unchanged.
+    fn forward(&self, bytes: &[u8]) {
+        self.out
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+    }
+
+    /// The first lol_html, watching for the end of a `<body …>` start tag.
+    fn head<'a>(&mut self, rest: &'a [u8]) -> &'a [u8] {
+        let Phase::Head(watch) = &mut self.phase else {
+            return rest;
+        };
+        if watch.armed == 0 {
+            let body = look_for_body(watch, rest);
+            return match body {
+                Some(at) => {
+                    watch.armed = 16;
+                    self.feed(&rest[..at]);
+                    &rest[at..]
+                }
+                None => {
+                    self.feed(rest);
+                    &[]
+                }
+            };
+        }
+        // Feed up to each `>` in turn, until the `<body>` handler has run.
+        let Some(gt) = memchr::memchr(b'>', rest) else {
+            look_for_body(watch, rest);
+            self.feed(rest);
+            return &[];
+        };
+        look_for_body(watch, &rest[..=gt]);
+        watch.armed -= 1;
+        let foreign = watch.foreign;
+        lock(&self.state).tag_end = None;
+        self.feed(&rest[..=gt]);
+        let (read_body, here, may) = {
+            let st = lock(&self.state);
+            (
+                st.body_seen,
+                st.tag_end == Some(self.fed),
+                may_hand_over(&st),
+            )
+        };
+        if read_body {
+            if here && may && !foreign && self.rewriter.is_some() {
+                self.hand_over(None);
+            } else if let Phase::Head(_) = self.phase {
+                self.phase = Phase::Full;
+            }
+        }
+        &rest[gt + 1..]
+    }
+
+    /// Stops feeding lol_html right after the tag it just read (it is not
+    /// ended: it reads every later construct the tokenizer finds, and the
+    /// rest of the page if need be); the tokenizer reads on.
+    fn hand_over(&mut self, skim: Option<skim::Skim>) {
+        let meta = {
+            let mut st = lock(&self.state);
+            st.island = true;
+            st.spec.meta_csp.is_some()
+        };
+        let mut skim = skim.unwrap_or_else(|| skim::Skim::new(meta));
+        skim.replayed();
+        self.phase = Phase::Skim {
+            skim,
+            held: Vec::new(),
+        };
+    }
+
+    /// Gives lol_html what its stack of open elements went through while
+    /// the tokenizer read (its output discarded: those bytes went out).
+    fn replay(&mut self, skim: &mut skim::Skim) {
+        if !skim.replay.is_empty() {
+            let kept =
+                std::mem::take(&mut *self.out.0.lock().unwrap_or_else(PoisonError::into_inner));
+            let tags = std::mem::take(&mut skim.replay);
+            self.feed(&tags);
+            *self.out.0.lock().unwrap_or_else(PoisonError::into_inner) = kept;
+        }
+        skim.replayed();
+    }
+
+    /// The tokenizer's turn: forward up to the next construct for lol_html.
+    fn skim<'a>(&mut self, rest: &'a [u8]) -> &'a [u8] {
+        let Phase::Skim { skim, held } = &mut self.phase else {
+            return rest;
+        };
+        let found = skim.scan(rest);
+        if let skim::Found::Held(at) = found {
+            if rest.len() - at <= MAX_HELD {
+                held.extend_from_slice(&rest[at..]);
+                self.forward(&rest[..at]);
+                return &[];
+            }
+        }
+        let mut skim = skim.clone();
+        match found {
+            skim::Found::Nothing => {
+                self.forward(rest);
+                &[]
+            }
+            skim::Found::Held(at) | skim::Found::Rest(at) => {
+                self.forward(&rest[..at]);
+                self.replay(&mut skim);
+                self.phase = Phase::Full;
+                &rest[at..]
+            }
+            skim::Found::Tag { lt, end, name } => {
+                self.forward(&rest[..lt]);
+                self.replay(&mut skim);
+                lock(&self.state).tag_end = None;
+                self.feed(&rest[lt..end]);
+                if self.rewriter.is_none() {
+                    // Gave up: `feed` made the rest pass through.
+                } else if name == skim::Name::Script {
+                    self.phase = Phase::Script {
+                        tail: Vec::new(),
+                        skim,
+                    };
+                } else {
+                    self.after_tag(skim);
+                }
+                &rest[end..]
+            }
+        }
+    }
+
+    /// After a tag lol_html read: the tokenizer reads on if lol_html says
+    /// that tag ended right here and nothing is left open; else lol_html does.
+    fn after_tag(&mut self, skim: skim::Skim) {
+        let ok = {
+            let st = lock(&self.state);
+            st.tag_end == Some(self.fed) && may_hand_over(&st)
+        };
+        if ok && self.rewriter.is_some() {
+            self.hand_over(Some(skim));
+        } else {
+            self.phase = Phase::Full;
+        }
+    }
+
+    /// A script after `<body>`: lol_html reads it to its end tag.
+    fn script<'a>(&mut self, rest: &'a [u8]) -> &'a [u8] {
+        let Phase::Script { tail, skim } = &mut self.phase else {
+            return rest;
+        };
+        let seen = tail.len();
+        let mut look = std::mem::take(tail);
+        look.extend_from_slice(rest);
+        match skim::raw_end(&look, 0, b"script", true) {
+            skim::RawEnd::At(end) => {
+                let skim = skim.clone();
+                let n = end - seen;
+                lock(&self.state).tag_end = None;
+                self.feed(&rest[..n]);
+                self.after_tag(skim);
+                &rest[n..]
+            }
+            skim::RawEnd::More(lt) if look.len() - lt <= MAX_HELD => {
+                *tail = look[lt..].to_vec();
+                self.feed(rest);
+                &[]
+            }
+            skim::RawEnd::Text => {
+                self.feed(rest);
+                &[]
+            }
+            skim::RawEnd::More(_) | skim::RawEnd::Escaped => {
+                self.phase = Phase::Full;
+                rest
             }
         }
     }
 
     /// Ends the page; returns the last bytes.
     pub fn finish(&mut self) -> Vec<u8> {
+        if let Phase::Skim { held, skim } = &mut self.phase {
+            // An unfinished construct at the end: lol_html emits it as it
+            // came. Then lol_html ends the page as it would have.
+            let held = std::mem::take(held);
+            let mut skim = skim.clone();
+            self.forward(&held);
+            self.replay(&mut skim);
+            self.phase = Phase::Full;
+        }
         if let Some(r) = self.rewriter.take() {
             if let Err(e) = r.end() {
                 log::warn!("page rewrite failed at the end of the page: {e}");
@@ -448,6 +776,37 @@ impl PageRewriter {
     fn count_out(&self, n: usize) {
         lock(&self.state).report.bytes_out += n as u64;
     }
+}
+
+/// Notes `<svg`/`<math` in `bytes` (the namespace lol_html is in is then
+/// unknown) and returns where the first `<body` starts (0 when it began in
+/// the bytes before).
+fn look_for_body(watch: &mut Watch, bytes: &[u8]) -> Option<usize> {
+    let starts =
+        |b: &[u8], word: &[u8]| b.len() >= word.len() && b[..word.len()].eq_ignore_ascii_case(word);
+    let mut body = None;
+    // Across the chunk boundary.
+    let mut joined = std::mem::take(&mut watch.tail);
+    let before = joined.len();
+    joined.extend_from_slice(&bytes[..bytes.len().min(8)]);
+    for lt in memchr::memchr_iter(b'<', &joined[..before]) {
+        let after = &joined[lt + 1..];
+        watch.foreign |= starts(after, b"svg") || starts(after, b"math");
+        if starts(after, b"body") {
+            body = Some(0);
+        }
+    }
+    for lt in memchr::memchr_iter(b'<', bytes) {
+        let after = &bytes[lt + 1..];
+        watch.foreign |= starts(after, b"svg") || starts(after, b"math");
+        if body.is_none() && starts(after, b"body") {
+            body = Some(lt);
+        }
+    }
+    joined.extend_from_slice(&bytes[bytes.len().min(8)..]);
+    let keep = joined.len().min(4);
+    watch.tail = joined[joined.len() - keep..].to_vec();
+    body
 }
 
 /// Rewrites a whole document at once (tests, benchmarks, tools).
@@ -576,6 +935,11 @@ fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult 
 /// one they were uploaded for (see `assets::served_elsewhere`), for the
 /// probe's badge to say why they did not apply.
 fn note_elsewhere(st: &mut State, map_text: &str) {
+    // Maps after `<body>` are not looked at: by then the badge's outcome
+    // is settled (see `may_hand_over`).
+    if st.body_seen {
+        return;
+    }
     let Some(probe) = &st.spec.probe else {
         return;
     };
@@ -624,6 +988,16 @@ fn note(reason: &str) -> String {
 fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     {
         let mut st = lock(state);
+        if st.island {
+            // Early exit hands over right after this script's end tag.
+            let s = state.clone();
+            if let Some(handlers) = el.end_tag_handlers() {
+                handlers.push(Box::new(move |end: &mut EndTag<'_>| {
+                    lock(&s).tag_end = Some(end.source_location().bytes().end);
+                    Ok(())
+                }));
+            }
+        }
         if st.in_map {
             // The map before this script never ended (its end tag handler
             // did not run): its text goes back unchanged, here, rather than
@@ -681,6 +1055,7 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
 /// A `<link href>`: a module preload is an entry point (and where a missing
 /// map goes), a stylesheet may be a file the ticket replaces.
 fn on_link(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    lock(state).tag_end = Some(el.source_location().bytes().end);
     if lock(state).template_depth == 0 {
         if let Some(probe) = take_probe(state) {
             el.before(&probe, ContentType::Html);
@@ -825,6 +1200,7 @@ fn state_has_meta(state: &Arc<Mutex<State>>) -> bool {
 /// A `<meta>` policy gets the proxy's nonce and hashes where it needs them;
 /// nothing is removed.
 fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    lock(state).tag_end = Some(el.source_location().bytes().end);
     let policy = el
         .get_attribute("http-equiv")
         .is_some_and(|h| h.eq_ignore_ascii_case("content-security-policy"));
@@ -861,6 +1237,11 @@ fn on_meta_csp(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerRe
 fn on_body(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
     if let Some(probe) = take_probe(state) {
         el.prepend(&probe, ContentType::Html);
+    }
+    {
+        let mut st = lock(state);
+        st.body_seen = true;
+        st.tag_end = Some(el.source_location().bytes().end);
     }
     {
         let st = lock(state);

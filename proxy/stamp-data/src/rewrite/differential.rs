@@ -1,0 +1,406 @@
+//! Early exit against the whole-page rewriter: for generated pages (every
+//! construct that changes how HTML is read, or that a handler acts on, in
+//! random order and case) and the fuzz corpus's real pages, fed in random
+//! pieces, under every kind of page variant, both give the same bytes and
+//! the same report.
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use stamp_model::ticket::{Hash, ModuleRef, OverrideSet, Stage, TicketKey};
+use url::Url;
+
+use super::{MetaCsp, PageRewriter, ProbeSpec, Report, RewriteSpec};
+use crate::snapshot::Effective;
+
+/// Pieces of pages; each is written as is, or upper-cased.
+const PIECES: &[&str] = &[
+    "<!doctype html>",
+    "<html lang=en>",
+    "</html>",
+    "<head>",
+    "</head>",
+    "<body>",
+    "<BODY class=\"a\">",
+    "<body data-x=\"a>b\">",
+    "<body/>",
+    "<body\r>",
+    "</body>",
+    "<script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\",\"x\":\"https://cdn.example/src/app.js\"}}</script>",
+    "<script type=importmap-shim>{\"imports\":{\"a\":\"/src/app.js\"}}</script>",
+    "<script type=systemjs-importmap src=/m.json></script>",
+    "<script type=\"module\" src=\"/src/app.js\"></script>",
+    "<script type=module>import 'lib/greet'</script>",
+    "<script src='/src/lib/greet.js' integrity=x></script>",
+    "<script>var s = '</scr' + 'ipt>'; if (a<b) c()</script>",
+    "<script>x = '<!--'; y = '<script>'</script>",
+    "<script type=application/json>{\"a\":\"</b>\"}</script >",
+    "<script",
+    "<script>",
+    "</script>",
+    "</SCRIPT foo='>'>",
+    "<script a=>",
+    "<link rel=modulepreload href=/src/lib/greet.js>",
+    "<link rel=\"stylesheet\" href=\"/assets/site.css\" integrity=\"sha384-x\">",
+    "<link rel=icon href=/src/app.js>",
+    "<link",
+    "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\">",
+    "<meta charset=utf-8>",
+    "<template>",
+    "</template>",
+    "<svg>",
+    "</svg>",
+    "<svg/>",
+    "<math>",
+    "<foreignObject>",
+    "<!-- c -->",
+    "<!--",
+    "-->",
+    "--!>",
+    "<!-->",
+    "<!--->",
+    "<!-- <script src=/src/app.js> -->",
+    "<![CDATA[ <link rel=stylesheet href=/assets/site.css> ]]>",
+    "<?pi <script>?>",
+    "</ x>",
+    "</>",
+    "</1>",
+    "<style>",
+    "</style>",
+    "<style>a::before{content:'<script src=/src/app.js>'}</style>",
+    "<textarea>",
+    "</textarea>",
+    "<title>",
+    "</title>",
+    "<noscript>",
+    "</noscript>",
+    "<iframe>",
+    "<xmp>",
+    "<plaintext>",
+    "<div a=>",
+    "<p a=\"<script src=/src/app.js>\">",
+    "<p a='x\" b=\"y'>",
+    "<a href=x/>",
+    "<div>",
+    "</div>",
+    "<p>",
+    "hello",
+    "&amp;",
+    "&lt;script&gt;",
+    "<",
+    ">",
+    "\"",
+    "'",
+    "=",
+    "/",
+    "-",
+    "!",
+    "\r",
+    "\n",
+    " ",
+    "\0",
+    "é",
+    "\u{2028}",
+];
+
+fn key() -> TicketKey {
+    TicketKey::parse("TKT-7").expect("a valid key")
+}
+
+fn overrides(paths: &[&str]) -> OverrideSet {
+    let mut set = OverrideSet::new();
+    for p in paths {
+        set.insert(
+            p.to_string(),
+            ModuleRef {
+                path: p.to_string(),
+                hash: Hash::of(p.as_bytes()),
+                size: 1,
+            },
+        );
+    }
+    set
+}
+
+fn base(paths: &[&str]) -> RewriteSpec {
+    RewriteSpec {
+        effective: Arc::new(Effective::new(overrides(paths))),
+        page_url: Url::parse("https://shop.example/").expect("a URL"),
+        nonce: None,
+        max_map_bytes: 1 << 16,
+        memory_limit_bytes: 1 << 22,
+        probe: None,
+        live: None,
+        meta_csp: None,
+        asset_origins: Arc::from(vec!["https://cdn.example".to_string()]),
+        notice: None,
+    }
+}
+
+/// Every kind of page variant the proxy builds.
+fn variants() -> Vec<(&'static str, RewriteSpec)> {
+    let paths = ["/src/app.js", "/src/lib/greet.js", "/assets/site.css"];
+    let overlay = base(&paths);
+    let mut ticket = base(&paths);
+    ticket.probe = Some(ProbeSpec {
+        key: key(),
+        view: "dev",
+        stage: Stage::Dev,
+        own: Arc::new(overrides(&["/src/lib/greet.js"])),
+        badge: true,
+        reports: Vec::new(),
+    });
+    ticket.nonce = Some("n0nce".into());
+    let mut remote = ticket.clone();
+    if let Some(p) = remote.probe.as_mut() {
+        p.own = Arc::new(overrides(&["https://cdn.example/src/app.js"]));
+    }
+    let mut meta = ticket.clone();
+    meta.nonce = None;
+    meta.meta_csp = Some(MetaCsp {
+        script_nonce: "m3ta".into(),
+        script_hash: "'sha256-abc'".into(),
+        style: None,
+    });
+    let mut live = ticket.clone();
+    live.live = Some("/__stamp/live?v=1".into());
+    let mut sampled = base(&[]);
+    sampled.probe = Some(ProbeSpec {
+        key: key(),
+        view: "prod",
+        stage: Stage::Prod,
+        own: Arc::new(OverrideSet::new()),
+        badge: false,
+        reports: Vec::new(),
+    });
+    let mut notice = base(&[]);
+    notice.notice = Some("<p id=notice></p>".into());
+    let mut small = base(&paths);
+    small.memory_limit_bytes = 4096;
+    vec![
+        ("overlay", overlay),
+        ("ticket", ticket),
+        ("ticket, remote module", remote),
+        ("ticket, meta policy", meta),
+        ("live reload", live),
+        ("sampled production", sampled),
+        ("notice", notice),
+        ("overlay, small memory", small),
+    ]
+}
+
+fn run(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, Report) {
+    let mut r = PageRewriter::with_early_exit(spec, early);
+    let mut out = Vec::new();
+    for p in pieces {
+        out.extend(r.write(p));
+    }
+    out.extend(r.finish());
+    (out, r.report())
+}
+
+/// Pages per test: 600, or `STAMP_DIFF_ROUNDS` for a longer search.
+fn rounds() -> usize {
+    std::env::var("STAMP_DIFF_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(600)
+}
+
+fn random_page(rng: &mut StdRng) -> Vec<u8> {
+    let mut page = Vec::new();
+    for _ in 0..rng.random_range(0..48) {
+        let piece = PIECES[rng.random_range(0..PIECES.len())];
+        if rng.random_bool(0.15) {
+            page.extend(piece.to_ascii_uppercase().as_bytes());
+        } else {
+            page.extend(piece.as_bytes());
+        }
+    }
+    page
+}
+
+fn random_split<'a>(rng: &mut StdRng, page: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
+    let mut rest = page;
+    let most = [1, 3, 16, 200, usize::MAX][rng.random_range(0..5)];
+    while !rest.is_empty() {
+        let n = rng.random_range(1..=rest.len().min(most));
+        let (a, b) = rest.split_at(n);
+        pieces.push(a);
+        rest = b;
+    }
+    pieces
+}
+
+/// The early exit's output for `page` in random pieces equals the whole
+/// rewriter's for the page in one piece. Returns false, comparing nothing,
+/// when lol_html itself failed (an internal error on malformed SVG or
+/// MathML, whose place depends on how the page is split, with or without
+/// early exit: the `rewriter` fuzz target's own finding).
+fn check(rng: &mut StdRng, name: &str, spec: &RewriteSpec, page: &[u8]) -> bool {
+    let (want, want_report) = run(spec.clone(), false, &[page]);
+    let pieces = random_split(rng, page);
+    let (got, got_report) = run(spec.clone(), true, &pieces);
+    if want_report.failed || got_report.failed {
+        return false;
+    }
+    if got != want {
+        let at = got.iter().zip(&want).position(|(a, b)| a != b);
+        panic!(
+            "{name}: early exit differs at byte {at:?}\npage: {:?}\nsplit: {:?}\nwant: {:?}\ngot:  {:?}",
+            String::from_utf8_lossy(page),
+            pieces.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            String::from_utf8_lossy(&want),
+            String::from_utf8_lossy(&got),
+        );
+    }
+    assert_eq!(
+        got_report,
+        want_report,
+        "{name}: {:?}",
+        String::from_utf8_lossy(page)
+    );
+    true
+}
+
+/// Counts the pages compared; lol_html's own failures stay rare.
+#[derive(Default)]
+struct Tally {
+    compared: usize,
+    failed: usize,
+}
+
+impl Tally {
+    fn add(&mut self, compared: bool) {
+        if compared {
+            self.compared += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    fn assert_rare(&self) {
+        assert!(
+            self.failed * 50 <= self.compared,
+            "lol_html failed on {} pages, compared {}",
+            self.failed,
+            self.compared
+        );
+    }
+}
+
+#[test]
+fn early_exit_matches_the_full_rewriter() {
+    let seed = std::env::var("STAMP_DIFF_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let mut rng = StdRng::seed_from_u64(seed.unwrap_or(30));
+    let variants = variants();
+    let mut tally = Tally::default();
+    for _ in 0..rounds() {
+        let page = random_page(&mut rng);
+        for (name, spec) in &variants {
+            tally.add(check(&mut rng, name, spec, &page));
+        }
+    }
+    tally.assert_rare();
+}
+
+/// Pages whose head is ordinary, so that early exit does happen, followed
+/// by a generated body.
+#[test]
+fn early_exit_matches_the_full_rewriter_after_a_real_head() {
+    let seed = std::env::var("STAMP_DIFF_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let mut rng = StdRng::seed_from_u64(seed.unwrap_or(3));
+    let variants = variants();
+    let head = "<!doctype html><html><head><meta charset=utf-8>\
+        <script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\"}}</script>\
+        <script type=module src=/src/main.js></script></head><body class=page>";
+    let mut tally = Tally::default();
+    for _ in 0..rounds() {
+        let mut page = head.as_bytes().to_vec();
+        page.extend(random_page(&mut rng));
+        for (name, spec) in &variants {
+            tally.add(check(&mut rng, name, spec, &page));
+        }
+    }
+    tally.assert_rare();
+}
+
+/// The fuzz corpus: the demo and the app setups' real pages.
+#[test]
+fn early_exit_matches_the_full_rewriter_on_real_pages() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fuzz/corpus/rewriter"
+    );
+    let mut pages: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{dir}: {e}"));
+    pages.sort();
+    assert!(pages.len() >= 4, "the corpus has the real pages: {pages:?}");
+    let mut rng = StdRng::seed_from_u64(7);
+    for path in pages {
+        let page = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (name, spec) in variants() {
+            for _ in 0..25 {
+                let name = format!("{} ({name})", path.display());
+                assert!(
+                    check(&mut rng, &name, &spec, &page),
+                    "{name}: lol_html failed"
+                );
+            }
+        }
+    }
+}
+
+/// The point of it: after `<body>`, lol_html reads only the scripts and
+/// links there, and the page is stamped the same.
+#[test]
+fn a_stamped_page_is_handed_over_after_body() {
+    let mut body = String::from("<body><main>");
+    for i in 0..2000 {
+        body.push_str(&format!(
+            "<article data-id=\"{i}\"><a href=\"/p/{i}\">P{i}</a></article>"
+        ));
+    }
+    body.push_str("<script src=/src/app.js></script><script>track()</script></main></body></html>");
+    let page = format!(
+        "<html><head><script type=importmap>{{\"imports\":{{\"a\":\"/src/lib/greet.js\"}}}}</script></head>{body}"
+    );
+    for (name, spec) in variants().into_iter().take(2) {
+        let mut r = PageRewriter::new(spec.clone());
+        let mut out = Vec::new();
+        for piece in page.as_bytes().chunks(16 * 1024) {
+            out.extend(r.write(piece));
+            if out.len() > page.len() / 2 {
+                assert!(
+                    matches!(r.phase, super::Phase::Skim { .. }),
+                    "{name}: the tokenizer reads the body: {:?}",
+                    r.phase
+                );
+            }
+        }
+        out.extend(r.finish());
+        let (want, _) = run(spec, false, &[page.as_bytes()]);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&want),
+            "{name}"
+        );
+        let out = String::from_utf8_lossy(&out);
+        assert!(
+            out.contains(&stamp_model::ticket::module_url(
+                "/src/app.js",
+                &Hash::of(b"/src/app.js")
+            )),
+            "{name}: the script after the cut is still stamped"
+        );
+    }
+}

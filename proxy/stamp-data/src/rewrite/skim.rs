@@ -1,0 +1,606 @@
+//! The tokenizer that forwards what follows `<body>` untouched: lol_html's
+//! own states for HTML content (data, tags and their attributes, comments,
+//! raw text), enough to find every start tag a stamping handler could act
+//! on, at memchr speed between them. It never rewrites: it only says where
+//! a construct begins that lol_html must read (a script, a link, a meta
+//! policy, another `<body>`), or from where lol_html must read the rest of
+//! the page (templates, SVG and MathML, doctypes, `<plaintext>`, a start
+//! tag whose state lol_html and the specification disagree on). Only
+//! HTML-namespace content is ever handed to it.
+
+/// ASCII whitespace as lol_html's tokenizer reads it (`\r` included: it
+/// does not normalise newlines first).
+fn ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t' | 0x0C)
+}
+
+/// The start tags the tokenizer tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Name {
+    Script,
+    Link,
+    Meta,
+    Body,
+    /// Changes how everything after it is read, or makes handlers ignore
+    /// what is inside: lol_html reads the rest.
+    Hard,
+    /// Raw text until its own end tag (`style`, `textarea`, …).
+    Raw(&'static [u8]),
+    Other,
+}
+
+const RAW: [&[u8]; 8] = [
+    b"style",
+    b"iframe",
+    b"xmp",
+    b"noembed",
+    b"noframes",
+    b"noscript",
+    b"textarea",
+    b"title",
+];
+
+fn classify(name: &[u8]) -> Name {
+    let mut lower = [0u8; 12];
+    if name.len() > lower.len() {
+        return Name::Other;
+    }
+    for (l, b) in lower.iter_mut().zip(name) {
+        *l = b.to_ascii_lowercase();
+    }
+    let lower = &lower[..name.len()];
+    match lower {
+        b"script" => Name::Script,
+        b"link" => Name::Link,
+        b"meta" => Name::Meta,
+        b"body" => Name::Body,
+        b"template" | b"svg" | b"math" | b"plaintext" => Name::Hard,
+        _ => RAW
+            .iter()
+            .find(|r| **r == lower)
+            .map_or(Name::Other, |r| Name::Raw(r)),
+    }
+}
+
+/// What a `<` at `lt` begins.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Tag {
+    /// The buffer ends before the construct does.
+    More,
+    /// Not markup: the `<` is text.
+    Text,
+    /// `<!--`: a comment whose text starts at the index.
+    Comment(usize),
+    /// A bogus comment (`<?…>`, `</1…>`) whose text starts at the index; it
+    /// ends at the next `>`.
+    Bogus(usize),
+    /// `<!` anything else (a doctype, CDATA): left to lol_html.
+    Declaration,
+    /// A start tag ending just before `end`. `quirk`: an attribute's `=`
+    /// was followed by `>` (lol_html then reads data, whatever the tag).
+    Start {
+        name: Name,
+        end: usize,
+        name_end: usize,
+        quirk: bool,
+    },
+    /// An end tag (or `</>`, `name_end == lt + 2`) ending just before `end`;
+    /// its name ends at `name_end`.
+    End { end: usize, name_end: usize },
+}
+
+/// Reads the construct at `buf[lt] == b'<'` as lol_html's tokenizer does.
+pub(super) fn tag(buf: &[u8], lt: usize) -> Tag {
+    let Some(&next) = buf.get(lt + 1) else {
+        return Tag::More;
+    };
+    match next {
+        b'!' => match (buf.get(lt + 2), buf.get(lt + 3)) {
+            (Some(b'-'), Some(b'-')) => Tag::Comment(lt + 4),
+            (Some(b'-'), None) | (None, _) => Tag::More,
+            _ => Tag::Declaration,
+        },
+        b'?' => Tag::Bogus(lt + 1),
+        b'/' => match buf.get(lt + 2) {
+            None => Tag::More,
+            Some(b'>') => Tag::End {
+                end: lt + 3,
+                name_end: lt + 2,
+            },
+            Some(c) if c.is_ascii_alphabetic() => match attributes(buf, lt + 2) {
+                Some((end, name_end, _)) => Tag::End { end, name_end },
+                None => Tag::More,
+            },
+            Some(_) => Tag::Bogus(lt + 2),
+        },
+        c if c.is_ascii_alphabetic() => match attributes(buf, lt + 1) {
+            Some((end, name_end, quirk)) => Tag::Start {
+                name: classify(&buf[lt + 1..name_end]),
+                end,
+                name_end,
+                quirk,
+            },
+            None => Tag::More,
+        },
+        _ => Tag::Text,
+    }
+}
+
+/// From a tag name's first letter to just past the tag's `>`: returns that
+/// end, the end of the name, and whether the quirk happened; `None` when
+/// the buffer ends first.
+fn attributes(buf: &[u8], name_start: usize) -> Option<(usize, usize, bool)> {
+    #[derive(Clone, Copy)]
+    enum S {
+        Name,
+        BeforeAttrName,
+        AttrName,
+        AfterAttrName,
+        BeforeValue,
+        Unquoted,
+        SelfClosing,
+    }
+    let mut s = S::Name;
+    let mut name_end = None;
+    let mut quirk = false;
+    let mut i = name_start;
+    while i < buf.len() {
+        let b = buf[i];
+        s = match s {
+            S::Name => {
+                if ws(b) || b == b'/' || b == b'>' {
+                    name_end = Some(i);
+                }
+                match b {
+                    b'>' => return Some((i + 1, i, quirk)),
+                    b'/' => S::SelfClosing,
+                    _ if ws(b) => S::BeforeAttrName,
+                    _ => S::Name,
+                }
+            }
+            S::BeforeAttrName => match b {
+                b'/' => S::SelfClosing,
+                b'>' => break,
+                _ if ws(b) => S::BeforeAttrName,
+                _ => S::AttrName,
+            },
+            S::AttrName => match b {
+                b'=' => S::BeforeValue,
+                b'/' => S::SelfClosing,
+                b'>' => break,
+                _ if ws(b) => S::AfterAttrName,
+                _ => S::AttrName,
+            },
+            S::AfterAttrName => match b {
+                b'/' => S::SelfClosing,
+                b'=' => S::BeforeValue,
+                b'>' => break,
+                _ if ws(b) => S::AfterAttrName,
+                _ => S::AttrName,
+            },
+            S::BeforeValue => match b {
+                b'"' | b'\'' => {
+                    let close = memchr::memchr(b, &buf[i + 1..])?;
+                    i += close + 1;
+                    // lol_html goes straight to "before attribute name".
+                    S::BeforeAttrName
+                }
+                b'>' => {
+                    quirk = true;
+                    break;
+                }
+                _ if ws(b) => S::BeforeValue,
+                _ => S::Unquoted,
+            },
+            S::Unquoted => match b {
+                b'>' => break,
+                _ if ws(b) => S::BeforeAttrName,
+                _ => S::Unquoted,
+            },
+            S::SelfClosing => match b {
+                b'>' => break,
+                // Reconsumed in "before attribute name".
+                b'/' => S::SelfClosing,
+                _ if ws(b) => S::BeforeAttrName,
+                _ => S::AttrName,
+            },
+        };
+        i += 1;
+    }
+    if i >= buf.len() {
+        return None;
+    }
+    Some((i + 1, name_end.unwrap_or(i), quirk))
+}
+
+/// Where the text of a raw-text element (or a script) ends: the `<` of its
+/// own end tag, and just past that end tag's `>`.
+pub(super) enum RawEnd {
+    /// Ends at `(lt, end)`.
+    At(usize),
+    /// The buffer may end inside its end tag, which starts at the index
+    /// (everything before it is text).
+    More(usize),
+    /// Not found in the buffer: all of it is text.
+    Text,
+    /// A script with `<!` in it: its escaped states are left to lol_html.
+    Escaped,
+}
+
+/// Finds the end tag `</name` (any case) that ends raw text in
+/// `buf[from..]`; `script`: `<!` anywhere before it gives up.
+pub(super) fn raw_end(buf: &[u8], from: usize, name: &[u8], script: bool) -> RawEnd {
+    let mut i = from;
+    while let Some(at) = memchr::memchr(b'<', &buf[i..]) {
+        let lt = i + at;
+        let rest = &buf[lt + 1..];
+        match rest.first() {
+            None => return RawEnd::More(lt),
+            Some(b'!') if script => return RawEnd::Escaped,
+            Some(b'/') => {}
+            Some(_) => {
+                i = lt + 1;
+                continue;
+            }
+        }
+        let letters = &rest[1..];
+        let seen = letters.len().min(name.len());
+        if !letters[..seen].eq_ignore_ascii_case(&name[..seen]) {
+            i = lt + 1;
+            continue;
+        }
+        let Some(&after) = letters.get(name.len()) else {
+            return RawEnd::More(lt);
+        };
+        if after == b'/' || after == b'>' || ws(after) {
+            return match attributes(buf, lt + 2) {
+                Some((end, _, _)) => RawEnd::At(end),
+                None => RawEnd::More(lt),
+            };
+        }
+        i = lt + 1;
+    }
+    RawEnd::Text
+}
+
+/// Where the reading is between two calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Data,
+    /// Inside a comment, in one of lol_html's comment states.
+    Comment(Dash),
+    Bogus,
+    Raw(&'static [u8]),
+}
+
+/// lol_html's comment states after `<!--`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dash {
+    Start,
+    StartHyphen,
+    Text,
+    EndHyphen,
+    End,
+    EndBang,
+}
+
+/// What [`Skim::scan`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Everything may be forwarded.
+    Nothing,
+    /// Forward up to the index; the rest starts a construct not yet whole
+    /// (keep it, and scan it again with what comes next).
+    Held(usize),
+    /// Forward up to `lt`; lol_html reads the start tag `lt..end` (and a
+    /// script's text and end tag after it), then this tokenizer again.
+    Tag { lt: usize, end: usize, name: Name },
+    /// Forward up to the index; lol_html reads everything from there.
+    Rest(usize),
+}
+
+/// lol_html's void elements: never on its stack of open elements.
+const VOID: [&[u8]; 17] = [
+    b"area",
+    b"base",
+    b"basefont",
+    b"bgsound",
+    b"br",
+    b"col",
+    b"embed",
+    b"hr",
+    b"img",
+    b"input",
+    b"keygen",
+    b"link",
+    b"meta",
+    b"param",
+    b"source",
+    b"track",
+    b"wbr",
+];
+
+/// Most elements opened between two reads by lol_html; more, it reads on.
+const MAX_OPEN: usize = 512;
+/// Longest replay; longer, lol_html reads on.
+const MAX_REPLAY: usize = 16 * 1024;
+
+/// The tokenizer's state across chunks.
+#[derive(Debug, Clone)]
+pub(super) struct Skim {
+    pub mode: Mode,
+    /// Whether `<meta>` has a handler (a page's policy gets the proxy's nonces).
+    pub meta: bool,
+    /// What lol_html's stack of open elements went through since it last
+    /// read: bare start and end tags (names as written), given to it
+    /// (output discarded) before it reads again, so that its end tags close
+    /// what they close in the whole-page rewriter. Kept short: an element
+    /// opened and closed here leaves nothing.
+    pub replay: Vec<u8>,
+    /// Elements opened here and still open: name, where its tag starts in
+    /// `replay`.
+    open: Vec<(Vec<u8>, usize)>,
+    /// `replay` up to here holds an end tag that may have closed elements
+    /// lol_html had open: what it closed is not known, so it stays.
+    floor: usize,
+}
+
+/// A tag name lol_html compares the way this tokenizer does.
+fn plain(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+}
+
+impl Skim {
+    pub fn new(meta: bool) -> Skim {
+        Skim {
+            mode: Mode::Data,
+            meta,
+            replay: Vec::new(),
+            open: Vec::new(),
+            floor: 0,
+        }
+    }
+
+    /// The replay was given to lol_html.
+    pub fn replayed(&mut self) {
+        self.replay.clear();
+        self.open.clear();
+        self.floor = 0;
+    }
+
+    /// A start tag lol_html pushes on its stack (unless void).
+    fn push(&mut self, name: &[u8]) {
+        if !VOID.iter().any(|v| v.eq_ignore_ascii_case(name)) {
+            self.open.push((name.to_vec(), self.replay.len()));
+            self.replay.push(b'<');
+            self.replay.extend_from_slice(name);
+            self.replay.push(b'>');
+        }
+    }
+
+    /// An end tag: lol_html pops up to the nearest element of that name.
+    fn pop(&mut self, name: &[u8]) {
+        match self
+            .open
+            .iter()
+            .rposition(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(k) if self.open[k].1 >= self.floor => {
+                self.replay.truncate(self.open[k].1);
+                self.open.truncate(k);
+            }
+            _ => {
+                self.replay.extend_from_slice(b"</");
+                self.replay.extend_from_slice(name);
+                self.replay.push(b'>');
+                self.floor = self.replay.len();
+            }
+        }
+    }
+
+    /// Reads `buf` from the current mode until something for lol_html.
+    pub fn scan(&mut self, buf: &[u8]) -> Found {
+        let mut i = 0;
+        loop {
+            match self.mode {
+                Mode::Data => {
+                    let Some(at) = memchr::memchr(b'<', &buf[i..]) else {
+                        return Found::Nothing;
+                    };
+                    let lt = i + at;
+                    match tag(buf, lt) {
+                        Tag::More => return Found::Held(lt),
+                        Tag::Text => i = lt + 1,
+                        Tag::Comment(from) => {
+                            self.mode = Mode::Comment(Dash::Start);
+                            i = from;
+                        }
+                        Tag::Bogus(from) => {
+                            self.mode = Mode::Bogus;
+                            i = from;
+                        }
+                        Tag::Declaration => return Found::Rest(lt),
+                        Tag::End { end, name_end } => {
+                            let name = &buf[(lt + 2).min(name_end)..name_end];
+                            if !name.is_empty() && !plain(name) || self.replay.len() >= MAX_REPLAY {
+                                return Found::Rest(lt);
+                            }
+                            if !name.is_empty() {
+                                self.pop(name);
+                            }
+                            i = end;
+                        }
+                        Tag::Start { quirk: true, .. } => return Found::Rest(lt),
+                        Tag::Start {
+                            name,
+                            end,
+                            name_end,
+                            ..
+                        } => match name {
+                            Name::Script | Name::Link | Name::Body => {
+                                return Found::Tag { lt, end, name }
+                            }
+                            Name::Meta if self.meta => return Found::Tag { lt, end, name },
+                            Name::Hard => return Found::Rest(lt),
+                            _ if !plain(&buf[lt + 1..name_end])
+                                || self.open.len() >= MAX_OPEN
+                                || self.replay.len() >= MAX_REPLAY =>
+                            {
+                                return Found::Rest(lt)
+                            }
+                            Name::Raw(raw) => {
+                                self.push(&buf[lt + 1..name_end]);
+                                self.mode = Mode::Raw(raw);
+                                i = end;
+                            }
+                            Name::Meta | Name::Other => {
+                                self.push(&buf[lt + 1..name_end]);
+                                i = end;
+                            }
+                        },
+                    }
+                }
+                Mode::Bogus => match memchr::memchr(b'>', &buf[i..]) {
+                    Some(at) => {
+                        self.mode = Mode::Data;
+                        i += at + 1;
+                    }
+                    None => return Found::Nothing,
+                },
+                Mode::Raw(name) => match raw_end(buf, i, name, false) {
+                    RawEnd::At(end) => {
+                        self.pop(name);
+                        self.mode = Mode::Data;
+                        i = end;
+                    }
+                    RawEnd::More(lt) => return Found::Held(lt),
+                    RawEnd::Text | RawEnd::Escaped => return Found::Nothing,
+                },
+                Mode::Comment(dash) => {
+                    let (next, at) = comment(dash, buf, i);
+                    i = at;
+                    match next {
+                        Some(d) => {
+                            self.mode = Mode::Comment(d);
+                            return Found::Nothing;
+                        }
+                        None => self.mode = Mode::Data,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs lol_html's comment states over `buf[i..]`: `(None, after the
+/// closing >)` when the comment ends, else `(Some(state), buf.len())`.
+fn comment(mut d: Dash, buf: &[u8], mut i: usize) -> (Option<Dash>, usize) {
+    while i < buf.len() {
+        if d == Dash::Text {
+            match memchr::memchr(b'-', &buf[i..]) {
+                Some(at) => {
+                    i += at + 1;
+                    d = Dash::EndHyphen;
+                    continue;
+                }
+                None => return (Some(Dash::Text), buf.len()),
+            }
+        }
+        let b = buf[i];
+        d = match (d, b) {
+            (Dash::Start, b'-') => Dash::StartHyphen,
+            (Dash::Start | Dash::StartHyphen | Dash::End | Dash::EndBang, b'>') => {
+                return (None, i + 1)
+            }
+            (Dash::StartHyphen | Dash::EndHyphen | Dash::End, b'-') => Dash::End,
+            (Dash::End, b'!') => Dash::EndBang,
+            (Dash::EndBang, b'-') => Dash::EndHyphen,
+            // Reconsumed as comment text.
+            _ => {
+                d = Dash::Text;
+                continue;
+            }
+        };
+        i += 1;
+    }
+    (Some(d), buf.len())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn scan_all(html: &str) -> Vec<Found> {
+        let mut s = Skim::new(false);
+        let mut found = Vec::new();
+        let mut buf = html.as_bytes();
+        loop {
+            let f = s.scan(buf);
+            match f {
+                Found::Tag { end, .. } => {
+                    buf = &buf[end..];
+                    found.push(f);
+                }
+                _ => {
+                    found.push(f);
+                    return found;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn finds_start_tags_only_where_lol_html_reads_them() {
+        assert_eq!(
+            scan_all("<p a='<script>'>x</p><!-- <script> --><style><script></style ><link rel=x>"),
+            vec![
+                Found::Tag {
+                    lt: 62,
+                    end: 74,
+                    name: Name::Link
+                },
+                Found::Nothing
+            ]
+        );
+        assert_eq!(scan_all("<svg><script>"), vec![Found::Rest(0)]);
+        assert_eq!(scan_all("<div a=>x"), vec![Found::Rest(0)]);
+        assert_eq!(scan_all("a <scr"), vec![Found::Held(2)]);
+        assert_eq!(scan_all("<!---->x<!--->y<!-->"), vec![Found::Nothing]);
+        assert_eq!(
+            scan_all("<!-- a --!><link>"),
+            vec![
+                Found::Tag {
+                    lt: 11,
+                    end: 17,
+                    name: Name::Link
+                },
+                Found::Nothing
+            ]
+        );
+        assert_eq!(scan_all("<!doctype html>"), vec![Found::Rest(0)]);
+    }
+
+    #[test]
+    fn the_end_of_a_script_is_its_own_end_tag() {
+        let js = b"if (a </b) x('</scripty>') </SCRIPT a='>'>rest";
+        match raw_end(js, 0, b"script", true) {
+            RawEnd::At(end) => {
+                assert!(js[..end].ends_with(b"</SCRIPT a='>'>"), "{end}");
+            }
+            _ => panic!("not found"),
+        }
+        assert!(matches!(
+            raw_end(b"x <!-- </script>", 0, b"script", true),
+            RawEnd::Escaped
+        ));
+        assert!(matches!(
+            raw_end(b"x </scr", 0, b"script", true),
+            RawEnd::More(2)
+        ));
+        assert!(matches!(
+            raw_end(b"x <", 0, b"script", true),
+            RawEnd::More(2)
+        ));
+    }
+}
