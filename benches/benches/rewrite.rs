@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 criterion::criterion_group!(benches, pages, merge, classify, reports);
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use stamp_benches::{noop_parse, one_handler_parse, overrides, page, rewrite, spec};
+use stamp_benches::{noop_parse, one_handler_parse, overrides, page, rewrite, rewrite_full, spec};
 
 fn pages(c: &mut Criterion) {
     let mut g = c.benchmark_group("page");
@@ -30,6 +30,11 @@ fn pages(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("stamp-rewrite", name), &html, |b, h| {
             b.iter(|| rewrite(h.as_bytes(), &s))
         });
+        g.bench_with_input(
+            BenchmarkId::new("stamp-rewrite-no-early-exit", name),
+            &html,
+            |b, h| b.iter(|| rewrite_full(h.as_bytes(), &s)),
+        );
     }
     g.finish();
 }

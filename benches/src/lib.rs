@@ -129,7 +129,16 @@ pub fn one_handler_parse(html: &[u8]) -> usize {
 
 /// The proxy's page rewriter over `html`, fed as the proxy feeds it.
 pub fn rewrite(html: &[u8], s: &RewriteSpec) -> usize {
-    let mut r = PageRewriter::new(s.clone());
+    rewrite_with(html, s, true)
+}
+
+/// The same without early exit: lol_html reads every byte (as before issue 30).
+pub fn rewrite_full(html: &[u8], s: &RewriteSpec) -> usize {
+    rewrite_with(html, s, false)
+}
+
+fn rewrite_with(html: &[u8], s: &RewriteSpec, early_exit: bool) -> usize {
+    let mut r = PageRewriter::with_early_exit(s.clone(), early_exit);
     let mut out = 0;
     for chunk in html.chunks(CHUNK) {
         out += r.write(chunk).len();
