@@ -1,0 +1,74 @@
+//! Early exit against the whole-page rewriter: for arbitrary HTML, fed in
+//! arbitrary pieces, the rewriter that hands the rest of the page to its
+//! tokenizer after `<body>` gives the same bytes and the same report as
+//! lol_html reading every byte, for an overlay page and for a ticket page
+//! (probe, badge, a meta policy).
+#![no_main]
+
+use std::sync::Arc;
+
+use libfuzzer_sys::fuzz_target;
+use stamp_data::testing::{Effective, MetaCsp, PageRewriter, ProbeSpec, RewriteSpec};
+use stamp_model::ticket::{Stage, TicketKey};
+#[path = "common.rs"]
+mod common;
+
+fn spec(ticket: bool) -> RewriteSpec {
+    let set = common::overrides(&["/src/app.js", "/src/lib/greet.js", "/assets/site.css"]);
+    let mut spec = RewriteSpec {
+        effective: Arc::new(Effective::new(set)),
+        page_url: url::Url::parse("https://shop.example/").unwrap(),
+        nonce: None,
+        max_map_bytes: 1 << 16,
+        memory_limit_bytes: 1 << 22,
+        probe: None,
+        live: None,
+        meta_csp: None,
+        asset_origins: Arc::from(vec!["https://cdn.example".to_string()]),
+        notice: None,
+    };
+    if ticket {
+        spec.probe = Some(ProbeSpec {
+            key: TicketKey::parse("TKT-1").unwrap(),
+            view: "dev",
+            stage: Stage::Dev,
+            own: Arc::new(common::overrides(&["/src/lib/greet.js"])),
+            badge: true,
+            reports: Vec::new(),
+        });
+        spec.meta_csp = Some(MetaCsp {
+            script_nonce: "fuzz".into(),
+            script_hash: "'sha256-abc'".into(),
+            style: None,
+        });
+    }
+    spec
+}
+
+fn run(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, String) {
+    let mut r = PageRewriter::with_early_exit(spec, early);
+    let mut out = Vec::new();
+    for p in pieces {
+        out.extend(r.write(p));
+    }
+    out.extend(r.finish());
+    (out, format!("{:?}", r.report()))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&n, html)) = data.split_first() else {
+        return;
+    };
+    let spec = spec(n & 1 == 1);
+    let want = run(spec.clone(), false, &[html]);
+    let step = usize::from(n >> 1).max(1);
+    let pieces: Vec<&[u8]> = html.chunks(step).collect();
+    let got = run(spec, true, &pieces);
+    assert!(
+        got == want,
+        "early exit differs, split every {step} bytes:\n{:?}\nwant {:?}\ngot  {:?}",
+        String::from_utf8_lossy(html),
+        String::from_utf8_lossy(&want.0),
+        String::from_utf8_lossy(&got.0),
+    );
+});
