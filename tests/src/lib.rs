@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod control;
+pub mod faulty;
 pub mod fakes;
 pub mod oidc;
 pub mod origin;

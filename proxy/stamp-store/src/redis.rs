@@ -453,6 +453,9 @@ pub struct RedisStore {
     /// Commits this instance acknowledged lately, checked on the primary
     /// that serves after a failover.
     journal: Journal,
+    /// Why Redis refuses writes while it answers (out of memory, cannot
+    /// save), until a write succeeds again.
+    fault: Mutex<Option<String>>,
 }
 
 /// How long an acknowledged commit is remembered, and how many at most:
@@ -725,7 +728,9 @@ fn parse_host_port(s: &str) -> Result<(String, u16), String> {
 enum Target {
     Direct {
         client: Client,
-        conn: ConnectionManager,
+        /// The connection, with a generation like Sentinel's: one that
+        /// stopped answering is replaced.
+        current: Mutex<(u64, Option<ConnectionManager>)>,
     },
     Sentinel {
         /// Boxed: it is most of the variant's size, and made once.
@@ -774,7 +779,18 @@ impl Target {
     /// A connection to the current primary, and its generation.
     async fn conn(&self) -> Result<(u64, ConnectionManager), StoreError> {
         match self {
-            Target::Direct { conn, .. } => Ok((0, conn.clone())),
+            Target::Direct { client, current } => {
+                let mut current = lock(current);
+                if let Some(conn) = &current.1 {
+                    return Ok((current.0, conn.clone()));
+                }
+                let conn =
+                    ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+                        .map_err(redis_err)?;
+                current.0 += 1;
+                current.1 = Some(conn.clone());
+                Ok((current.0, conn))
+            }
             Target::Sentinel {
                 sentinel, current, ..
             } => {
@@ -806,15 +822,21 @@ impl Target {
         }
     }
 
-    /// After a failure on the connection of `generation`: with Sentinel,
-    /// the next operation asks the sentinels for the primary again (it may
-    /// have failed over, or this one may have been demoted to a replica).
-    fn forget(&self, generation: u64) {
-        if let Target::Sentinel { current, .. } = self {
-            let mut current = lock(current);
-            if current.0 == generation {
-                current.1 = None;
-            }
+    /// After `error` on the connection of `generation`: with Sentinel, the
+    /// next operation asks the sentinels for the primary again (it may have
+    /// failed over, or this one may have been demoted to a replica). A
+    /// server that did not answer in time gets a new connection either way:
+    /// the old one may be half-open (a vanished host, a dropped NAT entry),
+    /// which nothing else would notice for many minutes.
+    fn forget(&self, generation: u64, error: &StoreError) {
+        let current = match self {
+            Target::Sentinel { current, .. } => current,
+            Target::Direct { current, .. } if timed_out(error) => current,
+            Target::Direct { .. } => return,
+        };
+        let mut current = lock(current);
+        if current.0 == generation {
+            current.1 = None;
         }
     }
 
@@ -911,9 +933,46 @@ fn refused_by_role(e: &StoreError) -> bool {
         if ["READONLY", "LOADING", "MASTERDOWN"].iter().any(|code| m.contains(code)))
 }
 
+/// Whether the server did not answer in time (rather than refusing).
+fn timed_out(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m) if m.contains("did not answer within"))
+}
+
 fn redis_err(e: RedisError) -> StoreError {
-    if e.code() == Some("CORRUPT") {
-        return StoreError::Corrupt(e.detail().unwrap_or("corrupt data").to_string());
+    // What Redis refused and why, in words an operator acts on (the code
+    // stays in the text: callers match on it).
+    let said = |what: &str| {
+        StoreError::Unavailable(format!("redis: {what} ({})", e.detail().unwrap_or("")))
+    };
+    match e.code() {
+        Some("CORRUPT") => {
+            return StoreError::Corrupt(e.detail().unwrap_or("corrupt data").to_string())
+        }
+        Some("OOM") => {
+            return said(
+                "OOM: Redis is out of memory (maxmemory reached, nothing it may evict) and \
+                 refused the write; raise maxmemory or free memory",
+            )
+        }
+        Some("MISCONF") => {
+            return said(
+                "MISCONF: Redis cannot save to its disk and refuses writes until a save \
+                 succeeds; free disk space on the Redis host",
+            )
+        }
+        Some("READONLY") => {
+            return said(
+                "READONLY: this Redis is a replica (demoted, or the store URL names a \
+                 replica); point the store at the primary, or use redis+sentinel://",
+            )
+        }
+        Some("LOADING") => return said("LOADING: Redis is still loading its data; retry shortly"),
+        _ => {}
+    }
+    if e.is_timeout() {
+        return StoreError::Unavailable(format!(
+            "redis did not answer within {RESPONSE_TIMEOUT:?}"
+        ));
     }
     match e.kind() {
         redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse => {
@@ -999,7 +1058,10 @@ impl RedisStore {
             let client = Client::open(url).map_err(|e| open_err(e.to_string()))?;
             let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
                 .map_err(|e| open_err(e.to_string()))?;
-            Target::Direct { client, conn }
+            Target::Direct {
+                client,
+                current: Mutex::new((1, Some(conn))),
+            }
         };
         let target = Arc::new(target);
 
@@ -1031,6 +1093,7 @@ impl RedisStore {
             changes,
             listener,
             journal: Journal::default(),
+            fault: Mutex::new(None),
         })
     }
 
@@ -1044,8 +1107,8 @@ impl RedisStore {
         let (generation, conn) = self.target.conn().await?;
         self.check_journal(generation, &conn).await;
         let result = bounded(op(conn)).await;
-        if matches!(result, Err(StoreError::Unavailable(_))) {
-            self.target.forget(generation);
+        if let Err(e @ StoreError::Unavailable(_)) = &result {
+            self.target.forget(generation, e);
         }
         result
     }
@@ -1131,6 +1194,7 @@ impl RedisStore {
         let mut pause = MIN_BACKOFF;
         loop {
             let result = self.write_once(&op).await;
+            self.note_fault(&result);
             match result {
                 Err(e) if refused_by_role(&e) && tokio::time::Instant::now() + pause < deadline => {
                     log::debug!(
@@ -1143,6 +1207,25 @@ impl RedisStore {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Keeps the fault a refused write showed until a write succeeds.
+    fn note_fault<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => {
+                if lock(&self.fault).take().is_some() {
+                    log::info!("{}: writes succeed again", self.location);
+                }
+            }
+            Err(StoreError::Unavailable(m)) if m.contains("OOM") || m.contains("MISCONF") => {
+                let mut fault = lock(&self.fault);
+                if fault.is_none() {
+                    log::error!("{}: {m}", self.location);
+                }
+                *fault = Some(m.clone());
+            }
+            Err(_) => {}
         }
     }
 
@@ -1194,8 +1277,8 @@ impl RedisStore {
             }
             Err(e) => Err(e),
         };
-        if connection_failed && matches!(result, Err(StoreError::Unavailable(_))) {
-            self.target.forget(generation);
+        if let (true, Err(e @ StoreError::Unavailable(_))) = (connection_failed, &result) {
+            self.target.forget(generation, e);
         }
         result
     }
@@ -1944,6 +2027,10 @@ impl Store for RedisStore {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn fault(&self) -> Option<String> {
+        lock(&self.fault).clone()
     }
 
     fn epoch(&self) -> Option<String> {

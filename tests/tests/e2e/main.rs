@@ -11,6 +11,7 @@ mod cli;
 mod contract;
 mod docs;
 mod failover;
+mod faults;
 mod layout;
 mod matrix;
 mod npm;
