@@ -69,6 +69,8 @@ impl ApiError {
 pub struct GitMeta {
     pub commit: Option<String>,
     pub branch: Option<String>,
+    /// An upload's file in `commit`, when the body is exactly that file.
+    pub source: Option<String>,
 }
 
 /// A connection to one stamp-proxy.
@@ -322,6 +324,13 @@ impl Client {
                     r = r.header(h::SPECIFIER, s);
                 }
                 r = git_headers(r, git);
+                if let Some(s) = git
+                    .source
+                    .as_deref()
+                    .filter(|s| stamp_model::wire::is_repo_path(s))
+                {
+                    r = r.header(h::SOURCE, s);
+                }
                 r.body(body.unwrap_or_default())
             },
             &note,

@@ -257,6 +257,7 @@ impl Ctx<'_> {
         GitMeta {
             commit: head.as_ref().and_then(|h| h.commit.map(|c| c.to_string())),
             branch: head.and_then(|h| h.branch),
+            source: None,
         }
     }
 
@@ -287,6 +288,7 @@ impl Ctx<'_> {
         let git = GitMeta {
             commit: Some(ok.commit.clone()),
             branch: ok.branch.clone(),
+            source: None,
         };
         let before = self.existing(key)?;
         if before.stage == Stage::Dev && !self.cli.json {

@@ -192,6 +192,21 @@ impl Repo {
         Ok(Some((base, tree)))
     }
 
+    /// `file` (absolute) as a path from the repository's root, when `bytes`
+    /// are exactly that file in `commit`: what the server's `git` policy
+    /// checks the upload against. `None` for build output, a file changed
+    /// since the commit, or one outside the repository.
+    pub fn source_of(&self, commit: Oid, file: &Path, bytes: &[u8]) -> Option<String> {
+        let rel = crate::paths::relative_slash(&self.root, file)?;
+        if rel.is_empty() {
+            return None;
+        }
+        let tree = self.repo.find_commit(commit).ok()?.tree().ok()?;
+        let entry = tree.get_path(Path::new(&rel)).ok()?;
+        (entry.kind() == Some(ObjectType::Blob) && Some(entry.id()) == blob_id(bytes))
+            .then_some(rel)
+    }
+
     /// The blob a file (absolute path) had in `tree`, if it was there.
     pub fn blob_in(&self, tree: &Tree<'_>, file: &Path) -> Option<Oid> {
         let rel = crate::paths::relative_slash(&self.root, file)?;

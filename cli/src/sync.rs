@@ -369,6 +369,7 @@ impl Syncer {
         GitMeta {
             commit: head.as_ref().and_then(|h| h.commit.map(|c| c.to_string())),
             branch: head.and_then(|h| h.branch),
+            source: None,
         }
     }
 
@@ -581,11 +582,37 @@ impl Syncer {
             hash = hex::encode(Sha256::digest(&bytes));
             body = Some(bytes);
         }
+        // The file of the commit these bytes are, if they are one (the
+        // server's git policy checks it).
+        let source_for = |bytes: Option<&[u8]>, want: &str| -> Option<String> {
+            let repo = self.repo.as_ref()?;
+            let commit = git2::Oid::from_str(git.commit.as_deref()?).ok()?;
+            let read;
+            let bytes = match bytes {
+                Some(b) => b,
+                None => {
+                    read = std::fs::read(&w.file).ok()?;
+                    read.as_slice()
+                }
+            };
+            // Only for the bytes whose hash goes with them.
+            (hex::encode(Sha256::digest(bytes)) == want).then_some(())?;
+            repo.source_of(commit, &w.file, bytes)
+        };
+        let mut source = source_for(body.as_deref(), &hash);
         let mut sent = body.is_some();
         let mut size = body.as_ref().map_or(w.size, |b| b.len() as u64);
-        let mut result = self
-            .client
-            .put_module(&self.key, &w.path, spec, &hash, body.clone(), git);
+        let mut result = self.client.put_module(
+            &self.key,
+            &w.path,
+            spec,
+            &hash,
+            body.clone(),
+            &GitMeta {
+                source: source.clone(),
+                ..git.clone()
+            },
+        );
         if let Err(e) = &result {
             if !sent && e.code() == Some(ErrorCode::UnknownBody) {
                 // The body went away between the check and the link: send it.
@@ -594,16 +621,33 @@ impl Syncer {
                 hash = hex::encode(Sha256::digest(&bytes));
                 sent = true;
                 size = bytes.len() as u64;
+                source = source_for(Some(&bytes), &hash);
                 body = Some(bytes);
-                result = self
-                    .client
-                    .put_module(&self.key, &w.path, spec, &hash, body.clone(), git);
+                result = self.client.put_module(
+                    &self.key,
+                    &w.path,
+                    spec,
+                    &hash,
+                    body.clone(),
+                    &GitMeta {
+                        source: source.clone(),
+                        ..git.clone()
+                    },
+                );
             } else if e.code() == Some(ErrorCode::Conflict) {
                 // Someone changed the ticket at the same moment: once more.
                 self.stale = true;
-                result = self
-                    .client
-                    .put_module(&self.key, &w.path, spec, &hash, body.clone(), git);
+                result = self.client.put_module(
+                    &self.key,
+                    &w.path,
+                    spec,
+                    &hash,
+                    body.clone(),
+                    &GitMeta {
+                        source: source.clone(),
+                        ..git.clone()
+                    },
+                );
             }
         }
         match result {

@@ -472,6 +472,7 @@ mod tests {
             branch: None,
             detail: None,
             role: None,
+            source: None,
         }
     }
 

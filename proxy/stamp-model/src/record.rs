@@ -88,4 +88,8 @@ pub struct HistoryEvent {
     /// in the configuration, so sign-off policies read it from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<crate::roles::Role>,
+    /// An upload's file in `commit`, when the CLI found the body to be
+    /// exactly that file (the `git` policy checks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }

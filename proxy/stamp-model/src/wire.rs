@@ -49,10 +49,26 @@ pub mod header {
     pub const COMMIT: &str = "x-stamp-commit";
     /// The git branch a change was made from.
     pub const BRANCH: &str = "x-stamp-branch";
+    /// Upload: the file of the commit (`x-stamp-commit`) the body is, byte
+    /// for byte, as a path from the repository's root (`src/lib/greet.js`);
+    /// sent only when it is so, and checked by the `git` policy.
+    pub const SOURCE: &str = "x-stamp-source";
     /// Panel writes: the session's CSRF token.
     pub const CSRF: &str = "x-csrf-token";
     /// On every proxied response: what the proxy did, or why it did not.
     pub const INFO: &str = "x-ticket-stamp";
+}
+
+/// Whether `path` can name a file of a git tree: relative, `/`-separated,
+/// no empty, `.` or `..` part, no backslash or control character, at most
+/// [`MAX_PATH`] bytes.
+pub fn is_repo_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= MAX_PATH
+        && !path.chars().any(|c| c.is_control() || c == '\\')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 /// Longest module path or specifier accepted, in bytes.

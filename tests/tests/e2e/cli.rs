@@ -1728,6 +1728,99 @@ async fn gitlab_merge_requests_follow_the_ticket_and_gate_its_release() {
     assert_eq!(last.git_ref.as_deref(), Some("TKT-96-new-cart"));
 }
 
+/// The git policy checks the bytes, not only the commit: `stamp` names the
+/// file of the commit each upload is (and nothing for a file changed since
+/// the commit), and a promotion is refused when an upload that names a file
+/// is not that file byte for byte.
+#[tokio::test]
+async fn the_git_policy_checks_the_uploaded_bytes_against_the_commit() {
+    let repo = Repo::new(&[("src/a.js", "a1"), ("src/b.js", "b1")]);
+    let site = site_with(&format!(
+        "[[policies]]\nkind = \"git\"\nremote = {:?}\ncache_dir = {:?}\n",
+        repo.path().to_string_lossy(),
+        repo.home.path().join("mirrors").to_string_lossy()
+    ));
+    repo.git(&["checkout", "-q", "-b", "TKT-97"]);
+    repo.write("src/a.js", "a2");
+    repo.commit("a2");
+    site.stamp(repo.path(), &["TKT-97", "--update", "--once"])
+        .ok();
+    // Changed since the commit: uploaded, but named as no file of it.
+    repo.write("src/b.js", "b-not-committed");
+    site.stamp(repo.path(), &["TKT-97", "--update", "--once"])
+        .ok();
+    let t = site.ticket("TKT-97").await.unwrap();
+    let sources: Vec<(String, Option<String>)> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "upload")
+        .map(|e| {
+            (
+                e["detail"].as_str().unwrap().to_string(),
+                e["source"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("/src/a.js".to_string(), Some("src/a.js".to_string())),
+            ("/src/b.js".to_string(), None),
+        ]
+    );
+    // Committed: b is named too, and the promotion passes clean.
+    repo.commit("b");
+    site.stamp(repo.path(), &["TKT-97", "--update", "--once"])
+        .ok();
+    site.stamp(repo.path(), &["TKT-97", "--promote"])
+        .ok()
+        .out_has("dev -> qa");
+    // Bytes that claim to be a file of the commit and are not: refused.
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    let forged = client()
+        .put(format!(
+            "{}/__stamp/api/v1/tickets/TKT-98/modules/src/a.js",
+            site.url()
+        ))
+        .header("x-stamp-commit", &head)
+        .header("x-stamp-source", "src/a.js")
+        .body("export const evil = 1;")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 201);
+    site.stamp(repo.path(), &["TKT-98", "--promote"])
+        .code(1)
+        .err_has("/src/a.js: the uploaded bytes are not src/a.js as of");
+    // A path that could name no file of a tree, or a source without a
+    // commit: refused at the upload, naming the header.
+    for (source, commit) in [
+        ("../etc/passwd", Some(head.as_str())),
+        ("/src/a.js", Some(head.as_str())),
+        ("src\\a.js", Some(head.as_str())),
+        ("src/a.js", None),
+    ] {
+        let mut req = client()
+            .put(format!(
+                "{}/__stamp/api/v1/tickets/TKT-99/modules/src/a.js",
+                site.url()
+            ))
+            .header("x-stamp-source", source)
+            .body("x");
+        if let Some(c) = commit {
+            req = req.header("x-stamp-commit", c);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 400, "{source}");
+        assert!(
+            r.text().await.unwrap().contains("x-stamp-source"),
+            "{source}"
+        );
+    }
+    assert!(site.ticket("TKT-99").await.is_none());
+}
+
 #[tokio::test]
 async fn qa_signs_off_and_withdraws_from_the_cli() {
     let origin = origin();

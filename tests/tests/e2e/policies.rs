@@ -455,6 +455,7 @@ async fn git_check(e: &Engine, s: &SharedStore, commit: Option<String>) -> Verdi
         commit,
         branch: Some("feature".into()),
         role: None,
+        source: None,
     };
     e.check(&ctx_for(s, "TKT-7", Stage::Qa, actor, "http://127.0.0.1:9").await)
         .await
@@ -540,6 +541,7 @@ async fn git_requires_a_pushed_commit_up_to_date_with_main() {
         commit: Some(c.to_string()),
         branch: Some("feature3".into()),
         role: None,
+        source: None,
     };
     Desk::detached(s.clone())
         .upload(
@@ -1261,6 +1263,7 @@ async fn release_ctx(store: &SharedStore, k: &str, branch: &str, commit: &str) -
         commit: Some(commit.into()),
         branch: Some(branch.into()),
         role: None,
+        source: None,
     };
     ctx_for(store, k, Stage::Prod, actor, "http://127.0.0.1:9").await
 }
@@ -2144,4 +2147,178 @@ fn gitlab_settings_are_checked() {
         .join("\n");
         assert!(err.contains(needle), "{environment}: {err}");
     }
+}
+
+// ------------------------------------------------------------------ git: the bytes
+
+/// A commit on `refs/heads/main` of `repo` holding `files` (path, text).
+fn commit_files(repo: &Repository, files: &[(&str, &str)]) -> Oid {
+    let mut index = repo.index().unwrap();
+    let root = repo.workdir().unwrap().to_path_buf();
+    for (path, text) in files {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(&full, text).unwrap();
+        index.add_path(Path::new(path)).unwrap();
+    }
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let parent = repo
+        .refname_to_id("refs/heads/main")
+        .ok()
+        .map(|id| repo.find_commit(id).unwrap());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(
+        Some("refs/heads/main"),
+        &sig(),
+        &sig(),
+        "files",
+        &tree,
+        &parents,
+    )
+    .unwrap()
+}
+
+/// An upload as `stamp` makes it from `commit`, naming `source` when the
+/// CLI found the body to be that file of the commit.
+async fn upload_from(
+    store: &SharedStore,
+    k: &str,
+    path: &str,
+    body: &str,
+    commit: Oid,
+    source: Option<&str>,
+) {
+    let actor = Actor {
+        name: "alice".into(),
+        commit: Some(commit.to_string()),
+        branch: Some("main".into()),
+        role: None,
+        source: source.map(str::to_string),
+    };
+    Desk::detached(store.clone())
+        .upload(&key(k), path, path, Bytes::from(body.to_string()), &actor)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn git_checks_the_uploaded_bytes_against_the_files_of_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path().join("shop")).unwrap();
+    let c = commit_files(
+        &repo,
+        &[
+            ("src/a.js", "export const a = 1;\n"),
+            ("src/b.js", "export const b = 1;\n"),
+        ],
+    );
+    let remote = dir.path().join("shop");
+    let cache = dir.path().join("cache");
+    let policy = |extra: &str| {
+        engine(&format!(
+            "[[policies]]\nkind = \"git\"\nremote = {:?}\ncache_dir = {:?}\n{extra}",
+            remote.to_string_lossy(),
+            cache.to_string_lossy()
+        ))
+    };
+    let (s, _d) = store().await;
+    // a is the commit's file; b claims to be but is not; c names no file
+    // (built, or changed since the commit).
+    upload_from(
+        &s,
+        "TKT-8",
+        "/src/a.js",
+        "export const a = 1;\n",
+        c,
+        Some("src/a.js"),
+    )
+    .await;
+    upload_from(
+        &s,
+        "TKT-8",
+        "/src/b.js",
+        "export const b = 'forged';\n",
+        c,
+        Some("src/b.js"),
+    )
+    .await;
+    upload_from(&s, "TKT-8", "/src/c.js", "export const c = 1;\n", c, None).await;
+    let check = |e: Engine| {
+        let s = s.clone();
+        async move {
+            let actor = Actor {
+                name: "alice".into(),
+                commit: Some(c.to_string()),
+                branch: Some("main".into()),
+                role: None,
+                source: None,
+            };
+            e.check(&ctx_for(&s, "TKT-8", Stage::Qa, actor, "http://127.0.0.1:9").await)
+                .await
+        }
+    };
+    let at = &c.to_string()[..10];
+    let v = check(policy("")).await;
+    assert_denied(
+        &v,
+        &format!("/src/b.js: the uploaded bytes are not src/b.js as of {at}"),
+    );
+    assert_eq!(v.denials.len(), 1, "{v:#?}");
+    assert!(
+        v.warnings.iter().any(|(_, w)| w.contains(&format!(
+            "1 of the 3 modules is not a file of {at} (built, or changed since the commit): /src/c.js: their bytes are not checked"
+        ))),
+        "{v:#?}"
+    );
+    // The history says which file each upload was.
+    let history = s.history(&key("TKT-8")).await.unwrap();
+    assert_eq!(history[0].source.as_deref(), Some("src/a.js"));
+    assert_eq!(history[2].source, None);
+
+    // b uploaded again, as the file it is: allowed, c still a warning.
+    upload_from(
+        &s,
+        "TKT-8",
+        "/src/b.js",
+        "export const b = 1;\n",
+        c,
+        Some("src/b.js"),
+    )
+    .await;
+    let v = check(policy("")).await;
+    assert!(v.allowed(), "{v:#?}");
+    assert_eq!(v.warnings.len(), 1, "{v:#?}");
+    // Every module must be a file of the commit.
+    let v = check(policy("sources = \"require\"")).await;
+    assert_denied(&v, "1 of the 3 modules is not a file of");
+    assert_denied(&v, "sources = \"require\" wants every module to be one");
+    // Or only the commit is checked.
+    let v = check(policy("sources = \"ignore\"")).await;
+    assert!(v.allowed() && v.warnings.is_empty(), "{v:#?}");
+    // A file the commit does not have.
+    upload_from(
+        &s,
+        "TKT-8",
+        "/src/c.js",
+        "export const c = 1;\n",
+        c,
+        Some("src/zzz.js"),
+    )
+    .await;
+    assert_denied(
+        &check(policy("")).await,
+        &format!("/src/c.js: src/zzz.js is not a file of {at}"),
+    );
+    let err = Engine::from_config(&tables(
+        &format!(
+            "[[policies]]\nkind = \"git\"\nremote = {:?}\nsources = \"sometimes\"\n",
+            remote.to_string_lossy()
+        ),
+        "policies",
+    ))
+    .err()
+    .unwrap_or_default()
+    .join("\n");
+    assert!(err.contains("sources"), "{err}");
 }

@@ -369,6 +369,7 @@ async fn a_purged_ticket_says_so_and_uploads_are_no_stage_moves() {
         commit: None,
         branch: None,
         role: None,
+        source: None,
         detail: Some("closed for longer than 30days: purged with 5 history events".into()),
     };
     assert!(env

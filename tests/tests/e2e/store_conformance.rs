@@ -97,6 +97,7 @@ fn event(name: &str, detail: &str) -> HistoryEvent {
         commit: Some("abc123".to_string()),
         branch: None,
         role: None,
+        source: None,
         detail: Some(detail.to_string()),
     }
 }
@@ -501,6 +502,7 @@ mod cases {
             commit: None,
             branch: None,
             role: None,
+            source: None,
             detail: Some(detail.to_string()),
         }
     }

@@ -11,6 +11,8 @@ pub struct Actor {
     pub branch: Option<String>,
     /// The role they acted in.
     pub role: Option<stamp_model::roles::Role>,
+    /// An upload's file in `commit` (see [`stamp_model::HistoryEvent::source`]).
+    pub source: Option<String>,
 }
 
 impl Actor {
@@ -38,6 +40,7 @@ impl Actor {
             branch: self.branch.clone(),
             detail,
             role: self.role,
+            source: self.source.clone(),
         }
     }
 }

@@ -10,6 +10,13 @@
 //! - and, when main was force-pushed under it (a main tip seen by an earlier
 //!   fetch that the new main no longer contains), says "main moved".
 //!
+//! - and, with `sources = "check"` (the default), that the bytes being
+//!   moved are the commit's: a module whose upload named a file of its
+//!   commit (`x-stamp-source`, sent by `stamp` only when the body is that
+//!   file) must be that file of the commit checked, byte for byte; modules
+//!   that name none (built output, uncommitted changes) are a warning, or a
+//!   refusal with `sources = "require"`.
+//!
 //! The main tips seen are kept in the mirror (`stamp-seen-main`) so a force
 //! push between two decisions is still recognised. Remotes are paths,
 //! `file://`, `git://`, `http://` or `https://` (libgit2 with a vendored
@@ -38,6 +45,7 @@ pub const KEYS: &[&str] = &[
     "username",
     "token",
     "token_env",
+    "sources",
 ];
 
 /// Main tips remembered for force-push detection.
@@ -56,6 +64,54 @@ pub struct Git {
     lock: Arc<Mutex<()>>,
     username: String,
     token: Option<super::Secret>,
+    sources: Sources,
+}
+
+/// What the policy asks of the bytes being moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sources {
+    /// Every module the CLI named a file of the commit for must be that
+    /// file, byte for byte; others (build output, uncommitted changes) are
+    /// a warning.
+    Check,
+    /// Every module must be a file of the commit.
+    Require,
+    /// Only the commit is checked.
+    Ignore,
+}
+
+/// One module being moved: its specifier, body and, when the CLI found it
+/// to be one, its file in the commit it was uploaded from.
+#[derive(Debug, Clone)]
+struct Moved {
+    specifier: String,
+    hash: stamp_model::ticket::Hash,
+    source: Option<String>,
+}
+
+/// The modules of the stage being left, each with the file its last upload
+/// named.
+fn moved(ctx: &TransitionCtx) -> Vec<Moved> {
+    let mut sources: HashMap<&str, Option<&str>> = HashMap::new();
+    for e in &ctx.history {
+        if matches!(e.event.as_str(), "upload" | "reopen") {
+            if let Some(spec) = e.detail.as_deref() {
+                sources.insert(spec, e.source.as_deref());
+            }
+        }
+    }
+    ctx.overrides
+        .iter()
+        .map(|(spec, m)| Moved {
+            specifier: spec.clone(),
+            hash: m.hash,
+            source: sources
+                .get(spec.as_str())
+                .copied()
+                .flatten()
+                .map(str::to_string),
+        })
+        .collect()
 }
 
 pub fn build(s: &mut Settings<'_>) -> Option<Built> {
@@ -76,6 +132,11 @@ pub fn build(s: &mut Settings<'_>) -> Option<Built> {
         .string("username")
         .unwrap_or_else(|| "x-access-token".into());
     let token = s.secret("token", false, "a token for a private https remote");
+    let sources = match s.choice("sources", &["check", "require", "ignore"], "check") {
+        "require" => Sources::Require,
+        "ignore" => Sources::Ignore,
+        _ => Sources::Check,
+    };
     let remote = remote?;
     let name = hex::encode(&Sha256::digest(remote.as_bytes())[..8]);
     Some(Built {
@@ -89,6 +150,7 @@ pub fn build(s: &mut Settings<'_>) -> Option<Built> {
             lock: Arc::new(Mutex::new(())),
             username,
             token,
+            sources,
         }),
         default_on: promotions(),
     })
@@ -133,6 +195,8 @@ impl Policy for Git {
             mirror: self.mirror.clone(),
             use_cache_on_error: self.use_cache_on_error,
             lock: self.lock.clone(),
+            sources: self.sources,
+            moved: moved(ctx),
             credentials: match &self.token {
                 None => None,
                 Some(secret) => match secret.resolve() {
@@ -162,6 +226,8 @@ struct Job {
     lock: Arc<Mutex<()>>,
     /// `(username, token)` for an https remote that needs them.
     credentials: Option<(String, String)>,
+    sources: Sources,
+    moved: Vec<Moved>,
 }
 
 fn short(oid: Oid) -> String {
@@ -200,6 +266,71 @@ impl Job {
             }
         };
         out.push(self.judge(&repo, &heads, commit));
+        if let Ok(c) = repo.find_commit_by_prefix(commit) {
+            out.extend(self.bytes(&repo, &c));
+        }
+        out
+    }
+
+    /// The bytes being moved against the files of `commit`: a module whose
+    /// upload named a file of it must be that file, byte for byte (a CLI
+    /// that named a file wrongly only ever gets its bytes checked against
+    /// it). What names no file is built or uncommitted: a warning, or with
+    /// `sources = "require"` a refusal.
+    fn bytes(&self, repo: &Repository, commit: &git2::Commit<'_>) -> Vec<Outcome> {
+        if self.sources == Sources::Ignore || self.moved.is_empty() {
+            return Vec::new();
+        }
+        let at = short(commit.id());
+        let Ok(tree) = commit.tree() else {
+            return vec![Outcome::Deny(format!("cannot read the tree of {at}"))];
+        };
+        let mut out = Vec::new();
+        let mut unnamed = Vec::new();
+        for m in &self.moved {
+            let Some(source) = &m.source else {
+                unnamed.push(m.specifier.as_str());
+                continue;
+            };
+            let blob = tree
+                .get_path(Path::new(source))
+                .ok()
+                .and_then(|entry| entry.to_object(repo).ok())
+                .and_then(|o| o.into_blob().ok());
+            match blob {
+                None => out.push(Outcome::Deny(format!(
+                    "{}: {source} is not a file of {at}",
+                    m.specifier
+                ))),
+                Some(b) if stamp_model::ticket::Hash::of(b.content()) != m.hash => {
+                    out.push(Outcome::Deny(format!(
+                        "{}: the uploaded bytes are not {source} as of {at}; upload it again from this commit (`stamp KEY --update`)",
+                        m.specifier
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if !unnamed.is_empty() {
+            let shown: Vec<&str> = unnamed.iter().take(5).copied().collect();
+            let more = unnamed.len() - shown.len();
+            let list = if more > 0 {
+                format!("{} and {more} more", shown.join(", "))
+            } else {
+                shown.join(", ")
+            };
+            let what = format!(
+                "{} of the {} modules {} of {at} (built, or changed since the commit): {list}",
+                unnamed.len(),
+                self.moved.len(),
+                if unnamed.len() == 1 { "is not a file" } else { "are not files" },
+            );
+            out.push(if self.sources == Sources::Require {
+                Outcome::Deny(format!("{what}; sources = \"require\" wants every module to be one"))
+            } else {
+                Outcome::Warn(format!("{what}: their bytes are not checked"))
+            });
+        }
         out
     }
 

@@ -192,6 +192,7 @@ async fn summary(
         commit: None,
         branch: None,
         role: None,
+        source: None,
         detail: Some(format!(
             "closed for longer than {}: purged with {events} and {modules}",
             humantime::format_duration(policy.closed_retention)

@@ -190,6 +190,7 @@ impl Settler {
             commit: None,
             branch: None,
             role: None,
+            source: None,
             detail: Some(detail.clone()),
         };
         match self

@@ -93,5 +93,6 @@ pub(super) fn actor_from(principal: &Principal, headers: &http::HeaderMap) -> Ac
         commit: text(h::COMMIT).filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit())),
         branch: text(h::BRANCH),
         role: signed_in_role(principal),
+        source: None,
     }
 }

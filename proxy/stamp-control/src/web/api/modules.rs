@@ -25,7 +25,30 @@ impl Api {
             ),
             None => None,
         };
-        let actor = actor_from(principal, headers);
+        let mut actor = actor_from(principal, headers);
+        actor.source = match headers.get(h::SOURCE) {
+            None => None,
+            Some(v) => {
+                let source = v
+                    .to_str()
+                    .ok()
+                    .filter(|s| stamp_model::wire::is_repo_path(s))
+                    .ok_or_else(|| {
+                        WebError::bad(
+                            h::SOURCE,
+                            "must be a file's path from the repository's root (src/a.js): \
+                             relative, '/'-separated, no '.' or '..' parts",
+                        )
+                    })?;
+                if actor.commit.is_none() {
+                    return Err(WebError::bad(
+                        h::SOURCE,
+                        "names a file of a commit: send x-stamp-commit with it",
+                    ));
+                }
+                Some(source.to_string())
+            }
+        };
         let body = req.body().clone();
         if body.len() as u64 > self.cfg.api.max_module_bytes {
             return Err(WebError::new(

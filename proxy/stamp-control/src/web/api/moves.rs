@@ -76,6 +76,7 @@ impl Api {
             commit: body.commit.clone(),
             branch: body.branch.clone(),
             role: signed_in_role(principal),
+            source: None,
         };
         let change = if withdraw {
             let history = self.store.history(key).await?;
@@ -112,6 +113,7 @@ impl Api {
             commit: body.commit.clone(),
             branch: body.branch.clone(),
             role: signed_in_role(principal),
+            source: None,
         };
         if tr.target(t.stage).is_none() {
             return Err(WorkflowError::IllegalTransition {
@@ -587,6 +589,7 @@ impl Api {
             commit: None,
             branch: None,
             role: signed_in_role(principal),
+            source: None,
         };
         match action {
             "release" => {
