@@ -71,17 +71,31 @@ pub struct Saved {
     pub client_id: String,
 }
 
-/// Where sign-ins are kept: `$STAMP_CREDENTIALS`, else
-/// `$XDG_CONFIG_HOME/ticket-stamp/credentials.json`, else
+/// Where sign-ins are kept: `$STAMP_CREDENTIALS`, else on Windows
+/// `%APPDATA%\ticket-stamp\credentials.json` (where `HOME` is usually
+/// unset), else `$XDG_CONFIG_HOME/ticket-stamp/credentials.json`, else
 /// `~/.config/ticket-stamp/credentials.json`.
 pub fn credentials_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("STAMP_CREDENTIALS").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
+    credentials_path_in(|name| std::env::var_os(name), cfg!(windows))
+}
+
+/// [`credentials_path`] with the environment and the platform given, so
+/// every platform's rule is tested on any.
+fn credentials_path_in(
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    windows: bool,
+) -> Option<PathBuf> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = var("STAMP_CREDENTIALS") {
+        return Some(p);
     }
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let base = if windows {
+        var("APPDATA").or_else(|| var("USERPROFILE").map(|h| h.join("AppData").join("Roaming")))
+    } else {
+        None
+    }
+    .or_else(|| var("XDG_CONFIG_HOME"))
+    .or_else(|| var("HOME").map(|h| h.join(".config")))?;
     Some(base.join("ticket-stamp").join("credentials.json"))
 }
 
@@ -96,7 +110,7 @@ fn store(all: &BTreeMap<String, Saved>) -> anyhow::Result<PathBuf> {
     let path = credentials_path().ok_or_else(|| {
         Failure::new(
             Kind::Usage,
-            "no config directory to keep the sign-in in (set HOME or STAMP_CREDENTIALS)",
+            "no config directory to keep the sign-in in (set HOME, or APPDATA on Windows, or STAMP_CREDENTIALS)",
         )
     })?;
     if let Some(dir) = path.parent() {
@@ -590,4 +604,57 @@ pub fn saved_token(server: &str, verbose: bool) -> anyhow::Result<Option<String>
     all.insert(server.to_string(), renewed);
     store(&all)?;
     Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_live_where_each_platform_keeps_them() {
+        fn env<'a>(
+            vars: &'a [(&'static str, &'static str)],
+        ) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        }
+        let path = |vars: &[(&'static str, &'static str)], windows| {
+            credentials_path_in(env(vars), windows)
+        };
+        let file = |base: PathBuf| base.join("ticket-stamp").join("credentials.json");
+        assert_eq!(
+            path(&[("HOME", "/home/ada")], false),
+            Some(file(PathBuf::from("/home/ada/.config")))
+        );
+        assert_eq!(
+            path(&[("HOME", "/home/ada"), ("XDG_CONFIG_HOME", "/cfg")], false),
+            Some(file(PathBuf::from("/cfg")))
+        );
+        // Windows: HOME is usually unset; APPDATA, else the profile's
+        // roaming folder.
+        assert_eq!(
+            path(&[("APPDATA", r"C:\Users\ada\AppData\Roaming")], true),
+            Some(file(PathBuf::from(r"C:\Users\ada\AppData\Roaming")))
+        );
+        assert_eq!(
+            path(&[("USERPROFILE", r"C:\Users\ada")], true),
+            Some(file(
+                PathBuf::from(r"C:\Users\ada")
+                    .join("AppData")
+                    .join("Roaming")
+            ))
+        );
+        assert_eq!(
+            path(
+                &[("STAMP_CREDENTIALS", "/x/c.json"), ("APPDATA", "/a")],
+                true
+            ),
+            Some(PathBuf::from("/x/c.json"))
+        );
+        assert_eq!(path(&[("HOME", "")], false), None);
+        assert_eq!(path(&[], true), None);
+    }
 }
