@@ -458,22 +458,6 @@ pub fn normalize_url_path(raw: &str) -> Result<String, &'static str> {
     })
 }
 
-/// `base` + `/` + `rest`, for URL paths (`/` + `a.js` = `/a.js`).
-pub fn join_url(base: &str, rest: &str) -> String {
-    let b = base.trim_end_matches('/');
-    match (b.is_empty(), rest.is_empty()) {
-        (_, true) => {
-            if b.is_empty() {
-                "/".into()
-            } else {
-                b.into()
-            }
-        }
-        (true, false) => format!("/{rest}"),
-        (false, false) => format!("{b}/{rest}"),
-    }
-}
-
 /// An absolute path with `.` and `..` resolved and symlinks resolved for the
 /// part that exists (so it compares equal to what a directory walk yields,
 /// also for files that no longer exist). On Windows the `\\?\` prefix
@@ -673,8 +657,8 @@ mod tests {
             s.configured_url_path(Path::new("/repo/src")).as_deref(),
             Some("/")
         );
-        assert_eq!(join_url("/", "a.js"), "/a.js");
-        assert_eq!(join_url("/src", "lib/a.js"), "/src/lib/a.js");
+        assert_eq!(crate::paths::join_url("/", "a.js"), "/a.js");
+        assert_eq!(crate::paths::join_url("/src", "lib/a.js"), "/src/lib/a.js");
     }
 
     #[test]

@@ -2,25 +2,13 @@
 //! modules to stamp-proxy as they are saved and moves the ticket from dev to
 //! qa to prod (and back).
 
-mod bundle;
-mod cli;
-mod client;
-mod commands;
-mod config;
-mod error;
-mod git;
-mod login;
-mod output;
-mod paths;
-mod sync;
-mod watch;
-
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
 
-use crate::error::{Failure, Kind};
+use stamp_cli::error::{Failure, Kind};
+use stamp_cli::{cli, commands};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

@@ -231,7 +231,7 @@ pub fn url_path(base: &str, names: &[String]) -> Result<String, BadName> {
             return Err(BadName::Control(n.clone()));
         }
     }
-    Ok(crate::config::join_url(base, &names.join("/")))
+    Ok(join_url(base, &names.join("/")))
 }
 
 /// The URL path of `file` (absolute) when `root` (absolute) is served at
@@ -393,6 +393,22 @@ pub fn tidy(path: PathBuf) -> PathBuf {
     match path.to_str().and_then(simplify_verbatim) {
         Some(plain) => PathBuf::from(plain),
         None => path,
+    }
+}
+
+/// `base` + `/` + `rest`, for URL paths (`/` + `a.js` = `/a.js`).
+pub fn join_url(base: &str, rest: &str) -> String {
+    let b = base.trim_end_matches('/');
+    match (b.is_empty(), rest.is_empty()) {
+        (_, true) => {
+            if b.is_empty() {
+                "/".into()
+            } else {
+                b.into()
+            }
+        }
+        (true, false) => format!("/{rest}"),
+        (false, false) => format!("{b}/{rest}"),
     }
 }
 
