@@ -110,9 +110,7 @@ pub fn url(key: &TicketKey, id: &Hash) -> String {
 /// The variant a dev page of `key` would get now; `None` once the ticket
 /// is gone or closed.
 fn current(cell: &SnapshotCell, key: &TicketKey) -> Option<Arc<Effective>> {
-    let snap = cell.load();
-    let t = snap.tickets.get(key)?;
-    (t.stage != stamp_model::Stage::Closed).then(|| t.dev.clone())
+    cell.load().variant(key, stamp_model::ticket::View::Dev)
 }
 
 /// What a page showing `base` can do to show `now` without a reload: the

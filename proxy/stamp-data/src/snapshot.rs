@@ -131,7 +131,11 @@ impl Effective {
     }
 }
 
-/// One ticket as the request path sees it.
+/// One ticket as the request path sees it: its own sets, not its variants.
+/// A variant (the ticket's modules over the production overlay, with its
+/// lookups) is built when a request first needs it and kept in the
+/// snapshot's [`Variants`] cache, so an open ticket nobody visits costs its
+/// sets and a few ids, not a variant.
 #[derive(Debug)]
 pub struct TicketView {
     pub stage: Stage,
@@ -140,21 +144,185 @@ pub struct TicketView {
     /// The ticket's own dev overrides (without the overlay): what its
     /// badge counts and its probe looks for. Shared with the set cache.
     pub dev_own: Arc<OverrideSet>,
-    pub qa_own: Option<Arc<OverrideSet>>,
-    pub dev: Arc<Effective>,
     /// Present once the ticket has been promoted to qa.
-    pub qa: Option<Arc<Effective>>,
+    pub qa_own: Option<Arc<OverrideSet>>,
+    /// The own sets' ids in the store: with the overlay's id, what names a
+    /// variant in the cache.
+    pub dev_set: Hash,
+    pub qa_set: Option<Hash>,
+    /// The variants' ids ([`Effective::id`], named by external map URLs),
+    /// computed without building the variants.
+    pub dev_id: Hash,
+    pub qa_id: Option<Hash>,
 }
 
 /// What a selection resolves to.
 #[derive(Debug)]
-pub enum Resolved<'a> {
+pub enum Resolved {
     Stamp {
-        effective: &'a Arc<Effective>,
+        effective: Arc<Effective>,
         stage: Stage,
     },
     /// Production is served, for this reason.
     Production(String),
+}
+
+/// Ticket variants built on first use, shared by successive snapshots:
+/// keyed by what a variant is made of (the production overlay's id and the
+/// ticket's own set id), so a rebuild that changed neither finds the same
+/// `Arc` (and its merged maps), and a ticket promoted without a change
+/// shares its dev variant with qa. Bounded: the least recently used go.
+pub struct Variants {
+    cache: quick_cache::sync::Cache<VariantKey, Arc<Effective>>,
+    capacity: usize,
+}
+
+/// (the overlay's id, `None` without one; the ticket's own set id)
+type VariantKey = (Option<Hash>, Hash);
+
+/// Ticket variants kept at most, by default (about 8 KB each for tickets of
+/// 10 modules): see [`SnapshotCell::with_variants`].
+pub const VARIANTS: usize = 1024;
+
+impl std::fmt::Debug for Variants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Variants")
+            .field("len", &self.cache.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Variants {
+    /// A cache of at most `capacity` variants (at least 1).
+    pub fn new(capacity: usize) -> Variants {
+        let capacity = capacity.max(1);
+        // One shard for small caches: quick_cache splits its capacity
+        // among shards, and a tiny shard would hold nothing.
+        let shards = if capacity < 256 { 1 } else { 4 };
+        let cache = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(capacity)
+            .weight_capacity(capacity as u64)
+            .shards(shards)
+            .build()
+            .map(|o| {
+                quick_cache::sync::Cache::with_options(
+                    o,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                )
+            })
+            .unwrap_or_else(|_| quick_cache::sync::Cache::new(capacity));
+        Variants { cache, capacity }
+    }
+
+    /// Variants held now.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The variant of `own` (set `own_id`) over `overlay`: from the cache,
+    /// else built (CPU only: the sets are in memory) and kept.
+    fn get(
+        &self,
+        overlay: Option<&Arc<Effective>>,
+        own_id: Hash,
+        own: &OverrideSet,
+    ) -> Arc<Effective> {
+        let key = (overlay.map(|o| o.id), own_id);
+        let built = self.cache.get_or_insert_with(&key, || {
+            let mut all = overlay.map(|o| o.overrides.clone()).unwrap_or_default();
+            all.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok::<_, std::convert::Infallible>(Arc::new(Effective::new(all)))
+        });
+        match built {
+            Ok(e) => e,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl Default for Variants {
+    fn default() -> Self {
+        Variants::new(VARIANTS)
+    }
+}
+
+/// The id of the variant `own` over `overlay` ([`stamp_model::ticket::set_id`]
+/// of their union, the ticket's modules winning), without building it: the
+/// union's canonical JSON is written in key order straight from both sets.
+pub fn variant_id(overlay: &OverrideSet, own: &OverrideSet) -> Hash {
+    struct Union<'a>(&'a OverrideSet, &'a OverrideSet);
+    impl serde::Serialize for Union<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let (mut a, mut b) = (self.0.iter().peekable(), self.1.iter().peekable());
+            s.collect_map(std::iter::from_fn(move || match (a.peek(), b.peek()) {
+                (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+                    std::cmp::Ordering::Less => a.next(),
+                    std::cmp::Ordering::Equal => {
+                        a.next();
+                        b.next()
+                    }
+                    std::cmp::Ordering::Greater => b.next(),
+                },
+                (Some(_), None) => a.next(),
+                (None, _) => b.next(),
+            }))
+        }
+    }
+    if overlay.is_empty() {
+        return stamp_model::ticket::set_id(own);
+    }
+    Hash::of(&serde_json::to_vec(&Union(overlay, own)).unwrap_or_default())
+}
+
+/// Which module bodies are served at which paths (see [`Snapshot::serves`]):
+/// each path once, every (body, path) pair as the body's hash and the
+/// path's number. Exact (no fingerprint), and small: production paths
+/// repeat across tickets.
+#[derive(Debug, Default)]
+pub struct Served {
+    paths: HashMap<Box<str>, u32>,
+    pairs: std::collections::HashSet<(Hash, u32)>,
+}
+
+impl Served {
+    fn insert(&mut self, hash: Hash, location: &str) {
+        let path = assets::serve_path(location);
+        let next = self.paths.len() as u32;
+        let n = match self.paths.get(path.as_str()) {
+            Some(n) => *n,
+            None => {
+                self.paths.insert(path.into_boxed_str(), next);
+                next
+            }
+        };
+        self.pairs.insert((hash, n));
+    }
+
+    fn serves(&self, path: &str, hash: &Hash) -> bool {
+        self.paths
+            .get(path)
+            .is_some_and(|n| self.pairs.contains(&(*hash, *n)))
+    }
+
+    /// (body, path) pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -170,9 +338,13 @@ pub struct Snapshot {
     /// Module body → the production paths it is served at: every override
     /// of every open ticket's dev and qa view and of the overlay. A body is
     /// served only at a path it was uploaded under.
-    pub served: HashMap<Hash, Vec<String>>,
-    /// Every variant by its set id (for external map URLs).
-    pub effectives: HashMap<Hash, Arc<Effective>>,
+    pub served: Served,
+    /// Ticket variants by id (for external map URLs): the ticket and view,
+    /// whose variant is built on demand.
+    pub ids: HashMap<Hash, (TicketKey, View)>,
+    /// Ticket variants built so far, shared with the snapshots before and
+    /// after this one.
+    pub variants: Arc<Variants>,
     /// Other origins any variant overrides modules on.
     pub remote_origins: Vec<String>,
     /// The production overlay's bodies, held in memory so that released
@@ -212,8 +384,9 @@ impl Snapshot {
             tickets: HashMap::new(),
             released: Vec::new(),
             overlay: None,
-            served: HashMap::new(),
-            effectives: HashMap::new(),
+            served: Served::default(),
+            ids: HashMap::new(),
+            variants: Arc::new(Variants::default()),
             remote_origins: Vec::new(),
             pinned: HashMap::new(),
             rolling: Vec::new(),
@@ -302,9 +475,19 @@ impl Snapshot {
         Ok(())
     }
 
-    /// The variant an external map URL names.
-    pub fn effective(&self, id: &Hash) -> Option<&Arc<Effective>> {
-        self.effectives.get(id)
+    /// The variant an external map URL names: production's (with or
+    /// without rolling tickets), or an open ticket's, built on demand.
+    pub fn effective(&self, id: &Hash) -> Option<Arc<Effective>> {
+        if let Some(e) = self
+            .overlay
+            .iter()
+            .chain(self.sliced.iter().flatten())
+            .find(|e| e.id == *id)
+        {
+            return Some(e.clone());
+        }
+        let (key, view) = self.ids.get(id)?;
+        self.variant(key, *view)
     }
 
     /// Whether `origin` is one a variant overrides modules on.
@@ -314,31 +497,40 @@ impl Snapshot {
 
     /// Whether the body `hash` is served at `path` (see [`Snapshot::served`]).
     pub fn serves(&self, path: &str, hash: &Hash) -> bool {
-        self.served
-            .get(hash)
-            .is_some_and(|paths| paths.iter().any(|p| p == path))
+        self.served.serves(path, hash)
     }
 
-    /// Resolves a selected ticket and view.
-    pub fn resolve(&self, key: &TicketKey, view: View) -> Resolved<'_> {
+    /// Resolves a selected ticket and view: its variant, from the variant
+    /// cache or built now (never waiting on the store).
+    pub fn resolve(&self, key: &TicketKey, view: View) -> Resolved {
         let Some(t) = self.tickets.get(key) else {
             return Resolved::Production(format!("unknown ticket {key}"));
         };
+        let overlay = self.overlay.as_ref();
         match (t.stage, view) {
             (Stage::Closed, _) => Resolved::Production(format!("ticket {key} is closed")),
             (stage, View::Dev) => Resolved::Stamp {
-                effective: &t.dev,
+                effective: self.variants.get(overlay, t.dev_set, &t.dev_own),
                 stage,
             },
-            (stage, View::Qa) => match &t.qa {
-                Some(qa) => Resolved::Stamp {
-                    effective: qa,
+            (stage, View::Qa) => match (&t.qa_own, t.qa_set) {
+                (Some(own), Some(id)) => Resolved::Stamp {
+                    effective: self.variants.get(overlay, id, own),
                     stage,
                 },
-                None => Resolved::Production(format!(
+                _ => Resolved::Production(format!(
                     "ticket {key} is in {stage} and has not been promoted to qa"
                 )),
             },
+        }
+    }
+
+    /// The variant a selection of `key` and `view` stamps; `None` when it
+    /// serves production (see [`Snapshot::resolve`]).
+    pub fn variant(&self, key: &TicketKey, view: View) -> Option<Arc<Effective>> {
+        match self.resolve(key, view) {
+            Resolved::Stamp { effective, .. } => Some(effective),
+            Resolved::Production(_) => None,
         }
     }
 
@@ -419,116 +611,103 @@ impl Snapshot {
             sliced.push((!p.overrides.is_empty()).then(|| Arc::new(Effective::new(p.overrides))));
         }
 
-        let with_overlay = |own: &OverrideSet| {
-            let mut all = overlay_set.clone();
-            all.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
-            Arc::new(Effective::new(all))
-        };
-        // What a ticket's variants were built on: reusable when unchanged.
+        // Ticket variants are built on first use, in a cache the snapshots
+        // share; what is computed here per ticket is its variants' ids,
+        // kept from `previous` when their inputs are the same.
+        let variants = previous.map_or_else(Default::default, |p| p.variants.clone());
         let same_overlay = previous
             .is_some_and(|p| p.overlay.as_ref().map(|e| e.id) == overlay.as_ref().map(|e| e.id));
-        // A closed ticket is never stamped: one empty variant for all.
-        let closed = Arc::new(Effective::new(OverrideSet::default()));
+        let empty_id = stamp_model::ticket::set_id(&OverrideSet::default());
         let mut tickets = HashMap::with_capacity(state.tickets.len());
-        let mut served: HashMap<Hash, Vec<String>> = HashMap::new();
-        for m in overlay_set.values() {
-            served
-                .entry(m.hash)
-                .or_default()
-                .push(assets::serve_path(&m.path));
-        }
+        let mut ids = HashMap::new();
+        let mut served = Served::default();
+        let mut remote_origins: Vec<String> = Vec::new();
+        let serve = |served: &mut Served, set: &OverrideSet| {
+            for m in set.values() {
+                served.insert(m.hash, &m.path);
+            }
+        };
+        serve(&mut served, &overlay_set);
         // Skew protection: what production served until recently stays
         // servable at its URLs, so a tab opened before a revert never 404s
         // on a lazy import.
         for t in &state.tickets {
             for r in t.recent.iter().filter(|r| r.until_ms > now) {
-                for m in get(&r.set).values() {
-                    served
-                        .entry(m.hash)
-                        .or_default()
-                        .push(assets::serve_path(&m.path));
-                }
+                serve(&mut served, &get(&r.set));
             }
         }
         for r in &rolling_all {
-            for m in r.overrides.values() {
-                served
-                    .entry(m.hash)
-                    .or_default()
-                    .push(assets::serve_path(&m.path));
-            }
+            serve(&mut served, &r.overrides);
         }
         for t in &state.tickets {
+            // Sets come from the cache, one `Arc` per id while some ticket
+            // names it.
             let dev = get(&t.dev);
             let qa = t.qa.map(|id| get(&id));
-            if t.stage != Stage::Closed {
+            let open = t.stage != Stage::Closed;
+            if open {
                 for set in std::iter::once(&dev).chain(qa.iter()) {
-                    for m in set.values() {
-                        served
-                            .entry(m.hash)
-                            .or_default()
-                            .push(assets::serve_path(&m.path));
-                    }
+                    serve(&mut served, set);
+                    remote_origins.extend(
+                        set.values()
+                            .filter_map(|m| assets::origin_of(&m.path).map(str::to_string)),
+                    );
                 }
             }
-            // Sets come from the cache, one `Arc` per id while some ticket
-            // names it: the same pointer is the same set.
             let before = previous
                 .filter(|_| same_overlay)
                 .and_then(|p| p.tickets.get(&t.key))
-                .filter(|b| {
-                    (b.stage == Stage::Closed) == (t.stage == Stage::Closed)
-                        && Arc::ptr_eq(&b.dev_own, &dev)
-                        && match (&b.qa_own, &qa) {
-                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                            (None, None) => true,
-                            _ => false,
-                        }
-                });
-            let (dev_view, qa_view) = match before {
-                Some(b) => (b.dev.clone(), b.qa.clone()),
-                None if t.stage == Stage::Closed => (closed.clone(), None),
-                None => {
-                    let dev_view = with_overlay(&dev);
-                    // Promoted without a change since: the same variant.
-                    let qa_view = qa.as_ref().map(|q| {
-                        if Arc::ptr_eq(q, &dev) {
-                            dev_view.clone()
-                        } else {
-                            with_overlay(q)
-                        }
-                    });
-                    (dev_view, qa_view)
+                .filter(|b| b.dev_set == t.dev && b.qa_set == t.qa);
+            let id_of = |set_id: Hash, own: &OverrideSet| {
+                if overlay_set.is_empty() {
+                    set_id
+                } else {
+                    variant_id(&overlay_set, own)
                 }
             };
+            let (dev_id, qa_id) = match before {
+                Some(b) => (b.dev_id, b.qa_id),
+                // A closed ticket is never stamped: the empty variant's id.
+                None if !open => (empty_id, None),
+                None => {
+                    let dev_id = id_of(t.dev, &dev);
+                    let qa_id = match (t.qa, &qa) {
+                        // Promoted without a change since: the same variant.
+                        (Some(id), _) if id == t.dev => Some(dev_id),
+                        (Some(id), Some(q)) => Some(id_of(id, q)),
+                        _ => None,
+                    };
+                    (dev_id, qa_id)
+                }
+            };
+            if open {
+                ids.insert(dev_id, (t.key.clone(), View::Dev));
+                if let Some(id) = qa_id.filter(|id| *id != dev_id) {
+                    ids.insert(id, (t.key.clone(), View::Qa));
+                }
+            }
             tickets.insert(
                 t.key.clone(),
                 TicketView {
                     stage: t.stage,
                     share_gen: t.share_gen,
-                    dev: dev_view,
-                    qa: qa_view,
                     dev_own: dev,
                     qa_own: qa,
+                    dev_set: t.dev,
+                    qa_set: t.qa,
+                    dev_id,
+                    qa_id,
                 },
             );
         }
-        let mut effectives = HashMap::new();
-        let mut remote_origins = Vec::new();
-        let views = tickets
-            .values()
-            .filter(|t: &&TicketView| t.stage != Stage::Closed)
-            .flat_map(|t| std::iter::once(&t.dev).chain(t.qa.iter()))
-            .chain(overlay.iter())
-            .chain(sliced.iter().flatten());
-        for e in views {
+        for e in overlay.iter().chain(sliced.iter().flatten()) {
             remote_origins.extend(e.remote_origins.iter().cloned());
-            effectives.insert(e.id, e.clone());
         }
         remote_origins.sort();
         remote_origins.dedup();
         Ok(Snapshot {
-            effectives,
+            ids,
+            variants,
             remote_origins,
             version: state.version,
             built_ms: now_ms(),
@@ -574,6 +753,17 @@ impl Default for SnapshotCell {
 }
 
 impl SnapshotCell {
+    /// A cell whose snapshots keep at most `capacity` ticket variants built
+    /// (the default is [`VARIANTS`]).
+    pub fn with_variants(capacity: usize) -> SnapshotCell {
+        let cell = SnapshotCell::default();
+        cell.current.store(Arc::new(Snapshot {
+            variants: Arc::new(Variants::new(capacity)),
+            ..Snapshot::empty()
+        }));
+        cell
+    }
+
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
@@ -743,5 +933,91 @@ pub async fn run_refresher(store: SharedStore, cell: Arc<SnapshotCell>, poll: Du
                 cell.refresh_revoked(&store).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn set(entries: &[(&str, &str)]) -> OverrideSet {
+        entries
+            .iter()
+            .map(|(spec, body)| {
+                let m = ModuleRef {
+                    path: format!("/{spec}"),
+                    hash: Hash::of(body.as_bytes()),
+                    size: body.len() as u64,
+                };
+                (spec.to_string(), m)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_variants_id_is_computed_without_building_it() {
+        let overlay = set(&[("a.js", "a0"), ("c.js", "c0"), ("e.js", "e0")]);
+        for own in [
+            set(&[]),
+            set(&[("a.js", "a1")]),
+            set(&[("b.js", "b1"), ("c.js", "c1"), ("z.js", "z1")]),
+            set(&[("0.js", "x"), ("e.js", "e1")]),
+        ] {
+            let mut union = overlay.clone();
+            union.extend(own.clone());
+            let built = Effective::new(union);
+            assert_eq!(variant_id(&overlay, &own), built.id, "{own:?}");
+            // Without an overlay, the variant is the ticket's own set.
+            assert_eq!(variant_id(&OverrideSet::new(), &own), set_id_of(&own));
+        }
+    }
+
+    fn set_id_of(s: &OverrideSet) -> Hash {
+        stamp_model::ticket::set_id(s)
+    }
+
+    #[test]
+    fn the_served_pairs_are_exact() {
+        let mut served = Served::default();
+        let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+        served.insert(a, "/src/a.js");
+        served.insert(b, "/src/b.js");
+        served.insert(a, "https://cdn.example/a.js");
+        assert!(served.serves("/src/a.js", &a));
+        assert!(served.serves("/src/b.js", &b));
+        assert!(!served.serves("/src/a.js", &b));
+        assert!(!served.serves("/src/b.js", &a));
+        assert!(!served.serves("https://cdn.example/a.js", &a));
+        assert!(served.serves(&assets::serve_path("https://cdn.example/a.js"), &a));
+        assert!(!served.serves("/src/c.js", &a));
+        assert_eq!(served.len(), 3);
+    }
+
+    #[test]
+    fn the_variant_cache_is_bounded_and_shares_same_inputs() {
+        let variants = Variants::new(4);
+        let own: Vec<(Hash, OverrideSet)> = (0..10)
+            .map(|i| {
+                let s = set(&[("m.js", &format!("{i}"))]);
+                (stamp_model::ticket::set_id(&s), s)
+            })
+            .collect();
+        let first = variants.get(None, own[0].0, &own[0].1);
+        assert!(Arc::ptr_eq(
+            &first,
+            &variants.get(None, own[0].0, &own[0].1)
+        ));
+        let overlay = Arc::new(Effective::new(set(&[("o.js", "o")])));
+        let over = variants.get(Some(&overlay), own[0].0, &own[0].1);
+        assert!(
+            !Arc::ptr_eq(&first, &over),
+            "another overlay, another variant"
+        );
+        assert_eq!(over.len(), 2);
+        for (id, s) in &own {
+            variants.get(None, *id, s);
+        }
+        assert!(variants.len() <= 4, "{}", variants.len());
     }
 }

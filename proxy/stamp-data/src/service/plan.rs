@@ -307,7 +307,7 @@ impl StampProxy {
                         effective.len()
                     ));
                     sel.plan = Some(PagePlan {
-                        effective: effective.clone(),
+                        effective,
                         variant: Variant::Ticket {
                             key: key.clone(),
                             view: *view,
