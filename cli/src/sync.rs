@@ -561,6 +561,24 @@ impl Syncer {
         Ok(s)
     }
 
+    /// One upload of `w` (its body, or a link to `hash`), naming `source`.
+    fn put(
+        &self,
+        w: &Want,
+        spec: Option<&str>,
+        hash: &str,
+        body: Option<Vec<u8>>,
+        git: &GitMeta,
+        source: &Option<String>,
+    ) -> Result<crate::client::Change, ApiError> {
+        let git = GitMeta {
+            source: source.clone(),
+            ..git.clone()
+        };
+        self.client
+            .put_module(&self.key, &w.path, spec, hash, body, &git)
+    }
+
     fn upload(
         &mut self,
         w: &Want,
@@ -602,17 +620,7 @@ impl Syncer {
         let mut source = source_for(body.as_deref(), &hash);
         let mut sent = body.is_some();
         let mut size = body.as_ref().map_or(w.size, |b| b.len() as u64);
-        let mut result = self.client.put_module(
-            &self.key,
-            &w.path,
-            spec,
-            &hash,
-            body.clone(),
-            &GitMeta {
-                source: source.clone(),
-                ..git.clone()
-            },
-        );
+        let mut result = self.put(w, spec, &hash, body.clone(), git, &source);
         if let Err(e) = &result {
             if !sent && e.code() == Some(ErrorCode::UnknownBody) {
                 // The body went away between the check and the link: send it.
@@ -623,31 +631,11 @@ impl Syncer {
                 size = bytes.len() as u64;
                 source = source_for(Some(&bytes), &hash);
                 body = Some(bytes);
-                result = self.client.put_module(
-                    &self.key,
-                    &w.path,
-                    spec,
-                    &hash,
-                    body.clone(),
-                    &GitMeta {
-                        source: source.clone(),
-                        ..git.clone()
-                    },
-                );
+                result = self.put(w, spec, &hash, body.clone(), git, &source);
             } else if e.code() == Some(ErrorCode::Conflict) {
                 // Someone changed the ticket at the same moment: once more.
                 self.stale = true;
-                result = self.client.put_module(
-                    &self.key,
-                    &w.path,
-                    spec,
-                    &hash,
-                    body.clone(),
-                    &GitMeta {
-                        source: source.clone(),
-                        ..git.clone()
-                    },
-                );
+                result = self.put(w, spec, &hash, body.clone(), git, &source);
             }
         }
         match result {

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::json;
 
-use super::review::{marker, note_body, Sources, Steps};
+use super::review::{marker, note_body, standing, Sources, Standing, Steps};
 use super::{describe, Event, EventKind, Hook, HookError};
 use crate::kit::github::{github_keys, GitHubClient, GitHubError};
 use crate::kit::Settings;
@@ -103,29 +103,11 @@ impl GitHubHook {
     }
 
     async fn status(&self, e: &Event, sha: &str) -> Result<(), GitHubError> {
-        let to = e.to.map_or("?", |s| s.as_str());
-        let (state, text) = match e.kind {
-            EventKind::Promoted if e.to == Some(Stage::Prod) => (
-                "success",
-                format!(
-                    "{} released to production by {}: every policy passed",
-                    e.ticket, e.actor
-                ),
-            ),
-            EventKind::Promoted => (
-                "success",
-                format!(
-                    "{} promoted to {to} by {}: every policy passed",
-                    e.ticket, e.actor
-                ),
-            ),
-            EventKind::RolloutStep => ("pending", describe(e)),
-            EventKind::Reverted => (
-                "pending",
-                format!("{} reverted to {to} by {}", e.ticket, e.actor),
-            ),
-            EventKind::Closed => ("error", format!("{} closed by {}", e.ticket, e.actor)),
-            _ => ("pending", format!("{} in {to}: not promoted yet", e.ticket)),
+        let (standing, text) = standing(e);
+        let state = match standing {
+            Standing::Passed => "success",
+            Standing::Stepping | Standing::Waiting => "pending",
+            Standing::Closed => "error",
         };
         let mut body = json!({
             "state": state,

@@ -37,8 +37,8 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::review::{marker, note_body, Sources, Steps};
-use super::{describe, Event, EventKind, Hook, HookError};
+use super::review::{marker, note_body, standing, Sources, Standing, Steps};
+use super::{Event, EventKind, Hook, HookError};
 use crate::kit::gitlab::{escape, gitlab_keys, GitLabClient, GitLabError};
 use crate::kit::{truncate, Settings};
 use stamp_model::ticket::{Stage, TicketKey};
@@ -126,29 +126,12 @@ impl GitLabHook {
     }
 
     async fn status(&self, e: &Event, sha: &str, branch: Option<&str>) -> Result<(), GitLabError> {
-        let to = e.to.map_or("?", |s| s.as_str());
-        let (state, text) = match e.kind {
-            EventKind::Promoted if e.to == Some(Stage::Prod) => (
-                "success",
-                format!(
-                    "{} released to production by {}: every policy passed",
-                    e.ticket, e.actor
-                ),
-            ),
-            EventKind::Promoted => (
-                "success",
-                format!(
-                    "{} promoted to {to} by {}: every policy passed",
-                    e.ticket, e.actor
-                ),
-            ),
-            EventKind::RolloutStep => ("running", describe(e)),
-            EventKind::Reverted => (
-                "pending",
-                format!("{} reverted to {to} by {}", e.ticket, e.actor),
-            ),
-            EventKind::Closed => ("canceled", format!("{} closed by {}", e.ticket, e.actor)),
-            _ => ("pending", format!("{} in {to}: not promoted yet", e.ticket)),
+        let (standing, text) = standing(e);
+        let state = match standing {
+            Standing::Passed => "success",
+            Standing::Stepping => "running",
+            Standing::Waiting => "pending",
+            Standing::Closed => "canceled",
         };
         let mut body = json!({
             "state": state,

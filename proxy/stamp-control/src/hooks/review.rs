@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
 
-use super::{describe, Event, HookError};
+use super::{describe, Event, EventKind, HookError};
 use stamp_model::ticket::{Stage, TicketKey};
 
 /// The hidden marker that finds our note again.
@@ -34,6 +34,53 @@ pub fn note_body(e: &Event) -> String {
     }
     body.push_str(&format!("_Last change: {}._\n", describe(e)));
     body
+}
+
+/// Where a ticket stands after an event, for a commit status: each forge
+/// names the states its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A promotion passed every policy.
+    Passed,
+    /// A rollout is stepping.
+    Stepping,
+    /// In dev, or back after a revert: not promoted yet.
+    Waiting,
+    Closed,
+}
+
+/// The standing an event leaves and its words.
+pub fn standing(e: &Event) -> (Standing, String) {
+    let to = e.to.map_or("?", |s| s.as_str());
+    match e.kind {
+        EventKind::Promoted if e.to == Some(Stage::Prod) => (
+            Standing::Passed,
+            format!(
+                "{} released to production by {}: every policy passed",
+                e.ticket, e.actor
+            ),
+        ),
+        EventKind::Promoted => (
+            Standing::Passed,
+            format!(
+                "{} promoted to {to} by {}: every policy passed",
+                e.ticket, e.actor
+            ),
+        ),
+        EventKind::RolloutStep => (Standing::Stepping, describe(e)),
+        EventKind::Reverted => (
+            Standing::Waiting,
+            format!("{} reverted to {to} by {}", e.ticket, e.actor),
+        ),
+        EventKind::Closed => (
+            Standing::Closed,
+            format!("{} closed by {}", e.ticket, e.actor),
+        ),
+        _ => (
+            Standing::Waiting,
+            format!("{} in {to}: not promoted yet", e.ticket),
+        ),
+    }
 }
 
 /// A ticket's branch and commit, as last seen.
