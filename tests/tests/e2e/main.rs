@@ -8,6 +8,7 @@ mod api;
 mod apps;
 mod browser;
 mod cli;
+mod config_props;
 mod contract;
 mod docs;
 mod failover;

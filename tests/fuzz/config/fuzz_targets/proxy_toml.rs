@@ -1,0 +1,11 @@
+//! The proxy's configuration file (`--config`): see ../props.rs.
+#![no_main]
+
+#[path = "../props.rs"]
+mod props;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        props::proxy_toml(text);
+    }
+});
