@@ -3,8 +3,8 @@
 
 pub mod browser;
 pub mod control;
-pub mod faulty;
 pub mod fakes;
+pub mod faulty;
 pub mod oidc;
 pub mod origin;
 pub mod prometheus;

@@ -323,10 +323,16 @@ impl Job {
                 "{} of the {} modules {} of {at} (built, or changed since the commit): {list}",
                 unnamed.len(),
                 self.moved.len(),
-                if unnamed.len() == 1 { "is not a file" } else { "are not files" },
+                if unnamed.len() == 1 {
+                    "is not a file"
+                } else {
+                    "are not files"
+                },
             );
             out.push(if self.sources == Sources::Require {
-                Outcome::Deny(format!("{what}; sources = \"require\" wants every module to be one"))
+                Outcome::Deny(format!(
+                    "{what}; sources = \"require\" wants every module to be one"
+                ))
             } else {
                 Outcome::Warn(format!("{what}: their bytes are not checked"))
             });
