@@ -375,7 +375,7 @@ timeout = "soon"
         errs,
         vec![
             "policies[0].kind: unknown kind `sign_off`; valid kinds: git, sign-off, sanity, conflict, command, jira, github, gitlab",
-            "policies[1].brnach: unknown key for kind `git`; valid keys: kind, on, remote, branch, cache_dir, timeout, on_fetch_error, require_commit, username, token, token_env",
+            "policies[1].brnach: unknown key for kind `git`; valid keys: kind, on, remote, branch, cache_dir, timeout, on_fetch_error, require_commit, username, token, token_env, sources",
             "policies[2].email: is required with api = \"cloud\" (the account the API token belongs to)",
             "policies[2].statuses.\"dev->prod\": `dev->prod` is not a transition the workflow makes; valid: dev->qa, qa->prod, prod->qa, qa->dev, dev->closed, qa->closed",
             "policies[3].program: is required (the program to run)",
