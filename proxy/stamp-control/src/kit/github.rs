@@ -273,17 +273,9 @@ impl GitHubClient {
             }
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) if e.is_timeout() => {
-                    return Err(GitHubError::Outage(format!(
-                        "GitHub at {} did not answer in time",
-                        self.api
-                    )))
-                }
                 Err(e) => {
-                    return Err(GitHubError::Outage(format!(
-                        "GitHub at {} is unreachable: {}",
-                        self.api,
-                        super::transport_error(&e)
+                    return Err(GitHubError::Outage(super::no_answer(
+                        "GitHub", &self.api, &e,
                     )))
                 }
             };

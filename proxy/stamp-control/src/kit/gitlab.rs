@@ -251,17 +251,9 @@ impl GitLabClient {
             }
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) if e.is_timeout() => {
-                    return Err(GitLabError::Outage(format!(
-                        "GitLab at {} did not answer in time",
-                        self.api
-                    )))
-                }
                 Err(e) => {
-                    return Err(GitLabError::Outage(format!(
-                        "GitLab at {} is unreachable: {}",
-                        self.api,
-                        super::transport_error(&e)
+                    return Err(GitLabError::Outage(super::no_answer(
+                        "GitLab", &self.api, &e,
                     )))
                 }
             };

@@ -51,6 +51,16 @@ pub fn transport_error(e: &reqwest::Error) -> String {
     }
 }
 
+/// Why a request to `service` at `base` got no answer: it timed out, or
+/// what kept it from reaching the service (never the URL's path).
+pub fn no_answer(service: &str, base: &str, e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("{service} at {base} did not answer in time")
+    } else {
+        format!("{service} at {base} is unreachable: {}", transport_error(e))
+    }
+}
+
 /// A URL as logs may show it: its origin only (`https://hooks.example.com/…`),
 /// since a webhook's path or query often is its secret.
 pub fn redacted(url: &str) -> String {

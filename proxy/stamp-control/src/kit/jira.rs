@@ -138,19 +138,7 @@ impl JiraClient {
             }
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) if e.is_timeout() => {
-                    return Err(JiraError::Outage(format!(
-                        "Jira at {} did not answer in time",
-                        self.base
-                    )))
-                }
-                Err(e) => {
-                    return Err(JiraError::Outage(format!(
-                        "Jira at {} is unreachable: {}",
-                        self.base,
-                        super::transport_error(&e)
-                    )))
-                }
+                Err(e) => return Err(JiraError::Outage(super::no_answer("Jira", &self.base, &e))),
             };
             let status = resp.status().as_u16();
             let retry_after = resp

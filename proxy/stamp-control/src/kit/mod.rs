@@ -8,7 +8,7 @@ mod http;
 pub mod jira;
 mod settings;
 
-pub use http::{http_client, redacted, transport_error, truncate};
+pub use http::{http_client, no_answer, redacted, transport_error, truncate};
 pub use settings::{
     env_is_set, missing_secrets, parse_scope, parse_transition, pick, promotions, Entries, Secret,
     Settings, TRANSITIONS,
