@@ -60,7 +60,11 @@ struct Acked {
     proxy: usize,
     key: String,
     body: String,
+    /// The promotion to qa was acknowledged.
     promoted: bool,
+    /// A promotion was asked for; unacknowledged, it may or may not have
+    /// happened (a write the client saw fail can still have landed).
+    asked: bool,
     at: Instant,
 }
 
@@ -135,13 +139,14 @@ async fn failover(loss: Loss) {
                 let status = put(&urls[proxy], &key, &body).await;
                 if status == 201 {
                     // Every third one also goes to qa, through the other proxy.
-                    let promoted =
-                        i % 3 == 0 && promote(&urls[1 - proxy], &key, "dev").await == 200;
+                    let asked = i % 3 == 0;
+                    let promoted = asked && promote(&urls[1 - proxy], &key, "dev").await == 200;
                     acked.lock().unwrap().push(Acked {
                         proxy,
                         key,
                         body,
                         promoted,
+                        asked,
                         at: Instant::now(),
                     });
                 }
@@ -287,8 +292,15 @@ async fn failover(loss: Loss) {
     for url in &urls {
         for a in &acked {
             let t = ticket(url, &a.key).await;
-            let want = if a.promoted { "qa" } else { "dev" };
-            assert_eq!(t["stage"], want, "{} through {url}: {t}", a.key);
+            // An acknowledged promotion is there; one never asked for did
+            // not happen; one that was not acknowledged may have.
+            let stage = t["stage"].as_str().unwrap_or("");
+            let fine = match (a.promoted, a.asked) {
+                (true, _) => stage == "qa",
+                (false, true) => stage == "qa" || stage == "dev",
+                (false, false) => stage == "dev",
+            };
+            assert!(fine, "{} through {url} ({a:?}): {t}", a.key);
             // The store has it (above); the proxy's snapshot follows
             // within its resync (the change subscription moved too).
             let want = module_url("/src/main.js", &a.body);
