@@ -8,6 +8,31 @@
 //! tag whose state lol_html and the specification disagree on). Only
 //! HTML-namespace content is ever handed to it.
 
+/// The first `needle` in `hay`. Most spans between two bytes the
+/// tokenizer stops at are short (a tag every 20 bytes or so, values of a
+/// few letters), where memchr's setup costs more than the search: the
+/// first 32 bytes are searched a word at a time, the rest by memchr.
+#[inline]
+fn find(needle: u8, hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = ONES * u64::from(needle);
+    let mut k = 0;
+    while k + 8 <= hay.len().min(32) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&hay[k..k + 8]);
+        let x = u64::from_le_bytes(word) ^ pattern;
+        // A zero byte of `x` is a match. Borrows only run upwards, so the
+        // lowest bit set is the first match exactly.
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(k + zeros.trailing_zeros() as usize / 8);
+        }
+        k += 8;
+    }
+    memchr::memchr(needle, &hay[k..]).map(|at| k + at)
+}
+
 /// ASCII whitespace as lol_html's tokenizer reads it (`\r` included: it
 /// does not normalise newlines first).
 fn ws(b: u8) -> bool {
@@ -26,20 +51,13 @@ pub(super) enum Name {
     Hard,
     /// Raw text until its own end tag (`style`, `textarea`, …).
     Raw(&'static [u8]),
+    /// One of lol_html's void elements: never on its stack of open elements.
+    Void,
     Other,
 }
 
-const RAW: [&[u8]; 8] = [
-    b"style",
-    b"iframe",
-    b"xmp",
-    b"noembed",
-    b"noframes",
-    b"noscript",
-    b"textarea",
-    b"title",
-];
-
+/// Classifies a start tag's name (any case), in one match: this runs on
+/// every tag of the page after `<body>`.
 fn classify(name: &[u8]) -> Name {
     let mut lower = [0u8; 12];
     if name.len() > lower.len() {
@@ -48,17 +66,24 @@ fn classify(name: &[u8]) -> Name {
     for (l, b) in lower.iter_mut().zip(name) {
         *l = b.to_ascii_lowercase();
     }
-    let lower = &lower[..name.len()];
-    match lower {
+    match &lower[..name.len()] {
         b"script" => Name::Script,
         b"link" => Name::Link,
         b"meta" => Name::Meta,
         b"body" => Name::Body,
         b"template" | b"svg" | b"math" | b"plaintext" => Name::Hard,
-        _ => RAW
-            .iter()
-            .find(|r| **r == lower)
-            .map_or(Name::Other, |r| Name::Raw(r)),
+        b"style" => Name::Raw(b"style"),
+        b"iframe" => Name::Raw(b"iframe"),
+        b"xmp" => Name::Raw(b"xmp"),
+        b"noembed" => Name::Raw(b"noembed"),
+        b"noframes" => Name::Raw(b"noframes"),
+        b"noscript" => Name::Raw(b"noscript"),
+        b"textarea" => Name::Raw(b"textarea"),
+        b"title" => Name::Raw(b"title"),
+        // lol_html's void elements (`link` and `meta` are too).
+        b"area" | b"base" | b"basefont" | b"bgsound" | b"br" | b"col" | b"embed" | b"hr"
+        | b"img" | b"input" | b"keygen" | b"param" | b"source" | b"track" | b"wbr" => Name::Void,
+        _ => Name::Other,
     }
 }
 
@@ -126,6 +151,25 @@ pub(super) fn tag(buf: &[u8], lt: usize) -> Tag {
     }
 }
 
+/// Byte classes for the runs `attributes` skips: a set bit stops the run
+/// of the state it names.
+const STOP_NAME: u8 = 1;
+const STOP_ATTR_NAME: u8 = 2;
+const STOP_UNQUOTED: u8 = 4;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let ws = [b' ', b'\n', b'\r', b'\t', 0x0C];
+    let mut k = 0;
+    while k < ws.len() {
+        t[ws[k] as usize] = STOP_NAME | STOP_ATTR_NAME | STOP_UNQUOTED;
+        k += 1;
+    }
+    t[b'>' as usize] = STOP_NAME | STOP_ATTR_NAME | STOP_UNQUOTED;
+    t[b'/' as usize] = STOP_NAME | STOP_ATTR_NAME;
+    t[b'=' as usize] = STOP_ATTR_NAME;
+    t
+};
+
 /// From a tag name's first letter to just past the tag's `>`: returns that
 /// end, the end of the name, and whether the quirk happened; `None` when
 /// the buffer ends first.
@@ -145,6 +189,22 @@ fn attributes(buf: &[u8], name_start: usize) -> Option<(usize, usize, bool)> {
     let mut quirk = false;
     let mut i = name_start;
     while i < buf.len() {
+        // Runs of bytes that keep the state as it is, skipped in a tight
+        // loop: names and unquoted values are most of a tag's bytes.
+        let stop = match s {
+            S::Name => STOP_NAME,
+            S::AttrName => STOP_ATTR_NAME,
+            S::Unquoted => STOP_UNQUOTED,
+            _ => 0,
+        };
+        if stop != 0 {
+            while i < buf.len() && CLASS[usize::from(buf[i])] & stop == 0 {
+                i += 1;
+            }
+            if i >= buf.len() {
+                break;
+            }
+        }
         let b = buf[i];
         s = match s {
             S::Name => {
@@ -180,7 +240,7 @@ fn attributes(buf: &[u8], name_start: usize) -> Option<(usize, usize, bool)> {
             },
             S::BeforeValue => match b {
                 b'"' | b'\'' => {
-                    let close = memchr::memchr(b, &buf[i + 1..])?;
+                    let close = find(b, &buf[i + 1..])?;
                     i += close + 1;
                     // lol_html goes straight to "before attribute name".
                     S::BeforeAttrName
@@ -231,7 +291,7 @@ pub(super) enum RawEnd {
 /// `buf[from..]`; `script`: `<!` anywhere before it gives up.
 pub(super) fn raw_end(buf: &[u8], from: usize, name: &[u8], script: bool) -> RawEnd {
     let mut i = from;
-    while let Some(at) = memchr::memchr(b'<', &buf[i..]) {
+    while let Some(at) = find(b'<', &buf[i..]) {
         let lt = i + at;
         let rest = &buf[lt + 1..];
         match rest.first() {
@@ -299,27 +359,6 @@ pub(super) enum Found {
     Rest(usize),
 }
 
-/// lol_html's void elements: never on its stack of open elements.
-const VOID: [&[u8]; 17] = [
-    b"area",
-    b"base",
-    b"basefont",
-    b"bgsound",
-    b"br",
-    b"col",
-    b"embed",
-    b"hr",
-    b"img",
-    b"input",
-    b"keygen",
-    b"link",
-    b"meta",
-    b"param",
-    b"source",
-    b"track",
-    b"wbr",
-];
-
 /// Most elements opened between two reads by lol_html; more, it reads on.
 const MAX_OPEN: usize = 512;
 /// Longest replay; longer, lol_html reads on.
@@ -337,9 +376,10 @@ pub(super) struct Skim {
     /// what they close in the whole-page rewriter. Kept short: an element
     /// opened and closed here leaves nothing.
     pub replay: Vec<u8>,
-    /// Elements opened here and still open: name, where its tag starts in
-    /// `replay`.
-    open: Vec<(Vec<u8>, usize)>,
+    /// Elements opened here and still open: where its tag starts in
+    /// `replay` (its name follows the `<`) and the name's length. No
+    /// allocation per element: names live in `replay`.
+    open: Vec<(u32, u8)>,
     /// `replay` up to here holds an end tag that may have closed elements
     /// lol_html had open: what it closed is not known, so it stays.
     floor: usize,
@@ -368,25 +408,25 @@ impl Skim {
         self.floor = 0;
     }
 
-    /// A start tag lol_html pushes on its stack (unless void).
+    /// A (non-void) start tag lol_html pushes on its stack.
     fn push(&mut self, name: &[u8]) {
-        if !VOID.iter().any(|v| v.eq_ignore_ascii_case(name)) {
-            self.open.push((name.to_vec(), self.replay.len()));
-            self.replay.push(b'<');
-            self.replay.extend_from_slice(name);
-            self.replay.push(b'>');
-        }
+        // Names longer than a byte holds are left to lol_html (`scan`).
+        self.open.push((self.replay.len() as u32, name.len() as u8));
+        self.replay.push(b'<');
+        self.replay.extend_from_slice(name);
+        self.replay.push(b'>');
     }
 
     /// An end tag: lol_html pops up to the nearest element of that name.
     fn pop(&mut self, name: &[u8]) {
-        match self
-            .open
-            .iter()
-            .rposition(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some(k) if self.open[k].1 >= self.floor => {
-                self.replay.truncate(self.open[k].1);
+        let replay = &self.replay;
+        let found = self.open.iter().rposition(|&(at, len)| {
+            let at = at as usize + 1;
+            replay[at..at + len as usize].eq_ignore_ascii_case(name)
+        });
+        match found {
+            Some(k) if self.open[k].0 as usize >= self.floor => {
+                self.replay.truncate(self.open[k].0 as usize);
                 self.open.truncate(k);
             }
             _ => {
@@ -404,7 +444,7 @@ impl Skim {
         loop {
             match self.mode {
                 Mode::Data => {
-                    let Some(at) = memchr::memchr(b'<', &buf[i..]) else {
+                    let Some(at) = find(b'<', &buf[i..]) else {
                         return Found::Nothing;
                     };
                     let lt = i + at;
@@ -442,7 +482,9 @@ impl Skim {
                             }
                             Name::Meta if self.meta => return Found::Tag { lt, end, name },
                             Name::Hard => return Found::Rest(lt),
-                            _ if !plain(&buf[lt + 1..name_end])
+                            Name::Meta | Name::Void => i = end,
+                            _ if name_end - lt - 1 > usize::from(u8::MAX)
+                                || !plain(&buf[lt + 1..name_end])
                                 || self.open.len() >= MAX_OPEN
                                 || self.replay.len() >= MAX_REPLAY =>
                             {
@@ -453,14 +495,14 @@ impl Skim {
                                 self.mode = Mode::Raw(raw);
                                 i = end;
                             }
-                            Name::Meta | Name::Other => {
+                            Name::Other => {
                                 self.push(&buf[lt + 1..name_end]);
                                 i = end;
                             }
                         },
                     }
                 }
-                Mode::Bogus => match memchr::memchr(b'>', &buf[i..]) {
+                Mode::Bogus => match find(b'>', &buf[i..]) {
                     Some(at) => {
                         self.mode = Mode::Data;
                         i += at + 1;
@@ -497,7 +539,7 @@ impl Skim {
 fn comment(mut d: Dash, buf: &[u8], mut i: usize) -> (Option<Dash>, usize) {
     while i < buf.len() {
         if d == Dash::Text {
-            match memchr::memchr(b'-', &buf[i..]) {
+            match find(b'-', &buf[i..]) {
                 Some(at) => {
                     i += at + 1;
                     d = Dash::EndHyphen;
@@ -547,6 +589,27 @@ mod tests {
                     return found;
                 }
             }
+        }
+    }
+
+    #[test]
+    fn find_agrees_with_memchr() {
+        let hay: Vec<u8> = (0..100u8).map(|k| k.wrapping_mul(37) % 7 + b'a').collect();
+        for needle in [b'a', b'b', b'g', b'z', 0x80, 0x00] {
+            for from in 0..hay.len() {
+                for to in from..hay.len().min(from + 45) {
+                    let h = &hay[from..to];
+                    assert_eq!(
+                        find(needle, h),
+                        memchr::memchr(needle, h),
+                        "{needle} {from}..{to}"
+                    );
+                }
+            }
+        }
+        let high = [0x81u8, 0x80, 0xff, 0x00, 0x80, 0x01, 0x80, 0x80, 0x7f, 0x80];
+        for needle in [0x80u8, 0x00, 0x01, 0x7f, 0xff] {
+            assert_eq!(find(needle, &high), memchr::memchr(needle, &high));
         }
     }
 
