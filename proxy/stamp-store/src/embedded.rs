@@ -26,8 +26,8 @@ use redb::{
 use tokio::sync::watch;
 
 use crate::{
-    now_ms, Commit, Epoch, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
-    SweepReport, TicketRecord, ViewCount, ViewRecord,
+    now_ms, Changes, Commit, Epoch, HistoryEvent, OverlayOp, Store, StoreError, StoreState,
+    StoreUsage, SweepReport, TicketRecord, ViewCount, ViewRecord,
 };
 use stamp_model::ticket::{set_id, Hash, OverrideSet, Stage, TicketKey};
 use stamp_model::views::{COUNTS_KEPT_MS, RECENT_VIEWS};
@@ -81,6 +81,51 @@ pub struct EmbeddedStore {
     path: PathBuf,
     changes: watch::Sender<u64>,
     epoch: String,
+    /// The keys of the last commits ([`Store::changes_since`]). In memory:
+    /// this process is the store's only writer, and a reader behind its
+    /// start reads the whole state.
+    changelog: Arc<Mutex<Changelog>>,
+}
+
+/// Which ticket each recent version changed.
+#[derive(Debug, Default)]
+struct Changelog {
+    /// Version → the ticket its commit changed; the last [`CHANGELOG`].
+    keys: std::collections::BTreeMap<u64, TicketKey>,
+    /// Versions up to here are not all in `keys` (before this process
+    /// opened the store, or trimmed).
+    floor: u64,
+}
+
+impl Changelog {
+    fn record(&mut self, version: u64, key: TicketKey) {
+        self.keys.insert(version, key);
+        while self.keys.len() > crate::CHANGELOG {
+            if let Some((v, _)) = self.keys.pop_first() {
+                self.floor = self.floor.max(v);
+            }
+        }
+    }
+
+    /// The tickets changed after `since` up to `version`, when every one
+    /// of those versions is known.
+    fn since(&self, since: u64, version: u64) -> Option<Vec<TicketKey>> {
+        if since < self.floor || since > version {
+            return None;
+        }
+        if since == version {
+            return Some(Vec::new());
+        }
+        let span = self.keys.range(since + 1..=version);
+        if span.clone().count() as u64 != version - since {
+            // A commit in between has not recorded its key yet.
+            return None;
+        }
+        let mut keys: Vec<TicketKey> = span.map(|(_, k)| k.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        Some(keys)
+    }
 }
 
 /// The open database, and what the store knows of disk faults.
@@ -246,6 +291,10 @@ impl EmbeddedStore {
             path,
             changes,
             epoch,
+            changelog: Arc::new(Mutex::new(Changelog {
+                keys: Default::default(),
+                floor: version,
+            })),
         })
     }
 
@@ -263,6 +312,12 @@ impl EmbeddedStore {
 
     /// Publishes `version` unless a later one was already published: two
     /// commits' notifications can race after their transactions are serialised.
+    fn changelog(&self) -> std::sync::MutexGuard<'_, Changelog> {
+        self.changelog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn notify(&self, version: u64) {
         self.changes.send_if_modified(|current| {
             if version > *current {
@@ -602,6 +657,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<u64, StoreError> {
+        let changed = commit.ticket.key.clone();
         let version = self
             .blocking(move |db| {
                 let record = encode("ticket", &commit.ticket)?;
@@ -648,6 +704,7 @@ impl Store for EmbeddedStore {
                 })
             })
             .await?;
+        self.changelog().record(version, changed);
         self.notify(version);
         Ok(version)
     }
@@ -676,6 +733,39 @@ impl Store for EmbeddedStore {
             let txn = db.begin_read().map_err(db_err)?;
             let meta = txn.open_table(META).map_err(db_err)?;
             read_version(&meta)
+        })
+        .await
+    }
+
+    async fn changes_since(&self, since: u64) -> Result<Option<Changes>, StoreError> {
+        let changelog = Arc::clone(&self.changelog);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let meta = txn.open_table(META).map_err(db_err)?;
+            let version = read_version(&meta)?;
+            let keys = changelog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .since(since, version);
+            let Some(keys) = keys else {
+                return Ok(None);
+            };
+            let table = txn.open_table(TICKETS).map_err(db_err)?;
+            let mut changes = Changes {
+                version,
+                tickets: Vec::with_capacity(keys.len()),
+                removed: Vec::new(),
+                overlay: read_overlay(&meta)?,
+            };
+            for key in keys {
+                match table.get(key.as_str()).map_err(db_err)? {
+                    Some(g) => changes
+                        .tickets
+                        .push(decode(&format!("ticket {key}"), g.value())?),
+                    None => changes.removed.push(key),
+                }
+            }
+            Ok(Some(changes))
         })
         .await
     }
@@ -720,6 +810,7 @@ impl Store for EmbeddedStore {
         summary: HistoryEvent,
     ) -> Result<bool, StoreError> {
         let key = key.clone();
+        let changed = key.clone();
         let event = encode("history event", &summary)?;
         let purged = self
             .blocking(move |db| {
@@ -754,6 +845,7 @@ impl Store for EmbeddedStore {
             .await?;
         match purged {
             Some(version) => {
+                self.changelog().record(version, changed);
                 self.notify(version);
                 Ok(true)
             }
@@ -1031,6 +1123,38 @@ fn sweep_in(txn: &WriteTransaction, keep_after: u64) -> Result<SweepReport, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_changelog_answers_only_what_it_covers() {
+        let k =
+            |n: u64| TicketKey::parse(&format!("CL-{}", n % 7)).unwrap_or_else(|e| panic!("{e}"));
+        let mut log = Changelog {
+            keys: Default::default(),
+            floor: 10,
+        };
+        // Before the store was opened: unknown.
+        assert_eq!(log.since(9, 10), None);
+        assert_eq!(log.since(10, 10), Some(vec![]));
+        log.record(11, k(1));
+        log.record(13, k(3));
+        // 12 committed but not recorded yet: not covered.
+        assert_eq!(log.since(10, 13), None);
+        log.record(12, k(1));
+        assert_eq!(log.since(10, 13), Some(vec![k(1), k(3)]));
+        assert_eq!(log.since(12, 13), Some(vec![k(3)]));
+        // Ahead of the store (it was replaced): unknown.
+        assert_eq!(log.since(14, 13), None);
+        assert_eq!(log.since(u64::MAX, 13), None);
+        // Trimmed to the last CHANGELOG versions.
+        for v in 14..14 + crate::CHANGELOG as u64 {
+            log.record(v, k(v));
+        }
+        let top = 13 + crate::CHANGELOG as u64;
+        assert_eq!(log.keys.len(), crate::CHANGELOG);
+        assert_eq!(log.since(12, top), None);
+        assert!(log.since(13, top).is_some());
+        assert_eq!(log.since(top - 1, top), Some(vec![k(top)]));
+    }
 
     #[test]
     fn a_second_open_of_the_same_directory_is_refused_with_the_path() -> Result<(), StoreError> {

@@ -45,8 +45,8 @@ use tokio::task::JoinHandle;
 
 use crate::embedded::{checked_module, checked_set, decode, encode};
 use crate::{
-    now_ms, Commit, Epoch, HistoryEvent, OverlayOp, Store, StoreError, StoreState, StoreUsage,
-    SweepReport, TicketRecord,
+    now_ms, Changes, Commit, Epoch, HistoryEvent, OverlayOp, Store, StoreError, StoreState,
+    StoreUsage, SweepReport, TicketRecord,
 };
 use stamp_model::ticket::{Hash, OverrideSet, TicketKey};
 use stamp_model::views::{Side, ViewCount, ViewRecord, COUNTS_KEPT_MS, RECENT_VIEWS};
@@ -65,6 +65,25 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Lua: the id of an epoch marker's raw value, '' when absent, '?' when
 /// unreadable. A macro, so `concat!` can prepend it to the scripts.
+macro_rules! changelog_lua {
+    () => {
+        r#"
+-- The changelog (KEYS[7]): 'version:key' for each of the last versions,
+-- for readers that ask what changed since one; versions up to KEYS[8] may
+-- be missing from it (trimmed). A version an older proxy made is missing
+-- too, which the reader sees by counting.
+local function changelog(version, key)
+  redis.call('ZADD', KEYS[7], version, version .. ':' .. key)
+  if redis.call('ZCARD', KEYS[7]) > tonumber(ARGV[#ARGV - 1]) then
+    local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', KEYS[7], 0, 0)
+    redis.call('SET', KEYS[8], oldest[2])
+  end
+end
+"#
+    };
+}
+
 macro_rules! epoch_id_lua {
     () => {
         r#"
@@ -81,16 +100,18 @@ end
 /// Atomic commit. Everything is read and validated before the first write:
 /// Redis does not roll a script back when it fails half-way.
 ///
-/// KEYS: ticket, tickets set, history list, overlay, version, epoch.
+/// KEYS: ticket, tickets set, history list, overlay, version, epoch,
+/// changelog, changelog floor.
 /// ARGV: ticket key, expected version ('' = must not exist), new version,
 /// record JSON, overlay op (keep|append|remove), event JSON ('' = none),
-/// change channel, the epoch id the writer knows.
+/// change channel, changelog length, the epoch id the writer knows.
 /// Returns {1, new global version}, {0, found version (-1 = absent)} or
 /// {-1, 0} when the store's epoch is not the writer's.
 const COMMIT_LUA: &str = concat!(
     epoch_id_lua!(),
+    changelog_lua!(),
     r#"
-if epoch_id(redis.call('GET', KEYS[6])) ~= ARGV[8] then return {-1, 0} end
+if epoch_id(redis.call('GET', KEYS[6])) ~= ARGV[9] then return {-1, 0} end
 local found = -1
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -133,6 +154,7 @@ redis.call('SADD', KEYS[2], ARGV[1])
 if overlay then redis.call('SET', KEYS[4], overlay) end
 if ARGV[6] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[6]) end
 local version = redis.call('INCR', KEYS[5])
+changelog(version, ARGV[1])
 redis.call('PUBLISH', ARGV[7], version)
 return {1, version}
 "#
@@ -142,7 +164,7 @@ return {1, version}
 /// that its epoch supersedes the one the caller knew; bumps the version and
 /// notifies, so every instance re-reads the state (and adopts) at once.
 ///
-/// KEYS: epoch, version. ARGV: a fresh epoch JSON (used when there is none),
+/// KEYS: epoch, version, changelog floor. ARGV: a fresh epoch JSON (used when there is none),
 /// the epoch id the caller knew ('' = none), change channel.
 /// Returns the epoch JSON now stored.
 const ADOPT_LUA: &str = r#"
@@ -168,6 +190,8 @@ else
 end
 redis.call('SET', KEYS[1], raw)
 local version = redis.call('INCR', KEYS[2])
+-- Readers re-read everything across an adoption.
+redis.call('SET', KEYS[3], version)
 redis.call('PUBLISH', ARGV[3], version)
 return raw
 "#;
@@ -186,6 +210,32 @@ for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if r then table.insert(records, r) end
 end
 return {version, records, redis.call('GET', KEYS[3]) or '[]', redis.call('GET', KEYS[4]) or ''}
+"#;
+
+/// What changed since a version, read at once ([`Store::changes_since`]).
+///
+/// KEYS: version, changelog, changelog floor, overlay, epoch. ARGV: the
+/// version the reader holds, ticket key prefix.
+/// Returns {version, covered (0|1), {key...}, {record JSON or ''...},
+/// overlay JSON, epoch JSON ('' = none)}.
+const CHANGES_LUA: &str = r#"
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+local since = tonumber(ARGV[1])
+local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
+local epoch = redis.call('GET', KEYS[5]) or ''
+if since < floor or since > version then return {version, 0, {}, {}, '[]', epoch} end
+local entries = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
+if #entries ~= version - since then return {version, 0, {}, {}, '[]', epoch} end
+local keys, seen, records = {}, {}, {}
+for _, e in ipairs(entries) do
+  local k = string.sub(e, string.find(e, ':', 1, true) + 1)
+  if not seen[k] then
+    seen[k] = true
+    table.insert(keys, k)
+    table.insert(records, redis.call('GET', ARGV[2] .. k) or '')
+  end
+end
+return {version, 1, keys, records, redis.call('GET', KEYS[4]) or '[]', epoch}
 "#;
 
 /// Stores a body or a set and records "stored now" for it, atomically: a
@@ -330,15 +380,17 @@ return {modules_deleted, bytes, sets_deleted}
 
 /// Deletes a closed ticket's record, keeping (and appending to) its history.
 ///
-/// KEYS: ticket, tickets set, history list, overlay, version, epoch.
+/// KEYS: ticket, tickets set, history list, overlay, version, epoch,
+/// changelog, changelog floor.
 /// ARGV: ticket key, expected version, summary event JSON, change channel,
-/// the epoch id the caller knows.
+/// changelog length, the epoch id the caller knows.
 /// Returns {1, new global version}, {0, 0} when refused, or {-1, 0} when the
 /// store's epoch is not the caller's.
 const PURGE_LUA: &str = concat!(
     epoch_id_lua!(),
+    changelog_lua!(),
     r#"
-if epoch_id(redis.call('GET', KEYS[6])) ~= ARGV[5] then return {-1, 0} end
+if epoch_id(redis.call('GET', KEYS[6])) ~= ARGV[6] then return {-1, 0} end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {0, 0} end
 local ok, rec = pcall(cjson.decode, raw)
@@ -368,6 +420,7 @@ redis.call('SREM', KEYS[2], ARGV[1])
 if overlay then redis.call('SET', KEYS[4], overlay) end
 redis.call('RPUSH', KEYS[3], ARGV[3])
 local version = redis.call('INCR', KEYS[5])
+changelog(version, ARGV[1])
 redis.call('PUBLISH', ARGV[4], version)
 return {1, version}
 "#
@@ -417,6 +470,12 @@ impl Keys {
     fn version(&self) -> String {
         format!("{}:version", self.prefix)
     }
+    fn changelog(&self) -> String {
+        format!("{}:changelog", self.prefix)
+    }
+    fn changelog_floor(&self) -> String {
+        format!("{}:changelog-floor", self.prefix)
+    }
     fn channel(&self) -> String {
         format!("{}:changes", self.prefix)
     }
@@ -443,6 +502,7 @@ pub struct RedisStore {
     sweep_script: Script,
     purge_script: Script,
     adopt_script: Script,
+    changes_script: Script,
     /// Whether this instance has indexed the bodies and sets stored without
     /// a time (see [`RedisStore::track_untracked`]).
     tracked: AtomicBool,
@@ -1088,6 +1148,7 @@ impl RedisStore {
             sweep_script: Script::new(SWEEP_LUA),
             purge_script: Script::new(PURGE_LUA),
             adopt_script: Script::new(ADOPT_LUA),
+            changes_script: Script::new(CHANGES_LUA),
             tracked: AtomicBool::new(false),
             known_epoch: Mutex::new(None),
             changes,
@@ -1345,7 +1406,7 @@ impl RedisStore {
     async fn epoch_write(
         &self,
         script: &Script,
-        keys: [String; 6],
+        keys: [String; 8],
         args: Vec<Vec<u8>>,
     ) -> Result<Vec<i64>, StoreError> {
         for _ in 0..2 {
@@ -1861,6 +1922,8 @@ impl Store for RedisStore {
                     self.keys.overlay(),
                     self.keys.version(),
                     self.keys.epoch(),
+                    self.keys.changelog(),
+                    self.keys.changelog_floor(),
                 ],
                 vec![
                     key.as_str().as_bytes().to_vec(),
@@ -1870,6 +1933,7 @@ impl Store for RedisStore {
                     op.as_bytes().to_vec(),
                     event,
                     self.keys.channel().into_bytes(),
+                    crate::CHANGELOG.to_string().into_bytes(),
                 ],
             )
             .await?;
@@ -1929,6 +1993,57 @@ impl Store for RedisStore {
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| StoreError::Corrupt("the global version is not a number".into())),
         }
+    }
+
+    async fn changes_since(&self, since: u64) -> Result<Option<Changes>, StoreError> {
+        let known = self.ensure_epoch().await?;
+        let mut invocation = self.changes_script.prepare_invoke();
+        invocation
+            .key(self.keys.version())
+            .key(self.keys.changelog())
+            .key(self.keys.changelog_floor())
+            .key(self.keys.overlay())
+            .key(self.keys.epoch())
+            .arg(since)
+            .arg(self.keys.ticket_prefix());
+        type Reply = (u64, u8, Vec<String>, Vec<Vec<u8>>, Vec<u8>, Vec<u8>);
+        let (version, covered, keys, records, overlay, epoch): Reply = self
+            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        self.check_epoch(&known, &epoch)?;
+        if covered != 1 {
+            return Ok(None);
+        }
+        if keys.len() != records.len() {
+            return Err(StoreError::Corrupt(format!(
+                "changes script answered {} keys and {} records",
+                keys.len(),
+                records.len()
+            )));
+        }
+        let mut changes = Changes {
+            version,
+            tickets: Vec::with_capacity(keys.len()),
+            removed: Vec::new(),
+            overlay: decode("overlay", &overlay)?,
+        };
+        for (key, record) in keys.into_iter().zip(records) {
+            let key = TicketKey::parse(&key)
+                .map_err(|e| StoreError::Corrupt(format!("the changelog names {key:?}: {e}")))?;
+            if record.is_empty() {
+                changes.removed.push(key);
+            } else {
+                let record: TicketRecord = decode("ticket record", &record)?;
+                if record.key != key {
+                    return Err(StoreError::Corrupt(format!(
+                        "the record under {key} is ticket {}",
+                        record.key
+                    )));
+                }
+                changes.tickets.push(record);
+            }
+        }
+        Ok(Some(changes))
     }
 
     async fn usage(&self) -> Result<StoreUsage, StoreError> {
@@ -2003,12 +2118,15 @@ impl Store for RedisStore {
                     self.keys.overlay(),
                     self.keys.version(),
                     self.keys.epoch(),
+                    self.keys.changelog(),
+                    self.keys.changelog_floor(),
                 ],
                 vec![
                     key.as_str().as_bytes().to_vec(),
                     expected_version.to_string().into_bytes(),
                     event,
                     self.keys.channel().into_bytes(),
+                    crate::CHANGELOG.to_string().into_bytes(),
                 ],
             )
             .await?;
@@ -2046,6 +2164,7 @@ impl Store for RedisStore {
         invocation
             .key(self.keys.epoch())
             .key(self.keys.version())
+            .key(self.keys.changelog_floor())
             .arg(encode("epoch", &fresh)?)
             .arg(self.known_epoch().unwrap_or_default())
             .arg(self.keys.channel());

@@ -958,6 +958,76 @@ mod cases {
         Ok(())
     }
 
+    /// A reader that holds a version learns what changed since, from any
+    /// handle: the changed tickets as they are now, the purged ones, the
+    /// overlay; and is told to read everything when the store cannot say.
+    pub async fn changes_since_names_what_changed(fx: &Fixture) -> anyhow::Result<()> {
+        let s = &*fx.store;
+        let names = |c: &stamp_store::Changes| {
+            let mut n: Vec<String> = c.tickets.iter().map(|t| t.key.to_string()).collect();
+            n.sort();
+            n
+        };
+        let start = s.version().await?;
+        let (a, b) = (key("CHG-1")?, key("CHG-2")?);
+        create(s, &a).await?;
+        create(s, &b).await?;
+        let both = s.version().await?;
+        let c = fx
+            .peer
+            .changes_since(start)
+            .await?
+            .context("two commits since")?;
+        ensure!(c.version == both, "{} != {both}", c.version);
+        ensure!(names(&c) == ["CHG-1", "CHG-2"], "{:?}", names(&c));
+        ensure!(c.removed.is_empty() && c.overlay.is_empty());
+
+        // A ticket changed twice is named once, as it is now; the overlay
+        // comes along.
+        s.commit(commit(&a, Some(1), OverlayOp::Append, None))
+            .await?;
+        s.commit(commit(&a, Some(2), OverlayOp::Keep, None)).await?;
+        let c = fx.peer.changes_since(both).await?.context("since both")?;
+        ensure!(names(&c) == ["CHG-1"], "{:?}", names(&c));
+        ensure!(c.tickets[0].version == 3, "{:?}", c.tickets[0]);
+        ensure!(c.overlay == [a.clone()], "{:?}", c.overlay);
+        let now = s.version().await?;
+        ensure!(c.version == now);
+
+        // Nothing since: nothing named. A version the store has not
+        // reached (it restarted empty, say): read everything.
+        let c = fx.peer.changes_since(now).await?.context("since now")?;
+        ensure!(c.tickets.is_empty() && c.removed.is_empty() && c.version == now);
+        ensure!(fx.peer.changes_since(now + 5).await?.is_none());
+
+        // A purged ticket is named as removed.
+        s.commit(Commit {
+            ticket: record(&b, 2, Stage::Closed),
+            expected_version: Some(1),
+            overlay: OverlayOp::Keep,
+            event: None,
+        })
+        .await?;
+        ensure!(s.purge_ticket(&b, 2, summary("purged")).await?);
+        let c = fx
+            .peer
+            .changes_since(now)
+            .await?
+            .context("since the purge")?;
+        ensure!(c.removed == [b.clone()], "{:?}", c.removed);
+        ensure!(c.tickets.is_empty(), "{:?}", names(&c));
+
+        // Refused commits change nothing and name nothing.
+        let v = s.version().await?;
+        ensure!(s
+            .commit(commit(&a, Some(1), OverlayOp::Keep, None))
+            .await
+            .is_err());
+        let c = fx.peer.changes_since(v).await?.context("after a refusal")?;
+        ensure!(c.tickets.is_empty() && c.version == v);
+        Ok(())
+    }
+
     /// Revoked credentials reach every handle of the fleet until their own
     /// expiry, and bump no version.
     pub async fn revocations_reach_the_fleet_until_they_expire(fx: &Fixture) -> anyhow::Result<()> {
@@ -1018,6 +1088,7 @@ conformance!(
     sweeping_while_uploading_never_loses_a_referenced_body,
     views_are_kept_and_counted,
     revocations_reach_the_fleet_until_they_expire,
+    changes_since_names_what_changed,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1147,6 +1218,39 @@ fn raw_set(port: u16, key: &str, value: &[u8]) -> anyhow::Result<()> {
     let mut reply = [0u8; 5];
     stream.read_exact(&mut reply)?;
     ensure!(&reply == b"+OK\r\n", "SET answered {reply:?}");
+    Ok(())
+}
+
+/// The Redis changelog keeps the last `CHANGELOG` versions; a reader
+/// further behind, or one a version bump without an entry (a proxy of an
+/// older release in the fleet, a version set by hand) would mislead, is
+/// told to read the whole state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_changelog_is_trimmed_and_never_misleads() -> anyhow::Result<()> {
+    let server = RedisServer::start()?;
+    let s = stamp_store::open(&server.url, PREFIX).await?;
+    let first = key("TRIM-0")?;
+    create(&*s, &first).await?;
+    let start = s.version().await?;
+    let n = stamp_store::CHANGELOG as u64 + 10;
+    for i in 1..=n {
+        create(&*s, &key(&format!("TRIM-{i}"))?).await?;
+    }
+    let top = s.version().await?;
+    ensure!(top == start + n);
+    ensure!(s.changes_since(start).await?.is_none(), "trimmed away");
+    let recent = s.changes_since(top - 3).await?.context("the last three")?;
+    ensure!(recent.tickets.len() == 3, "{:?}", recent.tickets.len());
+    // A version bump with no entry: every reader from before it re-reads.
+    raw_set(
+        server.port,
+        &format!("{PREFIX}:version"),
+        (top + 1).to_string().as_bytes(),
+    )?;
+    ensure!(s.changes_since(top).await?.is_none(), "a missing entry");
+    create(&*s, &key("TRIM-99999")?).await?;
+    ensure!(s.changes_since(top).await?.is_none(), "still missing");
+    ensure!(s.changes_since(top + 1).await?.is_some(), "after it");
     Ok(())
 }
 
