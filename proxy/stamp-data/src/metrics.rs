@@ -117,6 +117,14 @@ pub static SNAPSHOT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     ))
 });
 
+pub static SNAPSHOT_REBUILDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_snapshot_rebuilds_total",
+        "Snapshots made after a change: from what changed (`changes`) or from the whole state (`whole`)",
+        &["from"]
+    ))
+});
+
 pub static ORIGIN_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     must(register_int_counter_vec!(
         "stamp_origin_errors_total",
@@ -137,6 +145,9 @@ pub fn render() -> Vec<u8> {
     LazyLock::force(&MODULE_BYTES);
     LazyLock::force(&SNAPSHOT_VERSION);
     LazyLock::force(&SNAPSHOT_SECONDS);
+    for from in ["changes", "whole"] {
+        SNAPSHOT_REBUILDS.with_label_values(&[from]);
+    }
     LazyLock::force(&ORIGIN_ERRORS);
     stamp_store::metrics::register();
     let mut out = Vec::new();

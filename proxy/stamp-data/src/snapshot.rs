@@ -136,7 +136,7 @@ impl Effective {
 /// lookups) is built when a request first needs it and kept in the
 /// snapshot's [`Variants`] cache, so an open ticket nobody visits costs its
 /// sets and a few ids, not a variant.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TicketView {
     pub stage: Stage,
     /// Current generation of the ticket's share links.
@@ -289,10 +289,12 @@ pub fn variant_id(overlay: &OverrideSet, own: &OverrideSet) -> Hash {
 /// each path once, every (body, path) pair as the body's hash and the
 /// path's number. Exact (no fingerprint), and small: production paths
 /// repeat across tickets.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Served {
     paths: HashMap<Box<str>, u32>,
-    pairs: std::collections::HashSet<(Hash, u32)>,
+    /// Each pair, and how many sets of the snapshot name it: a ticket's
+    /// change takes out what its sets added and nothing else.
+    pairs: HashMap<(Hash, u32), u32>,
 }
 
 impl Served {
@@ -306,13 +308,39 @@ impl Served {
                 next
             }
         };
-        self.pairs.insert((hash, n));
+        *self.pairs.entry((hash, n)).or_insert(0) += 1;
+    }
+
+    /// Takes out one naming of the pair (a set that named it is gone).
+    fn remove(&mut self, hash: Hash, location: &str) {
+        let path = assets::serve_path(location);
+        let Some(n) = self.paths.get(path.as_str()).copied() else {
+            return;
+        };
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.pairs.entry((hash, n)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    fn add_set(&mut self, set: &OverrideSet) {
+        for m in set.values() {
+            self.insert(m.hash, &m.path);
+        }
+    }
+
+    fn remove_set(&mut self, set: &OverrideSet) {
+        for m in set.values() {
+            self.remove(m.hash, &m.path);
+        }
     }
 
     fn serves(&self, path: &str, hash: &Hash) -> bool {
         self.paths
             .get(path)
-            .is_some_and(|n| self.pairs.contains(&(*hash, *n)))
+            .is_some_and(|n| self.pairs.contains_key(&(*hash, *n)))
     }
 
     /// (body, path) pairs.
@@ -323,7 +351,21 @@ impl Served {
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
+
+    /// Every pair and how many sets name it, by path (for tests).
+    #[cfg(test)]
+    fn all(&self) -> std::collections::BTreeMap<(String, String), u32> {
+        let names: HashMap<u32, &str> = self.paths.iter().map(|(p, n)| (*n, &**p)).collect();
+        self.pairs
+            .iter()
+            .map(|((h, n), c)| ((names[n].to_string(), h.to_string()), *c))
+            .collect()
+    }
 }
+
+/// Variant id → a ticket and view whose variant it is, and how many
+/// tickets' views have it.
+pub type VariantIds = HashMap<Hash, (TicketKey, View, u32)>;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -339,9 +381,15 @@ pub struct Snapshot {
     /// of every open ticket's dev and qa view and of the overlay. A body is
     /// served only at a path it was uploaded under.
     pub served: Served,
-    /// Ticket variants by id (for external map URLs): the ticket and view,
-    /// whose variant is built on demand.
-    pub ids: HashMap<Hash, (TicketKey, View)>,
+    /// Ticket variants by id (for external map URLs): a ticket and view
+    /// whose variant it is, built on demand, and how many tickets' views
+    /// have that variant (the same overrides give the same id).
+    pub ids: VariantIds,
+    /// The store's overlay as read (released tickets, promotion order).
+    pub overlay_keys: Vec<TicketKey>,
+    /// Some ticket's recent sets are served (skew protection): they expire
+    /// with time, which only a whole build sees.
+    pub skewed: bool,
     /// Ticket variants built so far, shared with the snapshots before and
     /// after this one.
     pub variants: Arc<Variants>,
@@ -386,6 +434,8 @@ impl Snapshot {
             overlay: None,
             served: Served::default(),
             ids: HashMap::new(),
+            overlay_keys: Vec::new(),
+            skewed: false,
             variants: Arc::new(Variants::default()),
             remote_origins: Vec::new(),
             pinned: HashMap::new(),
@@ -486,7 +536,7 @@ impl Snapshot {
         {
             return Some(e.clone());
         }
-        let (key, view) = self.ids.get(id)?;
+        let (key, view, _) = self.ids.get(id)?;
         self.variant(key, *view)
     }
 
@@ -532,6 +582,135 @@ impl Snapshot {
             Resolved::Stamp { effective, .. } => Some(effective),
             Resolved::Production(_) => None,
         }
+    }
+
+    /// The snapshot after `changes`, from this one, at the cost of the
+    /// tickets changed ([`stamp_store::Store::changes_since`]). `None` when
+    /// a change reaches beyond its own tickets (production's overlay, a
+    /// rollout, skew protection, modules on other origins, a variant id
+    /// another ticket shares), which a whole build handles.
+    pub async fn apply(
+        &self,
+        store: &SharedStore,
+        changes: &stamp_store::Changes,
+        sets: &mut HashMap<Hash, Arc<OverrideSet>>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let now = now_ms();
+        if self.skewed || changes.overlay != self.overlay_keys || changes.version <= self.version {
+            return Ok(None);
+        }
+        let production = |k: &TicketKey| {
+            self.overlay_keys.contains(k) || self.rolling.iter().any(|r| &r.key == k)
+        };
+        for t in &changes.tickets {
+            if production(&t.key)
+                || t.stage == Stage::Prod
+                || t.prod.is_some()
+                || t.retired.is_some()
+                || t.rollout.is_some()
+                || t.recent.iter().any(|r| r.until_ms > now)
+            {
+                return Ok(None);
+            }
+        }
+        if changes.removed.iter().any(production) {
+            return Ok(None);
+        }
+        for t in &changes.tickets {
+            for id in [Some(t.dev), t.qa].into_iter().flatten() {
+                if let std::collections::hash_map::Entry::Vacant(e) = sets.entry(id) {
+                    let set = store.get_set(&id).await?.ok_or_else(|| {
+                        StoreError::Corrupt(format!("override set {id} is referenced but missing"))
+                    })?;
+                    e.insert(Arc::new(set));
+                }
+            }
+        }
+        let get = |id: &Hash| sets.get(id).cloned().unwrap_or_default();
+        let remote = |set: &OverrideSet| set.values().any(|m| assets::origin_of(&m.path).is_some());
+        let changed: Vec<&TicketKey> = changes
+            .tickets
+            .iter()
+            .map(|t| &t.key)
+            .chain(&changes.removed)
+            .collect();
+        for key in &changed {
+            if let Some(old) = self.tickets.get(*key) {
+                if remote(&old.dev_own) || old.qa_own.as_deref().is_some_and(remote) {
+                    return Ok(None);
+                }
+            }
+        }
+        for t in &changes.tickets {
+            if remote(&get(&t.dev)) || t.qa.is_some_and(|q| remote(&get(&q))) {
+                return Ok(None);
+            }
+        }
+
+        let mut tickets = self.tickets.clone();
+        let mut ids = self.ids.clone();
+        let mut served = self.served.clone();
+        let mut remote_origins = self.remote_origins.clone();
+        // Take out what the changed tickets added.
+        let mut before = HashMap::new();
+        for key in changed {
+            let Some(old) = tickets.remove(key) else {
+                continue;
+            };
+            if old.stage != Stage::Closed {
+                served.remove_set(&old.dev_own);
+                if let Some(q) = &old.qa_own {
+                    served.remove_set(q);
+                }
+                let views =
+                    std::iter::once(old.dev_id).chain(old.qa_id.filter(|q| *q != old.dev_id));
+                for id in views {
+                    if let std::collections::hash_map::Entry::Occupied(mut e) = ids.entry(id) {
+                        e.get_mut().2 -= 1;
+                        if e.get().2 == 0 {
+                            e.remove();
+                        } else if &e.get().0 == key {
+                            // Another ticket has this variant too; which one
+                            // names it is the whole build's to say.
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+            before.insert(key.clone(), old);
+        }
+        // And put in what they add now.
+        let overlay_set = self
+            .overlay
+            .as_ref()
+            .map(|e| e.overrides.clone())
+            .unwrap_or_default();
+        for t in &changes.tickets {
+            let view = admit(
+                t,
+                &get,
+                &overlay_set,
+                before.get(&t.key),
+                (&mut served, &mut ids, &mut remote_origins),
+            );
+            tickets.insert(t.key.clone(), view);
+        }
+        Ok(Some(Snapshot {
+            version: changes.version,
+            built_ms: now,
+            tickets,
+            released: self.released.clone(),
+            overlay: self.overlay.clone(),
+            served,
+            ids,
+            overlay_keys: self.overlay_keys.clone(),
+            skewed: false,
+            variants: self.variants.clone(),
+            remote_origins,
+            pinned: self.pinned.clone(),
+            rolling: self.rolling.clone(),
+            sliced: self.sliced.clone(),
+        }))
     }
 
     /// Builds a snapshot from a consistent store read, fetching override sets
@@ -617,88 +796,36 @@ impl Snapshot {
         let variants = previous.map_or_else(Default::default, |p| p.variants.clone());
         let same_overlay = previous
             .is_some_and(|p| p.overlay.as_ref().map(|e| e.id) == overlay.as_ref().map(|e| e.id));
-        let empty_id = stamp_model::ticket::set_id(&OverrideSet::default());
         let mut tickets = HashMap::with_capacity(state.tickets.len());
         let mut ids = HashMap::new();
         let mut served = Served::default();
         let mut remote_origins: Vec<String> = Vec::new();
-        let serve = |served: &mut Served, set: &OverrideSet| {
-            for m in set.values() {
-                served.insert(m.hash, &m.path);
-            }
-        };
-        serve(&mut served, &overlay_set);
+        served.add_set(&overlay_set);
         // Skew protection: what production served until recently stays
         // servable at its URLs, so a tab opened before a revert never 404s
         // on a lazy import.
+        let mut skewed = false;
         for t in &state.tickets {
             for r in t.recent.iter().filter(|r| r.until_ms > now) {
-                serve(&mut served, &get(&r.set));
+                served.add_set(&get(&r.set));
+                skewed = true;
             }
         }
         for r in &rolling_all {
-            serve(&mut served, &r.overrides);
+            served.add_set(&r.overrides);
         }
         for t in &state.tickets {
-            // Sets come from the cache, one `Arc` per id while some ticket
-            // names it.
-            let dev = get(&t.dev);
-            let qa = t.qa.map(|id| get(&id));
-            let open = t.stage != Stage::Closed;
-            if open {
-                for set in std::iter::once(&dev).chain(qa.iter()) {
-                    serve(&mut served, set);
-                    remote_origins.extend(
-                        set.values()
-                            .filter_map(|m| assets::origin_of(&m.path).map(str::to_string)),
-                    );
-                }
-            }
             let before = previous
                 .filter(|_| same_overlay)
-                .and_then(|p| p.tickets.get(&t.key))
-                .filter(|b| b.dev_set == t.dev && b.qa_set == t.qa);
-            let id_of = |set_id: Hash, own: &OverrideSet| {
-                if overlay_set.is_empty() {
-                    set_id
-                } else {
-                    variant_id(&overlay_set, own)
-                }
-            };
-            let (dev_id, qa_id) = match before {
-                Some(b) => (b.dev_id, b.qa_id),
-                // A closed ticket is never stamped: the empty variant's id.
-                None if !open => (empty_id, None),
-                None => {
-                    let dev_id = id_of(t.dev, &dev);
-                    let qa_id = match (t.qa, &qa) {
-                        // Promoted without a change since: the same variant.
-                        (Some(id), _) if id == t.dev => Some(dev_id),
-                        (Some(id), Some(q)) => Some(id_of(id, q)),
-                        _ => None,
-                    };
-                    (dev_id, qa_id)
-                }
-            };
-            if open {
-                ids.insert(dev_id, (t.key.clone(), View::Dev));
-                if let Some(id) = qa_id.filter(|id| *id != dev_id) {
-                    ids.insert(id, (t.key.clone(), View::Qa));
-                }
-            }
-            tickets.insert(
-                t.key.clone(),
-                TicketView {
-                    stage: t.stage,
-                    share_gen: t.share_gen,
-                    dev_own: dev,
-                    qa_own: qa,
-                    dev_set: t.dev,
-                    qa_set: t.qa,
-                    dev_id,
-                    qa_id,
-                },
+                .and_then(|p| p.tickets.get(&t.key));
+            let view = admit(
+                t,
+                &get,
+                &overlay_set,
+                before,
+                (&mut served, &mut ids, &mut remote_origins),
             );
+            tickets.insert(t.key.clone(), view);
         }
         for e in overlay.iter().chain(sliced.iter().flatten()) {
             remote_origins.extend(e.remote_origins.iter().cloned());
@@ -707,6 +834,8 @@ impl Snapshot {
         remote_origins.dedup();
         Ok(Snapshot {
             ids,
+            overlay_keys: state.overlay,
+            skewed,
             variants,
             remote_origins,
             version: state.version,
@@ -719,6 +848,73 @@ impl Snapshot {
             rolling,
             sliced,
         })
+    }
+}
+
+/// What one ticket adds to a snapshot: its view, its open views' pairs in
+/// `served`, their variants' ids and other origins. `before`, its view
+/// under the same overlay, keeps the ids when its sets are the same.
+fn admit(
+    t: &stamp_store::TicketRecord,
+    get: &impl Fn(&Hash) -> Arc<OverrideSet>,
+    overlay_set: &OverrideSet,
+    before: Option<&TicketView>,
+    (served, ids, remote_origins): (&mut Served, &mut VariantIds, &mut Vec<String>),
+) -> TicketView {
+    // Sets come from the cache, one `Arc` per id while some ticket names it.
+    let dev = get(&t.dev);
+    let qa = t.qa.map(|id| get(&id));
+    let open = t.stage != Stage::Closed;
+    if open {
+        for set in std::iter::once(&dev).chain(qa.iter()) {
+            served.add_set(set);
+            remote_origins.extend(
+                set.values()
+                    .filter_map(|m| assets::origin_of(&m.path).map(str::to_string)),
+            );
+        }
+    }
+    // A closed ticket's ids are the empty variant's: one re-opened with the
+    // same sets gets its own again, not those.
+    let before = before
+        .filter(|b| b.dev_set == t.dev && b.qa_set == t.qa && (b.stage != Stage::Closed) == open);
+    let id_of = |set_id: Hash, own: &OverrideSet| {
+        if overlay_set.is_empty() {
+            set_id
+        } else {
+            variant_id(overlay_set, own)
+        }
+    };
+    let (dev_id, qa_id) = match before {
+        Some(b) => (b.dev_id, b.qa_id),
+        // A closed ticket is never stamped: the empty variant's id.
+        None if !open => (stamp_model::ticket::set_id(&OverrideSet::default()), None),
+        None => {
+            let dev_id = id_of(t.dev, &dev);
+            let qa_id = match (t.qa, &qa) {
+                // Promoted without a change since: the same variant.
+                (Some(id), _) if id == t.dev => Some(dev_id),
+                (Some(id), Some(q)) => Some(id_of(id, q)),
+                _ => None,
+            };
+            (dev_id, qa_id)
+        }
+    };
+    if open {
+        ids.entry(dev_id).or_insert((t.key.clone(), View::Dev, 0)).2 += 1;
+        if let Some(id) = qa_id.filter(|id| *id != dev_id) {
+            ids.entry(id).or_insert((t.key.clone(), View::Qa, 0)).2 += 1;
+        }
+    }
+    TicketView {
+        stage: t.stage,
+        share_gen: t.share_gen,
+        dev_own: dev,
+        qa_own: qa,
+        dev_set: t.dev,
+        qa_set: t.qa,
+        dev_id,
+        qa_id,
     }
 }
 
@@ -737,7 +933,14 @@ pub struct SnapshotCell {
     /// Credentials signed out anywhere in the fleet (preview passes), read
     /// from the store with each backstop check.
     revoked: std::sync::RwLock<std::collections::HashSet<String>>,
+    /// Snapshots made from what changed since the last whole build.
+    applied: std::sync::atomic::AtomicU32,
 }
+
+/// A whole build after this many snapshots made from what changed: it
+/// drops the sets no ticket names any more from the cache, and costs a
+/// 256th per change.
+const WHOLE_EVERY: u32 = 256;
 
 impl Default for SnapshotCell {
     fn default() -> Self {
@@ -748,6 +951,7 @@ impl Default for SnapshotCell {
             lost: std::sync::Mutex::new(None),
             served: tokio::sync::watch::Sender::new(0),
             revoked: Default::default(),
+            applied: Default::default(),
         }
     }
 }
@@ -858,11 +1062,34 @@ impl SnapshotCell {
             if !force && !lost && store.version().await? == current && current != 0 {
                 return Ok(());
             }
+            // What changed, when the store can say; a whole build every
+            // WHOLE_EVERY of those (it drops the sets no ticket names).
+            if !lost && current != 0 && self.applied.load(Ordering::Relaxed) < WHOLE_EVERY {
+                if let Some(changes) = store.changes_since(current).await? {
+                    if changes.version == current {
+                        return Ok(());
+                    }
+                    let previous = self.load();
+                    if let Some(snap) = previous.apply(store, &changes, sets).await? {
+                        self.applied.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::SNAPSHOT_REBUILDS
+                            .with_label_values(&["changes"])
+                            .inc();
+                        crate::metrics::SNAPSHOT_VERSION.set(snap.version as i64);
+                        self.store(snap);
+                        return Ok(());
+                    }
+                }
+            }
             let state = store.state().await?;
             if state.version != current || force {
                 let previous = self.load();
                 let mut snap = Snapshot::build(store, state, sets, Some(&previous)).await?;
                 snap.pin_production(store, &self.load()).await?;
+                self.applied.store(0, Ordering::Relaxed);
+                crate::metrics::SNAPSHOT_REBUILDS
+                    .with_label_values(&["whole"])
+                    .inc();
                 crate::metrics::SNAPSHOT_VERSION.set(snap.version as i64);
                 crate::metrics::rollouts_now(
                     &snap
@@ -940,6 +1167,238 @@ pub async fn run_refresher(store: SharedStore, cell: Arc<SnapshotCell>, poll: Du
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use stamp_store::{Commit, OverlayOp, TicketRecord};
+
+    /// Two snapshots that serve the same: tickets, pairs (with how many
+    /// sets name each), variant ids (resolving to the same variant),
+    /// production.
+    fn assert_same(a: &Snapshot, b: &Snapshot, step: usize) {
+        assert_eq!(a.version, b.version, "step {step}");
+        let mut keys: Vec<_> = a.tickets.keys().collect();
+        keys.sort();
+        let mut other: Vec<_> = b.tickets.keys().collect();
+        other.sort();
+        assert_eq!(keys, other, "step {step}");
+        for k in keys {
+            let (x, y) = (&a.tickets[k], &b.tickets[k]);
+            assert_eq!(
+                (x.stage, x.share_gen, x.dev_set, x.qa_set, x.dev_id, x.qa_id),
+                (y.stage, y.share_gen, y.dev_set, y.qa_set, y.dev_id, y.qa_id),
+                "step {step}, {k}"
+            );
+            assert_eq!(*x.dev_own, *y.dev_own, "step {step}, {k}");
+            assert_eq!(x.qa_own.as_deref(), y.qa_own.as_deref(), "step {step}, {k}");
+        }
+        assert_eq!(a.served.all(), b.served.all(), "step {step}");
+        let mut ids: Vec<_> = a.ids.iter().map(|(id, (_, _, n))| (*id, *n)).collect();
+        ids.sort();
+        let mut other: Vec<_> = b.ids.iter().map(|(id, (_, _, n))| (*id, *n)).collect();
+        other.sort();
+        assert_eq!(ids, other, "step {step}");
+        for (id, _) in ids {
+            assert_eq!(
+                b.effective(&id).map(|e| e.id),
+                Some(id),
+                "whole, step {step} {:?} {:?}",
+                b.ids[&id],
+                b.tickets[&b.ids[&id].0]
+            );
+            assert_eq!(a.effective(&id).map(|e| e.id), Some(id), "step {step}");
+        }
+        assert_eq!(a.remote_origins, b.remote_origins, "step {step}");
+        assert_eq!(a.released, b.released, "step {step}");
+        assert_eq!(a.overlay_keys, b.overlay_keys, "step {step}");
+        assert_eq!(
+            a.overlay.as_ref().map(|e| e.id),
+            b.overlay.as_ref().map(|e| e.id),
+            "step {step}"
+        );
+    }
+
+    /// Random changes to a store of tickets (uploads, promotions, releases
+    /// and reverts, closing, re-opening, purging), each followed by a
+    /// snapshot made from what changed and one built from the whole state:
+    /// they serve the same, and most changes take the short way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_from_changes_serves_what_a_whole_build_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore =
+            Arc::new(stamp_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
+        let mut rng = StdRng::seed_from_u64(
+            std::env::var("STAMP_SNAPSHOT_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(30),
+        );
+        let mut records: Vec<TicketRecord> = Vec::new();
+        let mut overlay: Vec<TicketKey> = Vec::new();
+        let (mut sets, mut whole_sets) = (HashMap::new(), HashMap::new());
+        let mut snap = Snapshot::build(&store, store.state().await.unwrap(), &mut sets, None)
+            .await
+            .unwrap();
+        let (mut short, mut long) = (0, 0);
+        for step in 0..300 {
+            // A set of a few of 8 paths and 3 bodies each, so pairs repeat
+            // across tickets; now and then the empty set, which many share.
+            let mut own = OverrideSet::new();
+            if !rng.random_bool(0.15) {
+                for _ in 0..rng.random_range(1..4) {
+                    let (p, b) = (rng.random_range(0..8), rng.random_range(0..3));
+                    let body = format!("export default {p}{b};");
+                    own.insert(
+                        format!("m{p}"),
+                        ModuleRef {
+                            path: format!("/src/m{p}.js"),
+                            hash: Hash::of(body.as_bytes()),
+                            size: body.len() as u64,
+                        },
+                    );
+                }
+            }
+            let set_id = store.put_set(&own).await.unwrap();
+            let now = now_ms();
+            let pick = (!records.is_empty()).then(|| rng.random_range(0..records.len()));
+            let mut op = OverlayOp::Keep;
+            let mut purge = None;
+            let next = match (rng.random_range(0..10), pick) {
+                (0..=2, _) | (_, None) => {
+                    let key = TicketKey::parse(&format!("SNAP-{step}")).unwrap();
+                    records.push(TicketRecord {
+                        key,
+                        stage: Stage::Dev,
+                        version: 1,
+                        dev: set_id,
+                        qa: None,
+                        prod: None,
+                        created_ms: now,
+                        updated_ms: now,
+                        share_gen: 0,
+                        baseline: None,
+                        retired: None,
+                        rollout: None,
+                        recent: Vec::new(),
+                    });
+                    records.len() - 1
+                }
+                (choice, Some(i)) => {
+                    let t = &mut records[i];
+                    t.version += 1;
+                    match (choice, t.stage) {
+                        (3..=4, Stage::Dev | Stage::Qa) => t.dev = set_id,
+                        (5, Stage::Dev) => {
+                            t.stage = Stage::Qa;
+                            t.qa = Some(t.dev);
+                        }
+                        (6, Stage::Qa) => {
+                            t.stage = Stage::Prod;
+                            t.prod = t.qa;
+                            op = OverlayOp::Append;
+                        }
+                        (6 | 7, Stage::Prod) => {
+                            // Reverted; kept servable a moment (skew).
+                            t.stage = Stage::Qa;
+                            if let Some(p) = t.prod.take() {
+                                t.recent.push(stamp_model::record::RecentSet {
+                                    set: p,
+                                    until_ms: now + 30,
+                                });
+                            }
+                            op = OverlayOp::Remove;
+                        }
+                        (7, Stage::Dev | Stage::Qa) => t.share_gen += 1,
+                        (8, Stage::Dev | Stage::Qa) => t.stage = Stage::Closed,
+                        (8 | 9, Stage::Closed) if rng.random_bool(0.5) => {
+                            t.version -= 1;
+                            purge = Some(i);
+                        }
+                        (_, Stage::Closed) => t.stage = Stage::Dev,
+                        _ => t.dev = set_id,
+                    }
+                    i
+                }
+            };
+            if let Some(i) = purge {
+                let t = records.remove(i);
+                let summary = stamp_store::HistoryEvent {
+                    at_ms: now,
+                    event: "purge".into(),
+                    from: None,
+                    to: None,
+                    actor: "test".into(),
+                    commit: None,
+                    branch: None,
+                    role: None,
+                    source: None,
+                    detail: None,
+                };
+                assert!(store
+                    .purge_ticket(&t.key, t.version, summary)
+                    .await
+                    .unwrap());
+            } else {
+                let t = records[next].clone();
+                match op {
+                    OverlayOp::Append => overlay.push(t.key.clone()),
+                    OverlayOp::Remove => overlay.retain(|k| k != &t.key),
+                    OverlayOp::Keep => {}
+                }
+                store
+                    .commit(Commit {
+                        expected_version: (t.version > 1).then(|| t.version - 1),
+                        ticket: t,
+                        overlay: op,
+                        event: None,
+                    })
+                    .await
+                    .unwrap();
+            }
+            if rng.random_bool(0.1) {
+                // Let the skew windows pass now and then.
+                tokio::time::sleep(Duration::from_millis(35)).await;
+            }
+            let changes = store.changes_since(snap.version).await.unwrap().unwrap();
+            let whole = Snapshot::build(
+                &store,
+                store.state().await.unwrap(),
+                &mut whole_sets,
+                Some(&snap),
+            )
+            .await
+            .unwrap();
+            assert_eq!(whole.overlay_keys, overlay, "step {step}");
+            let check = |x: &Snapshot, what: &str| {
+                let ov = x
+                    .overlay
+                    .as_ref()
+                    .map(|e| e.overrides.clone())
+                    .unwrap_or_default();
+                for (k, t) in &x.tickets {
+                    if t.stage != Stage::Closed {
+                        assert_eq!(
+                            t.dev_id,
+                            variant_id(&ov, &t.dev_own),
+                            "{what} step {step} {k}"
+                        );
+                    }
+                }
+            };
+            check(&snap, "snap");
+            check(&whole, "whole");
+            match snap.apply(&store, &changes, &mut sets).await.unwrap() {
+                Some(next) => {
+                    assert_same(&next, &whole, step);
+                    short += 1;
+                    snap = next;
+                }
+                None => {
+                    long += 1;
+                    snap = whole;
+                }
+            }
+        }
+        assert!(short > 150, "{short} short, {long} whole");
+    }
 
     fn set(entries: &[(&str, &str)]) -> OverrideSet {
         entries
