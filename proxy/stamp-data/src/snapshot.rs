@@ -695,6 +695,23 @@ impl Snapshot {
             );
             tickets.insert(t.key.clone(), view);
         }
+        // Sets the changed tickets named before and no ticket names now
+        // leave the cache (a scan of ids, no set read). One a released
+        // ticket still names is read again by the next whole build.
+        let mut gone: Vec<Hash> = before
+            .values()
+            .flat_map(|v| std::iter::once(v.dev_set).chain(v.qa_set))
+            .collect();
+        gone.sort();
+        gone.dedup();
+        gone.retain(|id| {
+            !tickets
+                .values()
+                .any(|v| v.dev_set == *id || v.qa_set == Some(*id))
+        });
+        for id in gone {
+            sets.remove(&id);
+        }
         Ok(Some(Snapshot {
             version: changes.version,
             built_ms: now,
