@@ -952,6 +952,8 @@ pub struct SnapshotCell {
     revoked: std::sync::RwLock<std::collections::HashSet<String>>,
     /// Snapshots made from what changed since the last whole build.
     applied: std::sync::atomic::AtomicU32,
+    /// The store's [`stamp_store::Store::resyncs`] at the last refresh.
+    resyncs: AtomicU64,
 }
 
 /// A whole build after this many snapshots made from what changed: it
@@ -969,6 +971,7 @@ impl Default for SnapshotCell {
             served: tokio::sync::watch::Sender::new(0),
             revoked: Default::default(),
             applied: Default::default(),
+            resyncs: Default::default(),
         }
     }
 }
@@ -1081,7 +1084,15 @@ impl SnapshotCell {
             }
             // What changed, when the store can say; a whole build every
             // WHOLE_EVERY of those (it drops the sets no ticket names).
-            if !lost && current != 0 && self.applied.load(Ordering::Relaxed) < WHOLE_EVERY {
+            // Read before the state, so a resync during this read makes the
+            // next refresh whole too.
+            let resyncs = store.resyncs();
+            let resynced = self.resyncs.load(Ordering::Relaxed) != resyncs;
+            if !lost
+                && !resynced
+                && current != 0
+                && self.applied.load(Ordering::Relaxed) < WHOLE_EVERY
+            {
                 if let Some(changes) = store.changes_since(current).await? {
                     if changes.version == current {
                         return Ok(());
@@ -1104,6 +1115,7 @@ impl SnapshotCell {
                 let mut snap = Snapshot::build(store, state, sets, Some(&previous)).await?;
                 snap.pin_production(store, &self.load()).await?;
                 self.applied.store(0, Ordering::Relaxed);
+                self.resyncs.store(resyncs, Ordering::Relaxed);
                 crate::metrics::SNAPSHOT_REBUILDS
                     .with_label_values(&["whole"])
                     .inc();

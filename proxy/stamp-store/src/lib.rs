@@ -221,6 +221,15 @@ pub trait Store: Send + Sync + 'static {
     /// (with the current version, so the receiver resyncs).
     fn subscribe(&self) -> watch::Receiver<u64>;
 
+    /// How many times this instance lost sight of the store's changes and
+    /// picked them up again (a reconnect, a failover). A reader that saw
+    /// this move re-reads the whole state rather than asking
+    /// [`Store::changes_since`]: a primary that took over may lack a write
+    /// it had seen, and have reused its version for another.
+    fn resyncs(&self) -> u64 {
+        0
+    }
+
     /// The store's epoch as this instance knows it: a random id written once
     /// into an empty store, so that a store that lost its data is told apart
     /// from one that holds no tickets. `None` before the first contact.

@@ -27,7 +27,7 @@
 //! while Redis is unreachable.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -510,6 +510,8 @@ pub struct RedisStore {
     known_epoch: Mutex<Option<String>>,
     changes: watch::Sender<u64>,
     listener: JoinHandle<()>,
+    /// Times the change subscription was (re)made ([`Store::resyncs`]).
+    resyncs: Arc<AtomicU64>,
     /// Commits this instance acknowledged lately, checked on the primary
     /// that serves after a failover.
     journal: Journal,
@@ -1129,12 +1131,13 @@ impl RedisStore {
             prefix: prefix.to_string(),
         };
         let (changes, _) = watch::channel(0);
+        let resyncs = Arc::new(AtomicU64::new(0));
         let listener = tokio::spawn(listen(
             Arc::clone(&target),
             keys.channel(),
             keys.version(),
             location.clone(),
-            changes.clone(),
+            (changes.clone(), Arc::clone(&resyncs)),
         ));
         Ok(RedisStore {
             target,
@@ -1153,6 +1156,7 @@ impl RedisStore {
             known_epoch: Mutex::new(None),
             changes,
             listener,
+            resyncs,
             journal: Journal::default(),
             fault: Mutex::new(None),
         })
@@ -1562,7 +1566,7 @@ async fn listen(
     channel: String,
     version_key: String,
     location: String,
-    changes: watch::Sender<u64>,
+    (changes, resyncs): (watch::Sender<u64>, Arc<AtomicU64>),
 ) {
     let mut backoff = MIN_BACKOFF;
     let mut was_down = false;
@@ -1571,7 +1575,7 @@ async fn listen(
             &target,
             &channel,
             &version_key,
-            &changes,
+            (&changes, &resyncs),
             &mut backoff,
             &location,
         )
@@ -1602,7 +1606,7 @@ async fn listen_once(
     target: &Target,
     channel: &str,
     version_key: &str,
-    changes: &watch::Sender<u64>,
+    (changes, resyncs): (&watch::Sender<u64>, &AtomicU64),
     backoff: &mut Duration,
     location: &str,
 ) -> Result<(), StoreError> {
@@ -1616,7 +1620,10 @@ async fn listen_once(
         bounded(redis::cmd("GET").arg(version_key).query_async(&mut conn)).await?;
     drop(conn);
     // Unconditional: after a Redis restart the version may be lower than the
-    // last one seen, and receivers must resync in any case.
+    // last one seen, and receivers must resync in any case; counted first,
+    // so they re-read the whole state, not what changed since (a primary
+    // that took over may have lost a write and reused its version).
+    resyncs.fetch_add(1, Ordering::SeqCst);
     changes.send_replace(version.unwrap_or(0));
     log::info!("subscribed to changes on {location}");
     *backoff = MIN_BACKOFF;
@@ -2145,6 +2152,10 @@ impl Store for RedisStore {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::SeqCst)
     }
 
     fn fault(&self) -> Option<String> {

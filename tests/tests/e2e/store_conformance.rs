@@ -1325,6 +1325,8 @@ async fn redis_outage_is_unavailable_then_recovers() -> anyhow::Result<()> {
     let hash = s.put_module(Bytes::from_static(b"x")).await?;
     let v1 = create(&*s, &k).await?;
     wait_for_version(&mut rx, v1).await?;
+    let resyncs = s.resyncs();
+    ensure!(resyncs >= 1, "subscribed once at least: {resyncs}");
 
     server.stop()?;
     assert_unavailable("version", s.version()).await?;
@@ -1367,6 +1369,9 @@ async fn redis_outage_is_unavailable_then_recovers() -> anyhow::Result<()> {
         .await
         .context("no notification after redis came back")??;
     assert_eq!(*rx.borrow_and_update(), 0);
+    // Counted, so snapshots re-read the whole state rather than what
+    // changed since a version this Redis may have given to another write.
+    assert!(s.resyncs() > resyncs, "{} after {resyncs}", s.resyncs());
 
     // Writes work again, and reach the other instance's subscriber (which
     // only ever connected after the outage) and ours over pub/sub.
