@@ -5,9 +5,13 @@
 //! ticket list (time and bytes), a change's rebuild (an upload answered
 //! once this proxy serves it: read-your-writes), and a restart: its cold
 //! start (until health answers with the snapshot loaded) and RSS after it.
+//! With `--store redis`, two proxies share one Redis: tickets are uploaded
+//! through A, and each change made through A is also timed until B serves
+//! it (the fleet's propagation).
 
 use std::time::{Duration, Instant};
 
+use stamp_tests::redis_server::RedisServer;
 use stamp_tests::{Origin, Proxy, Route};
 
 #[derive(Debug, clap::Parser)]
@@ -21,6 +25,10 @@ pub struct Opts {
     /// Clients uploading at once
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// The store: `embedded`, or `redis` (two proxies of a fleet on one
+    /// Redis, started here)
+    #[arg(long, default_value = "embedded")]
+    store: String,
 }
 
 fn module(t: usize, m: usize) -> String {
@@ -74,6 +82,11 @@ async fn snapshot_tickets(client: &reqwest::Client, proxy: &Proxy) -> Option<u64
 }
 
 pub async fn run(opts: Opts) -> anyhow::Result<()> {
+    let fleet = match opts.store.as_str() {
+        "embedded" => false,
+        "redis" => true,
+        other => anyhow::bail!("--store {other}: embedded or redis"),
+    };
     let origin = Origin::start()?;
     origin.route(
         "/",
@@ -81,15 +94,26 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
     );
     let client = reqwest::Client::builder().no_proxy().build()?;
     println!(
-        "| open tickets | upload ({} clients) | RSS MiB | list page ms | list page KiB | change served ms | cold start s | RSS after restart MiB |",
-        opts.clients
+        "| open tickets | upload ({} clients) | RSS MiB | list page ms | list page KiB | change served ms |{} cold start s | RSS after restart MiB |",
+        opts.clients,
+        if fleet { " change served by B ms |" } else { "" }
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "|---:|---:|---:|---:|---:|---:|{}---:|---:|",
+        if fleet { "---:|" } else { "" }
+    );
     for &n in &opts.tickets {
         let dir = std::env::temp_dir().join(format!("stamp-scale-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = dir.to_string_lossy().into_owned();
+        let redis = fleet.then(RedisServer::start).transpose()?;
+        let store = match &redis {
+            Some(r) => r.url.clone(),
+            None => dir.to_string_lossy().into_owned(),
+        };
         let mut proxy = Proxy::start(&origin.url, &["--store", &store])?;
+        let peer = fleet
+            .then(|| Proxy::start(&origin.url, &["--store", &store]))
+            .transpose()?;
         let t = Instant::now();
         upload_all(&proxy, 0, n, &opts).await?;
         let upload = t.elapsed();
@@ -105,19 +129,29 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             .await?;
         let list = t.elapsed();
 
-        // One more change: its upload is answered once this proxy serves it.
-        let mut changes = Vec::new();
-        for i in 0..5 {
-            let url = proxy.url(&format!(
-                "/__stamp/api/v1/tickets/SCALE-0/modules/src/x{i}.js"
-            ));
+        // More changes: each upload is answered once this proxy serves it;
+        // a fleet's other proxy is polled until it serves it too.
+        let (mut changes, mut at_peer) = (Vec::new(), Vec::new());
+        for i in 0..9 {
+            let body = module(0, 100 + i);
+            let want = stamp_tests::module_url("/src/m0.js", &body);
+            let url = proxy.url("/__stamp/api/v1/tickets/SCALE-0/modules/src/m0.js");
             let t = Instant::now();
-            let resp = client.put(url).body(module(0, 100 + i)).send().await?;
+            let resp = client.put(url).body(body).send().await?;
             anyhow::ensure!(resp.status().is_success());
             changes.push(t.elapsed());
+            if let Some(b) = &peer {
+                super::compare::wait_for(&client, &b.url("/?dev=SCALE-0"), &want).await?;
+                at_peer.push(t.elapsed());
+            }
         }
         changes.sort();
+        at_peer.sort();
         let change = changes[changes.len() / 2];
+        let peer_ms = at_peer
+            .get(at_peer.len() / 2)
+            .map(|d| format!(" {:.1} |", d.as_secs_f64() * 1e3))
+            .unwrap_or_default();
 
         proxy.signal_and_wait("TERM", Duration::from_secs(30))?;
         let t = Instant::now();
@@ -130,7 +164,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_after = restarted.rss_kib()? as f64 / 1024.0;
         println!(
-            "| {n} | {:.1} s | {rss:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {rss_after:.0} |",
+            "| {n} | {:.1} s | {rss:.0} | {:.1} | {:.1} | {:.1} |{peer_ms} {:.2} | {rss_after:.0} |",
             upload.as_secs_f64(),
             list.as_secs_f64() * 1e3,
             page.len() as f64 / 1024.0,
@@ -138,6 +172,8 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
             cold.as_secs_f64(),
         );
         drop(restarted);
+        drop(peer);
+        drop(redis);
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
