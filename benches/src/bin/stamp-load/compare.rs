@@ -182,6 +182,26 @@ impl RssSampler {
     }
 }
 
+/// The external-map app's page and map.
+const EXT_PAGE: &str = "/extmap-20k";
+const EXT_MAP: &str = "/extmap.json";
+
+/// [`stamp_benches::page`] with its import map moved to [`EXT_MAP`], loaded
+/// by SystemJS: the page and the map's text.
+fn external_map_app(bytes: usize) -> (String, String) {
+    let page = stamp_benches::page(bytes, 40);
+    let start = page.find("<script type=\"importmap\">").unwrap_or(0);
+    let open = "<script type=\"importmap\">".len();
+    let end = page[start..].find("</script>").map_or(start, |e| start + e);
+    let map = page[start + open..end].to_string();
+    let page = format!(
+        "{}<script type=\"systemjs-importmap\" src=\"{EXT_MAP}\"></script>{}",
+        &page[..start],
+        &page[end + "</script>".len()..]
+    );
+    (page, map)
+}
+
 const PAGE_HEADERS: &[(&str, &str)] = &[("accept", "text/html,application/xhtml+xml")];
 const MODULE_HEADERS: &[(&str, &str)] = &[("accept", "*/*"), ("sec-fetch-dest", "script")];
 
@@ -288,6 +308,24 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
                 .conditional(),
         );
     }
+    // An external-map app (SystemJS): the same 20 KB page with its map at
+    // a URL the origin lets browsers keep a minute, as map deployers do.
+    let (ext_page, ext_map) = external_map_app(20 << 10);
+    origin.route(EXT_PAGE, Route::html(&ext_page));
+    origin.route(
+        &format!("{EXT_PAGE}-etag"),
+        Route::html(&ext_page)
+            .header("etag", "\"bench-extmap-page\"")
+            .header("cache-control", "no-cache")
+            .conditional(),
+    );
+    origin.route(
+        EXT_MAP,
+        Route::bytes("application/importmap+json", ext_map.into_bytes())
+            .header("etag", "\"bench-extmap-1\"")
+            .header("cache-control", "public, max-age=60")
+            .conditional(),
+    );
     let origin_addr: std::net::SocketAddr = origin
         .url
         .trim_start_matches("http://")
@@ -641,6 +679,37 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
             0.9,
         ));
     }
+    // Issue 30, item 2: production page views of an external-map app, with
+    // a released ticket against the same without one. A browser keeps the
+    // map as long as the origin allows, so a view is the page; what the
+    // browser-like client below fetches says what the map costs.
+    for (scenario, path) in [
+        ("20 KB external-map page (SystemJS)", EXT_PAGE.to_string()),
+        (
+            "20 KB external-map page (SystemJS), validating origin",
+            format!("{EXT_PAGE}-etag"),
+        ),
+    ] {
+        let without = b.run(&b.proxy.url(&path), c, PAGE_HEADERS, b.proxy_pids())?;
+        b.row(
+            scenario,
+            "stamp-proxy, production without a release",
+            &without,
+        );
+        let with = b.run(&b.overlay.url(&path), c, PAGE_HEADERS, b.overlay_pids())?;
+        b.row(
+            scenario,
+            "stamp-proxy, production with a released ticket",
+            &with,
+        );
+        targets.push(ratio_target(
+            format!("{scenario}: views with a released ticket vs without one"),
+            with.m.rps(),
+            without.m.rps(),
+            0.95,
+        ));
+    }
+
     let module_stamp = b.run(
         &b.proxy.url(&b.module_url),
         c,
@@ -785,6 +854,7 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
     }
 
     b.say(String::new());
+    external_map_views(&mut b).await?;
     ttfb(&mut b).await?;
     b.say(String::new());
     memory(&mut b, &mut targets).await?;
@@ -882,6 +952,25 @@ async fn check_outputs(b: &Bench, module_body: &str) -> anyhow::Result<()> {
         info.starts_with("overlay") && info.ends_with("; cached"),
         "the page cache did not answer the released page: {info}"
     );
+    // The external-map app: production's page names production's map; the
+    // released ticket's names the merged variant, which carries the module.
+    let ext = get(b.proxy.url(EXT_PAGE)).await?;
+    ensure!(
+        ext.contains(&format!("src=\"{EXT_MAP}\"")),
+        "production's external map moved"
+    );
+    let ext_released = get(b.overlay.url(EXT_PAGE)).await?;
+    let merged = ext_released
+        .split("type=\"systemjs-importmap\" src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .filter(|src| src.starts_with("/__stamp/map?"))
+        .context("the released ticket's page names no merged map")?
+        .replace("&amp;", "&");
+    ensure!(
+        get(b.overlay.url(&merged)).await?.contains(&b.module_url),
+        "the merged map does not carry the released ticket's module"
+    );
     // The rollout's two sides: the module on the ticket's, none on production's.
     let with_cookie = |cookie: &str| {
         let url = b.rolling.url(path);
@@ -951,6 +1040,97 @@ async fn answered_again(client: &reqwest::Client, url: &str) -> anyhow::Result<S
         "{url}: the second load differs"
     );
     Ok(info)
+}
+
+/// What the external map costs production, as a browser sees it: 20 page
+/// views by a client that keeps what `Cache-Control` lets it keep (and
+/// revalidates with the tag it got), without a release and with one; the
+/// origin's map fetches and the map bytes the client downloaded.
+async fn external_map_views(b: &mut Bench) -> anyhow::Result<()> {
+    const VIEWS: usize = 20;
+    let client = stamp_tests::client();
+    let mut rows = Vec::new();
+    for (server, proxy) in [
+        ("production without a release", &b.proxy),
+        ("production with a released ticket", &b.overlay),
+    ] {
+        let before = b.origin.hits(EXT_MAP);
+        // URL → (body, etag, fresh until).
+        let mut cache: std::collections::HashMap<String, (String, Option<String>, Instant)> =
+            Default::default();
+        let mut bytes = 0usize;
+        for _ in 0..VIEWS {
+            let page = client
+                .get(proxy.url(EXT_PAGE))
+                .header("accept", "text/html")
+                .send()
+                .await?
+                .text()
+                .await?;
+            let src = page
+                .split("type=\"systemjs-importmap\"")
+                .nth(1)
+                .and_then(|rest| rest.split("src=\"").nth(1))
+                .and_then(|rest| rest.split('"').next())
+                .context("the page names no external map")?
+                .replace("&amp;", "&");
+            let url = proxy.url(&src);
+            if cache
+                .get(&url)
+                .is_some_and(|(_, _, until)| Instant::now() < *until)
+            {
+                continue;
+            }
+            let mut req = client.get(&url);
+            if let Some(tag) = cache.get(&url).and_then(|(_, t, _)| t.clone()) {
+                req = req.header("if-none-match", tag);
+            }
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let header = |n: &str| {
+                resp.headers()
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let (tag, cc) = (header("etag"), header("cache-control").unwrap_or_default());
+            let max_age = if cc.contains("no-store") || cc.contains("no-cache") {
+                0
+            } else {
+                cc.split(',')
+                    .find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let until = Instant::now() + Duration::from_secs(max_age);
+            let body = resp.text().await?;
+            bytes += body.len();
+            match status {
+                304 => {
+                    if let Some(entry) = cache.get_mut(&url) {
+                        entry.2 = until;
+                    }
+                }
+                200 => {
+                    if !cc.contains("no-store") {
+                        cache.insert(url, (body, tag, until));
+                    }
+                }
+                other => bail!("{url}: {other}"),
+            }
+        }
+        rows.push((server, b.origin.hits(EXT_MAP) - before, bytes));
+    }
+    b.say(format!(
+        "External map (SystemJS, served `public, max-age=60` with a strong ETag): {VIEWS} page views by a client that keeps what `Cache-Control` allows:"
+    ));
+    b.say(String::new());
+    b.say("| production | origin map fetches | map bytes downloaded |".into());
+    b.say("|---|---:|---:|".into());
+    for (server, fetches, bytes) in rows {
+        b.say(format!("| {server} | {fetches} | {bytes} |"));
+    }
+    b.say(String::new());
+    Ok(())
 }
 
 /// Time to the first body byte of a page whose origin sends the head at once
@@ -1198,7 +1378,11 @@ async fn fleet(b: &mut Bench) -> anyhow::Result<()> {
 }
 
 /// Polls `url` until its page contains `want`; returns how long that took.
-async fn wait_for(client: &reqwest::Client, url: &str, want: &str) -> anyhow::Result<Duration> {
+pub(crate) async fn wait_for(
+    client: &reqwest::Client,
+    url: &str,
+    want: &str,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     loop {
         let html = client
