@@ -1293,21 +1293,7 @@ mod tests {
             let next = match (rng.random_range(0..10), pick) {
                 (0..=2, _) | (_, None) => {
                     let key = TicketKey::parse(&format!("SNAP-{step}")).unwrap();
-                    records.push(TicketRecord {
-                        key,
-                        stage: Stage::Dev,
-                        version: 1,
-                        dev: set_id,
-                        qa: None,
-                        prod: None,
-                        created_ms: now,
-                        updated_ms: now,
-                        share_gen: 0,
-                        baseline: None,
-                        retired: None,
-                        rollout: None,
-                        recent: Vec::new(),
-                    });
+                    records.push(TicketRecord::new(key, set_id, now));
                     records.len() - 1
                 }
                 (choice, Some(i)) => {

@@ -249,19 +249,9 @@ mod tests {
 
     fn record(key: &str, updated_ms: u64, stage: Stage) -> TicketRecord {
         TicketRecord {
-            key: TicketKey::parse(key).unwrap(),
             stage,
-            version: 1,
-            dev: Hash::of(b""),
-            qa: None,
-            prod: None,
-            created_ms: 0,
             updated_ms,
-            share_gen: 0,
-            baseline: None,
-            retired: None,
-            rollout: None,
-            recent: Vec::new(),
+            ..TicketRecord::new(TicketKey::parse(key).unwrap(), Hash::of(b""), 0)
         }
     }
 

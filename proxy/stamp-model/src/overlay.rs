@@ -136,19 +136,11 @@ mod tests {
 
     fn record(key: &str, stage: Stage, prod: Option<Hash>, retired: Option<Hash>) -> TicketRecord {
         TicketRecord {
-            key: TicketKey::parse(key).unwrap(),
             stage,
-            version: 1,
-            dev: Hash::of(b""),
             qa: prod,
             prod,
-            created_ms: 0,
-            updated_ms: 0,
-            share_gen: 0,
-            baseline: None,
             retired,
-            rollout: None,
-            recent: Vec::new(),
+            ..TicketRecord::new(TicketKey::parse(key).unwrap(), Hash::of(b""), 0)
         }
     }
 

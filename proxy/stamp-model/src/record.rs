@@ -57,6 +57,26 @@ pub struct RecentSet {
 }
 
 impl TicketRecord {
+    /// A ticket as its first commit creates it: in dev, at version 1, with
+    /// `dev` its override set and nothing else yet.
+    pub fn new(key: TicketKey, dev: Hash, now_ms: u64) -> TicketRecord {
+        TicketRecord {
+            key,
+            stage: Stage::Dev,
+            version: 1,
+            dev,
+            qa: None,
+            prod: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            share_gen: 0,
+            baseline: None,
+            retired: None,
+            rollout: None,
+            recent: Vec::new(),
+        }
+    }
+
     /// The override set id of one stage (`Prod` gives the released snapshot).
     pub fn set_of(&self, stage: Stage) -> Option<Hash> {
         match stage {

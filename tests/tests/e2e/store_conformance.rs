@@ -69,21 +69,10 @@ fn key(s: &str) -> anyhow::Result<TicketKey> {
 }
 
 fn record(key: &TicketKey, version: u64, stage: Stage) -> TicketRecord {
-    let now = now_ms();
     TicketRecord {
-        key: key.clone(),
         stage,
         version,
-        dev: set_id(&OverrideSet::new()),
-        qa: None,
-        prod: None,
-        created_ms: now,
-        updated_ms: now,
-        share_gen: 0,
-        baseline: None,
-        retired: None,
-        rollout: None,
-        recent: Vec::new(),
+        ..TicketRecord::new(key.clone(), set_id(&OverrideSet::new()), now_ms())
     }
 }
 

@@ -175,21 +175,7 @@ mod tests {
     use stamp_model::ticket::{Hash, TicketKey};
 
     fn change() -> Change {
-        let ticket = TicketRecord {
-            key: TicketKey::parse("TKT-1").unwrap(),
-            stage: Stage::Dev,
-            version: 1,
-            dev: Hash::of(b"set"),
-            qa: None,
-            prod: None,
-            created_ms: 0,
-            updated_ms: 0,
-            share_gen: 0,
-            baseline: None,
-            retired: None,
-            rollout: None,
-            recent: Vec::new(),
-        };
+        let ticket = TicketRecord::new(TicketKey::parse("TKT-1").unwrap(), Hash::of(b"set"), 0);
         Change::new(ChangeKind::Uploaded, ticket, None, &Actor::named("t"), None)
     }
 

@@ -171,21 +171,7 @@ async fn upload_once(
     };
     let (record, expected, event) = match existing {
         None => (
-            TicketRecord {
-                key: key.clone(),
-                stage: Stage::Dev,
-                version: 1,
-                dev,
-                qa: None,
-                prod: None,
-                created_ms: now,
-                updated_ms: now,
-                share_gen: 0,
-                baseline: None,
-                retired: None,
-                rollout: None,
-                recent: Vec::new(),
-            },
+            TicketRecord::new(key.clone(), dev, now),
             None,
             actor.event(
                 "upload",
