@@ -48,6 +48,7 @@ pub struct FileRewrite {
     pub compression_level: Option<u32>,
     pub production_vary_cookie: Option<bool>,
     pub page_cache_bytes: Option<u64>,
+    pub variants: Option<usize>,
 }
 
 /// `[modules]` as written.
@@ -166,6 +167,8 @@ pub struct Rewrite {
     pub production_vary_cookie: bool,
     /// The stamped-page cache's budget in bytes (0 = off).
     pub page_cache_bytes: u64,
+    /// Ticket variants built and kept at once ([`crate::snapshot::Variants`]).
+    pub variants: usize,
 }
 
 /// The validated data-plane configuration.
@@ -356,7 +359,11 @@ impl DataConfig {
             compression_level: r.compression_level.unwrap_or(3),
             production_vary_cookie: r.production_vary_cookie.unwrap_or(false),
             page_cache_bytes: r.page_cache_bytes.unwrap_or(32 << 20),
+            variants: r.variants.unwrap_or(crate::snapshot::VARIANTS),
         };
+        if !(16..=1_000_000).contains(&rewrite.variants) {
+            p.add("rewrite.variants", "must be between 16 and 1000000");
+        }
         if rewrite.page_cache_bytes > 0 && rewrite.page_cache_bytes < 1 << 20 {
             p.add(
                 "rewrite.page_cache_bytes",

@@ -255,6 +255,10 @@ fn health(cell: &SnapshotCell, store: &SharedStore) -> Bytes {
             "age_ms": (snap.built_ms > 0).then(|| now.saturating_sub(snap.built_ms)),
             "tickets": snap.tickets.len(),
             "released": snap.released.len(),
+            "variants": {
+                "built": snap.variants.len(),
+                "capacity": snap.variants.capacity(),
+            },
         },
     });
     Bytes::from(body.to_string())

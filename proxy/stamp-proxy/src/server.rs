@@ -266,7 +266,7 @@ fn serve(mut cfg: Config, flags: crate::config::Flags) -> Result<(), StartError>
             .map_err(|e| StartError::Demo(e.to_string()))?;
     }
 
-    let cell = Arc::new(SnapshotCell::default());
+    let cell = Arc::new(SnapshotCell::with_variants(cfg.data.rewrite.variants));
     // A first snapshot before serving, bounded: a store that is down must not
     // keep production traffic from flowing.
     background.block_on(async {

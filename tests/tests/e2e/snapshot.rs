@@ -183,3 +183,84 @@ async fn variants_are_built_on_first_use_and_a_rebuild_costs_what_changed() {
         "a closed ticket's body is not served"
     );
 }
+
+/// `rewrite.variants` sizes the variant cache: health shows it and what it
+/// holds, pages of more tickets than it holds are all stamped, and a value
+/// out of range is refused at start with its key.
+#[tokio::test]
+async fn the_variant_cache_is_sized_by_the_configuration() {
+    let origin = stamp_tests::Origin::start().unwrap();
+    origin.route(
+        "/",
+        stamp_tests::Route::html("<script type=module src=/src/a.js></script>"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let tickets: Vec<String> = (0..20).map(|i| format!("VAR-{i}")).collect();
+    for t in &tickets {
+        let body = format!("export default '{t}';");
+        stamp_tests::seed_dir(&store, t, &[("/src/a.js", &body)])
+            .await
+            .unwrap();
+    }
+    let conf = dir.path().join("proxy.toml");
+    let write = |variants: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "origin = \"{}\"\nstore = \"{}\"\n[rewrite]\nvariants = {variants}\n",
+                origin.url,
+                store.display()
+            ),
+        )
+        .unwrap();
+    };
+    write("16");
+    let proxy =
+        stamp_tests::Proxy::start_with(None, &["--config", &conf.to_string_lossy()], &[]).unwrap();
+    let client = stamp_tests::client();
+    for t in &tickets {
+        let page = client
+            .get(proxy.url(&format!("/?dev={t}")))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let body = format!("export default '{t}';");
+        assert!(
+            page.contains(&stamp_tests::module_url("/src/a.js", &body)),
+            "{t} not stamped: {page}"
+        );
+    }
+    let health: serde_json::Value = client
+        .get(proxy.url("/__stamp/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let variants = &health["snapshot"]["variants"];
+    assert_eq!(variants["capacity"], 16, "{health}");
+    let built = variants["built"].as_u64().unwrap();
+    assert!((1..=16).contains(&built), "{health}");
+    drop(proxy);
+
+    for bad in ["0", "15", "1000001", "-1", "\"many\"", "1.5"] {
+        write(bad);
+        let out = std::process::Command::new(stamp_tests::proxy::binary("stamp-proxy").unwrap())
+            .args(["--config", &conf.to_string_lossy(), "--check"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "variants = {bad} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        // A value of the wrong type is named by its line, like any other.
+        assert!(
+            err.contains("rewrite.variants") || err.contains("line 4"),
+            "variants = {bad}: {err}"
+        );
+    }
+}

@@ -115,6 +115,8 @@ impl Reload {
         live!(timeouts, "timeouts");
         live!(selection, "selection");
         fixed!(rewrite.page_cache_bytes, "rewrite.page_cache_bytes");
+        // The variant cache is the snapshots', made once.
+        fixed!(rewrite.variants, "rewrite.variants");
         live!(rewrite, "rewrite");
         fixed!(module_cache_bytes, "modules.cache_bytes");
         live!(badge, "badge");
