@@ -1088,17 +1088,32 @@ impl SnapshotCell {
             // next refresh whole too.
             let resyncs = store.resyncs();
             let resynced = self.resyncs.load(Ordering::Relaxed) != resyncs;
+            let previous = self.load();
             if !lost
                 && !resynced
+                && !previous.skewed
                 && current != 0
                 && self.applied.load(Ordering::Relaxed) < WHOLE_EVERY
             {
-                if let Some(changes) = store.changes_since(current).await? {
-                    if changes.version == current {
-                        return Ok(());
+                // Any trouble on the short way is the whole build's to meet:
+                // it does not read the changelog.
+                let short = async {
+                    let Some(changes) = store.changes_since(current).await? else {
+                        return Ok(None);
+                    };
+                    // A connection made meanwhile may reach another primary.
+                    if store.resyncs() != resyncs {
+                        return Ok(None);
                     }
-                    let previous = self.load();
-                    if let Some(snap) = previous.apply(store, &changes, sets).await? {
+                    if changes.version == current {
+                        return Ok(Some(None));
+                    }
+                    Ok(previous.apply(store, &changes, sets).await?.map(Some))
+                }
+                .await;
+                match short {
+                    Ok(Some(None)) => return Ok(()),
+                    Ok(Some(Some(snap))) => {
                         self.applied.fetch_add(1, Ordering::Relaxed);
                         crate::metrics::SNAPSHOT_REBUILDS
                             .with_label_values(&["changes"])
@@ -1107,11 +1122,13 @@ impl SnapshotCell {
                         self.store(snap);
                         return Ok(());
                     }
+                    Ok(None) => {}
+                    Err(e @ StoreError::Lost { .. }) => return Err(e),
+                    Err(e) => log::warn!("reading what changed failed, reading everything: {e}"),
                 }
             }
             let state = store.state().await?;
             if state.version != current || force {
-                let previous = self.load();
                 let mut snap = Snapshot::build(store, state, sets, Some(&previous)).await?;
                 snap.pin_production(store, &self.load()).await?;
                 self.applied.store(0, Ordering::Relaxed);

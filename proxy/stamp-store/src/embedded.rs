@@ -95,9 +95,21 @@ struct Changelog {
     /// Versions up to here are not all in `keys` (before this process
     /// opened the store, or trimmed).
     floor: u64,
+    /// The file's reopen count the entries were recorded under: after a
+    /// reopen, versions may have been given again.
+    generation: u64,
 }
 
 impl Changelog {
+    /// Forgets what was recorded under another opening of the file.
+    fn follow(&mut self, generation: u64, version: u64) {
+        if generation != self.generation {
+            self.keys.clear();
+            self.floor = version;
+            self.generation = generation;
+        }
+    }
+
     fn record(&mut self, version: u64, key: TicketKey) {
         self.keys.insert(version, key);
         while self.keys.len() > crate::CHANGELOG {
@@ -138,6 +150,9 @@ struct Handle {
     /// Whether redb may refuse everything until reopened, and when a reopen
     /// was last tried.
     needs_reopen: Mutex<Option<Instant>>,
+    /// Times the file was reopened ([`Store::resyncs`]): what it holds may
+    /// not be what this process last wrote (a restored file).
+    reopened: std::sync::atomic::AtomicU64,
 }
 
 thread_local! {
@@ -224,6 +239,8 @@ impl Handle {
                 log::warn!("store {}: reopened after a disk fault", self.path.display());
                 *slot = Some(Arc::new(db));
                 *lock(&self.needs_reopen) = None;
+                self.reopened
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             Err(e) => {
                 log::debug!("store {}: cannot reopen yet: {e}", self.path.display());
@@ -287,6 +304,7 @@ impl EmbeddedStore {
                 db: RwLock::new(Some(Arc::new(db))),
                 fault: Mutex::new(None),
                 needs_reopen: Mutex::new(None),
+                reopened: Default::default(),
             }),
             path,
             changes,
@@ -294,6 +312,7 @@ impl EmbeddedStore {
             changelog: Arc::new(Mutex::new(Changelog {
                 keys: Default::default(),
                 floor: version,
+                generation: 0,
             })),
         })
     }
@@ -310,14 +329,18 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
-    /// Publishes `version` unless a later one was already published: two
-    /// commits' notifications can race after their transactions are serialised.
-    fn changelog(&self) -> std::sync::MutexGuard<'_, Changelog> {
-        self.changelog
+    /// The changelog, to record a commit `version` made.
+    fn changelog(&self, version: u64) -> std::sync::MutexGuard<'_, Changelog> {
+        let mut log = self
+            .changelog
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.follow(self.resyncs(), version);
+        log
     }
 
+    /// Publishes `version` unless a later one was already published: two
+    /// commits' notifications can race after their transactions are serialised.
     fn notify(&self, version: u64) {
         self.changes.send_if_modified(|current| {
             if version > *current {
@@ -704,7 +727,7 @@ impl Store for EmbeddedStore {
                 })
             })
             .await?;
-        self.changelog().record(version, changed);
+        self.changelog(version).record(version, changed);
         self.notify(version);
         Ok(version)
     }
@@ -739,14 +762,18 @@ impl Store for EmbeddedStore {
 
     async fn changes_since(&self, since: u64) -> Result<Option<Changes>, StoreError> {
         let changelog = Arc::clone(&self.changelog);
+        let generation = self.resyncs();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(db_err)?;
             let meta = txn.open_table(META).map_err(db_err)?;
             let version = read_version(&meta)?;
-            let keys = changelog
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .since(since, version);
+            let keys = {
+                let mut log = changelog
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                log.follow(generation, version);
+                log.since(since, version)
+            };
             let Some(keys) = keys else {
                 return Ok(None);
             };
@@ -845,7 +872,7 @@ impl Store for EmbeddedStore {
             .await?;
         match purged {
             Some(version) => {
-                self.changelog().record(version, changed);
+                self.changelog(version).record(version, changed);
                 self.notify(version);
                 Ok(true)
             }
@@ -855,6 +882,10 @@ impl Store for EmbeddedStore {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn resyncs(&self) -> u64 {
+        self.db.reopened.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn epoch(&self) -> Option<String> {
@@ -1131,6 +1162,7 @@ mod tests {
         let mut log = Changelog {
             keys: Default::default(),
             floor: 10,
+            generation: 0,
         };
         // Before the store was opened: unknown.
         assert_eq!(log.since(9, 10), None);
@@ -1154,6 +1186,13 @@ mod tests {
         assert_eq!(log.since(12, top), None);
         assert!(log.since(13, top).is_some());
         assert_eq!(log.since(top - 1, top), Some(vec![k(top)]));
+        // The file was reopened (a restored file may give versions again):
+        // nothing recorded before is believed.
+        log.follow(1, 20);
+        assert_eq!(log.since(top - 1, top), None);
+        assert_eq!(log.since(19, 20), None);
+        log.record(21, k(21));
+        assert_eq!(log.since(20, 21), Some(vec![k(21)]));
     }
 
     #[test]

@@ -63,27 +63,41 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// (a Redis host that vanished) would go unnoticed without a periodic ping.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
-/// Lua: the id of an epoch marker's raw value, '' when absent, '?' when
-/// unreadable. A macro, so `concat!` can prepend it to the scripts.
+/// Lua: the changelog (KEYS[7]): 'version:key' for each of the last
+/// versions, for readers that ask what changed since one; versions up to
+/// KEYS[8] may be missing from it (trimmed). A version an older proxy made
+/// is missing too, which the reader sees by counting. `changelog_ok` is
+/// checked before a script's first write (Redis does not roll a script
+/// back). A macro, so `concat!` can prepend it to the scripts.
 macro_rules! changelog_lua {
     () => {
         r#"
--- The changelog (KEYS[7]): 'version:key' for each of the last versions,
--- for readers that ask what changed since one; versions up to KEYS[8] may
--- be missing from it (trimmed). A version an older proxy made is missing
--- too, which the reader sees by counting.
+local function changelog_ok()
+  local t = redis.call('TYPE', KEYS[7])
+  t = t['ok'] or t
+  if t ~= 'zset' and t ~= 'none' then
+    return redis.error_reply('CORRUPT the changelog is a ' .. tostring(t) .. ', not a sorted set')
+  end
+  if not tonumber(ARGV[#ARGV - 1]) then
+    return redis.error_reply('the changelog length is not a number')
+  end
+  return nil
+end
 local function changelog(version, key)
   redis.call('ZADD', KEYS[7], version, version .. ':' .. key)
-  if redis.call('ZCARD', KEYS[7]) > tonumber(ARGV[#ARGV - 1]) then
-    local oldest = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
-    redis.call('ZREMRANGEBYRANK', KEYS[7], 0, 0)
-    redis.call('SET', KEYS[8], oldest[2])
+  local keep = tonumber(ARGV[#ARGV - 1])
+  if redis.call('ZCARD', KEYS[7]) > keep then
+    local cut = redis.call('ZRANGE', KEYS[7], -(keep + 1), -(keep + 1), 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(keep + 1))
+    redis.call('SET', KEYS[8], cut[2])
   end
 end
 "#
     };
 }
 
+/// Lua: the id of an epoch marker's raw value, '' when absent, '?' when
+/// unreadable. A macro, so `concat!` can prepend it to the scripts.
 macro_rules! epoch_id_lua {
     () => {
         r#"
@@ -128,6 +142,8 @@ if expected >= 0 then wanted = expected + 1 end
 if found ~= expected or tonumber(ARGV[3]) ~= wanted then
   return {0, found}
 end
+local bad = changelog_ok()
+if bad then return bad end
 
 local overlay = nil
 if ARGV[5] ~= 'keep' then
@@ -216,26 +232,42 @@ return {version, records, redis.call('GET', KEYS[3]) or '[]', redis.call('GET', 
 ///
 /// KEYS: version, changelog, changelog floor, overlay, epoch. ARGV: the
 /// version the reader holds, ticket key prefix.
-/// Returns {version, covered (0|1), {key...}, {record JSON or ''...},
-/// overlay JSON, epoch JSON ('' = none)}.
+/// Returns {version, covered (0|1), {key...}, {present (0|1)...}, {record
+/// JSON ('' when absent)...}, overlay JSON, epoch JSON ('' = none)}.
+/// Anything it cannot read as a changelog (an entry without a version, two
+/// entries for one version, a floor that is not a number, a changelog of
+/// another type) is "not covered": the reader reads the whole state, which
+/// does not depend on the changelog.
 const CHANGES_LUA: &str = r#"
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 local since = tonumber(ARGV[1])
 local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
 local epoch = redis.call('GET', KEYS[5]) or ''
-if since < floor or since > version then return {version, 0, {}, {}, '[]', epoch} end
-local entries = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
-if #entries ~= version - since then return {version, 0, {}, {}, '[]', epoch} end
-local keys, seen, records = {}, {}, {}
-for _, e in ipairs(entries) do
-  local k = string.sub(e, string.find(e, ':', 1, true) + 1)
+local function uncovered() return {version, 0, {}, {}, {}, '[]', epoch} end
+local t = redis.call('TYPE', KEYS[2])
+t = t['ok'] or t
+if not version or not since or not floor or (t ~= 'zset' and t ~= 'none') then return uncovered() end
+if since < floor or since > version then return uncovered() end
+if redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf') ~= version - since then return uncovered() end
+local entries = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+local keys, seen, present, records = {}, {}, {}, {}
+for i = 1, #entries, 2 do
+  local e, score = entries[i], tonumber(entries[i + 1])
+  local colon = string.find(e, ':', 1, true)
+  -- One entry per version, each the version it names, in order.
+  if not colon or score ~= since + (i + 1) / 2 or string.sub(e, 1, colon - 1) ~= tostring(score) then
+    return uncovered()
+  end
+  local k = string.sub(e, colon + 1)
   if not seen[k] then
     seen[k] = true
     table.insert(keys, k)
-    table.insert(records, redis.call('GET', ARGV[2] .. k) or '')
+    local r = redis.call('GET', ARGV[2] .. k)
+    table.insert(present, r and 1 or 0)
+    table.insert(records, r or '')
   end
 end
-return {version, 1, keys, records, redis.call('GET', KEYS[4]) or '[]', epoch}
+return {version, 1, keys, present, records, redis.call('GET', KEYS[4]) or '[]', epoch}
 "#;
 
 /// Stores a body or a set and records "stored now" for it, atomically: a
@@ -398,6 +430,8 @@ if not ok or type(rec) ~= 'table' then
   return redis.error_reply('CORRUPT ticket record ' .. ARGV[1] .. ' is not valid JSON')
 end
 if rec.stage ~= 'closed' or rec.version ~= tonumber(ARGV[2]) then return {0, 0} end
+local bad = changelog_ok()
+if bad then return bad end
 
 -- The workflow never closes a released ticket; should one be listed anyway,
 -- it must not outlive its record there.
@@ -1192,6 +1226,9 @@ impl RedisStore {
         if last == generation || last == 0 {
             return;
         }
+        // Another connection than the last: it may reach another primary,
+        // which may lack a write a snapshot shows (see `Store::resyncs`).
+        self.resyncs.fetch_add(1, Ordering::SeqCst);
         let acked = self.journal.newest();
         if acked.is_empty() {
             return;
@@ -2013,15 +2050,23 @@ impl Store for RedisStore {
             .key(self.keys.epoch())
             .arg(since)
             .arg(self.keys.ticket_prefix());
-        type Reply = (u64, u8, Vec<String>, Vec<Vec<u8>>, Vec<u8>, Vec<u8>);
-        let (version, covered, keys, records, overlay, epoch): Reply = self
+        type Reply = (
+            u64,
+            u8,
+            Vec<String>,
+            Vec<u8>,
+            Vec<Vec<u8>>,
+            Vec<u8>,
+            Vec<u8>,
+        );
+        let (version, covered, keys, present, records, overlay, epoch): Reply = self
             .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
         self.check_epoch(&known, &epoch)?;
         if covered != 1 {
             return Ok(None);
         }
-        if keys.len() != records.len() {
+        if keys.len() != records.len() || keys.len() != present.len() {
             return Err(StoreError::Corrupt(format!(
                 "changes script answered {} keys and {} records",
                 keys.len(),
@@ -2034,10 +2079,10 @@ impl Store for RedisStore {
             removed: Vec::new(),
             overlay: decode("overlay", &overlay)?,
         };
-        for (key, record) in keys.into_iter().zip(records) {
+        for ((key, record), present) in keys.into_iter().zip(records).zip(present) {
             let key = TicketKey::parse(&key)
                 .map_err(|e| StoreError::Corrupt(format!("the changelog names {key:?}: {e}")))?;
-            if record.is_empty() {
+            if present == 0 {
                 changes.removed.push(key);
             } else {
                 let record: TicketRecord = decode("ticket record", &record)?;

@@ -1240,6 +1240,29 @@ async fn redis_changelog_is_trimmed_and_never_misleads() -> anyhow::Result<()> {
     create(&*s, &key("TRIM-99999")?).await?;
     ensure!(s.changes_since(top).await?.is_none(), "still missing");
     ensure!(s.changes_since(top + 1).await?.is_some(), "after it");
+
+    // A changelog that is not one (another type under its key, a floor
+    // that is not a number) is "read everything", never an error the
+    // snapshot would stop on; and a commit refuses before writing anything.
+    let now = s.version().await?;
+    raw_set(server.port, &format!("{PREFIX}:changelog-floor"), b"many")?;
+    ensure!(s.changes_since(now).await?.is_none(), "a floor of text");
+    raw_set(server.port, &format!("{PREFIX}:changelog-floor"), b"0")?;
+    raw_set(
+        server.port,
+        &format!("{PREFIX}:changelog"),
+        b"not a sorted set",
+    )?;
+    ensure!(s.changes_since(now).await?.is_none(), "a changelog of text");
+    let k = key("TRIM-1")?;
+    let before = s.get_ticket(&k).await?;
+    let refused = s.commit(commit(&k, Some(1), OverlayOp::Keep, None)).await;
+    ensure!(
+        matches!(&refused, Err(StoreError::Corrupt(m)) if m.contains("changelog")),
+        "{refused:?}"
+    );
+    ensure!(s.version().await? == now, "nothing written");
+    ensure!(s.get_ticket(&k).await? == before, "nothing written");
     Ok(())
 }
 
