@@ -235,14 +235,7 @@ async fn the_variant_cache_is_sized_by_the_configuration() {
             "{t} not stamped: {page}"
         );
     }
-    let health: serde_json::Value = client
-        .get(proxy.url("/__stamp/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = stamp_tests::json_of(client.get(proxy.url("/__stamp/health"))).await;
     let variants = &health["snapshot"]["variants"];
     assert_eq!(variants["capacity"], 16, "{health}");
     let built = variants["built"].as_u64().unwrap();
