@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -868,6 +868,10 @@ impl Snapshot {
     }
 }
 
+/// The empty variant's id: every closed ticket's.
+static EMPTY_ID: LazyLock<Hash> =
+    LazyLock::new(|| stamp_model::ticket::set_id(&OverrideSet::default()));
+
 /// What one ticket adds to a snapshot: its view, its open views' pairs in
 /// `served`, their variants' ids and other origins. `before`, its view
 /// under the same overlay, keeps the ids when its sets are the same.
@@ -905,7 +909,7 @@ fn admit(
     let (dev_id, qa_id) = match before {
         Some(b) => (b.dev_id, b.qa_id),
         // A closed ticket is never stamped: the empty variant's id.
-        None if !open => (stamp_model::ticket::set_id(&OverrideSet::default()), None),
+        None if !open => (*EMPTY_ID, None),
         None => {
             let dev_id = id_of(t.dev, &dev);
             let qa_id = match (t.qa, &qa) {

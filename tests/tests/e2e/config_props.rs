@@ -13,20 +13,7 @@ mod props;
 /// Mutations per seed.
 const ROUNDS: usize = 400;
 
-/// xorshift64*: a fixed, dependency-free stream, so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use stamp_tests::Xorshift as Rng;
 
 const HOSTILE: &[&str] = &[
     "\"\"",

@@ -97,23 +97,7 @@ const FILES: [(&str, bool, &str); 7] = [
 /// What the page imports, in order.
 const SPECIFIERS: [&str; 4] = ["a", "b", "lib/x.js", "w"];
 
-/// A small deterministic generator (xorshift64*).
-struct Draw(u64);
-
-impl Draw {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
-    }
-}
+use stamp_tests::Xorshift as Draw;
 
 #[derive(Debug)]
 struct Case {

@@ -202,6 +202,12 @@ fn external_map_app(bytes: usize) -> (String, String) {
     (page, map)
 }
 
+/// The `src` of a page's SystemJS map, entities decoded.
+fn external_map_src(page: &str) -> Option<String> {
+    let rest = page.split("type=\"systemjs-importmap\" src=\"").nth(1)?;
+    Some(rest.split('"').next()?.replace("&amp;", "&"))
+}
+
 const PAGE_HEADERS: &[(&str, &str)] = &[("accept", "text/html,application/xhtml+xml")];
 const MODULE_HEADERS: &[(&str, &str)] = &[("accept", "*/*"), ("sec-fetch-dest", "script")];
 
@@ -960,13 +966,9 @@ async fn check_outputs(b: &Bench, module_body: &str) -> anyhow::Result<()> {
         "production's external map moved"
     );
     let ext_released = get(b.overlay.url(EXT_PAGE)).await?;
-    let merged = ext_released
-        .split("type=\"systemjs-importmap\" src=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
+    let merged = external_map_src(&ext_released)
         .filter(|src| src.starts_with("/__stamp/map?"))
-        .context("the released ticket's page names no merged map")?
-        .replace("&amp;", "&");
+        .context("the released ticket's page names no merged map")?;
     ensure!(
         get(b.overlay.url(&merged)).await?.contains(&b.module_url),
         "the merged map does not carry the released ticket's module"
@@ -1067,13 +1069,7 @@ async fn external_map_views(b: &mut Bench) -> anyhow::Result<()> {
                 .await?
                 .text()
                 .await?;
-            let src = page
-                .split("type=\"systemjs-importmap\"")
-                .nth(1)
-                .and_then(|rest| rest.split("src=\"").nth(1))
-                .and_then(|rest| rest.split('"').next())
-                .context("the page names no external map")?
-                .replace("&amp;", "&");
+            let src = external_map_src(&page).context("the page names no external map")?;
             let url = proxy.url(&src);
             if cache
                 .get(&url)
