@@ -4,12 +4,17 @@
 //! - `proxy`: a bare Pingora proxy, `upstream_peer` only;
 //! - `rewrite`: the same, with lol_html and one no-op `script` handler run
 //!   over every HTML body (the least any import-map stamper must do);
+//! - `rechunk`: the same as `proxy`, but every HTML body goes through the
+//!   body filter as a new buffer with its length unknown (chunked), as any
+//!   filter that may change a page's length must send it: no parsing at
+//!   all, so it is the floor of every stamped response on Pingora;
 //! - `responder`: a bare Pingora service answering a module body from
 //!   memory (what serving a ticket's module must at least cost).
 //!
 //! ```text
 //! stamp-floor proxy --listen 127.0.0.1:9001 --origin 127.0.0.1:3000
 //! stamp-floor rewrite --listen 127.0.0.1:9002 --origin 127.0.0.1:3000
+//! stamp-floor rechunk --listen 127.0.0.1:9004 --origin 127.0.0.1:3000
 //! stamp-floor responder --listen 127.0.0.1:9003 --body-bytes 30720
 //! ```
 
@@ -30,6 +35,7 @@ use pingora::server::Server;
 enum Mode {
     Proxy,
     Rewrite,
+    Rechunk,
     Responder,
 }
 
@@ -72,6 +78,8 @@ impl OutputSink for Sink {
 #[derive(Default)]
 struct Ctx {
     rewriter: Mutex<Option<(HtmlRewriter<'static, Sink>, Sink)>>,
+    /// `rechunk`: this response's body is copied through the filter.
+    rechunk: bool,
 }
 
 #[async_trait]
@@ -114,6 +122,11 @@ impl ProxyHttp for Floor {
             .headers
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+        if matches!(self.mode, Mode::Rechunk) && html {
+            upstream.remove_header("content-length");
+            upstream.insert_header("transfer-encoding", "chunked")?;
+            ctx.rechunk = true;
+        }
         if matches!(self.mode, Mode::Rewrite) && html {
             upstream.remove_header("content-length");
             upstream.insert_header("transfer-encoding", "chunked")?;
@@ -141,6 +154,14 @@ impl ProxyHttp for Floor {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if ctx.rechunk {
+            // What a filter that changed nothing would still do: read the
+            // chunk and hand on its bytes in a buffer of its own.
+            if let Some(chunk) = body.take() {
+                *body = Some(Bytes::copy_from_slice(&chunk));
+            }
+            return Ok(None);
+        }
         let slot = ctx
             .rewriter
             .get_mut()
