@@ -64,7 +64,7 @@ pub static REPORTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Page rewrites by outcome: `merged`, `inserted`, `entries-only`,
-/// `map-invalid`, `map-too-large`, `bailed-out`, `skipped-*`.
+/// `map-invalid`, `map-too-large`, `base-elsewhere`, `bailed-out`, `skipped-*`.
 pub static REWRITES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     must(register_int_counter_vec!(
         "stamp_rewrites_total",

@@ -73,7 +73,7 @@ const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))ret
   if(u.origin===location.origin&&u.pathname==="/__stamp/map")return;
   const q=new URLSearchParams({v:D.variant,src:u.origin===location.origin?u.pathname+u.search:u.href});
   if(/shim/i.test(s.getAttribute("type")))q.set("urls","absolute");const i=s.getAttribute("integrity");if(i){q.set("integrity",i);s.removeAttribute("integrity")}
-  s.setAttribute("src","/__stamp/map?"+q);return}
+  s.setAttribute("src",location.origin+"/__stamp/map?"+q);return}
  try{s.textContent=JSON.stringify(fixMap(JSON.parse(s.textContent),d.baseURI))}catch(_){}};
 const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&n.localName==="script")fixScript(n);else if((n.nodeType===1||n.nodeType===11)&&n.querySelectorAll)n.querySelectorAll("script[type]").forEach(fixScript)};
 if(AT.size&&!prodPage){const wrap=(P,names)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;

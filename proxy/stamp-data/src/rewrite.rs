@@ -73,6 +73,7 @@ static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
 static TEMPLATE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("template"));
 static META_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("meta"));
 static HEAD_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("head"));
+static BASE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("base"));
 
 /// What the rewriter needs to know before the first byte.
 #[derive(Debug, Clone)]
@@ -140,8 +141,12 @@ pub struct Report {
     pub external_maps: u32,
     pub map_inserted: bool,
     pub entries_rewritten: u32,
-    /// Why an existing map was left unchanged (invalid JSON, too large).
+    /// Why an existing map was left unchanged (invalid JSON, too large,
+    /// a `<base href>` on another origin).
     pub map_left: Option<String>,
+    /// The page's `<base href>` is on another origin: nothing after it was
+    /// stamped (see `base_elsewhere`).
+    pub base_elsewhere: bool,
     pub bailed_out: bool,
     /// lol_html failed on the page (an internal error, not its memory
     /// budget): what it had not emitted of that chunk is lost, as before
@@ -171,6 +176,8 @@ impl Report {
     pub fn outcome(&self) -> &'static str {
         if self.bailed_out {
             "bailed-out"
+        } else if self.base_elsewhere {
+            "base-elsewhere"
         } else if let Some(reason) = &self.map_left {
             if reason.contains("larger") {
                 "map-too-large"
@@ -232,10 +239,49 @@ struct State {
     /// lol_html reads single constructs after `<body>`: record where a
     /// script's end tag ends.
     island: bool,
+    /// The URL the page's relative URLs resolve against, once its first
+    /// `<base href>` was read (HTML's frozen base URL); before, the page's
+    /// own URL.
+    base: Option<Url>,
+    /// The first `<base>` with an `href` was read: later ones change nothing.
+    base_frozen: bool,
     report: Report,
 }
 
 impl State {
+    /// What a relative URL read here resolves against, as the browser
+    /// resolves it: the `<base href>` read so far, else the page's URL.
+    /// Only a base on the page's origin is ever used to stamp (see
+    /// [`State::base_elsewhere`]), so an absolute path still names a file
+    /// the proxy serves.
+    fn base(&self) -> &Url {
+        self.base.as_ref().unwrap_or(&self.spec.page_url)
+    }
+
+    /// Whether the page's `<base href>` is on another origin. Its relative
+    /// URLs, and the absolute paths the ticket's URLs are written as, then
+    /// resolve there, not on this proxy: nothing after it is stamped, and
+    /// the report says why (the badge shows it), rather than pointing the
+    /// page at files that origin does not have.
+    fn base_elsewhere(&mut self) -> bool {
+        let Some(base) = &self.base else {
+            return false;
+        };
+        if crate::importmap::same_origin(base, &self.spec.page_url) {
+            return false;
+        }
+        if !self.report.base_elsewhere {
+            let reason = format!(
+                "the page's <base href> is on {}: its relative URLs resolve there, not on this proxy, so nothing after it was stamped",
+                base.origin().ascii_serialization()
+            );
+            log::warn!("{}: {reason}", self.spec.page_url);
+            self.report.base_elsewhere = true;
+            self.report.map_left = Some(reason);
+        }
+        true
+    }
+
     /// The map element's nonce: the header plan's, else ours once a
     /// `<meta>` policy asked for one.
     fn map_nonce(&self) -> Option<String> {
@@ -343,6 +389,11 @@ fn stamping_handlers(
         Cow::Borrowed(&*TEMPLATE_SELECTOR),
         ElementContentHandlers::default()
             .element(move |el: &mut Element<'_, '_>| on_template(&s, el)),
+    ));
+    let s = state.clone();
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*BASE_SELECTOR),
+        ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| on_base(&s, el)),
     ));
     let (s, t) = (state.clone(), state.clone());
     settings = settings.append_element_content_handler((
@@ -472,6 +523,8 @@ impl PageRewriter {
             body_seen: false,
             tag_end: None,
             island: false,
+            base: None,
+            base_frozen: false,
             report: Report::default(),
         }));
         let out = Sink::default();
@@ -840,6 +893,10 @@ fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, ty: &str) -
     if st.template_depth > 0 || st.spec.effective.overrides.is_empty() {
         return Ok(());
     }
+    if st.base_elsewhere() {
+        st.map_seen = true;
+        return Ok(());
+    }
     // Its text is taken out of the page only if its end tag will put it
     // back merged: an element without one (self-closed in SVG or MathML)
     // has no text, and one whose end never comes must not swallow the page.
@@ -910,7 +967,7 @@ fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult 
     match spec.effective.merges.merge(
         &original,
         &spec.effective.overrides,
-        &spec.page_url,
+        st.base(),
         spec.max_map_bytes,
         form,
     ) {
@@ -955,9 +1012,7 @@ fn note_elsewhere(st: &mut State, map_text: &str) {
     };
     let mut found = Vec::new();
     for (spec, m) in probe.own.iter() {
-        if let Some(url) =
-            stamp_model::assets::served_elsewhere(&map, &st.spec.page_url, &m.path, spec)
-        {
+        if let Some(url) = stamp_model::assets::served_elsewhere(&map, st.base(), &m.path, spec) {
             found.push((m.path.clone(), url));
         }
     }
@@ -1090,11 +1145,15 @@ fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> Handl
         return Ok(());
     }
     st.map_seen = true;
+    if st.base_elsewhere() {
+        return Ok(());
+    }
     let Some(src) = el.get_attribute("src").map(|s| decode_entities(&s)) else {
         return Ok(());
     };
     let page = &st.spec.page_url;
-    let Some(url) = page
+    let Some(url) = st
+        .base()
         .join(src.trim())
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -1153,7 +1212,12 @@ fn on_module_entry(
     attr: &str,
 ) -> HandlerResult {
     let mut st = lock(state);
-    if !st.map_seen && !st.inserted && !st.module_seen && !st.spec.effective.overrides.is_empty() {
+    if !st.map_seen
+        && !st.inserted
+        && !st.module_seen
+        && !st.spec.effective.overrides.is_empty()
+        && !st.base_elsewhere()
+    {
         // The first module script / modulepreload with no map before it: the
         // page has no map that could still take effect, so insert ours here.
         let html = map_element(&st.spec, st.map_nonce());
@@ -1177,7 +1241,10 @@ fn on_entry(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, attr: &str) -> 
     let Some(value) = el.get_attribute(attr).map(|s| decode_entities(&s)) else {
         return Ok(());
     };
-    let Some(location) = location(&st.spec.page_url, &value) else {
+    if st.base_elsewhere() {
+        return Ok(());
+    }
+    let Some(location) = location(st.base(), &value) else {
         return Ok(());
     };
     let Some(module) = st.spec.effective.replacement(&location) else {
@@ -1190,6 +1257,30 @@ fn on_entry(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, attr: &str) -> 
     // the probe's marker.
     el.remove_attribute("integrity");
     st.report.entries_rewritten += 1;
+    Ok(())
+}
+
+/// `<base href>`: the first one with an `href` sets what every relative
+/// URL after it resolves against (HTML's frozen base URL), for the browser
+/// and so for the maps, scripts and links read after it here. Parsed as
+/// HTML parses it, against the page's URL; one that does not parse, or a
+/// `data:` or `javascript:` URL, leaves the page's own URL (and still
+/// counts as the first). One in a `<template>` or in SVG is not the
+/// page's.
+fn on_base(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
+    let mut st = lock(state);
+    if st.base_frozen || st.template_depth > 0 || el.namespace_uri() != HTML_NS {
+        return Ok(());
+    }
+    let Some(href) = el.get_attribute("href").map(|h| decode_entities(&h)) else {
+        return Ok(());
+    };
+    st.base_frozen = true;
+    if let Ok(url) = st.spec.page_url.join(&href) {
+        if !matches!(url.scheme(), "data" | "javascript") {
+            st.base = Some(url);
+        }
+    }
     Ok(())
 }
 
@@ -1848,5 +1939,94 @@ mod tests {
             assert_eq!(out, html, "left exactly as it was");
             assert_eq!(report.maps_merged, 0, "{out}");
         }
+    }
+
+    /// A page of an app deployed under `/app/`, at one of its deep links,
+    /// with the `<base href>` such apps carry (Angular's, a router's).
+    fn at_a_deep_link(paths: &[&str]) -> RewriteSpec {
+        let mut s = spec(paths);
+        s.page_url = Url::parse("http://app.test/app/settings/profile").unwrap();
+        s
+    }
+
+    #[test]
+    fn a_base_href_is_what_the_map_and_the_entries_resolve_against() {
+        let html = "<head><base href=\"/app/\"><script type=\"importmap\">{\"imports\": {\"greet\": \"./lib/greet.js\"}}</script><script type=module src=\"main.js\"></script></head><body>x</body>";
+        // What the browser loads: /app/lib/greet.js and /app/main.js.
+        let (out, report) = rewrite_str(at_a_deep_link(&["/app/lib/greet.js"]), html);
+        assert!(
+            out.contains(&format!("\"greet\":\"{}\"", url_of("/app/lib/greet.js"))),
+            "{out}"
+        );
+        assert_eq!(report.maps_merged, 1);
+        let (out, report) = rewrite_str(at_a_deep_link(&["/app/main.js"]), html);
+        assert!(
+            out.contains(&format!("src=\"{}\"", url_of("/app/main.js"))),
+            "{out}"
+        );
+        assert_eq!(report.entries_rewritten, 1);
+        // What the page's own URL would resolve them to is not loaded:
+        // the ticket's file there replaces nothing.
+        for other in ["/app/settings/lib/greet.js", "/app/settings/main.js"] {
+            let (out, report) = rewrite_str(at_a_deep_link(&[other]), html);
+            assert!(out.contains("\"greet\":\"./lib/greet.js\""), "{out}");
+            assert!(out.contains("src=\"main.js\""), "{out}");
+            assert_eq!(report.entries_rewritten, 0, "{other}: {out}");
+        }
+    }
+
+    #[test]
+    fn only_the_first_base_href_of_the_page_counts_and_only_from_where_it_is() {
+        let t = at_a_deep_link(&["/app/settings/a.js", "/app/b.js", "/app/c.js"]);
+        // The map and the first script come before the base: the page's
+        // URL. After it, the first base's; a second base changes nothing,
+        // nor does one in a template, nor one without an href.
+        let html = "<head><script type=module src=\"a.js\"></script>\
+                    <template><base href=\"/elsewhere/\"></template><base target=_top>\
+                    <base href=\"/app/\"><base href=\"/other/\">\
+                    <script type=module src=\"b.js\"></script></head><body><script type=module src=\"c.js\"></script></body>";
+        let (out, report) = rewrite_str(t, html);
+        for p in ["/app/settings/a.js", "/app/b.js", "/app/c.js"] {
+            assert!(
+                out.contains(&format!("src=\"{}\"", url_of(p))),
+                "{p}: {out}"
+            );
+        }
+        assert_eq!(report.entries_rewritten, 3, "{out}");
+        // A base that does not parse, or a data: one, leaves the page's URL.
+        for base in ["http://[::1", "data:text/html,x"] {
+            let html = format!("<head><base href=\"{base}\"><base href=\"/app/\"><script type=module src=\"a.js\"></script></head>");
+            let (out, _) = rewrite_str(at_a_deep_link(&["/app/settings/a.js"]), &html);
+            assert!(
+                out.contains(&format!("src=\"{}\"", url_of("/app/settings/a.js"))),
+                "{base}: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_base_href_on_another_origin_stamps_nothing_and_says_why() {
+        let html = "<head><base href=\"https://cdn.test/assets/\"><script type=\"importmap\">{\"imports\": {\"greet\": \"/app/lib/greet.js\"}}</script><script type=module src=\"/app/main.js\"></script></head><body>x</body>";
+        let (out, report) =
+            rewrite_str(at_a_deep_link(&["/app/lib/greet.js", "/app/main.js"]), html);
+        assert_eq!(
+            out, html,
+            "the page's paths are the CDN's: left as they are"
+        );
+        assert!(report.base_elsewhere);
+        assert_eq!(report.outcome(), "base-elsewhere");
+        let why = report.nothing_applied().unwrap();
+        assert!(why.contains("<base href> is on https://cdn.test"), "{why}");
+        // No map either where the page has none to merge into.
+        let html = "<head><base href=\"https://cdn.test/\"></head><body><script type=module src=\"/app/main.js\"></script></body>";
+        let (out, report) = rewrite_str(at_a_deep_link(&["/app/lib/greet.js"]), html);
+        assert_eq!(out, html);
+        assert!(!report.map_inserted);
+        // Before the base, the page is the proxy's: that much is stamped.
+        let html = "<head><script type=module src=\"/app/main.js\"></script><base href=\"https://cdn.test/\"><script type=module src=\"/app/other.js\"></script></head>";
+        let (out, report) = rewrite_str(at_a_deep_link(&["/app/main.js", "/app/other.js"]), html);
+        assert!(out.contains(&url_of("/app/main.js")), "{out}");
+        assert!(out.contains("src=\"/app/other.js\""), "{out}");
+        assert_eq!(report.entries_rewritten, 1);
     }
 }

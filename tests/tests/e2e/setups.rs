@@ -452,6 +452,84 @@ async fn the_badge_never_claims_code_that_did_not_run() {
     browser.close().await.unwrap();
 }
 
+/// An app deployed under `/app/` (Angular's `--base-href`, any client
+/// router's deep links): the page at a deep link carries
+/// `<base href="/app/">`, and its map entry and entry script are relative,
+/// so the browser resolves them against the base, not against the page's
+/// URL. The ticket's `/app/lib/greet.js` is what runs, and the badge says
+/// so. A base on another origin takes the page's paths there: nothing is
+/// stamped, production runs, and the badge says why.
+#[tokio::test]
+async fn a_base_href_decides_what_the_ticket_replaces() {
+    let origin = Origin::start().unwrap();
+    let cdn = Origin::start().unwrap();
+    let page = |base: &str| {
+        format!(
+            "<!doctype html><html><head><base href=\"{base}\">\
+             <script type=\"importmap\">{{\"imports\":{{\"greet\":\"./lib/greet.js\"}}}}</script>\
+             <script type=\"module\" src=\"main.js\"></script></head>\
+             <body><p id=\"out\">start</p></body></html>"
+        )
+    };
+    origin.route("/app/settings/profile", Route::html(&page("/app/")));
+    let cdn_base = format!("{}/app/", cdn.url);
+    origin.route("/app/settings/cdn", Route::html(&page(&cdn_base)));
+    let main = "import { greet } from 'greet';\n\
+                document.getElementById('out').textContent = greet();\n";
+    let production = "export const greet = () => 'production greeting';\n";
+    for site in [&origin, &cdn] {
+        serve(site, "/app/main.js", "text/javascript", main);
+        serve(site, "/app/lib/greet.js", "text/javascript", production);
+    }
+    let app = App::start(origin, cdn);
+    let work = project(
+        "/app/lib",
+        "lib",
+        &[(
+            "greet.js",
+            "export const greet = () => 'ticket greeting';\n",
+        )],
+    );
+    app.stamp(work.path(), &["BASE-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    let out = || async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = browser
+                .execute("return document.getElementById('out').textContent")
+                .await
+                .unwrap();
+            if text != "start" {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "the app never ran");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    browser
+        .goto(&app.proxy.url("/app/settings/profile"))
+        .await
+        .unwrap();
+    assert_eq!(out().await, "production greeting");
+    browser
+        .goto(&app.proxy.url("/app/settings/profile?dev=BASE-1"))
+        .await
+        .unwrap();
+    assert_eq!(out().await, "ticket greeting");
+    let text = badge_says(&browser, "1 of 1 module ran").await;
+    assert!(text.contains("BASE-1"), "{text}");
+
+    browser
+        .goto(&app.proxy.url("/app/settings/cdn?dev=BASE-1"))
+        .await
+        .unwrap();
+    assert_eq!(out().await, "production greeting", "the CDN's files ran");
+    let text = badge_says(&browser, "<base href> is on").await;
+    assert!(text.contains(&app.cdn.url), "{text}");
+    browser.close().await.unwrap();
+}
+
 // ------------------------------------------------------- service workers
 
 /// A PWA as vite-plugin-pwa builds it by default (Workbox's generateSW:

@@ -4,9 +4,9 @@
 //! on, at memchr speed between them. It never rewrites: it only says where
 //! a construct begins that lol_html must read (a script, a link, a meta
 //! policy, another `<body>`), or from where lol_html must read the rest of
-//! the page (templates, SVG and MathML, doctypes, `<plaintext>`, a start
-//! tag whose state lol_html and the specification disagree on). Only
-//! HTML-namespace content is ever handed to it.
+//! the page (templates, SVG and MathML, doctypes, `<plaintext>`, `<base>`,
+//! a start tag whose state lol_html and the specification disagree on).
+//! Only HTML-namespace content is ever handed to it.
 
 /// The first `needle` in `hay`. Most spans between two bytes the
 /// tokenizer stops at are short (a tag every 20 bytes or so, values of a
@@ -71,7 +71,9 @@ fn classify(name: &[u8]) -> Name {
         b"link" => Name::Link,
         b"meta" => Name::Meta,
         b"body" => Name::Body,
-        b"template" | b"svg" | b"math" | b"plaintext" => Name::Hard,
+        // `base`: what later relative URLs resolve against; lol_html's
+        // handler must read it (rare after `<body>`, so the rest with it).
+        b"template" | b"svg" | b"math" | b"plaintext" | b"base" => Name::Hard,
         b"style" => Name::Raw(b"style"),
         b"iframe" => Name::Raw(b"iframe"),
         b"xmp" => Name::Raw(b"xmp"),
@@ -81,8 +83,8 @@ fn classify(name: &[u8]) -> Name {
         b"textarea" => Name::Raw(b"textarea"),
         b"title" => Name::Raw(b"title"),
         // lol_html's void elements (`link` and `meta` are too).
-        b"area" | b"base" | b"basefont" | b"bgsound" | b"br" | b"col" | b"embed" | b"hr"
-        | b"img" | b"input" | b"keygen" | b"param" | b"source" | b"track" | b"wbr" => Name::Void,
+        b"area" | b"basefont" | b"bgsound" | b"br" | b"col" | b"embed" | b"hr" | b"img"
+        | b"input" | b"keygen" | b"param" | b"source" | b"track" | b"wbr" => Name::Void,
         _ => Name::Other,
     }
 }
