@@ -96,6 +96,7 @@ pub fn spec(n: usize) -> RewriteSpec {
         live: None,
         meta_csp,
         asset_origins: std::sync::Arc::from(Vec::<String>::new()),
+        base_uri: Vec::new(),
         notice: None,
     }
 }

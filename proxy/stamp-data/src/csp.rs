@@ -9,6 +9,7 @@
 //! alone cannot cover it; the nonce is what makes both cases work.
 
 use base64::Engine;
+use url::Url;
 
 /// What to do to a response's Content-Security-Policy headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,72 @@ pub fn plan_for(
         }
     }
     plan_with_nonce(&chain, policies, &headers, inserted_hash, fresh_nonce).plan
+}
+
+/// The source list of each enforced policy's `base-uri` directive (a
+/// directive no other stands in for: without it, any base is allowed).
+pub fn base_uri_sources(enforced: &[&str]) -> Vec<Vec<String>> {
+    parse_headers(enforced)
+        .iter()
+        .flatten()
+        .filter_map(|p| p.directives.iter().find(|d| d.name == "base-uri"))
+        .map(|d| d.sources.iter().map(|s| s.to_string()).collect())
+        .collect()
+}
+
+/// Whether every policy's `base-uri` lets a page on `page` use the base
+/// `url`: `Some(false)` when one blocks it (the browser then keeps the
+/// page's own URL), `None` when a list has sources this does not judge
+/// (hosts, paths, wildcards) and none it does matches.
+pub fn base_allowed(lists: &[Vec<String>], url: &Url, page: &Url) -> Option<bool> {
+    let mut all = Some(true);
+    for list in lists {
+        let verdict = one_base_list(list, url, page);
+        match verdict {
+            Some(false) => return Some(false),
+            None => all = None,
+            Some(true) => {}
+        }
+    }
+    all
+}
+
+fn one_base_list(list: &[String], url: &Url, page: &Url) -> Option<bool> {
+    let sources: Vec<&str> = list
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !keyword_is(s, "'none'"))
+        .collect();
+    let mut judged = true;
+    for source in &sources {
+        let lower = source.to_ascii_lowercase();
+        let matches = if lower == "'self'" {
+            // Same origin, or the same host upgraded from http to https.
+            crate::importmap::same_origin(url, page)
+                || (page.scheme() == "http"
+                    && url.scheme() == "https"
+                    && url.host() == page.host()
+                    && url.port().is_none()
+                    && page.port().is_none())
+        } else if let Some(scheme) = lower.strip_suffix(':').filter(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        }) {
+            url.scheme() == scheme || (scheme == "http" && url.scheme() == "https")
+        } else if lower.starts_with('\'') {
+            // Another keyword ('unsafe-inline', a nonce): matches no URL.
+            false
+        } else {
+            judged = false;
+            false
+        };
+        if matches {
+            return Some(true);
+        }
+    }
+    // An empty list, or `'none'`, allows nothing.
+    judged.then_some(false)
 }
 
 /// Each header value's comma-separated policies.

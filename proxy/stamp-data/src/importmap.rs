@@ -474,6 +474,20 @@ pub fn same_origin(a: &Url, b: &Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
+/// Whether `url` is where the page on `page` is served from, as far as
+/// the proxy can tell: the same origin, or the same host and default port
+/// with http and https swapped (a page the proxy takes for `http://` when a
+/// TLS terminator in front of it sent no `X-Forwarded-Proto`).
+pub fn same_site(url: &Url, page: &Url) -> bool {
+    same_origin(url, page)
+        || (matches!(
+            (url.scheme(), page.scheme()),
+            ("http", "https") | ("https", "http")
+        ) && url.host() == page.host()
+            && url.port().is_none()
+            && page.port().is_none())
+}
+
 /// `/a/b.js` with nothing the URL parser would change or cut off: no dot
 /// segments, no percent-encoding to normalise, no query, fragment or `//`.
 pub fn is_plain_absolute_path(s: &str) -> bool {

@@ -114,14 +114,14 @@ const badge=()=>{if(!D.badge)return;outcome();
  box.className=cls;box.setAttribute("aria-label",`ticket-stamp: viewing ${D.ticket} (${D.view})`);
  box.replaceChildren();const t=(tag,s)=>{const e=d.createElement(tag);e.textContent=s;box.append(e);return e};
  t("strong",D.ticket);t("span",`${D.view} view · ${D.stage}`);t("span",text).className="what";
- const a=t("a","Ticket");a.href=D.panel;const b=t("button","Exit to production");b.className="exit";b.onclick=leave};
+ const a=t("a","Ticket");a.href=location.origin+D.panel;const b=t("button","Exit to production");b.className="exit";b.onclick=leave};
 const leave=()=>{const u=new URL(location.href);u.searchParams.delete("dev");u.searchParams.delete("qa");u.searchParams.delete("st");
  // A POST reaches the proxy whatever service worker the app has: no route
  // of a service worker answers it from a cache.
  // The app's own service worker, set aside while on the ticket, is asked
  // back at once (the browser's own update check may come much later).
  const sw=navigator.serviceWorker;
- fetch(D.leave,{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0)
+ fetch(location.origin+D.leave,{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0)
   .then(()=>sw&&sw.getRegistration().then(r=>r&&r.update()).catch(()=>0))
   .then(()=>location.replace(u.href))};
 S.leave=leave;
@@ -139,7 +139,7 @@ const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const p
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
   modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p),not_run:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
- try{fetch(D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
+ try{fetch(location.origin+D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 W.addEventListener("load",()=>{hookSystem();setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{sent=1;report(!1)},3000)});
 W.addEventListener("pagehide",()=>{sent?report(!0):(sent=1,report(!1))});
 })();

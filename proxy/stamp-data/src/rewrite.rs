@@ -98,6 +98,9 @@ pub struct RewriteSpec {
     pub meta_csp: Option<MetaCsp>,
     /// Other origins whose external import maps may be fetched and merged.
     pub asset_origins: Arc<[String]>,
+    /// The source lists of the page's enforced `base-uri` directives, one
+    /// per policy that has one (none: no policy restricts `<base href>`).
+    pub base_uri: Vec<Vec<String>>,
     /// A production page for a link that selects nothing any more: only this
     /// notice (ready markup) is added at the end of `<body>`; nothing else
     /// of the page is looked at or changed.
@@ -245,6 +248,9 @@ struct State {
     base: Option<Url>,
     /// The first `<base>` with an `href` was read: later ones change nothing.
     base_frozen: bool,
+    /// Why nothing after the page's `<base href>` can be stamped: it is on
+    /// another origin, or the proxy cannot tell what it resolves to.
+    base_stop: Option<String>,
     report: Report,
 }
 
@@ -258,23 +264,18 @@ impl State {
         self.base.as_ref().unwrap_or(&self.spec.page_url)
     }
 
-    /// Whether the page's `<base href>` is on another origin. Its relative
-    /// URLs, and the absolute paths the ticket's URLs are written as, then
-    /// resolve there, not on this proxy: nothing after it is stamped, and
-    /// the report says why (the badge shows it), rather than pointing the
-    /// page at files that origin does not have.
+    /// Whether the page's `<base href>` stops stamping from here: on
+    /// another origin, its relative URLs and the absolute paths the
+    /// ticket's URLs are written as resolve there, not on this proxy; or
+    /// the proxy cannot tell what it resolves to. Nothing after it is then
+    /// stamped, and the report says why (the badge shows it), rather than
+    /// pointing the page at files that may not be the ones it loads.
     fn base_elsewhere(&mut self) -> bool {
-        let Some(base) = &self.base else {
+        let Some(reason) = &self.base_stop else {
             return false;
         };
-        if crate::importmap::same_origin(base, &self.spec.page_url) {
-            return false;
-        }
         if !self.report.base_elsewhere {
-            let reason = format!(
-                "the page's <base href> is on {}: its relative URLs resolve there, not on this proxy, so nothing after it was stamped",
-                base.origin().ascii_serialization()
-            );
+            let reason = format!("{reason}, so nothing after it was stamped");
             log::warn!("{}: {reason}", self.spec.page_url);
             self.report.base_elsewhere = true;
             self.report.map_left = Some(reason);
@@ -525,6 +526,7 @@ impl PageRewriter {
             island: false,
             base: None,
             base_frozen: false,
+            base_stop: None,
             report: Report::default(),
         }));
         let out = Sink::default();
@@ -1151,9 +1153,10 @@ fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> Handl
     let Some(src) = el.get_attribute("src").map(|s| decode_entities(&s)) else {
         return Ok(());
     };
-    let page = &st.spec.page_url;
-    let Some(url) = st
-        .base()
+    // The base, when there is one, is where the page is served from (see
+    // `on_base`): what is on its origin is the proxy's.
+    let page = st.base();
+    let Some(url) = page
         .join(src.trim())
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -1272,15 +1275,40 @@ fn on_base(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult
     if st.base_frozen || st.template_depth > 0 || el.namespace_uri() != HTML_NS {
         return Ok(());
     }
-    let Some(href) = el.get_attribute("href").map(|h| decode_entities(&h)) else {
+    let Some((href, read)) = el.get_attribute("href").map(|h| decode_entities_read(&h)) else {
         return Ok(());
     };
     st.base_frozen = true;
-    if let Ok(url) = st.spec.page_url.join(&href) {
-        if !matches!(url.scheme(), "data" | "javascript") {
-            st.base = Some(url);
-        }
+    if !read {
+        st.base_stop =
+            Some("the page's <base href> has character references the proxy does not read".into());
+        return Ok(());
     }
+    let Ok(url) = st.spec.page_url.join(&href) else {
+        return Ok(());
+    };
+    if matches!(url.scheme(), "data" | "javascript") {
+        return Ok(());
+    }
+    let page = &st.spec.page_url;
+    let stop = match crate::csp::base_allowed(&st.spec.base_uri, &url, page) {
+        // The page's policy blocks it: the browser keeps the page's URL.
+        Some(false) => return Ok(()),
+        None => Some(format!(
+            "the page's Content-Security-Policy base-uri may or may not allow its <base href> ({})",
+            url.origin().ascii_serialization()
+        )),
+        Some(true) if !url.username().is_empty() || url.password().is_some() => {
+            Some("the page's <base href> carries a user name or password".to_string())
+        }
+        Some(true) if !crate::importmap::same_site(&url, page) => Some(format!(
+            "the page's <base href> is on {}: its relative URLs resolve there, not on this proxy",
+            url.origin().ascii_serialization()
+        )),
+        Some(true) => None,
+    };
+    st.base_stop = stop;
+    st.base = Some(url);
     Ok(())
 }
 
@@ -1439,9 +1467,17 @@ fn map_element(spec: &RewriteSpec, nonce: Option<String>) -> String {
 /// An attribute value as the browser reads it: lol_html hands it over as
 /// written, character references included (`?a=1&amp;b=2`).
 fn decode_entities(value: &str) -> String {
+    decode_entities_read(value).0
+}
+
+/// [`decode_entities`], and whether every character reference in it was
+/// one it reads (the five named ones and numeric ones ending in `;`): a
+/// browser reads 2,000 more names, and numeric ones without the `;`.
+fn decode_entities_read(value: &str) -> (String, bool) {
     if !value.contains('&') {
-        return value.to_string();
+        return (value.to_string(), true);
     }
+    let mut read = true;
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(i) = rest.find('&') {
@@ -1477,11 +1513,14 @@ fn decode_entities(value: &str) -> String {
             None => {
                 out.push('&');
                 rest = &rest[1..];
+                if rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '#') {
+                    read = false;
+                }
             }
         }
     }
     out.push_str(rest);
-    out
+    (out, read)
 }
 
 /// The location a `src`/`href` refers to: its path on the page's own
@@ -1537,6 +1576,7 @@ mod tests {
             live: None,
             meta_csp: None,
             asset_origins: Arc::from(Vec::<String>::new()),
+            base_uri: Vec::new(),
             notice: None,
         }
     }
@@ -2028,5 +2068,68 @@ mod tests {
         assert!(out.contains(&url_of("/app/main.js")), "{out}");
         assert!(out.contains("src=\"/app/other.js\""), "{out}");
         assert_eq!(report.entries_rewritten, 1);
+    }
+
+    #[test]
+    fn a_base_href_the_proxy_cannot_read_for_sure_stops_stamping() {
+        let page = |base: &str| {
+            format!("<head><base href=\"{base}\"><script type=module src=\"/app/main.js\"></script></head>")
+        };
+        let t = || at_a_deep_link(&["/app/main.js"]);
+        for (base, why) in [
+            // A browser reads both as //cdn.test/: another origin.
+            ("&#47;&#47;cdn.test/", "is on http://cdn.test"),
+            ("https&colon;//cdn.test/", "character references"),
+            ("&#47&#47cdn.test/", "character references"),
+            ("http://user:pw@app.test/app/", "user name or password"),
+        ] {
+            let html = page(base);
+            let (out, report) = rewrite_str(t(), &html);
+            assert_eq!(out, html, "{base}");
+            let said = report.nothing_applied().unwrap_or_default();
+            assert!(said.contains(why), "{base}: {said}");
+        }
+        // The same host over https, for a page the proxy takes for http (a
+        // TLS terminator that sent no X-Forwarded-Proto): the proxy's.
+        let (out, report) = rewrite_str(t(), &page("https://app.test/app/"));
+        assert!(out.contains(&url_of("/app/main.js")), "{out}");
+        assert!(!report.base_elsewhere);
+    }
+
+    #[test]
+    fn a_base_href_the_pages_policy_blocks_is_not_the_base() {
+        let html =
+            "<head><base href=\"/app/\"><script type=module src=\"main.js\"></script></head>";
+        let with = |policy: &[&str], paths: &[&str]| {
+            let mut t = at_a_deep_link(paths);
+            t.base_uri = crate::csp::base_uri_sources(policy);
+            rewrite_str(t, html)
+        };
+        // Blocked: the browser resolves against the page's URL.
+        for policy in [
+            &["base-uri 'none'"][..],
+            &["script-src 'self'; base-uri https:"],
+        ] {
+            let (out, _) = with(policy, &["/app/settings/main.js"]);
+            assert!(
+                out.contains(&url_of("/app/settings/main.js")),
+                "{policy:?}: {out}"
+            );
+        }
+        // Allowed: the base's.
+        for policy in [&["base-uri 'self'"][..], &["default-src 'none'"], &[]] {
+            let (out, _) = with(policy, &["/app/main.js"]);
+            assert!(out.contains(&url_of("/app/main.js")), "{policy:?}: {out}");
+        }
+        // A list the proxy does not judge: it says so rather than guess.
+        let (out, report) = with(&["base-uri https://app.test/app/"], &["/app/main.js"]);
+        assert_eq!(out, html);
+        assert!(
+            report
+                .nothing_applied()
+                .unwrap_or_default()
+                .contains("base-uri may or may not allow"),
+            "{report:?}"
+        );
     }
 }

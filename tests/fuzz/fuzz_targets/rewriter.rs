@@ -22,6 +22,7 @@ fn spec() -> RewriteSpec {
         live: None,
         meta_csp: None,
         asset_origins: Arc::from(vec!["https://cdn.example".to_string()]),
+        base_uri: Vec::new(),
         notice: None,
     }
 }

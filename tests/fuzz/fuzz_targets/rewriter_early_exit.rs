@@ -25,6 +25,7 @@ fn spec(ticket: bool) -> RewriteSpec {
         live: None,
         meta_csp: None,
         asset_origins: Arc::from(vec!["https://cdn.example".to_string()]),
+        base_uri: Vec::new(),
         notice: None,
     };
     if ticket {

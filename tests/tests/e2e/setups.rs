@@ -527,6 +527,13 @@ async fn a_base_href_decides_what_the_ticket_replaces() {
     assert_eq!(out().await, "production greeting", "the CDN's files ran");
     let text = badge_says(&browser, "<base href> is on").await;
     assert!(text.contains(&app.cdn.url), "{text}");
+    // The probe reports to the proxy, not to where the base points.
+    browser.goto("about:blank").await.unwrap();
+    let v = views(&app, "BASE-1", 2).await;
+    assert!(
+        v.iter().any(|v| v["ran"] == 0) && v.iter().any(|v| v["ran"] == 1),
+        "{v:?}"
+    );
     browser.close().await.unwrap();
 }
 

@@ -138,6 +138,7 @@ fn base(paths: &[&str]) -> RewriteSpec {
         live: None,
         meta_csp: None,
         asset_origins: Arc::from(vec!["https://cdn.example".to_string()]),
+        base_uri: Vec::new(),
         notice: None,
     }
 }

@@ -337,8 +337,10 @@ impl StampProxy {
                 .filter_map(|v| v.to_str().ok().map(str::to_string))
                 .collect()
         };
+        // The origin's own policies, before the proxy's nonces are added.
+        let enforced = all(header::CONTENT_SECURITY_POLICY.as_str());
         let policies = csp::page_policies(
-            &all(header::CONTENT_SECURITY_POLICY.as_str()),
+            &enforced,
             &all(CSP_REPORT_ONLY),
             scripts.as_deref(),
             notice.is_some().then(badge::style_hash),
@@ -388,6 +390,9 @@ impl StampProxy {
             probe,
             meta_csp,
             asset_origins: s.asset_origins.clone(),
+            base_uri: csp::base_uri_sources(
+                &enforced.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
             notice: notice
                 .map(|(key, view, why)| badge::notice(key, *view, why, style_nonce.as_deref())),
         });
