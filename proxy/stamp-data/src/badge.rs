@@ -40,16 +40,20 @@ pub enum Stale {
 
 /// The notice a production page gets when its link selected a ticket that
 /// cannot be served: what happened, that this is production, and where the
-/// ticket is now. Same shadow DOM and stylesheet as the badge.
-pub fn notice(key: &TicketKey, view: View, why: &Stale, nonce: Option<&str>) -> String {
+/// ticket is now. Same shadow DOM and stylesheet as the badge. `path`: the
+/// page's own, which the link to the ticket's view keeps (a relative
+/// `?dev=` would resolve against the page's `<base href>`).
+pub fn notice(key: &TicketKey, view: View, why: &Stale, nonce: Option<&str>, path: &str) -> String {
     let nonce_attr = nonce_attr(nonce);
+    // One leading slash: `//host/…` would name another host.
+    let path = escape(&format!("/{}", path.trim_start_matches('/')));
     let view = view.as_str();
     let (what, open) = match why {
         Stale::Unknown => (format!("no open ticket {key}"), None),
         Stale::Closed => (format!("{key} is closed"), None),
         Stale::NotInQa(stage) => (
             format!("{key} is in {stage} now"),
-            Some(format!("<a href=\"?dev={key}\">Open ?dev={key}</a>")),
+            Some(format!("<a href=\"{path}?dev={key}\">Open ?dev={key}</a>")),
         ),
         Stale::Refused(reason) => (
             format!("this {key} link does not hold: {}", escape(reason)),
@@ -110,23 +114,43 @@ mod tests {
     #[test]
     fn a_stale_link_notice_says_where_the_ticket_is_and_escapes_reasons() {
         let key = TicketKey::parse("TKT-10").unwrap();
-        let n = notice(&key, View::Qa, &Stale::NotInQa(Stage::Dev), Some("n0nce"));
+        let n = notice(
+            &key,
+            View::Qa,
+            &Stale::NotInQa(Stage::Dev),
+            Some("n0nce"),
+            "/app/settings",
+        );
         assert!(
             n.contains("TKT-10 is in dev now: <strong>this is production</strong>"),
             "{n}"
         );
-        assert!(n.contains("<a href=\"?dev=TKT-10\">Open ?dev=TKT-10</a>"));
+        assert!(n.contains("<a href=\"/app/settings?dev=TKT-10\">Open ?dev=TKT-10</a>"));
         assert!(n.contains("<style nonce=\"n0nce\">"));
         assert!(n.contains("the qa link selected nothing"));
+        // The page's path, never another host's.
+        let other = notice(
+            &key,
+            View::Qa,
+            &Stale::NotInQa(Stage::Dev),
+            None,
+            "//evil.test/\"x",
+        );
+        assert!(
+            other.contains("<a href=\"/evil.test/&quot;x?dev=TKT-10\">"),
+            "{other}"
+        );
         let hostile = Stale::Refused("<script>alert(1)</script> & \"x\"".into());
-        let n = notice(&key, View::Dev, &hostile, Some("bad\" onload=\"x"));
+        let n = notice(&key, View::Dev, &hostile, Some("bad\" onload=\"x"), "/");
         assert!(
             !n.contains("<script>") && n.contains("&lt;script&gt;"),
             "{n}"
         );
         assert!(n.contains("&amp; &quot;x&quot;"));
         assert!(n.contains("<style>"), "an unsafe nonce is dropped: {n}");
-        assert!(notice(&key, View::Dev, &Stale::Closed, None).contains("TKT-10 is closed"));
-        assert!(notice(&key, View::Dev, &Stale::Unknown, None).contains("no open ticket TKT-10"));
+        assert!(notice(&key, View::Dev, &Stale::Closed, None, "/").contains("TKT-10 is closed"));
+        assert!(
+            notice(&key, View::Dev, &Stale::Unknown, None, "/").contains("no open ticket TKT-10")
+        );
     }
 }

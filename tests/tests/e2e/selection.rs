@@ -232,7 +232,7 @@ async fn unknown_closed_and_unpromoted_selections_serve_production_with_a_reason
             "/?qa=DEV-1",
             None,
             "has not been promoted to qa",
-            "DEV-1 is in dev now: <strong>this is production</strong></span><a href=\"?dev=DEV-1\">Open ?dev=DEV-1</a>",
+            "DEV-1 is in dev now: <strong>this is production</strong></span><a href=\"/?dev=DEV-1\">Open ?dev=DEV-1</a>",
         ),
         (
             "/",

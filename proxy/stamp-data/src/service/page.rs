@@ -393,8 +393,15 @@ impl StampProxy {
             base_uri: csp::base_uri_sources(
                 &enforced.iter().map(String::as_str).collect::<Vec<_>>(),
             ),
-            notice: notice
-                .map(|(key, view, why)| badge::notice(key, *view, why, style_nonce.as_deref())),
+            notice: notice.map(|(key, view, why)| {
+                badge::notice(
+                    key,
+                    *view,
+                    why,
+                    style_nonce.as_deref(),
+                    session.req_header().uri.path(),
+                )
+            }),
         });
         Ok(Some(ActiveRewrite {
             decoder: decoder.decoder,
