@@ -492,39 +492,28 @@ async fn a_base_href_decides_what_the_ticket_replaces() {
     );
     app.stamp(work.path(), &["BASE-1", "--update", "--once"]);
     let browser = Browser::start().await.unwrap();
-    let out = || async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = browser
-                .execute("return document.getElementById('out').textContent")
-                .await
-                .unwrap();
-            if text != "start" {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "the app never ran");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-
-    browser
-        .goto(&app.proxy.url("/app/settings/profile"))
-        .await
-        .unwrap();
-    assert_eq!(out().await, "production greeting");
-    browser
-        .goto(&app.proxy.url("/app/settings/profile?dev=BASE-1"))
-        .await
-        .unwrap();
-    assert_eq!(out().await, "ticket greeting");
+    const OUT: &str = "return document.getElementById('out').textContent";
+    let profile = "/app/settings/profile";
+    app.expect(&browser, profile, OUT, "production greeting")
+        .await;
+    app.expect(
+        &browser,
+        &format!("{profile}?dev=BASE-1"),
+        OUT,
+        "ticket greeting",
+    )
+    .await;
     let text = badge_says(&browser, "1 of 1 module ran").await;
     assert!(text.contains("BASE-1"), "{text}");
 
-    browser
-        .goto(&app.proxy.url("/app/settings/cdn?dev=BASE-1"))
-        .await
-        .unwrap();
-    assert_eq!(out().await, "production greeting", "the CDN's files ran");
+    // The CDN's files ran.
+    app.expect(
+        &browser,
+        "/app/settings/cdn?dev=BASE-1",
+        OUT,
+        "production greeting",
+    )
+    .await;
     let text = badge_says(&browser, "<base href> is on").await;
     assert!(text.contains(&app.cdn.url), "{text}");
     // The probe reports to the proxy, not to where the base points.
