@@ -511,7 +511,7 @@ async fn a_stale_link_shows_production_with_a_notice() {
         notice["position"], "fixed",
         "styled under the CSP: {notice}"
     );
-    assert_eq!(notice["open"], "?dev=DEMO-1");
+    assert_eq!(notice["open"], "/?dev=DEMO-1", "the page's own path");
     std::fs::create_dir_all(artifacts_dir()).unwrap();
     browser
         .screenshot(&artifacts_dir().join("stale-link-notice.png"))
