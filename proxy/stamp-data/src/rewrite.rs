@@ -434,6 +434,15 @@ fn lol_html(state: &Arc<Mutex<State>>, out: &Sink) -> HtmlRewriter<'static, Sink
     };
     if !notice_only {
         settings = stamping_handlers(settings, state);
+    } else {
+        // Does nothing, and keeps lol_html (3.0.3) whole: with no handler on
+        // `script`, `<script a=><svg></svg>` makes it fail with an internal
+        // error ("Tag should be a start tag at this point"), and the rest of
+        // that chunk of the page would be lost.
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*SCRIPT_SELECTOR),
+            ElementContentHandlers::default().element(|_el: &mut Element<'_, '_>| Ok(())),
+        ));
     }
     let s = state.clone();
     settings = settings.append_element_content_handler((
@@ -2130,6 +2139,21 @@ mod tests {
                 .unwrap_or_default()
                 .contains("base-uri may or may not allow"),
             "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_notice_page_that_trips_lol_html_loses_nothing() {
+        let html = "<head></head><body><script a=><svg></svg><p>after</p></body>";
+        let mut alone = spec(&[]);
+        alone.notice = Some("<p id=notice></p>".into());
+        let (out, report) = rewrite_str(alone, html);
+        assert!(!report.failed, "{report:?}");
+        assert!(out.contains("<p id=notice></p>"), "{out}");
+        assert_eq!(
+            out.replace("<p id=notice></p>", ""),
+            html,
+            "every byte kept"
         );
     }
 }

@@ -267,9 +267,9 @@ fn random_split<'a>(rng: &mut StdRng, page: &'a [u8]) -> Vec<&'a [u8]> {
 
 /// The early exit's output for `page` in random pieces equals the whole
 /// rewriter's for the page in one piece. Returns false, comparing nothing,
-/// when lol_html itself failed (an internal error on malformed SVG or
-/// MathML, whose place depends on how the page is split, with or without
-/// early exit: the `rewriter` fuzz target's own finding).
+/// when lol_html itself failed (an internal error, whose place depends on
+/// how the page is split, with or without early exit: the `rewriter` fuzz
+/// target's own finding, which the tallies now refuse).
 fn check(rng: &mut StdRng, name: &str, spec: &RewriteSpec, page: &[u8]) -> bool {
     let (want, want_report) = run(spec.clone(), false, &[page]);
     let pieces = random_split(rng, page);
@@ -296,7 +296,9 @@ fn check(rng: &mut StdRng, name: &str, spec: &RewriteSpec, page: &[u8]) -> bool 
     true
 }
 
-/// Counts the pages compared; lol_html's own failures stay rare.
+/// Counts the pages compared, and the pages on which lol_html failed: none
+/// since the notice-only rewriter has a `script` handler (see `lol_html`
+/// in the parent module).
 #[derive(Default)]
 struct Tally {
     compared: usize,
@@ -312,9 +314,9 @@ impl Tally {
         }
     }
 
-    fn assert_rare(&self) {
+    fn assert_none_failed(&self) {
         assert!(
-            self.failed * 50 <= self.compared,
+            self.failed == 0,
             "lol_html failed on {} pages, compared {}",
             self.failed,
             self.compared
@@ -336,7 +338,7 @@ fn early_exit_matches_the_full_rewriter() {
             tally.add(check(&mut rng, name, spec, &page));
         }
     }
-    tally.assert_rare();
+    tally.assert_none_failed();
 }
 
 /// Pages whose head is ordinary, so that early exit does happen, followed
@@ -359,7 +361,7 @@ fn early_exit_matches_the_full_rewriter_after_a_real_head() {
             tally.add(check(&mut rng, name, spec, &page));
         }
     }
-    tally.assert_rare();
+    tally.assert_none_failed();
 }
 
 /// The fuzz corpus: the demo and the app setups' real pages.
