@@ -885,15 +885,23 @@ pub fn rewrite_str(spec: RewriteSpec, html: &str) -> (String, Report) {
 type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 fn on_template(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult {
-    lock(state).template_depth += 1;
-    let s = state.clone();
-    if let Some(handlers) = el.end_tag_handlers() {
-        handlers.push(Box::new(move |_end: &mut EndTag<'_>| {
-            let mut st = lock(&s);
-            st.template_depth = st.template_depth.saturating_sub(1);
-            Ok(())
-        }));
+    // Only HTML's `<template>` holds inert content. One in SVG or MathML is
+    // an ordinary element, and may be self-closed (`<svg><template/>`):
+    // counted, with no end tag to count it down, it would stop everything
+    // after it from being stamped.
+    if el.namespace_uri() != HTML_NS {
+        return Ok(());
     }
+    let Some(handlers) = el.end_tag_handlers() else {
+        return Ok(());
+    };
+    let s = state.clone();
+    handlers.push(Box::new(move |_end: &mut EndTag<'_>| {
+        let mut st = lock(&s);
+        st.template_depth = st.template_depth.saturating_sub(1);
+        Ok(())
+    }));
+    lock(state).template_depth += 1;
     Ok(())
 }
 
@@ -2155,5 +2163,20 @@ mod tests {
             html,
             "every byte kept"
         );
+    }
+
+    #[test]
+    fn a_template_in_svg_holds_nothing_inert() {
+        let t = || spec(&["/src/a.js"]);
+        for svg in ["<svg><template/></svg>", "<svg><template></template></svg>"] {
+            let html = format!("{svg}<script type=module src=\"/src/a.js\"></script>");
+            let (out, report) = rewrite_str(t(), &html);
+            assert!(out.contains(&url_of("/src/a.js")), "{svg}: {out}");
+            assert_eq!(report.entries_rewritten, 1, "{svg}");
+        }
+        // HTML's own stays inert, to its end tag.
+        let html = "<template><script type=module src=\"/src/a.js\"></script></template>";
+        let (out, _) = rewrite_str(t(), html);
+        assert!(out.starts_with(html), "{out}");
     }
 }
