@@ -470,8 +470,14 @@ pub async fn serve(opts: Opts) -> anyhow::Result<()> {
     ] {
         println!("{name:<17} {}   (pid {})", f.url, f.child.id());
     }
-    println!("Ctrl-C stops everything.");
-    tokio::signal::ctrl_c().await?;
+    println!("Ctrl-C (or SIGTERM) stops everything.");
+    // Either way the servers are dropped, so each one is stopped: a
+    // `kill` of this process must not leave them running.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        stopped = tokio::signal::ctrl_c() => stopped?,
+        _ = term.recv() => {}
+    }
     Ok(())
 }
 
