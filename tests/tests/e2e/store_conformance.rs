@@ -1337,8 +1337,14 @@ async fn redis_outage_is_unavailable_then_recovers() -> anyhow::Result<()> {
     let hash = s.put_module(Bytes::from_static(b"x")).await?;
     let v1 = create(&*s, &k).await?;
     wait_for_version(&mut rx, v1).await?;
+    // The change subscription is made in the background (a local commit
+    // reaches receivers without it): wait until it was made once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.resyncs() < 1 {
+        ensure!(Instant::now() < deadline, "never subscribed to changes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let resyncs = s.resyncs();
-    ensure!(resyncs >= 1, "subscribed once at least: {resyncs}");
 
     server.stop()?;
     assert_unavailable("version", s.version()).await?;
