@@ -147,8 +147,9 @@ pub struct Report {
     /// Why an existing map was left unchanged (invalid JSON, too large,
     /// a `<base href>` on another origin).
     pub map_left: Option<String>,
-    /// The page's `<base href>` is on another origin: nothing after it was
-    /// stamped (see `base_elsewhere`).
+    /// The page's `<base href>` stopped stamping (on another origin, or one
+    /// the proxy cannot be sure of): nothing after it was stamped (see
+    /// `State::base_stops_stamping`).
     pub base_elsewhere: bool,
     pub bailed_out: bool,
     /// lol_html failed on the page (an internal error, not its memory
@@ -258,7 +259,7 @@ impl State {
     /// What a relative URL read here resolves against, as the browser
     /// resolves it: the `<base href>` read so far, else the page's URL.
     /// Only a base on the page's origin is ever used to stamp (see
-    /// [`State::base_elsewhere`]), so an absolute path still names a file
+    /// [`State::base_stops_stamping`]), so an absolute path still names a file
     /// the proxy serves.
     fn base(&self) -> &Url {
         self.base.as_ref().unwrap_or(&self.spec.page_url)
@@ -270,7 +271,7 @@ impl State {
     /// the proxy cannot tell what it resolves to. Nothing after it is then
     /// stamped, and the report says why (the badge shows it), rather than
     /// pointing the page at files that may not be the ones it loads.
-    fn base_elsewhere(&mut self) -> bool {
+    fn base_stops_stamping(&mut self) -> bool {
         let Some(reason) = &self.base_stop else {
             return false;
         };
@@ -912,7 +913,7 @@ fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, ty: &str) -
     if st.template_depth > 0 || st.spec.effective.overrides.is_empty() {
         return Ok(());
     }
-    if st.base_elsewhere() {
+    if st.base_stops_stamping() {
         st.map_seen = true;
         return Ok(());
     }
@@ -1164,7 +1165,7 @@ fn on_external_map(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> Handl
         return Ok(());
     }
     st.map_seen = true;
-    if st.base_elsewhere() {
+    if st.base_stops_stamping() {
         return Ok(());
     }
     let Some(src) = el.get_attribute("src").map(|s| decode_entities(&s)) else {
@@ -1236,7 +1237,7 @@ fn on_module_entry(
         && !st.inserted
         && !st.module_seen
         && !st.spec.effective.overrides.is_empty()
-        && !st.base_elsewhere()
+        && !st.base_stops_stamping()
     {
         // The first module script / modulepreload with no map before it: the
         // page has no map that could still take effect, so insert ours here.
@@ -1261,7 +1262,7 @@ fn on_entry(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, attr: &str) -> 
     let Some(value) = el.get_attribute(attr).map(|s| decode_entities(&s)) else {
         return Ok(());
     };
-    if st.base_elsewhere() {
+    if st.base_stops_stamping() {
         return Ok(());
     }
     let Some(location) = location(st.base(), &value) else {
