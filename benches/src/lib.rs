@@ -97,6 +97,7 @@ pub fn spec(n: usize) -> RewriteSpec {
         meta_csp,
         asset_origins: std::sync::Arc::from(Vec::<String>::new()),
         base_uri: Vec::new(),
+        encoding: None,
         notice: None,
     }
 }

@@ -79,7 +79,7 @@ pub fn not_stamped(key: &TicketKey, view: &str) -> String {
     format!(
         "<ticket-stamp-badge><template shadowrootmode=\"open\"><style>{STYLE}</style>\
          <aside class=\"none\" role=\"status\" aria-label=\"ticket-stamp: nothing applied\">\
-         <span>{key} · {view} view: <strong>nothing applied</strong>: the page was too large or too \
+         <span>{key} &middot; {view} view: <strong>nothing applied</strong>: the page was too large or too \
          deeply nested to stamp (rewrite.memory_limit_bytes)</span>\
          <a href=\"/__stamp/#/tickets/{key}\">Ticket</a></aside></template></ticket-stamp-badge>\
          <!-- ticket-stamp: {key} did not apply: the rewriter gave up (rewrite.memory_limit_bytes) -->"

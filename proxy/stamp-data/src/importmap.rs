@@ -339,7 +339,8 @@ pub fn fresh(overrides: &OverrideSet) -> String {
 }
 
 /// Escapes JSON text for inclusion in a `<script>` element: `<` `>` `&`
-/// U+2028 U+2029 become `\u003c` `\u003e` `\u0026` `\u2028` `\u2029`.
+/// become `\u003c` `\u003e` `\u0026`, and every character beyond ASCII
+/// its `\u` escape (U+2028 and U+2029 among them), so the text is ASCII.
 ///
 /// Script element contents are raw text, so HTML entities would reach the JSON
 /// parser verbatim; JSON escapes are the only form that both the HTML
@@ -352,8 +353,15 @@ pub fn escape_for_script(json: &str) -> String {
             '<' => out.push_str("\\u003c"),
             '>' => out.push_str("\\u003e"),
             '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
+            // Every other character beyond ASCII too: the page may be in any
+            // charset, and `\u` reads the same in all of them (JSON text
+            // only has such characters in strings).
+            c if !c.is_ascii() => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
             _ => out.push(c),
         }
     }
@@ -1305,6 +1313,12 @@ mod tests {
             escape_for_script("\"<a&b>\u{2028}\u{2029}\""),
             r#""\u003ca\u0026b\u003e\u2028\u2029""#
         );
+        // Beyond the BMP: a surrogate pair, as JSON writes it.
+        let escaped = escape_for_script("{\"表\":\"/é/😀.js\"}");
+        assert!(escaped.is_ascii(), "{escaped}");
+        assert_eq!(escaped, r#"{"\u8868":"/\u00e9/\ud83d\ude00.js"}"#);
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back["表"], "/é/😀.js");
     }
 
     #[test]

@@ -109,11 +109,11 @@ const badge=()=>{if(!D.badge)return;outcome();
  // A module uploaded on this origin that production loads from another: why it did not apply, and what to set.
  const away=Object.entries(O.elsewhere||{}).filter(([p])=>!mods.some(m=>m.p===p&&S.ran.has(m.h)));
  if(away.length){cls="warn";text+="; "+away.map(([p,u])=>{const o=new URL(u).origin;return `${p} did not apply: production loads ${u}; upload it with url_path at ${o} (with ${o} in the proxy's asset_origins)`}).join("; ")}
- if(S.count){cls="warn";text+=` · ${S.count} ${S.count===1?"error":"errors"}`}
+ if(S.count){cls="warn";text+=` \u00b7 ${S.count} ${S.count===1?"error":"errors"}`}
  S.text=text;
  box.className=cls;box.setAttribute("aria-label",`ticket-stamp: viewing ${D.ticket} (${D.view})`);
  box.replaceChildren();const t=(tag,s)=>{const e=d.createElement(tag);e.textContent=s;box.append(e);return e};
- t("strong",D.ticket);t("span",`${D.view} view · ${D.stage}`);t("span",text).className="what";
+ t("strong",D.ticket);t("span",`${D.view} view \u00b7 ${D.stage}`);t("span",text).className="what";
  const a=t("a","Ticket");a.href=location.origin+D.panel;const b=t("button","Exit to production");b.className="exit";b.onclick=leave};
 const leave=()=>{const u=new URL(location.href);u.searchParams.delete("dev");u.searchParams.delete("qa");u.searchParams.delete("st");
  // A POST reaches the proxy whatever service worker the app has: no route

@@ -35,7 +35,9 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use lol_html::html_content::{ContentType, EndTag, TextChunk};
 use lol_html::send::Element;
 use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{bail_out, ElementContentHandlers, MemorySettings, OutputSink, Selector};
+use lol_html::{
+    bail_out, AsciiCompatibleEncoding, ElementContentHandlers, MemorySettings, OutputSink, Selector,
+};
 use url::Url;
 
 use crate::snapshot::Effective;
@@ -101,6 +103,12 @@ pub struct RewriteSpec {
     /// The source lists of the page's enforced `base-uri` directives, one
     /// per policy that has one (none: no policy restricts `<base href>`).
     pub base_uri: Vec<Vec<String>>,
+    /// The charset the page's `Content-Type` names. `None`: it names none
+    /// the browser knows, and the page's `<meta charset>` decides, else
+    /// windows-1252, which maps every byte to a character and back, so a
+    /// page in another charset goes through byte for byte (lol_html writes
+    /// the text it read in the charset it read it in).
+    pub encoding: Option<&'static encoding_rs::Encoding>,
     /// A production page for a link that selects nothing any more: only this
     /// notice (ready markup) is added at the end of `<body>`; nothing else
     /// of the page is looked at or changed.
@@ -152,6 +160,10 @@ pub struct Report {
     /// `State::base_stops_stamping`).
     pub base_elsewhere: bool,
     pub bailed_out: bool,
+    /// The page starts with a UTF-16 byte order mark, which the browser
+    /// follows whatever the headers say: lol_html cannot read it, so it
+    /// went out unchanged.
+    pub utf16: bool,
     /// lol_html failed on the page (an internal error, not its memory
     /// budget): what it had not emitted of that chunk is lost, as before
     /// early exit. Seen only on malformed SVG and MathML.
@@ -171,6 +183,9 @@ impl Report {
         if applied {
             return None;
         }
+        if self.utf16 {
+            return Some("the page is UTF-16, which the rewriter cannot read".to_string());
+        }
         Some(self.map_left.clone().unwrap_or_else(|| {
             "this page has no import map, module script or file the ticket replaces".to_string()
         }))
@@ -180,6 +195,8 @@ impl Report {
     pub fn outcome(&self) -> &'static str {
         if self.bailed_out {
             "bailed-out"
+        } else if self.utf16 {
+            "unreadable"
         } else if self.base_elsewhere {
             "base-elsewhere"
         } else if let Some(reason) = &self.map_left {
@@ -203,6 +220,9 @@ impl Report {
 #[derive(Debug)]
 struct State {
     spec: RewriteSpec,
+    /// The charset lol_html is told: the declared one, or UTF-8 after a
+    /// UTF-8 byte order mark (which the browser follows before any header).
+    encoding: Option<&'static encoding_rs::Encoding>,
     /// An inline map has been seen (so none must be inserted).
     map_seen: bool,
     /// A module script or modulepreload has been seen.
@@ -423,12 +443,26 @@ fn stamping_handlers(
 /// The lol_html reading a page, or one construct of it after `<body>`: the
 /// same handlers over the same page state every time.
 fn lol_html(state: &Arc<Mutex<State>>, out: &Sink) -> HtmlRewriter<'static, Sink> {
+    let (limit, declared) = {
+        let st = lock(state);
+        (st.spec.memory_limit_bytes, st.encoding)
+    };
     let memory = MemorySettings::new()
-        .with_max_allowed_memory_usage(lock(state).spec.memory_limit_bytes)
+        .with_max_allowed_memory_usage(limit)
         .with_graceful_bail_out_on_memory_limit_exceeded(true);
+    // lol_html decodes the page's text and writes it out again in the same
+    // charset: in the wrong one, every byte that is not text in it becomes
+    // U+FFFD (a Shift_JIS title, a windows-1252 script). Undeclared, a
+    // `<meta charset>` switches it, as in the browser.
+    let encoding = declared
+        .and_then(AsciiCompatibleEncoding::new)
+        .or_else(|| AsciiCompatibleEncoding::new(encoding_rs::WINDOWS_1252))
+        .unwrap_or_else(AsciiCompatibleEncoding::utf_8);
     let mut settings = Settings::new_send()
         .with_strict(false)
-        .with_memory_settings(memory);
+        .with_memory_settings(memory)
+        .with_encoding(encoding)
+        .with_adjust_charset_on_meta_tag(declared.is_none());
     let notice_only = {
         let st = lock(state);
         st.spec.notice.is_some() && st.spec.effective.overrides.is_empty()
@@ -516,6 +550,7 @@ impl PageRewriter {
     /// early exit is tested against).
     pub fn with_early_exit(spec: RewriteSpec, early_exit: bool) -> PageRewriter {
         let state = Arc::new(Mutex::new(State {
+            encoding: spec.encoding,
             spec,
             map_seen: false,
             module_seen: false,
@@ -556,7 +591,15 @@ impl PageRewriter {
 
     /// Feeds one chunk; returns what is ready to send.
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
-        lock(&self.state).report.bytes_in += chunk.len() as u64;
+        let first = {
+            let mut st = lock(&self.state);
+            let first = st.report.bytes_in == 0;
+            st.report.bytes_in += chunk.len() as u64;
+            first
+        };
+        if first {
+            self.byte_order_mark(chunk);
+        }
         // A construct the tokenizer held back is read again with what follows.
         let joined;
         let mut rest = match &mut self.phase {
@@ -580,6 +623,29 @@ impl PageRewriter {
             };
         }
         self.take()
+    }
+
+    /// A byte order mark decides the page's charset before any header or
+    /// `<meta>` does. UTF-8: lol_html starts over in it (nothing was read
+    /// yet). UTF-16: it cannot read the page, which goes out unchanged.
+    fn byte_order_mark(&mut self, chunk: &[u8]) {
+        let Some((encoding, _)) = encoding_rs::Encoding::for_bom(chunk) else {
+            return;
+        };
+        if encoding == encoding_rs::UTF_8 {
+            let declared = {
+                let mut st = lock(&self.state);
+                st.encoding.replace(encoding)
+            };
+            if declared != Some(encoding) {
+                self.rewriter = Some(lol_html(&self.state, &self.out));
+            }
+        } else {
+            log::info!("a UTF-16 page (byte order mark) goes out unchanged");
+            lock(&self.state).report.utf16 = true;
+            self.rewriter = None;
+            self.phase = Phase::Full;
+        }
     }
 
     /// Gives bytes to the current lol_html (or, after it gave up, to the
@@ -1595,12 +1661,151 @@ mod tests {
             meta_csp: None,
             asset_origins: Arc::from(Vec::<String>::new()),
             base_uri: Vec::new(),
+            encoding: Some(encoding_rs::UTF_8),
             notice: None,
         }
     }
 
     fn url_of(p: &str) -> String {
         stamp_model::ticket::module_url(p, &Hash::of(p.as_bytes()))
+    }
+
+    /// Writes `html` in pieces of `step` bytes.
+    fn rewrite_bytes(spec: RewriteSpec, html: &[u8], step: usize) -> (Vec<u8>, Report) {
+        let mut r = PageRewriter::new(spec);
+        let mut out = Vec::new();
+        for piece in html.chunks(step) {
+            out.extend(r.write(piece));
+        }
+        out.extend(r.finish());
+        (out, r.report())
+    }
+
+    fn count(hay: &[u8], needle: &[u8]) -> usize {
+        hay.windows(needle.len()).filter(|w| *w == needle).count()
+    }
+
+    /// A page in any charset lol_html can read keeps every byte the ticket
+    /// does not change: its title, its scripts, its text, in the head and
+    /// after `<body>`. lol_html writes out the text it decoded; decoded in
+    /// the wrong charset, `表` in Shift_JIS (`95 5C`, a `\` for its second
+    /// byte) became U+FFFD and a stray backslash in a string literal.
+    #[test]
+    fn a_page_in_any_ascii_compatible_charset_keeps_its_bytes() {
+        use encoding_rs::{EUC_JP, GBK, SHIFT_JIS, UTF_8, WINDOWS_1251, WINDOWS_1252};
+        let sjis: &[u8] = b"\x95\x5c\x8e\xa6";
+        let eucjp: &[u8] = b"\xc9\xbd\xbc\xa8";
+        let gbk: &[u8] = b"\xb1\xed\xca\xbe";
+        let cyrillic: &[u8] = b"\xcf\xf0\xe8\xe2\xe5\xf2";
+        let latin: &[u8] = b"caf\xe9 \x80\x81\x8d\x9d";
+        let utf8 = "表示 café".as_bytes();
+        let page = |meta: &[u8], text: &[u8]| -> Vec<u8> {
+            [
+                b"<html><head>".as_slice(),
+                meta,
+                b"<title>",
+                text,
+                b"</title><script>var s=\"",
+                text,
+                b"\";</script><script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\"}}</script>\
+                  <script type=module src=\"/src/main.js\"></script></head><body><p>",
+                text,
+                b"</p><script>var t=\"",
+                text,
+                b"\"</script></body></html>",
+            ]
+            .concat()
+        };
+        type Case<'a> = (Option<&'static encoding_rs::Encoding>, &'a [u8], &'a [u8]);
+        let cases: [Case<'_>; 10] = [
+            (Some(SHIFT_JIS), b"", sjis),
+            (None, b"<meta charset=\"Shift_JIS\">", sjis),
+            (
+                None,
+                b"<meta http-equiv=Content-Type content=\"text/html; charset=shift_jis\">",
+                sjis,
+            ),
+            (Some(EUC_JP), b"", eucjp),
+            (Some(GBK), b"", gbk),
+            (Some(WINDOWS_1251), b"", cyrillic),
+            (Some(WINDOWS_1252), b"", latin),
+            // Undeclared: windows-1252, which maps every byte and back.
+            (None, b"", latin),
+            (None, b"", sjis),
+            (Some(UTF_8), b"", utf8),
+        ];
+        for (encoding, meta, text) in cases {
+            let html = page(meta, text);
+            for step in [html.len(), 7, 1] {
+                let mut spec = spec(&["/src/lib/greet.js"]);
+                spec.encoding = encoding;
+                let (out, report) = rewrite_bytes(spec, &html, step);
+                let name = encoding.map_or("undeclared", |e| e.name());
+                assert_eq!(count(&out, text), 4, "{name}, step {step}: {out:?}");
+                assert!(
+                    count(&out, url_of("/src/lib/greet.js").as_bytes()) > 0
+                        && report.maps_merged == 1,
+                    "{name}, step {step}: {report:?} {}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
+
+    /// A byte order mark decides before the headers: UTF-8 after one is
+    /// read as UTF-8 whatever `Content-Type` says; a UTF-16 page, which
+    /// lol_html cannot read, goes out exactly as it came, and says so.
+    #[test]
+    fn a_byte_order_mark_decides_the_charset() {
+        let text = "表示 café".as_bytes();
+        let html = [
+            b"\xef\xbb\xbf<head><title>".as_slice(),
+            text,
+            b"</title><script type=module src=\"/src/a.js\"></script></head><body>",
+            text,
+            b"</body>",
+        ]
+        .concat();
+        let mut declared = spec(&["/src/a.js"]);
+        declared.encoding = Some(encoding_rs::SHIFT_JIS);
+        let (out, report) = rewrite_bytes(declared, &html, html.len());
+        assert_eq!(count(&out, text), 2, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(report.entries_rewritten, 1, "{report:?}");
+
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(
+                "<head><script type=module src=/src/a.js></script>"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        let (out, report) = rewrite_bytes(spec(&["/src/a.js"]), &utf16, 5);
+        assert_eq!(out, utf16);
+        assert!(report.utf16);
+        assert_eq!(report.outcome(), "unreadable");
+        assert!(report
+            .nothing_applied()
+            .is_some_and(|why| why.contains("UTF-16")));
+    }
+
+    /// What the proxy writes into a page is ASCII: it reads the same in
+    /// every charset the page may be in, and its script hash holds.
+    #[test]
+    fn what_the_proxy_adds_to_a_page_is_ascii() {
+        assert!(crate::probe::script().is_ascii());
+        let key = stamp_model::ticket::TicketKey::parse("TKT-1").unwrap();
+        assert!(crate::badge::not_stamped(&key, "dev").is_ascii());
+        let mut with_notice = spec(&[]);
+        with_notice.notice = Some(crate::badge::notice(
+            &key,
+            stamp_model::ticket::View::Dev,
+            &crate::badge::Stale::Closed,
+            None,
+            "/shop",
+        ));
+        let (out, _) = rewrite_str(with_notice, "<body>x</body>");
+        assert!(out.is_ascii(), "{out}");
     }
 
     #[test]

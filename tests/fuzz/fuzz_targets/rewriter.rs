@@ -23,6 +23,7 @@ fn spec() -> RewriteSpec {
         meta_csp: None,
         asset_origins: Arc::from(vec!["https://cdn.example".to_string()]),
         base_uri: Vec::new(),
+        encoding: None,
         notice: None,
     }
 }

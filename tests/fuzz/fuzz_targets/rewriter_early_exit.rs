@@ -26,6 +26,7 @@ fn spec(ticket: bool) -> RewriteSpec {
         meta_csp: None,
         asset_origins: Arc::from(vec!["https://cdn.example".to_string()]),
         base_uri: Vec::new(),
+        encoding: None,
         notice: None,
     };
     if ticket {

@@ -972,6 +972,58 @@ async fn the_badge_survives_htmx_swaps_and_a_client_router() {
     browser.close().await.unwrap();
 }
 
+/// A page in a legacy charset keeps every byte of its own on the ticket:
+/// Shift_JIS named by the `Content-Type` or only by a `<meta charset>`,
+/// whose `表` ends in the byte of `\`. Read as UTF-8, the title and the
+/// text came out as U+FFFD, and a script's string literal lost its quote
+/// to a stray backslash.
+#[tokio::test]
+async fn a_page_in_shift_jis_keeps_its_own_text() {
+    // 表示 in Shift_JIS.
+    const WORD: &[u8] = b"\x95\x5c\x8e\xa6";
+    let page = |meta: &str| -> Vec<u8> {
+        [
+            b"<!doctype html><html><head>".as_slice(),
+            meta.as_bytes(),
+            b"<title>",
+            WORD,
+            b"</title><script type=importmap>{\"imports\":{\"@app/greet\":\"/src/greet.js\"}}</script>\
+              <script>window.word = \"",
+            WORD,
+            b"\";</script><script type=module>import { greet } from '@app/greet'; \
+              document.getElementById('out').textContent = greet() + ' ' + window.word;</script>\
+              </head><body><p id=out>loading</p><p id=text>",
+            WORD,
+            b"</p></body></html>",
+        ]
+        .concat()
+    };
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::bytes("text/html; charset=Shift_JIS", page("")));
+    origin.route(
+        "/meta",
+        Route::bytes("text/html", page("<meta charset=\"shift_jis\">")),
+    );
+    let (app, _work) = greeting_app(origin, "SJIS-1");
+    let browser = Browser::start().await.unwrap();
+    for path in ["/?dev=SJIS-1", "/meta?dev=SJIS-1"] {
+        app.expect(
+            &browser,
+            path,
+            "return document.getElementById('out')?.textContent ?? ''",
+            "ticket greeting 表示",
+        )
+        .await;
+        badge_says(&browser, "1 of 1 module ran").await;
+        let text = browser
+            .execute("return document.title + '|' + document.getElementById('text').textContent")
+            .await
+            .unwrap();
+        assert_eq!(text, "表示|表示", "{path}");
+    }
+    browser.close().await.unwrap();
+}
+
 /// `origin` with production's `/src/greet.js`, behind a proxy, and ticket
 /// `key` stamped from a work tree whose greet.js is the ticket's.
 fn greeting_app(origin: Origin, key: &str) -> (App, tempfile::TempDir) {

@@ -139,6 +139,7 @@ fn base(paths: &[&str]) -> RewriteSpec {
         meta_csp: None,
         asset_origins: Arc::from(vec!["https://cdn.example".to_string()]),
         base_uri: Vec::new(),
+        encoding: Some(encoding_rs::UTF_8),
         notice: None,
     }
 }

@@ -390,6 +390,7 @@ impl StampProxy {
             probe,
             meta_csp,
             asset_origins: s.asset_origins.clone(),
+            encoding: decoder.encoding,
             base_uri: csp::base_uri_sources(
                 &enforced.iter().map(String::as_str).collect::<Vec<_>>(),
             ),
@@ -414,6 +415,8 @@ impl StampProxy {
 /// A page the rewriter can read, with the decoder its encoding needs.
 struct Readable {
     decoder: Option<Decoder>,
+    /// The charset the headers name, if any.
+    encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 /// Whether the response is a page to rewrite: `Ok(None)` when it is no page
@@ -433,20 +436,17 @@ fn rewritable(resp: &ResponseHeader) -> Result<Option<Readable>, String> {
     if no_transform {
         return Err("the origin sent Cache-Control: no-transform".into());
     }
-    let utf16 = resp
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .replace(' ', "")
-                .contains("charset=utf-16")
-        });
-    if utf16 {
-        // lol_html reads ASCII-compatible encodings only: say so rather
+    let encoding = match declared_charset(resp) {
+        Some(Ok(encoding)) => Some(encoding),
+        // lol_html reads ASCII-compatible charsets only: say so rather
         // than claim a page was stamped that never could be.
-        return Err("the page is UTF-16, which the rewriter cannot read".into());
-    }
+        Some(Err(name)) => {
+            return Err(format!(
+                "the page is {name}, which the rewriter cannot read"
+            ))
+        }
+        None => None,
+    };
     let coding = Coding::from_header(
         resp.headers
             .get(header::CONTENT_ENCODING)
@@ -454,7 +454,35 @@ fn rewritable(resp: &ResponseHeader) -> Result<Option<Readable>, String> {
     )?;
     Ok(Some(Readable {
         decoder: coding.map(Decoder::new).transpose()?,
+        encoding,
     }))
+}
+
+/// The charset the `Content-Type` names, as the browser reads it (WHATWG
+/// labels, any case, quoted or not): `Err` with its name when lol_html
+/// cannot read it (UTF-16, ISO-2022-JP, the replacement charset); `None`
+/// when it names none the browser knows, which then looks at the page.
+fn declared_charset(
+    resp: &ResponseHeader,
+) -> Option<Result<&'static encoding_rs::Encoding, &'static str>> {
+    let ct = resp.headers.get(header::CONTENT_TYPE)?.as_bytes();
+    let label = ct.split(|&b| b == b';').skip(1).find_map(|param| {
+        let param = param.trim_ascii();
+        let (name, value) = param.split_at(param.iter().position(|&b| b == b'=')?);
+        name.trim_ascii().eq_ignore_ascii_case(b"charset").then(|| {
+            let value = value[1..].trim_ascii();
+            value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value)
+        })
+    })?;
+    let encoding = encoding_rs::Encoding::for_label(label)?;
+    Some(if encoding.is_ascii_compatible() {
+        Ok(encoding)
+    } else {
+        Err(encoding.name())
+    })
 }
 
 /// Sends `values` as every `name` header instead of what is there, when
