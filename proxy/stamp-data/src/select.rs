@@ -295,6 +295,17 @@ pub fn clear_cookie(name: &str, secure: bool) -> String {
     )
 }
 
+/// The cookie that says this browser left its ticket (the badge's exit or
+/// `?stamp=off`): for as long as a selection would have lasted, a page of
+/// the ticket still open in another tab does not select it again through
+/// the `Referer` of its requests. A link opened on purpose clears it.
+pub fn left_cookie(secure: bool, max_age: u64) -> String {
+    format!(
+        "{LEFT_COOKIE}=1; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
 /// Every `Set-Cookie` that clears a copy of the ticket cookie this host can
 /// reach: ours (host-only, `Path=/`), the plain-named one over TLS, and
 /// copies set for a parent domain (`Domain=example.com` seen from

@@ -1363,6 +1363,46 @@ async fn a_meta_policy_lets_the_merged_map_run() {
     browser.close().await.unwrap();
 }
 
+/// An origin that lets browsers keep its pages (`max-age`): a response
+/// that sets or clears the selection is never kept, so a second
+/// `?stamp=off` reaches the proxy and clears the ticket again, instead of
+/// coming from the browser's cache without its `Set-Cookie`.
+#[tokio::test]
+async fn leaving_a_ticket_works_on_pages_browsers_may_cache() {
+    let origin = demo_origin();
+    origin.route(
+        "/",
+        Route::html(&demo_file("index.html")).header("cache-control", "public, max-age=600"),
+    );
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
+    let browser = Browser::start().await.unwrap();
+    let greeting = |path: &'static str| {
+        let browser = &browser;
+        let url = proxy.url(path);
+        async move {
+            browser.goto(&url).await.unwrap();
+            browser
+                .wait_for_text("#greeting", "shopper", PAGE_TIMEOUT)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(greeting("/?stamp=off").await, PRODUCTION_GREETING);
+    assert_eq!(greeting("/?dev=DEMO-1").await, DEMO_GREETING);
+    assert_eq!(greeting("/?stamp=off").await, PRODUCTION_GREETING);
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    assert_eq!(greeting("/").await, PRODUCTION_GREETING);
+    // What said so: nothing that sets a cookie may be stored.
+    let resp = stamp_tests::client()
+        .get(proxy.url("/?stamp=off"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("set-cookie").is_some());
+    assert_eq!(resp.headers()["cache-control"], "private, no-store");
+    browser.close().await.unwrap();
+}
+
 /// Another site links to `?dev=DEMO-1`: the visitor lands on the proxy's
 /// question, not on the ticket's code. "Continue" (a same-origin click)
 /// opens the ticket; "Stay on production" stays; the question is not

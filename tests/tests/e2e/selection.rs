@@ -101,6 +101,40 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
         .to_str()
         .unwrap()
         .starts_with("production"));
+    assert_eq!(h["cache-control"], "private, no-store", "never kept");
+    // `?stamp=off` leaves as the badge's exit does: for as long as a
+    // selection lasts, a ticket page still open in another tab does not
+    // select the ticket again through its requests' Referer.
+    let left = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("ticket_stamp_left=1;"))
+        .expect("the exit's marker")
+        .to_string();
+    assert!(left.contains("Max-Age=43200"), "{left}");
+    let from_ticket_tab = |cookie: Option<&'static str>| {
+        let mut req = client()
+            .get(f.proxy.url("/api/cart"))
+            .header("referer", f.proxy.url("/?dev=TKT-1"))
+            .header("sec-fetch-site", "same-origin")
+            .header("sec-fetch-mode", "cors");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send()
+    };
+    let selected = from_ticket_tab(None).await.unwrap();
+    assert!(
+        selected.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("ticket_stamp=dev.TKT-1"),
+        "a PWA's first request selects the link's ticket"
+    );
+    assert_eq!(selected.headers()["cache-control"], "private, no-store");
+    let after_leaving = from_ticket_tab(Some("ticket_stamp_left=1")).await.unwrap();
+    assert!(after_leaving.headers().get("set-cookie").is_none());
 }
 
 #[tokio::test]
@@ -465,7 +499,12 @@ async fn tossed_cookies_never_select_and_the_exit_clears_every_copy() {
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
-    assert!(clears.iter().all(|c| c.contains("Max-Age=0")), "{clears:?}");
+    assert!(
+        clears
+            .iter()
+            .all(|c| c.contains("Max-Age=0") || c.starts_with("ticket_stamp_left=1;")),
+        "{clears:?}"
+    );
     for needle in [
         "ticket_stamp=; Path=/",
         "Domain=shop.example.com;",

@@ -161,6 +161,18 @@ impl StampProxy {
     }
 }
 
+/// A response that sets a cookie of ours (a selection, its clearing, a
+/// visitor id) belongs to this one request: no cache may keep it. A
+/// browser's cache would answer the next `?stamp=off` without the cookie
+/// that clears the ticket, and the visitor would stay on it; a shared cache
+/// would hand one visitor's cookie to everyone.
+pub(super) fn not_stored_with_our_cookies(resp: &mut ResponseHeader, sel: &ctx::Selected) {
+    if !sel.set_cookie.is_empty() {
+        let _ = resp.insert_header(header::CACHE_CONTROL, "private, no-store");
+        resp.remove_header(&header::EXPIRES);
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for StampProxy {
     type CTX = Ctx;
@@ -304,14 +316,16 @@ impl ProxyHttp for StampProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         match &ctx.route {
-            ctx::Route::Map(Some(map)) => return self.map_response(session, map, resp, &ctx.id),
-            ctx::Route::Page(_) => return self.page_response(session, resp, ctx).await,
-            _ => {}
+            ctx::Route::Map(Some(map)) => self.map_response(session, map, resp, &ctx.id)?,
+            ctx::Route::Page(_) => self.page_response(session, resp, ctx).await?,
+            _ => {
+                if !self.file_instead_of_404(session, resp, ctx).await? {
+                    self.passthrough_response(resp, ctx)?;
+                }
+            }
         }
-        if self.file_instead_of_404(session, resp, ctx).await? {
-            return Ok(());
-        }
-        self.passthrough_response(resp, ctx)
+        not_stored_with_our_cookies(resp, &ctx.sel);
+        Ok(())
     }
 
     fn response_body_filter(

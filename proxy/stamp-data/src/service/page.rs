@@ -136,6 +136,7 @@ impl StampProxy {
                 resp.insert_header(INFO_HEADER, format!("{info}; cached"))?;
             }
             rollout_headers(resp, &ctx.sel);
+            super::not_stored_with_our_cookies(resp, &ctx.sel);
             return write_hit(session, resp, body).await;
         }
         // Judged on the origin's own headers, before ours are added.

@@ -214,7 +214,13 @@ impl StampProxy {
         };
         match &classified.selection {
             Selection::None => on_production(sel),
-            Selection::Off => production(sel, "selection cleared".into(), true),
+            Selection::Off => {
+                production(sel, "selection cleared".into(), true);
+                sel.set_cookie.push(select::left_cookie(
+                    secure,
+                    ctx.settings.cfg.selection.cookie_max_age.as_secs(),
+                ));
+            }
             Selection::Invalid { reason, source } => {
                 let clear = classified.has_cookie || *source == Source::Cookie;
                 production(sel, reason.clone(), clear);

@@ -62,7 +62,7 @@ impl StampProxy {
             resp.insert_header(header::LOCATION, to)?;
             resp.insert_header(header::CONTENT_LENGTH, "0")?;
         }
-        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
         resp.insert_header(INFO_HEADER, "production; reason=\"selection cleared\"")?;
         for c in &cookies {
             resp.append_header(header::SET_COOKIE, c.as_str())?;
@@ -71,10 +71,9 @@ impl StampProxy {
         // through its requests' Referer (see `select::from_referer`).
         resp.append_header(
             header::SET_COOKIE,
-            format!(
-                "{}=1; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax{}",
-                select::LEFT_COOKIE,
-                if ctx.secure { "; Secure" } else { "" }
+            select::left_cookie(
+                ctx.secure,
+                ctx.settings.cfg.selection.cookie_max_age.as_secs(),
             ),
         )?;
         session.write_response_header(Box::new(resp), true).await
