@@ -434,18 +434,29 @@ pub fn without_cookies<'a>(
 
 /// Whether the answer to this request is shown as a page, so that it may be
 /// stamped: a navigation (`Sec-Fetch-Mode: navigate`, also when a service
-/// worker passes one on, whose `Sec-Fetch-Dest` is then `empty`), a body
-/// swap by Turbo or htmx (marked by their own headers), or a request without
-/// fetch metadata (an old browser, a script). Any other `fetch()` of HTML,
-/// a service worker's precache among them, gets production's bytes: what
-/// can land in a cache under a production URL must be production.
+/// worker passes one on, whose `Sec-Fetch-Dest` is then `empty`), a page
+/// Turbo or htmx fetches to swap in as the whole page (marked by their own
+/// headers: Turbo's visits and frames, htmx's boosted links and history
+/// restores), or a request without fetch metadata (an old browser, a
+/// script). Any other `fetch()` of HTML gets production's bytes: a service
+/// worker's precache (what can land in a cache under a production URL must
+/// be production), and a fragment htmx swaps into part of a page, which
+/// the probe would only clutter (the page it lands in has one).
 pub fn shows_a_page(headers: &http::HeaderMap) -> bool {
+    let says = |name: &str| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+    };
     match headers.get("sec-fetch-mode") {
         None => true,
         Some(mode) if mode.as_bytes().eq_ignore_ascii_case(b"navigate") => true,
-        Some(_) => ["x-turbo-request-id", "turbo-frame", "hx-request"]
-            .iter()
-            .any(|h| headers.contains_key(*h)),
+        Some(_) => {
+            headers.contains_key("x-turbo-request-id")
+                || headers.contains_key("turbo-frame")
+                || (says("hx-request")
+                    && (says("hx-boosted") || says("hx-history-restore-request")))
+        }
     }
 }
 
@@ -781,5 +792,33 @@ mod tests {
         assert!(!may_be_html("/img/logo.PNG", Some(b"image/*"), None));
         assert!(may_be_html("/report.pdf", Some(b"text/html,*/*"), None));
         assert!(may_be_html("/x.js", None, Some(b"document")));
+    }
+
+    /// A fetch of HTML is stamped only when the library shows it as the
+    /// page: Turbo's visits and frames, htmx's boosted links and history
+    /// restores; never a fragment htmx swaps into part of a page.
+    #[test]
+    fn only_a_fetch_that_becomes_the_page_shows_a_page() {
+        let fetch = |extra: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            h.insert("sec-fetch-mode", "cors".parse().unwrap());
+            h.insert("sec-fetch-dest", "empty".parse().unwrap());
+            for (k, v) in extra {
+                h.insert(*k, v.parse().unwrap());
+            }
+            shows_a_page(&h)
+        };
+        assert!(!fetch(&[]));
+        assert!(fetch(&[("x-turbo-request-id", "1")]));
+        assert!(fetch(&[("turbo-frame", "cart")]));
+        assert!(fetch(&[("hx-request", "true"), ("hx-boosted", "true")]));
+        assert!(fetch(&[
+            ("hx-request", "true"),
+            ("hx-history-restore-request", "TRUE")
+        ]));
+        assert!(!fetch(&[("hx-request", "true")]));
+        assert!(!fetch(&[("hx-request", "true"), ("hx-target", "slot")]));
+        assert!(!fetch(&[("hx-request", "true"), ("hx-boosted", "false")]));
+        assert!(!fetch(&[("hx-boosted", "true")]));
     }
 }

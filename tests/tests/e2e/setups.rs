@@ -910,7 +910,8 @@ async fn the_badge_survives_unclosed_elements_and_turbo_visits() {
 
 /// The badge survives htmx's boosted navigation (the body's content
 /// swapped) and a client router that replaces the whole `<body>` after
-/// `history.pushState`.
+/// `history.pushState`. A fragment htmx swaps into part of the page is
+/// production's, byte for byte: no probe of its own appended to it.
 #[tokio::test]
 async fn the_badge_survives_htmx_swaps_and_a_client_router() {
     let origin = Origin::start().unwrap();
@@ -929,11 +930,14 @@ async fn the_badge_survives_htmx_swaps_and_a_client_router() {
     origin.route(
         "/page2",
         Route::html(&format!(
-            "{head}<body hx-boost=true><p id=two>page two</p><button id=route \
+            "{head}<body hx-boost=true><p id=two>page two</p>\
+             <button id=frag hx-get=/fragment hx-target=#slot hx-swap=innerHTML>more</button><div id=slot></div>\
+             <button id=route \
              onclick=\"history.pushState({{}}, '', '/routed'); const b = document.createElement('body'); \
              b.innerHTML = '<p id=three>' + window.greet() + '</p>'; document.body.replaceWith(b);\">go</button></body></html>"
         )),
     );
+    origin.route("/fragment", Route::html("<b id=piece>fragment</b>"));
     let (app, _work) = greeting_app(origin, "HX-1");
     let browser = Browser::start().await.unwrap();
     app.expect(
@@ -954,6 +958,22 @@ async fn the_badge_survives_htmx_swaps_and_a_client_router() {
         .wait_for_text("#two", "page two", Duration::from_secs(15))
         .await
         .unwrap();
+    let text = badge_says(&browser, "1 of 1 module ran").await;
+    assert!(text.contains("HX-1"), "{text}");
+    // htmx: a fragment swapped into part of the page.
+    browser.click("#frag").await.unwrap();
+    browser
+        .wait_for_text("#piece", "fragment", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let slot = browser
+        .execute("return document.getElementById('slot').innerHTML")
+        .await
+        .unwrap();
+    assert_eq!(
+        slot, "<b id=\"piece\">fragment</b>",
+        "production's fragment"
+    );
     let text = badge_says(&browser, "1 of 1 module ran").await;
     assert!(text.contains("HX-1"), "{text}");
     // A client router: a new <body> altogether.
