@@ -541,6 +541,26 @@ pub fn cookie_selects<'a>(
     })
 }
 
+/// Whether a request navigates a frame (an `<iframe>`, `<frame>`,
+/// `<object>` or `<embed>`): the page is shown inside another one.
+pub fn is_frame_navigation(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-mode")
+        .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(b"navigate"))
+        && headers.get("sec-fetch-dest").is_some_and(|d| {
+            let d = d.as_bytes();
+            [
+                &b"iframe"[..],
+                b"frame",
+                b"object",
+                b"embed",
+                b"fencedframe",
+            ]
+            .iter()
+            .any(|f| d.eq_ignore_ascii_case(f))
+        })
+}
+
 /// Whether a request is a browser's top-level navigation (a page to show,
 /// not a script, image or fetch): `Sec-Fetch-Mode: navigate`, or without
 /// fetch metadata an `Accept` that asks for HTML.

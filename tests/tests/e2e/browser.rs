@@ -1407,6 +1407,8 @@ async fn leaving_a_ticket_works_on_pages_browsers_may_cache() {
 /// question, not on the ticket's code. "Continue" (a same-origin click)
 /// opens the ticket; "Stay on production" stays; the question is not
 /// asked again once they chose the ticket; and the page cannot be framed.
+/// Another site that frames the link gets production in the frame, and
+/// selects nothing.
 #[tokio::test]
 async fn a_ticket_link_from_another_site_asks_first() {
     let origin = demo_origin();
@@ -1422,7 +1424,30 @@ async fn a_ticket_link_from_another_site_asks_first() {
             "<!doctype html><a id=go href=\"{ticket_link}\">see this</a>"
         )),
     );
+    elsewhere.route(
+        "/framed",
+        Route::html(&format!(
+            "<!doctype html><iframe id=f src=\"{ticket_link}\"></iframe>"
+        )),
+    );
     let browser = Browser::start().await.unwrap();
+    browser
+        .goto(&format!("{}/framed", elsewhere.url))
+        .await
+        .unwrap();
+    browser.client().unwrap().enter_frame(0).await.unwrap();
+    let framed = browser
+        .wait_for_text("#greeting", "Hello", PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(framed, PRODUCTION_GREETING, "a frame never runs the ticket");
+    browser
+        .client()
+        .unwrap()
+        .enter_parent_frame()
+        .await
+        .unwrap();
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
     let from_elsewhere = || async {
         browser.goto(&elsewhere.url).await.unwrap();
         browser.click("#go").await.unwrap();
@@ -1480,6 +1505,30 @@ async fn a_ticket_link_from_another_site_asks_first() {
     assert_eq!(resp.headers()["cache-control"], "private, no-store");
     let body = resp.text().await.unwrap();
     assert!(!body.contains("<script"), "{body}");
+    // Framed from a truly cross-site page: production, and it says why.
+    let resp = stamp_tests::client()
+        .get(&ticket_link)
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
+    assert!(
+        cookies.len() == 1
+            && cookies[0]
+                .to_str()
+                .unwrap()
+                .starts_with("ticket_stamp_left=1;"),
+        "nothing selected, and the page's requests select nothing either: {cookies:?}"
+    );
+    assert_eq!(
+        resp.headers()["x-ticket-stamp"],
+        "production; reason=\"a page on another site framed the ticket link\""
+    );
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("ticket-stamp-data"), "no probe: {body}");
     browser.close().await.unwrap();
 }
 

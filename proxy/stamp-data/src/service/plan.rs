@@ -268,6 +268,37 @@ impl StampProxy {
                             return classified;
                         }
                     }
+                    // A page on another site that frames a ticket link
+                    // (no signed token) gets production, unless the visitor
+                    // chose this ticket already: they never chose to run its
+                    // code, and the question below cannot be asked in a
+                    // frame (it refuses to be framed). Opened in its own
+                    // tab, the link asks.
+                    if *source == Source::Query
+                        && ctx.settings.cfg.selection.confirm_cross_site
+                        && token.is_none()
+                        && select::is_frame_navigation(&req.headers)
+                        && select::from_another_site(&req.headers, host)
+                        && !select::cookie_selects(
+                            cookies.iter().map(|v| v.as_bytes()),
+                            name,
+                            key,
+                            *view,
+                        )
+                    {
+                        production(
+                            sel,
+                            "a page on another site framed the ticket link".into(),
+                            false,
+                        );
+                        // Nor may the page's own requests select it, through
+                        // the `Referer` that names the link.
+                        sel.set_cookie.push(select::left_cookie(
+                            secure,
+                            ctx.settings.cfg.selection.cookie_max_age.as_secs(),
+                        ));
+                        return classified;
+                    }
                     // A link from another site (no signed token) asks the
                     // visitor first, unless they already chose this ticket.
                     // (Protected previews need a signed link or a signed-in
