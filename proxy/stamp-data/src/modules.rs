@@ -316,7 +316,8 @@ pub struct Plain {
     pub vary: Option<&'static str>,
 }
 
-fn is_javascript(path: &str) -> bool {
+/// Whether a path is served as JavaScript (what import maps reach).
+pub fn is_javascript(path: &str) -> bool {
     content_type(path).starts_with("text/javascript")
 }
 

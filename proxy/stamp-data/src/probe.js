@@ -26,10 +26,12 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  const k=h&&byHash.has(h)?h:sh&&byHash.has(sh)?sh:null;
  // JavaScript says itself when it ran (its marker); anything else ran once loaded.
  if(k){if(ok){if(byHash.get(k).js)S.loaded.add(k);else ran(k,!1)}changed=!0;return}
- // A fetch of production's JavaScript is a module loader's (es-module-shims
- // fetches the modules it runs); a fetch of anything else is the app's data.
+ // Production's copy of one of the ticket's files, fetched (es-module-shims
+ // fetches the modules it runs; an app reads its JSON or wasm) or loaded:
+ // production's ran instead. The proxy answers a ticket page's fetch of a
+ // ticket file with the ticket's, so this is a cache's or another origin's.
  const m=byProd.get(u.origin+u.pathname),t=e.initiatorType;
- if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js)return;
+ if(!m||/^(beacon|navigation)$/.test(t))return;
  if(ok&&!S.ran.has(m.h)){S.prod.set(m.h,m);changed=!0}};
 // SystemJS runs a System.register module after it loads: its onload hook
 // says when each one ran, or failed.

@@ -729,6 +729,80 @@ async fn a_ticket_link_works_in_a_browser_a_pwa_already_controls() {
     browser.close().await.unwrap();
 }
 
+/// Import maps do not reach what a page reads with `fetch()`: a module
+/// reads `new URL('./strings.json', import.meta.url)`, at production's
+/// path. A ticket page gets the ticket's strings there (never stored), and
+/// the badge counts them. Where the browser still holds production's copy
+/// (production said `max-age=600`), the fetch never reaches the proxy: the
+/// page shows production's strings, and the badge says exactly that.
+#[tokio::test]
+async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>strings</title></head><body><p id=out>-</p>\
+             <script type=module src=/src/main.js></script></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.js",
+        Route::bytes(
+            "text/javascript",
+            b"const r = await fetch(new URL('./strings.json', import.meta.url));\n\
+              document.getElementById('out').textContent = (await r.json()).hello;\n"
+                .to_vec(),
+        ),
+    );
+    origin.route(
+        "/src/strings.json",
+        Route::bytes(
+            "application/json",
+            br#"{"hello":"production strings"}"#.to_vec(),
+        )
+        .header("cache-control", "max-age=600"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[("strings.json", r#"{"hello":"ticket strings"}"#)],
+    );
+    app.stamp(work.path(), &["STR-1", "--update", "--once"]);
+    let out = "return document.getElementById('out').textContent";
+    let browser = Browser::start().await.unwrap();
+    app.expect(&browser, "/?dev=STR-1", out, "ticket strings")
+        .await;
+    badge_says(&browser, "1 of 1 module ran").await;
+    // Leaving: production's strings, from the network (the ticket's were
+    // never stored); the browser keeps them, as production allows.
+    browser
+        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#out", "production strings", Duration::from_secs(15))
+        .await
+        .unwrap();
+    // Back on the ticket: the browser answers the fetch from its cache.
+    app.expect(&browser, "/?dev=STR-1", out, "production strings")
+        .await;
+    badge_says(
+        &browser,
+        "0 of 1 ran: production's /src/strings.json ran instead",
+    )
+    .await;
+    // Production never gets the ticket's file.
+    let r = client()
+        .get(app.proxy.url("/src/strings.json"))
+        .header("sec-fetch-dest", "empty")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), r#"{"hello":"production strings"}"#);
+    browser.close().await.unwrap();
+}
+
 // --------------------------------------------------------------- workers
 
 /// Import maps do not reach workers: a module worker, a classic worker

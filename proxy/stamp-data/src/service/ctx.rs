@@ -129,10 +129,12 @@ pub enum Route {
     /// Under a mirror path: a ticket file, else a redirect to the other
     /// origin.
     Mirror(Option<ModuleRef>),
-    /// A worker's script or one of its imports, at a path the variant has a
-    /// file at: import maps do not reach workers, so the ticket's file is
-    /// answered at production's URL (with the probe's marker).
-    Worker(ModuleRef),
+    /// A file of the variant's, asked for at its very path where no import
+    /// map reaches: a worker's script or one of its imports, or a file a
+    /// ticket page reads with `fetch()` or XHR (a JSON file, a `.wasm`). The
+    /// ticket's file is answered at production's URL, never to be stored
+    /// (`private, no-store, Vary: *`), with the probe's marker.
+    Unmapped(ModuleRef),
     /// An external import map, fetched where production serves it and merged.
     Map(Option<Mutex<MapFetch>>),
     /// An HTML page that may be stamped (or get a notice).
@@ -243,7 +245,7 @@ impl Ctx {
             Route::Live => Kind::Live,
             Route::Module { .. } => Kind::Module,
             Route::File(_) => Kind::File,
-            Route::Mirror(_) | Route::Worker(_) => Kind::Mirror,
+            Route::Mirror(_) | Route::Unmapped(_) => Kind::Mirror,
             Route::Map(_) => Kind::Map,
         }
     }

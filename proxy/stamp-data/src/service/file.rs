@@ -65,7 +65,7 @@ impl StampProxy {
     pub(super) async fn serve_mirror(&self, session: &mut Session, ctx: &Ctx) -> Result<()> {
         match &ctx.route {
             Route::Mirror(Some(file)) => self.modules.serve_plain(session, file, ctx.plain()).await,
-            Route::Worker(file) => self.modules.serve_plain(session, file, ctx.plain()).await,
+            Route::Unmapped(file) => self.modules.serve_plain(session, file, ctx.plain()).await,
             _ => self.redirect_mirror(session, &ctx.settings).await,
         }
     }

@@ -250,7 +250,7 @@ impl ProxyHttp for StampProxy {
                 }
                 None => self.modules.serve(session, Some(*hash)).await?,
             },
-            Route::Mirror(_) | Route::Worker(_) => self.serve_mirror(session, ctx).await?,
+            Route::Mirror(_) | Route::Unmapped(_) => self.serve_mirror(session, ctx).await?,
             Route::Report => self.take_report(session, &ctx.settings).await?,
             Route::Leave => self.leave(session, ctx).await?,
             Route::SetAside => self.set_aside_worker(session).await?,

@@ -69,8 +69,13 @@ impl StampProxy {
             Route::Module { hash, hot }
         } else if mirror {
             Route::Mirror(file_here)
-        } else if let Some(file) = file_here.clone().filter(|_| from_a_worker(&req.headers)) {
-            Route::Worker(file)
+        } else if let Some(file) = file_here.clone().filter(|f| {
+            from_a_worker(&req.headers)
+                || (ctx.sel.dev_or_qa()
+                    && read_by_a_script(&req.headers)
+                    && !crate::modules::is_javascript(&f.path))
+        }) {
+            Route::Unmapped(file)
         } else if crate::modules::is_service_worker(session) && ctx.sel.dev_or_qa() {
             Route::SetAside
         } else if let Some(file) = file_here {
@@ -389,6 +394,16 @@ impl StampProxy {
         }
         classified
     }
+}
+
+/// A file a page's script reads with `fetch()` or XHR (`Sec-Fetch-Dest:
+/// empty`): the app's data next to its code (`new URL('./strings.json',
+/// import.meta.url)`, a `.wasm` beside its glue). JavaScript fetched so is
+/// a module loader's (es-module-shims), which the maps already steer.
+fn read_by_a_script(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-dest")
+        .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(b"empty"))
 }
 
 /// A request a worker makes for its script or its imports, where no import
