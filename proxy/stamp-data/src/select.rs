@@ -28,6 +28,13 @@ pub enum Source {
 /// not select it again through its requests' `Referer`.
 pub const LEFT_COOKIE: &str = "ticket_stamp_left";
 
+/// A ticket named by the `Referer` of a page the proxy never answered (a
+/// service worker did, from its cache), which nobody was asked about: the
+/// link may have come from another site. It selects nothing; it sets the
+/// app's service worker aside so that the page's next load reaches the
+/// proxy, and that navigation asks first (`view.KEY`).
+pub const PENDING_COOKIE: &str = "ticket_stamp_pending";
+
 /// What a request selects before the ticket is looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
@@ -291,6 +298,17 @@ pub fn set_cookie(
 pub fn clear_cookie(name: &str, secure: bool) -> String {
     format!(
         "{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The pending cookie for `key`'s `view` (see [`PENDING_COOKIE`]): for as
+/// long as the page's service worker takes to be set aside and reload it.
+pub fn pending_cookie(key: &TicketKey, view: View, secure: bool) -> String {
+    format!(
+        "{PENDING_COOKIE}={}.{}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax{}",
+        view.as_str(),
+        key.as_str(),
         if secure { "; Secure" } else { "" }
     )
 }

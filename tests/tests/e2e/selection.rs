@@ -124,15 +124,39 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
         }
         req.send()
     };
-    let selected = from_ticket_tab(None).await.unwrap();
+    // A page whose link the proxy never answered (a service worker did):
+    // its request names the ticket, which waits for the page's next load
+    // to ask about it; nothing is selected.
+    let waiting = from_ticket_tab(None).await.unwrap();
+    let cookies: Vec<_> = waiting.headers().get_all("set-cookie").iter().collect();
     assert!(
-        selected.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .starts_with("ticket_stamp=dev.TKT-1"),
-        "a PWA's first request selects the link's ticket"
+        cookies.len() == 1
+            && cookies[0]
+                .to_str()
+                .unwrap()
+                .starts_with("ticket_stamp_pending=dev.TKT-1;"),
+        "{cookies:?}"
     );
-    assert_eq!(selected.headers()["cache-control"], "private, no-store");
+    assert_eq!(waiting.headers()["cache-control"], "private, no-store");
+    // That load asks, even from this site, and clears what waited.
+    let asked = client()
+        .get(f.proxy.url("/?dev=TKT-1"))
+        .header("cookie", "ticket_stamp_pending=dev.TKT-1")
+        .header("sec-fetch-site", "same-origin")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap();
+    assert!(asked.headers()["x-ticket-stamp"]
+        .to_str()
+        .unwrap()
+        .contains("awaits confirmation"));
+    assert!(asked.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("ticket_stamp_pending=; Path=/; Max-Age=0"));
+    // After leaving, the other tab names nothing at all.
     let after_leaving = from_ticket_tab(Some("ticket_stamp_left=1")).await.unwrap();
     assert!(after_leaving.headers().get("set-cookie").is_none());
 }
@@ -518,7 +542,8 @@ async fn tossed_cookies_never_select_and_the_exit_clears_every_copy() {
 }
 
 /// The proxy's cookies are its own: a selection (with the share token it
-/// may carry), a visitor id or the exit's marker never reach the origin;
+/// may carry), a visitor id, the exit's marker or a link waiting to be
+/// asked about never reach the origin;
 /// the app's cookies do, in order.
 #[tokio::test]
 async fn the_origin_never_sees_our_cookies() {
@@ -536,7 +561,7 @@ async fn the_origin_never_sees_our_cookies() {
         ("ticket_stamp=dev.CK-1.1999999999.0.c2lnbmF0dXJl", None),
         ("__Host-ticket_stamp=qa.CK-1; a=1", Some("a=1")),
         (
-            "ticket_stamp_visitor=0123456789abcdef0123456789abcdef; ticket_stamp_left=1; b=2",
+            "ticket_stamp_visitor=0123456789abcdef0123456789abcdef; ticket_stamp_left=1; ticket_stamp_pending=dev.CK-1; b=2",
             Some("b=2"),
         ),
         ("a=1; b=2", Some("a=1; b=2")),

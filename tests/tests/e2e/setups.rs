@@ -687,9 +687,11 @@ async fn a_pwa_keeps_nobody_on_a_ticket_after_they_leave_it() {
 
 /// On a browser that production's service worker already controls, the
 /// `?dev=` navigation never reaches the proxy (Workbox answers it from its
-/// precache). The first request the page sends the network names the link
-/// in its Referer: the proxy selects the ticket there, the app's next update
-/// check sets its worker aside, and the page reloads, stamped.
+/// precache), so nobody knows where the link came from. The first request
+/// the page sends the network names the link in its Referer: the proxy
+/// selects nothing yet, the app's next update check sets its worker aside,
+/// the page reloads, and that load asks "Open ticket?" as a link from
+/// another site does. No ticket code runs before the answer.
 #[tokio::test]
 async fn a_ticket_link_works_in_a_browser_a_pwa_already_controls() {
     let origin = Origin::start().unwrap();
@@ -717,6 +719,14 @@ async fn a_ticket_link_works_in_a_browser_a_pwa_already_controls() {
     assert!(precached(&browser).await.contains("hello from production"));
 
     browser.goto(&app.proxy.url("/?dev=PWA-2")).await.unwrap();
+    let asked = browser
+        .wait_for_text("h1", "Open ticket", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(asked.starts_with("Open ticket PWA-2"), "{asked}");
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    assert_eq!(browser.cookie("ticket_stamp_pending").await.unwrap(), None);
+    browser.click("a.go").await.unwrap();
     browser
         .wait_for_text("#out", "hello from the ticket", Duration::from_secs(30))
         .await

@@ -69,7 +69,7 @@ a:focus-visible{{outline:3px solid #f59e0b;outline-offset:2px}}</style></head><b
 }
 
 /// Answers the confirmation page; nothing is selected, nothing forwarded.
-pub async fn respond(session: &mut Session, c: &Confirm) -> Result<()> {
+pub async fn respond(session: &mut Session, c: &Confirm, cookies: &[String]) -> Result<()> {
     let req = session.req_header();
     let host = req
         .headers
@@ -97,6 +97,10 @@ pub async fn respond(session: &mut Session, c: &Confirm) -> Result<()> {
     // Its links must not carry `?dev=` on in a Referer ("Stay" would select
     // the ticket through it).
     resp.insert_header("referrer-policy", "no-referrer")?;
+    // Only ever one that clears: a link that waited for this question.
+    for cookie in cookies {
+        resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+    }
     resp.insert_header(
         INFO_HEADER,
         format!(

@@ -60,6 +60,9 @@ pub struct Selected {
     pub sign_in: Option<String>,
     /// A ticket link opened from another site: asked about first.
     pub confirm: Option<super::confirm::Confirm>,
+    /// A ticket link a service worker answered waits to be asked about
+    /// (`select::PENDING_COOKIE`): the app's worker is set aside meanwhile.
+    pub pending: bool,
     /// A production visitor while tickets roll out: their side of each.
     pub rollout: Option<Sides>,
 }

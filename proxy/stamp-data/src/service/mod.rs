@@ -226,7 +226,7 @@ impl ProxyHttp for StampProxy {
             return Ok(true);
         }
         if let Some(c) = ctx.sel.confirm.take() {
-            confirm::respond(session, &c).await?;
+            confirm::respond(session, &c, &ctx.sel.set_cookie).await?;
             return Ok(true);
         }
         match &ctx.route {
@@ -299,6 +299,7 @@ impl ProxyHttp for StampProxy {
                     &ctx.settings.cookie_names.1,
                     stamp_model::share::PASS_COOKIE,
                     select::LEFT_COOKIE,
+                    select::PENDING_COOKIE,
                     stamp_model::rollout::VISITOR_COOKIE,
                 ],
             )?;

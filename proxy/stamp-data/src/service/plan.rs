@@ -76,7 +76,9 @@ impl StampProxy {
                     && !crate::modules::is_javascript(&f.path))
         }) {
             Route::Unmapped(file)
-        } else if crate::modules::is_service_worker(session) && ctx.sel.dev_or_qa() {
+        } else if crate::modules::is_service_worker(session)
+            && (ctx.sel.dev_or_qa() || ctx.sel.pending)
+        {
             Route::SetAside
         } else if let Some(file) = file_here {
             Route::File(Box::new(FileState { file, body: None }))
@@ -130,6 +132,10 @@ impl StampProxy {
         }
         let left = select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::LEFT_COOKIE)
             .is_some();
+        let pending =
+            select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::PENDING_COOKIE);
+        ctx.sel.pending = pending.is_some();
+        let snap = self.snapshot.load();
         if classified.selection == Selection::None && !classified.has_cookie && !left {
             if let Some((
                 Selection::Ticket {
@@ -138,15 +144,31 @@ impl StampProxy {
                 token,
             )) = select::from_referer(&req.headers)
             {
-                classified.selection = Selection::Ticket {
-                    key,
-                    view,
-                    source,
-                    token,
-                };
+                // The link's own navigation never reached the proxy (a
+                // service worker answered it), so nobody asked whether it
+                // came from another site: the ticket waits for the page's
+                // next load, which asks (protected previews have their gate).
+                let ask = ctx.settings.cfg.selection.confirm_cross_site
+                    && self.preview.is_none()
+                    && token.is_none();
+                if !ask {
+                    classified.selection = Selection::Ticket {
+                        key,
+                        view,
+                        source,
+                        token,
+                    };
+                } else if matches!(snap.resolve(&key, view), Resolved::Stamp { .. }) {
+                    let value = format!("{}.{}", view.as_str(), key.as_str());
+                    if pending != Some(value.as_str()) {
+                        ctx.sel
+                            .set_cookie
+                            .push(select::pending_cookie(&key, view, ctx.secure));
+                    }
+                    ctx.sel.pending = true;
+                }
             }
         }
-        let snap = self.snapshot.load();
         // While tickets roll out, a production visitor's side of each comes
         // from their visitor id (minted on a navigation without one).
         let visitor: Option<(String, bool)> = if snap.rolling.is_empty() {
@@ -221,6 +243,11 @@ impl StampProxy {
             Selection::None => on_production(sel),
             Selection::Off => {
                 production(sel, "selection cleared".into(), true);
+                if sel.pending {
+                    sel.set_cookie
+                        .push(select::clear_cookie(select::PENDING_COOKIE, secure));
+                    sel.pending = false;
+                }
                 sel.set_cookie.push(select::left_cookie(
                     secure,
                     ctx.settings.cfg.selection.cookie_max_age.as_secs(),
@@ -308,12 +335,20 @@ impl StampProxy {
                     // visitor first, unless they already chose this ticket.
                     // (Protected previews need a signed link or a signed-in
                     // person already: the gate above is their question.)
+                    // So does the next load of a page whose link a service
+                    // worker answered (the pending cookie): where that link
+                    // came from, nobody knows.
+                    let pending_here = pending.is_some_and(|p| {
+                        p.strip_prefix(view.as_str())
+                            .and_then(|rest| rest.strip_prefix('.'))
+                            .is_some_and(|k| k.eq_ignore_ascii_case(key.as_str()))
+                    });
                     if *source == Source::Query
                         && ctx.settings.cfg.selection.confirm_cross_site
                         && self.preview.is_none()
                         && token.is_none()
                         && select::is_navigation(&req.headers)
-                        && select::from_another_site(&req.headers, host)
+                        && (select::from_another_site(&req.headers, host) || pending_here)
                         && !select::cookie_selects(
                             cookies.iter().map(|v| v.as_bytes()),
                             name,
@@ -321,6 +356,11 @@ impl StampProxy {
                             *view,
                         )
                     {
+                        if pending_here {
+                            // Asked now: whatever the answer, nothing waits.
+                            sel.set_cookie
+                                .push(select::clear_cookie(select::PENDING_COOKIE, secure));
+                        }
                         sel.confirm = Some(super::confirm::Confirm {
                             key: key.clone(),
                             view: *view,

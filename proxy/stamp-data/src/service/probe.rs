@@ -67,6 +67,11 @@ impl StampProxy {
         for c in &cookies {
             resp.append_header(header::SET_COOKIE, c.as_str())?;
         }
+        // Nor does a link waiting to be asked about.
+        resp.append_header(
+            header::SET_COOKIE,
+            select::clear_cookie(select::PENDING_COOKIE, ctx.secure),
+        )?;
         // A page of the ticket still open elsewhere must not select it again
         // through its requests' Referer (see `select::from_referer`).
         resp.append_header(
