@@ -571,6 +571,37 @@ async fn ticket_pages_carry_the_probe_and_production_never_does() {
         info.starts_with("unchanged; reason=\"the page is UTF-16"),
         "{info}"
     );
+    // Nor a quoted charset of the same, nor XHTML (XML): each says so.
+    for (path, content_type, why) in [
+        (
+            "/utf16q",
+            "text/html; charset=\"utf-16\"",
+            "the page is UTF-16LE",
+        ),
+        (
+            "/iso2022",
+            "text/html;charset=ISO-2022-JP",
+            "the page is ISO-2022-JP",
+        ),
+        (
+            "/xhtml",
+            "application/xhtml+xml; charset=utf-8",
+            "the page is application/xhtml+xml",
+        ),
+    ] {
+        origin.route(path, Route::bytes(content_type, b"<html></html>".to_vec()));
+        let r = client()
+            .get(proxy.url(&format!("{path}?dev=TKT-1")))
+            .send()
+            .await
+            .unwrap();
+        let info = r.headers()["x-ticket-stamp"].to_str().unwrap().to_string();
+        assert!(
+            info.starts_with(&format!("unchanged; reason=\"{why}")),
+            "{path}: {info}"
+        );
+        assert_eq!(r.text().await.unwrap(), "<html></html>", "{path}");
+    }
 
     // A page where nothing applies tells the probe why, for the badge.
     for (page, why) in [

@@ -425,8 +425,26 @@ struct Readable {
 /// cannot be rewritten.
 fn rewritable(resp: &ResponseHeader) -> Result<Option<Readable>, String> {
     let status = resp.status.as_u16();
-    if status < 200 || status == 204 || status == 206 || status == 304 || !is_html(resp) {
+    if status < 200 || status == 204 || status == 206 || status == 304 {
         return Ok(None);
+    }
+    if !is_html(resp) {
+        // A page the browser shows as a document, which the proxy does not
+        // read: said, so that no one wonders why the ticket is not there.
+        let ct = resp
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        return match ct {
+            Some(ct) if ct.to_ascii_lowercase().contains("xhtml") => Err(format!(
+                "the page is {}, XML the rewriter does not read",
+                ct.split(';').next().unwrap_or_default().trim()
+            )),
+            None if status == 200 => {
+                Err("the page has no Content-Type (the browser guesses; the proxy does not)".into())
+            }
+            _ => Ok(None),
+        };
     }
     let no_transform = resp.headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
         v.to_str().is_ok_and(|s| {
