@@ -30,8 +30,11 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  // fetches the modules it runs; an app reads its JSON or wasm) or loaded:
  // production's ran instead. The proxy answers a ticket page's fetch of a
  // ticket file with the ticket's, so this is a cache's or another origin's.
+ // (Outside a secure context Resource Timing carries no Server-Timing, so
+ // the ticket's answer at that URL looks like production's: a fetched file
+ // is not judged there.)
  const m=byProd.get(u.origin+u.pathname),t=e.initiatorType;
- if(!m||/^(beacon|navigation)$/.test(t))return;
+ if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js&&!W.isSecureContext)return;
  if(ok&&!S.ran.has(m.h)){S.prod.set(m.h,m);changed=!0}};
 // SystemJS runs a System.register module after it loads: its onload hook
 // says when each one ran, or failed.

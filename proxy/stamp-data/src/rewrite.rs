@@ -75,6 +75,7 @@ static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
 static TEMPLATE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("template"));
 static META_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("meta"));
 static HEAD_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("head"));
+static HEAD_FIRST_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("head > *:first-child"));
 static BASE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("base"));
 
 /// What the rewriter needs to know before the first byte.
@@ -391,14 +392,59 @@ fn stamping_handlers(
     state: &Arc<Mutex<State>>,
 ) -> Settings<'static, 'static> {
     // The probe goes first in `<head>`, before any of the page's scripts, so
-    // it sees every load and error.
-    if lock(state).spec.probe.is_some() {
+    // it sees every load and error. On a page whose headers name no charset,
+    // the browser looks for a `<meta charset>` in its first 1024 bytes
+    // (Firefox reloads a page whose declaration comes later): the probe goes
+    // after a `<meta charset>` that is the head's first element, else before
+    // that element.
+    let (probe, undeclared) = {
+        let st = lock(state);
+        (st.spec.probe.is_some(), st.spec.encoding.is_none())
+    };
+    if probe && !undeclared {
         let s = state.clone();
         settings = settings.append_element_content_handler((
             Cow::Borrowed(&*HEAD_SELECTOR),
             ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
                 if let Some(html) = take_probe(&s) {
                     el.prepend(&html, ContentType::Html);
+                }
+                Ok(())
+            }),
+        ));
+    } else if probe {
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*HEAD_SELECTOR),
+            ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
+                // A head with no element in it: the probe goes at its end.
+                if let Some(handlers) = el.end_tag_handlers() {
+                    let s = s.clone();
+                    handlers.push(Box::new(move |end: &mut EndTag<'_>| {
+                        if let Some(html) = take_probe(&s) {
+                            end.before(&html, ContentType::Html);
+                        }
+                        Ok(())
+                    }));
+                }
+                Ok(())
+            }),
+        ));
+        let s = state.clone();
+        settings = settings.append_element_content_handler((
+            Cow::Borrowed(&*HEAD_FIRST_SELECTOR),
+            ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| {
+                let declares = el.tag_name().eq_ignore_ascii_case("meta")
+                    && (el.has_attribute("charset")
+                        || el
+                            .get_attribute("http-equiv")
+                            .is_some_and(|h| h.trim().eq_ignore_ascii_case("content-type")));
+                if let Some(html) = take_probe(&s) {
+                    if declares {
+                        el.after(&html, ContentType::Html);
+                    } else {
+                        el.before(&html, ContentType::Html);
+                    }
                 }
                 Ok(())
             }),
@@ -1749,6 +1795,59 @@ mod tests {
                     String::from_utf8_lossy(&out)
                 );
             }
+        }
+    }
+
+    /// On a page whose headers name no charset, the probe goes after a
+    /// `<meta charset>` that leads the head (the browser's prescan reads
+    /// only the first 1024 bytes), else first in the head as always.
+    #[test]
+    fn the_probe_leaves_a_leading_meta_charset_first() {
+        let with_probe = |encoding| {
+            let mut t = spec(&["/src/a.js"]);
+            t.encoding = encoding;
+            t.probe = Some(ProbeSpec {
+                key: stamp_model::ticket::TicketKey::parse("TKT-1").unwrap(),
+                view: "dev",
+                stage: stamp_model::ticket::Stage::Dev,
+                own: Default::default(),
+                badge: true,
+                reports: Vec::new(),
+            });
+            t
+        };
+        let data = "<script type=\"application/json\" id=\"ticket-stamp-data\">";
+        for (page, encoding, before) in [
+            (
+                "<html><head><meta charset=\"utf-8\"><title>t</title><script type=module src=/src/a.js></script></head></html>",
+                None,
+                "<html><head><meta charset=\"utf-8\">",
+            ),
+            (
+                "<html><head><META HTTP-EQUIV=Content-Type content=\"text/html; charset=utf-8\"><script type=module src=/src/a.js></script></head></html>",
+                None,
+                "<html><head><META HTTP-EQUIV=Content-Type content=\"text/html; charset=utf-8\">",
+            ),
+            (
+                "<html><head><title>t</title><meta charset=utf-8></head><body></body></html>",
+                None,
+                "<html><head>",
+            ),
+            (
+                "<html><head><script type=module src=/src/a.js></script></head></html>",
+                None,
+                "<html><head>",
+            ),
+            ("<html><head></head><body>x</body></html>", None, "<html><head>"),
+            (
+                "<html><head><meta charset=\"utf-8\"><title>t</title></head></html>",
+                Some(encoding_rs::UTF_8),
+                "<html><head>",
+            ),
+        ] {
+            let (out, _) = rewrite_str(with_probe(encoding), page);
+            assert!(out.starts_with(&format!("{before}{data}")), "{page}: {out}");
+            assert_eq!(out.matches(data).count(), 1, "{out}");
         }
     }
 

@@ -313,15 +313,44 @@ pub fn pending_cookie(key: &TicketKey, view: View, secure: bool) -> String {
     )
 }
 
-/// The cookie that says this browser left its ticket (the badge's exit or
-/// `?stamp=off`): for as long as a selection would have lasted, a page of
-/// the ticket still open in another tab does not select it again through
-/// the `Referer` of its requests. A link opened on purpose clears it.
-pub fn left_cookie(secure: bool, max_age: u64) -> String {
+/// The cookie that says this browser left a ticket (the badge's exit,
+/// `?stamp=off`, a link framed by another site): for as long as a
+/// selection would have lasted, a page of that ticket still open in another
+/// tab does not name it again through the `Referer` of its requests. Its
+/// value is the ticket left (`view.KEY`), so another ticket's link still
+/// works; `1` (no ticket known) stands for any. A link opened on purpose
+/// clears it.
+pub fn left_cookie(left: Option<&str>, secure: bool, max_age: u64) -> String {
+    let value = left
+        .filter(|v| {
+            v.len() <= 80
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        })
+        .unwrap_or("1");
     format!(
-        "{LEFT_COOKIE}=1; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        "{LEFT_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
         if secure { "; Secure" } else { "" }
     )
+}
+
+/// The ticket (`view.KEY`) a selection cookie's value names, whatever
+/// share token follows it.
+pub fn cookie_ticket(value: &str) -> Option<String> {
+    let mut parts = value.splitn(3, '.');
+    let view = parts.next().filter(|v| *v == "dev" || *v == "qa")?;
+    let key = TicketKey::parse(parts.next()?).ok()?;
+    Some(format!("{view}.{}", key.as_str()))
+}
+
+/// Whether a marker cookie (`view.KEY`, see [`left_cookie`] and
+/// [`PENDING_COOKIE`]) names `key`'s `view`; `1` names any.
+pub fn marks(value: &str, key: &TicketKey, view: View, any: bool) -> bool {
+    (any && value == "1")
+        || value
+            .strip_prefix(view.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|k| k.eq_ignore_ascii_case(key.as_str()))
 }
 
 /// Every `Set-Cookie` that clears a copy of the ticket cookie this host can

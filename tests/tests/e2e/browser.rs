@@ -1505,6 +1505,25 @@ async fn a_ticket_link_from_another_site_asks_first() {
     assert_eq!(resp.headers()["cache-control"], "private, no-store");
     let body = resp.text().await.unwrap();
     assert!(!body.contains("<script"), "{body}");
+    // A share token means nothing without a preview gate to check it: a
+    // made-up one neither skips the question nor the frame rule.
+    for dest in ["document", "iframe"] {
+        let resp = stamp_tests::client()
+            .get(format!("{ticket_link}&st=0"))
+            .header("sec-fetch-site", "cross-site")
+            .header("sec-fetch-mode", "navigate")
+            .header("sec-fetch-dest", dest)
+            .send()
+            .await
+            .unwrap();
+        let info = resp.headers()["x-ticket-stamp"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(info.starts_with("production"), "{dest}: {info}");
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("ticket-stamp-data"), "{dest}: {body}");
+    }
     // Framed from a truly cross-site page: production, and it says why.
     let resp = stamp_tests::client()
         .get(&ticket_link)
@@ -1520,7 +1539,7 @@ async fn a_ticket_link_from_another_site_asks_first() {
             && cookies[0]
                 .to_str()
                 .unwrap()
-                .starts_with("ticket_stamp_left=1;"),
+                .starts_with("ticket_stamp_left=dev.DEMO-1;"),
         "nothing selected, and the page's requests select nothing either: {cookies:?}"
     );
     assert_eq!(

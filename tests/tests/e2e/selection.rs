@@ -70,6 +70,9 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
     upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
         .await
         .unwrap();
+    upload(&store, "TKT-2", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
     wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
 
     let (h, html) = page(&f.proxy, "/?dev=TKT-1", None).await;
@@ -109,7 +112,7 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap())
-        .find(|c| c.starts_with("ticket_stamp_left=1;"))
+        .find(|c| c.starts_with("ticket_stamp_left=dev.TKT-1;"))
         .expect("the exit's marker")
         .to_string();
     assert!(left.contains("Max-Age=43200"), "{left}");
@@ -156,9 +159,30 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
         .to_str()
         .unwrap()
         .starts_with("ticket_stamp_pending=; Path=/; Max-Age=0"));
-    // After leaving, the other tab names nothing at all.
-    let after_leaving = from_ticket_tab(Some("ticket_stamp_left=1")).await.unwrap();
+    // After leaving, the other tab names nothing at all; a link to another
+    // ticket still does (what was left is TKT-1, not every ticket).
+    let after_leaving = from_ticket_tab(Some("ticket_stamp_left=dev.TKT-1"))
+        .await
+        .unwrap();
     assert!(after_leaving.headers().get("set-cookie").is_none());
+    let legacy = from_ticket_tab(Some("ticket_stamp_left=1")).await.unwrap();
+    assert!(legacy.headers().get("set-cookie").is_none());
+    let other = client()
+        .get(f.proxy.url("/api/cart"))
+        .header("referer", f.proxy.url("/?dev=TKT-2"))
+        .header("sec-fetch-site", "same-origin")
+        .header("sec-fetch-mode", "cors")
+        .header("cookie", "ticket_stamp_left=dev.TKT-1")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        other.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("ticket_stamp_pending=dev.TKT-2;"),
+        "another ticket's link is still asked about"
+    );
 }
 
 #[tokio::test]
@@ -526,7 +550,7 @@ async fn tossed_cookies_never_select_and_the_exit_clears_every_copy() {
     assert!(
         clears
             .iter()
-            .all(|c| c.contains("Max-Age=0") || c.starts_with("ticket_stamp_left=1;")),
+            .all(|c| c.contains("Max-Age=0") || c.starts_with("ticket_stamp_left=dev.TKT-1;")),
         "{clears:?}"
     );
     for needle in [

@@ -184,9 +184,14 @@ fn variants() -> Vec<(&'static str, RewriteSpec)> {
     notice.notice = Some("<p id=notice></p>".into());
     let mut small = base(&paths);
     small.memory_limit_bytes = 4096;
+    // Headers that name no charset: `<meta charset>` decides, and the probe
+    // waits for the head's first element.
+    let mut undeclared = ticket.clone();
+    undeclared.encoding = None;
     vec![
         ("overlay", overlay),
         ("ticket", ticket),
+        ("ticket, no charset in the headers", undeclared),
         ("ticket, remote module", remote),
         ("ticket, meta policy", meta),
         ("live reload", live),

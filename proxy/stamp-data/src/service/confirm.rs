@@ -57,7 +57,7 @@ h1{{font-size:1.4rem}}.b{{display:inline-block;margin:.4rem .6rem .4rem 0;paddin
 .go{{background:#5b2a86;color:#fff}}.stay{{border:1px solid #9ca3af;color:#1f2937}}\
 a:focus-visible{{outline:3px solid #f59e0b;outline-offset:2px}}</style></head><body><main>\
 <h1>Open ticket {key} on {host}?</h1>\
-<p>A link from another site asks to show this app with ticket <strong>{key}</strong> \
+<p>A link from another site (or one whose origin this browser did not say) asks to show this app with ticket <strong>{key}</strong> \
 ({view} view): {what}, running on {host} with your session here.</p>\
 <p>Continue only if you expected to review {key}.</p>\
 <p><a class=\"b go\" href=\"{go}\">Continue to {key}</a>\

@@ -1,8 +1,9 @@
 //! Ticket files at plain paths: a file production lacks (a chunk or a
 //! stylesheet the ticket's build made) answered in place of the origin's
-//! 404, and mirror paths (a ticket file, else a redirect to the other
-//! origin's own file). Production's own files are never answered with
-//! ticket bytes under their URLs.
+//! 404, mirror paths (a ticket file, else a redirect to the other origin's
+//! own file), and the files no import map reaches (a worker's imports, a
+//! ticket page's `fetch()` of its data). Ticket bytes under a production
+//! URL are only ever `private, no-store, Vary: *`: no cache keeps them.
 
 use super::Settings;
 use bytes::Bytes;

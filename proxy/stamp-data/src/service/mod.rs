@@ -166,10 +166,14 @@ impl StampProxy {
 /// browser's cache would answer the next `?stamp=off` without the cookie
 /// that clears the ticket, and the visitor would stay on it; a shared cache
 /// would hand one visitor's cookie to everyone.
+/// (A `304` is not stored: what it says of caching would be merged into the
+/// browser's stored copy of production's file, so it is left as it is.)
 pub(super) fn not_stored_with_our_cookies(resp: &mut ResponseHeader, sel: &ctx::Selected) {
-    if !sel.set_cookie.is_empty() {
+    if !sel.set_cookie.is_empty() && resp.status.as_u16() != 304 {
         let _ = resp.insert_header(header::CACHE_CONTROL, "private, no-store");
-        resp.remove_header(&header::EXPIRES);
+        for h in ["expires", "cdn-cache-control", "surrogate-control"] {
+            resp.remove_header(h);
+        }
     }
 }
 
@@ -253,7 +257,7 @@ impl ProxyHttp for StampProxy {
             Route::Mirror(_) | Route::Unmapped(_) => self.serve_mirror(session, ctx).await?,
             Route::Report => self.take_report(session, &ctx.settings).await?,
             Route::Leave => self.leave(session, ctx).await?,
-            Route::SetAside => self.set_aside_worker(session).await?,
+            Route::SetAside => self.set_aside_worker(session, &ctx.sel.set_cookie).await?,
             Route::Map(_) => return self.start_map(session, ctx).await,
             Route::Live => {
                 // Endless by design: a graceful stop must not wait for it.

@@ -130,27 +130,31 @@ impl StampProxy {
         if classified.module.is_some() && classified.hot.is_none() {
             return classified;
         }
-        let left = select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::LEFT_COOKIE)
-            .is_some();
+        let left = select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::LEFT_COOKIE);
+        // The ticket this browser is on (its cookie), for what leaving marks.
+        let on = select::named_cookie(cookies.iter().map(|v| v.as_bytes()), name)
+            .and_then(select::cookie_ticket);
         let pending =
             select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::PENDING_COOKIE);
         ctx.sel.pending = pending.is_some();
         let snap = self.snapshot.load();
-        if classified.selection == Selection::None && !classified.has_cookie && !left {
+        if classified.selection == Selection::None && !classified.has_cookie {
             if let Some((
                 Selection::Ticket {
                     key, view, source, ..
                 },
                 token,
-            )) = select::from_referer(&req.headers)
-            {
+            )) = select::from_referer(&req.headers).filter(|(s, _)| match (s, left) {
+                (Selection::Ticket { key, view, .. }, Some(l)) => {
+                    !select::marks(l, key, *view, true)
+                }
+                _ => true,
+            }) {
                 // The link's own navigation never reached the proxy (a
                 // service worker answered it), so nobody asked whether it
                 // came from another site: the ticket waits for the page's
                 // next load, which asks (protected previews have their gate).
-                let ask = ctx.settings.cfg.selection.confirm_cross_site
-                    && self.preview.is_none()
-                    && token.is_none();
+                let ask = ctx.settings.cfg.selection.confirm_cross_site && self.preview.is_none();
                 if !ask {
                     classified.selection = Selection::Ticket {
                         key,
@@ -159,8 +163,7 @@ impl StampProxy {
                         token,
                     };
                 } else if matches!(snap.resolve(&key, view), Resolved::Stamp { .. }) {
-                    let value = format!("{}.{}", view.as_str(), key.as_str());
-                    if pending != Some(value.as_str()) {
+                    if !pending.is_some_and(|p| select::marks(p, &key, view, false)) {
                         ctx.sel
                             .set_cookie
                             .push(select::pending_cookie(&key, view, ctx.secure));
@@ -243,15 +246,16 @@ impl StampProxy {
             Selection::None => on_production(sel),
             Selection::Off => {
                 production(sel, "selection cleared".into(), true);
+                sel.set_cookie.push(select::left_cookie(
+                    on.as_deref(),
+                    secure,
+                    ctx.settings.cfg.selection.cookie_max_age.as_secs(),
+                ));
                 if sel.pending {
                     sel.set_cookie
                         .push(select::clear_cookie(select::PENDING_COOKIE, secure));
                     sel.pending = false;
                 }
-                sel.set_cookie.push(select::left_cookie(
-                    secure,
-                    ctx.settings.cfg.selection.cookie_max_age.as_secs(),
-                ));
             }
             Selection::Invalid { reason, source } => {
                 let clear = classified.has_cookie || *source == Source::Cookie;
@@ -301,14 +305,14 @@ impl StampProxy {
                         }
                     }
                     // A page on another site that frames a ticket link
-                    // (no signed token) gets production, unless the visitor
+                    // (no preview gate) gets production, unless the visitor
                     // chose this ticket already: they never chose to run its
                     // code, and the question below cannot be asked in a
                     // frame (it refuses to be framed). Opened in its own
                     // tab, the link asks.
                     if *source == Source::Query
                         && ctx.settings.cfg.selection.confirm_cross_site
-                        && token.is_none()
+                        && self.preview.is_none()
                         && select::is_frame_navigation(&req.headers)
                         && select::from_another_site(&req.headers, host)
                         && !select::cookie_selects(
@@ -325,28 +329,27 @@ impl StampProxy {
                         );
                         // Nor may the page's own requests select it, through
                         // the `Referer` that names the link.
+                        let framed = format!("{}.{}", view.as_str(), key.as_str());
                         sel.set_cookie.push(select::left_cookie(
+                            Some(&framed),
                             secure,
                             ctx.settings.cfg.selection.cookie_max_age.as_secs(),
                         ));
                         return classified;
                     }
-                    // A link from another site (no signed token) asks the
-                    // visitor first, unless they already chose this ticket.
+                    // A link from another site asks the visitor first,
+                    // unless they already chose this ticket.
                     // (Protected previews need a signed link or a signed-in
                     // person already: the gate above is their question.)
                     // So does the next load of a page whose link a service
                     // worker answered (the pending cookie): where that link
                     // came from, nobody knows.
-                    let pending_here = pending.is_some_and(|p| {
-                        p.strip_prefix(view.as_str())
-                            .and_then(|rest| rest.strip_prefix('.'))
-                            .is_some_and(|k| k.eq_ignore_ascii_case(key.as_str()))
-                    });
+                    // A share token counts only where a preview gate checks
+                    // it: without one, `&st=0` would skip the question.
+                    let pending_here = pending.is_some_and(|p| select::marks(p, key, *view, false));
                     if *source == Source::Query
                         && ctx.settings.cfg.selection.confirm_cross_site
                         && self.preview.is_none()
-                        && token.is_none()
                         && select::is_navigation(&req.headers)
                         && (select::from_another_site(&req.headers, host) || pending_here)
                         && !select::cookie_selects(
@@ -377,7 +380,7 @@ impl StampProxy {
                             ctx.settings.cfg.selection.cookie_max_age.as_secs(),
                             secure,
                         )];
-                        if left {
+                        if left.is_some() {
                             // A link opened on purpose: the exit is forgotten.
                             sel.set_cookie
                                 .push(select::clear_cookie(select::LEFT_COOKIE, secure));

@@ -74,9 +74,23 @@ impl StampProxy {
         )?;
         // A page of the ticket still open elsewhere must not select it again
         // through its requests' Referer (see `select::from_referer`).
+        let name = if ctx.secure {
+            &ctx.settings.cookie_names.1
+        } else {
+            &ctx.settings.cookie_names.0
+        };
+        let on = select::named_cookie(
+            req.headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+            name,
+        )
+        .and_then(select::cookie_ticket);
         resp.append_header(
             header::SET_COOKIE,
             select::left_cookie(
+                on.as_deref(),
                 ctx.secure,
                 ctx.settings.cfg.selection.cookie_max_age.as_secs(),
             ),
@@ -91,8 +105,18 @@ impl StampProxy {
     /// neither hide a ticket's pages behind production's cache nor keep
     /// ticket bytes. Once the browser leaves the ticket, its next update
     /// check gets production's worker back, as it was.
-    pub(super) async fn set_aside_worker(&self, session: &mut Session) -> Result<()> {
+    pub(super) async fn set_aside_worker(
+        &self,
+        session: &mut Session,
+        cookies: &[String],
+    ) -> Result<()> {
         let mut resp = ResponseHeader::build(200, Some(5))?;
+        // A link waiting to be asked about may be marked by this very
+        // request (the worker's update check, the page's first): the mark
+        // must reach the browser, or the reload would not ask.
+        for cookie in cookies {
+            resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+        }
         resp.insert_header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")?;
         resp.insert_header(header::CONTENT_LENGTH, SET_ASIDE.len().to_string())?;
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
