@@ -19,31 +19,39 @@
 //! connection is a tunnel that is never timed. HTTP/2 (ALPN `h2`) multiplexes
 //! its own framing and is passed through untouched.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::time::Instant;
 
-use async_trait::async_trait;
-use pingora::apps::ServerApp;
-use pingora::protocols::tls::TlsRef;
-use pingora::protocols::Stream;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, UniqueID, UniqueIDType,
-    ALPN,
+// The connection's side (Pingora's streams): with the `proxy` feature. The
+// framing follower below is plain code, which the fuzz targets build alone.
+#[cfg(feature = "proxy")]
+use {
+    async_trait::async_trait,
+    pingora::apps::ServerApp,
+    pingora::protocols::tls::TlsRef,
+    pingora::protocols::Stream,
+    pingora::protocols::{
+        GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, UniqueID,
+        UniqueIDType, ALPN,
+    },
+    pingora::server::ShutdownWatch,
+    std::future::Future,
+    std::io,
+    std::pin::Pin,
+    std::sync::Arc,
+    std::task::{Context, Poll},
+    tokio::io::{AsyncRead, AsyncWrite, ReadBuf},
+    tokio::time::Sleep,
 };
-use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
 /// Wraps a service's app so that every HTTP/1 connection gets a header deadline.
+#[cfg(feature = "proxy")]
 pub struct HeaderDeadline<A> {
     pub inner: Arc<A>,
     pub timeout: Duration,
 }
 
+#[cfg(feature = "proxy")]
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderDeadline<A> {
     async fn process_new(
@@ -240,6 +248,7 @@ impl Chunk {
 }
 
 /// A connection's stream with a deadline on each request header.
+#[cfg(feature = "proxy")]
 pub struct Deadlined {
     inner: Stream,
     tracker: Tracker,
@@ -248,6 +257,7 @@ pub struct Deadlined {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
+#[cfg(feature = "proxy")]
 impl std::fmt::Debug for Deadlined {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deadlined")
@@ -278,6 +288,7 @@ struct Tracker {
 /// The longest header kept for reading its framing; Pingora refuses longer.
 const MAX_HEAD: usize = 128 * 1024;
 
+#[cfg(feature = "proxy")]
 impl Deadlined {
     pub fn new(inner: Stream, timeout: Duration) -> Deadlined {
         Deadlined {
@@ -414,6 +425,7 @@ impl Tracker {
     }
 }
 
+#[cfg(feature = "proxy")]
 impl AsyncRead for Deadlined {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -453,6 +465,7 @@ impl AsyncRead for Deadlined {
     }
 }
 
+#[cfg(feature = "proxy")]
 impl AsyncWrite for Deadlined {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -496,6 +509,7 @@ impl AsyncWrite for Deadlined {
     }
 }
 
+#[cfg(feature = "proxy")]
 #[async_trait]
 impl Shutdown for Deadlined {
     async fn shutdown(&mut self) {
@@ -503,12 +517,14 @@ impl Shutdown for Deadlined {
     }
 }
 
+#[cfg(feature = "proxy")]
 impl UniqueID for Deadlined {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
+#[cfg(feature = "proxy")]
 impl Ssl for Deadlined {
     fn get_ssl(&self) -> Option<&TlsRef> {
         self.inner.get_ssl()
@@ -523,6 +539,7 @@ impl Ssl for Deadlined {
     }
 }
 
+#[cfg(feature = "proxy")]
 impl GetTimingDigest for Deadlined {
     fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
         self.inner.get_timing_digest()
@@ -537,6 +554,7 @@ impl GetTimingDigest for Deadlined {
     }
 }
 
+#[cfg(feature = "proxy")]
 impl GetProxyDigest for Deadlined {
     fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
         self.inner.get_proxy_digest()
@@ -547,6 +565,7 @@ impl GetProxyDigest for Deadlined {
     }
 }
 
+#[cfg(feature = "proxy")]
 impl GetSocketDigest for Deadlined {
     fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
         self.inner.get_socket_digest()
@@ -557,6 +576,7 @@ impl GetSocketDigest for Deadlined {
     }
 }
 
+#[cfg(feature = "proxy")]
 #[async_trait]
 impl Peek for Deadlined {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {

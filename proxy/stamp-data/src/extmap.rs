@@ -14,8 +14,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use url::Url;
 
+use crate::effective::Effective;
 use crate::importmap;
-use crate::snapshot::Effective;
 
 /// One external map request, from its query to its merged body.
 #[derive(Debug)]

@@ -210,7 +210,7 @@ fn absolutize(root: &mut Map<String, Value>, base: &Url, page: &Url) {
     }
 }
 
-/// Merged maps of one page variant (one [`crate::snapshot::Effective`]), so
+/// Merged maps of one page variant (one [`crate::effective::Effective`]), so
 /// that the pages sharing a map (an app shell, a site-wide layout) pay for the
 /// merge once per snapshot instead of once per request. It dies with the
 /// snapshot, so a change to the ticket can never serve a stale merge.

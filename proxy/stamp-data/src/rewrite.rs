@@ -40,7 +40,7 @@ use lol_html::{
 };
 use url::Url;
 
-use crate::snapshot::Effective;
+use crate::effective::Effective;
 
 /// The `type`s of inline import maps the proxy merges into.
 pub const MAP_TYPES: [&str; 4] = [
