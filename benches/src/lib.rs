@@ -97,7 +97,8 @@ pub fn spec(n: usize) -> RewriteSpec {
         meta_csp,
         asset_origins: std::sync::Arc::from(Vec::<String>::new()),
         base_uri: Vec::new(),
-        encoding: None,
+        // As an app server names it (`text/html; charset=utf-8`).
+        encoding: Some(encoding_rs::UTF_8),
         notice: None,
     }
 }
