@@ -339,6 +339,9 @@ impl OutputSink for Sink {
 
 /// One page's rewriter. `Send` (kept in the request context behind a Mutex).
 pub struct PageRewriter {
+    /// The page's first bytes while they may still begin a byte order mark
+    /// (`None` once the charset is settled).
+    lead: Option<Vec<u8>>,
     /// The lol_html reading the page now: none while the tokenizer
     /// forwards, or after lol_html gave up.
     rewriter: Option<HtmlRewriter<'static, Sink>>,
@@ -582,6 +585,12 @@ fn may_hand_over(st: &State) -> bool {
     !st.report.bailed_out && st.template_depth == 0 && !st.in_map && badge_settled
 }
 
+/// Whether `bytes` may still grow into a byte order mark (UTF-8's three
+/// bytes, UTF-16's two): nothing, or a proper start of one.
+fn may_begin_a_bom(bytes: &[u8]) -> bool {
+    matches!(bytes, [] | [0xEF] | [0xEF, 0xBB] | [0xFE] | [0xFF])
+}
+
 /// Longest construct the tokenizer holds back (a start tag it has not
 /// seen the end of); longer, lol_html reads the rest of the page.
 const MAX_HELD: usize = 64 * 1024;
@@ -623,6 +632,7 @@ impl PageRewriter {
         let out = Sink::default();
         let rewriter = lol_html(&state, &out);
         PageRewriter {
+            lead: Some(Vec::new()),
             rewriter: Some(rewriter),
             fed: 0,
             phase: if early_exit {
@@ -637,15 +647,23 @@ impl PageRewriter {
 
     /// Feeds one chunk; returns what is ready to send.
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let first = {
-            let mut st = lock(&self.state);
-            let first = st.report.bytes_in == 0;
-            st.report.bytes_in += chunk.len() as u64;
-            first
+        lock(&self.state).report.bytes_in += chunk.len() as u64;
+        // The first bytes wait until they are known not to begin a byte
+        // order mark, or to be one, however the page is split.
+        let Some(held) = self.lead.as_mut() else {
+            return self.write_read(chunk);
         };
-        if first {
-            self.byte_order_mark(chunk);
+        held.extend_from_slice(chunk);
+        if may_begin_a_bom(held) {
+            return Vec::new();
         }
+        let lead = self.lead.take().unwrap_or_default();
+        self.byte_order_mark(&lead);
+        self.write_read(&lead)
+    }
+
+    /// [`PageRewriter::write`] once the page's charset is settled.
+    fn write_read(&mut self, chunk: &[u8]) -> Vec<u8> {
         // A construct the tokenizer held back is read again with what follows.
         let joined;
         let mut rest = match &mut self.phase {
@@ -900,6 +918,17 @@ impl PageRewriter {
 
     /// Ends the page; returns the last bytes.
     pub fn finish(&mut self) -> Vec<u8> {
+        // A page of no more than the start of a byte order mark.
+        let mut out = Vec::new();
+        if let Some(lead) = self.lead.take() {
+            self.byte_order_mark(&lead);
+            out = self.write_read(&lead);
+        }
+        out.extend(self.finish_read());
+        out
+    }
+
+    fn finish_read(&mut self) -> Vec<u8> {
         if let Phase::Skim { held, skim } = &mut self.phase {
             // An unfinished construct at the end: lol_html emits it as it
             // came. Then lol_html ends the page as it would have.
@@ -1865,11 +1894,14 @@ mod tests {
             b"</body>",
         ]
         .concat();
-        let mut declared = spec(&["/src/a.js"]);
-        declared.encoding = Some(encoding_rs::SHIFT_JIS);
-        let (out, report) = rewrite_bytes(declared, &html, html.len());
-        assert_eq!(count(&out, text), 2, "{}", String::from_utf8_lossy(&out));
-        assert_eq!(report.entries_rewritten, 1, "{report:?}");
+        // However the page is split: the mark is read whole.
+        for step in [html.len(), 1, 2] {
+            let mut declared = spec(&["/src/a.js"]);
+            declared.encoding = Some(encoding_rs::SHIFT_JIS);
+            let (out, report) = rewrite_bytes(declared, &html, step);
+            assert_eq!(count(&out, text), 2, "{}", String::from_utf8_lossy(&out));
+            assert_eq!(report.entries_rewritten, 1, "step {step}: {report:?}");
+        }
 
         let utf16: Vec<u8> = [0xFF, 0xFE]
             .into_iter()
@@ -1879,13 +1911,20 @@ mod tests {
                     .flat_map(u16::to_le_bytes),
             )
             .collect();
-        let (out, report) = rewrite_bytes(spec(&["/src/a.js"]), &utf16, 5);
-        assert_eq!(out, utf16);
-        assert!(report.utf16);
-        assert_eq!(report.outcome(), "unreadable");
-        assert!(report
-            .nothing_applied()
-            .is_some_and(|why| why.contains("UTF-16")));
+        for step in [1, 2, 5] {
+            let (out, report) = rewrite_bytes(spec(&["/src/a.js"]), &utf16, step);
+            assert_eq!(out, utf16, "step {step}");
+            assert!(report.utf16);
+            assert_eq!(report.outcome(), "unreadable");
+            assert!(report
+                .nothing_applied()
+                .is_some_and(|why| why.contains("UTF-16")));
+        }
+        // A page that is only the start of a mark, or nothing at all.
+        for page in [&b"\xef\xbb"[..], b"\xef", b"\xff", b""] {
+            let (out, _) = rewrite_bytes(spec(&["/src/a.js"]), page, 1);
+            assert!(out.starts_with(page), "{page:?}: {out:?}");
+        }
     }
 
     /// What the proxy writes into a page is ASCII: it reads the same in
