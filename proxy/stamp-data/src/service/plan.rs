@@ -419,6 +419,19 @@ impl StampProxy {
                     });
                     let clear = classified.has_cookie || *source == Source::Cookie;
                     production(sel, reason, clear);
+                    // This link's page reached the proxy: its own requests,
+                    // whose `Referer` names the link, are not those of a page
+                    // a service worker answered, and must not mark it pending
+                    // should the ticket open meanwhile (a reload of the link
+                    // would then ask). A reload selects it by its query.
+                    if *source == Source::Query && select::is_navigation(&req.headers) {
+                        let named = format!("{}.{}", view.as_str(), key.as_str());
+                        sel.set_cookie.push(select::left_cookie(
+                            Some(&named),
+                            secure,
+                            ctx.settings.cfg.selection.cookie_max_age.as_secs(),
+                        ));
+                    }
                 }
             },
         }
