@@ -10,7 +10,7 @@
 const d=document,W=window,el=d.getElementById("ticket-stamp-data");
 if(!el||W.__ticketStamp)return;
 let D;try{D=JSON.parse(el.textContent)}catch(_){return}
-const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,loaded:new Set,prod:new Map,errors:[],count:0,failed:0,settled:!1};
+const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,worklet:new Set,loaded:new Set,prod:new Map,errors:[],count:0,failed:0,settled:!1};
 const mods=D.modules||[],byHash=new Map,byProd=new Map;
 for(const m of mods){m.js=/\.(m|c)?jsx?$/i.test(m.p);byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
 const ran=(h,worker)=>{if(!byHash.has(h)||S.ran.has(h)&&!worker)return;S.ran.add(h);if(worker)S.worker.add(h);S.prod.delete(h);changed=!0;later()};
@@ -84,6 +84,10 @@ const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&n.localName=
 if(AT.size&&!prodPage){const wrap=(P,names)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;
   P[k]=function(...a){try{if(this.isConnected||this===d)a.forEach(scan)}catch(_){}return f.apply(this,a)}});
  wrap(Node.prototype,["appendChild","insertBefore","replaceChild"]);wrap(Element.prototype,["append","prepend","before","after","replaceWith","insertAdjacentElement"]);wrap(Document.prototype,["append","prepend"])}
+// Worklets (audio, paint) have no import map either, and no way to tell the
+// page what they ran: the proxy answers their imports with the ticket's
+// files, and the badge says which worklets it cannot see into.
+try{const WP=W.Worklet&&W.Worklet.prototype,am=WP&&WP.addModule;if(typeof am==="function")WP.addModule=function(u,...r){S.worklet.add(pathOf(u));changed=!0;later();return am.call(this,u,...r)}}catch(_){}
 try{new BroadcastChannel("ticket-stamp").onmessage=e=>{const h=e.data&&e.data.ran;if(typeof h==="string")ran(h,!0)}}catch(_){}
 const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
  if(S.errors.length<5)S.errors.push({kind,message:cut(msg),source:cut(pathOf(src||"")),line:+line||0,stack:cut(String(stack||"").split("\n").find(l=>/\bat\b|@/.test(l))||"").trim()});later()};
@@ -110,7 +114,9 @@ const badge=()=>{if(!D.badge)return;outcome();
  let text,cls="";
  if(prod.length||not.length){cls="warn";text=`${did.length} of ${seen} ran`+(prod.length?`: production's ${prod.map(m=>m.p).join(", ")} ran instead`:"")+(not.length?`; ${not.map(m=>m.p).join(", ")} loaded but did not run`:"")}
  else if(seen){text=`${did.length} of ${seen} ${seen===1?"module":"modules"} ran`+(S.worker.size?` (${S.worker.size} in a worker)`:"")}
+ else if(S.worklet.size&&!O.nothing){cls="warn";text=`none of its ${mods.length} ${mods.length===1?"module":"modules"} seen running`}
  else{cls="idle";text=O.nothing?`nothing applied: ${O.nothing}`:`none of its ${mods.length} ${mods.length===1?"module":"modules"} used on this page`}
+ if(S.worklet.size)text+=`; not seen: what worklet ${[...S.worklet].join(", ")} ran (worklets cannot report)`;
  // A module uploaded on this origin that production loads from another: why it did not apply, and what to set.
  const away=Object.entries(O.elsewhere||{}).filter(([p])=>!mods.some(m=>m.p===p&&S.ran.has(m.h)));
  if(away.length){cls="warn";text+="; "+away.map(([p,u])=>{const o=new URL(u).origin;return `${p} did not apply: production loads ${u}; upload it with url_path at ${o} (with ${o} in the proxy's asset_origins)`}).join("; ")}

@@ -925,6 +925,85 @@ async fn workers_run_the_tickets_code_and_say_so() {
     browser.close().await.unwrap();
 }
 
+/// Import maps do not reach worklets either, and a worklet cannot tell the
+/// page what ran: an AudioWorklet whose processor imports a file the ticket
+/// changed gets the ticket's file on the ticket (never cached), production's
+/// elsewhere, and the badge says what it cannot see rather than "none used".
+#[tokio::test]
+async fn worklets_run_the_tickets_code() {
+    let origin = Origin::start().unwrap();
+    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>worklet</title></head><body>\
+             <p id=\"out\">-</p>\
+             <script type=\"module\" src=\"/src/main.js\"></script></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.js",
+        js("const ctx = new OfflineAudioContext(1, 128, 8000);\n\
+            await ctx.audioWorklet.addModule(new URL('./processor.js', import.meta.url));\n\
+            const node = new AudioWorkletNode(ctx, 'tone');\n\
+            node.port.onmessage = (e) => { document.getElementById('out').textContent = e.data; };\n"),
+    );
+    origin.route(
+        "/src/processor.js",
+        js("import { tone } from './tone.js';\n\
+            registerProcessor('tone', class extends AudioWorkletProcessor {\n\
+              constructor() { super(); this.port.postMessage('worklet: ' + tone); }\n\
+              process() { return false; }\n\
+            });\n"),
+    );
+    origin.route(
+        "/src/tone.js",
+        js("export const tone = 'production tone';\n"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[("tone.js", "export const tone = 'ticket tone';\n")],
+    );
+    let browser = Browser::start().await.unwrap();
+    let out = "return document.getElementById('out').textContent";
+    app.expect(&browser, "/", out, "worklet: production tone")
+        .await;
+    app.stamp(work.path(), &["WKL-1", "--update", "--once"]);
+    app.expect(&browser, "/?dev=WKL-1", out, "worklet: ticket tone")
+        .await;
+    // The badge cannot see into the worklet, and says so.
+    let text = badge_says(
+        &browser,
+        "not seen: what worklet /src/processor.js ran (worklets cannot report)",
+    )
+    .await;
+    assert!(text.contains("none of its 1 module seen running"), "{text}");
+    // What the worklet got is no one else's: never cached, told apart.
+    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
+    for dest in ["audioworklet", "paintworklet"] {
+        let r = client()
+            .get(app.proxy.url("/src/tone.js"))
+            .header("cookie", format!("ticket_stamp={cookie}"))
+            .header("sec-fetch-dest", dest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["cache-control"], "private, no-store");
+        assert_eq!(r.headers()["vary"], "*");
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .starts_with("export const tone = 'ticket tone';"));
+    }
+    app.production_is_untouched(&["/src/tone.js"]).await;
+    app.expect(&browser, "/?stamp=off", out, "worklet: production tone")
+        .await;
+    browser.close().await.unwrap();
+}
+
 // ----------------------------------------------------------------- badge
 
 /// The badge survives what apps do to their body: a page minified the way

@@ -464,16 +464,22 @@ fn read_by_a_script(headers: &http::HeaderMap) -> bool {
 
 /// A request a worker makes for its script or its imports, where no import
 /// map reaches: `Sec-Fetch-Dest: worker` or `sharedworker` (a worker's script
-/// and its static imports), or a script fetched by a script rather than by a
-/// page (a worker's `importScripts` or dynamic `import()`, whose referrer is
-/// the worker's script). A service worker's script is never one: ticket code
-/// must not outlive its ticket.
+/// and its static imports), a worklet's module and its imports
+/// (`audioworklet`, `paintworklet`: worklets have no import map either), or
+/// a script fetched by a script rather than by a page (a worker's
+/// `importScripts` or dynamic `import()`, whose referrer is the worker's
+/// script). A service worker's script is never one: ticket code must not
+/// outlive its ticket.
 fn from_a_worker(headers: &http::HeaderMap) -> bool {
     let dest = headers
         .get("sec-fetch-dest")
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if dest.eq_ignore_ascii_case(b"worker") || dest.eq_ignore_ascii_case(b"sharedworker") {
+    if dest.eq_ignore_ascii_case(b"worker")
+        || dest.eq_ignore_ascii_case(b"sharedworker")
+        || (dest.len() > b"worklet".len()
+            && dest[dest.len() - b"worklet".len()..].eq_ignore_ascii_case(b"worklet"))
+    {
         return true;
     }
     dest.eq_ignore_ascii_case(b"script")
