@@ -813,6 +813,125 @@ async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
     browser.close().await.unwrap();
 }
 
+/// Files a stylesheet or the page's markup loads by URL (an `@import`, a
+/// `url()` background, an `<img>`, a stylesheet a script adds) pass no map
+/// and no rewrite: on the ticket the proxy answers each with the ticket's
+/// file at its own path (never cached), and the badge counts them. Without
+/// the selection, production's files.
+#[tokio::test]
+async fn files_loaded_by_stylesheets_and_markup_are_the_tickets() {
+    // One pixel, its colour the first entry of the colour table.
+    let gif = |rgb: [u8; 3]| -> Vec<u8> {
+        let mut g = b"GIF89a\x01\x00\x01\x00\x80\x00\x00".to_vec();
+        g.extend_from_slice(&rgb);
+        g.extend_from_slice(&[0, 0, 0]);
+        g.extend_from_slice(
+            b"\x21\xf9\x04\x00\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b",
+        );
+        g
+    };
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>styles</title>\
+             <link rel=stylesheet href=/src/main.css></head><body>\
+             <p id=themed>text</p><div id=bg></div><img id=logo src=/src/logo.gif>\
+             <p id=late>text</p>\
+             <script type=module src=/src/main.js></script></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.css",
+        Route::bytes(
+            "text/css",
+            b"@import url(./theme.css);\n#bg { width: 5px; height: 5px; background: url(./bg.gif); }\n"
+                .to_vec(),
+        ),
+    );
+    origin.route(
+        "/src/theme.css",
+        Route::bytes("text/css", b"#themed { color: rgb(1, 2, 3); }\n".to_vec()),
+    );
+    origin.route(
+        "/src/late.css",
+        Route::bytes("text/css", b"#late { color: rgb(1, 2, 3); }\n".to_vec()),
+    );
+    origin.route("/src/logo.gif", Route::bytes("image/gif", gif([10, 0, 0])));
+    origin.route("/src/bg.gif", Route::bytes("image/gif", gif([10, 0, 0])));
+    origin.route(
+        "/src/main.js",
+        Route::bytes(
+            "text/javascript",
+            b"const l = document.createElement('link');\n\
+              l.rel = 'stylesheet'; l.href = '/src/late.css';\n\
+              document.head.append(l);\n"
+                .to_vec(),
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[
+            ("theme.css", "#themed { color: rgb(9, 8, 7); }\n"),
+            ("late.css", "#late { color: rgb(9, 8, 7); }\n"),
+        ],
+    );
+    for (name, red) in [("logo.gif", 200), ("bg.gif", 150)] {
+        std::fs::write(work.path().join("src").join(name), gif([red, 0, 0])).unwrap();
+    }
+    // The colours of the two stylesheets' rules, and the logo's red.
+    let what = "const img = document.getElementById('logo');\n\
+        if (!img.complete || !img.naturalWidth) return 'loading';\n\
+        const cv = document.createElement('canvas'); cv.width = cv.height = 1;\n\
+        const x = cv.getContext('2d'); x.drawImage(img, 0, 0);\n\
+        const c = (id) => getComputedStyle(document.getElementById(id)).color;\n\
+        return [c('themed'), c('late'), x.getImageData(0, 0, 1, 1).data[0]].join(' | ');";
+    let browser = Browser::start().await.unwrap();
+    app.expect(&browser, "/", what, "rgb(1, 2, 3) | rgb(1, 2, 3) | 10")
+        .await;
+    app.stamp(work.path(), &["CSS-1", "--update", "--once"]);
+    // A fresh browser: one keeps images for the page's life.
+    browser.close().await.unwrap();
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=CSS-1",
+        what,
+        "rgb(9, 8, 7) | rgb(9, 8, 7) | 200",
+    )
+    .await;
+    badge_says(&browser, "4 of 4 modules ran").await;
+    // Each was the ticket's, never to be stored, for this browser only.
+    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
+    for (path, dest) in [
+        ("/src/theme.css", "style"),
+        ("/src/bg.gif", "image"),
+        ("/src/logo.gif", "image"),
+    ] {
+        let r = client()
+            .get(app.proxy.url(path))
+            .header("cookie", format!("ticket_stamp={cookie}"))
+            .header("sec-fetch-dest", dest)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["cache-control"], "private, no-store", "{path}");
+        assert_eq!(r.headers()["vary"], "*", "{path}");
+    }
+    app.production_is_untouched(&["/src/theme.css", "/src/bg.gif", "/src/logo.gif"])
+        .await;
+    app.expect(
+        &browser,
+        "/?stamp=off",
+        what,
+        "rgb(1, 2, 3) | rgb(1, 2, 3) | 10",
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
 // --------------------------------------------------------------- workers
 
 /// Import maps do not reach workers: a module worker, a classic worker

@@ -72,7 +72,7 @@ impl StampProxy {
         } else if let Some(file) = file_here.clone().filter(|f| {
             from_a_worker(&req.headers)
                 || (ctx.sel.dev_or_qa()
-                    && read_by_a_script(&req.headers)
+                    && loaded_by_url(&req.headers)
                     && !crate::modules::is_javascript(&f.path))
         }) {
             Route::Unmapped(file)
@@ -452,14 +452,29 @@ impl StampProxy {
     }
 }
 
-/// A file a page's script reads with `fetch()` or XHR (`Sec-Fetch-Dest:
-/// empty`): the app's data next to its code (`new URL('./strings.json',
-/// import.meta.url)`, a `.wasm` beside its glue). JavaScript fetched so is
-/// a module loader's (es-module-shims), which the maps already steer.
-fn read_by_a_script(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("sec-fetch-dest")
-        .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(b"empty"))
+/// A file a page loads by its URL, where no map and no rewrite reach: read
+/// by a script with `fetch()` or XHR (`Sec-Fetch-Dest: empty`: the app's
+/// data next to its code, `new URL('./strings.json', import.meta.url)`, a
+/// `.wasm` beside its glue), or loaded by a stylesheet or the markup (an
+/// `@import`, a `url()` image or font, an `<img>`, a stylesheet a script
+/// adds, media, a web app manifest). JavaScript fetched so is a module
+/// loader's (es-module-shims), which the maps already steer.
+fn loaded_by_url(headers: &http::HeaderMap) -> bool {
+    const DESTS: [&[u8]; 9] = [
+        b"empty",
+        b"style",
+        b"image",
+        b"font",
+        b"audio",
+        b"video",
+        b"track",
+        b"manifest",
+        b"object",
+    ];
+    headers.get("sec-fetch-dest").is_some_and(|d| {
+        let d = d.as_bytes();
+        DESTS.iter().any(|k| d.eq_ignore_ascii_case(k))
+    })
 }
 
 /// A request a worker makes for its script or its imports, where no import
