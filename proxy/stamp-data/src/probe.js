@@ -80,7 +80,15 @@ const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))ret
   if(/shim/i.test(s.getAttribute("type")))q.set("urls","absolute");const i=s.getAttribute("integrity");if(i){q.set("integrity",i);s.removeAttribute("integrity")}
   s.setAttribute("src",location.origin+"/__stamp/map?"+q);return}
  try{s.textContent=JSON.stringify(fixMap(JSON.parse(s.textContent),d.baseURI))}catch(_){}};
-const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&n.localName==="script")fixScript(n);else if((n.nodeType===1||n.nodeType===11)&&n.querySelectorAll)n.querySelectorAll("script[type]").forEach(fixScript)};
+// A script or preload the app inserts by URL (a loader's appendChild, Vite's
+// modulepreload helper) is pointed at the ticket's URL, as the proxy points
+// the page's own: a module inserted by URL and imported through the map is
+// then one instance, the ticket's.
+const LR=/^\s*(modulepreload|preload|stylesheet)\s*$/i;
+const fixSrc=e=>{if(e.__ticketStampSrc)return;const a=e.localName==="script"?"src":e.localName==="link"&&LR.test(e.getAttribute("rel")||"")?"href":null;
+ const v=a&&e.getAttribute(a);if(v==null)return;const u=AT.get(abs(v));if(!u)return;e.__ticketStampSrc=1;e.removeAttribute("integrity");e.setAttribute(a,u)};
+const fix=e=>{if(e.localName==="script")fixScript(e);fixSrc(e)};
+const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&(n.localName==="script"||n.localName==="link"))fix(n);else if((n.nodeType===1||n.nodeType===11)&&n.querySelectorAll)n.querySelectorAll("script,link[href]").forEach(fix)};
 if(AT.size&&!prodPage){const wrap=(P,names)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;
   P[k]=function(...a){try{if(this.isConnected||this===d)a.forEach(scan)}catch(_){}return f.apply(this,a)}});
  wrap(Node.prototype,["appendChild","insertBefore","replaceChild"]);wrap(Element.prototype,["append","prepend","before","after","replaceWith","insertAdjacentElement"]);wrap(Document.prototype,["append","prepend"])}

@@ -932,6 +932,108 @@ async fn files_loaded_by_stylesheets_and_markup_are_the_tickets() {
     browser.close().await.unwrap();
 }
 
+/// Scripts and preloads an app inserts at runtime (a loader's
+/// `appendChild(script)`, Vite's preload helper adding
+/// `<link rel=modulepreload>`) never pass the proxy's rewrite: the probe
+/// points each at the ticket's URL as it is inserted, as the rewrite does
+/// for the page's own, so a module inserted by URL and imported through the
+/// map is one instance, the ticket's.
+#[tokio::test]
+async fn scripts_an_app_inserts_at_runtime_are_the_tickets() {
+    let origin = Origin::start().unwrap();
+    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>inserted</title></head><body>\
+             <p id=w>-</p><p id=m>-</p>\
+             <script type=module src=/src/main.js></script></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.js",
+        js("const p = document.createElement('link');\n\
+            p.rel = 'modulepreload'; p.href = '/src/mod.js';\n\
+            document.head.appendChild(p);\n\
+            const s = document.createElement('script');\n\
+            s.src = '/src/widget.js';\n\
+            document.head.appendChild(s);\n\
+            const m = document.createElement('script');\n\
+            m.type = 'module'; m.src = '/src/mod.js';\n\
+            document.body.append(m);\n\
+            await import('/src/mod.js');\n"),
+    );
+    origin.route(
+        "/src/widget.js",
+        js("document.getElementById('w').textContent = 'production widget';\n"),
+    );
+    origin.route(
+        "/src/mod.js",
+        js("import { word } from './word.js';\n\
+            window.__runs = (window.__runs || 0) + 1;\n\
+            document.getElementById('m').textContent = 'production module: ' + word;\n"),
+    );
+    origin.route(
+        "/src/word.js",
+        js("export const word = 'production word';\n"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[
+            (
+                "widget.js",
+                "document.getElementById('w').textContent = 'ticket widget';\n",
+            ),
+            (
+                "mod.js",
+                "import { word } from './word.js';\n\
+                 window.__runs = (window.__runs || 0) + 1;\n\
+                 document.getElementById('m').textContent = 'ticket module: ' + word;\n",
+            ),
+            ("word.js", "export const word = 'ticket word';\n"),
+        ],
+    );
+    let what = "if (!window.__runs) return 'loading';\n\
+        return [document.getElementById('w').textContent, document.getElementById('m').textContent, 'runs ' + window.__runs].join(' | ');";
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/",
+        what,
+        "production widget | production module: production word | runs 1",
+    )
+    .await;
+    app.stamp(work.path(), &["INS-1", "--update", "--once"]);
+    app.expect(
+        &browser,
+        "/?dev=INS-1",
+        what,
+        "ticket widget | ticket module: ticket word | runs 1",
+    )
+    .await;
+    badge_says(&browser, "3 of 3 modules ran").await;
+    // Nothing of production's copies was fetched.
+    let fetched = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map((e) => new URL(e.name))\n\
+             .filter((u) => u.pathname.startsWith('/src/') && !u.searchParams.has('__ts'))\n\
+             .map((u) => u.pathname).join(' ');",
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched, "/src/main.js", "{fetched}");
+    app.expect(
+        &browser,
+        "/?stamp=off",
+        what,
+        "production widget | production module: production word | runs 1",
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
 // --------------------------------------------------------------- workers
 
 /// Import maps do not reach workers: a module worker, a classic worker
