@@ -350,6 +350,11 @@ pub struct PageRewriter {
     phase: Phase,
     out: Sink,
     state: Arc<Mutex<State>>,
+    /// The chunk [`PageRewriter::write_bytes`] is reading (its address and
+    /// length): forwarded whole, it goes out as it came, without a copy.
+    whole: Option<(usize, usize)>,
+    /// The tokenizer forwarded all of `whole`, and nothing else came out.
+    whole_out: bool,
 }
 
 /// Who reads the page at this point (see the module's doc on early exit).
@@ -635,6 +640,8 @@ impl PageRewriter {
             lead: Some(Vec::new()),
             rewriter: Some(rewriter),
             fed: 0,
+            whole: None,
+            whole_out: false,
             phase: if early_exit {
                 Phase::Head(Watch::default())
             } else {
@@ -660,6 +667,21 @@ impl PageRewriter {
         let lead = self.lead.take().unwrap_or_default();
         self.byte_order_mark(&lead);
         self.write_read(&lead)
+    }
+
+    /// [`PageRewriter::write`] for a shared chunk: after `<body>`, a chunk
+    /// the tokenizer forwards whole (most of a long page) goes out as the
+    /// same bytes, without a copy.
+    pub fn write_bytes(&mut self, chunk: &bytes::Bytes) -> bytes::Bytes {
+        self.whole = Some((chunk.as_ptr() as usize, chunk.len()));
+        let out = self.write(chunk);
+        self.whole = None;
+        if std::mem::take(&mut self.whole_out) {
+            debug_assert!(out.is_empty());
+            self.count_out(chunk.len());
+            return chunk.clone();
+        }
+        bytes::Bytes::from(out)
     }
 
     /// [`PageRewriter::write`] once the page's charset is settled.
@@ -836,6 +858,22 @@ impl PageRewriter {
                 self.forward(&rest[..at]);
                 return &[];
             }
+        }
+        if found == skim::Found::Nothing {
+            // The whole chunk, as it came, with nothing before it: no copy.
+            if self.whole == Some((rest.as_ptr() as usize, rest.len()))
+                && self
+                    .out
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
+            {
+                self.whole_out = true;
+            } else {
+                self.forward(rest);
+            }
+            return &[];
         }
         let mut skim = skim.clone();
         match found {

@@ -210,7 +210,13 @@ fn run(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, Report) {
         let mut r = PageRewriter::with_early_exit(spec, early);
         let mut out = Vec::new();
         for p in pieces {
-            out.extend(r.write(p));
+            // The early-exit rewriter as the proxy drives it: shared chunks,
+            // a chunk forwarded whole going out without a copy.
+            if early {
+                out.extend_from_slice(&r.write_bytes(&bytes::Bytes::copy_from_slice(p)));
+            } else {
+                out.extend(r.write(p));
+            }
         }
         out.extend(r.finish());
         (out, r.report())
@@ -401,6 +407,48 @@ fn early_exit_matches_the_full_rewriter_on_real_pages() {
 
 /// The point of it: after `<body>`, lol_html reads only the scripts and
 /// links there, and the page is stamped the same.
+/// After `<body>`, a chunk the tokenizer forwards whole goes out as the
+/// same bytes (no copy), and the page is the whole-page rewriter's. Chunks
+/// end between elements here, as a streaming server flushes them (a chunk
+/// that ends inside a tag is joined with the next, and copied).
+#[test]
+fn a_chunk_forwarded_whole_is_not_copied() {
+    let mut page = String::from(
+        "<html><head><script type=importmap>{\"imports\":{\"a\":\"/src/lib/greet.js\"}}</script></head><body><main>",
+    );
+    while page.len() < 64 * 1024 {
+        page.push_str("<article class=\"card\"><a href=\"/p/1\">P1</a></article>\n");
+    }
+    page.push_str("</main></body></html>");
+    for (name, spec) in variants().into_iter().take(2) {
+        let mut r = PageRewriter::new(spec.clone());
+        let mut out = Vec::new();
+        let mut shared = 0;
+        let mut rest = page.as_str();
+        while !rest.is_empty() {
+            let at = rest[..rest.len().min(16 * 1024)]
+                .rfind('\n')
+                .map_or(rest.len().min(16 * 1024), |n| n + 1);
+            let piece = bytes::Bytes::copy_from_slice(&rest.as_bytes()[..at]);
+            rest = &rest[at..];
+            let got = r.write_bytes(&piece);
+            if !got.is_empty() && got.as_ptr() == piece.as_ptr() {
+                shared += 1;
+            }
+            out.extend_from_slice(&got);
+        }
+        out.extend(r.finish());
+        assert!(shared >= 2, "{name}: {shared} chunks went out uncopied");
+        let (want, _) = run(spec, false, &[page.as_bytes()]);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&want),
+            "{name}"
+        );
+        assert_eq!(r.report().bytes_out, out.len() as u64, "{name}");
+    }
+}
+
 #[test]
 fn a_stamped_page_is_handed_over_after_body() {
     let mut body = String::from("<body><main>");

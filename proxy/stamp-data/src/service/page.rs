@@ -228,16 +228,18 @@ impl StampProxy {
         };
         let mut active = active.lock().unwrap_or_else(PoisonError::into_inner);
         let active = &mut *active;
+        // Most pages: fed as they came, and what the tokenizer forwards
+        // whole goes out as the same bytes.
+        let mut shared = Bytes::new();
         let mut out = Vec::new();
         if let Some(chunk) = body.take() {
-            out = match &mut active.decoder {
+            match &mut active.decoder {
                 Some(d) => match d.write(&chunk) {
-                    Ok(plain) => active.rewriter.write(&plain),
+                    Ok(plain) => out = active.rewriter.write(&plain),
                     Err(e) => return Err(broken_encoding(&e)),
                 },
-                // Most pages: fed as they came, without a copy.
-                None => active.rewriter.write(&chunk),
-            };
+                None => shared = active.rewriter.write_bytes(&chunk),
+            }
         }
         if end_of_stream {
             if let Some(d) = &mut active.decoder {
@@ -248,7 +250,16 @@ impl StampProxy {
             }
             out.extend(active.rewriter.finish());
         }
-        let out = Bytes::from(out);
+        let out = match (shared.is_empty(), out.is_empty()) {
+            (_, true) => shared,
+            (true, false) => Bytes::from(out),
+            (false, false) => {
+                let mut all = Vec::with_capacity(shared.len() + out.len());
+                all.extend_from_slice(&shared);
+                all.extend_from_slice(&out);
+                Bytes::from(all)
+            }
+        };
         if let Some(fill) = &mut page.fill {
             if !fill.push(&out) {
                 page.fill = None;
