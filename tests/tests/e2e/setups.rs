@@ -50,6 +50,22 @@ pub(crate) async fn badge_says(browser: &Browser, want: &str) -> String {
     }
 }
 
+/// What this ticket browser gets for `path` as a `dest` request: the
+/// ticket's file, for it alone (never stored, told apart); its text.
+async fn the_browsers_own(app: &App, browser: &Browser, path: &str, dest: &str) -> String {
+    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
+    let r = client()
+        .get(app.proxy.url(path))
+        .header("cookie", format!("ticket_stamp={cookie}"))
+        .header("sec-fetch-dest", dest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "private, no-store", "{path}");
+    assert_eq!(r.headers()["vary"], "*", "{path}");
+    String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned()
+}
+
 /// The last views the proxy has of `key`, once at least `n` arrived.
 pub(crate) async fn views(app: &App, key: &str, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -904,21 +920,13 @@ async fn files_loaded_by_stylesheets_and_markup_are_the_tickets() {
     .await;
     badge_says(&browser, "4 of 4 modules ran").await;
     // Each was the ticket's, never to be stored, for this browser only.
-    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
-    for (path, dest) in [
-        ("/src/theme.css", "style"),
-        ("/src/bg.gif", "image"),
-        ("/src/logo.gif", "image"),
-    ] {
-        let r = client()
-            .get(app.proxy.url(path))
-            .header("cookie", format!("ticket_stamp={cookie}"))
-            .header("sec-fetch-dest", dest)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.headers()["cache-control"], "private, no-store", "{path}");
-        assert_eq!(r.headers()["vary"], "*", "{path}");
+    let theme = the_browsers_own(&app, &browser, "/src/theme.css", "style").await;
+    assert!(
+        theme.starts_with("#themed { color: rgb(9, 8, 7); }"),
+        "{theme}"
+    );
+    for path in ["/src/bg.gif", "/src/logo.gif"] {
+        the_browsers_own(&app, &browser, path, "image").await;
     }
     app.production_is_untouched(&["/src/theme.css", "/src/bg.gif", "/src/logo.gif"])
         .await;
@@ -1118,20 +1126,8 @@ async fn workers_run_the_tickets_code_and_say_so() {
     let text = badge_says(&browser, "3 of 3 modules ran").await;
     assert!(text.contains("(3 in a worker)"), "{text}");
     // What the workers got is no one else's: never cached, told apart.
-    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
-    let r = client()
-        .get(app.proxy.url("/src/calc.js"))
-        .header("cookie", format!("ticket_stamp={cookie}"))
-        .header("sec-fetch-dest", "worker")
-        .send()
+    assert!(the_browsers_own(&app, &browser, "/src/calc.js", "worker")
         .await
-        .unwrap();
-    assert_eq!(r.headers()["cache-control"], "private, no-store");
-    assert_eq!(r.headers()["vary"], "*");
-    assert!(r
-        .text()
-        .await
-        .unwrap()
         .starts_with("export const calc = () => 'ticket calc';"));
     // Without the selection, and for the page itself, production's files.
     app.production_is_untouched(&["/src/calc.js", "/src/util.js", "/src/shared-dep.js"])
@@ -1202,21 +1198,9 @@ async fn worklets_run_the_tickets_code() {
     .await;
     assert!(text.contains("none of its 1 module seen running"), "{text}");
     // What the worklet got is no one else's: never cached, told apart.
-    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
     for dest in ["audioworklet", "paintworklet"] {
-        let r = client()
-            .get(app.proxy.url("/src/tone.js"))
-            .header("cookie", format!("ticket_stamp={cookie}"))
-            .header("sec-fetch-dest", dest)
-            .send()
+        assert!(the_browsers_own(&app, &browser, "/src/tone.js", dest)
             .await
-            .unwrap();
-        assert_eq!(r.headers()["cache-control"], "private, no-store");
-        assert_eq!(r.headers()["vary"], "*");
-        assert!(r
-            .text()
-            .await
-            .unwrap()
             .starts_with("export const tone = 'ticket tone';"));
     }
     app.production_is_untouched(&["/src/tone.js"]).await;
