@@ -394,11 +394,14 @@ function signOffSection(t) {
 
 // One page view in words, as its probe measured it.
 function viewSummary(v) {
-  const prod = v.production || [], not = v.not_run || [];
+  const prod = v.production || [], not = v.not_run || [], worklets = v.worklets || [];
   const seen = v.ran + prod.length + not.length;
   let s = prod.length || not.length
     ? `${v.ran} of ${seen} ran${prod.length ? `: production's ${prod.join(', ')} ran instead` : ''}${not.length ? `; ${not.join(', ')} loaded but did not run` : ''}`
-    : seen ? `${v.ran} of ${seen} ran${v.workers ? ` (${v.workers} in a worker)` : ''}` : `none of its ${v.expected} modules used`;
+    : seen ? `${v.ran} of ${seen} ran${v.workers ? ` (${v.workers} in a worker)` : ''}`
+      : worklets.length ? `none of its ${v.expected} modules seen running` : `none of its ${v.expected} modules used`;
+  // Worklets cannot tell the page what they ran.
+  if (worklets.length) s += `; not seen: what worklet ${worklets.join(', ')} ran (worklets cannot report)`;
   s += v.error_count ? ` · ${v.error_count} error${v.error_count === 1 ? '' : 's'}` : ' · no errors';
   return s;
 }

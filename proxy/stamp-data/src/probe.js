@@ -84,14 +84,18 @@ const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))ret
 // modulepreload helper) is pointed at the ticket's URL, as the proxy points
 // the page's own: a module inserted by URL and imported through the map is
 // then one instance, the ticket's.
-const LR=/^\s*(modulepreload|preload|stylesheet)\s*$/i;
-const fixSrc=e=>{if(e.__ticketStampSrc)return;const a=e.localName==="script"?"src":e.localName==="link"&&LR.test(e.getAttribute("rel")||"")?"href":null;
- const v=a&&e.getAttribute(a);if(v==null)return;const u=AT.get(abs(v));if(!u)return;e.__ticketStampSrc=1;e.removeAttribute("integrity");e.setAttribute(a,u)};
+// A preload of anything else (a font, an image) is left alone: its user
+// asks for the production path, which the proxy answers with the ticket's.
+const LR=/^\s*(modulepreload|preload|stylesheet)\s*$/i,LA=/^\s*(script|style)\s*$/i;
+const fixSrc=e=>{if(e.__ticketStampSrc)return;const r=e.localName==="link"&&e.getAttribute("rel")||"";
+ const a=e.localName==="script"?"src":LR.test(r)&&(!/^\s*preload\s*$/i.test(r)||LA.test(e.getAttribute("as")||""))?"href":null;
+ const v=a&&e.getAttribute(a);if(v==null)return;const u=AT.get(abs(v));if(!u)return;e.setAttribute(a,u);e.removeAttribute("integrity");e.__ticketStampSrc=1};
 const fix=e=>{if(e.localName==="script")fixScript(e);fixSrc(e)};
 const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&(n.localName==="script"||n.localName==="link"))fix(n);else if((n.nodeType===1||n.nodeType===11)&&n.querySelectorAll)n.querySelectorAll("script,link[href]").forEach(fix)};
-if(AT.size&&!prodPage){const wrap=(P,names)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;
-  P[k]=function(...a){try{if(this.isConnected||this===d)a.forEach(scan)}catch(_){}return f.apply(this,a)}});
- wrap(Node.prototype,["appendChild","insertBefore","replaceChild"]);wrap(Element.prototype,["append","prepend","before","after","replaceWith","insertAdjacentElement"]);wrap(Document.prototype,["append","prepend"])}
+if(AT.size&&!prodPage){const wrap=(P,names,first)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;
+  P[k]=function(...a){try{if(this.isConnected||this===d)(first?a.slice(0,1):a).forEach(scan)}catch(_){}return f.apply(this,a)}});
+ // The second argument of these is a node already in the page: only the first is new.
+ wrap(Node.prototype,["appendChild","insertBefore","replaceChild"],!0);wrap(Element.prototype,["append","prepend","before","after","replaceWith","insertAdjacentElement"]);wrap(Document.prototype,["append","prepend"])}
 // Worklets (audio, paint) have no import map either, and no way to tell the
 // page what they ran: the proxy answers their imports with the ticket's
 // files, and the badge says which worklets it cannot see into.
@@ -117,7 +121,9 @@ const badge=()=>{if(!D.badge)return;outcome();
  if(host.parentNode!==d.documentElement)d.documentElement.append(host);
  const did=[...S.ran],prod=[...S.prod.values()];
  // Loaded but never ran (its imports failed to resolve, it threw): said once the page settled.
- const not=S.settled?[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h)):[];
+ // (While a worklet runs, a module that loaded and said nothing may be one
+ // it ran: not judged.)
+ const not=S.settled&&!S.worklet.size?[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h)):[];
  const seen=did.length+prod.length+not.length;
  let text,cls="";
  if(prod.length||not.length){cls="warn";text=`${did.length} of ${seen} ran`+(prod.length?`: production's ${prod.map(m=>m.p).join(", ")} ran instead`:"")+(not.length?`; ${not.map(m=>m.p).join(", ")} loaded but did not run`:"")}
@@ -156,7 +162,7 @@ let sent=0,sentCount=0;
 const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const prev=sentCount;sentCount=S.count;
  for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
-  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p),not_run:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p)},
+  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
  try{fetch(location.origin+D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 W.addEventListener("load",()=>{hookSystem();setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{sent=1;report(!1)},3000)});

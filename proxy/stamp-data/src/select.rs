@@ -302,11 +302,14 @@ pub fn clear_cookie(name: &str, secure: bool) -> String {
     )
 }
 
+/// How long a pending mark lasts, seconds.
+pub const PENDING_MAX_AGE: u64 = 600;
+
 /// The pending cookie for `key`'s `view` (see [`PENDING_COOKIE`]): for as
 /// long as the page's service worker takes to be set aside and reload it.
 pub fn pending_cookie(key: &TicketKey, view: View, secure: bool) -> String {
     format!(
-        "{PENDING_COOKIE}={}.{}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax{}",
+        "{PENDING_COOKIE}={}.{}; Path=/; Max-Age={PENDING_MAX_AGE}; HttpOnly; SameSite=Lax{}",
         view.as_str(),
         key.as_str(),
         if secure { "; Secure" } else { "" }

@@ -84,6 +84,10 @@ pub struct ReportedModules {
     /// to resolve, they threw before their end).
     #[serde(default)]
     pub not_run: Vec<String>,
+    /// Worklets the page started (their module's path): they have no
+    /// channel to the page, so what they ran is not known.
+    #[serde(default)]
+    pub worklets: Vec<String>,
 }
 
 /// A browser's report, as sent to `POST /__stamp/report`.
@@ -137,6 +141,9 @@ pub struct ViewRecord {
     /// The ticket's files that loaded and did not run.
     #[serde(default)]
     pub not_run: Vec<String>,
+    /// Worklets the page started, which cannot say what they ran.
+    #[serde(default)]
+    pub worklets: Vec<String>,
     pub errors: Vec<ViewError>,
     pub error_count: u32,
     /// For an update, the error count its first report gave.
@@ -186,9 +193,17 @@ impl ViewRecord {
             s
         } else if seen > 0 {
             format!("{} of {seen} ran", self.ran)
+        } else if !self.worklets.is_empty() {
+            format!("none of its {} modules seen running", self.expected)
         } else {
             format!("none of its {} modules used", self.expected)
         };
+        if !self.worklets.is_empty() {
+            s.push_str(&format!(
+                "; not seen: what worklet {} ran (worklets cannot report)",
+                self.worklets.join(", ")
+            ));
+        }
         match (self.error_count, self.errors.first()) {
             (0, _) => s.push_str(", no errors"),
             (n, Some(e)) => s.push_str(&format!(
@@ -271,6 +286,7 @@ impl Report {
             || r.modules.workers.len() > MAX_RAN
             || r.modules.production.len() > MAX_PRODUCTION
             || r.modules.not_run.len() > MAX_PRODUCTION
+            || r.modules.worklets.len() > MAX_PRODUCTION
             || r.errors.len() > MAX_ERRORS
         {
             return Err("the report lists more than a page can".into());
@@ -316,6 +332,12 @@ impl Report {
             not_run: self
                 .modules
                 .not_run
+                .iter()
+                .map(|p| text(p, MAX_TEXT))
+                .collect(),
+            worklets: self
+                .modules
+                .worklets
                 .iter()
                 .map(|p| text(p, MAX_TEXT))
                 .collect(),
@@ -432,6 +454,27 @@ mod tests {
         ] {
             assert!(Report::parse(bad.as_bytes()).is_err(), "{bad:.80}");
         }
+    }
+
+    #[test]
+    fn a_worklet_is_named_as_not_seen_never_as_unused() {
+        let r = r#"{"v":1,"ticket":"T-1","view":"dev","side":"ticket",
+                    "modules":{"expected":1,"worklets":["/src/processor.js"]}}"#;
+        let rec = Report::parse(r.as_bytes()).unwrap().record(
+            TicketKey::parse("TK-1").unwrap(),
+            Stage::Dev,
+            0,
+        );
+        assert_eq!(
+            rec.summary(),
+            "none of its 1 modules seen running; not seen: what worklet /src/processor.js ran \
+             (worklets cannot report), no errors"
+        );
+        let many = format!(
+            r#"{{"v":1,"ticket":"T-1","view":"dev","side":"ticket","modules":{{"worklets":[{}]}}}}"#,
+            vec!["\"/w.js\""; MAX_PRODUCTION + 1].join(",")
+        );
+        assert!(Report::parse(many.as_bytes()).is_err());
     }
 
     #[test]

@@ -1197,6 +1197,19 @@ async fn worklets_run_the_tickets_code() {
     )
     .await;
     assert!(text.contains("none of its 1 module seen running"), "{text}");
+    // Once the page settled (when loaded modules that said nothing are
+    // called "did not run"), still nothing claimed: the worklet may run it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = badge(&browser).await;
+    assert!(
+        text.contains("not seen: what worklet /src/processor.js ran")
+            && !text.contains("did not run"),
+        "{text}"
+    );
+    // The panel's record says the same.
+    let v = views(&app, "WKL-1", 1).await;
+    assert_eq!(v[0]["worklets"][0], "/src/processor.js", "{v:?}");
+    assert!(v[0]["not_run"].as_array().unwrap().is_empty(), "{v:?}");
     // What the worklet got is no one else's: never cached, told apart.
     for dest in ["audioworklet", "paintworklet"] {
         assert!(the_browsers_own(&app, &browser, "/src/tone.js", dest)

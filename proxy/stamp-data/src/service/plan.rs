@@ -72,7 +72,7 @@ impl StampProxy {
         } else if let Some(file) = file_here.clone().filter(|f| {
             from_a_worker(&req.headers)
                 || (ctx.sel.dev_or_qa()
-                    && loaded_by_url(&req.headers)
+                    && loaded_by_url(&req.headers, &f.path)
                     && !crate::modules::is_javascript(&f.path))
         }) {
             Route::Unmapped(file)
@@ -424,12 +424,17 @@ impl StampProxy {
                     // a service worker answered, and must not mark it pending
                     // should the ticket open meanwhile (a reload of the link
                     // would then ask). A reload selects it by its query.
-                    if *source == Source::Query && select::is_navigation(&req.headers) {
+                    // (An exit already marked is kept: it may name any ticket.)
+                    if *source == Source::Query
+                        && left.is_none()
+                        && select::is_navigation(&req.headers)
+                    {
                         let named = format!("{}.{}", view.as_str(), key.as_str());
+                        // As long as a pending mark would last.
                         sel.set_cookie.push(select::left_cookie(
                             Some(&named),
                             secure,
-                            ctx.settings.cfg.selection.cookie_max_age.as_secs(),
+                            select::PENDING_MAX_AGE,
                         ));
                     }
                 }
@@ -457,23 +462,23 @@ impl StampProxy {
 /// data next to its code, `new URL('./strings.json', import.meta.url)`, a
 /// `.wasm` beside its glue), or loaded by a stylesheet or the markup (an
 /// `@import`, a `url()` image or font, an `<img>`, a stylesheet a script
-/// adds, media, a web app manifest). JavaScript fetched so is a module
-/// loader's (es-module-shims), which the maps already steer.
-fn loaded_by_url(headers: &http::HeaderMap) -> bool {
-    const DESTS: [&[u8]; 9] = [
-        b"empty",
-        b"style",
-        b"image",
-        b"font",
-        b"audio",
-        b"video",
-        b"track",
-        b"manifest",
-        b"object",
+/// adds, media). JavaScript fetched so is a module loader's
+/// (es-module-shims), which the maps already steer.
+///
+/// What a browser renders itself must come with a type the proxy can name:
+/// a ticket's SVG or video sent as `application/octet-stream` would show
+/// nothing, so production's file goes out, and the badge says so.
+fn loaded_by_url(headers: &http::HeaderMap, path: &str) -> bool {
+    // Not `manifest`: an app installed from a ticket page would keep the
+    // ticket's manifest after the visitor left it.
+    const DESTS: [&[u8]; 7] = [
+        b"style", b"image", b"font", b"audio", b"video", b"track", b"object",
     ];
     headers.get("sec-fetch-dest").is_some_and(|d| {
         let d = d.as_bytes();
-        DESTS.iter().any(|k| d.eq_ignore_ascii_case(k))
+        d.eq_ignore_ascii_case(b"empty")
+            || (DESTS.iter().any(|k| d.eq_ignore_ascii_case(k))
+                && crate::modules::content_type(path) != "application/octet-stream")
     })
 }
 
@@ -492,8 +497,8 @@ fn from_a_worker(headers: &http::HeaderMap) -> bool {
         .unwrap_or_default();
     if dest.eq_ignore_ascii_case(b"worker")
         || dest.eq_ignore_ascii_case(b"sharedworker")
-        || (dest.len() > b"worklet".len()
-            && dest[dest.len() - b"worklet".len()..].eq_ignore_ascii_case(b"worklet"))
+        || dest.eq_ignore_ascii_case(b"audioworklet")
+        || dest.eq_ignore_ascii_case(b"paintworklet")
     {
         return true;
     }
@@ -506,4 +511,57 @@ fn from_a_worker(headers: &http::HeaderMap) -> bool {
                 let p = r.path();
                 p.ends_with(".js") || p.ends_with(".mjs") || p.ends_with(".cjs")
             })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{from_a_worker, loaded_by_url};
+
+    fn dest(d: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "sec-fetch-dest",
+            d.parse().unwrap_or(http::HeaderValue::from_static("x")),
+        );
+        h
+    }
+
+    #[test]
+    fn workers_and_worklets_are_told_by_their_destination() {
+        for d in ["worker", "SharedWorker", "audioworklet", "PaintWorklet"] {
+            assert!(from_a_worker(&dest(d)), "{d}");
+        }
+        // Not every name that ends so: a shared-storage worklet's modules
+        // are not started through `Worklet.prototype.addModule`, so the
+        // badge could not name it; nor a bare "worklet", nor a service worker.
+        for d in [
+            "sharedstorageworklet",
+            "worklet",
+            "serviceworker",
+            "document",
+            "",
+            "audioworklet\0",
+        ] {
+            assert!(!from_a_worker(&dest(d)), "{d:?}");
+        }
+        assert!(!from_a_worker(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn files_loaded_by_url_are_those_a_browser_can_use() {
+        assert!(
+            loaded_by_url(&dest("empty"), "/src/model.glb"),
+            "fetch() reads bytes"
+        );
+        assert!(loaded_by_url(&dest("style"), "/src/theme.css"));
+        assert!(loaded_by_url(&dest("IMAGE"), "/src/logo.png"));
+        assert!(loaded_by_url(&dest("font"), "/src/a.woff2"));
+        // An image the proxy would send as bytes, a manifest an installed
+        // app would keep, a navigation, no destination at all.
+        assert!(!loaded_by_url(&dest("image"), "/src/logo.svg"));
+        assert!(!loaded_by_url(&dest("manifest"), "/src/app.json"));
+        assert!(!loaded_by_url(&dest("document"), "/src/a.css"));
+        assert!(!loaded_by_url(&dest("script"), "/src/a.css"));
+        assert!(!loaded_by_url(&http::HeaderMap::new(), "/src/a.css"));
+    }
 }
