@@ -68,6 +68,16 @@ pub fn content_type(path: &str) -> &'static str {
         "webp" => "image/webp",
         "woff2" => "font/woff2",
         "woff" => "font/woff",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        "vtt" => "text/vtt; charset=utf-8",
         _ => "application/octet-stream",
     }
 }
@@ -242,6 +252,19 @@ impl ModuleServer {
                 t == "*" || t.trim_start_matches("W/") == etag
             });
         let head_only = req.method == http::Method::HEAD;
+        // One byte range (a media element seeking, Safari asking before it
+        // plays), unless `If-Range` names another version.
+        let range = req
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| !head_only)
+            .filter(|_| {
+                req.headers
+                    .get(header::IF_RANGE)
+                    .is_none_or(|v| v.as_bytes() == etag.as_bytes())
+            })
+            .map(str::to_string);
         let mut resp = ResponseHeader::build(if not_modified { 304 } else { 200 }, Some(8))?;
         resp.insert_header(header::ETAG, etag.as_str())?;
         resp.insert_header(header::CACHE_CONTROL, how.cache_control)?;
@@ -284,8 +307,33 @@ impl ModuleServer {
         };
         let served = Served::new(path, &hash, body);
         resp.insert_header(header::CONTENT_TYPE, content_type(path))?;
-        resp.insert_header(header::CONTENT_LENGTH, served.len().to_string())?;
         resp.insert_header("x-content-type-options", "nosniff")?;
+        resp.insert_header(header::ACCEPT_RANGES, "bytes")?;
+        let total = served.len() as u64;
+        match range.as_deref().and_then(|r| byte_range(r, total)) {
+            Some(Ok((first, last))) => {
+                let part = served.joined().slice(first as usize..=last as usize);
+                resp.set_status(206)?;
+                resp.insert_header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {first}-{last}/{total}"),
+                )?;
+                resp.insert_header(header::CONTENT_LENGTH, part.len().to_string())?;
+                metrics::MODULE_BYTES.inc_by(part.len() as u64);
+                session.write_response_header(Box::new(resp), false).await?;
+                session.write_response_body(Some(part), true).await?;
+                return Ok(());
+            }
+            Some(Err(())) => {
+                resp.set_status(416)?;
+                resp.insert_header(header::CONTENT_RANGE, format!("bytes */{total}"))?;
+                resp.insert_header(header::CONTENT_LENGTH, "0")?;
+                session.write_response_header(Box::new(resp), true).await?;
+                return Ok(());
+            }
+            None => {}
+        }
+        resp.insert_header(header::CONTENT_LENGTH, served.len().to_string())?;
         metrics::MODULE_BYTES.inc_by(served.len() as u64);
         session
             .write_response_header(Box::new(resp), head_only)
@@ -304,6 +352,42 @@ impl ModuleServer {
         }
         Ok(())
     }
+}
+
+/// The one byte range a `Range` header asks of a body of `len` bytes:
+/// `Some(Ok((first, last)))` (inclusive), `Some(Err(()))` when it cannot be
+/// satisfied (answered 416), `None` when the header is to be ignored and
+/// the whole body sent (another unit, several ranges, anything malformed),
+/// as RFC 9110 allows.
+fn byte_range(header: &str, len: u64) -> Option<std::result::Result<(u64, u64), ()>> {
+    let (unit, spec) = header.trim().split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.trim().split_once('-')?;
+    let number = |t: &str| -> Option<u64> {
+        if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    if a.is_empty() {
+        // The last `n` bytes.
+        let n = number(b)?;
+        if n == 0 || len == 0 {
+            return Some(Err(()));
+        }
+        return Some(Ok((len.saturating_sub(n), len - 1)));
+    }
+    let first = number(a)?;
+    let last = if b.is_empty() { None } else { Some(number(b)?) };
+    if last.is_some_and(|l| l < first) {
+        return None;
+    }
+    if first >= len {
+        return Some(Err(()));
+    }
+    Some(Ok((first, last.map_or(len - 1, |l| l.min(len - 1)))))
 }
 
 /// How a ticket body is answered at a plain path.
@@ -416,7 +500,42 @@ async fn refuse_service_worker(session: &mut Session) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::content_type;
+    use super::{byte_range, content_type};
+
+    #[test]
+    fn a_range_is_one_byte_range_or_the_whole_body() {
+        let ok = |h: &str, len: u64| byte_range(h, len);
+        assert_eq!(ok("bytes=0-3", 10), Some(Ok((0, 3))));
+        assert_eq!(ok("bytes=4-", 10), Some(Ok((4, 9))));
+        assert_eq!(ok("bytes=-3", 10), Some(Ok((7, 9))));
+        assert_eq!(ok("bytes=-30", 10), Some(Ok((0, 9))));
+        assert_eq!(
+            ok("bytes=5-99", 10),
+            Some(Ok((5, 9))),
+            "clipped to the body"
+        );
+        assert_eq!(ok(" Bytes = 0-0 ", 10), Some(Ok((0, 0))));
+        // Nothing there: 416.
+        assert_eq!(ok("bytes=10-", 10), Some(Err(())));
+        assert_eq!(ok("bytes=-0", 10), Some(Err(())));
+        assert_eq!(ok("bytes=0-", 0), Some(Err(())));
+        // Ignored (the whole body goes out): other units, several ranges,
+        // backwards, signs, overflow, garbage.
+        for h in [
+            "items=0-3",
+            "bytes=0-1,4-5",
+            "bytes=5-2",
+            "bytes=+1-2",
+            "bytes=-",
+            "bytes=1-2-3",
+            "bytes=99999999999999999999-",
+            "bytes=0x10-",
+            "bytes",
+            "",
+        ] {
+            assert_eq!(ok(h, 10), None, "{h:?}");
+        }
+    }
 
     #[test]
     fn types_by_extension() {

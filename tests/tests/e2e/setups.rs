@@ -928,6 +928,41 @@ async fn files_loaded_by_stylesheets_and_markup_are_the_tickets() {
     for path in ["/src/bg.gif", "/src/logo.gif"] {
         the_browsers_own(&app, &browser, path, "image").await;
     }
+    // What a media element asks for: one range of the ticket's file, the
+    // whole file when `If-Range` names another version, 416 past its end.
+    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
+    let len = gif([200, 0, 0]).len();
+    let ranged = |range: &'static str, if_range: Option<&'static str>| {
+        let mut r = client()
+            .get(app.proxy.url("/src/logo.gif"))
+            .header("cookie", format!("ticket_stamp={cookie}"))
+            .header("sec-fetch-dest", "image")
+            .header("range", range);
+        if let Some(v) = if_range {
+            r = r.header("if-range", v);
+        }
+        r.send()
+    };
+    let r = ranged("bytes=0-5", None).await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 0-5/{len}").as_str()
+    );
+    assert_eq!(r.headers()["cache-control"], "private, no-store");
+    assert_eq!(&r.bytes().await.unwrap()[..], b"GIF89a");
+    let r = ranged("bytes=-2", None).await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(&r.bytes().await.unwrap()[..], &gif([200, 0, 0])[len - 2..]);
+    let r = ranged("bytes=9999-", None).await.unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{len}").as_str()
+    );
+    let r = ranged("bytes=0-5", Some("\"another\"")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), len);
     app.production_is_untouched(&["/src/theme.css", "/src/bg.gif", "/src/logo.gif"])
         .await;
     app.expect(
