@@ -11,8 +11,11 @@ const d=document,W=window,el=d.getElementById("ticket-stamp-data");
 if(!el||W.__ticketStamp)return;
 let D;try{D=JSON.parse(el.textContent)}catch(_){return}
 const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,worklet:new Set,loaded:new Set,prod:new Map,errors:[],count:0,failed:0,settled:!1};
-const mods=D.modules||[],byHash=new Map,byProd=new Map;
-for(const m of mods){m.js=/\.(m|c)?jsx?$/i.test(m.p);byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
+// Files of the same bytes share a hash (two empty stylesheets): the
+// ticket's copy of one loading does not vouch for the other, so for them
+// what loaded is told apart by path.
+const mods=D.modules||[],byHash=new Map,byProd=new Map,dup=new Set,tpath=new Set;
+for(const m of mods){m.js=/\.(m|c)?jsx?$/i.test(m.p);if(byHash.has(m.h))dup.add(m.h);byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
 const ran=(h,worker)=>{if(!byHash.has(h)||S.ran.has(h)&&!worker)return;S.ran.add(h);if(worker)S.worker.add(h);S.prod.delete(h);changed=!0;later()};
 W.__ticketStampRan=h=>ran(h,!1);
 const cut=(s,n)=>String(s==null?"":s).slice(0,n||200);
@@ -25,7 +28,7 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  const sh=st&&st.description;
  const k=h&&byHash.has(h)?h:sh&&byHash.has(sh)?sh:null;
  // JavaScript says itself when it ran (its marker); anything else ran once loaded.
- if(k){if(ok){if(byHash.get(k).js)S.loaded.add(k);else ran(k,!1)}changed=!0;return}
+ if(k){if(ok){if(dup.has(k)){const p=pathOf(e.name);tpath.add(p);S.prod.delete(p)}if(byHash.get(k).js)S.loaded.add(k);else ran(k,!1)}changed=!0;return}
  // Production's copy of one of the ticket's files, fetched (es-module-shims
  // fetches the modules it runs; an app reads its JSON or wasm) or loaded:
  // production's ran instead. The proxy answers a ticket page's fetch of a
@@ -35,7 +38,7 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  // is not judged there.)
  const m=byProd.get(u.origin+u.pathname),t=e.initiatorType;
  if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js&&!W.isSecureContext)return;
- if(ok&&!S.ran.has(m.h)){S.prod.set(m.h,m);changed=!0}};
+ const d=dup.has(m.h);if(ok&&!(S.ran.has(m.h)&&(!d||tpath.has(m.p)))){S.prod.set(d?m.p:m.h,m);changed=!0}};
 // SystemJS runs a System.register module after it loads: its onload hook
 // says when each one ran, or failed.
 const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys.__ticketStamp=1;

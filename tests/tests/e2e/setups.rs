@@ -975,6 +975,46 @@ async fn files_loaded_by_stylesheets_and_markup_are_the_tickets() {
     browser.close().await.unwrap();
 }
 
+/// Two files of the ticket with the same bytes (two empty stylesheets)
+/// share a hash: the ticket's copy of one running must not vouch for the
+/// other, whose production copy the browser kept and ran.
+#[tokio::test]
+async fn identical_files_are_told_apart_on_the_badge() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>twins</title>\
+             <link rel=stylesheet href=/src/a.css><link rel=stylesheet href=/src/main.css>\
+             </head><body><p id=b>text</p></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/a.css",
+        Route::bytes("text/css", b"#a { color: red; }\n".to_vec()),
+    );
+    origin.route(
+        "/src/main.css",
+        Route::bytes("text/css", b"@import url(./b.css);\n".to_vec()),
+    );
+    origin.route(
+        "/src/b.css",
+        Route::bytes("text/css", b"#b { color: rgb(1, 2, 3); }\n".to_vec())
+            .header("cache-control", "max-age=600"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project("/src", "src", &[("a.css", "\n"), ("b.css", "\n")]);
+    app.stamp(work.path(), &["TWIN-1", "--update", "--once"]);
+    let color = "return getComputedStyle(document.getElementById('b')).color";
+    let browser = Browser::start().await.unwrap();
+    // Production first: the browser keeps its b.css, as production allows.
+    app.expect(&browser, "/", color, "rgb(1, 2, 3)").await;
+    app.expect(&browser, "/?dev=TWIN-1", color, "rgb(1, 2, 3)")
+        .await;
+    badge_says(&browser, "1 of 2 ran: production's /src/b.css ran instead").await;
+    browser.close().await.unwrap();
+}
+
 /// Scripts and preloads an app inserts at runtime (a loader's
 /// `appendChild(script)`, Vite's preload helper adding
 /// `<link rel=modulepreload>`) never pass the proxy's rewrite: the probe
