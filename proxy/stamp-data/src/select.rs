@@ -302,6 +302,11 @@ pub fn clear_cookie(name: &str, secure: bool) -> String {
     )
 }
 
+/// How a marker cookie names `key`'s `view`: `view.KEY`.
+pub fn mark(key: &TicketKey, view: View) -> String {
+    format!("{}.{}", view.as_str(), key.as_str())
+}
+
 /// How long a pending mark lasts, seconds.
 pub const PENDING_MAX_AGE: u64 = 600;
 
@@ -309,9 +314,8 @@ pub const PENDING_MAX_AGE: u64 = 600;
 /// long as the page's service worker takes to be set aside and reload it.
 pub fn pending_cookie(key: &TicketKey, view: View, secure: bool) -> String {
     format!(
-        "{PENDING_COOKIE}={}.{}; Path=/; Max-Age={PENDING_MAX_AGE}; HttpOnly; SameSite=Lax{}",
-        view.as_str(),
-        key.as_str(),
+        "{PENDING_COOKIE}={}; Path=/; Max-Age={PENDING_MAX_AGE}; HttpOnly; SameSite=Lax{}",
+        mark(key, view),
         if secure { "; Secure" } else { "" }
     )
 }
@@ -344,6 +348,12 @@ pub fn cookie_ticket(value: &str) -> Option<String> {
     let view = parts.next().filter(|v| *v == "dev" || *v == "qa")?;
     let key = TicketKey::parse(parts.next()?).ok()?;
     Some(format!("{view}.{}", key.as_str()))
+}
+
+/// The ticket (`view.KEY`) the selection cookie `name` among `cookies`
+/// puts this browser on: what leaving it marks.
+pub fn ticket_on<'a>(cookies: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<String> {
+    named_cookie(cookies, name).and_then(cookie_ticket)
 }
 
 /// Whether a marker cookie (`view.KEY`, see [`left_cookie`] and
@@ -584,7 +594,7 @@ pub fn cookie_selects<'a>(
     view: View,
 ) -> bool {
     named_cookie(cookies, name).is_some_and(|v| {
-        let want = format!("{}.{}", view.as_str(), key.as_str());
+        let want = mark(key, view);
         v == want
             || v.strip_prefix(want.as_str())
                 .is_some_and(|rest| rest.starts_with('.'))

@@ -120,20 +120,13 @@ impl StampProxy {
         let req = session.req_header();
         let cookies = req.headers.get_all(header::COOKIE);
         // Precomputed: no allocation per request for the name.
-        let name = if ctx.secure {
-            &ctx.settings.cookie_names.1
-        } else {
-            &ctx.settings.cookie_names.0
-        };
+        let name = ctx.settings.cookie_name(ctx.secure);
         let mut classified =
             select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), name);
         if classified.module.is_some() && classified.hot.is_none() {
             return classified;
         }
         let left = select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::LEFT_COOKIE);
-        // The ticket this browser is on (its cookie), for what leaving marks.
-        let on = select::named_cookie(cookies.iter().map(|v| v.as_bytes()), name)
-            .and_then(select::cookie_ticket);
         let pending =
             select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::PENDING_COOKIE);
         ctx.sel.pending = pending.is_some();
@@ -246,6 +239,8 @@ impl StampProxy {
             Selection::None => on_production(sel),
             Selection::Off => {
                 production(sel, "selection cleared".into(), true);
+                // The ticket this browser was on is the one it leaves.
+                let on = select::ticket_on(cookies.iter().map(|v| v.as_bytes()), name);
                 sel.set_cookie.push(select::left_cookie(
                     on.as_deref(),
                     secure,
@@ -329,9 +324,8 @@ impl StampProxy {
                         );
                         // Nor may the page's own requests select it, through
                         // the `Referer` that names the link.
-                        let framed = format!("{}.{}", view.as_str(), key.as_str());
                         sel.set_cookie.push(select::left_cookie(
-                            Some(&framed),
+                            Some(&select::mark(key, *view)),
                             secure,
                             ctx.settings.cfg.selection.cookie_max_age.as_secs(),
                         ));
@@ -429,10 +423,9 @@ impl StampProxy {
                         && left.is_none()
                         && select::is_navigation(&req.headers)
                     {
-                        let named = format!("{}.{}", view.as_str(), key.as_str());
                         // As long as a pending mark would last.
                         sel.set_cookie.push(select::left_cookie(
-                            Some(&named),
+                            Some(&select::mark(key, *view)),
                             secure,
                             select::PENDING_MAX_AGE,
                         ));

@@ -74,19 +74,13 @@ impl StampProxy {
         )?;
         // A page of the ticket still open elsewhere must not select it again
         // through its requests' Referer (see `select::from_referer`).
-        let name = if ctx.secure {
-            &ctx.settings.cookie_names.1
-        } else {
-            &ctx.settings.cookie_names.0
-        };
-        let on = select::named_cookie(
+        let on = select::ticket_on(
             req.headers
                 .get_all(header::COOKIE)
                 .iter()
                 .map(|v| v.as_bytes()),
-            name,
-        )
-        .and_then(select::cookie_ticket);
+            ctx.settings.cookie_name(ctx.secure),
+        );
         resp.append_header(
             header::SET_COOKIE,
             select::left_cookie(

@@ -54,6 +54,15 @@ impl Settings {
             generation,
         }
     }
+
+    /// The ticket cookie's name for a request over TLS or not.
+    pub fn cookie_name(&self, secure: bool) -> &str {
+        if secure {
+            &self.cookie_names.1
+        } else {
+            &self.cookie_names.0
+        }
+    }
 }
 
 /// What a reload did: the keys it applied, and the keys whose new value
