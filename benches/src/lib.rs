@@ -130,21 +130,25 @@ pub fn one_handler_parse(html: &[u8]) -> usize {
     out
 }
 
-/// The proxy's page rewriter over `html`, fed as the proxy feeds it.
-pub fn rewrite(html: &[u8], s: &RewriteSpec) -> usize {
+/// The proxy's page rewriter over `html`, fed as the proxy feeds it: in
+/// [`CHUNK`]s of shared bytes, as Pingora hands over what it read.
+pub fn rewrite(html: &bytes::Bytes, s: &RewriteSpec) -> usize {
     rewrite_with(html, s, true)
 }
 
 /// The same without early exit: lol_html reads every byte (as before issue 30).
-pub fn rewrite_full(html: &[u8], s: &RewriteSpec) -> usize {
+pub fn rewrite_full(html: &bytes::Bytes, s: &RewriteSpec) -> usize {
     rewrite_with(html, s, false)
 }
 
-fn rewrite_with(html: &[u8], s: &RewriteSpec, early_exit: bool) -> usize {
+fn rewrite_with(html: &bytes::Bytes, s: &RewriteSpec, early_exit: bool) -> usize {
     let mut r = PageRewriter::with_early_exit(s.clone(), early_exit);
     let mut out = 0;
-    for chunk in html.chunks(CHUNK) {
-        out += r.write(chunk).len();
+    let mut at = 0;
+    while at < html.len() {
+        let end = html.len().min(at + CHUNK);
+        out += r.write_bytes(&html.slice(at..end)).len();
+        at = end;
     }
     out + r.finish().len()
 }

@@ -27,6 +27,7 @@
 
 #[cfg(test)]
 mod differential;
+mod leap;
 mod skim;
 
 use std::borrow::Cow;
@@ -326,14 +327,34 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 /// Collects the rewriter's output until the body filter takes it.
 #[derive(Debug, Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
+struct Sink(Arc<Mutex<Out>>);
+
+/// What is ready to send.
+#[derive(Debug, Default)]
+struct Out {
+    bytes: Vec<u8>,
+    /// How many of the next bytes written already went out (kept bytes
+    /// read late: see `leap`): dropped.
+    sent: usize,
+}
+
+impl Out {
+    fn push(&mut self, bytes: &[u8]) {
+        let drop = self.sent.min(bytes.len());
+        self.sent -= drop;
+        self.bytes.extend_from_slice(&bytes[drop..]);
+    }
+}
+
+impl Sink {
+    fn lock(&self) -> MutexGuard<'_, Out> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 impl OutputSink for Sink {
     fn handle_chunk(&mut self, chunk: &[u8]) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(chunk);
+        self.lock().push(chunk);
     }
 }
 
@@ -350,11 +371,15 @@ pub struct PageRewriter {
     phase: Phase,
     out: Sink,
     state: Arc<Mutex<State>>,
-    /// The chunk [`PageRewriter::write_bytes`] is reading (its address and
-    /// length): forwarded whole, it goes out as it came, without a copy.
-    whole: Option<(usize, usize)>,
+    /// The chunk [`PageRewriter::write_bytes`] is reading: forwarded whole,
+    /// it goes out as it came, without a copy.
+    whole: Option<bytes::Bytes>,
     /// The tokenizer forwarded all of `whole`, and nothing else came out.
     whole_out: bool,
+    /// Bytes after `<body>` forwarded unread (see `leap`).
+    kept: leap::Kept,
+    /// The kept bytes are being read.
+    reading_kept: bool,
 }
 
 /// Who reads the page at this point (see the module's doc on early exit).
@@ -642,6 +667,8 @@ impl PageRewriter {
             fed: 0,
             whole: None,
             whole_out: false,
+            kept: leap::Kept::default(),
+            reading_kept: false,
             phase: if early_exit {
                 Phase::Head(Watch::default())
             } else {
@@ -673,7 +700,7 @@ impl PageRewriter {
     /// the tokenizer forwards whole (most of a long page) goes out as the
     /// same bytes, without a copy.
     pub fn write_bytes(&mut self, chunk: &bytes::Bytes) -> bytes::Bytes {
-        self.whole = Some((chunk.as_ptr() as usize, chunk.len()));
+        self.whole = Some(chunk.clone());
         let out = self.write(chunk);
         self.whole = None;
         if std::mem::take(&mut self.whole_out) {
@@ -686,6 +713,100 @@ impl PageRewriter {
 
     /// [`PageRewriter::write`] once the page's charset is settled.
     fn write_read(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if !self.kept.idle() {
+            if self.leap_on(chunk) {
+                return self.take();
+            }
+            // A start: what was forwarded unread is read first, then the
+            // bytes that waited (not as a new run to leap: they begin the
+            // start, or the tag the tokenizer holds until the chunk).
+            self.read_kept();
+            let edge = std::mem::take(&mut self.kept.edge);
+            self.reading_kept = true;
+            self.read(&edge);
+            self.reading_kept = false;
+        }
+        self.read(chunk);
+        self.take()
+    }
+
+    /// Forwards `chunk` unread, after bytes forwarded unread, if it holds no
+    /// start (see `leap`): whether it did.
+    fn leap_on(&mut self, chunk: &[u8]) -> bool {
+        if !self.kept.edge.is_empty() {
+            let mut look = self.kept.edge.clone();
+            let need = leap::LONGEST.saturating_sub(look.len());
+            look.extend_from_slice(&chunk[..chunk.len().min(need)]);
+            match leap::edge(&look) {
+                leap::Edge::Start => return false,
+                leap::Edge::Open => {
+                    // Fewer bytes came than it takes to tell.
+                    self.kept.edge = look;
+                    return true;
+                }
+                leap::Edge::Not => {
+                    let edge = std::mem::take(&mut self.kept.edge);
+                    if !self.kept.room(edge.len()) {
+                        self.kept.edge = edge;
+                        return false;
+                    }
+                    self.out.lock().push(&edge);
+                    self.kept.keep(bytes::Bytes::from(edge));
+                }
+            }
+        }
+        if leap::find(chunk).is_some() {
+            return false;
+        }
+        let n = chunk.len() - leap::open_end(chunk);
+        if !self.kept.room(n) {
+            return false;
+        }
+        self.pass(chunk, n);
+        self.kept.edge = chunk[n..].to_vec();
+        true
+    }
+
+    /// Forwards `rest[..n]` unread and keeps it: shared with the chunk it
+    /// is part of when that came as `Bytes` (then, the whole chunk with
+    /// nothing before it goes out without a copy), else copied.
+    fn pass(&mut self, rest: &[u8], n: usize) {
+        let within = self.whole.as_ref().filter(|w| {
+            let (w0, r0) = (w.as_ptr() as usize, rest.as_ptr() as usize);
+            r0 >= w0 && r0 + rest.len() <= w0 + w.len()
+        });
+        let kept = match within {
+            Some(w) => w.slice_ref(&rest[..n]),
+            None => bytes::Bytes::copy_from_slice(&rest[..n]),
+        };
+        let whole = within.is_some_and(|w| w.len() == n);
+        let mut out = self.out.lock();
+        if whole && out.bytes.is_empty() && out.sent == 0 {
+            self.whole_out = true;
+        } else {
+            out.push(&rest[..n]);
+        }
+        drop(out);
+        self.kept.keep(kept);
+    }
+
+    /// Reads what was forwarded unread, from where the reading stopped;
+    /// what that sends of it is dropped (it went out as it came).
+    fn read_kept(&mut self) {
+        let (chunks, len) = self.kept.take();
+        if len == 0 {
+            return;
+        }
+        self.out.lock().sent += len;
+        self.reading_kept = true;
+        for chunk in &chunks {
+            self.read(chunk);
+        }
+        self.reading_kept = false;
+    }
+
+    /// Reads bytes as early exit does: lol_html, or the tokenizer.
+    fn read(&mut self, chunk: &[u8]) {
         // A construct the tokenizer held back is read again with what follows.
         let joined;
         let mut rest = match &mut self.phase {
@@ -708,7 +829,6 @@ impl PageRewriter {
                 Phase::Script { .. } => self.script(rest),
             };
         }
-        self.take()
     }
 
     /// A byte order mark decides the page's charset before any header or
@@ -737,14 +857,14 @@ impl PageRewriter {
     /// Gives bytes to the current lol_html (or, after it gave up, to the
     /// output unchanged).
     fn feed(&mut self, bytes: &[u8]) {
-        let mut sink = self.out.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sink = self.out.lock();
         let Some(r) = self.rewriter.as_mut() else {
-            sink.extend_from_slice(bytes);
+            sink.push(bytes);
             return;
         };
         // Room for what comes out (about what goes in, plus what the
         // handlers add), so the sink does not grow by doubling.
-        sink.reserve(bytes.len() + 1024);
+        sink.bytes.reserve(bytes.len() + 1024);
         drop(sink);
         self.fed += bytes.len();
         if let Err(e) = r.write(bytes) {
@@ -761,11 +881,7 @@ impl PageRewriter {
 
     /// Bytes the tokenizer forwards unchanged.
     fn forward(&self, bytes: &[u8]) {
-        self.out
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
+        self.out.lock().push(bytes);
     }
 
     /// The first lol_html, watching for the end of a `<body …>` start tag.
@@ -837,17 +953,25 @@ impl PageRewriter {
     /// the tokenizer read (its output discarded: those bytes went out).
     fn replay(&mut self, skim: &mut skim::Skim) {
         if !skim.replay.is_empty() {
-            let kept =
-                std::mem::take(&mut *self.out.0.lock().unwrap_or_else(PoisonError::into_inner));
+            let kept = std::mem::take(&mut *self.out.lock());
             let tags = std::mem::take(&mut skim.replay);
             self.feed(&tags);
-            *self.out.0.lock().unwrap_or_else(PoisonError::into_inner) = kept;
+            *self.out.lock() = kept;
         }
         skim.replayed();
     }
 
     /// The tokenizer's turn: forward up to the next construct for lol_html.
     fn skim<'a>(&mut self, rest: &'a [u8]) -> &'a [u8] {
+        // Nothing ahead the tokenizer could hand over: forwarded unread.
+        if !self.reading_kept && self.kept.idle() && leap::find(rest).is_none() {
+            let n = rest.len() - leap::open_end(rest);
+            if self.kept.room(n) {
+                self.pass(rest, n);
+                self.kept.edge = rest[n..].to_vec();
+                return &[];
+            }
+        }
         let Phase::Skim { skim, held } = &mut self.phase else {
             return rest;
         };
@@ -861,14 +985,15 @@ impl PageRewriter {
         }
         if found == skim::Found::Nothing {
             // The whole chunk, as it came, with nothing before it: no copy.
-            if self.whole == Some((rest.as_ptr() as usize, rest.len()))
-                && self
-                    .out
-                    .0
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_empty()
-            {
+            let whole = self
+                .whole
+                .as_ref()
+                .is_some_and(|w| w.as_ptr() == rest.as_ptr() && w.len() == rest.len());
+            let alone = whole && {
+                let out = self.out.lock();
+                out.bytes.is_empty() && out.sent == 0
+            };
+            if alone {
                 self.whole_out = true;
             } else {
                 self.forward(rest);
@@ -967,6 +1092,13 @@ impl PageRewriter {
     }
 
     fn finish_read(&mut self) -> Vec<u8> {
+        // Bytes forwarded unread stay unread: no start follows them, so
+        // nothing after them could depend on how they read (see `leap`).
+        // The last bytes, the beginning of a tag that never ends, go out as
+        // they came, as lol_html sends them.
+        let _ = self.kept.take();
+        let edge = std::mem::take(&mut self.kept.edge);
+        self.forward(&edge);
         if let Phase::Skim { held, skim } = &mut self.phase {
             // An unfinished construct at the end: lol_html emits it as it
             // came. Then lol_html ends the page as it would have.
@@ -1012,7 +1144,7 @@ impl PageRewriter {
     }
 
     fn take(&mut self) -> Vec<u8> {
-        let out = std::mem::take(&mut *self.out.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let out = std::mem::take(&mut self.out.lock().bytes);
         self.count_out(out.len());
         out
     }

@@ -89,6 +89,15 @@ const PIECES: &[&str] = &[
     "<div>",
     "</div>",
     "<p>",
+    // Near the starts the rewriter looks for before it reads (see `leap`).
+    "<li>",
+    "<LINK",
+    "<main>",
+    "<mat",
+    "<Sc",
+    "<b>",
+    "<article class=card><a href=/p/1>P1</a></article>",
+    "<ul><li><a href=/p/2>P2</a></li><li data-x='<script>'>x</li></ul>",
     "hello",
     "&amp;",
     "&lt;script&gt;",
@@ -490,4 +499,136 @@ fn a_stamped_page_is_handed_over_after_body() {
             "{name}: the script after the cut is still stamped"
         );
     }
+}
+
+/// A body of cards (no start, see `leap`) of about `bytes` bytes.
+fn cards(bytes: usize) -> String {
+    let mut body = String::new();
+    let mut i = 0;
+    while body.len() < bytes {
+        body.push_str(&format!(
+            "<article class=\"card\" data-id=\"{i}\"><h2><a href=\"/p/{i}\">P{i}</a></h2>\
+             <p style=\"color:#333\">A thing &amp; more.</p><ul><li>one<li>two</ul></article>\n"
+        ));
+        i += 1;
+    }
+    body
+}
+
+/// The page in shared chunks of `size`, as the proxy feeds it; returns
+/// the bytes out, how many chunks went out as they came, and whether bytes
+/// were still kept unread before the end.
+fn stream(spec: &RewriteSpec, page: &[u8], size: usize) -> (Vec<u8>, usize, bool) {
+    let page = bytes::Bytes::copy_from_slice(page);
+    let mut r = PageRewriter::new(spec.clone());
+    let (mut out, mut shared, mut at) = (Vec::new(), 0, 0);
+    while at < page.len() {
+        let piece = page.slice(at..page.len().min(at + size));
+        at += piece.len();
+        let got = r.write_bytes(&piece);
+        if !got.is_empty() && got.as_ptr() == piece.as_ptr() {
+            shared += 1;
+        }
+        out.extend_from_slice(&got);
+    }
+    let unread = !r.kept.idle();
+    out.extend(r.finish());
+    assert_eq!(r.report().bytes_out, out.len() as u64);
+    (out, shared, unread)
+}
+
+const HEAD: &str = "<!doctype html><html><head><script type=importmap>{\"imports\":{\"a\":\"/src/lib/greet.js\"}}</script>\
+    <script type=module src=/src/main.js></script></head><body><main>";
+
+/// After the last start of a page, its bytes go out unread and uncopied,
+/// and the page is the whole-page rewriter's.
+#[test]
+fn the_rest_of_a_page_after_its_last_start_is_not_read() {
+    let page = format!("{HEAD}{}</main></body></html>", cards(200 * 1024));
+    for (name, spec) in variants() {
+        let (out, shared, unread) = stream(&spec, page.as_bytes(), 16 * 1024);
+        let (want, _) = run(spec, false, &[page.as_bytes()]);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&want),
+            "{name}"
+        );
+        // The overlay and ticket pages hand over after `<body>` (a notice,
+        // live reload, or an outcome the badge still waits for keep
+        // lol_html on to the end).
+        if matches!(name, "overlay" | "ticket") {
+            assert!(unread, "{name}: the body was read");
+            // A chunk after one that ended in what may begin a start (`<`,
+            // `<p`, `<li`) goes out copied, after those bytes.
+            let chunks = page.len().div_ceil(16 * 1024);
+            assert!(
+                shared * 3 >= chunks,
+                "{name}: {shared} of {chunks} chunks went out uncopied"
+            );
+        }
+    }
+}
+
+/// A start after bytes forwarded unread: they are read first, from where
+/// the reading was, and nothing goes out twice. The start is split across
+/// chunks at every byte; the bytes before it hold a tag lol_html reads the
+/// rest after, a comment hiding a script, and a start inside an attribute.
+#[test]
+fn a_start_after_bytes_forwarded_unread_is_read_in_place() {
+    let tails = [
+        "<script type=module src=/src/app.js></script>",
+        "<link rel=modulepreload href=/src/lib/greet.js>",
+        "<SVG><script src=/src/app.js></script></svg>",
+        "<template><script src=/src/app.js></script></template><script src=/src/app.js></script>",
+    ];
+    let befores = [
+        "",
+        "<div a=>x</div>",
+        "<!-- <script src=/src/app.js> -->",
+        "<p title='<script src=/src/app.js>'>t</p>",
+        "<style>p{}</style><textarea><link rel=stylesheet href=/assets/site.css></textarea>",
+    ];
+    let variants = variants();
+    for before in befores {
+        for tail in tails {
+            let page = format!(
+                "{HEAD}{}{before}{}{tail}</main></body></html>",
+                cards(20 * 1024),
+                cards(40 * 1024)
+            );
+            let at = page.rfind(tail).unwrap_or_default();
+            for (name, spec) in variants.iter().take(3) {
+                let (want, _) = run(spec.clone(), false, &[page.as_bytes()]);
+                // Chunks that end 0 to 5 bytes into the start.
+                for cut in 0..6 {
+                    let split = [&page.as_bytes()[..at + cut], &page.as_bytes()[at + cut..]];
+                    let pieces: Vec<&[u8]> = split
+                        .iter()
+                        .flat_map(|half| half.chunks(16 * 1024))
+                        .collect();
+                    let (got, _) = run(spec.clone(), true, &pieces);
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        String::from_utf8_lossy(&want),
+                        "{name}, {before:?} then {tail:?} cut {cut} bytes in"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Past the bytes one page may keep unread, they are read: a body longer
+/// than that, and a script at its end, come out the same.
+#[test]
+fn a_page_keeps_a_bounded_number_of_bytes_unread() {
+    let page = format!(
+        "{HEAD}{}<script src=/src/app.js></script></main></body></html>",
+        cards(super::leap::MAX_PAGE * 5 / 2)
+    );
+    let spec = variants().remove(0).1;
+    let (out, shared, _) = stream(&spec, page.as_bytes(), 64 * 1024);
+    let (want, _) = run(spec, false, &[page.as_bytes()]);
+    assert!(out == want, "the long page differs");
+    assert!(shared >= 4, "{shared} chunks went out uncopied");
 }

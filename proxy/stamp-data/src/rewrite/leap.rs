@@ -1,0 +1,256 @@
+//! Leaping: after `<body>`, bytes the tokenizer could not hand to lol_html
+//! are forwarded without being read.
+//!
+//! Everything the tokenizer hands to lol_html (a construct, or the rest of
+//! the page) begins with `<` and one of a few names: the start tags that
+//! handlers act on (`script`, `link`, `meta`, `body`, `base`, `template`)
+//! and those after which lol_html reads everything (`svg`, `math`,
+//! `plaintext`). Call `<` followed by the first letters of one of them, in
+//! any case, a *start*: two letters, or three where two would also begin a
+//! common element (`<li>`, `<main>`). A run of bytes without a start holds nothing a
+//! handler acts on, whatever state the reading is in where it begins (a
+//! tag, a comment, a `<style>`): the tokenizer forwards all of it, or hands
+//! it to lol_html (after a doctype or an odd tag name), which gives it back
+//! unchanged, as no handler fires in it. Its bytes go out as they came.
+//!
+//! What the run does to the reading's state (an element opened, a comment
+//! begun) matters only if something follows that must be read. So a run is
+//! forwarded at once and kept (the chunks are shared, not copied) instead
+//! of being read. When a later chunk holds a start, the kept bytes are read
+//! first, from the state the reading was left in, and what that reading
+//! sends of them is dropped (it is exactly what went out), then the chunk
+//! as usual. The bytes after a page's last start are never read.
+//!
+//! A chunk's last bytes that may begin a start (`<`, `<s`, `<li`, …) wait
+//! for the next chunk, unforwarded. A page keeps at most
+//! [`MAX_PAGE`] bytes and all pages together [`MAX_ALL`]; past that, the
+//! kept bytes are read at once, as they were before leaping.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
+
+use aho_corasick::packed;
+use bytes::Bytes;
+
+/// The first letters of every name a start begins (lower case).
+const NAMES: [&[u8]; 9] = [
+    b"sc",  // script
+    b"lin", // link, not li
+    b"me",  // meta
+    b"bo",  // body
+    b"ba",  // base
+    b"te",  // template
+    b"sv",  // svg
+    b"mat", // math, not main, mark, map
+    b"pl",  // plaintext
+];
+
+/// The longest start, `<` and three letters.
+pub(super) const LONGEST: usize = 4;
+
+/// Most bytes one page keeps unread.
+pub(super) const MAX_PAGE: usize = 1 << 20;
+/// Most bytes all pages keep unread together.
+pub(super) const MAX_ALL: usize = 64 << 20;
+
+/// Bytes kept unread by every page now.
+static KEPT: AtomicUsize = AtomicUsize::new(0);
+
+/// Teddy (SIMD) over every case of every start: 44 patterns of 3 and 4
+/// bytes. `None` where the CPU has no SIMD Teddy runs on.
+static TEDDY: LazyLock<Option<packed::Searcher>> = LazyLock::new(|| {
+    let mut config = packed::Config::new().builder();
+    for name in NAMES {
+        for case in 0..1u32 << name.len() {
+            let mut pattern = vec![b'<'];
+            for (k, b) in name.iter().enumerate() {
+                pattern.push(if case & 1 << k != 0 {
+                    b.to_ascii_uppercase()
+                } else {
+                    *b
+                });
+            }
+            config.add(pattern);
+        }
+    }
+    config.build()
+});
+
+/// Where the first start in `hay` is.
+pub(super) fn find(hay: &[u8]) -> Option<usize> {
+    match &*TEDDY {
+        Some(teddy) => teddy.find(hay).map(|m| m.start()),
+        None => find_slow(hay),
+    }
+}
+
+/// [`find`] a `<` at a time.
+fn find_slow(hay: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'<', hay).find(|&lt| edge(&hay[lt..]) == Edge::Start)
+}
+
+/// How many of `hay`'s last bytes may begin a start that the next bytes
+/// complete (0 to 3). Call only where `hay` holds no whole start.
+pub(super) fn open_end(hay: &[u8]) -> usize {
+    (1..=hay.len().min(3))
+        .rev()
+        .find(|&k| edge(&hay[hay.len() - k..]) == Edge::Open)
+        .unwrap_or(0)
+}
+
+/// What bytes that begin with `<` begin.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Edge {
+    /// A start.
+    Start,
+    /// Too few bytes to tell.
+    Open,
+    /// Not a start.
+    Not,
+}
+
+pub(super) fn edge(bytes: &[u8]) -> Edge {
+    let Some((b'<', letters)) = bytes.split_first() else {
+        return Edge::Not;
+    };
+    let mut open = false;
+    for name in NAMES {
+        let n = letters.len().min(name.len());
+        if letters[..n].eq_ignore_ascii_case(&name[..n]) {
+            if n == name.len() {
+                return Edge::Start;
+            }
+            open = true;
+        }
+    }
+    if open {
+        Edge::Open
+    } else {
+        Edge::Not
+    }
+}
+
+/// One page's kept bytes.
+#[derive(Debug, Default)]
+pub(super) struct Kept {
+    chunks: Vec<Bytes>,
+    len: usize,
+    /// The last bytes that came, which may begin a start: not forwarded.
+    pub edge: Vec<u8>,
+}
+
+impl Kept {
+    /// Nothing kept, nothing waiting.
+    pub fn idle(&self) -> bool {
+        self.chunks.is_empty() && self.edge.is_empty()
+    }
+
+    /// Whether `n` more bytes may be kept (then they count as kept).
+    pub fn room(&mut self, n: usize) -> bool {
+        if self.len + n > MAX_PAGE {
+            return false;
+        }
+        let all = KEPT.fetch_add(n, Ordering::Relaxed);
+        if all + n > MAX_ALL {
+            KEPT.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        self.len += n;
+        true
+    }
+
+    /// Keeps bytes [`Kept::room`] made room for.
+    pub fn keep(&mut self, bytes: Bytes) {
+        self.chunks.push(bytes);
+    }
+
+    /// Everything kept, to be read now.
+    pub fn take(&mut self) -> (Vec<Bytes>, usize) {
+        let len = std::mem::take(&mut self.len);
+        KEPT.fetch_sub(len, Ordering::Relaxed);
+        (std::mem::take(&mut self.chunks), len)
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        KEPT.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_start_in_any_case_and_nothing_else() {
+        assert!(TEDDY.is_some(), "Teddy runs on this CPU");
+        for name in [
+            "script",
+            "link",
+            "meta",
+            "body",
+            "base",
+            "template",
+            "svg",
+            "math",
+            "plaintext",
+        ] {
+            for variant in [
+                name.to_string(),
+                name.to_ascii_uppercase(),
+                name[..1].to_ascii_uppercase() + &name[1..],
+                name[..1].to_string() + &name[1..2].to_ascii_uppercase() + &name[2..],
+            ] {
+                let hay = format!("<div a=b>x</div><{variant} y>");
+                assert_eq!(find(hay.as_bytes()), Some(16), "{hay}");
+                assert_eq!(find_slow(hay.as_bytes()), Some(16), "{hay}");
+            }
+        }
+        let none = "<div><span>a</span><p>b<li>c<br><section><strong><main><table><title>\
+                    <style><noscript><iframe><!-- x --></p></script></svg>< script><LI><Map><b>";
+        assert_eq!(find(none.as_bytes()), None);
+        assert_eq!(find_slow(none.as_bytes()), None);
+        // Every byte after `<` and before the pair: no false negatives on
+        // long inputs either side of Teddy's block size.
+        let mut long = "<a href=x>y</a>".repeat(500).into_bytes();
+        assert_eq!(find(&long), None);
+        long.extend_from_slice(b"<Sc");
+        assert_eq!(find(&long), Some(long.len() - 3));
+    }
+
+    #[test]
+    fn a_chunk_end_that_may_begin_a_start_waits() {
+        assert_eq!(open_end(b"abc<"), 1);
+        assert_eq!(open_end(b"abc<S"), 2);
+        assert_eq!(open_end(b"abc<p"), 2);
+        assert_eq!(open_end(b"abc<d"), 0);
+        assert_eq!(open_end(b"abc<sd"), 0);
+        assert_eq!(open_end(b"abc<Li"), 3);
+        assert_eq!(open_end(b"abc<lix"), 0);
+        assert_eq!(open_end(b"<<m"), 2);
+        assert_eq!(open_end(b""), 0);
+        assert_eq!(edge(b"<"), Edge::Open);
+        assert_eq!(edge(b"<T"), Edge::Open);
+        assert_eq!(edge(b"<TE"), Edge::Start);
+        assert_eq!(edge(b"<Tx"), Edge::Not);
+        assert_eq!(edge(b"<x"), Edge::Not);
+        assert_eq!(edge(b"<LI"), Edge::Open);
+        assert_eq!(edge(b"<LI>"), Edge::Not);
+        assert_eq!(edge(b"<lInK"), Edge::Start);
+        assert_eq!(edge(b"<mAp"), Edge::Not);
+        assert_eq!(edge(b"x<sc"), Edge::Not);
+    }
+
+    #[test]
+    fn kept_bytes_are_bounded_per_page() {
+        let mut k = Kept::default();
+        assert!(k.room(MAX_PAGE - 1));
+        assert!(!k.room(2));
+        assert!(k.room(1));
+        let (_, len) = k.take();
+        assert_eq!(len, MAX_PAGE);
+        assert!(k.room(10));
+    }
+}
