@@ -220,6 +220,53 @@ mod tests {
         assert_eq!(find(&long), Some(long.len() - 3));
     }
 
+    /// Teddy against the byte-by-byte search, on pages full of
+    /// near misses, with a start (in random case) at every position.
+    #[test]
+    fn the_fast_search_agrees_with_the_slow_one() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(30);
+        let near = [
+            "<", "<s", "<S", "<l", "<li", "<LI", "<m", "<ma", "<MA", "<b", "<t", "<p", "<d", "<de",
+            "<}", "<", "a", " ", "<st", "<Sp", "<mE", "<tE", "<bO", "<bA", "<pL", "<sV", "<sC",
+            "\u{0}", "\u{ff}", "<", "<<", "<lIn", "<mAt",
+        ];
+        for round in 0..3000 {
+            let mut hay = Vec::new();
+            for _ in 0..rng.random_range(0..80) {
+                let piece = near[rng.random_range(0..near.len())];
+                hay.extend_from_slice(piece.as_bytes());
+                if rng.random_bool(0.3) {
+                    hay.extend_from_slice(b"<div class=x>");
+                }
+            }
+            assert_eq!(
+                find(&hay),
+                find_slow(&hay),
+                "round {round}: {:?}",
+                String::from_utf8_lossy(&hay)
+            );
+        }
+        // A start at every offset of a 100-byte run without one.
+        let filler = "<li><main><p>x<b>".repeat(10);
+        for name in [
+            "<script",
+            "<LINK",
+            "<mEta",
+            "<boDY",
+            "<Base",
+            "<tEmplate",
+            "<Svg",
+            "<maTH",
+            "<PLAINTEXT",
+        ] {
+            for at in 0..100 {
+                let hay = format!("{}{name}{}", &filler[..at], &filler[at..]);
+                assert_eq!(find(hay.as_bytes()), Some(at), "{name} at {at}");
+            }
+        }
+    }
+
     #[test]
     fn a_chunk_end_that_may_begin_a_start_waits() {
         assert_eq!(open_end(b"abc<"), 1);
