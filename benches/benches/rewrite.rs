@@ -10,7 +10,9 @@ use std::hint::black_box;
 
 criterion::criterion_group!(benches, pages, merge, classify, reports);
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
-use stamp_benches::{noop_parse, one_handler_parse, overrides, page, rewrite, rewrite_full, spec};
+use stamp_benches::{
+    noop_parse, one_handler_parse, overrides, page, page_late_script, rewrite, rewrite_full, spec,
+};
 
 fn pages(c: &mut Criterion) {
     let mut g = c.benchmark_group("page");
@@ -31,6 +33,12 @@ fn pages(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("stamp-rewrite", name), &shared, |b, h| {
             b.iter(|| rewrite(h, &s))
         });
+        let late = bytes::Bytes::from(page_late_script(size, 40));
+        g.bench_with_input(
+            BenchmarkId::new("stamp-rewrite-late-script", name),
+            &late,
+            |b, h| b.iter(|| rewrite(h, &s)),
+        );
         g.bench_with_input(
             BenchmarkId::new("stamp-rewrite-no-early-exit", name),
             &shared,

@@ -45,6 +45,15 @@ pub fn page(bytes: usize, map_entries: usize) -> String {
     html
 }
 
+/// [`page`] with a script at the end of its body (analytics, a bundle
+/// loaded last): the rewriter reads the body up to it, as before leaping.
+pub fn page_late_script(bytes: usize, map_entries: usize) -> String {
+    page(bytes, map_entries).replace(
+        "</main></body>",
+        "</main><script src=\"/assets/analytics.js\" defer></script></body>",
+    )
+}
+
 /// `n` overrides of `/src/lib/m{i}.js` (the first `n` map entries of [`page`]).
 pub fn overrides(n: usize) -> Arc<Effective> {
     let mut set = OverrideSet::new();

@@ -20,10 +20,11 @@
 //! starts where the whole-page one would be: in the data state, in the HTML
 //! namespace (no `<svg>` or `<math>` read before), with no end tag handler
 //! that can still act. Anything else (SVG, templates, doctypes, a
-//! `<plaintext>`) is read by lol_html to the end of the page. Tested against
-//! the whole-page rewriter, byte for byte, on arbitrary pages and chunk
-//! splits (`early_exit_matches_the_full_rewriter`, the fuzz target
-//! `rewriter_early_exit`).
+//! `<plaintext>`) is read by lol_html to the end of the page. And bytes in
+//! which nothing could be handed over are not even tokenized: see `leap`.
+//! Tested against the whole-page rewriter, byte for byte, on arbitrary
+//! pages and chunk splits (`early_exit_matches_the_full_rewriter`, the fuzz
+//! target `rewriter_early_exit`).
 
 #[cfg(test)]
 mod differential;
