@@ -353,6 +353,12 @@ impl Sink {
     }
 }
 
+/// lol_html gave up holding bytes that already went out: no later byte
+/// stands for them.
+fn sink_lost(out: &Sink) {
+    out.lock().sent = 0;
+}
+
 impl OutputSink for Sink {
     fn handle_chunk(&mut self, chunk: &[u8]) {
         self.lock().push(chunk);
@@ -760,11 +766,13 @@ impl PageRewriter {
             return false;
         }
         let n = chunk.len() - leap::open_end(chunk);
-        if !self.kept.room(n) {
-            return false;
+        if n > 0 {
+            if !self.kept.room(n) {
+                return false;
+            }
+            self.pass(chunk, n);
         }
-        self.pass(chunk, n);
-        self.kept.edge = chunk[n..].to_vec();
+        self.kept.edge.extend_from_slice(&chunk[n..]);
         true
     }
 
@@ -804,6 +812,11 @@ impl PageRewriter {
             self.read(chunk);
         }
         self.reading_kept = false;
+        if self.rewriter.is_none() {
+            // lol_html failed on the way: every kept byte after that came
+            // out as it was (and was dropped); what it held is lost.
+            sink_lost(&self.out);
+        }
     }
 
     /// Reads bytes as early exit does: lol_html, or the tokenizer.
@@ -877,6 +890,12 @@ impl PageRewriter {
             }
             self.rewriter = None;
             self.phase = Phase::Full;
+            // Kept bytes lol_html held are lost with it, not sent again:
+            // the next bytes are new. (While kept bytes are read, the rest
+            // of them still comes, and `read_kept` settles it at the end.)
+            if !self.reading_kept {
+                sink_lost(&self.out);
+            }
         }
     }
 
@@ -937,10 +956,13 @@ impl PageRewriter {
     /// ended: it reads every later construct the tokenizer finds, and the
     /// rest of the page if need be); the tokenizer reads on.
     fn hand_over(&mut self, skim: Option<skim::Skim>) {
+        // `<meta>` is lol_html's to read when a handler acts on it (a meta
+        // policy), and when the headers name no charset: lol_html then
+        // switches to the charset a `<meta charset>` names, wherever it is.
         let meta = {
             let mut st = lock(&self.state);
             st.island = true;
-            st.spec.meta_csp.is_some()
+            st.spec.meta_csp.is_some() || st.encoding.is_none()
         };
         let mut skim = skim.unwrap_or_else(|| skim::Skim::new(meta));
         skim.replayed();
@@ -967,7 +989,7 @@ impl PageRewriter {
         // Nothing ahead the tokenizer could hand over: forwarded unread.
         if !self.reading_kept && self.kept.idle() && leap::find(rest).is_none() {
             let n = rest.len() - leap::open_end(rest);
-            if self.kept.room(n) {
+            if n > 0 && self.kept.room(n) {
                 self.pass(rest, n);
                 self.kept.edge = rest[n..].to_vec();
                 return &[];

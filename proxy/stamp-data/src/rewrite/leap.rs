@@ -22,9 +22,17 @@
 //! as usual. The bytes after a page's last start are never read.
 //!
 //! A chunk's last bytes that may begin a start (`<`, `<s`, `<li`, …) wait
-//! for the next chunk, unforwarded. A page keeps at most
-//! [`MAX_PAGE`] bytes and all pages together [`MAX_ALL`]; past that, the
-//! kept bytes are read at once, as they were before leaping.
+//! for the next chunk, unforwarded. A page keeps at most [`MAX_PAGE`]
+//! bytes in [`MAX_CHUNKS`] chunks, and all pages together [`MAX_ALL`]
+//! (each chunk counted with a fixed [`PER_CHUNK`] cost); past that, the
+//! kept bytes are read at once, as they were before leaping. A kept chunk
+//! refers into the buffer it came in, which stays allocated while it is
+//! kept.
+//!
+//! One thing differs from reading every byte: lol_html's memory budget is
+//! only spent on what it reads. A page whose unread end would have made it
+//! give up (an element nested thousands deep after a doctype in the body)
+//! is not reported as given up; its bytes are the same either way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
@@ -50,6 +58,11 @@ pub(super) const LONGEST: usize = 4;
 
 /// Most bytes one page keeps unread.
 pub(super) const MAX_PAGE: usize = 1 << 20;
+/// What a kept chunk costs beyond its bytes (its handle, an allocation),
+/// counted against the bounds: a page sent a byte at a time keeps few.
+const PER_CHUNK: usize = 64;
+/// Most chunks one page keeps.
+const MAX_CHUNKS: usize = 1024;
 /// Most bytes all pages keep unread together.
 pub(super) const MAX_ALL: usize = 64 << 20;
 
@@ -135,6 +148,8 @@ pub(super) fn edge(bytes: &[u8]) -> Edge {
 pub(super) struct Kept {
     chunks: Vec<Bytes>,
     len: usize,
+    /// `len` and each chunk's [`PER_CHUNK`]: what counts against the bounds.
+    cost: usize,
     /// The last bytes that came, which may begin a start: not forwarded.
     pub edge: Vec<u8>,
 }
@@ -145,36 +160,41 @@ impl Kept {
         self.chunks.is_empty() && self.edge.is_empty()
     }
 
-    /// Whether `n` more bytes may be kept (then they count as kept).
+    /// Whether a chunk of `n` more bytes may be kept (then it counts as
+    /// kept).
     pub fn room(&mut self, n: usize) -> bool {
-        if self.len + n > MAX_PAGE {
+        let cost = n + PER_CHUNK;
+        if self.chunks.len() >= MAX_CHUNKS || self.len + n > MAX_PAGE {
             return false;
         }
-        let all = KEPT.fetch_add(n, Ordering::Relaxed);
-        if all + n > MAX_ALL {
-            KEPT.fetch_sub(n, Ordering::Relaxed);
+        let all = KEPT.fetch_add(cost, Ordering::Relaxed);
+        if all + cost > MAX_ALL {
+            KEPT.fetch_sub(cost, Ordering::Relaxed);
             return false;
         }
         self.len += n;
+        self.cost += cost;
         true
     }
 
-    /// Keeps bytes [`Kept::room`] made room for.
+    /// Keeps a chunk [`Kept::room`] made room for.
     pub fn keep(&mut self, bytes: Bytes) {
         self.chunks.push(bytes);
     }
 
-    /// Everything kept, to be read now.
+    /// Everything kept, to be read now, and how many bytes that is.
     pub fn take(&mut self) -> (Vec<Bytes>, usize) {
-        let len = std::mem::take(&mut self.len);
-        KEPT.fetch_sub(len, Ordering::Relaxed);
-        (std::mem::take(&mut self.chunks), len)
+        KEPT.fetch_sub(std::mem::take(&mut self.cost), Ordering::Relaxed);
+        (
+            std::mem::take(&mut self.chunks),
+            std::mem::take(&mut self.len),
+        )
     }
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        KEPT.fetch_sub(self.len, Ordering::Relaxed);
+        KEPT.fetch_sub(self.cost, Ordering::Relaxed);
     }
 }
 
@@ -299,5 +319,13 @@ mod tests {
         let (_, len) = k.take();
         assert_eq!(len, MAX_PAGE);
         assert!(k.room(10));
+        let _ = k.take();
+        // A page sent a byte at a time: a bounded number of chunks.
+        let mut n = 0;
+        while k.room(1) {
+            k.keep(Bytes::from_static(b"x"));
+            n += 1;
+        }
+        assert_eq!(n, MAX_CHUNKS);
     }
 }
