@@ -987,7 +987,7 @@ impl PageRewriter {
     /// The tokenizer's turn: forward up to the next construct for lol_html.
     fn skim<'a>(&mut self, rest: &'a [u8]) -> &'a [u8] {
         // Nothing ahead the tokenizer could hand over: forwarded unread.
-        if !self.reading_kept && self.kept.idle() && leap::find(rest).is_none() {
+        if !self.reading_kept && self.kept.may_start() && leap::find(rest).is_none() {
             let n = rest.len() - leap::open_end(rest);
             if n > 0 && self.kept.room(n) {
                 self.pass(rest, n);

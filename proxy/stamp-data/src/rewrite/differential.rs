@@ -815,10 +815,7 @@ fn empty_and_one_byte_writes_give_the_same_page() {
 fn a_meta_charset_after_body_is_read_when_the_headers_name_none() {
     let mut page = HEAD.as_bytes().to_vec();
     page.extend_from_slice(b"<meta charset=shift_jis><script>\xff</script>");
-    for (name, spec) in variants()
-        .into_iter()
-        .filter(|(_, s)| s.encoding.is_none())
-    {
+    for (name, spec) in variants().into_iter().filter(|(_, s)| s.encoding.is_none()) {
         let (want, _) = run(spec.clone(), false, &[&page]);
         for size in [1, 7, page.len()] {
             let pieces: Vec<&[u8]> = page.chunks(size).collect();

@@ -25,7 +25,8 @@
 //! for the next chunk, unforwarded. A page keeps at most [`MAX_PAGE`]
 //! bytes in [`MAX_CHUNKS`] chunks, and all pages together [`MAX_ALL`]
 //! (each chunk counted with a fixed [`PER_CHUNK`] cost); past that, the
-//! kept bytes are read at once, as they were before leaping. A kept chunk
+//! kept bytes are read at once, as they were before leaping, and so is the
+//! rest of a page that reached its own bounds. A kept chunk
 //! refers into the buffer it came in, which stays allocated while it is
 //! kept.
 //!
@@ -150,6 +151,8 @@ pub(super) struct Kept {
     len: usize,
     /// `len` and each chunk's [`PER_CHUNK`]: what counts against the bounds.
     cost: usize,
+    /// The page kept all it may: no more leaping.
+    spent: bool,
     /// The last bytes that came, which may begin a start: not forwarded.
     pub edge: Vec<u8>,
 }
@@ -160,11 +163,20 @@ impl Kept {
         self.chunks.is_empty() && self.edge.is_empty()
     }
 
+    /// Whether a new run may be kept: nothing kept now, and the page has
+    /// not reached its bounds.
+    pub fn may_start(&self) -> bool {
+        self.idle() && !self.spent
+    }
+
     /// Whether a chunk of `n` more bytes may be kept (then it counts as
     /// kept).
     pub fn room(&mut self, n: usize) -> bool {
         let cost = n + PER_CHUNK;
         if self.chunks.len() >= MAX_CHUNKS || self.len + n > MAX_PAGE {
+            // A page this long is read from here on: searching what will
+            // be read anyway only adds to the cost.
+            self.spent = true;
             return false;
         }
         let all = KEPT.fetch_add(cost, Ordering::Relaxed);
@@ -315,12 +327,11 @@ mod tests {
         let mut k = Kept::default();
         assert!(k.room(MAX_PAGE - 1));
         assert!(!k.room(2));
-        assert!(k.room(1));
         let (_, len) = k.take();
-        assert_eq!(len, MAX_PAGE);
-        assert!(k.room(10));
-        let _ = k.take();
+        assert_eq!(len, MAX_PAGE - 1);
+        assert!(!k.may_start(), "the rest of a page this long is read");
         // A page sent a byte at a time: a bounded number of chunks.
+        let mut k = Kept::default();
         let mut n = 0;
         while k.room(1) {
             k.keep(Bytes::from_static(b"x"));
