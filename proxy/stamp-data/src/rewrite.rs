@@ -72,6 +72,17 @@ fn selector(text: &str) -> Selector {
 /// page, so seven narrow selectors cost more than two wide ones.
 const HTML_NS: &str = "http://www.w3.org/1999/xhtml";
 static SCRIPT_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("script"));
+/// Scripts whose text may be a map the proxy merges: only their text goes
+/// to a handler. lol_html decodes and encodes again the text of every
+/// element a text handler is on, which would change a byte the page's
+/// charset has no character for in any other script.
+static MAP_SCRIPT_SELECTOR: LazyLock<Selector> = LazyLock::new(|| {
+    let list: Vec<String> = MAP_TYPES
+        .iter()
+        .map(|t| format!("script[type=\"{t}\" i]"))
+        .collect();
+    selector(&list.join(", "))
+});
 static LINK_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("link"));
 static BODY_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("body"));
 static TEMPLATE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("template"));
@@ -503,11 +514,16 @@ fn stamping_handlers(
         Cow::Borrowed(&*BASE_SELECTOR),
         ElementContentHandlers::default().element(move |el: &mut Element<'_, '_>| on_base(&s, el)),
     ));
-    let (s, t) = (state.clone(), state.clone());
+    let s = state.clone();
     settings = settings.append_element_content_handler((
         Cow::Borrowed(&*SCRIPT_SELECTOR),
         ElementContentHandlers::default()
-            .element(move |el: &mut Element<'_, '_>| on_script(&s, el))
+            .element(move |el: &mut Element<'_, '_>| on_script(&s, el)),
+    ));
+    let t = state.clone();
+    settings = settings.append_element_content_handler((
+        Cow::Borrowed(&*MAP_SCRIPT_SELECTOR),
+        ElementContentHandlers::default()
             .text(move |chunk: &mut TextChunk<'_>| on_map_text(&t, chunk)),
     ));
     let s = state.clone();
@@ -2016,6 +2032,41 @@ mod tests {
                     "{name}, step {step}: {report:?} {}",
                     String::from_utf8_lossy(&out)
                 );
+            }
+        }
+    }
+
+    /// Bytes the page's own charset has no character for (a Latin-1 é on a
+    /// page said to be UTF-8, a cut Shift_JIS pair) stay as they are in
+    /// every script but a map: lol_html once decoded and re-encoded every
+    /// script's text (U+FFFD, `&#65533;` in Shift_JIS), found by a review.
+    #[test]
+    fn a_script_keeps_bytes_its_charset_has_no_character_for() {
+        use encoding_rs::{SHIFT_JIS, UTF_8};
+        for (encoding, text) in [
+            (UTF_8, b"caf\xe9 \xff\xfe".as_slice()),
+            (SHIFT_JIS, b"\x81\x20\x95".as_slice()),
+        ] {
+            let html = [
+                b"<html><head><script>var s=\"".as_slice(),
+                text,
+                b"\";</script><script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\"}}</script>\
+                  <script type=module src=\"/src/main.js\"></script></head><body><script>var t=\"",
+                text,
+                b"\"</script></body></html>",
+            ]
+            .concat();
+            for step in [html.len(), 7, 1] {
+                let mut spec = spec(&["/src/lib/greet.js"]);
+                spec.encoding = Some(encoding);
+                let (out, report) = rewrite_bytes(spec, &html, step);
+                assert_eq!(
+                    count(&out, text),
+                    2,
+                    "{}, step {step}: {out:?}",
+                    encoding.name()
+                );
+                assert_eq!(report.maps_merged, 1);
             }
         }
     }
