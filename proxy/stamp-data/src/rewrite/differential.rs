@@ -260,6 +260,14 @@ fn run_unread(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, Rep
     }
 }
 
+/// The test's random source: `STAMP_DIFF_SEED`, else its own seed.
+fn seeded(seed: u64) -> StdRng {
+    let chosen = std::env::var("STAMP_DIFF_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    StdRng::seed_from_u64(chosen.unwrap_or(seed))
+}
+
 /// Pages per test: 600, or `STAMP_DIFF_ROUNDS` for a longer search.
 fn rounds() -> usize {
     std::env::var("STAMP_DIFF_ROUNDS")
@@ -363,10 +371,7 @@ impl Tally {
 
 #[test]
 fn early_exit_matches_the_full_rewriter() {
-    let seed = std::env::var("STAMP_DIFF_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    let mut rng = StdRng::seed_from_u64(seed.unwrap_or(30));
+    let mut rng = seeded(30);
     let variants = variants();
     let mut tally = Tally::default();
     for _ in 0..rounds() {
@@ -382,10 +387,7 @@ fn early_exit_matches_the_full_rewriter() {
 /// by a generated body.
 #[test]
 fn early_exit_matches_the_full_rewriter_after_a_real_head() {
-    let seed = std::env::var("STAMP_DIFF_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    let mut rng = StdRng::seed_from_u64(seed.unwrap_or(3));
+    let mut rng = seeded(3);
     let variants = variants();
     let head = "<!doctype html><html><head><meta charset=utf-8>\
         <script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\"}}</script>\
@@ -754,10 +756,7 @@ const BODY_STARTS: &[&[u8]] = &[
 
 #[test]
 fn leaping_matches_the_full_rewriter_on_generated_bodies() {
-    let seed = std::env::var("STAMP_DIFF_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok());
-    let mut rng = StdRng::seed_from_u64(seed.unwrap_or(15));
+    let mut rng = seeded(15);
     let paths = ["/src/app.js", "/src/lib/greet.js", "/assets/site.css"];
     let mut variants = variants();
     let mut sjis = base(&paths);
