@@ -263,6 +263,8 @@ struct State {
     keys_placed: Vec<String>,
     /// The type of the inline map being read.
     map_type: String,
+    /// Maps started so far: which one an end tag handler belongs to.
+    maps_started: u64,
     /// The ticket's modules that production loads from another origin
     /// than the one they were uploaded for: location → production's URL.
     elsewhere: std::collections::BTreeMap<String, String>,
@@ -673,6 +675,7 @@ impl PageRewriter {
             template_depth: 0,
             keys_placed: Vec::new(),
             map_type: String::new(),
+            maps_started: 0,
             elsewhere: Default::default(),
             body_seen: false,
             tag_end: None,
@@ -1274,7 +1277,11 @@ fn on_map_start(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>, ty: &str) -
         return Ok(());
     };
     let s = state.clone();
-    handlers.push(Box::new(move |end: &mut EndTag<'_>| on_map_end(&s, end)));
+    st.maps_started += 1;
+    let id = st.maps_started;
+    handlers.push(Box::new(move |end: &mut EndTag<'_>| {
+        on_map_end(&s, end, id)
+    }));
     st.map_seen = true;
     st.in_map = true;
     st.map_urls = crate::importmap::Urls::for_type(ty);
@@ -1313,8 +1320,15 @@ fn on_map_text(state: &Arc<Mutex<State>>, chunk: &mut TextChunk<'_>) -> HandlerR
     Ok(())
 }
 
-fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>) -> HandlerResult {
+/// The end of map `id`. A map whose end tag did not come where it should
+/// (a `<script … a=>` lol_html reads on after as markup) gave its text back
+/// when the next script began (`on_script`); when lol_html closes it at
+/// last (at an ancestor's end tag, `</html>`), it adds nothing.
+fn on_map_end(state: &Arc<Mutex<State>>, end: &mut EndTag<'_>, id: u64) -> HandlerResult {
     let mut st = lock(state);
+    if !st.in_map || st.maps_started != id {
+        return Ok(());
+    }
     st.in_map = false;
     if st.overflowed {
         st.overflowed = false;
@@ -2033,6 +2047,25 @@ mod tests {
                     String::from_utf8_lossy(&out)
                 );
             }
+        }
+    }
+
+    /// `<script type=importmap a=>`: lol_html reads what follows as
+    /// markup, so the next script starts inside it and the first map's end
+    /// tag never comes. Its text goes back where the next script begins;
+    /// when lol_html closes it at `</html>`, nothing more is added (a
+    /// merged empty map was, there; found by the fuzzer).
+    #[test]
+    fn a_map_a_quirk_leaves_open_adds_nothing_when_it_closes() {
+        let html = "<html><head><script type=importmap a=><script type=importmap>{}</script>\
+                    </head><body><p>x</p></body></html>";
+        for early in [false, true] {
+            let mut r = PageRewriter::with_early_exit(spec(&["/src/lib/greet.js"]), early);
+            let mut out = r.write(html.as_bytes());
+            out.extend(r.finish());
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.ends_with("</body></html>"), "early exit {early}: {out}");
+            assert_eq!(out.matches("\"imports\"").count(), 1, "{out}");
         }
     }
 
