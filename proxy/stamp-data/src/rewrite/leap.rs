@@ -279,28 +279,39 @@ mod tests {
 
     #[test]
     fn a_chunk_end_that_may_begin_a_start_waits() {
-        assert_eq!(open_end(b"abc<"), 1);
-        assert_eq!(open_end(b"abc<S"), 2);
-        assert_eq!(open_end(b"abc<M"), 2);
-        assert_eq!(open_end(b"abc<p"), 0);
-        assert_eq!(open_end(b"abc<d"), 0);
-        assert_eq!(open_end(b"abc<sd"), 0);
-        assert_eq!(open_end(b"abc<Li"), 3);
-        assert_eq!(open_end(b"abc<lix"), 0);
-        assert_eq!(open_end(b"<<m"), 2);
-        assert_eq!(open_end(b""), 0);
-        assert_eq!(edge(b"<"), Edge::Open);
-        assert_eq!(edge(b"<M"), Edge::Open);
-        assert_eq!(edge(b"<ME"), Edge::Start);
-        assert_eq!(edge(b"<Mx"), Edge::Not);
-        assert_eq!(edge(b"<x"), Edge::Not);
-        assert_eq!(edge(b"<t"), Edge::Not);
-        assert_eq!(edge(b"<LI"), Edge::Open);
-        assert_eq!(edge(b"<LI>"), Edge::Not);
-        assert_eq!(edge(b"<lInK"), Edge::Start);
-        assert_eq!(edge(b"<mAp"), Edge::Not);
-        assert_eq!(edge(b"<svg"), Edge::Not);
-        assert_eq!(edge(b"x<sc"), Edge::Not);
+        let ends: [(&[u8], usize); 11] = [
+            (b"abc<", 1),
+            (b"abc<S", 2),
+            (b"abc<M", 2),
+            (b"abc<p", 0),
+            (b"abc<d", 0),
+            (b"abc<sd", 0),
+            (b"abc<Li", 3),
+            (b"abc<lix", 0),
+            (b"<<m", 2),
+            (b"", 0),
+            (b"<svg", 0),
+        ];
+        for (hay, n) in ends {
+            assert_eq!(open_end(hay), n, "{:?}", String::from_utf8_lossy(hay));
+        }
+        let edges: [(&[u8], Edge); 12] = [
+            (b"<", Edge::Open),
+            (b"<M", Edge::Open),
+            (b"<ME", Edge::Start),
+            (b"<Mx", Edge::Not),
+            (b"<x", Edge::Not),
+            (b"<t", Edge::Not),
+            (b"<LI", Edge::Open),
+            (b"<LI>", Edge::Not),
+            (b"<lInK", Edge::Start),
+            (b"<mAp", Edge::Not),
+            (b"<svg", Edge::Not),
+            (b"x<sc", Edge::Not),
+        ];
+        for (bytes, want) in edges {
+            assert_eq!(edge(bytes), want, "{:?}", String::from_utf8_lossy(bytes));
+        }
     }
 
     #[test]
