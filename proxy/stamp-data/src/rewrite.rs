@@ -364,12 +364,12 @@ impl Sink {
     fn lock(&self) -> MutexGuard<'_, Out> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// lol_html gave up holding bytes that already went out: no later byte
-/// stands for them.
-fn sink_lost(out: &Sink) {
-    out.lock().sent = 0;
+    /// lol_html gave up holding bytes that already went out: no later byte
+    /// stands for them.
+    fn lost(&self) {
+        self.lock().sent = 0;
+    }
 }
 
 impl OutputSink for Sink {
@@ -743,14 +743,8 @@ impl PageRewriter {
             if self.leap_on(chunk) {
                 return self.take();
             }
-            // A start: what was forwarded unread is read first, then the
-            // bytes that waited (not as a new run to leap: they begin the
-            // start, or the tag the tokenizer holds until the chunk).
+            // A start: what was forwarded unread is read first.
             self.read_kept();
-            let edge = std::mem::take(&mut self.kept.edge);
-            self.reading_kept = true;
-            self.read(&edge);
-            self.reading_kept = false;
         }
         self.read(chunk);
         self.take()
@@ -771,27 +765,32 @@ impl PageRewriter {
                     return true;
                 }
                 leap::Edge::Not => {
-                    let edge = std::mem::take(&mut self.kept.edge);
-                    if !self.kept.room(edge.len()) {
-                        self.kept.edge = edge;
+                    if !self.kept.room(self.kept.edge.len()) {
                         return false;
                     }
-                    self.out.lock().push(&edge);
-                    self.kept.keep(bytes::Bytes::from(edge));
+                    let edge = std::mem::take(&mut self.kept.edge);
+                    self.pass(&edge, edge.len());
                 }
             }
         }
-        if leap::find(chunk).is_some() {
+        self.keep_run(chunk)
+    }
+
+    /// Forwards `rest` unread and keeps it if it holds no start, all but
+    /// its last bytes that may begin one (they wait, unforwarded): whether
+    /// it did.
+    fn keep_run(&mut self, rest: &[u8]) -> bool {
+        if leap::find(rest).is_some() {
             return false;
         }
-        let n = chunk.len() - leap::open_end(chunk);
+        let n = rest.len() - leap::open_end(rest);
         if n > 0 {
             if !self.kept.room(n) {
                 return false;
             }
-            self.pass(chunk, n);
+            self.pass(rest, n);
         }
-        self.kept.edge.extend_from_slice(&chunk[n..]);
+        self.kept.edge.extend_from_slice(&rest[n..]);
         true
     }
 
@@ -818,23 +817,24 @@ impl PageRewriter {
         self.kept.keep(kept);
     }
 
-    /// Reads what was forwarded unread, from where the reading stopped;
-    /// what that sends of it is dropped (it went out as it came).
+    /// Reads what was forwarded unread, from where the reading stopped
+    /// (what that sends of it is dropped: it went out as it came), then the
+    /// bytes that waited, unforwarded (not as a new run to leap: they begin
+    /// the start, or the tag the tokenizer holds until the next chunk).
     fn read_kept(&mut self) {
         let (chunks, len) = self.kept.take();
-        if len == 0 {
-            return;
-        }
+        let edge = std::mem::take(&mut self.kept.edge);
         self.out.lock().sent += len;
         self.reading_kept = true;
         for chunk in &chunks {
             self.read(chunk);
         }
+        self.read(&edge);
         self.reading_kept = false;
         if self.rewriter.is_none() {
             // lol_html failed on the way: every kept byte after that came
             // out as it was (and was dropped); what it held is lost.
-            sink_lost(&self.out);
+            self.out.lost();
         }
     }
 
@@ -913,7 +913,7 @@ impl PageRewriter {
             // the next bytes are new. (While kept bytes are read, the rest
             // of them still comes, and `read_kept` settles it at the end.)
             if !self.reading_kept {
-                sink_lost(&self.out);
+                self.out.lost();
             }
         }
     }
@@ -1006,13 +1006,8 @@ impl PageRewriter {
     /// The tokenizer's turn: forward up to the next construct for lol_html.
     fn skim<'a>(&mut self, rest: &'a [u8]) -> &'a [u8] {
         // Nothing ahead the tokenizer could hand over: forwarded unread.
-        if !self.reading_kept && self.kept.may_start() && leap::find(rest).is_none() {
-            let n = rest.len() - leap::open_end(rest);
-            if n > 0 && self.kept.room(n) {
-                self.pass(rest, n);
-                self.kept.edge = rest[n..].to_vec();
-                return &[];
-            }
+        if !self.reading_kept && self.kept.may_start() && self.keep_run(rest) {
+            return &[];
         }
         let Phase::Skim { skim, held } = &mut self.phase else {
             return rest;
