@@ -11,7 +11,8 @@ use std::hint::black_box;
 criterion::criterion_group!(benches, pages, merge, classify, reports);
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use stamp_benches::{
-    noop_parse, one_handler_parse, overrides, page, page_late_script, rewrite, rewrite_full, spec,
+    noop_parse, one_handler_parse, overrides, page, page_late_script, page_svg_icons, rewrite,
+    rewrite_full, spec,
 };
 
 fn pages(c: &mut Criterion) {
@@ -37,6 +38,12 @@ fn pages(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("stamp-rewrite-late-script", name),
             &late,
+            |b, h| b.iter(|| rewrite(h, &s)),
+        );
+        let icons = bytes::Bytes::from(page_svg_icons(size, 40));
+        g.bench_with_input(
+            BenchmarkId::new("stamp-rewrite-svg-icons", name),
+            &icons,
             |b, h| b.iter(|| rewrite(h, &s)),
         );
         g.bench_with_input(

@@ -54,6 +54,18 @@ pub fn page_late_script(bytes: usize, map_entries: usize) -> String {
     )
 }
 
+/// [`page`] whose body begins with inline SVG icons (a header's cart and
+/// menu), as most sites' do: in the chunk that holds `<body>`.
+pub fn page_svg_icons(bytes: usize, map_entries: usize) -> String {
+    page(bytes, map_entries).replacen(
+        "<body><main>",
+        "<body><header><svg class=\"icon\" viewBox=\"0 0 24 24\" aria-hidden=\"true\">\
+         <path d=\"M7 18a2 2 0 1 0 0 4 2 2 0 0 0 0-4zM1 2h3l3.6 7.6L6.2 12A2 2 0 0 0 8 15h12v-2H8.4l1.1-2h7.5\"/></svg>\
+         <svg class=\"icon\" viewBox=\"0 0 24 24\"><use href=\"#menu\"></use></svg></header><main>",
+        1,
+    )
+}
+
 /// `n` overrides of `/src/lib/m{i}.js` (the first `n` map entries of [`page`]).
 pub fn overrides(n: usize) -> Arc<Effective> {
     let mut set = OverrideSet::new();

@@ -1191,9 +1191,12 @@ impl PageRewriter {
     }
 }
 
-/// Notes `<svg`/`<math` in `bytes` (the namespace lol_html is in is then
-/// unknown) and returns where the first `<body` starts (0 when it began in
-/// the bytes before).
+/// Notes `<svg`/`<math` in `bytes` before the first `<body` (the namespace
+/// lol_html is in when it reads that tag is then unknown) and returns where
+/// that `<body` starts (0 when it began in the bytes before). What follows
+/// it is not lol_html's to read once it hands over: the tokenizer reads
+/// foreign content itself, so an inline `<svg>` icon in the body does not
+/// keep lol_html reading the page.
 fn look_for_body(watch: &mut Watch, bytes: &[u8]) -> Option<usize> {
     let starts =
         |b: &[u8], word: &[u8]| b.len() >= word.len() && b[..word.len()].eq_ignore_ascii_case(word);
@@ -1204,16 +1207,20 @@ fn look_for_body(watch: &mut Watch, bytes: &[u8]) -> Option<usize> {
     joined.extend_from_slice(&bytes[..bytes.len().min(8)]);
     for lt in memchr::memchr_iter(b'<', &joined[..before]) {
         let after = &joined[lt + 1..];
-        watch.foreign |= starts(after, b"svg") || starts(after, b"math");
         if starts(after, b"body") {
             body = Some(0);
+            break;
         }
-    }
-    for lt in memchr::memchr_iter(b'<', bytes) {
-        let after = &bytes[lt + 1..];
         watch.foreign |= starts(after, b"svg") || starts(after, b"math");
-        if body.is_none() && starts(after, b"body") {
-            body = Some(lt);
+    }
+    if body.is_none() {
+        for lt in memchr::memchr_iter(b'<', bytes) {
+            let after = &bytes[lt + 1..];
+            if starts(after, b"body") {
+                body = Some(lt);
+                break;
+            }
+            watch.foreign |= starts(after, b"svg") || starts(after, b"math");
         }
     }
     joined.extend_from_slice(&bytes[bytes.len().min(8)..]);

@@ -587,6 +587,42 @@ fn the_rest_of_a_page_after_its_last_start_is_not_read() {
     }
 }
 
+/// Inline SVG icons and MathML right after `<body>`, in the chunk that
+/// holds it, are the tokenizer's to read: lol_html hands over at the
+/// `<body>` tag and the rest of the page goes out unread. (Before, any
+/// `<svg` in that chunk kept lol_html reading the whole page.) One in the
+/// head still keeps lol_html on, and the page is the same either way.
+#[test]
+fn foreign_content_after_body_does_not_keep_lol_html_reading() {
+    let head = "<!doctype html><html><head><script type=importmap>{\"imports\":{\"a\":\"/src/lib/greet.js\"}}</script></head>";
+    let icons =
+        "<svg class=icon viewBox=\"0 0 8 8\"><use href=\"#cart\"></use><title>a<b</title></svg>\
+        <math><mi>x</mi><annotation-xml><svg><desc><b>y</b></desc></svg></annotation-xml></math>";
+    let body = format!(
+        "<body>{icons}<main>{}</main></body></html>",
+        cards(40 * 1024)
+    );
+    let in_body = format!("{head}{body}");
+    let in_head = format!(
+        "{}{body}",
+        head.replace("</head>", "<svg><g></g></svg></head>")
+    );
+    for (name, spec) in variants() {
+        for (page, handed_over) in [(&in_body, true), (&in_head, false)] {
+            let (out, _, unread) = stream(&spec, page.as_bytes(), 16 * 1024);
+            let (want, _) = run(spec.clone(), false, &[page.as_bytes()]);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&want),
+                "{name}"
+            );
+            if matches!(name, "overlay" | "ticket") {
+                assert_eq!(unread, handed_over, "{name}: {}", &page[..120]);
+            }
+        }
+    }
+}
+
 /// A start after bytes forwarded unread: they are read first, from where
 /// the reading was, and nothing goes out twice. The start is split across
 /// chunks at every byte; the bytes before it hold a tag lol_html reads the
