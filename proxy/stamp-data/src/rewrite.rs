@@ -249,6 +249,12 @@ struct State {
     /// re-emitted, merged, at its end tag).
     buf: String,
     in_map: bool,
+    /// Elements of a map's type lol_html holds open (their end tag handler
+    /// has not run). lol_html decodes and encodes again every text inside
+    /// one, as its text handler is on them; an element a quirk left open
+    /// (`<script type=importmap a=>`) covers the rest of the page, so
+    /// lol_html, not the tokenizer, must read it.
+    map_elements_open: usize,
     /// How ticket URLs are written into the map being read.
     map_urls: crate::importmap::Urls,
     /// The map outgrew the bound: its text was put back and flows unchanged.
@@ -523,9 +529,24 @@ fn stamping_handlers(
             .element(move |el: &mut Element<'_, '_>| on_script(&s, el)),
     ));
     let t = state.clone();
+    let s = state.clone();
     settings = settings.append_element_content_handler((
         Cow::Borrowed(&*MAP_SCRIPT_SELECTOR),
         ElementContentHandlers::default()
+            .element(move |el: &mut Element<'_, '_>| {
+                // Counted while lol_html holds it open (see
+                // `map_elements_open`).
+                if let Some(handlers) = el.end_tag_handlers() {
+                    lock(&s).map_elements_open += 1;
+                    let s = s.clone();
+                    handlers.push(Box::new(move |_end: &mut EndTag<'_>| {
+                        let mut st = lock(&s);
+                        st.map_elements_open = st.map_elements_open.saturating_sub(1);
+                        Ok(())
+                    }));
+                }
+                Ok(())
+            })
             .text(move |chunk: &mut TextChunk<'_>| on_map_text(&t, chunk)),
     ));
     let s = state.clone();
@@ -637,7 +658,11 @@ fn may_hand_over(st: &State) -> bool {
                 && st.body_seen
                 && st.elsewhere.is_empty()
                 && st.report.nothing_applied().is_none()));
-    !st.report.bailed_out && st.template_depth == 0 && !st.in_map && badge_settled
+    !st.report.bailed_out
+        && st.template_depth == 0
+        && !st.in_map
+        && st.map_elements_open == 0
+        && badge_settled
 }
 
 /// Whether `bytes` may still grow into a byte order mark (UTF-8's three
@@ -669,6 +694,7 @@ impl PageRewriter {
             probe_done: false,
             buf: String::new(),
             in_map: false,
+            map_elements_open: 0,
             map_urls: crate::importmap::Urls::Paths,
             overflowed: false,
             meta_seen: false,
