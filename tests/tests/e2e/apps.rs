@@ -709,7 +709,8 @@ fn vite_sources(dir: &Path, word: &str, color: &str, lazy_color: &str) {
         "src/main.js",
         "import { greet } from './greet.js';\nimport './style.css';\n\
          document.getElementById('out').textContent = greet();\n\
-         import('./lazy.js').then((m) => { document.getElementById('lazy').textContent = m.lazy(); });\n",
+         import('./lazy.js').then((m) => { document.getElementById('lazy').textContent = m.lazy(); });\n\
+         if (location.hash === '#other') import('./other.js');\n",
     );
     write(
         dir,
@@ -724,7 +725,21 @@ fn vite_sources(dir: &Path, word: &str, color: &str, lazy_color: &str) {
     write(
         dir,
         "src/lazy.js",
-        &format!("import './lazy.css';\nexport const lazy = () => 'lazy {word}';\n"),
+        "import './lazy.css';\nimport { mark } from './shared.js';\nexport const lazy = () => 'lazy ' + mark;\n",
+    );
+    // Imported by two lazy chunks, so Rollup makes it a chunk of its own,
+    // and Vite's preload helper adds a `<link rel=modulepreload>` for it
+    // at runtime, before `import('./lazy.js')` (a JS dependency of a
+    // dynamic import, not only its CSS).
+    write(
+        dir,
+        "src/shared.js",
+        &format!("export const mark = '{word}';\n"),
+    );
+    write(
+        dir,
+        "src/other.js",
+        "import { mark } from './shared.js';\nexport const other = () => mark;\n",
     );
     write(
         dir,
@@ -776,6 +791,55 @@ async fn a_vite_build_in_a_git_ignored_dist() {
         dir,
     )
     .await;
+
+    // The shared chunk: built as one, preloaded by Vite's helper for the
+    // dynamic import, and in the ticket's browser the ticket's alone. The
+    // badge counts what ran and says nothing of production's.
+    let shared = |out: &str| {
+        let manifest = std::fs::read_to_string(dir.join(out).join(".vite/manifest.json")).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+        let imports = manifest["src/lazy.js"]["imports"].as_array().cloned();
+        let chunk = imports.and_then(|i| i.first()?.as_str().map(str::to_string));
+        let chunk = chunk.unwrap_or_else(|| panic!("{out}: lazy.js imports no chunk: {manifest}"));
+        manifest[&chunk]["file"].as_str().unwrap().to_string()
+    };
+    let (prod_shared, ticket_shared) = (shared("prod"), shared("dist"));
+    assert_ne!(prod_shared, ticket_shared);
+    let lazy_bytes = std::fs::read_dir(dir.join("dist/assets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("lazy-")
+                && p.extension().is_some_and(|x| x == "js")
+        })
+        .map(|p| std::fs::read_to_string(p).unwrap());
+    let main_bytes = std::fs::read_dir(dir.join("dist/assets"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(
+        main_bytes.contains("modulepreload") && lazy_bytes.is_some(),
+        "the build has Vite's preload helper and a lazy chunk"
+    );
+    app.expect(
+        &browser,
+        "/?qa=VITE-1",
+        VITE_CHECK,
+        "vite ticket rgb(4, 5, 6) | lazy ticket rgb(10, 11, 12)",
+    )
+    .await;
+    let fetched = browser
+        .execute("return performance.getEntriesByType('resource').map((e) => e.name).join(' ');")
+        .await
+        .unwrap();
+    let fetched = fetched.as_str().unwrap_or_default().to_string();
+    assert!(fetched.contains(&ticket_shared), "{fetched}");
+    assert!(!fetched.contains(&prod_shared), "{fetched}");
+    let said = crate::setups::badge_says(&browser, "modules ran").await;
+    assert!(!said.contains("instead"), "{said}");
     browser.close().await.unwrap();
 }
 
