@@ -11,8 +11,8 @@ use std::hint::black_box;
 criterion::criterion_group!(benches, pages, merge, classify, reports);
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use stamp_benches::{
-    noop_parse, one_handler_parse, overrides, page, page_late_script, page_svg_icons, rewrite,
-    rewrite_full, spec,
+    noop_parse, one_handler_parse, overrides, page, page_late_script, page_svg_icons,
+    page_svg_icons_late_script, rewrite, rewrite_full, spec,
 };
 
 fn pages(c: &mut Criterion) {
@@ -44,6 +44,12 @@ fn pages(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("stamp-rewrite-svg-icons", name),
             &icons,
+            |b, h| b.iter(|| rewrite(h, &s)),
+        );
+        let icons_late = bytes::Bytes::from(page_svg_icons_late_script(size, 40));
+        g.bench_with_input(
+            BenchmarkId::new("stamp-rewrite-svg-icons-late-script", name),
+            &icons_late,
             |b, h| b.iter(|| rewrite(h, &s)),
         );
         g.bench_with_input(

@@ -66,6 +66,15 @@ pub fn page_svg_icons(bytes: usize, map_entries: usize) -> String {
     )
 }
 
+/// [`page_svg_icons`] with a script at the end of its body: the body is
+/// read up to the script, SVG and all.
+pub fn page_svg_icons_late_script(bytes: usize, map_entries: usize) -> String {
+    page_svg_icons(bytes, map_entries).replace(
+        "</main></body>",
+        "</main><script src=\"/assets/analytics.js\" defer></script></body>",
+    )
+}
+
 /// `n` overrides of `/src/lib/m{i}.js` (the first `n` map entries of [`page`]).
 pub fn overrides(n: usize) -> Arc<Effective> {
     let mut set = OverrideSet::new();

@@ -4,9 +4,11 @@
 //! on, at memchr speed between them. It never rewrites: it only says where
 //! a construct begins that lol_html must read (a script, a link, a meta
 //! policy, another `<body>`), or from where lol_html must read the rest of
-//! the page (templates, SVG and MathML, doctypes, `<plaintext>`, `<base>`,
-//! a start tag whose state lol_html and the specification disagree on).
-//! Only HTML-namespace content is ever handed to it.
+//! the page (templates, doctypes, `<plaintext>`, `<base>`, a start tag
+//! whose state lol_html and the specification disagree on). SVG and MathML
+//! it reads itself, with lol_html's own namespace rules (see [`Ns`]): a
+//! start in foreign content, or any construct it is unsure of there, leaves
+//! the rest to lol_html. It is handed over only in the HTML namespace.
 
 /// The first `needle` in `hay`. Most spans between two bytes the
 /// tokenizer stops at are short (a tag every 20 bytes or so, values of a
@@ -49,6 +51,8 @@ pub(super) enum Name {
     /// Changes how everything after it is read, or makes handlers ignore
     /// what is inside: lol_html reads the rest.
     Hard,
+    /// `<svg>`, `<math>`: enters foreign content (see [`Ns`]).
+    Foreign,
     /// Raw text until its own end tag (`style`, `textarea`, …).
     Raw(&'static [u8]),
     /// One of lol_html's void elements: never on its stack of open elements.
@@ -73,7 +77,8 @@ fn classify(name: &[u8]) -> Name {
         b"body" => Name::Body,
         // `base`: what later relative URLs resolve against; lol_html's
         // handler must read it (rare after `<body>`, so the rest with it).
-        b"template" | b"svg" | b"math" | b"plaintext" | b"base" => Name::Hard,
+        b"svg" | b"math" => Name::Foreign,
+        b"template" | b"plaintext" | b"base" => Name::Hard,
         b"style" => Name::Raw(b"style"),
         b"iframe" => Name::Raw(b"iframe"),
         b"xmp" => Name::Raw(b"xmp"),
@@ -105,11 +110,13 @@ pub(super) enum Tag {
     Declaration,
     /// A start tag ending just before `end`. `quirk`: an attribute's `=`
     /// was followed by `>` (lol_html then reads data, whatever the tag).
+    /// `closing`: it ends in `/>`.
     Start {
         name: Name,
         end: usize,
         name_end: usize,
         quirk: bool,
+        closing: bool,
     },
     /// An end tag (or `</>`, `name_end == lt + 2`) ending just before `end`;
     /// its name ends at `name_end`.
@@ -135,17 +142,18 @@ pub(super) fn tag(buf: &[u8], lt: usize) -> Tag {
                 name_end: lt + 2,
             },
             Some(c) if c.is_ascii_alphabetic() => match attributes(buf, lt + 2) {
-                Some((end, name_end, _)) => Tag::End { end, name_end },
+                Some((end, name_end, _, _)) => Tag::End { end, name_end },
                 None => Tag::More,
             },
             Some(_) => Tag::Bogus(lt + 2),
         },
         c if c.is_ascii_alphabetic() => match attributes(buf, lt + 1) {
-            Some((end, name_end, quirk)) => Tag::Start {
+            Some((end, name_end, quirk, closing)) => Tag::Start {
                 name: classify(&buf[lt + 1..name_end]),
                 end,
                 name_end,
                 quirk,
+                closing,
             },
             None => Tag::More,
         },
@@ -173,9 +181,9 @@ static CLASS: [u8; 256] = {
 };
 
 /// From a tag name's first letter to just past the tag's `>`: returns that
-/// end, the end of the name, and whether the quirk happened; `None` when
-/// the buffer ends first.
-fn attributes(buf: &[u8], name_start: usize) -> Option<(usize, usize, bool)> {
+/// end, the end of the name, whether the quirk happened and whether the
+/// tag is self-closing (`/>`); `None` when the buffer ends first.
+fn attributes(buf: &[u8], name_start: usize) -> Option<(usize, usize, bool, bool)> {
     #[derive(Clone, Copy)]
     enum S {
         Name,
@@ -214,7 +222,7 @@ fn attributes(buf: &[u8], name_start: usize) -> Option<(usize, usize, bool)> {
                     name_end = Some(i);
                 }
                 match b {
-                    b'>' => return Some((i + 1, i, quirk)),
+                    b'>' => return Some((i + 1, i, quirk, false)),
                     b'/' => S::SelfClosing,
                     _ if ws(b) => S::BeforeAttrName,
                     _ => S::Name,
@@ -272,7 +280,8 @@ fn attributes(buf: &[u8], name_start: usize) -> Option<(usize, usize, bool)> {
     if i >= buf.len() {
         return None;
     }
-    Some((i + 1, name_end.unwrap_or(i), quirk))
+    let closing = matches!(s, S::SelfClosing);
+    Some((i + 1, name_end.unwrap_or(i), quirk, closing))
 }
 
 /// Where the text of a raw-text element (or a script) ends: the `<` of its
@@ -316,7 +325,7 @@ pub(super) fn raw_end(buf: &[u8], from: usize, name: &[u8], script: bool) -> Raw
         };
         if after == b'/' || after == b'>' || ws(after) {
             return match attributes(buf, lt + 2) {
-                Some((end, _, _)) => RawEnd::At(end),
+                Some((end, _, _, _)) => RawEnd::At(end),
                 None => RawEnd::More(lt),
             };
         }
@@ -361,6 +370,107 @@ pub(super) enum Found {
     Rest(usize),
 }
 
+/// A namespace on lol_html's stack of them: its tree builder simulator's,
+/// mirrored rule for rule (lol_html 3, `tree_builder_simulator`), since it
+/// decides how lol_html reads what follows: raw text (`<style>`, a
+/// script's text) only in HTML, CDATA sections only outside it. Its rules
+/// are not quite the specification's: `<svg/>` enters SVG as `<svg>` does,
+/// an HTML tag that leaves foreign content leaves one level, and `</p>` or
+/// `</br>` leave it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ns {
+    Html,
+    Svg,
+    MathMl,
+}
+
+/// lol_html's tag-name hash (`LocalNameHash`): letters in any case and
+/// the digits 1 to 6, as many as 64 bits hold; `None` for any other name,
+/// which lol_html then never takes for a known tag.
+fn name_hash(name: &[u8]) -> Option<u64> {
+    let mut h = 0u64;
+    for &c in name {
+        if h >> 59 != 0 {
+            return None;
+        }
+        h = match c {
+            b'a'..=b'z' | b'A'..=b'Z' => (h << 5) | ((u64::from(c) & 0x1F) + 5),
+            b'1'..=b'6' => (h << 5) | ((u64::from(c) & 0x0F) - 1),
+            _ => return None,
+        };
+    }
+    Some(h)
+}
+
+/// Whether `name` is one of `names` (lowercase) as lol_html compares tag
+/// names: by their hashes.
+fn is_one_of(name: &[u8], names: &[&[u8]]) -> bool {
+    name_hash(name).is_some_and(|h| names.iter().any(|n| name_hash(n) == Some(h)))
+}
+
+/// HTML start tags that leave foreign content (lol_html's list).
+const LEAVE_FOREIGN: &[&[u8]] = &[
+    b"b",
+    b"big",
+    b"blockquote",
+    b"body",
+    b"br",
+    b"center",
+    b"code",
+    b"dd",
+    b"div",
+    b"dl",
+    b"dt",
+    b"em",
+    b"embed",
+    b"h1",
+    b"h2",
+    b"h3",
+    b"h4",
+    b"h5",
+    b"h6",
+    b"head",
+    b"hr",
+    b"i",
+    b"img",
+    b"li",
+    b"listing",
+    b"menu",
+    b"meta",
+    b"nobr",
+    b"ol",
+    b"p",
+    b"pre",
+    b"ruby",
+    b"s",
+    b"small",
+    b"span",
+    b"strong",
+    b"strike",
+    b"sub",
+    b"sup",
+    b"table",
+    b"tt",
+    b"u",
+    b"ul",
+    b"var",
+];
+/// SVG elements whose content is HTML.
+const SVG_HTML_POINTS: &[&[u8]] = &[b"desc", b"title", b"foreignobject"];
+/// MathML elements whose content is HTML text.
+const MATH_TEXT_POINTS: &[&[u8]] = &[b"mi", b"mo", b"mn", b"ms", b"mtext"];
+
+/// What a start tag in foreign content does to the namespaces.
+enum Foreign {
+    /// Nothing.
+    Stay,
+    Enter(Ns),
+    Leave,
+    /// Decided by its attributes (`<font color>`, `<annotation-xml
+    /// encoding>`): left to lol_html.
+    Unsure,
+}
+
 /// Most elements opened between two reads by lol_html; more, it reads on.
 const MAX_OPEN: usize = 512;
 /// Longest replay; longer, lol_html reads on.
@@ -385,6 +495,21 @@ pub(super) struct Skim {
     /// `replay` up to here holds an end tag that may have closed elements
     /// lol_html had open: what it closed is not known, so it stays.
     floor: usize,
+    /// lol_html's namespaces, innermost last; never empty.
+    ns: Vec<Ns>,
+    /// Foreign content came since lol_html last read: `replay` then holds
+    /// every tag read since as it came, attributes and all, not only what
+    /// is left open, because lol_html's namespace rules depend on the whole
+    /// sequence (`<svg><b></b>` leaves SVG at `<b>`; `<svg>` alone would
+    /// not). Until the run of them, from `replay[seg_start..]`, is over:
+    /// back in plain HTML, every element it opened closed by it.
+    verbatim: bool,
+    seg_start: usize,
+    /// Elements the run opened and has not closed, as `open`.
+    seg: Vec<(u32, u8)>,
+    /// An end tag in the run closed nothing the run opened: what it closed
+    /// is not known, so the run stays in the replay.
+    seg_broken: bool,
 }
 
 /// A tag name lol_html compares the way this tokenizer does.
@@ -400,6 +525,126 @@ impl Skim {
             replay: Vec::new(),
             open: Vec::new(),
             floor: 0,
+            ns: vec![Ns::Html],
+            verbatim: false,
+            seg_start: 0,
+            seg: Vec::new(),
+            seg_broken: false,
+        }
+    }
+
+    /// The namespace lol_html reads in.
+    fn current(&self) -> Ns {
+        self.ns.last().copied().unwrap_or(Ns::Html)
+    }
+
+    /// Reading plain HTML, outside any foreign content.
+    fn plain_html(&self) -> bool {
+        self.ns.len() == 1
+    }
+
+    fn leave(&mut self) {
+        if self.ns.len() > 1 {
+            self.ns.pop();
+        }
+    }
+
+    /// lol_html's rules for a start tag (`svg`/`math` anywhere, the rest
+    /// in foreign content).
+    fn foreign_start(&mut self, name: &[u8], closing: bool) -> Foreign {
+        if is_one_of(name, &[b"svg"]) {
+            return Foreign::Enter(Ns::Svg);
+        }
+        if is_one_of(name, &[b"math"]) {
+            return Foreign::Enter(Ns::MathMl);
+        }
+        let ns = self.current();
+        if ns == Ns::Html {
+            return Foreign::Stay;
+        }
+        if is_one_of(name, LEAVE_FOREIGN) {
+            return Foreign::Leave;
+        }
+        let point = match ns {
+            Ns::Svg => is_one_of(name, SVG_HTML_POINTS),
+            _ => is_one_of(name, MATH_TEXT_POINTS),
+        };
+        if point {
+            return if closing {
+                Foreign::Stay
+            } else {
+                Foreign::Enter(Ns::Html)
+            };
+        }
+        let annotation = ns == Ns::MathMl
+            && !closing
+            && name_hash(name).is_none()
+            && name.eq_ignore_ascii_case(b"annotation-xml");
+        if annotation || is_one_of(name, &[b"font"]) {
+            return Foreign::Unsure;
+        }
+        Foreign::Stay
+    }
+
+    /// lol_html's rules for an end tag.
+    fn foreign_end(&mut self, name: &[u8]) {
+        let ns = self.current();
+        if ns == Ns::Html {
+            let Some(&prev) = self.ns.len().checked_sub(2).and_then(|k| self.ns.get(k)) else {
+                return;
+            };
+            let leaves = prev == Ns::MathMl && is_one_of(name, MATH_TEXT_POINTS)
+                || prev == Ns::Svg && is_one_of(name, SVG_HTML_POINTS)
+                || prev == Ns::MathMl
+                    && name_hash(name).is_none()
+                    && name.eq_ignore_ascii_case(b"annotation-xml");
+            if leaves {
+                self.leave();
+            }
+        } else if ns == Ns::Svg && is_one_of(name, &[b"svg"])
+            || ns == Ns::MathMl && is_one_of(name, &[b"math"])
+            || is_one_of(name, &[b"p", b"br"])
+        {
+            self.leave();
+        }
+    }
+
+    /// A start tag read in foreign content (or since it came), for the
+    /// replay; `pushed`: lol_html puts it on its stack of open elements.
+    fn copy_start(&mut self, tag: &[u8], name_len: usize, pushed: bool) {
+        if !self.verbatim {
+            self.verbatim = true;
+            self.seg_start = self.replay.len();
+            self.seg.clear();
+            self.seg_broken = false;
+        }
+        if pushed {
+            self.seg.push((self.replay.len() as u32, name_len as u8));
+        }
+        self.replay.extend_from_slice(tag);
+    }
+
+    /// An end tag read since foreign content came: lol_html pops up to
+    /// the nearest open element of that name.
+    fn copy_end(&mut self, tag: &[u8], name: &[u8]) {
+        let replay = &self.replay;
+        let found = self.seg.iter().rposition(|&(at, len)| {
+            let at = at as usize + 1;
+            replay[at..at + len as usize].eq_ignore_ascii_case(name)
+        });
+        match found {
+            Some(k) => self.seg.truncate(k),
+            None => self.seg_broken = true,
+        }
+        self.replay.extend_from_slice(tag);
+    }
+
+    /// The run of foreign content is over and left nothing open: it has no
+    /// effect on lol_html's stacks, and leaves the replay.
+    fn settle(&mut self) {
+        if self.verbatim && self.plain_html() && self.seg.is_empty() && !self.seg_broken {
+            self.replay.truncate(self.seg_start);
+            self.verbatim = false;
         }
     }
 
@@ -408,6 +653,9 @@ impl Skim {
         self.replay.clear();
         self.open.clear();
         self.floor = 0;
+        self.verbatim = false;
+        self.seg.clear();
+        self.seg_broken = false;
     }
 
     /// A (non-void) start tag lol_html pushes on its stack.
@@ -440,6 +688,69 @@ impl Skim {
         }
     }
 
+    /// A start tag in foreign content, or since foreign content came (see
+    /// `verbatim`): what to return, or `None` to read on after it.
+    fn foreign_tag(
+        &mut self,
+        buf: &[u8],
+        lt: usize,
+        end: usize,
+        name_end: usize,
+        name: Name,
+        closing: bool,
+    ) -> Option<Found> {
+        let raw = &buf[lt + 1..name_end];
+        if raw.len() > usize::from(u8::MAX) || !plain(raw) || self.replay.len() >= MAX_REPLAY {
+            return Some(Found::Rest(lt));
+        }
+        match name {
+            Name::Hard => return Some(Found::Rest(lt)),
+            // A start in plain HTML: lol_html reads it after the replay.
+            // In foreign content, or one that leaves it: the rest.
+            Name::Script | Name::Link | Name::Body => {
+                return Some(if self.plain_html() {
+                    Found::Tag { lt, end, name }
+                } else {
+                    Found::Rest(lt)
+                });
+            }
+            Name::Meta if self.meta || !self.plain_html() => {
+                return Some(if self.plain_html() {
+                    Found::Tag { lt, end, name }
+                } else {
+                    Found::Rest(lt)
+                });
+            }
+            _ => {}
+        }
+        let html = self.current() == Ns::Html;
+        match self.foreign_start(raw, closing) {
+            Foreign::Unsure => return Some(Found::Rest(lt)),
+            Foreign::Enter(ns) => self.ns.push(ns),
+            Foreign::Leave => self.leave(),
+            Foreign::Stay => {}
+        }
+        // lol_html's stack directive, in the namespace after the tag: in
+        // HTML, all but void elements; in foreign content, all but
+        // self-closing ones.
+        let void = matches!(name, Name::Void | Name::Meta);
+        let pushed = if self.current() == Ns::Html {
+            !void
+        } else {
+            !closing
+        };
+        // An HTML void element in HTML changes neither lol_html's stack nor
+        // its namespaces: not replayed. Everything else is, as it came.
+        if !(html && void && self.current() == Ns::Html) {
+            self.copy_start(&buf[lt..end], raw.len(), pushed);
+        }
+        if let (true, Name::Raw(raw)) = (html, name) {
+            self.mode = Mode::Raw(raw);
+        }
+        self.settle();
+        None
+    }
+
     /// Reads `buf` from the current mode until something for lol_html.
     pub fn scan(&mut self, buf: &[u8]) -> Found {
         let mut i = 0;
@@ -468,11 +779,31 @@ impl Skim {
                                 return Found::Rest(lt);
                             }
                             if !name.is_empty() {
-                                self.pop(name);
+                                if self.verbatim {
+                                    self.copy_end(&buf[lt..end], name);
+                                } else {
+                                    self.pop(name);
+                                }
+                                self.foreign_end(name);
+                                self.settle();
                             }
                             i = end;
                         }
                         Tag::Start { quirk: true, .. } => return Found::Rest(lt),
+                        Tag::Start {
+                            name,
+                            end,
+                            name_end,
+                            closing,
+                            ..
+                        } if name == Name::Foreign || self.verbatim => {
+                            if let Some(found) =
+                                self.foreign_tag(buf, lt, end, name_end, name, closing)
+                            {
+                                return found;
+                            }
+                            i = end;
+                        }
                         Tag::Start {
                             name,
                             end,
@@ -483,7 +814,7 @@ impl Skim {
                                 return Found::Tag { lt, end, name }
                             }
                             Name::Meta if self.meta => return Found::Tag { lt, end, name },
-                            Name::Hard => return Found::Rest(lt),
+                            Name::Hard | Name::Foreign => return Found::Rest(lt),
                             Name::Meta | Name::Void => i = end,
                             _ if name_end - lt - 1 > usize::from(u8::MAX)
                                 || !plain(&buf[lt + 1..name_end])
@@ -513,7 +844,16 @@ impl Skim {
                 },
                 Mode::Raw(name) => match raw_end(buf, i, name, false) {
                     RawEnd::At(end) => {
-                        self.pop(name);
+                        if self.verbatim {
+                            let mut tag = b"</".to_vec();
+                            tag.extend_from_slice(name);
+                            tag.push(b'>');
+                            self.copy_end(&tag, name);
+                        } else {
+                            self.pop(name);
+                        }
+                        self.foreign_end(name);
+                        self.settle();
                         self.mode = Mode::Data;
                         i = end;
                     }
@@ -628,7 +968,7 @@ mod tests {
                 Found::Nothing
             ]
         );
-        assert_eq!(scan_all("<svg><script>"), vec![Found::Rest(0)]);
+        assert_eq!(scan_all("<svg><script>"), vec![Found::Rest(5)]);
         assert_eq!(scan_all("<div a=>x"), vec![Found::Rest(0)]);
         assert_eq!(scan_all("a <scr"), vec![Found::Held(2)]);
         assert_eq!(scan_all("<!---->x<!--->y<!-->"), vec![Found::Nothing]);
