@@ -33,9 +33,10 @@
 //! kept.
 //!
 //! One thing differs from reading every byte: lol_html's memory budget is
-//! only spent on what it reads. A page whose unread end would have made it
-//! give up (an element nested thousands deep after a doctype in the body)
-//! is not reported as given up; its bytes are the same either way.
+//! only spent on what it reads. A page whose unread end, or a part the
+//! tokenizer read instead (a template, SVG), would have made it give up (an
+//! element nested thousands deep after a doctype in the body) is not
+//! reported as given up; its bytes are the same either way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;

@@ -4,8 +4,11 @@
 //! on, at memchr speed between them. It never rewrites: it only says where
 //! a construct begins that lol_html must read (a script, a link, a meta
 //! policy, another `<body>`), or from where lol_html must read the rest of
-//! the page (templates, doctypes, `<plaintext>`, `<base>`, a start tag
-//! whose state lol_html and the specification disagree on). SVG and MathML
+//! the page (doctypes, `<plaintext>`, `<base>`, a start tag
+//! whose state lol_html and the specification disagree on). A `<template>`
+//! is read as any element (its content is tokenized as HTML; only what
+//! lol_html's handler counts differs, and a start inside one is lol_html's
+//! to read, after the replay that opens it). SVG and MathML
 //! it reads itself, with lol_html's own namespace rules (see [`Ns`]): a
 //! start in foreign content, or any construct it is unsure of there, leaves
 //! the rest to lol_html. It is handed over only in the HTML namespace.
@@ -78,7 +81,7 @@ fn classify(name: &[u8]) -> Name {
         // `base`: what later relative URLs resolve against; lol_html's
         // handler must read it (rare after `<body>`, so the rest with it).
         b"svg" | b"math" => Name::Foreign,
-        b"template" | b"plaintext" | b"base" => Name::Hard,
+        b"plaintext" | b"base" => Name::Hard,
         b"style" => Name::Raw(b"style"),
         b"iframe" => Name::Raw(b"iframe"),
         b"xmp" => Name::Raw(b"xmp"),
