@@ -115,6 +115,12 @@ const PIECES: &[&str] = &[
     "<img/>",
     "<style/>",
     "<title/>",
+    "<![CDATA[",
+    "]]>",
+    "]]",
+    "<!x <script src=/src/app.js>>",
+    "<!DOCTYPE html>",
+    "<!doc",
     "<mat",
     "<Sc",
     "<b>",
@@ -664,6 +670,7 @@ fn foreign_content_and_templates_before_a_script_are_read_by_the_tokenizer() {
         "<svg><b>out</b></svg>",
         "<template id=row><tr><td class=name></td></tr></template>",
         "<template><svg><path d=\"M0 0\"/></svg><template>x</template></template>",
+        "<svg><style><![CDATA[ .a{fill:red} ]]></style><![CDATA[ <script> ]]></svg><!x <script>>",
     ];
     for icons in foreign {
         let page = format!(
@@ -684,6 +691,37 @@ fn foreign_content_and_templates_before_a_script_are_read_by_the_tokenizer() {
                     assert!(unread, "{name}: {icons}: lol_html read on after the script");
                 }
             }
+        }
+    }
+}
+
+/// Deep foreign content under a small memory budget: lol_html charges its
+/// stack by the deepest it has been, so the tokenizer gives it the rest
+/// once 512 elements are open, as in HTML, and both rewriters give up in
+/// the same place. (Found in review: `<svg>` and 5,000 `<g>` before a
+/// script, at 64 KiB.)
+#[test]
+fn deep_foreign_content_is_bounded_as_html_is() {
+    let page = [
+        HEAD.as_bytes(),
+        b"<svg>",
+        &b"<g>".repeat(5000),
+        b"</svg><script src=/src/app.js></script></main></body></html>",
+    ]
+    .concat();
+    for limit in [64 << 10, 256 << 10] {
+        let mut spec = variants().remove(0).1;
+        spec.memory_limit_bytes = limit;
+        for size in [16 * 1024, 333] {
+            let pieces: Vec<&[u8]> = page.chunks(size).collect();
+            let (want, wr) = run(spec.clone(), false, &[&page]);
+            let (got, gr) = run(spec.clone(), true, &pieces);
+            assert!(
+                got == want,
+                "{limit}, chunks of {size}: differs at byte {:?}",
+                got.iter().zip(&want).position(|(a, b)| a != b)
+            );
+            assert_eq!(gr, wr, "{limit}, chunks of {size}");
         }
     }
 }
@@ -856,6 +894,9 @@ const BODY_STARTS: &[&[u8]] = &[
     b"<math><mi><style>x</style></mi><annotation-xml encoding=text/html><b>x</b></annotation-xml></math>",
     b"<svg><b></b><style><script src=/src/app.js></script></style>",
     b"<svg><font color=red>",
+    b"<svg><style><![CDATA[ a{} ]]></style><![CDATA[ <script src=/src/app.js></script> ]]]></svg>",
+    b"<![CDATA[ <b> ]]>",
+    b"<!x <link rel=modulepreload href=/src/lib/greet.js>>",
     b"<p>",
     b"</p>",
     b"<desc>",
