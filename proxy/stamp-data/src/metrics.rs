@@ -80,6 +80,16 @@ pub static REWRITE_BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+/// What lol_html itself parsed of those bytes: early exit and leaping
+/// forward the rest of a page unread (see `rewrite`). Against
+/// `stamp_rewrite_bytes_in_total`, how much of an app's pages costs a parse.
+pub static REWRITE_BYTES_PARSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(register_int_counter!(
+        "stamp_rewrite_bytes_parsed_total",
+        "HTML bytes lol_html parsed (the rest went out unread)"
+    ))
+});
+
 pub static REWRITE_BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
     must(register_int_counter!(
         "stamp_rewrite_bytes_out_total",
@@ -140,6 +150,7 @@ pub fn render() -> Vec<u8> {
     LazyLock::force(&LATENCY);
     LazyLock::force(&REWRITES);
     LazyLock::force(&REWRITE_BYTES_IN);
+    LazyLock::force(&REWRITE_BYTES_PARSED);
     LazyLock::force(&REWRITE_BYTES_OUT);
     LazyLock::force(&MODULE_CACHE);
     LazyLock::force(&MODULE_BYTES);

@@ -1142,6 +1142,12 @@ impl PageRewriter {
         }
     }
 
+    /// Bytes lol_html parsed (the tags replayed to it included): the rest
+    /// of the page went out unread.
+    pub fn bytes_parsed(&self) -> u64 {
+        self.fed as u64
+    }
+
     /// Ends the page; returns the last bytes.
     pub fn finish(&mut self) -> Vec<u8> {
         // A page of no more than the start of a byte order mark.

@@ -358,6 +358,16 @@ async fn health_and_metrics() {
     ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
+    // What lol_html parsed of the rewritten bytes (early exit forwards the
+    // rest of a page unread): some, and no more than came in.
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    let parsed = counter("stamp_rewrite_bytes_parsed_total ");
+    let read = counter("stamp_rewrite_bytes_in_total ");
+    assert!(parsed > 0 && parsed <= read, "{parsed} of {read}");
     // The reserved prefix never reaches the origin.
     assert_eq!(
         client()

@@ -726,6 +726,33 @@ fn deep_foreign_content_is_bounded_as_html_is() {
     }
 }
 
+/// What lol_html parsed, for the metric: the head and the handed-over
+/// tags with early exit, every byte without.
+#[test]
+fn bytes_parsed_count_what_lol_html_read() {
+    let page = format!(
+        "{HEAD}<svg><g></g></svg>{}<script src=/src/app.js></script>{}</main></body></html>",
+        cards(20 * 1024),
+        cards(20 * 1024)
+    );
+    let spec = variants().remove(0).1;
+    let mut early = PageRewriter::new(spec.clone());
+    let mut full = PageRewriter::with_early_exit(spec, false);
+    for piece in page.as_bytes().chunks(4096) {
+        early.write_bytes(&bytes::Bytes::copy_from_slice(piece));
+        full.write(piece);
+    }
+    early.finish();
+    full.finish();
+    assert_eq!(full.bytes_parsed(), page.len() as u64);
+    let parsed = early.bytes_parsed();
+    assert!(
+        parsed > HEAD.len() as u64 && parsed < 1024,
+        "{parsed} of {} bytes",
+        page.len()
+    );
+}
+
 /// A start after bytes forwarded unread: they are read first, from where
 /// the reading was, and nothing goes out twice. The start is split across
 /// chunks at every byte; the bytes before it hold a tag lol_html reads the
