@@ -1463,6 +1463,115 @@ async fn the_badge_survives_htmx_swaps_and_a_client_router() {
     browser.close().await.unwrap();
 }
 
+/// A fragment htmx swaps in with a module script, a modulepreload and a
+/// stylesheet of its own: the proxy leaves the fragment as it is (it is
+/// not a page); htmx inserts its nodes (and the script anew, to run it),
+/// and the probe points each at the ticket's file as it is inserted. The
+/// ticket's widget runs, once, production's is never fetched, its
+/// stylesheet applies, and the badge counts them.
+#[tokio::test]
+async fn entries_in_a_fragment_htmx_swaps_in_are_the_tickets() {
+    let origin = Origin::start().unwrap();
+    serve_npm(&origin, "/lib/htmx.js", "htmx.org/dist/htmx.min.js");
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+             <script src=/lib/htmx.js></script>\
+             <script type=importmap>{\"imports\":{\"@app/greet\":\"/src/greet.js\"}}</script>\
+             <script type=module>import { greet } from '@app/greet'; \
+             document.getElementById('out').textContent = greet();</script></head>\
+             <body><p id=out>loading</p>\
+             <button id=more hx-get=/fragment hx-target=#slot hx-swap=innerHTML>more</button>\
+             <div id=slot></div></body></html>",
+        ),
+    );
+    origin.route(
+        "/fragment",
+        Route::html(
+            "<p id=w>-</p><link rel=modulepreload href=/src/widget.js>\
+             <link rel=stylesheet href=/src/widget.css>\
+             <script type=module src=/src/widget.js></script>",
+        ),
+    );
+    origin.route(
+        "/src/widget.js",
+        Route::bytes(
+            "text/javascript",
+            b"window.__widgets = (window.__widgets || 0) + 1;\n\
+              document.getElementById('w').textContent = 'production widget';\n"
+                .to_vec(),
+        ),
+    );
+    origin.route(
+        "/src/widget.css",
+        Route::bytes("text/css", b"#w { color: rgb(1, 2, 3); }\n".to_vec()),
+    );
+    origin.route(
+        "/src/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"export const greet = () => 'production greeting';\n".to_vec(),
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[
+            ("widget.css", "#w { color: rgb(4, 5, 6); }\n"),
+            (
+                "greet.js",
+                "export const greet = () => 'ticket greeting';\n",
+            ),
+            (
+                "widget.js",
+                "window.__widgets = (window.__widgets || 0) + 1;\n\
+                 document.getElementById('w').textContent = 'ticket widget';\n",
+            ),
+        ],
+    );
+    app.stamp(work.path(), &["HXW-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=HXW-1",
+        "return document.getElementById('out')?.textContent ?? ''",
+        "ticket greeting",
+    )
+    .await;
+    browser.click("#more").await.unwrap();
+    browser
+        .wait_for_text("#w", "ticket widget", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let seen = browser
+        .execute(
+            "return window.__widgets + '|' + performance.getEntriesByType('resource')\
+             .map((e) => new URL(e.name).pathname + new URL(e.name).search)\
+             .filter((u) => u.startsWith('/src/widget.js')).map((u) => u.includes('__ts=') ? 'ticket' : 'production').join(',');",
+        )
+        .await
+        .unwrap();
+    let seen = seen.as_str().unwrap_or_default().to_string();
+    assert!(seen.starts_with("1|"), "the widget ran once: {seen}");
+    assert!(
+        seen.contains("ticket"),
+        "the ticket's widget was fetched: {seen}"
+    );
+    assert!(
+        !seen.contains("production"),
+        "production's widget was fetched: {seen}"
+    );
+    let color = browser
+        .execute("return getComputedStyle(document.getElementById('w')).color")
+        .await
+        .unwrap();
+    assert_eq!(color, "rgb(4, 5, 6)", "the ticket's stylesheet");
+    badge_says(&browser, "3 of 3 modules ran").await;
+    browser.close().await.unwrap();
+}
+
 /// A page in a legacy charset keeps every byte of its own on the ticket:
 /// Shift_JIS named by the `Content-Type` or only by a `<meta charset>`,
 /// whose `表` ends in the byte of `\`. Read as UTF-8, the title and the
