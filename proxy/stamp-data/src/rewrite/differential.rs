@@ -726,6 +726,79 @@ fn deep_foreign_content_is_bounded_as_html_is() {
     }
 }
 
+/// Where the whole-page rewrite runs out of lol_html's memory budget on
+/// bytes early exit never gives lol_html (elements the tokenizer opened
+/// and closed count toward lol_html's stack by its peak depth; a
+/// template's or foreign element's attributes are parsed in full), it
+/// gives up and leaves the rest of the page unstamped; early exit does
+/// not, and gives the page the whole-page rewrite gives with memory
+/// enough. Never the other way round. (Found in review; at the default
+/// 8 MiB only contrived pages get there.)
+#[test]
+fn a_budget_the_whole_page_read_exhausts_leaves_early_exit_stamping() {
+    let script: &[u8] = b"<script src=/src/app.js></script></main></body></html>";
+    let pages: [(usize, Vec<u8>); 4] = [
+        (
+            4096,
+            [
+                &b"<template>".repeat(14)[..],
+                &b"</template>".repeat(14),
+                script,
+            ]
+            .concat(),
+        ),
+        (
+            4096,
+            [
+                &b"<template"[..],
+                &b" a".repeat(33),
+                b"></template>",
+                script,
+            ]
+            .concat(),
+        ),
+        (
+            64 << 10,
+            [
+                &b"<svg>"[..],
+                &b"<g>".repeat(509),
+                &b"</g>".repeat(509),
+                b"</svg>",
+                script,
+            ]
+            .concat(),
+        ),
+        (
+            64 << 10,
+            [
+                &b"<template>".repeat(510)[..],
+                &b"</template>".repeat(510),
+                script,
+            ]
+            .concat(),
+        ),
+    ];
+    for (limit, body) in pages {
+        let page = [HEAD.as_bytes(), &body].concat();
+        let mut spec = variants().remove(0).1;
+        let (enough, enough_report) = run(spec.clone(), false, &[&page]);
+        assert!(!enough_report.bailed_out);
+        spec.memory_limit_bytes = limit;
+        let (_, tight) = run(spec.clone(), false, &[&page]);
+        assert!(tight.bailed_out, "{limit}: the whole-page read gives up");
+        for size in [page.len(), 7] {
+            let pieces: Vec<&[u8]> = page.chunks(size).collect();
+            let (got, report) = run(spec.clone(), true, &pieces);
+            assert!(!report.bailed_out, "{limit}, chunks of {size}");
+            assert!(
+                got == enough,
+                "{limit}, chunks of {size}: differs at byte {:?}",
+                got.iter().zip(&enough).position(|(a, b)| a != b)
+            );
+        }
+    }
+}
+
 /// What lol_html parsed, for the metric: the head and the handed-over
 /// tags with early exit, every byte without.
 #[test]

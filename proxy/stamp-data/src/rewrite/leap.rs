@@ -34,9 +34,12 @@
 //!
 //! One thing differs from reading every byte: lol_html's memory budget is
 //! only spent on what it reads. A page whose unread end, or a part the
-//! tokenizer read instead (a template, SVG), would have made it give up (an
-//! element nested thousands deep after a doctype in the body) is not
-//! reported as given up; its bytes are the same either way.
+//! tokenizer read instead (elements it opened and closed, a template's or
+//! SVG element's attributes), would have made it give up is not reported
+//! as given up. Its bytes are the same when nothing after that point
+//! needed a change; when something did (a script), early exit stamps it as
+//! a whole-page read with memory enough would, where the read that gave
+//! up left it as it came.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;

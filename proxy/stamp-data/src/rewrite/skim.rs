@@ -509,8 +509,9 @@ enum Foreign {
 /// lol_html charges its stack of open elements to the memory budget by
 /// the deepest it has been, and elements opened and closed here never
 /// reach it: the bound keeps what the whole-page rewriter would have
-/// charged for them small (a budget of a few KiB can still tell; the
-/// default, 8 MiB, cannot).
+/// charged for them small (a budget of a few KiB can still tell, and then
+/// early exit stamps what the whole-page read gave up on; at the default
+/// 8 MiB it takes a contrived page).
 const MAX_OPEN: usize = 512;
 /// Longest replay; longer, lol_html reads on.
 const MAX_REPLAY: usize = 16 * 1024;
