@@ -1507,23 +1507,11 @@ async fn entries_in_a_fragment_htmx_swaps_in_are_the_tickets() {
         "/src/widget.css",
         Route::bytes("text/css", b"#w { color: rgb(1, 2, 3); }\n".to_vec()),
     );
-    origin.route(
-        "/src/greet.js",
-        Route::bytes(
-            "text/javascript",
-            b"export const greet = () => 'production greeting';\n".to_vec(),
-        ),
-    );
-    let app = App::start(origin, Origin::start().unwrap());
-    let work = project(
-        "/src",
-        "src",
+    let (app, _work) = greeting_app_with(
+        origin,
+        "HXW-1",
         &[
             ("widget.css", "#w { color: rgb(4, 5, 6); }\n"),
-            (
-                "greet.js",
-                "export const greet = () => 'ticket greeting';\n",
-            ),
             (
                 "widget.js",
                 "window.__widgets = (window.__widgets || 0) + 1;\n\
@@ -1531,7 +1519,6 @@ async fn entries_in_a_fragment_htmx_swaps_in_are_the_tickets() {
             ),
         ],
     );
-    app.stamp(work.path(), &["HXW-1", "--update", "--once"]);
     let browser = Browser::start().await.unwrap();
     app.expect(
         &browser,
@@ -1627,6 +1614,11 @@ async fn a_page_in_shift_jis_keeps_its_own_text() {
 /// `origin` with production's `/src/greet.js`, behind a proxy, and ticket
 /// `key` stamped from a work tree whose greet.js is the ticket's.
 fn greeting_app(origin: Origin, key: &str) -> (App, tempfile::TempDir) {
+    greeting_app_with(origin, key, &[])
+}
+
+/// [`greeting_app`], the ticket's work tree holding `more` files as well.
+fn greeting_app_with(origin: Origin, key: &str, more: &[(&str, &str)]) -> (App, tempfile::TempDir) {
     origin.route(
         "/src/greet.js",
         Route::bytes(
@@ -1635,14 +1627,12 @@ fn greeting_app(origin: Origin, key: &str) -> (App, tempfile::TempDir) {
         ),
     );
     let app = App::start(origin, Origin::start().unwrap());
-    let work = project(
-        "/src",
-        "src",
-        &[(
-            "greet.js",
-            "export const greet = () => 'ticket greeting';\n",
-        )],
-    );
+    let mut files = vec![(
+        "greet.js",
+        "export const greet = () => 'ticket greeting';\n",
+    )];
+    files.extend_from_slice(more);
+    let work = project("/src", "src", &files);
     app.stamp(work.path(), &[key, "--update", "--once"]);
     (app, work)
 }
