@@ -556,6 +556,15 @@ pub(super) struct Skim {
     trace: Vec<(Vec<u8>, Ns, bool)>,
 }
 
+/// The last of `open` (elements as `Skim::open` keeps them: where each
+/// tag starts in `replay`, and its name's length) named `name`, any case.
+fn last_named(replay: &[u8], open: &[(u32, u8)], name: &[u8]) -> Option<usize> {
+    open.iter().rposition(|&(at, len)| {
+        let at = at as usize + 1;
+        replay[at..at + len as usize].eq_ignore_ascii_case(name)
+    })
+}
+
 /// A tag name lol_html compares the way this tokenizer does.
 fn plain(name: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
@@ -673,12 +682,7 @@ impl Skim {
     /// An end tag read since foreign content came: lol_html pops up to
     /// the nearest open element of that name.
     fn copy_end(&mut self, tag: &[u8], name: &[u8]) {
-        let replay = &self.replay;
-        let found = self.seg.iter().rposition(|&(at, len)| {
-            let at = at as usize + 1;
-            replay[at..at + len as usize].eq_ignore_ascii_case(name)
-        });
-        match found {
+        match last_named(&self.replay, &self.seg, name) {
             Some(k) => self.seg.truncate(k),
             None => self.seg_broken = true,
         }
@@ -715,12 +719,7 @@ impl Skim {
 
     /// An end tag: lol_html pops up to the nearest element of that name.
     fn pop(&mut self, name: &[u8]) {
-        let replay = &self.replay;
-        let found = self.open.iter().rposition(|&(at, len)| {
-            let at = at as usize + 1;
-            replay[at..at + len as usize].eq_ignore_ascii_case(name)
-        });
-        match found {
+        match last_named(&self.replay, &self.open, name) {
             Some(k) if self.open[k].0 as usize >= self.floor => {
                 self.replay.truncate(self.open[k].0 as usize);
                 self.open.truncate(k);
@@ -753,25 +752,20 @@ impl Skim {
         {
             return Some(Found::Rest(lt));
         }
-        match name {
+        let start = match name {
             Name::Hard => return Some(Found::Rest(lt)),
             // A start in plain HTML: lol_html reads it after the replay.
-            // In foreign content, or one that leaves it: the rest.
-            Name::Script | Name::Link | Name::Body => {
-                return Some(if self.plain_html() {
-                    Found::Tag { lt, end, name }
-                } else {
-                    Found::Rest(lt)
-                });
-            }
-            Name::Meta if self.meta || !self.plain_html() => {
-                return Some(if self.plain_html() {
-                    Found::Tag { lt, end, name }
-                } else {
-                    Found::Rest(lt)
-                });
-            }
-            _ => {}
+            // In foreign content (a `<meta>` there leaves it): the rest.
+            Name::Script | Name::Link | Name::Body => true,
+            Name::Meta => self.meta || !self.plain_html(),
+            _ => false,
+        };
+        if start {
+            return Some(if self.plain_html() {
+                Found::Tag { lt, end, name }
+            } else {
+                Found::Rest(lt)
+            });
         }
         let html = self.current() == Ns::Html;
         match self.foreign_start(raw, closing) {
