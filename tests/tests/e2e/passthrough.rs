@@ -101,16 +101,20 @@ async fn websockets_are_proxied() {
     let proxy = Proxy::start(&origin.url, &[]).unwrap();
     let url = format!("ws://127.0.0.1:{}/__origin/ws", proxy.port);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // A failure says what the proxy logged: two CI runs saw a reset here
+    // that no local run reproduced.
+    let failed =
+        |e: &dyn std::fmt::Debug| -> ! { panic!("{e:?}\nproxy log:\n{}", proxy.log_text()) };
     ws.send(tokio_tungstenite::tungstenite::Message::text("hi"))
         .await
-        .unwrap();
-    let reply = ws.next().await.unwrap().unwrap();
+        .unwrap_or_else(|e| failed(&e));
+    let reply = ws.next().await.unwrap().unwrap_or_else(|e| failed(&e));
     assert_eq!(reply.into_text().unwrap().as_str(), "echo: hi");
     let bin = vec![7u8; 100_000];
     ws.send(tokio_tungstenite::tungstenite::Message::binary(bin.clone()))
         .await
-        .unwrap();
-    let reply = ws.next().await.unwrap().unwrap();
+        .unwrap_or_else(|e| failed(&e));
+    let reply = ws.next().await.unwrap().unwrap_or_else(|e| failed(&e));
     assert_eq!(reply.into_data().as_ref(), bin.as_slice());
 
     // With a ticket selected too. One CI run saw this connection reset right
