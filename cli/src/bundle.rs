@@ -43,6 +43,19 @@ pub fn is_build_metadata(folder: &Path, file: &Path) -> bool {
     rel.ends_with(".html") || MANIFESTS.contains(&rel.as_str())
 }
 
+/// The files a finished build leaves that a build under way has not
+/// written yet: its manifests and its `index.html`. Bundlers empty the
+/// folder first and write these with the rest, so one that was there and is
+/// gone says a build is under way.
+pub fn finish_markers(folder: &Path) -> Vec<PathBuf> {
+    MANIFESTS
+        .iter()
+        .map(|m| paths::join_slash(folder, m))
+        .chain([folder.join("index.html")])
+        .filter(|p| p.is_file())
+        .collect()
+}
+
 /// The build's entries: file → the pattern it replaces production's file by.
 #[derive(Debug, Default, Clone)]
 pub struct Entries {

@@ -160,6 +160,11 @@ pub struct Syncer {
     /// The server's state may differ from what we think (someone else
     /// changed the ticket, or the server lost it): fetch it again.
     stale: bool,
+    /// A build folder's manifests and page, as the last scan found them
+    /// (see [`BuildUnderWay`]).
+    markers: Vec<PathBuf>,
+    /// Since when a build has looked under way.
+    under_way_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -176,6 +181,23 @@ impl std::fmt::Debug for Syncer {
 #[derive(Debug, thiserror::Error)]
 #[error("the folder {} is gone", .0.display())]
 pub struct FolderGone(pub PathBuf);
+
+/// A build folder whose manifest or page, there at the last scan, is gone:
+/// the bundler has emptied the folder and is writing it anew. Nothing is
+/// synced, so nothing is removed from the ticket while the build runs (a
+/// sync then would take every file away, and put them back a moment or a
+/// minute later). After [`BUILD_WAIT`] without them the folder is taken as
+/// it is.
+#[derive(Debug, thiserror::Error)]
+#[error("a build is under way in {} ({} is gone)", .folder.display(), .missing.display())]
+pub struct BuildUnderWay {
+    pub folder: PathBuf,
+    pub missing: PathBuf,
+}
+
+/// How long a build may look under way before the folder is synced as it
+/// is (someone removed the manifest for good, or the bundler changed).
+pub const BUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A sync stopped by the server or the network; the caller may retry.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +226,37 @@ impl Syncer {
             refused: HashMap::new(),
             unreadable: HashSet::new(),
             stale: true,
+            markers: Vec::new(),
+            under_way_since: None,
+        }
+    }
+
+    /// Whether a build folder's build is over (see [`BuildUnderWay`]).
+    fn build_finished(&mut self) -> anyhow::Result<()> {
+        if !self.scope.build {
+            return Ok(());
+        }
+        let now = crate::bundle::finish_markers(&self.scope.folder);
+        let gone = self.markers.iter().find(|m| !now.contains(m)).cloned();
+        match gone {
+            Some(missing)
+                if self
+                    .under_way_since
+                    .get_or_insert_with(Instant::now)
+                    .elapsed()
+                    < BUILD_WAIT =>
+            {
+                Err(BuildUnderWay {
+                    folder: self.scope.folder.clone(),
+                    missing,
+                }
+                .into())
+            }
+            _ => {
+                self.under_way_since = None;
+                self.markers = now;
+                Ok(())
+            }
         }
     }
 
@@ -216,6 +269,7 @@ impl Syncer {
         if !self.scope.folder.is_dir() {
             return Err(FolderGone(self.scope.folder.clone()).into());
         }
+        self.build_finished()?;
         self.unreadable.clear();
         // A build folder is git-ignored as a rule: its ignore files say
         // nothing about what the build made.
@@ -431,6 +485,9 @@ impl Syncer {
     /// A full sync: fetch the ticket, scan the folder, upload and delete.
     pub fn full(&mut self, touched: &HashSet<PathBuf>) -> anyhow::Result<Summary> {
         let start = Instant::now();
+        if self.scope.folder.is_dir() {
+            self.build_finished()?;
+        }
         self.fetch()?;
         let mut summary = self.reconcile(touched)?;
         if self.stale {
@@ -814,6 +871,100 @@ mod tests {
         std::fs::remove_dir_all(&folder).unwrap();
         let e = syncer.scan(&HashSet::new()).unwrap_err();
         assert!(e.downcast_ref::<FolderGone>().is_some(), "{e:#}");
+    }
+
+    /// A bundler empties its folder before it writes it anew: a scan in
+    /// between would take every module away. Its manifest or page, gone
+    /// since the last scan, holds the sync until they are back, or until
+    /// BUILD_WAIT says they are gone for good.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_build_under_way_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = std::fs::canonicalize(dir.path()).unwrap().join("dist");
+        let write = |rel: &str, text: &str| {
+            let p = folder.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write(".vite/manifest.json", "{}");
+        write(
+            "index.html",
+            "<script type=module src=/assets/a.js></script>",
+        );
+        write("assets/a.js", "a 1");
+        let built = Scope {
+            folder: folder.clone(),
+            url_base: "/".into(),
+            specifiers: HashMap::new(),
+            build: true,
+            ..scope()
+        };
+        let client = Client::new("http://127.0.0.1:9", None, false).unwrap();
+        let mut syncer = Syncer::new(
+            client,
+            "TKT-1".into(),
+            built,
+            None,
+            Reporter { json: false },
+        );
+        let wants = syncer.scan(&HashSet::new()).unwrap();
+        assert_eq!(wants.keys().collect::<Vec<_>>(), ["/assets/a.js"]);
+
+        // vite's emptyOutDir, then the first files of the next build.
+        std::fs::remove_dir_all(&folder).unwrap();
+        std::fs::create_dir_all(folder.join("assets")).unwrap();
+        let e = syncer.scan(&HashSet::new()).unwrap_err();
+        let under_way = e
+            .downcast_ref::<BuildUnderWay>()
+            .expect("a build under way");
+        assert!(under_way.missing.ends_with(".vite/manifest.json"), "{e}");
+        write("assets/b.js", "b 1");
+        write(".vite/manifest.json", "{}");
+        let e = syncer.scan(&HashSet::new()).unwrap_err();
+        assert!(
+            e.downcast_ref::<BuildUnderWay>()
+                .unwrap()
+                .missing
+                .ends_with("index.html"),
+            "every marker must be back: {e}"
+        );
+
+        // The build is over: the folder as it now is.
+        write(
+            "index.html",
+            "<script type=module src=/assets/b.js></script>",
+        );
+        let wants = syncer.scan(&HashSet::new()).unwrap();
+        assert_eq!(wants.keys().collect::<Vec<_>>(), ["/assets/b.js"]);
+
+        // A manifest gone for good holds the sync BUILD_WAIT, then no more.
+        std::fs::remove_file(folder.join(".vite/manifest.json")).unwrap();
+        assert!(syncer.scan(&HashSet::new()).is_err());
+        syncer.under_way_since = Some(Instant::now() - BUILD_WAIT);
+        let wants = syncer.scan(&HashSet::new()).unwrap();
+        assert_eq!(wants.keys().collect::<Vec<_>>(), ["/assets/b.js"]);
+        std::fs::remove_file(folder.join("assets/b.js")).unwrap();
+        assert!(syncer.scan(&HashSet::new()).unwrap().is_empty());
+
+        // A folder that is no build is never held.
+        let plain = Scope {
+            folder: folder.clone(),
+            url_base: "/".into(),
+            specifiers: HashMap::new(),
+            ..scope()
+        };
+        let client = Client::new("http://127.0.0.1:9", None, false).unwrap();
+        let mut syncer = Syncer::new(
+            client,
+            "TKT-1".into(),
+            plain,
+            None,
+            Reporter { json: false },
+        );
+        syncer.scan(&HashSet::new()).unwrap();
+        std::fs::remove_file(folder.join("index.html")).unwrap();
+        syncer.scan(&HashSet::new()).unwrap();
     }
 
     #[test]

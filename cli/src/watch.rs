@@ -28,7 +28,7 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, Recom
 use crate::error::{Failure, Kind};
 use crate::output::{clock, Reporter};
 use crate::paths;
-use crate::sync::{is_editor_scratch, FolderGone, Interrupted, Syncer};
+use crate::sync::{is_editor_scratch, BuildUnderWay, FolderGone, Interrupted, Syncer};
 
 /// Quiet time after a file event before syncing: editors' saves (temp file
 /// + rename, truncate + write, several events) finish well within it.
@@ -217,6 +217,8 @@ pub fn run(
     let mut again: Option<Instant> = None;
     let mut again_wait = AGAIN;
     let mut gone = false;
+    // A build under way was said once; said again for the next build.
+    let mut building = false;
     let mut last_look = Instant::now();
     let take = |msg: Msg, work: &mut Work| -> bool {
         match msg {
@@ -288,6 +290,7 @@ pub fn run(
         again = None;
         match result {
             Ok(summary) => {
+                building = false;
                 if resync {
                     report.summary(&summary);
                 }
@@ -305,6 +308,20 @@ pub fn run(
                 }
             }
             Err(e) => {
+                if e.downcast_ref::<BuildUnderWay>().is_some() {
+                    // The build's own events bring the sync when it is
+                    // done; looking again soon covers a build that ends
+                    // without one.
+                    if !building {
+                        report.note(&format!(
+                            "{}  {e}: waiting for it (nothing is removed meanwhile)",
+                            clock()
+                        ));
+                        building = true;
+                    }
+                    again = Some(last_look + AGAIN);
+                    continue;
+                }
                 if e.downcast_ref::<FolderGone>().is_some() {
                     report.note(&format!(
                         "{}  {e}: waiting for it (nothing is removed meanwhile)",
