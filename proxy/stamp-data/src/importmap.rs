@@ -220,6 +220,17 @@ fn absolutize(root: &mut Map<String, Value>, base: &Url, page: &Url) {
 #[derive(Default)]
 pub struct MergeCache {
     entries: Mutex<HashMap<u64, Cached>>,
+    elsewhere: Mutex<HashMap<u64, CachedElsewhere>>,
+}
+
+/// The overrides' modules a page's map loads from another origin: (their
+/// specifier, path, production's URL).
+pub type Elsewhere = Arc<Vec<(String, String, String)>>;
+
+struct CachedElsewhere {
+    base: String,
+    original: String,
+    found: Elsewhere,
 }
 
 struct Cached {
@@ -283,6 +294,60 @@ impl MergeCache {
             },
         );
         Ok(merged)
+    }
+
+    /// For every module of `overrides`, where the map `original`, read
+    /// against `base`, loads it from another origin
+    /// ([`assets::served_elsewhere`]), remembered like [`MergeCache::merge`]
+    /// (the map text and base compared in full on a hit). A map that is no
+    /// JSON object names none.
+    pub fn elsewhere(&self, original: &str, overrides: &OverrideSet, base: &Url) -> Elsewhere {
+        let find = || -> Elsewhere {
+            let Ok(map) = serde_json::from_str::<Value>(original) else {
+                return Elsewhere::default();
+            };
+            let addresses = assets::MapAddresses::read(&map, base);
+            Arc::new(
+                overrides
+                    .iter()
+                    .filter_map(|(spec, m)| {
+                        let url = addresses.served_elsewhere(&m.path, spec)?;
+                        Some((spec.to_string(), m.path.clone(), url))
+                    })
+                    .collect(),
+            )
+        };
+        if original.len() > Self::MAX_MAP {
+            return find();
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        base.as_str().hash(&mut h);
+        original.hash(&mut h);
+        let key = h.finish();
+        let lock = || {
+            self.elsewhere
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some(hit) = lock().get(&key) {
+            if hit.original == original && hit.base == base.as_str() {
+                return hit.found.clone();
+            }
+        }
+        let found = find();
+        let mut entries = lock();
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            CachedElsewhere {
+                base: base.as_str().to_owned(),
+                original: original.to_owned(),
+                found: found.clone(),
+            },
+        );
+        found
     }
 }
 
@@ -1442,6 +1507,39 @@ mod tests {
         assert!(cache
             .merge("[1]", &overrides, &page(), MAX, Urls::Paths)
             .is_err());
+    }
+
+    #[test]
+    fn where_a_map_loads_the_modules_from_another_origin_is_remembered_by_map_and_base() {
+        let cache = MergeCache::default();
+        let map = r#"{"imports":{"@org/nav":"https://cdn.test/org/nav.js","a":"./a.js"}}"#;
+        let overrides = set(&[("@org/nav", "/nav.js"), ("a", "/checkout/a.js")]);
+        let found = cache.elsewhere(map, &overrides, &page());
+        assert_eq!(
+            *found,
+            [(
+                "@org/nav".to_string(),
+                "/nav.js".to_string(),
+                "https://cdn.test/org/nav.js".to_string()
+            )]
+        );
+        assert!(Arc::ptr_eq(
+            &found,
+            &cache.elsewhere(map, &overrides, &page())
+        ));
+        // A base on the CDN: the module is on the page's origin there.
+        let cdn = Url::parse("https://cdn.test/").unwrap();
+        assert!(cache.elsewhere(map, &overrides, &cdn).is_empty());
+        assert!(cache.elsewhere("[1]", &overrides, &page()).is_empty());
+        assert!(cache.elsewhere("{", &overrides, &page()).is_empty());
+        for i in 0..(MergeCache::MAX_ENTRIES * 3) {
+            cache.elsewhere(
+                &format!(r#"{{"imports":{{"x{i}":"/x.js"}}}}"#),
+                &overrides,
+                &page(),
+            );
+            assert!(cache.elsewhere.lock().unwrap().len() <= MergeCache::MAX_ENTRIES);
+        }
     }
 
     #[test]

@@ -1425,12 +1425,35 @@ fn note_elsewhere(st: &mut State, map_text: &str) {
     {
         return;
     }
-    let Ok(map) = serde_json::from_str::<serde_json::Value>(map_text) else {
-        return;
-    };
+    // Found for every module of the variant once per map, then taken for
+    // the ticket's own: a module the variant has under another path is
+    // looked for on its own.
+    let all = st
+        .spec
+        .effective
+        .merges
+        .elsewhere(map_text, &st.spec.effective.overrides, st.base());
     let mut found = Vec::new();
+    let mut unread = None;
     for (spec, m) in probe.own.iter() {
-        if let Some(url) = stamp_model::assets::served_elsewhere(&map, st.base(), &m.path, spec) {
+        let known = st
+            .spec
+            .effective
+            .overrides
+            .get(spec)
+            .is_some_and(|v| v.path == m.path);
+        let url = if known {
+            all.iter()
+                .find(|(s, p, _)| s == spec.as_str() && *p == m.path)
+                .map(|(_, _, url)| url.clone())
+        } else {
+            let map = unread
+                .get_or_insert_with(|| serde_json::from_str::<serde_json::Value>(map_text).ok());
+            map.as_ref().and_then(|map| {
+                stamp_model::assets::served_elsewhere(map, st.base(), &m.path, spec)
+            })
+        };
+        if let Some(url) = url {
             found.push((m.path.clone(), url));
         }
     }

@@ -70,10 +70,15 @@ impl Api {
                 (None, None) => {}
             }
         }
+        let addresses: Vec<_> = maps
+            .iter()
+            .map(|(base, map)| stamp_model::assets::MapAddresses::read(map, base))
+            .collect();
         for (spec, m) in set.iter() {
-            let Some(url) = maps.iter().find_map(|(base, map)| {
-                stamp_model::assets::served_elsewhere(map, base, &m.path, spec)
-            }) else {
+            let Some(url) = addresses
+                .iter()
+                .find_map(|a| a.served_elsewhere(&m.path, spec))
+            else {
                 continue;
             };
             let target = url::Url::parse(&url).ok();
