@@ -801,6 +801,19 @@ mod tests {
         }
     }
 
+    /// A syncer whose server is never reached (its scans only).
+    #[allow(clippy::unwrap_used)]
+    fn offline(scope: Scope) -> Syncer {
+        let client = Client::new("http://127.0.0.1:9", None, false).unwrap();
+        Syncer::new(
+            client,
+            "TKT-1".into(),
+            scope,
+            None,
+            Reporter { json: false },
+        )
+    }
+
     #[test]
     fn url_paths_and_what_the_folder_manages() {
         let s = scope();
@@ -844,14 +857,7 @@ mod tests {
             specifiers: HashMap::new(),
             ..scope()
         };
-        let client = Client::new("http://127.0.0.1:9", None, false).unwrap();
-        let mut syncer = Syncer::new(
-            client,
-            "TKT-1".into(),
-            scope,
-            None,
-            Reporter { json: false },
-        );
+        let mut syncer = offline(scope);
         let wants = syncer.scan(&HashSet::new()).unwrap();
         let a = wants["/src/a.js"].sha256.clone();
         assert_eq!(a, hex::encode(Sha256::digest(b"a 1")));
@@ -900,14 +906,7 @@ mod tests {
             build: true,
             ..scope()
         };
-        let client = Client::new("http://127.0.0.1:9", None, false).unwrap();
-        let mut syncer = Syncer::new(
-            client,
-            "TKT-1".into(),
-            built,
-            None,
-            Reporter { json: false },
-        );
+        let mut syncer = offline(built);
         let wants = syncer.scan(&HashSet::new()).unwrap();
         assert_eq!(wants.keys().collect::<Vec<_>>(), ["/assets/a.js"]);
 
@@ -954,14 +953,7 @@ mod tests {
             specifiers: HashMap::new(),
             ..scope()
         };
-        let client = Client::new("http://127.0.0.1:9", None, false).unwrap();
-        let mut syncer = Syncer::new(
-            client,
-            "TKT-1".into(),
-            plain,
-            None,
-            Reporter { json: false },
-        );
+        let mut syncer = offline(plain);
         syncer.scan(&HashSet::new()).unwrap();
         std::fs::remove_file(folder.join("index.html")).unwrap();
         syncer.scan(&HashSet::new()).unwrap();
