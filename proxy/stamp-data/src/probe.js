@@ -103,7 +103,16 @@ if(AT.size&&!prodPage){const wrap=(P,names,first)=>names.forEach(k=>{const f=P[k
 // page what they ran: the proxy answers their imports with the ticket's
 // files, and the badge says which worklets it cannot see into.
 try{const WP=W.Worklet&&W.Worklet.prototype,am=WP&&WP.addModule;if(typeof am==="function")WP.addModule=function(u,...r){S.worklet.add(pathOf(u));changed=!0;later();return am.call(this,u,...r)}}catch(_){}
-try{new BroadcastChannel("ticket-stamp").onmessage=e=>{const h=e.data&&e.data.ran;if(typeof h==="string")ran(h,!0)}}catch(_){}
+// A worker says what it ran over a BroadcastChannel, which every tab of the
+// origin hears. The workers this page starts get its own mark at the end of
+// their URL's fragment and report on this page's channel, so another tab's
+// workers are never counted here. The origin's channel is still heard: a
+// worker started by a worker, or a shared worker, has no page of its own.
+// (A production page sampled during a rollout changes nothing: it hears
+// the origin's channel only.)
+const PAGE=(()=>{try{return [...crypto.getRandomValues(new Uint8Array(8))].map(b=>b.toString(16).padStart(2,"0")).join("")}catch(_){return String(Math.random()).slice(2,18)}})();
+try{const Wk=W.Worker;if(Wk&&!prodPage)W.Worker=new Proxy(Wk,{construct(t,a,n){try{const u=(typeof a[0]==="string"||a[0] instanceof URL)&&new URL(a[0],d.baseURI);if(u&&/^https?:$/.test(u.protocol)&&u.origin===location.origin){u.hash=(u.hash?u.hash+"&":"")+"ticket-stamp="+PAGE;a=[u.href,...[...a].slice(1)]}}catch(_){}return Reflect.construct(t,a,n)}})}catch(_){}
+for(const name of prodPage?["ticket-stamp"]:["ticket-stamp","ticket-stamp:"+PAGE])try{new BroadcastChannel(name).onmessage=e=>{const h=e.data&&e.data.ran;if(typeof h==="string")ran(h,!0)}}catch(_){}
 const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
  if(S.errors.length<5)S.errors.push({kind,message:cut(msg),source:cut(pathOf(src||"")),line:+line||0,stack:cut(String(stack||"").split("\n").find(l=>/\bat\b|@/.test(l))||"").trim()});later()};
 W.addEventListener("error",e=>{const t=e.target;

@@ -366,11 +366,15 @@ impl Report {
 /// The statement a ticket's JavaScript body ends with as the proxy serves
 /// it (before a trailing `sourceMappingURL` comment): it runs once the code
 /// before it has run to its end and tells the page's probe, directly in the
-/// page and over a `BroadcastChannel` from a worker. A body that loaded but
-/// never ran (a module whose imports failed to resolve) never says so.
+/// page and over a `BroadcastChannel` from a worker. Every tab of the origin
+/// hears a channel, so a worker a ticket page started reports on that
+/// page's own, named by the mark the probe put in the worker's URL fragment
+/// (`ticket-stamp=<page>`); any other worker on the origin's. A body that
+/// loaded but never ran (a module whose imports failed to resolve) never
+/// says so.
 pub fn ran_marker(hash: &crate::ticket::Hash) -> String {
     format!(
-        "\n;try{{(self.__ticketStampRan||(h=>new BroadcastChannel(\"ticket-stamp\").postMessage({{ran:h}})))(\"{}\")}}catch(_){{}}\n",
+        "\n;try{{(self.__ticketStampRan||(h=>{{const m=/[#&]ticket-stamp=(\\w+)$/.exec(self.location.hash);new BroadcastChannel(\"ticket-stamp\"+(m?\":\"+m[1]:\"\")).postMessage({{ran:h}})}}))(\"{}\")}}catch(_){{}}\n",
         hash.to_hex()
     )
 }

@@ -1217,6 +1217,89 @@ async fn workers_run_the_tickets_code_and_say_so() {
     browser.close().await.unwrap();
 }
 
+/// A worker tells the page it ran a module over a `BroadcastChannel`,
+/// which every tab of the origin hears. Two tabs on one ticket: the one
+/// whose page starts no worker must not count what the other's workers ran
+/// (its badge, and its report, would say the ticket's code ran there).
+#[tokio::test]
+async fn a_workers_report_reaches_only_the_page_that_started_it() {
+    let origin = Origin::start().unwrap();
+    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>workers</title></head><body>\
+             <p id=\"mw\">-</p><p id=\"cw\">-</p>\
+             <script type=\"module\" src=\"/src/main.js\"></script></body></html>",
+        ),
+    );
+    origin.route(
+        "/quiet",
+        Route::html(
+            "<!doctype html><html><head><title>quiet</title></head><body><p>no worker here</p></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.js",
+        js("const w = new Worker(new URL('./worker.js#w', import.meta.url), { type: 'module', name: 'calc' });\n\
+            w.onmessage = (e) => { document.getElementById('mw').textContent = e.data; };\n\
+            const c = new Worker('/src/classic-worker.js');\n\
+            c.onmessage = (e) => { document.getElementById('cw').textContent = e.data; };\n"),
+    );
+    origin.route(
+        "/src/worker.js",
+        js("import { calc } from './calc.js';\npostMessage('module worker: ' + calc() + ' ' + self.name + ' ' + self.location.hash.slice(0, 16));\n"),
+    );
+    origin.route(
+        "/src/calc.js",
+        js("export const calc = () => 'production calc';\n"),
+    );
+    origin.route(
+        "/src/classic-worker.js",
+        js("importScripts('./util.js');\npostMessage('classic worker: ' + util());\n"),
+    );
+    origin.route(
+        "/src/util.js",
+        js("function util() { return 'production util'; }\n"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[
+            ("calc.js", "export const calc = () => 'ticket calc';\n"),
+            ("util.js", "function util() { return 'ticket util'; }\n"),
+        ],
+    );
+    app.stamp(work.path(), &["WRK-2", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    browser
+        .goto(&app.proxy.url("/quiet?dev=WRK-2"))
+        .await
+        .unwrap();
+    let idle = badge_says(&browser, "nothing applied").await;
+    let client = browser.client().unwrap();
+    let quiet = client.window().await.unwrap();
+    let tab = client.new_window(true).await.unwrap();
+    client.switch_to_window(tab.handle).await.unwrap();
+    let all = "return ['mw','cw'].map((id) => document.getElementById(id).textContent).join(' | ')";
+    // The worker keeps the name the app gave it; the page's mark goes after
+    // the app's own fragment.
+    app.expect(
+        &browser,
+        "/?dev=WRK-2",
+        all,
+        "module worker: ticket calc calc #w&ticket-stamp= | classic worker: ticket util",
+    )
+    .await;
+    badge_says(&browser, "2 of 2 modules ran (2 in a worker)").await;
+    client.switch_to_window(quiet).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = badge(&browser).await;
+    assert_eq!(text, idle, "the quiet tab counted the other tab's workers");
+    browser.close().await.unwrap();
+}
+
 /// Import maps do not reach worklets either, and a worklet cannot tell the
 /// page what ran: an AudioWorklet whose processor imports a file the ticket
 /// changed gets the ticket's file on the ticket (never cached), production's
