@@ -52,7 +52,10 @@ try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()
 // their own: their name carries the variant.
 // (A production page sampled during a rollout only measures: it changes nothing.)
 const prodPage=D.view==="prod";
-try{const SW=W.SharedWorker;if(SW&&!prodPage)W.SharedWorker=new Proxy(SW,{construct(t,a,n){const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
+// The worker scripts this page started (without their fragment): what a
+// worker says it ran on the origin's channel counts only if it is one of them.
+const started=new Set(),bare=u=>String(u).split("#")[0],noteWorker=u=>{try{started.add(bare(new URL(String(u),d.baseURI).href))}catch(_){}};
+try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){noteWorker(a[0]);if(prodPage)return Reflect.construct(t,a,n);const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
  o.name=(o.name||"")+"#ticket-stamp-"+String(D.variant).slice(0,16);return Reflect.construct(t,[a[0],o],n)}})}catch(_){}
 // Maps the page adds at runtime never pass the proxy. As one is inserted
 // (with its JSON already in it, the way apps and loaders add them), its
@@ -104,15 +107,22 @@ if(AT.size&&!prodPage){const wrap=(P,names,first)=>names.forEach(k=>{const f=P[k
 // files, and the badge says which worklets it cannot see into.
 try{const WP=W.Worklet&&W.Worklet.prototype,am=WP&&WP.addModule;if(typeof am==="function")WP.addModule=function(u,...r){S.worklet.add(pathOf(u));changed=!0;later();return am.call(this,u,...r)}}catch(_){}
 // A worker says what it ran over a BroadcastChannel, which every tab of the
-// origin hears. The workers this page starts get its own mark at the end of
-// their URL's fragment and report on this page's channel, so another tab's
-// workers are never counted here. The origin's channel is still heard: a
-// worker started by a worker, or a shared worker, has no page of its own.
-// (A production page sampled during a rollout changes nothing: it hears
-// the origin's channel only.)
-const PAGE=(()=>{try{return [...crypto.getRandomValues(new Uint8Array(8))].map(b=>b.toString(16).padStart(2,"0")).join("")}catch(_){return String(Math.random()).slice(2,18)}})();
-try{const Wk=W.Worker;if(Wk&&!prodPage)W.Worker=new Proxy(Wk,{construct(t,a,n){try{const u=(typeof a[0]==="string"||a[0] instanceof URL)&&new URL(a[0],d.baseURI);if(u&&/^https?:$/.test(u.protocol)&&u.origin===location.origin){u.hash=(u.hash?u.hash+"&":"")+"ticket-stamp="+PAGE;a=[u.href,...[...a].slice(1)]}}catch(_){}return Reflect.construct(t,a,n)}})}catch(_){}
-for(const name of prodPage?["ticket-stamp"]:["ticket-stamp","ticket-stamp:"+PAGE])try{new BroadcastChannel(name).onmessage=e=>{const h=e.data&&e.data.ran;if(typeof h==="string")ran(h,!0)}}catch(_){}
+// origin hears. A worker this page starts gets the page's own mark as its
+// URL's fragment and reports on this page's channel, so another tab's
+// workers are never counted here. Left unmarked: a URL with a fragment of
+// the app's own (the worker may read it), one a Trusted Types default
+// policy checks, a production page sampled in a rollout (it changes
+// nothing). Those, shared workers and workers a worker starts report on the
+// origin's channel with their URL, and count only if this page started
+// that script.
+const PAGE=(()=>{try{return [...crypto.getRandomValues(new Uint8Array(8))].map(b=>b.toString(16).padStart(2,"0")).join("")}catch(_){return String(Math.random()).slice(2,18).replace(/\D/g,"0")}})();
+try{const Wk=W.Worker;if(Wk)W.Worker=new Proxy(Wk,{construct(t,a,n){noteWorker(a[0]);
+ try{const u=(typeof a[0]==="string"||a[0] instanceof URL)&&new URL(a[0],d.baseURI);
+  if(u&&!prodPage&&!u.hash&&!(W.trustedTypes&&W.trustedTypes.defaultPolicy)&&(/^https?:$/.test(u.protocol)&&u.origin===location.origin)){u.hash="ticket-stamp="+PAGE;a=[u.href,...[...a].slice(1)]}}catch(_){}
+ return Reflect.construct(t,a,n)}})}catch(_){}
+const heard=own=>e=>{const m=e.data||{};if(typeof m.ran==="string"&&(own||started.has(bare(m.from))))ran(m.ran,!0)};
+try{new BroadcastChannel("ticket-stamp").onmessage=heard(!1)}catch(_){}
+if(!prodPage)try{new BroadcastChannel("ticket-stamp:"+PAGE).onmessage=heard(!0)}catch(_){}
 const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
  if(S.errors.length<5)S.errors.push({kind,message:cut(msg),source:cut(pathOf(src||"")),line:+line||0,stack:cut(String(stack||"").split("\n").find(l=>/\bat\b|@/.test(l))||"").trim()});later()};
 W.addEventListener("error",e=>{const t=e.target;

@@ -367,14 +367,14 @@ impl Report {
 /// it (before a trailing `sourceMappingURL` comment): it runs once the code
 /// before it has run to its end and tells the page's probe, directly in the
 /// page and over a `BroadcastChannel` from a worker. Every tab of the origin
-/// hears a channel, so a worker a ticket page started reports on that
-/// page's own, named by the mark the probe put in the worker's URL fragment
-/// (`ticket-stamp=<page>`); any other worker on the origin's. A body that
-/// loaded but never ran (a module whose imports failed to resolve) never
-/// says so.
+/// hears a channel, so a worker a ticket page marked (`ticket-stamp=<page>`
+/// as its URL's fragment) reports on that page's own; any other on the
+/// origin's, with its URL, which a page counts only for a script it
+/// started. A body that loaded but never ran (a module whose imports failed
+/// to resolve) never says so.
 pub fn ran_marker(hash: &crate::ticket::Hash) -> String {
     format!(
-        "\n;try{{(self.__ticketStampRan||(h=>{{const m=/[#&]ticket-stamp=(\\w+)$/.exec(self.location.hash);new BroadcastChannel(\"ticket-stamp\"+(m?\":\"+m[1]:\"\")).postMessage({{ran:h}})}}))(\"{}\")}}catch(_){{}}\n",
+        "\n;try{{(self.__ticketStampRan||(h=>{{const m=/[#&]ticket-stamp=(\\w+)$/.exec(self.location.hash);new BroadcastChannel(\"ticket-stamp\"+(m?\":\"+m[1]:\"\")).postMessage({{ran:h,from:self.location.href}})}}))(\"{}\")}}catch(_){{}}\n",
         hash.to_hex()
     )
 }
@@ -385,17 +385,27 @@ pub fn without_ran_marker<'a>(
     served: &'a [u8],
     hash: &crate::ticket::Hash,
 ) -> std::borrow::Cow<'a, [u8]> {
-    let marker = ran_marker(hash);
-    let m = marker.as_bytes();
-    match served.windows(m.len()).rposition(|w| w == m) {
-        Some(at) => {
-            let mut body = Vec::with_capacity(served.len() - m.len());
-            body.extend_from_slice(&served[..at]);
-            body.extend_from_slice(&served[at + m.len()..]);
-            std::borrow::Cow::Owned(body)
-        }
-        None => std::borrow::Cow::Borrowed(served),
+    // By its shape, not its text: a body served before the marker's text
+    // last changed (a cache, a proxy of the fleet not yet upgraded) comes
+    // off as well. It starts with `START`, ends with the hash's call, and
+    // holds no line break in between.
+    const START: &[u8] = b"\n;try{(self.__ticketStampRan||";
+    let end = format!("(\"{}\")}}catch(_){{}}\n", hash.to_hex());
+    let Some(at) = served.windows(START.len()).rposition(|w| w == START) else {
+        return std::borrow::Cow::Borrowed(served);
+    };
+    let rest = &served[at + 1..];
+    let Some(len) = rest.iter().position(|&b| b == b'\n') else {
+        return std::borrow::Cow::Borrowed(served);
+    };
+    let line_end = at + 1 + len + 1;
+    if !served[..line_end].ends_with(end.as_bytes()) {
+        return std::borrow::Cow::Borrowed(served);
     }
+    let mut body = Vec::with_capacity(served.len() - (line_end - at));
+    body.extend_from_slice(&served[..at]);
+    body.extend_from_slice(&served[line_end..]);
+    std::borrow::Cow::Owned(body)
 }
 
 #[cfg(test)]
@@ -411,6 +421,26 @@ mod tests {
         );
         assert_eq!(&*without_ran_marker(served.as_bytes(), &h), body.as_bytes());
         assert_eq!(&*without_ran_marker(b"plain", &h), b"plain");
+        // A marker of an earlier text (a body a cache kept) comes off too;
+        // one for another hash, or broken across lines, does not.
+        let earlier = format!(
+            "export {{}}\n\n;try{{(self.__ticketStampRan||(h=>new BroadcastChannel(\"ticket-stamp\").postMessage({{ran:h}})))(\"{}\")}}catch(_){{}}\n//# sourceMappingURL=a.js.map\n",
+            h.to_hex()
+        );
+        assert_eq!(
+            &*without_ran_marker(earlier.as_bytes(), &h),
+            body.as_bytes()
+        );
+        let other = crate::ticket::Hash::of(b"other");
+        assert_eq!(
+            &*without_ran_marker(served.as_bytes(), &other),
+            served.as_bytes()
+        );
+        let broken = served.replacen("catch(_){}", "\ncatch(_){}", 1);
+        assert_eq!(
+            &*without_ran_marker(broken.as_bytes(), &h),
+            broken.as_bytes()
+        );
     }
 
     use super::*;

@@ -1220,7 +1220,9 @@ async fn workers_run_the_tickets_code_and_say_so() {
 /// A worker tells the page it ran a module over a `BroadcastChannel`,
 /// which every tab of the origin hears. Two tabs on one ticket: the one
 /// whose page starts no worker must not count what the other's workers ran
-/// (its badge, and its report, would say the ticket's code ran there).
+/// (its badge, and its report, would say the ticket's code ran there),
+/// whether the worker carries the page's mark (a URL without a fragment) or
+/// is known by its URL (the app gave it a fragment).
 #[tokio::test]
 async fn a_workers_report_reaches_only_the_page_that_started_it() {
     let origin = Origin::start().unwrap();
@@ -1283,13 +1285,13 @@ async fn a_workers_report_reaches_only_the_page_that_started_it() {
     let tab = client.new_window(true).await.unwrap();
     client.switch_to_window(tab.handle).await.unwrap();
     let all = "return ['mw','cw'].map((id) => document.getElementById(id).textContent).join(' | ')";
-    // The worker keeps the name the app gave it; the page's mark goes after
-    // the app's own fragment.
+    // A worker keeps the name and the fragment the app gave it: that one is
+    // told apart by its URL, the classic one by the page's mark.
     app.expect(
         &browser,
         "/?dev=WRK-2",
         all,
-        "module worker: ticket calc calc #w&ticket-stamp= | classic worker: ticket util",
+        "module worker: ticket calc calc #w | classic worker: ticket util",
     )
     .await;
     badge_says(&browser, "2 of 2 modules ran (2 in a worker)").await;
