@@ -1119,6 +1119,30 @@ async fn scripts_an_app_inserts_at_runtime_are_the_tickets() {
 
 // --------------------------------------------------------------- workers
 
+/// What the worker tests' origins serve under `/src/`: the module a module
+/// worker imports, and a classic worker with the file it imports.
+fn worker_sources(origin: &Origin) {
+    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    origin.route(
+        "/src/calc.js",
+        js("export const calc = () => 'production calc';\n"),
+    );
+    origin.route(
+        "/src/classic-worker.js",
+        js("importScripts('./util.js');\npostMessage('classic worker: ' + util());\n"),
+    );
+    origin.route(
+        "/src/util.js",
+        js("function util() { return 'production util'; }\n"),
+    );
+}
+
+/// The ticket's versions of [`worker_sources`]' two modules.
+const WORKER_TICKET: [(&str, &str); 2] = [
+    ("calc.js", "export const calc = () => 'ticket calc';\n"),
+    ("util.js", "function util() { return 'ticket util'; }\n"),
+];
+
 /// Import maps do not reach workers: a module worker, a classic worker
 /// (`importScripts`) and a module shared worker each import a file the
 /// ticket changed, by its production URL. The ticket's browser gets the
@@ -1150,18 +1174,7 @@ async fn workers_run_the_tickets_code_and_say_so() {
         "/src/worker.js",
         js("import { calc } from './calc.js';\npostMessage('module worker: ' + calc());\n"),
     );
-    origin.route(
-        "/src/calc.js",
-        js("export const calc = () => 'production calc';\n"),
-    );
-    origin.route(
-        "/src/classic-worker.js",
-        js("importScripts('./util.js');\npostMessage('classic worker: ' + util());\n"),
-    );
-    origin.route(
-        "/src/util.js",
-        js("function util() { return 'production util'; }\n"),
-    );
+    worker_sources(&origin);
     origin.route(
         "/src/shared.js",
         js("import { word } from './shared-dep.js';\nonconnect = (e) => e.ports[0].postMessage('shared worker: ' + word);\n"),
@@ -1175,8 +1188,8 @@ async fn workers_run_the_tickets_code_and_say_so() {
         "/src",
         "src",
         &[
-            ("calc.js", "export const calc = () => 'ticket calc';\n"),
-            ("util.js", "function util() { return 'ticket util'; }\n"),
+            WORKER_TICKET[0],
+            WORKER_TICKET[1],
             ("shared-dep.js", "export const word = 'ticket word';\n"),
         ],
     );
@@ -1252,27 +1265,9 @@ async fn a_workers_report_reaches_only_the_page_that_started_it() {
         "/src/worker.js",
         js("import { calc } from './calc.js';\npostMessage('module worker: ' + calc() + ' ' + self.name + ' ' + self.location.hash.slice(0, 16));\n"),
     );
-    origin.route(
-        "/src/calc.js",
-        js("export const calc = () => 'production calc';\n"),
-    );
-    origin.route(
-        "/src/classic-worker.js",
-        js("importScripts('./util.js');\npostMessage('classic worker: ' + util());\n"),
-    );
-    origin.route(
-        "/src/util.js",
-        js("function util() { return 'production util'; }\n"),
-    );
+    worker_sources(&origin);
     let app = App::start(origin, Origin::start().unwrap());
-    let work = project(
-        "/src",
-        "src",
-        &[
-            ("calc.js", "export const calc = () => 'ticket calc';\n"),
-            ("util.js", "function util() { return 'ticket util'; }\n"),
-        ],
-    );
+    let work = project("/src", "src", &WORKER_TICKET);
     app.stamp(work.path(), &["WRK-2", "--update", "--once"]);
     let browser = Browser::start().await.unwrap();
     browser
