@@ -219,30 +219,79 @@ fn absolutize(root: &mut Map<String, Value>, base: &Url, page: &Url) {
 /// the cache starts over when it holds [`MergeCache::MAX_ENTRIES`] maps.
 #[derive(Default)]
 pub struct MergeCache {
-    entries: Mutex<HashMap<u64, Cached>>,
-    elsewhere: Mutex<HashMap<u64, CachedElsewhere>>,
+    entries: Remembered<MergeAs, Arc<str>>,
+    elsewhere: Remembered<(), Elsewhere>,
 }
 
 /// The overrides' modules a page's map loads from another origin: (their
 /// specifier, path, production's URL).
 pub type Elsewhere = Arc<Vec<(String, String, String)>>;
 
-struct CachedElsewhere {
-    base: String,
-    original: String,
-    found: Elsewhere,
+/// Answers about one map read against one URL (and `X`, how it is read),
+/// keyed by all three and compared in full on a hit, so a hash collision
+/// costs the work again, never a wrong answer. Starts over when it holds
+/// [`MergeCache::MAX_ENTRIES`].
+struct Remembered<X, V>(Mutex<HashMap<u64, Entry<X, V>>>);
+
+struct Entry<X, V> {
+    url: String,
+    map: String,
+    how: X,
+    answer: V,
 }
 
-struct Cached {
-    page_url: String,
-    original: String,
-    form: MergeAs,
-    merged: Arc<str>,
+impl<X, V> Default for Remembered<X, V> {
+    fn default() -> Self {
+        Remembered(Mutex::default())
+    }
+}
+
+impl<X: std::hash::Hash + Eq + Copy, V: Clone> Remembered<X, V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry<X, V>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The answer for (`url`, `map`, `how`), from `work` the first time.
+    /// `work` runs outside the lock: concurrent misses may both run it, and
+    /// get the same answer. Errors are not remembered.
+    fn get<E>(
+        &self,
+        url: &Url,
+        map: &str,
+        how: X,
+        work: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        url.as_str().hash(&mut h);
+        map.hash(&mut h);
+        how.hash(&mut h);
+        let key = h.finish();
+        if let Some(hit) = self.lock().get(&key) {
+            if hit.map == map && hit.url == url.as_str() && hit.how == how {
+                return Ok(hit.answer.clone());
+            }
+        }
+        let answer = work()?;
+        let mut entries = self.lock();
+        if entries.len() >= MergeCache::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            Entry {
+                url: url.as_str().to_owned(),
+                map: map.to_owned(),
+                how,
+                answer: answer.clone(),
+            },
+        );
+        Ok(answer)
+    }
 }
 
 impl std::fmt::Debug for MergeCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.entries.lock().map_or(0, |e| e.len());
+        let n = self.entries.lock().len();
         f.debug_struct("MergeCache").field("entries", &n).finish()
     }
 }
@@ -263,37 +312,11 @@ impl MergeCache {
         form: impl Into<MergeAs>,
     ) -> Result<Arc<str>, MergeError> {
         let form = form.into();
+        let merge = || merge_as(original, overrides, page_url, max_len, form).map(Arc::from);
         if original.len() > Self::MAX_MAP.min(max_len) {
-            return merge_as(original, overrides, page_url, max_len, form).map(Arc::from);
+            return merge();
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        page_url.as_str().hash(&mut h);
-        original.hash(&mut h);
-        form.hash(&mut h);
-        let key = h.finish();
-        let lock = || self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(hit) = lock().get(&key) {
-            if hit.original == original && hit.page_url == page_url.as_str() && hit.form == form {
-                return Ok(hit.merged.clone());
-            }
-        }
-        // Merged outside the lock: concurrent misses may both merge; both
-        // results are the same.
-        let merged: Arc<str> = merge_as(original, overrides, page_url, max_len, form)?.into();
-        let mut entries = lock();
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(
-            key,
-            Cached {
-                page_url: page_url.as_str().to_owned(),
-                original: original.to_owned(),
-                form,
-                merged: merged.clone(),
-            },
-        );
-        Ok(merged)
+        self.entries.get(page_url, original, form, merge)
     }
 
     /// For every module of `overrides`, where the map `original`, read
@@ -320,34 +343,12 @@ impl MergeCache {
         if original.len() > Self::MAX_MAP {
             return find();
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        base.as_str().hash(&mut h);
-        original.hash(&mut h);
-        let key = h.finish();
-        let lock = || {
-            self.elsewhere
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        };
-        if let Some(hit) = lock().get(&key) {
-            if hit.original == original && hit.base == base.as_str() {
-                return hit.found.clone();
-            }
+        match self.elsewhere.get(base, original, (), || {
+            Ok::<_, std::convert::Infallible>(find())
+        }) {
+            Ok(found) => found,
+            Err(never) => match never {},
         }
-        let found = find();
-        let mut entries = lock();
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(
-            key,
-            CachedElsewhere {
-                base: base.as_str().to_owned(),
-                original: original.to_owned(),
-                found: found.clone(),
-            },
-        );
-        found
     }
 }
 
@@ -1538,7 +1539,7 @@ mod tests {
                 &overrides,
                 &page(),
             );
-            assert!(cache.elsewhere.lock().unwrap().len() <= MergeCache::MAX_ENTRIES);
+            assert!(cache.elsewhere.lock().len() <= MergeCache::MAX_ENTRIES);
         }
     }
 
@@ -1551,7 +1552,7 @@ mod tests {
             cache
                 .merge(&map, &overrides, &page(), MAX, Urls::Paths)
                 .unwrap();
-            assert!(cache.entries.lock().unwrap().len() <= MergeCache::MAX_ENTRIES);
+            assert!(cache.entries.lock().len() <= MergeCache::MAX_ENTRIES);
         }
         let huge = format!(
             r#"{{"imports":{{"x":"/{}.js"}}}}"#,
@@ -1563,9 +1564,8 @@ mod tests {
         assert!(cache
             .entries
             .lock()
-            .unwrap()
             .values()
-            .all(|c| c.original.len() <= MergeCache::MAX_MAP));
+            .all(|c| c.map.len() <= MergeCache::MAX_MAP));
     }
 
     #[test]
