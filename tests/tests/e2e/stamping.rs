@@ -97,7 +97,12 @@ async fn merges_into_the_existing_map_with_scopes_and_integrity() {
         ["*"],
         "no cache (the HTTP cache, a service worker's) keeps a ticket page"
     );
-    assert!(h.get("content-length").is_none());
+    // The origin's length never: the stamped page's own, when it came whole
+    // with its header (see `service/length.rs`), else chunked.
+    match h.get("content-length") {
+        Some(n) => assert_eq!(n.to_str().unwrap(), html.len().to_string()),
+        None => assert_eq!(h["transfer-encoding"], "chunked"),
+    }
     assert!(h.get("etag").is_none() && h.get("last-modified").is_none());
     let info = h["x-ticket-stamp"].to_str().unwrap();
     assert!(
@@ -355,6 +360,65 @@ async fn compressed_origin_pages_are_rewritten_and_recompressed() {
     assert_eq!(
         import_map(&plain).unwrap()["imports"]["g"],
         ticket_url().as_str()
+    );
+}
+
+/// A page the origin sends at once goes out with the stamped page's own
+/// `Content-Length`, not chunked (`service/length.rs`); compressed for a
+/// client that asks, the compressed length. Every answer on one kept-alive
+/// connection: a length off by a byte would break the next answer there.
+#[tokio::test]
+async fn a_page_that_came_whole_goes_out_with_its_own_length() {
+    let (origin, proxy, _d) = setup().await;
+    let page = format!(
+        "<html><head><script type=importmap>{{\"imports\":{{\"g\":\"/src/lib/greet.js\"}}}}</script></head><body>{}</body></html>",
+        "<p>padding &amp; more</p>".repeat(200)
+    );
+    origin.route("/whole", Route::html(&page));
+    let one = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .timeout(std::time::Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let mut said = 0;
+    for i in 0..20 {
+        let gzip = i % 2 == 1;
+        let mut req = one.get(proxy.url("/whole?dev=TKT-1"));
+        if gzip {
+            req = req.header("accept-encoding", "gzip");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers().clone();
+        let body = resp.bytes().await.unwrap();
+        match h.get("content-length") {
+            Some(n) => {
+                said += 1;
+                assert_eq!(n.to_str().unwrap(), body.len().to_string(), "{i}");
+                assert!(h.get("transfer-encoding").is_none(), "{i}");
+            }
+            None => assert_eq!(h["transfer-encoding"], "chunked", "{i}"),
+        }
+        let html = if gzip {
+            assert_eq!(h["content-encoding"], "gzip", "{i}");
+            let mut plain = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+                .unwrap();
+            plain
+        } else {
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        assert_eq!(
+            import_map(&html).unwrap()["imports"]["g"],
+            ticket_url().as_str(),
+            "{i}"
+        );
+        assert!(html.ends_with("</body></html>"), "{i}: whole page");
+    }
+    assert!(
+        said > 0,
+        "a page sent at once went out chunked every time: its length is never known at the header"
     );
 }
 

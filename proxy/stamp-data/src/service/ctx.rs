@@ -182,6 +182,9 @@ pub struct Ctx {
     /// Names the request in log lines: the id a trusted proxy in front
     /// gave it (`X-Request-Id`), else one of our own.
     pub id: RequestId,
+    /// Bytes of a body made here (a rewritten page, a merged map) sent so
+    /// far.
+    pub body_out: usize,
 }
 
 /// A request's id in log lines.
@@ -230,6 +233,7 @@ impl Ctx {
             secure: settings.cfg.tls,
             settings,
             id: RequestId::Ours(rand::random()),
+            body_out: 0,
             sel: Selected::default(),
             route: Route::Passthrough,
         }

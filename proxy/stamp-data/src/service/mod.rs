@@ -17,6 +17,7 @@
 mod confirm;
 mod ctx;
 mod file;
+mod length;
 mod map;
 mod page;
 mod plan;
@@ -185,6 +186,13 @@ impl ProxyHttp for StampProxy {
         Ctx::new(&self.in_flight, self.settings.load_full())
     }
 
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        // Pingora's default: compression, off unless a request turns it on.
+        modules
+            .add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(0));
+        modules.add_module(Box::new(length::WholeLengthBuilder));
+    }
+
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         // Each read of the body (the header's deadline is `client_io`'s).
         session
@@ -347,8 +355,15 @@ impl ProxyHttp for StampProxy {
             ctx::Route::Map(Some(map)) => {
                 self.map_body(session, map, body, end_of_stream, &ctx.settings, &ctx.id)?
             }
-            ctx::Route::Page(_) => self.page_body(body, end_of_stream, ctx)?,
-            _ => {}
+            ctx::Route::Page(page) if page.rewrite.is_some() => {
+                self.page_body(body, end_of_stream, ctx)?
+            }
+            _ => return Ok(None),
+        }
+        // A body made here: its length, once whole (see `length`).
+        ctx.body_out += body.as_ref().map_or(0, Bytes::len);
+        if end_of_stream {
+            length::body_ended(session, ctx.body_out);
         }
         Ok(None)
     }
