@@ -90,6 +90,13 @@ pub static REWRITE_BYTES_PARSED: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+pub static REWRITE_HEADS_REMEMBERED: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(register_int_counter!(
+        "stamp_rewrite_heads_remembered_total",
+        "Rewritten pages that began with a head remembered for their variant (not read again)"
+    ))
+});
+
 pub static REWRITE_BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
     must(register_int_counter!(
         "stamp_rewrite_bytes_out_total",
@@ -151,6 +158,7 @@ pub fn render() -> Vec<u8> {
     LazyLock::force(&REWRITES);
     LazyLock::force(&REWRITE_BYTES_IN);
     LazyLock::force(&REWRITE_BYTES_PARSED);
+    LazyLock::force(&REWRITE_HEADS_REMEMBERED);
     LazyLock::force(&REWRITE_BYTES_OUT);
     LazyLock::force(&MODULE_CACHE);
     LazyLock::force(&MODULE_BYTES);

@@ -29,7 +29,10 @@
 #[cfg(test)]
 mod differential;
 mod leap;
+mod memo;
 mod skim;
+
+pub use memo::HeadMemo;
 
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -148,7 +151,7 @@ pub struct ProbeSpec {
 }
 
 /// The proxy's elements as a meta policy must allow them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaCsp {
     /// The map element's nonce (fresh, only it carries it).
     pub script_nonce: String,
@@ -231,7 +234,7 @@ impl Report {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct State {
     spec: RewriteSpec,
     /// The charset lol_html is told: the declared one, or UTF-8 after a
@@ -298,6 +301,37 @@ struct State {
 }
 
 impl State {
+    /// A page's state before its first byte.
+    fn new(spec: RewriteSpec) -> State {
+        State {
+            encoding: spec.encoding,
+            spec,
+            map_seen: false,
+            module_seen: false,
+            inserted: false,
+            badge_done: false,
+            probe_done: false,
+            buf: String::new(),
+            in_map: false,
+            map_elements_open: 0,
+            map_urls: crate::importmap::Urls::Paths,
+            overflowed: false,
+            meta_seen: false,
+            template_depth: 0,
+            keys_placed: Vec::new(),
+            map_type: String::new(),
+            maps_started: 0,
+            elsewhere: Default::default(),
+            body_seen: false,
+            tag_end: None,
+            island: false,
+            base: None,
+            base_frozen: false,
+            base_stop: None,
+            report: Report::default(),
+        }
+    }
+
     /// What a relative URL read here resolves against, as the browser
     /// resolves it: the `<base href>` read so far, else the page's URL.
     /// Only a base on the page's origin is ever used to stamp (see
@@ -392,6 +426,16 @@ pub struct PageRewriter {
     /// The lol_html reading the page now: none while the tokenizer
     /// forwards, or after lol_html gave up.
     rewriter: Option<HtmlRewriter<'static, Sink>>,
+    /// lol_html is not built yet: it is when first fed (see [`Unbuilt`]).
+    unbuilt: Option<Unbuilt>,
+    /// The page's first bytes and what went out for them, while they may
+    /// become a head to remember (see `memo`).
+    recording: Option<Recording>,
+    /// A remembered head's bytes, counted in `fed` but not read (until
+    /// lol_html is built after it).
+    unread_head: usize,
+    /// The page began with a remembered head.
+    remembered: bool,
     /// Bytes given to the current lol_html.
     fed: usize,
     phase: Phase,
@@ -406,6 +450,22 @@ pub struct PageRewriter {
     kept: leap::Kept,
     /// The kept bytes are being read.
     reading_kept: bool,
+}
+
+/// Why lol_html is not built yet.
+enum Unbuilt {
+    /// Nothing was read yet.
+    Fresh,
+    /// The page began with this remembered head: lol_html is given it
+    /// first (its output dropped, the page state kept as it is).
+    After(Arc<memo::Head>),
+}
+
+/// A page's first bytes, and what went out for them (see `memo`).
+#[derive(Default)]
+struct Recording {
+    input: Vec<u8>,
+    output: Vec<u8>,
 }
 
 /// Who reads the page at this point (see the module's doc on early exit).
@@ -438,7 +498,7 @@ struct Watch {
 impl std::fmt::Debug for PageRewriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PageRewriter")
-            .field("active", &self.rewriter.is_some())
+            .field("active", &self.reading())
             .field("phase", &self.phase)
             .finish()
     }
@@ -676,46 +736,24 @@ fn may_begin_a_bom(bytes: &[u8]) -> bool {
 const MAX_HELD: usize = 64 * 1024;
 
 impl PageRewriter {
-    /// A page's rewriter, with early exit (see the module's doc).
+    /// A page's rewriter, with early exit (see the module's doc), that
+    /// remembers heads in its variant's [`HeadMemo`] (see `memo`).
     pub fn new(spec: RewriteSpec) -> PageRewriter {
-        PageRewriter::with_early_exit(spec, true)
+        let mut r = PageRewriter::with_early_exit(spec, true);
+        r.recording = Some(Recording::default());
+        r
     }
 
     /// `early_exit: false`: lol_html reads every byte (the reference the
-    /// early exit is tested against).
+    /// early exit is tested against). Remembers no head.
     pub fn with_early_exit(spec: RewriteSpec, early_exit: bool) -> PageRewriter {
-        let state = Arc::new(Mutex::new(State {
-            encoding: spec.encoding,
-            spec,
-            map_seen: false,
-            module_seen: false,
-            inserted: false,
-            badge_done: false,
-            probe_done: false,
-            buf: String::new(),
-            in_map: false,
-            map_elements_open: 0,
-            map_urls: crate::importmap::Urls::Paths,
-            overflowed: false,
-            meta_seen: false,
-            template_depth: 0,
-            keys_placed: Vec::new(),
-            map_type: String::new(),
-            maps_started: 0,
-            elsewhere: Default::default(),
-            body_seen: false,
-            tag_end: None,
-            island: false,
-            base: None,
-            base_frozen: false,
-            base_stop: None,
-            report: Report::default(),
-        }));
-        let out = Sink::default();
-        let rewriter = lol_html(&state, &out);
         PageRewriter {
             lead: Some(Vec::new()),
-            rewriter: Some(rewriter),
+            rewriter: None,
+            unbuilt: Some(Unbuilt::Fresh),
+            recording: None,
+            unread_head: 0,
+            remembered: false,
             fed: 0,
             whole: None,
             whole_out: false,
@@ -726,14 +764,124 @@ impl PageRewriter {
             } else {
                 Phase::Full
             },
-            out,
-            state,
+            out: Sink::default(),
+            state: Arc::new(Mutex::new(State::new(spec))),
         }
+    }
+
+    /// Whether lol_html reads (or will, once built), rather than having
+    /// given up.
+    fn reading(&self) -> bool {
+        self.rewriter.is_some() || self.unbuilt.is_some()
+    }
+
+    /// The lol_html reading the page, built now if it was not yet.
+    fn lol_html(&mut self) -> Option<&mut HtmlRewriter<'static, Sink>> {
+        match self.unbuilt.take() {
+            None => {}
+            Some(Unbuilt::Fresh) => self.rewriter = Some(lol_html(&self.state, &self.out)),
+            Some(Unbuilt::After(head)) => self.build_after(&head),
+        }
+        self.rewriter.as_mut()
+    }
+
+    /// Builds lol_html where a remembered head left it: it reads the head
+    /// from the page's first state, its output dropped (it went out), and
+    /// the page state is then put back as it is now.
+    fn build_after(&mut self, head: &memo::Head) {
+        let now = {
+            let mut st = lock(&self.state);
+            let first = State::new(st.spec.clone());
+            std::mem::replace(&mut *st, first)
+        };
+        let mut r = lol_html(&self.state, &self.out);
+        let sent = std::mem::take(&mut *self.out.lock());
+        let read = r.write(&head.input);
+        *self.out.lock() = sent;
+        *lock(&self.state) = now;
+        self.unread_head = 0;
+        match read {
+            Ok(()) => self.rewriter = Some(r),
+            // It read these bytes before without fault; if it cannot now,
+            // the rest passes through, as after any failure.
+            Err(e) => {
+                log::warn!(
+                    "page rewrite failed on a remembered head, rest of the page unchanged: {e}"
+                );
+                lock(&self.state).report.failed = true;
+                self.phase = Phase::Full;
+            }
+        }
+    }
+
+    /// The page begins with a head remembered for its variant: what went
+    /// out for it goes out, the page state is the one it left, and the
+    /// tokenizer reads on from its end.
+    fn resume_after(&mut self, head: Arc<memo::Head>) {
+        {
+            let mut st = lock(&self.state);
+            let bytes_in = st.report.bytes_in;
+            let spec = st.spec.clone();
+            *st = head.state.clone();
+            // The kept state's spec reads the same, but holds no variant.
+            st.spec = spec;
+            st.report.bytes_in = bytes_in;
+            st.report.bytes_out = 0;
+        }
+        self.out.lock().push(&head.output);
+        self.lead = None;
+        self.fed = head.input.len();
+        self.unread_head = head.input.len();
+        self.remembered = true;
+        self.unbuilt = Some(Unbuilt::After(head));
+        self.hand_over(None);
+    }
+
+    /// The head just read, kept for later views of the page (see `memo`).
+    fn remember(&mut self) {
+        let Some(mut rec) = self.recording.take() else {
+            return;
+        };
+        let mut state = lock(&self.state).clone();
+        // The head is kept in the variant: its state must not hold the
+        // variant (a cycle, never freed).
+        let memo = std::mem::replace(&mut state.spec.effective, memo::no_variant());
+        let plain = encoding_rs::Encoding::for_bom(&rec.input).is_none();
+        if rec.input.len() < self.fed || !plain || state.report.failed {
+            return;
+        }
+        rec.input.truncate(self.fed);
+        rec.output.extend_from_slice(&self.out.lock().bytes);
+        memo.heads.keep(memo::Head {
+            input: rec.input,
+            output: rec.output,
+            state,
+        });
     }
 
     /// Feeds one chunk; returns what is ready to send.
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
         lock(&self.state).report.bytes_in += chunk.len() as u64;
+        if let Some(rec) = self.recording.as_mut() {
+            if rec.input.is_empty() && !chunk.is_empty() {
+                // The page's first bytes: a head remembered for them?
+                let found = {
+                    let st = lock(&self.state);
+                    st.spec.effective.heads.find(&st.spec, chunk)
+                };
+                if let Some(head) = found {
+                    self.recording = None;
+                    let n = head.input.len();
+                    self.resume_after(head);
+                    return self.write_read(&chunk[n..]);
+                }
+            }
+            if rec.input.len() + chunk.len() > memo::MAX_HEAD {
+                self.recording = None;
+            } else {
+                rec.input.extend_from_slice(chunk);
+            }
+        }
         // The first bytes wait until they are known not to begin a byte
         // order mark, or to be one, however the page is split.
         let Some(held) = self.lead.as_mut() else {
@@ -857,7 +1005,7 @@ impl PageRewriter {
         }
         self.read(&edge);
         self.reading_kept = false;
-        if self.rewriter.is_none() {
+        if !self.reading() {
             // lol_html failed on the way: every kept byte after that came
             // out as it was (and was dropped); what it held is lost.
             self.out.lost();
@@ -903,12 +1051,15 @@ impl PageRewriter {
                 st.encoding.replace(encoding)
             };
             if declared != Some(encoding) {
-                self.rewriter = Some(lol_html(&self.state, &self.out));
+                // Nothing was read yet: built in UTF-8 when first fed.
+                self.rewriter = None;
+                self.unbuilt = Some(Unbuilt::Fresh);
             }
         } else {
             log::info!("a UTF-16 page (byte order mark) goes out unchanged");
             lock(&self.state).report.utf16 = true;
             self.rewriter = None;
+            self.unbuilt = None;
             self.phase = Phase::Full;
         }
     }
@@ -916,17 +1067,17 @@ impl PageRewriter {
     /// Gives bytes to the current lol_html (or, after it gave up, to the
     /// output unchanged).
     fn feed(&mut self, bytes: &[u8]) {
-        let mut sink = self.out.lock();
-        let Some(r) = self.rewriter.as_mut() else {
-            sink.push(bytes);
+        let out = self.out.clone();
+        let Some(r) = self.lol_html() else {
+            out.lock().push(bytes);
             return;
         };
         // Room for what comes out (about what goes in, plus what the
         // handlers add), so the sink does not grow by doubling.
-        sink.bytes.reserve(bytes.len() + 1024);
-        drop(sink);
+        out.lock().bytes.reserve(bytes.len() + 1024);
+        let read = r.write(bytes);
         self.fed += bytes.len();
-        if let Err(e) = r.write(bytes) {
+        if let Err(e) = read {
             // Graceful bail-out already flushed what it held, unchanged;
             // the rewriter is poisoned, so the rest bypasses it.
             if !matches!(e, lol_html::errors::RewritingError::MemoryLimitExceeded(_)) {
@@ -988,7 +1139,8 @@ impl PageRewriter {
             )
         };
         if read_body {
-            if here && may && !foreign && self.rewriter.is_some() {
+            if here && may && !foreign && self.reading() {
+                self.remember();
                 self.hand_over(None);
             } else if let Phase::Head(_) = self.phase {
                 self.phase = Phase::Full;
@@ -1080,7 +1232,7 @@ impl PageRewriter {
                 self.replay(&mut skim);
                 lock(&self.state).tag_end = None;
                 self.feed(&rest[lt..end]);
-                if self.rewriter.is_none() {
+                if !self.reading() {
                     // Gave up: `feed` made the rest pass through.
                 } else if name == skim::Name::Script {
                     self.phase = Phase::Script {
@@ -1102,7 +1254,7 @@ impl PageRewriter {
             let st = lock(&self.state);
             st.tag_end == Some(self.fed) && may_hand_over(&st)
         };
-        if ok && self.rewriter.is_some() {
+        if ok && self.reading() {
             self.hand_over(Some(skim));
         } else {
             self.phase = Phase::Full;
@@ -1142,10 +1294,16 @@ impl PageRewriter {
         }
     }
 
+    /// Whether the page began with a head remembered for its variant (see
+    /// `memo`).
+    pub fn head_remembered(&self) -> bool {
+        self.remembered
+    }
+
     /// Bytes lol_html parsed (the tags replayed to it included): the rest
     /// of the page went out unread.
     pub fn bytes_parsed(&self) -> u64 {
-        self.fed as u64
+        (self.fed - self.unread_head) as u64
     }
 
     /// Ends the page; returns the last bytes.
@@ -1177,6 +1335,15 @@ impl PageRewriter {
             self.replay(&mut skim);
             self.phase = Phase::Full;
         }
+        if let Some(Unbuilt::After(_)) = self.unbuilt {
+            // Nothing after the remembered head was read: lol_html, cut
+            // right after a tag, holds nothing, and would add only what
+            // its document end handler adds.
+            self.unbuilt = None;
+            let end = document_end(&self.state);
+            self.out.lock().push(end.as_bytes());
+        }
+        let _ = self.lol_html();
         if let Some(r) = self.rewriter.take() {
             if let Err(e) = r.end() {
                 log::warn!("page rewrite failed at the end of the page: {e}");
@@ -1215,6 +1382,14 @@ impl PageRewriter {
     fn take(&mut self) -> Vec<u8> {
         let out = std::mem::take(&mut self.out.lock().bytes);
         self.count_out(out.len());
+        if let Some(rec) = self.recording.as_mut() {
+            // Only while lol_html reads the head, from the first byte.
+            if matches!(self.phase, Phase::Head(_)) {
+                rec.output.extend_from_slice(&out);
+            } else {
+                self.recording = None;
+            }
+        }
         out
     }
 

@@ -2,7 +2,9 @@
 //! arbitrary pieces, the rewriter that hands the rest of the page to its
 //! tokenizer after `<body>` gives the same bytes and the same report as
 //! lol_html reading every byte, for an overlay page and for a ticket page
-//! (probe, badge, a meta policy).
+//! (probe, badge, a meta policy); and so does the proxy's rewriter, which
+//! remembers heads, on the page's second view (which begins with the head
+//! the first view kept).
 #![no_main]
 
 use std::sync::Arc;
@@ -47,8 +49,8 @@ fn spec(ticket: bool) -> RewriteSpec {
     spec
 }
 
-fn run(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, String) {
-    let mut r = PageRewriter::with_early_exit(spec, early);
+fn run(r: PageRewriter, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, String) {
+    let mut r = r;
     let mut out = Vec::new();
     for p in pieces {
         // The early-exit rewriter as the proxy drives it (shared chunks).
@@ -67,15 +69,30 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let spec = spec(n & 1 == 1);
-    let want = run(spec.clone(), false, &[html]);
+    let want = run(
+        PageRewriter::with_early_exit(spec.clone(), false),
+        false,
+        &[html],
+    );
     let step = usize::from(n >> 1).max(1);
     let pieces: Vec<&[u8]> = html.chunks(step).collect();
-    let got = run(spec, true, &pieces);
-    assert!(
-        got == want,
-        "early exit differs, split every {step} bytes:\n{:?}\nwant {:?}\ngot  {:?}",
-        String::from_utf8_lossy(html),
-        String::from_utf8_lossy(&want.0),
-        String::from_utf8_lossy(&got.0),
-    );
+    let views = [
+        (
+            "early exit",
+            PageRewriter::with_early_exit(spec.clone(), true),
+            &pieces[..],
+        ),
+        ("first view", PageRewriter::new(spec.clone()), &pieces[..]),
+        ("second view", PageRewriter::new(spec), &[html][..]),
+    ];
+    for (what, r, pieces) in views {
+        let got = run(r, true, pieces);
+        assert!(
+            got == want,
+            "{what} differs, split every {step} bytes:\n{:?}\nwant {:?}\ngot  {:?}",
+            String::from_utf8_lossy(html),
+            String::from_utf8_lossy(&want.0),
+            String::from_utf8_lossy(&got.0),
+        );
+    }
 });

@@ -422,6 +422,58 @@ async fn a_page_that_came_whole_goes_out_with_its_own_length() {
     );
 }
 
+/// A head seen before is not read again (`rewrite/memo.rs`): the second
+/// and later views of a page whose head is the same give the same page, and
+/// the metric counts them; another body after the same head is its own.
+#[tokio::test]
+async fn a_head_seen_before_is_not_read_again() {
+    let (origin, proxy, _d) = setup().await;
+    let head = "<!doctype html><html><head><script type=importmap>{\"imports\":{\"g\":\"/src/lib/greet.js\"}}</script></head><body>";
+    origin.route(
+        "/a",
+        Route::html(&format!("{head}<p>first</p></body></html>")),
+    );
+    let first = get_text(&proxy.url("/a?dev=TKT-1")).await;
+    assert_eq!(
+        import_map(&first).unwrap()["imports"]["g"],
+        ticket_url().as_str()
+    );
+    for _ in 0..3 {
+        assert_eq!(get_text(&proxy.url("/a?dev=TKT-1")).await, first);
+    }
+    origin.route(
+        "/a",
+        Route::html(&format!(
+            "{head}<p>second</p><script type=module src=/src/lib/greet.js></script></body></html>"
+        )),
+    );
+    let second = get_text(&proxy.url("/a?dev=TKT-1")).await;
+    assert_eq!(
+        without_probe(&second),
+        without_probe(&first).replace(
+            "<p>first</p>",
+            &format!(
+                "<p>second</p><script type=module src=\"{}\"></script>",
+                ticket_url()
+            )
+        ),
+        "the kept head, then this page's own body, read"
+    );
+    let metrics = get_text(&proxy.url("/__stamp/metrics")).await;
+    let remembered: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("stamp_rewrite_heads_remembered_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no heads metric:\n{metrics}"));
+    assert!(
+        remembered >= 3,
+        "{remembered} of 5 views began with a kept head"
+    );
+}
+
 #[tokio::test]
 async fn no_transform_is_honoured() {
     let (origin, proxy, _d) = setup().await;

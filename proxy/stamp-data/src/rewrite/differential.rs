@@ -250,8 +250,16 @@ fn run(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, Report) {
 /// [`run`], and whether lol_html was spared bytes of the page: bytes at
 /// its end never read (see `leap`), or read by the tokenizer instead.
 fn run_unread(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, Report, bool) {
+    let (out, report, unread, _) =
+        run_made(PageRewriter::with_early_exit(spec, early), early, pieces);
+    (out, report, unread)
+}
+
+/// [`run_unread`] with a rewriter made by the caller, and whether the page
+/// began with a remembered head.
+fn run_made(r: PageRewriter, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, Report, bool, bool) {
     let rewrite = std::panic::AssertUnwindSafe(|| {
-        let mut r = PageRewriter::with_early_exit(spec, early);
+        let mut r = r;
         let mut out = Vec::new();
         for p in pieces {
             // The early-exit rewriter as the proxy drives it: shared chunks,
@@ -263,9 +271,9 @@ fn run_unread(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, Rep
             }
         }
         let total: usize = pieces.iter().map(|p| p.len()).sum();
-        let unread = !r.kept.idle() || r.fed < total;
+        let unread = !r.kept.idle() || r.bytes_parsed() < total as u64;
         out.extend(r.finish());
-        (out, r.report(), unread)
+        (out, r.report(), unread, r.head_remembered())
     });
     match std::panic::catch_unwind(rewrite) {
         Ok(done) => done,
@@ -284,7 +292,7 @@ fn run_unread(spec: RewriteSpec, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, Rep
                 failed: true,
                 ..Report::default()
             };
-            (Vec::new(), report, false)
+            (Vec::new(), report, false, false)
         }
     }
 }
@@ -340,9 +348,23 @@ fn random_split<'a>(rng: &mut StdRng, page: &'a [u8]) -> Vec<&'a [u8]> {
 /// how the page is split, with or without early exit: the `rewriter` fuzz
 /// target's own finding, which the tallies now refuse).
 fn check(rng: &mut StdRng, name: &str, spec: &RewriteSpec, page: &[u8]) -> bool {
-    let (want, want_report) = run(spec.clone(), false, &[page]);
     let pieces = random_split(rng, page);
-    let (got, mut got_report, unread) = run_unread(spec.clone(), true, &pieces);
+    let made = PageRewriter::with_early_exit(spec.clone(), true);
+    compare(name, spec, page, &pieces, made).0
+}
+
+/// What [`check`] compares, for a given early-exit rewriter and split:
+/// whether lol_html did not fail, and whether the page began with a
+/// remembered head.
+fn compare(
+    name: &str,
+    spec: &RewriteSpec,
+    page: &[u8],
+    pieces: &[&[u8]],
+    made: PageRewriter,
+) -> (bool, bool) {
+    let (want, want_report) = run(spec.clone(), false, &[page]);
+    let (got, mut got_report, unread, remembered) = run_made(made, true, pieces);
     // lol_html's memory budget is spent only on bytes it reads: one that
     // gave up in bytes the early exit's lol_html never read (the page's
     // unread end, what the tokenizer read) did so without changing a byte,
@@ -351,7 +373,7 @@ fn check(rng: &mut StdRng, name: &str, spec: &RewriteSpec, page: &[u8]) -> bool 
         got_report.bailed_out = true;
     }
     if want_report.failed || got_report.failed {
-        return false;
+        return (false, remembered);
     }
     if got != want {
         let at = got.iter().zip(&want).position(|(a, b)| a != b);
@@ -369,7 +391,7 @@ fn check(rng: &mut StdRng, name: &str, spec: &RewriteSpec, page: &[u8]) -> bool 
         "{name}: {:?}",
         String::from_utf8_lossy(page)
     );
-    true
+    (true, remembered)
 }
 
 /// Counts the pages compared, and the pages on which lol_html failed: none
@@ -432,6 +454,61 @@ fn early_exit_matches_the_full_rewriter_after_a_real_head() {
         }
     }
     tally.assert_none_failed();
+}
+
+/// The proxy's rewriter remembers heads (see `memo`): views of pages that
+/// share a head, under every variant, each page in random pieces or in one,
+/// give the whole-page rewriter's bytes and report, whether the page began
+/// with a head kept from another view or not. Heads: a few real ones, and
+/// generated ones (which hand over only sometimes).
+#[test]
+fn remembered_heads_match_the_full_rewriter() {
+    let mut rng = seeded(31);
+    let variants = variants();
+    let real = [
+        "<!doctype html><html><head><meta charset=utf-8>\
+         <script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\"}}</script>\
+         <script type=module src=/src/main.js></script></head><body class=page>",
+        "<html><head><base href=/src/><link rel=modulepreload href=lib/greet.js></head><BODY>",
+        "<head><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\"><title>x</title><body>",
+        "<body>",
+    ];
+    let mut tally = Tally::default();
+    let mut remembered = 0;
+    for round in 0..rounds() {
+        let mut head = real[round % real.len()].as_bytes().to_vec();
+        if round % 3 == 2 {
+            head = random_page(&mut rng);
+            head.extend(b"<body>");
+        }
+        let bodies: Vec<Vec<u8>> = (0..3).map(|_| random_page(&mut rng)).collect();
+        for (name, spec) in &variants {
+            for body in &bodies {
+                let mut page = head.clone();
+                page.extend(body);
+                // The first chunk holds the head (as from an origin that
+                // sends a page at once) or a random part of the page.
+                let pieces = if rng.random_bool(0.5) {
+                    random_split(&mut rng, &page)
+                } else {
+                    let at = rng.random_range(head.len()..=page.len());
+                    let mut pieces = vec![&page[..at]];
+                    pieces.extend(random_split(&mut rng, &page[at..]));
+                    pieces
+                };
+                let made = PageRewriter::new(spec.clone());
+                let (compared, hit) = compare(name, spec, &page, &pieces, made);
+                tally.add(compared);
+                remembered += usize::from(hit);
+            }
+        }
+    }
+    tally.assert_none_failed();
+    assert!(
+        remembered > tally.compared / 20,
+        "few pages began with a remembered head: {remembered} of {}",
+        tally.compared
+    );
 }
 
 /// The fuzz corpus: the demo and the app setups' real pages.

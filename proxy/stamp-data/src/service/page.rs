@@ -272,6 +272,9 @@ impl StampProxy {
                 .inc();
             metrics::REWRITE_BYTES_IN.inc_by(report.bytes_in);
             metrics::REWRITE_BYTES_PARSED.inc_by(active.rewriter.bytes_parsed());
+            if active.rewriter.head_remembered() {
+                metrics::REWRITE_HEADS_REMEMBERED.inc();
+            }
             metrics::REWRITE_BYTES_OUT.inc_by(report.bytes_out);
             if let Some(fill) = page.fill.take() {
                 // A rewrite that ran out of memory left the rest as it came:
