@@ -36,8 +36,6 @@ pub struct Effective {
     fresh: std::sync::OnceLock<(String, String)>,
     /// Pages' maps merged with these overrides.
     pub merges: importmap::MergeCache,
-    /// Pages' heads as stamped with these overrides (see `rewrite::memo`).
-    pub heads: crate::rewrite::HeadMemo,
 }
 
 impl Effective {
@@ -70,7 +68,6 @@ impl Effective {
             remote_origins,
             fresh: std::sync::OnceLock::new(),
             merges: importmap::MergeCache::default(),
-            heads: crate::rewrite::HeadMemo::default(),
         }
     }
 

@@ -32,8 +32,6 @@ mod leap;
 mod memo;
 mod skim;
 
-pub use memo::HeadMemo;
-
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -461,10 +459,12 @@ enum Unbuilt {
     After(Arc<memo::Head>),
 }
 
-/// A page's first bytes, and what went out for them (see `memo`).
+/// A page's first bytes (as they came: shared, not copied), and what
+/// went out for them (see `memo`).
 #[derive(Default)]
 struct Recording {
-    input: Vec<u8>,
+    input: Vec<bytes::Bytes>,
+    len: usize,
     output: Vec<u8>,
 }
 
@@ -737,10 +737,13 @@ const MAX_HELD: usize = 64 * 1024;
 
 impl PageRewriter {
     /// A page's rewriter, with early exit (see the module's doc), that
-    /// remembers heads in its variant's [`HeadMemo`] (see `memo`).
+    /// remembers heads (see `memo`).
     pub fn new(spec: RewriteSpec) -> PageRewriter {
+        // A nonce fresh on every response (from the page's policy) is in
+        // the head's output: no later view could match it.
+        let once = spec.nonce.is_some();
         let mut r = PageRewriter::with_early_exit(spec, true);
-        r.recording = Some(Recording::default());
+        r.recording = (!once).then(Recording::default);
         r
     }
 
@@ -842,33 +845,32 @@ impl PageRewriter {
         let Some(mut rec) = self.recording.take() else {
             return;
         };
-        let mut state = lock(&self.state).clone();
-        // The head is kept in the variant: its state must not hold the
-        // variant (a cycle, never freed).
-        let memo = std::mem::replace(&mut state.spec.effective, memo::no_variant());
-        let plain = encoding_rs::Encoding::for_bom(&rec.input).is_none();
-        if rec.input.len() < self.fed || !plain || state.report.failed {
+        let state = lock(&self.state).clone();
+        // A meta policy's nonce, fresh on every response, is in the output.
+        let once = state.meta_seen && state.spec.meta_csp.is_some();
+        if rec.len < self.fed || once || state.report.failed {
             return;
         }
-        rec.input.truncate(self.fed);
+        let mut input = Vec::with_capacity(self.fed);
+        for piece in &rec.input {
+            let n = piece.len().min(self.fed - input.len());
+            input.extend_from_slice(&piece[..n]);
+        }
+        if encoding_rs::Encoding::for_bom(&input).is_some() {
+            return;
+        }
         rec.output.extend_from_slice(&self.out.lock().bytes);
-        memo.heads.keep(memo::Head {
-            input: rec.input,
-            output: rec.output,
-            state,
-        });
+        rec.output.shrink_to_fit();
+        memo::keep(memo::Head::new(input, rec.output, state));
     }
 
     /// Feeds one chunk; returns what is ready to send.
     pub fn write(&mut self, chunk: &[u8]) -> Vec<u8> {
         lock(&self.state).report.bytes_in += chunk.len() as u64;
         if let Some(rec) = self.recording.as_mut() {
-            if rec.input.is_empty() && !chunk.is_empty() {
+            if rec.len == 0 && !chunk.is_empty() {
                 // The page's first bytes: a head remembered for them?
-                let found = {
-                    let st = lock(&self.state);
-                    st.spec.effective.heads.find(&st.spec, chunk)
-                };
+                let found = memo::find(&lock(&self.state).spec, chunk);
                 if let Some(head) = found {
                     self.recording = None;
                     let n = head.input.len();
@@ -876,10 +878,18 @@ impl PageRewriter {
                     return self.write_read(&chunk[n..]);
                 }
             }
-            if rec.input.len() + chunk.len() > memo::MAX_HEAD {
+            if rec.len >= memo::MAX_HEAD {
                 self.recording = None;
             } else {
-                rec.input.extend_from_slice(chunk);
+                let shared = self
+                    .whole
+                    .as_ref()
+                    .filter(|w| w.as_ptr() == chunk.as_ptr() && w.len() == chunk.len());
+                rec.input.push(match shared {
+                    Some(w) => w.clone(),
+                    None => bytes::Bytes::copy_from_slice(chunk),
+                });
+                rec.len += chunk.len();
             }
         }
         // The first bytes wait until they are known not to begin a byte

@@ -496,8 +496,11 @@ fn remembered_heads_match_the_full_rewriter() {
                     pieces.extend(random_split(&mut rng, &page[at..]));
                     pieces
                 };
+                let mut spec = spec.clone();
+                // Its own pages: the table is the process's.
+                spec.page_url = Url::parse("https://shop.example/remembered").expect("a URL");
                 let made = PageRewriter::new(spec.clone());
-                let (compared, hit) = compare(name, spec, &page, &pieces, made);
+                let (compared, hit) = compare(name, &spec, &page, &pieces, made);
                 tally.add(compared);
                 remembered += usize::from(hit);
             }
@@ -507,6 +510,67 @@ fn remembered_heads_match_the_full_rewriter() {
     assert!(
         remembered > tally.compared / 20,
         "few pages began with a remembered head: {remembered} of {}",
+        tally.compared
+    );
+}
+
+/// Every response gets a fresh meta-policy (and style) nonce; a head
+/// without a meta policy is remembered whatever they are. Views of shared
+/// heads, each with its own nonces, a meta policy after `<body>`, against
+/// the whole-page rewriter given that view's spec.
+#[test]
+fn remembered_heads_take_each_views_meta_nonces() {
+    let mut rng = seeded(77);
+    let (_, mut meta) = variants()
+        .into_iter()
+        .find(|(n, _)| *n == "ticket, meta policy")
+        .expect("the variant");
+    meta.page_url = Url::parse("https://shop.example/meta-nonces").expect("a URL");
+    let mut undeclared = meta.clone();
+    undeclared.encoding = None;
+    let heads = [
+        "<!doctype html><html><head><meta charset=utf-8><title>t</title></head><body class=page>",
+        "<html><head><link rel=stylesheet href=/assets/site.css></head><body>",
+        "<html><head><script type=module src=/src/app.js></script></head><body>",
+        "<body>",
+    ];
+    let mut tally = Tally::default();
+    let mut remembered = 0;
+    let mut view = 0u64;
+    for round in 0..rounds() / 4 {
+        let head = heads[round % heads.len()].as_bytes();
+        for base in [&meta, &undeclared] {
+            for _ in 0..3 {
+                view += 1;
+                let mut spec = base.clone();
+                if let Some(m) = spec.meta_csp.as_mut() {
+                    m.script_nonce = format!("fresh{view}");
+                    if rng.random_bool(0.5) {
+                        m.style = Some((format!("sty{view}"), "'sha256-st'".into()));
+                    }
+                }
+                let mut page = head.to_vec();
+                page.extend(
+                    b"<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\">",
+                );
+                page.extend(random_page(&mut rng));
+                page.extend(b"<script type=module src=/src/app.js></script>");
+                let at = rng.random_range(head.len()..=page.len());
+                let mut pieces = vec![&page[..at]];
+                pieces.extend(random_split(&mut rng, &page[at..]));
+                let made = PageRewriter::new(spec.clone());
+                let (compared, hit) = compare("fresh nonces", &spec, &page, &pieces, made);
+                tally.add(compared);
+                remembered += usize::from(hit);
+            }
+        }
+    }
+    tally.assert_none_failed();
+    // Only the head with a module script hands over on a ticket page (one
+    // whose rewrite applied nothing by `<body>` is read to its end).
+    assert!(
+        remembered > tally.compared / 8,
+        "{remembered} of {}",
         tally.compared
     );
 }

@@ -20,68 +20,88 @@
 //! per-response nonce) never matches: it is read as before, and replaces
 //! the one kept for its spec. Only a first chunk that holds the whole kept
 //! head can match, so a page that streams its head is read as it comes.
-//! Kept per variant (`Effective::heads`, gone with it), at most
-//! [`MAX_ENTRIES`] heads of at most [`MAX_HEAD`] bytes each, and
-//! [`MAX_ALL`] bytes for all variants together. Tested against the
-//! whole-page rewriter byte for byte, pages sharing a head included
+//! One table for the process, in [`SHARDS`] locks chosen by the variant's
+//! content address and the page's URL: at most [`PER_SHARD`] heads each
+//! (the oldest goes), of at most [`MAX_HEAD`] bytes, and [`MAX_ALL`] bytes
+//! together. A variant is named by its content address, so a head stays
+//! good across snapshots that leave the variant as it was. Tested against
+//! the whole-page rewriter byte for byte, pages sharing a head included
 //! (`differential::remembered_heads_match_the_full_rewriter`, the fuzz
 //! target `rewriter_early_exit`).
 
+use std::hash::{Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use super::{RewriteSpec, State};
 use crate::effective::Effective;
 
-/// What a kept state's spec holds instead of its variant (which keeps the
-/// head: holding it back would be a cycle, never freed).
-static NO_VARIANT: LazyLock<Arc<Effective>> =
-    LazyLock::new(|| Arc::new(Effective::new(Default::default())));
-
-pub(super) fn no_variant() -> Arc<Effective> {
-    NO_VARIANT.clone()
-}
-
-/// Heads kept per variant.
-const MAX_ENTRIES: usize = 16;
+/// Locks the table is split over.
+const SHARDS: usize = 16;
+/// Heads kept per shard.
+const PER_SHARD: usize = 32;
 /// The longest head kept (input bytes).
 pub(super) const MAX_HEAD: usize = 32 * 1024;
-/// Bytes of heads kept by every variant together.
+/// Bytes of heads kept together.
 const MAX_ALL: usize = 32 << 20;
 /// What an entry costs beyond its bytes (its state, handles).
 const PER_ENTRY: usize = 1024;
 
-/// Bytes kept by every variant's heads now.
+/// Bytes kept by the heads now.
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// One variant's remembered heads.
-#[derive(Default)]
-pub struct HeadMemo(Mutex<Vec<Arc<Head>>>);
+/// The heads, by shard.
+static TABLE: LazyLock<[Mutex<Vec<Arc<Head>>>; SHARDS]> =
+    LazyLock::new(|| std::array::from_fn(|_| Mutex::default()));
 
-impl std::fmt::Debug for HeadMemo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeadMemo")
-            .field("heads", &self.lock().len())
-            .finish()
-    }
-}
+/// What a kept state's spec holds instead of its variant: the table must
+/// not keep a variant (all its caches) alive.
+static NO_VARIANT: LazyLock<Arc<Effective>> =
+    LazyLock::new(|| Arc::new(Effective::new(Default::default())));
 
 /// A page's bytes up to where early exit handed over, what went out for
 /// them, and the page state there.
 pub(super) struct Head {
+    /// The variant's content address (its spec holds none).
+    variant: stamp_model::ticket::Hash,
     pub(super) input: Vec<u8>,
     pub(super) output: Vec<u8>,
     pub(super) state: State,
 }
 
 impl Head {
-    /// Whether this head read under `spec` gives what it gave.
-    fn reads_as(&self, spec: &RewriteSpec) -> bool {
-        self.state.spec.same_reading(spec, self.state.meta_seen)
+    pub(super) fn new(input: Vec<u8>, output: Vec<u8>, mut state: State) -> Head {
+        let variant = state.spec.effective.id;
+        state.spec.effective = NO_VARIANT.clone();
+        let head = Head {
+            variant,
+            input,
+            output,
+            state,
+        };
+        // Counted from here; its drop gives it back, kept or not.
+        HELD.fetch_add(head.cost(), Ordering::Relaxed);
+        head
     }
 
+    /// Whether this head read under `spec` gives what it gave.
+    fn reads_as(&self, spec: &RewriteSpec) -> bool {
+        self.variant == spec.effective.id
+            && self.state.spec.same_reading(spec, self.state.meta_seen)
+    }
+
+    /// What it holds: its buffers, and the state's own (the spec's
+    /// notice and live URL, the map text buffer, the report's reason).
     fn cost(&self) -> usize {
-        self.input.len() + self.output.len() + PER_ENTRY
+        let st = &self.state;
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        self.input.capacity()
+            + self.output.capacity()
+            + st.buf.capacity()
+            + text(&st.spec.notice)
+            + text(&st.spec.live)
+            + text(&st.report.map_left)
+            + PER_ENTRY
     }
 }
 
@@ -91,33 +111,46 @@ impl Drop for Head {
     }
 }
 
-impl HeadMemo {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Head>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// The shard of pages of `variant` at `page`.
+fn shard(
+    variant: &stamp_model::ticket::Hash,
+    page: &url::Url,
+) -> std::sync::MutexGuard<'static, Vec<Arc<Head>>> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    variant.hash(&mut h);
+    page.as_str().hash(&mut h);
+    TABLE[h.finish() as usize % SHARDS]
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
 
-    /// The head kept for `spec` (of this memo's variant) that `chunk`
-    /// begins with.
-    pub(super) fn find(&self, spec: &RewriteSpec, chunk: &[u8]) -> Option<Arc<Head>> {
-        self.lock()
-            .iter()
-            .find(|h| chunk.starts_with(&h.input) && h.reads_as(spec))
-            .cloned()
-    }
+/// The head kept for `spec` that `chunk` begins with (now the shard's
+/// last to go).
+pub(super) fn find(spec: &RewriteSpec, chunk: &[u8]) -> Option<Arc<Head>> {
+    let mut heads = shard(&spec.effective.id, &spec.page_url);
+    let at = heads
+        .iter()
+        .position(|h| chunk.starts_with(&h.input) && h.reads_as(spec))?;
+    let head = heads.remove(at);
+    heads.push(head.clone());
+    Some(head)
+}
 
-    /// Keeps `head`, in place of the one kept for its spec.
-    pub(super) fn keep(&self, head: Head) {
-        // Counted now; the head's drop gives it back, kept or not.
-        let cost = head.cost();
-        let all = HELD.fetch_add(cost, Ordering::Relaxed) + cost;
-        if head.input.len() > MAX_HEAD || all > MAX_ALL {
-            return;
-        }
-        let mut heads = self.lock();
-        heads.retain(|h| !h.reads_as(&head.state.spec));
-        if heads.len() >= MAX_ENTRIES {
-            heads.remove(0);
-        }
+/// Keeps `head`, in place of the one kept for its spec (its nonces aside:
+/// a page whose head changes replaces its own).
+pub(super) fn keep(head: Head) {
+    if head.input.len() > MAX_HEAD {
+        return;
+    }
+    let mut heads = shard(&head.variant, &head.state.spec.page_url);
+    heads.retain(|h| {
+        h.variant != head.variant || !h.state.spec.same_reading(&head.state.spec, false)
+    });
+    if heads.len() >= PER_SHARD {
+        heads.remove(0);
+    }
+    // `HELD` counts this head already (and no longer the one it replaced).
+    if HELD.load(Ordering::Relaxed) <= MAX_ALL {
         heads.push(Arc::new(head));
     }
 }
@@ -198,10 +231,11 @@ mod tests {
     use super::*;
     use crate::rewrite::PageRewriter;
 
-    fn spec(effective: &Arc<Effective>) -> RewriteSpec {
+    /// A spec for a page of this test's own (the table is the process's).
+    fn spec(effective: &Arc<Effective>, test: &str) -> RewriteSpec {
         RewriteSpec {
             effective: effective.clone(),
-            page_url: url::Url::parse("https://shop.example/").expect("a URL"),
+            page_url: url::Url::parse(&format!("https://shop.example/{test}")).expect("a URL"),
             nonce: None,
             max_map_bytes: 1 << 16,
             memory_limit_bytes: 1 << 22,
@@ -239,9 +273,10 @@ mod tests {
 
     #[test]
     fn the_second_view_of_a_head_is_not_read_and_is_the_same() {
+        const T: &str = "second-view";
         let effective = variant();
-        let first = view(spec(&effective), &format!("{HEAD}<p>one</p>"));
-        let second = view(spec(&effective), &format!("{HEAD}<p>two</p>"));
+        let first = view(spec(&effective, T), &format!("{HEAD}<p>one</p>"));
+        let second = view(spec(&effective, T), &format!("{HEAD}<p>two</p>"));
         assert!(!first.1 && second.1, "{first:?} {second:?}");
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         assert_eq!(
@@ -250,20 +285,68 @@ mod tests {
             "the same head out, then the page's own body"
         );
         // Another page URL, another reading: not the kept head.
-        let mut other = spec(&effective);
+        let mut other = spec(&effective, T);
         other.page_url = url::Url::parse("https://shop.example/deep/").expect("a URL");
         assert!(!view(other, &format!("{HEAD}<p>x</p>")).1);
         // A head that differs by a byte is read.
-        assert!(!view(spec(&effective), &HEAD.replace("g.js", "h.js")).1);
+        assert!(!view(spec(&effective, T), &HEAD.replace("g.js", "h.js")).1);
     }
 
     #[test]
     fn a_variant_with_kept_heads_is_freed() {
+        const T: &str = "freed";
         let effective = variant();
-        view(spec(&effective), &format!("{HEAD}<p>one</p>"));
-        assert!(view(spec(&effective), &format!("{HEAD}<p>one</p>")).1);
+        view(spec(&effective, T), &format!("{HEAD}<p>one</p>"));
+        assert!(view(spec(&effective, T), &format!("{HEAD}<p>one</p>")).1);
         let gone = Arc::downgrade(&effective);
         drop(effective);
         assert!(gone.upgrade().is_none(), "a kept head holds its variant");
+    }
+
+    #[test]
+    fn a_head_with_a_fresh_nonce_is_not_kept() {
+        const T: &str = "nonces";
+        let effective = variant();
+        // A nonce from the page's policy header: the same twice, still not
+        // kept (it is fresh on every real response).
+        let mut a = spec(&effective, T);
+        a.nonce = Some("n0nce".into());
+        view(a.clone(), &format!("{HEAD}<p>a</p>"));
+        assert!(!view(a, &format!("{HEAD}<p>a</p>")).1);
+        // A meta policy in the head, given the proxy's fresh nonce.
+        let meta = "<html><head><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\"><script type=module src=/src/g.js></script></head><body>";
+        let mut m = spec(&effective, T);
+        m.meta_csp = Some(crate::rewrite::MetaCsp {
+            script_nonce: "m3ta".into(),
+            script_hash: "'sha256-x'".into(),
+            style: None,
+        });
+        view(m.clone(), &format!("{meta}<p>m</p>"));
+        assert!(!view(m.clone(), &format!("{meta}<p>m</p>")).1);
+        // Without a meta policy in the head, its nonce writes nothing there.
+        view(m.clone(), &format!("{HEAD}<p>m</p>"));
+        if let Some(csp) = m.meta_csp.as_mut() {
+            csp.script_nonce = "other".into();
+        }
+        assert!(view(m, &format!("{HEAD}<p>m</p>")).1);
+    }
+
+    #[test]
+    fn a_kept_head_counts_what_it_holds() {
+        const T: &str = "cost";
+        let effective = variant();
+        // A first chunk much longer than the head.
+        let page = format!("{HEAD}{}", "<p>padding</p>".repeat(2000));
+        view(spec(&effective, T), &page);
+        let head = find(&spec(&effective, T), page.as_bytes()).expect("kept");
+        assert_eq!(head.input, HEAD.as_bytes());
+        assert!(
+            head.input.capacity() + head.output.capacity() + PER_ENTRY <= head.cost(),
+            "{} + {} held, {} counted",
+            head.input.capacity(),
+            head.output.capacity(),
+            head.cost()
+        );
+        assert!(head.cost() < 4 * 1024 + PER_ENTRY, "{}", head.cost());
     }
 }

@@ -91,6 +91,10 @@ impl HttpModuleBuilder for WholeLengthBuilder {
 /// The rewritten body has ended, `n` bytes in all: its header says so if
 /// it has not been written yet.
 pub fn body_ended(session: &mut Session, n: usize) {
+    // A HEAD's answer says nothing of a body it has not.
+    if session.req_header().method == http::Method::HEAD {
+        return;
+    }
     if let Some(m) = session.downstream_modules_ctx.get_mut::<WholeLength>() {
         if !m.header_done {
             m.length = Some(n);
