@@ -637,13 +637,41 @@ fn page_url(session: &Session, tls: bool) -> url::Url {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
-    let path = req.uri.path();
-    url::Url::parse(&format!("{scheme}://{host}{path}"))
+    page_url_of(scheme, host, req.uri.path())
+}
+
+/// `scheme://host/path` parsed (a host that does not parse: `localhost`).
+fn page_url_of(scheme: &str, host: &str, path: &str) -> url::Url {
+    let text = format!("{scheme}://{host}{path}");
+    // Parsing a host costs about a microsecond (IDNA), a page URL asked for
+    // again is a string compare away: the same text parses the same.
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::VecDeque<(String, url::Url)>> =
+            const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+    }
+    const SEEN_MAX: usize = 64;
+    if let Some(url) = SEEN.with_borrow(|seen| {
+        seen.iter()
+            .find(|(t, _)| *t == text)
+            .map(|(_, url)| url.clone())
+    }) {
+        return url;
+    }
+    let url = url::Url::parse(&text)
         .or_else(|_| url::Url::parse(&format!("{scheme}://localhost{path}")))
         .unwrap_or_else(|_| {
             #[allow(clippy::unwrap_used)] // a constant URL
             url::Url::parse("http://localhost/").unwrap()
-        })
+        });
+    if text.len() <= 512 {
+        SEEN.with_borrow_mut(|seen| {
+            if seen.len() >= SEEN_MAX {
+                seen.pop_back();
+            }
+            seen.push_front((text, url.clone()));
+        });
+    }
+    url
 }
 
 /// The origin's body does not decode as its `Content-Encoding` says. The
@@ -670,4 +698,33 @@ fn is_html(resp: &ResponseHeader) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_url_of;
+
+    #[test]
+    fn a_page_url_asked_for_again_is_the_same_and_hosts_never_mix() {
+        for _ in 0..3 {
+            assert_eq!(
+                page_url_of("https", "Shop.Example:443", "/a/../b").as_str(),
+                "https://shop.example/b"
+            );
+            assert_eq!(
+                page_url_of("http", "other.example", "/b").as_str(),
+                "http://other.example/b"
+            );
+            // A host that does not parse: the page is localhost's, every time.
+            assert_eq!(
+                page_url_of("http", "bad host", "/b").as_str(),
+                "http://localhost/b"
+            );
+        }
+        // More pages than are remembered: each is still its own.
+        for i in 0..200 {
+            let url = page_url_of("http", &format!("h{i}.example"), "/p");
+            assert_eq!(url.host_str(), Some(format!("h{i}.example").as_str()));
+        }
+    }
 }
