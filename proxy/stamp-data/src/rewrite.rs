@@ -2174,7 +2174,7 @@ mod tests {
     use super::*;
     use stamp_model::ticket::{Hash, ModuleRef, OverrideSet};
 
-    fn eff(paths: &[&str]) -> Arc<Effective> {
+    pub(super) fn eff(paths: &[&str]) -> Arc<Effective> {
         let mut set = OverrideSet::new();
         for p in paths {
             set.insert(
@@ -2189,7 +2189,7 @@ mod tests {
         Arc::new(Effective::new(set))
     }
 
-    fn spec(paths: &[&str]) -> RewriteSpec {
+    pub(super) fn spec(paths: &[&str]) -> RewriteSpec {
         RewriteSpec {
             effective: eff(paths),
             page_url: Url::parse("http://app.test/shop/").unwrap(),

@@ -456,6 +456,30 @@ fn early_exit_matches_the_full_rewriter_after_a_real_head() {
     tally.assert_none_failed();
 }
 
+/// `page` in pieces, the first holding at least its `head` bytes (as from
+/// an origin that sends a page at once), the rest split at random.
+fn first_holds<'a>(rng: &mut StdRng, page: &'a [u8], head: usize) -> Vec<&'a [u8]> {
+    let at = rng.random_range(head..=page.len());
+    let mut pieces = vec![&page[..at]];
+    pieces.extend(random_split(rng, &page[at..]));
+    pieces
+}
+
+/// One view through the proxy's rewriter, which remembers heads, compared
+/// with the whole-page rewriter and counted: 1 if it began with a
+/// remembered head.
+fn remembering_view(
+    tally: &mut Tally,
+    name: &str,
+    spec: &RewriteSpec,
+    page: &[u8],
+    pieces: &[&[u8]],
+) -> usize {
+    let (compared, hit) = compare(name, spec, page, pieces, PageRewriter::new(spec.clone()));
+    tally.add(compared);
+    usize::from(hit)
+}
+
 /// The proxy's rewriter remembers heads (see `memo`): views of pages that
 /// share a head, under every variant, each page in random pieces or in one,
 /// give the whole-page rewriter's bytes and report, whether the page began
@@ -491,18 +515,12 @@ fn remembered_heads_match_the_full_rewriter() {
                 let pieces = if rng.random_bool(0.5) {
                     random_split(&mut rng, &page)
                 } else {
-                    let at = rng.random_range(head.len()..=page.len());
-                    let mut pieces = vec![&page[..at]];
-                    pieces.extend(random_split(&mut rng, &page[at..]));
-                    pieces
+                    first_holds(&mut rng, &page, head.len())
                 };
                 let mut spec = spec.clone();
                 // Its own pages: the table is the process's.
                 spec.page_url = Url::parse("https://shop.example/remembered").expect("a URL");
-                let made = PageRewriter::new(spec.clone());
-                let (compared, hit) = compare(name, &spec, &page, &pieces, made);
-                tally.add(compared);
-                remembered += usize::from(hit);
+                remembered += remembering_view(&mut tally, name, &spec, &page, &pieces);
             }
         }
     }
@@ -555,13 +573,8 @@ fn remembered_heads_take_each_views_meta_nonces() {
                 );
                 page.extend(random_page(&mut rng));
                 page.extend(b"<script type=module src=/src/app.js></script>");
-                let at = rng.random_range(head.len()..=page.len());
-                let mut pieces = vec![&page[..at]];
-                pieces.extend(random_split(&mut rng, &page[at..]));
-                let made = PageRewriter::new(spec.clone());
-                let (compared, hit) = compare("fresh nonces", &spec, &page, &pieces, made);
-                tally.add(compared);
-                remembered += usize::from(hit);
+                let pieces = first_holds(&mut rng, &page, head.len());
+                remembered += remembering_view(&mut tally, "fresh nonces", &spec, &page, &pieces);
             }
         }
     }

@@ -233,20 +233,10 @@ mod tests {
 
     /// A spec for a page of this test's own (the table is the process's).
     fn spec(effective: &Arc<Effective>, test: &str) -> RewriteSpec {
-        RewriteSpec {
-            effective: effective.clone(),
-            page_url: url::Url::parse(&format!("https://shop.example/{test}")).expect("a URL"),
-            nonce: None,
-            max_map_bytes: 1 << 16,
-            memory_limit_bytes: 1 << 22,
-            probe: None,
-            live: None,
-            meta_csp: None,
-            asset_origins: Arc::from(Vec::<String>::new()),
-            base_uri: Vec::new(),
-            encoding: Some(encoding_rs::UTF_8),
-            notice: None,
-        }
+        let mut spec = crate::rewrite::tests::spec(&[]);
+        spec.effective = effective.clone();
+        spec.page_url = url::Url::parse(&format!("https://shop.example/{test}")).expect("a URL");
+        spec
     }
 
     fn view(spec: RewriteSpec, page: &str) -> (Vec<u8>, bool) {
@@ -259,16 +249,7 @@ mod tests {
     const HEAD: &str = "<html><head><script type=importmap>{\"imports\":{\"g\":\"/src/g.js\"}}</script></head><body>";
 
     fn variant() -> Arc<Effective> {
-        let mut set = stamp_model::ticket::OverrideSet::new();
-        set.insert(
-            "/src/g.js".into(),
-            stamp_model::ticket::ModuleRef {
-                path: "/src/g.js".into(),
-                hash: stamp_model::ticket::Hash::of(b"g"),
-                size: 1,
-            },
-        );
-        Arc::new(Effective::new(set))
+        crate::rewrite::tests::eff(&["/src/g.js"])
     }
 
     #[test]
