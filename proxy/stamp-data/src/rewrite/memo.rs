@@ -16,14 +16,17 @@
 //! only if something after `<body>` must be read (it is then given the
 //! kept bytes first, its output dropped, so it stands where it would).
 //!
-//! A head that changes on every view (a CSRF token in a `<meta>`, a
-//! per-response nonce) never matches: it is read as before, and replaces
-//! the one kept for its spec. Only a first chunk that holds the whole kept
-//! head can match, so a page that streams its head is read as it comes.
-//! One table for the process, in [`SHARDS`] locks chosen by the variant's
-//! content address and the page's URL: at most [`PER_SHARD`] heads each
-//! (the oldest goes), of at most [`MAX_HEAD`] bytes, and [`MAX_ALL`] bytes
-//! together. A variant is named by its content address, so a head stays
+//! A head that changes on every view (a CSRF token in a `<meta>`) never
+//! matches: it is read as before, and replaces the one kept for its spec.
+//! A head whose output carries a nonce fresh on every response (the
+//! page's policy header, a meta policy in the head) is not kept at all
+//! (`PageRewriter::new`, `PageRewriter::remember`). Only a first chunk
+//! that holds the whole kept head can match, so a page that streams its
+//! head is read as it comes. One table for the process, in [`SHARDS`]
+//! locks chosen by the variant's content address and the page's URL: at
+//! most [`PER_SHARD`] heads each (the least recently used goes), of at
+//! most [`MAX_HEAD`] bytes, and [`MAX_ALL`] bytes together (what they
+//! hold). A variant is named by its content address, so a head stays
 //! good across snapshots that leave the variant as it was. Tested against
 //! the whole-page rewriter byte for byte, pages sharing a head included
 //! (`differential::remembered_heads_match_the_full_rewriter`, the fuzz
