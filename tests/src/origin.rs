@@ -105,6 +105,11 @@ impl Route {
         }
     }
 
+    /// A JavaScript file.
+    pub fn js(body: &str) -> Route {
+        Route::bytes("text/javascript", body.as_bytes().to_vec())
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Route {
         self.headers.push((name.into(), value.into()));
         self

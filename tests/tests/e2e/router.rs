@@ -199,7 +199,7 @@ async fn writes_from_another_site_are_refused_even_in_open_mode() {
 #[tokio::test]
 async fn the_settlers_changes_reach_hooks_and_history() {
     let origin = Origin::start().unwrap();
-    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    let js = Route::js;
     origin.route("/src/a.js", js("export default 'origin v1';"));
     let sink = stamp_tests::fakes::FakeReceiver::start("hook-secret").unwrap();
     let repo = tempfile::tempdir().unwrap();

@@ -1024,7 +1024,7 @@ async fn identical_files_are_told_apart_on_the_badge() {
 #[tokio::test]
 async fn scripts_an_app_inserts_at_runtime_are_the_tickets() {
     let origin = Origin::start().unwrap();
-    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    let js = Route::js;
     origin.route(
         "/",
         Route::html(
@@ -1122,7 +1122,7 @@ async fn scripts_an_app_inserts_at_runtime_are_the_tickets() {
 /// What the worker tests' origins serve under `/src/`: the module a module
 /// worker imports, and a classic worker with the file it imports.
 fn worker_sources(origin: &Origin) {
-    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    let js = Route::js;
     origin.route(
         "/src/calc.js",
         js("export const calc = () => 'production calc';\n"),
@@ -1151,7 +1151,7 @@ const WORKER_TICKET: [(&str, &str); 2] = [
 #[tokio::test]
 async fn workers_run_the_tickets_code_and_say_so() {
     let origin = Origin::start().unwrap();
-    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    let js = Route::js;
     origin.route(
         "/",
         Route::html(
@@ -1239,7 +1239,7 @@ async fn workers_run_the_tickets_code_and_say_so() {
 #[tokio::test]
 async fn a_workers_report_reaches_only_the_page_that_started_it() {
     let origin = Origin::start().unwrap();
-    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    let js = Route::js;
     origin.route(
         "/",
         Route::html(
@@ -1304,7 +1304,7 @@ async fn a_workers_report_reaches_only_the_page_that_started_it() {
 #[tokio::test]
 async fn worklets_run_the_tickets_code() {
     let origin = Origin::start().unwrap();
-    let js = |body: &str| Route::bytes("text/javascript", body.as_bytes().to_vec());
+    let js = Route::js;
     origin.route(
         "/",
         Route::html(
