@@ -823,13 +823,13 @@ impl PageRewriter {
     fn resume_after(&mut self, head: Arc<memo::Head>) {
         {
             let mut st = lock(&self.state);
-            let bytes_in = st.report.bytes_in;
-            let spec = st.spec.clone();
-            *st = head.state.clone();
-            // The kept state's spec reads the same, but holds no variant.
-            st.spec = spec;
-            st.report.bytes_in = bytes_in;
-            st.report.bytes_out = 0;
+            let mut kept = head.state.clone();
+            // The kept state's spec reads the same, but holds no variant:
+            // the page keeps its own.
+            std::mem::swap(&mut kept.spec, &mut st.spec);
+            kept.report.bytes_in = st.report.bytes_in;
+            kept.report.bytes_out = 0;
+            *st = kept;
         }
         self.out.lock().push(&head.output);
         self.lead = None;
