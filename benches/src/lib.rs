@@ -118,7 +118,9 @@ pub fn spec(n: usize) -> RewriteSpec {
     });
     RewriteSpec {
         effective,
-        page_url: url::Url::parse("https://shop.example/").unwrap_or_else(|_| unreachable!()),
+        page_url: url::Url::parse("https://shop.example/")
+            .unwrap_or_else(|_| unreachable!())
+            .into(),
         nonce: None,
         max_map_bytes: 1 << 20,
         memory_limit_bytes: 8 << 20,

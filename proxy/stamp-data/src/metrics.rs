@@ -150,6 +150,32 @@ pub static ORIGIN_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Adds one to `outcomes`' counter for `label`, looked up once per thread:
+/// a labelled lookup hashes its label and takes a lock, every time. For
+/// the fixed labels of the data path (never removed), not for labels named
+/// by users (a ticket's key).
+pub fn count(outcomes: &'static LazyLock<IntCounterVec>, label: &'static str) {
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<(usize, &'static str, IntCounter)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// More distinct labels than the data path has: the rest are looked up.
+    const SEEN_MAX: usize = 64;
+    let vec: &'static IntCounterVec = outcomes;
+    let id = std::ptr::from_ref(vec) as usize;
+    SEEN.with_borrow_mut(|seen| {
+        if let Some((_, _, c)) = seen.iter().find(|(v, l, _)| *v == id && *l == label) {
+            c.inc();
+            return;
+        }
+        let c = vec.with_label_values(&[label]);
+        c.inc();
+        if seen.len() < SEEN_MAX {
+            seen.push((id, label, c));
+        }
+    });
+}
+
 /// Renders every registered metric in the Prometheus text format.
 pub fn render() -> Vec<u8> {
     // Touch the lazies so a scrape lists them even before first use.
@@ -244,5 +270,40 @@ pub fn rollouts_now(rolling: &[(String, u8)]) {
             let _ = ROLLOUT_ERRING_VIEWS.remove_label_values(&[key.as_str(), side]);
         }
         seen.remove(&key);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_outcomes_reach_the_registered_series() {
+        // Labels no other test counts: tests run side by side.
+        for _ in 0..3 {
+            count(&PAGE_CACHE, "test-counted");
+        }
+        // Another vector with the same label is its own series.
+        count(&REWRITES, "test-counted");
+        assert_eq!(PAGE_CACHE.with_label_values(&["test-counted"]).get(), 3);
+        assert_eq!(REWRITES.with_label_values(&["test-counted"]).get(), 1);
+        // From another thread too, and past the per-thread table's size.
+        std::thread::spawn(|| {
+            let labels: Vec<&'static str> = (0..70)
+                .map(|i| &*Box::leak(format!("test-counted-{i}").into_boxed_str()))
+                .collect();
+            for l in &labels {
+                count(&REWRITES, l);
+                count(&REWRITES, l);
+            }
+            for l in &labels {
+                assert_eq!(REWRITES.with_label_values(&[l]).get(), 2, "{l}");
+            }
+            count(&PAGE_CACHE, "test-counted");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(PAGE_CACHE.with_label_values(&["test-counted"]).get(), 4);
     }
 }

@@ -11,10 +11,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use quick_cache::sync::Cache;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use prometheus::IntCounter;
 
 use crate::internal::respond;
 use crate::metrics;
@@ -94,14 +92,12 @@ impl ModuleServer {
 
     /// A body by hash: from the cache, else from the store (and cached).
     pub async fn body(&self, hash: &Hash) -> std::result::Result<Option<Bytes>, String> {
-        static HIT: LazyLock<IntCounter> =
-            LazyLock::new(|| metrics::MODULE_CACHE.with_label_values(&["hit"]));
         if let Some(b) = self.cell.load().pinned.get(hash) {
-            HIT.inc();
+            metrics::count(&metrics::MODULE_CACHE, "hit");
             return Ok(Some(b.clone()));
         }
         if let Some(b) = self.cache.get(hash) {
-            HIT.inc();
+            metrics::count(&metrics::MODULE_CACHE, "hit");
             return Ok(Some(b));
         }
         match self.store.get_module(hash).await {
@@ -112,12 +108,12 @@ impl ModuleServer {
                     stamp_store::metrics::STORE_ERRORS.inc();
                     return Err(format!("stored body of {hash} does not match its hash"));
                 }
-                metrics::MODULE_CACHE.with_label_values(&["miss"]).inc();
+                metrics::count(&metrics::MODULE_CACHE, "miss");
                 self.cache.insert(*hash, body.clone());
                 Ok(Some(body))
             }
             Ok(None) => {
-                metrics::MODULE_CACHE.with_label_values(&["unknown"]).inc();
+                metrics::count(&metrics::MODULE_CACHE, "unknown");
                 Ok(None)
             }
             Err(e) => {

@@ -157,7 +157,7 @@ impl Fill {
     pub fn push(&mut self, chunk: &Bytes) -> bool {
         self.len += chunk.len();
         if self.len > self.max {
-            metrics::PAGE_CACHE.with_label_values(&["too-large"]).inc();
+            metrics::count(&metrics::PAGE_CACHE, "too-large");
             return false;
         }
         if !chunk.is_empty() {
@@ -230,7 +230,7 @@ impl PageCache {
         self.follow(version);
         let hit = cache.get(key).filter(|e| e.version == version);
         if hit.is_none() {
-            metrics::PAGE_CACHE.with_label_values(&["miss"]).inc();
+            metrics::count(&metrics::PAGE_CACHE, "miss");
         }
         hit
     }
@@ -259,7 +259,7 @@ impl PageCache {
                 max: self.max_entry,
             }),
             Err(reason) => {
-                metrics::PAGE_CACHE.with_label_values(&[reason]).inc();
+                metrics::count(&metrics::PAGE_CACHE, reason);
                 None
             }
         }
@@ -296,17 +296,18 @@ impl PageCache {
             nonce_at,
         };
         cache.insert(fill.key, Arc::new(entry));
-        metrics::PAGE_CACHE.with_label_values(&["store"]).inc();
+        metrics::count(&metrics::PAGE_CACHE, "store");
         metrics::PAGE_CACHE_BYTES.set(i64::try_from(cache.weight()).unwrap_or(i64::MAX));
     }
 }
 
-fn directives(h: &http::HeaderMap, name: HeaderName) -> impl Iterator<Item = String> + '_ {
+/// A header's comma-separated items, trimmed (compare them ignoring case).
+fn directives(h: &http::HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> + '_ {
     h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase())
+        .map(str::trim)
 }
 
 /// Whether the origin's answer may be stored, with its validators; else
@@ -323,9 +324,9 @@ pub fn storable(
     }
     let h = &resp.headers;
     if directives(h, header::CACHE_CONTROL).any(|d| {
-        let name = d.split('=').next().unwrap_or("").trim().to_string();
-        name == "no-store" || name == "private"
-    }) || directives(h, header::PRAGMA).any(|d| d == "no-cache")
+        let name = d.split('=').next().unwrap_or("").trim();
+        name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("private")
+    }) || directives(h, header::PRAGMA).any(|d| d.eq_ignore_ascii_case("no-cache"))
     {
         return Err("uncacheable-directive");
     }
@@ -345,7 +346,9 @@ pub fn storable(
     if nonced("content-security-policy") || nonced("content-security-policy-report-only") {
         return Err("uncacheable-nonce");
     }
-    if directives(h, header::VARY).any(|d| !d.is_empty() && d != "accept-encoding") {
+    if directives(h, header::VARY)
+        .any(|d| !d.is_empty() && !d.eq_ignore_ascii_case("accept-encoding"))
+    {
         return Err("uncacheable-vary");
     }
     if h.contains_key(header::CONTENT_RANGE) {
@@ -431,6 +434,10 @@ mod tests {
                 "uncacheable-directive",
             ),
             (
+                &[("etag", "\"v1\""), ("pragma", "No-Cache")],
+                "uncacheable-directive",
+            ),
+            (
                 &[
                     ("etag", "\"v1\""),
                     ("content-security-policy", "script-src 'NONCE-abc'"),
@@ -464,8 +471,10 @@ mod tests {
                 "{headers:?}"
             );
         }
-        let fine_vary = resp(&[("etag", "\"v1\""), ("vary", "accept-encoding")]);
-        assert!(storable(&req(), &fine_vary).is_ok());
+        for vary in ["accept-encoding", " Accept-Encoding ,"] {
+            let fine_vary = resp(&[("etag", "\"v1\""), ("vary", vary)]);
+            assert!(storable(&req(), &fine_vary).is_ok(), "{vary}");
+        }
         let mut authorized = req();
         authorized
             .insert_header("authorization", "Bearer x")

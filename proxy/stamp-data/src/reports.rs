@@ -186,7 +186,7 @@ impl Reports {
             return Err(Refusal::UnknownTicket);
         };
         if !self.admit(client) {
-            metrics::REPORTS.with_label_values(&["limited"]).inc();
+            metrics::count(&metrics::REPORTS, "limited");
             return Err(Refusal::Limited);
         }
         let record = report.record(key, ticket.stage, now_ms());
@@ -194,9 +194,9 @@ impl Reports {
             metrics::rollout_view(&record);
         }
         match self.tx.try_send(record) {
-            Ok(()) => metrics::REPORTS.with_label_values(&["accepted"]).inc(),
+            Ok(()) => metrics::count(&metrics::REPORTS, "accepted"),
             // A store that cannot keep up loses reports, never requests.
-            Err(_) => metrics::REPORTS.with_label_values(&["dropped"]).inc(),
+            Err(_) => metrics::count(&metrics::REPORTS, "dropped"),
         }
         Ok(())
     }

@@ -97,7 +97,7 @@ static BASE_SELECTOR: LazyLock<Selector> = LazyLock::new(|| selector("base"));
 pub struct RewriteSpec {
     pub effective: Arc<Effective>,
     /// The page's URL, to resolve relative specifiers and `src`s.
-    pub page_url: Url,
+    pub page_url: Arc<Url>,
     /// The nonce for the map element (from the CSP plan).
     pub nonce: Option<String>,
     pub max_map_bytes: usize,
@@ -2192,7 +2192,7 @@ mod tests {
     pub(super) fn spec(paths: &[&str]) -> RewriteSpec {
         RewriteSpec {
             effective: eff(paths),
-            page_url: Url::parse("http://app.test/shop/").unwrap(),
+            page_url: Url::parse("http://app.test/shop/").unwrap().into(),
             nonce: None,
             max_map_bytes: 4096,
             memory_limit_bytes: 1 << 20,
@@ -2865,7 +2865,9 @@ mod tests {
     /// with the `<base href>` such apps carry (Angular's, a router's).
     fn at_a_deep_link(paths: &[&str]) -> RewriteSpec {
         let mut s = spec(paths);
-        s.page_url = Url::parse("http://app.test/app/settings/profile").unwrap();
+        s.page_url = Url::parse("http://app.test/app/settings/profile")
+            .unwrap()
+            .into();
         s
     }
 

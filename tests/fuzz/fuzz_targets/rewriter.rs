@@ -14,7 +14,7 @@ fn spec() -> RewriteSpec {
     let set = common::overrides(&["/src/app.js", "/src/lib/greet.js", "/assets/site.css"]);
     RewriteSpec {
         effective: Arc::new(Effective::new(set)),
-        page_url: url::Url::parse("https://shop.example/").unwrap(),
+        page_url: url::Url::parse("https://shop.example/").unwrap().into(),
         nonce: Some("fuzz-nonce".into()),
         max_map_bytes: 1 << 16,
         memory_limit_bytes: 1 << 20,

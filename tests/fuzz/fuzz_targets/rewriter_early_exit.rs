@@ -19,7 +19,7 @@ fn spec(ticket: bool) -> RewriteSpec {
     let set = common::overrides(&["/src/app.js", "/src/lib/greet.js", "/assets/site.css"]);
     let mut spec = RewriteSpec {
         effective: Arc::new(Effective::new(set)),
-        page_url: url::Url::parse("https://shop.example/").unwrap(),
+        page_url: url::Url::parse("https://shop.example/").unwrap().into(),
         nonce: None,
         max_map_bytes: 1 << 16,
         memory_limit_bytes: 1 << 22,

@@ -167,7 +167,7 @@ fn overrides(paths: &[&str]) -> OverrideSet {
 fn base(paths: &[&str]) -> RewriteSpec {
     RewriteSpec {
         effective: Arc::new(Effective::new(overrides(paths))),
-        page_url: Url::parse("https://shop.example/").expect("a URL"),
+        page_url: Url::parse("https://shop.example/").expect("a URL").into(),
         nonce: None,
         max_map_bytes: 1 << 16,
         memory_limit_bytes: 1 << 22,
@@ -519,7 +519,9 @@ fn remembered_heads_match_the_full_rewriter() {
                 };
                 let mut spec = spec.clone();
                 // Its own pages: the table is the process's.
-                spec.page_url = Url::parse("https://shop.example/remembered").expect("a URL");
+                spec.page_url = Url::parse("https://shop.example/remembered")
+                    .expect("a URL")
+                    .into();
                 remembered += remembering_view(&mut tally, name, &spec, &page, &pieces);
             }
         }
@@ -543,7 +545,9 @@ fn remembered_heads_take_each_views_meta_nonces() {
         .into_iter()
         .find(|(n, _)| *n == "ticket, meta policy")
         .expect("the variant");
-    meta.page_url = Url::parse("https://shop.example/meta-nonces").expect("a URL");
+    meta.page_url = Url::parse("https://shop.example/meta-nonces")
+        .expect("a URL")
+        .into();
     let mut undeclared = meta.clone();
     undeclared.encoding = None;
     let heads = [

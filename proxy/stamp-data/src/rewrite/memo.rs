@@ -238,7 +238,9 @@ mod tests {
     fn spec(effective: &Arc<Effective>, test: &str) -> RewriteSpec {
         let mut spec = crate::rewrite::tests::spec(&[]);
         spec.effective = effective.clone();
-        spec.page_url = url::Url::parse(&format!("https://shop.example/{test}")).expect("a URL");
+        spec.page_url = url::Url::parse(&format!("https://shop.example/{test}"))
+            .expect("a URL")
+            .into();
         spec
     }
 
@@ -270,7 +272,9 @@ mod tests {
         );
         // Another page URL, another reading: not the kept head.
         let mut other = spec(&effective, T);
-        other.page_url = url::Url::parse("https://shop.example/deep/").expect("a URL");
+        other.page_url = url::Url::parse("https://shop.example/deep/")
+            .expect("a URL")
+            .into();
         assert!(!view(other, &format!("{HEAD}<p>x</p>")).1);
         // A head that differs by a byte is read.
         assert!(!view(spec(&effective, T), &HEAD.replace("g.js", "h.js")).1);

@@ -233,9 +233,7 @@ impl StampProxy {
                     keep.as_deref().unwrap_or("private, no-cache"),
                 )?;
                 resp.insert_header(INFO_HEADER, "map; not modified")?;
-                metrics::REWRITES
-                    .with_label_values(&["external-map-unchanged"])
-                    .inc();
+                metrics::count(&metrics::REWRITES, "external-map-unchanged");
                 return Ok(());
             }
         }
@@ -327,12 +325,12 @@ impl StampProxy {
             let page = page_url(session, s.cfg.tls);
             match map.finish(&page, max) {
                 Ok(out) => {
-                    metrics::REWRITES.with_label_values(&["external-map"]).inc();
+                    metrics::count(&metrics::REWRITES, "external-map");
                     *body = Some(Bytes::from(out));
                 }
                 Err(reason) => {
                     log::warn!(request_id:% = id; "external import map not merged: {reason}");
-                    metrics::REWRITES.with_label_values(&["map-invalid"]).inc();
+                    metrics::count(&metrics::REWRITES, "map-invalid");
                     map.failure = Some(reason.clone());
                     return Err(Error::explain(ErrorType::Custom(BAD_MAP), reason));
                 }

@@ -620,7 +620,7 @@ fn add_vary_cookie(resp: &mut ResponseHeader) {
 
 /// The page's absolute URL as the browser sees it, for resolving relative
 /// URLs in the page. Falls back to a neutral host when Host is unusable.
-fn page_url(session: &Session, tls: bool) -> url::Url {
+fn page_url(session: &Session, tls: bool) -> Arc<url::Url> {
     let req = session.req_header();
     let forwarded_https = req
         .headers
@@ -641,28 +641,38 @@ fn page_url(session: &Session, tls: bool) -> url::Url {
 }
 
 /// `scheme://host/path` parsed (a host that does not parse: `localhost`).
-fn page_url_of(scheme: &str, host: &str, path: &str) -> url::Url {
-    let text = format!("{scheme}://{host}{path}");
+fn page_url_of(scheme: &str, host: &str, path: &str) -> Arc<url::Url> {
     // Parsing a host costs about a microsecond (IDNA), a page URL asked for
-    // again is a string compare away: the same text parses the same.
+    // again is a compare away: the same text parses the same.
     thread_local! {
-        static SEEN: std::cell::RefCell<std::collections::VecDeque<(String, url::Url)>> =
+        static SEEN: std::cell::RefCell<std::collections::VecDeque<(String, Arc<url::Url>)>> =
             const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
     }
     const SEEN_MAX: usize = 64;
+    let is_text = |t: &str| {
+        let (t, s) = (t.as_bytes(), scheme.len());
+        t.len() == s + 3 + host.len() + path.len()
+            && t.starts_with(scheme.as_bytes())
+            && t[s..].starts_with(b"://")
+            && t[s + 3..].starts_with(host.as_bytes())
+            && t.ends_with(path.as_bytes())
+    };
     if let Some(url) = SEEN.with_borrow(|seen| {
         seen.iter()
-            .find(|(t, _)| *t == text)
+            .find(|(t, _)| is_text(t))
             .map(|(_, url)| url.clone())
     }) {
         return url;
     }
-    let url = url::Url::parse(&text)
-        .or_else(|_| url::Url::parse(&format!("{scheme}://localhost{path}")))
-        .unwrap_or_else(|_| {
-            #[allow(clippy::unwrap_used)] // a constant URL
-            url::Url::parse("http://localhost/").unwrap()
-        });
+    let text = format!("{scheme}://{host}{path}");
+    let url = Arc::new(
+        url::Url::parse(&text)
+            .or_else(|_| url::Url::parse(&format!("{scheme}://localhost{path}")))
+            .unwrap_or_else(|_| {
+                #[allow(clippy::unwrap_used)] // a constant URL
+                url::Url::parse("http://localhost/").unwrap()
+            }),
+    );
     if text.len() <= 512 {
         SEEN.with_borrow_mut(|seen| {
             if seen.len() >= SEEN_MAX {
@@ -679,9 +689,7 @@ fn page_url_of(scheme: &str, host: &str, path: &str) -> url::Url {
 /// broken transfer, never a complete-looking empty or truncated page).
 fn broken_encoding(e: &dyn std::fmt::Display) -> Box<Error> {
     log::warn!("aborting a page whose origin encoding is broken: {e}");
-    metrics::REWRITES
-        .with_label_values(&["broken-encoding"])
-        .inc();
+    metrics::count(&metrics::REWRITES, "broken-encoding");
     Error::create(
         ErrorType::Custom(BROKEN_ENCODING),
         ErrorSource::Upstream,
@@ -721,6 +729,20 @@ mod tests {
                 "http://localhost/b"
             );
         }
+        // The same text split elsewhere between host and path (a Host
+        // header may hold a slash) is the same URL, as it parses the same.
+        assert_eq!(
+            page_url_of("http", "a.example/b", "/c").as_str(),
+            page_url_of("http", "a.example", "/b/c").as_str(),
+        );
+        assert_eq!(
+            page_url_of("http", "a.example", "/b/c").as_str(),
+            "http://a.example/b/c"
+        );
+        assert_eq!(
+            page_url_of("https", "a.example", "/b").as_str(),
+            "https://a.example/b"
+        );
         // More pages than are remembered: each is still its own.
         for i in 0..200 {
             let url = page_url_of("http", &format!("h{i}.example"), "/p");

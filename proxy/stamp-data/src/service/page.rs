@@ -106,7 +106,7 @@ impl StampProxy {
         let hit = match page.cached.take() {
             Some(entry) if resp.status.as_u16() == 304 => Some(entry),
             Some(_) => {
-                metrics::PAGE_CACHE.with_label_values(&["changed"]).inc();
+                metrics::count(&metrics::PAGE_CACHE, "changed");
                 None
             }
             None => None,
@@ -128,7 +128,7 @@ impl StampProxy {
             if session.req_header().version != http::Version::HTTP_2 {
                 resp.set_version(http::Version::HTTP_11);
             }
-            metrics::PAGE_CACHE.with_label_values(&["hit"]).inc();
+            metrics::count(&metrics::PAGE_CACHE, "hit");
             for cookie in &ctx.sel.set_cookie {
                 resp.append_header(header::SET_COOKIE, cookie.as_str())?;
             }
@@ -206,7 +206,7 @@ impl StampProxy {
                     "{} not rewritten: {reason}",
                     session.req_header().uri.path()
                 );
-                metrics::REWRITES.with_label_values(&["skipped"]).inc();
+                metrics::count(&metrics::REWRITES, "skipped");
                 resp.insert_header(INFO_HEADER, format!("unchanged; reason=\"{reason}\""))?;
             }
         }
@@ -267,9 +267,7 @@ impl StampProxy {
         }
         if end_of_stream {
             let report = active.rewriter.report();
-            metrics::REWRITES
-                .with_label_values(&[report.outcome()])
-                .inc();
+            metrics::count(&metrics::REWRITES, report.outcome());
             metrics::REWRITE_BYTES_IN.inc_by(report.bytes_in);
             metrics::REWRITE_BYTES_PARSED.inc_by(active.rewriter.bytes_parsed());
             if active.rewriter.head_remembered() {
