@@ -25,8 +25,6 @@ use crate::probe;
 use crate::rewrite::{MetaCsp, PageRewriter, ProbeSpec, RewriteSpec};
 use crate::select::View;
 
-const CSP_REPORT_ONLY: &str = "content-security-policy-report-only";
-
 impl StampProxy {
     /// What the stamped page of this request depends on, besides the
     /// origin's bytes.
@@ -344,7 +342,7 @@ impl StampProxy {
             (false, false) => None,
         };
         let fresh = csp::fresh_nonce();
-        let all = |name: &str| -> Vec<String> {
+        let all = |name: &header::HeaderName| -> Vec<String> {
             resp.headers
                 .get_all(name)
                 .iter()
@@ -352,10 +350,10 @@ impl StampProxy {
                 .collect()
         };
         // The origin's own policies, before the proxy's nonces are added.
-        let enforced = all(header::CONTENT_SECURITY_POLICY.as_str());
+        let enforced = all(&header::CONTENT_SECURITY_POLICY);
         let policies = csp::page_policies(
             &enforced,
-            &all(CSP_REPORT_ONLY),
+            &all(&header::CONTENT_SECURITY_POLICY_REPORT_ONLY),
             scripts.as_deref(),
             notice.is_some().then(badge::style_hash),
             &fresh,
@@ -367,12 +365,12 @@ impl StampProxy {
                 session.req_header().uri.path()
             );
         }
+        replace_all(resp, &header::CONTENT_SECURITY_POLICY, &policies.enforce)?;
         replace_all(
             resp,
-            header::CONTENT_SECURITY_POLICY.as_str(),
-            &policies.enforce,
+            &header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+            &policies.report_only,
         )?;
-        replace_all(resp, CSP_REPORT_ONLY, &policies.report_only)?;
         let (nonce, style_nonce) = (policies.script_nonce, policies.style_nonce);
         // A `<meta>` policy in the page can only be given nonces that are
         // ours: the fresh one, when the headers did not settle on the page's.
@@ -521,7 +519,7 @@ fn declared_charset(
 /// there is something to send.
 fn replace_all(
     resp: &mut ResponseHeader,
-    name: &str,
+    name: &header::HeaderName,
     values: &Option<Vec<String>>,
 ) -> Result<(), String> {
     let Some(values) = values else {
@@ -529,7 +527,7 @@ fn replace_all(
     };
     resp.remove_header(name);
     for v in values {
-        resp.append_header(name.to_string(), v.as_str())
+        resp.append_header(name.clone(), v.as_str())
             .map_err(|e| format!("cannot write the {name} header: {e}"))?;
     }
     Ok(())
