@@ -13,6 +13,20 @@
 pub use stamp_model::ticket::View;
 use stamp_model::ticket::{Hash, KeyError, TicketKey, MODULE_PARAM};
 
+/// Request header names read on every request, made once: a name given as
+/// `&str` is parsed (checked, matched against the standard names) on every
+/// lookup.
+pub mod names {
+    use http::HeaderName;
+
+    pub static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+    pub static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+    pub static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+    pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+}
+
 /// Where a selection came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -508,7 +522,7 @@ pub fn shows_a_page(headers: &http::HeaderMap) -> bool {
             .get(name)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
     };
-    match headers.get("sec-fetch-mode") {
+    match headers.get(&names::SEC_FETCH_MODE) {
         None => true,
         Some(mode) if mode.as_bytes().eq_ignore_ascii_case(b"navigate") => true,
         Some(_) => {
@@ -524,7 +538,7 @@ pub fn shows_a_page(headers: &http::HeaderMap) -> bool {
 /// [`Source::Referer`]): `?dev=` or `?qa=` (and a share token) of the page
 /// the request came from, on this very host.
 pub fn from_referer(headers: &http::HeaderMap) -> Option<(Selection, Option<String>)> {
-    let site = headers.get("sec-fetch-site")?;
+    let site = headers.get(&names::SEC_FETCH_SITE)?;
     if !site.as_bytes().eq_ignore_ascii_case(b"same-origin") {
         return None;
     }
@@ -565,7 +579,7 @@ pub fn from_referer(headers: &http::HeaderMap) -> Option<(Selection, Option<Stri
 /// than `same-origin` or `none` (typed, bookmarked), or without fetch
 /// metadata a `Referer` whose host is not this one.
 pub fn from_another_site(headers: &http::HeaderMap, host: Option<&str>) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
+    if let Some(site) = headers.get(&names::SEC_FETCH_SITE) {
         let site = site.as_bytes();
         return !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none"));
     }
@@ -605,9 +619,9 @@ pub fn cookie_selects<'a>(
 /// `<object>` or `<embed>`): the page is shown inside another one.
 pub fn is_frame_navigation(headers: &http::HeaderMap) -> bool {
     headers
-        .get("sec-fetch-mode")
+        .get(&names::SEC_FETCH_MODE)
         .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(b"navigate"))
-        && headers.get("sec-fetch-dest").is_some_and(|d| {
+        && headers.get(&names::SEC_FETCH_DEST).is_some_and(|d| {
             let d = d.as_bytes();
             [
                 &b"iframe"[..],
@@ -625,10 +639,10 @@ pub fn is_frame_navigation(headers: &http::HeaderMap) -> bool {
 /// not a script, image or fetch): `Sec-Fetch-Mode: navigate`, or without
 /// fetch metadata an `Accept` that asks for HTML.
 pub fn is_navigation(headers: &http::HeaderMap) -> bool {
-    if let Some(mode) = headers.get("sec-fetch-mode") {
+    if let Some(mode) = headers.get(&names::SEC_FETCH_MODE) {
         return mode.as_bytes().eq_ignore_ascii_case(b"navigate")
             && headers
-                .get("sec-fetch-dest")
+                .get(&names::SEC_FETCH_DEST)
                 .is_none_or(|d| d.as_bytes().eq_ignore_ascii_case(b"document"));
     }
     headers

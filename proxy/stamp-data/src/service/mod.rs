@@ -48,7 +48,7 @@ use crate::metrics;
 use crate::modules::ModuleServer;
 use crate::pagecache::PageCache;
 use crate::reports::Reports;
-use crate::select;
+use crate::select::{self, names};
 use crate::snapshot::{Effective, SnapshotCell};
 pub use ctx::Ctx;
 use settings::Settings;
@@ -202,7 +202,7 @@ impl ProxyHttp for StampProxy {
         if let Some(id) = session
             .req_header()
             .headers
-            .get("x-request-id")
+            .get(&names::X_REQUEST_ID)
             .and_then(|v| ctx::RequestId::given(v.as_bytes()))
         {
             let trusted = session
@@ -528,7 +528,7 @@ impl StampProxy {
         let prior: Vec<String> = if trusted {
             upstream
                 .headers
-                .get_all("x-forwarded-for")
+                .get_all(&names::X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
@@ -539,7 +539,7 @@ impl StampProxy {
         } else {
             Vec::new()
         };
-        upstream.remove_header("x-forwarded-for");
+        upstream.remove_header(&names::X_FORWARDED_FOR);
         let mut chain = prior;
         if let Some(ip) = peer {
             chain.push(ip.to_string());
@@ -547,12 +547,12 @@ impl StampProxy {
         if !chain.is_empty() {
             upstream.insert_header("x-forwarded-for", chain.join(", "))?;
         }
-        let proto = match (trusted, upstream.headers.get("x-forwarded-proto")) {
+        let proto = match (trusted, upstream.headers.get(&names::X_FORWARDED_PROTO)) {
             (true, Some(p)) if matches!(p.as_bytes(), b"http" | b"https") => None,
             _ => Some(if tls { "https" } else { "http" }),
         };
         if let Some(p) = proto {
-            upstream.remove_header("x-forwarded-proto");
+            upstream.remove_header(&names::X_FORWARDED_PROTO);
             upstream.insert_header("x-forwarded-proto", p)?;
         }
         Ok(())
@@ -624,7 +624,7 @@ fn page_url(session: &Session, tls: bool) -> Arc<url::Url> {
     let req = session.req_header();
     let forwarded_https = req
         .headers
-        .get("x-forwarded-proto")
+        .get(&names::X_FORWARDED_PROTO)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let scheme = if tls || forwarded_https {
         "https"

@@ -10,7 +10,7 @@ use stamp_model::wire;
 use super::ctx::{Ctx, FileState, PagePlan, Route, Selected, Sides, Variant};
 use super::StampProxy;
 use crate::badge::Stale;
-use crate::select::{self, Selection, Source, View};
+use crate::select::{self, names, Selection, Source, View};
 use crate::snapshot::Resolved;
 
 impl StampProxy {
@@ -41,7 +41,7 @@ impl StampProxy {
         }
         if req
             .headers
-            .get("x-forwarded-proto")
+            .get(&names::X_FORWARDED_PROTO)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
         {
             ctx.secure = true;
@@ -91,7 +91,9 @@ impl StampProxy {
             && select::may_be_html(
                 path,
                 req.headers.get(header::ACCEPT).map(|v| v.as_bytes()),
-                req.headers.get("sec-fetch-dest").map(|v| v.as_bytes()),
+                req.headers
+                    .get(&names::SEC_FETCH_DEST)
+                    .map(|v| v.as_bytes()),
             )
         {
             Route::Page(Box::default())
@@ -467,7 +469,7 @@ fn loaded_by_url(headers: &http::HeaderMap, path: &str) -> bool {
     const DESTS: [&[u8]; 7] = [
         b"style", b"image", b"font", b"audio", b"video", b"track", b"object",
     ];
-    headers.get("sec-fetch-dest").is_some_and(|d| {
+    headers.get(&names::SEC_FETCH_DEST).is_some_and(|d| {
         let d = d.as_bytes();
         d.eq_ignore_ascii_case(b"empty")
             || (DESTS.iter().any(|k| d.eq_ignore_ascii_case(k))
@@ -485,7 +487,7 @@ fn loaded_by_url(headers: &http::HeaderMap, path: &str) -> bool {
 /// outlive its ticket.
 fn from_a_worker(headers: &http::HeaderMap) -> bool {
     let dest = headers
-        .get("sec-fetch-dest")
+        .get(&names::SEC_FETCH_DEST)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     if dest.eq_ignore_ascii_case(b"worker")
