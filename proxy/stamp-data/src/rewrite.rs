@@ -874,6 +874,12 @@ impl PageRewriter {
                 if let Some(head) = found {
                     self.recording = None;
                     let n = head.input.len();
+                    // What goes out for this chunk: the head's output, then
+                    // mostly the rest as it came. One allocation.
+                    self.out
+                        .lock()
+                        .bytes
+                        .reserve(head.output.len() + chunk.len() - n);
                     self.resume_after(head);
                     return self.write_read(&chunk[n..]);
                 }
