@@ -1,7 +1,8 @@
 //! Streaming decoders for compressed HTML the proxy must rewrite.
 //!
-//! The proxy asks the origin for `identity` when it may rewrite a page, but an
-//! origin may compress anyway. gzip, deflate (zlib or raw), br and zstd are
+//! The proxy asks the origin for a page it may rewrite in the codings the
+//! client accepts and the proxy reads ([`accept_encoding`]), so the page
+//! comes as production's would. gzip, deflate (zlib or raw), br and zstd are
 //! decoded chunk by chunk, so memory stays flat whatever the page size.
 
 use std::io::Write;
@@ -30,6 +31,69 @@ impl Coding {
             _ => Err(format!("content-encoding `{text}` cannot be decoded")),
         }
     }
+}
+
+/// The `Accept-Encoding` to ask the origin for a page the proxy may
+/// rewrite: the client's, keeping only the codings the proxy decodes (and
+/// `identity`), each with its weight. So the origin chooses as it would for
+/// production, and never picks a coding the proxy cannot read (`*`, a
+/// dictionary coding such as `dcb`, `compress`). Nothing left: `identity`.
+pub fn accept_encoding(client: Option<&[u8]>) -> String {
+    let Some(raw) = client else {
+        return "identity".to_string();
+    };
+    let text = String::from_utf8_lossy(raw);
+    let mut out: Vec<String> = Vec::new();
+    for item in text.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let known = matches!(
+            name.as_str(),
+            "gzip" | "x-gzip" | "deflate" | "br" | "zstd" | "identity"
+        );
+        if !known || out.len() >= 8 {
+            continue;
+        }
+        // A weight as RFC 9110 writes it (`q=` 0 to 1, three decimals at
+        // most); an item with any other parameter is not understood: left out.
+        let mut weight = None;
+        let mut understood = true;
+        for p in parts {
+            let p = p.trim();
+            match p
+                .strip_prefix("q=")
+                .or_else(|| p.strip_prefix("Q="))
+                .filter(|q| weight.is_none() && is_weight(q))
+            {
+                Some(q) => weight = Some(q),
+                None => understood = false,
+            }
+        }
+        if !understood {
+            continue;
+        }
+        out.push(match weight {
+            Some(q) => format!("{name};q={q}"),
+            None => name,
+        });
+    }
+    if out.is_empty() {
+        "identity".to_string()
+    } else {
+        out.join(", ")
+    }
+}
+
+/// `0`, `1`, `0.` or `1.` with up to three digits (`1.000` at most).
+fn is_weight(q: &str) -> bool {
+    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+    frac.len() <= 3
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && match int {
+            "0" => true,
+            "1" => frac.bytes().all(|b| b == b'0'),
+            _ => false,
+        }
 }
 
 enum Inner {
@@ -171,6 +235,56 @@ mod tests {
         }
         out.extend(d.finish().unwrap());
         assert_eq!(out, page(), "{coding:?}");
+    }
+
+    #[test]
+    fn the_origin_is_asked_only_for_codings_the_proxy_reads() {
+        for (client, asked) in [
+            (None, "identity"),
+            (Some("gzip, deflate, br, zstd"), "gzip, deflate, br, zstd"),
+            // Chrome with a shared dictionary; a wildcard; an old coding.
+            (
+                Some("gzip, deflate, br, zstd, dcb, dcz"),
+                "gzip, deflate, br, zstd",
+            ),
+            (Some("*"), "identity"),
+            (Some("compress, *;q=0.1"), "identity"),
+            (Some("GZip;Q=0.5, identity;q=0"), "gzip;q=0.5, identity;q=0"),
+            (
+                Some("x-gzip ;q=1.000 , br;q=0.25"),
+                "x-gzip;q=1.000, br;q=0.25",
+            ),
+            (Some(""), "identity"),
+            (Some(" , ,"), "identity"),
+            // Weights that are not weights, and parameters nobody knows.
+            (Some("gzip;q=2, br;q=0.1234, zstd;q=-1"), "identity"),
+            (
+                Some("gzip;q=0.5;q=0.1, br;level=9, zstd;q=0.9"),
+                "zstd;q=0.9",
+            ),
+            (Some("gzip;q=1.5"), "identity"),
+            (Some("gzip\r\nx-injected: 1"), "identity"),
+        ] {
+            assert_eq!(
+                accept_encoding(client.map(str::as_bytes)),
+                asked,
+                "{client:?}"
+            );
+        }
+        // Bytes that are not text, and a header of many items: bounded.
+        assert_eq!(accept_encoding(Some(b"\xff\xfe, gzip")), "gzip");
+        let many = "gzip, ".repeat(10_000);
+        assert_eq!(
+            accept_encoding(Some(many.as_bytes()))
+                .matches("gzip")
+                .count(),
+            8
+        );
+        // What is asked is always a valid header value.
+        for raw in [&b"br;q=0.1, \x00gzip"[..], b"identity;q=0.", b"zstd;q=1."] {
+            let asked = accept_encoding(Some(raw));
+            assert!(http::HeaderValue::from_str(&asked).is_ok(), "{asked:?}");
+        }
     }
 
     #[test]

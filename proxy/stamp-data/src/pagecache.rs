@@ -63,11 +63,19 @@ pub struct Entry {
     /// `body`: replaced on every hit.
     nonce: Option<String>,
     nonce_at: Vec<usize>,
+    /// The origin had compressed the page.
+    encoded: bool,
 }
 
 impl Entry {
     pub fn validators(&self) -> (&str, Option<&str>) {
         (&self.etag, self.last_modified.as_deref())
+    }
+
+    /// Whether the origin had compressed the page this entry was filled
+    /// from (it goes out compressed again, to a client that accepts it).
+    pub fn encoded(&self) -> bool {
+        self.encoded
     }
 
     /// The response for a hit: headers into `resp` (status 200), the body
@@ -128,12 +136,15 @@ pub struct Fill {
     chunks: Vec<Bytes>,
     len: usize,
     max: usize,
+    encoded: bool,
 }
 
 impl Fill {
     /// The stamped response's headers as they are sent, and the nonce the
-    /// rewrite made up for the page.
-    pub fn stamped(&mut self, resp: &ResponseHeader, nonce: &str) {
+    /// rewrite made up for the page. `encoded`: the origin had compressed the page (so a hit is
+    /// compressed again for a client that accepts it, as this answer was).
+    pub fn stamped(&mut self, resp: &ResponseHeader, nonce: &str, encoded: bool) {
+        self.encoded = encoded;
         self.headers = resp
             .headers
             .iter()
@@ -257,6 +268,7 @@ impl PageCache {
                 chunks: Vec::new(),
                 len: 0,
                 max: self.max_entry,
+                encoded: false,
             }),
             Err(reason) => {
                 metrics::count(&metrics::PAGE_CACHE, reason);
@@ -294,6 +306,7 @@ impl PageCache {
             body,
             nonce: (!fill.nonce.is_empty()).then_some(fill.nonce),
             nonce_at,
+            encoded: fill.encoded,
         };
         cache.insert(fill.key, Arc::new(entry));
         metrics::count(&metrics::PAGE_CACHE, "store");
@@ -509,8 +522,24 @@ mod tests {
         stamped
             .insert_header("set-cookie", "ticket_stamp=dev.TKT-1")
             .unwrap();
-        fill.stamped(&stamped, nonce);
+        fill.stamped(&stamped, nonce, false);
         cache.store(fill);
+    }
+
+    #[test]
+    fn a_hit_goes_out_in_the_coding_of_the_answer_that_filled_it() {
+        let cache = PageCache::new(1 << 20);
+        for (uri, encoded) in [("/plain", false), ("/gzipped", true)] {
+            let k = key(uri, b"a");
+            let _ = cache.get(&k, 1);
+            let mut fill = cache
+                .fill(k.clone(), 1, &req(), &resp(&[("etag", "\"v1\"")]))
+                .unwrap();
+            assert!(fill.push(&Bytes::from_static(b"<p>page</p>")));
+            fill.stamped(&resp(&[]), "n", encoded);
+            cache.store(fill);
+            assert_eq!(cache.get(&k, 1).unwrap().encoded(), encoded, "{uri}");
+        }
     }
 
     #[test]

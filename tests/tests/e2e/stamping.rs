@@ -342,16 +342,22 @@ async fn compressed_origin_pages_are_rewritten_and_recompressed() {
         let sent = origin.last_headers(path).unwrap();
         assert_eq!(
             sent["accept-encoding"], "identity",
-            "{path}: identity asked of the origin"
+            "{path}: a client that accepts no coding: identity asked of the origin"
         );
     }
-    // A client that accepts gzip gets the rewritten page compressed.
+    // A client that accepts gzip gets the rewritten page compressed, as
+    // the origin compressed it; the origin is asked with what the client
+    // accepts and the proxy reads.
     let resp = client()
         .get(proxy.url("/br?dev=TKT-1"))
-        .header("accept-encoding", "gzip")
+        .header("accept-encoding", "gzip, dcb")
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        origin.last_headers("/br").unwrap()["accept-encoding"],
+        "gzip"
+    );
     assert_eq!(resp.headers()["content-encoding"], "gzip");
     let body = resp.bytes().await.unwrap();
     let mut plain = String::new();
@@ -363,9 +369,115 @@ async fn compressed_origin_pages_are_rewritten_and_recompressed() {
     );
 }
 
+/// A page goes out in the coding production would have given it: the
+/// origin is asked with the client's `Accept-Encoding` (the codings the
+/// proxy reads), and the proxy compresses a rewritten page again only when
+/// the origin had compressed it. An origin that sends its pages as they are
+/// gets them out as they are, ticket pages and production's overlay alike,
+/// and an answer the proxy did not rewrite is never compressed by it.
+#[tokio::test]
+async fn pages_go_out_in_the_coding_production_would_have() {
+    const OTHER: &str = "export const other = 1;\n";
+    let origin = Origin::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    seed_dir(dir.path(), "TKT-1", &[("/src/lib/greet.js", GREET)])
+        .await
+        .unwrap();
+    seed_dir(dir.path(), "REL-1", &[("/src/lib/other.js", OTHER)])
+        .await
+        .unwrap();
+    let store = stamp_tests::open_store(&dir.path().to_string_lossy())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        stamp_tests::transition(&store, "REL-1", stamp_model::lifecycle::Transition::Promote)
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let proxy = Proxy::start(&origin.url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let page = format!(
+        "<html><head><script type=importmap>{{\"imports\":{{\"g\":\"/src/lib/greet.js\",\"o\":\"/src/lib/other.js\"}}}}</script></head><body>{}</body></html>",
+        "<p>padding</p>".repeat(500)
+    );
+    origin.route("/plain", Route::html(&page));
+    origin.route("/gz", Route::html(&page).encoded(Encoding::Gzip));
+    origin.route(
+        "/notes",
+        Route::bytes("text/plain", "plain words ".repeat(500).into_bytes()),
+    );
+    // Chrome's, with a shared dictionary.
+    let chrome = "gzip, deflate, br, zstd, dcb, dcz";
+    let released = module_url("/src/lib/other.js", OTHER);
+    for (path, origin_path) in [
+        ("/plain?dev=TKT-1", "/plain"),
+        ("/plain", "/plain"),
+        ("/gz?dev=TKT-1", "/gz"),
+        ("/gz", "/gz"),
+    ] {
+        let resp = client()
+            .get(proxy.url(path))
+            .header("accept", "text/html")
+            .header("accept-encoding", chrome)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(
+            origin.last_headers(origin_path).unwrap()["accept-encoding"],
+            "gzip, deflate, br, zstd",
+            "{path}: the client's codings the proxy reads"
+        );
+        let h = resp.headers().clone();
+        let vary_ae = h.get_all("vary").iter().any(|v| {
+            v.to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .contains("accept-encoding")
+        });
+        let body = resp.bytes().await.unwrap();
+        let html = if origin_path == "/gz" {
+            assert_eq!(h["content-encoding"], "gzip", "{path}: compressed again");
+            // A ticket's page varies on everything (`*`).
+            assert!(vary_ae || h["vary"] == "*", "{path}: {h:?}");
+            let mut plain = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+                .unwrap();
+            plain
+        } else {
+            assert!(
+                h.get("content-encoding").is_none(),
+                "{path}: the origin sent it uncompressed, so does the proxy"
+            );
+            assert!(!vary_ae, "{path}: {h:?}");
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        let map = import_map(&html).unwrap();
+        assert_eq!(
+            map["imports"]["o"],
+            released.as_str(),
+            "{path}: the overlay"
+        );
+        if path.contains("dev=") {
+            assert_eq!(map["imports"]["g"], ticket_url().as_str(), "{path}");
+        }
+        assert!(html.ends_with("</body></html>"), "{path}: whole page");
+    }
+    // Not a page the proxy rewrites: as the origin sent it.
+    let resp = client()
+        .get(proxy.url("/notes?dev=TKT-1"))
+        .header("accept", "text/html")
+        .header("accept-encoding", chrome)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("content-encoding").is_none());
+    assert_eq!(resp.text().await.unwrap(), "plain words ".repeat(500));
+}
+
 /// A page the origin sends at once goes out with the stamped page's own
-/// `Content-Length`, not chunked (`service/length.rs`); compressed for a
-/// client that asks, the compressed length. Every answer on one kept-alive
+/// `Content-Length`, not chunked (`service/length.rs`); compressed again
+/// (the origin compressed it) for a client that asks, the compressed length. Every answer on one kept-alive
 /// connection: a length off by a byte would break the next answer there.
 #[tokio::test]
 async fn a_page_that_came_whole_goes_out_with_its_own_length() {
@@ -375,6 +487,7 @@ async fn a_page_that_came_whole_goes_out_with_its_own_length() {
         "<p>padding &amp; more</p>".repeat(200)
     );
     origin.route("/whole", Route::html(&page));
+    origin.route("/whole-gz", Route::html(&page).encoded(Encoding::Gzip));
     let one = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .timeout(std::time::Duration::from_secs(10))
@@ -383,8 +496,12 @@ async fn a_page_that_came_whole_goes_out_with_its_own_length() {
         .unwrap();
     let mut said = 0;
     for i in 0..20 {
+        // Every other answer asked by a client that accepts gzip: of the
+        // origin that sends the page as it is (out as it came, uncompressed),
+        // and of one that compresses it (compressed again).
         let gzip = i % 2 == 1;
-        let mut req = one.get(proxy.url("/whole?dev=TKT-1"));
+        let path = if i % 4 == 3 { "/whole-gz" } else { "/whole" };
+        let mut req = one.get(proxy.url(&format!("{path}?dev=TKT-1")));
         if gzip {
             req = req.header("accept-encoding", "gzip");
         }
@@ -400,13 +517,14 @@ async fn a_page_that_came_whole_goes_out_with_its_own_length() {
             }
             None => assert_eq!(h["transfer-encoding"], "chunked", "{i}"),
         }
-        let html = if gzip {
+        let html = if gzip && i % 4 == 3 {
             assert_eq!(h["content-encoding"], "gzip", "{i}");
             let mut plain = String::new();
             std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
                 .unwrap();
             plain
         } else {
+            assert!(h.get("content-encoding").is_none(), "{i}");
             String::from_utf8(body.to_vec()).unwrap()
         };
         assert_eq!(
@@ -812,7 +930,8 @@ async fn own_compression_is_complete_and_broken_origin_encodings_fail_loudly() {
         "<html><head><script type=module src=/src/lib/greet.js></script></head><body>{}</body></html>",
         "<p>padding</p>".repeat(2000)
     );
-    origin.route("/page", Route::html(&page));
+    // The origin compresses: the rewritten page is compressed again.
+    origin.route("/page", Route::html(&page).encoded(Encoding::Gzip));
     for ae in ["br", "br, gzip", "gzip, br", "zstd", "gzip"] {
         let resp = client()
             .get(proxy.url("/page?dev=TKT-1"))

@@ -72,11 +72,21 @@ impl StampProxy {
         }
     }
 
-    /// The page must arrive whole, fresh and uncompressed (a 304 would
-    /// revive a production copy in the browser; a 206 cannot be rewritten),
-    /// except that a stored stamped page is revalidated by its own tag.
+    /// The page must arrive whole and fresh (a 304 would revive a
+    /// production copy in the browser; a 206 cannot be rewritten), except
+    /// that a stored stamped page is revalidated by its own tag. It is asked
+    /// in the codings the client accepts that the proxy reads: the origin
+    /// chooses as it would for production, and the page goes out in its
+    /// choice (see [`StampProxy::page_response`]).
     pub(super) fn page_upstream(&self, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+        let accepted = crate::decode::accept_encoding(
+            upstream
+                .headers
+                .get(header::ACCEPT_ENCODING)
+                .map(|v| v.as_bytes()),
+        );
         whole_and_fresh(upstream)?;
+        upstream.insert_header(header::ACCEPT_ENCODING, accepted)?;
         if let Route::Page(page) = &ctx.route {
             if let Some(entry) = &page.cached {
                 // Ours, not the browser's: a 304 means the stored stamped
@@ -109,6 +119,19 @@ impl StampProxy {
             }
             None => None,
         };
+        // The page goes out in the coding production would have: compressed
+        // (again, after the rewrite) only when the origin compressed it. A
+        // stored page, as the answer that filled it.
+        let encoded = match &hit {
+            Some(entry) => entry.encoded(),
+            None => resp
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity")),
+        };
+        if !encoded {
+            uncompressed(session);
+        }
         if let Some(entry) = hit {
             // The origin's cookies for this visitor (a rolling session) go
             // out with the stored page.
@@ -192,7 +215,7 @@ impl StampProxy {
                     resp.insert_header(INFO_HEADER, info.as_str())?;
                 }
                 page.fill = fill.map(|mut f| {
-                    f.stamped(resp, &active.nonce);
+                    f.stamped(resp, &active.nonce, encoded);
                     f
                 });
                 page.rewrite = Some(Mutex::new(active));
@@ -597,6 +620,20 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
             let _ = resp.insert_header(header::VARY, "*");
         }
         Variant::Overlay => add_vary_cookie(resp),
+    }
+}
+
+/// This response goes out as the proxy has it: the compression module,
+/// turned on for the route at the request (it must see the request's
+/// `Accept-Encoding`), leaves it alone.
+fn uncompressed(session: &mut Session) {
+    if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        if c.is_header_phase() {
+            c.adjust_level(0);
+        }
     }
 }
 
