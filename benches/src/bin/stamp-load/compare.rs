@@ -317,6 +317,12 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
                 .conditional(),
         );
     }
+    // The 20 KB page from an origin that compresses it (gzip), as many
+    // app servers and the servers in front of them do.
+    origin.route(
+        "/page-20k-gzip",
+        Route::html(&stamp_benches::page(20 << 10, 40)).encoded(stamp_tests::Encoding::Gzip),
+    );
     // An external-map app (SystemJS): the same 20 KB page with its map at
     // a URL the origin lets browsers keep a minute, as map deployers do.
     let (ext_page, ext_map) = external_map_app(20 << 10);
@@ -750,6 +756,37 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
             with.m.rps(),
             without.m.rps(),
             0.95,
+        ));
+    }
+
+    // What a browser sends: every page above is asked without an
+    // `Accept-Encoding`. A rewritten page goes out in the origin's coding,
+    // so an origin that sends HTML as it is costs a release no compression,
+    // and one that compresses costs a decode and an encode per page.
+    const BROWSER: &[(&str, &str)] = &[
+        ("accept", "text/html,application/xhtml+xml"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+    ];
+    for (scenario, path) in [
+        ("20 KB page, a browser's Accept-Encoding", "/page-20k"),
+        (
+            "20 KB page, a browser's Accept-Encoding, gzip origin",
+            "/page-20k-gzip",
+        ),
+    ] {
+        let pass = b.run(&b.proxy.url(path), c, BROWSER, b.proxy_pids())?;
+        b.row(scenario, "stamp-proxy passthrough", &pass);
+        let released = b.run(&b.overlay.url(path), c, BROWSER, b.overlay_pids())?;
+        b.row(
+            scenario,
+            "stamp-proxy, production page with the overlay",
+            &released,
+        );
+        targets.push(ratio_target(
+            format!("released ticket (overlay) vs passthrough, {scenario}"),
+            released.m.rps(),
+            pass.m.rps(),
+            0.9,
         ));
     }
 
