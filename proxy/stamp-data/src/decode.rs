@@ -44,6 +44,9 @@ pub fn accept_encoding(client: Option<&[u8]>) -> String {
     };
     let text = String::from_utf8_lossy(raw);
     let mut out: Vec<String> = Vec::new();
+    // `*;q=0` refuses every coding not listed, identity among them: it
+    // stays refused when the wildcard is dropped.
+    let mut refuse_unlisted = false;
     for item in text.split(',') {
         let mut parts = item.split(';');
         let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -51,6 +54,14 @@ pub fn accept_encoding(client: Option<&[u8]>) -> String {
             name.as_str(),
             "gzip" | "x-gzip" | "deflate" | "br" | "zstd" | "identity"
         );
+        if name == "*" {
+            let params: Vec<&str> = parts.map(str::trim).collect();
+            refuse_unlisted |= matches!(params[..], [q] if q
+                .strip_prefix("q=")
+                .or_else(|| q.strip_prefix("Q="))
+                .is_some_and(|w| is_weight(w) && w.bytes().all(|b| b == b'0' || b == b'.')));
+            continue;
+        }
         if !known || out.len() >= 8 {
             continue;
         }
@@ -77,11 +88,14 @@ pub fn accept_encoding(client: Option<&[u8]>) -> String {
             None => name,
         });
     }
-    if out.is_empty() {
-        "identity".to_string()
-    } else {
-        out.join(", ")
+    if refuse_unlisted && !out.iter().any(|c| c.starts_with("identity")) {
+        out.push("identity;q=0".to_string());
     }
+    if out.iter().all(|c| c.ends_with(";q=0")) && !refuse_unlisted {
+        // Only refusals: identity is still acceptable, and all the origin may send.
+        return "identity".to_string();
+    }
+    out.join(", ")
 }
 
 /// `0`, `1`, `0.` or `1.` with up to three digits (`1.000` at most).
@@ -249,6 +263,10 @@ mod tests {
             ),
             (Some("*"), "identity"),
             (Some("compress, *;q=0.1"), "identity"),
+            // A wildcard that refuses what is not listed keeps identity refused.
+            (Some("gzip, *;q=0"), "gzip, identity;q=0"),
+            (Some("gzip, identity, *;q=0.000"), "gzip, identity"),
+            (Some("*;q=0"), "identity;q=0"),
             (Some("GZip;Q=0.5, identity;q=0"), "gzip;q=0.5, identity;q=0"),
             (
                 Some("x-gzip ;q=1.000 , br;q=0.25"),

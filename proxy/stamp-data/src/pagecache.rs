@@ -13,8 +13,8 @@
 //!
 //! What is never stored: answers to requests with `Authorization`, answers
 //! other than `200`, with `Cache-Control: no-store` or `private`, with a
-//! `Set-Cookie`, with a `Vary` on anything but `Accept-Encoding` (the upstream
-//! request always asks for `identity`), and answers without a strong `ETag`
+//! `Set-Cookie`, with a `Vary` on anything but `Accept-Encoding` (an entry
+//! is kept per set of codings asked of the origin), and answers without a strong `ETag`
 //! (a date cannot tell two users' pages apart, a weak tag does not promise
 //! the same bytes), and answers whose policy carries the origin's own nonce
 //! (it would be frozen into the stored bytes). Pages are kept up to a byte budget
@@ -47,6 +47,10 @@ pub struct PageKey {
     /// Everything else the rewrite takes from the request: the ticket, view,
     /// stage and module count the badge shows, live reload, the scheme.
     pub label: String,
+    /// The codings the origin is asked for: its answer, compressed or not,
+    /// is kept for requests that ask the same (the page then goes out in
+    /// the coding the origin chose for them).
+    pub codings: String,
 }
 
 /// One stored page.
@@ -120,7 +124,13 @@ impl quick_cache::Weighter<PageKey, Arc<Entry>> for Weight {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len())
             .sum();
-        (e.body.len() + headers + key.host.len() + key.uri.len() + key.label.len() + 256) as u64
+        (e.body.len()
+            + headers
+            + key.host.len()
+            + key.uri.len()
+            + key.label.len()
+            + key.codings.len()
+            + 256) as u64
     }
 }
 
@@ -506,6 +516,7 @@ mod tests {
             uri: uri.into(),
             variant: Hash::of(variant),
             label: "dev TKT-1".into(),
+            codings: "identity".into(),
         }
     }
 
@@ -580,6 +591,12 @@ mod tests {
         let mut other = key("/", b"a");
         other.label = "qa TKT-1".into();
         assert!(cache.get(&other, 1).is_none(), "another view");
+        let mut other = key("/", b"a");
+        other.codings = "gzip, deflate, br, zstd".into();
+        assert!(
+            cache.get(&other, 1).is_none(),
+            "other codings asked of the origin"
+        );
         assert!(cache.get(&key("/", b"a"), 1).is_some());
         assert!(
             cache.get(&key("/", b"a"), 2).is_none(),

@@ -71,6 +71,14 @@ async fn counted(proxy: &Proxy, outcome: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// The `Accept-Encoding` the origin last got for `path`.
+fn headers_of(origin: &Origin, path: &str) -> String {
+    origin.last_headers(path).unwrap()["accept-encoding"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 fn origin_with(path: &str, word: &str, etag: &str) -> Route {
     let _ = path;
     Route::html(&page(word)).header("etag", etag).conditional()
@@ -176,8 +184,10 @@ async fn encodings_nonces_and_private_answers() {
     upload(&proxy, "PC-3", A).await;
     let a_url = module_url("/src/who.js", A);
 
-    // An origin that compresses: the cache holds the stamped page, and each
-    // client gets it in its own encoding.
+    // An origin that compresses: the cache holds the stamped page, one per
+    // set of codings the origin is asked for (a client's that the proxy
+    // reads), and each client gets it as the origin answered it: an
+    // identity client plain, a gzip client compressed again.
     origin.route(
         "/gz",
         Route::html(&page("zipped"))
@@ -189,8 +199,14 @@ async fn encodings_nonces_and_private_answers() {
         let (_, info, plain, _) = load(&proxy, "/gz?dev=PC-3", Some("identity")).await;
         assert_eq!(round == 1, info.ends_with("; cached"), "{info}");
         assert!(text(&plain).contains(&a_url) && text(&plain).contains("zipped"));
+        assert!(headers_of(&origin, "/gz").contains("identity"));
         let (_, info, zipped, headers) = load(&proxy, "/gz?dev=PC-3", Some("gzip")).await;
-        assert!(info.ends_with("; cached"), "{info}");
+        assert_eq!(
+            round == 1,
+            info.ends_with("; cached"),
+            "{info}: not the identity client's entry"
+        );
+        assert_eq!(headers_of(&origin, "/gz"), "gzip");
         assert_eq!(headers["content-encoding"], "gzip");
         let mut unzipped = String::new();
         std::io::Read::read_to_string(

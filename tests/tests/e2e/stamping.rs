@@ -475,6 +475,64 @@ async fn pages_go_out_in_the_coding_production_would_have() {
     assert_eq!(resp.text().await.unwrap(), "plain words ".repeat(500));
 }
 
+/// Early hints (103) before a compressed page: the page's own answer
+/// decides its coding, and is compressed again (an origin of raw bytes:
+/// the test origin sends no informational answers).
+#[tokio::test]
+async fn early_hints_leave_the_page_its_own_coding() {
+    let page = "<html><head><script type=importmap>{\"imports\":{\"g\":\"/src/lib/greet.js\"}}</script></head><body><p>hinted</p></body></html>";
+    let gz = Encoding::Gzip.encode(page.as_bytes());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if std::io::Read::read(&mut conn, &mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let mut answer =
+                b"HTTP/1.1 103 Early Hints\r\nlink: </app.css>; rel=preload\r\n\r\n".to_vec();
+            answer.extend_from_slice(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    gz.len()
+                )
+                .as_bytes(),
+            );
+            answer.extend_from_slice(&gz);
+            let _ = std::io::Write::write_all(&mut conn, &answer);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    seed_dir(dir.path(), "TKT-1", &[("/src/lib/greet.js", GREET)])
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let resp = client()
+        .get(proxy.url("/?dev=TKT-1"))
+        .header("accept", "text/html")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let body = resp.bytes().await.unwrap();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+        .unwrap();
+    assert_eq!(
+        import_map(&plain).unwrap()["imports"]["g"],
+        ticket_url().as_str()
+    );
+    assert!(plain.contains("hinted"));
+}
+
 /// A page the origin sends at once goes out with the stamped page's own
 /// `Content-Length`, not chunked (`service/length.rs`); compressed again
 /// (the origin compressed it) for a client that asks, the compressed length. Every answer on one kept-alive

@@ -64,6 +64,7 @@ impl StampProxy {
         PageKey {
             host,
             uri,
+            codings: crate::decode::accept_encoding(accepted_codings(req).as_deref()),
             variant: plan.effective.id,
             label: format!(
                 "{label} secure={secure} badge={} settings={}",
@@ -79,12 +80,7 @@ impl StampProxy {
     /// chooses as it would for production, and the page goes out in its
     /// choice (see [`StampProxy::page_response`]).
     pub(super) fn page_upstream(&self, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-        let accepted = crate::decode::accept_encoding(
-            upstream
-                .headers
-                .get(header::ACCEPT_ENCODING)
-                .map(|v| v.as_bytes()),
-        );
+        let accepted = crate::decode::accept_encoding(accepted_codings(upstream).as_deref());
         whole_and_fresh(upstream)?;
         upstream.insert_header(header::ACCEPT_ENCODING, accepted)?;
         if let Route::Page(page) = &ctx.route {
@@ -111,6 +107,10 @@ impl StampProxy {
         let Route::Page(page) = &mut ctx.route else {
             return Ok(());
         };
+        // Early hints (103) and the like: the page's own answer follows.
+        if resp.status.is_informational() {
+            return Ok(());
+        }
         let hit = match page.cached.take() {
             Some(entry) if resp.status.as_u16() == 304 => Some(entry),
             Some(_) => {
@@ -124,10 +124,16 @@ impl StampProxy {
         // stored page, as the answer that filled it.
         let encoded = match &hit {
             Some(entry) => entry.encoded(),
-            None => resp
-                .headers
-                .get(header::CONTENT_ENCODING)
-                .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity")),
+            // A coding the proxy does not read is left as it came, and
+            // the compression module leaves an encoded answer alone.
+            None => !matches!(
+                Coding::from_header(
+                    resp.headers
+                        .get(header::CONTENT_ENCODING)
+                        .map(|v| v.as_bytes())
+                ),
+                Ok(None)
+            ),
         };
         if !encoded {
             uncompressed(session);
@@ -621,6 +627,17 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
         }
         Variant::Overlay => add_vary_cookie(resp),
     }
+}
+
+/// Every `Accept-Encoding` line of a request, as one list.
+pub(super) fn accepted_codings(req: &RequestHeader) -> Option<Vec<u8>> {
+    let mut lines = req.headers.get_all(header::ACCEPT_ENCODING).iter();
+    let mut all = lines.next()?.as_bytes().to_vec();
+    for line in lines {
+        all.extend_from_slice(b", ");
+        all.extend_from_slice(line.as_bytes());
+    }
+    Some(all)
 }
 
 /// This response goes out as the proxy has it: the compression module,
