@@ -217,6 +217,14 @@ pub fn module_url(path: &str, body: &str) -> String {
     stamp_model::ticket::module_url(path, &stamp_model::ticket::Hash::of(body.as_bytes()))
 }
 
+/// A gzip body as text (a test's page, compressed by the proxy).
+pub fn gunzip(body: &[u8]) -> String {
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut plain)
+        .expect("a complete gzip stream of UTF-8");
+    plain
+}
+
 /// A stamped page without the probe the proxy adds to ticket pages (its
 /// data block, its script, and the outcome block at the end): the rest is
 /// what the rewriter did to the page.

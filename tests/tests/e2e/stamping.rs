@@ -360,9 +360,7 @@ async fn compressed_origin_pages_are_rewritten_and_recompressed() {
     );
     assert_eq!(resp.headers()["content-encoding"], "gzip");
     let body = resp.bytes().await.unwrap();
-    let mut plain = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
-        .unwrap();
+    let plain = stamp_tests::gunzip(&body);
     assert_eq!(
         import_map(&plain).unwrap()["imports"]["g"],
         ticket_url().as_str()
@@ -440,10 +438,7 @@ async fn pages_go_out_in_the_coding_production_would_have() {
             assert_eq!(h["content-encoding"], "gzip", "{path}: compressed again");
             // A ticket's page varies on everything (`*`).
             assert!(vary_ae || h["vary"] == "*", "{path}: {h:?}");
-            let mut plain = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
-                .unwrap();
-            plain
+            stamp_tests::gunzip(&body)
         } else {
             assert!(
                 h.get("content-encoding").is_none(),
@@ -523,9 +518,7 @@ async fn early_hints_leave_the_page_its_own_coding() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-encoding"], "gzip");
     let body = resp.bytes().await.unwrap();
-    let mut plain = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
-        .unwrap();
+    let plain = stamp_tests::gunzip(&body);
     assert_eq!(
         import_map(&plain).unwrap()["imports"]["g"],
         ticket_url().as_str()
@@ -577,10 +570,7 @@ async fn a_page_that_came_whole_goes_out_with_its_own_length() {
         }
         let html = if gzip && i % 4 == 3 {
             assert_eq!(h["content-encoding"], "gzip", "{i}");
-            let mut plain = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
-                .unwrap();
-            plain
+            stamp_tests::gunzip(&body)
         } else {
             assert!(h.get("content-encoding").is_none(), "{i}");
             String::from_utf8(body.to_vec()).unwrap()
