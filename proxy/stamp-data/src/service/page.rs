@@ -80,7 +80,14 @@ impl StampProxy {
     /// chooses as it would for production, and the page goes out in its
     /// choice (see [`StampProxy::page_response`]).
     pub(super) fn page_upstream(&self, upstream: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-        let accepted = crate::decode::accept_encoding(accepted_codings(upstream).as_deref());
+        // Read once per page: the cache's key holds them when it is on.
+        let kept = match &ctx.route {
+            Route::Page(page) => page.key.as_ref().map(|(key, _)| key.codings.clone()),
+            _ => None,
+        };
+        let accepted = kept.unwrap_or_else(|| {
+            crate::decode::accept_encoding(accepted_codings(upstream).as_deref())
+        });
         whole_and_fresh(upstream)?;
         upstream.insert_header(header::ACCEPT_ENCODING, accepted)?;
         if let Route::Page(page) = &ctx.route {
