@@ -50,37 +50,26 @@ pub fn accept_encoding(client: Option<&[u8]>) -> String {
     for item in text.split(',') {
         let mut parts = item.split(';');
         let name = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        // One weight at most; an item with any other parameter is not
+        // understood: left out.
+        let params: Vec<&str> = parts.collect();
+        let weight = match params[..] {
+            [] => None,
+            [q] => match weight(q) {
+                Some(q) => Some(q),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if name == "*" {
+            refuse_unlisted |= weight.is_some_and(|q| q.bytes().all(|b| b == b'0' || b == b'.'));
+            continue;
+        }
         let known = matches!(
             name.as_str(),
             "gzip" | "x-gzip" | "deflate" | "br" | "zstd" | "identity"
         );
-        if name == "*" {
-            let params: Vec<&str> = parts.map(str::trim).collect();
-            refuse_unlisted |= matches!(params[..], [q] if q
-                .strip_prefix("q=")
-                .or_else(|| q.strip_prefix("Q="))
-                .is_some_and(|w| is_weight(w) && w.bytes().all(|b| b == b'0' || b == b'.')));
-            continue;
-        }
         if !known || out.len() >= 8 {
-            continue;
-        }
-        // A weight as RFC 9110 writes it (`q=` 0 to 1, three decimals at
-        // most); an item with any other parameter is not understood: left out.
-        let mut weight = None;
-        let mut understood = true;
-        for p in parts {
-            let p = p.trim();
-            match p
-                .strip_prefix("q=")
-                .or_else(|| p.strip_prefix("Q="))
-                .filter(|q| weight.is_none() && is_weight(q))
-            {
-                Some(q) => weight = Some(q),
-                None => understood = false,
-            }
-        }
-        if !understood {
             continue;
         }
         out.push(match weight {
@@ -96,6 +85,16 @@ pub fn accept_encoding(client: Option<&[u8]>) -> String {
         return "identity".to_string();
     }
     out.join(", ")
+}
+
+/// The weight a `q=` parameter gives, as RFC 9110 writes it (0 to 1, three
+/// decimals at most).
+fn weight(param: &str) -> Option<&str> {
+    let param = param.trim();
+    param
+        .strip_prefix("q=")
+        .or_else(|| param.strip_prefix("Q="))
+        .filter(|q| is_weight(q))
 }
 
 /// `0`, `1`, `0.` or `1.` with up to three digits (`1.000` at most).

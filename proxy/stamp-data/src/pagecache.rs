@@ -151,8 +151,8 @@ pub struct Fill {
 
 impl Fill {
     /// The stamped response's headers as they are sent, and the nonce the
-    /// rewrite made up for the page. `encoded`: the origin had compressed the page (so a hit is
-    /// compressed again for a client that accepts it, as this answer was).
+    /// rewrite made up for the page; `encoded`: the origin had compressed
+    /// the page (a hit is then compressed again, as this answer was).
     pub fn stamped(&mut self, resp: &ResponseHeader, nonce: &str, encoded: bool) {
         self.encoded = encoded;
         self.headers = resp

@@ -64,7 +64,7 @@ impl StampProxy {
         PageKey {
             host,
             uri,
-            codings: crate::decode::accept_encoding(accepted_codings(req).as_deref()),
+            codings: codings_to_ask(req),
             variant: plan.effective.id,
             label: format!(
                 "{label} secure={secure} badge={} settings={}",
@@ -85,9 +85,7 @@ impl StampProxy {
             Route::Page(page) => page.key.as_ref().map(|(key, _)| key.codings.clone()),
             _ => None,
         };
-        let accepted = kept.unwrap_or_else(|| {
-            crate::decode::accept_encoding(accepted_codings(upstream).as_deref())
-        });
+        let accepted = kept.unwrap_or_else(|| codings_to_ask(upstream));
         whole_and_fresh(upstream)?;
         upstream.insert_header(header::ACCEPT_ENCODING, accepted)?;
         if let Route::Page(page) = &ctx.route {
@@ -636,15 +634,19 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
     }
 }
 
-/// Every `Accept-Encoding` line of a request, as one list.
-pub(super) fn accepted_codings(req: &RequestHeader) -> Option<Vec<u8>> {
+/// The `Accept-Encoding` to ask the origin for this request's page: every
+/// line of the client's, as one list, through [`crate::decode::accept_encoding`].
+fn codings_to_ask(req: &RequestHeader) -> String {
     let mut lines = req.headers.get_all(header::ACCEPT_ENCODING).iter();
-    let mut all = lines.next()?.as_bytes().to_vec();
+    let Some(first) = lines.next() else {
+        return crate::decode::accept_encoding(None);
+    };
+    let mut all = first.as_bytes().to_vec();
     for line in lines {
         all.extend_from_slice(b", ");
         all.extend_from_slice(line.as_bytes());
     }
-    Some(all)
+    crate::decode::accept_encoding(Some(&all))
 }
 
 /// This response goes out as the proxy has it: the compression module,
