@@ -396,17 +396,30 @@ impl Browser {
     }
 
     /// Closes the session (Chromium quits) and stops chromedriver.
+    ///
+    /// A session that will not close is teardown, not a finding: a loaded
+    /// machine can make chromedriver's `DELETE /session` fail while Chromium
+    /// takes its time to quit, after every assertion of the test has passed.
+    /// The driver's process group is killed either way, so nothing is left
+    /// behind; the failure and the end of chromedriver's log are printed for
+    /// whoever reads the test's output.
     pub async fn close(mut self) -> anyhow::Result<()> {
-        let result = match self.client.take() {
-            Some(client) => client
-                .close()
-                .await
-                .context("closing the WebDriver session"),
-            None => Ok(()),
-        };
+        if let Some(client) = self.client.take() {
+            if let Err(e) = client.close().await {
+                let log = self.driver_log_text();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!(
+                    "warning: closing the WebDriver session failed ({e}); \
+                     chromedriver's process group is killed instead. Its log ends:"
+                );
+                for line in tail.iter().rev() {
+                    eprintln!("  {line}");
+                }
+            }
+        }
         self.session_id.clear();
         self.stop_driver();
-        result
+        Ok(())
     }
 
     fn stop_driver(&mut self) {
