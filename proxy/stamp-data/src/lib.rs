@@ -68,7 +68,7 @@ pub use control::{Body, ControlPlane};
 #[cfg(feature = "proxy")]
 pub use reports::{Limits as ReportLimits, Reports};
 #[cfg(feature = "proxy")]
-pub use service::{Reload, ReloadOutcome, StampProxy, INFO_HEADER};
+pub use service::{Reload, ReloadOutcome, StampProxy};
 #[cfg(feature = "proxy")]
 pub use snapshot::{run_refresher, SnapshotCell};
 

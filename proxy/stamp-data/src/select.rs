@@ -25,6 +25,9 @@ pub mod names {
     pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    /// What the proxy did with a response (`x-ticket-stamp`).
+    pub static X_TICKET_STAMP: HeaderName =
+        HeaderName::from_static(stamp_model::wire::header::INFO);
 }
 
 /// Where a selection came from.

@@ -13,8 +13,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use stamp_model::ticket::{Stage, TicketKey, View};
 
-use super::INFO_HEADER;
 use crate::badge::escape;
+use crate::select::names;
 
 /// What the confirmation page asks about.
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ pub async fn respond(session: &mut Session, c: &Confirm, cookies: &[String]) -> 
         resp.append_header(header::SET_COOKIE, cookie.as_str())?;
     }
     resp.insert_header(
-        INFO_HEADER,
+        names::X_TICKET_STAMP.clone(),
         format!(
             "production; reason=\"a link from another site: {} awaits confirmation\"",
             c.key

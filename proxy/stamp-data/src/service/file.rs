@@ -14,7 +14,8 @@ use pingora::proxy::Session;
 use stamp_model::assets;
 
 use super::ctx::{Ctx, Route};
-use super::{clear_headers, StampProxy, INFO_HEADER};
+use super::{clear_headers, StampProxy};
+use crate::select::names;
 use crate::{internal, metrics, modules};
 
 impl StampProxy {
@@ -56,7 +57,7 @@ impl StampProxy {
             ),
         )?;
         resp.insert_header("x-content-type-options", "nosniff")?;
-        resp.insert_header(INFO_HEADER, "file")?;
+        resp.insert_header(names::X_TICKET_STAMP.clone(), "file")?;
         metrics::MODULE_BYTES.inc_by(body.len() as u64);
         state.body = Some(body);
         Ok(true)
@@ -107,7 +108,7 @@ impl StampProxy {
         resp.insert_header(header::LOCATION, location)?;
         resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
         resp.insert_header(header::CONTENT_LENGTH, "0")?;
-        resp.insert_header(INFO_HEADER, "mirror; redirect")?;
+        resp.insert_header(names::X_TICKET_STAMP.clone(), "mirror; redirect")?;
         session.write_response_header(Box::new(resp), true).await?;
         Ok(())
     }

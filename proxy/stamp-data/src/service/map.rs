@@ -22,10 +22,11 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::ctx::{Ctx, Route};
-use super::{clear_headers, page_url, whole_and_fresh, StampProxy, BAD_MAP, INFO_HEADER};
+use super::{clear_headers, page_url, whole_and_fresh, StampProxy, BAD_MAP};
 use crate::extmap::{self, MapFetch};
 use crate::internal;
 use crate::metrics;
+use crate::select::names;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
@@ -75,7 +76,7 @@ impl StampProxy {
             resp.insert_header(header::CACHE_CONTROL, "no-store")?;
             resp.insert_header(header::CONTENT_LENGTH, "0")?;
             resp.insert_header(
-                INFO_HEADER,
+                names::X_TICKET_STAMP.clone(),
                 "production; reason=\"the variant of this map is gone\"",
             )?;
             session.write_response_header(Box::new(resp), true).await?;
@@ -232,7 +233,7 @@ impl StampProxy {
                     header::CACHE_CONTROL,
                     keep.as_deref().unwrap_or("private, no-cache"),
                 )?;
-                resp.insert_header(INFO_HEADER, "map; not modified")?;
+                resp.insert_header(names::X_TICKET_STAMP.clone(), "map; not modified")?;
                 metrics::count(&metrics::REWRITES, "external-map-unchanged");
                 return Ok(());
             }
@@ -280,7 +281,7 @@ impl StampProxy {
         resp.insert_header("x-content-type-options", "nosniff")?;
         resp.insert_header(header::CONTENT_SECURITY_POLICY, "sandbox")?;
         resp.insert_header(
-            INFO_HEADER,
+            names::X_TICKET_STAMP.clone(),
             if map.failure.is_some() {
                 "map; failed"
             } else {

@@ -54,9 +54,6 @@ pub use ctx::Ctx;
 use settings::Settings;
 pub use settings::{Outcome as ReloadOutcome, Reload};
 
-/// The response header that says what the proxy did, or why it did not.
-pub const INFO_HEADER: &str = wire::header::INFO;
-
 const BROKEN_ENCODING: &str = "broken origin encoding";
 const BAD_MAP: &str = "external import map not merged";
 
@@ -133,7 +130,7 @@ impl StampProxy {
         resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
         resp.insert_header(header::CONTENT_LENGTH, "0")?;
         resp.insert_header(
-            INFO_HEADER,
+            names::X_TICKET_STAMP.clone(),
             "production; reason=\"sign in to open previews\"",
         )?;
         for c in &ctx.sel.set_cookie {
@@ -152,7 +149,7 @@ impl StampProxy {
         if ctx.sel.plan.is_none() {
             // A selection that did not resolve: say why on production.
             if let Some(info) = &ctx.sel.info {
-                resp.insert_header(INFO_HEADER, info.as_str())?;
+                resp.insert_header(names::X_TICKET_STAMP.clone(), info.as_str())?;
             }
             if ctx.settings.cfg.rewrite.production_vary_cookie && is_html(resp) {
                 add_vary_cookie(resp);
@@ -525,27 +522,34 @@ impl StampProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let trusted = peer.is_some_and(|ip| s.cfg.forwarded.trusts(ip));
-        let prior: Vec<String> = if trusted {
-            upstream
+        // The chain the origin gets: a trusted peer's, then the peer.
+        let mut chain = String::new();
+        if trusted {
+            let prior = upstream
                 .headers
                 .get_all(&names::X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .collect()
-        } else {
-            Vec::new()
-        };
+                .filter(|v| !v.is_empty());
+            for hop in prior {
+                if !chain.is_empty() {
+                    chain.push_str(", ");
+                }
+                chain.push_str(hop);
+            }
+        }
         upstream.remove_header(&names::X_FORWARDED_FOR);
-        let mut chain = prior;
         if let Some(ip) = peer {
-            chain.push(ip.to_string());
+            use std::fmt::Write as _;
+            if !chain.is_empty() {
+                chain.push_str(", ");
+            }
+            let _ = write!(chain, "{ip}");
         }
         if !chain.is_empty() {
-            upstream.insert_header("x-forwarded-for", chain.join(", "))?;
+            upstream.insert_header(names::X_FORWARDED_FOR.clone(), chain)?;
         }
         let proto = match (trusted, upstream.headers.get(&names::X_FORWARDED_PROTO)) {
             (true, Some(p)) if matches!(p.as_bytes(), b"http" | b"https") => None,
@@ -553,7 +557,10 @@ impl StampProxy {
         };
         if let Some(p) = proto {
             upstream.remove_header(&names::X_FORWARDED_PROTO);
-            upstream.insert_header("x-forwarded-proto", p)?;
+            upstream.insert_header(
+                names::X_FORWARDED_PROTO.clone(),
+                http::HeaderValue::from_static(p),
+            )?;
         }
         Ok(())
     }
@@ -585,7 +592,10 @@ fn strip_cookies(upstream: &mut RequestHeader, names: &[&str]) -> Result<()> {
 /// production copy in the browser; a 206 or a compressed body cannot be
 /// rewritten as it streams).
 fn whole_and_fresh(upstream: &mut RequestHeader) -> Result<()> {
-    upstream.insert_header(header::ACCEPT_ENCODING, "identity")?;
+    upstream.insert_header(
+        header::ACCEPT_ENCODING,
+        http::HeaderValue::from_static("identity"),
+    )?;
     for h in [
         header::IF_NONE_MATCH,
         header::IF_MODIFIED_SINCE,
@@ -614,7 +624,7 @@ fn add_vary_cookie(resp: &mut ResponseHeader) {
         })
     });
     if !present {
-        let _ = resp.append_header(header::VARY, "Cookie");
+        let _ = resp.append_header(header::VARY, http::HeaderValue::from_static("Cookie"));
     }
 }
 

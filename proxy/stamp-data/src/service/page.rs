@@ -6,7 +6,7 @@ use super::Settings;
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
-use http::header;
+use http::{header, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
@@ -14,8 +14,8 @@ use pingora::protocols::http::compression::ResponseCompressionCtx;
 use pingora::proxy::Session;
 
 use super::ctx::{ActiveRewrite, Ctx, Notice, PagePlan, Route, Variant};
+use super::StampProxy;
 use super::{add_vary_cookie, broken_encoding, clear_headers, is_html, page_url, whole_and_fresh};
-use super::{StampProxy, INFO_HEADER};
 use crate::badge;
 use crate::csp;
 use crate::decode::{Coding, Decoder};
@@ -23,7 +23,7 @@ use crate::metrics;
 use crate::pagecache::PageKey;
 use crate::probe;
 use crate::rewrite::{MetaCsp, PageRewriter, ProbeSpec, RewriteSpec};
-use crate::select::View;
+use crate::select::{names, View};
 
 impl StampProxy {
     /// What the stamped page of this request depends on, besides the
@@ -165,7 +165,7 @@ impl StampProxy {
                 resp.append_header(header::SET_COOKIE, cookie.as_str())?;
             }
             if let Some(info) = &ctx.sel.info {
-                resp.insert_header(INFO_HEADER, format!("{info}; cached"))?;
+                resp.insert_header(names::X_TICKET_STAMP.clone(), format!("{info}; cached"))?;
             }
             rollout_headers(resp, &ctx.sel);
             super::not_stored_with_our_cookies(resp, &ctx.sel);
@@ -185,7 +185,7 @@ impl StampProxy {
                 // A selection that did not resolve: production, with a
                 // notice that says why.
                 if let Some(info) = &ctx.sel.info {
-                    resp.insert_header(INFO_HEADER, info.as_str())?;
+                    resp.insert_header(names::X_TICKET_STAMP.clone(), info.as_str())?;
                 }
                 let sampled = sampled_sides(&ctx.sel);
                 if ctx.sel.notice.is_none() && sampled.is_none() {
@@ -223,7 +223,7 @@ impl StampProxy {
         match started {
             Ok(Some(active)) => {
                 if let Some(info) = &ctx.sel.info {
-                    resp.insert_header(INFO_HEADER, info.as_str())?;
+                    resp.insert_header(names::X_TICKET_STAMP.clone(), info.as_str())?;
                 }
                 page.fill = fill.map(|mut f| {
                     f.stamped(resp, &active.nonce, encoded);
@@ -239,7 +239,10 @@ impl StampProxy {
                     session.req_header().uri.path()
                 );
                 metrics::count(&metrics::REWRITES, "skipped");
-                resp.insert_header(INFO_HEADER, format!("unchanged; reason=\"{reason}\""))?;
+                resp.insert_header(
+                    names::X_TICKET_STAMP.clone(),
+                    format!("unchanged; reason=\"{reason}\""),
+                )?;
             }
         }
         Ok(())
@@ -610,7 +613,10 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
         resp.remove_header(&h);
     }
     if session.req_header().version != http::Version::HTTP_2 {
-        let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+        let _ = resp.insert_header(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         resp.set_version(http::Version::HTTP_11);
     }
     let cache_control = match variant {
@@ -621,14 +627,17 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
         // revert is seen at once.
         Variant::Overlay => "no-cache",
     };
-    let _ = resp.insert_header(header::CACHE_CONTROL, cache_control);
+    let _ = resp.insert_header(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
     match variant {
         // No cache keeps a ticket's page under production's URL: `Vary: *`
         // is never a match for the HTTP cache, and the Cache API (every
         // service worker's caches) refuses to store it.
         Variant::Ticket { .. } => {
             resp.remove_header(&header::VARY);
-            let _ = resp.insert_header(header::VARY, "*");
+            let _ = resp.insert_header(header::VARY, HeaderValue::from_static("*"));
         }
         Variant::Overlay => add_vary_cookie(resp),
     }

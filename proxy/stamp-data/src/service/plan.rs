@@ -382,11 +382,11 @@ impl StampProxy {
                                 .push(select::clear_cookie(select::LEFT_COOKIE, secure));
                         }
                     }
-                    sel.info = Some(format!(
+                    sel.info = Some(info(format_args!(
                         "stamping; ticket={key}; view={}; stage={stage}; overrides={}",
                         view.as_str(),
                         effective.len()
-                    ));
+                    )));
                     sel.plan = Some(PagePlan {
                         effective,
                         variant: Variant::Ticket {
@@ -441,15 +441,24 @@ impl StampProxy {
         }) = &sel.plan
         {
             if sel.info.is_none() {
-                sel.info = Some(format!(
+                sel.info = Some(info(format_args!(
                     "overlay; released={}; overrides={}",
                     snap.released.len(),
                     effective.len()
-                ));
+                )));
             }
         }
         classified
     }
+}
+
+/// The `x-ticket-stamp` value, written once into room for it (`format!`
+/// guesses too small for these and grows the string on every page).
+fn info(args: std::fmt::Arguments<'_>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(96);
+    let _ = out.write_fmt(args);
+    out
 }
 
 /// A file a page loads by its URL, where no map and no rewrite reach: read

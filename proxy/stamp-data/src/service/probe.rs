@@ -9,7 +9,8 @@ use pingora::proxy::Session;
 use stamp_model::views::MAX_REPORT_BYTES;
 
 use super::ctx::Ctx;
-use super::{StampProxy, INFO_HEADER};
+use super::StampProxy;
+use crate::select::names;
 use crate::{internal, select};
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -63,7 +64,10 @@ impl StampProxy {
             resp.insert_header(header::CONTENT_LENGTH, "0")?;
         }
         resp.insert_header(header::CACHE_CONTROL, "private, no-store")?;
-        resp.insert_header(INFO_HEADER, "production; reason=\"selection cleared\"")?;
+        resp.insert_header(
+            names::X_TICKET_STAMP.clone(),
+            "production; reason=\"selection cleared\"",
+        )?;
         for c in &cookies {
             resp.append_header(header::SET_COOKIE, c.as_str())?;
         }
@@ -116,7 +120,7 @@ impl StampProxy {
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
         resp.insert_header(header::VARY, "*")?;
         resp.insert_header(
-            INFO_HEADER,
+            names::X_TICKET_STAMP.clone(),
             "service worker set aside while this browser is on a ticket",
         )?;
         let head = session.req_header().method == http::Method::HEAD;
