@@ -239,7 +239,7 @@ impl Forwarded {
             return Some(peer);
         }
         let chain: Vec<std::net::IpAddr> = headers
-            .get_all("x-forwarded-for")
+            .get_all(&crate::select::names::X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))

@@ -478,7 +478,7 @@ pub fn is_service_worker(session: &Session) -> bool {
     session
         .req_header()
         .headers
-        .get("service-worker")
+        .get(&crate::select::names::SERVICE_WORKER)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"script"))
 }
 

@@ -25,6 +25,9 @@ pub mod names {
     pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub static SERVICE_WORKER: HeaderName = HeaderName::from_static("service-worker");
+    pub static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+    pub static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
     /// What the proxy did with a response (`x-ticket-stamp`).
     pub static X_TICKET_STAMP: HeaderName =
         HeaderName::from_static(stamp_model::wire::header::INFO);
@@ -197,10 +200,19 @@ fn key_reason(view: View, e: KeyError, source: Source) -> String {
 
 /// The cookie's value for a selection: `dev.TKT-1`, or `dev.TKT-1.<token>`
 /// on a protected preview.
+#[cfg(any(test, feature = "testing"))]
 pub fn cookie_value(key: &TicketKey, view: View, token: Option<&str>) -> String {
-    match token {
-        Some(t) => format!("{}.{}.{t}", view.as_str(), key),
-        None => format!("{}.{}", view.as_str(), key),
+    let mut out = String::new();
+    write_cookie_value(&mut out, key, view, token);
+    out
+}
+
+/// [`cookie_value`], written at the end of `out`.
+fn write_cookie_value(out: &mut String, key: &TicketKey, view: View, token: Option<&str>) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{}.{key}", view.as_str());
+    if let Some(t) = token {
+        let _ = write!(out, ".{t}");
     }
 }
 
@@ -304,11 +316,17 @@ pub fn set_cookie(
     max_age_secs: u64,
     secure: bool,
 ) -> String {
-    format!(
-        "{name}={}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
-        cookie_value(key, view, token),
+    use std::fmt::Write as _;
+    // Written into room for it: `format!` guesses too small and grows.
+    let mut out = String::with_capacity(160);
+    let _ = write!(out, "{name}=");
+    write_cookie_value(&mut out, key, view, token);
+    let _ = write!(
+        out,
+        "; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
         if secure { "; Secure" } else { "" }
-    )
+    );
+    out
 }
 
 /// `Set-Cookie` that clears the selection.

@@ -168,8 +168,15 @@ impl StampProxy {
 /// browser's stored copy of production's file, so it is left as it is.)
 pub(super) fn not_stored_with_our_cookies(resp: &mut ResponseHeader, sel: &ctx::Selected) {
     if !sel.set_cookie.is_empty() && resp.status.as_u16() != 304 {
-        let _ = resp.insert_header(header::CACHE_CONTROL, "private, no-store");
-        for h in ["expires", "cdn-cache-control", "surrogate-control"] {
+        let _ = resp.insert_header(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("private, no-store"),
+        );
+        for h in [
+            &header::EXPIRES,
+            &names::CDN_CACHE_CONTROL,
+            &names::SURROGATE_CONTROL,
+        ] {
             resp.remove_header(h);
         }
     }
