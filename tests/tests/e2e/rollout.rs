@@ -724,7 +724,7 @@ async fn the_panel_releases_by_steps_and_steers_the_rollout() {
 /// forged, replayed, stale or unentitled click does nothing and says why.
 #[tokio::test]
 async fn slack_buttons_release_step_and_revert_with_the_same_roles() {
-    use stamp_tests::fakes::{slack_click, FakeSlack};
+    use stamp_tests::fakes::FakeSlack;
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";
     let slack = FakeSlack::start("xoxb-test", &["#releases"]).unwrap();
     slack.add_user("U0OPS", "ops@shop.test", true);
@@ -733,83 +733,15 @@ async fn slack_buttons_release_step_and_revert_with_the_same_roles() {
     slack.add_user("U0DEV", "dev@other.test", true);
     let origin = origin();
     let store = tempfile::tempdir().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("proxy.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "origin = \"{}\"\nstore = \"{}\"\n\
-             [rollout]\nsteps = \"10,50,100\"\nevery = \"1h\"\ncheck_every = \"1h\"\n\
-             [slack]\nsigning_secret_env = \"SLACK_SIGNING_SECRET\"\ntoken_env = \"SLACK_BOT_TOKEN\"\n\
-             api_url = \"{}\"\nresponse_url_prefix = \"{}/actions/\"\n\
-             roles = {{ admin = [\"email:ops@shop.test\"], qa = [\"domain:shop.test\"], dev = [\"domain:other.test\"] }}\n\
-             [[hooks]]\nkind = \"slack\"\ntoken_env = \"SLACK_BOT_TOKEN\"\nchannel = \"#releases\"\napi_url = \"{}\"\n",
-            origin.url,
-            store.path().display(),
-            slack.api_url(),
-            slack.fake.url,
-            slack.api_url()
-        ),
-    )
-    .unwrap();
-    let proxy = Proxy::start_with(
-        None,
-        &["--config", &file.to_string_lossy()],
-        &[
-            ("SLACK_SIGNING_SECRET", secret),
-            ("SLACK_BOT_TOKEN", "xoxb-test"),
-        ],
-    )
-    .unwrap();
+    let (proxy, _conf) = slack_proxy(&origin, store.path(), &slack, secret, "");
     ticket_in_qa(&proxy, "SL-1", "export const greet = () => 'ticket';\n").await;
-    // The newest message's buttons, by action.
-    let buttons = |want: usize| {
-        let slack = &slack;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                let messages = slack.messages();
-                if messages.len() >= want {
-                    let m = &messages[want - 1];
-                    return m["blocks"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .filter(|b| b["type"] == "actions")
-                        .flat_map(|b| b["elements"].as_array().unwrap().clone())
-                        .collect::<Vec<Value>>();
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} messages: {messages:?}",
-                    messages.len()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    let button = |bs: &[Value], id: &str| -> Value {
-        bs.iter()
-            .find(|b| b["action_id"] == format!("stamp-{id}"))
-            .unwrap_or_else(|| panic!("no {id} button in {bs:?}"))
-            .clone()
-    };
+    let buttons = |want: usize| slack_buttons(&slack, want);
+    let button = slack_button;
     let now = || stamp_model::now_ms() / 1000;
     let mut n = 0;
     let mut click = |user: &'static str, b: Value, ts: u64, sign_with: &'static str| {
         n += 1;
-        let reply_to = slack.response_url(n);
-        let (body, headers) = slack_click(sign_with, ts, user, &b, &reply_to);
-        let url = proxy.url("/__stamp/slack/actions");
-        async move {
-            let mut req = client().post(url).body(body);
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
-            let resp = req.send().await.unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-        }
+        slack_action(&proxy, &slack, n, user, b, ts, sign_with)
     };
     // Promoted to qa (message 2, after the upload's... none: dev events are
     // not in the default set): a release candidate with its button.
@@ -895,6 +827,180 @@ async fn slack_buttons_release_step_and_revert_with_the_same_roles() {
     let replies = slack.replies();
     assert!(replies.len() >= 7, "{replies:?}");
     assert!(replies.iter().all(|r| r["response_type"] == "ephemeral"));
+}
+
+/// A proxy that steps rollouts only when told, posts to the local Slack's
+/// `#releases` and takes its button clicks, signed with `secret`, from
+/// people by their email (`ops@shop.test` admin, `shop.test` qa,
+/// `other.test` dev); `extra` is more of its configuration.
+fn slack_proxy(
+    origin: &Origin,
+    store: &std::path::Path,
+    slack: &stamp_tests::fakes::FakeSlack,
+    secret: &str,
+    extra: &str,
+) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "origin = \"{}\"\nstore = \"{}\"\n\
+             [rollout]\nsteps = \"10,50,100\"\nevery = \"1h\"\ncheck_every = \"1h\"\n\
+             [slack]\nsigning_secret_env = \"SLACK_SIGNING_SECRET\"\ntoken_env = \"SLACK_BOT_TOKEN\"\n\
+             api_url = \"{}\"\nresponse_url_prefix = \"{}/actions/\"\n\
+             roles = {{ admin = [\"email:ops@shop.test\"], qa = [\"domain:shop.test\"], dev = [\"domain:other.test\"] }}\n\
+             [[hooks]]\nkind = \"slack\"\ntoken_env = \"SLACK_BOT_TOKEN\"\nchannel = \"#releases\"\napi_url = \"{}\"\n{extra}",
+            origin.url,
+            store.display(),
+            slack.api_url(),
+            slack.fake.url,
+            slack.api_url()
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with(
+        None,
+        &["--config", &file.to_string_lossy()],
+        &[
+            ("SLACK_SIGNING_SECRET", secret),
+            ("SLACK_BOT_TOKEN", "xoxb-test"),
+        ],
+    )
+    .unwrap();
+    (proxy, dir)
+}
+
+/// A click acts on the ticket as the message showed it (its stage and
+/// rollout step), not on the version the click first read: a write
+/// meanwhile that leaves both as they were (here, share links revoked while
+/// the move's policy runs; in life, the settler's bookkeeping of a fresh
+/// release) does not turn a step or a revert into "changed by someone
+/// else". The policies are judged again on the version the move is made on.
+#[tokio::test]
+async fn a_slack_step_is_made_on_a_ticket_written_meanwhile() {
+    use stamp_tests::fakes::FakeSlack;
+    let secret = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let slack = FakeSlack::start("xoxb-test", &["#releases"]).unwrap();
+    slack.add_user("U0OPS", "ops@shop.test", true);
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let log = runs.path().join("runs");
+    // The release's policy notes each run, then takes its time: the
+    // window in which the ticket is written.
+    let policy = format!(
+        "[[policies]]\nkind = \"command\"\non = [\"qa->prod\"]\nprogram = \"sh\"\n\
+         args = [\"-c\", \"echo run >> '{}'; sleep 2\"]\ntimeout = \"20s\"\n\
+         [[policies]]\nkind = \"command\"\non = [\"prod->qa\"]\nprogram = \"sh\"\n\
+         args = [\"-c\", \"echo run >> '{}'; sleep 2\"]\ntimeout = \"20s\"\n",
+        log.display(),
+        log.display()
+    );
+    let (proxy, _conf) = slack_proxy(&origin, store.path(), &slack, secret, &policy);
+    ticket_in_qa(&proxy, "SW-1", "export const greet = () => 'ticket';\n").await;
+    let runs_so_far = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let now = || stamp_model::now_ms() / 1000;
+    let release = slack_button(&slack_buttons(&slack, 1).await, "release");
+    let (_, b) = slack_action(&proxy, &slack, 1, "U0OPS", release, now(), secret).await;
+    assert!(
+        b["text"].as_str().unwrap().contains("released to 10%"),
+        "{b}"
+    );
+    // Each click, with the ticket written while its policy runs: the
+    // policy runs again (on the new version), and the click does its work.
+    let written_meanwhile = |n: u32, b: Value| {
+        let before = runs_so_far();
+        let click = tokio::spawn(slack_action(&proxy, &slack, n, "U0OPS", b, now(), secret));
+        let proxy = &proxy;
+        let runs_so_far = &runs_so_far;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while runs_so_far() == before {
+                assert!(Instant::now() < deadline, "the move's policy never ran");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let version = ticket(proxy, "SW-1").await["version"].clone();
+            let (s, b) = api(proxy, "POST", "tickets/SW-1/revoke-links", Value::Null).await;
+            assert_eq!(s, 200, "{b}");
+            assert_ne!(ticket(proxy, "SW-1").await["version"], version);
+            let (s, b) = click.await.unwrap();
+            assert_eq!(s, 200);
+            assert_eq!(runs_so_far(), before + 2, "judged again on the new version");
+            b["text"].as_str().unwrap().to_string()
+        }
+    };
+    let next = slack_button(&slack_buttons(&slack, 2).await, "next");
+    let said = written_meanwhile(2, next).await;
+    assert!(said.contains("10% → 50%"), "{said}");
+    let t = ticket(&proxy, "SW-1").await;
+    assert_eq!(t["rollout"]["percent"], 50, "{t}");
+    let revert = slack_button(&slack_buttons(&slack, 3).await, "revert");
+    let said = written_meanwhile(3, revert).await;
+    assert!(said.contains("reverted to qa by ops@shop.test"), "{said}");
+    assert_eq!(ticket(&proxy, "SW-1").await["stage"], "qa");
+}
+
+/// The buttons of the `want`th message the local Slack got, waiting for it.
+async fn slack_buttons(slack: &stamp_tests::fakes::FakeSlack, want: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let messages = slack.messages();
+        if messages.len() >= want {
+            return messages[want - 1]["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["type"] == "actions")
+                .flat_map(|b| b["elements"].as_array().unwrap().clone())
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} messages: {messages:?}",
+            messages.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The button for `id` (`stamp-{id}`) among `bs`.
+fn slack_button(bs: &[Value], id: &str) -> Value {
+    bs.iter()
+        .find(|b| b["action_id"] == format!("stamp-{id}"))
+        .unwrap_or_else(|| panic!("no {id} button in {bs:?}"))
+        .clone()
+}
+
+/// `user`'s click on `b`, signed as Slack signs it at `ts` with
+/// `sign_with`, its answer going to the `n`th response URL: the status and
+/// the answer.
+fn slack_action(
+    proxy: &Proxy,
+    slack: &stamp_tests::fakes::FakeSlack,
+    n: u32,
+    user: &str,
+    b: Value,
+    ts: u64,
+    sign_with: &str,
+) -> impl std::future::Future<Output = (u16, Value)> + 'static {
+    let reply_to = slack.response_url(n);
+    let (body, headers) = stamp_tests::fakes::slack_click(sign_with, ts, user, &b, &reply_to);
+    let url = proxy.url("/__stamp/slack/actions");
+    async move {
+        let mut req = client().post(url).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    }
 }
 
 /// Malformed and untimely rollout requests get a clear error and change

@@ -498,39 +498,9 @@ impl Api {
         // caller's concern: the step is made on the new version. A step,
         // pause or revert meanwhile is, and answers 409.
         let explicit = body.expected_version.is_some() || if_match(req.headers())?.is_some();
-        let mut t = t;
-        let mut outcome = None;
-        for _ in 0..8 {
-            let result = self
-                .rollouts
-                .step(&t, step, &actor, body.comment.clone())
-                .await;
-            let conflict = matches!(
-                &result,
-                Err(crate::rollouts::StepError::Workflow(WorkflowError::Store(
-                    StoreError::Conflict { .. }
-                )) | crate::rollouts::StepError::Store(StoreError::Conflict { .. }))
-            );
-            if !conflict || explicit {
-                outcome = Some(result);
-                break;
-            }
-            let now = self.ticket(key).await?;
-            if now.stage != t.stage || now.rollout != t.rollout {
-                return Err(WebError::moved(
-                    format!("the rollout of {key} changed meanwhile"),
-                    &now,
-                ));
-            }
-            t = now;
-        }
-        let Some(outcome) = outcome else {
-            return Err(WebError::new(
-                409,
-                ErrorCode::Conflict,
-                format!("ticket {key} keeps changing; try again"),
-            ));
-        };
+        let outcome = self
+            .step_retrying(t, step, &actor, body.comment.clone(), explicit)
+            .await?;
         match outcome {
             Ok((change, verdict)) => {
                 let live = self.live().await?;
@@ -557,6 +527,86 @@ impl Api {
 }
 
 impl Api {
+    /// A step of `t`'s rollout. Unless `explicit` (the caller named the
+    /// version it read), a write meanwhile that left the stage and the
+    /// rollout as they were (an upload, a sign-off, the settler's or a
+    /// hook's bookkeeping) is not the caller's concern: the step is made
+    /// on the new version. A step, pause or revert meanwhile answers 409.
+    async fn step_retrying(
+        &self,
+        mut t: TicketRecord,
+        step: workflow::Step,
+        actor: &Actor,
+        comment: Option<String>,
+        explicit: bool,
+    ) -> Result<Result<(Change, crate::policy::Verdict), crate::rollouts::StepError>, WebError>
+    {
+        for _ in 0..8 {
+            let result = self.rollouts.step(&t, step, actor, comment.clone()).await;
+            let conflict = matches!(
+                &result,
+                Err(crate::rollouts::StepError::Workflow(WorkflowError::Store(
+                    StoreError::Conflict { .. }
+                )) | crate::rollouts::StepError::Store(StoreError::Conflict { .. }))
+            );
+            if !conflict || explicit {
+                return Ok(result);
+            }
+            let now = self.ticket(&t.key).await?;
+            if now.stage != t.stage || now.rollout != t.rollout {
+                return Err(WebError::moved(
+                    format!("the rollout of {} changed meanwhile", t.key),
+                    &now,
+                ));
+            }
+            t = now;
+        }
+        Err(WebError::new(
+            409,
+            ErrorCode::Conflict,
+            format!("ticket {} keeps changing; try again", t.key),
+        ))
+    }
+
+    /// `tr` on `t`, its policies judged on the version it is made on. A
+    /// write meanwhile that left the stage and the rollout as they were
+    /// (the settler's bookkeeping of a release, a sign-off, links revoked)
+    /// makes it judged and made again on the new version; a move, step,
+    /// pause or revert meanwhile answers 409.
+    async fn transition_rechecked(
+        &self,
+        tr: Transition,
+        mut t: TicketRecord,
+        actor: &Actor,
+        rollout: Option<stamp_model::rollout::Rollout>,
+    ) -> Result<Change, WebError> {
+        for _ in 0..8 {
+            self.check_policies(&t, tr, actor).await?;
+            match self
+                .desk
+                .transition_with(&t.key, tr, Some(t.version), actor, rollout.clone(), None)
+                .await
+            {
+                Err(WorkflowError::Store(StoreError::Conflict { .. })) => {
+                    let now = self.ticket(&t.key).await?;
+                    if now.stage != t.stage || now.rollout != t.rollout {
+                        return Err(WebError::moved(
+                            format!("ticket {} moved meanwhile: nothing done", t.key),
+                            &now,
+                        ));
+                    }
+                    t = now;
+                }
+                other => return other.map_err(WebError::from),
+            }
+        }
+        Err(WebError::new(
+            409,
+            ErrorCode::Conflict,
+            format!("ticket {} keeps changing; try again", t.key),
+        ))
+    }
+
     /// A button clicked in Slack, by a person whose role was found from
     /// their verified email: the same roles and policies as the panel. The
     /// ticket must still be where the message showed it (`stage`, and the
@@ -603,9 +653,8 @@ impl Api {
                 }
                 require(principal, Action::Move(Transition::Promote, Stage::Qa))?;
                 let rollout = self.rollout_of(&wire::RolloutRequest::default()).await?;
-                self.check_policies(&t, Transition::Promote, &actor).await?;
                 let change = self
-                    .transition_retrying(key, Transition::Promote, &t, true, &actor, rollout)
+                    .transition_rechecked(Transition::Promote, t, &actor, rollout)
                     .await?;
                 Ok(match &change.ticket.rollout {
                     Some(r) => format!(
@@ -617,9 +666,8 @@ impl Api {
             }
             "revert" => {
                 require(principal, Action::Move(Transition::Revert, t.stage))?;
-                self.check_policies(&t, Transition::Revert, &actor).await?;
                 let change = self
-                    .transition_retrying(key, Transition::Revert, &t, true, &actor, None)
+                    .transition_rechecked(Transition::Revert, t, &actor, None)
                     .await?;
                 Ok(format!(
                     "{key} reverted to {} by {}",
@@ -633,7 +681,10 @@ impl Api {
                     "pause" => workflow::Step::Pause,
                     _ => workflow::Step::Resume,
                 };
-                match self.rollouts.step(&t, step, &actor, None).await {
+                // The message named the stage and the step it showed,
+                // checked above: a write that left them as they were is
+                // not the clicker's concern.
+                match self.step_retrying(t, step, &actor, None, false).await? {
                     Ok((change, _)) => Ok(format!(
                         "{key}: {} (by {})",
                         change.detail.unwrap_or_default(),
