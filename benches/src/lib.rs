@@ -122,6 +122,7 @@ pub fn spec(n: usize) -> RewriteSpec {
             .unwrap_or_else(|_| unreachable!())
             .into(),
         nonce: None,
+        fresh: None,
         max_map_bytes: 1 << 20,
         memory_limit_bytes: 8 << 20,
         probe: None,

@@ -100,6 +100,13 @@ pub struct RewriteSpec {
     pub page_url: Arc<Url>,
     /// The nonce for the map element (from the CSP plan).
     pub nonce: Option<String>,
+    /// The nonce made up for this response (`csp::fresh_nonce`), when it is
+    /// the only one the rewrite writes: `nonce` is it or none, and so is a
+    /// meta policy's. A remembered head's output, which carries the nonce
+    /// of the view that kept it, takes this one instead (see `memo`).
+    /// `None` when the map carries the page's own nonce: such a head is
+    /// never kept.
+    pub fresh: Option<String>,
     pub max_map_bytes: usize,
     pub memory_limit_bytes: usize,
     /// A ticket page's probe (what the page ran, measured in the browser,
@@ -739,9 +746,10 @@ impl PageRewriter {
     /// A page's rewriter, with early exit (see the module's doc), that
     /// remembers heads (see `memo`).
     pub fn new(spec: RewriteSpec) -> PageRewriter {
-        // A nonce fresh on every response (from the page's policy) is in
-        // the head's output: no later view could match it.
-        let once = spec.nonce.is_some();
+        // The page's own nonce, fresh on every response of its origin, is
+        // in the head's output: no later view could match it. One the
+        // proxy made up is swapped for the next view's (see `memo`).
+        let once = spec.nonce.is_some() && spec.nonce != spec.fresh;
         let mut r = PageRewriter::with_early_exit(spec, true);
         r.recording = (!once).then(Recording::default);
         r
@@ -831,7 +839,8 @@ impl PageRewriter {
             kept.report.bytes_out = 0;
             *st = kept;
         }
-        self.out.lock().push(&head.output);
+        let fresh = lock(&self.state).spec.fresh.clone();
+        self.out.lock().push(&head.output_for(fresh.as_deref()));
         self.lead = None;
         self.fed = head.input.len();
         self.unread_head = head.input.len();
@@ -846,8 +855,14 @@ impl PageRewriter {
             return;
         };
         let state = lock(&self.state).clone();
-        // A meta policy's nonce, fresh on every response, is in the output.
-        let once = state.meta_seen && state.spec.meta_csp.is_some();
+        // A meta policy's nonces are in the output: kept when they are the
+        // response's made-up one, which a later view swaps for its own.
+        let fresh = state.spec.fresh.as_ref();
+        let once = state.meta_seen
+            && state.spec.meta_csp.as_ref().is_some_and(|m| {
+                Some(&m.script_nonce) != fresh
+                    || m.style.as_ref().is_some_and(|(n, _)| Some(n) != fresh)
+            });
         if rec.len < self.fed || once || state.report.failed {
             return;
         }
@@ -2200,6 +2215,7 @@ mod tests {
             effective: eff(paths),
             page_url: Url::parse("http://app.test/shop/").unwrap().into(),
             nonce: None,
+            fresh: None,
             max_map_bytes: 4096,
             memory_limit_bytes: 1 << 20,
             probe: None,

@@ -16,6 +16,7 @@ fn spec() -> RewriteSpec {
         effective: Arc::new(Effective::new(set)),
         page_url: url::Url::parse("https://shop.example/").unwrap().into(),
         nonce: Some("fuzz-nonce".into()),
+        fresh: None,
         max_map_bytes: 1 << 16,
         memory_limit_bytes: 1 << 20,
         probe: None,

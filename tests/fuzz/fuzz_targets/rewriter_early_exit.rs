@@ -21,6 +21,7 @@ fn spec(ticket: bool) -> RewriteSpec {
         effective: Arc::new(Effective::new(set)),
         page_url: url::Url::parse("https://shop.example/").unwrap().into(),
         nonce: None,
+        fresh: None,
         max_map_bytes: 1 << 16,
         memory_limit_bytes: 1 << 22,
         probe: None,

@@ -1322,6 +1322,18 @@ async fn a_second_hash_only_policy_is_never_weakened() {
         serde_json::Value::Null,
         "the ticket page blocks it too: no policy was weakened"
     );
+    // Viewed again, the page's head is the one remembered (`memo`), with
+    // this response's made-up nonce in it: the same in Chromium.
+    browser.refresh().await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.execute(inline_ran).await.unwrap(),
+        serde_json::Value::Null,
+        "a remembered head weakens nothing either"
+    );
     browser.close().await.unwrap();
 }
 
@@ -1360,6 +1372,21 @@ async fn a_meta_policy_lets_the_merged_map_run() {
         html.contains(&format!("'sha256-{map_hash}'")),
         "nothing removed"
     );
+    // Viewed again, the head (meta policy and all) is the one remembered,
+    // with this response's nonce: the map still runs, nothing is refused.
+    browser.refresh().await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let refused: Vec<_> = browser
+        .console()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.message.contains("Content Security Policy"))
+        .collect();
+    assert!(refused.is_empty(), "CSP violations: {refused:?}");
     browser.close().await.unwrap();
 }
 

@@ -640,6 +640,74 @@ async fn a_head_seen_before_is_not_read_again() {
     );
 }
 
+/// A page whose policy header needs a nonce for the proxy's elements gets
+/// one made up for each response: its head is remembered all the same, and
+/// each view's header and markup carry that view's nonce, never another's.
+#[tokio::test]
+async fn a_head_under_a_strict_policy_is_remembered_with_each_views_nonce() {
+    let (origin, proxy, _d) = setup().await;
+    let head = "<!doctype html><html><head><script type=importmap>{\"imports\":{\"g\":\"/src/lib/greet.js\"}}</script></head><body>";
+    origin.route(
+        "/strict",
+        Route::html(&format!("{head}<p>page</p></body></html>"))
+            .header("content-security-policy", "script-src 'self'"),
+    );
+    let remembered = || async {
+        let metrics = get_text(&proxy.url("/__stamp/metrics")).await;
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("stamp_rewrite_heads_remembered_total ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let before = remembered().await;
+    let mut nonces = Vec::new();
+    let mut pages = Vec::new();
+    for _ in 0..4 {
+        let resp = client()
+            .get(proxy.url("/strict?dev=TKT-1"))
+            .send()
+            .await
+            .unwrap();
+        let policy = resp.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let nonce = policy
+            .split("'nonce-")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+            .unwrap_or_else(|| panic!("no nonce in {policy}"))
+            .to_string();
+        let html = resp.text().await.unwrap();
+        assert_eq!(
+            html.matches(&format!("nonce=\"{nonce}\"")).count(),
+            2,
+            "the probe and the map carry this response's nonce {nonce}: {html}"
+        );
+        for old in &nonces {
+            assert!(!html.contains(old), "another view's nonce {old}: {html}");
+            assert_ne!(old, &nonce);
+        }
+        assert_eq!(
+            import_map(&html).unwrap()["imports"]["g"],
+            ticket_url().as_str()
+        );
+        pages.push(html.replace(&nonce, "NONCE"));
+        nonces.push(nonce);
+    }
+    assert!(pages.windows(2).all(|w| w[0] == w[1]), "{pages:?}");
+    let now = remembered().await;
+    assert!(
+        now >= before + 3,
+        "{} of 4 views began with a kept head",
+        now - before
+    );
+}
+
 #[tokio::test]
 async fn no_transform_is_honoured() {
     let (origin, proxy, _d) = setup().await;

@@ -323,6 +323,16 @@ async fn setup(opts: Opts) -> anyhow::Result<(Bench, tempfile::TempDir)> {
         "/page-20k-gzip",
         Route::html(&stamp_benches::page(20 << 10, 40)).encoded(stamp_tests::Encoding::Gzip),
     );
+    // The 20 KB page under a Content-Security-Policy header without
+    // 'unsafe-inline', as hardened apps send: the proxy's map needs a nonce
+    // made up for each response.
+    origin.route(
+        "/page-20k-csp",
+        Route::html(&stamp_benches::page(20 << 10, 40)).header(
+            "content-security-policy",
+            "script-src 'self'; object-src 'none'",
+        ),
+    );
     // An external-map app (SystemJS): the same 20 KB page with its map at
     // a URL the origin lets browsers keep a minute, as map deployers do.
     let (ext_page, ext_map) = external_map_app(20 << 10);
@@ -772,6 +782,10 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
         (
             "20 KB page, a browser's Accept-Encoding, gzip origin",
             "/page-20k-gzip",
+        ),
+        (
+            "20 KB page, a browser's Accept-Encoding, a strict CSP header",
+            "/page-20k-csp",
         ),
     ] {
         let pass = b.run(&b.proxy.url(path), c, BROWSER, b.proxy_pids())?;

@@ -169,6 +169,7 @@ fn base(paths: &[&str]) -> RewriteSpec {
         effective: Arc::new(Effective::new(overrides(paths))),
         page_url: Url::parse("https://shop.example/").expect("a URL").into(),
         nonce: None,
+        fresh: None,
         max_map_bytes: 1 << 16,
         memory_limit_bytes: 1 << 22,
         probe: None,
@@ -588,6 +589,74 @@ fn remembered_heads_take_each_views_meta_nonces() {
     assert!(
         remembered > tally.compared / 8,
         "{remembered} of {}",
+        tally.compared
+    );
+}
+
+/// A page whose policy header needs a nonce gets one made up per response
+/// (`RewriteSpec::fresh`), and so does a meta policy: views of shared
+/// heads, each with its own made-up nonce (real ones: base64 with `+` and
+/// `/`), meta policies in the head and after it, against the whole-page
+/// rewriter given that view's spec. A remembered head never carries
+/// another view's nonce.
+#[test]
+fn remembered_heads_take_each_views_made_up_nonce() {
+    use base64::Engine as _;
+    let mut rng = seeded(91);
+    let by_name = |want: &str| {
+        variants()
+            .into_iter()
+            .find(|(n, _)| *n == want)
+            .expect("the variant")
+            .1
+    };
+    let bases = [
+        by_name("ticket"),
+        by_name("ticket, meta policy"),
+        by_name("overlay"),
+    ];
+    let heads = [
+        "<!doctype html><html><head><meta charset=utf-8><script type=importmap>{\"imports\":{\"g\":\"/src/lib/greet.js\"}}</script><title>t</title></head><body class=page>",
+        "<html><head><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\"><script type=module src=/src/app.js></script></head><body>",
+        "<html><head><link rel=modulepreload href=/src/lib/greet.js><script type=module src=/src/app.js></script></head><body>",
+    ];
+    let mut tally = Tally::default();
+    let mut remembered = 0;
+    for round in 0..rounds() / 4 {
+        let head = heads[round % heads.len()].as_bytes();
+        for base in &bases {
+            for _ in 0..3 {
+                let nonce =
+                    base64::engine::general_purpose::STANDARD.encode(rng.random::<[u8; 18]>());
+                let mut spec = base.clone();
+                spec.page_url = Url::parse("https://shop.example/made-up-nonces")
+                    .expect("a URL")
+                    .into();
+                spec.nonce = spec.nonce.is_some().then(|| nonce.clone());
+                if let Some(m) = spec.meta_csp.as_mut() {
+                    m.script_nonce = nonce.clone();
+                }
+                spec.fresh = Some(nonce.clone());
+                let mut page = head.to_vec();
+                page.extend(random_page(&mut rng));
+                page.extend(b"<script type=module src=/src/app.js></script>");
+                let pieces = first_holds(&mut rng, &page, head.len());
+                let (compared, hit) = compare(
+                    "made-up nonces",
+                    &spec,
+                    &page,
+                    &pieces,
+                    PageRewriter::new(spec.clone()),
+                );
+                remembered += usize::from(hit);
+                tally.add(compared);
+            }
+        }
+    }
+    tally.assert_none_failed();
+    assert!(
+        remembered > tally.compared / 4,
+        "{remembered} of {} views began with a kept head",
         tally.compared
     );
 }

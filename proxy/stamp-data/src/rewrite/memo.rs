@@ -18,9 +18,14 @@
 //!
 //! A head that changes on every view (a CSRF token in a `<meta>`) never
 //! matches: it is read as before, and replaces the one kept for its spec.
-//! A head whose output carries a nonce fresh on every response (the
-//! page's policy header, a meta policy in the head) is not kept at all
-//! (`PageRewriter::new`, `PageRewriter::remember`). Only a first chunk
+//! A nonce the proxy made up for the response (`RewriteSpec::fresh`: the
+//! page's policy header needs one for the proxy's elements, a meta policy
+//! in the head is given one) is in the output: the head is kept with where
+//! it sits, and a later view's own made-up nonce goes there
+//! ([`Head::output_for`]), so no two responses share one. A head whose
+//! elements carry the page's own nonce (fresh on each of the origin's
+//! responses) is not kept at all (`PageRewriter::new`,
+//! `PageRewriter::remember`). Only a first chunk
 //! that holds the whole kept head can match, so a page that streams its
 //! head is read as it comes. One table for the process, in [`SHARDS`]
 //! locks chosen by the variant's content address and the page's URL: at
@@ -69,6 +74,9 @@ pub(super) struct Head {
     variant: stamp_model::ticket::Hash,
     pub(super) input: Vec<u8>,
     pub(super) output: Vec<u8>,
+    /// Where the nonce made up for the view that kept it (its spec's
+    /// `fresh`) sits in `output`: a later view's goes there instead.
+    fresh_at: Vec<usize>,
     pub(super) state: State,
 }
 
@@ -76,10 +84,15 @@ impl Head {
     pub(super) fn new(input: Vec<u8>, output: Vec<u8>, mut state: State) -> Head {
         let variant = state.spec.effective.id;
         state.spec.effective = NO_VARIANT.clone();
+        let fresh_at = match state.spec.fresh.as_deref() {
+            Some(n) if !n.is_empty() => memchr::memmem::find_iter(&output, n.as_bytes()).collect(),
+            _ => Vec::new(),
+        };
         let head = Head {
             variant,
             input,
             output,
+            fresh_at,
             state,
         };
         // Counted from here; its drop gives it back, kept or not.
@@ -87,10 +100,30 @@ impl Head {
         head
     }
 
-    /// Whether this head read under `spec` gives what it gave.
+    /// Whether this head read under `spec` gives what it gave (with
+    /// `spec`'s made-up nonce where it had its own).
     fn reads_as(&self, spec: &RewriteSpec) -> bool {
+        let swappable = self.fresh_at.is_empty()
+            || matches!(
+                (&self.state.spec.fresh, &spec.fresh),
+                (Some(old), Some(new)) if old.len() == new.len()
+            );
         self.variant == spec.effective.id
+            && swappable
             && self.state.spec.same_reading(spec, self.state.meta_seen)
+    }
+
+    /// What went out for it, with `fresh` (the nonce made up for this
+    /// response) where the view that kept it had its own.
+    pub(super) fn output_for(&self, fresh: Option<&str>) -> std::borrow::Cow<'_, [u8]> {
+        let Some(fresh) = fresh.filter(|_| !self.fresh_at.is_empty()) else {
+            return std::borrow::Cow::Borrowed(&self.output);
+        };
+        let mut out = self.output.clone();
+        for &at in &self.fresh_at {
+            out[at..at + fresh.len()].copy_from_slice(fresh.as_bytes());
+        }
+        std::borrow::Cow::Owned(out)
     }
 
     /// What it holds: its buffers, and the state's own (the spec's
@@ -101,6 +134,7 @@ impl Head {
         self.input.capacity()
             + self.output.capacity()
             + st.buf.capacity()
+            + self.fresh_at.capacity() * std::mem::size_of::<usize>()
             + text(&st.spec.notice)
             + text(&st.spec.live)
             + text(&st.report.map_left)
@@ -170,6 +204,8 @@ impl RewriteSpec {
             effective: _,
             page_url,
             nonce,
+            // Made up per response: it stands in for the nonces below.
+            fresh: _,
             max_map_bytes,
             memory_limit_bytes,
             probe,
@@ -209,14 +245,20 @@ impl RewriteSpec {
                     style,
                 } = a;
                 let hash = |s: &Option<(String, String)>| s.as_ref().map(|(_, h)| h.clone());
+                // Each view's own made-up nonce, with no style nonce.
+                let made_up = |m: &super::MetaCsp, spec: &RewriteSpec| {
+                    m.style.is_none() && spec.fresh.as_ref() == Some(&m.script_nonce)
+                };
                 *script_hash == b.script_hash
                     && hash(style) == hash(&b.style)
-                    && (!meta_read || a == b)
+                    && (!meta_read || a == b || (made_up(a, self) && made_up(b, other)))
             }
             _ => false,
         };
+        // The map's nonce: the same, or each view's own made-up one.
+        let made_up = |s: &RewriteSpec| s.nonce.is_some() && s.nonce == s.fresh;
         *page_url == other.page_url
-            && *nonce == other.nonce
+            && (*nonce == other.nonce || (made_up(self) && made_up(other)))
             && *max_map_bytes == other.max_map_bytes
             && *memory_limit_bytes == other.memory_limit_bytes
             && same_probe
@@ -292,26 +334,80 @@ mod tests {
     }
 
     #[test]
-    fn a_head_with_a_fresh_nonce_is_not_kept() {
-        const T: &str = "nonces";
+    fn a_head_with_the_pages_own_nonce_is_not_kept() {
+        const T: &str = "own-nonce";
         let effective = variant();
         // A nonce from the page's policy header: the same twice, still not
-        // kept (it is fresh on every real response).
+        // kept (it is fresh on every real response of the origin).
         let mut a = spec(&effective, T);
         a.nonce = Some("n0nce".into());
         view(a.clone(), &format!("{HEAD}<p>a</p>"));
+        assert!(!view(a.clone(), &format!("{HEAD}<p>a</p>")).1);
+        // The same, with a made-up nonce for a meta policy beside it.
+        a.fresh = Some("m4deup".into());
+        view(a.clone(), &format!("{HEAD}<p>a</p>"));
         assert!(!view(a, &format!("{HEAD}<p>a</p>")).1);
-        // A meta policy in the head, given the proxy's fresh nonce.
+    }
+
+    /// A nonce the proxy made up (a policy header that needs one, a meta
+    /// policy in the head) is in a kept head's output: a later view gets
+    /// the head with its own nonce there, never the keeper's.
+    #[test]
+    fn a_kept_head_takes_each_views_made_up_nonce() {
+        const T: &str = "made-up-nonce";
+        let effective = variant();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let made_up = |n: &str| {
+            let mut s = spec(&effective, T);
+            s.nonce = Some(n.into());
+            s.fresh = Some(n.into());
+            s
+        };
+        let first = view(made_up("AAAA+/AAAA"), &format!("{HEAD}<p>1</p>"));
+        let second = view(made_up("BBBB+/BBBB"), &format!("{HEAD}<p>2</p>"));
+        assert!(!first.1 && second.1, "{first:?} {second:?}");
+        assert!(
+            text(&first.0).contains("nonce=\"AAAA+/AAAA\""),
+            "{}",
+            text(&first.0)
+        );
+        assert_eq!(
+            text(&second.0),
+            text(&first.0)
+                .replace("AAAA+/AAAA", "BBBB+/BBBB")
+                .replace("<p>1</p>", "<p>2</p>"),
+        );
+        // A made-up nonce of another length cannot take the kept one's place.
+        assert!(!view(made_up("CC"), &format!("{HEAD}<p>3</p>")).1);
+        // A meta policy in the head, given the made-up nonce.
         let meta = "<html><head><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\"><script type=module src=/src/g.js></script></head><body>";
-        let mut m = spec(&effective, T);
-        m.meta_csp = Some(crate::rewrite::MetaCsp {
-            script_nonce: "m3ta".into(),
-            script_hash: "'sha256-x'".into(),
-            style: None,
-        });
-        view(m.clone(), &format!("{meta}<p>m</p>"));
-        assert!(!view(m.clone(), &format!("{meta}<p>m</p>")).1);
+        let with_meta = |n: &str| {
+            let mut m = spec(&effective, T);
+            m.fresh = Some(n.into());
+            m.meta_csp = Some(crate::rewrite::MetaCsp {
+                script_nonce: n.into(),
+                script_hash: "'sha256-x'".into(),
+                style: None,
+            });
+            m
+        };
+        let first = view(with_meta("m3ta1"), &format!("{meta}<p>m</p>"));
+        let second = view(with_meta("m3ta2"), &format!("{meta}<p>m</p>"));
+        assert!(second.1, "kept: {}", text(&second.0));
+        assert!(
+            text(&first.0).contains("'nonce-m3ta1'"),
+            "{}",
+            text(&first.0)
+        );
+        assert_eq!(text(&second.0), text(&first.0).replace("m3ta1", "m3ta2"));
+        // A meta policy's nonce that is not the made-up one: not kept.
+        let mut other = with_meta("m3ta3");
+        other.fresh = Some("elsewh".into());
+        view(other.clone(), &format!("{meta}<p>o</p>"));
+        assert!(!view(other, &format!("{meta}<p>o</p>")).1);
         // Without a meta policy in the head, its nonce writes nothing there.
+        let mut m = spec(&effective, T);
+        m.meta_csp = with_meta("x").meta_csp;
         view(m.clone(), &format!("{HEAD}<p>m</p>"));
         if let Some(csp) = m.meta_csp.as_mut() {
             csp.script_nonce = "other".into();

@@ -429,10 +429,14 @@ impl StampProxy {
             }
             _ => None,
         };
+        // Every nonce the rewrite writes is the made-up one, unless the
+        // map carries the page's own.
+        let made_up = nonce.as_deref().is_none_or(|n| n == fresh);
         let rewriter = PageRewriter::new(RewriteSpec {
             live,
             effective: plan.effective.clone(),
             page_url: page_url(session, s.cfg.tls),
+            fresh: made_up.then(|| fresh.clone()),
             nonce,
             max_map_bytes: s.cfg.rewrite.max_import_map_bytes,
             memory_limit_bytes: s.cfg.rewrite.memory_limit_bytes,
