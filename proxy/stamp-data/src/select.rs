@@ -200,7 +200,7 @@ fn key_reason(view: View, e: KeyError, source: Source) -> String {
 
 /// The cookie's value for a selection: `dev.TKT-1`, or `dev.TKT-1.<token>`
 /// on a protected preview.
-#[cfg(any(test, feature = "testing"))]
+#[cfg(feature = "testing")]
 pub fn cookie_value(key: &TicketKey, view: View, token: Option<&str>) -> String {
     let mut out = String::new();
     write_cookie_value(&mut out, key, view, token);

@@ -4,7 +4,10 @@
 //! lol_html reading every byte, for an overlay page and for a ticket page
 //! (probe, badge, a meta policy); and so does the proxy's rewriter, which
 //! remembers heads, on the page's second view (which begins with the head
-//! the first view kept).
+//! the first view kept). Each view of a ticket page has a nonce of its own,
+//! made up as the proxy makes one up per response (for a meta policy, and
+//! for the map when the page's header policy needs one): a kept head never
+//! carries another view's.
 #![no_main]
 
 use std::sync::Arc;
@@ -15,7 +18,9 @@ use stamp_model::ticket::{Stage, TicketKey};
 #[path = "common.rs"]
 mod common;
 
-fn spec(ticket: bool) -> RewriteSpec {
+/// `nonce`: the view's made-up nonce; `header`: the page's header policy
+/// needs it for the map too.
+fn spec(ticket: bool, nonce: &str, header: bool) -> RewriteSpec {
     let set = common::overrides(&["/src/app.js", "/src/lib/greet.js", "/assets/site.css"]);
     let mut spec = RewriteSpec {
         effective: Arc::new(Effective::new(set)),
@@ -42,10 +47,14 @@ fn spec(ticket: bool) -> RewriteSpec {
             reports: Vec::new(),
         });
         spec.meta_csp = Some(MetaCsp {
-            script_nonce: "fuzz".into(),
+            script_nonce: nonce.into(),
             script_hash: "'sha256-abc'".into(),
             style: None,
         });
+        spec.fresh = Some(nonce.into());
+        if header {
+            spec.nonce = Some(nonce.into());
+        }
     }
     spec
 }
@@ -69,24 +78,39 @@ fuzz_target!(|data: &[u8]| {
     let Some((&n, html)) = data.split_first() else {
         return;
     };
-    let spec = spec(n & 1 == 1);
-    let want = run(
-        PageRewriter::with_early_exit(spec.clone(), false),
-        false,
-        &[html],
-    );
-    let step = usize::from(n >> 1).max(1);
+    let (ticket, header) = (n & 1 == 1, n & 2 == 2);
+    let view = |nonce: &str| spec(ticket, nonce, header);
+    let whole = |nonce: &str| {
+        run(
+            PageRewriter::with_early_exit(view(nonce), false),
+            false,
+            &[html],
+        )
+    };
+    let step = usize::from(n >> 2).max(1);
     let pieces: Vec<&[u8]> = html.chunks(step).collect();
     let views = [
         (
             "early exit",
-            PageRewriter::with_early_exit(spec.clone(), true),
+            PageRewriter::with_early_exit(view("fuzz+AAA/1"), true),
             &pieces[..],
+            "fuzz+AAA/1",
         ),
-        ("first view", PageRewriter::new(spec.clone()), &pieces[..]),
-        ("second view", PageRewriter::new(spec), &[html][..]),
+        (
+            "first view",
+            PageRewriter::new(view("fuzz+BBB/2")),
+            &pieces[..],
+            "fuzz+BBB/2",
+        ),
+        (
+            "second view",
+            PageRewriter::new(view("fuzz+CCC/3")),
+            &[html][..],
+            "fuzz+CCC/3",
+        ),
     ];
-    for (what, r, pieces) in views {
+    for (what, r, pieces, nonce) in views {
+        let want = whole(nonce);
         let got = run(r, true, pieces);
         assert!(
             got == want,

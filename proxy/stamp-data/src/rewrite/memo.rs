@@ -377,6 +377,13 @@ mod tests {
                 .replace("AAAA+/AAAA", "BBBB+/BBBB")
                 .replace("<p>1</p>", "<p>2</p>"),
         );
+        // A head that holds the made-up nonce's text itself is not kept
+        // (its text there is the page's, not a nonce to swap).
+        let own_text = HEAD.replace("<body>", "<body data-x=\"DDDD+/DDDD\">");
+        view(made_up("DDDD+/DDDD"), &own_text);
+        let again = view(made_up("EEEE+/EEEE"), &own_text);
+        assert!(!again.1, "{}", text(&again.0));
+        assert!(text(&again.0).contains("data-x=\"DDDD+/DDDD\""));
         // A made-up nonce of another length cannot take the kept one's place.
         assert!(!view(made_up("CC"), &format!("{HEAD}<p>3</p>")).1);
         // A meta policy in the head, given the made-up nonce.
