@@ -245,20 +245,25 @@ impl RewriteSpec {
                     style,
                 } = a;
                 let hash = |s: &Option<(String, String)>| s.as_ref().map(|(_, h)| h.clone());
-                // Each view's own made-up nonce, with no style nonce.
+                // Each view's own made-up nonce, with no style nonce; else
+                // the same policy, neither made up (a nonce written as it
+                // is must not meet a head whose nonce is swapped).
                 let made_up = |m: &super::MetaCsp, spec: &RewriteSpec| {
                     m.style.is_none() && spec.fresh.as_ref() == Some(&m.script_nonce)
                 };
+                let (ours, theirs) = (made_up(a, self), made_up(b, other));
                 *script_hash == b.script_hash
                     && hash(style) == hash(&b.style)
-                    && (!meta_read || a == b || (made_up(a, self) && made_up(b, other)))
+                    && (!meta_read || (ours && theirs) || (!ours && !theirs && a == b))
             }
             _ => false,
         };
-        // The map's nonce: the same, or each view's own made-up one.
+        // The map's nonce: each view's own made-up one, or the same one,
+        // made up in neither.
         let made_up = |s: &RewriteSpec| s.nonce.is_some() && s.nonce == s.fresh;
+        let (ours, theirs) = (made_up(self), made_up(other));
         *page_url == other.page_url
-            && (*nonce == other.nonce || (made_up(self) && made_up(other)))
+            && ((ours && theirs) || (!ours && !theirs && *nonce == other.nonce))
             && *max_map_bytes == other.max_map_bytes
             && *memory_limit_bytes == other.memory_limit_bytes
             && same_probe
@@ -407,6 +412,14 @@ mod tests {
             text(&first.0)
         );
         assert_eq!(text(&second.0), text(&first.0).replace("m3ta1", "m3ta2"));
+        // A meta nonce that is the kept head's, but written as it is (not
+        // made up for this view): it does not meet the head whose nonce is
+        // swapped.
+        let mut as_is = with_meta("m3ta1");
+        as_is.fresh = Some("m3taX".into());
+        let odd = view(as_is, &format!("{meta}<p>m</p>"));
+        assert!(!odd.1, "{}", text(&odd.0));
+        assert!(text(&odd.0).contains("'nonce-m3ta1'"));
         // A meta policy's nonce that is not the made-up one: not kept.
         let mut other = with_meta("m3ta3");
         other.fresh = Some("elsewh".into());
