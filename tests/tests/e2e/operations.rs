@@ -337,17 +337,7 @@ async fn health_and_metrics() {
     assert_eq!(health["snapshot"]["tickets"], 1);
     assert!(health["snapshot"]["age_ms"].as_u64().is_some());
 
-    let resp = client()
-        .get(proxy.url("/__stamp/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let text = resp.text().await.unwrap();
-    for needle in [
+    let needles = [
         "stamp_requests_total{kind=\"ticket\"} 1",
         "stamp_requests_total{kind=\"passthrough\"} 1",
         "stamp_requests_total{kind=\"module\"} 1",
@@ -355,7 +345,27 @@ async fn health_and_metrics() {
         "stamp_module_cache_total{result=\"miss\"} 1",
         "stamp_store_up 1",
         "stamp_request_duration_seconds_bucket",
-    ] {
+    ];
+    // A request is counted once it is done (Pingora's logging phase, after
+    // its last byte went out): the client may ask for the metrics first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let resp = client()
+            .get(proxy.url("/__stamp/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = resp.text().await.unwrap();
+        if needles.iter().all(|n| text.contains(n)) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for needle in needles {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
     // What lol_html parsed of the rewritten bytes (early exit forwards the
