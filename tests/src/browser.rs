@@ -390,6 +390,17 @@ impl Browser {
             .collect())
     }
 
+    /// What the console said about Content-Security-Policy so far (a
+    /// refused script, style or connection).
+    pub async fn csp_violations(&self) -> anyhow::Result<Vec<ConsoleEntry>> {
+        Ok(self
+            .console()
+            .await?
+            .into_iter()
+            .filter(|e| e.message.contains("Content Security Policy"))
+            .collect())
+    }
+
     /// chromedriver's log so far.
     pub fn driver_log_text(&self) -> String {
         std::fs::read_to_string(&self.driver_log).unwrap_or_default()

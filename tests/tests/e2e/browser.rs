@@ -447,13 +447,7 @@ async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
         .screenshot(&artifacts_dir().join("badge-strict-csp.png"))
         .await
         .unwrap();
-    let violations: Vec<_> = browser
-        .console()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.message.contains("Content Security Policy"))
-        .collect();
+    let violations = browser.csp_violations().await.unwrap();
     assert!(violations.is_empty(), "CSP violations: {violations:?}");
     // The exit goes back to production, and the page stays there.
     browser
@@ -517,13 +511,7 @@ async fn a_stale_link_shows_production_with_a_notice() {
         .screenshot(&artifacts_dir().join("stale-link-notice.png"))
         .await
         .unwrap();
-    let violations: Vec<_> = browser
-        .console()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.message.contains("Content Security Policy"))
-        .collect();
+    let violations = browser.csp_violations().await.unwrap();
     assert!(violations.is_empty(), "CSP violations: {violations:?}");
     // Its link opens the ticket where it is.
     browser
@@ -1379,13 +1367,7 @@ async fn a_meta_policy_lets_the_merged_map_run() {
         .wait_for_text("#greeting", DEMO_GREETING, Duration::from_secs(10))
         .await
         .unwrap();
-    let refused: Vec<_> = browser
-        .console()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.message.contains("Content Security Policy"))
-        .collect();
+    let refused = browser.csp_violations().await.unwrap();
     assert!(refused.is_empty(), "CSP violations: {refused:?}");
     browser.close().await.unwrap();
 }

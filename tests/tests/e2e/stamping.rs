@@ -588,6 +588,19 @@ async fn a_page_that_came_whole_goes_out_with_its_own_length() {
     );
 }
 
+/// Pages served with a remembered head so far (the proxy's metric).
+async fn heads_remembered(proxy: &Proxy) -> u64 {
+    let metrics = get_text(&proxy.url("/__stamp/metrics")).await;
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("stamp_rewrite_heads_remembered_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no heads metric:\n{metrics}"))
+}
+
 /// A head seen before is not read again (`rewrite/memo.rs`): the second
 /// and later views of a page whose head is the same give the same page, and
 /// the metric counts them; another body after the same head is its own.
@@ -625,15 +638,7 @@ async fn a_head_seen_before_is_not_read_again() {
         ),
         "the kept head, then this page's own body, read"
     );
-    let metrics = get_text(&proxy.url("/__stamp/metrics")).await;
-    let remembered: u64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("stamp_rewrite_heads_remembered_total ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no heads metric:\n{metrics}"));
+    let remembered = heads_remembered(&proxy).await;
     assert!(
         remembered >= 3,
         "{remembered} of 5 views began with a kept head"
@@ -652,18 +657,7 @@ async fn a_head_under_a_strict_policy_is_remembered_with_each_views_nonce() {
         Route::html(&format!("{head}<p>page</p></body></html>"))
             .header("content-security-policy", "script-src 'self'"),
     );
-    let remembered = || async {
-        let metrics = get_text(&proxy.url("/__stamp/metrics")).await;
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("stamp_rewrite_heads_remembered_total ")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
-    let before = remembered().await;
+    let before = heads_remembered(&proxy).await;
     let mut nonces = Vec::new();
     let mut pages = Vec::new();
     for _ in 0..4 {
@@ -700,7 +694,7 @@ async fn a_head_under_a_strict_policy_is_remembered_with_each_views_nonce() {
         nonces.push(nonce);
     }
     assert!(pages.windows(2).all(|w| w[0] == w[1]), "{pages:?}");
-    let now = remembered().await;
+    let now = heads_remembered(&proxy).await;
     assert!(
         now >= before + 3,
         "{} of 4 views began with a kept head",
