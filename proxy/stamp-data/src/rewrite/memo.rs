@@ -116,7 +116,10 @@ impl Head {
     /// What went out for it, with `fresh` (the nonce made up for this
     /// response) where the view that kept it had its own.
     pub(super) fn output_for(&self, fresh: Option<&str>) -> std::borrow::Cow<'_, [u8]> {
-        let Some(fresh) = fresh.filter(|_| !self.fresh_at.is_empty()) else {
+        // Only a nonce of the kept one's length fits (`reads_as` matches no
+        // other); anything else leaves the output as it was kept.
+        let fits = |f: &&str| Some(f.len()) == self.state.spec.fresh.as_ref().map(String::len);
+        let Some(fresh) = fresh.filter(|f| !self.fresh_at.is_empty() && fits(f)) else {
             return std::borrow::Cow::Borrowed(&self.output);
         };
         let mut out = self.output.clone();
@@ -381,6 +384,13 @@ mod tests {
             text(&first.0)
                 .replace("AAAA+/AAAA", "BBBB+/BBBB")
                 .replace("<p>1</p>", "<p>2</p>"),
+        );
+        // Asked directly, a kept head swaps only a nonce that fits.
+        let kept =
+            find(&made_up("AAAA+/AAAA"), format!("{HEAD}<p>5</p>").as_bytes()).expect("kept");
+        assert_eq!(
+            kept.output_for(Some("toolong-toolong-toolong")),
+            kept.output_for(None)
         );
         // A head that holds the made-up nonce's text itself is not kept
         // (its text there is the page's, not a nonce to swap).
