@@ -22,6 +22,16 @@ async fn setup() -> (Origin, Proxy, tempfile::TempDir) {
     (origin, proxy, dir)
 }
 
+/// `url`'s enforced Content-Security-Policy header and its page.
+async fn policy_and_page(url: &str) -> (String, String) {
+    let resp = client().get(url).send().await.unwrap();
+    let policy = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (policy, resp.text().await.unwrap())
+}
+
 fn ticket_url() -> String {
     module_url("/src/lib/greet.js", GREET)
 }
@@ -216,16 +226,8 @@ async fn csp_nonce_is_reused_and_hash_policies_get_our_sources() {
             "default-src 'self'; script-src 'self' 'sha256-abc='",
         ),
     );
-    let resp = client()
-        .get(proxy.url("/hash?dev=TKT-1"))
-        .send()
-        .await
-        .unwrap();
-    let csp = resp.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let html = without_probe(&resp.text().await.unwrap());
+    let (csp, html) = policy_and_page(&proxy.url("/hash?dev=TKT-1")).await;
+    let html = without_probe(&html);
     let map_start = html.find("\">").unwrap() + 2;
     let map_text = &html[map_start..html.find("</script>").unwrap()];
     let hash = stamp_data::testing::csp_hash_source(map_text);
@@ -661,22 +663,13 @@ async fn a_head_under_a_strict_policy_is_remembered_with_each_views_nonce() {
     let mut nonces = Vec::new();
     let mut pages = Vec::new();
     for _ in 0..4 {
-        let resp = client()
-            .get(proxy.url("/strict?dev=TKT-1"))
-            .send()
-            .await
-            .unwrap();
-        let policy = resp.headers()["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let (policy, html) = policy_and_page(&proxy.url("/strict?dev=TKT-1")).await;
         let nonce = policy
             .split("'nonce-")
             .nth(1)
             .and_then(|r| r.split('\'').next())
             .unwrap_or_else(|| panic!("no nonce in {policy}"))
             .to_string();
-        let html = resp.text().await.unwrap();
         assert_eq!(
             html.matches(&format!("nonce=\"{nonce}\"")).count(),
             2,
@@ -870,12 +863,7 @@ async fn ticket_pages_carry_the_probe_and_production_never_does() {
         Route::html("<html><head><script type=module src=/src/lib/greet.js></script></head><body><p>app</p></body></html>")
             .header("content-security-policy", "default-src 'self'; script-src 'self' 'nonce-sc4pt'"),
     );
-    let resp = client().get(proxy.url("/?dev=TKT-1")).send().await.unwrap();
-    let csp = resp.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let html = resp.text().await.unwrap();
+    let (csp, html) = policy_and_page(&proxy.url("/?dev=TKT-1")).await;
     assert!(
         html.starts_with("<html><head><script type=\"application/json\" id=\"ticket-stamp-data\">"),
         "{html}"
