@@ -28,6 +28,7 @@ pub mod names {
     pub static SERVICE_WORKER: HeaderName = HeaderName::from_static("service-worker");
     pub static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
     pub static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+    pub static CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
     /// What the proxy did with a response (`x-ticket-stamp`).
     pub static X_TICKET_STAMP: HeaderName =
         HeaderName::from_static(stamp_model::wire::header::INFO);
@@ -400,6 +401,15 @@ pub fn marks(value: &str, key: &TicketKey, view: View, any: bool) -> bool {
             .and_then(|rest| rest.strip_prefix('.'))
             .is_some_and(|k| k.eq_ignore_ascii_case(key.as_str()))
 }
+
+/// `Clear-Site-Data` for a response that changes what the browser is on.
+/// A page of one side that the browser fetched ahead (speculation rules'
+/// prefetch and prerender, kept for the tab that asked) is otherwise shown
+/// on the next click after the change, without asking: Chromium keeps using
+/// a prefetched page after the cookie it was fetched with is cleared. These
+/// two kinds touch nothing else (no HTTP cache, cookie or storage of the
+/// app's), and browsers that do not know them ignore the header.
+pub const SPECULATION_CLEARED: &str = "\"prefetchCache\", \"prerenderCache\"";
 
 /// Every `Set-Cookie` that clears a copy of the ticket cookie this host can
 /// reach: ours (host-only, `Path=/`), the plain-named one over TLS, and

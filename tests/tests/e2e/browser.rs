@@ -1614,3 +1614,118 @@ async fn the_panel_pages_and_filters_the_list() {
     assert_eq!(keys, "SHOE-0,SHOE-1,SHOE-2");
     browser.close().await.unwrap();
 }
+
+/// A demo page (`file`) with speculation rules that fetch `/` ahead
+/// (`kind`: `prefetch` or `prerender`), as many apps now ship them.
+fn fetching_home_ahead(file: &str, kind: &str) -> Route {
+    let rules = format!(
+        "<script type=\"speculationrules\">{{\"{kind}\":[{{\"source\":\"list\",\"urls\":[\"/\"]}}]}}</script></body>"
+    );
+    Route::html(&demo_file(file).replace("</body>", &rules))
+}
+
+/// Waits until Chromium has fetched `/` ahead (`Sec-Purpose`) since the
+/// origin had been asked for it `since` times, and answers how often it
+/// has been now.
+async fn fetched_ahead(origin: &Origin, since: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let ahead = origin
+            .last_headers("/")
+            .filter(|_| origin.hits("/") > since)
+            .and_then(|h| h.get("sec-purpose").cloned());
+        if let Some(purpose) = ahead {
+            assert!(
+                purpose.to_str().unwrap().contains("prefetch"),
+                "{purpose:?}"
+            );
+            return origin.hits("/");
+        }
+        assert!(
+            start.elapsed() < PAGE_TIMEOUT,
+            "Chromium fetched nothing ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How the current page was delivered (`navigational-prefetch` for a page
+/// fetched ahead, prerendered ones included; empty for a fresh load).
+async fn delivery(browser: &Browser) -> String {
+    browser
+        .execute("return performance.getEntriesByType('navigation')[0].deliveryType;")
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A ticket's page whose speculation rules fetch pages ahead, with the
+/// ticket's cookie. Chromium keeps using such a page after that cookie is
+/// cleared (measured: the exit's `location.replace('/')` showed the
+/// prefetched ticket page, and activated the prerendered one). So leaving
+/// (the badge's exit, `?stamp=off` in another tab) and switching clear them
+/// (`Clear-Site-Data`), and the next page is production's, fetched anew.
+#[tokio::test]
+async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
+    let origin = demo_origin();
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
+    let browser = Browser::start().await.unwrap();
+    let exit = "document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;";
+    for kind in ["prefetch", "prerender"] {
+        origin.route("/", fetching_home_ahead("index.html", kind));
+        let since = origin.hits("/");
+        browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+        browser
+            .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        let asked = fetched_ahead(&origin, since).await;
+        browser.execute(exit).await.unwrap();
+        browser
+            .wait_for_text("#greeting", PRODUCTION_GREETING, PAGE_TIMEOUT)
+            .await
+            .with_context(|| format!("after the exit, with a {kind} of the ticket's /"))
+            .unwrap();
+        assert_eq!(
+            delivery(&browser).await,
+            "",
+            "{kind}: production, fetched anew"
+        );
+        assert!(
+            origin.hits("/") > asked,
+            "{kind}: the origin was asked again"
+        );
+        assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    }
+
+    // Leaving in another tab (`?stamp=off`) drops what this one fetched
+    // ahead: its next click shows production, as the badge would say.
+    origin.route("/about", fetching_home_ahead("about.html", "prefetch"));
+    let since = origin.hits("/");
+    browser.goto(&proxy.url("/about?dev=DEMO-1")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_ABOUT_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    let asked = fetched_ahead(&origin, since).await;
+    let client = browser.client().unwrap();
+    let ticket_tab = client.window().await.unwrap();
+    let other = client.new_window(true).await.unwrap();
+    client.switch_to_window(other.handle).await.unwrap();
+    browser.goto(&proxy.url("/about?stamp=off")).await.unwrap();
+    client.close_window().await.unwrap();
+    client.switch_to_window(ticket_tab).await.unwrap();
+    browser
+        .execute("location.href = '/'; return true;")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#greeting", PRODUCTION_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(delivery(&browser).await, "");
+    assert!(origin.hits("/") > asked);
+    browser.close().await.unwrap();
+}

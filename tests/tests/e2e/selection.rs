@@ -11,6 +11,8 @@ use stamp_tests::{
 const PAGE: &str = "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"lib/greet\":\"/src/lib/greet.js\"}}</script><script type=module src=/src/main.js></script></head><body>prod</body></html>";
 const V1: &str = "export const v = 1;\n";
 const V2: &str = "export const v = 2;\n";
+/// What a response that changes the browser's selection clears.
+const SPECULATION_CLEARED: &str = "\"prefetchCache\", \"prerenderCache\"";
 
 struct Fleet {
     origin: Origin,
@@ -85,15 +87,27 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
         .unwrap()
         .to_string();
     assert_eq!(cookie, "ticket_stamp=dev.TKT-1");
+    // What the browser is on changed: the pages it fetched ahead for its
+    // tabs (on production, or on another ticket) go.
+    assert_eq!(h["clear-site-data"], SPECULATION_CLEARED);
 
     // Navigation: no query, the cookie keeps the ticket; no new cookie is set.
     let (h, html) = page(&f.proxy, "/about", Some(&cookie)).await;
     assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
     assert!(h.get("set-cookie").is_none());
+    assert!(h.get("clear-site-data").is_none());
     assert_eq!(f.origin.hits("/about"), 1);
+    // The link again, on the ticket already: what was fetched ahead stays.
+    let (h, _) = page(&f.proxy, "/about?dev=TKT-1", Some(&cookie)).await;
+    assert!(h.get("clear-site-data").is_none());
+    // Another ticket's link: a change.
+    let (h, html) = page(&f.proxy, "/about?dev=TKT-2", Some(&cookie)).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    assert_eq!(h["clear-site-data"], SPECULATION_CLEARED);
 
     // Exit.
     let (h, html) = page(&f.proxy, "/?stamp=off", Some(&cookie)).await;
+    assert_eq!(h["clear-site-data"], SPECULATION_CLEARED);
     assert_eq!(html, PAGE, "production, byte for byte");
     let clear = h["set-cookie"].to_str().unwrap();
     assert!(
@@ -141,6 +155,10 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
         "{cookies:?}"
     );
     assert_eq!(waiting.headers()["cache-control"], "private, no-store");
+    assert!(
+        waiting.headers().get("clear-site-data").is_none(),
+        "nothing changed"
+    );
     // That load asks, even from this site, and clears what waited.
     let asked = client()
         .get(f.proxy.url("/?dev=TKT-1"))

@@ -65,6 +65,11 @@ pub struct Selected {
     pub pending: bool,
     /// A production visitor while tickets roll out: their side of each.
     pub rollout: Option<Sides>,
+    /// The response changes what this browser is on (a ticket selected
+    /// that it was not on, or the selection cleared): pages the browser
+    /// fetched ahead for its tabs (speculation rules) are dropped with it
+    /// (`select::SPECULATION_CLEARED`).
+    pub switches: bool,
 }
 
 /// A production visitor's side of each ticket rolling out.

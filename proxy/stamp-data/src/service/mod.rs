@@ -133,18 +133,14 @@ impl StampProxy {
             names::X_TICKET_STAMP.clone(),
             "production; reason=\"sign in to open previews\"",
         )?;
-        for c in &ctx.sel.set_cookie {
-            resp.append_header(header::SET_COOKIE, c.as_str())?;
-        }
+        selection_headers(&mut resp, &ctx.sel)?;
         session.write_response_header(Box::new(resp), true).await
     }
 
     /// What a request that is no page gets from the selection: its cookie,
     /// and when nothing is stamped, the reason.
     fn passthrough_response(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-        for cookie in &ctx.sel.set_cookie {
-            resp.append_header(header::SET_COOKIE, cookie.as_str())?;
-        }
+        selection_headers(resp, &ctx.sel)?;
         page::rollout_headers(resp, &ctx.sel);
         if ctx.sel.plan.is_none() {
             // A selection that did not resolve: say why on production.
@@ -157,6 +153,22 @@ impl StampProxy {
         }
         Ok(())
     }
+}
+
+/// The selection's cookies; and when they change what the browser is on,
+/// the pages it fetched ahead are dropped with them
+/// ([`select::SPECULATION_CLEARED`], added to any the origin sent).
+pub(super) fn selection_headers(resp: &mut ResponseHeader, sel: &ctx::Selected) -> Result<()> {
+    for cookie in &sel.set_cookie {
+        resp.append_header(header::SET_COOKIE, cookie.as_str())?;
+    }
+    if sel.switches {
+        resp.append_header(
+            names::CLEAR_SITE_DATA.clone(),
+            http::HeaderValue::from_static(select::SPECULATION_CLEARED),
+        )?;
+    }
+    Ok(())
 }
 
 /// A response that sets a cookie of ours (a selection, its clearing, a

@@ -161,9 +161,7 @@ impl StampProxy {
                 resp.set_version(http::Version::HTTP_11);
             }
             metrics::count(&metrics::PAGE_CACHE, "hit");
-            for cookie in &ctx.sel.set_cookie {
-                resp.append_header(header::SET_COOKIE, cookie.as_str())?;
-            }
+            super::selection_headers(resp, &ctx.sel)?;
             if let Some(info) = &ctx.sel.info {
                 resp.insert_header(names::X_TICKET_STAMP.clone(), format!("{info}; cached"))?;
             }
@@ -176,9 +174,7 @@ impl StampProxy {
             .key
             .take()
             .and_then(|(key, version)| self.pages.fill(key, version, session.req_header(), resp));
-        for cookie in &ctx.sel.set_cookie {
-            resp.append_header(header::SET_COOKIE, cookie.as_str())?;
-        }
+        super::selection_headers(resp, &ctx.sel)?;
         let plan = match ctx.sel.plan.clone() {
             Some(plan) => plan,
             None => {

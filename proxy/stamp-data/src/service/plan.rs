@@ -234,6 +234,7 @@ impl StampProxy {
             sel.info = Some(format!("production; reason=\"{reason}\""));
             if clear_cookie {
                 sel.set_cookie = select::clear_cookies(base, secure, host);
+                sel.switches = true;
             }
             on_production(sel);
         };
@@ -368,6 +369,12 @@ impl StampProxy {
                         return classified;
                     }
                     if matches!(source, Source::Query | Source::Referer) {
+                        sel.switches = !select::cookie_selects(
+                            cookies.iter().map(|v| v.as_bytes()),
+                            name,
+                            key,
+                            *view,
+                        );
                         sel.set_cookie = vec![select::set_cookie(
                             name,
                             key,

@@ -93,6 +93,12 @@ impl StampProxy {
                 ctx.settings.cfg.selection.cookie_max_age.as_secs(),
             ),
         )?;
+        // The badge's exit then goes to the page's URL without the ticket:
+        // a copy of it the ticket's page fetched ahead must not answer.
+        resp.insert_header(
+            names::CLEAR_SITE_DATA.clone(),
+            http::HeaderValue::from_static(select::SPECULATION_CLEARED),
+        )?;
         session.write_response_header(Box::new(resp), true).await
     }
 
