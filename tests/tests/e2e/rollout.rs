@@ -946,6 +946,66 @@ async fn a_slack_step_is_made_on_a_ticket_written_meanwhile() {
     assert_eq!(ticket(&proxy, "SW-1").await["stage"], "qa");
 }
 
+/// A move stated from a stage (the CLI's, the panel's release and revert)
+/// is judged again on a ticket written while its policy ran, and made: the
+/// writer here revokes share links; in life it is the settler's bookkeeping,
+/// a sign-off or a hook. A move stated from a version is made on that
+/// version or not at all.
+#[tokio::test]
+async fn a_move_from_a_stage_is_judged_again_on_a_ticket_written_meanwhile() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let log = runs.path().join("runs");
+    let policy = format!(
+        "[[policies]]\nkind = \"command\"\non = [\"qa->prod\", \"prod->qa\"]\nprogram = \"sh\"\n\
+         args = [\"-c\", \"echo run >> '{}'; sleep 2\"]\ntimeout = \"20s\"\n",
+        log.display()
+    );
+    let (proxy, _conf) = proxy(&origin, &store.path().to_string_lossy(), &policy);
+    ticket_in_qa(&proxy, "MV-1", "export const greet = () => 'ticket';\n").await;
+    let runs_so_far = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // The move, with the ticket written once its policy runs; what it
+    // answered, and how many times the policy ran for it.
+    let written_meanwhile = |path: &'static str, body: Value| {
+        let before = runs_so_far();
+        let url = proxy.url(&format!("/__stamp/api/v1/tickets/MV-1/{path}"));
+        let mv = tokio::spawn(async move {
+            let resp = client().post(url).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        });
+        let proxy = &proxy;
+        let runs_so_far = &runs_so_far;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while runs_so_far() == before {
+                assert!(Instant::now() < deadline, "the move's policy never ran");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let (s, b) = api(proxy, "POST", "tickets/MV-1/revoke-links", Value::Null).await;
+            assert_eq!(s, 200, "{b}");
+            let (s, b) = mv.await.unwrap();
+            (s, b, runs_so_far() - before)
+        }
+    };
+    let (s, b, ran) = written_meanwhile("promote", json!({"from": "qa"})).await;
+    assert_eq!((s, ran), (200, 2), "released, judged again: {b}");
+    assert_eq!(b["stage"], "prod");
+    let (s, b, ran) = written_meanwhile("revert", json!({"from": "prod"})).await;
+    assert_eq!((s, ran), (200, 2), "reverted, judged again: {b}");
+    assert_eq!(b["stage"], "qa");
+    // The version the caller read is gone: nothing is done.
+    let version = ticket(&proxy, "MV-1").await["version"].clone();
+    let (s, b, ran) = written_meanwhile("promote", json!({"expected_version": version})).await;
+    assert_eq!((s, ran), (409, 1), "{b}");
+    assert_eq!(ticket(&proxy, "MV-1").await["stage"], "qa");
+}
+
 /// The buttons of the `want`th message the local Slack got, waiting for it.
 async fn slack_buttons(slack: &stamp_tests::fakes::FakeSlack, want: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);

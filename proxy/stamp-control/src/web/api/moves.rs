@@ -139,14 +139,26 @@ impl Api {
             }
             None => None,
         };
-        let verdict = self.check_policies(&t, tr, &actor).await?;
-        let checked = verdict.is_some();
-        let warnings = verdict.unwrap_or_default();
-        // A checked transition applies only to the version the policies
-        // saw: an upload in between would make their verdict stale.
-        let change = self
-            .transition_retrying(key, tr, &t, expected.is_some() || checked, &actor, rollout)
-            .await?;
+        let (change, warnings) = match expected {
+            // The caller named the version it read: the move is made on
+            // that version or not at all.
+            Some(version) => {
+                let verdict = self.check_policies(&t, tr, &actor).await?;
+                let change = self
+                    .desk
+                    .transition_with(key, tr, Some(version), &actor, rollout, None)
+                    .await?;
+                (change, verdict.unwrap_or_default())
+            }
+            // From a stage only: a write meanwhile that left the stage as
+            // it was is judged again and the move made on it.
+            None => {
+                self.transition_rechecked(tr, t, &actor, rollout, |read, now| {
+                    read.stage == now.stage
+                })
+                .await?
+            }
+        };
         // A summary, not the module lists: a transition is a pointer move and
         // its answer should not cost more than the move itself.
         let mut summary = self.summary(&change.ticket, principal);
@@ -166,48 +178,6 @@ impl Api {
             .iter()
             .map(|t| (t.name.clone(), t.role))
             .collect()
-    }
-
-    /// Applies a transition to the ticket as read. Without an explicit expected
-    /// version (a `from` stage only), a concurrent change that left the stage
-    /// as it was (an upload, a sign-off, the settler's bookkeeping) is not the
-    /// caller's concern: the transition is retried on the new version. A
-    /// change of stage is: then it is a conflict, so a double click never
-    /// promotes twice.
-    pub(super) async fn transition_retrying(
-        &self,
-        key: &TicketKey,
-        tr: Transition,
-        read: &TicketRecord,
-        explicit: bool,
-        actor: &Actor,
-        rollout: Option<stamp_model::rollout::Rollout>,
-    ) -> Result<Change, WebError> {
-        let mut version = read.version;
-        for _ in 0..8 {
-            match self
-                .desk
-                .transition_with(key, tr, Some(version), actor, rollout.clone(), None)
-                .await
-            {
-                Err(WorkflowError::Store(StoreError::Conflict { .. })) if !explicit => {
-                    let now = self.ticket(key).await?;
-                    if now.stage != read.stage {
-                        return Err(WebError::moved(
-                            format!("ticket {key} moved to {} meanwhile", now.stage),
-                            &now,
-                        ));
-                    }
-                    version = now.version;
-                }
-                other => return other.map_err(WebError::from),
-            }
-        }
-        Err(WebError::new(
-            409,
-            ErrorCode::Conflict,
-            format!("ticket {key} keeps changing; try again"),
-        ))
     }
 
     /// Runs the policies that guard `tr` from the ticket's stage; their
@@ -568,20 +538,23 @@ impl Api {
         ))
     }
 
-    /// `tr` on `t`, its policies judged on the version it is made on. A
-    /// write meanwhile that left the stage and the rollout as they were
-    /// (the settler's bookkeeping of a release, a sign-off, links revoked)
-    /// makes it judged and made again on the new version; a move, step,
-    /// pause or revert meanwhile answers 409.
+    /// `tr` on `t`, its policies judged on the version it is made on; the
+    /// change and the policies' warnings. A write meanwhile that leaves the
+    /// ticket `same` as it was read (for a click in Slack: its stage and
+    /// rollout; for a move from a stage: its stage), such as the settler's
+    /// bookkeeping of a release, a sign-off or links revoked, makes the move
+    /// judged and made again on the new version; any other answers 409, so a
+    /// double click never moves a ticket twice.
     async fn transition_rechecked(
         &self,
         tr: Transition,
         mut t: TicketRecord,
         actor: &Actor,
         rollout: Option<stamp_model::rollout::Rollout>,
-    ) -> Result<Change, WebError> {
+        same: impl Fn(&TicketRecord, &TicketRecord) -> bool,
+    ) -> Result<(Change, Vec<Value>), WebError> {
         for _ in 0..8 {
-            self.check_policies(&t, tr, actor).await?;
+            let verdict = self.check_policies(&t, tr, actor).await?;
             match self
                 .desk
                 .transition_with(&t.key, tr, Some(t.version), actor, rollout.clone(), None)
@@ -589,15 +562,22 @@ impl Api {
             {
                 Err(WorkflowError::Store(StoreError::Conflict { .. })) => {
                     let now = self.ticket(&t.key).await?;
-                    if now.stage != t.stage || now.rollout != t.rollout {
+                    if !same(&t, &now) {
                         return Err(WebError::moved(
-                            format!("ticket {} moved meanwhile: nothing done", t.key),
+                            format!(
+                                "ticket {} moved meanwhile (it is {} now): nothing done",
+                                t.key, now.stage
+                            ),
                             &now,
                         ));
                     }
                     t = now;
                 }
-                other => return other.map_err(WebError::from),
+                other => {
+                    return other
+                        .map(|change| (change, verdict.unwrap_or_default()))
+                        .map_err(WebError::from)
+                }
             }
         }
         Err(WebError::new(
@@ -653,8 +633,8 @@ impl Api {
                 }
                 require(principal, Action::Move(Transition::Promote, Stage::Qa))?;
                 let rollout = self.rollout_of(&wire::RolloutRequest::default()).await?;
-                let change = self
-                    .transition_rechecked(Transition::Promote, t, &actor, rollout)
+                let (change, _) = self
+                    .transition_rechecked(Transition::Promote, t, &actor, rollout, same_in_chat)
                     .await?;
                 Ok(match &change.ticket.rollout {
                     Some(r) => format!(
@@ -666,8 +646,8 @@ impl Api {
             }
             "revert" => {
                 require(principal, Action::Move(Transition::Revert, t.stage))?;
-                let change = self
-                    .transition_rechecked(Transition::Revert, t, &actor, None)
+                let (change, _) = self
+                    .transition_rechecked(Transition::Revert, t, &actor, None, same_in_chat)
                     .await?;
                 Ok(format!(
                     "{key} reverted to {} by {}",
@@ -703,4 +683,9 @@ impl Api {
             )),
         }
     }
+}
+
+/// What a message in chat showed of a ticket: a click acts while it holds.
+fn same_in_chat(read: &TicketRecord, now: &TicketRecord) -> bool {
+    read.stage == now.stage && read.rollout == now.rollout
 }
