@@ -187,6 +187,10 @@ const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const p
   modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
  try{fetch(location.origin+D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
-W.addEventListener("load",()=>{hookSystem();setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{sent=1;report(!1)},3000)});
-W.addEventListener("pagehide",()=>{sent?report(!0):(sent=1,report(!1))});
+// A page prerendered ahead (speculation rules) loads and runs before anyone
+// sees it, and may never be shown: it is a view from when it is shown
+// (activated), and one never shown reports nothing.
+const shown=f=>d.prerendering?d.addEventListener("prerenderingchange",f,{once:!0}):f();
+W.addEventListener("load",()=>{hookSystem();shown(()=>{setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{sent=1;report(!1)},3000)})});
+W.addEventListener("pagehide",()=>{if(d.prerendering)return;sent?report(!0):(sent=1,report(!1))});
 })();

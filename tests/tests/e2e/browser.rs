@@ -1729,3 +1729,86 @@ async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
     assert!(origin.hits("/") > asked);
     browser.close().await.unwrap();
 }
+
+/// The ticket's last page views the proxy has, once `n` arrived.
+async fn ticket_views(proxy: &Proxy, key: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t: serde_json::Value = stamp_tests::client()
+            .get(proxy.url(&format!("/__stamp/api/v1/tickets/{key}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let views = t["views"].as_array().cloned().unwrap_or_default();
+        if views.len() >= n {
+            return views;
+        }
+        assert!(Instant::now() < deadline, "no {n} views of {key}: {t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A ticket page that prerenders another (speculation rules): the
+/// prerendered page loads and runs the ticket's code before anyone sees it,
+/// and may never be shown. It is counted as a view once shown, not before:
+/// what the ticket's views (and a rollout's verdict) say was seen, was.
+#[tokio::test]
+async fn a_prerendered_page_is_a_view_once_it_is_shown() {
+    let origin = demo_origin();
+    let rules = "<script type=\"speculationrules\">{\"prerender\":[{\"source\":\"list\",\"urls\":[\"/about\"]}]}</script></body>";
+    origin.route(
+        "/",
+        Route::html(&demo_file("index.html").replace("</body>", rules)),
+    );
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while !origin
+        .last_headers("/about")
+        .and_then(|h| h.get("sec-purpose").cloned())
+        .is_some_and(|p| p.to_str().unwrap().contains("prerender"))
+    {
+        assert!(start.elapsed() < PAGE_TIMEOUT, "nothing was prerendered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let views = ticket_views(&proxy, "DEMO-1", 1).await;
+    // Long past the probe's report (3 s after a page's load): the
+    // prerendered page, loaded meanwhile, has said nothing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let views = ticket_views(&proxy, "DEMO-1", views.len()).await;
+    let pages: Vec<&str> = views.iter().filter_map(|v| v["page"].as_str()).collect();
+    assert_eq!(pages, ["/"], "{views:?}");
+    // Shown: now it is a view.
+    browser
+        .execute("setTimeout(() => { location.href = '/about'; }, 0); return true;")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Activating a prerendered page puts it in the tab's place: the driver
+    // knows it as a new window, the only one.
+    let client = browser.client().unwrap();
+    let windows = client.windows().await.unwrap();
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    client.switch_to_window(windows[0].clone()).await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_ABOUT_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        delivery(&browser).await,
+        "navigational-prefetch",
+        "activated"
+    );
+    let views = ticket_views(&proxy, "DEMO-1", 2).await;
+    let pages: Vec<&str> = views.iter().filter_map(|v| v["page"].as_str()).collect();
+    assert!(pages.contains(&"/about"), "{views:?}");
+    browser.close().await.unwrap();
+}
