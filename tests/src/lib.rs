@@ -281,6 +281,24 @@ pub fn import_map(html: &str) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&html[open_end..close])?)
 }
 
+/// The last page views the proxy has of `key` (its API's `views`), once at
+/// least `n` arrived; fails after 20 s.
+pub async fn ticket_views(proxy: &Proxy, key: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let t = json_of(client().get(proxy.url(&format!("/__stamp/api/v1/tickets/{key}")))).await;
+        let views = t["views"].as_array().cloned().unwrap_or_default();
+        if views.len() >= n {
+            return views;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {n} views of {key} arrived: {t}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls the proxy's health until its snapshot reaches `version` (changes
 /// made through a shared Redis arrive asynchronously).
 pub async fn wait_snapshot(proxy: &Proxy, at_least: u64) -> anyhow::Result<()> {

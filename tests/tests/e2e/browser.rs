@@ -1615,31 +1615,44 @@ async fn the_panel_pages_and_filters_the_list() {
     browser.close().await.unwrap();
 }
 
-/// A demo page (`file`) with speculation rules that fetch `/` ahead
+/// A demo page (`file`) with speculation rules that fetch `url` ahead
 /// (`kind`: `prefetch` or `prerender`), as many apps now ship them.
-fn fetching_home_ahead(file: &str, kind: &str) -> Route {
+fn fetches_ahead(file: &str, kind: &str, url: &str) -> Route {
     let rules = format!(
-        "<script type=\"speculationrules\">{{\"{kind}\":[{{\"source\":\"list\",\"urls\":[\"/\"]}}]}}</script></body>"
+        "<script type=\"speculationrules\">{{\"{kind}\":[{{\"source\":\"list\",\"urls\":[\"{url}\"]}}]}}</script></body>"
     );
     Route::html(&demo_file(file).replace("</body>", &rules))
 }
 
-/// Waits until Chromium has fetched `/` ahead (`Sec-Purpose`) since the
-/// origin had been asked for it `since` times, and answers how often it
-/// has been now.
-async fn fetched_ahead(origin: &Origin, since: u64) -> u64 {
+/// Opens `url`, a ticket page that fetches `ahead` ahead, until it greets
+/// with `greeting` and Chromium has fetched `ahead` ahead (`Sec-Purpose`,
+/// which says `prefetch` for a prerender too); answers how often the origin
+/// has been asked for `ahead` by then.
+async fn fetching_ahead(
+    browser: &Browser,
+    origin: &Origin,
+    url: &str,
+    greeting: &str,
+    ahead: &str,
+) -> u64 {
+    let since = origin.hits(ahead);
+    browser.goto(url).await.unwrap();
+    browser
+        .wait_for_text("#greeting", greeting, PAGE_TIMEOUT)
+        .await
+        .unwrap();
     let start = Instant::now();
     loop {
-        let ahead = origin
-            .last_headers("/")
-            .filter(|_| origin.hits("/") > since)
+        let purpose = origin
+            .last_headers(ahead)
+            .filter(|_| origin.hits(ahead) > since)
             .and_then(|h| h.get("sec-purpose").cloned());
-        if let Some(purpose) = ahead {
+        if let Some(purpose) = purpose {
             assert!(
                 purpose.to_str().unwrap().contains("prefetch"),
                 "{purpose:?}"
             );
-            return origin.hits("/");
+            return origin.hits(ahead);
         }
         assert!(
             start.elapsed() < PAGE_TIMEOUT,
@@ -1674,14 +1687,15 @@ async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
     let browser = Browser::start().await.unwrap();
     let exit = "document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;";
     for kind in ["prefetch", "prerender"] {
-        origin.route("/", fetching_home_ahead("index.html", kind));
-        let since = origin.hits("/");
-        browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
-        browser
-            .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
-            .await
-            .unwrap();
-        let asked = fetched_ahead(&origin, since).await;
+        origin.route("/", fetches_ahead("index.html", kind, "/"));
+        let asked = fetching_ahead(
+            &browser,
+            &origin,
+            &proxy.url("/?dev=DEMO-1"),
+            DEMO_GREETING,
+            "/",
+        )
+        .await;
         browser.execute(exit).await.unwrap();
         browser
             .wait_for_text("#greeting", PRODUCTION_GREETING, PAGE_TIMEOUT)
@@ -1702,14 +1716,9 @@ async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
 
     // Leaving in another tab (`?stamp=off`) drops what this one fetched
     // ahead: its next click shows production, as the badge would say.
-    origin.route("/about", fetching_home_ahead("about.html", "prefetch"));
-    let since = origin.hits("/");
-    browser.goto(&proxy.url("/about?dev=DEMO-1")).await.unwrap();
-    browser
-        .wait_for_text("#greeting", DEMO_ABOUT_GREETING, PAGE_TIMEOUT)
-        .await
-        .unwrap();
-    let asked = fetched_ahead(&origin, since).await;
+    origin.route("/about", fetches_ahead("about.html", "prefetch", "/"));
+    let url = proxy.url("/about?dev=DEMO-1");
+    let asked = fetching_ahead(&browser, &origin, &url, DEMO_ABOUT_GREETING, "/").await;
     let client = browser.client().unwrap();
     let ticket_tab = client.window().await.unwrap();
     let other = client.new_window(true).await.unwrap();
@@ -1730,27 +1739,6 @@ async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
     browser.close().await.unwrap();
 }
 
-/// The ticket's last page views the proxy has, once `n` arrived.
-async fn ticket_views(proxy: &Proxy, key: &str, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t: serde_json::Value = stamp_tests::client()
-            .get(proxy.url(&format!("/__stamp/api/v1/tickets/{key}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let views = t["views"].as_array().cloned().unwrap_or_default();
-        if views.len() >= n {
-            return views;
-        }
-        assert!(Instant::now() < deadline, "no {n} views of {key}: {t}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// A ticket page that prerenders another (speculation rules): the
 /// prerendered page loads and runs the ticket's code before anyone sees it,
 /// and may never be shown. It is counted as a view once shown, not before:
@@ -1758,32 +1746,16 @@ async fn ticket_views(proxy: &Proxy, key: &str, n: usize) -> Vec<serde_json::Val
 #[tokio::test]
 async fn a_prerendered_page_is_a_view_once_it_is_shown() {
     let origin = demo_origin();
-    let rules = "<script type=\"speculationrules\">{\"prerender\":[{\"source\":\"list\",\"urls\":[\"/about\"]}]}</script></body>";
-    origin.route(
-        "/",
-        Route::html(&demo_file("index.html").replace("</body>", rules)),
-    );
+    origin.route("/", fetches_ahead("index.html", "prerender", "/about"));
     let (proxy, _dir) = demo_ticket_proxy(&origin).await;
     let browser = Browser::start().await.unwrap();
-    browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
-    browser
-        .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
-        .await
-        .unwrap();
-    let start = Instant::now();
-    while !origin
-        .last_headers("/about")
-        .and_then(|h| h.get("sec-purpose").cloned())
-        .is_some_and(|p| p.to_str().unwrap().contains("prerender"))
-    {
-        assert!(start.elapsed() < PAGE_TIMEOUT, "nothing was prerendered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let views = ticket_views(&proxy, "DEMO-1", 1).await;
+    let url = proxy.url("/?dev=DEMO-1");
+    fetching_ahead(&browser, &origin, &url, DEMO_GREETING, "/about").await;
+    let views = stamp_tests::ticket_views(&proxy, "DEMO-1", 1).await;
     // Long past the probe's report (3 s after a page's load): the
     // prerendered page, loaded meanwhile, has said nothing.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let views = ticket_views(&proxy, "DEMO-1", views.len()).await;
+    let views = stamp_tests::ticket_views(&proxy, "DEMO-1", views.len()).await;
     let pages: Vec<&str> = views.iter().filter_map(|v| v["page"].as_str()).collect();
     assert_eq!(pages, ["/"], "{views:?}");
     // Shown: now it is a view.
@@ -1807,7 +1779,7 @@ async fn a_prerendered_page_is_a_view_once_it_is_shown() {
         "navigational-prefetch",
         "activated"
     );
-    let views = ticket_views(&proxy, "DEMO-1", 2).await;
+    let views = stamp_tests::ticket_views(&proxy, "DEMO-1", 2).await;
     let pages: Vec<&str> = views.iter().filter_map(|v| v["page"].as_str()).collect();
     assert!(pages.contains(&"/about"), "{views:?}");
     browser.close().await.unwrap();

@@ -885,26 +885,9 @@ async fn a_slack_step_is_made_on_a_ticket_written_meanwhile() {
     slack.add_user("U0OPS", "ops@shop.test", true);
     let origin = origin();
     let store = tempfile::tempdir().unwrap();
-    let runs = tempfile::tempdir().unwrap();
-    let log = runs.path().join("runs");
-    // The release's policy notes each run, then takes its time: the
-    // window in which the ticket is written.
-    let policy = format!(
-        "[[policies]]\nkind = \"command\"\non = [\"qa->prod\"]\nprogram = \"sh\"\n\
-         args = [\"-c\", \"echo run >> '{}'; sleep 2\"]\ntimeout = \"20s\"\n\
-         [[policies]]\nkind = \"command\"\non = [\"prod->qa\"]\nprogram = \"sh\"\n\
-         args = [\"-c\", \"echo run >> '{}'; sleep 2\"]\ntimeout = \"20s\"\n",
-        log.display(),
-        log.display()
-    );
-    let (proxy, _conf) = slack_proxy(&origin, store.path(), &slack, secret, &policy);
+    let policy = SlowPolicy::new();
+    let (proxy, _conf) = slack_proxy(&origin, store.path(), &slack, secret, &policy.toml());
     ticket_in_qa(&proxy, "SW-1", "export const greet = () => 'ticket';\n").await;
-    let runs_so_far = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
     let now = || stamp_model::now_ms() / 1000;
     let release = slack_button(&slack_buttons(&slack, 1).await, "release");
     let (_, b) = slack_action(&proxy, &slack, 1, "U0OPS", release, now(), secret).await;
@@ -915,23 +898,15 @@ async fn a_slack_step_is_made_on_a_ticket_written_meanwhile() {
     // Each click, with the ticket written while its policy runs: the
     // policy runs again (on the new version), and the click does its work.
     let written_meanwhile = |n: u32, b: Value| {
-        let before = runs_so_far();
+        let before = policy.runs();
         let click = tokio::spawn(slack_action(&proxy, &slack, n, "U0OPS", b, now(), secret));
         let proxy = &proxy;
-        let runs_so_far = &runs_so_far;
+        let policy = &policy;
         async move {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while runs_so_far() == before {
-                assert!(Instant::now() < deadline, "the move's policy never ran");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let version = ticket(proxy, "SW-1").await["version"].clone();
-            let (s, b) = api(proxy, "POST", "tickets/SW-1/revoke-links", Value::Null).await;
-            assert_eq!(s, 200, "{b}");
-            assert_ne!(ticket(proxy, "SW-1").await["version"], version);
+            policy.write_during_run(proxy, "SW-1", before).await;
             let (s, b) = click.await.unwrap();
             assert_eq!(s, 200);
-            assert_eq!(runs_so_far(), before + 2, "judged again on the new version");
+            assert_eq!(policy.runs(), before + 2, "judged again on the new version");
             b["text"].as_str().unwrap().to_string()
         }
     };
@@ -955,42 +930,24 @@ async fn a_slack_step_is_made_on_a_ticket_written_meanwhile() {
 async fn a_move_from_a_stage_is_judged_again_on_a_ticket_written_meanwhile() {
     let origin = origin();
     let store = tempfile::tempdir().unwrap();
-    let runs = tempfile::tempdir().unwrap();
-    let log = runs.path().join("runs");
-    let policy = format!(
-        "[[policies]]\nkind = \"command\"\non = [\"qa->prod\", \"prod->qa\"]\nprogram = \"sh\"\n\
-         args = [\"-c\", \"echo run >> '{}'; sleep 2\"]\ntimeout = \"20s\"\n",
-        log.display()
-    );
-    let (proxy, _conf) = proxy(&origin, &store.path().to_string_lossy(), &policy);
+    let policy = SlowPolicy::new();
+    let (proxy, _conf) = proxy(&origin, &store.path().to_string_lossy(), &policy.toml());
     ticket_in_qa(&proxy, "MV-1", "export const greet = () => 'ticket';\n").await;
-    let runs_so_far = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
     // The move, with the ticket written once its policy runs; what it
     // answered, and how many times the policy ran for it.
     let written_meanwhile = |path: &'static str, body: Value| {
-        let before = runs_so_far();
+        let before = policy.runs();
         let url = proxy.url(&format!("/__stamp/api/v1/tickets/MV-1/{path}"));
         let mv = tokio::spawn(async move {
             let resp = client().post(url).json(&body).send().await.unwrap();
             (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
         });
         let proxy = &proxy;
-        let runs_so_far = &runs_so_far;
+        let policy = &policy;
         async move {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while runs_so_far() == before {
-                assert!(Instant::now() < deadline, "the move's policy never ran");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let (s, b) = api(proxy, "POST", "tickets/MV-1/revoke-links", Value::Null).await;
-            assert_eq!(s, 200, "{b}");
+            policy.write_during_run(proxy, "MV-1", before).await;
             let (s, b) = mv.await.unwrap();
-            (s, b, runs_so_far() - before)
+            (s, b, policy.runs() - before)
         }
     };
     let (s, b, ran) = written_meanwhile("promote", json!({"from": "qa"})).await;
@@ -1004,6 +961,57 @@ async fn a_move_from_a_stage_is_judged_again_on_a_ticket_written_meanwhile() {
     let (s, b, ran) = written_meanwhile("promote", json!({"expected_version": version})).await;
     assert_eq!((s, ran), (409, 1), "{b}");
     assert_eq!(ticket(&proxy, "MV-1").await["stage"], "qa");
+}
+
+/// A command policy on releases and reverts that notes each run, then
+/// takes its time: the window in which a test writes the ticket.
+struct SlowPolicy {
+    dir: tempfile::TempDir,
+}
+
+impl SlowPolicy {
+    fn new() -> SlowPolicy {
+        SlowPolicy {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The policy, for the proxy's configuration.
+    fn toml(&self) -> String {
+        format!(
+            "[[policies]]\nkind = \"command\"\non = [\"qa->prod\", \"prod->qa\"]\nprogram = \"sh\"\n\
+             args = [\"-c\", \"echo run >> '{}'; sleep 2\"]\ntimeout = \"20s\"\n",
+            self.dir.path().join("runs").display()
+        )
+    }
+
+    /// How many times it has run.
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    /// Once it runs again (after `before` runs), writes `key` without
+    /// moving it: revokes its share links, which changes its version.
+    async fn write_during_run(&self, proxy: &Proxy, key: &str, before: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.runs() == before {
+            assert!(Instant::now() < deadline, "the move's policy never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let version = ticket(proxy, key).await["version"].clone();
+        let (s, b) = api(
+            proxy,
+            "POST",
+            &format!("tickets/{key}/revoke-links"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_ne!(ticket(proxy, key).await["version"], version);
+    }
 }
 
 /// The buttons of the `want`th message the local Slack got, waiting for it.

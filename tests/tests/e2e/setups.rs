@@ -68,23 +68,7 @@ async fn the_browsers_own(app: &App, browser: &Browser, path: &str, dest: &str) 
 
 /// The last views the proxy has of `key`, once at least `n` arrived.
 pub(crate) async fn views(app: &App, key: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t: Value = client()
-            .get(app.proxy.url(&format!("/__stamp/api/v1/tickets/{key}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let views = t["views"].as_array().cloned().unwrap_or_default();
-        if views.len() >= n {
-            return views;
-        }
-        assert!(Instant::now() < deadline, "no report of {key} arrived: {t}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stamp_tests::ticket_views(&app.proxy, key, n).await
 }
 
 fn serve_npm(origin: &Origin, path: &str, rel: &str) {
