@@ -161,7 +161,10 @@ impl Fill {
             .filter(|(name, _)| {
                 !matches!(
                     name.as_str(),
+                    // An instruction for the one response it came on (the
+                    // selection's, or the origin's), never replayed.
                     "set-cookie"
+                        | "clear-site-data"
                         | "content-length"
                         | "transfer-encoding"
                         | "connection"

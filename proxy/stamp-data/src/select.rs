@@ -29,6 +29,9 @@ pub mod names {
     pub static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
     pub static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
     pub static CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
+    pub static SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
+    pub static PURPOSE: HeaderName = HeaderName::from_static("purpose");
+    pub static X_MOZ: HeaderName = HeaderName::from_static("x-moz");
     /// What the proxy did with a response (`x-ticket-stamp`).
     pub static X_TICKET_STAMP: HeaderName =
         HeaderName::from_static(stamp_model::wire::header::INFO);
@@ -410,6 +413,21 @@ pub fn marks(value: &str, key: &TicketKey, view: View, any: bool) -> bool {
 /// two kinds touch nothing else (no HTTP cache, cookie or storage of the
 /// app's), and browsers that do not know them ignore the header.
 pub const SPECULATION_CLEARED: &str = "\"prefetchCache\", \"prerenderCache\"";
+
+/// Whether the browser asks ahead of need: a prefetch or prerender it may
+/// never show (`Sec-Purpose: prefetch`, `prefetch;prerender`; the older
+/// `Purpose: prefetch` and Firefox's `X-Moz: prefetch`). A browser drops
+/// such an answer unless it is a `2xx`, and then asks again for real.
+pub fn is_speculative(headers: &http::HeaderMap) -> bool {
+    [&names::SEC_PURPOSE, &names::PURPOSE, &names::X_MOZ]
+        .into_iter()
+        .flat_map(|name| headers.get_all(name))
+        .any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b';' || *b == b',')
+                .any(|item| item.trim_ascii().eq_ignore_ascii_case(b"prefetch"))
+        })
+}
 
 /// Every `Set-Cookie` that clears a copy of the ticket cookie this host can
 /// reach: ours (host-only, `Path=/`), the plain-named one over TLS, and

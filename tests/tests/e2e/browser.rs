@@ -1784,3 +1784,41 @@ async fn a_prerendered_page_is_a_view_once_it_is_shown() {
     assert!(pages.contains(&"/about"), "{views:?}");
     browser.close().await.unwrap();
 }
+
+/// A production page whose speculation rules fetch a ticket link ahead
+/// (with `/about`, to know when Chromium did): the link selects nothing
+/// until it is opened, and opened, it shows the ticket.
+#[tokio::test]
+async fn a_ticket_link_fetched_ahead_selects_nothing_until_opened() {
+    let origin = demo_origin();
+    let rules = "<script type=\"speculationrules\">{\"prefetch\":[{\"source\":\"list\",\"urls\":[\"/?dev=DEMO-1\",\"/about\"]}]}</script></body>";
+    origin.route(
+        "/",
+        Route::html(&demo_file("index.html").replace("</body>", rules)),
+    );
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
+    let browser = Browser::start().await.unwrap();
+    let url = proxy.url("/");
+    fetching_ahead(&browser, &origin, &url, PRODUCTION_GREETING, "/about").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        browser.cookie("ticket_stamp").await.unwrap(),
+        None,
+        "a link nobody opened selected its ticket"
+    );
+    browser.refresh().await.unwrap();
+    browser
+        .wait_for_text("#greeting", PRODUCTION_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    browser
+        .execute("location.href = '/?dev=DEMO-1'; return true;")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(delivery(&browser).await, "", "asked for anew when opened");
+    browser.close().await.unwrap();
+}

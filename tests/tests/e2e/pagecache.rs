@@ -130,6 +130,23 @@ async fn a_revalidated_page_is_stamped_once_and_never_served_stale() {
         "the selection cookie is per request, on hits too"
     );
     assert_eq!(counted(&proxy, "hit").await, hits + 1);
+    assert_eq!(
+        headers["clear-site-data"], "\"prefetchCache\", \"prerenderCache\"",
+        "a link that selects the ticket drops what was fetched ahead, on hits too"
+    );
+    // A browser on the ticket already: the stored page carries no
+    // instruction of the request that filled it.
+    let on = client()
+        .get(proxy.url("/?dev=PC-1"))
+        .header("cookie", "ticket_stamp=dev.PC-1")
+        .send()
+        .await
+        .unwrap();
+    assert!(on.headers()["x-ticket-stamp"]
+        .to_str()
+        .unwrap()
+        .ends_with("; cached"));
+    assert!(on.headers().get("clear-site-data").is_none());
 
     // The origin changes the page: its 200 replaces the entry at once.
     origin.route("/", origin_with("/", "second", "\"p2\""));

@@ -203,6 +203,79 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
     );
 }
 
+/// A page the browser fetches ahead (speculation rules, `<link
+/// rel=prefetch>`) may never be opened: one whose answer would change what
+/// the browser is on is refused (`503`, which browsers drop and ask again
+/// for when it is opened), so a link hovered or prerendered selects nothing.
+/// Ahead of need, pages that change nothing are answered as ever.
+#[tokio::test]
+async fn a_page_fetched_ahead_never_changes_the_selection() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let ahead =
+        |path: &str, purpose: (&'static str, &'static str), cookie: Option<&'static str>| {
+            let mut req = client()
+                .get(f.proxy.url(path))
+                .header(purpose.0, purpose.1)
+                .header("sec-fetch-mode", "navigate")
+                .header("sec-fetch-dest", "document");
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            req.send()
+        };
+    let purposes = [
+        ("sec-purpose", "prefetch"),
+        ("sec-purpose", "prefetch;prerender"),
+        ("purpose", "prefetch"),
+        ("x-moz", "prefetch"),
+    ];
+    let on = Some("ticket_stamp=dev.TKT-1");
+    for purpose in purposes {
+        for (path, cookie) in [
+            ("/?dev=TKT-1", None),
+            ("/?stamp=off", on),
+            ("/__stamp/leave?to=/", on),
+            ("/", Some("ticket_stamp=dev.NOPE-9")),
+        ] {
+            let r = ahead(path, purpose, cookie).await.unwrap();
+            assert_eq!(r.status(), 503, "{path} {purpose:?}");
+            assert!(r.headers().get("set-cookie").is_none(), "{path}");
+            assert!(r.headers().get("clear-site-data").is_none(), "{path}");
+            assert_eq!(r.headers()["cache-control"], "no-store");
+        }
+        // Nothing changes: answered as ever.
+        for (path, cookie) in [("/", None), ("/about", on), ("/?dev=TKT-1", on)] {
+            let r = ahead(path, purpose, cookie).await.unwrap();
+            assert_eq!(r.status(), 200, "{path} {purpose:?}");
+            // At most the same selection, its time renewed.
+            for c in r.headers().get_all("set-cookie") {
+                assert!(
+                    c.to_str().unwrap().starts_with("ticket_stamp=dev.TKT-1;"),
+                    "{c:?}"
+                );
+            }
+            assert!(r.headers().get("clear-site-data").is_none(), "{path}");
+        }
+    }
+    // Opened for real, the link selects as ever.
+    let (h, html) = page(&f.proxy, "/?dev=TKT-1", None).await;
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    assert!(h["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("ticket_stamp=dev.TKT-1"));
+    // A header that names another purpose is no prefetch.
+    let r = ahead("/?dev=TKT-1", ("sec-purpose", "prefetchy"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn the_query_wins_deterministically() {
     let f = fleet();

@@ -137,6 +137,30 @@ impl StampProxy {
         session.write_response_header(Box::new(resp), true).await
     }
 
+    /// The answer to a request fetched ahead that would change what the
+    /// browser is on: `503`, which a browser does not keep (see
+    /// [`select::is_speculative`]).
+    async fn not_ahead(&self, session: &mut Session) -> Result<()> {
+        const WHY: &str =
+            "not fetched ahead: opening this would change the ticket this browser is on\n";
+        let mut resp = ResponseHeader::build(503, Some(4))?;
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(header::CONTENT_LENGTH, WHY.len().to_string())?;
+        resp.insert_header(
+            names::X_TICKET_STAMP.clone(),
+            "production; reason=\"not fetched ahead\"",
+        )?;
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session
+                .write_response_body(Some(Bytes::from_static(WHY.as_bytes())), true)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// What a request that is no page gets from the selection: its cookie,
     /// and when nothing is stamped, the reason.
     fn passthrough_response(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
@@ -162,7 +186,8 @@ pub(super) fn selection_headers(resp: &mut ResponseHeader, sel: &ctx::Selected) 
     for cookie in &sel.set_cookie {
         resp.append_header(header::SET_COOKIE, cookie.as_str())?;
     }
-    if sel.switches {
+    // Not on a `304`: a cache merges its headers into the stored copy.
+    if sel.switches && resp.status.as_u16() != 304 {
         resp.append_header(
             names::CLEAR_SITE_DATA.clone(),
             http::HeaderValue::from_static(select::SPECULATION_CLEARED),
@@ -249,6 +274,18 @@ impl ProxyHttp for StampProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         use ctx::Route;
+        // Fetched ahead, an answer that changes what the browser is on
+        // would change it for a page nobody opened (its `Set-Cookie` lands
+        // at once): refused, so the browser asks again if it is opened.
+        if (ctx.sel.switches
+            || ctx.sel.confirm.is_some()
+            || ctx.sel.sign_in.is_some()
+            || matches!(ctx.route, Route::Leave))
+            && select::is_speculative(&session.req_header().headers)
+        {
+            self.not_ahead(session).await?;
+            return Ok(true);
+        }
         if let Some(location) = ctx.sel.sign_in.take() {
             self.sign_in_first(session, ctx, &location).await?;
             return Ok(true);
@@ -281,7 +318,7 @@ impl ProxyHttp for StampProxy {
             Route::Mirror(_) | Route::Unmapped(_) => self.serve_mirror(session, ctx).await?,
             Route::Report => self.take_report(session, &ctx.settings).await?,
             Route::Leave => self.leave(session, ctx).await?,
-            Route::SetAside => self.set_aside_worker(session, &ctx.sel.set_cookie).await?,
+            Route::SetAside => self.set_aside_worker(session, &ctx.sel).await?,
             Route::Map(_) => return self.start_map(session, ctx).await,
             Route::Live => {
                 // Endless by design: a graceful stop must not wait for it.

@@ -299,6 +299,10 @@ impl StampProxy {
                             let clear = (classified.has_cookie || *source == Source::Cookie)
                                 && sel.sign_in.is_none();
                             production(sel, refusal.reason().to_string(), clear);
+                            // Either way the browser is shown production now
+                            // (a pass revoked, a role taken away): the ticket's
+                            // pages it fetched ahead must not show meanwhile.
+                            sel.switches = true;
                             return classified;
                         }
                     }

@@ -112,15 +112,14 @@ impl StampProxy {
     pub(super) async fn set_aside_worker(
         &self,
         session: &mut Session,
-        cookies: &[String],
+        sel: &super::ctx::Selected,
     ) -> Result<()> {
         let mut resp = ResponseHeader::build(200, Some(5))?;
         // A link waiting to be asked about may be marked by this very
         // request (the worker's update check, the page's first): the mark
-        // must reach the browser, or the reload would not ask.
-        for cookie in cookies {
-            resp.append_header(header::SET_COOKIE, cookie.as_str())?;
-        }
+        // must reach the browser, or the reload would not ask. A ticket
+        // its `Referer` selects is a change of what the browser is on.
+        super::selection_headers(&mut resp, sel)?;
         resp.insert_header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")?;
         resp.insert_header(header::CONTENT_LENGTH, SET_ASIDE.len().to_string())?;
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
