@@ -232,13 +232,13 @@ async function act(before, action, comment, extra) {
   out.textContent = '';
   out.className = '';
   try {
-    // A move whose content its stage fixes (a release of qa's snapshot, a
-    // revert, a close, a re-open) states the stage it starts from: a write
-    // that leaves the stage as it was (the settler's bookkeeping of a fresh
-    // release, a sign-off) does not refuse it, and its policies are judged
-    // on the version it is made on. Promoting dev, whose modules move with
-    // each save, and a sign-off state the version the person saw.
-    const byStage = ['revert', 'close', 'reopen'].includes(action) || (action === 'promote' && before.stage === 'qa');
+    // A move that takes code away from where it runs (a revert, a close,
+    // a re-open) states the stage it starts from: a write that leaves the
+    // stage as it was (the settler's bookkeeping of a fresh release, a
+    // sign-off) does not refuse it, so a revert in an incident goes through,
+    // its policies judged on the version it is made on. A promotion and a
+    // sign-off state the version the person saw: they act on code shown.
+    const byStage = ['revert', 'close', 'reopen'].includes(action);
     const body = { ...(byStage ? { from: before.stage } : { expected_version: before.version }), ...(extra || {}) };
     if (comment) body.comment = comment;
     const t = await api('POST', `/tickets/${key}/${action}`, body);

@@ -151,10 +151,14 @@ impl Api {
                 (change, verdict.unwrap_or_default())
             }
             // From a stage only: a write meanwhile that left the stage as
-            // it was is judged again and the move made on it.
+            // it was (and qa's snapshot, for a release of it) is judged
+            // again and the move made on it.
             None => {
                 self.transition_rechecked(tr, t, &actor, rollout, |read, now| {
                     read.stage == now.stage
+                        && (read.stage != Stage::Qa
+                            || tr != Transition::Promote
+                            || read.qa == now.qa)
                 })
                 .await?
             }
