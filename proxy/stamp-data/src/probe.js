@@ -189,8 +189,10 @@ const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const p
  try{fetch(location.origin+D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 // A page prerendered ahead (speculation rules) loads and runs before anyone
 // sees it, and may never be shown: it is a view from when it is shown
-// (activated), and one never shown reports nothing.
+// (activated), and one never shown reports nothing. A page left before its
+// report (pagehide sent it) and brought back from the back/forward cache
+// does not send it twice.
 const shown=f=>d.prerendering?d.addEventListener("prerenderingchange",f,{once:!0}):f();
-W.addEventListener("load",()=>{hookSystem();shown(()=>{setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{sent=1;report(!1)},3000)})});
+W.addEventListener("load",()=>{hookSystem();shown(()=>{setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{if(!sent){sent=1;report(!1)}},3000)})});
 W.addEventListener("pagehide",()=>{if(d.prerendering)return;sent?report(!0):(sent=1,report(!1))});
 })();
