@@ -85,5 +85,8 @@ pub mod testing {
     pub use crate::importmap::{csp_hash_source, merge};
     pub use crate::probe::script_hash as probe_hash;
     pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, ProbeSpec, Report, RewriteSpec};
-    pub use crate::select::{classify, cookie_value, Classified, Selection};
+    pub use crate::select::{
+        classify, cookie_value, no_vary_search_keeping_ours, Classified, Selection,
+        PARAMS as SELECTION_PARAMS,
+    };
 }

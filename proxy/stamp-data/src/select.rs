@@ -32,6 +32,7 @@ pub mod names {
     pub static SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
     pub static PURPOSE: HeaderName = HeaderName::from_static("purpose");
     pub static X_MOZ: HeaderName = HeaderName::from_static("x-moz");
+    pub static NO_VARY_SEARCH: HeaderName = HeaderName::from_static("no-vary-search");
     /// What the proxy did with a response (`x-ticket-stamp`).
     pub static X_TICKET_STAMP: HeaderName =
         HeaderName::from_static(stamp_model::wire::header::INFO);
@@ -413,6 +414,71 @@ pub fn marks(value: &str, key: &TicketKey, view: View, any: bool) -> bool {
 /// two kinds touch nothing else (no HTTP cache, cookie or storage of the
 /// app's), and browsers that do not know them ignore the header.
 pub const SPECULATION_CLEARED: &str = "\"prefetchCache\", \"prerenderCache\"";
+
+/// The query parameters the proxy reads ([`classify`]).
+pub const PARAMS: [&str; 4] = ["dev", "qa", "stamp", "st"];
+
+/// An origin's `No-Vary-Search` with [`PARAMS`] made to count. The header
+/// tells browsers which query parameters do not change a page, so that a
+/// copy kept for one URL answers another (Chromium's HTTP cache and
+/// speculation rules' prefetches both honour it): an origin whose pages say
+/// `params` (none matters) would let a browser answer `/?dev=TKT-1` with the
+/// production `/` it kept, and the link would never reach the proxy. So
+/// ours are added to `except` when `params` ignores every parameter, and
+/// taken out of `params` when it lists them. A value browsers would not
+/// read (it does not parse, or has not the field's shape) is left as it
+/// is: a browser ignores it whole, which ignores nothing. `None` when
+/// nothing needs changing.
+pub fn no_vary_search_keeping_ours(value: &[u8]) -> Option<String> {
+    use sfv::{BareItem, InnerList, Item, ListEntry, Parser, SerializeValue};
+    let ours =
+        |i: &Item| matches!(&i.bare_item, BareItem::String(s) if PARAMS.contains(&s.as_str()));
+    let mut dict = Parser::parse_dictionary(value).ok()?;
+    match dict.get_mut("params")? {
+        ListEntry::Item(Item {
+            bare_item: BareItem::Boolean(true),
+            ..
+        }) => {
+            let except = dict
+                .entry("except".to_string())
+                .or_insert_with(|| ListEntry::InnerList(InnerList::new(Vec::new())));
+            // Names are strings; anything else makes browsers drop the field.
+            let ListEntry::InnerList(list) = except else {
+                return None;
+            };
+            if list
+                .items
+                .iter()
+                .any(|i| !matches!(i.bare_item, BareItem::String(_)))
+            {
+                return None;
+            }
+            let missing: Vec<&str> = PARAMS
+                .into_iter()
+                .filter(|p| {
+                    !list
+                        .items
+                        .iter()
+                        .any(|i| matches!(&i.bare_item, BareItem::String(s) if s == p))
+                })
+                .collect();
+            if missing.is_empty() {
+                return None;
+            }
+            for p in missing {
+                list.items.push(Item::new(BareItem::String(p.to_string())));
+            }
+        }
+        ListEntry::InnerList(list) => {
+            if !list.items.iter().any(ours) {
+                return None;
+            }
+            list.items.retain(|i| !ours(i));
+        }
+        _ => return None,
+    }
+    dict.serialize_value().ok()
+}
 
 /// Whether the browser asks ahead of need: a prefetch or prerender it may
 /// never show (`Sec-Purpose: prefetch`, `prefetch;prerender`; the older
@@ -963,5 +1029,47 @@ mod tests {
         assert!(!fetch(&[("hx-request", "true"), ("hx-target", "slot")]));
         assert!(!fetch(&[("hx-request", "true"), ("hx-boosted", "false")]));
         assert!(!fetch(&[("hx-boosted", "true")]));
+    }
+
+    #[test]
+    fn the_proxys_parameters_always_change_the_page() {
+        let all = r#""dev" "qa" "stamp" "st""#;
+        for (value, want) in [
+            (
+                "params".to_string(),
+                Some(format!("params, except=({all})")),
+            ),
+            (
+                r#"params, except=("id")"#.into(),
+                Some(format!(r#"params, except=("id" {all})"#)),
+            ),
+            (
+                r#"key-order, params, except=("dev")"#.into(),
+                Some(r#"key-order, params, except=("dev" "qa" "stamp" "st")"#.into()),
+            ),
+            (format!("params, except=({all})"), None),
+            (
+                r#"params=("utm_source" "dev" "st")"#.into(),
+                Some(r#"params=("utm_source")"#.into()),
+            ),
+            (r#"params=("utm_source" "DEV")"#.into(), None),
+            ("key-order".into(), None),
+            ("params=?0".into(), None),
+            ("".into(), None),
+            // Browsers drop these whole, which ignores nothing: left alone.
+            ("params, except=(id)".into(), None),
+            ("params, except=\"dev\"".into(), None),
+            ("params=(".into(), None),
+            ("params=\"dev\"".into(), None),
+            ("params=?1;x=\u{e9}".into(), None),
+        ] {
+            let got = no_vary_search_keeping_ours(value.as_bytes());
+            assert_eq!(got, want, "{value}");
+            // What it makes needs nothing more.
+            if let Some(v) = got {
+                assert_eq!(no_vary_search_keeping_ours(v.as_bytes()), None, "{v}");
+                assert!(sfv::Parser::parse_dictionary(v.as_bytes()).is_ok());
+            }
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! Selection from queries and cookies: never panics on any bytes, and a
 //! ticket a link selects round-trips through the cookie the proxy sets.
+//! The same bytes as an origin's `No-Vary-Search`: amended, it parses, it
+//! ignores none of the proxy's parameters, and needs no second amendment.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stamp_data::testing::{classify, cookie_value, Selection};
+use stamp_data::testing::{
+    classify, cookie_value, no_vary_search_keeping_ours, Selection, SELECTION_PARAMS,
+};
 
 fuzz_target!(|data: &[u8]| {
     let cut = data.iter().position(|b| *b == 0).unwrap_or(data.len());
@@ -21,5 +25,38 @@ fuzz_target!(|data: &[u8]| {
             } => assert_eq!((k, v), (key, view)),
             other => panic!("{cookie} selected {other:?}"),
         }
+    }
+    if let Some(amended) = no_vary_search_keeping_ours(data) {
+        let dict = sfv::Parser::parse_dictionary(amended.as_bytes()).expect("parses");
+        let names = |e: &sfv::ListEntry| -> Vec<String> {
+            match e {
+                sfv::ListEntry::InnerList(l) => l
+                    .items
+                    .iter()
+                    .filter_map(|i| match &i.bare_item {
+                        sfv::BareItem::String(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                sfv::ListEntry::Item(_) => Vec::new(),
+            }
+        };
+        match dict.get("params") {
+            Some(sfv::ListEntry::Item(i)) if i.bare_item == sfv::BareItem::Boolean(true) => {
+                let except = dict.get("except").map(names).unwrap_or_default();
+                for p in SELECTION_PARAMS {
+                    assert!(except.iter().any(|e| e == p), "{amended}: {p} ignored");
+                }
+            }
+            Some(list) => {
+                let ignored = names(list);
+                assert!(
+                    SELECTION_PARAMS.iter().all(|p| !ignored.iter().any(|i| i == p)),
+                    "{amended}"
+                );
+            }
+            None => panic!("{amended}: params gone"),
+        }
+        assert_eq!(no_vary_search_keeping_ours(amended.as_bytes()), None, "{amended}");
     }
 });

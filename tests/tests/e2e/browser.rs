@@ -1822,3 +1822,62 @@ async fn a_ticket_link_fetched_ahead_selects_nothing_until_opened() {
     assert_eq!(delivery(&browser).await, "", "asked for anew when opened");
     browser.close().await.unwrap();
 }
+
+/// An origin that lets browsers keep its page and says no query parameter
+/// changes it (`No-Vary-Search: params`): Chromium then answers any query
+/// of `/` from the copy it kept (measured: `/page?dev=X` showed the kept
+/// `/page`). The ticket link and `?stamp=off` still reach the proxy: the
+/// proxy's parameters are kept out of what the header ignores.
+#[tokio::test]
+async fn a_ticket_link_is_never_answered_from_a_kept_production_page() {
+    let origin = demo_origin();
+    origin.route(
+        "/",
+        Route::html(&demo_file("index.html"))
+            .header("cache-control", "public, max-age=600")
+            .header("no-vary-search", "params"),
+    );
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
+    let browser = Browser::start().await.unwrap();
+    let go = |path: &'static str, greeting: &'static str| {
+        let browser = &browser;
+        async move {
+            browser
+                .execute_with(
+                    "location.href = arguments[0]; return true;",
+                    vec![path.into()],
+                )
+                .await
+                .unwrap();
+            browser
+                .wait_for_text("#greeting", greeting, PAGE_TIMEOUT)
+                .await
+                .with_context(|| format!("opening {path}"))
+                .unwrap();
+        }
+    };
+    browser.goto(&proxy.url("/")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", PRODUCTION_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    // Kept: the same URL again comes from the browser's cache.
+    let asked = origin.hits("/");
+    go("/about", "visitor").await;
+    go("/", PRODUCTION_GREETING).await;
+    assert_eq!(
+        origin.hits("/"),
+        asked,
+        "the browser keeps production's page"
+    );
+    go("/?utm_source=mail", PRODUCTION_GREETING).await;
+    assert_eq!(origin.hits("/"), asked, "and answers other queries with it");
+    go("/?dev=DEMO-1", DEMO_GREETING).await;
+    assert_eq!(
+        browser.cookie("ticket_stamp").await.unwrap().as_deref(),
+        Some("dev.DEMO-1")
+    );
+    go("/?stamp=off", PRODUCTION_GREETING).await;
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    browser.close().await.unwrap();
+}

@@ -276,6 +276,47 @@ async fn a_page_fetched_ahead_never_changes_the_selection() {
     assert_eq!(r.status(), 200);
 }
 
+/// An origin's `No-Vary-Search` that lets browsers answer any query of a
+/// page with the copy they kept (`params`), or names one of ours, is
+/// amended so that the proxy's parameters always count: a ticket link, or
+/// `?stamp=off`, is never answered from production's copy. Its field lines
+/// are read as one, as browsers read them; one that ignores nothing of
+/// ours, or that browsers would not read, is left as it came.
+#[tokio::test]
+async fn no_vary_search_never_ignores_the_proxys_parameters() {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let ours = r#"key-order, params, except=("dev" "qa" "stamp" "st")"#;
+    for (lines, want) in [
+        (&["key-order", "params"][..], ours),
+        (
+            &[r#"params=("utm_source" "st")"#],
+            r#"params=("utm_source")"#,
+        ),
+        (&[r#"params=("utm_source")"#], r#"params=("utm_source")"#),
+        (&["params, except=(dev)"], "params, except=(dev)"),
+    ] {
+        let mut route = Route::html(PAGE).header("cache-control", "max-age=600");
+        for line in lines {
+            route = route.header("no-vary-search", line);
+        }
+        f.origin.route("/nvs", route);
+        for (path, cookie) in [
+            ("/nvs", None),
+            ("/nvs?dev=TKT-1", None),
+            ("/nvs", Some("ticket_stamp=dev.TKT-1")),
+        ] {
+            let (h, _) = page(&f.proxy, path, cookie).await;
+            let got: Vec<_> = h.get_all("no-vary-search").iter().collect();
+            assert_eq!(got, [want], "{lines:?} on {path}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_query_wins_deterministically() {
     let f = fleet();

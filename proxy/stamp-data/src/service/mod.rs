@@ -179,6 +179,29 @@ impl StampProxy {
     }
 }
 
+/// Makes an origin's `No-Vary-Search` (its field lines read as one, as
+/// browsers read them) count the proxy's parameters
+/// ([`select::no_vary_search_keeping_ours`]); a response without one costs
+/// a lookup.
+fn no_vary_search_keeping_ours(resp: &mut ResponseHeader) {
+    let mut lines = resp.headers.get_all(&names::NO_VARY_SEARCH).iter();
+    let Some(first) = lines.next() else {
+        return;
+    };
+    let mut value = first.as_bytes().to_vec();
+    for line in lines {
+        value.extend_from_slice(b", ");
+        value.extend_from_slice(line.as_bytes());
+    }
+    let Some(kept) = select::no_vary_search_keeping_ours(&value)
+        .and_then(|v| http::HeaderValue::from_str(&v).ok())
+    else {
+        return;
+    };
+    resp.remove_header(&names::NO_VARY_SEARCH);
+    let _ = resp.insert_header(names::NO_VARY_SEARCH.clone(), kept);
+}
+
 /// The selection's cookies; and when they change what the browser is on,
 /// the pages it fetched ahead are dropped with them
 /// ([`select::SPECULATION_CLEARED`], added to any the origin sent).
@@ -381,6 +404,8 @@ impl ProxyHttp for StampProxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // First, so that a stored page keeps it as sent.
+        no_vary_search_keeping_ours(resp);
         match &ctx.route {
             ctx::Route::Map(Some(map)) => self.map_response(session, map, resp, &ctx.id)?,
             ctx::Route::Page(_) => self.page_response(session, resp, ctx).await?,
