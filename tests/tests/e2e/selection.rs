@@ -317,6 +317,84 @@ async fn no_vary_search_never_ignores_the_proxys_parameters() {
     }
 }
 
+/// `rewrite.production_vary_cookie`: production HTML carries `Vary:
+/// Cookie` (for a CDN in front), to a browser's page view and to a fetch
+/// alike; with a released ticket it always does; a ticket's page stays
+/// `Vary: *`.
+#[tokio::test]
+async fn production_vary_cookie_reaches_every_production_page() {
+    let origin = Origin::start().unwrap();
+    origin.route("/", Route::html(PAGE).header("cache-control", "max-age=60"));
+    let redis = RedisServer::start().unwrap();
+    let conf = tempfile::tempdir().unwrap();
+    let file = conf.path().join("proxy.toml");
+    std::fs::write(&file, "[rewrite]\nproduction_vary_cookie = true\n").unwrap();
+    let proxy = Proxy::start(
+        &origin.url,
+        &["--store", &redis.url, "--config", &file.to_string_lossy()],
+    )
+    .unwrap();
+    let store = open_store(&redis.url).await.unwrap();
+    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
+        .await
+        .unwrap();
+    wait_snapshot(&proxy, store.version().await.unwrap())
+        .await
+        .unwrap();
+    let vary = |path: &'static str, dest: &'static str, accept: &'static str| {
+        let req = client()
+            .get(proxy.url(path))
+            .header("accept", accept)
+            .header("sec-fetch-dest", dest);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()
+                .get_all("vary")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let page_view = ("document", "text/html");
+    let a_fetch = ("empty", "*/*");
+    for (what, (dest, accept)) in [("a page view", page_view), ("a fetch", a_fetch)] {
+        let v = vary("/", dest, accept).await;
+        assert!(v.contains("Cookie"), "production, {what}: {v:?}");
+    }
+    assert_eq!(vary("/?dev=TKT-1", page_view.0, page_view.1).await, "*");
+    // A released ticket: production's page is the overlay.
+    upload(&store, "TKT-2", &[("/src/lib/greet.js", V2)])
+        .await
+        .unwrap();
+    transition(&store, "TKT-2", Transition::Promote)
+        .await
+        .unwrap();
+    transition(&store, "TKT-2", Transition::Promote)
+        .await
+        .unwrap();
+    wait_snapshot(&proxy, store.version().await.unwrap())
+        .await
+        .unwrap();
+    let overlay = client()
+        .get(proxy.url("/"))
+        .header("accept", "text/html")
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap();
+    let v: Vec<_> = overlay.headers().get_all("vary").iter().collect();
+    assert!(
+        v.iter().any(|v| v.to_str().unwrap().contains("Cookie")),
+        "{v:?}"
+    );
+    assert_eq!(
+        greet_target(&overlay.text().await.unwrap()),
+        module_url("/src/lib/greet.js", V2)
+    );
+}
+
 #[tokio::test]
 async fn the_query_wins_deterministically() {
     let f = fleet();
