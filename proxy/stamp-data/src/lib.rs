@@ -86,7 +86,7 @@ pub mod testing {
     pub use crate::probe::script_hash as probe_hash;
     pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, ProbeSpec, Report, RewriteSpec};
     pub use crate::select::{
-        classify, cookie_value, no_vary_search_keeping_ours, Classified, Selection,
-        PARAMS as SELECTION_PARAMS,
+        classify, cookie_value, no_vary_search_keeping_ours, Classified, NoVarySearch, Selection,
+        PARAMS as PROXY_PARAMS,
     };
 }

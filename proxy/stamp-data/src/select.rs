@@ -415,69 +415,102 @@ pub fn marks(value: &str, key: &TicketKey, view: View, any: bool) -> bool {
 /// app's), and browsers that do not know them ignore the header.
 pub const SPECULATION_CLEARED: &str = "\"prefetchCache\", \"prerenderCache\"";
 
-/// The query parameters the proxy reads ([`classify`]).
-pub const PARAMS: [&str; 4] = ["dev", "qa", "stamp", "st"];
+/// The query parameters the proxy reads: the selection ([`classify`]), a
+/// ticket module's address (`__ts`) and live reload (`stamp_live`).
+pub const PARAMS: [&str; 6] = [
+    "dev",
+    "qa",
+    "stamp",
+    "st",
+    MODULE_PARAM,
+    stamp_model::wire::LIVE_PARAM,
+];
+
+/// What becomes of an origin's `No-Vary-Search`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoVarySearch {
+    /// It ignores none of [`PARAMS`]: sent as it came.
+    AsIs,
+    /// Sent as this instead.
+    Changed(String),
+    /// Not sent: with no header every parameter counts.
+    Dropped,
+}
 
 /// An origin's `No-Vary-Search` with [`PARAMS`] made to count. The header
-/// tells browsers which query parameters do not change a page, so that a
-/// copy kept for one URL answers another (Chromium's HTTP cache and
+/// tells browsers which query parameters do not change a response, so that
+/// a copy kept for one URL answers another (Chromium's HTTP cache and
 /// speculation rules' prefetches both honour it): an origin whose pages say
 /// `params` (none matters) would let a browser answer `/?dev=TKT-1` with the
-/// production `/` it kept, and the link would never reach the proxy. So
-/// ours are added to `except` when `params` ignores every parameter, and
-/// taken out of `params` when it lists them. A value browsers would not
-/// read (it does not parse, or has not the field's shape) is left as it
-/// is: a browser ignores it whole, which ignores nothing. `None` when
-/// nothing needs changing.
-pub fn no_vary_search_keeping_ours(value: &[u8]) -> Option<String> {
+/// production `/` it kept, and a module's `?__ts=` with production's file,
+/// and the request would never reach the proxy. So ours are added to
+/// `except` when `params` ignores every parameter, and taken out of a
+/// `params` list (names compared as browsers compare them, `+` and
+/// percent escapes decoded). Any value read otherwise by some browser (it
+/// does not parse, `params` or `except` not of the field's shape, a name
+/// that is not a string) is dropped: with no header, every parameter
+/// counts, whatever the reader.
+pub fn no_vary_search_keeping_ours(value: &[u8]) -> NoVarySearch {
     use sfv::{BareItem, InnerList, Item, ListEntry, Parser, SerializeValue};
-    let ours =
-        |i: &Item| matches!(&i.bare_item, BareItem::String(s) if PARAMS.contains(&s.as_str()));
-    let mut dict = Parser::parse_dictionary(value).ok()?;
-    match dict.get_mut("params")? {
-        ListEntry::Item(Item {
+    let Ok(mut dict) = Parser::parse_dictionary(value) else {
+        return NoVarySearch::Dropped;
+    };
+    let name = |i: &Item| match &i.bare_item {
+        BareItem::String(s) => Some(
+            url::form_urlencoded::parse(s.as_bytes())
+                .next()
+                .map(|(k, _)| k.into_owned())
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    };
+    let strings = |l: &InnerList| l.items.iter().all(|i| name(i).is_some());
+    let ours = |i: &Item| name(i).is_some_and(|n| PARAMS.contains(&n.as_str()));
+    let changed = match dict.get_mut("params") {
+        None
+        | Some(ListEntry::Item(Item {
+            bare_item: BareItem::Boolean(false),
+            ..
+        })) => return NoVarySearch::AsIs,
+        Some(ListEntry::Item(Item {
             bare_item: BareItem::Boolean(true),
             ..
-        }) => {
+        })) => {
             let except = dict
                 .entry("except".to_string())
                 .or_insert_with(|| ListEntry::InnerList(InnerList::new(Vec::new())));
-            // Names are strings; anything else makes browsers drop the field.
             let ListEntry::InnerList(list) = except else {
-                return None;
+                return NoVarySearch::Dropped;
             };
-            if list
-                .items
-                .iter()
-                .any(|i| !matches!(i.bare_item, BareItem::String(_)))
-            {
-                return None;
+            if !strings(list) {
+                return NoVarySearch::Dropped;
             }
-            let missing: Vec<&str> = PARAMS
-                .into_iter()
-                .filter(|p| {
-                    !list
-                        .items
-                        .iter()
-                        .any(|i| matches!(&i.bare_item, BareItem::String(s) if s == p))
-                })
-                .collect();
-            if missing.is_empty() {
-                return None;
+            let mut changed = false;
+            for p in PARAMS {
+                if !list.items.iter().any(|i| name(i).as_deref() == Some(p)) {
+                    list.items.push(Item::new(BareItem::String(p.to_string())));
+                    changed = true;
+                }
             }
-            for p in missing {
-                list.items.push(Item::new(BareItem::String(p.to_string())));
-            }
+            changed
         }
-        ListEntry::InnerList(list) => {
-            if !list.items.iter().any(ours) {
-                return None;
+        Some(ListEntry::InnerList(list)) => {
+            if !strings(list) {
+                return NoVarySearch::Dropped;
             }
+            let before = list.items.len();
             list.items.retain(|i| !ours(i));
+            list.items.len() != before
         }
-        _ => return None,
+        Some(_) => return NoVarySearch::Dropped,
+    };
+    if !changed {
+        return NoVarySearch::AsIs;
     }
-    dict.serialize_value().ok()
+    match dict.serialize_value() {
+        Ok(v) => NoVarySearch::Changed(v),
+        Err(_) => NoVarySearch::Dropped,
+    }
 }
 
 /// Whether the browser asks ahead of need: a prefetch or prerender it may
@@ -1033,42 +1066,49 @@ mod tests {
 
     #[test]
     fn the_proxys_parameters_always_change_the_page() {
-        let all = r#""dev" "qa" "stamp" "st""#;
+        use NoVarySearch::{AsIs, Changed, Dropped};
+        let all = r#""dev" "qa" "stamp" "st" "__ts" "stamp_live""#;
         for (value, want) in [
-            (
-                "params".to_string(),
-                Some(format!("params, except=({all})")),
-            ),
+            ("params".to_string(), Changed(format!("params, except=({all})"))),
             (
                 r#"params, except=("id")"#.into(),
-                Some(format!(r#"params, except=("id" {all})"#)),
+                Changed(format!(r#"params, except=("id" {all})"#)),
             ),
             (
                 r#"key-order, params, except=("dev")"#.into(),
-                Some(r#"key-order, params, except=("dev" "qa" "stamp" "st")"#.into()),
+                Changed(format!(r#"key-order, params, except=({all})"#)),
             ),
-            (format!("params, except=({all})"), None),
+            (format!("params, except=({all})"), AsIs),
+            // Browsers compare names decoded: "%64ev" is dev.
             (
-                r#"params=("utm_source" "dev" "st")"#.into(),
-                Some(r#"params=("utm_source")"#.into()),
+                r#"params, except=("%64ev" "qa" "stamp" "st" "__ts" "stamp+live")"#.into(),
+                Changed(
+                    r#"params, except=("%64ev" "qa" "stamp" "st" "__ts" "stamp+live" "stamp_live")"#
+                        .into(),
+                ),
             ),
-            (r#"params=("utm_source" "DEV")"#.into(), None),
-            ("key-order".into(), None),
-            ("params=?0".into(), None),
-            ("".into(), None),
-            // Browsers drop these whole, which ignores nothing: left alone.
-            ("params, except=(id)".into(), None),
-            ("params, except=\"dev\"".into(), None),
-            ("params=(".into(), None),
-            ("params=\"dev\"".into(), None),
-            ("params=?1;x=\u{e9}".into(), None),
+            (
+                r#"params=("utm_source" "dev" "%73t" "__ts")"#.into(),
+                Changed(r#"params=("utm_source")"#.into()),
+            ),
+            (r#"params=("utm_source" "DEV")"#.into(), AsIs),
+            ("key-order".into(), AsIs),
+            ("params=?0".into(), AsIs),
+            ("".into(), AsIs),
+            // Read otherwise by some browser: dropped, so all counts.
+            ("params, except=(id)".into(), Dropped),
+            ("params, except=\"dev\"".into(), Dropped),
+            ("params=(utm dev)".into(), Dropped),
+            ("params=(".into(), Dropped),
+            ("params=\"dev\"".into(), Dropped),
+            ("params=1".into(), Dropped),
+            ("params=?1;x=\u{e9}".into(), Dropped),
         ] {
             let got = no_vary_search_keeping_ours(value.as_bytes());
             assert_eq!(got, want, "{value}");
             // What it makes needs nothing more.
-            if let Some(v) = got {
-                assert_eq!(no_vary_search_keeping_ours(v.as_bytes()), None, "{v}");
-                assert!(sfv::Parser::parse_dictionary(v.as_bytes()).is_ok());
+            if let Changed(v) = got {
+                assert_eq!(no_vary_search_keeping_ours(v.as_bytes()), AsIs, "{v}");
             }
         }
     }

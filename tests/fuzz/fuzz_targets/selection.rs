@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use stamp_data::testing::{
-    classify, cookie_value, no_vary_search_keeping_ours, Selection, SELECTION_PARAMS,
+    classify, cookie_value, no_vary_search_keeping_ours, NoVarySearch, Selection, PROXY_PARAMS,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
             other => panic!("{cookie} selected {other:?}"),
         }
     }
-    if let Some(amended) = no_vary_search_keeping_ours(data) {
+    if let NoVarySearch::Changed(amended) = no_vary_search_keeping_ours(data) {
         let dict = sfv::Parser::parse_dictionary(amended.as_bytes()).expect("parses");
         let names = |e: &sfv::ListEntry| -> Vec<String> {
             match e {
@@ -34,7 +34,13 @@ fuzz_target!(|data: &[u8]| {
                     .items
                     .iter()
                     .filter_map(|i| match &i.bare_item {
-                        sfv::BareItem::String(s) => Some(s.clone()),
+                        // Compared as browsers compare names: decoded.
+                        sfv::BareItem::String(s) => Some(
+                            url::form_urlencoded::parse(s.as_bytes())
+                                .next()
+                                .map(|(k, _)| k.into_owned())
+                                .unwrap_or_default(),
+                        ),
                         _ => None,
                     })
                     .collect(),
@@ -44,19 +50,23 @@ fuzz_target!(|data: &[u8]| {
         match dict.get("params") {
             Some(sfv::ListEntry::Item(i)) if i.bare_item == sfv::BareItem::Boolean(true) => {
                 let except = dict.get("except").map(names).unwrap_or_default();
-                for p in SELECTION_PARAMS {
+                for p in PROXY_PARAMS {
                     assert!(except.iter().any(|e| e == p), "{amended}: {p} ignored");
                 }
             }
             Some(list) => {
                 let ignored = names(list);
                 assert!(
-                    SELECTION_PARAMS.iter().all(|p| !ignored.iter().any(|i| i == p)),
+                    PROXY_PARAMS.iter().all(|p| !ignored.iter().any(|i| i == p)),
                     "{amended}"
                 );
             }
             None => panic!("{amended}: params gone"),
         }
-        assert_eq!(no_vary_search_keeping_ours(amended.as_bytes()), None, "{amended}");
+        assert_eq!(
+            no_vary_search_keeping_ours(amended.as_bytes()),
+            NoVarySearch::AsIs,
+            "{amended}"
+        );
     }
 });

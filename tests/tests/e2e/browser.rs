@@ -1826,14 +1826,23 @@ async fn a_ticket_link_fetched_ahead_selects_nothing_until_opened() {
 /// An origin that lets browsers keep its page and says no query parameter
 /// changes it (`No-Vary-Search: params`): Chromium then answers any query
 /// of `/` from the copy it kept (measured: `/page?dev=X` showed the kept
-/// `/page`). The ticket link and `?stamp=off` still reach the proxy: the
-/// proxy's parameters are kept out of what the header ignores.
+/// `/page`). The ticket link, `?stamp=off` and the ticket's module
+/// (`greet.js?__ts=…`, production's greet.js kept) still reach the proxy:
+/// the proxy's parameters are kept out of what the header ignores.
 #[tokio::test]
 async fn a_ticket_link_is_never_answered_from_a_kept_production_page() {
     let origin = demo_origin();
     origin.route(
         "/",
         Route::html(&demo_file("index.html"))
+            .header("cache-control", "public, max-age=600")
+            .header("no-vary-search", "params"),
+    );
+    // Its modules too: the ticket's greet.js is production's path with
+    // `?__ts=`, which must not be answered with production's kept file.
+    origin.route(
+        GREET,
+        Route::bytes("text/javascript", demo_file(&GREET[1..]).into_bytes())
             .header("cache-control", "public, max-age=600")
             .header("no-vary-search", "params"),
     );

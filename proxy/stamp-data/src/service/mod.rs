@@ -180,7 +180,7 @@ impl StampProxy {
 }
 
 /// Makes an origin's `No-Vary-Search` (its field lines read as one, as
-/// browsers read them) count the proxy's parameters
+/// browsers read them) count the proxy's parameters, or drops it
 /// ([`select::no_vary_search_keeping_ours`]); a response without one costs
 /// a lookup.
 fn no_vary_search_keeping_ours(resp: &mut ResponseHeader) {
@@ -193,13 +193,18 @@ fn no_vary_search_keeping_ours(resp: &mut ResponseHeader) {
         value.extend_from_slice(b", ");
         value.extend_from_slice(line.as_bytes());
     }
-    let Some(kept) = select::no_vary_search_keeping_ours(&value)
-        .and_then(|v| http::HeaderValue::from_str(&v).ok())
-    else {
-        return;
-    };
-    resp.remove_header(&names::NO_VARY_SEARCH);
-    let _ = resp.insert_header(names::NO_VARY_SEARCH.clone(), kept);
+    match select::no_vary_search_keeping_ours(&value) {
+        select::NoVarySearch::AsIs => {}
+        select::NoVarySearch::Changed(kept) => {
+            resp.remove_header(&names::NO_VARY_SEARCH);
+            if let Ok(kept) = http::HeaderValue::from_str(&kept) {
+                let _ = resp.insert_header(names::NO_VARY_SEARCH.clone(), kept);
+            }
+        }
+        select::NoVarySearch::Dropped => {
+            resp.remove_header(&names::NO_VARY_SEARCH);
+        }
+    }
 }
 
 /// The selection's cookies; and when they change what the browser is on,
