@@ -34,6 +34,20 @@ fn fleet() -> Fleet {
     }
 }
 
+/// A fleet whose store holds each of `keys` with `V1` as greet.js, once
+/// the proxy's snapshot has them.
+async fn fleet_with(keys: &[&str]) -> (Fleet, stamp_store::SharedStore) {
+    let f = fleet();
+    let store = open_store(&f.redis.url).await.unwrap();
+    for key in keys {
+        upload(&store, key, &[("/src/lib/greet.js", V1)])
+            .await
+            .unwrap();
+    }
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    (f, store)
+}
+
 async fn page(
     proxy: &Proxy,
     path: &str,
@@ -67,15 +81,7 @@ async fn version(f: &Fleet) -> u64 {
 
 #[tokio::test]
 async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
-    let f = fleet();
-    let store = open_store(&f.redis.url).await.unwrap();
-    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
-        .await
-        .unwrap();
-    upload(&store, "TKT-2", &[("/src/lib/greet.js", V1)])
-        .await
-        .unwrap();
-    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (f, _) = fleet_with(&["TKT-1", "TKT-2"]).await;
 
     let (h, html) = page(&f.proxy, "/?dev=TKT-1", None).await;
     assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
@@ -210,12 +216,7 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
 /// Ahead of need, pages that change nothing are answered as ever.
 #[tokio::test]
 async fn a_page_fetched_ahead_never_changes_the_selection() {
-    let f = fleet();
-    let store = open_store(&f.redis.url).await.unwrap();
-    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
-        .await
-        .unwrap();
-    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (f, _) = fleet_with(&["TKT-1"]).await;
     let ahead =
         |path: &str, purpose: (&'static str, &'static str), cookie: Option<&'static str>| {
             let mut req = client()
@@ -285,12 +286,7 @@ async fn a_page_fetched_ahead_never_changes_the_selection() {
 /// browser would read otherwise is not sent.
 #[tokio::test]
 async fn no_vary_search_never_ignores_the_proxys_parameters() {
-    let f = fleet();
-    let store = open_store(&f.redis.url).await.unwrap();
-    upload(&store, "TKT-1", &[("/src/lib/greet.js", V1)])
-        .await
-        .unwrap();
-    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (f, _) = fleet_with(&["TKT-1"]).await;
     let ours = r#"key-order, params, except=("dev" "qa" "stamp" "st" "__ts" "stamp_live")"#;
     for (lines, want) in [
         (&["key-order", "params"][..], Some(ours)),
@@ -786,12 +782,7 @@ async fn tossed_cookies_never_select_and_the_exit_clears_every_copy() {
 /// the app's cookies do, in order.
 #[tokio::test]
 async fn the_origin_never_sees_our_cookies() {
-    let f = fleet();
-    let store = open_store(&f.redis.url).await.unwrap();
-    upload(&store, "CK-1", &[("/src/lib/greet.js", V1)])
-        .await
-        .unwrap();
-    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    let (f, _) = fleet_with(&["CK-1"]).await;
     for (cookie, kept) in [
         (
             "session=abc; ticket_stamp=dev.CK-1; theme=dark",
