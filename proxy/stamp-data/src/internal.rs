@@ -27,8 +27,14 @@ pub async fn respond(
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(header::CONTENT_TYPE, content_type)?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    write(session, resp, body).await
+}
+
+/// Writes a whole answer the proxy made: `resp` with `body`'s length, and
+/// the body unless the request is a `HEAD`.
+pub async fn write(session: &mut Session, mut resp: ResponseHeader, body: Bytes) -> Result<()> {
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     let head = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), head).await?;
     if !head {

@@ -146,19 +146,11 @@ impl StampProxy {
         let mut resp = ResponseHeader::build(503, Some(4))?;
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
         resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-        resp.insert_header(header::CONTENT_LENGTH, WHY.len().to_string())?;
         resp.insert_header(
             names::X_TICKET_STAMP.clone(),
             "production; reason=\"not fetched ahead\"",
         )?;
-        let head = session.req_header().method == http::Method::HEAD;
-        session.write_response_header(Box::new(resp), head).await?;
-        if !head {
-            session
-                .write_response_body(Some(Bytes::from_static(WHY.as_bytes())), true)
-                .await?;
-        }
-        Ok(())
+        internal::write(session, resp, Bytes::from_static(WHY.as_bytes())).await
     }
 
     /// What a request that is no page gets from the selection: its cookie,

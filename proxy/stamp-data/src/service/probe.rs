@@ -121,21 +121,13 @@ impl StampProxy {
         // its `Referer` selects is a change of what the browser is on.
         super::selection_headers(&mut resp, sel)?;
         resp.insert_header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")?;
-        resp.insert_header(header::CONTENT_LENGTH, SET_ASIDE.len().to_string())?;
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
         resp.insert_header(header::VARY, "*")?;
         resp.insert_header(
             names::X_TICKET_STAMP.clone(),
             "service worker set aside while this browser is on a ticket",
         )?;
-        let head = session.req_header().method == http::Method::HEAD;
-        session.write_response_header(Box::new(resp), head).await?;
-        if !head {
-            session
-                .write_response_body(Some(Bytes::from_static(SET_ASIDE.as_bytes())), true)
-                .await?;
-        }
-        Ok(())
+        internal::write(session, resp, Bytes::from_static(SET_ASIDE.as_bytes())).await
     }
 }
 
