@@ -242,6 +242,24 @@ impl Browser {
         }
     }
 
+    /// Moves the mouse onto the first element matching a CSS selector, as a
+    /// person does before clicking it (what hover prefetchers listen for).
+    pub async fn hover(&self, selector: &str) -> anyhow::Result<()> {
+        use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+        let client = self.client()?;
+        let element = client
+            .find(Locator::Css(selector))
+            .await
+            .with_context(|| format!("finding {selector} to hover over it"))?;
+        let moves = MouseActions::new("mouse".to_string()).then(PointerAction::MoveToElement {
+            element,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        });
+        Ok(client.perform_actions(moves).await?)
+    }
+
     /// Polls (every 50 ms) until the element's text contains `contains`;
     /// returns the text. On timeout the error carries what was seen last.
     pub async fn wait_for_text(

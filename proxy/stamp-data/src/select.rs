@@ -32,6 +32,16 @@ pub mod names {
     pub static SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
     pub static PURPOSE: HeaderName = HeaderName::from_static("purpose");
     pub static X_MOZ: HeaderName = HeaderName::from_static("x-moz");
+    pub static X_PURPOSE: HeaderName = HeaderName::from_static("x-purpose");
+    /// Turbo 8's hover prefetch and `data-turbo-preload`.
+    pub static X_SEC_PURPOSE: HeaderName = HeaderName::from_static("x-sec-purpose");
+    /// htmx's preload extension.
+    pub static HX_PRELOADED: HeaderName = HeaderName::from_static("hx-preloaded");
+    /// Next.js's router prefetching a route.
+    pub static NEXT_ROUTER_PREFETCH: HeaderName = HeaderName::from_static("next-router-prefetch");
+    pub static HX_REQUEST: HeaderName = HeaderName::from_static("hx-request");
+    pub static HX_BOOSTED: HeaderName = HeaderName::from_static("hx-boosted");
+    pub static HX_REDIRECT: HeaderName = HeaderName::from_static("hx-redirect");
     pub static NO_VARY_SEARCH: HeaderName = HeaderName::from_static("no-vary-search");
     /// What the proxy did with a response (`x-ticket-stamp`).
     pub static X_TICKET_STAMP: HeaderName =
@@ -513,19 +523,65 @@ pub fn no_vary_search_keeping_ours(value: &[u8]) -> NoVarySearch {
     }
 }
 
-/// Whether the browser asks ahead of need: a prefetch or prerender it may
-/// never show (`Sec-Purpose: prefetch`, `prefetch;prerender`; the older
-/// `Purpose: prefetch` and Firefox's `X-Moz: prefetch`). A browser drops
-/// such an answer unless it is a `2xx`, and then asks again for real.
+/// Whether a request asks ahead of need, for a page that may never be
+/// shown. The browser's own: a prefetch or prerender (`Sec-Purpose:
+/// prefetch`, `prefetch;prerender`; the older `Purpose: prefetch`,
+/// Firefox's `X-Moz: prefetch`, Safari's `X-Purpose: preview`). And the
+/// libraries that fetch a link the mouse rests on: Turbo 8
+/// (`X-Sec-Purpose: prefetch`, also `data-turbo-preload`), htmx's preload
+/// extension (`HX-Preloaded: true`), Next.js's router
+/// (`Next-Router-Prefetch: 1`). A browser drops such an answer unless it is
+/// a `2xx`, and asks again for real; the libraries ask again, or load the
+/// link as a page (what Turbo does with an answer that is not HTML).
 pub fn is_speculative(headers: &http::HeaderMap) -> bool {
-    [&names::SEC_PURPOSE, &names::PURPOSE, &names::X_MOZ]
-        .into_iter()
-        .flat_map(|name| headers.get_all(name))
-        .any(|v| {
+    let says = |name: &http::HeaderName, words: &[&[u8]]| {
+        headers.get_all(name).iter().any(|v| {
             v.as_bytes()
                 .split(|b| *b == b';' || *b == b',')
-                .any(|item| item.trim_ascii().eq_ignore_ascii_case(b"prefetch"))
+                .any(|item| {
+                    let item = item.trim_ascii();
+                    words.iter().any(|w| item.eq_ignore_ascii_case(w))
+                })
         })
+    };
+    says(&names::SEC_PURPOSE, &[b"prefetch"])
+        || says(&names::PURPOSE, &[b"prefetch", b"preview"])
+        || says(&names::X_PURPOSE, &[b"prefetch", b"preview"])
+        || says(&names::X_MOZ, &[b"prefetch"])
+        || says(&names::X_SEC_PURPOSE, &[b"prefetch"])
+        || says(&names::HX_PRELOADED, &[b"true"])
+        || says(&names::NEXT_ROUTER_PREFETCH, &[b"1"])
+}
+
+/// Whether a request is an app's own fetch of a page it will show in the
+/// document it is on, as Turbo Drive, htmx's boosted links, pjax or Swup
+/// follow a link: a browser's `fetch()` or XHR (`Sec-Fetch-Mode` `cors` or
+/// `same-origin`, `Sec-Fetch-Dest: empty`) that names HTML in its `Accept`
+/// (`text/html`, `application/xhtml+xml`), or is htmx's boosted request
+/// (`HX-Boosted: true`, whose `Accept` says nothing). Such a page keeps the
+/// document's modules and import map, which no later map can change for a
+/// module already loaded: a link that changes the ticket needs a page load.
+pub fn is_in_page_visit(headers: &http::HeaderMap) -> bool {
+    let is = |name: &http::HeaderName, values: &[&[u8]]| {
+        headers.get(name).is_some_and(|v| {
+            let v = v.as_bytes().trim_ascii();
+            values.iter().any(|w| v.eq_ignore_ascii_case(w))
+        })
+    };
+    if !is(&names::SEC_FETCH_MODE, &[b"cors", b"same-origin"])
+        || !is(&names::SEC_FETCH_DEST, &[b"empty"])
+    {
+        return false;
+    }
+    let names_html = headers.get_all(http::header::ACCEPT).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|range| {
+            let media = range.split(|b| *b == b';').next().unwrap_or_default();
+            let media = media.trim_ascii();
+            media.eq_ignore_ascii_case(b"text/html")
+                || media.eq_ignore_ascii_case(b"application/xhtml+xml")
+        })
+    });
+    names_html || is(&names::HX_BOOSTED, &[b"true"])
 }
 
 /// Every `Set-Cookie` that clears a copy of the ticket cookie this host can
@@ -815,6 +871,92 @@ mod tests {
             source,
             token: None,
         }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, http::HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn requests_ahead_of_need_are_told_by_browsers_and_libraries() {
+        for pair in [
+            ("sec-purpose", "prefetch"),
+            ("sec-purpose", "prefetch;prerender"),
+            ("Sec-Purpose", "PREFETCH"),
+            ("purpose", "prefetch"),
+            ("purpose", "preview"),
+            ("x-purpose", "preview"),
+            ("x-moz", "prefetch"),
+            ("x-sec-purpose", "prefetch"),
+            ("hx-preloaded", "true"),
+            ("next-router-prefetch", "1"),
+        ] {
+            assert!(is_speculative(&headers(&[pair])), "{pair:?}");
+        }
+        for pair in [
+            ("sec-purpose", "prefetchy"),
+            ("sec-purpose", ""),
+            ("x-moz", "preview"),
+            ("hx-preloaded", "false"),
+            ("hx-request", "true"),
+            ("next-router-prefetch", "0"),
+            ("x-sec-purpose", "pre fetch"),
+            ("accept", "text/html"),
+        ] {
+            assert!(!is_speculative(&headers(&[pair])), "{pair:?}");
+        }
+        assert!(!is_speculative(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_page_an_app_shows_in_place_is_told_from_navigations_and_data() {
+        const TURBO: &str = "text/vnd.turbo-stream.html, text/html, application/xhtml+xml";
+        let fetch = [("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")];
+        let with = |more: &[(&'static str, &'static str)]| {
+            let mut all = fetch.to_vec();
+            all.extend_from_slice(more);
+            is_in_page_visit(&headers(&all))
+        };
+        // Turbo Drive, pjax (jQuery's `html`), Swup, htmx's boosted links.
+        assert!(with(&[("accept", TURBO)]));
+        assert!(with(&[("accept", "text/html, */*; q=0.01")]));
+        assert!(with(&[("accept", "application/xhtml+xml")]));
+        assert!(with(&[
+            ("accept", "*/*"),
+            ("hx-request", "true"),
+            ("hx-boosted", "true")
+        ]));
+        assert!(is_in_page_visit(&headers(&[
+            ("sec-fetch-mode", "same-origin"),
+            ("sec-fetch-dest", "empty"),
+            ("accept", "TEXT/HTML;q=0.9")
+        ])));
+        // Data, an htmx fragment, a page navigation (one a service worker
+        // passes on included), a script, no browser at all.
+        assert!(!with(&[("accept", "application/json")]));
+        assert!(!with(&[("accept", "*/*")]));
+        assert!(!with(&[("accept", "text/htmlx")]));
+        assert!(!with(&[("accept", "*/*"), ("hx-request", "true")]));
+        assert!(!is_in_page_visit(&headers(&[
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "empty"),
+            ("accept", "text/html")
+        ])));
+        assert!(!is_in_page_visit(&headers(&[
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+            ("accept", "text/html")
+        ])));
+        assert!(!is_in_page_visit(&headers(&[
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "script"),
+            ("accept", "text/html")
+        ])));
+        assert!(!is_in_page_visit(&headers(&[("accept", TURBO)])));
     }
 
     #[test]

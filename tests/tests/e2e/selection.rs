@@ -234,6 +234,11 @@ async fn a_page_fetched_ahead_never_changes_the_selection() {
         ("sec-purpose", "prefetch;prerender"),
         ("purpose", "prefetch"),
         ("x-moz", "prefetch"),
+        ("x-purpose", "preview"),
+        // Turbo 8, htmx's preload extension, Next.js's router.
+        ("x-sec-purpose", "prefetch"),
+        ("hx-preloaded", "true"),
+        ("next-router-prefetch", "1"),
     ];
     let on = Some("ticket_stamp=dev.TKT-1");
     for purpose in purposes {
@@ -275,6 +280,108 @@ async fn a_page_fetched_ahead_never_changes_the_selection() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// A link that changes the ticket, followed by an app inside the page it
+/// is on (Turbo Drive, htmx's boosted links: a `fetch` naming HTML), is
+/// answered without HTML and without a cookie, so that the app loads it
+/// as a page; htmx is told where (`HX-Redirect`, never off the origin).
+/// What changes nothing, data, and a cookie found stale are answered as
+/// ever.
+#[tokio::test]
+async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
+    let (f, _) = fleet_with(&["TKT-1"]).await;
+    const TURBO: &str = "text/vnd.turbo-stream.html, text/html, application/xhtml+xml";
+    let fetch = |path: &str, extra: &[(&'static str, &'static str)], cookie: Option<&str>| {
+        let mut req = client()
+            .get(f.proxy.url(path))
+            .header("sec-fetch-mode", "cors")
+            .header("sec-fetch-dest", "empty");
+        for (name, value) in extra {
+            req = req.header(*name, *value);
+        }
+        if let Some(c) = cookie {
+            req = req.header("cookie", c.to_string());
+        }
+        req.send()
+    };
+    let turbo = [
+        ("accept", TURBO),
+        ("x-turbo-request-id", "7f0c2a1e-5b7d-4c1a-9d3e-2a9b8c7d6e5f"),
+    ];
+    let htmx = [
+        ("accept", "*/*"),
+        ("hx-request", "true"),
+        ("hx-boosted", "true"),
+    ];
+    let on = Some("ticket_stamp=dev.TKT-1");
+    for (path, cookie) in [
+        ("/about?dev=TKT-1", None),
+        ("/about?dev=TKT-1", Some("ticket_stamp=dev.OTHER-2")),
+        ("/about?stamp=off", on),
+        ("/about?dev=NOPE-9", on),
+        ("/__stamp/leave?to=/", on),
+    ] {
+        for (who, extra) in [("turbo", &turbo[..]), ("htmx", &htmx[..])] {
+            let r = fetch(path, extra, cookie).await.unwrap();
+            assert_eq!(r.status(), 503, "{who} {path}");
+            assert!(r.headers().get("set-cookie").is_none(), "{who} {path}");
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain"));
+            let redirect = r
+                .headers()
+                .get("hx-redirect")
+                .map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(
+                redirect.as_deref(),
+                (who == "htmx").then_some(path),
+                "{who}"
+            );
+        }
+    }
+    // Never a redirect off the origin.
+    let r = fetch("//evil.example/x?dev=TKT-1", &htmx, None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["hx-redirect"], "/evil.example/x?dev=TKT-1");
+    // On that ticket already: its page, in place.
+    let r = fetch("/about?dev=TKT-1", &turbo, on).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    // Data asked for with a ticket link selects, as ever.
+    let r = fetch("/about?dev=TKT-1", &[("accept", "application/json")], None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("ticket_stamp=dev.TKT-1"));
+    // A stale cookie is cleared on a page shown in place: no link asked.
+    let r = fetch("/about", &turbo, Some("ticket_stamp=dev.NOPE-9"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("ticket_stamp=;"));
+    // A page navigation is no fetch: the link selects.
+    let r = client()
+        .get(f.proxy.url("/about?dev=TKT-1"))
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_some());
 }
 
 /// An origin's `No-Vary-Search` that lets browsers answer any query of a

@@ -1428,6 +1428,163 @@ async fn the_badge_survives_unclosed_elements_and_turbo_visits() {
     browser.close().await.unwrap();
 }
 
+/// Turbo's answers to its own fetches so far (their status codes).
+async fn turbo_answers(browser: &Browser) -> Vec<Value> {
+    let v = browser
+        .execute("return window.__answers ?? []")
+        .await
+        .unwrap();
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// A ticket link on a page of a Turbo 8 app. Turbo fetches a link the mouse
+/// rests on (`X-Sec-Purpose: prefetch`), and a click shows that answer, or
+/// one it fetches then, in the page it is on, whose modules and map stay:
+/// measured before this, the hover put the browser on the ticket, and the
+/// click showed production's code with the badge saying so. Now the hover
+/// selects nothing, and a link that changes the ticket (to it, or away
+/// with `?stamp=off`) is answered so that Turbo loads it as a page: the
+/// ticket's code runs, and leaving leaves.
+#[tokio::test]
+async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
+    let origin = Origin::start().unwrap();
+    serve_npm(
+        &origin,
+        "/lib/turbo.js",
+        "@hotwired/turbo/dist/turbo.es2017-esm.js",
+    );
+    let head = "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+         <script type=importmap>{\"imports\":{\"@hotwired/turbo\":\"/lib/turbo.js\",\"@app/greet\":\"/src/greet.js\"}}</script>\
+         <script type=module>import '@hotwired/turbo'; window.__answers = []; \
+         document.addEventListener('turbo:before-fetch-response', e => window.__answers.push(e.detail.fetchResponse.statusCode));</script>\
+         <script type=module>import { greet } from '@app/greet'; document.getElementById('out').textContent = greet();</script></head>";
+    let body = "<body><a id=go href=\"/next?dev=TUR-2\">the ticket</a> \
+         <a id=off href=\"/next?stamp=off\">production</a><p id=out>loading</p></body></html>";
+    origin.route("/", Route::html(&format!("{head}{body}")));
+    origin.route("/next", Route::html(&format!("{head}{body}")));
+    let (app, _work) = greeting_app(origin, "TUR-2");
+    let browser = Browser::start().await.unwrap();
+    let out = "return document.getElementById('out')?.textContent ?? ''";
+    let same = "return window.__sameDocument === 1";
+    app.expect(&browser, "/", out, "production greeting").await;
+
+    // The mouse rests on the link: Turbo fetches it, and nothing changes.
+    browser
+        .execute("window.__sameDocument = 1; return true")
+        .await
+        .unwrap();
+    browser.hover("#go").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while turbo_answers(&browser).await.is_empty() {
+        assert!(Instant::now() < deadline, "Turbo fetched nothing ahead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(turbo_answers(&browser).await, [Value::from(503)]);
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    assert_eq!(browser.execute(out).await.unwrap(), "production greeting");
+
+    // Clicked: loaded as a page, on the ticket, its code run.
+    browser.click("#go").await.unwrap();
+    browser
+        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
+    assert!(browser
+        .current_url()
+        .await
+        .unwrap()
+        .ends_with("/next?dev=TUR-2"));
+    let text = badge_says(&browser, "1 of 1 module ran").await;
+    assert!(text.contains("TUR-2"), "{text}");
+
+    // Leaving by a link Turbo follows leaves: production's code runs.
+    browser
+        .execute("window.__sameDocument = 1; return true")
+        .await
+        .unwrap();
+    browser.click("#off").await.unwrap();
+    browser
+        .wait_for_text("#out", "production greeting", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+
+    // Followed without a hover (a keyboard's Enter, a script's click),
+    // Turbo's own visit gets the same answer.
+    browser
+        .execute("window.__sameDocument = 1; document.getElementById('go').click(); return true")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
+    badge_says(&browser, "1 of 1 module ran").await;
+    assert!(browser.cookie("ticket_stamp").await.unwrap().is_some());
+    browser.close().await.unwrap();
+}
+
+/// The same for htmx: a boosted ticket link, preloaded by htmx's preload
+/// extension when the mouse rests on it (`HX-Preloaded: true`), selects
+/// nothing until clicked; clicked, htmx is told to load it as a page
+/// (`HX-Redirect`), and the ticket's code runs.
+#[tokio::test]
+async fn a_boosted_ticket_link_in_an_htmx_app_loads_as_a_page_once_clicked() {
+    let origin = Origin::start().unwrap();
+    serve_npm(&origin, "/lib/htmx.js", "htmx.org/dist/htmx.min.js");
+    serve_npm(&origin, "/lib/preload.js", "htmx-ext-preload/preload.js");
+    let page = "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+         <script src=/lib/htmx.js></script><script src=/lib/preload.js></script>\
+         <script type=importmap>{\"imports\":{\"@app/greet\":\"/src/greet.js\"}}</script>\
+         <script type=module>import { greet } from '@app/greet'; \
+         document.getElementById('out').textContent = greet();</script></head>\
+         <body hx-boost=true hx-ext=preload><a id=go href=\"/next?dev=HX-2\" preload=mouseover>the ticket</a>\
+         <p id=out>loading</p></body></html>";
+    origin.route("/", Route::html(page));
+    origin.route("/next", Route::html(page));
+    let (app, _work) = greeting_app(origin, "HX-2");
+    let browser = Browser::start().await.unwrap();
+    let out = "return document.getElementById('out')?.textContent ?? ''";
+    app.expect(&browser, "/", out, "production greeting").await;
+    browser
+        .execute("window.__sameDocument = 1; return true")
+        .await
+        .unwrap();
+    browser.hover("#go").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser
+        .execute("return document.getElementById('go').preloadState")
+        .await
+        .unwrap()
+        != "DONE"
+    {
+        assert!(Instant::now() < deadline, "htmx preloaded nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    browser.click("#go").await.unwrap();
+    browser
+        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let same = browser
+        .execute("return window.__sameDocument === 1")
+        .await
+        .unwrap();
+    assert_eq!(same, false, "a page load");
+    assert!(browser
+        .current_url()
+        .await
+        .unwrap()
+        .ends_with("/next?dev=HX-2"));
+    let text = badge_says(&browser, "1 of 1 module ran").await;
+    assert!(text.contains("HX-2"), "{text}");
+    browser.close().await.unwrap();
+}
+
 /// The badge survives htmx's boosted navigation (the body's content
 /// swapped) and a client router that replaces the whole `<body>` after
 /// `history.pushState`. A fragment htmx swaps into part of the page is

@@ -70,6 +70,10 @@ pub struct Selected {
     /// fetched ahead for its tabs (speculation rules) are dropped with it
     /// (`select::SPECULATION_CLEARED`).
     pub switches: bool,
+    /// The change comes from this request's own URL (a ticket link,
+    /// `?stamp=off`), not from a cookie found stale: an app that follows
+    /// links inside its page (Turbo, htmx) must load it as a page instead.
+    pub linked: bool,
 }
 
 /// A production visitor's side of each ticket rolling out.

@@ -143,13 +143,27 @@ impl StampProxy {
     async fn not_ahead(&self, session: &mut Session) -> Result<()> {
         const WHY: &str =
             "not fetched ahead: opening this would change the ticket this browser is on\n";
-        let mut resp = ResponseHeader::build(503, Some(4))?;
-        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-        resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-        resp.insert_header(
-            names::X_TICKET_STAMP.clone(),
-            "production; reason=\"not fetched ahead\"",
-        )?;
+        let resp = refusal("not fetched ahead")?;
+        internal::write(session, resp, Bytes::from_static(WHY.as_bytes())).await
+    }
+
+    /// A link that changes the ticket, followed by an app inside the page
+    /// it is on ([`select::is_in_page_visit`]): refused without `HTML`, so
+    /// that the app loads it as a page (Turbo does with any answer that is
+    /// not HTML, pjax and Swup with a failed one; htmx is told so by
+    /// `HX-Redirect`). The page load selects, and runs the ticket's map.
+    async fn as_a_page(&self, session: &mut Session) -> Result<()> {
+        const WHY: &str =
+            "opens as a page: this link changes the ticket this browser is on, which a page shown in place of another cannot\n";
+        let req = session.req_header();
+        let redirect = req
+            .headers
+            .contains_key(&names::HX_REQUEST)
+            .then(|| same_origin_target(req.uri.path_and_query().map_or("/", |pq| pq.as_str())));
+        let mut resp = refusal("opens as a page")?;
+        if let Some(to) = redirect {
+            resp.insert_header(names::HX_REDIRECT.clone(), to)?;
+        }
         internal::write(session, resp, Bytes::from_static(WHY.as_bytes())).await
     }
 
@@ -169,6 +183,26 @@ impl StampProxy {
         }
         Ok(())
     }
+}
+
+/// A refused answer that changes nothing: `503`, never stored, plain text,
+/// and the reason in `x-ticket-stamp`.
+fn refusal(reason: &str) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(503, Some(4))?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(
+        names::X_TICKET_STAMP.clone(),
+        format!("production; reason=\"{reason}\""),
+    )?;
+    Ok(resp)
+}
+
+/// A request's target as a path a page can go to without leaving its
+/// origin: leading slashes and backslashes become one slash, since a
+/// browser reads `//host` and `/\host` as another origin.
+fn same_origin_target(target: &str) -> String {
+    format!("/{}", target.trim_start_matches(['/', '\\']))
 }
 
 /// Makes an origin's `No-Vary-Search` (its field lines read as one, as
@@ -304,6 +338,14 @@ impl ProxyHttp for StampProxy {
             && select::is_speculative(&session.req_header().headers)
         {
             self.not_ahead(session).await?;
+            return Ok(true);
+        }
+        // Followed inside the page it is on, the link's page would keep that
+        // page's modules: it must load as a page.
+        if (ctx.sel.linked || matches!(ctx.route, Route::Leave))
+            && select::is_in_page_visit(&session.req_header().headers)
+        {
+            self.as_a_page(session).await?;
             return Ok(true);
         }
         if let Some(location) = ctx.sel.sign_in.take() {
@@ -797,8 +839,30 @@ fn is_html(resp: &ResponseHeader) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::page_url_of;
+    use super::{page_url_of, same_origin_target};
+
+    #[test]
+    fn a_target_to_go_to_never_leaves_the_origin() {
+        for (target, want) in [
+            ("/next?dev=TKT-1", "/next?dev=TKT-1"),
+            ("//evil.example/x?dev=TKT-1", "/evil.example/x?dev=TKT-1"),
+            ("/\\evil.example/?dev=TKT-1", "/evil.example/?dev=TKT-1"),
+            ("\\/evil.example", "/evil.example"),
+            ("", "/"),
+            ("?dev=TKT-1", "/?dev=TKT-1"),
+        ] {
+            let got = same_origin_target(target);
+            assert_eq!(got, want, "{target}");
+            let base = url::Url::parse("https://shop.example/a/b").unwrap();
+            assert_eq!(
+                base.join(&got).unwrap().host_str(),
+                Some("shop.example"),
+                "{target}"
+            );
+        }
+    }
 
     #[test]
     fn a_page_url_asked_for_again_is_the_same_and_hosts_never_mix() {

@@ -47,6 +47,16 @@ impl StampProxy {
             ctx.secure = true;
         }
         let classified = self.select(session, ctx);
+        // The change is this request's own link (`?dev=`, `?qa=`,
+        // `?stamp=off`), not a cookie found stale.
+        ctx.sel.linked = ctx.sel.switches
+            && match &classified.selection {
+                Selection::Off => true,
+                Selection::Ticket { source, .. } | Selection::Invalid { source, .. } => {
+                    *source == select::Source::Query
+                }
+                Selection::None => false,
+            };
         let get_or_head = req.method == http::Method::GET || req.method == http::Method::HEAD;
         // A ticket file the variant has at this very path.
         let here = |ctx: &Ctx| {
