@@ -813,6 +813,61 @@ async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
     browser.close().await.unwrap();
 }
 
+/// JSON and CSS module scripts (`import … with { type: 'json' }`, `type:
+/// 'css'`) of production's module, where the ticket changed only those
+/// files: the page runs the ticket's, and the badge counts them.
+#[tokio::test]
+async fn json_and_css_modules_a_module_imports_are_the_tickets() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>modules</title></head><body><p id=out>-</p>\
+             <script type=module src=/src/main.js></script></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.js",
+        Route::bytes(
+            "text/javascript",
+            b"import strings from './strings.json' with { type: 'json' };\n\
+              import sheet from './theme.css' with { type: 'css' };\n\
+              document.adoptedStyleSheets = [sheet];\n\
+              document.getElementById('out').textContent = strings.hello + ' ' + getComputedStyle(document.body).color;\n"
+                .to_vec(),
+        ),
+    );
+    origin.route(
+        "/src/strings.json",
+        Route::bytes(
+            "application/json",
+            br#"{"hello":"production strings"}"#.to_vec(),
+        ),
+    );
+    origin.route(
+        "/src/theme.css",
+        Route::bytes("text/css", b"body { color: rgb(1, 2, 3); }\n".to_vec()),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[
+            ("strings.json", r#"{"hello":"ticket strings"}"#),
+            ("theme.css", "body { color: rgb(4, 5, 6); }\n"),
+        ],
+    );
+    app.stamp(work.path(), &["JSM-1", "--update", "--once"]);
+    let out = "return document.getElementById('out').textContent";
+    let browser = Browser::start().await.unwrap();
+    app.expect(&browser, "/", out, "production strings rgb(1, 2, 3)")
+        .await;
+    app.expect(&browser, "/?dev=JSM-1", out, "ticket strings rgb(4, 5, 6)")
+        .await;
+    badge_says(&browser, "2 of 2").await;
+    browser.close().await.unwrap();
+}
+
 /// Files a stylesheet or the page's markup loads by URL (an `@import`, a
 /// `url()` background, an `<img>`, a stylesheet a script adds) pass no map
 /// and no rewrite: on the ticket the proxy answers each with the ticket's
