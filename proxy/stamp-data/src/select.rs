@@ -40,6 +40,7 @@ pub mod names {
     /// Next.js's router prefetching a route.
     pub static NEXT_ROUTER_PREFETCH: HeaderName = HeaderName::from_static("next-router-prefetch");
     pub static HX_REQUEST: HeaderName = HeaderName::from_static("hx-request");
+    pub static X_TURBO_REQUEST_ID: HeaderName = HeaderName::from_static("x-turbo-request-id");
     pub static HX_BOOSTED: HeaderName = HeaderName::from_static("hx-boosted");
     pub static HX_REDIRECT: HeaderName = HeaderName::from_static("hx-redirect");
     pub static NO_VARY_SEARCH: HeaderName = HeaderName::from_static("no-vary-search");
@@ -531,8 +532,9 @@ pub fn no_vary_search_keeping_ours(value: &[u8]) -> NoVarySearch {
 /// (`X-Sec-Purpose: prefetch`, also `data-turbo-preload`), htmx's preload
 /// extension (`HX-Preloaded: true`), Next.js's router
 /// (`Next-Router-Prefetch: 1`). A browser drops such an answer unless it is
-/// a `2xx`, and asks again for real; the libraries ask again, or load the
-/// link as a page (what Turbo does with an answer that is not HTML).
+/// a `2xx`, and asks again for real; htmx's extension only warms the HTTP
+/// cache. Turbo keeps its prefetch for the click, so it is answered as a
+/// link followed in place ([`in_page_visit`]).
 pub fn is_speculative(headers: &http::HeaderMap) -> bool {
     let says = |name: &http::HeaderName, words: &[&[u8]]| {
         headers.get_all(name).iter().any(|v| {
@@ -553,35 +555,45 @@ pub fn is_speculative(headers: &http::HeaderMap) -> bool {
         || says(&names::NEXT_ROUTER_PREFETCH, &[b"1"])
 }
 
-/// Whether a request is an app's own fetch of a page it will show in the
-/// document it is on, as Turbo Drive, htmx's boosted links, pjax or Swup
-/// follow a link: a browser's `fetch()` or XHR (`Sec-Fetch-Mode` `cors` or
-/// `same-origin`, `Sec-Fetch-Dest: empty`) that names HTML in its `Accept`
-/// (`text/html`, `application/xhtml+xml`), or is htmx's boosted request
-/// (`HX-Boosted: true`, whose `Accept` says nothing). Such a page keeps the
-/// document's modules and import map, which no later map can change for a
-/// module already loaded: a link that changes the ticket needs a page load.
-pub fn is_in_page_visit(headers: &http::HeaderMap) -> bool {
-    let is = |name: &http::HeaderName, values: &[&[u8]]| {
-        headers.get(name).is_some_and(|v| {
-            let v = v.as_bytes().trim_ascii();
-            values.iter().any(|w| v.eq_ignore_ascii_case(w))
-        })
-    };
-    if !is(&names::SEC_FETCH_MODE, &[b"cors", b"same-origin"])
-        || !is(&names::SEC_FETCH_DEST, &[b"empty"])
-    {
-        return false;
+/// A library that follows a link by fetching its page and showing it in
+/// the document already open, whose modules and import map stay (a module
+/// already loaded is never resolved again, whatever map the new page
+/// brings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InPage {
+    /// Turbo 8: Drive visits, frames, its prefetches (`X-Turbo-Request-Id`
+    /// on every fetch it makes).
+    Turbo,
+    /// htmx's boosted links (`HX-Request` and `HX-Boosted: true`).
+    Htmx,
+}
+
+/// Whether a `GET` or `HEAD` is a library's fetch of a page to show in
+/// place of the one open ([`InPage`]), by the library's own headers: other
+/// fetches of HTML (a fragment, a service worker's copy of a navigation)
+/// are not told apart from pages and are left alone. Never a navigation.
+pub fn in_page_visit(method: &http::Method, headers: &http::HeaderMap) -> Option<InPage> {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return None;
     }
-    let names_html = headers.get_all(http::header::ACCEPT).iter().any(|v| {
-        v.as_bytes().split(|b| *b == b',').any(|range| {
-            let media = range.split(|b| *b == b';').next().unwrap_or_default();
-            let media = media.trim_ascii();
-            media.eq_ignore_ascii_case(b"text/html")
-                || media.eq_ignore_ascii_case(b"application/xhtml+xml")
-        })
-    });
-    names_html || is(&names::HX_BOOSTED, &[b"true"])
+    if headers
+        .get(&names::SEC_FETCH_MODE)
+        .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(b"navigate"))
+    {
+        return None;
+    }
+    let says_true = |name: &http::HeaderName| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"true"))
+    };
+    if headers.contains_key(&names::X_TURBO_REQUEST_ID) {
+        Some(InPage::Turbo)
+    } else if says_true(&names::HX_REQUEST) && says_true(&names::HX_BOOSTED) {
+        Some(InPage::Htmx)
+    } else {
+        None
+    }
 }
 
 /// Every `Set-Cookie` that clears a copy of the ticket cookie this host can
@@ -913,50 +925,49 @@ mod tests {
     }
 
     #[test]
-    fn a_page_an_app_shows_in_place_is_told_from_navigations_and_data() {
+    fn a_page_an_app_shows_in_place_is_told_by_the_librarys_headers() {
+        use http::Method;
         const TURBO: &str = "text/vnd.turbo-stream.html, text/html, application/xhtml+xml";
         let fetch = [("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")];
-        let with = |more: &[(&'static str, &'static str)]| {
+        let with = |method: Method, more: &[(&'static str, &'static str)]| {
             let mut all = fetch.to_vec();
             all.extend_from_slice(more);
-            is_in_page_visit(&headers(&all))
+            in_page_visit(&method, &headers(&all))
         };
-        // Turbo Drive, pjax (jQuery's `html`), Swup, htmx's boosted links.
-        assert!(with(&[("accept", TURBO)]));
-        assert!(with(&[("accept", "text/html, */*; q=0.01")]));
-        assert!(with(&[("accept", "application/xhtml+xml")]));
-        assert!(with(&[
-            ("accept", "*/*"),
-            ("hx-request", "true"),
-            ("hx-boosted", "true")
-        ]));
-        assert!(is_in_page_visit(&headers(&[
-            ("sec-fetch-mode", "same-origin"),
-            ("sec-fetch-dest", "empty"),
-            ("accept", "TEXT/HTML;q=0.9")
-        ])));
-        // Data, an htmx fragment, a page navigation (one a service worker
-        // passes on included), a script, no browser at all.
-        assert!(!with(&[("accept", "application/json")]));
-        assert!(!with(&[("accept", "*/*")]));
-        assert!(!with(&[("accept", "text/htmlx")]));
-        assert!(!with(&[("accept", "*/*"), ("hx-request", "true")]));
-        assert!(!is_in_page_visit(&headers(&[
-            ("sec-fetch-mode", "navigate"),
-            ("sec-fetch-dest", "empty"),
-            ("accept", "text/html")
-        ])));
-        assert!(!is_in_page_visit(&headers(&[
-            ("sec-fetch-mode", "navigate"),
-            ("sec-fetch-dest", "document"),
-            ("accept", "text/html")
-        ])));
-        assert!(!is_in_page_visit(&headers(&[
-            ("sec-fetch-mode", "cors"),
-            ("sec-fetch-dest", "script"),
-            ("accept", "text/html")
-        ])));
-        assert!(!is_in_page_visit(&headers(&[("accept", TURBO)])));
+        let turbo = [("accept", TURBO), ("x-turbo-request-id", "0c9b")];
+        let boosted = [("hx-request", "true"), ("hx-boosted", "true")];
+        assert_eq!(with(Method::GET, &turbo), Some(InPage::Turbo));
+        assert_eq!(with(Method::HEAD, &turbo), Some(InPage::Turbo));
+        assert_eq!(
+            with(
+                Method::GET,
+                &[("x-turbo-request-id", "1"), ("turbo-frame", "f")]
+            ),
+            Some(InPage::Turbo)
+        );
+        assert_eq!(with(Method::GET, &boosted), Some(InPage::Htmx));
+        assert_eq!(
+            with(
+                Method::GET,
+                &[("hx-request", "TRUE"), ("hx-boosted", " true")]
+            ),
+            Some(InPage::Htmx)
+        );
+        // A form sent in place, a fragment, a page fetched without a
+        // library's mark (a service worker's copy), data, a navigation.
+        assert_eq!(with(Method::POST, &turbo), None);
+        assert_eq!(with(Method::POST, &boosted), None);
+        assert_eq!(with(Method::GET, &[("hx-request", "true")]), None);
+        assert_eq!(with(Method::GET, &[("hx-boosted", "true")]), None);
+        assert_eq!(with(Method::GET, &[("accept", TURBO)]), None);
+        assert_eq!(with(Method::GET, &[("accept", "application/json")]), None);
+        assert_eq!(
+            in_page_visit(
+                &Method::GET,
+                &headers(&[("sec-fetch-mode", "navigate"), ("x-turbo-request-id", "1")])
+            ),
+            None
+        );
     }
 
     #[test]

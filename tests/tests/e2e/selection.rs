@@ -282,19 +282,24 @@ async fn a_page_fetched_ahead_never_changes_the_selection() {
     assert_eq!(r.status(), 200);
 }
 
-/// A link that changes the ticket, followed by an app inside the page it
-/// is on (Turbo Drive, htmx's boosted links: a `fetch` naming HTML), is
-/// answered without HTML and without a cookie, so that the app loads it
-/// as a page; htmx is told where (`HX-Redirect`, never off the origin).
-/// What changes nothing, data, and a cookie found stale are answered as
+/// A link that changes the ticket, followed by a library inside the page
+/// it is on (Turbo's Drive visits, frames and prefetches; htmx's boosted
+/// links), is answered so that the library loads it as a page, without a
+/// cookie and never kept: Turbo gets a page that says
+/// `turbo-visit-control: reload`, htmx `HX-Redirect` (never off the
+/// origin). A link that changes nothing, a form sent in place, data, a
+/// fetch without a library's mark and a cookie found stale are answered as
 /// ever.
 #[tokio::test]
 async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
     let (f, _) = fleet_with(&["TKT-1"]).await;
     const TURBO: &str = "text/vnd.turbo-stream.html, text/html, application/xhtml+xml";
-    let fetch = |path: &str, extra: &[(&'static str, &'static str)], cookie: Option<&str>| {
+    let fetch = |method: reqwest::Method,
+                 path: &str,
+                 extra: &[(&'static str, &'static str)],
+                 cookie: Option<&str>| {
         let mut req = client()
-            .get(f.proxy.url(path))
+            .request(method, f.proxy.url(path))
             .header("sec-fetch-mode", "cors")
             .header("sec-fetch-dest", "empty");
         for (name, value) in extra {
@@ -305,9 +310,20 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
         }
         req.send()
     };
+    let get = reqwest::Method::GET;
     let turbo = [
         ("accept", TURBO),
         ("x-turbo-request-id", "7f0c2a1e-5b7d-4c1a-9d3e-2a9b8c7d6e5f"),
+    ];
+    let frame = [
+        ("accept", TURBO),
+        ("x-turbo-request-id", "7f0c2a1e-5b7d-4c1a-9d3e-2a9b8c7d6e60"),
+        ("turbo-frame", "cart"),
+    ];
+    let prefetch = [
+        ("accept", TURBO),
+        ("x-turbo-request-id", "7f0c2a1e-5b7d-4c1a-9d3e-2a9b8c7d6e61"),
+        ("x-sec-purpose", "prefetch"),
     ];
     let htmx = [
         ("accept", "*/*"),
@@ -322,50 +338,78 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
         ("/about?dev=NOPE-9", on),
         ("/__stamp/leave?to=/", on),
     ] {
-        for (who, extra) in [("turbo", &turbo[..]), ("htmx", &htmx[..])] {
-            let r = fetch(path, extra, cookie).await.unwrap();
-            assert_eq!(r.status(), 503, "{who} {path}");
+        for (who, extra) in [
+            ("turbo", &turbo[..]),
+            ("a turbo frame", &frame[..]),
+            ("turbo's prefetch", &prefetch[..]),
+            ("htmx", &htmx[..]),
+        ] {
+            let r = fetch(get.clone(), path, extra, cookie).await.unwrap();
             assert!(r.headers().get("set-cookie").is_none(), "{who} {path}");
-            assert_eq!(r.headers()["cache-control"], "no-store");
-            assert!(r.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/plain"));
-            let redirect = r
-                .headers()
-                .get("hx-redirect")
-                .map(|v| v.to_str().unwrap().to_string());
-            assert_eq!(
-                redirect.as_deref(),
-                (who == "htmx").then_some(path),
-                "{who}"
-            );
+            assert_eq!(r.headers()["cache-control"], "no-store", "{who} {path}");
+            assert!(r.headers().get("clear-site-data").is_none(), "{who} {path}");
+            if who == "htmx" {
+                assert_eq!(r.status(), 503, "{who} {path}");
+                assert_eq!(r.headers()["hx-redirect"], path);
+            } else {
+                assert_eq!(r.status(), 200, "{who} {path}");
+                assert!(r.headers().get("hx-redirect").is_none());
+                let html = r.text().await.unwrap();
+                assert!(
+                    html.contains(r#"<meta name="turbo-visit-control" content="reload">"#),
+                    "{who} {path}: {html}"
+                );
+            }
         }
     }
     // Never a redirect off the origin.
-    let r = fetch("//evil.example/x?dev=TKT-1", &htmx, None)
+    let r = fetch(get.clone(), "//evil.example/x?dev=TKT-1", &htmx, None)
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["hx-redirect"], "/evil.example/x?dev=TKT-1");
     // On that ticket already: its page, in place.
-    let r = fetch("/about?dev=TKT-1", &turbo, on).await.unwrap();
+    let r = fetch(get.clone(), "/about?dev=TKT-1", &turbo, on)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
     assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
-    // Data asked for with a ticket link selects, as ever.
-    let r = fetch("/about?dev=TKT-1", &[("accept", "application/json")], None)
+    // `?stamp=off` with nothing to leave changes nothing: production, in place.
+    let r = fetch(get.clone(), "/about?stamp=off", &turbo, None)
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .starts_with("ticket_stamp=dev.TKT-1"));
+    assert_eq!(greet_target(&r.text().await.unwrap()), "/src/lib/greet.js");
+    // A form sent in place, and data, with a ticket link: as ever.
+    for (method, extra) in [
+        (reqwest::Method::POST, &turbo[..]),
+        (reqwest::Method::POST, &htmx[..]),
+        (get.clone(), &[("accept", "application/json")][..]),
+        (get.clone(), &[("accept", TURBO)][..]),
+        (get.clone(), &[("hx-request", "true")][..]),
+    ] {
+        let r = fetch(method.clone(), "/about?dev=TKT-1", extra, None)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method} {extra:?}");
+        assert!(
+            r.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .starts_with("ticket_stamp=dev.TKT-1"),
+            "{method} {extra:?}"
+        );
+    }
     // A stale cookie is cleared on a page shown in place: no link asked.
-    let r = fetch("/about", &turbo, Some("ticket_stamp=dev.NOPE-9"))
-        .await
-        .unwrap();
+    let r = fetch(
+        get.clone(),
+        "/about",
+        &turbo,
+        Some("ticket_stamp=dev.NOPE-9"),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["set-cookie"]
         .to_str()

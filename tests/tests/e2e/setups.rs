@@ -1497,9 +1497,9 @@ async fn turbo_answers(browser: &Browser) -> Vec<Value> {
 /// one it fetches then, in the page it is on, whose modules and map stay:
 /// measured before this, the hover put the browser on the ticket, and the
 /// click showed production's code with the badge saying so. Now the hover
-/// selects nothing, and a link that changes the ticket (to it, or away
-/// with `?stamp=off`) is answered so that Turbo loads it as a page: the
-/// ticket's code runs, and leaving leaves.
+/// selects nothing, and a link that changes the ticket (to it, away with
+/// `?stamp=off`, or in a frame) is answered so that Turbo loads it as a
+/// page: the ticket's code runs, and leaving leaves.
 #[tokio::test]
 async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
     let origin = Origin::start().unwrap();
@@ -1514,7 +1514,8 @@ async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
          document.addEventListener('turbo:before-fetch-response', e => window.__answers.push(e.detail.fetchResponse.statusCode));</script>\
          <script type=module>import { greet } from '@app/greet'; document.getElementById('out').textContent = greet();</script></head>";
     let body = "<body><a id=go href=\"/next?dev=TUR-2\">the ticket</a> \
-         <a id=off href=\"/next?stamp=off\">production</a><p id=out>loading</p></body></html>";
+         <a id=off href=\"/next?stamp=off\">production</a><p id=out>loading</p>\
+         <turbo-frame id=cart><a id=framed href=\"/next?dev=TUR-2\">in a frame</a></turbo-frame></body></html>";
     origin.route("/", Route::html(&format!("{head}{body}")));
     origin.route("/next", Route::html(&format!("{head}{body}")));
     let (app, _work) = greeting_app(origin, "TUR-2");
@@ -1534,7 +1535,7 @@ async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
         assert!(Instant::now() < deadline, "Turbo fetched nothing ahead");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(turbo_answers(&browser).await, [Value::from(503)]);
+    assert_eq!(turbo_answers(&browser).await, [Value::from(200)]);
     assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
     assert_eq!(browser.execute(out).await.unwrap(), "production greeting");
 
@@ -1579,6 +1580,26 @@ async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
     assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
     badge_says(&browser, "1 of 1 module ran").await;
     assert!(browser.cookie("ticket_stamp").await.unwrap().is_some());
+
+    // A ticket link in a Turbo frame: a whole page, on the ticket.
+    app.expect(&browser, "/?stamp=off", out, "production greeting")
+        .await;
+    browser
+        .execute("window.__sameDocument = 1; return true")
+        .await
+        .unwrap();
+    browser.click("#framed").await.unwrap();
+    browser
+        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
+    assert!(browser
+        .current_url()
+        .await
+        .unwrap()
+        .ends_with("/next?dev=TUR-2"));
+    badge_says(&browser, "1 of 1 module ran").await;
     browser.close().await.unwrap();
 }
 

@@ -147,24 +147,38 @@ impl StampProxy {
         internal::write(session, resp, Bytes::from_static(WHY.as_bytes())).await
     }
 
-    /// A link that changes the ticket, followed by an app inside the page
-    /// it is on ([`select::is_in_page_visit`]): refused without `HTML`, so
-    /// that the app loads it as a page (Turbo does with any answer that is
-    /// not HTML, pjax and Swup with a failed one; htmx is told so by
-    /// `HX-Redirect`). The page load selects, and runs the ticket's map.
-    async fn as_a_page(&self, session: &mut Session) -> Result<()> {
-        const WHY: &str =
-            "opens as a page: this link changes the ticket this browser is on, which a page shown in place of another cannot\n";
-        let req = session.req_header();
-        let redirect = req
-            .headers
-            .contains_key(&names::HX_REQUEST)
-            .then(|| same_origin_target(req.uri.path_and_query().map_or("/", |pq| pq.as_str())));
-        let mut resp = refusal("opens as a page")?;
-        if let Some(to) = redirect {
-            resp.insert_header(names::HX_REDIRECT.clone(), to)?;
+    /// A link that changes the ticket, followed by a library inside the
+    /// page it is on ([`select::in_page_visit`]), or fetched ahead by one:
+    /// answered so that the library loads it as a page, which selects and
+    /// starts with the ticket's map. Turbo gets a page that says
+    /// `turbo-visit-control: reload` (a Drive visit then reloads, a frame
+    /// makes it a whole-page visit that reloads, a prefetch kept for the
+    /// click does the same); htmx gets `HX-Redirect`, which it follows
+    /// before anything else. Neither carries a cookie, and nothing keeps
+    /// it.
+    async fn as_a_page(&self, session: &mut Session, who: select::InPage) -> Result<()> {
+        match who {
+            select::InPage::Turbo => {
+                const PAGE: &str = "<!doctype html><html><head><meta name=\"turbo-visit-control\" content=\"reload\"><title>ticket-stamp</title></head><body></body></html>\n";
+                let mut resp = ResponseHeader::build(200, Some(4))?;
+                resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+                resp.insert_header(header::CONTENT_TYPE, "text/html; charset=utf-8")?;
+                resp.insert_header(
+                    names::X_TICKET_STAMP.clone(),
+                    "production; reason=\"opens as a page\"",
+                )?;
+                internal::write(session, resp, Bytes::from_static(PAGE.as_bytes())).await
+            }
+            select::InPage::Htmx => {
+                const WHY: &str =
+                    "opens as a page: this link changes the ticket this browser is on\n";
+                let req = session.req_header();
+                let to = same_origin_target(req.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+                let mut resp = refusal("opens as a page")?;
+                resp.insert_header(names::HX_REDIRECT.clone(), to)?;
+                internal::write(session, resp, Bytes::from_static(WHY.as_bytes())).await
+            }
         }
-        internal::write(session, resp, Bytes::from_static(WHY.as_bytes())).await
     }
 
     /// What a request that is no page gets from the selection: its cookie,
@@ -200,9 +214,20 @@ fn refusal(reason: &str) -> Result<ResponseHeader> {
 
 /// A request's target as a path a page can go to without leaving its
 /// origin: leading slashes and backslashes become one slash, since a
-/// browser reads `//host` and `/\host` as another origin.
+/// browser reads `//host` and `/\host` as another origin; a byte that is
+/// not visible ASCII is percent-encoded (a header carries no more, and
+/// `XMLHttpRequest` reads others as Latin-1).
 fn same_origin_target(target: &str) -> String {
-    format!("/{}", target.trim_start_matches(['/', '\\']))
+    let mut out = String::with_capacity(target.len() + 1);
+    out.push('/');
+    for b in target.trim_start_matches(['/', '\\']).bytes() {
+        if b.is_ascii_graphic() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Makes an origin's `No-Vary-Search` (its field lines read as one, as
@@ -331,21 +356,26 @@ impl ProxyHttp for StampProxy {
         // Fetched ahead, an answer that changes what the browser is on
         // would change it for a page nobody opened (its `Set-Cookie` lands
         // at once): refused, so the browser asks again if it is opened.
+        let req = session.req_header();
+        let in_page = select::in_page_visit(&req.method, &req.headers);
         if (ctx.sel.switches
             || ctx.sel.confirm.is_some()
             || ctx.sel.sign_in.is_some()
             || matches!(ctx.route, Route::Leave))
-            && select::is_speculative(&session.req_header().headers)
+            && select::is_speculative(&req.headers)
         {
-            self.not_ahead(session).await?;
+            // Turbo keeps its prefetch for the click: that answer must
+            // make the click a page load.
+            match in_page {
+                Some(who @ select::InPage::Turbo) => self.as_a_page(session, who).await?,
+                _ => self.not_ahead(session).await?,
+            }
             return Ok(true);
         }
         // Followed inside the page it is on, the link's page would keep that
         // page's modules: it must load as a page.
-        if (ctx.sel.linked || matches!(ctx.route, Route::Leave))
-            && select::is_in_page_visit(&session.req_header().headers)
-        {
-            self.as_a_page(session).await?;
+        if let Some(who) = in_page.filter(|_| ctx.sel.linked || matches!(ctx.route, Route::Leave)) {
+            self.as_a_page(session, who).await?;
             return Ok(true);
         }
         if let Some(location) = ctx.sel.sign_in.take() {
@@ -852,6 +882,8 @@ mod tests {
             ("\\/evil.example", "/evil.example"),
             ("", "/"),
             ("?dev=TKT-1", "/?dev=TKT-1"),
+            ("/caf\u{e9}?dev=TKT-1", "/caf%C3%A9?dev=TKT-1"),
+            ("/a b", "/a%20b"),
         ] {
             let got = same_origin_target(target);
             assert_eq!(got, want, "{target}");

@@ -48,12 +48,22 @@ impl StampProxy {
         }
         let classified = self.select(session, ctx);
         // The change is this request's own link (`?dev=`, `?qa=`,
-        // `?stamp=off`), not a cookie found stale.
+        // `?stamp=off`), not a cookie found stale; and something does
+        // change: the page is now a ticket's, or a selection is cleared
+        // (`?stamp=off` or a refused link without one changes nothing).
+        let stamps_a_ticket = matches!(
+            ctx.sel.plan,
+            Some(PagePlan {
+                variant: Variant::Ticket { .. },
+                ..
+            })
+        );
         ctx.sel.linked = ctx.sel.switches
+            && (classified.has_cookie || stamps_a_ticket)
             && match &classified.selection {
                 Selection::Off => true,
                 Selection::Ticket { source, .. } | Selection::Invalid { source, .. } => {
-                    *source == select::Source::Query
+                    *source == Source::Query
                 }
                 Selection::None => false,
             };
