@@ -586,6 +586,19 @@ impl Ctx<'_> {
                 ));
             }
         }
+        // A Rails app's `config/importmap.rb`: its modules go by the
+        // specifiers it pins them under (production's URLs carry digests).
+        let rails = crate::rails::Pins::find(folder, repo.as_ref().map(|r| r.root.as_path()))
+            .filter(|p| !p.is_empty());
+        if let (Some(pins), true) = (&rails, self.cli.verbose && !quiet) {
+            eprintln!(
+                "* {} pins {} module{} or folder{}: their files go by those specifiers",
+                pins.source.display(),
+                pins.len(),
+                if pins.len() == 1 { "" } else { "s" },
+                if pins.len() == 1 { "" } else { "s" },
+            );
+        }
         let mut only = Vec::new();
         for f in files {
             let abs = resolve_path(&self.cwd.join(f));
@@ -609,6 +622,7 @@ impl Ctx<'_> {
             folder: folder.clone(),
             url_base,
             specifiers,
+            rails,
             only,
             all: self.cli.all,
             build,

@@ -12,5 +12,6 @@ mod git;
 mod login;
 mod output;
 pub mod paths;
+mod rails;
 mod sync;
 mod watch;

@@ -25,8 +25,11 @@ pub struct Scope {
     pub folder: PathBuf,
     /// The URL path the folder is served at (`/src`, or `/`).
     pub url_base: String,
-    /// File → bare specifier it is known by.
+    /// File → bare specifier it is known by (`[specifiers]`).
     pub specifiers: HashMap<PathBuf, String>,
+    /// A Rails app's pins (`config/importmap.rb`), for files
+    /// `[specifiers]` does not name.
+    pub rails: Option<crate::rails::Pins>,
     /// FILES given on the command line (files or folders); empty = all.
     pub only: Vec<PathBuf>,
     /// Every file, not only those that differ from the main branch.
@@ -39,6 +42,15 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// The bare specifier a file is known by: `[specifiers]`, else its
+    /// Rails pin.
+    fn specifier_of(&self, file: &Path) -> Option<String> {
+        self.specifiers
+            .get(file)
+            .cloned()
+            .or_else(|| self.rails.as_ref()?.specifier(file))
+    }
+
     /// The production URL path of a file under the folder.
     pub fn url_path(&self, file: &Path) -> Option<String> {
         paths::url_of(&self.folder, file, &self.url_base)
@@ -71,6 +83,10 @@ impl Scope {
             .specifiers
             .iter()
             .find_map(|(f, s)| (s == specifier).then(|| f.clone()))
+            .or_else(|| {
+                self.file_of(path)
+                    .filter(|f| self.specifier_of(f).as_deref() == Some(specifier))
+            })
             .or_else(|| {
                 (specifier == path || stamp_model::assets::is_entry_pattern(specifier))
                     .then(|| self.file_of(path))
@@ -362,8 +378,8 @@ impl Syncer {
             let Some(path) = self.scope.url_path(&file) else {
                 continue;
             };
-            let (specifier, bare) = match (self.scope.specifiers.get(&file), entries.get(&file)) {
-                (Some(s), _) => (s.clone(), true),
+            let (specifier, bare) = match (self.scope.specifier_of(&file), entries.get(&file)) {
+                (Some(s), _) => (s, true),
                 (None, Some(pattern)) => (pattern.clone(), true),
                 (None, None) => (path.clone(), false),
             };
@@ -793,6 +809,7 @@ mod tests {
                 PathBuf::from("/r/src/cart.js"),
                 "@shop/cart".to_string(),
             )]),
+            rails: None,
             only: vec![],
             all: false,
             build: false,
@@ -855,6 +872,7 @@ mod tests {
         let scope = Scope {
             folder: folder.clone(),
             specifiers: HashMap::new(),
+            rails: None,
             ..scope()
         };
         let mut syncer = offline(scope);
@@ -903,6 +921,7 @@ mod tests {
             folder: folder.clone(),
             url_base: "/".into(),
             specifiers: HashMap::new(),
+            rails: None,
             build: true,
             ..scope()
         };
@@ -951,6 +970,7 @@ mod tests {
             folder: folder.clone(),
             url_base: "/".into(),
             specifiers: HashMap::new(),
+            rails: None,
             ..scope()
         };
         let mut syncer = offline(plain);

@@ -13,7 +13,9 @@ use stamp_tests::browser::Browser;
 use stamp_tests::run_ok as run;
 use stamp_tests::{client, Origin, Route};
 
-use crate::apps::{node_modules, npm_file, project, rollup_build, write, App, Scenario, CORS};
+use crate::apps::{
+    commit, node_modules, npm_file, on_a_branch, project, rollup_build, write, App, Scenario, CORS,
+};
 
 /// What the badge says, once the probe drew it.
 pub(crate) async fn badge(browser: &Browser) -> String {
@@ -810,6 +812,155 @@ async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), r#"{"hello":"production strings"}"#);
+    browser.close().await.unwrap();
+}
+
+/// A Rails app on importmap-rails with Propshaft: `config/importmap.rb`
+/// pins each file of `app/javascript` under a specifier, and production's
+/// map points it at a digested URL (`hello_controller-708796bd.js`), which no
+/// ticket file's path matches. `stamp` reads the pins, so the ticket's
+/// controller replaces production's by its specifier, and a controller the
+/// ticket adds is pinned as Rails would pin it: Stimulus' eager loader
+/// (which reads the page's map) registers both. The page, the digests and
+/// the loader are what `javascript_importmap_tags` and stimulus-rails
+/// produce; Stimulus is the real one from npm.
+#[tokio::test]
+async fn a_rails_importmap_app_runs_the_tickets_controllers() {
+    let origin = Origin::start().unwrap();
+    let page = r#"<!DOCTYPE html>
+<html><head><title>Shop</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<script type="importmap" data-turbo-track="reload">{
+  "imports": {
+    "application": "/assets/application-37f365cb.js",
+    "@hotwired/stimulus": "/assets/stimulus.min-4b1e420e.js",
+    "@hotwired/stimulus-loading": "/assets/stimulus-loading-1fc53fe7.js",
+    "controllers/application": "/assets/controllers/application-3affb389.js",
+    "controllers/hello_controller": "/assets/controllers/hello_controller-708796bd.js",
+    "controllers": "/assets/controllers/index-ee64e1f1.js"
+  }
+}</script>
+<link rel="modulepreload" href="/assets/application-37f365cb.js">
+<link rel="modulepreload" href="/assets/stimulus.min-4b1e420e.js">
+<link rel="modulepreload" href="/assets/stimulus-loading-1fc53fe7.js">
+<script type="module">import "application"</script>
+</head>
+<body><p id="hello" data-controller="hello">-</p><p id="goodbye" data-controller="goodbye">-</p></body></html>
+"#;
+    origin.route("/", Route::html(page));
+    serve_npm(
+        &origin,
+        "/assets/stimulus.min-4b1e420e.js",
+        "@hotwired/stimulus/dist/stimulus.js",
+    );
+    // stimulus-rails' loader, as the gem ships it (the part this app uses).
+    let loading = r#"export function eagerLoadControllersFrom(under, application) {
+  const paths = Object.keys(JSON.parse(document.querySelector("script[type=importmap]").text).imports)
+    .filter(path => path.match(new RegExp(`^${under}/.*_controller$`)))
+  paths.forEach(path => {
+    const name = path.replace(new RegExp(`^${under}/`), "").replace("_controller", "").replace(/\//g, "--").replace(/_/g, "-")
+    import(path).then(module => application.register(name, module.default))
+      .catch(error => console.error(`Failed to register controller: ${name} (${path})`, error))
+  })
+}
+"#;
+    let app_js = "import \"controllers\"\n";
+    let index_js = "import { application } from \"controllers/application\"\n\
+        import { eagerLoadControllersFrom } from \"@hotwired/stimulus-loading\"\n\
+        eagerLoadControllersFrom(\"controllers\", application)\n";
+    let application_js = "import { Application } from \"@hotwired/stimulus\"\n\
+        const application = Application.start()\nexport { application }\n";
+    let controller = |says: &str| {
+        format!(
+            "import {{ Controller }} from \"@hotwired/stimulus\"\n\
+             export default class extends Controller {{ connect() {{ this.element.textContent = \"{says}\" }} }}\n"
+        )
+    };
+    for (path, body) in [
+        ("/assets/stimulus-loading-1fc53fe7.js", loading.to_string()),
+        ("/assets/application-37f365cb.js", app_js.to_string()),
+        (
+            "/assets/controllers/index-ee64e1f1.js",
+            index_js.to_string(),
+        ),
+        (
+            "/assets/controllers/application-3affb389.js",
+            application_js.to_string(),
+        ),
+        (
+            "/assets/controllers/hello_controller-708796bd.js",
+            controller("production hello"),
+        ),
+    ] {
+        serve(&origin, path, "text/javascript", &body);
+    }
+    let app = App::start(origin, Origin::start().unwrap());
+    // The Rails app's repository: production on main, the ticket's branch
+    // changes one controller and adds another.
+    let work = tempfile::tempdir().unwrap();
+    on_a_branch(work.path(), |d| {
+        write(
+            d,
+            "stamp.toml",
+            "folder = \"app/javascript\"\nurl_path = \"/assets\"\n",
+        );
+        write(
+            d,
+            "config/importmap.rb",
+            "# Pin npm packages by running ./bin/importmap\n\n\
+             pin \"application\"\n\
+             pin \"@hotwired/stimulus\", to: \"stimulus.min.js\"\n\
+             pin \"@hotwired/stimulus-loading\", to: \"stimulus-loading.js\"\n\
+             pin_all_from \"app/javascript/controllers\", under: \"controllers\"\n",
+        );
+        write(d, "app/javascript/application.js", app_js);
+        write(d, "app/javascript/controllers/index.js", index_js);
+        write(
+            d,
+            "app/javascript/controllers/application.js",
+            application_js,
+        );
+        write(
+            d,
+            "app/javascript/controllers/hello_controller.js",
+            &controller("production hello"),
+        );
+    });
+    write(
+        work.path(),
+        "app/javascript/controllers/hello_controller.js",
+        &controller("ticket hello"),
+    );
+    write(
+        work.path(),
+        "app/javascript/controllers/goodbye_controller.js",
+        &controller("ticket goodbye"),
+    );
+    commit(work.path(), "the ticket");
+    app.stamp(work.path(), &["RAILS-1", "--update", "--once"]);
+    let out = "return document.getElementById('hello').textContent + ' / ' + document.getElementById('goodbye').textContent";
+    let browser = Browser::start().await.unwrap();
+    app.expect(&browser, "/", out, "production hello / -").await;
+    app.production_is_untouched(&["/"]).await;
+    app.expect(
+        &browser,
+        "/?dev=RAILS-1",
+        out,
+        "ticket hello / ticket goodbye",
+    )
+    .await;
+    badge_says(&browser, "2 of 2 modules ran").await;
+    app.expect(&browser, "/?stamp=off", out, "production hello / -")
+        .await;
+    app.stamp(work.path(), &["RAILS-1", "--promote"]);
+    app.expect(
+        &browser,
+        "/?qa=RAILS-1",
+        out,
+        "ticket hello / ticket goodbye",
+    )
+    .await;
+    app.production_is_untouched(&["/"]).await;
     browser.close().await.unwrap();
 }
 
