@@ -964,6 +964,80 @@ async fn a_rails_importmap_app_runs_the_tickets_controllers() {
     browser.close().await.unwrap();
 }
 
+/// Production's own cache-busting queries (`?v=`, `?ver=`: Rails'
+/// `asset_path`, WordPress, Shopify themes) on the map's addresses and the
+/// page's entry points, stylesheets and preloads: a ticket file at the same
+/// path replaces them.
+#[tokio::test]
+async fn cache_busted_urls_in_the_page_are_the_tickets() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head>\
+             <link rel=stylesheet href=\"/css/app.css?v=2\">\
+             <script type=importmap>{\"imports\":{\"@app/greet\":\"/src/greet.js?v=3\"}}</script>\
+             <link rel=modulepreload href=\"/src/main.js?ver=6.4\">\
+             <script type=module src=\"/src/main.js?ver=6.4\"></script></head>\
+             <body><p id=out>-</p></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.js",
+        Route::bytes(
+            "text/javascript",
+            b"import { greet } from '@app/greet';\n\
+              document.getElementById('out').textContent = 'production main, ' + greet() + ', ' + getComputedStyle(document.body).color;\n"
+                .to_vec(),
+        ),
+    );
+    origin.route(
+        "/src/greet.js",
+        Route::bytes(
+            "text/javascript",
+            b"export const greet = () => 'production greeting';\n".to_vec(),
+        ),
+    );
+    origin.route(
+        "/css/app.css",
+        Route::bytes("text/css", b"body { color: rgb(1, 2, 3); }\n".to_vec()),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/",
+        ".",
+        &[
+            (
+                "src/main.js",
+                "import { greet } from '@app/greet';\n\
+                 document.getElementById('out').textContent = 'ticket main, ' + greet() + ', ' + getComputedStyle(document.body).color;\n",
+            ),
+            ("src/greet.js", "export const greet = () => 'ticket greeting';\n"),
+            ("css/app.css", "body { color: rgb(4, 5, 6); }\n"),
+        ],
+    );
+    app.stamp(work.path(), &["BUST-1", "--update", "--once"]);
+    let out = "return document.getElementById('out').textContent";
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/",
+        out,
+        "production main, production greeting, rgb(1, 2, 3)",
+    )
+    .await;
+    app.expect(
+        &browser,
+        "/?dev=BUST-1",
+        out,
+        "ticket main, ticket greeting, rgb(4, 5, 6)",
+    )
+    .await;
+    badge_says(&browser, "3 of 3").await;
+    app.production_is_untouched(&["/"]).await;
+    browser.close().await.unwrap();
+}
+
 /// JSON and CSS module scripts (`import … with { type: 'json' }`, `type:
 /// 'css'`) of production's module, where the ticket changed only those
 /// files: the page runs the ticket's, and the badge counts them.
