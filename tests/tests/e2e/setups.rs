@@ -1038,6 +1038,108 @@ async fn cache_busted_urls_in_the_page_are_the_tickets() {
     browser.close().await.unwrap();
 }
 
+/// Entry scripts by URL under each loader: es-module-shims' `<script
+/// type="module-shim" src>` (shim mode) and SystemJS's `<script
+/// type="systemjs-module" src>`, whose file the ticket changed. A loader
+/// loads such a URL as it is written, as the browser does a module
+/// script's.
+#[tokio::test]
+async fn entry_scripts_each_loader_loads_by_url_are_the_tickets() {
+    let origin = Origin::start().unwrap();
+    serve_npm(
+        &origin,
+        "/lib/es-module-shims.js",
+        "es-module-shims-2/dist/es-module-shims.js",
+    );
+    serve_npm(&origin, "/lib/system.js", "systemjs/dist/system.js");
+    origin.route(
+        "/shims",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script async src=/lib/es-module-shims.js></script>\
+             <script type=importmap-shim>{\"imports\":{\"@app/greet\":\"/src/greet.js\"}}</script>\
+             <script type=module-shim src=/src/main.js></script></head>\
+             <body><p id=out>-</p></body></html>",
+        ),
+    );
+    origin.route(
+        "/system",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script src=/lib/system.js></script>\
+             <script type=systemjs-importmap>{\"imports\":{\"@app/greet\":\"/sys/greet.js\"}}</script>\
+             <script type=systemjs-module src=/sys/main.js></script></head>\
+             <body><p id=out>-</p></body></html>",
+        ),
+    );
+    let main = |who: &str| {
+        format!(
+            "import {{ greet }} from '@app/greet';\n\
+             document.getElementById('out').textContent = '{who} main, ' + greet();\n"
+        )
+    };
+    let system_main = |who: &str| {
+        format!(
+            "System.register(['@app/greet'], function (e) {{ var greet; return {{ setters: [function (m) {{ greet = m.greet; }}], \
+             execute: function () {{ document.getElementById('out').textContent = '{who} main, ' + greet(); }} }}; }});\n"
+        )
+    };
+    serve(
+        &origin,
+        "/src/main.js",
+        "text/javascript",
+        &main("production"),
+    );
+    serve(
+        &origin,
+        "/src/greet.js",
+        "text/javascript",
+        "export const greet = () => 'production greeting';\n",
+    );
+    serve(
+        &origin,
+        "/sys/main.js",
+        "text/javascript",
+        &system_main("production"),
+    );
+    serve(
+        &origin,
+        "/sys/greet.js",
+        "text/javascript",
+        "System.register([], function (e) { return { execute: function () { e('greet', function () { return 'production greeting'; }); } }; });\n",
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/",
+        ".",
+        &[
+            ("src/main.js", &main("ticket")),
+            ("sys/main.js", &system_main("ticket")),
+        ],
+    );
+    app.stamp(work.path(), &["ENTRY-1", "--update", "--once"]);
+    let out = "return document.getElementById('out').textContent";
+    let browser = Browser::start().await.unwrap();
+    for page in ["/shims", "/system"] {
+        app.expect(
+            &browser,
+            &format!("{page}?stamp=off"),
+            out,
+            "production main, production greeting",
+        )
+        .await;
+        app.expect(
+            &browser,
+            &format!("{page}?dev=ENTRY-1"),
+            out,
+            "ticket main, production greeting",
+        )
+        .await;
+        badge_says(&browser, "1 of 1").await;
+    }
+    browser.close().await.unwrap();
+}
+
 /// JSON and CSS module scripts (`import … with { type: 'json' }`, `type:
 /// 'css'`) of production's module, where the ticket changed only those
 /// files: the page runs the ticket's, and the badge counts them.
