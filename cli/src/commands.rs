@@ -588,15 +588,11 @@ impl Ctx<'_> {
         }
         // A Rails app's `config/importmap.rb`: its modules go by the
         // specifiers it pins them under (production's URLs carry digests).
-        let rails = crate::rails::Pins::find(folder, repo.as_ref().map(|r| r.root.as_path()))
-            .filter(|p| !p.is_empty());
-        if let (Some(pins), true) = (&rails, self.cli.verbose && !quiet) {
+        let rails = crate::rails::Source::find(folder, repo.as_ref().map(|r| r.root.as_path()));
+        if let (Some(source), true) = (&rails, self.cli.verbose && !quiet) {
             eprintln!(
-                "* {} pins {} module{} or folder{}: their files go by those specifiers",
-                pins.source.display(),
-                pins.len(),
-                if pins.len() == 1 { "" } else { "s" },
-                if pins.len() == 1 { "" } else { "s" },
+                "* {} pins this Rails app's modules: pinned files go by their specifiers",
+                source.file.display()
             );
         }
         let mut only = Vec::new();

@@ -4,96 +4,128 @@
 //! (`"controllers/hello_controller": "/assets/controllers/hello_controller-708796bd.js"`).
 //! A ticket's file therefore replaces production's by its specifier, never
 //! by its path, which no digest of the ticket's would match. This reads the
-//! pins as importmap-rails does for the forms its generators and guides
-//! write:
+//! pins as importmap-rails' `Importmap::Map` does, for the forms its
+//! generators and guides write:
 //!
 //! - `pin "application"`: `app/javascript/application.js`;
 //! - `pin "name", to: "file.js"`: `app/javascript/file.js` (or
-//!   `vendor/javascript/`), skipped when `to:` is a URL;
+//!   `vendor/javascript/`); a `to:` URL names no file here;
 //! - `pin_all_from "app/javascript/controllers", under: "controllers"`:
-//!   every `.js` below the folder, named by its path there without `.js`,
-//!   an `index.js` by its folder, prefixed by `under` (importmap-rails'
-//!   `module_name_from`). Read again for each file, so a controller created
-//!   while watching is pinned as Rails will pin it.
+//!   every `.js` and `.jsm` below the folder, named by its path there
+//!   without the extension, an `index` by its folder, prefixed by `under`
+//!   (`module_name_from`).
 //!
-//! Anything else (Ruby that computes a name, interpolation) is left out: its
-//! files go by their paths, and `stamp.toml`'s `[specifiers]` can name them.
+//! Rails' precedence: a later `pin` of a name replaces an earlier one, and
+//! every `pin_all_from` name is written over the `pin`s, whatever the line
+//! order (within a folder, files in sorted order, so `foo/index.js` names
+//! `foo` over `foo.js`). One file may have several names. Files are looked
+//! up when asked, and the file is read again for each sync, so a controller
+//! created while watching, or a pin added, counts as Rails will count it.
+//!
+//! What Ruby decides at run time (a pin under `if`, in a block or a loop, a
+//! name built by interpolation) is left out: such files go by their paths,
+//! and `stamp.toml`'s `[specifiers]` can name them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::paths;
 
-/// The pins of one Rails app: files pinned one by one, and folders pinned
-/// whole with their prefix.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pins {
-    /// The file `config/importmap.rb` that was read.
-    pub source: PathBuf,
-    files: HashMap<PathBuf, String>,
-    folders: Vec<(PathBuf, Option<String>)>,
+/// Larger than any `importmap.rb`: a file past it is not read.
+const MAX_BYTES: u64 = 1 << 20;
+/// Without a repository, how far above the folder the Rails root may be
+/// (`app/javascript` is two below it).
+const MAX_UP: usize = 3;
+
+/// Where a Rails app's pins are: its root and its `config/importmap.rb`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub root: PathBuf,
+    pub file: PathBuf,
 }
 
-impl Pins {
-    /// The pins of the Rails app `folder` belongs to: the nearest
-    /// `config/importmap.rb` in `folder` or a folder above it, no higher
-    /// than `top` (the repository's root) when there is one.
-    pub fn find(folder: &Path, top: Option<&Path>) -> Option<Pins> {
+impl Source {
+    /// The nearest `config/importmap.rb` in `folder` or a folder above it:
+    /// no higher than `top` (the repository's root) when there is one,
+    /// else at most three folders up.
+    pub fn find(folder: &Path, top: Option<&Path>) -> Option<Source> {
         let mut dir = Some(folder);
+        let mut up = 0;
         while let Some(d) = dir {
             let file = d.join("config").join("importmap.rb");
             if file.is_file() {
-                let text = std::fs::read_to_string(&file).ok()?;
-                let mut pins = Pins::read(d, &text);
-                pins.source = file;
-                return Some(pins);
+                return Some(Source {
+                    root: d.to_path_buf(),
+                    file,
+                });
             }
-            if top.is_some_and(|t| d == t) {
-                break;
+            match top {
+                Some(t) if d == t => break,
+                None if up == MAX_UP => break,
+                _ => {}
             }
+            up += 1;
             dir = d.parent();
         }
         None
     }
 
+    /// The pins as the file says now; none when it cannot be read.
+    pub fn read(&self) -> Pins {
+        let text = std::fs::metadata(&self.file)
+            .ok()
+            .filter(|m| m.len() <= MAX_BYTES)
+            .and_then(|_| std::fs::read_to_string(&self.file).ok())
+            .unwrap_or_default();
+        Pins::parse(&self.root, &text)
+    }
+}
+
+/// The pins of one Rails app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// `pin`: name → the files it may be, in the order Rails looks.
+    pinned: HashMap<String, Vec<PathBuf>>,
+    /// `pin_all_from`: the folder and its prefix, in the file's order.
+    folders: Vec<(PathBuf, Option<String>)>,
+}
+
+impl Pins {
     /// Reads `config/importmap.rb`'s text for the app at `root`.
-    pub fn read(root: &Path, text: &str) -> Pins {
+    pub fn parse(root: &Path, text: &str) -> Pins {
         let mut pins = Pins::default();
-        for line in text.lines() {
-            let Some((verb, rest)) = line.trim_start().split_once(char::is_whitespace) else {
+        for statement in statements(text) {
+            let Some((verb, rest)) = statement.split_once(char::is_whitespace) else {
                 continue;
             };
-            let rest = rest.trim_start();
-            let Some((name, options)) = string(rest) else {
+            let Some((name, options)) = string(rest.trim_start()) else {
+                continue;
+            };
+            let Ok(options) = parse_options(options) else {
                 continue;
             };
             match verb {
                 "pin" => {
-                    let file = match option(options, "to") {
-                        None => format!("{name}.js"),
-                        Some(Ok(to)) if !to.contains("://") && !to.starts_with("//") => to,
-                        Some(_) => continue,
-                    };
-                    if !inside(&file) {
+                    if !stamp_model::wire::is_bare_specifier(&name) {
                         continue;
                     }
-                    for base in ["app/javascript", "vendor/javascript"] {
-                        let path = paths::join_slash(&root.join(base), &file);
-                        if path.is_file() {
-                            pins.files.insert(path, name.clone());
-                            break;
-                        }
-                    }
-                }
-                "pin_all_from" => {
-                    let under = match option(options, "under") {
-                        None => None,
-                        Some(Ok(u)) => Some(u),
-                        Some(Err(())) => continue,
+                    let to = options.get("to").cloned();
+                    let file = to.unwrap_or_else(|| format!("{name}.js"));
+                    // A URL, or a path that leaves the app, is no file of it
+                    // (and a later pin of the name still replaces this one).
+                    let candidates = if file.contains("://") || !inside(&file) {
+                        Vec::new()
+                    } else {
+                        ["app/javascript", "vendor/javascript"]
+                            .iter()
+                            .map(|base| paths::join_slash(&root.join(base), &file))
+                            .collect()
                     };
-                    if inside(&name) {
-                        pins.folders.push((paths::join_slash(root, &name), under));
-                    }
+                    pins.pinned.insert(name, candidates);
+                }
+                "pin_all_from" if inside(&name) => {
+                    let under = options.get("under").cloned().filter(|u| !u.is_empty());
+                    pins.folders.push((paths::join_slash(root, &name), under));
                 }
                 _ => {}
             }
@@ -101,37 +133,174 @@ impl Pins {
         pins
     }
 
-    /// The specifier Rails pins `file` under, if it does.
-    pub fn specifier(&self, file: &Path) -> Option<String> {
-        if let Some(name) = self.files.get(file) {
-            return Some(name.clone());
+    /// Every name Rails gives `file`: those whose module is this file once
+    /// Rails' precedence is applied.
+    pub fn names(&self, file: &Path) -> Vec<String> {
+        let mut candidates: Vec<String> = self
+            .folders
+            .iter()
+            .filter_map(|(folder, under)| folder_name(folder, under.as_deref(), file))
+            .collect();
+        candidates.extend(
+            self.pinned
+                .iter()
+                .filter(|(_, files)| files.iter().any(|f| f == file))
+                .map(|(name, _)| name.clone()),
+        );
+        candidates.sort();
+        candidates.dedup();
+        candidates.retain(|n| self.module(n).as_deref() == Some(file));
+        candidates
+    }
+
+    /// The file Rails serves under `name`: the last folder pin that has
+    /// one, else the `pin`'s first file that exists.
+    fn module(&self, name: &str) -> Option<PathBuf> {
+        if !stamp_model::wire::is_bare_specifier(name) {
+            return None;
         }
-        // The last `pin_all_from` that covers the file wins, as in Rails.
-        self.folders.iter().rev().find_map(|(folder, under)| {
-            let rel = paths::relative_slash(folder, file)?;
-            let stem = rel.strip_suffix(".js")?;
-            let stem = match stem.strip_suffix("index") {
-                Some(rest) if rest.is_empty() || rest.ends_with('/') => rest.trim_end_matches('/'),
-                _ => stem,
+        let from_folders = self.folders.iter().rev().find_map(|(folder, under)| {
+            let rest = match under {
+                Some(u) if name == u => "",
+                Some(u) => name.strip_prefix(u.as_str())?.strip_prefix('/')?,
+                None => name,
             };
-            let name = match (under.as_deref(), stem) {
-                (Some(u), "") => u.to_string(),
-                (Some(u), s) => format!("{u}/{s}"),
-                (None, "") => return None,
-                (None, s) => s.to_string(),
+            // The names' files in sorted order; the last that exists wins.
+            let mut files: Vec<String> = if rest.is_empty() {
+                vec!["index.js".into(), "index.jsm".into()]
+            } else {
+                vec![
+                    format!("{rest}.js"),
+                    format!("{rest}.jsm"),
+                    format!("{rest}/index.js"),
+                    format!("{rest}/index.jsm"),
+                ]
             };
-            Some(name)
-        })
+            files.sort();
+            files
+                .iter()
+                .filter(|f| inside(f))
+                .map(|f| paths::join_slash(folder, f))
+                .rfind(|p| p.is_file())
+        });
+        from_folders.or_else(|| self.pinned.get(name)?.iter().find(|f| f.is_file()).cloned())
     }
+}
 
-    /// How many pins were read (for `stamp -v`).
-    pub fn len(&self) -> usize {
-        self.files.len() + self.folders.len()
-    }
+/// The name a `pin_all_from` of `folder` gives `file` (importmap-rails'
+/// `module_name_from`), if it covers it.
+fn folder_name(folder: &Path, under: Option<&str>, file: &Path) -> Option<String> {
+    let rel = paths::relative_slash(folder, file)?;
+    let stem = rel
+        .strip_suffix(".js")
+        .or_else(|| rel.strip_suffix(".jsm"))?;
+    let stem = match stem.strip_suffix("index") {
+        Some(rest) if rest.is_empty() || rest.ends_with('/') => rest.trim_end_matches('/'),
+        _ => stem,
+    };
+    let name = match (under, stem) {
+        (Some(u), "") => u.to_string(),
+        (Some(u), s) => format!("{u}/{s}"),
+        (None, "") => return None,
+        (None, s) => s.to_string(),
+    };
+    stamp_model::wire::is_bare_specifier(&name).then_some(name)
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// The file's statements that always run: comments and `=begin` blocks
+/// dropped, a line ending in `,` joined with the next, and nothing under
+/// `if`, `unless`, a loop or a block (nor a statement with such a
+/// modifier).
+fn statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut in_doc = false;
+    let mut pending = String::new();
+    for line in text.lines() {
+        if in_doc {
+            in_doc = !line.starts_with("=end");
+            continue;
+        }
+        if line.starts_with("=begin") {
+            in_doc = true;
+            continue;
+        }
+        let code = without_comment(line);
+        pending.push_str(code.trim());
+        if pending.ends_with(',') {
+            pending.push(' ');
+            continue;
+        }
+        let statement = std::mem::take(&mut pending);
+        let words = words_outside_strings(&statement);
+        let first = words.first().map(String::as_str);
+        if matches!(
+            first,
+            Some(
+                "if" | "unless" | "while" | "until" | "case" | "begin" | "def" | "module" | "class"
+            )
+        ) || words.iter().any(|w| w == "do")
+        {
+            depth += 1;
+            continue;
+        }
+        if first == Some("end") {
+            depth = depth.saturating_sub(1);
+            continue;
+        }
+        if depth > 0 || words.iter().skip(1).any(|w| w == "if" || w == "unless") {
+            continue;
+        }
+        if !statement.is_empty() {
+            out.push(statement);
+        }
     }
+    out
+}
+
+/// `line` up to a `#` outside a string.
+fn without_comment(line: &str) -> &str {
+    let mut quote = None;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// The words of a statement, strings left out.
+fn words_outside_strings(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    for c in s.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, c) if c.is_alphanumeric() || c == '_' || c == '?' => word.push(c),
+            (None, _) => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// Whether a relative path stays inside the folder it is joined to.
+fn inside(rel: &str) -> bool {
+    !rel.starts_with('/')
+        && !rel.contains(['\\', ':'])
+        && rel.split('/').all(|n| n != ".." && n != ".")
 }
 
 /// A Ruby string literal at the start of `s` (`"…"` or `'…'`, no
@@ -147,39 +316,53 @@ fn string(s: &str) -> Option<(String, &str)> {
     Some((text.to_string(), &body[end + 1..]))
 }
 
-/// Whether a relative path stays inside the folder it is joined to.
-fn inside(rel: &str) -> bool {
-    !rel.starts_with('/') && !rel.contains('\\') && rel.split('/').all(|n| n != "..")
-}
-
-/// Option `name` among a pin's options (`to: "x"`, `:to => "x"`,
-/// `"to" => "x"`), read up to a comment: `None` when it is not there,
-/// `Err` when its value is not a plain string.
-fn option(options: &str, name: &str) -> Option<Result<String, ()>> {
-    let mut rest = options;
-    while let Some(comma) = rest.find(',') {
-        rest = rest[comma + 1..].trim_start();
-        let value = rest
-            .strip_prefix(name)
-            .and_then(|r| r.strip_prefix(':'))
-            .or_else(|| {
-                rest.strip_prefix(':')
-                    .and_then(|r| r.strip_prefix(name))
-                    .or_else(|| {
-                        rest.strip_prefix('"')
-                            .and_then(|r| r.strip_prefix(name))
-                            .and_then(|r| r.strip_prefix('"'))
-                    })
-                    .and_then(|r| r.trim_start().strip_prefix("=>"))
-            });
-        if let Some(v) = value {
-            return Some(string(v.trim_start()).map(|(s, _)| s).ok_or(()));
+/// A pin's options after its name (`, to: "x", preload: false`, `:to =>
+/// "x"`, `"to" => "x"`): the string-valued ones; `Err` when they do not
+/// read as options at all.
+fn parse_options(mut rest: &str) -> Result<HashMap<String, String>, ()> {
+    let mut out = HashMap::new();
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return Ok(out);
         }
-        if rest.starts_with('#') {
-            break;
+        rest = rest.strip_prefix(',').ok_or(())?.trim_start();
+        // The key: `to:`, `:to =>`, `"to" =>`.
+        let (key, after) = if let Some((k, after)) = string(rest) {
+            (k, after.trim_start().strip_prefix("=>").ok_or(())?)
+        } else if let Some(sym) = rest.strip_prefix(':') {
+            let end = sym
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(sym.len());
+            let after = sym[end..].trim_start().strip_prefix("=>").ok_or(())?;
+            (sym[..end].to_string(), after)
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let after = rest[end..].strip_prefix(':').ok_or(())?;
+            (rest[..end].to_string(), after)
+        };
+        if key.is_empty() {
+            return Err(());
+        }
+        let value = after.trim_start();
+        // A string value is kept; another (`true`, `false`, a symbol) is
+        // skipped up to the next comma; `to:` and `under:` must be strings.
+        if let Some((v, after)) = string(value) {
+            out.insert(key, v);
+            rest = after;
+        } else {
+            if key == "to" || key == "under" {
+                return Err(());
+            }
+            let end = value.find(',').unwrap_or(value.len());
+            if value[..end].trim().is_empty() {
+                return Err(());
+            }
+            rest = &value[end..];
         }
     }
-    None
 }
 
 #[cfg(test)]
@@ -208,7 +391,18 @@ pin_all_from 'app/javascript/lib'
 pin "local-time", to: "https://ga.jspm.io/npm:local-time@2.1.0/app/assets/javascripts/local-time.js" # @2.1.0
 pin "chart", :to => 'charts/index.js', preload: false
 pin "#{name}/x"
-  pin   "spaced"    # a comment, pin "not-this"
+  pin   "spaced"    # a comment, to: "elsewhere.js"
+pin "dev_only" if Rails.env.development?
+if Rails.env.test?
+  pin "test_only"
+end
+=begin
+pin "documented"
+=end
+pin_all_from "app/javascript/components",
+  under: "components",
+  preload: true
+pin "money", to: "lib/money.js"
 "##;
 
     #[test]
@@ -220,51 +414,103 @@ pin "#{name}/x"
             "app/javascript/controllers/index.js",
             "app/javascript/controllers/admin/users_controller.js",
             "app/javascript/controllers/admin/index.js",
+            "app/javascript/controllers/legacy_controller.jsm",
             "app/javascript/lib/money.js",
             "app/javascript/charts/index.js",
             "app/javascript/spaced.js",
             "app/javascript/controllers/notes.txt",
             "app/javascript/elsewhere.js",
+            "app/javascript/dev_only.js",
+            "app/javascript/test_only.js",
+            "app/javascript/documented.js",
+            "app/javascript/components/card.js",
         ]);
         let root = dir.path();
-        let pins = Pins::read(root, IMPORTMAP_RB);
+        let pins = Pins::parse(root, IMPORTMAP_RB);
         let js = |rel: &str| root.join(rel);
         for (file, want) in [
-            ("app/javascript/application.js", Some("application")),
-            (
-                "vendor/javascript/stimulus.min.js",
-                Some("@hotwired/stimulus"),
-            ),
+            ("app/javascript/application.js", &["application"][..]),
+            ("vendor/javascript/stimulus.min.js", &["@hotwired/stimulus"]),
             (
                 "app/javascript/controllers/hello_controller.js",
-                Some("controllers/hello_controller"),
+                &["controllers/hello_controller"],
             ),
-            ("app/javascript/controllers/index.js", Some("controllers")),
+            ("app/javascript/controllers/index.js", &["controllers"]),
             (
                 "app/javascript/controllers/admin/users_controller.js",
-                Some("controllers/admin/users_controller"),
+                &["controllers/admin/users_controller"],
             ),
             (
                 "app/javascript/controllers/admin/index.js",
-                Some("controllers/admin"),
+                &["controllers/admin"],
             ),
-            ("app/javascript/lib/money.js", Some("money")),
-            ("app/javascript/charts/index.js", Some("chart")),
-            ("app/javascript/spaced.js", Some("spaced")),
-            ("app/javascript/controllers/notes.txt", None),
-            ("app/javascript/elsewhere.js", None),
+            (
+                "app/javascript/controllers/legacy_controller.jsm",
+                &["controllers/legacy_controller"],
+            ),
+            // Pinned by name and from its folder: both names are its.
+            ("app/javascript/lib/money.js", &["money"]),
+            ("app/javascript/charts/index.js", &["chart"]),
+            ("app/javascript/spaced.js", &["spaced"]),
+            ("app/javascript/components/card.js", &["components/card"]),
+            ("app/javascript/controllers/notes.txt", &[]),
+            ("app/javascript/elsewhere.js", &[]),
+            ("app/javascript/dev_only.js", &[]),
+            ("app/javascript/test_only.js", &[]),
+            ("app/javascript/documented.js", &[]),
             // Created after the pins were read: pinned as Rails will.
             (
                 "app/javascript/controllers/new_controller.js",
-                Some("controllers/new_controller"),
+                &["controllers/new_controller"],
             ),
         ] {
-            assert_eq!(pins.specifier(&js(file)).as_deref(), want, "{file}");
+            if !root.join(file).exists() && file.ends_with("new_controller.js") {
+                std::fs::write(root.join(file), "export {}\n").unwrap();
+            }
+            assert_eq!(pins.names(&js(file)), want, "{file}");
         }
         // A pin whose file is not in the app (a gem's, a CDN's) names nothing.
-        assert!(!pins.files.values().any(|n| n == "@hotwired/turbo-rails"));
-        assert!(!pins.files.values().any(|n| n == "local-time"));
-        assert!(!pins.files.values().any(|n| n.contains("#{")));
+        assert_eq!(pins.module("@hotwired/turbo-rails"), None);
+        assert_eq!(pins.module("local-time"), None);
+    }
+
+    #[test]
+    fn rails_precedence_decides_which_file_a_name_is() {
+        let dir = app(&[
+            "app/javascript/lib/money.js",
+            "app/javascript/legacy/x.js",
+            "app/javascript/controllers/x.js",
+            "app/javascript/widgets/foo.js",
+            "app/javascript/widgets/foo/index.js",
+            "app/javascript/a.js",
+            "app/javascript/b.js",
+        ]);
+        let root = dir.path();
+        let rb = r#"
+pin "money", to: "lib/money.js"
+pin_all_from "app/javascript/lib", under: "lib"
+pin "controllers/x", to: "legacy/x.js"
+pin_all_from "app/javascript/controllers", under: "controllers"
+pin_all_from "app/javascript/widgets", under: "widgets"
+pin "twice", to: "a.js"
+pin "twice", to: "b.js"
+"#;
+        let pins = Pins::parse(root, rb);
+        let names = |rel: &str| pins.names(&root.join(rel));
+        // One file, two names.
+        assert_eq!(names("app/javascript/lib/money.js"), ["lib/money", "money"]);
+        // A folder's name wins over a pin of the same name.
+        assert_eq!(names("app/javascript/controllers/x.js"), ["controllers/x"]);
+        assert!(names("app/javascript/legacy/x.js").is_empty());
+        // Within a folder, `foo/index.js` names `foo` over `foo.js`.
+        assert_eq!(
+            names("app/javascript/widgets/foo/index.js"),
+            ["widgets/foo"]
+        );
+        assert!(names("app/javascript/widgets/foo.js").is_empty());
+        // A later pin of a name replaces the earlier.
+        assert_eq!(names("app/javascript/b.js"), ["twice"]);
+        assert!(names("app/javascript/a.js").is_empty());
     }
 
     #[test]
@@ -277,19 +523,29 @@ pin "#{name}/x"
         )
         .unwrap();
         let folder = dir.path().join("app/javascript");
-        let pins = Pins::find(&folder, Some(dir.path())).unwrap();
-        assert_eq!(pins.source, dir.path().join("config/importmap.rb"));
+        let source = Source::find(&folder, Some(dir.path())).unwrap();
+        assert_eq!(source.file, dir.path().join("config/importmap.rb"));
         assert_eq!(
-            pins.specifier(&folder.join("application.js")).as_deref(),
-            Some("application")
+            source.read().names(&folder.join("application.js")),
+            ["application"]
         );
+        // Without a repository, found within three folders up.
+        assert_eq!(Source::find(&folder, None), Some(source));
         // Not above the repository's root.
-        assert_eq!(Pins::find(&folder, Some(&folder)), None);
+        assert_eq!(Source::find(&folder, Some(&folder)), None);
+        // A file too large to be one is not read.
+        std::fs::write(
+            dir.path().join("config/importmap.rb"),
+            "#".repeat(MAX_BYTES as usize + 1),
+        )
+        .unwrap();
+        let source = Source::find(&folder, None).unwrap();
+        assert_eq!(source.read(), Pins::default());
     }
 
     #[test]
-    fn malformed_pins_are_skipped() {
-        let dir = app(&["app/javascript/a.js"]);
+    fn malformed_or_hostile_pins_name_nothing() {
+        let dir = app(&["app/javascript/a.js", "app/javascript/x/a.js"]);
         for text in [
             "pin",
             "pin ",
@@ -300,17 +556,28 @@ pin "#{name}/x"
             "pin_all_from",
             "pin \"a\", to:",
             "pin \"a\", to: 5",
+            "pin \"a\" to: \"a.js\"",
+            "pin \"a\", :",
             "\u{0}pin \"a\"",
+            "pin \"/a\"",
+            "pin \"a b\"",
+            "pin \"https://x/a\"",
+            "pin \"a\" unless false",
+            "pin_all_from \"app/javascript/../javascript\"",
+            "pin_all_from \"C:/app/javascript\"",
+            "pin_all_from \"/etc\"",
         ] {
-            let pins = Pins::read(dir.path(), text);
-            assert_eq!(
-                pins.specifier(&dir.path().join("app/javascript/a.js")),
-                None,
+            let pins = Pins::parse(dir.path(), text);
+            assert!(
+                pins.names(&dir.path().join("app/javascript/a.js"))
+                    .is_empty(),
                 "{text:?}"
             );
         }
         // A pin that climbs out of the app names no file outside it.
-        let pins = Pins::read(dir.path(), "pin \"x\", to: \"../../../etc/passwd\"");
-        assert!(pins.files.is_empty());
+        for to in ["../../../etc/passwd", "/etc/passwd", "C:/x.js", "./a.js"] {
+            let pins = Pins::parse(dir.path(), &format!("pin \"x\", to: \"{to}\""));
+            assert_eq!(pins.module("x"), None, "{to}");
+        }
     }
 }

@@ -27,9 +27,9 @@ pub struct Scope {
     pub url_base: String,
     /// File → bare specifier it is known by (`[specifiers]`).
     pub specifiers: HashMap<PathBuf, String>,
-    /// A Rails app's pins (`config/importmap.rb`), for files
-    /// `[specifiers]` does not name.
-    pub rails: Option<crate::rails::Pins>,
+    /// A Rails app's `config/importmap.rb`, whose pins name the files
+    /// `[specifiers]` does not (read again for each sync).
+    pub rails: Option<crate::rails::Source>,
     /// FILES given on the command line (files or folders); empty = all.
     pub only: Vec<PathBuf>,
     /// Every file, not only those that differ from the main branch.
@@ -42,13 +42,18 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The bare specifier a file is known by: `[specifiers]`, else its
-    /// Rails pin.
-    fn specifier_of(&self, file: &Path) -> Option<String> {
-        self.specifiers
-            .get(file)
-            .cloned()
-            .or_else(|| self.rails.as_ref()?.specifier(file))
+    /// The Rails app's pins as its `importmap.rb` says now.
+    fn pins(&self) -> Option<crate::rails::Pins> {
+        self.rails.as_ref().map(crate::rails::Source::read)
+    }
+
+    /// The bare specifiers a file is known by: its `[specifiers]` name,
+    /// else every name its Rails app pins it under.
+    fn specifiers_of(&self, file: &Path, pins: Option<&crate::rails::Pins>) -> Vec<String> {
+        match self.specifiers.get(file) {
+            Some(s) => vec![s.clone()],
+            None => pins.map(|p| p.names(file)).unwrap_or_default(),
+        }
     }
 
     /// The production URL path of a file under the folder.
@@ -78,14 +83,14 @@ impl Scope {
     }
 
     /// Whether an override on the server is this folder's to keep in sync.
-    fn manages(&self, specifier: &str, path: &str) -> bool {
+    fn manages(&self, specifier: &str, path: &str, pins: Option<&crate::rails::Pins>) -> bool {
         let file = self
             .specifiers
             .iter()
             .find_map(|(f, s)| (s == specifier).then(|| f.clone()))
             .or_else(|| {
                 self.file_of(path)
-                    .filter(|f| self.specifier_of(f).as_deref() == Some(specifier))
+                    .filter(|f| self.specifiers_of(f, pins).iter().any(|s| s == specifier))
             })
             .or_else(|| {
                 (specifier == path || stamp_model::assets::is_entry_pattern(specifier))
@@ -365,6 +370,7 @@ impl Syncer {
             Some(r) => r.base_tree(self.scope.main_branch.as_deref())?,
             None => None,
         };
+        let pins = self.scope.pins();
         let mut wants = BTreeMap::new();
         for file in files {
             let Some(local) = self.cache.get(&file) else {
@@ -378,22 +384,25 @@ impl Syncer {
             let Some(path) = self.scope.url_path(&file) else {
                 continue;
             };
-            let (specifier, bare) = match (self.scope.specifier_of(&file), entries.get(&file)) {
-                (Some(s), _) => (s, true),
-                (None, Some(pattern)) => (pattern.clone(), true),
-                (None, None) => (path.clone(), false),
+            let named = self.scope.specifiers_of(&file, pins.as_ref());
+            let names: Vec<(String, bool)> = match (named.is_empty(), entries.get(&file)) {
+                (false, _) => named.into_iter().map(|s| (s, true)).collect(),
+                (true, Some(pattern)) => vec![(pattern.clone(), true)],
+                (true, None) => vec![(path.clone(), false)],
             };
-            wants.insert(
-                specifier.clone(),
-                Want {
-                    specifier,
-                    bare,
-                    path,
-                    file,
-                    size: local.size,
-                    sha256: local.sha256.clone(),
-                },
-            );
+            for (specifier, bare) in names {
+                wants.insert(
+                    specifier.clone(),
+                    Want {
+                        specifier,
+                        bare,
+                        path: path.clone(),
+                        file: file.clone(),
+                        size: local.size,
+                        sha256: local.sha256.clone(),
+                    },
+                );
+            }
         }
         Ok(wants)
     }
@@ -425,10 +434,13 @@ impl Syncer {
             })
             .map(|w| format!("{} not uploaded", display_name(&w.specifier, &w.path)))
             .collect();
+        let pins = self.scope.pins();
         out.extend(
             self.remote
                 .iter()
-                .filter(|(spec, r)| !wants.contains_key(*spec) && self.scope.manages(spec, &r.path))
+                .filter(|(spec, r)| {
+                    !wants.contains_key(*spec) && self.scope.manages(spec, &r.path, pins.as_ref())
+                })
                 .map(|(spec, r)| format!("{} not removed", display_name(spec, &r.path))),
         );
         Ok(out)
@@ -565,13 +577,14 @@ impl Syncer {
             .iter()
             .filter_map(|f| self.scope.url_path(f))
             .collect();
+        let pins = self.scope.pins();
         let deletes: Vec<(String, String)> = self
             .remote
             .iter()
             .filter(|(spec, r)| {
                 !wants.contains_key(*spec)
                     && !held.contains(&r.path)
-                    && self.scope.manages(spec, &r.path)
+                    && self.scope.manages(spec, &r.path, pins.as_ref())
             })
             .map(|(spec, r)| (spec.clone(), r.path.clone()))
             .collect();
@@ -839,14 +852,14 @@ mod tests {
             Some("/src/lib/a.js")
         );
         assert_eq!(s.url_path(Path::new("/r/other/a.js")), None);
-        assert!(s.manages("/src/lib/a.js", "/src/lib/a.js"));
-        assert!(s.manages("@shop/cart", "/src/cart.js"));
-        assert!(!s.manages("/lib/x.js", "/lib/x.js"));
-        assert!(!s.manages("@other/x", "/src/x.js"));
+        assert!(s.manages("/src/lib/a.js", "/src/lib/a.js", None));
+        assert!(s.manages("@shop/cart", "/src/cart.js", None));
+        assert!(!s.manages("/lib/x.js", "/lib/x.js", None));
+        assert!(!s.manages("@other/x", "/src/x.js", None));
         let mut only = scope();
         only.only = vec![PathBuf::from("/r/src/lib")];
-        assert!(only.manages("/src/lib/a.js", "/src/lib/a.js"));
-        assert!(!only.manages("/src/b.js", "/src/b.js"));
+        assert!(only.manages("/src/lib/a.js", "/src/lib/a.js", None));
+        assert!(!only.manages("/src/b.js", "/src/b.js", None));
         let root = Scope {
             url_base: "/".into(),
             ..scope()
@@ -855,7 +868,7 @@ mod tests {
             root.url_path(Path::new("/r/src/a.js")).as_deref(),
             Some("/a.js")
         );
-        assert!(root.manages("/a.js", "/a.js"));
+        assert!(root.manages("/a.js", "/a.js", None));
     }
 
     /// A file another program holds (Windows' sharing violations) reads as
