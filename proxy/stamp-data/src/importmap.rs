@@ -387,6 +387,13 @@ fn mirror_entries<'a>(
 
 /// The map inserted into a page that has none: `{"imports": {spec: url, …}}`, escaped.
 pub fn fresh(overrides: &OverrideSet) -> String {
+    fresh_with(overrides, &[])
+}
+
+/// [`fresh`], with `extra` keys (production's URL of a file the ticket
+/// replaces by an entry pattern → the ticket's URL), for a page that
+/// imports that file by its URL.
+pub fn fresh_with(overrides: &OverrideSet, extra: &[(String, String)]) -> String {
     let mut imports: Map<String, Value> = overrides
         .iter()
         .filter(|(spec, _)| !assets::is_entry_pattern(spec))
@@ -398,6 +405,11 @@ pub fn fresh(overrides: &OverrideSet) -> String {
         .collect();
     for (key, url) in mirror_entries(urls.iter().map(|(p, u)| (p.as_str(), u.as_str()))) {
         imports.entry(key).or_insert(Value::String(url));
+    }
+    for (key, url) in extra {
+        imports
+            .entry(key.clone())
+            .or_insert(Value::String(url.clone()));
     }
     let mut root = Map::new();
     root.insert("imports".to_owned(), Value::Object(imports));

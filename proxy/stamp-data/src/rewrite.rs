@@ -1874,7 +1874,17 @@ fn on_module_entry(
     {
         // The first module script / modulepreload with no map before it: the
         // page has no map that could still take effect, so insert ours here.
-        let html = map_element(&st.spec, st.map_nonce());
+        // When the ticket replaces this very file by an entry pattern, the
+        // map also sends production's URL of it to the ticket's: a server-
+        // rendered page preloads its entry and then imports it by that URL
+        // from an inline script (Remix, SvelteKit), which no `src` names.
+        let extra = el
+            .get_attribute(attr)
+            .map(|v| decode_entities(&v))
+            .and_then(|v| entry_key(&st, &v))
+            .into_iter()
+            .collect::<Vec<_>>();
+        let html = map_element_with(&st.spec, st.map_nonce(), &extra);
         el.before(&html, ContentType::Html);
         st.inserted = true;
         st.report.map_inserted = true;
@@ -2102,17 +2112,50 @@ fn take_probe(state: &Arc<Mutex<State>>) -> Option<String> {
 }
 
 /// `<script type="importmap" nonce=…>{json}</script>`.
-fn map_element(spec: &RewriteSpec, nonce: Option<String>) -> String {
+/// With `extra` keys ([`crate::importmap::fresh_with`]) the map differs
+/// from the variant's own, whose hash the page's policies got; it carries
+/// the nonce they got with it.
+fn map_element_with(
+    spec: &RewriteSpec,
+    nonce: Option<String>,
+    extra: &[(String, String)],
+) -> String {
+    let owned;
+    let map = if extra.is_empty() {
+        spec.effective.fresh_map()
+    } else {
+        owned = crate::importmap::fresh_with(&spec.effective.overrides, extra);
+        owned.as_str()
+    };
     match nonce.as_deref().filter(|n| crate::csp::is_nonce_safe(n)) {
-        Some(n) => format!(
-            "<script type=\"importmap\" nonce=\"{n}\">{}</script>",
-            spec.effective.fresh_map()
-        ),
-        None => format!(
-            "<script type=\"importmap\">{}</script>",
-            spec.effective.fresh_map()
-        ),
+        Some(n) => format!("<script type=\"importmap\" nonce=\"{n}\">{map}</script>"),
+        None => format!("<script type=\"importmap\">{map}</script>"),
     }
+}
+
+/// The map key and ticket URL for a file a page names by `value` that the
+/// ticket replaces by an entry pattern only (an exact override is in the
+/// map already): the URL as the page resolves it, a path with its query
+/// on the page's origin, in full on another.
+fn entry_key(st: &State, value: &str) -> Option<(String, String)> {
+    if st.spec.effective.patterns.is_empty() {
+        return None;
+    }
+    let location = location(st.base(), value)?;
+    if st.spec.effective.by_path.contains_key(&location) {
+        return None;
+    }
+    let module = st.spec.effective.replacement(&location)?;
+    let url = st.base().join(value.trim()).ok()?;
+    let key = if crate::importmap::same_origin(&url, &st.spec.page_url) {
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    } else {
+        url.to_string()
+    };
+    Some((key, module.url()))
 }
 
 /// An attribute value as the browser reads it: lol_html hands it over as
@@ -2587,6 +2630,67 @@ mod tests {
         RewriteSpec {
             effective: Arc::new(Effective::new(set)),
             ..spec(&[])
+        }
+    }
+
+    #[test]
+    fn an_entry_a_page_preloads_and_imports_by_url_is_mapped_to_the_tickets() {
+        let s = || {
+            spec_of(&[
+                ("/assets/index-[hash:8].js", "/assets/index-Zz99Yy88.js"),
+                ("/src/exact.js", "/src/exact.js"),
+            ])
+        };
+        let ticket = url_of("/assets/index-Zz99Yy88.js");
+        let map_of = |out: &str| -> serde_json::Value {
+            let open = "<script type=\"importmap\">";
+            let start = out.find(open).unwrap() + open.len();
+            let end = start + out[start..].find("</script>").unwrap();
+            serde_json::from_str(&out[start..end]).unwrap()
+        };
+        // Preloaded, then imported by its URL from an inline script, as
+        // written (a query kept, a relative URL as the page resolves it).
+        for (href, key) in [
+            ("/assets/index-Ab12Cd34.js", "/assets/index-Ab12Cd34.js"),
+            // The page is /shop/.
+            ("../assets/index-Ab12Cd34.js", "/assets/index-Ab12Cd34.js"),
+            (
+                "/assets/index-Ab12Cd34.js?v=2",
+                "/assets/index-Ab12Cd34.js?v=2",
+            ),
+        ] {
+            let html = format!(
+                "<head><link rel=modulepreload href=\"{href}\">\
+                 <script type=module>import \"{href}\";</script></head><body></body>"
+            );
+            let (out, _) = rewrite_str(s(), &html);
+            assert_eq!(
+                map_of(&out)["imports"][key],
+                ticket.as_str(),
+                "{href}: {out}"
+            );
+            assert!(out.contains(&format!("href=\"{ticket}\"")), "{out}");
+        }
+        // The same from the early-exit rewriter, in pieces.
+        let html = "<head><link rel=modulepreload href=\"/assets/index-Ab12Cd34.js\"></head><body><p>x</p></body>";
+        let (whole, _) = rewrite_str(s(), html);
+        for step in [1, 7, 64] {
+            let (out, _) = rewrite_bytes(s(), html.as_bytes(), step);
+            assert_eq!(String::from_utf8(out).unwrap(), whole, "pieces of {step}");
+        }
+        // An exact override, or a file no pattern matches, adds nothing.
+        for href in ["/src/exact.js", "/assets/vendor-Ab12Cd34.js"] {
+            let html = format!("<head><link rel=modulepreload href=\"{href}\"></head>");
+            let (out, _) = rewrite_str(s(), &html);
+            assert_eq!(
+                map_of(&out)["imports"].as_object().unwrap().len(),
+                map_of(&rewrite_str(s(), "<head><script type=module></script></head>").0)
+                    ["imports"]
+                    .as_object()
+                    .unwrap()
+                    .len(),
+                "{href}: {out}"
+            );
         }
     }
 

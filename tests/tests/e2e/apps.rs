@@ -709,6 +709,72 @@ fn base64_decode(s: &str) -> Vec<u8> {
 const VITE_CHECK: &str = "const out = document.getElementById('out'), lazy = document.getElementById('lazy'); \
     return out.textContent + ' ' + getComputedStyle(out).color + ' | ' + lazy.textContent + ' ' + getComputedStyle(lazy).color;";
 
+/// A Vite build whose page a server renders the way SSR frameworks do
+/// (Remix and React Router, SvelteKit): the entry preloaded, then loaded by
+/// an inline script's `import` of its hashed URL, which no `src` names.
+#[tokio::test]
+async fn a_vite_build_an_ssr_page_imports_inline() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    on_a_branch(dir, |dir| {
+        vite_sources(dir, "production", "rgb(1, 2, 3)", "rgb(7, 8, 9)", false);
+        write(dir, ".gitignore", "dist/\nprod/\n");
+        write(dir, "stamp.toml", "folder = \"dist\"\nurl_path = \"/\"\n");
+    });
+    vite_build(dir, "prod");
+    let manifest = std::fs::read_to_string(dir.join("prod/.vite/manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let entry = manifest["index.html"]["file"].as_str().unwrap().to_string();
+    let css = manifest["index.html"]["css"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let origin = Origin::start().unwrap();
+    origin.serve_dir("", &dir.join("prod"), &[]);
+    for (path, how) in [
+        (
+            "/",
+            format!("<script type=module>import \"/{entry}\";</script>"),
+        ),
+        (
+            "/classic",
+            format!("<script>import(\"./{entry}\");</script>"),
+        ),
+    ] {
+        origin.route(
+            path,
+            Route::html(&format!(
+                "<!doctype html><html><head><title>shop</title>\
+                 <link rel=modulepreload href=\"/{entry}\"><link rel=stylesheet href=\"/{css}\">{how}</head>\
+                 <body><p id=out>loading</p><p id=lazy>loading</p></body></html>"
+            )),
+        );
+    }
+    let app = App::start(origin, Origin::start().unwrap());
+    vite_sources(dir, "ticket", "rgb(4, 5, 6)", "rgb(10, 11, 12)", false);
+    commit(dir, "the ticket");
+    vite_build(dir, "dist");
+    app.stamp(dir, &["SSR-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    for page in ["/", "/classic"] {
+        app.expect(
+            &browser,
+            &format!("{page}?stamp=off"),
+            VITE_CHECK,
+            "vite production rgb(1, 2, 3) | lazy production rgb(7, 8, 9)",
+        )
+        .await;
+        app.expect(
+            &browser,
+            &format!("{page}?dev=SSR-1"),
+            VITE_CHECK,
+            "vite ticket rgb(4, 5, 6) | lazy ticket rgb(10, 11, 12)",
+        )
+        .await;
+    }
+    browser.close().await.unwrap();
+}
+
 fn vite_build(dir: &Path, out: &str) {
     let vite = node_modules().join("vite/bin/vite.js");
     run(Command::new("node")
