@@ -5,8 +5,9 @@
 //! one element (a nonce, and the hash of a freshly inserted map) and never by
 //! relaxing a policy: no source or directive is removed or rewritten.
 //!
-//! A merged map's final text is not known when the headers leave, so the hash
-//! alone cannot cover it; the nonce is what makes both cases work.
+//! A merged map's final text is not known when the headers leave (nor that of
+//! an inserted map given a page's entry, see `rewrite::entry_key`), so the
+//! hash alone cannot cover it; the nonce is what makes every case work.
 
 use base64::Engine;
 use url::Url;

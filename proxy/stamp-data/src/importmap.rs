@@ -392,7 +392,11 @@ pub fn fresh(overrides: &OverrideSet) -> String {
 
 /// [`fresh`], with `extra` keys (production's URL of a file the ticket
 /// replaces by an entry pattern → the ticket's URL), for a page that
-/// imports that file by its URL.
+/// imports that file by its URL. Production's own files beside it (its
+/// lazy chunks import the entry by URL, for the bundler's helpers) keep
+/// production's: a scope of that folder maps the URL to itself, so a
+/// production chunk the page still loads never gets the ticket's entry,
+/// whose exports differ.
 pub fn fresh_with(overrides: &OverrideSet, extra: &[(String, String)]) -> String {
     let mut imports: Map<String, Value> = overrides
         .iter()
@@ -406,13 +410,27 @@ pub fn fresh_with(overrides: &OverrideSet, extra: &[(String, String)]) -> String
     for (key, url) in mirror_entries(urls.iter().map(|(p, u)| (p.as_str(), u.as_str()))) {
         imports.entry(key).or_insert(Value::String(url));
     }
+    let mut scopes: Map<String, Value> = Map::new();
     for (key, url) in extra {
-        imports
-            .entry(key.clone())
-            .or_insert(Value::String(url.clone()));
+        if imports.contains_key(key) {
+            continue;
+        }
+        imports.insert(key.clone(), Value::String(url.clone()));
+        if let Some(slash) = key.split(['?', '#']).next().and_then(|p| p.rfind('/')) {
+            let folder = &key[..=slash];
+            if let Value::Object(scope) = scopes
+                .entry(folder.to_owned())
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                scope.insert(key.clone(), Value::String(key.clone()));
+            }
+        }
     }
     let mut root = Map::new();
     root.insert("imports".to_owned(), Value::Object(imports));
+    if !scopes.is_empty() {
+        root.insert("scopes".to_owned(), Value::Object(scopes));
+    }
     escape_for_script(&Value::Object(root).to_string())
 }
 

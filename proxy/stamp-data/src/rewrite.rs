@@ -160,7 +160,9 @@ pub struct ProbeSpec {
 pub struct MetaCsp {
     /// The map element's nonce (fresh, only it carries it).
     pub script_nonce: String,
-    /// The inserted map's hash source.
+    /// The hash source of the variant's map as inserted into a page
+    /// without one (a map with a page's entry added differs, and is
+    /// allowed by the nonce).
     pub script_hash: String,
     /// The notice's style nonce and hash, when there is a notice.
     pub style: Option<(String, String)>,
@@ -2134,9 +2136,10 @@ fn map_element_with(
 }
 
 /// The map key and ticket URL for a file a page names by `value` that the
-/// ticket replaces by an entry pattern only (an exact override is in the
-/// map already): the URL as the page resolves it, a path with its query
-/// on the page's origin, in full on another.
+/// ticket replaces by an entry pattern only (a file it replaces at that
+/// very path is served there already): the URL as the page resolves it, a
+/// path with its query and fragment on the page's origin, in full on
+/// another. None for a URL ending in `/`, which a map reads as a prefix.
 fn entry_key(st: &State, value: &str) -> Option<(String, String)> {
     if st.spec.effective.patterns.is_empty() {
         return None;
@@ -2148,14 +2151,11 @@ fn entry_key(st: &State, value: &str) -> Option<(String, String)> {
     let module = st.spec.effective.replacement(&location)?;
     let url = st.base().join(value.trim()).ok()?;
     let key = if crate::importmap::same_origin(&url, &st.spec.page_url) {
-        match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        }
+        url[url::Position::BeforePath..].to_owned()
     } else {
         url.to_string()
     };
-    Some((key, module.url()))
+    (!key.ends_with('/')).then(|| (key, module.url()))
 }
 
 /// An attribute value as the browser reads it: lol_html hands it over as
@@ -2658,19 +2658,26 @@ mod tests {
                 "/assets/index-Ab12Cd34.js?v=2",
                 "/assets/index-Ab12Cd34.js?v=2",
             ),
+            (
+                "/assets/index-Ab12Cd34.js#top",
+                "/assets/index-Ab12Cd34.js#top",
+            ),
         ] {
             let html = format!(
                 "<head><link rel=modulepreload href=\"{href}\">\
                  <script type=module>import \"{href}\";</script></head><body></body>"
             );
             let (out, _) = rewrite_str(s(), &html);
-            assert_eq!(
-                map_of(&out)["imports"][key],
-                ticket.as_str(),
-                "{href}: {out}"
-            );
+            let map = map_of(&out);
+            assert_eq!(map["imports"][key], ticket.as_str(), "{href}: {out}");
+            // Production's chunks beside it keep production's entry.
+            assert_eq!(map["scopes"]["/assets/"][key], key, "{href}: {out}");
             assert!(out.contains(&format!("href=\"{ticket}\"")), "{out}");
         }
+        // A URL a map would read as a prefix gets no key.
+        let html = "<head><link rel=modulepreload href=\"/assets/index-Ab12Cd34.js?r=/\"></head>";
+        let (out, _) = rewrite_str(s(), html);
+        assert!(map_of(&out).get("scopes").is_none(), "{out}");
         // The same from the early-exit rewriter, in pieces.
         let html = "<head><link rel=modulepreload href=\"/assets/index-Ab12Cd34.js\"></head><body><p>x</p></body>";
         let (whole, _) = rewrite_str(s(), html);

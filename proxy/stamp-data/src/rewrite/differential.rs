@@ -42,6 +42,9 @@ const PIECES: &[&str] = &[
     "</SCRIPT foo='>'>",
     "<script a=>",
     "<link rel=modulepreload href=/src/lib/greet.js>",
+    "<link rel=modulepreload href=/assets/index-Ab12Cd34.js>",
+    "<script type=module src=\"./assets/index-Ab12Cd34.js?v=2#x\"></script>",
+    "<link rel=modulepreload href=\"/assets/index-Ab12Cd34.js?r=/\">",
     "<link rel=\"stylesheet\" href=\"/assets/site.css\" integrity=\"sha384-x\">",
     "<link rel=icon href=/src/app.js>",
     "<link",
@@ -226,7 +229,21 @@ fn variants() -> Vec<(&'static str, RewriteSpec)> {
     // waits for the head's first element.
     let mut undeclared = ticket.clone();
     undeclared.encoding = None;
+    // A bundle's entry, replaced by its pattern (a key for production's URL
+    // goes into an inserted map).
+    let mut bundle = ticket.clone();
+    let mut set = overrides(&paths);
+    set.insert(
+        "/assets/index-[hash:8].js".into(),
+        ModuleRef {
+            path: "/assets/index-Zz99Yy88.js".into(),
+            hash: Hash::of(b"/assets/index-Zz99Yy88.js"),
+            size: 1,
+        },
+    );
+    bundle.effective = Arc::new(Effective::new(set));
     vec![
+        ("ticket, a bundle's entry pattern", bundle),
         ("overlay", overlay),
         ("ticket", ticket),
         ("ticket, no charset in the headers", undeclared),
