@@ -356,27 +356,27 @@ impl ProxyHttp for StampProxy {
         // Fetched ahead, an answer that changes what the browser is on
         // would change it for a page nobody opened (its `Set-Cookie` lands
         // at once): refused, so the browser asks again if it is opened.
-        let req = session.req_header();
-        let in_page = select::in_page_visit(&req.method, &req.headers);
-        if (ctx.sel.switches
-            || ctx.sel.confirm.is_some()
-            || ctx.sel.sign_in.is_some()
-            || matches!(ctx.route, Route::Leave))
-            && select::is_speculative(&req.headers)
-        {
-            // Turbo keeps its prefetch for the click: that answer must
-            // make the click a page load.
-            match in_page {
-                Some(who @ select::InPage::Turbo) => self.as_a_page(session, who).await?,
-                _ => self.not_ahead(session).await?,
+        // (Read only when the answer would change something: most requests
+        // change nothing.)
+        let leave = matches!(ctx.route, Route::Leave);
+        if ctx.sel.switches || ctx.sel.confirm.is_some() || ctx.sel.sign_in.is_some() || leave {
+            let req = session.req_header();
+            let in_page = select::in_page_visit(&req.method, &req.headers);
+            if select::is_speculative(&req.headers) {
+                // Turbo keeps its prefetch for the click: that answer must
+                // make the click a page load.
+                match in_page {
+                    Some(who @ select::InPage::Turbo) => self.as_a_page(session, who).await?,
+                    _ => self.not_ahead(session).await?,
+                }
+                return Ok(true);
             }
-            return Ok(true);
-        }
-        // Followed inside the page it is on, the link's page would keep that
-        // page's modules: it must load as a page.
-        if let Some(who) = in_page.filter(|_| ctx.sel.linked || matches!(ctx.route, Route::Leave)) {
-            self.as_a_page(session, who).await?;
-            return Ok(true);
+            // Followed inside the page it is on, the link's page would keep
+            // that page's modules: it must load as a page.
+            if let Some(who) = in_page.filter(|_| ctx.sel.linked || leave) {
+                self.as_a_page(session, who).await?;
+                return Ok(true);
+            }
         }
         if let Some(location) = ctx.sel.sign_in.take() {
             self.sign_in_first(session, ctx, &location).await?;
