@@ -1842,7 +1842,8 @@ async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
          <script type=module>import { greet } from '@app/greet'; document.getElementById('out').textContent = greet();</script></head>";
     let body = "<body><a id=go href=\"/next?dev=TUR-2\">the ticket</a> \
          <a id=off href=\"/next?stamp=off\">production</a><p id=out>loading</p>\
-         <turbo-frame id=cart><a id=framed href=\"/next?dev=TUR-2\">in a frame</a></turbo-frame></body></html>";
+         <turbo-frame id=cart><a id=framed href=\"/next?dev=TUR-2\">in a frame</a></turbo-frame>\
+         <a id=preloaded data-turbo-preload href=\"/next?dev=TUR-2&amp;from=preload\">preloaded</a></body></html>";
     origin.route("/", Route::html(&format!("{head}{body}")));
     origin.route("/next", Route::html(&format!("{head}{body}")));
     let (app, _work) = greeting_app(origin, "TUR-2");
@@ -1926,6 +1927,34 @@ async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
         .await
         .unwrap()
         .ends_with("/next?dev=TUR-2"));
+    badge_says(&browser, "1 of 1 module ran").await;
+
+    // `data-turbo-preload`: fetched when the page loads, kept as a snapshot
+    // Turbo shows on the click; the click loads the link as a page.
+    app.expect(&browser, "/?stamp=off", out, "production greeting")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while turbo_answers(&browser).await.is_empty() {
+        assert!(Instant::now() < deadline, "Turbo preloaded nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(turbo_answers(&browser).await, [Value::from(200)]);
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    browser
+        .execute("window.__sameDocument = 1; return true")
+        .await
+        .unwrap();
+    browser.click("#preloaded").await.unwrap();
+    browser
+        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
+    assert!(browser
+        .current_url()
+        .await
+        .unwrap()
+        .ends_with("/next?dev=TUR-2&from=preload"));
     badge_says(&browser, "1 of 1 module ran").await;
     browser.close().await.unwrap();
 }
