@@ -1,6 +1,7 @@
 //! The `stamp` command's library: everything the binary (`src/main.rs`)
 //! runs, public so that its parsers can be fuzzed and tested from outside
-//! (`tests/fuzz`: `stamp.toml` and `package.json` settings).
+//! (`tests/fuzz`: `stamp.toml` and `package.json` settings, a Rails app's
+//! `config/importmap.rb`).
 
 mod bundle;
 pub mod cli;
@@ -12,6 +13,6 @@ mod git;
 mod login;
 mod output;
 pub mod paths;
-mod rails;
+pub mod rails;
 mod sync;
 mod watch;

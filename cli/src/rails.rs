@@ -133,6 +133,16 @@ impl Pins {
         pins
     }
 
+    /// Every path the pins name (the files a `pin` may be, the folders of
+    /// `pin_all_from`), for checks that none leaves the app.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.pinned
+            .values()
+            .flatten()
+            .map(PathBuf::as_path)
+            .chain(self.folders.iter().map(|(f, _)| f.as_path()))
+    }
+
     /// Every name Rails gives `file`: those whose module is this file once
     /// Rails' precedence is applied.
     pub fn names(&self, file: &Path) -> Vec<String> {

@@ -9,6 +9,10 @@
 //!   have an absolute folder without control characters, a URL path that
 //!   starts with `/`, and an http(s) server.
 //!
+//! - a Rails app's `config/importmap.rb` read by the CLI: the same pins
+//!   every time, every path they name inside the app, every name a file
+//!   gets a bare specifier.
+//!
 //! Never a panic. The listen address comes from a flag, so no input makes
 //! a check resolve a host name.
 
@@ -82,4 +86,45 @@ pub fn stamp_toml(text: &str) {
             }
         }
     }
+}
+
+pub fn importmap_rb(text: &str) {
+    use stamp_cli::rails::Pins;
+    let root = Path::new("/nonexistent-stamp-fuzz/shop");
+    let pins = Pins::parse(root, text);
+    assert_eq!(pins, Pins::parse(root, text), "not the same pins twice");
+    for path in pins.paths() {
+        assert!(path.starts_with(root), "{} leaves the app", path.display());
+        assert!(
+            path.components().all(|c| matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::RootDir
+            )),
+            "{} is not a plain path",
+            path.display()
+        );
+    }
+    for file in [
+        "app/javascript/application.js",
+        "app/javascript/controllers/index.js",
+        "app/javascript/controllers/hello_controller.js",
+    ] {
+        for name in pins.names(&root.join(file)) {
+            assert!(
+                stamp_model_like_bare(&name),
+                "{file} named {name:?}, no bare specifier"
+            );
+        }
+    }
+}
+
+/// A bare specifier as the proxy's wire rules read one (no path, no URL,
+/// no spaces or controls).
+fn stamp_model_like_bare(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('/')
+        && !s.starts_with("./")
+        && !s.starts_with("../")
+        && !s.contains("://")
+        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
 }

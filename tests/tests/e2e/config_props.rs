@@ -117,3 +117,8 @@ fn the_proxys_configuration_file_holds_its_properties() {
 fn the_clis_settings_files_hold_their_properties() {
     replay("stamp_toml", props::stamp_toml);
 }
+
+#[test]
+fn a_rails_apps_importmap_rb_holds_its_properties() {
+    replay("importmap_rb", props::importmap_rb);
+}
