@@ -741,6 +741,19 @@ async fn a_ticket_link_works_in_a_browser_a_pwa_already_controls() {
     browser.close().await.unwrap();
 }
 
+/// Production's page `/`, an `#out` paragraph and the module
+/// `/src/main.js` (`main`) that fills it.
+fn page_running_main(origin: &Origin, main: &str) {
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>shop</title></head><body><p id=out>-</p>\
+             <script type=module src=/src/main.js></script></body></html>",
+        ),
+    );
+    serve(origin, "/src/main.js", "text/javascript", main);
+}
+
 /// Import maps do not reach what a page reads with `fetch()`: a module
 /// reads `new URL('./strings.json', import.meta.url)`, at production's
 /// path. A ticket page gets the ticket's strings there (never stored), and
@@ -750,21 +763,10 @@ async fn a_ticket_link_works_in_a_browser_a_pwa_already_controls() {
 #[tokio::test]
 async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
     let origin = Origin::start().unwrap();
-    origin.route(
-        "/",
-        Route::html(
-            "<!doctype html><html><head><title>strings</title></head><body><p id=out>-</p>\
-             <script type=module src=/src/main.js></script></body></html>",
-        ),
-    );
-    origin.route(
-        "/src/main.js",
-        Route::bytes(
-            "text/javascript",
-            b"const r = await fetch(new URL('./strings.json', import.meta.url));\n\
-              document.getElementById('out').textContent = (await r.json()).hello;\n"
-                .to_vec(),
-        ),
+    page_running_main(
+        &origin,
+        "const r = await fetch(new URL('./strings.json', import.meta.url));\n\
+         document.getElementById('out').textContent = (await r.json()).hello;\n",
     );
     origin.route(
         "/src/strings.json",
@@ -1146,23 +1148,12 @@ async fn entry_scripts_each_loader_loads_by_url_are_the_tickets() {
 #[tokio::test]
 async fn json_and_css_modules_a_module_imports_are_the_tickets() {
     let origin = Origin::start().unwrap();
-    origin.route(
-        "/",
-        Route::html(
-            "<!doctype html><html><head><title>modules</title></head><body><p id=out>-</p>\
-             <script type=module src=/src/main.js></script></body></html>",
-        ),
-    );
-    origin.route(
-        "/src/main.js",
-        Route::bytes(
-            "text/javascript",
-            b"import strings from './strings.json' with { type: 'json' };\n\
-              import sheet from './theme.css' with { type: 'css' };\n\
-              document.adoptedStyleSheets = [sheet];\n\
-              document.getElementById('out').textContent = strings.hello + ' ' + getComputedStyle(document.body).color;\n"
-                .to_vec(),
-        ),
+    page_running_main(
+        &origin,
+        "import strings from './strings.json' with { type: 'json' };\n\
+         import sheet from './theme.css' with { type: 'css' };\n\
+         document.adoptedStyleSheets = [sheet];\n\
+         document.getElementById('out').textContent = strings.hello + ' ' + getComputedStyle(document.body).color;\n",
     );
     origin.route(
         "/src/strings.json",
