@@ -1810,6 +1810,28 @@ async fn turbo_answers(browser: &Browser) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
+/// Clicks `link` on a page marked as this document, and waits until `#out`
+/// shows `shows` in a new document (a page load, not a swap in place) at a
+/// URL ending in `at`.
+async fn clicked_loads_as_a_page(browser: &Browser, link: &str, shows: &str, at: &str) {
+    browser
+        .execute("window.__sameDocument = 1; return true")
+        .await
+        .unwrap();
+    browser.click(link).await.unwrap();
+    browser
+        .wait_for_text("#out", shows, Duration::from_secs(15))
+        .await
+        .unwrap();
+    let same = browser
+        .execute("return window.__sameDocument === 1")
+        .await
+        .unwrap();
+    assert_eq!(same, false, "{link}: a page load, not a swap in place");
+    let url = browser.current_url().await.unwrap();
+    assert!(url.ends_with(at), "{link}: at {url}");
+}
+
 /// A ticket link on a page of a Turbo 8 app. Turbo fetches a link the mouse
 /// rests on (`X-Sec-Purpose: prefetch`), and a click shows that answer, or
 /// one it fetches then, in the page it is on, whose modules and map stay:
@@ -1859,31 +1881,12 @@ async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
     assert_eq!(browser.execute(out).await.unwrap(), "production greeting");
 
     // Clicked: loaded as a page, on the ticket, its code run.
-    browser.click("#go").await.unwrap();
-    browser
-        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
-        .await
-        .unwrap();
-    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
-    assert!(browser
-        .current_url()
-        .await
-        .unwrap()
-        .ends_with("/next?dev=TUR-2"));
+    clicked_loads_as_a_page(&browser, "#go", "ticket greeting", "/next?dev=TUR-2").await;
     let text = badge_says(&browser, "1 of 1 module ran").await;
     assert!(text.contains("TUR-2"), "{text}");
 
     // Leaving by a link Turbo follows leaves: production's code runs.
-    browser
-        .execute("window.__sameDocument = 1; return true")
-        .await
-        .unwrap();
-    browser.click("#off").await.unwrap();
-    browser
-        .wait_for_text("#out", "production greeting", Duration::from_secs(15))
-        .await
-        .unwrap();
-    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
+    clicked_loads_as_a_page(&browser, "#off", "production greeting", "/next?stamp=off").await;
     assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
 
     // Followed without a hover (a keyboard's Enter, a script's click),
@@ -1903,21 +1906,7 @@ async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
     // A ticket link in a Turbo frame: a whole page, on the ticket.
     app.expect(&browser, "/?stamp=off", out, "production greeting")
         .await;
-    browser
-        .execute("window.__sameDocument = 1; return true")
-        .await
-        .unwrap();
-    browser.click("#framed").await.unwrap();
-    browser
-        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
-        .await
-        .unwrap();
-    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
-    assert!(browser
-        .current_url()
-        .await
-        .unwrap()
-        .ends_with("/next?dev=TUR-2"));
+    clicked_loads_as_a_page(&browser, "#framed", "ticket greeting", "/next?dev=TUR-2").await;
     badge_says(&browser, "1 of 1 module ran").await;
 
     // `data-turbo-preload`: fetched when the page loads, kept as a snapshot
@@ -1931,21 +1920,13 @@ async fn a_ticket_link_in_a_turbo_app_loads_as_a_page_once_clicked() {
     }
     assert_eq!(turbo_answers(&browser).await, [Value::from(200)]);
     assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
-    browser
-        .execute("window.__sameDocument = 1; return true")
-        .await
-        .unwrap();
-    browser.click("#preloaded").await.unwrap();
-    browser
-        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
-        .await
-        .unwrap();
-    assert_eq!(browser.execute(same).await.unwrap(), false, "a page load");
-    assert!(browser
-        .current_url()
-        .await
-        .unwrap()
-        .ends_with("/next?dev=TUR-2&from=preload"));
+    clicked_loads_as_a_page(
+        &browser,
+        "#preloaded",
+        "ticket greeting",
+        "/next?dev=TUR-2&from=preload",
+    )
+    .await;
     badge_says(&browser, "1 of 1 module ran").await;
     browser.close().await.unwrap();
 }
@@ -1988,21 +1969,7 @@ async fn a_boosted_ticket_link_in_an_htmx_app_loads_as_a_page_once_clicked() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
-    browser.click("#go").await.unwrap();
-    browser
-        .wait_for_text("#out", "ticket greeting", Duration::from_secs(15))
-        .await
-        .unwrap();
-    let same = browser
-        .execute("return window.__sameDocument === 1")
-        .await
-        .unwrap();
-    assert_eq!(same, false, "a page load");
-    assert!(browser
-        .current_url()
-        .await
-        .unwrap()
-        .ends_with("/next?dev=HX-2"));
+    clicked_loads_as_a_page(&browser, "#go", "ticket greeting", "/next?dev=HX-2").await;
     let text = badge_says(&browser, "1 of 1 module ran").await;
     assert!(text.contains("HX-2"), "{text}");
     browser.close().await.unwrap();
