@@ -41,6 +41,8 @@ pub mod names {
     pub static NEXT_ROUTER_PREFETCH: HeaderName = HeaderName::from_static("next-router-prefetch");
     pub static HX_REQUEST: HeaderName = HeaderName::from_static("hx-request");
     pub static X_TURBO_REQUEST_ID: HeaderName = HeaderName::from_static("x-turbo-request-id");
+    pub static X_PJAX: HeaderName = HeaderName::from_static("x-pjax");
+    pub static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
     pub static HX_BOOSTED: HeaderName = HeaderName::from_static("hx-boosted");
     pub static HX_REDIRECT: HeaderName = HeaderName::from_static("hx-redirect");
     pub static NO_VARY_SEARCH: HeaderName = HeaderName::from_static("no-vary-search");
@@ -566,6 +568,10 @@ pub enum InPage {
     Turbo,
     /// htmx's boosted links (`HX-Request` and `HX-Boosted: true`).
     Htmx,
+    /// jquery-pjax (`X-PJAX: true`) and Swup (`X-Requested-With: swup`),
+    /// which load a link as a page when its answer fails (pjax) or holds
+    /// none of their containers (Swup).
+    Other,
 }
 
 /// Whether a `GET` or `HEAD` is a library's fetch of a page to show in
@@ -591,6 +597,12 @@ pub fn in_page_visit(method: &http::Method, headers: &http::HeaderMap) -> Option
         Some(InPage::Turbo)
     } else if says_true(&names::HX_REQUEST) && says_true(&names::HX_BOOSTED) {
         Some(InPage::Htmx)
+    } else if says_true(&names::X_PJAX)
+        || headers
+            .get(&names::X_REQUESTED_WITH)
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"swup"))
+    {
+        Some(InPage::Other)
     } else {
         None
     }
@@ -946,6 +958,22 @@ mod tests {
             Some(InPage::Turbo)
         );
         assert_eq!(with(Method::GET, &boosted), Some(InPage::Htmx));
+        assert_eq!(
+            with(
+                Method::GET,
+                &[("x-pjax", "true"), ("x-pjax-container", "#main")]
+            ),
+            Some(InPage::Other)
+        );
+        assert_eq!(
+            with(Method::GET, &[("x-requested-with", "swup")]),
+            Some(InPage::Other)
+        );
+        assert_eq!(
+            with(Method::GET, &[("x-requested-with", "XMLHttpRequest")]),
+            None
+        );
+        assert_eq!(with(Method::GET, &[("x-pjax", "false")]), None);
         assert_eq!(
             with(
                 Method::GET,

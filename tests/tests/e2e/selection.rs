@@ -284,10 +284,10 @@ async fn a_page_fetched_ahead_never_changes_the_selection() {
 
 /// A link that changes the ticket, followed by a library inside the page
 /// it is on (Turbo's Drive visits, frames and prefetches; htmx's boosted
-/// links), is answered so that the library loads it as a page, without a
-/// cookie and never kept: Turbo gets a page that says
+/// links; jquery-pjax; Swup), is answered so that the library loads it as
+/// a page, without a cookie and never kept: Turbo gets a page that says
 /// `turbo-visit-control: reload`, htmx `HX-Redirect` (never off the
-/// origin). A link that changes nothing, a form sent in place, data, a
+/// origin), pjax and Swup a `503` in plain text. A link that changes nothing, a form sent in place, data, a
 /// fetch without a library's mark and a cookie found stale are answered as
 /// ever.
 #[tokio::test]
@@ -330,6 +330,15 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
         ("hx-request", "true"),
         ("hx-boosted", "true"),
     ];
+    let pjax = [
+        ("accept", "text/html, */*; q=0.01"),
+        ("x-pjax", "true"),
+        ("x-pjax-container", "#main"),
+    ];
+    let swup = [
+        ("accept", "text/html, application/xhtml+xml"),
+        ("x-requested-with", "swup"),
+    ];
     let on = Some("ticket_stamp=dev.TKT-1");
     for (path, cookie) in [
         ("/about?dev=TKT-1", None),
@@ -343,6 +352,8 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
             ("a turbo frame", &frame[..]),
             ("turbo's prefetch", &prefetch[..]),
             ("htmx", &htmx[..]),
+            ("pjax", &pjax[..]),
+            ("swup", &swup[..]),
         ] {
             let r = fetch(get.clone(), path, extra, cookie).await.unwrap();
             assert!(r.headers().get("set-cookie").is_none(), "{who} {path}");
@@ -351,6 +362,13 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
             if who == "htmx" {
                 assert_eq!(r.status(), 503, "{who} {path}");
                 assert_eq!(r.headers()["hx-redirect"], path);
+            } else if who == "pjax" || who == "swup" {
+                assert_eq!(r.status(), 503, "{who} {path}");
+                assert!(r.headers().get("hx-redirect").is_none());
+                assert!(r.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/plain"));
             } else {
                 assert_eq!(r.status(), 200, "{who} {path}");
                 assert!(r.headers().get("hx-redirect").is_none());

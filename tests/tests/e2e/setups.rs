@@ -1975,6 +1975,72 @@ async fn a_boosted_ticket_link_in_an_htmx_app_loads_as_a_page_once_clicked() {
     browser.close().await.unwrap();
 }
 
+/// The same for jquery-pjax and Swup: a ticket link either library follows
+/// in place (`X-PJAX`, `X-Requested-With: swup`) gets a `503` in plain text,
+/// which pjax loads as a page on failure and Swup when none of its
+/// containers is in the answer: the ticket's code runs.
+#[tokio::test]
+async fn a_ticket_link_pjax_or_swup_follows_loads_as_a_page() {
+    let origin = Origin::start().unwrap();
+    serve_npm(&origin, "/lib/jquery.js", "jquery/dist/jquery.min.js");
+    serve_npm(&origin, "/lib/pjax.js", "jquery-pjax/jquery.pjax.js");
+    serve_npm(&origin, "/lib/swup.js", "swup/dist/Swup.umd.js");
+    let head = "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+         <script type=importmap>{\"imports\":{\"@app/greet\":\"/src/greet.js\"}}</script>\
+         <script type=module>import { greet } from '@app/greet'; document.getElementById('out').textContent = greet();</script>";
+    for (page, libraries, container, start) in [
+        (
+            "pjax",
+            "<script src=/lib/jquery.js></script><script src=/lib/pjax.js></script>",
+            "div id=pjax-container",
+            "$(document).pjax('a', '#pjax-container'); \
+             $(document).on('pjax:send', () => sessionStorage.setItem('followed', 'pjax'))",
+        ),
+        (
+            "swup",
+            "<script src=/lib/swup.js></script>",
+            "main id=swup",
+            "new Swup().hooks.on('visit:start', () => sessionStorage.setItem('followed', 'swup'))",
+        ),
+    ] {
+        let tag = container.split(' ').next().unwrap();
+        let html = format!(
+            "{head}{libraries}</head><body><{container}><a id=go href=\"/{page}/next?dev=INPL-1\">the ticket</a>\
+             <p id=out>loading</p></{tag}><script>{start}</script></body></html>"
+        );
+        origin.route(&format!("/{page}"), Route::html(&html));
+        origin.route(&format!("/{page}/next"), Route::html(&html));
+    }
+    let (app, _work) = greeting_app(origin, "INPL-1");
+    let browser = Browser::start().await.unwrap();
+    let out = "return document.getElementById('out')?.textContent ?? ''";
+    for page in ["/pjax", "/swup"] {
+        app.expect(
+            &browser,
+            &format!("{page}?stamp=off"),
+            out,
+            "production greeting",
+        )
+        .await;
+        clicked_loads_as_a_page(
+            &browser,
+            "#go",
+            "ticket greeting",
+            &format!("{page}/next?dev=INPL-1"),
+        )
+        .await;
+        let text = badge_says(&browser, "1 of 1 module ran").await;
+        assert!(text.contains("INPL-1"), "{page}: {text}");
+        // The library followed the link first (and was answered so).
+        let followed = browser
+            .execute("return sessionStorage.getItem('followed')")
+            .await
+            .unwrap();
+        assert_eq!(followed, page.trim_start_matches('/'), "{page}");
+    }
+    browser.close().await.unwrap();
+}
+
 /// The badge survives htmx's boosted navigation (the body's content
 /// swapped) and a client router that replaces the whole `<body>` after
 /// `history.pushState`. A fragment htmx swaps into part of the page is

@@ -154,8 +154,9 @@ impl StampProxy {
     /// `turbo-visit-control: reload` (a Drive visit then reloads, a frame
     /// makes it a whole-page visit that reloads, a prefetch kept for the
     /// click does the same); htmx gets `HX-Redirect`, which it follows
-    /// before anything else. Neither carries a cookie, and nothing keeps
-    /// it.
+    /// before anything else; pjax and Swup a `503` in plain text, which
+    /// they load as a page (pjax on any failure, Swup when no container of
+    /// theirs is in it). None carries a cookie, and nothing keeps it.
     async fn as_a_page(&self, session: &mut Session, who: select::InPage) -> Result<()> {
         match who {
             select::InPage::Turbo => {
@@ -169,13 +170,16 @@ impl StampProxy {
                 )?;
                 internal::write(session, resp, Bytes::from_static(PAGE.as_bytes())).await
             }
-            select::InPage::Htmx => {
+            who => {
                 const WHY: &str =
                     "opens as a page: this link changes the ticket this browser is on\n";
-                let req = session.req_header();
-                let to = same_origin_target(req.uri.path_and_query().map_or("/", |pq| pq.as_str()));
                 let mut resp = refusal("opens as a page")?;
-                resp.insert_header(names::HX_REDIRECT.clone(), to)?;
+                if who == select::InPage::Htmx {
+                    let req = session.req_header();
+                    let to =
+                        same_origin_target(req.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+                    resp.insert_header(names::HX_REDIRECT.clone(), to)?;
+                }
                 internal::write(session, resp, Bytes::from_static(WHY.as_bytes())).await
             }
         }
