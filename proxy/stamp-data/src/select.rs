@@ -41,6 +41,9 @@ pub mod names {
     pub static NEXT_ROUTER_PREFETCH: HeaderName = HeaderName::from_static("next-router-prefetch");
     pub static HX_REQUEST: HeaderName = HeaderName::from_static("hx-request");
     pub static X_TURBO_REQUEST_ID: HeaderName = HeaderName::from_static("x-turbo-request-id");
+    pub static TURBO_FRAME: HeaderName = HeaderName::from_static("turbo-frame");
+    pub static HX_HISTORY_RESTORE_REQUEST: HeaderName =
+        HeaderName::from_static("hx-history-restore-request");
     pub static X_PJAX: HeaderName = HeaderName::from_static("x-pjax");
     pub static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
     pub static HX_BOOSTED: HeaderName = HeaderName::from_static("hx-boosted");
@@ -582,30 +585,29 @@ pub fn in_page_visit(method: &http::Method, headers: &http::HeaderMap) -> Option
     if method != http::Method::GET && method != http::Method::HEAD {
         return None;
     }
-    if headers
-        .get(&names::SEC_FETCH_MODE)
-        .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(b"navigate"))
-    {
+    if value_is(headers, &names::SEC_FETCH_MODE, b"navigate") {
         return None;
     }
-    let says_true = |name: &http::HeaderName| {
-        headers
-            .get(name)
-            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"true"))
-    };
     if headers.contains_key(&names::X_TURBO_REQUEST_ID) {
         Some(InPage::Turbo)
-    } else if says_true(&names::HX_REQUEST) && says_true(&names::HX_BOOSTED) {
+    } else if value_is(headers, &names::HX_REQUEST, b"true")
+        && value_is(headers, &names::HX_BOOSTED, b"true")
+    {
         Some(InPage::Htmx)
-    } else if says_true(&names::X_PJAX)
-        || headers
-            .get(&names::X_REQUESTED_WITH)
-            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"swup"))
+    } else if value_is(headers, &names::X_PJAX, b"true")
+        || value_is(headers, &names::X_REQUESTED_WITH, b"swup")
     {
         Some(InPage::Other)
     } else {
         None
     }
+}
+
+/// Whether the (first) `name` header is `word`, in any case.
+fn value_is(headers: &http::HeaderMap, name: &http::HeaderName, word: &[u8]) -> bool {
+    headers
+        .get(name)
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(word))
 }
 
 /// Every `Set-Cookie` that clears a copy of the ticket cookie this host can
@@ -745,19 +747,15 @@ pub fn without_cookies<'a>(
 /// be production), and a fragment htmx swaps into part of a page, which
 /// the probe would only clutter (the page it lands in has one).
 pub fn shows_a_page(headers: &http::HeaderMap) -> bool {
-    let says = |name: &str| {
-        headers
-            .get(name)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
-    };
+    let says = |name: &http::HeaderName| value_is(headers, name, b"true");
     match headers.get(&names::SEC_FETCH_MODE) {
         None => true,
         Some(mode) if mode.as_bytes().eq_ignore_ascii_case(b"navigate") => true,
         Some(_) => {
-            headers.contains_key("x-turbo-request-id")
-                || headers.contains_key("turbo-frame")
-                || (says("hx-request")
-                    && (says("hx-boosted") || says("hx-history-restore-request")))
+            headers.contains_key(&names::X_TURBO_REQUEST_ID)
+                || headers.contains_key(&names::TURBO_FRAME)
+                || (says(&names::HX_REQUEST)
+                    && (says(&names::HX_BOOSTED) || says(&names::HX_HISTORY_RESTORE_REQUEST)))
         }
     }
 }

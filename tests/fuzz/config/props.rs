@@ -111,20 +111,9 @@ pub fn importmap_rb(text: &str) {
     ] {
         for name in pins.names(&root.join(file)) {
             assert!(
-                stamp_model_like_bare(&name),
+                stamp_model::wire::is_bare_specifier(&name),
                 "{file} named {name:?}, no bare specifier"
             );
         }
     }
-}
-
-/// A bare specifier as the proxy's wire rules read one (no path, no URL,
-/// no spaces or controls).
-fn stamp_model_like_bare(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('/')
-        && !s.starts_with("./")
-        && !s.starts_with("../")
-        && !s.contains("://")
-        && !s.chars().any(|c| c.is_control() || c.is_whitespace())
 }

@@ -161,13 +161,7 @@ impl StampProxy {
         match who {
             select::InPage::Turbo => {
                 const PAGE: &str = "<!doctype html><html><head><meta name=\"turbo-visit-control\" content=\"reload\"><title>ticket-stamp</title></head><body></body></html>\n";
-                let mut resp = ResponseHeader::build(200, Some(4))?;
-                resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-                resp.insert_header(header::CONTENT_TYPE, "text/html; charset=utf-8")?;
-                resp.insert_header(
-                    names::X_TICKET_STAMP.clone(),
-                    "production; reason=\"opens as a page\"",
-                )?;
+                let resp = own_answer(200, "text/html; charset=utf-8", "opens as a page")?;
                 internal::write(session, resp, Bytes::from_static(PAGE.as_bytes())).await
             }
             who => {
@@ -206,9 +200,16 @@ impl StampProxy {
 /// A refused answer that changes nothing: `503`, never stored, plain text,
 /// and the reason in `x-ticket-stamp`.
 fn refusal(reason: &str) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(503, Some(4))?;
+    own_answer(503, "text/plain; charset=utf-8", reason)
+}
+
+/// The head of an answer the proxy makes in place of the page, which
+/// changes nothing: never stored, production's `reason` in
+/// `x-ticket-stamp`.
+fn own_answer(status: u16, content_type: &'static str, reason: &str) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_TYPE, content_type)?;
     resp.insert_header(
         names::X_TICKET_STAMP.clone(),
         format!("production; reason=\"{reason}\""),
