@@ -11,7 +11,7 @@ use std::hint::black_box;
 criterion::criterion_group!(benches, pages, merge, classify, reports);
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use stamp_benches::{
-    noop_parse, one_handler_parse, overrides, page, page_late_script, page_svg_icons,
+    noop_parse, one_handler_parse, overrides, page, page_late_script, page_real_body, page_svg_icons,
     page_svg_icons_late_script, rewrite, rewrite_full, spec,
 };
 
@@ -50,6 +50,12 @@ fn pages(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("stamp-rewrite-svg-icons-late-script", name),
             &icons_late,
+            |b, h| b.iter(|| rewrite(h, &s)),
+        );
+        let real = bytes::Bytes::from(page_real_body(size, 40));
+        g.bench_with_input(
+            BenchmarkId::new("stamp-rewrite-real-body", name),
+            &real,
             |b, h| b.iter(|| rewrite(h, &s)),
         );
         g.bench_with_input(

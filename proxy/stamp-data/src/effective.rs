@@ -36,6 +36,38 @@ pub struct Effective {
     fresh: std::sync::OnceLock<(String, String)>,
     /// Pages' maps merged with these overrides.
     pub merges: importmap::MergeCache,
+    /// The names of the files it replaces: made when a page first asks.
+    names: std::sync::OnceLock<FileNames>,
+}
+
+/// The last path segments of what an [`Effective`] replaces (lower case),
+/// for [`Effective::may_replace`].
+#[derive(Debug, Default)]
+struct FileNames {
+    exact: std::collections::HashSet<String>,
+    /// A pattern's name: before the placeholder, its length, after it.
+    patterns: Vec<(String, usize, String)>,
+    /// A location whose last segment is empty (it ends in `/`): any value
+    /// may resolve to it.
+    any: bool,
+}
+
+impl FileNames {
+    fn of(eff: &Effective) -> FileNames {
+        let mut names = FileNames::default();
+        for location in eff.by_path.keys() {
+            let name = location.rsplit('/').next().unwrap_or_default();
+            names.any |= name.is_empty();
+            names.exact.insert(name.to_ascii_lowercase());
+        }
+        for (pattern, _) in &eff.patterns {
+            let (before, len, after) = pattern.file_name();
+            names
+                .patterns
+                .push((before.to_ascii_lowercase(), len, after.to_ascii_lowercase()));
+        }
+        names
+    }
 }
 
 impl Effective {
@@ -68,6 +100,7 @@ impl Effective {
             remote_origins,
             fresh: std::sync::OnceLock::new(),
             merges: importmap::MergeCache::default(),
+            names: std::sync::OnceLock::new(),
         }
     }
 
@@ -80,6 +113,41 @@ impl Effective {
                 .find(|(p, _)| p.matches(location))
                 .map(|(_, m)| m)
         })
+    }
+
+    /// Whether a `src` or `href` with this text (character references
+    /// read) may name a file [`Effective::replacement`] replaces, wherever
+    /// it is resolved: `false` only when it certainly does not. Asked of
+    /// the file name alone, which resolving never changes when it is
+    /// made of characters a URL path keeps as they are (no `:`, which
+    /// may end a scheme: `https:app.js` is `app.js` on an https page) and
+    /// is not a dot segment. Names compare in any case, and a name a pattern's
+    /// placeholder could fill matches whatever fills it.
+    pub fn may_replace(&self, value: &str) -> bool {
+        let names = self.names.get_or_init(|| FileNames::of(self));
+        if names.any {
+            return true;
+        }
+        // The URL parser drops tabs and newlines anywhere, and controls and
+        // spaces at either end.
+        let value: String = value
+            .chars()
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .collect();
+        let value = value.trim_matches(|c: char| c <= ' ');
+        let path = value.split(['?', '#']).next().unwrap_or_default();
+        let name = path.rsplit(['/', '\\']).next().unwrap_or_default();
+        let kept = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=@".contains(c);
+        if name.is_empty() || name.bytes().all(|b| b == b'.') || !name.chars().all(kept) {
+            return true;
+        }
+        let name = name.to_ascii_lowercase();
+        names.exact.contains(&name)
+            || names.patterns.iter().any(|(before, len, after)| {
+                name.len() == before.len() + len + after.len()
+                    && name.starts_with(before.as_str())
+                    && name.ends_with(after.as_str())
+            })
     }
 
     /// The module this variant serves at a proxy path named without a
@@ -116,5 +184,128 @@ impl Effective {
 
     pub fn is_empty(&self) -> bool {
         self.overrides.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use stamp_model::ticket::ModuleRef;
+
+    fn variant(paths: &[&str]) -> Effective {
+        let mut set = OverrideSet::new();
+        for p in paths {
+            set.insert(
+                p.to_string(),
+                ModuleRef {
+                    path: p.replace("[hash:8]", "Zz99Yy88"),
+                    hash: Hash::of(p.as_bytes()),
+                    size: 1,
+                },
+            );
+        }
+        Effective::new(set)
+    }
+
+    /// Soundness: whatever a value resolves to against any base, if the
+    /// ticket replaces that file, `may_replace` says it may. Values are
+    /// drawn from the ways a URL names a file that only resolving tells
+    /// apart (dot segments, percent-encoding, backslashes, controls,
+    /// spaces, other origins, empty paths).
+    #[test]
+    fn may_replace_never_misses_a_file_the_ticket_replaces() {
+        let eff = variant(&[
+            "/src/app.js",
+            "/src/lib/greet.js",
+            "https://cdn.example/x/lib.js",
+            "/assets/index-[hash:8].js",
+        ]);
+        let pieces = [
+            "/",
+            "src",
+            "app.js",
+            "greet.js",
+            "lib.js",
+            "lib",
+            "..",
+            ".",
+            "%2e",
+            "%2E",
+            "%61pp.js",
+            "\\",
+            "\t",
+            "\n",
+            " ",
+            "\u{1}",
+            "?",
+            "#",
+            "v=1",
+            "//",
+            "cdn.example",
+            "https:",
+            "x",
+            "assets",
+            "index-",
+            "Ab12Cd34",
+            "AB12CD34",
+            ".js",
+            "APP.JS",
+            ";",
+            "&",
+            "@",
+            ":",
+            "~",
+            "index-Ab12Cd34.js",
+        ];
+        let bases = [
+            "https://shop.example/",
+            "https://shop.example/src/",
+            "https://shop.example/src/lib/x.html",
+            "https://shop.example/assets/",
+            "https://cdn.example/x/",
+            "https://shop.example/app.js",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(32);
+        let mut replaced = 0;
+        for round in 0..200_000 {
+            let mut value = String::new();
+            for _ in 0..rng.random_range(0..7) {
+                value.push_str(pieces[rng.random_range(0..pieces.len())]);
+            }
+            let base = url::Url::parse(bases[rng.random_range(0..bases.len())]).unwrap();
+            let hit = crate::rewrite::location(&base, &value)
+                .is_some_and(|l| eff.replacement(&l).is_some());
+            if hit {
+                replaced += 1;
+                assert!(
+                    eff.may_replace(&value),
+                    "round {round}: {value:?} against {base} is replaced"
+                );
+            }
+        }
+        assert!(replaced > 300, "{replaced} values named a replaced file");
+        // And it does tell the usual others apart.
+        for other in [
+            "/assets/analytics.js",
+            "https://cdn.example/gtag.js",
+            "vendor.js",
+            "/src/app.json",
+        ] {
+            assert!(!eff.may_replace(other), "{other}");
+        }
+        for maybe in [
+            "app.js",
+            "/SRC/App.js?v=1",
+            "%61pp.js",
+            "/src/",
+            "../x/..",
+            "",
+            "?v=1",
+            "index-Qq11Ww22.js",
+        ] {
+            assert!(eff.may_replace(maybe), "{maybe:?}");
+        }
     }
 }

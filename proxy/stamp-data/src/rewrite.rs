@@ -993,8 +993,16 @@ impl PageRewriter {
     /// its last bytes that may begin one (they wait, unforwarded): whether
     /// it did.
     fn keep_run(&mut self, rest: &[u8]) -> bool {
-        if leap::find(rest).is_some() {
-            return false;
+        // A start whose tag would change nothing, wherever it stands, is
+        // forwarded with the run: each start found is judged on its own,
+        // so one read wrongly as a tag hides none that follows it.
+        let mut from = 0;
+        while let Some(at) = leap::find(&rest[from..]) {
+            let lt = from + at;
+            if !self.quiet(rest, lt) {
+                return false;
+            }
+            from = lt + 1;
         }
         let n = rest.len() - leap::open_end(rest);
         if n > 0 {
@@ -1005,6 +1013,57 @@ impl PageRewriter {
         }
         self.kept.edge.extend_from_slice(&rest[n..]);
         true
+    }
+
+    /// Whether the start at `rest[lt]` (see `leap`) is quiet: read as a
+    /// start tag in the data state, the handlers would change no byte of
+    /// it and nothing they keep about the page that a later element or
+    /// the report depends on. Then it needs no reading, whether it is a
+    /// tag or text (in a comment, a value, a script's text): a real one
+    /// changes nothing, and what it does to the reading's state matters
+    /// only to a later start that is not quiet, which makes every kept
+    /// byte be read from where the reading stopped, this one included.
+    ///
+    /// What the page state says is as of that stop; what it has not read
+    /// can only add to it (a map seen, a module seen), so each test below
+    /// holds for what it would say there too. Three things it cannot know
+    /// are never relied on: whether a `<template>` or SVG holds the start
+    /// (either makes the handlers do less), and the base URL, which a
+    /// `<base>` it has not read could change: a `<base>` is a start (see
+    /// `leap`), and whether the ticket replaces a file is asked of the
+    /// file's name alone, which no base changes.
+    fn quiet(&self, rest: &[u8], lt: usize) -> bool {
+        let skim::Tag::Start {
+            name,
+            end,
+            name_end,
+            quirk: false,
+            ..
+        } = skim::tag(rest, lt)
+        else {
+            // Not a whole tag in this chunk, or one lol_html reads on from
+            // oddly: read.
+            return false;
+        };
+        let st = lock(&self.state);
+        // Handlers that store what they see, or that could stop stamping.
+        if st.in_map || st.base_stop.is_some() {
+            return false;
+        }
+        let a = skim::Attrs::of(rest, name_end, end);
+        match name {
+            skim::Name::Script => quiet_script(&st, &a),
+            skim::Name::Link => quiet_link(&st, &a),
+            // A meta policy gets nonces; with no charset in the headers,
+            // lol_html follows a `<meta charset>` wherever it is.
+            skim::Name::Meta => st.spec.meta_csp.is_none() && st.encoding.is_some(),
+            // `<base>`: the first one sets what later URLs resolve against.
+            // (`<plaintext>` is `Hard` too, but never a start.)
+            skim::Name::Hard => st.base_frozen,
+            // `<bar>`, `<basefont>`, `<menu>`, `<scope>`: no handler acts
+            // on them.
+            _ => true,
+        }
     }
 
     /// Forwards `rest[..n]` unread and keeps it: shared with the chunk it
@@ -1760,6 +1819,86 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
         return on_entry(state, el, "src");
     }
     Ok(())
+}
+
+/// [`PageRewriter::quiet`] for a `<script>`, after [`on_script`]: neither
+/// a map, nor the module before which a map goes in, nor an entry point
+/// the ticket may replace.
+fn quiet_script(st: &State, a: &skim::Attrs<'_>) -> bool {
+    // lol_html decodes the value from the page's charset and the handler
+    // trims it: a byte beyond ASCII (an ideographic space) could make it
+    // `module`.
+    let Some(ty) = ascii(a.ty.unwrap_or_default()) else {
+        return false;
+    };
+    // Any map type, with a `src` or without: lol_html's text handler on a
+    // map's type (`MAP_SCRIPT_SELECTOR`) writes the element's text again
+    // from what it decoded, and a byte the charset has no character for
+    // comes out changed even where no handler acts.
+    if MAP_TYPES.iter().any(|t| ty.eq_ignore_ascii_case(t)) {
+        return false;
+    }
+    let ty = ty.trim();
+    if ty.eq_ignore_ascii_case("module") {
+        return !may_insert_map(st) && !may_replace(st, a.src);
+    }
+    let classic = ty.is_empty()
+        || [
+            "text/javascript",
+            "application/javascript",
+            "text/ecmascript",
+        ]
+        .iter()
+        .any(|t| ty.eq_ignore_ascii_case(t));
+    !classic || !may_replace(st, a.src)
+}
+
+/// [`PageRewriter::quiet`] for a `<link>`, after [`on_link`].
+fn quiet_link(st: &State, a: &skim::Attrs<'_>) -> bool {
+    let (Some(rel), Some(_)) = (a.rel, a.href) else {
+        return true;
+    };
+    let Some(rel) = ascii(rel) else {
+        // A token is matched by its ASCII letters: other bytes cannot
+        // make one, but keep to what is certain.
+        return false;
+    };
+    let has = |token: &str| {
+        rel.split(|c: char| c.is_ascii_whitespace())
+            .any(|t| t.eq_ignore_ascii_case(token))
+    };
+    if has("modulepreload") {
+        return !may_insert_map(st) && !may_replace(st, a.href);
+    }
+    !has("stylesheet") || !may_replace(st, a.href)
+}
+
+/// Whether a module script or preload read now could be the one before
+/// which the map goes in (see [`on_module_entry`]).
+fn may_insert_map(st: &State) -> bool {
+    !(st.map_seen || st.inserted || st.module_seen || st.spec.effective.overrides.is_empty())
+}
+
+/// Whether the ticket may replace the file a `src` or `href` names (see
+/// [`on_entry`]): asked of its name, which no base URL changes.
+fn may_replace(st: &State, value: Option<&[u8]>) -> bool {
+    let Some(value) = value else {
+        return false;
+    };
+    let Some(value) = ascii(value) else {
+        return true;
+    };
+    let value = decode_entities(value);
+    !value.is_ascii() || st.spec.effective.may_replace(&value)
+}
+
+/// `bytes` as text when all of them are ASCII (read alike in every charset
+/// lol_html reads).
+fn ascii(bytes: &[u8]) -> Option<&str> {
+    bytes
+        .is_ascii()
+        .then(|| std::str::from_utf8(bytes).ok())
+        .flatten()
 }
 
 /// A `<link href>`: a module preload is an entry point (and where a missing

@@ -145,6 +145,19 @@ impl EntryPattern {
         })
     }
 
+    /// Its parts: the location before the placeholder, the placeholder's
+    /// length, and what follows it.
+    pub fn parts(&self) -> (&str, usize, &str) {
+        (&self.prefix, self.len, &self.suffix)
+    }
+
+    /// The file name's parts: before the placeholder (after the last `/`),
+    /// the placeholder's length, and after it (never a `/`).
+    pub fn file_name(&self) -> (&str, usize, &str) {
+        let before = self.prefix.rsplit('/').next().unwrap_or_default();
+        (before, self.len, &self.suffix)
+    }
+
     /// Whether `location` is this pattern with some hash in the placeholder.
     pub fn matches(&self, location: &str) -> bool {
         let Some(middle) = location

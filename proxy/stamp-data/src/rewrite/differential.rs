@@ -92,6 +92,52 @@ const PIECES: &[&str] = &[
     "<div>",
     "</div>",
     "<p>",
+    // Starts that are quiet, or nearly (see `leap`): scripts, preloads
+    // and metas the ticket does not touch, and ways of naming its files
+    // that only resolving tells apart.
+    "<script src=/assets/analytics.js defer></script>",
+    "<script async src=\"https://cdn.example/gtag.js\"></script>",
+    "<script type=module src=/src/other.js></script>",
+    "<script type=\"text/javascript\" src=\"/src/app.js?v=3\"></script>",
+    "<script src=\"app.js\"></script>",
+    "<script src=\"../src/lib/greet.js\"></script>",
+    "<script src=\"/src/app&#46;js\"></script>",
+    "<script src=\"/src/app&period;js\"></script>",
+    "<script src=\"/src/%61pp.js\"></script>",
+    "<script src=\" /src/app.js \"></script>",
+    "<script src=\"/src/app.js\t\"></script>",
+    "<script src=\"/src/app\n.js\"></script>",
+    "<script src=//cdn.example/src/app.js></script>",
+    "<script src=\\src\\app.js></script>",
+    "<script src=/src/></script>",
+    "<script src=\"/src/app.js/..\"></script>",
+    "<script src=?v=1></script>",
+    "<script src></script>",
+    "<script src=/x.js src=/src/app.js></script>",
+    "<script src=/src/app.js src=/x.js></script>",
+    "<script/src=/src/lib/greet.js></script>",
+    "<script type=\"module \" src=/src/lib/greet.js></script>",
+    "<script type=\"\u{3000}module\" src=/x.js></script>",
+    "<script type=text/x-template><div></div></script>",
+    "<script type=importmap src=/m.json></script>",
+    "<script type=module src=\"/assets/index-Qq11Ww22.js\"></script>",
+    "<script type=module></script>",
+    "<script =src=/src/app.js></script>",
+    "<script data-src=/src/app.js></script>",
+    "<script src='/src/app.js'async></script>",
+    "<link rel=preload as=font href=/fonts/a.woff2 crossorigin>",
+    "<link rel=\"preload stylesheet\" href=/assets/site.css>",
+    "<link rel=stylesheet href=site.css>",
+    "<link rel=modulepreload href=/src/other.js>",
+    "<link href=/assets/site.css rel=stylesheet>",
+    "<link rel=\"\tstylesheet\" href=\"/assets/s&#105;te.css\">",
+    "<meta name=description content=x>",
+    "<meta charset=shift_jis>",
+    "<base href=/src/>",
+    "<basefont>",
+    "<menu>",
+    "<meter>",
+    "<scope>",
     // Near the starts the rewriter looks for before it reads (see `leap`).
     "<li>",
     "<LINK",
@@ -1070,6 +1116,94 @@ fn bytes_parsed_count_what_lol_html_read() {
     );
 }
 
+/// Starts that change nothing (a page's analytics, its fonts, a bundle the
+/// ticket does not replace) are forwarded unread; a later one that does
+/// change is read in place, with everything kept before it.
+#[test]
+fn quiet_starts_are_not_read() {
+    let quiet = "<script src=/assets/analytics.js defer></script>\
+                 <link rel=preload as=font href=/fonts/a.woff2 crossorigin>\
+                 <script type=module src=/assets/vendor.js></script>\
+                 <meta name=description content=x><script>window.dataLayer=[]</script>";
+    let page = format!(
+        "{HEAD}{}{quiet}{}{quiet}</main></body></html>",
+        cards(20 * 1024),
+        cards(20 * 1024)
+    );
+    let spec = variants().remove(0).1;
+    let mut early = PageRewriter::new(spec.clone());
+    for piece in page.as_bytes().chunks(16 * 1024) {
+        early.write_bytes(&bytes::Bytes::copy_from_slice(piece));
+    }
+    early.finish();
+    let parsed = early.bytes_parsed();
+    assert!(parsed < 1024, "{parsed} of {} bytes read", page.len());
+    let (got, _) = run(spec.clone(), true, &[page.as_bytes()]);
+    let (want, _) = run(spec.clone(), false, &[page.as_bytes()]);
+    assert!(got == want, "differs from the whole-page rewriter");
+    let body = page.find("<main>").unwrap_or_default();
+    assert!(
+        got.ends_with(&page.as_bytes()[body..]),
+        "nothing after the head changes"
+    );
+    // The ticket's file, after them, is read and stamped; so is one named
+    // by a relative URL only resolving tells apart.
+    for (tail, stamped) in [
+        ("<script src=/src/app.js></script>", true),
+        ("<base href=/src/><script src=app.js></script>", true),
+        ("<script src=app.js></script>", false),
+        ("<!-- <script src=/src/app.js> -->", false),
+    ] {
+        let late = page.replace("</main></body>", &format!("{tail}</main></body>"));
+        let (want, want_report) = run(spec.clone(), false, &[late.as_bytes()]);
+        let (got, got_report) = run(spec.clone(), true, &[late.as_bytes()]);
+        assert!(got == want, "{tail}: differs from the whole-page rewriter");
+        assert_eq!(got_report, want_report, "{tail}");
+        let tail_out = &got[got.len() - tail.len() - "</main></body></html>".len()..];
+        assert_eq!(!tail_out.starts_with(tail.as_bytes()), stamped, "{tail}");
+    }
+}
+
+/// A script of a map's type is never quiet, even with a `src` no handler
+/// acts on: lol_html's text handler writes its text again from what it
+/// decoded, so a byte the charset has no character for changes (from a
+/// hostile review).
+#[test]
+fn a_map_typed_script_after_body_is_read() {
+    for tail in [&b""[..], b"<script src=/src/app.js></script>"] {
+        let mut page = HEAD.as_bytes().to_vec();
+        page.extend_from_slice(cards(8 * 1024).as_bytes());
+        page.extend_from_slice(b"<script type=importmap src=/m.json>caf\xe9</script>");
+        page.extend_from_slice(tail);
+        page.extend_from_slice(b"</main></body></html>");
+        for (name, spec) in variants().into_iter().take(3) {
+            let (want, want_report) = run(spec.clone(), false, &[&page]);
+            let (got, got_report) = run(spec, true, &[&page]);
+            assert!(got == want, "{name}, then {tail:?}");
+            assert_eq!(got_report, want_report, "{name}");
+        }
+    }
+}
+
+/// A `<base href>` on another origin after `<body>` stops stamping, and the
+/// report says so once a later entry point is read: the `<base>` is a
+/// start, so the quiet script after it is read too.
+#[test]
+fn a_base_after_body_is_read_before_the_starts_after_it() {
+    let page = format!(
+        "{HEAD}{}<base href=https://cdn.example/>{}<script src=/assets/analytics.js></script></main></body></html>",
+        cards(4 * 1024),
+        cards(4 * 1024)
+    );
+    for (name, spec) in variants().into_iter().take(3) {
+        let (want, want_report) = run(spec.clone(), false, &[page.as_bytes()]);
+        let (got, got_report) = run(spec, true, &[page.as_bytes()]);
+        assert!(got == want, "{name}");
+        assert!(want_report.base_elsewhere, "{name}: {want_report:?}");
+        assert_eq!(got_report, want_report, "{name}");
+    }
+}
+
 /// A start after bytes forwarded unread: they are read first, from where
 /// the reading was, and nothing goes out twice. The start is split across
 /// chunks at every byte; the bytes before it hold a tag lol_html reads the
@@ -1215,6 +1349,21 @@ const BODY_PIECES: &[&[u8]] = &[
     b"<img src=/src/app.js>",
 ];
 const BODY_STARTS: &[&[u8]] = &[
+    // Quiet, or one character away from it (see `PageRewriter::quiet`).
+    b"<script src=/assets/analytics.js defer></script>",
+    b"<script src=\"app.js\"></script>",
+    b"<script src=/src/app&#46;js></script>",
+    b"<script type=module src=/src/other.js></script>",
+    b"<link rel=preload as=font href=/f.woff2>",
+    b"<link rel=stylesheet href=/assets/other.css>",
+    b"<meta name=x content=y>",
+    b"<base href=https://cdn.example/>",
+    b"<basefont>",
+    b"<script type=importmap src=/m.json>caf\xe9</script>",
+    b"<script type=IMPORTMAP-SHIM src=/m.json>\x81\x20</script>",
+    b"<!-- <script src=/assets/a.js> --><script src=/src/app.js>",
+    b"<p title=\"<script src=/assets/a.js>\"><script src=/src/app.js></script>",
+    b"<script src=\"/assets/a.js\" data-x='<script src=/src/app.js>'></script>",
     b"<script src=/src/app.js></script>",
     b"<script type=module src=/src/app.js></script>",
     b"<link rel=modulepreload href=/src/lib/greet.js>",

@@ -3,9 +3,10 @@
 //!
 //! After `<body>`, only three elements can change a page's bytes: a
 //! `<script>` (an entry point, a map), a `<link>` (an entry point, a
-//! stylesheet) and a `<meta>` (a policy, a charset). Call `<` followed by
-//! the first letters of one of their names, in any case, a *start*: `<sc`,
-//! `<lin` (not `<li>`), `<me`. A run of bytes without a start holds nothing
+//! stylesheet) and a `<meta>` (a policy, a charset); a `<base>` changes
+//! what a later one's URL resolves to. Call `<` followed by the first
+//! letters of one of their names, in any case, a *start*: `<sc`, `<lin`
+//! (not `<li>`), `<me`, `<ba`. A run of bytes without a start holds nothing
 //! that changes, whatever state the reading is in where it begins (a tag, a
 //! comment, a `<style>`, an SVG): the tokenizer forwards it, or lol_html
 //! reads it (after a doctype, an SVG, a `<template>`, an odd tag name) and
@@ -22,6 +23,15 @@
 //! first, from the state the reading was left in, and what that reading
 //! sends of them is dropped (it is exactly what went out), then the chunk
 //! as usual. The bytes after a page's last start are never read.
+//!
+//! Most starts change nothing either: a page's analytics, its bundle, its
+//! fonts' preloads, none of them a file the ticket replaces. A start is
+//! *quiet* when, read as a start tag, the handlers would change no byte of
+//! it and nothing they keep about the page (`PageRewriter::quiet`): then
+//! it goes with the run, unread, whatever it really is (a tag, or text in
+//! a comment, a value, a script). Each start is judged on its own, so one
+//! misread as a tag hides none after it. A start that is not quiet makes
+//! the kept bytes be read, the quiet ones among them.
 //!
 //! A chunk's last bytes that may begin a start (`<`, `<s`, `<li`, …) wait
 //! for the next chunk, unforwarded. A page keeps at most [`MAX_PAGE`]
@@ -48,10 +58,11 @@ use aho_corasick::packed;
 use bytes::Bytes;
 
 /// The first letters of every name a start begins (lower case).
-const NAMES: [&[u8]; 3] = [
+const NAMES: [&[u8]; 4] = [
     b"sc",  // script
     b"lin", // link, not li
     b"me",  // meta
+    b"ba",  // base: what a later start's URL resolves against
 ];
 
 /// The longest start, `<` and three letters.
@@ -219,7 +230,7 @@ mod tests {
     #[test]
     fn finds_every_start_in_any_case_and_nothing_else() {
         assert!(TEDDY.is_some(), "Teddy runs on this CPU");
-        for name in ["script", "link", "meta"] {
+        for name in ["script", "link", "meta", "base"] {
             for variant in [
                 name.to_string(),
                 name.to_ascii_uppercase(),
@@ -233,7 +244,7 @@ mod tests {
         }
         let none = "<div><span>a</span><p>b<li>c<br><section><strong><main><table><title>\
                     <style><noscript><iframe><!-- x --></p></script></svg>< script><LI><Map><b>\
-                    <svg><math><template><base href=/><body><plaintext><Lix><mark>";
+                    <svg><math><template><body><plaintext><Lix><mark><bdi><b><br><bOdy>";
         assert_eq!(find(none.as_bytes()), None);
         assert_eq!(find_slow(none.as_bytes()), None);
         // Every byte after `<` and before the pair: no false negatives on
@@ -283,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_chunk_end_that_may_begin_a_start_waits() {
-        let ends: [(&[u8], usize); 11] = [
+        let ends: [(&[u8], usize); 13] = [
             (b"abc<", 1),
             (b"abc<S", 2),
             (b"abc<M", 2),
@@ -295,11 +306,13 @@ mod tests {
             (b"<<m", 2),
             (b"", 0),
             (b"<svg", 0),
+            (b"abc<B", 2),
+            (b"abc<bo", 0),
         ];
         for (hay, n) in ends {
             assert_eq!(open_end(hay), n, "{:?}", String::from_utf8_lossy(hay));
         }
-        let edges: [(&[u8], Edge); 12] = [
+        let edges: [(&[u8], Edge); 14] = [
             (b"<", Edge::Open),
             (b"<M", Edge::Open),
             (b"<ME", Edge::Start),
@@ -312,6 +325,8 @@ mod tests {
             (b"<mAp", Edge::Not),
             (b"<svg", Edge::Not),
             (b"x<sc", Edge::Not),
+            (b"<bAse", Edge::Start),
+            (b"<br", Edge::Not),
         ];
         for (bytes, want) in edges {
             assert_eq!(edge(bytes), want, "{:?}", String::from_utf8_lossy(bytes));

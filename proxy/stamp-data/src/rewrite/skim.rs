@@ -316,6 +316,87 @@ fn attributes(buf: &[u8], name_start: usize) -> Option<(usize, usize, bool, bool
     Some((i + 1, name_end.unwrap_or(i), quirk, closing))
 }
 
+/// The attributes a stamping handler reads, of a start tag [`tag`] read
+/// whole: each the first of its name in any case, as lol_html's
+/// `get_attribute` finds it, with its value as lol_html gives it (quotes
+/// off, character references as they are); `Some(b"")` for a name with no
+/// value.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Attrs<'a> {
+    pub ty: Option<&'a [u8]>,
+    pub src: Option<&'a [u8]>,
+    pub href: Option<&'a [u8]>,
+    pub rel: Option<&'a [u8]>,
+    pub http_equiv: Option<&'a [u8]>,
+}
+
+impl<'a> Attrs<'a> {
+    /// The attributes of the tag in `buf` whose name ends at `name_end` and
+    /// which ends just before `end` (its `>` at `end - 1`), split as
+    /// lol_html's tokenizer splits them: `/` and whitespace part them, a
+    /// name runs to whitespace, `/`, `=` (its first byte may be `=`), a
+    /// quoted value to its quote, an unquoted one to whitespace.
+    pub fn of(buf: &'a [u8], name_end: usize, end: usize) -> Attrs<'a> {
+        let tag = &buf[..end.saturating_sub(1).max(name_end)];
+        let n = tag.len();
+        let mut found = Attrs::default();
+        let mut i = name_end;
+        loop {
+            while i < n && (ws(tag[i]) || tag[i] == b'/') {
+                i += 1;
+            }
+            if i >= n {
+                return found;
+            }
+            let start = i;
+            i += 1;
+            while i < n && !(ws(tag[i]) || tag[i] == b'/' || tag[i] == b'=') {
+                i += 1;
+            }
+            let name = &tag[start..i];
+            let mut j = i;
+            while j < n && ws(tag[j]) {
+                j += 1;
+            }
+            let value: &'a [u8] = if j < n && tag[j] == b'=' {
+                j += 1;
+                while j < n && ws(tag[j]) {
+                    j += 1;
+                }
+                match tag.get(j) {
+                    Some(&q) if q == b'"' || q == b'\'' => {
+                        let close = find(q, &tag[j + 1..]).map_or(n, |k| j + 1 + k);
+                        i = (close + 1).min(n);
+                        &tag[j + 1..close]
+                    }
+                    _ => {
+                        let mut k = j;
+                        while k < n && !ws(tag[k]) {
+                            k += 1;
+                        }
+                        i = k;
+                        &tag[j..k]
+                    }
+                }
+            } else {
+                i = j;
+                b""
+            };
+            let slot = match name.len() {
+                3 if name.eq_ignore_ascii_case(b"src") => &mut found.src,
+                3 if name.eq_ignore_ascii_case(b"rel") => &mut found.rel,
+                4 if name.eq_ignore_ascii_case(b"type") => &mut found.ty,
+                4 if name.eq_ignore_ascii_case(b"href") => &mut found.href,
+                10 if name.eq_ignore_ascii_case(b"http-equiv") => &mut found.http_equiv,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+    }
+}
+
 /// Where the text of a raw-text element (or a script) ends: the `<` of its
 /// own end tag, and just past that end tag's `>`.
 pub(super) enum RawEnd {
@@ -1351,5 +1432,101 @@ mod tests {
             compared += s.trace.len();
         }
         assert!(compared > rounds * 3, "{compared} tags compared");
+    }
+
+    /// The attributes a handler reads are lol_html's, on random tags made
+    /// of every way an attribute list can be written and miswritten.
+    #[test]
+    fn the_attributes_read_are_lol_htmls() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+        let names = [
+            "type",
+            "TYPE",
+            "src",
+            "Src",
+            "href",
+            "rel",
+            "http-equiv",
+            "x",
+            "=src",
+            "s\0rc",
+        ];
+        let values = [
+            "module",
+            "\"a b\"",
+            "'c\"d'",
+            "/e.js",
+            "",
+            "\"\"",
+            "x=y",
+            "\"f'g\"h",
+            "&#46;i",
+            "\u{3000}j",
+        ];
+        let gaps = [" ", "  ", "\t", "\n", "/", " / ", "\r\n", "\u{c}", ""];
+        let mut compared = 0;
+        for round in 0..4000 {
+            let tag = ["script", "link", "meta", "SCRIPT"][rng.random_range(0..4)];
+            let mut html = format!("<{tag}");
+            for _ in 0..rng.random_range(0..6) {
+                html.push_str(gaps[rng.random_range(0..gaps.len())]);
+                if rng.random_bool(0.2) && html.ends_with(tag) {
+                    html.push(' ');
+                }
+                html.push_str(names[rng.random_range(0..names.len())]);
+                if rng.random_bool(0.7) {
+                    html.push_str(["=", " = ", "=\t"][rng.random_range(0..3)]);
+                    html.push_str(values[rng.random_range(0..values.len())]);
+                }
+            }
+            html.push_str(gaps[rng.random_range(0..gaps.len())]);
+            html.push('>');
+            let Tag::Start {
+                end,
+                name_end,
+                quirk: false,
+                ..
+            } = tag_at(html.as_bytes())
+            else {
+                continue;
+            };
+            let ours = Attrs::of(html.as_bytes(), name_end, end);
+            let text = |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());
+            let got = [ours.ty, ours.src, ours.href, ours.rel, ours.http_equiv].map(text);
+            let want = lol_html_attributes(&html, &["type", "src", "href", "rel", "http-equiv"]);
+            let Some(want) = want else { continue };
+            assert_eq!(got.to_vec(), want, "round {round}: {html:?}");
+            compared += 1;
+        }
+        assert!(compared > 2000, "{compared} tags compared");
+    }
+
+    fn tag_at(html: &[u8]) -> Tag {
+        tag(html, 0)
+    }
+
+    /// What lol_html's `get_attribute` gives for each name on the first
+    /// element of `html` (`None` when it reads no element there).
+    fn lol_html_attributes(html: &str, names: &[&'static str]) -> Option<Vec<Option<String>>> {
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let s = seen.clone();
+        let names: Vec<&'static str> = names.to_vec();
+        let mut r = lol_html::HtmlRewriter::new(
+            lol_html::Settings::new()
+                .with_strict(false)
+                .append_element_content_handler(lol_html::element!("*", move |el| {
+                    let mut s = s.borrow_mut();
+                    if s.is_none() {
+                        *s = Some(names.iter().map(|n| el.get_attribute(n)).collect());
+                    }
+                    Ok(())
+                })),
+            |_: &[u8]| {},
+        );
+        r.write(html.as_bytes()).unwrap();
+        r.end().unwrap();
+        let v = seen.borrow().clone();
+        v
     }
 }
