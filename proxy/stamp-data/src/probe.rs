@@ -17,6 +17,7 @@
 use std::sync::LazyLock;
 
 use serde::Serialize;
+use stamp_model::assets::EntryPattern;
 use stamp_model::ticket::{ModuleRef, OverrideSet, Stage, TicketKey};
 use stamp_model::views::Side;
 
@@ -57,6 +58,11 @@ struct Module<'a> {
     /// The body's hash (hex): the `__ts` of its ticket URL, and its
     /// Server-Timing description.
     h: String,
+    /// A bundler's hashed file on this origin (`/assets/lazy-BuR3Dq2X.js`):
+    /// where its other versions live (`/assets/lazy-`, 8, `.js`). One of
+    /// them loading on a ticket page is production's build of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    q: Option<(&'a str, usize, &'a str)>,
 }
 
 #[derive(Serialize)]
@@ -110,12 +116,25 @@ pub struct Page<'a> {
 pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
     // Entries paired by a pattern count too: the page loads them at the
     // ticket's own path (`/assets/index-<new hash>.js?__ts=…`).
+    let patterns: Vec<Option<EntryPattern>> = page
+        .own
+        .values()
+        .map(|m| {
+            m.path
+                .starts_with('/')
+                .then(|| EntryPattern::for_file(&m.path, None))
+                .flatten()
+                .and_then(|p| EntryPattern::parse(&p))
+        })
+        .collect();
     let modules: Vec<Module<'_>> = page
         .own
         .values()
-        .map(|m: &ModuleRef| Module {
+        .zip(&patterns)
+        .map(|(m, q): (&ModuleRef, _)| Module {
             p: &m.path,
             h: m.hash.to_hex(),
+            q: q.as_ref().map(EntryPattern::parts),
         })
         .collect();
     let mut bare = std::collections::BTreeMap::new();

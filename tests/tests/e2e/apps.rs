@@ -775,6 +775,80 @@ async fn a_vite_build_an_ssr_page_imports_inline() {
     browser.close().await.unwrap();
 }
 
+/// An island a server-rendered page names by URL in an attribute and
+/// imports at run time, as Astro's `<astro-island component-url>` does: no
+/// `src` or map names production's build of it, so production's island
+/// runs, and the badge must say so rather than count the ticket's
+/// stylesheet as all that ran. The page's own entry, on another page, is
+/// still the ticket's, and the badge says nothing of production there.
+#[tokio::test]
+async fn an_island_named_by_url_in_an_attribute_is_told_on_the_badge() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path();
+    on_a_branch(dir, |dir| {
+        vite_sources(dir, "production", "rgb(1, 2, 3)", "rgb(7, 8, 9)", false);
+        write(dir, ".gitignore", "dist/\nprod/\n");
+        write(dir, "stamp.toml", "folder = \"dist\"\nurl_path = \"/\"\n");
+    });
+    vite_build(dir, "prod");
+    let manifest = std::fs::read_to_string(dir.join("prod/.vite/manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let entry = manifest["index.html"]["file"].as_str().unwrap().to_string();
+    let lazy = manifest["src/lazy.js"]["file"].as_str().unwrap().to_string();
+    let css = manifest["index.html"]["css"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let origin = Origin::start().unwrap();
+    origin.serve_dir("", &dir.join("prod"), &[]);
+    origin.route(
+        "/island",
+        Route::html(&format!(
+            "<!doctype html><html><head><title>shop</title>\
+             <link rel=stylesheet href=\"/{css}\"></head>\
+             <body><p id=out>static</p><p id=lazy>loading</p>\
+             <x-island component-url=\"/{lazy}\"></x-island>\
+             <script>customElements.define('x-island', class extends HTMLElement {{\
+               connectedCallback() {{ import(this.getAttribute('component-url')).then((m) => {{\
+                 document.getElementById('lazy').textContent = m.lazy(); }}); }} }});</script>\
+             </body></html>"
+        )),
+    );
+    origin.route(
+        "/",
+        Route::html(&format!(
+            "<!doctype html><html><head><title>shop</title>\
+             <link rel=stylesheet href=\"/{css}\"><script type=module src=\"/{entry}\"></script></head>\
+             <body><p id=out>loading</p><p id=lazy>loading</p></body></html>"
+        )),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    vite_sources(dir, "ticket", "rgb(4, 5, 6)", "rgb(10, 11, 12)", false);
+    commit(dir, "the ticket");
+    vite_build(dir, "dist");
+    app.stamp(dir, &["ISL-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/island?dev=ISL-1",
+        "return document.getElementById('lazy').textContent",
+        "lazy production",
+    )
+    .await;
+    let said = crate::setups::badge_says(&browser, "instead").await;
+    assert!(said.contains(&format!("production's /{lazy} ran instead")), "{said}");
+    app.expect(
+        &browser,
+        "/?dev=ISL-1",
+        VITE_CHECK,
+        "vite ticket rgb(4, 5, 6) | lazy ticket rgb(10, 11, 12)",
+    )
+    .await;
+    let said = crate::setups::badge_says(&browser, "modules ran").await;
+    assert!(!said.contains("instead"), "{said}");
+    browser.close().await.unwrap();
+}
+
 fn vite_build(dir: &Path, out: &str) {
     let vite = node_modules().join("vite/bin/vite.js");
     run(Command::new("node")
