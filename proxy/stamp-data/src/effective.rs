@@ -50,6 +50,9 @@ struct FileNames {
     /// A location whose last segment is empty (it ends in `/`): any value
     /// may resolve to it.
     any: bool,
+    /// Each hashed file on this origin with the pattern of its other
+    /// versions (see [`Effective::sibling_at`]).
+    siblings: Vec<(EntryPattern, ModuleRef)>,
 }
 
 impl FileNames {
@@ -59,6 +62,17 @@ impl FileNames {
             let name = location.rsplit('/').next().unwrap_or_default();
             names.any |= name.is_empty();
             names.exact.insert(name.to_ascii_lowercase());
+        }
+        for m in eff.by_path.values() {
+            let pattern = m
+                .path
+                .starts_with('/')
+                .then(|| EntryPattern::for_file(&m.path, None))
+                .flatten()
+                .and_then(|p| EntryPattern::parse(&p));
+            if let Some(p) = pattern {
+                names.siblings.push((p, m.clone()));
+            }
         }
         for (pattern, _) in &eff.patterns {
             let (before, len, after) = pattern.file_name();
@@ -160,6 +174,26 @@ impl Effective {
         }
     }
 
+    /// The module a ticket page gets at `path`, production's build of one of
+    /// the ticket's hashed files under another hash (`/assets/lazy-Cx.js`
+    /// for the ticket's `/assets/lazy-Bx.js`): the only file of the
+    /// variant in that folder with that name around a hash of that length.
+    /// `None` when two share it (Vite names many chunks `index`), or when
+    /// the ticket has a file at `path` itself.
+    pub fn sibling_at(&self, path: &str) -> Option<&ModuleRef> {
+        if !path.starts_with('/') || self.by_path.contains_key(path) {
+            return None;
+        }
+        let names = self.names.get_or_init(|| FileNames::of(self));
+        let mut found = names
+            .siblings
+            .iter()
+            .filter(|(p, _)| p.matches(path))
+            .map(|(_, m)| m);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    }
+
     /// The import map inserted into a page without one.
     pub fn fresh_map(&self) -> &str {
         &self.fresh().0
@@ -207,6 +241,46 @@ mod tests {
             );
         }
         Effective::new(set)
+    }
+
+    /// Production's build of a ticket's hashed file: the ticket's file of
+    /// that folder, name and hash length, when it has only one.
+    #[test]
+    fn a_hashed_files_other_versions_are_its_siblings() {
+        let eff = variant(&[
+            "/assets/lazy-Bx12Cd34.js",
+            "/assets/index-Ab12Cd34.js",
+            "/assets/index-Ef56Gh78.js",
+            "/assets/Counter.DZ1a2b3C.js",
+            "/src/app.js",
+            "https://cdn.example/x/lib-Ab12Cd34.js",
+        ]);
+        let at = |p: &str| eff.sibling_at(p).map(|m| m.path.clone());
+        assert_eq!(
+            at("/assets/lazy-Qq99Ww88.js").as_deref(),
+            Some("/assets/lazy-Bx12Cd34.js")
+        );
+        assert_eq!(
+            at("/assets/Counter.Zz11Yy22.js").as_deref(),
+            Some("/assets/Counter.DZ1a2b3C.js")
+        );
+        for none in [
+            // The ticket's own file.
+            "/assets/lazy-Bx12Cd34.js",
+            // Two of the ticket's files share the name.
+            "/assets/index-Qq99Ww88.js",
+            // Not a hash, another length, folder or suffix.
+            "/assets/lazy-abcdefgh.js",
+            "/assets/lazy-Qq99Ww8.js",
+            "/other/lazy-Qq99Ww88.js",
+            "/assets/lazy-Qq99Ww88.css",
+            "/assets/lazy-Qq/9Ww88.js",
+            "/src/app.js",
+            "/x/lib-Qq99Ww88.js",
+            "lazy-Qq99Ww88.js",
+        ] {
+            assert_eq!(at(none), None, "{none}");
+        }
     }
 
     /// Soundness: whatever a value resolves to against any base, if the

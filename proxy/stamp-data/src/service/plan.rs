@@ -4,7 +4,7 @@
 use http::header;
 use pingora::proxy::Session;
 use stamp_model::assets;
-use stamp_model::ticket::Stage;
+use stamp_model::ticket::{ModuleRef, Stage};
 use stamp_model::wire;
 
 use super::ctx::{Ctx, FileState, PagePlan, Route, Selected, Sides, Variant};
@@ -102,6 +102,11 @@ impl StampProxy {
             Route::SetAside
         } else if let Some(file) = file_here {
             Route::File(Box::new(FileState { file, body: None }))
+        } else if let Some(file) = self.sibling(ctx, path, &req.headers, get_or_head) {
+            // Production's build of a ticket's hashed file, imported by a
+            // ticket page by a URL no map or `src` names (an island's
+            // `component-url`): the ticket's build of it.
+            Route::Unmapped(file)
         } else if (ctx.sel.plan.is_some()
             || ctx.sel.notice.is_some()
             || ctx.sel.rollout.as_ref().is_some_and(|r| r.sampled))
@@ -503,6 +508,27 @@ fn info(args: std::fmt::Arguments<'_>) -> String {
 /// What a browser renders itself must come with a type the proxy can name:
 /// a ticket's SVG or video sent as `application/octet-stream` would show
 /// nothing, so production's file goes out, and the badge says so.
+impl StampProxy {
+    /// The ticket's file for production's `path` on a ticket page's script
+    /// request, when `path` is another version of one of its hashed files
+    /// (see [`crate::effective::Effective::sibling_at`]).
+    fn sibling(
+        &self,
+        ctx: &Ctx,
+        path: &str,
+        headers: &http::HeaderMap,
+        get_or_head: bool,
+    ) -> Option<ModuleRef> {
+        let script = headers
+            .get(&names::SEC_FETCH_DEST)
+            .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(b"script"));
+        if !(get_or_head && script && ctx.sel.dev_or_qa()) {
+            return None;
+        }
+        ctx.sel.plan.as_ref()?.effective.sibling_at(path).cloned()
+    }
+}
+
 fn loaded_by_url(headers: &http::HeaderMap, path: &str) -> bool {
     // Not `manifest`: an app installed from a ticket page would keep the
     // ticket's manifest after the visitor left it.
