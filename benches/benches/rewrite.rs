@@ -11,8 +11,8 @@ use std::hint::black_box;
 criterion::criterion_group!(benches, pages, merge, classify, reports);
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use stamp_benches::{
-    noop_parse, one_handler_parse, overrides, page, page_late_script, page_real_body, page_svg_icons,
-    page_svg_icons_late_script, rewrite, rewrite_full, spec,
+    noop_parse, one_handler_parse, overrides, page, page_late_script, page_real_body,
+    page_svg_icons, page_svg_icons_late_script, rewrite, rewrite_full, spec,
 };
 
 fn pages(c: &mut Criterion) {
