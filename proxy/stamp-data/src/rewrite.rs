@@ -457,6 +457,8 @@ pub struct PageRewriter {
     kept: leap::Kept,
     /// The kept bytes are being read.
     reading_kept: bool,
+    /// Bytes forwarded unread and never read after (see `leap`).
+    leapt: u64,
 }
 
 /// Why lol_html is not built yet.
@@ -772,6 +774,7 @@ impl PageRewriter {
             whole_out: false,
             kept: leap::Kept::default(),
             reading_kept: false,
+            leapt: 0,
             phase: if early_exit {
                 Phase::Head(Watch::default())
             } else {
@@ -1054,9 +1057,16 @@ impl PageRewriter {
         match name {
             skim::Name::Script => quiet_script(&st, &a),
             skim::Name::Link => quiet_link(&st, &a),
-            // A meta policy gets nonces; with no charset in the headers,
+            // A meta policy gets nonces (`on_meta_csp` compares the value
+            // as it is, in any case); with no charset in the headers,
             // lol_html follows a `<meta charset>` wherever it is.
-            skim::Name::Meta => st.spec.meta_csp.is_none() && st.encoding.is_some(),
+            skim::Name::Meta => {
+                st.encoding.is_some()
+                    && (st.spec.meta_csp.is_none()
+                        || a.http_equiv.is_none_or(|h| {
+                            h.is_ascii() && !h.eq_ignore_ascii_case(b"content-security-policy")
+                        }))
+            }
             // `<base>`: the first one sets what later URLs resolve against.
             // (`<plaintext>` is `Hard` too, but never a start.)
             skim::Name::Hard => st.base_frozen,
@@ -1074,6 +1084,7 @@ impl PageRewriter {
             let (w0, r0) = (w.as_ptr() as usize, rest.as_ptr() as usize);
             r0 >= w0 && r0 + rest.len() <= w0 + w.len()
         });
+        self.leapt += n as u64;
         let kept = match within {
             Some(w) => w.slice_ref(&rest[..n]),
             None => bytes::Bytes::copy_from_slice(&rest[..n]),
@@ -1095,6 +1106,7 @@ impl PageRewriter {
     /// the start, or the tag the tokenizer holds until the next chunk).
     fn read_kept(&mut self) {
         let (chunks, len) = self.kept.take();
+        self.leapt -= len as u64;
         let edge = std::mem::take(&mut self.kept.edge);
         self.out.lock().sent += len;
         self.reading_kept = true;
@@ -1400,6 +1412,12 @@ impl PageRewriter {
 
     /// Bytes lol_html parsed (the tags replayed to it included): the rest
     /// of the page went out unread.
+    /// Bytes forwarded unread and never read, by lol_html or the
+    /// tokenizer (see `leap`).
+    pub fn bytes_leapt(&self) -> u64 {
+        self.leapt
+    }
+
     pub fn bytes_parsed(&self) -> u64 {
         (self.fed - self.unread_head) as u64
     }

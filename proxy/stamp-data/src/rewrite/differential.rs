@@ -1130,14 +1130,28 @@ fn quiet_starts_are_not_read() {
         cards(20 * 1024),
         cards(20 * 1024)
     );
-    let spec = variants().remove(0).1;
-    let mut early = PageRewriter::new(spec.clone());
-    for piece in page.as_bytes().chunks(16 * 1024) {
-        early.write_bytes(&bytes::Bytes::copy_from_slice(piece));
+    // Every variant that hands over at `<body>`; the proxy gives every
+    // page a meta policy's nonces, in case it has one.
+    for (name, spec) in variants() {
+        if ![
+            "ticket, a bundle's entry pattern",
+            "overlay",
+            "ticket",
+            "ticket, meta policy",
+        ]
+        .contains(&name)
+        {
+            continue;
+        }
+        let mut early = PageRewriter::new(spec);
+        for piece in page.as_bytes().chunks(16 * 1024) {
+            early.write_bytes(&bytes::Bytes::copy_from_slice(piece));
+        }
+        early.finish();
+        let read = page.len() as u64 - early.bytes_leapt();
+        assert!(read < 2048, "{name}: {read} of {} bytes read", page.len());
     }
-    early.finish();
-    let parsed = early.bytes_parsed();
-    assert!(parsed < 1024, "{parsed} of {} bytes read", page.len());
+    let spec = variants().remove(0).1;
     let (got, _) = run(spec.clone(), true, &[page.as_bytes()]);
     let (want, _) = run(spec.clone(), false, &[page.as_bytes()]);
     assert!(got == want, "differs from the whole-page rewriter");
@@ -1357,6 +1371,10 @@ const BODY_STARTS: &[&[u8]] = &[
     b"<link rel=preload as=font href=/f.woff2>",
     b"<link rel=stylesheet href=/assets/other.css>",
     b"<meta name=x content=y>",
+    b"<meta http-equiv=refresh content=5>",
+    b"<meta http-equiv=\"content-security-policy \" content=\"script-src 'none'\">",
+    b"<meta HTTP-EQUIV=Content-Security-Policy content=\"script-src 'self'\">",
+    b"<meta http-equiv=\"content-security-polic\xc3\xa9\" content=x>",
     b"<base href=https://cdn.example/>",
     b"<basefont>",
     b"<script type=importmap src=/m.json>caf\xe9</script>",
