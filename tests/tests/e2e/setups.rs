@@ -1587,6 +1587,82 @@ async fn workers_run_the_tickets_code_and_say_so() {
     browser.close().await.unwrap();
 }
 
+/// The same workers under `Referrer-Policy: no-referrer`, which helmet (the
+/// usual Express hardening) sends on every response: a worker's
+/// `importScripts` and `import()` then name no referrer, so nothing tells
+/// them from the page's own scripts. On a ticket page both get the
+/// ticket's file; production stays production.
+#[tokio::test]
+async fn workers_under_a_no_referrer_policy_run_the_tickets_code() {
+    let origin = Origin::start().unwrap();
+    let none = |r: Route| r.header("referrer-policy", "no-referrer");
+    let js = |t: &str| none(Route::js(t));
+    origin.route(
+        "/",
+        none(Route::html(
+            "<!doctype html><html><head><title>workers</title></head><body>\
+             <p id=\"mw\">-</p><p id=\"cw\">-</p>\
+             <script type=\"module\" src=\"/src/main.js\"></script></body></html>",
+        )),
+    );
+    origin.route(
+        "/src/main.js",
+        js(
+            "const w = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });\n\
+            w.onmessage = (e) => { document.getElementById('mw').textContent = e.data; };\n\
+            const c = new Worker(new URL('./classic-worker.js', import.meta.url));\n\
+            c.onmessage = (e) => { document.getElementById('cw').textContent = e.data; };\n",
+        ),
+    );
+    origin.route(
+        "/src/worker.js",
+        js("const { calc } = await import('./calc.js');\npostMessage('module worker: ' + calc());\n"),
+    );
+    origin.route(
+        "/src/calc.js",
+        js("export const calc = () => 'production calc';\n"),
+    );
+    origin.route(
+        "/src/classic-worker.js",
+        js("importScripts('./util.js');\npostMessage('classic worker: ' + util());\n"),
+    );
+    origin.route(
+        "/src/util.js",
+        js("function util() { return 'production util'; }\n"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project("/src", "src", &WORKER_TICKET);
+    let browser = Browser::start().await.unwrap();
+    let all = "return ['mw','cw'].map((id) => document.getElementById(id).textContent).join(' | ')";
+    app.expect(
+        &browser,
+        "/",
+        all,
+        "module worker: production calc | classic worker: production util",
+    )
+    .await;
+    app.stamp(work.path(), &["WRK-3", "--update", "--once"]);
+    app.expect(
+        &browser,
+        "/?dev=WRK-3",
+        all,
+        "module worker: ticket calc | classic worker: ticket util",
+    )
+    .await;
+    let text = badge_says(&browser, "2 of 2 modules ran").await;
+    assert!(text.contains("(2 in a worker)"), "{text}");
+    app.production_is_untouched(&["/src/calc.js", "/src/util.js"])
+        .await;
+    app.expect(
+        &browser,
+        "/?stamp=off",
+        all,
+        "module worker: production calc | classic worker: production util",
+    )
+    .await;
+    browser.close().await.unwrap();
+}
+
 /// A worker tells the page it ran a module over a `BroadcastChannel`,
 /// which every tab of the origin hears. Two tabs on one ticket: the one
 /// whose page starts no worker must not count what the other's workers ran

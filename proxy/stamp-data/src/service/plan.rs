@@ -92,8 +92,9 @@ impl StampProxy {
         } else if let Some(file) = file_here.clone().filter(|f| {
             from_a_worker(&req.headers)
                 || (ctx.sel.dev_or_qa()
-                    && loaded_by_url(&req.headers, &f.path)
-                    && !crate::modules::is_javascript(&f.path))
+                    && (is_a_script(&req.headers)
+                        || (loaded_by_url(&req.headers, &f.path)
+                            && !crate::modules::is_javascript(&f.path))))
         }) {
             Route::Unmapped(file)
         } else if crate::modules::is_service_worker(session)
@@ -508,6 +509,16 @@ fn info(args: std::fmt::Arguments<'_>) -> String {
 /// What a browser renders itself must come with a type the proxy can name:
 /// a ticket's SVG or video sent as `application/octet-stream` would show
 /// nothing, so production's file goes out, and the badge says so.
+/// `Sec-Fetch-Dest: script`: on a ticket page, a script the maps and the
+/// page's rewrite did not point at the ticket's URL, whoever asks: a
+/// worker's `importScripts` or `import()` under a referrer policy that
+/// hides its script (helmet's `no-referrer`), a loader's script element.
+fn is_a_script(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(&names::SEC_FETCH_DEST)
+        .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(b"script"))
+}
+
 impl StampProxy {
     /// The ticket's file for production's `path` on a ticket page's script
     /// request, when `path` is another version of one of its hashed files
@@ -519,10 +530,7 @@ impl StampProxy {
         headers: &http::HeaderMap,
         get_or_head: bool,
     ) -> Option<ModuleRef> {
-        let script = headers
-            .get(&names::SEC_FETCH_DEST)
-            .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(b"script"));
-        if !(get_or_head && script && ctx.sel.dev_or_qa()) {
+        if !(get_or_head && is_a_script(headers) && ctx.sel.dev_or_qa()) {
             return None;
         }
         ctx.sel.plan.as_ref()?.effective.sibling_at(path).cloned()
