@@ -264,6 +264,14 @@ impl ModuleServer {
         let mut resp = ResponseHeader::build(if not_modified { 304 } else { 200 }, Some(8))?;
         resp.insert_header(header::ETAG, etag.as_str())?;
         resp.insert_header(header::CACHE_CONTROL, how.cache_control)?;
+        if how.cache_control.contains("no-store") {
+            // A CDN in front told to keep `/assets/*` whatever the origin
+            // says would keep ticket bytes under production's URL: the
+            // headers such caches read first say no too.
+            use crate::select::names::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
+            resp.insert_header(CDN_CACHE_CONTROL.clone(), "no-store")?;
+            resp.insert_header(SURROGATE_CONTROL.clone(), "no-store")?;
+        }
         resp.insert_header(stamp_model::wire::header::INFO, "module")?;
         // The probe in the page reads it (Resource Timing): this load was
         // the ticket's body, whatever its URL.

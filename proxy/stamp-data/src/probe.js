@@ -18,7 +18,11 @@ const mods=D.modules||[],byHash=new Map,byProd=new Map,dup=new Set,tpath=new Set
 for(const m of mods){m.js=/\.(m|c)?jsx?$/i.test(m.p);if(byHash.has(m.h))dup.add(m.h);byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
 // A hashed file's other versions: the same folder and name around a hash
 // of the same length.
-const sibs=mods.filter(m=>Array.isArray(m.q)&&m.q.length===3),sib=p=>sibs.find(({q:[a,n,z]})=>p.length===a.length+n+z.length&&p.startsWith(a)&&p.endsWith(z)&&/^[\w-]+$/.test(p.slice(a.length,a.length+n)));
+// The hash must look generated, as the proxy's rule has it (a digit, a
+// letter, no run of five lower-case letters): `icon-ArrowDown.js` is no
+// version of `icon-ArrowLeft.js`.
+const gen=h=>/^[\w-]+$/.test(h)&&/\d/.test(h)&&/[A-Za-z]/.test(h)&&!/[a-z]{5}/.test(h);
+const sibs=mods.filter(m=>Array.isArray(m.q)&&m.q.length===3),sib=p=>sibs.find(({q:[a,n,z]})=>p.length===a.length+n+z.length&&p.startsWith(a)&&p.endsWith(z)&&gen(p.slice(a.length,a.length+n)));
 const ran=(h,worker)=>{if(!byHash.has(h)||S.ran.has(h)&&!worker)return;S.ran.add(h);if(worker)S.worker.add(h);S.prod.delete(h);changed=!0;later()};
 W.__ticketStampRan=h=>ran(h,!1);
 const cut=(s,n)=>String(s==null?"":s).slice(0,n||200);
@@ -43,7 +47,9 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  // Production's build of one of the ticket's hashed files, under another
  // hash (an island's import() of the URL its HTML names, a copy the
  // browser kept): it ran where the ticket has its own version.
- if(!m&&!prodPage&&ok&&u.origin===location.origin&&!/^(beacon|navigation)$/.test(t)){const s=sib(u.pathname);
+ // (Outside a secure context the ticket's answer at that path carries no
+ // Server-Timing to tell it: not judged.)
+ if(!m&&!prodPage&&ok&&W.isSecureContext&&u.origin===location.origin&&!/^(beacon|navigation)$/.test(t)){const s=sib(u.pathname);
   if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){S.prod.set("~"+u.pathname,{p:u.pathname,h:s.h});changed=!0;return}}
  if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js&&!W.isSecureContext)return;
  const d=dup.has(m.h);if(ok&&!(S.ran.has(m.h)&&(!d||tpath.has(m.p)))){S.prod.set(d?m.p:m.h,m);changed=!0}};

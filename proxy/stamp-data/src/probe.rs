@@ -119,13 +119,7 @@ pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
     let patterns: Vec<Option<EntryPattern>> = page
         .own
         .values()
-        .map(|m| {
-            m.path
-                .starts_with('/')
-                .then(|| EntryPattern::for_file(&m.path, None))
-                .flatten()
-                .and_then(|p| EntryPattern::parse(&p))
-        })
+        .map(|m| crate::effective::generated_name(&m.path))
         .collect();
     let modules: Vec<Module<'_>> = page
         .own

@@ -3340,4 +3340,121 @@ mod tests {
         let (out, _) = rewrite_str(t(), html);
         assert!(out.starts_with(html), "{out}");
     }
+
+    /// An override set of `paths`, an entry pattern's module at its
+    /// pattern with a hash filled in.
+    fn overrides_for(paths: &[&str]) -> OverrideSet {
+        let mut set = OverrideSet::new();
+        for p in paths {
+            set.insert(
+                p.to_string(),
+                ModuleRef {
+                    path: p.replace("[hash:8]", "Zz99Yy88"),
+                    hash: Hash::of(p.as_bytes()),
+                    size: 1,
+                },
+            );
+        }
+        set
+    }
+
+    /// Soundness: whatever a value resolves to against any base, if the
+    /// ticket replaces that file, `may_replace` says it may. Values are
+    /// drawn from the ways a URL names a file that only resolving tells
+    /// apart (dot segments, percent-encoding, backslashes, controls,
+    /// spaces, other origins, empty paths).
+    #[test]
+    fn may_replace_never_misses_a_file_the_ticket_replaces() {
+        use rand::{Rng, SeedableRng};
+        let eff = Effective::new(overrides_for(&[
+            "/src/app.js",
+            "/src/lib/greet.js",
+            "https://cdn.example/x/lib.js",
+            "/assets/index-[hash:8].js",
+        ]));
+        let pieces = [
+            "/",
+            "src",
+            "app.js",
+            "greet.js",
+            "lib.js",
+            "lib",
+            "..",
+            ".",
+            "%2e",
+            "%2E",
+            "%61pp.js",
+            "\\",
+            "\t",
+            "\n",
+            " ",
+            "\u{1}",
+            "?",
+            "#",
+            "v=1",
+            "//",
+            "cdn.example",
+            "https:",
+            "x",
+            "assets",
+            "index-",
+            "Ab12Cd34",
+            "AB12CD34",
+            ".js",
+            "APP.JS",
+            ";",
+            "&",
+            "@",
+            ":",
+            "~",
+            "index-Ab12Cd34.js",
+        ];
+        let bases = [
+            "https://shop.example/",
+            "https://shop.example/src/",
+            "https://shop.example/src/lib/x.html",
+            "https://shop.example/assets/",
+            "https://cdn.example/x/",
+            "https://shop.example/app.js",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(32);
+        let mut replaced = 0;
+        for round in 0..200_000 {
+            let mut value = String::new();
+            for _ in 0..rng.random_range(0..7) {
+                value.push_str(pieces[rng.random_range(0..pieces.len())]);
+            }
+            let base = url::Url::parse(bases[rng.random_range(0..bases.len())]).unwrap();
+            let hit = location(&base, &value).is_some_and(|l| eff.replacement(&l).is_some());
+            if hit {
+                replaced += 1;
+                assert!(
+                    eff.may_replace(&value),
+                    "round {round}: {value:?} against {base} is replaced"
+                );
+            }
+        }
+        assert!(replaced > 300, "{replaced} values named a replaced file");
+        // And it does tell the usual others apart.
+        for other in [
+            "/assets/analytics.js",
+            "https://cdn.example/gtag.js",
+            "vendor.js",
+            "/src/app.json",
+        ] {
+            assert!(!eff.may_replace(other), "{other}");
+        }
+        for maybe in [
+            "app.js",
+            "/SRC/App.js?v=1",
+            "%61pp.js",
+            "/src/",
+            "../x/..",
+            "",
+            "?v=1",
+            "index-Qq11Ww22.js",
+        ] {
+            assert!(eff.may_replace(maybe), "{maybe:?}");
+        }
+    }
 }

@@ -107,6 +107,25 @@ fn looks_like_hash(token: &str) -> bool {
             .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
 }
 
+/// Whether a hash-shaped token is a bundler's rather than a word someone
+/// wrote (`ArrowLeft`, `2-overview`, `LineChart`): a digit, a letter, and
+/// no run of five lower-case letters. Some bundler hashes fail it (one in
+/// five of Rollup's eight characters has no digit): what relies on it
+/// then does less, never something wrong.
+pub fn looks_generated(token: &str) -> bool {
+    let mut lower = 0;
+    let mut worded = false;
+    for b in token.bytes() {
+        lower = if b.is_ascii_lowercase() { lower + 1 } else { 0 };
+        worded |= lower >= 5;
+    }
+    token.len() >= 8
+        && token.chars().all(is_hash_char)
+        && token.bytes().any(|b| b.is_ascii_digit())
+        && token.bytes().any(|b| b.is_ascii_alphabetic())
+        && !worded
+}
+
 /// A location with one `[hash:N]` placeholder standing for a content hash
 /// of exactly N characters: `/assets/index-[hash:8].js`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +162,12 @@ impl EntryPattern {
             len,
             suffix: suffix.to_string(),
         })
+    }
+
+    /// What fills the placeholder in `location`, if it is this pattern.
+    pub fn hash_in<'a>(&self, location: &'a str) -> Option<&'a str> {
+        self.matches(location)
+            .then(|| &location[self.prefix.len()..location.len() - self.suffix.len()])
     }
 
     /// Its parts: the location before the placeholder, the placeholder's
@@ -326,6 +351,32 @@ pub fn is_entry_pattern(spec: &str) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn generated_hashes_are_told_from_words() {
+        for h in [
+            "BuR3Dq2X",
+            "DZ1a2b3C",
+            "3f2a1b9c4d5e6f7a8b9c",
+            "C-Ybf3tE",
+            "D_Ezsw8s",
+        ] {
+            assert!(super::looks_generated(h), "{h}");
+        }
+        for w in [
+            "ArrowLeft",
+            "LineChart",
+            "2-overview",
+            "Overview",
+            "abcdefgh",
+            "12345678",
+            "Ab1",
+            "v2-checkout",
+            "Ab1/cd23",
+        ] {
+            assert!(!super::looks_generated(w), "{w}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -45,6 +45,10 @@ impl StampProxy {
         resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         resp.insert_header(header::ETAG, format!("\"{}\"", file.hash))?;
         resp.insert_header(header::CACHE_CONTROL, plain.cache_control)?;
+        if plain.cache_control.contains("no-store") {
+            resp.insert_header(names::CDN_CACHE_CONTROL.clone(), "no-store")?;
+            resp.insert_header(names::SURROGATE_CONTROL.clone(), "no-store")?;
+        }
         if let Some(vary) = plain.vary {
             resp.insert_header(header::VARY, vary)?;
         }

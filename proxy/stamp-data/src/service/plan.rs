@@ -92,7 +92,7 @@ impl StampProxy {
         } else if let Some(file) = file_here.clone().filter(|f| {
             from_a_worker(&req.headers)
                 || (ctx.sel.dev_or_qa()
-                    && (is_a_script(&req.headers)
+                    && (script_hiding_its_referrer(&req.headers)
                         || (loaded_by_url(&req.headers, &f.path)
                             && !crate::modules::is_javascript(&f.path))))
         }) {
@@ -509,14 +509,28 @@ fn info(args: std::fmt::Arguments<'_>) -> String {
 /// What a browser renders itself must come with a type the proxy can name:
 /// a ticket's SVG or video sent as `application/octet-stream` would show
 /// nothing, so production's file goes out, and the badge says so.
-/// `Sec-Fetch-Dest: script`: on a ticket page, a script the maps and the
-/// page's rewrite did not point at the ticket's URL, whoever asks: a
-/// worker's `importScripts` or `import()` under a referrer policy that
-/// hides its script (helmet's `no-referrer`), a loader's script element.
-fn is_a_script(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(&names::SEC_FETCH_DEST)
-        .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(b"script"))
+/// A script this origin's own documents or workers ask for
+/// (`Sec-Fetch-Dest: script`, `Sec-Fetch-Site: same-origin`): never a
+/// page of another origin of the site that embeds one of this origin's
+/// scripts with the visitor's cookie (it has no probe, and its cache may
+/// keep an opaque answer whatever it says).
+fn own_script(headers: &http::HeaderMap) -> bool {
+    let is = |name: &http::header::HeaderName, value: &[u8]| {
+        headers
+            .get(name)
+            .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(value))
+    };
+    is(&names::SEC_FETCH_DEST, b"script") && is(&names::SEC_FETCH_SITE, b"same-origin")
+}
+
+/// [`own_script`] without a `Referer`: a worker's `importScripts` or
+/// `import()` under a referrer policy that hides its script (helmet's
+/// default `no-referrer`), which nothing else tells from the page's own.
+/// A script that names a page as its referrer stays production's: a
+/// production page this browser still shows (the back/forward cache, a
+/// copy the HTTP cache kept) carries no probe to tell.
+fn script_hiding_its_referrer(headers: &http::HeaderMap) -> bool {
+    own_script(headers) && !headers.contains_key(header::REFERER)
 }
 
 impl StampProxy {
@@ -530,7 +544,7 @@ impl StampProxy {
         headers: &http::HeaderMap,
         get_or_head: bool,
     ) -> Option<ModuleRef> {
-        if !(get_or_head && is_a_script(headers) && ctx.sel.dev_or_qa()) {
+        if !(get_or_head && own_script(headers) && ctx.sel.dev_or_qa()) {
             return None;
         }
         ctx.sel.plan.as_ref()?.effective.sibling_at(path).cloned()
@@ -584,7 +598,57 @@ fn from_a_worker(headers: &http::HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{from_a_worker, loaded_by_url};
+    use super::{from_a_worker, loaded_by_url, own_script, script_hiding_its_referrer};
+
+    /// Only this origin's own script requests; the one without a referrer
+    /// is a worker's under `no-referrer` (or anything a page hides it for).
+    #[test]
+    fn own_scripts_are_this_origins_and_hidden_referrers_are_told() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        let own = h(&[
+            ("sec-fetch-dest", "script"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert!(own_script(&own) && script_hiding_its_referrer(&own));
+        let named = h(&[
+            ("sec-fetch-dest", "script"),
+            ("sec-fetch-site", "same-origin"),
+            ("referer", "https://shop.example/cart"),
+        ]);
+        assert!(own_script(&named) && !script_hiding_its_referrer(&named));
+        for other in [
+            // Another origin of the site embedding this origin's script.
+            h(&[
+                ("sec-fetch-dest", "script"),
+                ("sec-fetch-site", "same-site"),
+            ]),
+            h(&[
+                ("sec-fetch-dest", "script"),
+                ("sec-fetch-site", "cross-site"),
+            ]),
+            h(&[("sec-fetch-dest", "script")]),
+            h(&[
+                ("sec-fetch-dest", "empty"),
+                ("sec-fetch-site", "same-origin"),
+            ]),
+            h(&[
+                ("sec-fetch-dest", "serviceworker"),
+                ("sec-fetch-site", "same-origin"),
+            ]),
+            h(&[]),
+        ] {
+            assert!(
+                !own_script(&other) && !script_hiding_its_referrer(&other),
+                "{other:?}"
+            );
+        }
+    }
 
     fn dest(d: &str) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
