@@ -231,11 +231,13 @@ impl Effective {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use stamp_model::ticket::ModuleRef;
 
-    fn variant(paths: &[&str]) -> Effective {
+    /// The variant of `paths`; an entry pattern's module sits at its
+    /// pattern with a hash filled in.
+    pub(crate) fn variant(paths: &[&str]) -> Effective {
         let mut set = OverrideSet::new();
         for p in paths {
             set.insert(

@@ -1825,18 +1825,24 @@ fn on_script(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResu
     if ty.eq_ignore_ascii_case("module") {
         return on_module_entry(state, el, "src");
     }
-    let classic = ty.is_empty()
+    if is_classic(ty) {
+        return on_entry(state, el, "src");
+    }
+    Ok(())
+}
+
+/// Whether a script's trimmed `type` makes it a classic script the
+/// browser runs (one whose `src` may be an entry point the ticket
+/// replaces).
+fn is_classic(ty: &str) -> bool {
+    ty.is_empty()
         || [
             "text/javascript",
             "application/javascript",
             "text/ecmascript",
         ]
         .iter()
-        .any(|t| ty.eq_ignore_ascii_case(t));
-    if classic {
-        return on_entry(state, el, "src");
-    }
-    Ok(())
+        .any(|t| ty.eq_ignore_ascii_case(t))
 }
 
 /// [`PageRewriter::quiet`] for a `<script>`, after [`on_script`]: neither
@@ -1860,15 +1866,7 @@ fn quiet_script(st: &State, a: &skim::Attrs<'_>) -> bool {
     if ty.eq_ignore_ascii_case("module") {
         return !may_insert_map(st) && !may_replace(st, a.src);
     }
-    let classic = ty.is_empty()
-        || [
-            "text/javascript",
-            "application/javascript",
-            "text/ecmascript",
-        ]
-        .iter()
-        .any(|t| ty.eq_ignore_ascii_case(t));
-    !classic || !may_replace(st, a.src)
+    !is_classic(ty) || !may_replace(st, a.src)
 }
 
 /// [`PageRewriter::quiet`] for a `<link>`, after [`on_link`].
@@ -3341,23 +3339,6 @@ mod tests {
         assert!(out.starts_with(html), "{out}");
     }
 
-    /// An override set of `paths`, an entry pattern's module at its
-    /// pattern with a hash filled in.
-    fn overrides_for(paths: &[&str]) -> OverrideSet {
-        let mut set = OverrideSet::new();
-        for p in paths {
-            set.insert(
-                p.to_string(),
-                ModuleRef {
-                    path: p.replace("[hash:8]", "Zz99Yy88"),
-                    hash: Hash::of(p.as_bytes()),
-                    size: 1,
-                },
-            );
-        }
-        set
-    }
-
     /// Soundness: whatever a value resolves to against any base, if the
     /// ticket replaces that file, `may_replace` says it may. Values are
     /// drawn from the ways a URL names a file that only resolving tells
@@ -3366,12 +3347,12 @@ mod tests {
     #[test]
     fn may_replace_never_misses_a_file_the_ticket_replaces() {
         use rand::{Rng, SeedableRng};
-        let eff = Effective::new(overrides_for(&[
+        let eff = crate::effective::tests::variant(&[
             "/src/app.js",
             "/src/lib/greet.js",
             "https://cdn.example/x/lib.js",
             "/assets/index-[hash:8].js",
-        ]));
+        ]);
         let pieces = [
             "/",
             "src",

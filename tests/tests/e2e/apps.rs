@@ -716,14 +716,7 @@ const VITE_CHECK: &str = "const out = document.getElementById('out'), lazy = doc
 async fn a_vite_build_an_ssr_page_imports_inline() {
     let repo = tempfile::tempdir().unwrap();
     let dir = repo.path();
-    on_a_branch(dir, |dir| {
-        vite_sources(dir, "production", "rgb(1, 2, 3)", "rgb(7, 8, 9)", false);
-        write(dir, ".gitignore", "dist/\nprod/\n");
-        write(dir, "stamp.toml", "folder = \"dist\"\nurl_path = \"/\"\n");
-    });
-    vite_build(dir, "prod");
-    let manifest = std::fs::read_to_string(dir.join("prod/.vite/manifest.json")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let manifest = vite_production(dir);
     let entry = manifest["index.html"]["file"].as_str().unwrap().to_string();
     let css = manifest["index.html"]["css"][0]
         .as_str()
@@ -786,14 +779,7 @@ async fn a_vite_build_an_ssr_page_imports_inline() {
 async fn an_island_named_by_url_in_an_attribute_is_the_tickets_or_told() {
     let repo = tempfile::tempdir().unwrap();
     let dir = repo.path();
-    on_a_branch(dir, |dir| {
-        vite_sources(dir, "production", "rgb(1, 2, 3)", "rgb(7, 8, 9)", false);
-        write(dir, ".gitignore", "dist/\nprod/\n");
-        write(dir, "stamp.toml", "folder = \"dist\"\nurl_path = \"/\"\n");
-    });
-    vite_build(dir, "prod");
-    let manifest = std::fs::read_to_string(dir.join("prod/.vite/manifest.json")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let manifest = vite_production(dir);
     let lazy = manifest["src/lazy.js"]["file"]
         .as_str()
         .unwrap()
@@ -845,6 +831,19 @@ async fn an_island_named_by_url_in_an_attribute_is_the_tickets_or_told() {
         "{said}"
     );
     kept.close().await.unwrap();
+}
+
+/// Production's Vite app on a branch of a repository in `dir`, built into
+/// `prod/` (the ticket builds into `dist/`): its manifest.
+fn vite_production(dir: &Path) -> serde_json::Value {
+    on_a_branch(dir, |dir| {
+        vite_sources(dir, "production", "rgb(1, 2, 3)", "rgb(7, 8, 9)", false);
+        write(dir, ".gitignore", "dist/\nprod/\n");
+        write(dir, "stamp.toml", "folder = \"dist\"\nurl_path = \"/\"\n");
+    });
+    vite_build(dir, "prod");
+    let manifest = std::fs::read_to_string(dir.join("prod/.vite/manifest.json")).unwrap();
+    serde_json::from_str(&manifest).unwrap()
 }
 
 fn vite_build(dir: &Path, out: &str) {

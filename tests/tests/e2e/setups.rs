@@ -1551,21 +1551,20 @@ async fn workers_run_the_tickets_code_and_say_so() {
         ],
     );
     let browser = Browser::start().await.unwrap();
-    let all =
-        "return ['mw','cw','sw'].map((id) => document.getElementById(id).textContent).join(' | ')";
-    app.expect(
-        &browser,
-        "/",
-        all,
-        "module worker: production calc | classic worker: production util | shared worker: production word",
-    )
+    let ids = ["mw", "cw", "sw"];
+    let shown = |word: &str, util: &str, shared: &str| {
+        format!("module worker: {word} calc | classic worker: {util} util | shared worker: {shared} word")
+    };
+    let production = shown("production", "production", "production");
+    workers_show(&app, &browser, &ids, &production, || {
+        app.stamp(work.path(), &["WRK-1", "--update", "--once"]);
+    })
     .await;
-    app.stamp(work.path(), &["WRK-1", "--update", "--once"]);
     app.expect(
         &browser,
         "/?dev=WRK-1",
-        all,
-        "module worker: ticket calc | classic worker: ticket util | shared worker: ticket word",
+        &shown_by(&ids),
+        &shown("ticket", "ticket", "ticket"),
     )
     .await;
     let text = badge_says(&browser, "3 of 3 modules ran").await;
@@ -1577,14 +1576,27 @@ async fn workers_run_the_tickets_code_and_say_so() {
     // Without the selection, and for the page itself, production's files.
     app.production_is_untouched(&["/src/calc.js", "/src/util.js", "/src/shared-dep.js"])
         .await;
-    app.expect(
-        &browser,
-        "/?stamp=off",
-        all,
-        "module worker: production calc | classic worker: production util | shared worker: production word",
-    )
-    .await;
+    app.expect(&browser, "/?stamp=off", &shown_by(&ids), &production)
+        .await;
     browser.close().await.unwrap();
+}
+
+/// A script that returns what the elements `ids` show, joined by ` | `.
+fn shown_by(ids: &[&str]) -> String {
+    format!("return {ids:?}.map((id) => document.getElementById(id).textContent).join(' | ')")
+}
+
+/// The page `/` shows `production` in the elements `ids`, then `stamp`
+/// makes the ticket.
+async fn workers_show(
+    app: &App,
+    browser: &Browser,
+    ids: &[&str],
+    production: &str,
+    stamp: impl FnOnce(),
+) {
+    app.expect(browser, "/", &shown_by(ids), production).await;
+    stamp();
 }
 
 /// The same workers under `Referrer-Policy: no-referrer`, which helmet (the
@@ -1633,33 +1645,21 @@ async fn workers_under_a_no_referrer_policy_run_the_tickets_code() {
     let app = App::start(origin, Origin::start().unwrap());
     let work = project("/src", "src", &WORKER_TICKET);
     let browser = Browser::start().await.unwrap();
-    let all = "return ['mw','cw'].map((id) => document.getElementById(id).textContent).join(' | ')";
-    app.expect(
-        &browser,
-        "/",
-        all,
-        "module worker: production calc | classic worker: production util",
-    )
+    let ids = ["mw", "cw"];
+    let production = "module worker: production calc | classic worker: production util";
+    workers_show(&app, &browser, &ids, production, || {
+        app.stamp(work.path(), &["WRK-3", "--update", "--once"]);
+    })
     .await;
-    app.stamp(work.path(), &["WRK-3", "--update", "--once"]);
-    app.expect(
-        &browser,
-        "/?dev=WRK-3",
-        all,
-        "module worker: ticket calc | classic worker: ticket util",
-    )
-    .await;
+    let ticket = "module worker: ticket calc | classic worker: ticket util";
+    app.expect(&browser, "/?dev=WRK-3", &shown_by(&ids), ticket)
+        .await;
     let text = badge_says(&browser, "2 of 2 modules ran").await;
     assert!(text.contains("(2 in a worker)"), "{text}");
     app.production_is_untouched(&["/src/calc.js", "/src/util.js"])
         .await;
-    app.expect(
-        &browser,
-        "/?stamp=off",
-        all,
-        "module worker: production calc | classic worker: production util",
-    )
-    .await;
+    app.expect(&browser, "/?stamp=off", &shown_by(&ids), production)
+        .await;
     browser.close().await.unwrap();
 }
 
