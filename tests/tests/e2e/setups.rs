@@ -1479,7 +1479,12 @@ async fn scripts_an_app_inserts_at_runtime_are_the_tickets() {
 /// What the worker tests' origins serve under `/src/`: the module a module
 /// worker imports, and a classic worker with the file it imports.
 fn worker_sources(origin: &Origin) {
-    let js = Route::js;
+    worker_sources_as(origin, |r| r);
+}
+
+/// [`worker_sources`], each answer made by `answer` from the plain one.
+fn worker_sources_as(origin: &Origin, answer: impl Fn(Route) -> Route) {
+    let js = |text: &str| answer(Route::js(text));
     origin.route(
         "/src/calc.js",
         js("export const calc = () => 'production calc';\n"),
@@ -1630,18 +1635,7 @@ async fn workers_under_a_no_referrer_policy_run_the_tickets_code() {
         "/src/worker.js",
         js("const { calc } = await import('./calc.js');\npostMessage('module worker: ' + calc());\n"),
     );
-    origin.route(
-        "/src/calc.js",
-        js("export const calc = () => 'production calc';\n"),
-    );
-    origin.route(
-        "/src/classic-worker.js",
-        js("importScripts('./util.js');\npostMessage('classic worker: ' + util());\n"),
-    );
-    origin.route(
-        "/src/util.js",
-        js("function util() { return 'production util'; }\n"),
-    );
+    worker_sources_as(&origin, none);
     let app = App::start(origin, Origin::start().unwrap());
     let work = project("/src", "src", &WORKER_TICKET);
     let browser = Browser::start().await.unwrap();
