@@ -40,20 +40,6 @@ pub struct Effective {
     names: std::sync::OnceLock<FileNames>,
 }
 
-/// The pattern of a bundler's file on this origin: its name with a hash
-/// that [`assets::looks_generated`] (see [`Effective::sibling_at`]).
-pub fn generated_name(path: &str) -> Option<EntryPattern> {
-    let pattern = path
-        .starts_with('/')
-        .then(|| EntryPattern::for_file(path, None))
-        .flatten()
-        .and_then(|p| EntryPattern::parse(&p))?;
-    pattern
-        .hash_in(path)
-        .is_some_and(assets::looks_generated)
-        .then_some(pattern)
-}
-
 /// The last path segments of what an [`Effective`] replaces (lower case),
 /// for [`Effective::may_replace`].
 #[derive(Debug, Default)]
@@ -78,7 +64,7 @@ impl FileNames {
             names.exact.insert(name.to_ascii_lowercase());
         }
         for m in eff.by_path.values() {
-            if let Some(p) = generated_name(&m.path) {
+            if let Some(p) = EntryPattern::generated(&m.path) {
                 names.siblings.push((p, m.clone()));
             }
         }

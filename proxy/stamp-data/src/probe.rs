@@ -119,7 +119,7 @@ pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
     let patterns: Vec<Option<EntryPattern>> = page
         .own
         .values()
-        .map(|m| crate::effective::generated_name(&m.path))
+        .map(|m| EntryPattern::generated(&m.path))
         .collect();
     let modules: Vec<Module<'_>> = page
         .own

@@ -604,7 +604,7 @@ pub fn in_page_visit(method: &http::Method, headers: &http::HeaderMap) -> Option
 }
 
 /// Whether the (first) `name` header is `word`, in any case.
-fn value_is(headers: &http::HeaderMap, name: &http::HeaderName, word: &[u8]) -> bool {
+pub(crate) fn value_is(headers: &http::HeaderMap, name: &http::HeaderName, word: &[u8]) -> bool {
     headers
         .get(name)
         .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(word))

@@ -164,6 +164,21 @@ impl EntryPattern {
         })
     }
 
+    /// The pattern of a bundler's file on an app's own origin: its name
+    /// around a hash that [`looks_generated`] (its other versions are the
+    /// same pattern with another such hash).
+    pub fn generated(path: &str) -> Option<EntryPattern> {
+        let pattern = path
+            .starts_with('/')
+            .then(|| EntryPattern::for_file(path, None))
+            .flatten()
+            .and_then(|p| EntryPattern::parse(&p))?;
+        pattern
+            .hash_in(path)
+            .is_some_and(looks_generated)
+            .then_some(pattern)
+    }
+
     /// What fills the placeholder in `location`, if it is this pattern.
     pub fn hash_in<'a>(&self, location: &'a str) -> Option<&'a str> {
         self.matches(location)

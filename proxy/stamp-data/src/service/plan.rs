@@ -103,7 +103,7 @@ impl StampProxy {
             Route::SetAside
         } else if let Some(file) = file_here {
             Route::File(Box::new(FileState { file, body: None }))
-        } else if let Some(file) = self.sibling(ctx, path, &req.headers, get_or_head) {
+        } else if let Some(file) = sibling(ctx, path, &req.headers, get_or_head) {
             // Production's build of a ticket's hashed file, imported by a
             // ticket page by a URL no map or `src` names (an island's
             // `component-url`): the ticket's build of it.
@@ -515,12 +515,8 @@ fn info(args: std::fmt::Arguments<'_>) -> String {
 /// scripts with the visitor's cookie (it has no probe, and its cache may
 /// keep an opaque answer whatever it says).
 fn own_script(headers: &http::HeaderMap) -> bool {
-    let is = |name: &http::header::HeaderName, value: &[u8]| {
-        headers
-            .get(name)
-            .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(value))
-    };
-    is(&names::SEC_FETCH_DEST, b"script") && is(&names::SEC_FETCH_SITE, b"same-origin")
+    select::value_is(headers, &names::SEC_FETCH_DEST, b"script")
+        && select::value_is(headers, &names::SEC_FETCH_SITE, b"same-origin")
 }
 
 /// [`own_script`] without a `Referer`: a worker's `importScripts` or
@@ -533,22 +529,19 @@ fn script_hiding_its_referrer(headers: &http::HeaderMap) -> bool {
     own_script(headers) && !headers.contains_key(header::REFERER)
 }
 
-impl StampProxy {
-    /// The ticket's file for production's `path` on a ticket page's script
-    /// request, when `path` is another version of one of its hashed files
-    /// (see [`crate::effective::Effective::sibling_at`]).
-    fn sibling(
-        &self,
-        ctx: &Ctx,
-        path: &str,
-        headers: &http::HeaderMap,
-        get_or_head: bool,
-    ) -> Option<ModuleRef> {
-        if !(get_or_head && own_script(headers) && ctx.sel.dev_or_qa()) {
-            return None;
-        }
-        ctx.sel.plan.as_ref()?.effective.sibling_at(path).cloned()
+/// The ticket's file for production's `path` on a ticket page's script
+/// request, when `path` is another version of one of its hashed files
+/// (see [`crate::effective::Effective::sibling_at`]).
+fn sibling(
+    ctx: &Ctx,
+    path: &str,
+    headers: &http::HeaderMap,
+    get_or_head: bool,
+) -> Option<ModuleRef> {
+    if !(get_or_head && own_script(headers) && ctx.sel.dev_or_qa()) {
+        return None;
     }
+    ctx.sel.plan.as_ref()?.effective.sibling_at(path).cloned()
 }
 
 fn loaded_by_url(headers: &http::HeaderMap, path: &str) -> bool {
