@@ -1739,6 +1739,92 @@ async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
     browser.close().await.unwrap();
 }
 
+/// Production's pages that browsers keep (GitHub Pages' `max-age=600`, a
+/// static server's `Last-Modified` left to the browser's heuristic) answer
+/// a link from the browser's own cache, without asking. Measured before
+/// this rule: a visitor who had seen production's /about opened a ticket
+/// link, clicked to /about and was shown production's, with no badge. So
+/// the ticket's first page clears the browser's cache for the origin when
+/// production's pages may be kept, and a page of production that a browser
+/// on a ticket gets unstamped (a script's `fetch`) is not stored.
+#[tokio::test]
+async fn pages_the_browser_kept_of_production_never_show_on_a_ticket() {
+    const PRODUCTION_ABOUT: &str = "Hello, visitor! Everything under $5.00 today.";
+    const BADGED: &str = "return !!document.querySelector('ticket-stamp-badge');";
+    let kept = [
+        ("cache-control", "max-age=600"),
+        ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+    ];
+    for (name, value) in kept {
+        let origin = demo_origin();
+        origin.route(
+            "/about",
+            Route::html(&demo_file("about.html")).header(name, value),
+        );
+        let (proxy, _dir) = demo_ticket_proxy(&origin).await;
+        let browser = Browser::start().await.unwrap();
+        let open = |path: &'static str| format!("location.href = '{path}'; return true;");
+        // Production, seen once: the browser keeps /about and shows it
+        // again without asking (what makes this test mean anything).
+        browser.goto(&proxy.url("/about")).await.unwrap();
+        browser
+            .wait_for_text("#greeting", PRODUCTION_ABOUT, PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        browser.goto(&proxy.url("/")).await.unwrap();
+        browser
+            .wait_for_text("#greeting", PRODUCTION_GREETING, PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        browser.execute(&open("/about")).await.unwrap();
+        browser
+            .wait_for_text("#greeting", PRODUCTION_ABOUT, PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(origin.hits("/about"), 1, "{name}: kept by the browser");
+
+        // The ticket's link, then its link to /about: the ticket's page.
+        browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+        browser
+            .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        browser.execute(&open("/about")).await.unwrap();
+        browser
+            .wait_for_text("#greeting", DEMO_ABOUT_GREETING, PAGE_TIMEOUT)
+            .await
+            .with_context(|| format!("{name}: /about on the ticket"))
+            .unwrap();
+        assert_eq!(origin.hits("/about"), 2, "{name}: asked for again");
+        assert_eq!(browser.execute(BADGED).await.unwrap(), true, "{name}");
+
+        // On the ticket, a script fetches production's /about: the page
+        // it gets is not kept, so the next link to /about is the ticket's.
+        browser.execute(&open("/")).await.unwrap();
+        browser
+            .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
+            .await
+            .unwrap();
+        let cache_control = browser
+            .execute(
+                "return fetch('/about').then(r => r.text().then(() => r.headers.get('cache-control')));",
+            )
+            .await
+            .unwrap();
+        assert_eq!(cache_control.as_str(), Some("private, no-store"), "{name}");
+        assert_eq!(origin.hits("/about"), 3);
+        browser.execute(&open("/about")).await.unwrap();
+        browser
+            .wait_for_text("#greeting", DEMO_ABOUT_GREETING, PAGE_TIMEOUT)
+            .await
+            .with_context(|| format!("{name}: /about after a script fetched it"))
+            .unwrap();
+        assert_eq!(origin.hits("/about"), 4, "{name}: asked for again");
+        assert_eq!(browser.execute(BADGED).await.unwrap(), true, "{name}");
+        browser.close().await.unwrap();
+    }
+}
+
 /// A ticket page that prerenders another (speculation rules): the
 /// prerendered page loads and runs the ticket's code before anyone sees it,
 /// and may never be shown. It is counted as a view once shown, not before:

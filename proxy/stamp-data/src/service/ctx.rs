@@ -70,6 +70,10 @@ pub struct Selected {
     /// fetched ahead for its tabs (speculation rules) are dropped with it
     /// (`select::SPECULATION_CLEARED`).
     pub switches: bool,
+    /// The change is a ticket link opened (its own URL) in a browser that
+    /// was not on it: what the browser kept of production's pages must
+    /// not show on the ticket ([`super::selection_headers`]).
+    pub enters: bool,
     /// The change comes from this request's own URL (a ticket link,
     /// `?stamp=off`), not from a cookie found stale: an app that follows
     /// links inside its page (Turbo, htmx) must load it as a page instead.

@@ -24,7 +24,7 @@ mod plan;
 mod probe;
 mod settings;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -76,6 +76,9 @@ pub struct StampProxy {
     empty: Arc<Effective>,
     /// Page reports, on their way to the store.
     reports: Arc<Reports>,
+    /// A page that browsers may keep has come from the origin
+    /// ([`StampProxy::pages_kept`]).
+    pages_kept: AtomicBool,
 }
 
 impl StampProxy {
@@ -103,6 +106,7 @@ impl StampProxy {
             preview,
             in_flight: Arc::new(AtomicUsize::new(0)),
             reports,
+            pages_kept: AtomicBool::new(false),
         }
     }
 
@@ -116,6 +120,24 @@ impl StampProxy {
         Reload {
             current: self.settings.clone(),
         }
+    }
+
+    /// Whether browsers may keep production's pages of this origin: this
+    /// answer, from the origin, is one ([`crate::pagecache::browser_may_keep`]),
+    /// or one was seen since the process started. A ticket's first page
+    /// then clears the browser's cache ([`selection_headers`]). Read on
+    /// every page until the first such page, then once per process.
+    fn pages_kept(&self, resp: &ResponseHeader) -> bool {
+        if self.pages_kept.load(Ordering::Relaxed) {
+            return true;
+        }
+        let kept = resp.status.as_u16() == 200
+            && is_html(resp)
+            && crate::pagecache::browser_may_keep(&resp.headers);
+        if kept {
+            self.pages_kept.store(true, Ordering::Relaxed);
+        }
+        kept
     }
 
     /// Requests in flight, for a graceful stop that waits for them.
@@ -133,7 +155,7 @@ impl StampProxy {
             names::X_TICKET_STAMP.clone(),
             "production; reason=\"sign in to open previews\"",
         )?;
-        selection_headers(&mut resp, &ctx.sel)?;
+        selection_headers(&mut resp, &ctx.sel, false)?;
         session.write_response_header(Box::new(resp), true).await
     }
 
@@ -182,7 +204,8 @@ impl StampProxy {
     /// What a request that is no page gets from the selection: its cookie,
     /// and when nothing is stamped, the reason.
     fn passthrough_response(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-        selection_headers(resp, &ctx.sel)?;
+        let kept = self.pages_kept(resp);
+        selection_headers(resp, &ctx.sel, kept)?;
         page::rollout_headers(resp, &ctx.sel);
         if ctx.sel.plan.is_none() {
             // A selection that did not resolve: say why on production.
@@ -265,19 +288,53 @@ fn no_vary_search_keeping_ours(resp: &mut ResponseHeader) {
 
 /// The selection's cookies; and when they change what the browser is on,
 /// the pages it fetched ahead are dropped with them
-/// ([`select::SPECULATION_CLEARED`], added to any the origin sent).
-pub(super) fn selection_headers(resp: &mut ResponseHeader, sel: &ctx::Selected) -> Result<()> {
+/// ([`select::SPECULATION_CLEARED`], added to any the origin sent). A
+/// ticket link opened where production's pages may be kept by browsers
+/// (`kept`, see [`StampProxy::pages_kept`]) drops the origin's HTTP cache
+/// too ([`select::CACHE_AND_SPECULATION_CLEARED`]).
+pub(super) fn selection_headers(
+    resp: &mut ResponseHeader,
+    sel: &ctx::Selected,
+    kept: bool,
+) -> Result<()> {
     for cookie in &sel.set_cookie {
         resp.append_header(header::SET_COOKIE, cookie.as_str())?;
     }
     // Not on a `304`: a cache merges its headers into the stored copy.
     if sel.switches && resp.status.as_u16() != 304 {
+        let what = if sel.enters && kept {
+            select::CACHE_AND_SPECULATION_CLEARED
+        } else {
+            select::SPECULATION_CLEARED
+        };
         resp.append_header(
             names::CLEAR_SITE_DATA.clone(),
-            http::HeaderValue::from_static(select::SPECULATION_CLEARED),
+            http::HeaderValue::from_static(what),
         )?;
     }
     Ok(())
+}
+
+/// A browser on a ticket is never left a production page to show again
+/// without asking: an HTML answer it gets as production sent it (a script's
+/// `fetch` of a page, a page that could not be stamped) is not stored, or
+/// a later link to that page on the ticket would show production's, with
+/// no badge. (Not a `304`: its headers would be merged into the copy.)
+fn not_kept_on_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
+    let on_ticket = matches!(
+        sel.plan,
+        Some(ctx::PagePlan {
+            variant: ctx::Variant::Ticket { .. },
+            ..
+        })
+    );
+    if on_ticket && resp.status.as_u16() != 304 && is_html(resp) {
+        let _ = resp.insert_header(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("private, no-store"),
+        );
+        resp.remove_header(&header::EXPIRES);
+    }
 }
 
 /// A response that sets a cookie of ours (a selection, its clearing, a
@@ -490,6 +547,7 @@ impl ProxyHttp for StampProxy {
             }
         }
         not_stored_with_our_cookies(resp, &ctx.sel);
+        not_kept_on_a_ticket(resp, &ctx.sel);
         Ok(())
     }
 

@@ -116,6 +116,8 @@ impl StampProxy {
         if resp.status.is_informational() {
             return Ok(());
         }
+        // Before any header of ours: the origin's say on caching.
+        let kept = self.pages_kept(resp);
         let hit = match page.cached.take() {
             Some(entry) if resp.status.as_u16() == 304 => Some(entry),
             Some(_) => {
@@ -161,7 +163,7 @@ impl StampProxy {
                 resp.set_version(http::Version::HTTP_11);
             }
             metrics::count(&metrics::PAGE_CACHE, "hit");
-            super::selection_headers(resp, &ctx.sel)?;
+            super::selection_headers(resp, &ctx.sel, kept)?;
             if let Some(info) = &ctx.sel.info {
                 resp.insert_header(names::X_TICKET_STAMP.clone(), format!("{info}; cached"))?;
             }
@@ -174,7 +176,7 @@ impl StampProxy {
             .key
             .take()
             .and_then(|(key, version)| self.pages.fill(key, version, session.req_header(), resp));
-        super::selection_headers(resp, &ctx.sel)?;
+        super::selection_headers(resp, &ctx.sel, kept)?;
         let plan = match ctx.sel.plan.clone() {
             Some(plan) => plan,
             None => {

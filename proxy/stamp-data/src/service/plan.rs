@@ -405,6 +405,7 @@ impl StampProxy {
                             key,
                             *view,
                         );
+                        sel.enters = sel.switches && *source == Source::Query;
                         sel.set_cookie = vec![select::set_cookie(
                             name,
                             key,
