@@ -190,7 +190,9 @@ pub struct Report {
     pub utf16: bool,
     /// lol_html failed on the page (an internal error, not its memory
     /// budget): what it had not emitted of that chunk is lost, as before
-    /// early exit. Seen only on malformed SVG and MathML.
+    /// early exit. Seen on malformed SVG and MathML, and on a self-closing
+    /// `<title/x=y>` followed by text that looks like a tag
+    /// (`<title/.=><script </script>`, found by fuzzing).
     pub failed: bool,
     pub bytes_in: u64,
     pub bytes_out: u64,

@@ -59,7 +59,8 @@ fn spec(ticket: bool, nonce: &str, header: bool) -> RewriteSpec {
     spec
 }
 
-fn run(r: PageRewriter, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, String) {
+/// The bytes and the report (its `Debug` text), and whether lol_html failed.
+fn run(r: PageRewriter, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, String, bool) {
     let mut r = r;
     let mut out = Vec::new();
     for p in pieces {
@@ -71,7 +72,8 @@ fn run(r: PageRewriter, early: bool, pieces: &[&[u8]]) -> (Vec<u8>, String) {
         }
     }
     out.extend(r.finish());
-    (out, format!("{:?}", r.report()))
+    let report = r.report();
+    (out, format!("{report:?}"), report.failed)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -112,6 +114,14 @@ fuzz_target!(|data: &[u8]| {
     for (what, r, pieces, nonce) in views {
         let want = whole(nonce);
         let got = run(r, true, pieces);
+        // lol_html's internal error (`Report::failed`: malformed foreign
+        // content, a self-closing `<title/x=y>` before a tag-like text)
+        // loses what it had not emitted of the chunk it failed on, so where
+        // it fails depends on the chunks: nothing to compare, as in the
+        // differential test.
+        if want.2 || got.2 {
+            continue;
+        }
         assert!(
             got == want,
             "{what} differs, split every {step} bytes:\n{:?}\nwant {:?}\ngot  {:?}",

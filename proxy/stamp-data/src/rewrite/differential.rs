@@ -1520,3 +1520,56 @@ fn a_map_left_open_by_a_quirk_keeps_lol_html_reading() {
         }
     }
 }
+
+/// lol_html fails on some malformed pages (an internal error, found by
+/// fuzzing: a self-closing `<title/x=y>` before text that looks like a tag).
+/// The page is then reported failed, what lol_html had not emitted of that
+/// chunk is lost, and the chunks before and after it go out as they came.
+#[test]
+fn a_page_lol_html_fails_on_keeps_the_chunks_around_the_failure() {
+    let pieces: [&[u8]; 3] = [
+        b"<!doctype html><html><head><meta charset=utf-8>",
+        b"<title/.=><script </script>",
+        b"</title></head><body><p>after</p></body></html>",
+    ];
+    let page = String::from_utf8(pieces.concat()).expect("UTF-8");
+    let (around, lost) = (pieces[2], pieces[1]);
+    let mut failed = 0;
+    for (name, spec) in variants() {
+        let (whole, whole_report) = run(spec.clone(), false, &pieces);
+        let (early, early_report) = run(spec, true, &pieces);
+        assert_eq!(early, whole, "{name}: the same bytes either way");
+        assert_eq!(early_report.failed, whole_report.failed, "{name}");
+        let out = String::from_utf8(early).expect("UTF-8");
+        if early_report.failed {
+            failed += 1;
+            // A debug build's lol_html asserts instead (see `run`): the
+            // bytes are a release build's to check.
+            if cfg!(debug_assertions) {
+                continue;
+            }
+            assert!(
+                out.starts_with("<!doctype html><html><head>"),
+                "{name}: {out}"
+            );
+            assert!(
+                out.ends_with(std::str::from_utf8(around).expect("UTF-8")),
+                "{name}: {out}"
+            );
+            assert!(
+                !out.contains(std::str::from_utf8(lost).expect("UTF-8")),
+                "{name}: {out}"
+            );
+        } else {
+            // A rewriter lol_html does not fail on keeps every byte.
+            assert!(
+                out.contains(&page[page.find("<title").expect("a title")..]),
+                "{name}: {out}"
+            );
+        }
+    }
+    assert!(
+        failed > 0,
+        "lol_html no longer fails here: say so in `Report::failed`"
+    );
+}
