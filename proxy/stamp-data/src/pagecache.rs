@@ -393,65 +393,6 @@ pub fn storable(
     Ok((etag.to_string(), last_modified))
 }
 
-/// Whether a browser may show this page again from its own HTTP cache,
-/// without asking: its answer is fresh for a while (`max-age` above 0, an
-/// `Expires` after its `Date`), or says nothing of how long, with a
-/// `Last-Modified` (browsers then keep it for a tenth of its age), or may
-/// be shown stale while it is checked (`stale-while-revalidate`).
-/// `no-store`, an unqualified `no-cache`, `Vary: *` and `Vary: Cookie`
-/// (a selection's cookie makes the next request another variant) mean
-/// the browser asks again. A browser that kept production's page shows it,
-/// with no badge, on a ticket's link to it; the first page of a ticket
-/// then clears what the browser keeps for the origin
-/// (`service::selection_headers`). For a `200` (the caller checks).
-pub fn browser_may_keep(h: &http::HeaderMap) -> bool {
-    if directives(h, header::VARY).any(|d| d == "*" || d.eq_ignore_ascii_case("cookie")) {
-        return false;
-    }
-    let mut max_age = None;
-    let mut stale_while = false;
-    for d in directives(h, header::CACHE_CONTROL) {
-        let (name, value) = match d.split_once('=') {
-            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
-            None => (d, None),
-        };
-        if name.eq_ignore_ascii_case("no-store")
-            || (name.eq_ignore_ascii_case("no-cache") && value.is_none())
-        {
-            return false;
-        }
-        let seconds = || value.and_then(|v| v.parse::<u64>().ok());
-        if name.eq_ignore_ascii_case("max-age") {
-            // A value that does not parse is stale (RFC 9111, 4.2.1).
-            max_age = Some(seconds().unwrap_or(0));
-        } else if name.eq_ignore_ascii_case("stale-while-revalidate") {
-            stale_while |= seconds().is_some_and(|s| s > 0);
-        }
-    }
-    if directives(h, header::PRAGMA).any(|d| d.eq_ignore_ascii_case("no-cache"))
-        && max_age.is_none()
-    {
-        return false;
-    }
-    if stale_while {
-        return true;
-    }
-    if let Some(age) = max_age {
-        return age > 0;
-    }
-    let date = |name| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
-    };
-    if h.contains_key(header::EXPIRES) {
-        // An `Expires` that does not parse is in the past.
-        let now = date(header::DATE).unwrap_or_else(std::time::SystemTime::now);
-        return date(header::EXPIRES).is_some_and(|e| e > now);
-    }
-    h.contains_key(header::LAST_MODIFIED)
-}
-
 /// `"…"` with no `W/` and only the characters an entity tag may hold.
 fn is_strong_etag(t: &str) -> bool {
     t.len() >= 2
@@ -467,70 +408,6 @@ fn is_strong_etag(t: &str) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn what_a_browser_may_show_again_without_asking() {
-        let keeps = |headers: &[(&'static str, &str)]| browser_may_keep(&resp(headers).headers);
-        const DATE: &str = "Mon, 07 Dec 2026 05:00:00 GMT";
-        // Fresh for a while, or left to the heuristic.
-        assert!(keeps(&[("cache-control", "max-age=600")]));
-        assert!(keeps(&[("cache-control", "public, max-age=\"600\"")]));
-        assert!(keeps(&[("cache-control", "private, max-age=60")]));
-        assert!(keeps(&[(
-            "cache-control",
-            "max-age=0, stale-while-revalidate=30"
-        )]));
-        assert!(keeps(&[("last-modified", DATE)]));
-        assert!(keeps(&[
-            ("cache-control", "s-maxage=600"),
-            ("last-modified", DATE)
-        ]));
-        assert!(keeps(&[(
-            "cache-control",
-            "no-cache=\"set-cookie\", max-age=60"
-        )]));
-        assert!(keeps(&[
-            ("date", DATE),
-            ("expires", "Mon, 07 Dec 2026 06:00:00 GMT")
-        ]));
-        assert!(keeps(&[
-            ("cache-control", "max-age=600"),
-            ("pragma", "no-cache")
-        ]));
-        assert!(keeps(&[
-            ("cache-control", "max-age=600"),
-            ("vary", "Accept-Encoding")
-        ]));
-        // Asked for again.
-        assert!(!keeps(&[]));
-        assert!(!keeps(&[("cache-control", "max-age=0, must-revalidate")]));
-        assert!(!keeps(&[
-            ("cache-control", "no-cache"),
-            ("last-modified", DATE)
-        ]));
-        assert!(!keeps(&[("cache-control", "max-age=600, no-store")]));
-        assert!(!keeps(&[
-            ("cache-control", "max-age=600"),
-            ("cache-control", "no-store")
-        ]));
-        assert!(!keeps(&[("cache-control", "max-age=600"), ("vary", "*")]));
-        assert!(!keeps(&[
-            ("cache-control", "max-age=600"),
-            ("vary", "Accept-Encoding, Cookie")
-        ]));
-        assert!(!keeps(&[("pragma", "no-cache"), ("last-modified", DATE)]));
-        assert!(!keeps(&[
-            ("date", DATE),
-            ("expires", "Mon, 07 Dec 2026 04:00:00 GMT")
-        ]));
-        assert!(!keeps(&[("expires", "0"), ("last-modified", DATE)]));
-        assert!(!keeps(&[
-            ("cache-control", "max-age=soon"),
-            ("last-modified", DATE)
-        ]));
-        assert!(!keeps(&[("cache-control", "max-age=-5")]));
-        assert!(!keeps(&[("cache-control", "s-maxage=600")]));
-    }
 
     fn req() -> RequestHeader {
         RequestHeader::build("GET", b"/", None).unwrap()

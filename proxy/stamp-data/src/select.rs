@@ -431,11 +431,13 @@ pub fn marks(value: &str, key: &TicketKey, view: View, any: bool) -> bool {
 /// app's), and browsers that do not know them ignore the header.
 pub const SPECULATION_CLEARED: &str = "\"prefetchCache\", \"prerenderCache\"";
 
-/// The same, and the browser's HTTP cache for the origin, for a ticket's
-/// first page when production's pages may be kept by browsers
-/// ([`crate::pagecache::browser_may_keep`]): a page the browser kept would
-/// answer a link on the ticket without asking, and show production with no
-/// badge. Chromium also drops the origin's pages kept for Back and Forward.
+/// The same, and the browser's HTTP cache for the origin, for the page
+/// that puts a browser on a ticket: a page of production the browser kept
+/// (`max-age`, or a `Last-Modified` left to its heuristic) would answer a
+/// link on the ticket without asking, and show production with no badge;
+/// a file it kept would answer a worker's import at a path where the
+/// ticket has its own. Chromium also drops the origin's pages kept for
+/// Back and Forward.
 pub const CACHE_AND_SPECULATION_CLEARED: &str = "\"cache\", \"prefetchCache\", \"prerenderCache\"";
 
 /// The query parameters the proxy reads: the selection ([`classify`]), a

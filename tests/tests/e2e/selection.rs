@@ -214,6 +214,107 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
 /// the browser is on is refused (`503`, which browsers drop and ask again
 /// for when it is opened), so a link hovered or prerendered selects nothing.
 /// Ahead of need, pages that change nothing are answered as ever.
+/// What a browser keeps of production must never stand for a ticket's
+/// page. The page that puts a browser on a ticket (a navigation) clears its
+/// HTTP cache for the origin, whatever the origin says of caching; a fetch
+/// that selects only drops what was fetched ahead. Answers to a URL that
+/// names a selection and was not stamped, and production's HTML a browser
+/// on a ticket gets as it came, are kept by no cache, a CDN's included
+/// (`CDN-Cache-Control`, `Surrogate-Control`); nor are ticket pages.
+#[tokio::test]
+async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
+    let (f, _) = fleet_with(&["TKT-1", "TKT-2"]).await;
+    let kept = Route::html(PAGE)
+        .header("cache-control", "public, max-age=600")
+        .header("cdn-cache-control", "max-age=3600")
+        .header("surrogate-control", "max-age=3600")
+        .header("expires", "Thu, 01 Jan 2037 00:00:00 GMT");
+    f.origin.route("/", kept.clone());
+    f.origin.route("/about", kept);
+    const NAVIGATE: [(&str, &str); 3] = [
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+        ("accept", "text/html"),
+    ];
+    const FETCH: [(&str, &str); 3] = [
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-dest", "empty"),
+        ("accept", "*/*"),
+    ];
+    let get = |path: &str, headers: &[(&str, &str)], cookie: Option<&str>| {
+        let mut req = client().get(f.proxy.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.headers().clone()
+        }
+    };
+    let never_kept = |h: &reqwest::header::HeaderMap, what: &str| {
+        assert_eq!(h["cache-control"], "private, no-store", "{what}");
+        for name in ["expires", "cdn-cache-control", "surrogate-control"] {
+            assert!(h.get(name).is_none(), "{what}: {name} {:?}", h.get(name));
+        }
+    };
+    let cleared = |h: &reqwest::header::HeaderMap| {
+        h.get("clear-site-data")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    const ALL: &str = "\"cache\", \"prefetchCache\", \"prerenderCache\"";
+
+    // Production: the origin's caching, untouched.
+    let h = get("/about", &NAVIGATE, None).await;
+    assert_eq!(h["cache-control"], "public, max-age=600");
+    assert_eq!(h["cdn-cache-control"], "max-age=3600");
+    assert!(cleared(&h).is_none());
+
+    // The link, opened: the ticket's page clears what the browser kept.
+    let h = get("/?dev=TKT-1", &NAVIGATE, None).await;
+    assert_eq!(cleared(&h).as_deref(), Some(ALL));
+    never_kept(&h, "the ticket's page");
+    let cookie = "ticket_stamp=dev.TKT-1";
+    // On the ticket: its pages clear nothing more, and are never kept.
+    let h = get("/about", &NAVIGATE, Some(cookie)).await;
+    assert!(cleared(&h).is_none());
+    never_kept(&h, "a page on the ticket");
+    // A script's fetch of production's page on the ticket: never kept.
+    let h = get("/about", &FETCH, Some(cookie)).await;
+    assert!(h
+        .get("x-ticket-stamp")
+        .is_none_or(|v| !v.to_str().unwrap().starts_with("stamping")));
+    never_kept(&h, "production's page fetched on the ticket");
+    // Another ticket's link, opened: a change, the cache cleared again.
+    let h = get("/about?dev=TKT-2", &NAVIGATE, Some(cookie)).await;
+    assert_eq!(cleared(&h).as_deref(), Some(ALL));
+    // A fetch that selects (no page opened): only what was fetched ahead.
+    let h = get("/about?dev=TKT-2", &FETCH, Some(cookie)).await;
+    assert_eq!(cleared(&h).as_deref(), Some(SPECULATION_CLEARED));
+    // Leaving: production's pages are production's; what was fetched
+    // ahead on the ticket goes.
+    let h = get("/?stamp=off", &NAVIGATE, Some(cookie)).await;
+    assert_eq!(cleared(&h).as_deref(), Some(SPECULATION_CLEARED));
+    never_kept(&h, "the exit");
+
+    // A link to a ticket that cannot be shown (not open yet), by a browser
+    // that left (no cookie to clear): production's page, never kept, or it
+    // would answer the same link once the ticket is open.
+    let left = "ticket_stamp_left=dev.TKT-1";
+    let h = get("/?dev=TKT-404", &NAVIGATE, Some(left)).await;
+    assert!(h["x-ticket-stamp"]
+        .to_str()
+        .unwrap()
+        .starts_with("production"));
+    never_kept(&h, "a link to a ticket not open");
+    // The same URL fetched by a script (no page, no notice): never kept.
+    let h = get("/?dev=TKT-404", &FETCH, Some(left)).await;
+    never_kept(&h, "a fetch of a link to a ticket not open");
+}
+
 #[tokio::test]
 async fn a_page_fetched_ahead_never_changes_the_selection() {
     let (f, _) = fleet_with(&["TKT-1"]).await;

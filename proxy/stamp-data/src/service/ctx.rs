@@ -70,10 +70,17 @@ pub struct Selected {
     /// fetched ahead for its tabs (speculation rules) are dropped with it
     /// (`select::SPECULATION_CLEARED`).
     pub switches: bool,
-    /// The change is a ticket link opened (its own URL) in a browser that
-    /// was not on it: what the browser kept of production's pages must
-    /// not show on the ticket ([`super::selection_headers`]).
+    /// The change puts a browser on a ticket, by a page it opens (the
+    /// link, or a page a ticket page links to while the browser has no
+    /// cookie yet): what the browser kept of production (pages a link would
+    /// show without asking, files a worker would import) must not stand for
+    /// the ticket's, so its HTTP cache for the origin is cleared
+    /// ([`super::selection_headers`]).
     pub enters: bool,
+    /// This request's URL names a selection (`dev`, `qa`, `st`, `stamp`):
+    /// whatever it is answered, no cache keeps it (see
+    /// `service::not_kept_for_a_ticket`).
+    pub from_url: bool,
     /// The change comes from this request's own URL (a ticket link,
     /// `?stamp=off`), not from a cookie found stale: an app that follows
     /// links inside its page (Turbo, htmx) must load it as a page instead.

@@ -24,7 +24,7 @@ mod plan;
 mod probe;
 mod settings;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -76,9 +76,6 @@ pub struct StampProxy {
     empty: Arc<Effective>,
     /// Page reports, on their way to the store.
     reports: Arc<Reports>,
-    /// A page that browsers may keep has come from the origin
-    /// ([`StampProxy::pages_kept`]).
-    pages_kept: AtomicBool,
 }
 
 impl StampProxy {
@@ -106,7 +103,6 @@ impl StampProxy {
             preview,
             in_flight: Arc::new(AtomicUsize::new(0)),
             reports,
-            pages_kept: AtomicBool::new(false),
         }
     }
 
@@ -120,24 +116,6 @@ impl StampProxy {
         Reload {
             current: self.settings.clone(),
         }
-    }
-
-    /// Whether browsers may keep production's pages of this origin: this
-    /// answer, from the origin, is one ([`crate::pagecache::browser_may_keep`]),
-    /// or one was seen since the process started. A ticket's first page
-    /// then clears the browser's cache ([`selection_headers`]). Read on
-    /// every page until the first such page, then once per process.
-    fn pages_kept(&self, resp: &ResponseHeader) -> bool {
-        if self.pages_kept.load(Ordering::Relaxed) {
-            return true;
-        }
-        let kept = resp.status.as_u16() == 200
-            && is_html(resp)
-            && crate::pagecache::browser_may_keep(&resp.headers);
-        if kept {
-            self.pages_kept.store(true, Ordering::Relaxed);
-        }
-        kept
     }
 
     /// Requests in flight, for a graceful stop that waits for them.
@@ -155,7 +133,7 @@ impl StampProxy {
             names::X_TICKET_STAMP.clone(),
             "production; reason=\"sign in to open previews\"",
         )?;
-        selection_headers(&mut resp, &ctx.sel, false)?;
+        selection_headers(&mut resp, &ctx.sel)?;
         session.write_response_header(Box::new(resp), true).await
     }
 
@@ -204,8 +182,7 @@ impl StampProxy {
     /// What a request that is no page gets from the selection: its cookie,
     /// and when nothing is stamped, the reason.
     fn passthrough_response(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-        let kept = self.pages_kept(resp);
-        selection_headers(resp, &ctx.sel, kept)?;
+        selection_headers(resp, &ctx.sel)?;
         page::rollout_headers(resp, &ctx.sel);
         if ctx.sel.plan.is_none() {
             // A selection that did not resolve: say why on production.
@@ -289,20 +266,16 @@ fn no_vary_search_keeping_ours(resp: &mut ResponseHeader) {
 /// The selection's cookies; and when they change what the browser is on,
 /// the pages it fetched ahead are dropped with them
 /// ([`select::SPECULATION_CLEARED`], added to any the origin sent). A
-/// ticket link opened where production's pages may be kept by browsers
-/// (`kept`, see [`StampProxy::pages_kept`]) drops the origin's HTTP cache
-/// too ([`select::CACHE_AND_SPECULATION_CLEARED`]).
-pub(super) fn selection_headers(
-    resp: &mut ResponseHeader,
-    sel: &ctx::Selected,
-    kept: bool,
-) -> Result<()> {
+/// page that puts the browser on a ticket drops the origin's HTTP cache
+/// too ([`select::CACHE_AND_SPECULATION_CLEARED`], see
+/// [`ctx::Selected::enters`]).
+pub(super) fn selection_headers(resp: &mut ResponseHeader, sel: &ctx::Selected) -> Result<()> {
     for cookie in &sel.set_cookie {
         resp.append_header(header::SET_COOKIE, cookie.as_str())?;
     }
     // Not on a `304`: a cache merges its headers into the stored copy.
     if sel.switches && resp.status.as_u16() != 304 {
-        let what = if sel.enters && kept {
+        let what = if sel.enters {
             select::CACHE_AND_SPECULATION_CLEARED
         } else {
             select::SPECULATION_CLEARED
@@ -315,12 +288,36 @@ pub(super) fn selection_headers(
     Ok(())
 }
 
-/// A browser on a ticket is never left a production page to show again
-/// without asking: an HTML answer it gets as production sent it (a script's
-/// `fetch` of a page, a page that could not be stamped) is not stored, or
-/// a later link to that page on the ticket would show production's, with
-/// no badge. (Not a `304`: its headers would be merged into the copy.)
-fn not_kept_on_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
+/// What no cache keeps, a browser's or one in front of the proxy:
+/// `private, no-store`, without the origin's `Expires` or the headers a
+/// CDN reads before `Cache-Control` (`CDN-Cache-Control`,
+/// `Surrogate-Control`), which would let it keep a page meant for one
+/// browser. (Never on a `304`: its headers would be merged into a kept
+/// copy; callers check.)
+pub(super) fn never_stored(resp: &mut ResponseHeader) {
+    let _ = resp.insert_header(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("private, no-store"),
+    );
+    for h in [
+        &header::EXPIRES,
+        &names::CDN_CACHE_CONTROL,
+        &names::SURROGATE_CONTROL,
+    ] {
+        resp.remove_header(h);
+    }
+}
+
+/// Never kept where it would stand for a ticket's page:
+/// - an HTML answer a browser on a ticket gets as production sent it (a
+///   script's `fetch` of a page, a page that could not be stamped): kept,
+///   it would answer a later link to that page on the ticket, production's
+///   with no badge;
+/// - any answer to a URL that names a selection (`?dev=`, `?qa=`,
+///   `?stamp=off`) and was not stamped (the ticket not open yet, a page
+///   that could not be rewritten): kept, it would answer the same link once
+///   the ticket can be shown.
+fn not_kept_for_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
     let on_ticket = matches!(
         sel.plan,
         Some(ctx::PagePlan {
@@ -328,12 +325,8 @@ fn not_kept_on_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
             ..
         })
     );
-    if on_ticket && resp.status.as_u16() != 304 && is_html(resp) {
-        let _ = resp.insert_header(
-            header::CACHE_CONTROL,
-            http::HeaderValue::from_static("private, no-store"),
-        );
-        resp.remove_header(&header::EXPIRES);
+    if resp.status.as_u16() != 304 && (sel.from_url || (on_ticket && is_html(resp))) {
+        never_stored(resp);
     }
 }
 
@@ -346,17 +339,7 @@ fn not_kept_on_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
 /// browser's stored copy of production's file, so it is left as it is.)
 pub(super) fn not_stored_with_our_cookies(resp: &mut ResponseHeader, sel: &ctx::Selected) {
     if !sel.set_cookie.is_empty() && resp.status.as_u16() != 304 {
-        let _ = resp.insert_header(
-            header::CACHE_CONTROL,
-            http::HeaderValue::from_static("private, no-store"),
-        );
-        for h in [
-            &header::EXPIRES,
-            &names::CDN_CACHE_CONTROL,
-            &names::SURROGATE_CONTROL,
-        ] {
-            resp.remove_header(h);
-        }
+        never_stored(resp);
     }
 }
 
@@ -547,7 +530,7 @@ impl ProxyHttp for StampProxy {
             }
         }
         not_stored_with_our_cookies(resp, &ctx.sel);
-        not_kept_on_a_ticket(resp, &ctx.sel);
+        not_kept_for_a_ticket(resp, &ctx.sel);
         Ok(())
     }
 

@@ -116,8 +116,6 @@ impl StampProxy {
         if resp.status.is_informational() {
             return Ok(());
         }
-        // Before any header of ours: the origin's say on caching.
-        let kept = self.pages_kept(resp);
         let hit = match page.cached.take() {
             Some(entry) if resp.status.as_u16() == 304 => Some(entry),
             Some(_) => {
@@ -163,7 +161,7 @@ impl StampProxy {
                 resp.set_version(http::Version::HTTP_11);
             }
             metrics::count(&metrics::PAGE_CACHE, "hit");
-            super::selection_headers(resp, &ctx.sel, kept)?;
+            super::selection_headers(resp, &ctx.sel)?;
             if let Some(info) = &ctx.sel.info {
                 resp.insert_header(names::X_TICKET_STAMP.clone(), format!("{info}; cached"))?;
             }
@@ -176,7 +174,7 @@ impl StampProxy {
             .key
             .take()
             .and_then(|(key, version)| self.pages.fill(key, version, session.req_header(), resp));
-        super::selection_headers(resp, &ctx.sel, kept)?;
+        super::selection_headers(resp, &ctx.sel)?;
         let plan = match ctx.sel.plan.clone() {
             Some(plan) => plan,
             None => {
@@ -629,10 +627,15 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
         // revert is seen at once.
         Variant::Overlay => "no-cache",
     };
-    let _ = resp.insert_header(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
-    );
+    if cache_control == "private, no-store" {
+        // Nor a CDN that reads its own header before `Cache-Control`.
+        super::never_stored(resp);
+    } else {
+        let _ = resp.insert_header(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache_control),
+        );
+    }
     match variant {
         // No cache keeps a ticket's page under production's URL: `Vary: *`
         // is never a match for the HTTP cache, and the Cache API (every

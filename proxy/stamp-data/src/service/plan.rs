@@ -151,6 +151,18 @@ impl StampProxy {
         let name = ctx.settings.cookie_name(ctx.secure);
         let mut classified =
             select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), name);
+        ctx.sel.from_url = matches!(
+            classified.selection,
+            Selection::Off
+                | Selection::Ticket {
+                    source: Source::Query,
+                    ..
+                }
+                | Selection::Invalid {
+                    source: Source::Query,
+                    ..
+                }
+        );
         if classified.module.is_some() && classified.hot.is_none() {
             return classified;
         }
@@ -405,7 +417,7 @@ impl StampProxy {
                             key,
                             *view,
                         );
-                        sel.enters = sel.switches && *source == Source::Query;
+                        sel.enters = sel.switches && select::is_navigation(&req.headers);
                         sel.set_cookie = vec![select::set_cookie(
                             name,
                             key,

@@ -119,7 +119,7 @@ impl StampProxy {
         // request (the worker's update check, the page's first): the mark
         // must reach the browser, or the reload would not ask. A ticket
         // its `Referer` selects is a change of what the browser is on.
-        super::selection_headers(&mut resp, sel, false)?;
+        super::selection_headers(&mut resp, sel)?;
         resp.insert_header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")?;
         resp.insert_header(header::CACHE_CONTROL, "no-store")?;
         resp.insert_header(header::VARY, "*")?;
