@@ -757,9 +757,12 @@ fn page_running_main(origin: &Origin, main: &str) {
 /// Import maps do not reach what a page reads with `fetch()`: a module
 /// reads `new URL('./strings.json', import.meta.url)`, at production's
 /// path. A ticket page gets the ticket's strings there (never stored), and
-/// the badge counts them. Where the browser still holds production's copy
-/// (production said `max-age=600`), the fetch never reaches the proxy: the
-/// page shows production's strings, and the badge says exactly that.
+/// the badge counts them. Production said `max-age=600`, so a browser that
+/// saw production keeps its copy: the ticket link clears it, and the
+/// ticket's strings show. Where the browser still holds production's copy
+/// on the ticket (no clear reached it: plain `http` on another host), the
+/// fetch never reaches the proxy: the page shows production's strings, and
+/// the badge says exactly that.
 #[tokio::test]
 async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
     let origin = Origin::start().unwrap();
@@ -798,9 +801,26 @@ async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
         .wait_for_text("#out", "production strings", Duration::from_secs(15))
         .await
         .unwrap();
-    // Back on the ticket: the browser answers the fetch from its cache.
-    app.expect(&browser, "/?dev=STR-1", out, "production strings")
+    // Back by the link: what the browser kept was cleared with it.
+    app.expect(&browser, "/?dev=STR-1", out, "ticket strings")
         .await;
+    badge_says(&browser, "1 of 1 module ran").await;
+    // Production again (its strings kept), then on the ticket by its
+    // cookie alone, as a browser the clear never reached: the browser
+    // answers the fetch from its cache.
+    browser
+        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#out", "production strings", Duration::from_secs(15))
+        .await
+        .unwrap();
+    browser
+        .execute("document.cookie = 'ticket_stamp=dev.STR-1; path=/'; return true;")
+        .await
+        .unwrap();
+    app.expect(&browser, "/", out, "production strings").await;
     badge_says(
         &browser,
         "0 of 1 ran: production's /src/strings.json ran instead",
