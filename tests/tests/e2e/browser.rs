@@ -1744,9 +1744,9 @@ async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
 /// a link from the browser's own cache, without asking. Measured before
 /// this rule: a visitor who had seen production's /about opened a ticket
 /// link, clicked to /about and was shown production's, with no badge. So
-/// the ticket's first page clears the browser's cache for the origin when
-/// production's pages may be kept, and a page of production that a browser
-/// on a ticket gets unstamped (a script's `fetch`) is not stored.
+/// the ticket's first page clears the browser's cache for the origin, and
+/// a page of production that a browser on a ticket gets unstamped (a
+/// script's `fetch`) is not stored.
 #[tokio::test]
 async fn pages_the_browser_kept_of_production_never_show_on_a_ticket() {
     const PRODUCTION_ABOUT: &str = "Hello, visitor! Everything under $5.00 today.";

@@ -209,15 +209,11 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
     );
 }
 
-/// A page the browser fetches ahead (speculation rules, `<link
-/// rel=prefetch>`) may never be opened: one whose answer would change what
-/// the browser is on is refused (`503`, which browsers drop and ask again
-/// for when it is opened), so a link hovered or prerendered selects nothing.
-/// Ahead of need, pages that change nothing are answered as ever.
 /// What a browser keeps of production must never stand for a ticket's
-/// page. The page that puts a browser on a ticket (a navigation) clears its
-/// HTTP cache for the origin, whatever the origin says of caching; a fetch
-/// that selects only drops what was fetched ahead. Answers to a URL that
+/// page. The answer that puts a browser on a ticket (a page opened, or a
+/// request of the origin's own whose cookie lands) clears its HTTP cache
+/// for the origin, whatever the origin says of caching; another site's
+/// request, whose cookie does not land, clears nothing. Answers to a URL that
 /// names a selection and was not stamped, and production's HTML a browser
 /// on a ticket gets as it came, are kept by no cache, a CDN's included
 /// (`CDN-Cache-Control`, `Surrogate-Control`); nor are ticket pages.
@@ -236,10 +232,17 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
         ("sec-fetch-dest", "document"),
         ("accept", "text/html"),
     ];
-    const FETCH: [(&str, &str); 3] = [
+    const FETCH: [(&str, &str); 4] = [
         ("sec-fetch-mode", "cors"),
         ("sec-fetch-dest", "empty"),
+        ("sec-fetch-site", "same-origin"),
         ("accept", "*/*"),
+    ];
+    const ELSEWHERE: [(&str, &str); 4] = [
+        ("sec-fetch-mode", "no-cors"),
+        ("sec-fetch-dest", "image"),
+        ("sec-fetch-site", "cross-site"),
+        ("accept", "image/*"),
     ];
     let get = |path: &str, headers: &[(&str, &str)], cookie: Option<&str>| {
         let mut req = client().get(f.proxy.url(path));
@@ -291,8 +294,14 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
     // Another ticket's link, opened: a change, the cache cleared again.
     let h = get("/about?dev=TKT-2", &NAVIGATE, Some(cookie)).await;
     assert_eq!(cleared(&h).as_deref(), Some(ALL));
-    // A fetch that selects (no page opened): only what was fetched ahead.
-    let h = get("/about?dev=TKT-2", &FETCH, Some(cookie)).await;
+    // A script of the origin's own that selects (no page opened): its
+    // cookie lands, so it puts the browser on the ticket as a link does.
+    let h = get("/about?dev=TKT-1", &FETCH, Some("ticket_stamp=dev.TKT-2")).await;
+    assert_eq!(cleared(&h).as_deref(), Some(ALL));
+    // Another site's image of a ticket link: its cookie never lands (a
+    // `SameSite=Lax` cookie on a cross-site subresource), so nothing of a
+    // production visitor's is cleared but what was fetched ahead.
+    let h = get("/about?dev=TKT-2", &ELSEWHERE, None).await;
     assert_eq!(cleared(&h).as_deref(), Some(SPECULATION_CLEARED));
     // Leaving: production's pages are production's; what was fetched
     // ahead on the ticket goes.
@@ -315,6 +324,11 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
     never_kept(&h, "a fetch of a link to a ticket not open");
 }
 
+/// A page the browser fetches ahead (speculation rules, `<link
+/// rel=prefetch>`) may never be opened: one whose answer would change what
+/// the browser is on is refused (`503`, which browsers drop and ask again
+/// for when it is opened), so a link hovered or prerendered selects nothing.
+/// Ahead of need, pages that change nothing are answered as ever.
 #[tokio::test]
 async fn a_page_fetched_ahead_never_changes_the_selection() {
     let (f, _) = fleet_with(&["TKT-1"]).await;
@@ -720,6 +734,14 @@ async fn qa_is_a_snapshot_and_dev_keeps_moving() {
 #[tokio::test]
 async fn released_tickets_form_the_production_overlay_in_order() {
     let f = fleet();
+    // Production as a CDN is told to keep it: no CDN keeps the overlay,
+    // or it would outlive a revert.
+    f.origin.route(
+        "/",
+        Route::html(PAGE)
+            .header("cdn-cache-control", "max-age=3600")
+            .header("surrogate-control", "max-age=3600"),
+    );
     let store = open_store(&f.redis.url).await.unwrap();
     let (_, html) = page(&f.proxy, "/", None).await;
     assert_eq!(html, PAGE, "no overlay: production untouched");
@@ -742,6 +764,8 @@ async fn released_tickets_form_the_production_overlay_in_order() {
         h["cache-control"], "no-cache",
         "a revert must be seen at once"
     );
+    assert!(h.get("cdn-cache-control").is_none(), "{h:?}");
+    assert!(h.get("surrogate-control").is_none(), "{h:?}");
     assert!(h["x-ticket-stamp"].to_str().unwrap().starts_with("overlay"));
 
     transition(&store, "REL-2", Transition::Revert)

@@ -760,9 +760,10 @@ fn page_running_main(origin: &Origin, main: &str) {
 /// the badge counts them. Production said `max-age=600`, so a browser that
 /// saw production keeps its copy: the ticket link clears it, and the
 /// ticket's strings show. Where the browser still holds production's copy
-/// on the ticket (no clear reached it: plain `http` on another host), the
-/// fetch never reaches the proxy: the page shows production's strings, and
-/// the badge says exactly that.
+/// on the ticket (no clear reached it: plain `http` on another host; here
+/// the ticket's cookie set by a script after leaving), the fetch never
+/// reaches the proxy: the page shows production's strings, and the badge
+/// says exactly that.
 #[tokio::test]
 async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
     let origin = Origin::start().unwrap();

@@ -70,14 +70,14 @@ pub struct Selected {
     /// fetched ahead for its tabs (speculation rules) are dropped with it
     /// (`select::SPECULATION_CLEARED`).
     pub switches: bool,
-    /// The change puts a browser on a ticket, by a page it opens (the
-    /// link, or a page a ticket page links to while the browser has no
-    /// cookie yet): what the browser kept of production (pages a link would
-    /// show without asking, files a worker would import) must not stand for
-    /// the ticket's, so its HTTP cache for the origin is cleared
-    /// ([`super::selection_headers`]).
+    /// The change puts a browser on a ticket: its cookie lands with this
+    /// answer ([`crate::select::cookie_lands`]: a page opened, a request
+    /// of the origin's own, one a ticket page's `Referer` selects). What the
+    /// browser kept of production (pages a link would show without asking,
+    /// files a worker would import) must not stand for the ticket's, so its
+    /// HTTP cache for the origin is cleared ([`super::selection_headers`]).
     pub enters: bool,
-    /// This request's URL names a selection (`dev`, `qa`, `st`, `stamp`):
+    /// This request's URL names a selection (`?dev=`, `?qa=`, `?stamp=`):
     /// whatever it is answered, no cache keeps it (see
     /// `service::not_kept_for_a_ticket`).
     pub from_url: bool,

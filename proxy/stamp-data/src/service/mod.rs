@@ -317,7 +317,7 @@ pub(super) fn never_stored(resp: &mut ResponseHeader) {
 ///   `?stamp=off`) and was not stamped (the ticket not open yet, a page
 ///   that could not be rewritten): kept, it would answer the same link once
 ///   the ticket can be shown.
-fn not_kept_for_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
+pub(super) fn not_kept_for_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
     let on_ticket = matches!(
         sel.plan,
         Some(ctx::PagePlan {

@@ -167,6 +167,7 @@ impl StampProxy {
             }
             rollout_headers(resp, &ctx.sel);
             super::not_stored_with_our_cookies(resp, &ctx.sel);
+            super::not_kept_for_a_ticket(resp, &ctx.sel);
             return write_hit(session, resp, body).await;
         }
         // Judged on the origin's own headers, before ours are added.
@@ -635,6 +636,10 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
             header::CACHE_CONTROL,
             HeaderValue::from_static(cache_control),
         );
+        // A CDN reads these before `Cache-Control`: kept by them, an
+        // overlay page would outlive a revert.
+        resp.remove_header(&names::CDN_CACHE_CONTROL);
+        resp.remove_header(&names::SURROGATE_CONTROL);
     }
     match variant {
         // No cache keeps a ticket's page under production's URL: `Vary: *`

@@ -417,7 +417,7 @@ impl StampProxy {
                             key,
                             *view,
                         );
-                        sel.enters = sel.switches && select::is_navigation(&req.headers);
+                        sel.enters = sel.switches && select::cookie_lands(&req.headers);
                         sel.set_cookie = vec![select::set_cookie(
                             name,
                             key,
