@@ -340,13 +340,12 @@ impl Browser {
         Ok(())
     }
 
-    /// Sets a cookie for the current page's site (HttpOnly included, as a
-    /// server would), path `/`.
-    pub async fn set_cookie(&self, name: &str, value: &str) -> anyhow::Result<()> {
-        let mut c = fantoccini::cookies::Cookie::new(name.to_string(), value.to_string());
-        c.set_path("/");
-        c.set_http_only(true);
-        self.client()?.add_cookie(c).await?;
+    /// Clicks the badge's exit, as a visitor leaving the ticket does.
+    pub async fn leave_by_the_badge(&self) -> anyhow::Result<()> {
+        self.execute(
+            "document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;",
+        )
+        .await?;
         Ok(())
     }
 

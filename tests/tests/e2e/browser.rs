@@ -450,10 +450,7 @@ async fn strict_csp_page_runs_the_ticket_and_shows_the_badge() {
     let violations = browser.csp_violations().await.unwrap();
     assert!(violations.is_empty(), "CSP violations: {violations:?}");
     // The exit goes back to production, and the page stays there.
-    browser
-        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;")
-        .await
-        .unwrap();
+    browser.leave_by_the_badge().await.unwrap();
     browser
         .wait_for_text("#greeting", PRODUCTION_GREETING, Duration::from_secs(10))
         .await
@@ -1685,7 +1682,6 @@ async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
     let origin = demo_origin();
     let (proxy, _dir) = demo_ticket_proxy(&origin).await;
     let browser = Browser::start().await.unwrap();
-    let exit = "document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;";
     for kind in ["prefetch", "prerender"] {
         origin.route("/", fetches_ahead("index.html", kind, "/"));
         let asked = fetching_ahead(
@@ -1696,7 +1692,7 @@ async fn leaving_a_ticket_drops_the_pages_it_fetched_ahead() {
             "/",
         )
         .await;
-        browser.execute(exit).await.unwrap();
+        browser.leave_by_the_badge().await.unwrap();
         browser
             .wait_for_text("#greeting", PRODUCTION_GREETING, PAGE_TIMEOUT)
             .await
@@ -1763,48 +1759,40 @@ async fn pages_the_browser_kept_of_production_never_show_on_a_ticket() {
         );
         let (proxy, _dir) = demo_ticket_proxy(&origin).await;
         let browser = Browser::start().await.unwrap();
-        let open = |path: &'static str| format!("location.href = '{path}'; return true;");
+        // Opens `path` (a URL, or a link the page follows) and waits for
+        // the page to greet with `greeting`.
+        let shows = |path: String, greeting: &'static str| {
+            let browser = &browser;
+            async move {
+                if path.starts_with('/') {
+                    let go = format!("location.href = '{path}'; return true;");
+                    browser.execute(&go).await.unwrap();
+                } else {
+                    browser.goto(&path).await.unwrap();
+                }
+                browser
+                    .wait_for_text("#greeting", greeting, PAGE_TIMEOUT)
+                    .await
+                    .with_context(|| format!("{name}: {path}"))
+                    .unwrap();
+            }
+        };
         // Production, seen once: the browser keeps /about and shows it
         // again without asking (what makes this test mean anything).
-        browser.goto(&proxy.url("/about")).await.unwrap();
-        browser
-            .wait_for_text("#greeting", PRODUCTION_ABOUT, PAGE_TIMEOUT)
-            .await
-            .unwrap();
-        browser.goto(&proxy.url("/")).await.unwrap();
-        browser
-            .wait_for_text("#greeting", PRODUCTION_GREETING, PAGE_TIMEOUT)
-            .await
-            .unwrap();
-        browser.execute(&open("/about")).await.unwrap();
-        browser
-            .wait_for_text("#greeting", PRODUCTION_ABOUT, PAGE_TIMEOUT)
-            .await
-            .unwrap();
+        shows(proxy.url("/about"), PRODUCTION_ABOUT).await;
+        shows(proxy.url("/"), PRODUCTION_GREETING).await;
+        shows("/about".into(), PRODUCTION_ABOUT).await;
         assert_eq!(origin.hits("/about"), 1, "{name}: kept by the browser");
 
         // The ticket's link, then its link to /about: the ticket's page.
-        browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
-        browser
-            .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
-            .await
-            .unwrap();
-        browser.execute(&open("/about")).await.unwrap();
-        browser
-            .wait_for_text("#greeting", DEMO_ABOUT_GREETING, PAGE_TIMEOUT)
-            .await
-            .with_context(|| format!("{name}: /about on the ticket"))
-            .unwrap();
+        shows(proxy.url("/?dev=DEMO-1"), DEMO_GREETING).await;
+        shows("/about".into(), DEMO_ABOUT_GREETING).await;
         assert_eq!(origin.hits("/about"), 2, "{name}: asked for again");
         assert_eq!(browser.execute(BADGED).await.unwrap(), true, "{name}");
 
         // On the ticket, a script fetches production's /about: the page
         // it gets is not kept, so the next link to /about is the ticket's.
-        browser.execute(&open("/")).await.unwrap();
-        browser
-            .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
-            .await
-            .unwrap();
+        shows("/".into(), DEMO_GREETING).await;
         let cache_control = browser
             .execute(
                 "return fetch('/about').then(r => r.text().then(() => r.headers.get('cache-control')));",
@@ -1813,12 +1801,7 @@ async fn pages_the_browser_kept_of_production_never_show_on_a_ticket() {
             .unwrap();
         assert_eq!(cache_control.as_str(), Some("private, no-store"), "{name}");
         assert_eq!(origin.hits("/about"), 3);
-        browser.execute(&open("/about")).await.unwrap();
-        browser
-            .wait_for_text("#greeting", DEMO_ABOUT_GREETING, PAGE_TIMEOUT)
-            .await
-            .with_context(|| format!("{name}: /about after a script fetched it"))
-            .unwrap();
+        shows("/about".into(), DEMO_ABOUT_GREETING).await;
         assert_eq!(origin.hits("/about"), 4, "{name}: asked for again");
         assert_eq!(browser.execute(BADGED).await.unwrap(), true, "{name}");
         browser.close().await.unwrap();

@@ -646,10 +646,7 @@ async fn a_pwa_keeps_nobody_on_a_ticket_after_they_leave_it() {
     .await;
 
     // Leaving: production at once, and after every reload.
-    browser
-        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;")
-        .await
-        .unwrap();
+    browser.leave_by_the_badge().await.unwrap();
     browser
         .wait_for_text("#out", "hello from production", Duration::from_secs(15))
         .await
@@ -794,10 +791,7 @@ async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
     badge_says(&browser, "1 of 1 module ran").await;
     // Leaving: production's strings, from the network (the ticket's were
     // never stored); the browser keeps them, as production allows.
-    browser
-        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;")
-        .await
-        .unwrap();
+    browser.leave_by_the_badge().await.unwrap();
     browser
         .wait_for_text("#out", "production strings", Duration::from_secs(15))
         .await
@@ -809,10 +803,7 @@ async fn files_a_page_fetches_are_the_tickets_or_the_badge_says_not() {
     // Production again (its strings kept), then on the ticket by its
     // cookie alone, as a browser the clear never reached: the browser
     // answers the fetch from its cache.
-    browser
-        .execute("document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('button.exit').click(); return true;")
-        .await
-        .unwrap();
+    browser.leave_by_the_badge().await.unwrap();
     browser
         .wait_for_text("#out", "production strings", Duration::from_secs(15))
         .await
