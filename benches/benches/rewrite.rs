@@ -11,7 +11,7 @@ use std::hint::black_box;
 criterion::criterion_group!(benches, pages, merge, classify, reports);
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use stamp_benches::{
-    noop_parse, one_handler_parse, overrides, page, page_late_script, page_real_body,
+    noop_parse, one_handler_parse, overrides, page, page_late_script, page_listing, page_real_body,
     page_svg_icons, page_svg_icons_late_script, rewrite, rewrite_full, spec,
 };
 
@@ -56,6 +56,12 @@ fn pages(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("stamp-rewrite-real-body", name),
             &real,
+            |b, h| b.iter(|| rewrite(h, &s)),
+        );
+        let listing = bytes::Bytes::from(page_listing(size, 40));
+        g.bench_with_input(
+            BenchmarkId::new("stamp-rewrite-listing", name),
+            &listing,
             |b, h| b.iter(|| rewrite(h, &s)),
         );
         g.bench_with_input(

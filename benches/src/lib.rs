@@ -94,6 +94,24 @@ pub fn page_real_body(bytes: usize, map_entries: usize) -> String {
     )
 }
 
+/// [`page`] whose body is a listing, as menus, search results and feeds
+/// are: list items (`<li>`, whose first letters are `<link>`'s), spans,
+/// bold text and line breaks, and no start after `<body>`.
+pub fn page_listing(bytes: usize, map_entries: usize) -> String {
+    let head = page(0, map_entries);
+    let mut html = head.replace("</main></body></html>", "<ul class=\"results\">\n");
+    let mut i = 0;
+    while html.len() < bytes {
+        html.push_str(&format!(
+            "<li class=\"item\"><a href=\"/p/{i}\"><span class=\"name\">Item {i}</span></a> \
+             <b>9.99</b><br><small>In stock</small></li>\n"
+        ));
+        i += 1;
+    }
+    html.push_str("</ul></main></body></html>");
+    html
+}
+
 /// `n` overrides of `/src/lib/m{i}.js` (the first `n` map entries of [`page`]).
 pub fn overrides(n: usize) -> Arc<Effective> {
     let mut set = OverrideSet::new();
