@@ -612,7 +612,6 @@ pub fn in_page_visit(method: &http::Method, headers: &http::HeaderMap) -> Option
     }
 }
 
-/// Whether the (first) `name` header is `word`, in any case.
 /// Whether a `SameSite=Lax` cookie set on the answer to this request lands:
 /// a page opened (a top-level navigation, from any site), or a request of
 /// the origin's own or its site's (`Sec-Fetch-Site`). Another site's
@@ -624,6 +623,7 @@ pub fn cookie_lands(headers: &http::HeaderMap) -> bool {
         || value_is(headers, &names::SEC_FETCH_SITE, b"same-site")
 }
 
+/// Whether the (first) `name` header is `word`, in any case.
 pub(crate) fn value_is(headers: &http::HeaderMap, name: &http::HeaderName, word: &[u8]) -> bool {
     headers
         .get(name)

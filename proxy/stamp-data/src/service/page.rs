@@ -620,26 +620,19 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
         );
         resp.set_version(http::Version::HTTP_11);
     }
-    let cache_control = match variant {
-        Variant::Ticket { .. } => "private, no-store",
-        // This visitor's stale link: nobody else's page.
-        Variant::Overlay if notice => "private, no-store",
+    match variant {
+        // One visitor's page: a ticket's, or production with this
+        // visitor's stale link's notice. No cache keeps it, nor a CDN that
+        // reads its own header before `Cache-Control`.
+        Variant::Ticket { .. } => super::never_stored(resp),
+        Variant::Overlay if notice => super::never_stored(resp),
         // Production with released tickets: caches must come back, so a
-        // revert is seen at once.
-        Variant::Overlay => "no-cache",
-    };
-    if cache_control == "private, no-store" {
-        // Nor a CDN that reads its own header before `Cache-Control`.
-        super::never_stored(resp);
-    } else {
-        let _ = resp.insert_header(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static(cache_control),
-        );
-        // A CDN reads these before `Cache-Control`: kept by them, an
-        // overlay page would outlive a revert.
-        resp.remove_header(&names::CDN_CACHE_CONTROL);
-        resp.remove_header(&names::SURROGATE_CONTROL);
+        // revert is seen at once; a CDN's own headers would keep it longer.
+        Variant::Overlay => {
+            let _ = resp.insert_header(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp.remove_header(&names::CDN_CACHE_CONTROL);
+            resp.remove_header(&names::SURROGATE_CONTROL);
+        }
     }
     match variant {
         // No cache keeps a ticket's page under production's URL: `Vary: *`
