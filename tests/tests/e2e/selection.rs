@@ -322,6 +322,11 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
     // The same URL fetched by a script (no page, no notice): never kept.
     let h = get("/?dev=TKT-404", &FETCH, Some(left)).await;
     never_kept(&h, "a fetch of a link to a ticket not open");
+    // An app's own parameter of the same name that names no ticket
+    // (`?dev=1`) never becomes one: production's caching, as it came.
+    let h = get("/about?dev=1", &FETCH, None).await;
+    assert_eq!(h["cache-control"], "public, max-age=600");
+    assert_eq!(h["cdn-cache-control"], "max-age=3600");
 }
 
 /// A page the browser fetches ahead (speculation rules, `<link

@@ -77,8 +77,8 @@ pub struct Selected {
     /// files a worker would import) must not stand for the ticket's, so its
     /// HTTP cache for the origin is cleared ([`super::selection_headers`]).
     pub enters: bool,
-    /// This request's URL names a selection (`?dev=`, `?qa=`, `?stamp=`):
-    /// whatever it is answered, no cache keeps it (see
+    /// This request's URL names a ticket (`?dev=KEY`, `?qa=KEY`) or leaves
+    /// one (`?stamp=off`): whatever it is answered, no cache keeps it (see
     /// `service::not_kept_for_a_ticket`).
     pub from_url: bool,
     /// The change comes from this request's own URL (a ticket link,

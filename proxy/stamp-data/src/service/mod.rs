@@ -313,10 +313,10 @@ pub(super) fn never_stored(resp: &mut ResponseHeader) {
 ///   script's `fetch` of a page, a page that could not be stamped): kept,
 ///   it would answer a later link to that page on the ticket, production's
 ///   with no badge;
-/// - any answer to a URL that names a selection (`?dev=`, `?qa=`,
-///   `?stamp=off`) and was not stamped (the ticket not open yet, a page
-///   that could not be rewritten): kept, it would answer the same link once
-///   the ticket can be shown.
+/// - any answer to a URL that names a ticket (`?dev=KEY`, `?qa=KEY`) or
+///   leaves one (`?stamp=off`) and was not stamped (the ticket not open
+///   yet, a page that could not be rewritten): kept, it would answer the
+///   same link once the ticket can be shown.
 pub(super) fn not_kept_for_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
     let on_ticket = matches!(
         sel.plan,

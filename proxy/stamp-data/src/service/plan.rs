@@ -151,14 +151,12 @@ impl StampProxy {
         let name = ctx.settings.cookie_name(ctx.secure);
         let mut classified =
             select::classify(req.uri.query(), cookies.iter().map(|v| v.as_bytes()), name);
+        // (Not a value that is no ticket key, `?dev=1`: it never becomes a
+        // ticket, and an app may use the name for its own.)
         ctx.sel.from_url = matches!(
             classified.selection,
             Selection::Off
                 | Selection::Ticket {
-                    source: Source::Query,
-                    ..
-                }
-                | Selection::Invalid {
                     source: Source::Query,
                     ..
                 }
