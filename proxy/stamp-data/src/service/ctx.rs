@@ -79,7 +79,7 @@ pub struct Selected {
     pub enters: bool,
     /// This request's URL names a ticket (`?dev=KEY`, `?qa=KEY`) or leaves
     /// one (`?stamp=off`): whatever it is answered, no cache keeps it (see
-    /// `service::not_kept_for_a_ticket`).
+    /// `service::not_kept`).
     pub from_url: bool,
     /// The change comes from this request's own URL (a ticket link,
     /// `?stamp=off`), not from a cookie found stale: an app that follows

@@ -308,7 +308,12 @@ pub(super) fn never_stored(resp: &mut ResponseHeader) {
     }
 }
 
-/// Never kept where it would stand for a ticket's page:
+/// Answers no cache may keep ([`never_stored`]):
+/// - one that sets a cookie of ours (a selection, its clearing, a visitor
+///   id) belongs to this one request: a browser's cache would answer the
+///   next `?stamp=off` without the cookie that clears the ticket, and the
+///   visitor would stay on it; a shared cache would hand one visitor's
+///   cookie to everyone;
 /// - an HTML answer a browser on a ticket gets as production sent it (a
 ///   script's `fetch` of a page, a page that could not be stamped): kept,
 ///   it would answer a later link to that page on the ticket, production's
@@ -317,7 +322,13 @@ pub(super) fn never_stored(resp: &mut ResponseHeader) {
 ///   leaves one (`?stamp=off`) and was not stamped (the ticket not open
 ///   yet, a page that could not be rewritten): kept, it would answer the
 ///   same link once the ticket can be shown.
-pub(super) fn not_kept_for_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Selected) {
+///
+/// (A `304` is left as it is: what it says of caching would be merged into
+/// the browser's stored copy of production's file.)
+pub(super) fn not_kept(resp: &mut ResponseHeader, sel: &ctx::Selected) {
+    if resp.status.as_u16() == 304 {
+        return;
+    }
     let on_ticket = matches!(
         sel.plan,
         Some(ctx::PagePlan {
@@ -325,20 +336,7 @@ pub(super) fn not_kept_for_a_ticket(resp: &mut ResponseHeader, sel: &ctx::Select
             ..
         })
     );
-    if resp.status.as_u16() != 304 && (sel.from_url || (on_ticket && is_html(resp))) {
-        never_stored(resp);
-    }
-}
-
-/// A response that sets a cookie of ours (a selection, its clearing, a
-/// visitor id) belongs to this one request: no cache may keep it. A
-/// browser's cache would answer the next `?stamp=off` without the cookie
-/// that clears the ticket, and the visitor would stay on it; a shared cache
-/// would hand one visitor's cookie to everyone.
-/// (A `304` is not stored: what it says of caching would be merged into the
-/// browser's stored copy of production's file, so it is left as it is.)
-pub(super) fn not_stored_with_our_cookies(resp: &mut ResponseHeader, sel: &ctx::Selected) {
-    if !sel.set_cookie.is_empty() && resp.status.as_u16() != 304 {
+    if !sel.set_cookie.is_empty() || sel.from_url || (on_ticket && is_html(resp)) {
         never_stored(resp);
     }
 }
@@ -529,8 +527,7 @@ impl ProxyHttp for StampProxy {
                 }
             }
         }
-        not_stored_with_our_cookies(resp, &ctx.sel);
-        not_kept_for_a_ticket(resp, &ctx.sel);
+        not_kept(resp, &ctx.sel);
         Ok(())
     }
 
