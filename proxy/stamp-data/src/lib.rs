@@ -84,7 +84,9 @@ pub mod testing {
     pub use crate::extmap::{parse_query as map_query, target as map_target};
     pub use crate::importmap::{csp_hash_source, merge};
     pub use crate::probe::script_hash as probe_hash;
-    pub use crate::rewrite::{rewrite_str, MetaCsp, PageRewriter, ProbeSpec, Report, RewriteSpec};
+    pub use crate::rewrite::{
+        find_start, rewrite_str, MetaCsp, PageRewriter, ProbeSpec, Report, RewriteSpec,
+    };
     pub use crate::select::{
         classify, cookie_value, no_vary_search_keeping_ours, Classified, NoVarySearch, Selection,
         PARAMS as PROXY_PARAMS,

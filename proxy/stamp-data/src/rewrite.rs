@@ -29,6 +29,13 @@
 #[cfg(test)]
 mod differential;
 mod leap;
+
+/// Where the first start (see `leap`) in `hay` is: the search that decides
+/// which bytes after `<body>` are forwarded unread.
+#[cfg(feature = "testing")]
+pub fn find_start(hay: &[u8]) -> Option<usize> {
+    leap::find(hay)
+}
 mod memo;
 mod skim;
 
