@@ -1267,6 +1267,41 @@ fn a_start_after_bytes_forwarded_unread_is_read_in_place() {
     }
 }
 
+/// Bodies where lists come and go (the start search changes searcher
+/// window by window, see `leap::find`), with a script the ticket replaces
+/// and a quiet one at and around where windows meet: the whole-page
+/// rewriter's bytes.
+#[test]
+fn lists_that_come_and_go_change_nothing_the_search_finds() {
+    let list = "<li class=item><a href=/p>Item</a></li>\n".repeat(24 * 1024 / 40);
+    let plain = "<article><h2><a href=/p>A</a></h2><p>b</p></article>\n".repeat(24 * 1024 / 50);
+    let body = [list.as_str(), &plain, &list, &plain, &list].concat();
+    let window = 32 * 1024;
+    // Where windows meet in a page that comes whole: its search begins
+    // in its body. (Changing the windows' overlap fails this test.)
+    let edges = [HEAD.len() + window, HEAD.len() + 2 * window];
+    for script in [
+        "<script type=module src=/src/app.js></script>",
+        "<SCRIPT src=https://cdn.test/x.js async></SCRIPT>",
+    ] {
+        for edge in edges {
+            for at in edge - 12..edge + 6 {
+                let at = at - HEAD.len();
+                let page = format!(
+                    "{HEAD}{}{script}{}</main></body></html>",
+                    &body[..at],
+                    &body[at..]
+                );
+                for (name, spec) in variants() {
+                    let (want, _) = run(spec.clone(), false, &[page.as_bytes()]);
+                    let (out, _, _) = stream(&spec, page.as_bytes(), page.len());
+                    assert!(out == want, "{name}, {script} {at} bytes into the body");
+                }
+            }
+        }
+    }
+}
+
 /// Past the bytes one page may keep unread, they are read: a body longer
 /// than that, and a script at its end, come out the same.
 #[test]
