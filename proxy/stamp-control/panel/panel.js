@@ -401,10 +401,10 @@ function signOffSection(t) {
 
 // One page view in words, as its probe measured it.
 function viewSummary(v) {
-  const prod = v.production || [], not = v.not_run || [], worklets = v.worklets || [];
+  const prod = v.production || [], also = v.production_also || [], not = v.not_run || [], worklets = v.worklets || [];
   const seen = v.ran + prod.length + not.length;
-  let s = prod.length || not.length
-    ? `${v.ran} of ${seen} ran${prod.length ? `: production's ${prod.join(', ')} ran instead` : ''}${not.length ? `; ${not.join(', ')} loaded but did not run` : ''}`
+  let s = prod.length || also.length || not.length
+    ? `${v.ran} of ${seen} ran${prod.length ? `: production's ${prod.join(', ')} ran instead` : ''}${also.length ? `; production's ${also.join(', ')} also loaded` : ''}${not.length ? `; ${not.join(', ')} loaded but did not run` : ''}`
     : seen ? `${v.ran} of ${seen} ran${v.workers ? ` (${v.workers} in a worker)` : ''}`
       : worklets.length ? `none of its ${v.expected} modules seen running` : `none of its ${v.expected} modules used`;
   // Worklets cannot tell the page what they ran.
@@ -419,7 +419,7 @@ function viewsSection(t) {
   if (!views.length) return [el('h2', {}, 'Last views'), el('p', { class: 'muted', id: 'views-none' }, 'No page of this ticket has reported yet.')];
   return [el('h2', {}, 'Last views'),
     el('table', { id: 'views' }, el('thead', {}, el('tr', {}, el('th', {}, 'When'), el('th', {}, 'View'), el('th', {}, 'Page'), el('th', {}, 'What ran'), el('th', {}, 'Errors'))),
-      el('tbody', {}, views.map((v) => el('tr', { class: (v.production || []).length || (v.not_run || []).length || v.error_count ? 'warn' : undefined },
+      el('tbody', {}, views.map((v) => el('tr', { class: (v.production || []).length || (v.production_also || []).length || (v.not_run || []).length || v.error_count ? 'warn' : undefined },
         el('td', {}, when(v.at_ms)), el('td', {}, v.view), el('td', { class: 'mono' }, v.page || '/'),
         el('td', { class: 'ran' }, viewSummary(v)),
         el('td', {}, (v.errors || []).map((e) => el('div', { class: 'error' },

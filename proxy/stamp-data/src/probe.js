@@ -23,7 +23,12 @@ for(const m of mods){m.js=/\.(m|c)?jsx?$/i.test(m.p);if(byHash.has(m.h))dup.add(
 // version of `icon-ArrowLeft.js`.
 const gen=h=>/^[\w-]+$/.test(h)&&/\d/.test(h)&&/[A-Za-z]/.test(h)&&!/[a-z]{5}/.test(h);
 const sibs=mods.filter(m=>Array.isArray(m.q)&&m.q.length===3),sib=p=>sibs.find(({q:[a,n,z]})=>p.length===a.length+n+z.length&&p.startsWith(a)&&p.endsWith(z)&&gen(p.slice(a.length,a.length+n)));
-const ran=(h,worker)=>{if(!byHash.has(h)||S.ran.has(h)&&!worker)return;S.ran.add(h);if(worker)S.worker.add(h);S.prod.delete(h);changed=!0;later()};
+// Production's copy of a file loaded, then the ticket's ran: outside a
+// secure context that copy may have been the ticket's answer at
+// production's URL (no Server-Timing to tell), so it is forgotten. In one,
+// it was production's, and it stays named: both may have run (an inline
+// script's import() of production's URL beside the map's entry).
+const ran=(h,worker)=>{if(!byHash.has(h)||S.ran.has(h)&&!worker)return;S.ran.add(h);if(worker)S.worker.add(h);if(!W.isSecureContext)S.prod.delete(h);changed=!0;later()};
 W.__ticketStampRan=h=>ran(h,!1);
 const cut=(s,n)=>String(s==null?"":s).slice(0,n||200);
 const pathOf=u=>{try{const x=new URL(u,location.href);return x.origin===location.origin?x.pathname:x.origin+x.pathname}catch(_){return""}};
@@ -52,7 +57,7 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  if(!m&&!prodPage&&ok&&W.isSecureContext&&u.origin===location.origin&&!/^(beacon|navigation)$/.test(t)){const s=sib(u.pathname);
   if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){S.prod.set("~"+u.pathname,{p:u.pathname,h:s.h});changed=!0;return}}
  if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js&&!W.isSecureContext)return;
- const d=dup.has(m.h);if(ok&&!(S.ran.has(m.h)&&(!d||tpath.has(m.p)))){S.prod.set(d?m.p:m.h,m);changed=!0}};
+ const d=dup.has(m.h);if(ok&&(W.isSecureContext||!(S.ran.has(m.h)&&(!d||tpath.has(m.p))))){S.prod.set(d?m.p:m.h,m);changed=!0}};
 // SystemJS runs a System.register module after it loads: its onload hook
 // says when each one ran, or failed.
 const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys.__ticketStamp=1;
@@ -147,6 +152,10 @@ d.addEventListener("securitypolicyviolation",e=>err("csp",e.violatedDirective+" 
 // The badge: outside <body>, so body swaps (Turbo, htmx, client routers) and
 // unclosed elements leave it alone; styled through the CSSOM, which a page's
 // style-src does not govern.
+// Production's files that loaded: those where the ticket's own copy of
+// the same file did not run (production's ran instead), and those where it
+// ran too (production's also loaded). Twins (one hash) are told by path.
+const prodSplit=()=>{const i=[],a=[];for(const m of S.prod.values())(S.ran.has(m.h)&&(!dup.has(m.h)||tpath.has(m.p))?a:i).push(m);return[i,a]};
 let host=null,box=null;
 const css=":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}aside{display:flex;gap:.6em;align-items:center;flex-wrap:wrap;max-width:min(90vw,46em);font:13px/1.3 system-ui,sans-serif;color:#fff;background:#5b2a86;border-radius:14px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}strong{font-weight:700}a,button{color:#fff;text-decoration:underline;background:none;border:0;font:inherit;cursor:pointer;padding:0}aside.warn{background:#9a3412}aside.idle{background:#374151}";
 let O={};const outcome=()=>{const o=d.getElementById("ticket-stamp-outcome");try{O=o?JSON.parse(o.textContent):{}}catch(_){O={}}};
@@ -155,14 +164,14 @@ const badge=()=>{if(!D.badge)return;outcome();
   try{const s=new CSSStyleSheet;s.replaceSync(css);r.adoptedStyleSheets=[s]}catch(_){}
   box=d.createElement("aside");box.setAttribute("role","status");r.append(box)}
  if(host.parentNode!==d.documentElement)d.documentElement.append(host);
- const did=[...S.ran],prod=[...S.prod.values()];
+ const did=[...S.ran],[prod,also]=prodSplit();
  // Loaded but never ran (its imports failed to resolve, it threw): said once the page settled.
  // (While a worklet runs, a module that loaded and said nothing may be one
  // it ran: not judged.)
  const not=S.settled&&!S.worklet.size?[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h)):[];
  const seen=did.length+prod.length+not.length;
  let text,cls="";
- if(prod.length||not.length){cls="warn";text=`${did.length} of ${seen} ran`+(prod.length?`: production's ${prod.map(m=>m.p).join(", ")} ran instead`:"")+(not.length?`; ${not.map(m=>m.p).join(", ")} loaded but did not run`:"")}
+ if(prod.length||also.length||not.length){cls="warn";text=`${did.length} of ${seen} ran`+(prod.length?`: production's ${prod.map(m=>m.p).join(", ")} ran instead`:"")+(also.length?`; production's ${also.map(m=>m.p).join(", ")} also loaded`:"")+(not.length?`; ${not.map(m=>m.p).join(", ")} loaded but did not run`:"")}
  else if(seen){text=`${did.length} of ${seen} ${seen===1?"module":"modules"} ran`+(S.worker.size?` (${S.worker.size} in a worker)`:"")}
  else if(S.worklet.size&&!O.nothing){cls="warn";text=`none of its ${mods.length} ${mods.length===1?"module":"modules"} seen running`}
  else{cls="idle";text=O.nothing?`nothing applied: ${O.nothing}`:`none of its ${mods.length} ${mods.length===1?"module":"modules"} used on this page`}
@@ -198,7 +207,7 @@ let sent=0,sentCount=0;
 const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const prev=sentCount;sentCount=S.count;
  for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
-  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:[...S.prod.values()].map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
+  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:prodSplit()[0].map(m=>m.p),production_also:prodSplit()[1].map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
  try{fetch(location.origin+D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 // A page prerendered ahead (speculation rules) loads and runs before anyone

@@ -77,9 +77,15 @@ pub struct ReportedModules {
     /// Of those, the ones that ran in a worker.
     #[serde(default)]
     pub workers: Vec<String>,
-    /// Production files that ran where the ticket has one.
+    /// Production files that ran where the ticket has one, and the
+    /// ticket's did not.
     #[serde(default)]
     pub production: Vec<String>,
+    /// Production files that loaded where the ticket has one whose own
+    /// copy ran too (an inline script's `import()` of production's URL, a
+    /// preload of it): production's may have run beside the ticket's.
+    #[serde(default)]
+    pub production_also: Vec<String>,
     /// The ticket's files that loaded but never ran (their imports failed
     /// to resolve, they threw before their end).
     #[serde(default)]
@@ -138,6 +144,10 @@ pub struct ViewRecord {
     /// How many of those in a worker.
     pub workers: u32,
     pub production: Vec<String>,
+    /// Production files that loaded beside the ticket's own copy, which
+    /// ran too (see [`ReportedModules::production_also`]).
+    #[serde(default)]
+    pub production_also: Vec<String>,
     /// The ticket's files that loaded and did not run.
     #[serde(default)]
     pub not_run: Vec<String>,
@@ -176,12 +186,21 @@ impl ViewRecord {
     /// /org/navbar.js ran instead; 1 error: TypeError: x is undefined".
     pub fn summary(&self) -> String {
         let seen = self.ran + self.production.len() as u32 + self.not_run.len() as u32;
-        let mut s = if !self.production.is_empty() || !self.not_run.is_empty() {
+        let mut s = if !self.production.is_empty()
+            || !self.production_also.is_empty()
+            || !self.not_run.is_empty()
+        {
             let mut s = format!("{} of {seen} ran", self.ran);
             if !self.production.is_empty() {
                 s.push_str(&format!(
                     ": production's {} ran instead",
                     self.production.join(", ")
+                ));
+            }
+            if !self.production_also.is_empty() {
+                s.push_str(&format!(
+                    "; production's {} also loaded",
+                    self.production_also.join(", ")
                 ));
             }
             if !self.not_run.is_empty() {
@@ -285,6 +304,7 @@ impl Report {
         if r.modules.ran.len() > MAX_RAN
             || r.modules.workers.len() > MAX_RAN
             || r.modules.production.len() > MAX_PRODUCTION
+            || r.modules.production_also.len() > MAX_PRODUCTION
             || r.modules.not_run.len() > MAX_PRODUCTION
             || r.modules.worklets.len() > MAX_PRODUCTION
             || r.errors.len() > MAX_ERRORS
@@ -326,6 +346,12 @@ impl Report {
             production: self
                 .modules
                 .production
+                .iter()
+                .map(|p| text(p, MAX_TEXT))
+                .collect(),
+            production_also: self
+                .modules
+                .production_also
                 .iter()
                 .map(|p| text(p, MAX_TEXT))
                 .collect(),
@@ -507,6 +533,29 @@ mod tests {
         let many = format!(
             r#"{{"v":1,"ticket":"T-1","view":"dev","side":"ticket","modules":{{"worklets":[{}]}}}}"#,
             vec!["\"/w.js\""; MAX_PRODUCTION + 1].join(",")
+        );
+        assert!(Report::parse(many.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn production_beside_the_tickets_own_is_named_and_bounded() {
+        let hash = "a".repeat(64);
+        let r = format!(
+            r#"{{"v":1,"ticket":"T-1","view":"dev","side":"ticket",
+                "modules":{{"expected":1,"ran":["{hash}"],"production_also":["/src/y.js"]}}}}"#
+        );
+        let rec = Report::parse(r.as_bytes()).unwrap().record(
+            TicketKey::parse("TK-1").unwrap(),
+            Stage::Dev,
+            0,
+        );
+        assert_eq!(
+            rec.summary(),
+            "1 of 1 ran; production's /src/y.js also loaded, no errors"
+        );
+        let many = format!(
+            r#"{{"v":1,"ticket":"T-1","view":"dev","side":"ticket","modules":{{"production_also":[{}]}}}}"#,
+            vec!["\"/y.js\""; MAX_PRODUCTION + 1].join(",")
         );
         assert!(Report::parse(many.as_bytes()).is_err());
     }

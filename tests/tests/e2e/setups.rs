@@ -454,6 +454,57 @@ async fn the_badge_never_claims_code_that_did_not_run() {
     browser.close().await.unwrap();
 }
 
+/// Production's copy of a file whose ticket copy ran too: an inline
+/// script's `import()` of production's URL (a cache-busting query no map
+/// reaches) beside the map's entry for the same file. Both run, so the
+/// page is not the ticket alone: the badge names production's as also
+/// loaded, in its warning colour, and the report carries it apart from
+/// what ran instead. (Until this rule the ticket's copy running made the
+/// probe forget production's, and the badge said "1 of 1 modules ran".)
+#[tokio::test]
+async fn production_code_beside_the_tickets_is_named() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"@app/y\":\"/src/y.js\"}}</script></head>\
+             <body><p id=\"out\">start</p>\
+             <script type=\"module\">import { y } from '@app/y'; document.body.dataset.mapped = y;</script>\
+             <script type=\"module\">import('/src/y.js?v=' + 3).then(m => document.body.dataset.busted = m.y);</script>\
+             </body></html>",
+        ),
+    );
+    origin.route("/src/y.js", Route::js("export const y = 'production y';\n"));
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project("/src", "src", &[("y.js", "export const y = 'ticket y';\n")]);
+    app.stamp(work.path(), &["BESIDE-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    browser
+        .goto(&app.proxy.url("/?dev=BESIDE-1"))
+        .await
+        .unwrap();
+    let text = badge_says(&browser, "also loaded").await;
+    assert!(
+        text.contains("1 of 1 ran; production's /src/y.js also loaded"),
+        "{text}"
+    );
+    let both = browser
+        .execute("return document.body.dataset.mapped + ' | ' + document.body.dataset.busted")
+        .await
+        .unwrap();
+    assert_eq!(both, "ticket y | production y");
+    let class = browser
+        .execute("return document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('aside').className")
+        .await
+        .unwrap();
+    assert_eq!(class, "warn");
+    let v = views(&app, "BESIDE-1", 1).await;
+    assert_eq!(v[0]["ran"], 1, "{v:?}");
+    assert!(v[0]["production"].as_array().unwrap().is_empty(), "{v:?}");
+    assert_eq!(v[0]["production_also"][0], "/src/y.js", "{v:?}");
+    browser.close().await.unwrap();
+}
+
 /// An app deployed under `/app/` (Angular's `--base-href`, any client
 /// router's deep links): the page at a deep link carries
 /// `<base href="/app/">`, and its map entry and entry script are relative,
