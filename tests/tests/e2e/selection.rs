@@ -327,6 +327,52 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
     let h = get("/about?dev=1", &FETCH, None).await;
     assert_eq!(h["cache-control"], "public, max-age=600");
     assert_eq!(h["cdn-cache-control"], "max-age=3600");
+
+    // Production's file at a path the ticket has a file at, kept a year.
+    f.origin.route(
+        "/src/lib/greet.js",
+        Route::js("export const v = 'production';\n")
+            .header("cache-control", "public, max-age=31536000, immutable")
+            .header("cdn-cache-control", "max-age=31536000"),
+    );
+    let script = |referer: &str| {
+        let page = f.proxy.url(referer);
+        let req = client()
+            .get(f.proxy.url("/src/lib/greet.js"))
+            .header("sec-fetch-dest", "script")
+            .header("sec-fetch-site", "same-origin")
+            .header("sec-fetch-mode", "cors")
+            .header("referer", page)
+            .header("cookie", cookie);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            (resp.headers().clone(), resp.text().await.unwrap())
+        }
+    };
+    // A production visitor's: the origin's caching, untouched.
+    let resp = client()
+        .get(f.proxy.url("/src/lib/greet.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    // A page's request on the ticket (a `<link rel=preload>`, an inline
+    // script's `import()`) gets production's, never kept: kept, it would
+    // answer a worker's `importScripts` of the same URL, which gets the
+    // ticket's, from the cache.
+    let (h, body) = script("/about").await;
+    assert!(body.contains("production"), "{body}");
+    never_kept(&h, "production's file at a ticket's path, on the ticket");
+    let (h, body) = script("/src/worker.js").await;
+    assert!(
+        body.starts_with(V1),
+        "a worker's import gets the ticket's: {body}"
+    );
+    assert_eq!(h["cache-control"], "private, no-store");
 }
 
 /// A page the browser fetches ahead (speculation rules, `<link

@@ -1720,6 +1720,54 @@ async fn workers_under_a_no_referrer_policy_run_the_tickets_code() {
     browser.close().await.unwrap();
 }
 
+/// A ticket page's own request for a file the ticket replaces stays
+/// production's (here a `<link rel=preload as=script>` in its HTML, as a
+/// framework adds one, which the proxy leaves as it is). On a ticket it is never kept: kept
+/// (production lets browsers keep the file a year), it would answer the
+/// worker's `importScripts` of the same URL, which gets the ticket's, from
+/// the browser's cache, and production's code would run in the worker.
+/// The badge names the production copy the preload loaded.
+#[tokio::test]
+async fn production_a_ticket_page_preloads_never_answers_its_workers() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>preload</title>\
+             <link rel=\"preload\" as=\"script\" href=\"/src/util.js\"></head>\
+             <body><p id=\"cw\">-</p>\
+             <script type=\"module\">\
+             const l = document.querySelector('link[rel=preload]');\
+             if (!performance.getEntriesByName(l.href).length) {\
+               await new Promise((done) => l.addEventListener('load', done));\
+             }\
+             const c = new Worker('/src/classic-worker.js');\
+             c.onmessage = (e) => { document.getElementById('cw').textContent = e.data; };\
+             </script></body></html>",
+        ),
+    );
+    worker_sources_as(&origin, |r| {
+        r.header("cache-control", "public, max-age=31536000, immutable")
+    });
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project("/src", "src", &WORKER_TICKET);
+    app.stamp(work.path(), &["WRK-9", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=WRK-9",
+        &shown_by(&["cw"]),
+        "classic worker: ticket util",
+    )
+    .await;
+    let text = badge_says(&browser, "also loaded").await;
+    assert!(
+        text.contains("production's /src/util.js also loaded"),
+        "{text}"
+    );
+    browser.close().await.unwrap();
+}
+
 /// A worker tells the page it ran a module over a `BroadcastChannel`,
 /// which every tab of the origin hears. Two tabs on one ticket: the one
 /// whose page starts no worker must not count what the other's workers ran

@@ -321,11 +321,17 @@ pub(super) fn never_stored(resp: &mut ResponseHeader) {
 /// - any answer to a URL that names a ticket (`?dev=KEY`, `?qa=KEY`) or
 ///   leaves one (`?stamp=off`) and was not stamped (the ticket not open
 ///   yet, a page that could not be rewritten): kept, it would answer the
-///   same link once the ticket can be shown.
+///   same link once the ticket can be shown;
+/// - production's file at a path the ticket has a file at, as a browser
+///   on the ticket gets it (a page's `<link rel=preload>`, an inline
+///   script's `import()` of it): kept, it would answer the requests that
+///   get the ticket's file there (a worker's `importScripts`, a module's
+///   `import()`) from the cache, without asking, and production's code
+///   would run where the ticket's should.
 ///
 /// (A `304` is left as it is: what it says of caching would be merged into
 /// the browser's stored copy of production's file.)
-pub(super) fn not_kept(resp: &mut ResponseHeader, sel: &ctx::Selected) {
+pub(super) fn not_kept(resp: &mut ResponseHeader, sel: &ctx::Selected, route: &ctx::Route) {
     if resp.status.as_u16() == 304 {
         return;
     }
@@ -336,7 +342,11 @@ pub(super) fn not_kept(resp: &mut ResponseHeader, sel: &ctx::Selected) {
             ..
         })
     );
-    if !sel.set_cookie.is_empty() || sel.from_url || (on_ticket && is_html(resp)) {
+    let productions_at_a_ticket_path = matches!(route, ctx::Route::File(_));
+    if !sel.set_cookie.is_empty()
+        || sel.from_url
+        || (on_ticket && (is_html(resp) || productions_at_a_ticket_path))
+    {
         never_stored(resp);
     }
 }
@@ -527,7 +537,7 @@ impl ProxyHttp for StampProxy {
                 }
             }
         }
-        not_kept(resp, &ctx.sel);
+        not_kept(resp, &ctx.sel, &ctx.route);
         Ok(())
     }
 
