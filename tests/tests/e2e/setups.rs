@@ -1674,8 +1674,24 @@ async fn workers_show(
 /// ticket's file; production stays production.
 #[tokio::test]
 async fn workers_under_a_no_referrer_policy_run_the_tickets_code() {
+    workers_under_a_referrer_policy_run_the_tickets_code("no-referrer", "WRK-3").await;
+}
+
+/// The same under `strict-origin` and `origin`, a hardened origin's other
+/// choices: they send only the origin, even to the origin itself, so a
+/// worker's imports would name no script. On a ticket the worker's own
+/// policy becomes `same-origin` (measured before: both workers ran
+/// production's code, and the badge said none of the ticket's modules was
+/// used).
+#[tokio::test]
+async fn workers_under_an_origin_only_policy_run_the_tickets_code() {
+    workers_under_a_referrer_policy_run_the_tickets_code("strict-origin", "WRK-4").await;
+    workers_under_a_referrer_policy_run_the_tickets_code("origin", "WRK-5").await;
+}
+
+async fn workers_under_a_referrer_policy_run_the_tickets_code(policy: &str, key: &str) {
     let origin = Origin::start().unwrap();
-    let none = |r: Route| r.header("referrer-policy", "no-referrer");
+    let none = |r: Route| r.header("referrer-policy", policy);
     let js = |t: &str| none(Route::js(t));
     origin.route(
         "/",
@@ -1705,11 +1721,11 @@ async fn workers_under_a_no_referrer_policy_run_the_tickets_code() {
     let ids = ["mw", "cw"];
     let production = "module worker: production calc | classic worker: production util";
     workers_show(&app, &browser, &ids, production, || {
-        app.stamp(work.path(), &["WRK-3", "--update", "--once"]);
+        app.stamp(work.path(), &[key, "--update", "--once"]);
     })
     .await;
     let ticket = "module worker: ticket calc | classic worker: ticket util";
-    app.expect(&browser, "/?dev=WRK-3", &shown_by(&ids), ticket)
+    app.expect(&browser, &format!("/?dev={key}"), &shown_by(&ids), ticket)
         .await;
     let text = badge_says(&browser, "2 of 2 modules ran").await;
     assert!(text.contains("(2 in a worker)"), "{text}");
@@ -1722,10 +1738,11 @@ async fn workers_under_a_no_referrer_policy_run_the_tickets_code() {
 
 /// A ticket page's own request for a file the ticket replaces stays
 /// production's (here a `<link rel=preload as=script>` in its HTML, as a
-/// framework adds one, which the proxy leaves as it is). On a ticket it is never kept: kept
-/// (production lets browsers keep the file a year), it would answer the
-/// worker's `importScripts` of the same URL, which gets the ticket's, from
-/// the browser's cache, and production's code would run in the worker.
+/// framework adds one, which the proxy leaves as it is). On a ticket it is
+/// never kept: kept (production lets browsers keep the file a year), it
+/// would answer the worker's `importScripts` of the same URL, which gets
+/// the ticket's, from the browser's cache, and production's code would run
+/// in the worker.
 /// The badge names the production copy the preload loaded.
 #[tokio::test]
 async fn production_a_ticket_page_preloads_never_answers_its_workers() {

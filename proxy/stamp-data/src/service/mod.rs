@@ -181,7 +181,15 @@ impl StampProxy {
 
     /// What a request that is no page gets from the selection: its cookie,
     /// and when nothing is stamped, the reason.
-    fn passthrough_response(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    fn passthrough_response(
+        &self,
+        req: &RequestHeader,
+        resp: &mut ResponseHeader,
+        ctx: &Ctx,
+    ) -> Result<()> {
+        if ctx.sel.dev_or_qa() {
+            worker_keeps_its_referrer(req, resp);
+        }
         selection_headers(resp, &ctx.sel)?;
         page::rollout_headers(resp, &ctx.sel);
         if ctx.sel.plan.is_none() {
@@ -195,6 +203,53 @@ impl StampProxy {
         }
         Ok(())
     }
+}
+
+/// A worker's script, as a browser on a ticket gets it from production: its
+/// `Referrer-Policy` is the worker's own, and the worker's `importScripts`
+/// and `import()` must name the worker's script as their referrer, which is
+/// how they are told from the page's own script requests (a `.js`
+/// referrer: see `plan::from_a_worker`). `origin` and `strict-origin` (a
+/// hardened origin's choice) send only the origin, even to the same
+/// origin: the imports would be taken for the page's and stay
+/// production's. Such a worker gets `same-origin` instead: its full URL to
+/// its own origin, and nothing to any other, stricter than either there.
+/// (`no-referrer` is told by the missing `Referer` itself.)
+fn worker_keeps_its_referrer(req: &RequestHeader, resp: &mut ResponseHeader) {
+    let worker = [&b"worker"[..], b"sharedworker"]
+        .iter()
+        .any(|dest| select::value_is(&req.headers, &names::SEC_FETCH_DEST, dest));
+    if worker && hides_the_path_from_its_origin(&resp.headers) {
+        let _ = resp.insert_header(
+            header::REFERRER_POLICY,
+            http::HeaderValue::from_static("same-origin"),
+        );
+    }
+}
+
+/// Whether a response's `Referrer-Policy` (its last token a browser knows,
+/// over every field) sends only the origin to the same origin.
+fn hides_the_path_from_its_origin(headers: &http::HeaderMap) -> bool {
+    const KNOWN: [&str; 8] = [
+        "no-referrer",
+        "no-referrer-when-downgrade",
+        "same-origin",
+        "origin",
+        "strict-origin",
+        "origin-when-cross-origin",
+        "strict-origin-when-cross-origin",
+        "unsafe-url",
+    ];
+    let policy = headers
+        .get_all(header::REFERRER_POLICY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rfind(|t| KNOWN.iter().any(|k| k.eq_ignore_ascii_case(t)));
+    policy.is_some_and(|p| {
+        p.eq_ignore_ascii_case("origin") || p.eq_ignore_ascii_case("strict-origin")
+    })
 }
 
 /// A refused answer that changes nothing: `503`, never stored, plain text,
@@ -533,7 +588,7 @@ impl ProxyHttp for StampProxy {
             ctx::Route::Page(_) => self.page_response(session, resp, ctx).await?,
             _ => {
                 if !self.file_instead_of_404(session, resp, ctx).await? {
-                    self.passthrough_response(resp, ctx)?;
+                    self.passthrough_response(session.req_header(), resp, ctx)?;
                 }
             }
         }
@@ -924,7 +979,32 @@ fn is_html(resp: &ResponseHeader) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{page_url_of, same_origin_target};
+    use super::{hides_the_path_from_its_origin, page_url_of, same_origin_target};
+
+    /// The last policy a browser knows wins, over every field; unknown
+    /// tokens (a newer policy) are skipped, as browsers skip them.
+    #[test]
+    fn a_policy_that_hides_the_path_from_its_own_origin_is_told() {
+        let hides = |fields: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for f in fields {
+                h.append(http::header::REFERRER_POLICY, f.parse().unwrap());
+            }
+            hides_the_path_from_its_origin(&h)
+        };
+        assert!(hides(&["strict-origin"]));
+        assert!(hides(&["ORIGIN"]));
+        assert!(hides(&["no-referrer, strict-origin"]));
+        assert!(hides(&["unsafe-url", "origin"]));
+        assert!(hides(&["strict-origin, some-future-policy"]));
+        assert!(!hides(&[]));
+        assert!(!hides(&["strict-origin, same-origin"]));
+        assert!(!hides(&["origin", "strict-origin-when-cross-origin"]));
+        assert!(!hides(&["no-referrer"]));
+        assert!(!hides(&["origin-when-cross-origin"]));
+        assert!(!hides(&["strict-origin-x"]));
+        assert!(!hides(&[""]));
+    }
 
     #[test]
     fn a_target_to_go_to_never_leaves_the_origin() {
