@@ -55,9 +55,9 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  // (Outside a secure context the ticket's answer at that path carries no
  // Server-Timing to tell it: not judged.)
  if(!m&&!prodPage&&ok&&W.isSecureContext&&u.origin===location.origin&&!/^(beacon|navigation)$/.test(t)){const s=sib(u.pathname);
-  if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){S.prod.set("~"+u.pathname,{p:u.pathname,h:s.h});changed=!0;return}}
+  if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){S.prod.set("~"+u.pathname,{p:u.pathname,h:s.h,js:s.js,t});changed=!0;return}}
  if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js&&!W.isSecureContext)return;
- const d=dup.has(m.h);if(ok&&(W.isSecureContext||!(S.ran.has(m.h)&&(!d||tpath.has(m.p))))){S.prod.set(d?m.p:m.h,m);changed=!0}};
+ const d=dup.has(m.h);if(ok&&(W.isSecureContext||!(S.ran.has(m.h)&&(!d||tpath.has(m.p))))){S.prod.set(d?m.p:m.h,{p:m.p,h:m.h,js:m.js,t});changed=!0}};
 // SystemJS runs a System.register module after it loads: its onload hook
 // says when each one ran, or failed.
 const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys.__ticketStamp=1;
@@ -155,7 +155,9 @@ d.addEventListener("securitypolicyviolation",e=>err("csp",e.violatedDirective+" 
 // Production's files that loaded: those where the ticket's own copy of
 // the same file did not run (production's ran instead), and those where it
 // ran too (production's also loaded). Twins (one hash) are told by path.
-const prodSplit=()=>{const i=[],a=[];for(const m of S.prod.values())(S.ran.has(m.h)&&(!dup.has(m.h)||tpath.has(m.p))?a:i).push(m);return[i,a]};
+// Production's script preloaded (a link), whose ticket copy ran, ran
+// nothing by itself: not named.
+const prodSplit=()=>{const i=[],a=[];for(const m of S.prod.values()){const mine=S.ran.has(m.h)&&(!dup.has(m.h)||tpath.has(m.p));if(!mine)i.push(m);else if(!(m.js&&m.t==="link"))a.push(m)}return[i,a]};
 let host=null,box=null;
 const css=":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}aside{display:flex;gap:.6em;align-items:center;flex-wrap:wrap;max-width:min(90vw,46em);font:13px/1.3 system-ui,sans-serif;color:#fff;background:#5b2a86;border-radius:14px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}strong{font-weight:700}a,button{color:#fff;text-decoration:underline;background:none;border:0;font:inherit;cursor:pointer;padding:0}aside.warn{background:#9a3412}aside.idle{background:#374151}";
 let O={};const outcome=()=>{const o=d.getElementById("ticket-stamp-outcome");try{O=o?JSON.parse(o.textContent):{}}catch(_){O={}}};

@@ -82,8 +82,10 @@ pub struct ReportedModules {
     #[serde(default)]
     pub production: Vec<String>,
     /// Production files that loaded where the ticket has one whose own
-    /// copy ran too (an inline script's `import()` of production's URL, a
-    /// preload of it): production's may have run beside the ticket's.
+    /// copy ran too (an inline script's `import()` of production's URL,
+    /// production's stylesheet beside the ticket's; a script only
+    /// preloaded is not one): production's may have run beside the
+    /// ticket's.
     #[serde(default)]
     pub production_also: Vec<String>,
     /// The ticket's files that loaded but never ran (their imports failed
