@@ -108,13 +108,14 @@ const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))ret
 // A script or preload the app inserts by URL (a loader's appendChild, Vite's
 // modulepreload helper) is pointed at the ticket's URL, as the proxy points
 // the page's own: a module inserted by URL and imported through the map is
-// then one instance, the ticket's.
+// then one instance, the ticket's. A query (a cache-busting ?v=7) does
+// not change which file a URL names, as for the page's own.
 // A preload of anything else (a font, an image) is left alone: its user
 // asks for the production path, which the proxy answers with the ticket's.
 const LR=/^\s*(modulepreload|preload|stylesheet)\s*$/i,LA=/^\s*(script|style)\s*$/i;
 const fixSrc=e=>{if(e.__ticketStampSrc)return;const r=e.localName==="link"&&e.getAttribute("rel")||"";
  const a=e.localName==="script"?"src":LR.test(r)&&(!/^\s*preload\s*$/i.test(r)||LA.test(e.getAttribute("as")||""))?"href":null;
- const v=a&&e.getAttribute(a);if(v==null)return;const u=AT.get(abs(v));if(!u)return;e.setAttribute(a,u);e.removeAttribute("integrity");e.__ticketStampSrc=1};
+ const v=a&&e.getAttribute(a);if(v==null)return;const u=AT.get(abs(v).split(/[?#]/)[0]);if(!u)return;e.setAttribute(a,u);e.removeAttribute("integrity");e.__ticketStampSrc=1};
 const fix=e=>{if(e.localName==="script")fixScript(e);fixSrc(e)};
 const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&(n.localName==="script"||n.localName==="link"))fix(n);else if((n.nodeType===1||n.nodeType===11)&&n.querySelectorAll)n.querySelectorAll("script,link[href]").forEach(fix)};
 if(AT.size&&!prodPage){const wrap=(P,names,first)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;

@@ -1439,8 +1439,9 @@ async fn identical_files_are_told_apart_on_the_badge() {
 /// `appendChild(script)`, Vite's preload helper adding
 /// `<link rel=modulepreload>`) never pass the proxy's rewrite: the probe
 /// points each at the ticket's URL as it is inserted, as the rewrite does
-/// for the page's own, so a module inserted by URL and imported through the
-/// map is one instance, the ticket's.
+/// for the page's own (a cache-busting query names the same file), so a
+/// module inserted by URL and imported through the map is one instance,
+/// the ticket's.
 #[tokio::test]
 async fn scripts_an_app_inserts_at_runtime_are_the_tickets() {
     let origin = Origin::start().unwrap();
@@ -1459,7 +1460,7 @@ async fn scripts_an_app_inserts_at_runtime_are_the_tickets() {
             p.rel = 'modulepreload'; p.href = '/src/mod.js';\n\
             document.head.appendChild(p);\n\
             const s = document.createElement('script');\n\
-            s.src = '/src/widget.js';\n\
+            s.src = '/src/widget.js?v=7';\n\
             document.head.appendChild(s);\n\
             const m = document.createElement('script');\n\
             m.type = 'module'; m.src = '/src/mod.js';\n\
