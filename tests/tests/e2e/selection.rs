@@ -219,7 +219,7 @@ async fn cookie_keeps_the_ticket_and_stamp_off_clears_it() {
 /// (`CDN-Cache-Control`, `Surrogate-Control`); nor are ticket pages.
 #[tokio::test]
 async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
-    let (f, _) = fleet_with(&["TKT-1", "TKT-2"]).await;
+    let (f, store) = fleet_with(&["TKT-1", "TKT-2"]).await;
     let kept = Route::html(PAGE)
         .header("cache-control", "public, max-age=600")
         .header("cdn-cache-control", "max-age=3600")
@@ -373,6 +373,68 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
         "a worker's import gets the ticket's: {body}"
     );
     assert_eq!(h["cache-control"], "private, no-store");
+
+    // Production's other version of one of the ticket's hashed files,
+    // prefetched (no script request: production's answer), is never kept
+    // either; the ticket's own file in place of the origin's 404 tells
+    // CDNs `no-store` itself.
+    upload(
+        &store,
+        "TKT-1",
+        &[
+            (
+                "/assets/lazy-Ab12Cd34.js",
+                "export const lazy = 'ticket';\n",
+            ),
+            ("/src/lib/only.js", "export const only = 1;\n"),
+        ],
+    )
+    .await
+    .unwrap();
+    wait_snapshot(&f.proxy, version(&f).await).await.unwrap();
+    f.origin.route(
+        "/assets/lazy-Zz98Yy76.js",
+        Route::js("export const lazy = 'production';\n")
+            .header("cache-control", "public, max-age=31536000, immutable"),
+    );
+    let prefetch = |path: &str, cookie: Option<&str>| {
+        let mut req = client()
+            .get(f.proxy.url(path))
+            .header("sec-fetch-dest", "empty")
+            .header("sec-fetch-site", "same-origin")
+            .header("sec-fetch-mode", "no-cors")
+            .header("referer", f.proxy.url("/about"));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.headers().clone(), resp.text().await.unwrap())
+        }
+    };
+    let (h, body) = prefetch("/assets/lazy-Zz98Yy76.js", Some(cookie)).await;
+    assert!(body.contains("production"), "{body}");
+    never_kept(&h, "production's version of a ticket's hashed file");
+    let (h, _) = prefetch("/assets/lazy-Zz98Yy76.js", None).await;
+    assert_eq!(
+        h["cache-control"], "public, max-age=31536000, immutable",
+        "a production visitor's"
+    );
+    let resp = client()
+        .get(f.proxy.url("/src/lib/only.js"))
+        .header("sec-fetch-dest", "script")
+        .header("sec-fetch-site", "same-origin")
+        .header("referer", f.proxy.url("/about"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let h = resp.headers().clone();
+    let body = resp.text().await.unwrap();
+    assert!(body.starts_with("export const only"), "{body}");
+    assert_eq!(h["cache-control"], "private, no-store");
+    assert_eq!(h["cdn-cache-control"], "no-store");
+    assert_eq!(h["surrogate-control"], "no-store");
 }
 
 /// A page the browser fetches ahead (speculation rules, `<link

@@ -188,7 +188,7 @@ impl StampProxy {
         ctx: &Ctx,
     ) -> Result<()> {
         if ctx.sel.dev_or_qa() {
-            worker_keeps_its_referrer(req, resp);
+            scripts_keep_their_referrer(req, resp);
         }
         selection_headers(resp, &ctx.sel)?;
         page::rollout_headers(resp, &ctx.sel);
@@ -205,31 +205,37 @@ impl StampProxy {
     }
 }
 
-/// A worker's script, as a browser on a ticket gets it from production: its
-/// `Referrer-Policy` is the worker's own, and the worker's `importScripts`
-/// and `import()` must name the worker's script as their referrer, which is
-/// how they are told from the page's own script requests (a `.js`
-/// referrer: see `plan::from_a_worker`). `origin` and `strict-origin` (a
-/// hardened origin's choice) send only the origin, even to the same
-/// origin: the imports would be taken for the page's and stay
-/// production's. Such a worker gets `same-origin` instead: its full URL to
-/// its own origin, and nothing to any other, stricter than either there.
-/// (`no-referrer` is told by the missing `Referer` itself.)
-fn worker_keeps_its_referrer(req: &RequestHeader, resp: &mut ResponseHeader) {
-    let worker = [&b"worker"[..], b"sharedworker"]
+/// A script, as a browser on a ticket gets it from production: a worker's
+/// script's `Referrer-Policy` is the worker's own, and a module's governs
+/// its own imports. A worker's `importScripts` and `import()`, and a
+/// module's imports no map reaches, are told from a page's own script
+/// requests by naming a script as their referrer (a `.js` referrer: see
+/// `plan::from_a_worker`). `origin` and `strict-origin` (a hardened
+/// origin's choice) send only the origin, even to the same origin: such
+/// imports would be taken for the page's and stay production's. On a
+/// ticket they become `origin-when-cross-origin` and
+/// `strict-origin-when-cross-origin` (the browsers' default): the same to
+/// other origins, the full URL to their own. (`no-referrer` is told by the
+/// missing `Referer` itself.)
+fn scripts_keep_their_referrer(req: &RequestHeader, resp: &mut ResponseHeader) {
+    let script = [&b"script"[..], b"worker", b"sharedworker"]
         .iter()
         .any(|dest| select::value_is(&req.headers, &names::SEC_FETCH_DEST, dest));
-    if worker && hides_the_path_from_its_origin(&resp.headers) {
+    if !script {
+        return;
+    }
+    if let Some(instead) = origin_only_to_its_origin(&resp.headers) {
         let _ = resp.insert_header(
             header::REFERRER_POLICY,
-            http::HeaderValue::from_static("same-origin"),
+            http::HeaderValue::from_static(instead),
         );
     }
 }
 
-/// Whether a response's `Referrer-Policy` (its last token a browser knows,
-/// over every field) sends only the origin to the same origin.
-fn hides_the_path_from_its_origin(headers: &http::HeaderMap) -> bool {
+/// If a response's `Referrer-Policy` (its last token a browser knows, over
+/// every field) sends only the origin to the same origin, the policy that
+/// sends the same to other origins and the full URL to its own.
+fn origin_only_to_its_origin(headers: &http::HeaderMap) -> Option<&'static str> {
     const KNOWN: [&str; 8] = [
         "no-referrer",
         "no-referrer-when-downgrade",
@@ -246,10 +252,14 @@ fn hides_the_path_from_its_origin(headers: &http::HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .rfind(|t| KNOWN.iter().any(|k| k.eq_ignore_ascii_case(t)));
-    policy.is_some_and(|p| {
-        p.eq_ignore_ascii_case("origin") || p.eq_ignore_ascii_case("strict-origin")
-    })
+        .rfind(|t| KNOWN.iter().any(|k| k.eq_ignore_ascii_case(t)))?;
+    if policy.eq_ignore_ascii_case("origin") {
+        Some("origin-when-cross-origin")
+    } else if policy.eq_ignore_ascii_case("strict-origin") {
+        Some("strict-origin-when-cross-origin")
+    } else {
+        None
+    }
 }
 
 /// A refused answer that changes nothing: `503`, never stored, plain text,
@@ -377,30 +387,45 @@ pub(super) fn never_stored(resp: &mut ResponseHeader) {
 ///   leaves one (`?stamp=off`) and was not stamped (the ticket not open
 ///   yet, a page that could not be rewritten): kept, it would answer the
 ///   same link once the ticket can be shown;
-/// - production's file at a path the ticket has a file at, as a browser
-///   on the ticket gets it (a page's `<link rel=preload>`, an inline
-///   script's `import()` of it): kept, it would answer the requests that
-///   get the ticket's file there (a worker's `importScripts`, a module's
-///   `import()`) from the cache, without asking, and production's code
-///   would run where the ticket's should.
+/// - production's file at a path the ticket has a file at, or production's
+///   other version of one of the ticket's hashed files, as a browser on the
+///   ticket gets it (a page's `<link rel=preload>` or `prefetch`, an inline
+///   script's `import()`, a loader's `fetch`): kept, it would answer the
+///   requests that get the ticket's file there (a worker's `importScripts`,
+///   a module's `import()`) from the cache, without asking, and production's
+///   code would run where the ticket's should. (The ticket's own file sent
+///   in place of the origin's 404 says `no-store` to CDNs itself.)
 ///
 /// (A `304` is left as it is: what it says of caching would be merged into
 /// the browser's stored copy of production's file.)
-pub(super) fn not_kept(resp: &mut ResponseHeader, sel: &ctx::Selected, route: &ctx::Route) {
+pub(super) fn not_kept(
+    resp: &mut ResponseHeader,
+    sel: &ctx::Selected,
+    route: &ctx::Route,
+    path: &str,
+) {
     if resp.status.as_u16() == 304 {
         return;
     }
-    let on_ticket = matches!(
-        sel.plan,
-        Some(ctx::PagePlan {
-            variant: ctx::Variant::Ticket { .. },
-            ..
-        })
-    );
-    let productions_at_a_ticket_path = matches!(route, ctx::Route::File(_));
+    let on_ticket = match &sel.plan {
+        Some(
+            plan @ ctx::PagePlan {
+                variant: ctx::Variant::Ticket { .. },
+                ..
+            },
+        ) => Some(plan),
+        _ => None,
+    };
+    let productions_of_a_ticket_file = || match route {
+        ctx::Route::File(state) => state.body.is_none(),
+        ctx::Route::Passthrough => {
+            on_ticket.is_some_and(|plan| plan.effective.sibling_at(path).is_some())
+        }
+        _ => false,
+    };
     if !sel.set_cookie.is_empty()
         || sel.from_url
-        || (on_ticket && (is_html(resp) || productions_at_a_ticket_path))
+        || (on_ticket.is_some() && (is_html(resp) || productions_of_a_ticket_file()))
     {
         never_stored(resp);
     }
@@ -592,7 +617,7 @@ impl ProxyHttp for StampProxy {
                 }
             }
         }
-        not_kept(resp, &ctx.sel, &ctx.route);
+        not_kept(resp, &ctx.sel, &ctx.route, session.req_header().uri.path());
         Ok(())
     }
 
@@ -979,31 +1004,39 @@ fn is_html(resp: &ResponseHeader) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{hides_the_path_from_its_origin, page_url_of, same_origin_target};
+    use super::{origin_only_to_its_origin, page_url_of, same_origin_target};
 
     /// The last policy a browser knows wins, over every field; unknown
     /// tokens (a newer policy) are skipped, as browsers skip them.
     #[test]
     fn a_policy_that_hides_the_path_from_its_own_origin_is_told() {
-        let hides = |fields: &[&str]| {
+        let instead = |fields: &[&str]| {
             let mut h = http::HeaderMap::new();
             for f in fields {
                 h.append(http::header::REFERRER_POLICY, f.parse().unwrap());
             }
-            hides_the_path_from_its_origin(&h)
+            origin_only_to_its_origin(&h)
         };
-        assert!(hides(&["strict-origin"]));
-        assert!(hides(&["ORIGIN"]));
-        assert!(hides(&["no-referrer, strict-origin"]));
-        assert!(hides(&["unsafe-url", "origin"]));
-        assert!(hides(&["strict-origin, some-future-policy"]));
-        assert!(!hides(&[]));
-        assert!(!hides(&["strict-origin, same-origin"]));
-        assert!(!hides(&["origin", "strict-origin-when-cross-origin"]));
-        assert!(!hides(&["no-referrer"]));
-        assert!(!hides(&["origin-when-cross-origin"]));
-        assert!(!hides(&["strict-origin-x"]));
-        assert!(!hides(&[""]));
+        let strict = Some("strict-origin-when-cross-origin");
+        assert_eq!(instead(&["strict-origin"]), strict);
+        assert_eq!(instead(&["ORIGIN"]), Some("origin-when-cross-origin"));
+        assert_eq!(instead(&["no-referrer, strict-origin"]), strict);
+        assert_eq!(
+            instead(&["unsafe-url", "origin"]),
+            Some("origin-when-cross-origin")
+        );
+        assert_eq!(instead(&["strict-origin, some-future-policy"]), strict);
+        for kept in [
+            &[][..],
+            &["strict-origin, same-origin"],
+            &["origin", "strict-origin-when-cross-origin"],
+            &["no-referrer"],
+            &["origin-when-cross-origin"],
+            &["strict-origin-x"],
+            &[""],
+        ] {
+            assert_eq!(instead(kept), None, "{kept:?}");
+        }
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl StampProxy {
                 resp.insert_header(names::X_TICKET_STAMP.clone(), format!("{info}; cached"))?;
             }
             rollout_headers(resp, &ctx.sel);
-            super::not_kept(resp, &ctx.sel, &ctx.route);
+            super::not_kept(resp, &ctx.sel, &ctx.route, session.req_header().uri.path());
             return write_hit(session, resp, body).await;
         }
         // Judged on the origin's own headers, before ours are added.
