@@ -55,9 +55,12 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  // (Outside a secure context the ticket's answer at that path carries no
  // Server-Timing to tell it: not judged.)
  if(!m&&!prodPage&&ok&&W.isSecureContext&&u.origin===location.origin&&!/^(beacon|navigation)$/.test(t)){const s=sib(u.pathname);
-  if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){S.prod.set("~"+u.pathname,{p:u.pathname,h:s.h,js:s.js,t});changed=!0;return}}
+  if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){setProd("~"+u.pathname,{p:u.pathname,h:s.h,js:s.js,t});return}}
  if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js&&!W.isSecureContext)return;
- const d=dup.has(m.h);if(ok&&(W.isSecureContext||!(S.ran.has(m.h)&&(!d||tpath.has(m.p))))){S.prod.set(d?m.p:m.h,{p:m.p,h:m.h,js:m.js,t});changed=!0}};
+ const d=dup.has(m.h);if(ok&&(W.isSecureContext||!(S.ran.has(m.h)&&(!d||tpath.has(m.p))))){setProd(d?m.p:m.h,{p:m.p,h:m.h,js:m.js,t})}};
+// A production file seen loading by a script (it ran) stays so when a
+// link (a prefetch, a preload) loads it again.
+const setProd=(k,m)=>{const o=S.prod.get(k);if(o&&o.t!=="link")m.t=o.t;S.prod.set(k,m);changed=!0};
 // SystemJS runs a System.register module after it loads: its onload hook
 // says when each one ran, or failed.
 const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys.__ticketStamp=1;
@@ -115,7 +118,7 @@ const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))ret
 const LR=/^\s*(modulepreload|preload|stylesheet)\s*$/i,LA=/^\s*(script|style)\s*$/i;
 const fixSrc=e=>{if(e.__ticketStampSrc)return;const r=e.localName==="link"&&e.getAttribute("rel")||"";
  const a=e.localName==="script"?"src":LR.test(r)&&(!/^\s*preload\s*$/i.test(r)||LA.test(e.getAttribute("as")||""))?"href":null;
- const v=a&&e.getAttribute(a);if(v==null)return;const u=AT.get(abs(v).split(/[?#]/)[0]);if(!u)return;e.setAttribute(a,u);e.removeAttribute("integrity");e.__ticketStampSrc=1};
+ const v=a&&e.getAttribute(a);if(v==null)return;const x=abs(v),u=AT.get(x.split(/[?#]/)[0]);if(!u||u===x)return;e.setAttribute(a,u);e.removeAttribute("integrity");e.__ticketStampSrc=1};
 const fix=e=>{if(e.localName==="script")fixScript(e);fixSrc(e)};
 const scan=n=>{if(!n||typeof n!=="object")return;if(n.nodeType===1&&(n.localName==="script"||n.localName==="link"))fix(n);else if((n.nodeType===1||n.nodeType===11)&&n.querySelectorAll)n.querySelectorAll("script,link[href]").forEach(fix)};
 if(AT.size&&!prodPage){const wrap=(P,names,first)=>names.forEach(k=>{const f=P[k];if(typeof f!=="function")return;
@@ -210,7 +213,7 @@ let sent=0,sentCount=0;
 const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const prev=sentCount;sentCount=S.count;
  for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
-  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:prodSplit()[0].map(m=>m.p),production_also:prodSplit()[1].map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
+  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:prodSplit()[0].slice(0,50).map(m=>m.p),production_also:prodSplit()[1].slice(0,50).map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
  try{fetch(location.origin+D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 // A page prerendered ahead (speculation rules) loads and runs before anyone

@@ -459,8 +459,9 @@ async fn the_badge_never_claims_code_that_did_not_run() {
 /// reaches) beside the map's entry for the same file. Both run, so the
 /// page is not the ticket alone: the badge names production's as also
 /// loaded, in its warning colour, and the report carries it apart from
-/// what ran instead. (Until this rule the ticket's copy running made the
-/// probe forget production's, and the badge said "1 of 1 modules ran".)
+/// what ran instead, also once a prefetch has loaded production's copy
+/// again. (Until this rule the ticket's copy running made the probe forget
+/// production's, and the badge said "1 of 1 modules ran".)
 #[tokio::test]
 async fn production_code_beside_the_tickets_is_named() {
     let origin = Origin::start().unwrap();
@@ -470,7 +471,9 @@ async fn production_code_beside_the_tickets_is_named() {
             "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"@app/y\":\"/src/y.js\"}}</script></head>\
              <body><p id=\"out\">start</p>\
              <script type=\"module\">import { y } from '@app/y'; document.body.dataset.mapped = y;</script>\
-             <script type=\"module\">import('/src/y.js?v=' + 3).then(m => document.body.dataset.busted = m.y);</script>\
+             <script type=\"module\">const m = await import('/src/y.js?v=' + 3); document.body.dataset.busted = m.y;\
+             const l = document.createElement('link'); l.rel = 'prefetch'; l.href = '/src/y.js';\
+             l.onload = () => document.body.dataset.prefetched = 'yes'; document.head.append(l);</script>\
              </body></html>",
         ),
     );
@@ -483,7 +486,20 @@ async fn production_code_beside_the_tickets_is_named() {
         .goto(&app.proxy.url("/?dev=BESIDE-1"))
         .await
         .unwrap();
-    let text = badge_says(&browser, "also loaded").await;
+    // Then a prefetch loads production's copy again (a link, which runs
+    // nothing): what ran stays said.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while browser
+        .execute("return document.body.dataset.prefetched || ''")
+        .await
+        .unwrap()
+        != "yes"
+    {
+        assert!(Instant::now() < deadline, "the prefetch never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = badge(&browser).await;
     assert!(
         text.contains("1 of 1 ran; production's /src/y.js also loaded"),
         "{text}"
