@@ -36,6 +36,14 @@ pub(crate) async fn badge(browser: &Browser) -> String {
     }
 }
 
+/// The badge's class: `warn` in its warning colour, `idle` in grey.
+async fn badge_class(browser: &Browser) -> Value {
+    browser
+        .execute("return document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('aside').className")
+        .await
+        .unwrap()
+}
+
 /// Waits until the badge says `want` (the probe updates it as loads come in).
 pub(crate) async fn badge_says(browser: &Browser, want: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -434,11 +442,7 @@ async fn the_badge_never_claims_code_that_did_not_run() {
         text.contains("error"),
         "the resolution error is counted: {text}"
     );
-    let class = browser
-        .execute("return document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('aside').className")
-        .await
-        .unwrap();
-    assert_eq!(class, "warn");
+    assert_eq!(badge_class(&browser).await, "warn");
     let v = views(&app, "TRUE-1", 1).await;
     assert_eq!(v[0]["ran"], 0, "{v:?}");
     assert_eq!(v[0]["production"][0], "/src/y.js");
@@ -509,11 +513,7 @@ async fn production_code_beside_the_tickets_is_named() {
         .await
         .unwrap();
     assert_eq!(both, "ticket y | production y");
-    let class = browser
-        .execute("return document.querySelector('ticket-stamp-badge').shadowRoot.querySelector('aside').className")
-        .await
-        .unwrap();
-    assert_eq!(class, "warn");
+    assert_eq!(badge_class(&browser).await, "warn");
     let v = views(&app, "BESIDE-1", 1).await;
     assert_eq!(v[0]["ran"], 1, "{v:?}");
     assert!(v[0]["production"].as_array().unwrap().is_empty(), "{v:?}");
