@@ -333,7 +333,9 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
         "/src/lib/greet.js",
         Route::js("export const v = 'production';\n")
             .header("cache-control", "public, max-age=31536000, immutable")
-            .header("cdn-cache-control", "max-age=31536000"),
+            .header("cdn-cache-control", "max-age=31536000")
+            .header("etag", "\"prod-1\"")
+            .conditional(),
     );
     let script = |referer: &str| {
         let page = f.proxy.url(referer);
@@ -367,6 +369,28 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
     let (h, body) = script("/about").await;
     assert!(body.contains("production"), "{body}");
     never_kept(&h, "production's file at a ticket's path, on the ticket");
+    // A copy the browser kept where no clear reached is not revalidated on
+    // the ticket: the whole answer comes, never kept, and replaces it. A
+    // production visitor's revalidation is the origin's.
+    let revalidate = |cookie: Option<&str>| {
+        let mut req = client()
+            .get(f.proxy.url("/src/lib/greet.js"))
+            .header("sec-fetch-dest", "script")
+            .header("sec-fetch-site", "same-origin")
+            .header("referer", f.proxy.url("/about"))
+            .header("if-none-match", "\"prod-1\"");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let resp = revalidate(Some(cookie)).await;
+    assert_eq!(resp.status(), 200);
+    never_kept(
+        resp.headers(),
+        "production's file revalidated on the ticket",
+    );
+    assert_eq!(revalidate(None).await.status(), 304);
     let (h, body) = script("/src/worker.js").await;
     assert!(
         body.starts_with(V1),

@@ -397,7 +397,9 @@ pub(super) fn never_stored(resp: &mut ResponseHeader) {
 ///   in place of the origin's 404 says `no-store` to CDNs itself.)
 ///
 /// (A `304` is left as it is: what it says of caching would be merged into
-/// the browser's stored copy of production's file.)
+/// the browser's stored copy of production's file. Production's copy of a
+/// ticket's file is never revalidated on a ticket: `upstream_request_filter`
+/// drops the conditional headers, so the whole answer comes.)
 pub(super) fn not_kept(
     resp: &mut ResponseHeader,
     sel: &ctx::Selected,
@@ -407,27 +409,26 @@ pub(super) fn not_kept(
     if resp.status.as_u16() == 304 {
         return;
     }
-    let on_ticket = match &sel.plan {
-        Some(
-            plan @ ctx::PagePlan {
-                variant: ctx::Variant::Ticket { .. },
-                ..
-            },
-        ) => Some(plan),
-        _ => None,
-    };
-    let productions_of_a_ticket_file = || match route {
-        ctx::Route::File(state) => state.body.is_none(),
-        ctx::Route::Passthrough => {
-            on_ticket.is_some_and(|plan| plan.effective.sibling_at(path).is_some())
-        }
-        _ => false,
-    };
     if !sel.set_cookie.is_empty()
         || sel.from_url
-        || (on_ticket.is_some() && (is_html(resp) || productions_of_a_ticket_file()))
+        || (sel.dev_or_qa() && (is_html(resp) || productions_of_a_ticket_file(sel, route, path)))
     {
         never_stored(resp);
+    }
+}
+
+/// Whether a browser on a ticket gets production's copy of one of the
+/// ticket's files here: at a path the ticket has a file at (not the
+/// ticket's own, sent in place of the origin's 404), or production's other
+/// version of one of its hashed files.
+fn productions_of_a_ticket_file(sel: &ctx::Selected, route: &ctx::Route, path: &str) -> bool {
+    let Some(plan) = sel.plan.as_ref().filter(|_| sel.dev_or_qa()) else {
+        return false;
+    };
+    match route {
+        ctx::Route::File(state) => state.body.is_none(),
+        ctx::Route::Passthrough => plan.effective.sibling_at(path).is_some(),
+        _ => false,
     }
 }
 
@@ -596,6 +597,13 @@ impl ProxyHttp for StampProxy {
         }
         if let ctx::Route::Page(_) = &ctx.route {
             self.page_upstream(upstream, ctx)?;
+        }
+        // A copy of production's the browser kept where no clear reached
+        // (a plain-http origin) is not revalidated on a ticket: the whole
+        // answer comes, never kept (see `not_kept`), and replaces it.
+        if productions_of_a_ticket_file(&ctx.sel, &ctx.route, session.req_header().uri.path()) {
+            upstream.remove_header(&header::IF_NONE_MATCH);
+            upstream.remove_header(&header::IF_MODIFIED_SINCE);
         }
         Ok(())
     }
