@@ -67,6 +67,14 @@ const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys._
  const p=Object.getPrototypeOf(Sys),o=p.onload;
  p.onload=function(e,id){try{const h=new URL(id).searchParams.get("__ts");const k=h&&h.split("?")[0];if(k&&byHash.has(k)){if(e){S.loaded.add(k);err("error",e&&e.message||e,id,0,e&&e.stack)}else ran(k,!1)}}catch(_){}return o&&o.apply(this,arguments)}};
 try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}
+// A frame of this origin with no probe of its own (an <iframe srcdoc>, an
+// about:blank frame the page writes into) has no map, and what it loads
+// never reaches this page's timeline: it is read here, as this page's, so
+// production's code it runs is said. A frame that came through the proxy
+// has its own probe and badge.
+const framed=new WeakSet,watchFrame=f=>{try{const w=f.contentWindow;if(!w||w.__ticketStamp)return;const p=w.performance;if(!p||framed.has(p))return;framed.add(p);
+ new w.PerformanceObserver(l=>{l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}},
+ frames=n=>{if(n.nodeType!==1)return;for(const f of n.localName==="iframe"?[n]:n.getElementsByTagName("iframe")){watchFrame(f);if(!f.__ticketStampFrame){f.__ticketStampFrame=1;f.addEventListener("load",()=>watchFrame(f))}}};
 // A shared worker outlives the page that started it and serves every page
 // that asks for it by the same URL and name: one started on production would
 // serve this page production's code, and this page's would go on serving
@@ -202,7 +210,8 @@ const leave=()=>{const u=new URL(location.href);u.searchParams.delete("dev");u.s
   .then(()=>location.replace(u.href))};
 S.leave=leave;
 let timer=0;const later=()=>{if(!timer)timer=setTimeout(()=>{timer=0;if(changed){changed=!1;badge()}},50)};
-const start=()=>{hookSystem();badge();new MutationObserver(()=>{if(host&&host.parentNode!==d.documentElement)badge()}).observe(d.documentElement,{childList:!0})};
+const start=()=>{hookSystem();badge();new MutationObserver(()=>{if(host&&host.parentNode!==d.documentElement)badge()}).observe(d.documentElement,{childList:!0});
+ frames(d.documentElement);new MutationObserver(rs=>{for(const r of rs)r.addedNodes.forEach(frames)}).observe(d.documentElement,{childList:!0,subtree:!0})};
 d.readyState==="loading"?d.addEventListener("DOMContentLoaded",start):start();
 // One report per page view, a few seconds after load (errors found later go
 // in an update when the page is left). No credentials: the report carries

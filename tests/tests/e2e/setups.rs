@@ -521,6 +521,43 @@ async fn production_code_beside_the_tickets_is_named() {
     browser.close().await.unwrap();
 }
 
+/// A frame with no probe of its own (an `<iframe srcdoc>`, as editors,
+/// previews and widget sandboxes make) has no map: its import of the same
+/// file runs production's, which only its own timeline shows. The page's
+/// probe reads that timeline too, so the badge names production's copy.
+#[tokio::test]
+async fn production_code_in_a_frame_of_the_page_is_named() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"@app/w\":\"/src/w.js\"}}</script></head>\
+             <body><script type=\"module\">import { w } from '@app/w'; document.body.dataset.page = w;\
+             const f = document.createElement('iframe');\
+             f.srcdoc = '<script type=module>import { w } from \"/src/w.js\"; parent.document.body.dataset.frame = w;<' + '/script>';\
+             document.body.append(f);</script></body></html>",
+        ),
+    );
+    origin.route("/src/w.js", Route::js("export const w = 'production w';\n"));
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project("/src", "src", &[("w.js", "export const w = 'ticket w';\n")]);
+    app.stamp(work.path(), &["FRAME-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=FRAME-1",
+        "return document.body.dataset.page + ' | ' + document.body.dataset.frame",
+        "ticket w | production w",
+    )
+    .await;
+    let text = badge_says(&browser, "also loaded").await;
+    assert!(
+        text.contains("production's /src/w.js also loaded"),
+        "{text}"
+    );
+    browser.close().await.unwrap();
+}
+
 /// An app deployed under `/app/` (Angular's `--base-href`, any client
 /// router's deep links): the page at a deep link carries
 /// `<base href="/app/">`, and its map entry and entry script are relative,
