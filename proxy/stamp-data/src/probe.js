@@ -219,10 +219,10 @@ d.readyState==="loading"?d.addEventListener("DOMContentLoaded",start):start();
 let sent=0,sentCount=0;
 // A ticket page reports to its ticket; a production page sampled during a
 // rollout reports to each ticket rolling out, from its side of it.
-const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const prev=sentCount;sentCount=S.count;
+const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const prev=sentCount;sentCount=S.count;const[instead,also]=prodSplit();
  for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
-  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:prodSplit()[0].slice(0,50).map(m=>m.p),production_also:prodSplit()[1].slice(0,50).map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
+  modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:instead.slice(0,50).map(m=>m.p),production_also:also.slice(0,50).map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
  try{fetch(location.origin+D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 // A page prerendered ahead (speculation rules) loads and runs before anyone
