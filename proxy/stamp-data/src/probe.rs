@@ -41,9 +41,26 @@ static SCRIPT: LazyLock<String> = LazyLock::new(|| {
 
 static SCRIPT_HASH: LazyLock<String> = LazyLock::new(|| crate::importmap::csp_hash_source(&SCRIPT));
 
+/// Where the probe's text is served (`/__stamp/probe/<hash>.js`), named by
+/// its content, so a browser keeps one copy for every page, a year long.
+static SCRIPT_PATH: LazyLock<String> = LazyLock::new(|| {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(SCRIPT.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{SCRIPT_PREFIX}{hex}.js")
+});
+
+/// The folder [`script_path`] is in.
+pub const SCRIPT_PREFIX: &str = "/__stamp/probe/";
+
 /// The probe's text, as pages carry it.
 pub fn script() -> &'static str {
     &SCRIPT
+}
+
+/// Where a page loads [`script`] from, when it does not carry it inline.
+pub fn script_path() -> &'static str {
+    &SCRIPT_PATH
 }
 
 /// `'sha256-…'` of [`script`].
@@ -111,9 +128,21 @@ pub struct Page<'a> {
     pub badge: bool,
 }
 
-/// The data block and the probe, ready to insert (`nonce` on the script
-/// when the page's policy needs one).
-pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
+/// How a page carries the probe's script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried<'a> {
+    /// Its text in the page (with the nonce the page's policy needs): a
+    /// page whose policies the proxy extends with the script's hash.
+    Inline(Option<&'a str>),
+    /// `<script src=`[`script_path`]`>`: about 13 KB less in every page,
+    /// the script kept by the browser once for all of them. Only where
+    /// nothing can stand between the page and its own origin's script: no
+    /// policy, and no `<base>` before it.
+    External,
+}
+
+/// The data block and the probe, ready to insert.
+pub fn elements(page: &Page<'_>, carried: Carried<'_>) -> String {
     // Entries paired by a pattern count too: the page loads them at the
     // ticket's own path (`/assets/index-<new hash>.js?__ts=…`).
     let patterns: Vec<Option<EntryPattern>> = page
@@ -165,15 +194,75 @@ pub fn elements(page: &Page<'_>, nonce: Option<&str>) -> String {
             .collect(),
     };
     let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
-    let nonce = nonce
-        .filter(|n| crate::csp::is_nonce_safe(n))
-        .map(|n| format!(" nonce=\"{n}\""))
-        .unwrap_or_default();
-    format!(
-        "<script type=\"application/json\" id=\"{DATA_ID}\">{}</script><script{nonce}>{}</script>",
-        crate::importmap::escape_for_script(&json),
-        script()
-    )
+    let data = format!(
+        "<script type=\"application/json\" id=\"{DATA_ID}\">{}</script>",
+        crate::importmap::escape_for_script(&json)
+    );
+    match carried {
+        // Classic and without `async` or `defer`: it runs where it stands,
+        // before any of the page's scripts, as the inline one does.
+        Carried::External => format!("{data}<script src=\"{}\"></script>", script_path()),
+        Carried::Inline(nonce) => {
+            let nonce = nonce
+                .filter(|n| crate::csp::is_nonce_safe(n))
+                .map(|n| format!(" nonce=\"{n}\""))
+                .unwrap_or_default();
+            format!("{data}<script{nonce}>{}</script>", script())
+        }
+    }
+}
+
+/// Answers `GET /__stamp/probe/…`: the probe's script at [`script_path`],
+/// kept by browsers and caches for a year (its name changes with it);
+/// any other name is a `404` nobody keeps (a page another version of the
+/// proxy stamped, during a rolling deploy, loads no probe rather than
+/// another one).
+pub async fn serve(session: &mut pingora::proxy::Session) -> pingora::Result<()> {
+    use bytes::Bytes;
+    use http::header;
+    let req = session.req_header();
+    let text = "text/plain; charset=utf-8";
+    if req.method != http::Method::GET && req.method != http::Method::HEAD {
+        return crate::internal::respond(
+            session,
+            405,
+            text,
+            Bytes::from_static(b"ticket-stamp: the probe is read-only\n"),
+        )
+        .await;
+    }
+    if req.uri.path() != script_path() {
+        return crate::internal::respond(
+            session,
+            404,
+            text,
+            Bytes::from_static(
+                b"ticket-stamp: no such probe (this proxy serves another version)\n",
+            ),
+        )
+        .await;
+    }
+    let etag = format!("\"{}\"", &script_path()[SCRIPT_PREFIX.len()..]);
+    let fresh = req
+        .headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        });
+    let mut resp = pingora::http::ResponseHeader::build(if fresh { 304 } else { 200 }, Some(6))?;
+    resp.insert_header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")?;
+    resp.insert_header(header::ETAG, &etag)?;
+    if fresh {
+        let head = true;
+        return session.write_response_header(Box::new(resp), head).await;
+    }
+    resp.insert_header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")?;
+    resp.insert_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")?;
+    crate::internal::write(session, resp, Bytes::from_static(script().as_bytes())).await
 }
 
 /// The block that tells the probe what the rewriter saw once the page was
@@ -217,21 +306,52 @@ mod tests {
             },
         );
         let variant = stamp_model::ticket::Hash::of(b"v");
-        let html = elements(
-            &Page {
-                key: &key,
-                view: "dev",
-                stage: Stage::Dev,
-                own: &own,
-                reports: &[(key.clone(), Side::Ticket)],
-                all: &own,
-                variant: &variant,
-                badge: true,
-            },
-            Some("abc"),
-        );
+        let page = Page {
+            key: &key,
+            view: "dev",
+            stage: Stage::Dev,
+            own: &own,
+            reports: &[(key.clone(), Side::Ticket)],
+            all: &own,
+            variant: &variant,
+            badge: true,
+        };
+        let html = elements(&page, Carried::Inline(Some("abc")));
         assert_eq!(html.matches("</script>").count(), 2, "{html}");
         assert!(html.contains("<script nonce=\"abc\">"));
         assert!(html.contains("\\u003c/script\\u003e"));
+        // A nonce that could end the attribute is never written.
+        let html = elements(&page, Carried::Inline(Some("a\"><script>")));
+        assert!(
+            html.ends_with(&format!("<script>{}</script>", script())),
+            "{html}"
+        );
+
+        let html = elements(&page, Carried::External);
+        assert!(
+            html.ends_with(&format!(
+                "</script><script src=\"{}\"></script>",
+                script_path()
+            )),
+            "{html}"
+        );
+        assert!(!html.contains(script()));
+        assert!(html.contains("\\u003c/script\\u003e"));
+    }
+
+    #[test]
+    fn the_probe_is_served_at_a_path_named_by_its_content() {
+        let path = script_path();
+        let hex = path
+            .strip_prefix(SCRIPT_PREFIX)
+            .and_then(|p| p.strip_suffix(".js"))
+            .unwrap();
+        assert_eq!(hex.len(), 16);
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(stamp_model::wire::is_reserved(path));
+        let full = crate::importmap::csp_hash_source(script());
+        assert_ne!(hex, full, "a name, not the policy's hash");
     }
 }

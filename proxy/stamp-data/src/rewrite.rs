@@ -160,6 +160,11 @@ pub struct ProbeSpec {
     /// Whom the page reports to, and on which side: a ticket page to its
     /// ticket; a sampled production page to each ticket rolling out.
     pub reports: Vec<(stamp_model::ticket::TicketKey, stamp_model::views::Side)>,
+    /// Whether the page may load the probe's script from the proxy rather
+    /// than carry it: its response has no Content-Security-Policy of
+    /// either kind. (A `<base>` or a meta policy before the probe keeps it
+    /// inline as well.)
+    pub external: bool,
 }
 
 /// The proxy's elements as a meta policy must allow them.
@@ -2263,6 +2268,7 @@ fn take_probe(state: &Arc<Mutex<State>>) -> Option<String> {
     }
     st.spec.probe.as_ref()?;
     st.probe_done = true;
+    let nonce = st.map_nonce();
     let probe = st.spec.probe.as_ref()?;
     let page = crate::probe::Page {
         key: &probe.key,
@@ -2274,7 +2280,14 @@ fn take_probe(state: &Arc<Mutex<State>>) -> Option<String> {
         variant: &st.spec.effective.id,
         badge: probe.badge,
     };
-    Some(crate::probe::elements(&page, st.map_nonce().as_deref()))
+    // Nothing in the page before the probe may decide where its URL
+    // leads or whether it may load: a `<base>` or a meta policy.
+    let carried = if probe.external && !st.base_frozen && !st.meta_seen {
+        crate::probe::Carried::External
+    } else {
+        crate::probe::Carried::Inline(nonce.as_deref())
+    };
+    Some(crate::probe::elements(&page, carried))
 }
 
 /// `<script type="importmap" nonce=…>{json}</script>`.
@@ -2581,6 +2594,58 @@ mod tests {
         }
     }
 
+    /// Without a policy the page loads the probe's script from the proxy,
+    /// unless a `<base>` (which would send its URL elsewhere) or a meta
+    /// policy (which could refuse it) comes before it.
+    #[test]
+    fn the_probe_is_loaded_unless_something_before_it_decides_where_or_whether() {
+        let with_probe = |external| {
+            let mut t = spec(&["/src/a.js"]);
+            t.encoding = Some(encoding_rs::UTF_8);
+            t.probe = Some(ProbeSpec {
+                key: stamp_model::ticket::TicketKey::parse("TKT-1").unwrap(),
+                view: "dev",
+                stage: stamp_model::ticket::Stage::Dev,
+                own: Default::default(),
+                badge: true,
+                reports: Vec::new(),
+                external,
+            });
+            // As the proxy gives every page without a policy header.
+            t.meta_csp = Some(MetaCsp {
+                script_nonce: "m3ta".into(),
+                script_hash: crate::probe::script_hash().into(),
+                style: None,
+            });
+            t
+        };
+        let loaded = format!("<script src=\"{}\"></script>", crate::probe::script_path());
+        let inline = format!(">{}</script>", crate::probe::script());
+        for (page, external, loads) in [
+            ("<html><head><title>t</title></head><body>x</body></html>", true, true),
+            ("<html><head><title>t</title></head><body>x</body></html>", false, false),
+            // The probe goes first in `<head>`: a later base or policy was
+            // not there when its script was asked for.
+            (
+                "<html><head><base href=/app/><meta http-equiv=Content-Security-Policy content=\"script-src 'none'\"></head><body>x</body></html>",
+                true,
+                true,
+            ),
+            // No `<head>`: the probe waits for `<body>`, after them.
+            ("<base href=https://cdn.example/><body>x</body>", true, false),
+            (
+                "<meta http-equiv=Content-Security-Policy content=\"script-src 'nonce-x'\"><body>x</body>",
+                true,
+                false,
+            ),
+            ("<title>t</title><body>x</body>", true, true),
+        ] {
+            let (out, _) = rewrite_str(with_probe(external), page);
+            assert_eq!(out.contains(&loaded), loads, "{page}: {out}");
+            assert_eq!(out.contains(&inline), !loads, "{page}: {out}");
+        }
+    }
+
     /// On a page whose headers name no charset, the probe goes after a
     /// `<meta charset>` that leads the head (the browser's prescan reads
     /// only the first 1024 bytes), else first in the head as always.
@@ -2596,6 +2661,7 @@ mod tests {
                 own: Default::default(),
                 badge: true,
                 reports: Vec::new(),
+                external: false,
             });
             t
         };
@@ -3075,6 +3141,7 @@ mod tests {
                 own: Arc::new(s.effective.overrides.clone()),
                 badge,
                 reports: Vec::new(),
+                external: false,
             });
             s
         };

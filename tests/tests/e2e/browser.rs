@@ -1368,6 +1368,71 @@ async fn a_meta_policy_lets_the_merged_map_run() {
     browser.close().await.unwrap();
 }
 
+/// Where the page has no policy header, the probe's script comes from the
+/// proxy: it runs before the page's scripts (the badge tells what ran),
+/// the browser keeps it for the next page, and a meta policy later in the
+/// page, which would refuse it, was not there when it was asked for.
+#[tokio::test]
+async fn the_probes_script_is_kept_once_and_runs_before_the_page() {
+    let origin = demo_origin();
+    let page = demo_file("index.html");
+    let map_hash = inline_map_hash(&page);
+    let (proxy, _dir) = demo_ticket_proxy(&origin).await;
+    // The app's scripts and its map, nothing else of the origin's.
+    let meta = format!(
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src {} 'sha256-{map_hash}'\">",
+        proxy.url("/src/")
+    );
+    let page = page.replacen(
+        "<meta charset=\"utf-8\">",
+        &format!("<meta charset=\"utf-8\">{meta}"),
+        1,
+    );
+    assert!(page.contains(&meta));
+    origin.route("/", Route::html(&page));
+    let html = stamp_tests::get_text(&proxy.url("/?dev=DEMO-1")).await;
+    let probe = html.find("<script src=\"/__stamp/probe/").expect(&html);
+    let policy = html
+        .find("http-equiv=\"Content-Security-Policy\"")
+        .expect(&html);
+    assert!(probe < policy, "{html}");
+
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/?dev=DEMO-1")).await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    crate::setups::badge_says(&browser, "1 of 1 module ran").await;
+    let refused = browser.csp_violations().await.unwrap();
+    assert!(refused.is_empty(), "CSP violations: {refused:?}");
+    let probe_loads = "return performance.getEntriesByType('resource') \
+         .filter(e => new URL(e.name).pathname.startsWith('/__stamp/probe/')) \
+         .map(e => [e.initiatorType, e.transferSize]);";
+    let first = browser.execute(probe_loads).await.unwrap();
+    let first = first.as_array().expect("a list");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0][0], "script", "{first:?}");
+    assert!(
+        first[0][1].as_u64().unwrap() > 0,
+        "from the network: {first:?}"
+    );
+
+    // The next page of the ticket takes it from the browser's cache.
+    browser.click("#about-link").await.unwrap();
+    browser
+        .wait_for_text("#greeting", DEMO_ABOUT_GREETING, PAGE_TIMEOUT)
+        .await
+        .unwrap();
+    crate::setups::badge_says(&browser, "1 of 1 module ran").await;
+    let again = browser.execute(probe_loads).await.unwrap();
+    let again = again.as_array().expect("a list");
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0][1], 0, "kept by the browser: {again:?}");
+    check_console(&browser, "the probe loaded").await;
+    browser.close().await.unwrap();
+}
+
 /// An origin that lets browsers keep its pages (`max-age`): a response
 /// that sets or clears the selection is never kept, so a second
 /// `?stamp=off` reaches the proxy and clears the ticket again, instead of

@@ -1151,3 +1151,130 @@ async fn the_badge_counts_the_tickets_own_modules() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A page whose response has no policy loads the probe's script from the
+/// proxy, by a name that changes with it: kept a year, compressed when the
+/// browser accepts it, revalidated by its ETag. Pages with a policy carry
+/// it inline, with the hash the policy is given. Anything else under the
+/// probe's folder is a `404` nobody keeps, and only `GET` and `HEAD` are
+/// answered.
+#[tokio::test]
+async fn the_probes_script_is_served_by_a_name_that_changes_with_it() {
+    let (origin, proxy, _d) = setup().await;
+    let page = "<!doctype html><html><head><script type=module src=/src/lib/greet.js></script></head><body>shop</body></html>";
+    origin.route("/", Route::html(page));
+    let html = get_text(&proxy.url("/?dev=TKT-1")).await;
+    let start = html
+        .find("<script src=\"/__stamp/probe/")
+        .unwrap_or_else(|| panic!("the probe's script is loaded: {html}"));
+    let path = html[start + "<script src=\"".len()..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        html[start..].starts_with(&format!("<script src=\"{path}\"></script>")),
+        "classic, neither async nor deferred: it runs before the page's scripts: {html}"
+    );
+    let data = html.find("id=\"ticket-stamp-data\"").unwrap();
+    assert!(data < start, "its data comes first: {html}");
+    assert!(html.len() < 2_000, "the page carries no probe text: {html}");
+
+    let resp = client().get(proxy.url(&path)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let etag = h["etag"].to_str().unwrap().to_string();
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("ticket-stamp-data"), "the probe: {body:.200}");
+    assert_eq!(h["content-length"], body.len().to_string().as_str());
+
+    // The same text a page with a policy carries inline, under the hash its
+    // policy is given.
+    origin.route(
+        "/strict",
+        Route::html(page).header("content-security-policy", "script-src 'self'"),
+    );
+    let (policy, strict) = policy_and_page(&proxy.url("/strict?dev=TKT-1")).await;
+    assert!(!strict.contains("/__stamp/probe/"), "{strict}");
+    assert!(
+        strict.contains(&format!(">{body}</script>")),
+        "inline: {strict:.300}"
+    );
+    use sha2::Digest;
+    let hash = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        sha2::Sha256::digest(body.as_bytes()),
+    );
+    assert!(policy.contains(&format!("'sha256-{hash}'")), "{policy}");
+    // A report-only policy keeps it inline too: it would report the load.
+    origin.route(
+        "/watched",
+        Route::html(page).header("content-security-policy-report-only", "script-src 'none'"),
+    );
+    let watched = get_text(&proxy.url("/watched?dev=TKT-1")).await;
+    assert!(!watched.contains("/__stamp/probe/"), "{watched}");
+
+    // Revalidated by its ETag; HEAD has the headers and no body.
+    let resp = client()
+        .get(proxy.url(&path))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+    assert_eq!(resp.headers()["etag"], etag.as_str());
+    assert!(resp.bytes().await.unwrap().is_empty());
+    let resp = client().head(proxy.url(&path)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-length"],
+        body.len().to_string().as_str()
+    );
+    assert!(resp.bytes().await.unwrap().is_empty());
+
+    // Compressed for a browser that accepts it.
+    let resp = client()
+        .get(proxy.url(&path))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let zipped = resp.bytes().await.unwrap();
+    assert!(zipped.len() * 2 < body.len(), "{} bytes", zipped.len());
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut plain)
+        .unwrap();
+    assert_eq!(plain, body);
+
+    // Another name (a page of another version of the proxy, a guess, a
+    // hostile path) is never answered with this one, nor kept.
+    let other = format!("{}0.js", &path[..path.len() - 4]);
+    for wrong in [
+        other.as_str(),
+        "/__stamp/probe/",
+        "/__stamp/probe/0000000000000000.js",
+        "/__stamp/probe/%00.js",
+        "/__stamp/probe/a/b.js",
+    ] {
+        let resp = client().get(proxy.url(wrong)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{wrong}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{wrong}");
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains("ticket-stamp-data"), "{wrong}: {text}");
+    }
+    let resp = client()
+        .post(proxy.url(&path))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    // Nothing under the folder reaches the origin.
+    assert_eq!(origin.hits(&path), 0);
+    assert_eq!(origin.hits("/__stamp/probe/0000000000000000.js"), 0);
+}

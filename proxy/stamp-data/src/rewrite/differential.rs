@@ -243,6 +243,7 @@ fn variants() -> Vec<(&'static str, RewriteSpec)> {
         own: Arc::new(overrides(&["/src/lib/greet.js"])),
         badge: true,
         reports: Vec::new(),
+        external: false,
     });
     ticket.nonce = Some("n0nce".into());
     let mut remote = ticket.clone();
@@ -256,6 +257,12 @@ fn variants() -> Vec<(&'static str, RewriteSpec)> {
         script_hash: "'sha256-abc'".into(),
         style: None,
     });
+    // No policy: the probe's script loads from the proxy.
+    let mut external = ticket.clone();
+    external.nonce = None;
+    if let Some(p) = external.probe.as_mut() {
+        p.external = true;
+    }
     let mut live = ticket.clone();
     live.live = Some("/__stamp/live?v=1".into());
     let mut sampled = base(&[]);
@@ -266,6 +273,7 @@ fn variants() -> Vec<(&'static str, RewriteSpec)> {
         own: Arc::new(OverrideSet::new()),
         badge: false,
         reports: Vec::new(),
+        external: true,
     });
     let mut notice = base(&[]);
     notice.notice = Some("<p id=notice></p>".into());
@@ -292,6 +300,7 @@ fn variants() -> Vec<(&'static str, RewriteSpec)> {
         ("ticket, a bundle's entry pattern", bundle),
         ("overlay", overlay),
         ("ticket", ticket),
+        ("ticket, the probe's script loaded", external),
         ("ticket, no charset in the headers", undeclared),
         ("ticket, remote module", remote),
         ("ticket, meta policy", meta),

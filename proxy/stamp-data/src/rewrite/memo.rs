@@ -229,6 +229,7 @@ impl RewriteSpec {
                     own,
                     badge,
                     reports,
+                    external,
                 } = a;
                 *key == b.key
                     && *view == b.view
@@ -236,6 +237,7 @@ impl RewriteSpec {
                     && (Arc::ptr_eq(own, &b.own) || **own == *b.own)
                     && *badge == b.badge
                     && *reports == b.reports
+                    && *external == b.external
             }
             _ => false,
         };

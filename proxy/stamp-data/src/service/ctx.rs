@@ -135,6 +135,8 @@ pub enum Route {
     Live,
     /// `POST /__stamp/report`: what a page ran, from its probe.
     Report,
+    /// `/__stamp/probe/…`: the probe's script, for pages that load it.
+    Probe,
     /// `/__stamp/leave`: the badge's exit (the selection's cookies cleared).
     Leave,
     /// The app's service worker script, asked for by a browser on a
@@ -268,7 +270,9 @@ impl Ctx {
                 Some(Variant::Overlay) => Kind::Overlay,
                 None => Kind::Passthrough,
             },
-            Route::Internal | Route::Report | Route::Leave | Route::SetAside => Kind::Internal,
+            Route::Internal | Route::Report | Route::Probe | Route::Leave | Route::SetAside => {
+                Kind::Internal
+            }
             Route::Live => Kind::Live,
             Route::Module { .. } => Kind::Module,
             Route::File(_) => Kind::File,

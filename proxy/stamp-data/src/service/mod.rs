@@ -469,7 +469,12 @@ impl ProxyHttp for StampProxy {
         }
         self.route(session, ctx);
         let level = ctx.settings.cfg.rewrite.compression_level;
-        if level > 0 && matches!(ctx.route, ctx::Route::Page(_) | ctx::Route::Module { .. }) {
+        if level > 0
+            && matches!(
+                ctx.route,
+                ctx::Route::Page(_) | ctx::Route::Module { .. } | ctx::Route::Probe
+            )
+        {
             // Must be decided here: later phases are too late for the module.
             if let Some(c) = session
                 .downstream_modules_ctx
@@ -543,6 +548,7 @@ impl ProxyHttp for StampProxy {
             },
             Route::Mirror(_) | Route::Unmapped(_) => self.serve_mirror(session, ctx).await?,
             Route::Report => self.take_report(session, &ctx.settings).await?,
+            Route::Probe => crate::probe::serve(session).await?,
             Route::Leave => self.leave(session, ctx).await?,
             Route::SetAside => self.set_aside_worker(session, &ctx.sel).await?,
             Route::Map(_) => return self.start_map(session, ctx).await,

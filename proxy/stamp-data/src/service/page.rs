@@ -332,7 +332,13 @@ impl StampProxy {
             return Ok(None);
         };
         // A ticket page carries the probe, which measures what it ran and
-        // shows it on the badge.
+        // shows it on the badge. Its script loads from the proxy where no
+        // policy of the page's could refuse it; elsewhere it is inline,
+        // with the hash or nonce the policies are given.
+        let external = !resp.headers.contains_key(header::CONTENT_SECURITY_POLICY)
+            && !resp
+                .headers
+                .contains_key(header::CONTENT_SECURITY_POLICY_REPORT_ONLY);
         let probe = match &plan.variant {
             Variant::Ticket {
                 key,
@@ -346,6 +352,7 @@ impl StampProxy {
                 own: own.clone(),
                 badge: s.cfg.badge,
                 reports: vec![(key.clone(), stamp_model::views::Side::Ticket)],
+                external,
             }),
             // A production page sampled during a rollout: no badge, a
             // report to each ticket rolling out, from this visitor's side.
@@ -358,6 +365,7 @@ impl StampProxy {
                     own: Default::default(),
                     badge: false,
                     reports: sides.to_vec(),
+                    external,
                 })
             }),
         };

@@ -31,6 +31,10 @@ impl StampProxy {
             ctx.route = Route::Report;
             return;
         }
+        if path.starts_with(crate::probe::SCRIPT_PREFIX) {
+            ctx.route = Route::Probe;
+            return;
+        }
         if path == crate::probe::LEAVE_PATH {
             ctx.route = Route::Leave;
             return;
