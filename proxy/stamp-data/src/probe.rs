@@ -217,6 +217,7 @@ pub fn elements(page: &Page<'_>, carried: Carried<'_>) -> String {
 /// any other name is a `404` nobody keeps (a page another version of the
 /// proxy stamped, during a rolling deploy, loads no probe rather than
 /// another one).
+#[cfg(feature = "proxy")]
 pub async fn serve(session: &mut pingora::proxy::Session) -> pingora::Result<()> {
     use bytes::Bytes;
     use http::header;

@@ -45,6 +45,8 @@ fn spec(ticket: bool, nonce: &str, header: bool) -> RewriteSpec {
             own: Arc::new(common::overrides(&["/src/lib/greet.js"])),
             badge: true,
             reports: Vec::new(),
+            // As the proxy decides: loaded unless the headers carry a policy.
+            external: !header,
         });
         spec.meta_csp = Some(MetaCsp {
             script_nonce: nonce.into(),
