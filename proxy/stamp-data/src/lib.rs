@@ -41,6 +41,7 @@ mod extmap;
 mod importmap;
 #[cfg(feature = "proxy")]
 mod internal;
+mod linkheader;
 #[cfg(feature = "proxy")]
 mod live;
 #[cfg(feature = "proxy")]
@@ -83,6 +84,7 @@ pub mod testing {
     pub use crate::effective::Effective;
     pub use crate::extmap::{parse_query as map_query, target as map_target};
     pub use crate::importmap::{csp_hash_source, merge};
+    pub use crate::linkheader::rewrite as link_header;
     pub use crate::probe::script_hash as probe_hash;
     pub use crate::rewrite::{
         find_start, rewrite_str, MetaCsp, PageRewriter, ProbeSpec, Report, RewriteSpec,

@@ -167,9 +167,9 @@ d.addEventListener("securitypolicyviolation",e=>err("csp",e.violatedDirective+" 
 // Production's files that loaded: those where the ticket's own copy of
 // the same file did not run (production's ran instead), and those where it
 // ran too (production's also loaded). Twins (one hash) are told by path.
-// Production's script preloaded (a link), whose ticket copy ran, ran
-// nothing by itself: not named.
-const prodSplit=()=>{const i=[],a=[];for(const m of S.prod.values()){const mine=S.ran.has(m.h)&&(!dup.has(m.h)||tpath.has(m.p));if(!mine)i.push(m);else if(!(m.js&&m.t==="link"))a.push(m)}return[i,a]};
+// Production's script only preloaded (a link) ran nothing by itself: not
+// named, whether the ticket's copy ran or not.
+const prodSplit=()=>{const i=[],a=[];for(const m of S.prod.values()){if(m.js&&m.t==="link")continue;const mine=S.ran.has(m.h)&&(!dup.has(m.h)||tpath.has(m.p));(mine?a:i).push(m)}return[i,a]};
 let host=null,box=null;
 const css=":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}aside{display:flex;gap:.6em;align-items:center;flex-wrap:wrap;max-width:min(90vw,46em);font:13px/1.3 system-ui,sans-serif;color:#fff;background:#5b2a86;border-radius:14px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}strong{font-weight:700}a,button{color:#fff;text-decoration:underline;background:none;border:0;font:inherit;cursor:pointer;padding:0}aside.warn{background:#9a3412}aside.idle{background:#374151}";
 let O={};const outcome=()=>{const o=d.getElementById("ticket-stamp-outcome");try{O=o?JSON.parse(o.textContent):{}}catch(_){O={}}};

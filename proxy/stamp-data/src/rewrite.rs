@@ -583,6 +583,16 @@ fn stamping_handlers(
                         || el
                             .get_attribute("http-equiv")
                             .is_some_and(|h| h.trim().eq_ignore_ascii_case("content-type")));
+                if declares
+                    && el
+                        .get_attribute("http-equiv")
+                        .is_some_and(|h| h.trim().eq_ignore_ascii_case("content-security-policy"))
+                {
+                    // `<meta charset http-equiv=Content-Security-Policy>`:
+                    // a policy the probe goes after (its handler runs
+                    // later, and gives it the same nonce).
+                    lock(&s).meta_seen = true;
+                }
                 if let Some(html) = take_probe(&s) {
                     if declares {
                         el.after(&html, ContentType::Html);
@@ -1900,7 +1910,9 @@ fn quiet_link(st: &State, a: &skim::Attrs<'_>) -> bool {
     if has("modulepreload") {
         return !may_insert_map(st) && !may_replace(st, a.href);
     }
-    !has("stylesheet") || !may_replace(st, a.href)
+    // A preload's `as` is not among what the skim keeps: read it whenever
+    // its file may be the ticket's.
+    !(has("stylesheet") || has("preload")) || !may_replace(st, a.href)
 }
 
 /// Whether a module script or preload read now could be the one before
@@ -1954,7 +1966,15 @@ fn on_link(state: &Arc<Mutex<State>>, el: &mut Element<'_, '_>) -> HandlerResult
         }
         return on_module_entry(state, el, "href");
     }
-    if has("stylesheet") {
+    // A preload of a script or stylesheet is for the element that uses it
+    // later, which gets the ticket's URL: so does the preload (production's
+    // copy fetched beside it would be wasted, and the probe would see it).
+    let preloads = has("preload")
+        && el.get_attribute("as").is_some_and(|d| {
+            let d = d.trim();
+            d.eq_ignore_ascii_case("script") || d.eq_ignore_ascii_case("style")
+        });
+    if has("stylesheet") || preloads {
         return on_entry(state, el, "href");
     }
     Ok(())
@@ -2599,9 +2619,9 @@ mod tests {
     /// policy (which could refuse it) comes before it.
     #[test]
     fn the_probe_is_loaded_unless_something_before_it_decides_where_or_whether() {
-        let with_probe = |external| {
+        let with_probe = |external, encoding| {
             let mut t = spec(&["/src/a.js"]);
-            t.encoding = Some(encoding_rs::UTF_8);
+            t.encoding = encoding;
             t.probe = Some(ProbeSpec {
                 key: stamp_model::ticket::TicketKey::parse("TKT-1").unwrap(),
                 view: "dev",
@@ -2639,8 +2659,24 @@ mod tests {
                 false,
             ),
             ("<title>t</title><body>x</body>", true, true),
+            // A base without `href`, or in a template, decides nothing.
+            ("<base target=_top><body>x</body>", true, true),
+            ("<template><base href=https://cdn.example/></template><body>x</body>", true, true),
         ] {
-            let (out, _) = rewrite_str(with_probe(external), page);
+            let (out, _) = rewrite_str(with_probe(external, Some(encoding_rs::UTF_8)), page);
+            assert_eq!(out.contains(&loaded), loads, "{page}: {out}");
+            assert_eq!(out.contains(&inline), !loads, "{page}: {out}");
+        }
+        // No charset in the headers: the probe goes after a leading
+        // `<meta charset>`, which may carry a policy as well.
+        for (page, loads) in [
+            ("<html><head><meta charset=utf-8><title>t</title></head>", true),
+            (
+                "<html><head><meta charset=utf-8 http-equiv=Content-Security-Policy content=\"script-src 'nonce-r'\"><title>t</title></head>",
+                false,
+            ),
+        ] {
+            let (out, _) = rewrite_str(with_probe(true, None), page);
             assert_eq!(out.contains(&loaded), loads, "{page}: {out}");
             assert_eq!(out.contains(&inline), !loads, "{page}: {out}");
         }

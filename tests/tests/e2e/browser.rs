@@ -1383,10 +1383,17 @@ async fn the_probes_script_is_kept_once_and_runs_before_the_page() {
         "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src {} 'sha256-{map_hash}'\">",
         proxy.url("/src/")
     );
+    // A classic script of the page's, first after the policy: it runs
+    // before anything after it, and says whether the probe ran before it.
+    let before = "<script src=\"/src/before.js\"></script>";
     let page = page.replacen(
         "<meta charset=\"utf-8\">",
-        &format!("<meta charset=\"utf-8\">{meta}"),
+        &format!("<meta charset=\"utf-8\">{meta}{before}"),
         1,
+    );
+    origin.route(
+        "/src/before.js",
+        Route::js("document.documentElement.dataset.before = String(!!window.__ticketStamp);\n"),
     );
     assert!(page.contains(&meta));
     origin.route("/", Route::html(&page));
@@ -1404,6 +1411,14 @@ async fn the_probes_script_is_kept_once_and_runs_before_the_page() {
         .await
         .unwrap();
     crate::setups::badge_says(&browser, "1 of 1 module ran").await;
+    let before = browser
+        .execute("return document.documentElement.dataset.before")
+        .await
+        .unwrap();
+    assert_eq!(
+        before, "true",
+        "the probe ran before the page's first script"
+    );
     let refused = browser.csp_violations().await.unwrap();
     assert!(refused.is_empty(), "CSP violations: {refused:?}");
     let probe_loads = "return performance.getEntriesByType('resource') \

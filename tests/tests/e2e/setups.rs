@@ -2564,3 +2564,135 @@ fn greeting_app_with(origin: Origin, key: &str, more: &[(&str, &str)]) -> (App, 
     app.stamp(work.path(), &[key, "--update", "--once"]);
     (app, work)
 }
+
+/// Preloads name files as the elements that use them later do: in the
+/// page's `Link` header (a module preload, a script or style preload) and
+/// in its `<head>` (`<link rel=preload as=script|style>`). Each of the
+/// ticket's files is preloaded at the ticket's URL, so production's copy
+/// is never fetched beside it. Before this rule, Chromium reported the
+/// header's module preload of production's file as loaded by a script, and
+/// the badge said production's copy also loaded; and a script only
+/// preloaded (which runs nothing) was said to have run instead of the
+/// ticket's.
+#[tokio::test]
+async fn preloads_fetch_the_tickets_files_and_run_nothing_by_themselves() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"@app/y\":\"/src/y.js\"}}</script>\
+             <link rel=preload as=script href=/src/w.js integrity=sha384-production>\
+             <link rel=preload as=style href=/src/s.css><link rel=stylesheet href=/src/s.css>\
+             <link rel=prefetch href=/src/q.js></head>\
+             <body><p id=\"out\">start</p><script src=/src/w.js></script>\
+             <script type=\"module\">import { y } from '@app/y'; document.body.dataset.mapped = y + ' ' + window.w;</script>\
+             </body></html>",
+        )
+        .header(
+            "link",
+            "</src/y.js>; rel=modulepreload, </src/z.js>; rel=preload; as=script; integrity=\"sha384-x\"",
+        )
+        .header("link", "</src/s.css>; rel=preload; as=style"),
+    );
+    for (path, body) in [
+        ("/src/y.js", "export const y = 'production y';\n"),
+        ("/src/z.js", "window.z = 'production z';\n"),
+        ("/src/w.js", "window.w = 'production w';\n"),
+        ("/src/q.js", "window.q = 'production q';\n"),
+    ] {
+        origin.route(path, Route::js(body));
+    }
+    origin.route(
+        "/src/s.css",
+        Route::bytes("text/css", b"p { color: red }\n".to_vec()),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[
+            ("y.js", "export const y = 'ticket y';\n"),
+            ("z.js", "window.z = 'ticket z';\n"),
+            ("w.js", "window.w = 'ticket w';\n"),
+            ("q.js", "window.q = 'ticket q';\n"),
+            ("s.css", "p { color: green }\n"),
+        ],
+    );
+    app.stamp(work.path(), &["PRELOAD-1", "--update", "--once"]);
+
+    let resp = stamp_tests::client()
+        .get(app.proxy.url("/?dev=PRELOAD-1"))
+        .send()
+        .await
+        .unwrap();
+    let links: Vec<String> = resp
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert!(links[0].starts_with("</src/y.js?__ts="), "{links:?}");
+    assert!(links[0].contains(", </src/z.js?__ts="), "{links:?}");
+    assert!(!links[0].contains("integrity"), "{links:?}");
+    assert!(links[1].starts_with("</src/s.css?__ts="), "{links:?}");
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("<link rel=preload as=script href=\"/src/w.js?__ts="),
+        "{html}"
+    );
+    assert!(!html.contains("sha384-production"), "{html}");
+    assert!(
+        html.contains("<link rel=prefetch href=/src/q.js>"),
+        "a prefetch is for later: {html}"
+    );
+
+    let browser = Browser::start().await.unwrap();
+    browser
+        .goto(&app.proxy.url("/?dev=PRELOAD-1"))
+        .await
+        .unwrap();
+    let text = badge_says(&browser, "ran").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while browser
+        .execute("return document.body.dataset.mapped || ''")
+        .await
+        .unwrap()
+        != "ticket y ticket w"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the page never ran the ticket's y and w"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let text = format!("{text} / {}", badge(&browser).await);
+    // y, w and the stylesheet ran; z and q were only preloaded.
+    assert!(
+        text.ends_with("3 of 3 modules ranTicketExit to production"),
+        "{text}"
+    );
+    assert!(!text.contains("instead"), "{text}");
+    assert!(!text.contains("also loaded"), "{text}");
+    // Production's copies of the files the page uses were never fetched:
+    // only the prefetch of one it does not use went to production.
+    let fetched = browser
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => new URL(e.name)) \
+             .filter(u => u.pathname.startsWith('/src/') && !u.search.includes('__ts=')) \
+             .map(u => u.pathname).sort().join(' ')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched, "/src/q.js", "{text}");
+    let v = views(&app, "PRELOAD-1", 1).await;
+    assert!(v[0]["production"].as_array().unwrap().is_empty(), "{v:?}");
+    assert!(
+        v[0]["production_also"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{v:?}"
+    );
+    browser.close().await.unwrap();
+}

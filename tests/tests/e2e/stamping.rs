@@ -1190,6 +1190,14 @@ async fn the_probes_script_is_served_by_a_name_that_changes_with_it() {
     let body = resp.text().await.unwrap();
     assert!(body.contains("ticket-stamp-data"), "the probe: {body:.200}");
     assert_eq!(h["content-length"], body.len().to_string().as_str());
+    assert_eq!(h["vary"], "Accept-Encoding");
+    // Named by its text: another probe, another name.
+    {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(body.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(path, format!("/__stamp/probe/{hex}.js"));
+    }
 
     // The same text a page with a policy carries inline, under the hash its
     // policy is given.
@@ -1274,6 +1282,7 @@ async fn the_probes_script_is_served_by_a_name_that_changes_with_it() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
     // Nothing under the folder reaches the origin.
     assert_eq!(origin.hits(&path), 0);
     assert_eq!(origin.hits("/__stamp/probe/0000000000000000.js"), 0);

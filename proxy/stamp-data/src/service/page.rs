@@ -334,7 +334,10 @@ impl StampProxy {
         // A ticket page carries the probe, which measures what it ran and
         // shows it on the badge. Its script loads from the proxy where no
         // policy of the page's could refuse it; elsewhere it is inline,
-        // with the hash or nonce the policies are given.
+        // with the hash or nonce the policies are given. (A production
+        // page sampled during a rollout keeps it inline: production
+        // visitors never wait for a request to the proxy, nor go through
+        // the app's service worker for it.)
         let external = !resp.headers.contains_key(header::CONTENT_SECURITY_POLICY)
             && !resp
                 .headers
@@ -365,7 +368,7 @@ impl StampProxy {
                     own: Default::default(),
                     badge: false,
                     reports: sides.to_vec(),
-                    external,
+                    external: false,
                 })
             }),
         };
@@ -422,6 +425,10 @@ impl StampProxy {
             style: None,
         });
         variant_headers(session, resp, &plan.variant, notice.is_some());
+        let page = page_url(session, s.cfg.tls);
+        if stamps {
+            preloads_of_the_variant(resp, &page, &plan.effective)?;
+        }
 
         let live = match &plan.variant {
             Variant::Ticket {
@@ -439,7 +446,7 @@ impl StampProxy {
         let rewriter = PageRewriter::new(RewriteSpec {
             live,
             effective: plan.effective.clone(),
-            page_url: page_url(session, s.cfg.tls),
+            page_url: page,
             fresh: made_up.then(|| fresh.clone()),
             nonce,
             max_map_bytes: s.cfg.rewrite.max_import_map_bytes,
@@ -610,6 +617,37 @@ pub(super) fn rollout_headers(resp: &mut ResponseHeader, sel: &super::ctx::Selec
 
 /// A variant's headers: its length and validators are not production's, and
 /// no cache may keep it for anyone else.
+/// The page's `Link` preloads of files the variant replaces, pointed at
+/// the variant's (see [`crate::linkheader`]). A value that is not plain
+/// text goes out as it came.
+fn preloads_of_the_variant(
+    resp: &mut ResponseHeader,
+    page: &url::Url,
+    effective: &crate::effective::Effective,
+) -> Result<(), String> {
+    let values: Vec<http::HeaderValue> =
+        resp.headers.get_all(header::LINK).iter().cloned().collect();
+    let rewritten: Vec<Option<String>> = values
+        .iter()
+        .map(|v| {
+            let text = v.to_str().ok()?;
+            crate::linkheader::rewrite(text, page, effective)
+        })
+        .collect();
+    if rewritten.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    resp.remove_header(&header::LINK);
+    for (value, new) in values.into_iter().zip(rewritten) {
+        let result = match new {
+            Some(text) => resp.append_header(header::LINK, text),
+            None => resp.append_header(header::LINK, value),
+        };
+        result.map_err(|e| format!("cannot write the Link header: {e}"))?;
+    }
+    Ok(())
+}
+
 fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Variant, notice: bool) {
     for h in [
         header::CONTENT_LENGTH,
