@@ -528,6 +528,78 @@ async fn early_hints_leave_the_page_its_own_coding() {
     assert!(plain.contains("hinted"));
 }
 
+/// Early hints are the page's own preloads, sent ahead: on a ticket page,
+/// a preload of the ticket's file there points at the ticket's URL, as
+/// the page's `Link` header and elements do; production visitors get them
+/// as they came. (Read off the wire: HTTP clients hide informational
+/// answers.)
+#[tokio::test]
+async fn early_hints_preload_the_tickets_files() {
+    let page = "<html><head><script type=module src=/src/lib/greet.js></script></head><body><p>hinted</p></body></html>";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if std::io::Read::read(&mut conn, &mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let mut answer = b"HTTP/1.1 103 Early Hints\r\nlink: </src/lib/greet.js>; rel=modulepreload, </app.css>; rel=preload; as=style\r\n\r\n".to_vec();
+            answer.extend_from_slice(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                    page.len()
+                )
+                .as_bytes(),
+            );
+            let _ = std::io::Write::write_all(&mut conn, &answer);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    seed_dir(dir.path(), "TKT-1", &[("/src/lib/greet.js", GREET)])
+        .await
+        .unwrap();
+    let proxy = Proxy::start(&url, &["--store", &dir.path().to_string_lossy()]).unwrap();
+    let raw = |path: &str| {
+        let addr = proxy.url("").trim_start_matches("http://").to_string();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: shop.example\r\naccept: text/html\r\nconnection: close\r\n\r\n"
+        );
+        std::io::Write::write_all(&mut conn, request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut conn, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let ticket = raw("/?dev=TKT-1");
+    let hints = ticket
+        .split("\r\n\r\n")
+        .next()
+        .filter(|h| h.starts_with("HTTP/1.1 103"))
+        .unwrap_or_else(|| panic!("the early hints went out: {ticket}"));
+    assert!(
+        hints.to_ascii_lowercase().contains(&format!(
+            "link: <{}>; rel=modulepreload, </app.css>; rel=preload; as=style",
+            ticket_url()
+        )),
+        "{hints}"
+    );
+    assert!(ticket.contains("hinted"), "{ticket}");
+    let production = raw("/").to_ascii_lowercase();
+    assert!(production.starts_with("http/1.1 103"), "{production}");
+    assert!(
+        production.contains("link: </src/lib/greet.js>; rel=modulepreload"),
+        "{production}"
+    );
+}
+
 /// A page the origin sends at once goes out with the stamped page's own
 /// `Content-Length`, not chunked (`service/length.rs`); compressed again
 /// (the origin compressed it) for a client that asks, the compressed length. Every answer on one kept-alive

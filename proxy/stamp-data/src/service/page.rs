@@ -113,7 +113,16 @@ impl StampProxy {
             return Ok(());
         };
         // Early hints (103) and the like: the page's own answer follows.
+        // Their preloads are the page's, and point where its own do.
         if resp.status.is_informational() {
+            if let Some(plan) = &ctx.sel.plan {
+                if !plan.effective.overrides.is_empty() {
+                    let page = page_url(session, ctx.settings.cfg.tls);
+                    if let Err(e) = preloads_of_the_variant(resp, &page, &plan.effective) {
+                        log::warn!(request_id:% = ctx.id; "early hints: {e}");
+                    }
+                }
+            }
             return Ok(());
         }
         let hit = match page.cached.take() {
