@@ -10,7 +10,7 @@
 const d=document,W=window,el=d.getElementById("ticket-stamp-data");
 if(!el||W.__ticketStamp)return;
 let D;try{D=JSON.parse(el.textContent)}catch(_){return}
-const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,worklet:new Set,loaded:new Set,prod:new Map,errors:[],count:0,failed:0,settled:!1};
+const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,worklet:new Set,loaded:new Set,prod:new Map,linked:new Map,errors:[],count:0,failed:0,settled:!1};
 // Files of the same bytes share a hash (two empty stylesheets): the
 // ticket's copy of one loading does not vouch for the other, so for them
 // what loaded is told apart by path.
@@ -32,6 +32,15 @@ const ran=(h,worker)=>{if(!byHash.has(h)||S.ran.has(h)&&!worker)return;S.ran.add
 W.__ticketStampRan=h=>ran(h,!1);
 const cut=(s,n)=>String(s==null?"":s).slice(0,n||200);
 const pathOf=u=>{try{const x=new URL(u,location.href);return x.origin===location.origin?x.pathname:x.origin+x.pathname}catch(_){return""}};
+// What a <link> loaded (a preload, a module preload, a stylesheet) is
+// used only where an element of the page uses that very URL: a script, or
+// a stylesheet. A preload by itself runs and applies nothing; a script
+// that uses a preloaded response makes no entry of its own.
+const href=u=>{try{return new URL(u,location.href).href.split("#")[0]}catch(_){return""}};
+const isCss=p=>/\.css$/i.test(p);
+const uses=(u,js)=>{const a=href(u);if(!a)return!1;for(const e of js?d.scripts:d.querySelectorAll("link[href]")){const v=js?e.src:e.href;if(!v||!js&&!/(^|\s)stylesheet(\s|$)/i.test(e.rel||""))continue;if(href(v)===a)return!0}return!1};
+// The ticket's files a link loaded, until an element is seen using them.
+const settle=()=>{for(const[k,u]of S.linked){const m=byHash.get(k);if(!uses(u,m.js))continue;S.linked.delete(k);if(m.js)S.loaded.add(k);else ran(k,!1)}};
 let changed=!0;
 const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  const ok=!e.responseStatus||(e.responseStatus>=200&&e.responseStatus<400);
@@ -40,7 +49,7 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  const sh=st&&st.description;
  const k=h&&byHash.has(h)?h:sh&&byHash.has(sh)?sh:null;
  // JavaScript says itself when it ran (its marker); anything else ran once loaded.
- if(k){if(ok){if(dup.has(k)){const p=pathOf(e.name);tpath.add(p);S.prod.delete(p)}if(byHash.get(k).js)S.loaded.add(k);else ran(k,!1)}changed=!0;return}
+ if(k){if(ok){const f=byHash.get(k);if(dup.has(k)){const p=pathOf(e.name);tpath.add(p);S.prod.delete(p)}if(e.initiatorType==="link"&&(f.js||isCss(f.p)))S.linked.set(k,e.name);else if(f.js)S.loaded.add(k);else ran(k,!1)}changed=!0;return}
  // Production's copy of one of the ticket's files, fetched (es-module-shims
  // fetches the modules it runs; an app reads its JSON or wasm) or loaded:
  // production's ran instead. The proxy answers a ticket page's fetch of a
@@ -55,9 +64,9 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  // (Outside a secure context the ticket's answer at that path carries no
  // Server-Timing to tell it: not judged.)
  if(!m&&!prodPage&&ok&&W.isSecureContext&&u.origin===location.origin&&!/^(beacon|navigation)$/.test(t)){const s=sib(u.pathname);
-  if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){setProd("~"+u.pathname,{p:u.pathname,h:s.h,js:s.js,t});return}}
+  if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){setProd("~"+u.pathname,{p:u.pathname,h:s.h,js:s.js,t,u:e.name});return}}
  if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js&&!W.isSecureContext)return;
- const d=dup.has(m.h);if(ok&&(W.isSecureContext||!(S.ran.has(m.h)&&(!d||tpath.has(m.p))))){setProd(d?m.p:m.h,{p:m.p,h:m.h,js:m.js,t})}};
+ const d=dup.has(m.h);if(ok&&(W.isSecureContext||!(S.ran.has(m.h)&&(!d||tpath.has(m.p))))){setProd(d?m.p:m.h,{p:m.p,h:m.h,js:m.js,t,u:e.name})}};
 // A production file seen loading by a script (it ran) stays so when a
 // link (a prefetch, a preload) loads it again.
 const setProd=(k,m)=>{const o=S.prod.get(k);if(o&&o.t!=="link")m.t=o.t;S.prod.set(k,m);changed=!0};
@@ -167,9 +176,9 @@ d.addEventListener("securitypolicyviolation",e=>err("csp",e.violatedDirective+" 
 // Production's files that loaded: those where the ticket's own copy of
 // the same file did not run (production's ran instead), and those where it
 // ran too (production's also loaded). Twins (one hash) are told by path.
-// Production's script only preloaded (a link) ran nothing by itself: not
-// named, whether the ticket's copy ran or not.
-const prodSplit=()=>{const i=[],a=[];for(const m of S.prod.values()){if(m.js&&m.t==="link")continue;const mine=S.ran.has(m.h)&&(!dup.has(m.h)||tpath.has(m.p));(mine?a:i).push(m)}return[i,a]};
+// Production's script or stylesheet a link loaded and no element of the
+// page uses ran nothing: not named, whether the ticket's copy ran or not.
+const prodSplit=()=>{settle();const i=[],a=[];for(const m of S.prod.values()){if(m.t==="link"&&(m.js||isCss(m.p))&&!uses(m.u,m.js))continue;const mine=S.ran.has(m.h)&&(!dup.has(m.h)||tpath.has(m.p));(mine?a:i).push(m)}return[i,a]};
 let host=null,box=null;
 const css=":host{all:initial;position:fixed;right:12px;bottom:12px;z-index:2147483647}aside{display:flex;gap:.6em;align-items:center;flex-wrap:wrap;max-width:min(90vw,46em);font:13px/1.3 system-ui,sans-serif;color:#fff;background:#5b2a86;border-radius:14px;padding:6px 12px;box-shadow:0 2px 8px rgba(0,0,0,.3)}strong{font-weight:700}a,button{color:#fff;text-decoration:underline;background:none;border:0;font:inherit;cursor:pointer;padding:0}aside.warn{background:#9a3412}aside.idle{background:#374151}";
 let O={};const outcome=()=>{const o=d.getElementById("ticket-stamp-outcome");try{O=o?JSON.parse(o.textContent):{}}catch(_){O={}}};
@@ -178,7 +187,7 @@ const badge=()=>{if(!D.badge)return;outcome();
   try{const s=new CSSStyleSheet;s.replaceSync(css);r.adoptedStyleSheets=[s]}catch(_){}
   box=d.createElement("aside");box.setAttribute("role","status");r.append(box)}
  if(host.parentNode!==d.documentElement)d.documentElement.append(host);
- const did=[...S.ran],[prod,also]=prodSplit();
+ const[prod,also]=prodSplit(),did=[...S.ran];
  // Loaded but never ran (its imports failed to resolve, it threw): said once the page settled.
  // (While a worklet runs, a module that loaded and said nothing may be one
  // it ran: not judged.)
@@ -198,14 +207,14 @@ const badge=()=>{if(!D.badge)return;outcome();
  box.className=cls;box.setAttribute("aria-label",`ticket-stamp: viewing ${D.ticket} (${D.view})`);
  box.replaceChildren();const t=(tag,s)=>{const e=d.createElement(tag);e.textContent=s;box.append(e);return e};
  t("strong",D.ticket);t("span",`${D.view} view \u00b7 ${D.stage}`);t("span",text).className="what";
- const a=t("a","Ticket");a.href=location.origin+D.panel;const b=t("button","Exit to production");b.className="exit";b.onclick=leave};
+ const a=t("a","Ticket");a.href=location.origin+"/__stamp/#/tickets/"+encodeURIComponent(D.ticket);const b=t("button","Exit to production");b.className="exit";b.onclick=leave};
 const leave=()=>{const u=new URL(location.href);u.searchParams.delete("dev");u.searchParams.delete("qa");u.searchParams.delete("st");
  // A POST reaches the proxy whatever service worker the app has: no route
  // of a service worker answers it from a cache.
  // The app's own service worker, set aside while on the ticket, is asked
  // back at once (the browser's own update check may come much later).
  const sw=navigator.serviceWorker;
- fetch(location.origin+D.leave,{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0)
+ fetch(location.origin+"/__stamp/leave",{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0)
   .then(()=>sw&&sw.getRegistration().then(r=>r&&r.update()).catch(()=>0))
   .then(()=>location.replace(u.href))};
 S.leave=leave;
@@ -213,18 +222,22 @@ let timer=0;const later=()=>{if(!timer)timer=setTimeout(()=>{timer=0;if(changed)
 const start=()=>{hookSystem();badge();new MutationObserver(()=>{if(host&&host.parentNode!==d.documentElement)badge()}).observe(d.documentElement,{childList:!0});
  frames(d.documentElement);new MutationObserver(rs=>{for(const r of rs)r.addedNodes.forEach(frames)}).observe(d.documentElement,{childList:!0,subtree:!0})};
 d.readyState==="loading"?d.addEventListener("DOMContentLoaded",start):start();
+// Where it reports, the exit and the panel are the proxy's own paths,
+// never the data's: a page that loads this script with a data block of
+// its own making (an injection on a page whose policy allows the origin's
+// scripts) gets no other address out of it.
 // One report per page view, a few seconds after load (errors found later go
 // in an update when the page is left). No credentials: the report carries
 // what the page ran, not who looked.
 let sent=0,sentCount=0;
 // A ticket page reports to its ticket; a production page sampled during a
 // rollout reports to each ticket rolling out, from its side of it.
-const report=update=>{if(!D.report||(update&&S.count===sentCount))return;const prev=sentCount;sentCount=S.count;const[instead,also]=prodSplit();
+const report=update=>{if(update&&S.count===sentCount)return;const prev=sentCount;sentCount=S.count;const[instead,also]=prodSplit();
  for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
   modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:instead.slice(0,50).map(m=>m.p),production_also:also.slice(0,50).map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
- try{fetch(location.origin+D.report,{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
+ try{fetch(location.origin+"/__stamp/report",{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 // A page prerendered ahead (speculation rules) loads and runs before anyone
 // sees it, and may never be shown: it is a view from when it is shown
 // (activated), and one never shown reports nothing. A page left before its

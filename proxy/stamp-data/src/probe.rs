@@ -96,9 +96,6 @@ struct Data<'a> {
     /// for every module of the page's variant (released tickets included).
     bare: std::collections::BTreeMap<&'a str, String>,
     at: std::collections::BTreeMap<&'a str, String>,
-    panel: String,
-    leave: &'a str,
-    report: &'a str,
     /// One report per entry: the ticket, and the page's side of it.
     reports: Vec<ReportTo<'a>>,
 }
@@ -181,9 +178,6 @@ pub fn elements(page: &Page<'_>, carried: Carried<'_>) -> String {
         modules,
         bare,
         at,
-        panel: format!("/__stamp/#/tickets/{}", page.key),
-        leave: LEAVE_PATH,
-        report: REPORT_PATH,
         reports: page
             .reports
             .iter()
@@ -338,6 +332,24 @@ mod tests {
         );
         assert!(!html.contains(script()));
         assert!(html.contains("\\u003c/script\\u003e"));
+    }
+
+    /// The addresses the probe sends to are in its text, the proxy's own:
+    /// none comes from the data block a page could make up.
+    #[test]
+    fn the_probe_sends_only_to_the_proxys_own_paths() {
+        for path in [REPORT_PATH, LEAVE_PATH, "/__stamp/#/tickets/"] {
+            assert!(
+                script().contains(&format!("location.origin+\"{path}\"")),
+                "{path}"
+            );
+        }
+        // (`D.reports` names whom to report for, not where.)
+        assert!(script()
+            .match_indices("D.report")
+            .all(|(i, _)| script()[i + "D.report".len()..].starts_with('s')));
+        assert!(!script().contains("D.leave"));
+        assert!(!script().contains("D.panel"));
     }
 
     #[test]

@@ -436,7 +436,11 @@ impl StampProxy {
         variant_headers(session, resp, &plan.variant, notice.is_some());
         let page = page_url(session, s.cfg.tls);
         if stamps {
-            preloads_of_the_variant(resp, &page, &plan.effective)?;
+            // Cannot fail with what the rewrite writes; if it did, the
+            // page still goes out stamped, its preloads as they came.
+            if let Err(e) = preloads_of_the_variant(resp, &page, &plan.effective) {
+                log::warn!(request_id:% = id; "{}: {e}", session.req_header().uri.path());
+            }
         }
 
         let live = match &plan.variant {
@@ -624,8 +628,6 @@ pub(super) fn rollout_headers(resp: &mut ResponseHeader, sel: &super::ctx::Selec
     add_vary_cookie(resp);
 }
 
-/// A variant's headers: its length and validators are not production's, and
-/// no cache may keep it for anyone else.
 /// The page's `Link` preloads of files the variant replaces, pointed at
 /// the variant's (see [`crate::linkheader`]). A value that is not plain
 /// text goes out as it came.
@@ -646,17 +648,26 @@ fn preloads_of_the_variant(
     if rewritten.iter().all(Option::is_none) {
         return Ok(());
     }
-    resp.remove_header(&header::LINK);
+    // Every value made first: a value that cannot be written leaves the
+    // header as it came.
+    let mut all = Vec::with_capacity(values.len());
     for (value, new) in values.into_iter().zip(rewritten) {
-        let result = match new {
-            Some(text) => resp.append_header(header::LINK, text),
-            None => resp.append_header(header::LINK, value),
-        };
-        result.map_err(|e| format!("cannot write the Link header: {e}"))?;
+        all.push(match new {
+            Some(text) => http::HeaderValue::from_str(&text)
+                .map_err(|e| format!("cannot write the Link header: {e}"))?,
+            None => value,
+        });
+    }
+    resp.remove_header(&header::LINK);
+    for value in all {
+        resp.append_header(header::LINK, value)
+            .map_err(|e| format!("cannot write the Link header: {e}"))?;
     }
     Ok(())
 }
 
+/// A variant's headers: its length and validators are not production's, and
+/// no cache may keep it for anyone else.
 fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Variant, notice: bool) {
     for h in [
         header::CONTENT_LENGTH,
