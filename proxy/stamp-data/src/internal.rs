@@ -43,6 +43,20 @@ pub async fn write(session: &mut Session, mut resp: ResponseHeader, body: Bytes)
     Ok(())
 }
 
+/// Whether the request's `If-None-Match` names `etag` (weakly) or `*`: a
+/// `304` answers it.
+pub fn none_match(req: &pingora::http::RequestHeader, etag: &str) -> bool {
+    req.headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        })
+}
+
 fn error_json(code: ErrorCode, message: impl Into<String>) -> Bytes {
     let envelope = ErrorEnvelope {
         error: ErrorBody::new(code, message),

@@ -237,16 +237,7 @@ impl ModuleServer {
         let text = "text/plain; charset=utf-8";
         let req = session.req_header();
         let etag = format!("\"{hash}\"");
-        let not_modified = req
-            .headers
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| {
-                let t = t.trim();
-                t == "*" || t.trim_start_matches("W/") == etag
-            });
+        let not_modified = crate::internal::none_match(req, &etag);
         let head_only = req.method == http::Method::HEAD;
         // One byte range (a media element seeking, Safari asking before it
         // plays), unless `If-Range` names another version.

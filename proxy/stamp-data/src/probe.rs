@@ -4,7 +4,9 @@
 //! the truth: which of the ticket's URLs loaded, which production file ran
 //! where the ticket has one (in the page and in its workers), and errors.
 //!
-//! The script's text is constant, so one CSP hash covers it on every page;
+//! The script's text is constant, so one CSP hash covers it on every page
+//! that carries it inline, and one URL names it for every page that loads
+//! it (`/__stamp/probe/<digest>.js`, on ticket pages without a policy);
 //! what it needs to know about the page comes in a JSON data block before
 //! it (`<script type="application/json">`, which no policy governs). Ticket
 //! bodies the proxy serves carry `Server-Timing: ticket-stamp;desc=<hash>`,
@@ -132,9 +134,10 @@ pub enum Carried<'a> {
     /// page whose policies the proxy extends with the script's hash.
     Inline(Option<&'a str>),
     /// `<script src=`[`script_path`]`>`: about 13 KB less in every page,
-    /// the script kept by the browser once for all of them. Only where
-    /// nothing can stand between the page and its own origin's script: no
-    /// policy, and no `<base>` before it.
+    /// the script kept by the browser once for all of them. Only on a
+    /// ticket page where nothing can stand between the page and its own
+    /// origin's script: no policy header, and no `<base href>` or meta
+    /// policy before it.
     External,
 }
 
@@ -237,16 +240,7 @@ pub async fn serve(session: &mut pingora::proxy::Session) -> pingora::Result<()>
         .await;
     }
     let etag = format!("\"{}\"", &script_path()[SCRIPT_PREFIX.len()..]);
-    let fresh = req
-        .headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == "*" || t.trim_start_matches("W/") == etag
-        });
+    let fresh = crate::internal::none_match(req, &etag);
     let mut resp = pingora::http::ResponseHeader::build(if fresh { 304 } else { 200 }, Some(6))?;
     resp.insert_header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")?;
     resp.insert_header(header::ETAG, &etag)?;
