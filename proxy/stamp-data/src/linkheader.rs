@@ -134,21 +134,9 @@ fn unquote(v: &str) -> Option<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use stamp_model::ticket::{Hash, ModuleRef, OverrideSet};
 
-    fn effective() -> Effective {
-        let mut set = OverrideSet::new();
-        for p in ["/src/a.js", "/src/site.css", "https://cdn.example/lib/x.js"] {
-            set.insert(
-                p.to_string(),
-                ModuleRef {
-                    path: p.to_string(),
-                    hash: Hash::of(p.as_bytes()),
-                    size: 1,
-                },
-            );
-        }
-        Effective::new(set)
+    fn effective() -> std::sync::Arc<Effective> {
+        crate::rewrite::tests::eff(&["/src/a.js", "/src/site.css", "https://cdn.example/lib/x.js"])
     }
 
     fn url_of(e: &Effective, path: &str) -> String {

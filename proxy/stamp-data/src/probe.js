@@ -38,7 +38,10 @@ const pathOf=u=>{try{const x=new URL(u,location.href);return x.origin===location
 // that uses a preloaded response makes no entry of its own.
 const href=u=>{try{return new URL(u,location.href).href.split("#")[0]}catch(_){return""}};
 const isCss=p=>/\.css$/i.test(p);
-const uses=(u,js)=>{const a=href(u);if(!a)return!1;for(const e of js?d.scripts:d.querySelectorAll("link[href]")){const v=js?e.src:e.href;if(!v||!js&&!/(^|\s)stylesheet(\s|$)/i.test(e.rel||""))continue;if(href(v)===a)return!0}return!1};
+// (The page's, and those of the frames whose loads it reads as its own.)
+const framesRead=[];
+const uses=(u,js)=>{const a=href(u);if(!a)return!1;for(const w of [W,...framesRead]){let doc;try{doc=w.document}catch(_){continue}if(!doc)continue;
+ for(const e of js?doc.scripts:doc.querySelectorAll("link[href]")){const v=js?e.src:e.href;if(!v||!js&&!/(^|\s)stylesheet(\s|$)/i.test(e.rel||""))continue;if(href(v)===a)return!0}}return!1};
 // The ticket's files a link loaded, until an element is seen using them.
 const settle=()=>{for(const[k,u]of S.linked){const m=byHash.get(k);if(!uses(u,m.js))continue;S.linked.delete(k);if(m.js)S.loaded.add(k);else ran(k,!1)}};
 let changed=!0;
@@ -81,7 +84,7 @@ try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()
 // never reaches this page's timeline: it is read here, as this page's, so
 // production's code it runs is said. A frame that came through the proxy
 // has its own probe and badge.
-const framed=new WeakSet,watchFrame=f=>{try{const w=f.contentWindow;if(!w||w.__ticketStamp)return;const p=w.performance;if(!p||framed.has(p))return;framed.add(p);
+const framed=new WeakSet,watchFrame=f=>{try{const w=f.contentWindow;if(!w||w.__ticketStamp)return;const p=w.performance;if(!p||framed.has(p))return;framed.add(p);framesRead.push(w);
  new w.PerformanceObserver(l=>{l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}},
  frames=n=>{if(n.nodeType!==1)return;for(const f of n.localName==="iframe"?[n]:n.getElementsByTagName("iframe")){watchFrame(f);if(!f.__ticketStampFrame){f.__ticketStampFrame=1;f.addEventListener("load",()=>watchFrame(f))}}};
 // A shared worker outlives the page that started it and serves every page

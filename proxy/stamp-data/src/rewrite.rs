@@ -2437,11 +2437,11 @@ pub fn location(page: &Url, value: &str) -> Option<String> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use stamp_model::ticket::{Hash, ModuleRef, OverrideSet};
 
-    pub(super) fn eff(paths: &[&str]) -> Arc<Effective> {
+    pub(crate) fn eff(paths: &[&str]) -> Arc<Effective> {
         let mut set = OverrideSet::new();
         for p in paths {
             set.insert(
@@ -2614,23 +2614,32 @@ mod tests {
         }
     }
 
+    /// A dev page of TKT-1 over `/src/a.js`, with the probe.
+    fn dev_page_with_probe(
+        encoding: Option<&'static encoding_rs::Encoding>,
+        external: bool,
+    ) -> RewriteSpec {
+        let mut t = spec(&["/src/a.js"]);
+        t.encoding = encoding;
+        t.probe = Some(ProbeSpec {
+            key: stamp_model::ticket::TicketKey::parse("TKT-1").unwrap(),
+            view: "dev",
+            stage: stamp_model::ticket::Stage::Dev,
+            own: Default::default(),
+            badge: true,
+            reports: Vec::new(),
+            external,
+        });
+        t
+    }
+
     /// Without a policy the page loads the probe's script from the proxy,
     /// unless a `<base>` (which would send its URL elsewhere) or a meta
     /// policy (which could refuse it) comes before it.
     #[test]
     fn the_probe_is_loaded_unless_something_before_it_decides_where_or_whether() {
         let with_probe = |external, encoding| {
-            let mut t = spec(&["/src/a.js"]);
-            t.encoding = encoding;
-            t.probe = Some(ProbeSpec {
-                key: stamp_model::ticket::TicketKey::parse("TKT-1").unwrap(),
-                view: "dev",
-                stage: stamp_model::ticket::Stage::Dev,
-                own: Default::default(),
-                badge: true,
-                reports: Vec::new(),
-                external,
-            });
+            let mut t = dev_page_with_probe(encoding, external);
             // As the proxy gives every page without a policy header.
             t.meta_csp = Some(MetaCsp {
                 script_nonce: "m3ta".into(),
@@ -2687,20 +2696,7 @@ mod tests {
     /// only the first 1024 bytes), else first in the head as always.
     #[test]
     fn the_probe_leaves_a_leading_meta_charset_first() {
-        let with_probe = |encoding| {
-            let mut t = spec(&["/src/a.js"]);
-            t.encoding = encoding;
-            t.probe = Some(ProbeSpec {
-                key: stamp_model::ticket::TicketKey::parse("TKT-1").unwrap(),
-                view: "dev",
-                stage: stamp_model::ticket::Stage::Dev,
-                own: Default::default(),
-                badge: true,
-                reports: Vec::new(),
-                external: false,
-            });
-            t
-        };
+        let with_probe = |encoding| dev_page_with_probe(encoding, false);
         let data = "<script type=\"application/json\" id=\"ticket-stamp-data\">";
         for (page, encoding, before) in [
             (

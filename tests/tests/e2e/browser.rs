@@ -1097,7 +1097,13 @@ async fn panel_checklist_turns_green_on_a_sign_off_and_releases_by_keyboard() {
         )
         .await
         .unwrap();
-    assert_eq!(browser.text("#ticket-stage").await.unwrap(), "prod");
+    // The outcome is said as soon as the API answers; the ticket's view is
+    // drawn again after it.
+    let stage = browser
+        .wait_for_text("#ticket-stage", "prod", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(stage, "prod");
     assert_eq!(browser.execute(fits).await.unwrap(), true);
     browser
         .screenshot(&artifacts_dir().join("panel-phone.png"))

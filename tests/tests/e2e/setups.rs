@@ -534,13 +534,24 @@ async fn production_code_in_a_frame_of_the_page_is_named() {
             "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"@app/w\":\"/src/w.js\"}}</script></head>\
              <body><script type=\"module\">import { w } from '@app/w'; document.body.dataset.page = w;\
              const f = document.createElement('iframe');\
-             f.srcdoc = '<script type=module>import { w } from \"/src/w.js\"; parent.document.body.dataset.frame = w;<' + '/script>';\
+             f.srcdoc = '<link rel=stylesheet href=/src/s.css><script type=module>import { w } from \"/src/w.js\"; parent.document.body.dataset.frame = w;<' + '/script>';\
              document.body.append(f);</script></body></html>",
         ),
     );
     origin.route("/src/w.js", Route::js("export const w = 'production w';\n"));
+    origin.route(
+        "/src/s.css",
+        Route::bytes("text/css", b"p { color: red }\n".to_vec()),
+    );
     let app = App::start(origin, Origin::start().unwrap());
-    let work = project("/src", "src", &[("w.js", "export const w = 'ticket w';\n")]);
+    let work = project(
+        "/src",
+        "src",
+        &[
+            ("w.js", "export const w = 'ticket w';\n"),
+            ("s.css", "p { color: green }\n"),
+        ],
+    );
     app.stamp(work.path(), &["FRAME-1", "--update", "--once"]);
     let browser = Browser::start().await.unwrap();
     app.expect(
@@ -553,6 +564,14 @@ async fn production_code_in_a_frame_of_the_page_is_named() {
     let text = badge_says(&browser, "also loaded").await;
     assert!(
         text.contains("production's /src/w.js also loaded"),
+        "{text}"
+    );
+    // The frame's stylesheet, at its own path, is the ticket's (the proxy
+    // answers a ticket browser's request for it so): it counts as applied
+    // because an element of the frame uses it.
+    let text = badge_says(&browser, "2 of 2 ran").await;
+    assert!(
+        text.contains("2 of 2 ran; production's /src/w.js also loaded"),
         "{text}"
     );
     browser.close().await.unwrap();

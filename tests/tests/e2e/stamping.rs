@@ -472,13 +472,10 @@ async fn pages_go_out_in_the_coding_production_would_have() {
     assert_eq!(resp.text().await.unwrap(), "plain words ".repeat(500));
 }
 
-/// Early hints (103) before a compressed page: the page's own answer
-/// decides its coding, and is compressed again (an origin of raw bytes:
-/// the test origin sends no informational answers).
-#[tokio::test]
-async fn early_hints_leave_the_page_its_own_coding() {
-    let page = "<html><head><script type=importmap>{\"imports\":{\"g\":\"/src/lib/greet.js\"}}</script></head><body><p>hinted</p></body></html>";
-    let gz = Encoding::Gzip.encode(page.as_bytes());
+/// An origin of raw bytes (the test origin sends no informational
+/// answers): each of its next four connections gets `answer` once its
+/// request's head has come. Its URL.
+fn raw_origin(answer: Vec<u8>) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -492,19 +489,25 @@ async fn early_hints_leave_the_page_its_own_coding() {
                 }
                 head.push(byte[0]);
             }
-            let mut answer =
-                b"HTTP/1.1 103 Early Hints\r\nlink: </app.css>; rel=preload\r\n\r\n".to_vec();
-            answer.extend_from_slice(
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    gz.len()
-                )
-                .as_bytes(),
-            );
-            answer.extend_from_slice(&gz);
             let _ = std::io::Write::write_all(&mut conn, &answer);
         }
     });
+    url
+}
+
+/// Early hints (103) before a compressed page: the page's own answer
+/// decides its coding, and is compressed again (an origin of raw bytes:
+/// the test origin sends no informational answers).
+#[tokio::test]
+async fn early_hints_leave_the_page_its_own_coding() {
+    let page = "<html><head><script type=importmap>{\"imports\":{\"g\":\"/src/lib/greet.js\"}}</script></head><body><p>hinted</p></body></html>";
+    let gz = Encoding::Gzip.encode(page.as_bytes());
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        gz.len()
+    );
+    let hints = b"HTTP/1.1 103 Early Hints\r\nlink: </app.css>; rel=preload\r\n\r\n";
+    let url = raw_origin([&hints[..], head.as_bytes(), &gz].concat());
     let dir = tempfile::tempdir().unwrap();
     seed_dir(dir.path(), "TKT-1", &[("/src/lib/greet.js", GREET)])
         .await
@@ -536,30 +539,12 @@ async fn early_hints_leave_the_page_its_own_coding() {
 #[tokio::test]
 async fn early_hints_preload_the_tickets_files() {
     let page = "<html><head><script type=module src=/src/lib/greet.js></script></head><body><p>hinted</p></body></html>";
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming().take(4) {
-            let Ok(mut conn) = conn else { return };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if std::io::Read::read(&mut conn, &mut byte).unwrap_or(0) == 0 {
-                    break;
-                }
-                head.push(byte[0]);
-            }
-            let mut answer = b"HTTP/1.1 103 Early Hints\r\nlink: </src/lib/greet.js>; rel=modulepreload, </app.css>; rel=preload; as=style\r\n\r\n".to_vec();
-            answer.extend_from_slice(
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
-                    page.len()
-                )
-                .as_bytes(),
-            );
-            let _ = std::io::Write::write_all(&mut conn, &answer);
-        }
-    });
+    let hints = "HTTP/1.1 103 Early Hints\r\nlink: </src/lib/greet.js>; rel=modulepreload, </app.css>; rel=preload; as=style\r\n\r\n";
+    let whole = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+        page.len()
+    );
+    let url = raw_origin(format!("{hints}{whole}").into_bytes());
     let dir = tempfile::tempdir().unwrap();
     seed_dir(dir.path(), "TKT-1", &[("/src/lib/greet.js", GREET)])
         .await
