@@ -46,10 +46,8 @@ static SCRIPT_HASH: LazyLock<String> = LazyLock::new(|| crate::importmap::csp_ha
 /// Where the probe's text is served (`/__stamp/probe/<hash>.js`), named by
 /// its content, so a browser keeps one copy for every page, a year long.
 static SCRIPT_PATH: LazyLock<String> = LazyLock::new(|| {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(SCRIPT.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{SCRIPT_PREFIX}{hex}.js")
+    let hex = stamp_model::ticket::Hash::of(SCRIPT.as_bytes()).to_hex();
+    format!("{SCRIPT_PREFIX}{}.js", &hex[..16])
 });
 
 /// The folder [`script_path`] is in.
@@ -359,9 +357,7 @@ mod tests {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert!(stamp_model::wire::is_reserved(path));
         // The name is the script's own digest: another text, another name.
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(script().as_bytes());
-        let want: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, want);
+        let want = stamp_model::ticket::Hash::of(script().as_bytes()).to_hex();
+        assert_eq!(hex, &want[..16]);
     }
 }
