@@ -182,7 +182,7 @@ impl Effective {
         let mut found = names
             .siblings
             .iter()
-            .filter(|(p, _)| p.hash_in(path).is_some_and(assets::looks_generated))
+            .filter(|(p, m)| p.other_version(&m.path, path))
             .map(|(_, m)| m);
         let first = found.next()?;
         found.next().is_none().then_some(first)
@@ -247,6 +247,10 @@ pub(crate) mod tests {
             "/assets/index-Ab12Cd34.js",
             "/assets/index-Ef56Gh78.js",
             "/assets/Counter.DZ1a2b3C.js",
+            // A Rollup hash without a digit.
+            "/assets/chunk-KqWzJhAb.js",
+            "/assets/page-BuRqDqXz.js",
+            "/charts/chart-Ab1Cd2Ef3.js",
             "/src/app.js",
             "https://cdn.example/x/lib-Ab12Cd34.js",
             // Names someone wrote, not a bundler's hashes.
@@ -263,7 +267,19 @@ pub(crate) mod tests {
             at("/assets/Counter.Zz11Yy22.js").as_deref(),
             Some("/assets/Counter.DZ1a2b3C.js")
         );
+        // One hash of the two without a digit, either one.
+        assert_eq!(
+            at("/assets/lazy-BuRqDqXz.js").as_deref(),
+            Some("/assets/lazy-Bx12Cd34.js")
+        );
+        assert_eq!(
+            at("/assets/chunk-Ab12Cd34.js").as_deref(),
+            Some("/assets/chunk-KqWzJhAb.js")
+        );
         for none in [
+            // Neither has a digit: words can look like that.
+            "/assets/page-CxYwQpLm.js",
+            "/assets/chunk-XyZwQpLm.js",
             // The ticket's own file.
             "/assets/lazy-Bx12Cd34.js",
             // Two of the ticket's files share the name.

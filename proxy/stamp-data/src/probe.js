@@ -17,12 +17,14 @@ const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,worklet:new Set,loade
 const mods=D.modules||[],byHash=new Map,byProd=new Map,dup=new Set,tpath=new Set;
 for(const m of mods){m.js=/\.(m|c)?jsx?$/i.test(m.p);if(byHash.has(m.h))dup.add(m.h);byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
 // A hashed file's other versions: the same folder and name around a hash
-// of the same length.
-// The hash must look generated, as the proxy's rule has it (a digit, a
-// letter, no run of five lower-case letters): `icon-ArrowDown.js` is no
-// version of `icon-ArrowLeft.js`.
-const gen=h=>/^[\w-]+$/.test(h)&&/\d/.test(h)&&/[A-Za-z]/.test(h)&&!/[a-z]{5}/.test(h);
-const sibs=mods.filter(m=>Array.isArray(m.q)&&m.q.length===3),sib=p=>sibs.find(({q:[a,n,z]})=>p.length===a.length+n+z.length&&p.startsWith(a)&&p.endsWith(z)&&gen(p.slice(a.length,a.length+n)));
+// of the same length, as the proxy's rule has it: both hashes may be a
+// bundler's (a digit, a letter, no run of five lower-case letters; or no
+// digit, three capitals, no run of four), and one has a digit:
+// `icon-ArrowDown.js` is no version of `icon-ArrowLeft.js`.
+const gen=h=>/^[\w-]+$/.test(h)&&/\d/.test(h)&&/[A-Za-z]/.test(h)&&!/[a-z]{5}/.test(h),
+ nod=h=>/^[\w-]+$/.test(h)&&!/\d/.test(h)&&(h.match(/[A-Z]/g)||[]).length>=3&&!/[a-z]{4}/.test(h),
+ pair=(a,b)=>a.length===b.length&&a!==b&&(gen(a)||nod(a))&&(gen(b)||nod(b))&&(gen(a)||gen(b));
+const sibs=mods.filter(m=>Array.isArray(m.q)&&m.q.length===3),sib=p=>sibs.find(({p:t,q:[a,n,z]})=>p.length===a.length+n+z.length&&p.startsWith(a)&&p.endsWith(z)&&pair(t.slice(a.length,a.length+n),p.slice(a.length,a.length+n)));
 // Production's copy of a file loaded, then the ticket's ran: outside a
 // secure context that copy may have been the ticket's answer at
 // production's URL (no Server-Timing to tell), so it is forgotten. In one,

@@ -110,8 +110,8 @@ fn looks_like_hash(token: &str) -> bool {
 /// Whether a hash-shaped token is a bundler's rather than a word someone
 /// wrote (`ArrowLeft`, `2-overview`, `LineChart`): a digit, a letter, and
 /// no run of five lower-case letters. Some bundler hashes fail it (one in
-/// five of Rollup's eight characters has no digit): what relies on it
-/// then does less, never something wrong.
+/// four of Rollup's eight characters has no digit): see
+/// [`versions_of_one_file`] for how two builds of one file are paired.
 pub fn looks_generated(token: &str) -> bool {
     let mut lower = 0;
     let mut worded = false;
@@ -124,6 +124,43 @@ pub fn looks_generated(token: &str) -> bool {
         && token.bytes().any(|b| b.is_ascii_digit())
         && token.bytes().any(|b| b.is_ascii_alphabetic())
         && !worded
+}
+
+/// A bundler's hash with no digit in it (one Rollup hash in four), told
+/// from a name someone wrote (`ArrowDown`, `AreaChart`) by what words
+/// rarely have: at least three capitals and no run of four lower-case
+/// letters (`BuRqDqXz`, `KQWZJHAB`).
+fn looks_generated_without_digit(token: &str) -> bool {
+    let mut lower = 0;
+    let mut worded = false;
+    for b in token.bytes() {
+        lower = if b.is_ascii_lowercase() { lower + 1 } else { 0 };
+        worded |= lower >= 4;
+    }
+    token.len() >= 8
+        && token.chars().all(is_hash_char)
+        && !token.bytes().any(|b| b.is_ascii_digit())
+        && token.bytes().filter(u8::is_ascii_uppercase).count() >= 3
+        && !worded
+}
+
+/// Whether a token may be a bundler's hash: [`looks_generated`], or
+/// [`looks_generated_without_digit`].
+pub fn may_be_generated(token: &str) -> bool {
+    looks_generated(token) || looks_generated_without_digit(token)
+}
+
+/// Whether two tokens that fill the same name's hash are two builds of one
+/// file: both may be a bundler's hash and one [`looks_generated`] for
+/// sure. So two Rollup hashes pair unless neither has a digit (one pair in
+/// fifteen), and two names someone wrote (`icon-ArrowDown.js`,
+/// `icon-ArrowLeft.js`) never do.
+pub fn versions_of_one_file(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a != b
+        && may_be_generated(a)
+        && may_be_generated(b)
+        && (looks_generated(a) || looks_generated(b))
 }
 
 /// A location with one `[hash:N]` placeholder standing for a content hash
@@ -165,8 +202,8 @@ impl EntryPattern {
     }
 
     /// The pattern of a bundler's file on an app's own origin: its name
-    /// around a hash that [`looks_generated`] (its other versions are the
-    /// same pattern with another such hash).
+    /// around a hash that [`may_be_generated`] (its other versions are the
+    /// same pattern with another hash, see [`versions_of_one_file`]).
     pub fn generated(path: &str) -> Option<EntryPattern> {
         let pattern = path
             .starts_with('/')
@@ -175,8 +212,17 @@ impl EntryPattern {
             .and_then(|p| EntryPattern::parse(&p))?;
         pattern
             .hash_in(path)
-            .is_some_and(looks_generated)
+            .is_some_and(may_be_generated)
             .then_some(pattern)
+    }
+
+    /// Whether `other` is another build of the file at `path`, both of
+    /// this pattern (see [`versions_of_one_file`]).
+    pub fn other_version(&self, path: &str, other: &str) -> bool {
+        match (self.hash_in(path), self.hash_in(other)) {
+            (Some(a), Some(b)) => versions_of_one_file(a, b),
+            _ => false,
+        }
     }
 
     /// What fills the placeholder in `location`, if it is this pattern.
@@ -389,6 +435,37 @@ mod tests {
             "Ab1/cd23",
         ] {
             assert!(!super::looks_generated(w), "{w}");
+        }
+    }
+
+    /// Two builds of one file pair when both hashes may be a bundler's and
+    /// one has a digit; names someone wrote never do.
+    #[test]
+    fn versions_of_one_file_are_told_from_names_someone_wrote() {
+        for (a, b) in [
+            ("BuR3Dq2X", "Qq99Ww88"),
+            ("BuRqDqXz", "Qq99Ww88"),
+            ("Qq99Ww88", "KQWZJHAB"),
+            ("C-Ybf3tE", "D_EzswQs"),
+        ] {
+            assert!(super::versions_of_one_file(a, b), "{a} {b}");
+            assert!(super::versions_of_one_file(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            // Neither has a digit.
+            ("BuRqDqXz", "CxYwQpLm"),
+            ("ArrowLeft", "ArrowDown"),
+            // A word beside a hash: too few capitals, a run of lower case.
+            ("AreaChart", "Ab1Cd2Ef3"),
+            ("Overview", "Bx12Cd34"),
+            ("Fallback", "Bx12Cd34"),
+            ("LineChar", "Bx12Cd34"),
+            // Another length, the same token.
+            ("Bx12Cd34", "Bx12Cd345"),
+            ("Bx12Cd34", "Bx12Cd34"),
+        ] {
+            assert!(!super::versions_of_one_file(a, b), "{a} {b}");
+            assert!(!super::versions_of_one_file(b, a), "{b} {a}");
         }
     }
 

@@ -777,10 +777,26 @@ async fn a_vite_build_an_ssr_page_imports_inline() {
 /// ticket's stylesheet as all that ran.
 #[tokio::test]
 async fn an_island_named_by_url_in_an_attribute_is_the_tickets_or_told() {
+    island_of_two_builds(None).await;
+}
+
+/// The same when one of the two builds' hashes has no digit, as one Rollup
+/// hash in four has (`lazy-BuRqDqXz.js`): production's or the ticket's.
+/// (Vite's own hashes decide the names above; here the built files are
+/// renamed, which nothing but the page's attribute names.)
+#[tokio::test]
+async fn an_island_whose_hash_has_no_digit_is_paired_too() {
+    island_of_two_builds(Some(("BuRqDqXz", "Kq7Wz2Ab"))).await;
+    island_of_two_builds(Some(("Bx12Cd34", "KqWzJhAb"))).await;
+}
+
+/// [`an_island_named_by_url_in_an_attribute_is_the_tickets_or_told`], with
+/// production's and the ticket's island renamed to these hashes.
+async fn island_of_two_builds(hashes: Option<(&str, &str)>) {
     let repo = tempfile::tempdir().unwrap();
     let dir = repo.path();
     let manifest = vite_production(dir);
-    let lazy = manifest["src/lazy.js"]["file"]
+    let built = manifest["src/lazy.js"]["file"]
         .as_str()
         .unwrap()
         .to_string();
@@ -788,6 +804,18 @@ async fn an_island_named_by_url_in_an_attribute_is_the_tickets_or_told() {
         .as_str()
         .unwrap()
         .to_string();
+    // `assets/lazy-<hash>.js` under another hash of the same length.
+    let rename = |out: &str, hash: &str| -> String {
+        let (stem, _) = built.rsplit_once('-').unwrap();
+        let to = format!("{stem}-{hash}.js");
+        let from = dir.join(out).join(manifest_name(dir, out));
+        std::fs::rename(from, dir.join(out).join(&to)).unwrap();
+        to
+    };
+    let lazy = match hashes {
+        Some((prod, _)) => rename("prod", prod),
+        None => built.clone(),
+    };
     let origin = Origin::start().unwrap();
     origin.serve_dir(
         "",
@@ -811,6 +839,9 @@ async fn an_island_named_by_url_in_an_attribute_is_the_tickets_or_told() {
     vite_sources(dir, "ticket", "rgb(4, 5, 6)", "rgb(10, 11, 12)", false);
     commit(dir, "the ticket");
     vite_build(dir, "dist");
+    if let Some((_, ticket)) = hashes {
+        rename("dist", ticket);
+    }
     app.stamp(dir, &["ISL-1", "--update", "--once"]);
     let lazy_text = "return document.getElementById('lazy').textContent";
     let fresh = Browser::start().await.unwrap();
@@ -831,6 +862,106 @@ async fn an_island_named_by_url_in_an_attribute_is_the_tickets_or_told() {
         "{said}"
     );
     kept.close().await.unwrap();
+}
+
+/// The probe names production's build of a ticket's hashed file by the
+/// proxy's own rule: the same answer, in node, for hashes of every shape
+/// (a bundler's with and without digits, capitals only, words, hex).
+#[test]
+fn the_probe_pairs_hashes_as_the_proxy_does() {
+    let probe = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/stamp-data/src/probe.js"),
+    )
+    .unwrap();
+    let from = probe.find("const gen=").unwrap();
+    let to = from + probe[from..].find("(gen(a)||gen(b));").unwrap() + 17;
+    let rule = &probe[from..to];
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut tokens: Vec<String> = [
+        "ArrowLeft",
+        "ArrowDown",
+        "AreaChart",
+        "LineChar",
+        "Overview",
+        "Fallback",
+        "KQWZJHAB",
+        "BuRqDqXz",
+        "Bx12Cd34",
+        "abcdefgh",
+        "12345678",
+        "2-overview",
+        "v2-checkout",
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    for _ in 0..600 {
+        // Drawn from all of the alphabet, or from a part of it (capitals
+        // and digits as esbuild's, letters only, lower case and digits).
+        let (lo, hi) = [(0, 64), (0, 36), (0, 52), (26, 62)][next(4)];
+        tokens.push(
+            (0..8)
+                .map(|_| ALPHABET[lo + next(hi - lo)] as char)
+                .collect(),
+        );
+    }
+    let pairs: Vec<(String, String)> = (0..3000)
+        .map(|_| {
+            (
+                tokens[next(tokens.len())].clone(),
+                tokens[next(tokens.len())].clone(),
+            )
+        })
+        .collect();
+    let script = format!(
+        "{rule}\nconst p=JSON.parse(require('fs').readFileSync(0,'utf8'));\
+         process.stdout.write(JSON.stringify(p.map(([a,b])=>pair(a,b))));"
+    );
+    let mut child = Command::new("node")
+        .args(["-e", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&pairs).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: Vec<bool> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut paired = 0;
+    for ((a, b), js) in pairs.iter().zip(&said) {
+        let rust = stamp_model::assets::versions_of_one_file(a, b);
+        assert_eq!(rust, *js, "{a} {b}");
+        paired += usize::from(rust);
+    }
+    // Both answers occur, so the comparison compares something.
+    assert!(paired > 100 && paired < pairs.len() - 100, "{paired}");
+}
+
+/// The name of the lazy chunk in the build in `dir/out`, from its manifest.
+fn manifest_name(dir: &Path, out: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(out).join(".vite/manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    manifest["src/lazy.js"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Production's Vite app on a branch of a repository in `dir`, built into
