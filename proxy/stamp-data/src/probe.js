@@ -101,6 +101,16 @@ const prodPage=D.view==="prod";
 const started=new Set(),bare=u=>String(u).split("#")[0],noteWorker=u=>{try{started.add(bare(new URL(String(u),d.baseURI).href))}catch(_){}};
 try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){noteWorker(a[0]);if(prodPage)return Reflect.construct(t,a,n);const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
  o.name=(o.name||"")+"#ticket-stamp-"+String(D.variant).slice(0,16);return Reflect.construct(t,[a[0],o],n)}})}catch(_){}
+// Turbo and htmx show a page in this document, which keeps its modules: a
+// page they fetch says which ticket this document runs, so that the page
+// of another, or production's (the ticket left in another tab, its cookie
+// stale), loads as a page instead. (Only to this origin: another would
+// have to allow the header.)
+if(!prodPage){const me=String(D.ticket)+" "+String(D.view),H="X-Ticket-Stamp-Document",
+ own=u=>{try{return new URL(String(u),location.href).origin===location.origin}catch(_){return!1}};
+ d.addEventListener("turbo:before-fetch-request",e=>{const x=e.detail||{},o=x.fetchOptions;if(!o||!own(x.url))return;const h=o.headers;
+  if(h&&typeof h.set==="function")h.set(H,me);else o.headers=Object.assign({},h,{[H]:me})},!0);
+ d.addEventListener("htmx:configRequest",e=>{const x=e.detail||{};if(x.headers&&own(x.path))x.headers[H]=me},!0)}
 // Maps the page adds at runtime never pass the proxy. As one is inserted
 // (with its JSON already in it, the way apps and loaders add them), its
 // entries that name a module of the ticket get the ticket's URL, scopes

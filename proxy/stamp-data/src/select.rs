@@ -47,6 +47,11 @@ pub mod names {
     pub static X_PJAX: HeaderName = HeaderName::from_static("x-pjax");
     pub static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
     pub static HX_BOOSTED: HeaderName = HeaderName::from_static("hx-boosted");
+    /// The ticket a page shown in place would be shown in (`<key> <view>`),
+    /// as that document's probe tells Turbo and htmx to say; production's
+    /// documents say none.
+    pub static X_TICKET_STAMP_DOCUMENT: HeaderName =
+        HeaderName::from_static("x-ticket-stamp-document");
     pub static HX_REDIRECT: HeaderName = HeaderName::from_static("hx-redirect");
     pub static NO_VARY_SEARCH: HeaderName = HeaderName::from_static("no-vary-search");
     /// What the proxy did with a response (`x-ticket-stamp`).
@@ -612,6 +617,35 @@ pub fn in_page_visit(method: &http::Method, headers: &http::HeaderMap) -> Option
     }
 }
 
+/// Whether a page fetched to be shown in place would be shown in a document
+/// of another ticket, or of production, than the page is: `runs` is what
+/// this request's page is (a ticket and its view, or `None` for
+/// production), and the document's probe says what it runs (in
+/// [`names::X_TICKET_STAMP_DOCUMENT`]; a production page has no probe and
+/// says nothing). That document keeps its modules whatever the page brings:
+/// the ticket's after the visitor left it in another tab or its cookie went
+/// stale, production's after another tab opened a ticket.
+pub fn shown_in_another_document(
+    headers: &http::HeaderMap,
+    runs: Option<(&TicketKey, View)>,
+) -> bool {
+    let said = headers
+        .get(&names::X_TICKET_STAMP_DOCUMENT)
+        .map(|v| v.as_bytes().trim_ascii());
+    match (said, runs) {
+        (None, None) => false,
+        (Some(said), Some((key, view))) => {
+            let key = key.as_str().as_bytes();
+            let view = view.as_str().as_bytes();
+            !(said.len() == key.len() + 1 + view.len()
+                && said.starts_with(key)
+                && said[key.len()] == b' '
+                && said.ends_with(view))
+        }
+        _ => true,
+    }
+}
+
 /// Whether a `SameSite=Lax` cookie set on the answer to this request lands:
 /// a page opened (a top-level navigation, from any site), or a request of
 /// the origin's own or its site's (`Sec-Fetch-Site`). Another site's
@@ -1014,6 +1048,42 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// A page shown in place is of the document's ticket and view exactly,
+    /// or production's where the document says nothing; anything else a
+    /// document says (its text as a page could forge it) only makes the
+    /// page load as a page.
+    #[test]
+    fn a_page_shown_in_place_must_be_of_the_documents_ticket() {
+        let key = TicketKey::parse("DOC-1").unwrap();
+        let dev = Some((&key, View::Dev));
+        let says = |v: &'static str| headers(&[("x-ticket-stamp-document", v)]);
+        assert!(!shown_in_another_document(&headers(&[]), None));
+        assert!(!shown_in_another_document(&says("DOC-1 dev"), dev));
+        assert!(!shown_in_another_document(&says(" DOC-1 dev "), dev));
+        assert!(shown_in_another_document(&headers(&[]), dev));
+        assert!(shown_in_another_document(&says("DOC-1 dev"), None));
+        for other in [
+            "DOC-1 qa",
+            "DOC-12 dev",
+            "DOC-1 devx",
+            "DOC-1  dev",
+            "DOC-1dev",
+            "DOC-1",
+            "dev",
+            "doc-1 dev",
+            "",
+            "DOC-1 dev DOC-1 dev",
+        ] {
+            assert!(shown_in_another_document(&says(other), dev), "{other:?}");
+        }
+        let mut bytes = http::HeaderMap::new();
+        bytes.insert(
+            &names::X_TICKET_STAMP_DOCUMENT,
+            http::HeaderValue::from_bytes(b"DOC-1 d\xffv").unwrap(),
+        );
+        assert!(shown_in_another_document(&bytes, dev));
     }
 
     #[test]

@@ -638,13 +638,38 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["hx-redirect"], "/evil.example/x?dev=TKT-1");
-    // On that ticket already: its page, in place.
-    let r = fetch(get.clone(), "/about?dev=TKT-1", &turbo, on)
+    // On that ticket already, in a document of that ticket (its probe says
+    // so): its page, in place.
+    let in_the_ticket = [
+        turbo.to_vec(),
+        vec![("x-ticket-stamp-document", "TKT-1 dev")],
+    ]
+    .concat();
+    let r = fetch(get.clone(), "/about?dev=TKT-1", &in_the_ticket, on)
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
     assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
+    // In a document of production (no probe: another tab opened the
+    // ticket), or of another ticket or view: it loads as a page.
+    for (who, says) in [
+        ("production", None),
+        ("qa", Some("TKT-1 qa")),
+        ("another", Some("TKT-2 dev")),
+    ] {
+        let mut extra = turbo.to_vec();
+        extra.extend(says.map(|s| ("x-ticket-stamp-document", s)));
+        let r = fetch(get.clone(), "/about", &extra, on).await.unwrap();
+        assert!(r.headers().get("set-cookie").is_none(), "{who}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains("turbo-visit-control"), "{who}: {html}");
+        let mut extra = htmx.to_vec();
+        extra.extend(says.map(|s| ("x-ticket-stamp-document", s)));
+        let r = fetch(get.clone(), "/about", &extra, on).await.unwrap();
+        assert_eq!(r.status(), 503, "{who}");
+        assert_eq!(r.headers()["hx-redirect"], "/about", "{who}");
+    }
     // `?stamp=off` with nothing to leave changes nothing: production, in place.
     let r = fetch(get.clone(), "/about?stamp=off", &turbo, None)
         .await
@@ -671,7 +696,23 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
             "{method} {extra:?}"
         );
     }
-    // A stale cookie is cleared on a page shown in place: no link asked.
+    // A stale cookie is cleared on a page shown in place in a document of
+    // production: no link asked. In the stale ticket's own document, the
+    // page loads as a page.
+    let stale_document = [
+        turbo.to_vec(),
+        vec![("x-ticket-stamp-document", "NOPE-9 dev")],
+    ]
+    .concat();
+    let r = fetch(
+        get.clone(),
+        "/about",
+        &stale_document,
+        Some("ticket_stamp=dev.NOPE-9"),
+    )
+    .await
+    .unwrap();
+    assert!(r.text().await.unwrap().contains("turbo-visit-control"));
     let r = fetch(
         get.clone(),
         "/about",

@@ -2245,6 +2245,132 @@ async fn a_boosted_ticket_link_in_an_htmx_app_loads_as_a_page_once_clicked() {
     browser.close().await.unwrap();
 }
 
+/// A page Turbo or htmx shows in place keeps the document's modules, so it
+/// is shown in place only in a document of the same ticket. The ticket
+/// page's probe tells each fetch which ticket its document runs; a page of
+/// production (the visitor left the ticket in another tab, or its cookie
+/// went stale as the ticket moved on) or of a ticket another tab opened
+/// loads as a page. Before this, after the ticket went back to dev, a link
+/// showed production's page, with its notice saying "this is production",
+/// in a document that went on running the ticket's qa code.
+#[tokio::test]
+async fn a_page_shown_in_place_is_of_the_documents_ticket_or_loads_as_a_page() {
+    let origin = Origin::start().unwrap();
+    serve_npm(
+        &origin,
+        "/lib/turbo.js",
+        "@hotwired/turbo/dist/turbo.es2017-esm.js",
+    );
+    serve_npm(&origin, "/lib/htmx.js", "htmx.org/dist/htmx.min.js");
+    for (lib, libraries, body) in [
+        (
+            "turbo",
+            "<script type=module>import '@hotwired/turbo';</script>",
+            "<body>",
+        ),
+        (
+            "htmx",
+            "<script src=/lib/htmx.js></script>",
+            "<body hx-boost=true>",
+        ),
+    ] {
+        let page = format!(
+            "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+             <script type=importmap>{{\"imports\":{{\"@hotwired/turbo\":\"/lib/turbo.js\",\"@app/greet\":\"/src/greet.js\"}}}}</script>\
+             {libraries}<script type=module>import {{ greet }} from '@app/greet'; \
+             document.getElementById('out').textContent = greet();</script></head>\
+             {body}<a id=within href=\"/{lib}/next\">next</a> <a id=back href=\"/{lib}\">back</a>\
+             <p id=out>loading</p></body></html>"
+        );
+        origin.route(&format!("/{lib}"), Route::html(&page));
+        origin.route(&format!("/{lib}/next"), Route::html(&page));
+    }
+    let (app, work) = greeting_app(origin, "DOC-1");
+    app.stamp(work.path(), &["DOC-1", "--promote"]);
+    let out = "return document.getElementById('out')?.textContent ?? ''";
+    let mut on_the_ticket = Vec::new();
+    for lib in ["turbo", "htmx"] {
+        let browser = Browser::start().await.unwrap();
+        app.expect(
+            &browser,
+            &format!("/{lib}?qa=DOC-1"),
+            out,
+            "ticket greeting",
+        )
+        .await;
+        badge_says(&browser, "1 of 1 module ran").await;
+
+        // Within the ticket: shown in place, as the app wants.
+        browser
+            .execute("window.__sameDocument = 1; return true")
+            .await
+            .unwrap();
+        browser.click("#within").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !browser
+            .current_url()
+            .await
+            .unwrap()
+            .ends_with(&format!("/{lib}/next"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{lib}: the link was not followed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            browser
+                .execute("return window.__sameDocument === 1")
+                .await
+                .unwrap(),
+            true,
+            "{lib}: within the ticket, shown in place"
+        );
+        let seen = app.origin.last_headers(&format!("/{lib}/next")).unwrap();
+        assert!(
+            !seen.contains_key("x-ticket-stamp-document"),
+            "{lib}: the origin never sees it"
+        );
+
+        // Left in another tab: the next link loads production as a page.
+        browser.clear_cookies().await.unwrap();
+        clicked_loads_as_a_page(&browser, "#back", "production greeting", &format!("/{lib}")).await;
+
+        // Another tab opened the ticket: production's document loads it.
+        let client = browser.client().unwrap();
+        let here = client.window().await.unwrap();
+        let tab = client.new_window(true).await.unwrap();
+        client.switch_to_window(tab.handle).await.unwrap();
+        app.expect(
+            &browser,
+            &format!("/{lib}?qa=DOC-1"),
+            out,
+            "ticket greeting",
+        )
+        .await;
+        client.close_window().await.unwrap();
+        client.switch_to_window(here).await.unwrap();
+        clicked_loads_as_a_page(
+            &browser,
+            "#within",
+            "ticket greeting",
+            &format!("/{lib}/next"),
+        )
+        .await;
+        badge_says(&browser, "1 of 1 module ran").await;
+        on_the_ticket.push((lib, browser));
+    }
+
+    // The ticket goes back to dev: the qa cookie is stale, and the next
+    // link loads production (and its notice) as a page.
+    app.stamp(work.path(), &["DOC-1", "--revert"]);
+    for (lib, browser) in on_the_ticket {
+        clicked_loads_as_a_page(&browser, "#back", "production greeting", &format!("/{lib}")).await;
+        browser.close().await.unwrap();
+    }
+}
+
 /// The same for jquery-pjax and Swup: a ticket link either library follows
 /// in place (`X-PJAX`, `X-Requested-With: swup`) gets a `503` in plain text,
 /// which pjax loads as a page on failure and Swup when none of its

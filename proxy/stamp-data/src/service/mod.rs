@@ -517,6 +517,23 @@ impl ProxyHttp for StampProxy {
                 return Ok(true);
             }
         }
+        // A page Turbo or htmx fetches to show in the document already open
+        // keeps that document's modules: when the document runs another
+        // ticket than the page is (or production), the page loads as a page.
+        if matches!(ctx.route, Route::Page(_) | Route::Passthrough) {
+            let req = session.req_header();
+            let runs = match ctx.sel.plan.as_ref().map(|p| &p.variant) {
+                Some(ctx::Variant::Ticket { key, view, .. }) => Some((key, *view)),
+                _ => None,
+            };
+            if let Some(who) = select::in_page_visit(&req.method, &req.headers)
+                .filter(|w| matches!(w, select::InPage::Turbo | select::InPage::Htmx))
+                .filter(|_| select::shown_in_another_document(&req.headers, runs))
+            {
+                self.as_a_page(session, who).await?;
+                return Ok(true);
+            }
+        }
         if let Some(location) = ctx.sel.sign_in.take() {
             self.sign_in_first(session, ctx, &location).await?;
             return Ok(true);
@@ -601,6 +618,8 @@ impl ProxyHttp for StampProxy {
                 ],
             )?;
         }
+        // Nor what a ticket page's probe says about its document.
+        upstream.remove_header(&names::X_TICKET_STAMP_DOCUMENT);
         if let ctx::Route::Page(_) = &ctx.route {
             self.page_upstream(upstream, ctx)?;
         }
