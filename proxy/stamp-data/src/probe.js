@@ -17,10 +17,12 @@ const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,worklet:new Set,loade
 const mods=D.modules||[],byHash=new Map,byProd=new Map,dup=new Set,tpath=new Set;
 for(const m of mods){m.js=/\.(m|c)?jsx?$/i.test(m.p);if(byHash.has(m.h))dup.add(m.h);byHash.set(m.h,m);try{byProd.set(new URL(m.p,location.href).href,m)}catch(_){}}
 // A hashed file's other versions: the same folder and name around a hash
-// of the same length, as the proxy's rule has it: both hashes may be a
-// bundler's (a digit, a letter, no run of five lower-case letters; or no
-// digit, three capitals, no run of four), and one has a digit:
-// `icon-ArrowDown.js` is no version of `icon-ArrowLeft.js`.
+// of the same length, both hashes maybe a bundler's (a digit, a letter, no
+// run of five lower-case letters; or no digit, three capitals, no run of
+// four), one with a digit: `icon-ArrowDown.js` is no version of
+// `icon-ArrowLeft.js`. Looser than the proxy's pairing (it serves the
+// ticket's build only when both hashes have a digit): one production's
+// build that ran is named, never one the proxy answered with the ticket's.
 const gen=h=>/^[\w-]+$/.test(h)&&/\d/.test(h)&&/[A-Za-z]/.test(h)&&!/[a-z]{5}/.test(h),
  nod=h=>/^[\w-]+$/.test(h)&&!/\d/.test(h)&&(h.match(/[A-Z]/g)||[]).length>=3&&!/[a-z]{4}/.test(h),
  pair=(a,b)=>a.length===b.length&&a!==b&&(gen(a)||nod(a))&&(gen(b)||nod(b))&&(gen(a)||gen(b));
@@ -102,11 +104,12 @@ const started=new Set(),bare=u=>String(u).split("#")[0],noteWorker=u=>{try{start
 try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){noteWorker(a[0]);if(prodPage)return Reflect.construct(t,a,n);const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
  o.name=(o.name||"")+"#ticket-stamp-"+String(D.variant).slice(0,16);return Reflect.construct(t,[a[0],o],n)}})}catch(_){}
 // Turbo and htmx show a page in this document, which keeps its modules: a
-// page they fetch says which ticket this document runs, so that the page
-// of another, or production's (the ticket left in another tab, its cookie
-// stale), loads as a page instead. (Only to this origin: another would
-// have to allow the header.)
-if(!prodPage){const me=String(D.ticket)+" "+String(D.view),H="X-Ticket-Stamp-Document",
+// page they fetch says which ticket, view and set of modules this document
+// runs, so that a page of other modules (another ticket's, production's
+// once the ticket was left in another tab or its cookie went stale, the
+// ticket's after an upload) loads as a page instead. (Only to this origin:
+// another would have to allow the header.)
+if(!prodPage){const me=String(D.ticket)+" "+String(D.view)+" "+String(D.variant),H="X-Ticket-Stamp-Document",
  own=u=>{try{return new URL(String(u),location.href).origin===location.origin}catch(_){return!1}};
  d.addEventListener("turbo:before-fetch-request",e=>{const x=e.detail||{},o=x.fetchOptions;if(!o||!own(x.url))return;const h=o.headers;
   if(h&&typeof h.set==="function")h.set(H,me);else o.headers=Object.assign({},h,{[H]:me})},!0);

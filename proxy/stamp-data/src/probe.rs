@@ -141,12 +141,13 @@ pub enum Carried<'a> {
 
 /// The data block and the probe, ready to insert.
 pub fn elements(page: &Page<'_>, carried: Carried<'_>) -> String {
-    // Entries paired by a pattern count too: the page loads them at the
-    // ticket's own path (`/assets/index-<new hash>.js?__ts=…`).
+    // A hashed file's name around its hash: where production's other
+    // builds of it live, which the probe names when one of them loads
+    // (`assets::versions_of_one_file`).
     let patterns: Vec<Option<EntryPattern>> = page
         .own
         .values()
-        .map(|m| EntryPattern::generated(&m.path))
+        .map(|m| EntryPattern::hashed(&m.path))
         .collect();
     let modules: Vec<Module<'_>> = page
         .own

@@ -618,29 +618,30 @@ pub fn in_page_visit(method: &http::Method, headers: &http::HeaderMap) -> Option
 }
 
 /// Whether a page fetched to be shown in place would be shown in a document
-/// of another ticket, or of production, than the page is: `runs` is what
-/// this request's page is (a ticket and its view, or `None` for
-/// production), and the document's probe says what it runs (in
-/// [`names::X_TICKET_STAMP_DOCUMENT`]; a production page has no probe and
-/// says nothing). That document keeps its modules whatever the page brings:
-/// the ticket's after the visitor left it in another tab or its cookie went
-/// stale, production's after another tab opened a ticket.
+/// that runs other modules than the page is made for: `runs` is what this
+/// request's page is (a ticket, its view and its variant's set id, or
+/// `None` for production), and the document's probe says what it runs (in
+/// [`names::X_TICKET_STAMP_DOCUMENT`]: `<ticket> <view> <set id>`; a
+/// production page has no probe and says nothing). That document keeps its
+/// modules whatever the page brings: the ticket's after the visitor left it
+/// in another tab or its cookie went stale, production's after another tab
+/// opened a ticket, the ticket's last ones after an upload or a release.
 pub fn shown_in_another_document(
     headers: &http::HeaderMap,
-    runs: Option<(&TicketKey, View)>,
+    runs: Option<(&TicketKey, View, &Hash)>,
 ) -> bool {
     let said = headers
         .get(&names::X_TICKET_STAMP_DOCUMENT)
         .map(|v| v.as_bytes().trim_ascii());
     match (said, runs) {
         (None, None) => false,
-        (Some(said), Some((key, view))) => {
-            let key = key.as_str().as_bytes();
-            let view = view.as_str().as_bytes();
-            !(said.len() == key.len() + 1 + view.len()
-                && said.starts_with(key)
-                && said[key.len()] == b' '
-                && said.ends_with(view))
+        (Some(said), Some((key, view, id))) => {
+            let mut parts = said.split(|&b| b == b' ');
+            let same = parts.next() == Some(key.as_str().as_bytes())
+                && parts.next() == Some(view.as_str().as_bytes())
+                && parts.next() == Some(id.to_hex().as_bytes())
+                && parts.next().is_none();
+            !same
         }
         _ => true,
     }
@@ -1057,26 +1058,36 @@ mod tests {
     #[test]
     fn a_page_shown_in_place_must_be_of_the_documents_ticket() {
         let key = TicketKey::parse("DOC-1").unwrap();
-        let dev = Some((&key, View::Dev));
-        let says = |v: &'static str| headers(&[("x-ticket-stamp-document", v)]);
+        let id = Hash::of(b"the variant");
+        let dev = Some((&key, View::Dev, &id));
+        let runs = format!("DOC-1 dev {}", id.to_hex());
+        let says = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                &names::X_TICKET_STAMP_DOCUMENT,
+                http::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            );
+            h
+        };
         assert!(!shown_in_another_document(&headers(&[]), None));
-        assert!(!shown_in_another_document(&says("DOC-1 dev"), dev));
-        assert!(!shown_in_another_document(&says(" DOC-1 dev "), dev));
+        assert!(!shown_in_another_document(&says(&runs), dev));
+        assert!(!shown_in_another_document(&says(&format!(" {runs} ")), dev));
         assert!(shown_in_another_document(&headers(&[]), dev));
-        assert!(shown_in_another_document(&says("DOC-1 dev"), None));
-        for other in [
-            "DOC-1 qa",
-            "DOC-12 dev",
-            "DOC-1 devx",
-            "DOC-1  dev",
-            "DOC-1dev",
-            "DOC-1",
-            "dev",
-            "doc-1 dev",
-            "",
-            "DOC-1 dev DOC-1 dev",
+        assert!(shown_in_another_document(&says(&runs), None));
+        let other = Hash::of(b"an upload later").to_hex();
+        for said in [
+            format!("DOC-1 dev {other}"),
+            format!("DOC-1 qa {}", id.to_hex()),
+            format!("DOC-12 dev {}", id.to_hex()),
+            format!("doc-1 dev {}", id.to_hex()),
+            format!("DOC-1  dev {}", id.to_hex()),
+            format!("{runs} {runs}"),
+            runs[..runs.len() - 1].to_string(),
+            "DOC-1 dev".to_string(),
+            "DOC-1".to_string(),
+            String::new(),
         ] {
-            assert!(shown_in_another_document(&says(other), dev), "{other:?}");
+            assert!(shown_in_another_document(&says(&said), dev), "{said:?}");
         }
         let mut bytes = http::HeaderMap::new();
         bytes.insert(

@@ -639,12 +639,28 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["hx-redirect"], "/evil.example/x?dev=TKT-1");
     // On that ticket already, in a document of that ticket (its probe says
-    // so): its page, in place.
-    let in_the_ticket = [
-        turbo.to_vec(),
-        vec![("x-ticket-stamp-document", "TKT-1 dev")],
-    ]
-    .concat();
+    // so, with the set of modules it runs, from its data block): its page,
+    // in place.
+    let page = client()
+        .get(f.proxy.url("/about"))
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .header("accept", "text/html")
+        .header("cookie", "ticket_stamp=dev.TKT-1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data = page
+        .split("id=\"ticket-stamp-data\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</script>").next())
+        .unwrap();
+    let data: serde_json::Value = serde_json::from_str(data).unwrap();
+    let runs: &'static str = format!("TKT-1 dev {}", data["variant"].as_str().unwrap()).leak();
+    let in_the_ticket = [turbo.to_vec(), vec![("x-ticket-stamp-document", runs)]].concat();
     let r = fetch(get.clone(), "/about?dev=TKT-1", &in_the_ticket, on)
         .await
         .unwrap();
@@ -653,10 +669,14 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
     assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
     // In a document of production (no probe: another tab opened the
     // ticket), or of another ticket or view: it loads as a page.
+    let before: &'static str = format!("{}0", &runs[..runs.len() - 1]).leak();
+    assert_ne!(before, runs);
     for (who, says) in [
         ("production", None),
         ("qa", Some("TKT-1 qa")),
         ("another", Some("TKT-2 dev")),
+        ("without its modules", Some("TKT-1 dev")),
+        ("of other modules (an upload ago)", Some(before)),
     ] {
         let mut extra = turbo.to_vec();
         extra.extend(says.map(|s| ("x-ticket-stamp-document", s)));
@@ -670,6 +690,11 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
         assert_eq!(r.status(), 503, "{who}");
         assert_eq!(r.headers()["hx-redirect"], "/about", "{who}");
     }
+    // A Turbo frame's page is shown in its frame whatever its document runs
+    // (loaded as a page, Turbo would put the tab on the frame's URL).
+    let r = fetch(get.clone(), "/about", &frame, on).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.text().await.unwrap().contains("turbo-visit-control"));
     // `?stamp=off` with nothing to leave changes nothing: production, in place.
     let r = fetch(get.clone(), "/about?stamp=off", &turbo, None)
         .await

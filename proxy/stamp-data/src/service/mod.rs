@@ -518,16 +518,18 @@ impl ProxyHttp for StampProxy {
             }
         }
         // A page Turbo or htmx fetches to show in the document already open
-        // keeps that document's modules: when the document runs another
-        // ticket than the page is (or production), the page loads as a page.
+        // keeps that document's modules: when the document runs other
+        // modules than the page is made for, the page loads as a page. (Not
+        // a Turbo frame's: Turbo would load the frame's own URL as the page.)
         if matches!(ctx.route, Route::Page(_) | Route::Passthrough) {
             let req = session.req_header();
-            let runs = match ctx.sel.plan.as_ref().map(|p| &p.variant) {
-                Some(ctx::Variant::Ticket { key, view, .. }) => Some((key, *view)),
-                _ => None,
-            };
+            let runs = ctx.sel.plan.as_ref().and_then(|p| match &p.variant {
+                ctx::Variant::Ticket { key, view, .. } => Some((key, *view, &p.effective.id)),
+                ctx::Variant::Overlay => None,
+            });
             if let Some(who) = select::in_page_visit(&req.method, &req.headers)
                 .filter(|w| matches!(w, select::InPage::Turbo | select::InPage::Htmx))
+                .filter(|_| !req.headers.contains_key(&names::TURBO_FRAME))
                 .filter(|_| select::shown_in_another_document(&req.headers, runs))
             {
                 self.as_a_page(session, who).await?;
