@@ -64,7 +64,9 @@ impl FileNames {
             names.exact.insert(name.to_ascii_lowercase());
         }
         for m in eff.by_path.values() {
-            if let Some(p) = EntryPattern::generated(&m.path) {
+            // Every file that may be a bundler's build counts as one of
+            // that name, whether or not its hash is one the proxy pairs.
+            if let Some(p) = EntryPattern::hashed(&m.path) {
                 names.siblings.push((p, m.clone()));
             }
         }
@@ -182,10 +184,13 @@ impl Effective {
         let mut found = names
             .siblings
             .iter()
-            .filter(|(p, _)| p.hash_in(path).is_some_and(assets::looks_generated))
-            .map(|(_, m)| m);
-        let first = found.next()?;
-        found.next().is_none().then_some(first)
+            .filter(|(p, _)| p.hash_in(path).is_some_and(assets::may_be_generated));
+        let (pattern, first) = found.next()?;
+        let both = pattern.hash_in(path).is_some_and(assets::looks_generated)
+            && pattern
+                .hash_in(&first.path)
+                .is_some_and(assets::looks_generated);
+        (both && found.next().is_none()).then_some(first)
     }
 
     /// The import map inserted into a page without one.
@@ -249,6 +254,9 @@ pub(crate) mod tests {
             "/assets/Counter.DZ1a2b3C.js",
             // A Rollup hash without a digit.
             "/assets/chunk-KqWzJhAb.js",
+            // Two builds named `part`, one of them without a digit.
+            "/assets/part-Ab12Cd34.js",
+            "/assets/part-KqWzJhAb.js",
             "/assets/page-BuRqDqXz.js",
             "/charts/chart-Ab1Cd2Ef3.js",
             "/src/app.js",
@@ -275,6 +283,9 @@ pub(crate) mod tests {
             "/assets/chunk-Ab12Cd34.js",
             "/assets/page-CxYwQpLm.js",
             "/assets/chunk-XyZwQpLm.js",
+            // Two of the ticket's files share the name, whatever their
+            // hashes.
+            "/assets/part-Qq99Ww88.js",
             // The ticket's own file.
             "/assets/lazy-Bx12Cd34.js",
             // Two of the ticket's files share the name.

@@ -109,11 +109,11 @@ try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){
 // once the ticket was left in another tab or its cookie went stale, the
 // ticket's after an upload) loads as a page instead. (Only to this origin:
 // another would have to allow the header.)
-if(!prodPage){const me=String(D.ticket)+" "+String(D.view)+" "+String(D.variant),H="X-Ticket-Stamp-Document",
+if(!prodPage){const me=()=>String(D.ticket)+" "+String(D.view)+" "+String(D.variant),H="X-Ticket-Stamp-Document",
  own=u=>{try{return new URL(String(u),location.href).origin===location.origin}catch(_){return!1}};
  d.addEventListener("turbo:before-fetch-request",e=>{const x=e.detail||{},o=x.fetchOptions;if(!o||!own(x.url))return;const h=o.headers;
-  if(h&&typeof h.set==="function")h.set(H,me);else o.headers=Object.assign({},h,{[H]:me})},!0);
- d.addEventListener("htmx:configRequest",e=>{const x=e.detail||{};if(x.headers&&own(x.path))x.headers[H]=me},!0)}
+  if(h&&typeof h.set==="function")h.set(H,me());else o.headers=Object.assign({},h,{[H]:me()})},!0);
+ d.addEventListener("htmx:configRequest",e=>{const x=e.detail||{};if(x.headers&&own(x.path))x.headers[H]=me()},!0)}
 // Maps the page adds at runtime never pass the proxy. As one is inserted
 // (with its JSON already in it, the way apps and loaders add them), its
 // entries that name a module of the ticket get the ticket's URL, scopes

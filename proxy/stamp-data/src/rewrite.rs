@@ -2254,14 +2254,15 @@ fn take_badge(state: &Arc<Mutex<State>>) -> Option<String> {
         // A swap event goes to es-module-shims' hot reload when the page
         // has it (each module by the URL the page first knew it by: that is
         // the one es-module-shims keys it by); anything else reloads. After
-        // a swap the stream is reopened from the new variant.
+        // a swap the stream is reopened from the new variant, which the
+        // probe then says the document runs.
         format!(
             "<script{nonce}>(()=>{{const u=new URL({url},location.href),f={{}};\
              const o=()=>{{const s=new EventSource(u);\
              s.onmessage=e=>{{let d=null;try{{d=JSON.parse(e.data)}}catch(_){{}}\
              const h=self.importShim&&importShim.hotReload;\
              if(!d||!d.swap||!h){{s.close();location.reload();return}}\
-             u.searchParams.set(\"v\",d.v);\
+             u.searchParams.set(\"v\",d.v);const t=self.__ticketStamp;if(t&&t.data)t.data.variant=d.v;\
              for(const[k,w]of d.swap)h(f[k]||(f[k]=w))}};\
              s.onerror=()=>{{if(s.readyState!==2){{s.close();setTimeout(o,1000)}}}}}};\
              o()}})()</script>"

@@ -882,7 +882,7 @@ async fn island_of_two_builds(hashes: Option<(&str, &str)>) {
 /// proxy's own rule: the same answer, in node, for hashes of every shape
 /// (a bundler's with and without digits, capitals only, words, hex).
 #[test]
-fn the_probe_pairs_hashes_as_the_proxy_does() {
+fn the_probe_pairs_hashes_by_the_models_rule() {
     let probe = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../proxy/stamp-data/src/probe.js"),
     )
@@ -1892,7 +1892,11 @@ async fn a_live_dev_page_with_es_module_shims_hot_reload_swaps_the_saved_module(
             assert_eq!(last, want);
         }
     };
-    // Two saves in a row: each is swapped into the same page.
+    let variant = "return window.__ticketStamp.data.variant";
+    let mut runs = browser.execute(variant).await.unwrap();
+    // Two saves in a row: each is swapped into the same page, which then
+    // says it runs the new set of modules (a page Turbo or htmx shows in it
+    // stays in place).
     for word in ["second", "third"] {
         write(&work.path().join("hot"), "greet.js", &greet(word));
         commit(work.path(), word);
@@ -1908,6 +1912,30 @@ async fn a_live_dev_page_with_es_module_shims_hot_reload_swaps_the_saved_module(
             page_id,
             "swapped in place after the {word} save, not reloaded"
         );
+        let now = browser.execute(variant).await.unwrap();
+        assert_ne!(now, runs, "after the {word} save");
+        let served = client()
+            .get(app.proxy.url(page))
+            .header(
+                "cookie",
+                format!(
+                    "ticket_stamp={}",
+                    browser.cookie("ticket_stamp").await.unwrap().unwrap()
+                ),
+            )
+            .header("sec-fetch-mode", "navigate")
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            served.contains(&format!("\"variant\":{now}")),
+            "the set of modules a page of it is served with now"
+        );
+        runs = now;
     }
     // es-module-shims asked for the module again by the URL the page first
     // had, with its reload count; untouched siblings stayed production's.
