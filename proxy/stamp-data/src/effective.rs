@@ -173,8 +173,9 @@ impl Effective {
     /// The module a ticket page gets at `path`, production's build of one of
     /// the ticket's hashed files under another hash (`/assets/lazy-Cx.js`
     /// for the ticket's `/assets/lazy-Bx.js`): the only file of the
-    /// variant in that folder with that name around a hash of that length.
-    /// `None` when two share it (Vite names many chunks `index`), or when
+    /// variant in that folder with that name around a hash of that length,
+    /// when both hashes [`assets::looks_generated`]. `None` when two share
+    /// it (Vite names many chunks `index`), whatever their hashes, or when
     /// the ticket has a file at `path` itself.
     pub fn sibling_at(&self, path: &str) -> Option<&ModuleRef> {
         if !path.starts_with('/') || self.by_path.contains_key(path) {

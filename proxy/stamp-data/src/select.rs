@@ -47,9 +47,9 @@ pub mod names {
     pub static X_PJAX: HeaderName = HeaderName::from_static("x-pjax");
     pub static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
     pub static HX_BOOSTED: HeaderName = HeaderName::from_static("hx-boosted");
-    /// The ticket a page shown in place would be shown in (`<key> <view>`),
-    /// as that document's probe tells Turbo and htmx to say; production's
-    /// documents say none.
+    /// What the document a page would be shown in runs (`<key> <view>
+    /// <set id>`), as its probe tells Turbo and htmx to say; production's
+    /// documents say nothing.
     pub static X_TICKET_STAMP_DOCUMENT: HeaderName =
         HeaderName::from_static("x-ticket-stamp-document");
     pub static HX_REDIRECT: HeaderName = HeaderName::from_static("hx-redirect");

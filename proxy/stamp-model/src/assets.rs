@@ -144,8 +144,9 @@ fn looks_generated_without_digit(token: &str) -> bool {
         && !worded
 }
 
-/// Whether a token may be a bundler's hash: [`looks_generated`], or
-/// [`looks_generated_without_digit`].
+/// Whether a token may be a bundler's hash: [`looks_generated`], or one
+/// without a digit (one Rollup hash in four) that has at least three
+/// capitals and no run of four lower-case letters.
 pub fn may_be_generated(token: &str) -> bool {
     looks_generated(token) || looks_generated_without_digit(token)
 }
@@ -207,15 +208,11 @@ impl EntryPattern {
         })
     }
 
-    /// The pattern of a bundler's file on an app's own origin: its name
-    /// around a hash that [`looks_generated`] (its other versions are the
-    /// same pattern with another such hash).
-    pub fn generated(path: &str) -> Option<EntryPattern> {
-        Self::hashed(path).filter(|p| p.hash_in(path).is_some_and(looks_generated))
-    }
-
-    /// [`EntryPattern::generated`] for a hash that [`may_be_generated`]:
-    /// what the probe pairs by [`versions_of_one_file`].
+    /// The pattern of what may be a bundler's file on an app's own origin:
+    /// its name around a hash that [`may_be_generated`] (its other builds
+    /// are the same pattern with another hash: the proxy serves one in
+    /// place of another only when both hashes [`looks_generated`], the probe
+    /// names one by [`versions_of_one_file`]).
     pub fn hashed(path: &str) -> Option<EntryPattern> {
         let pattern = path
             .starts_with('/')
