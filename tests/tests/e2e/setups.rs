@@ -384,6 +384,63 @@ async fn a_jspm_generator_map_with_scoped_cdn_dependencies() {
     browser.close().await.unwrap();
 }
 
+/// A ticket module that a `<link rel=modulepreload>` fetched and the page's
+/// module then imported, which throws as it runs, loaded but did not run:
+/// the badge says so and counts the error (a preload by itself is not
+/// counted, so this was feared lost when preloads stopped counting).
+#[tokio::test]
+async fn a_preloaded_ticket_module_that_throws_is_said_not_to_have_run() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><script type=\"importmap\">{\"imports\":{\"@app/boom\":\"/src/boom.js\",\"@app/ok\":\"/src/ok.js\"}}</script>\
+             <link rel=modulepreload href=/src/boom.js><link rel=modulepreload href=/src/ok.js></head>\
+             <body><p id=\"out\">start</p>\
+             <script type=\"module\">import '@app/ok'; document.getElementById('out').textContent = 'ok ran';</script>\
+             <script type=\"module\">import '@app/boom';</script>\
+             </body></html>",
+        ),
+    );
+    for name in ["boom", "ok"] {
+        origin.route(
+            &format!("/src/{name}.js"),
+            Route::bytes(
+                "text/javascript",
+                format!("export const {name} = 'production';\n").into_bytes(),
+            ),
+        );
+    }
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[
+            (
+                "boom.js",
+                "throw new Error('the ticket broke');\nexport const boom = 1;\n",
+            ),
+            ("ok.js", "export const ok = 'ticket';\n"),
+        ],
+    );
+    app.stamp(work.path(), &["BOOM-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=BOOM-1",
+        "return document.getElementById('out').textContent",
+        "ok ran",
+    )
+    .await;
+    let text = badge_says(&browser, "loaded but did not run").await;
+    assert!(
+        text.contains("1 of 2 ran; /src/boom.js loaded but did not run"),
+        "{text}"
+    );
+    assert!(text.contains("error"), "its error is counted: {text}");
+    browser.close().await.unwrap();
+}
+
 /// The badge never claims code that did not run: a ticket module whose
 /// import cannot resolve loaded but never ran, and a production file loaded
 /// by a URL no map reaches (a cache-busting query) ran where the ticket has
