@@ -80,6 +80,23 @@ pub async fn get_text(url: &str) -> String {
         .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"))
 }
 
+/// The body of a page as a browser that holds `cookie` opens it (a
+/// navigation); panics (failing the test) with the URL on failure.
+pub async fn page_text(url: &str, cookie: &str) -> String {
+    let resp = client()
+        .get(url)
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .header("accept", "text/html")
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"))
+}
+
 use stamp_control::{Actor, Desk};
 use stamp_model::lifecycle::Transition;
 use stamp_model::ticket::TicketKey;

@@ -1914,25 +1914,12 @@ async fn a_live_dev_page_with_es_module_shims_hot_reload_swaps_the_saved_module(
         );
         let now = browser.execute(variant).await.unwrap();
         assert_ne!(now, runs, "after the {word} save");
-        let served = client()
-            .get(app.proxy.url(page))
-            .header(
-                "cookie",
-                format!(
-                    "ticket_stamp={}",
-                    browser.cookie("ticket_stamp").await.unwrap().unwrap()
-                ),
-            )
-            .header("sec-fetch-mode", "navigate")
-            .header("accept", "text/html")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            served.contains(&format!("\"variant\":{now}")),
+        let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
+        let served =
+            stamp_tests::page_text(&app.proxy.url(page), &format!("ticket_stamp={cookie}")).await;
+        assert_eq!(
+            stamp_tests::probe_data(&served).unwrap()["variant"],
+            now,
             "the set of modules a page of it is served with now"
         );
         runs = now;

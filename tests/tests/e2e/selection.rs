@@ -641,24 +641,8 @@ async fn a_link_that_changes_the_ticket_followed_in_place_loads_as_a_page() {
     // On that ticket already, in a document of that ticket (its probe says
     // so, with the set of modules it runs, from its data block): its page,
     // in place.
-    let page = client()
-        .get(f.proxy.url("/about"))
-        .header("sec-fetch-mode", "navigate")
-        .header("sec-fetch-dest", "document")
-        .header("accept", "text/html")
-        .header("cookie", "ticket_stamp=dev.TKT-1")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let data = page
-        .split("id=\"ticket-stamp-data\">")
-        .nth(1)
-        .and_then(|rest| rest.split("</script>").next())
-        .unwrap();
-    let data: serde_json::Value = serde_json::from_str(data).unwrap();
+    let page = stamp_tests::page_text(&f.proxy.url("/about"), "ticket_stamp=dev.TKT-1").await;
+    let data = stamp_tests::probe_data(&page).unwrap();
     let runs: &'static str = format!("TKT-1 dev {}", data["variant"].as_str().unwrap()).leak();
     let in_the_ticket = [turbo.to_vec(), vec![("x-ticket-stamp-document", runs)]].concat();
     let r = fetch(get.clone(), "/about?dev=TKT-1", &in_the_ticket, on)
