@@ -70,8 +70,13 @@ pub fn client() -> reqwest::Client {
 /// The body of a GET through [`client`]; panics (failing the test) with the
 /// URL when the request or the body fails.
 pub async fn get_text(url: &str) -> String {
-    let resp = client()
-        .get(url)
+    text_of(url, client().get(url)).await
+}
+
+/// The body of `req`, a GET of `url`; panics (failing the test) with the
+/// URL when the request or the body fails.
+async fn text_of(url: &str, req: reqwest::RequestBuilder) -> String {
+    let resp = req
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
@@ -83,18 +88,13 @@ pub async fn get_text(url: &str) -> String {
 /// The body of a page as a browser that holds `cookie` opens it (a
 /// navigation); panics (failing the test) with the URL on failure.
 pub async fn page_text(url: &str, cookie: &str) -> String {
-    let resp = client()
+    let req = client()
         .get(url)
         .header("sec-fetch-mode", "navigate")
         .header("sec-fetch-dest", "document")
         .header("accept", "text/html")
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    resp.text()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"))
+        .header("cookie", cookie);
+    text_of(url, req).await
 }
 
 use stamp_control::{Actor, Desk};

@@ -113,17 +113,20 @@ fn looks_like_hash(token: &str) -> bool {
 /// four of Rollup's eight characters has no digit): see
 /// [`versions_of_one_file`] for how two builds of one file are paired.
 pub fn looks_generated(token: &str) -> bool {
-    let mut lower = 0;
-    let mut worded = false;
-    for b in token.bytes() {
-        lower = if b.is_ascii_lowercase() { lower + 1 } else { 0 };
-        worded |= lower >= 5;
-    }
     token.len() >= 8
         && token.chars().all(is_hash_char)
         && token.bytes().any(|b| b.is_ascii_digit())
         && token.bytes().any(|b| b.is_ascii_alphabetic())
-        && !worded
+        && longest_lower_case_run(token) < 5
+}
+
+/// The most lower-case letters in a row in `token`: words have runs.
+fn longest_lower_case_run(token: &str) -> usize {
+    token
+        .split(|c: char| !c.is_ascii_lowercase())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
 }
 
 /// A bundler's hash with no digit in it (one Rollup hash in four), told
@@ -131,17 +134,11 @@ pub fn looks_generated(token: &str) -> bool {
 /// rarely have: at least three capitals and no run of four lower-case
 /// letters (`BuRqDqXz`, `KQWZJHAB`).
 fn looks_generated_without_digit(token: &str) -> bool {
-    let mut lower = 0;
-    let mut worded = false;
-    for b in token.bytes() {
-        lower = if b.is_ascii_lowercase() { lower + 1 } else { 0 };
-        worded |= lower >= 4;
-    }
     token.len() >= 8
         && token.chars().all(is_hash_char)
         && !token.bytes().any(|b| b.is_ascii_digit())
         && token.bytes().filter(u8::is_ascii_uppercase).count() >= 3
-        && !worded
+        && longest_lower_case_run(token) < 4
 }
 
 /// Whether a token may be a bundler's hash: [`looks_generated`], or one

@@ -523,14 +523,16 @@ impl ProxyHttp for StampProxy {
         // a Turbo frame's: Turbo would load the frame's own URL as the page.)
         if matches!(ctx.route, Route::Page(_) | Route::Passthrough) {
             let req = session.req_header();
-            let runs = ctx.sel.plan.as_ref().and_then(|p| match &p.variant {
-                ctx::Variant::Ticket { key, view, .. } => Some((key, *view, &p.effective.id)),
-                ctx::Variant::Overlay => None,
-            });
+            let runs = || {
+                ctx.sel.plan.as_ref().and_then(|p| match &p.variant {
+                    ctx::Variant::Ticket { key, view, .. } => Some((key, *view, &p.effective.id)),
+                    ctx::Variant::Overlay => None,
+                })
+            };
             if let Some(who) = select::in_page_visit(&req.method, &req.headers)
                 .filter(|w| matches!(w, select::InPage::Turbo | select::InPage::Htmx))
                 .filter(|_| !req.headers.contains_key(&names::TURBO_FRAME))
-                .filter(|_| select::shown_in_another_document(&req.headers, runs))
+                .filter(|_| select::shown_in_another_document(&req.headers, runs()))
             {
                 self.as_a_page(session, who).await?;
                 return Ok(true);
