@@ -198,6 +198,7 @@ impl ModuleServer {
             Plain {
                 cache_control: "public, max-age=31536000, immutable",
                 vary: None,
+                worker_reporter: false,
             },
         )
         .await
@@ -236,7 +237,13 @@ impl ModuleServer {
     async fn send(&self, session: &mut Session, hash: Hash, path: &str, how: Plain) -> Result<()> {
         let text = "text/plain; charset=utf-8";
         let req = session.req_header();
-        let etag = format!("\"{hash}\"");
+        // A worker's script carries the reporter: another body, another tag.
+        let reporter = how.worker_reporter && is_javascript(path);
+        let etag = if reporter {
+            format!("\"{hash}-worker\"")
+        } else {
+            format!("\"{hash}\"")
+        };
         let not_modified = crate::internal::none_match(req, &etag);
         let head_only = req.method == http::Method::HEAD;
         // One byte range (a media element seeking, Safari asking before it
@@ -300,7 +307,10 @@ impl ModuleServer {
                 .await;
             }
         };
-        let served = Served::new(path, &hash, body);
+        let mut served = Served::new(path, &hash, body);
+        if reporter {
+            served.add_worker_reporter();
+        }
         resp.insert_header(header::CONTENT_TYPE, content_type(path))?;
         resp.insert_header("x-content-type-options", "nosniff")?;
         resp.insert_header(header::ACCEPT_RANGES, "bytes")?;
@@ -393,6 +403,9 @@ pub struct Plain {
     /// included, may keep it under production's URL), `Cookie` for the
     /// released overlay.
     pub vary: Option<&'static str>,
+    /// A worker's script for a browser on a ticket: the probe's worker
+    /// reporter goes after its code (`probe::WORKER_REPORTER`).
+    pub worker_reporter: bool,
 }
 
 /// Whether a path is served as JavaScript (what import maps reach).
@@ -426,6 +439,31 @@ impl Served {
             head: body.slice(..cut),
             tail: Some(Bytes::from(tail)),
         }
+    }
+
+    /// The probe's worker reporter after the code (and its marker), before
+    /// a trailing `sourceMappingURL` comment: a worker's script.
+    pub fn add_worker_reporter(&mut self) {
+        // The tail is the marker, then the comment's line (if any); without
+        // a tail, the comment ends the head.
+        let (marker, comment) = match self.tail.take() {
+            Some(t) => {
+                let at = trailing_comment(&t).unwrap_or(t.len());
+                (t.slice(..at), t.slice(at..))
+            }
+            None => {
+                let at = trailing_comment(&self.head).unwrap_or(self.head.len());
+                let comment = self.head.slice(at..);
+                self.head.truncate(at);
+                (Bytes::new(), comment)
+            }
+        };
+        let reporter = crate::probe::WORKER_REPORTER.as_bytes();
+        let mut tail = Vec::with_capacity(marker.len() + reporter.len() + comment.len());
+        tail.extend_from_slice(&marker);
+        tail.extend_from_slice(reporter);
+        tail.extend_from_slice(&comment);
+        self.tail = Some(Bytes::from(tail));
     }
 
     pub fn len(&self) -> usize {
@@ -495,7 +533,43 @@ async fn refuse_service_worker(session: &mut Session) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{byte_range, content_type};
+    use super::{byte_range, content_type, Served};
+
+    /// A worker's script: its code, its marker, the reporter, then the
+    /// source map's comment, which stays last; no line of the code moves.
+    #[test]
+    fn a_workers_script_carries_the_reporter_before_its_source_map_comment() {
+        let hash = stamp_model::ticket::Hash::of(b"w");
+        let marker = crate::probe::marker(&hash);
+        let reporter = crate::probe::WORKER_REPORTER;
+        let comment = "\n//# sourceMappingURL=w.js.map\n";
+        for (path, body, want) in [
+            (
+                "/w.js",
+                format!("a();{comment}"),
+                format!("a();\n{marker}{reporter}{}", &comment[1..]),
+            ),
+            (
+                "/w.js",
+                "a();".to_string(),
+                format!("a();{marker}{reporter}"),
+            ),
+            // No marker on a System.register body: the reporter alone.
+            (
+                "/w.js",
+                format!("System.register([], function () {{}});{comment}"),
+                format!(
+                    "System.register([], function () {{}});\n{reporter}{}",
+                    &comment[1..]
+                ),
+            ),
+        ] {
+            let mut served = Served::new(path, &hash, bytes::Bytes::from(body.clone()));
+            served.add_worker_reporter();
+            assert_eq!(served.len(), want.len(), "{body}");
+            assert_eq!(served.joined(), want.as_bytes(), "{body}");
+        }
+    }
 
     #[test]
     fn a_range_is_one_byte_range_or_the_whole_body() {

@@ -178,7 +178,13 @@ try{const Wk=W.Worker;if(Wk)W.Worker=new Proxy(Wk,{construct(t,a,n){noteWorker(a
  try{const u=(typeof a[0]==="string"||a[0] instanceof URL)&&new URL(a[0],d.baseURI);
   if(u&&!prodPage&&!u.hash&&!(W.trustedTypes&&W.trustedTypes.defaultPolicy)&&(/^https?:$/.test(u.protocol)&&u.origin===location.origin)){u.hash="ticket-stamp="+PAGE;a=[u.href,...[...a].slice(1)]}}catch(_){}
  return Reflect.construct(t,a,n)}})}catch(_){}
-const heard=own=>e=>{const m=e.data||{};if(typeof m.ran==="string"&&(own||started.has(bare(m.from))))ran(m.ran,!0)};
+// What a worker loaded itself (its importScripts, import(), fetch: in its
+// own Resource Timing, not the page's) comes the same way, from the
+// reporter the proxy puts after a worker's script on a ticket, and is read
+// as the page's own: production's copy of a ticket's file a worker loaded
+// is named.
+const heard=own=>e=>{const m=e.data||{};if(!own&&!started.has(bare(m.from)))return;if(typeof m.ran==="string")ran(m.ran,!0);
+ if(Array.isArray(m.res)){for(const x of m.res.slice(0,500))if(x&&typeof x.name==="string")see({name:x.name,initiatorType:String(x.initiatorType||""),responseStatus:+x.responseStatus||0,serverTiming:typeof x.ts==="string"&&x.ts?[{name:"ticket-stamp",description:x.ts}]:[]});later()}};
 try{new BroadcastChannel("ticket-stamp").onmessage=heard(!1)}catch(_){}
 if(!prodPage)try{new BroadcastChannel("ticket-stamp:"+PAGE).onmessage=heard(!0)}catch(_){}
 const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;

@@ -268,6 +268,21 @@ pub fn outcome(
     )
 }
 
+/// What goes after a worker's script as a browser on a ticket gets it
+/// (`Sec-Fetch-Dest: worker` or `sharedworker`; production's script or the
+/// ticket's): what the worker itself loads (`importScripts`, `import()`,
+/// `fetch`) is in the worker's Resource Timing, which the page never sees,
+/// so the worker says it over the channel its [`marker`]s use, and the
+/// probe reads each entry as one of the page's own: production's copy of a
+/// ticket's file that a worker loaded by a URL the proxy never saw (a
+/// CDN's) is named. (A dedicated worker's script and its static imports are
+/// in the page's own timeline already; a shared worker's are in none.)
+///
+/// One statement, valid after any script (classic or module, strict or
+/// not), declaring nothing at the top level; once per worker, however many
+/// of its scripts carry it; at most 2,000 entries a worker.
+pub const WORKER_REPORTER: &str = "\n;try{(()=>{const g=self;if(g.__ticketStampWatch||typeof PerformanceObserver!==\"function\"||typeof BroadcastChannel!==\"function\")return;g.__ticketStampWatch=1;const m=/[#&]ticket-stamp=(\\w+)$/.exec(g.location.hash),c=new BroadcastChannel(\"ticket-stamp\"+(m?\":\"+m[1]:\"\"));let n=0;new PerformanceObserver(l=>{const r=[];for(const e of l.getEntries()){if(n>=2000)break;n++;const t=(e.serverTiming||[]).find(x=>x.name===\"ticket-stamp\");r.push({name:e.name,initiatorType:e.initiatorType,responseStatus:e.responseStatus||0,ts:t?t.description:\"\"})}if(r.length)c.postMessage({res:r,from:g.location.href})}).observe({type:\"resource\",buffered:!0})})()}catch(_){}\n";
+
 /// The statement a ticket's JavaScript body ends with (see
 /// `stamp_model::views::ran_marker`).
 pub fn marker(hash: &stamp_model::ticket::Hash) -> String {

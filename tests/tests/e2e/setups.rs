@@ -1767,10 +1767,11 @@ async fn workers_run_the_tickets_code_and_say_so() {
     .await;
     let text = badge_says(&browser, "3 of 3 modules ran").await;
     assert!(text.contains("(3 in a worker)"), "{text}");
-    // What the workers got is no one else's: never cached, told apart.
-    assert!(the_browsers_own(&app, &browser, "/src/calc.js", "worker")
-        .await
-        .starts_with("export const calc = () => 'ticket calc';"));
+    // What the workers got is no one else's: never cached, told apart;
+    // with the reporter that says what a worker loads itself.
+    let calc = the_browsers_own(&app, &browser, "/src/calc.js", "worker").await;
+    assert!(calc.starts_with("export const calc = () => 'ticket calc';"));
+    assert!(calc.contains("__ticketStampWatch"), "{calc}");
     // Without the selection, and for the page itself, production's files.
     app.production_is_untouched(&["/src/calc.js", "/src/util.js", "/src/shared-dep.js"])
         .await;
@@ -1978,6 +1979,146 @@ async fn a_workers_report_reaches_only_the_page_that_started_it() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = badge(&browser).await;
     assert_eq!(text, idle, "the quiet tab counted the other tab's workers");
+    browser.close().await.unwrap();
+}
+
+/// What a worker loads itself (`importScripts`, `import()`) is in its own
+/// Resource Timing, which the page never sees: a module worker, a classic
+/// worker and a shared worker that load production's copy of the ticket's
+/// CDN modules by their full URL (no map reaches a worker, and the CDN's
+/// copy never passes the proxy) run production's code, and the badge says
+/// so, by the reporter the proxy puts after a worker's script on a ticket.
+/// (A dedicated worker's static import is in the page's own timeline: it
+/// was named before.) Production's worker scripts stay byte for byte.
+#[tokio::test]
+async fn what_a_worker_loads_itself_from_production_is_named() {
+    let cdn = Origin::start().unwrap();
+    let origin = Origin::start().unwrap();
+    let js = Route::js;
+    let lib = format!("{}/lib", cdn.url);
+    for (name, text) in [
+        ("fmt.js", "export const fmt = () => 'production fmt';\n"),
+        ("static.js", "export const s = 'production static';\n"),
+        ("word.js", "export const word = 'production word';\n"),
+        ("legacy.js", "self.legacy = () => 'production legacy';\n"),
+    ] {
+        serve(&cdn, &format!("/lib/{name}"), "text/javascript", text);
+    }
+    origin.route(
+        "/",
+        Route::html(&format!(
+            "<!doctype html><html><head><title>workers</title>\
+             <script type=\"importmap\">{{\"imports\":{{\"@lib/fmt\":\"{lib}/fmt.js\"}}}}</script></head><body>\
+             <p id=\"mw\">-</p><p id=\"cw\">-</p><p id=\"sw\">-</p>\
+             <script type=\"module\" src=\"/src/main.js\"></script></body></html>"
+        )),
+    );
+    origin.route(
+        "/src/main.js",
+        js(
+            "const w = new Worker('/src/worker.js', { type: 'module' });\n\
+            w.onmessage = (e) => { document.getElementById('mw').textContent = e.data; };\n\
+            const c = new Worker('/src/classic.js');\n\
+            c.onmessage = (e) => { document.getElementById('cw').textContent = e.data; };\n\
+            const s = new SharedWorker('/src/shared.js', { type: 'module' });\n\
+            s.port.onmessage = (e) => { document.getElementById('sw').textContent = e.data; };\n\
+            s.port.start();\n",
+        ),
+    );
+    origin.route(
+        "/src/worker.js",
+        js(&format!(
+            "import {{ s }} from '{lib}/static.js';\n\
+             const {{ fmt }} = await import('{lib}/fmt.js');\n\
+             postMessage('module worker: ' + fmt() + ', ' + s);\n\
+             //# sourceMappingURL=worker.js.map\n"
+        )),
+    );
+    origin.route(
+        "/src/classic.js",
+        js(&format!(
+            "importScripts('{lib}/legacy.js');\npostMessage('classic worker: ' + legacy());"
+        )),
+    );
+    origin.route(
+        "/src/shared.js",
+        js(&format!(
+            "const got = import('{lib}/word.js');\n\
+             onconnect = async (e) => e.ports[0].postMessage('shared worker: ' + (await got).word);\n"
+        )),
+    );
+    let app = App::start(origin, cdn);
+    let work = project(
+        &lib,
+        "lib",
+        &[
+            ("fmt.js", "export const fmt = () => 'ticket fmt';\n"),
+            ("static.js", "export const s = 'ticket static';\n"),
+            ("word.js", "export const word = 'ticket word';\n"),
+            ("legacy.js", "self.legacy = () => 'ticket legacy';\n"),
+        ],
+    );
+    app.stamp(work.path(), &["WRK-9", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    // What the workers ran: production's, each loaded from the CDN.
+    app.expect(
+        &browser,
+        "/?dev=WRK-9",
+        &shown_by(&["mw", "cw", "sw"]),
+        "module worker: production fmt, production static | classic worker: production legacy | shared worker: production word",
+    )
+    .await;
+    let text = badge_says(&browser, "word.js").await;
+    for name in ["fmt.js", "static.js", "word.js", "legacy.js"] {
+        assert!(text.contains(&format!("{lib}/{name}")), "{name}: {text}");
+    }
+    assert!(text.contains("0 of 4 ran: production's "), "{text}");
+    assert!(text.contains("ran instead"), "{text}");
+    assert_eq!(badge_class(&browser).await, "warn");
+    // The worker's script as the ticket's browser got it: the origin's,
+    // then the reporter; never kept. Production's, byte for byte.
+    let cookie = browser.cookie("ticket_stamp").await.unwrap().unwrap();
+    let direct = client()
+        .get(format!("{}/src/worker.js", app.origin.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    for (cookie, dest) in [
+        (None, "worker"),
+        (Some(&cookie), "script"),
+        (Some(&cookie), "serviceworker"),
+    ] {
+        let mut req = client()
+            .get(app.proxy.url("/src/worker.js"))
+            .header("sec-fetch-dest", dest);
+        if let Some(c) = cookie {
+            req = req.header("cookie", format!("ticket_stamp={c}"));
+        }
+        let got = req.send().await.unwrap().bytes().await.unwrap();
+        assert!(
+            got == direct,
+            "{dest}, cookie {cookie:?}: not production's bytes"
+        );
+    }
+    let r = client()
+        .get(app.proxy.url("/src/worker.js"))
+        .header("sec-fetch-dest", "worker")
+        .header("accept-encoding", "gzip, br")
+        .header("cookie", format!("ticket_stamp={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "private, no-store");
+    assert!(r.headers().get("etag").is_none());
+    let got = r.bytes().await.unwrap();
+    assert!(got.starts_with(&direct), "the origin's script comes first");
+    assert!(
+        String::from_utf8_lossy(&got[direct.len()..]).contains("__ticketStampWatch"),
+        "no reporter after the script"
+    );
     browser.close().await.unwrap();
 }
 

@@ -207,6 +207,11 @@ pub struct Ctx {
     /// Bytes of a body made here (a rewritten page, a merged map) sent so
     /// far.
     pub body_out: usize,
+    /// A worker's script, as a browser on a ticket gets it: the probe's
+    /// worker reporter goes after it (`probe::WORKER_REPORTER`). Set by the
+    /// plan; production's script keeps it only if it comes whole and plain
+    /// (a `200` of JavaScript, not encoded).
+    pub worker_reporter: bool,
 }
 
 /// A request's id in log lines.
@@ -256,6 +261,7 @@ impl Ctx {
             settings,
             id: RequestId::Ours(rand::random()),
             body_out: 0,
+            worker_reporter: false,
             sel: Selected::default(),
             route: Route::Passthrough,
         }
@@ -299,10 +305,12 @@ impl Ctx {
             Some(Variant::Overlay) => crate::modules::Plain {
                 cache_control: "no-cache",
                 vary: Some("Cookie"),
+                worker_reporter: false,
             },
             _ => crate::modules::Plain {
                 cache_control: "private, no-store",
                 vary: Some("*"),
+                worker_reporter: self.worker_reporter,
             },
         }
     }

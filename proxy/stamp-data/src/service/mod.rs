@@ -23,6 +23,7 @@ mod page;
 mod plan;
 mod probe;
 mod settings;
+mod worker;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -562,6 +563,7 @@ impl ProxyHttp for StampProxy {
                     let how = crate::modules::Plain {
                         cache_control: "no-store",
                         vary: Some("Cookie"),
+                        worker_reporter: false,
                     };
                     self.modules.serve_plain(session, module, how).await?
                 }
@@ -627,6 +629,9 @@ impl ProxyHttp for StampProxy {
         if let ctx::Route::Page(_) = &ctx.route {
             self.page_upstream(upstream, ctx)?;
         }
+        if ctx.worker_reporter {
+            worker::upstream(upstream);
+        }
         // A copy of production's the browser kept where no clear reached
         // (a plain-http origin) is not revalidated on a ticket: the whole
         // answer comes, never kept (see `not_kept`), and replaces it.
@@ -651,6 +656,9 @@ impl ProxyHttp for StampProxy {
             _ => {
                 if !self.file_instead_of_404(session, resp, ctx).await? {
                     self.passthrough_response(session.req_header(), resp, ctx)?;
+                    if ctx.worker_reporter {
+                        ctx.worker_reporter = worker::response(resp)?;
+                    }
                 }
             }
         }
@@ -666,6 +674,10 @@ impl ProxyHttp for StampProxy {
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
         if file::file_body(ctx, body, end_of_stream) {
+            return Ok(None);
+        }
+        if ctx.worker_reporter {
+            worker::body(body, end_of_stream);
             return Ok(None);
         }
         match &ctx.route {

@@ -130,6 +130,12 @@ impl StampProxy {
         } else {
             Route::Passthrough
         };
+        // A worker's script on a ticket, production's or the ticket's: the
+        // worker says what it loads itself (see `probe::WORKER_REPORTER`).
+        ctx.worker_reporter = req.method == http::Method::GET
+            && ctx.sel.dev_or_qa()
+            && matches!(ctx.route, Route::Passthrough | Route::Unmapped(_))
+            && a_workers_script(&req.headers);
         // A page with a stale link's notice is this visitor's alone: never stored.
         // A page sampled for a rollout's signal carries the probe: not stored either.
         let sampled = ctx.sel.rollout.as_ref().is_some_and(|r| r.sampled);
@@ -557,6 +563,15 @@ fn sibling(
         return None;
     }
     ctx.sel.plan.as_ref()?.effective.sibling_at(path).cloned()
+}
+
+/// A dedicated or shared worker's script, or one of its static imports
+/// (`Sec-Fetch-Dest: worker` or `sharedworker`); never a service worker's.
+fn a_workers_script(headers: &http::HeaderMap) -> bool {
+    headers.get(&names::SEC_FETCH_DEST).is_some_and(|d| {
+        let d = d.as_bytes();
+        d.eq_ignore_ascii_case(b"worker") || d.eq_ignore_ascii_case(b"sharedworker")
+    })
 }
 
 fn loaded_by_url(headers: &http::HeaderMap, path: &str) -> bool {
