@@ -280,8 +280,11 @@ pub fn outcome(
 ///
 /// One statement, valid after any script (classic or module, strict or
 /// not), declaring nothing at the top level; once per worker, however many
-/// of its scripts carry it; at most 2,000 entries a worker.
-pub const WORKER_REPORTER: &str = "\n;try{(()=>{const g=self;if(g.__ticketStampWatch||typeof PerformanceObserver!==\"function\"||typeof BroadcastChannel!==\"function\")return;g.__ticketStampWatch=1;const m=/[#&]ticket-stamp=(\\w+)$/.exec(g.location.hash),c=new BroadcastChannel(\"ticket-stamp\"+(m?\":\"+m[1]:\"\"));let n=0;new PerformanceObserver(l=>{const r=[];for(const e of l.getEntries()){if(n>=2000)break;n++;const t=(e.serverTiming||[]).find(x=>x.name===\"ticket-stamp\");r.push({name:e.name,initiatorType:e.initiatorType,responseStatus:e.responseStatus||0,ts:t?t.description:\"\"})}if(r.length)c.postMessage({res:r,from:g.location.href})}).observe({type:\"resource\",buffered:!0})})()}catch(_){}\n";
+/// of its scripts carry it. It sends only what could be a ticket's file (a
+/// path whose last part has an extension, or an answer with a
+/// `Server-Timing`), in messages of at most 200, and at most 5,000 a
+/// worker: an app's API calls (`/api/orders/7`) never use the budget up.
+pub const WORKER_REPORTER: &str = "\n;try{(()=>{const g=self;if(g.__ticketStampWatch||typeof PerformanceObserver!==\"function\"||typeof BroadcastChannel!==\"function\")return;g.__ticketStampWatch=1;const m=/[#&]ticket-stamp=(\\w+)$/.exec(g.location.hash),c=new BroadcastChannel(\"ticket-stamp\"+(m?\":\"+m[1]:\"\"));let n=0;new PerformanceObserver(l=>{let r=[];const send=()=>{if(r.length)c.postMessage({res:r,from:g.location.href});r=[]};for(const e of l.getEntries()){if(!/\\.[^/.]+$/.test(e.name.split(/[?#]/)[0])&&!(e.serverTiming||[]).length)continue;if(n>=5000)break;n++;const t=(e.serverTiming||[]).find(x=>x.name===\"ticket-stamp\");r.push({name:e.name,initiatorType:e.initiatorType,responseStatus:e.responseStatus||0,ts:t?t.description:\"\"});if(r.length>=200)send()}send()}).observe({type:\"resource\",buffered:!0})})()}catch(_){}\n";
 
 /// The statement a ticket's JavaScript body ends with (see
 /// `stamp_model::views::ran_marker`).

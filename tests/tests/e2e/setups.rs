@@ -2106,12 +2106,13 @@ async fn what_a_worker_loads_itself_from_production_is_named() {
     let r = client()
         .get(app.proxy.url("/src/worker.js"))
         .header("sec-fetch-dest", "worker")
-        .header("accept-encoding", "gzip, br")
         .header("cookie", format!("ticket_stamp={cookie}"))
         .send()
         .await
         .unwrap();
+    // Kept by no cache, a service worker's Cache API included.
     assert_eq!(r.headers()["cache-control"], "private, no-store");
+    assert_eq!(r.headers()["vary"], "*");
     assert!(r.headers().get("etag").is_none());
     let got = r.bytes().await.unwrap();
     assert!(got.starts_with(&direct), "the origin's script comes first");

@@ -470,11 +470,14 @@ impl ProxyHttp for StampProxy {
         }
         self.route(session, ctx);
         let level = ctx.settings.cfg.rewrite.compression_level;
+        // (A worker's script on a ticket comes plain from the origin: it is
+        // compressed here, as pages are.)
         if level > 0
-            && matches!(
-                ctx.route,
-                ctx::Route::Page(_) | ctx::Route::Module { .. } | ctx::Route::Probe
-            )
+            && (ctx.worker_reporter
+                || matches!(
+                    ctx.route,
+                    ctx::Route::Page(_) | ctx::Route::Module { .. } | ctx::Route::Probe
+                ))
         {
             // Must be decided here: later phases are too late for the module.
             if let Some(c) = session
@@ -677,7 +680,12 @@ impl ProxyHttp for StampProxy {
             return Ok(None);
         }
         if ctx.worker_reporter {
-            worker::body(body, end_of_stream);
+            worker::body(
+                body,
+                end_of_stream,
+                &mut ctx.worker_reporter,
+                &mut ctx.body_out,
+            );
             return Ok(None);
         }
         match &ctx.route {

@@ -3,11 +3,14 @@
 //! that what the worker loads itself reaches the page's badge.
 //!
 //! Only a script that comes whole and plain takes it: a `200` of
-//! JavaScript without a `Content-Encoding` (the origin is asked for no
-//! other: `Accept-Encoding` goes, and the conditional headers with it, so
-//! the whole script comes rather than a `304` for a copy the browser kept
-//! without the reporter). Anything else goes out as the origin sent it.
-//! The answer is the ticket browser's own: never stored, no validators.
+//! JavaScript with a body, in a coding and a charset the reporter's bytes
+//! can follow (no `Content-Encoding`: the origin is asked for none; nor
+//! UTF-16, by its charset or its byte order mark). `Accept-Encoding` goes,
+//! and the conditional headers with it, so the whole script comes rather
+//! than a `304` for a copy the browser kept without the reporter. Anything
+//! else goes out as the origin sent it. The answer is the ticket browser's
+//! own, as the ticket's files are: never stored, by a browser, a CDN or a
+//! service worker's Cache API (`Vary: *`), and without validators.
 
 use bytes::{Bytes, BytesMut};
 use http::header;
@@ -15,6 +18,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 
 use crate::probe::WORKER_REPORTER;
+use crate::select::names::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
 
 /// The request to the origin: a whole, plain answer.
 pub(super) fn upstream(upstream: &mut RequestHeader) {
@@ -29,31 +33,24 @@ pub(super) fn upstream(upstream: &mut RequestHeader) {
     }
 }
 
-/// Whether the origin's answer takes the reporter; if so, its headers say
-/// the longer body and that nobody keeps it.
+/// Whether the origin's answer may take the reporter; if so, its headers
+/// say that nobody keeps it, and its length goes (the body decides, at its
+/// first bytes: see [`body`]).
 pub(super) fn response(resp: &mut ResponseHeader) -> Result<bool> {
-    if resp.status.as_u16() != 200 || !is_javascript(resp) || encoded(resp) {
+    if resp.status.as_u16() != 200 || !is_plain_javascript(resp) || encoded(resp) {
         return Ok(false);
     }
-    let length = resp.headers.get(header::CONTENT_LENGTH).map(|v| {
-        std::str::from_utf8(v.as_bytes())
-            .ok()?
-            .trim()
-            .parse::<u64>()
-            .ok()
-    });
-    match length {
-        Some(Some(n)) => {
-            let n = n.saturating_add(WORKER_REPORTER.len() as u64);
-            resp.insert_header(header::CONTENT_LENGTH, n.to_string())?;
-        }
-        // A length nobody can read: the body goes out chunked.
-        Some(None) => {
-            resp.remove_header(&header::CONTENT_LENGTH);
-        }
-        None => {}
+    // No body at all: Pingora ends such an answer with its header, and no
+    // body filter runs to add anything.
+    let empty = resp
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"0");
+    if empty {
+        return Ok(false);
     }
     for h in [
+        header::CONTENT_LENGTH,
         header::ETAG,
         header::LAST_MODIFIED,
         header::ACCEPT_RANGES,
@@ -62,11 +59,24 @@ pub(super) fn response(resp: &mut ResponseHeader) -> Result<bool> {
         resp.remove_header(&h);
     }
     super::never_stored(resp);
+    resp.insert_header(header::VARY, "*")?;
+    resp.insert_header(CDN_CACHE_CONTROL.clone(), "no-store")?;
+    resp.insert_header(SURROGATE_CONTROL.clone(), "no-store")?;
     Ok(true)
 }
 
-/// The body: the origin's, then the reporter at its end.
-pub(super) fn body(body: &mut Option<Bytes>, end_of_stream: bool) {
+/// The body: the origin's, then the reporter at its end. `sent` counts
+/// the bytes passed so far: a body that starts with a UTF-16 byte order
+/// mark turns the reporter off (`on`).
+pub(super) fn body(body: &mut Option<Bytes>, end_of_stream: bool, on: &mut bool, sent: &mut usize) {
+    if let Some(b) = body.as_ref() {
+        if *sent == 0 && b.len() >= 2 && (b.starts_with(b"\xFF\xFE") || b.starts_with(b"\xFE\xFF"))
+        {
+            *on = false;
+            return;
+        }
+        *sent += b.len();
+    }
     if !end_of_stream {
         return;
     }
@@ -82,18 +92,29 @@ pub(super) fn body(body: &mut Option<Bytes>, end_of_stream: bool) {
 }
 
 /// A JavaScript MIME type, as browsers list them (`text/javascript`,
-/// `application/x-javascript`, `text/ecmascript`, …).
-fn is_javascript(resp: &ResponseHeader) -> bool {
-    resp.headers
+/// `application/x-javascript`, `text/ecmascript`, …), in a charset that
+/// ASCII bytes can follow (none said, UTF-8, a single-byte one).
+fn is_plain_javascript(resp: &ResponseHeader) -> bool {
+    let Some(value) = resp
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let essence = v.split(';').next().unwrap_or_default().trim();
-            let essence = essence.to_ascii_lowercase();
-            let (kind, sub) = essence.split_once('/').unwrap_or_default();
-            (kind == "text" || kind == "application")
-                && (sub.ends_with("javascript") || sub.ends_with("ecmascript") || sub == "jscript")
-        })
+    else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let (kind, sub) = essence.split_once('/').unwrap_or_default();
+    let javascript = (kind == "text" || kind == "application")
+        && (sub.ends_with("javascript") || sub.ends_with("ecmascript") || sub == "jscript");
+    let ascii = parts
+        .filter_map(|p| p.split_once('='))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .all(|(_, v)| {
+            encoding_rs::Encoding::for_label(v.trim().trim_matches('"').as_bytes())
+                .is_none_or(|e| e.is_ascii_compatible())
+        });
+    javascript && ascii
 }
 
 /// Any coding but `identity`.
@@ -138,6 +159,34 @@ mod tests {
             (200, vec![js, ("content-encoding", "gzip")], false),
             (200, vec![js, ("content-encoding", "identity, br")], false),
             (200, vec![js, ("content-encoding", "")], true),
+            (200, vec![js, ("content-length", "12")], true),
+            // Nothing to follow: Pingora sends no body to add to.
+            (200, vec![js, ("content-length", "0")], false),
+            (
+                200,
+                vec![("content-type", "text/javascript;charset=UTF-16LE")],
+                false,
+            ),
+            (
+                200,
+                vec![("content-type", "text/javascript; charset=\"utf-16\"")],
+                false,
+            ),
+            (
+                200,
+                vec![("content-type", "text/javascript; charset=iso-2022-jp")],
+                false,
+            ),
+            (
+                200,
+                vec![("content-type", "text/javascript; charset=latin1")],
+                true,
+            ),
+            (
+                200,
+                vec![("content-type", "text/javascript; charset=no-such")],
+                true,
+            ),
             (200, vec![("content-type", "text/html")], false),
             (200, vec![("content-type", "application/json")], false),
             (200, vec![("content-type", "javascript")], false),
@@ -151,8 +200,11 @@ mod tests {
         }
     }
 
+    /// Kept by nobody: no browser or CDN (`no-store`), no service worker's
+    /// Cache API (`Vary: *`), with no validator to revalidate it by; its
+    /// length is the body's to tell.
     #[test]
-    fn the_length_says_the_longer_body_and_nobody_keeps_it() {
+    fn nobody_keeps_the_script_with_the_reporter() {
         let mut r = answer(
             200,
             &[
@@ -161,38 +213,59 @@ mod tests {
                 ("etag", "\"production\""),
                 ("last-modified", "Mon, 07 Dec 2026 10:00:00 GMT"),
                 ("cache-control", "public, max-age=600"),
+                ("vary", "Accept-Encoding"),
+                ("cdn-cache-control", "max-age=86400"),
             ],
         );
         assert!(response(&mut r).unwrap());
-        let len = (10 + WORKER_REPORTER.len()).to_string();
-        assert_eq!(r.headers["content-length"], len.as_str());
         assert_eq!(r.headers["cache-control"], "private, no-store");
-        assert!(r.headers.get("etag").is_none());
-        assert!(r.headers.get("last-modified").is_none());
-        // A length nobody can read: chunked instead, never a wrong one.
-        for bad in ["ten", "-1", "1, 2", "99999999999999999999999"] {
-            let mut r = answer(
-                200,
-                &[("content-type", "text/javascript"), ("content-length", bad)],
-            );
-            assert!(response(&mut r).unwrap());
-            assert!(r.headers.get("content-length").is_none(), "{bad}");
+        assert_eq!(r.headers["vary"], "*");
+        assert_eq!(r.headers["cdn-cache-control"], "no-store");
+        assert_eq!(r.headers["surrogate-control"], "no-store");
+        for gone in ["etag", "last-modified", "content-length"] {
+            assert!(r.headers.get(gone).is_none(), "{gone}");
         }
     }
 
     #[test]
     fn the_reporter_ends_the_body_once() {
+        let (mut on, mut sent) = (true, 0);
         let mut b = Some(Bytes::from_static(b"a();"));
-        body(&mut b, false);
+        body(&mut b, false, &mut on, &mut sent);
         assert_eq!(b.as_deref(), Some(&b"a();"[..]));
-        body(&mut b, true);
+        let mut b = Some(Bytes::from_static(b"b();"));
+        body(&mut b, true, &mut on, &mut sent);
         assert_eq!(
             b.unwrap(),
-            [&b"a();"[..], WORKER_REPORTER.as_bytes()].concat()
+            [&b"b();"[..], WORKER_REPORTER.as_bytes()].concat()
         );
+        assert!(on);
+        // The end may come on its own.
+        let (mut on, mut sent) = (true, 3);
         let mut none = None;
-        body(&mut none, true);
+        body(&mut none, true, &mut on, &mut sent);
         assert_eq!(none.unwrap(), WORKER_REPORTER.as_bytes());
+    }
+
+    /// A UTF-16 script (told by its byte order mark) would not parse with
+    /// ASCII bytes after it: it goes out as it came.
+    #[test]
+    fn a_utf16_script_goes_out_as_it_came() {
+        for bom in [&b"\xFF\xFEa\0"[..], b"\xFE\xFF\0a"] {
+            let (mut on, mut sent) = (true, 0);
+            let mut b = Some(Bytes::copy_from_slice(bom));
+            body(&mut b, true, &mut on, &mut sent);
+            assert!(!on);
+            assert_eq!(b.as_deref(), Some(bom));
+        }
+        // The same bytes later in the body are only bytes.
+        let (mut on, mut sent) = (true, 0);
+        let mut b = Some(Bytes::from_static(b"x"));
+        body(&mut b, false, &mut on, &mut sent);
+        let mut b = Some(Bytes::from_static(b"\xFF\xFE"));
+        body(&mut b, true, &mut on, &mut sent);
+        assert!(on);
+        assert!(b.unwrap().ends_with(WORKER_REPORTER.as_bytes()));
     }
 
     #[test]
