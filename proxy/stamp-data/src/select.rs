@@ -647,6 +647,37 @@ pub fn shown_in_another_document(
     }
 }
 
+/// Whether a ticket the URL names (`?dev=`, `?qa=`, `?stamp=off`) may
+/// change what this browser is on: a navigation (a page opened, which asks
+/// first when it comes from another site, or a frame, which another site's
+/// page gets production in: see `service::plan`), a fetch of the origin's
+/// own scripts (`Sec-Fetch-Dest: empty` from the same origin: an app's
+/// `fetch`, Turbo or htmx showing a link in place), or a request that does
+/// not say what it is (a client without fetch metadata). Never what an
+/// element loads (an image, a stylesheet, a script, a font, media), nor a
+/// fetch from another origin of the site: any page of the site (a sibling
+/// subdomain's, a comment's Markdown on the app itself) could embed
+/// `<img src="https://app.example/x.png?dev=KEY">`, and the answer's
+/// `SameSite=Lax` cookie lands on a same-site request with nobody asked.
+pub fn url_may_select(headers: &http::HeaderMap) -> bool {
+    let Some(mode) = headers.get(&names::SEC_FETCH_MODE) else {
+        return true;
+    };
+    // (Browsers send the three together; a client that sends the mode
+    // alone is taken at its word for the rest.)
+    mode.as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"navigate")
+        || (headers
+            .get(&names::SEC_FETCH_DEST)
+            .is_none_or(|d| d.as_bytes().trim_ascii().eq_ignore_ascii_case(b"empty"))
+            && headers.get(&names::SEC_FETCH_SITE).is_none_or(|s| {
+                s.as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"same-origin")
+            }))
+}
+
 /// Whether a `SameSite=Lax` cookie set on the answer to this request lands:
 /// a page opened (a top-level navigation, from any site), or a request of
 /// the origin's own or its site's (`Sec-Fetch-Site`). Another site's
@@ -936,6 +967,58 @@ pub fn is_navigation(headers: &http::HeaderMap) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_navigations_and_the_origins_own_fetches_select_by_url() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        let m = "sec-fetch-mode";
+        let d = "sec-fetch-dest";
+        let s = "sec-fetch-site";
+        for (pairs, selects) in [
+            (vec![], true),
+            (
+                vec![(m, "navigate"), (d, "document"), (s, "cross-site")],
+                true,
+            ),
+            (vec![(m, "Navigate"), (d, "iframe"), (s, "same-site")], true),
+            (vec![(m, "cors"), (d, "empty"), (s, "same-origin")], true),
+            (vec![(m, "cors")], true),
+            (vec![(m, "cors"), (d, "empty"), (s, "same-site")], false),
+            (vec![(m, "no-cors"), (d, "empty"), (s, "cross-site")], false),
+            (
+                vec![(m, "no-cors"), (d, "image"), (s, "same-origin")],
+                false,
+            ),
+            (
+                vec![(m, "no-cors"), (d, "style"), (s, "same-origin")],
+                false,
+            ),
+            (vec![(m, "cors"), (d, "script"), (s, "same-origin")], false),
+            (
+                vec![(m, "websocket"), (d, "websocket"), (s, "same-origin")],
+                false,
+            ),
+            (
+                vec![(m, "nonsense"), (d, "empty"), (s, "same-origin")],
+                true,
+            ),
+            (
+                vec![(m, "nonsense"), (d, "nonsense"), (s, "same-origin")],
+                false,
+            ),
+        ] {
+            assert_eq!(url_may_select(&h(&pairs)), selects, "{pairs:?}");
+        }
+    }
 
     fn c(query: Option<&str>, cookies: &[&str]) -> Classified {
         classify(query, cookies.iter().map(|s| s.as_bytes()), "ticket_stamp")

@@ -298,11 +298,11 @@ async fn what_a_ticket_link_clears_and_what_no_cache_keeps() {
     // cookie lands, so it puts the browser on the ticket as a link does.
     let h = get("/about?dev=TKT-1", &FETCH, Some("ticket_stamp=dev.TKT-2")).await;
     assert_eq!(cleared(&h).as_deref(), Some(ALL));
-    // Another site's image of a ticket link: its cookie never lands (a
-    // `SameSite=Lax` cookie on a cross-site subresource), so nothing of a
-    // production visitor's is cleared but what was fetched ahead.
+    // Another site's image of a ticket link selects nothing (see
+    // `only_a_page_opened_selects_by_its_url`): nothing is cleared.
     let h = get("/about?dev=TKT-2", &ELSEWHERE, None).await;
-    assert_eq!(cleared(&h).as_deref(), Some(SPECULATION_CLEARED));
+    assert!(cleared(&h).is_none());
+    assert!(h.get("set-cookie").is_none());
     // Leaving: production's pages are production's; what was fetched
     // ahead on the ticket goes.
     let h = get("/?stamp=off", &NAVIGATE, Some(cookie)).await;
@@ -894,6 +894,110 @@ async fn the_query_wins_deterministically() {
     assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V1));
     let (_, html) = page(&f.proxy, "/?dev=AAA-1&qa=BBB-2", None).await;
     assert_eq!(greet_target(&html), module_url("/src/lib/greet.js", V2));
+}
+
+/// A URL that names a ticket selects it as a page opened (or framed, by
+/// the rules of links) or as the origin's own scripts fetch it, never as
+/// an element loads it: an image, a stylesheet, a script, a font whose URL
+/// says `?dev=KEY` changes nothing, nor does one that says `?stamp=off`,
+/// nor a fetch from another origin of the site. Any page of the site could
+/// embed one (a sibling subdomain, a comment's Markdown on the app
+/// itself), and the answer's cookie would land on a same-site request
+/// without the question a link from another site gets.
+#[tokio::test]
+async fn only_a_page_opened_selects_by_its_url() {
+    let (f, _store) = fleet_with(&["AAA-1", "BBB-2"]).await;
+    f.origin.route(
+        "/logo.png",
+        Route::bytes("image/png", b"\x89PNG\r\n\x1a\n".to_vec()),
+    );
+    let get = |path: &str, cookie: Option<&str>, fetch: &[(&str, &str)]| {
+        let mut req = client().get(f.proxy.url(path));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        for (k, v) in fetch {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    let embedded: [&[(&str, &str)]; 8] = [
+        &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image")],
+        &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "style")],
+        &[("sec-fetch-mode", "cors"), ("sec-fetch-dest", "script")],
+        &[("sec-fetch-mode", "cors"), ("sec-fetch-dest", "font")],
+        &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "video")],
+        &[
+            ("sec-fetch-mode", "websocket"),
+            ("sec-fetch-dest", "websocket"),
+        ],
+        // Another origin's fetch, even a `no-cors` one it cannot read.
+        &[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "empty")],
+        &[("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")],
+    ];
+    for fetch in embedded {
+        let sites: &[&str] = if fetch.contains(&("sec-fetch-dest", "empty")) {
+            &["same-site", "cross-site"]
+        } else {
+            &["same-origin", "same-site"]
+        };
+        for site in sites {
+            let fetch = [fetch, &[("sec-fetch-site", *site)]].concat();
+            for path in ["/logo.png?dev=AAA-1", "/?dev=AAA-1", "/?qa=AAA-1&st=x"] {
+                let r = get(path, None, &fetch).await.unwrap();
+                assert!(
+                    r.headers().get("set-cookie").is_none(),
+                    "{path} {fetch:?} selected: {:?}",
+                    r.headers().get("set-cookie")
+                );
+                let text = r.text().await.unwrap();
+                assert!(!text.contains("__ts="), "{path} {fetch:?} was stamped");
+            }
+            // The browser's own selection stands: neither another ticket
+            // nor `?stamp=off` in an embedded URL changes it.
+            for path in ["/?dev=BBB-2", "/?stamp=off"] {
+                let r = get(path, Some("ticket_stamp=dev.AAA-1"), &fetch)
+                    .await
+                    .unwrap();
+                assert!(
+                    r.headers().get("set-cookie").is_none(),
+                    "{path} {fetch:?} changed the selection"
+                );
+                assert!(
+                    r.headers().get("clear-site-data").is_none(),
+                    "{path} {fetch:?}"
+                );
+            }
+        }
+    }
+    // A page opened selects (from another site, by a question), as does
+    // the origin's own script's fetch and a request that does not say
+    // what it is.
+    let opened = [
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let own_fetch = [
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-dest", "empty"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    for fetch in [&opened[..], &own_fetch[..], &[]] {
+        let r = get("/?dev=AAA-1", None, fetch).await.unwrap();
+        let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            set.starts_with("ticket_stamp=dev.AAA-1;"),
+            "{fetch:?}: {set}"
+        );
+        let r = get("/?stamp=off", Some("ticket_stamp=dev.AAA-1"), fetch)
+            .await
+            .unwrap();
+        assert!(r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("ticket_stamp=;"));
+    }
 }
 
 #[tokio::test]

@@ -2444,6 +2444,83 @@ async fn a_boosted_ticket_link_in_an_htmx_app_loads_as_a_page_once_clicked() {
     browser.close().await.unwrap();
 }
 
+/// A comment on the app (user content, or a page of a sibling subdomain)
+/// that embeds the app's URLs with a ticket in them, an image, a
+/// stylesheet, a video's poster, never puts its reader on that ticket:
+/// only a page opened (or the app's own fetch) does. Before, the image
+/// alone selected the ticket for every later page (Chromium keeps the
+/// cookie of a same-origin image's answer), with no question and no
+/// click.
+#[tokio::test]
+async fn a_ticket_url_embedded_in_a_page_selects_nothing() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>app</title></head><body>\
+             <p id=\"out\">-</p><script type=\"module\" src=\"/src/main.js\"></script></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/main.js",
+        Route::js("document.getElementById('out').textContent = 'production main';\n"),
+    );
+    origin.route(
+        "/logo.png",
+        Route::bytes("image/png", b"\x89PNG\r\n\x1a\n".to_vec()),
+    );
+    origin.route("/s.css", Route::bytes("text/css", b"p{}".to_vec()));
+    origin.route(
+        "/comment",
+        Route::html(
+            "<!doctype html><html><head><title>comment</title>\
+             <link rel=stylesheet href=\"/s.css?dev=EMB-1\"></head><body>\
+             <p>Looks good: <img id=i src=\"/logo.png?dev=EMB-1\"></p>\
+             <video poster=\"/logo.png?qa=EMB-1\"></video>\
+             </body></html>",
+        ),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[(
+            "main.js",
+            "document.getElementById('out').textContent = 'ticket main';\n",
+        )],
+    );
+    app.stamp(work.path(), &["EMB-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&app.proxy.url("/comment")).await.unwrap();
+    // Everything the comment embeds loaded (Chromium stores a cookie such
+    // answers set), and nothing selected the ticket.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let loaded = "return document.getElementById('i').complete && \
+                  performance.getEntriesByType('resource').length >= 3";
+    while browser.execute(loaded).await.unwrap() != true {
+        assert!(Instant::now() < deadline, "the comment never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(browser.cookie("ticket_stamp").await.unwrap(), None);
+    app.expect(
+        &browser,
+        "/",
+        "return document.getElementById('out').textContent",
+        "production main",
+    )
+    .await;
+    // A link to the ticket, followed, selects it.
+    app.expect(
+        &browser,
+        "/?dev=EMB-1",
+        "return document.getElementById('out').textContent",
+        "ticket main",
+    )
+    .await;
+    assert!(browser.cookie("ticket_stamp").await.unwrap().is_some());
+    browser.close().await.unwrap();
+}
+
 /// A page Turbo or htmx shows in place keeps the document's modules, so it
 /// is shown in place only in a document of the same ticket. The ticket
 /// page's probe tells each fetch which ticket its document runs; a page of

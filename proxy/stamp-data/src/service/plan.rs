@@ -174,6 +174,27 @@ impl StampProxy {
         if classified.module.is_some() && classified.hot.is_none() {
             return classified;
         }
+        // What an element loads (an image, a stylesheet, a script) or
+        // another origin fetches, whose URL names a ticket (or
+        // `?stamp=off`), changes nothing: any page of the site could embed
+        // one, and the cookie would land with no question asked. The
+        // browser's own selection stands.
+        let by_url = matches!(
+            classified.selection,
+            Selection::Off
+                | Selection::Ticket {
+                    source: Source::Query,
+                    ..
+                }
+                | Selection::Invalid {
+                    source: Source::Query,
+                    ..
+                }
+        );
+        if by_url && !select::url_may_select(&req.headers) {
+            classified.selection =
+                select::classify(None, cookies.iter().map(|v| v.as_bytes()), name).selection;
+        }
         let left = select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::LEFT_COOKIE);
         let pending =
             select::named_cookie(cookies.iter().map(|v| v.as_bytes()), select::PENDING_COOKIE);
