@@ -67,11 +67,14 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
  const m=byProd.get(u.origin+u.pathname),t=e.initiatorType;
  // Production's build of one of the ticket's hashed files, under another
  // hash (an island's import() of the URL its HTML names, a copy the
- // browser kept): it ran where the ticket has its own version.
- // (Outside a secure context the ticket's answer at that path carries no
- // Server-Timing to tell it: not judged.)
- if(!m&&!prodPage&&ok&&W.isSecureContext&&u.origin===location.origin&&!/^(beacon|navigation)$/.test(t)){const s=sib(u.pathname);
-  if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){setProd("~"+u.pathname,{p:u.pathname,h:s.h,js:s.js,t,u:e.name});return}}
+ // browser kept): it ran where the ticket has its own version. On the
+ // page's origin, or on the other origin the ticket's file was uploaded
+ // for (a CDN's build, which never passes the proxy).
+ // (Outside a secure context the ticket's answer at a path of the page's
+ // origin carries no Server-Timing to tell it: not judged.)
+ const own=u.origin===location.origin,at=own?u.pathname:u.origin+u.pathname;
+ if(!m&&!prodPage&&ok&&(W.isSecureContext||!own)&&!/^(beacon|navigation)$/.test(t)){const s=sib(at);
+  if(s&&(s.js||!/^(fetch|xmlhttprequest)$/.test(t))){setProd("~"+at,{p:at,h:s.h,js:s.js,t,u:e.name});return}}
  if(!m||/^(beacon|navigation)$/.test(t)||/^(fetch|xmlhttprequest)$/.test(t)&&!m.js&&!W.isSecureContext)return;
  const d=dup.has(m.h);if(ok&&(W.isSecureContext||!(S.ran.has(m.h)&&(!d||tpath.has(m.p))))){setProd(d?m.p:m.h,{p:m.p,h:m.h,js:m.js,t,u:e.name})}};
 // A production file seen loading by a script (it ran) stays so when a

@@ -147,7 +147,7 @@ pub fn elements(page: &Page<'_>, carried: Carried<'_>) -> String {
     let patterns: Vec<Option<EntryPattern>> = page
         .own
         .values()
-        .map(|m| EntryPattern::hashed(&m.path))
+        .map(|m| EntryPattern::hashed_at(&m.path))
         .collect();
     let modules: Vec<Module<'_>> = page
         .own

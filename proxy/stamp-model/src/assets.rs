@@ -211,13 +211,24 @@ impl EntryPattern {
     /// place of another only when both hashes [`looks_generated`], the probe
     /// names one by [`versions_of_one_file`]).
     pub fn hashed(path: &str) -> Option<EntryPattern> {
-        let pattern = path
-            .starts_with('/')
-            .then(|| EntryPattern::for_file(path, None))
+        if !path.starts_with('/') {
+            return None;
+        }
+        EntryPattern::hashed_at(path)
+    }
+
+    /// [`EntryPattern::hashed`] for a file on the app's origin or another
+    /// (`https://cdn.example/_astro/Counter-BuR3Dq2X.js`, uploaded with its
+    /// `url_path` there): the probe names production's other builds of it
+    /// wherever they load from. (The proxy pairs only its own origin's:
+    /// another origin's never reach it.)
+    pub fn hashed_at(location: &str) -> Option<EntryPattern> {
+        let pattern = (location.starts_with('/') || is_remote(location))
+            .then(|| EntryPattern::for_file(location, None))
             .flatten()
             .and_then(|p| EntryPattern::parse(&p))?;
         pattern
-            .hash_in(path)
+            .hash_in(location)
             .is_some_and(may_be_generated)
             .then_some(pattern)
     }
@@ -524,6 +535,28 @@ mod tests {
             "https://cdn.example.",
         ] {
             assert!(normalize_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A hashed file on another origin has a pattern for the probe, never
+    /// for the proxy's own pairing.
+    #[test]
+    fn a_cdn_files_hash_is_found_for_the_probe_only() {
+        let cdn = "https://cdn.example/_astro/Counter-BuR3Dq2X.js";
+        let p = EntryPattern::hashed_at(cdn).unwrap();
+        assert_eq!(p.parts(), ("https://cdn.example/_astro/Counter-", 8, ".js"));
+        assert!(EntryPattern::hashed(cdn).is_none());
+        assert_eq!(
+            EntryPattern::hashed_at("/_astro/Counter-BuR3Dq2X.js").map(|p| p.len),
+            EntryPattern::hashed("/_astro/Counter-BuR3Dq2X.js").map(|p| p.len)
+        );
+        for no in [
+            "ftp://cdn.example/_astro/Counter-BuR3Dq2X.js",
+            "cdn.example/_astro/Counter-BuR3Dq2X.js",
+            "https://cdn.example/_astro/Counter.js",
+            "https://cdn.example/_astro/icon-ArrowDown.js",
+        ] {
+            assert!(EntryPattern::hashed_at(no).is_none(), "{no}");
         }
     }
 

@@ -793,6 +793,59 @@ async fn an_island_whose_hash_has_no_digit_is_told() {
     island_of_two_builds(Some(("Bx12Cd34", "KqWzJhAb"))).await;
 }
 
+/// An island whose build lives on a CDN (Vite's `base`, Astro's
+/// `build.assetsPrefix`), the ticket's build uploaded with its `url_path`
+/// there: the page names production's hashed URL on the CDN, which never
+/// passes the proxy, so production's island runs. The badge names it; it
+/// said nothing was used (or, beside another file, that all had run).
+#[tokio::test]
+async fn an_island_of_a_cdn_build_is_told() {
+    let cdn = Origin::start().unwrap();
+    let origin = Origin::start().unwrap();
+    let mut island = Route::js("export const lazy = () => 'lazy production';\n");
+    for (k, v) in CORS {
+        island = island.header(k, v);
+    }
+    cdn.route("/_astro/Counter-BuR3Dq2X.js", island);
+    let counter = format!("{}/_astro/Counter-BuR3Dq2X.js", cdn.url);
+    origin.route(
+        "/island",
+        Route::html(&format!(
+            "<!doctype html><html><head><title>shop</title></head>\
+             <body><p id=lazy>loading</p>\
+             <x-island component-url=\"{counter}\"></x-island>\
+             <script>customElements.define('x-island', class extends HTMLElement {{\
+               connectedCallback() {{ import(this.getAttribute('component-url')).then((m) => {{\
+                 document.getElementById('lazy').textContent = m.lazy(); }}); }} }});</script>\
+             </body></html>"
+        )),
+    );
+    let app = App::start(origin, cdn);
+    let work = project(
+        &format!("{}/_astro", app.cdn.url),
+        "_astro",
+        &[(
+            "Counter-Tk4Rq9Zw.js",
+            "export const lazy = () => 'lazy ticket';\n",
+        )],
+    );
+    app.stamp(work.path(), &["CDN-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/island?dev=CDN-1",
+        "return document.getElementById('lazy').textContent",
+        "lazy production",
+    )
+    .await;
+    let said = crate::setups::badge_says(&browser, "instead").await;
+    assert!(
+        said.contains(&format!("production's {counter} ran instead")),
+        "{said}"
+    );
+    browser.close().await.unwrap();
+}
+
 /// [`an_island_named_by_url_in_an_attribute_is_the_tickets_or_told`], with
 /// production's and the ticket's island renamed to these hashes (the
 /// ticket's island is then production's, and told).
