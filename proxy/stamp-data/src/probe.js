@@ -81,10 +81,17 @@ const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
 // link (a prefetch, a preload) loads it again.
 const setProd=(k,m)=>{const o=S.prod.get(k);if(o&&o.t!=="link")m.t=o.t;S.prod.set(k,m);changed=!0};
 // SystemJS runs a System.register module after it loads: its onload hook
-// says when each one ran, or failed.
-const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;Sys.__ticketStamp=1;
- const p=Object.getPrototypeOf(Sys),o=p.onload;
- p.onload=function(e,id){try{const h=new URL(id).searchParams.get("__ts");const k=h&&h.split("?")[0];if(k&&byHash.has(k)){if(e){S.loaded.add(k);err("error",e&&e.message||e,id,0,e&&e.stack)}else ran(k,!1)}}catch(_){}return o&&o.apply(this,arguments)}};
+// says when each one ran, or failed. Its minimal build (s.js) never calls
+// that hook, so the module's execute function says it too, wrapped as the
+// module registers (its own script is document.currentScript then).
+// (Only an object of SystemJS's shape is touched.)
+const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;
+ const p=Object.getPrototypeOf(Sys);if(!p||typeof p.import!=="function"||typeof p.register!=="function")return;Sys.__ticketStamp=1;
+ const o=p.onload,rg=p.register,hashOf=u=>{try{const h=new URL(u).searchParams.get("__ts");const k=h&&h.split("?")[0];return k&&byHash.has(k)?k:null}catch(_){return null}};
+ p.onload=function(e,id){try{const k=hashOf(id);if(k){if(e){S.loaded.add(k);err("error",e&&e.message||e,id,0,e&&e.stack)}else ran(k,!1)}}catch(_){}return o&&o.apply(this,arguments)};
+ p.register=function(...a){try{const s=d.currentScript,k=s&&s.src&&hashOf(s.src),i=typeof a[0]==="string"?2:1,dec=a[i];
+  if(k&&typeof dec==="function")a[i]=function(...x){const r=dec.apply(this,x);try{const ex=r&&r.execute;
+   if(typeof ex==="function")r.execute=function(){const v=ex.apply(this,arguments);if(v&&typeof v.then==="function")v.then(()=>ran(k,!1),()=>{});else ran(k,!1);return v};else if(r)ran(k,!1)}catch(_){}return r}}catch(_){}return rg.apply(this,a)}};
 try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}
 // A frame of this origin with no probe of its own (an <iframe srcdoc>, an
 // about:blank frame the page writes into) has no map, and what it loads

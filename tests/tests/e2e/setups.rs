@@ -1246,6 +1246,7 @@ async fn entry_scripts_each_loader_loads_by_url_are_the_tickets() {
         "es-module-shims-2/dist/es-module-shims.js",
     );
     serve_npm(&origin, "/lib/system.js", "systemjs/dist/system.js");
+    serve_npm(&origin, "/lib/s.js", "systemjs/dist/s.js");
     origin.route(
         "/shims",
         Route::html(
@@ -1261,6 +1262,18 @@ async fn entry_scripts_each_loader_loads_by_url_are_the_tickets() {
         Route::html(
             "<!doctype html><html><head>\
              <script src=/lib/system.js></script>\
+             <script type=systemjs-importmap>{\"imports\":{\"@app/greet\":\"/sys/greet.js\"}}</script>\
+             <script type=systemjs-module src=/sys/main.js></script></head>\
+             <body><p id=out>-</p></body></html>",
+        ),
+    );
+    // SystemJS's minimal build, which calls no onload hook: the badge
+    // counted the ticket's module as "loaded but did not run".
+    origin.route(
+        "/system-minimal",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script src=/lib/s.js></script>\
              <script type=systemjs-importmap>{\"imports\":{\"@app/greet\":\"/sys/greet.js\"}}</script>\
              <script type=systemjs-module src=/sys/main.js></script></head>\
              <body><p id=out>-</p></body></html>",
@@ -1314,7 +1327,7 @@ async fn entry_scripts_each_loader_loads_by_url_are_the_tickets() {
     app.stamp(work.path(), &["ENTRY-1", "--update", "--once"]);
     let out = "return document.getElementById('out').textContent";
     let browser = Browser::start().await.unwrap();
-    for page in ["/shims", "/system"] {
+    for page in ["/shims", "/system", "/system-minimal"] {
         app.expect(
             &browser,
             &format!("{page}?stamp=off"),
@@ -1330,6 +1343,10 @@ async fn entry_scripts_each_loader_loads_by_url_are_the_tickets() {
         )
         .await;
         badge_says(&browser, "1 of 1").await;
+        // Still so once the page settled (when "did not run" is said).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let text = badge(&browser).await;
+        assert!(text.contains("1 of 1 module ran"), "{page}: {text}");
     }
     browser.close().await.unwrap();
 }
