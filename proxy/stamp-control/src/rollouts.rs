@@ -94,8 +94,10 @@ impl Rollouts {
         let mut ticket = SideCounts::default();
         let mut production = SideCounts::default();
         for c in self.store.view_counts(&t.key, since).await? {
-            // A minute's count starts at the minute: only whole minutes after
-            // the step began are the step's (the one it began in is shared).
+            // Counts are kept by the minute: the minutes that end after the
+            // step began are the step's, the one it began in included (so a
+            // step is judged from its first views; up to 59 s of what came
+            // before it, the step or the pause before, count with them).
             if c.minute_ms + 60_000 <= since {
                 continue;
             }

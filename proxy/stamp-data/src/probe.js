@@ -7,7 +7,10 @@
 // loaded. Resource Timing shows production's files that loaded where the
 // ticket has one. It catches errors, shows the badge, and reports once (no
 // cookies, no query strings, no personal data).
-const d=document,W=window,el=d.getElementById("ticket-stamp-data");
+// (The browser's own fetch, taken before the app's code runs: an app's
+// wrapper, an auth interceptor that throws without its token, must not
+// silence the report a rollout is judged by.)
+const d=document,W=window,F=W.fetch,el=d.getElementById("ticket-stamp-data");
 if(!el||W.__ticketStamp)return;
 let D;try{D=JSON.parse(el.textContent)}catch(_){return}
 const S=W.__ticketStamp={data:D,ran:new Set,worker:new Set,worklet:new Set,loaded:new Set,prod:new Map,linked:new Map,errors:[],count:0,failed:0,settled:!1};
@@ -199,10 +202,16 @@ try{new BroadcastChannel("ticket-stamp").onmessage=heard(!1)}catch(_){}
 if(!prodPage)try{new BroadcastChannel("ticket-stamp:"+PAGE).onmessage=heard(!0)}catch(_){}
 const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
  if(S.errors.length<5)S.errors.push({kind,message:cut(msg),source:cut(pathOf(src||"")),line:+line||0,stack:cut(String(stack||"").split("\n").find(l=>/\bat\b|@/.test(l))||"").trim()});later()};
+// Frameworks catch what a component throws and only log it (Vue's and
+// Angular's error handlers, a React error boundary): an Error given to
+// console.error is an error the page met too. Each Error counts once, by
+// whichever way it came first (React logs an uncaught one, then throws it).
+const metErr=new WeakSet,first=x=>{if(!x||typeof x!=="object")return!0;if(metErr.has(x))return!1;metErr.add(x);return!0};
 W.addEventListener("error",e=>{const t=e.target;
  if(t&&t!==W&&(t.src||t.href)){S.failed++;err("load","failed to load "+pathOf(t.src||t.href),t.src||t.href,0,"");return}
- err("error",e.message,e.filename,e.lineno,e.error&&e.error.stack)},!0);
-W.addEventListener("unhandledrejection",e=>{const r=e.reason;err("rejection",r&&r.message||r,"",0,r&&r.stack)});
+ if(first(e.error))err("error",e.message,e.filename,e.lineno,e.error&&e.error.stack)},!0);
+W.addEventListener("unhandledrejection",e=>{const r=e.reason;if(first(r))err("rejection",r&&r.message||r,"",0,r&&r.stack)});
+try{const C=W.console,ce=C&&C.error;if(typeof ce==="function")C.error=function(...a){try{const x=a.find(v=>v instanceof Error);if(x&&first(x))err("console",x.message,"",0,x.stack)}catch(_){}return ce.apply(this,a)}}catch(_){}
 d.addEventListener("securitypolicyviolation",e=>err("csp",e.violatedDirective+" blocked "+pathOf(e.blockedURI),e.sourceFile,e.lineNumber,""));
 // The badge: outside <body>, so body swaps (Turbo, htmx, client routers) and
 // unclosed elements leave it alone; styled through the CSSOM, which a page's
@@ -248,7 +257,7 @@ const leave=()=>{const u=new URL(location.href);u.searchParams.delete("dev");u.s
  // The app's own service worker, set aside while on the ticket, is asked
  // back at once (the browser's own update check may come much later).
  const sw=navigator.serviceWorker;
- fetch(location.origin+"/__stamp/leave",{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0)
+ F.call(W,location.origin+"/__stamp/leave",{method:"POST",credentials:"include",cache:"no-store"}).catch(()=>0)
   .then(()=>sw&&sw.getRegistration().then(r=>r&&r.update()).catch(()=>0))
   .then(()=>location.replace(u.href))};
 S.leave=leave;
@@ -271,7 +280,7 @@ const report=update=>{if(update&&S.count===sentCount)return;const prev=sentCount
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
   modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:instead.slice(0,50).map(m=>m.p),production_also:also.slice(0,50).map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
   errors:S.errors,error_count:S.count,failed_loads:S.failed});
- try{fetch(location.origin+"/__stamp/report",{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
+ try{F.call(W,location.origin+"/__stamp/report",{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 // A page prerendered ahead (speculation rules) loads and runs before anyone
 // sees it, and may never be shown: it is a view from when it is shown
 // (activated), and one never shown reports nothing. A page left before its

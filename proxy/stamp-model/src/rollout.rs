@@ -315,7 +315,11 @@ pub fn judge(ticket: SideCounts, production: SideCounts, rule: &Rule) -> Verdict
     let pooled = (ticket.erring_views + production.erring_views) as f64 / (n1 + n2);
     let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
     let z = if se > 0.0 { (p1 - p2) / se } else { 0.0 };
-    if z >= z_for(rule.confidence) && p1 - p2 >= rule.min_increase {
+    // Worse only when the ticket's side errs more (a rule of 50% confidence
+    // and no minimum would otherwise find two clean sides regressed), and
+    // by at least the minimum, with room for the rounding of the two rates
+    // (6/200 − 4/200 is 0.00999…).
+    if p1 > p2 && z >= z_for(rule.confidence) && p1 - p2 + 1e-9 >= rule.min_increase {
         Verdict::Regressed {
             ticket,
             production,
@@ -457,6 +461,25 @@ mod tests {
         assert!(!judge(c(100, 0), c(100, 0), &rule).is_regressed());
         // A report cannot claim more erring views than views.
         assert!(!judge(c(20, 500), c(20, 20), &rule).is_regressed());
+        // A rule of 50% confidence and no minimum: two clean sides are
+        // no regression, nor equal rates.
+        let loose = Rule {
+            min_views: 1,
+            confidence: 0.5,
+            min_increase: 0.0,
+        };
+        assert!(!judge(c(200, 0), c(200, 0), &loose).is_regressed());
+        assert!(!judge(c(200, 4), c(200, 4), &loose).is_regressed());
+        assert!(judge(c(200, 5), c(200, 4), &loose).is_regressed());
+        // An increase of exactly the minimum counts, whatever the rounding
+        // of the two rates (6/200 − 4/200 is 0.00999… in binary).
+        let exact = Rule {
+            min_views: 1,
+            confidence: 0.5,
+            min_increase: 0.01,
+        };
+        assert!(judge(c(200, 6), c(200, 4), &exact).is_regressed());
+        assert!(!judge(c(200, 5), c(200, 4), &exact).is_regressed());
         let v = judge(c(40, 10), c(40, 0), &rule);
         assert!(v.is_regressed(), "{v}");
         assert!(

@@ -252,19 +252,25 @@ pub struct ViewCount {
 }
 
 impl ViewCount {
-    /// What a record adds to its minute's count.
+    /// What a record adds to its minute's count. Only production's pages
+    /// count (`prod`: a rollout's two sides): a `?dev=` or `?qa=` preview
+    /// of the ticket rolling out is no visitor of the rollout, and pooled
+    /// into its ticket side, a developer's work in progress would revert a
+    /// healthy release, or a tester's clean clicks carry a broken one.
     pub fn of(record: &ViewRecord) -> ViewCount {
+        let counted = u64::from(record.view == "prod");
         ViewCount {
             minute_ms: record.at_ms - record.at_ms % 60_000,
             side: record.side,
-            views: u64::from(!record.update),
-            erring_views: u64::from(record.newly_erring()),
-            errors: u64::from(record.new_errors()),
-            failed_loads: u64::from(if record.update {
-                0
-            } else {
-                record.failed_loads
-            }),
+            views: counted * u64::from(!record.update),
+            erring_views: counted * u64::from(record.newly_erring()),
+            errors: counted * u64::from(record.new_errors()),
+            failed_loads: counted
+                * u64::from(if record.update {
+                    0
+                } else {
+                    record.failed_loads
+                }),
         }
     }
 
@@ -495,7 +501,18 @@ mod tests {
             rec.summary(),
             "1 of 2 ran: production's /org/navbar.js ran instead; 4 errors: boom"
         );
+        // A preview's view counts for no rollout; the same view of a
+        // production page does.
         let c = ViewCount::of(&rec);
+        assert_eq!(
+            (c.minute_ms, c.views, c.erring_views, c.errors),
+            (60_000, 0, 0, 0)
+        );
+        let prod = ViewRecord {
+            view: "prod".into(),
+            ..rec.clone()
+        };
+        let c = ViewCount::of(&prod);
         assert_eq!(
             (c.minute_ms, c.views, c.erring_views, c.errors),
             (60_000, 1, 1, 4)
@@ -564,8 +581,8 @@ mod tests {
 
     #[test]
     fn an_update_counts_only_what_is_new() {
-        let first = r#"{"v":1,"ticket":"T-1","view":"qa","side":"production","error_count":0}"#;
-        let later = r#"{"v":1,"ticket":"T-1","view":"qa","side":"production","update":true,
+        let first = r#"{"v":1,"ticket":"T-1","view":"prod","side":"production","error_count":0}"#;
+        let later = r#"{"v":1,"ticket":"T-1","view":"prod","side":"production","update":true,
                         "previous_errors":0,"error_count":2}"#;
         let key = TicketKey::parse("TK-1").unwrap();
         let a = Report::parse(first.as_bytes())

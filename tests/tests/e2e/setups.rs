@@ -931,6 +931,80 @@ fn page_running_main(origin: &Origin, main: &str) {
     serve(origin, "/src/main.js", "text/javascript", main);
 }
 
+/// An error a framework catches and only logs is an error the page met:
+/// Vue 3's production build logs a component's render error with
+/// `console.error` and goes on (as Angular's error handler and a React
+/// error boundary do), so no `error` event fires. The ticket's broken
+/// widget was said to have run with no error; a rollout judged by such
+/// pages would never see it fail. A message logged without an `Error` is
+/// no error. The app's own `fetch` wrapper (an auth interceptor that
+/// throws without its token) silenced the report too: the probe sends it
+/// with the browser's own.
+#[tokio::test]
+async fn an_error_a_framework_catches_and_logs_is_counted() {
+    let origin = Origin::start().unwrap();
+    serve_npm(&origin, "/lib/vue.js", "vue/dist/vue.esm-browser.prod.js");
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>shop</title>\
+             <script type=importmap>{\"imports\":{\"vue\":\"/lib/vue.js\",\"@app/widget\":\"/src/widget.js\"}}</script>\
+             <script>window.fetch = () => { throw new TypeError('no auth token'); };</script>\
+             </head><body><div id=app></div><p id=out>-</p>\
+             <script type=module>import '@app/widget';</script></body></html>",
+        ),
+    );
+    let widget = |render: &str| {
+        format!(
+            "import {{ createApp, h }} from 'vue';\n\
+             console.error('widget: starting (a message, not an error)');\n\
+             createApp({{ render() {{ {render} }} }}).mount('#app');\n\
+             document.getElementById('out').textContent = 'mounted';\n"
+        )
+    };
+    serve(
+        &origin,
+        "/src/widget.js",
+        "text/javascript",
+        &widget("return h('p', 'production widget');"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[(
+            "widget.js",
+            &widget("throw new Error('the ticket broke the widget');"),
+        )],
+    );
+    app.stamp(work.path(), &["VUE-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?stamp=off",
+        "return document.getElementById('app').textContent",
+        "production widget",
+    )
+    .await;
+    // The ticket's widget threw inside Vue, which logged it and went on.
+    app.expect(
+        &browser,
+        "/?dev=VUE-1",
+        "return document.getElementById('out').textContent + ' ' + document.getElementById('app').textContent",
+        "mounted ",
+    )
+    .await;
+    let text = badge_says(&browser, "1 error").await;
+    assert!(text.contains("1 of 1 module ran"), "{text}");
+    assert!(!text.contains("2 errors"), "{text}");
+    let views = views(&app, "VUE-1", 1).await;
+    let errors = &views[0]["errors"];
+    assert_eq!(views[0]["error_count"], 1, "{views:?}");
+    assert_eq!(errors[0]["kind"], "console", "{errors}");
+    assert_eq!(errors[0]["message"], "the ticket broke the widget");
+    browser.close().await.unwrap();
+}
+
 /// Import maps do not reach what a page reads with `fetch()`: a module
 /// reads `new URL('./strings.json', import.meta.url)`, at production's
 /// path. A ticket page gets the ticket's strings there (never stored), and

@@ -891,7 +891,7 @@ mod cases {
         let version = fx.store.version().await?;
         let report = |side: &str, errors: u32, update: bool| {
             let body = format!(
-                r#"{{"v":1,"ticket":"VIEW-1","view":"qa","side":"{side}","page":"/p",
+                r#"{{"v":1,"ticket":"VIEW-1","view":"prod","side":"{side}","page":"/p",
                     "update":{update},"previous_errors":0,"error_count":{errors},
                     "modules":{{"expected":1}}}}"#
             );

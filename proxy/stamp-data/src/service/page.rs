@@ -609,7 +609,11 @@ fn sampled_sides(
 }
 
 /// While tickets roll out, the same production URL is a different page for
-/// each side: no shared cache may keep it, and a browser must ask again.
+/// each side: no shared cache may keep it, and a browser must ask again. A
+/// page on a ticket's side is kept by no service worker either (`Vary: *`,
+/// which the Cache API refuses): kept, an app's worker (Workbox's
+/// stale-while-revalidate for pages, a cache-first offline page) would show
+/// it again after the ticket was reverted.
 pub(super) fn rollout_headers(resp: &mut ResponseHeader, sel: &super::ctx::Selected) {
     if sel.rollout.is_none() || !is_html(resp) || sel.dev_or_qa() {
         return;
@@ -625,7 +629,17 @@ pub(super) fn rollout_headers(resp: &mut ResponseHeader, sel: &super::ctx::Selec
         "private, no-cache"
     };
     let _ = resp.insert_header(header::CACHE_CONTROL, value);
-    add_vary_cookie(resp);
+    let on_a_tickets_side = sel.rollout.as_ref().is_some_and(|r| {
+        r.sides
+            .iter()
+            .any(|(_, side)| *side == stamp_model::views::Side::Ticket)
+    });
+    if on_a_tickets_side {
+        resp.remove_header(&header::VARY);
+        let _ = resp.insert_header(header::VARY, http::HeaderValue::from_static("*"));
+    } else {
+        add_vary_cookie(resp);
+    }
 }
 
 /// The page's `Link` preloads of files the variant replaces, pointed at

@@ -235,7 +235,12 @@ impl StampProxy {
             }
         }
         // While tickets roll out, a production visitor's side of each comes
-        // from their visitor id (minted on a navigation without one).
+        // from their visitor id (minted on a navigation without one). Not
+        // on a form's `POST`: one from another site (an OAuth `form_post`
+        // or SAML callback, a payment's 3-D Secure return) comes without
+        // the visitor's `SameSite=Lax` cookie, and a new id would replace
+        // theirs for good, moving them to the other side mid-flow. Such a
+        // request is on production's side, and the id stays.
         let visitor: Option<(String, bool)> = if snap.rolling.is_empty() {
             None
         } else {
@@ -246,7 +251,9 @@ impl StampProxy {
             .and_then(stamp_model::rollout::visitor_id);
             match id {
                 Some(v) => Some((v.to_string(), false)),
-                None if select::is_navigation(&req.headers) => {
+                None if select::is_navigation(&req.headers)
+                    && (req.method == http::Method::GET || req.method == http::Method::HEAD) =>
+                {
                     Some((stamp_model::rollout::visitor_id_from(rand::random()), true))
                 }
                 None => None,
