@@ -88,13 +88,16 @@ const setProd=(k,m)=>{const o=S.prod.get(k);if(o&&o.t!=="link")m.t=o.t;S.prod.se
 // that hook, so the module's execute function says it too, wrapped as the
 // module registers (its own script is document.currentScript then).
 // (Only an object of SystemJS's shape is touched.)
-const hookSystem=()=>{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;
+// (SystemJS passes a module its import() and import.meta only when its
+// declare function takes two arguments: the wrapper takes as many.)
+const hookSystem=()=>{try{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;
  const p=Object.getPrototypeOf(Sys);if(!p||typeof p.import!=="function"||typeof p.register!=="function")return;Sys.__ticketStamp=1;
  const o=p.onload,rg=p.register,hashOf=u=>{try{const h=new URL(u).searchParams.get("__ts");const k=h&&h.split("?")[0];return k&&byHash.has(k)?k:null}catch(_){return null}};
- p.onload=function(e,id){try{const k=hashOf(id);if(k){if(e){S.loaded.add(k);err("error",e&&e.message||e,id,0,e&&e.stack)}else ran(k,!1)}}catch(_){}return o&&o.apply(this,arguments)};
+ p.onload=function(e,id){try{const k=hashOf(id);if(k){if(e){S.loaded.add(k);if(first(e))err("error",e&&e.message||e,id,0,e&&e.stack)}else ran(k,!1)}}catch(_){}return o&&o.apply(this,arguments)};
  p.register=function(...a){try{const s=d.currentScript,k=s&&s.src&&hashOf(s.src),i=typeof a[0]==="string"?2:1,dec=a[i];
-  if(k&&typeof dec==="function")a[i]=function(...x){const r=dec.apply(this,x);try{const ex=r&&r.execute;
-   if(typeof ex==="function")r.execute=function(){const v=ex.apply(this,arguments);if(v&&typeof v.then==="function")v.then(()=>ran(k,!1),()=>{});else ran(k,!1);return v};else if(r)ran(k,!1)}catch(_){}return r}}catch(_){}return rg.apply(this,a)}};
+  if(k&&typeof dec==="function"){const w=function(...x){const r=dec.apply(this,x);try{const ex=r&&r.execute;
+   if(typeof ex==="function")r.execute=function(){const v=ex.apply(this,arguments);if(v&&typeof v.then==="function")v.then(()=>ran(k,!1),()=>{});else ran(k,!1);return v};else if(r)ran(k,!1)}catch(_){}return r};
+   Object.defineProperty(w,"length",{value:dec.length});a[i]=w}}catch(_){}return rg.apply(this,a)}}catch(_){}};
 try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}
 // A frame of this origin with no probe of its own (an <iframe srcdoc>, an
 // about:blank frame the page writes into) has no map, and what it loads
@@ -211,7 +214,10 @@ W.addEventListener("error",e=>{const t=e.target;
  if(t&&t!==W&&(t.src||t.href)){S.failed++;err("load","failed to load "+pathOf(t.src||t.href),t.src||t.href,0,"");return}
  if(first(e.error))err("error",e.message,e.filename,e.lineno,e.error&&e.error.stack)},!0);
 W.addEventListener("unhandledrejection",e=>{const r=e.reason;if(first(r))err("rejection",r&&r.message||r,"",0,r&&r.stack)});
-try{const C=W.console,ce=C&&C.error;if(typeof ce==="function")C.error=function(...a){try{const x=a.find(v=>v instanceof Error);if(x&&first(x))err("console",x.message,"",0,x.stack)}catch(_){}return ce.apply(this,a)}}catch(_){}
+// (Not an AbortError, a request the app cancelled, nor an Error of a
+// browser extension's code: noise that says nothing of the page.)
+try{const C=W.console,ce=C&&C.error;if(typeof ce==="function")C.error=function(...a){try{const x=a.find(v=>v instanceof Error);
+ if(x&&x.name!=="AbortError"&&!/\b(chrome|moz|safari-web)-extension:/.test(String(x.stack))&&first(x))err("console",x.message,"",0,x.stack)}catch(_){}return ce.apply(this,a)}}catch(_){}
 d.addEventListener("securitypolicyviolation",e=>err("csp",e.violatedDirective+" blocked "+pathOf(e.blockedURI),e.sourceFile,e.lineNumber,""));
 // The badge: outside <body>, so body swaps (Turbo, htmx, client routers) and
 // unclosed elements leave it alone; styled through the CSSOM, which a page's

@@ -190,7 +190,9 @@ impl Reports {
             return Err(Refusal::Limited);
         }
         let record = report.record(key, ticket.stage, now_ms());
-        if snapshot.rolling.iter().any(|r| r.key == record.ticket) {
+        // (Production's pages only, as the rollout counts them: a preview
+        // of the ticket rolling out is no visitor of it.)
+        if record.view == "prod" && snapshot.rolling.iter().any(|r| r.key == record.ticket) {
             metrics::rollout_view(&record);
         }
         match self.tx.try_send(record) {

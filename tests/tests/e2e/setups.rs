@@ -1310,7 +1310,9 @@ async fn cache_busted_urls_in_the_page_are_the_tickets() {
 /// type="module-shim" src>` (shim mode) and SystemJS's `<script
 /// type="systemjs-module" src>`, whose file the ticket changed. A loader
 /// loads such a URL as it is written, as the browser does a module
-/// script's.
+/// script's. (The SystemJS module reads its `import.meta`, which SystemJS
+/// gives only a declare function of two arguments: the probe's wrapper of
+/// it must keep them.)
 #[tokio::test]
 async fn entry_scripts_each_loader_loads_by_url_are_the_tickets() {
     let origin = Origin::start().unwrap();
@@ -1361,8 +1363,9 @@ async fn entry_scripts_each_loader_loads_by_url_are_the_tickets() {
     };
     let system_main = |who: &str| {
         format!(
-            "System.register(['@app/greet'], function (e) {{ var greet; return {{ setters: [function (m) {{ greet = m.greet; }}], \
-             execute: function () {{ document.getElementById('out').textContent = '{who} main, ' + greet(); }} }}; }});\n"
+            "System.register(['@app/greet'], function (e, c) {{ var greet; return {{ setters: [function (m) {{ greet = m.greet; }}], \
+             execute: function () {{ if (!c.meta.url) throw new Error('no import.meta'); \
+             document.getElementById('out').textContent = '{who} main, ' + greet(); }} }}; }});\n"
         )
     };
     serve(
