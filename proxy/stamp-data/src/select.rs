@@ -664,10 +664,13 @@ pub fn url_may_select(headers: &http::HeaderMap) -> bool {
         return true;
     };
     // (Browsers send the three together; a client that sends the mode
-    // alone is taken at its word for the rest.)
+    // alone is taken at its word for the rest. A service worker that
+    // rebuilds a navigation's request, `new Request(event.request, …)`,
+    // sends it as `same-origin` with its destination kept: a page still.)
     mode.as_bytes()
         .trim_ascii()
         .eq_ignore_ascii_case(b"navigate")
+        || value_is(headers, &names::SEC_FETCH_DEST, b"document")
         || (headers
             .get(&names::SEC_FETCH_DEST)
             .is_none_or(|d| d.as_bytes().trim_ascii().eq_ignore_ascii_case(b"empty"))
@@ -1014,6 +1017,11 @@ mod tests {
             (
                 vec![(m, "nonsense"), (d, "nonsense"), (s, "same-origin")],
                 false,
+            ),
+            // A service worker's rebuilt navigation.
+            (
+                vec![(m, "same-origin"), (d, "document"), (s, "same-origin")],
+                true,
             ),
         ] {
             assert_eq!(url_may_select(&h(&pairs)), selects, "{pairs:?}");
