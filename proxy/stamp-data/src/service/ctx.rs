@@ -205,7 +205,8 @@ pub struct Ctx {
     /// gave it (`X-Request-Id`), else one of our own.
     pub id: RequestId,
     /// Bytes of a body made here (a rewritten page, a merged map) sent so
-    /// far.
+    /// far; of a worker's script that takes the reporter, the origin's
+    /// bytes passed so far.
     pub body_out: usize,
     /// A worker's script, as a browser on a ticket gets it: the probe's
     /// worker reporter goes after it (`probe::WORKER_REPORTER`). Set by the

@@ -956,6 +956,13 @@ fn clear_headers(resp: &mut ResponseHeader) {
 }
 
 /// Appends `Cookie` to `Vary` unless it is already there (or `*`).
+/// `Vary: *` alone: no cache keeps the answer under its URL (the HTTP
+/// cache never matches it, a service worker's Cache API refuses it).
+pub(super) fn vary_on_everything(resp: &mut ResponseHeader) {
+    resp.remove_header(&header::VARY);
+    let _ = resp.insert_header(header::VARY, http::HeaderValue::from_static("*"));
+}
+
 fn add_vary_cookie(resp: &mut ResponseHeader) {
     let present = resp.headers.get_all(header::VARY).iter().any(|v| {
         v.to_str().is_ok_and(|s| {

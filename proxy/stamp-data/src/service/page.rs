@@ -557,7 +557,7 @@ fn rewritable(resp: &ResponseHeader) -> Result<Option<Readable>, String> {
 /// labels, any case, quoted or not): `Err` with its name when lol_html
 /// cannot read it (UTF-16, ISO-2022-JP, the replacement charset); `None`
 /// when it names none the browser knows, which then looks at the page.
-fn declared_charset(
+pub(super) fn declared_charset(
     resp: &ResponseHeader,
 ) -> Option<Result<&'static encoding_rs::Encoding, &'static str>> {
     let ct = resp.headers.get(header::CONTENT_TYPE)?.as_bytes();
@@ -635,8 +635,7 @@ pub(super) fn rollout_headers(resp: &mut ResponseHeader, sel: &super::ctx::Selec
             .any(|(_, side)| *side == stamp_model::views::Side::Ticket)
     });
     if on_a_tickets_side {
-        resp.remove_header(&header::VARY);
-        let _ = resp.insert_header(header::VARY, http::HeaderValue::from_static("*"));
+        super::vary_on_everything(resp);
     } else {
         add_vary_cookie(resp);
     }
@@ -717,10 +716,7 @@ fn variant_headers(session: &Session, resp: &mut ResponseHeader, variant: &Varia
         // No cache keeps a ticket's page under production's URL: `Vary: *`
         // is never a match for the HTTP cache, and the Cache API (every
         // service worker's caches) refuses to store it.
-        Variant::Ticket { .. } => {
-            resp.remove_header(&header::VARY);
-            let _ = resp.insert_header(header::VARY, HeaderValue::from_static("*"));
-        }
+        Variant::Ticket { .. } => super::vary_on_everything(resp),
         Variant::Overlay => add_vary_cookie(resp),
     }
 }

@@ -629,8 +629,7 @@ fn from_a_worker(headers: &http::HeaderMap) -> bool {
         .get(&names::SEC_FETCH_DEST)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if dest.eq_ignore_ascii_case(b"worker")
-        || dest.eq_ignore_ascii_case(b"sharedworker")
+    if a_workers_script(headers)
         || dest.eq_ignore_ascii_case(b"audioworklet")
         || dest.eq_ignore_ascii_case(b"paintworklet")
     {

@@ -17,6 +17,7 @@ use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 
+use crate::decode::Coding;
 use crate::probe::WORKER_REPORTER;
 use crate::select::names::{CDN_CACHE_CONTROL, SURROGATE_CONTROL};
 
@@ -59,7 +60,7 @@ pub(super) fn response(resp: &mut ResponseHeader) -> Result<bool> {
         resp.remove_header(&h);
     }
     super::never_stored(resp);
-    resp.insert_header(header::VARY, "*")?;
+    super::vary_on_everything(resp);
     resp.insert_header(CDN_CACHE_CONTROL.clone(), "no-store")?;
     resp.insert_header(SURROGATE_CONTROL.clone(), "no-store")?;
     Ok(true)
@@ -93,7 +94,8 @@ pub(super) fn body(body: &mut Option<Bytes>, end_of_stream: bool, on: &mut bool,
 
 /// A JavaScript MIME type, as browsers list them (`text/javascript`,
 /// `application/x-javascript`, `text/ecmascript`, …), in a charset that
-/// ASCII bytes can follow (none said, UTF-8, a single-byte one).
+/// ASCII bytes can follow (none said, UTF-8, a single-byte one: see
+/// `page::declared_charset`).
 fn is_plain_javascript(resp: &ResponseHeader) -> bool {
     let Some(value) = resp
         .headers
@@ -102,33 +104,21 @@ fn is_plain_javascript(resp: &ResponseHeader) -> bool {
     else {
         return false;
     };
-    let mut parts = value.split(';');
-    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let essence = essence.to_ascii_lowercase();
     let (kind, sub) = essence.split_once('/').unwrap_or_default();
     let javascript = (kind == "text" || kind == "application")
         && (sub.ends_with("javascript") || sub.ends_with("ecmascript") || sub == "jscript");
-    let ascii = parts
-        .filter_map(|p| p.split_once('='))
-        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
-        .all(|(_, v)| {
-            encoding_rs::Encoding::for_label(v.trim().trim_matches('"').as_bytes())
-                .is_none_or(|e| e.is_ascii_compatible())
-        });
-    javascript && ascii
+    javascript && !matches!(super::page::declared_charset(resp), Some(Err(_)))
 }
 
-/// Any coding but `identity`.
+/// Any coding but `identity` on any of its lines (as `decode::Coding`
+/// reads one).
 fn encoded(resp: &ResponseHeader) -> bool {
     resp.headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
-        .any(|v| {
-            v.to_str().map_or(true, |v| {
-                v.split(',')
-                    .map(str::trim)
-                    .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
-            })
-        })
+        .any(|v| !matches!(Coding::from_header(Some(v.as_bytes())), Ok(None)))
 }
 
 #[cfg(test)]
