@@ -481,6 +481,73 @@ impl Drop for Browser {
 }
 
 /// Spawns chromedriver on a free port and waits until `/status` says ready.
+/// One visit by a visitor who gives up on a page that hangs: a fresh
+/// headless Chromium process (its own profile: a new visitor, without
+/// cookies) loads `url`, lets the page's timers run for `virtual_ms` of
+/// virtual time and prints the page's DOM. `Ok(None)` when it has not
+/// finished within `give_up`: the page hung, and the visitor closed it.
+/// The process group goes then, renderer included, as a hung tab's
+/// renderer is killed when it is closed: nothing the page meant to send
+/// on its way out (`pagehide`) is sent.
+pub fn visit_and_give_up(
+    url: &str,
+    virtual_ms: u64,
+    give_up: Duration,
+) -> anyhow::Result<Option<String>> {
+    use std::os::unix::process::CommandExt;
+    if !Path::new(CHROMIUM).exists() {
+        bail!("{CHROMIUM} not found; these tests need a real browser: run `{INSTALL_HINT}`");
+    }
+    let dir = tempfile::tempdir().context("creating a profile directory")?;
+    let out = dir.path().join("dom.html");
+    let mut child = Command::new(CHROMIUM)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
+        .arg(format!("--virtual-time-budget={virtual_ms}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdout(std::fs::File::create(&out)?)
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {CHROMIUM}"))?;
+    let deadline = Instant::now() + give_up;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let dom = std::fs::read_to_string(&out)?;
+            if !status.success() && dom.is_empty() {
+                bail!("{CHROMIUM} exited with {status} and printed nothing");
+            }
+            return Ok(Some(dom));
+        }
+        if Instant::now() >= deadline {
+            // Signalled before the child is reaped: its group id is still
+            // its own.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
 async fn spawn_driver(log: &Path) -> anyhow::Result<(Child, u16)> {
     use std::os::unix::process::CommandExt;
 

@@ -433,6 +433,9 @@ function rolloutSection(t) {
   const r = t.rollout;
   if (!r) return [];
   const rate = (c) => c.views ? `${(100 * c.erring_views / c.views).toFixed(1)}%` : '–';
+  // Sampled pages sent, and the share of them heard from: a side whose
+  // pages hang or crash sends pages and hears nothing back.
+  const heard = (c) => c.sent ? `${Math.min(c.heard, c.sent)} of ${c.sent} (${(100 * Math.min(c.heard, c.sent) / c.sent).toFixed(1)}%)` : '–';
   const step = (body) => async () => {
     const out = $('#outcome');
     try {
@@ -453,13 +456,13 @@ function rolloutSection(t) {
     el('button', { type: 'button', id: 'rollout-abort', class: 'danger', onclick: () => confirmMove(t, 'revert') }, 'Abort (revert)'),
   ];
   return [el('h2', {}, 'Rollout'),
-    el('p', { id: 'rollout-share', class: r.verdict === 'regressed' ? 'error' : undefined },
+    el('p', { id: 'rollout-share', class: r.verdict === 'regressed' || r.verdict === 'silent' ? 'error' : undefined },
       el('strong', {}, `${r.percent}% of production's visitors`),
       r.paused ? ' · paused' : r.next_at_ms && r.steps.length ? ` · next ${r.steps[0]}% ${when(r.next_at_ms)}` : ' · steps by hand'),
     el('table', { id: 'rollout-sides' },
-      el('thead', {}, el('tr', {}, el('th', {}, 'Side'), el('th', {}, 'Views'), el('th', {}, 'With errors'), el('th', {}, 'Error rate'))),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Side'), el('th', {}, 'Views'), el('th', {}, 'With errors'), el('th', {}, 'Error rate'), el('th', {}, 'Pages heard from'))),
       el('tbody', {}, [['ticket', r.ticket], ['production', r.production]].map(([side, c]) => el('tr', {},
-        el('td', {}, side), el('td', {}, String(c.views)), el('td', {}, String(c.erring_views)), el('td', {}, rate(c)))))),
+        el('td', {}, side), el('td', {}, String(c.views)), el('td', {}, String(c.erring_views)), el('td', {}, rate(c)), el('td', {}, heard(c)))))),
     el('p', { id: 'rollout-verdict', class: 'muted' }, r.signal ? r.said : 'No page signal: the proxy\'s reports.sample is 0, so steps go by time alone.'),
     el('div', { class: 'actions' }, controls)];
 }

@@ -107,6 +107,8 @@ impl Rollouts {
             };
             side.views += c.views;
             side.erring_views += c.erring_views;
+            side.sent += c.sent;
+            side.heard += c.heard;
         }
         Ok((ticket, production))
     }

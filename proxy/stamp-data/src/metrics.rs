@@ -223,6 +223,28 @@ pub static ROLLOUT_ERRING_VIEWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Sampled pages of tickets rolling out the proxy sent with the probe,
+/// and first reports it heard back, by ticket and side: a side sent much
+/// and heard little hangs or crashes before its pages report.
+pub static ROLLOUT_PAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "stamp_rollout_pages_total",
+        "Sampled pages of tickets rolling out, sent with the probe and heard back from, by ticket, side and outcome",
+        &["ticket", "side", "outcome"]
+    ))
+});
+
+/// Counts a sampled page of a ticket rolling out (`sent` or `heard`).
+pub fn rollout_pages(
+    key: &stamp_model::ticket::TicketKey,
+    side: stamp_model::views::Side,
+    outcome: &str,
+) {
+    ROLLOUT_PAGES
+        .with_label_values(&[key.as_str(), side.as_str(), outcome])
+        .inc();
+}
+
 /// Each rolling ticket's share of production's visitors, in percent.
 pub static ROLLOUT_PERCENT: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     must(prometheus::register_int_gauge_vec!(
@@ -268,6 +290,9 @@ pub fn rollouts_now(rolling: &[(String, u8)]) {
         for side in ["ticket", "production"] {
             let _ = ROLLOUT_VIEWS.remove_label_values(&[key.as_str(), side]);
             let _ = ROLLOUT_ERRING_VIEWS.remove_label_values(&[key.as_str(), side]);
+            for outcome in ["sent", "heard"] {
+                let _ = ROLLOUT_PAGES.remove_label_values(&[key.as_str(), side, outcome]);
+            }
         }
         seen.remove(&key);
     }

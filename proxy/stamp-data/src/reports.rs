@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use stamp_model::ticket::TicketKey;
-use stamp_model::views::{Report, ViewRecord, MAX_REPORT_BYTES};
+use stamp_model::views::{PagesSeen, Report, Side, ViewRecord, MAX_REPORT_BYTES};
 use stamp_store::{now_ms, SharedStore};
 use tokio::sync::mpsc;
 
@@ -82,6 +82,31 @@ struct Gate {
     clients: HashMap<IpAddr, Bucket>,
 }
 
+/// One client's share of `clients`, at the per-client limits.
+fn per_client(clients: &mut HashMap<IpAddr, Bucket>, ip: IpAddr, l: &Limits) -> bool {
+    if clients.len() > 10_000 {
+        // Bounded memory: forgetting is the worst a flood gets.
+        clients.clear();
+    }
+    let b = clients
+        .entry(ip)
+        .or_insert_with(|| Bucket::full(l.per_client_burst));
+    b.take(l.per_client_per_minute / 60.0, l.per_client_burst)
+}
+
+/// What this proxy saw of rollout pages since its last flush: sampled
+/// pages sent with the probe, and first reports heard back, per ticket,
+/// side and minute. Each client counts within the same per-client limits
+/// as its reports, for sent pages and heard ones apart: a client that
+/// fetches pages without running them (or floods reports) cannot make
+/// either side look silent or lively by more than a visitor's share.
+#[derive(Default)]
+struct Seen {
+    sent_by: HashMap<IpAddr, Bucket>,
+    heard_by: HashMap<IpAddr, Bucket>,
+    counts: HashMap<(TicketKey, Side, u64), (u64, u64)>,
+}
+
 /// Why a report was not taken, as the answer says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -117,6 +142,7 @@ pub struct Reports {
     gate: Mutex<Gate>,
     tx: mpsc::Sender<ViewRecord>,
     rx: tokio::sync::Mutex<mpsc::Receiver<ViewRecord>>,
+    seen: Mutex<Seen>,
 }
 
 impl std::fmt::Debug for Reports {
@@ -144,23 +170,65 @@ impl Reports {
             limits,
             tx,
             rx: tokio::sync::Mutex::new(rx),
+            seen: Mutex::new(Seen::default()),
         }
+    }
+
+    /// Counts a sampled production page sent with the probe, once for each
+    /// ticket rolling out and this visitor's side of it.
+    pub fn sent(&self, sides: &[(TicketKey, Side)], client: Option<IpAddr>) {
+        self.saw(sides, client, true);
+    }
+
+    fn saw(&self, sides: &[(TicketKey, Side)], client: Option<IpAddr>, sent: bool) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = &mut *seen;
+        if let Some(ip) = client {
+            let by = if sent {
+                &mut seen.sent_by
+            } else {
+                &mut seen.heard_by
+            };
+            if !per_client(by, ip, &self.limits) {
+                return;
+            }
+        }
+        let now = now_ms();
+        let minute = now - now % 60_000;
+        for (ticket, side) in sides {
+            let c = seen
+                .counts
+                .entry((ticket.clone(), *side, minute))
+                .or_default();
+            if sent {
+                c.0 += 1;
+            } else {
+                c.1 += 1;
+            }
+            metrics::rollout_pages(ticket, *side, if sent { "sent" } else { "heard" });
+        }
+    }
+
+    /// What was seen since the last call, to add to the store's counts.
+    pub fn take_seen(&self) -> Vec<PagesSeen> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.counts
+            .drain()
+            .map(|((ticket, side, minute_ms), (sent, heard))| PagesSeen {
+                ticket,
+                side,
+                minute_ms,
+                sent,
+                heard,
+            })
+            .collect()
     }
 
     fn admit(&self, client: Option<IpAddr>) -> bool {
         let l = &self.limits;
         let mut g = self.gate.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ip) = client {
-            if g.clients.len() > 10_000 {
-                // Bounded memory: forgetting is the worst a flood gets.
-                g.clients.clear();
-            }
-            let per_second = l.per_client_per_minute / 60.0;
-            let b = g
-                .clients
-                .entry(ip)
-                .or_insert_with(|| Bucket::full(l.per_client_burst));
-            if !b.take(per_second, l.per_client_burst) {
+            if !per_client(&mut g.clients, ip, l) {
                 return false;
             }
         }
@@ -185,6 +253,12 @@ impl Reports {
         let Some(ticket) = snapshot.tickets.get(&key) else {
             return Err(Refusal::UnknownTicket);
         };
+        // A production page of a ticket rolling out was heard from, before
+        // any limit or queue can lose its report: what tells a silent side.
+        if report.view == "prod" && !report.update && snapshot.rolling.iter().any(|r| r.key == key)
+        {
+            self.saw(&[(key.clone(), report.side)], client, false);
+        }
         if !self.admit(client) {
             metrics::count(&metrics::REPORTS, "limited");
             return Err(Refusal::Limited);
@@ -201,6 +275,22 @@ impl Reports {
             Err(_) => metrics::count(&metrics::REPORTS, "dropped"),
         }
         Ok(())
+    }
+
+    /// Adds what was seen of rollout pages to the store's counts, every
+    /// `every`, until the process ends. A failed write is dropped (the
+    /// counts are a signal, no state anyone serves from).
+    pub async fn flush_seen_forever(&self, store: SharedStore, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let seen = self.take_seen();
+            if seen.is_empty() {
+                continue;
+            }
+            if let Err(e) = store.record_seen(&seen).await {
+                log::warn!("rollout page counts not stored ({} rows): {e}", seen.len());
+            }
+        }
     }
 
     /// Writes queued reports to the store in batches, every `every`, until
@@ -265,5 +355,43 @@ mod tests {
         assert!(r.admit(Some(a)) && r.admit(Some(a)));
         assert!(!r.admit(Some(a)));
         assert!(r.admit(Some(b)));
+    }
+
+    #[test]
+    fn pages_sent_and_heard_are_counted_per_side_within_each_clients_share() {
+        let r = Reports::new(Limits {
+            rate: 1000.0,
+            burst: 1000.0,
+            per_client_per_minute: 1.0,
+            per_client_burst: 3.0,
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let one = TicketKey::parse("ROLL-1").unwrap();
+        let two = TicketKey::parse("ROLL-2").unwrap();
+        let sides = [(one.clone(), Side::Ticket), (two.clone(), Side::Production)];
+        // One client's pages count up to its share, then not at all: a
+        // crawler on one side cannot make that side look silent.
+        for _ in 0..10 {
+            r.sent(&sides, Some(a));
+        }
+        r.sent(&sides, Some(b));
+        // Heard has its own share: the client's pages do not use it up.
+        r.saw(&[(one.clone(), Side::Ticket)], Some(a), false);
+        r.saw(&[(one.clone(), Side::Ticket)], None, false);
+        let mut seen = r.take_seen();
+        seen.sort_by(|x, y| x.ticket.as_str().cmp(y.ticket.as_str()));
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(
+            (&seen[0].ticket, seen[0].side, seen[0].sent, seen[0].heard),
+            (&one, Side::Ticket, 4, 2)
+        );
+        assert_eq!(
+            (&seen[1].ticket, seen[1].side, seen[1].sent, seen[1].heard),
+            (&two, Side::Production, 4, 0)
+        );
+        assert_eq!(seen[0].minute_ms % 60_000, 0);
+        // Taken once: the next flush has nothing.
+        assert!(r.take_seen().is_empty());
     }
 }

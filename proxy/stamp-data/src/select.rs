@@ -950,6 +950,18 @@ pub fn is_frame_navigation(headers: &http::HeaderMap) -> bool {
         })
 }
 
+/// A browser loading a page to show it: a navigation of a document, said
+/// with fetch metadata (which every current browser sends, and crawlers,
+/// monitors and HTTP libraries do not).
+pub fn a_browser_loads_a_page(headers: &http::HeaderMap) -> bool {
+    let is = |name: &http::HeaderName, value: &[u8]| {
+        headers
+            .get(name)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value))
+    };
+    is(&names::SEC_FETCH_MODE, b"navigate") && is(&names::SEC_FETCH_DEST, b"document")
+}
+
 /// Whether a request is a browser's top-level navigation (a page to show,
 /// not a script, image or fetch): `Sec-Fetch-Mode: navigate`, or without
 /// fetch metadata an `Accept` that asks for HTML.
@@ -970,6 +982,39 @@ pub fn is_navigation(headers: &http::HeaderMap) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_browsers_load_of_a_page_is_one() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        assert!(a_browser_loads_a_page(&h(&[
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document")
+        ])));
+        assert!(a_browser_loads_a_page(&h(&[
+            ("sec-fetch-mode", "NAVIGATE"),
+            ("sec-fetch-dest", "Document")
+        ])));
+        for not in [
+            // curl, a crawler, a monitor: no fetch metadata.
+            h(&[("accept", "text/html")]),
+            // A frame, a script's fetch (Turbo, htmx), half the metadata.
+            h(&[("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "iframe")]),
+            h(&[("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")]),
+            h(&[("sec-fetch-mode", "navigate")]),
+            h(&[("sec-fetch-dest", "document")]),
+        ] {
+            assert!(!a_browser_loads_a_page(&not), "{not:?}");
+        }
+    }
 
     #[test]
     fn only_navigations_and_the_origins_own_fetches_select_by_url() {

@@ -14,7 +14,12 @@
 //!
 //! **Whether the ticket's side regressed.** Page views with at least one
 //! error, as the pages' probes reported them, per side over the same window:
-//! a one-sided two-proportion z-test, once each side has enough views.
+//! a one-sided two-proportion z-test, once each side has enough views. And
+//! before that, whether the ticket's pages went silent: a page that hangs
+//! (an endless loop) or crashes (out of memory) never reports, so it shows
+//! no error either. The share of sampled pages sent that were heard from
+//! is compared the same way, and a ticket's side heard from markedly less
+//! than production's regressed.
 
 use std::fmt;
 use std::time::Duration;
@@ -130,7 +135,22 @@ pub struct SideCounts {
     pub views: u64,
     /// Views with at least one error.
     pub erring_views: u64,
+    /// Sampled pages the proxies sent this side with the probe.
+    #[serde(default)]
+    pub sent: u64,
+    /// Of those, the pages heard from (their first report arrived).
+    #[serde(default)]
+    pub heard: u64,
 }
+
+/// The least drop in the share of a side's sent pages that are heard from
+/// that counts as the ticket's pages going silent (absolute: ten
+/// percentage points). Pages are not heard from on both sides alike
+/// (visitors without JavaScript, pages prerendered and never shown,
+/// reports still on their way when the step is judged); ten points is far
+/// above what those differ by between two random halves of the same
+/// visitors, and far below a ticket that hangs even a fifth of its pages.
+pub const MIN_SILENCE: f64 = 0.10;
 
 impl SideCounts {
     pub fn rate(&self) -> f64 {
@@ -138,6 +158,17 @@ impl SideCounts {
             0.0
         } else {
             self.erring_views.min(self.views) as f64 / self.views as f64
+        }
+    }
+
+    /// The share of sent pages not heard from (0 when none was sent; a
+    /// side heard more than it sent, as while proxies that do not count
+    /// what they send are upgraded, is all heard).
+    pub fn unheard_rate(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.sent.saturating_sub(self.heard) as f64 / self.sent as f64
         }
     }
 }
@@ -186,11 +217,19 @@ pub enum Verdict {
         production: SideCounts,
         z: f64,
     },
+    /// The ticket's pages were heard from markedly less than production's:
+    /// they hang or crash before they can report.
+    Silent {
+        ticket: SideCounts,
+        production: SideCounts,
+        z: f64,
+    },
 }
 
 impl Verdict {
+    /// Whether the ticket's side is worse than production's (a revert).
     pub fn is_regressed(&self) -> bool {
-        matches!(self, Verdict::Regressed { .. })
+        matches!(self, Verdict::Regressed { .. } | Verdict::Silent { .. })
     }
 
     pub fn name(&self) -> &'static str {
@@ -198,6 +237,7 @@ impl Verdict {
             Verdict::Waiting { .. } => "waiting",
             Verdict::Healthy { .. } => "healthy",
             Verdict::Regressed { .. } => "regressed",
+            Verdict::Silent { .. } => "silent",
         }
     }
 }
@@ -212,6 +252,14 @@ impl fmt::Display for Verdict {
                 c.rate() * 100.0
             )
         };
+        let heard = |c: &SideCounts| {
+            format!(
+                "{} of {} pages sent ({:.1}%)",
+                c.heard.min(c.sent),
+                c.sent,
+                (1.0 - c.unheard_rate()) * 100.0
+            )
+        };
         match self {
             Verdict::Waiting {
                 ticket,
@@ -221,6 +269,17 @@ impl fmt::Display for Verdict {
                 f,
                 "waiting for {needed} views a side: ticket {}, production {}",
                 ticket.views, production.views
+            ),
+            Verdict::Silent {
+                ticket,
+                production,
+                z,
+            } => write!(
+                f,
+                "silent: the ticket's side was heard from on {}, production's on {} (z = {z:.2}); \
+                 its pages hang or crash before they report",
+                heard(ticket),
+                heard(production)
             ),
             Verdict::Healthy {
                 ticket,
@@ -296,13 +355,50 @@ pub fn z_for(confidence: f64) -> f64 {
     }
 }
 
+/// One side's share of `n` as worse than the other's: a one-sided
+/// two-proportion z-test at `confidence`, and a difference of at least
+/// `least` (with room for the rounding of the two shares: 6/200 − 4/200 is
+/// 0.00999…). `Some(z)` when it is worse.
+fn worse((x1, n1): (u64, u64), (x2, n2): (u64, u64), confidence: f64, least: f64) -> Option<f64> {
+    let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
+    let z = z_of((x1, n1), (x2, n2));
+    // Worse only when strictly higher (a rule of 50% confidence and no
+    // minimum would otherwise find two equal sides apart).
+    (p1 > p2 && z >= z_for(confidence) && p1 - p2 + 1e-9 >= least).then_some(z)
+}
+
+/// Whether the ticket's pages went silent: once each side has sent
+/// `min_views` sampled pages, the share not heard from is higher on the
+/// ticket's side, at the rule's confidence, by at least [`MIN_SILENCE`].
+fn silence(ticket: SideCounts, production: SideCounts, rule: &Rule) -> Option<f64> {
+    let enough = rule.min_views.max(1);
+    if ticket.sent < enough || production.sent < enough {
+        return None;
+    }
+    let unheard = |c: SideCounts| c.sent - c.heard.min(c.sent);
+    worse(
+        (unheard(ticket), ticket.sent),
+        (unheard(production), production.sent),
+        rule.confidence,
+        MIN_SILENCE.max(rule.min_increase),
+    )
+}
+
 /// Compares the ticket's side with production's over the same window.
 pub fn judge(ticket: SideCounts, production: SideCounts, rule: &Rule) -> Verdict {
     let clamp = |c: SideCounts| SideCounts {
-        views: c.views,
         erring_views: c.erring_views.min(c.views),
+        heard: c.heard.min(c.sent),
+        ..c
     };
     let (ticket, production) = (clamp(ticket), clamp(production));
+    if let Some(z) = silence(ticket, production, rule) {
+        return Verdict::Silent {
+            ticket,
+            production,
+            z,
+        };
+    }
     if ticket.views < rule.min_views.max(1) || production.views < rule.min_views.max(1) {
         return Verdict::Waiting {
             ticket,
@@ -310,27 +406,35 @@ pub fn judge(ticket: SideCounts, production: SideCounts, rule: &Rule) -> Verdict
             needed: rule.min_views.max(1),
         };
     }
-    let (n1, n2) = (ticket.views as f64, production.views as f64);
-    let (p1, p2) = (ticket.rate(), production.rate());
-    let pooled = (ticket.erring_views + production.erring_views) as f64 / (n1 + n2);
-    let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
-    let z = if se > 0.0 { (p1 - p2) / se } else { 0.0 };
-    // Worse only when the ticket's side errs more (a rule of 50% confidence
-    // and no minimum would otherwise find two clean sides regressed), and
-    // by at least the minimum, with room for the rounding of the two rates
-    // (6/200 − 4/200 is 0.00999…).
-    if p1 > p2 && z >= z_for(rule.confidence) && p1 - p2 + 1e-9 >= rule.min_increase {
-        Verdict::Regressed {
+    let erring = |c: SideCounts| (c.erring_views, c.views);
+    match worse(
+        erring(ticket),
+        erring(production),
+        rule.confidence,
+        rule.min_increase,
+    ) {
+        Some(z) => Verdict::Regressed {
             ticket,
             production,
             z,
-        }
+        },
+        None => Verdict::Healthy {
+            ticket,
+            production,
+            z: z_of(erring(ticket), erring(production)),
+        },
+    }
+}
+
+/// The two-proportion z of the first share over the second.
+fn z_of((x1, n1): (u64, u64), (x2, n2): (u64, u64)) -> f64 {
+    let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
+    let pooled = (x1 + x2) as f64 / (n1 + n2) as f64;
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 as f64 + 1.0 / n2 as f64)).sqrt();
+    if se > 0.0 {
+        (p1 - p2) / se
     } else {
-        Verdict::Healthy {
-            ticket,
-            production,
-            z,
-        }
+        0.0
     }
 }
 
@@ -437,6 +541,7 @@ mod tests {
         let c = |views, erring_views| SideCounts {
             views,
             erring_views,
+            ..SideCounts::default()
         };
         // Too few views on a side: wait, whatever the rates.
         assert!(matches!(
@@ -486,5 +591,66 @@ mod tests {
             v.to_string().contains("10 of 40 views erred (25.0%)"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn a_side_whose_pages_are_not_heard_from_is_silent() {
+        let rule = Rule {
+            min_views: 20,
+            confidence: 0.99,
+            min_increase: 0.01,
+        };
+        // Views (first reports stored), pages sent, pages heard from.
+        let c = |views, sent, heard| SideCounts {
+            views,
+            erring_views: 0,
+            sent,
+            heard,
+        };
+        // Every ticket page hangs: nothing reported, nothing erred, and
+        // the error test alone would wait for views forever.
+        let v = judge(c(0, 40, 0), c(38, 40, 38), &rule);
+        assert!(v.is_regressed(), "{v}");
+        assert_eq!(v.name(), "silent");
+        assert!(
+            v.to_string()
+                .contains("heard from on 0 of 40 pages sent (0.0%), production's on 38 of 40 pages sent (95.0%)"),
+            "{v}"
+        );
+        // A fifth of them hang, on enough traffic.
+        assert!(judge(c(780, 1000, 780), c(970, 1000, 970), &rule).is_regressed());
+        // Too few pages sent on a side: the error test decides (waiting).
+        assert!(matches!(
+            judge(c(0, 19, 0), c(38, 40, 38), &rule),
+            Verdict::Waiting { .. }
+        ));
+        // Both sides heard from alike, with the usual loss (visitors
+        // without JavaScript, reports on their way): healthy.
+        assert!(!judge(c(900, 1000, 900), c(905, 1000, 905), &rule).is_regressed());
+        // Significant on huge traffic, but less than ten points: not silent
+        // (a ticket whose pages load a little later reports a little later).
+        assert!(!judge(
+            c(90_000, 1_000_000, 900_000),
+            c(95_000, 1_000_000, 950_000),
+            &rule
+        )
+        .is_regressed());
+        // Ten points, not significant on few pages: not silent.
+        assert!(!judge(c(16, 20, 16), c(18, 20, 18), &rule).is_regressed());
+        // Production's side the quieter one: not the ticket's fault.
+        assert!(!judge(c(40, 40, 40), c(0, 40, 0), &rule).is_regressed());
+        // Heard more than sent (proxies that do not count what they send,
+        // mid-upgrade): all heard, never silent, never a division by zero.
+        assert!(!judge(c(40, 10, 40), c(40, 40, 40), &rule).is_regressed());
+        assert!(!judge(c(40, 0, 40), c(40, 0, 40), &rule).is_regressed());
+        // Neither side heard at all (reports blocked for everyone): no
+        // side is worse.
+        assert!(!judge(c(0, 40, 0), c(0, 40, 0), &rule).is_regressed());
+        // A regression of errors is still found beside a healthy hearing.
+        let erring = SideCounts {
+            erring_views: 20,
+            ..c(40, 40, 40)
+        };
+        assert_eq!(judge(erring, c(40, 40, 40), &rule).name(), "regressed");
     }
 }

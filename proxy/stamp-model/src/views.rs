@@ -249,6 +249,30 @@ pub struct ViewCount {
     pub erring_views: u64,
     pub errors: u64,
     pub failed_loads: u64,
+    /// Sampled pages the proxies sent this side with the probe (counted
+    /// where they were sent; see [`PagesSeen`]).
+    #[serde(default)]
+    pub sent: u64,
+    /// Of the pages of this side, the first reports that arrived, before
+    /// any rate limit or queue could drop one: the pages that lived long
+    /// enough to say so.
+    #[serde(default)]
+    pub heard: u64,
+}
+
+/// What one proxy saw of one ticket's side in one minute, counted in
+/// memory and added to the store's per-minute counts in batches: sampled
+/// pages it sent with the probe, and first reports it heard back. A side
+/// whose pages hang or crash before their report (an endless loop, a
+/// renderer out of memory) reports no errors at all: only the pages sent
+/// and never heard from tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PagesSeen {
+    pub ticket: TicketKey,
+    pub side: Side,
+    pub minute_ms: u64,
+    pub sent: u64,
+    pub heard: u64,
 }
 
 impl ViewCount {
@@ -271,6 +295,8 @@ impl ViewCount {
                 } else {
                     record.failed_loads
                 }),
+            sent: 0,
+            heard: 0,
         }
     }
 
@@ -279,6 +305,8 @@ impl ViewCount {
         self.erring_views += other.erring_views;
         self.errors += other.errors;
         self.failed_loads += other.failed_loads;
+        self.sent += other.sent;
+        self.heard += other.heard;
     }
 }
 

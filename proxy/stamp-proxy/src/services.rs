@@ -49,6 +49,7 @@ impl BackgroundService for ReportFlusher {
     async fn start(&self, shutdown: ShutdownWatch) {
         tokio::select! {
             _ = self.reports.flush_forever(self.store.clone(), Duration::from_secs(1)) => {}
+            _ = self.reports.flush_seen_forever(self.store.clone(), Duration::from_secs(1)) => {}
             _ = stopped(shutdown) => log::debug!("report flusher stopped"),
         }
     }

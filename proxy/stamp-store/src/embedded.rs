@@ -30,7 +30,7 @@ use crate::{
     StoreUsage, SweepReport, TicketRecord, ViewCount, ViewRecord,
 };
 use stamp_model::ticket::{set_id, Hash, OverrideSet, Stage, TicketKey};
-use stamp_model::views::{COUNTS_KEPT_MS, RECENT_VIEWS};
+use stamp_model::views::{PagesSeen, COUNTS_KEPT_MS, RECENT_VIEWS};
 
 /// The file inside the store directory.
 pub const FILE_NAME: &str = "stamp.redb";
@@ -922,34 +922,35 @@ impl Store for EmbeddedStore {
                     for old in kept.iter().take(kept.len().saturating_sub(RECENT_VIEWS)) {
                         table.remove((key, *old)).map_err(db_err)?;
                     }
-                    let add = ViewCount::of(v);
-                    let minute = add.minute_ms;
-                    let mut per_side: Vec<ViewCount> =
-                        match counts.get((key, minute)).map_err(db_err)? {
-                            Some(g) => decode("view counts", g.value())?,
-                            None => Vec::new(),
-                        };
-                    match per_side.iter_mut().find(|c| c.side == add.side) {
-                        Some(c) => c.add(&add),
-                        None => per_side.push(add),
-                    }
-                    let json = encode("view counts", &per_side)?;
-                    counts
-                        .insert((key, minute), json.as_slice())
-                        .map_err(db_err)?;
-                    let cutoff = now_ms().saturating_sub(COUNTS_KEPT_MS);
-                    let stale: Vec<u64> = counts
-                        .range((key, 0)..(key, cutoff))
-                        .map_err(db_err)?
-                        .map(|e| e.map(|(k, _)| k.value().1).map_err(db_err))
-                        .collect::<Result<_, _>>()?;
-                    for m in stale {
-                        counts.remove((key, m)).map_err(db_err)?;
-                    }
+                    add_to_minute(&mut counts, key, ViewCount::of(v))?;
                 }
                 let json = encode("view sequence", &seq)?;
                 meta.insert(META_VIEW_SEQ, json.as_slice())
                     .map_err(db_err)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn record_seen(&self, seen: &[PagesSeen]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let seen = seen.to_vec();
+        self.blocking(move |db| {
+            write(db, |txn| {
+                let mut counts = txn.open_table(VIEW_COUNTS).map_err(db_err)?;
+                for p in &seen {
+                    let add = ViewCount {
+                        minute_ms: p.minute_ms - p.minute_ms % 60_000,
+                        side: p.side,
+                        sent: p.sent,
+                        heard: p.heard,
+                        ..ViewCount::default()
+                    };
+                    add_to_minute(&mut counts, p.ticket.as_str(), add)?;
+                }
                 Ok(())
             })
         })
@@ -1055,6 +1056,38 @@ impl Store for EmbeddedStore {
     fn fault(&self) -> Option<String> {
         self.db.fault()
     }
+}
+
+/// Adds to a ticket's counts of one side in one minute, and lets the
+/// ticket's counts older than [`COUNTS_KEPT_MS`] go.
+fn add_to_minute(
+    counts: &mut redb::Table<'_, (&str, u64), &[u8]>,
+    key: &str,
+    add: ViewCount,
+) -> Result<(), StoreError> {
+    let minute = add.minute_ms;
+    let mut per_side: Vec<ViewCount> = match counts.get((key, minute)).map_err(db_err)? {
+        Some(g) => decode("view counts", g.value())?,
+        None => Vec::new(),
+    };
+    match per_side.iter_mut().find(|c| c.side == add.side) {
+        Some(c) => c.add(&add),
+        None => per_side.push(add),
+    }
+    let json = encode("view counts", &per_side)?;
+    counts
+        .insert((key, minute), json.as_slice())
+        .map_err(db_err)?;
+    let cutoff = now_ms().saturating_sub(COUNTS_KEPT_MS);
+    let stale: Vec<u64> = counts
+        .range((key, 0)..(key, cutoff))
+        .map_err(db_err)?
+        .map(|e| e.map(|(k, _)| k.value().1).map_err(db_err))
+        .collect::<Result<_, _>>()?;
+    for m in stale {
+        counts.remove((key, m)).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// A 32-byte table key (a body or set hash).

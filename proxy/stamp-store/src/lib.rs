@@ -16,7 +16,7 @@ use tokio::sync::watch;
 pub use stamp_model::now_ms;
 pub use stamp_model::record::{HistoryEvent, TicketRecord};
 use stamp_model::ticket::{Hash, OverrideSet, TicketKey};
-pub use stamp_model::views::{ViewCount, ViewRecord};
+pub use stamp_model::views::{PagesSeen, ViewCount, ViewRecord};
 
 pub mod embedded;
 pub mod metrics;
@@ -246,6 +246,11 @@ pub trait Store: Send + Sync + 'static {
     /// and minute for [`stamp_model::views::COUNTS_KEPT_MS`]. Views are not
     /// part of the versioned state: no version bump, no notification.
     async fn record_views(&self, views: &[ViewRecord]) -> Result<(), StoreError>;
+
+    /// Adds what proxies saw of rollout pages (sampled pages sent, first
+    /// reports heard) to the same per-minute counts ([`ViewCount::sent`],
+    /// [`ViewCount::heard`]), kept as long. Not versioned state either.
+    async fn record_seen(&self, seen: &[PagesSeen]) -> Result<(), StoreError>;
 
     /// A ticket's last views, newest first.
     async fn recent_views(&self, key: &TicketKey) -> Result<Vec<ViewRecord>, StoreError>;

@@ -49,7 +49,7 @@ use crate::{
     StoreUsage, SweepReport, TicketRecord,
 };
 use stamp_model::ticket::{Hash, OverrideSet, TicketKey};
-use stamp_model::views::{Side, ViewCount, ViewRecord, COUNTS_KEPT_MS, RECENT_VIEWS};
+use stamp_model::views::{PagesSeen, Side, ViewCount, ViewRecord, COUNTS_KEPT_MS, RECENT_VIEWS};
 
 /// Upper bound for any one store operation, reconnection included: callers
 /// (uploads, the snapshot refresher) must get an answer, not hang.
@@ -1733,6 +1733,28 @@ impl Store for RedisStore {
             .await
     }
 
+    async fn record_seen(&self, seen: &[PagesSeen]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let keep_secs = COUNTS_KEPT_MS / 1000;
+        for p in seen {
+            let counts = self.keys.view_counts(&p.ticket);
+            let minute = p.minute_ms - p.minute_ms % 60_000;
+            let side = p.side.as_str();
+            for (metric, n) in [("sent", p.sent), ("heard", p.heard)] {
+                if n > 0 {
+                    pipe.hincr(&counts, format!("{minute}|{side}|{metric}"), n)
+                        .ignore();
+                }
+            }
+            pipe.expire(&counts, keep_secs as i64).ignore();
+        }
+        self.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
     async fn revoke(&self, id: &str, until_ms: u64) -> Result<(), StoreError> {
         let key = self.keys.revoked();
         let id = id.to_string();
@@ -1830,6 +1852,8 @@ impl Store for RedisStore {
                 "erring" => c.erring_views += n,
                 "errors" => c.errors += n,
                 "failed" => c.failed_loads += n,
+                "sent" => c.sent += n,
+                "heard" => c.heard += n,
                 _ => {}
             }
         }

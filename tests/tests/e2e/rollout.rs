@@ -218,6 +218,112 @@ async fn a_ticket_that_throws_for_its_side_reverts_by_itself() {
     browser.close().await.unwrap();
 }
 
+/// A ticket whose pages hang (an endless loop in its module) shows no
+/// error at all: a hung page never reports, so the error test alone would
+/// wait for views forever while the ticket's side stays broken. Its side is
+/// sent pages and never heard from, and the rollout job reverts it for that
+/// silence. Visitors are real Chromium processes, each a new visitor, who
+/// close a page that has not finished within a few seconds.
+#[tokio::test]
+async fn a_ticket_whose_pages_hang_reverts_by_its_silence() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(
+        &origin,
+        &store.path().display().to_string(),
+        "min_views = 4\nmin_increase = 0.05\n",
+    );
+    ticket_in_qa(
+        &proxy,
+        "RB-9",
+        "for (;;) {}\nexport const greet = () => 'ticket';\n",
+    )
+    .await;
+    // Steps by hand: only the job's revert can end this rollout.
+    release_by_steps(&proxy, "RB-9", &[50], "0").await;
+    let (mut hung, mut production_side) = (0, 0);
+    let mut last = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let reverted = loop {
+        let url = proxy.url("/");
+        let dom = tokio::task::spawn_blocking(move || {
+            stamp_tests::browser::visit_and_give_up(&url, 5000, Duration::from_secs(4))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        match dom {
+            Some(dom) => {
+                assert!(
+                    dom.contains("<p id=\"out\">production</p>"),
+                    "a page that finished is production's side, and ran production: {dom}"
+                );
+                production_side += 1;
+            }
+            None => hung += 1,
+        }
+        // The reports and counts reach the store within a second.
+        let wait = Instant::now() + Duration::from_secs(3);
+        let t = loop {
+            let t = ticket(&proxy, "RB-9").await;
+            if t["stage"] == "qa" || Instant::now() > wait {
+                break t;
+            }
+            let r = &t["rollout"];
+            let seen = r["ticket"]["sent"].as_u64().unwrap_or(0)
+                + r["production"]["sent"].as_u64().unwrap_or(0);
+            if seen >= hung + production_side
+                && r["production"]["heard"].as_u64().unwrap_or(0) >= production_side
+            {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if t["stage"] == "qa" {
+            break t;
+        }
+        let r = &t["rollout"];
+        assert_eq!(r["ticket"]["heard"], 0, "a hung page says nothing: {r}");
+        assert_eq!(r["ticket"]["erring_views"], 0, "nor any error: {r}");
+        last = r.clone();
+        assert!(
+            Instant::now() < deadline,
+            "not reverted after {hung} hung and {production_side} production visits: {t}"
+        );
+    };
+    assert!(
+        hung >= 4 && production_side >= 4,
+        "{hung} {production_side} {last}"
+    );
+    let revert = reverted["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "revert")
+        .cloned()
+        .unwrap();
+    assert_eq!(revert["actor"], "rollout", "{revert}");
+    let detail = revert["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("silent: the ticket's side was heard from on 0 of")
+            && detail.contains("hang or crash"),
+        "{detail}"
+    );
+    // Everyone is on production again, and the pages finish.
+    for _ in 0..2 {
+        let url = proxy.url("/");
+        let dom = tokio::task::spawn_blocking(move || {
+            stamp_tests::browser::visit_and_give_up(&url, 5000, Duration::from_secs(8))
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("production's page finishes");
+        assert!(dom.contains("<p id=\"out\">production</p>"), "{dom}");
+    }
+}
+
 /// A healthy ticket takes its scheduled steps by itself and reaches every
 /// visitor; each step is in its history, by the rollout job.
 #[tokio::test]

@@ -885,7 +885,7 @@ mod cases {
     /// of the fleet; counts per side and minute, updates adding only their
     /// new errors; nothing of it bumps the version.
     pub async fn views_are_kept_and_counted(fx: &Fixture) -> anyhow::Result<()> {
-        use stamp_model::views::{Report, Side, RECENT_VIEWS};
+        use stamp_model::views::{PagesSeen, Report, Side, RECENT_VIEWS};
         let t = key("VIEW-1")?;
         let other = key("VIEW-2")?;
         let version = fx.store.version().await?;
@@ -944,6 +944,57 @@ mod cases {
             side(Side::Production)
         );
         ensure!(fx.peer.view_counts(&t, minute + 120_000).await?.is_empty());
+
+        // What proxies saw of rollout pages adds to the same counts, from
+        // every handle, batch after batch; nothing of it bumps the version.
+        let seen = |ticket: &stamp_model::TicketKey, side, sent, heard| PagesSeen {
+            ticket: ticket.clone(),
+            side,
+            minute_ms: now,
+            sent,
+            heard,
+        };
+        fx.store
+            .record_seen(&[
+                seen(&t, Side::Ticket, 10, 1),
+                seen(&t, Side::Production, 10, 9),
+            ])
+            .await?;
+        fx.peer
+            .record_seen(&[
+                seen(&t, Side::Ticket, 5, 0),
+                seen(&other, Side::Ticket, 7, 7),
+            ])
+            .await?;
+        fx.store.record_seen(&[]).await?;
+        ensure!(
+            fx.store.version().await? == version,
+            "what proxies saw bumps no version"
+        );
+        let counts = fx.peer.view_counts(&t, minute).await?;
+        let pages = |s: Side| {
+            counts
+                .iter()
+                .filter(|c| c.side == s)
+                .fold((0, 0, 0), |a, c| {
+                    (a.0 + c.sent, a.1 + c.heard, a.2 + c.views)
+                })
+        };
+        ensure!(
+            pages(Side::Ticket) == (15, 1, ticket_views),
+            "{:?} ({counts:?})",
+            pages(Side::Ticket)
+        );
+        ensure!(
+            pages(Side::Production) == (10, 9, n - ticket_views),
+            "{:?}",
+            pages(Side::Production)
+        );
+        let others = fx.store.view_counts(&other, minute).await?;
+        let (sent, heard) = others
+            .iter()
+            .fold((0, 0), |a, c| (a.0 + c.sent, a.1 + c.heard));
+        ensure!((sent, heard) == (7, 7), "{others:?}");
         Ok(())
     }
 

@@ -453,6 +453,21 @@ impl StampProxy {
             }
             _ => None,
         };
+        // A sampled production page is counted as sent for each ticket
+        // rolling out: one never heard from hung or crashed before its
+        // report. Only a browser's load of a page counts (a GET navigation
+        // of a document, with the fetch metadata every current browser
+        // sends): a HEAD runs nothing, nor does what a crawler, a monitor
+        // or curl asks for, and a page a script fetches (Turbo, htmx) may
+        // not run its probe.
+        if let (Variant::Overlay, Some(p)) = (&plan.variant, &probe) {
+            let req = session.req_header();
+            if req.method == http::Method::GET
+                && crate::select::a_browser_loads_a_page(&req.headers)
+            {
+                self.reports.sent(&p.reports, self.client_ip(session, s));
+            }
+        }
         // Every nonce the rewrite writes is the made-up one, unless the
         // map carries the page's own.
         let made_up = nonce.as_deref().is_none_or(|n| n == fresh);
