@@ -111,6 +111,9 @@ pub struct FileRollout {
     pub min_increase: Option<f64>,
     /// How often rollouts are checked.
     pub check_every: Option<String>,
+    /// How long a sampled page has to be heard from before its silence
+    /// counts.
+    pub heard_within: Option<String>,
     /// Tickets rolling out at once, at most (1 to 6).
     pub max_concurrent: Option<usize>,
     #[serde(default)]
@@ -186,6 +189,10 @@ pub struct RolloutConfig {
     pub every: Duration,
     pub rule: stamp_model::rollout::Rule,
     pub check_every: Duration,
+    /// How long a sampled page has to be heard from before its silence
+    /// counts: only pages sent in minutes that ended at least this long
+    /// ago are judged for silence.
+    pub heard_within: Duration,
     pub max_concurrent: usize,
     pub prometheus: Option<PrometheusGate>,
     /// Production pages report during rollouts (see [`Context::signal`]).
@@ -632,6 +639,11 @@ impl ControlConfig {
                 "rollout.check_every",
                 r.check_every.as_deref(),
                 Duration::from_secs(30),
+            ),
+            heard_within: p.duration(
+                "rollout.heard_within",
+                r.heard_within.as_deref(),
+                Duration::from_secs(120),
             ),
             max_concurrent,
             prometheus,

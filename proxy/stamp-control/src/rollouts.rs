@@ -88,9 +88,12 @@ impl Rollouts {
         }
     }
 
-    /// Page views per side since the ticket's current step began.
+    /// Page views per side since the ticket's current step began, and the
+    /// pages sent and heard from that have had `rollout.heard_within` to
+    /// report.
     pub async fn counts(&self, t: &TicketRecord) -> Result<(SideCounts, SideCounts), StoreError> {
         let since = t.rollout.as_ref().map_or(0, |r| r.step_at_ms);
+        let settled = now_ms().saturating_sub(self.cfg.rollout.heard_within.as_millis() as u64);
         let mut ticket = SideCounts::default();
         let mut production = SideCounts::default();
         for c in self.store.view_counts(&t.key, since).await? {
@@ -107,8 +110,14 @@ impl Rollouts {
             };
             side.views += c.views;
             side.erring_views += c.erring_views;
-            side.sent += c.sent;
-            side.heard += c.heard;
+            // Pages sent and heard are counted by the minute each page was
+            // sent: a minute is judged once its pages have all had their
+            // time to report, so a side whose pages load (and report) a
+            // little later is not taken for a silent one.
+            if c.minute_ms + 60_000 <= settled {
+                side.sent += c.sent;
+                side.heard += c.heard.min(c.sent);
+            }
         }
         Ok((ticket, production))
     }

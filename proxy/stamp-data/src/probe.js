@@ -281,11 +281,15 @@ d.readyState==="loading"?d.addEventListener("DOMContentLoaded",start):start();
 let sent=0,sentCount=0;
 // A ticket page reports to its ticket; a production page sampled during a
 // rollout reports to each ticket rolling out, from its side of it.
+// A sampled page of a rollout was sent with a token in its own server
+// timing: its report gives it back, so the proxy hears from this page (not
+// another, not this one twice) in the minute it was sent.
+const token=()=>{try{const n=performance.getEntriesByType("navigation")[0],e=n&&(n.serverTiming||[]).find(e=>e.name==="ticket-stamp-page");return e&&/^[0-9]{1,12}\.[0-9a-f]{16}$/.test(e.description)?e.description:""}catch(_){return""}};
 const report=update=>{if(update&&S.count===sentCount)return;const prev=sentCount;sentCount=S.count;const[instead,also]=prodSplit();
  for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
   modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:instead.slice(0,50).map(m=>m.p),production_also:also.slice(0,50).map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
-  errors:S.errors,error_count:S.count,failed_loads:S.failed});
+  errors:S.errors,error_count:S.count,failed_loads:S.failed,token:D.view==="prod"?token():""});
  try{F.call(W,location.origin+"/__stamp/report",{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 // A page prerendered ahead (speculation rules) loads and runs before anyone
 // sees it, and may never be shown: it is a view from when it is shown

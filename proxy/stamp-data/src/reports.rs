@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use stamp_model::ticket::TicketKey;
-use stamp_model::views::{PagesSeen, Report, Side, ViewRecord, MAX_REPORT_BYTES};
+use stamp_model::views::{PageToken, PagesSeen, Report, Side, ViewRecord, MAX_REPORT_BYTES};
 use stamp_store::{now_ms, SharedStore};
 use tokio::sync::mpsc;
 
@@ -96,16 +96,28 @@ fn per_client(clients: &mut HashMap<IpAddr, Bucket>, ip: IpAddr, l: &Limits) -> 
 
 /// What this proxy saw of rollout pages since its last flush: sampled
 /// pages sent with the probe, and first reports heard back, per ticket,
-/// side and minute. Each client counts within the same per-client limits
-/// as its reports, for sent pages and heard ones apart: a client that
-/// fetches pages without running them (or floods reports) cannot make
-/// either side look silent or lively by more than a visitor's share.
+/// side and the minute the page was sent. A client's pages count within
+/// the per-client limit of its reports, so a client that fetches pages
+/// without running them (a crawler that keeps its cookie, on one side)
+/// cannot make that side look silent by more than a visitor's share. A
+/// report is heard only with the token its page was sent with, once.
 #[derive(Default)]
 struct Seen {
     sent_by: HashMap<IpAddr, Bucket>,
-    heard_by: HashMap<IpAddr, Bucket>,
     counts: HashMap<(TicketKey, Side, u64), (u64, u64)>,
+    /// The (page, ticket) pairs heard from, this and the last generation
+    /// (each up to [`HEARD_KEPT`]; a page's token stops counting after
+    /// [`TOKEN_LIFETIME_MS`] anyway).
+    heard: std::collections::HashSet<(u64, TicketKey)>,
+    heard_before: std::collections::HashSet<(u64, TicketKey)>,
 }
+
+/// Pages heard from, remembered per generation.
+const HEARD_KEPT: usize = 100_000;
+/// How long after its minute a page's token is heard: a report later than
+/// that is not (a page left open for hours and then reported, or a token
+/// replayed).
+const TOKEN_LIFETIME_MS: u64 = 30 * 60_000;
 
 /// Why a report was not taken, as the answer says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +171,21 @@ impl Default for Reports {
     }
 }
 
+impl Seen {
+    fn count(&mut self, ticket: &TicketKey, side: Side, minute_ms: u64, sent: bool) {
+        let c = self
+            .counts
+            .entry((ticket.clone(), side, minute_ms))
+            .or_default();
+        if sent {
+            c.0 += 1;
+        } else {
+            c.1 += 1;
+        }
+        metrics::rollout_pages(ticket, side, if sent { "sent" } else { "heard" });
+    }
+}
+
 impl Reports {
     pub fn new(limits: Limits) -> Reports {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -175,38 +202,47 @@ impl Reports {
     }
 
     /// Counts a sampled production page sent with the probe, once for each
-    /// ticket rolling out and this visitor's side of it.
-    pub fn sent(&self, sides: &[(TicketKey, Side)], client: Option<IpAddr>) {
-        self.saw(sides, client, true);
-    }
-
-    fn saw(&self, sides: &[(TicketKey, Side)], client: Option<IpAddr>, sent: bool) {
+    /// ticket rolling out and this visitor's side of it, and gives the
+    /// token the page is sent with (`None` past the client's share: that
+    /// page is neither sent nor heard).
+    pub fn sent(&self, sides: &[(TicketKey, Side)], client: Option<IpAddr>) -> Option<PageToken> {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = &mut *seen;
         if let Some(ip) = client {
-            let by = if sent {
-                &mut seen.sent_by
-            } else {
-                &mut seen.heard_by
-            };
-            if !per_client(by, ip, &self.limits) {
-                return;
+            if !per_client(&mut seen.sent_by, ip, &self.limits) {
+                return None;
             }
         }
         let now = now_ms();
-        let minute = now - now % 60_000;
+        let token = PageToken {
+            minute_ms: now - now % 60_000,
+            nonce: rand::random(),
+        };
         for (ticket, side) in sides {
-            let c = seen
-                .counts
-                .entry((ticket.clone(), *side, minute))
-                .or_default();
-            if sent {
-                c.0 += 1;
-            } else {
-                c.1 += 1;
-            }
-            metrics::rollout_pages(ticket, *side, if sent { "sent" } else { "heard" });
+            seen.count(ticket, *side, token.minute_ms, true);
         }
+        Some(token)
+    }
+
+    /// Counts a first report of a page sent with `token` as heard, in the
+    /// minute the page was sent: once per page and ticket, and only while
+    /// the token is young enough to be a page's own.
+    fn heard(&self, token: &str, ticket: &TicketKey, side: Side) {
+        let Some(token) = PageToken::parse(token) else {
+            return;
+        };
+        let now = now_ms();
+        if token.minute_ms > now || token.minute_ms + TOKEN_LIFETIME_MS < now {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let pair = (token.nonce, ticket.clone());
+        if seen.heard_before.contains(&pair) || !seen.heard.insert(pair) {
+            return;
+        }
+        if seen.heard.len() >= HEARD_KEPT {
+            seen.heard_before = std::mem::take(&mut seen.heard);
+        }
+        seen.count(ticket, side, token.minute_ms, false);
     }
 
     /// What was seen since the last call, to add to the store's counts.
@@ -257,7 +293,7 @@ impl Reports {
         // any limit or queue can lose its report: what tells a silent side.
         if report.view == "prod" && !report.update && snapshot.rolling.iter().any(|r| r.key == key)
         {
-            self.saw(&[(key.clone(), report.side)], client, false);
+            self.heard(&report.token, &key, report.side);
         }
         if !self.admit(client) {
             metrics::count(&metrics::REPORTS, "limited");
@@ -358,7 +394,7 @@ mod tests {
     }
 
     #[test]
-    fn pages_sent_and_heard_are_counted_per_side_within_each_clients_share() {
+    fn pages_sent_and_heard_are_counted_in_the_minute_each_page_was_sent() {
         let r = Reports::new(Limits {
             rate: 1000.0,
             burst: 1000.0,
@@ -370,28 +406,75 @@ mod tests {
         let one = TicketKey::parse("ROLL-1").unwrap();
         let two = TicketKey::parse("ROLL-2").unwrap();
         let sides = [(one.clone(), Side::Ticket), (two.clone(), Side::Production)];
-        // One client's pages count up to its share, then not at all: a
-        // crawler on one side cannot make that side look silent.
-        for _ in 0..10 {
-            r.sent(&sides, Some(a));
+        // One client's pages count up to its share, then not at all (and
+        // get no token): a crawler on one side cannot make it look silent.
+        let tokens: Vec<Option<PageToken>> = (0..10).map(|_| r.sent(&sides, Some(a))).collect();
+        assert_eq!(tokens.iter().flatten().count(), 3);
+        assert!(tokens[3..].iter().all(Option::is_none));
+        let first = tokens[0].unwrap();
+        assert_eq!(first.minute_ms % 60_000, 0);
+        assert_ne!(first.nonce, tokens[1].unwrap().nonce, "each page its own");
+        let from_b = r.sent(&sides, Some(b)).unwrap();
+        // Heard: once per page and ticket, whatever the client's share.
+        r.heard(&first.text(), &one, Side::Ticket);
+        r.heard(&first.text(), &one, Side::Ticket);
+        r.heard(&first.text(), &two, Side::Production);
+        for _ in 0..5 {
+            r.heard(&from_b.text(), &one, Side::Ticket);
         }
-        r.sent(&sides, Some(b));
-        // Heard has its own share: the client's pages do not use it up.
-        r.saw(&[(one.clone(), Side::Ticket)], Some(a), false);
-        r.saw(&[(one.clone(), Side::Ticket)], None, false);
+        // No token, a malformed one, one from the future or from long ago:
+        // not heard.
+        r.heard("", &one, Side::Ticket);
+        r.heard("x.y", &one, Side::Ticket);
+        let now = now_ms();
+        for minute_ms in [
+            now - now % 60_000 + 120_000,
+            now - now % 60_000 - TOKEN_LIFETIME_MS - 60_000,
+        ] {
+            let t = PageToken {
+                minute_ms,
+                nonce: 7,
+            };
+            r.heard(&t.text(), &one, Side::Ticket);
+        }
+        // A late report counts in the minute its page was sent.
+        let earlier = PageToken {
+            minute_ms: first.minute_ms - 5 * 60_000,
+            nonce: 9,
+        };
+        r.heard(&earlier.text(), &one, Side::Ticket);
         let mut seen = r.take_seen();
-        seen.sort_by(|x, y| x.ticket.as_str().cmp(y.ticket.as_str()));
-        assert_eq!(seen.len(), 2, "{seen:?}");
-        assert_eq!(
-            (&seen[0].ticket, seen[0].side, seen[0].sent, seen[0].heard),
-            (&one, Side::Ticket, 4, 2)
+        seen.sort_by_key(|p| (p.ticket.as_str().to_string(), p.minute_ms));
+        let rows: Vec<(&str, Side, u64, u64, u64)> = seen
+            .iter()
+            .map(|p| (p.ticket.as_str(), p.side, p.minute_ms, p.sent, p.heard))
+            .collect();
+        // (A minute may turn between the first and the last page sent.)
+        let sent_one: u64 = seen
+            .iter()
+            .filter(|p| p.ticket == one)
+            .map(|p| p.sent)
+            .sum();
+        let heard_one: u64 = seen
+            .iter()
+            .filter(|p| p.ticket == one && p.minute_ms >= first.minute_ms)
+            .map(|p| p.heard)
+            .sum();
+        assert_eq!((sent_one, heard_one), (4, 2), "{rows:?}");
+        assert!(
+            rows.contains(&("ROLL-1", Side::Ticket, earlier.minute_ms, 0, 1)),
+            "{rows:?}"
         );
-        assert_eq!(
-            (&seen[1].ticket, seen[1].side, seen[1].sent, seen[1].heard),
-            (&two, Side::Production, 4, 0)
-        );
-        assert_eq!(seen[0].minute_ms % 60_000, 0);
-        // Taken once: the next flush has nothing.
+        let two_rows: u64 = seen
+            .iter()
+            .filter(|p| p.ticket == two)
+            .map(|p| p.heard)
+            .sum();
+        assert_eq!(two_rows, 1, "{rows:?}");
+        // Taken once: the next flush has nothing, and a page heard stays
+        // heard.
+        assert!(r.take_seen().is_empty());
+        r.heard(&first.text(), &one, Side::Ticket);
         assert!(r.take_seen().is_empty());
     }
 }

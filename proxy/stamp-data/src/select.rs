@@ -950,16 +950,19 @@ pub fn is_frame_navigation(headers: &http::HeaderMap) -> bool {
         })
 }
 
-/// A browser loading a page to show it: a navigation of a document, said
-/// with fetch metadata (which every current browser sends, and crawlers,
-/// monitors and HTTP libraries do not).
+/// A browser loading a page to show it now: a navigation of a document,
+/// said with fetch metadata (which every current browser sends, and
+/// crawlers, monitors and HTTP libraries do not), and not a prefetch or
+/// prerender that may never be shown.
 pub fn a_browser_loads_a_page(headers: &http::HeaderMap) -> bool {
     let is = |name: &http::HeaderName, value: &[u8]| {
         headers
             .get(name)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value))
     };
-    is(&names::SEC_FETCH_MODE, b"navigate") && is(&names::SEC_FETCH_DEST, b"document")
+    is(&names::SEC_FETCH_MODE, b"navigate")
+        && is(&names::SEC_FETCH_DEST, b"document")
+        && !is_speculative(headers)
 }
 
 /// Whether a request is a browser's top-level navigation (a page to show,
@@ -1011,6 +1014,17 @@ mod tests {
             h(&[("sec-fetch-mode", "cors"), ("sec-fetch-dest", "empty")]),
             h(&[("sec-fetch-mode", "navigate")]),
             h(&[("sec-fetch-dest", "document")]),
+            // A prerender or prefetch (speculation rules), maybe never shown.
+            h(&[
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+                ("sec-purpose", "prefetch;prerender"),
+            ]),
+            h(&[
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+                ("sec-purpose", "prefetch"),
+            ]),
         ] {
             assert!(!a_browser_loads_a_page(&not), "{not:?}");
         }

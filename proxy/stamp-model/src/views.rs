@@ -123,6 +123,11 @@ pub struct Report {
     pub error_count: u32,
     #[serde(default)]
     pub failed_loads: u32,
+    /// The [`PageToken`] the page was sent with, as the page read it from
+    /// its own `Server-Timing` (a sampled page of a rollout; empty
+    /// elsewhere, and where the browser gives a page no server timing).
+    #[serde(default)]
+    pub token: String,
 }
 
 /// One page view, as kept.
@@ -253,16 +258,56 @@ pub struct ViewCount {
     /// where they were sent; see [`PagesSeen`]).
     #[serde(default)]
     pub sent: u64,
-    /// Of the pages of this side, the first reports that arrived, before
-    /// any rate limit or queue could drop one: the pages that lived long
-    /// enough to say so.
+    /// Of the pages sent this side in this minute, the ones whose first
+    /// report arrived (before any rate limit or queue could drop it): the
+    /// pages that lived long enough to say so.
     #[serde(default)]
     pub heard: u64,
 }
 
+/// The name of the `Server-Timing` metric that carries a sampled page's
+/// [`PageToken`] to the page's probe.
+pub const PAGE_TOKEN_TIMING: &str = "ticket-stamp-page";
+
+/// What a sampled rollout page was sent with, and its report gives back:
+/// the minute it was sent (its report is counted as heard in that minute,
+/// however late it comes) and a random number (a page's first report is
+/// heard once, however often the browser shows that same response again,
+/// as from its HTTP cache on a history navigation). It names no one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PageToken {
+    pub minute_ms: u64,
+    pub nonce: u64,
+}
+
+impl PageToken {
+    /// `"<minutes since the epoch>.<16 hex digits>"`.
+    pub fn text(&self) -> String {
+        format!("{}.{:016x}", self.minute_ms / 60_000, self.nonce)
+    }
+
+    /// Reads [`PageToken::text`] strictly; `None` for anything else.
+    pub fn parse(text: &str) -> Option<PageToken> {
+        let (minute, nonce) = text.split_once('.')?;
+        let digits = |s: &str, n: std::ops::RangeInclusive<usize>, hex: bool| {
+            n.contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (hex && (b'a'..=b'f').contains(&b)))
+        };
+        if !digits(minute, 1..=12, false) || !digits(nonce, 16..=16, true) {
+            return None;
+        }
+        Some(PageToken {
+            minute_ms: minute.parse::<u64>().ok()?.checked_mul(60_000)?,
+            nonce: u64::from_str_radix(nonce, 16).ok()?,
+        })
+    }
+}
+
 /// What one proxy saw of one ticket's side in one minute, counted in
 /// memory and added to the store's per-minute counts in batches: sampled
-/// pages it sent with the probe, and first reports it heard back. A side
+/// pages it sent with the probe in that minute, and first reports it
+/// heard back from pages sent in that minute (by their [`PageToken`]). A side
 /// whose pages hang or crash before their report (an endless loop, a
 /// renderer out of memory) reports no errors at all: only the pages sent
 /// and never heard from tell.
@@ -336,6 +381,9 @@ impl Report {
         }
         if !r.page.is_empty() && !r.page.starts_with('/') {
             return Err("`page` is a path".into());
+        }
+        if !r.token.is_empty() && PageToken::parse(&r.token).is_none() {
+            return Err("`token` is the page's token from its server timing".into());
         }
         if r.modules.ran.len() > MAX_RAN
             || r.modules.workers.len() > MAX_RAN
@@ -473,6 +521,45 @@ pub fn without_ran_marker<'a>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn page_tokens_are_read_strictly() {
+        let t = PageToken {
+            minute_ms: 29_946_172 * 60_000,
+            nonce: 0x00ab_cdef_0123_4567,
+        };
+        assert_eq!(t.text(), "29946172.00abcdef01234567");
+        assert_eq!(PageToken::parse(&t.text()), Some(t));
+        for bad in [
+            "",
+            ".",
+            "29946172",
+            "29946172.",
+            ".00abcdef01234567",
+            "29946172.00ABCDEF01234567",
+            "29946172.00abcdef0123456",
+            "29946172.00abcdef012345678",
+            "-1.00abcdef01234567",
+            "+1.00abcdef01234567",
+            "1234567890123.00abcdef01234567",
+            "1.00abcdef01234567.1",
+            "1.00abcdef0123456g",
+            "1 .00abcdef01234567",
+        ] {
+            assert_eq!(PageToken::parse(bad), None, "{bad}");
+        }
+        let report = |token: &str| {
+            Report::parse(
+                format!(
+                    r#"{{"v":1,"ticket":"A-1","view":"prod","side":"ticket","token":"{token}"}}"#
+                )
+                .as_bytes(),
+            )
+        };
+        assert_eq!(report(&t.text()).unwrap().token, t.text());
+        assert!(report("").is_ok(), "a page without server timing");
+        assert!(report("x").unwrap_err().contains("`token`"));
+    }
+
     #[test]
     fn the_marker_comes_off_where_it_went_in() {
         let body = "export {}\n//# sourceMappingURL=a.js.map\n";

@@ -1817,12 +1817,18 @@ impl Store for RedisStore {
         since_ms: u64,
     ) -> Result<Vec<ViewCount>, StoreError> {
         let hash = self.keys.view_counts(key);
+        let read = hash.clone();
         let fields: Vec<(String, u64)> =
             self.run(|mut conn| async move {
-                redis::cmd("HGETALL").arg(hash).query_async(&mut conn).await
+                redis::cmd("HGETALL").arg(read).query_async(&mut conn).await
             })
             .await?;
         let from = since_ms - since_ms % 60_000;
+        // The hash lives while counts are added (each write renews its
+        // expiry), so minutes older than the counts are kept go here, as
+        // the embedded store lets them go on each write.
+        let cutoff = now_ms().saturating_sub(COUNTS_KEPT_MS);
+        let mut stale: Vec<String> = Vec::new();
         let mut by: std::collections::BTreeMap<(u64, Side), ViewCount> = Default::default();
         for (field, n) in fields {
             let mut parts = field.split('|');
@@ -1834,6 +1840,10 @@ impl Store for RedisStore {
             let Ok(minute) = minute.parse::<u64>() else {
                 continue;
             };
+            if minute < cutoff {
+                stale.push(field);
+                continue;
+            }
             let side = match side {
                 "ticket" => Side::Ticket,
                 "production" => Side::Production,
@@ -1856,6 +1866,21 @@ impl Store for RedisStore {
                 "heard" => c.heard += n,
                 _ => {}
             }
+        }
+        if !stale.is_empty() {
+            // Best effort: the next read tries again.
+            let _ = self
+                .run(|mut conn| {
+                    let (hash, stale) = (hash.clone(), stale.clone());
+                    async move {
+                        redis::cmd("HDEL")
+                            .arg(hash)
+                            .arg(stale)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    }
+                })
+                .await;
         }
         Ok(by.into_values().collect())
     }

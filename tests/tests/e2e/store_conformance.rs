@@ -995,6 +995,22 @@ mod cases {
             .iter()
             .fold((0, 0), |a, c| (a.0 + c.sent, a.1 + c.heard));
         ensure!((sent, heard) == (7, 7), "{others:?}");
+        // Minutes older than counts are kept go, in both stores.
+        let old = PagesSeen {
+            minute_ms: now - stamp_model::views::COUNTS_KEPT_MS - 120_000,
+            ..seen(&other, Side::Production, 3, 3)
+        };
+        fx.store.record_seen(std::slice::from_ref(&old)).await?;
+        fx.store
+            .record_seen(&[seen(&other, Side::Ticket, 1, 0)])
+            .await?;
+        for _ in 0..2 {
+            let all = fx.peer.view_counts(&other, 0).await?;
+            ensure!(
+                all.iter().all(|c| c.minute_ms >= old.minute_ms + 60_000),
+                "{all:?}"
+            );
+        }
         Ok(())
     }
 

@@ -460,12 +460,25 @@ impl StampProxy {
         // sends): a HEAD runs nothing, nor does what a crawler, a monitor
         // or curl asks for, and a page a script fetches (Turbo, htmx) may
         // not run its probe.
+        // The page's token goes in a header the page reads (its own
+        // navigation's server timing), not in its bytes, which a
+        // remembered head shares with every view.
         if let (Variant::Overlay, Some(p)) = (&plan.variant, &probe) {
             let req = session.req_header();
             if req.method == http::Method::GET
                 && crate::select::a_browser_loads_a_page(&req.headers)
             {
-                self.reports.sent(&p.reports, self.client_ip(session, s));
+                if let Some(token) = self.reports.sent(&p.reports, self.client_ip(session, s)) {
+                    let timing = format!(
+                        "{};desc=\"{}\"",
+                        stamp_model::views::PAGE_TOKEN_TIMING,
+                        token.text()
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&timing) {
+                        let _ =
+                            resp.append_header(header::HeaderName::from_static("server-timing"), v);
+                    }
+                }
             }
         }
         // Every nonce the rewrite writes is the made-up one, unless the
