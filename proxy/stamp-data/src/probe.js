@@ -298,5 +298,11 @@ const report=update=>{if(update&&S.count===sentCount)return;const prev=sentCount
 // does not send it twice.
 const shown=f=>d.prerendering?d.addEventListener("prerenderingchange",f,{once:!0}):f();
 W.addEventListener("load",()=>{hookSystem();shown(()=>{setTimeout(()=>{S.settled=!0;changed=!0;later()},2000);setTimeout(()=>{if(!sent){sent=1;report(!1)}},3000)})});
-W.addEventListener("pagehide",()=>{if(d.prerendering)return;sent?report(!0):(sent=1,report(!1))});
+// A rollout's page put in the background reports then too: a phone's
+// browser may discard it later without a pagehide, and a page never heard
+// from counts as one that hung. (A ticket page waits: its report says
+// what ran, and a tab switched away from early has not run it all yet.)
+const gone=()=>{if(d.prerendering)return;sent?report(!0):(sent=1,report(!1))};
+W.addEventListener("pagehide",gone);
+if(D.view==="prod")d.addEventListener("visibilitychange",()=>{if(d.visibilityState==="hidden")gone()});
 })();

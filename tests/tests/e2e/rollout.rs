@@ -310,6 +310,61 @@ async fn a_ticket_whose_pages_hang_reverts_by_its_silence() {
     }
 }
 
+/// A rollout's page put in the background reports at once: a phone's
+/// browser may discard a background tab without a `pagehide`, and a page
+/// never heard from counts as one that hung. Measured in Chromium: the
+/// page's report (and the proxy's `heard`) comes as the visitor switches
+/// to another tab, before the report the page would send 3 s after load.
+#[tokio::test]
+async fn a_rollout_page_put_in_the_background_reports_at_once() {
+    let origin = origin();
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(&origin, &store.path().display().to_string(), "");
+    ticket_in_qa(&proxy, "RB-8", "export const greet = () => 'ticket';\n").await;
+    release_by_steps(&proxy, "RB-8", &[50], "0").await;
+    let heard = || async {
+        let text = client()
+            .get(proxy.url("/__stamp/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("stamp_rollout_pages_total{")
+                    && l.contains("outcome=\"heard\"")
+                    && l.contains("ticket=\"RB-8\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let browser = Browser::start().await.unwrap();
+    for round in 0..2u64 {
+        browser.goto(&proxy.url("/")).await.unwrap();
+        let loaded = Instant::now();
+        let c = browser.client().unwrap();
+        let tab = c.new_window(true).await.unwrap();
+        c.switch_to_window(tab.handle).await.unwrap();
+        let mut got = heard().await;
+        while got <= round && loaded.elapsed() < Duration::from_millis(2500) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            got = heard().await;
+        }
+        assert_eq!(
+            got,
+            round + 1,
+            "heard {got} page(s) {:?} after load, the page in the background",
+            loaded.elapsed()
+        );
+        c.close_window().await.unwrap();
+        let first = c.windows().await.unwrap().remove(0);
+        c.switch_to_window(first).await.unwrap();
+    }
+    browser.close().await.unwrap();
+}
+
 /// A healthy ticket takes its scheduled steps by itself and reaches every
 /// visitor; each step is in its history, by the rollout job.
 #[tokio::test]
