@@ -435,6 +435,8 @@ function rolloutSection(t) {
   const rate = (c) => c.views ? `${(100 * c.erring_views / c.views).toFixed(1)}%` : '–';
   // Sampled pages sent, and the share of them heard from: a side whose
   // pages hang or crash sends pages and hears nothing back.
+  // Where its files load: a broken route shows here undiluted.
+  const used = (c) => c.touched ? `${Math.min(c.touched_erring, c.touched)} of ${c.touched} (${(100 * Math.min(c.touched_erring, c.touched) / c.touched).toFixed(1)}%)` : '–';
   const heard = (c) => c.sent ? `${Math.min(c.heard, c.sent)} of ${c.sent} (${(100 * Math.min(c.heard, c.sent) / c.sent).toFixed(1)}%)` : '–';
   const step = (body) => async () => {
     const out = $('#outcome');
@@ -460,9 +462,9 @@ function rolloutSection(t) {
       el('strong', {}, `${r.percent}% of production's visitors`),
       r.paused ? ' · paused' : r.next_at_ms && r.steps.length ? ` · next ${r.steps[0]}% ${when(r.next_at_ms)}` : ' · steps by hand'),
     el('table', { id: 'rollout-sides' },
-      el('thead', {}, el('tr', {}, el('th', {}, 'Side'), el('th', {}, 'Views'), el('th', {}, 'With errors'), el('th', {}, 'Error rate'), el('th', {}, 'Pages heard from'))),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Side'), el('th', {}, 'Views'), el('th', {}, 'With errors'), el('th', {}, 'Error rate'), el('th', {}, 'With errors where its files load'), el('th', {}, 'Pages heard from'))),
       el('tbody', {}, [['ticket', r.ticket], ['production', r.production]].map(([side, c]) => el('tr', {},
-        el('td', {}, side), el('td', {}, String(c.views)), el('td', {}, String(c.erring_views)), el('td', {}, rate(c)), el('td', {}, heard(c)))))),
+        el('td', {}, side), el('td', {}, String(c.views)), el('td', {}, String(c.erring_views)), el('td', {}, rate(c)), el('td', {}, used(c)), el('td', {}, heard(c)))))),
     el('p', { id: 'rollout-verdict', class: 'muted' }, r.signal ? r.said : 'No page signal: the proxy\'s reports.sample is 0, so steps go by time alone.'),
     el('div', { class: 'actions' }, controls)];
 }

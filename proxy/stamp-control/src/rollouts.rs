@@ -110,6 +110,8 @@ impl Rollouts {
             };
             side.views += c.views;
             side.erring_views += c.erring_views;
+            side.touched += c.touched_views;
+            side.touched_erring += c.touched_erring;
             // Pages sent and heard are counted by the minute each page was
             // sent: a minute is judged once its pages have all had their
             // time to report, so a side whose pages load (and report) a

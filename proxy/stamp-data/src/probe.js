@@ -285,11 +285,20 @@ let sent=0,sentCount=0;
 // timing: its report gives it back, so the proxy hears from this page (not
 // another, not this one twice) in the minute it was sent.
 const token=()=>{try{const n=performance.getEntriesByType("navigation")[0],e=n&&(n.serverTiming||[]).find(e=>e.name==="ticket-stamp-page");return e&&/^[0-9]{1,12}\.[0-9a-f]{16}$/.test(e.description)?e.description:""}catch(_){return""}};
+// A rollout's page says whether it loaded one of each ticket's files (its
+// own on the ticket's side, production's copy on production's): where a
+// broken file shows, however few pages load it. An update says it again,
+// with what the first report said (a route may load a file later).
+const touched=t=>{if(!t)return!1;try{const at=new Set(t.at||[]),hs=t.hashed||[];return performance.getEntriesByType("resource").some(e=>{let u;try{u=new URL(e.name)}catch(_){return!1}const p=u.origin===location.origin?u.pathname:u.origin+u.pathname;return at.has(p)||hs.some(([a,n,z])=>p.length===a.length+n+z.length&&p.startsWith(a)&&p.endsWith(z))})}catch(_){return!1}};
+const wasTouched=new Map();
 const report=update=>{if(update&&S.count===sentCount)return;const prev=sentCount;sentCount=S.count;const[instead,also]=prodSplit();
  for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
+ const tch=touched(to.touch);
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
   modules:{expected:mods.length,ran:[...S.ran],workers:[...S.worker],production:instead.slice(0,50).map(m=>m.p),production_also:also.slice(0,50).map(m=>m.p),not_run:S.worklet.size?[]:[...S.loaded].filter(h=>!S.ran.has(h)).map(h=>byHash.get(h).p),worklets:[...S.worklet].slice(0,20)},
-  errors:S.errors,error_count:S.count,failed_loads:S.failed,token:D.view==="prod"?token():""});
+  errors:S.errors,error_count:S.count,failed_loads:S.failed,token:D.view==="prod"?token():"",
+  touched:tch,previously_touched:!!update&&!!wasTouched.get(to.ticket)});
+ wasTouched.set(to.ticket,tch||!!wasTouched.get(to.ticket));
  try{F.call(W,location.origin+"/__stamp/report",{method:"POST",body,credentials:"omit",keepalive:!0,headers:{"content-type":"text/plain"}}).catch(()=>0)}catch(_){}}};
 // A page prerendered ahead (speculation rules) loads and runs before anyone
 // sees it, and may never be shown: it is a view from when it is shown

@@ -104,6 +104,9 @@ struct Data<'a> {
 struct ReportTo<'a> {
     ticket: &'a str,
     side: &'a str,
+    /// What tells the page loaded the ticket's files (a sampled page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    touch: Option<&'a stamp_model::rollout::Touch>,
 }
 
 /// What one page's probe is told.
@@ -117,6 +120,9 @@ pub struct Page<'a> {
     pub own: &'a OverrideSet,
     /// Whom the page reports to, and on which side.
     pub reports: &'a [(TicketKey, Side)],
+    /// For a sampled page, what tells it loaded each of those tickets'
+    /// files (by position; none on a ticket page).
+    pub touch: &'a [std::sync::Arc<stamp_model::rollout::Touch>],
     /// Every module of the page's variant: the ticket's and the released
     /// overlay's (what maps added at runtime get).
     pub all: &'a OverrideSet,
@@ -183,9 +189,11 @@ pub fn elements(page: &Page<'_>, carried: Carried<'_>) -> String {
         reports: page
             .reports
             .iter()
-            .map(|(k, side)| ReportTo {
+            .enumerate()
+            .map(|(i, (k, side))| ReportTo {
                 ticket: k.as_str(),
                 side: side.as_str(),
+                touch: page.touch.get(i).map(|t| &**t),
             })
             .collect(),
     };
@@ -318,6 +326,7 @@ mod tests {
             stage: Stage::Dev,
             own: &own,
             reports: &[(key.clone(), Side::Ticket)],
+            touch: &[],
             all: &own,
             variant: &variant,
             badge: true,

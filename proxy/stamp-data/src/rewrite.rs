@@ -160,6 +160,9 @@ pub struct ProbeSpec {
     /// Whom the page reports to, and on which side: a ticket page to its
     /// ticket; a sampled production page to each ticket rolling out.
     pub reports: Vec<(stamp_model::ticket::TicketKey, stamp_model::views::Side)>,
+    /// For a sampled page, what tells it loaded each of those tickets'
+    /// files (one per report; none on a ticket page).
+    pub touch: Vec<Arc<stamp_model::rollout::Touch>>,
     /// Whether the page may load the probe's script from the proxy rather
     /// than carry it: its response has no Content-Security-Policy of
     /// either kind. (A `<base>` or a meta policy before the probe keeps it
@@ -2297,6 +2300,7 @@ fn take_probe(state: &Arc<Mutex<State>>) -> Option<String> {
         stage: probe.stage,
         own: &probe.own,
         reports: &probe.reports,
+        touch: &probe.touch,
         all: &st.spec.effective.overrides,
         variant: &st.spec.effective.id,
         badge: probe.badge,
@@ -2629,6 +2633,7 @@ pub(crate) mod tests {
             own: Default::default(),
             badge: true,
             reports: Vec::new(),
+            touch: Vec::new(),
             external,
         });
         t
@@ -3174,6 +3179,7 @@ pub(crate) mod tests {
                 own: Arc::new(s.effective.overrides.clone()),
                 badge,
                 reports: Vec::new(),
+                touch: Vec::new(),
                 external: false,
             });
             s

@@ -301,6 +301,8 @@ pub struct Snapshot {
 pub struct RollingView {
     pub key: TicketKey,
     pub percent: u8,
+    /// What tells a sampled page that loaded one of its files.
+    pub touch: Arc<stamp_model::rollout::Touch>,
 }
 
 /// Tickets sliced at once, at most (2^6 production variants). The control
@@ -677,6 +679,7 @@ impl Snapshot {
             .map(|r| RollingView {
                 key: r.key.clone(),
                 percent: r.rollout.percent,
+                touch: Arc::new(stamp_model::rollout::Touch::of(&r.overrides)),
             })
             .collect();
         let mut sliced = vec![overlay.clone()];
@@ -1109,6 +1112,36 @@ mod tests {
     use super::*;
     use rand::{rngs::StdRng, Rng, SeedableRng};
     use stamp_store::{Commit, OverlayOp, TicketRecord};
+
+    use stamp_model::rollout::{Touch, TOUCH_MAX};
+
+    #[test]
+    fn a_rolling_tickets_files_are_told_by_location_and_hashed_name() {
+        let m = |path: &str| ModuleRef {
+            path: path.into(),
+            hash: Hash::of(path.as_bytes()),
+            size: 1,
+        };
+        let mut own = stamp_model::ticket::OverrideSet::new();
+        own.insert("@app/greet".into(), m("/src/greet.js"));
+        own.insert("/src/greet.js".into(), m("/src/greet.js"));
+        own.insert("/assets/index-*.js".into(), m("/assets/index-4f2a9c1b.js"));
+        let t = Touch::of(&own);
+        assert_eq!(
+            t.at,
+            ["/assets/index-4f2a9c1b.js", "/src/greet.js"],
+            "{t:?}"
+        );
+        assert_eq!(
+            t.hashed,
+            [("/assets/index-".to_string(), 8, ".js".to_string())]
+        );
+        // Bounded, however many files a ticket has.
+        let many: stamp_model::ticket::OverrideSet = (0..500)
+            .map(|i| (format!("/src/m{i}.js"), m(&format!("/src/m{i}.js"))))
+            .collect();
+        assert_eq!(Touch::of(&many).at.len(), TOUCH_MAX);
+    }
 
     /// Two snapshots that serve the same: tickets, pairs (with how many
     /// sets name each), variant ids (resolving to the same variant),

@@ -96,6 +96,42 @@ pub fn in_slice(key: &TicketKey, visitor: &str, percent: u8) -> bool {
     bucket(key, visitor) < u32::from(percent.min(100)) * (BUCKETS / 100)
 }
 
+/// What makes a rollout's page one that loaded a ticket's files, on either
+/// side: a resource at one of the files' locations (the ticket's own URL
+/// there on its side, production's file on production's), or, for a
+/// hashed build's file, at its name with any hash of that length
+/// (production's build of it has another). At most [`TOUCH_MAX`] of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Touch {
+    pub at: Vec<String>,
+    /// A hashed file's location before the hash, the hash's length, and
+    /// what follows it.
+    pub hashed: Vec<(String, usize, String)>,
+}
+
+/// Locations (and hashed names) a page's probe is told per ticket.
+pub const TOUCH_MAX: usize = 100;
+
+impl Touch {
+    /// From a rolling ticket's released modules.
+    pub fn of(overrides: &crate::ticket::OverrideSet) -> Touch {
+        let mut t = Touch::default();
+        for m in overrides.values() {
+            if t.at.len() < TOUCH_MAX && !t.at.contains(&m.path) {
+                t.at.push(m.path.clone());
+            }
+            if let Some(p) = crate::assets::EntryPattern::hashed_at(&m.path) {
+                let (a, n, z) = p.parts();
+                let parts = (a.to_string(), n, z.to_string());
+                if t.hashed.len() < TOUCH_MAX && !t.hashed.contains(&parts) {
+                    t.hashed.push(parts);
+                }
+            }
+        }
+        t
+    }
+}
+
 /// A schedule as written: shares in percent, each larger than the last,
 /// ending at 100 (`5,25,100`), and the time between steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +171,14 @@ pub struct SideCounts {
     pub views: u64,
     /// Views with at least one error.
     pub erring_views: u64,
+    /// Views that loaded one of the ticket's files (its own on its side,
+    /// production's copy of one it replaces on production's), and of
+    /// those, the ones with an error: where a broken file shows, undiluted
+    /// by the pages that never load it.
+    #[serde(default)]
+    pub touched: u64,
+    #[serde(default)]
+    pub touched_erring: u64,
     /// Sampled pages the proxies sent this side with the probe.
     #[serde(default)]
     pub sent: u64,
@@ -158,6 +202,15 @@ impl SideCounts {
             0.0
         } else {
             self.erring_views.min(self.views) as f64 / self.views as f64
+        }
+    }
+
+    /// The views that loaded the ticket's files, as views of their own.
+    pub fn where_used(&self) -> SideCounts {
+        SideCounts {
+            views: self.touched,
+            erring_views: self.touched_erring.min(self.touched),
+            ..SideCounts::default()
         }
     }
 
@@ -216,6 +269,9 @@ pub enum Verdict {
         ticket: SideCounts,
         production: SideCounts,
         z: f64,
+        /// Found among the views that load the ticket's files (not all).
+        #[serde(default)]
+        where_used: bool,
     },
     /// The ticket's pages were heard from markedly less than production's:
     /// they hang or crash before they can report.
@@ -295,11 +351,23 @@ impl fmt::Display for Verdict {
                 ticket,
                 production,
                 z,
+                where_used: false,
             } => write!(
                 f,
                 "regressed: ticket {}, production {} (z = {z:.2})",
                 side(ticket),
                 side(production)
+            ),
+            Verdict::Regressed {
+                ticket,
+                production,
+                z,
+                where_used: true,
+            } => write!(
+                f,
+                "regressed where its files load: ticket {}, production {} (z = {z:.2})",
+                side(&ticket.where_used()),
+                side(&production.where_used())
             ),
         }
     }
@@ -388,6 +456,8 @@ fn silence(ticket: SideCounts, production: SideCounts, rule: &Rule) -> Option<f6
 pub fn judge(ticket: SideCounts, production: SideCounts, rule: &Rule) -> Verdict {
     let clamp = |c: SideCounts| SideCounts {
         erring_views: c.erring_views.min(c.views),
+        touched: c.touched.min(c.views),
+        touched_erring: c.touched_erring.min(c.touched.min(c.views)),
         heard: c.heard.min(c.sent),
         ..c
     };
@@ -407,22 +477,37 @@ pub fn judge(ticket: SideCounts, production: SideCounts, rule: &Rule) -> Verdict
         };
     }
     let erring = |c: SideCounts| (c.erring_views, c.views);
-    match worse(
+    if let Some(z) = worse(
         erring(ticket),
         erring(production),
         rule.confidence,
         rule.min_increase,
     ) {
-        Some(z) => Verdict::Regressed {
+        return Verdict::Regressed {
             ticket,
             production,
             z,
-        },
-        None => Verdict::Healthy {
-            ticket,
-            production,
-            z: z_of(erring(ticket), erring(production)),
-        },
+            where_used: false,
+        };
+    }
+    // A ticket whose files only a few pages load (one route) moves the
+    // error rate of all views by little: the same test, among the views
+    // that load them, once each side has enough of those.
+    let (t, p) = (ticket.where_used(), production.where_used());
+    if t.views >= rule.min_views.max(1) && p.views >= rule.min_views.max(1) {
+        if let Some(z) = worse(erring(t), erring(p), rule.confidence, rule.min_increase) {
+            return Verdict::Regressed {
+                ticket,
+                production,
+                z,
+                where_used: true,
+            };
+        }
+    }
+    Verdict::Healthy {
+        ticket,
+        production,
+        z: z_of(erring(ticket), erring(production)),
     }
 }
 
@@ -603,9 +688,9 @@ mod tests {
         // Views (first reports stored), pages sent, pages heard from.
         let c = |views, sent, heard| SideCounts {
             views,
-            erring_views: 0,
             sent,
             heard,
+            ..SideCounts::default()
         };
         // Every ticket page hangs: nothing reported, nothing erred, and
         // the error test alone would wait for views forever.
@@ -652,5 +737,68 @@ mod tests {
             ..c(40, 40, 40)
         };
         assert_eq!(judge(erring, c(40, 40, 40), &rule).name(), "regressed");
+    }
+
+    #[test]
+    fn a_regression_where_the_tickets_files_load_is_found_undiluted() {
+        let rule = Rule {
+            min_views: 20,
+            confidence: 0.99,
+            min_increase: 0.01,
+        };
+        // 10,000 views a side; the ticket's file loads on 50 of them (a
+        // checkout), and breaks every one: 0.5 points over all views, under
+        // the least increase that counts.
+        let c = |erring, touched, touched_erring| SideCounts {
+            views: 10_000,
+            erring_views: erring,
+            touched,
+            touched_erring,
+            ..SideCounts::default()
+        };
+        let (ticket, production) = (c(150, 50, 50), c(100, 50, 0));
+        let v = judge(ticket, production, &rule);
+        assert!(v.is_regressed(), "{v}");
+        assert!(
+            v.to_string().starts_with(
+                "regressed where its files load: ticket 50 of 50 views erred (100.0%), \
+                 production 0 of 50 views erred (0.0%)"
+            ),
+            "{v}"
+        );
+        // Over all views alone it would pass: the same numbers without
+        // the views that load the file.
+        let blind = |x: SideCounts| SideCounts {
+            touched: 0,
+            touched_erring: 0,
+            ..x
+        };
+        assert!(!judge(blind(ticket), blind(production), &rule).is_regressed());
+        // Too few views load the file on a side: not judged there.
+        assert!(!judge(c(150, 19, 19), c(100, 50, 0), &rule).is_regressed());
+        // The same rate where the file loads: healthy.
+        assert!(!judge(c(150, 50, 5), c(150, 50, 5), &rule).is_regressed());
+        // Counts that claim more than they can (forged reports) are
+        // clamped: no more touched views than views, nor erring than touched.
+        let wild = SideCounts {
+            views: 30,
+            touched: 500,
+            touched_erring: 900,
+            ..SideCounts::default()
+        };
+        match judge(wild, c(0, 30, 0), &rule) {
+            Verdict::Regressed {
+                ticket,
+                where_used: true,
+                ..
+            } => assert_eq!((ticket.touched, ticket.touched_erring), (30, 30)),
+            v => panic!("{v}"),
+        }
+        // Over all views, a regression is named as before.
+        let v = judge(c(3000, 50, 50), c(100, 50, 0), &rule);
+        assert!(
+            v.to_string().starts_with("regressed: ticket 3000 of 10000"),
+            "{v}"
+        );
     }
 }

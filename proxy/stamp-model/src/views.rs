@@ -128,6 +128,14 @@ pub struct Report {
     /// elsewhere, and where the browser gives a page no server timing).
     #[serde(default)]
     pub token: String,
+    /// A rollout's page loaded one of the ticket's files (its own, on the
+    /// ticket's side; production's copy of one it replaces, on
+    /// production's): the views a broken file can reach.
+    #[serde(default)]
+    pub touched: bool,
+    /// For an update: what its first report said of [`Report::touched`].
+    #[serde(default)]
+    pub previously_touched: bool,
 }
 
 /// One page view, as kept.
@@ -167,6 +175,12 @@ pub struct ViewRecord {
     #[serde(default)]
     pub previous_errors: u32,
     pub failed_loads: u32,
+    /// The page loaded one of the ticket's files (see [`Report::touched`]).
+    #[serde(default)]
+    pub touched: bool,
+    /// For an update, what its first report said of it.
+    #[serde(default)]
+    pub previously_touched: bool,
 }
 
 impl ViewRecord {
@@ -178,6 +192,21 @@ impl ViewRecord {
         } else {
             self.error_count > 0
         }
+    }
+
+    /// Whether this record first tells that its view loaded one of the
+    /// ticket's files (a first report that says so, or an update whose
+    /// first report did not: a file a route loaded later).
+    pub fn newly_touched(&self) -> bool {
+        self.touched && !(self.update && self.previously_touched)
+    }
+
+    /// Whether this record first makes its view one that loaded the
+    /// ticket's files and erred.
+    pub fn newly_touched_erring(&self) -> bool {
+        let now = self.touched && self.error_count > 0;
+        let before = self.update && self.previously_touched && self.previous_errors > 0;
+        now && !before
     }
 
     /// Errors this record adds to its view's count.
@@ -258,6 +287,12 @@ pub struct ViewCount {
     /// where they were sent; see [`PagesSeen`]).
     #[serde(default)]
     pub sent: u64,
+    /// Views that loaded one of the ticket's files (see
+    /// [`Report::touched`]), and of those, the ones with an error.
+    #[serde(default)]
+    pub touched_views: u64,
+    #[serde(default)]
+    pub touched_erring: u64,
     /// Of the pages sent this side in this minute, the ones whose first
     /// report arrived (before any rate limit or queue could drop it): the
     /// pages that lived long enough to say so.
@@ -340,6 +375,8 @@ impl ViewCount {
                 } else {
                     record.failed_loads
                 }),
+            touched_views: counted * u64::from(record.newly_touched()),
+            touched_erring: counted * u64::from(record.newly_touched_erring()),
             sent: 0,
             heard: 0,
         }
@@ -350,6 +387,8 @@ impl ViewCount {
         self.erring_views += other.erring_views;
         self.errors += other.errors;
         self.failed_loads += other.failed_loads;
+        self.touched_views += other.touched_views;
+        self.touched_erring += other.touched_erring;
         self.sent += other.sent;
         self.heard += other.heard;
     }
@@ -469,6 +508,8 @@ impl Report {
                 0
             },
             failed_loads: self.failed_loads.min(1_000_000),
+            touched: self.touched,
+            previously_touched: self.update && self.previously_touched,
         }
     }
 }
@@ -709,5 +750,59 @@ mod tests {
         let (ca, cb) = (ViewCount::of(&a), ViewCount::of(&b));
         assert_eq!((ca.views, ca.erring_views, ca.errors), (1, 0, 0));
         assert_eq!((cb.views, cb.erring_views, cb.errors), (0, 1, 2));
+    }
+
+    #[test]
+    fn a_view_that_loads_the_tickets_files_is_counted_once_as_such() {
+        let key = TicketKey::parse("TK-1").unwrap();
+        let count = |body: &str| {
+            let r = Report::parse(body.as_bytes()).unwrap();
+            let c = ViewCount::of(&r.record(key.clone(), Stage::Prod, 0));
+            (c.views, c.touched_views, c.touched_erring)
+        };
+        let base = r#""v":1,"ticket":"T-1","view":"prod","side":"ticket""#;
+        // A first report that loaded the file, with an error.
+        assert_eq!(
+            count(&format!(r#"{{{base},"touched":true,"error_count":1}}"#)),
+            (1, 1, 1)
+        );
+        // Its update, with more errors: nothing new to count as touched.
+        assert_eq!(
+            count(&format!(
+                r#"{{{base},"update":true,"touched":true,"previously_touched":true,
+                    "previous_errors":1,"error_count":3}}"#
+            )),
+            (0, 0, 0)
+        );
+        // A view that loaded the file later (a route), and erred then: one
+        // touched view, erring, from its update.
+        assert_eq!(
+            count(&format!(
+                r#"{{{base},"update":true,"touched":true,"previously_touched":false,
+                    "previous_errors":0,"error_count":1}}"#
+            )),
+            (0, 1, 1)
+        );
+        // Touched before, erring only now: the erring is new.
+        assert_eq!(
+            count(&format!(
+                r#"{{{base},"update":true,"touched":true,"previously_touched":true,
+                    "previous_errors":0,"error_count":1}}"#
+            )),
+            (0, 0, 1)
+        );
+        // A first report cannot claim a past: `previously_touched` is read
+        // only on an update.
+        assert_eq!(
+            count(&format!(
+                r#"{{{base},"touched":true,"previously_touched":true,"error_count":1}}"#
+            )),
+            (1, 1, 1)
+        );
+        // A preview (dev, qa) counts for no rollout.
+        assert_eq!(
+            count(r#"{"v":1,"ticket":"T-1","view":"dev","side":"ticket","touched":true}"#),
+            (0, 0, 0)
+        );
     }
 }

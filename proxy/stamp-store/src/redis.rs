@@ -1721,6 +1721,8 @@ impl Store for RedisStore {
                 ("erring", c.erring_views),
                 ("errors", c.errors),
                 ("failed", c.failed_loads),
+                ("touched", c.touched_views),
+                ("touched-erring", c.touched_erring),
             ] {
                 if n > 0 {
                     pipe.hincr(&counts, format!("{}|{side}|{metric}", c.minute_ms), n)
@@ -1862,6 +1864,8 @@ impl Store for RedisStore {
                 "erring" => c.erring_views += n,
                 "errors" => c.errors += n,
                 "failed" => c.failed_loads += n,
+                "touched" => c.touched_views += n,
+                "touched-erring" => c.touched_erring += n,
                 "sent" => c.sent += n,
                 "heard" => c.heard += n,
                 _ => {}

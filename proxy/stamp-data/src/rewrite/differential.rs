@@ -243,6 +243,7 @@ fn variants() -> Vec<(&'static str, RewriteSpec)> {
         own: Arc::new(overrides(&["/src/lib/greet.js"])),
         badge: true,
         reports: Vec::new(),
+        touch: Vec::new(),
         external: false,
     });
     ticket.nonce = Some("n0nce".into());
@@ -273,6 +274,7 @@ fn variants() -> Vec<(&'static str, RewriteSpec)> {
         own: Arc::new(OverrideSet::new()),
         badge: false,
         reports: Vec::new(),
+        touch: Vec::new(),
         external: true,
     });
     let mut notice = base(&[]);

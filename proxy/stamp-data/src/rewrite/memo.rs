@@ -229,6 +229,7 @@ impl RewriteSpec {
                     own,
                     badge,
                     reports,
+                    touch,
                     external,
                 } = a;
                 *key == b.key
@@ -237,6 +238,11 @@ impl RewriteSpec {
                     && (Arc::ptr_eq(own, &b.own) || **own == *b.own)
                     && *badge == b.badge
                     && *reports == b.reports
+                    && touch.len() == b.touch.len()
+                    && touch
+                        .iter()
+                        .zip(&b.touch)
+                        .all(|(x, y)| Arc::ptr_eq(x, y) || x == y)
                     && *external == b.external
             }
             _ => false,

@@ -364,6 +364,7 @@ impl StampProxy {
                 own: own.clone(),
                 badge: s.cfg.badge,
                 reports: vec![(key.clone(), stamp_model::views::Side::Ticket)],
+                touch: Vec::new(),
                 external,
             }),
             // A production page sampled during a rollout: no badge, a
@@ -377,6 +378,20 @@ impl StampProxy {
                     own: Default::default(),
                     badge: false,
                     reports: sides.to_vec(),
+                    // What tells this page loaded each ticket's files.
+                    touch: {
+                        let snap = self.snapshot.load();
+                        sides
+                            .iter()
+                            .map(|(k, _)| {
+                                snap.rolling
+                                    .iter()
+                                    .find(|r| &r.key == k)
+                                    .map(|r| r.touch.clone())
+                                    .unwrap_or_default()
+                            })
+                            .collect()
+                    },
                     external: false,
                 })
             }),
