@@ -45,6 +45,7 @@ fn spec(ticket: bool, nonce: &str, header: bool) -> RewriteSpec {
             own: Arc::new(common::overrides(&["/src/lib/greet.js"])),
             badge: true,
             reports: Vec::new(),
+            touch: Vec::new(),
             // As the proxy decides: loaded unless the headers carry a policy.
             external: !header,
         });
