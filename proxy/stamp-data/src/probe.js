@@ -289,9 +289,18 @@ const token=()=>{try{const n=performance.getEntriesByType("navigation")[0],e=n&&
 // own on the ticket's side, production's copy on production's): where a
 // broken file shows, however few pages load it. An update says it again,
 // with what the first report said (a route may load a file later).
-const touched=t=>{if(!t)return!1;try{const at=new Set(t.at||[]),hs=t.hashed||[];return performance.getEntriesByType("resource").some(e=>{let u;try{u=new URL(e.name)}catch(_){return!1}const p=u.origin===location.origin?u.pathname:u.origin+u.pathname;return at.has(p)||hs.some(([a,n,z])=>p.length===a.length+n+z.length&&p.startsWith(a)&&p.endsWith(z))})}catch(_){return!1}};
-const wasTouched=new Map();
-const report=update=>{if(update&&S.count===sentCount)return;const prev=sentCount;sentCount=S.count;const[instead,also]=prodSplit();
+// What the page loaded is kept as it comes (an observer gets every entry,
+// whatever the timeline's buffer holds or a script clears); a ticket's file
+// served from the proxy's mirror of another origin (/__stamp/o/https/host/…)
+// is at that origin's address, as production's copy is.
+const res=new Set;try{new PerformanceObserver(l=>{for(const e of l.getEntries())if(res.size<5000)res.add(e.name)}).observe({type:"resource",buffered:!0})}catch(_){}
+const loc=n=>{let u;try{u=new URL(n)}catch(_){return""}if(u.origin!==location.origin)return u.origin+u.pathname;const m=/^\/__stamp\/o\/(https?)\/([^/]+)(\/.*)$/.exec(u.pathname);return m?m[1]+"://"+m[2]+m[3]:u.pathname};
+const touched=t=>{if(!t)return!1;try{const at=new Set(t.at||[]),hs=t.hashed||[];for(const e of performance.getEntriesByType("resource"))res.size<5000&&res.add(e.name);
+ for(const n of res){const p=loc(n);if(p&&(at.has(p)||hs.some(([a,n,z])=>p.length===a.length+n+z.length&&p.startsWith(a)&&p.endsWith(z))))return!0}return!1}catch(_){return!1}};
+const wasTouched=new Map(),newlyTouched=()=>(D.reports||[]).some(to=>!wasTouched.get(to.ticket)&&touched(to.touch));
+// An update goes when errors came since, or a ticket's file loaded since
+// (a route that loads it after the first report).
+const report=update=>{if(update&&S.count===sentCount&&!newlyTouched())return;const prev=sentCount;sentCount=S.count;const[instead,also]=prodSplit();
  for(const to of D.reports||[{ticket:D.ticket,side:D.side}]){
  const tch=touched(to.touch);
  const body=JSON.stringify({v:1,ticket:to.ticket,view:D.view,variant:D.variant,side:to.side,page:location.pathname.slice(0,200),update:!!update,previous_errors:prev,
