@@ -436,6 +436,60 @@ async fn a_ticket_that_breaks_one_route_reverts_where_its_file_loads() {
     browser.close().await.unwrap();
 }
 
+/// A view that loads a ticket's file after its first report (a route the
+/// visitor opens later) is counted among the views where the ticket's
+/// files load, by an update when the page is left, errors or not.
+#[tokio::test]
+async fn a_file_a_route_loads_later_counts_its_view_where_the_files_load() {
+    let origin = origin();
+    origin.route(
+        "/home",
+        Route::html(
+            "<!doctype html><html><head><meta charset=utf-8><title>shop</title></head>\
+             <body><p id=out>home</p></body></html>",
+        ),
+    );
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(&origin, &store.path().display().to_string(), "");
+    ticket_in_qa(&proxy, "RB-6", "export const greet = () => 'ticket';\n").await;
+    release_by_steps(&proxy, "RB-6", &[50], "0").await;
+    let counts = || async {
+        let t = ticket(&proxy, "RB-6").await;
+        let r = &t["rollout"];
+        let sum = |k: &str| {
+            r["ticket"][k].as_u64().unwrap_or(0) + r["production"][k].as_u64().unwrap_or(0)
+        };
+        (sum("views"), sum("touched"), sum("touched_erring"))
+    };
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/home")).await.unwrap();
+    // The first report goes 3 s after load: the page has loaded no file
+    // of the ticket's yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts().await.0 == 0 {
+        assert!(Instant::now() < deadline, "no first report");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts().await, (1, 0, 0));
+    // A route loads it now (production's copy, or the ticket's, by side).
+    browser
+        .execute("return import('/src/greet.js').then(m => m.greet())")
+        .await
+        .unwrap();
+    browser.goto(&proxy.url("/__stamp/health")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts().await.1 == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the view that loaded the file later is not counted: {:?}",
+            counts().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts().await, (1, 1, 0), "one view, now touched, no error");
+    browser.close().await.unwrap();
+}
+
 /// A healthy ticket takes its scheduled steps by itself and reaches every
 /// visitor; each step is in its history, by the rollout job.
 #[tokio::test]
