@@ -17,6 +17,20 @@ use crate::free_port;
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 /// The WebDriver server (Debian package `chromium-driver`).
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// How every Chromium of the tests runs: headless, as root in a container
+/// (no sandbox, no GPU, no `/dev/shm`), and quiet (no QUIC, first-run
+/// page, background requests, updates or sync).
+const HEADLESS: [&str; 9] = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
 const INSTALL_HINT: &str = "apt-get install -y chromium chromium-driver";
 /// How long chromedriver may take to answer `/status` with `ready: true`.
 const DRIVER_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -118,19 +132,14 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    format!("--user-data-dir={profile}"),
-                    "--window-size=1024,768",
-                ],
+                "args": HEADLESS
+                    .iter()
+                    .map(|a| a.to_string())
+                    .chain([
+                        format!("--user-data-dir={profile}"),
+                        "--window-size=1024,768".to_string(),
+                    ])
+                    .collect::<Vec<_>>(),
             },
             "goog:loggingPrefs": { "browser": "ALL" },
         });
@@ -501,17 +510,7 @@ pub fn visit_and_give_up(
     let dir = tempfile::tempdir().context("creating a profile directory")?;
     let out = dir.path().join("dom.html");
     let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
+        .args(HEADLESS)
         .arg(format!(
             "--user-data-dir={}",
             dir.path().join("profile").display()
