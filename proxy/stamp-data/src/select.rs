@@ -988,16 +988,7 @@ mod tests {
 
     #[test]
     fn only_a_browsers_load_of_a_page_is_one() {
-        let h = |pairs: &[(&str, &str)]| {
-            let mut m = http::HeaderMap::new();
-            for (k, v) in pairs {
-                m.insert(
-                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                );
-            }
-            m
-        };
+        let h = headers;
         assert!(a_browser_loads_a_page(&h(&[
             ("sec-fetch-mode", "navigate"),
             ("sec-fetch-dest", "document")
@@ -1032,16 +1023,7 @@ mod tests {
 
     #[test]
     fn only_navigations_and_the_origins_own_fetches_select_by_url() {
-        let h = |pairs: &[(&str, &str)]| {
-            let mut m = http::HeaderMap::new();
-            for (k, v) in pairs {
-                m.insert(
-                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                );
-            }
-            m
-        };
+        let h = headers;
         let m = "sec-fetch-mode";
         let d = "sec-fetch-dest";
         let s = "sec-fetch-site";
