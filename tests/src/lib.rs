@@ -57,6 +57,17 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// A port that refuses every connection for as long as the returned socket
+/// lives: bound (so no other server can take it) but never listening.
+/// A port released after a bind may be taken by the next server a parallel
+/// test starts, which would then answer where a refusal was expected.
+pub fn refused_port() -> std::io::Result<(tokio::net::TcpSocket, u16)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.1:0".parse().expect("a socket address"))?;
+    let port = socket.local_addr()?.port();
+    Ok((socket, port))
+}
+
 /// An HTTP client that never decompresses, follows no redirects and keeps no
 /// cookies unless told, so tests see exactly what the proxy sent.
 pub fn client() -> reqwest::Client {

@@ -462,11 +462,7 @@ async fn failed_hook_deliveries_log_the_cause_never_the_secret_url() {
     // One peer that accepts and never answers, one port nobody listens on.
     let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hang_port = hang.local_addr().unwrap().port();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (_refusing, closed_port) = stamp_tests::refused_port().unwrap();
     let held = std::thread::spawn(move || {
         let conns: Vec<_> = hang.incoming().take(1).collect();
         std::thread::sleep(Duration::from_secs(8));
