@@ -117,8 +117,16 @@ const prodPage=D.view==="prod";
 // The worker scripts this page started (without their fragment): what a
 // worker says it ran on the origin's channel counts only if it is one of them.
 const started=new Set(),bare=u=>String(u).split("#")[0],noteWorker=u=>{try{started.add(bare(new URL(String(u),d.baseURI).href))}catch(_){}};
-try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){noteWorker(a[0]);if(prodPage)return Reflect.construct(t,a,n);const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
- o.name=(o.name||"")+"#ticket-stamp-"+String(D.variant).slice(0,16);return Reflect.construct(t,[a[0],o],n)}})}catch(_){}
+// A worker whose script fails to load (a 404, a module worker's syntax
+// error or missing import, a type the browser refuses) is told only by a
+// plain `error` event on its Worker object, which never reaches the
+// window as what a worker throws does: a failed load of this page (a
+// ticket that breaks the app's worker breaks the app, on a ticket page's
+// badge and in a rollout's judgement alike).
+const watchWorker=(w,u)=>{try{w.addEventListener("error",e=>{if(e.message)return;const src=(()=>{try{return bare(new URL(String(u),d.baseURI).href)}catch(_){return""}})();
+ S.failed++;err("load","failed to load worker "+pathOf(src),src,0,"")})}catch(_){}return w};
+try{const SW=W.SharedWorker;if(SW)W.SharedWorker=new Proxy(SW,{construct(t,a,n){noteWorker(a[0]);if(prodPage)return watchWorker(Reflect.construct(t,a,n),a[0]);const o=typeof a[1]==="string"?{name:a[1]}:Object.assign({},a[1]);
+ o.name=(o.name||"")+"#ticket-stamp-"+String(D.variant).slice(0,16);return watchWorker(Reflect.construct(t,[a[0],o],n),a[0])}})}catch(_){}
 // Turbo and htmx show a page in this document, which keeps its modules: a
 // page they fetch says which ticket, view and set of modules this document
 // runs, so that a page of other modules (another ticket's, production's
@@ -193,7 +201,7 @@ const PAGE=(()=>{try{return [...crypto.getRandomValues(new Uint8Array(8))].map(b
 try{const Wk=W.Worker;if(Wk)W.Worker=new Proxy(Wk,{construct(t,a,n){noteWorker(a[0]);
  try{const u=(typeof a[0]==="string"||a[0] instanceof URL)&&new URL(a[0],d.baseURI);
   if(u&&!prodPage&&!u.hash&&!(W.trustedTypes&&W.trustedTypes.defaultPolicy)&&(/^https?:$/.test(u.protocol)&&u.origin===location.origin)){u.hash="ticket-stamp="+PAGE;a=[u.href,...[...a].slice(1)]}}catch(_){}
- return Reflect.construct(t,a,n)}})}catch(_){}
+ return watchWorker(Reflect.construct(t,a,n),a[0])}})}catch(_){}
 // What a worker loaded itself (its importScripts, import(), fetch: in its
 // own Resource Timing, not the page's) comes the same way, from the
 // reporter the proxy puts after a worker's script on a ticket, and is read

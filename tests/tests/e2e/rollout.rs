@@ -445,6 +445,87 @@ async fn a_ticket_that_breaks_one_route_reverts_where_its_file_loads() {
     browser.close().await.unwrap();
 }
 
+/// A ticket that breaks the app's module worker (it imports a file the
+/// ticket never uploaded): a worker that fails to load is told only by a
+/// plain `error` event on its `Worker` object, which never reaches the
+/// window as what a worker throws does, and the page logs nothing. Sampled
+/// pages count it, so the rollout reverts the ticket from what real
+/// Chromium visitors of both sides reported.
+#[tokio::test]
+async fn a_ticket_that_breaks_the_apps_worker_reverts_by_itself() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+             <script type=module>const w = new Worker('/src/work.js', {type: 'module'});\
+             w.onmessage = e => { document.getElementById('out').textContent = e.data };\
+             w.postMessage('price');</script>\
+             </head><body><p id=out>loading</p></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/work.js",
+        Route::bytes(
+            "text/javascript",
+            b"self.onmessage = () => self.postMessage('production');\n".to_vec(),
+        ),
+    );
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(
+        &origin,
+        &store.path().display().to_string(),
+        "min_views = 4\nmin_increase = 0.5\n",
+    );
+    let (s, b) = api(
+        &proxy,
+        "PUT",
+        "tickets/RB-8/modules/src/work.js",
+        Value::String(
+            "import { price } from './pricing.js';\nself.onmessage = () => self.postMessage(price());\n"
+                .into(),
+        ),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let (s, b) = api(&proxy, "POST", "tickets/RB-8/promote", json!({"from": "dev"})).await;
+    assert_eq!(s, 200, "{b}");
+    release_by_steps(&proxy, "RB-8", &[50], "0").await;
+    let key = TicketKey::parse("RB-8").unwrap();
+    let mut ids = (0..u128::MAX).map(|i| visitor_id_from(i * 104_729 + 13));
+    let mut next_on = |ticket_side: bool| {
+        ids.by_ref()
+            .find(|id| in_slice(&key, id, 50) == ticket_side)
+            .unwrap()
+    };
+    let browser = Browser::start().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut visits = 0;
+    let reverted = loop {
+        let ticket_side = visits % 2 == 0;
+        let (out, on_ticket) = visit_as(&browser, &proxy.url("/"), next_on(ticket_side)).await;
+        visits += 1;
+        assert_eq!(on_ticket, ticket_side);
+        let want = if ticket_side { "loading" } else { "production" };
+        assert_eq!(out, want, "on the ticket's side: {ticket_side}");
+        let t = ticket(&proxy, "RB-8").await;
+        if t["stage"] == "qa" {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not reverted after {visits} visits: {}",
+            t["rollout"]
+        );
+    };
+    let detail = reverted_by_the_job(&reverted);
+    assert!(
+        detail.contains("regressed") && detail.contains("production 0 of"),
+        "{detail}"
+    );
+    browser.close().await.unwrap();
+}
+
 /// One page view as the visitor `id` (a new one: no other cookie): the
 /// page's text once its module ran or threw, and whether it is the
 /// ticket's side (its map names the ticket's URL).
