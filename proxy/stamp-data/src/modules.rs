@@ -1,8 +1,9 @@
 //! Serving ticket module bodies at their content-hashed URLs
 //! (`/same/dir/file.js?__ts=<sha256>`), from a bounded in-memory cache in
-//! front of the store. Bodies are immutable, so responses are cacheable
-//! forever and validated by a strong ETag. A body is served only at a path
-//! an open ticket uploaded it under, and never as a service-worker script.
+//! front of the store. Bodies are immutable and validated by a strong
+//! ETag; production's are cacheable forever, a ticket's other ones by no
+//! cache (see [`ModuleServer::serve`]). A body is served only at a path an open
+//! ticket uploaded it under, and never as a service-worker script.
 
 use bytes::Bytes;
 use http::header;
@@ -191,17 +192,27 @@ impl ModuleServer {
         if let Some((status, message)) = refusal {
             return respond(session, status, text, Bytes::from_static(message)).await;
         }
-        self.send(
-            session,
-            hash,
-            &path,
+        // Production's files (a released ticket's, a rollout side's) are
+        // kept by every cache for as long as their content-addressed URL
+        // lives. A ticket's other files are kept by none, and no service
+        // worker may store them (`Vary: *`, which the Cache API refuses):
+        // an app's worker that looks its cache up ignoring the query
+        // (`ignoreSearch`, a key made of the path) would give production's
+        // pages the ticket's file once its visitor left the ticket.
+        let how = if self.cell.load().in_production(&path, &hash) {
             Plain {
                 cache_control: "public, max-age=31536000, immutable",
                 vary: None,
                 worker_reporter: false,
-            },
-        )
-        .await
+            }
+        } else {
+            Plain {
+                cache_control: "private, no-store",
+                vary: Some("*"),
+                worker_reporter: false,
+            }
+        };
+        self.send(session, hash, &path, how).await
     }
 
     /// Answers a request for a ticket file by its plain path (no `?__ts=`),

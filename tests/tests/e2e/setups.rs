@@ -864,6 +864,103 @@ async fn a_pwa_keeps_nobody_on_a_ticket_after_they_leave_it() {
     browser.close().await.unwrap();
 }
 
+/// An app's own service worker that keeps what it fetched under `/src/`
+/// and looks it up ignoring the query (a common offline recipe; Workbox's
+/// `CacheFirst` takes the same `matchOptions`) stored the ticket's file
+/// from the first ticket page it still controlled, under its `?__ts=`
+/// URL, and then answered production's own `/src/lib/greet.js` with it:
+/// the visitor, back on production, ran the ticket's code on every page.
+/// A ticket's file that is not production's is now one no cache keeps
+/// (`Vary: *`, which the Cache API refuses).
+#[tokio::test]
+async fn an_apps_own_cache_keeps_no_ticket_file_after_its_visitor_leaves() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>app</title></head><body><p id=out>-</p>\
+             <script type=module src=/src/main.js></script>\
+             <script>addEventListener('load', () => navigator.serviceWorker.register('/sw.js'));</script>\
+             </body></html>",
+        ),
+    );
+    serve(
+        &origin,
+        "/src/main.js",
+        "text/javascript",
+        "import { greet } from './lib/greet.js';\ndocument.getElementById('out').textContent = greet();\n",
+    );
+    serve(
+        &origin,
+        "/src/lib/greet.js",
+        "text/javascript",
+        "export const greet = () => 'production greet';\n",
+    );
+    serve(
+        &origin,
+        "/sw.js",
+        "text/javascript",
+        "self.addEventListener('install', () => self.skipWaiting());\n\
+         self.addEventListener('activate', e => e.waitUntil(self.clients.claim()));\n\
+         self.addEventListener('fetch', e => {\n\
+           const url = new URL(e.request.url);\n\
+           if (url.origin !== location.origin || !url.pathname.startsWith('/src/')) return;\n\
+           e.respondWith(caches.open('runtime').then(c => c.match(e.request, {ignoreSearch: true})\n\
+             .then(hit => hit || fetch(e.request).then(res => {\n\
+               if (res.ok) c.put(e.request, res.clone()).catch(() => {});\n\
+               return res;\n\
+             }))));\n\
+         });\n",
+    );
+    let store = tempfile::tempdir().unwrap();
+    stamp_tests::seed_dir(
+        store.path(),
+        "SW-1",
+        &[("/src/lib/greet.js", "export const greet = () => 'ticket greet';\n")],
+    )
+    .await
+    .unwrap();
+    let proxy =
+        stamp_tests::Proxy::start(&origin.url, &["--store", &store.path().to_string_lossy()])
+            .unwrap();
+    async fn cached(browser: &Browser) -> String {
+        browser
+            .execute("return (async () => { const c = await caches.open('runtime'); return (await c.keys()).map(r => r.url).join(' '); })()")
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&proxy.url("/")).await.unwrap();
+    browser
+        .wait_for_text("#out", "production greet", Duration::from_secs(15))
+        .await
+        .unwrap();
+    wait_controlled(&browser).await;
+    // The first ticket page is still the app's worker's to answer.
+    browser.goto(&proxy.url("/?dev=SW-1")).await.unwrap();
+    browser
+        .wait_for_text("#out", "ticket greet", Duration::from_secs(30))
+        .await
+        .unwrap();
+    badge_says(&browser, "1 of 1 module ran").await;
+    let kept = cached(&browser).await;
+    assert!(!kept.contains("__ts="), "the app's cache kept the ticket's file: {kept}");
+    browser.goto(&proxy.url("/?stamp=off")).await.unwrap();
+    for _ in 0..3 {
+        browser.goto(&proxy.url("/")).await.unwrap();
+        browser
+            .wait_for_text("#out", "production greet", Duration::from_secs(15))
+            .await
+            .unwrap();
+    }
+    let kept = cached(&browser).await;
+    assert!(!kept.contains("__ts="), "{kept}");
+    browser.close().await.unwrap();
+}
+
 /// On a browser that production's service worker already controls, the
 /// `?dev=` navigation never reaches the proxy (Workbox answers it from its
 /// precache), so nobody knows where the link came from. The first request

@@ -853,15 +853,21 @@ async fn head_204_and_non_html_are_correct() {
     assert_eq!(resp.text().await.unwrap(), js, "only HTML is rewritten");
 }
 
+/// A ticket's file by its content-addressed URL: kept by no cache while
+/// only a ticket's (`Vary: *`: an app's service worker that looks its
+/// cache up ignoring the query would give it to production's pages), kept
+/// for good once production serves it, and by none again once reverted.
 #[tokio::test]
-async fn ticket_modules_are_served_immutable_by_content_hash() {
+async fn ticket_modules_are_served_by_content_hash_and_kept_once_released() {
     let (_origin, proxy, _d) = setup().await;
     let url = proxy.url(&ticket_url());
     let resp = client().get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let h = resp.headers().clone();
     assert_eq!(h["content-type"], "text/javascript; charset=utf-8");
-    assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(h["cache-control"], "private, no-store");
+    assert_eq!(h["vary"], "*");
+    assert_eq!(h["cdn-cache-control"], "no-store");
     assert_eq!(h["x-content-type-options"], "nosniff");
     let etag = h["etag"].to_str().unwrap().to_string();
     assert_eq!(
@@ -907,6 +913,43 @@ async fn ticket_modules_are_served_immutable_by_content_hash() {
     assert_ne!(resp.headers()["content-type"], "text/html");
     let resp = client().post(&url).body("x").send().await.unwrap();
     assert_eq!(resp.status(), 405);
+    // Released: production's, kept for good.
+    let move_to = |from: &'static str, action: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let resp = client()
+                .post(proxy.url(&format!("/__stamp/api/v1/tickets/TKT-1/{action}")))
+                .json(&serde_json::json!({ "from": from }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{action} from {from}");
+        }
+    };
+    move_to("dev", "promote").await;
+    move_to("qa", "promote").await;
+    let kept = |want: &'static str| {
+        let url = url.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let resp = client().get(&url).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let cc = resp.headers()["cache-control"].to_str().unwrap().to_string();
+                if cc == want {
+                    return resp.headers().clone();
+                }
+                assert!(std::time::Instant::now() < deadline, "{cc}, not {want}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let h = kept("public, max-age=31536000, immutable").await;
+    assert!(h.get("vary").is_none_or(|v| v != "*"), "{h:?}");
+    // Reverted: a ticket's again (a tab opened before still gets it).
+    move_to("prod", "revert").await;
+    let h = kept("private, no-store").await;
+    assert_eq!(h["vary"], "*");
 }
 
 /// A ticket page carries the probe, first in `<head>` (what the page runs
