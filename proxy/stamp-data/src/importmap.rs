@@ -552,6 +552,19 @@ impl Resolver<'_> {
         }
         Some(location_of(&url, self.page))
     }
+
+    /// The location an import map's address names, its query dropped: an
+    /// address that busts a cache (`/src/greet.js?v=3`) names production's
+    /// file, as a `src` that does is taken to (`rewrite::location`). Only
+    /// what the URL resolves to with a query: its key is still a
+    /// specifier the query makes another URL.
+    fn address_location(&self, s: &str) -> Option<String> {
+        let mut url = self.resolve(s)?;
+        url.query()?;
+        url.set_query(None);
+        url.set_fragment(None);
+        Some(location_of(&url, self.page))
+    }
 }
 
 /// A module's location as overrides name it: the path on the page's own
@@ -642,6 +655,12 @@ impl<'a> Target<'a> {
         resolver.location(s).as_deref() == Some(self.path.as_str())
     }
 
+    #[cfg(test)]
+    fn is_addressed_by(&self, s: &str, resolver: &Resolver<'_>) -> bool {
+        self.is_referred_to_by(s, resolver)
+            || resolver.address_location(s).as_deref() == Some(self.path.as_str())
+    }
+
     /// When `s` resolves to a same-origin directory containing the module,
     /// the rest of the module's path below it (never empty).
     #[cfg(test)]
@@ -690,6 +709,19 @@ impl<'a> Targets<'a> {
     fn referred_to_by(&self, s: &str, paths: &mut Paths<'_>) -> Option<&Target<'a>> {
         let path = paths.location(s)?;
         self.by_path.get(path).map(|&i| &self.list[i])
+    }
+
+    /// The target whose production module the map address `s` names, a
+    /// cache-busting query or not (see [`Resolver::address_location`]).
+    fn addressed_by(&self, s: &str, paths: &mut Paths<'_>) -> Option<&Target<'a>> {
+        if let Some(t) = self.referred_to_by(s, paths) {
+            return Some(t);
+        }
+        if !s.contains('?') {
+            return None;
+        }
+        let path = paths.resolver.address_location(s)?;
+        self.by_path.get(&path).map(|&i| &self.list[i])
     }
 }
 
@@ -829,7 +861,7 @@ fn redirect_routes(map: &mut Map<String, Value>, targets: &Targets<'_>, paths: &
         let Value::String(address) = value else {
             continue;
         };
-        if let Some(t) = targets.referred_to_by(address, paths) {
+        if let Some(t) = targets.addressed_by(address, paths) {
             *value = Value::String(t.url.clone());
         } else if key.ends_with('/') && address.ends_with('/') {
             let Some(prefix) = paths.location(address) else {
@@ -1278,8 +1310,22 @@ mod tests {
             greet_url()
         );
         assert_eq!(imports["x"], greet_url());
-        // A query makes it another URL, hence another module.
-        assert_eq!(imports["y"], "/src/lib/greet.js?v=2");
+        // An address that busts a cache names production's file all the
+        // same, as a `src` does: the ticket's.
+        assert_eq!(imports["y"], greet_url());
+        // A key with a query is another URL, hence another module.
+        let out = merged(
+            r#"{"imports":{"/src/lib/greet.js?v=2":"/vendor/greet.js","z":"/src/lib/greet.js?v=2#x"}}"#,
+            &greet(),
+        );
+        assert_eq!(out["imports"]["/src/lib/greet.js?v=2"], "/vendor/greet.js");
+        assert_eq!(out["imports"]["z"], greet_url());
+        // In a scope as well.
+        let out = merged(
+            r#"{"imports":{},"scopes":{"/src/":{"g":"/src/lib/greet.js?v=9"}}}"#,
+            &greet(),
+        );
+        assert_eq!(out["scopes"]["/src/"]["g"], greet_url());
     }
 
     #[test]
@@ -1799,7 +1845,7 @@ mod tests {
                 let Value::String(address) = value else {
                     continue;
                 };
-                if target.is_referred_to_by(address, resolver) {
+                if target.is_addressed_by(address, resolver) {
                     *value = Value::String(target.url.clone());
                 } else if key.ends_with('/') && address.ends_with('/') {
                     if let Some(rest) = target.rest_below(address, resolver) {

@@ -1332,7 +1332,8 @@ async fn a_rails_importmap_app_runs_the_tickets_controllers() {
 /// Production's own cache-busting queries (`?v=`, `?ver=`: Rails'
 /// `asset_path`, WordPress, Shopify themes) on the map's addresses and the
 /// page's entry points, stylesheets and preloads: a ticket file at the same
-/// path replaces them.
+/// path replaces them, whoever imports it (a module file, whose requests a
+/// `.js` referrer names, or an inline module, where only the map can).
 #[tokio::test]
 async fn cache_busted_urls_in_the_page_are_the_tickets() {
     let origin = Origin::start().unwrap();
@@ -1367,6 +1368,16 @@ async fn cache_busted_urls_in_the_page_are_the_tickets() {
         "/css/app.css",
         Route::bytes("text/css", b"body { color: rgb(1, 2, 3); }\n".to_vec()),
     );
+    origin.route(
+        "/inline",
+        Route::html(
+            "<!doctype html><html><head>\
+             <script type=importmap>{\"imports\":{\"@app/greet\":\"/src/greet.js?v=3\"}}</script>\
+             <script type=module>import { greet } from '@app/greet';\
+             document.getElementById('out').textContent = 'inline, ' + greet();</script></head>\
+             <body><p id=out>-</p></body></html>",
+        ),
+    );
     let app = App::start(origin, Origin::start().unwrap());
     let work = project(
         "/",
@@ -1399,7 +1410,17 @@ async fn cache_busted_urls_in_the_page_are_the_tickets() {
     )
     .await;
     badge_says(&browser, "3 of 3").await;
-    app.production_is_untouched(&["/"]).await;
+    // Imported from an inline module, whose requests name no script: only
+    // the map's address can make it the ticket's.
+    app.expect(
+        &browser,
+        "/inline?dev=BUST-1",
+        out,
+        "inline, ticket greeting",
+    )
+    .await;
+    badge_says(&browser, "1 of 1").await;
+    app.production_is_untouched(&["/", "/inline"]).await;
     browser.close().await.unwrap();
 }
 
