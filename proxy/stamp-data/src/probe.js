@@ -159,6 +159,17 @@ const fixMap=(m,base)=>{if(!m||typeof m!=="object")return m;
  if(sc&&typeof sc==="object")for(const k of Object.keys(sc)){one(sc[k]);let h;try{h=new URL(k,base)}catch(_){continue}
   if(h.origin!==location.origin&&/^https?:$/.test(h.protocol)&&[...AT.keys()].some(l=>l.startsWith(h.href))){const mk=mirror(h.href);if(!(mk in sc))sc[mk]=sc[k]}}
  return m};
+// A native map the page adds may be its first (an app that fetches its
+// map and writes it in has no module element in its HTML, so no map of
+// the proxy's): it gets the keys the proxy writes into a page's first map.
+// Each of the ticket's files by its production URL, and for a file on a
+// CDN its ticket URL, its mirror path and the CDN's root, so that what a
+// ticket file on a CDN imports by a relative URL is production's very
+// instance. The browser keeps the first of two entries for one key: a
+// page that has the proxy's map loses nothing.
+const firstKeys=m=>{if(!m||typeof m!=="object")return m;if(!m.imports||typeof m.imports!=="object")m.imports={};const o=m.imports,put=(k,v)=>{if(!(k in o))o[k]=v};
+ for(const[l,u]of AT){put(l,u);let x;try{x=new URL(l)}catch(_){continue}if(x.origin!==location.origin&&/^https?:$/.test(x.protocol)){put(u,u);put(mirror(l),u);put(mirror(x.origin+"/"),x.origin+"/")}}
+ return m};
 const MT=/^\s*(importmap|importmap-shim|systemjs-importmap|injector-importmap)\s*$/i,EXT=/^\s*(importmap-shim|systemjs-importmap|injector-importmap)\s*$/i;
 const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))return;s.__ticketStamp=1;const src=s.getAttribute("src");
  if(src!=null){if(!EXT.test(s.getAttribute("type")))return;let u;try{u=new URL(src,d.baseURI)}catch(_){return}
@@ -166,7 +177,7 @@ const fixScript=s=>{if(s.__ticketStamp||!MT.test(s.getAttribute("type")||""))ret
   const q=new URLSearchParams({v:D.variant,src:u.origin===location.origin?u.pathname+u.search:u.href});
   if(/shim/i.test(s.getAttribute("type")))q.set("urls","absolute");const i=s.getAttribute("integrity");if(i){q.set("integrity",i);s.removeAttribute("integrity")}
   s.setAttribute("src",location.origin+"/__stamp/map?"+q);return}
- try{s.textContent=JSON.stringify(fixMap(JSON.parse(s.textContent),d.baseURI))}catch(_){}};
+ try{const m=fixMap(JSON.parse(s.textContent),d.baseURI);s.textContent=JSON.stringify(/^\s*importmap\s*$/i.test(s.getAttribute("type"))?firstKeys(m):m)}catch(_){}};
 // A script or preload the app inserts by URL (a loader's appendChild, Vite's
 // modulepreload helper) is pointed at the ticket's URL, as the proxy points
 // the page's own: a module inserted by URL and imported through the map is

@@ -641,6 +641,102 @@ async fn a_native_map_pointing_at_a_cdn_with_relative_siblings() {
     browser.close().await.unwrap();
 }
 
+/// The same widget, with the page's only map added at run time by a
+/// classic script (native maps have no `src`: an app fetches its map and
+/// writes it in), so no module element in the HTML and no map of the
+/// proxy's. The map the page adds gets the keys the proxy writes into a
+/// page's first map: without them the ticket's `index.js` imported its
+/// untouched sibling `./shared.js` by its mirror path, which the browser
+/// took for another module than production's `shared.js` on the CDN, ran
+/// a second time, and the badge said nothing of it.
+#[tokio::test]
+async fn a_native_map_added_at_runtime_pointing_at_a_cdn_with_relative_siblings() {
+    let cdn = Origin::start().unwrap();
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(&format!(
+            "<!doctype html><html><head><script>\
+             const map = document.createElement('script'); map.type = 'importmap';\
+             map.textContent = JSON.stringify({{imports: {{'@cdn/widget': '{cdn}/widget/index.js'}}}});\
+             document.head.appendChild(map);\
+             </script></head><body><p id=out>loading</p><script>\
+             Promise.all([import('@cdn/widget'), import('{cdn}/widget/shared.js')])\
+             .then(([w]) => w.render()).then(t => document.getElementById('out').textContent = t + ' / shared x' + window.sharedLoads);\
+             </script></body></html>",
+            cdn = cdn.url
+        )),
+    );
+    let serve = |path: &str, ty: &str, body: &str| {
+        let mut r = Route::bytes(ty, body.as_bytes().to_vec());
+        for (k, v) in CORS {
+            r = r.header(k, v);
+        }
+        cdn.route(path, r);
+    };
+    serve(
+        "/widget/index.js",
+        "text/javascript",
+        "import { text } from './text.js';\nimport './shared.js';\nexport async function render() { return 'widget production: ' + text; }\n",
+    );
+    serve(
+        "/widget/text.js",
+        "text/javascript",
+        "export const text = 'old text';\n",
+    );
+    serve(
+        "/widget/shared.js",
+        "text/javascript",
+        "window.sharedLoads = (window.sharedLoads || 0) + 1;\n",
+    );
+    let app = App::start(origin, cdn);
+    let work = project(
+        &format!("{}/widget", app.cdn.url),
+        "widget",
+        &[
+            (
+                "index.js",
+                "import { text } from './text.js';\nimport './shared.js';\n\
+                 export async function render() { return 'widget ticket: ' + text; }\n",
+            ),
+            ("text.js", "export const text = 'new text';\n"),
+        ],
+    );
+    let browser = Browser::start().await.unwrap();
+    app.scenario(
+        &browser,
+        Scenario {
+            key: "CDN-3",
+            untouched: &["/"],
+            check: SHOW_OUT,
+            production: "widget production: old text / shared x1",
+            ticket: "widget ticket: new text / shared x1",
+        },
+        || {
+            app.stamp(work.path(), &["CDN-3", "--update", "--once"]);
+        },
+        work.path(),
+    )
+    .await;
+    // A ticket that changes only the sibling production's CDN module
+    // imports by a relative URL: the key of its production URL takes it.
+    let sibling = project(
+        &format!("{}/widget", app.cdn.url),
+        "widget",
+        &[("text.js", "export const text = 'sibling text';\n")],
+    );
+    app.stamp(sibling.path(), &["CDN-4", "--update", "--once"]);
+    app.expect(
+        &browser,
+        "/?dev=CDN-4",
+        SHOW_OUT,
+        "widget production: sibling text / shared x1",
+    )
+    .await;
+    crate::setups::badge_says(&browser, "1 of 1 module ran").await;
+    browser.close().await.unwrap();
+}
+
 // ------------------------------------------------------------ stylesheets
 
 #[tokio::test]
