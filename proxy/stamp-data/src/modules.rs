@@ -192,14 +192,15 @@ impl ModuleServer {
         if let Some((status, message)) = refusal {
             return respond(session, status, text, Bytes::from_static(message)).await;
         }
-        // Production's files (a released ticket's, a rollout side's) are
-        // kept by every cache for as long as their content-addressed URL
-        // lives. A ticket's other files are kept by none, and no service
-        // worker may store them (`Vary: *`, which the Cache API refuses):
-        // an app's worker that looks its cache up ignoring the query
-        // (`ignoreSearch`, a key made of the path) would give production's
-        // pages the ticket's file once its visitor left the ticket.
-        let how = if self.cell.load().in_production(&path, &hash) {
+        // A released ticket's files are production's, kept by every cache
+        // for as long as their content-addressed URL lives. A ticket's
+        // other files (its dev and qa views', a rollout side's, which the
+        // rollout may yet revert) are kept by none, and no service worker
+        // may store them (`Vary: *`, which the Cache API refuses): an app's
+        // worker that looks its cache up ignoring the query (`ignoreSearch`,
+        // a key made of the path) would give production's pages the
+        // ticket's file once its visitor left the ticket or it was reverted.
+        let how = if self.cell.load().released(&path, &hash) {
             Plain {
                 cache_control: "public, max-age=31536000, immutable",
                 vary: None,

@@ -442,12 +442,14 @@ impl Snapshot {
         self.served.serves(path, hash)
     }
 
-    /// Whether production gives some visitor body `hash` at `path`: a
-    /// released ticket's file, or one a side of a rollout gets. (Not a
-    /// ticket's dev or qa file, nor one production served until a revert.)
-    pub fn in_production(&self, path: &str, hash: &Hash) -> bool {
-        let has = |e: &Effective| e.served_at(path).is_some_and(|m| m.hash == *hash);
-        self.overlay.as_deref().is_some_and(has) || self.sliced.iter().flatten().any(|e| has(e))
+    /// Whether production gives every visitor body `hash` at `path`: a
+    /// released ticket's file. (Not a ticket's dev or qa file, nor one
+    /// only a side of a rollout gets, which the rollout may yet revert,
+    /// nor one production served until a revert.)
+    pub fn released(&self, path: &str, hash: &Hash) -> bool {
+        self.overlay
+            .as_deref()
+            .is_some_and(|e| e.served_at(path).is_some_and(|m| m.hash == *hash))
     }
 
     /// Resolves a selected ticket and view: its variant, from the variant

@@ -854,9 +854,10 @@ async fn head_204_and_non_html_are_correct() {
 }
 
 /// A ticket's file by its content-addressed URL: kept by no cache while
-/// only a ticket's (`Vary: *`: an app's service worker that looks its
-/// cache up ignoring the query would give it to production's pages), kept
-/// for good once production serves it, and by none again once reverted.
+/// only a ticket's or a rollout side's (`Vary: *`: an app's service
+/// worker that looks its cache up ignoring the query would give it to
+/// production's pages), kept for good once released, and by none again
+/// once reverted.
 #[tokio::test]
 async fn ticket_modules_are_served_by_content_hash_and_kept_once_released() {
     let (_origin, proxy, _d) = setup().await;
@@ -927,7 +928,6 @@ async fn ticket_modules_are_served_by_content_hash_and_kept_once_released() {
         }
     };
     move_to("dev", "promote").await;
-    move_to("qa", "promote").await;
     let kept = |want: &'static str| {
         let url = url.clone();
         async move {
@@ -944,6 +944,18 @@ async fn ticket_modules_are_served_by_content_hash_and_kept_once_released() {
             }
         }
     };
+    // Rolling out: only a side gets it, and the rollout may revert it.
+    let resp = client()
+        .post(proxy.url("/__stamp/api/v1/tickets/TKT-1/promote"))
+        .json(&serde_json::json!({"from": "qa", "rollout": {"steps": [50], "every": "1h"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = kept("private, no-store").await;
+    assert_eq!(h["vary"], "*");
+    move_to("prod", "revert").await;
+    move_to("qa", "promote").await;
     let h = kept("public, max-age=31536000, immutable").await;
     assert!(h.get("vary").is_none_or(|v| v != "*"), "{h:?}");
     // Reverted: a ticket's again (a tab opened before still gets it).
