@@ -819,7 +819,7 @@ fn apply_all(
         // body. None is given for the ticket's URL: the proxy serves it only
         // when it matches the hash the URL names, and a JavaScript body ends
         // with the probe's marker (so its bytes are not the stored body's).
-        integrity.retain(|key, _| targets.referred_to_by(key, paths).is_none());
+        integrity.retain(|key, _| targets.addressed_by(key, paths).is_none());
     }
 }
 
@@ -1326,6 +1326,13 @@ mod tests {
             &greet(),
         );
         assert_eq!(out["scopes"]["/src/"]["g"], greet_url());
+        // Production's digest of that URL would refuse the ticket's body.
+        let out = merged(
+            r#"{"imports":{},"integrity":{"/src/lib/greet.js?v=2":"sha384-p","/src/x.js?v=1":"sha384-x"}}"#,
+            &greet(),
+        );
+        let keys: Vec<&String> = out["integrity"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["/src/x.js?v=1"]);
     }
 
     #[test]
@@ -1828,7 +1835,7 @@ mod tests {
 
             if let Some(Value::Object(integrity)) = root.get_mut("integrity") {
                 // Production's digest would make the browser refuse the ticket's body.
-                integrity.retain(|key, _| !target.is_referred_to_by(key, resolver));
+                integrity.retain(|key, _| !target.is_addressed_by(key, resolver));
             }
         }
 

@@ -152,7 +152,7 @@ const fixMap=(m,base)=>{if(!m||typeof m!=="object")return m;
  // ticket's modules under it: the longer key wins in every loader.
  const one=o=>{if(!o||typeof o!=="object")return;const add={};for(const k of Object.keys(o)){const v=o[k];if(typeof v!=="string")continue;
   if(Object.prototype.hasOwnProperty.call(BARE,k)){o[k]=abs(BARE[k]);continue}
-  let h;try{h=new URL(v,base).href}catch(_){continue}const t=AT.get(h);if(t){o[k]=t;continue}
+  let h;try{h=new URL(v,base).href}catch(_){continue}const t=AT.get(h)||(h.includes("?")?AT.get(h.split(/[?#]/)[0]):void 0);if(t){o[k]=t;continue}
   if(k.endsWith("/")&&h.endsWith("/"))for(const[l,u]of AT)if(l.length>h.length&&l.startsWith(h)){const nk=k+l.slice(h.length);if(!(nk in o))add[nk]=u}}
   Object.assign(o,add)};
  one(m.imports);const sc=m.scopes;

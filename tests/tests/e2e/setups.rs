@@ -1378,6 +1378,17 @@ async fn cache_busted_urls_in_the_page_are_the_tickets() {
              <body><p id=out>-</p></body></html>",
         ),
     );
+    origin.route(
+        "/runtime",
+        Route::html(
+            "<!doctype html><html><head><script>\
+             const map = document.createElement('script'); map.type = 'importmap';\
+             map.textContent = JSON.stringify({imports: {'@app/greet': '/src/greet.js?v=3'}});\
+             document.head.appendChild(map);\
+             import('@app/greet').then(m => document.getElementById('out').textContent = 'runtime, ' + m.greet());\
+             </script></head><body><p id=out>-</p></body></html>",
+        ),
+    );
     let app = App::start(origin, Origin::start().unwrap());
     let work = project(
         "/",
@@ -1420,7 +1431,16 @@ async fn cache_busted_urls_in_the_page_are_the_tickets() {
     )
     .await;
     badge_says(&browser, "1 of 1").await;
-    app.production_is_untouched(&["/", "/inline"]).await;
+    // A map the page writes in at run time, the same.
+    app.expect(
+        &browser,
+        "/runtime?dev=BUST-1",
+        out,
+        "runtime, ticket greeting",
+    )
+    .await;
+    badge_says(&browser, "1 of 1").await;
+    app.production_is_untouched(&["/", "/inline", "/runtime"]).await;
     browser.close().await.unwrap();
 }
 
