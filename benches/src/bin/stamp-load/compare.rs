@@ -943,12 +943,15 @@ pub async fn run(mut opts: Opts) -> anyhow::Result<()> {
     }
 
     let legs = [
+        // A released ticket's module, as every production page gets it
+        // (a ticket's other files are answered the same way, but kept by
+        // no cache).
         Leg::new(
             "30 KB module body",
             "stamp-proxy",
-            b.proxy.url(&b.module_url),
+            b.overlay.url(&b.module_url),
             MODULE_HEADERS,
-            b.proxy_pids(),
+            b.overlay_pids(),
         ),
         Leg::new(
             "30 KB module body",
