@@ -488,7 +488,13 @@ async fn a_ticket_that_breaks_the_apps_worker_reverts_by_itself() {
     )
     .await;
     assert!(s == 200 || s == 201, "{s} {b}");
-    let (s, b) = api(&proxy, "POST", "tickets/RB-8/promote", json!({"from": "dev"})).await;
+    let (s, b) = api(
+        &proxy,
+        "POST",
+        "tickets/RB-8/promote",
+        json!({"from": "dev"}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     release_by_steps(&proxy, "RB-8", &[50], "0").await;
     let key = TicketKey::parse("RB-8").unwrap();

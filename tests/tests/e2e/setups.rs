@@ -916,7 +916,10 @@ async fn an_apps_own_cache_keeps_no_ticket_file_after_its_visitor_leaves() {
     stamp_tests::seed_dir(
         store.path(),
         "SW-1",
-        &[("/src/lib/greet.js", "export const greet = () => 'ticket greet';\n")],
+        &[(
+            "/src/lib/greet.js",
+            "export const greet = () => 'ticket greet';\n",
+        )],
     )
     .await
     .unwrap();
@@ -947,7 +950,10 @@ async fn an_apps_own_cache_keeps_no_ticket_file_after_its_visitor_leaves() {
         .unwrap();
     badge_says(&browser, "1 of 1 module ran").await;
     let kept = cached(&browser).await;
-    assert!(!kept.contains("__ts="), "the app's cache kept the ticket's file: {kept}");
+    assert!(
+        !kept.contains("__ts="),
+        "the app's cache kept the ticket's file: {kept}"
+    );
     browser.goto(&proxy.url("/?stamp=off")).await.unwrap();
     for _ in 0..3 {
         browser.goto(&proxy.url("/")).await.unwrap();
@@ -1440,7 +1446,8 @@ async fn cache_busted_urls_in_the_page_are_the_tickets() {
     )
     .await;
     badge_says(&browser, "1 of 1").await;
-    app.production_is_untouched(&["/", "/inline", "/runtime"]).await;
+    app.production_is_untouched(&["/", "/inline", "/runtime"])
+        .await;
     browser.close().await.unwrap();
 }
 

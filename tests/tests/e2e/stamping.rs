@@ -935,7 +935,10 @@ async fn ticket_modules_are_served_by_content_hash_and_kept_once_released() {
             loop {
                 let resp = client().get(&url).send().await.unwrap();
                 assert_eq!(resp.status(), 200);
-                let cc = resp.headers()["cache-control"].to_str().unwrap().to_string();
+                let cc = resp.headers()["cache-control"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
                 if cc == want {
                     return resp.headers().clone();
                 }
