@@ -103,9 +103,12 @@ try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()
 // about:blank frame the page writes into) has no map, and what it loads
 // never reaches this page's timeline: it is read here, as this page's, so
 // production's code it runs is said. A frame that came through the proxy
-// has its own probe and badge.
+// has its own probe and badge, and says what it ran there: a frame read
+// while it was still blank is no longer read once its own probe runs
+// (Chromium keeps the blank document's window, and its timeline, for the
+// page of this origin that replaces it).
 const framed=new WeakSet,watchFrame=f=>{try{const w=f.contentWindow;if(!w||w.__ticketStamp)return;const p=w.performance;if(!p||framed.has(p))return;framed.add(p);framesRead.push(w);
- new w.PerformanceObserver(l=>{l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}},
+ const o=new w.PerformanceObserver(l=>{let own=!0;try{own=!!w.__ticketStamp}catch(_){}if(own){o.disconnect();const i=framesRead.indexOf(w);if(i>=0)framesRead.splice(i,1);return}l.getEntries().forEach(see);later()});o.observe({type:"resource",buffered:!0})}catch(_){}},
  frames=n=>{if(n.nodeType!==1)return;for(const f of n.localName==="iframe"?[n]:n.getElementsByTagName("iframe")){watchFrame(f);if(!f.__ticketStampFrame){f.__ticketStampFrame=1;f.addEventListener("load",()=>watchFrame(f))}}};
 // A shared worker outlives the page that started it and serves every page
 // that asks for it by the same URL and name: one started on production would

@@ -634,6 +634,71 @@ async fn production_code_in_a_frame_of_the_page_is_named() {
     browser.close().await.unwrap();
 }
 
+/// A frame of the page's origin that comes through the proxy (an embedded
+/// widget's page) has its own probe and badge, which say what it ran. The
+/// page's probe read that frame's timeline while it was still blank, and
+/// went on reading it once the widget's page replaced it (Chromium keeps
+/// the blank document's window): the page's badge said the ticket's file,
+/// which the frame ran, "loaded but did not run".
+#[tokio::test]
+async fn a_frame_with_its_own_probe_says_what_it_ran_and_the_page_does_not() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>shop</title></head>\
+             <body><p id=out>shop</p><iframe id=f src=/embed></iframe></body></html>",
+        ),
+    );
+    origin.route(
+        "/embed",
+        Route::html(
+            "<!doctype html><html><head><script type=importmap>{\"imports\":{\"@app/widget\":\"/src/widget.js\"}}</script>\
+             <script type=module>import { widget } from '@app/widget'; document.getElementById('out').textContent = widget;</script>\
+             </head><body><p id=out>-</p></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/widget.js",
+        Route::js("export const widget = 'production widget';\n"),
+    );
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project(
+        "/src",
+        "src",
+        &[("widget.js", "export const widget = 'ticket widget';\n")],
+    );
+    app.stamp(work.path(), &["FRAME-2", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(
+        &browser,
+        "/?dev=FRAME-2",
+        "return document.getElementById('f').contentDocument.getElementById('out').textContent",
+        "ticket widget",
+    )
+    .await;
+    let frame = browser
+        .execute(
+            "const b = document.getElementById('f').contentDocument.querySelector('ticket-stamp-badge'); \
+             return b && b.shadowRoot ? b.shadowRoot.querySelector('aside').textContent : null;",
+        )
+        .await
+        .unwrap();
+    assert!(
+        frame
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 of 1 module ran"),
+        "the frame's badge: {frame}"
+    );
+    // Settled: the page's badge never says the frame's file did not run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let page = badge(&browser).await;
+    assert!(!page.contains("did not run"), "{page}");
+    assert!(!page.contains("instead"), "{page}");
+    browser.close().await.unwrap();
+}
+
 /// An app deployed under `/app/` (Angular's `--base-href`, any client
 /// router's deep links): the page at a deep link carries
 /// `<base href="/app/">`, and its map entry and entry script are relative,
