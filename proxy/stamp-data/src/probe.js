@@ -53,6 +53,7 @@ const uses=(u,js)=>{const a=href(u);if(!a)return!1;for(const w of [W,...framesRe
 const settle=()=>{for(const[k,u]of S.linked){const m=byHash.get(k);if(!uses(u,m.js))continue;S.linked.delete(k);if(m.js)S.loaded.add(k);else ran(k,!1)}};
 let changed=!0;
 const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
+ if(e.initiatorType==="script"&&e.responseStatus>=400)failedLoad(e.name);
  const ok=!e.responseStatus||(e.responseStatus>=200&&e.responseStatus<400);
  const ts=u.searchParams.get("__ts"),h=ts&&ts.split("?")[0];
  const st=(e.serverTiming||[]).find(t=>t.name==="ticket-stamp");
@@ -232,8 +233,13 @@ const err=(kind,msg,src,line,stack)=>{S.count++;changed=!0;
 // console.error is an error the page met too. Each Error counts once, by
 // whichever way it came first (React logs an uncaught one, then throws it).
 const metErr=new WeakSet,first=x=>{if(!x||typeof x!=="object")return!0;if(metErr.has(x))return!1;metErr.add(x);return!0};
+// A script that failed to load: an element's (its `error` event), or a
+// module a module imports (only its timeline entry says so: the import
+// that fails is often caught, by an app that shows a fallback or
+// reloads). Each URL once, whichever way it came first.
+const failedUrls=new Set,failedLoad=u=>{const k=bare(u);if(failedUrls.has(k))return;failedUrls.add(k);S.failed++;err("load","failed to load "+pathOf(u),u,0,"")};
 W.addEventListener("error",e=>{const t=e.target;
- if(t&&t!==W&&(t.src||t.href)){S.failed++;err("load","failed to load "+pathOf(t.src||t.href),t.src||t.href,0,"");return}
+ if(t&&t!==W&&(t.src||t.href)){failedLoad(t.src||t.href);return}
  if(first(e.error))err("error",e.message,e.filename,e.lineno,e.error&&e.error.stack)},!0);
 W.addEventListener("unhandledrejection",e=>{const r=e.reason;if(first(r))err("rejection",r&&r.message||r,"",0,r&&r.stack)});
 // (Not an AbortError, a request the app cancelled, nor an Error of a

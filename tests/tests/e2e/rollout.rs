@@ -497,11 +497,22 @@ async fn a_ticket_that_breaks_the_apps_worker_reverts_by_itself() {
     .await;
     assert_eq!(s, 200, "{b}");
     release_by_steps(&proxy, "RB-8", &[50], "0").await;
-    let key = TicketKey::parse("RB-8").unwrap();
+    let detail = reverted_from_both_sides(&proxy, "RB-8", ("loading", "production")).await;
+    assert!(
+        detail.contains("regressed") && detail.contains("production 0 of"),
+        "{detail}"
+    );
+}
+
+/// Visits `/` as new visitors of each side in turn (`key` rolling out at
+/// 50%), each page showing `shows` (the ticket's side's, production's),
+/// until the rollout job reverts the ticket: its revert's detail.
+async fn reverted_from_both_sides(proxy: &Proxy, key: &str, shows: (&str, &str)) -> String {
+    let parsed = TicketKey::parse(key).unwrap();
     let mut ids = (0..u128::MAX).map(|i| visitor_id_from(i * 104_729 + 13));
     let mut next_on = |ticket_side: bool| {
         ids.by_ref()
-            .find(|id| in_slice(&key, id, 50) == ticket_side)
+            .find(|id| in_slice(&parsed, id, 50) == ticket_side)
             .unwrap()
     };
     let browser = Browser::start().await.unwrap();
@@ -512,9 +523,9 @@ async fn a_ticket_that_breaks_the_apps_worker_reverts_by_itself() {
         let (out, on_ticket) = visit_as(&browser, &proxy.url("/"), next_on(ticket_side)).await;
         visits += 1;
         assert_eq!(on_ticket, ticket_side);
-        let want = if ticket_side { "loading" } else { "production" };
+        let want = if ticket_side { shows.0 } else { shows.1 };
         assert_eq!(out, want, "on the ticket's side: {ticket_side}");
-        let t = ticket(&proxy, "RB-8").await;
+        let t = ticket(proxy, key).await;
         if t["stage"] == "qa" {
             break t;
         }
@@ -524,12 +535,63 @@ async fn a_ticket_that_breaks_the_apps_worker_reverts_by_itself() {
             t["rollout"]
         );
     };
-    let detail = reverted_by_the_job(&reverted);
+    browser.close().await.unwrap();
+    reverted_by_the_job(&reverted)
+}
+
+/// A ticket whose module imports a file it never uploaded, on a page that
+/// catches the failed import and shows a fallback (as apps do for a lazy
+/// route, or reload): no element fires an `error`, nothing is logged, and
+/// only the page's timeline says the module failed to load (a 404). Each
+/// such page is an erring view, so the rollout reverts the ticket.
+#[tokio::test]
+async fn a_ticket_whose_lazy_module_fails_to_load_reverts_by_itself() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><meta charset=utf-8><title>shop</title>\
+             <script type=importmap>{\"imports\":{\"@app/widget\":\"/src/widget.js\"}}</script>\
+             <script type=module>import('@app/widget')\
+             .then(m => { document.getElementById('out').textContent = m.widget; })\
+             .catch(() => { document.getElementById('out').textContent = 'fallback'; });</script>\
+             </head><body><p id=out>loading</p></body></html>",
+        ),
+    );
+    origin.route(
+        "/src/widget.js",
+        Route::js("export const widget = 'production';\n"),
+    );
+    let store = tempfile::tempdir().unwrap();
+    let (proxy, _conf) = proxy(
+        &origin,
+        &store.path().display().to_string(),
+        "min_views = 4\nmin_increase = 0.5\n",
+    );
+    let (s, b) = api(
+        &proxy,
+        "PUT",
+        "tickets/RB-9/modules/src/widget.js",
+        Value::String(
+            "import { fmt } from './fmt.js';\nexport const widget = fmt('ticket');\n".into(),
+        ),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let (s, b) = api(
+        &proxy,
+        "POST",
+        "tickets/RB-9/promote",
+        json!({"from": "dev"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    release_by_steps(&proxy, "RB-9", &[50], "0").await;
+    let detail = reverted_from_both_sides(&proxy, "RB-9", ("fallback", "production")).await;
     assert!(
         detail.contains("regressed") && detail.contains("production 0 of"),
         "{detail}"
     );
-    browser.close().await.unwrap();
 }
 
 /// One page view as the visitor `id` (a new one: no other cookie): the
