@@ -560,6 +560,38 @@ async fn import_map_injector_with_an_external_map() {
 
 // ------------------------------------- native map, modules on a CDN
 
+/// A file on the CDN, readable from the app's origin.
+fn cdn_file(cdn: &Origin, path: &str, ty: &str, body: &str) {
+    let mut r = Route::bytes(ty, body.as_bytes().to_vec());
+    for (k, v) in CORS {
+        r = r.header(k, v);
+    }
+    cdn.route(path, r);
+}
+
+/// Production's widget on the CDN: `index.js` renders `text.js`'s text and
+/// imports `shared.js`, which counts its instances in `sharedLoads`.
+fn cdn_widget(cdn: &Origin) {
+    cdn_file(
+        cdn,
+        "/widget/index.js",
+        "text/javascript",
+        "import { text } from './text.js';\nimport './shared.js';\nexport async function render() { return 'widget production: ' + text; }\n",
+    );
+    cdn_file(
+        cdn,
+        "/widget/text.js",
+        "text/javascript",
+        "export const text = 'old text';\n",
+    );
+    cdn_file(
+        cdn,
+        "/widget/shared.js",
+        "text/javascript",
+        "window.sharedLoads = (window.sharedLoads || 0) + 1;\n",
+    );
+}
+
 #[tokio::test]
 async fn a_native_map_pointing_at_a_cdn_with_relative_siblings() {
     let cdn = Origin::start().unwrap();
@@ -577,29 +609,9 @@ async fn a_native_map_pointing_at_a_cdn_with_relative_siblings() {
             cdn = cdn.url
         )),
     );
-    let serve = |path: &str, ty: &str, body: &str| {
-        let mut r = Route::bytes(ty, body.as_bytes().to_vec());
-        for (k, v) in CORS {
-            r = r.header(k, v);
-        }
-        cdn.route(path, r);
-    };
-    serve(
-        "/widget/index.js",
-        "text/javascript",
-        "import { text } from './text.js';\nimport './shared.js';\nexport async function render() { return 'widget production: ' + text; }\n",
-    );
-    serve(
-        "/widget/text.js",
-        "text/javascript",
-        "export const text = 'old text';\n",
-    );
-    serve(
-        "/widget/shared.js",
-        "text/javascript",
-        "window.sharedLoads = (window.sharedLoads || 0) + 1;\n",
-    );
-    serve(
+    cdn_widget(&cdn);
+    cdn_file(
+        &cdn,
         "/widget/strings.json",
         "application/json",
         "{\"hello\":\"hi from the cdn\"}",
@@ -667,28 +679,7 @@ async fn a_native_map_added_at_runtime_pointing_at_a_cdn_with_relative_siblings(
             cdn = cdn.url
         )),
     );
-    let serve = |path: &str, ty: &str, body: &str| {
-        let mut r = Route::bytes(ty, body.as_bytes().to_vec());
-        for (k, v) in CORS {
-            r = r.header(k, v);
-        }
-        cdn.route(path, r);
-    };
-    serve(
-        "/widget/index.js",
-        "text/javascript",
-        "import { text } from './text.js';\nimport './shared.js';\nexport async function render() { return 'widget production: ' + text; }\n",
-    );
-    serve(
-        "/widget/text.js",
-        "text/javascript",
-        "export const text = 'old text';\n",
-    );
-    serve(
-        "/widget/shared.js",
-        "text/javascript",
-        "window.sharedLoads = (window.sharedLoads || 0) + 1;\n",
-    );
+    cdn_widget(&cdn);
     let app = App::start(origin, cdn);
     let work = project(
         &format!("{}/widget", app.cdn.url),

@@ -97,11 +97,16 @@ async fn api(proxy: &Proxy, method: &str, path: &str, body: Value) -> (u16, Valu
 
 /// Uploads `greet` to `key` and takes it to qa.
 async fn ticket_in_qa(proxy: &Proxy, key: &str, greet: &str) {
+    file_in_qa(proxy, key, "src/greet.js", greet).await;
+}
+
+/// Uploads `body` at `path` to `key` and takes it to qa.
+async fn file_in_qa(proxy: &Proxy, key: &str, path: &str, body: &str) {
     let (s, b) = api(
         proxy,
         "PUT",
-        &format!("tickets/{key}/modules/src/greet.js"),
-        Value::String(greet.into()),
+        &format!("tickets/{key}/modules/{path}"),
+        Value::String(body.into()),
     )
     .await;
     assert!(s == 200 || s == 201, "{s} {b}");
@@ -403,14 +408,7 @@ async fn a_ticket_that_breaks_one_route_reverts_where_its_file_loads() {
     )
     .await;
     release_by_steps(&proxy, "RB-7", &[50], "0").await;
-    let key = TicketKey::parse("RB-7").unwrap();
-    // New visitors whose side is known: ids the slice puts on each side.
-    let mut ids = (0..u128::MAX).map(|i| visitor_id_from(i * 104_729 + 11));
-    let mut next_on = |ticket_side: bool| {
-        ids.by_ref()
-            .find(|id| in_slice(&key, id, 50) == ticket_side)
-            .unwrap()
-    };
+    let mut next_on = new_visitors("RB-7", 11);
     let browser = Browser::start().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut visits = 0;
@@ -419,6 +417,11 @@ async fn a_ticket_that_breaks_one_route_reverts_where_its_file_loads() {
         let path = if (visits / 2) % 2 == 0 { "/home" } else { "/" };
         let (out, on_ticket) = visit_as(&browser, &proxy.url(path), next_on(ticket_side)).await;
         visits += 1;
+        // (Reverted while the page loaded, it is production's.)
+        let t = ticket(&proxy, "RB-7").await;
+        if t["stage"] == "qa" {
+            break t;
+        }
         assert_eq!(on_ticket, ticket_side, "{path}");
         let want = match (path, ticket_side) {
             ("/home", _) => "home",
@@ -426,10 +429,6 @@ async fn a_ticket_that_breaks_one_route_reverts_where_its_file_loads() {
             (_, false) => "production",
         };
         assert_eq!(out, want, "{path} on the ticket's side: {ticket_side}");
-        let t = ticket(&proxy, "RB-7").await;
-        if t["stage"] == "qa" {
-            break t;
-        }
         assert!(
             Instant::now() < deadline,
             "not reverted after {visits} visits: {}",
@@ -471,50 +470,59 @@ async fn a_ticket_that_breaks_the_apps_worker_reverts_by_itself() {
             b"self.onmessage = () => self.postMessage('production');\n".to_vec(),
         ),
     );
+    a_broken_file_reverts(
+        &origin,
+        "RB-8",
+        "src/work.js",
+        "import { price } from './pricing.js';\nself.onmessage = () => self.postMessage(price());\n",
+        ("loading", "production"),
+    )
+    .await;
+}
+
+/// Rolls `key`'s `body` at `path` out to half of `origin`'s visitors, and
+/// visits both sides (whose pages show `shows`) until the job reverts it
+/// for its side's errors.
+async fn a_broken_file_reverts(
+    origin: &Origin,
+    key: &str,
+    path: &str,
+    body: &str,
+    shows: (&str, &str),
+) {
     let store = tempfile::tempdir().unwrap();
     let (proxy, _conf) = proxy(
-        &origin,
+        origin,
         &store.path().display().to_string(),
         "min_views = 4\nmin_increase = 0.5\n",
     );
-    let (s, b) = api(
-        &proxy,
-        "PUT",
-        "tickets/RB-8/modules/src/work.js",
-        Value::String(
-            "import { price } from './pricing.js';\nself.onmessage = () => self.postMessage(price());\n"
-                .into(),
-        ),
-    )
-    .await;
-    assert!(s == 200 || s == 201, "{s} {b}");
-    let (s, b) = api(
-        &proxy,
-        "POST",
-        "tickets/RB-8/promote",
-        json!({"from": "dev"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{b}");
-    release_by_steps(&proxy, "RB-8", &[50], "0").await;
-    let detail = reverted_from_both_sides(&proxy, "RB-8", ("loading", "production")).await;
+    file_in_qa(&proxy, key, path, body).await;
+    release_by_steps(&proxy, key, &[50], "0").await;
+    let detail = reverted_from_both_sides(&proxy, key, shows).await;
     assert!(
         detail.contains("regressed") && detail.contains("production 0 of"),
         "{detail}"
     );
 }
 
+/// New visitors whose side of `key` at 50% is known: the next id the
+/// slice puts on the ticket's side, or on production's (`seed` picks
+/// another series).
+fn new_visitors(key: &str, seed: u128) -> impl FnMut(bool) -> String {
+    let key = TicketKey::parse(key).unwrap();
+    let mut ids = (0..u128::MAX).map(move |i| visitor_id_from(i * 104_729 + seed));
+    move |ticket_side: bool| {
+        ids.by_ref()
+            .find(|id| in_slice(&key, id, 50) == ticket_side)
+            .unwrap()
+    }
+}
+
 /// Visits `/` as new visitors of each side in turn (`key` rolling out at
 /// 50%), each page showing `shows` (the ticket's side's, production's),
 /// until the rollout job reverts the ticket: its revert's detail.
 async fn reverted_from_both_sides(proxy: &Proxy, key: &str, shows: (&str, &str)) -> String {
-    let parsed = TicketKey::parse(key).unwrap();
-    let mut ids = (0..u128::MAX).map(|i| visitor_id_from(i * 104_729 + 13));
-    let mut next_on = |ticket_side: bool| {
-        ids.by_ref()
-            .find(|id| in_slice(&parsed, id, 50) == ticket_side)
-            .unwrap()
-    };
+    let mut next_on = new_visitors(key, 13);
     let browser = Browser::start().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut visits = 0;
@@ -522,13 +530,14 @@ async fn reverted_from_both_sides(proxy: &Proxy, key: &str, shows: (&str, &str))
         let ticket_side = visits % 2 == 0;
         let (out, on_ticket) = visit_as(&browser, &proxy.url("/"), next_on(ticket_side)).await;
         visits += 1;
-        assert_eq!(on_ticket, ticket_side);
-        let want = if ticket_side { shows.0 } else { shows.1 };
-        assert_eq!(out, want, "on the ticket's side: {ticket_side}");
+        // (Reverted while the page loaded, it is production's.)
         let t = ticket(proxy, key).await;
         if t["stage"] == "qa" {
             break t;
         }
+        assert_eq!(on_ticket, ticket_side);
+        let want = if ticket_side { shows.0 } else { shows.1 };
+        assert_eq!(out, want, "on the ticket's side: {ticket_side}");
         assert!(
             Instant::now() < deadline,
             "not reverted after {visits} visits: {}",
@@ -562,36 +571,14 @@ async fn a_ticket_whose_lazy_module_fails_to_load_reverts_by_itself() {
         "/src/widget.js",
         Route::js("export const widget = 'production';\n"),
     );
-    let store = tempfile::tempdir().unwrap();
-    let (proxy, _conf) = proxy(
+    a_broken_file_reverts(
         &origin,
-        &store.path().display().to_string(),
-        "min_views = 4\nmin_increase = 0.5\n",
-    );
-    let (s, b) = api(
-        &proxy,
-        "PUT",
-        "tickets/RB-9/modules/src/widget.js",
-        Value::String(
-            "import { fmt } from './fmt.js';\nexport const widget = fmt('ticket');\n".into(),
-        ),
+        "RB-9",
+        "src/widget.js",
+        "import { fmt } from './fmt.js';\nexport const widget = fmt('ticket');\n",
+        ("fallback", "production"),
     )
     .await;
-    assert!(s == 200 || s == 201, "{s} {b}");
-    let (s, b) = api(
-        &proxy,
-        "POST",
-        "tickets/RB-9/promote",
-        json!({"from": "dev"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{b}");
-    release_by_steps(&proxy, "RB-9", &[50], "0").await;
-    let detail = reverted_from_both_sides(&proxy, "RB-9", ("fallback", "production")).await;
-    assert!(
-        detail.contains("regressed") && detail.contains("production 0 of"),
-        "{detail}"
-    );
 }
 
 /// One page view as the visitor `id` (a new one: no other cookie): the
