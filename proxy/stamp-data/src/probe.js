@@ -47,13 +47,17 @@ const href=u=>{try{return new URL(u,location.href).href.split("#")[0]}catch(_){r
 const isCss=p=>/\.css$/i.test(p);
 // (The page's, and those of the frames whose loads it reads as its own.)
 const framesRead=[];
-const uses=(u,js)=>{const a=href(u);if(!a)return!1;for(const w of [W,...framesRead]){let doc;try{doc=w.document}catch(_){continue}if(!doc)continue;
+const uses=(u,js)=>{const a=href(u);if(!a)return!1;for(const w of [W,...framesRead]){let doc;try{if(w!==W&&w.__ticketStamp)continue;doc=w.document}catch(_){continue}if(!doc)continue;
  for(const e of js?doc.scripts:doc.querySelectorAll("link[href]")){const v=js?e.src:e.href;if(!v||!js&&!/(^|\s)stylesheet(\s|$)/i.test(e.rel||""))continue;if(href(v)===a)return!0}}return!1};
 // The ticket's files a link loaded, until an element is seen using them.
 const settle=()=>{for(const[k,u]of S.linked){const m=byHash.get(k);if(!uses(u,m.js))continue;S.linked.delete(k);if(m.js)S.loaded.add(k);else ran(k,!1)}};
 let changed=!0;
-const see=e=>{let u;try{u=new URL(e.name)}catch(_){return}
- if(e.initiatorType==="script"&&e.responseStatus>=400)failedLoad(e.name);
+// `since`: a timeline whose script entries with a 4xx status are failed
+// loads of this page, from that time on (not what the response's `Link`
+// header or early hints preloaded before the probe ran, nor what a worker
+// says it loaded).
+const see=(e,since)=>{let u;try{u=new URL(e.name)}catch(_){return}
+ if(since!=null&&e.initiatorType==="script"&&e.responseStatus>=400&&e.startTime>=since)failedLoad(e.name);
  const ok=!e.responseStatus||(e.responseStatus>=200&&e.responseStatus<400);
  const ts=u.searchParams.get("__ts"),h=ts&&ts.split("?")[0];
  const st=(e.serverTiming||[]).find(t=>t.name==="ticket-stamp");
@@ -99,7 +103,8 @@ const hookSystem=()=>{try{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;
   if(k&&typeof dec==="function"){const w=function(...x){const r=dec.apply(this,x);try{const ex=r&&r.execute;
    if(typeof ex==="function")r.execute=function(){const v=ex.apply(this,arguments);if(v&&typeof v.then==="function")v.then(()=>ran(k,!1),()=>{});else ran(k,!1);return v};else if(r)ran(k,!1)}catch(_){}return r};
    Object.defineProperty(w,"length",{value:dec.length});a[i]=w}}catch(_){}return rg.apply(this,a)}}catch(_){}};
-try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()}).observe({type:"resource",buffered:!0})}catch(_){}
+const T0=performance.now();
+try{new PerformanceObserver(l=>{hookSystem();for(const e of l.getEntries())see(e,T0);later()}).observe({type:"resource",buffered:!0})}catch(_){}
 // A frame of this origin with no probe of its own (an <iframe srcdoc>, an
 // about:blank frame the page writes into) has no map, and what it loads
 // never reaches this page's timeline: it is read here, as this page's, so
@@ -109,7 +114,7 @@ try{new PerformanceObserver(l=>{hookSystem();l.getEntries().forEach(see);later()
 // (Chromium keeps the blank document's window, and its timeline, for the
 // page of this origin that replaces it).
 const framed=new WeakSet,watchFrame=f=>{try{const w=f.contentWindow;if(!w||w.__ticketStamp)return;const p=w.performance;if(!p||framed.has(p))return;framed.add(p);framesRead.push(w);
- const o=new w.PerformanceObserver(l=>{let own=!0;try{own=!!w.__ticketStamp}catch(_){}if(own){o.disconnect();const i=framesRead.indexOf(w);if(i>=0)framesRead.splice(i,1);return}l.getEntries().forEach(see);later()});o.observe({type:"resource",buffered:!0})}catch(_){}},
+ const o=new w.PerformanceObserver(l=>{let own=!0;try{own=w.performance===p&&!!w.__ticketStamp}catch(_){}if(own){o.disconnect();const i=framesRead.indexOf(w);if(i>=0)framesRead.splice(i,1);return}for(const e of l.getEntries())see(e,0);later()});o.observe({type:"resource",buffered:!0})}catch(_){}},
  frames=n=>{if(n.nodeType!==1)return;for(const f of n.localName==="iframe"?[n]:n.getElementsByTagName("iframe")){watchFrame(f);if(!f.__ticketStampFrame){f.__ticketStampFrame=1;f.addEventListener("load",()=>watchFrame(f))}}};
 // A shared worker outlives the page that started it and serves every page
 // that asks for it by the same URL and name: one started on production would
@@ -239,7 +244,7 @@ const metErr=new WeakSet,first=x=>{if(!x||typeof x!=="object")return!0;if(metErr
 // reloads). Each URL once, whichever way it came first.
 const failedUrls=new Set,failedLoad=u=>{const k=bare(u);if(failedUrls.has(k))return;failedUrls.add(k);S.failed++;err("load","failed to load "+pathOf(u),u,0,"")};
 W.addEventListener("error",e=>{const t=e.target;
- if(t&&t!==W&&(t.src||t.href)){failedLoad(t.src||t.href);return}
+ const src=t&&t!==W&&(t.src||t.href),url=src&&(typeof src==="string"?src:src.baseVal);if(url){failedLoad(url);return}
  if(first(e.error))err("error",e.message,e.filename,e.lineno,e.error&&e.error.stack)},!0);
 W.addEventListener("unhandledrejection",e=>{const r=e.reason;if(first(r))err("rejection",r&&r.message||r,"",0,r&&r.stack)});
 // (Not an AbortError, a request the app cancelled, nor an Error of a

@@ -699,6 +699,42 @@ async fn a_frame_with_its_own_probe_says_what_it_ran_and_the_page_does_not() {
     browser.close().await.unwrap();
 }
 
+/// What the response's `Link` header preloads is fetched before the page's
+/// probe runs and runs nothing by itself: a stale preload of a chunk that
+/// is gone (a 404) is no error of the page, whereas a module the page
+/// imports that fails to load is one, even when the page catches it.
+#[tokio::test]
+async fn a_stale_preload_is_no_error_and_a_failed_import_is_one() {
+    let origin = Origin::start().unwrap();
+    origin.route(
+        "/",
+        Route::html(
+            "<!doctype html><html><head><title>shop</title>\
+             <script type=importmap>{\"imports\":{\"@app/w\":\"/src/w.js\"}}</script>\
+             <script type=module>import { w } from '@app/w'; document.getElementById('out').textContent = w;\
+             import('/src/gone.js').catch(() => {});</script>\
+             </head><body><p id=out>-</p></body></html>",
+        )
+        .header("link", "</assets/chunk-old.js>; rel=modulepreload"),
+    );
+    origin.route("/src/w.js", Route::js("export const w = 'production w';\n"));
+    let app = App::start(origin, Origin::start().unwrap());
+    let work = project("/src", "src", &[("w.js", "export const w = 'ticket w';\n")]);
+    app.stamp(work.path(), &["PRE-1", "--update", "--once"]);
+    let browser = Browser::start().await.unwrap();
+    app.expect(&browser, "/?dev=PRE-1", SHOW, "ticket w").await;
+    let text = badge_says(&browser, "1 error").await;
+    assert!(text.contains("1 of 1 module ran"), "{text}");
+    let errors = browser
+        .execute("return JSON.stringify(window.__ticketStamp.errors)")
+        .await
+        .unwrap();
+    let errors = errors.as_str().unwrap_or_default();
+    assert!(errors.contains("/src/gone.js"), "{errors}");
+    assert!(!errors.contains("chunk-old"), "{errors}");
+    browser.close().await.unwrap();
+}
+
 /// An app deployed under `/app/` (Angular's `--base-href`, any client
 /// router's deep links): the page at a deep link carries
 /// `<base href="/app/">`, and its map entry and entry script are relative,
