@@ -57,7 +57,7 @@ let changed=!0;
 // header or early hints preloaded before the probe ran, nor what a worker
 // says it loaded).
 const see=(e,since)=>{let u;try{u=new URL(e.name)}catch(_){return}
- if(since!=null&&e.initiatorType==="script"&&e.responseStatus>=400&&e.startTime>=since)failedLoad(e.name);
+ if(since!=null&&e.initiatorType==="script"&&e.responseStatus>=400&&e.startTime>=since){if(since===T0)importFails.push(e.startTime);failedLoad(e.name)}
  const ok=!e.responseStatus||(e.responseStatus>=200&&e.responseStatus<400);
  const ts=u.searchParams.get("__ts"),h=ts&&ts.split("?")[0];
  const st=(e.serverTiming||[]).find(t=>t.name==="ticket-stamp");
@@ -103,8 +103,8 @@ const hookSystem=()=>{try{const Sys=W.System;if(!Sys||Sys.__ticketStamp)return;
   if(k&&typeof dec==="function"){const w=function(...x){const r=dec.apply(this,x);try{const ex=r&&r.execute;
    if(typeof ex==="function")r.execute=function(){const v=ex.apply(this,arguments);if(v&&typeof v.then==="function")v.then(()=>ran(k,!1),()=>{});else ran(k,!1);return v};else if(r)ran(k,!1)}catch(_){}return r};
    Object.defineProperty(w,"length",{value:dec.length});a[i]=w}}catch(_){}return rg.apply(this,a)}}catch(_){}};
-const T0=performance.now();
-try{new PerformanceObserver(l=>{hookSystem();for(const e of l.getEntries())see(e,T0);later()}).observe({type:"resource",buffered:!0})}catch(_){}
+const T0=performance.now(),importFails=[];let PO=null;
+try{PO=new PerformanceObserver(l=>{hookSystem();for(const e of l.getEntries())see(e,T0);later()});PO.observe({type:"resource",buffered:!0})}catch(_){}
 // A frame of this origin with no probe of its own (an <iframe srcdoc>, an
 // about:blank frame the page writes into) has no map, and what it loads
 // never reaches this page's timeline: it is read here, as this page's, so
@@ -244,7 +244,12 @@ const metErr=new WeakSet,first=x=>{if(!x||typeof x!=="object")return!0;if(metErr
 // reloads). Each URL once, whichever way it came first.
 const failedUrls=new Set,failedLoad=u=>{const k=bare(u);if(failedUrls.has(k))return;failedUrls.add(k);S.failed++;err("load","failed to load "+pathOf(u),u,0,"")};
 W.addEventListener("error",e=>{const t=e.target;
- const src=t&&t!==W&&(t.src||t.href),url=src&&(typeof src==="string"?src:src.baseVal);if(url){failedLoad(url);return}
+ const src=t&&t!==W&&(t.src||t.href),url=src&&(typeof src==="string"?src:src.baseVal);if(url){
+  // A module script whose own file came fails for a module of its graph,
+  // which the timeline names: that one is the failed load, not the root.
+  const own=t.localName==="script"&&String(t.type).trim().toLowerCase()==="module"&&performance.getEntriesByName(url).find(x=>x.initiatorType==="script");
+  if(own&&own.responseStatus>=200&&own.responseStatus<400){setTimeout(()=>{try{if(PO)for(const x of PO.takeRecords())see(x,T0)}catch(_){}if(!importFails.some(s=>s>=own.startTime))failedLoad(url);later()},0);return}
+  failedLoad(url);return}
  if(first(e.error))err("error",e.message,e.filename,e.lineno,e.error&&e.error.stack)},!0);
 W.addEventListener("unhandledrejection",e=>{const r=e.reason;if(first(r))err("rejection",r&&r.message||r,"",0,r&&r.stack)});
 // (Not an AbortError, a request the app cancelled, nor an Error of a

@@ -702,7 +702,10 @@ async fn a_frame_with_its_own_probe_says_what_it_ran_and_the_page_does_not() {
 /// What the response's `Link` header preloads is fetched before the page's
 /// probe runs and runs nothing by itself: a stale preload of a chunk that
 /// is gone (a 404) is no error of the page, whereas a module the page
-/// imports that fails to load is one, even when the page catches it.
+/// imports that fails to load is one, even when the page catches it. A
+/// module script whose own file came but whose import is missing is one
+/// failed load, the missing module's (the element's `error` and the
+/// import's 404 are not two).
 #[tokio::test]
 async fn a_stale_preload_is_no_error_and_a_failed_import_is_one() {
     let origin = Origin::start().unwrap();
@@ -713,25 +716,35 @@ async fn a_stale_preload_is_no_error_and_a_failed_import_is_one() {
              <script type=importmap>{\"imports\":{\"@app/w\":\"/src/w.js\"}}</script>\
              <script type=module>import { w } from '@app/w'; document.getElementById('out').textContent = w;\
              import('/src/gone.js').catch(() => {});</script>\
+             <script type=module src=/src/root.js></script>\
              </head><body><p id=out>-</p></body></html>",
         )
         .header("link", "</assets/chunk-old.js>; rel=modulepreload"),
     );
     origin.route("/src/w.js", Route::js("export const w = 'production w';\n"));
+    origin.route("/src/root.js", Route::js("import './nothere.js';\n"));
     let app = App::start(origin, Origin::start().unwrap());
     let work = project("/src", "src", &[("w.js", "export const w = 'ticket w';\n")]);
     app.stamp(work.path(), &["PRE-1", "--update", "--once"]);
     let browser = Browser::start().await.unwrap();
     app.expect(&browser, "/?dev=PRE-1", SHOW, "ticket w").await;
-    let text = badge_says(&browser, "1 error").await;
+    let text = badge_says(&browser, "2 errors").await;
     assert!(text.contains("1 of 1 module ran"), "{text}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let errors = browser
         .execute("return JSON.stringify(window.__ticketStamp.errors)")
         .await
         .unwrap();
     let errors = errors.as_str().unwrap_or_default();
-    assert!(errors.contains("/src/gone.js"), "{errors}");
-    assert!(!errors.contains("chunk-old"), "{errors}");
+    assert!(
+        errors.contains("/src/gone.js") && errors.contains("/src/nothere.js"),
+        "{errors}"
+    );
+    assert!(
+        !errors.contains("chunk-old") && !errors.contains("root.js"),
+        "{errors}"
+    );
+    assert_eq!(badge(&browser).await.matches("2 errors").count(), 1);
     browser.close().await.unwrap();
 }
 
