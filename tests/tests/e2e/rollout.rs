@@ -988,22 +988,8 @@ async fn a_prometheus_query_over_its_max_reverts_the_ticket() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let revert = t["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|e| e["event"] == "revert")
-        .unwrap()
-        .clone();
-    assert_eq!(revert["actor"], "rollout");
-    assert!(
-        revert["detail"]
-            .as_str()
-            .unwrap()
-            .contains("prometheus over, at 1"),
-        "{revert}"
-    );
+    let detail = reverted_by_the_job(&t);
+    assert!(detail.contains("prometheus over, at 1"), "{detail}");
     // The series of a ticket no longer rolling out are gone.
     let metrics = client()
         .get(proxy.url("/__stamp/metrics"))
